@@ -1,0 +1,80 @@
+//! Test harness for ServiceRadar Edge: starts the *real* dependencies the product
+//! talks to (PostgreSQL, `nats-server`) on loopback, on free ports, in private
+//! temporary directories, and cleans them up afterwards.
+//!
+//! Nothing here is mocked. Tests and benchmarks use these helpers instead of
+//! assuming a server is already running, so `cargo test` works on a fresh machine
+//! that has the binaries installed (see `.ci/run`).
+//!
+//! * [`free_port`] — a currently unused TCP port on 127.0.0.1.
+//! * [`postgres`] — one PostgreSQL cluster per test process, started on first use;
+//!   [`PgCluster::create_database`] gives each test its own empty database.
+//! * [`NatsServer`] — a `nats-server` child process from a config text, killed on drop.
+
+#![forbid(unsafe_code)]
+
+mod nats;
+mod pg;
+
+pub use nats::{NatsServer, check_nats_config, nats_server_binary};
+pub use pg::{PgCluster, postgres};
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Errors from starting or talking to a test dependency.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// A binary the harness needs is not installed.
+    #[error("`{binary}` not found: {hint}")]
+    MissingBinary {
+        /// The binary that was looked for.
+        binary: String,
+        /// How to install it.
+        hint: String,
+    },
+    /// A process could not be started or exited with an error.
+    #[error("{what} failed: {detail}")]
+    Process {
+        /// What was being run.
+        what: String,
+        /// Its stderr/stdout or the OS error.
+        detail: String,
+    },
+    /// A server did not become ready in time.
+    #[error("{what} did not become ready within {timeout:?}")]
+    Timeout {
+        /// What was being waited for.
+        what: String,
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// Filesystem error while preparing a server.
+    #[error("io error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port on loopback");
+    listener
+        .local_addr()
+        .expect("ephemeral listener has a local address")
+        .port()
+}
+
+/// Waits until something accepts TCP connections on `127.0.0.1:port`.
+pub fn wait_for_port(port: u16, what: &str, timeout: Duration) -> Result<(), HarnessError> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(HarnessError::Timeout {
+        what: what.to_string(),
+        timeout,
+    })
+}

@@ -1,0 +1,202 @@
+//! A private PostgreSQL cluster for tests and benchmarks.
+//!
+//! The cluster lives in a temporary directory, listens only on 127.0.0.1 on a free
+//! port, and is shut down (and its directory removed) by a small watchdog shell
+//! loop as soon as the process that started it exits. That matters because the
+//! cluster is shared by every test of a test binary through a `static`, and statics
+//! are never dropped.
+//!
+//! PostgreSQL refuses to run as root; when the harness runs as root (CI here does)
+//! it runs the server as the `postgres` system user created by Debian's packages.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::{HarnessError, free_port, wait_for_port};
+
+/// A running PostgreSQL cluster owned by this process.
+#[derive(Debug)]
+pub struct PgCluster {
+    port: u16,
+    bin_dir: PathBuf,
+    run_as_postgres: bool,
+}
+
+/// The PostgreSQL cluster shared by all tests of this process, started on first use.
+///
+/// If `SERVICERADAR_TEST_DATABASE_URL` is set, no cluster is started and tests
+/// use that server instead (databases are still created per test).
+pub fn postgres() -> &'static PgCluster {
+    static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        PgCluster::start(false).unwrap_or_else(|err| {
+            panic!("could not start a test PostgreSQL cluster: {err}")
+        })
+    })
+}
+
+impl PgCluster {
+    /// Starts a new cluster. `durable = false` turns off fsync and friends (fine
+    /// for tests, wrong for benchmarks that want production-like numbers).
+    pub fn start(durable: bool) -> Result<Self, HarnessError> {
+        let bin_dir = find_bin_dir()?;
+        let run_as_postgres = is_root();
+        let dir = tempfile::Builder::new()
+            .prefix("serviceradar-pg-")
+            .tempdir()?
+            .keep();
+        let data = dir.join("data");
+        if run_as_postgres {
+            run(
+                "chown",
+                Command::new("chown").arg("-R").arg("postgres:").arg(&dir),
+            )?;
+        }
+        let mut initdb = command_as(run_as_postgres, &bin_dir.join("initdb"));
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
+        run("initdb", &mut initdb)?;
+
+        let port = free_port();
+        let mut settings = format!(
+            "-c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=256MB -k {}",
+            dir.display()
+        );
+        if !durable {
+            settings.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        }
+        // The watchdog: start postgres, then poll for the parent test process; when
+        // it is gone (or postgres died) stop postgres and remove the directory.
+        let script = format!(
+            "{postgres} -D {data} -p {port} {settings} >{dir}/postgres.log 2>&1 & pg=$!; \
+             while [ -d /proc/{parent} ] && kill -0 $pg 2>/dev/null; do sleep 0.5; done; \
+             kill -INT $pg 2>/dev/null; wait $pg; rm -rf {dir}",
+            postgres = bin_dir.join("postgres").display(),
+            data = data.display(),
+            dir = dir.display(),
+            parent = std::process::id(),
+        );
+        let mut watchdog = command_as(run_as_postgres, Path::new("sh"));
+        watchdog
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        watchdog.spawn()?;
+        wait_for_port(port, "postgres", Duration::from_secs(30)).map_err(|err| {
+            let log = std::fs::read_to_string(dir.join("postgres.log")).unwrap_or_default();
+            HarnessError::Process {
+                what: "postgres".into(),
+                detail: format!("{err}; log:\n{log}"),
+            }
+        })?;
+        Ok(Self {
+            port,
+            bin_dir,
+            run_as_postgres,
+        })
+    }
+
+    /// The port the cluster listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Connection URL for database `name` as the superuser.
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Creates a fresh, empty database and returns its URL.
+    pub fn create_database(&self) -> String {
+        if let Ok(base) = std::env::var("SERVICERADAR_TEST_DATABASE_URL") {
+            return base;
+        }
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let mut createdb = command_as(self.run_as_postgres, &self.bin_dir.join("createdb"));
+        createdb.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", &name]);
+        run("createdb", &mut createdb).expect("createdb on the test cluster");
+        self.url(&name)
+    }
+
+    /// Runs `psql -c sql` against database `name` (used by benchmarks for `\copy`).
+    pub fn psql(&self, database: &str, sql: &str) -> Result<String, HarnessError> {
+        let mut psql = Command::new("psql");
+        psql.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ]);
+        run("psql", &mut psql)
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn command_as(as_postgres: bool, program: &Path) -> Command {
+    if as_postgres {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run(what: &str, cmd: &mut Command) -> Result<String, HarnessError> {
+    let output = cmd.output().map_err(|err| HarnessError::Process {
+        what: what.into(),
+        detail: err.to_string(),
+    })?;
+    if !output.status.success() {
+        return Err(HarnessError::Process {
+            what: what.into(),
+            detail: format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn find_bin_dir() -> Result<PathBuf, HarnessError> {
+    if let Ok(dir) = std::env::var("SERVICERADAR_PG_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path().join("bin"))
+                .filter(|bin| bin.join("postgres").is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    candidates.sort();
+    candidates.pop().ok_or_else(|| HarnessError::MissingBinary {
+        binary: "postgres".into(),
+        hint: "install Debian's `postgresql` package (or set SERVICERADAR_PG_BIN)".into(),
+    })
+}
