@@ -1,1 +1,30 @@
-//! placeholder
+//! The pure core of ServiceRadar Edge: identifiers, validated values, roles and
+//! the authorization policy, and the state machines of the resources the control
+//! plane manages (edge sites, NATS leaf servers, collector packages, alerts).
+//!
+//! Nothing in this crate does I/O. Every other crate depends on it, and it
+//! depends on nothing of ours, so the rules here can be tested exhaustively and
+//! reused by the server, the CLI and the agent alike.
+//!
+//! * [`ids`] — typed UUID identifiers, so a site id can never be passed as a tenant id.
+//! * [`validate`] — "parse, don't validate": slugs, names, URLs, e-mails. Values
+//!   that will later be rendered into NATS config or shell scripts are restricted
+//!   here, at the boundary.
+//! * [`policy`] — who may do what: one function decides, for every role, token
+//!   scope and action.
+//! * [`scope`] — [`scope::TenantScope`], the value every tenant-scoped query needs.
+//! * [`state`] — the state machines; an illegal transition is an error.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod ids;
+pub mod policy;
+pub mod resources;
+pub mod scope;
+pub mod state;
+pub mod validate;
+
+pub use ids::*;
+pub use policy::{Action, Actor, Denied, Role, Scope, ScopeSet};
+pub use scope::TenantScope;
