@@ -1,1 +1,58 @@
-//! placeholder
+//! Persistence for ServiceRadar Edge.
+//!
+//! One code path serves both backends: SQLite (a file, the zero-setup
+//! embedded default) and PostgreSQL (production, several control-plane
+//! replicas). Queries go through sqlx's `Any` driver with `$n` placeholders;
+//! times are `i64` Unix milliseconds and ids are UUID text, the types both
+//! databases and the `Any` driver share. Each backend has its own migrations
+//! folder with the same tables and constraint names.
+//!
+//! Tenant data is reachable only through [`Scoped`], which is built from a
+//! [`TenantScope`]: every query on a tenant table carries the tenant filter by
+//! construction. Platform-level lookups (tenants, credentials during
+//! authentication, the job queue) live on [`Store`] itself.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod auth;
+mod db;
+mod error;
+pub mod jobs;
+mod packages;
+pub mod page;
+mod sites;
+mod tenants;
+mod tokens;
+mod users;
+
+pub use auth::{LoginRecord, SessionRecord, TokenRecord};
+pub use db::{Backend, Store};
+pub use error::StoreError;
+pub use packages::{NewPackage, PackageFilter, PackageWithSite, SiteSummary};
+pub use page::{Cursor, Page, PageRequest};
+pub use sites::{LeafFilter, LeafProvisioning, NewSite, SiteFilter, SiteUpdate};
+pub use tokens::NewToken;
+pub use users::NewUser;
+
+use serviceradar_domain::TenantScope;
+
+/// Tenant-scoped access to the store. Obtain with [`Store::scoped`].
+#[derive(Clone, Copy)]
+pub struct Scoped<'a> {
+    store: &'a Store,
+    scope: TenantScope,
+}
+
+impl<'a> Scoped<'a> {
+    fn tenant(&self) -> String {
+        self.scope.tenant_id().to_string()
+    }
+}
+
+impl Store {
+    /// Tenant-scoped repositories for `scope`'s tenant.
+    pub fn scoped(&self, scope: TenantScope) -> Scoped<'_> {
+        Scoped { store: self, scope }
+    }
+}

@@ -1,0 +1,483 @@
+//! Collector bundles: config, certificates and credentials for one collector.
+//!
+//! A collector (flowgger, trapd, otel, netflow, syslog) publishes into NATS. When
+//! its package is assigned to an edge site it must talk to that site's local
+//! NATS leaf (low latency, buffered through WAN outages); otherwise straight to
+//! the SaaS NATS (seed 001, 4.1). [`NatsTarget`] makes that choice explicit and
+//! the bundle's `collector.json` and `README.md` say which URL is used and why.
+//!
+//! Layout (under `serviceradar-collector-{tenant}-{type}/`):
+//!
+//! | path | mode |
+//! | --- | --- |
+//! | `README.md` | 0644 |
+//! | `collector.json` | 0644 |
+//! | `certs/collector.pem`, `certs/ca.pem` | 0644 |
+//! | `certs/collector-key.pem` | 0600 |
+//! | `creds/collector.creds` | 0600 |
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::archive::ArchiveBuilder;
+use crate::validate::{self, PemKind};
+use crate::{BundleError, SecretText};
+
+/// The kinds of collectors ServiceRadar ships.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CollectorType {
+    /// Flowgger (syslog/log collector).
+    Flowgger,
+    /// SNMP trap receiver.
+    Trapd,
+    /// OpenTelemetry collector.
+    Otel,
+    /// NetFlow/IPFIX collector.
+    Netflow,
+    /// Syslog collector.
+    Syslog,
+}
+
+impl CollectorType {
+    /// Lower-case name (`flowgger`, `trapd`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Flowgger => "flowgger",
+            Self::Trapd => "trapd",
+            Self::Otel => "otel",
+            Self::Netflow => "netflow",
+            Self::Syslog => "syslog",
+        }
+    }
+
+    /// The subject family the collector publishes into: `logs` for flowgger and
+    /// syslog, `events` for traps, `metrics` for otel and netflow.
+    pub fn subject_family(self) -> &'static str {
+        match self {
+            Self::Flowgger | Self::Syslog => "logs",
+            Self::Trapd => "events",
+            Self::Otel | Self::Netflow => "metrics",
+        }
+    }
+
+    /// Subject prefix for a tenant, e.g. `logs.acme`.
+    pub fn subject_prefix(self, tenant_slug: &str) -> String {
+        format!("{}.{tenant_slug}", self.subject_family())
+    }
+
+    /// Where the bundle's files are meant to be installed on the collector host.
+    pub fn install_dir(self) -> String {
+        format!("/etc/serviceradar/{}", self.as_str())
+    }
+}
+
+/// Which NATS a collector publishes to, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NatsTarget {
+    /// The package is assigned to an edge site: use the site's local leaf.
+    EdgeSite {
+        /// The site's display name (free text, shown in the README only).
+        site_name: String,
+        /// The site's slug.
+        site_slug: String,
+        /// The leaf's URL as seen from collectors (`nats://10.0.1.50:4222`).
+        nats_leaf_url: String,
+    },
+    /// No edge site: publish straight to the ServiceRadar SaaS NATS.
+    Saas {
+        /// The SaaS NATS URL.
+        url: String,
+    },
+}
+
+/// An edge site as far as choosing a collector's NATS URL is concerned.
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeSiteRef<'a> {
+    /// Display name.
+    pub name: &'a str,
+    /// Slug.
+    pub slug: &'a str,
+    /// The site's `nats_leaf_url`.
+    pub nats_leaf_url: &'a str,
+}
+
+impl NatsTarget {
+    /// Seed 001 4.1.2 (`get_nats_url`): the site's leaf when the package has an
+    /// edge site, else the SaaS NATS URL.
+    pub fn for_package(edge_site: Option<EdgeSiteRef<'_>>, saas_url: &str) -> Self {
+        match edge_site {
+            Some(site) => Self::EdgeSite {
+                site_name: site.name.to_owned(),
+                site_slug: site.slug.to_owned(),
+                nats_leaf_url: site.nats_leaf_url.to_owned(),
+            },
+            None => Self::Saas {
+                url: saas_url.to_owned(),
+            },
+        }
+    }
+
+    /// The URL the collector connects to.
+    pub fn url(&self) -> &str {
+        match self {
+            Self::EdgeSite { nats_leaf_url, .. } => nats_leaf_url,
+            Self::Saas { url } => url,
+        }
+    }
+
+    fn validate(&self) -> Result<(), BundleError> {
+        match self {
+            Self::EdgeSite {
+                site_name,
+                site_slug,
+                nats_leaf_url,
+            } => {
+                validate::display_text("site_name", site_name)?;
+                validate::slug("site_slug", site_slug)?;
+                validate::nats_url("nats_leaf_url", nats_leaf_url)
+            }
+            Self::Saas { url } => validate::nats_url("saas_url", url),
+        }
+    }
+}
+
+/// Everything that goes into one collector bundle.
+#[derive(Debug, Clone)]
+pub struct CollectorBundle {
+    /// Kind of collector.
+    pub collector_type: CollectorType,
+    /// The collector package's id.
+    pub package_id: Uuid,
+    /// Tenant slug.
+    pub tenant_slug: String,
+    /// Where the collector publishes.
+    pub target: NatsTarget,
+    /// The collector's NATS `.creds` file.
+    pub creds: SecretText,
+    /// Client certificate (PEM).
+    pub client_cert_pem: String,
+    /// Client key (PEM).
+    pub client_key_pem: SecretText,
+    /// CA certificate(s) to verify the NATS server with (PEM).
+    pub ca_pem: String,
+}
+
+impl CollectorBundle {
+    /// The bundle's top-level directory: `serviceradar-collector-{tenant}-{type}`.
+    pub fn root_dir(&self) -> String {
+        format!(
+            "serviceradar-collector-{}-{}",
+            self.tenant_slug,
+            self.collector_type.as_str()
+        )
+    }
+
+    /// A file name for the download: `{root_dir}.tar.gz`.
+    pub fn file_name(&self) -> String {
+        format!("{}.tar.gz", self.root_dir())
+    }
+
+    fn validate(&self) -> Result<(), BundleError> {
+        validate::slug("tenant_slug", &self.tenant_slug)?;
+        self.target.validate()?;
+        validate::creds("creds", self.creds.expose())?;
+        validate::pem(
+            "client_cert_pem",
+            &self.client_cert_pem,
+            PemKind::Certificate,
+        )?;
+        validate::pem(
+            "client_key_pem",
+            self.client_key_pem.expose(),
+            PemKind::PrivateKey,
+        )?;
+        validate::pem("ca_pem", &self.ca_pem, PemKind::Certificate)
+    }
+}
+
+#[derive(Serialize)]
+struct ConfigFile<'a> {
+    collector_type: CollectorType,
+    package_id: String,
+    tenant: &'a str,
+    subject_prefix: String,
+    nats: NatsSection<'a>,
+}
+
+#[derive(Serialize)]
+struct NatsSection<'a> {
+    url: &'a str,
+    /// `edge_site` or `saas`.
+    target: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edge_site_slug: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edge_site_name: Option<&'a str>,
+    creds_file: String,
+    tls: TlsSection,
+}
+
+#[derive(Serialize)]
+struct TlsSection {
+    cert_file: String,
+    key_file: String,
+    ca_file: String,
+}
+
+fn config_json(b: &CollectorBundle) -> Result<String, BundleError> {
+    let dir = b.collector_type.install_dir();
+    let (target, slug, name) = match &b.target {
+        NatsTarget::EdgeSite {
+            site_name,
+            site_slug,
+            ..
+        } => (
+            "edge_site",
+            Some(site_slug.as_str()),
+            Some(site_name.as_str()),
+        ),
+        NatsTarget::Saas { .. } => ("saas", None, None),
+    };
+    let config = ConfigFile {
+        collector_type: b.collector_type,
+        package_id: b.package_id.to_string(),
+        tenant: &b.tenant_slug,
+        subject_prefix: b.collector_type.subject_prefix(&b.tenant_slug),
+        nats: NatsSection {
+            url: b.target.url(),
+            target,
+            edge_site_slug: slug,
+            edge_site_name: name,
+            creds_file: format!("{dir}/creds/collector.creds"),
+            tls: TlsSection {
+                cert_file: format!("{dir}/certs/collector.pem"),
+                key_file: format!("{dir}/certs/collector-key.pem"),
+                ca_file: format!("{dir}/certs/ca.pem"),
+            },
+        },
+    };
+    let mut json = serde_json::to_string_pretty(&config).map_err(std::io::Error::other)?;
+    json.push('\n');
+    Ok(json)
+}
+
+fn readme(b: &CollectorBundle) -> String {
+    let kind = b.collector_type.as_str();
+    let dir = b.collector_type.install_dir();
+    let url = b.target.url();
+    let subject = b.collector_type.subject_prefix(&b.tenant_slug);
+    let why = match &b.target {
+        NatsTarget::EdgeSite {
+            site_name,
+            site_slug,
+            nats_leaf_url,
+        } => format!(
+            "This collector connects to the local NATS leaf of edge site {site_name} \
+             (`{site_slug}`) at `{nats_leaf_url}` - data is buffered there during WAN \
+             outages and forwarded to ServiceRadar when the link is back. The collector \
+             host must reach `{nats_leaf_url}`; it needs no internet access itself.\n"
+        ),
+        NatsTarget::Saas { url } => format!(
+            "This collector connects directly to the ServiceRadar SaaS NATS at `{url}` \
+             (its package is not assigned to an edge site). The collector host needs \
+             outbound access to `{url}`. To buffer locally through WAN outages, assign \
+             the package to an edge site and download the bundle again.\n"
+        ),
+    };
+    format!(
+        "# ServiceRadar collector bundle: {kind}\n\
+         \n\
+         | | |\n\
+         | --- | --- |\n\
+         | tenant | `{tenant}` |\n\
+         | package id | `{package}` |\n\
+         | NATS URL | `{url}` |\n\
+         | subjects | `{subject}.>` |\n\
+         \n\
+         ## Which NATS this collector uses\n\
+         \n\
+         {why}\
+         \n\
+         ## Contents\n\
+         \n\
+         | file | purpose |\n\
+         | --- | --- |\n\
+         | `collector.json` | NATS URL, subject prefix and the paths of the files below |\n\
+         | `certs/collector.pem`, `certs/collector-key.pem` | client certificate and key (mutual TLS) |\n\
+         | `certs/ca.pem` | CA to verify the NATS server |\n\
+         | `creds/collector.creds` | NATS credentials |\n\
+         \n\
+         The key and credentials are secrets: keep the bundle private.\n\
+         \n\
+         ## Install\n\
+         \n\
+         `collector.json` refers to the files below `{dir}`:\n\
+         \n\
+         ```sh\n\
+         sudo install -d -m 0755 {dir}\n\
+         sudo install -d -m 0750 {dir}/certs {dir}/creds\n\
+         sudo install -m 0644 collector.json {dir}/collector.json\n\
+         sudo install -m 0644 certs/collector.pem certs/ca.pem {dir}/certs/\n\
+         sudo install -m 0600 certs/collector-key.pem {dir}/certs/\n\
+         sudo install -m 0600 creds/collector.creds {dir}/creds/\n\
+         ```\n\
+         \n\
+         Then point the {kind} collector's NATS output at `{url}` using the files\n\
+         above (see `collector.json`) and restart it.\n",
+        tenant = b.tenant_slug,
+        package = b.package_id,
+    )
+}
+
+/// Builds the collector bundle (tar.gz bytes). Deterministic.
+///
+/// # Errors
+///
+/// A [`BundleError`] naming the first input that fails validation.
+pub fn collector_bundle(bundle: &CollectorBundle) -> Result<Vec<u8>, BundleError> {
+    bundle.validate()?;
+    let mut archive = ArchiveBuilder::new(&bundle.root_dir())?;
+    archive.add_file("collector.json", config_json(bundle)?, 0o644)?;
+    archive.add_file("README.md", readme(bundle), 0o644)?;
+    archive.add_file(
+        "certs/collector.pem",
+        validate::with_newline(&bundle.client_cert_pem),
+        0o644,
+    )?;
+    archive.add_file(
+        "certs/collector-key.pem",
+        validate::with_newline(bundle.client_key_pem.expose()),
+        0o600,
+    )?;
+    archive.add_file(
+        "certs/ca.pem",
+        validate::with_newline(&bundle.ca_pem),
+        0o644,
+    )?;
+    archive.add_file(
+        "creds/collector.creds",
+        validate::with_newline(bundle.creds.expose()),
+        0o600,
+    )?;
+    archive.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n";
+    const CREDS: &str = "-----BEGIN NATS USER JWT-----\neyJ\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\nSUA\n------END USER NKEY SEED------\n";
+
+    fn sample(target: NatsTarget) -> CollectorBundle {
+        CollectorBundle {
+            collector_type: CollectorType::Flowgger,
+            package_id: Uuid::nil(),
+            tenant_slug: "acme".into(),
+            target,
+            creds: CREDS.into(),
+            client_cert_pem: CERT.into(),
+            client_key_pem: KEY.into(),
+            ca_pem: CERT.into(),
+        }
+    }
+
+    #[test]
+    fn for_package_prefers_the_edge_site() {
+        let site = EdgeSiteRef {
+            name: "NYC",
+            slug: "nyc",
+            nats_leaf_url: "nats://10.0.1.50:4222",
+        };
+        assert_eq!(
+            NatsTarget::for_package(Some(site), "tls://saas:4222").url(),
+            "nats://10.0.1.50:4222"
+        );
+        assert_eq!(
+            NatsTarget::for_package(None, "tls://saas:4222").url(),
+            "tls://saas:4222"
+        );
+    }
+
+    #[test]
+    fn subjects_by_type() {
+        assert_eq!(CollectorType::Flowgger.subject_prefix("acme"), "logs.acme");
+        assert_eq!(CollectorType::Syslog.subject_prefix("acme"), "logs.acme");
+        assert_eq!(CollectorType::Trapd.subject_prefix("acme"), "events.acme");
+        assert_eq!(CollectorType::Otel.subject_prefix("acme"), "metrics.acme");
+        assert_eq!(
+            CollectorType::Netflow.subject_prefix("acme"),
+            "metrics.acme"
+        );
+    }
+
+    #[test]
+    fn config_and_readme_name_the_edge_leaf() {
+        let b = sample(NatsTarget::EdgeSite {
+            site_name: "NYC \"Office\"".into(),
+            site_slug: "nyc".into(),
+            nats_leaf_url: "nats://10.0.1.50:4222".into(),
+        });
+        let json: serde_json::Value =
+            serde_json::from_str(&config_json(&b).expect("json")).expect("parse");
+        assert_eq!(json["nats"]["url"], "nats://10.0.1.50:4222");
+        assert_eq!(json["nats"]["target"], "edge_site");
+        assert_eq!(json["nats"]["edge_site_name"], "NYC \"Office\"");
+        assert_eq!(json["subject_prefix"], "logs.acme");
+        let r = readme(&b);
+        assert!(r.contains(
+            "connects to the local NATS leaf of edge site NYC \"Office\" (`nyc`) at `nats://10.0.1.50:4222`"
+        ));
+        assert!(r.contains("buffered there during WAN outages"));
+    }
+
+    #[test]
+    fn config_and_readme_name_the_saas_url() {
+        let b = sample(NatsTarget::Saas {
+            url: "tls://nats.serviceradar.cloud:4222".into(),
+        });
+        let json: serde_json::Value =
+            serde_json::from_str(&config_json(&b).expect("json")).expect("parse");
+        assert_eq!(json["nats"]["url"], "tls://nats.serviceradar.cloud:4222");
+        assert_eq!(json["nats"]["target"], "saas");
+        assert!(json["nats"].get("edge_site_slug").is_none());
+        assert!(readme(&b).contains(
+            "connects directly to the ServiceRadar SaaS NATS at `tls://nats.serviceradar.cloud:4222`"
+        ));
+    }
+
+    #[test]
+    fn rejects_bad_inputs() {
+        let mut b = sample(NatsTarget::Saas {
+            url: "nats://$(x):1".into(),
+        });
+        assert!(collector_bundle(&b).is_err());
+        b.target = NatsTarget::EdgeSite {
+            site_name: "a\nb".into(),
+            site_slug: "nyc".into(),
+            nats_leaf_url: "nats://x:1".into(),
+        };
+        assert!(collector_bundle(&b).is_err());
+        b.target = NatsTarget::Saas {
+            url: "nats://x:1".into(),
+        };
+        b.tenant_slug = "ACME".into();
+        assert!(collector_bundle(&b).is_err());
+        b.tenant_slug = "acme".into();
+        b.client_key_pem = CERT.into();
+        assert!(collector_bundle(&b).is_err());
+    }
+
+    #[test]
+    fn deterministic() {
+        let t = NatsTarget::Saas {
+            url: "nats://x:1".into(),
+        };
+        assert_eq!(
+            collector_bundle(&sample(t.clone())).expect("bundle"),
+            collector_bundle(&sample(t)).expect("bundle")
+        );
+    }
+}

@@ -1,0 +1,396 @@
+//! `nats-hub.conf`: the SaaS-side NATS server that edge leaves dial into.
+//!
+//! Why this module exists: the hub is where tenant isolation is enforced, by
+//! nats-server itself, with one NATS account per tenant in operator mode. This
+//! module renders the hub's config from the operator JWT and the account JWTs, and
+//! checks them before writing anything (signatures, types, that each account is
+//! signed by this operator, that the system account is among them).
+//!
+//! # Decisions
+//!
+//! **Full account resolver, preloaded.** `resolver { type: full, dir, allow_delete:
+//! true, interval: "2m" }` keeps account JWTs in a directory the hub owns. The system
+//! and tenant accounts known at render time are listed in `resolver_preload`; at
+//! startup the server stores each preload unless the directory already holds a
+//! *newer* JWT for that account, so a restart does not undo later updates. Tenants
+//! created later, and re-issued account JWTs (new limits, revoked users), are pushed
+//! to the running hub by a system-account user publishing the JWT to
+//! `$SYS.REQ.CLAIMS.UPDATE`: no restart, no config change. `interval` is how often
+//! the servers of a hub cluster reconcile their directories; `allow_delete` lets the
+//! operator remove a tenant's account (deleted JWTs are renamed, not erased).
+//!
+//! **Leafnode listener with mutual TLS** (`verify: true`, `ca_file` = the platform
+//! root): a leaf must present a certificate chaining to the platform root (its
+//! tenant CA is an intermediate under it) *and* authenticate with a user JWT of its
+//! tenant's account. The certificate keeps strangers off the port; the JWT decides
+//! the account.
+//!
+//! **JetStream domain `hub`**, distinct from every leaf's (`sr-...`), so the leaves'
+//! JetStreams stay separate from the hub's and each is addressable by domain.
+//!
+//! **Monitoring on localhost by default** (it has no authentication).
+
+use std::collections::BTreeSet;
+
+use crate::jwt::{KeyKind, check_public_key, claim_type, decode_claims};
+use crate::leaf::{is_loopback, is_unspecified};
+use crate::syntax::{
+    ConfWriter, ConfigError, HostPort, JetStreamDomain, validate_path, validate_server_name,
+};
+use crate::tls::TlsFiles;
+
+/// JetStream domain of the hub.
+pub const DEFAULT_HUB_DOMAIN: &str = "hub";
+/// How often hub servers reconcile their account directories.
+pub const RESOLVER_INTERVAL: &str = "2m";
+
+/// The hub's settings, operator and accounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubConfigInput {
+    /// `server_name`.
+    pub server_name: String,
+    /// Client listener `host:port` (control plane, ingestion).
+    pub client_listen: String,
+    /// TLS for the client listener; `None` for a plain listener (only sensible on
+    /// a private network or loopback).
+    pub client_tls: Option<TlsFiles>,
+    /// Monitoring listener `host:port`; `None` disables monitoring.
+    pub monitoring_listen: Option<String>,
+    /// JetStream store directory.
+    pub jetstream_store_dir: String,
+    /// JetStream domain, [`DEFAULT_HUB_DOMAIN`] by default.
+    pub jetstream_domain: String,
+    /// Cap of JetStream file storage in bytes; `None` is the server default.
+    pub max_file_store: Option<u64>,
+    /// Cap of JetStream memory storage in bytes; `None` is the server default.
+    pub max_memory_store: Option<u64>,
+    /// Leafnode listener `host:port`.
+    pub leafnode_listen: String,
+    /// Hub server certificate for leafnodes and the CA leaf certificates must chain
+    /// to (the platform root).
+    pub leafnode_tls: TlsFiles,
+    /// The operator JWT (self-signed).
+    pub operator_jwt: String,
+    /// Public key of the system account.
+    pub system_account: String,
+    /// Directory of the full account resolver.
+    pub resolver_dir: String,
+    /// Account JWTs to preload: the system account's and the tenants'.
+    pub account_jwts: Vec<String>,
+}
+
+impl HubConfigInput {
+    /// An input with default listeners (`0.0.0.0:4222` clients, `0.0.0.0:7422`
+    /// leafnodes, `127.0.0.1:8222` monitoring) and paths under
+    /// `/etc/serviceradar/nats` and `/var/lib/serviceradar/nats`.
+    pub fn new(
+        operator_jwt: &str,
+        system_account: &str,
+        account_jwts: Vec<String>,
+        leafnode_tls: TlsFiles,
+    ) -> Self {
+        Self {
+            server_name: "sr-hub".to_owned(),
+            client_listen: "0.0.0.0:4222".to_owned(),
+            client_tls: None,
+            monitoring_listen: Some("127.0.0.1:8222".to_owned()),
+            jetstream_store_dir: "/var/lib/serviceradar/nats/hub-jetstream".to_owned(),
+            jetstream_domain: DEFAULT_HUB_DOMAIN.to_owned(),
+            max_file_store: None,
+            max_memory_store: None,
+            leafnode_listen: "0.0.0.0:7422".to_owned(),
+            leafnode_tls,
+            operator_jwt: operator_jwt.to_owned(),
+            system_account: system_account.to_owned(),
+            resolver_dir: "/var/lib/serviceradar/nats/accounts".to_owned(),
+            account_jwts,
+        }
+    }
+}
+
+/// A checked account JWT: subject and token.
+struct Preload<'a> {
+    account: String,
+    jwt: &'a str,
+}
+
+fn check_accounts<'a>(input: &'a HubConfigInput) -> Result<Vec<Preload<'a>>, ConfigError> {
+    let operator = decode_claims(&input.operator_jwt).map_err(|source| ConfigError::Jwt {
+        field: "operator jwt",
+        source,
+    })?;
+    let operator_key = operator["sub"].as_str().unwrap_or_default();
+    if claim_type(&operator) != Some("operator") || operator["iss"] != operator["sub"] {
+        return Err(ConfigError::Inconsistent(
+            "the operator JWT must be a self-signed operator claim".into(),
+        ));
+    }
+    check_public_key("system account", &input.system_account, KeyKind::Account).map_err(
+        |source| ConfigError::Jwt {
+            field: "system account",
+            source,
+        },
+    )?;
+    if let Some(named) = operator["nats"]["system_account"].as_str()
+        && named != input.system_account
+    {
+        return Err(ConfigError::Inconsistent(
+            "the operator JWT names a different system account".into(),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    let mut preloads = Vec::with_capacity(input.account_jwts.len());
+    for jwt in &input.account_jwts {
+        let claims = decode_claims(jwt).map_err(|source| ConfigError::Jwt {
+            field: "account jwt",
+            source,
+        })?;
+        if claim_type(&claims) != Some("account") {
+            return Err(ConfigError::Inconsistent(
+                "a preloaded JWT is not an account claim".into(),
+            ));
+        }
+        let account = claims["sub"].as_str().unwrap_or_default().to_owned();
+        check_public_key("account jwt subject", &account, KeyKind::Account).map_err(|source| {
+            ConfigError::Jwt {
+                field: "account jwt",
+                source,
+            }
+        })?;
+        if claims["iss"].as_str() != Some(operator_key) {
+            return Err(ConfigError::Inconsistent(format!(
+                "account {account} is not signed by the operator"
+            )));
+        }
+        if !seen.insert(account.clone()) {
+            return Err(ConfigError::Inconsistent(format!(
+                "account {account} is listed twice"
+            )));
+        }
+        preloads.push(Preload { account, jwt });
+    }
+    if !seen.contains(&input.system_account) {
+        return Err(ConfigError::Inconsistent(
+            "the system account's JWT must be among the preloaded accounts".into(),
+        ));
+    }
+    Ok(preloads)
+}
+
+/// Renders `nats-hub.conf`. Every input is validated first.
+pub fn render_hub_config(input: &HubConfigInput) -> Result<String, ConfigError> {
+    validate_server_name("server name", &input.server_name)?;
+    let client = HostPort::parse(&input.client_listen)?;
+    if let Some(tls) = &input.client_tls {
+        tls.validate("client tls path")?;
+    }
+    let monitoring = input
+        .monitoring_listen
+        .as_deref()
+        .map(HostPort::parse)
+        .transpose()?;
+    validate_path("jetstream store dir", &input.jetstream_store_dir)?;
+    let domain = JetStreamDomain::new(&input.jetstream_domain)?;
+    let leafnode = HostPort::parse(&input.leafnode_listen)?;
+    input.leafnode_tls.validate("leafnode tls path")?;
+    validate_path("resolver dir", &input.resolver_dir)?;
+    let preloads = check_accounts(input)?;
+    let mut ports = vec![("client", &client), ("leafnode", &leafnode)];
+    if let Some(m) = &monitoring {
+        ports.push(("monitoring", m));
+    }
+    for (i, (a_name, a)) in ports.iter().enumerate() {
+        for (b_name, b) in &ports[i + 1..] {
+            let overlap = a.host == b.host || is_unspecified(&a.host) || is_unspecified(&b.host);
+            if a.port == b.port && overlap {
+                return Err(ConfigError::Inconsistent(format!(
+                    "{a_name} and {b_name} listeners use the same port"
+                )));
+            }
+        }
+    }
+
+    let mut w = ConfWriter::new();
+    w.comment(
+        "nats-hub.conf, generated by ServiceRadar Edge. Do not edit by hand.\n\
+         \n\
+         Operator mode: one NATS account per tenant isolates tenants inside this server.",
+    );
+    w.blank();
+    w.string("server_name", &input.server_name);
+    w.blank();
+    w.comment("Client connections (control plane, ingestion).");
+    w.string("host", &client.host.to_bare());
+    w.int("port", client.port);
+    if let Some(tls) = &input.client_tls {
+        tls.write(&mut w, false);
+    }
+    w.blank();
+    if let Some(monitoring) = &monitoring {
+        if is_loopback(&monitoring.host) {
+            w.comment("Monitoring has no authentication: it listens on localhost only.");
+        } else {
+            w.comment(
+                "WARNING: monitoring has no authentication and this listener is reachable\n\
+                 from the network. Fence it off.",
+            );
+        }
+        w.string("http", &monitoring.to_string());
+        w.blank();
+    }
+    w.comment("JetStream in its own domain; every edge leaf has a domain of its own (sr-...).");
+    w.open("jetstream");
+    w.string("store_dir", &input.jetstream_store_dir);
+    w.string("domain", domain.as_str());
+    if let Some(file) = input.max_file_store {
+        w.int("max_file_store", file);
+    }
+    if let Some(mem) = input.max_memory_store {
+        w.int("max_memory_store", mem);
+    }
+    w.close();
+    w.blank();
+    w.comment(
+        "Edge leaves dial in here: a client certificate chaining to the platform root\n\
+         (verify: true) and a user JWT of the tenant's account are both required.",
+    );
+    w.open("leafnodes");
+    w.string("host", &leafnode.host.to_bare());
+    w.int("port", leafnode.port);
+    input.leafnode_tls.write(&mut w, true);
+    w.close();
+    w.blank();
+    w.comment("Trusted operator and the system account.");
+    w.string("operator", &input.operator_jwt);
+    w.string("system_account", &input.system_account);
+    w.blank();
+    w.comment(
+        "Full resolver: account JWTs live in `dir`. Accounts below are preloaded at\n\
+         startup unless `dir` holds a newer JWT. New tenants and re-issued accounts\n\
+         (limits, revoked users) are pushed at runtime by a system-account user on\n\
+         $SYS.REQ.CLAIMS.UPDATE; no restart is needed.",
+    );
+    w.open("resolver");
+    w.string("type", "full");
+    w.string("dir", &input.resolver_dir);
+    w.bool("allow_delete", true);
+    w.string("interval", RESOLVER_INTERVAL);
+    w.close();
+    w.blank();
+    w.open("resolver_preload");
+    for preload in &preloads {
+        // The key is a validated account public key (base32: A-Z, 2-7).
+        w.raw_key_string(&preload.account, preload.jwt);
+    }
+    w.close();
+    Ok(w.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jwt::{AccountClaims, NKey, Operator};
+
+    struct Fixture {
+        operator: Operator,
+        sys: NKey,
+        tenant: NKey,
+    }
+
+    fn fixture() -> Fixture {
+        let sys = NKey::generate(KeyKind::Account);
+        let operator = Operator::generate("sr")
+            .unwrap()
+            .with_system_account(&sys.public_key())
+            .unwrap();
+        Fixture {
+            operator,
+            sys,
+            tenant: NKey::generate(KeyKind::Account),
+        }
+    }
+
+    fn input(f: &Fixture) -> HubConfigInput {
+        let accounts = vec![
+            f.operator
+                .sign_account(&AccountClaims::system(&f.sys.public_key()))
+                .unwrap(),
+            f.operator
+                .sign_account(&AccountClaims::tenant(&f.tenant.public_key(), "acme"))
+                .unwrap(),
+        ];
+        HubConfigInput::new(
+            &f.operator.operator_jwt().unwrap(),
+            &f.sys.public_key(),
+            accounts,
+            TlsFiles::new("/c/hub.pem", "/c/hub-key.pem", "/c/root.pem"),
+        )
+    }
+
+    #[test]
+    fn renders_operator_mode_with_full_resolver() {
+        let f = fixture();
+        let text = render_hub_config(&input(&f)).unwrap();
+        assert!(text.contains("type: \"full\""));
+        assert!(text.contains("allow_delete: true"));
+        assert!(text.contains("interval: \"2m\""));
+        assert!(text.contains(&format!("system_account: \"{}\"", f.sys.public_key())));
+        assert!(text.contains(&format!("  {}: \"eyJ", f.tenant.public_key())));
+        assert!(text.contains("domain: \"hub\""));
+        assert!(text.contains("http: \"127.0.0.1:8222\""));
+        assert!(text.contains("verify: true"));
+    }
+
+    #[test]
+    fn foreign_accounts_are_rejected() {
+        let f = fixture();
+        let mut i = input(&f);
+        let other = Operator::generate("other").unwrap();
+        i.account_jwts.push(
+            other
+                .sign_account(&AccountClaims::tenant(
+                    &NKey::generate(KeyKind::Account).public_key(),
+                    "evil",
+                ))
+                .unwrap(),
+        );
+        assert!(matches!(
+            render_hub_config(&i),
+            Err(ConfigError::Inconsistent(_))
+        ));
+    }
+
+    #[test]
+    fn system_account_must_be_preloaded_and_match() {
+        let f = fixture();
+        let mut i = input(&f);
+        i.account_jwts.remove(0);
+        assert!(render_hub_config(&i).is_err());
+        let mut i = input(&f);
+        i.system_account = f.tenant.public_key();
+        assert!(render_hub_config(&i).is_err());
+    }
+
+    #[test]
+    fn duplicate_accounts_and_bad_jwts_are_rejected() {
+        let f = fixture();
+        let mut i = input(&f);
+        let dup = i.account_jwts[1].clone();
+        i.account_jwts.push(dup);
+        assert!(render_hub_config(&i).is_err());
+        let mut i = input(&f);
+        i.operator_jwt = "eyJ\"\ninclude /etc/passwd".into();
+        assert!(render_hub_config(&i).is_err());
+        let mut i = input(&f);
+        i.account_jwts[1].push('x');
+        assert!(render_hub_config(&i).is_err());
+    }
+
+    #[test]
+    fn port_clashes_are_rejected() {
+        let f = fixture();
+        let mut i = input(&f);
+        i.leafnode_listen = "0.0.0.0:4222".into();
+        assert!(render_hub_config(&i).is_err());
+    }
+}

@@ -1,0 +1,172 @@
+//! User claims: the identities that connect (leaf nodes, collectors, services).
+//!
+//! Why: a user JWT binds a connection to an account and narrows what it may do
+//! inside it (publish/subscribe allow and deny lists, limits, expiry). The leaf of
+//! an edge site connects to the hub as a user of its tenant's account; that binding
+//! is what puts everything the leaf forwards into the tenant's account on the hub.
+
+use serde::Serialize;
+
+use super::{JwtError, KeyKind, NKey, NO_LIMIT, check_public_key, encode};
+use crate::syntax::validate_subject;
+
+/// Allow and deny lists of subjects (wildcards allowed). Empty lists mean no
+/// restriction from that list; a deny wins over an allow.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Permission {
+    /// Subjects allowed; empty means all (subject to `deny`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Subjects denied.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+}
+
+impl Permission {
+    fn validate(&self) -> Result<(), JwtError> {
+        for subject in self.allow.iter().chain(&self.deny) {
+            validate_subject("permission subject", subject).map_err(|e| {
+                JwtError::InvalidClaim {
+                    field: "permissions",
+                    reason: e.to_string(),
+                }
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The claims of a user JWT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserClaims {
+    /// The user's public key (`U...`), the JWT's subject.
+    pub user: String,
+    /// Human-readable name (for example `leaf-acme-nyc`).
+    pub name: String,
+    /// What the user may publish to.
+    pub publish: Permission,
+    /// What the user may subscribe to.
+    pub subscribe: Permission,
+    /// Maximum subscriptions (`-1`: unlimited).
+    pub subs: i64,
+    /// Maximum message payload in bytes (`-1`: unlimited).
+    pub payload: i64,
+    /// Maximum bytes of message data (`-1`: unlimited).
+    pub data: i64,
+    /// When set, the JWT alone authenticates (no nonce signature with the seed).
+    /// Off by default: a bearer token is only as safe as the channel carrying it.
+    pub bearer_token: bool,
+    /// Expiry (unix time), if any.
+    pub expires: Option<i64>,
+    /// Fixed issue time (unix time) for reproducible output; `None` means now.
+    pub issued_at: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct UserNats<'a> {
+    #[serde(rename = "pub")]
+    publish: &'a Permission,
+    #[serde(rename = "sub")]
+    subscribe: &'a Permission,
+    subs: i64,
+    data: i64,
+    payload: i64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    bearer_token: bool,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    version: u8,
+}
+
+impl UserClaims {
+    /// A user without restrictions inside its account.
+    pub fn new(user_public_key: &str, name: &str) -> Self {
+        Self {
+            user: user_public_key.to_owned(),
+            name: name.to_owned(),
+            publish: Permission::default(),
+            subscribe: Permission::default(),
+            subs: NO_LIMIT,
+            payload: NO_LIMIT,
+            data: NO_LIMIT,
+            bearer_token: false,
+            expires: None,
+            issued_at: None,
+        }
+    }
+
+    /// Signs the user JWT with the key of the account the user belongs to.
+    pub fn sign(&self, account: &NKey) -> Result<String, JwtError> {
+        account.expect_kind(KeyKind::Account)?;
+        check_public_key("user", &self.user, KeyKind::User)?;
+        if self.name.trim().is_empty() {
+            return Err(JwtError::InvalidClaim {
+                field: "name",
+                reason: "user name must not be empty".into(),
+            });
+        }
+        self.publish.validate()?;
+        self.subscribe.validate()?;
+        let nats = UserNats {
+            publish: &self.publish,
+            subscribe: &self.subscribe,
+            subs: self.subs,
+            data: self.data,
+            payload: self.payload,
+            bearer_token: self.bearer_token,
+            kind: "user",
+            version: 2,
+        };
+        encode(
+            account,
+            &self.user,
+            &self.name,
+            self.issued_at,
+            self.expires,
+            &nats,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jwt::{claim_type, decode_claims};
+
+    #[test]
+    fn user_jwt_carries_permissions_and_limits() {
+        let acct = NKey::generate(KeyKind::Account);
+        let user = NKey::generate(KeyKind::User);
+        let mut claims = UserClaims::new(&user.public_key(), "collector");
+        claims.publish.allow = vec!["events.acme.>".into()];
+        claims.subscribe.deny = vec!["$SYS.>".into()];
+        claims.payload = 1 << 20;
+        claims.expires = Some(4_000_000_000);
+        let decoded = decode_claims(&claims.sign(&acct).unwrap()).unwrap();
+        assert_eq!(claim_type(&decoded), Some("user"));
+        assert_eq!(decoded["iss"], acct.public_key());
+        assert_eq!(decoded["sub"], user.public_key());
+        assert_eq!(decoded["exp"], 4_000_000_000i64);
+        assert_eq!(decoded["nats"]["pub"]["allow"][0], "events.acme.>");
+        assert_eq!(decoded["nats"]["sub"]["deny"][0], "$SYS.>");
+        assert_eq!(decoded["nats"]["payload"], 1 << 20);
+        assert_eq!(decoded["nats"]["subs"], -1);
+        assert!(decoded["nats"].get("bearer_token").is_none());
+    }
+
+    #[test]
+    fn misuse_is_rejected() {
+        let acct = NKey::generate(KeyKind::Account);
+        let user = NKey::generate(KeyKind::User);
+        let claims = UserClaims::new(&user.public_key(), "u");
+        assert!(claims.sign(&user).is_err(), "a user key cannot sign users");
+        assert!(
+            UserClaims::new(&acct.public_key(), "u")
+                .sign(&acct)
+                .is_err()
+        );
+        let mut bad = claims.clone();
+        bad.publish.allow = vec!["a b".into()];
+        assert!(bad.sign(&acct).is_err());
+    }
+}

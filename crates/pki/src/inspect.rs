@@ -1,0 +1,179 @@
+//! Reading certificates back: PEM/DER decoding, expiry and fingerprints.
+//!
+//! The control plane tracks every certificate it issued (expiry alerts,
+//! renewal, the fingerprint shown to an admin comparing files on an edge box).
+//! These helpers parse strictly: exactly one `CERTIFICATE` block where one
+//! certificate is expected, and no trailing bytes after the DER.
+
+use sha2::{Digest as _, Sha256};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::pem::Pem;
+
+/// Failure to decode a certificate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertificateError {
+    /// The text is not valid PEM.
+    #[error("invalid PEM")]
+    Pem,
+    /// A PEM block has another label than `CERTIFICATE`.
+    #[error("expected a CERTIFICATE PEM block, found {0:?}")]
+    UnexpectedLabel(String),
+    /// No certificate in the input.
+    #[error("no certificate found")]
+    Empty,
+    /// More than one certificate where exactly one was expected.
+    #[error("expected exactly one certificate, found {0}")]
+    NotSingle(usize),
+    /// The DER is not a valid X.509 certificate (or has trailing bytes).
+    #[error("invalid X.509 certificate")]
+    Der,
+}
+
+/// Decodes every `CERTIFICATE` block of a PEM bundle to DER, in order.
+pub fn pem_chain_to_der(pem: &str) -> Result<Vec<Vec<u8>>, CertificateError> {
+    let mut out = Vec::new();
+    for block in Pem::iter_from_buffer(pem.as_bytes()) {
+        let block = block.map_err(|_| CertificateError::Pem)?;
+        if block.label != "CERTIFICATE" {
+            return Err(CertificateError::UnexpectedLabel(
+                block.label.chars().take(40).collect(),
+            ));
+        }
+        out.push(block.contents);
+    }
+    if out.is_empty() {
+        return Err(CertificateError::Empty);
+    }
+    Ok(out)
+}
+
+/// Decodes a PEM text holding exactly one certificate to DER.
+pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, CertificateError> {
+    let mut chain = pem_chain_to_der(pem)?;
+    match chain.len() {
+        1 => Ok(chain.remove(0)),
+        n => Err(CertificateError::NotSingle(n)),
+    }
+}
+
+/// Encodes certificate DER as PEM (64-character lines, `\n` endings).
+pub fn der_to_pem(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::with_capacity(encoded.len() + encoded.len() / 64 + 64);
+    pem.push_str("-----BEGIN CERTIFICATE-----\n");
+    for line in encoded.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 output is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
+/// Parses DER into a certificate, rejecting trailing bytes.
+pub fn parse_der(der: &[u8]) -> Result<X509Certificate<'_>, CertificateError> {
+    match x509_parser::parse_x509_certificate(der) {
+        Ok(([], cert)) => Ok(cert),
+        _ => Err(CertificateError::Der),
+    }
+}
+
+/// The end of a certificate's validity (`notAfter`).
+pub fn cert_not_after(pem: &str) -> Result<::time::OffsetDateTime, CertificateError> {
+    let der = pem_to_der(pem)?;
+    Ok(parse_der(&der)?.validity().not_after.to_datetime())
+}
+
+/// The start of a certificate's validity (`notBefore`).
+pub fn cert_not_before(pem: &str) -> Result<::time::OffsetDateTime, CertificateError> {
+    let der = pem_to_der(pem)?;
+    Ok(parse_der(&der)?.validity().not_before.to_datetime())
+}
+
+/// SHA-256 over the certificate's DER, lowercase hex without separators (the
+/// value `openssl x509 -noout -fingerprint -sha256` prints, minus colons).
+pub fn fingerprint_sha256(pem: &str) -> Result<String, CertificateError> {
+    let der = pem_to_der(pem)?;
+    parse_der(&der)?;
+    Ok(fingerprint_sha256_der(&der))
+}
+
+/// SHA-256 over DER bytes, lowercase hex.
+pub fn fingerprint_sha256_der(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
+}
+
+/// The serial number of a parsed certificate as lowercase hex (no leading
+/// zero byte, no separators).
+pub(crate) fn serial_hex(cert: &X509Certificate<'_>) -> String {
+    let raw = cert.raw_serial();
+    let first_significant = raw.iter().position(|&b| b != 0).unwrap_or(raw.len());
+    hex::encode(&raw[first_significant..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn self_signed_pem() -> String {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec!["example.com".to_owned()]).expect("params");
+        params.self_signed(&key).expect("sign").pem()
+    }
+
+    #[test]
+    fn expiry_and_fingerprint() {
+        let pem = self_signed_pem();
+        let not_after = cert_not_after(&pem).expect("parse");
+        let not_before = cert_not_before(&pem).expect("parse");
+        assert!(not_after > not_before);
+        let fp = fingerprint_sha256(&pem).expect("fp");
+        assert_eq!(fp.len(), 64);
+        assert_eq!(fp, fingerprint_sha256_der(&pem_to_der(&pem).expect("der")));
+        let der = pem_to_der(&pem).expect("der");
+        assert_eq!(der_to_pem(&der), pem.replace("\r\n", "\n"));
+    }
+
+    #[test]
+    fn strictness() {
+        let pem = self_signed_pem();
+        assert_eq!(pem_to_der(""), Err(CertificateError::Empty));
+        assert_eq!(
+            pem_to_der(&format!("{pem}{pem}")),
+            Err(CertificateError::NotSingle(2))
+        );
+        assert_eq!(
+            pem_chain_to_der(&format!("{pem}\n{pem}")).map(|c| c.len()),
+            Ok(2)
+        );
+        let key_pem = rcgen::KeyPair::generate().expect("key").serialize_pem();
+        assert!(matches!(
+            pem_to_der(&key_pem),
+            Err(CertificateError::UnexpectedLabel(_))
+        ));
+        let mut der = pem_to_der(&pem).expect("der");
+        der.push(0);
+        assert!(parse_der(&der).is_err());
+        assert!(
+            cert_not_after("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+                .is_err()
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(s in "\\PC{0,400}") {
+            let _ = cert_not_after(&s);
+            let _ = fingerprint_sha256(&s);
+            let wrapped = format!("-----BEGIN CERTIFICATE-----\n{s}\n-----END CERTIFICATE-----\n");
+            let _ = cert_not_after(&wrapped);
+        }
+
+        #[test]
+        fn der_parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = parse_der(&bytes);
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Credential lookups used while authenticating a request. These run before a
+//! tenant scope exists (the credential is what establishes it), so they live
+//! on [`Store`] and return exactly what authentication needs.
+
+use serviceradar_domain::policy::Role;
+use serviceradar_domain::resources::{ApiToken, User};
+use serviceradar_domain::{ApiTokenId, TenantId, UserId};
+use sqlx::Row;
+
+use crate::db::{Store, now_ms, parse_col};
+use crate::error::StoreError;
+
+/// A user and their password hash, for verifying a login.
+pub struct LoginRecord {
+    /// The user.
+    pub user: User,
+    /// Argon2 PHC string.
+    pub password_hash: String,
+}
+
+impl std::fmt::Debug for LoginRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRecord")
+            .field("user", &self.user)
+            .field("password_hash", &"...")
+            .finish()
+    }
+}
+
+/// A live browser session.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    /// Tenant.
+    pub tenant_id: TenantId,
+    /// User.
+    pub user_id: UserId,
+    /// The user's current role (role changes apply to open sessions).
+    pub role: Role,
+    /// Anti-CSRF token bound to the session.
+    pub csrf_token: String,
+    /// Expiry (Unix ms).
+    pub expires_at: i64,
+}
+
+/// An API token with its secret hash and its user's current role.
+pub struct TokenRecord {
+    /// Token metadata.
+    pub token: ApiToken,
+    /// Hash of the secret half.
+    pub secret_hash: String,
+    /// The owning user's current role.
+    pub role: Role,
+}
+
+impl Store {
+    /// The user with `email` in the tenant with slug `tenant_slug`.
+    pub async fn login_record(
+        &self,
+        tenant_slug: &str,
+        email: &str,
+    ) -> Result<LoginRecord, StoreError> {
+        let row = sqlx::query(
+            "SELECT u.id, u.tenant_id, u.email, u.role, u.created_at, u.password_hash \
+             FROM users u JOIN tenants t ON t.id = u.tenant_id \
+             WHERE t.slug = $1 AND u.email = $2",
+        )
+        .bind(tenant_slug)
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        Ok(LoginRecord {
+            user: crate::users::decode(&row)?,
+            password_hash: row.try_get("password_hash")?,
+        })
+    }
+
+    /// Stores a session keyed by the hash of its cookie value.
+    pub async fn create_session(
+        &self,
+        token_hash: &str,
+        user: &User,
+        csrf_token: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, tenant_id, user_id, csrf_token, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(token_hash)
+        .bind(user.tenant_id.to_string())
+        .bind(user.id.to_string())
+        .bind(csrf_token)
+        .bind(now_ms())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The unexpired session with this cookie hash.
+    pub async fn session(&self, token_hash: &str) -> Result<SessionRecord, StoreError> {
+        let row = sqlx::query(
+            "SELECT s.tenant_id, s.user_id, s.csrf_token, s.expires_at, u.role \
+             FROM sessions s JOIN users u ON u.id = s.user_id AND u.tenant_id = s.tenant_id \
+             WHERE s.token_hash = $1 AND s.expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        Ok(SessionRecord {
+            tenant_id: parse_col(&row, "sessions", "tenant_id")?,
+            user_id: parse_col(&row, "sessions", "user_id")?,
+            role: parse_col(&row, "sessions", "role")?,
+            csrf_token: row.try_get("csrf_token")?,
+            expires_at: row.try_get("expires_at")?,
+        })
+    }
+
+    /// Ends a session.
+    pub async fn delete_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes expired sessions; returns how many.
+    pub async fn purge_expired_sessions(&self) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    /// A token by id, with its secret hash and owner's role. Revocation and
+    /// expiry are checked by the caller (so it can say which).
+    pub async fn token_record(&self, id: ApiTokenId) -> Result<TokenRecord, StoreError> {
+        let row = sqlx::query(
+            "SELECT t.id, t.tenant_id, t.user_id, t.name, t.scopes, t.created_at, t.expires_at, \
+                    t.revoked_at, t.last_used_at, t.secret_hash, u.role \
+             FROM api_tokens t JOIN users u ON u.id = t.user_id AND u.tenant_id = t.tenant_id \
+             WHERE t.id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        Ok(TokenRecord {
+            token: crate::tokens::decode(&row)?,
+            secret_hash: row.try_get("secret_hash")?,
+            role: parse_col(&row, "users", "role")?,
+        })
+    }
+
+    /// Records a token use, at most once a minute per token (keeps the hot
+    /// path free of writes).
+    pub async fn touch_token(&self, id: ApiTokenId, last_used_at: Option<i64>) -> Result<(), StoreError> {
+        let now = now_ms();
+        if last_used_at.is_some_and(|t| now - t < 60_000) {
+            return Ok(());
+        }
+        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,385 @@
+//! Edge sites and their NATS leaf servers.
+//!
+//! A site and its leaf server are created together in one transaction (with
+//! the provisioning job, when the caller passes one), so there is never a site
+//! without a leaf record or a leaf without its job.
+
+use serviceradar_domain::resources::{EdgeSite, NatsLeafServer};
+use serviceradar_domain::state::{LeafEvent, LeafStatus, SiteStatus};
+use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
+use serviceradar_domain::{EdgeSiteId, LeafServerId};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::Scoped;
+use crate::db::{now_ms, parse_col, valid_col};
+use crate::error::{StoreError, on_unique};
+use crate::jobs::NewJob;
+use crate::page::{Arg, ListQuery, Page, PageRequest};
+
+/// A site to create.
+#[derive(Debug, Clone)]
+pub struct NewSite {
+    /// Display name.
+    pub name: DisplayName,
+    /// Slug, unique in the tenant.
+    pub slug: Slug,
+    /// Where collectors reach the local leaf.
+    pub nats_leaf_url: NatsUrl,
+    /// The hub leafnode URL the leaf will dial.
+    pub upstream_url: String,
+    /// The leaf's client listen address.
+    pub local_listen: ListenAddr,
+}
+
+/// Changes to a site; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct SiteUpdate {
+    /// New display name.
+    pub name: Option<DisplayName>,
+    /// New leaf URL.
+    pub nats_leaf_url: Option<NatsUrl>,
+}
+
+/// Filters for listing sites.
+#[derive(Debug, Clone, Default)]
+pub struct SiteFilter {
+    /// Only sites in this status.
+    pub status: Option<SiteStatus>,
+    /// Only sites whose name contains this (case-insensitive).
+    pub name_contains: Option<String>,
+}
+
+/// Filters for listing leaf servers.
+#[derive(Debug, Clone, Default)]
+pub struct LeafFilter {
+    /// Only leaf servers in this status.
+    pub status: Option<LeafStatus>,
+}
+
+/// What a provisioning run stores for a leaf server. Private keys and
+/// credentials arrive sealed.
+#[derive(Clone)]
+pub struct LeafProvisioning {
+    /// Leaf client certificate PEM.
+    pub leaf_cert_pem: String,
+    /// Sealed leaf client key.
+    pub leaf_key_sealed: Vec<u8>,
+    /// Leaf server certificate PEM.
+    pub server_cert_pem: String,
+    /// Sealed leaf server key.
+    pub server_key_sealed: Vec<u8>,
+    /// CA chain PEM.
+    pub ca_chain_pem: String,
+    /// Sealed NATS credentials.
+    pub creds_sealed: Vec<u8>,
+    /// Expiry of the leaf certificate (Unix ms).
+    pub cert_expires_at: i64,
+    /// Checksum of the rendered config.
+    pub config_checksum: String,
+}
+
+impl std::fmt::Debug for LeafProvisioning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeafProvisioning")
+            .field("config_checksum", &self.config_checksum)
+            .finish_non_exhaustive()
+    }
+}
+
+const SITE_SELECT: &str = "SELECT s.id, s.tenant_id, s.name, s.slug, s.status, s.nats_leaf_url, \
+                           s.last_seen_at, s.created_at, s.updated_at FROM edge_sites s";
+const LEAF_SELECT: &str = "SELECT l.id, l.tenant_id, l.edge_site_id, l.status, l.upstream_url, \
+                           l.local_listen, l.leaf_cert_pem, l.ca_chain_pem, l.cert_expires_at, \
+                           l.config_checksum, l.last_error, l.created_at, l.updated_at \
+                           FROM nats_leaf_servers l";
+
+pub(crate) fn decode_site(row: &AnyRow) -> Result<EdgeSite, StoreError> {
+    const T: &str = "edge_sites";
+    Ok(EdgeSite {
+        id: parse_col(row, T, "id")?,
+        tenant_id: parse_col(row, T, "tenant_id")?,
+        name: valid_col(row, T, "name", DisplayName::parse)?,
+        slug: valid_col(row, T, "slug", Slug::parse)?,
+        status: parse_col(row, T, "status")?,
+        nats_leaf_url: valid_col(row, T, "nats_leaf_url", NatsUrl::parse)?,
+        last_seen_at: row.try_get("last_seen_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn decode_leaf(row: &AnyRow) -> Result<NatsLeafServer, StoreError> {
+    const T: &str = "nats_leaf_servers";
+    Ok(NatsLeafServer {
+        id: parse_col(row, T, "id")?,
+        tenant_id: parse_col(row, T, "tenant_id")?,
+        edge_site_id: parse_col(row, T, "edge_site_id")?,
+        status: parse_col(row, T, "status")?,
+        upstream_url: row.try_get("upstream_url")?,
+        local_listen: valid_col(row, T, "local_listen", ListenAddr::parse)?,
+        leaf_cert_pem: row.try_get("leaf_cert_pem")?,
+        ca_chain_pem: row.try_get("ca_chain_pem")?,
+        cert_expires_at: row.try_get("cert_expires_at")?,
+        config_checksum: row.try_get("config_checksum")?,
+        last_error: row.try_get("last_error")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+impl Scoped<'_> {
+    /// Creates a site, its pending leaf server and (optionally) a job, atomically.
+    pub async fn create_site(
+        &self,
+        new: &NewSite,
+        job: Option<NewJob>,
+    ) -> Result<(EdgeSite, NatsLeafServer), StoreError> {
+        let now = now_ms();
+        let site = EdgeSite {
+            id: EdgeSiteId::new(),
+            tenant_id: self.scope.tenant_id(),
+            name: new.name.clone(),
+            slug: new.slug.clone(),
+            status: SiteStatus::Pending,
+            nats_leaf_url: new.nats_leaf_url.clone(),
+            last_seen_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let leaf = NatsLeafServer {
+            id: LeafServerId::new(),
+            tenant_id: site.tenant_id,
+            edge_site_id: site.id,
+            status: LeafStatus::Pending,
+            upstream_url: new.upstream_url.clone(),
+            local_listen: new.local_listen.clone(),
+            leaf_cert_pem: None,
+            ca_chain_pem: None,
+            cert_expires_at: None,
+            config_checksum: None,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut tx = self.store.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO edge_sites (id, tenant_id, name, slug, status, nats_leaf_url, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        )
+        .bind(site.id.to_string())
+        .bind(self.tenant())
+        .bind(site.name.as_str())
+        .bind(site.slug.as_str())
+        .bind(site.status.as_str())
+        .bind(site.nats_leaf_url.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(on_unique("an edge site with this slug already exists"))?;
+        sqlx::query(
+            "INSERT INTO nats_leaf_servers (id, tenant_id, edge_site_id, status, upstream_url, local_listen, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        )
+        .bind(leaf.id.to_string())
+        .bind(self.tenant())
+        .bind(site.id.to_string())
+        .bind(leaf.status.as_str())
+        .bind(leaf.upstream_url.as_str())
+        .bind(leaf.local_listen.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(job) = job {
+            crate::jobs::insert_job(&mut tx, &job, Some(site.tenant_id)).await?;
+        }
+        tx.commit().await?;
+        Ok((site, leaf))
+    }
+
+    /// One site of this tenant.
+    pub async fn site(&self, id: EdgeSiteId) -> Result<EdgeSite, StoreError> {
+        let mut q = ListQuery::new(SITE_SELECT, "s", self.tenant());
+        q.eq("s.id", Arg::Text(id.to_string()))
+            .page("s", &PageRequest::first());
+        q.fetch(&self.store.pool, decode_site)
+            .await?
+            .items
+            .pop()
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// A page of sites.
+    pub async fn list_sites(
+        &self,
+        filter: &SiteFilter,
+        page: &PageRequest,
+    ) -> Result<Page<EdgeSite>, StoreError> {
+        let mut q = ListQuery::new(SITE_SELECT, "s", self.tenant());
+        if let Some(status) = filter.status {
+            q.eq("s.status", Arg::Text(status.as_str().into()));
+        }
+        if let Some(name) = &filter.name_contains {
+            q.contains("s.name", name);
+        }
+        q.page("s", page).fetch(&self.store.pool, decode_site).await
+    }
+
+    /// Applies `update` to a site.
+    pub async fn update_site(
+        &self,
+        id: EdgeSiteId,
+        update: &SiteUpdate,
+    ) -> Result<EdgeSite, StoreError> {
+        let mut site = self.site(id).await?;
+        if let Some(name) = &update.name {
+            site.name = name.clone();
+        }
+        if let Some(url) = &update.nats_leaf_url {
+            site.nats_leaf_url = url.clone();
+        }
+        site.updated_at = now_ms();
+        sqlx::query(
+            "UPDATE edge_sites SET name = $1, nats_leaf_url = $2, updated_at = $3 \
+             WHERE tenant_id = $4 AND id = $5",
+        )
+        .bind(site.name.as_str())
+        .bind(site.nats_leaf_url.to_string())
+        .bind(site.updated_at)
+        .bind(self.tenant())
+        .bind(id.to_string())
+        .execute(&self.store.pool)
+        .await?;
+        Ok(site)
+    }
+
+    /// Deletes a site and its leaf server; packages bound to it fall back to
+    /// direct SaaS connection (`edge_site_id` becomes null).
+    pub async fn delete_site(&self, id: EdgeSiteId) -> Result<(), StoreError> {
+        let done = sqlx::query("DELETE FROM edge_sites WHERE tenant_id = $1 AND id = $2")
+            .bind(self.tenant())
+            .bind(id.to_string())
+            .execute(&self.store.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// The leaf server of a site.
+    pub async fn leaf_for_site(&self, site: EdgeSiteId) -> Result<NatsLeafServer, StoreError> {
+        let mut q = ListQuery::new(LEAF_SELECT, "l", self.tenant());
+        q.eq("l.edge_site_id", Arg::Text(site.to_string()))
+            .page("l", &PageRequest::first());
+        q.fetch(&self.store.pool, decode_leaf)
+            .await?
+            .items
+            .pop()
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// One leaf server of this tenant.
+    pub async fn leaf_server(&self, id: LeafServerId) -> Result<NatsLeafServer, StoreError> {
+        let mut q = ListQuery::new(LEAF_SELECT, "l", self.tenant());
+        q.eq("l.id", Arg::Text(id.to_string()))
+            .page("l", &PageRequest::first());
+        q.fetch(&self.store.pool, decode_leaf)
+            .await?
+            .items
+            .pop()
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// A page of leaf servers.
+    pub async fn list_leaf_servers(
+        &self,
+        filter: &LeafFilter,
+        page: &PageRequest,
+    ) -> Result<Page<NatsLeafServer>, StoreError> {
+        let mut q = ListQuery::new(LEAF_SELECT, "l", self.tenant());
+        if let Some(status) = filter.status {
+            q.eq("l.status", Arg::Text(status.as_str().into()));
+        }
+        q.page("l", page).fetch(&self.store.pool, decode_leaf).await
+    }
+
+    /// Stores a provisioning result and moves the leaf to `provisioned`
+    /// (a re-provisioned live leaf keeps its status), in one statement.
+    pub async fn store_leaf_provisioning(
+        &self,
+        id: LeafServerId,
+        result: &LeafProvisioning,
+    ) -> Result<NatsLeafServer, StoreError> {
+        let leaf = self.leaf_server(id).await?;
+        let status = leaf.status.apply(LeafEvent::Provisioned)?;
+        sqlx::query(
+            "UPDATE nats_leaf_servers SET status = $1, leaf_cert_pem = $2, leaf_key_sealed = $3, \
+             server_cert_pem = $4, server_key_sealed = $5, ca_chain_pem = $6, creds_sealed = $7, \
+             cert_expires_at = $8, config_checksum = $9, last_error = NULL, updated_at = $10 \
+             WHERE tenant_id = $11 AND id = $12",
+        )
+        .bind(status.as_str())
+        .bind(result.leaf_cert_pem.as_str())
+        .bind(result.leaf_key_sealed.clone())
+        .bind(result.server_cert_pem.as_str())
+        .bind(result.server_key_sealed.clone())
+        .bind(result.ca_chain_pem.as_str())
+        .bind(result.creds_sealed.clone())
+        .bind(result.cert_expires_at)
+        .bind(result.config_checksum.as_str())
+        .bind(now_ms())
+        .bind(self.tenant())
+        .bind(id.to_string())
+        .execute(&self.store.pool)
+        .await?;
+        self.leaf_server(id).await
+    }
+
+    /// Records why provisioning failed, visible on the site.
+    pub async fn record_leaf_error(&self, id: LeafServerId, error: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE nats_leaf_servers SET last_error = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4",
+        )
+        .bind(error)
+        .bind(now_ms())
+        .bind(self.tenant())
+        .bind(id.to_string())
+        .execute(&self.store.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The stored provisioning material of a leaf (sealed blobs included), or
+    /// `None` while the leaf is still pending.
+    pub async fn leaf_provisioning(
+        &self,
+        id: LeafServerId,
+    ) -> Result<Option<LeafProvisioning>, StoreError> {
+        let row = sqlx::query(
+            "SELECT leaf_cert_pem, leaf_key_sealed, server_cert_pem, server_key_sealed, ca_chain_pem, \
+             creds_sealed, cert_expires_at, config_checksum FROM nats_leaf_servers \
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(self.tenant())
+        .bind(id.to_string())
+        .fetch_optional(&self.store.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let leaf_cert_pem: Option<String> = row.try_get("leaf_cert_pem")?;
+        let Some(leaf_cert_pem) = leaf_cert_pem else {
+            return Ok(None);
+        };
+        let missing = |c: &str| StoreError::corrupt("nats_leaf_servers", format!("{c} missing"));
+        Ok(Some(LeafProvisioning {
+            leaf_cert_pem,
+            leaf_key_sealed: row.try_get::<Option<Vec<u8>>, _>("leaf_key_sealed")?.ok_or_else(|| missing("leaf_key_sealed"))?,
+            server_cert_pem: row.try_get::<Option<String>, _>("server_cert_pem")?.ok_or_else(|| missing("server_cert_pem"))?,
+            server_key_sealed: row.try_get::<Option<Vec<u8>>, _>("server_key_sealed")?.ok_or_else(|| missing("server_key_sealed"))?,
+            ca_chain_pem: row.try_get::<Option<String>, _>("ca_chain_pem")?.ok_or_else(|| missing("ca_chain_pem"))?,
+            creds_sealed: row.try_get::<Option<Vec<u8>>, _>("creds_sealed")?.ok_or_else(|| missing("creds_sealed"))?,
+            cert_expires_at: row.try_get::<Option<i64>, _>("cert_expires_at")?.ok_or_else(|| missing("cert_expires_at"))?,
+            config_checksum: row.try_get::<Option<String>, _>("config_checksum")?.ok_or_else(|| missing("config_checksum"))?,
+        }))
+    }
+}

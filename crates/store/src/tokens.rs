@@ -1,0 +1,119 @@
+//! API tokens of a tenant. Only a hash of the secret is stored.
+
+use serviceradar_domain::policy::ScopeSet;
+use serviceradar_domain::resources::ApiToken;
+use serviceradar_domain::{ApiTokenId, UserId};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::Scoped;
+use crate::db::{now_ms, parse_col};
+use crate::error::StoreError;
+use crate::page::{Arg, ListQuery, Page, PageRequest};
+
+/// A token to store. The caller generated the secret and hashed it.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    /// Id (public half of the token string).
+    pub id: ApiTokenId,
+    /// The user it acts for.
+    pub user_id: UserId,
+    /// Label.
+    pub name: String,
+    /// Scopes.
+    pub scopes: ScopeSet,
+    /// Expiry (Unix ms).
+    pub expires_at: i64,
+    /// Hash of the secret half.
+    pub secret_hash: String,
+}
+
+pub(crate) fn decode(row: &AnyRow) -> Result<ApiToken, StoreError> {
+    let scopes: String = row.try_get("scopes")?;
+    Ok(ApiToken {
+        id: parse_col(row, "api_tokens", "id")?,
+        tenant_id: parse_col(row, "api_tokens", "tenant_id")?,
+        user_id: parse_col(row, "api_tokens", "user_id")?,
+        name: row.try_get("name")?,
+        scopes: ScopeSet::parse_text(&scopes).map_err(|e| StoreError::corrupt("api_tokens", e))?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+    })
+}
+
+const SELECT: &str = "SELECT t.id, t.tenant_id, t.user_id, t.name, t.scopes, t.created_at, \
+                      t.expires_at, t.revoked_at, t.last_used_at FROM api_tokens t";
+
+impl Scoped<'_> {
+    /// Stores a new token for a user of this tenant.
+    pub async fn create_token(&self, new: &NewToken) -> Result<ApiToken, StoreError> {
+        // The user must belong to this tenant.
+        self.user(new.user_id).await?;
+        let token = ApiToken {
+            id: new.id,
+            tenant_id: self.scope.tenant_id(),
+            user_id: new.user_id,
+            name: new.name.clone(),
+            scopes: new.scopes,
+            created_at: now_ms(),
+            expires_at: new.expires_at,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO api_tokens (id, tenant_id, user_id, name, secret_hash, scopes, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(token.id.to_string())
+        .bind(self.tenant())
+        .bind(token.user_id.to_string())
+        .bind(token.name.as_str())
+        .bind(new.secret_hash.as_str())
+        .bind(token.scopes.to_text())
+        .bind(token.created_at)
+        .bind(token.expires_at)
+        .execute(&self.store.pool)
+        .await?;
+        Ok(token)
+    }
+
+    /// One token of this tenant.
+    pub async fn token(&self, id: ApiTokenId) -> Result<ApiToken, StoreError> {
+        let mut q = ListQuery::new(SELECT, "t", self.tenant());
+        q.eq("t.id", Arg::Text(id.to_string()))
+            .page("t", &PageRequest::first());
+        q.fetch(&self.store.pool, decode)
+            .await?
+            .items
+            .pop()
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// A page of tokens, optionally only those of one user.
+    pub async fn list_tokens(
+        &self,
+        user: Option<UserId>,
+        page: &PageRequest,
+    ) -> Result<Page<ApiToken>, StoreError> {
+        let mut q = ListQuery::new(SELECT, "t", self.tenant());
+        if let Some(user) = user {
+            q.eq("t.user_id", Arg::Text(user.to_string()));
+        }
+        q.page("t", page).fetch(&self.store.pool, decode).await
+    }
+
+    /// Revokes a token (idempotent: revoking twice keeps the first time).
+    pub async fn revoke_token(&self, id: ApiTokenId) -> Result<ApiToken, StoreError> {
+        sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(self.tenant())
+        .bind(id.to_string())
+        .execute(&self.store.pool)
+        .await?;
+        self.token(id).await
+    }
+}

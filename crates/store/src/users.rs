@@ -1,0 +1,161 @@
+//! Users of a tenant. Password hashes are written here and read back only by
+//! the login lookup in `auth`; no other query selects them.
+
+use serviceradar_domain::UserId;
+use serviceradar_domain::policy::Role;
+use serviceradar_domain::resources::User;
+use serviceradar_domain::validate::Email;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::Scoped;
+use crate::db::{now_ms, parse_col, valid_col};
+use crate::error::{StoreError, on_unique};
+use crate::page::{ListQuery, Page, PageRequest};
+
+/// A user to create; the password is already hashed by the caller.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// Login e-mail.
+    pub email: Email,
+    /// Role.
+    pub role: Role,
+    /// Argon2 PHC string.
+    pub password_hash: String,
+}
+
+
+pub(crate) fn decode(row: &AnyRow) -> Result<User, StoreError> {
+    Ok(User {
+        id: parse_col(row, "users", "id")?,
+        tenant_id: parse_col(row, "users", "tenant_id")?,
+        email: valid_col(row, "users", "email", Email::parse)?,
+        role: parse_col(row, "users", "role")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+impl Scoped<'_> {
+    /// Creates a user. `Conflict` if the e-mail is taken in this tenant.
+    pub async fn create_user(&self, new: &NewUser) -> Result<User, StoreError> {
+        let user = User {
+            id: UserId::new(),
+            tenant_id: self.scope.tenant_id(),
+            email: new.email.clone(),
+            role: new.role,
+            created_at: now_ms(),
+        };
+        sqlx::query(
+            "INSERT INTO users (id, tenant_id, email, password_hash, role, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        )
+        .bind(user.id.to_string())
+        .bind(self.tenant())
+        .bind(user.email.as_str())
+        .bind(new.password_hash.as_str())
+        .bind(user.role.as_str())
+        .bind(user.created_at)
+        .execute(&self.store.pool)
+        .await
+        .map_err(on_unique("a user with this e-mail already exists"))?;
+        Ok(user)
+    }
+
+    /// One user of this tenant.
+    pub async fn user(&self, id: UserId) -> Result<User, StoreError> {
+        sqlx::query(
+            "SELECT id, tenant_id, email, role, created_at FROM users WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(self.tenant())
+        .bind(id.to_string())
+        .fetch_optional(&self.store.pool)
+        .await?
+        .map(|row| decode(&row))
+        .transpose()?
+        .ok_or(StoreError::NotFound)
+    }
+
+    /// A page of this tenant's users.
+    pub async fn list_users(&self, page: &PageRequest) -> Result<Page<User>, StoreError> {
+        ListQuery::new(
+            "SELECT u.id, u.tenant_id, u.email, u.role, u.created_at FROM users u",
+            "u",
+            self.tenant(),
+        )
+        .page("u", page)
+        .fetch(&self.store.pool, decode)
+        .await
+    }
+
+    /// Changes a user's role, refusing to remove the tenant's last owner.
+    pub async fn set_user_role(&self, id: UserId, role: Role) -> Result<User, StoreError> {
+        let user = self.user(id).await?;
+        if user.role == Role::Owner && role != Role::Owner {
+            self.ensure_other_owner(id).await?;
+        }
+        sqlx::query("UPDATE users SET role = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4")
+            .bind(role.as_str())
+            .bind(now_ms())
+            .bind(self.tenant())
+            .bind(id.to_string())
+            .execute(&self.store.pool)
+            .await?;
+        Ok(User { role, ..user })
+    }
+
+    /// Replaces a user's password hash and ends their sessions.
+    pub async fn set_user_password(&self, id: UserId, password_hash: &str) -> Result<(), StoreError> {
+        let mut tx = self.store.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4",
+        )
+        .bind(password_hash)
+        .bind(now_ms())
+        .bind(self.tenant())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query("DELETE FROM sessions WHERE tenant_id = $1 AND user_id = $2")
+            .bind(self.tenant())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes a user (their tokens and sessions go with them), refusing to
+    /// delete the tenant's last owner.
+    pub async fn delete_user(&self, id: UserId) -> Result<(), StoreError> {
+        let user = self.user(id).await?;
+        if user.role == Role::Owner {
+            self.ensure_other_owner(id).await?;
+        }
+        sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND id = $2")
+            .bind(self.tenant())
+            .bind(id.to_string())
+            .execute(&self.store.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn ensure_other_owner(&self, except: UserId) -> Result<(), StoreError> {
+        let others: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM users WHERE tenant_id = $1 AND role = 'owner' AND id <> $2",
+        )
+        .bind(self.tenant())
+        .bind(except.to_string())
+        .fetch_one(&self.store.pool)
+        .await?
+        .try_get("n")?;
+        if others == 0 {
+            return Err(StoreError::InvalidState(
+                "a tenant must keep at least one owner".into(),
+            ));
+        }
+        Ok(())
+    }
+}
