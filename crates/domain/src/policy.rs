@@ -138,7 +138,10 @@ impl ScopeSet {
 
     /// The scopes in the set, in order.
     pub fn to_vec(&self) -> Vec<Scope> {
-        Scope::ALL.into_iter().filter(|s| self.contains(*s)).collect()
+        Scope::ALL
+            .into_iter()
+            .filter(|s| self.contains(*s))
+            .collect()
     }
 
     /// Space-separated names, as stored in the database (`"read write"`).
@@ -347,7 +350,11 @@ mod tests {
             (ReadData, [true, true, true, true]),
             (WriteAlerts, [false, true, true, true]),
         ];
-        assert_eq!(table.len(), Action::ALL.len(), "every action is in the table");
+        assert_eq!(
+            table.len(),
+            Action::ALL.len(),
+            "every action is in the table"
+        );
         for (action, expected) in table {
             for (role, allowed) in Role::ALL.into_iter().zip(expected) {
                 let got = actor(role, ScopeSet::ALL).authorize(*action).is_ok();
@@ -367,8 +374,8 @@ mod tests {
                     ScopeSet::ALL,
                 ] {
                     let result = actor(role, scopes).authorize(action);
-                    let expected = role >= action.minimum_role()
-                        && scopes.contains(action.required_scope());
+                    let expected =
+                        role >= action.minimum_role() && scopes.contains(action.required_scope());
                     assert_eq!(result.is_ok(), expected, "{role} {action:?} {scopes:?}");
                 }
             }

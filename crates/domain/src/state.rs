@@ -285,7 +285,11 @@ mod tests {
         };
         for &from in PackageStatus::ALL {
             for event in [Download, Install, Expire, Revoke] {
-                assert_eq!(from.apply(event).ok(), expected(from, event), "{from} {event:?}");
+                assert_eq!(
+                    from.apply(event).ok(),
+                    expected(from, event),
+                    "{from} {event:?}"
+                );
             }
         }
         // Terminal states stay terminal.
@@ -312,7 +316,9 @@ mod tests {
 
     #[test]
     fn illegal_transitions_explain_themselves() {
-        let err = PackageStatus::Revoked.apply(PackageEvent::Download).unwrap_err();
+        let err = PackageStatus::Revoked
+            .apply(PackageEvent::Download)
+            .unwrap_err();
         assert_eq!(err.to_string(), "cannot download a package that is revoked");
     }
 

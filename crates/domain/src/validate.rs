@@ -308,7 +308,12 @@ impl Host {
             return Ok(Host::Ip(ip));
         }
         let name = raw.to_ascii_lowercase();
-        let bad = || Err(FieldError::new("host", "must be a DNS name or an IP address"));
+        let bad = || {
+            Err(FieldError::new(
+                "host",
+                "must be a DNS name or an IP address",
+            ))
+        };
         if name.is_empty() || name.len() > 253 {
             return bad();
         }
@@ -523,7 +528,10 @@ mod tests {
 
     #[test]
     fn slugs_derive_from_names() {
-        assert_eq!(Slug::derive_from("NYC Office").unwrap().as_str(), "nyc-office");
+        assert_eq!(
+            Slug::derive_from("NYC Office").unwrap().as_str(),
+            "nyc-office"
+        );
         assert_eq!(
             Slug::derive_from("  Factory  Floor #3! ").unwrap().as_str(),
             "factory-floor-3"
@@ -534,9 +542,20 @@ mod tests {
 
     #[test]
     fn display_names_reject_control_characters() {
-        assert_eq!(DisplayName::parse("  NYC Office ").unwrap().as_str(), "NYC Office");
+        assert_eq!(
+            DisplayName::parse("  NYC Office ").unwrap().as_str(),
+            "NYC Office"
+        );
         assert!(DisplayName::parse("Joe's \"Shop\" ${x}").is_ok());
-        for bad in ["", "   ", "a\nb", "a\rb", "a\u{1b}[31m", "a\u{2028}b", "a\0b"] {
+        for bad in [
+            "",
+            "   ",
+            "a\nb",
+            "a\rb",
+            "a\u{1b}[31m",
+            "a\u{2028}b",
+            "a\0b",
+        ] {
             assert!(DisplayName::parse(bad).is_err(), "{bad:?}");
         }
         assert!(DisplayName::parse(&"x".repeat(101)).is_err());
@@ -548,7 +567,9 @@ mod tests {
         assert_eq!(url.to_string(), "nats://10.0.1.50:4222");
         assert_eq!(url.host(), &Host::Ip("10.0.1.50".parse().unwrap()));
         assert_eq!(
-            NatsUrl::parse("tls://Nats.Example.com").unwrap().to_string(),
+            NatsUrl::parse("tls://Nats.Example.com")
+                .unwrap()
+                .to_string(),
             "tls://nats.example.com:4222"
         );
         assert_eq!(
@@ -577,8 +598,14 @@ mod tests {
 
     #[test]
     fn listen_addresses() {
-        assert_eq!(ListenAddr::parse("0.0.0.0:4222").unwrap().to_string(), "0.0.0.0:4222");
-        assert_eq!(ListenAddr::parse("[::]:4222").unwrap().to_string(), "[::]:4222");
+        assert_eq!(
+            ListenAddr::parse("0.0.0.0:4222").unwrap().to_string(),
+            "0.0.0.0:4222"
+        );
+        assert_eq!(
+            ListenAddr::parse("[::]:4222").unwrap().to_string(),
+            "[::]:4222"
+        );
         for bad in ["0.0.0.0", ":4222", "x:0", "x:99999", "a\"b:1", "$(id):1"] {
             assert!(ListenAddr::parse(bad).is_err(), "{bad:?}");
         }
@@ -586,7 +613,10 @@ mod tests {
 
     #[test]
     fn emails_and_passwords() {
-        assert_eq!(Email::parse(" Admin@Example.COM ").unwrap().as_str(), "admin@example.com");
+        assert_eq!(
+            Email::parse(" Admin@Example.COM ").unwrap().as_str(),
+            "admin@example.com"
+        );
         for bad in ["", "a", "a@", "@b.c", "a@b", "a b@c.d", "a@b@c.d", "a@.c"] {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }

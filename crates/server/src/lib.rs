@@ -1,1 +1,24 @@
-//! placeholder
+//! `serviceradar-core`: the ServiceRadar Edge control plane.
+//!
+//! The binary (`main.rs`) is thin; everything lives here so tests can start a
+//! real server in-process on port 0 ([`app::Application`]).
+//!
+//! * [`config`] — typed configuration from flags and `SERVICERADAR_*` env.
+//! * [`app`] — building the HTTP application and running it until shutdown.
+//! * [`api`] — the JSON API under `/api/v1` and its OpenAPI document.
+//! * [`auth`] — passwords, API tokens, sessions; turning a request into an
+//!   [`Actor`](serviceradar_domain::Actor) the policy can judge.
+//! * [`bootstrap`] — the first tenant and admin on a fresh database.
+//! * [`jobs`] — the worker loop that runs durable jobs.
+//! * [`telemetry`] — tracing and Prometheus metrics.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod jobs;
+pub mod telemetry;

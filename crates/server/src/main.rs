@@ -1,1 +1,233 @@
-fn main() {}
+//! `serviceradar-core`: the ServiceRadar Edge control plane binary.
+//! Thin on purpose: parse flags, set up tracing, hand over to the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serviceradar_domain::policy::Scope;
+use serviceradar_server::app::{Application, Settings};
+use serviceradar_server::config::{DatabaseConfig, ServeConfig};
+use serviceradar_server::{admin, telemetry};
+use serviceradar_store::Store;
+
+/// ServiceRadar Edge control plane: HTTP API, job workers and (later) the
+/// agent gateway. Every flag can also be set with the SERVICERADAR_* variable
+/// shown in its help.
+#[derive(Parser)]
+#[command(name = "serviceradar-core", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane. On an empty database this first creates the
+    /// bootstrap tenant and owner and prints the owner's password once.
+    Serve(ServeConfig),
+    /// Apply database migrations and exit (serve also does this on start).
+    Migrate(DatabaseConfig),
+    /// Operator commands on the database: tenants and tokens.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a tenant with its first owner (prints a generated password once).
+    CreateTenant {
+        #[command(flatten)]
+        db: DatabaseConfig,
+        /// Tenant slug: [a-z0-9-], 1-63 characters.
+        #[arg(long)]
+        slug: String,
+        /// Display name (default: the slug).
+        #[arg(long)]
+        name: Option<String>,
+        /// E-mail of the owner to create.
+        #[arg(long)]
+        owner_email: String,
+        /// Owner password (12+ characters); generated if absent.
+        #[arg(long, env = "SERVICERADAR_OWNER_PASSWORD", hide_env_values = true)]
+        owner_password: Option<String>,
+    },
+    /// List tenants.
+    ListTenants {
+        #[command(flatten)]
+        db: DatabaseConfig,
+    },
+    /// Mint an API token for an existing user (prints the secret once).
+    CreateToken {
+        #[command(flatten)]
+        db: DatabaseConfig,
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// E-mail of the user the token acts for.
+        #[arg(long)]
+        email: String,
+        /// Token label.
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// Scopes: read, write, admin (repeat or comma-separate).
+        #[arg(long, value_delimiter = ',', default_value = "read")]
+        scope: Vec<String>,
+        /// Lifetime in days (1-365).
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+    },
+}
+
+async fn open(db: &DatabaseConfig) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&db.data_dir)
+        .with_context(|| format!("creating data dir {}", db.data_dir.display()))?;
+    let store = Store::connect(&db.url(), db.database_max_connections)
+        .await
+        .context("connecting to the database")?;
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(config) => serve(config).await,
+        Command::Migrate(db) => {
+            telemetry::init_tracing(false, std::io::stderr);
+            open(&db).await?;
+            println!("migrations applied to {}", redact(&db.url()));
+            Ok(())
+        }
+        Command::Admin(command) => run_admin(command).await,
+    }
+}
+
+async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    telemetry::init_tracing(config.log_format == "json", std::io::stderr);
+    std::fs::create_dir_all(&config.db.data_dir)
+        .with_context(|| format!("creating data dir {}", config.db.data_dir.display()))?;
+    let settings = Settings {
+        database_url: config.db.url(),
+        database_max_connections: config.db.database_max_connections,
+        listen: config.listen,
+        hub_leafnode_url: config.hub_leafnode_url,
+        saas_nats_url: config.saas_nats_url,
+        session_hours: config.session_hours,
+        secure_cookies: config.secure_cookies,
+        bootstrap_tenant: config.bootstrap_tenant,
+        admin_email: config.admin_email,
+        admin_password: config.admin_password,
+        job_workers: config.job_workers,
+    };
+    let app = Application::build(settings).await?;
+    let base = config
+        .public_url
+        .unwrap_or_else(|| format!("http://{}:{}", config.listen.ip(), app.port()));
+    println!(
+        "serviceradar-core listening on {base}  (database: {})",
+        redact(&config.db.url())
+    );
+    if let Some(admin) = &app.bootstrap.created {
+        println!(
+            "\nFirst start: created tenant '{}' with owner {}",
+            admin.tenant, admin.email
+        );
+        if let Some(password) = &admin.generated_password {
+            println!("  owner password (shown once, store it now): {password}");
+        }
+        println!(
+            "\nNext: sign in and create an edge site, e.g.\n  curl -c jar -X POST {base}/api/v1/auth/login -H 'content-type: application/json' \\\n    -d '{{\"tenant\":\"{}\",\"email\":\"{}\",\"password\":\"...\"}}'\n  API reference: {base}/api/v1/openapi.json\n",
+            admin.tenant, admin.email
+        );
+    }
+    app.run_until_stopped(shutdown_signal()).await
+}
+
+async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
+    telemetry::init_tracing(false, std::io::stderr);
+    match command {
+        AdminCommand::CreateTenant {
+            db,
+            slug,
+            name,
+            owner_email,
+            owner_password,
+        } => {
+            let store = open(&db).await?;
+            let created = admin::create_tenant(
+                &store,
+                &slug,
+                name.as_deref(),
+                &owner_email,
+                owner_password.as_deref(),
+            )
+            .await?;
+            println!(
+                "created tenant {slug} ({}) with owner {}",
+                created.tenant_id, created.owner_email
+            );
+            if let Some(password) = created.generated_password {
+                println!("owner password (shown once): {password}");
+            }
+        }
+        AdminCommand::ListTenants { db } => {
+            let store = open(&db).await?;
+            for tenant in store.list_tenants().await? {
+                println!("{}\t{}\t{}", tenant.id, tenant.slug, tenant.name);
+            }
+        }
+        AdminCommand::CreateToken {
+            db,
+            tenant,
+            email,
+            name,
+            scope,
+            days,
+        } => {
+            let scopes = scope
+                .iter()
+                .map(|s| s.parse::<Scope>().map_err(anyhow::Error::msg))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let store = open(&db).await?;
+            println!(
+                "{}",
+                admin::create_token(&store, &tenant, &email, &name, &scopes, days).await?
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Hides a password in a database URL for printing.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown signal received; draining");
+}

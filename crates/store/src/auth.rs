@@ -159,7 +159,11 @@ impl Store {
 
     /// Records a token use, at most once a minute per token (keeps the hot
     /// path free of writes).
-    pub async fn touch_token(&self, id: ApiTokenId, last_used_at: Option<i64>) -> Result<(), StoreError> {
+    pub async fn touch_token(
+        &self,
+        id: ApiTokenId,
+        last_used_at: Option<i64>,
+    ) -> Result<(), StoreError> {
         let now = now_ms();
         if last_used_at.is_some_and(|t| now - t < 60_000) {
             return Ok(());

@@ -82,10 +82,15 @@ impl JobStatus {
 impl std::str::FromStr for JobStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [JobStatus::Queued, JobStatus::Running, JobStatus::Done, JobStatus::Failed]
-            .into_iter()
-            .find(|j| j.as_str() == s)
-            .ok_or_else(|| format!("unknown job status {s:?}"))
+        [
+            JobStatus::Queued,
+            JobStatus::Running,
+            JobStatus::Done,
+            JobStatus::Failed,
+        ]
+        .into_iter()
+        .find(|j| j.as_str() == s)
+        .ok_or_else(|| format!("unknown job status {s:?}"))
     }
 }
 
@@ -272,11 +277,13 @@ impl Store {
 
     /// Counts jobs by status (for metrics and tests).
     pub async fn count_jobs(&self, status: JobStatus) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE status = $1")
-            .bind(status.as_str())
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("n")?)
+        Ok(
+            sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE status = $1")
+                .bind(status.as_str())
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?,
+        )
     }
 }
 

@@ -1,10 +1,10 @@
 //! Collector packages, optionally bound to an edge site of the same tenant.
 
+use serde::Serialize;
 use serviceradar_domain::resources::{CollectorPackage, CollectorType};
 use serviceradar_domain::state::{PackageEvent, PackageStatus};
 use serviceradar_domain::validate::{DisplayName, NatsUrl, Slug};
 use serviceradar_domain::{EdgeSiteId, PackageId};
-use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 

@@ -219,7 +219,12 @@ mod tests {
             id: uuid::Uuid::now_v7().to_string(),
         };
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
-        for bad in ["", "!!!", "MTIz", &URL_SAFE_NO_PAD.encode("1|'; DROP TABLE x")] {
+        for bad in [
+            "",
+            "!!!",
+            "MTIz",
+            &URL_SAFE_NO_PAD.encode("1|'; DROP TABLE x"),
+        ] {
             assert_eq!(Cursor::decode(bad), None, "{bad}");
         }
     }

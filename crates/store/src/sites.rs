@@ -130,6 +130,8 @@ fn decode_leaf(row: &AnyRow) -> Result<NatsLeafServer, StoreError> {
 
 impl Scoped<'_> {
     /// Creates a site, its pending leaf server and (optionally) a job, atomically.
+    /// A job's JSON-object payload gets `tenant_id`, `edge_site_id` and
+    /// `leaf_server_id` added, and its dedupe key defaults to `<kind>:<leaf id>`.
     pub async fn create_site(
         &self,
         new: &NewSite,
@@ -190,7 +192,16 @@ impl Scoped<'_> {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        if let Some(job) = job {
+        if let Some(mut job) = job {
+            // The job learns the ids chosen here, so its handler can find the rows.
+            if let Some(payload) = job.payload.as_object_mut() {
+                payload.insert("tenant_id".into(), site.tenant_id.to_string().into());
+                payload.insert("edge_site_id".into(), site.id.to_string().into());
+                payload.insert("leaf_server_id".into(), leaf.id.to_string().into());
+            }
+            if job.dedupe_key.is_none() {
+                job.dedupe_key = Some(format!("{}:{}", job.kind, leaf.id));
+            }
             crate::jobs::insert_job(&mut tx, &job, Some(site.tenant_id)).await?;
         }
         tx.commit().await?;
@@ -373,13 +384,27 @@ impl Scoped<'_> {
         let missing = |c: &str| StoreError::corrupt("nats_leaf_servers", format!("{c} missing"));
         Ok(Some(LeafProvisioning {
             leaf_cert_pem,
-            leaf_key_sealed: row.try_get::<Option<Vec<u8>>, _>("leaf_key_sealed")?.ok_or_else(|| missing("leaf_key_sealed"))?,
-            server_cert_pem: row.try_get::<Option<String>, _>("server_cert_pem")?.ok_or_else(|| missing("server_cert_pem"))?,
-            server_key_sealed: row.try_get::<Option<Vec<u8>>, _>("server_key_sealed")?.ok_or_else(|| missing("server_key_sealed"))?,
-            ca_chain_pem: row.try_get::<Option<String>, _>("ca_chain_pem")?.ok_or_else(|| missing("ca_chain_pem"))?,
-            creds_sealed: row.try_get::<Option<Vec<u8>>, _>("creds_sealed")?.ok_or_else(|| missing("creds_sealed"))?,
-            cert_expires_at: row.try_get::<Option<i64>, _>("cert_expires_at")?.ok_or_else(|| missing("cert_expires_at"))?,
-            config_checksum: row.try_get::<Option<String>, _>("config_checksum")?.ok_or_else(|| missing("config_checksum"))?,
+            leaf_key_sealed: row
+                .try_get::<Option<Vec<u8>>, _>("leaf_key_sealed")?
+                .ok_or_else(|| missing("leaf_key_sealed"))?,
+            server_cert_pem: row
+                .try_get::<Option<String>, _>("server_cert_pem")?
+                .ok_or_else(|| missing("server_cert_pem"))?,
+            server_key_sealed: row
+                .try_get::<Option<Vec<u8>>, _>("server_key_sealed")?
+                .ok_or_else(|| missing("server_key_sealed"))?,
+            ca_chain_pem: row
+                .try_get::<Option<String>, _>("ca_chain_pem")?
+                .ok_or_else(|| missing("ca_chain_pem"))?,
+            creds_sealed: row
+                .try_get::<Option<Vec<u8>>, _>("creds_sealed")?
+                .ok_or_else(|| missing("creds_sealed"))?,
+            cert_expires_at: row
+                .try_get::<Option<i64>, _>("cert_expires_at")?
+                .ok_or_else(|| missing("cert_expires_at"))?,
+            config_checksum: row
+                .try_get::<Option<String>, _>("config_checksum")?
+                .ok_or_else(|| missing("config_checksum"))?,
         }))
     }
 }

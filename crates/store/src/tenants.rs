@@ -20,7 +20,11 @@ fn decode(row: &AnyRow) -> Result<Tenant, StoreError> {
 
 impl Store {
     /// Creates a tenant. `Conflict` if the slug is taken.
-    pub async fn create_tenant(&self, slug: &Slug, name: &DisplayName) -> Result<Tenant, StoreError> {
+    pub async fn create_tenant(
+        &self,
+        slug: &Slug,
+        name: &DisplayName,
+    ) -> Result<Tenant, StoreError> {
         let tenant = Tenant {
             id: TenantId::new(),
             slug: slug.clone(),

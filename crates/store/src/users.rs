@@ -24,7 +24,6 @@ pub struct NewUser {
     pub password_hash: String,
 }
 
-
 pub(crate) fn decode(row: &AnyRow) -> Result<User, StoreError> {
     Ok(User {
         id: parse_col(row, "users", "id")?,
@@ -104,7 +103,11 @@ impl Scoped<'_> {
     }
 
     /// Replaces a user's password hash and ends their sessions.
-    pub async fn set_user_password(&self, id: UserId, password_hash: &str) -> Result<(), StoreError> {
+    pub async fn set_user_password(
+        &self,
+        id: UserId,
+        password_hash: &str,
+    ) -> Result<(), StoreError> {
         let mut tx = self.store.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE users SET password_hash = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4",

@@ -31,9 +31,8 @@ pub struct PgCluster {
 pub fn postgres() -> &'static PgCluster {
     static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
     CLUSTER.get_or_init(|| {
-        PgCluster::start(false).unwrap_or_else(|err| {
-            panic!("could not start a test PostgreSQL cluster: {err}")
-        })
+        PgCluster::start(false)
+            .unwrap_or_else(|err| panic!("could not start a test PostgreSQL cluster: {err}"))
     })
 }
 
@@ -55,10 +54,14 @@ impl PgCluster {
             )?;
         }
         let mut initdb = command_as(run_as_postgres, &bin_dir.join("initdb"));
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
+        initdb.arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]);
         run("initdb", &mut initdb)?;
 
         let port = free_port();
@@ -119,7 +122,15 @@ impl PgCluster {
         }
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
         let mut createdb = command_as(self.run_as_postgres, &self.bin_dir.join("createdb"));
-        createdb.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", &name]);
+        createdb.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            &name,
+        ]);
         run("createdb", &mut createdb).expect("createdb on the test cluster");
         self.url(&name)
     }

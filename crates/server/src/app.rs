@@ -1,0 +1,254 @@
+//! Building and running the HTTP application.
+//!
+//! [`Application::build`] connects the store, migrates, bootstraps, binds the
+//! listener (port 0 works: tests read [`Application::port`]) and starts job
+//! workers; [`Application::run_until_stopped`] serves until the shutdown
+//! future resolves, then drains in-flight requests and stops the workers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serviceradar_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::bootstrap::{BootstrapOutcome, bootstrap};
+use crate::jobs::Jobs;
+
+/// Runtime settings of the server (what `serve` flags turn into).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Database URL.
+    pub database_url: String,
+    /// Pool size.
+    pub database_max_connections: u32,
+    /// Listen address (port 0 for tests).
+    pub listen: SocketAddr,
+    /// Hub leafnode URL given to new leaf servers.
+    pub hub_leafnode_url: String,
+    /// SaaS NATS URL for collectors without an edge site.
+    pub saas_nats_url: String,
+    /// Session lifetime.
+    pub session_hours: u32,
+    /// `Secure` session cookies.
+    pub secure_cookies: bool,
+    /// Bootstrap tenant slug.
+    pub bootstrap_tenant: String,
+    /// Bootstrap owner e-mail.
+    pub admin_email: String,
+    /// Bootstrap owner password (generated if `None`).
+    pub admin_password: Option<String>,
+    /// Job worker loops in this process.
+    pub job_workers: usize,
+}
+
+impl Settings {
+    /// Defaults for `database_url` on loopback port 0 (tests and embedding).
+    pub fn new(database_url: impl Into<String>) -> Self {
+        Self {
+            database_url: database_url.into(),
+            database_max_connections: 16,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            hub_leafnode_url: "tls://127.0.0.1:7422".into(),
+            saas_nats_url: "tls://127.0.0.1:4222".into(),
+            session_hours: 12,
+            secure_cookies: false,
+            bootstrap_tenant: "default".into(),
+            admin_email: "admin@example.com".into(),
+            admin_password: None,
+            job_workers: 1,
+        }
+    }
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// Settings.
+    pub settings: Arc<Settings>,
+    /// Job handlers (decides which jobs new resources enqueue).
+    pub jobs: Arc<Jobs>,
+    metrics: PrometheusHandle,
+}
+
+/// A built, bound server.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    store: Store,
+    jobs: Arc<Jobs>,
+    settings: Arc<Settings>,
+    /// What bootstrapping did (the first admin's password, once).
+    pub bootstrap: BootstrapOutcome,
+}
+
+impl Application {
+    /// Connects, migrates, bootstraps and binds.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_jobs(settings, Jobs::default()).await
+    }
+
+    /// Like [`Application::build`] with job handlers registered.
+    pub async fn build_with_jobs(settings: Settings, jobs: Jobs) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let store = Store::connect(&settings.database_url, settings.database_max_connections)
+            .await
+            .context("connecting to the database")?;
+        store.migrate().await.context("applying migrations")?;
+        let bootstrap = bootstrap(&store, &settings)
+            .await
+            .context("bootstrapping")?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let settings = Arc::new(settings);
+        let jobs = Arc::new(jobs);
+        let state = AppState {
+            store: store.clone(),
+            settings: settings.clone(),
+            jobs: jobs.clone(),
+            metrics: crate::telemetry::metrics_handle(),
+        };
+        Ok(Self {
+            listener,
+            router: router(state),
+            store,
+            jobs,
+            settings,
+            bootstrap,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The store (tests seed data through it).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves until `shutdown` resolves, then drains and stops workers.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let workers =
+            self.jobs
+                .spawn_workers(self.store.clone(), self.settings.job_workers, stop_rx);
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        let _ = stop_tx.send(true);
+        for worker in workers {
+            let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
+        }
+        self.store.close().await;
+        Ok(())
+    }
+}
+
+fn router(state: AppState) -> Router {
+    let (api, _openapi) = crate::api::router();
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_page))
+        .layer(middleware::from_fn(record_http_metrics))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let route = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_else(|| req.uri().path().to_string());
+                    let request_id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!("http_request", method = %req.method(), route = %route,
+                        request_id = %request_id, tenant_id = tracing::field::Empty,
+                        user_id = tracing::field::Empty)
+                })
+                .on_request(())
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
+                ),
+        )
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(RequestBodyLimitLayer::new(1024 * 1024))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .layer(CatchPanicLayer::new())
+        .with_state(state)
+}
+
+async fn record_http_metrics(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    response
+}
+
+/// Liveness: the process serves HTTP.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: the database answers.
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
+    }
+}
+
+async fn metrics_page(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,109 @@
+//! Configuration of `serviceradar-core`.
+//!
+//! Every option is a command-line flag with a `SERVICERADAR_*` environment
+//! variable beside it (clap reads both), so one definition gives `--help`,
+//! env support and defaults. Defaults are the embedded, zero-setup mode:
+//! SQLite in `./data`, listening on loopback.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Options shared by every subcommand that touches the database.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// Database URL: `sqlite://<file>` (embedded default) or
+    /// `postgres://user:password@host:port/db`. Defaults to
+    /// `sqlite://<data-dir>/serviceradar.db`.
+    #[arg(long, env = "SERVICERADAR_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Directory for local state (SQLite file, generated dev keys).
+    #[arg(long, env = "SERVICERADAR_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Maximum database connections in the pool.
+    #[arg(
+        long,
+        env = "SERVICERADAR_DATABASE_MAX_CONNECTIONS",
+        default_value_t = 16
+    )]
+    pub database_max_connections: u32,
+}
+
+impl DatabaseConfig {
+    /// The effective database URL.
+    pub fn url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}",
+                self.data_dir.join("serviceradar.db").display()
+            )
+        })
+    }
+}
+
+/// Options of `serviceradar-core serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Database settings.
+    #[command(flatten)]
+    pub db: DatabaseConfig,
+
+    /// Address for the HTTP API and UI.
+    #[arg(long, env = "SERVICERADAR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Public base URL of the control plane (shown to users; used for cookies).
+    #[arg(long, env = "SERVICERADAR_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Hub leafnode URL that provisioned leaves dial (`tls://host:7422`).
+    #[arg(
+        long,
+        env = "SERVICERADAR_HUB_LEAFNODE_URL",
+        default_value = "tls://127.0.0.1:7422"
+    )]
+    pub hub_leafnode_url: String,
+
+    /// SaaS NATS URL collectors use when not bound to an edge site.
+    #[arg(
+        long,
+        env = "SERVICERADAR_SAAS_NATS_URL",
+        default_value = "tls://127.0.0.1:4222"
+    )]
+    pub saas_nats_url: String,
+
+    /// Session lifetime in hours.
+    #[arg(long, env = "SERVICERADAR_SESSION_HOURS", default_value_t = 12)]
+    pub session_hours: u32,
+
+    /// Mark session cookies `Secure` (turn off only for plain-HTTP development).
+    #[arg(long, env = "SERVICERADAR_SECURE_COOKIES", default_value_t = false)]
+    pub secure_cookies: bool,
+
+    /// First-start bootstrap: slug of the tenant to create.
+    #[arg(long, env = "SERVICERADAR_BOOTSTRAP_TENANT", default_value = "default")]
+    pub bootstrap_tenant: String,
+
+    /// First-start bootstrap: e-mail of the owner to create.
+    #[arg(
+        long,
+        env = "SERVICERADAR_ADMIN_EMAIL",
+        default_value = "admin@example.com"
+    )]
+    pub admin_email: String,
+
+    /// First-start bootstrap: owner password (generated and printed once if unset).
+    #[arg(long, env = "SERVICERADAR_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+
+    /// Number of concurrent job workers in this process (0 disables them).
+    #[arg(long, env = "SERVICERADAR_JOB_WORKERS", default_value_t = 2)]
+    pub job_workers: usize,
+
+    /// Log format: `pretty` or `json`.
+    #[arg(long, env = "SERVICERADAR_LOG_FORMAT", default_value = "pretty")]
+    pub log_format: String,
+}

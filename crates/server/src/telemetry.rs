@@ -1,0 +1,52 @@
+//! Tracing and metrics.
+//!
+//! Logs go to stderr as human-readable text or JSON lines. Every HTTP request
+//! runs in an `http_request` span carrying `request_id`, `method`, `route`
+//! and, once authenticated, `tenant_id` and `user_id`. Prometheus metrics are
+//! recorded through the `metrics` facade and rendered at `/metrics`.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// Installs the global tracing subscriber writing to `writer`
+/// (`RUST_LOG` overrides the default `info` filter).
+pub fn init_tracing<W>(json: bool, writer: W)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_target(false);
+    let result = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
+    // A second init (tests start several apps) keeps the first subscriber.
+    let _ = result;
+}
+
+/// The process-wide Prometheus recorder (installed on first call).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder is installed; then our handle
+            // renders an empty page, which the /metrics test would catch.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
