@@ -1,0 +1,277 @@
+//! Test harness for the HTTP API: `spawn_app` starts a real `serviceradar-core`
+//! in-process on port 0 against a fresh SQLite file or a fresh database on the
+//! shared private PostgreSQL cluster, and returns a client for it.
+//!
+//! Logs of every app in the process go to one in-memory buffer so tests can
+//! assert that secrets never reach a log line.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use serviceradar_domain::TenantScope;
+use serviceradar_domain::policy::{Role, Scope};
+use serviceradar_server::app::{Application, Settings};
+use serviceradar_store::{NewUser, Store};
+
+pub const OWNER_PASSWORD: &str = "owner password 123";
+
+#[derive(Clone, Copy, Debug)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// Every log line written by any app in this test process.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().expect("log buffer lock")).into_owned()
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUF.get_or_init(|| Arc::new(Mutex::new(Vec::new())))
+}
+
+#[derive(Clone)]
+struct CaptureWriter;
+
+impl Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        log_buffer().lock().expect("log buffer lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // SAFETY-free: set the filter through the env var the subscriber reads.
+        serviceradar_server::telemetry::init_tracing(true, || CaptureWriter);
+    });
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub store: Store,
+    pub http: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub async fn spawn_app(db: Db) -> TestApp {
+    init();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = match db {
+        Db::Sqlite => format!("sqlite://{}", dir.path().join("test.db").display()),
+        Db::Postgres => serviceradar_testkit::postgres().create_database(),
+    };
+    let mut settings = Settings::new(url);
+    settings.admin_password = Some(OWNER_PASSWORD.into());
+    settings.job_workers = 0;
+    let app = Application::build(settings).await.expect("build app");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let store = app.store().clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        base,
+        store,
+        http: reqwest::Client::new(),
+        shutdown: Some(tx),
+        _dir: dir,
+    }
+}
+
+/// A caller of the API: a bearer token, or a session cookie + CSRF token.
+#[derive(Clone)]
+pub struct Caller {
+    pub token: Option<String>,
+    pub session: Option<(String, String)>,
+}
+
+impl Caller {
+    pub fn anonymous() -> Self {
+        Self {
+            token: None,
+            session: None,
+        }
+    }
+    pub fn bearer(token: &str) -> Self {
+        Self {
+            token: Some(token.to_string()),
+            session: None,
+        }
+    }
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub text: String,
+}
+
+impl TestApp {
+    pub async fn call(&self, who: &Caller, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.base, path));
+        if let Some(token) = &who.token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        if let Some((cookie, csrf)) = &who.session {
+            req = req.header("cookie", format!("sr_session={cookie}"));
+            if !csrf.is_empty() {
+                req = req.header("x-csrf-token", csrf);
+            }
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        record_response(&text);
+        Reply { status, body, text }
+    }
+
+    pub async fn get(&self, who: &Caller, path: &str) -> Reply {
+        self.call(who, Method::GET, path, None).await
+    }
+    pub async fn post(&self, who: &Caller, path: &str, body: Value) -> Reply {
+        self.call(who, Method::POST, path, Some(body)).await
+    }
+    pub async fn patch(&self, who: &Caller, path: &str, body: Value) -> Reply {
+        self.call(who, Method::PATCH, path, Some(body)).await
+    }
+    pub async fn delete(&self, who: &Caller, path: &str) -> Reply {
+        self.call(who, Method::DELETE, path, None).await
+    }
+
+    /// Creates a tenant with an owner and returns an all-scope token for the owner.
+    pub async fn tenant(&self, slug: &str) -> Caller {
+        let email = format!("owner@{slug}.example.com");
+        serviceradar_server::admin::create_tenant(&self.store, slug, None, &email, Some(OWNER_PASSWORD))
+            .await
+            .expect("create tenant");
+        self.token_for(slug, &email, &Scope::ALL).await
+    }
+
+    /// A token for an existing user.
+    pub async fn token_for(&self, tenant: &str, email: &str, scopes: &[Scope]) -> Caller {
+        let token = serviceradar_server::admin::create_token(&self.store, tenant, email, "test", scopes, 30)
+            .await
+            .expect("create token");
+        Caller::bearer(&token)
+    }
+
+    /// Adds a user with `role` to `tenant` and returns an all-scope token.
+    pub async fn user_with_role(&self, tenant: &str, role: Role) -> Caller {
+        let t = self.store.tenant_by_slug(tenant).await.expect("tenant");
+        let email = format!("{}-{}@{tenant}.example.com", role, uuid::Uuid::new_v4().simple());
+        self.store
+            .scoped(TenantScope::for_system_task(t.id))
+            .create_user(&NewUser {
+                email: serviceradar_domain::validate::Email::parse(&email).expect("email"),
+                role,
+                password_hash: "$argon2id$not-a-real-hash-for-tests".into(),
+            })
+            .await
+            .expect("create user");
+        self.token_for(tenant, &email, &Scope::ALL).await
+    }
+
+    /// Signs in with a password and returns a session caller.
+    pub async fn login(&self, tenant: &str, email: &str, password: &str) -> (Reply, Caller) {
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/auth/login", self.base))
+            .json(&json!({"tenant": tenant, "email": email, "password": password}))
+            .send()
+            .await
+            .expect("login request");
+        let status = resp.status();
+        let cookie = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| v.strip_prefix("sr_session="))
+            .map(|v| v.split(';').next().unwrap_or("").to_string());
+        let text = resp.text().await.expect("body");
+        record_response(&text);
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let csrf = body["csrf_token"].as_str().unwrap_or("").to_string();
+        let caller = Caller {
+            token: None,
+            session: cookie.map(|c| (c, csrf)),
+        };
+        (Reply { status, body, text }, caller)
+    }
+
+    pub async fn create_site(&self, who: &Caller, name: &str, slug: &str) -> Value {
+        let reply = self
+            .post(
+                who,
+                "/api/v1/edge-sites",
+                json!({"name": name, "slug": slug, "nats_leaf_url": "nats://10.0.1.50:4222"}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+        reply.body
+    }
+}
+
+/// Every response body seen in this process (for the leak test).
+pub fn captured_responses() -> String {
+    responses().lock().expect("lock").join("\n")
+}
+
+fn responses() -> &'static Mutex<Vec<String>> {
+    static R: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    R.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+fn record_response(text: &str) {
+    responses().lock().expect("lock").push(text.to_string());
+}
+
+/// Generates one test per backend from `async fn name(db: Db)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::support::Db::Sqlite).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::support::Db::Postgres).await;
+                }
+            )+
+        }
+    };
+}
