@@ -37,33 +37,51 @@ async fn site_crud(db: Db) {
     assert_eq!(site["leaf_server"]["local_listen"], "0.0.0.0:4222");
     let site_id = id(&site);
 
-    let got = app.get(&acme, &format!("/api/v1/edge-sites/{site_id}")).await;
+    let got = app
+        .get(&acme, &format!("/api/v1/edge-sites/{site_id}"))
+        .await;
     assert_eq!(got.status, StatusCode::OK);
     assert_eq!(got.body["slug"], "nyc-office");
     let leaf_id = got.body["leaf_server"]["id"].as_str().unwrap().to_string();
 
     let patched = app
-        .patch(&acme, &format!("/api/v1/edge-sites/{site_id}"),
-            json!({"name": "NYC HQ", "nats_leaf_url": "tls://leaf.nyc.example.com:4443"}))
+        .patch(
+            &acme,
+            &format!("/api/v1/edge-sites/{site_id}"),
+            json!({"name": "NYC HQ", "nats_leaf_url": "tls://leaf.nyc.example.com:4443"}),
+        )
         .await;
     assert_eq!(patched.status, StatusCode::OK, "{}", patched.text);
     assert_eq!(patched.body["name"], "NYC HQ");
-    assert_eq!(patched.body["nats_leaf_url"], "tls://leaf.nyc.example.com:4443");
+    assert_eq!(
+        patched.body["nats_leaf_url"],
+        "tls://leaf.nyc.example.com:4443"
+    );
 
-    let leaf = app.get(&acme, &format!("/api/v1/edge-sites/{site_id}/leaf-server")).await;
+    let leaf = app
+        .get(&acme, &format!("/api/v1/edge-sites/{site_id}/leaf-server"))
+        .await;
     assert_eq!(leaf.status, StatusCode::OK);
     assert_eq!(id(&leaf.body), leaf_id);
-    let leaf2 = app.get(&acme, &format!("/api/v1/leaf-servers/{leaf_id}")).await;
+    let leaf2 = app
+        .get(&acme, &format!("/api/v1/leaf-servers/{leaf_id}"))
+        .await;
     assert_eq!(leaf2.body["edge_site_id"], site_id.as_str());
     let leaves = app.get(&acme, "/api/v1/leaf-servers?status=pending").await;
     assert_eq!(leaves.body["items"].as_array().unwrap().len(), 1);
 
-    let deleted = app.delete(&acme, &format!("/api/v1/edge-sites/{site_id}")).await;
+    let deleted = app
+        .delete(&acme, &format!("/api/v1/edge-sites/{site_id}"))
+        .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-    let gone = app.get(&acme, &format!("/api/v1/edge-sites/{site_id}")).await;
+    let gone = app
+        .get(&acme, &format!("/api/v1/edge-sites/{site_id}"))
+        .await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
     assert_eq!(gone.body["error"]["code"], "not_found");
-    let leaf_gone = app.get(&acme, &format!("/api/v1/leaf-servers/{leaf_id}")).await;
+    let leaf_gone = app
+        .get(&acme, &format!("/api/v1/leaf-servers/{leaf_id}"))
+        .await;
     assert_eq!(leaf_gone.status, StatusCode::NOT_FOUND);
     let malformed = app.get(&acme, "/api/v1/edge-sites/not-a-uuid").await;
     assert_eq!(malformed.status, StatusCode::NOT_FOUND);
@@ -72,7 +90,11 @@ async fn site_crud(db: Db) {
 fn field_names(reply: &support::Reply) -> Vec<String> {
     reply.body["error"]["fields"]
         .as_array()
-        .map(|f| f.iter().map(|e| e["field"].as_str().unwrap_or("").to_string()).collect())
+        .map(|f| {
+            f.iter()
+                .map(|e| e["field"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -80,21 +102,32 @@ async fn validation_errors_name_fields(db: Db) {
     let app = spawn_app(db).await;
     let acme = app.tenant("acme").await;
     let reply = app
-        .post(&acme, "/api/v1/edge-sites", json!({"name": "", "slug": "Bad Slug", "nats_leaf_url": "http://x"}))
+        .post(
+            &acme,
+            "/api/v1/edge-sites",
+            json!({"name": "", "slug": "Bad Slug", "nats_leaf_url": "http://x"}),
+        )
         .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert_eq!(reply.body["error"]["code"], "validation_failed");
     assert_eq!(field_names(&reply), ["name", "slug", "nats_leaf_url"]);
 
     let unknown = app
-        .post(&acme, "/api/v1/edge-sites", json!({"name": "a", "nats_leaf_url": "nats://a:1", "status": "active"}))
+        .post(
+            &acme,
+            "/api/v1/edge-sites",
+            json!({"name": "a", "nats_leaf_url": "nats://a:1", "status": "active"}),
+        )
         .await;
     assert_eq!(unknown.status, StatusCode::BAD_REQUEST, "{}", unknown.text);
 
     let broken = app
         .http
         .post(format!("{}/api/v1/edge-sites", app.base))
-        .header("authorization", format!("Bearer {}", acme.token.clone().unwrap()))
+        .header(
+            "authorization",
+            format!("Bearer {}", acme.token.clone().unwrap()),
+        )
         .header("content-type", "application/json")
         .body("{not json")
         .send()
@@ -104,7 +137,9 @@ async fn validation_errors_name_fields(db: Db) {
     let body: Value = broken.json().await.unwrap();
     assert_eq!(body["error"]["code"], "bad_request");
 
-    let bad_page = app.get(&acme, "/api/v1/edge-sites?limit=0&cursor=zzz&status=weird").await;
+    let bad_page = app
+        .get(&acme, "/api/v1/edge-sites?limit=0&cursor=zzz&status=weird")
+        .await;
     assert_eq!(bad_page.status, StatusCode::BAD_REQUEST);
     assert_eq!(field_names(&bad_page), ["limit", "cursor", "status"]);
     let too_big = app.get(&acme, "/api/v1/edge-sites?limit=201").await;
@@ -115,42 +150,71 @@ async fn injection_attempts_are_rejected(db: Db) {
     let app = spawn_app(db).await;
     let acme = app.tenant("acme").await;
     let hostile = [
-        "a\"b", "a\nb", "${HOME}", "$(rm -rf /)", "`id`", "a}b", "a{b", "x'; touch /tmp/p; '",
+        "a\"b",
+        "a\nb",
+        "${HOME}",
+        "$(rm -rf /)",
+        "`id`",
+        "a}b",
+        "a{b",
+        "x'; touch /tmp/p; '",
         "include /etc/passwd",
     ];
     for evil in hostile {
         // As a slug: always rejected.
         let r = app
-            .post(&acme, "/api/v1/edge-sites", json!({"name": "ok", "slug": evil, "nats_leaf_url": "nats://a:4222"}))
+            .post(
+                &acme,
+                "/api/v1/edge-sites",
+                json!({"name": "ok", "slug": evil, "nats_leaf_url": "nats://a:4222"}),
+            )
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "slug {evil:?}");
         assert_eq!(field_names(&r), ["slug"], "slug {evil:?}");
         // Inside a URL host: always rejected.
         let url = format!("nats://{evil}:4222");
         let r = app
-            .post(&acme, "/api/v1/edge-sites", json!({"name": "ok", "slug": "ok", "nats_leaf_url": url}))
+            .post(
+                &acme,
+                "/api/v1/edge-sites",
+                json!({"name": "ok", "slug": "ok", "nats_leaf_url": url}),
+            )
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "url {url:?}");
         // Appended to a URL.
         let url = format!("nats://a:4222/{evil}");
         let r = app
-            .post(&acme, "/api/v1/edge-sites", json!({"name": "ok", "slug": "ok", "nats_leaf_url": url}))
+            .post(
+                &acme,
+                "/api/v1/edge-sites",
+                json!({"name": "ok", "slug": "ok", "nats_leaf_url": url}),
+            )
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "url {url:?}");
     }
     // Display names may hold quotes and `$`, never line breaks; the derived slug is clean.
     let r = app
-        .post(&acme, "/api/v1/edge-sites", json!({"name": "Joe's \"$(id)\" ${X} {site}", "nats_leaf_url": "nats://a:4222"}))
+        .post(
+            &acme,
+            "/api/v1/edge-sites",
+            json!({"name": "Joe's \"$(id)\" ${X} {site}", "nats_leaf_url": "nats://a:4222"}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.body["slug"], "joe-s-id-x-site");
     assert_eq!(r.body["name"], "Joe's \"$(id)\" ${X} {site}");
     let r = app
-        .post(&acme, "/api/v1/edge-sites", json!({"name": "a\r\nb", "nats_leaf_url": "nats://a:4222"}))
+        .post(
+            &acme,
+            "/api/v1/edge-sites",
+            json!({"name": "a\r\nb", "nats_leaf_url": "nats://a:4222"}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     // A name filter with SQL metacharacters is just text.
-    let r = app.get(&acme, "/api/v1/edge-sites?name=%27%20OR%201%3D1%20--").await;
+    let r = app
+        .get(&acme, "/api/v1/edge-sites?name=%27%20OR%201%3D1%20--")
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["items"].as_array().unwrap().len(), 0);
 }
@@ -161,7 +225,11 @@ async fn slug_conflicts(db: Db) {
     let globex = app.tenant("globex").await;
     app.create_site(&acme, "NYC", "nyc").await;
     let dup = app
-        .post(&acme, "/api/v1/edge-sites", json!({"name": "NYC 2", "slug": "nyc", "nats_leaf_url": "nats://a:4222"}))
+        .post(
+            &acme,
+            "/api/v1/edge-sites",
+            json!({"name": "NYC 2", "slug": "nyc", "nats_leaf_url": "nats://a:4222"}),
+        )
         .await;
     assert_eq!(dup.status, StatusCode::CONFLICT);
     assert_eq!(dup.body["error"]["code"], "conflict");
@@ -178,7 +246,11 @@ async fn pagination_and_filters(db: Db) {
     let app = spawn_app(db).await;
     let acme = app.tenant("acme").await;
     for i in 0..75 {
-        let name = if i % 5 == 0 { format!("Factory {i}") } else { format!("Office {i}") };
+        let name = if i % 5 == 0 {
+            format!("Factory {i}")
+        } else {
+            format!("Office {i}")
+        };
         app.create_site(&acme, &name, &format!("site-{i}")).await;
     }
     let mut seen = Vec::new();
@@ -204,9 +276,13 @@ async fn pagination_and_filters(db: Db) {
     let expected: Vec<String> = (0..75).map(|i| format!("site-{i}")).collect();
     assert_eq!(seen, expected, "creation order, no gaps or repeats");
 
-    let factories = app.get(&acme, "/api/v1/edge-sites?name=FACTORY&limit=200").await;
+    let factories = app
+        .get(&acme, "/api/v1/edge-sites?name=FACTORY&limit=200")
+        .await;
     assert_eq!(factories.body["items"].as_array().unwrap().len(), 15);
-    let pending = app.get(&acme, "/api/v1/edge-sites?status=pending&limit=5").await;
+    let pending = app
+        .get(&acme, "/api/v1/edge-sites?status=pending&limit=5")
+        .await;
     assert_eq!(pending.body["items"].as_array().unwrap().len(), 5);
     let active = app.get(&acme, "/api/v1/edge-sites?status=active").await;
     assert_eq!(active.body["items"].as_array().unwrap().len(), 0);
@@ -223,11 +299,19 @@ async fn cross_tenant_isolation(db: Db) {
     let b_site_id = id(&b_site);
     let b_leaf_id = b_site["leaf_server"]["id"].as_str().unwrap().to_string();
     let b_pkg = app
-        .post(&b, "/api/v1/collector-packages", json!({"collector_type": "otel", "edge_site_id": b_site_id}))
+        .post(
+            &b,
+            "/api/v1/collector-packages",
+            json!({"collector_type": "otel", "edge_site_id": b_site_id}),
+        )
         .await;
     let b_pkg_id = id(&b_pkg.body);
     let b_user = app
-        .post(&b, "/api/v1/users", json!({"email": "ops@b.example.com", "role": "operator"}))
+        .post(
+            &b,
+            "/api/v1/users",
+            json!({"email": "ops@b.example.com", "role": "operator"}),
+        )
         .await;
     let b_user_id = id(&b_user.body["user"]);
     let b_token = app.post(&b, "/api/v1/tokens", json!({"name": "b"})).await;
@@ -235,18 +319,40 @@ async fn cross_tenant_isolation(db: Db) {
 
     // Every read, change and delete of a B object by A is a 404, exactly like a missing id.
     let not_found = [
-        app.get(&a, &format!("/api/v1/edge-sites/{b_site_id}")).await,
-        app.get(&a, &format!("/api/v1/edge-sites/{b_site_id}/leaf-server")).await,
-        app.patch(&a, &format!("/api/v1/edge-sites/{b_site_id}"), json!({"name": "pwned"})).await,
-        app.delete(&a, &format!("/api/v1/edge-sites/{b_site_id}")).await,
-        app.get(&a, &format!("/api/v1/leaf-servers/{b_leaf_id}")).await,
-        app.get(&a, &format!("/api/v1/collector-packages/{b_pkg_id}")).await,
-        app.post(&a, &format!("/api/v1/collector-packages/{b_pkg_id}/revoke"), json!({})).await,
-        app.delete(&a, &format!("/api/v1/collector-packages/{b_pkg_id}")).await,
+        app.get(&a, &format!("/api/v1/edge-sites/{b_site_id}"))
+            .await,
+        app.get(&a, &format!("/api/v1/edge-sites/{b_site_id}/leaf-server"))
+            .await,
+        app.patch(
+            &a,
+            &format!("/api/v1/edge-sites/{b_site_id}"),
+            json!({"name": "pwned"}),
+        )
+        .await,
+        app.delete(&a, &format!("/api/v1/edge-sites/{b_site_id}"))
+            .await,
+        app.get(&a, &format!("/api/v1/leaf-servers/{b_leaf_id}"))
+            .await,
+        app.get(&a, &format!("/api/v1/collector-packages/{b_pkg_id}"))
+            .await,
+        app.post(
+            &a,
+            &format!("/api/v1/collector-packages/{b_pkg_id}/revoke"),
+            json!({}),
+        )
+        .await,
+        app.delete(&a, &format!("/api/v1/collector-packages/{b_pkg_id}"))
+            .await,
         app.get(&a, &format!("/api/v1/users/{b_user_id}")).await,
-        app.patch(&a, &format!("/api/v1/users/{b_user_id}"), json!({"role": "viewer"})).await,
+        app.patch(
+            &a,
+            &format!("/api/v1/users/{b_user_id}"),
+            json!({"role": "viewer"}),
+        )
+        .await,
         app.delete(&a, &format!("/api/v1/users/{b_user_id}")).await,
-        app.delete(&a, &format!("/api/v1/tokens/{b_token_id}")).await,
+        app.delete(&a, &format!("/api/v1/tokens/{b_token_id}"))
+            .await,
     ];
     for reply in &not_found {
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text);
@@ -262,22 +368,46 @@ async fn cross_tenant_isolation(db: Db) {
     ] {
         let list = app.get(&a, path).await;
         assert_eq!(list.status, StatusCode::OK, "{path}");
-        assert!(!list.text.contains("b-site") && !list.text.contains(&b_site_id), "{path}: {}", list.text);
-        assert!(!list.text.contains("@b.example.com") && !list.text.contains("tenant-b.example.com"), "{path}");
+        assert!(
+            !list.text.contains("b-site") && !list.text.contains(&b_site_id),
+            "{path}: {}",
+            list.text
+        );
+        assert!(
+            !list.text.contains("@b.example.com") && !list.text.contains("tenant-b.example.com"),
+            "{path}"
+        );
     }
     // Filtering by B's site id from A finds nothing; binding a package to it is refused.
-    let filtered = app.get(&a, &format!("/api/v1/collector-packages?edge_site_id={b_site_id}")).await;
+    let filtered = app
+        .get(
+            &a,
+            &format!("/api/v1/collector-packages?edge_site_id={b_site_id}"),
+        )
+        .await;
     assert_eq!(filtered.body["items"].as_array().unwrap().len(), 0);
     let bind = app
-        .post(&a, "/api/v1/collector-packages", json!({"collector_type": "otel", "edge_site_id": b_site_id}))
+        .post(
+            &a,
+            "/api/v1/collector-packages",
+            json!({"collector_type": "otel", "edge_site_id": b_site_id}),
+        )
         .await;
     assert_eq!(bind.status, StatusCode::BAD_REQUEST);
     assert_eq!(field_names(&bind), ["edge_site_id"]);
     // B's objects are untouched.
-    let still = app.get(&b, &format!("/api/v1/edge-sites/{b_site_id}")).await;
+    let still = app
+        .get(&b, &format!("/api/v1/edge-sites/{b_site_id}"))
+        .await;
     assert_eq!(still.body["name"], "B site");
     let token = app.get(&b, "/api/v1/tokens").await;
-    assert!(token.body["items"].as_array().unwrap().iter().all(|t| t["revoked_at"].is_null()));
+    assert!(
+        token.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["revoked_at"].is_null())
+    );
 }
 
 async fn roles_and_scopes(db: Db) {
@@ -289,75 +419,177 @@ async fn roles_and_scopes(db: Db) {
     let admin = app.user_with_role("acme", Role::Admin).await;
     let new_site = json!({"name": "X", "nats_leaf_url": "nats://a:4222"});
 
-    assert_eq!(app.get(&viewer, "/api/v1/edge-sites").await.status, StatusCode::OK);
-    let denied = app.post(&viewer, "/api/v1/edge-sites", new_site.clone()).await;
+    assert_eq!(
+        app.get(&viewer, "/api/v1/edge-sites").await.status,
+        StatusCode::OK
+    );
+    let denied = app
+        .post(&viewer, "/api/v1/edge-sites", new_site.clone())
+        .await;
     assert_eq!(denied.status, StatusCode::FORBIDDEN);
     assert_eq!(denied.body["error"]["code"], "forbidden");
-    assert_eq!(app.get(&viewer, "/api/v1/users").await.status, StatusCode::FORBIDDEN);
-
-    assert_eq!(app.post(&operator, "/api/v1/edge-sites", new_site.clone()).await.status, StatusCode::CREATED);
     assert_eq!(
-        app.delete(&operator, &format!("/api/v1/edge-sites/{site_id}")).await.status,
+        app.get(&viewer, "/api/v1/users").await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    assert_eq!(
+        app.post(&operator, "/api/v1/edge-sites", new_site.clone())
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.delete(&operator, &format!("/api/v1/edge-sites/{site_id}"))
+            .await
+            .status,
         StatusCode::FORBIDDEN
     );
     // Admins manage users but cannot mint owners.
-    let r = app.post(&admin, "/api/v1/users", json!({"email": "o2@acme.example.com", "role": "owner"})).await;
+    let r = app
+        .post(
+            &admin,
+            "/api/v1/users",
+            json!({"email": "o2@acme.example.com", "role": "owner"}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let r = app.post(&admin, "/api/v1/users", json!({"email": "v2@acme.example.com", "role": "viewer"})).await;
+    let r = app
+        .post(
+            &admin,
+            "/api/v1/users",
+            json!({"email": "v2@acme.example.com", "role": "viewer"}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED);
-    assert_eq!(app.delete(&admin, &format!("/api/v1/edge-sites/{site_id}")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.delete(&admin, &format!("/api/v1/edge-sites/{site_id}"))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
 
     // Token scopes cap what a token can do, even for the owner.
-    let read_only = app.token_for("acme", "owner@acme.example.com", &[Scope::Read]).await;
-    assert_eq!(app.get(&read_only, "/api/v1/edge-sites").await.status, StatusCode::OK);
-    assert_eq!(app.post(&read_only, "/api/v1/edge-sites", new_site).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(app.get(&read_only, "/api/v1/users").await.status, StatusCode::FORBIDDEN);
+    let read_only = app
+        .token_for("acme", "owner@acme.example.com", &[Scope::Read])
+        .await;
+    assert_eq!(
+        app.get(&read_only, "/api/v1/edge-sites").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.post(&read_only, "/api/v1/edge-sites", new_site)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.get(&read_only, "/api/v1/users").await.status,
+        StatusCode::FORBIDDEN
+    );
     // ...and a read token cannot mint itself a stronger one.
-    let r = app.post(&read_only, "/api/v1/tokens", json!({"name": "x", "scopes": ["write"]})).await;
+    let r = app
+        .post(
+            &read_only,
+            "/api/v1/tokens",
+            json!({"name": "x", "scopes": ["write"]}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let writer = app.token_for("acme", "owner@acme.example.com", &[Scope::Read, Scope::Write]).await;
+    let writer = app
+        .token_for(
+            "acme",
+            "owner@acme.example.com",
+            &[Scope::Read, Scope::Write],
+        )
+        .await;
     let other_site = json!({"name": "Y", "nats_leaf_url": "nats://a:4222"});
-    assert_eq!(app.post(&writer, "/api/v1/edge-sites", other_site).await.status, StatusCode::CREATED);
-    assert_eq!(app.get(&writer, "/api/v1/users").await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.post(&writer, "/api/v1/edge-sites", other_site)
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.get(&writer, "/api/v1/users").await.status,
+        StatusCode::FORBIDDEN
+    );
 }
 
 async fn token_lifecycle(db: Db) {
     let app = spawn_app(db).await;
     let owner = app.tenant("acme").await;
-    assert_eq!(app.get(&Caller::anonymous(), "/api/v1/edge-sites").await.status, StatusCode::UNAUTHORIZED);
-    for garbage in ["nope", "srt_123_abc", "srt_0190a2b4c0d07e8f9a0b1c2d3e4f5a6b_wrongsecret"] {
-        let r = app.get(&Caller::bearer(garbage), "/api/v1/edge-sites").await;
+    assert_eq!(
+        app.get(&Caller::anonymous(), "/api/v1/edge-sites")
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    for garbage in [
+        "nope",
+        "srt_123_abc",
+        "srt_0190a2b4c0d07e8f9a0b1c2d3e4f5a6b_wrongsecret",
+    ] {
+        let r = app
+            .get(&Caller::bearer(garbage), "/api/v1/edge-sites")
+            .await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{garbage}");
     }
     let created = app
-        .post(&owner, "/api/v1/tokens", json!({"name": "ci", "scopes": ["read", "write"], "expires_in_days": 7}))
+        .post(
+            &owner,
+            "/api/v1/tokens",
+            json!({"name": "ci", "scopes": ["read", "write"], "expires_in_days": 7}),
+        )
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
     let secret = created.body["secret"].as_str().unwrap().to_string();
     assert!(secret.starts_with("srt_"));
     let token_id = id(&created.body["token"]);
     let ci = Caller::bearer(&secret);
-    assert_eq!(app.get(&ci, "/api/v1/edge-sites").await.status, StatusCode::OK);
+    assert_eq!(
+        app.get(&ci, "/api/v1/edge-sites").await.status,
+        StatusCode::OK
+    );
     // A wrong secret with a real id is refused.
     let (prefix, _) = secret.rsplit_once('_').unwrap();
-    let forged = Caller::bearer(&format!("{prefix}_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"));
-    assert_eq!(app.get(&forged, "/api/v1/edge-sites").await.status, StatusCode::UNAUTHORIZED);
+    let forged = Caller::bearer(&format!(
+        "{prefix}_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    ));
+    assert_eq!(
+        app.get(&forged, "/api/v1/edge-sites").await.status,
+        StatusCode::UNAUTHORIZED
+    );
     // Listing shows metadata only.
     let list = app.get(&owner, "/api/v1/tokens").await;
     assert!(!list.text.contains(&secret));
     assert!(!list.text.contains("secret"));
     // Revoke: the token stops working at once; revoking again is harmless.
-    let revoked = app.delete(&owner, &format!("/api/v1/tokens/{token_id}")).await;
+    let revoked = app
+        .delete(&owner, &format!("/api/v1/tokens/{token_id}"))
+        .await;
     assert_eq!(revoked.status, StatusCode::OK);
     assert!(revoked.body["revoked_at"].is_i64());
     let r = app.get(&ci, "/api/v1/edge-sites").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.text.contains("revoked"));
-    assert_eq!(app.delete(&owner, &format!("/api/v1/tokens/{token_id}")).await.status, StatusCode::OK);
+    assert_eq!(
+        app.delete(&owner, &format!("/api/v1/tokens/{token_id}"))
+            .await
+            .status,
+        StatusCode::OK
+    );
     // Expired tokens are refused.
     let t = app.store.tenant_by_slug("acme").await.unwrap();
-    let scoped = app.store.scoped(serviceradar_domain::TenantScope::for_system_task(t.id));
-    let owner_user = scoped.list_users(&Default::default()).await.unwrap().items.remove(0);
+    let scoped = app
+        .store
+        .scoped(serviceradar_domain::TenantScope::for_system_task(t.id));
+    let owner_user = scoped
+        .list_users(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .remove(0);
     let minted = serviceradar_server::auth::mint_token();
     scoped
         .create_token(&serviceradar_store::NewToken {
@@ -370,11 +602,19 @@ async fn token_lifecycle(db: Db) {
         })
         .await
         .unwrap();
-    let r = app.get(&Caller::bearer(&minted.token), "/api/v1/edge-sites").await;
+    let r = app
+        .get(&Caller::bearer(&minted.token), "/api/v1/edge-sites")
+        .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.text.contains("expired"));
     // Validation of token requests.
-    let bad = app.post(&owner, "/api/v1/tokens", json!({"name": "", "scopes": ["root"], "expires_in_days": 999})).await;
+    let bad = app
+        .post(
+            &owner,
+            "/api/v1/tokens",
+            json!({"name": "", "scopes": ["root"], "expires_in_days": 999}),
+        )
+        .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert_eq!(field_names(&bad), ["name", "scopes", "expires_in_days"]);
     // Non-admins see and revoke only their own tokens.
@@ -382,23 +622,36 @@ async fn token_lifecycle(db: Db) {
     let mine = app.get(&viewer, "/api/v1/tokens").await;
     assert_eq!(mine.body["items"].as_array().unwrap().len(), 1);
     let owner_tokens = app.get(&owner, "/api/v1/tokens").await;
-    let some_owner_token = owner_tokens.body["items"][0]["id"].as_str().unwrap().to_string();
-    let r = app.delete(&viewer, &format!("/api/v1/tokens/{some_owner_token}")).await;
+    let some_owner_token = owner_tokens.body["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = app
+        .delete(&viewer, &format!("/api/v1/tokens/{some_owner_token}"))
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
 async fn sessions_and_csrf(db: Db) {
     let app = spawn_app(db).await;
     app.tenant("acme").await;
-    let (bad, _) = app.login("acme", "owner@acme.example.com", "wrong password!!").await;
+    let (bad, _) = app
+        .login("acme", "owner@acme.example.com", "wrong password!!")
+        .await;
     assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
-    let (unknown, _) = app.login("acme", "nobody@acme.example.com", OWNER_PASSWORD).await;
+    let (unknown, _) = app
+        .login("acme", "nobody@acme.example.com", OWNER_PASSWORD)
+        .await;
     assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
     assert_eq!(bad.body, unknown.body, "no hint which part was wrong");
-    let (wrong_tenant, _) = app.login("other", "owner@acme.example.com", OWNER_PASSWORD).await;
+    let (wrong_tenant, _) = app
+        .login("other", "owner@acme.example.com", OWNER_PASSWORD)
+        .await;
     assert_eq!(wrong_tenant.status, StatusCode::UNAUTHORIZED);
 
-    let (ok, session) = app.login("acme", "Owner@Acme.example.com", OWNER_PASSWORD).await;
+    let (ok, session) = app
+        .login("acme", "Owner@Acme.example.com", OWNER_PASSWORD)
+        .await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
     assert_eq!(ok.body["user"]["role"], "owner");
     let me = app.get(&session, "/api/v1/me").await;
@@ -410,17 +663,33 @@ async fn sessions_and_csrf(db: Db) {
     if let Some((_, csrf)) = no_csrf.session.as_mut() {
         csrf.clear();
     }
-    assert_eq!(app.post(&no_csrf, "/api/v1/edge-sites", body.clone()).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.post(&no_csrf, "/api/v1/edge-sites", body.clone())
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
     let mut wrong_csrf = session.clone();
     if let Some((_, csrf)) = wrong_csrf.session.as_mut() {
         *csrf = "forged".into();
     }
-    assert_eq!(app.post(&wrong_csrf, "/api/v1/edge-sites", body.clone()).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(app.post(&session, "/api/v1/edge-sites", body).await.status, StatusCode::CREATED);
+    assert_eq!(
+        app.post(&wrong_csrf, "/api/v1/edge-sites", body.clone())
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.post(&session, "/api/v1/edge-sites", body).await.status,
+        StatusCode::CREATED
+    );
 
     let out = app.post(&session, "/api/v1/auth/logout", json!({})).await;
     assert_eq!(out.status, StatusCode::NO_CONTENT);
-    assert_eq!(app.get(&session, "/api/v1/edge-sites").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get(&session, "/api/v1/edge-sites").await.status,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 async fn packages(db: Db) {
@@ -429,72 +698,172 @@ async fn packages(db: Db) {
     let site = app.create_site(&acme, "NYC Office", "nyc").await;
     let site_id = id(&site);
     let bound = app
-        .post(&acme, "/api/v1/collector-packages", json!({"collector_type": "flowgger", "edge_site_id": site_id}))
+        .post(
+            &acme,
+            "/api/v1/collector-packages",
+            json!({"collector_type": "flowgger", "edge_site_id": site_id}),
+        )
         .await;
     assert_eq!(bound.status, StatusCode::CREATED, "{}", bound.text);
     assert_eq!(bound.body["status"], "created");
     assert_eq!(bound.body["name"], "flowgger");
     assert_eq!(bound.body["edge_site"]["slug"], "nyc");
-    assert_eq!(bound.body["edge_site"]["nats_leaf_url"], "nats://10.0.1.50:4222");
+    assert_eq!(
+        bound.body["edge_site"]["nats_leaf_url"],
+        "nats://10.0.1.50:4222"
+    );
     let direct = app
-        .post(&acme, "/api/v1/collector-packages", json!({"collector_type": "trapd", "name": "Traps"}))
+        .post(
+            &acme,
+            "/api/v1/collector-packages",
+            json!({"collector_type": "trapd", "name": "Traps"}),
+        )
         .await;
     assert_eq!(direct.status, StatusCode::CREATED);
     assert!(direct.body["edge_site"].is_null());
 
-    let bad = app.post(&acme, "/api/v1/collector-packages", json!({"collector_type": "snmp", "edge_site_id": "x"})).await;
+    let bad = app
+        .post(
+            &acme,
+            "/api/v1/collector-packages",
+            json!({"collector_type": "snmp", "edge_site_id": "x"}),
+        )
+        .await;
     assert_eq!(field_names(&bad), ["collector_type", "edge_site_id"]);
 
-    let by_site = app.get(&acme, &format!("/api/v1/collector-packages?edge_site_id={site_id}")).await;
+    let by_site = app
+        .get(
+            &acme,
+            &format!("/api/v1/collector-packages?edge_site_id={site_id}"),
+        )
+        .await;
     assert_eq!(by_site.body["items"].as_array().unwrap().len(), 1);
-    let by_type = app.get(&acme, "/api/v1/collector-packages?collector_type=trapd").await;
+    let by_type = app
+        .get(&acme, "/api/v1/collector-packages?collector_type=trapd")
+        .await;
     assert_eq!(by_type.body["items"][0]["name"], "Traps");
 
     let pkg_id = id(&bound.body);
-    let revoked = app.post(&acme, &format!("/api/v1/collector-packages/{pkg_id}/revoke"), json!({})).await;
+    let revoked = app
+        .post(
+            &acme,
+            &format!("/api/v1/collector-packages/{pkg_id}/revoke"),
+            json!({}),
+        )
+        .await;
     assert_eq!(revoked.body["status"], "revoked");
-    let again = app.post(&acme, &format!("/api/v1/collector-packages/{pkg_id}/revoke"), json!({})).await;
+    let again = app
+        .post(
+            &acme,
+            &format!("/api/v1/collector-packages/{pkg_id}/revoke"),
+            json!({}),
+        )
+        .await;
     assert_eq!(again.status, StatusCode::CONFLICT);
-    assert!(again.body["error"]["message"].as_str().unwrap().contains("revoked"));
+    assert!(
+        again.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked")
+    );
 
     // Deleting the site keeps the package, now pointing straight at SaaS.
-    app.delete(&acme, &format!("/api/v1/edge-sites/{site_id}")).await;
-    let after = app.get(&acme, &format!("/api/v1/collector-packages/{pkg_id}")).await;
+    app.delete(&acme, &format!("/api/v1/edge-sites/{site_id}"))
+        .await;
+    let after = app
+        .get(&acme, &format!("/api/v1/collector-packages/{pkg_id}"))
+        .await;
     assert!(after.body["edge_site_id"].is_null());
-    assert_eq!(app.delete(&acme, &format!("/api/v1/collector-packages/{pkg_id}")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.delete(&acme, &format!("/api/v1/collector-packages/{pkg_id}"))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
 }
 
 async fn users(db: Db) {
     let app = spawn_app(db).await;
     let owner = app.tenant("acme").await;
-    let created = app.post(&owner, "/api/v1/users", json!({"email": "Ops@Acme.example.com", "role": "operator"})).await;
+    let created = app
+        .post(
+            &owner,
+            "/api/v1/users",
+            json!({"email": "Ops@Acme.example.com", "role": "operator"}),
+        )
+        .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
     assert_eq!(created.body["user"]["email"], "ops@acme.example.com");
-    let password = created.body["initial_password"].as_str().unwrap().to_string();
+    let password = created.body["initial_password"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (login, _) = app.login("acme", "ops@acme.example.com", &password).await;
     assert_eq!(login.status, StatusCode::OK);
 
-    let dup = app.post(&owner, "/api/v1/users", json!({"email": "ops@acme.example.com", "role": "viewer"})).await;
+    let dup = app
+        .post(
+            &owner,
+            "/api/v1/users",
+            json!({"email": "ops@acme.example.com", "role": "viewer"}),
+        )
+        .await;
     assert_eq!(dup.status, StatusCode::CONFLICT);
-    let weak = app.post(&owner, "/api/v1/users", json!({"email": "x", "role": "god", "password": "short"})).await;
+    let weak = app
+        .post(
+            &owner,
+            "/api/v1/users",
+            json!({"email": "x", "role": "god", "password": "short"}),
+        )
+        .await;
     assert_eq!(field_names(&weak), ["email", "role", "password"]);
 
     let user_id = id(&created.body["user"]);
-    let promoted = app.patch(&owner, &format!("/api/v1/users/{user_id}"), json!({"role": "admin"})).await;
+    let promoted = app
+        .patch(
+            &owner,
+            &format!("/api/v1/users/{user_id}"),
+            json!({"role": "admin"}),
+        )
+        .await;
     assert_eq!(promoted.body["role"], "admin");
 
     // The last owner cannot be demoted or deleted.
     let me = app.get(&owner, "/api/v1/me").await;
     let owner_id = me.body["user_id"].as_str().unwrap().to_string();
-    let demote = app.patch(&owner, &format!("/api/v1/users/{owner_id}"), json!({"role": "viewer"})).await;
+    let demote = app
+        .patch(
+            &owner,
+            &format!("/api/v1/users/{owner_id}"),
+            json!({"role": "viewer"}),
+        )
+        .await;
     assert_eq!(demote.status, StatusCode::CONFLICT);
-    assert_eq!(app.delete(&owner, &format!("/api/v1/users/{owner_id}")).await.status, StatusCode::CONFLICT);
+    assert_eq!(
+        app.delete(&owner, &format!("/api/v1/users/{owner_id}"))
+            .await
+            .status,
+        StatusCode::CONFLICT
+    );
 
     // Deleting a user ends their tokens.
-    let ops_token = app.token_for("acme", "ops@acme.example.com", &[Scope::Read]).await;
-    assert_eq!(app.get(&ops_token, "/api/v1/edge-sites").await.status, StatusCode::OK);
-    assert_eq!(app.delete(&owner, &format!("/api/v1/users/{user_id}")).await.status, StatusCode::NO_CONTENT);
-    assert_eq!(app.get(&ops_token, "/api/v1/edge-sites").await.status, StatusCode::UNAUTHORIZED);
+    let ops_token = app
+        .token_for("acme", "ops@acme.example.com", &[Scope::Read])
+        .await;
+    assert_eq!(
+        app.get(&ops_token, "/api/v1/edge-sites").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.delete(&owner, &format!("/api/v1/users/{user_id}"))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.get(&ops_token, "/api/v1/edge-sites").await.status,
+        StatusCode::UNAUTHORIZED
+    );
     let list = app.get(&owner, "/api/v1/users").await;
     assert_eq!(list.body["items"].as_array().unwrap().len(), 1);
 }
@@ -519,10 +888,19 @@ async fn operational_endpoints(db: Db) {
     ] {
         assert!(doc.body["paths"][path].is_object(), "openapi lacks {path}");
     }
-    let resp = app.http.get(format!("{}/healthz", app.base)).send().await.unwrap();
+    let resp = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
     assert!(resp.headers().get("x-request-id").is_some());
     let metrics = app.get(&anon, "/metrics").await;
-    assert!(metrics.text.contains("http_requests_total"), "{}", metrics.text);
+    assert!(
+        metrics.text.contains("http_requests_total"),
+        "{}",
+        metrics.text
+    );
 }
 
 /// Secrets never appear where they should not: token secrets only in the
@@ -532,19 +910,42 @@ async fn operational_endpoints(db: Db) {
 async fn secrets_never_leak_into_responses_or_logs() {
     let app = spawn_app(Db::Sqlite).await;
     let owner = app.tenant("acme").await;
-    let created = app.post(&owner, "/api/v1/tokens", json!({"name": "leak-check", "scopes": ["read"]})).await;
+    let created = app
+        .post(
+            &owner,
+            "/api/v1/tokens",
+            json!({"name": "leak-check", "scopes": ["read"]}),
+        )
+        .await;
     let secret = created.body["secret"].as_str().unwrap().to_string();
-    let user = app.post(&owner, "/api/v1/users", json!({"email": "leak@acme.example.com", "role": "viewer"})).await;
+    let user = app
+        .post(
+            &owner,
+            "/api/v1/users",
+            json!({"email": "leak@acme.example.com", "role": "viewer"}),
+        )
+        .await;
     let password = user.body["initial_password"].as_str().unwrap().to_string();
     let (_, session) = app.login("acme", "leak@acme.example.com", &password).await;
     let cookie = session.session.clone().unwrap().0;
     // Use every credential, list everything.
-    app.get(&Caller::bearer(&secret), "/api/v1/edge-sites").await;
+    app.get(&Caller::bearer(&secret), "/api/v1/edge-sites")
+        .await;
     app.get(&session, "/api/v1/me").await;
-    for path in ["/api/v1/users", "/api/v1/tokens", "/api/v1/edge-sites", "/api/v1/me"] {
+    for path in [
+        "/api/v1/users",
+        "/api/v1/tokens",
+        "/api/v1/edge-sites",
+        "/api/v1/me",
+    ] {
         app.get(&owner, path).await;
     }
-    let _ = app.get(&Caller::bearer("srt_0190a2b4c0d07e8f9a0b1c2d3e4f5a6b_guess"), "/api/v1/users").await;
+    let _ = app
+        .get(
+            &Caller::bearer("srt_0190a2b4c0d07e8f9a0b1c2d3e4f5a6b_guess"),
+            "/api/v1/users",
+        )
+        .await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 
     let logs = support::captured_logs();
@@ -552,15 +953,27 @@ async fn secrets_never_leak_into_responses_or_logs() {
     assert!(!logs.is_empty(), "logs were captured");
     assert!(logs.contains("tenant_id"), "request spans carry tenant ids");
     let (_, secret_half) = secret.rsplit_once('_').unwrap();
-    for needle in [secret.as_str(), secret_half, password.as_str(), cookie.as_str(), OWNER_PASSWORD] {
+    for needle in [
+        secret.as_str(),
+        secret_half,
+        password.as_str(),
+        cookie.as_str(),
+        OWNER_PASSWORD,
+    ] {
         assert!(!logs.contains(needle), "a secret reached the log");
     }
     assert!(!logs.contains("$argon2"), "a password hash reached the log");
-    assert!(!responses.contains("$argon2"), "a password hash reached a response");
+    assert!(
+        !responses.contains("$argon2"),
+        "a password hash reached a response"
+    );
     assert!(!responses.contains("password_hash") && !responses.contains("secret_hash"));
     // The token secret appears exactly once: in its creation response.
     assert_eq!(responses.matches(secret.as_str()).count(), 1);
     // The generated password appears exactly once: in the create-user response.
     assert_eq!(responses.matches(password.as_str()).count(), 1);
-    assert!(!responses.contains(&cookie), "the session cookie value is only in Set-Cookie");
+    assert!(
+        !responses.contains(&cookie),
+        "the session cookie value is only in Set-Cookie"
+    );
 }

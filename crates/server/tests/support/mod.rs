@@ -40,7 +40,10 @@ struct CaptureWriter;
 
 impl Write for CaptureWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        log_buffer().lock().expect("log buffer lock").extend_from_slice(buf);
+        log_buffer()
+            .lock()
+            .expect("log buffer lock")
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -128,10 +131,14 @@ pub struct Reply {
 }
 
 impl TestApp {
-    pub async fn call(&self, who: &Caller, method: Method, path: &str, body: Option<Value>) -> Reply {
-        let mut req = self
-            .http
-            .request(method, format!("{}{}", self.base, path));
+    pub async fn call(
+        &self,
+        who: &Caller,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
         if let Some(token) = &who.token {
             req = req.header("authorization", format!("Bearer {token}"));
         }
@@ -168,24 +175,41 @@ impl TestApp {
     /// Creates a tenant with an owner and returns an all-scope token for the owner.
     pub async fn tenant(&self, slug: &str) -> Caller {
         let email = format!("owner@{slug}.example.com");
-        serviceradar_server::admin::create_tenant(&self.store, slug, None, &email, Some(OWNER_PASSWORD))
-            .await
-            .expect("create tenant");
+        serviceradar_server::admin::create_tenant(
+            &self.store,
+            slug,
+            None,
+            &email,
+            Some(OWNER_PASSWORD),
+        )
+        .await
+        .expect("create tenant");
         self.token_for(slug, &email, &Scope::ALL).await
     }
 
     /// A token for an existing user.
     pub async fn token_for(&self, tenant: &str, email: &str, scopes: &[Scope]) -> Caller {
-        let token = serviceradar_server::admin::create_token(&self.store, tenant, email, "test", scopes, 30)
-            .await
-            .expect("create token");
+        let token = serviceradar_server::admin::create_token(
+            &self.store,
+            tenant,
+            email,
+            "test",
+            scopes,
+            30,
+        )
+        .await
+        .expect("create token");
         Caller::bearer(&token)
     }
 
     /// Adds a user with `role` to `tenant` and returns an all-scope token.
     pub async fn user_with_role(&self, tenant: &str, role: Role) -> Caller {
         let t = self.store.tenant_by_slug(tenant).await.expect("tenant");
-        let email = format!("{}-{}@{tenant}.example.com", role, uuid::Uuid::new_v4().simple());
+        let email = format!(
+            "{}-{}@{tenant}.example.com",
+            role,
+            uuid::Uuid::new_v4().simple()
+        );
         self.store
             .scoped(TenantScope::for_system_task(t.id))
             .create_user(&NewUser {
