@@ -275,6 +275,18 @@ impl Store {
         decode(&row)
     }
 
+    /// Makes a queued job (e.g. one backing off after a failure) runnable now.
+    /// For tests; finished or running jobs are left alone.
+    #[doc(hidden)]
+    pub async fn make_job_due(&self, id: JobId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET run_at = $1 WHERE id = $2 AND status = 'queued'")
+            .bind(now_ms())
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Counts jobs by status (for metrics and tests).
     pub async fn count_jobs(&self, status: JobStatus) -> Result<i64, StoreError> {
         Ok(

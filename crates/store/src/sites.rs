@@ -347,9 +347,10 @@ impl Scoped<'_> {
         self.leaf_server(id).await
     }
 
-    /// Records why provisioning failed, visible on the site.
+    /// Records why provisioning failed, visible on the site. `NotFound` if the
+    /// leaf server is not in this tenant.
     pub async fn record_leaf_error(&self, id: LeafServerId, error: &str) -> Result<(), StoreError> {
-        sqlx::query(
+        let done = sqlx::query(
             "UPDATE nats_leaf_servers SET last_error = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4",
         )
         .bind(error)
@@ -358,6 +359,9 @@ impl Scoped<'_> {
         .bind(id.to_string())
         .execute(&self.store.pool)
         .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
         Ok(())
     }
 

@@ -5,11 +5,11 @@ use serviceradar_domain::UserId;
 use serviceradar_domain::policy::Role;
 use serviceradar_domain::resources::User;
 use serviceradar_domain::validate::Email;
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
 
 use crate::Scoped;
-use crate::db::{now_ms, parse_col, valid_col};
+use crate::db::{Backend, now_ms, parse_col, valid_col};
 use crate::error::{StoreError, on_unique};
 use crate::page::{ListQuery, Page, PageRequest};
 
@@ -88,18 +88,30 @@ impl Scoped<'_> {
 
     /// Changes a user's role, refusing to remove the tenant's last owner.
     pub async fn set_user_role(&self, id: UserId, role: Role) -> Result<User, StoreError> {
-        let user = self.user(id).await?;
-        if user.role == Role::Owner && role != Role::Owner {
-            self.ensure_other_owner(id).await?;
-        }
-        sqlx::query("UPDATE users SET role = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4")
+        // The last-owner check is part of the write itself, under a per-tenant
+        // lock, so two concurrent demotions cannot both see "another owner".
+        let sql = if role == Role::Owner {
+            "UPDATE users SET role = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4"
+        } else {
+            "UPDATE users SET role = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4 \
+             AND (role <> 'owner' OR EXISTS (SELECT 1 FROM users o \
+                  WHERE o.tenant_id = $3 AND o.role = 'owner' AND o.id <> $4))"
+        };
+        let mut tx = self.store.pool.begin().await?;
+        self.lock_owners(&mut tx).await?;
+        let done = sqlx::query(sql)
             .bind(role.as_str())
             .bind(now_ms())
             .bind(self.tenant())
             .bind(id.to_string())
-            .execute(&self.store.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(User { role, ..user })
+        let user = self.user_in(&mut tx, id).await?;
+        if done.rows_affected() == 0 {
+            return Err(last_owner());
+        }
+        tx.commit().await?;
+        Ok(user)
     }
 
     /// Replaces a user's password hash and ends their sessions.
@@ -133,32 +145,56 @@ impl Scoped<'_> {
     /// Deletes a user (their tokens and sessions go with them), refusing to
     /// delete the tenant's last owner.
     pub async fn delete_user(&self, id: UserId) -> Result<(), StoreError> {
-        let user = self.user(id).await?;
-        if user.role == Role::Owner {
-            self.ensure_other_owner(id).await?;
+        let mut tx = self.store.pool.begin().await?;
+        self.lock_owners(&mut tx).await?;
+        let done = sqlx::query(
+            "DELETE FROM users WHERE tenant_id = $1 AND id = $2 \
+             AND (role <> 'owner' OR EXISTS (SELECT 1 FROM users o \
+                  WHERE o.tenant_id = $1 AND o.role = 'owner' AND o.id <> $2))",
+        )
+        .bind(self.tenant())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            // Still there: it is the last owner. Gone: it never existed here.
+            self.user_in(&mut tx, id).await?;
+            return Err(last_owner());
         }
-        sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND id = $2")
-            .bind(self.tenant())
-            .bind(id.to_string())
-            .execute(&self.store.pool)
-            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    async fn ensure_other_owner(&self, except: UserId) -> Result<(), StoreError> {
-        let others: i64 = sqlx::query(
-            "SELECT COUNT(*) AS n FROM users WHERE tenant_id = $1 AND role = 'owner' AND id <> $2",
-        )
-        .bind(self.tenant())
-        .bind(except.to_string())
-        .fetch_one(&self.store.pool)
-        .await?
-        .try_get("n")?;
-        if others == 0 {
-            return Err(StoreError::InvalidState(
-                "a tenant must keep at least one owner".into(),
-            ));
+    /// Serialises changes that could remove the tenant's last owner. On
+    /// PostgreSQL this locks the tenant row (`NO KEY UPDATE`, so inserts that
+    /// reference the tenant are not blocked). SQLite needs nothing: the
+    /// conditional write that follows is the transaction's first statement, so
+    /// it runs under the database's single write lock with its check.
+    async fn lock_owners(&self, tx: &mut Transaction<'_, Any>) -> Result<(), StoreError> {
+        if self.store.backend() == Backend::Postgres {
+            sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR NO KEY UPDATE")
+                .bind(self.tenant())
+                .fetch_optional(&mut **tx)
+                .await?;
         }
         Ok(())
     }
+
+    /// [`Scoped::user`] inside a transaction.
+    async fn user_in(&self, tx: &mut Transaction<'_, Any>, id: UserId) -> Result<User, StoreError> {
+        sqlx::query(
+            "SELECT id, tenant_id, email, role, created_at FROM users WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(self.tenant())
+        .bind(id.to_string())
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|row| decode(&row))
+        .transpose()?
+        .ok_or(StoreError::NotFound)
+    }
+}
+
+fn last_owner() -> StoreError {
+    StoreError::InvalidState("a tenant must keep at least one owner".into())
 }

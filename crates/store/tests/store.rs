@@ -1,0 +1,1626 @@
+//! Integration tests of the store, each run against both backends: an SQLite
+//! file in a temporary directory and a fresh database on the private
+//! PostgreSQL cluster of `serviceradar-testkit`.
+
+use std::collections::HashSet;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+use serviceradar_domain::policy::{Role, Scope, ScopeSet};
+use serviceradar_domain::resources::{CollectorType, Tenant, User};
+use serviceradar_domain::state::{LeafStatus, PackageEvent, PackageStatus, SiteStatus};
+use serviceradar_domain::validate::{DisplayName, Email, ListenAddr, NatsUrl, Slug};
+use serviceradar_domain::{
+    ApiTokenId, EdgeSiteId, JobId, LeafServerId, TenantId, TenantScope, UserId,
+};
+use serviceradar_store::jobs::{JobStatus, NewJob};
+use serviceradar_store::{
+    Backend, Cursor, LeafFilter, LeafProvisioning, NewPackage, NewSite, NewToken, NewUser,
+    PackageFilter, PageRequest, SiteFilter, SiteSummary, SiteUpdate, Store, StoreError,
+};
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------
+
+/// Generates one test per backend from an `async fn body(store: Store)`.
+macro_rules! both_backends {
+    ($body:ident: $sqlite:ident, $postgres:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            let (store, _dir) = sqlite_store().await;
+            $body(store.clone()).await;
+            store.close().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            let store = postgres_store().await;
+            $body(store.clone()).await;
+            store.close().await;
+        }
+    };
+}
+
+/// Asserts that `$e` is an `Err` matching `$p`.
+macro_rules! assert_err {
+    ($e:expr, $p:pat) => {
+        match $e {
+            Err($p) => {}
+            other => panic!(
+                "{}: expected Err({}), got {:?}",
+                stringify!($e),
+                stringify!($p),
+                other
+            ),
+        }
+    };
+}
+
+async fn sqlite_store() -> (Store, TempDir) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = Store::connect(&url, 8).await.expect("connect to sqlite");
+    assert_eq!(store.backend(), Backend::Sqlite);
+    store.migrate().await.expect("migrate sqlite");
+    (store, dir)
+}
+
+async fn postgres_store() -> Store {
+    let url = tokio::task::spawn_blocking(|| serviceradar_testkit::postgres().create_database())
+        .await
+        .expect("create a test database");
+    let store = Store::connect(&url, 12).await.expect("connect to postgres");
+    assert_eq!(store.backend(), Backend::Postgres);
+    store.migrate().await.expect("migrate postgres");
+    store
+}
+
+// ---------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap())
+        .unwrap()
+}
+
+fn slug(s: &str) -> Slug {
+    Slug::parse(s).unwrap()
+}
+
+fn display(s: &str) -> DisplayName {
+    DisplayName::parse(s).unwrap()
+}
+
+fn email(s: &str) -> Email {
+    Email::parse(s).unwrap()
+}
+
+fn nats_url(s: &str) -> NatsUrl {
+    NatsUrl::parse(s).unwrap()
+}
+
+fn new_site(name: &str, slug_text: &str) -> NewSite {
+    NewSite {
+        name: display(name),
+        slug: slug(slug_text),
+        nats_leaf_url: nats_url("nats://10.0.1.50:4222"),
+        upstream_url: "tls://hub.example.com:7422".into(),
+        local_listen: ListenAddr::parse("0.0.0.0:4222").unwrap(),
+    }
+}
+
+fn new_user(address: &str, role: Role) -> NewUser {
+    NewUser {
+        email: email(address),
+        role,
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${address}"),
+    }
+}
+
+fn new_token(user_id: UserId, name: &str) -> NewToken {
+    NewToken {
+        id: ApiTokenId::new(),
+        user_id,
+        name: name.into(),
+        scopes: ScopeSet::from_scopes([Scope::Read, Scope::Write]),
+        expires_at: now_ms() + 3_600_000,
+        secret_hash: format!("secret-hash-of-{name}"),
+    }
+}
+
+fn new_package(name: &str, site: Option<EdgeSiteId>) -> NewPackage {
+    NewPackage {
+        name: display(name),
+        collector_type: CollectorType::Flowgger,
+        edge_site_id: site,
+    }
+}
+
+fn provisioning(tag: &str) -> LeafProvisioning {
+    LeafProvisioning {
+        leaf_cert_pem: format!("leaf cert {tag}"),
+        leaf_key_sealed: vec![0, 1, 2, 255, tag.len() as u8],
+        server_cert_pem: format!("server cert {tag}"),
+        server_key_sealed: vec![9, 8, 7, 0],
+        ca_chain_pem: format!("ca chain {tag}"),
+        creds_sealed: vec![42; 64],
+        cert_expires_at: now_ms() + 86_400_000,
+        config_checksum: format!("sha256:{tag}"),
+    }
+}
+
+async fn tenant(store: &Store, slug_text: &str) -> (Tenant, TenantScope) {
+    let tenant = store
+        .create_tenant(&slug(slug_text), &display(&format!("Tenant {slug_text}")))
+        .await
+        .unwrap();
+    let scope = TenantScope::for_system_task(tenant.id);
+    (tenant, scope)
+}
+
+// ---------------------------------------------------------------------------
+// 1. Migrations
+// ---------------------------------------------------------------------------
+
+async fn migrations_are_idempotent(store: Store) {
+    store.migrate().await.expect("second migrate");
+    store.migrate().await.expect("third migrate");
+    store.ping().await.unwrap();
+    assert_eq!(store.count_tenants().await.unwrap(), 0);
+    // The schema is usable after re-running.
+    let (t, _) = tenant(&store, "after-migrate").await;
+    store.migrate().await.expect("migrate with data present");
+    assert_eq!(store.tenant(t.id).await.unwrap(), t);
+}
+both_backends!(migrations_are_idempotent: sqlite_migrations_are_idempotent, postgres_migrations_are_idempotent);
+
+// ---------------------------------------------------------------------------
+// 2. Tenants
+// ---------------------------------------------------------------------------
+
+async fn tenants(store: Store) {
+    let acme = store
+        .create_tenant(&slug("acme"), &display("Acme Corp"))
+        .await
+        .unwrap();
+    assert_eq!(acme.slug.as_str(), "acme");
+    assert_eq!(acme.name.as_str(), "Acme Corp");
+
+    assert_err!(
+        store.create_tenant(&slug("acme"), &display("Other")).await,
+        StoreError::Conflict(_)
+    );
+
+    assert_eq!(store.tenant_by_slug("acme").await.unwrap(), acme);
+    assert_eq!(store.tenant(acme.id).await.unwrap(), acme);
+    assert_err!(store.tenant_by_slug("nope").await, StoreError::NotFound);
+    assert_err!(store.tenant(TenantId::new()).await, StoreError::NotFound);
+
+    let globex = store
+        .create_tenant(&slug("globex"), &display("Globex"))
+        .await
+        .unwrap();
+    assert_eq!(store.count_tenants().await.unwrap(), 2);
+    let all = store.list_tenants().await.unwrap();
+    assert_eq!(all, vec![acme, globex]);
+}
+both_backends!(tenants: sqlite_tenants, postgres_tenants);
+
+// ---------------------------------------------------------------------------
+// 3. Tenant isolation
+// ---------------------------------------------------------------------------
+
+/// One tenant's rows, for the isolation test.
+struct Fixture {
+    tenant: Tenant,
+    scope: TenantScope,
+    site: serviceradar_domain::resources::EdgeSite,
+    leaf: serviceradar_domain::resources::NatsLeafServer,
+    package: serviceradar_store::PackageWithSite,
+    user: User,
+    token: serviceradar_domain::resources::ApiToken,
+    session_hash: String,
+}
+
+async fn fixture(store: &Store, slug_text: &str) -> Fixture {
+    let (tenant, scope) = tenant(store, slug_text).await;
+    let s = store.scoped(scope);
+    let (site, leaf) = s
+        .create_site(&new_site("Main Site", "main"), None)
+        .await
+        .unwrap();
+    let package = s
+        .create_package(&new_package("Main Package", Some(site.id)))
+        .await
+        .unwrap();
+    let user = s
+        .create_user(&new_user(
+            &format!("owner@{slug_text}.example"),
+            Role::Owner,
+        ))
+        .await
+        .unwrap();
+    let token = s.create_token(&new_token(user.id, "ci")).await.unwrap();
+    let session_hash = format!("session-{slug_text}");
+    store
+        .create_session(&session_hash, &user, "csrf", now_ms() + 3_600_000)
+        .await
+        .unwrap();
+    Fixture {
+        tenant,
+        scope,
+        site,
+        leaf,
+        package,
+        user,
+        token,
+        session_hash,
+    }
+}
+
+async fn tenant_isolation(store: Store) {
+    let a = fixture(&store, "tenant-a").await;
+    let b = fixture(&store, "tenant-b").await;
+    let sa = store.scoped(a.scope);
+    let sb = store.scoped(b.scope);
+    let page = PageRequest {
+        limit: 200,
+        after: None,
+    };
+
+    // Getters under A with B's ids.
+    assert_err!(sa.site(b.site.id).await, StoreError::NotFound);
+    assert_err!(sa.leaf_server(b.leaf.id).await, StoreError::NotFound);
+    assert_err!(sa.leaf_for_site(b.site.id).await, StoreError::NotFound);
+    assert_err!(sa.leaf_provisioning(b.leaf.id).await, StoreError::NotFound);
+    assert_err!(sa.package(b.package.package.id).await, StoreError::NotFound);
+    assert_err!(sa.user(b.user.id).await, StoreError::NotFound);
+    assert_err!(sa.token(b.token.id).await, StoreError::NotFound);
+
+    // ... and A's own ids work.
+    assert_eq!(sa.site(a.site.id).await.unwrap(), a.site);
+    assert_eq!(sa.leaf_server(a.leaf.id).await.unwrap(), a.leaf);
+    assert_eq!(sa.leaf_for_site(a.site.id).await.unwrap(), a.leaf);
+    assert_eq!(sa.package(a.package.package.id).await.unwrap(), a.package);
+    assert_eq!(sa.user(a.user.id).await.unwrap(), a.user);
+    assert_eq!(sa.token(a.token.id).await.unwrap(), a.token);
+
+    // Lists under A contain only A's rows.
+    let sites = sa.list_sites(&SiteFilter::default(), &page).await.unwrap();
+    assert_eq!(sites.items, vec![a.site.clone()]);
+    let leaves = sa
+        .list_leaf_servers(&LeafFilter::default(), &page)
+        .await
+        .unwrap();
+    assert_eq!(leaves.items, vec![a.leaf.clone()]);
+    let packages = sa
+        .list_packages(&PackageFilter::default(), &page)
+        .await
+        .unwrap();
+    assert_eq!(packages.items, vec![a.package.clone()]);
+    let users = sa.list_users(&page).await.unwrap();
+    assert_eq!(users.items, vec![a.user.clone()]);
+    let tokens = sa.list_tokens(None, &page).await.unwrap();
+    assert_eq!(tokens.items, vec![a.token.clone()]);
+    assert!(
+        sa.list_tokens(Some(b.user.id), &page)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let filtered = sa
+        .list_packages(
+            &PackageFilter {
+                edge_site_id: Some(b.site.id),
+                ..PackageFilter::default()
+            },
+            &page,
+        )
+        .await
+        .unwrap();
+    assert!(filtered.items.is_empty());
+
+    // Writes under A with B's ids: NotFound, and B's rows do not change.
+    let rename = SiteUpdate {
+        name: Some(display("Hijacked")),
+        nats_leaf_url: Some(nats_url("nats://6.6.6.6:4222")),
+    };
+    assert_err!(
+        sa.update_site(b.site.id, &rename).await,
+        StoreError::NotFound
+    );
+    assert_err!(sa.delete_site(b.site.id).await, StoreError::NotFound);
+    assert_err!(
+        sa.store_leaf_provisioning(b.leaf.id, &provisioning("evil"))
+            .await,
+        StoreError::NotFound
+    );
+    assert_err!(
+        sa.record_leaf_error(b.leaf.id, "evil").await,
+        StoreError::NotFound
+    );
+    assert_err!(
+        sa.transition_package(b.package.package.id, PackageEvent::Revoke)
+            .await,
+        StoreError::NotFound
+    );
+    assert_err!(
+        sa.delete_package(b.package.package.id).await,
+        StoreError::NotFound
+    );
+    assert_err!(
+        sa.set_user_role(b.user.id, Role::Viewer).await,
+        StoreError::NotFound
+    );
+    assert_err!(
+        sa.set_user_password(b.user.id, "evil-hash").await,
+        StoreError::NotFound
+    );
+    assert_err!(sa.delete_user(b.user.id).await, StoreError::NotFound);
+    assert_err!(sa.revoke_token(b.token.id).await, StoreError::NotFound);
+    assert_err!(
+        sa.create_token(&new_token(b.user.id, "stolen")).await,
+        StoreError::NotFound
+    );
+    match sa
+        .create_package(&new_package("Cross", Some(b.site.id)))
+        .await
+    {
+        Err(StoreError::BadReference { field, .. }) => assert_eq!(field, "edge_site_id"),
+        other => panic!("expected BadReference, got {other:?}"),
+    }
+
+    assert_eq!(sb.site(b.site.id).await.unwrap(), b.site);
+    assert_eq!(sb.leaf_server(b.leaf.id).await.unwrap(), b.leaf);
+    assert!(sb.leaf_provisioning(b.leaf.id).await.unwrap().is_none());
+    assert_eq!(sb.package(b.package.package.id).await.unwrap(), b.package);
+    assert_eq!(sb.user(b.user.id).await.unwrap(), b.user);
+    assert_eq!(sb.token(b.token.id).await.unwrap(), b.token);
+    let login = store
+        .login_record(b.tenant.slug.as_str(), b.user.email.as_str())
+        .await
+        .unwrap();
+    assert_eq!(login.user, b.user);
+    assert_ne!(login.password_hash, "evil-hash");
+    let session = store.session(&b.session_hash).await.unwrap();
+    assert_eq!(session.user_id, b.user.id);
+    assert_eq!(session.tenant_id, b.tenant.id);
+    let b_sites = sb.list_sites(&SiteFilter::default(), &page).await.unwrap();
+    assert_eq!(b_sites.items, vec![b.site.clone()]);
+    let b_packages = sb
+        .list_packages(&PackageFilter::default(), &page)
+        .await
+        .unwrap();
+    assert_eq!(b_packages.items, vec![b.package.clone()]);
+
+    // A login for B's user through A's slug does not exist.
+    assert_err!(
+        store
+            .login_record(a.tenant.slug.as_str(), b.user.email.as_str())
+            .await,
+        StoreError::NotFound
+    );
+    // Nothing of A was touched either.
+    assert_eq!(sa.site(a.site.id).await.unwrap(), a.site);
+}
+both_backends!(tenant_isolation: sqlite_tenant_isolation, postgres_tenant_isolation);
+
+// ---------------------------------------------------------------------------
+// 4. Sites and leaf servers
+// ---------------------------------------------------------------------------
+
+async fn sites(store: Store) {
+    let (ta, scope_a) = tenant(&store, "sites-a").await;
+    let (_tb, scope_b) = tenant(&store, "sites-b").await;
+    let sa = store.scoped(scope_a);
+    let sb = store.scoped(scope_b);
+    let page = PageRequest {
+        limit: 200,
+        after: None,
+    };
+
+    // Create with a provisioning job: site and leaf pending, job queued.
+    let (site, leaf) = sa
+        .create_site(
+            &new_site("NYC Office", "nyc"),
+            Some(NewJob::new("provision_leaf", json!({"reason": "create"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(site.status, SiteStatus::Pending);
+    assert_eq!(site.tenant_id, ta.id);
+    assert_eq!(site.slug.as_str(), "nyc");
+    assert_eq!(site.nats_leaf_url.to_string(), "nats://10.0.1.50:4222");
+    assert_eq!(site.last_seen_at, None);
+    assert_eq!(leaf.status, LeafStatus::Pending);
+    assert_eq!(leaf.edge_site_id, site.id);
+    assert_eq!(leaf.tenant_id, ta.id);
+    assert_eq!(leaf.upstream_url, "tls://hub.example.com:7422");
+    assert_eq!(leaf.local_listen.to_string(), "0.0.0.0:4222");
+    assert_eq!(leaf.leaf_cert_pem, None);
+    assert_eq!(sa.site(site.id).await.unwrap(), site);
+    assert_eq!(sa.leaf_for_site(site.id).await.unwrap(), leaf);
+    assert_eq!(sa.leaf_server(leaf.id).await.unwrap(), leaf);
+    assert_eq!(store.count_jobs(JobStatus::Queued).await.unwrap(), 1);
+
+    // Slug conflict in the same tenant: nothing of the failed create remains.
+    let before = now_ms();
+    assert_err!(
+        sa.create_site(
+            &new_site("Other Name", "nyc"),
+            Some(NewJob::new("provision_leaf", json!({}))),
+        )
+        .await,
+        StoreError::Conflict(_)
+    );
+    assert_eq!(store.count_jobs(JobStatus::Queued).await.unwrap(), 1);
+    let sites = sa.list_sites(&SiteFilter::default(), &page).await.unwrap();
+    assert_eq!(sites.items, vec![site.clone()]);
+    let leaves = sa
+        .list_leaf_servers(&LeafFilter::default(), &page)
+        .await
+        .unwrap();
+    assert_eq!(leaves.items, vec![leaf.clone()]);
+
+    // The same slug in another tenant is fine.
+    let (other_site, _) = sb
+        .create_site(&new_site("NYC Office", "nyc"), None)
+        .await
+        .unwrap();
+    assert_eq!(other_site.slug, site.slug);
+    assert_ne!(other_site.id, site.id);
+    // create_site without a job enqueues nothing.
+    assert_eq!(store.count_jobs(JobStatus::Queued).await.unwrap(), 1);
+
+    // The job learned the ids of the rows created with it.
+    let job = store.claim_job("w", 60_000).await.unwrap().unwrap();
+    assert_eq!(job.kind, "provision_leaf");
+    assert_eq!(job.tenant_id, Some(ta.id));
+    assert_eq!(job.payload["reason"], "create");
+    assert_eq!(job.payload["tenant_id"], ta.id.to_string());
+    assert_eq!(job.payload["edge_site_id"], site.id.to_string());
+    assert_eq!(job.payload["leaf_server_id"], leaf.id.to_string());
+    assert!(store.complete_job(job.id, "w").await.unwrap());
+    // Its default dedupe key was released on completion; a second site with a
+    // job gets its own key anyway.
+    sa.create_site(
+        &new_site("Second", "second"),
+        Some(NewJob::new("provision_leaf", json!({}))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(store.count_jobs(JobStatus::Queued).await.unwrap(), 1);
+
+    // Update.
+    let updated = sa
+        .update_site(
+            site.id,
+            &SiteUpdate {
+                name: Some(display("NYC HQ")),
+                nats_leaf_url: Some(nats_url("tls://leaf.nyc.example.com:4443")),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.name.as_str(), "NYC HQ");
+    assert_eq!(
+        updated.nats_leaf_url.to_string(),
+        "tls://leaf.nyc.example.com:4443"
+    );
+    assert_eq!(updated.slug, site.slug);
+    assert_eq!(updated.created_at, site.created_at);
+    assert!(updated.updated_at >= before);
+    assert_eq!(sa.site(site.id).await.unwrap(), updated);
+    let unchanged = sa
+        .update_site(site.id, &SiteUpdate::default())
+        .await
+        .unwrap();
+    assert_eq!(unchanged.name, updated.name);
+    assert_eq!(unchanged.nats_leaf_url, updated.nats_leaf_url);
+    assert_err!(
+        sa.update_site(EdgeSiteId::new(), &SiteUpdate::default())
+            .await,
+        StoreError::NotFound
+    );
+
+    // Provisioning material round-trips (including the sealed blobs).
+    assert!(sa.leaf_provisioning(leaf.id).await.unwrap().is_none());
+    let material = provisioning("one");
+    let provisioned = sa
+        .store_leaf_provisioning(leaf.id, &material)
+        .await
+        .unwrap();
+    assert_eq!(provisioned.status, LeafStatus::Provisioned);
+    assert_eq!(provisioned.leaf_cert_pem.as_deref(), Some("leaf cert one"));
+    assert_eq!(provisioned.ca_chain_pem.as_deref(), Some("ca chain one"));
+    assert_eq!(provisioned.cert_expires_at, Some(material.cert_expires_at));
+    assert_eq!(provisioned.config_checksum.as_deref(), Some("sha256:one"));
+    let stored = sa.leaf_provisioning(leaf.id).await.unwrap().unwrap();
+    assert_eq!(stored.leaf_key_sealed, material.leaf_key_sealed);
+    assert_eq!(stored.server_key_sealed, material.server_key_sealed);
+    assert_eq!(stored.creds_sealed, material.creds_sealed);
+    assert_eq!(stored.server_cert_pem, material.server_cert_pem);
+    sa.record_leaf_error(leaf.id, "hub unreachable")
+        .await
+        .unwrap();
+    assert_eq!(
+        sa.leaf_server(leaf.id).await.unwrap().last_error.as_deref(),
+        Some("hub unreachable")
+    );
+    assert_err!(
+        sa.record_leaf_error(LeafServerId::new(), "x").await,
+        StoreError::NotFound
+    );
+    let again = sa
+        .store_leaf_provisioning(leaf.id, &provisioning("two"))
+        .await
+        .unwrap();
+    assert_eq!(again.status, LeafStatus::Provisioned);
+    assert_eq!(again.last_error, None);
+    assert_eq!(again.config_checksum.as_deref(), Some("sha256:two"));
+    let provisioned_only = sa
+        .list_leaf_servers(
+            &LeafFilter {
+                status: Some(LeafStatus::Provisioned),
+            },
+            &page,
+        )
+        .await
+        .unwrap();
+    assert_eq!(provisioned_only.items.len(), 1);
+    assert_eq!(provisioned_only.items[0].id, leaf.id);
+
+    // Delete: the leaf goes with the site (ON DELETE CASCADE, which needs
+    // foreign keys enabled on SQLite) and packages lose their site.
+    let bound = sa
+        .create_package(&new_package("Bound", Some(site.id)))
+        .await
+        .unwrap();
+    assert_eq!(bound.package.edge_site_id, Some(site.id));
+    sa.delete_site(site.id).await.unwrap();
+    assert_err!(sa.site(site.id).await, StoreError::NotFound);
+    assert_err!(sa.leaf_for_site(site.id).await, StoreError::NotFound);
+    assert_err!(sa.leaf_server(leaf.id).await, StoreError::NotFound);
+    assert_err!(sa.leaf_provisioning(leaf.id).await, StoreError::NotFound);
+    let orphan = sa.package(bound.package.id).await.unwrap();
+    assert_eq!(orphan.package.edge_site_id, None);
+    assert_eq!(orphan.edge_site, None);
+    assert_err!(sa.delete_site(site.id).await, StoreError::NotFound);
+    // The other tenant's site with the same slug is untouched.
+    assert_eq!(sb.site(other_site.id).await.unwrap(), other_site);
+    // The slug is free again.
+    sa.create_site(&new_site("NYC again", "nyc"), None)
+        .await
+        .unwrap();
+}
+both_backends!(sites: sqlite_sites, postgres_sites);
+
+// ---------------------------------------------------------------------------
+// 5. Pagination and filters
+// ---------------------------------------------------------------------------
+
+async fn pagination(store: Store) {
+    let (_t, scope) = tenant(&store, "paging").await;
+    let s = store.scoped(scope);
+
+    let mut created = Vec::new();
+    for i in 0..120 {
+        let (site, _) = s
+            .create_site(
+                &new_site(&format!("Site {i:03}"), &format!("site-{i:03}")),
+                None,
+            )
+            .await
+            .unwrap();
+        created.push(site.id);
+    }
+
+    // Page through with limit 50.
+    let mut seen = Vec::new();
+    let mut sizes = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s
+            .list_sites(&SiteFilter::default(), &PageRequest { limit: 50, after })
+            .await
+            .unwrap();
+        sizes.push(page.items.len());
+        seen.extend(page.items.iter().map(|site| site.id));
+        match page.next_cursor {
+            Some(cursor) => after = Some(Cursor::decode(&cursor).expect("a valid cursor")),
+            None => break,
+        }
+        assert!(sizes.len() < 10, "pagination does not terminate");
+    }
+    assert_eq!(sizes, vec![50, 50, 20]);
+    assert_eq!(seen, created, "creation order, no duplicates or gaps");
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 120);
+
+    // An exact multiple of the limit: the last full page has no cursor.
+    let exact = s
+        .list_sites(
+            &SiteFilter::default(),
+            &PageRequest {
+                limit: 120,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(exact.items.len(), 120);
+    assert_eq!(exact.next_cursor, None);
+
+    // Status filter.
+    let all = PageRequest {
+        limit: 200,
+        after: None,
+    };
+    let pending = s
+        .list_sites(
+            &SiteFilter {
+                status: Some(SiteStatus::Pending),
+                ..SiteFilter::default()
+            },
+            &all,
+        )
+        .await
+        .unwrap();
+    assert_eq!(pending.items.len(), 120);
+    let active = s
+        .list_sites(
+            &SiteFilter {
+                status: Some(SiteStatus::Active),
+                ..SiteFilter::default()
+            },
+            &all,
+        )
+        .await
+        .unwrap();
+    assert!(active.items.is_empty());
+    assert_eq!(active.next_cursor, None);
+
+    // Name filter: case-insensitive; `%`, `_` and `\` are literal.
+    for (name, slug_text) in [
+        ("100% Uptime", "uptime"),
+        ("Under_score", "under-score"),
+        ("UnderXscore", "under-x-score"),
+        ("Back\\Slash", "back-slash"),
+        ("Backslash", "backslash"),
+    ] {
+        s.create_site(&new_site(name, slug_text), None)
+            .await
+            .unwrap();
+    }
+    let names = |needle: &'static str| {
+        let all = all.clone();
+        async move {
+            let mut names: Vec<String> = s
+                .list_sites(
+                    &SiteFilter {
+                        name_contains: Some(needle.into()),
+                        ..SiteFilter::default()
+                    },
+                    &all,
+                )
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|site| site.name.as_str().to_string())
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    assert_eq!(names("0%").await, vec!["100% Uptime"]);
+    assert_eq!(names("%").await, vec!["100% Uptime"]);
+    assert_eq!(names("r_s").await, vec!["Under_score"]);
+    assert_eq!(names("_").await, vec!["Under_score"]);
+    assert_eq!(names("k\\s").await, vec!["Back\\Slash"]);
+    assert_eq!(names("UNDER").await, vec!["UnderXscore", "Under_score"]);
+    assert_eq!(names("uptime").await, vec!["100% Uptime"]);
+    assert_eq!(names("SITE 11").await.len(), 10);
+    assert_eq!(names("site 0").await.len(), 100);
+    assert!(names("nothing like this").await.is_empty());
+
+    // Status and name filters combine.
+    let combined = s
+        .list_sites(
+            &SiteFilter {
+                status: Some(SiteStatus::Pending),
+                name_contains: Some("site 00".into()),
+            },
+            &all,
+        )
+        .await
+        .unwrap();
+    assert_eq!(combined.items.len(), 10);
+
+    // Limits clamp to 1..=200.
+    let one = s
+        .list_sites(
+            &SiteFilter::default(),
+            &PageRequest {
+                limit: 0,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(one.items.len(), 1);
+    assert!(one.next_cursor.is_some());
+    for i in 0..80 {
+        s.create_site(
+            &new_site(&format!("Extra {i:02}"), &format!("extra-{i:02}")),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    // 120 + 5 + 80 = 205 sites.
+    let huge = s
+        .list_sites(
+            &SiteFilter::default(),
+            &PageRequest {
+                limit: 10_000,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(huge.items.len(), PageRequest::MAX_LIMIT as usize);
+    let rest = s
+        .list_sites(
+            &SiteFilter::default(),
+            &PageRequest {
+                limit: 10_000,
+                after: Some(Cursor::decode(&huge.next_cursor.unwrap()).unwrap()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 5);
+    assert_eq!(rest.next_cursor, None);
+}
+both_backends!(pagination: sqlite_pagination, postgres_pagination);
+
+// ---------------------------------------------------------------------------
+// 6. Packages
+// ---------------------------------------------------------------------------
+
+async fn packages(store: Store) {
+    let (t, scope) = tenant(&store, "packages").await;
+    let s = store.scoped(scope);
+    let (site, _) = s
+        .create_site(&new_site("Branch", "branch"), None)
+        .await
+        .unwrap();
+
+    let direct = s
+        .create_package(&new_package("Direct", None))
+        .await
+        .unwrap();
+    assert_eq!(direct.package.tenant_id, t.id);
+    assert_eq!(direct.package.edge_site_id, None);
+    assert_eq!(direct.package.status, PackageStatus::Created);
+    assert_eq!(direct.package.collector_type, CollectorType::Flowgger);
+    assert_eq!(direct.edge_site, None);
+
+    let bound = s
+        .create_package(&NewPackage {
+            name: display("Bound"),
+            collector_type: CollectorType::Otel,
+            edge_site_id: Some(site.id),
+        })
+        .await
+        .unwrap();
+    assert_eq!(bound.package.edge_site_id, Some(site.id));
+    assert_eq!(
+        bound.edge_site,
+        Some(SiteSummary {
+            id: site.id,
+            name: site.name.clone(),
+            slug: site.slug.clone(),
+            nats_leaf_url: site.nats_leaf_url.clone(),
+        })
+    );
+    assert_eq!(s.package(bound.package.id).await.unwrap(), bound);
+    assert_err!(
+        s.create_package(&new_package("Dangling", Some(EdgeSiteId::new())))
+            .await,
+        StoreError::BadReference { .. }
+    );
+
+    // The summary follows site changes.
+    s.update_site(
+        site.id,
+        &SiteUpdate {
+            name: Some(display("Branch Renamed")),
+            nats_leaf_url: None,
+        },
+    )
+    .await
+    .unwrap();
+    let renamed = s.package(bound.package.id).await.unwrap();
+    assert_eq!(renamed.edge_site.unwrap().name.as_str(), "Branch Renamed");
+
+    // Filters.
+    let all = PageRequest {
+        limit: 200,
+        after: None,
+    };
+    let list = |filter: PackageFilter| {
+        let all = all.clone();
+        async move {
+            s.list_packages(&filter, &all)
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|p| p.package.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        list(PackageFilter::default()).await,
+        vec![direct.package.id, bound.package.id]
+    );
+    assert_eq!(
+        list(PackageFilter {
+            collector_type: Some(CollectorType::Otel),
+            ..PackageFilter::default()
+        })
+        .await,
+        vec![bound.package.id]
+    );
+    assert_eq!(
+        list(PackageFilter {
+            edge_site_id: Some(site.id),
+            ..PackageFilter::default()
+        })
+        .await,
+        vec![bound.package.id]
+    );
+    assert_eq!(
+        list(PackageFilter {
+            name_contains: Some("DIR".into()),
+            ..PackageFilter::default()
+        })
+        .await,
+        vec![direct.package.id]
+    );
+
+    // Transitions.
+    let downloaded = s
+        .transition_package(direct.package.id, PackageEvent::Download)
+        .await
+        .unwrap();
+    assert_eq!(downloaded.package.status, PackageStatus::Downloaded);
+    assert!(downloaded.package.updated_at >= direct.package.updated_at);
+    assert_eq!(
+        list(PackageFilter {
+            status: Some(PackageStatus::Downloaded),
+            ..PackageFilter::default()
+        })
+        .await,
+        vec![direct.package.id]
+    );
+    let revoked = s
+        .transition_package(direct.package.id, PackageEvent::Revoke)
+        .await
+        .unwrap();
+    assert_eq!(revoked.package.status, PackageStatus::Revoked);
+    match s
+        .transition_package(direct.package.id, PackageEvent::Download)
+        .await
+    {
+        Err(StoreError::Transition(illegal)) => {
+            assert_eq!(illegal.from, "revoked");
+            assert_eq!(illegal.event, "download");
+        }
+        other => panic!("expected a Transition error, got {other:?}"),
+    }
+    assert_eq!(
+        s.package(direct.package.id).await.unwrap().package.status,
+        PackageStatus::Revoked
+    );
+    assert_err!(
+        s.transition_package(direct.package.id, PackageEvent::Revoke)
+            .await,
+        StoreError::Transition(_)
+    );
+
+    // Delete.
+    s.delete_package(bound.package.id).await.unwrap();
+    assert_err!(s.package(bound.package.id).await, StoreError::NotFound);
+    assert_err!(
+        s.delete_package(bound.package.id).await,
+        StoreError::NotFound
+    );
+    // The site survives its package.
+    s.site(site.id).await.unwrap();
+}
+both_backends!(packages: sqlite_packages, postgres_packages);
+
+// ---------------------------------------------------------------------------
+// 7. Users
+// ---------------------------------------------------------------------------
+
+async fn users(store: Store) {
+    let (t, scope) = tenant(&store, "users").await;
+    let (_other, other_scope) = tenant(&store, "users-other").await;
+    let s = store.scoped(scope);
+
+    let owner = s
+        .create_user(&new_user("Owner@Example.com", Role::Owner))
+        .await
+        .unwrap();
+    assert_eq!(owner.email.as_str(), "owner@example.com");
+    assert_eq!(owner.tenant_id, t.id);
+    assert_eq!(owner.role, Role::Owner);
+    assert_eq!(s.user(owner.id).await.unwrap(), owner);
+    assert_err!(
+        s.create_user(&new_user("owner@example.com", Role::Viewer))
+            .await,
+        StoreError::Conflict(_)
+    );
+    // The same e-mail in another tenant is a different user.
+    store
+        .scoped(other_scope)
+        .create_user(&new_user("owner@example.com", Role::Owner))
+        .await
+        .unwrap();
+    assert_err!(s.user(UserId::new()).await, StoreError::NotFound);
+
+    // The hash is readable only through the login lookup.
+    let login = store
+        .login_record("users", "owner@example.com")
+        .await
+        .unwrap();
+    assert_eq!(login.user, owner);
+    assert_eq!(
+        login.password_hash,
+        "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$Owner@Example.com"
+    );
+    assert!(!format!("{login:?}").contains("argon2"));
+    let listed = s.list_users(&PageRequest::first()).await.unwrap().items;
+    assert_eq!(listed, vec![owner.clone()]);
+    let json = serde_json::to_value(&listed[0]).unwrap();
+    let keys: HashSet<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        HashSet::from(["id", "tenant_id", "email", "role", "created_at"])
+    );
+    assert!(!json.to_string().contains("argon2"));
+    assert_err!(
+        store.login_record("users", "nobody@example.com").await,
+        StoreError::NotFound
+    );
+    assert_err!(
+        store
+            .login_record("no-such-tenant", "owner@example.com")
+            .await,
+        StoreError::NotFound
+    );
+
+    // The last owner can be neither demoted nor deleted.
+    assert_err!(
+        s.set_user_role(owner.id, Role::Admin).await,
+        StoreError::InvalidState(_)
+    );
+    assert_err!(s.delete_user(owner.id).await, StoreError::InvalidState(_));
+    assert_eq!(s.user(owner.id).await.unwrap().role, Role::Owner);
+    // Owner -> owner is not a demotion.
+    s.set_user_role(owner.id, Role::Owner).await.unwrap();
+
+    let second = s
+        .create_user(&new_user("second@example.com", Role::Owner))
+        .await
+        .unwrap();
+    let demoted = s.set_user_role(owner.id, Role::Admin).await.unwrap();
+    assert_eq!(demoted.role, Role::Admin);
+    assert_eq!(s.user(owner.id).await.unwrap().role, Role::Admin);
+    assert_err!(
+        s.set_user_role(second.id, Role::Viewer).await,
+        StoreError::InvalidState(_)
+    );
+    assert_err!(s.delete_user(second.id).await, StoreError::InvalidState(_));
+
+    // Password change replaces the hash and ends sessions.
+    let viewer = s
+        .create_user(&new_user("viewer@example.com", Role::Viewer))
+        .await
+        .unwrap();
+    store
+        .create_session("viewer-session", &viewer, "csrf", now_ms() + 60_000)
+        .await
+        .unwrap();
+    s.set_user_password(viewer.id, "new-hash").await.unwrap();
+    assert_eq!(
+        store
+            .login_record("users", "viewer@example.com")
+            .await
+            .unwrap()
+            .password_hash,
+        "new-hash"
+    );
+    assert_err!(store.session("viewer-session").await, StoreError::NotFound);
+    assert_err!(
+        s.set_user_password(UserId::new(), "x").await,
+        StoreError::NotFound
+    );
+
+    // Deleting a user removes their tokens and sessions (cascade).
+    let token = s.create_token(&new_token(owner.id, "mine")).await.unwrap();
+    let kept = s.create_token(&new_token(second.id, "kept")).await.unwrap();
+    store
+        .create_session("owner-session", &demoted, "csrf", now_ms() + 60_000)
+        .await
+        .unwrap();
+    store
+        .create_session("second-session", &second, "csrf", now_ms() + 60_000)
+        .await
+        .unwrap();
+    s.delete_user(owner.id).await.unwrap();
+    assert_err!(s.user(owner.id).await, StoreError::NotFound);
+    assert_err!(s.delete_user(owner.id).await, StoreError::NotFound);
+    assert_err!(s.token(token.id).await, StoreError::NotFound);
+    assert_err!(
+        store.token_record(token.id).await.map(|r| r.token),
+        StoreError::NotFound
+    );
+    assert_err!(store.session("owner-session").await, StoreError::NotFound);
+    assert!(
+        s.list_tokens(Some(owner.id), &PageRequest::first())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert_err!(
+        store.login_record("users", "owner@example.com").await,
+        StoreError::NotFound
+    );
+    // Other users keep theirs.
+    assert_eq!(s.token(kept.id).await.unwrap(), kept);
+    store.session("second-session").await.unwrap();
+    let remaining: Vec<UserId> = s
+        .list_users(&PageRequest::first())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(remaining, vec![second.id, viewer.id]);
+}
+both_backends!(users: sqlite_users, postgres_users);
+
+/// Two owners removed at the same moment (demoted or deleted): exactly one
+/// change may win, so the tenant keeps an owner.
+async fn last_owner_race(store: Store) {
+    for round in 0..12 {
+        let (_t, scope) = tenant(&store, &format!("race-{round}")).await;
+        let s = store.scoped(scope);
+        let a = s
+            .create_user(&new_user("a@example.com", Role::Owner))
+            .await
+            .unwrap();
+        let b = s
+            .create_user(&new_user("b@example.com", Role::Owner))
+            .await
+            .unwrap();
+        let (store_a, store_b) = (store.clone(), store.clone());
+        let delete = round % 2 == 1;
+        let first = tokio::spawn(async move {
+            store_a
+                .scoped(scope)
+                .set_user_role(a.id, Role::Viewer)
+                .await
+                .map(|_| ())
+        });
+        let second = tokio::spawn(async move {
+            let s = store_b.scoped(scope);
+            if delete {
+                s.delete_user(b.id).await
+            } else {
+                s.set_user_role(b.id, Role::Admin).await.map(|_| ())
+            }
+        });
+        let results = [first.await.unwrap(), second.await.unwrap()];
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        for result in &results {
+            if let Err(e) = result {
+                assert!(
+                    matches!(e, StoreError::InvalidState(_)),
+                    "round {round}: unexpected error {e:?}"
+                );
+            }
+        }
+        assert_eq!(won, 1, "round {round}: {results:?}");
+        let owners = s
+            .list_users(&PageRequest::first())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|u| u.role == Role::Owner)
+            .count();
+        assert_eq!(owners, 1, "round {round}");
+    }
+}
+both_backends!(last_owner_race: sqlite_last_owner_race, postgres_last_owner_race);
+
+// ---------------------------------------------------------------------------
+// 8. Tokens and sessions
+// ---------------------------------------------------------------------------
+
+async fn tokens_and_sessions(store: Store) {
+    let (t, scope) = tenant(&store, "tokens").await;
+    let s = store.scoped(scope);
+    let alice = s
+        .create_user(&new_user("alice@example.com", Role::Owner))
+        .await
+        .unwrap();
+    let bob = s
+        .create_user(&new_user("bob@example.com", Role::Operator))
+        .await
+        .unwrap();
+
+    let new = new_token(bob.id, "deploy");
+    let token = s.create_token(&new).await.unwrap();
+    assert_eq!(token.id, new.id);
+    assert_eq!(token.tenant_id, t.id);
+    assert_eq!(token.user_id, bob.id);
+    assert_eq!(token.name, "deploy");
+    assert_eq!(token.scopes, new.scopes);
+    assert_eq!(token.expires_at, new.expires_at);
+    assert_eq!(token.revoked_at, None);
+    assert_eq!(token.last_used_at, None);
+    assert_eq!(s.token(token.id).await.unwrap(), token);
+    assert_err!(
+        s.create_token(&new_token(UserId::new(), "ghost")).await,
+        StoreError::NotFound
+    );
+
+    let record = store.token_record(token.id).await.unwrap();
+    assert_eq!(record.token, token);
+    assert_eq!(record.secret_hash, "secret-hash-of-deploy");
+    assert_eq!(record.role, Role::Operator);
+    // The record carries the user's *current* role.
+    s.set_user_role(bob.id, Role::Viewer).await.unwrap();
+    assert_eq!(
+        store.token_record(token.id).await.unwrap().role,
+        Role::Viewer
+    );
+    assert_err!(
+        store.token_record(ApiTokenId::new()).await.map(|r| r.token),
+        StoreError::NotFound
+    );
+
+    // touch_token writes at most once a minute.
+    store.touch_token(token.id, None).await.unwrap();
+    let touched = s.token(token.id).await.unwrap().last_used_at.unwrap();
+    store.touch_token(token.id, Some(touched)).await.unwrap();
+    assert_eq!(s.token(token.id).await.unwrap().last_used_at, Some(touched));
+
+    // Revocation is idempotent: the first time is kept.
+    let revoked = s.revoke_token(token.id).await.unwrap();
+    let revoked_at = revoked.revoked_at.expect("revoked");
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let again = s.revoke_token(token.id).await.unwrap();
+    assert_eq!(again.revoked_at, Some(revoked_at));
+    assert_eq!(
+        store.token_record(token.id).await.unwrap().token.revoked_at,
+        Some(revoked_at)
+    );
+    assert_err!(
+        s.revoke_token(ApiTokenId::new()).await,
+        StoreError::NotFound
+    );
+
+    // Listing, optionally per user.
+    let alice_1 = s.create_token(&new_token(alice.id, "a1")).await.unwrap();
+    let alice_2 = s.create_token(&new_token(alice.id, "a2")).await.unwrap();
+    let ids = |page: serviceradar_store::Page<serviceradar_domain::resources::ApiToken>| {
+        page.items.into_iter().map(|t| t.id).collect::<Vec<_>>()
+    };
+    let first = PageRequest::first();
+    assert_eq!(
+        ids(s.list_tokens(Some(alice.id), &first).await.unwrap()),
+        vec![alice_1.id, alice_2.id]
+    );
+    assert_eq!(
+        ids(s.list_tokens(Some(bob.id), &first).await.unwrap()),
+        vec![token.id]
+    );
+    assert_eq!(
+        ids(s.list_tokens(None, &first).await.unwrap()),
+        vec![token.id, alice_1.id, alice_2.id]
+    );
+    let paged = s
+        .list_tokens(
+            None,
+            &PageRequest {
+                limit: 2,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(paged.items.len(), 2);
+    let tail = s
+        .list_tokens(
+            None,
+            &PageRequest {
+                limit: 2,
+                after: Some(Cursor::decode(&paged.next_cursor.unwrap()).unwrap()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(tail), vec![alice_2.id]);
+
+    // Sessions.
+    let expires = now_ms() + 3_600_000;
+    store
+        .create_session("live-hash", &alice, "csrf-live", expires)
+        .await
+        .unwrap();
+    let session = store.session("live-hash").await.unwrap();
+    assert_eq!(session.tenant_id, t.id);
+    assert_eq!(session.user_id, alice.id);
+    assert_eq!(session.role, Role::Owner);
+    assert_eq!(session.csrf_token, "csrf-live");
+    assert_eq!(session.expires_at, expires);
+    assert_err!(store.session("no-such-hash").await, StoreError::NotFound);
+
+    store
+        .create_session("dead-hash", &alice, "csrf-dead", now_ms() - 1)
+        .await
+        .unwrap();
+    assert_err!(store.session("dead-hash").await, StoreError::NotFound);
+    assert_eq!(store.purge_expired_sessions().await.unwrap(), 1);
+    assert_eq!(store.purge_expired_sessions().await.unwrap(), 0);
+    store.session("live-hash").await.unwrap();
+
+    store.delete_session("live-hash").await.unwrap();
+    assert_err!(store.session("live-hash").await, StoreError::NotFound);
+    // Deleting twice is fine.
+    store.delete_session("live-hash").await.unwrap();
+}
+both_backends!(tokens_and_sessions: sqlite_tokens_and_sessions, postgres_tokens_and_sessions);
+
+// ---------------------------------------------------------------------------
+// 9. Job queue
+// ---------------------------------------------------------------------------
+
+async fn jobs_lifecycle(store: Store) {
+    let (t, _) = tenant(&store, "jobs").await;
+    assert!(store.claim_job("w1", 60_000).await.unwrap().is_none());
+
+    let id = store
+        .enqueue_job(&NewJob::new("work", json!({"n": 1})), Some(t.id))
+        .await
+        .unwrap()
+        .expect("enqueued");
+    let queued = store.job(id).await.unwrap();
+    assert_eq!(queued.status, JobStatus::Queued);
+    assert_eq!(queued.attempts, 0);
+    assert_eq!(queued.max_attempts, 8);
+    assert_eq!(store.count_jobs(JobStatus::Queued).await.unwrap(), 1);
+
+    let job = store
+        .claim_job("w1", 60_000)
+        .await
+        .unwrap()
+        .expect("claimed");
+    assert_eq!(job.id, id);
+    assert_eq!(job.kind, "work");
+    assert_eq!(job.payload, json!({"n": 1}));
+    assert_eq!(job.tenant_id, Some(t.id));
+    assert_eq!(job.status, JobStatus::Running);
+    assert_eq!(job.attempts, 1);
+    assert_eq!(store.count_jobs(JobStatus::Running).await.unwrap(), 1);
+    // Held by w1: nothing else to claim.
+    assert!(store.claim_job("w2", 60_000).await.unwrap().is_none());
+
+    assert!(!store.complete_job(id, "w2").await.unwrap(), "not w2's job");
+    assert!(store.complete_job(id, "w1").await.unwrap());
+    assert!(!store.complete_job(id, "w1").await.unwrap(), "already done");
+    let done = store.job(id).await.unwrap();
+    assert_eq!(done.status, JobStatus::Done);
+    assert_eq!(done.last_error, None);
+    assert_eq!(store.count_jobs(JobStatus::Done).await.unwrap(), 1);
+    assert_eq!(store.count_jobs(JobStatus::Running).await.unwrap(), 0);
+    assert!(store.claim_job("w1", 60_000).await.unwrap().is_none());
+    assert_err!(store.job(JobId::new()).await, StoreError::NotFound);
+
+    // A platform job (no tenant).
+    let platform = store
+        .enqueue_job(&NewJob::new("sweep", json!(null)), None)
+        .await
+        .unwrap()
+        .unwrap();
+    let job = store.claim_job("w1", 60_000).await.unwrap().unwrap();
+    assert_eq!(job.id, platform);
+    assert_eq!(job.tenant_id, None);
+    assert_eq!(job.payload, json!(null));
+    assert!(store.complete_job(platform, "w1").await.unwrap());
+
+    // run_at: a future job is not claimable; a past one is, oldest first.
+    let later = store
+        .enqueue_job(
+            &NewJob {
+                run_at: Some(now_ms() + 3_600_000),
+                ..NewJob::new("later", json!({}))
+            },
+            None,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.claim_job("w1", 60_000).await.unwrap().is_none());
+    let due = store
+        .enqueue_job(
+            &NewJob {
+                run_at: Some(0),
+                ..NewJob::new("due", json!({}))
+            },
+            None,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let job = store.claim_job("w1", 60_000).await.unwrap().unwrap();
+    assert_eq!(job.id, due);
+    assert!(store.complete_job(due, "w1").await.unwrap());
+    store.make_job_due(later).await.unwrap();
+    let job = store.claim_job("w1", 60_000).await.unwrap().unwrap();
+    assert_eq!(job.id, later);
+    assert!(store.complete_job(later, "w1").await.unwrap());
+}
+both_backends!(jobs_lifecycle: sqlite_jobs_lifecycle, postgres_jobs_lifecycle);
+
+async fn jobs_dedupe(store: Store) {
+    let job = NewJob::new("provision", json!({})).dedupe("leaf:1");
+    let first = store.enqueue_job(&job, None).await.unwrap().expect("first");
+    assert_eq!(store.enqueue_job(&job, None).await.unwrap(), None);
+    // Still held while running.
+    let claimed = store.claim_job("w", 60_000).await.unwrap().unwrap();
+    assert_eq!(claimed.id, first);
+    assert_eq!(store.enqueue_job(&job, None).await.unwrap(), None);
+    // Still held while queued for a retry.
+    assert_eq!(
+        store.fail_job(first, "w", "transient").await.unwrap(),
+        Some(JobStatus::Queued)
+    );
+    assert_eq!(store.enqueue_job(&job, None).await.unwrap(), None);
+    store.make_job_due(first).await.unwrap();
+    let claimed = store.claim_job("w", 60_000).await.unwrap().unwrap();
+    assert_eq!(claimed.id, first);
+    assert!(store.complete_job(first, "w").await.unwrap());
+    assert_eq!(store.count_jobs(JobStatus::Queued).await.unwrap(), 0);
+
+    // Released on completion.
+    let second = store
+        .enqueue_job(&job, None)
+        .await
+        .unwrap()
+        .expect("accepted after completion");
+    assert_ne!(second, first);
+    // Other keys and keyless jobs are independent.
+    assert!(
+        store
+            .enqueue_job(&NewJob::new("provision", json!({})).dedupe("leaf:2"), None)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .enqueue_job(&NewJob::new("provision", json!({})), None)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .enqueue_job(&NewJob::new("provision", json!({})), None)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Released when the job finally fails.
+    let once = NewJob {
+        max_attempts: 1,
+        ..NewJob::new("once", json!({})).dedupe("once")
+    };
+    let failing = store.enqueue_job(&once, None).await.unwrap().unwrap();
+    assert_eq!(store.enqueue_job(&once, None).await.unwrap(), None);
+    loop {
+        let claimed = store.claim_job("w", 60_000).await.unwrap().unwrap();
+        if claimed.id == failing {
+            break;
+        }
+        assert!(store.complete_job(claimed.id, "w").await.unwrap());
+    }
+    assert_eq!(
+        store.fail_job(failing, "w", "fatal").await.unwrap(),
+        Some(JobStatus::Failed)
+    );
+    assert!(store.enqueue_job(&once, None).await.unwrap().is_some());
+}
+both_backends!(jobs_dedupe: sqlite_jobs_dedupe, postgres_jobs_dedupe);
+
+async fn jobs_retry_and_fail(store: Store) {
+    let id = store
+        .enqueue_job(
+            &NewJob {
+                max_attempts: 2,
+                ..NewJob::new("flaky", json!({"x": true}))
+            },
+            None,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+
+    let job = store.claim_job("w1", 60_000).await.unwrap().unwrap();
+    assert_eq!((job.id, job.attempts), (id, 1));
+    // Only the holder can fail it.
+    assert_eq!(store.fail_job(id, "w2", "not mine").await.unwrap(), None);
+    let before = now_ms();
+    assert_eq!(
+        store.fail_job(id, "w1", "boom 1").await.unwrap(),
+        Some(JobStatus::Queued)
+    );
+    let retry = store.job(id).await.unwrap();
+    assert_eq!(retry.status, JobStatus::Queued);
+    assert_eq!(retry.attempts, 1);
+    assert_eq!(retry.last_error.as_deref(), Some("boom 1"));
+    // Backed off: not claimable right away.
+    assert!(store.claim_job("w1", 60_000).await.unwrap().is_none());
+    assert!(
+        now_ms() - before < 1_000,
+        "the test itself took over a second"
+    );
+
+    store.make_job_due(id).await.unwrap();
+    let job = store.claim_job("w1", 60_000).await.unwrap().unwrap();
+    assert_eq!((job.id, job.attempts), (id, 2));
+    assert_eq!(
+        store.fail_job(id, "w1", "boom 2").await.unwrap(),
+        Some(JobStatus::Failed)
+    );
+    let failed = store.job(id).await.unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(failed.attempts, 2);
+    assert_eq!(failed.last_error.as_deref(), Some("boom 2"));
+    assert_eq!(store.count_jobs(JobStatus::Failed).await.unwrap(), 1);
+    assert!(store.claim_job("w1", 60_000).await.unwrap().is_none());
+    // A failed job is finished: no more reporting on it.
+    assert!(!store.complete_job(id, "w1").await.unwrap());
+    assert_eq!(store.fail_job(id, "w1", "again").await.unwrap(), None);
+    // make_job_due does not resurrect finished jobs.
+    store.make_job_due(id).await.unwrap();
+    assert!(store.claim_job("w1", 60_000).await.unwrap().is_none());
+
+    // Long errors are truncated.
+    let long = store
+        .enqueue_job(&NewJob::new("long", json!({})), None)
+        .await
+        .unwrap()
+        .unwrap();
+    store.claim_job("w1", 60_000).await.unwrap().unwrap();
+    store
+        .fail_job(long, "w1", &"é".repeat(5_000))
+        .await
+        .unwrap();
+    let error = store.job(long).await.unwrap().last_error.unwrap();
+    assert_eq!(error.chars().count(), 2_000);
+}
+both_backends!(jobs_retry_and_fail: sqlite_jobs_retry_and_fail, postgres_jobs_retry_and_fail);
+
+async fn jobs_expired_lease(store: Store) {
+    let id = store
+        .enqueue_job(&NewJob::new("slow", json!({})), None)
+        .await
+        .unwrap()
+        .unwrap();
+    // w1 claims with a lease that is already over (it "died").
+    let first = store.claim_job("w1", -1_000).await.unwrap().unwrap();
+    assert_eq!((first.id, first.attempts), (id, 1));
+    let second = store.claim_job("w2", 60_000).await.unwrap().unwrap();
+    assert_eq!((second.id, second.attempts), (id, 2));
+    assert_eq!(second.status, JobStatus::Running);
+    // w2 holds a live lease now.
+    assert!(store.claim_job("w3", 60_000).await.unwrap().is_none());
+    // The first worker lost the job.
+    assert!(!store.complete_job(id, "w1").await.unwrap());
+    assert_eq!(store.fail_job(id, "w1", "late").await.unwrap(), None);
+    assert_eq!(store.job(id).await.unwrap().status, JobStatus::Running);
+    assert!(store.complete_job(id, "w2").await.unwrap());
+    assert_eq!(store.job(id).await.unwrap().status, JobStatus::Done);
+}
+both_backends!(jobs_expired_lease: sqlite_jobs_expired_lease, postgres_jobs_expired_lease);
+
+/// Enqueues 200 jobs and lets `workers` tasks claim and complete them until
+/// the queue is empty; every job must be completed exactly once.
+async fn drain_concurrently(store: Store, workers: usize) {
+    const JOBS: usize = 200;
+    let mut enqueued = HashSet::new();
+    for i in 0..JOBS {
+        let id = store
+            .enqueue_job(&NewJob::new("bulk", json!({ "i": i })), None)
+            .await
+            .unwrap()
+            .unwrap();
+        enqueued.insert(id);
+    }
+
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let worker = format!("worker-{w}");
+            let mut done = Vec::new();
+            while let Some(job) = store.claim_job(&worker, 60_000).await.unwrap() {
+                assert_eq!(job.attempts, 1, "job {} claimed twice", job.id);
+                assert!(
+                    store.complete_job(job.id, &worker).await.unwrap(),
+                    "{worker} lost job {}",
+                    job.id
+                );
+                done.push(job.id);
+            }
+            done
+        }));
+    }
+    let mut completed = Vec::new();
+    let mut busy_workers = 0;
+    for task in tasks {
+        let done = task.await.unwrap();
+        if !done.is_empty() {
+            busy_workers += 1;
+        }
+        completed.extend(done);
+    }
+    assert_eq!(completed.len(), JOBS, "each job completed exactly once");
+    let unique: HashSet<JobId> = completed.into_iter().collect();
+    assert_eq!(unique.len(), JOBS, "no job completed twice");
+    assert_eq!(unique, enqueued);
+    assert!(busy_workers >= 1);
+    assert_eq!(
+        store.count_jobs(JobStatus::Done).await.unwrap(),
+        JOBS as i64
+    );
+    assert_eq!(store.count_jobs(JobStatus::Queued).await.unwrap(), 0);
+    assert_eq!(store.count_jobs(JobStatus::Running).await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_jobs_concurrent_claims() {
+    let (store, _dir) = sqlite_store().await;
+    drain_concurrently(store.clone(), 4).await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_jobs_concurrent_claims() {
+    let store = postgres_store().await;
+    drain_concurrently(store.clone(), 8).await;
+    store.close().await;
+}
