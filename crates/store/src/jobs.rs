@@ -196,6 +196,16 @@ impl Store {
                          ORDER BY run_at, id LIMIT 1{lock}) \
              RETURNING {RETURNING}"
         );
+        // A job whose worker died on its last attempt is not reclaimed forever:
+        // it fails, keeping the reason.
+        sqlx::query(
+            "UPDATE jobs SET status = 'failed', locked_by = NULL, locked_until = NULL, dedupe_key = NULL, \
+             last_error = 'worker lease expired on the last attempt', updated_at = $1 \
+             WHERE status = 'running' AND locked_until < $1 AND attempts >= max_attempts",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(worker)
             .bind(now + lease_ms)

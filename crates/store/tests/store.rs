@@ -1557,6 +1557,24 @@ async fn jobs_expired_lease(store: Store) {
 }
 both_backends!(jobs_expired_lease: sqlite_jobs_expired_lease, postgres_jobs_expired_lease);
 
+/// A job whose worker dies on its last allowed attempt fails instead of being
+/// reclaimed forever.
+async fn jobs_expired_lease_on_last_attempt_fails(store: Store) {
+    let mut job = NewJob::new("crashy", json!({}));
+    job.max_attempts = 1;
+    let id = store.enqueue_job(&job, None).await.unwrap().unwrap();
+    let first = store.claim_job("w1", -1_000).await.unwrap().unwrap();
+    assert_eq!(first.id, id);
+    assert!(store.claim_job("w2", 60_000).await.unwrap().is_none());
+    let failed = store.job(id).await.unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert!(failed.last_error.unwrap().contains("lease expired"));
+}
+both_backends!(
+    jobs_expired_lease_on_last_attempt_fails: sqlite_jobs_expired_lease_on_last_attempt_fails,
+    postgres_jobs_expired_lease_on_last_attempt_fails
+);
+
 /// Enqueues 200 jobs and lets `workers` tasks claim and complete them until
 /// the queue is empty; every job must be completed exactly once.
 async fn drain_concurrently(store: Store, workers: usize) {
