@@ -28,6 +28,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::bootstrap::{BootstrapOutcome, bootstrap};
 use crate::jobs::Jobs;
+use crate::pki::Pki;
 
 /// Runtime settings of the server (what `serve` flags turn into).
 #[derive(Debug, Clone)]
@@ -54,6 +55,16 @@ pub struct Settings {
     pub admin_password: Option<String>,
     /// Job worker loops in this process.
     pub job_workers: usize,
+    /// Where the master key that seals private keys comes from.
+    pub master_key: crate::pki::MasterKeySource,
+    /// SPIFFE trust domain of issued certificates.
+    pub trust_domain: String,
+    /// Monitoring listener rendered into every `nats-leaf.conf` (`None` disables it).
+    pub leaf_monitoring_listen: Option<String>,
+    /// Register the `provision_leaf` job handler (new sites get certificates,
+    /// credentials and config). `serve` turns it on; [`Settings::new`] leaves
+    /// it off so API tests see sites stay `pending`.
+    pub provision_leaves: bool,
 }
 
 impl Settings {
@@ -71,6 +82,10 @@ impl Settings {
             admin_email: "admin@example.com".into(),
             admin_password: None,
             job_workers: 1,
+            master_key: crate::pki::MasterKeySource::Ephemeral,
+            trust_domain: serviceradar_pki::DEFAULT_TRUST_DOMAIN.into(),
+            leaf_monitoring_listen: Some("127.0.0.1:8222".into()),
+            provision_leaves: false,
         }
     }
 }
@@ -84,6 +99,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Job handlers (decides which jobs new resources enqueue).
     pub jobs: Arc<Jobs>,
+    /// The platform PKI (master keyring, CAs, NATS identities).
+    pub pki: Arc<Pki>,
     metrics: PrometheusHandle,
 }
 
@@ -94,6 +111,7 @@ pub struct Application {
     store: Store,
     jobs: Arc<Jobs>,
     settings: Arc<Settings>,
+    pki: Arc<Pki>,
     /// What bootstrapping did (the first admin's password, once).
     pub bootstrap: BootstrapOutcome,
 }
@@ -105,7 +123,9 @@ impl Application {
     }
 
     /// Like [`Application::build`] with job handlers registered.
-    pub async fn build_with_jobs(settings: Settings, jobs: Jobs) -> anyhow::Result<Self> {
+    /// With [`Settings::provision_leaves`], the `provision_leaf` handler is
+    /// registered unless `jobs` already has one.
+    pub async fn build_with_jobs(settings: Settings, mut jobs: Jobs) -> anyhow::Result<Self> {
         use anyhow::Context;
         let store = Store::connect(&settings.database_url, settings.database_max_connections)
             .await
@@ -117,12 +137,22 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
+        let keyring = settings
+            .master_key
+            .load()
+            .context("loading the master key")?;
+        tracing::info!(key_id = keyring.current_key_id(), "master key loaded");
+        let pki = Arc::new(Pki::new(keyring, &settings.trust_domain));
         let settings = Arc::new(settings);
+        if settings.provision_leaves && !jobs.has(crate::jobs::PROVISION_LEAF) {
+            crate::provisioning::register(&mut jobs, store.clone(), pki.clone(), settings.clone());
+        }
         let jobs = Arc::new(jobs);
         let state = AppState {
             store: store.clone(),
             settings: settings.clone(),
             jobs: jobs.clone(),
+            pki: pki.clone(),
             metrics: crate::telemetry::metrics_handle(),
         };
         Ok(Self {
@@ -131,6 +161,7 @@ impl Application {
             store,
             jobs,
             settings,
+            pki,
             bootstrap,
         })
     }
@@ -143,6 +174,11 @@ impl Application {
     /// The store (tests seed data through it).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The platform PKI (tests mint NATS users and read CAs through it).
+    pub fn pki(&self) -> &Arc<Pki> {
+        &self.pki
     }
 
     /// Serves until `shutdown` resolves, then drains and stops workers.

@@ -44,12 +44,65 @@ impl DatabaseConfig {
     }
 }
 
+/// Where the master key that seals private keys comes from, and the trust
+/// domain of issued certificates.
+#[derive(Debug, Clone, Args)]
+pub struct PkiConfig {
+    /// File of `<key_id>:<base64 or hex 32-byte key>` lines: the first is the
+    /// current master key, later lines are previous keys still accepted for
+    /// opening (rotation). Without it (and without SERVICERADAR_MASTER_KEY) a
+    /// development key is generated in the data dir on first start.
+    #[arg(long, env = "SERVICERADAR_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+
+    /// The master key text itself (environment only).
+    #[arg(
+        long,
+        env = "SERVICERADAR_MASTER_KEY",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub master_key: Option<String>,
+
+    /// SPIFFE trust domain of issued certificates.
+    #[arg(
+        long,
+        env = "SERVICERADAR_TRUST_DOMAIN",
+        default_value = "serviceradar.io"
+    )]
+    pub trust_domain: String,
+}
+
+impl PkiConfig {
+    /// The master key source: file, env text, or the dev key in `data_dir`.
+    pub fn source(&self, data_dir: &std::path::Path) -> crate::pki::MasterKeySource {
+        use crate::pki::MasterKeySource;
+        match (&self.master_key_file, &self.master_key) {
+            (Some(path), _) => MasterKeySource::File(path.clone()),
+            (None, Some(text)) => MasterKeySource::Text(zeroize::Zeroizing::new(text.clone())),
+            (None, None) => MasterKeySource::DevFile(data_dir.join("master.key")),
+        }
+    }
+}
+
 /// Options of `serviceradar-core serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
     /// Database settings.
     #[command(flatten)]
     pub db: DatabaseConfig,
+
+    /// Master key and trust domain.
+    #[command(flatten)]
+    pub pki: PkiConfig,
+
+    /// Monitoring listener rendered into each leaf's config (empty disables it).
+    #[arg(
+        long,
+        env = "SERVICERADAR_LEAF_MONITORING_LISTEN",
+        default_value = "127.0.0.1:8222"
+    )]
+    pub leaf_monitoring_listen: String,
 
     /// Address for the HTTP API and UI.
     #[arg(long, env = "SERVICERADAR_LISTEN", default_value = "127.0.0.1:8080")]

@@ -40,6 +40,11 @@ impl Jobs {
         self.handlers.insert(kind, handler);
     }
 
+    /// Whether a handler for `kind` is registered.
+    pub fn has(&self, kind: &str) -> bool {
+        self.handlers.contains_key(kind)
+    }
+
     /// The job to enqueue with a new site, if a provisioning handler exists.
     pub fn provisioning_job_for_new_site(&self) -> Option<NewJob> {
         self.handlers

@@ -10,6 +10,9 @@
 //!   [`Actor`](serviceradar_domain::Actor) the policy can judge.
 //! * [`bootstrap`] — the first tenant and admin on a fresh database.
 //! * [`jobs`] — the worker loop that runs durable jobs.
+//! * [`pki`] — the platform root CA, tenant CAs and NATS identities, sealed at rest.
+//! * [`provisioning`] — the `provision_leaf` job and the site bundle it enables.
+//! * [`hub`] — the hub's `nats-hub.conf` and server certificate (`admin hub-config`).
 //! * [`telemetry`] — tracing and Prometheus metrics.
 
 #![forbid(unsafe_code)]
@@ -20,5 +23,8 @@ pub mod app;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
+pub mod hub;
 pub mod jobs;
+pub mod pki;
+pub mod provisioning;
 pub mod telemetry;

@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serviceradar_domain::policy::Scope;
 use serviceradar_server::app::{Application, Settings};
-use serviceradar_server::config::{DatabaseConfig, ServeConfig};
+use serviceradar_server::config::{DatabaseConfig, PkiConfig, ServeConfig};
 use serviceradar_server::{admin, telemetry};
 use serviceradar_store::Store;
 
@@ -75,6 +75,36 @@ enum AdminCommand {
         #[arg(long, default_value_t = 90)]
         days: u32,
     },
+    /// Write the hub's nats-hub.conf, its server certificate and key (issued by
+    /// the platform root) and the root CA into a directory, with the operator,
+    /// system and every tenant's account JWT preloaded.
+    HubConfig {
+        #[command(flatten)]
+        db: DatabaseConfig,
+        #[command(flatten)]
+        pki: PkiConfig,
+        /// Output directory (created if missing).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// DNS name or IP leaves dial; repeat for several (SANs of the hub certificate).
+        #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        hosts: Vec<String>,
+        /// Client listener.
+        #[arg(long, default_value = "0.0.0.0:4222")]
+        client_listen: String,
+        /// Leafnode listener (what `SERVICERADAR_HUB_LEAFNODE_URL` points at).
+        #[arg(long, default_value = "0.0.0.0:7422")]
+        leafnode_listen: String,
+        /// Monitoring listener (empty disables it; unauthenticated, keep it local).
+        #[arg(long, default_value = "127.0.0.1:8222")]
+        monitoring_listen: String,
+        /// JetStream store directory (default OUT/jetstream).
+        #[arg(long)]
+        jetstream_dir: Option<String>,
+        /// Account resolver directory (default OUT/accounts).
+        #[arg(long)]
+        resolver_dir: Option<String>,
+    },
 }
 
 async fn open(db: &DatabaseConfig) -> anyhow::Result<Store> {
@@ -118,6 +148,11 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         admin_email: config.admin_email,
         admin_password: config.admin_password,
         job_workers: config.job_workers,
+        master_key: config.pki.source(&config.db.data_dir),
+        trust_domain: config.pki.trust_domain.clone(),
+        leaf_monitoring_listen: Some(config.leaf_monitoring_listen.clone())
+            .filter(|l| !l.is_empty()),
+        provision_leaves: true,
     };
     let app = Application::build(settings).await?;
     let base = config
@@ -169,6 +204,39 @@ async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
             if let Some(password) = created.generated_password {
                 println!("owner password (shown once): {password}");
             }
+        }
+        AdminCommand::HubConfig {
+            db,
+            pki,
+            out,
+            hosts,
+            client_listen,
+            leafnode_listen,
+            monitoring_listen,
+            jetstream_dir,
+            resolver_dir,
+        } => {
+            let store = open(&db).await?;
+            let keyring = pki.source(&db.data_dir).load()?;
+            let pki = serviceradar_server::pki::Pki::new(keyring, &pki.trust_domain);
+            let opts = serviceradar_server::hub::HubOptions {
+                server_name: "sr-hub".into(),
+                hosts,
+                client_listen,
+                leafnode_listen,
+                monitoring_listen: Some(monitoring_listen).filter(|m| !m.is_empty()),
+                jetstream_store_dir: jetstream_dir,
+                resolver_dir,
+            };
+            let files =
+                serviceradar_server::hub::write_hub_config(&store, &pki, &opts, &out).await?;
+            println!(
+                "wrote {} ({}, {} tenant accounts) with hub-server.pem, hub-server-key.pem and root-ca.pem\nrun: nats-server -c {}",
+                files.config_path.display(),
+                files.config_checksum,
+                files.tenant_accounts,
+                files.config_path.display()
+            );
         }
         AdminCommand::ListTenants { db } => {
             let store = open(&db).await?;

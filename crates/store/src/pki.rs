@@ -1,0 +1,236 @@
+//! PKI and NATS identity material: the platform's root CA and NATS operator,
+//! each tenant's intermediate CA and NATS account.
+//!
+//! Private keys and seeds arrive here already sealed (the store never sees them
+//! in clear). Every row is created at most once: `insert_*` uses
+//! `ON CONFLICT DO NOTHING` and returns the row that is stored afterwards, so
+//! two replicas racing to create the same CA both end up using the winner's.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::Scoped;
+use crate::db::{Store, now_ms};
+use crate::error::StoreError;
+
+/// A platform-wide secret: public part in clear, secret part sealed.
+#[derive(Clone)]
+pub struct PlatformSecret {
+    /// Name (`root_ca`, `nats_operator`, `nats_system_account`).
+    pub name: String,
+    /// Public part (certificate PEM, public nkey).
+    pub public_text: String,
+    /// Sealed secret part (private key PEM, nkey seed).
+    pub secret_sealed: Vec<u8>,
+    /// Creation time (Unix ms).
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for PlatformSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlatformSecret")
+            .field("name", &self.name)
+            .field("public_text", &self.public_text)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A tenant's intermediate CA.
+#[derive(Clone)]
+pub struct TenantCaRecord {
+    /// CA certificate (PEM).
+    pub cert_pem: String,
+    /// Sealed CA private key.
+    pub key_sealed: Vec<u8>,
+    /// Certificate expiry (Unix ms).
+    pub not_after: i64,
+    /// Creation time (Unix ms).
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for TenantCaRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantCaRecord")
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A tenant's NATS account.
+#[derive(Clone)]
+pub struct TenantNatsAccount {
+    /// Account public nkey (`A...`).
+    pub account_public_key: String,
+    /// Sealed account seed.
+    pub account_seed_sealed: Vec<u8>,
+    /// Account JWT signed by the operator.
+    pub account_jwt: String,
+    /// Creation time (Unix ms).
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for TenantNatsAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantNatsAccount")
+            .field("account_public_key", &self.account_public_key)
+            .finish_non_exhaustive()
+    }
+}
+
+fn decode_secret(row: &AnyRow) -> Result<PlatformSecret, StoreError> {
+    Ok(PlatformSecret {
+        name: row.try_get("name")?,
+        public_text: row.try_get("public_text")?,
+        secret_sealed: row.try_get("secret_sealed")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn decode_ca(row: &AnyRow) -> Result<TenantCaRecord, StoreError> {
+    Ok(TenantCaRecord {
+        cert_pem: row.try_get("cert_pem")?,
+        key_sealed: row.try_get("key_sealed")?,
+        not_after: row.try_get("not_after")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn decode_account(row: &AnyRow) -> Result<TenantNatsAccount, StoreError> {
+    Ok(TenantNatsAccount {
+        account_public_key: row.try_get("account_public_key")?,
+        account_seed_sealed: row.try_get("account_seed_sealed")?,
+        account_jwt: row.try_get("account_jwt")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+impl Store {
+    /// The platform secret called `name`, if it exists.
+    pub async fn platform_secret(&self, name: &str) -> Result<Option<PlatformSecret>, StoreError> {
+        let row = sqlx::query(
+            "SELECT name, public_text, secret_sealed, created_at FROM platform_secrets WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(decode_secret).transpose()
+    }
+
+    /// Stores a platform secret unless one with this name exists; returns the
+    /// stored row (this one, or the one that was there first).
+    pub async fn insert_platform_secret(
+        &self,
+        name: &str,
+        public_text: &str,
+        secret_sealed: &[u8],
+    ) -> Result<PlatformSecret, StoreError> {
+        sqlx::query(
+            "INSERT INTO platform_secrets (name, public_text, secret_sealed, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(public_text)
+        .bind(secret_sealed.to_vec())
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        self.platform_secret(name)
+            .await?
+            .ok_or_else(|| StoreError::corrupt("platform_secrets", "row vanished after insert"))
+    }
+
+    /// The account JWTs of every tenant that has a NATS account (for the hub's
+    /// preloaded resolver), oldest first.
+    pub async fn all_tenant_account_jwts(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT account_jwt FROM tenant_nats_accounts ORDER BY created_at, tenant_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("account_jwt").map_err(Into::into))
+            .collect()
+    }
+}
+
+impl Scoped<'_> {
+    /// This tenant's intermediate CA, if it was created.
+    pub async fn tenant_ca(&self) -> Result<Option<TenantCaRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT cert_pem, key_sealed, not_after, created_at FROM tenant_cas WHERE tenant_id = $1",
+        )
+        .bind(self.tenant())
+        .fetch_optional(&self.store.pool)
+        .await?;
+        row.as_ref().map(decode_ca).transpose()
+    }
+
+    /// Stores this tenant's intermediate CA unless one exists; returns the
+    /// stored one.
+    pub async fn insert_tenant_ca(
+        &self,
+        cert_pem: &str,
+        key_sealed: &[u8],
+        not_after: i64,
+    ) -> Result<TenantCaRecord, StoreError> {
+        sqlx::query(
+            "INSERT INTO tenant_cas (tenant_id, cert_pem, key_sealed, not_after, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id) DO NOTHING",
+        )
+        .bind(self.tenant())
+        .bind(cert_pem)
+        .bind(key_sealed.to_vec())
+        .bind(not_after)
+        .bind(now_ms())
+        .execute(&self.store.pool)
+        .await
+        .map_err(bad_tenant)?;
+        self.tenant_ca()
+            .await?
+            .ok_or_else(|| StoreError::corrupt("tenant_cas", "row vanished after insert"))
+    }
+
+    /// This tenant's NATS account, if it was created.
+    pub async fn nats_account(&self) -> Result<Option<TenantNatsAccount>, StoreError> {
+        let row = sqlx::query(
+            "SELECT account_public_key, account_seed_sealed, account_jwt, created_at \
+             FROM tenant_nats_accounts WHERE tenant_id = $1",
+        )
+        .bind(self.tenant())
+        .fetch_optional(&self.store.pool)
+        .await?;
+        row.as_ref().map(decode_account).transpose()
+    }
+
+    /// Stores this tenant's NATS account unless one exists; returns the stored one.
+    pub async fn insert_nats_account(
+        &self,
+        account_public_key: &str,
+        account_seed_sealed: &[u8],
+        account_jwt: &str,
+    ) -> Result<TenantNatsAccount, StoreError> {
+        sqlx::query(
+            "INSERT INTO tenant_nats_accounts (tenant_id, account_public_key, account_seed_sealed, \
+             account_jwt, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id) DO NOTHING",
+        )
+        .bind(self.tenant())
+        .bind(account_public_key)
+        .bind(account_seed_sealed.to_vec())
+        .bind(account_jwt)
+        .bind(now_ms())
+        .execute(&self.store.pool)
+        .await
+        .map_err(bad_tenant)?;
+        self.nats_account()
+            .await?
+            .ok_or_else(|| StoreError::corrupt("tenant_nats_accounts", "row vanished after insert"))
+    }
+}
+
+/// A foreign-key failure here means the tenant does not exist.
+fn bad_tenant(err: sqlx::Error) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+        _ => StoreError::Database(err),
+    }
+}
