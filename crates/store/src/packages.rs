@@ -133,14 +133,9 @@ impl Scoped<'_> {
 
     /// One package of this tenant.
     pub async fn package(&self, id: PackageId) -> Result<PackageWithSite, StoreError> {
-        let mut q = ListQuery::new(SELECT, "p", self.tenant());
-        q.eq("p.id", Arg::Text(id.to_string()))
-            .page("p", &PageRequest::first());
-        q.fetch(&self.store.pool, decode)
-            .await?
-            .items
-            .pop()
-            .ok_or(StoreError::NotFound)
+        ListQuery::new(SELECT, "p", self.tenant())
+            .fetch_one("p", "p.id", id.to_string(), &self.store.pool, decode)
+            .await
     }
 
     /// A page of packages.

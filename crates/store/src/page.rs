@@ -183,6 +183,25 @@ impl ListQuery {
         query
     }
 
+    /// Fetches the single row matching `column = value` in the tenant, or
+    /// [`StoreError::NotFound`] (also for rows of other tenants).
+    pub(crate) async fn fetch_one<T>(
+        mut self,
+        alias: &'static str,
+        column: &'static str,
+        value: String,
+        pool: &sqlx::AnyPool,
+        decode: impl Fn(&AnyRow) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.eq(column, Arg::Text(value))
+            .page(alias, &PageRequest::first());
+        self.fetch(pool, decode)
+            .await?
+            .items
+            .pop()
+            .ok_or(StoreError::NotFound)
+    }
+
     /// Runs the query and decodes rows with `decode`; `created_at` and `id`
     /// columns must be selected (unaliased) for the cursor.
     pub(crate) async fn fetch<T>(

@@ -210,14 +210,9 @@ impl Scoped<'_> {
 
     /// One site of this tenant.
     pub async fn site(&self, id: EdgeSiteId) -> Result<EdgeSite, StoreError> {
-        let mut q = ListQuery::new(SITE_SELECT, "s", self.tenant());
-        q.eq("s.id", Arg::Text(id.to_string()))
-            .page("s", &PageRequest::first());
-        q.fetch(&self.store.pool, decode_site)
-            .await?
-            .items
-            .pop()
-            .ok_or(StoreError::NotFound)
+        ListQuery::new(SITE_SELECT, "s", self.tenant())
+            .fetch_one("s", "s.id", id.to_string(), &self.store.pool, decode_site)
+            .await
     }
 
     /// A page of sites.
@@ -280,26 +275,22 @@ impl Scoped<'_> {
 
     /// The leaf server of a site.
     pub async fn leaf_for_site(&self, site: EdgeSiteId) -> Result<NatsLeafServer, StoreError> {
-        let mut q = ListQuery::new(LEAF_SELECT, "l", self.tenant());
-        q.eq("l.edge_site_id", Arg::Text(site.to_string()))
-            .page("l", &PageRequest::first());
-        q.fetch(&self.store.pool, decode_leaf)
-            .await?
-            .items
-            .pop()
-            .ok_or(StoreError::NotFound)
+        ListQuery::new(LEAF_SELECT, "l", self.tenant())
+            .fetch_one(
+                "l",
+                "l.edge_site_id",
+                site.to_string(),
+                &self.store.pool,
+                decode_leaf,
+            )
+            .await
     }
 
     /// One leaf server of this tenant.
     pub async fn leaf_server(&self, id: LeafServerId) -> Result<NatsLeafServer, StoreError> {
-        let mut q = ListQuery::new(LEAF_SELECT, "l", self.tenant());
-        q.eq("l.id", Arg::Text(id.to_string()))
-            .page("l", &PageRequest::first());
-        q.fetch(&self.store.pool, decode_leaf)
-            .await?
-            .items
-            .pop()
-            .ok_or(StoreError::NotFound)
+        ListQuery::new(LEAF_SELECT, "l", self.tenant())
+            .fetch_one("l", "l.id", id.to_string(), &self.store.pool, decode_leaf)
+            .await
     }
 
     /// A page of leaf servers.

@@ -81,14 +81,9 @@ impl Scoped<'_> {
 
     /// One token of this tenant.
     pub async fn token(&self, id: ApiTokenId) -> Result<ApiToken, StoreError> {
-        let mut q = ListQuery::new(SELECT, "t", self.tenant());
-        q.eq("t.id", Arg::Text(id.to_string()))
-            .page("t", &PageRequest::first());
-        q.fetch(&self.store.pool, decode)
-            .await?
-            .items
-            .pop()
-            .ok_or(StoreError::NotFound)
+        ListQuery::new(SELECT, "t", self.tenant())
+            .fetch_one("t", "t.id", id.to_string(), &self.store.pool, decode)
+            .await
     }
 
     /// A page of tokens, optionally only those of one user.
