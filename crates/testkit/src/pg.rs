@@ -98,6 +98,7 @@ impl PgCluster {
                 detail: format!("{err}; log:\n{log}"),
             }
         })?;
+        wait_until_accepting(&bin_dir, port)?;
         Ok(Self {
             port,
             bin_dir,
@@ -153,6 +154,29 @@ impl PgCluster {
             sql,
         ]);
         run("psql", &mut psql)
+    }
+}
+
+/// The port opens before PostgreSQL accepts connections ("the database system
+/// is starting up"): poll `pg_isready` until it answers.
+fn wait_until_accepting(bin_dir: &Path, port: u16) -> Result<(), HarnessError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = Command::new(bin_dir.join("pg_isready"))
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+            .output()
+            .map(|out| out.status.success())
+            .unwrap_or(false);
+        if ready {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(HarnessError::Timeout {
+                what: "postgres accepting connections".into(),
+                timeout: Duration::from_secs(30),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
