@@ -237,13 +237,9 @@ pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_string())
 }
 
-/// Current Unix time in milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+/// Current Unix time in milliseconds (the store's clock, so stored and
+/// compared times agree).
+pub use serviceradar_store::now_ms;
 
 #[cfg(test)]
 mod tests {

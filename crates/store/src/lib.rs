@@ -28,7 +28,7 @@ mod tokens;
 mod users;
 
 pub use auth::{LoginRecord, SessionRecord, TokenRecord};
-pub use db::{Backend, Store};
+pub use db::{Backend, Store, now_ms};
 pub use error::StoreError;
 pub use packages::{NewPackage, PackageFilter, PackageWithSite, SiteSummary};
 pub use page::{Cursor, Page, PageRequest};

@@ -38,7 +38,7 @@ use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
 use serviceradar_domain::{TenantId, TenantScope};
 use serviceradar_server::app::{Application, Settings};
 use serviceradar_server::{admin, telemetry};
-use serviceradar_store::{NewSite, Store};
+use serviceradar_store::{NewSite, Store, now_ms};
 use serviceradar_testkit::PgCluster;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -860,10 +860,6 @@ fn proc_stat(path: &Path) -> Option<(u64, u64, u64, u64)> {
     let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
     let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
     Some((field(14)?, field(15)?, field(16)?, field(17)?))
-}
-
-fn now_ms() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
 }
 
 fn print_machine() {
