@@ -318,6 +318,27 @@ fn leaf_with_client_cert_from_another_ca_is_refused() {
 }
 
 #[test]
+fn leaf_with_expired_client_cert_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = Pki::new(dir);
+    let ids = Identities::new();
+    let hub = start_hub(dir, &pki, &ids, vec![]);
+    let input = leaf_input(dir, &pki, &ids, "stale", &hub, &pki.acme);
+    // The right tenant CA and identity, but a validity that ended in 2021.
+    let (cert, key) = pki.acme.issue_expired("leaf.stale.acme.serviceradar", &[]);
+    std::fs::write(&input.remote_tls.cert_file, cert).unwrap();
+    std::fs::write(&input.remote_tls.key_file, key).unwrap();
+    let leaf = start_leaf(dir, &input, &render_leaf_config(&input).unwrap());
+    assert_leaf_refused(
+        &hub,
+        &leaf,
+        &ids.tenant.public_key(),
+        &["certificate has expired"],
+    );
+}
+
+#[test]
 fn leaf_without_client_cert_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

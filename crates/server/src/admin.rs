@@ -1,5 +1,5 @@
 //! Operator commands (`serviceradar-core admin ...`) that work directly on
-//! the database: creating tenants with their first owner, listing tenants,
+//! the database: creating tenants (with their CA and NATS account) and their first owner, listing tenants,
 //! and minting an API token for automation.
 
 use serviceradar_domain::TenantScope;
@@ -8,6 +8,7 @@ use serviceradar_domain::validate::{DisplayName, Email, Password, Slug};
 use serviceradar_store::{NewToken, NewUser, PageRequest, Store};
 
 use crate::auth::{hash_password, mint_token, now_ms, random_token};
+use crate::pki::Pki;
 
 /// A created tenant and its owner's credentials, to print once.
 pub struct CreatedTenant {
@@ -19,9 +20,10 @@ pub struct CreatedTenant {
     pub generated_password: Option<String>,
 }
 
-/// Creates a tenant and its first owner.
+/// Creates a tenant, its intermediate CA and NATS account, and its first owner.
 pub async fn create_tenant(
     store: &Store,
+    pki: &Pki,
     slug: &str,
     name: Option<&str>,
     owner_email: &str,
@@ -37,6 +39,7 @@ pub async fn create_tenant(
         .map_err(|e| anyhow::anyhow!("--owner-password {}", e.message))?;
     let password_hash = hash_password(&password).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let tenant = store.create_tenant(&slug, &name).await?;
+    pki.ensure_tenant_identity(store, &tenant).await?;
     store
         .scoped(TenantScope::for_system_task(tenant.id))
         .create_user(&NewUser {

@@ -131,18 +131,18 @@ impl Application {
             .await
             .context("connecting to the database")?;
         store.migrate().await.context("applying migrations")?;
-        let bootstrap = bootstrap(&store, &settings)
-            .await
-            .context("bootstrapping")?;
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("binding {}", settings.listen))?;
         let keyring = settings
             .master_key
             .load()
             .context("loading the master key")?;
         tracing::info!(key_id = keyring.current_key_id(), "master key loaded");
         let pki = Arc::new(Pki::new(keyring, &settings.trust_domain));
+        let bootstrap = bootstrap(&store, &pki, &settings)
+            .await
+            .context("bootstrapping")?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
         let settings = Arc::new(settings);
         if settings.provision_leaves && !jobs.has(crate::jobs::PROVISION_LEAF) {
             crate::provisioning::register(&mut jobs, store.clone(), pki.clone(), settings.clone());

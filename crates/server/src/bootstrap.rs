@@ -9,6 +9,7 @@ use serviceradar_store::{NewUser, Store};
 
 use crate::app::Settings;
 use crate::auth::{hash_password, random_token};
+use crate::pki::Pki;
 
 /// What bootstrapping did.
 #[derive(Default)]
@@ -37,7 +38,11 @@ impl std::fmt::Debug for BootstrapAdmin {
 }
 
 /// Creates the first tenant and owner if there are no tenants yet.
-pub async fn bootstrap(store: &Store, settings: &Settings) -> anyhow::Result<BootstrapOutcome> {
+pub async fn bootstrap(
+    store: &Store,
+    pki: &Pki,
+    settings: &Settings,
+) -> anyhow::Result<BootstrapOutcome> {
     if store.count_tenants().await? > 0 {
         return Ok(BootstrapOutcome::default());
     }
@@ -58,6 +63,7 @@ pub async fn bootstrap(store: &Store, settings: &Settings) -> anyhow::Result<Boo
         .map_err(|e| anyhow::anyhow!("hashing the admin password: {e:?}"))?;
     let name = DisplayName::parse(slug.as_str()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let tenant = store.create_tenant(&slug, &name).await?;
+    pki.ensure_tenant_identity(store, &tenant).await?;
     store
         .scoped(TenantScope::for_system_task(tenant.id))
         .create_user(&NewUser {

@@ -33,7 +33,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AdminCommand {
-    /// Create a tenant with its first owner (prints a generated password once).
+    /// Create a tenant with its intermediate CA, NATS account and first owner
+    /// (prints a generated password once).
     CreateTenant {
         #[command(flatten)]
         db: DatabaseConfig,
@@ -49,6 +50,8 @@ enum AdminCommand {
         /// Owner password (12+ characters); generated if absent.
         #[arg(long, env = "SERVICERADAR_OWNER_PASSWORD", hide_env_values = true)]
         owner_password: Option<String>,
+        #[command(flatten)]
+        pki: PkiConfig,
     },
     /// List tenants.
     ListTenants {
@@ -187,10 +190,14 @@ async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
             name,
             owner_email,
             owner_password,
+            pki,
         } => {
             let store = open(&db).await?;
+            let keyring = pki.source(&db.data_dir).load()?;
+            let pki = serviceradar_server::pki::Pki::new(keyring, &pki.trust_domain);
             let created = admin::create_tenant(
                 &store,
+                &pki,
                 &slug,
                 name.as_deref(),
                 &owner_email,

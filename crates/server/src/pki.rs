@@ -357,6 +357,24 @@ impl Pki {
         Ok((key, record.account_jwt))
     }
 
+    /// Creates `tenant`'s intermediate CA and NATS account if it has none yet.
+    /// Called when a tenant is created; the lazy paths in [`Pki::tenant_ca`]
+    /// and [`Pki::tenant_account`] repair a tenant whose creation was
+    /// interrupted between the tenant row and its PKI.
+    pub async fn ensure_tenant_identity(
+        &self,
+        store: &Store,
+        tenant: &Tenant,
+    ) -> anyhow::Result<()> {
+        self.tenant_ca(store, tenant)
+            .await
+            .context("creating the tenant CA")?;
+        self.tenant_account(store, tenant)
+            .await
+            .context("creating the tenant NATS account")?;
+        Ok(())
+    }
+
     /// A new NATS user of `tenant`'s account called `name`, as a `.creds` file.
     pub async fn user_creds(
         &self,

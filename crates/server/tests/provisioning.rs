@@ -152,9 +152,16 @@ impl App {
     /// A new tenant with an owner; an all-scope token for the owner.
     async fn tenant(&self, slug: &str) -> Caller {
         let email = format!("owner@{slug}.example.com");
-        serviceradar_server::admin::create_tenant(&self.store, slug, None, &email, Some(PASSWORD))
-            .await
-            .expect("create tenant");
+        serviceradar_server::admin::create_tenant(
+            &self.store,
+            &self.pki,
+            slug,
+            None,
+            &email,
+            Some(PASSWORD),
+        )
+        .await
+        .expect("create tenant");
         self.token(slug, &email).await
     }
 
@@ -337,11 +344,28 @@ fn settings(dir: &Path, hub_leaf_port: u16, leaf_monitor_port: u16) -> Settings 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn site_bundle_runs_a_leaf_that_joins_the_hub() {
+    site_bundle_end_to_end(false).await;
+}
+
+/// The same data path with PostgreSQL as the control plane's database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn site_bundle_runs_a_leaf_that_joins_the_hub_on_postgres() {
+    site_bundle_end_to_end(true).await;
+}
+
+/// API -> provisioning job -> bundle -> setup.sh --prefix -> real hub and
+/// leaf `nats-server` -> mTLS leafnode link -> a message from the site
+/// reaches the hub; then access checks and cross-tenant verification.
+async fn site_bundle_end_to_end(postgres: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (hub_client, hub_leaf, hub_monitor) = (free_port(), free_port(), free_port());
     let (leaf_port, leaf_monitor) = (free_port(), free_port());
-    let app = spawn(settings(dir, hub_leaf, leaf_monitor)).await;
+    let mut settings = settings(dir, hub_leaf, leaf_monitor);
+    if postgres {
+        settings.database_url = serviceradar_testkit::postgres().create_database();
+    }
+    let app = spawn(settings).await;
     assert!(
         dir.join("master.key").is_file(),
         "dev master key not generated"
@@ -706,9 +730,26 @@ async fn provisioning_on_postgres() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // A new tenant's CA, first needed by several callers at once: one CA.
-    app.tenant("gamma").await;
-    let gamma = app.store.tenant_by_slug("gamma").await.unwrap();
+    // Creating a tenant creates its CA and NATS account with it.
+    app.tenant("delta").await;
+    let delta = app.store.tenant_by_slug("delta").await.unwrap();
+    let delta_scope = app.store.scoped(TenantScope::for_system_task(delta.id));
+    assert!(delta_scope.tenant_ca().await.unwrap().is_some(), "no CA");
+    assert!(
+        delta_scope.nats_account().await.unwrap().is_some(),
+        "no NATS account"
+    );
+
+    // A tenant whose creation stopped before its PKI (a crash between the two
+    // writes): the CA is created lazily, once, by several racing callers.
+    let gamma = app
+        .store
+        .create_tenant(
+            &serviceradar_domain::validate::Slug::parse("gamma").unwrap(),
+            &serviceradar_domain::validate::DisplayName::parse("Gamma").unwrap(),
+        )
+        .await
+        .unwrap();
     let cas = futures::future::join_all((0..6).map(|_| {
         let (store, pki, gamma) = (app.store.clone(), app.pki.clone(), gamma.clone());
         async move {
@@ -738,6 +779,6 @@ async fn provisioning_on_postgres() {
     )
     .await
     .unwrap();
-    assert_eq!(files.tenant_accounts, 2, "acme and gamma preloaded");
+    assert_eq!(files.tenant_accounts, 3, "acme, delta and gamma preloaded");
     check_nats_config(&files.config_path).expect("nats-hub.conf passes nats-server -t");
 }

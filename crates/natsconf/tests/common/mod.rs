@@ -71,6 +71,23 @@ impl Ca {
     /// An end-entity certificate with the given CN and SANs (DNS names or IPs),
     /// usable as TLS server and client. Returns (cert + chain PEM, key PEM).
     pub fn issue(&self, cn: &str, sans: &[&str]) -> (String, String) {
+        self.issue_with(cn, sans, |_| {})
+    }
+
+    /// Like [`Ca::issue`], but valid only during 2020 (long expired).
+    pub fn issue_expired(&self, cn: &str, sans: &[&str]) -> (String, String) {
+        self.issue_with(cn, sans, |params| {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        })
+    }
+
+    fn issue_with(
+        &self,
+        cn: &str,
+        sans: &[&str],
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> (String, String) {
         let key = KeyPair::generate().expect("generate key");
         let mut params =
             CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
@@ -85,6 +102,7 @@ impl Ca {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.use_authority_key_identifier_extension = true;
+        adjust(&mut params);
         let cert = params.signed_by(&key, &self.issuer).expect("sign cert");
         (
             format!("{}{}", cert.pem(), self.chain_pem),

@@ -171,6 +171,7 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
         .context("building the application")?;
     let port = app.port();
     let store = app.store().clone();
+    let app_pki = app.pki().clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async move {
         let _ = stop_rx.await;
@@ -180,7 +181,7 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
         args.pool, args.log
     ));
 
-    let tenants = seed(args, url, &store).await?;
+    let tenants = seed(args, url, &store, app_pki.as_ref()).await?;
 
     // The tenant whose owner's token the load uses: one in the middle.
     let chosen = args.tenants / 2;
@@ -352,7 +353,12 @@ fn owner_email(i: usize) -> String {
 
 /// Creates tenants and sites (or reuses those of an earlier run); returns
 /// the tenant ids in slug order.
-async fn seed(args: &Args, url: &str, store: &Store) -> anyhow::Result<Vec<TenantId>> {
+async fn seed(
+    args: &Args,
+    url: &str,
+    store: &Store,
+    pki: &serviceradar_server::pki::Pki,
+) -> anyhow::Result<Vec<TenantId>> {
     if store.tenant_by_slug(&tenant_slug(0)).await.is_ok() {
         let mut ids = Vec::with_capacity(args.tenants);
         for i in 0..args.tenants {
@@ -378,6 +384,7 @@ async fn seed(args: &Args, url: &str, store: &Store) -> anyhow::Result<Vec<Tenan
     for i in 0..args.tenants {
         let created = admin::create_tenant(
             store,
+            pki,
             &tenant_slug(i),
             Some(&format!("Bench tenant {i}")),
             &owner_email(i),

@@ -63,6 +63,7 @@ fn init() {
 pub struct TestApp {
     pub base: String,
     pub store: Store,
+    pub pki: std::sync::Arc<serviceradar_server::pki::Pki>,
     pub http: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
@@ -89,6 +90,7 @@ pub async fn spawn_app(db: Db) -> TestApp {
     let app = Application::build(settings).await.expect("build app");
     let base = format!("http://127.0.0.1:{}", app.port());
     let store = app.store().clone();
+    let pki = app.pki().clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async move {
         let _ = rx.await;
@@ -96,6 +98,7 @@ pub async fn spawn_app(db: Db) -> TestApp {
     TestApp {
         base,
         store,
+        pki,
         http: reqwest::Client::new(),
         shutdown: Some(tx),
         _dir: dir,
@@ -177,6 +180,7 @@ impl TestApp {
         let email = format!("owner@{slug}.example.com");
         serviceradar_server::admin::create_tenant(
             &self.store,
+            &self.pki,
             slug,
             None,
             &email,
