@@ -32,6 +32,8 @@ use serviceradar_server::pki::{MasterKeySource, Pki};
 use serviceradar_store::{NewUser, Store};
 use serviceradar_testkit::{NatsServer, check_nats_config, free_port};
 
+mod support;
+
 const PASSWORD: &str = "owner password 123";
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -52,7 +54,7 @@ impl Drop for App {
 }
 
 async fn spawn(settings: Settings) -> App {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    support::init();
     let app = Application::build(settings).await.expect("build app");
     let base = format!("http://127.0.0.1:{}", app.port());
     let store = app.store().clone();
@@ -647,6 +649,42 @@ async fn site_bundle_end_to_end(postgres: bool) {
         !ok,
         "beta's cert verified under acme's intermediate: {text}"
     );
+
+    // No private key, NATS seed or creds from the bundles reached a log line.
+    let logs = support::captured_logs();
+    assert!(
+        logs.contains("leaf server provisioned"),
+        "logs were captured"
+    );
+    let key_body = |path: PathBuf| -> String {
+        let pem = std::fs::read_to_string(&path).unwrap();
+        pem.lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect::<String>()
+    };
+    for secret in [
+        key_body(certs.join("leaf-client-key.pem")),
+        key_body(certs.join("leaf-server-key.pem")),
+        key_body(collector.join("certs/collector-key.pem")),
+    ] {
+        assert!(secret.len() > 40);
+        assert!(
+            !logs.contains(&secret[..40]),
+            "a private key reached the log"
+        );
+    }
+    for creds in [
+        root.join("creds/leaf.creds"),
+        collector.join("creds/collector.creds"),
+    ] {
+        let text = std::fs::read_to_string(&creds).unwrap();
+        let seed = text
+            .lines()
+            .find(|l| l.starts_with("SU"))
+            .expect("creds hold a user seed");
+        assert!(!logs.contains(seed), "a NATS seed reached the log");
+    }
+    assert!(!logs.contains("PRIVATE KEY") && !logs.contains("NKEY SEED"));
     drop(leaf_server);
     drop(hub);
 }

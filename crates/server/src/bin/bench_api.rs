@@ -129,7 +129,7 @@ fn main() -> anyhow::Result<()> {
         LogMode::Stderr => telemetry::init_tracing(false, std::io::stderr),
         LogMode::Off => {}
     }
-    print_machine();
+    say(serviceradar_testkit::machine_summary());
 
     // The cluster's watchdog stops it when this process exits.
     let (_cluster, url) = match &args.database_url {
@@ -867,33 +867,6 @@ fn proc_stat(path: &Path) -> Option<(u64, u64, u64, u64)> {
     let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
     let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
     Some((field(14)?, field(15)?, field(16)?, field(17)?))
-}
-
-fn print_machine() {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            let kb: f64 = info
-                .lines()
-                .find(|l| l.starts_with("MemTotal:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            Some(format!("{:.1} GiB", kb / 1024.0 / 1024.0))
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    say(format!("machine: {cores} cores ({cpu}), {mem} RAM"));
 }
 
 fn say(line: impl AsRef<str>) {

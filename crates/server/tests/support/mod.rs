@@ -51,7 +51,8 @@ impl Write for CaptureWriter {
     }
 }
 
-fn init() {
+/// Installs the ring TLS provider and the capturing log subscriber (once).
+pub fn init() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
