@@ -29,6 +29,7 @@ use tower_http::trace::TraceLayer;
 use crate::bootstrap::{BootstrapOutcome, bootstrap};
 use crate::jobs::Jobs;
 use crate::pki::Pki;
+use tracing::Instrument;
 
 /// Runtime settings of the server (what `serve` flags turn into).
 #[derive(Debug, Clone)]
@@ -187,9 +188,14 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let workers =
-            self.jobs
-                .spawn_workers(self.store.clone(), self.settings.job_workers, stop_rx);
+        let mut workers = self.jobs.spawn_workers(
+            self.store.clone(),
+            self.settings.job_workers,
+            stop_rx.clone(),
+        );
+        if self.settings.provision_leaves && self.settings.job_workers > 0 {
+            workers.push(tokio::spawn(renewal_sweeper(self.store.clone(), stop_rx)));
+        }
         axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await?;
@@ -199,6 +205,33 @@ impl Application {
         }
         self.store.close().await;
         Ok(())
+    }
+}
+
+/// Runs the certificate renewal sweep now and then every
+/// [`crate::provisioning::RENEWAL_SWEEP_INTERVAL`] until `stop` flips.
+async fn renewal_sweeper(store: Store, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(crate::provisioning::RENEWAL_SWEEP_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let span = tracing::info_span!("job", kind = "renewal_sweep");
+        match crate::provisioning::enqueue_renewals(
+            &store,
+            crate::provisioning::RenewalPolicy::default(),
+        )
+        .instrument(span)
+        .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(enqueued = n, "certificate renewal sweep"),
+            Err(e) => tracing::warn!(error = %e, "certificate renewal sweep failed"),
+        }
     }
 }
 

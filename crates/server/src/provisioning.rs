@@ -9,6 +9,10 @@
 //! leaf (`last_error`) and is retried by the job queue. Every attempt is
 //! complete on its own, so repeating one (after a crash) is harmless.
 //!
+//! Renewal is the same job: [`enqueue_renewals`] (run hourly by `serve`)
+//! enqueues it for leaves whose certificates expire within 30 days, and the
+//! job issues new certificates with the same identity.
+//!
 //! The rendered config is a pure function of stored, non-secret data (slugs,
 //! upstream URL, listen address, monitoring listener), so the bundle renders
 //! it again and [`config_drift`] compares it with the stored checksum.
@@ -53,15 +57,76 @@ pub fn register(jobs: &mut Jobs, store: Store, pki: Arc<Pki>, settings: Arc<Sett
 /// A provisioning job for an existing leaf (regeneration). Shares the dedupe
 /// key of the job `create_site` enqueues, so at most one is unfinished.
 pub fn provisioning_job(leaf: &NatsLeafServer) -> NewJob {
+    leaf_job(leaf.tenant_id, leaf.edge_site_id, leaf.id)
+}
+
+fn leaf_job(tenant: TenantId, site: EdgeSiteId, leaf: LeafServerId) -> NewJob {
     NewJob::new(
         PROVISION_LEAF,
         serde_json::json!({
-            "tenant_id": leaf.tenant_id.to_string(),
-            "edge_site_id": leaf.edge_site_id.to_string(),
-            "leaf_server_id": leaf.id.to_string(),
+            "tenant_id": tenant.to_string(),
+            "edge_site_id": site.to_string(),
+            "leaf_server_id": leaf.to_string(),
         }),
     )
-    .dedupe(format!("{PROVISION_LEAF}:{}", leaf.id))
+    .dedupe(format!("{PROVISION_LEAF}:{leaf}"))
+}
+
+/// When the renewal sweep re-provisions a leaf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenewalPolicy {
+    /// Renew certificates expiring within this long (default 30 days).
+    pub renew_before: std::time::Duration,
+    /// Skip leaves re-provisioned less than this long ago (default 1 day): a
+    /// renewal that could not move the expiry (the tenant CA expires first)
+    /// is not repeated on every sweep.
+    pub quiet: std::time::Duration,
+}
+
+impl Default for RenewalPolicy {
+    fn default() -> Self {
+        Self {
+            renew_before: std::time::Duration::from_secs(30 * 24 * 3600),
+            quiet: std::time::Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// How often `serve` runs the renewal sweep.
+pub const RENEWAL_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Most leaves one sweep enqueues (the next sweep takes the rest).
+const RENEWAL_BATCH: i64 = 1000;
+
+/// The renewal sweep: enqueues a `provision_leaf` job (renewal is issuing
+/// again with the same identity) for every leaf whose certificates expire
+/// within `policy.renew_before`. The job's dedupe key keeps one unfinished job per
+/// leaf, so replicas sweeping at once enqueue each renewal once. Returns the
+/// number of jobs enqueued.
+pub async fn enqueue_renewals(store: &Store, policy: RenewalPolicy) -> anyhow::Result<usize> {
+    let now = serviceradar_store::now_ms();
+    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let due = store
+        .leaves_expiring_before(
+            now.saturating_add(ms(policy.renew_before)),
+            now.saturating_sub(ms(policy.quiet)),
+            RENEWAL_BATCH,
+        )
+        .await?;
+    let mut enqueued = 0;
+    for leaf in due {
+        let job = leaf_job(leaf.tenant_id, leaf.edge_site_id, leaf.leaf_id);
+        if store
+            .enqueue_job(&job, Some(leaf.tenant_id))
+            .await?
+            .is_some()
+        {
+            tracing::info!(tenant_id = %leaf.tenant_id, site_id = %leaf.edge_site_id,
+                leaf_id = %leaf.leaf_id, expires_at = leaf.cert_expires_at,
+                "leaf certificates expire soon; renewal enqueued");
+            enqueued += 1;
+        }
+    }
+    Ok(enqueued)
 }
 
 /// The leaf config input of a site: default install paths, the leaf's

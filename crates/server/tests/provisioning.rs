@@ -820,3 +820,79 @@ async fn provisioning_on_postgres() {
     assert_eq!(files.tenant_accounts, 3, "acme, delta and gamma preloaded");
     check_nats_config(&files.config_path).expect("nats-hub.conf passes nats-server -t");
 }
+
+/// Leaves whose certificates expire soon are re-provisioned by the renewal
+/// sweep: new certificates with the same identity, same site and leaf.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiring_leaf_certificates_are_renewed() {
+    use serviceradar_server::provisioning::{RenewalPolicy, enqueue_renewals};
+    let tmp = tempfile::tempdir().unwrap();
+    let app = spawn(settings(tmp.path(), free_port(), free_port())).await;
+    let owner = app.login("acme", "admin@example.com").await;
+    let site_id = app.create_site(&owner, "renew", free_port()).await;
+    let first = app.wait_provisioned(&owner, &site_id).await;
+
+    // Valid for a year: nothing to renew 30 days ahead.
+    let default = RenewalPolicy::default();
+    assert_eq!(enqueue_renewals(&app.store, default).await.unwrap(), 0);
+    // 400 days ahead, everything is due.
+    let soon = RenewalPolicy {
+        renew_before: Duration::from_secs(400 * 24 * 3600),
+        quiet: Duration::ZERO,
+    };
+    assert_eq!(enqueue_renewals(&app.store, soon).await.unwrap(), 1);
+
+    let deadline = Instant::now() + WAIT;
+    let renewed = loop {
+        let (_, leaf) = app
+            .json(
+                &owner,
+                reqwest::Method::GET,
+                &format!("/api/v1/edge-sites/{site_id}/leaf-server"),
+                None,
+            )
+            .await;
+        if leaf["leaf_cert_pem"] != first["leaf_cert_pem"] {
+            break leaf;
+        }
+        assert!(Instant::now() < deadline, "the renewal never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(renewed["id"], first["id"], "same leaf");
+    assert_eq!(renewed["edge_site_id"], first["edge_site_id"], "same site");
+    assert_eq!(renewed["status"], "provisioned");
+    assert_eq!(renewed["config_checksum"], first["config_checksum"]);
+    assert!(renewed["cert_expires_at"].as_i64() >= first["cert_expires_at"].as_i64());
+    // Same identity: CN and SPIFFE id unchanged, a new serial.
+    let text = |leaf: &Value| {
+        let path = tmp.path().join("cert.pem");
+        std::fs::write(&path, leaf["leaf_cert_pem"].as_str().unwrap()).unwrap();
+        run(Command::new("openssl")
+            .args([
+                "x509",
+                "-noout",
+                "-subject",
+                "-serial",
+                "-ext",
+                "subjectAltName",
+                "-in",
+            ])
+            .arg(&path))
+    };
+    let (before, after) = (text(&first), text(&renewed));
+    let identity = |t: &str| {
+        t.lines()
+            .filter(|l| !l.starts_with("serial="))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(identity(&before), identity(&after));
+    assert!(after.contains("leaf.renew.acme.serviceradar"), "{after}");
+    assert_ne!(before, after, "a new serial");
+    // Just renewed: the next sweep leaves it alone.
+    let again = RenewalPolicy {
+        quiet: Duration::from_secs(3600),
+        ..soon
+    };
+    assert_eq!(enqueue_renewals(&app.store, again).await.unwrap(), 0);
+}

@@ -33,7 +33,7 @@ pub use error::StoreError;
 pub use packages::{NewPackage, PackageFilter, PackageWithSite, SiteSummary};
 pub use page::{Cursor, Page, PageRequest};
 pub use pki::{PlatformSecret, TenantCaRecord, TenantNatsAccount};
-pub use sites::{LeafFilter, LeafProvisioning, NewSite, SiteFilter, SiteUpdate};
+pub use sites::{ExpiringLeaf, LeafFilter, LeafProvisioning, NewSite, SiteFilter, SiteUpdate};
 pub use tokens::NewToken;
 pub use users::NewUser;
 

@@ -7,15 +7,15 @@
 use serviceradar_domain::resources::{EdgeSite, NatsLeafServer};
 use serviceradar_domain::state::{LeafEvent, LeafStatus, SiteStatus};
 use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
-use serviceradar_domain::{EdgeSiteId, LeafServerId};
+use serviceradar_domain::{EdgeSiteId, LeafServerId, TenantId};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::Scoped;
 use crate::db::{now_ms, parse_col, valid_col};
 use crate::error::{StoreError, on_unique};
 use crate::jobs::NewJob;
 use crate::page::{Arg, ListQuery, Page, PageRequest};
+use crate::{Scoped, Store};
 
 /// A site to create.
 #[derive(Debug, Clone)]
@@ -401,5 +401,54 @@ impl Scoped<'_> {
                 .try_get::<Option<String>, _>("config_checksum")?
                 .ok_or_else(|| missing("config_checksum"))?,
         }))
+    }
+}
+
+/// A provisioned leaf whose certificates expire soon (see
+/// [`Store::leaves_expiring_before`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiringLeaf {
+    /// Tenant of the leaf.
+    pub tenant_id: TenantId,
+    /// Its site.
+    pub edge_site_id: EdgeSiteId,
+    /// The leaf server.
+    pub leaf_id: LeafServerId,
+    /// When the earlier of its two certificates expires (ms).
+    pub cert_expires_at: i64,
+}
+
+impl Store {
+    /// Leaves of every tenant whose certificates expire before `cutoff_ms`
+    /// and that were not (re-)provisioned since `unchanged_since_ms`, soonest
+    /// first, at most `limit`. A system query for the renewal sweep: the
+    /// second bound keeps a leaf whose renewal cannot move its expiry (its
+    /// tenant CA expires first) from being re-provisioned on every sweep.
+    pub async fn leaves_expiring_before(
+        &self,
+        cutoff_ms: i64,
+        unchanged_since_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<ExpiringLeaf>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, edge_site_id, id, cert_expires_at FROM nats_leaf_servers \
+             WHERE cert_expires_at IS NOT NULL AND cert_expires_at < $1 AND updated_at < $2 \
+             ORDER BY cert_expires_at LIMIT $3",
+        )
+        .bind(cutoff_ms)
+        .bind(unchanged_since_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ExpiringLeaf {
+                    tenant_id: parse_col(row, "nats_leaf_servers", "tenant_id")?,
+                    edge_site_id: parse_col(row, "nats_leaf_servers", "edge_site_id")?,
+                    leaf_id: parse_col(row, "nats_leaf_servers", "id")?,
+                    cert_expires_at: row.try_get("cert_expires_at")?,
+                })
+            })
+            .collect()
     }
 }

@@ -1642,3 +1642,71 @@ async fn postgres_jobs_concurrent_claims() {
     drain_concurrently(store.clone(), 8).await;
     store.close().await;
 }
+
+// ---------------------------------------------------------------------------
+// Certificate renewal sweep
+// ---------------------------------------------------------------------------
+
+both_backends!(expiring_leaves: sqlite_expiring_leaves, postgres_expiring_leaves);
+
+async fn expiring_leaves(store: Store) {
+    let a = fixture(&store, "acme").await;
+    let b = fixture(&store, "beta").await;
+    // Pending leaves have no certificates: never due.
+    let far = now_ms() + 10 * 86_400_000;
+    assert!(
+        store
+            .leaves_expiring_before(far, far, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // acme's expires in a day, beta's in 20 days.
+    store
+        .scoped(a.scope)
+        .store_leaf_provisioning(a.leaf.id, &provisioning("a"))
+        .await
+        .unwrap();
+    let mut later = provisioning("b");
+    later.cert_expires_at = now_ms() + 20 * 86_400_000;
+    store
+        .scoped(b.scope)
+        .store_leaf_provisioning(b.leaf.id, &later)
+        .await
+        .unwrap();
+    let in_a_minute = now_ms() + 60_000;
+    let due = store
+        .leaves_expiring_before(far, in_a_minute, 100)
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 1, "only acme's expires within 10 days");
+    assert_eq!(due[0].tenant_id, a.tenant.id);
+    assert_eq!(due[0].edge_site_id, a.site.id);
+    assert_eq!(due[0].leaf_id, a.leaf.id);
+    // Soonest first, bounded by the limit.
+    let all = store
+        .leaves_expiring_before(now_ms() + 30 * 86_400_000, in_a_minute, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|l| l.tenant_id).collect::<Vec<_>>(),
+        vec![a.tenant.id, b.tenant.id]
+    );
+    assert_eq!(
+        store
+            .leaves_expiring_before(now_ms() + 30 * 86_400_000, in_a_minute, 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Re-provisioned after the quiet bound: not due.
+    let an_hour_ago = now_ms() - 3_600_000;
+    assert!(
+        store
+            .leaves_expiring_before(far, an_hour_ago, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
