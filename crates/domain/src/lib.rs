@@ -23,6 +23,7 @@ pub mod policy;
 pub mod resources;
 pub mod scope;
 pub mod state;
+pub mod telemetry;
 pub mod validate;
 
 pub use ids::*;

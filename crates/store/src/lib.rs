@@ -23,6 +23,7 @@ mod packages;
 pub mod page;
 mod pki;
 mod sites;
+pub mod telemetry;
 mod tenants;
 mod tokens;
 mod users;
@@ -34,6 +35,7 @@ pub use packages::{NewPackage, PackageFilter, PackageWithSite, SiteSummary};
 pub use page::{Cursor, Page, PageRequest};
 pub use pki::{PlatformSecret, TenantCaRecord, TenantNatsAccount};
 pub use sites::{ExpiringLeaf, LeafFilter, LeafProvisioning, NewSite, SiteFilter, SiteUpdate};
+pub use telemetry::{StoredRecord, TimeRange};
 pub use tokens::NewToken;
 pub use users::NewUser;
 

@@ -134,6 +134,18 @@ impl ListQuery {
         self
     }
 
+    /// Adds `AND <column> <op> $n`; `op` is one of this crate's literals.
+    pub(crate) fn cmp(&mut self, column: &'static str, op: &'static str, value: Arg) -> &mut Self {
+        debug_assert!(matches!(op, "<" | "<=" | ">" | ">=" | "="));
+        self.sql.push_str(" AND ");
+        self.sql.push_str(column);
+        self.sql.push(' ');
+        self.sql.push_str(op);
+        self.sql.push(' ');
+        self.push_arg(value);
+        self
+    }
+
     /// Adds a case-insensitive substring match on `column`.
     pub(crate) fn contains(&mut self, column: &'static str, needle: &str) -> &mut Self {
         let escaped: String = needle
