@@ -66,6 +66,8 @@ pub struct Settings {
     /// credentials and config). `serve` turns it on; [`Settings::new`] leaves
     /// it off so API tests see sites stay `pending`.
     pub provision_leaves: bool,
+    /// The ingestion pipeline (hub JetStream -> database); `None` disables it.
+    pub ingest: Option<crate::ingest::IngestSettings>,
 }
 
 impl Settings {
@@ -87,6 +89,7 @@ impl Settings {
             trust_domain: serviceradar_pki::DEFAULT_TRUST_DOMAIN.into(),
             leaf_monitoring_listen: Some("127.0.0.1:8222".into()),
             provision_leaves: false,
+            ingest: None,
         }
     }
 }
@@ -193,6 +196,14 @@ impl Application {
             self.settings.job_workers,
             stop_rx.clone(),
         );
+        if let Some(ingest) = &self.settings.ingest {
+            workers.push(crate::ingest::spawn(
+                self.store.clone(),
+                self.pki.clone(),
+                ingest.clone(),
+                stop_rx.clone(),
+            ));
+        }
         if self.settings.provision_leaves && self.settings.job_workers > 0 {
             workers.push(tokio::spawn(renewal_sweeper(self.store.clone(), stop_rx)));
         }

@@ -96,6 +96,10 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub pki: PkiConfig,
 
+    /// Ingestion from the hub's JetStream into the database.
+    #[command(flatten)]
+    pub ingest: IngestConfig,
+
     /// Monitoring listener rendered into each leaf's config (empty disables it).
     #[arg(
         long,
@@ -159,4 +163,47 @@ pub struct ServeConfig {
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "SERVICERADAR_LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,
+}
+
+/// Options of the ingestion pipeline (hub JetStream -> database).
+#[derive(Debug, Clone, clap::Args)]
+pub struct IngestConfig {
+    /// Client URL of the hub `nats-server` to ingest from (`nats://host:4222` or
+    /// `tls://...`); empty disables ingestion. serviceradar-core connects as a
+    /// user of each tenant's account (it holds the account keys).
+    #[arg(long, env = "SERVICERADAR_INGEST_NATS_URL", default_value = "")]
+    pub ingest_nats_url: String,
+    /// CA file to verify a `tls://` hub with.
+    #[arg(long, env = "SERVICERADAR_INGEST_NATS_CA")]
+    pub ingest_nats_ca: Option<std::path::PathBuf>,
+    /// Messages per ingest batch (one database transaction each).
+    #[arg(long, env = "SERVICERADAR_INGEST_BATCH_SIZE", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub ingest_batch_size: u32,
+    /// Longest wait for a batch to fill, in milliseconds.
+    #[arg(long, env = "SERVICERADAR_INGEST_BATCH_TIMEOUT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub ingest_batch_timeout_ms: u64,
+    /// How long the hub's ingest streams keep messages, in hours (default 7 days).
+    #[arg(long, env = "SERVICERADAR_INGEST_RETENTION_HOURS", default_value_t = 168,
+          value_parser = clap::value_parser!(u64).range(1..=87_600))]
+    pub ingest_retention_hours: u64,
+}
+
+impl IngestConfig {
+    /// The pipeline settings, or `None` when no hub URL is set.
+    pub fn settings(&self, data_dir: &std::path::Path) -> Option<crate::ingest::IngestSettings> {
+        if self.ingest_nats_url.is_empty() {
+            return None;
+        }
+        let mut settings = crate::ingest::IngestSettings::new(
+            &self.ingest_nats_url,
+            data_dir.join("ingest-creds"),
+        );
+        settings.hub_ca_file = self.ingest_nats_ca.clone();
+        settings.batch_size = self.ingest_batch_size as usize;
+        settings.batch_timeout = std::time::Duration::from_millis(self.ingest_batch_timeout_ms);
+        settings.retention = std::time::Duration::from_secs(self.ingest_retention_hours * 3600);
+        Some(settings)
+    }
 }

@@ -24,6 +24,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod hub;
+pub mod ingest;
 pub mod jobs;
 pub mod pki;
 pub mod provisioning;

@@ -156,6 +156,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         leaf_monitoring_listen: Some(config.leaf_monitoring_listen.clone())
             .filter(|l| !l.is_empty()),
         provision_leaves: true,
+        ingest: config.ingest.settings(&config.db.data_dir),
     };
     let app = Application::build(settings).await?;
     let base = config

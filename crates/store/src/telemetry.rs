@@ -154,15 +154,15 @@ impl Scoped<'_> {
         let select = match kind {
             TelemetryKind::Event => {
                 "SELECT t.id, t.stream_seq, t.subject, t.source, t.severity AS label, \
-                 t.message, 0.0 AS value, t.body, t.created_at, t.received_at FROM events t"
+                 t.message, CAST(0 AS DOUBLE PRECISION) AS value, t.body, t.created_at, t.received_at FROM events t"
             }
             TelemetryKind::Metric => {
                 "SELECT t.id, t.stream_seq, t.subject, t.source, t.name AS label, \
-                 '' AS message, t.value, t.body, t.created_at, t.received_at FROM metrics t"
+                 CAST('' AS TEXT) AS message, t.value, t.body, t.created_at, t.received_at FROM metrics t"
             }
             TelemetryKind::Log => {
                 "SELECT t.id, t.stream_seq, t.subject, t.source, t.level AS label, \
-                 t.message, 0.0 AS value, t.body, t.created_at, t.received_at FROM logs t"
+                 t.message, CAST(0 AS DOUBLE PRECISION) AS value, t.body, t.created_at, t.received_at FROM logs t"
             }
         };
         let mut q = ListQuery::new(select, "t", self.tenant());

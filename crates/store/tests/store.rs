@@ -1796,6 +1796,15 @@ async fn telemetry(store: Store) {
         .await
         .unwrap();
     assert_eq!(first.items[0].label, "cpu");
+    for kind in [TelemetryKind::Event, TelemetryKind::Log] {
+        let got = sa
+            .list_telemetry(kind, range, &PageRequest::first())
+            .await
+            .unwrap();
+        assert!(!got.items.is_empty());
+        assert!(got.items[0].message.starts_with('m'));
+        assert_eq!(got.items[0].value, 0.0);
+    }
     assert!((first.items[0].value - 100.5).abs() < 1e-9);
 
     // Another tenant sees none of it.

@@ -7,6 +7,7 @@ pub mod error;
 pub mod packages;
 pub mod session;
 pub mod sites;
+pub mod telemetry;
 pub mod tokens;
 pub mod users;
 
@@ -50,6 +51,7 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(users::router())
         .merge(tokens::router())
         .merge(session::router())
+        .merge(telemetry::router())
         .split_for_parts();
     openapi.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
     let document = openapi.clone();

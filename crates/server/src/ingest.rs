@@ -1,0 +1,395 @@
+//! The ingestion pipeline: JetStream on the hub -> the database.
+//!
+//! For every tenant, `serviceradar-core` connects to the hub as a user of the
+//! tenant's NATS account (minted by this process, which holds the account
+//! keys), makes sure the tenant's `INGEST` stream (`events|metrics|logs.{tenant}.>`)
+//! and the durable pull consumer `serviceradar-ingest` exist, and loops:
+//!
+//! 1. fetch a batch (up to `batch_size` messages, waiting at most
+//!    `batch_timeout`);
+//! 2. decode each message ([`serviceradar_domain::telemetry::decode`]); a
+//!    message that does not decode is published to `deadletter.{tenant}` with
+//!    the reason in the `SR-Reason` header (and its subject and stream
+//!    sequence), and the pipeline goes on;
+//! 3. write the good records in one transaction, idempotent on the stream
+//!    sequence;
+//! 4. only after the commit, acknowledge the batch (the consumer uses
+//!    `AckAll`: acknowledging the last message acknowledges the batch).
+//!
+//! A crash anywhere before step 4 redelivers the batch, and step 3 writes
+//! nothing twice. The next batch is fetched only after the commit, so a slow
+//! database slows consumption and nothing is dropped (the stream keeps the
+//! data). The tenant of every row is the tenant whose account the consumer is
+//! connected to; the subject's tenant token must agree, and nothing in a
+//! payload can change it.
+//!
+//! A supervisor starts one pipeline per tenant and looks for new tenants
+//! every [`TENANT_REFRESH`]; a pipeline that fails reconnects with backoff.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+use serviceradar_domain::TenantScope;
+use serviceradar_domain::resources::Tenant;
+use serviceradar_domain::telemetry::{IncomingMessage, TelemetryKind, decode};
+use serviceradar_store::Store;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::pki::{Pki, write_secret_file};
+
+/// Name of each tenant's ingest stream on the hub.
+pub const STREAM: &str = "INGEST";
+/// Name of the durable pull consumer the pipeline reads with.
+pub const CONSUMER: &str = "serviceradar-ingest";
+/// How often the supervisor looks for new tenants.
+pub const TENANT_REFRESH: Duration = Duration::from_secs(30);
+/// Default stream retention on the hub.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Where the hub is and how the pipeline batches.
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    /// The hub's client URL (`nats://host:4222` or `tls://...`).
+    pub hub_url: String,
+    /// CA file for a `tls://` hub URL.
+    pub hub_ca_file: Option<PathBuf>,
+    /// Messages per batch.
+    pub batch_size: usize,
+    /// Longest wait for a batch to fill.
+    pub batch_timeout: Duration,
+    /// How long the hub's ingest streams keep messages.
+    pub retention: Duration,
+    /// Directory for the pipeline's minted credentials (0600 files).
+    pub creds_dir: PathBuf,
+    /// How long the hub waits for an acknowledgement before redelivering
+    /// (a pipeline that died mid-batch is redelivered after this).
+    pub ack_wait: Duration,
+}
+
+impl IngestSettings {
+    /// Defaults: batches of 500, 1 s, 7 days of retention.
+    pub fn new(hub_url: impl Into<String>, creds_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            hub_url: hub_url.into(),
+            hub_ca_file: None,
+            batch_size: 500,
+            batch_timeout: Duration::from_secs(1),
+            retention: DEFAULT_RETENTION,
+            creds_dir: creds_dir.into(),
+            ack_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The dead-letter subject of a tenant.
+pub fn deadletter_subject(tenant_slug: &str) -> String {
+    format!("deadletter.{tenant_slug}")
+}
+
+/// The configuration of a tenant's ingest stream.
+pub fn stream_config(tenant_slug: &str, retention: Duration) -> stream::Config {
+    stream::Config {
+        name: STREAM.into(),
+        subjects: TelemetryKind::ALL
+            .iter()
+            .map(|k| k.subjects(tenant_slug))
+            .collect(),
+        max_age: retention,
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    }
+}
+
+fn consumer_config(settings: &IngestSettings) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(CONSUMER.into()),
+        ack_policy: consumer::AckPolicy::All,
+        ack_wait: settings.ack_wait,
+        max_ack_pending: i64::try_from(settings.batch_size.max(1) * 4).unwrap_or(i64::MAX),
+        ..Default::default()
+    }
+}
+
+/// Makes sure the tenant's ingest stream and durable consumer exist on the
+/// hub `client` is connected to (as a user of the tenant's account).
+pub async fn open_consumer(
+    client: &async_nats::Client,
+    tenant_slug: &str,
+    settings: &IngestSettings,
+) -> anyhow::Result<consumer::PullConsumer> {
+    let js = jetstream::new(client.clone());
+    let stream = match js.get_stream(STREAM).await {
+        Ok(stream) => stream,
+        Err(_) => js
+            .create_stream(stream_config(tenant_slug, settings.retention))
+            .await
+            .context("creating the ingest stream")?,
+    };
+    stream
+        .get_or_create_consumer(CONSUMER, consumer_config(settings))
+        .await
+        .context("creating the ingest consumer")
+}
+
+/// Counts of one processed batch.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Messages fetched.
+    pub fetched: usize,
+    /// Rows newly written.
+    pub inserted: u64,
+    /// Messages sent to the dead-letter subject.
+    pub dead_lettered: usize,
+}
+
+/// Starts the supervisor: one pipeline per tenant until `stop` flips.
+pub fn spawn(
+    store: Store,
+    pki: Arc<Pki>,
+    settings: IngestSettings,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(supervise(store, pki, Arc::new(settings), stop))
+}
+
+async fn supervise(
+    store: Store,
+    pki: Arc<Pki>,
+    settings: Arc<IngestSettings>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    loop {
+        match store.list_tenants().await {
+            Ok(tenants) => {
+                for tenant in tenants {
+                    let key = tenant.id.to_string();
+                    if running.get(&key).is_some_and(|h| !h.is_finished()) {
+                        continue;
+                    }
+                    let span = tracing::info_span!("ingest", tenant_id = %tenant.id, tenant = %tenant.slug);
+                    let task = run_tenant(
+                        store.clone(),
+                        pki.clone(),
+                        settings.clone(),
+                        tenant,
+                        stop.clone(),
+                    )
+                    .instrument(span);
+                    running.insert(key, tokio::spawn(task));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "ingest: listing tenants failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(TENANT_REFRESH) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            break;
+        }
+    }
+    for (_, task) in running {
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+}
+
+/// One tenant's pipeline, reconnecting with backoff until `stop` flips.
+async fn run_tenant(
+    store: Store,
+    pki: Arc<Pki>,
+    settings: Arc<IngestSettings>,
+    tenant: Tenant,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match pipeline(&store, &pki, &settings, &tenant, &mut stop).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "ingest pipeline failed");
+                metrics::counter!("serviceradar_ingest_errors_total").increment(1);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Connects, ensures the stream and consumer, then processes batches until
+/// `stop` flips (`Ok`) or something fails (`Err`, the caller retries).
+async fn pipeline(
+    store: &Store,
+    pki: &Pki,
+    settings: &IngestSettings,
+    tenant: &Tenant,
+    stop: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let client = connect(store, pki, settings, tenant).await?;
+    let consumer = open_consumer(&client, tenant.slug.as_str(), settings).await?;
+    tracing::info!(hub = %settings.hub_url, "ingest pipeline running");
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        let batch = tokio::select! {
+            batch = next_batch(&consumer, settings) => batch?,
+            _ = stop.changed() => return Ok(()),
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        let outcome = process_batch(store, &client, tenant, batch).await?;
+        metrics::counter!("serviceradar_ingest_messages_total").increment(outcome.fetched as u64);
+        metrics::counter!("serviceradar_ingest_rows_total").increment(outcome.inserted);
+        if outcome.dead_lettered > 0 {
+            metrics::counter!("serviceradar_ingest_dead_letters_total")
+                .increment(outcome.dead_lettered as u64);
+        }
+    }
+}
+
+async fn connect(
+    store: &Store,
+    pki: &Pki,
+    settings: &IngestSettings,
+    tenant: &Tenant,
+) -> anyhow::Result<async_nats::Client> {
+    let creds = pki
+        .user_creds(store, tenant, &format!("ingest-{}", tenant.slug))
+        .await?;
+    std::fs::create_dir_all(&settings.creds_dir)
+        .with_context(|| format!("creating {}", settings.creds_dir.display()))?;
+    let path = settings
+        .creds_dir
+        .join(format!("ingest-{}.creds", tenant.id));
+    write_secret_file(&path, creds.as_str().as_bytes())?;
+    let mut options = async_nats::ConnectOptions::with_credentials_file(&path)
+        .await
+        .context("reading the ingest credentials")?
+        .name(format!("serviceradar-ingest-{}", tenant.slug))
+        .connection_timeout(Duration::from_secs(5));
+    if let Some(ca) = &settings.hub_ca_file {
+        options = options.require_tls(true).add_root_certificates(ca.clone());
+    }
+    options
+        .connect(&settings.hub_url)
+        .await
+        .with_context(|| format!("connecting to the hub at {}", settings.hub_url))
+}
+
+/// Fetches up to `batch_size` messages, waiting at most `batch_timeout`.
+pub async fn next_batch(
+    consumer: &consumer::PullConsumer,
+    settings: &IngestSettings,
+) -> anyhow::Result<Vec<jetstream::Message>> {
+    let mut messages = consumer
+        .fetch()
+        .max_messages(settings.batch_size)
+        .expires(settings.batch_timeout)
+        .messages()
+        .await
+        .context("fetching a batch")?;
+    let mut batch = Vec::with_capacity(settings.batch_size);
+    while let Some(message) = messages.next().await {
+        match message {
+            Ok(message) => batch.push(message),
+            Err(e) => {
+                if batch.is_empty() {
+                    return Err(anyhow::anyhow!("fetching a batch: {e}"));
+                }
+                break;
+            }
+        }
+    }
+    Ok(batch)
+}
+
+/// Decodes, dead-letters, writes and acknowledges one batch.
+pub async fn process_batch(
+    store: &Store,
+    client: &async_nats::Client,
+    tenant: &Tenant,
+    batch: Vec<jetstream::Message>,
+) -> anyhow::Result<BatchOutcome> {
+    let mut records = Vec::with_capacity(batch.len());
+    let mut dead_lettered = 0;
+    for message in &batch {
+        let info = message
+            .info()
+            .map_err(|e| anyhow::anyhow!("message without JetStream metadata: {e}"))?;
+        let stream_seq = i64::try_from(info.stream_sequence).unwrap_or(i64::MAX);
+        let stored_at_ms =
+            i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let decoded = decode(
+            tenant.slug.as_str(),
+            IncomingMessage {
+                subject: message.subject.as_str(),
+                payload: &message.payload,
+                stream_seq,
+                stored_at_ms,
+            },
+        );
+        match decoded {
+            Ok(record) => records.push(record),
+            Err(reason) => {
+                tracing::info!(stream_seq, subject = %message.subject, %reason, "dead-lettered a message");
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("SR-Reason", reason.to_string().as_str());
+                headers.insert("SR-Subject", message.subject.as_str());
+                headers.insert("SR-Stream-Seq", stream_seq.to_string().as_str());
+                // An oversized payload is cut to its first KiB (enough to identify it).
+                let keep = if message.payload.len() > serviceradar_domain::telemetry::MAX_PAYLOAD {
+                    1024
+                } else {
+                    message.payload.len()
+                };
+                let payload = message.payload.slice(..keep);
+                client
+                    .publish_with_headers(
+                        deadletter_subject(tenant.slug.as_str()),
+                        headers,
+                        payload,
+                    )
+                    .await
+                    .context("publishing to the dead-letter subject")?;
+                dead_lettered += 1;
+            }
+        }
+    }
+    let inserted = if records.is_empty() {
+        0
+    } else {
+        store
+            .scoped(TenantScope::for_system_task(tenant.id))
+            .insert_telemetry(&records)
+            .await
+            .context("writing the batch")?
+    };
+    if dead_lettered > 0 {
+        client.flush().await.context("flushing dead letters")?;
+    }
+    if let Some(last) = batch.last() {
+        last.ack()
+            .await
+            .map_err(|e| anyhow::anyhow!("acknowledging the batch: {e}"))?;
+    }
+    Ok(BatchOutcome {
+        fetched: batch.len(),
+        inserted,
+        dead_lettered,
+    })
+}

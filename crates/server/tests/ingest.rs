@@ -1,0 +1,407 @@
+//! The ingestion pipeline against a real hub `nats-server` (operator mode,
+//! JetStream, the config `admin hub-config` writes) and both databases:
+//! collectors publish events, metrics and logs into their tenant's account;
+//! `serviceradar-core` pulls them in batches into the database, idempotently,
+//! dead-letters poison with a reason, keeps tenants apart, survives a crash
+//! between commit and acknowledgement and a restart without losing or
+//! duplicating a row; the API lists the rows per tenant.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use reqwest::StatusCode;
+use serde_json::Value;
+use serviceradar_domain::TenantScope;
+use serviceradar_domain::resources::Tenant;
+use serviceradar_domain::telemetry::{IncomingMessage, TelemetryKind, decode};
+use serviceradar_server::app::{Application, Settings};
+use serviceradar_server::hub::{HubOptions, write_hub_config};
+use serviceradar_server::ingest::{self, IngestSettings};
+use serviceradar_server::pki::{MasterKeySource, Pki};
+use serviceradar_store::Store;
+use serviceradar_testkit::{NatsServer, free_port, wait_for_port};
+
+mod support;
+
+const PASSWORD: &str = "ingest test password";
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Running {
+    base: String,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.shutdown.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
+    }
+}
+
+fn settings(dir: &Path, database_url: &str, hub_client: u16) -> Settings {
+    let mut settings = Settings::new(database_url);
+    settings.admin_password = Some(PASSWORD.into());
+    settings.bootstrap_tenant = "acme".into();
+    settings.master_key = MasterKeySource::DevFile(dir.join("master.key"));
+    settings.job_workers = 0;
+    let mut ingest = IngestSettings::new(
+        format!("nats://127.0.0.1:{hub_client}"),
+        dir.join("ingest-creds"),
+    );
+    ingest.batch_size = 200;
+    ingest.batch_timeout = Duration::from_millis(200);
+    ingest.ack_wait = Duration::from_secs(2);
+    settings.ingest = Some(ingest);
+    settings
+}
+
+async fn start(settings: Settings) -> (Store, Arc<Pki>, Running) {
+    support::init();
+    let app = Application::build(settings).await.expect("build app");
+    let (store, pki) = (app.store().clone(), app.pki().clone());
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    (
+        store,
+        pki,
+        Running {
+            base,
+            shutdown: tx,
+            task,
+        },
+    )
+}
+
+/// A client of `tenant`'s account on the hub.
+async fn tenant_client(
+    dir: &Path,
+    store: &Store,
+    pki: &Pki,
+    tenant: &Tenant,
+    hub_client: u16,
+) -> async_nats::Client {
+    let creds = pki
+        .user_creds(store, tenant, &format!("collector-{}", tenant.slug))
+        .await
+        .unwrap();
+    let path = dir.join(format!("{}-{}.creds", tenant.slug, uuid::Uuid::new_v4()));
+    std::fs::write(&path, creds.as_str()).unwrap();
+    async_nats::ConnectOptions::with_credentials_file(&path)
+        .await
+        .unwrap()
+        .connect(format!("nats://127.0.0.1:{hub_client}"))
+        .await
+        .expect("tenant user connects to the hub")
+}
+
+/// Publishes `n` good messages (kinds in turn) through JetStream (acked by the
+/// hub, so they are stored), numbered from `first`.
+async fn publish_good(client: &async_nats::Client, tenant: &str, first: usize, n: usize) {
+    let js = async_nats::jetstream::new(client.clone());
+    // The pipeline creates the stream: wait for it.
+    let deadline = Instant::now() + WAIT;
+    while js.get_stream(ingest::STREAM).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the ingest stream never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut acks = Vec::with_capacity(n);
+    for i in first..first + n {
+        let (subject, payload) = match i % 3 {
+            0 => (
+                format!("events.{tenant}.nyc.trapd"),
+                format!(
+                    r#"{{"message":"event {i}","severity":"warning","ts":{}}}"#,
+                    1_000 + i
+                ),
+            ),
+            1 => (
+                format!("metrics.{tenant}.nyc"),
+                format!(r#"{{"name":"ifInOctets","value":{i},"ts":{}}}"#, 1_000 + i),
+            ),
+            _ => (
+                format!("logs.{tenant}.syslog"),
+                format!(
+                    r#"{{"message":"log {i}","level":"info","ts":{}}}"#,
+                    1_000 + i
+                ),
+            ),
+        };
+        acks.push(js.publish(subject, payload.into()).await.expect("publish"));
+    }
+    for ack in acks {
+        ack.await.expect("the hub stored the message");
+    }
+}
+
+async fn total_rows(store: &Store, tenant: &Tenant) -> i64 {
+    let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
+    let mut total = 0;
+    for kind in TelemetryKind::ALL {
+        total += scoped.count_telemetry(kind).await.unwrap();
+    }
+    total
+}
+
+async fn wait_rows(store: &Store, tenant: &Tenant, expected: i64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = total_rows(store, tenant).await;
+        assert!(
+            got <= expected,
+            "{got} rows, more than the {expected} published"
+        );
+        if got == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {got} of {expected} rows arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nothing more trickles in (no duplicates from redeliveries).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(total_rows(store, tenant).await, expected);
+}
+
+async fn api_get(base: &str, token: &str, path: &str) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn ingest_end_to_end(postgres: bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let database_url = if postgres {
+        serviceradar_testkit::postgres().create_database()
+    } else {
+        format!("sqlite://{}", dir.join("core.db").display())
+    };
+    let (hub_client, hub_leaf, hub_monitor) = (free_port(), free_port(), free_port());
+
+    // The control plane (acme is bootstrapped), a second tenant, then the hub
+    // with both accounts, then the pipelines.
+    support::init();
+    let app = Application::build(settings(dir, &database_url, hub_client))
+        .await
+        .expect("build app");
+    let (store, pki) = (app.store().clone(), app.pki().clone());
+    serviceradar_server::admin::create_tenant(
+        &store,
+        &pki,
+        "beta",
+        None,
+        "owner@beta.example.com",
+        Some(PASSWORD),
+    )
+    .await
+    .unwrap();
+    let acme = store.tenant_by_slug("acme").await.unwrap();
+    let beta = store.tenant_by_slug("beta").await.unwrap();
+    let hub_dir = dir.join("hub");
+    let files = write_hub_config(
+        &store,
+        &pki,
+        &HubOptions {
+            client_listen: format!("127.0.0.1:{hub_client}"),
+            leafnode_listen: format!("127.0.0.1:{hub_leaf}"),
+            monitoring_listen: Some(format!("127.0.0.1:{hub_monitor}")),
+            ..HubOptions::default()
+        },
+        &hub_dir,
+    )
+    .await
+    .unwrap();
+    let hub = NatsServer::start_file(&hub_dir, "hub", &files.config_path, hub_client)
+        .expect("hub starts");
+    wait_for_port(hub_monitor, "hub monitoring", WAIT).unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let running = Running {
+        base,
+        shutdown: tx,
+        task: tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        })),
+    };
+
+    // Dead letters are visible to the tenant, with the reason.
+    let acme_nc = tenant_client(dir, &store, &pki, &acme, hub_client).await;
+    let mut dead = acme_nc
+        .subscribe(ingest::deadletter_subject("acme"))
+        .await
+        .unwrap();
+    acme_nc.flush().await.unwrap();
+
+    const GOOD: usize = 3000;
+    publish_good(&acme_nc, "acme", 0, GOOD).await;
+    let js = async_nats::jetstream::new(acme_nc.clone());
+    for (subject, payload) in [
+        ("events.acme.nyc", b"not json".to_vec()),
+        ("logs.acme.syslog", vec![b' '; 70 * 1024]),
+        ("metrics.acme.nyc", br#"{"name":"no value"}"#.to_vec()),
+    ] {
+        js.publish(subject, payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let beta_nc = tenant_client(dir, &store, &pki, &beta, hub_client).await;
+    publish_good(&beta_nc, "beta", 0, 30).await;
+    // acme publishing beta's subjects lands in acme's account, which has no
+    // stream for them: nothing reaches beta.
+    acme_nc
+        .publish("events.beta.nyc", r#"{"message":"spoof"}"#.into())
+        .await
+        .unwrap();
+    acme_nc.flush().await.unwrap();
+
+    wait_rows(&store, &acme, GOOD as i64).await;
+    wait_rows(&store, &beta, 30).await;
+
+    let mut reasons = Vec::new();
+    for _ in 0..3 {
+        let msg = tokio::time::timeout(Duration::from_secs(10), dead.next())
+            .await
+            .expect("a dead letter arrives")
+            .unwrap();
+        let headers = msg.headers.expect("dead letters carry headers");
+        reasons.push(headers.get("SR-Reason").unwrap().as_str().to_string());
+        assert!(headers.get("SR-Stream-Seq").is_some());
+    }
+    reasons.sort();
+    assert!(
+        reasons.iter().any(|r| r.contains("not a JSON object")),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| r.contains("exceeds")), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("\"value\"")),
+        "{reasons:?}"
+    );
+
+    // The API lists each tenant's own rows, in event-time order, with a range.
+    let acme_token = serviceradar_server::admin::create_token(
+        &store,
+        "acme",
+        "admin@example.com",
+        "t",
+        &[serviceradar_domain::policy::Scope::Read],
+        1,
+    )
+    .await
+    .unwrap();
+    let beta_token = serviceradar_server::admin::create_token(
+        &store,
+        "beta",
+        "owner@beta.example.com",
+        "t",
+        &[serviceradar_domain::policy::Scope::Read],
+        1,
+    )
+    .await
+    .unwrap();
+    let (status, events) = api_get(
+        &running.base,
+        &acme_token,
+        "/api/v1/events?from=1000&to=1030&limit=200",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{events}");
+    let items = events["items"].as_array().unwrap();
+    assert_eq!(items.len(), 10, "events with ts 1000..1030 step 3");
+    assert_eq!(items[0]["message"], "event 0");
+    assert_eq!(items[0]["severity"], "warning");
+    assert_eq!(items[0]["source"], "nyc.trapd");
+    let (_, metrics) = api_get(&running.base, &acme_token, "/api/v1/metrics?limit=1").await;
+    assert_eq!(metrics["items"][0]["name"], "ifInOctets");
+    assert_eq!(metrics["items"][0]["value"], 1.0);
+    assert!(metrics["next_cursor"].is_string());
+    let (_, beta_events) = api_get(&running.base, &beta_token, "/api/v1/events?limit=200").await;
+    let beta_items = beta_events["items"].as_array().unwrap();
+    assert_eq!(beta_items.len(), 10);
+    assert!(
+        beta_items
+            .iter()
+            .all(|e| e["subject"].as_str().unwrap().starts_with("events.beta.")),
+        "beta sees only its own events: {beta_events}"
+    );
+    let (status, _) = api_get(&running.base, &acme_token, "/api/v1/logs?from=5&to=4").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = api_get(&running.base, "srt_forged_token", "/api/v1/logs").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Stop the control plane; data keeps arriving at the hub meanwhile.
+    running.stop().await;
+    publish_good(&acme_nc, "acme", GOOD, 600).await;
+    // The stopped app closed its pool; the test opens its own.
+    let store = Store::connect(&database_url, 4).await.unwrap();
+
+    // A pipeline that dies between its commit and its acknowledgement: the
+    // batch is written, the hub redelivers it after ack_wait.
+    let ingest_settings = settings(dir, &database_url, hub_client).ingest.unwrap();
+    let crash_nc = tenant_client(dir, &store, &pki, &acme, hub_client).await;
+    let consumer = ingest::open_consumer(&crash_nc, "acme", &ingest_settings)
+        .await
+        .unwrap();
+    let batch = ingest::next_batch(&consumer, &ingest_settings)
+        .await
+        .unwrap();
+    assert!(!batch.is_empty());
+    let records: Vec<_> = batch
+        .iter()
+        .map(|m| {
+            let info = m.info().unwrap();
+            decode(
+                "acme",
+                IncomingMessage {
+                    subject: m.subject.as_str(),
+                    payload: &m.payload,
+                    stream_seq: info.stream_sequence as i64,
+                    stored_at_ms: 0,
+                },
+            )
+            .unwrap()
+        })
+        .collect();
+    store
+        .scoped(TenantScope::for_system_task(acme.id))
+        .insert_telemetry(&records)
+        .await
+        .unwrap();
+    drop(batch);
+    drop(crash_nc);
+
+    // Restart: everything arrives exactly once.
+    let (store2, _pki2, running) = start(settings(dir, &database_url, hub_client)).await;
+    wait_rows(&store2, &acme, (GOOD + 600) as i64).await;
+    assert_eq!(total_rows(&store2, &beta).await, 30);
+    running.stop().await;
+    drop(hub);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_from_the_hub_into_sqlite() {
+    ingest_end_to_end(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_from_the_hub_into_postgres() {
+    ingest_end_to_end(true).await;
+}
