@@ -225,6 +225,23 @@ struct TlsSection {
     ca_file: String,
 }
 
+impl CollectorBundle {
+    /// What the collector publishes under: `{family}.{tenant}` to the SaaS hub,
+    /// `edge.{tenant}.{site}.{family}` at an edge site, where the leaf's
+    /// buffer stream (`edge.{tenant}.{site}.>`) keeps it through WAN outages and
+    /// the hub sources it from there.
+    pub fn subject_prefix(&self) -> String {
+        match &self.target {
+            NatsTarget::EdgeSite { site_slug, .. } => format!(
+                "edge.{}.{site_slug}.{}",
+                self.tenant_slug,
+                self.collector_type.subject_family()
+            ),
+            NatsTarget::Saas { .. } => self.collector_type.subject_prefix(&self.tenant_slug),
+        }
+    }
+}
+
 fn config_json(b: &CollectorBundle) -> Result<String, BundleError> {
     let dir = b.collector_type.install_dir();
     let (target, slug, name) = match &b.target {
@@ -243,7 +260,7 @@ fn config_json(b: &CollectorBundle) -> Result<String, BundleError> {
         collector_type: b.collector_type,
         package_id: b.package_id.to_string(),
         tenant: &b.tenant_slug,
-        subject_prefix: b.collector_type.subject_prefix(&b.tenant_slug),
+        subject_prefix: b.subject_prefix(),
         nats: NatsSection {
             url: b.target.url(),
             target,
@@ -266,7 +283,7 @@ fn readme(b: &CollectorBundle) -> String {
     let kind = b.collector_type.as_str();
     let dir = b.collector_type.install_dir();
     let url = b.target.url();
-    let subject = b.collector_type.subject_prefix(&b.tenant_slug);
+    let subject = b.subject_prefix();
     let why = match &b.target {
         NatsTarget::EdgeSite {
             site_name,
@@ -425,7 +442,10 @@ mod tests {
         assert_eq!(json["nats"]["url"], "nats://10.0.1.50:4222");
         assert_eq!(json["nats"]["target"], "edge_site");
         assert_eq!(json["nats"]["edge_site_name"], "NYC \"Office\"");
-        assert_eq!(json["subject_prefix"], "logs.acme");
+        assert_eq!(
+            json["subject_prefix"], "edge.acme.nyc.logs",
+            "buffered by the site leaf"
+        );
         let r = readme(&b);
         assert!(r.contains(
             "connects to the local NATS leaf of edge site NYC \"Office\" (`nyc`) at `nats://10.0.1.50:4222`"

@@ -56,7 +56,7 @@ fn edge_site_target_uses_the_leaf_url() {
     assert_eq!(json["nats"]["url"], "nats://10.0.1.50:4222");
     assert_eq!(json["nats"]["target"], "edge_site");
     assert_eq!(json["nats"]["edge_site_slug"], "nyc-office");
-    assert_eq!(json["subject_prefix"], "logs.acme");
+    assert_eq!(json["subject_prefix"], "edge.acme.nyc-office.logs");
     assert_eq!(
         json["nats"]["creds_file"],
         "/etc/serviceradar/flowgger/creds/collector.creds"

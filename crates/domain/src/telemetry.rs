@@ -3,7 +3,10 @@
 //! of them.
 //!
 //! Subjects are `{kind}.{tenant_slug}.{source...}` with `kind` one of
-//! `events`, `metrics`, `logs` (seed 003). The tenant of a record is the one
+//! `events`, `metrics`, `logs` (seed 003) when published at the hub, and
+//! `edge.{tenant_slug}.{site_slug}.{kind}[.more]` when published at a site's
+//! leaf (the leaf's buffer stream captures `edge.{tenant}.{site}.>`; the hub
+//! sources it, subjects unchanged). The tenant of a record is the one
 //! whose NATS account the message arrived in; the subject's tenant token must
 //! agree with it, and nothing in the payload can change it. Payloads are JSON
 //! objects:
@@ -19,6 +22,8 @@
 
 use serde_json::{Map, Value};
 
+/// First subject token of data buffered at an edge site's leaf.
+pub const EDGE_PREFIX: &str = "edge";
 /// Largest payload accepted, in bytes.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
 /// Longest `severity`/`level` value.
@@ -169,15 +174,7 @@ pub fn decode(tenant_slug: &str, msg: IncomingMessage<'_>) -> Result<TelemetryRe
         return Err(Rejection::Oversized(msg.payload.len()));
     }
     let wrong = || Rejection::WrongSubject(truncate(msg.subject, 256));
-    let mut tokens = msg.subject.splitn(3, '.');
-    let kind = tokens
-        .next()
-        .and_then(TelemetryKind::from_prefix)
-        .ok_or_else(wrong)?;
-    if tokens.next() != Some(tenant_slug) {
-        return Err(wrong());
-    }
-    let source = tokens.next().filter(|s| !s.is_empty()).ok_or_else(wrong)?;
+    let (kind, source) = parse_subject(tenant_slug, msg.subject).ok_or_else(wrong)?;
     if source.len() > MAX_SOURCE {
         return Err(wrong());
     }
@@ -236,6 +233,32 @@ pub fn decode(tenant_slug: &str, msg: IncomingMessage<'_>) -> Result<TelemetryRe
             TelemetryRecord::Metric { meta, name, value }
         }
     })
+}
+
+/// `{kind}.{tenant}.{source...}` (published at the hub), or
+/// `edge.{tenant}.{site}.{kind}[.rest...]` (buffered at a site's leaf and
+/// sourced into the hub); the source is then `{site}[.rest]`.
+fn parse_subject(tenant_slug: &str, subject: &str) -> Option<(TelemetryKind, String)> {
+    let mut tokens = subject.split('.');
+    let first = tokens.next()?;
+    if tokens.next()? != tenant_slug {
+        return None;
+    }
+    let rest: Vec<&str> = tokens.collect();
+    if rest.is_empty() || rest.iter().any(|t| t.is_empty()) {
+        return None;
+    }
+    if first == EDGE_PREFIX {
+        let (site, kind) = (rest.first()?, rest.get(1)?);
+        let kind = TelemetryKind::from_prefix(kind)?;
+        let mut source = (*site).to_owned();
+        for token in &rest[2..] {
+            source.push('.');
+            source.push_str(token);
+        }
+        return Some((kind, source));
+    }
+    Some((TelemetryKind::from_prefix(first)?, rest.join(".")))
 }
 
 fn text_field(object: &Map<String, Value>, field: &'static str) -> Result<String, Rejection> {
@@ -336,6 +359,37 @@ mod tests {
         )
         .unwrap();
         assert!(rec.meta().body.contains("beta"));
+    }
+
+    #[test]
+    fn decodes_edge_buffered_subjects() {
+        let rec = decode(
+            "acme",
+            msg("edge.acme.nyc.logs.syslog", br#"{"message":"buffered"}"#),
+        )
+        .unwrap();
+        assert_eq!(rec.kind(), TelemetryKind::Log);
+        assert_eq!(rec.meta().source, "nyc.syslog");
+        let rec = decode(
+            "acme",
+            msg("edge.acme.nyc.metrics", br#"{"name":"x","value":1}"#),
+        )
+        .unwrap();
+        assert_eq!(rec.meta().source, "nyc");
+        for subject in [
+            "edge.acme.nyc",
+            "edge.beta.nyc.logs",
+            "edge.acme.nyc.traces.x",
+            "edge.acme..logs",
+        ] {
+            assert!(
+                matches!(
+                    decode("acme", msg(subject, br#"{"message":"x"}"#)),
+                    Err(Rejection::WrongSubject(_))
+                ),
+                "{subject}"
+            );
+        }
     }
 
     #[test]

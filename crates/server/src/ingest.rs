@@ -49,6 +49,9 @@ pub const STREAM: &str = "INGEST";
 pub const CONSUMER: &str = "serviceradar-ingest";
 /// How often the supervisor looks for new tenants.
 pub const TENANT_REFRESH: Duration = Duration::from_secs(30);
+/// Longest wait between reconnection attempts (short: catching up after a
+/// hub outage should not wait long).
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Default stream retention on the hub.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -70,6 +73,9 @@ pub struct IngestSettings {
     /// How long the hub waits for an acknowledgement before redelivering
     /// (a pipeline that died mid-batch is redelivered after this).
     pub ack_wait: Duration,
+    /// How often the pipeline reconciles the sites' buffers and the stream's
+    /// sources with the database.
+    pub site_sync_interval: Duration,
 }
 
 impl IngestSettings {
@@ -83,6 +89,7 @@ impl IngestSettings {
             retention: DEFAULT_RETENTION,
             creds_dir: creds_dir.into(),
             ack_wait: Duration::from_secs(30),
+            site_sync_interval: TENANT_REFRESH,
         }
     }
 }
@@ -225,7 +232,7 @@ async fn run_tenant(
             _ = tokio::time::sleep(backoff) => {}
             _ = stop.changed() => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -241,9 +248,16 @@ async fn pipeline(
     let client = connect(store, pki, settings, tenant).await?;
     let consumer = open_consumer(&client, tenant.slug.as_str(), settings).await?;
     tracing::info!(hub = %settings.hub_url, "ingest pipeline running");
+    let mut last_sync: Option<std::time::Instant> = None;
     loop {
         if *stop.borrow() {
             return Ok(());
+        }
+        if last_sync.is_none_or(|t| t.elapsed() >= settings.site_sync_interval) {
+            if let Err(e) = sync_site_buffers(store, &client, tenant).await {
+                tracing::warn!(error = format!("{e:#}"), "syncing site buffers failed");
+            }
+            last_sync = Some(std::time::Instant::now());
         }
         let batch = tokio::select! {
             batch = next_batch(&consumer, settings) => batch?,
@@ -392,4 +406,124 @@ pub async fn process_batch(
         inserted,
         dead_lettered,
     })
+}
+
+/// Reply timeout of JetStream API requests to a site's leaf (through the hub).
+const LEAF_API_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Store and forward: every provisioned site of the tenant gets its
+/// `EDGE_BUFFER` stream on its leaf (created through the hub in the site's
+/// JetStream domain when the leaf is connected and the stream is missing),
+/// and the tenant's `INGEST` stream sources every site's buffer. While a
+/// site's link is down its leaf keeps the data; when the link returns the
+/// source catches up from where it stopped.
+pub async fn sync_site_buffers(
+    store: &Store,
+    client: &async_nats::Client,
+    tenant: &Tenant,
+) -> anyhow::Result<()> {
+    use serviceradar_natsconf::{BufferStreamInput, buffer_stream_config, buffer_stream_source};
+    let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
+    let mut sites = Vec::new();
+    let mut page = serviceradar_store::PageRequest {
+        limit: serviceradar_store::PageRequest::MAX_LIMIT,
+        after: None,
+    };
+    loop {
+        let got = scoped
+            .list_sites(&serviceradar_store::SiteFilter::default(), &page)
+            .await?;
+        sites.extend(got.items.into_iter().map(|s| s.slug.to_string()));
+        match got
+            .next_cursor
+            .and_then(|c| serviceradar_store::Cursor::decode(&c))
+        {
+            Some(next) => page.after = Some(next),
+            None => break,
+        }
+    }
+    let tenant_slug = tenant.slug.as_str();
+    let mut sources = Vec::with_capacity(sites.len());
+    for site in &sites {
+        let source = buffer_stream_source(tenant_slug, site)?;
+        let api = source["external"]["api"]
+            .as_str()
+            .context("buffer source without an API prefix")?
+            .to_owned();
+        let buffer = buffer_stream_config(&BufferStreamInput::new(tenant_slug, site))?;
+        match js_request(
+            client,
+            &format!("{api}.STREAM.INFO.EDGE_BUFFER"),
+            &serde_json::json!({}),
+        )
+        .await
+        {
+            Ok(info) if info.get("error").is_none() => {}
+            Ok(_) => {
+                let created =
+                    js_request(client, &format!("{api}.STREAM.CREATE.EDGE_BUFFER"), &buffer)
+                        .await?;
+                if let Some(error) = created.get("error") {
+                    tracing::warn!(site = %site, %error, "the leaf refused its buffer stream");
+                } else {
+                    tracing::info!(site = %site, "created the site's buffer stream on its leaf");
+                }
+            }
+            // The leaf is not connected: its buffer is created when it is.
+            Err(_) => tracing::debug!(site = %site, "site leaf unreachable"),
+        }
+        sources.push(source);
+    }
+    let info = js_request(
+        client,
+        &format!("$JS.API.STREAM.INFO.{STREAM}"),
+        &serde_json::json!({}),
+    )
+    .await?;
+    let mut config = info
+        .get("config")
+        .cloned()
+        .context("INGEST stream info without config")?;
+    let names = |v: &serde_json::Value| {
+        let mut apis: Vec<String> = v
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s["external"]["api"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        apis.sort();
+        apis
+    };
+    let wanted = serde_json::Value::Array(sources);
+    if names(&config["sources"]) != names(&wanted) {
+        config["sources"] = wanted;
+        let updated =
+            js_request(client, &format!("$JS.API.STREAM.UPDATE.{STREAM}"), &config).await?;
+        if let Some(error) = updated.get("error") {
+            anyhow::bail!("updating the INGEST stream's sources: {error}");
+        }
+        tracing::info!(
+            sites = sites.len(),
+            "INGEST now sources every site's buffer"
+        );
+    }
+    Ok(())
+}
+
+async fn js_request(
+    client: &async_nats::Client,
+    subject: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let payload = serde_json::to_vec(body)?;
+    let reply = tokio::time::timeout(
+        LEAF_API_TIMEOUT,
+        client.request(subject.to_owned(), payload.into()),
+    )
+    .await
+    .with_context(|| format!("{subject}: no reply"))?
+    .with_context(|| format!("{subject}: request failed"))?;
+    Ok(serde_json::from_slice(&reply.payload)?)
 }

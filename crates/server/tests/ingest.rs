@@ -405,3 +405,215 @@ async fn ingest_from_the_hub_into_sqlite() {
 async fn ingest_from_the_hub_into_postgres() {
     ingest_end_to_end(true).await;
 }
+
+/// Store and forward: 100,000 messages published at a site while the hub is
+/// down are kept by the site's leaf and arrive in the database exactly once
+/// when the hub is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn site_data_survives_a_hub_outage() {
+    use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
+    use serviceradar_pki::{TenantRef, issue_collector};
+    use serviceradar_server::provisioning::{build_site_bundle, provision_leaf};
+    use serviceradar_store::NewSite;
+    const N: usize = 100_000;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (hub_client, hub_leaf, hub_monitor, leaf_port) =
+        (free_port(), free_port(), free_port(), free_port());
+    let mut settings = settings(
+        dir,
+        &format!("sqlite://{}", dir.join("core.db").display()),
+        hub_client,
+    );
+    settings.hub_leafnode_url = format!("tls://127.0.0.1:{hub_leaf}");
+    settings.leaf_monitoring_listen = Some(format!("127.0.0.1:{}", free_port()));
+    if let Some(ingest) = settings.ingest.as_mut() {
+        ingest.batch_size = 1000;
+        ingest.site_sync_interval = Duration::from_millis(500);
+    }
+    support::init();
+    let app = Application::build(settings.clone()).await.unwrap();
+    let (store, pki) = (app.store().clone(), app.pki().clone());
+    let acme = store.tenant_by_slug("acme").await.unwrap();
+
+    // A provisioned site, installed from its bundle.
+    let scoped = store.scoped(TenantScope::for_system_task(acme.id));
+    let (site, leaf) = scoped
+        .create_site(
+            &NewSite {
+                name: DisplayName::parse("Plant").unwrap(),
+                slug: Slug::parse("plant").unwrap(),
+                nats_leaf_url: NatsUrl::parse(&format!("tls://127.0.0.1:{leaf_port}")).unwrap(),
+                upstream_url: settings.hub_leafnode_url.clone(),
+                local_listen: ListenAddr::parse(&format!("127.0.0.1:{leaf_port}")).unwrap(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    provision_leaf(&store, &pki, &settings, &acme, &site, &leaf)
+        .await
+        .unwrap();
+    let bundle = build_site_bundle(
+        &store,
+        &pki,
+        &settings,
+        TenantScope::for_system_task(acme.id),
+        site.id,
+    )
+    .await
+    .map_err(|e| e.to_string())
+    .unwrap();
+    std::fs::write(dir.join(&bundle.file_name), &bundle.bytes).unwrap();
+    let status = std::process::Command::new("tar")
+        .arg("xzf")
+        .arg(dir.join(&bundle.file_name))
+        .arg("-C")
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let root = dir.join(bundle.file_name.trim_end_matches(".tar.gz"));
+    let prefix = dir.join("edge");
+    let status = std::process::Command::new("bash")
+        .arg("setup.sh")
+        .arg("--prefix")
+        .arg(&prefix)
+        .arg("--no-start")
+        .current_dir(&root)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // Hub, leaf, and the control plane with its pipeline.
+    let hub_dir = dir.join("hub");
+    let files = write_hub_config(
+        &store,
+        &pki,
+        &HubOptions {
+            client_listen: format!("127.0.0.1:{hub_client}"),
+            leafnode_listen: format!("127.0.0.1:{hub_leaf}"),
+            monitoring_listen: Some(format!("127.0.0.1:{hub_monitor}")),
+            ..HubOptions::default()
+        },
+        &hub_dir,
+    )
+    .await
+    .unwrap();
+    let hub = NatsServer::start_file(&hub_dir, "hub", &files.config_path, hub_client).unwrap();
+    let leaf_server = NatsServer::start_file(
+        &prefix,
+        "leaf",
+        &prefix.join("etc/serviceradar/nats/nats-leaf.conf"),
+        leaf_port,
+    )
+    .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let running = Running {
+        base: String::new(),
+        shutdown: tx,
+        task: tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        })),
+    };
+
+    // A collector at the site (certificate from the tenant CA, as its bundle has).
+    let ca = pki.tenant_ca(&store, &acme).await.unwrap();
+    let cert = issue_collector(
+        &ca,
+        TenantRef {
+            id: acme.id.as_uuid(),
+            slug: "acme",
+        },
+        uuid::Uuid::now_v7(),
+        &pki.issue_options(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("collector.pem"), cert.full_chain_pem()).unwrap();
+    std::fs::write(dir.join("collector-key.pem"), cert.key_pem.as_bytes()).unwrap();
+    let collector = async_nats::ConnectOptions::new()
+        .require_tls(true)
+        .add_root_certificates(root.join("certs/ca-chain.pem"))
+        .add_client_certificate(dir.join("collector.pem"), dir.join("collector-key.pem"))
+        .connect(format!("tls://127.0.0.1:{leaf_port}"))
+        .await
+        .expect("collector connects to the leaf");
+    let local_js = async_nats::jetstream::new(collector.clone());
+
+    // The pipeline creates the site's buffer on the leaf through the hub.
+    let deadline = Instant::now() + WAIT;
+    while local_js.get_stream("EDGE_BUFFER").await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the site buffer was never created\nhub:\n{}\nleaf:\n{}",
+            hub.log(),
+            leaf_server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // One message while the link is up flows through.
+    local_js
+        .publish("edge.acme.plant.events.probe", r#"{"message":"up"}"#.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    wait_rows(&store, &acme, 1).await;
+
+    // The WAN goes down: the hub is gone. The leaf still acknowledges.
+    drop(hub);
+    let mut acks = Vec::with_capacity(1000);
+    for i in 0..N {
+        let subject = match i % 3 {
+            0 => "edge.acme.plant.events.trapd",
+            1 => "edge.acme.plant.metrics.snmp",
+            _ => "edge.acme.plant.logs.syslog",
+        };
+        let payload = match i % 3 {
+            1 => format!(r#"{{"name":"ifInOctets","value":{i}}}"#),
+            _ => format!(r#"{{"message":"outage message {i}","severity":"info"}}"#),
+        };
+        acks.push(local_js.publish(subject, payload.into()).await.unwrap());
+        if acks.len() == 1000 {
+            for ack in acks.drain(..) {
+                ack.await.expect("the leaf keeps the message");
+            }
+        }
+    }
+    for ack in acks.drain(..) {
+        ack.await.expect("the leaf keeps the message");
+    }
+    assert_eq!(
+        total_rows(&store, &acme).await,
+        1,
+        "nothing arrived while the hub was down"
+    );
+
+    // The hub returns (same config and JetStream directory): everything arrives once.
+    let restored = Instant::now();
+    let hub = NatsServer::start_file(&hub_dir, "hub", &files.config_path, hub_client).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let got = total_rows(&store, &acme).await;
+        if got as usize == N + 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {got} of {} rows after the hub returned\nhub:\n{}",
+            N + 1,
+            hub.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "caught up {N} messages {:.1}s after the hub returned",
+        restored.elapsed().as_secs_f64()
+    );
+    wait_rows(&store, &acme, (N + 1) as i64).await;
+    running.stop().await;
+    drop(leaf_server);
+    drop(hub);
+}
