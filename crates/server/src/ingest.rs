@@ -49,6 +49,9 @@ pub const STREAM: &str = "INGEST";
 pub const CONSUMER: &str = "serviceradar-ingest";
 /// How often the supervisor looks for new tenants.
 pub const TENANT_REFRESH: Duration = Duration::from_secs(30);
+/// How much longer than the batch timeout a fetch may take before the
+/// pipeline gives up on it and reconnects.
+const FETCH_GRACE: Duration = Duration::from_secs(2);
 /// Longest wait between reconnection attempts (short: catching up after a
 /// hub outage should not wait long).
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -249,18 +252,25 @@ async fn pipeline(
     let consumer = open_consumer(&client, tenant.slug.as_str(), settings).await?;
     tracing::info!(hub = %settings.hub_url, "ingest pipeline running");
     let mut last_sync: Option<std::time::Instant> = None;
+    let mut restarted_sources = HashMap::new();
     loop {
         if *stop.borrow() {
             return Ok(());
         }
         if last_sync.is_none_or(|t| t.elapsed() >= settings.site_sync_interval) {
-            if let Err(e) = sync_site_buffers(store, &client, tenant).await {
+            if let Err(e) = sync_site_buffers(store, &client, tenant, &mut restarted_sources).await
+            {
                 tracing::warn!(error = format!("{e:#}"), "syncing site buffers failed");
             }
             last_sync = Some(std::time::Instant::now());
         }
+        // A fetch whose request was lost (the hub restarted under it) would
+        // wait forever: bound it and start over.
+        let limit = settings.batch_timeout + FETCH_GRACE;
         let batch = tokio::select! {
-            batch = next_batch(&consumer, settings) => batch?,
+            batch = tokio::time::timeout(limit, next_batch(&consumer, settings)) => {
+                batch.map_err(|_| anyhow::anyhow!("no reply to a fetch within {limit:?}"))??
+            }
             _ = stop.changed() => return Ok(()),
         };
         if batch.is_empty() {
@@ -421,6 +431,7 @@ pub async fn sync_site_buffers(
     store: &Store,
     client: &async_nats::Client,
     tenant: &Tenant,
+    restarted: &mut HashMap<String, std::time::Instant>,
 ) -> anyhow::Result<()> {
     use serviceradar_natsconf::{BufferStreamInput, buffer_stream_config, buffer_stream_source};
     let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
@@ -444,6 +455,7 @@ pub async fn sync_site_buffers(
     }
     let tenant_slug = tenant.slug.as_str();
     let mut sources = Vec::with_capacity(sites.len());
+    let mut reachable = Vec::new();
     for site in &sites {
         let source = buffer_stream_source(tenant_slug, site)?;
         let api = source["external"]["api"]
@@ -458,7 +470,7 @@ pub async fn sync_site_buffers(
         )
         .await
         {
-            Ok(info) if info.get("error").is_none() => {}
+            Ok(info) if info.get("error").is_none() => reachable.push(api.clone()),
             Ok(_) => {
                 let created =
                     js_request(client, &format!("{api}.STREAM.CREATE.EDGE_BUFFER"), &buffer)
@@ -470,7 +482,7 @@ pub async fn sync_site_buffers(
                 }
             }
             // The leaf is not connected: its buffer is created when it is.
-            Err(_) => tracing::debug!(site = %site, "site leaf unreachable"),
+            Err(e) => tracing::debug!(site = %site, error = %e, "site leaf unreachable"),
         }
         sources.push(source);
     }
@@ -508,9 +520,69 @@ pub async fn sync_site_buffers(
             sites = sites.len(),
             "INGEST now sources every site's buffer"
         );
+        return Ok(());
+    }
+    // A source whose leaf answers but that has been silent for long is stuck in
+    // nats-server's retry backoff (after a hub restart the first attempts fail
+    // before the leaf reconnects, and the next one can be a minute away).
+    // Removing and re-adding it restarts it at once; the hub resumes it after
+    // the last message it already holds from that source, so nothing repeats.
+    let stalled: Vec<String> = info["sources"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter(|s| {
+                    // -1: never active since the hub (re)started.
+                    s["active"]
+                        .as_i64()
+                        .is_some_and(|ns| !(0..=STALLED_SOURCE_NS).contains(&ns))
+                        || s.get("error").is_some_and(|e| !e.is_null())
+                })
+                .filter_map(|s| s["external"]["api"].as_str().map(str::to_owned))
+                .filter(|api| reachable.contains(api))
+                // Give a restarted source time to start before judging it again.
+                .filter(|api| {
+                    restarted
+                        .get(api)
+                        .is_none_or(|at| at.elapsed().as_nanos() > STALLED_SOURCE_NS as u128)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !stalled.is_empty() {
+        let all = config["sources"].clone();
+        config["sources"] = serde_json::Value::Array(
+            all.as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| {
+                    s["external"]["api"]
+                        .as_str()
+                        .is_none_or(|api| !stalled.iter().any(|x| x == api))
+                })
+                .cloned()
+                .collect(),
+        );
+        js_request(client, &format!("$JS.API.STREAM.UPDATE.{STREAM}"), &config).await?;
+        config["sources"] = all;
+        let updated =
+            js_request(client, &format!("$JS.API.STREAM.UPDATE.{STREAM}"), &config).await?;
+        if let Some(error) = updated.get("error") {
+            anyhow::bail!("restarting stalled sources: {error}");
+        }
+        for api in &stalled {
+            restarted.insert(api.clone(), std::time::Instant::now());
+        }
+        for api in &stalled {
+            restarted.insert(api.clone(), std::time::Instant::now());
+        }
+        tracing::info!(sources = ?stalled, "restarted stalled site sources");
     }
     Ok(())
 }
+
+/// A source silent this long (ns) while its leaf answers is restarted.
+const STALLED_SOURCE_NS: i64 = 5_000_000_000;
 
 async fn js_request(
     client: &async_nats::Client,

@@ -77,7 +77,11 @@ fn main() -> anyhow::Result<()> {
     if args.messages == 0 || args.batch == 0 {
         bail!("--messages and --batch must be at least 1");
     }
-    telemetry::init_tracing(false, std::io::sink);
+    if std::env::var_os("BENCH_INGEST_LOGS").is_some() {
+        telemetry::init_tracing(false, std::io::stderr);
+    } else {
+        telemetry::init_tracing(false, std::io::sink);
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     say(serviceradar_testkit::machine_summary());
     let cluster = PgCluster::start(true).context("starting PostgreSQL")?;
@@ -333,6 +337,39 @@ async fn catch_up(
     ));
     let restored = Instant::now();
     let hub = NatsServer::start_file(hub_dir, "hub", &files.config_path, ports.hub_client)?;
+    let progress = {
+        let (store, tenant, pki) = (store.clone(), tenant.clone(), pki.clone());
+        let (dir, port) = (dir.to_path_buf(), ports.hub_client);
+        tokio::spawn(async move {
+            let mut hub_client = None;
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if hub_client.is_none() {
+                    hub_client = tenant_client(&dir, &store, &pki, &tenant, port).await.ok();
+                }
+                let mut stream = String::new();
+                if let Some(client) = &hub_client
+                    && let Ok(Ok(reply)) = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        client.request("$JS.API.STREAM.INFO.INGEST", "".into()),
+                    )
+                    .await
+                    && let Ok(info) = serde_json::from_slice::<serde_json::Value>(&reply.payload)
+                {
+                    stream = format!(
+                        "; INGEST holds {} messages, sources {}",
+                        info["state"]["messages"], info["sources"]
+                    );
+                }
+                if let Ok(n) = total_rows(&store, &tenant).await {
+                    say(format!(
+                        "  {:>5.1}s after restart: {n} rows{stream}",
+                        restored.elapsed().as_secs_f64()
+                    ));
+                }
+            }
+        })
+    };
     wait_rows(
         store,
         tenant,
@@ -342,6 +379,14 @@ async fn catch_up(
     .await
     .with_context(|| format!("hub log:\n{}", hub.log()))?;
     let secs = restored.elapsed().as_secs_f64();
+    progress.abort();
+    if std::env::var_os("BENCH_INGEST_LOGS").is_some() {
+        println!(
+            "--- leaf log ---\n{}\n--- hub log ---\n{}",
+            leaf_server.log(),
+            hub.log()
+        );
+    }
     say(format!("caught up {} events in {secs:.1}s", args.messages));
     let _ = stop_tx.send(true);
     let _ = task.await;
