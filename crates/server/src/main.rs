@@ -153,6 +153,16 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         leaf_monitoring_listen: Some(config.leaf_monitoring_listen.clone())
             .filter(|l| !l.is_empty()),
         provision_leaves: true,
+        gateway_listen: config.gateway.gateway_listen,
+        gateway_hosts: config.gateway.gateway_hosts.clone(),
+        gateway_url: config.gateway.gateway_url.clone(),
+        agent_offline_after: std::time::Duration::from_secs(config.gateway.agent_offline_after_secs),
+        alert_after: std::time::Duration::from_secs(config.gateway.alert_after_secs),
+        health_sweep_interval: std::time::Duration::from_secs(
+            config.gateway.health_sweep_interval_secs.max(1),
+        ),
+        agent_config_poll_secs: config.gateway.agent_config_poll_secs,
+        agent_push_interval_secs: config.gateway.agent_push_interval_secs,
     };
     let app = Application::build(settings).await?;
     let base = config
