@@ -98,7 +98,13 @@ impl Checker {
             Ok(v) => {
                 return (FAIL, format!("leaf unhealthy: {v}"), Some(leaf));
             }
-            Err(e) => return (FAIL, format!("leaf monitoring unreachable: {e}"), Some(leaf)),
+            Err(e) => {
+                return (
+                    FAIL,
+                    format!("leaf monitoring unreachable: {e}"),
+                    Some(leaf),
+                );
+            }
         }
         if let Ok(v) = self.get_json(base, "/varz").await {
             leaf.server_name = str_field(&v, "server_name");
@@ -122,9 +128,17 @@ impl Checker {
             leaf.jetstream_pending = pending(&v);
         }
         if leaf.remote_connected {
-            (OK, format!("leaf up, {} remote(s) connected", leaf.remotes), Some(leaf))
+            (
+                OK,
+                format!("leaf up, {} remote(s) connected", leaf.remotes),
+                Some(leaf),
+            )
         } else {
-            (FAIL, "leaf up but no leafnode remote connected".into(), Some(leaf))
+            (
+                FAIL,
+                "leaf up but no leafnode remote connected".into(),
+                Some(leaf),
+            )
         }
     }
 
@@ -140,7 +154,10 @@ impl Checker {
 }
 
 fn str_field(v: &Value, key: &str) -> String {
-    v.get(key).and_then(Value::as_str).unwrap_or_default().to_owned()
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn u64_field(v: &Value, key: &str) -> u64 {
@@ -150,8 +167,18 @@ fn u64_field(v: &Value, key: &str) -> u64 {
 /// Sum of `num_pending` over every consumer in a `/jsz` detail answer.
 fn pending(v: &Value) -> u64 {
     let mut total = 0;
-    for account in v.get("account_details").and_then(Value::as_array).into_iter().flatten() {
-        for stream in account.get("stream_detail").and_then(Value::as_array).into_iter().flatten() {
+    for account in v
+        .get("account_details")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        for stream in account
+            .get("stream_detail")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             for consumer in stream
                 .get("consumer_detail")
                 .and_then(Value::as_array)

@@ -11,7 +11,11 @@ use serviceradar_proto::v1::{CheckSpec, IdentityClaim};
 
 /// Command line of `serviceradar-agent`.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "serviceradar-agent", version, about = "ServiceRadar edge agent")]
+#[command(
+    name = "serviceradar-agent",
+    version,
+    about = "ServiceRadar edge agent"
+)]
 pub struct Cli {
     /// Config file (TOML), e.g. `/etc/serviceradar/nats/agent.toml`.
     #[arg(long, short, env = "SERVICERADAR_AGENT_CONFIG")]
@@ -32,7 +36,11 @@ pub struct Cli {
     #[arg(long, env = "SERVICERADAR_AGENT_TLS_NAME")]
     pub tls_name: Option<String>,
     /// Extra local check `kind=target` (kinds: nats_leaf, tcp, http, dns, icmp); repeatable.
-    #[arg(long = "check", env = "SERVICERADAR_AGENT_CHECKS", value_delimiter = ',')]
+    #[arg(
+        long = "check",
+        env = "SERVICERADAR_AGENT_CHECKS",
+        value_delimiter = ','
+    )]
     pub checks: Vec<String>,
     /// Most results buffered while the gateway is unreachable (oldest dropped first).
     #[arg(long, env = "SERVICERADAR_AGENT_BUFFER")]
@@ -204,7 +212,10 @@ mod tests {
     #[test]
     fn check_flags_parse_and_reject_unknown_kinds() {
         let c = parse_check_flag("tcp=127.0.0.1:22").expect("valid");
-        assert_eq!((c.kind.as_str(), c.target.as_str()), ("tcp", "127.0.0.1:22"));
+        assert_eq!(
+            (c.kind.as_str(), c.target.as_str()),
+            ("tcp", "127.0.0.1:22")
+        );
         assert!(parse_check_flag("smtp=host").is_err());
         assert!(parse_check_flag("tcp").is_err());
         assert!(parse_check_flag("tcp=").is_err());
@@ -220,7 +231,11 @@ mod tests {
              ca = \"certs/root-ca.pem\"\nsite_id = \"s\"\n[[checks]]\nkind = \"dns\"\ntarget = \"localhost\"\n",
         )
         .expect("write");
-        let cli = Cli::parse_from(["serviceradar-agent", "--config", path.to_str().expect("utf8")]);
+        let cli = Cli::parse_from([
+            "serviceradar-agent",
+            "--config",
+            path.to_str().expect("utf8"),
+        ]);
         let s = Settings::load(&cli).expect("loads");
         let gw = s.gateway.expect("gateway");
         assert_eq!(gw.cert, dir.path().join("certs/agent.pem"));

@@ -186,10 +186,9 @@ pub fn result_json(r: &CheckResult) -> String {
 
 /// Runs until the process is stopped.
 pub async fn run(settings: &Settings) -> anyhow::Result<()> {
-    let target = settings
-        .gateway
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("no gateway URL configured (use --once for local checks)"))?;
+    let target = settings.gateway.clone().ok_or_else(|| {
+        anyhow::anyhow!("no gateway URL configured (use --once for local checks)")
+    })?;
     run_with(settings, &target, |t| Box::pin(GrpcTransport::connect(t))).await
 }
 
@@ -257,7 +256,9 @@ where
             tracing::debug!(check = %c.spec.name, status = %result.status, "check ran");
             buffer.push(result);
         }
-        let Some(t) = transport.as_mut() else { continue };
+        let Some(t) = transport.as_mut() else {
+            continue;
+        };
         let mut failed = None;
         // Push.
         if now >= next_push && !buffer.is_empty() {
@@ -280,7 +281,10 @@ where
         }
         // Poll config.
         if failed.is_none() && now >= next_poll {
-            let current = config.as_ref().map(|c| c.version.clone()).unwrap_or_default();
+            let current = config
+                .as_ref()
+                .map(|c| c.version.clone())
+                .unwrap_or_default();
             match t
                 .get_config(GetConfigRequest {
                     claim: Some(settings.claim.clone()),

@@ -104,7 +104,10 @@ impl DeliverWebhook {
         let p: Payload = serde_json::from_value(job.payload.clone())
             .map_err(|e| format!("bad deliver_webhook payload: {e}"))?;
         let scoped = self.store.scoped(TenantScope::for_system_task(p.tenant_id));
-        let (hook, alert) = match (scoped.webhook(p.webhook_id).await, scoped.alert(p.alert_id).await) {
+        let (hook, alert) = match (
+            scoped.webhook(p.webhook_id).await,
+            scoped.alert(p.alert_id).await,
+        ) {
             (Ok(h), Ok(a)) => (h, a),
             // Deleted meanwhile: nothing to deliver.
             (Err(serviceradar_store::StoreError::NotFound), _)
@@ -147,7 +150,14 @@ impl DeliverWebhook {
             Err(e) => (None, Some(format!("request failed: {e}"))),
         };
         if let Err(e) = scoped
-            .record_delivery(hook.id, alert.id, &p.event, job.attempts, code, error.as_deref())
+            .record_delivery(
+                hook.id,
+                alert.id,
+                &p.event,
+                job.attempts,
+                code,
+                error.as_deref(),
+            )
             .await
         {
             tracing::warn!(error = %e, "logging the webhook delivery failed");

@@ -27,8 +27,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::bootstrap::{BootstrapOutcome, bootstrap};
-use crate::jobs::Jobs;
 use crate::health::Health;
+use crate::jobs::Jobs;
 use crate::pki::Pki;
 
 /// Runtime settings of the server (what `serve` flags turn into).
@@ -248,9 +248,11 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let workers =
-            self.jobs
-                .spawn_workers(self.store.clone(), self.settings.job_workers, stop_rx.clone());
+        let workers = self.jobs.spawn_workers(
+            self.store.clone(),
+            self.settings.job_workers,
+            stop_rx.clone(),
+        );
         let sweeper = self
             .health
             .spawn_sweeper(self.settings.health_sweep_interval, stop_rx.clone());

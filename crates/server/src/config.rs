@@ -190,7 +190,11 @@ pub struct GatewayConfig {
     pub gateway_url: String,
 
     /// Seconds without agent contact before a site becomes `offline`.
-    #[arg(long, env = "SERVICERADAR_AGENT_OFFLINE_AFTER_SECS", default_value_t = 300)]
+    #[arg(
+        long,
+        env = "SERVICERADAR_AGENT_OFFLINE_AFTER_SECS",
+        default_value_t = 300
+    )]
     pub agent_offline_after_secs: u64,
 
     /// Seconds a site stays offline (or a leaf disconnected) before an alert is raised.
@@ -198,14 +202,26 @@ pub struct GatewayConfig {
     pub alert_after_secs: u64,
 
     /// Seconds between health sweeps (offline timeouts, alert rule).
-    #[arg(long, env = "SERVICERADAR_HEALTH_SWEEP_INTERVAL_SECS", default_value_t = 15)]
+    #[arg(
+        long,
+        env = "SERVICERADAR_HEALTH_SWEEP_INTERVAL_SECS",
+        default_value_t = 15
+    )]
     pub health_sweep_interval_secs: u64,
 
     /// Config poll interval given to agents (seconds).
-    #[arg(long, env = "SERVICERADAR_AGENT_CONFIG_POLL_SECS", default_value_t = 30)]
+    #[arg(
+        long,
+        env = "SERVICERADAR_AGENT_CONFIG_POLL_SECS",
+        default_value_t = 30
+    )]
     pub agent_config_poll_secs: u32,
 
     /// Status push interval given to agents (seconds).
-    #[arg(long, env = "SERVICERADAR_AGENT_PUSH_INTERVAL_SECS", default_value_t = 30)]
+    #[arg(
+        long,
+        env = "SERVICERADAR_AGENT_PUSH_INTERVAL_SECS",
+        default_value_t = 30
+    )]
     pub agent_push_interval_secs: u32,
 }

@@ -90,7 +90,9 @@ impl Health {
 
     /// Agent contact.
     pub async fn agent_seen(&self, id: &AgentIdentity) -> Result<(), StoreError> {
-        let scoped = self.store.scoped(TenantScope::for_system_task(id.tenant_id));
+        let scoped = self
+            .store
+            .scoped(TenantScope::for_system_task(id.tenant_id));
         if let Some(change) = scoped.agent_seen(id.agent_id, id.site_id).await? {
             tracing::info!(from = %change.from, to = %change.to, "site status changed");
             self.publish(HealthEvent::Site {
@@ -99,7 +101,10 @@ impl Health {
                 status: change.to,
             });
         }
-        for alert in scoped.resolve_alerts(id.site_id, ALERT_SITE_OFFLINE).await? {
+        for alert in scoped
+            .resolve_alerts(id.site_id, ALERT_SITE_OFFLINE)
+            .await?
+        {
             self.alert_resolved(alert).await;
         }
         Ok(())
@@ -107,7 +112,9 @@ impl Health {
 
     /// The leaf checker's verdict.
     pub async fn leaf_link(&self, id: &AgentIdentity, up: bool) -> Result<(), StoreError> {
-        let scoped = self.store.scoped(TenantScope::for_system_task(id.tenant_id));
+        let scoped = self
+            .store
+            .scoped(TenantScope::for_system_task(id.tenant_id));
         if let Some(change) = scoped.set_leaf_link(id.site_id, up).await? {
             tracing::info!(from = %change.from, to = %change.to, "leaf status changed");
             self.publish(HealthEvent::Leaf {
@@ -158,10 +165,17 @@ impl Health {
                 ALERT_SITE_OFFLINE => {
                     format!("no agent contact from the site for {minutes} min")
                 }
-                _ => format!("the site's NATS leaf has been disconnected from the hub for {minutes} min"),
+                _ => format!(
+                    "the site's NATS leaf has been disconnected from the hub for {minutes} min"
+                ),
             };
-            let scoped = self.store.scoped(TenantScope::for_system_task(due.tenant_id));
-            if let Some(alert) = scoped.raise_alert(due.edge_site_id, due.kind, &message).await? {
+            let scoped = self
+                .store
+                .scoped(TenantScope::for_system_task(due.tenant_id));
+            if let Some(alert) = scoped
+                .raise_alert(due.edge_site_id, due.kind, &message)
+                .await?
+            {
                 tracing::warn!(tenant_id = %due.tenant_id, site_id = %due.edge_site_id,
                     alert_id = %alert.id, kind = due.kind, "alert raised");
                 crate::alerts::notify(&self.store, &alert, crate::alerts::EVENT_RAISED).await;

@@ -156,7 +156,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         gateway_listen: config.gateway.gateway_listen,
         gateway_hosts: config.gateway.gateway_hosts.clone(),
         gateway_url: config.gateway.gateway_url.clone(),
-        agent_offline_after: std::time::Duration::from_secs(config.gateway.agent_offline_after_secs),
+        agent_offline_after: std::time::Duration::from_secs(
+            config.gateway.agent_offline_after_secs,
+        ),
         alert_after: std::time::Duration::from_secs(config.gateway.alert_after_secs),
         health_sweep_interval: std::time::Duration::from_secs(
             config.gateway.health_sweep_interval_secs.max(1),

@@ -27,8 +27,8 @@ use serviceradar_natsconf::{
     BufferStreamInput, LeafConfigInput, buffer_stream_config, config_checksum, render_leaf_config,
 };
 use serviceradar_pki::{SiteRef, TenantRef, issue_agent, issue_leaf_client, issue_leaf_server};
-use serviceradar_store::jobs::{Job, NewJob};
 use serviceradar_store::health::AgentCert;
+use serviceradar_store::jobs::{Job, NewJob};
 use serviceradar_store::{LeafProvisioning, Store, StoreError};
 
 use crate::app::Settings;

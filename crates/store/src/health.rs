@@ -236,9 +236,18 @@ fn decode_delivery(row: &AnyRow) -> Result<WebhookDelivery, StoreError> {
 
 impl Scoped<'_> {
     /// The agent of a site, if one was issued.
-    pub async fn agent_for_site(&self, site: EdgeSiteId) -> Result<Option<AgentRecord>, StoreError> {
+    pub async fn agent_for_site(
+        &self,
+        site: EdgeSiteId,
+    ) -> Result<Option<AgentRecord>, StoreError> {
         match ListQuery::new(AGENT_SELECT, "a", self.tenant())
-            .fetch_one("a", "a.edge_site_id", site.to_string(), &self.store.pool, decode_agent)
+            .fetch_one(
+                "a",
+                "a.edge_site_id",
+                site.to_string(),
+                &self.store.pool,
+                decode_agent,
+            )
             .await
         {
             Ok(agent) => Ok(Some(agent)),
@@ -358,10 +367,12 @@ impl Scoped<'_> {
         .execute(&self.store.pool)
         .await?;
         // Lost a race with another replica: it made the same move.
-        Ok((done.rows_affected() > 0 && current != next).then_some(Change {
-            from: current,
-            to: next,
-        }))
+        Ok(
+            (done.rows_affected() > 0 && current != next).then_some(Change {
+                from: current,
+                to: next,
+            }),
+        )
     }
 
     /// The leaf checker's verdict on the site's leaf link. Returns the leaf's
@@ -372,7 +383,11 @@ impl Scoped<'_> {
         up: bool,
     ) -> Result<Option<Change<LeafStatus>>, StoreError> {
         let leaf = self.leaf_for_site(site).await?;
-        let event = if up { LeafEvent::LinkUp } else { LeafEvent::LinkDown };
+        let event = if up {
+            LeafEvent::LinkUp
+        } else {
+            LeafEvent::LinkDown
+        };
         if leaf.status == LeafStatus::Provisioned && !up {
             // Never connected yet: nothing to report.
             return Ok(None);
@@ -445,7 +460,9 @@ impl Scoped<'_> {
         if let Some(status) = status {
             q.eq("a.status", Arg::Text(status.as_str().into()));
         }
-        q.page("a", page).fetch(&self.store.pool, decode_alert).await
+        q.page("a", page)
+            .fetch(&self.store.pool, decode_alert)
+            .await
     }
 
     /// Applies `event` to an alert (compare-and-set on its status).
@@ -479,7 +496,9 @@ impl Scoped<'_> {
             .execute(&self.store.pool)
             .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::Conflict("the alert changed meanwhile; retry".into()));
+            return Err(StoreError::Conflict(
+                "the alert changed meanwhile; retry".into(),
+            ));
         }
         self.alert(id).await
     }
@@ -538,18 +557,25 @@ impl Scoped<'_> {
     /// One webhook.
     pub async fn webhook(&self, id: Uuid) -> Result<Webhook, StoreError> {
         ListQuery::new(WEBHOOK_SELECT, "w", self.tenant())
-            .fetch_one("w", "w.id", id.to_string(), &self.store.pool, decode_webhook)
+            .fetch_one(
+                "w",
+                "w.id",
+                id.to_string(),
+                &self.store.pool,
+                decode_webhook,
+            )
             .await
     }
 
     /// The sealed secret of a webhook.
     pub async fn webhook_secret_sealed(&self, id: Uuid) -> Result<Vec<u8>, StoreError> {
-        let row = sqlx::query("SELECT secret_sealed FROM webhooks WHERE tenant_id = $1 AND id = $2")
-            .bind(self.tenant())
-            .bind(id.to_string())
-            .fetch_optional(&self.store.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let row =
+            sqlx::query("SELECT secret_sealed FROM webhooks WHERE tenant_id = $1 AND id = $2")
+                .bind(self.tenant())
+                .bind(id.to_string())
+                .fetch_optional(&self.store.pool)
+                .await?
+                .ok_or(StoreError::NotFound)?;
         Ok(row.try_get("secret_sealed")?)
     }
 
@@ -567,7 +593,9 @@ impl Scoped<'_> {
             .bind(self.tenant())
             .fetch_all(&self.store.pool)
             .await?;
-        rows.iter().map(|r| parse_col(r, "webhooks", "id")).collect()
+        rows.iter()
+            .map(|r| parse_col(r, "webhooks", "id"))
+            .collect()
     }
 
     /// Deletes a webhook.
@@ -620,7 +648,9 @@ impl Scoped<'_> {
     ) -> Result<Page<WebhookDelivery>, StoreError> {
         let mut q = ListQuery::new(DELIVERY_SELECT, "d", self.tenant());
         q.eq("d.webhook_id", Arg::Text(webhook.to_string()));
-        q.page("d", page).fetch(&self.store.pool, decode_delivery).await
+        q.page("d", page)
+            .fetch(&self.store.pool, decode_delivery)
+            .await
     }
 }
 

@@ -39,10 +39,7 @@ impl Drop for Core {
 
 /// Settings on a fresh SQLite file with the gateway on a free port.
 pub fn settings(dir: &tempfile::TempDir) -> Settings {
-    let mut s = Settings::new(format!(
-        "sqlite://{}",
-        dir.path().join("core.db").display()
-    ));
+    let mut s = Settings::new(format!("sqlite://{}", dir.path().join("core.db").display()));
     s.gateway_listen = Some("127.0.0.1:0".parse().expect("addr"));
     s
 }

@@ -48,7 +48,8 @@ impl IdentityResolver {
         trust_domain: &str,
         certs: Option<&[tonic::transport::CertificateDer<'static>]>,
     ) -> Result<AgentIdentity, Status> {
-        let certs = certs.ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let certs =
+            certs.ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
         let leaf = certs
             .first()
             .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;

@@ -265,7 +265,10 @@ impl AgentGateway for GatewayService {
             metrics::counter!("serviceradar_gateway_results_total")
                 .increment(req.results.len() as u64);
             if req.dropped > 0 {
-                tracing::warn!(dropped = req.dropped, "agent dropped buffered results while offline");
+                tracing::warn!(
+                    dropped = req.dropped,
+                    "agent dropped buffered results while offline"
+                );
             }
             Ok(Response::new(PushStatusResponse {
                 accepted: u32::try_from(req.results.len()).unwrap_or(u32::MAX),
