@@ -324,7 +324,10 @@ async fn scale(agents: usize, interval_ms: u64, duration_secs: u64) -> anyhow::R
 
     let me = std::process::id();
     let mut rows = Vec::new();
-    for (name, port) in [("tonic echo (ceiling)", echo_port), ("agent gateway", gateway_port)] {
+    for (name, port) in [
+        ("tonic echo (ceiling)", echo_port),
+        ("agent gateway", gateway_port),
+    ] {
         eprintln!("load against {name}");
         let rss_before = proc_status_kib(me, "VmRSS:") / 1024.0;
         let cpu_before = cpu_secs(me);
@@ -360,8 +363,8 @@ async fn scale(agents: usize, interval_ms: u64, duration_secs: u64) -> anyhow::R
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let text = reader.await?;
-        let report: LoadReport = serde_json::from_str(text.trim())
-            .with_context(|| format!("load output: {text}"))?;
+        let report: LoadReport =
+            serde_json::from_str(text.trim()).with_context(|| format!("load output: {text}"))?;
         let cpu = (cpu_secs(me) - cpu_before) / started.elapsed().as_secs_f64();
         rows.push((name, report, rss_before, peak_rss, cpu));
     }
@@ -584,10 +587,7 @@ async fn agent_footprint(agent_bin: &Path, warmup: u64, measure: u64) -> anyhow:
         ),
         client_port,
     )?;
-    let mut settings = Settings::new(format!(
-        "sqlite://{}",
-        dir.path().join("core.db").display()
-    ));
+    let mut settings = Settings::new(format!("sqlite://{}", dir.path().join("core.db").display()));
     settings.gateway_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     settings.leaf_monitoring_listen = Some(format!("127.0.0.1:{monitor_port}"));
     settings.job_workers = 0;
@@ -636,8 +636,10 @@ async fn agent_footprint(agent_bin: &Path, warmup: u64, measure: u64) -> anyhow:
     let root = unpack.join(bundle.file_name.trim_end_matches(".tar.gz"));
     // Bundle layout: agent.toml at the root, certs/ beside it.
     let conf = root.join("agent.toml");
-    let text = std::fs::read_to_string(&conf)?
-        .replace("https://localhost:50051", &format!("https://localhost:{port}"));
+    let text = std::fs::read_to_string(&conf)?.replace(
+        "https://localhost:50051",
+        &format!("https://localhost:{port}"),
+    );
     std::fs::write(&conf, text)?;
     let mut agent = tokio::process::Command::new(agent_bin)
         .arg("--config")
@@ -660,7 +662,9 @@ async fn agent_footprint(agent_bin: &Path, warmup: u64, measure: u64) -> anyhow:
     let _ = agent.kill().await;
     let _ = stop_tx.send(());
     let _ = server.await;
-    println!("\n| agent (release) | RSS now (MiB) | RSS peak (MiB) | CPU (% of one core) | site status |");
+    println!(
+        "\n| agent (release) | RSS now (MiB) | RSS peak (MiB) | CPU (% of one core) | site status |"
+    );
     println!("|---|---|---|---|---|");
     println!(
         "| default checks (leaf checker + push every 30 s, config poll 30 s) | {:.1} | {:.1} | {:.3} | {seen} |",

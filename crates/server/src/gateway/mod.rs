@@ -70,6 +70,22 @@ impl GatewayTls {
     }
 }
 
+/// Listen backlog: a reconnect storm of thousands of agents must not
+/// overflow the accept queue (the kernel caps it at `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// A bound, not yet serving gateway.
 pub struct Gateway {
     listener: TcpListener,
@@ -87,9 +103,8 @@ impl Gateway {
         health: Health,
     ) -> anyhow::Result<Self> {
         let tls = GatewayTls::issue(&store, &pki, &settings.gateway_hosts).await?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the agent gateway on {addr}"))?;
+        let listener =
+            listen(addr).with_context(|| format!("binding the agent gateway on {addr}"))?;
         Ok(Self {
             listener,
             tls,
