@@ -456,3 +456,101 @@ with grpc.secure_channel(f'localhost:{port}', creds) as ch:
         Some("py")
     );
 }
+
+#[tokio::test]
+async fn agent_status_api_and_revocation() {
+    use serviceradar_domain::policy::Scope;
+    let core = core().await;
+    let tenant = core.tenant("default").await;
+    let agent = core.site(&tenant, "nyc-office").await;
+    let other_tenant = core.tenant("other").await;
+    let other_agent = core.site(&other_tenant, "elsewhere").await;
+    dial(&core, &agent)
+        .await
+        .hello(hello(IdentityClaim::default()))
+        .await
+        .expect("hello");
+
+    let token = serviceradar_server::admin::create_token(
+        &core.store,
+        "default",
+        "admin@example.com",
+        "t",
+        &Scope::ALL,
+        1,
+    )
+    .await
+    .expect("token");
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{}/api/v1", core.http_port);
+    let get = |path: String| http.get(format!("{base}{path}")).bearer_auth(&token).send();
+    let reply = get(format!("/edge-sites/{}/agent", agent.site.id))
+        .await
+        .expect("get");
+    assert_eq!(reply.status(), reqwest::StatusCode::OK);
+    let body: serde_json::Value = reply.json().await.expect("json");
+    assert_eq!(body["id"], agent.agent_id.to_string());
+    assert_eq!(body["hostname"], "edge-1");
+    assert!(body["last_seen_at"].is_i64());
+    let text = body.to_string();
+    assert!(!text.contains("PRIVATE KEY") && !text.contains("BEGIN CERTIFICATE"));
+    // Another tenant's site is 404.
+    let reply = get(format!("/edge-sites/{}/agent", other_agent.site.id))
+        .await
+        .expect("get");
+    assert_eq!(reply.status(), reqwest::StatusCode::NOT_FOUND);
+
+    // Revoke the other tenant's agent from this tenant: 404, nothing changes.
+    let reply = http
+        .post(format!(
+            "{base}/edge-sites/{}/agent/revoke",
+            other_agent.site.id
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(reply.status(), reqwest::StatusCode::NOT_FOUND);
+    dial(&core, &other_agent)
+        .await
+        .hello(hello(IdentityClaim::default()))
+        .await
+        .expect("other tenant's agent unaffected");
+
+    // Revoke our own agent; a gateway that has not cached it refuses it.
+    let reply = http
+        .post(format!("{base}/edge-sites/{}/agent/revoke", agent.site.id))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(reply.status(), reqwest::StatusCode::OK);
+    let body: serde_json::Value = reply.json().await.expect("json");
+    assert!(body["revoked_at"].is_i64());
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = support::settings(&dir);
+    settings.database_url = core.settings.database_url.clone();
+    settings.master_key = core.settings.master_key.clone();
+    let second = serviceradar_server::gateway::Gateway::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        core.store.clone(),
+        core.pki.clone(),
+        std::sync::Arc::new(settings),
+        core.health.clone(),
+    )
+    .await
+    .expect("second gateway");
+    let port = second.local_addr().expect("addr").port();
+    tokio::spawn(second.serve(std::future::pending()));
+    let mut target = core.target(&agent);
+    target.url = format!("https://localhost:{port}");
+    let err = GrpcTransport::connect(&target)
+        .await
+        .expect("TLS still completes")
+        .hello(hello(IdentityClaim::default()))
+        .await
+        .expect_err("revoked");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("revoked"), "{err:?}");
+}

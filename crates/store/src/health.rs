@@ -303,6 +303,26 @@ impl Scoped<'_> {
         self.agent(cert.agent_id).await
     }
 
+    /// Revokes a site's agent: the gateway refuses its certificate from now
+    /// on (within its identity cache lifetime). Sticky: renewing the
+    /// certificate does not clear it.
+    pub async fn revoke_agent(&self, site: EdgeSiteId) -> Result<AgentRecord, StoreError> {
+        let agent = self
+            .agent_for_site(site)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        sqlx::query(
+            "UPDATE agents SET revoked_at = COALESCE(revoked_at, $1), updated_at = $1 \
+             WHERE tenant_id = $2 AND id = $3",
+        )
+        .bind(now_ms())
+        .bind(self.tenant())
+        .bind(agent.id.to_string())
+        .execute(&self.store.pool)
+        .await?;
+        self.agent(agent.id).await
+    }
+
     /// Records an agent's `Hello`.
     pub async fn record_agent_hello(
         &self,

@@ -32,6 +32,88 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_webhooks, create_webhook))
         .routes(routes!(delete_webhook))
         .routes(routes!(list_deliveries))
+        .routes(routes!(get_site_agent))
+        .routes(routes!(revoke_site_agent))
+}
+
+/// A site's edge agent (never its key).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentResponse {
+    /// Agent id (in its certificate's SPIFFE id).
+    pub id: String,
+    /// Site.
+    pub edge_site_id: String,
+    /// Version reported at registration.
+    pub agent_version: Option<String>,
+    /// Capabilities reported at registration (comma-separated).
+    pub capabilities: Option<String>,
+    /// Host name reported at registration.
+    pub hostname: Option<String>,
+    /// Last gateway contact (Unix ms).
+    pub last_seen_at: Option<i64>,
+    /// Certificate serial (hex).
+    pub cert_serial: String,
+    /// Certificate expiry (Unix ms).
+    pub cert_expires_at: i64,
+    /// When the agent was revoked (Unix ms).
+    pub revoked_at: Option<i64>,
+}
+
+impl From<serviceradar_store::health::AgentRecord> for AgentResponse {
+    fn from(a: serviceradar_store::health::AgentRecord) -> Self {
+        Self {
+            id: a.id.to_string(),
+            edge_site_id: a.edge_site_id.to_string(),
+            agent_version: a.agent_version,
+            capabilities: a.capabilities,
+            hostname: a.hostname,
+            last_seen_at: a.last_seen_at,
+            cert_serial: a.cert_serial,
+            cert_expires_at: a.cert_expires_at,
+            revoked_at: a.revoked_at,
+        }
+    }
+}
+
+/// The site's edge agent (404 until provisioning issued its certificate).
+#[utoipa::path(get, path = "/edge-sites/{id}/agent", tag = "edge-sites",
+    params(("id" = String, Path, description = "Site id")),
+    responses((status = 200, body = AgentResponse), (status = 404, body = ErrorBody)))]
+pub async fn get_site_agent(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<ApiJson<AgentResponse>, ApiError> {
+    auth.actor.authorize(Action::ReadSites)?;
+    let id: serviceradar_domain::EdgeSiteId = path_id(&id)?;
+    let agent = state
+        .store
+        .scoped(auth.actor.scope())
+        .agent_for_site(id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(ApiJson(agent.into()))
+}
+
+/// Revoke the site's edge agent: the gateway refuses its certificate (within
+/// a minute, the gateway's identity cache lifetime). Admins only.
+#[utoipa::path(post, path = "/edge-sites/{id}/agent/revoke", tag = "edge-sites",
+    params(("id" = String, Path, description = "Site id")),
+    responses((status = 200, body = AgentResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn revoke_site_agent(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<ApiJson<AgentResponse>, ApiError> {
+    auth.actor.authorize(Action::DeleteSites)?;
+    let id: serviceradar_domain::EdgeSiteId = path_id(&id)?;
+    let agent = state
+        .store
+        .scoped(auth.actor.scope())
+        .revoke_agent(id)
+        .await?;
+    tracing::warn!(site_id = %id, agent_id = %agent.id, "edge agent revoked");
+    Ok(ApiJson(agent.into()))
 }
 
 /// An alert.
