@@ -265,6 +265,8 @@ impl AgentGateway for GatewayService {
             metrics::counter!("serviceradar_gateway_results_total")
                 .increment(req.results.len() as u64);
             if req.dropped > 0 {
+                metrics::counter!("serviceradar_gateway_dropped_results_total")
+                    .increment(req.dropped);
                 tracing::warn!(
                     dropped = req.dropped,
                     "agent dropped buffered results while offline"
