@@ -195,11 +195,13 @@ pub enum Action {
     ReadData,
     /// Acknowledge alerts.
     WriteAlerts,
+    /// Create, list and delete alert webhooks (they send data out of the platform).
+    ManageWebhooks,
 }
 
 impl Action {
     /// Every action (for exhaustive tests).
-    pub const ALL: [Action; 12] = [
+    pub const ALL: [Action; 13] = [
         Action::ReadSites,
         Action::WriteSites,
         Action::DeleteSites,
@@ -212,6 +214,7 @@ impl Action {
         Action::ManageAllTokens,
         Action::ReadData,
         Action::WriteAlerts,
+        Action::ManageWebhooks,
     ];
 
     /// The lowest role allowed to do this.
@@ -228,7 +231,8 @@ impl Action {
             Action::DeleteSites
             | Action::ReadUsers
             | Action::ManageUsers
-            | Action::ManageAllTokens => Role::Admin,
+            | Action::ManageAllTokens
+            | Action::ManageWebhooks => Role::Admin,
         }
     }
 
@@ -244,7 +248,8 @@ impl Action {
             | Action::ReadUsers
             | Action::ManageUsers
             | Action::ManageAllTokens
-            | Action::ManageOwnTokens => Scope::Admin,
+            | Action::ManageOwnTokens
+            | Action::ManageWebhooks => Scope::Admin,
         }
     }
 }
@@ -349,6 +354,7 @@ mod tests {
             (ManageAllTokens, [false, false, true, true]),
             (ReadData, [true, true, true, true]),
             (WriteAlerts, [false, true, true, true]),
+            (ManageWebhooks, [false, false, true, true]),
         ];
         assert_eq!(
             table.len(),

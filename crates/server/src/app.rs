@@ -27,6 +27,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::bootstrap::{BootstrapOutcome, bootstrap};
+use crate::health::Health;
 use crate::jobs::Jobs;
 use crate::pki::Pki;
 use tracing::Instrument;
@@ -68,6 +69,22 @@ pub struct Settings {
     pub provision_leaves: bool,
     /// The ingestion pipeline (hub JetStream -> database); `None` disables it.
     pub ingest: Option<crate::ingest::IngestSettings>,
+    /// Agent gateway (gRPC, mTLS) listen address; `None` disables it.
+    pub gateway_listen: Option<SocketAddr>,
+    /// Host names / IPs in the gateway's server certificate.
+    pub gateway_hosts: Vec<String>,
+    /// The gateway URL written into each site bundle's agent config.
+    pub gateway_url: String,
+    /// A site without agent contact for this long becomes `offline`.
+    pub agent_offline_after: Duration,
+    /// A site offline (or a leaf disconnected) this long raises an alert.
+    pub alert_after: Duration,
+    /// How often the health sweeper runs.
+    pub health_sweep_interval: Duration,
+    /// Config poll interval given to agents (seconds).
+    pub agent_config_poll_secs: u32,
+    /// Status push interval given to agents (seconds).
+    pub agent_push_interval_secs: u32,
 }
 
 impl Settings {
@@ -90,6 +107,14 @@ impl Settings {
             leaf_monitoring_listen: Some("127.0.0.1:8222".into()),
             provision_leaves: false,
             ingest: None,
+            gateway_listen: None,
+            gateway_hosts: vec!["localhost".into(), "127.0.0.1".into()],
+            gateway_url: "https://localhost:50051".into(),
+            agent_offline_after: Duration::from_secs(300),
+            alert_after: Duration::from_secs(600),
+            health_sweep_interval: Duration::from_secs(15),
+            agent_config_poll_secs: serviceradar_proto::DEFAULT_CONFIG_POLL_SECS,
+            agent_push_interval_secs: 30,
         }
     }
 }
@@ -116,6 +141,8 @@ pub struct Application {
     jobs: Arc<Jobs>,
     settings: Arc<Settings>,
     pki: Arc<Pki>,
+    health: Health,
+    gateway: Option<crate::gateway::Gateway>,
     /// What bootstrapping did (the first admin's password, once).
     pub bootstrap: BootstrapOutcome,
 }
@@ -131,6 +158,8 @@ impl Application {
     /// registered unless `jobs` already has one.
     pub async fn build_with_jobs(settings: Settings, mut jobs: Jobs) -> anyhow::Result<Self> {
         use anyhow::Context;
+        // One TLS stack (ring) for the gateway and the webhook client.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let store = Store::connect(&settings.database_url, settings.database_max_connections)
             .await
             .context("connecting to the database")?;
@@ -151,7 +180,24 @@ impl Application {
         if settings.provision_leaves && !jobs.has(crate::jobs::PROVISION_LEAF) {
             crate::provisioning::register(&mut jobs, store.clone(), pki.clone(), settings.clone());
         }
+        if !jobs.has(crate::alerts::DELIVER_WEBHOOK) {
+            crate::alerts::register(&mut jobs, store.clone(), pki.clone());
+        }
         let jobs = Arc::new(jobs);
+        let health = Health::new(store.clone(), settings.clone());
+        let gateway = match settings.gateway_listen {
+            Some(addr) => Some(
+                crate::gateway::Gateway::bind(
+                    addr,
+                    store.clone(),
+                    pki.clone(),
+                    settings.clone(),
+                    health.clone(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let state = AppState {
             store: store.clone(),
             settings: settings.clone(),
@@ -166,6 +212,8 @@ impl Application {
             jobs,
             settings,
             pki,
+            health,
+            gateway,
             bootstrap,
         })
     }
@@ -178,6 +226,19 @@ impl Application {
     /// The store (tests seed data through it).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The agent gateway's bound port, when enabled.
+    pub fn gateway_port(&self) -> Option<u16> {
+        self.gateway
+            .as_ref()
+            .and_then(|g| g.local_addr().ok())
+            .map(|a| a.port())
+    }
+
+    /// Site/leaf health and its live status changes.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// The platform PKI (tests mint NATS users and read CAs through it).
@@ -205,12 +266,32 @@ impl Application {
             ));
         }
         if self.settings.provision_leaves && self.settings.job_workers > 0 {
-            workers.push(tokio::spawn(renewal_sweeper(self.store.clone(), stop_rx)));
+            workers.push(tokio::spawn(renewal_sweeper(
+                self.store.clone(),
+                stop_rx.clone(),
+            )));
         }
+        let sweeper = self
+            .health
+            .spawn_sweeper(self.settings.health_sweep_interval, stop_rx.clone());
+        let gateway = self.gateway.map(|gateway| {
+            let mut stop = stop_rx.clone();
+            tokio::spawn(gateway.serve(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }))
+        });
         axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await?;
         let _ = stop_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), sweeper).await;
+        if let Some(gateway) = gateway {
+            match tokio::time::timeout(Duration::from_secs(30), gateway).await {
+                Ok(Ok(Err(e))) => tracing::error!(error = %e, "agent gateway failed"),
+                Ok(_) => {}
+                Err(_) => tracing::warn!("agent gateway did not drain in time"),
+            }
+        }
         for worker in workers {
             let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
         }

@@ -160,6 +160,10 @@ pub struct ServeConfig {
     #[arg(long, env = "SERVICERADAR_JOB_WORKERS", default_value_t = 2)]
     pub job_workers: usize,
 
+    /// Agent gateway and site health.
+    #[command(flatten)]
+    pub gateway: GatewayConfig,
+
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "SERVICERADAR_LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,
@@ -206,4 +210,65 @@ impl IngestConfig {
         settings.retention = std::time::Duration::from_secs(self.ingest_retention_hours * 3600);
         Some(settings)
     }
+}
+
+/// The agent gateway (gRPC over mTLS) and site health.
+#[derive(Debug, Clone, Args)]
+pub struct GatewayConfig {
+    /// Listen address of the agent gateway (e.g. `0.0.0.0:50051`); unset disables it.
+    #[arg(long, env = "SERVICERADAR_GATEWAY_LISTEN")]
+    pub gateway_listen: Option<SocketAddr>,
+
+    /// Host names / IPs agents use to reach the gateway (its certificate's SANs).
+    #[arg(
+        long,
+        env = "SERVICERADAR_GATEWAY_HOSTS",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1"
+    )]
+    pub gateway_hosts: Vec<String>,
+
+    /// Gateway URL written into site bundles' agent config.
+    #[arg(
+        long,
+        env = "SERVICERADAR_GATEWAY_URL",
+        default_value = "https://localhost:50051"
+    )]
+    pub gateway_url: String,
+
+    /// Seconds without agent contact before a site becomes `offline`.
+    #[arg(
+        long,
+        env = "SERVICERADAR_AGENT_OFFLINE_AFTER_SECS",
+        default_value_t = 300
+    )]
+    pub agent_offline_after_secs: u64,
+
+    /// Seconds a site stays offline (or a leaf disconnected) before an alert is raised.
+    #[arg(long, env = "SERVICERADAR_ALERT_AFTER_SECS", default_value_t = 600)]
+    pub alert_after_secs: u64,
+
+    /// Seconds between health sweeps (offline timeouts, alert rule).
+    #[arg(
+        long,
+        env = "SERVICERADAR_HEALTH_SWEEP_INTERVAL_SECS",
+        default_value_t = 15
+    )]
+    pub health_sweep_interval_secs: u64,
+
+    /// Config poll interval given to agents (seconds).
+    #[arg(
+        long,
+        env = "SERVICERADAR_AGENT_CONFIG_POLL_SECS",
+        default_value_t = 30
+    )]
+    pub agent_config_poll_secs: u32,
+
+    /// Status push interval given to agents (seconds).
+    #[arg(
+        long,
+        env = "SERVICERADAR_AGENT_PUSH_INTERVAL_SECS",
+        default_value_t = 30
+    )]
+    pub agent_push_interval_secs: u32,
 }

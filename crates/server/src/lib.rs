@@ -13,16 +13,23 @@
 //! * [`pki`] — the platform root CA, tenant CAs and NATS identities, sealed at rest.
 //! * [`provisioning`] — the `provision_leaf` job and the site bundle it enables.
 //! * [`hub`] — the hub's `nats-hub.conf` and server certificate (`admin hub-config`).
+//! * [`gateway`] — the agent gateway (gRPC over mTLS) edge agents dial.
+//! * [`health`] — site/leaf health from agent contact, the offline sweeper,
+//!   the disconnect alert rule and live status events.
+//! * [`alerts`] — signed webhook notifications of alerts (durable jobs).
 //! * [`telemetry`] — tracing and Prometheus metrics.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
+pub mod gateway;
+pub mod health;
 pub mod hub;
 pub mod ingest;
 pub mod jobs;

@@ -23,12 +23,12 @@ struct Cli {
 enum Command {
     /// Run the control plane. On an empty database this first creates the
     /// bootstrap tenant and owner and prints the owner's password once.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Apply database migrations and exit (serve also does this on start).
     Migrate(DatabaseConfig),
     /// Operator commands on the database: tenants and tokens.
     #[command(subcommand)]
-    Admin(AdminCommand),
+    Admin(Box<AdminCommand>),
 }
 
 #[derive(Subcommand)]
@@ -124,14 +124,14 @@ async fn open(db: &DatabaseConfig) -> anyhow::Result<Store> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(config) => serve(config).await,
+        Command::Serve(config) => serve(*config).await,
         Command::Migrate(db) => {
             telemetry::init_tracing(false, std::io::stderr);
             open(&db).await?;
             println!("migrations applied to {}", redact(&db.url()));
             Ok(())
         }
-        Command::Admin(command) => run_admin(command).await,
+        Command::Admin(command) => run_admin(*command).await,
     }
 }
 
@@ -157,6 +157,18 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             .filter(|l| !l.is_empty()),
         provision_leaves: true,
         ingest: config.ingest.settings(&config.db.data_dir),
+        gateway_listen: config.gateway.gateway_listen,
+        gateway_hosts: config.gateway.gateway_hosts.clone(),
+        gateway_url: config.gateway.gateway_url.clone(),
+        agent_offline_after: std::time::Duration::from_secs(
+            config.gateway.agent_offline_after_secs,
+        ),
+        alert_after: std::time::Duration::from_secs(config.gateway.alert_after_secs),
+        health_sweep_interval: std::time::Duration::from_secs(
+            config.gateway.health_sweep_interval_secs.max(1),
+        ),
+        agent_config_poll_secs: config.gateway.agent_config_poll_secs,
+        agent_push_interval_secs: config.gateway.agent_push_interval_secs,
     };
     let app = Application::build(settings).await?;
     let base = config

@@ -60,6 +60,10 @@ pub mod aad {
     pub fn leaf(tenant: impl Display, leaf: impl Display, what: &str) -> Vec<u8> {
         format!("tenant:{tenant}:leaf:{leaf}:{what}").into_bytes()
     }
+    /// An edge agent's private key.
+    pub fn agent_key(tenant: impl Display, agent: impl Display) -> Vec<u8> {
+        format!("tenant:{tenant}:agent:{agent}:key").into_bytes()
+    }
 }
 
 /// Where the master key comes from.

@@ -23,14 +23,15 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use serde::Deserialize;
-use serviceradar_bundle::{InstallPaths, SecretText, SiteBundle, SitePki};
+use serviceradar_bundle::{AgentPki, InstallPaths, SecretText, SiteBundle, SitePki};
 use serviceradar_domain::resources::{EdgeSite, NatsLeafServer, Tenant};
 use serviceradar_domain::validate::Host;
 use serviceradar_domain::{EdgeSiteId, LeafServerId, TenantId, TenantScope};
 use serviceradar_natsconf::{
     BufferStreamInput, LeafConfigInput, buffer_stream_config, config_checksum, render_leaf_config,
 };
-use serviceradar_pki::{SiteRef, TenantRef, issue_leaf_client, issue_leaf_server};
+use serviceradar_pki::{SiteRef, TenantRef, issue_agent, issue_leaf_client, issue_leaf_server};
+use serviceradar_store::health::AgentCert;
 use serviceradar_store::jobs::{Job, NewJob};
 use serviceradar_store::{LeafProvisioning, Store, StoreError};
 
@@ -246,6 +247,25 @@ pub async fn provision_leaf(
         cert_expires_at: to_ms(client.not_after.min(server.not_after)),
         config_checksum: config_checksum(&conf),
     };
+    // The site's edge agent: keep its id across renewals.
+    let agent_id = match scoped.agent_for_site(site.id).await? {
+        Some(agent) => agent.id,
+        None => uuid::Uuid::now_v7(),
+    };
+    let agent = issue_agent(&ca, tenant_ref, site_ref, agent_id, &opts)
+        .context("issuing the agent certificate")?;
+    scoped
+        .store_agent_cert(
+            site.id,
+            &AgentCert {
+                agent_id,
+                cert_pem: agent.cert_pem.clone(),
+                key_sealed: pki.seal(&agent.key_pem, &aad::agent_key(tenant.id, agent_id)),
+                cert_serial: agent.serial_hex.clone(),
+                cert_expires_at: to_ms(agent.not_after),
+            },
+        )
+        .await?;
     let stored = scoped.store_leaf_provisioning(leaf.id, &result).await?;
     tracing::info!(leaf_id = %leaf.id, site_id = %site.id, serial = %client.serial_hex,
         checksum = %result.config_checksum, "leaf server provisioned");
@@ -349,6 +369,36 @@ fn first_pem_block(chain: &str) -> Option<&str> {
     Some(&chain[start..end])
 }
 
+/// The `agent.toml` shipped in the site bundle. Paths are relative to the
+/// file's directory (the bundle installs it beside `nats-leaf.conf`, with the
+/// certificates in `certs/`).
+pub fn agent_config_toml(
+    settings: &Settings,
+    tenant: &Tenant,
+    site: &EdgeSite,
+    agent_id: uuid::Uuid,
+) -> String {
+    // A JSON string literal is a valid TOML basic string.
+    let q = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+    format!(
+        "# serviceradar-agent configuration for edge site {site_name}\n\
+         # (tenant {tenant_slug}). Identity comes from the certificate; the ids\n\
+         # below are claims the gateway checks against it.\n\
+         gateway_url = {gateway}\n\
+         cert = \"certs/agent.pem\"\n\
+         key = \"certs/agent-key.pem\"\n\
+         ca = \"certs/root-ca.pem\"\n\
+         tenant_id = \"{tenant_id}\"\n\
+         site_id = \"{site_id}\"\n\
+         agent_id = \"{agent_id}\"\n",
+        site_name = site.slug,
+        tenant_slug = tenant.slug,
+        gateway = q(&settings.gateway_url),
+        tenant_id = tenant.id,
+        site_id = site.id,
+    )
+}
+
 /// Builds the site bundle of `site_id` from stored material (keys and
 /// credentials are opened in memory only).
 pub async fn build_site_bundle(
@@ -382,6 +432,23 @@ pub async fn build_site_bundle(
     let tenant_ca =
         first_pem_block(&material.ca_chain_pem).context("stored CA chain has no certificate")?;
     let root = pki.root_ca(store).await?;
+    let agent = match scoped.agent_for_site(site.id).await? {
+        Some(agent) => {
+            let key = pki
+                .open(
+                    &scoped.agent_key_sealed(agent.id).await?,
+                    &aad::agent_key(tenant.id, agent.id),
+                )
+                .context("opening the agent's sealed key")?;
+            Some(AgentPki {
+                // The chain up to the tenant CA: the gateway trusts only the root.
+                cert_pem: format!("{}{tenant_ca}\n", agent.cert_pem),
+                key_pem: SecretText::new(key.as_str()),
+                config_toml: Some(agent_config_toml(settings, &tenant, &site, agent.id)),
+            })
+        }
+        None => None,
+    };
     let monitoring_port = settings
         .leaf_monitoring_listen
         .as_deref()
@@ -407,7 +474,7 @@ pub async fn build_site_bundle(
             leaf_server_key_pem: SecretText::new(server_key.as_str()),
             ca_chain_pem: material.ca_chain_pem.clone(),
             root_ca_pem: root.cert_pem().to_owned(),
-            agent: None,
+            agent,
         },
         leaf_creds: SecretText::new(creds.as_str()),
         hub_leafnode_url: leaf.upstream_url.clone(),

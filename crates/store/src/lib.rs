@@ -18,6 +18,7 @@
 mod auth;
 mod db;
 mod error;
+pub mod health;
 pub mod jobs;
 mod packages;
 pub mod page;

@@ -20,6 +20,7 @@
 //! | `certs/tenant-ca.pem`, `certs/ca-chain.pem`, `certs/root-ca.pem` | 0644 |
 //! | `certs/leaf-client-key.pem`, `certs/leaf-server-key.pem` | 0600 |
 //! | `certs/agent.pem` / `certs/agent-key.pem` (optional) | 0644 / 0600 |
+//! | `agent.toml` (optional, with the agent certificate) | 0644 |
 //! | `creds/leaf.creds` | 0600 |
 //! | `streams/edge-buffer.json` (optional) | 0644 |
 
@@ -153,6 +154,9 @@ pub struct AgentPki {
     pub cert_pem: String,
     /// PEM private key.
     pub key_pem: SecretText,
+    /// The agent's config file (`agent.toml`, installed beside
+    /// `nats-leaf.conf`; certificate paths in it are relative to its directory).
+    pub config_toml: Option<String>,
 }
 
 /// The site's certificates and keys (all PEM).
@@ -365,6 +369,12 @@ fn installed_files(bundle: &SiteBundle) -> Result<Vec<(Installed, String)>, Bund
             Installed::new("certs/agent-key.pem", "certs", 0o600, "root"),
             agent.key_pem.expose().to_owned(),
         ));
+        if let Some(config) = &agent.config_toml {
+            files.push((
+                Installed::new("agent.toml", "config", 0o644, "root"),
+                config.clone(),
+            ));
+        }
     }
     files.push((
         Installed::new("creds/leaf.creds", "config", 0o600, "service"),

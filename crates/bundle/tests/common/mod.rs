@@ -77,6 +77,7 @@ pub fn pki(with_agent: bool) -> SitePki {
         AgentPki {
             cert_pem,
             key_pem: key.into(),
+            config_toml: None,
         }
     });
     SitePki {

@@ -1,6 +1,7 @@
 //! The JSON API under `/api/v1`, assembled from one module per resource,
 //! with its OpenAPI document collected from the handlers' annotations.
 
+pub mod alerts;
 pub mod bundles;
 pub mod common;
 pub mod error;
@@ -46,6 +47,7 @@ impl utoipa::Modify for BearerAuth {
 pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(sites::router())
+        .merge(alerts::router())
         .merge(packages::router())
         .merge(bundles::router())
         .merge(users::router())

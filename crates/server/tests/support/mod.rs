@@ -79,6 +79,11 @@ impl Drop for TestApp {
 }
 
 pub async fn spawn_app(db: Db) -> TestApp {
+    spawn_app_with(db, |_| {}).await
+}
+
+/// Like [`spawn_app`], with `configure` applied to the settings last.
+pub async fn spawn_app_with(db: Db, configure: impl FnOnce(&mut Settings)) -> TestApp {
     init();
     let dir = tempfile::tempdir().expect("tempdir");
     let url = match db {
@@ -88,6 +93,7 @@ pub async fn spawn_app(db: Db) -> TestApp {
     let mut settings = Settings::new(url);
     settings.admin_password = Some(OWNER_PASSWORD.into());
     settings.job_workers = 0;
+    configure(&mut settings);
     let app = Application::build(settings).await.expect("build app");
     let base = format!("http://127.0.0.1:{}", app.port());
     let store = app.store().clone();

@@ -1,0 +1,248 @@
+//! Configuration: a TOML file (the site bundle ships `agent.toml`), flags and
+//! `SERVICERADAR_AGENT_*` environment variables; flags/env win over the file.
+//! Relative paths in the file are relative to the file's directory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Parser;
+use serde::Deserialize;
+use serviceradar_proto::v1::{CheckSpec, IdentityClaim};
+
+/// Command line of `serviceradar-agent`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "serviceradar-agent",
+    version,
+    about = "ServiceRadar edge agent"
+)]
+pub struct Cli {
+    /// Config file (TOML), e.g. `/etc/serviceradar/nats/agent.toml`.
+    #[arg(long, short, env = "SERVICERADAR_AGENT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Agent gateway URL (`https://host:port`).
+    #[arg(long, env = "SERVICERADAR_AGENT_GATEWAY_URL")]
+    pub gateway_url: Option<String>,
+    /// Agent certificate (PEM, followed by the tenant CA).
+    #[arg(long, env = "SERVICERADAR_AGENT_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Agent private key (PEM).
+    #[arg(long, env = "SERVICERADAR_AGENT_KEY")]
+    pub key: Option<PathBuf>,
+    /// Platform root CA (PEM) the gateway's certificate chains to.
+    #[arg(long, env = "SERVICERADAR_AGENT_CA")]
+    pub ca: Option<PathBuf>,
+    /// Name to verify in the gateway's certificate (default: the URL's host).
+    #[arg(long, env = "SERVICERADAR_AGENT_TLS_NAME")]
+    pub tls_name: Option<String>,
+    /// Extra local check `kind=target` (kinds: nats_leaf, tcp, http, dns, icmp); repeatable.
+    #[arg(
+        long = "check",
+        env = "SERVICERADAR_AGENT_CHECKS",
+        value_delimiter = ','
+    )]
+    pub checks: Vec<String>,
+    /// Most results buffered while the gateway is unreachable (oldest dropped first).
+    #[arg(long, env = "SERVICERADAR_AGENT_BUFFER")]
+    pub buffer: Option<usize>,
+    /// Run the checks once, print them as JSON lines and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Log filter (`info`, `debug`, `serviceradar_agent=debug`, ...).
+    #[arg(long, env = "SERVICERADAR_AGENT_LOG", default_value = "info")]
+    pub log: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    gateway_url: Option<String>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    tls_name: Option<String>,
+    tenant_id: Option<String>,
+    site_id: Option<String>,
+    agent_id: Option<String>,
+    buffer: Option<usize>,
+    #[serde(default)]
+    checks: Vec<FileCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCheck {
+    name: Option<String>,
+    kind: String,
+    target: String,
+    interval_secs: Option<u32>,
+    timeout_ms: Option<u32>,
+}
+
+/// Where the gateway is and how to authenticate to it.
+#[derive(Debug, Clone)]
+pub struct GatewayTarget {
+    /// URL.
+    pub url: String,
+    /// Certificate chain file.
+    pub cert: PathBuf,
+    /// Key file.
+    pub key: PathBuf,
+    /// Root CA file.
+    pub ca: PathBuf,
+    /// Name to verify in the server certificate.
+    pub tls_name: Option<String>,
+}
+
+/// Effective settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The gateway, unless the agent only runs local checks (`--once`).
+    pub gateway: Option<GatewayTarget>,
+    /// Identity claims sent with every call (checked against the certificate).
+    pub claim: IdentityClaim,
+    /// Local checks (in addition to what the gateway configures).
+    pub local_checks: Vec<CheckSpec>,
+    /// Result buffer bound.
+    pub buffer: usize,
+}
+
+/// Default check interval (seconds).
+pub const DEFAULT_INTERVAL_SECS: u32 = 30;
+/// Default check timeout (milliseconds).
+pub const DEFAULT_TIMEOUT_MS: u32 = 5_000;
+/// Default buffer bound.
+pub const DEFAULT_BUFFER: usize = 1_000;
+
+/// The kinds of checks the agent knows.
+pub const CHECK_KINDS: [&str; 5] = ["nats_leaf", "tcp", "http", "dns", "icmp"];
+
+fn parse_check_flag(raw: &str) -> anyhow::Result<CheckSpec> {
+    let (kind, target) = raw
+        .split_once('=')
+        .with_context(|| format!("check {raw:?} must be kind=target"))?;
+    check_spec(None, kind, target, None, None)
+}
+
+fn check_spec(
+    name: Option<String>,
+    kind: &str,
+    target: &str,
+    interval: Option<u32>,
+    timeout: Option<u32>,
+) -> anyhow::Result<CheckSpec> {
+    anyhow::ensure!(
+        CHECK_KINDS.contains(&kind),
+        "unknown check kind {kind:?} (known: {})",
+        CHECK_KINDS.join(", ")
+    );
+    anyhow::ensure!(!target.is_empty(), "check {kind} needs a target");
+    Ok(CheckSpec {
+        name: name.unwrap_or_else(|| format!("{kind}:{target}")),
+        kind: kind.to_owned(),
+        target: target.to_owned(),
+        interval_secs: interval.unwrap_or(DEFAULT_INTERVAL_SECS).max(1),
+        timeout_ms: timeout.unwrap_or(DEFAULT_TIMEOUT_MS).clamp(100, 60_000),
+    })
+}
+
+fn resolve(base: Option<&Path>, path: PathBuf) -> PathBuf {
+    match base {
+        Some(base) if path.is_relative() => base.join(path),
+        _ => path,
+    }
+}
+
+impl Settings {
+    /// Merges file, flags and env.
+    pub fn load(cli: &Cli) -> anyhow::Result<Self> {
+        let (file, base) = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let file: FileConfig =
+                    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+                (file, path.parent().map(Path::to_path_buf))
+            }
+            None => (FileConfig::default(), None),
+        };
+        let base = base.as_deref();
+        let mut local_checks = file
+            .checks
+            .into_iter()
+            .map(|c| check_spec(c.name, &c.kind, &c.target, c.interval_secs, c.timeout_ms))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for raw in &cli.checks {
+            local_checks.push(parse_check_flag(raw)?);
+        }
+        let url = cli.gateway_url.clone().or(file.gateway_url);
+        let gateway = match url {
+            None => None,
+            Some(url) => {
+                let need = |flag: Option<PathBuf>, file: Option<PathBuf>, what: &str| {
+                    flag.or_else(|| file.map(|p| resolve(base, p)))
+                        .with_context(|| format!("--{what} is required with a gateway URL"))
+                };
+                Some(GatewayTarget {
+                    url,
+                    cert: need(cli.cert.clone(), file.cert, "cert")?,
+                    key: need(cli.key.clone(), file.key, "key")?,
+                    ca: need(cli.ca.clone(), file.ca, "ca")?,
+                    tls_name: cli.tls_name.clone().or(file.tls_name),
+                })
+            }
+        };
+        Ok(Self {
+            gateway,
+            claim: IdentityClaim {
+                tenant_id: file.tenant_id.unwrap_or_default(),
+                site_id: file.site_id.unwrap_or_default(),
+                agent_id: file.agent_id.unwrap_or_default(),
+            },
+            local_checks,
+            buffer: cli.buffer.or(file.buffer).unwrap_or(DEFAULT_BUFFER).max(1),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_flags_parse_and_reject_unknown_kinds() {
+        let c = parse_check_flag("tcp=127.0.0.1:22").expect("valid");
+        assert_eq!(
+            (c.kind.as_str(), c.target.as_str()),
+            ("tcp", "127.0.0.1:22")
+        );
+        assert!(parse_check_flag("smtp=host").is_err());
+        assert!(parse_check_flag("tcp").is_err());
+        assert!(parse_check_flag("tcp=").is_err());
+    }
+
+    #[test]
+    fn file_paths_are_relative_to_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "gateway_url = \"https://gw:50051\"\ncert = \"certs/agent.pem\"\nkey = \"/abs/key.pem\"\n\
+             ca = \"certs/root-ca.pem\"\nsite_id = \"s\"\n[[checks]]\nkind = \"dns\"\ntarget = \"localhost\"\n",
+        )
+        .expect("write");
+        let cli = Cli::parse_from([
+            "serviceradar-agent",
+            "--config",
+            path.to_str().expect("utf8"),
+        ]);
+        let s = Settings::load(&cli).expect("loads");
+        let gw = s.gateway.expect("gateway");
+        assert_eq!(gw.cert, dir.path().join("certs/agent.pem"));
+        assert_eq!(gw.key, PathBuf::from("/abs/key.pem"));
+        assert_eq!(s.claim.site_id, "s");
+        assert_eq!(s.local_checks.len(), 1);
+        std::fs::write(&path, "unknown = 1\n").expect("write");
+        assert!(Settings::load(&cli).is_err(), "unknown keys are rejected");
+    }
+}

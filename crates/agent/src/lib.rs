@@ -1,0 +1,18 @@
+//! The edge agent (`serviceradar-agent`) as a library, so tests and the
+//! benchmark drive the same code as the binary.
+//!
+//! * [`config`] — config file (TOML) + flags + `SERVICERADAR_AGENT_*` env.
+//! * [`checks`] — the checkers: NATS leaf monitoring, TCP, HTTP(S), DNS, ICMP.
+//! * [`transport`] — the one interface to the gateway ([`transport::Transport`]),
+//!   implemented by dialing out over gRPC + mTLS ([`transport::GrpcTransport`]).
+//!   A gateway-initiated mode would be a second implementation.
+//! * [`runner`] — the loop: connect with backoff and jitter, `Hello`, run
+//!   checks on schedule, buffer results (bounded) while the gateway is
+//!   unreachable, push, poll config.
+
+#![forbid(unsafe_code)]
+
+pub mod checks;
+pub mod config;
+pub mod runner;
+pub mod transport;

@@ -1,0 +1,85 @@
+//! `serviceradar-agent`: the edge agent.
+//!
+//! Dials out to the agent gateway (gRPC over mTLS, no listening port), runs
+//! checkers on schedule and pushes their status. `--once` runs the checks one
+//! time, prints them as JSON lines and exits (1 if a check did not pass).
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use serviceradar_agent::config::{Cli, Settings};
+use serviceradar_agent::runner;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let settings = match Settings::load(&cli) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("serviceradar-agent: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    // One thread: the agent is I/O bound and small.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("serviceradar-agent: starting the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        if cli.once {
+            runner::run_once(&settings).await
+        } else {
+            tokio::select! {
+                r = runner::run(&settings) => r.map(|()| true),
+                _ = shutdown_signal() => {
+                    tracing::info!("stopping");
+                    Ok(true)
+                }
+            }
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("serviceradar-agent: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,369 @@
+//! The agent loop.
+//!
+//! Connect (exponential backoff with jitter between attempts) → `Hello`
+//! (gets the config) → every second: run the checks that are due, buffer
+//! their results, push the buffer when the push interval passed, poll the
+//! config when its interval passed. A failed call drops the connection and
+//! goes back to connecting; checks keep running meanwhile and the buffer
+//! keeps the newest `buffer` results (older ones are dropped and counted).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use serviceradar_proto::v1::{
+    AgentConfig, CheckResult, CheckSpec, GetConfigRequest, HelloRequest, PushStatusRequest,
+};
+use tokio::time::Instant;
+
+use crate::checks::{Checker, OK};
+use crate::config::{GatewayTarget, Settings};
+use crate::transport::{GrpcTransport, Transport};
+
+/// Capabilities announced in `Hello`.
+pub const CAPABILITIES: [&str; 5] = ["nats_leaf", "tcp", "http", "dns", "icmp"];
+
+/// Reconnect delays: doubling from `base` up to `max`, each drawn uniformly
+/// from its upper half (jitter spreads a reconnect storm).
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    /// A backoff from `base` to `max`.
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Self {
+            base,
+            max,
+            attempt: 0,
+        }
+    }
+
+    /// The next delay.
+    pub fn next_delay(&mut self) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << self.attempt.min(16));
+        self.attempt = self.attempt.saturating_add(1);
+        let ceiling = exp.min(self.max);
+        let half = ceiling / 2;
+        half + ceiling.saturating_sub(half).mul_f64(rand::random::<f64>())
+    }
+
+    /// After a success.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Results waiting to be pushed, bounded.
+#[derive(Debug)]
+pub struct Buffer {
+    items: VecDeque<CheckResult>,
+    bound: usize,
+    /// Results dropped since the last successful push.
+    pub dropped: u64,
+}
+
+impl Buffer {
+    /// An empty buffer holding at most `bound` results.
+    pub fn new(bound: usize) -> Self {
+        Self {
+            items: VecDeque::new(),
+            bound: bound.max(1),
+            dropped: 0,
+        }
+    }
+
+    /// Adds a result, dropping the oldest when full.
+    pub fn push(&mut self, result: CheckResult) {
+        if self.items.len() >= self.bound {
+            self.items.pop_front();
+            self.dropped += 1;
+        }
+        self.items.push_back(result);
+    }
+
+    /// Number of buffered results.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn snapshot(&self) -> Vec<CheckResult> {
+        self.items.iter().cloned().collect()
+    }
+
+    fn acknowledge(&mut self, n: usize) {
+        self.items.drain(..n.min(self.items.len()));
+        self.dropped = 0;
+    }
+}
+
+struct Scheduled {
+    spec: CheckSpec,
+    due: Instant,
+}
+
+fn schedule(config: Option<&AgentConfig>, local: &[CheckSpec]) -> Vec<Scheduled> {
+    let now = Instant::now();
+    config
+        .map(|c| c.checks.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(local.iter().cloned())
+        .map(|spec| Scheduled { spec, due: now })
+        .collect()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn hello_request(settings: &Settings) -> HelloRequest {
+    HelloRequest {
+        claim: Some(settings.claim.clone()),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        capabilities: CAPABILITIES.iter().map(|c| (*c).to_owned()).collect(),
+        hostname: hostname(),
+    }
+}
+
+/// Runs every check once, prints JSON lines; with a gateway configured also
+/// registers, runs the gateway's checks and pushes the results. `Ok(true)`
+/// when every check passed.
+pub async fn run_once(settings: &Settings) -> anyhow::Result<bool> {
+    let checker = Checker::new()?;
+    let mut transport = None;
+    let mut config = None;
+    if let Some(target) = &settings.gateway {
+        let mut t = GrpcTransport::connect(target).await?;
+        let hello = t.hello(hello_request(settings)).await?;
+        config = hello.config;
+        transport = Some(t);
+    }
+    let mut results = Vec::new();
+    for s in schedule(config.as_ref(), &settings.local_checks) {
+        let r = checker.run(&s.spec).await;
+        println!("{}", result_json(&r));
+        results.push(r);
+    }
+    let all_ok = results.iter().all(|r| r.status == OK);
+    if let Some(mut t) = transport {
+        t.push_status(PushStatusRequest {
+            claim: Some(settings.claim.clone()),
+            results,
+            dropped: 0,
+        })
+        .await?;
+    }
+    Ok(all_ok)
+}
+
+/// One result as a JSON line.
+pub fn result_json(r: &CheckResult) -> String {
+    let mut v = serde_json::json!({
+        "name": r.name, "kind": r.kind, "target": r.target, "status": r.status,
+        "message": r.message, "observed_at_ms": r.observed_at_ms,
+        "response_time_us": r.response_time_us,
+    });
+    if let Some(l) = &r.leaf {
+        v["leaf"] = serde_json::json!({
+            "up": l.up, "remote_connected": l.remote_connected, "remotes": l.remotes,
+            "server_name": l.server_name, "jetstream_streams": l.jetstream_streams,
+            "jetstream_messages": l.jetstream_messages, "jetstream_bytes": l.jetstream_bytes,
+            "jetstream_consumers": l.jetstream_consumers, "jetstream_pending": l.jetstream_pending,
+        });
+    }
+    v.to_string()
+}
+
+/// Runs until the process is stopped.
+pub async fn run(settings: &Settings) -> anyhow::Result<()> {
+    let target = settings.gateway.clone().ok_or_else(|| {
+        anyhow::anyhow!("no gateway URL configured (use --once for local checks)")
+    })?;
+    run_with(settings, &target, |t| Box::pin(GrpcTransport::connect(t))).await
+}
+
+type ConnectFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<T>> + Send + 'a>>;
+
+/// The loop over any transport (`connect` dials one).
+pub async fn run_with<T, F>(
+    settings: &Settings,
+    target: &GatewayTarget,
+    connect: F,
+) -> anyhow::Result<()>
+where
+    T: Transport,
+    F: for<'a> Fn(&'a GatewayTarget) -> ConnectFuture<'a, T>,
+{
+    let checker = Checker::new()?;
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    let mut buffer = Buffer::new(settings.buffer);
+    let mut config: Option<AgentConfig> = None;
+    let mut checks = schedule(None, &settings.local_checks);
+    let mut transport: Option<T> = None;
+    let mut next_connect = Instant::now();
+    let mut next_push = Instant::now();
+    let mut next_poll = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        // Connect and register.
+        if transport.is_none() && now >= next_connect {
+            match connect(target).await {
+                Ok(mut t) => match t.hello(hello_request(settings)).await {
+                    Ok(hello) => {
+                        tracing::info!(site_id = %hello.site_id, agent_id = %hello.agent_id,
+                            "registered with the gateway");
+                        backoff.reset();
+                        if hello.config != config {
+                            config = hello.config;
+                            checks = schedule(config.as_ref(), &settings.local_checks);
+                        }
+                        next_poll = now + poll_interval(config.as_ref());
+                        next_push = now;
+                        transport = Some(t);
+                    }
+                    Err(status) => {
+                        let delay = backoff.next_delay();
+                        tracing::warn!(code = ?status.code(), message = status.message(),
+                            retry_in = ?delay, "gateway refused hello");
+                        next_connect = now + delay;
+                    }
+                },
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %format!("{e:#}"), retry_in = ?delay, "gateway unreachable");
+                    next_connect = now + delay;
+                }
+            }
+        }
+        // Run due checks.
+        for c in checks.iter_mut().filter(|c| c.due <= now) {
+            c.due = now + Duration::from_secs(u64::from(c.spec.interval_secs.max(1)));
+            let result = checker.run(&c.spec).await;
+            tracing::debug!(check = %c.spec.name, status = %result.status, "check ran");
+            buffer.push(result);
+        }
+        let Some(t) = transport.as_mut() else {
+            continue;
+        };
+        let mut failed = None;
+        // Push.
+        if now >= next_push && !buffer.is_empty() {
+            let results = buffer.snapshot();
+            let n = results.len();
+            match t
+                .push_status(PushStatusRequest {
+                    claim: Some(settings.claim.clone()),
+                    results,
+                    dropped: buffer.dropped,
+                })
+                .await
+            {
+                Ok(_) => {
+                    buffer.acknowledge(n);
+                    next_push = now + push_interval(config.as_ref());
+                }
+                Err(status) => failed = Some(status),
+            }
+        }
+        // Poll config.
+        if failed.is_none() && now >= next_poll {
+            let current = config
+                .as_ref()
+                .map(|c| c.version.clone())
+                .unwrap_or_default();
+            match t
+                .get_config(GetConfigRequest {
+                    claim: Some(settings.claim.clone()),
+                    current_version: current,
+                })
+                .await
+            {
+                Ok(reply) => {
+                    if reply.changed && reply.config.is_some() {
+                        tracing::info!(version = %reply.version, "config changed");
+                        config = reply.config;
+                        checks = schedule(config.as_ref(), &settings.local_checks);
+                    }
+                    next_poll = now + poll_interval(config.as_ref());
+                }
+                Err(status) => failed = Some(status),
+            }
+        }
+        if let Some(status) = failed {
+            let delay = backoff.next_delay();
+            tracing::warn!(code = ?status.code(), message = status.message(), buffered = buffer.len(),
+                retry_in = ?delay, "gateway call failed; reconnecting");
+            transport = None;
+            next_connect = now + delay;
+        }
+    }
+}
+
+fn poll_interval(config: Option<&AgentConfig>) -> Duration {
+    Duration::from_secs(u64::from(
+        config
+            .map(|c| c.config_poll_interval_secs)
+            .filter(|s| *s > 0)
+            .unwrap_or(serviceradar_proto::DEFAULT_CONFIG_POLL_SECS),
+    ))
+}
+
+fn push_interval(config: Option<&AgentConfig>) -> Duration {
+    Duration::from_secs(u64::from(
+        config
+            .map(|c| c.push_interval_secs)
+            .filter(|s| *s > 0)
+            .unwrap_or(30),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_caps() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        let first = b.next_delay();
+        assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1));
+        let mut last = first;
+        for _ in 0..20 {
+            last = b.next_delay();
+            assert!(last <= Duration::from_secs(60));
+        }
+        assert!(last >= Duration::from_secs(30));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn buffer_is_bounded_and_counts_drops() {
+        let mut buf = Buffer::new(3);
+        for i in 0..5 {
+            buf.push(CheckResult {
+                name: i.to_string(),
+                ..Default::default()
+            });
+        }
+        assert_eq!(buf.len(), 3);
+        assert_eq!(buf.dropped, 2);
+        assert_eq!(buf.snapshot()[0].name, "2", "oldest dropped first");
+        buf.acknowledge(3);
+        assert!(buf.is_empty());
+        assert_eq!(buf.dropped, 0);
+    }
+}

@@ -1,0 +1,340 @@
+//! End to end with real processes: `serviceradar-core` (gateway on), a real
+//! hub `nats-server`, a real leaf `nats-server` installed from the site bundle
+//! with its own `setup.sh --prefix`, and the real `serviceradar-agent` binary
+//! started with the bundle's `agent.toml`.
+//!
+//! The site goes `active` and the leaf `connected`; killing the leaf makes it
+//! `disconnected` (restarting it, `connected` again); stopping the agent makes
+//! the site `offline` after the timeout and raises an alert that reaches a
+//! local webhook receiver; restarting the agent resolves it (webhook again).
+//! Live status events are observed on the in-process broadcast.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serviceradar_domain::TenantScope;
+use serviceradar_domain::state::{LeafStatus, SiteStatus};
+use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
+use serviceradar_server::health::HealthEvent;
+use serviceradar_server::hub::{HubOptions, write_hub_config};
+use serviceradar_server::pki::MasterKeySource;
+use serviceradar_server::provisioning::{build_site_bundle, provision_leaf};
+use serviceradar_store::NewSite;
+use serviceradar_store::health::{ALERT_LEAF_DISCONNECTED, ALERT_SITE_OFFLINE};
+use serviceradar_testkit::{NatsServer, check_nats_config, free_port, wait_for_port};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(40);
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+/// Webhook events (`event`, alert kind) as they arrive.
+async fn webhook_receiver() -> (u16, tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            loop {
+                let n = conn.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&buf[..pos]).to_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if buf.len() >= pos + 4 + length {
+                    let body: serde_json::Value =
+                        serde_json::from_slice(&buf[pos + 4..pos + 4 + length]).unwrap_or_default();
+                    let _ = tx.send((
+                        body["event"].as_str().unwrap_or_default().to_string(),
+                        body["alert"]["kind"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    ));
+                    break;
+                }
+            }
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    (port, rx)
+}
+
+fn start_agent(config: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_serviceradar-agent"))
+        .arg("--config")
+        .arg(config)
+        .env("SERVICERADAR_AGENT_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("agent starts")
+}
+
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn next_webhook(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+    event: &str,
+    kind: &str,
+) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no webhook {event} {kind}"))
+            .expect("receiver alive");
+        if got.0 == event && got.1 == kind {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_drives_site_and_leaf_health_and_disconnect_alerts() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    let (hub_client, hub_leaf, hub_monitor) = (free_port(), free_port(), free_port());
+    let (leaf_port, leaf_monitor, gw_port) = (free_port(), free_port(), free_port());
+
+    let mut settings = support::settings(&tmp);
+    settings.gateway_listen = Some(format!("127.0.0.1:{gw_port}").parse().expect("addr"));
+    settings.gateway_url = format!("https://localhost:{gw_port}");
+    settings.hub_leafnode_url = format!("tls://127.0.0.1:{hub_leaf}");
+    settings.leaf_monitoring_listen = Some(format!("127.0.0.1:{leaf_monitor}"));
+    settings.master_key = MasterKeySource::DevFile(dir.join("master.key"));
+    settings.agent_offline_after = Duration::from_secs(4);
+    settings.alert_after = Duration::from_secs(2);
+    settings.health_sweep_interval = Duration::from_millis(500);
+    settings.agent_push_interval_secs = 1;
+    settings.agent_config_poll_secs = 2;
+    settings.job_workers = 1;
+    let core = support::spawn(tmp, settings.clone()).await;
+    let mut events = core.health.subscribe();
+
+    // A site, provisioned (leaf + agent certificates), and a webhook.
+    let tenant = core.tenant("default").await;
+    let scoped = core.store.scoped(TenantScope::for_system_task(tenant.id));
+    let (site, leaf) = scoped
+        .create_site(
+            &NewSite {
+                name: DisplayName::parse("NYC").expect("name"),
+                slug: Slug::parse("nyc").expect("slug"),
+                nats_leaf_url: NatsUrl::parse(&format!("nats://127.0.0.1:{leaf_port}"))
+                    .expect("url"),
+                upstream_url: settings.hub_leafnode_url.clone(),
+                local_listen: ListenAddr::parse(&format!("127.0.0.1:{leaf_port}")).expect("listen"),
+            },
+            None,
+        )
+        .await
+        .expect("site");
+    provision_leaf(&core.store, &core.pki, &settings, &tenant, &site, &leaf)
+        .await
+        .expect("provision");
+    let (hook_port, mut hooks) = webhook_receiver().await;
+    let hook_id = uuid::Uuid::now_v7();
+    scoped
+        .create_webhook(
+            hook_id,
+            &format!("http://127.0.0.1:{hook_port}/alerts"),
+            &core.pki.seal(
+                "whsec_test",
+                &serviceradar_server::alerts::secret_aad(tenant.id, hook_id),
+            ),
+        )
+        .await
+        .expect("webhook");
+
+    // The bundle, installed with its own setup.sh below a prefix.
+    let bundle = build_site_bundle(
+        &core.store,
+        &core.pki,
+        &settings,
+        TenantScope::for_system_task(tenant.id),
+        site.id,
+    )
+    .await
+    .expect("bundle");
+    let unpack = dir.join("bundle");
+    std::fs::create_dir_all(&unpack).expect("mkdir");
+    std::fs::write(unpack.join("b.tar.gz"), &bundle.bytes).expect("write");
+    run(Command::new("tar")
+        .arg("xzf")
+        .arg("b.tar.gz")
+        .current_dir(&unpack));
+    let root = unpack.join(bundle.file_name.trim_end_matches(".tar.gz"));
+    let prefix = dir.join("edge");
+    run(Command::new("bash")
+        .arg("setup.sh")
+        .arg("--prefix")
+        .arg(&prefix)
+        .arg("--no-start")
+        .current_dir(&root));
+    let conf_dir = prefix.join("etc/serviceradar/nats");
+    let installed = conf_dir.join("nats-leaf.conf");
+    let agent_conf = conf_dir.join("agent.toml");
+    assert!(agent_conf.is_file(), "setup.sh installed agent.toml");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(conf_dir.join("certs/agent-key.pem"))
+        .expect("agent key installed")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "agent key is 0600");
+    check_nats_config(&installed).expect("leaf config valid");
+
+    // Hub and leaf.
+    let hub_dir = dir.join("hub");
+    let files = write_hub_config(
+        &core.store,
+        &core.pki,
+        &HubOptions {
+            client_listen: format!("127.0.0.1:{hub_client}"),
+            leafnode_listen: format!("127.0.0.1:{hub_leaf}"),
+            monitoring_listen: Some(format!("127.0.0.1:{hub_monitor}")),
+            ..HubOptions::default()
+        },
+        &hub_dir,
+    )
+    .await
+    .expect("hub config");
+    let _hub = NatsServer::start_file(&hub_dir, "hub", &files.config_path, hub_client)
+        .expect("hub starts");
+    let mut leaf_server =
+        NatsServer::start_file(&prefix, "leaf", &installed, leaf_port).expect("leaf starts");
+    wait_for_port(leaf_monitor, "leaf monitoring", WAIT).expect("leaf monitoring");
+
+    // The agent, as shipped.
+    let mut agent = start_agent(&agent_conf);
+    let site_status = || async { scoped.site(site.id).await.expect("site").status };
+    let leaf_status = || async { scoped.leaf_for_site(site.id).await.expect("leaf").status };
+    wait_until("site active", || async {
+        site_status().await == SiteStatus::Active
+    })
+    .await;
+    wait_until("leaf connected", || async {
+        leaf_status().await == LeafStatus::Connected
+    })
+    .await;
+
+    // Kill the leaf: the agent's leaf checker reports it, the leaf goes
+    // disconnected, and after `alert_after` an alert is raised.
+    leaf_server.kill();
+    wait_until("leaf disconnected", || async {
+        leaf_status().await == LeafStatus::Disconnected
+    })
+    .await;
+    next_webhook(&mut hooks, "alert.raised", ALERT_LEAF_DISCONNECTED).await;
+    // Restore the leaf: connected again, the alert resolves.
+    let _leaf_server =
+        NatsServer::start_file(&prefix, "leaf2", &installed, leaf_port).expect("leaf restarts");
+    wait_until("leaf reconnected", || async {
+        leaf_status().await == LeafStatus::Connected
+    })
+    .await;
+    next_webhook(&mut hooks, "alert.resolved", ALERT_LEAF_DISCONNECTED).await;
+
+    // Stop the agent: offline after the timeout, then an alert.
+    agent.kill().await.expect("kill agent");
+    let stopped = Instant::now();
+    wait_until("site offline", || async {
+        site_status().await == SiteStatus::Offline
+    })
+    .await;
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(2),
+        "offline only after the timeout"
+    );
+    next_webhook(&mut hooks, "alert.raised", ALERT_SITE_OFFLINE).await;
+    let alerts = scoped
+        .list_alerts(None, &serviceradar_store::PageRequest::first())
+        .await
+        .expect("alerts");
+    assert!(
+        alerts
+            .items
+            .iter()
+            .any(|a| a.kind == ALERT_SITE_OFFLINE && a.status.as_str() == "pending"),
+        "{alerts:?}"
+    );
+
+    // Restore the agent: active again, the alert resolves itself.
+    let _agent = start_agent(&agent_conf);
+    wait_until("site active again", || async {
+        site_status().await == SiteStatus::Active
+    })
+    .await;
+    next_webhook(&mut hooks, "alert.resolved", ALERT_SITE_OFFLINE).await;
+    let alerts = scoped
+        .list_alerts(None, &serviceradar_store::PageRequest::first())
+        .await
+        .expect("alerts");
+    assert!(
+        alerts.items.iter().all(|a| a.status.as_str() == "resolved"),
+        "{alerts:?}"
+    );
+
+    // The live events saw every change.
+    let mut seen = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        seen.push(match event {
+            HealthEvent::Site { status, .. } => format!("site:{status}"),
+            HealthEvent::Leaf { status, .. } => format!("leaf:{status}"),
+            HealthEvent::AlertRaised(a) => format!("raised:{}", a.kind),
+            HealthEvent::AlertResolved(a) => format!("resolved:{}", a.kind),
+        });
+    }
+    for expected in [
+        "site:active",
+        "leaf:connected",
+        "leaf:disconnected",
+        "raised:leaf_disconnected",
+        "resolved:leaf_disconnected",
+        "site:offline",
+        "raised:site_offline",
+        "resolved:site_offline",
+    ] {
+        assert!(
+            seen.iter().any(|s| s == expected),
+            "{expected} not in {seen:?}"
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! Shared harness: a real `serviceradar-core` (SQLite in a temp dir) with
+//! its agent gateway on a loopback port, and sites provisioned through the
+//! real provisioning code (which issues the agent certificates).
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serviceradar_agent::config::GatewayTarget;
+use serviceradar_domain::TenantScope;
+use serviceradar_domain::resources::{EdgeSite, Tenant};
+use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
+use serviceradar_server::app::{Application, Settings};
+use serviceradar_server::health::Health;
+use serviceradar_server::pki::{Pki, aad};
+use serviceradar_server::provisioning::provision_leaf;
+use serviceradar_store::{NewSite, Store};
+
+/// A running control plane with its gateway.
+pub struct Core {
+    pub store: Store,
+    pub pki: Arc<Pki>,
+    pub settings: Settings,
+    pub http_port: u16,
+    pub gateway_port: u16,
+    pub health: Health,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Settings on a fresh SQLite file with the gateway on a free port.
+pub fn settings(dir: &tempfile::TempDir) -> Settings {
+    let mut s = Settings::new(format!("sqlite://{}", dir.path().join("core.db").display()));
+    s.gateway_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    s
+}
+
+pub async fn spawn(dir: tempfile::TempDir, settings: Settings) -> Core {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let app = Application::build(settings.clone())
+        .await
+        .expect("build app");
+    let store = app.store().clone();
+    let pki = app.pki().clone();
+    let http_port = app.port();
+    let gateway_port = app.gateway_port().expect("gateway enabled");
+    let health = app.health().clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    Core {
+        store,
+        pki,
+        settings,
+        http_port,
+        gateway_port,
+        health,
+        dir,
+        shutdown: Some(tx),
+    }
+}
+
+/// A provisioned site with its agent's files on disk.
+pub struct SiteAgent {
+    pub tenant: Tenant,
+    pub site: EdgeSite,
+    pub agent_id: uuid::Uuid,
+    pub files: tempfile::TempDir,
+}
+
+impl SiteAgent {
+    pub fn cert(&self) -> PathBuf {
+        self.files.path().join("agent.pem")
+    }
+    pub fn key(&self) -> PathBuf {
+        self.files.path().join("agent-key.pem")
+    }
+    pub fn ca(&self) -> PathBuf {
+        self.files.path().join("root-ca.pem")
+    }
+}
+
+impl Core {
+    pub async fn tenant(&self, slug: &str) -> Tenant {
+        match self.store.tenant_by_slug(slug).await {
+            Ok(t) => t,
+            Err(_) => self
+                .store
+                .create_tenant(
+                    &Slug::parse(slug).expect("slug"),
+                    &DisplayName::parse(slug).expect("name"),
+                )
+                .await
+                .expect("tenant"),
+        }
+    }
+
+    /// Creates and provisions a site; writes the agent's cert chain, key and
+    /// the root CA to a temp dir.
+    pub async fn site(&self, tenant: &Tenant, slug: &str) -> SiteAgent {
+        let scoped = self.store.scoped(TenantScope::for_system_task(tenant.id));
+        let (site, leaf) = scoped
+            .create_site(
+                &NewSite {
+                    name: DisplayName::parse(slug).expect("name"),
+                    slug: Slug::parse(slug).expect("slug"),
+                    nats_leaf_url: NatsUrl::parse("nats://127.0.0.1:4222").expect("url"),
+                    upstream_url: self.settings.hub_leafnode_url.clone(),
+                    local_listen: ListenAddr::parse("127.0.0.1:4222").expect("listen"),
+                },
+                None,
+            )
+            .await
+            .expect("site");
+        provision_leaf(&self.store, &self.pki, &self.settings, tenant, &site, &leaf)
+            .await
+            .expect("provision");
+        let agent = scoped
+            .agent_for_site(site.id)
+            .await
+            .expect("agent lookup")
+            .expect("provisioning issued an agent certificate");
+        let key = self
+            .pki
+            .open(
+                &scoped.agent_key_sealed(agent.id).await.expect("key"),
+                &aad::agent_key(tenant.id, agent.id),
+            )
+            .expect("open key");
+        let tenant_ca = self.pki.tenant_ca(&self.store, tenant).await.expect("ca");
+        let root = self.pki.root_ca(&self.store).await.expect("root");
+        let files = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            files.path().join("agent.pem"),
+            format!("{}{}", agent.cert_pem, tenant_ca.cert_pem()),
+        )
+        .expect("write");
+        std::fs::write(files.path().join("agent-key.pem"), key.as_bytes()).expect("write");
+        std::fs::write(files.path().join("root-ca.pem"), root.cert_pem()).expect("write");
+        SiteAgent {
+            tenant: tenant.clone(),
+            site,
+            agent_id: agent.id,
+            files,
+        }
+    }
+
+    pub fn target(&self, agent: &SiteAgent) -> GatewayTarget {
+        GatewayTarget {
+            url: format!("https://localhost:{}", self.gateway_port),
+            cert: agent.cert(),
+            key: agent.key(),
+            ca: agent.ca(),
+            tls_name: None,
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Agents, site/leaf health, sweeps and alerts on both backends: the sweeper's
+//! conditional update moves each site once even with concurrent sweepers, the
+//! alert rule picks only long-lasting conditions, one unresolved alert per
+//! (site, kind), recovery resolves, and everything stays in its tenant.
+
+use serviceradar_domain::state::{AlertEvent, AlertStatus, LeafStatus, SiteStatus};
+use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
+use serviceradar_domain::{EdgeSiteId, TenantScope};
+use serviceradar_store::health::{ALERT_LEAF_DISCONNECTED, ALERT_SITE_OFFLINE, AgentCert};
+use serviceradar_store::{
+    Backend, LeafProvisioning, NewSite, PageRequest, Store, StoreError, now_ms,
+};
+
+async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = Store::connect(
+        &format!("sqlite://{}", dir.path().join("s.db").display()),
+        8,
+    )
+    .await
+    .expect("sqlite");
+    let url = tokio::task::spawn_blocking(|| serviceradar_testkit::postgres().create_database())
+        .await
+        .expect("pg database");
+    let pg = Store::connect(&url, 12).await.expect("postgres");
+    assert_eq!(pg.backend(), Backend::Postgres);
+    let out = vec![(sqlite, Some(dir)), (pg, None)];
+    for (s, _) in &out {
+        s.migrate().await.expect("migrate");
+    }
+    out
+}
+
+async fn site(store: &Store, scope: TenantScope, slug: &str) -> EdgeSiteId {
+    let scoped = store.scoped(scope);
+    let (site, leaf) = scoped
+        .create_site(
+            &NewSite {
+                name: DisplayName::parse(slug).expect("name"),
+                slug: Slug::parse(slug).expect("slug"),
+                nats_leaf_url: NatsUrl::parse("nats://10.0.0.1:4222").expect("url"),
+                upstream_url: "tls://hub:7422".into(),
+                local_listen: ListenAddr::parse("0.0.0.0:4222").expect("listen"),
+            },
+            None,
+        )
+        .await
+        .expect("site");
+    scoped
+        .store_leaf_provisioning(
+            leaf.id,
+            &LeafProvisioning {
+                leaf_cert_pem: "c".into(),
+                leaf_key_sealed: vec![1],
+                server_cert_pem: "s".into(),
+                server_key_sealed: vec![2],
+                ca_chain_pem: "ca".into(),
+                creds_sealed: vec![3],
+                cert_expires_at: now_ms() + 1_000_000,
+                config_checksum: "sha256:x".into(),
+            },
+        )
+        .await
+        .expect("provisioned");
+    site.id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_sweeps_and_alerts_on_both_backends() {
+    for (store, _dir) in stores().await {
+        let a = store
+            .create_tenant(
+                &Slug::parse("acme").expect("s"),
+                &DisplayName::parse("A").expect("n"),
+            )
+            .await
+            .expect("tenant");
+        let b = store
+            .create_tenant(
+                &Slug::parse("other").expect("s"),
+                &DisplayName::parse("B").expect("n"),
+            )
+            .await
+            .expect("tenant");
+        let (sa, sb) = (
+            TenantScope::for_system_task(a.id),
+            TenantScope::for_system_task(b.id),
+        );
+        let site_a = site(&store, sa, "nyc").await;
+        let site_b = site(&store, sb, "sfo").await;
+        let agent = uuid::Uuid::now_v7();
+        let scoped = store.scoped(sa);
+        let cert = AgentCert {
+            agent_id: agent,
+            cert_pem: "cert".into(),
+            key_sealed: vec![7; 8],
+            cert_serial: "01".into(),
+            cert_expires_at: now_ms() + 1_000,
+        };
+        scoped.store_agent_cert(site_a, &cert).await.expect("agent");
+        // Renewal keeps the row (and id), replaces the certificate.
+        let renewed = scoped
+            .store_agent_cert(
+                site_a,
+                &AgentCert {
+                    cert_serial: "02".into(),
+                    ..cert.clone()
+                },
+            )
+            .await
+            .expect("renew");
+        assert_eq!((renewed.id, renewed.cert_serial.as_str()), (agent, "02"));
+        // Another tenant cannot see or write it.
+        assert!(matches!(
+            store.scoped(sb).agent(agent).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(
+            store
+                .scoped(sb)
+                .agent_for_site(site_a)
+                .await
+                .expect("q")
+                .is_none()
+        );
+
+        // Contact: pending -> active once; then only the timestamp moves.
+        let change = scoped.agent_seen(agent, site_a).await.expect("seen");
+        assert_eq!(
+            change.map(|c| (c.from, c.to)),
+            Some((SiteStatus::Pending, SiteStatus::Active))
+        );
+        assert!(
+            scoped
+                .agent_seen(agent, site_a)
+                .await
+                .expect("seen")
+                .is_none()
+        );
+        // Another tenant's scope cannot move tenant A's site.
+        assert!(store.scoped(sb).agent_seen(agent, site_a).await.is_err());
+
+        // Leaf: provisioned -> connected -> disconnected.
+        assert!(
+            scoped
+                .set_leaf_link(site_a, false)
+                .await
+                .expect("noop")
+                .is_none()
+        );
+        assert_eq!(
+            scoped
+                .set_leaf_link(site_a, true)
+                .await
+                .expect("up")
+                .map(|c| c.to),
+            Some(LeafStatus::Connected)
+        );
+        assert_eq!(
+            scoped
+                .set_leaf_link(site_a, false)
+                .await
+                .expect("down")
+                .map(|c| c.to),
+            Some(LeafStatus::Disconnected)
+        );
+
+        // Sweep: a cutoff in the past moves nothing; a cutoff in the future
+        // moves site A exactly once across two concurrent sweepers.
+        assert!(
+            store
+                .sweep_offline_sites(now_ms() - 60_000)
+                .await
+                .expect("sweep")
+                .is_empty()
+        );
+        let cutoff = now_ms() + 1;
+        let (x, y) = tokio::join!(
+            store.sweep_offline_sites(cutoff),
+            store.sweep_offline_sites(cutoff)
+        );
+        let moved: Vec<_> = x.expect("x").into_iter().chain(y.expect("y")).collect();
+        assert_eq!(
+            moved,
+            vec![(a.id, site_a)],
+            "pending site B never goes offline"
+        );
+        assert_eq!(
+            scoped.site(site_a).await.expect("site").status,
+            SiteStatus::Offline
+        );
+
+        // Alert rule: both conditions are due with cutoffs in the future.
+        let future = now_ms() + 1;
+        assert!(
+            store
+                .due_alerts(now_ms() - 60_000, now_ms() - 60_000)
+                .await
+                .expect("due")
+                .is_empty()
+        );
+        let due = store.due_alerts(future, future).await.expect("due");
+        let kinds: Vec<_> = due.iter().map(|d| (d.edge_site_id, d.kind)).collect();
+        assert!(
+            kinds.contains(&(site_a, ALERT_SITE_OFFLINE))
+                && kinds.contains(&(site_a, ALERT_LEAF_DISCONNECTED))
+        );
+        assert!(!kinds.iter().any(|(s, _)| *s == site_b));
+        let (r1, r2) = tokio::join!(
+            scoped.raise_alert(site_a, ALERT_SITE_OFFLINE, "x"),
+            scoped.raise_alert(site_a, ALERT_SITE_OFFLINE, "x")
+        );
+        let raised: Vec<_> = [r1.expect("r1"), r2.expect("r2")]
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(raised.len(), 1, "one unresolved alert per site and kind");
+        assert!(
+            store
+                .due_alerts(future, future)
+                .await
+                .expect("due")
+                .iter()
+                .all(|d| d.kind != ALERT_SITE_OFFLINE)
+        );
+        let alert = raised[0].clone();
+        assert!(matches!(
+            store.scoped(sb).alert(alert.id).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            store
+                .scoped(sb)
+                .transition_alert(alert.id, AlertEvent::Acknowledge, None)
+                .await,
+            Err(StoreError::NotFound)
+        ));
+        let acked = scoped
+            .transition_alert(alert.id, AlertEvent::Acknowledge, Some("u1"))
+            .await
+            .expect("ack");
+        assert_eq!(acked.status, AlertStatus::Acknowledged);
+
+        // Recovery resolves it (once).
+        let resolved = scoped
+            .resolve_alerts(site_a, ALERT_SITE_OFFLINE)
+            .await
+            .expect("resolve");
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0].status, AlertStatus::Resolved);
+        assert!(
+            scoped
+                .resolve_alerts(site_a, ALERT_SITE_OFFLINE)
+                .await
+                .expect("again")
+                .is_empty()
+        );
+        let page = scoped
+            .list_alerts(Some(AlertStatus::Resolved), &PageRequest::first())
+            .await
+            .expect("list");
+        assert_eq!(page.items.len(), 1);
+        assert!(
+            store
+                .scoped(sb)
+                .list_alerts(None, &PageRequest::first())
+                .await
+                .expect("list")
+                .items
+                .is_empty()
+        );
+
+        // Revocation is sticky across renewal.
+        let revoked = scoped.revoke_agent(site_a).await.expect("revoke");
+        assert!(revoked.revoked_at.is_some());
+        let renewed = scoped.store_agent_cert(site_a, &cert).await.expect("renew");
+        assert_eq!(renewed.revoked_at, revoked.revoked_at);
+        store.close().await;
+    }
+}
