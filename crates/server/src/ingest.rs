@@ -23,8 +23,10 @@
 //! connected to; the subject's tenant token must agree, and nothing in a
 //! payload can change it.
 //!
-//! A supervisor starts one pipeline per tenant and looks for new tenants
-//! every [`TENANT_REFRESH`]; a pipeline that fails reconnects with backoff.
+//! A supervisor pushes every tenant's account JWT to the hub (as a user of
+//! the system account, `$SYS.REQ.CLAIMS.UPDATE`: a new tenant needs no hub
+//! restart), starts one pipeline per tenant and looks for new tenants every
+//! [`TENANT_REFRESH`]; a pipeline that fails reconnects with backoff.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -79,6 +81,8 @@ pub struct IngestSettings {
     /// How often the pipeline reconciles the sites' buffers and the stream's
     /// sources with the database.
     pub site_sync_interval: Duration,
+    /// How often the supervisor looks for new tenants (and pushes accounts).
+    pub tenant_refresh: Duration,
 }
 
 impl IngestSettings {
@@ -93,6 +97,7 @@ impl IngestSettings {
             creds_dir: creds_dir.into(),
             ack_wait: Duration::from_secs(30),
             site_sync_interval: TENANT_REFRESH,
+            tenant_refresh: TENANT_REFRESH,
         }
     }
 }
@@ -176,10 +181,23 @@ async fn supervise(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut accounts = AccountPusher::default();
     loop {
         match store.list_tenants().await {
             Ok(tenants) => {
+                // New tenants' accounts reach the running hub before their
+                // pipelines try to connect: no hub restart, no config change.
+                if let Err(e) = accounts.push_all(&store, &pki, &settings, &tenants).await {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "pushing tenant accounts to the hub failed"
+                    );
+                    accounts.client = None;
+                }
                 for tenant in tenants {
+                    if !accounts.pushed.contains_key(&tenant.id.to_string()) {
+                        continue;
+                    }
                     let key = tenant.id.to_string();
                     if running.get(&key).is_some_and(|h| !h.is_finished()) {
                         continue;
@@ -199,7 +217,7 @@ async fn supervise(
             Err(e) => tracing::warn!(error = %e, "ingest: listing tenants failed"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(TENANT_REFRESH) => {}
+            _ = tokio::time::sleep(settings.tenant_refresh) => {}
             _ = stop.changed() => {}
         }
         if *stop.borrow() {
@@ -598,4 +616,77 @@ async fn js_request(
     .with_context(|| format!("{subject}: no reply"))?
     .with_context(|| format!("{subject}: request failed"))?;
     Ok(serde_json::from_slice(&reply.payload)?)
+}
+
+/// Pushes tenant account JWTs to the hub's account resolver as a user of the
+/// system account (`$SYS.REQ.CLAIMS.UPDATE`), once per JWT.
+#[derive(Default)]
+struct AccountPusher {
+    client: Option<async_nats::Client>,
+    /// Tenant id -> the account JWT the hub has.
+    pushed: HashMap<String, String>,
+}
+
+impl AccountPusher {
+    async fn push_all(
+        &mut self,
+        store: &Store,
+        pki: &Pki,
+        settings: &IngestSettings,
+        tenants: &[Tenant],
+    ) -> anyhow::Result<()> {
+        for tenant in tenants {
+            let (_, jwt) = pki.tenant_account(store, tenant).await?;
+            let key = tenant.id.to_string();
+            if self.pushed.get(&key) == Some(&jwt) {
+                continue;
+            }
+            let client = match &self.client {
+                Some(client) => client.clone(),
+                None => {
+                    let client = system_client(store, pki, settings).await?;
+                    self.client = Some(client.clone());
+                    client
+                }
+            };
+            let reply = tokio::time::timeout(
+                LEAF_API_TIMEOUT,
+                client.request("$SYS.REQ.CLAIMS.UPDATE", jwt.clone().into()),
+            )
+            .await
+            .context("no reply to the account push")?
+            .context("pushing an account JWT")?;
+            let reply: serde_json::Value = serde_json::from_slice(&reply.payload)?;
+            if reply["data"]["code"] != 200 {
+                anyhow::bail!("the hub refused tenant {}'s account: {reply}", tenant.slug);
+            }
+            tracing::info!(tenant_id = %tenant.id, tenant = %tenant.slug, "tenant account pushed to the hub");
+            self.pushed.insert(key, jwt);
+        }
+        Ok(())
+    }
+}
+
+async fn system_client(
+    store: &Store,
+    pki: &Pki,
+    settings: &IngestSettings,
+) -> anyhow::Result<async_nats::Client> {
+    let creds = pki.system_user_creds(store, "serviceradar-core").await?;
+    std::fs::create_dir_all(&settings.creds_dir)?;
+    let path = settings.creds_dir.join("system.creds");
+    write_secret_file(&path, creds.as_str().as_bytes())?;
+    let mut options = async_nats::ConnectOptions::with_credentials_file(&path)
+        .await?
+        .name("serviceradar-core-accounts")
+        .connection_timeout(Duration::from_secs(5));
+    if let Some(ca) = &settings.hub_ca_file {
+        options = options.require_tls(true).add_root_certificates(ca.clone());
+    }
+    options.connect(&settings.hub_url).await.with_context(|| {
+        format!(
+            "connecting to the hub at {} as the system account",
+            settings.hub_url
+        )
+    })
 }

@@ -379,6 +379,16 @@ impl Pki {
         Ok(())
     }
 
+    /// A new user of the NATS system account called `name`, as a `.creds`
+    /// file: what the control plane uses to push account JWTs to the hub
+    /// (`$SYS.REQ.CLAIMS.UPDATE`).
+    pub async fn system_user_creds(&self, store: &Store, name: &str) -> anyhow::Result<CredsFile> {
+        let (_, sys) = self.operator(store).await?;
+        let user = NKey::generate(KeyKind::User);
+        let jwt = UserClaims::new(&user.public_key(), name).sign(&sys)?;
+        Ok(creds_file(&jwt, &user.seed()?)?)
+    }
+
     /// A new NATS user of `tenant`'s account called `name`, as a `.creds` file.
     pub async fn user_creds(
         &self,

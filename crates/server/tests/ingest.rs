@@ -54,6 +54,7 @@ fn settings(dir: &Path, database_url: &str, hub_client: u16) -> Settings {
     ingest.batch_size = 200;
     ingest.batch_timeout = Duration::from_millis(200);
     ingest.ack_wait = Duration::from_secs(2);
+    ingest.tenant_refresh = Duration::from_millis(300);
     settings.ingest = Some(ingest);
     settings
 }
@@ -274,6 +275,54 @@ async fn ingest_end_to_end(postgres: bool) {
 
     wait_rows(&store, &acme, GOOD as i64).await;
     wait_rows(&store, &beta, 30).await;
+
+    // A tenant created while the hub runs: its account is pushed to the hub
+    // (no restart, no config change), its users connect, its data is ingested.
+    serviceradar_server::admin::create_tenant(
+        &store,
+        &pki,
+        "gamma",
+        None,
+        "owner@gamma.example.com",
+        Some(PASSWORD),
+    )
+    .await
+    .unwrap();
+    let gamma = store.tenant_by_slug("gamma").await.unwrap();
+    let gamma_creds = dir.join("gamma.creds");
+    std::fs::write(
+        &gamma_creds,
+        pki.user_creds(&store, &gamma, "collector-gamma")
+            .await
+            .unwrap()
+            .as_str(),
+    )
+    .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let gamma_nc = loop {
+        let attempt = async_nats::ConnectOptions::with_credentials_file(&gamma_creds)
+            .await
+            .unwrap()
+            .connection_timeout(Duration::from_secs(2))
+            .connect(format!("nats://127.0.0.1:{hub_client}"));
+        if let Ok(Ok(nc)) = tokio::time::timeout(Duration::from_secs(3), attempt).await
+            && nc.flush().await.is_ok()
+        {
+            break nc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gamma's account never reached the hub"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    publish_good(&gamma_nc, "gamma", 0, 9).await;
+    wait_rows(&store, &gamma, 9).await;
+    assert_eq!(
+        total_rows(&store, &acme).await,
+        GOOD as i64,
+        "gamma's data stays gamma's"
+    );
 
     let mut reasons = Vec::new();
     for _ in 0..3 {
