@@ -158,6 +158,11 @@ pub fn write_secret_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Largest message a collector may publish (bytes).
+pub const COLLECTOR_MAX_PAYLOAD: i64 = 1024 * 1024;
+/// Most subscriptions a collector connection may hold.
+pub const COLLECTOR_MAX_SUBS: i64 = 100;
+
 /// The platform PKI: master keyring, trust domain, and the store-backed CAs
 /// and NATS identities.
 pub struct Pki {
@@ -377,6 +382,33 @@ impl Pki {
             .await
             .context("creating the tenant NATS account")?;
         Ok(())
+    }
+
+    /// Credentials of a collector package in `tenant`'s account: it may only
+    /// publish the tenant's telemetry (`events|metrics|logs.{tenant}.>`, and
+    /// `edge.{tenant}.>` at its site's leaf) and use JetStream publish acks
+    /// (replies on `_INBOX.>`); it subscribes to nothing else. Payloads are
+    /// capped at [`COLLECTOR_MAX_PAYLOAD`] and subscriptions at
+    /// [`COLLECTOR_MAX_SUBS`].
+    pub async fn collector_creds(
+        &self,
+        store: &Store,
+        tenant: &Tenant,
+        name: &str,
+    ) -> anyhow::Result<CredsFile> {
+        let (account, _) = self.tenant_account(store, tenant).await?;
+        let user = NKey::generate(KeyKind::User);
+        let mut claims = UserClaims::new(&user.public_key(), name);
+        let slug = tenant.slug.as_str();
+        claims.publish.allow = ["events", "metrics", "logs", "edge"]
+            .iter()
+            .map(|family| format!("{family}.{slug}.>"))
+            .collect();
+        claims.subscribe.allow = vec!["_INBOX.>".into()];
+        claims.payload = COLLECTOR_MAX_PAYLOAD;
+        claims.subs = COLLECTOR_MAX_SUBS;
+        let jwt = claims.sign(&account)?;
+        Ok(creds_file(&jwt, &user.seed()?)?)
     }
 
     /// A new user of the NATS system account called `name`, as a `.creds`

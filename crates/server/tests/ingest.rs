@@ -276,6 +276,66 @@ async fn ingest_end_to_end(postgres: bool) {
     wait_rows(&store, &acme, GOOD as i64).await;
     wait_rows(&store, &beta, 30).await;
 
+    // A collector package's credentials publish telemetry (acknowledged by
+    // JetStream) but cannot touch the streams, read data or publish elsewhere.
+    let collector_creds = dir.join("collector.creds");
+    std::fs::write(
+        &collector_creds,
+        pki.collector_creds(&store, &acme, "collector-test")
+            .await
+            .unwrap()
+            .as_str(),
+    )
+    .unwrap();
+    let collector_nc = async_nats::ConnectOptions::with_credentials_file(&collector_creds)
+        .await
+        .unwrap()
+        .connect(format!("nats://127.0.0.1:{hub_client}"))
+        .await
+        .expect("collector connects to the hub");
+    let collector_js = async_nats::jetstream::new(collector_nc.clone());
+    collector_js
+        .publish(
+            "events.acme.collector",
+            r#"{"message":"from a collector"}"#.into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .expect("JetStream acknowledges the collector's event");
+    wait_rows(&store, &acme, GOOD as i64 + 1).await;
+    assert!(
+        tokio::time::timeout(
+            Duration::from_secs(3),
+            collector_js.delete_stream(ingest::STREAM)
+        )
+        .await
+        .map(|r| r.is_err())
+        .unwrap_or(true),
+        "a collector deleted the ingest stream"
+    );
+    let mut snoop = collector_nc.subscribe("events.acme.>").await.unwrap();
+    collector_nc.flush().await.unwrap_or(());
+    acme_nc
+        .publish("events.acme.nyc", r#"{"message":"private"}"#.into())
+        .await
+        .unwrap();
+    acme_nc.flush().await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), snoop.next())
+            .await
+            .map(|m| m.is_none())
+            .unwrap_or(true),
+        "a collector read the tenant's data"
+    );
+    let acme_js = async_nats::jetstream::new(acme_nc.clone());
+    assert!(
+        acme_js.get_stream(ingest::STREAM).await.is_ok(),
+        "INGEST still exists"
+    );
+    wait_rows(&store, &acme, GOOD as i64 + 2).await;
+    let base_rows = GOOD as i64 + 2;
+
     // A tenant created while the hub runs: its account is pushed to the hub
     // (no restart, no config change), its users connect, its data is ingested.
     serviceradar_server::admin::create_tenant(
@@ -320,7 +380,7 @@ async fn ingest_end_to_end(postgres: bool) {
     wait_rows(&store, &gamma, 9).await;
     assert_eq!(
         total_rows(&store, &acme).await,
-        GOOD as i64,
+        base_rows,
         "gamma's data stays gamma's"
     );
 
@@ -439,7 +499,7 @@ async fn ingest_end_to_end(postgres: bool) {
 
     // Restart: everything arrives exactly once.
     let (store2, _pki2, running) = start(settings(dir, &database_url, hub_client)).await;
-    wait_rows(&store2, &acme, (GOOD + 600) as i64).await;
+    wait_rows(&store2, &acme, base_rows + 600).await;
     assert_eq!(total_rows(&store2, &beta).await, 30);
     running.stop().await;
     drop(hub);

@@ -212,7 +212,7 @@ pub async fn download_collector_bundle(
     .map_err(|e| internal(e.into()))?;
     let creds = state
         .pki
-        .user_creds(
+        .collector_creds(
             &state.store,
             &tenant,
             &format!("collector-{}", package.package.id),
