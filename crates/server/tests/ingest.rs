@@ -544,6 +544,7 @@ async fn site_data_survives_a_hub_outage() {
     support::init();
     let app = Application::build(settings.clone()).await.unwrap();
     let (store, pki) = (app.store().clone(), app.pki().clone());
+    let api_base = format!("http://127.0.0.1:{}", app.port());
     let acme = store.tenant_by_slug("acme").await.unwrap();
 
     // A provisioned site, installed from its bundle.
@@ -722,6 +723,78 @@ async fn site_data_survives_a_hub_outage() {
         restored.elapsed().as_secs_f64()
     );
     wait_rows(&store, &acme, (N + 1) as i64).await;
+
+    // An independent client: nats-py, with only a collector bundle's files
+    // (downloaded through the API for a package assigned to this site),
+    // publishes through the leaf; its messages land in the database.
+    let token = serviceradar_server::admin::create_token(
+        &store,
+        "acme",
+        "admin@example.com",
+        "collectors",
+        &[
+            serviceradar_domain::policy::Scope::Read,
+            serviceradar_domain::policy::Scope::Write,
+        ],
+        1,
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let package: Value = http
+        .post(format!("{api_base}/api/v1/collector-packages"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"collector_type": "syslog", "edge_site_id": site.id.to_string()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let package_id = package["id"].as_str().expect("package created").to_string();
+    let bundle = http
+        .get(format!(
+            "{api_base}/api/v1/collector-packages/{package_id}/bundle"
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bundle.status(), StatusCode::OK);
+    let collector_dir = dir.join("collector-bundle");
+    std::fs::create_dir_all(&collector_dir).unwrap();
+    std::fs::write(
+        collector_dir.join("bundle.tar.gz"),
+        bundle.bytes().await.unwrap(),
+    )
+    .unwrap();
+    let status = std::process::Command::new("tar")
+        .args(["xzf", "bundle.tar.gz", "--strip-components=1"])
+        .current_dir(&collector_dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/publish_collector.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&collector_dir)
+        .arg("50")
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "nats-py collector failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_rows(&store, &acme, (N + 1 + 50) as i64).await;
+    let logs = store
+        .scoped(TenantScope::for_system_task(acme.id))
+        .count_telemetry(TelemetryKind::Log)
+        .await
+        .unwrap();
+    assert!(logs >= 50, "the python collector's logs are logs");
+
     running.stop().await;
     drop(leaf_server);
     drop(hub);
