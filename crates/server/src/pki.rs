@@ -411,6 +411,69 @@ impl Pki {
         Ok(creds_file(&jwt, &user.seed()?)?)
     }
 
+    /// Creds for the user `name` of `tenant`'s account with the key of
+    /// `previous` creds when given (re-provisioning keeps a leaf's NATS user,
+    /// so revoking that one key revokes every JWT ever issued to the leaf),
+    /// else a new key.
+    pub async fn user_creds_keeping_key(
+        &self,
+        store: &Store,
+        tenant: &Tenant,
+        name: &str,
+        previous: Option<&str>,
+    ) -> anyhow::Result<CredsFile> {
+        let Some(seed) = previous.and_then(creds_seed) else {
+            return self.user_creds(store, tenant, name).await;
+        };
+        let (account, _) = self.tenant_account(store, tenant).await?;
+        let user = NKey::from_seed_of_kind(&seed, KeyKind::User)?;
+        let jwt = UserClaims::new(&user.public_key(), name).sign(&account)?;
+        Ok(creds_file(&jwt, &seed)?)
+    }
+
+    /// Revokes every JWT issued so far to the users `user_keys` of `tenant`'s
+    /// account: the account JWT is re-signed with them in `revocations` and
+    /// stored; the ingest supervisor pushes it to the running hub, which
+    /// disconnects and refuses those users from then on.
+    pub async fn revoke_users(
+        &self,
+        store: &Store,
+        tenant: &Tenant,
+        user_keys: &[String],
+    ) -> anyhow::Result<()> {
+        if user_keys.is_empty() {
+            return Ok(());
+        }
+        let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
+        let (operator, _) = self.operator(store).await?;
+        for _ in 0..5 {
+            let record = scoped
+                .nats_account()
+                .await?
+                .context("the tenant has no NATS account")?;
+            let current = serviceradar_natsconf::jwt::decode_claims(&record.account_jwt)?;
+            let mut claims =
+                AccountClaims::tenant(&record.account_public_key, tenant.slug.as_str());
+            if let Some(existing) = current["nats"]["revocations"].as_object() {
+                for (key, at) in existing {
+                    claims.revoke_user(key, at.as_i64().unwrap_or(0))?;
+                }
+            }
+            for key in user_keys {
+                claims.revoke_user_now(key)?;
+            }
+            let jwt = operator.sign_account(&claims)?;
+            if scoped
+                .replace_nats_account_jwt(&record.account_jwt, &jwt)
+                .await?
+            {
+                tracing::info!(tenant_id = %tenant.id, users = user_keys.len(), "NATS users revoked");
+                return Ok(());
+            }
+        }
+        anyhow::bail!("the tenant's account JWT kept changing; revocation not stored")
+    }
+
     /// A new user of the NATS system account called `name`, as a `.creds`
     /// file: what the control plane uses to push account JWTs to the hub
     /// (`$SYS.REQ.CLAIMS.UPDATE`).
@@ -433,4 +496,23 @@ impl Pki {
         let jwt = UserClaims::new(&user.public_key(), name).sign(&account)?;
         Ok(creds_file(&jwt, &user.seed()?)?)
     }
+}
+
+/// The user seed (`SU...`) in a `.creds` file.
+fn creds_seed(creds: &str) -> Option<Zeroizing<String>> {
+    let mut lines = creds.lines();
+    lines.find(|l| l.contains("BEGIN USER NKEY SEED"))?;
+    let seed = lines.next()?.trim();
+    seed.starts_with("SU")
+        .then(|| Zeroizing::new(seed.to_owned()))
+}
+
+/// The user public key (`U...`) of a `.creds` file (the JWT's subject).
+pub fn creds_user_key(creds: &str) -> Option<String> {
+    let mut lines = creds.lines();
+    lines.find(|l| l.contains("BEGIN NATS USER JWT"))?;
+    let jwt = lines.next()?.trim();
+    serviceradar_natsconf::jwt::decode_claims(jwt).ok()?["sub"]
+        .as_str()
+        .map(str::to_owned)
 }

@@ -227,8 +227,25 @@ pub async fn provision_leaf(
         &opts,
     )
     .context("issuing the leaf server certificate")?;
+    // Re-provisioning keeps the leaf's NATS user key (revoking it on deletion
+    // then covers every generation of its creds).
+    let previous = match scoped.leaf_provisioning(leaf.id).await? {
+        Some(material) => Some(
+            pki.open(
+                &material.creds_sealed,
+                &aad::leaf(tenant.id, leaf.id, "creds"),
+            )
+            .context("opening the leaf's previous creds")?,
+        ),
+        None => None,
+    };
     let creds = pki
-        .user_creds(store, tenant, &format!("leaf-{}", site.slug))
+        .user_creds_keeping_key(
+            store,
+            tenant,
+            &format!("leaf-{}", site.slug),
+            previous.as_ref().map(|c| c.as_str()),
+        )
         .await
         .context("minting the leaf's NATS user")?;
     let result = LeafProvisioning {

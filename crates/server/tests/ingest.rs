@@ -384,6 +384,32 @@ async fn ingest_end_to_end(postgres: bool) {
         "gamma's data stays gamma's"
     );
 
+    // Revocation without a restart: once the re-signed account reaches the
+    // hub, a revoked user's creds no longer connect; others are unaffected.
+    let victim = pki.user_creds(&store, &acme, "victim").await.unwrap();
+    let victim_path = dir.join("victim.creds");
+    std::fs::write(&victim_path, victim.as_str()).unwrap();
+    let connect_victim = || async {
+        async_nats::ConnectOptions::with_credentials_file(&victim_path)
+            .await
+            .unwrap()
+            .connection_timeout(Duration::from_secs(2))
+            .connect(format!("nats://127.0.0.1:{hub_client}"))
+            .await
+    };
+    connect_victim().await.expect("a fresh user connects");
+    let key = serviceradar_server::pki::creds_user_key(victim.as_str()).unwrap();
+    pki.revoke_users(&store, &acme, &[key]).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while connect_victim().await.is_ok() {
+        assert!(Instant::now() < deadline, "the revoked user still connects");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    acme_nc
+        .flush()
+        .await
+        .expect("other acme users are unaffected");
+
     let mut reasons = Vec::new();
     for _ in 0..3 {
         let msg = tokio::time::timeout(Duration::from_secs(10), dead.next())
@@ -735,6 +761,7 @@ async fn site_data_survives_a_hub_outage() {
         &[
             serviceradar_domain::policy::Scope::Read,
             serviceradar_domain::policy::Scope::Write,
+            serviceradar_domain::policy::Scope::Admin,
         ],
         1,
     )
@@ -795,7 +822,47 @@ async fn site_data_survives_a_hub_outage() {
         .unwrap();
     assert!(logs >= 50, "the python collector's logs are logs");
 
+    // Deleting the site revokes its leaf's NATS user: the hub drops the leaf
+    // and refuses it from then on (no hub restart).
+    let deleted = http
+        .delete(format!("{api_base}/api/v1/edge-sites/{}", site.id))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let deadline = Instant::now() + WAIT;
+    while leaf_count(hub_monitor) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted site's leaf is still connected\nhub:\n{}",
+            hub.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(leaf_count(hub_monitor), 0, "the revoked leaf came back");
+
     running.stop().await;
     drop(leaf_server);
     drop(hub);
+}
+
+/// Leaves connected to the hub, from its monitoring endpoint.
+fn leaf_count(monitor_port: u16) -> usize {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", monitor_port)) else {
+        return 0;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    if write!(stream, "GET /leafz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+        return 0;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str::<Value>(body).ok())
+        .and_then(|v| v["leafs"].as_array().map(Vec::len))
+        .unwrap_or(0)
 }

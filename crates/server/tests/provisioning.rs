@@ -768,6 +768,25 @@ async fn provisioning_on_postgres() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // The leaf keeps its NATS user key across re-provisioning (a re-signed
+    // JWT, the same key), so revoking that key on deletion covers every
+    // generation of its creds.
+    let again = app
+        .unpack(
+            &owner,
+            &format!("/api/v1/edge-sites/{site_id}/bundle"),
+            &dir.join("bundle-again"),
+        )
+        .await;
+    let creds_of = |root: &Path| std::fs::read_to_string(root.join("creds/leaf.creds")).unwrap();
+    let (before, after) = (creds_of(&root), creds_of(&again));
+    assert_eq!(
+        serviceradar_server::pki::creds_user_key(&before),
+        serviceradar_server::pki::creds_user_key(&after),
+        "the same user key"
+    );
+    assert!(serviceradar_server::pki::creds_user_key(&before).is_some());
+
     // Creating a tenant creates its CA and NATS account with it.
     app.tenant("delta").await;
     let delta = app.store.tenant_by_slug("delta").await.unwrap();

@@ -227,6 +227,23 @@ impl Scoped<'_> {
     }
 }
 
+impl Scoped<'_> {
+    /// Replaces this tenant's account JWT if it is still `old` (compare and
+    /// swap: concurrent re-signings cannot lose each other's revocations).
+    /// Returns whether it was replaced.
+    pub async fn replace_nats_account_jwt(&self, old: &str, new: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE tenant_nats_accounts SET account_jwt = $1 WHERE tenant_id = $2 AND account_jwt = $3",
+        )
+        .bind(new)
+        .bind(self.tenant())
+        .bind(old)
+        .execute(&self.store.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
 /// A foreign-key failure here means the tenant does not exist.
 fn bad_tenant(err: sqlx::Error) -> StoreError {
     match &err {

@@ -324,13 +324,38 @@ pub async fn delete_site(
 ) -> Result<StatusCode, ApiError> {
     auth.actor.authorize(Action::DeleteSites)?;
     let id: EdgeSiteId = path_id(&id)?;
-    state
-        .store
-        .scoped(auth.actor.scope())
-        .delete_site(id)
-        .await?;
+    let scoped = state.store.scoped(auth.actor.scope());
+    // The leaf's NATS user, to revoke once the site is gone.
+    let leaf_user = leaf_user_key(&state, &scoped, id).await?;
+    scoped.delete_site(id).await?;
     tracing::info!(site_id = %id, "edge site deleted");
+    if let Some(key) = leaf_user {
+        let tenant = state.store.tenant(auth.actor.tenant_id).await?;
+        if let Err(e) = state.pki.revoke_users(&state.store, &tenant, &[key]).await {
+            tracing::error!(site_id = %id, error = format!("{e:#}"),
+                "revoking the deleted site's NATS user failed");
+        }
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn leaf_user_key(
+    state: &AppState,
+    scoped: &serviceradar_store::Scoped<'_>,
+    site: EdgeSiteId,
+) -> Result<Option<String>, ApiError> {
+    let leaf = scoped.leaf_for_site(site).await?;
+    let Some(material) = scoped.leaf_provisioning(leaf.id).await? else {
+        return Ok(None);
+    };
+    let creds = state
+        .pki
+        .open(
+            &material.creds_sealed,
+            &crate::pki::aad::leaf(leaf.tenant_id, leaf.id, "creds"),
+        )
+        .map_err(|e| ApiError::internal(format!("opening the leaf's creds: {e:#}")))?;
+    Ok(crate::pki::creds_user_key(&creds))
 }
 
 /// Get the leaf server of an edge site.
