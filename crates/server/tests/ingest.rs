@@ -477,6 +477,86 @@ async fn ingest_end_to_end(postgres: bool) {
             .all(|e| e["subject"].as_str().unwrap().starts_with("events.beta.")),
         "beta sees only its own events: {beta_events}"
     );
+    // Revoking a collector package revokes its bundle's NATS user on the hub.
+    let writer = serviceradar_server::admin::create_token(
+        &store,
+        "acme",
+        "admin@example.com",
+        "w",
+        &[
+            serviceradar_domain::policy::Scope::Read,
+            serviceradar_domain::policy::Scope::Write,
+        ],
+        1,
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let package: Value = http
+        .post(format!("{}/api/v1/collector-packages", running.base))
+        .bearer_auth(&writer)
+        .json(&serde_json::json!({"collector_type": "trapd"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let package_id = package["id"].as_str().unwrap().to_string();
+    let bundle = http
+        .get(format!(
+            "{}/api/v1/collector-packages/{package_id}/bundle",
+            running.base
+        ))
+        .bearer_auth(&writer)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let package_dir = dir.join("package");
+    std::fs::create_dir_all(&package_dir).unwrap();
+    std::fs::write(package_dir.join("b.tar.gz"), &bundle).unwrap();
+    assert!(
+        std::process::Command::new("tar")
+            .args(["xzf", "b.tar.gz", "--strip-components=1"])
+            .current_dir(&package_dir)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let package_creds = package_dir.join("creds/collector.creds");
+    let connect_package = || async {
+        async_nats::ConnectOptions::with_credentials_file(&package_creds)
+            .await
+            .unwrap()
+            .connection_timeout(Duration::from_secs(2))
+            .connect(format!("nats://127.0.0.1:{hub_client}"))
+            .await
+    };
+    connect_package()
+        .await
+        .expect("the package's creds connect to the hub");
+    let revoked = http
+        .post(format!(
+            "{}/api/v1/collector-packages/{package_id}/revoke",
+            running.base
+        ))
+        .bearer_auth(&writer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let deadline = Instant::now() + WAIT;
+    while connect_package().await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "a revoked package's creds still connect"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     let (status, _) = api_get(&running.base, &acme_token, "/api/v1/logs?from=5&to=4").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = api_get(&running.base, "srt_forged_token", "/api/v1/logs").await;

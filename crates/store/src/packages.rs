@@ -189,6 +189,40 @@ impl Scoped<'_> {
         self.package(id).await
     }
 
+    /// Records a NATS user key minted for the package's bundle.
+    pub async fn add_package_user_key(&self, id: PackageId, key: &str) -> Result<(), StoreError> {
+        if key.is_empty() || key.contains(' ') {
+            return Err(StoreError::InvalidState("invalid NATS user key".into()));
+        }
+        let done = sqlx::query(
+            "UPDATE collector_packages SET nats_user_keys = TRIM(nats_user_keys || ' ' || $1) \
+             WHERE tenant_id = $2 AND id = $3",
+        )
+        .bind(key)
+        .bind(self.tenant())
+        .bind(id.to_string())
+        .execute(&self.store.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// The NATS user keys minted for the package's bundles.
+    pub async fn package_user_keys(&self, id: PackageId) -> Result<Vec<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT nats_user_keys FROM collector_packages WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(self.tenant())
+        .bind(id.to_string())
+        .fetch_optional(&self.store.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let keys: String = sqlx::Row::try_get(&row, "nats_user_keys")?;
+        Ok(keys.split_whitespace().map(str::to_owned).collect())
+    }
+
     /// Deletes a package.
     pub async fn delete_package(&self, id: PackageId) -> Result<(), StoreError> {
         let done = sqlx::query("DELETE FROM collector_packages WHERE tenant_id = $1 AND id = $2")

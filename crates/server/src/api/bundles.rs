@@ -247,6 +247,9 @@ pub async fn download_collector_bundle(
         ca_pem: root.cert_pem().to_owned(),
     };
     let bytes = collector_bundle(&bundle).map_err(|e| internal(e.into()))?;
+    if let Some(key) = crate::pki::creds_user_key(creds.as_str()) {
+        scoped.add_package_user_key(id, &key).await?;
+    }
     scoped
         .transition_package(id, PackageEvent::Download)
         .await?;

@@ -243,12 +243,27 @@ pub async fn revoke_package(
 ) -> Result<ApiJson<PackageResponse>, ApiError> {
     auth.actor.authorize(Action::WritePackages)?;
     let id: PackageId = path_id(&id)?;
-    let package = state
-        .store
-        .scoped(auth.actor.scope())
-        .transition_package(id, PackageEvent::Revoke)
-        .await?;
-    tracing::info!(package_id = %id, "collector package revoked");
+    let scoped = state.store.scoped(auth.actor.scope());
+    // Refuse an illegal transition before touching anything.
+    scoped
+        .package(id)
+        .await?
+        .package
+        .status
+        .apply(PackageEvent::Revoke)?;
+    // Its bundles' NATS users stop working on the hub first, so a failure
+    // leaves the package as it was (and the request can be retried).
+    let keys = scoped.package_user_keys(id).await?;
+    if !keys.is_empty() {
+        let tenant = state.store.tenant(auth.actor.tenant_id).await?;
+        state
+            .pki
+            .revoke_users(&state.store, &tenant, &keys)
+            .await
+            .map_err(|e| ApiError::internal(format!("revoking NATS users: {e:#}")))?;
+    }
+    let package = scoped.transition_package(id, PackageEvent::Revoke).await?;
+    tracing::info!(package_id = %id, revoked_users = keys.len(), "collector package revoked");
     Ok(ApiJson(package.into()))
 }
 
