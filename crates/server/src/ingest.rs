@@ -285,6 +285,7 @@ async fn pipeline(
         // A fetch whose request was lost (the hub restarted under it) would
         // wait forever: bound it and start over.
         let limit = settings.batch_timeout + FETCH_GRACE;
+        let fetch_started = std::time::Instant::now();
         let batch = tokio::select! {
             batch = tokio::time::timeout(limit, next_batch(&consumer, settings)) => {
                 batch.map_err(|_| anyhow::anyhow!("no reply to a fetch within {limit:?}"))??
@@ -294,7 +295,14 @@ async fn pipeline(
         if batch.is_empty() {
             continue;
         }
+        let fetched_in = fetch_started.elapsed();
         let outcome = process_batch(store, &client, tenant, batch).await?;
+        tracing::debug!(
+            fetched = outcome.fetched,
+            fetch_ms = fetched_in.as_secs_f64() * 1e3,
+            total_ms = fetch_started.elapsed().as_secs_f64() * 1e3,
+            "batch"
+        );
         metrics::counter!("serviceradar_ingest_messages_total").increment(outcome.fetched as u64);
         metrics::counter!("serviceradar_ingest_rows_total").increment(outcome.inserted);
         if outcome.dead_lettered > 0 {

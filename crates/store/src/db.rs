@@ -21,6 +21,8 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: AnyPool,
+    /// A native pool on PostgreSQL, for what `Any` cannot do (`COPY`).
+    pub(crate) pg: Option<sqlx::PgPool>,
     backend: Backend,
 }
 
@@ -74,7 +76,16 @@ impl Store {
             // WAL lets readers proceed while the single writer commits.
             pool.execute("PRAGMA journal_mode = WAL").await?;
         }
-        Ok(Self { pool, backend })
+        let pg = match backend {
+            Backend::Postgres => Some(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(max_connections.clamp(1, 4))
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_lazy(&url)?,
+            ),
+            Backend::Sqlite => None,
+        };
+        Ok(Self { pool, pg, backend })
     }
 
     /// Applies pending migrations for this backend.
@@ -100,6 +111,9 @@ impl Store {
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
+        if let Some(pg) = &self.pg {
+            pg.close().await;
+        }
     }
 }
 

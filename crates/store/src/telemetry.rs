@@ -64,6 +64,9 @@ impl Scoped<'_> {
     /// Writes `records` in one transaction; returns how many rows were new
     /// (redelivered records are skipped).
     pub async fn insert_telemetry(&self, records: &[TelemetryRecord]) -> Result<u64, StoreError> {
+        if let Some(pg) = &self.store.pg {
+            return self.insert_telemetry_copy(pg, records).await;
+        }
         let mut tx = self.store.pool.begin().await?;
         let received_at = now_ms();
         let mut inserted = 0;
@@ -78,6 +81,56 @@ impl Scoped<'_> {
         Ok(inserted)
     }
 
+    /// PostgreSQL: `COPY` each kind into a per-session temporary staging
+    /// table, then `INSERT ... SELECT ... ON CONFLICT DO NOTHING` (plain `COPY`
+    /// cannot skip redelivered rows), all in one transaction.
+    async fn insert_telemetry_copy(
+        &self,
+        pg: &sqlx::PgPool,
+        records: &[TelemetryRecord],
+    ) -> Result<u64, StoreError> {
+        let mut tx = pg.begin().await?;
+        let received_at = now_ms();
+        let tenant = self.tenant();
+        let mut inserted = 0;
+        for kind in TelemetryKind::ALL {
+            let of_kind: Vec<&TelemetryRecord> =
+                records.iter().filter(|r| r.kind() == kind).collect();
+            if of_kind.is_empty() {
+                continue;
+            }
+            let table = table(kind);
+            let (label_col, text_col) = columns(kind);
+            let cols = format!(
+                "id, tenant_id, stream_seq, subject, source, {label_col}, {text_col}, body, \
+                 created_at, received_at"
+            );
+            sqlx::query(AssertSqlSafe(format!(
+                "CREATE TEMP TABLE IF NOT EXISTS {table}_stage (LIKE {table} INCLUDING DEFAULTS) \
+                 ON COMMIT DELETE ROWS"
+            )))
+            .execute(&mut *tx)
+            .await?;
+            let mut rows = String::with_capacity(of_kind.len() * 320);
+            for record in &of_kind {
+                copy_row(&mut rows, record, &tenant, received_at);
+            }
+            let statement = format!("COPY {table}_stage ({cols}) FROM STDIN");
+            let mut copy = tx.copy_in_raw(&statement).await?;
+            copy.send(rows.as_bytes()).await?;
+            copy.finish().await?;
+            inserted += sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO {table} ({cols}) SELECT {cols} FROM {table}_stage \
+                 ON CONFLICT (tenant_id, stream_seq) DO NOTHING"
+            )))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
     async fn insert_chunk(
         &self,
         tx: &mut Transaction<'static, sqlx::Any>,
@@ -85,11 +138,7 @@ impl Scoped<'_> {
         chunk: &[&TelemetryRecord],
         received_at: i64,
     ) -> Result<u64, StoreError> {
-        let (label_col, text_col) = match kind {
-            TelemetryKind::Event => ("severity", "message"),
-            TelemetryKind::Metric => ("name", "value"),
-            TelemetryKind::Log => ("level", "message"),
-        };
+        let (label_col, text_col) = columns(kind);
         let mut sql = format!(
             "INSERT INTO {} (id, tenant_id, stream_seq, subject, source, {label_col}, {text_col}, \
              body, created_at, received_at) VALUES ",
@@ -187,6 +236,58 @@ impl Scoped<'_> {
             .await?;
         Ok(row.try_get("n")?)
     }
+}
+
+fn columns(kind: TelemetryKind) -> (&'static str, &'static str) {
+    match kind {
+        TelemetryKind::Event => ("severity", "message"),
+        TelemetryKind::Metric => ("name", "value"),
+        TelemetryKind::Log => ("level", "message"),
+    }
+}
+
+/// One row of `COPY ... FROM STDIN` text format: tab-separated, with
+/// backslash, tab, newline and carriage return escaped.
+fn copy_row(out: &mut String, record: &TelemetryRecord, tenant: &str, received_at: i64) {
+    use std::fmt::Write as _;
+    let field = |out: &mut String, text: &str| {
+        for c in text.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\t' => out.push_str("\\t"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                c => out.push(c),
+            }
+        }
+        out.push('\t');
+    };
+    let meta = record.meta();
+    field(out, &uuid::Uuid::now_v7().to_string());
+    field(out, tenant);
+    field(out, &meta.stream_seq.to_string());
+    field(out, &meta.subject);
+    field(out, &meta.source);
+    match record {
+        TelemetryRecord::Event {
+            severity, message, ..
+        } => {
+            field(out, severity);
+            field(out, message);
+        }
+        TelemetryRecord::Log { level, message, .. } => {
+            field(out, level);
+            field(out, message);
+        }
+        TelemetryRecord::Metric { name, value, .. } => {
+            field(out, name);
+            field(out, &value.to_string());
+        }
+    }
+    field(out, &meta.body);
+    field(out, &meta.time_ms.to_string());
+    let _ = write!(out, "{received_at}");
+    out.push('\n');
 }
 
 fn decode(row: &AnyRow) -> Result<StoredRecord, StoreError> {

@@ -1807,6 +1807,33 @@ async fn telemetry(store: Store) {
     }
     assert!((first.items[0].value - 100.5).abs() < 1e-9);
 
+    // Text that COPY must escape survives both write paths.
+    let tricky = serviceradar_domain::telemetry::decode(
+        "acme",
+        serviceradar_domain::telemetry::IncomingMessage {
+            subject: "logs.acme.tricky",
+            payload: br#"{"message":"tab\there\nnew line \\ back\\slash\r","ts":5}"#,
+            stream_seq: 99_999,
+            stored_at_ms: 0,
+        },
+    )
+    .unwrap();
+    assert_eq!(sa.insert_telemetry(&[tricky.clone()]).await.unwrap(), 1);
+    let got = sa
+        .list_telemetry(
+            TelemetryKind::Log,
+            TimeRange {
+                from: Some(5),
+                to: Some(6),
+            },
+            &PageRequest::first(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.items.len(), 1);
+    assert_eq!(got.items[0].message, "tab\there\nnew line \\ back\\slash\r");
+    assert_eq!(got.items[0].body, tricky.meta().body);
+
     // Another tenant sees none of it.
     let sb = store.scoped(b.scope);
     for kind in TelemetryKind::ALL {
