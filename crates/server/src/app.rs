@@ -274,6 +274,7 @@ impl Application {
         let sweeper = self
             .health
             .spawn_sweeper(self.settings.health_sweep_interval, stop_rx.clone());
+        workers.push(self.health.spawn_relay(stop_rx.clone()));
         let gateway = self.gateway.map(|gateway| {
             let mut stop = stop_rx.clone();
             tokio::spawn(gateway.serve(async move {

@@ -12,11 +12,11 @@
 //!   every replica can run the sweeper: each change happens once.
 //! * Every status change is published as a [`HealthEvent`] on an in-process
 //!   `tokio::sync::broadcast` channel ([`Health::subscribe`]) for live UI
-//!   updates. Across replicas, each replica publishes only the changes *it*
-//!   made (the conditional writes decide which one); a UI connected to
-//!   another replica sees them through the database on its next read. A NATS
-//!   subject (`sr.health.{tenant}`) can carry the same events across replicas
-//!   once the control plane holds a NATS connection (not wired yet).
+//!   updates. The replica that made a change (the conditional writes decide
+//!   which one) also sends it with PostgreSQL `NOTIFY` on
+//!   [`HEALTH_CHANNEL`]; every other replica's relay ([`Health::spawn_relay`])
+//!   forwards it to its own subscribers, so a UI on any replica sees every
+//!   change. On SQLite one process owns the database and there is no relay.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +32,7 @@ use crate::app::Settings;
 use crate::gateway::identity::AgentIdentity;
 
 /// A published status change.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum HealthEvent {
     /// A site's status changed.
@@ -65,6 +65,17 @@ pub struct Health {
     store: Store,
     settings: Arc<Settings>,
     events: broadcast::Sender<HealthEvent>,
+    /// Tags this replica's notifications so it ignores its own.
+    replica: uuid::Uuid,
+}
+
+/// PostgreSQL notification channel carrying health events between replicas.
+pub const HEALTH_CHANNEL: &str = "serviceradar_health";
+
+#[derive(Serialize, serde::Deserialize)]
+struct Relayed {
+    replica: uuid::Uuid,
+    event: HealthEvent,
 }
 
 impl Health {
@@ -75,17 +86,84 @@ impl Health {
             store,
             settings,
             events,
+            replica: uuid::Uuid::new_v4(),
         }
     }
 
-    /// Live status changes made by this process.
+    /// Live status changes made by this replica and, on PostgreSQL, by every
+    /// other replica (relayed by [`Health::spawn_relay`]).
     pub fn subscribe(&self) -> broadcast::Receiver<HealthEvent> {
         self.events.subscribe()
     }
 
     fn publish(&self, event: HealthEvent) {
+        // Other replicas hear it through PostgreSQL NOTIFY (best effort: a
+        // missed notification only delays a UI until its next read).
+        if let Ok(payload) = serde_json::to_string(&Relayed {
+            replica: self.replica,
+            event: event.clone(),
+        }) {
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.notify(HEALTH_CHANNEL, &payload).await {
+                    tracing::warn!(error = %e, "relaying a health event failed");
+                }
+            });
+        }
         // No subscriber is fine.
         let _ = self.events.send(event);
+    }
+
+    /// On PostgreSQL: forwards the health events other replicas publish to
+    /// this replica's subscribers, until `stop` flips. Reconnects on error.
+    pub fn spawn_relay(&self, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        let health = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let listener = match health.store.listen(HEALTH_CHANNEL).await {
+                    Ok(Some(listener)) => listener,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "listening for health events failed");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                            _ = stop.changed() => return,
+                        }
+                    }
+                };
+                if health.relay(listener, &mut stop).await {
+                    return;
+                }
+            }
+        })
+    }
+
+    /// Relays until `stop` (returns true) or a listener error (false).
+    async fn relay(
+        &self,
+        mut listener: serviceradar_store::NotificationListener,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return true,
+                received = listener.recv() => match received {
+                    Ok(notification) => {
+                        match serde_json::from_str::<Relayed>(notification.payload()) {
+                            Ok(relayed) if relayed.replica != self.replica => {
+                                let _ = self.events.send(relayed.event);
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "undecodable health event"),
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "health event listener failed; reconnecting");
+                        return false;
+                    }
+                },
+            }
+        }
     }
 
     /// Agent contact.

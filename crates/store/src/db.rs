@@ -108,6 +108,33 @@ impl Store {
         Ok(())
     }
 
+    /// Sends `payload` on the PostgreSQL notification `channel` (every
+    /// replica's [`Store::listen`] receives it). A no-op on SQLite, where one
+    /// process owns the database.
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        if let Some(pg) = &self.pg {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(channel)
+                .bind(payload)
+                .execute(pg)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A listener on the PostgreSQL notification `channel`; `None` on SQLite.
+    pub async fn listen(
+        &self,
+        channel: &str,
+    ) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
+        let Some(pg) = &self.pg else {
+            return Ok(None);
+        };
+        let mut listener = sqlx::postgres::PgListener::connect_with(pg).await?;
+        listener.listen(channel).await?;
+        Ok(Some(listener))
+    }
+
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(&self) {
         self.pool.close().await;

@@ -93,7 +93,7 @@ pub struct Change<S> {
 }
 
 /// An alert.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Alert {
     /// Alert id.
     pub id: Uuid,

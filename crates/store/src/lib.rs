@@ -36,6 +36,8 @@ pub use packages::{NewPackage, PackageFilter, PackageWithSite, SiteSummary};
 pub use page::{Cursor, Page, PageRequest};
 pub use pki::{PlatformSecret, TenantCaRecord, TenantNatsAccount};
 pub use sites::{ExpiringLeaf, LeafFilter, LeafProvisioning, NewSite, SiteFilter, SiteUpdate};
+/// A PostgreSQL LISTEN connection ([`Store::listen`]).
+pub use sqlx::postgres::PgListener as NotificationListener;
 pub use telemetry::{StoredRecord, TimeRange};
 pub use tokens::NewToken;
 pub use users::NewUser;

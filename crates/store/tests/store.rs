@@ -1818,7 +1818,12 @@ async fn telemetry(store: Store) {
         },
     )
     .unwrap();
-    assert_eq!(sa.insert_telemetry(std::slice::from_ref(&tricky)).await.unwrap(), 1);
+    assert_eq!(
+        sa.insert_telemetry(std::slice::from_ref(&tricky))
+            .await
+            .unwrap(),
+        1
+    );
     let got = sa
         .list_telemetry(
             TelemetryKind::Log,
