@@ -55,12 +55,25 @@ pub enum HarnessError {
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
+///
+/// Never returns the same port twice in one process: the kernel may hand the
+/// same ephemeral port to two consecutive binds once the first is closed, and
+/// a test asking for two ports must get two.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port on loopback");
-    listener
-        .local_addr()
-        .expect("ephemeral listener has a local address")
-        .port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let listener =
+            TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port on loopback");
+        let port = listener
+            .local_addr()
+            .expect("ephemeral listener has a local address")
+            .port();
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// Waits until something accepts TCP connections on `127.0.0.1:port`.
