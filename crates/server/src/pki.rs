@@ -179,7 +179,8 @@ impl std::fmt::Debug for Pki {
     }
 }
 
-fn to_ms(t: time::OffsetDateTime) -> i64 {
+/// `t` as Unix milliseconds (saturating).
+pub(crate) fn to_ms(t: time::OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
@@ -397,18 +398,17 @@ impl Pki {
         name: &str,
     ) -> anyhow::Result<CredsFile> {
         let (account, _) = self.tenant_account(store, tenant).await?;
-        let user = NKey::generate(KeyKind::User);
-        let mut claims = UserClaims::new(&user.public_key(), name);
         let slug = tenant.slug.as_str();
-        claims.publish.allow = ["events", "metrics", "logs", "edge"]
-            .iter()
-            .map(|family| format!("{family}.{slug}.>"))
-            .collect();
-        claims.subscribe.allow = vec!["_INBOX.>".into()];
-        claims.payload = COLLECTOR_MAX_PAYLOAD;
-        claims.subs = COLLECTOR_MAX_SUBS;
-        let jwt = claims.sign(&account)?;
-        Ok(creds_file(&jwt, &user.seed()?)?)
+        let user = NKey::generate(KeyKind::User);
+        creds_for(&account, &user, name, |claims| {
+            claims.publish.allow = ["events", "metrics", "logs", "edge"]
+                .iter()
+                .map(|family| format!("{family}.{slug}.>"))
+                .collect();
+            claims.subscribe.allow = vec!["_INBOX.>".into()];
+            claims.payload = COLLECTOR_MAX_PAYLOAD;
+            claims.subs = COLLECTOR_MAX_SUBS;
+        })
     }
 
     /// Creds for the user `name` of `tenant`'s account with the key of
@@ -427,8 +427,7 @@ impl Pki {
         };
         let (account, _) = self.tenant_account(store, tenant).await?;
         let user = NKey::from_seed_of_kind(&seed, KeyKind::User)?;
-        let jwt = UserClaims::new(&user.public_key(), name).sign(&account)?;
-        Ok(creds_file(&jwt, &seed)?)
+        creds_for(&account, &user, name, |_| {})
     }
 
     /// Revokes every JWT issued so far to the users `user_keys` of `tenant`'s
@@ -479,9 +478,7 @@ impl Pki {
     /// (`$SYS.REQ.CLAIMS.UPDATE`).
     pub async fn system_user_creds(&self, store: &Store, name: &str) -> anyhow::Result<CredsFile> {
         let (_, sys) = self.operator(store).await?;
-        let user = NKey::generate(KeyKind::User);
-        let jwt = UserClaims::new(&user.public_key(), name).sign(&sys)?;
-        Ok(creds_file(&jwt, &user.seed()?)?)
+        creds_for(&sys, &NKey::generate(KeyKind::User), name, |_| {})
     }
 
     /// A new NATS user of `tenant`'s account called `name`, as a `.creds` file.
@@ -492,10 +489,22 @@ impl Pki {
         name: &str,
     ) -> anyhow::Result<CredsFile> {
         let (account, _) = self.tenant_account(store, tenant).await?;
-        let user = NKey::generate(KeyKind::User);
-        let jwt = UserClaims::new(&user.public_key(), name).sign(&account)?;
-        Ok(creds_file(&jwt, &user.seed()?)?)
+        creds_for(&account, &NKey::generate(KeyKind::User), name, |_| {})
     }
+}
+
+/// The `.creds` file of `user` called `name`: its JWT (adjusted by
+/// `restrict`) signed by `signer` (an account key), and its seed.
+fn creds_for(
+    signer: &NKey,
+    user: &NKey,
+    name: &str,
+    restrict: impl FnOnce(&mut UserClaims),
+) -> anyhow::Result<CredsFile> {
+    let mut claims = UserClaims::new(&user.public_key(), name);
+    restrict(&mut claims);
+    let jwt = claims.sign(signer)?;
+    Ok(creds_file(&jwt, &user.seed()?)?)
 }
 
 /// The user seed (`SU...`) in a `.creds` file.

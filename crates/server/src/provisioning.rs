@@ -37,7 +37,7 @@ use serviceradar_store::{LeafProvisioning, Store, StoreError};
 
 use crate::app::Settings;
 use crate::jobs::{JobHandler, JobResult, Jobs, PROVISION_LEAF};
-use crate::pki::{Pki, aad};
+use crate::pki::{Pki, aad, to_ms};
 
 /// Default leaf monitoring port when monitoring is disabled (the bundle's
 /// scripts still need a port number).
@@ -190,10 +190,6 @@ fn host_name(host: &Host) -> String {
         Host::Ip(ip) => ip.to_string(),
         Host::Dns(name) => name.clone(),
     }
-}
-
-fn to_ms(t: time::OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 /// Issues, mints, renders and stores everything a leaf needs.

@@ -626,10 +626,6 @@ async fn ingest_from_the_hub_into_postgres() {
 /// when the hub is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn site_data_survives_a_hub_outage() {
-    use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
-    use serviceradar_pki::{TenantRef, issue_collector};
-    use serviceradar_server::provisioning::{build_site_bundle, provision_leaf};
-    use serviceradar_store::NewSite;
     const N: usize = 100_000;
 
     let tmp = tempfile::tempdir().unwrap();
@@ -654,54 +650,9 @@ async fn site_data_survives_a_hub_outage() {
     let acme = store.tenant_by_slug("acme").await.unwrap();
 
     // A provisioned site, installed from its bundle.
-    let scoped = store.scoped(TenantScope::for_system_task(acme.id));
-    let (site, leaf) = scoped
-        .create_site(
-            &NewSite {
-                name: DisplayName::parse("Plant").unwrap(),
-                slug: Slug::parse("plant").unwrap(),
-                nats_leaf_url: NatsUrl::parse(&format!("tls://127.0.0.1:{leaf_port}")).unwrap(),
-                upstream_url: settings.hub_leafnode_url.clone(),
-                local_listen: ListenAddr::parse(&format!("127.0.0.1:{leaf_port}")).unwrap(),
-            },
-            None,
-        )
-        .await
-        .unwrap();
-    provision_leaf(&store, &pki, &settings, &acme, &site, &leaf)
-        .await
-        .unwrap();
-    let bundle = build_site_bundle(
-        &store,
-        &pki,
-        &settings,
-        TenantScope::for_system_task(acme.id),
-        site.id,
-    )
-    .await
-    .map_err(|e| e.to_string())
-    .unwrap();
-    std::fs::write(dir.join(&bundle.file_name), &bundle.bytes).unwrap();
-    let status = std::process::Command::new("tar")
-        .arg("xzf")
-        .arg(dir.join(&bundle.file_name))
-        .arg("-C")
-        .arg(dir)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let root = dir.join(bundle.file_name.trim_end_matches(".tar.gz"));
-    let prefix = dir.join("edge");
-    let status = std::process::Command::new("bash")
-        .arg("setup.sh")
-        .arg("--prefix")
-        .arg(&prefix)
-        .arg("--no-start")
-        .current_dir(&root)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let installed =
+        support::install_site(dir, &store, &pki, &settings, &acme, "plant", leaf_port).await;
+    let (site, root) = (installed.site, installed.root);
 
     // Hub, leaf, and the control plane with its pipeline.
     let hub_dir = dir.join("hub");
@@ -720,9 +671,9 @@ async fn site_data_survives_a_hub_outage() {
     .unwrap();
     let hub = NatsServer::start_file(&hub_dir, "hub", &files.config_path, hub_client).unwrap();
     let leaf_server = NatsServer::start_file(
-        &prefix,
+        installed.config.parent().expect("config in a directory"),
         "leaf",
-        &prefix.join("etc/serviceradar/nats/nats-leaf.conf"),
+        &installed.config,
         leaf_port,
     )
     .unwrap();
@@ -736,24 +687,7 @@ async fn site_data_survives_a_hub_outage() {
     };
 
     // A collector at the site (certificate from the tenant CA, as its bundle has).
-    let ca = pki.tenant_ca(&store, &acme).await.unwrap();
-    let cert = issue_collector(
-        &ca,
-        TenantRef {
-            id: acme.id.as_uuid(),
-            slug: "acme",
-        },
-        uuid::Uuid::now_v7(),
-        &pki.issue_options(),
-    )
-    .unwrap();
-    std::fs::write(dir.join("collector.pem"), cert.full_chain_pem()).unwrap();
-    std::fs::write(dir.join("collector-key.pem"), cert.key_pem.as_bytes()).unwrap();
-    let collector = async_nats::ConnectOptions::new()
-        .require_tls(true)
-        .add_root_certificates(root.join("certs/ca-chain.pem"))
-        .add_client_certificate(dir.join("collector.pem"), dir.join("collector-key.pem"))
-        .connect(format!("tls://127.0.0.1:{leaf_port}"))
+    let collector = support::collector(dir, &store, &pki, &acme, &root, leaf_port)
         .await
         .expect("collector connects to the leaf");
     let local_js = async_nats::jetstream::new(collector.clone());

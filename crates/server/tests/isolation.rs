@@ -3,124 +3,25 @@
 //! publish or subscribe delivers nothing (asserted with a timeout), on the hub
 //! and across the leafnode links; same-tenant traffic flows.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use serviceradar_domain::TenantScope;
 use serviceradar_domain::resources::Tenant;
-use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
-use serviceradar_pki::{TenantRef, issue_collector};
+use serviceradar_domain::validate::{DisplayName, Slug};
 use serviceradar_server::app::Settings;
 use serviceradar_server::hub::{HubOptions, write_hub_config};
 use serviceradar_server::pki::{MasterKeySource, Pki};
-use serviceradar_server::provisioning::{build_site_bundle, provision_leaf};
-use serviceradar_store::{NewSite, Store};
+use serviceradar_store::Store;
 use serviceradar_testkit::{NatsServer, free_port, wait_for_port};
+
+mod support;
+
+use support::{collector, install_site};
 
 const WAIT: Duration = Duration::from_secs(30);
 const SILENCE: Duration = Duration::from_millis(700);
-
-/// A site of `tenant` provisioned, bundled and installed with `setup.sh
-/// --prefix`; returns the bundle root and the installed config.
-async fn install_site(
-    dir: &Path,
-    store: &Store,
-    pki: &Pki,
-    settings: &Settings,
-    tenant: &Tenant,
-    slug: &str,
-    leaf_port: u16,
-) -> (PathBuf, PathBuf) {
-    let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
-    let (site, leaf) = scoped
-        .create_site(
-            &NewSite {
-                name: DisplayName::parse(slug).unwrap(),
-                slug: Slug::parse(slug).unwrap(),
-                nats_leaf_url: NatsUrl::parse(&format!("tls://127.0.0.1:{leaf_port}")).unwrap(),
-                upstream_url: settings.hub_leafnode_url.clone(),
-                local_listen: ListenAddr::parse(&format!("127.0.0.1:{leaf_port}")).unwrap(),
-            },
-            None,
-        )
-        .await
-        .unwrap();
-    provision_leaf(store, pki, settings, tenant, &site, &leaf)
-        .await
-        .unwrap();
-    let bundle = build_site_bundle(
-        store,
-        pki,
-        settings,
-        TenantScope::for_system_task(tenant.id),
-        site.id,
-    )
-    .await
-    .map_err(|e| e.to_string())
-    .unwrap();
-    std::fs::write(dir.join(&bundle.file_name), &bundle.bytes).unwrap();
-    assert!(
-        Command::new("tar")
-            .arg("xzf")
-            .arg(dir.join(&bundle.file_name))
-            .arg("-C")
-            .arg(dir)
-            .status()
-            .unwrap()
-            .success()
-    );
-    let root = dir.join(bundle.file_name.trim_end_matches(".tar.gz"));
-    let prefix = dir.join(format!("edge-{}", tenant.slug));
-    assert!(
-        Command::new("bash")
-            .arg("setup.sh")
-            .arg("--prefix")
-            .arg(&prefix)
-            .arg("--no-start")
-            .current_dir(&root)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap()
-            .success()
-    );
-    (root, prefix.join("etc/serviceradar/nats/nats-leaf.conf"))
-}
-
-/// A collector on `tenant`'s leaf (certificate from the tenant CA).
-async fn collector(
-    dir: &Path,
-    store: &Store,
-    pki: &Pki,
-    tenant: &Tenant,
-    bundle_root: &Path,
-    leaf_port: u16,
-) -> Result<async_nats::Client, async_nats::ConnectError> {
-    let ca = pki.tenant_ca(store, tenant).await.unwrap();
-    let cert = issue_collector(
-        &ca,
-        TenantRef {
-            id: tenant.id.as_uuid(),
-            slug: tenant.slug.as_str(),
-        },
-        uuid::Uuid::now_v7(),
-        &pki.issue_options(),
-    )
-    .unwrap();
-    let cert_path = dir.join(format!("{}-collector.pem", tenant.slug));
-    let key_path = dir.join(format!("{}-collector-key.pem", tenant.slug));
-    std::fs::write(&cert_path, cert.full_chain_pem()).unwrap();
-    std::fs::write(&key_path, cert.key_pem.as_bytes()).unwrap();
-    async_nats::ConnectOptions::new()
-        .require_tls(true)
-        .add_root_certificates(bundle_root.join("certs/ca-chain.pem"))
-        .add_client_certificate(cert_path, key_path)
-        .connection_timeout(Duration::from_secs(5))
-        .connect(format!("tls://127.0.0.1:{leaf_port}"))
-        .await
-}
 
 async fn hub_user(
     dir: &Path,
@@ -195,10 +96,10 @@ async fn tenants_are_isolated_on_the_hub_and_across_leaves() {
     }
     let (acme, beta) = (&tenants[0], &tenants[1]);
     let (acme_port, beta_port) = (free_port(), free_port());
-    let (acme_root, acme_conf) =
-        install_site(dir, &store, &pki, &settings, acme, "plant", acme_port).await;
-    let (beta_root, beta_conf) =
-        install_site(dir, &store, &pki, &settings, beta, "lab", beta_port).await;
+    let acme_site = install_site(dir, &store, &pki, &settings, acme, "plant", acme_port).await;
+    let beta_site = install_site(dir, &store, &pki, &settings, beta, "lab", beta_port).await;
+    let (acme_root, acme_conf) = (acme_site.root, acme_site.config);
+    let (beta_root, beta_conf) = (beta_site.root, beta_site.config);
 
     let hub_dir = dir.join("hub");
     let files = write_hub_config(

@@ -310,3 +310,121 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// A site provisioned with the product's code, its bundle built and
+/// installed with `setup.sh --prefix` (no root).
+pub struct InstalledSite {
+    /// The site.
+    pub site: serviceradar_domain::resources::EdgeSite,
+    /// The unpacked bundle's root directory.
+    pub root: std::path::PathBuf,
+    /// The installed `nats-leaf.conf`.
+    pub config: std::path::PathBuf,
+}
+
+/// Creates site `slug` of `tenant` (leaf on 127.0.0.1:`leaf_port`),
+/// provisions it, builds its bundle and installs it below `dir`.
+pub async fn install_site(
+    dir: &std::path::Path,
+    store: &Store,
+    pki: &serviceradar_server::pki::Pki,
+    settings: &Settings,
+    tenant: &serviceradar_domain::resources::Tenant,
+    slug: &str,
+    leaf_port: u16,
+) -> InstalledSite {
+    use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
+    use std::process::{Command, Stdio};
+    let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
+    let (site, leaf) = scoped
+        .create_site(
+            &serviceradar_store::NewSite {
+                name: DisplayName::parse(slug).unwrap(),
+                slug: Slug::parse(slug).unwrap(),
+                nats_leaf_url: NatsUrl::parse(&format!("tls://127.0.0.1:{leaf_port}")).unwrap(),
+                upstream_url: settings.hub_leafnode_url.clone(),
+                local_listen: ListenAddr::parse(&format!("127.0.0.1:{leaf_port}")).unwrap(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    serviceradar_server::provisioning::provision_leaf(store, pki, settings, tenant, &site, &leaf)
+        .await
+        .unwrap();
+    let bundle = serviceradar_server::provisioning::build_site_bundle(
+        store,
+        pki,
+        settings,
+        TenantScope::for_system_task(tenant.id),
+        site.id,
+    )
+    .await
+    .map_err(|e| e.to_string())
+    .unwrap();
+    std::fs::write(dir.join(&bundle.file_name), &bundle.bytes).unwrap();
+    assert!(
+        Command::new("tar")
+            .arg("xzf")
+            .arg(dir.join(&bundle.file_name))
+            .arg("-C")
+            .arg(dir)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let root = dir.join(bundle.file_name.trim_end_matches(".tar.gz"));
+    let prefix = dir.join(format!("edge-{}", tenant.slug));
+    assert!(
+        Command::new("bash")
+            .arg("setup.sh")
+            .arg("--prefix")
+            .arg(&prefix)
+            .arg("--no-start")
+            .current_dir(&root)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    );
+    InstalledSite {
+        site,
+        root,
+        config: prefix.join("etc/serviceradar/nats/nats-leaf.conf"),
+    }
+}
+
+/// A collector on `tenant`'s leaf at 127.0.0.1:`leaf_port`, authenticated by
+/// a collector certificate from the tenant CA (as a collector bundle has),
+/// trusting the leaf through the site bundle's CA chain.
+pub async fn collector(
+    dir: &std::path::Path,
+    store: &Store,
+    pki: &serviceradar_server::pki::Pki,
+    tenant: &serviceradar_domain::resources::Tenant,
+    bundle_root: &std::path::Path,
+    leaf_port: u16,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let ca = pki.tenant_ca(store, tenant).await.unwrap();
+    let cert = serviceradar_pki::issue_collector(
+        &ca,
+        serviceradar_pki::TenantRef {
+            id: tenant.id.as_uuid(),
+            slug: tenant.slug.as_str(),
+        },
+        uuid::Uuid::now_v7(),
+        &pki.issue_options(),
+    )
+    .unwrap();
+    let cert_path = dir.join(format!("{}-collector.pem", tenant.slug));
+    let key_path = dir.join(format!("{}-collector-key.pem", tenant.slug));
+    std::fs::write(&cert_path, cert.full_chain_pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pem.as_bytes()).unwrap();
+    async_nats::ConnectOptions::new()
+        .require_tls(true)
+        .add_root_certificates(bundle_root.join("certs/ca-chain.pem"))
+        .add_client_certificate(cert_path, key_path)
+        .connection_timeout(std::time::Duration::from_secs(5))
+        .connect(format!("tls://127.0.0.1:{leaf_port}"))
+        .await
+}
