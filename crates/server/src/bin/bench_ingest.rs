@@ -22,7 +22,7 @@
 //! ```
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,16 +33,18 @@ use futures::StreamExt;
 use serviceradar_domain::TenantScope;
 use serviceradar_domain::resources::Tenant;
 use serviceradar_domain::telemetry::TelemetryKind;
-use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
-use serviceradar_pki::{TenantRef, issue_collector};
+use serviceradar_domain::validate::{DisplayName, Slug};
 use serviceradar_server::app::Settings;
 use serviceradar_server::hub::{HubFiles, HubOptions, write_hub_config};
 use serviceradar_server::ingest::{self, IngestSettings};
 use serviceradar_server::pki::{MasterKeySource, Pki, write_secret_file};
-use serviceradar_server::provisioning::{build_site_bundle, provision_leaf};
 use serviceradar_server::telemetry;
-use serviceradar_store::{NewSite, Store};
+use serviceradar_store::Store;
 use serviceradar_testkit::{NatsServer, PgCluster, free_port, wait_for_port};
+
+mod common;
+
+use common::{collector_client, install_site, parse, verdict};
 
 const TARGET_RATIO: f64 = 0.60;
 const TARGET_CATCH_UP_S: f64 = 10.0;
@@ -236,51 +238,16 @@ async fn catch_up(
     let mut site_settings = Settings::new("unused://");
     site_settings.hub_leafnode_url = format!("tls://127.0.0.1:{}", ports.hub_leaf);
     site_settings.leaf_monitoring_listen = Some(format!("127.0.0.1:{}", free_port()));
-    let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
-    let (site, leaf) = scoped
-        .create_site(
-            &NewSite {
-                name: parse(DisplayName::parse("Plant"))?,
-                slug: parse(Slug::parse("plant"))?,
-                nats_leaf_url: parse(NatsUrl::parse(&format!("tls://127.0.0.1:{leaf_port}")))?,
-                upstream_url: site_settings.hub_leafnode_url.clone(),
-                local_listen: parse(ListenAddr::parse(&format!("127.0.0.1:{leaf_port}")))?,
-            },
-            None,
-        )
-        .await?;
-    provision_leaf(store, pki, &site_settings, tenant, &site, &leaf).await?;
-    let bundle = build_site_bundle(
-        store,
-        pki,
-        &site_settings,
-        TenantScope::for_system_task(tenant.id),
-        site.id,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("site bundle: {e}"))?;
-    std::fs::write(dir.join(&bundle.file_name), &bundle.bytes)?;
-    run_cmd(
-        Command::new("tar")
-            .arg("xzf")
-            .arg(dir.join(&bundle.file_name))
-            .arg("-C")
-            .arg(dir),
-    )?;
-    let root = dir.join(bundle.file_name.trim_end_matches(".tar.gz"));
-    let prefix = dir.join("edge");
-    run_cmd(
-        Command::new("bash")
-            .arg("setup.sh")
-            .arg("--prefix")
-            .arg(&prefix)
-            .arg("--no-start")
-            .current_dir(&root),
-    )?;
+    let installed =
+        install_site(dir, store, pki, &site_settings, tenant, "plant", leaf_port).await?;
+    let root = installed.root;
     let leaf_server = NatsServer::start_file(
-        &prefix,
+        installed
+            .config
+            .parent()
+            .context("installed config in a directory")?,
         "leaf",
-        &prefix.join("etc/serviceradar/nats/nats-leaf.conf"),
+        &installed.config,
         leaf_port,
     )?;
     let collector = collector_client(dir, store, pki, tenant, &root, leaf_port).await?;
@@ -547,58 +514,12 @@ async fn tenant_client(
         .await?)
 }
 
-async fn collector_client(
-    dir: &Path,
-    store: &Store,
-    pki: &Pki,
-    tenant: &Tenant,
-    bundle_root: &Path,
-    leaf_port: u16,
-) -> anyhow::Result<async_nats::Client> {
-    let ca = pki.tenant_ca(store, tenant).await?;
-    let cert = issue_collector(
-        &ca,
-        TenantRef {
-            id: tenant.id.as_uuid(),
-            slug: tenant.slug.as_str(),
-        },
-        uuid::Uuid::now_v7(),
-        &pki.issue_options(),
-    )?;
-    let (cert_path, key_path): (PathBuf, PathBuf) =
-        (dir.join("collector.pem"), dir.join("collector-key.pem"));
-    std::fs::write(&cert_path, cert.full_chain_pem())?;
-    write_secret_file(&key_path, cert.key_pem.as_bytes())?;
-    Ok(async_nats::ConnectOptions::new()
-        .require_tls(true)
-        .add_root_certificates(bundle_root.join("certs/ca-chain.pem"))
-        .add_client_certificate(cert_path, key_path)
-        .connect(format!("tls://127.0.0.1:{leaf_port}"))
-        .await?)
-}
-
-fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
 fn nats_version() -> String {
     Command::new("nats-server")
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
-}
-
-fn parse<T>(r: Result<T, serviceradar_domain::validate::FieldError>) -> anyhow::Result<T> {
-    r.map_err(|e| anyhow::anyhow!("{}", e.message))
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "PASS" } else { "MISS" }
 }
 
 fn say(line: impl AsRef<str>) {

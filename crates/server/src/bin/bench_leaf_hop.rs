@@ -21,24 +21,23 @@
 
 use std::io::{Read, Write as _};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use futures::StreamExt;
-use serviceradar_domain::TenantScope;
-use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
-use serviceradar_pki::{TenantRef, issue_collector};
+use serviceradar_domain::validate::{DisplayName, Slug};
 use serviceradar_server::app::Settings;
 use serviceradar_server::hub::{HubOptions, write_hub_config};
 use serviceradar_server::pki::{MasterKeySource, Pki, write_secret_file};
-use serviceradar_server::provisioning::{build_site_bundle, provision_leaf};
 use serviceradar_server::telemetry;
-use serviceradar_store::{NewSite, Store};
+use serviceradar_store::Store;
 use serviceradar_testkit::{NatsServer, free_port, wait_for_port};
+
+mod common;
+
+use common::{collector_client, install_site, parse, percentile};
 
 const SUBJECT: &str = "events.acme.bench";
 const WAIT: Duration = Duration::from_secs(30);
@@ -108,48 +107,22 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         )
         .await?;
     pki.ensure_tenant_identity(&store, &tenant).await?;
-    let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
-    let (site, leaf) = scoped
-        .create_site(
-            &NewSite {
-                name: parse(DisplayName::parse("Bench site"))?,
-                slug: parse(Slug::parse("bench"))?,
-                nats_leaf_url: parse(NatsUrl::parse(&format!(
-                    "tls://127.0.0.1:{}",
-                    ports.leaf_client
-                )))?,
-                upstream_url: settings.hub_leafnode_url.clone(),
-                local_listen: parse(ListenAddr::parse(&format!(
-                    "127.0.0.1:{}",
-                    ports.leaf_client
-                )))?,
-            },
-            None,
-        )
-        .await?;
-    provision_leaf(&store, &pki, &settings, &tenant, &site, &leaf).await?;
-
-    // The site: bundle, setup.sh --prefix, leaf nats-server.
-    let bundle = build_site_bundle(
+    // The site: provisioned, bundled, installed with setup.sh --prefix.
+    let installed = install_site(
+        dir,
         &store,
         &pki,
         &settings,
-        TenantScope::for_system_task(tenant.id),
-        site.id,
+        &tenant,
+        "bench",
+        ports.leaf_client,
     )
-    .await
-    .map_err(|e| anyhow::anyhow!("building the site bundle: {e}"))?;
-    let bundle_root = unpack(dir, &bundle.file_name, &bundle.bytes)?;
-    let prefix = dir.join("edge-root");
-    run_cmd(
-        Command::new("bash")
-            .arg("setup.sh")
-            .arg("--prefix")
-            .arg(&prefix)
-            .arg("--no-start")
-            .current_dir(&bundle_root),
-    )?;
-    let leaf_conf = prefix.join("etc/serviceradar/nats/nats-leaf.conf");
+    .await?;
+    let (bundle_root, leaf_conf) = (installed.root, installed.config);
+    let prefix = leaf_conf
+        .parent()
+        .context("installed config in a directory")?
+        .to_path_buf();
 
     // The hub.
     let hub_dir = dir.join("hub");
@@ -202,7 +175,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         .connect(&hub_url)
         .await
         .context("direct publisher connects to the hub")?;
-    let collector = collector_client(dir, &pki, &store, &tenant, &bundle_root, ports.leaf_client)
+    let collector = collector_client(dir, &store, &pki, &tenant, &bundle_root, ports.leaf_client)
         .await
         .with_context(|| {
             format!(
@@ -284,74 +257,12 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A client on the leaf's local listener, authenticated by a collector
-/// certificate from the tenant CA, trusting the leaf's server certificate
-/// through the bundle's CA chain.
-async fn collector_client(
-    dir: &Path,
-    pki: &Pki,
-    store: &Store,
-    tenant: &serviceradar_domain::resources::Tenant,
-    bundle_root: &Path,
-    leaf_port: u16,
-) -> anyhow::Result<async_nats::Client> {
-    let ca = pki.tenant_ca(store, tenant).await?;
-    let cert = issue_collector(
-        &ca,
-        TenantRef {
-            id: tenant.id.as_uuid(),
-            slug: tenant.slug.as_str(),
-        },
-        uuid::Uuid::now_v7(),
-        &pki.issue_options(),
-    )?;
-    let (cert_path, key_path) = (dir.join("collector.pem"), dir.join("collector-key.pem"));
-    std::fs::write(&cert_path, cert.full_chain_pem())?;
-    write_secret_file(&key_path, cert.key_pem.as_bytes())?;
-    Ok(async_nats::ConnectOptions::new()
-        .require_tls(true)
-        .add_root_certificates(bundle_root.join("certs/ca-chain.pem"))
-        .add_client_certificate(cert_path, key_path)
-        .connection_timeout(Duration::from_secs(5))
-        .connect(format!("tls://127.0.0.1:{leaf_port}"))
-        .await?)
-}
-
 /// A JSON event of exactly `size` bytes (padded).
 fn event_payload(i: usize, path: usize, size: usize) -> String {
     let head = format!("{{\"seq\":{i},\"path\":{path},\"severity\":\"info\",\"pad\":\"");
     let tail = "\"}";
     let pad = size.saturating_sub(head.len() + tail.len());
     format!("{head}{}{tail}", "x".repeat(pad))
-}
-
-fn unpack(dir: &Path, file_name: &str, bytes: &[u8]) -> anyhow::Result<PathBuf> {
-    let archive = dir.join(file_name);
-    std::fs::write(&archive, bytes)?;
-    run_cmd(
-        Command::new("tar")
-            .arg("xzf")
-            .arg(&archive)
-            .arg("-C")
-            .arg(dir),
-    )?;
-    let root = dir.join(file_name.trim_end_matches(".tar.gz"));
-    if !root.is_dir() {
-        bail!("bundle root {} missing", root.display());
-    }
-    Ok(root)
-}
-
-fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
 }
 
 /// Waits until the hub's `/leafz` lists a leaf.
@@ -379,19 +290,6 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
-}
-
-/// The value at fraction `q` of sorted `values` (nearest rank).
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-fn parse<T>(r: Result<T, serviceradar_domain::validate::FieldError>) -> anyhow::Result<T> {
-    r.map_err(|e| anyhow::anyhow!("{}", e.message))
 }
 
 fn say(line: impl AsRef<str>) {

@@ -50,6 +50,10 @@ use serviceradar_store::jobs::JobStatus;
 use serviceradar_store::{NewSite, Store};
 use serviceradar_testkit::PgCluster;
 
+mod common;
+
+use common::{parse, percentile, verdict};
+
 /// Targets from the issue.
 const TARGET_SITES_PER_SEC_PG: f64 = 200.0;
 const TARGET_BUNDLE_P99_MS: f64 = 20.0;
@@ -508,23 +512,6 @@ fn report(args: &Args, results: &[BackendResult], certs: &IssuanceResult) -> boo
     passed
 }
 
-fn verdict(ok: bool) -> &'static str {
-    if ok { "PASS" } else { "MISS" }
-}
-
-/// The value at fraction `q` of sorted `values` (nearest rank).
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-fn parse<T>(r: Result<T, serviceradar_domain::validate::FieldError>) -> anyhow::Result<T> {
-    r.map_err(|e| anyhow::anyhow!("{}", e.message))
-}
-
 fn say(line: impl AsRef<str>) {
     println!("[bench-provision] {}", line.as_ref());
     let _ = std::io::stdout().flush();
@@ -539,14 +526,5 @@ mod tests {
         let text = "version: 3.0.17\n                              sign    verify    sign/s verify/s\n 256 bits ecdsa (nistp256)   0.0000s   0.0001s  41234.5  13456.7\n";
         assert_eq!(parse_openssl_speed(text), Some(41234.5));
         assert_eq!(parse_openssl_speed("nothing"), None);
-    }
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 0.5), 50.0);
-        assert_eq!(percentile(&v, 0.99), 99.0);
-        assert_eq!(percentile(&[3.0], 0.99), 3.0);
-        assert_eq!(percentile(&[], 0.5), 0.0);
     }
 }
