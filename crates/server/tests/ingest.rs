@@ -846,7 +846,7 @@ async fn site_data_survives_a_hub_outage() {
         .unwrap();
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     let deadline = Instant::now() + WAIT;
-    while leaf_count(hub_monitor) > 0 {
+    while !serviceradar_testkit::leafz(hub_monitor).is_empty() {
         assert!(
             Instant::now() < deadline,
             "the deleted site's leaf is still connected\nhub:\n{}",
@@ -855,28 +855,13 @@ async fn site_data_survives_a_hub_outage() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(leaf_count(hub_monitor), 0, "the revoked leaf came back");
+    assert_eq!(
+        serviceradar_testkit::leafz(hub_monitor).len(),
+        0,
+        "the revoked leaf came back"
+    );
 
     running.stop().await;
     drop(leaf_server);
     drop(hub);
-}
-
-/// Leaves connected to the hub, from its monitoring endpoint.
-fn leaf_count(monitor_port: u16) -> usize {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", monitor_port)) else {
-        return 0;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    if write!(stream, "GET /leafz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
-        return 0;
-    }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
-        .split_once("\r\n\r\n")
-        .and_then(|(_, body)| serde_json::from_str::<Value>(body).ok())
-        .and_then(|v| v["leafs"].as_array().map(Vec::len))
-        .unwrap_or(0)
 }

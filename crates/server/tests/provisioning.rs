@@ -14,8 +14,6 @@
 //! collectors with another tenant's certificate by
 //! `leaf_joins_hub_in_tenant_account_and_data_flows` there.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -30,7 +28,7 @@ use serviceradar_server::app::{Application, Settings};
 use serviceradar_server::hub::{HubOptions, write_hub_config};
 use serviceradar_server::pki::{MasterKeySource, Pki};
 use serviceradar_store::{NewUser, Store};
-use serviceradar_testkit::{NatsServer, check_nats_config, free_port};
+use serviceradar_testkit::{NatsServer, check_nats_config, free_port, http_get, leafz};
 
 mod support;
 
@@ -306,31 +304,6 @@ fn openssl_verify(root: &Path, tenant_ca: &Path, cert: &Path) -> (bool, String) 
             String::from_utf8_lossy(&out.stderr)
         ),
     )
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
-}
-
-/// (name, account) of the leaves the hub's `/leafz` reports.
-fn leafz(port: u16) -> Vec<(String, String)> {
-    http_get(port, "/leafz")
-        .and_then(|b| serde_json::from_str::<Value>(&b).ok())
-        .and_then(|v| v["leafs"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .map(|l| {
-            (
-                l["name"].as_str().unwrap_or_default().to_string(),
-                l["account"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
 }
 
 fn settings(dir: &Path, hub_leaf_port: u16, leaf_monitor_port: u16) -> Settings {

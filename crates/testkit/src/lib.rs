@@ -10,6 +10,7 @@
 //! * [`postgres`] — one PostgreSQL cluster per test process, started on first use;
 //!   [`PgCluster::create_database`] gives each test its own empty database.
 //! * [`NatsServer`] — a `nats-server` child process from a config text, killed on drop.
+//! * [`http_get`], [`leafz`] — read a server's monitoring endpoint.
 
 #![forbid(unsafe_code)]
 
@@ -118,4 +119,40 @@ pub fn machine_summary() -> String {
         .unwrap_or_else(|| "unknown".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!("machine: {cores} cores ({cpu}), {mem} RAM")
+}
+
+/// `GET path` on 127.0.0.1:`port` (HTTP/1.0, 5 s read timeout): the response
+/// body, or `None` if nothing answered.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+}
+
+/// The leaf connections a `nats-server`'s monitoring endpoint (`/leafz` on
+/// 127.0.0.1:`monitor_port`) reports, as (name, account) pairs; empty when it
+/// does not answer.
+pub fn leafz(monitor_port: u16) -> Vec<(String, String)> {
+    http_get(monitor_port, "/leafz")
+        .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+        .and_then(|v| v["leafs"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|leaf| {
+            (
+                leaf["name"].as_str().unwrap_or_default().to_owned(),
+                leaf["account"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
 }

@@ -3,8 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -177,21 +175,9 @@ pub fn user_creds(dir: &Path, account: &NKey, name: &str) -> (NKey, String) {
     (user, path)
 }
 
-/// `GET path` on 127.0.0.1:port; the response body.
-pub fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-}
+// Not every test binary that includes this module uses both.
+#[allow(unused_imports)]
+pub use serviceradar_testkit::{http_get, leafz};
 
 /// `GET path` parsed as JSON.
 pub fn http_json(port: u16, path: &str) -> Option<serde_json::Value> {
@@ -210,22 +196,6 @@ pub fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Optio
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// The leaf connections the hub's `/leafz` reports: (name, account) pairs.
-pub fn leafz(monitor_port: u16) -> Vec<(String, String)> {
-    http_json(monitor_port, "/leafz")
-        .and_then(|v| v.get("leafs").cloned())
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .map(|leaf| {
-            (
-                leaf["name"].as_str().unwrap_or_default().to_owned(),
-                leaf["account"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
 }
 
 /// A subdirectory of `dir`, created.

@@ -19,8 +19,7 @@
 //! cargo run --release -p serviceradar-server --bin bench-leaf-hop -- --messages 5000
 //! ```
 
-use std::io::{Read, Write as _};
-use std::net::TcpStream;
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -269,11 +268,7 @@ fn event_payload(i: usize, path: usize, size: usize) -> String {
 fn wait_for_leaf(monitor_port: u16) -> anyhow::Result<()> {
     let deadline = Instant::now() + WAIT;
     loop {
-        let leafs = http_get(monitor_port, "/leafz")
-            .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
-            .and_then(|v| v["leafs"].as_array().map(Vec::len))
-            .unwrap_or(0);
-        if leafs > 0 {
+        if !serviceradar_testkit::leafz(monitor_port).is_empty() {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -281,15 +276,6 @@ fn wait_for_leaf(monitor_port: u16) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
 }
 
 fn say(line: impl AsRef<str>) {
