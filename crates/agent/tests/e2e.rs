@@ -238,6 +238,16 @@ async fn agent_drives_site_and_leaf_health_and_disconnect_alerts() {
     .expect("hub config");
     let _hub = NatsServer::start_file(&hub_dir, "hub", &files.config_path, hub_client)
         .expect("hub starts");
+    let _leaf_auth = serviceradar_server::leaf_auth::start(
+        core.store.clone(),
+        core.pki.clone(),
+        serviceradar_server::leaf_auth::LeafAuthSettings::new(
+            format!("nats://127.0.0.1:{hub_client}"),
+            dir.join("leaf-auth"),
+        ),
+    )
+    .await
+    .expect("leaf authorization starts");
     let mut leaf_server =
         NatsServer::start_file(&prefix, "leaf", &installed, leaf_port).expect("leaf starts");
     wait_for_port(leaf_monitor, "leaf monitoring", WAIT).expect("leaf monitoring");

@@ -21,9 +21,13 @@
 //!
 //! **Leafnode listener with mutual TLS** (`verify: true`, `ca_file` = the platform
 //! root): a leaf must present a certificate chaining to the platform root (its
-//! tenant CA is an intermediate under it) *and* authenticate with a user JWT of its
-//! tenant's account. The certificate keeps strangers off the port; the JWT decides
-//! the account.
+//! tenant CA is an intermediate under it) *and* authenticate with a user JWT. The
+//! certificate keeps strangers off the port. On its own, nats-server lets the JWT
+//! decide the account and does not compare it with the certificate; the control
+//! plane closes that gap by minting leaf users in an account with external
+//! authorization (auth callout, see `serviceradar-server`'s `leaf_auth`), which
+//! admits a leaf into a tenant's account only when its verified certificate names
+//! that tenant and site. This module renders whatever accounts it is given.
 //!
 //! **JetStream domain `hub`**, distinct from every leaf's (`sr-...`), so the leaves'
 //! JetStreams stay separate from the hub's and each is addressable by domain.

@@ -69,6 +69,9 @@ pub struct Settings {
     pub provision_leaves: bool,
     /// The ingestion pipeline (hub JetStream -> database); `None` disables it.
     pub ingest: Option<crate::ingest::IngestSettings>,
+    /// The hub's leaf authorization callout service; `None` disables it (then
+    /// no leaf can join the hub: run it wherever leaves connect).
+    pub leaf_auth: Option<crate::leaf_auth::LeafAuthSettings>,
     /// Agent gateway (gRPC, mTLS) listen address; `None` disables it.
     pub gateway_listen: Option<SocketAddr>,
     /// Host names / IPs in the gateway's server certificate.
@@ -107,6 +110,7 @@ impl Settings {
             leaf_monitoring_listen: Some("127.0.0.1:8222".into()),
             provision_leaves: false,
             ingest: None,
+            leaf_auth: None,
             gateway_listen: None,
             gateway_hosts: vec!["localhost".into(), "127.0.0.1".into()],
             gateway_url: "https://localhost:50051".into(),
@@ -262,6 +266,14 @@ impl Application {
                 self.store.clone(),
                 self.pki.clone(),
                 ingest.clone(),
+                stop_rx.clone(),
+            ));
+        }
+        if let Some(leaf_auth) = &self.settings.leaf_auth {
+            workers.push(crate::leaf_auth::spawn(
+                self.store.clone(),
+                self.pki.clone(),
+                leaf_auth.clone(),
                 stop_rx.clone(),
             ));
         }

@@ -172,9 +172,10 @@ pub struct ServeConfig {
 /// Options of the ingestion pipeline (hub JetStream -> database).
 #[derive(Debug, Clone, clap::Args)]
 pub struct IngestConfig {
-    /// Client URL of the hub `nats-server` to ingest from (`nats://host:4222` or
-    /// `tls://...`); empty disables ingestion. serviceradar-core connects as a
-    /// user of each tenant's account (it holds the account keys).
+    /// Client URL of the hub `nats-server` (`nats://host:4222` or `tls://...`):
+    /// serviceradar-core ingests from it (as a user of each tenant's account)
+    /// and answers its leaf authorization callout. Empty disables both, and
+    /// then no leaf can join the hub.
     #[arg(long, env = "SERVICERADAR_INGEST_NATS_URL", default_value = "")]
     pub ingest_nats_url: String,
     /// CA file to verify a `tls://` hub with.
@@ -271,4 +272,24 @@ pub struct GatewayConfig {
         default_value_t = 30
     )]
     pub agent_push_interval_secs: u32,
+}
+
+impl IngestConfig {
+    /// The leaf authorization callout service, on the same hub connection as
+    /// ingestion (`--ingest-nats-url`), or `None` when no hub URL is set. Leaves
+    /// can only join the hub while some `serviceradar-core` runs it.
+    pub fn leaf_auth_settings(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> Option<crate::leaf_auth::LeafAuthSettings> {
+        if self.ingest_nats_url.is_empty() {
+            return None;
+        }
+        let mut settings = crate::leaf_auth::LeafAuthSettings::new(
+            &self.ingest_nats_url,
+            data_dir.join("ingest-creds"),
+        );
+        settings.hub_ca_file = self.ingest_nats_ca.clone();
+        Some(settings)
+    }
 }

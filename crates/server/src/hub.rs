@@ -1,6 +1,6 @@
 //! The hub side: `nats-hub.conf` for the operator's hub `nats-server`, with the
 //! hub's server certificate (issued by the platform root), the root CA, and the
-//! operator, system and tenant account JWTs preloaded
+//! operator, system, leaf authorization and tenant account JWTs preloaded
 //! (`serviceradar-core admin hub-config --out DIR`).
 
 use std::path::{Path, PathBuf};
@@ -89,7 +89,10 @@ pub async fn write_hub_config(
         pki.tenant_account(store, &tenant).await?;
     }
     let tenant_jwts = store.all_tenant_account_jwts().await?;
-    let mut accounts = vec![pki.system_account_jwt(store).await?];
+    let mut accounts = vec![
+        pki.system_account_jwt(store).await?,
+        pki.leaf_auth_account_jwt(store).await?,
+    ];
     let tenant_accounts = tenant_jwts.len();
     accounts.extend(tenant_jwts);
 

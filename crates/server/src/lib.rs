@@ -33,6 +33,7 @@ pub mod health;
 pub mod hub;
 pub mod ingest;
 pub mod jobs;
+pub mod leaf_auth;
 pub mod pki;
 pub mod provisioning;
 pub mod telemetry;

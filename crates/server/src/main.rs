@@ -157,6 +157,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             .filter(|l| !l.is_empty()),
         provision_leaves: true,
         ingest: config.ingest.settings(&config.db.data_dir),
+        leaf_auth: config.ingest.leaf_auth_settings(&config.db.data_dir),
         gateway_listen: config.gateway.gateway_listen,
         gateway_hosts: config.gateway.gateway_hosts.clone(),
         gateway_url: config.gateway.gateway_url.clone(),

@@ -21,10 +21,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use serviceradar_domain::TenantScope;
 use serviceradar_domain::resources::Tenant;
+use serviceradar_domain::{EdgeSiteId, TenantScope};
 use serviceradar_natsconf::jwt::{
-    AccountClaims, CredsFile, KeyKind, NKey, Operator, UserClaims, creds_file,
+    ANY_ACCOUNT, AccountClaims, CONNECTION_LEAFNODE, CONNECTION_STANDARD, CredsFile,
+    ExternalAuthorization, KeyKind, NKey, Operator, UserClaims, creds_file,
 };
 use serviceradar_pki::ca::{DEFAULT_INTERMEDIATE_VALIDITY, DEFAULT_ROOT_VALIDITY};
 use serviceradar_pki::{CertificateAuthority, IssueOptions, Keyring, MasterKey};
@@ -39,6 +40,15 @@ pub const ROOT_CA_NAME: &str = "ServiceRadar Platform Root CA";
 const ROOT_CA: &str = "root_ca";
 const NATS_OPERATOR: &str = "nats_operator";
 const NATS_SYSTEM_ACCOUNT: &str = "nats_system_account";
+const NATS_LEAF_AUTH_ACCOUNT: &str = "nats_leaf_auth_account";
+const NATS_LEAF_AUTH_SERVICE: &str = "nats_leaf_auth_service";
+
+/// Name of the NATS account every leaf authenticates in (see [`Pki::leaf_auth`]).
+pub const LEAF_AUTH_ACCOUNT_NAME: &str = "LEAVES";
+/// Tag of a leaf's NATS user naming its tenant (`sr-tenant:{tenant_id}`).
+pub const LEAF_TENANT_TAG: &str = "sr-tenant:";
+/// Tag of a leaf's NATS user naming its site (`sr-site:{site_id}`).
+pub const LEAF_SITE_TAG: &str = "sr-site:";
 
 /// Associated data binding each sealed blob to its row.
 pub mod aad {
@@ -406,28 +416,108 @@ impl Pki {
                 .map(|family| format!("{family}.{slug}.>"))
                 .collect();
             claims.subscribe.allow = vec!["_INBOX.>".into()];
+            claims.allowed_connection_types = vec![CONNECTION_STANDARD.into()];
             claims.payload = COLLECTOR_MAX_PAYLOAD;
             claims.subs = COLLECTOR_MAX_SUBS;
         })
     }
 
-    /// Creds for the user `name` of `tenant`'s account with the key of
-    /// `previous` creds when given (re-provisioning keeps a leaf's NATS user,
-    /// so revoking that one key revokes every JWT ever issued to the leaf),
-    /// else a new key.
-    pub async fn user_creds_keeping_key(
+    /// The NATS account every leaf authenticates in, and the key of the
+    /// authorization service's user (created on first use).
+    ///
+    /// Why: nats-server only checks that a leaf's certificate chains to the
+    /// platform root, and lets the user JWT choose the account. So leaves do
+    /// not get users of their tenant's account. Their creds are users of this
+    /// account, whose JWT enables external authorization (auth callout): the
+    /// hub hands each leaf connection, with its verified certificate chain, to
+    /// `server::leaf_auth`, which admits it into the tenant's account only
+    /// when the certificate's tenant and site match the creds'. Only the
+    /// service's own user (`auth_users`) connects here without the callout.
+    pub async fn leaf_auth(&self, store: &Store) -> anyhow::Result<(NKey, NKey)> {
+        let (_, account_seed) = self
+            .platform_secret(store, NATS_LEAF_AUTH_ACCOUNT, || {
+                let key = NKey::generate(KeyKind::Account);
+                Ok((key.public_key(), key.seed()?))
+            })
+            .await?;
+        let (_, service_seed) = self
+            .platform_secret(store, NATS_LEAF_AUTH_SERVICE, || {
+                let key = NKey::generate(KeyKind::User);
+                Ok((key.public_key(), key.seed()?))
+            })
+            .await?;
+        Ok((
+            NKey::from_seed_of_kind(&account_seed, KeyKind::Account)?,
+            NKey::from_seed_of_kind(&service_seed, KeyKind::User)?,
+        ))
+    }
+
+    /// The JWT of the leaf authorization account ([`Pki::leaf_auth`]):
+    /// no JetStream, external authorization by the service user, which may
+    /// place leaves in any account (each response is still signed by the
+    /// tenant account it places the leaf in, which only we hold).
+    pub async fn leaf_auth_account_jwt(&self, store: &Store) -> anyhow::Result<String> {
+        let (operator, _) = self.operator(store).await?;
+        let (account, service) = self.leaf_auth(store).await?;
+        let mut claims = AccountClaims::tenant(&account.public_key(), LEAF_AUTH_ACCOUNT_NAME);
+        claims.jetstream = None;
+        claims.external_authorization = Some(ExternalAuthorization {
+            auth_users: vec![service.public_key()],
+            allowed_accounts: vec![ANY_ACCOUNT.into()],
+        });
+        Ok(operator.sign_account(&claims)?)
+    }
+
+    /// Creds of the leaf authorization service (the account's auth user).
+    pub async fn leaf_auth_service_creds(&self, store: &Store) -> anyhow::Result<CredsFile> {
+        let (account, service) = self.leaf_auth(store).await?;
+        creds_for(&account, &service, "serviceradar-leaf-auth", |claims| {
+            claims.allowed_connection_types = vec![CONNECTION_STANDARD.into()];
+        })
+    }
+
+    /// Creds of the leaf of `site` (in `tenant`) called `name`: a user of the
+    /// leaf authorization account, tagged with the tenant and site ids, that
+    /// may only connect as a leafnode. Keeps the user key of `previous` creds
+    /// when given (re-provisioning keeps a leaf's NATS user), else a new key.
+    pub async fn leaf_creds(
         &self,
         store: &Store,
         tenant: &Tenant,
+        site: EdgeSiteId,
         name: &str,
         previous: Option<&str>,
     ) -> anyhow::Result<CredsFile> {
-        let Some(seed) = previous.and_then(creds_seed) else {
-            return self.user_creds(store, tenant, name).await;
+        let (account, _) = self.leaf_auth(store).await?;
+        let user = match previous.and_then(creds_seed) {
+            Some(seed) => NKey::from_seed_of_kind(&seed, KeyKind::User)?,
+            None => NKey::generate(KeyKind::User),
         };
+        creds_for(&account, &user, name, |claims| {
+            claims.allowed_connection_types = vec![CONNECTION_LEAFNODE.into()];
+            claims.tags = vec![
+                format!("{LEAF_TENANT_TAG}{}", tenant.id),
+                format!("{LEAF_SITE_TAG}{site}"),
+            ];
+        })
+    }
+
+    /// The user JWT that admits one leaf connection into `tenant`'s account:
+    /// subject `user_key` (the key nats-server chose for the connection),
+    /// leafnode connections only, expiring at `expires` (unix seconds).
+    pub async fn leaf_session_jwt(
+        &self,
+        store: &Store,
+        tenant: &Tenant,
+        user_key: &str,
+        name: &str,
+        expires: i64,
+    ) -> anyhow::Result<String> {
         let (account, _) = self.tenant_account(store, tenant).await?;
-        let user = NKey::from_seed_of_kind(&seed, KeyKind::User)?;
-        creds_for(&account, &user, name, |_| {})
+        let mut claims = UserClaims::new(user_key, name);
+        claims.allowed_connection_types = vec![CONNECTION_LEAFNODE.into()];
+        claims.expires = Some(expires);
+        Ok(claims.sign(&account)?)
     }
 
     /// Revokes every JWT issued so far to the users `user_keys` of `tenant`'s
@@ -478,10 +568,14 @@ impl Pki {
     /// (`$SYS.REQ.CLAIMS.UPDATE`).
     pub async fn system_user_creds(&self, store: &Store, name: &str) -> anyhow::Result<CredsFile> {
         let (_, sys) = self.operator(store).await?;
-        creds_for(&sys, &NKey::generate(KeyKind::User), name, |_| {})
+        creds_for(&sys, &NKey::generate(KeyKind::User), name, |claims| {
+            claims.allowed_connection_types = vec![CONNECTION_STANDARD.into()];
+        })
     }
 
-    /// A new NATS user of `tenant`'s account called `name`, as a `.creds` file.
+    /// A new NATS user of `tenant`'s account called `name`, as a `.creds`
+    /// file. It connects as a plain client only: a leaf enters a tenant's
+    /// account through the leaf authorization callout, never with these.
     pub async fn user_creds(
         &self,
         store: &Store,
@@ -489,7 +583,9 @@ impl Pki {
         name: &str,
     ) -> anyhow::Result<CredsFile> {
         let (account, _) = self.tenant_account(store, tenant).await?;
-        creds_for(&account, &NKey::generate(KeyKind::User), name, |_| {})
+        creds_for(&account, &NKey::generate(KeyKind::User), name, |claims| {
+            claims.allowed_connection_types = vec![CONNECTION_STANDARD.into()];
+        })
     }
 }
 

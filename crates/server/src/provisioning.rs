@@ -236,9 +236,10 @@ pub async fn provision_leaf(
         None => None,
     };
     let creds = pki
-        .user_creds_keeping_key(
+        .leaf_creds(
             store,
             tenant,
+            site.id,
             &format!("leaf-{}", site.slug),
             previous.as_ref().map(|c| c.as_str()),
         )

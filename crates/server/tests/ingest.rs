@@ -19,6 +19,7 @@ use serviceradar_domain::telemetry::{IncomingMessage, TelemetryKind, decode};
 use serviceradar_server::app::{Application, Settings};
 use serviceradar_server::hub::{HubOptions, write_hub_config};
 use serviceradar_server::ingest::{self, IngestSettings};
+use serviceradar_server::leaf_auth::LeafAuthSettings;
 use serviceradar_server::pki::{MasterKeySource, Pki};
 use serviceradar_store::Store;
 use serviceradar_testkit::{NatsServer, free_port, wait_for_port};
@@ -56,6 +57,11 @@ fn settings(dir: &Path, database_url: &str, hub_client: u16) -> Settings {
     ingest.ack_wait = Duration::from_secs(2);
     ingest.tenant_refresh = Duration::from_millis(300);
     settings.ingest = Some(ingest);
+    // Leaves join the hub through the leaf authorization callout.
+    settings.leaf_auth = Some(LeafAuthSettings::new(
+        format!("nats://127.0.0.1:{hub_client}"),
+        dir.join("ingest-creds"),
+    ));
     settings
 }
 

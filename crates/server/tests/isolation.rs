@@ -12,9 +12,10 @@ use serviceradar_domain::resources::Tenant;
 use serviceradar_domain::validate::{DisplayName, Slug};
 use serviceradar_server::app::Settings;
 use serviceradar_server::hub::{HubOptions, write_hub_config};
+use serviceradar_server::leaf_auth::{LeafAuthService, LeafAuthSettings};
 use serviceradar_server::pki::{MasterKeySource, Pki};
 use serviceradar_store::Store;
-use serviceradar_testkit::{NatsServer, free_port, wait_for_port};
+use serviceradar_testkit::{NatsServer, free_port, leafz, wait_for_port};
 
 mod support;
 
@@ -39,6 +40,20 @@ async fn hub_user(
         .connect(format!("nats://127.0.0.1:{port}"))
         .await
         .unwrap()
+}
+
+/// The hub's leaf authorization callout service, connected and subscribed.
+async fn leaf_auth(dir: &Path, store: &Store, pki: &Arc<Pki>, hub_client: u16) -> LeafAuthService {
+    serviceradar_server::leaf_auth::start(
+        store.clone(),
+        pki.clone(),
+        LeafAuthSettings::new(
+            format!("nats://127.0.0.1:{hub_client}"),
+            dir.join("leaf-auth"),
+        ),
+    )
+    .await
+    .expect("the leaf authorization service starts")
 }
 
 /// Publishes on `subject` from `from` until `sub` receives it (interest
@@ -117,6 +132,7 @@ async fn tenants_are_isolated_on_the_hub_and_across_leaves() {
     .unwrap();
     let _hub = NatsServer::start_file(&hub_dir, "hub", &files.config_path, hub_client).unwrap();
     wait_for_port(hub_monitor, "hub monitoring", WAIT).unwrap();
+    let _leaf_auth = leaf_auth(dir, &store, &pki, hub_client).await;
     let _acme_leaf =
         NatsServer::start_file(acme_conf.parent().unwrap(), "leaf", &acme_conf, acme_port).unwrap();
     let _beta_leaf =
@@ -207,5 +223,283 @@ async fn tenants_are_isolated_on_the_hub_and_across_leaves() {
             .await
             .is_err(),
         "beta's collector certificate was accepted by acme's leaf"
+    );
+}
+
+/// The files a leaf presents to the hub: client certificate (with its
+/// tenant CA), key and creds, as an installed site bundle has them.
+struct LeafIdentity {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    creds: std::path::PathBuf,
+}
+
+fn installed_identity(config: &Path) -> LeafIdentity {
+    let nats = config.parent().unwrap();
+    LeafIdentity {
+        cert: nats.join("certs/leaf-client.pem"),
+        key: nats.join("certs/leaf-client-key.pem"),
+        creds: nats.join("leaf.creds"),
+    }
+}
+
+/// A leaf `nats-server` called `name` dialling the hub with `cert`/`key`
+/// from one identity and `creds` from another.
+fn leaf_with(
+    dir: &Path,
+    name: &str,
+    hub_leaf: u16,
+    root_ca: &Path,
+    cert_of: &LeafIdentity,
+    creds_of: &Path,
+) -> NatsServer {
+    let work = dir.join(name);
+    std::fs::create_dir_all(&work).unwrap();
+    let port = free_port();
+    let config = format!(
+        "server_name: \"{name}\"\nlisten: \"127.0.0.1:{port}\"\n\
+         leafnodes {{\n  reconnect: 1\n  remotes = [{{\n    url: \"tls://127.0.0.1:{hub_leaf}\"\n\
+         credentials: \"{creds}\"\n    tls {{ cert_file: \"{cert}\", key_file: \"{key}\", \
+         ca_file: \"{ca}\" }}\n  }}]\n}}\n",
+        creds = creds_of.display(),
+        cert = cert_of.cert.display(),
+        key = cert_of.key.display(),
+        ca = root_ca.display(),
+    );
+    let path = work.join("leaf.conf");
+    std::fs::write(&path, config).unwrap();
+    NatsServer::start_file(&work, name, &path, port).unwrap()
+}
+
+/// Starts a leaf with [`leaf_with`] and waits until the leaf reports the
+/// hub's authorization violation and the hub's log holds one more `reason`
+/// than before; then checks the leaf never joined.
+#[allow(clippy::too_many_arguments)]
+async fn refused(
+    dir: &Path,
+    hub: &NatsServer,
+    hub_leaf: u16,
+    monitor: u16,
+    root_ca: &Path,
+    name: &str,
+    cert_of: &LeafIdentity,
+    creds_of: &Path,
+    reason: &str,
+) {
+    let before = hub.log().matches(reason).count();
+    let leaf = leaf_with(dir, name, hub_leaf, root_ca, cert_of, creds_of);
+    let deadline = Instant::now() + WAIT;
+    while !(leaf.log().contains("Authorization Violation")
+        && hub.log().matches(reason).count() > before)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{name}: never refused with {reason:?}\nhub log:\n{}\nleaf log:\n{}",
+            hub.log(),
+            leaf.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !leafz(monitor).iter().any(|(n, _)| n == name),
+        "{name} joined the hub: {:?}",
+        leafz(monitor)
+    );
+}
+
+/// The hub admits a leaf into a tenant's account only when its certificate
+/// (tenant CA, SPIFFE tenant and site) matches its creds: the leaf
+/// authorization callout. Another tenant's certificate with valid creds,
+/// another site's creds, and a tenant-account user's creds are all refused,
+/// while the genuine leaves join their own accounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaves_are_admitted_only_with_their_own_certificate() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (hub_client, hub_leaf, hub_monitor) = (free_port(), free_port(), free_port());
+    let store = Store::connect(&format!("sqlite://{}", dir.join("core.db").display()), 4)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let pki = Arc::new(Pki::new(
+        MasterKeySource::Ephemeral.load().unwrap(),
+        serviceradar_pki::DEFAULT_TRUST_DOMAIN,
+    ));
+    let mut settings = Settings::new("sqlite://unused");
+    settings.hub_leafnode_url = format!("tls://127.0.0.1:{hub_leaf}");
+    settings.leaf_monitoring_listen = None;
+    let mut tenants = Vec::new();
+    for slug in ["acme", "beta"] {
+        let tenant = store
+            .create_tenant(
+                &Slug::parse(slug).unwrap(),
+                &DisplayName::parse(slug).unwrap(),
+            )
+            .await
+            .unwrap();
+        pki.ensure_tenant_identity(&store, &tenant).await.unwrap();
+        tenants.push(tenant);
+    }
+    let (acme, beta) = (&tenants[0], &tenants[1]);
+    let acme_dir = dir.join("acme-plant");
+    let yard_dir = dir.join("acme-yard");
+    let beta_dir = dir.join("beta-lab");
+    for d in [&acme_dir, &yard_dir, &beta_dir] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let plant = install_site(
+        &acme_dir,
+        &store,
+        &pki,
+        &settings,
+        acme,
+        "plant",
+        free_port(),
+    )
+    .await;
+    let yard = install_site(
+        &yard_dir,
+        &store,
+        &pki,
+        &settings,
+        acme,
+        "yard",
+        free_port(),
+    )
+    .await;
+    let lab = install_site(&beta_dir, &store, &pki, &settings, beta, "lab", free_port()).await;
+    let (plant_id, yard_id, lab_id) = (
+        installed_identity(&plant.config),
+        installed_identity(&yard.config),
+        installed_identity(&lab.config),
+    );
+
+    let hub_dir = dir.join("hub");
+    let files = write_hub_config(
+        &store,
+        &pki,
+        &HubOptions {
+            client_listen: format!("127.0.0.1:{hub_client}"),
+            leafnode_listen: format!("127.0.0.1:{hub_leaf}"),
+            monitoring_listen: Some(format!("127.0.0.1:{hub_monitor}")),
+            ..HubOptions::default()
+        },
+        &hub_dir,
+    )
+    .await
+    .unwrap();
+    let hub = NatsServer::start_file(&hub_dir, "hub", &files.config_path, hub_client).unwrap();
+    wait_for_port(hub_monitor, "hub monitoring", WAIT).unwrap();
+    let _leaf_auth = leaf_auth(dir, &store, &pki, hub_client).await;
+    let root_ca = hub_dir.join(serviceradar_server::hub::names::ROOT_CA);
+    let account_of = |tenant: &Tenant| {
+        let (store, tenant) = (store.clone(), tenant.clone());
+        async move {
+            store
+                .scoped(serviceradar_domain::TenantScope::for_system_task(tenant.id))
+                .nats_account()
+                .await
+                .unwrap()
+                .unwrap()
+                .account_public_key
+        }
+    };
+    let (acme_account, beta_account) = (account_of(acme).await, account_of(beta).await);
+
+    // Beta's genuine leaf (its own certificate and creds) joins beta's account.
+    let genuine = leaf_with(
+        dir,
+        "genuine-lab",
+        hub_leaf,
+        &root_ca,
+        &lab_id,
+        &lab_id.creds,
+    );
+    let deadline = Instant::now() + WAIT;
+    while !leafz(hub_monitor)
+        .iter()
+        .any(|(n, a)| n == "genuine-lab" && *a == beta_account)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the genuine leaf never joined beta's account: {:?}\nhub log:\n{}\nleaf log:\n{}",
+            leafz(hub_monitor),
+            hub.log(),
+            genuine.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Beta's certificate (issued by beta's CA) with acme's valid leaf creds.
+    let mismatch = "does not match the credentials";
+    let root = root_ca.as_path();
+    let (monitor, leaf_port) = (hub_monitor, hub_leaf);
+    refused(
+        dir,
+        &hub,
+        leaf_port,
+        monitor,
+        root,
+        "cross-tenant",
+        &lab_id,
+        &plant_id.creds,
+        mismatch,
+    )
+    .await;
+    // Acme's plant certificate with the creds of acme's yard site.
+    refused(
+        dir,
+        &hub,
+        leaf_port,
+        monitor,
+        root,
+        "cross-site",
+        &plant_id,
+        &yard_id.creds,
+        mismatch,
+    )
+    .await;
+    // Acme's certificate with creds of a plain user of acme's account: such
+    // users may connect as clients only, so nats-server refuses the leafnode
+    // before any callout.
+    let user_creds = pki.user_creds(&store, acme, "collector-ish").await.unwrap();
+    let user_path = dir.join("acme-user.creds");
+    std::fs::write(&user_path, user_creds.as_str()).unwrap();
+    let error = "authentication error";
+    refused(
+        dir,
+        &hub,
+        leaf_port,
+        monitor,
+        root,
+        "tenant-user",
+        &plant_id,
+        &user_path,
+        error,
+    )
+    .await;
+
+    // And the genuine acme leaf still joins acme's account, never beta's.
+    let _plant = leaf_with(
+        dir,
+        "genuine-plant",
+        hub_leaf,
+        &root_ca,
+        &plant_id,
+        &plant_id.creds,
+    );
+    let deadline = Instant::now() + WAIT;
+    while !leafz(hub_monitor)
+        .iter()
+        .any(|(n, a)| n == "genuine-plant" && *a == acme_account)
+    {
+        assert!(Instant::now() < deadline, "{:?}", leafz(hub_monitor));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        leafz(hub_monitor)
+            .iter()
+            .all(|(n, a)| n != "genuine-plant" || *a != beta_account)
     );
 }

@@ -428,6 +428,16 @@ async fn site_bundle_end_to_end(postgres: bool) {
     let hub = NatsServer::start_file(&hub_dir, "hub", &files.config_path, hub_client)
         .expect("hub starts");
     serviceradar_testkit::wait_for_port(hub_monitor, "hub monitoring", WAIT).unwrap();
+    let _leaf_auth = serviceradar_server::leaf_auth::start(
+        app.store.clone(),
+        app.pki.clone(),
+        serviceradar_server::leaf_auth::LeafAuthSettings::new(
+            format!("nats://127.0.0.1:{hub_client}"),
+            dir.join("leaf-auth"),
+        ),
+    )
+    .await
+    .expect("leaf authorization starts");
 
     // The leaf, from the installed config.
     let leaf_server =

@@ -20,6 +20,7 @@ mod db;
 mod error;
 pub mod health;
 pub mod jobs;
+mod leaf_sessions;
 mod packages;
 pub mod page;
 mod pki;

@@ -1852,3 +1852,44 @@ async fn telemetry(store: Store) {
         );
     }
 }
+
+/// Leaf hub sessions: recorded per site and tenant, pruned by age, forgotten
+/// on request; another tenant sees none of them.
+async fn leaf_sessions(store: Store) {
+    use serviceradar_domain::EdgeSiteId;
+    let (_, a) = tenant(&store, "acme").await;
+    let (_, b) = tenant(&store, "beta").await;
+    let (sa, sb) = (store.scoped(a), store.scoped(b));
+    let (site, other_site) = (EdgeSiteId::new(), EdgeSiteId::new());
+    sa.record_leaf_session(site, "UOLD", 1_000, 0)
+        .await
+        .unwrap();
+    sa.record_leaf_session(other_site, "UOTHER", 1_500, 0)
+        .await
+        .unwrap();
+    sa.record_leaf_session(site, "UNEW", 2_000, 0)
+        .await
+        .unwrap();
+    // Recording the same key again is harmless.
+    sa.record_leaf_session(site, "UNEW", 2_000, 0)
+        .await
+        .unwrap();
+    assert_eq!(sa.leaf_session_keys(site).await.unwrap(), ["UNEW", "UOLD"]);
+    assert!(sb.leaf_session_keys(site).await.unwrap().is_empty());
+    // A new session prunes the site's sessions older than the cut-off only.
+    sa.record_leaf_session(site, "UNEWER", 3_000, 1_500)
+        .await
+        .unwrap();
+    assert_eq!(
+        sa.leaf_session_keys(site).await.unwrap(),
+        ["UNEWER", "UNEW"]
+    );
+    assert_eq!(sa.leaf_session_keys(other_site).await.unwrap(), ["UOTHER"]);
+    // Another tenant cannot forget them.
+    sb.forget_leaf_sessions(site).await.unwrap();
+    assert_eq!(sa.leaf_session_keys(site).await.unwrap().len(), 2);
+    sa.forget_leaf_sessions(site).await.unwrap();
+    assert!(sa.leaf_session_keys(site).await.unwrap().is_empty());
+    assert_eq!(sa.leaf_session_keys(other_site).await.unwrap(), ["UOTHER"]);
+}
+both_backends!(leaf_sessions: sqlite_leaf_sessions, postgres_leaf_sessions);

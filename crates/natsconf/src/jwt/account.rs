@@ -92,6 +92,49 @@ impl JetStreamLimits {
     }
 }
 
+/// External authorization ("auth callout") of an account: connections of its
+/// users, except `auth_users`, are authorized by a service that answers
+/// `$SYS.REQ.USER.AUTH` in this account with a user JWT of one of
+/// `allowed_accounts` (`*`: any account), signed by that account.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ExternalAuthorization {
+    /// Users that bypass the callout: the authorization service itself.
+    pub auth_users: Vec<String>,
+    /// Accounts the service may place users in (account keys, or just `*`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_accounts: Vec<String>,
+}
+
+/// `allowed_accounts` value meaning "any account".
+pub const ANY_ACCOUNT: &str = "*";
+
+impl ExternalAuthorization {
+    fn validate(&self) -> Result<(), JwtError> {
+        if self.auth_users.is_empty() {
+            return Err(JwtError::InvalidClaim {
+                field: "authorization",
+                reason: "external authorization needs at least one auth user".into(),
+            });
+        }
+        for user in &self.auth_users {
+            check_public_key("auth user", user, KeyKind::User)?;
+        }
+        if self.allowed_accounts.iter().any(|a| a == ANY_ACCOUNT) {
+            if self.allowed_accounts.len() > 1 {
+                return Err(JwtError::InvalidClaim {
+                    field: "authorization",
+                    reason: "`*` must be the only allowed account".into(),
+                });
+            }
+        } else {
+            for account in &self.allowed_accounts {
+                check_public_key("allowed account", account, KeyKind::Account)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The claims of an account JWT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountClaims {
@@ -106,6 +149,8 @@ pub struct AccountClaims {
     /// Revoked users: user public key -> unix time. User JWTs of that key issued
     /// at or before that time are rejected.
     pub revocations: BTreeMap<String, i64>,
+    /// External authorization (auth callout), if any.
+    pub external_authorization: Option<ExternalAuthorization>,
     /// Expiry (unix time), if any.
     pub expires: Option<i64>,
     /// Fixed issue time (unix time) for reproducible output; `None` means now.
@@ -117,6 +162,8 @@ struct AccountNats<'a> {
     limits: Limits<'a>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     revocations: &'a BTreeMap<String, i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorization: Option<&'a ExternalAuthorization>,
     #[serde(rename = "type")]
     kind: &'static str,
     version: u8,
@@ -142,6 +189,7 @@ impl AccountClaims {
             limits: AccountLimits::default(),
             jetstream: Some(JetStreamLimits::unlimited()),
             revocations: BTreeMap::new(),
+            external_authorization: None,
             expires: None,
             issued_at: None,
         }
@@ -188,12 +236,16 @@ impl AccountClaims {
                     .into(),
             });
         }
+        if let Some(auth) = &self.external_authorization {
+            auth.validate()?;
+        }
         let nats = AccountNats {
             limits: Limits {
                 account: &self.limits,
                 jetstream: self.jetstream.as_ref(),
             },
             revocations: &self.revocations,
+            authorization: self.external_authorization.as_ref(),
             kind: "account",
             version: 2,
         };
@@ -258,6 +310,36 @@ mod tests {
         assert!(claims.revoke_user(&acct.public_key(), 1).is_err());
         let decoded = decode_claims(&claims.sign(&op).unwrap()).unwrap();
         assert_eq!(decoded["nats"]["revocations"][user.public_key()], 1234);
+    }
+
+    #[test]
+    fn external_authorization_is_written_and_checked() {
+        let op = NKey::generate(KeyKind::Operator);
+        let acct = NKey::generate(KeyKind::Account);
+        let service = NKey::generate(KeyKind::User);
+        let mut claims = AccountClaims::tenant(&acct.public_key(), "LEAVES");
+        claims.external_authorization = Some(ExternalAuthorization {
+            auth_users: vec![service.public_key()],
+            allowed_accounts: vec![ANY_ACCOUNT.into()],
+        });
+        let decoded = decode_claims(&claims.sign(&op).unwrap()).unwrap();
+        let auth = &decoded["nats"]["authorization"];
+        assert_eq!(auth["auth_users"][0], service.public_key());
+        assert_eq!(auth["allowed_accounts"][0], "*");
+
+        let mut bad = claims.clone();
+        bad.external_authorization = Some(ExternalAuthorization::default());
+        assert!(bad.sign(&op).is_err(), "no auth users");
+        bad.external_authorization = Some(ExternalAuthorization {
+            auth_users: vec![acct.public_key()],
+            allowed_accounts: vec![],
+        });
+        assert!(bad.sign(&op).is_err(), "an account key is not a user");
+        bad.external_authorization = Some(ExternalAuthorization {
+            auth_users: vec![service.public_key()],
+            allowed_accounts: vec![ANY_ACCOUNT.into(), acct.public_key()],
+        });
+        assert!(bad.sign(&op).is_err(), "`*` must stand alone");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Typed nkey pairs for the three identities this crate signs with or for.
+//! Typed nkey pairs for the identities this crate signs with or for.
 //!
 //! Why: an `nkeys::KeyPair` of the wrong kind (a user key signing an account JWT)
 //! produces a token nats-server rejects only at connect time. [`NKey`] carries its
@@ -20,6 +20,8 @@ pub enum KeyKind {
     Account,
     /// User keys (`U...`, `SU...`).
     User,
+    /// Server keys (`N...`): nats-server signs auth callout requests with one.
+    Server,
 }
 
 impl KeyKind {
@@ -28,6 +30,7 @@ impl KeyKind {
             nkeys::KeyPairType::Operator => Some(Self::Operator),
             nkeys::KeyPairType::Account => Some(Self::Account),
             nkeys::KeyPairType::User => Some(Self::User),
+            nkeys::KeyPairType::Server => Some(Self::Server),
             _ => None,
         }
     }
@@ -37,6 +40,7 @@ impl KeyKind {
             Self::Operator => nkeys::KeyPairType::Operator,
             Self::Account => nkeys::KeyPairType::Account,
             Self::User => nkeys::KeyPairType::User,
+            Self::Server => nkeys::KeyPairType::Server,
         }
     }
 
@@ -46,6 +50,7 @@ impl KeyKind {
             Self::Operator => "operator",
             Self::Account => "account",
             Self::User => "user",
+            Self::Server => "server",
         }
     }
 }

@@ -23,16 +23,23 @@
 //! so "unlimited" must be an explicit `-1` ([`NO_LIMIT`]).
 
 mod account;
+mod callout;
 mod creds;
 mod keys;
 mod operator;
 mod user;
 
-pub use account::{AccountClaims, AccountLimits, JetStreamLimits};
+pub use account::{
+    ANY_ACCOUNT, AccountClaims, AccountLimits, ExternalAuthorization, JetStreamLimits,
+};
+pub use callout::{
+    AUTH_CALLOUT_SUBJECT, AuthorizationRequest, ClientTls, authorization_response,
+    verify_signed_nonce,
+};
 pub use creds::{CredsFile, creds_file};
 pub use keys::{KeyKind, NKey};
 pub use operator::Operator;
-pub use user::{Permission, UserClaims};
+pub use user::{CONNECTION_LEAFNODE, CONNECTION_STANDARD, Permission, UserClaims};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -94,6 +101,8 @@ pub enum JwtError {
 #[derive(Serialize)]
 struct Envelope<'a, T: Serialize> {
     #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     exp: Option<i64>,
     jti: String,
     iat: i64,
@@ -103,7 +112,7 @@ struct Envelope<'a, T: Serialize> {
     nats: &'a T,
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
@@ -116,7 +125,21 @@ pub(crate) fn encode<T: Serialize>(
     expires: Option<i64>,
     nats: &T,
 ) -> Result<String, JwtError> {
+    encode_for(signer, subject, None, name, issued_at, expires, nats)
+}
+
+/// [`encode`] with an audience (`aud`), as authorization responses need.
+pub(crate) fn encode_for<T: Serialize>(
+    signer: &NKey,
+    subject: &str,
+    audience: Option<&str>,
+    name: &str,
+    issued_at: Option<i64>,
+    expires: Option<i64>,
+    nats: &T,
+) -> Result<String, JwtError> {
     let mut envelope = Envelope {
+        aud: audience,
         exp: expires,
         jti: String::new(),
         iat: issued_at.unwrap_or_else(now),

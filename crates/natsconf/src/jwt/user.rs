@@ -10,6 +10,11 @@ use serde::Serialize;
 use super::{JwtError, KeyKind, NKey, NO_LIMIT, check_public_key, encode};
 use crate::syntax::validate_subject;
 
+/// `allowed_connection_types` value of plain NATS client connections.
+pub const CONNECTION_STANDARD: &str = "STANDARD";
+/// `allowed_connection_types` value of leafnode connections.
+pub const CONNECTION_LEAFNODE: &str = "LEAFNODE";
+
 /// Allow and deny lists of subjects (wildcards allowed). Empty lists mean no
 /// restriction from that list; a deny wins over an allow.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -56,6 +61,11 @@ pub struct UserClaims {
     /// When set, the JWT alone authenticates (no nonce signature with the seed).
     /// Off by default: a bearer token is only as safe as the channel carrying it.
     pub bearer_token: bool,
+    /// Connection types the user may connect as ([`CONNECTION_STANDARD`],
+    /// [`CONNECTION_LEAFNODE`], ...); empty allows every type.
+    pub allowed_connection_types: Vec<String>,
+    /// Tags (nats-server lowercases them), e.g. which site a leaf belongs to.
+    pub tags: Vec<String>,
     /// Expiry (unix time), if any.
     pub expires: Option<i64>,
     /// Fixed issue time (unix time) for reproducible output; `None` means now.
@@ -73,6 +83,10 @@ struct UserNats<'a> {
     payload: i64,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     bearer_token: bool,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    allowed_connection_types: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    tags: &'a [String],
     #[serde(rename = "type")]
     kind: &'static str,
     version: u8,
@@ -90,6 +104,8 @@ impl UserClaims {
             payload: NO_LIMIT,
             data: NO_LIMIT,
             bearer_token: false,
+            allowed_connection_types: Vec::new(),
+            tags: Vec::new(),
             expires: None,
             issued_at: None,
         }
@@ -107,6 +123,16 @@ impl UserClaims {
         }
         self.publish.validate()?;
         self.subscribe.validate()?;
+        if let Some(tag) = self.tags.iter().find(|t| {
+            t.is_empty()
+                || t.chars()
+                    .any(|c| c.is_ascii_uppercase() || c.is_whitespace())
+        }) {
+            return Err(JwtError::InvalidClaim {
+                field: "tags",
+                reason: format!("tag {tag:?} must be non-empty lowercase without spaces"),
+            });
+        }
         let nats = UserNats {
             publish: &self.publish,
             subscribe: &self.subscribe,
@@ -114,6 +140,8 @@ impl UserClaims {
             data: self.data,
             payload: self.payload,
             bearer_token: self.bearer_token,
+            allowed_connection_types: &self.allowed_connection_types,
+            tags: &self.tags,
             kind: "user",
             version: 2,
         };
@@ -152,6 +180,25 @@ mod tests {
         assert_eq!(decoded["nats"]["payload"], 1 << 20);
         assert_eq!(decoded["nats"]["subs"], -1);
         assert!(decoded["nats"].get("bearer_token").is_none());
+        assert!(decoded["nats"].get("allowed_connection_types").is_none());
+        assert!(decoded["nats"].get("tags").is_none());
+    }
+
+    #[test]
+    fn connection_types_and_tags_are_written() {
+        let acct = NKey::generate(KeyKind::Account);
+        let user = NKey::generate(KeyKind::User);
+        let mut claims = UserClaims::new(&user.public_key(), "leaf");
+        claims.allowed_connection_types = vec![CONNECTION_LEAFNODE.into()];
+        claims.tags = vec!["sr-site:1234".into()];
+        let decoded = decode_claims(&claims.sign(&acct).unwrap()).unwrap();
+        assert_eq!(decoded["nats"]["allowed_connection_types"][0], "LEAFNODE");
+        assert_eq!(decoded["nats"]["tags"][0], "sr-site:1234");
+        claims.tags = vec!["Upper".into()];
+        assert!(
+            claims.sign(&acct).is_err(),
+            "nats-server would lowercase it"
+        );
     }
 
     #[test]

@@ -235,7 +235,8 @@ pub fn render_leaf_config(input: &LeafConfigInput) -> Result<String, ConfigError
     w.comment(
         "Outbound link to the hub: mutual TLS (client certificate from the tenant CA, the\n\
          hub's certificate checked against the platform root) plus the leaf user's\n\
-         credentials, which put this leaf in the tenant's account on the hub.",
+         credentials. The hub's leaf authorization admits this leaf into the tenant's\n\
+         account only if the certificate names the same tenant and site as the credentials.",
     );
     w.open("leafnodes");
     w.open_list("remotes");

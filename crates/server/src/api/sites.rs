@@ -329,11 +329,19 @@ pub async fn delete_site(
     let leaf_user = leaf_user_key(&state, &scoped, id).await?;
     scoped.delete_site(id).await?;
     tracing::info!(site_id = %id, "edge site deleted");
-    if let Some(key) = leaf_user {
+    // From now on the leaf authorization callout refuses the leaf. Its live
+    // hub sessions are read *after* the delete: a session the callout records
+    // later is refused by the callout's own re-check of the site.
+    let mut keys = scoped.leaf_session_keys(id).await?;
+    // Leaves provisioned before the callout existed were users of the
+    // tenant's account themselves.
+    keys.extend(leaf_user);
+    if !keys.is_empty() {
         let tenant = state.store.tenant(auth.actor.tenant_id).await?;
-        if let Err(e) = state.pki.revoke_users(&state.store, &tenant, &[key]).await {
-            tracing::error!(site_id = %id, error = format!("{e:#}"),
-                "revoking the deleted site's NATS user failed");
+        match state.pki.revoke_users(&state.store, &tenant, &keys).await {
+            Ok(()) => scoped.forget_leaf_sessions(id).await?,
+            Err(e) => tracing::error!(site_id = %id, error = format!("{e:#}"),
+                "revoking the deleted site's NATS sessions failed"),
         }
     }
     Ok(StatusCode::NO_CONTENT)

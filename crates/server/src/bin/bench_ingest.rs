@@ -261,7 +261,17 @@ async fn catch_up(
     settings.batch_timeout = Duration::from_millis(100);
     settings.site_sync_interval = Duration::from_millis(500);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let task = ingest::spawn(store.clone(), pki.clone(), settings, stop_rx);
+    let task = ingest::spawn(store.clone(), pki.clone(), settings, stop_rx.clone());
+    // Leaves join the hub through the leaf authorization callout.
+    let _leaf_auth = serviceradar_server::leaf_auth::spawn(
+        store.clone(),
+        pki.clone(),
+        serviceradar_server::leaf_auth::LeafAuthSettings::new(
+            format!("nats://127.0.0.1:{}", ports.hub_client),
+            dir.join("creds"),
+        ),
+        stop_rx,
+    );
     let deadline = Instant::now() + WAIT;
     while local_js.get_stream("EDGE_BUFFER").await.is_err() {
         if Instant::now() > deadline {

@@ -140,6 +140,16 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let hub = NatsServer::start_file(&hub_dir, "hub", &files.config_path, ports.hub_client)
         .context("starting the hub nats-server")?;
     wait_for_port(ports.hub_monitor, "hub monitoring", WAIT)?;
+    // Leaves join the hub through the leaf authorization callout.
+    let _leaf_auth = serviceradar_server::leaf_auth::start(
+        store.clone(),
+        pki.clone(),
+        serviceradar_server::leaf_auth::LeafAuthSettings::new(
+            format!("nats://127.0.0.1:{}", ports.hub_client),
+            dir.join("leaf-auth"),
+        ),
+    )
+    .await?;
     let leaf_server = NatsServer::start_file(&prefix, "leaf", &leaf_conf, ports.leaf_client)
         .context("starting the leaf nats-server")?;
     wait_for_leaf(ports.hub_monitor)
