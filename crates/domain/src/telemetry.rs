@@ -20,7 +20,9 @@
 //! The whole payload is kept as `body`. Anything else is rejected with a
 //! [`Rejection`] naming the reason, for the dead-letter subject.
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// First subject token of data buffered at an edge site's leaf.
 pub const EDGE_PREFIX: &str = "edge";
@@ -68,53 +70,70 @@ impl TelemetryKind {
 }
 
 /// What every record carries.
+///
+/// The text fields borrow from the message they were decoded from where they
+/// can (the ingest pipeline writes them straight into the database's bulk-load
+/// buffer without copying them first); [`TelemetryRecord::into_owned`] detaches
+/// a record from its message.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RecordMeta {
+pub struct RecordMeta<'a> {
     /// Position in the tenant's ingest stream (idempotency key).
     pub stream_seq: i64,
     /// The NATS subject it arrived on.
-    pub subject: String,
+    pub subject: Cow<'a, str>,
     /// Subject tokens after the tenant (site, collector, ...).
-    pub source: String,
+    pub source: Cow<'a, str>,
     /// Event time (ms): the payload's `ts`, else when the stream stored it.
     pub time_ms: i64,
     /// The payload as received (a JSON object).
-    pub body: String,
+    pub body: Cow<'a, str>,
+}
+
+impl RecordMeta<'_> {
+    fn into_owned(self) -> RecordMeta<'static> {
+        RecordMeta {
+            stream_seq: self.stream_seq,
+            subject: Cow::Owned(self.subject.into_owned()),
+            source: Cow::Owned(self.source.into_owned()),
+            time_ms: self.time_ms,
+            body: Cow::Owned(self.body.into_owned()),
+        }
+    }
 }
 
 /// One decoded telemetry record.
 #[derive(Debug, Clone, PartialEq)]
-pub enum TelemetryRecord {
+pub enum TelemetryRecord<'a> {
     /// An event.
     Event {
         /// Common fields.
-        meta: RecordMeta,
+        meta: RecordMeta<'a>,
         /// Severity (`info` if absent).
-        severity: String,
+        severity: Cow<'a, str>,
         /// Text.
-        message: String,
+        message: Cow<'a, str>,
     },
     /// A metric sample.
     Metric {
         /// Common fields.
-        meta: RecordMeta,
+        meta: RecordMeta<'a>,
         /// Metric name.
-        name: String,
+        name: Cow<'a, str>,
         /// Value.
         value: f64,
     },
     /// A log line.
     Log {
         /// Common fields.
-        meta: RecordMeta,
+        meta: RecordMeta<'a>,
         /// Level (`info` if absent).
-        level: String,
+        level: Cow<'a, str>,
         /// Text.
-        message: String,
+        message: Cow<'a, str>,
     },
 }
 
-impl TelemetryRecord {
+impl TelemetryRecord<'_> {
     /// Its kind.
     pub fn kind(&self) -> TelemetryKind {
         match self {
@@ -125,9 +144,39 @@ impl TelemetryRecord {
     }
 
     /// Its common fields.
-    pub fn meta(&self) -> &RecordMeta {
+    pub fn meta(&self) -> &RecordMeta<'_> {
         match self {
             Self::Event { meta, .. } | Self::Metric { meta, .. } | Self::Log { meta, .. } => meta,
+        }
+    }
+
+    /// The same record, owning its text (no longer borrowing the message).
+    pub fn into_owned(self) -> TelemetryRecord<'static> {
+        let own = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
+        match self {
+            Self::Event {
+                meta,
+                severity,
+                message,
+            } => TelemetryRecord::Event {
+                meta: meta.into_owned(),
+                severity: own(severity),
+                message: own(message),
+            },
+            Self::Metric { meta, name, value } => TelemetryRecord::Metric {
+                meta: meta.into_owned(),
+                name: own(name),
+                value,
+            },
+            Self::Log {
+                meta,
+                level,
+                message,
+            } => TelemetryRecord::Log {
+                meta: meta.into_owned(),
+                level: own(level),
+                message: own(message),
+            },
         }
     }
 }
@@ -168,8 +217,13 @@ pub struct IncomingMessage<'a> {
 }
 
 /// Decodes `msg`, which arrived in the NATS account of the tenant with slug
-/// `tenant_slug`, into a record, or says why not.
-pub fn decode(tenant_slug: &str, msg: IncomingMessage<'_>) -> Result<TelemetryRecord, Rejection> {
+/// `tenant_slug`, into a record, or says why not. The record borrows its text
+/// from `msg` (the payload is parsed once, in place; only JSON strings with
+/// escapes and edge-site sources are copied).
+pub fn decode<'a>(
+    tenant_slug: &str,
+    msg: IncomingMessage<'a>,
+) -> Result<TelemetryRecord<'a>, Rejection> {
     if msg.payload.len() > MAX_PAYLOAD {
         return Err(Rejection::Oversized(msg.payload.len()));
     }
@@ -178,13 +232,16 @@ pub fn decode(tenant_slug: &str, msg: IncomingMessage<'_>) -> Result<TelemetryRe
     if source.len() > MAX_SOURCE {
         return Err(wrong());
     }
-    let object = match serde_json::from_slice::<Value>(msg.payload) {
-        Ok(Value::Object(object)) => object,
-        Ok(_) => return Err(Rejection::InvalidJson("not an object".into())),
+    let body = std::str::from_utf8(msg.payload).map_err(|e| {
+        Rejection::InvalidJson(format!("invalid UTF-8 at byte {}", e.valid_up_to()))
+    })?;
+    let fields = match serde_json::from_str::<Payload<'a>>(body) {
+        Ok(Payload(Some(fields))) => fields,
+        Ok(Payload(None)) => return Err(Rejection::InvalidJson("not an object".into())),
         Err(e) => return Err(Rejection::InvalidJson(truncate(&e.to_string(), 200))),
     };
-    let time_ms = match object.get("ts") {
-        None | Some(Value::Null) => msg.stored_at_ms,
+    let time_ms = match fields.ts {
+        None | Some(Field::Null) => msg.stored_at_ms,
         Some(ts) => ts.as_i64().filter(|t| *t >= 0).ok_or(Rejection::BadField {
             field: "ts",
             problem: "must be a non-negative integer (Unix milliseconds)",
@@ -192,39 +249,39 @@ pub fn decode(tenant_slug: &str, msg: IncomingMessage<'_>) -> Result<TelemetryRe
     };
     let meta = RecordMeta {
         stream_seq: msg.stream_seq,
-        subject: msg.subject.to_owned(),
-        source: source.to_owned(),
+        subject: Cow::Borrowed(msg.subject),
+        source,
         time_ms,
-        body: String::from_utf8_lossy(msg.payload).into_owned(),
+        body: Cow::Borrowed(body),
     };
     Ok(match kind {
         TelemetryKind::Event => TelemetryRecord::Event {
-            severity: level_field(&object, "severity")?,
-            message: text_field(&object, "message")?,
+            severity: level_field(fields.severity, "severity")?,
+            message: text_field(fields.message, "message")?,
             meta,
         },
         TelemetryKind::Log => TelemetryRecord::Log {
-            level: level_field(&object, "level")?,
-            message: text_field(&object, "message")?,
+            level: level_field(fields.level, "level")?,
+            message: text_field(fields.message, "message")?,
             meta,
         },
         TelemetryKind::Metric => {
-            let name = text_field(&object, "name")?;
+            let name = text_field(fields.name, "name")?;
             if name.len() > MAX_NAME {
                 return Err(Rejection::BadField {
                     field: "name",
                     problem: "longer than 200 bytes",
                 });
             }
-            let value = object
-                .get("value")
-                .and_then(Value::as_f64)
+            let value = fields
+                .value
+                .and_then(|v| v.as_f64())
                 .filter(|v| v.is_finite())
                 .ok_or(Rejection::BadField {
                     field: "value",
                     problem: "must be a finite number",
                 })?;
-            if object.get("labels").is_some_and(|l| !l.is_object()) {
+            if fields.labels.is_some_and(|l| !matches!(l, Field::Object)) {
                 return Err(Rejection::BadField {
                     field: "labels",
                     problem: "must be an object",
@@ -237,49 +294,250 @@ pub fn decode(tenant_slug: &str, msg: IncomingMessage<'_>) -> Result<TelemetryRe
 
 /// `{kind}.{tenant}.{source...}` (published at the hub), or
 /// `edge.{tenant}.{site}.{kind}[.rest...]` (buffered at a site's leaf and
-/// sourced into the hub); the source is then `{site}[.rest]`.
-fn parse_subject(tenant_slug: &str, subject: &str) -> Option<(TelemetryKind, String)> {
-    let mut tokens = subject.split('.');
-    let first = tokens.next()?;
-    if tokens.next()? != tenant_slug {
-        return None;
-    }
-    let rest: Vec<&str> = tokens.collect();
-    if rest.is_empty() || rest.iter().any(|t| t.is_empty()) {
+/// sourced into the hub); the source is then `{site}[.rest]`. A hub source is
+/// a slice of the subject; an edge source with more tokens is built.
+fn parse_subject<'a>(tenant_slug: &str, subject: &'a str) -> Option<(TelemetryKind, Cow<'a, str>)> {
+    let (first, after_first) = subject.split_once('.')?;
+    let (tenant, rest) = after_first.split_once('.')?;
+    if tenant != tenant_slug || rest.split('.').any(str::is_empty) {
         return None;
     }
     if first == EDGE_PREFIX {
-        let (site, kind) = (rest.first()?, rest.get(1)?);
+        let (site, after_site) = rest.split_once('.')?;
+        let (kind, more) = match after_site.split_once('.') {
+            Some((kind, more)) => (kind, Some(more)),
+            None => (after_site, None),
+        };
         let kind = TelemetryKind::from_prefix(kind)?;
-        let mut source = (*site).to_owned();
-        for token in &rest[2..] {
-            source.push('.');
-            source.push_str(token);
-        }
+        let source = match more {
+            None => Cow::Borrowed(site),
+            Some(more) => Cow::Owned(format!("{site}.{more}")),
+        };
         return Some((kind, source));
     }
-    Some((TelemetryKind::from_prefix(first)?, rest.join(".")))
+    Some((TelemetryKind::from_prefix(first)?, Cow::Borrowed(rest)))
 }
 
-fn text_field(object: &Map<String, Value>, field: &'static str) -> Result<String, Rejection> {
-    object
-        .get(field)
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or(Rejection::BadField {
-            field,
+fn text_field<'a>(field: Option<Field<'a>>, name: &'static str) -> Result<Cow<'a, str>, Rejection> {
+    match field {
+        Some(Field::Str(s)) => Ok(s),
+        _ => Err(Rejection::BadField {
+            field: name,
             problem: "must be a string",
-        })
+        }),
+    }
 }
 
-fn level_field(object: &Map<String, Value>, field: &'static str) -> Result<String, Rejection> {
-    match object.get(field) {
-        None | Some(Value::Null) => Ok("info".into()),
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_LEVEL => Ok(s.clone()),
+fn level_field<'a>(
+    field: Option<Field<'a>>,
+    name: &'static str,
+) -> Result<Cow<'a, str>, Rejection> {
+    match field {
+        None | Some(Field::Null) => Ok(Cow::Borrowed("info")),
+        Some(Field::Str(s)) if !s.is_empty() && s.len() <= MAX_LEVEL => Ok(s),
         Some(_) => Err(Rejection::BadField {
-            field,
+            field: name,
             problem: "must be a string of 1-32 bytes",
         }),
+    }
+}
+
+/// The members of a payload object that decoding looks at; every other
+/// member is skipped without being built. A member given twice counts with
+/// its last value (as `serde_json::Value` would keep it).
+#[derive(Default)]
+struct Fields<'a> {
+    message: Option<Field<'a>>,
+    severity: Option<Field<'a>>,
+    level: Option<Field<'a>>,
+    name: Option<Field<'a>>,
+    value: Option<Field<'a>>,
+    labels: Option<Field<'a>>,
+    ts: Option<Field<'a>>,
+}
+
+/// A payload: `Some` when it is a JSON object, `None` for any other JSON value.
+struct Payload<'a>(Option<Fields<'a>>);
+
+/// One member's value, reduced to what decoding needs to know about it.
+enum Field<'a> {
+    Null,
+    Str(Cow<'a, str>),
+    /// A number: as an `i64` when it is an integer in range, and as an `f64`.
+    Number {
+        int: Option<i64>,
+        float: f64,
+    },
+    Object,
+    /// A boolean or an array.
+    Other,
+}
+
+impl Field<'_> {
+    fn as_i64(&self) -> Option<i64> {
+        match self {
+            Field::Number { int, .. } => *int,
+            _ => None,
+        }
+    }
+
+    fn as_f64(&self) -> Option<f64> {
+        match self {
+            Field::Number { float, .. } => Some(*float),
+            _ => None,
+        }
+    }
+}
+
+/// The member names decoding looks at.
+enum Key {
+    Message,
+    Severity,
+    Level,
+    Name,
+    Value,
+    Labels,
+    Ts,
+    Other,
+}
+
+impl<'de> de::Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+                Ok(match key {
+                    "message" => Key::Message,
+                    "severity" => Key::Severity,
+                    "level" => Key::Level,
+                    "name" => Key::Name,
+                    "value" => Key::Value,
+                    "labels" => Key::Labels,
+                    "ts" => Key::Ts,
+                    _ => Key::Other,
+                })
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Field<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl<'de> Visitor<'de> for FieldVisitor {
+            type Value = Field<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Field::Null)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Field::Null)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Field::Other)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Field::Number {
+                    int: Some(v),
+                    float: v as f64,
+                })
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Field::Number {
+                    int: i64::try_from(v).ok(),
+                    float: v as f64,
+                })
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Field::Number {
+                    int: None,
+                    float: v,
+                })
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Field::Str(Cow::Owned(v)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Field::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Field::Object)
+            }
+        }
+        deserializer.deserialize_any(FieldVisitor)
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Payload<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PayloadVisitor;
+        impl<'de> Visitor<'de> for PayloadVisitor {
+            type Value = Payload<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = Fields::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    let slot = match key {
+                        Key::Message => &mut fields.message,
+                        Key::Severity => &mut fields.severity,
+                        Key::Level => &mut fields.level,
+                        Key::Name => &mut fields.name,
+                        Key::Value => &mut fields.value,
+                        Key::Labels => &mut fields.labels,
+                        Key::Ts => &mut fields.ts,
+                        Key::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value::<Field<'de>>()?);
+                }
+                Ok(Payload(Some(fields)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Payload(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Payload(None))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Payload(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Payload(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Payload(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Payload(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Payload(None))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Payload(None))
+            }
+        }
+        deserializer.deserialize_any(PayloadVisitor)
     }
 }
 
@@ -448,6 +706,93 @@ mod tests {
         ] {
             assert!(
                 decode("acme", msg("metrics.acme.x", payload)).is_err(),
+                "{}",
+                String::from_utf8_lossy(payload)
+            );
+        }
+    }
+
+    #[test]
+    fn borrows_from_the_message_and_copies_only_escaped_text() {
+        let payload = br#"{"message":"plain","severity":"tab\there","ts":5}"#;
+        let rec = decode("acme", msg("events.acme.nyc.trapd", payload)).unwrap();
+        let TelemetryRecord::Event {
+            meta,
+            severity,
+            message,
+        } = &rec
+        else {
+            panic!("{rec:?}");
+        };
+        assert!(matches!(message, Cow::Borrowed("plain")));
+        assert!(matches!(severity, Cow::Owned(s) if s == "tab\there"));
+        assert!(matches!(meta.source, Cow::Borrowed("nyc.trapd")));
+        assert!(matches!(meta.body, Cow::Borrowed(_)));
+        assert_eq!(meta.body.as_bytes(), payload);
+        let owned: TelemetryRecord<'static> = rec.clone().into_owned();
+        assert_eq!(owned, rec);
+    }
+
+    #[test]
+    fn payload_members_decode_like_a_json_value() {
+        // Unknown members of any shape are skipped; the last of a repeated member counts.
+        let rec = decode(
+            "acme",
+            msg(
+                "logs.acme.x",
+                br#"{"a":[1,{"b":null}],"message":"first","n":{"x":[true]},"message":"last","ts":null}"#,
+            ),
+        )
+        .unwrap();
+        match &rec {
+            TelemetryRecord::Log { message, meta, .. } => {
+                assert_eq!(message, "last");
+                assert_eq!(meta.time_ms, 1_000);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Integer-valued metrics, big integers and floats as values.
+        for (payload, value) in [
+            (&br#"{"name":"n","value":3}"#[..], 3.0),
+            (br#"{"name":"n","value":-3}"#, -3.0),
+            (
+                br#"{"name":"n","value":18446744073709551615}"#,
+                u64::MAX as f64,
+            ),
+            (br#"{"name":"n","value":1.5e3,"labels":{}}"#, 1500.0),
+        ] {
+            match decode("acme", msg("metrics.acme.x", payload)).unwrap() {
+                TelemetryRecord::Metric { value: v, .. } => assert_eq!(v, value),
+                other => panic!("{other:?}"),
+            }
+        }
+        // ts must be an integer in i64 range.
+        for payload in [
+            &br#"{"message":"x","ts":1.5}"#[..],
+            br#"{"message":"x","ts":18446744073709551615}"#,
+            br#"{"message":"x","ts":true}"#,
+        ] {
+            assert!(matches!(
+                decode("acme", msg("logs.acme.x", payload)),
+                Err(Rejection::BadField { field: "ts", .. })
+            ));
+        }
+        assert!(matches!(
+            decode(
+                "acme",
+                msg("metrics.acme.x", br#"{"name":"n","value":1,"labels":null}"#)
+            ),
+            Err(Rejection::BadField {
+                field: "labels",
+                ..
+            })
+        ));
+        for payload in [&b"null"[..], b"5", b"true", b"[]", b"  {} x", b"{\"a\":}"] {
+            assert!(
+                matches!(
+                    decode("acme", msg("logs.acme.x", payload)),
+                    Err(Rejection::InvalidJson(_))
+                ),
                 "{}",
                 String::from_utf8_lossy(payload)
             );

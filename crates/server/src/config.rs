@@ -181,10 +181,20 @@ pub struct IngestConfig {
     /// CA file to verify a `tls://` hub with.
     #[arg(long, env = "SERVICERADAR_INGEST_NATS_CA")]
     pub ingest_nats_ca: Option<std::path::PathBuf>,
-    /// Messages per ingest batch (one database transaction each).
-    #[arg(long, env = "SERVICERADAR_INGEST_BATCH_SIZE", default_value_t = 500,
+    /// Messages per ingest batch (one database transaction each). Larger
+    /// batches amortise each commit; the pipeline holds up to
+    /// (writers + 2) x batch size messages unacknowledged.
+    #[arg(long, env = "SERVICERADAR_INGEST_BATCH_SIZE",
+          default_value_t = crate::ingest::DEFAULT_BATCH_SIZE as u32,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub ingest_batch_size: u32,
+    /// Ingest batches written at the same time per tenant, each in its own
+    /// transaction on its own database connection, so commits overlap. Batches
+    /// are acknowledged in order, only once every earlier batch has committed.
+    #[arg(long, env = "SERVICERADAR_INGEST_WRITERS",
+          default_value_t = crate::ingest::DEFAULT_WRITERS as u32,
+          value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub ingest_writers: u32,
     /// Longest wait for a batch to fill, in milliseconds.
     #[arg(long, env = "SERVICERADAR_INGEST_BATCH_TIMEOUT_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
@@ -207,6 +217,7 @@ impl IngestConfig {
         );
         settings.hub_ca_file = self.ingest_nats_ca.clone();
         settings.batch_size = self.ingest_batch_size as usize;
+        settings.writers = self.ingest_writers as usize;
         settings.batch_timeout = std::time::Duration::from_millis(self.ingest_batch_timeout_ms);
         settings.retention = std::time::Duration::from_secs(self.ingest_retention_hours * 3600);
         Some(settings)

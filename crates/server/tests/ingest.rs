@@ -575,7 +575,7 @@ async fn ingest_end_to_end(postgres: bool) {
     let store = Store::connect(&database_url, 4).await.unwrap();
 
     // A pipeline that dies between its commit and its acknowledgement: the
-    // batch is written, the hub redelivers it after ack_wait.
+    // batch is written, the restarted pipeline has it redelivered.
     let ingest_settings = settings(dir, &database_url, hub_client).ingest.unwrap();
     let crash_nc = tenant_client(dir, &store, &pki, &acme, hub_client).await;
     let consumer = ingest::open_consumer(&crash_nc, "acme", &ingest_settings)
@@ -607,6 +607,14 @@ async fn ingest_end_to_end(postgres: bool) {
         .await
         .unwrap();
     drop(batch);
+    // ... and the next batch it received was never written (it died before
+    // that commit). AckAll: the restarted pipeline's first acknowledgement
+    // must not cover it unseen.
+    let unwritten = ingest::next_batch(&consumer, &ingest_settings)
+        .await
+        .unwrap();
+    assert!(!unwritten.is_empty());
+    drop(unwritten);
     drop(crash_nc);
 
     // Restart: everything arrives exactly once.

@@ -79,7 +79,8 @@ impl Store {
         let pg = match backend {
             Backend::Postgres => Some(
                 sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(max_connections.clamp(1, 4))
+                    // Bulk loads: a few concurrent ingest writers per tenant.
+                    .max_connections(max_connections.clamp(1, 8))
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_lazy(&url)?,
             ),

@@ -1,9 +1,11 @@
 //! Events, metrics and log lines ingested from the tenants' hub streams.
 //!
-//! A batch is written in one transaction with multi-row inserts; rows are
-//! unique on `(tenant_id, stream_seq)` and inserted with `ON CONFLICT DO
-//! NOTHING`, so a batch redelivered after a crash writes nothing twice. Lists
-//! are tenant-scoped, in event-time order, with an optional time range.
+//! A batch is written in one transaction. Rows are unique on `(tenant_id,
+//! stream_seq)`, so a batch redelivered after a crash writes nothing twice:
+//! SQLite uses multi-row `INSERT ... ON CONFLICT DO NOTHING`; PostgreSQL bulk
+//! loads with `COPY` and falls back to `ON CONFLICT DO NOTHING` through a
+//! staging table when the batch overlaps rows already written. Lists are
+//! tenant-scoped, in event-time order, with an optional time range.
 
 use serviceradar_domain::telemetry::{RecordMeta, TelemetryKind, TelemetryRecord};
 use sqlx::Row;
@@ -63,7 +65,10 @@ fn table(kind: TelemetryKind) -> &'static str {
 impl Scoped<'_> {
     /// Writes `records` in one transaction; returns how many rows were new
     /// (redelivered records are skipped).
-    pub async fn insert_telemetry(&self, records: &[TelemetryRecord]) -> Result<u64, StoreError> {
+    pub async fn insert_telemetry(
+        &self,
+        records: &[TelemetryRecord<'_>],
+    ) -> Result<u64, StoreError> {
         if let Some(pg) = &self.store.pg {
             return self.insert_telemetry_copy(pg, records).await;
         }
@@ -71,7 +76,7 @@ impl Scoped<'_> {
         let received_at = now_ms();
         let mut inserted = 0;
         for kind in TelemetryKind::ALL {
-            let of_kind: Vec<&TelemetryRecord> =
+            let of_kind: Vec<&TelemetryRecord<'_>> =
                 records.iter().filter(|r| r.kind() == kind).collect();
             for chunk in of_kind.chunks(ROWS_PER_STATEMENT) {
                 inserted += self.insert_chunk(&mut tx, kind, chunk, received_at).await?;
@@ -81,61 +86,56 @@ impl Scoped<'_> {
         Ok(inserted)
     }
 
-    /// PostgreSQL: `COPY` each kind into a per-session temporary staging
-    /// table, then `INSERT ... SELECT ... ON CONFLICT DO NOTHING` (plain `COPY`
-    /// cannot skip redelivered rows), all in one transaction.
+    /// PostgreSQL: `COPY` each kind straight into its table, in one
+    /// transaction. A batch that was (partly) written before, i.e. a
+    /// redelivery after a crash between commit and acknowledgement, fails that
+    /// `COPY` on the `(tenant_id, stream_seq)` constraint; it is then written
+    /// again through a per-session temporary staging table with `INSERT ...
+    /// SELECT ... ON CONFLICT DO NOTHING`, which skips the rows already there.
+    /// Either way each row is written once.
     async fn insert_telemetry_copy(
         &self,
         pg: &sqlx::PgPool,
-        records: &[TelemetryRecord],
+        records: &[TelemetryRecord<'_>],
     ) -> Result<u64, StoreError> {
-        let mut tx = pg.begin().await?;
         let received_at = now_ms();
         let tenant = self.tenant();
-        let mut inserted = 0;
+        let mut buffers: Vec<(TelemetryKind, Vec<u8>)> = Vec::with_capacity(1);
         for kind in TelemetryKind::ALL {
-            let of_kind: Vec<&TelemetryRecord> =
-                records.iter().filter(|r| r.kind() == kind).collect();
-            if of_kind.is_empty() {
-                continue;
-            }
-            let table = table(kind);
-            let (label_col, text_col) = columns(kind);
-            let cols = format!(
-                "id, tenant_id, stream_seq, subject, source, {label_col}, {text_col}, body, \
-                 created_at, received_at"
-            );
-            sqlx::query(AssertSqlSafe(format!(
-                "CREATE TEMP TABLE IF NOT EXISTS {table}_stage (LIKE {table} INCLUDING DEFAULTS) \
-                 ON COMMIT DELETE ROWS"
-            )))
-            .execute(&mut *tx)
-            .await?;
-            let mut rows = String::with_capacity(of_kind.len() * 320);
-            for record in &of_kind {
+            let mut rows = Vec::new();
+            for record in records.iter().filter(|r| r.kind() == kind) {
+                if rows.is_empty() {
+                    rows.reserve(records.len() * COPY_ROW_ESTIMATE);
+                }
                 copy_row(&mut rows, record, &tenant, received_at);
             }
-            let statement = format!("COPY {table}_stage ({cols}) FROM STDIN");
-            let mut copy = tx.copy_in_raw(&statement).await?;
-            copy.send(rows.as_bytes()).await?;
-            copy.finish().await?;
-            inserted += sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO {table} ({cols}) SELECT {cols} FROM {table}_stage \
-                 ON CONFLICT (tenant_id, stream_seq) DO NOTHING"
-            )))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            if !rows.is_empty() {
+                buffers.push((kind, rows));
+            }
         }
-        tx.commit().await?;
-        Ok(inserted)
+        if buffers.is_empty() {
+            return Ok(0);
+        }
+        match copy_direct(pg, &buffers).await {
+            Ok(inserted) => Ok(inserted),
+            Err(sqlx::Error::Database(e))
+                if e.is_unique_violation() || e.code().as_deref() == Some(DEADLOCK_DETECTED) =>
+            {
+                tracing::debug!(
+                    error = %e,
+                    "batch overlaps rows already written; writing it with ON CONFLICT DO NOTHING"
+                );
+                Ok(copy_staged(pg, &buffers).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn insert_chunk(
         &self,
         tx: &mut Transaction<'static, sqlx::Any>,
         kind: TelemetryKind,
-        chunk: &[&TelemetryRecord],
+        chunk: &[&TelemetryRecord<'_>],
         received_at: i64,
     ) -> Result<u64, StoreError> {
         let (label_col, text_col) = columns(kind);
@@ -167,26 +167,26 @@ impl Scoped<'_> {
         let tenant = self.tenant();
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for record in chunk {
-            let meta: &RecordMeta = record.meta();
+            let meta: &RecordMeta<'_> = record.meta();
             query = query
                 .bind(uuid::Uuid::now_v7().to_string())
                 .bind(tenant.clone())
                 .bind(meta.stream_seq)
-                .bind(meta.subject.clone())
-                .bind(meta.source.clone());
+                .bind(meta.subject.as_ref())
+                .bind(meta.source.as_ref());
             query = match record {
                 TelemetryRecord::Event {
                     severity, message, ..
-                } => query.bind(severity.clone()).bind(message.clone()),
+                } => query.bind(severity.as_ref()).bind(message.as_ref()),
                 TelemetryRecord::Log { level, message, .. } => {
-                    query.bind(level.clone()).bind(message.clone())
+                    query.bind(level.as_ref()).bind(message.as_ref())
                 }
                 TelemetryRecord::Metric { name, value, .. } => {
-                    query.bind(name.clone()).bind(*value)
+                    query.bind(name.as_ref()).bind(*value)
                 }
             };
             query = query
-                .bind(meta.body.clone())
+                .bind(meta.body.as_ref())
                 .bind(meta.time_ms)
                 .bind(received_at);
         }
@@ -246,48 +246,166 @@ fn columns(kind: TelemetryKind) -> (&'static str, &'static str) {
     }
 }
 
-/// One row of `COPY ... FROM STDIN` text format: tab-separated, with
-/// backslash, tab, newline and carriage return escaped.
-fn copy_row(out: &mut String, record: &TelemetryRecord, tenant: &str, received_at: i64) {
-    use std::fmt::Write as _;
-    let field = |out: &mut String, text: &str| {
-        for c in text.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '\t' => out.push_str("\\t"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                c => out.push(c),
-            }
-        }
-        out.push('\t');
-    };
+/// PostgreSQL's SQLSTATE for a detected deadlock (two redelivered batches
+/// overlapping in both directions); retried like a unique violation.
+const DEADLOCK_DETECTED: &str = "40P01";
+
+/// Bytes reserved per row of a `COPY` buffer (a 200-byte payload gives a row
+/// of about 330 bytes).
+const COPY_ROW_ESTIMATE: usize = 384;
+
+/// The column list of `kind`'s table, in `COPY` row order.
+fn copy_columns(kind: TelemetryKind) -> String {
+    let (label_col, text_col) = columns(kind);
+    format!(
+        "id, tenant_id, stream_seq, subject, source, {label_col}, {text_col}, body, created_at, \
+         received_at"
+    )
+}
+
+/// The fast path: `COPY` straight into the tables, one transaction.
+async fn copy_direct(
+    pg: &sqlx::PgPool,
+    buffers: &[(TelemetryKind, Vec<u8>)],
+) -> Result<u64, sqlx::Error> {
+    let mut tx = pg.begin().await?;
+    let mut inserted = 0;
+    for (kind, rows) in buffers {
+        let statement = format!("COPY {} ({}) FROM STDIN", table(*kind), copy_columns(*kind));
+        let mut copy = tx.copy_in_raw(&statement).await?;
+        copy.send(rows.as_slice()).await?;
+        inserted += copy.finish().await?;
+    }
+    tx.commit().await?;
+    Ok(inserted)
+}
+
+/// The redelivery path: `COPY` into a per-session temporary staging table,
+/// then `INSERT ... SELECT ... ON CONFLICT DO NOTHING`, one transaction.
+async fn copy_staged(
+    pg: &sqlx::PgPool,
+    buffers: &[(TelemetryKind, Vec<u8>)],
+) -> Result<u64, sqlx::Error> {
+    let mut tx = pg.begin().await?;
+    let mut inserted = 0;
+    for (kind, rows) in buffers {
+        let table = table(*kind);
+        let cols = copy_columns(*kind);
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE TEMP TABLE IF NOT EXISTS {table}_stage (LIKE {table} INCLUDING DEFAULTS) \
+             ON COMMIT DELETE ROWS"
+        )))
+        .execute(&mut *tx)
+        .await?;
+        let statement = format!("COPY {table}_stage ({cols}) FROM STDIN");
+        let mut copy = tx.copy_in_raw(&statement).await?;
+        copy.send(rows.as_slice()).await?;
+        copy.finish().await?;
+        inserted += sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {table} ({cols}) SELECT {cols} FROM {table}_stage \
+             ON CONFLICT (tenant_id, stream_seq) DO NOTHING"
+        )))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    tx.commit().await?;
+    Ok(inserted)
+}
+
+/// Appends one row of `COPY ... FROM STDIN` text format to `out`:
+/// tab-separated, newline-terminated, with backslash, tab, newline and
+/// carriage return escaped. Built straight from the (borrowed) record, with
+/// no intermediate strings.
+fn copy_row(out: &mut Vec<u8>, record: &TelemetryRecord<'_>, tenant: &str, received_at: i64) {
     let meta = record.meta();
-    field(out, &uuid::Uuid::now_v7().to_string());
-    field(out, tenant);
-    field(out, &meta.stream_seq.to_string());
-    field(out, &meta.subject);
-    field(out, &meta.source);
+    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    out.extend_from_slice(
+        uuid::Uuid::now_v7()
+            .hyphenated()
+            .encode_lower(&mut id)
+            .as_bytes(),
+    );
+    out.push(b'\t');
+    copy_text(out, tenant);
+    copy_int(out, meta.stream_seq);
+    copy_text(out, &meta.subject);
+    copy_text(out, &meta.source);
     match record {
         TelemetryRecord::Event {
             severity, message, ..
         } => {
-            field(out, severity);
-            field(out, message);
+            copy_text(out, severity);
+            copy_text(out, message);
         }
         TelemetryRecord::Log { level, message, .. } => {
-            field(out, level);
-            field(out, message);
+            copy_text(out, level);
+            copy_text(out, message);
         }
         TelemetryRecord::Metric { name, value, .. } => {
-            field(out, name);
-            field(out, &value.to_string());
+            copy_text(out, name);
+            // `{}` of a finite f64 is a literal PostgreSQL's float8 input reads back exactly.
+            out.extend_from_slice(value.to_string().as_bytes());
+            out.push(b'\t');
         }
     }
-    field(out, &meta.body);
-    field(out, &meta.time_ms.to_string());
-    let _ = write!(out, "{received_at}");
-    out.push('\n');
+    copy_text(out, &meta.body);
+    copy_int(out, meta.time_ms);
+    let mut digits = itoa_buf();
+    out.extend_from_slice(format_int(&mut digits, received_at));
+    out.push(b'\n');
+}
+
+/// A text field and its trailing tab, escaped for `COPY` text format. Runs
+/// of plain bytes are copied in one piece.
+fn copy_text(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escaped);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'\t');
+}
+
+/// An integer field and its trailing tab.
+fn copy_int(out: &mut Vec<u8>, n: i64) {
+    let mut digits = itoa_buf();
+    out.extend_from_slice(format_int(&mut digits, n));
+    out.push(b'\t');
+}
+
+/// Room for any `i64` in decimal.
+fn itoa_buf() -> [u8; 20] {
+    [0; 20]
+}
+
+/// `n` in decimal, written at the end of `buf` (no allocation).
+fn format_int(buf: &mut [u8; 20], n: i64) -> &[u8] {
+    let mut i = buf.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    &buf[i..]
 }
 
 fn decode(row: &AnyRow) -> Result<StoredRecord, StoreError> {
@@ -303,4 +421,54 @@ fn decode(row: &AnyRow) -> Result<StoredRecord, StoreError> {
         value: row.try_get("value")?,
         body: row.try_get("body")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serviceradar_domain::telemetry::{IncomingMessage, decode};
+
+    #[test]
+    fn integers_are_written_in_decimal() {
+        for n in [0, 7, -7, 10, 1_700_000_000_000, i64::MAX, i64::MIN] {
+            let mut buf = itoa_buf();
+            assert_eq!(format_int(&mut buf, n), n.to_string().as_bytes(), "{n}");
+        }
+    }
+
+    #[test]
+    fn copy_rows_escape_text_and_end_with_a_newline() {
+        // JSON escapes decode to a real tab, newline, backslash and carriage return.
+        let payload = br#"{"message":"tab\there\nnew \\ back\r","severity":"warning","ts":5}"#;
+        let record = decode(
+            "acme",
+            IncomingMessage {
+                subject: "events.acme.nyc",
+                payload,
+                stream_seq: 42,
+                stored_at_ms: 0,
+            },
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        copy_row(&mut out, &record, "tenant-1", 99);
+        let row = String::from_utf8(out).unwrap();
+        assert!(row.ends_with("\t99\n"), "{row:?}");
+        assert_eq!(row.matches('\n').count(), 1);
+        let fields: Vec<&str> = row.trim_end_matches('\n').split('\t').collect();
+        assert_eq!(fields.len(), 10, "{row:?}");
+        assert!(uuid::Uuid::parse_str(fields[0]).is_ok());
+        assert_eq!(
+            &fields[1..6],
+            ["tenant-1", "42", "events.acme.nyc", "nyc", "warning"]
+        );
+        assert_eq!(fields[6], r"tab\there\nnew \\ back\r");
+        // The body keeps its JSON escapes; COPY doubles their backslashes.
+        assert!(
+            fields[7].contains(r#""tab\\there\\nnew \\\\ back\\r""#),
+            "{}",
+            fields[7]
+        );
+        assert_eq!(fields[8..], ["5", "99"]);
+    }
 }

@@ -1717,7 +1717,11 @@ async fn expiring_leaves(store: Store) {
 
 both_backends!(telemetry: sqlite_telemetry, postgres_telemetry);
 
-fn record(kind: &str, seq: i64, ts: i64) -> serviceradar_domain::telemetry::TelemetryRecord {
+fn record(
+    kind: &str,
+    seq: i64,
+    ts: i64,
+) -> serviceradar_domain::telemetry::TelemetryRecord<'static> {
     use serviceradar_domain::telemetry::{IncomingMessage, decode};
     let payload = match kind {
         "metrics" => format!(r#"{{"name":"cpu","value":{seq}.5,"ts":{ts}}}"#),
@@ -1733,6 +1737,7 @@ fn record(kind: &str, seq: i64, ts: i64) -> serviceradar_domain::telemetry::Tele
         },
     )
     .unwrap()
+    .into_owned()
 }
 
 async fn telemetry(store: Store) {
