@@ -51,7 +51,7 @@ use serviceradar_store::Store;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::pki::{Pki, write_secret_file};
+use crate::pki::Pki;
 
 /// Name of each tenant's ingest stream on the hub.
 pub const STREAM: &str = "INGEST";
@@ -551,24 +551,15 @@ async fn connect(
     let creds = pki
         .user_creds(store, tenant, &format!("ingest-{}", tenant.slug))
         .await?;
-    std::fs::create_dir_all(&settings.creds_dir)
-        .with_context(|| format!("creating {}", settings.creds_dir.display()))?;
-    let path = settings
-        .creds_dir
-        .join(format!("ingest-{}.creds", tenant.id));
-    write_secret_file(&path, creds.as_str().as_bytes())?;
-    let mut options = async_nats::ConnectOptions::with_credentials_file(&path)
-        .await
-        .context("reading the ingest credentials")?
-        .name(format!("serviceradar-ingest-{}", tenant.slug))
-        .connection_timeout(Duration::from_secs(5));
-    if let Some(ca) = &settings.hub_ca_file {
-        options = options.require_tls(true).add_root_certificates(ca.clone());
-    }
-    options
-        .connect(&settings.hub_url)
-        .await
-        .with_context(|| format!("connecting to the hub at {}", settings.hub_url))
+    crate::hub_client::connect_with_creds(
+        &settings.hub_url,
+        settings.hub_ca_file.as_deref(),
+        &settings.creds_dir,
+        &format!("ingest-{}.creds", tenant.id),
+        creds.as_str(),
+        &format!("serviceradar-ingest-{}", tenant.slug),
+    )
+    .await
 }
 
 /// Reply timeout of JetStream API requests to a site's leaf (through the hub).
@@ -784,17 +775,9 @@ impl AccountPusher {
                     client
                 }
             };
-            let reply = tokio::time::timeout(
-                LEAF_API_TIMEOUT,
-                client.request("$SYS.REQ.CLAIMS.UPDATE", jwt.clone().into()),
-            )
-            .await
-            .context("no reply to the account push")?
-            .context("pushing an account JWT")?;
-            let reply: serde_json::Value = serde_json::from_slice(&reply.payload)?;
-            if reply["data"]["code"] != 200 {
-                anyhow::bail!("the hub refused tenant {}'s account: {reply}", tenant.slug);
-            }
+            crate::hub_client::push_account_jwt(&client, &jwt, LEAF_API_TIMEOUT)
+                .await
+                .with_context(|| format!("tenant {}'s account", tenant.slug))?;
             tracing::info!(tenant_id = %tenant.id, tenant = %tenant.slug, "tenant account pushed to the hub");
             self.pushed.insert(key, jwt);
         }
@@ -808,22 +791,15 @@ async fn system_client(
     settings: &IngestSettings,
 ) -> anyhow::Result<async_nats::Client> {
     let creds = pki.system_user_creds(store, "serviceradar-core").await?;
-    std::fs::create_dir_all(&settings.creds_dir)?;
-    let path = settings.creds_dir.join("system.creds");
-    write_secret_file(&path, creds.as_str().as_bytes())?;
-    let mut options = async_nats::ConnectOptions::with_credentials_file(&path)
-        .await?
-        .name("serviceradar-core-accounts")
-        .connection_timeout(Duration::from_secs(5));
-    if let Some(ca) = &settings.hub_ca_file {
-        options = options.require_tls(true).add_root_certificates(ca.clone());
-    }
-    options.connect(&settings.hub_url).await.with_context(|| {
-        format!(
-            "connecting to the hub at {} as the system account",
-            settings.hub_url
-        )
-    })
+    crate::hub_client::connect_with_creds(
+        &settings.hub_url,
+        settings.hub_ca_file.as_deref(),
+        &settings.creds_dir,
+        "system.creds",
+        creds.as_str(),
+        "serviceradar-core-accounts",
+    )
+    .await
 }
 
 /// Fetches up to `batch_size` messages, waiting at most `batch_timeout`.

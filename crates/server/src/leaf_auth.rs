@@ -50,7 +50,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::pki::{LEAF_SITE_TAG, LEAF_TENANT_TAG, Pki, write_secret_file};
+use crate::pki::{LEAF_SITE_TAG, LEAF_TENANT_TAG, Pki};
 
 /// Queue group of the service's subscription.
 pub const QUEUE_GROUP: &str = "serviceradar-leaf-auth";
@@ -514,26 +514,16 @@ async fn push_leaf_account(
     let creds = pki
         .system_user_creds(store, "serviceradar-leaf-auth-push")
         .await?;
-    let client = connect(
+    let system = connect(
         settings,
         "leaf-auth-system.creds",
         creds.as_str(),
         "serviceradar-leaf-auth-push",
     )
     .await?;
-    let reply = tokio::time::timeout(
-        REQUEST_TIMEOUT,
-        client.request("$SYS.REQ.CLAIMS.UPDATE", jwt.into()),
-    )
-    .await
-    .context("no reply to the leaf account push")?
-    .context("pushing the leaf account JWT")?;
-    let reply: serde_json::Value = serde_json::from_slice(&reply.payload)?;
-    anyhow::ensure!(
-        reply["data"]["code"] == 200,
-        "the hub refused the leaf account JWT: {reply}"
-    );
-    Ok(())
+    crate::hub_client::push_account_jwt(&system, &jwt, REQUEST_TIMEOUT)
+        .await
+        .context("the leaf account")
 }
 
 /// Connects to the hub with `creds` (written to `file` under the creds dir).
@@ -543,20 +533,15 @@ async fn connect(
     creds: &str,
     name: &str,
 ) -> anyhow::Result<async_nats::Client> {
-    std::fs::create_dir_all(&settings.creds_dir)?;
-    let path = settings.creds_dir.join(file);
-    write_secret_file(&path, creds.as_bytes())?;
-    let mut options = async_nats::ConnectOptions::with_credentials_file(&path)
-        .await?
-        .name(name)
-        .connection_timeout(REQUEST_TIMEOUT);
-    if let Some(ca) = &settings.hub_ca_file {
-        options = options.require_tls(true).add_root_certificates(ca.clone());
-    }
-    options
-        .connect(&settings.hub_url)
-        .await
-        .with_context(|| format!("connecting to the hub at {} as {name}", settings.hub_url))
+    crate::hub_client::connect_with_creds(
+        &settings.hub_url,
+        settings.hub_ca_file.as_deref(),
+        &settings.creds_dir,
+        file,
+        creds,
+        name,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ pub mod config;
 pub mod gateway;
 pub mod health;
 pub mod hub;
+pub mod hub_client;
 pub mod ingest;
 pub mod jobs;
 pub mod leaf_auth;
