@@ -17,12 +17,11 @@ use serviceradar_domain::TenantScope;
 use serviceradar_domain::resources::Tenant;
 use serviceradar_domain::telemetry::{IncomingMessage, TelemetryKind, decode};
 use serviceradar_server::app::{Application, Settings};
-use serviceradar_server::hub::{HubOptions, write_hub_config};
 use serviceradar_server::ingest::{self, IngestSettings};
 use serviceradar_server::leaf_auth::LeafAuthSettings;
 use serviceradar_server::pki::{MasterKeySource, Pki};
 use serviceradar_store::Store;
-use serviceradar_testkit::{NatsServer, free_port, wait_for_port};
+use serviceradar_testkit::{NatsServer, free_port};
 
 mod support;
 
@@ -199,7 +198,8 @@ async fn ingest_end_to_end(postgres: bool) {
     } else {
         format!("sqlite://{}", dir.join("core.db").display())
     };
-    let (hub_client, hub_leaf, hub_monitor) = (free_port(), free_port(), free_port());
+    let ports = support::HubPorts::free();
+    let hub_client = ports.client;
 
     // The control plane (acme is bootstrapped), a second tenant, then the hub
     // with both accounts, then the pipelines.
@@ -220,23 +220,7 @@ async fn ingest_end_to_end(postgres: bool) {
     .unwrap();
     let acme = store.tenant_by_slug("acme").await.unwrap();
     let beta = store.tenant_by_slug("beta").await.unwrap();
-    let hub_dir = dir.join("hub");
-    let files = write_hub_config(
-        &store,
-        &pki,
-        &HubOptions {
-            client_listen: format!("127.0.0.1:{hub_client}"),
-            leafnode_listen: format!("127.0.0.1:{hub_leaf}"),
-            monitoring_listen: Some(format!("127.0.0.1:{hub_monitor}")),
-            ..HubOptions::default()
-        },
-        &hub_dir,
-    )
-    .await
-    .unwrap();
-    let hub = NatsServer::start_file(&hub_dir, "hub", &files.config_path, hub_client)
-        .expect("hub starts");
-    wait_for_port(hub_monitor, "hub monitoring", WAIT).unwrap();
+    let (hub, _) = support::start_hub(dir, &store, &pki, ports).await;
     let base = format!("http://127.0.0.1:{}", app.port());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let running = Running {
@@ -644,8 +628,9 @@ async fn site_data_survives_a_hub_outage() {
 
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (hub_client, hub_leaf, hub_monitor, leaf_port) =
-        (free_port(), free_port(), free_port(), free_port());
+    let ports = support::HubPorts::free();
+    let (hub_client, hub_leaf, hub_monitor) = (ports.client, ports.leaf, ports.monitor);
+    let leaf_port = free_port();
     let mut settings = settings(
         dir,
         &format!("sqlite://{}", dir.join("core.db").display()),
@@ -669,21 +654,8 @@ async fn site_data_survives_a_hub_outage() {
     let (site, root) = (installed.site, installed.root);
 
     // Hub, leaf, and the control plane with its pipeline.
+    let (hub, files) = support::start_hub(dir, &store, &pki, ports).await;
     let hub_dir = dir.join("hub");
-    let files = write_hub_config(
-        &store,
-        &pki,
-        &HubOptions {
-            client_listen: format!("127.0.0.1:{hub_client}"),
-            leafnode_listen: format!("127.0.0.1:{hub_leaf}"),
-            monitoring_listen: Some(format!("127.0.0.1:{hub_monitor}")),
-            ..HubOptions::default()
-        },
-        &hub_dir,
-    )
-    .await
-    .unwrap();
-    let hub = NatsServer::start_file(&hub_dir, "hub", &files.config_path, hub_client).unwrap();
     let leaf_server = NatsServer::start_file(
         installed.config.parent().expect("config in a directory"),
         "leaf",

@@ -11,15 +11,13 @@ use futures::StreamExt;
 use serviceradar_domain::resources::Tenant;
 use serviceradar_domain::validate::{DisplayName, Slug};
 use serviceradar_server::app::Settings;
-use serviceradar_server::hub::{HubOptions, write_hub_config};
-use serviceradar_server::leaf_auth::{LeafAuthService, LeafAuthSettings};
 use serviceradar_server::pki::{MasterKeySource, Pki};
 use serviceradar_store::Store;
-use serviceradar_testkit::{NatsServer, free_port, leafz, wait_for_port};
+use serviceradar_testkit::{NatsServer, free_port, leafz};
 
 mod support;
 
-use support::{collector, install_site};
+use support::{HubPorts, collector, install_site, start_hub, start_leaf_auth};
 
 const WAIT: Duration = Duration::from_secs(30);
 const SILENCE: Duration = Duration::from_millis(700);
@@ -42,18 +40,46 @@ async fn hub_user(
         .unwrap()
 }
 
-/// The hub's leaf authorization callout service, connected and subscribed.
-async fn leaf_auth(dir: &Path, store: &Store, pki: &Arc<Pki>, hub_client: u16) -> LeafAuthService {
-    serviceradar_server::leaf_auth::start(
-        store.clone(),
-        pki.clone(),
-        LeafAuthSettings::new(
-            format!("nats://127.0.0.1:{hub_client}"),
-            dir.join("leaf-auth"),
-        ),
-    )
-    .await
-    .expect("the leaf authorization service starts")
+/// A control plane's store and PKI (SQLite, ephemeral master key) with
+/// tenants `acme` and `beta` (CA and NATS account each), and site settings
+/// whose leaves dial the hub's leafnode port in `ports`.
+struct Platform {
+    store: Store,
+    pki: Arc<Pki>,
+    settings: Settings,
+    tenants: Vec<Tenant>,
+}
+
+async fn platform(dir: &Path, ports: HubPorts) -> Platform {
+    let store = Store::connect(&format!("sqlite://{}", dir.join("core.db").display()), 4)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let pki = Arc::new(Pki::new(
+        MasterKeySource::Ephemeral.load().unwrap(),
+        serviceradar_pki::DEFAULT_TRUST_DOMAIN,
+    ));
+    let mut settings = Settings::new("sqlite://unused");
+    settings.hub_leafnode_url = format!("tls://127.0.0.1:{}", ports.leaf);
+    settings.leaf_monitoring_listen = None;
+    let mut tenants = Vec::new();
+    for slug in ["acme", "beta"] {
+        let tenant = store
+            .create_tenant(
+                &Slug::parse(slug).unwrap(),
+                &DisplayName::parse(slug).unwrap(),
+            )
+            .await
+            .unwrap();
+        pki.ensure_tenant_identity(&store, &tenant).await.unwrap();
+        tenants.push(tenant);
+    }
+    Platform {
+        store,
+        pki,
+        settings,
+        tenants,
+    }
 }
 
 /// Publishes on `subject` from `from` until `sub` receives it (interest
@@ -85,30 +111,13 @@ async fn tenants_are_isolated_on_the_hub_and_across_leaves() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (hub_client, hub_leaf, hub_monitor) = (free_port(), free_port(), free_port());
-    let store = Store::connect(&format!("sqlite://{}", dir.join("core.db").display()), 4)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    let pki = Arc::new(Pki::new(
-        MasterKeySource::Ephemeral.load().unwrap(),
-        serviceradar_pki::DEFAULT_TRUST_DOMAIN,
-    ));
-    let mut settings = Settings::new("sqlite://unused");
-    settings.hub_leafnode_url = format!("tls://127.0.0.1:{hub_leaf}");
-    settings.leaf_monitoring_listen = None;
-    let mut tenants = Vec::new();
-    for slug in ["acme", "beta"] {
-        let tenant = store
-            .create_tenant(
-                &Slug::parse(slug).unwrap(),
-                &DisplayName::parse(slug).unwrap(),
-            )
-            .await
-            .unwrap();
-        pki.ensure_tenant_identity(&store, &tenant).await.unwrap();
-        tenants.push(tenant);
-    }
+    let ports = HubPorts::free();
+    let Platform {
+        store,
+        pki,
+        settings,
+        tenants,
+    } = platform(dir, ports).await;
     let (acme, beta) = (&tenants[0], &tenants[1]);
     let (acme_port, beta_port) = (free_port(), free_port());
     let acme_site = install_site(dir, &store, &pki, &settings, acme, "plant", acme_port).await;
@@ -116,23 +125,8 @@ async fn tenants_are_isolated_on_the_hub_and_across_leaves() {
     let (acme_root, acme_conf) = (acme_site.root, acme_site.config);
     let (beta_root, beta_conf) = (beta_site.root, beta_site.config);
 
-    let hub_dir = dir.join("hub");
-    let files = write_hub_config(
-        &store,
-        &pki,
-        &HubOptions {
-            client_listen: format!("127.0.0.1:{hub_client}"),
-            leafnode_listen: format!("127.0.0.1:{hub_leaf}"),
-            monitoring_listen: Some(format!("127.0.0.1:{hub_monitor}")),
-            ..HubOptions::default()
-        },
-        &hub_dir,
-    )
-    .await
-    .unwrap();
-    let _hub = NatsServer::start_file(&hub_dir, "hub", &files.config_path, hub_client).unwrap();
-    wait_for_port(hub_monitor, "hub monitoring", WAIT).unwrap();
-    let _leaf_auth = leaf_auth(dir, &store, &pki, hub_client).await;
+    let (_hub, _) = start_hub(dir, &store, &pki, ports).await;
+    let _leaf_auth = start_leaf_auth(dir, &store, &pki, ports.client).await;
     let _acme_leaf =
         NatsServer::start_file(acme_conf.parent().unwrap(), "leaf", &acme_conf, acme_port).unwrap();
     let _beta_leaf =
@@ -144,8 +138,8 @@ async fn tenants_are_isolated_on_the_hub_and_across_leaves() {
     let beta_site = collector(dir, &store, &pki, beta, &beta_root, beta_port)
         .await
         .expect("beta collector connects to beta's leaf");
-    let acme_hub = hub_user(dir, &store, &pki, acme, hub_client).await;
-    let beta_hub = hub_user(dir, &store, &pki, beta, hub_client).await;
+    let acme_hub = hub_user(dir, &store, &pki, acme, ports.client).await;
+    let beta_hub = hub_user(dir, &store, &pki, beta, ports.client).await;
 
     // Everything beta can see, on the hub and at its site.
     let mut beta_hub_all = beta_hub.subscribe(">").await.unwrap();
@@ -317,30 +311,13 @@ async fn leaves_are_admitted_only_with_their_own_certificate() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (hub_client, hub_leaf, hub_monitor) = (free_port(), free_port(), free_port());
-    let store = Store::connect(&format!("sqlite://{}", dir.join("core.db").display()), 4)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    let pki = Arc::new(Pki::new(
-        MasterKeySource::Ephemeral.load().unwrap(),
-        serviceradar_pki::DEFAULT_TRUST_DOMAIN,
-    ));
-    let mut settings = Settings::new("sqlite://unused");
-    settings.hub_leafnode_url = format!("tls://127.0.0.1:{hub_leaf}");
-    settings.leaf_monitoring_listen = None;
-    let mut tenants = Vec::new();
-    for slug in ["acme", "beta"] {
-        let tenant = store
-            .create_tenant(
-                &Slug::parse(slug).unwrap(),
-                &DisplayName::parse(slug).unwrap(),
-            )
-            .await
-            .unwrap();
-        pki.ensure_tenant_identity(&store, &tenant).await.unwrap();
-        tenants.push(tenant);
-    }
+    let ports = HubPorts::free();
+    let Platform {
+        store,
+        pki,
+        settings,
+        tenants,
+    } = platform(dir, ports).await;
     let (acme, beta) = (&tenants[0], &tenants[1]);
     let acme_dir = dir.join("acme-plant");
     let yard_dir = dir.join("acme-yard");
@@ -375,24 +352,12 @@ async fn leaves_are_admitted_only_with_their_own_certificate() {
         installed_identity(&lab.config),
     );
 
-    let hub_dir = dir.join("hub");
-    let files = write_hub_config(
-        &store,
-        &pki,
-        &HubOptions {
-            client_listen: format!("127.0.0.1:{hub_client}"),
-            leafnode_listen: format!("127.0.0.1:{hub_leaf}"),
-            monitoring_listen: Some(format!("127.0.0.1:{hub_monitor}")),
-            ..HubOptions::default()
-        },
-        &hub_dir,
-    )
-    .await
-    .unwrap();
-    let hub = NatsServer::start_file(&hub_dir, "hub", &files.config_path, hub_client).unwrap();
-    wait_for_port(hub_monitor, "hub monitoring", WAIT).unwrap();
-    let _leaf_auth = leaf_auth(dir, &store, &pki, hub_client).await;
-    let root_ca = hub_dir.join(serviceradar_server::hub::names::ROOT_CA);
+    let (hub, _) = start_hub(dir, &store, &pki, ports).await;
+    let _leaf_auth = start_leaf_auth(dir, &store, &pki, ports.client).await;
+
+    let root_ca = dir
+        .join("hub")
+        .join(serviceradar_server::hub::names::ROOT_CA);
     let account_of = |tenant: &Tenant| {
         let (store, tenant) = (store.clone(), tenant.clone());
         async move {
@@ -411,20 +376,20 @@ async fn leaves_are_admitted_only_with_their_own_certificate() {
     let genuine = leaf_with(
         dir,
         "genuine-lab",
-        hub_leaf,
+        ports.leaf,
         &root_ca,
         &lab_id,
         &lab_id.creds,
     );
     let deadline = Instant::now() + WAIT;
-    while !leafz(hub_monitor)
+    while !leafz(ports.monitor)
         .iter()
         .any(|(n, a)| n == "genuine-lab" && *a == beta_account)
     {
         assert!(
             Instant::now() < deadline,
             "the genuine leaf never joined beta's account: {:?}\nhub log:\n{}\nleaf log:\n{}",
-            leafz(hub_monitor),
+            leafz(ports.monitor),
             hub.log(),
             genuine.log()
         );
@@ -434,7 +399,7 @@ async fn leaves_are_admitted_only_with_their_own_certificate() {
     // Beta's certificate (issued by beta's CA) with acme's valid leaf creds.
     let mismatch = "does not match the credentials";
     let root = root_ca.as_path();
-    let (monitor, leaf_port) = (hub_monitor, hub_leaf);
+    let (monitor, leaf_port) = (ports.monitor, ports.leaf);
     refused(
         dir,
         &hub,
@@ -484,21 +449,21 @@ async fn leaves_are_admitted_only_with_their_own_certificate() {
     let _plant = leaf_with(
         dir,
         "genuine-plant",
-        hub_leaf,
+        ports.leaf,
         &root_ca,
         &plant_id,
         &plant_id.creds,
     );
     let deadline = Instant::now() + WAIT;
-    while !leafz(hub_monitor)
+    while !leafz(ports.monitor)
         .iter()
         .any(|(n, a)| n == "genuine-plant" && *a == acme_account)
     {
-        assert!(Instant::now() < deadline, "{:?}", leafz(hub_monitor));
+        assert!(Instant::now() < deadline, "{:?}", leafz(ports.monitor));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(
-        leafz(hub_monitor)
+        leafz(ports.monitor)
             .iter()
             .all(|(n, a)| n != "genuine-plant" || *a != beta_account)
     );

@@ -334,9 +334,10 @@ async fn site_bundle_runs_a_leaf_that_joins_the_hub_on_postgres() {
 async fn site_bundle_end_to_end(postgres: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let (hub_client, hub_leaf, hub_monitor) = (free_port(), free_port(), free_port());
+    let ports = support::HubPorts::free();
+    let (hub_client, hub_monitor) = (ports.client, ports.monitor);
     let (leaf_port, leaf_monitor) = (free_port(), free_port());
-    let mut settings = settings(dir, hub_leaf, leaf_monitor);
+    let mut settings = settings(dir, ports.leaf, leaf_monitor);
     if postgres {
         settings.database_url = serviceradar_testkit::postgres().create_database();
     }
@@ -410,34 +411,9 @@ async fn site_bundle_end_to_end(postgres: bool) {
     check_nats_config(&installed).expect("installed nats-leaf.conf passes nats-server -t");
 
     // The hub, rendered by the admin command's code, with free ports.
-    let hub_dir = dir.join("hub");
-    let files = write_hub_config(
-        &app.store,
-        &app.pki,
-        &HubOptions {
-            client_listen: format!("127.0.0.1:{hub_client}"),
-            leafnode_listen: format!("127.0.0.1:{hub_leaf}"),
-            monitoring_listen: Some(format!("127.0.0.1:{hub_monitor}")),
-            ..HubOptions::default()
-        },
-        &hub_dir,
-    )
-    .await
-    .expect("hub config");
+    let (hub, files) = support::start_hub(dir, &app.store, &app.pki, ports).await;
     check_nats_config(&files.config_path).expect("nats-hub.conf passes nats-server -t");
-    let hub = NatsServer::start_file(&hub_dir, "hub", &files.config_path, hub_client)
-        .expect("hub starts");
-    serviceradar_testkit::wait_for_port(hub_monitor, "hub monitoring", WAIT).unwrap();
-    let _leaf_auth = serviceradar_server::leaf_auth::start(
-        app.store.clone(),
-        app.pki.clone(),
-        serviceradar_server::leaf_auth::LeafAuthSettings::new(
-            format!("nats://127.0.0.1:{hub_client}"),
-            dir.join("leaf-auth"),
-        ),
-    )
-    .await
-    .expect("leaf authorization starts");
+    let _leaf_auth = support::start_leaf_auth(dir, &app.store, &app.pki, hub_client).await;
 
     // The leaf, from the installed config.
     let leaf_server =

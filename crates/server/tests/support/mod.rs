@@ -428,3 +428,89 @@ pub async fn collector(
         .connect(format!("tls://127.0.0.1:{leaf_port}"))
         .await
 }
+
+/// Loopback ports of a test hub.
+#[derive(Clone, Copy, Debug)]
+pub struct HubPorts {
+    /// Client listener.
+    pub client: u16,
+    /// Leafnode listener.
+    pub leaf: u16,
+    /// Monitoring listener.
+    pub monitor: u16,
+}
+
+impl HubPorts {
+    /// Three free ports.
+    pub fn free() -> Self {
+        use serviceradar_testkit::free_port;
+        Self {
+            client: free_port(),
+            leaf: free_port(),
+            monitor: free_port(),
+        }
+    }
+}
+
+/// Writes the hub config with the admin command's code into `dir/hub` (every
+/// tenant account preloaded) and starts the hub on `ports`, waiting for its
+/// monitoring port. Returns the server and what was written (to restart it).
+pub async fn start_hub(
+    dir: &std::path::Path,
+    store: &Store,
+    pki: &serviceradar_server::pki::Pki,
+    ports: HubPorts,
+) -> (
+    serviceradar_testkit::NatsServer,
+    serviceradar_server::hub::HubFiles,
+) {
+    use serviceradar_server::hub::{HubOptions, write_hub_config};
+    let hub_dir = dir.join("hub");
+    let files = write_hub_config(
+        store,
+        pki,
+        &HubOptions {
+            client_listen: format!("127.0.0.1:{}", ports.client),
+            leafnode_listen: format!("127.0.0.1:{}", ports.leaf),
+            monitoring_listen: Some(format!("127.0.0.1:{}", ports.monitor)),
+            ..HubOptions::default()
+        },
+        &hub_dir,
+    )
+    .await
+    .expect("hub config");
+    let hub = serviceradar_testkit::NatsServer::start_file(
+        &hub_dir,
+        "hub",
+        &files.config_path,
+        ports.client,
+    )
+    .expect("hub starts");
+    serviceradar_testkit::wait_for_port(
+        ports.monitor,
+        "hub monitoring",
+        std::time::Duration::from_secs(60),
+    )
+    .expect("hub monitoring");
+    (hub, files)
+}
+
+/// The hub's leaf authorization callout service for the hub whose client
+/// port is `hub_client`, connected and subscribed.
+pub async fn start_leaf_auth(
+    dir: &std::path::Path,
+    store: &Store,
+    pki: &Arc<serviceradar_server::pki::Pki>,
+    hub_client: u16,
+) -> serviceradar_server::leaf_auth::LeafAuthService {
+    serviceradar_server::leaf_auth::start(
+        store.clone(),
+        pki.clone(),
+        serviceradar_server::leaf_auth::LeafAuthSettings::new(
+            format!("nats://127.0.0.1:{hub_client}"),
+            dir.join("leaf-auth"),
+        ),
+    )
+    .await
+    .expect("the leaf authorization service starts")
+}
