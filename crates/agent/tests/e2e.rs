@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use serviceradar_domain::TenantScope;
 use serviceradar_domain::state::{LeafStatus, SiteStatus};
 use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
-use serviceradar_server::health::HealthEvent;
-use serviceradar_server::hub::{HubOptions, write_hub_config};
-use serviceradar_server::pki::MasterKeySource;
-use serviceradar_server::provisioning::{build_site_bundle, provision_leaf};
+use serviceradar_health::HealthEvent;
+use serviceradar_hub::config::{HubOptions, write_hub_config};
+use serviceradar_identity::MasterKeySource;
+use serviceradar_provisioning::{build_site_bundle, provision_leaf};
 use serviceradar_store::NewSite;
 use serviceradar_store::health::{ALERT_LEAF_DISCONNECTED, ALERT_SITE_OFFLINE};
 use serviceradar_testkit::{NatsServer, check_nats_config, free_port, wait_for_port};
@@ -137,15 +137,15 @@ async fn agent_drives_site_and_leaf_health_and_disconnect_alerts() {
 
     let mut settings = support::settings(&tmp);
     settings.gateway_listen = Some(format!("127.0.0.1:{gw_port}").parse().expect("addr"));
-    settings.gateway_url = format!("https://localhost:{gw_port}");
-    settings.hub_leafnode_url = format!("tls://127.0.0.1:{hub_leaf}");
-    settings.leaf_monitoring_listen = Some(format!("127.0.0.1:{leaf_monitor}"));
+    settings.provisioning.gateway_url = format!("https://localhost:{gw_port}");
+    settings.provisioning.hub_leafnode_url = format!("tls://127.0.0.1:{hub_leaf}");
+    settings.provisioning.leaf_monitoring_listen = Some(format!("127.0.0.1:{leaf_monitor}"));
     settings.master_key = MasterKeySource::DevFile(dir.join("master.key"));
-    settings.agent_offline_after = Duration::from_secs(4);
-    settings.alert_after = Duration::from_secs(2);
-    settings.health_sweep_interval = Duration::from_millis(500);
-    settings.agent_push_interval_secs = 1;
-    settings.agent_config_poll_secs = 2;
+    settings.health.agent_offline_after = Duration::from_secs(4);
+    settings.health.alert_after = Duration::from_secs(2);
+    settings.health.sweep_interval = Duration::from_millis(500);
+    settings.gateway.agent_push_interval_secs = 1;
+    settings.gateway.agent_config_poll_secs = 2;
     settings.job_workers = 1;
     let core = support::spawn(tmp, settings.clone()).await;
     let mut events = core.health.subscribe();
@@ -160,16 +160,23 @@ async fn agent_drives_site_and_leaf_health_and_disconnect_alerts() {
                 slug: Slug::parse("nyc").expect("slug"),
                 nats_leaf_url: NatsUrl::parse(&format!("nats://127.0.0.1:{leaf_port}"))
                     .expect("url"),
-                upstream_url: settings.hub_leafnode_url.clone(),
+                upstream_url: settings.provisioning.hub_leafnode_url.clone(),
                 local_listen: ListenAddr::parse(&format!("127.0.0.1:{leaf_port}")).expect("listen"),
             },
             None,
         )
         .await
         .expect("site");
-    provision_leaf(&core.store, &core.pki, &settings, &tenant, &site, &leaf)
-        .await
-        .expect("provision");
+    provision_leaf(
+        &core.store,
+        &core.pki,
+        &settings.provisioning,
+        &tenant,
+        &site,
+        &leaf,
+    )
+    .await
+    .expect("provision");
     let (hook_port, mut hooks) = webhook_receiver().await;
     let hook_id = uuid::Uuid::now_v7();
     scoped
@@ -178,7 +185,7 @@ async fn agent_drives_site_and_leaf_health_and_disconnect_alerts() {
             &format!("http://127.0.0.1:{hook_port}/alerts"),
             &core.pki.seal(
                 "whsec_test",
-                &serviceradar_server::alerts::secret_aad(tenant.id, hook_id),
+                &serviceradar_health::webhooks::secret_aad(tenant.id, hook_id),
             ),
         )
         .await
@@ -188,7 +195,7 @@ async fn agent_drives_site_and_leaf_health_and_disconnect_alerts() {
     let bundle = build_site_bundle(
         &core.store,
         &core.pki,
-        &settings,
+        &settings.provisioning,
         TenantScope::for_system_task(tenant.id),
         site.id,
     )
@@ -238,10 +245,10 @@ async fn agent_drives_site_and_leaf_health_and_disconnect_alerts() {
     .expect("hub config");
     let _hub = NatsServer::start_file(&hub_dir, "hub", &files.config_path, hub_client)
         .expect("hub starts");
-    let _leaf_auth = serviceradar_server::leaf_auth::start(
+    let _leaf_auth = serviceradar_hub::leaf_auth::start(
         core.store.clone(),
         core.pki.clone(),
-        serviceradar_server::leaf_auth::LeafAuthSettings::new(
+        serviceradar_hub::leaf_auth::LeafAuthSettings::new(
             format!("nats://127.0.0.1:{hub_client}"),
             dir.join("leaf-auth"),
         ),

@@ -471,7 +471,7 @@ async fn agent_status_api_and_revocation() {
         .await
         .expect("hello");
 
-    let token = serviceradar_server::admin::create_token(
+    let token = serviceradar_control::tokens::create_token_for(
         &core.store,
         "default",
         "admin@example.com",
@@ -532,11 +532,11 @@ async fn agent_status_api_and_revocation() {
     let mut settings = support::settings(&dir);
     settings.database_url = core.settings.database_url.clone();
     settings.master_key = core.settings.master_key.clone();
-    let second = serviceradar_server::gateway::Gateway::bind(
+    let second = serviceradar_gateway::Gateway::bind(
         "127.0.0.1:0".parse().expect("addr"),
         core.store.clone(),
         core.pki.clone(),
-        std::sync::Arc::new(settings),
+        std::sync::Arc::new(settings.gateway),
         core.health.clone(),
     )
     .await

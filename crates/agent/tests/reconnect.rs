@@ -22,8 +22,8 @@ fn counter(metrics: &str, name: &str) -> f64 {
 async fn agent_buffers_while_the_gateway_is_down_then_reconnects() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = support::settings(&dir);
-    settings.agent_push_interval_secs = 1;
-    settings.leaf_monitoring_listen = None;
+    settings.gateway.agent_push_interval_secs = 1;
+    settings.provisioning.leaf_monitoring_listen = None;
     let core = support::spawn(dir, settings.clone()).await;
     let tenant = core.tenant("default").await;
     let agent = core.site(&tenant, "nyc").await;
@@ -54,11 +54,14 @@ async fn agent_buffers_while_the_gateway_is_down_then_reconnects() {
     );
 
     // Now a gateway (a second replica over the same store) comes up.
-    let gateway = serviceradar_server::gateway::Gateway::bind(
+    let gateway = serviceradar_gateway::Gateway::bind(
         format!("127.0.0.1:{port}").parse().expect("addr"),
         core.store.clone(),
         core.pki.clone(),
-        std::sync::Arc::new(settings),
+        std::sync::Arc::new(serviceradar_gateway::GatewaySettings {
+            leaf_monitoring_listen: settings.provisioning.leaf_monitoring_listen.clone(),
+            ..settings.gateway.clone()
+        }),
         core.health.clone(),
     )
     .await

@@ -23,54 +23,7 @@ use crate::archive::ArchiveBuilder;
 use crate::validate::{self, PemKind};
 use crate::{BundleError, SecretText};
 
-/// The kinds of collectors ServiceRadar ships.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CollectorType {
-    /// Flowgger (syslog/log collector).
-    Flowgger,
-    /// SNMP trap receiver.
-    Trapd,
-    /// OpenTelemetry collector.
-    Otel,
-    /// NetFlow/IPFIX collector.
-    Netflow,
-    /// Syslog collector.
-    Syslog,
-}
-
-impl CollectorType {
-    /// Lower-case name (`flowgger`, `trapd`, ...).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Flowgger => "flowgger",
-            Self::Trapd => "trapd",
-            Self::Otel => "otel",
-            Self::Netflow => "netflow",
-            Self::Syslog => "syslog",
-        }
-    }
-
-    /// The subject family the collector publishes into: `logs` for flowgger and
-    /// syslog, `events` for traps, `metrics` for otel and netflow.
-    pub fn subject_family(self) -> &'static str {
-        match self {
-            Self::Flowgger | Self::Syslog => "logs",
-            Self::Trapd => "events",
-            Self::Otel | Self::Netflow => "metrics",
-        }
-    }
-
-    /// Subject prefix for a tenant, e.g. `logs.acme`.
-    pub fn subject_prefix(self, tenant_slug: &str) -> String {
-        format!("{}.{tenant_slug}", self.subject_family())
-    }
-
-    /// Where the bundle's files are meant to be installed on the collector host.
-    pub fn install_dir(self) -> String {
-        format!("/etc/serviceradar/{}", self.as_str())
-    }
-}
+pub use serviceradar_domain::resources::CollectorType;
 
 /// Which NATS a collector publishes to, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

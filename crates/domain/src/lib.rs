@@ -14,10 +14,12 @@
 //!   scope and action.
 //! * [`scope`] — [`scope::TenantScope`], the value every tenant-scoped query needs.
 //! * [`state`] — the state machines; an illegal transition is an error.
+//! * [`agent`] — [`agent::AgentIdentity`], an edge agent as verified from its certificate.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod ids;
 pub mod policy;
 pub mod resources;
@@ -26,6 +28,7 @@ pub mod state;
 pub mod telemetry;
 pub mod validate;
 
+pub use agent::AgentIdentity;
 pub use ids::*;
 pub use policy::{Action, Actor, Denied, Role, Scope, ScopeSet};
 pub use scope::TenantScope;

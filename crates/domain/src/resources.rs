@@ -125,7 +125,7 @@ pub struct NatsLeafServer {
 }
 
 /// The kind of collector a package installs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CollectorType {
     /// Syslog/flow ingestion via flowgger.
@@ -159,6 +159,26 @@ impl CollectorType {
             CollectorType::Netflow => "netflow",
             CollectorType::Syslog => "syslog",
         }
+    }
+
+    /// The subject family the collector publishes into: `logs` for flowgger and
+    /// syslog, `events` for traps, `metrics` for otel and netflow.
+    pub fn subject_family(self) -> &'static str {
+        match self {
+            Self::Flowgger | Self::Syslog => "logs",
+            Self::Trapd => "events",
+            Self::Otel | Self::Netflow => "metrics",
+        }
+    }
+
+    /// Subject prefix for a tenant, e.g. `logs.acme`.
+    pub fn subject_prefix(self, tenant_slug: &str) -> String {
+        format!("{}.{tenant_slug}", self.subject_family())
+    }
+
+    /// Where a collector bundle's files are meant to be installed.
+    pub fn install_dir(self) -> String {
+        format!("/etc/serviceradar/{}", self.as_str())
     }
 }
 

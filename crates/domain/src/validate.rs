@@ -485,10 +485,64 @@ impl fmt::Display for ListenAddr {
     }
 }
 
+/// Where alert notifications are posted: an absolute `http`/`https` URL with a
+/// host, at most 2,048 characters, without credentials or a fragment.
+///
+/// This is the syntax rule only; whether the host may be reached (internal
+/// addresses) is decided when delivering.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct WebhookUrl(String);
+string_newtype!(WebhookUrl);
+
+impl WebhookUrl {
+    /// Longest accepted URL.
+    pub const MAX_LEN: usize = 2048;
+
+    /// Parses a webhook URL (normalised as the URL standard writes it).
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let err = |m: &str| FieldError::new("url", m);
+        if raw.len() > Self::MAX_LEN {
+            return Err(err("must be at most 2048 characters"));
+        }
+        let url = url::Url::parse(raw).map_err(|_| err("must be an absolute URL"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(err("must be http or https"));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(err("must name a host"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(err("must not carry credentials"));
+        }
+        if url.fragment().is_some() {
+            return Err(err("must not have a fragment"));
+        }
+        Ok(Self(url.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn webhook_urls_are_validated() {
+        assert!(WebhookUrl::parse("https://hooks.example.com/x?y=1").is_ok());
+        assert!(WebhookUrl::parse("http://127.0.0.1:9000/hook").is_ok());
+        for bad in [
+            "",
+            "hooks.example.com",
+            "ftp://example.com/",
+            "file:///etc/passwd",
+            "https://user:pw@example.com/",
+            "https://example.com/#frag",
+            "javascript:alert(1)",
+        ] {
+            assert!(WebhookUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     /// Inputs that try to break out of a config string or a shell command.
     const INJECTIONS: &[&str] = &[

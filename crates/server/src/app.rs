@@ -26,13 +26,20 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::bootstrap::{BootstrapOutcome, bootstrap};
-use crate::health::Health;
-use crate::jobs::Jobs;
-use crate::pki::Pki;
+use serviceradar_auth::SessionSettings;
+use serviceradar_control::{Control, ControlSettings};
+use serviceradar_gateway::{Gateway, GatewaySettings};
+use serviceradar_health::{Health, HealthSettings};
+use serviceradar_hub::leaf_auth::LeafAuthSettings;
+use serviceradar_identity::{MasterKeySource, Pki};
+use serviceradar_ingest::IngestSettings;
+use serviceradar_jobs::Jobs;
+use serviceradar_provisioning::ProvisioningSettings;
+use serviceradar_provisioning::bootstrap::{BootstrapOutcome, BootstrapSettings, bootstrap};
 use tracing::Instrument;
 
-/// Runtime settings of the server (what `serve` flags turn into).
+/// Runtime settings of the server (what `serve` flags turn into): the
+/// process's own, and each service's settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Database URL.
@@ -41,53 +48,35 @@ pub struct Settings {
     pub database_max_connections: u32,
     /// Listen address (port 0 for tests).
     pub listen: SocketAddr,
-    /// Hub leafnode URL given to new leaf servers.
-    pub hub_leafnode_url: String,
-    /// SaaS NATS URL for collectors without an edge site.
-    pub saas_nats_url: String,
-    /// Session lifetime.
-    pub session_hours: u32,
-    /// `Secure` session cookies.
-    pub secure_cookies: bool,
-    /// Bootstrap tenant slug.
-    pub bootstrap_tenant: String,
-    /// Bootstrap owner e-mail.
-    pub admin_email: String,
-    /// Bootstrap owner password (generated if `None`).
-    pub admin_password: Option<String>,
     /// Job worker loops in this process.
     pub job_workers: usize,
     /// Where the master key that seals private keys comes from.
-    pub master_key: crate::pki::MasterKeySource,
+    pub master_key: MasterKeySource,
     /// SPIFFE trust domain of issued certificates.
     pub trust_domain: String,
-    /// Monitoring listener rendered into every `nats-leaf.conf` (`None` disables it).
-    pub leaf_monitoring_listen: Option<String>,
+    /// The first tenant and owner on an empty database.
+    pub bootstrap: BootstrapSettings,
+    /// What provisioning writes into configs and bundles (hub URL, SaaS
+    /// NATS URL, gateway URL, leaf monitoring listener).
+    pub provisioning: ProvisioningSettings,
+    /// Session lifetime and cookie flags.
+    pub sessions: SessionSettings,
+    /// Offline timeout, alert delay, sweep interval.
+    pub health: HealthSettings,
     /// Register the `provision_leaf` job handler (new sites get certificates,
     /// credentials and config). `serve` turns it on; [`Settings::new`] leaves
     /// it off so API tests see sites stay `pending`.
     pub provision_leaves: bool,
     /// The ingestion pipeline (hub JetStream -> database); `None` disables it.
-    pub ingest: Option<crate::ingest::IngestSettings>,
+    pub ingest: Option<IngestSettings>,
     /// The hub's leaf authorization callout service; `None` disables it (then
     /// no leaf can join the hub: run it wherever leaves connect).
-    pub leaf_auth: Option<crate::leaf_auth::LeafAuthSettings>,
+    pub leaf_auth: Option<LeafAuthSettings>,
     /// Agent gateway (gRPC, mTLS) listen address; `None` disables it.
     pub gateway_listen: Option<SocketAddr>,
-    /// Host names / IPs in the gateway's server certificate.
-    pub gateway_hosts: Vec<String>,
-    /// The gateway URL written into each site bundle's agent config.
-    pub gateway_url: String,
-    /// A site without agent contact for this long becomes `offline`.
-    pub agent_offline_after: Duration,
-    /// A site offline (or a leaf disconnected) this long raises an alert.
-    pub alert_after: Duration,
-    /// How often the health sweeper runs.
-    pub health_sweep_interval: Duration,
-    /// Config poll interval given to agents (seconds).
-    pub agent_config_poll_secs: u32,
-    /// Status push interval given to agents (seconds).
-    pub agent_push_interval_secs: u32,
+    /// The gateway's certificate names and agent intervals (its leaf
+    /// monitoring listener is taken from [`Settings::provisioning`]).
+    pub gateway: GatewaySettings,
 }
 
 impl Settings {
@@ -97,44 +86,20 @@ impl Settings {
             database_url: database_url.into(),
             database_max_connections: 16,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            hub_leafnode_url: "tls://127.0.0.1:7422".into(),
-            saas_nats_url: "tls://127.0.0.1:4222".into(),
-            session_hours: 12,
-            secure_cookies: false,
-            bootstrap_tenant: "default".into(),
-            admin_email: "admin@example.com".into(),
-            admin_password: None,
             job_workers: 1,
-            master_key: crate::pki::MasterKeySource::Ephemeral,
+            master_key: MasterKeySource::Ephemeral,
             trust_domain: serviceradar_pki::DEFAULT_TRUST_DOMAIN.into(),
-            leaf_monitoring_listen: Some("127.0.0.1:8222".into()),
+            bootstrap: BootstrapSettings::default(),
+            provisioning: ProvisioningSettings::default(),
+            sessions: SessionSettings::default(),
+            health: HealthSettings::default(),
             provision_leaves: false,
             ingest: None,
             leaf_auth: None,
             gateway_listen: None,
-            gateway_hosts: vec!["localhost".into(), "127.0.0.1".into()],
-            gateway_url: "https://localhost:50051".into(),
-            agent_offline_after: Duration::from_secs(300),
-            alert_after: Duration::from_secs(600),
-            health_sweep_interval: Duration::from_secs(15),
-            agent_config_poll_secs: serviceradar_proto::DEFAULT_CONFIG_POLL_SECS,
-            agent_push_interval_secs: 30,
+            gateway: GatewaySettings::default(),
         }
     }
-}
-
-/// Shared state of every handler.
-#[derive(Clone)]
-pub struct AppState {
-    /// The database.
-    pub store: Store,
-    /// Settings.
-    pub settings: Arc<Settings>,
-    /// Job handlers (decides which jobs new resources enqueue).
-    pub jobs: Arc<Jobs>,
-    /// The platform PKI (master keyring, CAs, NATS identities).
-    pub pki: Arc<Pki>,
-    metrics: PrometheusHandle,
 }
 
 /// A built, bound server.
@@ -146,7 +111,7 @@ pub struct Application {
     settings: Arc<Settings>,
     pki: Arc<Pki>,
     health: Health,
-    gateway: Option<crate::gateway::Gateway>,
+    gateway: Option<Gateway>,
     /// What bootstrapping did (the first admin's password, once).
     pub bootstrap: BootstrapOutcome,
 }
@@ -174,44 +139,56 @@ impl Application {
             .context("loading the master key")?;
         tracing::info!(key_id = keyring.current_key_id(), "master key loaded");
         let pki = Arc::new(Pki::new(keyring, &settings.trust_domain));
-        let bootstrap = bootstrap(&store, &pki, &settings)
+        let bootstrap = bootstrap(&store, &pki, &settings.bootstrap)
             .await
             .context("bootstrapping")?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
         let settings = Arc::new(settings);
-        if settings.provision_leaves && !jobs.has(crate::jobs::PROVISION_LEAF) {
-            crate::provisioning::register(&mut jobs, store.clone(), pki.clone(), settings.clone());
+        if settings.provision_leaves && !jobs.has(serviceradar_jobs::PROVISION_LEAF) {
+            serviceradar_provisioning::register(
+                &mut jobs,
+                store.clone(),
+                pki.clone(),
+                Arc::new(settings.provisioning.clone()),
+            );
         }
-        if !jobs.has(crate::alerts::DELIVER_WEBHOOK) {
-            crate::alerts::register(&mut jobs, store.clone(), pki.clone());
+        if !jobs.has(serviceradar_health::webhooks::DELIVER_WEBHOOK) {
+            serviceradar_health::webhooks::register(&mut jobs, store.clone(), pki.clone());
         }
         let jobs = Arc::new(jobs);
-        let health = Health::new(store.clone(), settings.clone());
+        let health = Health::new(store.clone(), Arc::new(settings.health.clone()));
         let gateway = match settings.gateway_listen {
-            Some(addr) => Some(
-                crate::gateway::Gateway::bind(
-                    addr,
-                    store.clone(),
-                    pki.clone(),
-                    settings.clone(),
-                    health.clone(),
+            Some(addr) => {
+                let mut gateway = settings.gateway.clone();
+                gateway.leaf_monitoring_listen =
+                    settings.provisioning.leaf_monitoring_listen.clone();
+                Some(
+                    Gateway::bind(
+                        addr,
+                        store.clone(),
+                        pki.clone(),
+                        Arc::new(gateway),
+                        health.clone(),
+                    )
+                    .await?,
                 )
-                .await?,
-            ),
+            }
             None => None,
         };
-        let state = AppState {
-            store: store.clone(),
-            settings: settings.clone(),
-            jobs: jobs.clone(),
-            pki: pki.clone(),
-            metrics: crate::telemetry::metrics_handle(),
-        };
+        let control = Control::new(
+            store.clone(),
+            pki.clone(),
+            jobs.clone(),
+            ControlSettings {
+                provisioning: settings.provisioning.clone(),
+                sessions: settings.sessions.clone(),
+            },
+        );
         Ok(Self {
             listener,
-            router: router(state),
+            router: router(control, crate::telemetry::metrics_handle()),
             store,
             jobs,
             settings,
@@ -262,7 +239,7 @@ impl Application {
             stop_rx.clone(),
         );
         if let Some(ingest) = &self.settings.ingest {
-            workers.push(crate::ingest::spawn(
+            workers.push(serviceradar_ingest::spawn(
                 self.store.clone(),
                 self.pki.clone(),
                 ingest.clone(),
@@ -270,7 +247,7 @@ impl Application {
             ));
         }
         if let Some(leaf_auth) = &self.settings.leaf_auth {
-            workers.push(crate::leaf_auth::spawn(
+            workers.push(serviceradar_hub::leaf_auth::spawn(
                 self.store.clone(),
                 self.pki.clone(),
                 leaf_auth.clone(),
@@ -285,7 +262,7 @@ impl Application {
         }
         let sweeper = self
             .health
-            .spawn_sweeper(self.settings.health_sweep_interval, stop_rx.clone());
+            .spawn_sweeper(self.settings.health.sweep_interval, stop_rx.clone());
         workers.push(self.health.spawn_relay(stop_rx.clone()));
         let gateway = self.gateway.map(|gateway| {
             let mut stop = stop_rx.clone();
@@ -314,9 +291,9 @@ impl Application {
 }
 
 /// Runs the certificate renewal sweep now and then every
-/// [`crate::provisioning::RENEWAL_SWEEP_INTERVAL`] until `stop` flips.
+/// [`serviceradar_provisioning::RENEWAL_SWEEP_INTERVAL`] until `stop` flips.
 async fn renewal_sweeper(store: Store, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(crate::provisioning::RENEWAL_SWEEP_INTERVAL);
+    let mut tick = tokio::time::interval(serviceradar_provisioning::RENEWAL_SWEEP_INTERVAL);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -326,9 +303,9 @@ async fn renewal_sweeper(store: Store, mut stop: watch::Receiver<bool>) {
             return;
         }
         let span = tracing::info_span!("job", kind = "renewal_sweep");
-        match crate::provisioning::enqueue_renewals(
+        match serviceradar_provisioning::enqueue_renewals(
             &store,
-            crate::provisioning::RenewalPolicy::default(),
+            serviceradar_provisioning::RenewalPolicy::default(),
         )
         .instrument(span)
         .await
@@ -340,14 +317,27 @@ async fn renewal_sweeper(store: Store, mut stop: watch::Receiver<bool>) {
     }
 }
 
-fn router(state: AppState) -> Router {
-    let (api, _openapi) = crate::api::router();
+/// What the operational endpoints need.
+#[derive(Clone)]
+struct OpsState {
+    store: Store,
+    metrics: PrometheusHandle,
+}
+
+fn router(control: Control, metrics: PrometheusHandle) -> Router {
+    let (api, _openapi) = serviceradar_api::router();
     let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
-        .nest("/api/v1", api)
+    let ops = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
+        .with_state(OpsState {
+            store: control.store().clone(),
+            metrics,
+        });
+    Router::new()
+        .nest("/api/v1", api.with_state(control))
+        .merge(ops)
         .layer(middleware::from_fn(record_http_metrics))
         .layer(
             TraceLayer::new_for_http()
@@ -383,7 +373,6 @@ fn router(state: AppState) -> Router {
             Duration::from_secs(30),
         ))
         .layer(CatchPanicLayer::new())
-        .with_state(state)
 }
 
 async fn record_http_metrics(req: Request, next: Next) -> Response {
@@ -409,7 +398,7 @@ async fn healthz() -> &'static str {
 }
 
 /// Readiness: the database answers.
-async fn readyz(State(state): State<AppState>) -> Response {
+async fn readyz(State(state): State<OpsState>) -> Response {
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => {
@@ -419,7 +408,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics_page(State(state): State<AppState>) -> Response {
+async fn metrics_page(State(state): State<OpsState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -75,8 +75,8 @@ pub struct PkiConfig {
 
 impl PkiConfig {
     /// The master key source: file, env text, or the dev key in `data_dir`.
-    pub fn source(&self, data_dir: &std::path::Path) -> crate::pki::MasterKeySource {
-        use crate::pki::MasterKeySource;
+    pub fn source(&self, data_dir: &std::path::Path) -> serviceradar_identity::MasterKeySource {
+        use serviceradar_identity::MasterKeySource;
         match (&self.master_key_file, &self.master_key) {
             (Some(path), _) => MasterKeySource::File(path.clone()),
             (None, Some(text)) => MasterKeySource::Text(zeroize::Zeroizing::new(text.clone())),
@@ -185,14 +185,14 @@ pub struct IngestConfig {
     /// batches amortise each commit; the pipeline holds up to
     /// (writers + 2) x batch size messages unacknowledged.
     #[arg(long, env = "SERVICERADAR_INGEST_BATCH_SIZE",
-          default_value_t = crate::ingest::DEFAULT_BATCH_SIZE as u32,
+          default_value_t = serviceradar_ingest::DEFAULT_BATCH_SIZE as u32,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub ingest_batch_size: u32,
     /// Ingest batches written at the same time per tenant, each in its own
     /// transaction on its own database connection, so commits overlap. Batches
     /// are acknowledged in order, only once every earlier batch has committed.
     #[arg(long, env = "SERVICERADAR_INGEST_WRITERS",
-          default_value_t = crate::ingest::DEFAULT_WRITERS as u32,
+          default_value_t = serviceradar_ingest::DEFAULT_WRITERS as u32,
           value_parser = clap::value_parser!(u32).range(1..=16))]
     pub ingest_writers: u32,
     /// Longest wait for a batch to fill, in milliseconds.
@@ -207,11 +207,14 @@ pub struct IngestConfig {
 
 impl IngestConfig {
     /// The pipeline settings, or `None` when no hub URL is set.
-    pub fn settings(&self, data_dir: &std::path::Path) -> Option<crate::ingest::IngestSettings> {
+    pub fn settings(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> Option<serviceradar_ingest::IngestSettings> {
         if self.ingest_nats_url.is_empty() {
             return None;
         }
-        let mut settings = crate::ingest::IngestSettings::new(
+        let mut settings = serviceradar_ingest::IngestSettings::new(
             &self.ingest_nats_url,
             data_dir.join("ingest-creds"),
         );
@@ -292,15 +295,61 @@ impl IngestConfig {
     pub fn leaf_auth_settings(
         &self,
         data_dir: &std::path::Path,
-    ) -> Option<crate::leaf_auth::LeafAuthSettings> {
+    ) -> Option<serviceradar_hub::leaf_auth::LeafAuthSettings> {
         if self.ingest_nats_url.is_empty() {
             return None;
         }
-        let mut settings = crate::leaf_auth::LeafAuthSettings::new(
+        let mut settings = serviceradar_hub::leaf_auth::LeafAuthSettings::new(
             &self.ingest_nats_url,
             data_dir.join("ingest-creds"),
         );
         settings.hub_ca_file = self.ingest_nats_ca.clone();
         Some(settings)
+    }
+}
+
+impl ServeConfig {
+    /// The server's settings: every service's settings from these flags.
+    pub fn settings(&self) -> crate::app::Settings {
+        use std::time::Duration;
+        let data_dir = &self.db.data_dir;
+        let mut settings = crate::app::Settings::new(self.db.url());
+        settings.database_max_connections = self.db.database_max_connections;
+        settings.listen = self.listen;
+        settings.job_workers = self.job_workers;
+        settings.master_key = self.pki.source(data_dir);
+        settings.trust_domain = self.pki.trust_domain.clone();
+        settings.bootstrap = serviceradar_provisioning::bootstrap::BootstrapSettings {
+            tenant: self.bootstrap_tenant.clone(),
+            admin_email: self.admin_email.clone(),
+            admin_password: self.admin_password.clone(),
+        };
+        settings.provisioning = serviceradar_provisioning::ProvisioningSettings {
+            hub_leafnode_url: self.hub_leafnode_url.clone(),
+            saas_nats_url: self.saas_nats_url.clone(),
+            gateway_url: self.gateway.gateway_url.clone(),
+            leaf_monitoring_listen: Some(self.leaf_monitoring_listen.clone())
+                .filter(|l| !l.is_empty()),
+        };
+        settings.sessions = serviceradar_auth::SessionSettings {
+            session_hours: self.session_hours,
+            secure_cookies: self.secure_cookies,
+        };
+        settings.health = serviceradar_health::HealthSettings {
+            agent_offline_after: Duration::from_secs(self.gateway.agent_offline_after_secs),
+            alert_after: Duration::from_secs(self.gateway.alert_after_secs),
+            sweep_interval: Duration::from_secs(self.gateway.health_sweep_interval_secs.max(1)),
+        };
+        settings.provision_leaves = true;
+        settings.ingest = self.ingest.settings(data_dir);
+        settings.leaf_auth = self.ingest.leaf_auth_settings(data_dir);
+        settings.gateway_listen = self.gateway.gateway_listen;
+        settings.gateway = serviceradar_gateway::GatewaySettings {
+            hosts: self.gateway.gateway_hosts.clone(),
+            agent_config_poll_secs: self.gateway.agent_config_poll_secs,
+            agent_push_interval_secs: self.gateway.agent_push_interval_secs,
+            leaf_monitoring_listen: settings.provisioning.leaf_monitoring_listen.clone(),
+        };
+        settings
     }
 }

@@ -4,9 +4,9 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serviceradar_domain::policy::Scope;
-use serviceradar_server::app::{Application, Settings};
+use serviceradar_server::app::Application;
 use serviceradar_server::config::{DatabaseConfig, PkiConfig, ServeConfig};
-use serviceradar_server::{admin, telemetry};
+use serviceradar_server::telemetry;
 use serviceradar_store::Store;
 
 /// ServiceRadar Edge control plane: HTTP API, job workers and (later) the
@@ -139,38 +139,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     telemetry::init_tracing(config.log_format == "json", std::io::stderr);
     std::fs::create_dir_all(&config.db.data_dir)
         .with_context(|| format!("creating data dir {}", config.db.data_dir.display()))?;
-    let settings = Settings {
-        database_url: config.db.url(),
-        database_max_connections: config.db.database_max_connections,
-        listen: config.listen,
-        hub_leafnode_url: config.hub_leafnode_url,
-        saas_nats_url: config.saas_nats_url,
-        session_hours: config.session_hours,
-        secure_cookies: config.secure_cookies,
-        bootstrap_tenant: config.bootstrap_tenant,
-        admin_email: config.admin_email,
-        admin_password: config.admin_password,
-        job_workers: config.job_workers,
-        master_key: config.pki.source(&config.db.data_dir),
-        trust_domain: config.pki.trust_domain.clone(),
-        leaf_monitoring_listen: Some(config.leaf_monitoring_listen.clone())
-            .filter(|l| !l.is_empty()),
-        provision_leaves: true,
-        ingest: config.ingest.settings(&config.db.data_dir),
-        leaf_auth: config.ingest.leaf_auth_settings(&config.db.data_dir),
-        gateway_listen: config.gateway.gateway_listen,
-        gateway_hosts: config.gateway.gateway_hosts.clone(),
-        gateway_url: config.gateway.gateway_url.clone(),
-        agent_offline_after: std::time::Duration::from_secs(
-            config.gateway.agent_offline_after_secs,
-        ),
-        alert_after: std::time::Duration::from_secs(config.gateway.alert_after_secs),
-        health_sweep_interval: std::time::Duration::from_secs(
-            config.gateway.health_sweep_interval_secs.max(1),
-        ),
-        agent_config_poll_secs: config.gateway.agent_config_poll_secs,
-        agent_push_interval_secs: config.gateway.agent_push_interval_secs,
-    };
+    let settings = config.settings();
     let app = Application::build(settings).await?;
     let base = config
         .public_url
@@ -208,19 +177,27 @@ async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
         } => {
             let store = open(&db).await?;
             let keyring = pki.source(&db.data_dir).load()?;
-            let pki = serviceradar_server::pki::Pki::new(keyring, &pki.trust_domain);
-            let created = admin::create_tenant(
+            let pki = serviceradar_identity::Pki::new(keyring, &pki.trust_domain);
+            let created = serviceradar_provisioning::tenants::create_tenant(
                 &store,
                 &pki,
-                &slug,
-                name.as_deref(),
-                &owner_email,
-                owner_password.as_deref(),
+                serviceradar_provisioning::tenants::NewTenant {
+                    slug: &slug,
+                    name: name.as_deref(),
+                    owner_email: &owner_email,
+                    owner_password: owner_password.as_deref(),
+                },
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                serviceradar_provisioning::tenants::TenantError::Invalid { field, message } => {
+                    anyhow::anyhow!("--{} {message}", field.replace('_', "-"))
+                }
+                other => other.into(),
+            })?;
             println!(
                 "created tenant {slug} ({}) with owner {}",
-                created.tenant_id, created.owner_email
+                created.tenant.id, created.owner_email
             );
             if let Some(password) = created.generated_password {
                 println!("owner password (shown once): {password}");
@@ -239,8 +216,8 @@ async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
         } => {
             let store = open(&db).await?;
             let keyring = pki.source(&db.data_dir).load()?;
-            let pki = serviceradar_server::pki::Pki::new(keyring, &pki.trust_domain);
-            let opts = serviceradar_server::hub::HubOptions {
+            let pki = serviceradar_identity::Pki::new(keyring, &pki.trust_domain);
+            let opts = serviceradar_hub::config::HubOptions {
                 server_name: "sr-hub".into(),
                 hosts,
                 client_listen,
@@ -250,7 +227,7 @@ async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
                 resolver_dir,
             };
             let files =
-                serviceradar_server::hub::write_hub_config(&store, &pki, &opts, &out).await?;
+                serviceradar_hub::config::write_hub_config(&store, &pki, &opts, &out).await?;
             println!(
                 "wrote {} ({}, {} tenant accounts) with hub-server.pem, hub-server-key.pem and root-ca.pem\nrun: nats-server -c {}",
                 files.config_path.display(),
@@ -278,10 +255,12 @@ async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
                 .map(|s| s.parse::<Scope>().map_err(anyhow::Error::msg))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let store = open(&db).await?;
-            println!(
-                "{}",
-                admin::create_token(&store, &tenant, &email, &name, &scopes, days).await?
-            );
+            let token = serviceradar_control::tokens::create_token_for(
+                &store, &tenant, &email, &name, &scopes, days,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{token}");
         }
     }
     Ok(())

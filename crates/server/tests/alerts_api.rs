@@ -314,7 +314,7 @@ async fn webhook_delivery_is_signed_retried_and_logged(db: Db) {
         .alert(alert_id.parse().expect("id"))
         .await
         .expect("alert");
-    serviceradar_server::alerts::notify(&app.store, &alert, "alert.raised").await;
+    serviceradar_health::webhooks::notify(&app.store, &alert, "alert.raised").await;
 
     let wait = std::time::Duration::from_secs(30);
     let first = tokio::time::timeout(wait, rx.recv())

@@ -590,7 +590,7 @@ async fn token_lifecycle(db: Db) {
         .unwrap()
         .items
         .remove(0);
-    let minted = serviceradar_server::auth::mint_token();
+    let minted = serviceradar_auth::mint_token();
     scoped
         .create_token(&serviceradar_store::NewToken {
             id: minted.id,

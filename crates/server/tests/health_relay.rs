@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
+use serviceradar_domain::AgentIdentity;
 use serviceradar_domain::TenantScope;
 use serviceradar_domain::state::SiteStatus;
 use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
+use serviceradar_health::HealthEvent;
 use serviceradar_server::app::{Application, Settings};
-use serviceradar_server::gateway::identity::AgentIdentity;
-use serviceradar_server::health::HealthEvent;
 use serviceradar_store::NewSite;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,7 +19,7 @@ async fn status_changes_reach_every_replica() {
     let url = serviceradar_testkit::postgres().create_database();
     let settings = || {
         let mut s = Settings::new(&url);
-        s.admin_password = Some("replica test password".into());
+        s.bootstrap.admin_password = Some("replica test password".into());
         s.job_workers = 0;
         s
     };

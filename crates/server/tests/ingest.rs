@@ -16,10 +16,10 @@ use serde_json::Value;
 use serviceradar_domain::TenantScope;
 use serviceradar_domain::resources::Tenant;
 use serviceradar_domain::telemetry::{IncomingMessage, TelemetryKind, decode};
+use serviceradar_hub::leaf_auth::LeafAuthSettings;
+use serviceradar_identity::{MasterKeySource, Pki};
+use serviceradar_ingest::{self as ingest, IngestSettings};
 use serviceradar_server::app::{Application, Settings};
-use serviceradar_server::ingest::{self, IngestSettings};
-use serviceradar_server::leaf_auth::LeafAuthSettings;
-use serviceradar_server::pki::{MasterKeySource, Pki};
 use serviceradar_store::Store;
 use serviceradar_testkit::{NatsServer, free_port};
 
@@ -43,8 +43,8 @@ impl Running {
 
 fn settings(dir: &Path, database_url: &str, hub_client: u16) -> Settings {
     let mut settings = Settings::new(database_url);
-    settings.admin_password = Some(PASSWORD.into());
-    settings.bootstrap_tenant = "acme".into();
+    settings.bootstrap.admin_password = Some(PASSWORD.into());
+    settings.bootstrap.tenant = "acme".into();
     settings.master_key = MasterKeySource::DevFile(dir.join("master.key"));
     settings.job_workers = 0;
     let mut ingest = IngestSettings::new(
@@ -208,13 +208,15 @@ async fn ingest_end_to_end(postgres: bool) {
         .await
         .expect("build app");
     let (store, pki) = (app.store().clone(), app.pki().clone());
-    serviceradar_server::admin::create_tenant(
+    serviceradar_provisioning::tenants::create_tenant(
         &store,
         &pki,
-        "beta",
-        None,
-        "owner@beta.example.com",
-        Some(PASSWORD),
+        serviceradar_provisioning::tenants::NewTenant {
+            slug: "beta",
+            name: None,
+            owner_email: "owner@beta.example.com",
+            owner_password: Some(PASSWORD),
+        },
     )
     .await
     .unwrap();
@@ -328,13 +330,15 @@ async fn ingest_end_to_end(postgres: bool) {
 
     // A tenant created while the hub runs: its account is pushed to the hub
     // (no restart, no config change), its users connect, its data is ingested.
-    serviceradar_server::admin::create_tenant(
+    serviceradar_provisioning::tenants::create_tenant(
         &store,
         &pki,
-        "gamma",
-        None,
-        "owner@gamma.example.com",
-        Some(PASSWORD),
+        serviceradar_provisioning::tenants::NewTenant {
+            slug: "gamma",
+            name: None,
+            owner_email: "owner@gamma.example.com",
+            owner_password: Some(PASSWORD),
+        },
     )
     .await
     .unwrap();
@@ -388,7 +392,7 @@ async fn ingest_end_to_end(postgres: bool) {
             .await
     };
     connect_victim().await.expect("a fresh user connects");
-    let key = serviceradar_server::pki::creds_user_key(victim.as_str()).unwrap();
+    let key = serviceradar_identity::creds_user_key(victim.as_str()).unwrap();
     pki.revoke_users(&store, &acme, &[key]).await.unwrap();
     let deadline = Instant::now() + WAIT;
     while connect_victim().await.is_ok() {
@@ -422,7 +426,7 @@ async fn ingest_end_to_end(postgres: bool) {
     );
 
     // The API lists each tenant's own rows, in event-time order, with a range.
-    let acme_token = serviceradar_server::admin::create_token(
+    let acme_token = serviceradar_control::tokens::create_token_for(
         &store,
         "acme",
         "admin@example.com",
@@ -432,7 +436,7 @@ async fn ingest_end_to_end(postgres: bool) {
     )
     .await
     .unwrap();
-    let beta_token = serviceradar_server::admin::create_token(
+    let beta_token = serviceradar_control::tokens::create_token_for(
         &store,
         "beta",
         "owner@beta.example.com",
@@ -468,7 +472,7 @@ async fn ingest_end_to_end(postgres: bool) {
         "beta sees only its own events: {beta_events}"
     );
     // Revoking a collector package revokes its bundle's NATS user on the hub.
-    let writer = serviceradar_server::admin::create_token(
+    let writer = serviceradar_control::tokens::create_token_for(
         &store,
         "acme",
         "admin@example.com",
@@ -636,8 +640,8 @@ async fn site_data_survives_a_hub_outage() {
         &format!("sqlite://{}", dir.join("core.db").display()),
         hub_client,
     );
-    settings.hub_leafnode_url = format!("tls://127.0.0.1:{hub_leaf}");
-    settings.leaf_monitoring_listen = Some(format!("127.0.0.1:{}", free_port()));
+    settings.provisioning.hub_leafnode_url = format!("tls://127.0.0.1:{hub_leaf}");
+    settings.provisioning.leaf_monitoring_listen = Some(format!("127.0.0.1:{}", free_port()));
     if let Some(ingest) = settings.ingest.as_mut() {
         ingest.batch_size = 1000;
         ingest.site_sync_interval = Duration::from_millis(500);
@@ -753,7 +757,7 @@ async fn site_data_survives_a_hub_outage() {
     // An independent client: nats-py, with only a collector bundle's files
     // (downloaded through the API for a package assigned to this site),
     // publishes through the leaf; its messages land in the database.
-    let token = serviceradar_server::admin::create_token(
+    let token = serviceradar_control::tokens::create_token_for(
         &store,
         "acme",
         "admin@example.com",

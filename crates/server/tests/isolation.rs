@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serviceradar_domain::resources::Tenant;
 use serviceradar_domain::validate::{DisplayName, Slug};
+use serviceradar_identity::{MasterKeySource, Pki};
 use serviceradar_server::app::Settings;
-use serviceradar_server::pki::{MasterKeySource, Pki};
 use serviceradar_store::Store;
 use serviceradar_testkit::{NatsServer, free_port, leafz};
 
@@ -60,8 +60,8 @@ async fn platform(dir: &Path, ports: HubPorts) -> Platform {
         serviceradar_pki::DEFAULT_TRUST_DOMAIN,
     ));
     let mut settings = Settings::new("sqlite://unused");
-    settings.hub_leafnode_url = format!("tls://127.0.0.1:{}", ports.leaf);
-    settings.leaf_monitoring_listen = None;
+    settings.provisioning.hub_leafnode_url = format!("tls://127.0.0.1:{}", ports.leaf);
+    settings.provisioning.leaf_monitoring_listen = None;
     let mut tenants = Vec::new();
     for slug in ["acme", "beta"] {
         let tenant = store
@@ -357,7 +357,7 @@ async fn leaves_are_admitted_only_with_their_own_certificate() {
 
     let root_ca = dir
         .join("hub")
-        .join(serviceradar_server::hub::names::ROOT_CA);
+        .join(serviceradar_hub::config::names::ROOT_CA);
     let account_of = |tenant: &Tenant| {
         let (store, tenant) = (store.clone(), tenant.clone());
         async move {

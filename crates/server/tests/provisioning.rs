@@ -24,9 +24,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use serviceradar_domain::TenantScope;
 use serviceradar_domain::policy::{Role, Scope};
+use serviceradar_hub::config::{HubOptions, write_hub_config};
+use serviceradar_identity::{MasterKeySource, Pki};
 use serviceradar_server::app::{Application, Settings};
-use serviceradar_server::hub::{HubOptions, write_hub_config};
-use serviceradar_server::pki::{MasterKeySource, Pki};
 use serviceradar_store::{NewUser, Store};
 use serviceradar_testkit::{NatsServer, check_nats_config, free_port, http_get, leafz};
 
@@ -152,13 +152,15 @@ impl App {
     /// A new tenant with an owner; an all-scope token for the owner.
     async fn tenant(&self, slug: &str) -> Caller {
         let email = format!("owner@{slug}.example.com");
-        serviceradar_server::admin::create_tenant(
+        serviceradar_provisioning::tenants::create_tenant(
             &self.store,
             &self.pki,
-            slug,
-            None,
-            &email,
-            Some(PASSWORD),
+            serviceradar_provisioning::tenants::NewTenant {
+                slug,
+                name: None,
+                owner_email: &email,
+                owner_password: Some(PASSWORD),
+            },
         )
         .await
         .expect("create tenant");
@@ -167,7 +169,7 @@ impl App {
 
     async fn token(&self, tenant: &str, email: &str) -> Caller {
         Caller::Bearer(
-            serviceradar_server::admin::create_token(
+            serviceradar_control::tokens::create_token_for(
                 &self.store,
                 tenant,
                 email,
@@ -308,10 +310,10 @@ fn openssl_verify(root: &Path, tenant_ca: &Path, cert: &Path) -> (bool, String) 
 
 fn settings(dir: &Path, hub_leaf_port: u16, leaf_monitor_port: u16) -> Settings {
     let mut settings = Settings::new(format!("sqlite://{}", dir.join("core.db").display()));
-    settings.admin_password = Some(PASSWORD.into());
-    settings.bootstrap_tenant = "acme".into();
-    settings.hub_leafnode_url = format!("tls://127.0.0.1:{hub_leaf_port}");
-    settings.leaf_monitoring_listen = Some(format!("127.0.0.1:{leaf_monitor_port}"));
+    settings.bootstrap.admin_password = Some(PASSWORD.into());
+    settings.bootstrap.tenant = "acme".into();
+    settings.provisioning.hub_leafnode_url = format!("tls://127.0.0.1:{hub_leaf_port}");
+    settings.provisioning.leaf_monitoring_listen = Some(format!("127.0.0.1:{leaf_monitor_port}"));
     settings.master_key = MasterKeySource::DevFile(dir.join("master.key"));
     settings.provision_leaves = true;
     settings
@@ -740,11 +742,11 @@ async fn provisioning_on_postgres() {
     let creds_of = |root: &Path| std::fs::read_to_string(root.join("creds/leaf.creds")).unwrap();
     let (before, after) = (creds_of(&root), creds_of(&again));
     assert_eq!(
-        serviceradar_server::pki::creds_user_key(&before),
-        serviceradar_server::pki::creds_user_key(&after),
+        serviceradar_identity::creds_user_key(&before),
+        serviceradar_identity::creds_user_key(&after),
         "the same user key"
     );
-    assert!(serviceradar_server::pki::creds_user_key(&before).is_some());
+    assert!(serviceradar_identity::creds_user_key(&before).is_some());
 
     // Creating a tenant creates its CA and NATS account with it.
     app.tenant("delta").await;
@@ -803,7 +805,7 @@ async fn provisioning_on_postgres() {
 /// sweep: new certificates with the same identity, same site and leaf.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiring_leaf_certificates_are_renewed() {
-    use serviceradar_server::provisioning::{RenewalPolicy, enqueue_renewals};
+    use serviceradar_provisioning::{RenewalPolicy, enqueue_renewals};
     let tmp = tempfile::tempdir().unwrap();
     let app = spawn(settings(tmp.path(), free_port(), free_port())).await;
     let owner = app.login("acme", "admin@example.com").await;

@@ -11,10 +11,10 @@ use serviceradar_agent::config::GatewayTarget;
 use serviceradar_domain::TenantScope;
 use serviceradar_domain::resources::{EdgeSite, Tenant};
 use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
+use serviceradar_health::Health;
+use serviceradar_identity::{Pki, aad};
+use serviceradar_provisioning::provision_leaf;
 use serviceradar_server::app::{Application, Settings};
-use serviceradar_server::health::Health;
-use serviceradar_server::pki::{Pki, aad};
-use serviceradar_server::provisioning::provision_leaf;
 use serviceradar_store::{NewSite, Store};
 
 /// A running control plane with its gateway.
@@ -115,16 +115,23 @@ impl Core {
                     name: DisplayName::parse(slug).expect("name"),
                     slug: Slug::parse(slug).expect("slug"),
                     nats_leaf_url: NatsUrl::parse("nats://127.0.0.1:4222").expect("url"),
-                    upstream_url: self.settings.hub_leafnode_url.clone(),
+                    upstream_url: self.settings.provisioning.hub_leafnode_url.clone(),
                     local_listen: ListenAddr::parse("127.0.0.1:4222").expect("listen"),
                 },
                 None,
             )
             .await
             .expect("site");
-        provision_leaf(&self.store, &self.pki, &self.settings, tenant, &site, &leaf)
-            .await
-            .expect("provision");
+        provision_leaf(
+            &self.store,
+            &self.pki,
+            &self.settings.provisioning,
+            tenant,
+            &site,
+            &leaf,
+        )
+        .await
+        .expect("provision");
         let agent = scoped
             .agent_for_site(site.id)
             .await

@@ -64,7 +64,7 @@ pub fn init() {
 pub struct TestApp {
     pub base: String,
     pub store: Store,
-    pub pki: std::sync::Arc<serviceradar_server::pki::Pki>,
+    pub pki: std::sync::Arc<serviceradar_identity::Pki>,
     pub http: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
@@ -91,7 +91,7 @@ pub async fn spawn_app_with(db: Db, configure: impl FnOnce(&mut Settings)) -> Te
         Db::Postgres => serviceradar_testkit::postgres().create_database(),
     };
     let mut settings = Settings::new(url);
-    settings.admin_password = Some(OWNER_PASSWORD.into());
+    settings.bootstrap.admin_password = Some(OWNER_PASSWORD.into());
     settings.job_workers = 0;
     configure(&mut settings);
     let app = Application::build(settings).await.expect("build app");
@@ -185,13 +185,15 @@ impl TestApp {
     /// Creates a tenant with an owner and returns an all-scope token for the owner.
     pub async fn tenant(&self, slug: &str) -> Caller {
         let email = format!("owner@{slug}.example.com");
-        serviceradar_server::admin::create_tenant(
+        serviceradar_provisioning::tenants::create_tenant(
             &self.store,
             &self.pki,
-            slug,
-            None,
-            &email,
-            Some(OWNER_PASSWORD),
+            serviceradar_provisioning::tenants::NewTenant {
+                slug,
+                name: None,
+                owner_email: &email,
+                owner_password: Some(OWNER_PASSWORD),
+            },
         )
         .await
         .expect("create tenant");
@@ -200,7 +202,7 @@ impl TestApp {
 
     /// A token for an existing user.
     pub async fn token_for(&self, tenant: &str, email: &str, scopes: &[Scope]) -> Caller {
-        let token = serviceradar_server::admin::create_token(
+        let token = serviceradar_control::tokens::create_token_for(
             &self.store,
             tenant,
             email,
@@ -327,7 +329,7 @@ pub struct InstalledSite {
 pub async fn install_site(
     dir: &std::path::Path,
     store: &Store,
-    pki: &serviceradar_server::pki::Pki,
+    pki: &serviceradar_identity::Pki,
     settings: &Settings,
     tenant: &serviceradar_domain::resources::Tenant,
     slug: &str,
@@ -342,20 +344,27 @@ pub async fn install_site(
                 name: DisplayName::parse(slug).unwrap(),
                 slug: Slug::parse(slug).unwrap(),
                 nats_leaf_url: NatsUrl::parse(&format!("tls://127.0.0.1:{leaf_port}")).unwrap(),
-                upstream_url: settings.hub_leafnode_url.clone(),
+                upstream_url: settings.provisioning.hub_leafnode_url.clone(),
                 local_listen: ListenAddr::parse(&format!("127.0.0.1:{leaf_port}")).unwrap(),
             },
             None,
         )
         .await
         .unwrap();
-    serviceradar_server::provisioning::provision_leaf(store, pki, settings, tenant, &site, &leaf)
-        .await
-        .unwrap();
-    let bundle = serviceradar_server::provisioning::build_site_bundle(
+    serviceradar_provisioning::provision_leaf(
         store,
         pki,
-        settings,
+        &settings.provisioning,
+        tenant,
+        &site,
+        &leaf,
+    )
+    .await
+    .unwrap();
+    let bundle = serviceradar_provisioning::build_site_bundle(
+        store,
+        pki,
+        &settings.provisioning,
         TenantScope::for_system_task(tenant.id),
         site.id,
     )
@@ -400,7 +409,7 @@ pub async fn install_site(
 pub async fn collector(
     dir: &std::path::Path,
     store: &Store,
-    pki: &serviceradar_server::pki::Pki,
+    pki: &serviceradar_identity::Pki,
     tenant: &serviceradar_domain::resources::Tenant,
     bundle_root: &std::path::Path,
     leaf_port: u16,
@@ -458,13 +467,13 @@ impl HubPorts {
 pub async fn start_hub(
     dir: &std::path::Path,
     store: &Store,
-    pki: &serviceradar_server::pki::Pki,
+    pki: &serviceradar_identity::Pki,
     ports: HubPorts,
 ) -> (
     serviceradar_testkit::NatsServer,
-    serviceradar_server::hub::HubFiles,
+    serviceradar_hub::config::HubFiles,
 ) {
-    use serviceradar_server::hub::{HubOptions, write_hub_config};
+    use serviceradar_hub::config::{HubOptions, write_hub_config};
     let hub_dir = dir.join("hub");
     let files = write_hub_config(
         store,
@@ -500,13 +509,13 @@ pub async fn start_hub(
 pub async fn start_leaf_auth(
     dir: &std::path::Path,
     store: &Store,
-    pki: &Arc<serviceradar_server::pki::Pki>,
+    pki: &Arc<serviceradar_identity::Pki>,
     hub_client: u16,
-) -> serviceradar_server::leaf_auth::LeafAuthService {
-    serviceradar_server::leaf_auth::start(
+) -> serviceradar_hub::leaf_auth::LeafAuthService {
+    serviceradar_hub::leaf_auth::start(
         store.clone(),
         pki.clone(),
-        serviceradar_server::leaf_auth::LeafAuthSettings::new(
+        serviceradar_hub::leaf_auth::LeafAuthSettings::new(
             format!("nats://127.0.0.1:{hub_client}"),
             dir.join("leaf-auth"),
         ),

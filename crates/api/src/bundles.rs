@@ -1,0 +1,116 @@
+//! Downloads and config maintenance: the site bundle
+//! (`GET /api/v1/edge-sites/{id}/bundle`), the collector bundle
+//! (`GET /api/v1/collector-packages/{id}/bundle`), config regeneration and the
+//! drift check.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serviceradar_control::Control;
+use serviceradar_control::sites::Regenerated;
+use serviceradar_http::{ApiError, ApiJson, Caller, ErrorBody, path_id};
+use serviceradar_provisioning::ConfigDrift;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub(super) fn router() -> OpenApiRouter<Control> {
+    OpenApiRouter::new()
+        .routes(routes!(download_site_bundle))
+        .routes(routes!(regenerate_config))
+        .routes(routes!(get_config_drift))
+        .routes(routes!(download_collector_bundle))
+}
+
+fn gzip_download(file_name: &str, bytes: Vec<u8>, extra: &[(&'static str, String)]) -> Response {
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, "application/gzip".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file_name}\""),
+            ),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        bytes,
+    )
+        .into_response();
+    for (name, value) in extra {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            response.headers_mut().insert(*name, value);
+        }
+    }
+    response
+}
+
+/// Download the site bundle (tar.gz: `nats-leaf.conf`, certificates, keys,
+/// credentials, `setup.sh`, systemd unit, README). 409 while the leaf is
+/// still being provisioned.
+#[utoipa::path(get, path = "/edge-sites/{id}/bundle", tag = "edge-sites",
+    params(("id" = String, Path, description = "Site id")),
+    responses((status = 200, content_type = "application/gzip", body = Vec<u8>,
+               description = "The site bundle; `x-config-checksum` names its config's checksum"),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+pub async fn download_site_bundle(
+    State(control): State<Control>,
+    Caller(auth): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let built = control.site_bundle(&auth.actor, path_id(&id)?).await?;
+    Ok(gzip_download(
+        &built.file_name,
+        built.bytes,
+        &[
+            ("x-config-checksum", built.config_checksum),
+            ("x-config-drift", built.drifted.to_string()),
+        ],
+    ))
+}
+
+/// Re-issue certificates and credentials and re-render the leaf config (queues
+/// the provisioning job again; at most one is pending per leaf).
+#[utoipa::path(post, path = "/edge-sites/{id}/regenerate-config", tag = "edge-sites",
+    params(("id" = String, Path, description = "Site id")),
+    responses((status = 202, body = Regenerated), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn regenerate_config(
+    State(control): State<Control>,
+    Caller(auth): Caller,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, ApiJson<Regenerated>), ApiError> {
+    let done = control
+        .regenerate_config(&auth.actor, path_id(&id)?)
+        .await?;
+    Ok((StatusCode::ACCEPTED, ApiJson(done)))
+}
+
+/// Compare the leaf's stored config checksum with the config as it renders now.
+#[utoipa::path(get, path = "/edge-sites/{id}/config-drift", tag = "edge-sites",
+    params(("id" = String, Path, description = "Site id")),
+    responses((status = 200, body = ConfigDrift), (status = 404, body = ErrorBody)))]
+pub async fn get_config_drift(
+    State(control): State<Control>,
+    Caller(auth): Caller,
+    Path(id): Path<String>,
+) -> Result<ApiJson<ConfigDrift>, ApiError> {
+    Ok(ApiJson(
+        control.config_drift(&auth.actor, path_id(&id)?).await?,
+    ))
+}
+
+/// Download a collector bundle: a fresh client certificate and NATS
+/// credentials in the tenant's account, pointed at the package's edge site
+/// leaf (or the SaaS NATS). Moves the package `created -> downloaded`.
+#[utoipa::path(get, path = "/collector-packages/{id}/bundle", tag = "collector-packages",
+    params(("id" = String, Path, description = "Package id")),
+    responses((status = 200, content_type = "application/gzip", body = Vec<u8>),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+pub async fn download_collector_bundle(
+    State(control): State<Control>,
+    Caller(auth): Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let built = control.collector_bundle(&auth.actor, path_id(&id)?).await?;
+    Ok(gzip_download(&built.file_name, built.bytes, &[]))
+}

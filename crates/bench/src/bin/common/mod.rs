@@ -1,0 +1,173 @@
+//! Pieces the `bench-*` binaries share: a site installed from its bundle, a
+//! collector on its leaf, percentiles and small helpers. Each binary includes
+//! this module (`mod common;`) and uses what it needs.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serviceradar_domain::TenantScope;
+use serviceradar_domain::resources::{EdgeSite, Tenant};
+use serviceradar_domain::validate::{DisplayName, FieldError, ListenAddr, NatsUrl, Slug};
+use serviceradar_identity::{Pki, write_secret_file};
+use serviceradar_pki::{TenantRef, issue_collector};
+use serviceradar_provisioning::{build_site_bundle, provision_leaf};
+use serviceradar_server::app::Settings;
+use serviceradar_store::{NewSite, Store};
+
+/// A site provisioned with the product's code, its bundle built and
+/// installed with `setup.sh --prefix` (no root).
+pub struct InstalledSite {
+    /// The site.
+    pub site: EdgeSite,
+    /// The unpacked bundle's root directory.
+    pub root: PathBuf,
+    /// The installed `nats-leaf.conf`.
+    pub config: PathBuf,
+}
+
+/// Creates site `slug` of `tenant` (leaf on 127.0.0.1:`leaf_port`, dialing
+/// `settings.provisioning.hub_leafnode_url`), provisions it, builds its bundle and
+/// installs it below `dir`.
+pub async fn install_site(
+    dir: &Path,
+    store: &Store,
+    pki: &Pki,
+    settings: &Settings,
+    tenant: &Tenant,
+    slug: &str,
+    leaf_port: u16,
+) -> anyhow::Result<InstalledSite> {
+    let (site, leaf) = store
+        .scoped(TenantScope::for_system_task(tenant.id))
+        .create_site(
+            &NewSite {
+                name: parse(DisplayName::parse(slug))?,
+                slug: parse(Slug::parse(slug))?,
+                nats_leaf_url: parse(NatsUrl::parse(&format!("tls://127.0.0.1:{leaf_port}")))?,
+                upstream_url: settings.provisioning.hub_leafnode_url.clone(),
+                local_listen: parse(ListenAddr::parse(&format!("127.0.0.1:{leaf_port}")))?,
+            },
+            None,
+        )
+        .await?;
+    provision_leaf(store, pki, &settings.provisioning, tenant, &site, &leaf).await?;
+    let bundle = build_site_bundle(
+        store,
+        pki,
+        &settings.provisioning,
+        TenantScope::for_system_task(tenant.id),
+        site.id,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("building the site bundle: {e}"))?;
+    let archive = dir.join(&bundle.file_name);
+    std::fs::write(&archive, &bundle.bytes)?;
+    run_cmd(
+        Command::new("tar")
+            .arg("xzf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(dir),
+    )?;
+    let root = dir.join(bundle.file_name.trim_end_matches(".tar.gz"));
+    if !root.is_dir() {
+        bail!("bundle root {} missing", root.display());
+    }
+    let prefix = dir.join(format!("edge-{slug}"));
+    run_cmd(
+        Command::new("bash")
+            .arg("setup.sh")
+            .arg("--prefix")
+            .arg(&prefix)
+            .arg("--no-start")
+            .current_dir(&root),
+    )?;
+    Ok(InstalledSite {
+        site,
+        root,
+        config: prefix.join("etc/serviceradar/nats/nats-leaf.conf"),
+    })
+}
+
+/// A client on `tenant`'s leaf at 127.0.0.1:`leaf_port`, authenticated by a
+/// collector certificate from the tenant CA (as a collector bundle does),
+/// trusting the leaf's server certificate through the bundle's CA chain.
+pub async fn collector_client(
+    dir: &Path,
+    store: &Store,
+    pki: &Pki,
+    tenant: &Tenant,
+    bundle_root: &Path,
+    leaf_port: u16,
+) -> anyhow::Result<async_nats::Client> {
+    let ca = pki.tenant_ca(store, tenant).await?;
+    let cert = issue_collector(
+        &ca,
+        TenantRef {
+            id: tenant.id.as_uuid(),
+            slug: tenant.slug.as_str(),
+        },
+        uuid::Uuid::now_v7(),
+        &pki.issue_options(),
+    )?;
+    let (cert_path, key_path) = (dir.join("collector.pem"), dir.join("collector-key.pem"));
+    std::fs::write(&cert_path, cert.full_chain_pem())?;
+    write_secret_file(&key_path, cert.key_pem.as_bytes())?;
+    Ok(async_nats::ConnectOptions::new()
+        .require_tls(true)
+        .add_root_certificates(bundle_root.join("certs/ca-chain.pem"))
+        .add_client_certificate(cert_path, key_path)
+        .connection_timeout(Duration::from_secs(5))
+        .connect(format!("tls://127.0.0.1:{leaf_port}"))
+        .await?)
+}
+
+/// Runs `cmd`; its output becomes the error when it fails.
+pub fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The value at fraction `q` of sorted `values` (nearest rank).
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// A domain parse result as an `anyhow` error.
+pub fn parse<T>(r: Result<T, FieldError>) -> anyhow::Result<T> {
+    r.map_err(|e| anyhow::anyhow!("{}", e.message))
+}
+
+/// `PASS` or `MISS`.
+pub fn verdict(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "MISS" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 50.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&[3.0], 0.99), 3.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+}

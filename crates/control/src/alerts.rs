@@ -1,0 +1,169 @@
+//! Alerts (list, acknowledge, resolve by hand), alert webhooks (the signing
+//! secret is returned once and stored sealed) and sites' edge agents.
+
+use rand::RngCore;
+use serde::Deserialize;
+use serviceradar_domain::state::{AlertEvent, AlertStatus};
+use serviceradar_domain::validate::{FieldErrors, WebhookUrl};
+use serviceradar_domain::{Action, Actor, EdgeSiteId};
+use serviceradar_health::webhooks;
+use serviceradar_store::Page;
+use serviceradar_store::health::{AgentRecord, Alert, Webhook, WebhookDelivery};
+
+use crate::params::parse_filter;
+use crate::{Control, ControlError, PageParams};
+
+/// Filters for listing alerts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+pub struct AlertQuery {
+    /// Only alerts in this status.
+    pub status: Option<String>,
+}
+
+/// A new webhook.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhook {
+    /// `http://` or `https://` URL receiving alert notifications.
+    pub url: String,
+}
+
+/// A created webhook and its signing secret (shown once).
+pub struct CreatedWebhook {
+    /// The webhook.
+    pub webhook: Webhook,
+    /// HMAC-SHA256 key for `X-ServiceRadar-Signature`.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for CreatedWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedWebhook")
+            .field("webhook", &self.webhook)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Control {
+    /// A page of alerts, oldest first.
+    pub async fn list_alerts(
+        &self,
+        actor: &Actor,
+        query: &AlertQuery,
+        page: &PageParams,
+    ) -> Result<Page<Alert>, ControlError> {
+        let scoped = self.scoped(actor, Action::ReadData)?;
+        let mut errors = FieldErrors::default();
+        let page = page.parse(&mut errors);
+        let status: Option<AlertStatus> =
+            parse_filter("status", query.status.as_deref(), &mut errors);
+        errors.into_result()?;
+        Ok(scoped.list_alerts(status, &page).await?)
+    }
+
+    /// One alert.
+    pub async fn alert(&self, actor: &Actor, id: uuid::Uuid) -> Result<Alert, ControlError> {
+        let scoped = self.scoped(actor, Action::ReadData)?;
+        Ok(scoped.alert(id).await?)
+    }
+
+    /// Acknowledges or resolves an alert; resolving notifies the webhooks.
+    pub async fn transition_alert(
+        &self,
+        actor: &Actor,
+        id: uuid::Uuid,
+        event: AlertEvent,
+    ) -> Result<Alert, ControlError> {
+        let scoped = self.scoped(actor, Action::WriteAlerts)?;
+        let user = actor.user_id.to_string();
+        let alert = scoped.transition_alert(id, event, Some(&user)).await?;
+        tracing::info!(alert_id = %id, status = %alert.status, "alert changed by a user");
+        if event == AlertEvent::Resolve {
+            webhooks::notify(self.store(), &alert, webhooks::EVENT_RESOLVED).await;
+        }
+        Ok(alert)
+    }
+
+    /// A page of the tenant's webhooks.
+    pub async fn list_webhooks(
+        &self,
+        actor: &Actor,
+        page: &PageParams,
+    ) -> Result<Page<Webhook>, ControlError> {
+        let scoped = self.scoped(actor, Action::ManageWebhooks)?;
+        let mut errors = FieldErrors::default();
+        let page = page.parse(&mut errors);
+        errors.into_result()?;
+        Ok(scoped.list_webhooks(&page).await?)
+    }
+
+    /// Creates a webhook with a fresh signing secret.
+    pub async fn create_webhook(
+        &self,
+        actor: &Actor,
+        input: &CreateWebhook,
+    ) -> Result<CreatedWebhook, ControlError> {
+        let scoped = self.scoped(actor, Action::ManageWebhooks)?;
+        let url =
+            WebhookUrl::parse(&input.url).map_err(|e| ControlError::field("url", e.message))?;
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let secret = format!("whsec_{}", hex::encode(bytes));
+        let id = uuid::Uuid::now_v7();
+        let sealed = self
+            .pki()
+            .seal(&secret, &webhooks::secret_aad(actor.tenant_id, id));
+        let webhook = scoped.create_webhook(id, url.as_str(), &sealed).await?;
+        tracing::info!(webhook_id = %id, "webhook created");
+        Ok(CreatedWebhook { webhook, secret })
+    }
+
+    /// Deletes a webhook.
+    pub async fn delete_webhook(&self, actor: &Actor, id: uuid::Uuid) -> Result<(), ControlError> {
+        let scoped = self.scoped(actor, Action::ManageWebhooks)?;
+        Ok(scoped.delete_webhook(id).await?)
+    }
+
+    /// The delivery log of a webhook.
+    pub async fn list_deliveries(
+        &self,
+        actor: &Actor,
+        id: uuid::Uuid,
+        page: &PageParams,
+    ) -> Result<Page<WebhookDelivery>, ControlError> {
+        let scoped = self.scoped(actor, Action::ManageWebhooks)?;
+        let mut errors = FieldErrors::default();
+        let page = page.parse(&mut errors);
+        errors.into_result()?;
+        scoped.webhook(id).await?;
+        Ok(scoped.list_deliveries(id, &page).await?)
+    }
+
+    /// The site's edge agent (not found until provisioning issued its certificate).
+    pub async fn site_agent(
+        &self,
+        actor: &Actor,
+        site: EdgeSiteId,
+    ) -> Result<AgentRecord, ControlError> {
+        let scoped = self.scoped(actor, Action::ReadSites)?;
+        scoped
+            .agent_for_site(site)
+            .await?
+            .ok_or(ControlError::NotFound)
+    }
+
+    /// Revokes the site's edge agent: the gateway refuses its certificate.
+    pub async fn revoke_site_agent(
+        &self,
+        actor: &Actor,
+        site: EdgeSiteId,
+    ) -> Result<AgentRecord, ControlError> {
+        let scoped = self.scoped(actor, Action::DeleteSites)?;
+        let agent = scoped.revoke_agent(site).await?;
+        tracing::warn!(site_id = %site, agent_id = %agent.id, "edge agent revoked");
+        Ok(agent)
+    }
+}

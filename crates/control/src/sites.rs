@@ -1,0 +1,329 @@
+//! Edge sites and their NATS leaf servers: create (with the provisioning
+//! job, in one transaction), change, delete (revoking the leaf's NATS
+//! sessions), regenerate the config, check drift, build the site bundle.
+
+use serde::{Deserialize, Serialize};
+use serviceradar_domain::resources::{EdgeSite, NatsLeafServer};
+use serviceradar_domain::validate::{DisplayName, FieldErrors, ListenAddr, NatsUrl, Slug};
+use serviceradar_domain::{Action, Actor, EdgeSiteId, LeafServerId};
+use serviceradar_identity::{aad, creds_user_key};
+use serviceradar_provisioning::{BuiltSiteBundle, ConfigDrift, SiteBundleError};
+use serviceradar_store::{LeafFilter, NewSite, Page, SiteFilter, SiteUpdate};
+
+use crate::error::finish;
+use crate::params::parse_filter;
+use crate::{Control, ControlError, PageParams};
+
+/// A new edge site, as a form or JSON body carries it.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateSite {
+    /// Display name, 1–100 characters, no control characters.
+    pub name: String,
+    /// `[a-z0-9-]`, 1–63 characters; derived from the name if absent.
+    pub slug: Option<String>,
+    /// `nats://host:port` or `tls://host:port` where collectors reach the leaf.
+    pub nats_leaf_url: String,
+    /// Leaf client listen address (default `0.0.0.0:<port of nats_leaf_url>`).
+    pub local_listen: Option<String>,
+}
+
+/// Changes to an edge site.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSite {
+    /// New display name.
+    pub name: Option<String>,
+    /// New leaf URL.
+    pub nats_leaf_url: Option<String>,
+}
+
+/// Filters for listing sites.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+pub struct SiteQuery {
+    /// Only sites in this status.
+    pub status: Option<String>,
+    /// Only sites whose name contains this (case-insensitive).
+    pub name: Option<String>,
+}
+
+/// Filters for listing leaf servers.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+pub struct LeafQuery {
+    /// Only leaf servers in this status.
+    pub status: Option<String>,
+}
+
+/// What a regeneration request did.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Regenerated {
+    /// True if a new provisioning job was queued (false: one is already pending).
+    pub enqueued: bool,
+    /// Drift of the current config before regeneration.
+    pub drift: ConfigDrift,
+}
+
+impl Control {
+    /// A page of the tenant's sites.
+    pub async fn list_sites(
+        &self,
+        actor: &Actor,
+        query: &SiteQuery,
+        page: &PageParams,
+    ) -> Result<Page<EdgeSite>, ControlError> {
+        let scoped = self.scoped(actor, Action::ReadSites)?;
+        let mut errors = FieldErrors::default();
+        let page = page.parse(&mut errors);
+        let filter = SiteFilter {
+            status: parse_filter("status", query.status.as_deref(), &mut errors),
+            name_contains: query.name.clone().filter(|n| !n.is_empty()),
+        };
+        errors.into_result()?;
+        Ok(scoped.list_sites(&filter, &page).await?)
+    }
+
+    /// Creates a site, its pending leaf server and (when provisioning runs
+    /// here) its provisioning job, in one transaction.
+    pub async fn create_site(
+        &self,
+        actor: &Actor,
+        input: &CreateSite,
+    ) -> Result<(EdgeSite, NatsLeafServer), ControlError> {
+        let scoped = self.scoped(actor, Action::WriteSites)?;
+        let mut errors = FieldErrors::default();
+        let name = errors.check("name", DisplayName::parse(&input.name));
+        let slug = match (&input.slug, &name) {
+            (Some(slug), _) => errors.check("slug", Slug::parse(slug)),
+            (None, Some(name)) => errors.check("slug", Slug::derive_from(name.as_str())),
+            (None, None) => None,
+        };
+        let url = errors.check("nats_leaf_url", NatsUrl::parse(&input.nats_leaf_url));
+        let listen = match (&input.local_listen, &url) {
+            (Some(raw), _) => errors.check("local_listen", ListenAddr::parse(raw)),
+            (None, Some(url)) => errors.check(
+                "local_listen",
+                ListenAddr::parse(&format!("0.0.0.0:{}", url.port())),
+            ),
+            (None, None) => None,
+        };
+        let (name, slug, nats_leaf_url, local_listen) = finish(
+            errors,
+            name.zip(slug)
+                .zip(url.zip(listen))
+                .map(|((n, s), (u, l))| (n, s, u, l)),
+        )?;
+        let new = NewSite {
+            name,
+            slug,
+            nats_leaf_url,
+            upstream_url: self.settings().provisioning.hub_leafnode_url.clone(),
+            local_listen,
+        };
+        let job = self.inner.jobs.provisioning_job_for_new_site();
+        let (site, leaf) = scoped.create_site(&new, job).await?;
+        tracing::info!(site_id = %site.id, slug = %site.slug, "edge site created");
+        metrics::counter!("serviceradar_edge_sites_created_total").increment(1);
+        Ok((site, leaf))
+    }
+
+    /// One site with its leaf server.
+    pub async fn site(
+        &self,
+        actor: &Actor,
+        id: EdgeSiteId,
+    ) -> Result<(EdgeSite, NatsLeafServer), ControlError> {
+        let scoped = self.scoped(actor, Action::ReadSites)?;
+        Ok((scoped.site(id).await?, scoped.leaf_for_site(id).await?))
+    }
+
+    /// Changes a site's name or leaf URL.
+    pub async fn update_site(
+        &self,
+        actor: &Actor,
+        id: EdgeSiteId,
+        input: &UpdateSite,
+    ) -> Result<EdgeSite, ControlError> {
+        let scoped = self.scoped(actor, Action::WriteSites)?;
+        let mut errors = FieldErrors::default();
+        let update = SiteUpdate {
+            name: input
+                .name
+                .as_deref()
+                .and_then(|n| errors.check("name", DisplayName::parse(n))),
+            nats_leaf_url: input
+                .nats_leaf_url
+                .as_deref()
+                .and_then(|u| errors.check("nats_leaf_url", NatsUrl::parse(u))),
+        };
+        errors.into_result()?;
+        Ok(scoped.update_site(id, &update).await?)
+    }
+
+    /// Deletes a site and its leaf server, then revokes the leaf's NATS
+    /// sessions on the hub (a revocation failure is logged: the leaf
+    /// authorization callout refuses the deleted site from now on anyway).
+    pub async fn delete_site(&self, actor: &Actor, id: EdgeSiteId) -> Result<(), ControlError> {
+        let scoped = self.scoped(actor, Action::DeleteSites)?;
+        // The leaf's NATS user, to revoke once the site is gone.
+        let leaf_user = self.leaf_user_key(&scoped, id).await?;
+        scoped.delete_site(id).await?;
+        tracing::info!(site_id = %id, "edge site deleted");
+        // From now on the leaf authorization callout refuses the leaf. Its live
+        // hub sessions are read *after* the delete: a session the callout records
+        // later is refused by the callout's own re-check of the site.
+        let mut keys = scoped.leaf_session_keys(id).await?;
+        // Leaves provisioned before the callout existed were users of the
+        // tenant's account themselves.
+        keys.extend(leaf_user);
+        if !keys.is_empty() {
+            let store = self.store();
+            let tenant = store.tenant(actor.tenant_id).await?;
+            match self.pki().revoke_users(store, &tenant, &keys).await {
+                Ok(()) => scoped.forget_leaf_sessions(id).await?,
+                Err(e) => tracing::error!(site_id = %id, error = format!("{e:#}"),
+                    "revoking the deleted site's NATS sessions failed"),
+            }
+        }
+        Ok(())
+    }
+
+    async fn leaf_user_key(
+        &self,
+        scoped: &serviceradar_store::Scoped<'_>,
+        site: EdgeSiteId,
+    ) -> Result<Option<String>, ControlError> {
+        let leaf = scoped.leaf_for_site(site).await?;
+        let Some(material) = scoped.leaf_provisioning(leaf.id).await? else {
+            return Ok(None);
+        };
+        let creds = self
+            .pki()
+            .open(
+                &material.creds_sealed,
+                &aad::leaf(leaf.tenant_id, leaf.id, "creds"),
+            )
+            .map_err(|e| {
+                ControlError::internal(
+                    "sealed_material",
+                    format!("opening the leaf's creds: {e:#}"),
+                )
+            })?;
+        Ok(creds_user_key(&creds))
+    }
+
+    /// The leaf server of a site.
+    pub async fn site_leaf_server(
+        &self,
+        actor: &Actor,
+        id: EdgeSiteId,
+    ) -> Result<NatsLeafServer, ControlError> {
+        let scoped = self.scoped(actor, Action::ReadSites)?;
+        Ok(scoped.leaf_for_site(id).await?)
+    }
+
+    /// A page of the tenant's leaf servers.
+    pub async fn list_leaf_servers(
+        &self,
+        actor: &Actor,
+        query: &LeafQuery,
+        page: &PageParams,
+    ) -> Result<Page<NatsLeafServer>, ControlError> {
+        let scoped = self.scoped(actor, Action::ReadSites)?;
+        let mut errors = FieldErrors::default();
+        let page = page.parse(&mut errors);
+        let filter = LeafFilter {
+            status: parse_filter("status", query.status.as_deref(), &mut errors),
+        };
+        errors.into_result()?;
+        Ok(scoped.list_leaf_servers(&filter, &page).await?)
+    }
+
+    /// One leaf server.
+    pub async fn leaf_server(
+        &self,
+        actor: &Actor,
+        id: LeafServerId,
+    ) -> Result<NatsLeafServer, ControlError> {
+        let scoped = self.scoped(actor, Action::ReadSites)?;
+        Ok(scoped.leaf_server(id).await?)
+    }
+
+    /// The site bundle, built from stored material (409 while provisioning).
+    pub async fn site_bundle(
+        &self,
+        actor: &Actor,
+        id: EdgeSiteId,
+    ) -> Result<BuiltSiteBundle, ControlError> {
+        actor.authorize(Action::DownloadBundle)?;
+        let built = serviceradar_provisioning::build_site_bundle(
+            self.store(),
+            self.pki(),
+            &self.settings().provisioning,
+            actor.scope(),
+            id,
+        )
+        .await
+        .map_err(|err| match err {
+            SiteBundleError::Store(e) => e.into(),
+            pending @ SiteBundleError::Pending(_) => ControlError::Conflict(pending.to_string()),
+            SiteBundleError::Internal(e) => ControlError::internal("site_bundle", format!("{e:#}")),
+        })?;
+        tracing::info!(site_id = %id, checksum = %built.config_checksum, "site bundle downloaded");
+        metrics::counter!("serviceradar_site_bundles_downloaded_total").increment(1);
+        Ok(built)
+    }
+
+    /// Compares the leaf's stored config checksum with the config as it renders now.
+    pub async fn config_drift(
+        &self,
+        actor: &Actor,
+        id: EdgeSiteId,
+    ) -> Result<ConfigDrift, ControlError> {
+        let scoped = self.scoped(actor, Action::ReadSites)?;
+        self.drift(&scoped, id).await.map(|(drift, _)| drift)
+    }
+
+    async fn drift(
+        &self,
+        scoped: &serviceradar_store::Scoped<'_>,
+        id: EdgeSiteId,
+    ) -> Result<(ConfigDrift, NatsLeafServer), ControlError> {
+        let site = scoped.site(id).await?;
+        let leaf = scoped.leaf_for_site(id).await?;
+        let tenant = self.store().tenant(site.tenant_id).await?;
+        let drift = serviceradar_provisioning::config_drift(
+            &self.settings().provisioning,
+            &tenant,
+            &site,
+            &leaf,
+        )
+        .map_err(|e| ControlError::internal("config_render", format!("{e:#}")))?;
+        Ok((drift, leaf))
+    }
+
+    /// Queues the provisioning job again (re-issues certificates and
+    /// credentials, re-renders the config; one pending job per leaf).
+    pub async fn regenerate_config(
+        &self,
+        actor: &Actor,
+        id: EdgeSiteId,
+    ) -> Result<Regenerated, ControlError> {
+        let scoped = self.scoped(actor, Action::WriteSites)?;
+        let (drift, leaf) = self.drift(&scoped, id).await?;
+        let job = serviceradar_provisioning::provisioning_job(&leaf);
+        let enqueued = self
+            .store()
+            .enqueue_job(&job, Some(leaf.tenant_id))
+            .await?
+            .is_some();
+        tracing::info!(site_id = %id, enqueued, drifted = drift.drifted, "leaf config regeneration requested");
+        Ok(Regenerated { enqueued, drift })
+    }
+}

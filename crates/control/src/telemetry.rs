@@ -1,0 +1,55 @@
+//! Ingested telemetry: events, metrics and logs of the tenant, by event time.
+
+use serde::Deserialize;
+use serviceradar_domain::telemetry::TelemetryKind;
+use serviceradar_domain::validate::{FieldError, FieldErrors};
+use serviceradar_domain::{Action, Actor};
+use serviceradar_store::{Page, StoredRecord, TimeRange};
+
+use crate::{Control, ControlError, PageParams};
+
+/// Time range of a telemetry list.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+pub struct TelemetryQuery {
+    /// Only records at or after this time (Unix ms).
+    pub from: Option<i64>,
+    /// Only records before this time (Unix ms).
+    pub to: Option<i64>,
+}
+
+impl Control {
+    /// A page of `kind` records in the time range.
+    pub async fn list_telemetry(
+        &self,
+        actor: &Actor,
+        kind: TelemetryKind,
+        query: &TelemetryQuery,
+        page: &PageParams,
+    ) -> Result<Page<StoredRecord>, ControlError> {
+        let scoped = self.scoped(actor, Action::ReadData)?;
+        let mut errors = FieldErrors::default();
+        let page = page.parse(&mut errors);
+        for (field, value) in [("from", query.from), ("to", query.to)] {
+            if value.is_some_and(|v| v < 0) {
+                errors
+                    .0
+                    .push(FieldError::new(field, "must be Unix milliseconds (>= 0)"));
+            }
+        }
+        if let (Some(from), Some(to)) = (query.from, query.to)
+            && from >= to
+        {
+            errors
+                .0
+                .push(FieldError::new("to", "must be later than from"));
+        }
+        errors.into_result()?;
+        let range = TimeRange {
+            from: query.from,
+            to: query.to,
+        };
+        Ok(scoped.list_telemetry(kind, range, &page).await?)
+    }
+}

@@ -1,0 +1,189 @@
+//! Users of a tenant: list, create (password given or generated once),
+//! change role or password, delete. Role changes go through the policy's
+//! role-management rule so nobody grants more than they hold.
+
+use serde::Deserialize;
+use serviceradar_auth::{hash_password_blocking, random_token};
+use serviceradar_domain::policy::Role;
+use serviceradar_domain::resources::User;
+use serviceradar_domain::validate::{Email, FieldError, FieldErrors, Password};
+use serviceradar_domain::{Action, Actor, UserId};
+use serviceradar_store::{NewUser, Page};
+
+use crate::error::finish;
+use crate::{Control, ControlError, PageParams};
+
+/// A new user.
+#[derive(Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    /// Login e-mail, unique in the tenant.
+    pub email: String,
+    /// Role; you can grant at most your own (only owners grant owner).
+    pub role: String,
+    /// Initial password (12+ characters); generated and returned once if absent.
+    pub password: Option<String>,
+}
+
+/// Changes to a user.
+#[derive(Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    /// New role.
+    pub role: Option<String>,
+    /// New password (ends the user's sessions).
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for CreateUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateUser")
+            .field("email", &self.email)
+            .field("role", &self.role)
+            .field("password", &crate::redacted(&self.password))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for UpdateUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdateUser")
+            .field("role", &self.role)
+            .field("password", &crate::redacted(&self.password))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for CreatedUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedUser")
+            .field("user", &self.user)
+            .field("initial_password", &crate::redacted(&self.initial_password))
+            .finish()
+    }
+}
+
+/// A created user and, when none was given, the generated password (shown once).
+pub struct CreatedUser {
+    /// The user.
+    pub user: User,
+    /// The generated password.
+    pub initial_password: Option<String>,
+}
+
+fn parse_role(raw: &str, errors: &mut FieldErrors) -> Option<Role> {
+    errors.check(
+        "role",
+        raw.parse::<Role>().map_err(|m| FieldError::new("role", m)),
+    )
+}
+
+impl Control {
+    /// A page of the tenant's users.
+    pub async fn list_users(
+        &self,
+        actor: &Actor,
+        page: &PageParams,
+    ) -> Result<Page<User>, ControlError> {
+        let scoped = self.scoped(actor, Action::ReadUsers)?;
+        let mut errors = FieldErrors::default();
+        let page = page.parse(&mut errors);
+        errors.into_result()?;
+        Ok(scoped.list_users(&page).await?)
+    }
+
+    /// Creates a user.
+    pub async fn create_user(
+        &self,
+        actor: &Actor,
+        input: &CreateUser,
+    ) -> Result<CreatedUser, ControlError> {
+        let scoped = self.scoped(actor, Action::ManageUsers)?;
+        let mut errors = FieldErrors::default();
+        let email = errors.check("email", Email::parse(&input.email));
+        let role = parse_role(&input.role, &mut errors);
+        let generated = input.password.is_none().then(|| random_token(18));
+        let password_text = input
+            .password
+            .clone()
+            .or_else(|| generated.clone())
+            .unwrap_or_default();
+        let password = errors.check("password", Password::parse(&password_text));
+        let (email, role, password) = finish(
+            errors,
+            email.zip(role).zip(password).map(|((e, r), p)| (e, r, p)),
+        )?;
+        actor.authorize_role_management(role)?;
+        let password_hash = hash_password_blocking(password).await?;
+        let user = scoped
+            .create_user(&NewUser {
+                email,
+                role,
+                password_hash,
+            })
+            .await?;
+        tracing::info!(new_user_id = %user.id, role = %user.role, "user created");
+        Ok(CreatedUser {
+            user,
+            initial_password: generated,
+        })
+    }
+
+    /// One user (anyone may read themselves).
+    pub async fn user(&self, actor: &Actor, id: UserId) -> Result<User, ControlError> {
+        if id != actor.user_id {
+            actor.authorize(Action::ReadUsers)?;
+        }
+        Ok(self.store().scoped(actor.scope()).user(id).await?)
+    }
+
+    /// Changes a user's role or password.
+    pub async fn update_user(
+        &self,
+        actor: &Actor,
+        id: UserId,
+        input: &UpdateUser,
+    ) -> Result<User, ControlError> {
+        let mut errors = FieldErrors::default();
+        let role = input
+            .role
+            .as_deref()
+            .and_then(|r| parse_role(r, &mut errors));
+        let password = input
+            .password
+            .as_deref()
+            .and_then(|p| errors.check("password", Password::parse(p)));
+        errors.into_result()?;
+        let scoped = self.store().scoped(actor.scope());
+        let target = scoped.user(id).await?;
+        let changing_self_password_only = id == actor.user_id && role.is_none();
+        if !changing_self_password_only {
+            // Managing someone with a role needs rights over that role, and over the new one.
+            actor.authorize_role_management(target.role)?;
+            if let Some(role) = role {
+                actor.authorize_role_management(role)?;
+            }
+        }
+        if let Some(password) = password {
+            scoped
+                .set_user_password(id, &hash_password_blocking(password).await?)
+                .await?;
+        }
+        Ok(match role {
+            Some(role) => scoped.set_user_role(id, role).await?,
+            None => target,
+        })
+    }
+
+    /// Deletes a user (their tokens and sessions end with them).
+    pub async fn delete_user(&self, actor: &Actor, id: UserId) -> Result<(), ControlError> {
+        let scoped = self.scoped(actor, Action::ManageUsers)?;
+        let target = scoped.user(id).await?;
+        actor.authorize_role_management(target.role)?;
+        scoped.delete_user(id).await?;
+        tracing::info!(deleted_user_id = %id, "user deleted");
+        Ok(())
+    }
+}

@@ -1,0 +1,161 @@
+//! The agent gateway: gRPC over mTLS for edge agents (`serviceradar-agent`).
+//!
+//! * **Transport** ([`GatewayTls`]): rustls via tonic, a client certificate is
+//!   *required* and must chain to the platform root (agents present their
+//!   tenant intermediate with their certificate). No certificate, an expired
+//!   one or one from an unknown CA fails the TLS handshake; no handler runs.
+//!   The gateway's server certificate is issued by the platform root at start
+//!   (like the hub's), so agents trust it through the `root-ca.pem` of their
+//!   site bundle.
+//! * **Identity** ([`identity`]): tenant, agent and site come from the verified
+//!   certificate (SPIFFE URI SAN + CN `agent.{site}.{tenant}.serviceradar`),
+//!   checked against the tenant CA that issued it and the stored agent row.
+//!   Identity claims in requests that disagree are `PERMISSION_DENIED` and
+//!   audited (`gateway_audit` table, `serviceradar_gateway_denied_total`).
+//! * **Service** ([`service`]): `Hello`, `GetConfig`, `PushStatus`,
+//!   `PushResults`; agent contact and leaf checker results feed
+//!   `serviceradar_health`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serviceradar_pki::issue_platform_server;
+use serviceradar_proto::v1::agent_gateway_server::AgentGatewayServer;
+use serviceradar_store::Store;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use serviceradar_health::Health;
+use serviceradar_identity::Pki;
+
+pub mod identity;
+pub mod service;
+
+/// Gateway settings: its certificate's names and what it tells agents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewaySettings {
+    /// Host names / IPs in the gateway's server certificate.
+    pub hosts: Vec<String>,
+    /// Config poll interval given to agents (seconds).
+    pub agent_config_poll_secs: u32,
+    /// Status push interval given to agents (seconds).
+    pub agent_push_interval_secs: u32,
+    /// The leaf monitoring listener of provisioned leaves (the agent's leaf
+    /// check dials its port on loopback); `None` gives agents no leaf check.
+    pub leaf_monitoring_listen: Option<String>,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            hosts: vec!["localhost".into(), "127.0.0.1".into()],
+            agent_config_poll_secs: serviceradar_proto::DEFAULT_CONFIG_POLL_SECS,
+            agent_push_interval_secs: 30,
+            leaf_monitoring_listen: Some("127.0.0.1:8222".into()),
+        }
+    }
+}
+
+/// Server identity and client trust of the gateway.
+pub struct GatewayTls {
+    /// Server certificate chain (PEM).
+    pub cert_chain_pem: String,
+    /// Server key (PEM).
+    pub key_pem: zeroize::Zeroizing<String>,
+    /// The platform root, the only trust anchor for client certificates.
+    pub client_root_pem: String,
+}
+
+impl GatewayTls {
+    /// Issues a fresh gateway server certificate from the platform root for `hosts`.
+    pub async fn issue(store: &Store, pki: &Pki, hosts: &[String]) -> anyhow::Result<Self> {
+        let root = pki.root_ca(store).await?;
+        let server = issue_platform_server(&root, "gateway", hosts, &pki.issue_options())
+            .context("issuing the gateway server certificate")?;
+        Ok(Self {
+            cert_chain_pem: server.full_chain_pem(),
+            key_pem: server.key_pem.clone(),
+            client_root_pem: root.cert_pem().to_owned(),
+        })
+    }
+
+    fn server_config(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new()
+            .identity(Identity::from_pem(
+                &self.cert_chain_pem,
+                self.key_pem.as_bytes(),
+            ))
+            .client_ca_root(Certificate::from_pem(&self.client_root_pem))
+            .client_auth_optional(false)
+            .timeout(Duration::from_secs(10))
+    }
+}
+
+/// Listen backlog: a reconnect storm of thousands of agents must not
+/// overflow the accept queue (the kernel caps it at `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// A bound, not yet serving gateway.
+pub struct Gateway {
+    listener: TcpListener,
+    tls: GatewayTls,
+    service: service::GatewayService,
+}
+
+impl Gateway {
+    /// Binds `addr` and prepares the service.
+    pub async fn bind(
+        addr: SocketAddr,
+        store: Store,
+        pki: Arc<Pki>,
+        settings: Arc<GatewaySettings>,
+        health: Health,
+    ) -> anyhow::Result<Self> {
+        let tls = GatewayTls::issue(&store, &pki, &settings.hosts).await?;
+        let listener =
+            listen(addr).with_context(|| format!("binding the agent gateway on {addr}"))?;
+        Ok(Self {
+            listener,
+            tls,
+            service: service::GatewayService::new(store, pki, settings, health),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        Server::builder()
+            .tls_config(self.tls.server_config())?
+            .http2_keepalive_interval(Some(Duration::from_secs(60)))
+            .timeout(Duration::from_secs(60))
+            .add_service(
+                AgentGatewayServer::new(self.service)
+                    .max_decoding_message_size(serviceradar_proto::MAX_CHUNK_BYTES + 64 * 1024),
+            )
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .await
+            .context("serving the agent gateway")
+    }
+}

@@ -1,0 +1,383 @@
+//! The `AgentGateway` gRPC service.
+//!
+//! Every call first resolves the caller from its certificate
+//! ([`super::identity`]), then checks the request's identity claims against
+//! it. Contact of any kind counts as agent activity ([`Health::agent_seen`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use serviceradar_proto::v1::agent_gateway_server::AgentGateway;
+use serviceradar_proto::v1::{
+    AgentConfig, CheckSpec, GetConfigRequest, GetConfigResponse, HelloRequest, HelloResponse,
+    IdentityClaim, PushResultsResponse, PushStatusRequest, PushStatusResponse, ResultsChunk,
+};
+use serviceradar_proto::{MAX_CHUNK_BYTES, MAX_UPLOAD_BYTES};
+use serviceradar_store::Store;
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use super::identity::{AgentIdentity, IdentityResolver};
+use crate::GatewaySettings;
+use serviceradar_health::Health;
+use serviceradar_identity::Pki;
+
+/// Most check results in one `PushStatus`.
+pub const MAX_RESULTS_PER_PUSH: usize = 1_000;
+const UPLOAD_IDLE: Duration = Duration::from_secs(600);
+const MAX_OPEN_UPLOADS_PER_AGENT: usize = 8;
+
+/// State of one (possibly interrupted) `PushResults` upload.
+struct Upload {
+    next_index: u64,
+    bytes: u64,
+    digest: Sha256,
+    touched: Instant,
+}
+
+/// The gateway service.
+pub struct GatewayService {
+    store: Store,
+    pki: Arc<Pki>,
+    settings: Arc<GatewaySettings>,
+    health: Health,
+    resolver: IdentityResolver,
+    uploads: Mutex<HashMap<(uuid::Uuid, String), Upload>>,
+}
+
+impl GatewayService {
+    /// A service over the store.
+    pub fn new(
+        store: Store,
+        pki: Arc<Pki>,
+        settings: Arc<GatewaySettings>,
+        health: Health,
+    ) -> Self {
+        Self {
+            store,
+            pki,
+            settings,
+            health,
+            resolver: IdentityResolver::default(),
+            uploads: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn caller<T>(&self, request: &Request<T>) -> Result<AgentIdentity, Status> {
+        let certs = request.peer_certs();
+        self.resolver
+            .resolve(
+                &self.store,
+                self.pki.trust_domain(),
+                certs.as_ref().map(|c| c.as_slice()),
+            )
+            .await
+    }
+
+    /// Rejects (and audits) a claim that disagrees with the certificate.
+    async fn check_claim(
+        &self,
+        rpc: &str,
+        id: &AgentIdentity,
+        claim: Option<&IdentityClaim>,
+    ) -> Result<(), Status> {
+        let Some(claim) = claim else { return Ok(()) };
+        let mismatch = [
+            ("tenant_id", &claim.tenant_id, id.tenant_id.to_string()),
+            ("site_id", &claim.site_id, id.site_id.to_string()),
+            ("agent_id", &claim.agent_id, id.agent_id.to_string()),
+        ]
+        .into_iter()
+        .find(|(_, claimed, actual)| !claimed.is_empty() && !claimed.eq_ignore_ascii_case(actual));
+        let Some((field, claimed, _)) = mismatch else {
+            return Ok(());
+        };
+        let reason = format!("{field} claim {claimed:?} disagrees with the certificate");
+        metrics::counter!("serviceradar_gateway_denied_total", "rpc" => rpc.to_owned(), "field" => field)
+            .increment(1);
+        tracing::warn!(rpc, field, claimed = %claimed, peer = %id.common_name,
+            "agent claim disagrees with its certificate; rejected");
+        if let Err(e) = self
+            .store
+            .audit_gateway(
+                Some(id.tenant_id),
+                Some(id.agent_id),
+                &id.common_name,
+                rpc,
+                &reason,
+            )
+            .await
+        {
+            tracing::error!(error = %e, "writing the gateway audit record failed");
+        }
+        Err(Status::permission_denied(format!(
+            "{field} does not match the client certificate"
+        )))
+    }
+
+    async fn seen(&self, id: &AgentIdentity) -> Result<(), Status> {
+        self.health.agent_seen(id).await.map_err(|e| {
+            tracing::error!(error = %e, "recording agent contact failed");
+            Status::unavailable("try again later")
+        })
+    }
+
+    /// The config of `id`'s agent: the site's leaf checker (pointing at the
+    /// leaf's local monitoring port) plus intervals. Its version is a digest
+    /// of the content, so an unchanged config has an unchanged version.
+    pub fn config_for(&self, _id: &AgentIdentity) -> AgentConfig {
+        let monitoring = self
+            .settings
+            .leaf_monitoring_listen
+            .as_deref()
+            .and_then(|l| l.rsplit_once(':'))
+            .map(|(_, port)| format!("http://127.0.0.1:{port}"));
+        let checks = monitoring
+            .map(|target| CheckSpec {
+                name: "nats-leaf".into(),
+                kind: "nats_leaf".into(),
+                target,
+                interval_secs: self.settings.agent_push_interval_secs,
+                timeout_ms: 5_000,
+            })
+            .into_iter()
+            .collect();
+        let mut config = AgentConfig {
+            version: String::new(),
+            config_poll_interval_secs: self.settings.agent_config_poll_secs,
+            push_interval_secs: self.settings.agent_push_interval_secs,
+            checks,
+        };
+        let digest = Sha256::digest(config.encode_to_vec());
+        config.version = hex::encode(&digest[..12]);
+        config
+    }
+}
+
+fn span(rpc: &'static str, id: &AgentIdentity) -> tracing::Span {
+    tracing::info_span!("gateway", rpc, tenant_id = %id.tenant_id, site_id = %id.site_id,
+        agent_id = %id.agent_id)
+}
+
+fn valid_upload_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[tonic::async_trait]
+impl AgentGateway for GatewayService {
+    async fn hello(
+        &self,
+        request: Request<HelloRequest>,
+    ) -> Result<Response<HelloResponse>, Status> {
+        let id = self.caller(&request).await?;
+        async {
+            let req = request.into_inner();
+            self.check_claim("Hello", &id, req.claim.as_ref()).await?;
+            let clip = |s: &str, n: usize| s.chars().take(n).collect::<String>();
+            let capabilities = req
+                .capabilities
+                .iter()
+                .take(32)
+                .map(|c| clip(c, 32))
+                .collect::<Vec<_>>()
+                .join(",");
+            self.store
+                .scoped(serviceradar_domain::TenantScope::for_system_task(
+                    id.tenant_id,
+                ))
+                .record_agent_hello(
+                    id.agent_id,
+                    &clip(&req.agent_version, 64),
+                    &capabilities,
+                    &clip(&req.hostname, 255),
+                )
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "recording hello failed");
+                    Status::unavailable("try again later")
+                })?;
+            self.seen(&id).await?;
+            tracing::info!(version = %req.agent_version, "agent registered");
+            Ok(Response::new(HelloResponse {
+                tenant_id: id.tenant_id.to_string(),
+                site_id: id.site_id.to_string(),
+                agent_id: id.agent_id.to_string(),
+                config: Some(self.config_for(&id)),
+            }))
+        }
+        .instrument(span("Hello", &id))
+        .await
+    }
+
+    async fn get_config(
+        &self,
+        request: Request<GetConfigRequest>,
+    ) -> Result<Response<GetConfigResponse>, Status> {
+        let id = self.caller(&request).await?;
+        async {
+            let req = request.into_inner();
+            self.check_claim("GetConfig", &id, req.claim.as_ref())
+                .await?;
+            self.seen(&id).await?;
+            let config = self.config_for(&id);
+            let changed = config.version != req.current_version;
+            Ok(Response::new(GetConfigResponse {
+                changed,
+                version: config.version.clone(),
+                config: changed.then_some(config),
+            }))
+        }
+        .instrument(span("GetConfig", &id))
+        .await
+    }
+
+    async fn push_status(
+        &self,
+        request: Request<PushStatusRequest>,
+    ) -> Result<Response<PushStatusResponse>, Status> {
+        let id = self.caller(&request).await?;
+        async {
+            let req = request.into_inner();
+            self.check_claim("PushStatus", &id, req.claim.as_ref())
+                .await?;
+            if req.results.len() > MAX_RESULTS_PER_PUSH {
+                return Err(Status::invalid_argument(format!(
+                    "at most {MAX_RESULTS_PER_PUSH} results per push"
+                )));
+            }
+            self.seen(&id).await?;
+            // The newest leaf verdict wins.
+            let leaf = req
+                .results
+                .iter()
+                .filter(|r| r.kind == "nats_leaf")
+                .max_by_key(|r| r.observed_at_ms)
+                .map(|r| {
+                    r.status == "ok" && r.leaf.as_ref().is_some_and(|l| l.up && l.remote_connected)
+                });
+            if let Some(up) = leaf {
+                self.health.leaf_link(&id, up).await.map_err(|e| {
+                    tracing::warn!(error = %e, "recording the leaf link failed");
+                    Status::failed_precondition(format!("leaf status not accepted: {e}"))
+                })?;
+            }
+            metrics::counter!("serviceradar_gateway_results_total")
+                .increment(req.results.len() as u64);
+            if req.dropped > 0 {
+                metrics::counter!("serviceradar_gateway_dropped_results_total")
+                    .increment(req.dropped);
+                tracing::warn!(
+                    dropped = req.dropped,
+                    "agent dropped buffered results while offline"
+                );
+            }
+            Ok(Response::new(PushStatusResponse {
+                accepted: u32::try_from(req.results.len()).unwrap_or(u32::MAX),
+            }))
+        }
+        .instrument(span("PushStatus", &id))
+        .await
+    }
+
+    async fn push_results(
+        &self,
+        request: Request<Streaming<ResultsChunk>>,
+    ) -> Result<Response<PushResultsResponse>, Status> {
+        let id = self.caller(&request).await?;
+        async {
+            let mut stream = request.into_inner();
+            let mut last_response = None;
+            while let Some(chunk) = stream.message().await? {
+                self.check_claim("PushResults", &id, chunk.claim.as_ref())
+                    .await?;
+                if !valid_upload_id(&chunk.upload_id) {
+                    return Err(Status::invalid_argument(
+                        "upload_id must be 1-64 characters of [A-Za-z0-9_-]",
+                    ));
+                }
+                if chunk.data.len() > MAX_CHUNK_BYTES {
+                    return Err(Status::invalid_argument(format!(
+                        "a chunk holds at most {MAX_CHUNK_BYTES} bytes"
+                    )));
+                }
+                let response = self.accept_chunk(&id, chunk)?;
+                last_response = Some(response);
+            }
+            self.seen(&id).await?;
+            last_response
+                .map(Response::new)
+                .ok_or_else(|| Status::invalid_argument("no chunks sent"))
+        }
+        .instrument(span("PushResults", &id))
+        .await
+    }
+}
+
+impl GatewayService {
+    fn accept_chunk(
+        &self,
+        id: &AgentIdentity,
+        chunk: ResultsChunk,
+    ) -> Result<PushResultsResponse, Status> {
+        let mut uploads = self.uploads.lock().expect("uploads lock");
+        uploads.retain(|_, u| u.touched.elapsed() < UPLOAD_IDLE);
+        let key = (id.agent_id, chunk.upload_id.clone());
+        if !uploads.contains_key(&key) {
+            let open = uploads.keys().filter(|(a, _)| *a == id.agent_id).count();
+            if open >= MAX_OPEN_UPLOADS_PER_AGENT {
+                return Err(Status::resource_exhausted("too many unfinished uploads"));
+            }
+            uploads.insert(
+                key.clone(),
+                Upload {
+                    next_index: 0,
+                    bytes: 0,
+                    digest: Sha256::new(),
+                    touched: Instant::now(),
+                },
+            );
+        }
+        let upload = uploads.get_mut(&key).expect("inserted above");
+        upload.touched = Instant::now();
+        if chunk.chunk_index < upload.next_index {
+            // Already received (a resumed upload re-sent it): acknowledge, skip.
+        } else if chunk.chunk_index > upload.next_index {
+            return Err(Status::failed_precondition(format!(
+                "expected chunk {} of upload {}",
+                upload.next_index, chunk.upload_id
+            )));
+        } else {
+            let bytes = upload.bytes + chunk.data.len() as u64;
+            if bytes > MAX_UPLOAD_BYTES {
+                uploads.remove(&key);
+                return Err(Status::resource_exhausted(format!(
+                    "an upload holds at most {MAX_UPLOAD_BYTES} bytes"
+                )));
+            }
+            upload.bytes = bytes;
+            upload.digest.update(&chunk.data);
+            upload.next_index += 1;
+        }
+        let mut response = PushResultsResponse {
+            upload_id: chunk.upload_id.clone(),
+            next_chunk_index: upload.next_index,
+            total_bytes: upload.bytes,
+            complete: false,
+        };
+        if chunk.last && chunk.chunk_index + 1 == upload.next_index {
+            let done = uploads.remove(&key).expect("present");
+            response.complete = true;
+            tracing::info!(upload_id = %chunk.upload_id, bytes = done.bytes,
+                sha256 = %hex::encode(done.digest.finalize()), content_type = %chunk.content_type,
+                "results upload complete");
+            metrics::counter!("serviceradar_gateway_upload_bytes_total").increment(done.bytes);
+        }
+        Ok(response)
+    }
+}

@@ -1,0 +1,135 @@
+//! The hub side: `nats-hub.conf` for the operator's hub `nats-server`, with the
+//! hub's server certificate (issued by the platform root), the root CA, and the
+//! operator, system, leaf authorization and tenant account JWTs preloaded
+//! (`serviceradar-core admin hub-config --out DIR`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serviceradar_natsconf::{HubConfigInput, TlsFiles, config_checksum, render_hub_config};
+use serviceradar_pki::issue_platform_server;
+use serviceradar_store::Store;
+
+use serviceradar_identity::{Pki, write_secret_file};
+
+/// File names written by [`write_hub_config`].
+pub mod names {
+    /// The hub config.
+    pub const CONFIG: &str = "nats-hub.conf";
+    /// Hub server certificate followed by the root.
+    pub const SERVER_CERT: &str = "hub-server.pem";
+    /// Hub server key (0600).
+    pub const SERVER_KEY: &str = "hub-server-key.pem";
+    /// Platform root CA (what leaf client certificates must chain to).
+    pub const ROOT_CA: &str = "root-ca.pem";
+}
+
+/// Listeners, hosts and directories of the hub.
+#[derive(Debug, Clone)]
+pub struct HubOptions {
+    /// `server_name`.
+    pub server_name: String,
+    /// DNS names / IPs leaves dial (SANs of the hub server certificate).
+    pub hosts: Vec<String>,
+    /// Client listener `host:port`.
+    pub client_listen: String,
+    /// Leafnode listener `host:port`.
+    pub leafnode_listen: String,
+    /// Monitoring listener `host:port` (`None` disables it).
+    pub monitoring_listen: Option<String>,
+    /// JetStream store directory (default `<out>/jetstream`).
+    pub jetstream_store_dir: Option<String>,
+    /// Account resolver directory (default `<out>/accounts`).
+    pub resolver_dir: Option<String>,
+}
+
+impl Default for HubOptions {
+    fn default() -> Self {
+        Self {
+            server_name: "sr-hub".into(),
+            hosts: vec!["localhost".into(), "127.0.0.1".into()],
+            client_listen: "0.0.0.0:4222".into(),
+            leafnode_listen: "0.0.0.0:7422".into(),
+            monitoring_listen: Some("127.0.0.1:8222".into()),
+            jetstream_store_dir: None,
+            resolver_dir: None,
+        }
+    }
+}
+
+/// What [`write_hub_config`] wrote.
+#[derive(Debug, Clone)]
+pub struct HubFiles {
+    /// Path of `nats-hub.conf`.
+    pub config_path: PathBuf,
+    /// Checksum of the config.
+    pub config_checksum: String,
+    /// Number of tenant accounts preloaded.
+    pub tenant_accounts: usize,
+}
+
+/// Renders the hub config into `out` (created if missing). Every tenant gets
+/// its NATS account (created now if it had none) preloaded.
+pub async fn write_hub_config(
+    store: &Store,
+    pki: &Pki,
+    opts: &HubOptions,
+    out: &Path,
+) -> anyhow::Result<HubFiles> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let out = out
+        .canonicalize()
+        .with_context(|| format!("resolving {}", out.display()))?;
+    let dir = out.to_str().context("the output directory is not UTF-8")?;
+    let root = pki.root_ca(store).await?;
+    let server = issue_platform_server(&root, "hub", &opts.hosts, &pki.issue_options())
+        .context("issuing the hub server certificate")?;
+    let (operator, sys) = pki.operator(store).await?;
+    for tenant in store.list_tenants().await? {
+        pki.tenant_account(store, &tenant).await?;
+    }
+    let tenant_jwts = store.all_tenant_account_jwts().await?;
+    let mut accounts = vec![
+        pki.system_account_jwt(store).await?,
+        pki.leaf_auth_account_jwt(store).await?,
+    ];
+    let tenant_accounts = tenant_jwts.len();
+    accounts.extend(tenant_jwts);
+
+    let cert_path = out.join(names::SERVER_CERT);
+    let key_path = out.join(names::SERVER_KEY);
+    let root_path = out.join(names::ROOT_CA);
+    std::fs::write(&cert_path, server.full_chain_pem())?;
+    write_secret_file(&key_path, server.key_pem.as_bytes())?;
+    std::fs::write(&root_path, root.cert_pem())?;
+
+    let path = |p: &Path| p.to_str().map(str::to_owned).context("non UTF-8 path");
+    let mut input = HubConfigInput::new(
+        &operator.operator_jwt()?,
+        &sys.public_key(),
+        accounts,
+        TlsFiles::new(&path(&cert_path)?, &path(&key_path)?, &path(&root_path)?),
+    );
+    input.server_name = opts.server_name.clone();
+    input.client_listen = opts.client_listen.clone();
+    input.leafnode_listen = opts.leafnode_listen.clone();
+    input.monitoring_listen = opts.monitoring_listen.clone();
+    input.jetstream_store_dir = opts
+        .jetstream_store_dir
+        .clone()
+        .unwrap_or_else(|| format!("{dir}/jetstream"));
+    input.resolver_dir = opts
+        .resolver_dir
+        .clone()
+        .unwrap_or_else(|| format!("{dir}/accounts"));
+    std::fs::create_dir_all(&input.jetstream_store_dir)?;
+    std::fs::create_dir_all(&input.resolver_dir)?;
+    let config = render_hub_config(&input).context("rendering nats-hub.conf")?;
+    let config_path = out.join(names::CONFIG);
+    std::fs::write(&config_path, &config)?;
+    Ok(HubFiles {
+        config_path,
+        config_checksum: config_checksum(&config),
+        tenant_accounts,
+    })
+}

@@ -1,0 +1,779 @@
+//! Leaf authorization: the hub's auth callout service for edge leaves.
+//!
+//! Why this exists: nats-server verifies that a leaf's client certificate
+//! chains to the platform root, but it is the user JWT in the leaf's creds
+//! that picks the NATS account. A leaf presenting *tenant B's* certificate
+//! with *tenant A's* creds would land in A's account. So leaf creds are users
+//! of a separate account (`LEAVES`, [`Pki::leaf_auth`]) whose JWT enables
+//! external authorization: the hub sends every leaf connection there to this
+//! service (`$SYS.REQ.USER.AUTH`, queue group [`QUEUE_GROUP`], so several
+//! control-plane replicas share the work) with the certificate chain it
+//! verified. The service admits the connection into its tenant's account only
+//! when:
+//!
+//! 1. it is a leafnode connection;
+//! 2. the presented user JWT is a leaf user signed by the `LEAVES` account,
+//!    and the connection signed the server's nonce with that user's key;
+//! 3. the verified chain's end-entity certificate is a *leaf* certificate
+//!    whose SPIFFE id names the same tenant and site as the JWT's tags, and
+//!    its issuer is that tenant's stored intermediate CA;
+//! 4. the site still exists.
+//!
+//! The answer is a user JWT of the tenant's account for the key the server
+//! chose for this connection, limited to leafnode connections and expiring
+//! after [`LeafAuthSettings::session_lifetime`] (or with the certificate, if
+//! sooner), when the leaf reconnects and is checked again. The key is recorded
+//! ([`serviceradar_store::Scoped::record_leaf_session`]) so deleting the site
+//! revokes it, which disconnects the live session. Refusals are answered with
+//! the reason (the hub logs it), logged here with the tenant and site, and
+//! counted in `serviceradar_leaf_auth_total{outcome}`.
+//!
+//! On start (and each reconnect) the service pushes the `LEAVES` account JWT
+//! to the hub as the system account, so a hub whose config predates it learns
+//! it without a restart.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::StreamExt;
+use serviceradar_domain::{EdgeSiteId, TenantId, TenantScope};
+use serviceradar_natsconf::jwt::{
+    AUTH_CALLOUT_SUBJECT, AuthorizationRequest, NKey, authorization_response, claim_type,
+    decode_claims, verify_signed_nonce,
+};
+use serviceradar_pki::{IdentityKind, PeerIdentity};
+use serviceradar_store::{Store, StoreError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use serviceradar_identity::{LEAF_SITE_TAG, LEAF_TENANT_TAG, Pki};
+
+/// Queue group of the service's subscription.
+pub const QUEUE_GROUP: &str = "serviceradar-leaf-auth";
+/// How long an admitted leaf session lasts before the leaf must reconnect
+/// (and be checked again), by default.
+pub const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// `client_info.kind` of leafnode connections in authorization requests.
+const LEAFNODE_KIND: &str = "Leafnode";
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the hub is and how to reach it.
+#[derive(Debug, Clone)]
+pub struct LeafAuthSettings {
+    /// Client URL of the hub.
+    pub hub_url: String,
+    /// CA file for a `tls://` hub URL.
+    pub hub_ca_file: Option<PathBuf>,
+    /// Directory for the service's creds files (written 0600).
+    pub creds_dir: PathBuf,
+    /// Lifetime of an admitted leaf session.
+    pub session_lifetime: Duration,
+}
+
+impl LeafAuthSettings {
+    /// Settings for the hub at `hub_url` with defaults.
+    pub fn new(hub_url: impl Into<String>, creds_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            hub_url: hub_url.into(),
+            hub_ca_file: None,
+            creds_dir: creds_dir.into(),
+            session_lifetime: DEFAULT_SESSION_LIFETIME,
+        }
+    }
+}
+
+/// Why a leaf connection was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Refusal {
+    /// Only leafnode connections authenticate in the leaf account.
+    #[error("only leafnode connections may use leaf credentials (got {0:?})")]
+    NotALeafnode(String),
+    /// The creds are not a leaf user of the leaf account, or the connection
+    /// does not hold their key.
+    #[error("invalid leaf credentials: {0}")]
+    Credentials(&'static str),
+    /// No certificate chain verified by the hub.
+    #[error("a verified client certificate is required")]
+    NoCertificate,
+    /// The certificate is not a leaf certificate of this trust domain.
+    #[error("client certificate rejected: {0}")]
+    Certificate(String),
+    /// The certificate names another tenant or site than the creds.
+    #[error("the certificate's tenant or site does not match the credentials")]
+    Mismatch,
+    /// The certificate's issuer is not the tenant's intermediate CA.
+    #[error("the certificate was not issued by the tenant's CA")]
+    ForeignIssuer,
+    /// The tenant or site does not exist (any more).
+    #[error("unknown or deleted edge site")]
+    UnknownSite,
+    /// The store or the PKI failed; the leaf retries.
+    #[error("authorization temporarily unavailable")]
+    Unavailable,
+}
+
+impl Refusal {
+    fn outcome(&self) -> &'static str {
+        match self {
+            Self::NotALeafnode(_) => "not_leafnode",
+            Self::Credentials(_) => "bad_credentials",
+            Self::NoCertificate => "no_certificate",
+            Self::Certificate(_) => "bad_certificate",
+            Self::Mismatch => "mismatch",
+            Self::ForeignIssuer => "foreign_issuer",
+            Self::UnknownSite => "unknown_site",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// An admitted leaf session.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// Tenant of the leaf.
+    pub tenant_id: TenantId,
+    /// Site of the leaf.
+    pub site_id: EdgeSiteId,
+    /// User JWT of the tenant's account for the connection's key.
+    pub user_jwt: String,
+}
+
+/// What a leaf's creds claim: its user key and the tenant and site in its tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LeafClaims {
+    user: String,
+    name: String,
+    tenant: Uuid,
+    site: Uuid,
+}
+
+/// Checks the presented creds (step 2): a non-bearer, unexpired user JWT
+/// issued by `leaf_account`, tagged with tenant and site, whose key signed
+/// the server's nonce.
+fn check_creds(request: &AuthorizationRequest, leaf_account: &str) -> Result<LeafClaims, Refusal> {
+    let claims =
+        decode_claims(&request.user_jwt).map_err(|_| Refusal::Credentials("unreadable JWT"))?;
+    if claim_type(&claims) != Some("user") || claims["iss"].as_str() != Some(leaf_account) {
+        return Err(Refusal::Credentials("not issued by the leaf account"));
+    }
+    if claims["nats"]["bearer_token"].as_bool() == Some(true) {
+        return Err(Refusal::Credentials("bearer tokens are not accepted"));
+    }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if claims["exp"].as_i64().is_some_and(|exp| exp < now) {
+        return Err(Refusal::Credentials("expired"));
+    }
+    let user = claims["sub"].as_str().unwrap_or_default();
+    if !verify_signed_nonce(user, &request.nonce, &request.signed_nonce) {
+        return Err(Refusal::Credentials("the nonce signature does not verify"));
+    }
+    let tag = |prefix: &str| {
+        claims["nats"]["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str()?.strip_prefix(prefix))
+            .next()
+            .and_then(|id| Uuid::parse_str(id).ok())
+    };
+    let (Some(tenant), Some(site)) = (tag(LEAF_TENANT_TAG), tag(LEAF_SITE_TAG)) else {
+        return Err(Refusal::Credentials("no tenant and site tags"));
+    };
+    Ok(LeafClaims {
+        user: user.to_owned(),
+        name: claims["name"].as_str().unwrap_or("leaf").to_owned(),
+        tenant,
+        site,
+    })
+}
+
+/// Checks the certificate chain (step 3, without the store): the first
+/// verified chain's end-entity certificate is a leaf certificate of
+/// `trust_domain` issued by the next certificate, naming `claims`' tenant and
+/// site. Returns the identity and the issuer's DER.
+fn check_certificate(
+    request: &AuthorizationRequest,
+    trust_domain: &str,
+    claims: &LeafClaims,
+) -> Result<(PeerIdentity, Vec<u8>), Refusal> {
+    let chain = request
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.verified_chains.first())
+        .filter(|chain| chain.len() >= 2)
+        .ok_or(Refusal::NoCertificate)?;
+    let der = |pem: &str| {
+        serviceradar_pki::inspect::pem_to_der(pem).map_err(|e| Refusal::Certificate(e.to_string()))
+    };
+    let (leaf, issuer) = (der(&chain[0])?, der(&chain[1])?);
+    let peer = PeerIdentity::from_der_with_issuer(&leaf, &issuer, trust_domain)
+        .map_err(|e| Refusal::Certificate(e.to_string()))?;
+    if peer.kind != IdentityKind::Leaf {
+        return Err(Refusal::Certificate(format!(
+            "a {} certificate is not a leaf certificate",
+            peer.kind
+        )));
+    }
+    if peer.tenant_id != claims.tenant || peer.id != claims.site {
+        return Err(Refusal::Mismatch);
+    }
+    Ok((peer, issuer))
+}
+
+/// The authorization service's state.
+pub struct LeafAuthorizer {
+    store: Store,
+    pki: Arc<Pki>,
+    account: NKey,
+    session_lifetime: Duration,
+}
+
+fn unavailable(what: &'static str) -> impl FnOnce(anyhow::Error) -> Refusal {
+    move |e| {
+        tracing::error!(
+            error = format!("{e:#}"),
+            "leaf authorization: {what} failed"
+        );
+        Refusal::Unavailable
+    }
+}
+
+fn site_lookup(e: StoreError) -> Refusal {
+    match e {
+        StoreError::NotFound => Refusal::UnknownSite,
+        other => unavailable("site lookup")(other.into()),
+    }
+}
+
+impl LeafAuthorizer {
+    /// An authorizer signing responses with the leaf account's key.
+    pub async fn new(
+        store: Store,
+        pki: Arc<Pki>,
+        session_lifetime: Duration,
+    ) -> anyhow::Result<Self> {
+        let (account, _) = pki.leaf_auth(&store).await?;
+        Ok(Self {
+            store,
+            pki,
+            account,
+            session_lifetime,
+        })
+    }
+
+    /// Decides one request (steps 1 to 4 of the module docs) and, when
+    /// admitted, records the session.
+    pub async fn authorize(&self, request: &AuthorizationRequest) -> Result<Grant, Refusal> {
+        if request.client_kind != LEAFNODE_KIND {
+            return Err(Refusal::NotALeafnode(request.client_kind.clone()));
+        }
+        let claims = check_creds(request, &self.account.public_key())?;
+        let (peer, issuer_der) = check_certificate(request, self.pki.trust_domain(), &claims)?;
+        let tenant_id = TenantId(claims.tenant);
+        let site_id = EdgeSiteId(claims.site);
+        let tenant = self.store.tenant(tenant_id).await.map_err(site_lookup)?;
+        let scoped = self.store.scoped(TenantScope::for_system_task(tenant_id));
+        let ca = scoped
+            .tenant_ca()
+            .await
+            .map_err(|e| unavailable("tenant CA lookup")(e.into()))?
+            .ok_or(Refusal::UnknownSite)?;
+        let ca_der = serviceradar_pki::inspect::pem_to_der(&ca.cert_pem)
+            .map_err(|e| unavailable("reading the tenant CA")(e.into()))?;
+        if ca_der != issuer_der {
+            return Err(Refusal::ForeignIssuer);
+        }
+        scoped.site(site_id).await.map_err(site_lookup)?;
+
+        let now = time::OffsetDateTime::now_utc();
+        let expires = (now + self.session_lifetime).min(peer.not_after);
+        let user_jwt = self
+            .pki
+            .leaf_session_jwt(
+                &self.store,
+                &tenant,
+                &request.user_nkey,
+                &claims.name,
+                expires.unix_timestamp(),
+            )
+            .await
+            .map_err(unavailable("signing the session"))?;
+        let now_ms = serviceradar_identity::to_ms(now);
+        let lifetime_ms = i64::try_from(self.session_lifetime.as_millis()).unwrap_or(i64::MAX);
+        scoped
+            .record_leaf_session(
+                site_id,
+                &request.user_nkey,
+                now_ms,
+                now_ms.saturating_sub(lifetime_ms),
+            )
+            .await
+            .map_err(|e| unavailable("recording the session")(e.into()))?;
+        // Checked again after recording: a site deleted in between either
+        // sees this session when it revokes, or is seen missing here.
+        scoped.site(site_id).await.map_err(site_lookup)?;
+        Ok(Grant {
+            tenant_id,
+            site_id,
+            user_jwt,
+        })
+    }
+
+    /// The signed response to a raw request payload, or `None` when the
+    /// payload is not a valid request (the server then times out the
+    /// connection).
+    pub async fn respond(&self, payload: &[u8]) -> Option<Vec<u8>> {
+        let token = std::str::from_utf8(payload).ok()?;
+        let request = match AuthorizationRequest::decode(token) {
+            Ok(request) => request,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring an invalid authorization request");
+                metrics::counter!("serviceradar_leaf_auth_total", "outcome" => "invalid_request")
+                    .increment(1);
+                return None;
+            }
+        };
+        let span = tracing::info_span!("leaf_auth", host = %request.client_host,
+            leaf = %request.client_name, tenant_id = tracing::field::Empty,
+            site_id = tracing::field::Empty);
+        async {
+            let outcome = self.authorize(&request).await;
+            let response = match &outcome {
+                Ok(grant) => {
+                    let span = tracing::Span::current();
+                    span.record("tenant_id", tracing::field::display(grant.tenant_id));
+                    span.record("site_id", tracing::field::display(grant.site_id));
+                    tracing::info!("leaf admitted to its tenant's account");
+                    metrics::counter!("serviceradar_leaf_auth_total", "outcome" => "admitted")
+                        .increment(1);
+                    authorization_response(&self.account, &request, Ok(&grant.user_jwt))
+                }
+                Err(refusal) => {
+                    tracing::warn!(reason = %refusal, "leaf refused");
+                    metrics::counter!("serviceradar_leaf_auth_total", "outcome" => refusal.outcome())
+                        .increment(1);
+                    authorization_response(&self.account, &request, Err(&refusal.to_string()))
+                }
+            };
+            match response {
+                Ok(token) => Some(token.into_bytes()),
+                Err(e) => {
+                    tracing::error!(error = %e, "signing the authorization response failed");
+                    None
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// Runs the service until `stop` turns true, reconnecting with backoff.
+pub fn spawn(
+    store: Store,
+    pki: Arc<Pki>,
+    settings: LeafAuthSettings,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let span = tracing::info_span!("leaf_auth_service", hub = %settings.hub_url);
+    tokio::spawn(run(store, pki, settings, None, stop).instrument(span))
+}
+
+/// A running service that stops when dropped (tests, benchmarks).
+pub struct LeafAuthService {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for LeafAuthService {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.task.abort();
+    }
+}
+
+/// Connects to the hub and subscribes (so leaves are answered from when this
+/// returns), then serves in the background like [`spawn`].
+pub async fn start(
+    store: Store,
+    pki: Arc<Pki>,
+    settings: LeafAuthSettings,
+) -> anyhow::Result<LeafAuthService> {
+    let session = Session::open(&store, &pki, &settings).await?;
+    let (stop, stop_rx) = watch::channel(false);
+    let span = tracing::info_span!("leaf_auth_service", hub = %settings.hub_url);
+    let task = tokio::spawn(run(store, pki, settings, Some(session), stop_rx).instrument(span));
+    Ok(LeafAuthService { stop, task })
+}
+
+async fn run(
+    store: Store,
+    pki: Arc<Pki>,
+    settings: LeafAuthSettings,
+    mut session: Option<Session>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let result = match session.take() {
+            Some(open) => open.serve(&mut stop).await,
+            None => match Session::open(&store, &pki, &settings).await {
+                Ok(open) => {
+                    backoff = Duration::from_millis(250);
+                    open.serve(&mut stop).await
+                }
+                Err(e) => Err(e),
+            },
+        };
+        match result {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "leaf authorization service interrupted; retrying"
+            ),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// A connection of the service to the hub, subscribed to requests.
+struct Session {
+    client: async_nats::Client,
+    requests: async_nats::Subscriber,
+    authorizer: Arc<LeafAuthorizer>,
+}
+
+impl Session {
+    async fn open(
+        store: &Store,
+        pki: &Arc<Pki>,
+        settings: &LeafAuthSettings,
+    ) -> anyhow::Result<Self> {
+        push_leaf_account(store, pki, settings).await?;
+        let authorizer = Arc::new(
+            LeafAuthorizer::new(store.clone(), pki.clone(), settings.session_lifetime).await?,
+        );
+        let creds = pki.leaf_auth_service_creds(store).await?;
+        let client = connect(
+            settings,
+            "leaf-auth.creds",
+            creds.as_str(),
+            "serviceradar-leaf-auth",
+        )
+        .await?;
+        let requests = client
+            .queue_subscribe(AUTH_CALLOUT_SUBJECT, QUEUE_GROUP.into())
+            .await
+            .context("subscribing to authorization requests")?;
+        client.flush().await?;
+        tracing::info!("leaf authorization service ready");
+        Ok(Self {
+            client,
+            requests,
+            authorizer,
+        })
+    }
+
+    /// Answers requests until `stop` (`Ok`) or the connection fails.
+    async fn serve(mut self, stop: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
+        loop {
+            tokio::select! {
+                message = self.requests.next() => {
+                    let message = message.context("the hub closed the subscription")?;
+                    let Some(reply) = message.reply else { continue };
+                    let (authorizer, client) = (self.authorizer.clone(), self.client.clone());
+                    tokio::spawn(async move {
+                        if let Some(response) = authorizer.respond(&message.payload).await
+                            && let Err(e) = client.publish(reply, response.into()).await
+                        {
+                            tracing::warn!(error = %e, "sending an authorization response failed");
+                        }
+                    }.in_current_span());
+                }
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Pushes the leaf account's JWT to the hub (`$SYS.REQ.CLAIMS.UPDATE`).
+async fn push_leaf_account(
+    store: &Store,
+    pki: &Pki,
+    settings: &LeafAuthSettings,
+) -> anyhow::Result<()> {
+    let jwt = pki.leaf_auth_account_jwt(store).await?;
+    let creds = pki
+        .system_user_creds(store, "serviceradar-leaf-auth-push")
+        .await?;
+    let system = connect(
+        settings,
+        "leaf-auth-system.creds",
+        creds.as_str(),
+        "serviceradar-leaf-auth-push",
+    )
+    .await?;
+    crate::client::push_account_jwt(&system, &jwt, REQUEST_TIMEOUT)
+        .await
+        .context("the leaf account")
+}
+
+/// Connects to the hub with `creds` (written to `file` under the creds dir).
+async fn connect(
+    settings: &LeafAuthSettings,
+    file: &str,
+    creds: &str,
+    name: &str,
+) -> anyhow::Result<async_nats::Client> {
+    crate::client::connect_with_creds(
+        &settings.hub_url,
+        settings.hub_ca_file.as_deref(),
+        &settings.creds_dir,
+        file,
+        creds,
+        name,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serviceradar_natsconf::jwt::{KeyKind, UserClaims};
+
+    fn request(kind: &str, user_jwt: &str, nonce: &str, sig: &str) -> AuthorizationRequest {
+        AuthorizationRequest {
+            account: String::new(),
+            server_id: NKey::generate(KeyKind::Server).public_key(),
+            server_name: "hub".into(),
+            user_nkey: NKey::generate(KeyKind::User).public_key(),
+            client_kind: kind.into(),
+            client_host: "127.0.0.1".into(),
+            nonce: nonce.into(),
+            user_jwt: user_jwt.into(),
+            signed_nonce: sig.into(),
+            client_name: "leaf".into(),
+            tls: None,
+        }
+    }
+
+    fn signed(user: &NKey, nonce: &str) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(user.sign(nonce.as_bytes()).unwrap())
+    }
+
+    fn leaf_jwt(account: &NKey, user: &NKey, tenant: Uuid, site: Uuid) -> String {
+        let mut claims = UserClaims::new(&user.public_key(), "leaf-plant");
+        claims.tags = vec![
+            format!("{LEAF_TENANT_TAG}{tenant}"),
+            format!("{LEAF_SITE_TAG}{site}"),
+        ];
+        claims.sign(account).unwrap()
+    }
+
+    #[test]
+    fn creds_must_be_a_tagged_leaf_user_of_the_leaf_account_holding_its_key() {
+        let leaves = NKey::generate(KeyKind::Account);
+        let other = NKey::generate(KeyKind::Account);
+        let user = NKey::generate(KeyKind::User);
+        let (tenant, site) = (Uuid::new_v4(), Uuid::new_v4());
+        let jwt = leaf_jwt(&leaves, &user, tenant, site);
+        let good = request("Leafnode", &jwt, "n1", &signed(&user, "n1"));
+        let claims = check_creds(&good, &leaves.public_key()).unwrap();
+        assert_eq!((claims.tenant, claims.site), (tenant, site));
+        assert_eq!(claims.user, user.public_key());
+
+        // A tenant account's user (the cross-account attempt).
+        let foreign = leaf_jwt(&other, &user, tenant, site);
+        let r = request("Leafnode", &foreign, "n1", &signed(&user, "n1"));
+        assert!(matches!(
+            check_creds(&r, &leaves.public_key()),
+            Err(Refusal::Credentials(_))
+        ));
+        // Someone else's signature of the nonce (a stolen JWT without its seed).
+        let thief = NKey::generate(KeyKind::User);
+        let r = request("Leafnode", &jwt, "n1", &signed(&thief, "n1"));
+        assert!(check_creds(&r, &leaves.public_key()).is_err());
+        // A replayed signature of another nonce.
+        let r = request("Leafnode", &jwt, "n2", &signed(&user, "n1"));
+        assert!(check_creds(&r, &leaves.public_key()).is_err());
+        // No tags.
+        let untagged = UserClaims::new(&user.public_key(), "leaf")
+            .sign(&leaves)
+            .unwrap();
+        let r = request("Leafnode", &untagged, "n1", &signed(&user, "n1"));
+        assert_eq!(
+            check_creds(&r, &leaves.public_key()),
+            Err(Refusal::Credentials("no tenant and site tags"))
+        );
+        // Bearer and expired JWTs.
+        let mut bearer = UserClaims::new(&user.public_key(), "leaf");
+        bearer.bearer_token = true;
+        let r = request("Leafnode", &bearer.sign(&leaves).unwrap(), "n1", "");
+        assert!(check_creds(&r, &leaves.public_key()).is_err());
+        let mut expired = UserClaims::new(&user.public_key(), "leaf");
+        expired.expires = Some(1);
+        let r = request(
+            "Leafnode",
+            &expired.sign(&leaves).unwrap(),
+            "n1",
+            &signed(&user, "n1"),
+        );
+        assert_eq!(
+            check_creds(&r, &leaves.public_key()),
+            Err(Refusal::Credentials("expired"))
+        );
+    }
+
+    /// A request whose verified chain is `cert`'s (end entity, then its CA).
+    fn with_chain(cert: &serviceradar_pki::IssuedCertificate) -> AuthorizationRequest {
+        let mut r = request("Leafnode", "", "", "");
+        let mut chain = vec![cert.cert_pem.clone()];
+        chain.extend(
+            serviceradar_pki::inspect::pem_chain_to_der(&cert.chain_pem)
+                .unwrap()
+                .iter()
+                .map(|der| serviceradar_pki::inspect::der_to_pem(der)),
+        );
+        r.tls = Some(serviceradar_natsconf::jwt::ClientTls {
+            version: "1.3".into(),
+            verified_chains: vec![chain],
+            certs: vec![],
+        });
+        r
+    }
+
+    #[test]
+    fn the_certificate_must_be_a_leaf_certificate_of_the_claimed_tenant_and_site() {
+        use serviceradar_pki::{CertificateAuthority, IssueOptions, SiteRef, TenantRef};
+        let td = serviceradar_pki::DEFAULT_TRUST_DOMAIN;
+        let validity = time::Duration::days(30);
+        let root = CertificateAuthority::generate_root("root", validity).unwrap();
+        let tenant_ca = |id: Uuid, slug: &str| {
+            CertificateAuthority::generate_tenant_intermediate(&root, id, slug, td, validity)
+                .unwrap()
+                .with_issuer_chain(root.cert_pem())
+                .unwrap()
+        };
+        let (acme, beta) = (Uuid::new_v4(), Uuid::new_v4());
+        let (acme_ca, beta_ca) = (tenant_ca(acme, "acme"), tenant_ca(beta, "beta"));
+        let opts = IssueOptions::default();
+        let (plant, lab) = (Uuid::new_v4(), Uuid::new_v4());
+        let acme_leaf = serviceradar_pki::issue_leaf_client(
+            &acme_ca,
+            TenantRef {
+                id: acme,
+                slug: "acme",
+            },
+            SiteRef {
+                id: plant,
+                slug: "plant",
+            },
+            &opts,
+        )
+        .unwrap();
+        let beta_leaf = serviceradar_pki::issue_leaf_client(
+            &beta_ca,
+            TenantRef {
+                id: beta,
+                slug: "beta",
+            },
+            SiteRef {
+                id: lab,
+                slug: "lab",
+            },
+            &opts,
+        )
+        .unwrap();
+        let acme_agent = serviceradar_pki::issue_agent(
+            &acme_ca,
+            TenantRef {
+                id: acme,
+                slug: "acme",
+            },
+            SiteRef {
+                id: plant,
+                slug: "plant",
+            },
+            plant,
+            &opts,
+        )
+        .unwrap();
+        let claims = |tenant, site| LeafClaims {
+            user: String::new(),
+            name: "leaf".into(),
+            tenant,
+            site,
+        };
+
+        let (peer, issuer) =
+            check_certificate(&with_chain(&acme_leaf), td, &claims(acme, plant)).unwrap();
+        assert_eq!((peer.tenant_id, peer.id), (acme, plant));
+        assert_eq!(issuer, acme_ca.cert_der().to_vec());
+        // Beta's certificate, acme's creds: the case the callout exists for.
+        assert_eq!(
+            check_certificate(&with_chain(&beta_leaf), td, &claims(acme, plant)).unwrap_err(),
+            Refusal::Mismatch
+        );
+        // The right tenant but another site.
+        assert_eq!(
+            check_certificate(&with_chain(&acme_leaf), td, &claims(acme, lab)).unwrap_err(),
+            Refusal::Mismatch
+        );
+        // An agent certificate of the same tenant and site is not a leaf's.
+        assert!(matches!(
+            check_certificate(&with_chain(&acme_agent), td, &claims(acme, plant)),
+            Err(Refusal::Certificate(_))
+        ));
+        // Acme's leaf certificate presented as if beta's CA had issued it.
+        let mut forged = with_chain(&acme_leaf);
+        forged.tls.as_mut().unwrap().verified_chains[0][1] = beta_ca.cert_pem().to_owned();
+        assert!(matches!(
+            check_certificate(&forged, td, &claims(acme, plant)),
+            Err(Refusal::Certificate(_))
+        ));
+        // Another trust domain.
+        assert!(matches!(
+            check_certificate(
+                &with_chain(&acme_leaf),
+                "other.example",
+                &claims(acme, plant)
+            ),
+            Err(Refusal::Certificate(_))
+        ));
+    }
+
+    #[test]
+    fn a_connection_without_a_verified_chain_is_refused() {
+        let claims = LeafClaims {
+            user: String::new(),
+            name: "leaf".into(),
+            tenant: Uuid::new_v4(),
+            site: Uuid::new_v4(),
+        };
+        let mut r = request("Leafnode", "", "", "");
+        assert_eq!(
+            check_certificate(&r, "serviceradar.io", &claims).unwrap_err(),
+            Refusal::NoCertificate
+        );
+        // Peer certificates the server did not verify do not count.
+        r.tls = Some(serviceradar_natsconf::jwt::ClientTls {
+            version: "1.3".into(),
+            verified_chains: vec![],
+            certs: vec!["-----BEGIN CERTIFICATE-----".into()],
+        });
+        assert_eq!(
+            check_certificate(&r, "serviceradar.io", &claims).unwrap_err(),
+            Refusal::NoCertificate
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! The hub side of the platform: everything `serviceradar-core` does with the
+//! hub `nats-server`.
+//!
+//! * [`client`] — connecting to the hub with minted creds, pushing account JWTs.
+//! * [`config`] — the hub's `nats-hub.conf` and server certificate
+//!   (`serviceradar-core admin hub-config`).
+//! * [`leaf_auth`] — the leaf authorization callout: a leaf joins its tenant's
+//!   account only when its certificate names the same tenant and site as its creds.
+
+pub mod client;
+pub mod config;
+pub mod leaf_auth;

@@ -1,0 +1,623 @@
+//! Identity: the platform's keyring, CAs and NATS identities, backed by the store.
+//!
+//! * One platform root CA and one NATS operator (with its system account),
+//!   created on first need and stored with their private parts sealed under
+//!   the master key.
+//! * One intermediate CA and one NATS account per tenant, created lazily on
+//!   first need. Creation is atomic across replicas: the first row stored wins
+//!   (`INSERT ... ON CONFLICT DO NOTHING`) and every caller continues with the
+//!   stored row, never with what it generated itself.
+//!
+//! Every sealed blob is bound to its row with associated data (see [`aad`]),
+//! so a blob copied into another tenant's row does not open. Private keys and
+//! seeds only exist in clear in memory, never in a log line or an API body.
+//!
+//! The master key comes from `SERVICERADAR_MASTER_KEY_FILE` (a file of
+//! `<key_id>:<base64>` lines: the first is the current key, the others are
+//! older keys still accepted for opening, for rotation) or
+//! `SERVICERADAR_MASTER_KEY`; the embedded default generates a development key
+//! in the data directory on first start and says so in the log.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serviceradar_domain::resources::Tenant;
+use serviceradar_domain::{EdgeSiteId, TenantScope};
+use serviceradar_natsconf::jwt::{
+    ANY_ACCOUNT, AccountClaims, CONNECTION_LEAFNODE, CONNECTION_STANDARD, CredsFile,
+    ExternalAuthorization, KeyKind, NKey, Operator, UserClaims, creds_file,
+};
+use serviceradar_pki::ca::{DEFAULT_INTERMEDIATE_VALIDITY, DEFAULT_ROOT_VALIDITY};
+use serviceradar_pki::{CertificateAuthority, IssueOptions, Keyring, MasterKey};
+use serviceradar_store::Store;
+use zeroize::Zeroizing;
+
+/// Name of the NATS operator.
+pub const OPERATOR_NAME: &str = "serviceradar";
+/// Common name of the platform root CA.
+pub const ROOT_CA_NAME: &str = "ServiceRadar Platform Root CA";
+
+const ROOT_CA: &str = "root_ca";
+const NATS_OPERATOR: &str = "nats_operator";
+const NATS_SYSTEM_ACCOUNT: &str = "nats_system_account";
+const NATS_LEAF_AUTH_ACCOUNT: &str = "nats_leaf_auth_account";
+const NATS_LEAF_AUTH_SERVICE: &str = "nats_leaf_auth_service";
+
+/// Name of the NATS account every leaf authenticates in (see [`Pki::leaf_auth`]).
+pub const LEAF_AUTH_ACCOUNT_NAME: &str = "LEAVES";
+/// Tag of a leaf's NATS user naming its tenant (`sr-tenant:{tenant_id}`).
+pub const LEAF_TENANT_TAG: &str = "sr-tenant:";
+/// Tag of a leaf's NATS user naming its site (`sr-site:{site_id}`).
+pub const LEAF_SITE_TAG: &str = "sr-site:";
+
+/// Associated data binding each sealed blob to its row.
+pub mod aad {
+    use std::fmt::Display;
+
+    /// A platform secret's sealed part.
+    pub fn platform(name: &str) -> Vec<u8> {
+        format!("platform:{name}:secret").into_bytes()
+    }
+    /// A tenant CA's key.
+    pub fn tenant_ca(tenant: impl Display) -> Vec<u8> {
+        format!("tenant:{tenant}:tenant-ca-key").into_bytes()
+    }
+    /// A tenant NATS account's seed.
+    pub fn tenant_account(tenant: impl Display) -> Vec<u8> {
+        format!("tenant:{tenant}:nats-account-seed").into_bytes()
+    }
+    /// One secret (`client-key`, `server-key`, `creds`) of a leaf server.
+    pub fn leaf(tenant: impl Display, leaf: impl Display, what: &str) -> Vec<u8> {
+        format!("tenant:{tenant}:leaf:{leaf}:{what}").into_bytes()
+    }
+    /// An edge agent's private key.
+    pub fn agent_key(tenant: impl Display, agent: impl Display) -> Vec<u8> {
+        format!("tenant:{tenant}:agent:{agent}:key").into_bytes()
+    }
+}
+
+/// Where the master key comes from.
+#[derive(Clone)]
+pub enum MasterKeySource {
+    /// A file of `<key_id>:<key>` lines (first = current, rest = previous).
+    File(PathBuf),
+    /// The same text, given directly (e.g. `SERVICERADAR_MASTER_KEY`).
+    Text(Zeroizing<String>),
+    /// The embedded default: this file, generated (0600) if missing.
+    DevFile(PathBuf),
+    /// A random key held in memory only (tests): sealed data does not survive
+    /// a restart.
+    Ephemeral,
+}
+
+impl std::fmt::Debug for MasterKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(p) => f.debug_tuple("File").field(p).finish(),
+            Self::Text(_) => f.write_str("Text(..)"),
+            Self::DevFile(p) => f.debug_tuple("DevFile").field(p).finish(),
+            Self::Ephemeral => f.write_str("Ephemeral"),
+        }
+    }
+}
+
+fn keyring_from_text(text: &str) -> anyhow::Result<Keyring> {
+    let mut keys = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(MasterKey::from_file_text);
+    let current = keys
+        .next()
+        .context("the master key text holds no key")?
+        .context("reading the master key")?;
+    let mut ring = Keyring::new(current);
+    for key in keys {
+        ring = ring.with_previous(key.context("reading a previous master key")?)?;
+    }
+    Ok(ring)
+}
+
+fn read_key_file(path: &Path) -> anyhow::Result<Keyring> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("reading master key file {}", path.display()))?,
+    );
+    keyring_from_text(&text).with_context(|| format!("master key file {}", path.display()))
+}
+
+impl MasterKeySource {
+    /// Loads (or, for [`MasterKeySource::DevFile`], creates) the keyring.
+    pub fn load(&self) -> anyhow::Result<Keyring> {
+        match self {
+            Self::File(path) => read_key_file(path),
+            Self::Text(text) => keyring_from_text(text),
+            Self::DevFile(path) => {
+                if !path.exists() {
+                    let key = MasterKey::generate("dev-1")?;
+                    write_secret_file(path, key.to_file_text().as_bytes())?;
+                    tracing::warn!(path = %path.display(),
+                        "generated a development master key; set SERVICERADAR_MASTER_KEY_FILE in production");
+                }
+                read_key_file(path)
+            }
+            Self::Ephemeral => {
+                tracing::warn!(
+                    "using an ephemeral in-memory master key; sealed keys will not survive a restart"
+                );
+                Ok(Keyring::new(MasterKey::generate("ephemeral")?))
+            }
+        }
+    }
+}
+
+/// Writes `bytes` to a new file readable by its owner only.
+pub fn write_secret_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(bytes)?;
+    Ok(())
+}
+
+/// Largest message a collector may publish (bytes).
+pub const COLLECTOR_MAX_PAYLOAD: i64 = 1024 * 1024;
+/// Most subscriptions a collector connection may hold.
+pub const COLLECTOR_MAX_SUBS: i64 = 100;
+
+/// The platform PKI: master keyring, trust domain, and the store-backed CAs
+/// and NATS identities.
+pub struct Pki {
+    keyring: Keyring,
+    trust_domain: String,
+}
+
+impl std::fmt::Debug for Pki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pki")
+            .field("key_id", &self.keyring.current_key_id())
+            .field("trust_domain", &self.trust_domain)
+            .finish()
+    }
+}
+
+/// `t` as Unix milliseconds (saturating).
+pub fn to_ms(t: time::OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+impl Pki {
+    /// A PKI over `keyring` issuing in `trust_domain`.
+    pub fn new(keyring: Keyring, trust_domain: &str) -> Self {
+        Self {
+            keyring,
+            trust_domain: trust_domain.to_owned(),
+        }
+    }
+
+    /// The master keyring.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// The SPIFFE trust domain.
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    /// Options for issuing end-entity certificates.
+    pub fn issue_options(&self) -> IssueOptions {
+        IssueOptions {
+            trust_domain: self.trust_domain.clone(),
+            ..IssueOptions::default()
+        }
+    }
+
+    /// Opens a sealed blob.
+    pub fn open(&self, sealed: &[u8], aad: &[u8]) -> anyhow::Result<Zeroizing<String>> {
+        let clear = self.keyring.open(sealed, aad)?;
+        let text = std::str::from_utf8(&clear).context("sealed text is not UTF-8")?;
+        Ok(Zeroizing::new(text.to_owned()))
+    }
+
+    /// Seals `text`.
+    pub fn seal(&self, text: &str, aad: &[u8]) -> Vec<u8> {
+        self.keyring.seal(text.as_bytes(), aad)
+    }
+
+    /// A platform secret, created with `create` (public text, secret text) if absent.
+    async fn platform_secret(
+        &self,
+        store: &Store,
+        name: &str,
+        create: impl FnOnce() -> anyhow::Result<(String, Zeroizing<String>)>,
+    ) -> anyhow::Result<(String, Zeroizing<String>)> {
+        let aad = aad::platform(name);
+        let row = match store.platform_secret(name).await? {
+            Some(row) => row,
+            None => {
+                let (public, secret) = create()?;
+                let row = store
+                    .insert_platform_secret(name, &public, &self.seal(&secret, &aad))
+                    .await?;
+                if row.public_text == public {
+                    tracing::info!(name, "created platform secret");
+                }
+                row
+            }
+        };
+        let secret = self
+            .open(&row.secret_sealed, &aad)
+            .with_context(|| format!("opening platform secret {name}"))?;
+        Ok((row.public_text, secret))
+    }
+
+    /// The platform root CA (created on first use).
+    pub async fn root_ca(&self, store: &Store) -> anyhow::Result<CertificateAuthority> {
+        let (cert, key) = self
+            .platform_secret(store, ROOT_CA, || {
+                let ca = CertificateAuthority::generate_root(ROOT_CA_NAME, DEFAULT_ROOT_VALIDITY)?;
+                Ok((ca.cert_pem().to_owned(), ca.key_pem()))
+            })
+            .await?;
+        Ok(CertificateAuthority::from_pem(&cert, &key)?)
+    }
+
+    /// The intermediate CA of `tenant` (created on first use), with the root
+    /// attached as its issuer chain.
+    pub async fn tenant_ca(
+        &self,
+        store: &Store,
+        tenant: &Tenant,
+    ) -> anyhow::Result<CertificateAuthority> {
+        let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
+        let aad = aad::tenant_ca(tenant.id);
+        let root = self.root_ca(store).await?;
+        let record = match scoped.tenant_ca().await? {
+            Some(record) => record,
+            None => {
+                let ca = CertificateAuthority::generate_tenant_intermediate(
+                    &root,
+                    tenant.id.as_uuid(),
+                    tenant.slug.as_str(),
+                    &self.trust_domain,
+                    DEFAULT_INTERMEDIATE_VALIDITY,
+                )?;
+                let record = scoped
+                    .insert_tenant_ca(
+                        ca.cert_pem(),
+                        &ca.seal_key(&self.keyring, &aad),
+                        to_ms(ca.not_after()),
+                    )
+                    .await?;
+                tracing::info!(tenant_id = %tenant.id, "tenant CA ready");
+                record
+            }
+        };
+        let ca = CertificateAuthority::from_sealed_key(
+            &record.cert_pem,
+            &record.key_sealed,
+            &self.keyring,
+            &aad,
+        )
+        .context("opening the tenant CA key")?;
+        Ok(ca.with_issuer_chain(root.cert_pem())?)
+    }
+
+    /// The NATS operator with its system account set, and the system account key.
+    pub async fn operator(&self, store: &Store) -> anyhow::Result<(Operator, NKey)> {
+        let (_, sys_seed) = self
+            .platform_secret(store, NATS_SYSTEM_ACCOUNT, || {
+                let key = NKey::generate(KeyKind::Account);
+                Ok((key.public_key(), key.seed()?))
+            })
+            .await?;
+        let (_, op_seed) = self
+            .platform_secret(store, NATS_OPERATOR, || {
+                let key = NKey::generate(KeyKind::Operator);
+                Ok((key.public_key(), key.seed()?))
+            })
+            .await?;
+        let sys = NKey::from_seed_of_kind(&sys_seed, KeyKind::Account)?;
+        let operator = Operator::from_key(
+            OPERATOR_NAME,
+            NKey::from_seed_of_kind(&op_seed, KeyKind::Operator)?,
+        )?
+        .with_system_account(&sys.public_key())?;
+        Ok((operator, sys))
+    }
+
+    /// The system account's JWT, signed by the operator.
+    pub async fn system_account_jwt(&self, store: &Store) -> anyhow::Result<String> {
+        let (operator, sys) = self.operator(store).await?;
+        Ok(operator.sign_account(&AccountClaims::system(&sys.public_key()))?)
+    }
+
+    /// The NATS account of `tenant` (created on first use): its key and JWT.
+    pub async fn tenant_account(
+        &self,
+        store: &Store,
+        tenant: &Tenant,
+    ) -> anyhow::Result<(NKey, String)> {
+        let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
+        let aad = aad::tenant_account(tenant.id);
+        let record = match scoped.nats_account().await? {
+            Some(record) => record,
+            None => {
+                let (operator, _) = self.operator(store).await?;
+                let key = NKey::generate(KeyKind::Account);
+                let public = key.public_key();
+                let jwt =
+                    operator.sign_account(&AccountClaims::tenant(&public, tenant.slug.as_str()))?;
+                let seed = key.seed()?;
+                let record = scoped
+                    .insert_nats_account(&public, &self.seal(&seed, &aad), &jwt)
+                    .await?;
+                tracing::info!(tenant_id = %tenant.id, account = %record.account_public_key,
+                    "tenant NATS account ready");
+                record
+            }
+        };
+        let seed = self
+            .open(&record.account_seed_sealed, &aad)
+            .context("opening the tenant account seed")?;
+        let key = NKey::from_seed_of_kind(&seed, KeyKind::Account)?;
+        anyhow::ensure!(
+            key.public_key() == record.account_public_key,
+            "the tenant account seed does not match its public key"
+        );
+        Ok((key, record.account_jwt))
+    }
+
+    /// Creates `tenant`'s intermediate CA and NATS account if it has none yet.
+    /// Called when a tenant is created; the lazy paths in [`Pki::tenant_ca`]
+    /// and [`Pki::tenant_account`] repair a tenant whose creation was
+    /// interrupted between the tenant row and its PKI.
+    pub async fn ensure_tenant_identity(
+        &self,
+        store: &Store,
+        tenant: &Tenant,
+    ) -> anyhow::Result<()> {
+        self.tenant_ca(store, tenant)
+            .await
+            .context("creating the tenant CA")?;
+        self.tenant_account(store, tenant)
+            .await
+            .context("creating the tenant NATS account")?;
+        Ok(())
+    }
+
+    /// Credentials of a collector package in `tenant`'s account: it may only
+    /// publish the tenant's telemetry (`events|metrics|logs.{tenant}.>`, and
+    /// `edge.{tenant}.>` at its site's leaf) and use JetStream publish acks
+    /// (replies on `_INBOX.>`); it subscribes to nothing else. Payloads are
+    /// capped at [`COLLECTOR_MAX_PAYLOAD`] and subscriptions at
+    /// [`COLLECTOR_MAX_SUBS`].
+    pub async fn collector_creds(
+        &self,
+        store: &Store,
+        tenant: &Tenant,
+        name: &str,
+    ) -> anyhow::Result<CredsFile> {
+        let (account, _) = self.tenant_account(store, tenant).await?;
+        let slug = tenant.slug.as_str();
+        let user = NKey::generate(KeyKind::User);
+        creds_for(&account, &user, name, |claims| {
+            claims.publish.allow = ["events", "metrics", "logs", "edge"]
+                .iter()
+                .map(|family| format!("{family}.{slug}.>"))
+                .collect();
+            claims.subscribe.allow = vec!["_INBOX.>".into()];
+            claims.allowed_connection_types = vec![CONNECTION_STANDARD.into()];
+            claims.payload = COLLECTOR_MAX_PAYLOAD;
+            claims.subs = COLLECTOR_MAX_SUBS;
+        })
+    }
+
+    /// The NATS account every leaf authenticates in, and the key of the
+    /// authorization service's user (created on first use).
+    ///
+    /// Why: nats-server only checks that a leaf's certificate chains to the
+    /// platform root, and lets the user JWT choose the account. So leaves do
+    /// not get users of their tenant's account. Their creds are users of this
+    /// account, whose JWT enables external authorization (auth callout): the
+    /// hub hands each leaf connection, with its verified certificate chain, to
+    /// `server::leaf_auth`, which admits it into the tenant's account only
+    /// when the certificate's tenant and site match the creds'. Only the
+    /// service's own user (`auth_users`) connects here without the callout.
+    pub async fn leaf_auth(&self, store: &Store) -> anyhow::Result<(NKey, NKey)> {
+        let (_, account_seed) = self
+            .platform_secret(store, NATS_LEAF_AUTH_ACCOUNT, || {
+                let key = NKey::generate(KeyKind::Account);
+                Ok((key.public_key(), key.seed()?))
+            })
+            .await?;
+        let (_, service_seed) = self
+            .platform_secret(store, NATS_LEAF_AUTH_SERVICE, || {
+                let key = NKey::generate(KeyKind::User);
+                Ok((key.public_key(), key.seed()?))
+            })
+            .await?;
+        Ok((
+            NKey::from_seed_of_kind(&account_seed, KeyKind::Account)?,
+            NKey::from_seed_of_kind(&service_seed, KeyKind::User)?,
+        ))
+    }
+
+    /// The JWT of the leaf authorization account ([`Pki::leaf_auth`]):
+    /// no JetStream, external authorization by the service user, which may
+    /// place leaves in any account (each response is still signed by the
+    /// tenant account it places the leaf in, which only we hold).
+    pub async fn leaf_auth_account_jwt(&self, store: &Store) -> anyhow::Result<String> {
+        let (operator, _) = self.operator(store).await?;
+        let (account, service) = self.leaf_auth(store).await?;
+        let mut claims = AccountClaims::tenant(&account.public_key(), LEAF_AUTH_ACCOUNT_NAME);
+        claims.jetstream = None;
+        claims.external_authorization = Some(ExternalAuthorization {
+            auth_users: vec![service.public_key()],
+            allowed_accounts: vec![ANY_ACCOUNT.into()],
+        });
+        Ok(operator.sign_account(&claims)?)
+    }
+
+    /// Creds of the leaf authorization service (the account's auth user).
+    pub async fn leaf_auth_service_creds(&self, store: &Store) -> anyhow::Result<CredsFile> {
+        let (account, service) = self.leaf_auth(store).await?;
+        creds_for(&account, &service, "serviceradar-leaf-auth", |claims| {
+            claims.allowed_connection_types = vec![CONNECTION_STANDARD.into()];
+        })
+    }
+
+    /// Creds of the leaf of `site` (in `tenant`) called `name`: a user of the
+    /// leaf authorization account, tagged with the tenant and site ids, that
+    /// may only connect as a leafnode. Keeps the user key of `previous` creds
+    /// when given (re-provisioning keeps a leaf's NATS user), else a new key.
+    pub async fn leaf_creds(
+        &self,
+        store: &Store,
+        tenant: &Tenant,
+        site: EdgeSiteId,
+        name: &str,
+        previous: Option<&str>,
+    ) -> anyhow::Result<CredsFile> {
+        let (account, _) = self.leaf_auth(store).await?;
+        let user = match previous.and_then(creds_seed) {
+            Some(seed) => NKey::from_seed_of_kind(&seed, KeyKind::User)?,
+            None => NKey::generate(KeyKind::User),
+        };
+        creds_for(&account, &user, name, |claims| {
+            claims.allowed_connection_types = vec![CONNECTION_LEAFNODE.into()];
+            claims.tags = vec![
+                format!("{LEAF_TENANT_TAG}{}", tenant.id),
+                format!("{LEAF_SITE_TAG}{site}"),
+            ];
+        })
+    }
+
+    /// The user JWT that admits one leaf connection into `tenant`'s account:
+    /// subject `user_key` (the key nats-server chose for the connection),
+    /// leafnode connections only, expiring at `expires` (unix seconds).
+    pub async fn leaf_session_jwt(
+        &self,
+        store: &Store,
+        tenant: &Tenant,
+        user_key: &str,
+        name: &str,
+        expires: i64,
+    ) -> anyhow::Result<String> {
+        let (account, _) = self.tenant_account(store, tenant).await?;
+        let mut claims = UserClaims::new(user_key, name);
+        claims.allowed_connection_types = vec![CONNECTION_LEAFNODE.into()];
+        claims.expires = Some(expires);
+        Ok(claims.sign(&account)?)
+    }
+
+    /// Revokes every JWT issued so far to the users `user_keys` of `tenant`'s
+    /// account: the account JWT is re-signed with them in `revocations` and
+    /// stored; the ingest supervisor pushes it to the running hub, which
+    /// disconnects and refuses those users from then on.
+    pub async fn revoke_users(
+        &self,
+        store: &Store,
+        tenant: &Tenant,
+        user_keys: &[String],
+    ) -> anyhow::Result<()> {
+        if user_keys.is_empty() {
+            return Ok(());
+        }
+        let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
+        let (operator, _) = self.operator(store).await?;
+        for _ in 0..5 {
+            let record = scoped
+                .nats_account()
+                .await?
+                .context("the tenant has no NATS account")?;
+            let current = serviceradar_natsconf::jwt::decode_claims(&record.account_jwt)?;
+            let mut claims =
+                AccountClaims::tenant(&record.account_public_key, tenant.slug.as_str());
+            if let Some(existing) = current["nats"]["revocations"].as_object() {
+                for (key, at) in existing {
+                    claims.revoke_user(key, at.as_i64().unwrap_or(0))?;
+                }
+            }
+            for key in user_keys {
+                claims.revoke_user_now(key)?;
+            }
+            let jwt = operator.sign_account(&claims)?;
+            if scoped
+                .replace_nats_account_jwt(&record.account_jwt, &jwt)
+                .await?
+            {
+                tracing::info!(tenant_id = %tenant.id, users = user_keys.len(), "NATS users revoked");
+                return Ok(());
+            }
+        }
+        anyhow::bail!("the tenant's account JWT kept changing; revocation not stored")
+    }
+
+    /// A new user of the NATS system account called `name`, as a `.creds`
+    /// file: what the control plane uses to push account JWTs to the hub
+    /// (`$SYS.REQ.CLAIMS.UPDATE`).
+    pub async fn system_user_creds(&self, store: &Store, name: &str) -> anyhow::Result<CredsFile> {
+        let (_, sys) = self.operator(store).await?;
+        creds_for(&sys, &NKey::generate(KeyKind::User), name, |claims| {
+            claims.allowed_connection_types = vec![CONNECTION_STANDARD.into()];
+        })
+    }
+
+    /// A new NATS user of `tenant`'s account called `name`, as a `.creds`
+    /// file. It connects as a plain client only: a leaf enters a tenant's
+    /// account through the leaf authorization callout, never with these.
+    pub async fn user_creds(
+        &self,
+        store: &Store,
+        tenant: &Tenant,
+        name: &str,
+    ) -> anyhow::Result<CredsFile> {
+        let (account, _) = self.tenant_account(store, tenant).await?;
+        creds_for(&account, &NKey::generate(KeyKind::User), name, |claims| {
+            claims.allowed_connection_types = vec![CONNECTION_STANDARD.into()];
+        })
+    }
+}
+
+/// The `.creds` file of `user` called `name`: its JWT (adjusted by
+/// `restrict`) signed by `signer` (an account key), and its seed.
+fn creds_for(
+    signer: &NKey,
+    user: &NKey,
+    name: &str,
+    restrict: impl FnOnce(&mut UserClaims),
+) -> anyhow::Result<CredsFile> {
+    let mut claims = UserClaims::new(&user.public_key(), name);
+    restrict(&mut claims);
+    let jwt = claims.sign(signer)?;
+    Ok(creds_file(&jwt, &user.seed()?)?)
+}
+
+/// The user seed (`SU...`) in a `.creds` file.
+fn creds_seed(creds: &str) -> Option<Zeroizing<String>> {
+    let mut lines = creds.lines();
+    lines.find(|l| l.contains("BEGIN USER NKEY SEED"))?;
+    let seed = lines.next()?.trim();
+    seed.starts_with("SU")
+        .then(|| Zeroizing::new(seed.to_owned()))
+}
+
+/// The user public key (`U...`) of a `.creds` file (the JWT's subject).
+pub fn creds_user_key(creds: &str) -> Option<String> {
+    let mut lines = creds.lines();
+    lines.find(|l| l.contains("BEGIN NATS USER JWT"))?;
+    let jwt = lines.next()?.trim();
+    serviceradar_natsconf::jwt::decode_claims(jwt).ok()?["sub"]
+        .as_str()
+        .map(str::to_owned)
+}

@@ -1,0 +1,536 @@
+//! Provisioning a site's NATS leaf server, and building its site bundle.
+//!
+//! The `provision_leaf` job (enqueued with every new site, and again by
+//! `POST /api/v1/edge-sites/{id}/regenerate-config`) issues the leaf's client
+//! and server certificates from the tenant's intermediate CA, mints the leaf's
+//! NATS user in the tenant's account, renders `nats-leaf.conf`, seals the keys
+//! and credentials and stores everything with the config checksum; the leaf
+//! moves `pending -> provisioned`. A failed attempt records its reason on the
+//! leaf (`last_error`) and is retried by the job queue. Every attempt is
+//! complete on its own, so repeating one (after a crash) is harmless.
+//!
+//! Renewal is the same job: [`enqueue_renewals`] (run hourly by `serve`)
+//! enqueues it for leaves whose certificates expire within 30 days, and the
+//! job issues new certificates with the same identity.
+//!
+//! The rendered config is a pure function of stored, non-secret data (slugs,
+//! upstream URL, listen address, monitoring listener), so the bundle renders
+//! it again and [`config_drift`] compares it with the stored checksum.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::Deserialize;
+use serviceradar_bundle::{AgentPki, InstallPaths, SecretText, SiteBundle, SitePki};
+use serviceradar_domain::resources::{EdgeSite, NatsLeafServer, Tenant};
+use serviceradar_domain::validate::Host;
+use serviceradar_domain::{EdgeSiteId, LeafServerId, TenantId, TenantScope};
+use serviceradar_natsconf::{
+    BufferStreamInput, LeafConfigInput, buffer_stream_config, config_checksum, render_leaf_config,
+};
+use serviceradar_pki::{SiteRef, TenantRef, issue_agent, issue_leaf_client, issue_leaf_server};
+use serviceradar_store::health::AgentCert;
+use serviceradar_store::jobs::{Job, NewJob};
+use serviceradar_store::{LeafProvisioning, Store, StoreError};
+
+pub mod bootstrap;
+pub mod tenants;
+
+use serviceradar_identity::{Pki, aad, to_ms};
+use serviceradar_jobs::{JobHandler, JobResult, Jobs, PROVISION_LEAF};
+
+/// What provisioning writes into every leaf config and bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisioningSettings {
+    /// Hub leafnode URL given to new leaf servers (`tls://host:7422`).
+    pub hub_leafnode_url: String,
+    /// SaaS NATS URL for collectors without an edge site.
+    pub saas_nats_url: String,
+    /// The agent gateway URL written into each site bundle's agent config.
+    pub gateway_url: String,
+    /// Monitoring listener rendered into every `nats-leaf.conf` (`None` disables it).
+    pub leaf_monitoring_listen: Option<String>,
+}
+
+impl Default for ProvisioningSettings {
+    fn default() -> Self {
+        Self {
+            hub_leafnode_url: "tls://127.0.0.1:7422".into(),
+            saas_nats_url: "tls://127.0.0.1:4222".into(),
+            gateway_url: "https://localhost:50051".into(),
+            leaf_monitoring_listen: Some("127.0.0.1:8222".into()),
+        }
+    }
+}
+
+/// Default leaf monitoring port when monitoring is disabled (the bundle's
+/// scripts still need a port number).
+const DEFAULT_MONITORING_PORT: u16 = 8222;
+
+/// Registers the `provision_leaf` handler.
+pub fn register(jobs: &mut Jobs, store: Store, pki: Arc<Pki>, settings: Arc<ProvisioningSettings>) {
+    jobs.register(
+        PROVISION_LEAF,
+        Arc::new(ProvisionLeaf {
+            store,
+            pki,
+            settings,
+        }),
+    );
+}
+
+/// A provisioning job for an existing leaf (regeneration). Shares the dedupe
+/// key of the job `create_site` enqueues, so at most one is unfinished.
+pub fn provisioning_job(leaf: &NatsLeafServer) -> NewJob {
+    leaf_job(leaf.tenant_id, leaf.edge_site_id, leaf.id)
+}
+
+fn leaf_job(tenant: TenantId, site: EdgeSiteId, leaf: LeafServerId) -> NewJob {
+    NewJob::new(
+        PROVISION_LEAF,
+        serde_json::json!({
+            "tenant_id": tenant.to_string(),
+            "edge_site_id": site.to_string(),
+            "leaf_server_id": leaf.to_string(),
+        }),
+    )
+    .dedupe(format!("{PROVISION_LEAF}:{leaf}"))
+}
+
+/// When the renewal sweep re-provisions a leaf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenewalPolicy {
+    /// Renew certificates expiring within this long (default 30 days).
+    pub renew_before: std::time::Duration,
+    /// Skip leaves re-provisioned less than this long ago (default 1 day): a
+    /// renewal that could not move the expiry (the tenant CA expires first)
+    /// is not repeated on every sweep.
+    pub quiet: std::time::Duration,
+}
+
+impl Default for RenewalPolicy {
+    fn default() -> Self {
+        Self {
+            renew_before: std::time::Duration::from_secs(30 * 24 * 3600),
+            quiet: std::time::Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// How often `serve` runs the renewal sweep.
+pub const RENEWAL_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Most leaves one sweep enqueues (the next sweep takes the rest).
+const RENEWAL_BATCH: i64 = 1000;
+
+/// The renewal sweep: enqueues a `provision_leaf` job (renewal is issuing
+/// again with the same identity) for every leaf whose certificates expire
+/// within `policy.renew_before`. The job's dedupe key keeps one unfinished job per
+/// leaf, so replicas sweeping at once enqueue each renewal once. Returns the
+/// number of jobs enqueued.
+pub async fn enqueue_renewals(store: &Store, policy: RenewalPolicy) -> anyhow::Result<usize> {
+    let now = serviceradar_store::now_ms();
+    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let due = store
+        .leaves_expiring_before(
+            now.saturating_add(ms(policy.renew_before)),
+            now.saturating_sub(ms(policy.quiet)),
+            RENEWAL_BATCH,
+        )
+        .await?;
+    let mut enqueued = 0;
+    for leaf in due {
+        let job = leaf_job(leaf.tenant_id, leaf.edge_site_id, leaf.leaf_id);
+        if store
+            .enqueue_job(&job, Some(leaf.tenant_id))
+            .await?
+            .is_some()
+        {
+            tracing::info!(tenant_id = %leaf.tenant_id, site_id = %leaf.edge_site_id,
+                leaf_id = %leaf.leaf_id, expires_at = leaf.cert_expires_at,
+                "leaf certificates expire soon; renewal enqueued");
+            enqueued += 1;
+        }
+    }
+    Ok(enqueued)
+}
+
+/// The leaf config input of a site: default install paths, the leaf's
+/// stored listen address and upstream, and the configured monitoring listener.
+pub fn leaf_config_input(
+    settings: &ProvisioningSettings,
+    tenant: &Tenant,
+    site: &EdgeSite,
+    leaf: &NatsLeafServer,
+) -> LeafConfigInput {
+    let mut input =
+        LeafConfigInput::new(tenant.slug.as_str(), site.slug.as_str(), &leaf.upstream_url);
+    input.client_listen = leaf.local_listen.to_string();
+    input.monitoring_listen = settings.leaf_monitoring_listen.clone();
+    input
+}
+
+/// Renders a site's `nats-leaf.conf`.
+pub fn render_site_config(
+    settings: &ProvisioningSettings,
+    tenant: &Tenant,
+    site: &EdgeSite,
+    leaf: &NatsLeafServer,
+) -> anyhow::Result<String> {
+    render_leaf_config(&leaf_config_input(settings, tenant, site, leaf))
+        .context("rendering nats-leaf.conf")
+}
+
+/// Stored vs. expected config checksum of a leaf.
+#[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConfigDrift {
+    /// Checksum stored by the last provisioning run (`None` while pending).
+    pub stored_checksum: Option<String>,
+    /// Checksum of the config as it renders now.
+    pub expected_checksum: String,
+    /// True when a provisioned leaf's stored checksum differs from the expected one.
+    pub drifted: bool,
+}
+
+/// Compares the stored checksum of `leaf` with the config as it renders now.
+pub fn config_drift(
+    settings: &ProvisioningSettings,
+    tenant: &Tenant,
+    site: &EdgeSite,
+    leaf: &NatsLeafServer,
+) -> anyhow::Result<ConfigDrift> {
+    let expected = config_checksum(&render_site_config(settings, tenant, site, leaf)?);
+    Ok(ConfigDrift {
+        drifted: leaf
+            .config_checksum
+            .as_ref()
+            .is_some_and(|stored| *stored != expected),
+        stored_checksum: leaf.config_checksum.clone(),
+        expected_checksum: expected,
+    })
+}
+
+fn host_name(host: &Host) -> String {
+    match host {
+        Host::Ip(ip) => ip.to_string(),
+        Host::Dns(name) => name.clone(),
+    }
+}
+
+/// Issues, mints, renders and stores everything a leaf needs.
+pub async fn provision_leaf(
+    store: &Store,
+    pki: &Pki,
+    settings: &ProvisioningSettings,
+    tenant: &Tenant,
+    site: &EdgeSite,
+    leaf: &NatsLeafServer,
+) -> anyhow::Result<NatsLeafServer> {
+    let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
+    let conf = render_site_config(settings, tenant, site, leaf)?;
+    let ca = pki.tenant_ca(store, tenant).await?;
+    let tenant_ref = TenantRef {
+        id: tenant.id.as_uuid(),
+        slug: tenant.slug.as_str(),
+    };
+    let site_ref = SiteRef {
+        id: site.id.as_uuid(),
+        slug: site.slug.as_str(),
+    };
+    let opts = pki.issue_options();
+    let client = issue_leaf_client(&ca, tenant_ref, site_ref, &opts)
+        .context("issuing the leaf client certificate")?;
+    let server = issue_leaf_server(
+        &ca,
+        tenant_ref,
+        site_ref,
+        [host_name(site.nats_leaf_url.host())],
+        &opts,
+    )
+    .context("issuing the leaf server certificate")?;
+    // Re-provisioning keeps the leaf's NATS user key (revoking it on deletion
+    // then covers every generation of its creds).
+    let previous = match scoped.leaf_provisioning(leaf.id).await? {
+        Some(material) => Some(
+            pki.open(
+                &material.creds_sealed,
+                &aad::leaf(tenant.id, leaf.id, "creds"),
+            )
+            .context("opening the leaf's previous creds")?,
+        ),
+        None => None,
+    };
+    let creds = pki
+        .leaf_creds(
+            store,
+            tenant,
+            site.id,
+            &format!("leaf-{}", site.slug),
+            previous.as_ref().map(|c| c.as_str()),
+        )
+        .await
+        .context("minting the leaf's NATS user")?;
+    let result = LeafProvisioning {
+        leaf_cert_pem: client.cert_pem.clone(),
+        leaf_key_sealed: pki.seal(
+            &client.key_pem,
+            &aad::leaf(tenant.id, leaf.id, "client-key"),
+        ),
+        server_cert_pem: server.cert_pem.clone(),
+        server_key_sealed: pki.seal(
+            &server.key_pem,
+            &aad::leaf(tenant.id, leaf.id, "server-key"),
+        ),
+        ca_chain_pem: client.chain_pem.clone(),
+        creds_sealed: pki.seal(creds.as_str(), &aad::leaf(tenant.id, leaf.id, "creds")),
+        cert_expires_at: to_ms(client.not_after.min(server.not_after)),
+        config_checksum: config_checksum(&conf),
+    };
+    // The site's edge agent: keep its id across renewals.
+    let agent_id = match scoped.agent_for_site(site.id).await? {
+        Some(agent) => agent.id,
+        None => uuid::Uuid::now_v7(),
+    };
+    let agent = issue_agent(&ca, tenant_ref, site_ref, agent_id, &opts)
+        .context("issuing the agent certificate")?;
+    scoped
+        .store_agent_cert(
+            site.id,
+            &AgentCert {
+                agent_id,
+                cert_pem: agent.cert_pem.clone(),
+                key_sealed: pki.seal(&agent.key_pem, &aad::agent_key(tenant.id, agent_id)),
+                cert_serial: agent.serial_hex.clone(),
+                cert_expires_at: to_ms(agent.not_after),
+            },
+        )
+        .await?;
+    let stored = scoped.store_leaf_provisioning(leaf.id, &result).await?;
+    tracing::info!(leaf_id = %leaf.id, site_id = %site.id, serial = %client.serial_hex,
+        checksum = %result.config_checksum, "leaf server provisioned");
+    Ok(stored)
+}
+
+/// The `provision_leaf` job handler.
+struct ProvisionLeaf {
+    store: Store,
+    pki: Arc<Pki>,
+    settings: Arc<ProvisioningSettings>,
+}
+
+#[derive(Deserialize)]
+struct Payload {
+    tenant_id: TenantId,
+    edge_site_id: EdgeSiteId,
+    leaf_server_id: LeafServerId,
+}
+
+impl ProvisionLeaf {
+    async fn run_job(&self, job: &Job) -> JobResult {
+        let payload: Payload = serde_json::from_value(job.payload.clone())
+            .map_err(|e| format!("bad provision_leaf payload: {e}"))?;
+        let tenant = match self.store.tenant(payload.tenant_id).await {
+            Ok(tenant) => tenant,
+            Err(StoreError::NotFound) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        let scoped = self
+            .store
+            .scoped(TenantScope::for_system_task(payload.tenant_id));
+        let (site, leaf) = match (
+            scoped.site(payload.edge_site_id).await,
+            scoped.leaf_server(payload.leaf_server_id).await,
+        ) {
+            (Ok(site), Ok(leaf)) => (site, leaf),
+            // The site was deleted meanwhile: nothing to provision.
+            (Err(StoreError::NotFound), _) | (_, Err(StoreError::NotFound)) => return Ok(()),
+            (Err(e), _) | (_, Err(e)) => return Err(e.to_string()),
+        };
+        match provision_leaf(
+            &self.store,
+            &self.pki,
+            &self.settings,
+            &tenant,
+            &site,
+            &leaf,
+        )
+        .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let message = format!("provisioning failed: {e:#}");
+                if let Err(record) = scoped.record_leaf_error(leaf.id, &message).await {
+                    tracing::warn!(error = %record, "recording the provisioning error failed");
+                }
+                Err(message)
+            }
+        }
+    }
+}
+
+impl JobHandler for ProvisionLeaf {
+    fn run<'a>(&'a self, job: &'a Job) -> Pin<Box<dyn Future<Output = JobResult> + Send + 'a>> {
+        Box::pin(self.run_job(job))
+    }
+}
+
+/// Why a site bundle cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SiteBundleError {
+    /// The store failed or the site is not in the tenant.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The leaf has not been provisioned yet.
+    #[error("the site's leaf server is still being provisioned; try again shortly{}",
+        .0.as_deref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
+    Pending(Option<String>),
+    /// Something else failed (details are logged, not returned).
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// A built site bundle.
+pub struct BuiltSiteBundle {
+    /// Download file name.
+    pub file_name: String,
+    /// tar.gz bytes.
+    pub bytes: Vec<u8>,
+    /// Checksum of the `nats-leaf.conf` inside.
+    pub config_checksum: String,
+    /// Whether it differs from the stored checksum.
+    pub drifted: bool,
+}
+
+fn first_pem_block(chain: &str) -> Option<&str> {
+    const END: &str = "-----END CERTIFICATE-----";
+    let start = chain.find("-----BEGIN CERTIFICATE-----")?;
+    let end = start + chain[start..].find(END)? + END.len();
+    Some(&chain[start..end])
+}
+
+/// The `agent.toml` shipped in the site bundle. Paths are relative to the
+/// file's directory (the bundle installs it beside `nats-leaf.conf`, with the
+/// certificates in `certs/`).
+pub fn agent_config_toml(
+    settings: &ProvisioningSettings,
+    tenant: &Tenant,
+    site: &EdgeSite,
+    agent_id: uuid::Uuid,
+) -> String {
+    // A JSON string literal is a valid TOML basic string.
+    let q = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+    format!(
+        "# serviceradar-agent configuration for edge site {site_name}\n\
+         # (tenant {tenant_slug}). Identity comes from the certificate; the ids\n\
+         # below are claims the gateway checks against it.\n\
+         gateway_url = {gateway}\n\
+         cert = \"certs/agent.pem\"\n\
+         key = \"certs/agent-key.pem\"\n\
+         ca = \"certs/root-ca.pem\"\n\
+         tenant_id = \"{tenant_id}\"\n\
+         site_id = \"{site_id}\"\n\
+         agent_id = \"{agent_id}\"\n",
+        site_name = site.slug,
+        tenant_slug = tenant.slug,
+        gateway = q(&settings.gateway_url),
+        tenant_id = tenant.id,
+        site_id = site.id,
+    )
+}
+
+/// Builds the site bundle of `site_id` from stored material (keys and
+/// credentials are opened in memory only).
+pub async fn build_site_bundle(
+    store: &Store,
+    pki: &Pki,
+    settings: &ProvisioningSettings,
+    scope: TenantScope,
+    site_id: EdgeSiteId,
+) -> Result<BuiltSiteBundle, SiteBundleError> {
+    let scoped = store.scoped(scope);
+    let site = scoped.site(site_id).await?;
+    let leaf = scoped.leaf_for_site(site_id).await?;
+    let tenant = store.tenant(site.tenant_id).await?;
+    let Some(material) = scoped.leaf_provisioning(leaf.id).await? else {
+        return Err(SiteBundleError::Pending(leaf.last_error.clone()));
+    };
+    let conf = render_site_config(settings, &tenant, &site, &leaf)?;
+    let checksum = config_checksum(&conf);
+    let drifted = checksum != material.config_checksum;
+    if drifted {
+        tracing::warn!(site_id = %site.id, stored = %material.config_checksum, current = %checksum,
+            "leaf config drifted from the provisioned checksum; regenerate the config");
+    }
+    let open = |sealed: &[u8], what: &str| {
+        pki.open(sealed, &aad::leaf(tenant.id, leaf.id, what))
+            .with_context(|| format!("opening the leaf's sealed {what}"))
+    };
+    let client_key = open(&material.leaf_key_sealed, "client-key")?;
+    let server_key = open(&material.server_key_sealed, "server-key")?;
+    let creds = open(&material.creds_sealed, "creds")?;
+    let tenant_ca =
+        first_pem_block(&material.ca_chain_pem).context("stored CA chain has no certificate")?;
+    let root = pki.root_ca(store).await?;
+    let agent = match scoped.agent_for_site(site.id).await? {
+        Some(agent) => {
+            let key = pki
+                .open(
+                    &scoped.agent_key_sealed(agent.id).await?,
+                    &aad::agent_key(tenant.id, agent.id),
+                )
+                .context("opening the agent's sealed key")?;
+            Some(AgentPki {
+                // The chain up to the tenant CA: the gateway trusts only the root.
+                cert_pem: format!("{}{tenant_ca}\n", agent.cert_pem),
+                key_pem: SecretText::new(key.as_str()),
+                config_toml: Some(agent_config_toml(settings, &tenant, &site, agent.id)),
+            })
+        }
+        None => None,
+    };
+    let monitoring_port = settings
+        .leaf_monitoring_listen
+        .as_deref()
+        .and_then(|l| l.rsplit_once(':'))
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(DEFAULT_MONITORING_PORT);
+    let stream = buffer_stream_config(&BufferStreamInput::new(
+        tenant.slug.as_str(),
+        site.slug.as_str(),
+    ))
+    .context("rendering the buffer stream")?;
+    let bundle = SiteBundle {
+        tenant_slug: tenant.slug.to_string(),
+        site_slug: site.slug.to_string(),
+        site_name: site.name.to_string(),
+        site_id: site.id.as_uuid(),
+        leaf_conf: conf,
+        paths: InstallPaths::default(),
+        pki: SitePki {
+            leaf_client_cert_pem: format!("{}{tenant_ca}\n", material.leaf_cert_pem),
+            leaf_client_key_pem: SecretText::new(client_key.as_str()),
+            leaf_server_cert_pem: format!("{}{tenant_ca}\n", material.server_cert_pem),
+            leaf_server_key_pem: SecretText::new(server_key.as_str()),
+            ca_chain_pem: material.ca_chain_pem.clone(),
+            root_ca_pem: root.cert_pem().to_owned(),
+            agent,
+        },
+        leaf_creds: SecretText::new(creds.as_str()),
+        hub_leafnode_url: leaf.upstream_url.clone(),
+        nats_leaf_url: site.nats_leaf_url.to_string(),
+        client_port: leaf.local_listen.port(),
+        monitoring_port,
+        edge_buffer_stream_json: Some(
+            serde_json::to_string_pretty(&stream).context("encoding the buffer stream")?,
+        ),
+    };
+    let bytes = serviceradar_bundle::site_bundle(&bundle).context("building the site bundle")?;
+    Ok(BuiltSiteBundle {
+        file_name: bundle.file_name(),
+        bytes,
+        config_checksum: checksum,
+        drifted,
+    })
+}

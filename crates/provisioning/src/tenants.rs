@@ -1,0 +1,110 @@
+//! Creating a tenant: the tenant row, its intermediate CA and NATS account,
+//! and its first owner. One function for `admin create-tenant` and the
+//! first-start bootstrap.
+
+use serviceradar_auth::{AuthError, hash_password_blocking, random_token};
+use serviceradar_domain::TenantScope;
+use serviceradar_domain::policy::Role;
+use serviceradar_domain::resources::Tenant;
+use serviceradar_domain::validate::{DisplayName, Email, Password, Slug};
+use serviceradar_identity::Pki;
+use serviceradar_store::{NewUser, Store, StoreError};
+
+/// What to create.
+pub struct NewTenant<'a> {
+    /// Tenant slug.
+    pub slug: &'a str,
+    /// Display name (default: the slug).
+    pub name: Option<&'a str>,
+    /// E-mail of the first owner.
+    pub owner_email: &'a str,
+    /// The owner's password; generated (and returned once) when `None`.
+    pub owner_password: Option<&'a str>,
+}
+
+/// A created tenant and its owner's credentials, to print once.
+pub struct CreatedTenant {
+    /// The tenant.
+    pub tenant: Tenant,
+    /// Owner e-mail.
+    pub owner_email: String,
+    /// Generated owner password, when none was given.
+    pub generated_password: Option<String>,
+}
+
+impl std::fmt::Debug for CreatedTenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedTenant")
+            .field("tenant", &self.tenant.slug)
+            .field("owner_email", &self.owner_email)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a tenant could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    /// An input is invalid (`field` names it: `slug`, `name`, `owner_email`, `owner_password`).
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The input.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The store failed (a taken slug is a conflict).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Hashing the password failed.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// Creating the tenant's CA or NATS account failed.
+    #[error("creating the tenant's CA and NATS account: {0}")]
+    Identity(String),
+}
+
+fn invalid(
+    field: &'static str,
+) -> impl FnOnce(serviceradar_domain::validate::FieldError) -> TenantError {
+    move |e| TenantError::Invalid {
+        field,
+        message: e.message,
+    }
+}
+
+/// Creates a tenant, its intermediate CA and NATS account, and its first owner.
+pub async fn create_tenant(
+    store: &Store,
+    pki: &Pki,
+    new: NewTenant<'_>,
+) -> Result<CreatedTenant, TenantError> {
+    let slug = Slug::parse(new.slug).map_err(invalid("slug"))?;
+    let name = DisplayName::parse(new.name.unwrap_or(slug.as_str())).map_err(invalid("name"))?;
+    let email = Email::parse(new.owner_email).map_err(invalid("owner_email"))?;
+    let generated = new.owner_password.is_none().then(|| random_token(18));
+    let password = Password::parse(
+        new.owner_password
+            .or(generated.as_deref())
+            .unwrap_or_default(),
+    )
+    .map_err(invalid("owner_password"))?;
+    let password_hash = hash_password_blocking(password).await?;
+    let tenant = store.create_tenant(&slug, &name).await?;
+    pki.ensure_tenant_identity(store, &tenant)
+        .await
+        .map_err(|e| TenantError::Identity(format!("{e:#}")))?;
+    store
+        .scoped(TenantScope::for_system_task(tenant.id))
+        .create_user(&NewUser {
+            email: email.clone(),
+            role: Role::Owner,
+            password_hash,
+        })
+        .await?;
+    tracing::info!(tenant_id = %tenant.id, tenant = %slug, "tenant created with its CA, NATS account and owner");
+    Ok(CreatedTenant {
+        tenant,
+        owner_email: email.to_string(),
+        generated_password: generated,
+    })
+}
