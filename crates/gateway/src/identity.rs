@@ -62,22 +62,19 @@ impl IdentityResolver {
             Err(StoreError::NotFound) => {
                 return Err(Status::permission_denied("unknown agent"));
             }
-            Err(e) => {
-                tracing::error!(error = %e, "agent lookup failed");
-                return Err(Status::unavailable("try again later"));
-            }
+            Err(e) => return Err(crate::service::internal_status("agent lookup", &e)),
         };
         if agent.revoked_at.is_some() {
             return Err(Status::permission_denied("the agent was revoked"));
         }
-        let site = scoped.site(agent.edge_site_id).await.map_err(|e| {
-            tracing::error!(error = %e, "site lookup failed");
-            Status::unavailable("try again later")
-        })?;
-        let tenant = store.tenant(tenant_id).await.map_err(|e| {
-            tracing::error!(error = %e, "tenant lookup failed");
-            Status::unavailable("try again later")
-        })?;
+        let site = scoped
+            .site(agent.edge_site_id)
+            .await
+            .map_err(|e| crate::service::internal_status("site lookup", &e))?;
+        let tenant = store
+            .tenant(tenant_id)
+            .await
+            .map_err(|e| crate::service::internal_status("tenant lookup", &e))?;
         if site.slug.as_str() != peer.scope || tenant.slug.as_str() != peer.tenant_slug {
             return Err(Status::permission_denied(
                 "the certificate's common name does not match the agent's site",

@@ -119,10 +119,10 @@ impl GatewayService {
     }
 
     async fn seen(&self, id: &AgentIdentity) -> Result<(), Status> {
-        self.health.agent_seen(id).await.map_err(|e| {
-            tracing::error!(error = %e, "recording agent contact failed");
-            Status::unavailable("try again later")
-        })
+        self.health
+            .agent_seen(id)
+            .await
+            .map_err(|e| crate::service::internal_status("recording agent contact", &e))
     }
 
     /// The config of `id`'s agent: the site's leaf checker (pointing at the
@@ -162,6 +162,16 @@ fn span(rpc: &'static str, id: &AgentIdentity) -> tracing::Span {
         agent_id = %id.agent_id)
 }
 
+/// An internal failure as agents see it: `UNAVAILABLE` with a reference to
+/// the log line that holds the cause (never the cause itself).
+pub fn internal_status(what: &str, error: &dyn std::fmt::Display) -> Status {
+    let reference = uuid::Uuid::now_v7();
+    tracing::error!(%reference, error = %error, "{what} failed");
+    Status::unavailable(format!(
+        "internal error (reference {reference}); try again later"
+    ))
+}
+
 fn valid_upload_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
@@ -198,10 +208,7 @@ impl AgentGateway for GatewayService {
                     &clip(&req.hostname, 255),
                 )
                 .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "recording hello failed");
-                    Status::unavailable("try again later")
-                })?;
+                .map_err(|e| crate::service::internal_status("recording hello", &e))?;
             self.seen(&id).await?;
             tracing::info!(version = %req.agent_version, "agent registered");
             Ok(Response::new(HelloResponse {
@@ -262,10 +269,10 @@ impl AgentGateway for GatewayService {
                     r.status == "ok" && r.leaf.as_ref().is_some_and(|l| l.up && l.remote_connected)
                 });
             if let Some(up) = leaf {
-                self.health.leaf_link(&id, up).await.map_err(|e| {
-                    tracing::warn!(error = %e, "recording the leaf link failed");
-                    Status::failed_precondition(format!("leaf status not accepted: {e}"))
-                })?;
+                self.health
+                    .leaf_link(&id, up)
+                    .await
+                    .map_err(|e| internal_status("recording the leaf link", &e))?;
             }
             metrics::counter!("serviceradar_gateway_results_total")
                 .increment(req.results.len() as u64);
@@ -379,5 +386,24 @@ impl GatewayService {
             metrics::counter!("serviceradar_gateway_upload_bytes_total").increment(done.bytes);
         }
         Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_reach_agents_without_their_detail() {
+        let cause = "error returned from database: relation \"agents\" does not exist";
+        let status = internal_status("recording the leaf link", &cause);
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(status.message().starts_with("internal error (reference "));
+        assert!(
+            !status.message().contains("database"),
+            "{}",
+            status.message()
+        );
+        assert!(!status.message().contains("agents"), "{}", status.message());
     }
 }

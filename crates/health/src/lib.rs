@@ -87,6 +87,8 @@ pub struct Health {
     store: Store,
     settings: Arc<HealthSettings>,
     events: broadcast::Sender<HealthEvent>,
+    /// Whether the relay's `LISTEN` is in force ([`Health::relay_listening`]).
+    listening: Arc<watch::Sender<bool>>,
     /// Tags this replica's notifications so it ignores its own.
     replica: uuid::Uuid,
 }
@@ -108,6 +110,7 @@ impl Health {
             store,
             settings,
             events,
+            listening: Arc::new(watch::channel(false).0),
             replica: uuid::Uuid::new_v4(),
         }
     }
@@ -143,7 +146,10 @@ impl Health {
         tokio::spawn(async move {
             loop {
                 let listener = match health.store.listen(HEALTH_CHANNEL).await {
-                    Ok(Some(listener)) => listener,
+                    Ok(Some(listener)) => {
+                        health.listening.send_replace(true);
+                        listener
+                    }
                     Ok(None) => return,
                     Err(e) => {
                         tracing::warn!(error = %e, "listening for health events failed");
@@ -153,11 +159,21 @@ impl Health {
                         }
                     }
                 };
-                if health.relay(listener, &mut stop).await {
+                let stopped = health.relay(listener, &mut stop).await;
+                health.listening.send_replace(false);
+                if stopped {
                     return;
                 }
             }
         })
+    }
+
+    /// Resolves once this replica's relay listens (PostgreSQL), so every
+    /// event another replica publishes from then on reaches its subscribers.
+    /// Never resolves on SQLite, which has no relay.
+    pub async fn relay_listening(&self) {
+        let mut listening = self.listening.subscribe();
+        let _ = listening.wait_for(|l| *l).await;
     }
 
     /// Relays until `stop` (returns true) or a listener error (false).

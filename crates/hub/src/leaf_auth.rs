@@ -615,11 +615,25 @@ mod tests {
             check_creds(&r, &leaves.public_key()),
             Err(Refusal::Credentials("no tenant and site tags"))
         );
-        // Bearer and expired JWTs.
-        let mut bearer = UserClaims::new(&user.public_key(), "leaf");
+        // Bearer JWTs are refused for being bearer tokens, whatever their
+        // nonce signature: a stolen bearer JWT presented with a valid-looking
+        // signature (the thief's own key), and one signed by the user's real
+        // key, each otherwise a perfect leaf JWT (tagged, unexpired).
+        let mut bearer = UserClaims::new(&user.public_key(), "leaf-plant");
+        bearer.tags = vec![
+            format!("{LEAF_TENANT_TAG}{tenant}"),
+            format!("{LEAF_SITE_TAG}{site}"),
+        ];
         bearer.bearer_token = true;
-        let r = request("Leafnode", &bearer.sign(&leaves).unwrap(), "n1", "");
-        assert!(check_creds(&r, &leaves.public_key()).is_err());
+        let bearer = bearer.sign(&leaves).unwrap();
+        for sig in [signed(&thief, "n1"), signed(&user, "n1")] {
+            let r = request("Leafnode", &bearer, "n1", &sig);
+            assert_eq!(
+                check_creds(&r, &leaves.public_key()),
+                Err(Refusal::Credentials("bearer tokens are not accepted"))
+            );
+        }
+        // Expired JWTs.
         let mut expired = UserClaims::new(&user.public_key(), "leaf");
         expired.expires = Some(1);
         let r = request(

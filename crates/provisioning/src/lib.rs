@@ -313,6 +313,15 @@ pub async fn provision_leaf(
     Ok(stored)
 }
 
+/// What a tenant sees in `last_error` when provisioning failed: a stable code
+/// and the reference under which the operator's log has the cause.
+pub fn tenant_facing_error(reference: &str) -> String {
+    format!(
+        "provisioning_failed: the leaf server could not be provisioned and will be retried; \
+         quote reference {reference} to your operator"
+    )
+}
+
 /// The `provision_leaf` job handler.
 struct ProvisionLeaf {
     store: Store,
@@ -360,8 +369,13 @@ impl ProvisionLeaf {
         {
             Ok(_) => Ok(()),
             Err(e) => {
+                // The cause (paths, SQL, key ids) is for the operator's log;
+                // the tenant sees a stable code and the job to quote.
                 let message = format!("provisioning failed: {e:#}");
-                if let Err(record) = scoped.record_leaf_error(leaf.id, &message).await {
+                tracing::error!(job_id = %job.id, leaf_id = %leaf.id, error = %message,
+                    "provisioning a leaf failed");
+                let public = tenant_facing_error(&job.id.to_string());
+                if let Err(record) = scoped.record_leaf_error(leaf.id, &public).await {
                     tracing::warn!(error = %record, "recording the provisioning error failed");
                 }
                 Err(message)
@@ -533,4 +547,23 @@ pub async fn build_site_bundle(
         config_checksum: checksum,
         drifted,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_facing_provisioning_errors_carry_no_internal_detail() {
+        let message = tenant_facing_error("0190a2b4-c0d0-7e8f-9a0b-1c2d3e4f5a6b");
+        assert!(message.starts_with("provisioning_failed: "));
+        assert!(message.contains("0190a2b4-c0d0-7e8f-9a0b-1c2d3e4f5a6b"));
+        // Nothing but the code, a sentence and the reference.
+        for leak in ["sqlite", "postgres", "/", "sealed", "key", "{", "error:"] {
+            assert!(
+                !message.to_lowercase().contains(leak),
+                "{leak} in {message}"
+            );
+        }
+    }
 }

@@ -49,7 +49,7 @@ enum AdminCommand {
         owner_email: String,
         /// Owner password (12+ characters); generated if absent.
         #[arg(long, env = "SERVICERADAR_OWNER_PASSWORD", hide_env_values = true)]
-        owner_password: Option<String>,
+        owner_password: Option<serviceradar_server::config::SecretArg>,
         #[command(flatten)]
         pki: PkiConfig,
     },
@@ -185,7 +185,7 @@ async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
                     slug: &slug,
                     name: name.as_deref(),
                     owner_email: &owner_email,
-                    owner_password: owner_password.as_deref(),
+                    owner_password: owner_password.as_ref().map(|p| p.expose()),
                 },
             )
             .await

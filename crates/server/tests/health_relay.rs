@@ -52,8 +52,10 @@ async fn status_changes_reach_every_replica() {
         .unwrap();
     let mut on_a = health_a.subscribe();
     let mut on_b = health_b.subscribe();
-    // Give B's relay a moment to LISTEN.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // B's relay LISTENs before A changes anything.
+    tokio::time::timeout(Duration::from_secs(10), health_b.relay_listening())
+        .await
+        .expect("replica B's relay listens");
 
     // An agent reaches replica A: the site becomes active.
     health_a

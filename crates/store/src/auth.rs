@@ -28,7 +28,7 @@ impl std::fmt::Debug for LoginRecord {
 }
 
 /// A live browser session.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SessionRecord {
     /// Tenant.
     pub tenant_id: TenantId,
@@ -40,6 +40,18 @@ pub struct SessionRecord {
     pub csrf_token: String,
     /// Expiry (Unix ms).
     pub expires_at: i64,
+}
+
+impl std::fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("tenant_id", &self.tenant_id)
+            .field("user_id", &self.user_id)
+            .field("role", &self.role)
+            .field("csrf_token", &"...")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// An API token with its secret hash and its user's current role.
