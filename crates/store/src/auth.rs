@@ -5,10 +5,12 @@
 use serviceradar_domain::policy::Role;
 use serviceradar_domain::resources::{ApiToken, User};
 use serviceradar_domain::{ApiTokenId, TenantId, UserId};
-use sqlx::Row;
 
-use crate::db::{Store, now_ms, parse_col};
+use crate::db::{Store, now_ms};
 use crate::error::StoreError;
+use crate::row::{self, Cols};
+use crate::tokens::{self, token_columns};
+use crate::users::{self, user_columns};
 
 /// A user and their password hash, for verifying a login.
 pub struct LoginRecord {
@@ -71,19 +73,21 @@ impl Store {
         tenant_slug: &str,
         email: &str,
     ) -> Result<LoginRecord, StoreError> {
-        let row = sqlx::query(
-            "SELECT u.id, u.tenant_id, u.email, u.role, u.created_at, u.password_hash \
-             FROM users u JOIN tenants t ON t.id = u.tenant_id \
-             WHERE t.slug = $1 AND u.email = $2",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            ", u.password_hash FROM users u JOIN tenants t ON t.id = u.tenant_id \
+             WHERE t.slug = $1 AND u.email = $2"
+        ))
         .bind(tenant_slug)
         .bind(email)
         .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        Ok(LoginRecord {
-            user: crate::users::decode(&row)?,
-            password_hash: row.try_get("password_hash")?,
+        .await?;
+        row::found(row, |row| {
+            Ok(LoginRecord {
+                user: users::decode(row)?,
+                password_hash: Cols::of(row, "users").get("password_hash")?,
+            })
         })
     }
 
@@ -120,14 +124,16 @@ impl Store {
         .bind(token_hash)
         .bind(now_ms())
         .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        Ok(SessionRecord {
-            tenant_id: parse_col(&row, "sessions", "tenant_id")?,
-            user_id: parse_col(&row, "sessions", "user_id")?,
-            role: parse_col(&row, "sessions", "role")?,
-            csrf_token: row.try_get("csrf_token")?,
-            expires_at: row.try_get("expires_at")?,
+        .await?;
+        row::found(row, |row| {
+            let r = Cols::of(row, "sessions");
+            Ok(SessionRecord {
+                tenant_id: r.parse("tenant_id")?,
+                user_id: r.parse("user_id")?,
+                role: r.parse("role")?,
+                csrf_token: r.get("csrf_token")?,
+                expires_at: r.get("expires_at")?,
+            })
         })
     }
 
@@ -152,20 +158,22 @@ impl Store {
     /// A token by id, with its secret hash and owner's role. Revocation and
     /// expiry are checked by the caller (so it can say which).
     pub async fn token_record(&self, id: ApiTokenId) -> Result<TokenRecord, StoreError> {
-        let row = sqlx::query(
-            "SELECT t.id, t.tenant_id, t.user_id, t.name, t.scopes, t.created_at, t.expires_at, \
-                    t.revoked_at, t.last_used_at, t.secret_hash, u.role \
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            ", t.secret_hash, u.role \
              FROM api_tokens t JOIN users u ON u.id = t.user_id AND u.tenant_id = t.tenant_id \
-             WHERE t.id = $1",
-        )
+             WHERE t.id = $1"
+        ))
         .bind(id.to_string())
         .fetch_optional(&self.pool)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        Ok(TokenRecord {
-            token: crate::tokens::decode(&row)?,
-            secret_hash: row.try_get("secret_hash")?,
-            role: parse_col(&row, "users", "role")?,
+        .await?;
+        row::found(row, |row| {
+            Ok(TokenRecord {
+                token: tokens::decode(row)?,
+                secret_hash: Cols::of(row, "api_tokens").get("secret_hash")?,
+                role: Cols::of(row, "users").parse("role")?,
+            })
         })
     }
 

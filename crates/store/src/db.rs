@@ -1,10 +1,9 @@
-//! Connecting, migrating and the small helpers every repository uses.
+//! Connecting, migrating, and the clock every repository stamps rows with.
 
-use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor};
 
 use crate::error::StoreError;
 
@@ -151,29 +150,4 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-/// Reads and parses a text column.
-pub(crate) fn parse_col<T: FromStr>(
-    row: &AnyRow,
-    table: &'static str,
-    col: &str,
-) -> Result<T, StoreError>
-where
-    T::Err: std::fmt::Display,
-{
-    let text: String = row.try_get(col)?;
-    text.parse::<T>()
-        .map_err(|e| StoreError::corrupt(table, format!("{col}: {e}")))
-}
-
-/// Reads a text column through a validating constructor.
-pub(crate) fn valid_col<T, E: std::fmt::Display>(
-    row: &AnyRow,
-    table: &'static str,
-    col: &str,
-    parse: impl Fn(&str) -> Result<T, E>,
-) -> Result<T, StoreError> {
-    let text: String = row.try_get(col)?;
-    parse(&text).map_err(|e| StoreError::corrupt(table, format!("{col}: {e}")))
 }

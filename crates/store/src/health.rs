@@ -16,14 +16,14 @@ use serviceradar_domain::state::{
     AlertEvent, AlertStatus, LeafEvent, LeafStatus, SiteEvent, SiteStatus,
 };
 use serviceradar_domain::{EdgeSiteId, TenantId};
-use sqlx::Row;
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
 use crate::Scoped;
-use crate::db::{Store, now_ms, parse_col};
+use crate::db::{Store, now_ms};
 use crate::error::StoreError;
 use crate::page::{Arg, ListQuery, Page, PageRequest};
+use crate::row::{self, Cols};
 
 /// Alert kind: the site had no agent contact for longer than the rule allows.
 pub const ALERT_SITE_OFFLINE: &str = "site_offline";
@@ -176,62 +176,79 @@ const DELIVERY_SELECT: &str = "SELECT d.id, d.webhook_id, d.alert_id, d.event, d
     d.status_code, d.error, d.created_at FROM webhook_deliveries d";
 
 fn decode_agent(row: &AnyRow) -> Result<AgentRecord, StoreError> {
-    const T: &str = "agents";
+    let r = Cols::of(row, "agents");
     Ok(AgentRecord {
-        id: parse_col(row, T, "id")?,
-        tenant_id: parse_col(row, T, "tenant_id")?,
-        edge_site_id: parse_col(row, T, "edge_site_id")?,
-        cert_pem: row.try_get("cert_pem")?,
-        cert_serial: row.try_get("cert_serial")?,
-        cert_expires_at: row.try_get("cert_expires_at")?,
-        agent_version: row.try_get("agent_version")?,
-        capabilities: row.try_get("capabilities")?,
-        hostname: row.try_get("hostname")?,
-        last_seen_at: row.try_get("last_seen_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-        created_at: row.try_get("created_at")?,
+        id: r.parse("id")?,
+        tenant_id: r.parse("tenant_id")?,
+        edge_site_id: r.parse("edge_site_id")?,
+        cert_pem: r.get("cert_pem")?,
+        cert_serial: r.get("cert_serial")?,
+        cert_expires_at: r.get("cert_expires_at")?,
+        agent_version: r.get("agent_version")?,
+        capabilities: r.get("capabilities")?,
+        hostname: r.get("hostname")?,
+        last_seen_at: r.get("last_seen_at")?,
+        revoked_at: r.get("revoked_at")?,
+        created_at: r.get("created_at")?,
     })
 }
 
 fn decode_alert(row: &AnyRow) -> Result<Alert, StoreError> {
-    const T: &str = "alerts";
+    let r = Cols::of(row, "alerts");
     Ok(Alert {
-        id: parse_col(row, T, "id")?,
-        tenant_id: parse_col(row, T, "tenant_id")?,
-        edge_site_id: parse_col(row, T, "edge_site_id")?,
-        kind: row.try_get("kind")?,
-        status: parse_col(row, T, "status")?,
-        message: row.try_get("message")?,
-        acknowledged_by: row.try_get("acknowledged_by")?,
-        acknowledged_at: row.try_get("acknowledged_at")?,
-        resolved_at: row.try_get("resolved_at")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        id: r.parse("id")?,
+        tenant_id: r.parse("tenant_id")?,
+        edge_site_id: r.parse("edge_site_id")?,
+        kind: r.get("kind")?,
+        status: r.parse("status")?,
+        message: r.get("message")?,
+        acknowledged_by: r.get("acknowledged_by")?,
+        acknowledged_at: r.get("acknowledged_at")?,
+        resolved_at: r.get("resolved_at")?,
+        created_at: r.get("created_at")?,
+        updated_at: r.get("updated_at")?,
     })
 }
 
 fn decode_webhook(row: &AnyRow) -> Result<Webhook, StoreError> {
-    const T: &str = "webhooks";
+    let r = Cols::of(row, "webhooks");
     Ok(Webhook {
-        id: parse_col(row, T, "id")?,
-        tenant_id: parse_col(row, T, "tenant_id")?,
-        url: row.try_get("url")?,
-        created_at: row.try_get("created_at")?,
+        id: r.parse("id")?,
+        tenant_id: r.parse("tenant_id")?,
+        url: r.get("url")?,
+        created_at: r.get("created_at")?,
     })
 }
 
 fn decode_delivery(row: &AnyRow) -> Result<WebhookDelivery, StoreError> {
-    const T: &str = "webhook_deliveries";
+    let r = Cols::of(row, "webhook_deliveries");
     Ok(WebhookDelivery {
-        id: parse_col(row, T, "id")?,
-        webhook_id: parse_col(row, T, "webhook_id")?,
-        alert_id: parse_col(row, T, "alert_id")?,
-        event: row.try_get("event")?,
-        attempt: row.try_get("attempt")?,
-        status_code: row.try_get("status_code")?,
-        error: row.try_get("error")?,
-        created_at: row.try_get("created_at")?,
+        id: r.parse("id")?,
+        webhook_id: r.parse("webhook_id")?,
+        alert_id: r.parse("alert_id")?,
+        event: r.get("event")?,
+        attempt: r.get("attempt")?,
+        status_code: r.get("status_code")?,
+        error: r.get("error")?,
+        created_at: r.get("created_at")?,
     })
+}
+
+/// A [`DueAlert`] from a row with `tenant_id`, `edge_site_id` and `since`
+/// (both due-alert queries select those names).
+fn decode_due(
+    table: &'static str,
+    kind: &'static str,
+) -> impl Fn(&AnyRow) -> Result<DueAlert, StoreError> {
+    move |row| {
+        let r = Cols::of(row, table);
+        Ok(DueAlert {
+            tenant_id: r.parse("tenant_id")?,
+            edge_site_id: r.parse("edge_site_id")?,
+            kind,
+            since: r.get("since")?,
+        })
+    }
 }
 
 impl Scoped<'_> {
@@ -269,9 +286,8 @@ impl Scoped<'_> {
             .bind(self.tenant())
             .bind(id.to_string())
             .fetch_optional(&self.store.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        Ok(row.try_get("key_sealed")?)
+            .await?;
+        row::found(row, |row| Cols::of(row, "agents").get("key_sealed"))
     }
 
     /// Stores the (new or renewed) certificate of the site's agent. The site
@@ -539,9 +555,9 @@ impl Scoped<'_> {
         .bind(AlertStatus::Resolved.as_str())
         .fetch_all(&self.store.pool)
         .await?;
+        let ids: Vec<Uuid> = row::all(&rows, |row| Cols::of(row, "alerts").parse("id"))?;
         let mut resolved = Vec::new();
-        for row in rows {
-            let id: Uuid = parse_col(&row, "alerts", "id")?;
+        for id in ids {
             match self.transition_alert(id, AlertEvent::Resolve, None).await {
                 Ok(alert) => resolved.push(alert),
                 // Another replica resolved it first.
@@ -594,9 +610,8 @@ impl Scoped<'_> {
                 .bind(self.tenant())
                 .bind(id.to_string())
                 .fetch_optional(&self.store.pool)
-                .await?
-                .ok_or(StoreError::NotFound)?;
-        Ok(row.try_get("secret_sealed")?)
+                .await?;
+        row::found(row, |row| Cols::of(row, "webhooks").get("secret_sealed"))
     }
 
     /// A page of webhooks.
@@ -613,22 +628,12 @@ impl Scoped<'_> {
             .bind(self.tenant())
             .fetch_all(&self.store.pool)
             .await?;
-        rows.iter()
-            .map(|r| parse_col(r, "webhooks", "id"))
-            .collect()
+        row::all(&rows, |row| Cols::of(row, "webhooks").parse("id"))
     }
 
     /// Deletes a webhook.
     pub async fn delete_webhook(&self, id: Uuid) -> Result<(), StoreError> {
-        let done = sqlx::query("DELETE FROM webhooks WHERE tenant_id = $1 AND id = $2")
-            .bind(self.tenant())
-            .bind(id.to_string())
-            .execute(&self.store.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        self.delete_by_id("webhooks", id.to_string()).await
     }
 
     /// Logs one delivery attempt.
@@ -694,14 +699,10 @@ impl Store {
         .bind(cutoff)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    parse_col(r, "edge_sites", "tenant_id")?,
-                    parse_col(r, "edge_sites", "id")?,
-                ))
-            })
-            .collect()
+        row::all(&rows, |row| {
+            let r = Cols::of(row, "edge_sites");
+            Ok((r.parse("tenant_id")?, r.parse("id")?))
+        })
     }
 
     /// Sites offline since before `site_cutoff` and leaves disconnected since
@@ -711,9 +712,8 @@ impl Store {
         site_cutoff: i64,
         leaf_cutoff: i64,
     ) -> Result<Vec<DueAlert>, StoreError> {
-        let mut due = Vec::new();
         let sites = sqlx::query(
-            "SELECT s.id, s.tenant_id, s.last_seen_at FROM edge_sites s \
+            "SELECT s.id AS edge_site_id, s.tenant_id, s.last_seen_at AS since FROM edge_sites s \
              WHERE s.status = $1 AND s.last_seen_at < $2 AND NOT EXISTS (SELECT 1 FROM alerts a \
              WHERE a.edge_site_id = s.id AND a.kind = $3 AND a.status <> $4)",
         )
@@ -723,16 +723,9 @@ impl Store {
         .bind(AlertStatus::Resolved.as_str())
         .fetch_all(&self.pool)
         .await?;
-        for r in &sites {
-            due.push(DueAlert {
-                tenant_id: parse_col(r, "edge_sites", "tenant_id")?,
-                edge_site_id: parse_col(r, "edge_sites", "id")?,
-                kind: ALERT_SITE_OFFLINE,
-                since: r.try_get("last_seen_at")?,
-            });
-        }
+        let mut due = row::all(&sites, decode_due("edge_sites", ALERT_SITE_OFFLINE))?;
         let leaves = sqlx::query(
-            "SELECT l.edge_site_id, l.tenant_id, l.link_changed_at FROM nats_leaf_servers l \
+            "SELECT l.edge_site_id, l.tenant_id, l.link_changed_at AS since FROM nats_leaf_servers l \
              WHERE l.status = $1 AND l.link_changed_at < $2 AND NOT EXISTS (SELECT 1 FROM alerts a \
              WHERE a.edge_site_id = l.edge_site_id AND a.kind = $3 AND a.status <> $4)",
         )
@@ -742,14 +735,10 @@ impl Store {
         .bind(AlertStatus::Resolved.as_str())
         .fetch_all(&self.pool)
         .await?;
-        for r in &leaves {
-            due.push(DueAlert {
-                tenant_id: parse_col(r, "nats_leaf_servers", "tenant_id")?,
-                edge_site_id: parse_col(r, "nats_leaf_servers", "edge_site_id")?,
-                kind: ALERT_LEAF_DISCONNECTED,
-                since: r.try_get("link_changed_at")?,
-            });
-        }
+        due.extend(row::all(
+            &leaves,
+            decode_due("nats_leaf_servers", ALERT_LEAF_DISCONNECTED),
+        )?);
         Ok(due)
     }
 
@@ -786,8 +775,6 @@ impl Store {
         .bind(tenant.to_string())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| r.try_get("reason").map_err(StoreError::from))
-            .collect()
+        row::all(&rows, |row| Cols::of(row, "gateway_audit").get("reason"))
     }
 }

@@ -16,10 +16,11 @@
 
 use serviceradar_domain::{JobId, TenantId};
 use sqlx::any::AnyRow;
-use sqlx::{Any, AssertSqlSafe, Row, Transaction};
+use sqlx::{Any, AssertSqlSafe, Transaction};
 
-use crate::db::{Backend, Store, now_ms, parse_col};
+use crate::db::{Backend, Store, now_ms};
 use crate::error::StoreError;
+use crate::row::{self, Cols};
 
 /// A job to enqueue.
 #[derive(Debug, Clone)]
@@ -115,23 +116,24 @@ pub struct Job {
     pub last_error: Option<String>,
 }
 
-const RETURNING: &str = "id, tenant_id, kind, payload, status, attempts, max_attempts, last_error";
+/// The columns [`decode`] reads: claiming returns them, the lookup selects them.
+macro_rules! job_columns {
+    () => {
+        "id, tenant_id, kind, payload, status, attempts, max_attempts, last_error"
+    };
+}
 
 fn decode(row: &AnyRow) -> Result<Job, StoreError> {
-    let tenant: Option<String> = row.try_get("tenant_id")?;
-    let payload: String = row.try_get("payload")?;
+    let r = Cols::of(row, "jobs");
     Ok(Job {
-        id: parse_col(row, "jobs", "id")?,
-        tenant_id: tenant
-            .map(|t| t.parse())
-            .transpose()
-            .map_err(|e| StoreError::corrupt("jobs", e))?,
-        kind: row.try_get("kind")?,
-        payload: serde_json::from_str(&payload).map_err(|e| StoreError::corrupt("jobs", e))?,
-        status: parse_col(row, "jobs", "status")?,
-        attempts: row.try_get("attempts")?,
-        max_attempts: row.try_get("max_attempts")?,
-        last_error: row.try_get("last_error")?,
+        id: r.parse("id")?,
+        tenant_id: r.parse_opt("tenant_id")?,
+        kind: r.get("kind")?,
+        payload: r.json("payload")?,
+        status: r.parse("status")?,
+        attempts: r.get("attempts")?,
+        max_attempts: r.get("max_attempts")?,
+        last_error: r.get("last_error")?,
     })
 }
 
@@ -194,7 +196,8 @@ impl Store {
              WHERE id = (SELECT id FROM jobs WHERE (status = 'queued' AND run_at <= $3) \
                          OR (status = 'running' AND locked_until < $3) \
                          ORDER BY run_at, id LIMIT 1{lock}) \
-             RETURNING {RETURNING}"
+             RETURNING {}",
+            job_columns!()
         );
         // A job whose worker died on its last attempt is not reclaimed forever:
         // it fails, keeping the reason.
@@ -246,8 +249,9 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let attempts: i64 = row.try_get("attempts")?;
-        let max: i64 = row.try_get("max_attempts")?;
+        let r = Cols::of(&row, "jobs");
+        let attempts: i64 = r.get("attempts")?;
+        let max: i64 = r.get("max_attempts")?;
         let status = if attempts >= max {
             JobStatus::Failed
         } else {
@@ -276,13 +280,15 @@ impl Store {
 
     /// A job by id.
     pub async fn job(&self, id: JobId) -> Result<Job, StoreError> {
-        let sql = format!("SELECT {RETURNING} FROM jobs WHERE id = $1");
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        decode(&row)
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row::found(row, decode)
     }
 
     /// Makes a queued job (e.g. one backing off after a failure) runnable now.
@@ -299,13 +305,11 @@ impl Store {
 
     /// Counts jobs by status (for metrics and tests).
     pub async fn count_jobs(&self, status: JobStatus) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE status = $1")
-                .bind(status.as_str())
-                .fetch_one(&self.pool)
-                .await?
-                .try_get("n")?,
-        )
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE status = $1")
+            .bind(status.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Cols::of(&row, "jobs").get("n")
     }
 }
 

@@ -8,10 +8,10 @@
 //! pruned as new ones arrive.
 
 use serviceradar_domain::EdgeSiteId;
-use sqlx::Row;
 
 use crate::Scoped;
 use crate::error::StoreError;
+use crate::row::{self, Cols};
 
 impl Scoped<'_> {
     /// Records `user_key` as a hub session of `site`'s leaf, issued at
@@ -58,9 +58,9 @@ impl Scoped<'_> {
         .bind(site.to_string())
         .fetch_all(&self.store.pool)
         .await?;
-        rows.iter()
-            .map(|row| Ok(row.try_get::<String, _>("user_key")?))
-            .collect()
+        row::all(&rows, |row| {
+            Cols::of(row, "leaf_hub_sessions").get("user_key")
+        })
     }
 
     /// Forgets `site`'s hub sessions (after they were revoked).

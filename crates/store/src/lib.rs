@@ -24,6 +24,7 @@ mod leaf_sessions;
 mod packages;
 pub mod page;
 mod pki;
+mod row;
 mod sites;
 pub mod telemetry;
 mod tenants;
@@ -55,6 +56,18 @@ pub struct Scoped<'a> {
 impl<'a> Scoped<'a> {
     fn tenant(&self) -> String {
         self.scope.tenant_id().to_string()
+    }
+
+    /// Deletes the row `id` of `table` in this tenant; [`StoreError::NotFound`]
+    /// if there is none (also when it belongs to another tenant).
+    async fn delete_by_id(&self, table: &'static str, id: String) -> Result<(), StoreError> {
+        let sql = format!("DELETE FROM {table} WHERE tenant_id = $1 AND id = $2");
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(self.tenant())
+            .bind(id)
+            .execute(&self.store.pool)
+            .await?;
+        row::affected(&done)
     }
 }
 

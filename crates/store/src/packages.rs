@@ -5,13 +5,13 @@ use serviceradar_domain::resources::{CollectorPackage, CollectorType};
 use serviceradar_domain::state::{PackageEvent, PackageStatus};
 use serviceradar_domain::validate::{DisplayName, NatsUrl, Slug};
 use serviceradar_domain::{EdgeSiteId, PackageId};
-use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::Scoped;
-use crate::db::{now_ms, parse_col, valid_col};
+use crate::db::now_ms;
 use crate::error::StoreError;
 use crate::page::{Arg, ListQuery, Page, PageRequest};
+use crate::row::{self, Cols};
 
 /// A package to create.
 #[derive(Debug, Clone)]
@@ -66,32 +66,28 @@ const SELECT: &str = "SELECT p.id, p.tenant_id, p.name, p.collector_type, p.edge
                       LEFT JOIN edge_sites s ON s.id = p.edge_site_id AND s.tenant_id = p.tenant_id";
 
 fn decode(row: &AnyRow) -> Result<PackageWithSite, StoreError> {
-    const T: &str = "collector_packages";
-    let edge_site_id: Option<String> = row.try_get("edge_site_id")?;
-    let edge_site_id = edge_site_id
-        .map(|s| s.parse::<EdgeSiteId>())
-        .transpose()
-        .map_err(|e| StoreError::corrupt(T, e))?;
-    let site_name: Option<String> = row.try_get("site_name")?;
+    let r = Cols::of(row, "collector_packages");
+    let edge_site_id: Option<EdgeSiteId> = r.parse_opt("edge_site_id")?;
+    let site_name: Option<String> = r.get("site_name")?;
     let edge_site = match (edge_site_id, site_name) {
         (Some(id), Some(_)) => Some(SiteSummary {
             id,
-            name: valid_col(row, T, "site_name", DisplayName::parse)?,
-            slug: valid_col(row, T, "site_slug", Slug::parse)?,
-            nats_leaf_url: valid_col(row, T, "site_url", NatsUrl::parse)?,
+            name: r.valid("site_name", DisplayName::parse)?,
+            slug: r.valid("site_slug", Slug::parse)?,
+            nats_leaf_url: r.valid("site_url", NatsUrl::parse)?,
         }),
         _ => None,
     };
     Ok(PackageWithSite {
         package: CollectorPackage {
-            id: parse_col(row, T, "id")?,
-            tenant_id: parse_col(row, T, "tenant_id")?,
-            name: valid_col(row, T, "name", DisplayName::parse)?,
-            collector_type: parse_col(row, T, "collector_type")?,
+            id: r.parse("id")?,
+            tenant_id: r.parse("tenant_id")?,
+            name: r.valid("name", DisplayName::parse)?,
+            collector_type: r.parse("collector_type")?,
             edge_site_id,
-            status: parse_col(row, T, "status")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
+            status: r.parse("status")?,
+            created_at: r.get("created_at")?,
+            updated_at: r.get("updated_at")?,
         },
         edge_site,
     })
@@ -203,10 +199,7 @@ impl Scoped<'_> {
         .bind(id.to_string())
         .execute(&self.store.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        row::affected(&done)
     }
 
     /// The NATS user keys minted for the package's bundles.
@@ -217,22 +210,16 @@ impl Scoped<'_> {
         .bind(self.tenant())
         .bind(id.to_string())
         .fetch_optional(&self.store.pool)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        let keys: String = sqlx::Row::try_get(&row, "nats_user_keys")?;
+        .await?;
+        let keys: String = row::found(row, |row| {
+            Cols::of(row, "collector_packages").get("nats_user_keys")
+        })?;
         Ok(keys.split_whitespace().map(str::to_owned).collect())
     }
 
     /// Deletes a package.
     pub async fn delete_package(&self, id: PackageId) -> Result<(), StoreError> {
-        let done = sqlx::query("DELETE FROM collector_packages WHERE tenant_id = $1 AND id = $2")
-            .bind(self.tenant())
-            .bind(id.to_string())
-            .execute(&self.store.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        self.delete_by_id("collector_packages", id.to_string())
+            .await
     }
 }

@@ -6,12 +6,12 @@
 //! `ON CONFLICT DO NOTHING` and returns the row that is stored afterwards, so
 //! two replicas racing to create the same CA both end up using the winner's.
 
-use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::Scoped;
 use crate::db::{Store, now_ms};
 use crate::error::StoreError;
+use crate::row::{self, Cols};
 
 /// A platform-wide secret: public part in clear, secret part sealed.
 #[derive(Clone)]
@@ -78,29 +78,32 @@ impl std::fmt::Debug for TenantNatsAccount {
 }
 
 fn decode_secret(row: &AnyRow) -> Result<PlatformSecret, StoreError> {
+    let r = Cols::of(row, "platform_secrets");
     Ok(PlatformSecret {
-        name: row.try_get("name")?,
-        public_text: row.try_get("public_text")?,
-        secret_sealed: row.try_get("secret_sealed")?,
-        created_at: row.try_get("created_at")?,
+        name: r.get("name")?,
+        public_text: r.get("public_text")?,
+        secret_sealed: r.get("secret_sealed")?,
+        created_at: r.get("created_at")?,
     })
 }
 
 fn decode_ca(row: &AnyRow) -> Result<TenantCaRecord, StoreError> {
+    let r = Cols::of(row, "tenant_cas");
     Ok(TenantCaRecord {
-        cert_pem: row.try_get("cert_pem")?,
-        key_sealed: row.try_get("key_sealed")?,
-        not_after: row.try_get("not_after")?,
-        created_at: row.try_get("created_at")?,
+        cert_pem: r.get("cert_pem")?,
+        key_sealed: r.get("key_sealed")?,
+        not_after: r.get("not_after")?,
+        created_at: r.get("created_at")?,
     })
 }
 
 fn decode_account(row: &AnyRow) -> Result<TenantNatsAccount, StoreError> {
+    let r = Cols::of(row, "tenant_nats_accounts");
     Ok(TenantNatsAccount {
-        account_public_key: row.try_get("account_public_key")?,
-        account_seed_sealed: row.try_get("account_seed_sealed")?,
-        account_jwt: row.try_get("account_jwt")?,
-        created_at: row.try_get("created_at")?,
+        account_public_key: r.get("account_public_key")?,
+        account_seed_sealed: r.get("account_seed_sealed")?,
+        account_jwt: r.get("account_jwt")?,
+        created_at: r.get("created_at")?,
     })
 }
 
@@ -147,9 +150,9 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| r.try_get::<String, _>("account_jwt").map_err(Into::into))
-            .collect()
+        row::all(&rows, |row| {
+            Cols::of(row, "tenant_nats_accounts").get("account_jwt")
+        })
     }
 }
 

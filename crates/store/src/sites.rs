@@ -8,13 +8,13 @@ use serviceradar_domain::resources::{EdgeSite, NatsLeafServer};
 use serviceradar_domain::state::{LeafEvent, LeafStatus, SiteStatus};
 use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
 use serviceradar_domain::{EdgeSiteId, LeafServerId, TenantId};
-use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::db::{now_ms, parse_col, valid_col};
+use crate::db::now_ms;
 use crate::error::{StoreError, on_unique};
 use crate::jobs::NewJob;
 use crate::page::{Arg, ListQuery, Page, PageRequest};
+use crate::row::{self, Cols};
 use crate::{Scoped, Store};
 
 /// A site to create.
@@ -94,37 +94,66 @@ const LEAF_SELECT: &str = "SELECT l.id, l.tenant_id, l.edge_site_id, l.status, l
                            l.config_checksum, l.last_error, l.created_at, l.updated_at \
                            FROM nats_leaf_servers l";
 
-pub(crate) fn decode_site(row: &AnyRow) -> Result<EdgeSite, StoreError> {
-    const T: &str = "edge_sites";
+fn decode_site(row: &AnyRow) -> Result<EdgeSite, StoreError> {
+    let r = Cols::of(row, "edge_sites");
     Ok(EdgeSite {
-        id: parse_col(row, T, "id")?,
-        tenant_id: parse_col(row, T, "tenant_id")?,
-        name: valid_col(row, T, "name", DisplayName::parse)?,
-        slug: valid_col(row, T, "slug", Slug::parse)?,
-        status: parse_col(row, T, "status")?,
-        nats_leaf_url: valid_col(row, T, "nats_leaf_url", NatsUrl::parse)?,
-        last_seen_at: row.try_get("last_seen_at")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        id: r.parse("id")?,
+        tenant_id: r.parse("tenant_id")?,
+        name: r.valid("name", DisplayName::parse)?,
+        slug: r.valid("slug", Slug::parse)?,
+        status: r.parse("status")?,
+        nats_leaf_url: r.valid("nats_leaf_url", NatsUrl::parse)?,
+        last_seen_at: r.get("last_seen_at")?,
+        created_at: r.get("created_at")?,
+        updated_at: r.get("updated_at")?,
     })
 }
 
 fn decode_leaf(row: &AnyRow) -> Result<NatsLeafServer, StoreError> {
-    const T: &str = "nats_leaf_servers";
+    let r = Cols::of(row, "nats_leaf_servers");
     Ok(NatsLeafServer {
-        id: parse_col(row, T, "id")?,
-        tenant_id: parse_col(row, T, "tenant_id")?,
-        edge_site_id: parse_col(row, T, "edge_site_id")?,
-        status: parse_col(row, T, "status")?,
-        upstream_url: row.try_get("upstream_url")?,
-        local_listen: valid_col(row, T, "local_listen", ListenAddr::parse)?,
-        leaf_cert_pem: row.try_get("leaf_cert_pem")?,
-        ca_chain_pem: row.try_get("ca_chain_pem")?,
-        cert_expires_at: row.try_get("cert_expires_at")?,
-        config_checksum: row.try_get("config_checksum")?,
-        last_error: row.try_get("last_error")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
+        id: r.parse("id")?,
+        tenant_id: r.parse("tenant_id")?,
+        edge_site_id: r.parse("edge_site_id")?,
+        status: r.parse("status")?,
+        upstream_url: r.get("upstream_url")?,
+        local_listen: r.valid("local_listen", ListenAddr::parse)?,
+        leaf_cert_pem: r.get("leaf_cert_pem")?,
+        ca_chain_pem: r.get("ca_chain_pem")?,
+        cert_expires_at: r.get("cert_expires_at")?,
+        config_checksum: r.get("config_checksum")?,
+        last_error: r.get("last_error")?,
+        created_at: r.get("created_at")?,
+        updated_at: r.get("updated_at")?,
+    })
+}
+
+/// The material of a provisioned leaf; `None` while it is still pending
+/// (no certificate yet), corrupt if only part of it is there.
+fn decode_provisioning(row: &AnyRow) -> Result<Option<LeafProvisioning>, StoreError> {
+    let r = Cols::of(row, "nats_leaf_servers");
+    let Some(leaf_cert_pem) = r.get("leaf_cert_pem")? else {
+        return Ok(None);
+    };
+    Ok(Some(LeafProvisioning {
+        leaf_cert_pem,
+        leaf_key_sealed: r.required("leaf_key_sealed")?,
+        server_cert_pem: r.required("server_cert_pem")?,
+        server_key_sealed: r.required("server_key_sealed")?,
+        ca_chain_pem: r.required("ca_chain_pem")?,
+        creds_sealed: r.required("creds_sealed")?,
+        cert_expires_at: r.required("cert_expires_at")?,
+        config_checksum: r.required("config_checksum")?,
+    }))
+}
+
+fn decode_expiring(row: &AnyRow) -> Result<ExpiringLeaf, StoreError> {
+    let r = Cols::of(row, "nats_leaf_servers");
+    Ok(ExpiringLeaf {
+        tenant_id: r.parse("tenant_id")?,
+        edge_site_id: r.parse("edge_site_id")?,
+        leaf_id: r.parse("id")?,
+        cert_expires_at: r.get("cert_expires_at")?,
     })
 }
 
@@ -262,15 +291,7 @@ impl Scoped<'_> {
     /// Deletes a site and its leaf server; packages bound to it fall back to
     /// direct SaaS connection (`edge_site_id` becomes null).
     pub async fn delete_site(&self, id: EdgeSiteId) -> Result<(), StoreError> {
-        let done = sqlx::query("DELETE FROM edge_sites WHERE tenant_id = $1 AND id = $2")
-            .bind(self.tenant())
-            .bind(id.to_string())
-            .execute(&self.store.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        self.delete_by_id("edge_sites", id.to_string()).await
     }
 
     /// The leaf server of a site.
@@ -350,10 +371,7 @@ impl Scoped<'_> {
         .bind(id.to_string())
         .execute(&self.store.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        row::affected(&done)
     }
 
     /// The stored provisioning material of a leaf (sealed blobs included), or
@@ -370,37 +388,8 @@ impl Scoped<'_> {
         .bind(self.tenant())
         .bind(id.to_string())
         .fetch_optional(&self.store.pool)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        let leaf_cert_pem: Option<String> = row.try_get("leaf_cert_pem")?;
-        let Some(leaf_cert_pem) = leaf_cert_pem else {
-            return Ok(None);
-        };
-        let missing = |c: &str| StoreError::corrupt("nats_leaf_servers", format!("{c} missing"));
-        Ok(Some(LeafProvisioning {
-            leaf_cert_pem,
-            leaf_key_sealed: row
-                .try_get::<Option<Vec<u8>>, _>("leaf_key_sealed")?
-                .ok_or_else(|| missing("leaf_key_sealed"))?,
-            server_cert_pem: row
-                .try_get::<Option<String>, _>("server_cert_pem")?
-                .ok_or_else(|| missing("server_cert_pem"))?,
-            server_key_sealed: row
-                .try_get::<Option<Vec<u8>>, _>("server_key_sealed")?
-                .ok_or_else(|| missing("server_key_sealed"))?,
-            ca_chain_pem: row
-                .try_get::<Option<String>, _>("ca_chain_pem")?
-                .ok_or_else(|| missing("ca_chain_pem"))?,
-            creds_sealed: row
-                .try_get::<Option<Vec<u8>>, _>("creds_sealed")?
-                .ok_or_else(|| missing("creds_sealed"))?,
-            cert_expires_at: row
-                .try_get::<Option<i64>, _>("cert_expires_at")?
-                .ok_or_else(|| missing("cert_expires_at"))?,
-            config_checksum: row
-                .try_get::<Option<String>, _>("config_checksum")?
-                .ok_or_else(|| missing("config_checksum"))?,
-        }))
+        .await?;
+        row::found(row, decode_provisioning)
     }
 }
 
@@ -440,15 +429,6 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ExpiringLeaf {
-                    tenant_id: parse_col(row, "nats_leaf_servers", "tenant_id")?,
-                    edge_site_id: parse_col(row, "nats_leaf_servers", "edge_site_id")?,
-                    leaf_id: parse_col(row, "nats_leaf_servers", "id")?,
-                    cert_expires_at: row.try_get("cert_expires_at")?,
-                })
-            })
-            .collect()
+        row::all(&rows, decode_expiring)
     }
 }

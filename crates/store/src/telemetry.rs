@@ -8,7 +8,6 @@
 //! tenant-scoped, in event-time order, with an optional time range.
 
 use serviceradar_domain::telemetry::{RecordMeta, TelemetryKind, TelemetryRecord};
-use sqlx::Row;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Transaction};
 
@@ -16,6 +15,7 @@ use crate::Scoped;
 use crate::db::now_ms;
 use crate::error::StoreError;
 use crate::page::{Arg, ListQuery, Page, PageRequest};
+use crate::row::Cols;
 
 /// Rows per `INSERT` statement (10 bound values each, well under SQLite's limit).
 const ROWS_PER_STATEMENT: usize = 500;
@@ -116,7 +116,7 @@ impl Scoped<'_> {
         if buffers.is_empty() {
             return Ok(0);
         }
-        match copy_direct(pg, &buffers).await {
+        match copy_batch(pg, &buffers, CopyPath::Direct).await {
             Ok(inserted) => Ok(inserted),
             Err(sqlx::Error::Database(e))
                 if e.is_unique_violation() || e.code().as_deref() == Some(DEADLOCK_DETECTED) =>
@@ -125,7 +125,7 @@ impl Scoped<'_> {
                     error = %e,
                     "batch overlaps rows already written; writing it with ON CONFLICT DO NOTHING"
                 );
-                Ok(copy_staged(pg, &buffers).await?)
+                Ok(copy_batch(pg, &buffers, CopyPath::Staged).await?)
             }
             Err(e) => Err(e.into()),
         }
@@ -221,7 +221,9 @@ impl Scoped<'_> {
         if let Some(to) = range.to {
             q.cmp("t.created_at", "<", Arg::Int(to));
         }
-        q.page("t", page).fetch(&self.store.pool, decode).await
+        q.page("t", page)
+            .fetch(&self.store.pool, decode(table(kind)))
+            .await
     }
 
     /// Number of `kind` rows of the tenant.
@@ -234,7 +236,7 @@ impl Scoped<'_> {
             .bind(self.tenant())
             .fetch_one(&self.store.pool)
             .await?;
-        Ok(row.try_get("n")?)
+        Cols::of(&row, table(kind)).get("n")
     }
 }
 
@@ -263,54 +265,63 @@ fn copy_columns(kind: TelemetryKind) -> String {
     )
 }
 
-/// The fast path: `COPY` straight into the tables, one transaction.
-async fn copy_direct(
-    pg: &sqlx::PgPool,
-    buffers: &[(TelemetryKind, Vec<u8>)],
-) -> Result<u64, sqlx::Error> {
-    let mut tx = pg.begin().await?;
-    let mut inserted = 0;
-    for (kind, rows) in buffers {
-        let statement = format!("COPY {} ({}) FROM STDIN", table(*kind), copy_columns(*kind));
-        let mut copy = tx.copy_in_raw(&statement).await?;
-        copy.send(rows.as_slice()).await?;
-        inserted += copy.finish().await?;
-    }
-    tx.commit().await?;
-    Ok(inserted)
+/// How [`copy_batch`] writes a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CopyPath {
+    /// The fast path: `COPY` straight into the tables.
+    Direct,
+    /// The redelivery path: `COPY` into a per-session temporary staging
+    /// table, then `INSERT ... SELECT ... ON CONFLICT DO NOTHING`.
+    Staged,
 }
 
-/// The redelivery path: `COPY` into a per-session temporary staging table,
-/// then `INSERT ... SELECT ... ON CONFLICT DO NOTHING`, one transaction.
-async fn copy_staged(
+/// Writes every kind's buffer in one transaction along `path`; returns the
+/// rows written.
+async fn copy_batch(
     pg: &sqlx::PgPool,
     buffers: &[(TelemetryKind, Vec<u8>)],
+    path: CopyPath,
 ) -> Result<u64, sqlx::Error> {
     let mut tx = pg.begin().await?;
     let mut inserted = 0;
     for (kind, rows) in buffers {
         let table = table(*kind);
         let cols = copy_columns(*kind);
-        sqlx::query(AssertSqlSafe(format!(
-            "CREATE TEMP TABLE IF NOT EXISTS {table}_stage (LIKE {table} INCLUDING DEFAULTS) \
-             ON COMMIT DELETE ROWS"
-        )))
-        .execute(&mut *tx)
-        .await?;
-        let statement = format!("COPY {table}_stage ({cols}) FROM STDIN");
-        let mut copy = tx.copy_in_raw(&statement).await?;
-        copy.send(rows.as_slice()).await?;
-        copy.finish().await?;
-        inserted += sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {table} ({cols}) SELECT {cols} FROM {table}_stage \
-             ON CONFLICT (tenant_id, stream_seq) DO NOTHING"
-        )))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        inserted += match path {
+            CopyPath::Direct => copy_in(&mut tx, table, &cols, rows).await?,
+            CopyPath::Staged => {
+                sqlx::query(AssertSqlSafe(format!(
+                    "CREATE TEMP TABLE IF NOT EXISTS {table}_stage (LIKE {table} INCLUDING DEFAULTS) \
+                     ON COMMIT DELETE ROWS"
+                )))
+                .execute(&mut *tx)
+                .await?;
+                copy_in(&mut tx, &format!("{table}_stage"), &cols, rows).await?;
+                sqlx::query(AssertSqlSafe(format!(
+                    "INSERT INTO {table} ({cols}) SELECT {cols} FROM {table}_stage \
+                     ON CONFLICT (tenant_id, stream_seq) DO NOTHING"
+                )))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+            }
+        };
     }
     tx.commit().await?;
     Ok(inserted)
+}
+
+/// `COPY`s `rows` (text format) into `columns` of `table`; returns the rows written.
+async fn copy_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    table: &str,
+    columns: &str,
+    rows: &[u8],
+) -> Result<u64, sqlx::Error> {
+    let statement = format!("COPY {table} ({columns}) FROM STDIN");
+    let mut copy = tx.copy_in_raw(&statement).await?;
+    copy.send(rows).await?;
+    copy.finish().await
 }
 
 /// Appends one row of `COPY ... FROM STDIN` text format to `out`:
@@ -408,19 +419,24 @@ fn format_int(buf: &mut [u8; 20], n: i64) -> &[u8] {
     &buf[i..]
 }
 
-fn decode(row: &AnyRow) -> Result<StoredRecord, StoreError> {
-    Ok(StoredRecord {
-        id: row.try_get("id")?,
-        stream_seq: row.try_get("stream_seq")?,
-        subject: row.try_get("subject")?,
-        source: row.try_get("source")?,
-        time_ms: row.try_get("created_at")?,
-        received_at: row.try_get("received_at")?,
-        label: row.try_get("label")?,
-        message: row.try_get("message")?,
-        value: row.try_get("value")?,
-        body: row.try_get("body")?,
-    })
+/// Decodes a row of `table` (any of the three) as [`Scoped::list_telemetry`]
+/// selects it: `label`, `message` and `value` are aliased to one shape.
+fn decode(table: &'static str) -> impl Fn(&AnyRow) -> Result<StoredRecord, StoreError> {
+    move |row| {
+        let r = Cols::of(row, table);
+        Ok(StoredRecord {
+            id: r.get("id")?,
+            stream_seq: r.get("stream_seq")?,
+            subject: r.get("subject")?,
+            source: r.get("source")?,
+            time_ms: r.get("created_at")?,
+            received_at: r.get("received_at")?,
+            label: r.get("label")?,
+            message: r.get("message")?,
+            value: r.get("value")?,
+            body: r.get("body")?,
+        })
+    }
 }
 
 #[cfg(test)]

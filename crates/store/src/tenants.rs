@@ -3,18 +3,26 @@
 use serviceradar_domain::TenantId;
 use serviceradar_domain::resources::Tenant;
 use serviceradar_domain::validate::{DisplayName, Slug};
-use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::db::{Store, now_ms, parse_col, valid_col};
+use crate::db::{Store, now_ms};
 use crate::error::{StoreError, on_unique};
+use crate::row::{self, Cols};
+
+/// The start of every query that returns a [`Tenant`] (what [`decode`] reads).
+macro_rules! select {
+    () => {
+        "SELECT id, slug, name, created_at FROM tenants"
+    };
+}
 
 fn decode(row: &AnyRow) -> Result<Tenant, StoreError> {
+    let r = Cols::of(row, "tenants");
     Ok(Tenant {
-        id: parse_col(row, "tenants", "id")?,
-        slug: valid_col(row, "tenants", "slug", Slug::parse)?,
-        name: valid_col(row, "tenants", "name", DisplayName::parse)?,
-        created_at: row.try_get("created_at")?,
+        id: r.parse("id")?,
+        slug: r.valid("slug", Slug::parse)?,
+        name: r.valid("name", DisplayName::parse)?,
+        created_at: r.get("created_at")?,
     })
 }
 
@@ -44,41 +52,38 @@ impl Store {
 
     /// Looks a tenant up by slug.
     pub async fn tenant_by_slug(&self, slug: &str) -> Result<Tenant, StoreError> {
-        sqlx::query("SELECT id, slug, name, created_at FROM tenants WHERE slug = $1")
-            .bind(slug)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|row| decode(&row))
-            .transpose()?
-            .ok_or(StoreError::NotFound)
+        self.one_tenant(concat!(select!(), " WHERE slug = $1"), slug.to_string())
+            .await
     }
 
     /// Looks a tenant up by id.
     pub async fn tenant(&self, id: TenantId) -> Result<Tenant, StoreError> {
-        sqlx::query("SELECT id, slug, name, created_at FROM tenants WHERE id = $1")
-            .bind(id.to_string())
+        self.one_tenant(concat!(select!(), " WHERE id = $1"), id.to_string())
+            .await
+    }
+
+    /// The tenant `sql` finds with `value` bound to `$1`.
+    async fn one_tenant(&self, sql: &'static str, value: String) -> Result<Tenant, StoreError> {
+        let row = sqlx::query(sql)
+            .bind(value)
             .fetch_optional(&self.pool)
-            .await?
-            .map(|row| decode(&row))
-            .transpose()?
-            .ok_or(StoreError::NotFound)
+            .await?;
+        row::found(row, decode)
     }
 
     /// All tenants, oldest first.
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        sqlx::query("SELECT id, slug, name, created_at FROM tenants ORDER BY created_at, id")
+        let rows = sqlx::query(concat!(select!(), " ORDER BY created_at, id"))
             .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(decode)
-            .collect()
+            .await?;
+        row::all(&rows, decode)
     }
 
     /// Number of tenants (used to decide whether to bootstrap).
     pub async fn count_tenants(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM tenants")
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM tenants")
             .fetch_one(&self.pool)
-            .await?
-            .try_get("n")?)
+            .await?;
+        Cols::of(&row, "tenants").get("n")
     }
 }

@@ -3,13 +3,13 @@
 use serviceradar_domain::policy::ScopeSet;
 use serviceradar_domain::resources::ApiToken;
 use serviceradar_domain::{ApiTokenId, UserId};
-use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::Scoped;
-use crate::db::{now_ms, parse_col};
+use crate::db::now_ms;
 use crate::error::StoreError;
 use crate::page::{Arg, ListQuery, Page, PageRequest};
+use crate::row::Cols;
 
 /// A token to store. The caller generated the secret and hashed it.
 #[derive(Debug, Clone)]
@@ -28,23 +28,32 @@ pub struct NewToken {
     pub secret_hash: String,
 }
 
+/// The columns [`decode`] reads, on `api_tokens t`: every query that returns
+/// an [`ApiToken`] selects this list (the credential lookup adds the hash).
+macro_rules! token_columns {
+    () => {
+        "t.id, t.tenant_id, t.user_id, t.name, t.scopes, t.created_at, t.expires_at, \
+         t.revoked_at, t.last_used_at"
+    };
+}
+pub(crate) use token_columns;
+
 pub(crate) fn decode(row: &AnyRow) -> Result<ApiToken, StoreError> {
-    let scopes: String = row.try_get("scopes")?;
+    let r = Cols::of(row, "api_tokens");
     Ok(ApiToken {
-        id: parse_col(row, "api_tokens", "id")?,
-        tenant_id: parse_col(row, "api_tokens", "tenant_id")?,
-        user_id: parse_col(row, "api_tokens", "user_id")?,
-        name: row.try_get("name")?,
-        scopes: ScopeSet::parse_text(&scopes).map_err(|e| StoreError::corrupt("api_tokens", e))?,
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-        last_used_at: row.try_get("last_used_at")?,
+        id: r.parse("id")?,
+        tenant_id: r.parse("tenant_id")?,
+        user_id: r.parse("user_id")?,
+        name: r.get("name")?,
+        scopes: r.valid("scopes", ScopeSet::parse_text)?,
+        created_at: r.get("created_at")?,
+        expires_at: r.get("expires_at")?,
+        revoked_at: r.get("revoked_at")?,
+        last_used_at: r.get("last_used_at")?,
     })
 }
 
-const SELECT: &str = "SELECT t.id, t.tenant_id, t.user_id, t.name, t.scopes, t.created_at, \
-                      t.expires_at, t.revoked_at, t.last_used_at FROM api_tokens t";
+const SELECT: &str = concat!("SELECT ", token_columns!(), " FROM api_tokens t");
 
 impl Scoped<'_> {
     /// Stores a new token for a user of this tenant.

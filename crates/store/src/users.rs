@@ -6,12 +6,13 @@ use serviceradar_domain::policy::Role;
 use serviceradar_domain::resources::User;
 use serviceradar_domain::validate::Email;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, Executor, Transaction};
 
 use crate::Scoped;
-use crate::db::{Backend, now_ms, parse_col, valid_col};
+use crate::db::{Backend, now_ms};
 use crate::error::{StoreError, on_unique};
 use crate::page::{ListQuery, Page, PageRequest};
+use crate::row::{self, Cols};
 
 /// A user to create; the password is already hashed by the caller.
 #[derive(Debug, Clone)]
@@ -24,13 +25,23 @@ pub struct NewUser {
     pub password_hash: String,
 }
 
+/// The columns [`decode`] reads, on `users u`: every query that returns a
+/// [`User`] selects this list (the login lookup adds the password hash).
+macro_rules! user_columns {
+    () => {
+        "u.id, u.tenant_id, u.email, u.role, u.created_at"
+    };
+}
+pub(crate) use user_columns;
+
 pub(crate) fn decode(row: &AnyRow) -> Result<User, StoreError> {
+    let r = Cols::of(row, "users");
     Ok(User {
-        id: parse_col(row, "users", "id")?,
-        tenant_id: parse_col(row, "users", "tenant_id")?,
-        email: valid_col(row, "users", "email", Email::parse)?,
-        role: parse_col(row, "users", "role")?,
-        created_at: row.try_get("created_at")?,
+        id: r.parse("id")?,
+        tenant_id: r.parse("tenant_id")?,
+        email: r.valid("email", Email::parse)?,
+        role: r.parse("role")?,
+        created_at: r.get("created_at")?,
     })
 }
 
@@ -62,22 +73,13 @@ impl Scoped<'_> {
 
     /// One user of this tenant.
     pub async fn user(&self, id: UserId) -> Result<User, StoreError> {
-        sqlx::query(
-            "SELECT id, tenant_id, email, role, created_at FROM users WHERE tenant_id = $1 AND id = $2",
-        )
-        .bind(self.tenant())
-        .bind(id.to_string())
-        .fetch_optional(&self.store.pool)
-        .await?
-        .map(|row| decode(&row))
-        .transpose()?
-        .ok_or(StoreError::NotFound)
+        self.user_in(&self.store.pool, id).await
     }
 
     /// A page of this tenant's users.
     pub async fn list_users(&self, page: &PageRequest) -> Result<Page<User>, StoreError> {
         ListQuery::new(
-            "SELECT u.id, u.tenant_id, u.email, u.role, u.created_at FROM users u",
+            concat!("SELECT ", user_columns!(), " FROM users u"),
             "u",
             self.tenant(),
         )
@@ -106,7 +108,7 @@ impl Scoped<'_> {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
-        let user = self.user_in(&mut tx, id).await?;
+        let user = self.user_in(&mut *tx, id).await?;
         if done.rows_affected() == 0 {
             return Err(last_owner());
         }
@@ -130,9 +132,7 @@ impl Scoped<'_> {
         .bind(id.to_string())
         .execute(&mut *tx)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
+        row::affected(&done)?;
         sqlx::query("DELETE FROM sessions WHERE tenant_id = $1 AND user_id = $2")
             .bind(self.tenant())
             .bind(id.to_string())
@@ -158,7 +158,7 @@ impl Scoped<'_> {
         .await?;
         if done.rows_affected() == 0 {
             // Still there: it is the last owner. Gone: it never existed here.
-            self.user_in(&mut tx, id).await?;
+            self.user_in(&mut *tx, id).await?;
             return Err(last_owner());
         }
         tx.commit().await?;
@@ -180,18 +180,22 @@ impl Scoped<'_> {
         Ok(())
     }
 
-    /// [`Scoped::user`] inside a transaction.
-    async fn user_in(&self, tx: &mut Transaction<'_, Any>, id: UserId) -> Result<User, StoreError> {
-        sqlx::query(
-            "SELECT id, tenant_id, email, role, created_at FROM users WHERE tenant_id = $1 AND id = $2",
-        )
+    /// [`Scoped::user`] through `db`: the pool, or a transaction's connection.
+    async fn user_in<'e>(
+        &self,
+        db: impl Executor<'e, Database = Any>,
+        id: UserId,
+    ) -> Result<User, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users u WHERE u.tenant_id = $1 AND u.id = $2"
+        ))
         .bind(self.tenant())
         .bind(id.to_string())
-        .fetch_optional(&mut **tx)
-        .await?
-        .map(|row| decode(&row))
-        .transpose()?
-        .ok_or(StoreError::NotFound)
+        .fetch_optional(db)
+        .await?;
+        row::found(row, decode)
     }
 }
 

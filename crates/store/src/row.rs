@@ -1,0 +1,116 @@
+//! Row decoding shared by every repository.
+//!
+//! Every table stores the same few shapes: plain values (integers, text,
+//! blobs, their nullable forms), typed ids and state enums as text, validated
+//! newtypes (slugs, names, URLs) as text, and the odd JSON document. [`Cols`]
+//! reads each shape, including the text-to-type parsing and the "corrupt row"
+//! error, in one place, so a decoder is a list of `field: r.<shape>("column")?`
+//! lines and every decoding failure names its table and column the same way.
+//!
+//! [`found`] and [`all`] are the two ways a query's rows become values
+//! (exactly one row or [`StoreError::NotFound`]; every row), and
+//! [`affected`] is the same "no such row" rule for an `UPDATE` or `DELETE`.
+
+use std::fmt::Display;
+use std::str::FromStr;
+
+use serde::de::DeserializeOwned;
+use sqlx::any::{AnyQueryResult, AnyRow};
+use sqlx::{Any, Decode, Row, Type};
+
+use crate::error::StoreError;
+
+/// The columns of one row of `table`, read by name.
+#[derive(Clone, Copy)]
+pub(crate) struct Cols<'r> {
+    row: &'r AnyRow,
+    table: &'static str,
+}
+
+impl<'r> Cols<'r> {
+    /// Reads `row`, a row of `table` (the table names decoding errors).
+    pub(crate) fn of(row: &'r AnyRow, table: &'static str) -> Self {
+        Self { row, table }
+    }
+
+    /// A column as stored: `i64`, `f64`, `String`, `Vec<u8>` or their
+    /// `Option` for nullable columns.
+    pub(crate) fn get<T>(&self, col: &str) -> Result<T, StoreError>
+    where
+        T: Decode<'r, Any> + Type<Any>,
+    {
+        Ok(self.row.try_get(col)?)
+    }
+
+    /// A nullable column that must be set where this row is read (e.g. the
+    /// material of a provisioned leaf).
+    pub(crate) fn required<T>(&self, col: &str) -> Result<T, StoreError>
+    where
+        Option<T>: Decode<'r, Any> + Type<Any>,
+    {
+        self.get::<Option<T>>(col)?
+            .ok_or_else(|| StoreError::corrupt(self.table, format!("{col} missing")))
+    }
+
+    /// A text column through a validating constructor (`Slug::parse`, ...).
+    pub(crate) fn valid<T, E: Display>(
+        &self,
+        col: &str,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Result<T, StoreError> {
+        let text: String = self.get(col)?;
+        parse(&text).map_err(|e| self.corrupt(col, e))
+    }
+
+    /// A text column parsed with [`FromStr`]: typed ids, state enums, roles.
+    pub(crate) fn parse<T: FromStr>(&self, col: &str) -> Result<T, StoreError>
+    where
+        T::Err: Display,
+    {
+        self.valid(col, str::parse)
+    }
+
+    /// A nullable text column parsed with [`FromStr`].
+    pub(crate) fn parse_opt<T: FromStr>(&self, col: &str) -> Result<Option<T>, StoreError>
+    where
+        T::Err: Display,
+    {
+        self.get::<Option<String>>(col)?
+            .map(|text| text.parse().map_err(|e| self.corrupt(col, e)))
+            .transpose()
+    }
+
+    /// A text column holding a JSON document.
+    pub(crate) fn json<T: DeserializeOwned>(&self, col: &str) -> Result<T, StoreError> {
+        self.valid(col, |text| serde_json::from_str(text))
+    }
+
+    fn corrupt(&self, col: &str, err: impl Display) -> StoreError {
+        StoreError::corrupt(self.table, format!("{col}: {err}"))
+    }
+}
+
+/// The single row a lookup found, decoded, or [`StoreError::NotFound`].
+pub(crate) fn found<T>(
+    row: Option<AnyRow>,
+    decode: impl FnOnce(&AnyRow) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    row.as_ref().ok_or(StoreError::NotFound).and_then(decode)
+}
+
+/// Every row, decoded (the first failure wins).
+pub(crate) fn all<T>(
+    rows: &[AnyRow],
+    decode: impl FnMut(&AnyRow) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    rows.iter().map(decode).collect()
+}
+
+/// `Ok` if the statement changed a row, [`StoreError::NotFound`] if it
+/// matched none (e.g. the id belongs to another tenant).
+pub(crate) fn affected(done: &AnyQueryResult) -> Result<(), StoreError> {
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
