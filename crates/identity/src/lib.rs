@@ -312,26 +312,33 @@ impl Pki {
         Ok(ca.with_issuer_chain(root.cert_pem())?)
     }
 
+    /// A platform NATS key of `kind` stored as the platform secret `name`
+    /// (public key in the clear, seed sealed), generated on first need.
+    async fn platform_nkey(
+        &self,
+        store: &Store,
+        name: &str,
+        kind: KeyKind,
+    ) -> anyhow::Result<NKey> {
+        let (_, seed) = self
+            .platform_secret(store, name, || {
+                let key = NKey::generate(kind);
+                Ok((key.public_key(), key.seed()?))
+            })
+            .await?;
+        Ok(NKey::from_seed_of_kind(&seed, kind)?)
+    }
+
     /// The NATS operator with its system account set, and the system account key.
     pub async fn operator(&self, store: &Store) -> anyhow::Result<(Operator, NKey)> {
-        let (_, sys_seed) = self
-            .platform_secret(store, NATS_SYSTEM_ACCOUNT, || {
-                let key = NKey::generate(KeyKind::Account);
-                Ok((key.public_key(), key.seed()?))
-            })
+        let sys = self
+            .platform_nkey(store, NATS_SYSTEM_ACCOUNT, KeyKind::Account)
             .await?;
-        let (_, op_seed) = self
-            .platform_secret(store, NATS_OPERATOR, || {
-                let key = NKey::generate(KeyKind::Operator);
-                Ok((key.public_key(), key.seed()?))
-            })
+        let op = self
+            .platform_nkey(store, NATS_OPERATOR, KeyKind::Operator)
             .await?;
-        let sys = NKey::from_seed_of_kind(&sys_seed, KeyKind::Account)?;
-        let operator = Operator::from_key(
-            OPERATOR_NAME,
-            NKey::from_seed_of_kind(&op_seed, KeyKind::Operator)?,
-        )?
-        .with_system_account(&sys.public_key())?;
+        let operator =
+            Operator::from_key(OPERATOR_NAME, op)?.with_system_account(&sys.public_key())?;
         Ok((operator, sys))
     }
 
@@ -430,25 +437,15 @@ impl Pki {
     /// not get users of their tenant's account. Their creds are users of this
     /// account, whose JWT enables external authorization (auth callout): the
     /// hub hands each leaf connection, with its verified certificate chain, to
-    /// `server::leaf_auth`, which admits it into the tenant's account only
+    /// `serviceradar_hub::leaf_auth`, which admits it into the tenant's account only
     /// when the certificate's tenant and site match the creds'. Only the
     /// service's own user (`auth_users`) connects here without the callout.
     pub async fn leaf_auth(&self, store: &Store) -> anyhow::Result<(NKey, NKey)> {
-        let (_, account_seed) = self
-            .platform_secret(store, NATS_LEAF_AUTH_ACCOUNT, || {
-                let key = NKey::generate(KeyKind::Account);
-                Ok((key.public_key(), key.seed()?))
-            })
-            .await?;
-        let (_, service_seed) = self
-            .platform_secret(store, NATS_LEAF_AUTH_SERVICE, || {
-                let key = NKey::generate(KeyKind::User);
-                Ok((key.public_key(), key.seed()?))
-            })
-            .await?;
         Ok((
-            NKey::from_seed_of_kind(&account_seed, KeyKind::Account)?,
-            NKey::from_seed_of_kind(&service_seed, KeyKind::User)?,
+            self.platform_nkey(store, NATS_LEAF_AUTH_ACCOUNT, KeyKind::Account)
+                .await?,
+            self.platform_nkey(store, NATS_LEAF_AUTH_SERVICE, KeyKind::User)
+                .await?,
         ))
     }
 

@@ -12,7 +12,7 @@
 //!    loaded with `psql \copy` from a CSV file into a copy of the `events` table
 //!    (columns, indexes, unique constraint and the foreign key to `tenants`).
 //!    The rate without the foreign key is printed too, for reference.
-//! 5. **Pipeline**: the real ingestion pipeline (`server::ingest`) drains the
+//! 5. **Pipeline**: the real ingestion pipeline (`serviceradar_ingest`) drains the
 //!    stream into the `events` table; timed until the row count is complete.
 //! 6. **Catch-up**: a site provisioned from its bundle, its leaf connected;
 //!    the hub is stopped, `--messages` events are published at the site (the
