@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use serviceradar_control::alerts::{AlertQuery, CreateWebhook};
 use serviceradar_control::{Control, PageParams};
+use serviceradar_domain::Secret;
 use serviceradar_domain::state::AlertEvent;
 use serviceradar_http::{ApiError, ApiJson, ApiQuery, Caller, ErrorBody, ListResponse, path_id};
 use serviceradar_store::health::{Alert, Webhook, WebhookDelivery};
@@ -222,21 +223,14 @@ impl From<Webhook> for WebhookResponse {
 }
 
 /// A created webhook with its signing secret (shown once).
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedWebhook {
     /// The webhook.
     #[serde(flatten)]
     pub webhook: WebhookResponse,
     /// HMAC-SHA256 key for `X-ServiceRadar-Signature`; not retrievable later.
-    pub secret: String,
-}
-
-impl std::fmt::Debug for CreatedWebhook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreatedWebhook")
-            .field("webhook", &self.webhook)
-            .finish_non_exhaustive()
-    }
+    #[schema(value_type = String)]
+    pub secret: Secret,
 }
 
 /// List webhooks.

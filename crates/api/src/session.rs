@@ -7,6 +7,7 @@ use serde::Serialize;
 use serviceradar_auth::SESSION_COOKIE;
 use serviceradar_control::Control;
 use serviceradar_control::sessions::Login;
+use serviceradar_domain::Secret;
 use serviceradar_http::{ApiError, ApiJson, Caller, Credential, ErrorBody, session_cookie};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -22,12 +23,13 @@ pub(super) fn router() -> OpenApiRouter<Control> {
 }
 
 /// Response of a successful login. The session itself is the `sr_session` cookie.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LoginResponse {
     /// The signed-in user.
     pub user: UserResponse,
     /// Send this in `X-CSRF-Token` on every non-GET request of this session.
-    pub csrf_token: String,
+    #[schema(value_type = String)]
+    pub csrf_token: Secret,
     /// Session expiry (Unix ms).
     pub expires_at: i64,
 }
@@ -49,15 +51,6 @@ pub struct MeResponse {
     pub credential: String,
 }
 
-impl std::fmt::Debug for LoginResponse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoginResponse")
-            .field("user", &self.user)
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Sign in with tenant, e-mail and password; sets the session cookie.
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = Login,
     responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody)))]
@@ -73,7 +66,8 @@ pub async fn login(
     };
     let set_cookie = format!(
         "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-        session.cookie, session.max_age_secs
+        session.cookie.expose(),
+        session.max_age_secs
     );
     let mut headers = HeaderMap::new();
     headers.insert(

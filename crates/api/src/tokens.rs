@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use serviceradar_control::tokens::{CreateToken, TokenQuery};
 use serviceradar_control::{Control, PageParams};
+use serviceradar_domain::Secret;
 use serviceradar_domain::resources::ApiToken;
 use serviceradar_http::{ApiError, ApiJson, ApiQuery, Caller, ErrorBody, ListResponse, path_id};
 use utoipa::ToSchema;
@@ -59,20 +60,13 @@ impl From<ApiToken> for TokenResponse {
 }
 
 /// Response of `POST /api/v1/tokens`.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedToken {
     /// The token's metadata.
     pub token: TokenResponse,
     /// The bearer secret (`srt_...`). Shown once; store it now.
-    pub secret: String,
-}
-
-impl std::fmt::Debug for CreatedToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreatedToken")
-            .field("token", &self.token)
-            .finish_non_exhaustive()
-    }
+    #[schema(value_type = String)]
+    pub secret: Secret,
 }
 
 /// List API tokens (your own; admins may list everyone's).

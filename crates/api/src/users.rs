@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use serviceradar_control::users::{CreateUser, UpdateUser};
 use serviceradar_control::{Control, PageParams};
+use serviceradar_domain::Secret;
 use serviceradar_domain::resources::User;
 use serviceradar_http::{ApiError, ApiJson, ApiQuery, Caller, ErrorBody, ListResponse, path_id};
 use utoipa::ToSchema;
@@ -42,21 +43,14 @@ impl From<User> for UserResponse {
 }
 
 /// Response of `POST /api/v1/users`.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedUser {
     /// The user.
     pub user: UserResponse,
     /// The generated password, only when none was given. Shown once.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub initial_password: Option<String>,
-}
-
-impl std::fmt::Debug for CreatedUser {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreatedUser")
-            .field("user", &self.user)
-            .finish_non_exhaustive()
-    }
+    #[schema(value_type = Option<String>)]
+    pub initial_password: Option<Secret>,
 }
 
 /// List users of the tenant.

@@ -21,7 +21,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use serviceradar_domain::policy::{Actor, ScopeSet};
-use serviceradar_domain::{ApiTokenId, validate::Password};
+use serviceradar_domain::{ApiTokenId, Secret, validate::Password};
 use serviceradar_store::{Store, StoreError};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -85,12 +85,12 @@ pub async fn hash_password_blocking(password: Password) -> Result<String, AuthEr
 /// Checks a password against a stored PHC string on a blocking thread;
 /// `None` (unknown user) verifies against a dummy hash so both take as long.
 pub async fn verify_password_blocking(
-    password: String,
+    password: Secret,
     phc: Option<String>,
 ) -> Result<bool, AuthError> {
     let known = phc.is_some();
     let phc = phc.unwrap_or_else(|| dummy_password_hash().to_string());
-    let valid = tokio::task::spawn_blocking(move || verify_password(&password, &phc))
+    let valid = tokio::task::spawn_blocking(move || verify_password(password.expose(), &phc))
         .await
         .map_err(|e| AuthError::Hashing(format!("verify task failed: {e}")))?;
     Ok(known && valid)

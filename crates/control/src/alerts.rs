@@ -5,7 +5,7 @@ use rand::RngCore;
 use serde::Deserialize;
 use serviceradar_domain::state::{AlertEvent, AlertStatus};
 use serviceradar_domain::validate::{FieldErrors, WebhookUrl};
-use serviceradar_domain::{Action, Actor, EdgeSiteId};
+use serviceradar_domain::{Action, Actor, EdgeSiteId, Secret};
 use serviceradar_health::webhooks;
 use serviceradar_store::Page;
 use serviceradar_store::health::{AgentRecord, Alert, Webhook, WebhookDelivery};
@@ -32,19 +32,12 @@ pub struct CreateWebhook {
 }
 
 /// A created webhook and its signing secret (shown once).
+#[derive(Debug)]
 pub struct CreatedWebhook {
     /// The webhook.
     pub webhook: Webhook,
     /// HMAC-SHA256 key for `X-ServiceRadar-Signature`.
-    pub secret: String,
-}
-
-impl std::fmt::Debug for CreatedWebhook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreatedWebhook")
-            .field("webhook", &self.webhook)
-            .finish_non_exhaustive()
-    }
+    pub secret: Secret,
 }
 
 impl Control {
@@ -111,11 +104,11 @@ impl Control {
             WebhookUrl::parse(&input.url).map_err(|e| ControlError::field("url", e.message))?;
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
-        let secret = format!("whsec_{}", hex::encode(bytes));
+        let secret = Secret::new(format!("whsec_{}", hex::encode(bytes)));
         let id = uuid::Uuid::now_v7();
         let sealed = self
             .pki()
-            .seal(&secret, &webhooks::secret_aad(actor.tenant_id, id));
+            .seal(secret.expose(), &webhooks::secret_aad(actor.tenant_id, id));
         let webhook = scoped.create_webhook(id, url.as_str(), &sealed).await?;
         tracing::info!(webhook_id = %id, "webhook created");
         Ok(CreatedWebhook { webhook, secret })

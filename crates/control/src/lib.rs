@@ -95,8 +95,3 @@ impl Control {
         Ok(self.inner.store.scoped(actor.scope()))
     }
 }
-
-/// How a secret field prints in `Debug`: `Some("...")` or `None`, never the value.
-pub(crate) fn redacted(secret: &Option<String>) -> Option<&'static str> {
-    secret.as_ref().map(|_| "...")
-}

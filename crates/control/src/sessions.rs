@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serviceradar_auth::{
     Authenticated, Credential, random_token, sha256_hex, verify_password_blocking,
 };
+use serviceradar_domain::Secret;
 use serviceradar_domain::resources::{Tenant, User};
 use serviceradar_domain::validate::Email;
 use serviceradar_store::{StoreError, now_ms};
@@ -13,7 +14,7 @@ use serviceradar_store::{StoreError, now_ms};
 use crate::{Control, ControlError};
 
 /// A sign-in attempt.
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Login {
@@ -22,40 +23,24 @@ pub struct Login {
     /// E-mail.
     pub email: String,
     /// Password.
-    pub password: String,
-}
-
-impl std::fmt::Debug for Login {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Login")
-            .field("tenant", &self.tenant)
-            .field("email", &self.email)
-            .finish_non_exhaustive()
-    }
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub password: Secret,
 }
 
 /// A new session: the cookie value and CSRF token exist only here and in
 /// the response that sets them.
+#[derive(Debug)]
 pub struct NewSession {
     /// The signed-in user.
     pub user: User,
     /// The session cookie's value.
-    pub cookie: String,
+    pub cookie: Secret,
     /// The CSRF token to send with every write of this session.
-    pub csrf_token: String,
+    pub csrf_token: Secret,
     /// Expiry (Unix ms).
     pub expires_at: i64,
     /// Cookie lifetime in seconds.
     pub max_age_secs: i64,
-}
-
-impl std::fmt::Debug for NewSession {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NewSession")
-            .field("user", &self.user)
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Control {
@@ -92,8 +77,8 @@ impl Control {
         tracing::info!(tenant_id = %record.user.tenant_id, user_id = %record.user.id, "signed in");
         Ok(NewSession {
             user: record.user,
-            cookie,
-            csrf_token,
+            cookie: Secret::new(cookie),
+            csrf_token: Secret::new(csrf_token),
             expires_at,
             max_age_secs,
         })

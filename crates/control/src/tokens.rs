@@ -7,7 +7,7 @@ use serviceradar_auth::{MintedToken, mint_token};
 use serviceradar_domain::policy::{Scope, ScopeSet};
 use serviceradar_domain::resources::{ApiToken, Tenant};
 use serviceradar_domain::validate::{Email, FieldError, FieldErrors, TokenName};
-use serviceradar_domain::{Action, Actor, ApiTokenId, TenantScope, UserId};
+use serviceradar_domain::{Action, Actor, ApiTokenId, Secret, TenantScope, UserId};
 use serviceradar_store::{Cursor, NewToken, Page, PageRequest, Store, now_ms};
 
 use crate::error::finish;
@@ -42,19 +42,12 @@ pub struct TokenQuery {
 }
 
 /// A created token and its bearer secret (shown once).
+#[derive(Debug)]
 pub struct CreatedToken {
     /// The token's metadata.
     pub token: ApiToken,
     /// The bearer secret (`srt_...`).
-    pub secret: String,
-}
-
-impl std::fmt::Debug for CreatedToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreatedToken")
-            .field("token", &self.token)
-            .finish_non_exhaustive()
-    }
+    pub secret: Secret,
 }
 
 impl Control {
@@ -139,7 +132,7 @@ impl Control {
         tracing::info!(token_id = %token.id, "API token created");
         Ok(CreatedToken {
             token,
-            secret: minted.token,
+            secret: Secret::new(minted.token),
         })
     }
 

@@ -7,14 +7,14 @@ use serviceradar_auth::{hash_password_blocking, random_token};
 use serviceradar_domain::policy::Role;
 use serviceradar_domain::resources::User;
 use serviceradar_domain::validate::{Email, FieldError, FieldErrors, Password};
-use serviceradar_domain::{Action, Actor, UserId};
+use serviceradar_domain::{Action, Actor, Secret, UserId};
 use serviceradar_store::{NewUser, Page};
 
 use crate::error::finish;
 use crate::{Control, ControlError, PageParams};
 
 /// A new user.
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
@@ -23,54 +23,29 @@ pub struct CreateUser {
     /// Role; you can grant at most your own (only owners grant owner).
     pub role: String,
     /// Initial password (12+ characters); generated and returned once if absent.
-    pub password: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub password: Option<Secret>,
 }
 
 /// Changes to a user.
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     /// New role.
     pub role: Option<String>,
     /// New password (ends the user's sessions).
-    pub password: Option<String>,
-}
-
-impl std::fmt::Debug for CreateUser {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreateUser")
-            .field("email", &self.email)
-            .field("role", &self.role)
-            .field("password", &crate::redacted(&self.password))
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for UpdateUser {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpdateUser")
-            .field("role", &self.role)
-            .field("password", &crate::redacted(&self.password))
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for CreatedUser {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreatedUser")
-            .field("user", &self.user)
-            .field("initial_password", &crate::redacted(&self.initial_password))
-            .finish()
-    }
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub password: Option<Secret>,
 }
 
 /// A created user and, when none was given, the generated password (shown once).
+#[derive(Debug)]
 pub struct CreatedUser {
     /// The user.
     pub user: User,
     /// The generated password.
-    pub initial_password: Option<String>,
+    pub initial_password: Option<Secret>,
 }
 
 fn parse_role(raw: &str, errors: &mut FieldErrors) -> Option<Role> {
@@ -104,13 +79,15 @@ impl Control {
         let mut errors = FieldErrors::default();
         let email = errors.check("email", Email::parse(&input.email));
         let role = parse_role(&input.role, &mut errors);
-        let generated = input.password.is_none().then(|| random_token(18));
-        let password_text = input
+        let generated = input
             .password
-            .clone()
-            .or_else(|| generated.clone())
-            .unwrap_or_default();
-        let password = errors.check("password", Password::parse(&password_text));
+            .is_none()
+            .then(|| Secret::new(random_token(18)));
+        let password_text = input.password.as_ref().or(generated.as_ref());
+        let password = errors.check(
+            "password",
+            Password::parse(password_text.map(Secret::expose).unwrap_or_default()),
+        );
         let (email, role, password) = finish(
             errors,
             email.zip(role).zip(password).map(|((e, r), p)| (e, r, p)),
@@ -153,8 +130,8 @@ impl Control {
             .and_then(|r| parse_role(r, &mut errors));
         let password = input
             .password
-            .as_deref()
-            .and_then(|p| errors.check("password", Password::parse(p)));
+            .as_ref()
+            .and_then(|p| errors.check("password", Password::parse(p.expose())));
         errors.into_result()?;
         let scoped = self.store().scoped(actor.scope());
         let target = scoped.user(id).await?;

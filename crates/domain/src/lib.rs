@@ -14,6 +14,7 @@
 //!   scope and action.
 //! * [`scope`] — [`scope::TenantScope`], the value every tenant-scoped query needs.
 //! * [`state`] — the state machines; an illegal transition is an error.
+//! * [`secret`] — [`secret::Secret`], text that never prints.
 //! * [`agent`] — [`agent::AgentIdentity`], an edge agent as verified from its certificate.
 
 #![forbid(unsafe_code)]
@@ -24,6 +25,7 @@ pub mod ids;
 pub mod policy;
 pub mod resources;
 pub mod scope;
+pub mod secret;
 pub mod state;
 pub mod telemetry;
 pub mod validate;
@@ -32,3 +34,4 @@ pub use agent::AgentIdentity;
 pub use ids::*;
 pub use policy::{Action, Actor, Denied, Role, Scope, ScopeSet};
 pub use scope::TenantScope;
+pub use secret::Secret;

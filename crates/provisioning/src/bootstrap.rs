@@ -2,20 +2,21 @@
 //! owner. The password comes from the settings or is generated and returned
 //! once, for the binary to print (never logged).
 
+use serviceradar_domain::Secret;
 use serviceradar_identity::Pki;
 use serviceradar_store::Store;
 
 use crate::tenants::{NewTenant, TenantError, create_tenant};
 
 /// Who to create on an empty database.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct BootstrapSettings {
     /// Slug of the first tenant.
     pub tenant: String,
     /// E-mail of its owner.
     pub admin_email: String,
     /// The owner's password (generated and printed once if `None`).
-    pub admin_password: Option<String>,
+    pub admin_password: Option<Secret>,
 }
 
 impl Default for BootstrapSettings {
@@ -28,19 +29,6 @@ impl Default for BootstrapSettings {
     }
 }
 
-impl std::fmt::Debug for BootstrapSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BootstrapSettings")
-            .field("tenant", &self.tenant)
-            .field("admin_email", &self.admin_email)
-            .field(
-                "admin_password",
-                &self.admin_password.as_ref().map(|_| "..."),
-            )
-            .finish()
-    }
-}
-
 /// What bootstrapping did.
 #[derive(Debug, Default)]
 pub struct BootstrapOutcome {
@@ -49,22 +37,14 @@ pub struct BootstrapOutcome {
 }
 
 /// The bootstrap owner's credentials.
+#[derive(Debug)]
 pub struct BootstrapAdmin {
     /// Tenant slug.
     pub tenant: String,
     /// Owner e-mail.
     pub email: String,
     /// The generated password, if none was configured (shown once).
-    pub generated_password: Option<String>,
-}
-
-impl std::fmt::Debug for BootstrapAdmin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BootstrapAdmin")
-            .field("tenant", &self.tenant)
-            .field("email", &self.email)
-            .finish_non_exhaustive()
-    }
+    pub generated_password: Option<Secret>,
 }
 
 /// Creates the first tenant and owner if there are no tenants yet.
@@ -83,7 +63,7 @@ pub async fn bootstrap(
             slug: &settings.tenant,
             name: None,
             owner_email: &settings.admin_email,
-            owner_password: settings.admin_password.as_deref(),
+            owner_password: settings.admin_password.as_ref().map(Secret::expose),
         },
     )
     .await?;

@@ -3,10 +3,10 @@
 //! first-start bootstrap.
 
 use serviceradar_auth::{AuthError, hash_password_blocking, random_token};
-use serviceradar_domain::TenantScope;
 use serviceradar_domain::policy::Role;
 use serviceradar_domain::resources::Tenant;
 use serviceradar_domain::validate::{DisplayName, Email, Password, Slug};
+use serviceradar_domain::{Secret, TenantScope};
 use serviceradar_identity::Pki;
 use serviceradar_store::{NewUser, Store, StoreError};
 
@@ -23,22 +23,14 @@ pub struct NewTenant<'a> {
 }
 
 /// A created tenant and its owner's credentials, to print once.
+#[derive(Debug)]
 pub struct CreatedTenant {
     /// The tenant.
     pub tenant: Tenant,
     /// Owner e-mail.
     pub owner_email: String,
     /// Generated owner password, when none was given.
-    pub generated_password: Option<String>,
-}
-
-impl std::fmt::Debug for CreatedTenant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreatedTenant")
-            .field("tenant", &self.tenant.slug)
-            .field("owner_email", &self.owner_email)
-            .finish_non_exhaustive()
-    }
+    pub generated_password: Option<Secret>,
 }
 
 /// Why a tenant could not be created.
@@ -81,10 +73,13 @@ pub async fn create_tenant(
     let slug = Slug::parse(new.slug).map_err(invalid("slug"))?;
     let name = DisplayName::parse(new.name.unwrap_or(slug.as_str())).map_err(invalid("name"))?;
     let email = Email::parse(new.owner_email).map_err(invalid("owner_email"))?;
-    let generated = new.owner_password.is_none().then(|| random_token(18));
+    let generated = new
+        .owner_password
+        .is_none()
+        .then(|| Secret::new(random_token(18)));
     let password = Password::parse(
         new.owner_password
-            .or(generated.as_deref())
+            .or(generated.as_ref().map(Secret::expose))
             .unwrap_or_default(),
     )
     .map_err(invalid("owner_password"))?;

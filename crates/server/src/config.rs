@@ -9,32 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
-
-/// A secret given on the command line or in the environment: parsed like a
-/// string, printed as `...` by `Debug`, wiped from memory when dropped.
-#[derive(Clone)]
-pub struct SecretArg(zeroize::Zeroizing<String>);
-
-impl SecretArg {
-    /// The secret text.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::str::FromStr for SecretArg {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(zeroize::Zeroizing::new(s.to_owned())))
-    }
-}
-
-impl std::fmt::Debug for SecretArg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("...")
-    }
-}
+use serviceradar_domain::Secret;
 
 /// Options shared by every subcommand that touches the database.
 #[derive(Debug, Clone, Args)]
@@ -88,7 +63,7 @@ pub struct PkiConfig {
         hide = true,
         hide_env_values = true
     )]
-    pub master_key: Option<SecretArg>,
+    pub master_key: Option<Secret>,
 
     /// SPIFFE trust domain of issued certificates.
     #[arg(
@@ -105,7 +80,9 @@ impl PkiConfig {
         use serviceradar_identity::MasterKeySource;
         match (&self.master_key_file, &self.master_key) {
             (Some(path), _) => MasterKeySource::File(path.clone()),
-            (None, Some(text)) => MasterKeySource::Text(text.0.clone()),
+            (None, Some(text)) => {
+                MasterKeySource::Text(zeroize::Zeroizing::new(text.expose().to_owned()))
+            }
             (None, None) => MasterKeySource::DevFile(data_dir.join("master.key")),
         }
     }
@@ -180,7 +157,7 @@ pub struct ServeConfig {
 
     /// First-start bootstrap: owner password (generated and printed once if unset).
     #[arg(long, env = "SERVICERADAR_ADMIN_PASSWORD", hide_env_values = true)]
-    pub admin_password: Option<SecretArg>,
+    pub admin_password: Option<Secret>,
 
     /// Number of concurrent job workers in this process (0 disables them).
     #[arg(long, env = "SERVICERADAR_JOB_WORKERS", default_value_t = 2)]
@@ -348,7 +325,7 @@ impl ServeConfig {
         settings.bootstrap = serviceradar_provisioning::bootstrap::BootstrapSettings {
             tenant: self.bootstrap_tenant.clone(),
             admin_email: self.admin_email.clone(),
-            admin_password: self.admin_password.as_ref().map(|p| p.expose().to_owned()),
+            admin_password: self.admin_password.clone(),
         };
         settings.provisioning = serviceradar_provisioning::ProvisioningSettings {
             hub_leafnode_url: self.hub_leafnode_url.clone(),

@@ -49,7 +49,7 @@ enum AdminCommand {
         owner_email: String,
         /// Owner password (12+ characters); generated if absent.
         #[arg(long, env = "SERVICERADAR_OWNER_PASSWORD", hide_env_values = true)]
-        owner_password: Option<serviceradar_server::config::SecretArg>,
+        owner_password: Option<serviceradar_domain::Secret>,
         #[command(flatten)]
         pki: PkiConfig,
     },
@@ -154,7 +154,10 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             admin.tenant, admin.email
         );
         if let Some(password) = &admin.generated_password {
-            println!("  owner password (shown once, store it now): {password}");
+            println!(
+                "  owner password (shown once, store it now): {}",
+                password.expose()
+            );
         }
         println!(
             "\nNext: sign in and create an edge site, e.g.\n  curl -c jar -X POST {base}/api/v1/auth/login -H 'content-type: application/json' \\\n    -d '{{\"tenant\":\"{}\",\"email\":\"{}\",\"password\":\"...\"}}'\n  API reference: {base}/api/v1/openapi.json\n",
@@ -185,7 +188,9 @@ async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
                     slug: &slug,
                     name: name.as_deref(),
                     owner_email: &owner_email,
-                    owner_password: owner_password.as_ref().map(|p| p.expose()),
+                    owner_password: owner_password
+                        .as_ref()
+                        .map(serviceradar_domain::Secret::expose),
                 },
             )
             .await
@@ -200,7 +205,7 @@ async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
                 created.tenant.id, created.owner_email
             );
             if let Some(password) = created.generated_password {
-                println!("owner password (shown once): {password}");
+                println!("owner password (shown once): {}", password.expose());
             }
         }
         AdminCommand::HubConfig {
