@@ -36,17 +36,17 @@ use serviceradar_domain::TenantScope;
 use serviceradar_domain::resources::Tenant;
 use serviceradar_domain::telemetry::TelemetryKind;
 use serviceradar_domain::validate::{DisplayName, Slug};
-use serviceradar_hub::config::{HubFiles, HubOptions, write_hub_config};
+use serviceradar_hub::config::HubFiles;
 use serviceradar_identity::{MasterKeySource, Pki, write_secret_file};
 use serviceradar_ingest::{self as ingest, IngestSettings};
 use serviceradar_server::app::Settings;
 use serviceradar_server::telemetry;
 use serviceradar_store::Store;
-use serviceradar_testkit::{NatsServer, PgCluster, free_port, wait_for_port};
+use serviceradar_testkit::{NatsServer, PgCluster, free_port};
 
 mod common;
 
-use common::{collector_client, install_site, parse, verdict};
+use common::{HubPorts, collector_client, install_site, parse, start_hub, verdict};
 
 const TARGET_RATIO: f64 = 0.60;
 const TARGET_CATCH_UP_S: f64 = 10.0;
@@ -71,12 +71,6 @@ struct Args {
     /// Exit 1 when a target is missed.
     #[arg(long)]
     fail_on_miss: bool,
-}
-
-struct Ports {
-    hub_client: u16,
-    hub_leaf: u16,
-    hub_monitor: u16,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -111,11 +105,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
-    let ports = Ports {
-        hub_client: free_port(),
-        hub_leaf: free_port(),
-        hub_monitor: free_port(),
-    };
+    let ports = HubPorts::free();
     let store = Store::connect(url, 16).await?;
     store.migrate().await?;
     let pki = Arc::new(Pki::new(
@@ -129,21 +119,7 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
         )
         .await?;
     pki.ensure_tenant_identity(&store, &tenant).await?;
-    let hub_dir = dir.join("hub");
-    let files = write_hub_config(
-        &store,
-        &pki,
-        &HubOptions {
-            client_listen: format!("127.0.0.1:{}", ports.hub_client),
-            leafnode_listen: format!("127.0.0.1:{}", ports.hub_leaf),
-            monitoring_listen: Some(format!("127.0.0.1:{}", ports.hub_monitor)),
-            ..HubOptions::default()
-        },
-        &hub_dir,
-    )
-    .await?;
-    let hub = NatsServer::start_file(&hub_dir, "hub", &files.config_path, ports.hub_client)?;
-    wait_for_port(ports.hub_monitor, "hub monitoring", WAIT)?;
+    let (hub, files, hub_dir) = start_hub(&store, &pki, dir, &ports).await?;
     let client = tenant_client(dir, &store, &pki, &tenant, ports.hub_client).await?;
     let mut settings = IngestSettings::new(
         format!("nats://127.0.0.1:{}", ports.hub_client),
@@ -234,7 +210,7 @@ async fn catch_up(
     store: &Store,
     pki: &Arc<Pki>,
     tenant: &Tenant,
-    ports: &Ports,
+    ports: &HubPorts,
     files: &HubFiles,
     hub_dir: &Path,
     hub: NatsServer,

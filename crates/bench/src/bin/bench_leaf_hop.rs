@@ -27,16 +27,15 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use futures::StreamExt;
 use serviceradar_domain::validate::{DisplayName, Slug};
-use serviceradar_hub::config::{HubOptions, write_hub_config};
 use serviceradar_identity::{MasterKeySource, Pki, write_secret_file};
 use serviceradar_server::app::Settings;
 use serviceradar_server::telemetry;
 use serviceradar_store::Store;
-use serviceradar_testkit::{NatsServer, free_port, wait_for_port};
+use serviceradar_testkit::{NatsServer, free_port};
 
 mod common;
 
-use common::{collector_client, install_site, parse, percentile};
+use common::{HubPorts, collector_client, install_site, parse, percentile, start_hub};
 
 const SUBJECT: &str = "events.acme.bench";
 const WAIT: Duration = Duration::from_secs(30);
@@ -70,23 +69,11 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(&args))
 }
 
-/// Ports of the two servers.
-struct Ports {
-    hub_client: u16,
-    hub_leaf: u16,
-    hub_monitor: u16,
-    leaf_client: u16,
-}
-
 async fn run(args: &Args) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
-    let ports = Ports {
-        hub_client: free_port(),
-        hub_leaf: free_port(),
-        hub_monitor: free_port(),
-        leaf_client: free_port(),
-    };
+    let ports = HubPorts::free();
+    let leaf_client = free_port();
 
     // Control plane state: tenant, site, provisioned leaf.
     let url = format!("sqlite://{}", dir.join("core.db").display());
@@ -107,16 +94,8 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         .await?;
     pki.ensure_tenant_identity(&store, &tenant).await?;
     // The site: provisioned, bundled, installed with setup.sh --prefix.
-    let installed = install_site(
-        dir,
-        &store,
-        &pki,
-        &settings,
-        &tenant,
-        "bench",
-        ports.leaf_client,
-    )
-    .await?;
+    let installed =
+        install_site(dir, &store, &pki, &settings, &tenant, "bench", leaf_client).await?;
     let (bundle_root, leaf_conf) = (installed.root, installed.config);
     let prefix = leaf_conf
         .parent()
@@ -124,22 +103,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         .to_path_buf();
 
     // The hub.
-    let hub_dir = dir.join("hub");
-    let files = write_hub_config(
-        &store,
-        &pki,
-        &HubOptions {
-            client_listen: format!("127.0.0.1:{}", ports.hub_client),
-            leafnode_listen: format!("127.0.0.1:{}", ports.hub_leaf),
-            monitoring_listen: Some(format!("127.0.0.1:{}", ports.hub_monitor)),
-            ..HubOptions::default()
-        },
-        &hub_dir,
-    )
-    .await?;
-    let hub = NatsServer::start_file(&hub_dir, "hub", &files.config_path, ports.hub_client)
-        .context("starting the hub nats-server")?;
-    wait_for_port(ports.hub_monitor, "hub monitoring", WAIT)?;
+    let (hub, files, _) = start_hub(&store, &pki, dir, &ports).await?;
     // Leaves join the hub through the leaf authorization callout.
     let _leaf_auth = serviceradar_hub::leaf_auth::start(
         store.clone(),
@@ -150,7 +114,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         ),
     )
     .await?;
-    let leaf_server = NatsServer::start_file(&prefix, "leaf", &leaf_conf, ports.leaf_client)
+    let leaf_server = NatsServer::start_file(&prefix, "leaf", &leaf_conf, leaf_client)
         .context("starting the leaf nats-server")?;
     wait_for_leaf(ports.hub_monitor)
         .with_context(|| format!("hub log:\n{}\nleaf log:\n{}", hub.log(), leaf_server.log()))?;
@@ -184,7 +148,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         .connect(&hub_url)
         .await
         .context("direct publisher connects to the hub")?;
-    let collector = collector_client(dir, &store, &pki, &tenant, &bundle_root, ports.leaf_client)
+    let collector = collector_client(dir, &store, &pki, &tenant, &bundle_root, leaf_client)
         .await
         .with_context(|| {
             format!(

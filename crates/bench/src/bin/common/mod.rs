@@ -12,11 +12,62 @@ use anyhow::{Context, bail};
 use serviceradar_domain::TenantScope;
 use serviceradar_domain::resources::{EdgeSite, Tenant};
 use serviceradar_domain::validate::{DisplayName, FieldError, ListenAddr, NatsUrl, Slug};
+use serviceradar_hub::config::{HubFiles, HubOptions, write_hub_config};
 use serviceradar_identity::{Pki, write_secret_file};
 use serviceradar_pki::{TenantRef, issue_collector};
 use serviceradar_provisioning::{build_site_bundle, provision_leaf};
 use serviceradar_server::app::Settings;
 use serviceradar_store::{NewSite, Store};
+use serviceradar_testkit::{NatsServer, free_port, wait_for_port};
+
+/// Loopback ports of the hub `nats-server`.
+pub struct HubPorts {
+    /// Client port.
+    pub hub_client: u16,
+    /// Leafnode port.
+    pub hub_leaf: u16,
+    /// Monitoring port.
+    pub hub_monitor: u16,
+}
+
+impl HubPorts {
+    /// Three free loopback ports.
+    pub fn free() -> Self {
+        Self {
+            hub_client: free_port(),
+            hub_leaf: free_port(),
+            hub_monitor: free_port(),
+        }
+    }
+}
+
+/// Writes the hub's config from the store (`admin hub-config`'s code) into
+/// `dir/hub`, starts the hub on `ports` and waits for its monitoring port.
+/// Returns the server, the written files and the hub directory.
+pub async fn start_hub(
+    store: &Store,
+    pki: &Pki,
+    dir: &Path,
+    ports: &HubPorts,
+) -> anyhow::Result<(NatsServer, HubFiles, PathBuf)> {
+    let hub_dir = dir.join("hub");
+    let files = write_hub_config(
+        store,
+        pki,
+        &HubOptions {
+            client_listen: format!("127.0.0.1:{}", ports.hub_client),
+            leafnode_listen: format!("127.0.0.1:{}", ports.hub_leaf),
+            monitoring_listen: Some(format!("127.0.0.1:{}", ports.hub_monitor)),
+            ..HubOptions::default()
+        },
+        &hub_dir,
+    )
+    .await?;
+    let hub = NatsServer::start_file(&hub_dir, "hub", &files.config_path, ports.hub_client)
+        .context("starting the hub nats-server")?;
+    wait_for_port(ports.hub_monitor, "hub monitoring", Duration::from_secs(30))?;
+    Ok((hub, files, hub_dir))
+}
 
 /// A site provisioned with the product's code, its bundle built and
 /// installed with `setup.sh --prefix` (no root).
