@@ -20,7 +20,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use serviceradar_pki::issue_platform_server;
 use serviceradar_proto::v1::agent_gateway_server::AgentGatewayServer;
 use serviceradar_store::Store;
@@ -33,6 +32,30 @@ use serviceradar_identity::Pki;
 
 pub mod identity;
 pub mod service;
+
+/// Why the gateway could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// Loading the platform root CA failed.
+    #[error("loading the platform root CA: {0}")]
+    RootCa(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Issuing the gateway's server certificate failed.
+    #[error("issuing the gateway server certificate: {0}")]
+    Certificate(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The listen address could not be bound.
+    #[error("binding the agent gateway on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed (TLS setup or serving).
+    #[error("serving the agent gateway: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
 
 /// Gateway settings: its certificate's names and what it tells agents.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,10 +94,13 @@ pub struct GatewayTls {
 
 impl GatewayTls {
     /// Issues a fresh gateway server certificate from the platform root for `hosts`.
-    pub async fn issue(store: &Store, pki: &Pki, hosts: &[String]) -> anyhow::Result<Self> {
-        let root = pki.root_ca(store).await?;
+    pub async fn issue(store: &Store, pki: &Pki, hosts: &[String]) -> Result<Self, GatewayError> {
+        let root = pki
+            .root_ca(store)
+            .await
+            .map_err(|e| GatewayError::RootCa(e.into()))?;
         let server = issue_platform_server(&root, "gateway", hosts, &pki.issue_options())
-            .context("issuing the gateway server certificate")?;
+            .map_err(|e| GatewayError::Certificate(e.into()))?;
         Ok(Self {
             cert_chain_pem: server.full_chain_pem(),
             key_pem: server.key_pem.clone(),
@@ -125,10 +151,9 @@ impl Gateway {
         pki: Arc<Pki>,
         settings: Arc<GatewaySettings>,
         health: Health,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, GatewayError> {
         let tls = GatewayTls::issue(&store, &pki, &settings.hosts).await?;
-        let listener =
-            listen(addr).with_context(|| format!("binding the agent gateway on {addr}"))?;
+        let listener = listen(addr).map_err(|source| GatewayError::Bind { addr, source })?;
         Ok(Self {
             listener,
             tls,
@@ -145,7 +170,7 @@ impl Gateway {
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), GatewayError> {
         Server::builder()
             .tls_config(self.tls.server_config())?
             .http2_keepalive_interval(Some(Duration::from_secs(60)))
@@ -156,6 +181,6 @@ impl Gateway {
             )
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await
-            .context("serving the agent gateway")
+            .map_err(GatewayError::Serve)
     }
 }

@@ -21,7 +21,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use anyhow::Context;
 use serde::Deserialize;
 use serviceradar_bundle::{AgentPki, InstallPaths, SecretText, SiteBundle, SitePki};
 use serviceradar_domain::resources::{EdgeSite, NatsLeafServer, Tenant};
@@ -36,7 +35,10 @@ use serviceradar_store::jobs::{Job, NewJob};
 use serviceradar_store::{LeafProvisioning, Store, StoreError};
 
 pub mod bootstrap;
+pub mod error;
 pub mod tenants;
+
+pub use error::ProvisioningError;
 
 use serviceradar_identity::{Pki, aad, to_ms};
 use serviceradar_jobs::{JobHandler, JobResult, Jobs, PROVISION_LEAF};
@@ -129,7 +131,7 @@ const RENEWAL_BATCH: i64 = 1000;
 /// within `policy.renew_before`. The job's dedupe key keeps one unfinished job per
 /// leaf, so replicas sweeping at once enqueue each renewal once. Returns the
 /// number of jobs enqueued.
-pub async fn enqueue_renewals(store: &Store, policy: RenewalPolicy) -> anyhow::Result<usize> {
+pub async fn enqueue_renewals(store: &Store, policy: RenewalPolicy) -> Result<usize, StoreError> {
     let now = serviceradar_store::now_ms();
     let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let due = store
@@ -177,9 +179,9 @@ pub fn render_site_config(
     tenant: &Tenant,
     site: &EdgeSite,
     leaf: &NatsLeafServer,
-) -> anyhow::Result<String> {
+) -> Result<String, ProvisioningError> {
     render_leaf_config(&leaf_config_input(settings, tenant, site, leaf))
-        .context("rendering nats-leaf.conf")
+        .map_err(ProvisioningError::render("rendering nats-leaf.conf"))
 }
 
 /// Stored vs. expected config checksum of a leaf.
@@ -200,7 +202,7 @@ pub fn config_drift(
     tenant: &Tenant,
     site: &EdgeSite,
     leaf: &NatsLeafServer,
-) -> anyhow::Result<ConfigDrift> {
+) -> Result<ConfigDrift, ProvisioningError> {
     let expected = config_checksum(&render_site_config(settings, tenant, site, leaf)?);
     Ok(ConfigDrift {
         drifted: leaf
@@ -227,10 +229,13 @@ pub async fn provision_leaf(
     tenant: &Tenant,
     site: &EdgeSite,
     leaf: &NatsLeafServer,
-) -> anyhow::Result<NatsLeafServer> {
+) -> Result<NatsLeafServer, ProvisioningError> {
     let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
     let conf = render_site_config(settings, tenant, site, leaf)?;
-    let ca = pki.tenant_ca(store, tenant).await?;
+    let ca = pki
+        .tenant_ca(store, tenant)
+        .await
+        .map_err(ProvisioningError::identity("loading the tenant CA"))?;
     let tenant_ref = TenantRef {
         id: tenant.id.as_uuid(),
         slug: tenant.slug.as_str(),
@@ -240,8 +245,9 @@ pub async fn provision_leaf(
         slug: site.slug.as_str(),
     };
     let opts = pki.issue_options();
-    let client = issue_leaf_client(&ca, tenant_ref, site_ref, &opts)
-        .context("issuing the leaf client certificate")?;
+    let client = issue_leaf_client(&ca, tenant_ref, site_ref, &opts).map_err(
+        ProvisioningError::certificate("issuing the leaf client certificate"),
+    )?;
     let server = issue_leaf_server(
         &ca,
         tenant_ref,
@@ -249,7 +255,9 @@ pub async fn provision_leaf(
         [host_name(site.nats_leaf_url.host())],
         &opts,
     )
-    .context("issuing the leaf server certificate")?;
+    .map_err(ProvisioningError::certificate(
+        "issuing the leaf server certificate",
+    ))?;
     // Re-provisioning keeps the leaf's NATS user key (revoking it on deletion
     // then covers every generation of its creds).
     let previous = match scoped.leaf_provisioning(leaf.id).await? {
@@ -258,7 +266,9 @@ pub async fn provision_leaf(
                 &material.creds_sealed,
                 &aad::leaf(tenant.id, leaf.id, "creds"),
             )
-            .context("opening the leaf's previous creds")?,
+            .map_err(ProvisioningError::identity(
+                "opening the leaf's previous creds",
+            ))?,
         ),
         None => None,
     };
@@ -271,7 +281,7 @@ pub async fn provision_leaf(
             previous.as_ref().map(|c| c.as_str()),
         )
         .await
-        .context("minting the leaf's NATS user")?;
+        .map_err(ProvisioningError::identity("minting the leaf's NATS user"))?;
     let result = LeafProvisioning {
         leaf_cert_pem: client.cert_pem.clone(),
         leaf_key_sealed: pki.seal(
@@ -293,8 +303,9 @@ pub async fn provision_leaf(
         Some(agent) => agent.id,
         None => uuid::Uuid::now_v7(),
     };
-    let agent = issue_agent(&ca, tenant_ref, site_ref, agent_id, &opts)
-        .context("issuing the agent certificate")?;
+    let agent = issue_agent(&ca, tenant_ref, site_ref, agent_id, &opts).map_err(
+        ProvisioningError::certificate("issuing the agent certificate"),
+    )?;
     scoped
         .store_agent_cert(
             site.id,
@@ -402,7 +413,7 @@ pub enum SiteBundleError {
     Pending(Option<String>),
     /// Something else failed (details are logged, not returned).
     #[error(transparent)]
-    Internal(#[from] anyhow::Error),
+    Internal(#[from] ProvisioningError),
 }
 
 /// A built site bundle.
@@ -477,16 +488,32 @@ pub async fn build_site_bundle(
         tracing::warn!(site_id = %site.id, stored = %material.config_checksum, current = %checksum,
             "leaf config drifted from the provisioned checksum; regenerate the config");
     }
-    let open = |sealed: &[u8], what: &str| {
+    let open = |sealed: &[u8], what: &str, context: &'static str| {
         pki.open(sealed, &aad::leaf(tenant.id, leaf.id, what))
-            .with_context(|| format!("opening the leaf's sealed {what}"))
+            .map_err(ProvisioningError::identity(context))
     };
-    let client_key = open(&material.leaf_key_sealed, "client-key")?;
-    let server_key = open(&material.server_key_sealed, "server-key")?;
-    let creds = open(&material.creds_sealed, "creds")?;
-    let tenant_ca =
-        first_pem_block(&material.ca_chain_pem).context("stored CA chain has no certificate")?;
-    let root = pki.root_ca(store).await?;
+    let client_key = open(
+        &material.leaf_key_sealed,
+        "client-key",
+        "opening the leaf's sealed client-key",
+    )?;
+    let server_key = open(
+        &material.server_key_sealed,
+        "server-key",
+        "opening the leaf's sealed server-key",
+    )?;
+    let creds = open(
+        &material.creds_sealed,
+        "creds",
+        "opening the leaf's sealed creds",
+    )?;
+    let tenant_ca = first_pem_block(&material.ca_chain_pem).ok_or(ProvisioningError::Corrupt(
+        "the stored CA chain has no certificate",
+    ))?;
+    let root = pki
+        .root_ca(store)
+        .await
+        .map_err(ProvisioningError::identity("loading the root CA"))?;
     let agent = match scoped.agent_for_site(site.id).await? {
         Some(agent) => {
             let key = pki
@@ -494,7 +521,9 @@ pub async fn build_site_bundle(
                     &scoped.agent_key_sealed(agent.id).await?,
                     &aad::agent_key(tenant.id, agent.id),
                 )
-                .context("opening the agent's sealed key")?;
+                .map_err(ProvisioningError::identity(
+                    "opening the agent's sealed key",
+                ))?;
             Some(AgentPki {
                 // The chain up to the tenant CA: the gateway trusts only the root.
                 cert_pem: format!("{}{tenant_ca}\n", agent.cert_pem),
@@ -514,7 +543,7 @@ pub async fn build_site_bundle(
         tenant.slug.as_str(),
         site.slug.as_str(),
     ))
-    .context("rendering the buffer stream")?;
+    .map_err(ProvisioningError::render("rendering the buffer stream"))?;
     let bundle = SiteBundle {
         tenant_slug: tenant.slug.to_string(),
         site_slug: site.slug.to_string(),
@@ -537,10 +566,11 @@ pub async fn build_site_bundle(
         client_port: leaf.local_listen.port(),
         monitoring_port,
         edge_buffer_stream_json: Some(
-            serde_json::to_string_pretty(&stream).context("encoding the buffer stream")?,
+            serde_json::to_string_pretty(&stream)
+                .map_err(ProvisioningError::render("encoding the buffer stream"))?,
         ),
     };
-    let bytes = serviceradar_bundle::site_bundle(&bundle).context("building the site bundle")?;
+    let bytes = serviceradar_bundle::site_bundle(&bundle).map_err(ProvisioningError::from)?;
     Ok(BuiltSiteBundle {
         file_name: bundle.file_name(),
         bytes,

@@ -52,7 +52,7 @@ pub enum TenantError {
     Auth(#[from] AuthError),
     /// Creating the tenant's CA or NATS account failed.
     #[error("creating the tenant's CA and NATS account: {0}")]
-    Identity(String),
+    Identity(#[source] crate::error::BoxError),
 }
 
 fn invalid(
@@ -87,7 +87,7 @@ pub async fn create_tenant(
     let tenant = store.create_tenant(&slug, &name).await?;
     pki.ensure_tenant_identity(store, &tenant)
         .await
-        .map_err(|e| TenantError::Identity(format!("{e:#}")))?;
+        .map_err(|e| TenantError::Identity(e.into()))?;
     store
         .scoped(TenantScope::for_system_task(tenant.id))
         .create_user(&NewUser {
