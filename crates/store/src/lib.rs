@@ -41,6 +41,7 @@ pub use sites::{ExpiringLeaf, LeafFilter, LeafProvisioning, NewSite, SiteFilter,
 /// A PostgreSQL LISTEN connection ([`Store::listen`]).
 pub use sqlx::postgres::PgListener as NotificationListener;
 pub use telemetry::{StoredRecord, TimeRange};
+pub use tenants::NewTenantRecord;
 pub use tokens::NewToken;
 pub use users::NewUser;
 

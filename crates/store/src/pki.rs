@@ -7,6 +7,7 @@
 //! two replicas racing to create the same CA both end up using the winner's.
 
 use sqlx::any::AnyRow;
+use sqlx::{Any, Executor};
 
 use crate::Scoped;
 use crate::db::{Store, now_ms};
@@ -176,16 +177,13 @@ impl Scoped<'_> {
         key_sealed: &[u8],
         not_after: i64,
     ) -> Result<TenantCaRecord, StoreError> {
-        sqlx::query(
-            "INSERT INTO tenant_cas (tenant_id, cert_pem, key_sealed, not_after, created_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id) DO NOTHING",
+        insert_tenant_ca(
+            &self.store.pool,
+            &self.tenant(),
+            cert_pem,
+            key_sealed,
+            not_after,
         )
-        .bind(self.tenant())
-        .bind(cert_pem)
-        .bind(key_sealed.to_vec())
-        .bind(not_after)
-        .bind(now_ms())
-        .execute(&self.store.pool)
         .await
         .map_err(bad_tenant)?;
         self.tenant_ca()
@@ -212,16 +210,13 @@ impl Scoped<'_> {
         account_seed_sealed: &[u8],
         account_jwt: &str,
     ) -> Result<TenantNatsAccount, StoreError> {
-        sqlx::query(
-            "INSERT INTO tenant_nats_accounts (tenant_id, account_public_key, account_seed_sealed, \
-             account_jwt, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id) DO NOTHING",
+        insert_nats_account(
+            &self.store.pool,
+            &self.tenant(),
+            account_public_key,
+            account_seed_sealed,
+            account_jwt,
         )
-        .bind(self.tenant())
-        .bind(account_public_key)
-        .bind(account_seed_sealed.to_vec())
-        .bind(account_jwt)
-        .bind(now_ms())
-        .execute(&self.store.pool)
         .await
         .map_err(bad_tenant)?;
         self.nats_account()
@@ -253,4 +248,50 @@ fn bad_tenant(err: sqlx::Error) -> StoreError {
         sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
         _ => StoreError::Database(err),
     }
+}
+
+/// Inserts a tenant's intermediate CA unless it has one (on the pool or
+/// inside a transaction).
+pub(crate) async fn insert_tenant_ca<'e>(
+    db: impl Executor<'e, Database = Any>,
+    tenant: &str,
+    cert_pem: &str,
+    key_sealed: &[u8],
+    not_after: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO tenant_cas (tenant_id, cert_pem, key_sealed, not_after, created_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id) DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(cert_pem)
+    .bind(key_sealed.to_vec())
+    .bind(not_after)
+    .bind(now_ms())
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Inserts a tenant's NATS account unless it has one (on the pool or inside
+/// a transaction).
+pub(crate) async fn insert_nats_account<'e>(
+    db: impl Executor<'e, Database = Any>,
+    tenant: &str,
+    account_public_key: &str,
+    account_seed_sealed: &[u8],
+    account_jwt: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO tenant_nats_accounts (tenant_id, account_public_key, account_seed_sealed, \
+         account_jwt, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id) DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(account_public_key)
+    .bind(account_seed_sealed.to_vec())
+    .bind(account_jwt)
+    .bind(now_ms())
+    .execute(db)
+    .await?;
+    Ok(())
 }

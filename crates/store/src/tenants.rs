@@ -1,13 +1,15 @@
 //! Tenants: platform-level, created by the operator (`serviceradar-core admin`).
 
-use serviceradar_domain::TenantId;
-use serviceradar_domain::resources::Tenant;
+use serviceradar_domain::resources::{Tenant, User};
 use serviceradar_domain::validate::{DisplayName, Slug};
+use serviceradar_domain::{TenantId, UserId};
 use sqlx::any::AnyRow;
+use sqlx::{Any, Executor};
 
 use crate::db::{Store, now_ms};
 use crate::error::{StoreError, on_unique};
 use crate::row::{self, Cols};
+use crate::users::NewUser;
 
 /// The start of every query that returns a [`Tenant`] (what [`decode`] reads).
 macro_rules! select {
@@ -26,7 +28,77 @@ fn decode(row: &AnyRow) -> Result<Tenant, StoreError> {
     })
 }
 
+/// A tenant created whole: the row, its intermediate CA, its NATS account and
+/// its first user, with the private parts already sealed by the caller.
+pub struct NewTenantRecord<'a> {
+    /// The tenant's id (chosen by the caller: the CA names it).
+    pub id: TenantId,
+    /// Slug.
+    pub slug: &'a Slug,
+    /// Display name.
+    pub name: &'a DisplayName,
+    /// The intermediate CA's certificate (PEM).
+    pub ca_cert_pem: &'a str,
+    /// Its private key, sealed.
+    pub ca_key_sealed: &'a [u8],
+    /// Its expiry (Unix ms).
+    pub ca_not_after: i64,
+    /// The NATS account's public key.
+    pub account_public_key: &'a str,
+    /// Its seed, sealed.
+    pub account_seed_sealed: &'a [u8],
+    /// Its JWT, signed by the operator.
+    pub account_jwt: &'a str,
+    /// The first user.
+    pub owner: &'a NewUser,
+}
+
 impl Store {
+    /// Creates a tenant with its CA, NATS account and first user in one
+    /// transaction: either all of it exists afterwards or none of it.
+    /// `Conflict` if the slug is taken.
+    pub async fn create_tenant_with_identity(
+        &self,
+        new: &NewTenantRecord<'_>,
+    ) -> Result<(Tenant, User), StoreError> {
+        let now = now_ms();
+        let tenant = Tenant {
+            id: new.id,
+            slug: new.slug.clone(),
+            name: new.name.clone(),
+            created_at: now,
+        };
+        let owner = User {
+            id: UserId::new(),
+            tenant_id: new.id,
+            email: new.owner.email.clone(),
+            role: new.owner.role,
+            created_at: now,
+        };
+        let id = tenant.id.to_string();
+        let mut tx = self.pool.begin().await?;
+        insert_tenant(&mut *tx, &tenant).await?;
+        crate::pki::insert_tenant_ca(
+            &mut *tx,
+            &id,
+            new.ca_cert_pem,
+            new.ca_key_sealed,
+            new.ca_not_after,
+        )
+        .await?;
+        crate::pki::insert_nats_account(
+            &mut *tx,
+            &id,
+            new.account_public_key,
+            new.account_seed_sealed,
+            new.account_jwt,
+        )
+        .await?;
+        crate::users::insert_user(&mut *tx, &owner, &new.owner.password_hash).await?;
+        tx.commit().await?;
+        Ok((tenant, owner))
+    }
+
     /// Creates a tenant. `Conflict` if the slug is taken.
     pub async fn create_tenant(
         &self,
@@ -39,14 +111,7 @@ impl Store {
             name: name.clone(),
             created_at: now_ms(),
         };
-        sqlx::query("INSERT INTO tenants (id, slug, name, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(tenant.id.to_string())
-            .bind(tenant.slug.as_str())
-            .bind(tenant.name.as_str())
-            .bind(tenant.created_at)
-            .execute(&self.pool)
-            .await
-            .map_err(on_unique("a tenant with this slug already exists"))?;
+        insert_tenant(&self.pool, &tenant).await?;
         Ok(tenant)
     }
 
@@ -86,4 +151,21 @@ impl Store {
             .await?;
         Cols::of(&row, "tenants").get("n")
     }
+}
+
+/// Inserts `tenant` (on the pool or inside a transaction). `Conflict` if the
+/// slug is taken.
+async fn insert_tenant<'e>(
+    db: impl Executor<'e, Database = Any>,
+    tenant: &Tenant,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO tenants (id, slug, name, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(tenant.id.to_string())
+        .bind(tenant.slug.as_str())
+        .bind(tenant.name.as_str())
+        .bind(tenant.created_at)
+        .execute(db)
+        .await
+        .map_err(on_unique("a tenant with this slug already exists"))?;
+    Ok(())
 }

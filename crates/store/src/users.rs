@@ -55,19 +55,7 @@ impl Scoped<'_> {
             role: new.role,
             created_at: now_ms(),
         };
-        sqlx::query(
-            "INSERT INTO users (id, tenant_id, email, password_hash, role, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6)",
-        )
-        .bind(user.id.to_string())
-        .bind(self.tenant())
-        .bind(user.email.as_str())
-        .bind(new.password_hash.as_str())
-        .bind(user.role.as_str())
-        .bind(user.created_at)
-        .execute(&self.store.pool)
-        .await
-        .map_err(on_unique("a user with this e-mail already exists"))?;
+        insert_user(&self.store.pool, &user, &new.password_hash).await?;
         Ok(user)
     }
 
@@ -201,4 +189,27 @@ impl Scoped<'_> {
 
 fn last_owner() -> StoreError {
     StoreError::InvalidState("a tenant must keep at least one owner".into())
+}
+
+/// Inserts `user` with `password_hash` (on the pool or inside a transaction).
+/// `Conflict` if the e-mail is taken in the tenant.
+pub(crate) async fn insert_user<'e>(
+    db: impl Executor<'e, Database = Any>,
+    user: &User,
+    password_hash: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO users (id, tenant_id, email, password_hash, role, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6)",
+    )
+    .bind(user.id.to_string())
+    .bind(user.tenant_id.to_string())
+    .bind(user.email.as_str())
+    .bind(password_hash)
+    .bind(user.role.as_str())
+    .bind(user.created_at)
+    .execute(db)
+    .await
+    .map_err(on_unique("a user with this e-mail already exists"))?;
+    Ok(())
 }

@@ -211,6 +211,97 @@ async fn tenants(store: Store) {
 }
 both_backends!(tenants: sqlite_tenants, postgres_tenants);
 
+fn tenant_record<'a>(
+    id: TenantId,
+    slug: &'a Slug,
+    name: &'a DisplayName,
+    account_key: &'a str,
+    owner: &'a NewUser,
+) -> serviceradar_store::NewTenantRecord<'a> {
+    serviceradar_store::NewTenantRecord {
+        id,
+        slug,
+        name,
+        ca_cert_pem: "-----BEGIN CERTIFICATE-----",
+        ca_key_sealed: b"sealed-ca-key",
+        ca_not_after: now_ms() + 1_000,
+        account_public_key: account_key,
+        account_seed_sealed: b"sealed-seed",
+        account_jwt: "jwt",
+        owner,
+    }
+}
+
+/// A tenant created with its identity is all there or not there at all: a
+/// failure in a later insert (here the NATS account's public key is already
+/// taken) leaves no tenant row, CA or user behind.
+async fn tenant_creation_with_identity_is_all_or_nothing(store: Store) {
+    let owner = NewUser {
+        email: email("owner@acme.example"),
+        role: Role::Owner,
+        password_hash: "$argon2id$fake".into(),
+    };
+    let (acme_slug, acme_name) = (slug("acme"), display("Acme"));
+    let (acme, user) = store
+        .create_tenant_with_identity(&tenant_record(
+            TenantId::new(),
+            &acme_slug,
+            &acme_name,
+            "AACME",
+            &owner,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(store.tenant(acme.id).await.unwrap(), acme);
+    let scoped = store.scoped(TenantScope::for_system_task(acme.id));
+    assert!(scoped.tenant_ca().await.unwrap().is_some());
+    assert_eq!(
+        scoped
+            .nats_account()
+            .await
+            .unwrap()
+            .unwrap()
+            .account_public_key,
+        "AACME"
+    );
+    assert_eq!(scoped.user(user.id).await.unwrap().role, Role::Owner);
+
+    // The same account key again: the third insert fails, nothing stays.
+    let (beta_slug, beta_name) = (slug("beta"), display("Beta"));
+    let beta_id = TenantId::new();
+    assert!(
+        store
+            .create_tenant_with_identity(&tenant_record(
+                beta_id, &beta_slug, &beta_name, "AACME", &owner
+            ))
+            .await
+            .is_err()
+    );
+    assert_err!(store.tenant(beta_id).await, StoreError::NotFound);
+    assert_err!(store.tenant_by_slug("beta").await, StoreError::NotFound);
+    let beta = store.scoped(TenantScope::for_system_task(beta_id));
+    assert!(beta.tenant_ca().await.unwrap().is_none());
+    assert_eq!(store.count_tenants().await.unwrap(), 1);
+
+    // A taken slug is a conflict.
+    assert_err!(
+        store
+            .create_tenant_with_identity(&tenant_record(
+                TenantId::new(),
+                &acme_slug,
+                &acme_name,
+                "AOTHER",
+                &owner
+            ))
+            .await,
+        StoreError::Conflict(_)
+    );
+}
+both_backends!(
+    tenant_creation_with_identity_is_all_or_nothing: sqlite_tenant_creation_with_identity_is_all_or_nothing,
+    postgres_tenant_creation_with_identity_is_all_or_nothing
+);
+
 // ---------------------------------------------------------------------------
 // 3. Tenant isolation
 // ---------------------------------------------------------------------------
