@@ -4,7 +4,7 @@
 use rand::RngCore;
 use serde::Deserialize;
 use serviceradar_domain::state::{AlertEvent, AlertStatus};
-use serviceradar_domain::validate::{FieldErrors, WebhookUrl};
+use serviceradar_domain::validate::WebhookUrl;
 use serviceradar_domain::{Action, Actor, EdgeSiteId, Secret};
 use serviceradar_health::webhooks;
 use serviceradar_store::Page;
@@ -48,12 +48,9 @@ impl Control {
         query: &AlertQuery,
         page: &PageParams,
     ) -> Result<Page<Alert>, ControlError> {
-        let scoped = self.scoped(actor, Action::ReadData)?;
-        let mut errors = FieldErrors::default();
-        let page = page.parse(&mut errors);
-        let status: Option<AlertStatus> =
-            parse_filter("status", query.status.as_deref(), &mut errors);
-        errors.into_result()?;
+        let (scoped, page, status) = self.listing(actor, Action::ReadData, page, |errors| {
+            parse_filter::<AlertStatus>("status", query.status.as_deref(), errors)
+        })?;
         Ok(scoped.list_alerts(status, &page).await?)
     }
 
@@ -86,10 +83,7 @@ impl Control {
         actor: &Actor,
         page: &PageParams,
     ) -> Result<Page<Webhook>, ControlError> {
-        let scoped = self.scoped(actor, Action::ManageWebhooks)?;
-        let mut errors = FieldErrors::default();
-        let page = page.parse(&mut errors);
-        errors.into_result()?;
+        let (scoped, page, ()) = self.listing(actor, Action::ManageWebhooks, page, |_| ())?;
         Ok(scoped.list_webhooks(&page).await?)
     }
 
@@ -127,10 +121,7 @@ impl Control {
         id: uuid::Uuid,
         page: &PageParams,
     ) -> Result<Page<WebhookDelivery>, ControlError> {
-        let scoped = self.scoped(actor, Action::ManageWebhooks)?;
-        let mut errors = FieldErrors::default();
-        let page = page.parse(&mut errors);
-        errors.into_result()?;
+        let (scoped, page, ()) = self.listing(actor, Action::ManageWebhooks, page, |_| ())?;
         scoped.webhook(id).await?;
         Ok(scoped.list_deliveries(id, &page).await?)
     }

@@ -32,10 +32,11 @@ use std::sync::Arc;
 use serviceradar_auth::SessionSettings;
 use serviceradar_domain::Actor;
 use serviceradar_domain::policy::Action;
+use serviceradar_domain::validate::FieldErrors;
 use serviceradar_identity::Pki;
 use serviceradar_jobs::Jobs;
 use serviceradar_provisioning::ProvisioningSettings;
-use serviceradar_store::{Scoped, Store};
+use serviceradar_store::{PageRequest, Scoped, Store};
 
 pub use error::ControlError;
 pub use params::PageParams;
@@ -87,6 +88,24 @@ impl Control {
 
     fn pki(&self) -> &Pki {
         &self.inner.pki
+    }
+
+    /// A list request's tenant-scoped store, page and filter, once `actor`
+    /// may perform `action` and the page and `filter` inputs parsed (every
+    /// field error of the request reported together).
+    fn listing<F>(
+        &self,
+        actor: &Actor,
+        action: Action,
+        page: &PageParams,
+        filter: impl FnOnce(&mut FieldErrors) -> F,
+    ) -> Result<(Scoped<'_>, PageRequest, F), ControlError> {
+        let scoped = self.scoped(actor, action)?;
+        let mut errors = FieldErrors::default();
+        let page = page.parse(&mut errors);
+        let filter = filter(&mut errors);
+        errors.into_result()?;
+        Ok((scoped, page, filter))
     }
 
     /// `actor`'s tenant-scoped store, once `actor` may perform `action`.

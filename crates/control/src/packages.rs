@@ -65,25 +65,22 @@ impl Control {
         query: &PackageQuery,
         page: &PageParams,
     ) -> Result<Page<PackageWithSite>, ControlError> {
-        let scoped = self.scoped(actor, Action::ReadPackages)?;
-        let mut errors = FieldErrors::default();
-        let page = page.parse(&mut errors);
-        let filter = PackageFilter {
-            status: parse_filter("status", query.status.as_deref(), &mut errors),
-            collector_type: parse_filter(
-                "collector_type",
-                query.collector_type.as_deref(),
-                &mut errors,
-            ),
-            edge_site_id: parse_id_filter(
-                "edge_site_id",
-                query.edge_site_id.as_deref(),
-                "a site id",
-                &mut errors,
-            ),
-            name_contains: query.name.clone().filter(|n| !n.is_empty()),
-        };
-        errors.into_result()?;
+        let (scoped, page, filter) =
+            self.listing(actor, Action::ReadPackages, page, |errors| PackageFilter {
+                status: parse_filter("status", query.status.as_deref(), errors),
+                collector_type: parse_filter(
+                    "collector_type",
+                    query.collector_type.as_deref(),
+                    errors,
+                ),
+                edge_site_id: parse_id_filter(
+                    "edge_site_id",
+                    query.edge_site_id.as_deref(),
+                    "a site id",
+                    errors,
+                ),
+                name_contains: query.name.clone().filter(|n| !n.is_empty()),
+            })?;
         Ok(scoped.list_packages(&filter, &page).await?)
     }
 

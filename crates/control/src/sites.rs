@@ -78,14 +78,11 @@ impl Control {
         query: &SiteQuery,
         page: &PageParams,
     ) -> Result<Page<EdgeSite>, ControlError> {
-        let scoped = self.scoped(actor, Action::ReadSites)?;
-        let mut errors = FieldErrors::default();
-        let page = page.parse(&mut errors);
-        let filter = SiteFilter {
-            status: parse_filter("status", query.status.as_deref(), &mut errors),
-            name_contains: query.name.clone().filter(|n| !n.is_empty()),
-        };
-        errors.into_result()?;
+        let (scoped, page, filter) =
+            self.listing(actor, Action::ReadSites, page, |errors| SiteFilter {
+                status: parse_filter("status", query.status.as_deref(), errors),
+                name_contains: query.name.clone().filter(|n| !n.is_empty()),
+            })?;
         Ok(scoped.list_sites(&filter, &page).await?)
     }
 
@@ -235,13 +232,10 @@ impl Control {
         query: &LeafQuery,
         page: &PageParams,
     ) -> Result<Page<NatsLeafServer>, ControlError> {
-        let scoped = self.scoped(actor, Action::ReadSites)?;
-        let mut errors = FieldErrors::default();
-        let page = page.parse(&mut errors);
-        let filter = LeafFilter {
-            status: parse_filter("status", query.status.as_deref(), &mut errors),
-        };
-        errors.into_result()?;
+        let (scoped, page, filter) =
+            self.listing(actor, Action::ReadSites, page, |errors| LeafFilter {
+                status: parse_filter("status", query.status.as_deref(), errors),
+            })?;
         Ok(scoped.list_leaf_servers(&filter, &page).await?)
     }
 

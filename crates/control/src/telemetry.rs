@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 use serviceradar_domain::telemetry::TelemetryKind;
-use serviceradar_domain::validate::{FieldError, FieldErrors};
+use serviceradar_domain::validate::FieldError;
 use serviceradar_domain::{Action, Actor};
 use serviceradar_store::{Page, StoredRecord, TimeRange};
 
@@ -28,24 +28,22 @@ impl Control {
         query: &TelemetryQuery,
         page: &PageParams,
     ) -> Result<Page<StoredRecord>, ControlError> {
-        let scoped = self.scoped(actor, Action::ReadData)?;
-        let mut errors = FieldErrors::default();
-        let page = page.parse(&mut errors);
-        for (field, value) in [("from", query.from), ("to", query.to)] {
-            if value.is_some_and(|v| v < 0) {
+        let (scoped, page, ()) = self.listing(actor, Action::ReadData, page, |errors| {
+            for (field, value) in [("from", query.from), ("to", query.to)] {
+                if value.is_some_and(|v| v < 0) {
+                    errors
+                        .0
+                        .push(FieldError::new(field, "must be Unix milliseconds (>= 0)"));
+                }
+            }
+            if let (Some(from), Some(to)) = (query.from, query.to)
+                && from >= to
+            {
                 errors
                     .0
-                    .push(FieldError::new(field, "must be Unix milliseconds (>= 0)"));
+                    .push(FieldError::new("to", "must be later than from"));
             }
-        }
-        if let (Some(from), Some(to)) = (query.from, query.to)
-            && from >= to
-        {
-            errors
-                .0
-                .push(FieldError::new("to", "must be later than from"));
-        }
-        errors.into_result()?;
+        })?;
         let range = TimeRange {
             from: query.from,
             to: query.to,

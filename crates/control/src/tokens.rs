@@ -58,16 +58,10 @@ impl Control {
         query: &TokenQuery,
         page: &PageParams,
     ) -> Result<Page<ApiToken>, ControlError> {
-        let scoped = self.scoped(actor, Action::ManageOwnTokens)?;
-        let mut errors = FieldErrors::default();
-        let page = page.parse(&mut errors);
-        let requested: Option<UserId> = parse_id_filter(
-            "user_id",
-            query.user_id.as_deref(),
-            "a user id",
-            &mut errors,
-        );
-        errors.into_result()?;
+        let (scoped, page, requested) =
+            self.listing(actor, Action::ManageOwnTokens, page, |errors| {
+                parse_id_filter::<UserId>("user_id", query.user_id.as_deref(), "a user id", errors)
+            })?;
         let user = if actor.authorize(Action::ManageAllTokens).is_ok() {
             requested
         } else {

@@ -62,10 +62,7 @@ impl Control {
         actor: &Actor,
         page: &PageParams,
     ) -> Result<Page<User>, ControlError> {
-        let scoped = self.scoped(actor, Action::ReadUsers)?;
-        let mut errors = FieldErrors::default();
-        let page = page.parse(&mut errors);
-        errors.into_result()?;
+        let (scoped, page, ()) = self.listing(actor, Action::ReadUsers, page, |_| ())?;
         Ok(scoped.list_users(&page).await?)
     }
 
