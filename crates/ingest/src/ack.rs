@@ -7,6 +7,7 @@
 
 use async_nats::jetstream;
 
+use crate::error::IngestError;
 use crate::write::WrittenBatch;
 
 /// Records a written batch and acknowledges up to the contiguous commit
@@ -14,7 +15,7 @@ use crate::write::WrittenBatch;
 pub(crate) async fn acknowledge(
     watermark: &mut AckWatermark<jetstream::Message>,
     written: WrittenBatch,
-) -> anyhow::Result<()> {
+) -> Result<(), IngestError> {
     let outcome = written.outcome;
     metrics::counter!("serviceradar_ingest_messages_total").increment(outcome.fetched as u64);
     metrics::counter!("serviceradar_ingest_rows_total").increment(outcome.inserted);
@@ -23,9 +24,7 @@ pub(crate) async fn acknowledge(
             .increment(outcome.dead_lettered as u64);
     }
     if let Some(last) = watermark.commit(written.number, written.last) {
-        last.ack()
-            .await
-            .map_err(|e| anyhow::anyhow!("acknowledging up to a batch: {e}"))?;
+        last.ack().await.map_err(IngestError::Ack)?;
     }
     Ok(())
 }

@@ -8,12 +8,12 @@
 
 use std::collections::HashMap;
 
-use anyhow::Context;
 use serviceradar_domain::TenantScope;
 use serviceradar_domain::resources::Tenant;
 use serviceradar_store::Store;
 
 use crate::consumer::STREAM;
+use crate::error::IngestError;
 use crate::hub::js_request;
 
 /// A source silent this long (ns) while its leaf answers is restarted.
@@ -30,7 +30,7 @@ pub async fn sync_site_buffers(
     client: &async_nats::Client,
     tenant: &Tenant,
     restarted: &mut HashMap<String, std::time::Instant>,
-) -> anyhow::Result<()> {
+) -> Result<(), IngestError> {
     use serviceradar_natsconf::{BufferStreamInput, buffer_stream_config, buffer_stream_source};
     let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
     let mut sites = Vec::new();
@@ -41,7 +41,8 @@ pub async fn sync_site_buffers(
     loop {
         let got = scoped
             .list_sites(&serviceradar_store::SiteFilter::default(), &page)
-            .await?;
+            .await
+            .map_err(|e| IngestError::Store("listing the tenant's sites", e))?;
         sites.extend(got.items.into_iter().map(|s| s.slug.to_string()));
         match got
             .next_cursor
@@ -55,12 +56,17 @@ pub async fn sync_site_buffers(
     let mut sources = Vec::with_capacity(sites.len());
     let mut reachable = Vec::new();
     for site in &sites {
-        let source = buffer_stream_source(tenant_slug, site)?;
+        let config_failed = |source| IngestError::BufferConfig {
+            site: site.clone(),
+            source,
+        };
+        let source = buffer_stream_source(tenant_slug, site).map_err(config_failed)?;
         let api = source["external"]["api"]
             .as_str()
-            .context("buffer source without an API prefix")?
+            .ok_or_else(|| IngestError::BufferSourceWithoutApi { site: site.clone() })?
             .to_owned();
-        let buffer = buffer_stream_config(&BufferStreamInput::new(tenant_slug, site))?;
+        let buffer = buffer_stream_config(&BufferStreamInput::new(tenant_slug, site))
+            .map_err(config_failed)?;
         match js_request(
             client,
             &format!("{api}.STREAM.INFO.EDGE_BUFFER"),
@@ -93,7 +99,7 @@ pub async fn sync_site_buffers(
     let mut config = info
         .get("config")
         .cloned()
-        .context("INGEST stream info without config")?;
+        .ok_or(IngestError::StreamInfoWithoutConfig)?;
     let names = |v: &serde_json::Value| {
         let mut apis: Vec<String> = v
             .as_array()
@@ -109,11 +115,7 @@ pub async fn sync_site_buffers(
     let wanted = serde_json::Value::Array(sources);
     if names(&config["sources"]) != names(&wanted) {
         config["sources"] = wanted;
-        let updated =
-            js_request(client, &format!("$JS.API.STREAM.UPDATE.{STREAM}"), &config).await?;
-        if let Some(error) = updated.get("error") {
-            anyhow::bail!("updating the INGEST stream's sources: {error}");
-        }
+        update_ingest_stream(client, &config, "updating the INGEST stream's sources").await?;
         tracing::info!(
             sites = sites.len(),
             "INGEST now sources every site's buffer"
@@ -163,15 +165,28 @@ pub async fn sync_site_buffers(
         );
         js_request(client, &format!("$JS.API.STREAM.UPDATE.{STREAM}"), &config).await?;
         config["sources"] = all;
-        let updated =
-            js_request(client, &format!("$JS.API.STREAM.UPDATE.{STREAM}"), &config).await?;
-        if let Some(error) = updated.get("error") {
-            anyhow::bail!("restarting stalled sources: {error}");
-        }
+        update_ingest_stream(client, &config, "restarting stalled sources").await?;
         for api in &stalled {
             restarted.insert(api.clone(), std::time::Instant::now());
         }
         tracing::info!(sources = ?stalled, "restarted stalled site sources");
     }
     Ok(())
+}
+
+/// Updates the tenant's `INGEST` stream to `config`; a refusal is an error
+/// (`action` names the update).
+async fn update_ingest_stream(
+    client: &async_nats::Client,
+    config: &serde_json::Value,
+    action: &'static str,
+) -> Result<(), IngestError> {
+    let updated = js_request(client, &format!("$JS.API.STREAM.UPDATE.{STREAM}"), config).await?;
+    match updated.get("error") {
+        Some(error) => Err(IngestError::Refused {
+            action,
+            error: error.to_string(),
+        }),
+        None => Ok(()),
+    }
 }

@@ -8,10 +8,10 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use async_nats::jetstream::{self, consumer, stream};
 use serviceradar_domain::telemetry::TelemetryKind;
 
+use crate::error::{IngestError, wrap};
 use crate::settings::{IngestSettings, max_in_flight};
 
 /// Name of each tenant's ingest stream on the hub.
@@ -52,7 +52,7 @@ pub async fn open_consumer(
     client: &async_nats::Client,
     tenant_slug: &str,
     settings: &IngestSettings,
-) -> anyhow::Result<consumer::PullConsumer> {
+) -> Result<consumer::PullConsumer, IngestError> {
     let (_, consumer) = open_stream_and_consumer(client, tenant_slug, settings).await?;
     Ok(consumer)
 }
@@ -61,20 +61,20 @@ pub(crate) async fn open_stream_and_consumer(
     client: &async_nats::Client,
     tenant_slug: &str,
     settings: &IngestSettings,
-) -> anyhow::Result<(stream::Stream, consumer::PullConsumer)> {
+) -> Result<(stream::Stream, consumer::PullConsumer), IngestError> {
     let js = jetstream::new(client.clone());
     let stream = match js.get_stream(STREAM).await {
         Ok(stream) => stream,
         Err(_) => js
             .create_stream(stream_config(tenant_slug, settings.retention))
             .await
-            .context("creating the ingest stream")?,
+            .map_err(wrap(IngestError::Consumer, "creating the ingest stream"))?,
     };
     let wanted = consumer_config(settings);
     let consumer: consumer::PullConsumer = stream
         .get_or_create_consumer(CONSUMER, wanted.clone())
         .await
-        .context("creating the ingest consumer")?;
+        .map_err(wrap(IngestError::Consumer, "creating the ingest consumer"))?;
     let have = &consumer.cached_info().config;
     if have.max_ack_pending != wanted.max_ack_pending || have.ack_wait != wanted.ack_wait {
         // The delivery policy cannot change (a recovered consumer has a start sequence).
@@ -85,7 +85,7 @@ pub(crate) async fn open_stream_and_consumer(
         let consumer = stream
             .update_consumer(updated)
             .await
-            .context("updating the ingest consumer")?;
+            .map_err(wrap(IngestError::Consumer, "updating the ingest consumer"))?;
         return Ok((stream, consumer));
     }
     Ok((stream, consumer))
@@ -106,11 +106,14 @@ pub(crate) async fn recover_unacknowledged(
     stream: &stream::Stream,
     mut consumer: consumer::PullConsumer,
     settings: &IngestSettings,
-) -> anyhow::Result<(consumer::PullConsumer, u64)> {
+) -> Result<(consumer::PullConsumer, u64), IngestError> {
     let info = consumer
         .info()
         .await
-        .context("reading the ingest consumer's state")?
+        .map_err(wrap(
+            IngestError::Consumer,
+            "reading the ingest consumer's state",
+        ))?
         .clone();
     let ack_floor = info.ack_floor.stream_sequence;
     let delivered = info.delivered.stream_sequence;
@@ -126,17 +129,17 @@ pub(crate) async fn recover_unacknowledged(
     stream
         .delete_consumer(CONSUMER)
         .await
-        .context("resetting the ingest consumer")?;
+        .map_err(wrap(IngestError::Consumer, "resetting the ingest consumer"))?;
     let config = consumer::pull::Config {
         deliver_policy: consumer::DeliverPolicy::ByStartSequence {
             start_sequence: ack_floor + 1,
         },
         ..consumer_config(settings)
     };
-    let consumer: consumer::PullConsumer = stream
-        .create_consumer(config)
-        .await
-        .context("recreating the ingest consumer")?;
+    let consumer: consumer::PullConsumer = stream.create_consumer(config).await.map_err(wrap(
+        IngestError::Consumer,
+        "recreating the ingest consumer",
+    ))?;
     let delivered = consumer.cached_info().delivered.consumer_sequence;
     Ok((consumer, delivered))
 }

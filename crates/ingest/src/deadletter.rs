@@ -5,9 +5,9 @@
 //! It exists so that poison is kept for inspection and the batch around it
 //! is still written and acknowledged, instead of the pipeline stopping on it.
 
-use anyhow::Context;
 use serviceradar_domain::resources::Tenant;
 
+use crate::error::{IngestError, wrap};
 use crate::fetch::Fetched;
 
 /// The dead-letter subject of a tenant.
@@ -22,7 +22,7 @@ pub(crate) async fn dead_letter(
     tenant: &Tenant,
     fetched: &Fetched,
     reason: &serviceradar_domain::telemetry::Rejection,
-) -> anyhow::Result<()> {
+) -> Result<(), IngestError> {
     let message = &fetched.message;
     let stream_seq = fetched.stream_seq;
     tracing::info!(stream_seq, subject = %message.subject, %reason, "dead-lettered a message");
@@ -43,5 +43,8 @@ pub(crate) async fn dead_letter(
             message.payload.slice(..keep),
         )
         .await
-        .context("publishing to the dead-letter subject")
+        .map_err(wrap(
+            IngestError::DeadLetter,
+            "publishing to the dead-letter subject",
+        ))
 }

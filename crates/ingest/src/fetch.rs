@@ -9,10 +9,10 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
 
+use crate::error::IngestError;
 use crate::settings::IngestSettings;
 
 /// How much longer than the batch timeout a fetch may take before the
@@ -23,21 +23,21 @@ const FETCH_GRACE: Duration = Duration::from_secs(2);
 pub async fn next_batch(
     consumer: &consumer::PullConsumer,
     settings: &IngestSettings,
-) -> anyhow::Result<Vec<jetstream::Message>> {
+) -> Result<Vec<jetstream::Message>, IngestError> {
     let mut messages = consumer
         .fetch()
         .max_messages(settings.batch_size)
         .expires(settings.batch_timeout)
         .messages()
         .await
-        .context("fetching a batch")?;
+        .map_err(|e| IngestError::Fetch(e.into()))?;
     let mut batch = Vec::with_capacity(settings.batch_size);
     while let Some(message) = messages.next().await {
         match message {
             Ok(message) => batch.push(message),
             Err(e) => {
                 if batch.is_empty() {
-                    return Err(anyhow::anyhow!("fetching a batch: {e}"));
+                    return Err(IngestError::Fetch(e));
                 }
                 break;
             }
@@ -75,7 +75,7 @@ pub(crate) async fn fetch_loop(
     settings: IngestSettings,
     batches: tokio::sync::mpsc::Sender<FetchedBatch>,
     mut delivered: u64,
-) -> anyhow::Result<()> {
+) -> Result<(), IngestError> {
     // A fetch whose request was lost (the hub restarted under it) would
     // wait forever: bound it and start over.
     let limit = settings.batch_timeout + FETCH_GRACE;
@@ -87,20 +87,18 @@ pub(crate) async fn fetch_loop(
         let started = std::time::Instant::now();
         let messages = tokio::time::timeout(limit, next_batch(&consumer, &settings))
             .await
-            .map_err(|_| anyhow::anyhow!("no reply to a fetch within {limit:?}"))??;
+            .map_err(|_| IngestError::FetchTimeout { limit })??;
         if messages.is_empty() {
             continue;
         }
         let mut batch = Vec::with_capacity(messages.len());
         for message in messages {
-            let info = message
-                .info()
-                .map_err(|e| anyhow::anyhow!("message without JetStream metadata: {e}"))?;
+            let info = message.info().map_err(IngestError::Metadata)?;
             if info.consumer_sequence != delivered + 1 {
-                anyhow::bail!(
-                    "delivery {} arrived after {delivered}: deliveries went missing",
-                    info.consumer_sequence
-                );
+                return Err(IngestError::DeliveryGap {
+                    after: delivered,
+                    delivery: info.consumer_sequence,
+                });
             }
             delivered = info.consumer_sequence;
             let stream_seq = i64::try_from(info.stream_sequence).unwrap_or(i64::MAX);

@@ -41,7 +41,7 @@
 //! tasks wired together), `hub` (connections, JetStream API requests),
 //! `consumer` (the `INGEST` stream and its durable consumer, recovery),
 //! `fetch` (the fetcher, the delivery-gap check), `write` (the writers),
-//! `deadletter` (poison with its `SR-Reason`), `ack` (the commit watermark and
+//! `deadletter` (poison with its `SR-Reason`), `error` ([`IngestError`]), `ack` (the commit watermark and
 //! the acknowledger) and `buffers` (the sites' `EDGE_BUFFER` streams and the
 //! `INGEST` stream's sources).
 
@@ -49,6 +49,7 @@ mod ack;
 mod buffers;
 mod consumer;
 mod deadletter;
+mod error;
 mod fetch;
 mod hub;
 mod pipeline;
@@ -59,6 +60,7 @@ mod write;
 pub use buffers::sync_site_buffers;
 pub use consumer::{CONSUMER, STREAM, open_consumer, stream_config};
 pub use deadletter::deadletter_subject;
+pub use error::{BoxError, IngestError};
 pub use fetch::next_batch;
 pub use settings::{
     DEFAULT_BATCH_SIZE, DEFAULT_RETENTION, DEFAULT_WRITERS, IngestSettings, TENANT_REFRESH,

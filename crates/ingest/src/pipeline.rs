@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use serviceradar_domain::resources::Tenant;
 use serviceradar_identity::Pki;
 use serviceradar_store::Store;
@@ -21,6 +20,7 @@ use tracing::Instrument;
 use crate::ack::{AckWatermark, acknowledge};
 use crate::buffers::sync_site_buffers;
 use crate::consumer::{open_stream_and_consumer, recover_unacknowledged};
+use crate::error::{IngestError, report};
 use crate::fetch::{FetchedBatch, fetch_loop};
 use crate::hub::connect;
 use crate::settings::{IngestSettings, QUEUED_BATCHES};
@@ -28,6 +28,10 @@ use crate::write::{WrittenBatch, write_loop};
 
 /// How long a stopping pipeline waits for its batches in flight.
 const DRAIN: Duration = Duration::from_secs(5);
+
+/// The fetcher and a writer, as their errors name them.
+const FETCHER: &str = "the ingest fetcher";
+const WRITER: &str = "an ingest writer";
 
 /// Connects, ensures the stream and consumer, recovers what an earlier
 /// pipeline left unacknowledged, then runs the fetcher, the writers and the
@@ -40,7 +44,7 @@ pub(crate) async fn pipeline(
     settings: &IngestSettings,
     tenant: &Tenant,
     stop: &mut watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> Result<(), IngestError> {
     let client = connect(store, pki, settings, tenant).await?;
     let (stream, consumer) =
         open_stream_and_consumer(&client, tenant.slug.as_str(), settings).await?;
@@ -65,7 +69,7 @@ pub(crate) async fn pipeline(
                     if let Err(e) =
                         sync_site_buffers(&store, &client, &tenant, &mut restarted).await
                     {
-                        tracing::warn!(error = format!("{e:#}"), "syncing site buffers failed");
+                        tracing::warn!(error = report(&e), "syncing site buffers failed");
                     }
                     tokio::time::sleep(interval).await;
                 }
@@ -98,15 +102,15 @@ pub(crate) async fn pipeline(
         tokio::select! {
             written = done_rx.recv() => match written {
                 Some(written) => acknowledge(&mut watermark, written).await?,
-                None => anyhow::bail!("every ingest writer stopped"),
+                None => return Err(IngestError::TaskStopped("every ingest writer")),
             },
             Some(joined) = fetcher.join_next() => {
-                joined.context("the ingest fetcher panicked")??;
-                anyhow::bail!("the ingest fetcher stopped");
+                joined.map_err(|e| IngestError::TaskPanicked(FETCHER, e))??;
+                return Err(IngestError::TaskStopped(FETCHER));
             }
             Some(joined) = writer_tasks.join_next() => {
-                joined.context("an ingest writer panicked")??;
-                anyhow::bail!("an ingest writer stopped");
+                joined.map_err(|e| IngestError::TaskPanicked(WRITER, e))??;
+                return Err(IngestError::TaskStopped(WRITER));
             }
             _ = stop.changed() => break,
         }
@@ -120,9 +124,9 @@ pub(crate) async fn pipeline(
             acknowledge(&mut watermark, written).await?;
         }
         while let Some(joined) = writer_tasks.join_next().await {
-            joined.context("an ingest writer panicked")??;
+            joined.map_err(|e| IngestError::TaskPanicked(WRITER, e))??;
         }
-        anyhow::Ok(())
+        Ok::<(), IngestError>(())
     })
     .await;
     match drained {

@@ -10,13 +10,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use serviceradar_domain::resources::Tenant;
 use serviceradar_identity::Pki;
 use serviceradar_store::Store;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use crate::error::{BoxError, IngestError, report};
 use crate::hub::{LEAF_API_TIMEOUT, system_client};
 use crate::pipeline::pipeline;
 use crate::settings::IngestSettings;
@@ -50,7 +50,7 @@ async fn supervise(
                 // pipelines try to connect: no hub restart, no config change.
                 if let Err(e) = accounts.push_all(&store, &pki, &settings, &tenants).await {
                     tracing::warn!(
-                        error = format!("{e:#}"),
+                        error = report(&e),
                         "pushing tenant accounts to the hub failed"
                     );
                     accounts.client = None;
@@ -106,7 +106,7 @@ async fn run_tenant(
         match pipeline(&store, &pki, &settings, &tenant, &mut stop).await {
             Ok(()) => return,
             Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "ingest pipeline failed");
+                tracing::warn!(error = report(&e), retry_in = ?backoff, "ingest pipeline failed");
                 metrics::counter!("serviceradar_ingest_errors_total").increment(1);
             }
         }
@@ -134,9 +134,12 @@ impl AccountPusher {
         pki: &Pki,
         settings: &IngestSettings,
         tenants: &[Tenant],
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), IngestError> {
         for tenant in tenants {
-            let (_, jwt) = pki.tenant_account(store, tenant).await?;
+            let (_, jwt) = pki
+                .tenant_account(store, tenant)
+                .await
+                .map_err(account_failed(tenant, "reading its JWT"))?;
             let key = tenant.id.to_string();
             if self.pushed.get(&key) == Some(&jwt) {
                 continue;
@@ -151,10 +154,22 @@ impl AccountPusher {
             };
             serviceradar_hub::client::push_account_jwt(&client, &jwt, LEAF_API_TIMEOUT)
                 .await
-                .with_context(|| format!("tenant {}'s account", tenant.slug))?;
+                .map_err(account_failed(tenant, "pushing it to the hub"))?;
             tracing::info!(tenant_id = %tenant.id, tenant = %tenant.slug, "tenant account pushed to the hub");
             self.pushed.insert(key, jwt);
         }
         Ok(())
+    }
+}
+
+/// A `map_err` adapter: [`IngestError::Account`] for `tenant` at `step`.
+fn account_failed<E: Into<BoxError>>(
+    tenant: &Tenant,
+    step: &'static str,
+) -> impl FnOnce(E) -> IngestError {
+    move |e| IngestError::Account {
+        tenant: tenant.slug.to_string(),
+        step,
+        source: e.into(),
     }
 }

@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use async_nats::jetstream;
 use serviceradar_domain::TenantScope;
 use serviceradar_domain::resources::Tenant;
@@ -16,6 +15,7 @@ use serviceradar_domain::telemetry::{IncomingMessage, decode};
 use serviceradar_store::Store;
 
 use crate::deadletter::dead_letter;
+use crate::error::{IngestError, wrap};
 use crate::fetch::{Fetched, FetchedBatch};
 
 /// Counts of one processed batch.
@@ -47,7 +47,7 @@ pub(crate) async fn write_loop(
     tenant: Tenant,
     batches: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<FetchedBatch>>>,
     done: tokio::sync::mpsc::UnboundedSender<WrittenBatch>,
-) -> anyhow::Result<()> {
+) -> Result<(), IngestError> {
     loop {
         let next = batches.lock().await.recv().await;
         let Some(FetchedBatch { number, messages }) = next else {
@@ -86,7 +86,7 @@ async fn write_batch(
     client: &async_nats::Client,
     tenant: &Tenant,
     batch: &[Fetched],
-) -> anyhow::Result<BatchOutcome> {
+) -> Result<BatchOutcome, IngestError> {
     let mut records = Vec::with_capacity(batch.len());
     let mut dead_lettered = 0;
     for fetched in batch {
@@ -115,10 +115,13 @@ async fn write_batch(
             .scoped(TenantScope::for_system_task(tenant.id))
             .insert_telemetry(&records)
             .await
-            .context("writing the batch")?
+            .map_err(|e| IngestError::Store("writing the batch", e))?
     };
     if dead_lettered > 0 {
-        client.flush().await.context("flushing dead letters")?;
+        client
+            .flush()
+            .await
+            .map_err(wrap(IngestError::DeadLetter, "flushing dead letters"))?;
     }
     Ok(BatchOutcome {
         fetched: batch.len(),
