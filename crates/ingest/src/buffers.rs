@@ -1,0 +1,192 @@
+//! Store and forward: each site's `EDGE_BUFFER` stream on its leaf (created
+//! through the hub in the site's JetStream domain) and the tenant's `INGEST`
+//! stream sourcing every site's buffer, reconciled with the database.
+//!
+//! It exists so that a site keeps its data while its link is down and the
+//! hub catches up when it returns, including restarting sources that
+//! nats-server left stuck in its retry backoff after a hub restart.
+
+use std::collections::HashMap;
+
+use serviceradar_domain::TenantScope;
+use serviceradar_domain::resources::Tenant;
+use serviceradar_store::Store;
+
+use crate::consumer::STREAM;
+use crate::error::IngestError;
+use crate::hub::js_request;
+
+/// A source silent this long (ns) while its leaf answers is restarted.
+const STALLED_SOURCE_NS: i64 = 5_000_000_000;
+
+/// Store and forward: every provisioned site of the tenant gets its
+/// `EDGE_BUFFER` stream on its leaf (created through the hub in the site's
+/// JetStream domain when the leaf is connected and the stream is missing),
+/// and the tenant's `INGEST` stream sources every site's buffer. While a
+/// site's link is down its leaf keeps the data; when the link returns the
+/// source catches up from where it stopped.
+pub async fn sync_site_buffers(
+    store: &Store,
+    client: &async_nats::Client,
+    tenant: &Tenant,
+    restarted: &mut HashMap<String, std::time::Instant>,
+) -> Result<(), IngestError> {
+    use serviceradar_natsconf::{BufferStreamInput, buffer_stream_config, buffer_stream_source};
+    let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
+    let mut sites = Vec::new();
+    let mut page = serviceradar_store::PageRequest {
+        limit: serviceradar_store::PageRequest::MAX_LIMIT,
+        after: None,
+    };
+    loop {
+        let got = scoped
+            .list_sites(&serviceradar_store::SiteFilter::default(), &page)
+            .await
+            .map_err(|e| IngestError::Store("listing the tenant's sites", e))?;
+        sites.extend(got.items.into_iter().map(|s| s.slug.to_string()));
+        match got
+            .next_cursor
+            .and_then(|c| serviceradar_store::Cursor::decode(&c))
+        {
+            Some(next) => page.after = Some(next),
+            None => break,
+        }
+    }
+    let tenant_slug = tenant.slug.as_str();
+    let mut sources = Vec::with_capacity(sites.len());
+    let mut reachable = Vec::new();
+    for site in &sites {
+        let config_failed = |source| IngestError::BufferConfig {
+            site: site.clone(),
+            source,
+        };
+        let source = buffer_stream_source(tenant_slug, site).map_err(config_failed)?;
+        let api = source["external"]["api"]
+            .as_str()
+            .ok_or_else(|| IngestError::BufferSourceWithoutApi { site: site.clone() })?
+            .to_owned();
+        let buffer = buffer_stream_config(&BufferStreamInput::new(tenant_slug, site))
+            .map_err(config_failed)?;
+        match js_request(
+            client,
+            &format!("{api}.STREAM.INFO.EDGE_BUFFER"),
+            &serde_json::json!({}),
+        )
+        .await
+        {
+            Ok(info) if info.get("error").is_none() => reachable.push(api.clone()),
+            Ok(_) => {
+                let created =
+                    js_request(client, &format!("{api}.STREAM.CREATE.EDGE_BUFFER"), &buffer)
+                        .await?;
+                if let Some(error) = created.get("error") {
+                    tracing::warn!(site = %site, %error, "the leaf refused its buffer stream");
+                } else {
+                    tracing::info!(site = %site, "created the site's buffer stream on its leaf");
+                }
+            }
+            // The leaf is not connected: its buffer is created when it is.
+            Err(e) => tracing::debug!(site = %site, error = %e, "site leaf unreachable"),
+        }
+        sources.push(source);
+    }
+    let info = js_request(
+        client,
+        &format!("$JS.API.STREAM.INFO.{STREAM}"),
+        &serde_json::json!({}),
+    )
+    .await?;
+    let mut config = info
+        .get("config")
+        .cloned()
+        .ok_or(IngestError::StreamInfoWithoutConfig)?;
+    let names = |v: &serde_json::Value| {
+        let mut apis: Vec<String> = v
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s["external"]["api"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        apis.sort();
+        apis
+    };
+    let wanted = serde_json::Value::Array(sources);
+    if names(&config["sources"]) != names(&wanted) {
+        config["sources"] = wanted;
+        update_ingest_stream(client, &config, "updating the INGEST stream's sources").await?;
+        tracing::info!(
+            sites = sites.len(),
+            "INGEST now sources every site's buffer"
+        );
+        return Ok(());
+    }
+    // A source whose leaf answers but that has been silent for long is stuck in
+    // nats-server's retry backoff (after a hub restart the first attempts fail
+    // before the leaf reconnects, and the next one can be a minute away).
+    // Removing and re-adding it restarts it at once; the hub resumes it after
+    // the last message it already holds from that source, so nothing repeats.
+    let stalled: Vec<String> = info["sources"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter(|s| {
+                    // -1: never active since the hub (re)started.
+                    s["active"]
+                        .as_i64()
+                        .is_some_and(|ns| !(0..=STALLED_SOURCE_NS).contains(&ns))
+                        || s.get("error").is_some_and(|e| !e.is_null())
+                })
+                .filter_map(|s| s["external"]["api"].as_str().map(str::to_owned))
+                .filter(|api| reachable.contains(api))
+                // Give a restarted source time to start before judging it again.
+                .filter(|api| {
+                    restarted
+                        .get(api)
+                        .is_none_or(|at| at.elapsed().as_nanos() > STALLED_SOURCE_NS as u128)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !stalled.is_empty() {
+        let all = config["sources"].clone();
+        config["sources"] = serde_json::Value::Array(
+            all.as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| {
+                    s["external"]["api"]
+                        .as_str()
+                        .is_none_or(|api| !stalled.iter().any(|x| x == api))
+                })
+                .cloned()
+                .collect(),
+        );
+        js_request(client, &format!("$JS.API.STREAM.UPDATE.{STREAM}"), &config).await?;
+        config["sources"] = all;
+        update_ingest_stream(client, &config, "restarting stalled sources").await?;
+        for api in &stalled {
+            restarted.insert(api.clone(), std::time::Instant::now());
+        }
+        tracing::info!(sources = ?stalled, "restarted stalled site sources");
+    }
+    Ok(())
+}
+
+/// Updates the tenant's `INGEST` stream to `config`; a refusal is an error
+/// (`action` names the update).
+async fn update_ingest_stream(
+    client: &async_nats::Client,
+    config: &serde_json::Value,
+    action: &'static str,
+) -> Result<(), IngestError> {
+    let updated = js_request(client, &format!("$JS.API.STREAM.UPDATE.{STREAM}"), config).await?;
+    match updated.get("error") {
+        Some(error) => Err(IngestError::Refused {
+            action,
+            error: error.to_string(),
+        }),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,102 @@
+//! Talking to the hub: connecting as the tenant's ingest user or as a user of
+//! the system account (credentials minted by this process, which holds the
+//! account keys), and JetStream API requests with a reply timeout.
+//!
+//! It exists so that the pipeline, the site buffers and the account pushes
+//! share one way of reaching the hub.
+
+use std::time::Duration;
+
+use serviceradar_domain::resources::Tenant;
+use serviceradar_identity::Pki;
+use serviceradar_store::Store;
+
+use crate::error::{BoxError, IngestError, upstream};
+use crate::settings::IngestSettings;
+
+/// Reply timeout of JetStream API requests to a site's leaf (through the hub).
+pub(crate) const LEAF_API_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connects to the hub as the tenant's ingest user.
+pub(crate) async fn connect(
+    store: &Store,
+    pki: &Pki,
+    settings: &IngestSettings,
+    tenant: &Tenant,
+) -> Result<async_nats::Client, IngestError> {
+    let creds = pki
+        .user_creds(store, tenant, &format!("ingest-{}", tenant.slug))
+        .await
+        .map_err(upstream("minting the tenant's ingest user"))?;
+    let file = format!("ingest-{}.creds", tenant.id);
+    let name = format!("serviceradar-ingest-{}", tenant.slug);
+    let as_whom = "connecting to the hub as the tenant's ingest user";
+    connect_as(settings, &file, creds.as_str(), &name, as_whom).await
+}
+
+/// Connects to the hub as a user of the system account.
+pub(crate) async fn system_client(
+    store: &Store,
+    pki: &Pki,
+    settings: &IngestSettings,
+) -> Result<async_nats::Client, IngestError> {
+    let creds = pki
+        .system_user_creds(store, "serviceradar-core")
+        .await
+        .map_err(upstream("minting a system account user"))?;
+    let (file, name) = ("system.creds", "serviceradar-core-accounts");
+    let as_whom = "connecting to the hub as a system account user";
+    connect_as(settings, file, creds.as_str(), name, as_whom).await
+}
+
+/// Connects to the hub with `creds` (written to `file` in the creds
+/// directory), named `name` on the hub; `as_whom` is the error's context.
+async fn connect_as(
+    settings: &IngestSettings,
+    file: &str,
+    creds: &str,
+    name: &str,
+    as_whom: &'static str,
+) -> Result<async_nats::Client, IngestError> {
+    serviceradar_hub::client::connect_with_creds(
+        &settings.hub_url,
+        settings.hub_ca_file.as_deref(),
+        &settings.creds_dir,
+        file,
+        creds,
+        name,
+    )
+    .await
+    .map_err(upstream(as_whom))
+}
+
+/// Sends a JetStream API request (`body` as JSON) and parses the JSON reply,
+/// waiting at most [`LEAF_API_TIMEOUT`].
+pub(crate) async fn js_request(
+    client: &async_nats::Client,
+    subject: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, IngestError> {
+    let payload =
+        serde_json::to_vec(body).map_err(request_failed(subject, "encoding the request"))?;
+    let reply = tokio::time::timeout(
+        LEAF_API_TIMEOUT,
+        client.request(subject.to_owned(), payload.into()),
+    )
+    .await
+    .map_err(request_failed(subject, "no reply"))?
+    .map_err(request_failed(subject, "request failed"))?;
+    serde_json::from_slice(&reply.payload).map_err(request_failed(subject, "decoding the reply"))
+}
+
+/// A `map_err` adapter: [`IngestError::Request`] for `subject` at `step`.
+fn request_failed<E: Into<BoxError>>(
+    subject: &str,
+    step: &'static str,
+) -> impl FnOnce(E) -> IngestError {
+    move |e| IngestError::Request {
+        subject: subject.to_owned(),
+        step,
+        source: e.into(),
+    }
+}

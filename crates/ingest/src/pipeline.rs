@@ -1,0 +1,142 @@
+//! One tenant's pipeline: connect, open and recover the consumer, then run
+//! the fetcher, the writers, the site-buffer reconciliation and the
+//! acknowledgements until stopped or failed.
+//!
+//! It exists to wire the tasks of the other modules together and to own the
+//! two ways a pipeline ends: `stop` (drain what is in flight) or an error
+//! (the supervisor retries; nothing past the contiguous commits was
+//! acknowledged).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serviceradar_domain::resources::Tenant;
+use serviceradar_identity::Pki;
+use serviceradar_store::Store;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::ack::{AckWatermark, acknowledge};
+use crate::buffers::sync_site_buffers;
+use crate::consumer::{open_stream_and_consumer, recover_unacknowledged};
+use crate::error::{IngestError, report};
+use crate::fetch::{FetchedBatch, fetch_loop};
+use crate::hub::connect;
+use crate::settings::{IngestSettings, QUEUED_BATCHES};
+use crate::write::{WrittenBatch, write_loop};
+
+/// How long a stopping pipeline waits for its batches in flight.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// The fetcher and a writer, as their errors name them.
+const FETCHER: &str = "the ingest fetcher";
+const WRITER: &str = "an ingest writer";
+
+/// Connects, ensures the stream and consumer, recovers what an earlier
+/// pipeline left unacknowledged, then runs the fetcher, the writers and the
+/// acknowledgements until `stop` flips (`Ok`, after the batches in flight are
+/// written and acknowledged) or something fails (`Err`, the caller retries;
+/// nothing past the last contiguous commit was acknowledged).
+pub(crate) async fn pipeline(
+    store: &Store,
+    pki: &Pki,
+    settings: &IngestSettings,
+    tenant: &Tenant,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), IngestError> {
+    let client = connect(store, pki, settings, tenant).await?;
+    let (stream, consumer) =
+        open_stream_and_consumer(&client, tenant.slug.as_str(), settings).await?;
+    let (consumer, delivered) = recover_unacknowledged(&stream, consumer, settings).await?;
+    tracing::info!(
+        hub = %settings.hub_url,
+        batch_size = settings.batch_size,
+        writers = settings.writers,
+        "ingest pipeline running"
+    );
+    let span = tracing::Span::current();
+
+    // Reconcile the sites' buffers in the background, on its own schedule.
+    let mut aux = tokio::task::JoinSet::new();
+    {
+        let (store, client, tenant) = (store.clone(), client.clone(), tenant.clone());
+        let interval = settings.site_sync_interval;
+        aux.spawn(
+            async move {
+                let mut restarted = HashMap::new();
+                loop {
+                    if let Err(e) =
+                        sync_site_buffers(&store, &client, &tenant, &mut restarted).await
+                    {
+                        tracing::warn!(error = report(&e), "syncing site buffers failed");
+                    }
+                    tokio::time::sleep(interval).await;
+                }
+            }
+            .instrument(span.clone()),
+        );
+    }
+
+    let writers = settings.writers.max(1);
+    let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<FetchedBatch>(QUEUED_BATCHES);
+    let batch_rx = Arc::new(tokio::sync::Mutex::new(batch_rx));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<WrittenBatch>();
+    let mut fetcher = tokio::task::JoinSet::new();
+    fetcher.spawn(
+        fetch_loop(consumer, settings.clone(), batch_tx, delivered).instrument(span.clone()),
+    );
+    let mut writer_tasks = tokio::task::JoinSet::new();
+    for writer in 0..writers {
+        let (store, client, tenant) = (store.clone(), client.clone(), tenant.clone());
+        let (batches, done) = (batch_rx.clone(), done_tx.clone());
+        writer_tasks.spawn(
+            write_loop(store, client, tenant, batches, done)
+                .instrument(tracing::debug_span!(parent: &span, "writer", writer)),
+        );
+    }
+    drop(done_tx);
+
+    let mut watermark = AckWatermark::default();
+    loop {
+        tokio::select! {
+            written = done_rx.recv() => match written {
+                Some(written) => acknowledge(&mut watermark, written).await?,
+                None => return Err(IngestError::TaskStopped("every ingest writer")),
+            },
+            Some(joined) = fetcher.join_next() => {
+                joined.map_err(|e| IngestError::TaskPanicked(FETCHER, e))??;
+                return Err(IngestError::TaskStopped(FETCHER));
+            }
+            Some(joined) = writer_tasks.join_next() => {
+                joined.map_err(|e| IngestError::TaskPanicked(WRITER, e))??;
+                return Err(IngestError::TaskStopped(WRITER));
+            }
+            _ = stop.changed() => break,
+        }
+    }
+
+    // Stop: no new fetches; write and acknowledge what is in flight.
+    fetcher.shutdown().await;
+    aux.shutdown().await;
+    let drained = tokio::time::timeout(DRAIN, async {
+        while let Some(written) = done_rx.recv().await {
+            acknowledge(&mut watermark, written).await?;
+        }
+        while let Some(joined) = writer_tasks.join_next().await {
+            joined.map_err(|e| IngestError::TaskPanicked(WRITER, e))??;
+        }
+        Ok::<(), IngestError>(())
+    })
+    .await;
+    match drained {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(
+                waiting = watermark.waiting(),
+                "stopping with batches in flight; they are redelivered on restart"
+            );
+            Ok(())
+        }
+    }
+}

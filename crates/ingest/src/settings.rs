@@ -1,0 +1,75 @@
+//! What the pipeline is told: where the hub is, how it batches and how often
+//! it looks again ([`IngestSettings`] and its defaults), and the bound on the
+//! messages it holds unacknowledged that follows from them.
+//!
+//! It exists so that the binary builds one value (from its flags) and every
+//! part of the pipeline reads the same numbers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How often the supervisor looks for new tenants.
+pub const TENANT_REFRESH: Duration = Duration::from_secs(30);
+/// Default messages per batch.
+pub const DEFAULT_BATCH_SIZE: usize = 1000;
+/// Default number of batches written at the same time.
+pub const DEFAULT_WRITERS: usize = 3;
+/// Default stream retention on the hub.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Where the hub is and how the pipeline batches.
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    /// The hub's client URL (`nats://host:4222` or `tls://...`).
+    pub hub_url: String,
+    /// CA file for a `tls://` hub URL.
+    pub hub_ca_file: Option<PathBuf>,
+    /// Messages per batch (one database transaction each).
+    pub batch_size: usize,
+    /// Batches written at the same time, each in its own transaction on its
+    /// own database connection (at least 1).
+    pub writers: usize,
+    /// Longest wait for a batch to fill.
+    pub batch_timeout: Duration,
+    /// How long the hub's ingest streams keep messages.
+    pub retention: Duration,
+    /// Directory for the pipeline's minted credentials (0600 files).
+    pub creds_dir: PathBuf,
+    /// How long the hub waits for an acknowledgement before redelivering
+    /// (a pipeline that died mid-batch is redelivered after this).
+    pub ack_wait: Duration,
+    /// How often the pipeline reconciles the sites' buffers and the stream's
+    /// sources with the database.
+    pub site_sync_interval: Duration,
+    /// How often the supervisor looks for new tenants (and pushes accounts).
+    pub tenant_refresh: Duration,
+}
+
+impl IngestSettings {
+    /// Defaults: batches of [`DEFAULT_BATCH_SIZE`] written by
+    /// [`DEFAULT_WRITERS`] writers, 1 s batch timeout, 7 days of retention.
+    pub fn new(hub_url: impl Into<String>, creds_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            hub_url: hub_url.into(),
+            hub_ca_file: None,
+            batch_size: DEFAULT_BATCH_SIZE,
+            writers: DEFAULT_WRITERS,
+            batch_timeout: Duration::from_secs(1),
+            retention: DEFAULT_RETENTION,
+            creds_dir: creds_dir.into(),
+            ack_wait: Duration::from_secs(30),
+            site_sync_interval: TENANT_REFRESH,
+            tenant_refresh: TENANT_REFRESH,
+        }
+    }
+}
+
+/// How many fetched batches wait for a free writer (the fetcher is then
+/// already pulling the next one: fetching overlaps writing).
+pub(crate) const QUEUED_BATCHES: usize = 1;
+
+/// Most messages the pipeline holds unacknowledged: every writer's batch, the
+/// queued ones and the one being fetched.
+pub(crate) fn max_in_flight(settings: &IngestSettings) -> usize {
+    settings.batch_size.max(1) * (settings.writers.max(1) + QUEUED_BATCHES + 1)
+}

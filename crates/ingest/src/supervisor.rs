@@ -1,0 +1,175 @@
+//! The supervisor: one pipeline per tenant, started for new tenants every
+//! [`TENANT_REFRESH`](crate::TENANT_REFRESH) and restarted with backoff when
+//! it fails, after the tenant's account JWT reached the hub.
+//!
+//! It exists so that a tenant created while the hub runs is ingested without
+//! a hub restart or config change, and one tenant's failures never stop
+//! another's pipeline.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serviceradar_domain::resources::Tenant;
+use serviceradar_identity::Pki;
+use serviceradar_store::Store;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::error::{BoxError, IngestError, report};
+use crate::hub::{LEAF_API_TIMEOUT, system_client};
+use crate::pipeline::pipeline;
+use crate::settings::IngestSettings;
+
+/// Longest wait between reconnection attempts (short: catching up after a
+/// hub outage should not wait long).
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Starts the supervisor: one pipeline per tenant until `stop` flips.
+pub fn spawn(
+    store: Store,
+    pki: Arc<Pki>,
+    settings: IngestSettings,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(supervise(store, pki, Arc::new(settings), stop))
+}
+
+async fn supervise(
+    store: Store,
+    pki: Arc<Pki>,
+    settings: Arc<IngestSettings>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut accounts = AccountPusher::default();
+    loop {
+        match store.list_tenants().await {
+            Ok(tenants) => {
+                // New tenants' accounts reach the running hub before their
+                // pipelines try to connect: no hub restart, no config change.
+                if let Err(e) = accounts.push_all(&store, &pki, &settings, &tenants).await {
+                    tracing::warn!(
+                        error = report(&e),
+                        "pushing tenant accounts to the hub failed"
+                    );
+                    accounts.client = None;
+                }
+                for tenant in tenants {
+                    if !accounts.pushed.contains_key(&tenant.id.to_string()) {
+                        continue;
+                    }
+                    let key = tenant.id.to_string();
+                    if running.get(&key).is_some_and(|h| !h.is_finished()) {
+                        continue;
+                    }
+                    let span = tracing::info_span!("ingest", tenant_id = %tenant.id, tenant = %tenant.slug);
+                    let task = run_tenant(
+                        store.clone(),
+                        pki.clone(),
+                        settings.clone(),
+                        tenant,
+                        stop.clone(),
+                    )
+                    .instrument(span);
+                    running.insert(key, tokio::spawn(task));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "ingest: listing tenants failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(settings.tenant_refresh) => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            break;
+        }
+    }
+    for (_, task) in running {
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+}
+
+/// One tenant's pipeline, reconnecting with backoff until `stop` flips.
+async fn run_tenant(
+    store: Store,
+    pki: Arc<Pki>,
+    settings: Arc<IngestSettings>,
+    tenant: Tenant,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match pipeline(&store, &pki, &settings, &tenant, &mut stop).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = report(&e), retry_in = ?backoff, "ingest pipeline failed");
+                metrics::counter!("serviceradar_ingest_errors_total").increment(1);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Pushes tenant account JWTs to the hub's account resolver as a user of the
+/// system account (`$SYS.REQ.CLAIMS.UPDATE`), once per JWT.
+#[derive(Default)]
+struct AccountPusher {
+    client: Option<async_nats::Client>,
+    /// Tenant id -> the account JWT the hub has.
+    pushed: HashMap<String, String>,
+}
+
+impl AccountPusher {
+    async fn push_all(
+        &mut self,
+        store: &Store,
+        pki: &Pki,
+        settings: &IngestSettings,
+        tenants: &[Tenant],
+    ) -> Result<(), IngestError> {
+        for tenant in tenants {
+            let (_, jwt) = pki
+                .tenant_account(store, tenant)
+                .await
+                .map_err(account_failed(tenant, "reading its JWT"))?;
+            let key = tenant.id.to_string();
+            if self.pushed.get(&key) == Some(&jwt) {
+                continue;
+            }
+            let client = match &self.client {
+                Some(client) => client.clone(),
+                None => {
+                    let client = system_client(store, pki, settings).await?;
+                    self.client = Some(client.clone());
+                    client
+                }
+            };
+            serviceradar_hub::client::push_account_jwt(&client, &jwt, LEAF_API_TIMEOUT)
+                .await
+                .map_err(account_failed(tenant, "pushing it to the hub"))?;
+            tracing::info!(tenant_id = %tenant.id, tenant = %tenant.slug, "tenant account pushed to the hub");
+            self.pushed.insert(key, jwt);
+        }
+        Ok(())
+    }
+}
+
+/// A `map_err` adapter: [`IngestError::Account`] for `tenant` at `step`.
+fn account_failed<E: Into<BoxError>>(
+    tenant: &Tenant,
+    step: &'static str,
+) -> impl FnOnce(E) -> IngestError {
+    move |e| IngestError::Account {
+        tenant: tenant.slug.to_string(),
+        step,
+        source: e.into(),
+    }
+}

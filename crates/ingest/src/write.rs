@@ -1,0 +1,131 @@
+//! The writers: each takes the next fetched batch and, on its own database
+//! connection, decodes it, dead-letters the poison and writes the good
+//! records in one transaction, then reports the batch written.
+//!
+//! It exists so that several batches are written at once (their commits'
+//! WAL flushes overlap) while acknowledging stays with the acknowledger: a
+//! writer never acknowledges.
+
+use std::sync::Arc;
+
+use async_nats::jetstream;
+use serviceradar_domain::TenantScope;
+use serviceradar_domain::resources::Tenant;
+use serviceradar_domain::telemetry::{IncomingMessage, decode};
+use serviceradar_store::Store;
+
+use crate::deadletter::dead_letter;
+use crate::error::{IngestError, wrap};
+use crate::fetch::{Fetched, FetchedBatch};
+
+/// Counts of one processed batch.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Messages fetched.
+    pub fetched: usize,
+    /// Rows newly written.
+    pub inserted: u64,
+    /// Messages sent to the dead-letter subject.
+    pub dead_lettered: usize,
+}
+
+/// A batch whose rows are committed (and dead letters flushed).
+pub(crate) struct WrittenBatch {
+    pub(crate) number: u64,
+    /// Its last message: acknowledging it acknowledges the batch.
+    pub(crate) last: jetstream::Message,
+    pub(crate) outcome: BatchOutcome,
+}
+
+/// A writer: takes the next fetched batch, writes it in its own transaction
+/// (its own database connection), and reports it written. Several writers
+/// overlap their commits' WAL flushes and use more than one core of the
+/// database.
+pub(crate) async fn write_loop(
+    store: Store,
+    client: async_nats::Client,
+    tenant: Tenant,
+    batches: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<FetchedBatch>>>,
+    done: tokio::sync::mpsc::UnboundedSender<WrittenBatch>,
+) -> Result<(), IngestError> {
+    loop {
+        let next = batches.lock().await.recv().await;
+        let Some(FetchedBatch { number, messages }) = next else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        let outcome = write_batch(&store, &client, &tenant, &messages).await?;
+        tracing::debug!(
+            number,
+            written = outcome.inserted,
+            write_ms = started.elapsed().as_secs_f64() * 1e3,
+            "wrote a batch"
+        );
+        let Some(last) = messages.into_iter().next_back() else {
+            continue;
+        };
+        if done
+            .send(WrittenBatch {
+                number,
+                last: last.message,
+                outcome,
+            })
+            .is_err()
+        {
+            return Ok(());
+        }
+    }
+}
+
+/// Decodes a batch, dead-letters the poison and writes the good records in
+/// one transaction (no acknowledgement: see [`AckWatermark`]).
+///
+/// [`AckWatermark`]: crate::ack::AckWatermark
+async fn write_batch(
+    store: &Store,
+    client: &async_nats::Client,
+    tenant: &Tenant,
+    batch: &[Fetched],
+) -> Result<BatchOutcome, IngestError> {
+    let mut records = Vec::with_capacity(batch.len());
+    let mut dead_lettered = 0;
+    for fetched in batch {
+        let message = &fetched.message;
+        let decoded = decode(
+            tenant.slug.as_str(),
+            IncomingMessage {
+                subject: message.subject.as_str(),
+                payload: &message.payload,
+                stream_seq: fetched.stream_seq,
+                stored_at_ms: fetched.stored_at_ms,
+            },
+        );
+        match decoded {
+            Ok(record) => records.push(record),
+            Err(reason) => {
+                dead_letter(client, tenant, fetched, &reason).await?;
+                dead_lettered += 1;
+            }
+        }
+    }
+    let inserted = if records.is_empty() {
+        0
+    } else {
+        store
+            .scoped(TenantScope::for_system_task(tenant.id))
+            .insert_telemetry(&records)
+            .await
+            .map_err(|e| IngestError::Store("writing the batch", e))?
+    };
+    if dead_lettered > 0 {
+        client
+            .flush()
+            .await
+            .map_err(wrap(IngestError::DeadLetter, "flushing dead letters"))?;
+    }
+    Ok(BatchOutcome {
+        fetched: batch.len(),
+        inserted,
+        dead_lettered,
+    })
+}
