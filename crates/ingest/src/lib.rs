@@ -560,6 +560,7 @@ async fn connect(
         &format!("serviceradar-ingest-{}", tenant.slug),
     )
     .await
+    .map_err(anyhow::Error::from)
 }
 
 /// Reply timeout of JetStream API requests to a site's leaf (through the hub).
@@ -800,6 +801,7 @@ async fn system_client(
         "serviceradar-core-accounts",
     )
     .await
+    .map_err(anyhow::Error::from)
 }
 
 /// Fetches up to `batch_size` messages, waiting at most `batch_timeout`.

@@ -486,7 +486,7 @@ pub async fn build_site_bundle(
     let creds = open(&material.creds_sealed, "creds")?;
     let tenant_ca =
         first_pem_block(&material.ca_chain_pem).context("stored CA chain has no certificate")?;
-    let root = pki.root_ca(store).await?;
+    let root = pki.root_ca(store).await.map_err(anyhow::Error::from)?;
     let agent = match scoped.agent_for_site(site.id).await? {
         Some(agent) => {
             let key = pki
