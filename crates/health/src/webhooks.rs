@@ -121,7 +121,7 @@ impl DeliverWebhook {
         let secret = self
             .pki
             .open(&sealed, &secret_aad(p.tenant_id, hook.id))
-            .map_err(|e| format!("opening the webhook secret: {e}"))?;
+            .map_err(|e| format!("opening the webhook secret: {e:#}"))?;
         let body = serde_json::to_vec(&serde_json::json!({
             "event": p.event,
             "alert": alert,

@@ -10,9 +10,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context;
-
 use serviceradar_identity::write_secret_file;
+
+use crate::HubError;
+use crate::error::identity;
 
 /// How long a connection attempt to the hub may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,14 +28,21 @@ pub async fn connect_with_creds(
     file: &str,
     creds: &str,
     name: &str,
-) -> anyhow::Result<async_nats::Client> {
-    std::fs::create_dir_all(creds_dir)
-        .with_context(|| format!("creating {}", creds_dir.display()))?;
+) -> Result<async_nats::Client, HubError> {
+    std::fs::create_dir_all(creds_dir).map_err(|source| HubError::Io {
+        action: "creating",
+        path: creds_dir.to_owned(),
+        source,
+    })?;
     let path = creds_dir.join(file);
-    write_secret_file(&path, creds.as_bytes())?;
+    write_secret_file(&path, creds.as_bytes()).map_err(identity("writing the creds file"))?;
     let mut options = async_nats::ConnectOptions::with_credentials_file(&path)
         .await
-        .with_context(|| format!("reading {}", path.display()))?
+        .map_err(|source| HubError::Io {
+            action: "reading",
+            path: path.clone(),
+            source,
+        })?
         .name(name)
         .connection_timeout(CONNECT_TIMEOUT);
     if let Some(ca) = ca_file {
@@ -45,28 +53,82 @@ pub async fn connect_with_creds(
     options
         .connect(hub_url)
         .await
-        .with_context(|| format!("connecting to the hub at {hub_url} as {name}"))
+        .map_err(|source| HubError::Connect {
+            url: hub_url.to_owned(),
+            name: name.to_owned(),
+            source,
+        })
 }
 
 /// Pushes an account JWT to the hub's account resolver
 /// (`$SYS.REQ.CLAIMS.UPDATE`; `system` must be a system-account user) and
 /// checks the hub accepted it, waiting at most `timeout` for the reply.
+/// Errors name the account (from the JWT's claims).
 pub async fn push_account_jwt(
     system: &async_nats::Client,
     jwt: &str,
     timeout: Duration,
-) -> anyhow::Result<()> {
+) -> Result<(), HubError> {
     let reply = tokio::time::timeout(
         timeout,
         system.request("$SYS.REQ.CLAIMS.UPDATE", jwt.to_owned().into()),
     )
     .await
-    .context("no reply to the account push")?
-    .context("pushing an account JWT")?;
-    let reply: serde_json::Value = serde_json::from_slice(&reply.payload)?;
-    anyhow::ensure!(
-        reply["data"]["code"] == 200,
-        "the hub refused the account JWT: {reply}"
-    );
+    .map_err(|_| HubError::PushTimeout {
+        account: account_label(jwt),
+    })?
+    .map_err(|source| HubError::Push {
+        account: account_label(jwt),
+        source,
+    })?;
+    let reply: serde_json::Value =
+        serde_json::from_slice(&reply.payload).map_err(|source| HubError::PushReply {
+            account: account_label(jwt),
+            source,
+        })?;
+    if reply["data"]["code"] != 200 {
+        return Err(HubError::PushRefused {
+            account: account_label(jwt),
+            reply: reply.to_string(),
+        });
+    }
     Ok(())
+}
+
+/// The account an account JWT is about, for errors: its name and public
+/// key, as far as the JWT can be read.
+fn account_label(jwt: &str) -> String {
+    let Ok(claims) = serviceradar_natsconf::jwt::decode_claims(jwt) else {
+        return "an unreadable JWT".to_owned();
+    };
+    match (claims["name"].as_str(), claims["sub"].as_str()) {
+        (Some(name), Some(key)) => format!("{name} ({key})"),
+        (None, Some(key)) => key.to_owned(),
+        (Some(name), None) => name.to_owned(),
+        (None, None) => "an unnamed account".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serviceradar_natsconf::jwt::{AccountClaims, KeyKind, NKey, Operator};
+
+    #[test]
+    fn push_errors_name_the_account_not_its_jwt() {
+        let operator = Operator::generate("op").unwrap();
+        let account = NKey::generate(KeyKind::Account);
+        let jwt = operator
+            .sign_account(&AccountClaims::tenant(&account.public_key(), "acme"))
+            .unwrap();
+        assert_eq!(
+            account_label(&jwt),
+            format!("acme ({})", account.public_key())
+        );
+        assert_eq!(account_label("not a jwt"), "an unreadable JWT");
+        let e = HubError::PushTimeout {
+            account: account_label(&jwt),
+        };
+        assert!(!format!("{e:#}").contains(&jwt));
+    }
 }

@@ -5,12 +5,14 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use serviceradar_natsconf::{HubConfigInput, TlsFiles, config_checksum, render_hub_config};
 use serviceradar_pki::issue_platform_server;
 use serviceradar_store::Store;
 
 use serviceradar_identity::{Pki, write_secret_file};
+
+use crate::HubError;
+use crate::error::{identity, store as store_error};
 
 /// File names written by [`write_hub_config`].
 pub mod names {
@@ -75,23 +77,53 @@ pub async fn write_hub_config(
     pki: &Pki,
     opts: &HubOptions,
     out: &Path,
-) -> anyhow::Result<HubFiles> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let out = out
-        .canonicalize()
-        .with_context(|| format!("resolving {}", out.display()))?;
-    let dir = out.to_str().context("the output directory is not UTF-8")?;
-    let root = pki.root_ca(store).await?;
+) -> Result<HubFiles, HubError> {
+    let io = |action, path: &Path| {
+        let path = path.to_owned();
+        move |source| HubError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    std::fs::create_dir_all(out).map_err(io("creating", out))?;
+    let out = out.canonicalize().map_err(io("resolving", out))?;
+    let utf8 = |p: &Path| {
+        p.to_str()
+            .map(str::to_owned)
+            .ok_or_else(|| HubError::NonUtf8Path { path: p.to_owned() })
+    };
+    let dir = utf8(&out)?;
+    let root = pki
+        .root_ca(store)
+        .await
+        .map_err(identity("loading the platform root CA"))?;
     let server = issue_platform_server(&root, "hub", &opts.hosts, &pki.issue_options())
-        .context("issuing the hub server certificate")?;
-    let (operator, sys) = pki.operator(store).await?;
-    for tenant in store.list_tenants().await? {
-        pki.tenant_account(store, &tenant).await?;
+        .map_err(HubError::IssueCertificate)?;
+    let (operator, sys) = pki
+        .operator(store)
+        .await
+        .map_err(identity("loading the NATS operator"))?;
+    for tenant in store
+        .list_tenants()
+        .await
+        .map_err(store_error("listing tenants"))?
+    {
+        pki.tenant_account(store, &tenant)
+            .await
+            .map_err(identity("loading a tenant's NATS account"))?;
     }
-    let tenant_jwts = store.all_tenant_account_jwts().await?;
+    let tenant_jwts = store
+        .all_tenant_account_jwts()
+        .await
+        .map_err(store_error("reading the tenant account JWTs"))?;
     let mut accounts = vec![
-        pki.system_account_jwt(store).await?,
-        pki.leaf_auth_account_jwt(store).await?,
+        pki.system_account_jwt(store)
+            .await
+            .map_err(identity("signing the system account JWT"))?,
+        pki.leaf_auth_account_jwt(store)
+            .await
+            .map_err(identity("signing the leaf authorization account JWT"))?,
     ];
     let tenant_accounts = tenant_jwts.len();
     accounts.extend(tenant_jwts);
@@ -99,16 +131,20 @@ pub async fn write_hub_config(
     let cert_path = out.join(names::SERVER_CERT);
     let key_path = out.join(names::SERVER_KEY);
     let root_path = out.join(names::ROOT_CA);
-    std::fs::write(&cert_path, server.full_chain_pem())?;
-    write_secret_file(&key_path, server.key_pem.as_bytes())?;
-    std::fs::write(&root_path, root.cert_pem())?;
+    std::fs::write(&cert_path, server.full_chain_pem()).map_err(io("writing", &cert_path))?;
+    write_secret_file(&key_path, server.key_pem.as_bytes())
+        .map_err(identity("writing the hub server key"))?;
+    std::fs::write(&root_path, root.cert_pem()).map_err(io("writing", &root_path))?;
 
-    let path = |p: &Path| p.to_str().map(str::to_owned).context("non UTF-8 path");
+    let operator_jwt = operator.operator_jwt().map_err(|source| HubError::Jwt {
+        what: "signing the operator JWT",
+        source,
+    })?;
     let mut input = HubConfigInput::new(
-        &operator.operator_jwt()?,
+        &operator_jwt,
         &sys.public_key(),
         accounts,
-        TlsFiles::new(&path(&cert_path)?, &path(&key_path)?, &path(&root_path)?),
+        TlsFiles::new(&utf8(&cert_path)?, &utf8(&key_path)?, &utf8(&root_path)?),
     );
     input.server_name = opts.server_name.clone();
     input.client_listen = opts.client_listen.clone();
@@ -122,11 +158,12 @@ pub async fn write_hub_config(
         .resolver_dir
         .clone()
         .unwrap_or_else(|| format!("{dir}/accounts"));
-    std::fs::create_dir_all(&input.jetstream_store_dir)?;
-    std::fs::create_dir_all(&input.resolver_dir)?;
-    let config = render_hub_config(&input).context("rendering nats-hub.conf")?;
+    for dir in [&input.jetstream_store_dir, &input.resolver_dir] {
+        std::fs::create_dir_all(dir).map_err(io("creating", Path::new(dir)))?;
+    }
+    let config = render_hub_config(&input).map_err(HubError::RenderConfig)?;
     let config_path = out.join(names::CONFIG);
-    std::fs::write(&config_path, &config)?;
+    std::fs::write(&config_path, &config).map_err(io("writing", &config_path))?;
     Ok(HubFiles {
         config_path,
         config_checksum: config_checksum(&config),

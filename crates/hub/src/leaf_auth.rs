@@ -26,7 +26,10 @@
 //! ([`serviceradar_store::Scoped::record_leaf_session`]) so deleting the site
 //! revokes it, which disconnects the live session. Refusals are answered with
 //! the reason (the hub logs it), logged here with the tenant and site, and
-//! counted in `serviceradar_leaf_auth_total{outcome}`.
+//! counted in `serviceradar_leaf_auth_total{outcome}`. A failure of the
+//! store or the PKI while deciding is logged with its causes and answered as
+//! [`Refusal::Unavailable`]; failures of the service itself (connecting,
+//! subscribing, pushing) are [`HubError`]s, logged before it reconnects.
 //!
 //! On start (and each reconnect) the service pushes the `LEAVES` account JWT
 //! to the hub as the system account, so a hub whose config predates it learns
@@ -36,7 +39,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use futures::StreamExt;
 use serviceradar_domain::{EdgeSiteId, TenantId, TenantScope};
 use serviceradar_natsconf::jwt::{
@@ -51,6 +53,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use serviceradar_identity::{LEAF_SITE_TAG, LEAF_TENANT_TAG, Pki};
+
+use crate::HubError;
+use crate::error::{WithCauses, identity, nats};
 
 /// Queue group of the service's subscription.
 pub const QUEUE_GROUP: &str = "serviceradar-leaf-auth";
@@ -232,10 +237,15 @@ pub struct LeafAuthorizer {
     session_lifetime: Duration,
 }
 
-fn unavailable(what: &'static str) -> impl FnOnce(anyhow::Error) -> Refusal {
+/// Logs `e` (with its causes) as the failure of `what` and refuses the leaf
+/// as [`Refusal::Unavailable`] (it retries).
+fn unavailable<E>(what: &'static str) -> impl FnOnce(E) -> Refusal
+where
+    E: std::error::Error + 'static,
+{
     move |e| {
         tracing::error!(
-            error = format!("{e:#}"),
+            error = %WithCauses(&e),
             "leaf authorization: {what} failed"
         );
         Refusal::Unavailable
@@ -245,7 +255,7 @@ fn unavailable(what: &'static str) -> impl FnOnce(anyhow::Error) -> Refusal {
 fn site_lookup(e: StoreError) -> Refusal {
     match e {
         StoreError::NotFound => Refusal::UnknownSite,
-        other => unavailable("site lookup")(other.into()),
+        other => unavailable("site lookup")(other),
     }
 }
 
@@ -255,8 +265,11 @@ impl LeafAuthorizer {
         store: Store,
         pki: Arc<Pki>,
         session_lifetime: Duration,
-    ) -> anyhow::Result<Self> {
-        let (account, _) = pki.leaf_auth(&store).await?;
+    ) -> Result<Self, HubError> {
+        let (account, _) = pki
+            .leaf_auth(&store)
+            .await
+            .map_err(identity("loading the leaf authorization account key"))?;
         Ok(Self {
             store,
             pki,
@@ -280,10 +293,10 @@ impl LeafAuthorizer {
         let ca = scoped
             .tenant_ca()
             .await
-            .map_err(|e| unavailable("tenant CA lookup")(e.into()))?
+            .map_err(unavailable("tenant CA lookup"))?
             .ok_or(Refusal::UnknownSite)?;
         let ca_der = serviceradar_pki::inspect::pem_to_der(&ca.cert_pem)
-            .map_err(|e| unavailable("reading the tenant CA")(e.into()))?;
+            .map_err(unavailable("reading the tenant CA"))?;
         if ca_der != issuer_der {
             return Err(Refusal::ForeignIssuer);
         }
@@ -312,7 +325,7 @@ impl LeafAuthorizer {
                 now_ms.saturating_sub(lifetime_ms),
             )
             .await
-            .map_err(|e| unavailable("recording the session")(e.into()))?;
+            .map_err(unavailable("recording the session"))?;
         // Checked again after recording: a site deleted in between either
         // sees this session when it revokes, or is seen missing here.
         scoped.site(site_id).await.map_err(site_lookup)?;
@@ -402,7 +415,7 @@ pub async fn start(
     store: Store,
     pki: Arc<Pki>,
     settings: LeafAuthSettings,
-) -> anyhow::Result<LeafAuthService> {
+) -> Result<LeafAuthService, HubError> {
     let session = Session::open(&store, &pki, &settings).await?;
     let (stop, stop_rx) = watch::channel(false);
     let span = tracing::info_span!("leaf_auth_service", hub = %settings.hub_url);
@@ -456,12 +469,15 @@ impl Session {
         store: &Store,
         pki: &Arc<Pki>,
         settings: &LeafAuthSettings,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, HubError> {
         push_leaf_account(store, pki, settings).await?;
         let authorizer = Arc::new(
             LeafAuthorizer::new(store.clone(), pki.clone(), settings.session_lifetime).await?,
         );
-        let creds = pki.leaf_auth_service_creds(store).await?;
+        let creds = pki
+            .leaf_auth_service_creds(store)
+            .await
+            .map_err(identity("minting the leaf authorization service's creds"))?;
         let client = connect(
             settings,
             "leaf-auth.creds",
@@ -472,8 +488,11 @@ impl Session {
         let requests = client
             .queue_subscribe(AUTH_CALLOUT_SUBJECT, QUEUE_GROUP.into())
             .await
-            .context("subscribing to authorization requests")?;
-        client.flush().await?;
+            .map_err(nats("subscribing to authorization requests"))?;
+        client
+            .flush()
+            .await
+            .map_err(nats("flushing the subscription to authorization requests"))?;
         tracing::info!("leaf authorization service ready");
         Ok(Self {
             client,
@@ -483,11 +502,13 @@ impl Session {
     }
 
     /// Answers requests until `stop` (`Ok`) or the connection fails.
-    async fn serve(mut self, stop: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
+    async fn serve(mut self, stop: &mut watch::Receiver<bool>) -> Result<(), HubError> {
         loop {
             tokio::select! {
                 message = self.requests.next() => {
-                    let message = message.context("the hub closed the subscription")?;
+                    let message = message.ok_or(HubError::SubscriptionClosed {
+                        what: "subscription to authorization requests",
+                    })?;
                     let Some(reply) = message.reply else { continue };
                     let (authorizer, client) = (self.authorizer.clone(), self.client.clone());
                     tokio::spawn(async move {
@@ -509,11 +530,17 @@ async fn push_leaf_account(
     store: &Store,
     pki: &Pki,
     settings: &LeafAuthSettings,
-) -> anyhow::Result<()> {
-    let jwt = pki.leaf_auth_account_jwt(store).await?;
+) -> Result<(), HubError> {
+    let jwt = pki
+        .leaf_auth_account_jwt(store)
+        .await
+        .map_err(identity("signing the leaf authorization account JWT"))?;
     let creds = pki
         .system_user_creds(store, "serviceradar-leaf-auth-push")
-        .await?;
+        .await
+        .map_err(identity(
+            "minting the system user that pushes the leaf account",
+        ))?;
     let system = connect(
         settings,
         "leaf-auth-system.creds",
@@ -521,9 +548,8 @@ async fn push_leaf_account(
         "serviceradar-leaf-auth-push",
     )
     .await?;
-    crate::client::push_account_jwt(&system, &jwt, REQUEST_TIMEOUT)
-        .await
-        .context("the leaf account")
+    // Its errors name the account (`LEAVES`).
+    crate::client::push_account_jwt(&system, &jwt, REQUEST_TIMEOUT).await
 }
 
 /// Connects to the hub with `creds` (written to `file` under the creds dir).
@@ -532,7 +558,7 @@ async fn connect(
     file: &str,
     creds: &str,
     name: &str,
-) -> anyhow::Result<async_nats::Client> {
+) -> Result<async_nats::Client, HubError> {
     crate::client::connect_with_creds(
         &settings.hub_url,
         settings.hub_ca_file.as_deref(),

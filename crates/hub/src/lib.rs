@@ -6,7 +6,13 @@
 //!   (`serviceradar-core admin hub-config`).
 //! * [`leaf_auth`] — the leaf authorization callout: a leaf joins its tenant's
 //!   account only when its certificate names the same tenant and site as its creds.
+//!
+//! Failures are [`HubError`]s; a leaf the callout refuses is a
+//! [`leaf_auth::Refusal`].
 
 pub mod client;
 pub mod config;
+mod error;
 pub mod leaf_auth;
+
+pub use error::HubError;

@@ -18,18 +18,22 @@
 //! `SERVICERADAR_MASTER_KEY`; the embedded default generates a development key
 //! in the data directory on first start and says so in the log.
 
+use std::error::Error as StdError;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use serviceradar_domain::resources::Tenant;
 use serviceradar_domain::{EdgeSiteId, TenantScope};
+use serviceradar_natsconf::jwt::JwtError;
 use serviceradar_natsconf::jwt::{
     ANY_ACCOUNT, AccountClaims, CONNECTION_LEAFNODE, CONNECTION_STANDARD, CredsFile,
     ExternalAuthorization, KeyKind, NKey, Operator, UserClaims, creds_file,
 };
 use serviceradar_pki::ca::{DEFAULT_INTERMEDIATE_VALIDITY, DEFAULT_ROOT_VALIDITY};
-use serviceradar_pki::{CertificateAuthority, IssueOptions, Keyring, MasterKey};
-use serviceradar_store::Store;
+use serviceradar_pki::{
+    CaError, CertificateAuthority, IssueOptions, Keyring, MasterKey, SealError,
+};
+use serviceradar_store::{Store, StoreError};
 use zeroize::Zeroizing;
 
 /// Name of the NATS operator.
@@ -49,6 +53,142 @@ pub const LEAF_AUTH_ACCOUNT_NAME: &str = "LEAVES";
 pub const LEAF_TENANT_TAG: &str = "sr-tenant:";
 /// Tag of a leaf's NATS user naming its site (`sr-site:{site_id}`).
 pub const LEAF_SITE_TAG: &str = "sr-site:";
+
+/// What failed in the keyring, the CAs or the NATS identities.
+///
+/// Each variant names what failed and carries the cause as its
+/// [`source`](std::error::Error::source). `{e}` prints this error's own
+/// message; `{e:#}` appends the causes (`message: cause: cause`), as `anyhow`
+/// does, so callers that log `format!("{e:#}")` keep the whole story. No
+/// message holds key material: paths, names and public keys only.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// A file could not be read, created or written.
+    Io {
+        /// What was being done (`"reading master key file"`, `"creating"`, ...).
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The master key text or file holds no key line.
+    NoMasterKey {
+        /// Where the keys were read from (`"the master key text"`, `"master key file ..."`).
+        origin: String,
+    },
+    /// A master key line could not be read, or two keys share an id.
+    MasterKey {
+        /// Where the keys were read from.
+        origin: String,
+        /// Which key (`"the master key"` or `"a previous master key"`).
+        which: &'static str,
+        /// The cause (never the key material).
+        source: SealError,
+    },
+    /// A new master key could not be generated.
+    GenerateMasterKey(#[source] SealError),
+    /// A sealed blob did not open: another master key, another row's
+    /// associated data, or tampered.
+    Sealed {
+        /// The blob (`"platform secret root_ca"`, `"the tenant account seed"`, ...).
+        what: String,
+        /// The cause.
+        source: SealError,
+    },
+    /// A sealed blob opened but is not UTF-8 text.
+    NotUtf8 {
+        /// The blob.
+        what: String,
+        /// The cause.
+        source: std::str::Utf8Error,
+    },
+    /// The store failed.
+    Store(#[from] StoreError),
+    /// Creating, loading or extending a CA failed.
+    Ca {
+        /// What was being done (`"opening the tenant CA key"`, ...).
+        what: &'static str,
+        /// The cause.
+        source: CaError,
+    },
+    /// Creating, reading or signing a NATS key, JWT or creds file failed.
+    Nats {
+        /// What was being done (`"signing the tenant account JWT"`, ...).
+        what: String,
+        /// The cause.
+        source: JwtError,
+    },
+    /// The stored tenant account seed does not belong to the stored public key.
+    AccountKeyMismatch,
+    /// The tenant has no NATS account (yet) to revoke users in.
+    NoTenantAccount,
+    /// The tenant's account JWT changed under every attempt to store a
+    /// revocation (concurrent writers); nothing was stored.
+    RevocationContended,
+    /// One step of creating a tenant's identity failed.
+    TenantIdentity {
+        /// The step (`"creating the tenant CA"`, `"creating the tenant NATS account"`).
+        step: &'static str,
+        /// The cause.
+        source: Box<IdentityError>,
+    },
+}
+
+impl fmt::Display for IdentityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io { action, path, .. } => write!(f, "{action} {}", path.display()),
+            Self::NoMasterKey { origin } => write!(f, "{origin} holds no key"),
+            Self::MasterKey { origin, which, .. } => write!(f, "{origin}: reading {which}"),
+            Self::GenerateMasterKey(_) => f.write_str("generating a master key"),
+            Self::Sealed { what, .. } => write!(f, "opening {what}"),
+            Self::NotUtf8 { what, .. } => write!(f, "{what} is not UTF-8 text"),
+            Self::Store(_) => f.write_str("the store failed"),
+            Self::Ca { what, .. } => f.write_str(what),
+            Self::Nats { what, .. } => f.write_str(what),
+            Self::AccountKeyMismatch => {
+                f.write_str("the tenant account seed does not match its public key")
+            }
+            Self::NoTenantAccount => f.write_str("the tenant has no NATS account"),
+            Self::RevocationContended => {
+                f.write_str("the tenant's account JWT kept changing; revocation not stored")
+            }
+            Self::TenantIdentity { step, .. } => f.write_str(step),
+        }?;
+        if f.alternate() {
+            let mut cause = self.source();
+            while let Some(error) = cause {
+                write!(f, ": {error}")?;
+                cause = error.source();
+            }
+        }
+        Ok(())
+    }
+}
+
+fn ca_error(what: &'static str) -> impl FnOnce(CaError) -> IdentityError {
+    move |source| IdentityError::Ca { what, source }
+}
+
+fn nats_error(what: &'static str) -> impl FnOnce(JwtError) -> IdentityError {
+    move |source| IdentityError::Nats {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+/// Like [`nats_error`], naming `name` after `what` (formatted on failure only).
+fn nats_error_of<'a>(
+    what: &'static str,
+    name: &'a str,
+) -> impl FnOnce(JwtError) -> IdentityError + 'a {
+    move |source| IdentityError::Nats {
+        what: format!("{what} {name}"),
+        source,
+    }
+}
 
 /// Associated data binding each sealed blob to its row.
 pub mod aad {
@@ -101,7 +241,16 @@ impl std::fmt::Debug for MasterKeySource {
     }
 }
 
-fn keyring_from_text(text: &str) -> anyhow::Result<Keyring> {
+/// The keyring of `text` (`<key_id>:<key>` lines); `origin` names where the
+/// text came from in errors.
+fn keyring_from_text(text: &str, origin: &str) -> Result<Keyring, IdentityError> {
+    let key_error = |which| {
+        move |source| IdentityError::MasterKey {
+            origin: origin.to_owned(),
+            which,
+            source,
+        }
+    };
     let mut keys = text
         .lines()
         .map(str::trim)
@@ -109,32 +258,41 @@ fn keyring_from_text(text: &str) -> anyhow::Result<Keyring> {
         .map(MasterKey::from_file_text);
     let current = keys
         .next()
-        .context("the master key text holds no key")?
-        .context("reading the master key")?;
+        .ok_or_else(|| IdentityError::NoMasterKey {
+            origin: origin.to_owned(),
+        })?
+        .map_err(key_error("the master key"))?;
     let mut ring = Keyring::new(current);
     for key in keys {
-        ring = ring.with_previous(key.context("reading a previous master key")?)?;
+        ring = key
+            .and_then(|key| ring.with_previous(key))
+            .map_err(key_error("a previous master key"))?;
     }
     Ok(ring)
 }
 
-fn read_key_file(path: &Path) -> anyhow::Result<Keyring> {
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path)
-            .with_context(|| format!("reading master key file {}", path.display()))?,
-    );
-    keyring_from_text(&text).with_context(|| format!("master key file {}", path.display()))
+fn read_key_file(path: &Path) -> Result<Keyring, IdentityError> {
+    let text =
+        Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|source| IdentityError::Io {
+                action: "reading master key file",
+                path: path.to_owned(),
+                source,
+            })?,
+        );
+    keyring_from_text(&text, &format!("master key file {}", path.display()))
 }
 
 impl MasterKeySource {
     /// Loads (or, for [`MasterKeySource::DevFile`], creates) the keyring.
-    pub fn load(&self) -> anyhow::Result<Keyring> {
+    pub fn load(&self) -> Result<Keyring, IdentityError> {
         match self {
             Self::File(path) => read_key_file(path),
-            Self::Text(text) => keyring_from_text(text),
+            Self::Text(text) => keyring_from_text(text, "the master key text"),
             Self::DevFile(path) => {
                 if !path.exists() {
-                    let key = MasterKey::generate("dev-1")?;
+                    let key =
+                        MasterKey::generate("dev-1").map_err(IdentityError::GenerateMasterKey)?;
                     write_secret_file(path, key.to_file_text().as_bytes())?;
                     tracing::warn!(path = %path.display(),
                         "generated a development master key; set SERVICERADAR_MASTER_KEY_FILE in production");
@@ -145,14 +303,17 @@ impl MasterKeySource {
                 tracing::warn!(
                     "using an ephemeral in-memory master key; sealed keys will not survive a restart"
                 );
-                Ok(Keyring::new(MasterKey::generate("ephemeral")?))
+                Ok(Keyring::new(
+                    MasterKey::generate("ephemeral").map_err(IdentityError::GenerateMasterKey)?,
+                ))
             }
         }
     }
 }
 
-/// Writes `bytes` to a new file readable by its owner only.
-pub fn write_secret_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Writes `bytes` to a new file readable by its owner only. Fails with
+/// [`IdentityError::Io`] naming the file.
+pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -161,11 +322,15 @@ pub fn write_secret_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(bytes)?;
-    Ok(())
+    let io = |action| {
+        move |source| IdentityError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    };
+    let mut file = options.open(path).map_err(io("creating"))?;
+    file.write_all(bytes).map_err(io("writing"))
 }
 
 /// Largest message a collector may publish (bytes).
@@ -221,10 +386,30 @@ impl Pki {
         }
     }
 
-    /// Opens a sealed blob.
-    pub fn open(&self, sealed: &[u8], aad: &[u8]) -> anyhow::Result<Zeroizing<String>> {
-        let clear = self.keyring.open(sealed, aad)?;
-        let text = std::str::from_utf8(&clear).context("sealed text is not UTF-8")?;
+    /// Opens a sealed blob ([`IdentityError::Sealed`] or
+    /// [`IdentityError::NotUtf8`] on failure; callers add which blob).
+    pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Zeroizing<String>, IdentityError> {
+        self.open_named(sealed, aad, || "sealed data".to_owned())
+    }
+
+    /// Opens a sealed blob; `what` names it in errors.
+    fn open_named(
+        &self,
+        sealed: &[u8],
+        aad: &[u8],
+        what: impl Fn() -> String,
+    ) -> Result<Zeroizing<String>, IdentityError> {
+        let clear = self
+            .keyring
+            .open(sealed, aad)
+            .map_err(|source| IdentityError::Sealed {
+                what: what(),
+                source,
+            })?;
+        let text = std::str::from_utf8(&clear).map_err(|source| IdentityError::NotUtf8 {
+            what: what(),
+            source,
+        })?;
         Ok(Zeroizing::new(text.to_owned()))
     }
 
@@ -238,8 +423,8 @@ impl Pki {
         &self,
         store: &Store,
         name: &str,
-        create: impl FnOnce() -> anyhow::Result<(String, Zeroizing<String>)>,
-    ) -> anyhow::Result<(String, Zeroizing<String>)> {
+        create: impl FnOnce() -> Result<(String, Zeroizing<String>), IdentityError>,
+    ) -> Result<(String, Zeroizing<String>), IdentityError> {
         let aad = aad::platform(name);
         let row = match store.platform_secret(name).await? {
             Some(row) => row,
@@ -254,21 +439,23 @@ impl Pki {
                 row
             }
         };
-        let secret = self
-            .open(&row.secret_sealed, &aad)
-            .with_context(|| format!("opening platform secret {name}"))?;
+        let secret = self.open_named(&row.secret_sealed, &aad, || {
+            format!("platform secret {name}")
+        })?;
         Ok((row.public_text, secret))
     }
 
     /// The platform root CA (created on first use).
-    pub async fn root_ca(&self, store: &Store) -> anyhow::Result<CertificateAuthority> {
+    pub async fn root_ca(&self, store: &Store) -> Result<CertificateAuthority, IdentityError> {
         let (cert, key) = self
             .platform_secret(store, ROOT_CA, || {
-                let ca = CertificateAuthority::generate_root(ROOT_CA_NAME, DEFAULT_ROOT_VALIDITY)?;
+                let ca = CertificateAuthority::generate_root(ROOT_CA_NAME, DEFAULT_ROOT_VALIDITY)
+                    .map_err(ca_error("generating the platform root CA"))?;
                 Ok((ca.cert_pem().to_owned(), ca.key_pem()))
             })
             .await?;
-        Ok(CertificateAuthority::from_pem(&cert, &key)?)
+        CertificateAuthority::from_pem(&cert, &key)
+            .map_err(ca_error("loading the platform root CA"))
     }
 
     /// The intermediate CA of `tenant` (created on first use), with the root
@@ -277,7 +464,7 @@ impl Pki {
         &self,
         store: &Store,
         tenant: &Tenant,
-    ) -> anyhow::Result<CertificateAuthority> {
+    ) -> Result<CertificateAuthority, IdentityError> {
         let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
         let aad = aad::tenant_ca(tenant.id);
         let root = self.root_ca(store).await?;
@@ -290,7 +477,8 @@ impl Pki {
                     tenant.slug.as_str(),
                     &self.trust_domain,
                     DEFAULT_INTERMEDIATE_VALIDITY,
-                )?;
+                )
+                .map_err(ca_error("generating the tenant CA"))?;
                 let record = scoped
                     .insert_tenant_ca(
                         ca.cert_pem(),
@@ -308,8 +496,9 @@ impl Pki {
             &self.keyring,
             &aad,
         )
-        .context("opening the tenant CA key")?;
-        Ok(ca.with_issuer_chain(root.cert_pem())?)
+        .map_err(ca_error("opening the tenant CA key"))?;
+        ca.with_issuer_chain(root.cert_pem())
+            .map_err(ca_error("attaching the root CA to the tenant CA's chain"))
     }
 
     /// A platform NATS key of `kind` stored as the platform secret `name`
@@ -319,33 +508,41 @@ impl Pki {
         store: &Store,
         name: &str,
         kind: KeyKind,
-    ) -> anyhow::Result<NKey> {
+    ) -> Result<NKey, IdentityError> {
         let (_, seed) = self
             .platform_secret(store, name, || {
                 let key = NKey::generate(kind);
-                Ok((key.public_key(), key.seed()?))
+                let seed = key
+                    .seed()
+                    .map_err(nats_error_of("exporting the seed of platform key", name))?;
+                Ok((key.public_key(), seed))
             })
             .await?;
-        Ok(NKey::from_seed_of_kind(&seed, kind)?)
+        NKey::from_seed_of_kind(&seed, kind)
+            .map_err(nats_error_of("reading the seed of platform key", name))
     }
 
     /// The NATS operator with its system account set, and the system account key.
-    pub async fn operator(&self, store: &Store) -> anyhow::Result<(Operator, NKey)> {
+    pub async fn operator(&self, store: &Store) -> Result<(Operator, NKey), IdentityError> {
         let sys = self
             .platform_nkey(store, NATS_SYSTEM_ACCOUNT, KeyKind::Account)
             .await?;
         let op = self
             .platform_nkey(store, NATS_OPERATOR, KeyKind::Operator)
             .await?;
-        let operator =
-            Operator::from_key(OPERATOR_NAME, op)?.with_system_account(&sys.public_key())?;
+        let operator = Operator::from_key(OPERATOR_NAME, op)
+            .map_err(nats_error("loading the NATS operator"))?
+            .with_system_account(&sys.public_key())
+            .map_err(nats_error("setting the operator's system account"))?;
         Ok((operator, sys))
     }
 
     /// The system account's JWT, signed by the operator.
-    pub async fn system_account_jwt(&self, store: &Store) -> anyhow::Result<String> {
+    pub async fn system_account_jwt(&self, store: &Store) -> Result<String, IdentityError> {
         let (operator, sys) = self.operator(store).await?;
-        Ok(operator.sign_account(&AccountClaims::system(&sys.public_key()))?)
+        operator
+            .sign_account(&AccountClaims::system(&sys.public_key()))
+            .map_err(nats_error("signing the system account JWT"))
     }
 
     /// The NATS account of `tenant` (created on first use): its key and JWT.
@@ -353,7 +550,7 @@ impl Pki {
         &self,
         store: &Store,
         tenant: &Tenant,
-    ) -> anyhow::Result<(NKey, String)> {
+    ) -> Result<(NKey, String), IdentityError> {
         let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
         let aad = aad::tenant_account(tenant.id);
         let record = match scoped.nats_account().await? {
@@ -362,9 +559,12 @@ impl Pki {
                 let (operator, _) = self.operator(store).await?;
                 let key = NKey::generate(KeyKind::Account);
                 let public = key.public_key();
-                let jwt =
-                    operator.sign_account(&AccountClaims::tenant(&public, tenant.slug.as_str()))?;
-                let seed = key.seed()?;
+                let jwt = operator
+                    .sign_account(&AccountClaims::tenant(&public, tenant.slug.as_str()))
+                    .map_err(nats_error("signing the tenant account JWT"))?;
+                let seed = key
+                    .seed()
+                    .map_err(nats_error("exporting the tenant account seed"))?;
                 let record = scoped
                     .insert_nats_account(&public, &self.seal(&seed, &aad), &jwt)
                     .await?;
@@ -373,14 +573,14 @@ impl Pki {
                 record
             }
         };
-        let seed = self
-            .open(&record.account_seed_sealed, &aad)
-            .context("opening the tenant account seed")?;
-        let key = NKey::from_seed_of_kind(&seed, KeyKind::Account)?;
-        anyhow::ensure!(
-            key.public_key() == record.account_public_key,
-            "the tenant account seed does not match its public key"
-        );
+        let seed = self.open_named(&record.account_seed_sealed, &aad, || {
+            "the tenant account seed".to_owned()
+        })?;
+        let key = NKey::from_seed_of_kind(&seed, KeyKind::Account)
+            .map_err(nats_error("reading the tenant account seed"))?;
+        if key.public_key() != record.account_public_key {
+            return Err(IdentityError::AccountKeyMismatch);
+        }
         Ok((key, record.account_jwt))
     }
 
@@ -392,13 +592,19 @@ impl Pki {
         &self,
         store: &Store,
         tenant: &Tenant,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), IdentityError> {
+        let step = |step| {
+            move |source| IdentityError::TenantIdentity {
+                step,
+                source: Box::new(source),
+            }
+        };
         self.tenant_ca(store, tenant)
             .await
-            .context("creating the tenant CA")?;
+            .map_err(step("creating the tenant CA"))?;
         self.tenant_account(store, tenant)
             .await
-            .context("creating the tenant NATS account")?;
+            .map_err(step("creating the tenant NATS account"))?;
         Ok(())
     }
 
@@ -413,7 +619,7 @@ impl Pki {
         store: &Store,
         tenant: &Tenant,
         name: &str,
-    ) -> anyhow::Result<CredsFile> {
+    ) -> Result<CredsFile, IdentityError> {
         let (account, _) = self.tenant_account(store, tenant).await?;
         let slug = tenant.slug.as_str();
         let user = NKey::generate(KeyKind::User);
@@ -440,7 +646,7 @@ impl Pki {
     /// `serviceradar_hub::leaf_auth`, which admits it into the tenant's account only
     /// when the certificate's tenant and site match the creds'. Only the
     /// service's own user (`auth_users`) connects here without the callout.
-    pub async fn leaf_auth(&self, store: &Store) -> anyhow::Result<(NKey, NKey)> {
+    pub async fn leaf_auth(&self, store: &Store) -> Result<(NKey, NKey), IdentityError> {
         Ok((
             self.platform_nkey(store, NATS_LEAF_AUTH_ACCOUNT, KeyKind::Account)
                 .await?,
@@ -453,7 +659,7 @@ impl Pki {
     /// no JetStream, external authorization by the service user, which may
     /// place leaves in any account (each response is still signed by the
     /// tenant account it places the leaf in, which only we hold).
-    pub async fn leaf_auth_account_jwt(&self, store: &Store) -> anyhow::Result<String> {
+    pub async fn leaf_auth_account_jwt(&self, store: &Store) -> Result<String, IdentityError> {
         let (operator, _) = self.operator(store).await?;
         let (account, service) = self.leaf_auth(store).await?;
         let mut claims = AccountClaims::tenant(&account.public_key(), LEAF_AUTH_ACCOUNT_NAME);
@@ -462,11 +668,13 @@ impl Pki {
             auth_users: vec![service.public_key()],
             allowed_accounts: vec![ANY_ACCOUNT.into()],
         });
-        Ok(operator.sign_account(&claims)?)
+        operator
+            .sign_account(&claims)
+            .map_err(nats_error("signing the leaf authorization account JWT"))
     }
 
     /// Creds of the leaf authorization service (the account's auth user).
-    pub async fn leaf_auth_service_creds(&self, store: &Store) -> anyhow::Result<CredsFile> {
+    pub async fn leaf_auth_service_creds(&self, store: &Store) -> Result<CredsFile, IdentityError> {
         let (account, service) = self.leaf_auth(store).await?;
         creds_for(&account, &service, "serviceradar-leaf-auth", |claims| {
             claims.allowed_connection_types = vec![CONNECTION_STANDARD.into()];
@@ -484,10 +692,12 @@ impl Pki {
         site: EdgeSiteId,
         name: &str,
         previous: Option<&str>,
-    ) -> anyhow::Result<CredsFile> {
+    ) -> Result<CredsFile, IdentityError> {
         let (account, _) = self.leaf_auth(store).await?;
         let user = match previous.and_then(creds_seed) {
-            Some(seed) => NKey::from_seed_of_kind(&seed, KeyKind::User)?,
+            Some(seed) => NKey::from_seed_of_kind(&seed, KeyKind::User).map_err(nats_error(
+                "reading the user seed of the leaf's previous creds",
+            ))?,
             None => NKey::generate(KeyKind::User),
         };
         creds_for(&account, &user, name, |claims| {
@@ -509,12 +719,14 @@ impl Pki {
         user_key: &str,
         name: &str,
         expires: i64,
-    ) -> anyhow::Result<String> {
+    ) -> Result<String, IdentityError> {
         let (account, _) = self.tenant_account(store, tenant).await?;
         let mut claims = UserClaims::new(user_key, name);
         claims.allowed_connection_types = vec![CONNECTION_LEAFNODE.into()];
         claims.expires = Some(expires);
-        Ok(claims.sign(&account)?)
+        claims
+            .sign(&account)
+            .map_err(nats_error_of("signing the leaf session JWT of", name))
     }
 
     /// Revokes every JWT issued so far to the users `user_keys` of `tenant`'s
@@ -526,7 +738,7 @@ impl Pki {
         store: &Store,
         tenant: &Tenant,
         user_keys: &[String],
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), IdentityError> {
         if user_keys.is_empty() {
             return Ok(());
         }
@@ -536,19 +748,26 @@ impl Pki {
             let record = scoped
                 .nats_account()
                 .await?
-                .context("the tenant has no NATS account")?;
-            let current = serviceradar_natsconf::jwt::decode_claims(&record.account_jwt)?;
+                .ok_or(IdentityError::NoTenantAccount)?;
+            let current = serviceradar_natsconf::jwt::decode_claims(&record.account_jwt)
+                .map_err(nats_error("reading the tenant account JWT"))?;
             let mut claims =
                 AccountClaims::tenant(&record.account_public_key, tenant.slug.as_str());
             if let Some(existing) = current["nats"]["revocations"].as_object() {
                 for (key, at) in existing {
-                    claims.revoke_user(key, at.as_i64().unwrap_or(0))?;
+                    claims
+                        .revoke_user(key, at.as_i64().unwrap_or(0))
+                        .map_err(nats_error_of("keeping the revocation of", key))?;
                 }
             }
             for key in user_keys {
-                claims.revoke_user_now(key)?;
+                claims
+                    .revoke_user_now(key)
+                    .map_err(nats_error_of("revoking", key))?;
             }
-            let jwt = operator.sign_account(&claims)?;
+            let jwt = operator
+                .sign_account(&claims)
+                .map_err(nats_error("signing the tenant account JWT"))?;
             if scoped
                 .replace_nats_account_jwt(&record.account_jwt, &jwt)
                 .await?
@@ -557,13 +776,17 @@ impl Pki {
                 return Ok(());
             }
         }
-        anyhow::bail!("the tenant's account JWT kept changing; revocation not stored")
+        Err(IdentityError::RevocationContended)
     }
 
     /// A new user of the NATS system account called `name`, as a `.creds`
     /// file: what the control plane uses to push account JWTs to the hub
     /// (`$SYS.REQ.CLAIMS.UPDATE`).
-    pub async fn system_user_creds(&self, store: &Store, name: &str) -> anyhow::Result<CredsFile> {
+    pub async fn system_user_creds(
+        &self,
+        store: &Store,
+        name: &str,
+    ) -> Result<CredsFile, IdentityError> {
         let (_, sys) = self.operator(store).await?;
         creds_for(&sys, &NKey::generate(KeyKind::User), name, |claims| {
             claims.allowed_connection_types = vec![CONNECTION_STANDARD.into()];
@@ -578,7 +801,7 @@ impl Pki {
         store: &Store,
         tenant: &Tenant,
         name: &str,
-    ) -> anyhow::Result<CredsFile> {
+    ) -> Result<CredsFile, IdentityError> {
         let (account, _) = self.tenant_account(store, tenant).await?;
         creds_for(&account, &NKey::generate(KeyKind::User), name, |claims| {
             claims.allowed_connection_types = vec![CONNECTION_STANDARD.into()];
@@ -593,11 +816,16 @@ fn creds_for(
     user: &NKey,
     name: &str,
     restrict: impl FnOnce(&mut UserClaims),
-) -> anyhow::Result<CredsFile> {
+) -> Result<CredsFile, IdentityError> {
     let mut claims = UserClaims::new(&user.public_key(), name);
     restrict(&mut claims);
-    let jwt = claims.sign(signer)?;
-    Ok(creds_file(&jwt, &user.seed()?)?)
+    let jwt = claims
+        .sign(signer)
+        .map_err(nats_error_of("signing the user JWT of", name))?;
+    let seed = user
+        .seed()
+        .map_err(nats_error_of("exporting the user seed of", name))?;
+    creds_file(&jwt, &seed).map_err(nats_error_of("writing the creds file of", name))
 }
 
 /// The user seed (`SU...`) in a `.creds` file.
@@ -617,4 +845,103 @@ pub fn creds_user_key(creds: &str) -> Option<String> {
     serviceradar_natsconf::jwt::decode_claims(jwt).ok()?["sub"]
         .as_str()
         .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_key_errors_name_the_origin_and_key_but_not_the_material() {
+        let origin = "master key file /etc/sr/key";
+        assert!(matches!(
+            keyring_from_text("# only a comment\n\n", origin),
+            Err(IdentityError::NoMasterKey { .. })
+        ));
+        assert_eq!(
+            keyring_from_text("# only a comment\n", origin)
+                .unwrap_err()
+                .to_string(),
+            "master key file /etc/sr/key holds no key"
+        );
+
+        let material = "c2VjcmV0LW1hdGVyaWFsLXRoYXQtaXMtdG9vLXNob3J0";
+        let e = keyring_from_text(&format!("k1:{material}\n"), origin).unwrap_err();
+        assert!(matches!(
+            e,
+            IdentityError::MasterKey {
+                which: "the master key",
+                source: SealError::InvalidKeyMaterial { .. },
+                ..
+            }
+        ));
+        let full = format!("{e:#}");
+        assert!(full.starts_with("master key file /etc/sr/key: reading the master key: "));
+        assert!(!full.contains(material) && !format!("{e:?}").contains(material));
+
+        let key = MasterKey::generate("k1").unwrap().to_file_text();
+        let e = keyring_from_text(&format!("{}\n{}\n", *key, *key), origin).unwrap_err();
+        assert!(matches!(
+            e,
+            IdentityError::MasterKey {
+                which: "a previous master key",
+                source: SealError::DuplicateKeyId(_),
+                ..
+            }
+        ));
+        let (_, secret) = key.split_once(':').unwrap();
+        assert!(!format!("{e:#} {e:?}").contains(secret));
+    }
+
+    #[test]
+    fn write_secret_file_fails_with_the_path() {
+        let dir =
+            std::env::temp_dir().join(format!("sr-identity-missing-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("key.pem");
+        let e = write_secret_file(&path, b"secret").unwrap_err();
+        let IdentityError::Io {
+            action,
+            path: failed,
+            source,
+        } = &e
+        else {
+            panic!("an io error, got {e:?}");
+        };
+        assert_eq!((*action, failed), ("creating", &path));
+        assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(e.to_string(), format!("creating {}", path.display()));
+        assert!(format!("{e:#}").starts_with(&format!("creating {}: ", path.display())));
+    }
+
+    #[test]
+    fn sealed_blobs_name_what_did_not_open() {
+        let pki = Pki::new(
+            MasterKeySource::Ephemeral.load().unwrap(),
+            "serviceradar.io",
+        );
+        let sealed = pki.seal("seed", &aad::tenant_account("t1"));
+        let opened = pki.open(&sealed, &aad::tenant_account("t1")).unwrap();
+        assert_eq!(opened.as_str(), "seed");
+        // Another row's associated data does not open.
+        let e = pki
+            .open_named(&sealed, &aad::tenant_account("t2"), || {
+                "the tenant account seed".to_owned()
+            })
+            .unwrap_err();
+        assert!(matches!(
+            e,
+            IdentityError::Sealed {
+                source: SealError::Authentication,
+                ..
+            }
+        ));
+        assert_eq!(e.to_string(), "opening the tenant account seed");
+        assert_eq!(
+            format!("{e:#}"),
+            format!(
+                "opening the tenant account seed: {}",
+                SealError::Authentication
+            )
+        );
+    }
 }
