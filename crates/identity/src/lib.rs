@@ -23,7 +23,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serviceradar_domain::resources::Tenant;
-use serviceradar_domain::{EdgeSiteId, TenantScope};
+use serviceradar_domain::{EdgeSiteId, TenantId, TenantScope};
 use serviceradar_natsconf::jwt::JwtError;
 use serviceradar_natsconf::jwt::{
     ANY_ACCOUNT, AccountClaims, CONNECTION_LEAFNODE, CONNECTION_STANDARD, CredsFile,
@@ -338,6 +338,26 @@ pub const COLLECTOR_MAX_PAYLOAD: i64 = 1024 * 1024;
 /// Most subscriptions a collector connection may hold.
 pub const COLLECTOR_MAX_SUBS: i64 = 100;
 
+/// A tenant's intermediate CA as stored: certificate, sealed key, expiry.
+pub struct TenantCaMaterial {
+    /// Certificate (PEM).
+    pub cert_pem: String,
+    /// Private key, sealed for the tenant's row.
+    pub key_sealed: Vec<u8>,
+    /// Expiry (Unix ms).
+    pub not_after: i64,
+}
+
+/// A tenant's NATS account as stored: public key, sealed seed, JWT.
+pub struct TenantAccountMaterial {
+    /// Account public key.
+    pub public_key: String,
+    /// Account seed, sealed for the tenant's row.
+    pub seed_sealed: Vec<u8>,
+    /// Account JWT signed by the operator.
+    pub jwt: String,
+}
+
 /// The platform PKI: master keyring, trust domain, and the store-backed CAs
 /// and NATS identities.
 pub struct Pki {
@@ -471,20 +491,9 @@ impl Pki {
         let record = match scoped.tenant_ca().await? {
             Some(record) => record,
             None => {
-                let ca = CertificateAuthority::generate_tenant_intermediate(
-                    &root,
-                    tenant.id.as_uuid(),
-                    tenant.slug.as_str(),
-                    &self.trust_domain,
-                    DEFAULT_INTERMEDIATE_VALIDITY,
-                )
-                .map_err(ca_error("generating the tenant CA"))?;
+                let ca = self.generate_tenant_ca(&root, tenant.id, tenant.slug.as_str())?;
                 let record = scoped
-                    .insert_tenant_ca(
-                        ca.cert_pem(),
-                        &ca.seal_key(&self.keyring, &aad),
-                        to_ms(ca.not_after()),
-                    )
+                    .insert_tenant_ca(&ca.cert_pem, &ca.key_sealed, ca.not_after)
                     .await?;
                 tracing::info!(tenant_id = %tenant.id, "tenant CA ready");
                 record
@@ -557,16 +566,10 @@ impl Pki {
             Some(record) => record,
             None => {
                 let (operator, _) = self.operator(store).await?;
-                let key = NKey::generate(KeyKind::Account);
-                let public = key.public_key();
-                let jwt = operator
-                    .sign_account(&AccountClaims::tenant(&public, tenant.slug.as_str()))
-                    .map_err(nats_error("signing the tenant account JWT"))?;
-                let seed = key
-                    .seed()
-                    .map_err(nats_error("exporting the tenant account seed"))?;
+                let account =
+                    self.generate_tenant_account(&operator, tenant.id, tenant.slug.as_str())?;
                 let record = scoped
-                    .insert_nats_account(&public, &self.seal(&seed, &aad), &jwt)
+                    .insert_nats_account(&account.public_key, &account.seed_sealed, &account.jwt)
                     .await?;
                 tracing::info!(tenant_id = %tenant.id, account = %record.account_public_key,
                     "tenant NATS account ready");
@@ -582,6 +585,68 @@ impl Pki {
             return Err(IdentityError::AccountKeyMismatch);
         }
         Ok((key, record.account_jwt))
+    }
+
+    /// A new intermediate CA for tenant `id`, its key sealed for its row.
+    fn generate_tenant_ca(
+        &self,
+        root: &CertificateAuthority,
+        id: TenantId,
+        slug: &str,
+    ) -> Result<TenantCaMaterial, IdentityError> {
+        let ca = CertificateAuthority::generate_tenant_intermediate(
+            root,
+            id.as_uuid(),
+            slug,
+            &self.trust_domain,
+            DEFAULT_INTERMEDIATE_VALIDITY,
+        )
+        .map_err(ca_error("generating the tenant CA"))?;
+        Ok(TenantCaMaterial {
+            cert_pem: ca.cert_pem().to_owned(),
+            key_sealed: ca.seal_key(&self.keyring, &aad::tenant_ca(id)),
+            not_after: to_ms(ca.not_after()),
+        })
+    }
+
+    /// A new NATS account for tenant `id`, signed by `operator`, its seed
+    /// sealed for its row.
+    fn generate_tenant_account(
+        &self,
+        operator: &Operator,
+        id: TenantId,
+        slug: &str,
+    ) -> Result<TenantAccountMaterial, IdentityError> {
+        let key = NKey::generate(KeyKind::Account);
+        let public_key = key.public_key();
+        let jwt = operator
+            .sign_account(&AccountClaims::tenant(&public_key, slug))
+            .map_err(nats_error("signing the tenant account JWT"))?;
+        let seed = key
+            .seed()
+            .map_err(nats_error("exporting the tenant account seed"))?;
+        Ok(TenantAccountMaterial {
+            public_key,
+            seed_sealed: self.seal(&seed, &aad::tenant_account(id)),
+            jwt,
+        })
+    }
+
+    /// A new tenant's intermediate CA and NATS account, generated and sealed
+    /// but not stored: the caller stores them together with the tenant row
+    /// in one transaction (`Store::create_tenant_with_identity`).
+    pub async fn new_tenant_identity(
+        &self,
+        store: &Store,
+        id: TenantId,
+        slug: &str,
+    ) -> Result<(TenantCaMaterial, TenantAccountMaterial), IdentityError> {
+        let root = self.root_ca(store).await?;
+        let (operator, _) = self.operator(store).await?;
+        Ok((
+            self.generate_tenant_ca(&root, id, slug)?,
+            self.generate_tenant_account(&operator, id, slug)?,
+        ))
     }
 
     /// Creates `tenant`'s intermediate CA and NATS account if it has none yet.

@@ -1,14 +1,14 @@
 //! Creating a tenant: the tenant row, its intermediate CA and NATS account,
-//! and its first owner. One function for `admin create-tenant` and the
-//! first-start bootstrap.
+//! and its first owner, stored in one transaction. One function for `admin
+//! create-tenant` and the first-start bootstrap.
 
 use serviceradar_auth::{AuthError, hash_password_blocking, random_token};
 use serviceradar_domain::policy::Role;
 use serviceradar_domain::resources::Tenant;
 use serviceradar_domain::validate::{DisplayName, Email, Password, Slug};
-use serviceradar_domain::{Secret, TenantScope};
+use serviceradar_domain::{Secret, TenantId};
 use serviceradar_identity::Pki;
-use serviceradar_store::{NewUser, Store, StoreError};
+use serviceradar_store::{NewTenantRecord, NewUser, Store, StoreError};
 
 /// What to create.
 pub struct NewTenant<'a> {
@@ -84,16 +84,30 @@ pub async fn create_tenant(
     )
     .map_err(invalid("owner_password"))?;
     let password_hash = hash_password_blocking(password).await?;
-    let tenant = store.create_tenant(&slug, &name).await?;
-    pki.ensure_tenant_identity(store, &tenant)
+    // Everything is generated first and stored in one transaction: a
+    // failure leaves no tenant without its CA, account or owner.
+    let id = TenantId::new();
+    let (ca, account) = pki
+        .new_tenant_identity(store, id, slug.as_str())
         .await
         .map_err(|e| TenantError::Identity(e.into()))?;
-    store
-        .scoped(TenantScope::for_system_task(tenant.id))
-        .create_user(&NewUser {
-            email: email.clone(),
-            role: Role::Owner,
-            password_hash,
+    let owner = NewUser {
+        email: email.clone(),
+        role: Role::Owner,
+        password_hash,
+    };
+    let (tenant, _) = store
+        .create_tenant_with_identity(&NewTenantRecord {
+            id,
+            slug: &slug,
+            name: &name,
+            ca_cert_pem: &ca.cert_pem,
+            ca_key_sealed: &ca.key_sealed,
+            ca_not_after: ca.not_after,
+            account_public_key: &account.public_key,
+            account_seed_sealed: &account.seed_sealed,
+            account_jwt: &account.jwt,
+            owner: &owner,
         })
         .await?;
     tracing::info!(tenant_id = %tenant.id, tenant = %slug, "tenant created with its CA, NATS account and owner");
