@@ -7,7 +7,7 @@
 //! way: a freshly minted `.creds` file written 0600 under the service's creds
 //! directory, the hub URL, and a CA when the hub speaks TLS.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serviceradar_identity::write_secret_file;
@@ -18,46 +18,69 @@ use crate::error::identity;
 /// How long a connection attempt to the hub may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connects to `hub_url` as the user of `creds`, written to `creds_dir/file`
-/// first; `ca_file` is required for a `tls://` hub. `name` is the connection
-/// name the hub shows.
-pub async fn connect_with_creds(
-    hub_url: &str,
-    ca_file: Option<&Path>,
-    creds_dir: &Path,
-    file: &str,
-    creds: &str,
-    name: &str,
-) -> Result<async_nats::Client, HubError> {
-    std::fs::create_dir_all(creds_dir).map_err(|source| HubError::Io {
-        action: "creating",
-        path: creds_dir.to_owned(),
-        source,
-    })?;
-    let path = creds_dir.join(file);
-    write_secret_file(&path, creds.as_bytes()).map_err(identity("writing the creds file"))?;
-    let mut options = async_nats::ConnectOptions::with_credentials_file(&path)
-        .await
-        .map_err(|source| HubError::Io {
-            action: "reading",
-            path: path.clone(),
-            source,
-        })?
-        .name(name)
-        .connection_timeout(CONNECT_TIMEOUT);
-    if let Some(ca) = ca_file {
-        options = options
-            .require_tls(true)
-            .add_root_certificates(ca.to_path_buf());
+/// Where and how the control plane reaches the hub: its client URL, the CA
+/// to verify a `tls://` hub with, and the directory its minted `.creds`
+/// files are written to (0600). Ingestion and the leaf authorization service
+/// share one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubEndpoint {
+    /// Client URL of the hub (`nats://host:4222` or `tls://...`).
+    pub url: String,
+    /// CA file for a `tls://` hub URL.
+    pub ca_file: Option<PathBuf>,
+    /// Directory for the service's creds files.
+    pub creds_dir: PathBuf,
+}
+
+impl HubEndpoint {
+    /// The hub at `url`, creds written under `creds_dir`, no CA.
+    pub fn new(url: impl Into<String>, creds_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            url: url.into(),
+            ca_file: None,
+            creds_dir: creds_dir.into(),
+        }
     }
-    options
-        .connect(hub_url)
-        .await
-        .map_err(|source| HubError::Connect {
-            url: hub_url.to_owned(),
-            name: name.to_owned(),
+
+    /// Connects as the user of `creds`, written to `file` in the creds
+    /// directory first; `name` is the connection name the hub shows.
+    pub async fn connect(
+        &self,
+        file: &str,
+        creds: &str,
+        name: &str,
+    ) -> Result<async_nats::Client, HubError> {
+        let (hub_url, ca_file, creds_dir) = (&self.url, self.ca_file.as_deref(), &self.creds_dir);
+        std::fs::create_dir_all(creds_dir).map_err(|source| HubError::Io {
+            action: "creating",
+            path: creds_dir.to_owned(),
             source,
-        })
+        })?;
+        let path = creds_dir.join(file);
+        write_secret_file(&path, creds.as_bytes()).map_err(identity("writing the creds file"))?;
+        let mut options = async_nats::ConnectOptions::with_credentials_file(&path)
+            .await
+            .map_err(|source| HubError::Io {
+                action: "reading",
+                path: path.clone(),
+                source,
+            })?
+            .name(name)
+            .connection_timeout(CONNECT_TIMEOUT);
+        if let Some(ca) = ca_file {
+            options = options
+                .require_tls(true)
+                .add_root_certificates(ca.to_path_buf());
+        }
+        options
+            .connect(hub_url)
+            .await
+            .map_err(|source| HubError::Connect {
+                url: hub_url.to_owned(),
+                name: name.to_owned(),
+                source,
+            })
+    }
 }
 
 /// Pushes an account JWT to the hub's account resolver

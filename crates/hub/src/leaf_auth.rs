@@ -47,6 +47,8 @@ use serviceradar_natsconf::jwt::{
 };
 use serviceradar_pki::{IdentityKind, PeerIdentity};
 use serviceradar_store::{Store, StoreError};
+
+use crate::client::HubEndpoint;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -69,12 +71,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Where the hub is and how to reach it.
 #[derive(Debug, Clone)]
 pub struct LeafAuthSettings {
-    /// Client URL of the hub.
-    pub hub_url: String,
-    /// CA file for a `tls://` hub URL.
-    pub hub_ca_file: Option<PathBuf>,
-    /// Directory for the service's creds files (written 0600).
-    pub creds_dir: PathBuf,
+    /// The hub and where the service's creds files go.
+    pub hub: HubEndpoint,
     /// Lifetime of an admitted leaf session.
     pub session_lifetime: Duration,
 }
@@ -82,10 +80,13 @@ pub struct LeafAuthSettings {
 impl LeafAuthSettings {
     /// Settings for the hub at `hub_url` with defaults.
     pub fn new(hub_url: impl Into<String>, creds_dir: impl Into<PathBuf>) -> Self {
+        Self::for_hub(HubEndpoint::new(hub_url, creds_dir))
+    }
+
+    /// Settings for the hub `hub` with defaults.
+    pub fn for_hub(hub: HubEndpoint) -> Self {
         Self {
-            hub_url: hub_url.into(),
-            hub_ca_file: None,
-            creds_dir: creds_dir.into(),
+            hub,
             session_lifetime: DEFAULT_SESSION_LIFETIME,
         }
     }
@@ -392,7 +393,7 @@ pub fn spawn(
     settings: LeafAuthSettings,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    let span = tracing::info_span!("leaf_auth_service", hub = %settings.hub_url);
+    let span = tracing::info_span!("leaf_auth_service", hub = %settings.hub.url);
     tokio::spawn(run(store, pki, settings, None, stop).instrument(span))
 }
 
@@ -418,7 +419,7 @@ pub async fn start(
 ) -> Result<LeafAuthService, HubError> {
     let session = Session::open(&store, &pki, &settings).await?;
     let (stop, stop_rx) = watch::channel(false);
-    let span = tracing::info_span!("leaf_auth_service", hub = %settings.hub_url);
+    let span = tracing::info_span!("leaf_auth_service", hub = %settings.hub.url);
     let task = tokio::spawn(run(store, pki, settings, Some(session), stop_rx).instrument(span));
     Ok(LeafAuthService { stop, task })
 }
@@ -559,15 +560,7 @@ async fn connect(
     creds: &str,
     name: &str,
 ) -> Result<async_nats::Client, HubError> {
-    crate::client::connect_with_creds(
-        &settings.hub_url,
-        settings.hub_ca_file.as_deref(),
-        &settings.creds_dir,
-        file,
-        creds,
-        name,
-    )
-    .await
+    settings.hub.connect(file, creds, name).await
 }
 
 #[cfg(test)]

@@ -58,16 +58,11 @@ async fn connect_as(
     name: &str,
     as_whom: &'static str,
 ) -> Result<async_nats::Client, IngestError> {
-    serviceradar_hub::client::connect_with_creds(
-        &settings.hub_url,
-        settings.hub_ca_file.as_deref(),
-        &settings.creds_dir,
-        file,
-        creds,
-        name,
-    )
-    .await
-    .map_err(upstream(as_whom))
+    settings
+        .hub
+        .connect(file, creds, name)
+        .await
+        .map_err(upstream(as_whom))
 }
 
 /// Sends a JetStream API request (`body` as JSON) and parses the JSON reply,

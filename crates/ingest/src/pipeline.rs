@@ -50,7 +50,7 @@ pub(crate) async fn pipeline(
         open_stream_and_consumer(&client, tenant.slug.as_str(), settings).await?;
     let (consumer, delivered) = recover_unacknowledged(&stream, consumer, settings).await?;
     tracing::info!(
-        hub = %settings.hub_url,
+        hub = %settings.hub.url,
         batch_size = settings.batch_size,
         writers = settings.writers,
         "ingest pipeline running"

@@ -6,6 +6,8 @@
 //! part of the pipeline reads the same numbers.
 
 use std::path::PathBuf;
+
+use serviceradar_hub::client::HubEndpoint;
 use std::time::Duration;
 
 /// How often the supervisor looks for new tenants.
@@ -20,10 +22,8 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Where the hub is and how the pipeline batches.
 #[derive(Debug, Clone)]
 pub struct IngestSettings {
-    /// The hub's client URL (`nats://host:4222` or `tls://...`).
-    pub hub_url: String,
-    /// CA file for a `tls://` hub URL.
-    pub hub_ca_file: Option<PathBuf>,
+    /// The hub and where the pipeline's minted credentials go (0600 files).
+    pub hub: HubEndpoint,
     /// Messages per batch (one database transaction each).
     pub batch_size: usize,
     /// Batches written at the same time, each in its own transaction on its
@@ -33,8 +33,6 @@ pub struct IngestSettings {
     pub batch_timeout: Duration,
     /// How long the hub's ingest streams keep messages.
     pub retention: Duration,
-    /// Directory for the pipeline's minted credentials (0600 files).
-    pub creds_dir: PathBuf,
     /// How long the hub waits for an acknowledgement before redelivering
     /// (a pipeline that died mid-batch is redelivered after this).
     pub ack_wait: Duration,
@@ -49,14 +47,17 @@ impl IngestSettings {
     /// Defaults: batches of [`DEFAULT_BATCH_SIZE`] written by
     /// [`DEFAULT_WRITERS`] writers, 1 s batch timeout, 7 days of retention.
     pub fn new(hub_url: impl Into<String>, creds_dir: impl Into<PathBuf>) -> Self {
+        Self::for_hub(HubEndpoint::new(hub_url, creds_dir))
+    }
+
+    /// Defaults (as [`IngestSettings::new`]) for the hub `hub`.
+    pub fn for_hub(hub: HubEndpoint) -> Self {
         Self {
-            hub_url: hub_url.into(),
-            hub_ca_file: None,
+            hub,
             batch_size: DEFAULT_BATCH_SIZE,
             writers: DEFAULT_WRITERS,
             batch_timeout: Duration::from_secs(1),
             retention: DEFAULT_RETENTION,
-            creds_dir: creds_dir.into(),
             ack_wait: Duration::from_secs(30),
             site_sync_interval: TENANT_REFRESH,
             tenant_refresh: TENANT_REFRESH,

@@ -209,19 +209,26 @@ pub struct IngestConfig {
 }
 
 impl IngestConfig {
+    /// The hub connection ingestion and the leaf authorization callout share,
+    /// or `None` when no hub URL is set.
+    pub fn hub(&self, data_dir: &std::path::Path) -> Option<serviceradar_hub::client::HubEndpoint> {
+        if self.ingest_nats_url.is_empty() {
+            return None;
+        }
+        let mut hub = serviceradar_hub::client::HubEndpoint::new(
+            &self.ingest_nats_url,
+            data_dir.join("ingest-creds"),
+        );
+        hub.ca_file = self.ingest_nats_ca.clone();
+        Some(hub)
+    }
+
     /// The pipeline settings, or `None` when no hub URL is set.
     pub fn settings(
         &self,
         data_dir: &std::path::Path,
     ) -> Option<serviceradar_ingest::IngestSettings> {
-        if self.ingest_nats_url.is_empty() {
-            return None;
-        }
-        let mut settings = serviceradar_ingest::IngestSettings::new(
-            &self.ingest_nats_url,
-            data_dir.join("ingest-creds"),
-        );
-        settings.hub_ca_file = self.ingest_nats_ca.clone();
+        let mut settings = serviceradar_ingest::IngestSettings::for_hub(self.hub(data_dir)?);
         settings.batch_size = self.ingest_batch_size as usize;
         settings.writers = self.ingest_writers as usize;
         settings.batch_timeout = std::time::Duration::from_millis(self.ingest_batch_timeout_ms);
@@ -299,15 +306,8 @@ impl IngestConfig {
         &self,
         data_dir: &std::path::Path,
     ) -> Option<serviceradar_hub::leaf_auth::LeafAuthSettings> {
-        if self.ingest_nats_url.is_empty() {
-            return None;
-        }
-        let mut settings = serviceradar_hub::leaf_auth::LeafAuthSettings::new(
-            &self.ingest_nats_url,
-            data_dir.join("ingest-creds"),
-        );
-        settings.hub_ca_file = self.ingest_nats_ca.clone();
-        Some(settings)
+        self.hub(data_dir)
+            .map(serviceradar_hub::leaf_auth::LeafAuthSettings::for_hub)
     }
 }
 
