@@ -3,51 +3,44 @@
 //! The domain crate validates slugs, names and URLs when they enter the system;
 //! this crate does not trust that: a bundle is executed as root on a customer's
 //! machine, so every value that reaches a path, a script, a unit file or a config
-//! is checked here against a deliberately narrow grammar.
+//! is checked here again. Slugs, display names and NATS URLs are checked with the
+//! domain's own rules ([`serviceradar_domain::validate::rule`]), so a value the
+//! API accepted is never refused here (a bundle that cannot be built answers
+//! `500`). Only two bounds are looser than the API's: display text may be up to
+//! [`MAX_TEXT_CHARS`] long, and URLs may also be `ws://`/`wss://` (the
+//! operator-configured hub and SaaS endpoints). Install paths, PEM and creds
+//! inputs and generated file texts have rules of their own below.
+//! The shell and unit-file escaping in [`crate::shell`] applies on top.
+
+use serviceradar_domain::validate::rule;
 
 use crate::BundleError;
 
-/// Longest accepted free-text value (site display name), in characters.
+/// Longest accepted free-text value (site display name), in characters. Looser
+/// than the domain's `DisplayName::MAX_LEN` (100), which the API enforces: here it
+/// only bounds what a bundle renders.
 pub const MAX_TEXT_CHARS: usize = 200;
 
-/// A slug: 1..=63 of `[a-z0-9-]`, starting and ending with a letter or digit.
+/// A slug by the domain's rule ([`rule::slug`]): 1..=63 of `[a-z0-9-]`,
+/// starting and ending with a letter or digit.
 pub fn slug(field: &'static str, value: &str) -> Result<(), BundleError> {
-    let ok = !value.is_empty()
-        && value.len() <= 63
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !value.starts_with('-')
-        && !value.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(BundleError::InvalidSlug {
-            field,
-            value: value.to_owned(),
-        })
-    }
+    rule::slug(value).map_err(|_| BundleError::InvalidSlug {
+        field,
+        value: value.to_owned(),
+    })
 }
 
-/// Free text shown to people (a site's display name): non-blank, at most
-/// [`MAX_TEXT_CHARS`], no control characters (newlines included) and no Unicode
-/// bidirectional overrides (which can make text read differently than it is).
+/// Free text shown to people (a site's display name): the domain's character
+/// rule ([`rule::display_text`]: non-blank, no control characters (newlines
+/// included), line separators or Unicode bidirectional overrides, which can make
+/// text read differently than it is), and at most [`MAX_TEXT_CHARS`].
 pub fn display_text(field: &'static str, value: &str) -> Result<(), BundleError> {
     let bad = |reason| Err(BundleError::InvalidText { field, reason });
-    if value.trim().is_empty() {
-        return bad("must not be empty");
+    if let Err(reason) = rule::display_text(value) {
+        return bad(reason);
     }
     if value.chars().count() > MAX_TEXT_CHARS {
         return bad("too long (at most 200 characters)");
-    }
-    if value.chars().any(char::is_control) {
-        return bad("control characters (including newlines) are not allowed");
-    }
-    if value
-        .chars()
-        .any(|c| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
-    {
-        return bad("bidirectional override characters are not allowed");
     }
     Ok(())
 }
@@ -72,68 +65,18 @@ pub fn file_text(field: &'static str, value: &str) -> Result<(), BundleError> {
     Ok(())
 }
 
-/// A NATS URL: `nats://`, `tls://`, `ws://` or `wss://`, then `host[:port]` where
-/// host is a DNS name, an IPv4 address or a bracketed IPv6 address. No user
-/// info, path, query or whitespace: credentials travel in files, never in URLs.
+/// A NATS URL by the domain's endpoint rule ([`rule::nats_endpoint`]):
+/// `nats://`, `tls://`, `ws://` or `wss://`, then `host[:port]` where host is a
+/// DNS name, an IPv4 address or a bracketed IPv6 address. No user info, path,
+/// query or whitespace: credentials travel in files, never in URLs.
 pub fn nats_url(field: &'static str, value: &str) -> Result<(), BundleError> {
-    let bad = |reason| {
-        Err(BundleError::InvalidUrl {
+    rule::nats_endpoint(value)
+        .map(|_| ())
+        .map_err(|reason| BundleError::InvalidUrl {
             field,
             value: value.to_owned(),
             reason,
         })
-    };
-    let Some((scheme, rest)) = value.split_once("://") else {
-        return bad("expected scheme://host:port");
-    };
-    if !matches!(scheme, "nats" | "tls" | "ws" | "wss") {
-        return bad("scheme must be nats, tls, ws or wss");
-    }
-    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-        let Some((addr, after)) = v6.split_once(']') else {
-            return bad("unterminated IPv6 address");
-        };
-        if addr.is_empty()
-            || !addr
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
-            return bad("invalid IPv6 address");
-        }
-        match after {
-            "" => (addr, None),
-            p => match p.strip_prefix(':') {
-                Some(p) => (addr, Some(p)),
-                None => return bad("unexpected text after IPv6 address"),
-            },
-        }
-    } else {
-        match rest.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (rest, None),
-        }
-    };
-    if !rest.starts_with('[') {
-        let host_ok = !host.is_empty()
-            && host.len() <= 253
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-            && !host.starts_with(['.', '-']);
-        if !host_ok {
-            return bad("host must be a DNS name or IP address");
-        }
-    }
-    if let Some(port) = port {
-        let valid = !port.is_empty()
-            && port.len() <= 5
-            && port.bytes().all(|b| b.is_ascii_digit())
-            && port.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p));
-        if !valid {
-            return bad("port must be a number between 1 and 65535");
-        }
-    }
-    Ok(())
 }
 
 /// An absolute install path on the edge box: starts with `/`, only
@@ -280,6 +223,16 @@ mod tests {
             assert!(display_text("n", bad).is_err(), "{bad:?}");
         }
         assert!(display_text("n", &"x".repeat(201)).is_err());
+        // Every bidi override and isolate, with the domain's reason.
+        for c in ('\u{202A}'..='\u{202E}').chain('\u{2066}'..='\u{2069}') {
+            assert!(
+                matches!(
+                    display_text("site_name", &format!("a{c}b")),
+                    Err(BundleError::InvalidText { field: "site_name", reason }) if reason.contains("bidirectional")
+                ),
+                "{c:?}"
+            );
+        }
     }
 
     #[test]

@@ -6,14 +6,23 @@
 //! * [`Slug`] ends up in certificate common names, NATS server names, JetStream
 //!   domains, file names and subjects: `[a-z0-9-]`, 1–63 characters.
 //! * [`DisplayName`] is free-form text for people ("NYC Office"). It never goes
-//!   into config or scripts unescaped, but control characters (newlines!) are
-//!   rejected anyway, and the length is bounded.
+//!   into config or scripts unescaped, but control characters (newlines!) and
+//!   bidirectional override/isolate characters (which make text read
+//!   differently than it is) are rejected anyway, and the length is bounded.
+//! * [`Host`], [`ListenAddr`]: a DNS name or IP literal, and `host:port`.
 //! * [`NatsUrl`] is a `nats://` or `tls://` URL with a DNS host name or IP
 //!   literal and a port; no credentials, path, query or fragment.
+//!   [`NatsUrl::parse_endpoint`] also accepts `ws://` and `wss://`, for the
+//!   operator-configured upstream URLs.
 //! * [`Email`], [`Password`], [`TokenName`].
 //!
 //! Errors are [`FieldError`]s naming the field, so the API can return them as
 //! `400` with per-field messages.
+//!
+//! Each rule is written once, in [`rule`]. The renderers (`bundle`,
+//! `natsconf`, `pki`) receive values as text, re-check them with the same
+//! functions (their errors carry the rule's static reason), and keep only
+//! their own escaping and quoting on top as defence in depth.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -104,24 +113,10 @@ impl Slug {
     /// Maximum length (a DNS label).
     pub const MAX_LEN: usize = 63;
 
-    /// Parses a slug exactly as given (no normalisation).
+    /// Parses a slug exactly as given (no normalisation); the rule is
+    /// [`rule::slug`].
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        let err = |m: &str| Err(FieldError::new("slug", m));
-        if raw.is_empty() {
-            return err("must not be empty");
-        }
-        if raw.len() > Self::MAX_LEN {
-            return err("must be at most 63 characters");
-        }
-        if !raw
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            return err("may contain only lowercase letters a-z, digits and '-'");
-        }
-        if raw.starts_with('-') || raw.ends_with('-') {
-            return err("must start and end with a letter or digit");
-        }
+        rule::slug(raw).map_err(|m| FieldError::new("slug", m))?;
         Ok(Self(raw.to_string()))
     }
 
@@ -150,7 +145,9 @@ impl Slug {
 }
 
 /// Free-form text shown to people: 1–100 characters after trimming, no
-/// control characters (so no newlines or terminal escapes).
+/// control characters (so no newlines or terminal escapes), no line or
+/// paragraph separators or byte-order marks, and no bidirectional override or
+/// isolate characters (see [`rule::display_name`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct DisplayName(String);
@@ -162,23 +159,9 @@ impl DisplayName {
 
     /// Parses a display name, trimming surrounding whitespace.
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        let trimmed = raw.trim();
-        if trimmed.is_empty() {
-            return Err(FieldError::new("name", "must not be empty"));
-        }
-        if trimmed.chars().count() > Self::MAX_LEN {
-            return Err(FieldError::new("name", "must be at most 100 characters"));
-        }
-        if trimmed
-            .chars()
-            .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}'))
-        {
-            return Err(FieldError::new(
-                "name",
-                "must not contain control characters or line breaks",
-            ));
-        }
-        Ok(Self(trimmed.to_string()))
+        rule::display_name(raw)
+            .map(|trimmed| Self(trimmed.to_string()))
+            .map_err(|m| FieldError::new("name", m))
     }
 }
 
@@ -276,18 +259,47 @@ pub enum NatsScheme {
     Nats,
     /// `tls://`: TLS from the first byte.
     Tls,
+    /// `ws://`: NATS over WebSocket. Only [`NatsUrl::parse_endpoint`] accepts it.
+    Ws,
+    /// `wss://`: NATS over WebSocket with TLS. Only [`NatsUrl::parse_endpoint`]
+    /// accepts it.
+    Wss,
 }
 
-/// The host part of a [`NatsUrl`].
+impl NatsScheme {
+    /// The scheme as written in a URL, without `://`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NatsScheme::Nats => "nats",
+            NatsScheme::Tls => "tls",
+            NatsScheme::Ws => "ws",
+            NatsScheme::Wss => "wss",
+        }
+    }
+
+    /// The port a URL of this scheme means when it names none: the NATS client
+    /// port for `nats`/`tls`, the HTTP(S) port for `ws`/`wss`.
+    pub fn default_port(self) -> u16 {
+        match self {
+            NatsScheme::Nats | NatsScheme::Tls => NatsUrl::DEFAULT_PORT,
+            NatsScheme::Ws => 80,
+            NatsScheme::Wss => 443,
+        }
+    }
+}
+
+/// A host: a DNS name or an IP literal (see [`rule::host`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Host {
     /// An IPv4 or IPv6 literal.
     Ip(IpAddr),
-    /// A DNS name: labels of `[A-Za-z0-9-]`, lowercased.
+    /// A DNS name: labels of `[a-z0-9-]`, lowercased; the last label is not
+    /// all digits.
     Dns(String),
 }
 
 impl fmt::Display for Host {
+    /// The host as written in a URL or `host:port` (IPv6 in brackets).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
@@ -298,46 +310,30 @@ impl fmt::Display for Host {
 }
 
 impl Host {
-    /// Parses a bare host: an IP literal (IPv6 with or without brackets) or a DNS name.
+    /// Parses a bare host: an IP literal (IPv6 with or without brackets) or a
+    /// DNS name; the rule is [`rule::host`].
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        let inner = raw
-            .strip_prefix('[')
-            .and_then(|r| r.strip_suffix(']'))
-            .unwrap_or(raw);
-        if let Ok(ip) = inner.parse::<IpAddr>() {
-            return Ok(Host::Ip(ip));
+        rule::host(raw).map_err(|m| FieldError::new("host", m))
+    }
+
+    /// The host without brackets (IPv6 bare), as a config `host:` key or a
+    /// certificate's subject alternative name wants it.
+    pub fn to_bare(&self) -> String {
+        match self {
+            Host::Ip(ip) => ip.to_string(),
+            Host::Dns(name) => name.clone(),
         }
-        let name = raw.to_ascii_lowercase();
-        let bad = || {
-            Err(FieldError::new(
-                "host",
-                "must be a DNS name or an IP address",
-            ))
-        };
-        if name.is_empty() || name.len() > 253 {
-            return bad();
-        }
-        for label in name.split('.') {
-            if label.is_empty()
-                || label.len() > 63
-                || label.starts_with('-')
-                || label.ends_with('-')
-                || !label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            {
-                return bad();
-            }
-        }
-        Ok(Host::Dns(name))
     }
 }
 
-/// A NATS server URL: `nats://host:port` or `tls://host:port`.
+/// A NATS server URL: `nats://host[:port]` or `tls://host[:port]` from
+/// [`NatsUrl::parse`]; `ws://` and `wss://` too from
+/// [`NatsUrl::parse_endpoint`].
 ///
-/// Canonical form has an explicit port (default 4222). Credentials, paths,
-/// queries and fragments are rejected: the value is rendered into leaf
-/// configuration and collector bundles.
+/// Canonical form has an explicit port (default 4222 for `nats`/`tls`, 80 for
+/// `ws`, 443 for `wss`). Credentials, paths, queries and fragments are
+/// rejected: the value is rendered into leaf configuration and collector
+/// bundles. The rule is [`rule::nats_url`] / [`rule::nats_endpoint`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(into = "String")]
 pub struct NatsUrl {
@@ -353,6 +349,8 @@ impl From<NatsUrl> for String {
 }
 
 impl<'de> Deserialize<'de> for NatsUrl {
+    /// Deserialises with [`NatsUrl::parse`] (`nats`/`tls` only): the stored
+    /// and requested URLs are those of sites, which people type.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(d)?;
         Self::parse(&raw).map_err(|e| serde::de::Error::custom(e.message))
@@ -363,45 +361,21 @@ impl NatsUrl {
     /// Default NATS client port.
     pub const DEFAULT_PORT: u16 = 4222;
 
-    /// Parses and canonicalises a NATS URL.
+    /// Longest accepted URL text.
+    pub const MAX_LEN: usize = 300;
+
+    /// Parses and canonicalises a NATS URL typed by a person (a site's
+    /// `nats_leaf_url`): `nats://` or `tls://` only.
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        let bad = |m: &str| Err(FieldError::new("nats_leaf_url", m));
-        if raw.len() > 300 {
-            return bad("must be at most 300 characters");
-        }
-        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return bad("must not contain whitespace or control characters");
-        }
-        let Ok(url) = url::Url::parse(raw) else {
-            return bad("must be a URL like nats://10.0.1.50:4222 or tls://nats.example.com:4222");
-        };
-        let scheme = match url.scheme() {
-            "nats" => NatsScheme::Nats,
-            "tls" => NatsScheme::Tls,
-            _ => return bad("scheme must be nats:// or tls://"),
-        };
-        if !url.username().is_empty() || url.password().is_some() {
-            return bad("must not contain credentials");
-        }
-        if !(url.path().is_empty() || url.path() == "/")
-            || url.query().is_some()
-            || url.fragment().is_some()
-        {
-            return bad("must not have a path, query or fragment");
-        }
-        let host = match url.host() {
-            Some(url::Host::Ipv4(ip)) => Host::Ip(IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => Host::Ip(IpAddr::V6(ip)),
-            Some(url::Host::Domain(name)) => Host::parse(name).map_err(|_| {
-                FieldError::new("nats_leaf_url", "host must be a DNS name or an IP address")
-            })?,
-            None => return bad("must name a host"),
-        };
-        let port = url.port().unwrap_or(Self::DEFAULT_PORT);
-        if port == 0 {
-            return bad("port must not be 0");
-        }
-        Ok(Self { scheme, host, port })
+        rule::nats_url(raw).map_err(|m| FieldError::new("nats_leaf_url", m))
+    }
+
+    /// Parses and canonicalises an operator-configured endpoint (the hub's
+    /// leafnode URL, the SaaS NATS URL): like [`NatsUrl::parse`], and also
+    /// `ws://` and `wss://`, since an upstream may be reached over WebSocket.
+    /// Not for request fields: sites' URLs go through [`NatsUrl::parse`].
+    pub fn parse_endpoint(raw: &str) -> Result<Self, FieldError> {
+        rule::nats_endpoint(raw).map_err(|m| FieldError::new("url", m))
     }
 
     /// The scheme.
@@ -422,15 +396,12 @@ impl NatsUrl {
 
 impl fmt::Display for NatsUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = match self.scheme {
-            NatsScheme::Nats => "nats",
-            NatsScheme::Tls => "tls",
-        };
-        write!(f, "{scheme}://{}:{}", self.host, self.port)
+        write!(f, "{}://{}:{}", self.scheme.as_str(), self.host, self.port)
     }
 }
 
-/// A `host:port` listen address for the leaf's client port (e.g. `0.0.0.0:4222`).
+/// A `host:port` listen address (e.g. `0.0.0.0:4222`, `[::]:4222`): the
+/// leaf's client port, and the listeners of rendered NATS configs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(into = "String")]
 pub struct ListenAddr {
@@ -445,27 +416,9 @@ impl From<ListenAddr> for String {
 }
 
 impl ListenAddr {
-    /// Parses `host:port` (IPv6 in brackets).
+    /// Parses `host:port` (IPv6 in brackets); the rule is [`rule::listen_addr`].
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        let bad = || {
-            Err(FieldError::new(
-                "local_listen",
-                "must be host:port, e.g. 0.0.0.0:4222",
-            ))
-        };
-        let Some((host, port)) = raw.rsplit_once(':') else {
-            return bad();
-        };
-        let Ok(port) = port.parse::<u16>() else {
-            return bad();
-        };
-        if port == 0 {
-            return bad();
-        }
-        match Host::parse(host) {
-            Ok(host) => Ok(Self { host, port }),
-            Err(_) => bad(),
-        }
+        rule::listen_addr(raw).map_err(|m| FieldError::new("local_listen", m))
     }
 
     /// The host.
@@ -482,6 +435,266 @@ impl ListenAddr {
 impl fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+pub mod rule {
+    //! Every validation rule of this module, written once: a function of the
+    //! raw text that says, on failure, what is wrong in a static sentence.
+    //!
+    //! The newtypes' `parse` functions call these and name the field. The
+    //! renderers (`bundle`, `natsconf`, `pki`), which are handed values as
+    //! text, call them too and wrap the [`Reason`] in their own error type, so
+    //! a value the API accepted is never refused later by a stricter copy of
+    //! the rule.
+
+    use std::net::{IpAddr, Ipv6Addr};
+
+    use super::{DisplayName, Host, ListenAddr, NatsScheme, NatsUrl, Slug};
+
+    /// Why a value breaks a rule, in words a user can act on.
+    pub type Reason = &'static str;
+
+    /// A slug: 1–63 bytes of `[a-z0-9-]`, starting and ending with a letter or
+    /// digit (so also a DNS label).
+    pub fn slug(raw: &str) -> Result<(), Reason> {
+        if raw.is_empty() {
+            return Err("must not be empty");
+        }
+        if raw.len() > Slug::MAX_LEN {
+            return Err("must be at most 63 characters");
+        }
+        if !raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err("may contain only lowercase letters a-z, digits and '-'");
+        }
+        if raw.starts_with('-') || raw.ends_with('-') {
+            return Err("must start and end with a letter or digit");
+        }
+        Ok(())
+    }
+
+    /// Unicode bidirectional embedding, override and isolate characters
+    /// (U+202A–U+202E, U+2066–U+2069): they make text display in another
+    /// order than it is stored ("Trojan Source").
+    pub fn is_bidi_control(c: char) -> bool {
+        matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    }
+
+    /// Text shown to people, of any length: after trimming surrounding
+    /// whitespace not empty, no control characters (newlines, tabs, escapes),
+    /// no line or paragraph separators or byte-order marks, no bidirectional
+    /// override/isolate characters ([`is_bidi_control`]). Returns the trimmed
+    /// text. [`display_name`] adds the length bound of names.
+    pub fn display_text(raw: &str) -> Result<&str, Reason> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err("must not be empty");
+        }
+        if trimmed
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}'))
+        {
+            return Err("must not contain control characters or line breaks");
+        }
+        if trimmed.chars().any(is_bidi_control) {
+            return Err(
+                "must not contain bidirectional override or isolate characters (U+202A-U+202E, U+2066-U+2069)",
+            );
+        }
+        Ok(trimmed)
+    }
+
+    /// A display name: [`display_text`] of at most
+    /// [`DisplayName::MAX_LEN`] (100) characters after trimming.
+    pub fn display_name(raw: &str) -> Result<&str, Reason> {
+        let trimmed = display_text(raw)?;
+        if trimmed.chars().count() > DisplayName::MAX_LEN {
+            return Err("must be at most 100 characters");
+        }
+        Ok(trimmed)
+    }
+
+    /// Longest DNS name accepted, in bytes.
+    pub const MAX_DNS_NAME_LEN: usize = 253;
+
+    const EMPTY: Reason = "must not be empty";
+    const DNS_ALPHABET: Reason = "may contain only a-z, 0-9, '-' and '.'";
+    const NOT_A_HOST: Reason = "must be a DNS name or an IP address";
+
+    /// A lowercase DNS name: at most 253 bytes of labels joined by `.`; each
+    /// label 1–63 bytes of `[a-z0-9-]`, not starting or ending with `-`; the
+    /// last label not all digits (that would be a malformed IP address). No
+    /// trailing dot, no wildcard.
+    pub fn dns_name(name: &str) -> Result<(), Reason> {
+        if name.is_empty() {
+            return Err(EMPTY);
+        }
+        if name.len() > MAX_DNS_NAME_LEN {
+            return Err("must be at most 253 characters");
+        }
+        let mut last = "";
+        for label in name.split('.') {
+            if label.is_empty() {
+                return Err("must not have an empty label (leading, trailing or double dot)");
+            }
+            if label.len() > 63 {
+                return Err("each label must be at most 63 characters");
+            }
+            if !label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(DNS_ALPHABET);
+            }
+            if label.starts_with('-') || label.ends_with('-') {
+                return Err("each label must start and end with a letter or digit");
+            }
+            last = label;
+        }
+        if last.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(
+                "the last label must not be numeric (it looks like a malformed IP address)",
+            );
+        }
+        Ok(())
+    }
+
+    /// A host: an IPv4 literal, an IPv6 literal (bare or in brackets; only
+    /// IPv6 may be bracketed) or a DNS name, which is lowercased and must
+    /// pass [`dns_name`].
+    pub fn host(raw: &str) -> Result<Host, Reason> {
+        if let Some(inner) = raw.strip_prefix('[') {
+            return inner
+                .strip_suffix(']')
+                .and_then(|v6| v6.parse::<Ipv6Addr>().ok())
+                .map(|ip| Host::Ip(IpAddr::V6(ip)))
+                .ok_or("brackets are only allowed around an IPv6 address");
+        }
+        if let Ok(ip) = raw.parse::<IpAddr>() {
+            return Ok(Host::Ip(ip));
+        }
+        let name = raw.to_ascii_lowercase();
+        match dns_name(&name) {
+            Ok(()) => Ok(Host::Dns(name)),
+            Err(DNS_ALPHABET) => Err(NOT_A_HOST),
+            Err(reason) => Err(reason),
+        }
+    }
+
+    /// A listen address: `host:port`, IPv6 in brackets, the port 1–65535 in
+    /// digits.
+    pub fn listen_addr(raw: &str) -> Result<ListenAddr, Reason> {
+        match host_and_port(raw)? {
+            (host, Some(port)) => Ok(ListenAddr { host, port }),
+            (_, None) => Err("must be host:port, e.g. 0.0.0.0:4222"),
+        }
+    }
+
+    /// A NATS URL people type: `nats://` or `tls://`, then `host[:port]`
+    /// (IPv6 in brackets), optionally one trailing `/`. No credentials, path,
+    /// query, fragment, whitespace or control characters; at most 300
+    /// characters; the scheme's letters in any case.
+    pub fn nats_url(raw: &str) -> Result<NatsUrl, Reason> {
+        url(raw, false)
+    }
+
+    /// An operator-configured NATS endpoint: [`nats_url`], and also `ws://`
+    /// and `wss://`.
+    pub fn nats_endpoint(raw: &str) -> Result<NatsUrl, Reason> {
+        url(raw, true)
+    }
+
+    fn url(raw: &str, websocket: bool) -> Result<NatsUrl, Reason> {
+        if raw.len() > NatsUrl::MAX_LEN {
+            return Err("must be at most 300 characters");
+        }
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("must not contain whitespace or control characters");
+        }
+        let Some((scheme, rest)) = raw.split_once("://") else {
+            return Err(if websocket {
+                "must be a URL like tls://hub.example.com:7422 or wss://hub.example.com:443"
+            } else {
+                "must be a URL like nats://10.0.1.50:4222 or tls://nats.example.com:4222"
+            });
+        };
+        let scheme = [
+            NatsScheme::Nats,
+            NatsScheme::Tls,
+            NatsScheme::Ws,
+            NatsScheme::Wss,
+        ]
+        .into_iter()
+        .filter(|s| websocket || matches!(s, NatsScheme::Nats | NatsScheme::Tls))
+        .find(|s| s.as_str().eq_ignore_ascii_case(scheme))
+        .ok_or(if websocket {
+            "scheme must be nats://, tls://, ws:// or wss://"
+        } else {
+            "scheme must be nats:// or tls://"
+        })?;
+        let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+        if authority.contains('@') {
+            return Err("must not contain credentials");
+        }
+        if !(tail.is_empty() || tail == "/") {
+            return Err("must not have a path, query or fragment");
+        }
+        if authority.is_empty() {
+            return Err("must name a host");
+        }
+        let (host, port) = host_and_port(authority)?;
+        Ok(NatsUrl {
+            scheme,
+            host,
+            port: port.unwrap_or(scheme.default_port()),
+        })
+    }
+
+    /// `host[:port]`, IPv6 in brackets.
+    fn host_and_port(raw: &str) -> Result<(Host, Option<u16>), Reason> {
+        let (host, port) = if raw.starts_with('[') {
+            let Some(end) = raw.find(']') else {
+                return Err("an IPv6 address needs its closing ']'");
+            };
+            let (host, rest) = raw.split_at(end + 1);
+            if rest.is_empty() {
+                (host, None)
+            } else {
+                let port = rest
+                    .strip_prefix(':')
+                    .ok_or("unexpected text after the IPv6 address")?;
+                (host, Some(port))
+            }
+        } else {
+            match raw.split_once(':') {
+                Some((_, port)) if port.contains(':') => {
+                    return Err("an IPv6 address must be written in brackets");
+                }
+                Some((host, port)) => (host, Some(port)),
+                None => (raw, None),
+            }
+        };
+        let host = self::host(host).map_err(|reason| match reason {
+            EMPTY => "must name a host",
+            NOT_A_HOST => "the host must be a DNS name or an IP address",
+            other => other,
+        })?;
+        Ok((host, port.map(port_number).transpose()?))
+    }
+
+    /// A port: 1–5 decimal digits, 1–65535 (no sign, no spaces).
+    fn port_number(text: &str) -> Result<u16, Reason> {
+        const BAD: Reason = "the port must be a number from 1 to 65535";
+        if text.is_empty() || text.len() > 5 || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(BAD);
+        }
+        match text.parse::<u16>() {
+            Ok(0) | Err(_) => Err(BAD),
+            Ok(port) => Ok(port),
+        }
     }
 }
 
@@ -651,6 +864,260 @@ mod tests {
     }
 
     #[test]
+    fn display_names_reject_bidi_overrides_and_isolates() {
+        for c in ('\u{202A}'..='\u{202E}').chain('\u{2066}'..='\u{2069}') {
+            let err = DisplayName::parse(&format!("NYC{c}Office")).unwrap_err();
+            assert_eq!(err.field, "name");
+            assert!(err.message.contains("bidirectional"), "{c:?}: {err}");
+        }
+        // Right-to-left text itself is fine; only the invisible controls are not.
+        assert!(DisplayName::parse("מרכז נתונים").is_ok());
+        assert!(TokenName::parse("ci\u{202E}txt").is_err());
+    }
+
+    /// The verdicts the bundle's own display-text check gave before it called
+    /// this rule.
+    #[test]
+    fn display_names_keep_the_bundle_verdicts() {
+        for ok in [
+            "NYC Office",
+            r#"O'Brien "HQ" $(x) `y` ${HOME} \"#,
+            "Zürich Büro",
+        ] {
+            assert!(rule::display_name(ok).is_ok(), "{ok:?}");
+        }
+        for bad in ["", "  ", "a\nb", "a\rb", "a\0b", "a\tb", "a\u{202E}b"] {
+            assert!(rule::display_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(rule::display_name(&"x".repeat(201)).is_err());
+        assert!(rule::display_name(&"x".repeat(101)).is_err());
+        // The character rule alone has no length bound (the bundle sets its own).
+        assert!(rule::display_text(&"x".repeat(201)).is_ok());
+        assert!(rule::display_text("a\u{2067}b").is_err());
+        assert_eq!(rule::display_name(" a ").unwrap(), "a");
+    }
+
+    /// The verdicts of the slug checks that `bundle`, `natsconf` and `pki`
+    /// had before they called this rule.
+    #[test]
+    fn slugs_keep_the_renderers_verdicts() {
+        for ok in [
+            "a",
+            "nyc-office",
+            "factory-3",
+            "0",
+            "nyc-office-2",
+            &"a".repeat(63),
+        ] {
+            assert!(rule::slug(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "A",
+            "a_b",
+            "a.b",
+            "a b",
+            "a'b",
+            "$(x)",
+            "a/b",
+            "..",
+            "a\"",
+            "${x}",
+            "ä",
+            "a,o=x",
+            &"a".repeat(64),
+        ] {
+            assert!(rule::slug(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn nats_urls_keep_the_bundle_verdicts() {
+        for ok in [
+            "nats://10.0.1.50:4222",
+            "tls://nats.serviceradar.cloud:7422",
+            "nats://leaf.local",
+            "nats://[::1]:4222",
+            "nats://[fd00::5]",
+        ] {
+            assert!(NatsUrl::parse(ok).is_ok(), "{ok}");
+            assert!(NatsUrl::parse_endpoint(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "10.0.1.50:4222",
+            "http://x:1",
+            "nats://",
+            "nats://x:0",
+            "nats://x:65536",
+            "nats://x:",
+            "nats://user:pw@x:4222",
+            "nats://x:4222/path",
+            "nats://x y:4222",
+            "nats://$(touch /tmp/p):4222",
+            "nats://x';rm -rf /;':1",
+            "nats://[::1",
+            "nats://[::1]x",
+            "nats://-x:1",
+            "nats://10.0.1.50:4222';id;'",
+            "nats://10.0.1.50:4222\nExecStartPre=/bin/id",
+            "nats://`id`:4222",
+        ] {
+            assert!(NatsUrl::parse(bad).is_err(), "{bad:?}");
+            assert!(NatsUrl::parse_endpoint(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_empty_port_is_refused() {
+        let err = NatsUrl::parse("nats://x:").unwrap_err();
+        assert!(err.message.contains("port"), "{err}");
+        assert!(NatsUrl::parse("nats://[::1]:").is_err());
+        assert!(ListenAddr::parse("x:").is_err());
+    }
+
+    #[test]
+    fn websocket_urls_only_through_the_endpoint_entry_point() {
+        let wss = NatsUrl::parse_endpoint("wss://hub.example.com:443").unwrap();
+        assert_eq!(wss.scheme(), NatsScheme::Wss);
+        assert_eq!(wss.to_string(), "wss://hub.example.com:443");
+        assert_eq!(
+            NatsUrl::parse_endpoint("wss://Hub.Example.com")
+                .unwrap()
+                .to_string(),
+            "wss://hub.example.com:443"
+        );
+        assert_eq!(
+            NatsUrl::parse_endpoint("ws://10.0.0.1")
+                .unwrap()
+                .to_string(),
+            "ws://10.0.0.1:80"
+        );
+        for user_input in ["wss://hub.example.com:443", "ws://10.0.0.1:8080"] {
+            let err = NatsUrl::parse(user_input).unwrap_err();
+            assert_eq!(err.field, "nats_leaf_url");
+            assert!(err.message.contains("nats:// or tls://"), "{err}");
+        }
+        for bad in [
+            "https://hub:443",
+            "wss://user@hub:443",
+            "wss://hub:443/path",
+        ] {
+            assert!(NatsUrl::parse_endpoint(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// The URL verdicts of `natsconf` (its leaf remote additionally needs an
+    /// explicit port, which it checks itself).
+    #[test]
+    fn nats_urls_keep_the_natsconf_verdicts() {
+        let url = NatsUrl::parse("tls://hub.example.com:7422").unwrap();
+        assert_eq!(url.scheme(), NatsScheme::Tls);
+        assert_eq!(url.to_string(), "tls://hub.example.com:7422");
+        assert_eq!(
+            NatsUrl::parse("nats://[::1]:7422/").unwrap().to_string(),
+            "nats://[::1]:7422"
+        );
+        for bad in [
+            "hub:7422",
+            "https://hub:7422",
+            "tls://user:pw@hub:7422",
+            "tls://hub:7422/path",
+            "tls://hub:7422?x=1",
+            "tls://hub:7422\"",
+            "tls://hub:7422\ninclude /etc/passwd",
+            "tls://${HUB}:7422",
+            "tls://hub}:7422",
+            "nats://1.2.3:4222",
+            "nats://10.0.0.256:4222",
+            "nats://::1:4222",
+            "nats://[10.0.0.1]:4222",
+        ] {
+            assert!(NatsUrl::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    /// Host verdicts of `natsconf` and `pki` (which trims before asking).
+    #[test]
+    fn hosts_keep_the_renderers_verdicts() {
+        assert_eq!(
+            Host::parse("Hub.Example.com").unwrap(),
+            Host::Dns("hub.example.com".into())
+        );
+        assert_eq!(
+            Host::parse("localhost").unwrap(),
+            Host::Dns("localhost".into())
+        );
+        for ip in ["127.0.0.1", "10.0.0.5", "::1", "[::1]", "[fd00::1]"] {
+            assert!(matches!(Host::parse(ip).unwrap(), Host::Ip(_)), "{ip}");
+        }
+        assert_eq!(Host::parse("[fd00::1]").unwrap().to_bare(), "fd00::1");
+        assert_eq!(Host::parse("fd00::1").unwrap().to_string(), "[fd00::1]");
+        for bad in [
+            "",
+            " ",
+            "a..b",
+            "-a.com",
+            "a-.com",
+            "a_b.com",
+            "1.2.3.999",
+            "1.2.3",
+            "10.0.0.256",
+            "a b",
+            "exa mple.com",
+            "a\"b",
+            "${H}",
+            "x}",
+            "*.example.com",
+            "example.com.",
+            "nats://host:4222",
+            "host:4222",
+            "[example.com]",
+            "[10.0.0.1]",
+            &format!("{}.com", "a".repeat(64)),
+        ] {
+            assert!(Host::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn dns_names_are_lowercase_ldh() {
+        assert!(rule::dns_name("serviceradar.io").is_ok());
+        assert!(rule::dns_name("corp.internal").is_ok());
+        for bad in [
+            "",
+            "Serviceradar.io",
+            "spiffe://x",
+            "a/b",
+            "x:443",
+            "a..b",
+            "10.0.0.1",
+        ] {
+            assert!(rule::dns_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// Listen-address verdicts of `natsconf`'s former `HostPort`.
+    #[test]
+    fn listen_addresses_keep_the_natsconf_verdicts() {
+        assert_eq!(ListenAddr::parse("leaf.local:1").unwrap().port(), 1);
+        for bad in [
+            "0.0.0.0:0",
+            "0.0.0.0:65536",
+            ":::4222",
+            "::1:4222",
+            "h:+1",
+            "h:42 22",
+            "[::1:4222",
+            "[::1]4222",
+        ] {
+            assert!(ListenAddr::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
     fn listen_addresses() {
         assert_eq!(
             ListenAddr::parse("0.0.0.0:4222").unwrap().to_string(),
@@ -689,6 +1156,8 @@ mod tests {
             let _ = ListenAddr::parse(&s);
             let _ = Email::parse(&s);
             let _ = Host::parse(&s);
+            let _ = NatsUrl::parse_endpoint(&s);
+            let _ = rule::dns_name(&s);
         }
 
         #[test]
@@ -704,6 +1173,23 @@ mod tests {
                 let text = url.to_string();
                 prop_assert!(text.chars().all(|c| c.is_ascii_alphanumeric() || ":/.-[]".contains(c)), "{}", text);
                 prop_assert_eq!(NatsUrl::parse(&text).unwrap(), url);
+            }
+        }
+
+        /// The renderers print the text they were given, not the canonical
+        /// form, so an accepted endpoint's own text must be safe too.
+        #[test]
+        fn accepted_endpoint_text_is_safe(s in "(nats|tls|ws|wss|NATS)://[a-zA-Z0-9.:\\[\\]/@?#$' -]{0,40}") {
+            if let Ok(url) = NatsUrl::parse_endpoint(&s) {
+                prop_assert!(s.chars().all(|c| c.is_ascii_alphanumeric() || ":/.-[]".contains(c)), "{}", s);
+                prop_assert_eq!(NatsUrl::parse_endpoint(&url.to_string()).unwrap(), url);
+            }
+        }
+
+        #[test]
+        fn accepted_display_names_have_no_bidi_controls(s in "\\PC{0,120}") {
+            if let Ok(name) = DisplayName::parse(&s) {
+                prop_assert!(!name.as_str().chars().any(rule::is_bidi_control));
             }
         }
     }

@@ -39,7 +39,7 @@ use std::collections::BTreeSet;
 use crate::jwt::{KeyKind, check_public_key, claim_type, decode_claims};
 use crate::leaf::{is_loopback, is_unspecified};
 use crate::syntax::{
-    ConfWriter, ConfigError, HostPort, JetStreamDomain, validate_path, validate_server_name,
+    ConfWriter, ConfigError, JetStreamDomain, listen_addr, validate_path, validate_server_name,
 };
 use crate::tls::TlsFiles;
 
@@ -184,18 +184,18 @@ fn check_accounts<'a>(input: &'a HubConfigInput) -> Result<Vec<Preload<'a>>, Con
 /// Renders `nats-hub.conf`. Every input is validated first.
 pub fn render_hub_config(input: &HubConfigInput) -> Result<String, ConfigError> {
     validate_server_name("server name", &input.server_name)?;
-    let client = HostPort::parse(&input.client_listen)?;
+    let client = listen_addr("client listen", &input.client_listen)?;
     if let Some(tls) = &input.client_tls {
         tls.validate("client tls path")?;
     }
     let monitoring = input
         .monitoring_listen
         .as_deref()
-        .map(HostPort::parse)
+        .map(|m| listen_addr("monitoring listen", m))
         .transpose()?;
     validate_path("jetstream store dir", &input.jetstream_store_dir)?;
     let domain = JetStreamDomain::new(&input.jetstream_domain)?;
-    let leafnode = HostPort::parse(&input.leafnode_listen)?;
+    let leafnode = listen_addr("leafnode listen", &input.leafnode_listen)?;
     input.leafnode_tls.validate("leafnode tls path")?;
     validate_path("resolver dir", &input.resolver_dir)?;
     let preloads = check_accounts(input)?;
@@ -205,8 +205,9 @@ pub fn render_hub_config(input: &HubConfigInput) -> Result<String, ConfigError> 
     }
     for (i, (a_name, a)) in ports.iter().enumerate() {
         for (b_name, b) in &ports[i + 1..] {
-            let overlap = a.host == b.host || is_unspecified(&a.host) || is_unspecified(&b.host);
-            if a.port == b.port && overlap {
+            let overlap =
+                a.host() == b.host() || is_unspecified(a.host()) || is_unspecified(b.host());
+            if a.port() == b.port() && overlap {
                 return Err(ConfigError::Inconsistent(format!(
                     "{a_name} and {b_name} listeners use the same port"
                 )));
@@ -224,14 +225,14 @@ pub fn render_hub_config(input: &HubConfigInput) -> Result<String, ConfigError> 
     w.string("server_name", &input.server_name);
     w.blank();
     w.comment("Client connections (control plane, ingestion).");
-    w.string("host", &client.host.to_bare());
-    w.int("port", client.port);
+    w.string("host", &client.host().to_bare());
+    w.int("port", client.port());
     if let Some(tls) = &input.client_tls {
         tls.write(&mut w, false);
     }
     w.blank();
     if let Some(monitoring) = &monitoring {
-        if is_loopback(&monitoring.host) {
+        if is_loopback(monitoring.host()) {
             w.comment("Monitoring has no authentication: it listens on localhost only.");
         } else {
             w.comment(
@@ -259,8 +260,8 @@ pub fn render_hub_config(input: &HubConfigInput) -> Result<String, ConfigError> 
          (verify: true) and a user JWT of the tenant's account are both required.",
     );
     w.open("leafnodes");
-    w.string("host", &leafnode.host.to_bare());
-    w.int("port", leafnode.port);
+    w.string("host", &leafnode.host().to_bare());
+    w.int("port", leafnode.port());
     input.leafnode_tls.write(&mut w, true);
     w.close();
     w.blank();

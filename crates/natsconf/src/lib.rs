@@ -32,5 +32,5 @@ pub use leaf::{
     BufferStreamInput, LeafConfigInput, buffer_stream_config, buffer_stream_source,
     render_leaf_config,
 };
-pub use syntax::{ConfigError, Host, HostPort, JetStreamDomain, NatsUrl};
+pub use syntax::{ConfigError, JetStreamDomain};
 pub use tls::TlsFiles;

@@ -9,10 +9,15 @@
 //! use for `$`, a slug none for `"`), and is then written as a double-quoted, escaped
 //! string anyway (defence in depth). Keys are static text of this crate, except
 //! account public keys, which are validated nkeys.
+//!
+//! Slugs, hosts, listen addresses and NATS URLs are checked with the domain's rules
+//! ([`serviceradar_domain::validate::rule`]), the same functions the API parses
+//! requests with; paths, server names, subjects and JetStream domains are this
+//! crate's own, since only configs have them.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
-use std::str::FromStr;
+
+use serviceradar_domain::validate::{ListenAddr, NatsUrl, rule};
 
 /// Why a config could not be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -79,36 +84,13 @@ pub fn quote(value: &str) -> String {
     out
 }
 
-/// A tenant or site slug: `[a-z0-9-]`, 1 to 63 characters, no leading or trailing `-`.
+/// A tenant or site slug by the domain's rule ([`rule::slug`]): `[a-z0-9-]`, 1 to
+/// 63 characters, no leading or trailing `-`.
 ///
 /// Slugs end up in server names, JetStream domains and subjects, so they are held to
 /// the alphabet that is valid in all three.
 pub fn validate_slug(field: &'static str, value: &str) -> Result<(), ConfigError> {
-    if value.is_empty() || value.len() > 63 {
-        return Err(ConfigError::invalid(
-            field,
-            value,
-            "must be 1 to 63 characters",
-        ));
-    }
-    if !value
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Err(ConfigError::invalid(
-            field,
-            value,
-            "may only contain a-z, 0-9 and '-'",
-        ));
-    }
-    if value.starts_with('-') || value.ends_with('-') {
-        return Err(ConfigError::invalid(
-            field,
-            value,
-            "must not start or end with '-'",
-        ));
-    }
-    Ok(())
+    rule::slug(value).map_err(|reason| ConfigError::invalid(field, value, reason))
 }
 
 /// A server name: `[A-Za-z0-9._-]`, 1 to 255 characters.
@@ -186,247 +168,27 @@ pub(crate) fn validate_subject(field: &'static str, value: &str) -> Result<(), C
     Ok(())
 }
 
-/// A host: a DNS name or an IP literal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Host {
-    /// A DNS name (letters, digits, '-' per label; labels of 1 to 63 characters).
-    Dns(String),
-    /// An IPv4 or IPv6 address.
-    Ip(IpAddr),
+/// A listen address by the domain's rule ([`rule::listen_addr`]): `host:port`, IPv6
+/// in brackets.
+pub(crate) fn listen_addr(field: &'static str, value: &str) -> Result<ListenAddr, ConfigError> {
+    rule::listen_addr(value).map_err(|reason| ConfigError::invalid(field, value, reason))
 }
 
-impl Host {
-    /// Parses a host name or an IP literal (IPv6 with or without brackets).
-    pub fn parse(value: &str) -> Result<Self, ConfigError> {
-        let unbracketed = value
-            .strip_prefix('[')
-            .and_then(|rest| rest.strip_suffix(']'));
-        if let Some(inner) = unbracketed {
-            return Ipv6Addr::from_str(inner)
-                .map(|ip| Host::Ip(IpAddr::V6(ip)))
-                .map_err(|_| ConfigError::invalid("host", value, "not an IPv6 address"));
-        }
-        if let Ok(ip) = IpAddr::from_str(value) {
-            return Ok(Host::Ip(ip));
-        }
-        validate_dns_name(value)?;
-        Ok(Host::Dns(value.to_ascii_lowercase()))
-    }
-
-    /// The host as written in a URL or `host:port` (IPv6 in brackets).
-    pub fn to_url_host(&self) -> String {
-        match self {
-            Host::Dns(name) => name.clone(),
-            Host::Ip(IpAddr::V4(ip)) => ip.to_string(),
-            Host::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
-        }
-    }
-
-    /// The host as a bare value (IPv6 without brackets), for `host:` keys.
-    pub fn to_bare(&self) -> String {
-        match self {
-            Host::Dns(name) => name.clone(),
-            Host::Ip(ip) => ip.to_string(),
-        }
-    }
-}
-
-impl fmt::Display for Host {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_url_host())
-    }
-}
-
-fn validate_dns_name(value: &str) -> Result<(), ConfigError> {
-    if value.is_empty() || value.len() > 253 {
+/// The hub URL of a leaf's remote: the domain's NATS URL rule ([`rule::nats_url`]:
+/// `tls://` or `nats://`, a DNS name or IP literal, no user info, path, query or
+/// fragment), and, for the rendered config, an explicit port: the hub's leafnode
+/// port is not the client port a URL without one would mean.
+pub(crate) fn hub_url(field: &'static str, value: &str) -> Result<NatsUrl, ConfigError> {
+    let url = rule::nats_url(value).map_err(|reason| ConfigError::invalid(field, value, reason))?;
+    let authority = value.strip_suffix('/').unwrap_or(value);
+    if !authority.ends_with(&format!(":{}", url.port())) {
         return Err(ConfigError::invalid(
-            "host",
-            value,
-            "must be 1 to 253 characters",
-        ));
-    }
-    let mut last_label = "";
-    for label in value.split('.') {
-        if label.is_empty() || label.len() > 63 {
-            return Err(ConfigError::invalid(
-                "host",
-                value,
-                "each DNS label must be 1 to 63 characters",
-            ));
-        }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Err(ConfigError::invalid(
-                "host",
-                value,
-                "not a DNS name or IP address",
-            ));
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err(ConfigError::invalid(
-                "host",
-                value,
-                "a DNS label must not start or end with '-'",
-            ));
-        }
-        last_label = label;
-    }
-    if last_label.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ConfigError::invalid(
-            "host",
-            value,
-            "looks like a malformed IP address",
-        ));
-    }
-    Ok(())
-}
-
-fn parse_port(field: &'static str, whole: &str, port: &str) -> Result<u16, ConfigError> {
-    if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ConfigError::invalid(field, whole, "port must be a number"));
-    }
-    match port.parse::<u16>() {
-        Ok(0) | Err(_) => Err(ConfigError::invalid(
-            field,
-            whole,
-            "port must be 1 to 65535",
-        )),
-        Ok(p) => Ok(p),
-    }
-}
-
-/// A listen or connect address: `host:port` (`[v6]:port` for IPv6).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostPort {
-    /// The host part.
-    pub host: Host,
-    /// The port, 1 to 65535.
-    pub port: u16,
-}
-
-impl HostPort {
-    /// Builds an address from already parsed parts.
-    pub fn new(host: Host, port: u16) -> Self {
-        Self { host, port }
-    }
-
-    /// Parses `host:port` or `[v6]:port`.
-    pub fn parse(value: &str) -> Result<Self, ConfigError> {
-        let (host, port) = split_host_port("address", value)?;
-        Ok(Self {
-            host: Host::parse(host)?,
-            port: parse_port("address", value, port)?,
-        })
-    }
-}
-
-impl fmt::Display for HostPort {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.host.to_url_host(), self.port)
-    }
-}
-
-impl FromStr for HostPort {
-    type Err = ConfigError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
-}
-
-fn split_host_port<'a>(
-    field: &'static str,
-    value: &'a str,
-) -> Result<(&'a str, &'a str), ConfigError> {
-    if let Some(rest) = value.strip_prefix('[') {
-        let Some(end) = rest.find(']') else {
-            return Err(ConfigError::invalid(field, value, "unclosed '['"));
-        };
-        let host = &value[..end + 2];
-        let Some(port) = rest[end + 1..].strip_prefix(':') else {
-            return Err(ConfigError::invalid(field, value, "expected host:port"));
-        };
-        return Ok((host, port));
-    }
-    match value.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => Ok((host, port)),
-        Some(_) => Err(ConfigError::invalid(
             field,
             value,
-            "an IPv6 address must be written in brackets",
-        )),
-        None => Err(ConfigError::invalid(field, value, "expected host:port")),
+            "must name its port (scheme://host:port)",
+        ));
     }
-}
-
-/// The scheme of a NATS URL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NatsScheme {
-    /// `tls://`: TLS from the first byte of the connection.
-    Tls,
-    /// `nats://`: plain, or TLS when the connection's TLS block asks for it.
-    Nats,
-}
-
-/// A NATS URL of the strict form `tls://host:port` or `nats://host:port`: no user
-/// info, no path, no query, an explicit port, a DNS name or IP literal as host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NatsUrl {
-    /// `tls` or `nats`.
-    pub scheme: NatsScheme,
-    /// Host and port.
-    pub address: HostPort,
-}
-
-impl NatsUrl {
-    /// Parses and validates a URL; see the type's documentation for what is accepted.
-    pub fn parse(value: &str) -> Result<Self, ConfigError> {
-        let (scheme, rest) = if let Some(rest) = value.strip_prefix("tls://") {
-            (NatsScheme::Tls, rest)
-        } else if let Some(rest) = value.strip_prefix("nats://") {
-            (NatsScheme::Nats, rest)
-        } else {
-            return Err(ConfigError::invalid(
-                "url",
-                value,
-                "must start with tls:// or nats://",
-            ));
-        };
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.contains(['@', '/', '?', '#']) {
-            return Err(ConfigError::invalid(
-                "url",
-                value,
-                "must be scheme://host:port without user info, path, query or fragment",
-            ));
-        }
-        let (host, port) = split_host_port("url", rest)?;
-        Ok(Self {
-            scheme,
-            address: HostPort {
-                host: Host::parse(host)?,
-                port: parse_port("url", value, port)?,
-            },
-        })
-    }
-}
-
-impl fmt::Display for NatsUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = match self.scheme {
-            NatsScheme::Tls => "tls",
-            NatsScheme::Nats => "nats",
-        };
-        write!(f, "{scheme}://{}", self.address)
-    }
-}
-
-impl FromStr for NatsUrl {
-    type Err = ConfigError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
+    Ok(url)
 }
 
 /// A JetStream domain name: `[A-Za-z0-9_-]`, 1 to 64 characters.
@@ -598,6 +360,7 @@ impl ConfWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serviceradar_domain::validate::{Host, NatsScheme};
 
     #[test]
     fn quote_escapes_everything_special() {
@@ -678,15 +441,10 @@ mod tests {
 
     #[test]
     fn host_ports() {
-        assert_eq!(
-            HostPort::parse("0.0.0.0:4222").unwrap().to_string(),
-            "0.0.0.0:4222"
-        );
-        assert_eq!(
-            HostPort::parse("[::]:4222").unwrap().to_string(),
-            "[::]:4222"
-        );
-        assert_eq!(HostPort::parse("leaf.local:1").unwrap().port, 1);
+        let parse = |v| listen_addr("address", v);
+        assert_eq!(parse("0.0.0.0:4222").unwrap().to_string(), "0.0.0.0:4222");
+        assert_eq!(parse("[::]:4222").unwrap().to_string(), "[::]:4222");
+        assert_eq!(parse("leaf.local:1").unwrap().port(), 1);
         for bad in [
             "0.0.0.0",
             "0.0.0.0:0",
@@ -696,17 +454,18 @@ mod tests {
             "h:42 22",
             "[::1:4222",
         ] {
-            assert!(HostPort::parse(bad).is_err(), "{bad:?} accepted");
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
         }
     }
 
     #[test]
     fn urls() {
-        let url = NatsUrl::parse("tls://hub.example.com:7422").unwrap();
-        assert_eq!(url.scheme, NatsScheme::Tls);
+        let parse = |v| hub_url("url", v);
+        let url = parse("tls://hub.example.com:7422").unwrap();
+        assert_eq!(url.scheme(), NatsScheme::Tls);
         assert_eq!(url.to_string(), "tls://hub.example.com:7422");
         assert_eq!(
-            NatsUrl::parse("nats://[::1]:7422/").unwrap().to_string(),
+            parse("nats://[::1]:7422/").unwrap().to_string(),
             "nats://[::1]:7422"
         );
         for bad in [
@@ -721,7 +480,7 @@ mod tests {
             "tls://${HUB}:7422",
             "tls://hub}:7422",
         ] {
-            assert!(NatsUrl::parse(bad).is_err(), "{bad:?} accepted");
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
         }
     }
 

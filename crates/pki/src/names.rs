@@ -5,15 +5,18 @@
 //! certificate means to its verifier (the auth callout derives identity from the
 //! CN, the gateway from the SPIFFE id). Callers usually hand us values that were
 //! validated already (the domain crate's `Slug`), but this crate re-checks them
-//! because it is the last line before they are signed.
+//! because it is the last line before they are signed. The checks are the
+//! domain's own rules ([`serviceradar_domain::validate::rule`]); only the common
+//! name of a CA we are given has a rule of its own here.
 
-use std::net::IpAddr;
+pub use serviceradar_domain::validate::Host;
+use serviceradar_domain::validate::{Slug, rule};
 
 /// Longest slug accepted (one DNS label).
-pub const MAX_SLUG_LEN: usize = 63;
+pub const MAX_SLUG_LEN: usize = Slug::MAX_LEN;
 
 /// Longest DNS name (and trust domain) accepted.
-pub const MAX_DNS_NAME_LEN: usize = 253;
+pub const MAX_DNS_NAME_LEN: usize = rule::MAX_DNS_NAME_LEN;
 
 /// Longest part of a rejected value echoed back in an error message.
 const MAX_ECHO_LEN: usize = 64;
@@ -53,41 +56,18 @@ pub enum NameError {
     },
 }
 
-/// A host that a server certificate is valid for.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Host {
-    /// An IP address literal (`10.0.0.5`, `::1`, `[fd00::1]`).
-    Ip(IpAddr),
-    /// A DNS name, lowercased (`nats.example.com`).
-    Dns(String),
-}
-
-/// Checks that `value` is a slug: `[a-z0-9-]{1,63}`, not starting or ending
-/// with `-` (so it is also a valid DNS label). `field` names it in the error.
+/// Checks that `value` is a slug by the domain's rule ([`rule::slug`]):
+/// `[a-z0-9-]{1,63}`, not starting or ending with `-` (so it is also a valid DNS
+/// label). `field` names it in the error.
 pub fn check_slug(field: &'static str, value: &str) -> Result<(), NameError> {
-    let fail = |reason| Err(NameError::Slug { field, reason });
-    if value.is_empty() {
-        return fail("must not be empty");
-    }
-    if value.len() > MAX_SLUG_LEN {
-        return fail("must be at most 63 characters");
-    }
-    if !value
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return fail("may contain only a-z, 0-9 and '-'");
-    }
-    if value.starts_with('-') || value.ends_with('-') {
-        return fail("must start and end with a letter or digit");
-    }
-    Ok(())
+    rule::slug(value).map_err(|reason| NameError::Slug { field, reason })
 }
 
-/// Checks a SPIFFE trust domain: a lowercase DNS-style name such as
-/// `serviceradar.io` (no scheme, port, path or upper case).
+/// Checks a SPIFFE trust domain: a lowercase DNS name such as
+/// `serviceradar.io` (no scheme, port, path or upper case), by the domain's
+/// [`rule::dns_name`].
 pub fn check_trust_domain(value: &str) -> Result<(), NameError> {
-    check_dns_name(value).map_err(|reason| NameError::TrustDomain { reason })
+    rule::dns_name(value).map_err(|reason| NameError::TrustDomain { reason })
 }
 
 /// Checks a common name we were given (e.g. the root CA's): 1 to 64 printable
@@ -106,73 +86,15 @@ pub fn check_common_name(value: &str) -> Result<(), NameError> {
     Ok(())
 }
 
-/// Parses a host for a server certificate's SAN: an IP literal (IPv6 may be
-/// bracketed) becomes [`Host::Ip`]; anything else must be a valid DNS name
-/// (lowercased, LDH labels, no wildcard, no trailing dot).
+/// Parses a host for a server certificate's SAN by the domain's rule
+/// ([`rule::host`]), after trimming surrounding whitespace: an IP literal (IPv6
+/// may be bracketed) becomes [`Host::Ip`]; anything else must be a valid DNS
+/// name (lowercased, LDH labels, no wildcard, no trailing dot).
 pub fn parse_host(raw: &str) -> Result<Host, NameError> {
-    let fail = |reason| {
-        Err(NameError::Host {
-            host: raw.chars().take(MAX_ECHO_LEN).collect(),
-            reason,
-        })
-    };
-    let trimmed = raw.trim();
-    if trimmed.is_empty() {
-        return fail("must not be empty");
-    }
-    let unbracketed = trimmed
-        .strip_prefix('[')
-        .and_then(|s| s.strip_suffix(']'))
-        .unwrap_or(trimmed);
-    if let Ok(ip) = unbracketed.parse::<IpAddr>() {
-        return Ok(Host::Ip(ip));
-    }
-    if unbracketed.len() != trimmed.len() {
-        return fail("brackets are only allowed around an IPv6 address");
-    }
-    let lower = trimmed.to_ascii_lowercase();
-    match check_dns_name(&lower) {
-        Ok(()) => Ok(Host::Dns(lower)),
-        Err(reason) => fail(reason),
-    }
-}
-
-/// Checks a lowercase DNS name; returns the reason on failure.
-fn check_dns_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() {
-        return Err("must not be empty");
-    }
-    if name.len() > MAX_DNS_NAME_LEN {
-        return Err("must be at most 253 characters");
-    }
-    for label in name.split('.') {
-        check_dns_label(label)?;
-    }
-    let last = name.rsplit('.').next().unwrap_or(name);
-    if last.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("the last label must not be numeric (looks like an IP address)");
-    }
-    Ok(())
-}
-
-/// Checks one lowercase LDH label.
-fn check_dns_label(label: &str) -> Result<(), &'static str> {
-    if label.is_empty() {
-        return Err("labels must not be empty");
-    }
-    if label.len() > MAX_SLUG_LEN {
-        return Err("labels must be at most 63 characters");
-    }
-    if !label
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Err("may contain only a-z, 0-9, '-' and '.'");
-    }
-    if label.starts_with('-') || label.ends_with('-') {
-        return Err("labels must start and end with a letter or digit");
-    }
-    Ok(())
+    rule::host(raw.trim()).map_err(|reason| NameError::Host {
+        host: raw.chars().take(MAX_ECHO_LEN).collect(),
+        reason,
+    })
 }
 
 #[cfg(test)]

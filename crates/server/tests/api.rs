@@ -22,6 +22,7 @@ both_backends!(
     packages,
     users,
     operational_endpoints,
+    a_site_name_with_bidi_overrides_is_refused_at_the_api,
 );
 
 fn id(v: &Value) -> String {
@@ -217,6 +218,53 @@ async fn injection_attempts_are_rejected(db: Db) {
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["items"].as_array().unwrap().len(), 0);
+}
+
+/// Issue 11, finding 5: a name with bidirectional override characters used to
+/// be accepted by the API (the domain's rule allowed it) and then refused by the
+/// bundle's stricter copy of the rule, so every bundle of that site (and of its
+/// collectors) answered 500. Now the one rule refuses it at the boundary, on
+/// create and on update, and the stored site is left as it was.
+async fn a_site_name_with_bidi_overrides_is_refused_at_the_api(db: Db) {
+    let app = spawn_app(db).await;
+    let acme = app.tenant("acme").await;
+    let site = app.create_site(&acme, "NYC Office", "nyc-office").await;
+    let site_id = id(&site);
+    for bidi in ['\u{202A}', '\u{202E}', '\u{2066}', '\u{2069}'] {
+        let name = format!("NYC{bidi}eciffO");
+        let created = app
+            .post(
+                &acme,
+                "/api/v1/edge-sites",
+                json!({"name": name, "slug": "evil", "nats_leaf_url": "nats://a:4222"}),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::BAD_REQUEST, "{}", created.text);
+        assert_eq!(created.body["error"]["code"], "validation_failed");
+        assert_eq!(field_names(&created), ["name"], "{}", created.text);
+        assert!(
+            created.text.contains("bidirectional"),
+            "the field message says why: {}",
+            created.text
+        );
+
+        let patched = app
+            .patch(
+                &acme,
+                &format!("/api/v1/edge-sites/{site_id}"),
+                json!({"name": name}),
+            )
+            .await;
+        assert_eq!(patched.status, StatusCode::BAD_REQUEST, "{}", patched.text);
+        assert_eq!(field_names(&patched), ["name"], "{}", patched.text);
+    }
+    let unchanged = app
+        .get(&acme, &format!("/api/v1/edge-sites/{site_id}"))
+        .await;
+    assert_eq!(unchanged.status, StatusCode::OK);
+    assert_eq!(unchanged.body["name"], "NYC Office");
+    let list = app.get(&acme, "/api/v1/edge-sites").await;
+    assert_eq!(list.body["items"].as_array().map(Vec::len), Some(1));
 }
 
 async fn slug_conflicts(db: Db) {

@@ -42,8 +42,10 @@ pub use buffer::{
     buffer_stream_source, buffer_subject_prefix,
 };
 
+use serviceradar_domain::validate::Host;
+
 use crate::syntax::{
-    ConfWriter, ConfigError, Host, HostPort, JetStreamDomain, NatsUrl, validate_path,
+    ConfWriter, ConfigError, JetStreamDomain, hub_url, listen_addr, validate_path,
     validate_server_name, validate_slug,
 };
 use crate::tls::TlsFiles;
@@ -156,16 +158,16 @@ pub fn render_leaf_config(input: &LeafConfigInput) -> Result<String, ConfigError
     validate_slug("site slug", &input.site_slug)?;
     let server_name = input.effective_server_name();
     validate_server_name("server name", &server_name)?;
-    let client = HostPort::parse(&input.client_listen)?;
+    let client = listen_addr("client listen", &input.client_listen)?;
     input.client_tls.validate("client tls path")?;
     let monitoring = input
         .monitoring_listen
         .as_deref()
-        .map(HostPort::parse)
+        .map(|m| listen_addr("monitoring listen", m))
         .transpose()?;
     validate_path("jetstream store dir", &input.jetstream_store_dir)?;
     let domain = input.effective_domain()?;
-    let hub_url = NatsUrl::parse(&input.hub_url)?;
+    let hub_url = hub_url("hub url", &input.hub_url)?;
     validate_path("credentials file", &input.credentials_file)?;
     input.remote_tls.validate("remote tls path")?;
     if input.max_file_store == 0 {
@@ -176,8 +178,8 @@ pub fn render_leaf_config(input: &LeafConfigInput) -> Result<String, ConfigError
         ));
     }
     if let Some(monitoring) = &monitoring
-        && monitoring.port == client.port
-        && (monitoring.host == client.host || is_unspecified(&client.host))
+        && monitoring.port() == client.port()
+        && (monitoring.host() == client.host() || is_unspecified(client.host()))
     {
         return Err(ConfigError::Inconsistent(
             "monitoring and client listeners use the same port".into(),
@@ -199,12 +201,12 @@ pub fn render_leaf_config(input: &LeafConfigInput) -> Result<String, ConfigError
          issued by the tenant CA are accepted (verify: true). They all share this leaf's\n\
          account, which the hub link below binds to the tenant's account on the hub.",
     );
-    w.string("host", &client.host.to_bare());
-    w.int("port", client.port);
+    w.string("host", &client.host().to_bare());
+    w.int("port", client.port());
     input.client_tls.write(&mut w, true);
     w.blank();
     if let Some(monitoring) = &monitoring {
-        if is_loopback(&monitoring.host) {
+        if is_loopback(monitoring.host()) {
             w.comment("Monitoring has no authentication: it listens on localhost only.");
         } else {
             w.comment(
