@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
-use serviceradar_control::users::{CreateUser, UpdateUser};
+use serviceradar_control::users::{CreateUser, PASSWORD_CHANGED, UpdateUser};
 use serviceradar_control::{Control, PageParams};
 use serviceradar_domain::Secret;
 use serviceradar_domain::resources::User;
@@ -98,21 +98,35 @@ pub async fn get_user(
     ))
 }
 
-/// Change a user's role or password.
+/// The changed user and, after a password change, what it did to their
+/// sessions and tokens.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpdatedUser {
+    /// The user.
+    #[serde(flatten)]
+    pub user: UserResponse,
+    /// Set when the password was changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_change: Option<&'static str>,
+}
+
+/// Change a user's role or password (a password only with a signed-in
+/// session; your own only with `current_password`).
 #[utoipa::path(patch, path = "/users/{id}", tag = "users", request_body = UpdateUser,
     params(("id" = String, Path, description = "User id")),
-    responses((status = 200, body = UserResponse), (status = 400, body = ErrorBody),
+    responses((status = 200, body = UpdatedUser), (status = 400, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn update_user(
     State(control): State<Control>,
     Caller(auth): Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateUser>,
-) -> Result<ApiJson<UserResponse>, ApiError> {
-    let user = control
-        .update_user(&auth.actor, path_id(&id)?, &body)
-        .await?;
-    Ok(ApiJson(user.into()))
+) -> Result<ApiJson<UpdatedUser>, ApiError> {
+    let user = control.update_user(&auth, path_id(&id)?, &body).await?;
+    Ok(ApiJson(UpdatedUser {
+        user: user.into(),
+        password_change: body.password.is_some().then_some(PASSWORD_CHANGED),
+    }))
 }
 
 /// Delete a user (their tokens and sessions end with them).

@@ -3,7 +3,9 @@
 //! role-management rule so nobody grants more than they hold.
 
 use serde::Deserialize;
-use serviceradar_auth::{hash_password_blocking, random_token};
+use serviceradar_auth::{
+    Authenticated, Credential, hash_password_blocking, random_token, verify_password_blocking,
+};
 use serviceradar_domain::policy::Role;
 use serviceradar_domain::resources::User;
 use serviceradar_domain::validate::{Email, FieldError, FieldErrors, Password};
@@ -34,10 +36,20 @@ pub struct CreateUser {
 pub struct UpdateUser {
     /// New role.
     pub role: Option<String>,
-    /// New password (ends the user's sessions).
+    /// New password (ends the user's sessions). Needs a signed-in session
+    /// (API tokens cannot change passwords) and, for your own password,
+    /// `current_password`.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub password: Option<Secret>,
+    /// Your current password, when changing your own.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub current_password: Option<Secret>,
 }
+
+/// What changing a user's password did, in words for the response.
+pub const PASSWORD_CHANGED: &str = "password changed; every session of this user was ended \
+     (sign in again). The user's API tokens were not changed: revoke them under \
+     /api/v1/tokens if the old password may be known to someone else";
 
 /// A created user and, when none was given, the generated password (shown once).
 #[derive(Debug)]
@@ -113,13 +125,16 @@ impl Control {
         Ok(self.store().scoped(actor.scope()).user(id).await?)
     }
 
-    /// Changes a user's role or password.
+    /// Changes a user's role or password. A password change needs a session
+    /// (a token, even one of the user's own, cannot turn itself into a
+    /// password) and, for one's own password, the current password.
     pub async fn update_user(
         &self,
-        actor: &Actor,
+        auth: &Authenticated,
         id: UserId,
         input: &UpdateUser,
     ) -> Result<User, ControlError> {
+        let actor = &auth.actor;
         let mut errors = FieldErrors::default();
         let role = input
             .role
@@ -141,6 +156,15 @@ impl Control {
             }
         }
         if let Some(password) = password {
+            if auth.credential != Credential::Session {
+                return Err(ControlError::Forbidden(
+                    "API tokens cannot change passwords; sign in to change a password".into(),
+                ));
+            }
+            if id == actor.user_id {
+                self.check_current_password(&target, input.current_password.as_ref())
+                    .await?;
+            }
             scoped
                 .set_user_password(id, &hash_password_blocking(password).await?)
                 .await?;
@@ -149,6 +173,32 @@ impl Control {
             Some(role) => scoped.set_user_role(id, role).await?,
             None => target,
         })
+    }
+
+    /// Refuses a change of `user`'s own password unless `current` is their
+    /// password (checked like a login, on a blocking thread).
+    async fn check_current_password(
+        &self,
+        user: &User,
+        current: Option<&Secret>,
+    ) -> Result<(), ControlError> {
+        let Some(current) = current else {
+            return Err(ControlError::field(
+                "current_password",
+                "is required to change your own password",
+            ));
+        };
+        let tenant = self.store().tenant(user.tenant_id).await?;
+        let record = self
+            .store()
+            .login_record(tenant.slug.as_str(), user.email.as_str())
+            .await?;
+        if !verify_password_blocking(current.clone(), Some(record.password_hash)).await? {
+            return Err(ControlError::Forbidden(
+                "the current password is wrong".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Deletes a user (their tokens and sessions end with them).

@@ -23,6 +23,7 @@ both_backends!(
     users,
     operational_endpoints,
     a_site_name_with_bidi_overrides_is_refused_at_the_api,
+    a_token_cannot_turn_itself_into_a_password,
 );
 
 fn id(v: &Value) -> String {
@@ -1024,4 +1025,101 @@ async fn secrets_never_leak_into_responses_or_logs() {
         !responses.contains(&cookie),
         "the session cookie value is only in Set-Cookie"
     );
+}
+
+/// Issue 11 finding 1: a read-scoped token (or any token) could change its
+/// user's password without the current password, then sign in with the
+/// user's full rights. Tokens cannot change passwords at all; one's own
+/// password needs the current one; a change ends the user's sessions and
+/// the answer says what happened to their tokens.
+async fn a_token_cannot_turn_itself_into_a_password(db: Db) {
+    let app = spawn_app(db).await;
+    let owner = app.tenant("acme").await;
+    let created = app
+        .post(
+            &owner,
+            "/api/v1/users",
+            json!({"email": "ops@acme.example.com", "role": "operator"}),
+        )
+        .await;
+    let user_id = id(&created.body["user"]);
+    let password = created.body["initial_password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let me = format!("/api/v1/users/{user_id}");
+    let new_password = "a brand new password 42";
+
+    // A read-only token of the user: refused, and the old password still works.
+    let read = app
+        .token_for("acme", "ops@acme.example.com", &[Scope::Read])
+        .await;
+    let by_token = app
+        .patch(&read, &me, json!({"password": new_password}))
+        .await;
+    assert_eq!(by_token.status, StatusCode::FORBIDDEN, "{}", by_token.text);
+    // Even an all-scope token, even with the current password.
+    let full = app
+        .token_for("acme", "ops@acme.example.com", &Scope::ALL)
+        .await;
+    let by_full_token = app
+        .patch(
+            &full,
+            &me,
+            json!({"password": new_password, "current_password": password}),
+        )
+        .await;
+    assert_eq!(
+        by_full_token.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        by_full_token.text
+    );
+    let (still, _) = app.login("acme", "ops@acme.example.com", &password).await;
+    assert_eq!(
+        still.status,
+        StatusCode::OK,
+        "the old password must still work"
+    );
+    let (refused, _) = app
+        .login("acme", "ops@acme.example.com", new_password)
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+
+    // A session without the current password, or with a wrong one: refused.
+    let (_, session) = app.login("acme", "ops@acme.example.com", &password).await;
+    let missing = app
+        .patch(&session, &me, json!({"password": new_password}))
+        .await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST, "{}", missing.text);
+    assert_eq!(field_names(&missing), ["current_password"]);
+    let wrong = app
+        .patch(
+            &session,
+            &me,
+            json!({"password": new_password, "current_password": "not my password at all"}),
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN, "{}", wrong.text);
+
+    // With the current password it works, says what happened, and ends the session.
+    let changed = app
+        .patch(
+            &session,
+            &me,
+            json!({"password": new_password, "current_password": password}),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.text);
+    let note = changed.body["password_change"].as_str().unwrap();
+    assert!(note.contains("session") && note.contains("token"), "{note}");
+    assert_eq!(
+        app.get(&session, "/api/v1/me").await.status,
+        StatusCode::UNAUTHORIZED,
+        "the session that changed the password has ended"
+    );
+    let (login, _) = app
+        .login("acme", "ops@acme.example.com", new_password)
+        .await;
+    assert_eq!(login.status, StatusCode::OK);
 }

@@ -72,7 +72,8 @@ fn secrets_never_appear_in_debug_output() {
             "{:?}",
             UpdateUser {
                 role: None,
-                password: Some(SECRET.into())
+                password: Some(SECRET.into()),
+                current_password: Some(SECRET.into())
             }
         ),
     );
