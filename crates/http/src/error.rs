@@ -167,6 +167,15 @@ impl From<AuthError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
+        // A body over the limit is found while reading it when it has no
+        // Content-Length (chunked): that is a 413 too, not a bad request.
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is larger than the 1 MiB limit",
+            );
+        }
         ApiError::bad_request(format!("invalid JSON body: {}", rejection.body_text()))
     }
 }

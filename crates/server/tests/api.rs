@@ -24,6 +24,7 @@ both_backends!(
     operational_endpoints,
     a_site_name_with_bidi_overrides_is_refused_at_the_api,
     a_token_cannot_turn_itself_into_a_password,
+    an_oversized_chunked_body_is_413_not_400,
 );
 
 fn id(v: &Value) -> String {
@@ -1122,4 +1123,42 @@ async fn a_token_cannot_turn_itself_into_a_password(db: Db) {
         .login("acme", "ops@acme.example.com", new_password)
         .await;
     assert_eq!(login.status, StatusCode::OK);
+}
+
+/// Issue 11 finding 8: a body over the limit sent without a Content-Length
+/// (chunked) was answered 400; it is a 413 like one with a Content-Length.
+async fn an_oversized_chunked_body_is_413_not_400(db: Db) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app(db).await;
+    let owner = app.tenant("acme").await;
+    let token = owner.token.clone().unwrap();
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/edge-sites HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // 10 MiB of a JSON string, in 64 KiB chunks; the server may stop reading early.
+    let chunk = vec![b'a'; 64 * 1024];
+    let _ = stream.write_all(b"4\r\n{\"x\"\r\n").await;
+    for _ in 0..160 {
+        let frame = format!("{:x}\r\n", chunk.len());
+        if stream.write_all(frame.as_bytes()).await.is_err()
+            || stream.write_all(&chunk).await.is_err()
+            || stream.write_all(b"\r\n").await.is_err()
+        {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply).await;
+    let reply = String::from_utf8_lossy(&reply);
+    let status_line = reply.lines().next().unwrap_or_default().to_string();
+    assert!(status_line.contains(" 413 "), "{status_line}");
+    assert!(reply.contains("payload_too_large"), "{reply}");
+    // Nothing was created.
+    let sites = app.get(&owner, "/api/v1/edge-sites").await;
+    assert_eq!(sites.body["items"].as_array().unwrap().len(), 0);
 }
