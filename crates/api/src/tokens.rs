@@ -90,7 +90,7 @@ pub async fn create_token(
     Caller(auth): Caller,
     ApiJson(body): ApiJson<CreateToken>,
 ) -> Result<(StatusCode, ApiJson<CreatedToken>), ApiError> {
-    let created = control.create_token(&auth.actor, &body).await?;
+    let created = control.create_token(&auth, &body).await?;
     Ok((
         StatusCode::CREATED,
         ApiJson(CreatedToken {

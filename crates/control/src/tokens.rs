@@ -3,7 +3,7 @@
 //! the operator's `admin create-token` for a user named by e-mail.
 
 use serde::Deserialize;
-use serviceradar_auth::{MintedToken, mint_token};
+use serviceradar_auth::{Authenticated, Credential, MintedToken, mint_token};
 use serviceradar_domain::policy::{Scope, ScopeSet};
 use serviceradar_domain::resources::{ApiToken, Tenant};
 use serviceradar_domain::validate::{Email, FieldError, FieldErrors, TokenName};
@@ -73,9 +73,10 @@ impl Control {
     /// Creates an API token for the caller.
     pub async fn create_token(
         &self,
-        actor: &Actor,
+        auth: &Authenticated,
         input: &CreateToken,
     ) -> Result<CreatedToken, ControlError> {
+        let actor = &auth.actor;
         let scoped = self.scoped(actor, Action::ManageOwnTokens)?;
         let mut errors = FieldErrors::default();
         let name = errors.check("name", TokenName::parse(&input.name));
@@ -113,6 +114,27 @@ impl Control {
                 )));
             }
         }
+        // A token never outlives the token that creates it: the default
+        // lifetime is shortened to the parent's, an explicit longer one refused.
+        let mut expires_at = expiry(days);
+        if let Credential::Token(parent) = auth.credential {
+            let parent = scoped.token(parent).await?;
+            if expires_at > parent.expires_at {
+                if input.expires_in_days.is_some() {
+                    return Err(ControlError::field(
+                        "expires_in_days",
+                        format!(
+                            "must not outlive the token creating it, which expires in {} day(s)",
+                            (parent.expires_at - now_ms())
+                                .max(0)
+                                .unsigned_abs()
+                                .div_ceil(86_400_000)
+                        ),
+                    ));
+                }
+                expires_at = parent.expires_at;
+            }
+        }
         let minted = mint_token();
         let token = scoped
             .create_token(&new_token(
@@ -120,7 +142,7 @@ impl Control {
                 actor.user_id,
                 name.to_string(),
                 scopes,
-                days,
+                expires_at,
             ))
             .await?;
         tracing::info!(token_id = %token.id, "API token created");
@@ -150,19 +172,24 @@ impl Control {
     }
 }
 
+/// When a token created now for `days` days expires (Unix ms).
+fn expiry(days: u32) -> i64 {
+    now_ms() + i64::from(days) * 86_400_000
+}
+
 fn new_token(
     minted: &MintedToken,
     user_id: UserId,
     name: String,
     scopes: ScopeSet,
-    days: u32,
+    expires_at: i64,
 ) -> NewToken {
     NewToken {
         id: minted.id,
         user_id,
         name,
         scopes,
-        expires_at: now_ms() + i64::from(days) * 86_400_000,
+        expires_at,
         secret_hash: minted.secret_hash.clone(),
     }
 }
@@ -211,7 +238,7 @@ pub async fn create_token_for(
             user.id,
             name.to_string(),
             ScopeSet::from_scopes(scopes.iter().copied()),
-            days,
+            expiry(days),
         ))
         .await?;
     Ok(minted.token)

@@ -25,6 +25,7 @@ both_backends!(
     a_site_name_with_bidi_overrides_is_refused_at_the_api,
     a_token_cannot_turn_itself_into_a_password,
     an_oversized_chunked_body_is_413_not_400,
+    a_token_cannot_mint_one_that_outlives_it,
 );
 
 fn id(v: &Value) -> String {
@@ -1161,4 +1162,59 @@ async fn an_oversized_chunked_body_is_413_not_400(db: Db) {
     // Nothing was created.
     let sites = app.get(&owner, "/api/v1/edge-sites").await;
     assert_eq!(sites.body["items"].as_array().unwrap().len(), 0);
+}
+
+/// Issue 11 finding 4: a 1-day token could mint a 365-day one. A token's
+/// children expire no later than it does: an explicit longer lifetime is
+/// refused, the default is shortened to the parent's.
+async fn a_token_cannot_mint_one_that_outlives_it(db: Db) {
+    let app = spawn_app(db).await;
+    let owner = app.tenant("acme").await;
+    let short = app
+        .post(
+            &owner,
+            "/api/v1/tokens",
+            json!({"name": "one day", "scopes": ["read", "write", "admin"], "expires_in_days": 1}),
+        )
+        .await;
+    assert_eq!(short.status, StatusCode::CREATED, "{}", short.text);
+    let parent_expiry = short.body["token"]["expires_at"].as_i64().unwrap();
+    let short = Caller::bearer(short.body["secret"].as_str().unwrap());
+
+    let long = app
+        .post(
+            &short,
+            "/api/v1/tokens",
+            json!({"name": "a year", "scopes": ["read"], "expires_in_days": 365}),
+        )
+        .await;
+    assert_eq!(long.status, StatusCode::BAD_REQUEST, "{}", long.text);
+    assert_eq!(field_names(&long), ["expires_in_days"]);
+
+    let defaulted = app
+        .post(
+            &short,
+            "/api/v1/tokens",
+            json!({"name": "default", "scopes": ["read"]}),
+        )
+        .await;
+    assert_eq!(defaulted.status, StatusCode::CREATED, "{}", defaulted.text);
+    let child_expiry = defaulted.body["token"]["expires_at"].as_i64().unwrap();
+    assert!(
+        child_expiry <= parent_expiry,
+        "{child_expiry} > {parent_expiry}"
+    );
+
+    // Sessions are not tokens: a signed-in user still gets the asked lifetime.
+    let (_, session) = app
+        .login("acme", "owner@acme.example.com", OWNER_PASSWORD)
+        .await;
+    let yearly = app
+        .post(
+            &session,
+            "/api/v1/tokens",
+            json!({"name": "a year", "scopes": ["read"], "expires_in_days": 365}),
+        )
+        .await;
+    assert_eq!(yearly.status, StatusCode::CREATED, "{}", yearly.text);
 }
