@@ -4,11 +4,11 @@
 //! drift check.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serviceradar_control::Control;
 use serviceradar_control::sites::Regenerated;
-use serviceradar_http::{ApiError, ApiJson, Caller, ErrorBody, path_id};
+use serviceradar_http::{ApiError, ApiJson, Authenticated, Caller, Credential, ErrorBody, path_id};
 use serviceradar_provisioning::ConfigDrift;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -18,7 +18,7 @@ pub(super) fn router() -> OpenApiRouter<Control> {
         .routes(routes!(download_site_bundle))
         .routes(routes!(regenerate_config))
         .routes(routes!(get_config_drift))
-        .routes(routes!(download_collector_bundle))
+        .routes(routes!(download_collector_bundle, mint_collector_bundle))
 }
 
 fn gzip_download(file_name: &str, bytes: Vec<u8>, extra: &[(&'static str, String)]) -> Response {
@@ -98,19 +98,56 @@ pub async fn get_config_drift(
     ))
 }
 
-/// Download a collector bundle: a fresh client certificate and NATS
-/// credentials in the tenant's account, pointed at the package's edge site
-/// leaf (or the SaaS NATS). Moves the package `created -> downloaded`.
+/// Download a collector bundle with an API token: a fresh client
+/// certificate and NATS credentials in the tenant's account, pointed at the
+/// package's edge site leaf (or the SaaS NATS). Moves the package
+/// `created -> downloaded`. Because it mints credentials it is not a safe
+/// request: `HEAD` is refused, and browser sessions must `POST` (with
+/// `X-CSRF-Token`) instead.
 #[utoipa::path(get, path = "/collector-packages/{id}/bundle", tag = "collector-packages",
     params(("id" = String, Path, description = "Package id")),
     responses((status = 200, content_type = "application/gzip", body = Vec<u8>),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 409, body = ErrorBody)))]
+              (status = 405, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn download_collector_bundle(
+    State(control): State<Control>,
+    Caller(auth): Caller,
+    method: Method,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if method == Method::HEAD {
+        return Err(ApiError::method_not_allowed(
+            "HEAD does not download a collector bundle (downloading mints credentials)",
+        ));
+    }
+    if auth.credential == Credential::Session {
+        return Err(ApiError::method_not_allowed(
+            "a collector bundle mints credentials: with a session, POST to this URL with X-CSRF-Token",
+        ));
+    }
+    collector_bundle(&control, &auth, &id).await
+}
+
+/// Download a collector bundle (as the `GET`), for browser sessions (the
+/// session's `X-CSRF-Token` is required) and tokens alike.
+#[utoipa::path(post, path = "/collector-packages/{id}/bundle", tag = "collector-packages",
+    params(("id" = String, Path, description = "Package id")),
+    responses((status = 200, content_type = "application/gzip", body = Vec<u8>),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+pub async fn mint_collector_bundle(
     State(control): State<Control>,
     Caller(auth): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let built = control.collector_bundle(&auth.actor, path_id(&id)?).await?;
+    collector_bundle(&control, &auth, &id).await
+}
+
+async fn collector_bundle(
+    control: &Control,
+    auth: &Authenticated,
+    id: &str,
+) -> Result<Response, ApiError> {
+    let built = control.collector_bundle(&auth.actor, path_id(id)?).await?;
     Ok(gzip_download(&built.file_name, built.bytes, &[]))
 }

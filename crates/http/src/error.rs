@@ -98,6 +98,15 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", "no such object")
     }
 
+    /// 405: the method is not allowed here (for this caller).
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            message,
+        )
+    }
+
     /// 409.
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message)

@@ -4,10 +4,11 @@
 
 mod support;
 
+use reqwest::Method;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use serviceradar_domain::policy::{Role, Scope};
-use support::{Caller, Db, OWNER_PASSWORD, spawn_app};
+use support::{Caller, Db, OWNER_PASSWORD, Reply, spawn_app};
 
 both_backends!(
     site_crud,
@@ -26,6 +27,7 @@ both_backends!(
     a_token_cannot_turn_itself_into_a_password,
     an_oversized_chunked_body_is_413_not_400,
     a_token_cannot_mint_one_that_outlives_it,
+    safe_methods_never_mint_a_collector_bundle,
 );
 
 fn id(v: &Value) -> String {
@@ -1217,4 +1219,74 @@ async fn a_token_cannot_mint_one_that_outlives_it(db: Db) {
         )
         .await;
     assert_eq!(yearly.status, StatusCode::CREATED, "{}", yearly.text);
+}
+
+/// Issue 11 finding 6: `HEAD`, and `GET` with only a session cookie (no CSRF
+/// token), on a collector bundle minted a certificate and NATS user and moved
+/// the package to `downloaded`. Safe methods change nothing now: `HEAD` is
+/// refused, sessions must `POST` with their CSRF token, tokens may `GET`.
+async fn safe_methods_never_mint_a_collector_bundle(db: Db) {
+    let app = spawn_app(db).await;
+    let owner = app.tenant("acme").await;
+    let package = app
+        .post(
+            &owner,
+            "/api/v1/collector-packages",
+            json!({"collector_type": "otel"}),
+        )
+        .await;
+    let package_id = id(&package.body);
+    let path = format!("/api/v1/collector-packages/{package_id}");
+    let bundle = format!("{path}/bundle");
+    let status_of = |reply: Reply| {
+        reply.body["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+
+    let head = app.call(&owner, Method::HEAD, &bundle, None).await;
+    assert_eq!(head.status, StatusCode::METHOD_NOT_ALLOWED);
+    let (_, session) = app
+        .login("acme", "owner@acme.example.com", OWNER_PASSWORD)
+        .await;
+    let session_get = app.get(&session, &bundle).await;
+    assert_eq!(
+        session_get.status,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "{}",
+        session_get.text
+    );
+    let session_head = app.call(&session, Method::HEAD, &bundle, None).await;
+    assert_eq!(session_head.status, StatusCode::METHOD_NOT_ALLOWED);
+    let mut no_csrf = session.clone();
+    if let Some((_, csrf)) = no_csrf.session.as_mut() {
+        csrf.clear();
+    }
+    let post_without_csrf = app.post(&no_csrf, &bundle, json!({})).await;
+    assert_eq!(post_without_csrf.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        status_of(app.get(&owner, &path).await),
+        "created",
+        "nothing was minted"
+    );
+
+    let minted = app.call(&session, Method::POST, &bundle, None).await;
+    assert_eq!(minted.status, StatusCode::OK, "{}", minted.text);
+    assert_eq!(status_of(app.get(&owner, &path).await), "downloaded");
+    // Tokens may still GET.
+    let other = app
+        .post(
+            &owner,
+            "/api/v1/collector-packages",
+            json!({"collector_type": "otel"}),
+        )
+        .await;
+    let by_token = app
+        .get(
+            &owner,
+            &format!("/api/v1/collector-packages/{}/bundle", id(&other.body)),
+        )
+        .await;
+    assert_eq!(by_token.status, StatusCode::OK);
 }
