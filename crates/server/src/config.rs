@@ -139,9 +139,12 @@ pub struct ServeConfig {
     #[arg(long, env = "SERVICERADAR_SESSION_HOURS", default_value_t = 12)]
     pub session_hours: u32,
 
-    /// Mark session cookies `Secure` (turn off only for plain-HTTP development).
-    #[arg(long, env = "SERVICERADAR_SECURE_COOKIES", default_value_t = false)]
-    pub secure_cookies: bool,
+    /// Mark session cookies `Secure`. Default: yes, unless the public URL
+    /// (or, without one, the listen address) is plain `http://` on loopback.
+    /// `--secure-cookies` alone means `true`; `--secure-cookies false` turns it off.
+    #[arg(long, env = "SERVICERADAR_SECURE_COOKIES", num_args = 0..=1,
+          default_missing_value = "true")]
+    pub secure_cookies: Option<bool>,
 
     /// First-start bootstrap: slug of the tenant to create.
     #[arg(long, env = "SERVICERADAR_BOOTSTRAP_TENANT", default_value = "default")]
@@ -311,7 +314,31 @@ impl IngestConfig {
     }
 }
 
+/// Whether `url` is `http://` to a loopback host (the only case where a
+/// browser sends a cookie without TLS that we accept by default).
+fn plain_http_on_loopback(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl ServeConfig {
+    /// The public base URL: `--public-url`, or `http://` plus the listen address.
+    pub fn public_base_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+
     /// The server's settings: every service's settings from these flags.
     pub fn settings(&self) -> crate::app::Settings {
         use std::time::Duration;
@@ -336,7 +363,9 @@ impl ServeConfig {
         };
         settings.sessions = serviceradar_auth::SessionSettings {
             session_hours: self.session_hours,
-            secure_cookies: self.secure_cookies,
+            secure_cookies: self
+                .secure_cookies
+                .unwrap_or_else(|| !plain_http_on_loopback(&self.public_base_url())),
         };
         settings.health = serviceradar_health::HealthSettings {
             agent_offline_after: Duration::from_secs(self.gateway.agent_offline_after_secs),
@@ -354,5 +383,51 @@ impl ServeConfig {
             leaf_monitoring_listen: settings.provisioning.leaf_monitoring_listen.clone(),
         };
         settings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeConfig,
+    }
+
+    fn secure(args: &[&str]) -> bool {
+        let mut all = vec!["serviceradar-core"];
+        all.extend_from_slice(args);
+        Cli::parse_from(all)
+            .serve
+            .settings()
+            .sessions
+            .secure_cookies
+    }
+
+    /// Issue 11 finding 7: `--public-url https://...` did not make cookies
+    /// `Secure`. Secure is the default unless the URL is plain http on loopback.
+    #[test]
+    fn an_https_public_url_makes_session_cookies_secure() {
+        assert!(secure(&["--public-url", "https://edge.example.com"]));
+        assert!(secure(&["--public-url", "http://edge.example.com:8080"]));
+        assert!(secure(&["--listen", "0.0.0.0:8080"]));
+        assert!(
+            !secure(&[]),
+            "the default http://127.0.0.1:8080 is plain http on loopback"
+        );
+        assert!(!secure(&["--public-url", "http://localhost:8080/"]));
+        assert!(!secure(&["--public-url", "http://[::1]:8080"]));
+        // Explicit choices win.
+        assert!(secure(&["--secure-cookies"]));
+        assert!(!secure(&[
+            "--public-url",
+            "https://x.example.com",
+            "--secure-cookies",
+            "false"
+        ]));
     }
 }
