@@ -68,7 +68,7 @@ async fn agent_buffers_while_the_gateway_is_down_then_reconnects() {
     .expect("gateway");
     tokio::spawn(gateway.serve(std::future::pending()));
 
-    let metrics_url = format!("http://127.0.0.1:{}/metrics", core.http_port);
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", core.metrics_port);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = reqwest::get(&metrics_url)

@@ -48,6 +48,9 @@ pub struct Settings {
     pub database_max_connections: u32,
     /// Listen address (port 0 for tests).
     pub listen: SocketAddr,
+    /// Where Prometheus scrapes `/metrics`: its own listener, loopback by
+    /// default, never the public API port; `None` disables it.
+    pub metrics_listen: Option<SocketAddr>,
     /// Job worker loops in this process.
     pub job_workers: usize,
     /// Where the master key that seals private keys comes from.
@@ -86,6 +89,7 @@ impl Settings {
             database_url: database_url.into(),
             database_max_connections: 16,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             job_workers: 1,
             master_key: MasterKeySource::Ephemeral,
             trust_domain: serviceradar_pki::DEFAULT_TRUST_DOMAIN.into(),
@@ -105,6 +109,7 @@ impl Settings {
 /// A built, bound server.
 pub struct Application {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     router: Router,
     store: Store,
     jobs: Arc<Jobs>,
@@ -145,6 +150,14 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
+        let metrics_listener = match settings.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the metrics listener {addr}"))?,
+            ),
+            None => None,
+        };
         let settings = Arc::new(settings);
         if settings.provision_leaves && !jobs.has(serviceradar_jobs::PROVISION_LEAF) {
             serviceradar_provisioning::register(
@@ -188,7 +201,8 @@ impl Application {
         );
         Ok(Self {
             listener,
-            router: router(control, crate::telemetry::metrics_handle()),
+            metrics_listener,
+            router: router(control),
             store,
             jobs,
             settings,
@@ -207,6 +221,14 @@ impl Application {
     /// The store (tests seed data through it).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The metrics listener's bound port, when enabled.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
     }
 
     /// The agent gateway's bound port, when enabled.
@@ -270,6 +292,22 @@ impl Application {
                 let _ = stop.wait_for(|s| *s).await;
             }))
         });
+        if let Some(listener) = self.metrics_listener {
+            let mut stop = stop_rx.clone();
+            let metrics = Router::new()
+                .route("/metrics", get(metrics_page))
+                .with_state(crate::telemetry::metrics_handle());
+            workers.push(tokio::spawn(async move {
+                let served = axum::serve(listener, metrics)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            }));
+        }
         axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await?;
@@ -317,24 +355,13 @@ async fn renewal_sweeper(store: Store, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// What the operational endpoints need.
-#[derive(Clone)]
-struct OpsState {
-    store: Store,
-    metrics: PrometheusHandle,
-}
-
-fn router(control: Control, metrics: PrometheusHandle) -> Router {
+fn router(control: Control) -> Router {
     let (api, _openapi) = serviceradar_api::router();
     let request_id = HeaderName::from_static("x-request-id");
     let ops = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_page))
-        .with_state(OpsState {
-            store: control.store().clone(),
-            metrics,
-        });
+        .with_state(control.store().clone());
     Router::new()
         .nest("/api/v1", api.with_state(control))
         .merge(ops)
@@ -398,8 +425,8 @@ async fn healthz() -> &'static str {
 }
 
 /// Readiness: the database answers.
-async fn readyz(State(state): State<OpsState>) -> Response {
-    match state.store.ping().await {
+async fn readyz(State(store): State<Store>) -> Response {
+    match store.ping().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
@@ -408,10 +435,10 @@ async fn readyz(State(state): State<OpsState>) -> Response {
     }
 }
 
-async fn metrics_page(State(state): State<OpsState>) -> Response {
+async fn metrics_page(State(metrics): State<PrometheusHandle>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        metrics.render(),
     )
         .into_response()
 }

@@ -115,6 +115,15 @@ pub struct ServeConfig {
     #[arg(long, env = "SERVICERADAR_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Where Prometheus scrapes `/metrics` (its own listener, not the API
+    /// port; keep it private). Empty disables it.
+    #[arg(
+        long,
+        env = "SERVICERADAR_METRICS_LISTEN",
+        default_value = "127.0.0.1:9464"
+    )]
+    pub metrics_listen: OptionalAddr,
+
     /// Public base URL of the control plane (shown to users; used for cookies).
     #[arg(long, env = "SERVICERADAR_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -314,6 +323,21 @@ impl IngestConfig {
     }
 }
 
+/// A listen address, or empty for none.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for OptionalAddr {
+    type Err = std::net::AddrParseError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim() {
+            "" => Ok(Self(None)),
+            addr => addr.parse().map(|a| Self(Some(a))),
+        }
+    }
+}
+
 /// Whether `url` is `http://` to a loopback host (the only case where a
 /// browser sends a cookie without TLS that we accept by default).
 fn plain_http_on_loopback(url: &str) -> bool {
@@ -346,6 +370,7 @@ impl ServeConfig {
         let mut settings = crate::app::Settings::new(self.db.url());
         settings.database_max_connections = self.db.database_max_connections;
         settings.listen = self.listen;
+        settings.metrics_listen = self.metrics_listen.0;
         settings.job_workers = self.job_workers;
         settings.master_key = self.pki.source(data_dir);
         settings.trust_domain = self.pki.trust_domain.clone();

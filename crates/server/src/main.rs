@@ -148,6 +148,14 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         "serviceradar-core listening on {base}  (database: {})",
         redact(&config.db.url())
     );
+    if let Some(port) = app.metrics_port() {
+        let ip = config
+            .metrics_listen
+            .0
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        println!("Prometheus metrics: http://{ip}:{port}/metrics");
+    }
     if let Some(admin) = &app.bootstrap.created {
         println!(
             "\nFirst start: created tenant '{}' with owner {}",

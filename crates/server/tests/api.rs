@@ -948,11 +948,20 @@ async fn operational_endpoints(db: Db) {
         .await
         .unwrap();
     assert!(resp.headers().get("x-request-id").is_some());
-    let metrics = app.get(&anon, "/metrics").await;
-    assert!(
-        metrics.text.contains("http_requests_total"),
-        "{}",
-        metrics.text
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.metrics_base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("http_requests_total"), "{metrics}");
+    // Issue 11 finding 11: the public API port does not serve metrics.
+    assert_eq!(
+        app.get(&anon, "/metrics").await.status,
+        StatusCode::NOT_FOUND
     );
 }
 

@@ -23,6 +23,7 @@ pub struct Core {
     pub pki: Arc<Pki>,
     pub settings: Settings,
     pub http_port: u16,
+    pub metrics_port: u16,
     pub gateway_port: u16,
     pub health: Health,
     pub dir: tempfile::TempDir,
@@ -52,6 +53,7 @@ pub async fn spawn(dir: tempfile::TempDir, settings: Settings) -> Core {
     let store = app.store().clone();
     let pki = app.pki().clone();
     let http_port = app.port();
+    let metrics_port = app.metrics_port().expect("metrics listener");
     let gateway_port = app.gateway_port().expect("gateway enabled");
     let health = app.health().clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -63,6 +65,7 @@ pub async fn spawn(dir: tempfile::TempDir, settings: Settings) -> Core {
         pki,
         settings,
         http_port,
+        metrics_port,
         gateway_port,
         health,
         dir,

@@ -63,6 +63,8 @@ pub fn init() {
 
 pub struct TestApp {
     pub base: String,
+    /// `http://` base of the metrics listener.
+    pub metrics_base: String,
     pub store: Store,
     pub pki: std::sync::Arc<serviceradar_identity::Pki>,
     pub http: reqwest::Client,
@@ -96,6 +98,10 @@ pub async fn spawn_app_with(db: Db, configure: impl FnOnce(&mut Settings)) -> Te
     configure(&mut settings);
     let app = Application::build(settings).await.expect("build app");
     let base = format!("http://127.0.0.1:{}", app.port());
+    let metrics_base = format!(
+        "http://127.0.0.1:{}",
+        app.metrics_port().expect("metrics listener")
+    );
     let store = app.store().clone();
     let pki = app.pki().clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -104,6 +110,7 @@ pub async fn spawn_app_with(db: Db, configure: impl FnOnce(&mut Settings)) -> Te
     }));
     TestApp {
         base,
+        metrics_base,
         store,
         pki,
         http: reqwest::Client::new(),
