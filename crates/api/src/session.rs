@@ -1,6 +1,9 @@
 //! Signing in and out with a browser session, and `GET /api/v1/me`.
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -56,9 +59,12 @@ pub struct MeResponse {
     responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody)))]
 pub async fn login(
     State(control): State<Control>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     ApiJson(body): ApiJson<Login>,
 ) -> Result<Response, ApiError> {
-    let session = control.login(&body).await?;
+    let session = control
+        .login(&body, peer.map(|Extension(ConnectInfo(addr))| addr.ip()))
+        .await?;
     let secure = if control.settings().sessions.secure_cookies {
         "; Secure"
     } else {

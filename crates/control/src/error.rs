@@ -31,6 +31,12 @@ pub enum ControlError {
     /// No such object in the caller's tenant (another tenant's object is the same).
     #[error("no such object")]
     NotFound,
+    /// Too many attempts: try again after `retry_after`.
+    #[error("too many attempts; try again in {} s", retry_after.as_secs().max(1))]
+    Throttled {
+        /// How long to wait.
+        retry_after: std::time::Duration,
+    },
     /// The object's state forbids it, or it already exists.
     #[error("{0}")]
     Conflict(String),

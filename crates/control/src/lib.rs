@@ -24,6 +24,7 @@ pub mod params;
 pub mod sessions;
 pub mod sites;
 pub mod telemetry;
+pub mod throttle;
 pub mod tokens;
 pub mod users;
 
@@ -48,6 +49,8 @@ pub struct ControlSettings {
     pub provisioning: ProvisioningSettings,
     /// Session lifetime and cookie flags.
     pub sessions: SessionSettings,
+    /// Sign-in throttling.
+    pub throttle: throttle::ThrottleSettings,
 }
 
 /// The use-cases, over the services they need. Cheap to clone.
@@ -60,6 +63,7 @@ struct Inner {
     store: Store,
     pki: Arc<Pki>,
     jobs: Arc<Jobs>,
+    throttle: throttle::LoginThrottle,
     settings: ControlSettings,
 }
 
@@ -71,6 +75,7 @@ impl Control {
                 store,
                 pki,
                 jobs,
+                throttle: throttle::LoginThrottle::new(settings.throttle.clone()),
                 settings,
             }),
         }

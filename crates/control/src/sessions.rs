@@ -46,7 +46,18 @@ pub struct NewSession {
 impl Control {
     /// Signs in. Unknown tenants, users and wrong passwords are one answer,
     /// and take as long (a dummy hash is verified for unknown users).
-    pub async fn login(&self, input: &Login) -> Result<NewSession, ControlError> {
+    pub async fn login(
+        &self,
+        input: &Login,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<NewSession, ControlError> {
+        let throttle = &self.inner.throttle;
+        let account = format!("{}/{}", input.tenant, input.email.trim());
+        if let Err(retry_after) = throttle.check(&account, source) {
+            tracing::info!("sign-in throttled");
+            metrics::counter!("serviceradar_login_throttled_total").increment(1);
+            return Err(ControlError::Throttled { retry_after });
+        }
         let email = Email::parse(&input.email)
             .map(|e| e.to_string())
             .unwrap_or_default();
@@ -55,18 +66,22 @@ impl Control {
             Err(StoreError::NotFound) => None,
             Err(e) => return Err(e.into()),
         };
+        let permit = throttle.hashing_permit().await;
         let valid = verify_password_blocking(
             input.password.clone(),
             record.as_ref().map(|r| r.password_hash.clone()),
         )
         .await?;
+        drop(permit);
         let Some(record) = record.filter(|_| valid) else {
+            throttle.failed(&account, source);
             tracing::info!("failed login");
             metrics::counter!("serviceradar_login_failures_total").increment(1);
             return Err(ControlError::Unauthorized(
                 "wrong tenant, e-mail or password".into(),
             ));
         };
+        throttle.succeeded(&account);
         let cookie = random_token(32);
         let csrf_token = random_token(24);
         let max_age_secs = i64::from(self.settings().sessions.session_hours) * 3600;

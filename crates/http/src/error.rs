@@ -26,6 +26,8 @@ pub struct ApiError {
     fields: Vec<FieldError>,
     /// Detail for the log only (5xx).
     internal: Option<String>,
+    /// Seconds for a `Retry-After` header (429).
+    retry_after: Option<u64>,
 }
 
 /// JSON body of an error response.
@@ -64,6 +66,7 @@ impl ApiError {
             message: message.into(),
             fields: Vec::new(),
             internal: None,
+            retry_after: None,
         }
     }
 
@@ -149,7 +152,13 @@ impl IntoResponse for ApiError {
                     .collect(),
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
@@ -163,6 +172,17 @@ impl From<ControlError> for ApiError {
             ControlError::Forbidden(msg) => ApiError::forbidden(msg),
             ControlError::NotFound => ApiError::not_found(),
             ControlError::Conflict(msg) => ApiError::conflict(msg),
+            throttled @ ControlError::Throttled { retry_after } => {
+                let mut err = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    throttled.to_string(),
+                );
+                // Round up: a client waiting this long is let through.
+                err.retry_after =
+                    Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0));
+                err
+            }
             ControlError::Internal { code, detail } => ApiError::internal(code, detail),
         }
     }

@@ -27,6 +27,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use serviceradar_auth::SessionSettings;
+use serviceradar_control::throttle::ThrottleSettings;
 use serviceradar_control::{Control, ControlSettings};
 use serviceradar_gateway::{Gateway, GatewaySettings};
 use serviceradar_health::{Health, HealthSettings};
@@ -64,6 +65,8 @@ pub struct Settings {
     pub provisioning: ProvisioningSettings,
     /// Session lifetime and cookie flags.
     pub sessions: SessionSettings,
+    /// Sign-in throttling.
+    pub throttle: ThrottleSettings,
     /// Offline timeout, alert delay, sweep interval.
     pub health: HealthSettings,
     /// Register the `provision_leaf` job handler (new sites get certificates,
@@ -96,6 +99,7 @@ impl Settings {
             bootstrap: BootstrapSettings::default(),
             provisioning: ProvisioningSettings::default(),
             sessions: SessionSettings::default(),
+            throttle: ThrottleSettings::default(),
             health: HealthSettings::default(),
             provision_leaves: false,
             ingest: None,
@@ -197,6 +201,7 @@ impl Application {
             ControlSettings {
                 provisioning: settings.provisioning.clone(),
                 sessions: settings.sessions.clone(),
+                throttle: settings.throttle.clone(),
             },
         );
         Ok(Self {
@@ -308,9 +313,13 @@ impl Application {
                 }
             }));
         }
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(10), sweeper).await;
         if let Some(gateway) = gateway {

@@ -28,6 +28,7 @@ both_backends!(
     an_oversized_chunked_body_is_413_not_400,
     a_token_cannot_mint_one_that_outlives_it,
     safe_methods_never_mint_a_collector_bundle,
+    repeated_wrong_passwords_are_throttled,
 );
 
 fn id(v: &Value) -> String {
@@ -1298,4 +1299,69 @@ async fn safe_methods_never_mint_a_collector_bundle(db: Db) {
         )
         .await;
     assert_eq!(by_token.status, StatusCode::OK);
+}
+
+/// Issue 11 finding 3: 30 wrong passwords, then the right one, were all
+/// answered at full speed. After a few failures an account must wait,
+/// growing: attempts during the wait get 429 with Retry-After without the
+/// password being checked (so the right one is refused too), for unknown
+/// accounts exactly as for known ones.
+async fn repeated_wrong_passwords_are_throttled(db: Db) {
+    let app = spawn_app(db).await;
+    let _owner = app.tenant("acme").await;
+    let email = "owner@acme.example.com";
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..30 {
+        let (reply, _) = app.login("acme", email, "not the password at all").await;
+        statuses.push(reply.status);
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(
+                reply.body["error"]["code"], "too_many_requests",
+                "{}",
+                reply.text
+            );
+        }
+    }
+    let unauthorized = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert!(
+        (5..=6).contains(&unauthorized),
+        "only the first few attempts are checked: {statuses:?}"
+    );
+    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS));
+    // The right password is refused during the wait, with Retry-After.
+    let resp = app
+        .http
+        .post(format!("{}/api/v1/auth/login", app.base))
+        .json(&json!({"tenant": "acme", "email": email, "password": OWNER_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    if let Some(seconds) = resp.headers().get("retry-after") {
+        retry_after = seconds.to_str().ok().and_then(|s| s.parse::<u64>().ok());
+    }
+    let wait = retry_after.expect("Retry-After header");
+    assert!((1..=2).contains(&wait), "{wait}");
+    // Once the wait is over the right password works.
+    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    let (ok, _) = app.login("acme", email, OWNER_PASSWORD).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+
+    // An unknown account is throttled the same way (nothing to enumerate).
+    let mut unknown = Vec::new();
+    for _ in 0..7 {
+        let (reply, _) = app
+            .login("acme", "nobody@acme.example.com", "whatever it is")
+            .await;
+        unknown.push(reply.status);
+    }
+    assert_eq!(
+        unknown.last(),
+        Some(&StatusCode::TOO_MANY_REQUESTS),
+        "{unknown:?}"
+    );
 }
