@@ -136,6 +136,8 @@ async fn agent_drives_site_and_leaf_health_and_disconnect_alerts() {
     let (leaf_port, leaf_monitor, gw_port) = (free_port(), free_port(), free_port());
 
     let mut settings = support::settings(&tmp);
+    // The webhook receiver is on loopback.
+    settings.webhooks.allow_internal = vec!["127.0.0.0/8".parse().expect("range")];
     settings.gateway_listen = Some(format!("127.0.0.1:{gw_port}").parse().expect("addr"));
     settings.provisioning.gateway_url = format!("https://localhost:{gw_port}");
     settings.provisioning.hub_leafnode_url = format!("tls://127.0.0.1:{hub_leaf}");

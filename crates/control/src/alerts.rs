@@ -3,8 +3,9 @@
 
 use rand::RngCore;
 use serde::Deserialize;
+use serviceradar_domain::net::may_connect;
 use serviceradar_domain::state::{AlertEvent, AlertStatus};
-use serviceradar_domain::validate::WebhookUrl;
+use serviceradar_domain::validate::{WebhookHost, WebhookUrl};
 use serviceradar_domain::{Action, Actor, EdgeSiteId, Secret};
 use serviceradar_health::webhooks;
 use serviceradar_store::Page;
@@ -41,6 +42,21 @@ pub struct CreatedWebhook {
 }
 
 impl Control {
+    /// Whether the platform may call `url`'s host as written: a name of the
+    /// local machine or an address outside the public ones (unless the
+    /// operator allowed its range) is refused here; names are checked again,
+    /// resolved, at every delivery.
+    fn may_call(&self, url: &WebhookUrl) -> bool {
+        let allowed = &self.settings().webhooks.allow_internal;
+        match url.host() {
+            WebhookHost::Ip(ip) => may_connect(ip, allowed),
+            WebhookHost::Name(name) => {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                name != "localhost" && !name.ends_with(".localhost")
+            }
+        }
+    }
+
     /// A page of alerts, oldest first.
     pub async fn list_alerts(
         &self,
@@ -96,6 +112,9 @@ impl Control {
         let scoped = self.scoped(actor, Action::ManageWebhooks)?;
         let url =
             WebhookUrl::parse(&input.url).map_err(|e| ControlError::field("url", e.message))?;
+        if !self.may_call(&url) {
+            return Err(ControlError::field("url", webhooks::REFUSED_INTERNAL));
+        }
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         let secret = Secret::new(format!("whsec_{}", hex::encode(bytes)));

@@ -51,6 +51,8 @@ pub struct ControlSettings {
     pub sessions: SessionSettings,
     /// Sign-in throttling.
     pub throttle: throttle::ThrottleSettings,
+    /// Where webhooks may point.
+    pub webhooks: serviceradar_health::webhooks::WebhookSettings,
 }
 
 /// The use-cases, over the services they need. Cheap to clone.

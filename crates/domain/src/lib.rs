@@ -14,6 +14,7 @@
 //!   scope and action.
 //! * [`scope`] — [`scope::TenantScope`], the value every tenant-scoped query needs.
 //! * [`state`] — the state machines; an illegal transition is an error.
+//! * [`net`] — which addresses the platform may connect to for a tenant (SSRF rule).
 //! * [`secret`] — [`secret::Secret`], text that never prints.
 //! * [`agent`] — [`agent::AgentIdentity`], an edge agent as verified from its certificate.
 
@@ -22,6 +23,7 @@
 
 pub mod agent;
 pub mod ids;
+pub mod net;
 pub mod policy;
 pub mod resources;
 pub mod scope;

@@ -698,6 +698,16 @@ pub mod rule {
     }
 }
 
+/// The host of a [`WebhookUrl`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookHost {
+    /// An IP literal (any notation the URL standard reads: `2130706433`,
+    /// `[::ffff:127.0.0.1]`, ... are all IP literals here).
+    Ip(IpAddr),
+    /// A DNS name.
+    Name(String),
+}
+
 /// Where alert notifications are posted: an absolute `http`/`https` URL with a
 /// host, at most 2,048 characters, without credentials or a fragment.
 ///
@@ -732,6 +742,19 @@ impl WebhookUrl {
             return Err(err("must not have a fragment"));
         }
         Ok(Self(url.to_string()))
+    }
+
+    /// The URL's host, as the URL standard parses it.
+    pub fn host(&self) -> WebhookHost {
+        match url::Url::parse(&self.0)
+            .ok()
+            .and_then(|u| u.host().map(|h| h.to_owned()))
+        {
+            Some(url::Host::Ipv4(ip)) => WebhookHost::Ip(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => WebhookHost::Ip(IpAddr::V6(ip)),
+            Some(url::Host::Domain(name)) => WebhookHost::Name(name),
+            None => WebhookHost::Name(String::new()),
+        }
     }
 }
 

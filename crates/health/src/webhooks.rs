@@ -17,6 +17,9 @@ use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
+use std::net::SocketAddr;
+
+use serviceradar_domain::net::{IpRange, may_connect};
 use serviceradar_domain::{TenantId, TenantScope};
 use serviceradar_store::Store;
 use serviceradar_store::health::Alert;
@@ -72,23 +75,81 @@ pub async fn notify(store: &Store, alert: &Alert, event: &str) {
     }
 }
 
+/// Where webhooks may be delivered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// Internal ranges the operator allows as webhook targets (self-hosted
+    /// installs); public addresses are always allowed, nothing else is.
+    pub allow_internal: Vec<IpRange>,
+}
+
+/// Why a webhook may not be called, in words the tenant sees.
+pub const REFUSED_INTERNAL: &str = "refused: the webhook's host is not a public address (loopback, private, link-local and similar ranges are not called)";
+
+/// Picks the address to connect to from what the webhook's host resolved to:
+/// the first one the platform may connect to, or `None` when any of them is
+/// internal (a name that resolves to an internal address is refused whole,
+/// rather than connecting to whichever answer looks harmless).
+pub fn pick_address(resolved: &[SocketAddr], settings: &WebhookSettings) -> Option<SocketAddr> {
+    let allowed = |a: &SocketAddr| may_connect(a.ip(), &settings.allow_internal);
+    (!resolved.is_empty() && resolved.iter().all(allowed)).then(|| resolved[0])
+}
+
 /// Registers the delivery handler.
-pub fn register(jobs: &mut Jobs, store: Store, pki: Arc<Pki>) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("the webhook HTTP client builds with a crypto provider installed");
+pub fn register(jobs: &mut Jobs, store: Store, pki: Arc<Pki>, settings: WebhookSettings) {
     jobs.register(
         DELIVER_WEBHOOK,
-        Arc::new(DeliverWebhook { store, pki, client }),
+        Arc::new(DeliverWebhook {
+            store,
+            pki,
+            settings,
+        }),
     );
 }
 
 struct DeliverWebhook {
     store: Store,
     pki: Arc<Pki>,
-    client: reqwest::Client,
+    settings: WebhookSettings,
+}
+
+/// Why a delivery did not reach the endpoint.
+enum Unreachable {
+    /// The host resolves to an address the platform must not call.
+    Refused,
+    /// DNS, connection or client failure (detail in the log only).
+    Failed(String),
+}
+
+impl DeliverWebhook {
+    /// Resolves the URL's host once, checks every address, and builds a
+    /// client pinned to the checked address (so a second DNS answer cannot
+    /// point the request elsewhere: no DNS rebinding).
+    async fn pinned_client(&self, url: &str) -> Result<reqwest::Client, Unreachable> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| Unreachable::Failed(e.to_string()))?;
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| Unreachable::Failed("no host".into()))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = parsed.port_or_known_default().unwrap_or(80);
+        let resolved: Vec<SocketAddr> = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|e| Unreachable::Failed(format!("resolving {host}: {e}")))?
+                .collect(),
+        };
+        let addr = pick_address(&resolved, &self.settings).ok_or(Unreachable::Refused)?;
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .resolve(&host, addr)
+            .build()
+            .map_err(|e| Unreachable::Failed(e.to_string()))
+    }
 }
 
 #[derive(Deserialize)]
@@ -128,26 +189,53 @@ impl DeliverWebhook {
         }))
         .map_err(|e| e.to_string())?;
         let timestamp = serviceradar_store::now_ms() / 1000;
-        let result = self
-            .client
-            .post(&hook.url)
-            .header("content-type", "application/json")
-            .header("x-serviceradar-event", &p.event)
-            .header("x-serviceradar-timestamp", timestamp.to_string())
-            .header(
-                "x-serviceradar-signature",
-                signature(secret.as_bytes(), timestamp, &body),
-            )
-            .body(body)
-            .send()
-            .await;
-        let (code, error) = match &result {
-            Ok(r) if r.status().is_success() => (Some(i64::from(r.status().as_u16())), None),
-            Ok(r) => (
+        let client = self.pinned_client(&hook.url).await;
+        let result = match &client {
+            Ok(client) => Some(
+                client
+                    .post(&hook.url)
+                    .header("content-type", "application/json")
+                    .header("x-serviceradar-event", &p.event)
+                    .header("x-serviceradar-timestamp", timestamp.to_string())
+                    .header(
+                        "x-serviceradar-signature",
+                        signature(secret.as_bytes(), timestamp, &body),
+                    )
+                    .body(body)
+                    .send()
+                    .await,
+            ),
+            Err(_) => None,
+        };
+        // The delivery log (which tenants read) says what happened in
+        // general terms; connection details go to the operator's log only.
+        let (code, error) = match (&client, &result) {
+            (Err(Unreachable::Refused), _) => {
+                tracing::warn!(webhook_id = %hook.id, "webhook host is not a public address; refused");
+                (None, Some(REFUSED_INTERNAL.to_owned()))
+            }
+            (Err(Unreachable::Failed(detail)), _) => {
+                tracing::warn!(webhook_id = %hook.id, error = %detail, "webhook delivery failed");
+                (
+                    None,
+                    Some("delivery failed: the endpoint could not be reached".to_owned()),
+                )
+            }
+            (Ok(_), Some(Ok(r))) if r.status().is_success() => {
+                (Some(i64::from(r.status().as_u16())), None)
+            }
+            (Ok(_), Some(Ok(r))) => (
                 Some(i64::from(r.status().as_u16())),
                 Some(format!("endpoint answered {}", r.status())),
             ),
-            Err(e) => (None, Some(format!("request failed: {e}"))),
+            (Ok(_), Some(Err(e))) => {
+                tracing::warn!(webhook_id = %hook.id, error = %e, "webhook delivery failed");
+                (
+                    None,
+                    Some("delivery failed: the endpoint could not be reached".to_owned()),
+                )
+            }
+            (Ok(_), None) => (None, Some("delivery failed".to_owned())),
         };
         if let Err(e) = scoped
             .record_delivery(
@@ -181,6 +269,27 @@ impl JobHandler for DeliverWebhook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_resolving_to_any_internal_address_is_refused() {
+        let none = WebhookSettings::default();
+        let public: SocketAddr = "93.184.216.34:443".parse().unwrap();
+        let loopback: SocketAddr = "127.0.0.1:443".parse().unwrap();
+        let metadata: SocketAddr = "169.254.169.254:80".parse().unwrap();
+        assert_eq!(pick_address(&[public], &none), Some(public));
+        assert_eq!(pick_address(&[loopback], &none), None);
+        assert_eq!(
+            pick_address(&[public, metadata], &none),
+            None,
+            "rebinding-style mixed answers"
+        );
+        assert_eq!(pick_address(&[], &none), None);
+        let lab = WebhookSettings {
+            allow_internal: vec!["127.0.0.0/8".parse().unwrap()],
+        };
+        assert_eq!(pick_address(&[loopback], &lab), Some(loopback));
+        assert_eq!(pick_address(&[metadata], &lab), None);
+    }
 
     #[test]
     fn signature_is_hmac_sha256_over_timestamp_and_body() {

@@ -30,6 +30,7 @@ use serviceradar_auth::SessionSettings;
 use serviceradar_control::throttle::ThrottleSettings;
 use serviceradar_control::{Control, ControlSettings};
 use serviceradar_gateway::{Gateway, GatewaySettings};
+use serviceradar_health::webhooks::WebhookSettings;
 use serviceradar_health::{Health, HealthSettings};
 use serviceradar_hub::leaf_auth::LeafAuthSettings;
 use serviceradar_identity::{MasterKeySource, Pki};
@@ -67,6 +68,8 @@ pub struct Settings {
     pub sessions: SessionSettings,
     /// Sign-in throttling.
     pub throttle: ThrottleSettings,
+    /// Where webhooks may point (internal ranges the operator allows).
+    pub webhooks: WebhookSettings,
     /// Offline timeout, alert delay, sweep interval.
     pub health: HealthSettings,
     /// Register the `provision_leaf` job handler (new sites get certificates,
@@ -100,6 +103,7 @@ impl Settings {
             provisioning: ProvisioningSettings::default(),
             sessions: SessionSettings::default(),
             throttle: ThrottleSettings::default(),
+            webhooks: WebhookSettings::default(),
             health: HealthSettings::default(),
             provision_leaves: false,
             ingest: None,
@@ -172,7 +176,12 @@ impl Application {
             );
         }
         if !jobs.has(serviceradar_health::webhooks::DELIVER_WEBHOOK) {
-            serviceradar_health::webhooks::register(&mut jobs, store.clone(), pki.clone());
+            serviceradar_health::webhooks::register(
+                &mut jobs,
+                store.clone(),
+                pki.clone(),
+                settings.webhooks.clone(),
+            );
         }
         let jobs = Arc::new(jobs);
         let health = Health::new(store.clone(), Arc::new(settings.health.clone()));
@@ -202,6 +211,7 @@ impl Application {
                 provisioning: settings.provisioning.clone(),
                 sessions: settings.sessions.clone(),
                 throttle: settings.throttle.clone(),
+                webhooks: settings.webhooks.clone(),
             },
         );
         Ok(Self {

@@ -124,6 +124,17 @@ pub struct ServeConfig {
     )]
     pub metrics_listen: OptionalAddr,
 
+    /// Internal address ranges webhooks may call (self-hosted installs), e.g.
+    /// `10.0.0.0/8`; repeat or comma-separate. Public addresses are always
+    /// allowed; loopback, private, link-local and similar ranges only when
+    /// listed here.
+    #[arg(
+        long = "webhook-allow-cidr",
+        env = "SERVICERADAR_WEBHOOK_ALLOW_CIDRS",
+        value_delimiter = ','
+    )]
+    pub webhook_allow_cidrs: Vec<serviceradar_domain::net::IpRange>,
+
     /// Public base URL of the control plane (shown to users; used for cookies).
     #[arg(long, env = "SERVICERADAR_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -371,6 +382,9 @@ impl ServeConfig {
         settings.database_max_connections = self.db.database_max_connections;
         settings.listen = self.listen;
         settings.metrics_listen = self.metrics_listen.0;
+        settings.webhooks = serviceradar_health::webhooks::WebhookSettings {
+            allow_internal: self.webhook_allow_cidrs.clone(),
+        };
         settings.job_workers = self.job_workers;
         settings.master_key = self.pki.source(data_dir);
         settings.trust_domain = self.pki.trust_domain.clone();

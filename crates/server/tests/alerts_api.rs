@@ -17,7 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 both_backends!(
     alert_lifecycle_roles_and_isolation,
     webhook_management,
-    webhook_delivery_is_signed_retried_and_logged
+    webhook_delivery_is_signed_retried_and_logged,
+    webhooks_to_internal_addresses_are_refused
 );
 
 fn id(v: &Value) -> String {
@@ -292,7 +293,12 @@ async fn receiver(statuses: Vec<u16>) -> (u16, tokio::sync::mpsc::UnboundedRecei
 }
 
 async fn webhook_delivery_is_signed_retried_and_logged(db: Db) {
-    let app = spawn_app_with(db, |s| s.job_workers = 1).await;
+    // The receiver is on loopback: this install allows it as a webhook target.
+    let app = spawn_app_with(db, |s| {
+        s.job_workers = 1;
+        s.webhooks.allow_internal = vec!["127.0.0.0/8".parse().expect("range")];
+    })
+    .await;
     let acme = app.tenant("acme").await;
     let (port, mut rx) = receiver(vec![500]).await;
     let created = app
@@ -359,4 +365,49 @@ async fn webhook_delivery_is_signed_retried_and_logged(db: Db) {
         assert!(std::time::Instant::now() < deadline, "{}", log.text);
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// Issue 11 finding 2: webhooks reached internal addresses (SSRF) in every
+/// notation. Without an operator allowance they are refused at creation
+/// (400 on `url`, nothing stored); a loopback receiver that only an allowed
+/// range may reach is refused when the allowance is missing.
+async fn webhooks_to_internal_addresses_are_refused(db: Db) {
+    let app = spawn_app(db).await;
+    let acme = app.tenant("acme").await;
+    for url in [
+        "http://127.0.0.1:9000/x",
+        "http://localhost:9000/x",
+        "http://LOCALHOST./x",
+        "http://api.localhost/x",
+        "http://[::1]/x",
+        "http://0.0.0.0/x",
+        "http://2130706433/x",
+        "http://0x7f.1/x",
+        "http://[::ffff:127.0.0.1]/x",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fe80::1]/x",
+        "http://10.1.2.3/x",
+        "http://192.168.0.10/x",
+        "http://172.20.0.1/x",
+        "http://100.64.0.1/x",
+        "http://[fd00::1]/x",
+        "http://224.0.0.1/x",
+    ] {
+        let r = app
+            .post(&acme, "/api/v1/webhooks", json!({"url": url}))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{url}: {}", r.text);
+        assert_eq!(r.body["error"]["fields"][0]["field"], "url", "{url}");
+    }
+    let list = app.get(&acme, "/api/v1/webhooks").await;
+    assert_eq!(list.body["items"].as_array().map(Vec::len), Some(0));
+    // Public hosts are still fine.
+    let ok = app
+        .post(
+            &acme,
+            "/api/v1/webhooks",
+            json!({"url": "https://hooks.example.com/x"}),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.text);
 }
