@@ -115,8 +115,16 @@ impl App {
         who: &Caller,
         path: &str,
     ) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
+        // A collector bundle mints credentials: sessions download it with
+        // POST (and their CSRF token), never with a safe method.
+        let method = match who {
+            Caller::Session { .. } if path.starts_with("/api/v1/collector-packages/") => {
+                reqwest::Method::POST
+            }
+            _ => reqwest::Method::GET,
+        };
         let resp = self
-            .request(who, reqwest::Method::GET, path)
+            .request(who, method, path)
             .send()
             .await
             .expect("request");
