@@ -299,7 +299,9 @@ pub fn decode<'a>(
 fn parse_subject<'a>(tenant_slug: &str, subject: &'a str) -> Option<(TelemetryKind, Cow<'a, str>)> {
     let (first, after_first) = subject.split_once('.')?;
     let (tenant, rest) = after_first.split_once('.')?;
-    if tenant != tenant_slug || rest.split('.').any(str::is_empty) {
+    // A subject is stored too: it obeys the same no-NUL rule as the text
+    // fields (see `storable`).
+    if tenant != tenant_slug || rest.split('.').any(str::is_empty) || rest.contains('\0') {
         return None;
     }
     if first == EDGE_PREFIX {
@@ -320,7 +322,7 @@ fn parse_subject<'a>(tenant_slug: &str, subject: &'a str) -> Option<(TelemetryKi
 
 fn text_field<'a>(field: Option<Field<'a>>, name: &'static str) -> Result<Cow<'a, str>, Rejection> {
     match field {
-        Some(Field::Str(s)) => Ok(s),
+        Some(Field::Str(s)) => storable(s, name),
         _ => Err(Rejection::BadField {
             field: name,
             problem: "must be a string",
@@ -328,13 +330,32 @@ fn text_field<'a>(field: Option<Field<'a>>, name: &'static str) -> Result<Cow<'a
     }
 }
 
+/// The one rule for text that reaches a database column: no NUL character.
+/// JSON allows `\u0000` inside a string, but neither PostgreSQL's `text` nor
+/// its `COPY` format can hold U+0000, so such a record would fail its whole
+/// batch; it is refused here instead and dead-lettered with this reason.
+/// (A raw NUL byte is not valid JSON and never gets this far; a stored body
+/// keeps the escape as six characters, which any column holds.)
+fn storable<'a>(text: Cow<'a, str>, name: &'static str) -> Result<Cow<'a, str>, Rejection> {
+    if text.contains('\0') {
+        return Err(Rejection::BadField {
+            field: name,
+            problem: NUL_PROBLEM,
+        });
+    }
+    Ok(text)
+}
+
+/// Why a text field with U+0000 is refused.
+const NUL_PROBLEM: &str = "contains a NUL character (U+0000), which cannot be stored";
+
 fn level_field<'a>(
     field: Option<Field<'a>>,
     name: &'static str,
 ) -> Result<Cow<'a, str>, Rejection> {
     match field {
         None | Some(Field::Null) => Ok(Cow::Borrowed("info")),
-        Some(Field::Str(s)) if !s.is_empty() && s.len() <= MAX_LEVEL => Ok(s),
+        Some(Field::Str(s)) if !s.is_empty() && s.len() <= MAX_LEVEL => storable(s, name),
         Some(_) => Err(Rejection::BadField {
             field: name,
             problem: "must be a string of 1-32 bytes",
@@ -617,6 +638,57 @@ mod tests {
         )
         .unwrap();
         assert!(rec.meta().body.contains("beta"));
+    }
+
+    /// Issue 11, finding 9: one event with `\u0000` in its message stopped
+    /// its tenant's ingestion for good (PostgreSQL refused the row, the
+    /// batch was retried forever). Such a record is refused at decode, with
+    /// a reason, and dead-lettered like any other poison.
+    #[test]
+    fn a_nul_character_is_refused_at_decode_not_by_the_database() {
+        for (subject, payload, field) in [
+            (
+                "events.acme.nyc",
+                &br#"{"message":"a\u0000b"}"#[..],
+                "message",
+            ),
+            ("logs.acme.nyc", br#"{"message":"\u0000"}"#, "message"),
+            (
+                "events.acme.nyc",
+                br#"{"message":"x","severity":"w\u0000"}"#,
+                "severity",
+            ),
+            (
+                "logs.acme.nyc",
+                br#"{"message":"x","level":"\u0000"}"#,
+                "level",
+            ),
+            (
+                "metrics.acme.nyc",
+                br#"{"name":"if\u0000","value":1}"#,
+                "name",
+            ),
+        ] {
+            match decode("acme", msg(subject, payload)) {
+                Err(Rejection::BadField { field: f, problem }) => {
+                    assert_eq!(f, field, "{payload:?}");
+                    assert!(problem.contains("NUL"), "{problem}");
+                }
+                other => panic!("{payload:?} decoded as {other:?}"),
+            }
+        }
+        // A subject with a NUL is not one of the tenant's subjects.
+        assert!(matches!(
+            decode("acme", msg("events.acme.ny\0c", br#"{"message":"x"}"#)),
+            Err(Rejection::WrongSubject(_))
+        ));
+        // Elsewhere in the body the escape is just text, stored as sent.
+        let rec = decode(
+            "acme",
+            msg("events.acme.nyc", br#"{"message":"x","extra":"\u0000"}"#),
+        )
+        .unwrap();
+        assert!(rec.meta().body.contains("\\u0000"));
     }
 
     #[test]

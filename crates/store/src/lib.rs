@@ -40,7 +40,7 @@ pub use pki::{PlatformSecret, TenantCaRecord, TenantNatsAccount};
 pub use sites::{ExpiringLeaf, LeafFilter, LeafProvisioning, NewSite, SiteFilter, SiteUpdate};
 /// A PostgreSQL LISTEN connection ([`Store::listen`]).
 pub use sqlx::postgres::PgListener as NotificationListener;
-pub use telemetry::{StoredRecord, TimeRange};
+pub use telemetry::{Isolated, StoredRecord, TimeRange};
 pub use tenants::NewTenantRecord;
 pub use tokens::NewToken;
 pub use users::NewUser;

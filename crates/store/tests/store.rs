@@ -1989,3 +1989,119 @@ async fn leaf_sessions(store: Store) {
     assert_eq!(sa.leaf_session_keys(other_site).await.unwrap(), ["UOTHER"]);
 }
 both_backends!(leaf_sessions: sqlite_leaf_sessions, postgres_leaf_sessions);
+
+/// Issue 11, finding 9: a batch PostgreSQL refused mid-`COPY` returned its
+/// broken connection to the pool, and the next writer on it — any tenant's —
+/// failed with `there is already a transaction in progress` or `unexpected
+/// message type 0x51 during COPY`. The refusal is classed as the data's
+/// fault (so a caller splits the batch), and every later write on the same
+/// small pool succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_the_database_refuses_is_isolated_and_never_breaks_the_pool() {
+    use serviceradar_domain::telemetry::{RecordMeta, TelemetryKind, TelemetryRecord};
+    use std::borrow::Cow;
+    let url = tokio::task::spawn_blocking(|| serviceradar_testkit::postgres().create_database())
+        .await
+        .expect("create a test database");
+    // Two connections: every write below reuses one the refused writes used.
+    let store = Store::connect(&url, 2).await.expect("connect to postgres");
+    store.migrate().await.expect("migrate postgres");
+    let (_, scope) = tenant(&store, "acme").await;
+    let scoped = store.scoped(scope);
+    // Built directly: decoding refuses a NUL (see the domain's rule); the
+    // store must still survive a row PostgreSQL refuses.
+    let refused = |seq: i64| TelemetryRecord::Event {
+        meta: RecordMeta {
+            stream_seq: seq,
+            subject: Cow::Borrowed("events.acme.nyc"),
+            source: Cow::Borrowed("nyc"),
+            time_ms: seq,
+            body: Cow::Borrowed("{}"),
+        },
+        severity: Cow::Borrowed("info"),
+        message: Cow::Borrowed("a\0b"),
+    };
+    const ROWS: i64 = 20_000;
+    let mut next_seq = 1;
+    for round in 0..6 {
+        // The refused row first, then enough rows that PostgreSQL answers
+        // while the client is still sending the `COPY` data.
+        let mut batch = vec![refused(next_seq)];
+        batch.extend((1..=ROWS).map(|i| record("events", next_seq + i, i)));
+        next_seq += ROWS + 1;
+        let err = scoped
+            .insert_telemetry(&batch)
+            .await
+            .expect_err("PostgreSQL refuses a NUL");
+        assert!(err.is_refused_data(), "round {round}: {err}");
+        // The same rows without the refused one are written, on the same pool.
+        batch.remove(0);
+        assert_eq!(
+            scoped
+                .insert_telemetry(&batch)
+                .await
+                .expect("later writes succeed"),
+            ROWS as u64,
+            "round {round}"
+        );
+    }
+    // A write abandoned mid-`COPY` (its task cancelled, e.g. at shutdown)
+    // leaves no broken connection behind either.
+    for round in 0..6 {
+        let batch: Vec<_> = (0..ROWS)
+            .map(|i| record("events", next_seq + i, i))
+            .collect();
+        next_seq += ROWS;
+        let abandoned = tokio::time::timeout(
+            std::time::Duration::from_millis(2 + round * 3),
+            scoped.insert_telemetry(&batch),
+        )
+        .await;
+        let good = vec![record("events", next_seq, 0)];
+        next_seq += 1;
+        let written = scoped.insert_telemetry(&good).await;
+        assert!(
+            matches!(written, Ok(1)),
+            "round {round}: after an abandoned write ({}): {written:?}",
+            if abandoned.is_ok() {
+                "finished"
+            } else {
+                "cancelled"
+            }
+        );
+    }
+    // A redelivered batch (duplicate keys) is not the data's fault.
+    let again: Vec<_> = (2..=11).map(|seq| record("events", seq, 0)).collect();
+    assert_eq!(scoped.insert_telemetry(&again).await.unwrap(), 0);
+
+    // Isolating: a batch of 1,000 with three refused rows writes the other
+    // 997 and names the three, with the database's reason.
+    let first = next_seq;
+    let batch: Vec<_> = (0..1000)
+        .map(|i| {
+            if [0, 517, 999].contains(&i) {
+                refused(first + i)
+            } else {
+                record("events", first + i, i)
+            }
+        })
+        .collect();
+    let before = scoped.count_telemetry(TelemetryKind::Event).await.unwrap();
+    let written = scoped.insert_telemetry_isolating(&batch).await.unwrap();
+    assert_eq!(written.inserted, 997);
+    let refused_at: Vec<usize> = written.refused.iter().map(|(i, _)| *i).collect();
+    assert_eq!(refused_at, [0, 517, 999]);
+    for (_, reason) in &written.refused {
+        assert!(reason.contains("0x00"), "{reason}");
+        assert!(!reason.contains("line "), "no source location: {reason}");
+    }
+    assert_eq!(
+        scoped.count_telemetry(TelemetryKind::Event).await.unwrap(),
+        before + 997
+    );
+    // Written again (a redelivery): nothing twice, the same three refused.
+    let again = scoped.insert_telemetry_isolating(&batch).await.unwrap();
+    assert_eq!(again.inserted, 0);
+    assert_eq!(again.refused.len(), 3);
+    store.close().await;
+}
