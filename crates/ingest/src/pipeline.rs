@@ -24,6 +24,7 @@ use crate::error::{IngestError, report};
 use crate::fetch::{FetchedBatch, fetch_loop};
 use crate::hub::connect;
 use crate::settings::{IngestSettings, QUEUED_BATCHES};
+use crate::status::IngestStatus;
 use crate::write::{WrittenBatch, write_loop};
 
 /// How long a stopping pipeline waits for its batches in flight.
@@ -43,6 +44,7 @@ pub(crate) async fn pipeline(
     pki: &Pki,
     settings: &IngestSettings,
     tenant: &Tenant,
+    status: &IngestStatus,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), IngestError> {
     let client = connect(store, pki, settings, tenant).await?;
@@ -84,14 +86,21 @@ pub(crate) async fn pipeline(
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<WrittenBatch>();
     let mut fetcher = tokio::task::JoinSet::new();
     fetcher.spawn(
-        fetch_loop(consumer, settings.clone(), batch_tx, delivered).instrument(span.clone()),
+        fetch_loop(
+            consumer,
+            settings.clone(),
+            batch_tx,
+            delivered,
+            (status.clone(), tenant.id),
+        )
+        .instrument(span.clone()),
     );
     let mut writer_tasks = tokio::task::JoinSet::new();
     for writer in 0..writers {
         let (store, client, tenant) = (store.clone(), client.clone(), tenant.clone());
         let (batches, done) = (batch_rx.clone(), done_tx.clone());
         writer_tasks.spawn(
-            write_loop(store, client, tenant, batches, done)
+            write_loop(store, client, tenant, status.clone(), batches, done)
                 .instrument(tracing::debug_span!(parent: &span, "writer", writer)),
         );
     }

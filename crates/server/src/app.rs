@@ -34,7 +34,7 @@ use serviceradar_health::webhooks::WebhookSettings;
 use serviceradar_health::{Health, HealthSettings};
 use serviceradar_hub::leaf_auth::LeafAuthSettings;
 use serviceradar_identity::{MasterKeySource, Pki};
-use serviceradar_ingest::IngestSettings;
+use serviceradar_ingest::{IngestSettings, IngestStatus};
 use serviceradar_jobs::Jobs;
 use serviceradar_provisioning::ProvisioningSettings;
 use serviceradar_provisioning::bootstrap::{BootstrapOutcome, BootstrapSettings, bootstrap};
@@ -78,6 +78,9 @@ pub struct Settings {
     pub provision_leaves: bool,
     /// The ingestion pipeline (hub JetStream -> database); `None` disables it.
     pub ingest: Option<IngestSettings>,
+    /// How long a tenant's ingestion may fail before `/readyz` says not
+    /// ready (default [`INGEST_STALL_UNREADY`]).
+    pub ingest_stall_unready: Duration,
     /// The hub's leaf authorization callout service; `None` disables it (then
     /// no leaf can join the hub: run it wherever leaves connect).
     pub leaf_auth: Option<LeafAuthSettings>,
@@ -107,6 +110,7 @@ impl Settings {
             health: HealthSettings::default(),
             provision_leaves: false,
             ingest: None,
+            ingest_stall_unready: INGEST_STALL_UNREADY,
             leaf_auth: None,
             gateway_listen: None,
             gateway: GatewaySettings::default(),
@@ -125,6 +129,7 @@ pub struct Application {
     pki: Arc<Pki>,
     health: Health,
     gateway: Option<Gateway>,
+    ingest_status: IngestStatus,
     /// What bootstrapping did (the first admin's password, once).
     pub bootstrap: BootstrapOutcome,
 }
@@ -203,6 +208,7 @@ impl Application {
             }
             None => None,
         };
+        let ingest_status = IngestStatus::new();
         let control = Control::new(
             store.clone(),
             pki.clone(),
@@ -212,12 +218,20 @@ impl Application {
                 sessions: settings.sessions.clone(),
                 throttle: settings.throttle.clone(),
                 webhooks: settings.webhooks.clone(),
+                ingest_status: ingest_status.clone(),
             },
         );
         Ok(Self {
             listener,
             metrics_listener,
-            router: router(control),
+            router: router(
+                control,
+                Readiness {
+                    ingest: ingest_status.clone(),
+                    stall: settings.ingest_stall_unready,
+                },
+            ),
+            ingest_status,
             store,
             jobs,
             settings,
@@ -259,6 +273,11 @@ impl Application {
         &self.health
     }
 
+    /// Each tenant's ingestion pipeline: state, lag, last error.
+    pub fn ingest_status(&self) -> &IngestStatus {
+        &self.ingest_status
+    }
+
     /// The platform PKI (tests mint NATS users and read CAs through it).
     pub fn pki(&self) -> &Arc<Pki> {
         &self.pki
@@ -280,6 +299,7 @@ impl Application {
                 self.store.clone(),
                 self.pki.clone(),
                 ingest.clone(),
+                self.ingest_status.clone(),
                 stop_rx.clone(),
             ));
         }
@@ -374,13 +394,13 @@ async fn renewal_sweeper(store: Store, mut stop: watch::Receiver<bool>) {
     }
 }
 
-fn router(control: Control) -> Router {
+fn router(control: Control, readiness: Readiness) -> Router {
     let (api, _openapi) = serviceradar_api::router();
     let request_id = HeaderName::from_static("x-request-id");
     let ops = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(control.store().clone());
+        .with_state((control.store().clone(), readiness));
     Router::new()
         .nest("/api/v1", api.with_state(control))
         .merge(ops)
@@ -443,15 +463,43 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Readiness: the database answers.
-async fn readyz(State(store): State<Store>) -> Response {
-    match store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
-        }
+/// How long a tenant's ingestion may fail before the server reports itself
+/// not ready (short failures, such as a hub restart, are retried quietly).
+pub const INGEST_STALL_UNREADY: Duration = Duration::from_secs(60);
+
+/// What readiness looks at besides the database.
+#[derive(Clone)]
+struct Readiness {
+    ingest: IngestStatus,
+    stall: Duration,
+}
+
+/// Readiness: the database answers, and no tenant's ingestion has been
+/// failing for [`Settings::ingest_stall_unready`] or longer. The answer names no
+/// tenant (this port is public): `GET /api/v1/ingest` tells each tenant its
+/// own state, and the per-tenant metrics tell the operator.
+async fn readyz(State((store, readiness)): State<(Store, Readiness)>) -> Response {
+    if let Err(e) = store.ping().await {
+        tracing::warn!(error = %e, "readiness check failed");
+        return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response();
     }
+    let stalled = readiness.ingest.stalled(readiness.stall);
+    if !stalled.is_empty() {
+        for pipeline in &stalled {
+            tracing::warn!(tenant = %pipeline.tenant, error = ?pipeline.last_error.as_ref().map(|(_, e)| e),
+                "readiness: ingestion failing for {:?}", pipeline.failing_for().unwrap_or_default());
+        }
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "ingestion failing for {} tenant(s) for over {} s",
+                stalled.len(),
+                readiness.stall.as_secs_f64()
+            ),
+        )
+            .into_response();
+    }
+    (StatusCode::OK, "ready").into_response()
 }
 
 async fn metrics_page(State(metrics): State<PrometheusHandle>) -> Response {

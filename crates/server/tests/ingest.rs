@@ -855,3 +855,245 @@ async fn site_data_survives_a_hub_outage() {
     drop(leaf_server);
     drop(hub);
 }
+
+/// A read token for `email` of `tenant`.
+async fn read_token(store: &Store, tenant: &str, email: &str) -> String {
+    serviceradar_control::tokens::create_token_for(
+        store,
+        tenant,
+        email,
+        "t",
+        &[serviceradar_domain::policy::Scope::Read],
+        1,
+    )
+    .await
+    .unwrap()
+}
+
+/// The control plane with acme (bootstrapped) and beta, and the hub.
+async fn two_tenants(
+    dir: &Path,
+    database_url: &str,
+    configure: impl FnOnce(&mut Settings),
+) -> (
+    Store,
+    Arc<Pki>,
+    Running,
+    NatsServer,
+    support::HubPorts,
+    Tenant,
+    Tenant,
+) {
+    let ports = support::HubPorts::free();
+    let mut settings = settings(dir, database_url, ports.client);
+    configure(&mut settings);
+    support::init();
+    let app = Application::build(settings).await.expect("build app");
+    let (store, pki) = (app.store().clone(), app.pki().clone());
+    serviceradar_provisioning::tenants::create_tenant(
+        &store,
+        &pki,
+        serviceradar_provisioning::tenants::NewTenant {
+            slug: "beta",
+            name: None,
+            owner_email: "owner@beta.example.com",
+            owner_password: Some(PASSWORD),
+        },
+    )
+    .await
+    .unwrap();
+    let acme = store.tenant_by_slug("acme").await.unwrap();
+    let beta = store.tenant_by_slug("beta").await.unwrap();
+    let (hub, _) = support::start_hub(dir, &store, &pki, ports).await;
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let running = Running {
+        base,
+        shutdown: tx,
+        task: tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        })),
+    };
+    (store, pki, running, hub, ports, acme, beta)
+}
+
+/// Issue 11, finding 9: one event with `\u0000` in its message stopped its
+/// tenant's ingestion for good, and the broken connections it left in the
+/// shared pool stalled another tenant. Now: acme publishes poison (NUL in
+/// every text field) mixed into good events while beta publishes; every good
+/// event of both arrives exactly once, each poison message is dead-lettered
+/// with a reason naming the NUL, neither pipeline fails even once, and
+/// readiness stays green.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenants_poison_never_stops_or_slows_another() {
+    const GOOD: usize = 3000;
+    const POISON: usize = 30;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let database_url = serviceradar_testkit::postgres().create_database();
+    let (store, pki, running, _hub, ports, acme, beta) =
+        two_tenants(dir, &database_url, |_| {}).await;
+    let acme_nc = tenant_client(dir, &store, &pki, &acme, ports.client).await;
+    let beta_nc = tenant_client(dir, &store, &pki, &beta, ports.client).await;
+    let mut dead = acme_nc
+        .subscribe(ingest::deadletter_subject("acme"))
+        .await
+        .unwrap();
+    acme_nc.flush().await.unwrap();
+
+    // beta publishes while acme's poison is in flight.
+    let beta_publisher = {
+        let beta_nc = beta_nc.clone();
+        tokio::spawn(async move { publish_good(&beta_nc, "beta", 0, GOOD).await })
+    };
+    publish_good(&acme_nc, "acme", 0, GOOD / 2).await;
+    let acme_js = async_nats::jetstream::new(acme_nc.clone());
+    let poison = [
+        ("events.acme.nyc", r#"{"message":"a\u0000b"}"#),
+        (
+            "logs.acme.syslog",
+            r#"{"message":"x","level":"in\u0000fo"}"#,
+        ),
+        ("metrics.acme.nyc", r#"{"name":"cpu\u0000","value":1}"#),
+    ];
+    for i in 0..POISON {
+        let (subject, payload) = poison[i % poison.len()];
+        acme_js
+            .publish(subject, payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    publish_good(&acme_nc, "acme", GOOD / 2, GOOD / 2).await;
+    beta_publisher.await.unwrap();
+
+    wait_rows(&store, &beta, GOOD as i64).await;
+    wait_rows(&store, &acme, GOOD as i64).await;
+    for _ in 0..POISON {
+        let letter = tokio::time::timeout(WAIT, dead.next())
+            .await
+            .expect("a dead letter for each poison message")
+            .unwrap();
+        let reason = letter
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("SR-Reason"))
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        assert!(reason.contains("NUL"), "{reason}");
+    }
+
+    // Both pipelines ran without a single failure, as the API reports it.
+    for (tenant, email, written) in [
+        ("acme", "admin@example.com", GOOD),
+        ("beta", "owner@beta.example.com", GOOD),
+    ] {
+        let token = read_token(&store, tenant, email).await;
+        let (status, body) = api_get(&running.base, &token, "/api/v1/ingest").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["state"], "running", "{tenant}: {body}");
+        assert_eq!(body["consecutive_failures"], 0, "{tenant}: {body}");
+        assert!(body.get("last_error").is_none(), "{tenant}: {body}");
+        assert_eq!(body["written"], written as u64, "{tenant}: {body}");
+        let dead_lettered = if tenant == "acme" { POISON } else { 0 };
+        assert_eq!(
+            body["dead_lettered"], dead_lettered as u64,
+            "{tenant}: {body}"
+        );
+    }
+    let ready = reqwest::get(format!("{}/readyz", running.base))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    running.stop().await;
+}
+
+/// Issue 11, finding 9: a stalled pipeline was invisible (`/readyz` said
+/// `ready` throughout). With the hub gone, each tenant's pipeline shows as
+/// `failing` in the API (what failed, since when, failures in a row),
+/// readiness turns 503 once it has failed for the configured time, and both
+/// recover — the failure count back at 0 — when the hub returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_pipeline_shows_in_the_api_and_in_readiness() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let database_url = format!("sqlite://{}", dir.join("core.db").display());
+    let (store, pki, running, mut hub, ports, acme, _beta) =
+        two_tenants(dir, &database_url, |settings| {
+            settings.ingest_stall_unready = Duration::from_secs(2);
+        })
+        .await;
+    let token = read_token(&store, "acme", "admin@example.com").await;
+    let acme_nc = tenant_client(dir, &store, &pki, &acme, ports.client).await;
+    publish_good(&acme_nc, "acme", 0, 30).await;
+    wait_rows(&store, &acme, 30).await;
+    let ingest_state = || async {
+        let (status, body) = api_get(&running.base, &token, "/api/v1/ingest").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    };
+    let readyz = || async {
+        reqwest::get(format!("{}/readyz", running.base))
+            .await
+            .unwrap()
+            .status()
+    };
+    let body = ingest_state().await;
+    assert_eq!(body["state"], "running", "{body}");
+    assert_eq!(body["lag"], 0, "{body}");
+    assert_eq!(readyz().await, StatusCode::OK);
+
+    hub.kill();
+    let deadline = Instant::now() + WAIT;
+    let failing = loop {
+        let body = ingest_state().await;
+        if body["state"] == "failing" {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "never failing: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        failing["consecutive_failures"].as_u64().unwrap() >= 1,
+        "{failing}"
+    );
+    assert!(failing["since"].as_i64().unwrap() > 0, "{failing}");
+    let message = failing["last_error"]["message"].as_str().unwrap();
+    assert!(!message.is_empty(), "{failing}");
+    assert!(
+        !message.contains("127.0.0.1"),
+        "no internal addresses: {failing}"
+    );
+    let deadline = Instant::now() + WAIT;
+    while readyz().await != StatusCode::SERVICE_UNAVAILABLE {
+        assert!(Instant::now() < deadline, "readiness stayed green");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let text = reqwest::get(format!("{}/readyz", running.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("ingestion failing"), "{text}");
+    assert!(!text.contains("acme"), "readiness names no tenant: {text}");
+
+    // The hub comes back on the same ports: running again, count reset.
+    let (_hub, _) = support::start_hub(dir, &store, &pki, ports).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let body = ingest_state().await;
+        if body["state"] == "running" {
+            assert_eq!(body["consecutive_failures"], 0, "{body}");
+            assert!(body["last_error"]["message"].is_string(), "kept: {body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(readyz().await, StatusCode::OK);
+    publish_good(&acme_nc, "acme", 30, 30).await;
+    wait_rows(&store, &acme, 60).await;
+    running.stop().await;
+}

@@ -103,7 +103,8 @@ impl Scoped<'_> {
     ) -> Result<Isolated, StoreError> {
         let mut written = Isolated::default();
         // Ranges still to write, the next one last (depth-first, in order).
-        let mut pending = vec![0..records.len()];
+        let mut pending = Vec::with_capacity(8);
+        pending.push(0..records.len());
         while let Some(range) = pending.pop() {
             if range.is_empty() {
                 continue;

@@ -154,7 +154,13 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
     // The pipeline.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
-    let task = ingest::spawn(store.clone(), pki.clone(), settings.clone(), stop_rx);
+    let task = ingest::spawn(
+        store.clone(),
+        pki.clone(),
+        settings.clone(),
+        ingest::IngestStatus::new(),
+        stop_rx,
+    );
     wait_acknowledged(&client, last_seq, Duration::from_secs(600)).await?;
     let pipeline_secs = started.elapsed().as_secs_f64();
     wait_rows(&store, &tenant, args.messages as i64, WAIT).await?;
@@ -243,7 +249,13 @@ async fn catch_up(
     settings.batch_timeout = Duration::from_millis(100);
     settings.site_sync_interval = Duration::from_millis(500);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let task = ingest::spawn(store.clone(), pki.clone(), settings, stop_rx.clone());
+    let task = ingest::spawn(
+        store.clone(),
+        pki.clone(),
+        settings,
+        ingest::IngestStatus::new(),
+        stop_rx.clone(),
+    );
     // Leaves join the hub through the leaf authorization callout.
     let _leaf_auth = serviceradar_hub::leaf_auth::spawn(
         store.clone(),
