@@ -35,7 +35,6 @@
 //! to the hub as the system account, so a hub whose config predates it learns
 //! it without a restart.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,7 +70,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Where the hub is and how to reach it.
 #[derive(Debug, Clone)]
 pub struct LeafAuthSettings {
-    /// The hub and where the service's creds files go.
+    /// The hub, and the lifetime of the service's own NATS users.
     pub hub: HubEndpoint,
     /// Lifetime of an admitted leaf session.
     pub session_lifetime: Duration,
@@ -79,8 +78,8 @@ pub struct LeafAuthSettings {
 
 impl LeafAuthSettings {
     /// Settings for the hub at `hub_url` with defaults.
-    pub fn new(hub_url: impl Into<String>, creds_dir: impl Into<PathBuf>) -> Self {
-        Self::for_hub(HubEndpoint::new(hub_url, creds_dir))
+    pub fn new(hub_url: impl Into<String>) -> Self {
+        Self::for_hub(HubEndpoint::new(hub_url))
     }
 
     /// Settings for the hub `hub` with defaults.
@@ -444,7 +443,21 @@ async fn run(
             },
         };
         match result {
-            Ok(()) => return,
+            Ok(Served::Stopped) => return,
+            // Its user is due for renewal: the new session subscribes before
+            // the old one lets go, so no leaf finds nobody answering.
+            Ok(Served::Renew(old)) => match Session::open(&store, &pki, &settings).await {
+                Ok(new) => {
+                    tracing::info!("leaf authorization service renewed its NATS user");
+                    drop(old);
+                    session = Some(new);
+                    continue;
+                }
+                Err(e) => tracing::warn!(
+                    error = format!("{e:#}"),
+                    "renewing the leaf authorization service's NATS user failed; retrying"
+                ),
+            },
             Err(e) => tracing::warn!(
                 error = format!("{e:#}"),
                 "leaf authorization service interrupted; retrying"
@@ -463,6 +476,16 @@ struct Session {
     client: async_nats::Client,
     requests: async_nats::Subscriber,
     authorizer: Arc<LeafAuthorizer>,
+    /// When its NATS user is due for renewal (before it expires).
+    renew_at: tokio::time::Instant,
+}
+
+/// How a session's serving ended.
+enum Served {
+    /// `stop` turned true.
+    Stopped,
+    /// Its NATS user is due for renewal; it still answers until dropped.
+    Renew(Box<Session>),
 }
 
 impl Session {
@@ -475,17 +498,16 @@ impl Session {
         let authorizer = Arc::new(
             LeafAuthorizer::new(store.clone(), pki.clone(), settings.session_lifetime).await?,
         );
+        let lifetime = settings.hub.service_users;
         let creds = pki
-            .leaf_auth_service_creds(store)
+            .leaf_auth_service_creds(store, lifetime.expires_at())
             .await
             .map_err(identity("minting the leaf authorization service's creds"))?;
-        let client = connect(
-            settings,
-            "leaf-auth.creds",
-            creds.as_str(),
-            "serviceradar-leaf-auth",
-        )
-        .await?;
+        let renew_at = tokio::time::Instant::from_std(lifetime.renew_at());
+        let client = settings
+            .hub
+            .connect(creds.as_str(), "serviceradar-leaf-auth")
+            .await?;
         let requests = client
             .queue_subscribe(AUTH_CALLOUT_SUBJECT, QUEUE_GROUP.into())
             .await
@@ -499,11 +521,13 @@ impl Session {
             client,
             requests,
             authorizer,
+            renew_at,
         })
     }
 
-    /// Answers requests until `stop` (`Ok`) or the connection fails.
-    async fn serve(mut self, stop: &mut watch::Receiver<bool>) -> Result<(), HubError> {
+    /// Answers requests until `stop`, until its user is due for renewal, or
+    /// until the connection fails.
+    async fn serve(mut self, stop: &mut watch::Receiver<bool>) -> Result<Served, HubError> {
         loop {
             tokio::select! {
                 message = self.requests.next() => {
@@ -520,7 +544,8 @@ impl Session {
                         }
                     }.in_current_span());
                 }
-                _ = stop.wait_for(|s| *s) => return Ok(()),
+                _ = stop.wait_for(|s| *s) => return Ok(Served::Stopped),
+                _ = tokio::time::sleep_until(self.renew_at) => return Ok(Served::Renew(Box::new(self))),
             }
         }
     }
@@ -537,30 +562,21 @@ async fn push_leaf_account(
         .await
         .map_err(identity("signing the leaf authorization account JWT"))?;
     let creds = pki
-        .system_user_creds(store, "serviceradar-leaf-auth-push")
+        .system_user_creds(
+            store,
+            "serviceradar-leaf-auth-push",
+            settings.hub.service_users.expires_at(),
+        )
         .await
         .map_err(identity(
             "minting the system user that pushes the leaf account",
         ))?;
-    let system = connect(
-        settings,
-        "leaf-auth-system.creds",
-        creds.as_str(),
-        "serviceradar-leaf-auth-push",
-    )
-    .await?;
+    let system = settings
+        .hub
+        .connect(creds.as_str(), "serviceradar-leaf-auth-push")
+        .await?;
     // Its errors name the account (`LEAVES`).
     crate::client::push_account_jwt(&system, &jwt, REQUEST_TIMEOUT).await
-}
-
-/// Connects to the hub with `creds` (written to `file` under the creds dir).
-async fn connect(
-    settings: &LeafAuthSettings,
-    file: &str,
-    creds: &str,
-    name: &str,
-) -> Result<async_nats::Client, HubError> {
-    settings.hub.connect(file, creds, name).await
 }
 
 #[cfg(test)]

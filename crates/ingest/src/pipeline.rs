@@ -22,7 +22,7 @@ use crate::buffers::sync_site_buffers;
 use crate::consumer::{open_stream_and_consumer, recover_unacknowledged};
 use crate::error::{IngestError, report};
 use crate::fetch::{FetchedBatch, fetch_loop};
-use crate::hub::connect;
+use crate::hub::{HubConnection, connect};
 use crate::settings::{IngestSettings, QUEUED_BATCHES};
 use crate::status::IngestStatus;
 use crate::write::{WrittenBatch, write_loop};
@@ -34,11 +34,22 @@ const DRAIN: Duration = Duration::from_secs(5);
 const FETCHER: &str = "the ingest fetcher";
 const WRITER: &str = "an ingest writer";
 
+/// How a pipeline ended without failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// `stop` flipped.
+    Stopped,
+    /// Its NATS user is due for renewal: start a new pipeline now (a new
+    /// user, a new connection), no backoff.
+    Renew,
+}
+
 /// Connects, ensures the stream and consumer, recovers what an earlier
 /// pipeline left unacknowledged, then runs the fetcher, the writers and the
-/// acknowledgements until `stop` flips (`Ok`, after the batches in flight are
-/// written and acknowledged) or something fails (`Err`, the caller retries;
-/// nothing past the last contiguous commit was acknowledged).
+/// acknowledgements until `stop` flips or its NATS user is due for renewal
+/// (`Ok`, after the batches in flight are written and acknowledged) or
+/// something fails (`Err`, the caller retries; nothing past the last
+/// contiguous commit was acknowledged).
 pub(crate) async fn pipeline(
     store: &Store,
     pki: &Pki,
@@ -46,8 +57,8 @@ pub(crate) async fn pipeline(
     tenant: &Tenant,
     status: &IngestStatus,
     stop: &mut watch::Receiver<bool>,
-) -> Result<(), IngestError> {
-    let client = connect(store, pki, settings, tenant).await?;
+) -> Result<Ended, IngestError> {
+    let HubConnection { client, renew_at } = connect(store, pki, settings, tenant).await?;
     let (stream, consumer) =
         open_stream_and_consumer(&client, tenant.slug.as_str(), settings).await?;
     let (consumer, delivered) = recover_unacknowledged(&stream, consumer, settings).await?;
@@ -107,7 +118,7 @@ pub(crate) async fn pipeline(
     drop(done_tx);
 
     let mut watermark = AckWatermark::default();
-    loop {
+    let ended = loop {
         tokio::select! {
             written = done_rx.recv() => match written {
                 Some(written) => acknowledge(&mut watermark, written).await?,
@@ -121,9 +132,10 @@ pub(crate) async fn pipeline(
                 joined.map_err(|e| IngestError::TaskPanicked(WRITER, e))??;
                 return Err(IngestError::TaskStopped(WRITER));
             }
-            _ = stop.changed() => break,
+            _ = stop.changed() => break Ended::Stopped,
+            _ = tokio::time::sleep_until(renew_at) => break Ended::Renew,
         }
-    }
+    };
 
     // Stop: no new fetches; write and acknowledge what is in flight.
     fetcher.shutdown().await;
@@ -139,13 +151,13 @@ pub(crate) async fn pipeline(
     })
     .await;
     match drained {
-        Ok(result) => result,
+        Ok(result) => result.map(|()| ended),
         Err(_) => {
             tracing::warn!(
                 waiting = watermark.waiting(),
                 "stopping with batches in flight; they are redelivered on restart"
             );
-            Ok(())
+            Ok(ended)
         }
     }
 }

@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use crate::error::{BoxError, IngestError, report};
 use crate::hub::{LEAF_API_TIMEOUT, system_client};
-use crate::pipeline::pipeline;
+use crate::pipeline::{Ended, pipeline};
 use crate::settings::IngestSettings;
 use crate::status::IngestStatus;
 
@@ -115,7 +115,11 @@ async fn run_tenant(
         }
         status.starting(tenant.id, tenant.slug.as_str());
         let backoff = match pipeline(&store, &pki, &settings, &tenant, &status, &mut stop).await {
-            Ok(()) => return,
+            Ok(Ended::Stopped) => return,
+            Ok(Ended::Renew) => {
+                tracing::info!("renewing the tenant's ingest user");
+                continue;
+            }
             Err(e) => {
                 // The status (which tenants see) says what failed; the log
                 // also says why, with every cause (hosts, database errors).
@@ -145,7 +149,8 @@ fn retry_delay(failures: u32) -> Duration {
 /// system account (`$SYS.REQ.CLAIMS.UPDATE`), once per JWT.
 #[derive(Default)]
 struct AccountPusher {
-    client: Option<async_nats::Client>,
+    /// The system user's connection, while its user is not due for renewal.
+    client: Option<crate::hub::HubConnection>,
     /// Tenant id -> the account JWT the hub has.
     pushed: HashMap<String, String>,
 }
@@ -167,13 +172,15 @@ impl AccountPusher {
             if self.pushed.get(&key) == Some(&jwt) {
                 continue;
             }
-            let client = match &self.client {
-                Some(client) => client.clone(),
-                None => {
-                    let client = system_client(store, pki, settings).await?;
-                    self.client = Some(client.clone());
-                    client
-                }
+            let due = self
+                .client
+                .as_ref()
+                .is_none_or(|c| c.renew_at <= tokio::time::Instant::now());
+            if due {
+                self.client = Some(system_client(store, pki, settings).await?);
+            }
+            let Some(client) = self.client.as_ref().map(|c| c.client.clone()) else {
+                continue;
             };
             serviceradar_hub::client::push_account_jwt(&client, &jwt, LEAF_API_TIMEOUT)
                 .await

@@ -234,24 +234,18 @@ pub struct IngestConfig {
 impl IngestConfig {
     /// The hub connection ingestion and the leaf authorization callout share,
     /// or `None` when no hub URL is set.
-    pub fn hub(&self, data_dir: &std::path::Path) -> Option<serviceradar_hub::client::HubEndpoint> {
+    pub fn hub(&self) -> Option<serviceradar_hub::client::HubEndpoint> {
         if self.ingest_nats_url.is_empty() {
             return None;
         }
-        let mut hub = serviceradar_hub::client::HubEndpoint::new(
-            &self.ingest_nats_url,
-            data_dir.join("ingest-creds"),
-        );
+        let mut hub = serviceradar_hub::client::HubEndpoint::new(&self.ingest_nats_url);
         hub.ca_file = self.ingest_nats_ca.clone();
         Some(hub)
     }
 
     /// The pipeline settings, or `None` when no hub URL is set.
-    pub fn settings(
-        &self,
-        data_dir: &std::path::Path,
-    ) -> Option<serviceradar_ingest::IngestSettings> {
-        let mut settings = serviceradar_ingest::IngestSettings::for_hub(self.hub(data_dir)?);
+    pub fn settings(&self) -> Option<serviceradar_ingest::IngestSettings> {
+        let mut settings = serviceradar_ingest::IngestSettings::for_hub(self.hub()?);
         settings.batch_size = self.ingest_batch_size as usize;
         settings.writers = self.ingest_writers as usize;
         settings.batch_timeout = std::time::Duration::from_millis(self.ingest_batch_timeout_ms);
@@ -325,11 +319,8 @@ impl IngestConfig {
     /// The leaf authorization callout service, on the same hub connection as
     /// ingestion (`--ingest-nats-url`), or `None` when no hub URL is set. Leaves
     /// can only join the hub while some `serviceradar-core` runs it.
-    pub fn leaf_auth_settings(
-        &self,
-        data_dir: &std::path::Path,
-    ) -> Option<serviceradar_hub::leaf_auth::LeafAuthSettings> {
-        self.hub(data_dir)
+    pub fn leaf_auth_settings(&self) -> Option<serviceradar_hub::leaf_auth::LeafAuthSettings> {
+        self.hub()
             .map(serviceradar_hub::leaf_auth::LeafAuthSettings::for_hub)
     }
 }
@@ -412,8 +403,8 @@ impl ServeConfig {
             sweep_interval: Duration::from_secs(self.gateway.health_sweep_interval_secs.max(1)),
         };
         settings.provision_leaves = true;
-        settings.ingest = self.ingest.settings(data_dir);
-        settings.leaf_auth = self.ingest.leaf_auth_settings(data_dir);
+        settings.ingest = self.ingest.settings();
+        settings.leaf_auth = self.ingest.leaf_auth_settings();
         settings.gateway_listen = self.gateway.gateway_listen;
         settings.gateway = serviceradar_gateway::GatewaySettings {
             hosts: self.gateway.gateway_hosts.clone(),

@@ -110,6 +110,23 @@ enum AdminCommand {
     },
 }
 
+/// Earlier versions wrote the services' NATS credentials, which never
+/// expired, to `DATA_DIR/ingest-creds`; they are minted with an expiry and
+/// held in memory now, so the old files are only a liability: removed.
+fn remove_stale_service_creds(data_dir: &std::path::Path) {
+    let stale = data_dir.join("ingest-creds");
+    if stale.exists() {
+        match std::fs::remove_dir_all(&stale) {
+            Ok(()) => {
+                tracing::info!(path = %stale.display(), "removed service credentials an earlier version wrote to disk")
+            }
+            Err(e) => {
+                tracing::warn!(path = %stale.display(), error = %e, "could not remove service credentials an earlier version wrote to disk; delete them")
+            }
+        }
+    }
+}
+
 async fn open(db: &DatabaseConfig) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&db.data_dir)
         .with_context(|| format!("creating data dir {}", db.data_dir.display()))?;
@@ -139,6 +156,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     telemetry::init_tracing(config.log_format == "json", std::io::stderr);
     std::fs::create_dir_all(&config.db.data_dir)
         .with_context(|| format!("creating data dir {}", config.db.data_dir.display()))?;
+    remove_stale_service_creds(&config.db.data_dir);
     let settings = config.settings();
     let app = Application::build(settings).await?;
     let base = config

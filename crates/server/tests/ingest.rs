@@ -47,20 +47,16 @@ fn settings(dir: &Path, database_url: &str, hub_client: u16) -> Settings {
     settings.bootstrap.tenant = "acme".into();
     settings.master_key = MasterKeySource::DevFile(dir.join("master.key"));
     settings.job_workers = 0;
-    let mut ingest = IngestSettings::new(
-        format!("nats://127.0.0.1:{hub_client}"),
-        dir.join("ingest-creds"),
-    );
+    let mut ingest = IngestSettings::new(format!("nats://127.0.0.1:{hub_client}"));
     ingest.batch_size = 200;
     ingest.batch_timeout = Duration::from_millis(200);
     ingest.ack_wait = Duration::from_secs(2);
     ingest.tenant_refresh = Duration::from_millis(300);
     settings.ingest = Some(ingest);
     // Leaves join the hub through the leaf authorization callout.
-    settings.leaf_auth = Some(LeafAuthSettings::new(
-        format!("nats://127.0.0.1:{hub_client}"),
-        dir.join("ingest-creds"),
-    ));
+    settings.leaf_auth = Some(LeafAuthSettings::new(format!(
+        "nats://127.0.0.1:{hub_client}"
+    )));
     settings
 }
 
@@ -93,7 +89,12 @@ async fn tenant_client(
     hub_client: u16,
 ) -> async_nats::Client {
     let creds = pki
-        .user_creds(store, tenant, &format!("collector-{}", tenant.slug))
+        .user_creds(
+            store,
+            tenant,
+            &format!("collector-{}", tenant.slug),
+            serviceradar_identity::ServiceUserLifetime::default().expires_at(),
+        )
         .await
         .unwrap();
     let path = dir.join(format!("{}-{}.creds", tenant.slug, uuid::Uuid::new_v4()));
@@ -346,10 +347,15 @@ async fn ingest_end_to_end(postgres: bool) {
     let gamma_creds = dir.join("gamma.creds");
     std::fs::write(
         &gamma_creds,
-        pki.user_creds(&store, &gamma, "collector-gamma")
-            .await
-            .unwrap()
-            .as_str(),
+        pki.user_creds(
+            &store,
+            &gamma,
+            "collector-gamma",
+            serviceradar_identity::ServiceUserLifetime::default().expires_at(),
+        )
+        .await
+        .unwrap()
+        .as_str(),
     )
     .unwrap();
     let deadline = Instant::now() + WAIT;
@@ -380,7 +386,15 @@ async fn ingest_end_to_end(postgres: bool) {
 
     // Revocation without a restart: once the re-signed account reaches the
     // hub, a revoked user's creds no longer connect; others are unaffected.
-    let victim = pki.user_creds(&store, &acme, "victim").await.unwrap();
+    let victim = pki
+        .user_creds(
+            &store,
+            &acme,
+            "victim",
+            serviceradar_identity::ServiceUserLifetime::default().expires_at(),
+        )
+        .await
+        .unwrap();
     let victim_path = dir.join("victim.creds");
     std::fs::write(&victim_path, victim.as_str()).unwrap();
     let connect_victim = || async {
@@ -1095,5 +1109,65 @@ async fn a_stalled_pipeline_shows_in_the_api_and_in_readiness() {
     assert_eq!(readyz().await, StatusCode::OK);
     publish_good(&acme_nc, "acme", 30, 30).await;
     wait_rows(&store, &acme, 60).await;
+    running.stop().await;
+}
+
+/// Issue 11, finding 10: the services' own NATS users (ingestion, account
+/// pushes, leaf authorization) never expired and were written to disk on
+/// every reconnect. With a 3-second lifetime, the hub itself would drop them
+/// within the test: ingestion keeps running across several renewals without
+/// a single failure, each service says it renewed, and no credentials file
+/// is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_users_expire_and_are_renewed_before_they_do() {
+    use serviceradar_identity::ServiceUserLifetime;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("core");
+    std::fs::create_dir_all(&data).unwrap();
+    let database_url = format!("sqlite://{}", data.join("core.db").display());
+    let lifetime = ServiceUserLifetime(Duration::from_secs(3));
+    let (store, pki, running, _hub, ports, acme, _beta) =
+        two_tenants(dir, &database_url, |settings| {
+            settings.master_key = MasterKeySource::DevFile(data.join("master.key"));
+            if let Some(ingest) = settings.ingest.as_mut() {
+                ingest.hub.service_users = lifetime;
+            }
+            if let Some(leaf_auth) = settings.leaf_auth.as_mut() {
+                leaf_auth.hub.service_users = lifetime;
+            }
+        })
+        .await;
+    let token = read_token(&store, "acme", "admin@example.com").await;
+    let acme_nc = tenant_client(dir, &store, &pki, &acme, ports.client).await;
+    // Ten seconds of publishing: past three expiries of each user.
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_secs(10) {
+        publish_good(&acme_nc, "acme", sent, 20).await;
+        sent += 20;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    wait_rows(&store, &acme, sent as i64).await;
+    let (_, body) = api_get(&running.base, &token, "/api/v1/ingest").await;
+    assert_eq!(body["state"], "running", "{body}");
+    assert!(
+        body.get("last_error").is_none(),
+        "ingestion failed across the renewals: {body}"
+    );
+    let logs = support::captured_logs();
+    assert!(logs.contains("renewing the tenant's ingest user"), "{logs}");
+    assert!(
+        logs.contains("leaf authorization service renewed its NATS user"),
+        "{logs}"
+    );
+    // Nothing but the database and the master key in the data directory.
+    let mut files: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with("core.db"))
+        .collect();
+    files.sort();
+    assert_eq!(files, ["master.key"]);
     running.stop().await;
 }

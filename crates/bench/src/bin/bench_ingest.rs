@@ -121,10 +121,7 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
     pki.ensure_tenant_identity(&store, &tenant).await?;
     let (hub, files, hub_dir) = start_hub(&store, &pki, dir, &ports).await?;
     let client = tenant_client(dir, &store, &pki, &tenant, ports.hub_client).await?;
-    let mut settings = IngestSettings::new(
-        format!("nats://127.0.0.1:{}", ports.hub_client),
-        dir.join("creds"),
-    );
+    let mut settings = IngestSettings::new(format!("nats://127.0.0.1:{}", ports.hub_client));
     settings.batch_size = args.batch;
     settings.writers = args.writers;
     settings.batch_timeout = Duration::from_millis(100);
@@ -240,10 +237,7 @@ async fn catch_up(
     let collector = collector_client(dir, store, pki, tenant, &root, leaf_port).await?;
     let local_js = async_nats::jetstream::new(collector.clone());
 
-    let mut settings = IngestSettings::new(
-        format!("nats://127.0.0.1:{}", ports.hub_client),
-        dir.join("creds"),
-    );
+    let mut settings = IngestSettings::new(format!("nats://127.0.0.1:{}", ports.hub_client));
     settings.batch_size = args.batch;
     settings.writers = args.writers;
     settings.batch_timeout = Duration::from_millis(100);
@@ -260,10 +254,10 @@ async fn catch_up(
     let _leaf_auth = serviceradar_hub::leaf_auth::spawn(
         store.clone(),
         pki.clone(),
-        serviceradar_hub::leaf_auth::LeafAuthSettings::new(
-            format!("nats://127.0.0.1:{}", ports.hub_client),
-            dir.join("creds"),
-        ),
+        serviceradar_hub::leaf_auth::LeafAuthSettings::new(format!(
+            "nats://127.0.0.1:{}",
+            ports.hub_client
+        )),
         stop_rx,
     );
     let deadline = Instant::now() + WAIT;
@@ -558,7 +552,14 @@ async fn tenant_client(
     tenant: &Tenant,
     port: u16,
 ) -> anyhow::Result<async_nats::Client> {
-    let creds = pki.user_creds(store, tenant, "bench").await?;
+    let creds = pki
+        .user_creds(
+            store,
+            tenant,
+            "bench",
+            serviceradar_identity::ServiceUserLifetime::default().expires_at(),
+        )
+        .await?;
     let path = dir.join("bench.creds");
     write_secret_file(&path, creds.as_str().as_bytes())?;
     Ok(async_nats::ConnectOptions::with_credentials_file(path)
