@@ -67,6 +67,39 @@ pub const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 const LEAFNODE_KIND: &str = "Leafnode";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A leaf the service admitted into its tenant's account (its leafnode
+/// connection completes right after).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeafAdmitted {
+    /// The leaf's tenant.
+    pub tenant_id: TenantId,
+    /// The leaf's site.
+    pub site_id: EdgeSiteId,
+}
+
+/// Where the service announces admitted leaves. Ingestion listens, to set up
+/// a joining site's buffer within seconds instead of at its next periodic
+/// sync. Cheap to clone; announcing with nobody listening is a no-op.
+#[derive(Debug, Clone)]
+pub struct Admissions(tokio::sync::broadcast::Sender<LeafAdmitted>);
+
+impl Default for Admissions {
+    fn default() -> Self {
+        Self(tokio::sync::broadcast::channel(1024).0)
+    }
+}
+
+impl Admissions {
+    /// A receiver of every admission from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<LeafAdmitted> {
+        self.0.subscribe()
+    }
+
+    fn announce(&self, admitted: LeafAdmitted) {
+        let _ = self.0.send(admitted);
+    }
+}
+
 /// Where the hub is and how to reach it.
 #[derive(Debug, Clone)]
 pub struct LeafAuthSettings {
@@ -74,6 +107,8 @@ pub struct LeafAuthSettings {
     pub hub: HubEndpoint,
     /// Lifetime of an admitted leaf session.
     pub session_lifetime: Duration,
+    /// Where admitted leaves are announced.
+    pub admissions: Admissions,
 }
 
 impl LeafAuthSettings {
@@ -87,6 +122,7 @@ impl LeafAuthSettings {
         Self {
             hub,
             session_lifetime: DEFAULT_SESSION_LIFETIME,
+            admissions: Admissions::default(),
         }
     }
 }
@@ -235,6 +271,7 @@ pub struct LeafAuthorizer {
     pki: Arc<Pki>,
     account: NKey,
     session_lifetime: Duration,
+    admissions: Option<Admissions>,
 }
 
 /// Logs `e` (with its causes) as the failure of `what` and refuses the leaf
@@ -275,7 +312,14 @@ impl LeafAuthorizer {
             pki,
             account,
             session_lifetime,
+            admissions: None,
         })
+    }
+
+    /// Announces each admitted leaf on `admissions`.
+    pub fn announcing(mut self, admissions: Admissions) -> Self {
+        self.admissions = Some(admissions);
+        self
     }
 
     /// Decides one request (steps 1 to 4 of the module docs) and, when
@@ -329,6 +373,9 @@ impl LeafAuthorizer {
         // Checked again after recording: a site deleted in between either
         // sees this session when it revokes, or is seen missing here.
         scoped.site(site_id).await.map_err(site_lookup)?;
+        if let Some(admissions) = &self.admissions {
+            admissions.announce(LeafAdmitted { tenant_id, site_id });
+        }
         Ok(Grant {
             tenant_id,
             site_id,
@@ -496,7 +543,9 @@ impl Session {
     ) -> Result<Self, HubError> {
         push_leaf_account(store, pki, settings).await?;
         let authorizer = Arc::new(
-            LeafAuthorizer::new(store.clone(), pki.clone(), settings.session_lifetime).await?,
+            LeafAuthorizer::new(store.clone(), pki.clone(), settings.session_lifetime)
+                .await?
+                .announcing(settings.admissions.clone()),
         );
         let lifetime = settings.hub.service_users;
         let creds = pki

@@ -30,6 +30,42 @@ use crate::write::{WrittenBatch, write_loop};
 /// How long a stopping pipeline waits for its batches in flight.
 const DRAIN: Duration = Duration::from_secs(5);
 
+/// How long after a leaf's admission its buffer is first looked at.
+const JOIN_SETTLE: Duration = Duration::from_millis(200);
+
+/// The waits between the further looks after a leaf joined (then back to
+/// the periodic `site_sync_interval`).
+const JOIN_SYNCS: [Duration; 4] = [
+    Duration::from_millis(300),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
+
+/// Resolves when a leaf of `tenant` was admitted (also when some admissions
+/// were missed, to be safe), or never when nobody announces.
+async fn next_admission(
+    admissions: &mut Option<
+        tokio::sync::broadcast::Receiver<serviceradar_hub::leaf_auth::LeafAdmitted>,
+    >,
+    tenant: &Tenant,
+) {
+    let Some(receiver) = admissions.as_mut() else {
+        return std::future::pending().await;
+    };
+    loop {
+        match receiver.recv().await {
+            Ok(admitted) if admitted.tenant_id == tenant.id => return,
+            Ok(_) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                *admissions = None;
+                return std::future::pending().await;
+            }
+        }
+    }
+}
+
 /// The fetcher and a writer, as their errors name them.
 const FETCHER: &str = "the ingest fetcher";
 const WRITER: &str = "an ingest writer";
@@ -75,16 +111,29 @@ pub(crate) async fn pipeline(
     {
         let (store, client, tenant) = (store.clone(), client.clone(), tenant.clone());
         let interval = settings.site_sync_interval;
+        let mut admissions = settings.leaf_admissions.as_ref().map(|a| a.subscribe());
         aux.spawn(
             async move {
                 let mut restarted = HashMap::new();
+                // Syncs still due soon because a leaf of this tenant joined.
+                let mut soon: std::collections::VecDeque<Duration> = Default::default();
                 loop {
                     if let Err(e) =
                         sync_site_buffers(&store, &client, &tenant, &mut restarted).await
                     {
                         tracing::warn!(error = report(&e), "syncing site buffers failed");
                     }
-                    tokio::time::sleep(interval).await;
+                    let wait = soon.pop_front().unwrap_or(interval);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        () = next_admission(&mut admissions, &tenant) => {
+                            // The leaf's connection completes just after its
+                            // admission: look at once, then again a few
+                            // times while it settles.
+                            soon = JOIN_SYNCS.iter().copied().collect();
+                            tokio::time::sleep(JOIN_SETTLE).await;
+                        }
+                    }
                 }
             }
             .instrument(span.clone()),

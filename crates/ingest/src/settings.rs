@@ -40,6 +40,10 @@ pub struct IngestSettings {
     pub site_sync_interval: Duration,
     /// How often the supervisor looks for new tenants (and pushes accounts).
     pub tenant_refresh: Duration,
+    /// Leaves admitted by the leaf authorization service (when it runs in
+    /// this process): a joining site's buffer is set up within seconds, not
+    /// at the next `site_sync_interval`.
+    pub leaf_admissions: Option<serviceradar_hub::leaf_auth::Admissions>,
 }
 
 impl IngestSettings {
@@ -60,6 +64,7 @@ impl IngestSettings {
             ack_wait: Duration::from_secs(30),
             site_sync_interval: TENANT_REFRESH,
             tenant_refresh: TENANT_REFRESH,
+            leaf_admissions: None,
         }
     }
 }

@@ -294,20 +294,27 @@ impl Application {
             self.settings.job_workers,
             stop_rx.clone(),
         );
+        // Leaves the callout admits are announced to ingestion, which sets up
+        // their buffers at once.
+        let admissions = serviceradar_hub::leaf_auth::Admissions::default();
         if let Some(ingest) = &self.settings.ingest {
+            let mut ingest = ingest.clone();
+            ingest.leaf_admissions = Some(admissions.clone());
             workers.push(serviceradar_ingest::spawn(
                 self.store.clone(),
                 self.pki.clone(),
-                ingest.clone(),
+                ingest,
                 self.ingest_status.clone(),
                 stop_rx.clone(),
             ));
         }
         if let Some(leaf_auth) = &self.settings.leaf_auth {
+            let mut leaf_auth = leaf_auth.clone();
+            leaf_auth.admissions = admissions.clone();
             workers.push(serviceradar_hub::leaf_auth::spawn(
                 self.store.clone(),
                 self.pki.clone(),
-                leaf_auth.clone(),
+                leaf_auth,
                 stop_rx.clone(),
             ));
         }

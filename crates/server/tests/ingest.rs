@@ -1171,3 +1171,122 @@ async fn service_users_expire_and_are_renewed_before_they_do() {
     assert_eq!(files, ["master.key"]);
     running.stop().await;
 }
+
+/// Issue 11, finding 13: messages published at a site before its buffer
+/// existed were lost without an error (the buffer was set up 26-28 s after
+/// the leaf joined, at the next periodic sync). Now the callout's admission
+/// of the leaf triggers the setup: with the periodic sync left at its 30-s
+/// default, the buffer exists within seconds of the leaf joining. A collector
+/// that publishes with JetStream acknowledgements from the first second —
+/// with the hub unreachable at first — gets an error, never a silent loss,
+/// until the buffer exists; every message the leaf acknowledged is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sites_buffer_exists_seconds_after_its_leaf_joins_and_nothing_is_lost_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ports = support::HubPorts::free();
+    let leaf_port = free_port();
+    let mut settings = settings(
+        dir,
+        &format!("sqlite://{}", dir.join("core.db").display()),
+        ports.client,
+    );
+    settings.provisioning.hub_leafnode_url = format!("tls://127.0.0.1:{}", ports.leaf);
+    settings.provisioning.leaf_monitoring_listen = Some(format!("127.0.0.1:{}", free_port()));
+    if let Some(ingest) = settings.ingest.as_mut() {
+        // The default: only an admission makes it faster.
+        ingest.site_sync_interval = ingest::TENANT_REFRESH;
+        ingest.tenant_refresh = Duration::from_millis(300);
+    }
+    support::init();
+    let app = Application::build(settings.clone()).await.unwrap();
+    let (store, pki) = (app.store().clone(), app.pki().clone());
+    let acme = store.tenant_by_slug("acme").await.unwrap();
+    let installed =
+        support::install_site(dir, &store, &pki, &settings, &acme, "plant", leaf_port).await;
+    let root = installed.root;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let running = Running {
+        base: String::new(),
+        shutdown: tx,
+        task: tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        })),
+    };
+
+    // The leaf starts while the hub is unreachable; a collector publishes
+    // from its first second, retrying each message until the leaf
+    // acknowledges it.
+    let leaf_server = NatsServer::start_file(
+        installed.config.parent().expect("config in a directory"),
+        "leaf",
+        &installed.config,
+        leaf_port,
+    )
+    .unwrap();
+    let collector = support::collector(dir, &store, &pki, &acme, &root, leaf_port)
+        .await
+        .expect("collector connects to the leaf");
+    let local_js = async_nats::jetstream::new(collector.clone());
+    const N: usize = 200;
+    let publisher = tokio::spawn(async move {
+        let (mut refused, mut acked) = (0usize, 0usize);
+        while acked < N {
+            let payload = format!(r#"{{"message":"early {acked}"}}"#);
+            let result = async {
+                local_js
+                    .publish("edge.acme.plant.events.early", payload.into())
+                    .await?
+                    .await
+                    .map_err(async_nats::Error::from)
+            }
+            .await;
+            match result {
+                Ok(_) => acked += 1,
+                Err(_) => {
+                    refused += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        (acked, refused)
+    });
+
+    // The hub comes up a few seconds later; the leaf joins.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (hub, _) = support::start_hub(dir, &store, &pki, ports).await;
+    let hub_up = Instant::now();
+    let deadline = Instant::now() + WAIT;
+    while serviceradar_testkit::leafz(ports.monitor).is_empty() {
+        assert!(Instant::now() < deadline, "the leaf never joined\n{}", hub.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let joined = Instant::now();
+    let probe_js = async_nats::jetstream::new(collector.clone());
+    while probe_js.get_stream("EDGE_BUFFER").await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the site buffer was never created\nleaf:\n{}",
+            leaf_server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let buffer_after_join = joined.elapsed();
+    println!(
+        "leaf joined {:.2}s after the hub came up; buffer ready {:.2}s after the join",
+        (joined - hub_up).as_secs_f64(),
+        buffer_after_join.as_secs_f64()
+    );
+    assert!(
+        buffer_after_join < Duration::from_secs(5),
+        "the buffer took {buffer_after_join:?} after the leaf joined"
+    );
+    let (acked, refused) = tokio::time::timeout(WAIT, publisher)
+        .await
+        .expect("the collector got every message acknowledged")
+        .unwrap();
+    println!("sent {acked} acknowledged, {refused} refused while there was no buffer");
+    assert!(refused > 0, "the first publishes had no buffer and were refused");
+    wait_rows(&store, &acme, acked as i64).await;
+    running.stop().await;
+}
