@@ -1258,7 +1258,11 @@ async fn a_sites_buffer_exists_seconds_after_its_leaf_joins_and_nothing_is_lost_
     let hub_up = Instant::now();
     let deadline = Instant::now() + WAIT;
     while serviceradar_testkit::leafz(ports.monitor).is_empty() {
-        assert!(Instant::now() < deadline, "the leaf never joined\n{}", hub.log());
+        assert!(
+            Instant::now() < deadline,
+            "the leaf never joined\n{}",
+            hub.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let joined = Instant::now();
@@ -1286,7 +1290,10 @@ async fn a_sites_buffer_exists_seconds_after_its_leaf_joins_and_nothing_is_lost_
         .expect("the collector got every message acknowledged")
         .unwrap();
     println!("sent {acked} acknowledged, {refused} refused while there was no buffer");
-    assert!(refused > 0, "the first publishes had no buffer and were refused");
+    assert!(
+        refused > 0,
+        "the first publishes had no buffer and were refused"
+    );
     wait_rows(&store, &acme, acked as i64).await;
     running.stop().await;
 }
