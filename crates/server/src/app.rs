@@ -81,6 +81,11 @@ pub struct Settings {
     /// How long a tenant's ingestion may fail before `/readyz` says not
     /// ready (default [`INGEST_STALL_UNREADY`]).
     pub ingest_stall_unready: Duration,
+    /// How long rows are kept.
+    pub retention: serviceradar_store::RetentionPolicy,
+    /// How often a retention sweep is enqueued; `None` (the default of
+    /// [`Settings::new`]; `serve` sweeps hourly) disables it.
+    pub retention_sweep: Option<Duration>,
     /// The hub's leaf authorization callout service; `None` disables it (then
     /// no leaf can join the hub: run it wherever leaves connect).
     pub leaf_auth: Option<LeafAuthSettings>,
@@ -111,6 +116,8 @@ impl Settings {
             provision_leaves: false,
             ingest: None,
             ingest_stall_unready: INGEST_STALL_UNREADY,
+            retention: serviceradar_store::RetentionPolicy::default(),
+            retention_sweep: None,
             leaf_auth: None,
             gateway_listen: None,
             gateway: GatewaySettings::default(),
@@ -187,6 +194,9 @@ impl Application {
                 pki.clone(),
                 settings.webhooks.clone(),
             );
+        }
+        if !jobs.has(serviceradar_jobs::retention::RETENTION_SWEEP) {
+            serviceradar_jobs::retention::register(&mut jobs, store.clone(), settings.retention);
         }
         let jobs = Arc::new(jobs);
         let health = Health::new(store.clone(), Arc::new(settings.health.clone()));
@@ -324,6 +334,13 @@ impl Application {
                 stop_rx.clone(),
             )));
         }
+        if let Some(interval) = self.settings.retention_sweep {
+            workers.push(tokio::spawn(retention_sweeper(
+                self.store.clone(),
+                interval,
+                stop_rx.clone(),
+            )));
+        }
         let sweeper = self
             .health
             .spawn_sweeper(self.settings.health.sweep_interval, stop_rx.clone());
@@ -371,6 +388,24 @@ impl Application {
         }
         self.store.close().await;
         Ok(())
+    }
+}
+
+/// Enqueues a retention sweep now and then every `interval` until `stop`
+/// flips (one at a time across replicas: the job's dedupe key).
+async fn retention_sweeper(store: Store, interval: Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        if let Err(e) = serviceradar_jobs::retention::enqueue(&store).await {
+            tracing::warn!(error = %e, "enqueueing the retention sweep failed");
+        }
     }
 }
 

@@ -190,9 +190,57 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub gateway: GatewayConfig,
 
+    /// How long data is kept.
+    #[command(flatten)]
+    pub retention: RetentionConfig,
+
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "SERVICERADAR_LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,
+}
+
+/// How long rows are kept before the retention sweep deletes them.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Retention")]
+pub struct RetentionConfig {
+    /// Days of telemetry (events, metrics, logs, by event time) a tenant
+    /// keeps unless it has its own setting (`admin set-retention`).
+    #[arg(long, env = "SERVICERADAR_TELEMETRY_RETENTION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub telemetry_retention_days: u32,
+    /// Days finished (done or failed) jobs are kept.
+    #[arg(long, env = "SERVICERADAR_JOB_RETENTION_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub job_retention_days: u32,
+    /// Days webhook delivery attempts are kept.
+    #[arg(long, env = "SERVICERADAR_WEBHOOK_DELIVERY_RETENTION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub webhook_delivery_retention_days: u32,
+    /// Days gateway audit rows and resolved alerts are kept.
+    #[arg(long, env = "SERVICERADAR_AUDIT_RETENTION_DAYS", default_value_t = 90,
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub audit_retention_days: u32,
+    /// Seconds between retention sweeps (0 disables them).
+    #[arg(
+        long,
+        env = "SERVICERADAR_RETENTION_SWEEP_SECS",
+        default_value_t = 3600
+    )]
+    pub retention_sweep_secs: u64,
+}
+
+impl RetentionConfig {
+    /// The policy these options describe.
+    pub fn policy(&self) -> serviceradar_store::RetentionPolicy {
+        let days = |n: u32| std::time::Duration::from_secs(u64::from(n) * 24 * 3600);
+        serviceradar_store::RetentionPolicy {
+            telemetry_days: self.telemetry_retention_days,
+            finished_jobs: days(self.job_retention_days),
+            webhook_deliveries: days(self.webhook_delivery_retention_days),
+            gateway_audit: days(self.audit_retention_days),
+            resolved_alerts: days(self.audit_retention_days),
+        }
+    }
 }
 
 /// Options of the ingestion pipeline (hub JetStream -> database).
@@ -405,6 +453,9 @@ impl ServeConfig {
         settings.provision_leaves = true;
         settings.ingest = self.ingest.settings();
         settings.leaf_auth = self.ingest.leaf_auth_settings();
+        settings.retention = self.retention.policy();
+        settings.retention_sweep = (self.retention.retention_sweep_secs > 0)
+            .then(|| Duration::from_secs(self.retention.retention_sweep_secs));
         settings.gateway_listen = self.gateway.gateway_listen;
         settings.gateway = serviceradar_gateway::GatewaySettings {
             hosts: self.gateway.gateway_hosts.clone(),

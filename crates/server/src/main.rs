@@ -58,6 +58,27 @@ enum AdminCommand {
         #[command(flatten)]
         db: DatabaseConfig,
     },
+    /// Set how many days of telemetry a tenant keeps (older events, metrics
+    /// and logs are deleted by the retention sweep).
+    ///
+    /// Examples:
+    ///   serviceradar-core admin set-retention --tenant acme --telemetry-days 90
+    ///   serviceradar-core admin set-retention --tenant acme --server-default
+    #[command(verbatim_doc_comment)]
+    SetRetention {
+        #[command(flatten)]
+        db: DatabaseConfig,
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// Days of telemetry to keep (1-36500).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36_500),
+              required_unless_present = "server_default", conflicts_with = "server_default")]
+        telemetry_days: Option<u32>,
+        /// Use the server's --telemetry-retention-days instead.
+        #[arg(long)]
+        server_default: bool,
+    },
     /// Mint an API token for an existing user (prints the secret once).
     CreateToken {
         #[command(flatten)]
@@ -271,6 +292,25 @@ async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
             let store = open(&db).await?;
             for tenant in store.list_tenants().await? {
                 println!("{}\t{}\t{}", tenant.id, tenant.slug, tenant.name);
+            }
+        }
+        AdminCommand::SetRetention {
+            db,
+            tenant,
+            telemetry_days,
+            server_default: _,
+        } => {
+            let store = open(&db).await?;
+            let found = store
+                .tenant_by_slug(&tenant)
+                .await
+                .with_context(|| format!("no tenant {tenant:?}"))?;
+            store
+                .set_telemetry_retention(found.id, telemetry_days)
+                .await?;
+            match telemetry_days {
+                Some(days) => println!("tenant {tenant} keeps {days} days of telemetry"),
+                None => println!("tenant {tenant} keeps the server's default days of telemetry"),
             }
         }
         AdminCommand::CreateToken {

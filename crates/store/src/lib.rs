@@ -24,6 +24,7 @@ mod leaf_sessions;
 mod packages;
 pub mod page;
 mod pki;
+pub mod retention;
 mod row;
 mod sites;
 pub mod telemetry;
@@ -37,6 +38,7 @@ pub use error::StoreError;
 pub use packages::{NewPackage, PackageFilter, PackageWithSite, SiteSummary};
 pub use page::{Cursor, Page, PageRequest};
 pub use pki::{PlatformSecret, TenantCaRecord, TenantNatsAccount};
+pub use retention::{RetentionPolicy, Swept};
 pub use sites::{ExpiringLeaf, LeafFilter, LeafProvisioning, NewSite, SiteFilter, SiteUpdate};
 /// A PostgreSQL LISTEN connection ([`Store::listen`]).
 pub use sqlx::postgres::PgListener as NotificationListener;

@@ -1382,8 +1382,15 @@ async fn tokens_and_sessions(store: Store) {
         .await
         .unwrap();
     assert_err!(store.session("dead-hash").await, StoreError::NotFound);
-    assert_eq!(store.purge_expired_sessions().await.unwrap(), 1);
-    assert_eq!(store.purge_expired_sessions().await.unwrap(), 0);
+    let sweep = || async {
+        store
+            .sweep_retention(&serviceradar_store::RetentionPolicy::default(), now_ms())
+            .await
+            .unwrap()
+            .sessions
+    };
+    assert_eq!(sweep().await, 1);
+    assert_eq!(sweep().await, 0);
     store.session("live-hash").await.unwrap();
 
     store.delete_session("live-hash").await.unwrap();
@@ -2104,4 +2111,172 @@ async fn a_row_the_database_refuses_is_isolated_and_never_breaks_the_pool() {
     assert_eq!(again.inserted, 0);
     assert_eq!(again.refused.len(), 3);
     store.close().await;
+}
+
+// ---------------------------------------------------------------------------
+// Retention
+// ---------------------------------------------------------------------------
+
+both_backends!(retention: sqlite_retention, postgres_retention);
+
+/// Issue 11, finding 12: nothing was ever deleted. One sweep deletes
+/// expired sessions, telemetry past each tenant's retention (its own, else
+/// the default), finished jobs, webhook deliveries, gateway audit rows and
+/// resolved alerts past their age; everything younger, and unfinished jobs,
+/// stay. (The sweep's clock is moved forward instead of aging the rows.)
+async fn retention(store: Store) {
+    use serviceradar_domain::telemetry::TelemetryKind;
+    use serviceradar_store::RetentionPolicy;
+    const DAY: i64 = 24 * 3600 * 1000;
+    let now = now_ms();
+    let policy = RetentionPolicy::default();
+    let (acme, acme_scope) = tenant(&store, "acme").await;
+    let (beta, beta_scope) = tenant(&store, "beta").await;
+    // beta keeps 2 days of telemetry; acme the default 30.
+    store
+        .set_telemetry_retention(beta.id, Some(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.telemetry_retention_of(beta.id).await.unwrap(),
+        Some(2)
+    );
+    assert_eq!(store.telemetry_retention_of(acme.id).await.unwrap(), None);
+    assert_err!(
+        store.set_telemetry_retention(beta.id, Some(0)).await,
+        StoreError::InvalidState(_)
+    );
+    // Event times (`ts`): 40 days, 3 days and 1 hour ago.
+    let ages = [40 * DAY, 3 * DAY, DAY / 24];
+    for (scope, slug_text) in [(acme_scope, "acme"), (beta_scope, "beta")] {
+        let records: Vec<_> = ages
+            .iter()
+            .enumerate()
+            .map(|(i, age)| {
+                let mut r = record("events", i as i64 + 1, now - age);
+                if slug_text == "beta" {
+                    r = retag(r, "beta");
+                }
+                r
+            })
+            .collect();
+        assert_eq!(
+            store
+                .scoped(scope)
+                .insert_telemetry(&records)
+                .await
+                .unwrap(),
+            3
+        );
+    }
+
+    let alice = store
+        .scoped(acme_scope)
+        .create_user(&new_user("alice@acme.example.com", Role::Owner))
+        .await
+        .unwrap();
+    store
+        .create_session("expired", &alice, "c", now - 1)
+        .await
+        .unwrap();
+    store
+        .create_session("live", &alice, "c", now + DAY)
+        .await
+        .unwrap();
+
+    let swept = store.sweep_retention(&policy, now).await.unwrap();
+    assert_eq!(swept.sessions, 1);
+    // acme: the 40-day-old event; beta (2 days): the 40- and 3-day-old ones.
+    assert_eq!(swept.telemetry, 3);
+    let count = |scope| {
+        let store = store.clone();
+        async move {
+            store
+                .scoped(scope)
+                .count_telemetry(TelemetryKind::Event)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count(acme_scope).await, 2);
+    assert_eq!(count(beta_scope).await, 1);
+    store.session("live").await.unwrap();
+    // Nothing more to delete right away.
+    assert_eq!(
+        store.sweep_retention(&policy, now).await.unwrap().total(),
+        0
+    );
+
+    // Jobs: a finished one goes after 7 days, a queued one never.
+    let done = store
+        .enqueue_job(&NewJob::new("retention-test", json!({})), None)
+        .await
+        .unwrap()
+        .unwrap();
+    let job = store.claim_job("w", 60_000).await.unwrap().unwrap();
+    assert_eq!(job.id, done);
+    assert!(store.complete_job(done, "w").await.unwrap());
+    store
+        .enqueue_job(&NewJob::new("retention-test", json!({})), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .sweep_retention(&policy, now + 6 * DAY)
+            .await
+            .unwrap()
+            .jobs,
+        0
+    );
+    assert_eq!(
+        store
+            .sweep_retention(&policy, now + 8 * DAY)
+            .await
+            .unwrap()
+            .jobs,
+        1
+    );
+    assert!(
+        store.claim_job("w", 60_000).await.unwrap().is_some(),
+        "queued job kept"
+    );
+
+    // Gateway audit rows: 90 days.
+    store
+        .audit_gateway(Some(acme.id), None, "cn", "Push", "test")
+        .await
+        .unwrap();
+    let at = |days: i64| now + days * DAY;
+    assert_eq!(
+        store
+            .sweep_retention(&policy, at(89))
+            .await
+            .unwrap()
+            .gateway_audit,
+        0
+    );
+    let swept = store.sweep_retention(&policy, at(91)).await.unwrap();
+    assert_eq!(swept.gateway_audit, 1);
+}
+
+/// `record` of another tenant (subject and source follow).
+fn retag(
+    r: serviceradar_domain::telemetry::TelemetryRecord<'static>,
+    tenant: &str,
+) -> serviceradar_domain::telemetry::TelemetryRecord<'static> {
+    use serviceradar_domain::telemetry::{IncomingMessage, decode};
+    let meta = r.meta();
+    let payload = format!(r#"{{"message":"m","ts":{}}}"#, meta.time_ms);
+    decode(
+        tenant,
+        IncomingMessage {
+            subject: &format!("events.{tenant}.nyc"),
+            payload: payload.as_bytes(),
+            stream_seq: meta.stream_seq,
+            stored_at_ms: 0,
+        },
+    )
+    .unwrap()
+    .into_owned()
 }
