@@ -22,6 +22,9 @@ use crate::pipeline::{Ended, pipeline};
 use crate::settings::IngestSettings;
 use crate::status::IngestStatus;
 
+/// How long stopping waits for all pipelines together.
+const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Shortest wait before retrying a failed pipeline.
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 
@@ -93,8 +96,11 @@ async fn supervise(
             break;
         }
     }
+    // The pipelines drain at once (each bounded by its own drain time);
+    // waiting for each in turn against one deadline waits for all together.
+    let deadline = tokio::time::Instant::now() + STOP_DEADLINE;
     for (_, task) in running {
-        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        let _ = tokio::time::timeout_at(deadline, task).await;
     }
 }
 

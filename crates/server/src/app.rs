@@ -81,6 +81,9 @@ pub struct Settings {
     /// How long a tenant's ingestion may fail before `/readyz` says not
     /// ready (default [`INGEST_STALL_UNREADY`]).
     pub ingest_stall_unready: Duration,
+    /// How long stopping may take: requests, open streams and workers are
+    /// drained in parallel for at most this long, then aborted.
+    pub shutdown_grace: Duration,
     /// How long rows are kept.
     pub retention: serviceradar_store::RetentionPolicy,
     /// How often a retention sweep is enqueued; `None` (the default of
@@ -116,6 +119,7 @@ impl Settings {
             provision_leaves: false,
             ingest: None,
             ingest_stall_unready: INGEST_STALL_UNREADY,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             retention: serviceradar_store::RetentionPolicy::default(),
             retention_sweep: None,
             leaf_auth: None,
@@ -299,96 +303,179 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut workers = self.jobs.spawn_workers(
-            self.store.clone(),
-            self.settings.job_workers,
-            stop_rx.clone(),
-        );
+        // Every background task, named for the log if it does not drain.
+        let mut tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)> = self
+            .jobs
+            .spawn_workers(
+                self.store.clone(),
+                self.settings.job_workers,
+                stop_rx.clone(),
+            )
+            .into_iter()
+            .map(|worker| ("a job worker", worker))
+            .collect();
         // Leaves the callout admits are announced to ingestion, which sets up
         // their buffers at once.
         let admissions = serviceradar_hub::leaf_auth::Admissions::default();
         if let Some(ingest) = &self.settings.ingest {
             let mut ingest = ingest.clone();
             ingest.leaf_admissions = Some(admissions.clone());
-            workers.push(serviceradar_ingest::spawn(
-                self.store.clone(),
-                self.pki.clone(),
-                ingest,
-                self.ingest_status.clone(),
-                stop_rx.clone(),
+            tasks.push((
+                "the ingest supervisor",
+                serviceradar_ingest::spawn(
+                    self.store.clone(),
+                    self.pki.clone(),
+                    ingest,
+                    self.ingest_status.clone(),
+                    stop_rx.clone(),
+                ),
             ));
         }
         if let Some(leaf_auth) = &self.settings.leaf_auth {
             let mut leaf_auth = leaf_auth.clone();
             leaf_auth.admissions = admissions.clone();
-            workers.push(serviceradar_hub::leaf_auth::spawn(
-                self.store.clone(),
-                self.pki.clone(),
-                leaf_auth,
-                stop_rx.clone(),
+            tasks.push((
+                "the leaf authorization service",
+                serviceradar_hub::leaf_auth::spawn(
+                    self.store.clone(),
+                    self.pki.clone(),
+                    leaf_auth,
+                    stop_rx.clone(),
+                ),
             ));
         }
         if self.settings.provision_leaves && self.settings.job_workers > 0 {
-            workers.push(tokio::spawn(renewal_sweeper(
-                self.store.clone(),
-                stop_rx.clone(),
-            )));
+            tasks.push((
+                "the renewal sweeper",
+                tokio::spawn(renewal_sweeper(self.store.clone(), stop_rx.clone())),
+            ));
         }
         if let Some(interval) = self.settings.retention_sweep {
-            workers.push(tokio::spawn(retention_sweeper(
-                self.store.clone(),
-                interval,
-                stop_rx.clone(),
-            )));
+            tasks.push((
+                "the retention sweeper",
+                tokio::spawn(retention_sweeper(
+                    self.store.clone(),
+                    interval,
+                    stop_rx.clone(),
+                )),
+            ));
         }
-        let sweeper = self
-            .health
-            .spawn_sweeper(self.settings.health.sweep_interval, stop_rx.clone());
-        workers.push(self.health.spawn_relay(stop_rx.clone()));
-        let gateway = self.gateway.map(|gateway| {
+        tasks.push((
+            "the health sweeper",
+            self.health
+                .spawn_sweeper(self.settings.health.sweep_interval, stop_rx.clone()),
+        ));
+        tasks.push(("the health relay", self.health.spawn_relay(stop_rx.clone())));
+        if let Some(gateway) = self.gateway {
             let mut stop = stop_rx.clone();
-            tokio::spawn(gateway.serve(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            }))
-        });
+            tasks.push((
+                "the agent gateway",
+                tokio::spawn(async move {
+                    let served = gateway
+                        .serve(async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        })
+                        .await;
+                    if let Err(e) = served {
+                        tracing::error!(error = %e, "agent gateway failed");
+                    }
+                }),
+            ));
+        }
         if let Some(listener) = self.metrics_listener {
             let mut stop = stop_rx.clone();
             let metrics = Router::new()
                 .route("/metrics", get(metrics_page))
                 .with_state(crate::telemetry::metrics_handle());
-            workers.push(tokio::spawn(async move {
-                let served = axum::serve(listener, metrics)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "the metrics listener failed");
-                }
-            }));
+            tasks.push((
+                "the metrics listener",
+                tokio::spawn(async move {
+                    let served = axum::serve(listener, metrics)
+                        .with_graceful_shutdown(async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        })
+                        .await;
+                    if let Err(e) = served {
+                        tracing::error!(error = %e, "the metrics listener failed");
+                    }
+                }),
+            ));
         }
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await?;
+        let mut http = {
+            let mut stop = stop_rx.clone();
+            tokio::spawn(
+                axum::serve(
+                    self.listener,
+                    self.router
+                        .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .into_future(),
+            )
+        };
+        // Serve until told to stop, unless the HTTP server fails first.
+        let failed = tokio::select! {
+            () = shutdown => None,
+            served = &mut http => Some(served),
+        };
+        let grace = self.settings.shutdown_grace;
+        tracing::info!(grace = ?grace, "stopping: draining requests, streams and workers");
         let _ = stop_tx.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(10), sweeper).await;
-        if let Some(gateway) = gateway {
-            match tokio::time::timeout(Duration::from_secs(30), gateway).await {
-                Ok(Ok(Err(e))) => tracing::error!(error = %e, "agent gateway failed"),
-                Ok(_) => {}
-                Err(_) => tracing::warn!("agent gateway did not drain in time"),
-            }
+        if failed.is_none() {
+            tasks.push((
+                "the HTTP server",
+                tokio::spawn(async move {
+                    match http.await {
+                        Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server failed"),
+                        Err(e) if e.is_panic() => tracing::error!("the HTTP server panicked"),
+                        _ => {}
+                    }
+                }),
+            ));
         }
-        for worker in workers {
-            let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
+        drain(tasks, grace).await;
+        if tokio::time::timeout(Duration::from_secs(5), self.store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the database pool did not close in time");
         }
-        self.store.close().await;
-        Ok(())
+        match failed {
+            Some(Ok(Err(e))) => Err(anyhow::Error::new(e).context("the HTTP server failed")),
+            Some(Err(e)) => Err(anyhow::Error::new(e).context("the HTTP server task")),
+            _ => Ok(()),
+        }
     }
+}
+
+/// Waits for every task at once, at most `grace`; tasks still running then
+/// are named in the log and aborted (their work is redelivered or retried:
+/// jobs by their lease, ingestion by the stream).
+async fn drain(tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>, grace: Duration) {
+    let started = Instant::now();
+    // They all run already: waiting for each in turn against one deadline
+    // waits for all of them at once.
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut running = Vec::new();
+    for (name, mut task) in tasks {
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            running.push((name, task));
+        }
+    }
+    for (name, task) in &running {
+        tracing::warn!(
+            task = name,
+            "did not stop within the shutdown grace period; aborted"
+        );
+        task.abort();
+    }
+    tracing::info!(
+        took_ms = started.elapsed().as_millis() as u64,
+        aborted = running.len(),
+        "stopped"
+    );
 }
 
 /// Enqueues a retention sweep now and then every `interval` until `stop`
@@ -504,6 +591,10 @@ async fn record_http_metrics(req: Request, next: Next) -> Response {
 async fn healthz() -> &'static str {
     "ok"
 }
+
+/// How long stopping may take by default (under the 30 s most service
+/// managers wait before killing).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// How long a tenant's ingestion may fail before the server reports itself
 /// not ready (short failures, such as a hub restart, are retried quietly).

@@ -186,6 +186,13 @@ pub struct ServeConfig {
     #[arg(long, env = "SERVICERADAR_JOB_WORKERS", default_value_t = 2)]
     pub job_workers: usize,
 
+    /// Seconds stopping may take: requests, agent streams and workers are
+    /// drained in parallel for at most this long, then aborted (jobs and
+    /// ingested batches are retried, nothing is lost).
+    #[arg(long, env = "SERVICERADAR_SHUTDOWN_GRACE_SECS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub shutdown_grace_secs: u64,
+
     /// Agent gateway and site health.
     #[command(flatten)]
     pub gateway: GatewayConfig,
@@ -453,6 +460,7 @@ impl ServeConfig {
         settings.provision_leaves = true;
         settings.ingest = self.ingest.settings();
         settings.leaf_auth = self.ingest.leaf_auth_settings();
+        settings.shutdown_grace = Duration::from_secs(self.shutdown_grace_secs);
         settings.retention = self.retention.policy();
         settings.retention_sweep = (self.retention.retention_sweep_secs > 0)
             .then(|| Duration::from_secs(self.retention.retention_sweep_secs));
