@@ -876,4 +876,64 @@ mod tests {
         let e = decode("acme", msg("events.beta.x", b"{}")).unwrap_err();
         assert!(e.to_string().contains("events.beta.x"), "{e}");
     }
+
+    proptest::proptest! {
+        /// Any subject and any bytes: decoding answers, never panics.
+        #[test]
+        fn decoding_never_panics(subject in ".{0,80}", payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let _ = decode("acme", msg(&subject, &payload));
+        }
+
+        /// Any JSON text, including escapes of control characters and
+        /// U+0000 in any member: a decoded record's text fields never hold
+        /// a NUL (the store's `COPY` encoder relies on it).
+        #[test]
+        fn decoded_text_never_holds_nul(
+            message in r#"(\\u0000|\\n|\\t|\\\\|[^"\\]){0,40}"#,
+            level in r"(\\u0000|[a-z]){1,8}",
+            kind in 0usize..3,
+        ) {
+            let (subject, payload) = match kind {
+                0 => ("events.acme.nyc", format!(r#"{{"message":"{message}","severity":"{level}"}}"#)),
+                1 => ("logs.acme.nyc", format!(r#"{{"message":"{message}","level":"{level}"}}"#)),
+                _ => ("metrics.acme.nyc", format!(r#"{{"name":"{message}","value":1}}"#)),
+            };
+            if let Ok(record) = decode("acme", msg(subject, payload.as_bytes())) {
+                let texts: Vec<&str> = match &record {
+                    TelemetryRecord::Event { severity, message, meta } => vec![severity, message, &meta.subject, &meta.source],
+                    TelemetryRecord::Log { level, message, meta } => vec![level, message, &meta.subject, &meta.source],
+                    TelemetryRecord::Metric { name, meta, .. } => vec![name, &meta.subject, &meta.source],
+                };
+                for text in texts {
+                    proptest::prop_assert!(!text.contains('\0'), "{:?}", text);
+                }
+            }
+        }
+
+        /// A well-formed event round-trips: what decodes is what was sent.
+        #[test]
+        fn well_formed_events_round_trip(
+            message in r"\PC{0,60}",
+            severity in "[a-z]{1,32}",
+            ts in 0i64..4_102_444_800_000,
+            source in r"[a-z0-9_-]{1,12}(\.[a-z0-9_-]{1,12}){0,3}",
+        ) {
+            let payload = serde_json::json!({"message": message, "severity": severity, "ts": ts}).to_string();
+            let subject = format!("events.acme.{source}");
+            let record = decode("acme", msg(&subject, payload.as_bytes()));
+            if message.contains('\0') {
+                proptest::prop_assert!(record.is_err());
+            } else {
+                match record {
+                    Ok(TelemetryRecord::Event { severity: s, message: m, meta }) => {
+                        proptest::prop_assert_eq!(m, message);
+                        proptest::prop_assert_eq!(s, severity);
+                        proptest::prop_assert_eq!(meta.time_ms, ts);
+                        proptest::prop_assert_eq!(meta.source, source);
+                    }
+                    other => proptest::prop_assert!(false, "{:?}", other),
+                }
+            }
+        }
+    }
 }
