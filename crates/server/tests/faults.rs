@@ -5,7 +5,9 @@
 //!
 //! * the WAN between leaf and hub is cut (a TCP proxy the test controls
 //!   drops every connection and refuses new ones), then restored;
-//! * the hub restarts (killed, then started on the same ports and store).
+//! * the hub restarts (killed, then started on the same ports and store);
+//! * PostgreSQL restarts (a private cluster, fast shutdown: connections cut)
+//!   while collectors publish at the hub and ingestion writes.
 //!
 //! The short variants run in CI (a 5-s cut / outage); `SR_FAULTS_LONG=1`
 //! runs the long ones (60 s). Figures are recorded in `RELIABILITY.md`.
@@ -129,6 +131,7 @@ async fn stored(store: &Store, tenant: &Tenant) -> i64 {
 /// retrying what is not acknowledged; returns how many were acknowledged.
 fn publisher(
     js: async_nats::jetstream::Context,
+    subject: &'static str,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<u64> {
     tokio::spawn(async move {
@@ -140,7 +143,7 @@ fn publisher(
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", format!("load-{acked}").as_str());
             let result = async {
-                js.publish_with_headers("edge.acme.plant.events.load", headers, payload.into())
+                js.publish_with_headers(subject, headers, payload.into())
                     .await?
                     .await
                     .map_err(async_nats::Error::from)
@@ -200,7 +203,7 @@ async fn under_load(fault: Fault) {
     }
 
     let stop = Arc::new(AtomicBool::new(false));
-    let load = publisher(js.clone(), stop.clone());
+    let load = publisher(js.clone(), "edge.acme.plant.events.load", stop.clone());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut hub = Some(hub);
     let fault_started = Instant::now();
@@ -268,4 +271,101 @@ async fn a_wan_cut_under_load_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_restart_under_load_loses_and_duplicates_nothing() {
     under_load(Fault::HubRestart).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_during_ingestion_loses_and_duplicates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cluster = tokio::task::spawn_blocking(|| serviceradar_testkit::PgCluster::start(false))
+        .await
+        .unwrap()
+        .expect("a private PostgreSQL cluster");
+    let database_url = cluster.create_database();
+    let ports = support::HubPorts::free();
+    let mut settings = settings(dir, ports.client);
+    settings.database_url = database_url;
+    support::init();
+    let app = Application::build(settings).await.unwrap();
+    let (store, pki) = (app.store().clone(), app.pki().clone());
+    let status = app.ingest_status().clone();
+    let acme = store.tenant_by_slug("acme").await.unwrap();
+    let (_hub, _) = support::start_hub(dir, &store, &pki, ports).await;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    let creds = pki
+        .user_creds(
+            &store,
+            &acme,
+            "collector-faults",
+            serviceradar_identity::ServiceUserLifetime::default().expires_at(),
+        )
+        .await
+        .unwrap();
+    let collector = async_nats::ConnectOptions::with_credentials(creds.as_str())
+        .unwrap()
+        .connect(format!("nats://127.0.0.1:{}", ports.client))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(collector);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while js.get_stream(serviceradar_ingest::STREAM).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the ingest stream never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = publisher(js, "events.acme.plant", stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let fault_started = Instant::now();
+    tokio::task::spawn_blocking(move || {
+        cluster.restart(outage()).expect("postgres restarts");
+        cluster
+    })
+    .await
+    .unwrap();
+    let restored = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::SeqCst);
+    let sent = load.await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let caught_up = loop {
+        let got = match tokio::time::timeout(Duration::from_secs(5), stored(&store, &acme)).await {
+            Ok(got) => got,
+            Err(_) => continue,
+        };
+        assert!(
+            got <= sent as i64,
+            "{got} stored, more than the {sent} sent: duplicates"
+        );
+        if got == sent as i64 {
+            break restored.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "PostgreSQL restart: only {got} of {sent} stored"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = stored(&store, &acme).await;
+    let pipeline = status.tenant(acme.id).expect("acme's pipeline");
+    println!(
+        "fault: PostgreSQL restart for {:.0} s under load: sent {sent}, stored {got}, duplicates {}, \
+         caught up {:.1} s after the fault ended; pipeline {} (last error: {:?})",
+        (restored - fault_started).as_secs_f64(),
+        got - sent as i64,
+        caught_up.as_secs_f64(),
+        pipeline.state.as_str(),
+        pipeline.last_error.map(|(_, e)| e).unwrap_or_default()
+    );
+    assert_eq!(got, sent as i64, "sent = stored, no duplicates");
+    assert_eq!(pipeline.state, serviceradar_ingest::PipelineState::Running);
+    let _ = tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), running).await;
 }
