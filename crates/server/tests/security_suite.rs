@@ -477,21 +477,23 @@ async fn suite(db: Db) {
                 ));
             }
             // Another tenant's object: indistinguishable from a missing one.
-            if allowed && w.actor.is_some() && path.contains("{id}") {
-                if let Some(their_id) = theirs.id_for(path) {
-                    let url = format!("/api/v1{}", path.replace("{id}", their_id));
-                    let reply = app
-                        .call(&w.caller, m.clone(), &url, request_body.clone())
-                        .await;
-                    checked += 1;
-                    if reply.status != StatusCode::NOT_FOUND {
-                        failures.push(format!(
-                            "{method} {url} (beta's) as {}: got {}, expected 404: {}",
-                            w.label,
-                            reply.status,
-                            reply.text.chars().take(200).collect::<String>()
-                        ));
-                    }
+            if allowed
+                && w.actor.is_some()
+                && path.contains("{id}")
+                && let Some(their_id) = theirs.id_for(path)
+            {
+                let url = format!("/api/v1{}", path.replace("{id}", their_id));
+                let reply = app
+                    .call(&w.caller, m.clone(), &url, request_body.clone())
+                    .await;
+                checked += 1;
+                if reply.status != StatusCode::NOT_FOUND {
+                    failures.push(format!(
+                        "{method} {url} (beta's) as {}: got {}, expected 404: {}",
+                        w.label,
+                        reply.status,
+                        reply.text.chars().take(200).collect::<String>()
+                    ));
                 }
             }
         }
