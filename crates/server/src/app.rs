@@ -478,36 +478,41 @@ async fn drain(tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>, grace: D
     );
 }
 
-/// Enqueues a retention sweep now and then every `interval` until `stop`
-/// flips (one at a time across replicas: the job's dedupe key).
-async fn retention_sweeper(store: Store, interval: Duration, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(interval);
+/// Runs `tick` now and then every `interval` until `stop` flips.
+async fn every<F, Fut>(interval: Duration, mut stop: watch::Receiver<bool>, mut tick: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ticks = tokio::time::interval(interval);
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = ticks.tick() => {}
             _ = stop.changed() => return,
         }
         if *stop.borrow() {
             return;
         }
+        tick().await;
+    }
+}
+
+/// Enqueues a retention sweep now and then every `interval` until `stop`
+/// flips (one at a time across replicas: the job's dedupe key).
+async fn retention_sweeper(store: Store, interval: Duration, stop: watch::Receiver<bool>) {
+    every(interval, stop, || async {
         if let Err(e) = serviceradar_jobs::retention::enqueue(&store).await {
             tracing::warn!(error = %e, "enqueueing the retention sweep failed");
         }
-    }
+    })
+    .await;
 }
 
 /// Runs the certificate renewal sweep now and then every
 /// [`serviceradar_provisioning::RENEWAL_SWEEP_INTERVAL`] until `stop` flips.
-async fn renewal_sweeper(store: Store, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(serviceradar_provisioning::RENEWAL_SWEEP_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
+async fn renewal_sweeper(store: Store, stop: watch::Receiver<bool>) {
+    let interval = serviceradar_provisioning::RENEWAL_SWEEP_INTERVAL;
+    every(interval, stop, || async {
         let span = tracing::info_span!("job", kind = "renewal_sweep");
         match serviceradar_provisioning::enqueue_renewals(
             &store,
@@ -520,7 +525,8 @@ async fn renewal_sweeper(store: Store, mut stop: watch::Receiver<bool>) {
             Ok(n) => tracing::info!(enqueued = n, "certificate renewal sweep"),
             Err(e) => tracing::warn!(error = %e, "certificate renewal sweep failed"),
         }
-    }
+    })
+    .await;
 }
 
 fn router(control: Control, readiness: Readiness) -> Router {

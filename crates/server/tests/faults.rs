@@ -127,6 +127,39 @@ async fn stored(store: &Store, tenant: &Tenant) -> i64 {
     total
 }
 
+/// Waits until all `sent` messages are stored (never more: that would be
+/// duplicates), then a little longer for strays; returns the final count and
+/// how long after `restored` the last one arrived.
+async fn wait_stored(
+    store: &Store,
+    tenant: &Tenant,
+    sent: u64,
+    restored: Instant,
+    fault: &str,
+    context: &str,
+) -> (i64, Duration) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let caught_up = loop {
+        // A count during a database outage may hang until it is back.
+        if let Ok(got) = tokio::time::timeout(Duration::from_secs(5), stored(store, tenant)).await {
+            assert!(
+                got <= sent as i64,
+                "{got} stored, more than the {sent} sent: duplicates"
+            );
+            if got == sent as i64 {
+                break restored.elapsed();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{fault}: only {got} of {sent} stored\n{context}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    (stored(store, tenant).await, caught_up)
+}
+
 /// Publishes at the site with JetStream acknowledgements until `stop`,
 /// retrying what is not acknowledged; returns how many were acknowledged.
 fn publisher(
@@ -231,25 +264,7 @@ async fn under_load(fault: Fault) {
     stop.store(true, Ordering::SeqCst);
     let sent = load.await.unwrap();
     // Everything the leaf acknowledged arrives, exactly once.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let caught_up = loop {
-        let got = stored(&store, &acme).await;
-        assert!(
-            got <= sent as i64,
-            "{got} stored, more than the {sent} sent: duplicates"
-        );
-        if got == sent as i64 {
-            break restored.elapsed();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}: only {got} of {sent} stored\nleaf:\n{}",
-            leaf.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let got = stored(&store, &acme).await;
+    let (got, caught_up) = wait_stored(&store, &acme, sent, restored, name, &leaf.log()).await;
     println!(
         "fault: {name} for {:.0} s under load: sent {sent}, stored {got}, duplicates {}, \
          caught up {:.1} s after the fault ended",
@@ -333,27 +348,8 @@ async fn a_postgres_restart_during_ingestion_loses_and_duplicates_nothing() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::SeqCst);
     let sent = load.await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let caught_up = loop {
-        let got = match tokio::time::timeout(Duration::from_secs(5), stored(&store, &acme)).await {
-            Ok(got) => got,
-            Err(_) => continue,
-        };
-        assert!(
-            got <= sent as i64,
-            "{got} stored, more than the {sent} sent: duplicates"
-        );
-        if got == sent as i64 {
-            break restored.elapsed();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "PostgreSQL restart: only {got} of {sent} stored"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let got = stored(&store, &acme).await;
+    let (got, caught_up) =
+        wait_stored(&store, &acme, sent, restored, "PostgreSQL restart", "").await;
     let pipeline = status.tenant(acme.id).expect("acme's pipeline");
     println!(
         "fault: PostgreSQL restart for {:.0} s under load: sent {sent}, stored {got}, duplicates {}, \

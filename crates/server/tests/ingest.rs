@@ -199,40 +199,11 @@ async fn ingest_end_to_end(postgres: bool) {
     } else {
         format!("sqlite://{}", dir.join("core.db").display())
     };
-    let ports = support::HubPorts::free();
-    let hub_client = ports.client;
-
     // The control plane (acme is bootstrapped), a second tenant, then the hub
     // with both accounts, then the pipelines.
-    support::init();
-    let app = Application::build(settings(dir, &database_url, hub_client))
-        .await
-        .expect("build app");
-    let (store, pki) = (app.store().clone(), app.pki().clone());
-    serviceradar_provisioning::tenants::create_tenant(
-        &store,
-        &pki,
-        serviceradar_provisioning::tenants::NewTenant {
-            slug: "beta",
-            name: None,
-            owner_email: "owner@beta.example.com",
-            owner_password: Some(PASSWORD),
-        },
-    )
-    .await
-    .unwrap();
-    let acme = store.tenant_by_slug("acme").await.unwrap();
-    let beta = store.tenant_by_slug("beta").await.unwrap();
-    let (hub, _) = support::start_hub(dir, &store, &pki, ports).await;
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let running = Running {
-        base,
-        shutdown: tx,
-        task: tokio::spawn(app.run_until_stopped(async move {
-            let _ = rx.await;
-        })),
-    };
+    let (store, pki, running, hub, ports, acme, beta) =
+        two_tenants(dir, &database_url, |_| {}).await;
+    let hub_client = ports.client;
 
     // Dead letters are visible to the tenant, with the reason.
     let acme_nc = tenant_client(dir, &store, &pki, &acme, hub_client).await;

@@ -15,6 +15,7 @@ use sqlx::AssertSqlSafe;
 
 use crate::db::Store;
 use crate::error::StoreError;
+use crate::page::Arg;
 use crate::row::Cols;
 
 /// Rows deleted per statement.
@@ -95,14 +96,19 @@ impl Store {
         let before = |age: Duration| now.saturating_sub(ms(age));
         let mut swept = Swept {
             sessions: self
-                .delete_chunked("sessions", "token_hash", "expires_at <= $1", &[now])
+                .delete_chunked(
+                    "sessions",
+                    "token_hash",
+                    "expires_at <= $1",
+                    &[Arg::Int(now)],
+                )
                 .await?,
             jobs: self
                 .delete_chunked(
                     "jobs",
                     "id",
                     "status IN ('done', 'failed') AND updated_at < $1",
-                    &[before(policy.finished_jobs)],
+                    &[Arg::Int(before(policy.finished_jobs))],
                 )
                 .await?,
             webhook_deliveries: self
@@ -110,7 +116,7 @@ impl Store {
                     "webhook_deliveries",
                     "id",
                     "created_at < $1",
-                    &[before(policy.webhook_deliveries)],
+                    &[Arg::Int(before(policy.webhook_deliveries))],
                 )
                 .await?,
             gateway_audit: self
@@ -118,7 +124,7 @@ impl Store {
                     "gateway_audit",
                     "id",
                     "created_at < $1",
-                    &[before(policy.gateway_audit)],
+                    &[Arg::Int(before(policy.gateway_audit))],
                 )
                 .await?,
             alerts: self
@@ -126,7 +132,7 @@ impl Store {
                     "alerts",
                     "id",
                     "status = 'resolved' AND resolved_at < $1",
-                    &[before(policy.resolved_alerts)],
+                    &[Arg::Int(before(policy.resolved_alerts))],
                 )
                 .await?,
             telemetry: 0,
@@ -135,7 +141,12 @@ impl Store {
             let cutoff = before(DAY * days);
             for table in ["events", "metrics", "logs"] {
                 swept.telemetry += self
-                    .delete_chunked_for_tenant(table, &tenant, cutoff)
+                    .delete_chunked(
+                        table,
+                        "id",
+                        "tenant_id = $1 AND created_at < $2",
+                        &[Arg::Text(tenant.clone()), Arg::Int(cutoff)],
+                    )
                     .await?;
             }
         }
@@ -201,7 +212,7 @@ impl Store {
         table: &'static str,
         key: &'static str,
         condition: &'static str,
-        args: &[i64],
+        args: &[Arg],
     ) -> Result<u64, StoreError> {
         let sql = format!(
             "DELETE FROM {table} WHERE {key} IN \
@@ -211,35 +222,12 @@ impl Store {
         loop {
             let mut query = sqlx::query(AssertSqlSafe(sql.clone()));
             for arg in args {
-                query = query.bind(*arg);
+                query = match arg {
+                    Arg::Int(n) => query.bind(*n),
+                    Arg::Text(text) => query.bind(text.clone()),
+                };
             }
             let n = query.execute(&self.pool).await?.rows_affected();
-            deleted += n;
-            if n < CHUNK as u64 {
-                return Ok(deleted);
-            }
-        }
-    }
-
-    /// Deletes `tenant`'s rows of telemetry `table` older than `cutoff`.
-    async fn delete_chunked_for_tenant(
-        &self,
-        table: &'static str,
-        tenant: &str,
-        cutoff: i64,
-    ) -> Result<u64, StoreError> {
-        let sql = format!(
-            "DELETE FROM {table} WHERE id IN \
-             (SELECT id FROM {table} WHERE tenant_id = $1 AND created_at < $2 LIMIT {CHUNK})"
-        );
-        let mut deleted = 0;
-        loop {
-            let n = sqlx::query(AssertSqlSafe(sql.clone()))
-                .bind(tenant.to_owned())
-                .bind(cutoff)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
             deleted += n;
             if n < CHUNK as u64 {
                 return Ok(deleted);
