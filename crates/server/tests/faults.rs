@@ -6,6 +6,8 @@
 //! * the WAN between leaf and hub is cut (a TCP proxy the test controls
 //!   drops every connection and refuses new ones), then restored;
 //! * the hub restarts (killed, then started on the same ports and store);
+//! * the site's leaf restarts (the collector's publishes fail meanwhile and
+//!   are retried; the buffer on disk survives);
 //! * PostgreSQL restarts (a private cluster, fast shutdown: connections cut)
 //!   while collectors publish at the hub and ingestion writes.
 //!
@@ -197,6 +199,8 @@ enum Fault {
     Wan,
     /// Kill the hub and start it again.
     HubRestart,
+    /// Kill the site's leaf and start it again (same config and store).
+    LeafRestart,
 }
 
 async fn under_load(fault: Fault) {
@@ -218,13 +222,16 @@ async fn under_load(fault: Fault) {
     let running = tokio::spawn(app.run_until_stopped(async move {
         let _ = rx.await;
     }));
-    let leaf = NatsServer::start_file(
-        installed.config.parent().unwrap(),
-        "leaf",
-        &installed.config,
-        leaf_port,
-    )
-    .unwrap();
+    let start_leaf = || {
+        NatsServer::start_file(
+            installed.config.parent().unwrap(),
+            "leaf",
+            &installed.config,
+            leaf_port,
+        )
+        .unwrap()
+    };
+    let mut leaf = start_leaf();
     let collector = support::collector(dir, &store, &pki, &acme, &installed.root, leaf_port)
         .await
         .expect("collector connects to the leaf");
@@ -258,6 +265,12 @@ async fn under_load(fault: Fault) {
             );
             "hub restart"
         }
+        Fault::LeafRestart => {
+            leaf.kill();
+            tokio::time::sleep(outage()).await;
+            leaf = start_leaf();
+            "leaf restart"
+        }
     };
     let restored = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -286,6 +299,11 @@ async fn a_wan_cut_under_load_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_restart_under_load_loses_and_duplicates_nothing() {
     under_load(Fault::HubRestart).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaf_restart_under_load_loses_and_duplicates_nothing() {
+    under_load(Fault::LeafRestart).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
