@@ -81,6 +81,9 @@ struct Worker {
 }
 
 const LEASE_MS: i64 = 5 * 60 * 1000;
+/// How long a worker keeps trying to record an outcome: well inside the
+/// lease, so another worker never runs the job meanwhile.
+const RECORD_FOR: Duration = Duration::from_secs(120);
 const IDLE_POLL: Duration = Duration::from_millis(250);
 
 impl Worker {
@@ -117,18 +120,34 @@ impl Worker {
                 Some(handler) => handler.run(&job).await,
                 None => Err(format!("no handler for job kind {:?}", job.kind)),
             };
-            let outcome = match result {
-                Ok(()) => self
-                    .store
-                    .complete_job(job.id, &self.id)
-                    .await
-                    .map(|_| JobStatus::Done),
-                Err(message) => {
-                    tracing::warn!(error = %message, "job attempt failed");
-                    self.store
-                        .fail_job(job.id, &self.id, &message)
+            if let Err(message) = &result {
+                tracing::warn!(error = %message, "job attempt failed");
+            }
+            // The outcome is recorded even if the database is briefly gone
+            // (a restart): retried until it is back or the lease runs out,
+            // so the job is not left `running` until its lease expires.
+            let started = std::time::Instant::now();
+            let mut wait = Duration::from_millis(250);
+            let outcome = loop {
+                let recorded = match &result {
+                    Ok(()) => self
+                        .store
+                        .complete_job(job.id, &self.id)
                         .await
-                        .map(|s| s.unwrap_or(JobStatus::Running))
+                        .map(|_| JobStatus::Done),
+                    Err(message) => self
+                        .store
+                        .fail_job(job.id, &self.id, message)
+                        .await
+                        .map(|s| s.unwrap_or(JobStatus::Running)),
+                };
+                match recorded {
+                    Err(e) if started.elapsed() + wait < RECORD_FOR => {
+                        tracing::warn!(error = %e, retry_in = ?wait, "recording the job outcome failed; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(5));
+                    }
+                    other => break other,
                 }
             };
             match outcome {

@@ -383,3 +383,110 @@ async fn a_postgres_restart_during_ingestion_loses_and_duplicates_nothing() {
     let _ = tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), running).await;
 }
+
+/// PostgreSQL restarts while 40 sites are being provisioned: every job ends
+/// `done` (none left running or failed for good), every site's leaf is
+/// `provisioned`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_during_provisioning_leaves_no_job_stuck() {
+    use serviceradar_store::jobs::JobStatus;
+    const SITES: usize = 40;
+    let cluster = tokio::task::spawn_blocking(|| serviceradar_testkit::PgCluster::start(false))
+        .await
+        .unwrap()
+        .expect("a private PostgreSQL cluster");
+    let mut settings = Settings::new(cluster.create_database());
+    settings.bootstrap.admin_password = Some("fault suite password".into());
+    settings.bootstrap.tenant = "acme".into();
+    settings.provision_leaves = true;
+    settings.job_workers = 2;
+    support::init();
+    let app = Application::build(settings).await.unwrap();
+    let store = app.store().clone();
+    let base = format!("http://127.0.0.1:{}/api/v1", app.port());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    let token = serviceradar_control::tokens::create_token_for(
+        &store,
+        "acme",
+        "admin@example.com",
+        "faults",
+        &serviceradar_domain::policy::Scope::ALL,
+        1,
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    for i in 0..SITES {
+        let reply = http
+            .post(format!("{base}/edge-sites"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"name": format!("Site {i}"), "nats_leaf_url": "nats://10.0.1.50:4222"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), reqwest::StatusCode::CREATED);
+    }
+    // The restart begins while the jobs run.
+    let fault_started = Instant::now();
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.restart(outage()).expect("postgres restarts");
+        cluster
+    })
+    .await
+    .unwrap();
+    let restored = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let counts = loop {
+        let count = |status| {
+            let store = store.clone();
+            async move { store.count_jobs(status).await.unwrap_or(-1) }
+        };
+        let counts = (
+            count(JobStatus::Done).await,
+            count(JobStatus::Queued).await,
+            count(JobStatus::Running).await,
+            count(JobStatus::Failed).await,
+        );
+        if counts.0 == SITES as i64 && counts.1 == 0 && counts.2 == 0 {
+            break counts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs stuck: {counts:?} (done, queued, running, failed)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let leaves: serde_json::Value = http
+        .get(format!("{base}/leaf-servers?limit=200"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let provisioned = leaves["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["status"] == "provisioned")
+        .count();
+    println!(
+        "fault: PostgreSQL restart for {:.0} s during provisioning of {SITES} sites: jobs done {}, \
+         queued {}, running {}, failed {}; leaves provisioned {provisioned}; all done {:.1} s after the fault ended",
+        (restored - fault_started).as_secs_f64(),
+        counts.0,
+        counts.1,
+        counts.2,
+        counts.3,
+        restored.elapsed().as_secs_f64()
+    );
+    assert_eq!(counts.3, 0, "no job failed for good");
+    assert_eq!(provisioned, SITES, "every site's leaf is provisioned");
+    drop(cluster);
+    let _ = tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), running).await;
+}
