@@ -80,9 +80,15 @@ struct Worker {
     jobs: Jobs,
 }
 
-const LEASE_MS: i64 = 5 * 60 * 1000;
-/// How long a worker keeps trying to record an outcome: well inside the
-/// lease, so another worker never runs the job meanwhile.
+/// A claim's lease. The worker renews it every [`RENEW_EVERY`] while the
+/// handler runs, so a long job keeps it; a worker that died (a killed
+/// replica) loses it within this time and another worker reclaims the job.
+const LEASE_MS: i64 = 30 * 1000;
+/// How often a running job's lease is renewed.
+const RENEW_EVERY: Duration = Duration::from_secs(10);
+/// How long a worker keeps trying to record an outcome while the database is
+/// gone (its lease renewals fail meanwhile, so another worker may reclaim
+/// the job after the lease; handlers are idempotent).
 const RECORD_FOR: Duration = Duration::from_secs(120);
 const IDLE_POLL: Duration = Duration::from_millis(250);
 
@@ -116,9 +122,28 @@ impl Worker {
         let span = tracing::info_span!("job", job_id = %job.id, kind = %job.kind,
             tenant_id = %tenant, attempt = job.attempts);
         async {
-            let result = match self.jobs.handlers.get(job.kind.as_str()) {
-                Some(handler) => handler.run(&job).await,
-                None => Err(format!("no handler for job kind {:?}", job.kind)),
+            let run = async {
+                match self.jobs.handlers.get(job.kind.as_str()) {
+                    Some(handler) => handler.run(&job).await,
+                    None => Err(format!("no handler for job kind {:?}", job.kind)),
+                }
+            };
+            // Keep the lease while the handler runs.
+            let renew = async {
+                let mut ticks = tokio::time::interval(RENEW_EVERY);
+                ticks.tick().await;
+                loop {
+                    ticks.tick().await;
+                    match self.store.renew_job_lease(job.id, &self.id, LEASE_MS).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!("lost the job's lease (reclaimed by another worker)"),
+                        Err(e) => tracing::warn!(error = %e, "renewing the job's lease failed"),
+                    }
+                }
+            };
+            let result = tokio::select! {
+                result = run => result,
+                never = renew => never,
             };
             if let Err(message) = &result {
                 tracing::warn!(error = %message, "job attempt failed");

@@ -9,7 +9,9 @@
 //! * the site's leaf restarts (the collector's publishes fail meanwhile and
 //!   are retried; the buffer on disk survives);
 //! * PostgreSQL restarts (a private cluster, fast shutdown: connections cut)
-//!   while collectors publish at the hub and ingestion writes.
+//!   while collectors publish at the hub and ingestion writes, and while
+//!   sites are provisioned;
+//! * one of two replicas dies in the middle of its jobs.
 //!
 //! The short variants run in CI (a 5-s cut / outage); `SR_FAULTS_LONG=1`
 //! runs the long ones (60 s). Figures are recorded in `RELIABILITY.md`.
@@ -489,4 +491,105 @@ async fn a_postgres_restart_during_provisioning_leaves_no_job_stuck() {
     drop(cluster);
     let _ = tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), running).await;
+}
+
+/// A job that takes a while (so a replica can die in the middle of it) and
+/// counts its runs.
+struct Slow(Arc<AtomicU64>);
+
+impl serviceradar_jobs::JobHandler for Slow {
+    fn run<'a>(
+        &'a self,
+        _job: &'a serviceradar_store::jobs::Job,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = serviceradar_jobs::JobResult> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+}
+
+/// Two replicas share PostgreSQL; one dies abruptly (its runtime is shut
+/// down: every task gone at once, no outcome recorded, no lease renewed —
+/// what a SIGKILL leaves in the database) while it runs jobs. The survivor reclaims the dead
+/// replica's jobs once their lease (30 s) runs out: every job ends `done`,
+/// none stuck or failed. (With the old 5-minute lease they sat `running`
+/// for five minutes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_dying_mid_job_leaves_no_job_stuck() {
+    use serviceradar_store::jobs::{JobStatus, NewJob};
+    let database_url = serviceradar_testkit::postgres().create_database();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("master.key");
+    let runs = Arc::new(AtomicU64::new(0));
+    let replica = |runs: Arc<AtomicU64>| {
+        let mut settings = Settings::new(database_url.clone());
+        settings.bootstrap.admin_password = Some("fault suite password".into());
+        settings.bootstrap.tenant = "acme".into();
+        settings.master_key = MasterKeySource::DevFile(key.clone());
+        settings.provision_leaves = true;
+        settings.job_workers = 2;
+        let mut jobs = serviceradar_jobs::Jobs::default();
+        jobs.register("slow", Arc::new(Slow(runs)));
+        async move { Application::build_with_jobs(settings, jobs).await.unwrap() }
+    };
+    support::init();
+    // Replica A on a runtime of its own, so that it can die as a process
+    // does: every task of it gone at once, mid-job.
+    let a_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let a = a_runtime.spawn(replica(runs.clone())).await.unwrap();
+    let b = replica(runs.clone()).await;
+    let store = b.store().clone();
+    const SLOW: usize = 4;
+    for _ in 0..SLOW {
+        store
+            .enqueue_job(&NewJob::new("slow", serde_json::json!({})), None)
+            .await
+            .unwrap();
+    }
+    a_runtime.spawn(a.run_until_stopped(std::future::pending()));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let b_task = tokio::spawn(b.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    // Both replicas hold jobs; replica A dies in the middle of its.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let running_at_kill = store.count_jobs(JobStatus::Running).await.unwrap();
+    a_runtime.shutdown_background();
+    let killed = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let done = store.count_jobs(JobStatus::Done).await.unwrap();
+        let open = store.count_jobs(JobStatus::Running).await.unwrap()
+            + store.count_jobs(JobStatus::Queued).await.unwrap();
+        if done == SLOW as i64 && open == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs stuck after a replica died: done {done}, open {open}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let failed = store.count_jobs(JobStatus::Failed).await.unwrap();
+    println!(
+        "fault: a replica died with {running_at_kill} of {SLOW} jobs running: all done {:.1} s later \
+         (lease 30 s), failed {failed}, handler runs {} (a reclaimed job runs again: handlers are idempotent)",
+        killed.elapsed().as_secs_f64(),
+        runs.load(Ordering::SeqCst)
+    );
+    assert!(
+        running_at_kill > SLOW as i64 / 2,
+        "both replicas were running jobs"
+    );
+    assert_eq!(failed, 0);
+    let _ = tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), b_task).await;
 }

@@ -218,6 +218,28 @@ impl Store {
         row.as_ref().map(decode).transpose()
     }
 
+    /// Extends `worker`'s lease on a running job to `lease_ms` from now;
+    /// `false` when the worker no longer holds it.
+    pub async fn renew_job_lease(
+        &self,
+        id: JobId,
+        worker: &str,
+        lease_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let renewed = sqlx::query(
+            "UPDATE jobs SET locked_until = $1, updated_at = $2 \
+             WHERE id = $3 AND status = 'running' AND locked_by = $4",
+        )
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(id.to_string())
+        .bind(worker)
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
     /// Marks a claimed job done. Ignored if `worker` lost the lease meanwhile.
     pub async fn complete_job(&self, id: JobId, worker: &str) -> Result<bool, StoreError> {
         let done = sqlx::query(
