@@ -718,7 +718,7 @@ async fn a_gateway_restart_with_a_thousand_agents_connected_brings_every_agent_b
             .ca_certificate(root.clone())
             .identity(Identity::from_pem(
                 format!("{}{}", cert.cert_pem, ca.cert_pem()),
-                cert.key_pem.to_string(),
+                &cert.key_pem,
             ))
             .domain_name("localhost");
         let endpoint = Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
