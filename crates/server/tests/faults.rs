@@ -280,13 +280,13 @@ async fn under_load(fault: Fault) {
     let sent = load.await.unwrap();
     // Everything the leaf acknowledged arrives, exactly once.
     let (got, caught_up) = wait_stored(&store, &acme, sent, restored, name, &leaf.log()).await;
-    println!(
+    serviceradar_testkit::report(&format!(
         "fault: {name} for {:.0} s under load: sent {sent}, stored {got}, duplicates {}, \
          caught up {:.1} s after the fault ended",
         (restored - fault_started).as_secs_f64(),
         got - sent as i64,
         caught_up.as_secs_f64()
-    );
+    ));
     assert_eq!(got, sent as i64, "{name}: sent = stored, no duplicates");
     drop(hub);
     let _ = tx.send(());
@@ -371,7 +371,7 @@ async fn a_postgres_restart_during_ingestion_loses_and_duplicates_nothing() {
     let (got, caught_up) =
         wait_stored(&store, &acme, sent, restored, "PostgreSQL restart", "").await;
     let pipeline = status.tenant(acme.id).expect("acme's pipeline");
-    println!(
+    serviceradar_testkit::report(&format!(
         "fault: PostgreSQL restart for {:.0} s under load: sent {sent}, stored {got}, duplicates {}, \
          caught up {:.1} s after the fault ended; pipeline {} (last error: {:?})",
         (restored - fault_started).as_secs_f64(),
@@ -379,7 +379,7 @@ async fn a_postgres_restart_during_ingestion_loses_and_duplicates_nothing() {
         caught_up.as_secs_f64(),
         pipeline.state.as_str(),
         pipeline.last_error.map(|(_, e)| e).unwrap_or_default()
-    );
+    ));
     assert_eq!(got, sent as i64, "sent = stored, no duplicates");
     assert_eq!(pipeline.state, serviceradar_ingest::PipelineState::Running);
     let _ = tx.send(());
@@ -476,7 +476,7 @@ async fn a_postgres_restart_during_provisioning_leaves_no_job_stuck() {
         .iter()
         .filter(|l| l["status"] == "provisioned")
         .count();
-    println!(
+    serviceradar_testkit::report(&format!(
         "fault: PostgreSQL restart for {:.0} s during provisioning of {SITES} sites: jobs done {}, \
          queued {}, running {}, failed {}; leaves provisioned {provisioned}; all done {:.1} s after the fault ended",
         (restored - fault_started).as_secs_f64(),
@@ -485,7 +485,7 @@ async fn a_postgres_restart_during_provisioning_leaves_no_job_stuck() {
         counts.2,
         counts.3,
         restored.elapsed().as_secs_f64()
-    );
+    ));
     assert_eq!(counts.3, 0, "no job failed for good");
     assert_eq!(provisioned, SITES, "every site's leaf is provisioned");
     drop(cluster);
@@ -579,12 +579,12 @@ async fn a_replica_dying_mid_job_leaves_no_job_stuck() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let failed = store.count_jobs(JobStatus::Failed).await.unwrap();
-    println!(
+    serviceradar_testkit::report(&format!(
         "fault: a replica died with {running_at_kill} of {SLOW} jobs running: all done {:.1} s later \
          (lease 30 s), failed {failed}, handler runs {} (a reclaimed job runs again: handlers are idempotent)",
         killed.elapsed().as_secs_f64(),
         runs.load(Ordering::SeqCst)
-    );
+    ));
     assert!(
         running_at_kill > SLOW as i64 / 2,
         "both replicas were running jobs"
@@ -794,14 +794,14 @@ async fn a_gateway_restart_with_a_thousand_agents_connected_brings_every_agent_b
             seen_after += 1;
         }
     }
-    println!(
+    serviceradar_testkit::report(&format!(
         "fault: gateway restart with {n} agents connected: {ok} of {n} back {:.1} s after the \
          restart ({retries} retries), {seen_after} sites saw their agent after it; seeding took \
          {:.1} s, the first connect {:.1} s",
         back.as_secs_f64(),
         seeded.as_secs_f64(),
         connected.as_secs_f64()
-    );
+    ));
     assert_eq!(ok, n, "every agent reconnects");
     assert_eq!(seen_after, n, "every site saw its agent after the restart");
     let _ = stop.send(());

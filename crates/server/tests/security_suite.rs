@@ -498,12 +498,12 @@ async fn suite(db: Db) {
             }
         }
     }
-    println!(
+    serviceradar_testkit::report(&format!(
         "security suite ({db:?}): {} operations x {} callers, {checked} checks, {} failures",
         operations.len(),
         who.len(),
         failures.len()
-    );
+    ));
     assert!(
         failures.is_empty(),
         "{} failures:\n{}",

@@ -77,6 +77,25 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Prints a suite's figure line (counts of the fault, security and property
+/// suites) and, when `SR_TEST_REPORT` names a file, appends it there, so the
+/// test command can show every figure after the run (cargo hides the output
+/// of tests that pass).
+pub fn report(line: &str) {
+    println!("{line}");
+    if let Some(path) = std::env::var_os("SR_TEST_REPORT") {
+        use std::io::Write;
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut file| writeln!(file, "{line}"));
+        if let Err(e) = appended {
+            eprintln!("could not append to SR_TEST_REPORT: {e}");
+        }
+    }
+}
+
 /// Waits until something accepts TCP connections on `127.0.0.1:port`.
 pub fn wait_for_port(port: u16, what: &str, timeout: Duration) -> Result<(), HarnessError> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
