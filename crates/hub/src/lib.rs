@@ -4,6 +4,8 @@
 //! * [`client`] — connecting to the hub with minted creds, pushing account JWTs.
 //! * [`config`] — the hub's `nats-hub.conf` and server certificate
 //!   (`serviceradar-core admin hub-config`).
+//! * [`embedded`] — the hub `nats-server` that `serve` runs and supervises
+//!   itself when no external hub is configured.
 //! * [`leaf_auth`] — the leaf authorization callout: a leaf joins its tenant's
 //!   account only when its certificate names the same tenant and site as its creds.
 //!
@@ -12,6 +14,7 @@
 
 pub mod client;
 pub mod config;
+pub mod embedded;
 mod error;
 pub mod leaf_auth;
 

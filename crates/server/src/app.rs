@@ -32,6 +32,7 @@ use serviceradar_control::{Control, ControlSettings};
 use serviceradar_gateway::{Gateway, GatewaySettings};
 use serviceradar_health::webhooks::WebhookSettings;
 use serviceradar_health::{Health, HealthSettings};
+use serviceradar_hub::embedded::{EmbeddedHub, EmbeddedHubSettings};
 use serviceradar_hub::leaf_auth::LeafAuthSettings;
 use serviceradar_identity::{MasterKeySource, Pki};
 use serviceradar_ingest::IngestSettings;
@@ -81,6 +82,9 @@ pub struct Settings {
     /// The hub's leaf authorization callout service; `None` disables it (then
     /// no leaf can join the hub: run it wherever leaves connect).
     pub leaf_auth: Option<LeafAuthSettings>,
+    /// The hub `nats-server` this process runs and supervises itself (no
+    /// external hub); `None` runs none.
+    pub embedded_hub: Option<EmbeddedHubSettings>,
     /// Agent gateway (gRPC, mTLS) listen address; `None` disables it.
     pub gateway_listen: Option<SocketAddr>,
     /// The gateway's certificate names and agent intervals (its leaf
@@ -108,6 +112,7 @@ impl Settings {
             provision_leaves: false,
             ingest: None,
             leaf_auth: None,
+            embedded_hub: None,
             gateway_listen: None,
             gateway: GatewaySettings::default(),
         }
@@ -125,6 +130,7 @@ pub struct Application {
     pki: Arc<Pki>,
     health: Health,
     gateway: Option<Gateway>,
+    hub: Option<EmbeddedHub>,
     /// What bootstrapping did (the first admin's password, once).
     pub bootstrap: BootstrapOutcome,
 }
@@ -163,6 +169,14 @@ impl Application {
                 TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("binding the metrics listener {addr}"))?,
+            ),
+            None => None,
+        };
+        let hub = match &settings.embedded_hub {
+            Some(hub) => Some(
+                EmbeddedHub::start(store.clone(), pki.clone(), hub.clone())
+                    .await
+                    .context("starting the embedded hub (or name an external one with --ingest-nats-url)")?,
             ),
             None => None,
         };
@@ -224,6 +238,7 @@ impl Application {
             pki,
             health,
             gateway,
+            hub,
             bootstrap,
         })
     }
@@ -254,6 +269,11 @@ impl Application {
             .map(|a| a.port())
     }
 
+    /// The embedded hub's settings, when this process runs one.
+    pub fn embedded_hub(&self) -> Option<&EmbeddedHubSettings> {
+        self.hub.as_ref().map(EmbeddedHub::settings)
+    }
+
     /// Site/leaf health and its live status changes.
     pub fn health(&self) -> &Health {
         &self.health
@@ -270,6 +290,9 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
+        // The embedded hub stops last, after ingestion has drained.
+        let (hub_stop_tx, hub_stop_rx) = watch::channel(false);
+        let hub = self.hub.map(|hub| hub.supervise(hub_stop_rx));
         let mut workers = self.jobs.spawn_workers(
             self.store.clone(),
             self.settings.job_workers,
@@ -341,6 +364,10 @@ impl Application {
         }
         for worker in workers {
             let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
+        }
+        let _ = hub_stop_tx.send(true);
+        if let Some(hub) = hub {
+            let _ = tokio::time::timeout(Duration::from_secs(30), hub).await;
         }
         self.store.close().await;
         Ok(())

@@ -92,14 +92,15 @@ enum AdminCommand {
         /// DNS name or IP leaves dial; repeat for several (SANs of the hub certificate).
         #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
         hosts: Vec<String>,
-        /// Client listener.
-        #[arg(long, default_value = "0.0.0.0:4222")]
+        /// Client listener (not 4222, a site leaf's default client port).
+        #[arg(long, default_value = "0.0.0.0:4322")]
         client_listen: String,
         /// Leafnode listener (what `SERVICERADAR_HUB_LEAFNODE_URL` points at).
         #[arg(long, default_value = "0.0.0.0:7422")]
         leafnode_listen: String,
-        /// Monitoring listener (empty disables it; unauthenticated, keep it local).
-        #[arg(long, default_value = "127.0.0.1:8222")]
+        /// Monitoring listener (empty disables it; unauthenticated, keep it
+        /// local; not 8222, a site leaf's default monitoring port).
+        #[arg(long, default_value = "127.0.0.1:8322")]
         monitoring_listen: String,
         /// JetStream store directory (default OUT/jetstream).
         #[arg(long)]
@@ -143,11 +144,31 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let app = Application::build(settings).await?;
     let base = config
         .public_url
+        .clone()
         .unwrap_or_else(|| format!("http://{}:{}", config.listen.ip(), app.port()));
     println!(
-        "serviceradar-core listening on {base}  (database: {})",
-        redact(&config.db.url())
+        "serviceradar-core listening on {base}  (API: {base}/api/v1, reference {base}/api/v1/openapi.json)"
     );
+    println!("  data dir:  {}", config.db.data_dir.display());
+    println!("  database:  {}", redact(&config.db.url()));
+    let sites_dial = config.effective_hub_leafnode_url();
+    match app.embedded_hub() {
+        Some(hub) => {
+            let monitoring = hub
+                .options
+                .monitoring_listen
+                .as_deref()
+                .map_or_else(|| "off".to_owned(), |m| format!("http://{m}"));
+            println!(
+                "  hub:       embedded nats-server (config and log in {})\n             clients {}  leafnodes {}  monitoring {monitoring}",
+                hub.dir.display(),
+                hub.client_url(),
+                hub.options.leafnode_listen,
+            );
+        }
+        None => println!("  hub:       external, clients {}", config.hub_client_url()),
+    }
+    println!("  sites dial the hub at {sites_dial} (--hub-leafnode-url)");
     if let Some(port) = app.metrics_port() {
         let ip = config
             .metrics_listen
