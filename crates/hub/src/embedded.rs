@@ -153,8 +153,56 @@ impl EmbeddedHub {
             child: None,
             started_at: Instant::now(),
         };
+        hub.stop_leftover().await;
         hub.launch().await?;
         Ok(hub)
+    }
+
+    /// Stops a hub a previous `serve` left running (it was killed without
+    /// the chance to stop its child): the process in the pid file, if it is
+    /// a `nats-server` running this hub's config. Otherwise its ports would
+    /// be taken and the new hub could not start.
+    async fn stop_leftover(&self) {
+        let pid_file = self.settings.dir.join(PID_FILE);
+        let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        else {
+            return;
+        };
+        let config = self.settings.dir.join(crate::config::names::CONFIG);
+        let ours = |pid: u32| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                let cmdline = String::from_utf8_lossy(&cmdline);
+                cmdline.contains("nats-server") && cmdline.contains(&*config.to_string_lossy())
+            })
+        };
+        if !ours(pid) {
+            return;
+        }
+        tracing::warn!(
+            pid,
+            "a hub left over by an earlier serve is still running; stopping it"
+        );
+        let _ = Command::new(&self.binary)
+            .arg("--signal")
+            .arg(format!("term={pid}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+        let deadline = Instant::now() + self.settings.stop_grace;
+        while ours(pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if ours(pid) {
+            let _ = Command::new(&self.binary)
+                .arg("--signal")
+                .arg(format!("stop={pid}"))
+                .status()
+                .await;
+        }
     }
 
     /// The settings it runs with.
@@ -334,11 +382,7 @@ fn log_tail(path: &Path, from: u64) -> String {
     let start = usize::try_from(from).unwrap_or(0).min(text.len());
     let text = String::from_utf8_lossy(&text[start..]);
     let text = text.trim();
-    let cut = text
-        .char_indices()
-        .rev()
-        .nth(1999)
-        .map_or(0, |(i, _)| i);
+    let cut = text.char_indices().rev().nth(1999).map_or(0, |(i, _)| i);
     text[cut..].lines().collect::<Vec<_>>().join(" | ")
 }
 

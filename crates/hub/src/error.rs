@@ -176,7 +176,10 @@ impl fmt::Display for HubError {
             }
             Self::HubSpawn { binary, .. } => write!(f, "starting {}", binary.display()),
             Self::HubExited { status, log } => {
-                write!(f, "the embedded hub exited while starting ({status}): {log}")
+                write!(
+                    f,
+                    "the embedded hub exited while starting ({status}): {log}"
+                )
             }
             Self::HubNotReady { addr, timeout, log } => write!(
                 f,

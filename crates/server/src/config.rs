@@ -301,7 +301,11 @@ pub struct EmbeddedHubConfig {
     /// Embedded hub: further DNS names / IPs sites dial (SANs of its
     /// certificate, beside localhost, 127.0.0.1 and the host of
     /// `--hub-leafnode-url`); repeat or comma-separate.
-    #[arg(long = "hub-host", env = "SERVICERADAR_HUB_HOSTS", value_delimiter = ',')]
+    #[arg(
+        long = "hub-host",
+        env = "SERVICERADAR_HUB_HOSTS",
+        value_delimiter = ','
+    )]
     pub hub_hosts: Vec<String>,
 }
 

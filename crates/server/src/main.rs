@@ -138,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     telemetry::init_tracing(config.log_format == "json", std::io::stderr);
+    let shutdown = shutdown_signal()?;
     std::fs::create_dir_all(&config.db.data_dir)
         .with_context(|| format!("creating data dir {}", config.db.data_dir.display()))?;
     let settings = config.settings();
@@ -193,7 +194,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             admin.tenant, admin.email
         );
     }
-    app.run_until_stopped(shutdown_signal()).await
+    app.run_until_stopped(shutdown).await
 }
 
 async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
@@ -312,24 +313,28 @@ fn redact(url: &str) -> String {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Installs the SIGINT/SIGTERM handlers now (so a signal during start-up,
+/// while the embedded hub is being started, is kept and still leads to an
+/// orderly stop that stops the hub) and resolves on the first signal.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
-    tracing::info!("shutdown signal received; draining");
+        tracing::info!("shutdown signal received; draining");
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown signal received; draining");
+    })
 }

@@ -1,0 +1,367 @@
+//! First run (issue 12): the real `serviceradar-core serve` binary with no hub
+//! flags, on a clean data dir, with nothing but `nats-server` on `PATH`.
+//!
+//! * It starts and supervises its own hub: the hub accepts connections, a
+//!   killed hub is restarted, stopping `serve` stops it.
+//! * A site leaf installed from a bundle with every default runs beside the
+//!   embedded hub on the same machine (no port clash) and joins it.
+//!
+//! Both tests use the fixed default ports (hub 4322/7422/8322, leaf
+//! 4222/8222), so they take turns.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use serviceradar_testkit::{
+    NatsServer, check_nats_config, free_port, http_get, leafz, nats_server_binary, wait_for_port,
+};
+
+const WAIT: Duration = Duration::from_secs(40);
+const HUB_CLIENT: u16 = 4322;
+const HUB_LEAFNODE: u16 = 7422;
+const HUB_MONITOR: u16 = 8322;
+const PASSWORD: &str = "first run password 123";
+
+/// The default ports are the machine's: one test at a time.
+static DEFAULT_PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+/// The real `nats-server` executable (a version manager's shim on `PATH`
+/// resolved to the binary it runs).
+fn real_nats_server() -> PathBuf {
+    let found = nats_server_binary().expect("nats-server installed");
+    let head = std::fs::read(&found).unwrap_or_default();
+    if head.starts_with(b"#!") {
+        let which = run(Command::new("pyenv").args(["which", "nats-server"]));
+        return PathBuf::from(which.trim());
+    }
+    found
+}
+
+/// A `PATH` holding nothing but `nats-server`.
+fn path_with_only_nats_server(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir bin");
+    std::os::unix::fs::symlink(real_nats_server(), bin.join("nats-server")).expect("symlink");
+    bin
+}
+
+fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.split(' ').nth(2).is_none_or(|state| state != "Z"))
+}
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    )
+    .is_ok()
+}
+
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `serve` as a user starts it: no hub flags, a clean environment with only
+/// `nats-server` on PATH. (A free API port: 8080 may be taken on a shared
+/// machine; the hub ports are the defaults.)
+struct Serve {
+    child: Child,
+    data_dir: PathBuf,
+    base: String,
+    bin: PathBuf,
+    stdout: PathBuf,
+}
+
+impl Serve {
+    fn start(dir: &Path) -> Self {
+        let bin = path_with_only_nats_server(dir);
+        let data_dir = dir.join("data");
+        let api = free_port();
+        let stdout = dir.join("serve.out");
+        let child = Command::new(env!("CARGO_BIN_EXE_serviceradar-core"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{api}"))
+            .arg("--metrics-listen")
+            .arg("")
+            .env_clear()
+            .env("PATH", &bin)
+            .env("HOME", dir)
+            .env("SERVICERADAR_ADMIN_PASSWORD", PASSWORD)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+            .stderr(std::fs::File::create(dir.join("serve.err")).expect("stderr file"))
+            .spawn()
+            .expect("serve starts");
+        let serve = Self {
+            child,
+            data_dir,
+            base: format!("http://127.0.0.1:{api}"),
+            bin,
+            stdout,
+        };
+        // Ready once the banner is out (after the hub started).
+        let deadline = Instant::now() + WAIT;
+        while !std::fs::read_to_string(&serve.stdout)
+            .unwrap_or_default()
+            .contains("listening on")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "serve did not come up; stderr:\n{}",
+                serve.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        wait_for_port(api, "serve", WAIT).expect("API port");
+        serve
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.stdout.with_extension("err")).unwrap_or_default()
+    }
+
+    fn hub_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data_dir.join("hub/nats-server.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+    }
+
+    /// Connections the hub reports (`/connz`).
+    fn hub_connections(&self) -> u64 {
+        http_get(HUB_MONITOR, "/connz")
+            .and_then(|body| serde_json::from_str::<Value>(&body).ok())
+            .and_then(|v| v["num_connections"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// SIGTERM, as systemd or Ctrl-C would; waits for the exit.
+    fn stop(&mut self) {
+        run(Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string()));
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "serve exited with {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "serve did not stop");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Serve {
+    /// A failed test still stops serve gracefully, so it stops its hub.
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn serve_without_hub_flags_runs_and_supervises_its_own_hub() {
+    let _ports = DEFAULT_PORTS.blocking_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut serve = Serve::start(tmp.path());
+
+    // The hub runs and takes connections: the control plane's own (the
+    // leaf authorization service and ingestion) among them.
+    let first = serve.hub_pid().expect("the hub wrote its pid file");
+    assert!(pid_alive(first));
+    assert!(port_open(HUB_CLIENT) && port_open(HUB_LEAFNODE));
+    wait_until("the control plane connected to the hub", || {
+        serve.hub_connections() >= 2
+    });
+    let banner = std::fs::read_to_string(&serve.stdout).expect("banner");
+    for line in [
+        "nats://127.0.0.1:4322",
+        "0.0.0.0:7422",
+        "http://127.0.0.1:8322",
+        "tls://127.0.0.1:7422",
+        &serve.data_dir.display().to_string(),
+        "Next:",
+    ] {
+        assert!(banner.contains(line), "banner lacks {line}:\n{banner}");
+    }
+
+    // Killed, it is restarted, and the control plane reconnects.
+    run(Command::new("kill").arg("-KILL").arg(first.to_string()));
+    wait_until("the hub restarted", || {
+        serve
+            .hub_pid()
+            .is_some_and(|pid| pid != first && pid_alive(pid))
+            && port_open(HUB_CLIENT)
+    });
+    wait_until("the control plane reconnected", || {
+        serve.hub_connections() >= 2
+    });
+    let second = serve.hub_pid().expect("pid");
+
+    // Stopping serve stops the hub.
+    serve.stop();
+    assert!(!pid_alive(second), "the hub outlived serve");
+    assert!(
+        !port_open(HUB_CLIENT),
+        "the hub's client port is still open"
+    );
+    let _ = &serve.bin;
+}
+
+/// Bearer token for the bootstrap owner, from the admin CLI on the same data
+/// dir (found through `SERVICERADAR_DATA_DIR`, as an operator's shell would).
+fn owner_token(serve: &Serve) -> String {
+    let out = run(Command::new(env!("CARGO_BIN_EXE_serviceradar-core"))
+        .args([
+            "admin",
+            "create-token",
+            "--tenant",
+            "default",
+            "--email",
+            "admin@example.com",
+            "--scope",
+            "read,write,admin",
+        ])
+        .env_clear()
+        .env("PATH", &serve.bin)
+        .env("SERVICERADAR_DATA_DIR", &serve.data_dir));
+    out.lines().last().expect("token line").trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_site_leaf_runs_beside_the_embedded_hub_and_joins_it() {
+    let _ports = DEFAULT_PORTS.lock().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mut serve = Serve::start(dir);
+    let token = owner_token(&serve);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let api = |path: &str| format!("{}/api/v1{path}", serve.base);
+
+    // A site with every default but its leaf's client URL.
+    let site: Value = http
+        .post(api("/edge-sites"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "Demo", "slug": "demo", "nats_leaf_url": "nats://127.0.0.1:4222"}))
+        .send()
+        .await
+        .expect("create site")
+        .json()
+        .await
+        .expect("site json");
+    let id = site["id"].as_str().expect("site id").to_owned();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let site: Value = http
+            .get(api(&format!("/edge-sites/{id}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("get site")
+            .json()
+            .await
+            .expect("site json");
+        if site["leaf_server"]["status"] == "provisioned" {
+            assert_eq!(
+                site["leaf_server"]["upstream_url"], "tls://127.0.0.1:7422",
+                "{site}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never provisioned: {site}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bundle = http
+        .get(api(&format!("/edge-sites/{id}/bundle")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("bundle");
+    assert!(bundle.status().is_success(), "{}", bundle.status());
+    let name = bundle.headers()["content-disposition"]
+        .to_str()
+        .expect("ascii")
+        .trim_start_matches("attachment; filename=\"")
+        .trim_end_matches('"')
+        .trim_end_matches(".tar.gz")
+        .to_owned();
+    let archive = dir.join("bundle.tar.gz");
+    std::fs::write(&archive, bundle.bytes().await.expect("bytes")).expect("write bundle");
+    run(Command::new("tar")
+        .arg("xzf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(dir));
+
+    // setup.sh with its defaults (below a prefix: no root), then the
+    // server's own config check, as setup.sh's "valid" claims.
+    let prefix = dir.join("edge");
+    run(Command::new("bash")
+        .arg("setup.sh")
+        .arg("--prefix")
+        .arg(&prefix)
+        .arg("--no-start")
+        .current_dir(dir.join(&name)));
+    let installed = prefix.join("etc/serviceradar/nats/nats-leaf.conf");
+    check_nats_config(&installed).expect("nats-server -t accepts the leaf config");
+    let config = std::fs::read_to_string(&installed).expect("leaf config");
+    assert!(config.contains("4222") && config.contains("127.0.0.1:8222"));
+
+    // The leaf with its defaults, next to the embedded hub: both run, the
+    // leaf joins the hub.
+    let leaf = NatsServer::start_file(&prefix, "leaf", &installed, 4222)
+        .unwrap_or_else(|e| panic!("the leaf does not start beside the embedded hub: {e}"));
+    wait_for_port(8222, "leaf monitoring", WAIT).expect("leaf monitoring");
+    let deadline = Instant::now() + WAIT;
+    while !leafz(HUB_MONITOR)
+        .iter()
+        .any(|(leaf_name, _)| leaf_name == "leaf-default-demo")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the leaf never joined the embedded hub\n/leafz: {:?}\nleaf log:\n{}\nserve:\n{}",
+            http_get(HUB_MONITOR, "/leafz"),
+            leaf.log(),
+            serve.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(port_open(HUB_CLIENT), "the hub still runs beside the leaf");
+    drop(leaf);
+    serve.stop();
+}
