@@ -21,8 +21,11 @@ pub struct DatabaseConfig {
     #[arg(long, env = "SERVICERADAR_DATABASE_URL")]
     pub database_url: Option<String>,
 
-    /// Directory for local state (SQLite file, generated dev keys).
-    #[arg(long, env = "SERVICERADAR_DATA_DIR", default_value = "./data")]
+    /// Directory for local state (SQLite file, generated dev master key, the
+    /// embedded hub). `serve` and `admin` find it the same way: this flag,
+    /// else SERVICERADAR_DATA_DIR, else `$XDG_DATA_HOME/serviceradar`, else
+    /// `~/.local/share/serviceradar` (never the current directory).
+    #[arg(long, env = "SERVICERADAR_DATA_DIR", default_value_os_t = default_data_dir())]
     pub data_dir: PathBuf,
 
     /// Maximum database connections in the pool.
@@ -34,7 +37,35 @@ pub struct DatabaseConfig {
     pub database_max_connections: u32,
 }
 
+/// The data dir when neither `--data-dir` nor `SERVICERADAR_DATA_DIR` is
+/// given: `$XDG_DATA_HOME/serviceradar`, else `$HOME/.local/share/serviceradar`,
+/// else `/var/lib/serviceradar` (a service account without a home). Never the
+/// current directory, so commands run from anywhere find the same state.
+pub fn default_data_dir() -> PathBuf {
+    let from_env = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(xdg) = from_env("XDG_DATA_HOME") {
+        return xdg.join("serviceradar");
+    }
+    if let Some(home) = from_env("HOME") {
+        return home.join(".local/share/serviceradar");
+    }
+    PathBuf::from("/var/lib/serviceradar")
+}
+
 impl DatabaseConfig {
+    /// The SQLite file of the database URL, or `None` for another backend.
+    pub fn sqlite_file(&self) -> Option<PathBuf> {
+        let url = self.url();
+        let rest = url.strip_prefix("sqlite:")?;
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        let path = path.split('?').next().unwrap_or_default();
+        Some(PathBuf::from(path)).filter(|p| !p.as_os_str().is_empty() && path != ":memory:")
+    }
+
     /// The effective database URL.
     pub fn url(&self) -> String {
         self.database_url.clone().unwrap_or_else(|| {
@@ -85,6 +116,17 @@ impl PkiConfig {
                 MasterKeySource::Text(zeroize::Zeroizing::new(text.expose().to_owned()))
             }
             (None, None) => MasterKeySource::DevFile(data_dir.join("master.key")),
+        }
+    }
+}
+
+impl PkiConfig {
+    /// The generated development master key file this config would use
+    /// (no `--master-key-file` and no `SERVICERADAR_MASTER_KEY`).
+    pub fn dev_key_file(&self, data_dir: &std::path::Path) -> Option<PathBuf> {
+        match self.source(data_dir) {
+            serviceradar_identity::MasterKeySource::DevFile(path) => Some(path),
+            _ => None,
         }
     }
 }

@@ -15,6 +15,10 @@ use serviceradar_store::Store;
 #[derive(Parser)]
 #[command(name = "serviceradar-core", version, about, long_about = None)]
 struct Cli {
+    /// On failure, print the error's full detail (with a backtrace when
+    /// RUST_BACKTRACE is set) instead of one line.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,9 +30,20 @@ enum Command {
     Serve(Box<ServeConfig>),
     /// Apply database migrations and exit (serve also does this on start).
     Migrate(DatabaseConfig),
-    /// Operator commands on the database: tenants and tokens.
+    /// Operator commands on an existing installation (the data dir `serve`
+    /// uses): tenants, tokens, the hub config.
+    Admin(Box<AdminArgs>),
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Create the database, master key and root CA when they do not exist.
+    /// Without it an admin command refuses to start from nothing, so a wrong
+    /// data dir is an error instead of a new, empty installation.
+    #[arg(long, global = true)]
+    init: bool,
     #[command(subcommand)]
-    Admin(Box<AdminCommand>),
+    command: AdminCommand,
 }
 
 #[derive(Subcommand)]
@@ -121,10 +136,82 @@ async fn open(db: &DatabaseConfig) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Opens the database of an existing installation for an admin command:
+/// refuses (unless `init`) when the SQLite file, the generated master key
+/// (when `pki` uses one) or a set-up database is missing, instead of
+/// creating a new installation wherever the command happens to run.
+async fn open_existing(
+    db: &DatabaseConfig,
+    pki: Option<&PkiConfig>,
+    init: bool,
+) -> anyhow::Result<Store> {
+    if init {
+        return open(db).await;
+    }
+    let refuse = |what: String| {
+        anyhow::anyhow!(
+            "{what}; point --data-dir (or SERVICERADAR_DATA_DIR) at the data dir `serve` uses, or pass --init to create a new installation"
+        )
+    };
+    if let Some(file) = db.sqlite_file()
+        && !file.exists()
+    {
+        return Err(refuse(format!(
+            "no database at {} (data dir {})",
+            file.display(),
+            db.data_dir.display()
+        )));
+    }
+    if let Some(key) = pki.and_then(|p| p.dev_key_file(&db.data_dir))
+        && !key.exists()
+    {
+        return Err(refuse(format!("no master key at {}", key.display())));
+    }
+    let store = Store::connect(&db.url(), db.database_max_connections)
+        .await
+        .context("connecting to the database")?;
+    // `serve` creates the first tenant; a database without any was never set up.
+    if !store.list_tenants().await.is_ok_and(|t| !t.is_empty()) {
+        store.close().await;
+        return Err(refuse(format!(
+            "the database {} has no tenants (`serve` never set it up)",
+            redact(&db.url())
+        )));
+    }
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
+}
+
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let verbose = cli.verbose;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line (the cause chain) unless -v: no backtrace even with
+            // RUST_BACKTRACE=1.
+            if verbose {
+                eprintln!("error: {e:?}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(config) => serve(*config).await,
         Command::Migrate(db) => {
             telemetry::init_tracing(false, std::io::stderr);
@@ -132,7 +219,7 @@ async fn main() -> anyhow::Result<()> {
             println!("migrations applied to {}", redact(&db.url()));
             Ok(())
         }
-        Command::Admin(command) => run_admin(*command).await,
+        Command::Admin(args) => run_admin(args.command, args.init).await,
     }
 }
 
@@ -197,7 +284,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     app.run_until_stopped(shutdown).await
 }
 
-async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
+async fn run_admin(command: AdminCommand, init: bool) -> anyhow::Result<()> {
     telemetry::init_tracing(false, std::io::stderr);
     match command {
         AdminCommand::CreateTenant {
@@ -208,7 +295,7 @@ async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
             owner_password,
             pki,
         } => {
-            let store = open(&db).await?;
+            let store = open_existing(&db, Some(&pki), init).await?;
             let keyring = pki.source(&db.data_dir).load()?;
             let pki = serviceradar_identity::Pki::new(keyring, &pki.trust_domain);
             let created = serviceradar_provisioning::tenants::create_tenant(
@@ -249,7 +336,7 @@ async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
             jetstream_dir,
             resolver_dir,
         } => {
-            let store = open(&db).await?;
+            let store = open_existing(&db, Some(&pki), init).await?;
             let keyring = pki.source(&db.data_dir).load()?;
             let pki = serviceradar_identity::Pki::new(keyring, &pki.trust_domain);
             let opts = serviceradar_hub::config::HubOptions {
@@ -272,7 +359,7 @@ async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
             );
         }
         AdminCommand::ListTenants { db } => {
-            let store = open(&db).await?;
+            let store = open_existing(&db, None, init).await?;
             for tenant in store.list_tenants().await? {
                 println!("{}\t{}\t{}", tenant.id, tenant.slug, tenant.name);
             }
@@ -289,7 +376,7 @@ async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
                 .iter()
                 .map(|s| s.parse::<Scope>().map_err(anyhow::Error::msg))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let store = open(&db).await?;
+            let store = open_existing(&db, None, init).await?;
             let token = serviceradar_control::tokens::create_token_for(
                 &store, &tenant, &email, &name, &scopes, days,
             )

@@ -6,7 +6,10 @@
 //! * A site leaf installed from a bundle with every default runs beside the
 //!   embedded hub on the same machine (no port clash) and joins it.
 //!
-//! Both tests use the fixed default ports (hub 4322/7422/8322, leaf
+//! * `admin` commands find the data dir the way `serve` does, and refuse to
+//!   create a new installation where none exists unless told `--init`.
+//!
+//! The serve tests use the fixed default ports (hub 4322/7422/8322, leaf
 //! 4222/8222), so they take turns.
 
 use std::path::{Path, PathBuf};
@@ -81,9 +84,10 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// `serve` as a user starts it: no hub flags, a clean environment with only
-/// `nats-server` on PATH. (A free API port: 8080 may be taken on a shared
-/// machine; the hub ports are the defaults.)
+/// `serve` as a user starts it: no hub flags and no data dir (the default,
+/// under `$HOME`), a clean environment with only `nats-server` on PATH. (A
+/// free API port: 8080 may be taken on a shared machine; the hub ports are
+/// the defaults.)
 struct Serve {
     child: Child,
     data_dir: PathBuf,
@@ -95,13 +99,11 @@ struct Serve {
 impl Serve {
     fn start(dir: &Path) -> Self {
         let bin = path_with_only_nats_server(dir);
-        let data_dir = dir.join("data");
+        let data_dir = dir.join(".local/share/serviceradar");
         let api = free_port();
         let stdout = dir.join("serve.out");
         let child = Command::new(env!("CARGO_BIN_EXE_serviceradar-core"))
             .arg("serve")
-            .arg("--data-dir")
-            .arg(&data_dir)
             .arg("--listen")
             .arg(format!("127.0.0.1:{api}"))
             .arg("--metrics-listen")
@@ -242,9 +244,11 @@ fn serve_without_hub_flags_runs_and_supervises_its_own_hub() {
     let _ = &serve.bin;
 }
 
-/// Bearer token for the bootstrap owner, from the admin CLI on the same data
-/// dir (found through `SERVICERADAR_DATA_DIR`, as an operator's shell would).
-fn owner_token(serve: &Serve) -> String {
+/// Bearer token for the bootstrap owner, from the admin CLI run in another
+/// directory: it finds serve's data dir by the same default.
+fn owner_token(serve: &Serve, home: &Path) -> String {
+    let elsewhere = home.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
     let out = run(Command::new(env!("CARGO_BIN_EXE_serviceradar-core"))
         .args([
             "admin",
@@ -258,7 +262,9 @@ fn owner_token(serve: &Serve) -> String {
         ])
         .env_clear()
         .env("PATH", &serve.bin)
-        .env("SERVICERADAR_DATA_DIR", &serve.data_dir));
+        .env("HOME", home)
+        .current_dir(&elsewhere));
+    assert!(!elsewhere.join("data").exists());
     out.lines().last().expect("token line").trim().to_owned()
 }
 
@@ -268,7 +274,7 @@ async fn a_default_site_leaf_runs_beside_the_embedded_hub_and_joins_it() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let mut serve = Serve::start(dir);
-    let token = owner_token(&serve);
+    let token = owner_token(&serve, dir);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
     let api = |path: &str| format!("{}/api/v1{path}", serve.base);
@@ -364,4 +370,101 @@ async fn a_default_site_leaf_runs_beside_the_embedded_hub_and_joins_it() {
     assert!(port_open(HUB_CLIENT), "the hub still runs beside the leaf");
     drop(leaf);
     serve.stop();
+}
+
+/// Issue 12: `admin` run from another directory silently created a fresh
+/// `./data` database with a new master key, root CA and operator.
+#[test]
+fn admin_from_another_directory_does_not_create_a_new_database() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (home, cwd) = (tmp.path().join("home"), tmp.path().join("cwd"));
+    std::fs::create_dir_all(&home).expect("mkdir");
+    std::fs::create_dir_all(&cwd).expect("mkdir");
+    let admin = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_serviceradar-core"))
+            .arg("admin")
+            .args(args)
+            .env_clear()
+            .env("HOME", &home)
+            .env("RUST_BACKTRACE", "1")
+            .current_dir(&cwd)
+            .output()
+            .expect("admin runs")
+    };
+    let default_db = home.join(".local/share/serviceradar/serviceradar.db");
+    for args in [
+        &["list-tenants"][..],
+        &["hub-config", "--out", "hub"],
+        &[
+            "create-tenant",
+            "--slug",
+            "x",
+            "--owner-email",
+            "o@x.example.com",
+        ],
+        &[
+            "create-token",
+            "--tenant",
+            "x",
+            "--email",
+            "o@x.example.com",
+        ],
+    ] {
+        let out = admin(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.contains(&format!("no database at {}", default_db.display()))
+                && stderr.contains("--init")
+                && stderr.contains("SERVICERADAR_DATA_DIR"),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&cwd).expect("cwd").count(),
+            0,
+            "{args:?} wrote into the current directory"
+        );
+        assert!(!home.join(".local").exists(), "{args:?} created a data dir");
+    }
+
+    // --init creates one on purpose; an installation `serve` never set up
+    // (no tenants) is still refused without it.
+    let out = admin(&["list-tenants", "--init"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(default_db.is_file());
+    let out = admin(&[
+        "create-tenant",
+        "--slug",
+        "x",
+        "--owner-email",
+        "o@x.example.com",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no master key at"), "{stderr}");
+    let out = admin(&[
+        "create-tenant",
+        "--init",
+        "--slug",
+        "x",
+        "--owner-email",
+        "o@x.example.com",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = admin(&["list-tenants"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\tx\t"));
 }
