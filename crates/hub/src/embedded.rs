@@ -222,6 +222,19 @@ impl EmbeddedHub {
 
     /// Writes the config and starts the server; waits for its client port.
     async fn launch(&mut self) -> Result<(), HubError> {
+        // Something else answering on a hub port would be taken for this hub.
+        let options = &self.settings.options;
+        for (listener, listen) in [
+            ("client", Some(&options.client_listen)),
+            ("leafnode", Some(&options.leafnode_listen)),
+            ("monitoring", options.monitoring_listen.as_ref()),
+        ] {
+            let Some(listen) = listen else { continue };
+            let addr = dial_addr(listen);
+            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                return Err(HubError::HubPortInUse { listener, addr });
+            }
+        }
         let dir = &self.settings.dir;
         let files = write_hub_config(&self.store, &self.pki, &self.settings.options, dir).await?;
         let log_path = dir.join(LOG_FILE);

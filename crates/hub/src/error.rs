@@ -122,6 +122,13 @@ pub enum HubError {
         /// The cause.
         source: std::io::Error,
     },
+    /// Another process listens on a port of the embedded hub.
+    HubPortInUse {
+        /// Which listener (`client`, `leafnode`, `monitoring`).
+        listener: &'static str,
+        /// The address dialled.
+        addr: String,
+    },
     /// The embedded hub exited while starting.
     HubExited {
         /// Its exit status.
@@ -175,6 +182,10 @@ impl fmt::Display for HubError {
                 f.write_str(crate::embedded::INSTALL_HINT)
             }
             Self::HubSpawn { binary, .. } => write!(f, "starting {}", binary.display()),
+            Self::HubPortInUse { listener, addr } => write!(
+                f,
+                "the embedded hub's {listener} port {addr} is already in use (another hub or leaf?); choose another with --hub-{listener}-listen"
+            ),
             Self::HubExited { status, log } => {
                 write!(
                     f,

@@ -313,6 +313,27 @@ impl Application {
                 leaf_auth.clone(),
                 stop_rx.clone(),
             ));
+            // Leaf status from the hub's own connect/disconnect advisories.
+            let (links, mut received) = tokio::sync::mpsc::unbounded_channel();
+            workers.push(serviceradar_hub::leaf_events::spawn(
+                self.store.clone(),
+                self.pki.clone(),
+                leaf_auth.hub.clone(),
+                links,
+                stop_rx.clone(),
+            ));
+            let health = self.health.clone();
+            workers.push(tokio::spawn(async move {
+                while let Some(link) = received.recv().await {
+                    if let Err(e) = health
+                        .site_leaf_link(link.tenant_id, link.site_id, link.up)
+                        .await
+                    {
+                        tracing::warn!(error = %e, site_id = %link.site_id,
+                            up = link.up, "recording a leaf link change from the hub failed");
+                    }
+                }
+            }));
         }
         if self.settings.provision_leaves && self.settings.job_workers > 0 {
             workers.push(tokio::spawn(renewal_sweeper(

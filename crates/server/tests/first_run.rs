@@ -268,91 +268,145 @@ fn owner_token(serve: &Serve, home: &Path) -> String {
     out.lines().last().expect("token line").trim().to_owned()
 }
 
+/// A site created through the API with every default but its leaf's client
+/// URL, provisioned, its bundle installed with `setup.sh --prefix` (no root)
+/// and checked with `nats-server -t`.
+struct DemoSite {
+    http: reqwest::Client,
+    token: String,
+    base: String,
+    id: String,
+    prefix: PathBuf,
+    installed: PathBuf,
+}
+
+impl DemoSite {
+    async fn install(serve: &Serve, dir: &Path) -> Self {
+        let token = owner_token(serve, dir);
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::new();
+        let api = |path: &str| format!("{}/api/v1{path}", serve.base);
+        let site: Value = http
+            .post(api("/edge-sites"))
+            .bearer_auth(&token)
+            .json(
+                &json!({"name": "Demo", "slug": "demo", "nats_leaf_url": "nats://127.0.0.1:4222"}),
+            )
+            .send()
+            .await
+            .expect("create site")
+            .json()
+            .await
+            .expect("site json");
+        let id = site["id"].as_str().expect("site id").to_owned();
+        let mut demo = Self {
+            http,
+            token,
+            base: serve.base.clone(),
+            id,
+            prefix: dir.join("edge"),
+            installed: PathBuf::new(),
+        };
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let site = demo.site().await;
+            if site["leaf_server"]["status"] == "provisioned" {
+                assert_eq!(
+                    site["leaf_server"]["upstream_url"], "tls://127.0.0.1:7422",
+                    "{site}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "never provisioned: {site}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let bundle = demo
+            .http
+            .get(format!(
+                "{}/api/v1/edge-sites/{}/bundle",
+                demo.base, demo.id
+            ))
+            .bearer_auth(&demo.token)
+            .send()
+            .await
+            .expect("bundle");
+        assert!(bundle.status().is_success(), "{}", bundle.status());
+        let name = bundle.headers()["content-disposition"]
+            .to_str()
+            .expect("ascii")
+            .trim_start_matches("attachment; filename=\"")
+            .trim_end_matches('"')
+            .trim_end_matches(".tar.gz")
+            .to_owned();
+        let archive = dir.join("bundle.tar.gz");
+        std::fs::write(&archive, bundle.bytes().await.expect("bytes")).expect("write bundle");
+        run(Command::new("tar")
+            .arg("xzf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(dir));
+        // setup.sh with its defaults, then the server's own config check, as
+        // setup.sh's "valid" claims.
+        run(Command::new("bash")
+            .arg("setup.sh")
+            .arg("--prefix")
+            .arg(&demo.prefix)
+            .arg("--no-start")
+            .current_dir(dir.join(&name)));
+        demo.installed = demo.prefix.join("etc/serviceradar/nats/nats-leaf.conf");
+        check_nats_config(&demo.installed).expect("nats-server -t accepts the leaf config");
+        let config = std::fs::read_to_string(&demo.installed).expect("leaf config");
+        assert!(config.contains("4222") && config.contains("127.0.0.1:8222"));
+        demo
+    }
+
+    async fn site(&self) -> Value {
+        self.http
+            .get(format!("{}/api/v1/edge-sites/{}", self.base, self.id))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("get site")
+            .json()
+            .await
+            .expect("site json")
+    }
+
+    /// The leaf with its defaults (client 4222, monitoring 8222).
+    fn start_leaf(&self, name: &str) -> NatsServer {
+        let leaf = NatsServer::start_file(&self.prefix, name, &self.installed, 4222)
+            .unwrap_or_else(|e| panic!("the leaf does not start beside the embedded hub: {e}"));
+        wait_for_port(8222, "leaf monitoring", WAIT).expect("leaf monitoring");
+        leaf
+    }
+
+    /// Waits until the API shows the leaf `status`; returns how long it took.
+    async fn wait_leaf_status(&self, status: &str, since: Instant) -> Duration {
+        loop {
+            let site = self.site().await;
+            if site["leaf_server"]["status"] == status {
+                return since.elapsed();
+            }
+            assert!(
+                since.elapsed() < WAIT,
+                "the leaf never became {status}: {site}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_default_site_leaf_runs_beside_the_embedded_hub_and_joins_it() {
     let _ports = DEFAULT_PORTS.lock().await;
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let mut serve = Serve::start(dir);
-    let token = owner_token(&serve, dir);
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::new();
-    let api = |path: &str| format!("{}/api/v1{path}", serve.base);
-
-    // A site with every default but its leaf's client URL.
-    let site: Value = http
-        .post(api("/edge-sites"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "Demo", "slug": "demo", "nats_leaf_url": "nats://127.0.0.1:4222"}))
-        .send()
-        .await
-        .expect("create site")
-        .json()
-        .await
-        .expect("site json");
-    let id = site["id"].as_str().expect("site id").to_owned();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let site: Value = http
-            .get(api(&format!("/edge-sites/{id}")))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("get site")
-            .json()
-            .await
-            .expect("site json");
-        if site["leaf_server"]["status"] == "provisioned" {
-            assert_eq!(
-                site["leaf_server"]["upstream_url"], "tls://127.0.0.1:7422",
-                "{site}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "never provisioned: {site}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let bundle = http
-        .get(api(&format!("/edge-sites/{id}/bundle")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("bundle");
-    assert!(bundle.status().is_success(), "{}", bundle.status());
-    let name = bundle.headers()["content-disposition"]
-        .to_str()
-        .expect("ascii")
-        .trim_start_matches("attachment; filename=\"")
-        .trim_end_matches('"')
-        .trim_end_matches(".tar.gz")
-        .to_owned();
-    let archive = dir.join("bundle.tar.gz");
-    std::fs::write(&archive, bundle.bytes().await.expect("bytes")).expect("write bundle");
-    run(Command::new("tar")
-        .arg("xzf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(dir));
-
-    // setup.sh with its defaults (below a prefix: no root), then the
-    // server's own config check, as setup.sh's "valid" claims.
-    let prefix = dir.join("edge");
-    run(Command::new("bash")
-        .arg("setup.sh")
-        .arg("--prefix")
-        .arg(&prefix)
-        .arg("--no-start")
-        .current_dir(dir.join(&name)));
-    let installed = prefix.join("etc/serviceradar/nats/nats-leaf.conf");
-    check_nats_config(&installed).expect("nats-server -t accepts the leaf config");
-    let config = std::fs::read_to_string(&installed).expect("leaf config");
-    assert!(config.contains("4222") && config.contains("127.0.0.1:8222"));
+    let demo = DemoSite::install(&serve, dir).await;
 
     // The leaf with its defaults, next to the embedded hub: both run, the
     // leaf joins the hub.
-    let leaf = NatsServer::start_file(&prefix, "leaf", &installed, 4222)
-        .unwrap_or_else(|e| panic!("the leaf does not start beside the embedded hub: {e}"));
-    wait_for_port(8222, "leaf monitoring", WAIT).expect("leaf monitoring");
+    let leaf = demo.start_leaf("leaf");
     let deadline = Instant::now() + WAIT;
     while !leafz(HUB_MONITOR)
         .iter()
@@ -369,6 +423,41 @@ async fn a_default_site_leaf_runs_beside_the_embedded_hub_and_joins_it() {
     }
     assert!(port_open(HUB_CLIENT), "the hub still runs beside the leaf");
     drop(leaf);
+    serve.stop();
+}
+
+/// Issue 12: the API said `provisioned` while the leaf was joined, until an
+/// agent reported, and `connected` forever after the leaf was gone. With no
+/// agent at all, the hub's own connect/disconnect advisories now drive it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaf_status_follows_the_hub_without_an_agent() {
+    let _ports = DEFAULT_PORTS.lock().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mut serve = Serve::start(dir);
+    let demo = DemoSite::install(&serve, dir).await;
+    assert_eq!(
+        demo.site().await["status"],
+        "pending",
+        "no agent ever called"
+    );
+
+    let started = Instant::now();
+    let mut leaf = demo.start_leaf("leaf");
+    let took = demo.wait_leaf_status("connected", started).await;
+    assert!(took < Duration::from_secs(2), "connected after {took:?}");
+
+    let killed = Instant::now();
+    leaf.kill();
+    let took = demo.wait_leaf_status("disconnected", killed).await;
+    assert!(took < Duration::from_secs(2), "disconnected after {took:?}");
+
+    // Back again: connected again; the site's agent health is untouched.
+    let restarted = Instant::now();
+    let _leaf = demo.start_leaf("leaf-again");
+    let took = demo.wait_leaf_status("connected", restarted).await;
+    assert!(took < Duration::from_secs(2), "reconnected after {took:?}");
+    assert_eq!(demo.site().await["status"], "pending", "health is separate");
     serve.stop();
 }
 
