@@ -234,6 +234,11 @@ fn serve_without_hub_flags_runs_and_supervises_its_own_hub() {
     });
     let second = serve.hub_pid().expect("pid");
 
+    // Logs redirected to a file carry no colour codes.
+    let logs = serve.stderr();
+    assert!(logs.contains("embedded hub running"), "{logs}");
+    assert!(!logs.contains('\x1b'), "colour codes in redirected logs");
+
     // Stopping serve stops the hub.
     serve.stop();
     assert!(!pid_alive(second), "the hub outlived serve");
