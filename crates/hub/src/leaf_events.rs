@@ -16,6 +16,14 @@
 //! one closes. The tenant in the tags must own the account the connection
 //! is in, otherwise the advisory is ignored. Whoever receives the links
 //! applies them (the server passes them to `health`).
+//!
+//! Advisories are missed while the control plane or the hub is down (a leaf
+//! that left meanwhile would stay `connected`), so each session starts with,
+//! and repeats every [`RECONCILE_INTERVAL`], a reconciliation against the
+//! hub's leaf list (`$SYS.REQ.SERVER.PING.LEAFZ`, every server's answer):
+//! a leaf the store has `connected` that no server holds goes down, one it has
+//! `provisioned`/`disconnected` that a server holds goes up. Leafz names a leaf
+//! by its server name, `leaf-{tenant slug}-{site slug}` in its tenant's account.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -38,6 +46,11 @@ use crate::error::{identity, nats};
 pub const CONNECT_SUBJECT: &str = "$SYS.ACCOUNT.*.CONNECT";
 /// See [`CONNECT_SUBJECT`].
 pub const DISCONNECT_SUBJECT: &str = "$SYS.ACCOUNT.*.DISCONNECT";
+
+/// How often the leaf statuses are reconciled with the hub's leaf list.
+pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long to collect the servers' answers to a leaf list request.
+const LEAFZ_WAIT: Duration = Duration::from_millis(500);
 
 /// A site's leaf joined (`up`) or left the hub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,11 +200,17 @@ async fn follow(
     tracing::info!("following the hub's leaf connections");
     let mut connections = Connections::default();
     let mut accounts: HashMap<Uuid, String> = HashMap::new();
+    let mut reconcile = tokio::time::interval(RECONCILE_INTERVAL);
     loop {
         let message = tokio::select! {
-            m = connects.next() => m,
-            m = disconnects.next() => m,
+            m = connects.next() => Some(m),
+            m = disconnects.next() => Some(m),
+            _ = reconcile.tick() => None,
             _ = stop.wait_for(|s| *s) => return Ok(()),
+        };
+        let Some(message) = message else {
+            connections = reconcile_with_hub(store, &client, links).await?;
+            continue;
         };
         let message = message.ok_or(HubError::SubscriptionClosed {
             what: "subscription to connect and disconnect advisories",
@@ -214,6 +233,113 @@ async fn follow(
             up,
         });
     }
+}
+
+/// The hub's leaf connections: (account, server name) -> connection keys.
+async fn leafz(
+    client: &async_nats::Client,
+) -> Result<HashMap<(String, String), HashSet<String>>, HubError> {
+    let inbox = client.new_inbox();
+    let mut replies = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(nats("subscribing to leaf list replies"))?;
+    client
+        .publish_with_reply("$SYS.REQ.SERVER.PING.LEAFZ", inbox, "{}".into())
+        .await
+        .map_err(nats("requesting the hub's leaf list"))?;
+    let mut leaves: HashMap<(String, String), HashSet<String>> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + LEAFZ_WAIT;
+    while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, replies.next()).await {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&reply.payload) else {
+            continue;
+        };
+        let server = v["server"]["id"].as_str().unwrap_or_default();
+        for leaf in v["data"]["leafs"].as_array().into_iter().flatten() {
+            let (Some(account), Some(name), Some(id)) = (
+                leaf["account"].as_str(),
+                leaf["name"].as_str(),
+                leaf["id"].as_u64(),
+            ) else {
+                continue;
+            };
+            leaves
+                .entry((account.to_owned(), name.to_owned()))
+                .or_default()
+                .insert(format!("{server}/{id}"));
+        }
+    }
+    Ok(leaves)
+}
+
+/// Brings every leaf's status in line with the hub's leaf list; returns the
+/// live connections per site it found.
+async fn reconcile_with_hub(
+    store: &Store,
+    client: &async_nats::Client,
+    links: &mpsc::UnboundedSender<LeafLink>,
+) -> Result<Connections, HubError> {
+    use serviceradar_domain::state::LeafStatus;
+    use serviceradar_store::{Cursor, LeafFilter, PageRequest};
+    let held = leafz(client).await?;
+    let mut connections = Connections::default();
+    let tenants = store
+        .list_tenants()
+        .await
+        .map_err(crate::error::store("listing tenants"))?;
+    for tenant in tenants {
+        let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
+        let Some(account) = scoped
+            .nats_account()
+            .await
+            .map_err(crate::error::store("reading a tenant's NATS account"))?
+        else {
+            continue;
+        };
+        let mut page = PageRequest {
+            limit: PageRequest::MAX_LIMIT,
+            after: None,
+        };
+        loop {
+            let leaves = scoped
+                .list_leaf_servers(&LeafFilter::default(), &page)
+                .await
+                .map_err(crate::error::store("listing leaf servers"))?;
+            for leaf in &leaves.items {
+                if !matches!(
+                    leaf.status,
+                    LeafStatus::Provisioned | LeafStatus::Connected | LeafStatus::Disconnected
+                ) {
+                    continue;
+                }
+                let site = match scoped.site(leaf.edge_site_id).await {
+                    Ok(site) => site,
+                    Err(serviceradar_store::StoreError::NotFound) => continue,
+                    Err(e) => return Err(crate::error::store("reading a site")(e)),
+                };
+                let name = format!("leaf-{}-{}", tenant.slug, site.slug);
+                let live = held.get(&(account.account_public_key.clone(), name));
+                let up = live.is_some_and(|l| !l.is_empty());
+                if let Some(live) = live {
+                    connections
+                        .by_site
+                        .insert((tenant.id.0, site.id.0), live.clone());
+                }
+                if up != (leaf.status == LeafStatus::Connected) {
+                    let _ = links.send(LeafLink {
+                        tenant_id: tenant.id,
+                        site_id: site.id,
+                        up,
+                    });
+                }
+            }
+            match leaves.next_cursor.as_deref().and_then(Cursor::decode) {
+                Some(next) => page.after = Some(next),
+                None => break,
+            }
+        }
+    }
+    Ok(connections)
 }
 
 /// Whether `account` is the NATS account of `tenant` (cached).

@@ -59,6 +59,7 @@ fn real_nats_server() -> PathBuf {
 fn path_with_only_nats_server(dir: &Path) -> PathBuf {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).expect("mkdir bin");
+    let _ = std::fs::remove_file(bin.join("nats-server"));
     std::os::unix::fs::symlink(real_nats_server(), bin.join("nats-server")).expect("symlink");
     bin
 }
@@ -464,6 +465,36 @@ async fn leaf_status_follows_the_hub_without_an_agent() {
     assert!(took < Duration::from_secs(2), "reconnected after {took:?}");
     assert_eq!(demo.site().await["status"], "pending", "health is separate");
     serve.stop();
+}
+
+/// Advisories are missed while serve (and its hub) is down: a leaf that left
+/// meanwhile must not stay `connected`, and one that is there must show up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaf_status_is_reconciled_with_the_hub_when_serve_starts() {
+    let _ports = DEFAULT_PORTS.lock().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mut serve = Serve::start(dir);
+    let mut demo = DemoSite::install(&serve, dir).await;
+    let mut leaf = demo.start_leaf("leaf");
+    demo.wait_leaf_status("connected", Instant::now()).await;
+
+    // serve (and its hub) stop; the leaf goes away meanwhile.
+    serve.stop();
+    leaf.kill();
+    let mut serve = Serve::start(dir);
+    demo.base = serve.base.clone();
+    let took = demo.wait_leaf_status("disconnected", Instant::now()).await;
+    assert!(took < Duration::from_secs(3), "disconnected after {took:?}");
+
+    // The leaf comes back while serve is down: connected once serve is up.
+    serve.stop();
+    let _leaf = demo.start_leaf("leaf-again");
+    let serve = Serve::start(dir);
+    demo.base = serve.base.clone();
+    let took = demo.wait_leaf_status("connected", Instant::now()).await;
+    assert!(took < Duration::from_secs(5), "connected after {took:?}");
+    drop(serve);
 }
 
 /// Issue 12: `admin` run from another directory silently created a fresh
