@@ -276,11 +276,25 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
                 password.expose()
             );
         }
-        println!(
-            "\nNext: sign in and create an edge site, e.g.\n  curl -c jar -X POST {base}/api/v1/auth/login -H 'content-type: application/json' \\\n    -d '{{\"tenant\":\"{}\",\"email\":\"{}\",\"password\":\"...\"}}'\n  API reference: {base}/api/v1/openapi.json\n",
-            admin.tenant, admin.email
-        );
     }
+    // The next step, on every start: a token and a first site.
+    let (tenant, email) = app.bootstrap.created.as_ref().map_or_else(
+        || (config.bootstrap_tenant.clone(), config.admin_email.clone()),
+        |a| (a.tenant.to_string(), a.email.to_string()),
+    );
+    let data_dir = if config.db.data_dir == serviceradar_server::config::default_data_dir() {
+        String::new()
+    } else {
+        format!(" --data-dir {}", config.db.data_dir.display())
+    };
+    println!(
+        "\nNext: a token, then a site (its bundle's leaf dials {sites_dial}):\n  \
+         TOKEN=$(serviceradar-core admin create-token{data_dir} --tenant {tenant} --email {email} --scope read,write,admin)\n  \
+         curl -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' -X POST {base}/api/v1/edge-sites \\\n    \
+         -d '{{\"name\":\"Demo\",\"slug\":\"demo\",\"nats_leaf_url\":\"nats://127.0.0.1:4222\"}}'\n  \
+         then download {base}/api/v1/edge-sites/<id>/bundle and run its setup.sh (README: \"First run on one machine\").\n  \
+         Sign-in for people: POST {base}/api/v1/auth/login; API reference: {base}/api/v1/openapi.json\n"
+    );
     app.run_until_stopped(shutdown).await
 }
 

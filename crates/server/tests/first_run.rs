@@ -250,6 +250,27 @@ fn serve_without_hub_flags_runs_and_supervises_its_own_hub() {
     let _ = &serve.bin;
 }
 
+/// A `serve` killed outright (SIGKILL, OOM) cannot stop its hub; the next
+/// `serve` on the same data dir must not fail on the ports the orphan holds.
+#[test]
+fn a_hub_left_by_a_killed_serve_is_stopped_by_the_next_serve() {
+    let _ports = DEFAULT_PORTS.blocking_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut serve = Serve::start(tmp.path());
+    let orphan = serve.hub_pid().expect("hub pid");
+    serve.child.kill().expect("SIGKILL serve");
+    serve.child.wait().expect("reaped");
+    assert!(pid_alive(orphan), "the hub outlives a killed serve");
+
+    let mut serve = Serve::start(tmp.path());
+    let hub = serve.hub_pid().expect("hub pid");
+    assert_ne!(hub, orphan);
+    assert!(!pid_alive(orphan), "the orphaned hub still runs");
+    assert!(pid_alive(hub) && port_open(HUB_CLIENT));
+    serve.stop();
+    assert!(!pid_alive(hub));
+}
+
 /// Bearer token for the bootstrap owner, from the admin CLI run in another
 /// directory: it finds serve's data dir by the same default.
 fn owner_token(serve: &Serve, home: &Path) -> String {
