@@ -637,4 +637,84 @@ mod tests {
             "false"
         ]));
     }
+
+    fn serve(args: &[&str]) -> ServeConfig {
+        let mut all = vec!["serviceradar-core"];
+        all.extend_from_slice(args);
+        Cli::parse_from(all).serve
+    }
+
+    /// Issue 12: with no hub flags everything points at the embedded hub.
+    #[test]
+    fn without_hub_flags_everything_uses_the_embedded_hub() {
+        let config = serve(&["--data-dir", "/srv/sr"]);
+        let settings = config.settings();
+        let hub = settings.embedded_hub.expect("an embedded hub");
+        assert_eq!(hub.dir, PathBuf::from("/srv/sr/hub"));
+        assert_eq!(hub.options.client_listen, "127.0.0.1:4322");
+        assert_eq!(hub.options.leafnode_listen, "0.0.0.0:7422");
+        assert_eq!(
+            hub.options.monitoring_listen.as_deref(),
+            Some("127.0.0.1:8322")
+        );
+        assert_eq!(
+            settings.provisioning.hub_leafnode_url,
+            "tls://127.0.0.1:7422"
+        );
+        assert_eq!(settings.provisioning.saas_nats_url, "nats://127.0.0.1:4322");
+        let ingest = settings.ingest.expect("ingestion on");
+        assert_eq!(ingest.hub.url, "nats://127.0.0.1:4322");
+        assert_eq!(
+            settings.leaf_auth.expect("callout on").hub.url,
+            "nats://127.0.0.1:4322"
+        );
+    }
+
+    /// Sites dial the host of `--hub-leafnode-url`: the embedded hub's
+    /// certificate must name it, or their TLS check fails.
+    #[test]
+    fn the_sites_hub_host_is_in_the_embedded_hub_certificate() {
+        let config = serve(&[
+            "--hub-leafnode-url",
+            "tls://hub.example.com:7422",
+            "--hub-host",
+            "10.0.0.5,hub.internal",
+            "--hub-leafnode-listen",
+            "0.0.0.0:7500",
+        ]);
+        let hub = config.embedded_hub().expect("embedded");
+        assert_eq!(
+            hub.options.hosts,
+            [
+                "localhost",
+                "127.0.0.1",
+                "hub.example.com",
+                "10.0.0.5",
+                "hub.internal"
+            ]
+        );
+        // Without the URL, sites dial the embedded hub's leafnode port.
+        let config = serve(&["--hub-leafnode-listen", "0.0.0.0:7500"]);
+        assert_eq!(config.effective_hub_leafnode_url(), "tls://127.0.0.1:7500");
+    }
+
+    /// Pointing at an external hub stays one flag, and then no hub is started.
+    #[test]
+    fn an_external_hub_url_starts_no_embedded_hub() {
+        let config = serve(&["--ingest-nats-url", "nats://hub.internal:4322"]);
+        let settings = config.settings();
+        assert!(settings.embedded_hub.is_none());
+        assert_eq!(
+            settings.ingest.expect("ingestion").hub.url,
+            "nats://hub.internal:4322"
+        );
+        assert_eq!(
+            settings.provisioning.saas_nats_url,
+            "nats://hub.internal:4322"
+        );
+        assert_eq!(
+            settings.provisioning.hub_leafnode_url,
+            "tls://127.0.0.1:7422"
+        );
+    }
 }
