@@ -142,9 +142,23 @@ impl EmbeddedHub {
     pub async fn start(
         store: Store,
         pki: Arc<Pki>,
-        settings: EmbeddedHubSettings,
+        mut settings: EmbeddedHubSettings,
     ) -> Result<Self, HubError> {
         let binary = find_nats_server(&settings.nats_server)?;
+        // Absolute: the server runs in this directory and is given paths in it.
+        let io = |action, path: &Path| {
+            let path = path.to_owned();
+            move |source| HubError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        std::fs::create_dir_all(&settings.dir).map_err(io("creating", &settings.dir))?;
+        settings.dir = settings
+            .dir
+            .canonicalize()
+            .map_err(io("resolving", &settings.dir))?;
         let mut hub = Self {
             store,
             pki,

@@ -271,6 +271,35 @@ fn a_hub_left_by_a_killed_serve_is_stopped_by_the_next_serve() {
     assert!(!pid_alive(hub));
 }
 
+/// The hub runs inside its directory: a relative `--data-dir` must not put
+/// its pid file (or anything else) at a path relative to that directory.
+#[test]
+fn a_relative_data_dir_keeps_the_hub_files_in_place() {
+    let _ports = DEFAULT_PORTS.blocking_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bin = path_with_only_nats_server(tmp.path());
+    let api = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_serviceradar-core"))
+        .args(["serve", "--data-dir", "data", "--metrics-listen", ""])
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{api}"))
+        .env_clear()
+        .env("PATH", &bin)
+        .current_dir(tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let pid_file = tmp.path().join("data/hub/nats-server.pid");
+    wait_until("the hub's pid file", || pid_file.is_file());
+    wait_for_port(api, "serve", WAIT).expect("serve");
+    assert!(!tmp.path().join("data/hub/data").exists());
+    run(Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string()));
+    assert!(child.wait().expect("serve exits").success());
+}
+
 /// Bearer token for the bootstrap owner, from the admin CLI run in another
 /// directory: it finds serve's data dir by the same default.
 fn owner_token(serve: &Serve, home: &Path) -> String {
