@@ -250,10 +250,9 @@ async fn agent_drives_site_and_leaf_health_and_disconnect_alerts() {
     let _leaf_auth = serviceradar_hub::leaf_auth::start(
         core.store.clone(),
         core.pki.clone(),
-        serviceradar_hub::leaf_auth::LeafAuthSettings::new(
-            format!("nats://127.0.0.1:{hub_client}"),
-            dir.join("leaf-auth"),
-        ),
+        serviceradar_hub::leaf_auth::LeafAuthSettings::new(format!(
+            "nats://127.0.0.1:{hub_client}"
+        )),
     )
     .await
     .expect("leaf authorization starts");

@@ -1,4 +1,5 @@
-//! Ingested telemetry (`/api/v1/events`, `/api/v1/metrics`, `/api/v1/logs`).
+//! Ingested telemetry (`/api/v1/events`, `/api/v1/metrics`, `/api/v1/logs`)
+//! and the tenant's ingestion pipeline (`/api/v1/ingest`).
 
 use axum::extract::State;
 use serde::Serialize;
@@ -16,6 +17,76 @@ pub(super) fn router() -> OpenApiRouter<Control> {
         .routes(routes!(list_events))
         .routes(routes!(list_metrics))
         .routes(routes!(list_logs))
+        .routes(routes!(ingest_status))
+}
+
+/// The tenant's ingestion pipeline: is its data arriving?
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestStatusResponse {
+    /// `starting`, `running`, `failing`, or `not_running` (ingestion is
+    /// disabled on this server, or has not started for the tenant yet).
+    pub state: String,
+    /// When it entered `state` (Unix ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
+    /// Failed attempts in a row (0 when running).
+    pub consecutive_failures: u32,
+    /// What failed last, and when, even if it recovered since.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<IngestErrorResponse>,
+    /// Messages waiting in the tenant's stream behind the last batch fetched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag: Option<u64>,
+    /// When a batch was last written (Unix ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_batch_at: Option<i64>,
+    /// Rows written since the server started.
+    pub written: u64,
+    /// Messages dead-lettered since the server started.
+    pub dead_lettered: u64,
+}
+
+/// A pipeline failure.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestErrorResponse {
+    /// When (Unix ms).
+    pub at: i64,
+    /// What failed.
+    pub message: String,
+}
+
+/// The tenant's ingestion pipeline: state, since when, lag, last error.
+#[utoipa::path(get, path = "/ingest", tag = "telemetry",
+    responses((status = 200, body = IngestStatusResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn ingest_status(
+    State(control): State<Control>,
+    Caller(auth): Caller,
+) -> Result<ApiJson<IngestStatusResponse>, ApiError> {
+    let response = match control.ingest_status(&auth.actor)? {
+        None => IngestStatusResponse {
+            state: "not_running".into(),
+            since: None,
+            consecutive_failures: 0,
+            last_error: None,
+            lag: None,
+            last_batch_at: None,
+            written: 0,
+            dead_lettered: 0,
+        },
+        Some(status) => IngestStatusResponse {
+            state: status.state.as_str().into(),
+            since: Some(status.since_ms),
+            consecutive_failures: status.consecutive_failures,
+            last_error: status
+                .last_error
+                .map(|(at, message)| IngestErrorResponse { at, message }),
+            lag: status.lag,
+            last_batch_at: status.last_batch_ms,
+            written: status.written,
+            dead_lettered: status.dead_lettered,
+        },
+    };
+    Ok(ApiJson(response))
 }
 
 /// One ingested record.

@@ -259,6 +259,34 @@ mod tests {
         assert!(!minted.token.contains(&minted.secret_hash));
     }
 
+    proptest::proptest! {
+        /// Any text: parsing answers without panicking, and accepts only
+        /// `srt_<uuid>_<1-128 bytes>`.
+        #[test]
+        fn token_parsing_accepts_only_the_token_shape(text in r"(srt_)?\PC{0,200}") {
+            if let Some((id, secret)) = parse_token(&text) {
+                proptest::prop_assert!(text.starts_with(TOKEN_PREFIX));
+                proptest::prop_assert!(!secret.is_empty() && secret.len() <= 128);
+                proptest::prop_assert!(text.contains(&id.0.simple().to_string()) || text.contains(&id.0.to_string()));
+            }
+        }
+
+        /// A minted token with anything appended or cut off no longer names
+        /// the same secret.
+        #[test]
+        fn a_tampered_token_does_not_verify(cut in 1usize..40, extra in "[A-Za-z0-9_-]{1,20}") {
+            let minted = mint_token();
+            let longer = format!("{}{extra}", minted.token);
+            if let Some((_, secret)) = parse_token(&longer) {
+                proptest::prop_assert_ne!(sha256_hex(secret), minted.secret_hash.clone());
+            }
+            let shorter = &minted.token[..minted.token.len() - cut];
+            if let Some((_, secret)) = parse_token(shorter) {
+                proptest::prop_assert_ne!(sha256_hex(secret), minted.secret_hash.clone());
+            }
+        }
+    }
+
     #[test]
     fn malformed_tokens_are_rejected() {
         for bad in [

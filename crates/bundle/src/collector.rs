@@ -294,9 +294,73 @@ fn readme(b: &CollectorBundle) -> String {
          ```\n\
          \n\
          Then point the {kind} collector's NATS output at `{url}` using the files\n\
-         above (see `collector.json`) and restart it.\n",
+         above (see `collector.json`) and restart it.\n\
+         \n\
+         {publishing}",
         tenant = b.tenant_slug,
         package = b.package_id,
+        publishing = publishing(b),
+    )
+}
+
+/// The README's telemetry contract: where to publish, how (with JetStream
+/// acknowledgements), and what a message of this collector's kind holds.
+fn publishing(b: &CollectorBundle) -> String {
+    let kind = b.collector_type.as_str();
+    let family = b.collector_type.subject_family();
+    let subject = b.subject_prefix();
+    let (fields, example) = match family {
+        "events" => (
+            "| `message` | string, required | what happened |\n\
+             | `severity` | string of 1-32 bytes, optional (default `info`) | e.g. `critical`, `warning` |\n",
+            r#"{"message":"link down on ge-0/0/1","severity":"critical","ts":1767225600000}"#,
+        ),
+        "metrics" => (
+            "| `name` | string of at most 200 bytes, required | e.g. `ifInOctets` |\n\
+             | `value` | finite number, required | the measurement |\n\
+             | `labels` | object, optional | kept with the record |\n",
+            r#"{"name":"ifInOctets","value":123456,"labels":{"if":"ge-0/0/1"},"ts":1767225600000}"#,
+        ),
+        _ => (
+            "| `message` | string, required | the log line |\n\
+             | `level` | string of 1-32 bytes, optional (default `info`) | e.g. `err`, `warning` |\n",
+            r#"{"message":"sshd[812]: Accepted publickey for ops","level":"info","ts":1767225600000}"#,
+        ),
+    };
+    format!(
+        "## Publishing: the telemetry contract\n\
+         \n\
+         A {kind} collector publishes **{family}** (`{why}`) on `{subject}.<source>`,\n\
+         where `<source>` is one or more tokens of your choosing (host, device, ...).\n\
+         \n\
+         **Publish with JetStream acknowledgements** (`js.publish(...)` and wait for\n\
+         the ack; not a plain NATS publish). A message is kept only once the server\n\
+         acknowledges it; a publish that is not acknowledged (no reply, or an error\n\
+         such as \"no responders\" while the site's buffer is being set up) was not\n\
+         stored and must be retried. A plain publish nobody stores is lost without\n\
+         an error.\n\
+         \n\
+         Each message is one JSON object of at most 64 KiB:\n\
+         \n\
+         | field | type | meaning |\n\
+         | --- | --- | --- |\n\
+         {fields}\
+         | `ts` | integer, optional | event time, Unix milliseconds (default: when it was stored) |\n\
+         \n\
+         Other members are kept as part of the record. Text fields may not contain\n\
+         the NUL character (U+0000). A message that breaks these rules is not\n\
+         stored: it goes to your tenant's dead letters with the reason.\n\
+         \n\
+         Example:\n\
+         \n\
+         ```json\n\
+         {example}\n\
+         ```\n",
+        why = match family {
+            "events" => "discrete occurrences such as SNMP traps",
+            "metrics" => "named numeric measurements such as flow or OTLP counters",
+            _ => "log lines such as syslog",
+        },
     )
 }
 

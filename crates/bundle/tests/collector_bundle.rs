@@ -135,3 +135,46 @@ fn layout_modes_and_determinism() {
     );
     assert_eq!(listing.lines().count(), want.len());
 }
+
+/// Issue 11, finding 13 / issue 12: the bundle tells a collector to publish
+/// with JetStream acknowledgements (a missing buffer is then an error, not a
+/// silent loss) and documents its message schema; its example is what the
+/// ingestion decoder accepts, on the bundle's own subject, for every type
+/// and target.
+#[test]
+fn the_readme_documents_the_telemetry_contract_with_an_example_that_decodes() {
+    use serviceradar_domain::telemetry::{IncomingMessage, decode};
+    for target in [edge(), saas()] {
+        for kind in CollectorType::ALL {
+            let b = bundle(target.clone(), kind);
+            let (json, readme) = texts(&b);
+            assert!(
+                readme.contains("**Publish with JetStream acknowledgements**"),
+                "{kind:?}"
+            );
+            assert!(readme.contains("must be retried"), "{kind:?}");
+            assert!(readme.contains("U+0000"), "{kind:?}");
+            let example = readme
+                .split("```json\n")
+                .nth(1)
+                .and_then(|rest| rest.split("\n```").next())
+                .expect("a JSON example");
+            let subject = format!("{}.host1", json["subject_prefix"].as_str().unwrap());
+            let record = decode(
+                "acme",
+                IncomingMessage {
+                    subject: &subject,
+                    payload: example.as_bytes(),
+                    stream_seq: 1,
+                    stored_at_ms: 0,
+                },
+            )
+            .unwrap_or_else(|e| panic!("{kind:?} {subject}: {e}: {example}"));
+            assert_eq!(
+                record.kind().subject_prefix(),
+                kind.subject_family(),
+                "{kind:?}"
+            );
+        }
+    }
+}

@@ -53,6 +53,10 @@ pub struct ControlSettings {
     pub throttle: throttle::ThrottleSettings,
     /// Where webhooks may point.
     pub webhooks: serviceradar_health::webhooks::WebhookSettings,
+    /// The ingestion pipelines' live status, shared with the ingest
+    /// supervisor that reports into it (what [`telemetry`]'s
+    /// `ingest_status` shows a tenant).
+    pub ingest_status: serviceradar_ingest::IngestStatus,
 }
 
 /// The use-cases, over the services they need. Cheap to clone.

@@ -1,9 +1,11 @@
-//! Ingested telemetry: events, metrics and logs of the tenant, by event time.
+//! Ingested telemetry: events, metrics and logs of the tenant, by event time,
+//! and the state of the tenant's ingestion pipeline.
 
 use serde::Deserialize;
 use serviceradar_domain::telemetry::TelemetryKind;
 use serviceradar_domain::validate::FieldError;
 use serviceradar_domain::{Action, Actor};
+use serviceradar_ingest::PipelineStatus;
 use serviceradar_store::{Page, StoredRecord, TimeRange};
 
 use crate::{Control, ControlError, PageParams};
@@ -20,6 +22,14 @@ pub struct TelemetryQuery {
 }
 
 impl Control {
+    /// The caller's tenant's ingestion pipeline (state, since when, lag,
+    /// last error), or `None` when this process runs no pipeline for it
+    /// (ingestion disabled, or not started yet).
+    pub fn ingest_status(&self, actor: &Actor) -> Result<Option<PipelineStatus>, ControlError> {
+        actor.authorize(Action::ReadData)?;
+        Ok(self.settings().ingest_status.tenant(actor.tenant_id))
+    }
+
     /// A page of `kind` records in the time range.
     pub async fn list_telemetry(
         &self,

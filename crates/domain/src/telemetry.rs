@@ -299,7 +299,9 @@ pub fn decode<'a>(
 fn parse_subject<'a>(tenant_slug: &str, subject: &'a str) -> Option<(TelemetryKind, Cow<'a, str>)> {
     let (first, after_first) = subject.split_once('.')?;
     let (tenant, rest) = after_first.split_once('.')?;
-    if tenant != tenant_slug || rest.split('.').any(str::is_empty) {
+    // A subject is stored too: it obeys the same no-NUL rule as the text
+    // fields (see `storable`).
+    if tenant != tenant_slug || rest.split('.').any(str::is_empty) || rest.contains('\0') {
         return None;
     }
     if first == EDGE_PREFIX {
@@ -320,7 +322,7 @@ fn parse_subject<'a>(tenant_slug: &str, subject: &'a str) -> Option<(TelemetryKi
 
 fn text_field<'a>(field: Option<Field<'a>>, name: &'static str) -> Result<Cow<'a, str>, Rejection> {
     match field {
-        Some(Field::Str(s)) => Ok(s),
+        Some(Field::Str(s)) => storable(s, name),
         _ => Err(Rejection::BadField {
             field: name,
             problem: "must be a string",
@@ -328,13 +330,32 @@ fn text_field<'a>(field: Option<Field<'a>>, name: &'static str) -> Result<Cow<'a
     }
 }
 
+/// The one rule for text that reaches a database column: no NUL character.
+/// JSON allows `\u0000` inside a string, but neither PostgreSQL's `text` nor
+/// its `COPY` format can hold U+0000, so such a record would fail its whole
+/// batch; it is refused here instead and dead-lettered with this reason.
+/// (A raw NUL byte is not valid JSON and never gets this far; a stored body
+/// keeps the escape as six characters, which any column holds.)
+fn storable<'a>(text: Cow<'a, str>, name: &'static str) -> Result<Cow<'a, str>, Rejection> {
+    if text.contains('\0') {
+        return Err(Rejection::BadField {
+            field: name,
+            problem: NUL_PROBLEM,
+        });
+    }
+    Ok(text)
+}
+
+/// Why a text field with U+0000 is refused.
+const NUL_PROBLEM: &str = "contains a NUL character (U+0000), which cannot be stored";
+
 fn level_field<'a>(
     field: Option<Field<'a>>,
     name: &'static str,
 ) -> Result<Cow<'a, str>, Rejection> {
     match field {
         None | Some(Field::Null) => Ok(Cow::Borrowed("info")),
-        Some(Field::Str(s)) if !s.is_empty() && s.len() <= MAX_LEVEL => Ok(s),
+        Some(Field::Str(s)) if !s.is_empty() && s.len() <= MAX_LEVEL => storable(s, name),
         Some(_) => Err(Rejection::BadField {
             field: name,
             problem: "must be a string of 1-32 bytes",
@@ -619,6 +640,57 @@ mod tests {
         assert!(rec.meta().body.contains("beta"));
     }
 
+    /// Issue 11, finding 9: one event with `\u0000` in its message stopped
+    /// its tenant's ingestion for good (PostgreSQL refused the row, the
+    /// batch was retried forever). Such a record is refused at decode, with
+    /// a reason, and dead-lettered like any other poison.
+    #[test]
+    fn a_nul_character_is_refused_at_decode_not_by_the_database() {
+        for (subject, payload, field) in [
+            (
+                "events.acme.nyc",
+                &br#"{"message":"a\u0000b"}"#[..],
+                "message",
+            ),
+            ("logs.acme.nyc", br#"{"message":"\u0000"}"#, "message"),
+            (
+                "events.acme.nyc",
+                br#"{"message":"x","severity":"w\u0000"}"#,
+                "severity",
+            ),
+            (
+                "logs.acme.nyc",
+                br#"{"message":"x","level":"\u0000"}"#,
+                "level",
+            ),
+            (
+                "metrics.acme.nyc",
+                br#"{"name":"if\u0000","value":1}"#,
+                "name",
+            ),
+        ] {
+            match decode("acme", msg(subject, payload)) {
+                Err(Rejection::BadField { field: f, problem }) => {
+                    assert_eq!(f, field, "{payload:?}");
+                    assert!(problem.contains("NUL"), "{problem}");
+                }
+                other => panic!("{payload:?} decoded as {other:?}"),
+            }
+        }
+        // A subject with a NUL is not one of the tenant's subjects.
+        assert!(matches!(
+            decode("acme", msg("events.acme.ny\0c", br#"{"message":"x"}"#)),
+            Err(Rejection::WrongSubject(_))
+        ));
+        // Elsewhere in the body the escape is just text, stored as sent.
+        let rec = decode(
+            "acme",
+            msg("events.acme.nyc", br#"{"message":"x","extra":"\u0000"}"#),
+        )
+        .unwrap();
+        assert!(rec.meta().body.contains("\\u0000"));
+    }
+
     #[test]
     fn decodes_edge_buffered_subjects() {
         let rec = decode(
@@ -803,5 +875,65 @@ mod tests {
     fn reasons_are_readable() {
         let e = decode("acme", msg("events.beta.x", b"{}")).unwrap_err();
         assert!(e.to_string().contains("events.beta.x"), "{e}");
+    }
+
+    proptest::proptest! {
+        /// Any subject and any bytes: decoding answers, never panics.
+        #[test]
+        fn decoding_never_panics(subject in ".{0,80}", payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let _ = decode("acme", msg(&subject, &payload));
+        }
+
+        /// Any JSON text, including escapes of control characters and
+        /// U+0000 in any member: a decoded record's text fields never hold
+        /// a NUL (the store's `COPY` encoder relies on it).
+        #[test]
+        fn decoded_text_never_holds_nul(
+            message in r#"(\\u0000|\\n|\\t|\\\\|[^"\\]){0,40}"#,
+            level in r"(\\u0000|[a-z]){1,8}",
+            kind in 0usize..3,
+        ) {
+            let (subject, payload) = match kind {
+                0 => ("events.acme.nyc", format!(r#"{{"message":"{message}","severity":"{level}"}}"#)),
+                1 => ("logs.acme.nyc", format!(r#"{{"message":"{message}","level":"{level}"}}"#)),
+                _ => ("metrics.acme.nyc", format!(r#"{{"name":"{message}","value":1}}"#)),
+            };
+            if let Ok(record) = decode("acme", msg(subject, payload.as_bytes())) {
+                let texts: Vec<&str> = match &record {
+                    TelemetryRecord::Event { severity, message, meta } => vec![severity, message, &meta.subject, &meta.source],
+                    TelemetryRecord::Log { level, message, meta } => vec![level, message, &meta.subject, &meta.source],
+                    TelemetryRecord::Metric { name, meta, .. } => vec![name, &meta.subject, &meta.source],
+                };
+                for text in texts {
+                    proptest::prop_assert!(!text.contains('\0'), "{:?}", text);
+                }
+            }
+        }
+
+        /// A well-formed event round-trips: what decodes is what was sent.
+        #[test]
+        fn well_formed_events_round_trip(
+            message in r"\PC{0,60}",
+            severity in "[a-z]{1,32}",
+            ts in 0i64..4_102_444_800_000,
+            source in r"[a-z0-9_-]{1,12}(\.[a-z0-9_-]{1,12}){0,3}",
+        ) {
+            let payload = serde_json::json!({"message": message, "severity": severity, "ts": ts}).to_string();
+            let subject = format!("events.acme.{source}");
+            let record = decode("acme", msg(&subject, payload.as_bytes()));
+            if message.contains('\0') {
+                proptest::prop_assert!(record.is_err());
+            } else {
+                match record {
+                    Ok(TelemetryRecord::Event { severity: s, message: m, meta }) => {
+                        proptest::prop_assert_eq!(m, message);
+                        proptest::prop_assert_eq!(s, severity);
+                        proptest::prop_assert_eq!(meta.time_ms, ts);
+                        proptest::prop_assert_eq!(meta.source, source);
+                    }
+                    other => proptest::prop_assert!(false, "{:?}", other),
+                }
+            }
+        }
     }
 }

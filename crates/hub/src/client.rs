@@ -4,65 +4,51 @@
 //! Ingestion (one user per tenant account, plus a system-account user that
 //! pushes tenant accounts) and the leaf authorization service (its own user,
 //! plus a system user that pushes the `LEAVES` account) all connect the same
-//! way: a freshly minted `.creds` file written 0600 under the service's creds
-//! directory, the hub URL, and a CA when the hub speaks TLS.
+//! way: freshly minted credentials that expire (see
+//! [`ServiceUserLifetime`]), held in memory only — never written to disk —,
+//! the hub URL, and a CA when the hub speaks TLS. Each service reconnects
+//! with a new user before its current one expires.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serviceradar_identity::write_secret_file;
+pub use serviceradar_identity::ServiceUserLifetime;
 
 use crate::HubError;
-use crate::error::identity;
 
 /// How long a connection attempt to the hub may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where and how the control plane reaches the hub: its client URL, the CA
-/// to verify a `tls://` hub with, and the directory its minted `.creds`
-/// files are written to (0600). Ingestion and the leaf authorization service
-/// share one.
+/// to verify a `tls://` hub with, and how long the users it mints for itself
+/// live. Ingestion and the leaf authorization service share one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubEndpoint {
     /// Client URL of the hub (`nats://host:4222` or `tls://...`).
     pub url: String,
     /// CA file for a `tls://` hub URL.
     pub ca_file: Option<PathBuf>,
-    /// Directory for the service's creds files.
-    pub creds_dir: PathBuf,
+    /// Lifetime of the services' NATS users (renewed at three quarters).
+    pub service_users: ServiceUserLifetime,
 }
 
 impl HubEndpoint {
-    /// The hub at `url`, creds written under `creds_dir`, no CA.
-    pub fn new(url: impl Into<String>, creds_dir: impl Into<PathBuf>) -> Self {
+    /// The hub at `url`, no CA, service users of the default lifetime.
+    pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             ca_file: None,
-            creds_dir: creds_dir.into(),
+            service_users: ServiceUserLifetime::default(),
         }
     }
 
-    /// Connects as the user of `creds`, written to `file` in the creds
-    /// directory first; `name` is the connection name the hub shows.
-    pub async fn connect(
-        &self,
-        file: &str,
-        creds: &str,
-        name: &str,
-    ) -> Result<async_nats::Client, HubError> {
-        let (hub_url, ca_file, creds_dir) = (&self.url, self.ca_file.as_deref(), &self.creds_dir);
-        std::fs::create_dir_all(creds_dir).map_err(|source| HubError::Io {
-            action: "creating",
-            path: creds_dir.to_owned(),
-            source,
-        })?;
-        let path = creds_dir.join(file);
-        write_secret_file(&path, creds.as_bytes()).map_err(identity("writing the creds file"))?;
-        let mut options = async_nats::ConnectOptions::with_credentials_file(&path)
-            .await
-            .map_err(|source| HubError::Io {
-                action: "reading",
-                path: path.clone(),
+    /// Connects as the user of `creds` (the text of a `.creds` file, kept in
+    /// memory); `name` is the connection name the hub shows.
+    pub async fn connect(&self, creds: &str, name: &str) -> Result<async_nats::Client, HubError> {
+        let (hub_url, ca_file) = (&self.url, self.ca_file.as_deref());
+        let mut options = async_nats::ConnectOptions::with_credentials(creds)
+            .map_err(|source| HubError::Creds {
+                name: name.to_owned(),
                 source,
             })?
             .name(name)

@@ -63,6 +63,14 @@ pub enum HubError {
     },
     /// `nats-hub.conf` could not be rendered.
     RenderConfig(#[source] ConfigError),
+    /// Minted credentials could not be read back (a bug: they are built
+    /// by this process).
+    Creds {
+        /// The connection name they were for.
+        name: String,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// The connection to the hub failed.
     Connect {
         /// The hub's URL.
@@ -157,6 +165,7 @@ impl fmt::Display for HubError {
             }
             Self::IssueCertificate(_) => f.write_str("issuing the hub server certificate"),
             Self::RenderConfig(_) => f.write_str("rendering nats-hub.conf"),
+            Self::Creds { name, .. } => write!(f, "reading the minted credentials of {name}"),
             Self::Connect { url, name, .. } => {
                 write!(f, "connecting to the hub at {url} as {name}")
             }

@@ -35,7 +35,6 @@
 //! to the hub as the system account, so a hub whose config predates it learns
 //! it without a restart.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,19 +67,54 @@ pub const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 const LEAFNODE_KIND: &str = "Leafnode";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A leaf the service admitted into its tenant's account (its leafnode
+/// connection completes right after).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeafAdmitted {
+    /// The leaf's tenant.
+    pub tenant_id: TenantId,
+    /// The leaf's site.
+    pub site_id: EdgeSiteId,
+}
+
+/// Where the service announces admitted leaves. Ingestion listens, to set up
+/// a joining site's buffer within seconds instead of at its next periodic
+/// sync. Cheap to clone; announcing with nobody listening is a no-op.
+#[derive(Debug, Clone)]
+pub struct Admissions(tokio::sync::broadcast::Sender<LeafAdmitted>);
+
+impl Default for Admissions {
+    fn default() -> Self {
+        Self(tokio::sync::broadcast::channel(1024).0)
+    }
+}
+
+impl Admissions {
+    /// A receiver of every admission from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<LeafAdmitted> {
+        self.0.subscribe()
+    }
+
+    fn announce(&self, admitted: LeafAdmitted) {
+        let _ = self.0.send(admitted);
+    }
+}
+
 /// Where the hub is and how to reach it.
 #[derive(Debug, Clone)]
 pub struct LeafAuthSettings {
-    /// The hub and where the service's creds files go.
+    /// The hub, and the lifetime of the service's own NATS users.
     pub hub: HubEndpoint,
     /// Lifetime of an admitted leaf session.
     pub session_lifetime: Duration,
+    /// Where admitted leaves are announced.
+    pub admissions: Admissions,
 }
 
 impl LeafAuthSettings {
     /// Settings for the hub at `hub_url` with defaults.
-    pub fn new(hub_url: impl Into<String>, creds_dir: impl Into<PathBuf>) -> Self {
-        Self::for_hub(HubEndpoint::new(hub_url, creds_dir))
+    pub fn new(hub_url: impl Into<String>) -> Self {
+        Self::for_hub(HubEndpoint::new(hub_url))
     }
 
     /// Settings for the hub `hub` with defaults.
@@ -88,6 +122,7 @@ impl LeafAuthSettings {
         Self {
             hub,
             session_lifetime: DEFAULT_SESSION_LIFETIME,
+            admissions: Admissions::default(),
         }
     }
 }
@@ -236,6 +271,7 @@ pub struct LeafAuthorizer {
     pki: Arc<Pki>,
     account: NKey,
     session_lifetime: Duration,
+    admissions: Option<Admissions>,
 }
 
 /// Logs `e` (with its causes) as the failure of `what` and refuses the leaf
@@ -276,7 +312,14 @@ impl LeafAuthorizer {
             pki,
             account,
             session_lifetime,
+            admissions: None,
         })
+    }
+
+    /// Announces each admitted leaf on `admissions`.
+    pub fn announcing(mut self, admissions: Admissions) -> Self {
+        self.admissions = Some(admissions);
+        self
     }
 
     /// Decides one request (steps 1 to 4 of the module docs) and, when
@@ -330,6 +373,9 @@ impl LeafAuthorizer {
         // Checked again after recording: a site deleted in between either
         // sees this session when it revokes, or is seen missing here.
         scoped.site(site_id).await.map_err(site_lookup)?;
+        if let Some(admissions) = &self.admissions {
+            admissions.announce(LeafAdmitted { tenant_id, site_id });
+        }
         Ok(Grant {
             tenant_id,
             site_id,
@@ -444,7 +490,21 @@ async fn run(
             },
         };
         match result {
-            Ok(()) => return,
+            Ok(Served::Stopped) => return,
+            // Its user is due for renewal: the new session subscribes before
+            // the old one lets go, so no leaf finds nobody answering.
+            Ok(Served::Renew(old)) => match Session::open(&store, &pki, &settings).await {
+                Ok(new) => {
+                    tracing::info!("leaf authorization service renewed its NATS user");
+                    drop(old);
+                    session = Some(new);
+                    continue;
+                }
+                Err(e) => tracing::warn!(
+                    error = format!("{e:#}"),
+                    "renewing the leaf authorization service's NATS user failed; retrying"
+                ),
+            },
             Err(e) => tracing::warn!(
                 error = format!("{e:#}"),
                 "leaf authorization service interrupted; retrying"
@@ -463,6 +523,16 @@ struct Session {
     client: async_nats::Client,
     requests: async_nats::Subscriber,
     authorizer: Arc<LeafAuthorizer>,
+    /// When its NATS user is due for renewal (before it expires).
+    renew_at: tokio::time::Instant,
+}
+
+/// How a session's serving ended.
+enum Served {
+    /// `stop` turned true.
+    Stopped,
+    /// Its NATS user is due for renewal; it still answers until dropped.
+    Renew(Box<Session>),
 }
 
 impl Session {
@@ -473,19 +543,20 @@ impl Session {
     ) -> Result<Self, HubError> {
         push_leaf_account(store, pki, settings).await?;
         let authorizer = Arc::new(
-            LeafAuthorizer::new(store.clone(), pki.clone(), settings.session_lifetime).await?,
+            LeafAuthorizer::new(store.clone(), pki.clone(), settings.session_lifetime)
+                .await?
+                .announcing(settings.admissions.clone()),
         );
+        let lifetime = settings.hub.service_users;
         let creds = pki
-            .leaf_auth_service_creds(store)
+            .leaf_auth_service_creds(store, lifetime.expires_at())
             .await
             .map_err(identity("minting the leaf authorization service's creds"))?;
-        let client = connect(
-            settings,
-            "leaf-auth.creds",
-            creds.as_str(),
-            "serviceradar-leaf-auth",
-        )
-        .await?;
+        let renew_at = tokio::time::Instant::from_std(lifetime.renew_at());
+        let client = settings
+            .hub
+            .connect(creds.as_str(), "serviceradar-leaf-auth")
+            .await?;
         let requests = client
             .queue_subscribe(AUTH_CALLOUT_SUBJECT, QUEUE_GROUP.into())
             .await
@@ -499,11 +570,13 @@ impl Session {
             client,
             requests,
             authorizer,
+            renew_at,
         })
     }
 
-    /// Answers requests until `stop` (`Ok`) or the connection fails.
-    async fn serve(mut self, stop: &mut watch::Receiver<bool>) -> Result<(), HubError> {
+    /// Answers requests until `stop`, until its user is due for renewal, or
+    /// until the connection fails.
+    async fn serve(mut self, stop: &mut watch::Receiver<bool>) -> Result<Served, HubError> {
         loop {
             tokio::select! {
                 message = self.requests.next() => {
@@ -520,7 +593,8 @@ impl Session {
                         }
                     }.in_current_span());
                 }
-                _ = stop.wait_for(|s| *s) => return Ok(()),
+                _ = stop.wait_for(|s| *s) => return Ok(Served::Stopped),
+                _ = tokio::time::sleep_until(self.renew_at) => return Ok(Served::Renew(Box::new(self))),
             }
         }
     }
@@ -537,30 +611,21 @@ async fn push_leaf_account(
         .await
         .map_err(identity("signing the leaf authorization account JWT"))?;
     let creds = pki
-        .system_user_creds(store, "serviceradar-leaf-auth-push")
+        .system_user_creds(
+            store,
+            "serviceradar-leaf-auth-push",
+            settings.hub.service_users.expires_at(),
+        )
         .await
         .map_err(identity(
             "minting the system user that pushes the leaf account",
         ))?;
-    let system = connect(
-        settings,
-        "leaf-auth-system.creds",
-        creds.as_str(),
-        "serviceradar-leaf-auth-push",
-    )
-    .await?;
+    let system = settings
+        .hub
+        .connect(creds.as_str(), "serviceradar-leaf-auth-push")
+        .await?;
     // Its errors name the account (`LEAVES`).
     crate::client::push_account_jwt(&system, &jwt, REQUEST_TIMEOUT).await
-}
-
-/// Connects to the hub with `creds` (written to `file` under the creds dir).
-async fn connect(
-    settings: &LeafAuthSettings,
-    file: &str,
-    creds: &str,
-    name: &str,
-) -> Result<async_nats::Client, HubError> {
-    settings.hub.connect(file, creds, name).await
 }
 
 #[cfg(test)]

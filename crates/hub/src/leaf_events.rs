@@ -145,7 +145,11 @@ pub fn spawn(
         let mut backoff = Duration::from_millis(250);
         loop {
             match follow(&store, &pki, &hub, &links, &mut stop, &mut backoff).await {
-                Ok(()) => return,
+                Ok(Ended::Stopped) => return,
+                Ok(Ended::Renew) => {
+                    tracing::info!("renewing the NATS user that follows leaf connections");
+                    continue;
+                }
                 Err(e) => tracing::warn!(
                     error = format!("{e:#}"),
                     retry_in = ?backoff,
@@ -162,7 +166,16 @@ pub fn spawn(
     tokio::spawn(task.instrument(span))
 }
 
-/// One session: subscribe, then apply advisories until `stop` or an error.
+/// Why a session ended without an error.
+enum Ended {
+    /// `stop` turned true.
+    Stopped,
+    /// Its NATS user is due for renewal: start a new session.
+    Renew,
+}
+
+/// One session: subscribe, then apply advisories until `stop`, until its
+/// user is due for renewal, or an error.
 async fn follow(
     store: &Store,
     pki: &Pki,
@@ -170,19 +183,20 @@ async fn follow(
     links: &mpsc::UnboundedSender<LeafLink>,
     stop: &mut watch::Receiver<bool>,
     backoff: &mut Duration,
-) -> Result<(), HubError> {
+) -> Result<Ended, HubError> {
     let creds = pki
-        .system_user_creds(store, "serviceradar-leaf-events")
+        .system_user_creds(
+            store,
+            "serviceradar-leaf-events",
+            hub.service_users.expires_at(),
+        )
         .await
         .map_err(identity(
             "minting the system user that follows leaf connections",
         ))?;
+    let renew_at = tokio::time::Instant::from_std(hub.service_users.renew_at());
     let client = hub
-        .connect(
-            "leaf-events.creds",
-            creds.as_str(),
-            "serviceradar-leaf-events",
-        )
+        .connect(creds.as_str(), "serviceradar-leaf-events")
         .await?;
     let mut connects = client
         .subscribe(CONNECT_SUBJECT)
@@ -206,7 +220,8 @@ async fn follow(
             m = connects.next() => Some(m),
             m = disconnects.next() => Some(m),
             _ = reconcile.tick() => None,
-            _ = stop.wait_for(|s| *s) => return Ok(()),
+            _ = tokio::time::sleep_until(renew_at) => return Ok(Ended::Renew),
+            _ = stop.wait_for(|s| *s) => return Ok(Ended::Stopped),
         };
         let Some(message) = message else {
             connections = reconcile_with_hub(store, &client, links).await?;

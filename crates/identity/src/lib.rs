@@ -333,6 +333,44 @@ pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), IdentityError>
     file.write_all(bytes).map_err(io("writing"))
 }
 
+/// How long the NATS users the control plane mints for itself (ingestion,
+/// account pushes, the leaf authorization service) are valid. Each service
+/// renews its user well before (see [`ServiceUserLifetime`]); a leaked
+/// service credential stops working within this time.
+pub const SERVICE_USER_LIFETIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The validity of a service's NATS user and when the service renews it.
+///
+/// It exists so that every service (ingestion, account pushes, the leaf
+/// authorization service) mints users that expire and reconnects with a new
+/// one at the same point of their lifetime: after three quarters of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceUserLifetime(pub std::time::Duration);
+
+impl Default for ServiceUserLifetime {
+    fn default() -> Self {
+        Self(SERVICE_USER_LIFETIME)
+    }
+}
+
+impl ServiceUserLifetime {
+    /// The expiry (Unix seconds) of a user minted now.
+    pub fn expires_at(self) -> i64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        // Rounded up, so that a short lifetime still ends after the renewal.
+        i64::try_from(now + self.0.as_secs().max(1) + 1).unwrap_or(i64::MAX)
+    }
+
+    /// When a service that minted its user now should renew it: after three
+    /// quarters of the lifetime.
+    pub fn renew_at(self) -> std::time::Instant {
+        std::time::Instant::now() + self.0.mul_f64(0.75)
+    }
+}
+
 /// Largest message a collector may publish (bytes).
 pub const COLLECTOR_MAX_PAYLOAD: i64 = 1024 * 1024;
 /// Most subscriptions a collector connection may hold.
@@ -738,11 +776,17 @@ impl Pki {
             .map_err(nats_error("signing the leaf authorization account JWT"))
     }
 
-    /// Creds of the leaf authorization service (the account's auth user).
-    pub async fn leaf_auth_service_creds(&self, store: &Store) -> Result<CredsFile, IdentityError> {
+    /// Creds of the leaf authorization service (the account's auth user),
+    /// valid until `expires` (Unix seconds; see [`ServiceUserLifetime`]).
+    pub async fn leaf_auth_service_creds(
+        &self,
+        store: &Store,
+        expires: i64,
+    ) -> Result<CredsFile, IdentityError> {
         let (account, service) = self.leaf_auth(store).await?;
         creds_for(&account, &service, "serviceradar-leaf-auth", |claims| {
             claims.allowed_connection_types = vec![CONNECTION_STANDARD.into()];
+            claims.expires = Some(expires);
         })
     }
 
@@ -844,32 +888,37 @@ impl Pki {
         Err(IdentityError::RevocationContended)
     }
 
-    /// A new user of the NATS system account called `name`, as a `.creds`
-    /// file: what the control plane uses to push account JWTs to the hub
-    /// (`$SYS.REQ.CLAIMS.UPDATE`).
+    /// A new user of the NATS system account called `name`, valid until
+    /// `expires` (Unix seconds), as a `.creds` file: what the control plane
+    /// uses to push account JWTs to the hub (`$SYS.REQ.CLAIMS.UPDATE`).
     pub async fn system_user_creds(
         &self,
         store: &Store,
         name: &str,
+        expires: i64,
     ) -> Result<CredsFile, IdentityError> {
         let (_, sys) = self.operator(store).await?;
         creds_for(&sys, &NKey::generate(KeyKind::User), name, |claims| {
             claims.allowed_connection_types = vec![CONNECTION_STANDARD.into()];
+            claims.expires = Some(expires);
         })
     }
 
-    /// A new NATS user of `tenant`'s account called `name`, as a `.creds`
-    /// file. It connects as a plain client only: a leaf enters a tenant's
-    /// account through the leaf authorization callout, never with these.
+    /// A new NATS user of `tenant`'s account called `name`, valid until
+    /// `expires` (Unix seconds), as a `.creds` file. It connects as a plain
+    /// client only: a leaf enters a tenant's account through the leaf
+    /// authorization callout, never with these.
     pub async fn user_creds(
         &self,
         store: &Store,
         tenant: &Tenant,
         name: &str,
+        expires: i64,
     ) -> Result<CredsFile, IdentityError> {
         let (account, _) = self.tenant_account(store, tenant).await?;
         creds_for(&account, &NKey::generate(KeyKind::User), name, |claims| {
             claims.allowed_connection_types = vec![CONNECTION_STANDARD.into()];
+            claims.expires = Some(expires);
         })
     }
 }

@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn in_flight_messages_fit_in_max_ack_pending() {
-        let mut settings = IngestSettings::new("nats://127.0.0.1:4222", "/tmp/creds");
+        let mut settings = IngestSettings::new("nats://127.0.0.1:4222");
         settings.batch_size = 1000;
         settings.writers = 3;
         // Three writers' batches, one queued, one being fetched.

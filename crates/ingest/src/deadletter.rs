@@ -1,4 +1,5 @@
-//! Dead letters: a message that does not decode is published to
+//! Dead letters: a message that does not decode, or that the database
+//! refused, is published to
 //! `deadletter.{tenant}` with why (`SR-Reason`), where it came from
 //! (`SR-Subject`) and its stream sequence (`SR-Stream-Seq`).
 //!
@@ -15,13 +16,14 @@ pub fn deadletter_subject(tenant_slug: &str) -> String {
     format!("deadletter.{tenant_slug}")
 }
 
-/// Publishes a message that did not decode to `deadletter.{tenant}`, with the
+/// Publishes a message that did not decode (or the database refused) to
+/// `deadletter.{tenant}`, with the
 /// reason, subject and stream sequence in headers.
 pub(crate) async fn dead_letter(
     client: &async_nats::Client,
     tenant: &Tenant,
     fetched: &Fetched,
-    reason: &serviceradar_domain::telemetry::Rejection,
+    reason: &(dyn std::fmt::Display + Sync),
 ) -> Result<(), IngestError> {
     let message = &fetched.message;
     let stream_seq = fetched.stream_seq;

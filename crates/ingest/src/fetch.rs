@@ -14,6 +14,7 @@ use futures::StreamExt;
 
 use crate::error::IngestError;
 use crate::settings::IngestSettings;
+use crate::status::IngestStatus;
 
 /// How much longer than the batch timeout a fetch may take before the
 /// pipeline gives up on it and reconnects.
@@ -75,6 +76,7 @@ pub(crate) async fn fetch_loop(
     settings: IngestSettings,
     batches: tokio::sync::mpsc::Sender<FetchedBatch>,
     mut delivered: u64,
+    (status, tenant): (IngestStatus, serviceradar_domain::ids::TenantId),
 ) -> Result<(), IngestError> {
     // A fetch whose request was lost (the hub restarted under it) would
     // wait forever: bound it and start over.
@@ -89,11 +91,14 @@ pub(crate) async fn fetch_loop(
             .await
             .map_err(|_| IngestError::FetchTimeout { limit })??;
         if messages.is_empty() {
+            status.idle(tenant);
             continue;
         }
         let mut batch = Vec::with_capacity(messages.len());
+        let mut lag = 0;
         for message in messages {
             let info = message.info().map_err(IngestError::Metadata)?;
+            lag = info.pending;
             if info.consumer_sequence != delivered + 1 {
                 return Err(IngestError::DeliveryGap {
                     after: delivered,
@@ -110,6 +115,7 @@ pub(crate) async fn fetch_loop(
                 stored_at_ms,
             });
         }
+        status.lag(tenant, lag);
         tracing::debug!(
             number,
             fetched = batch.len(),

@@ -1,6 +1,8 @@
 //! Talking to the hub: connecting as the tenant's ingest user or as a user of
 //! the system account (credentials minted by this process, which holds the
-//! account keys), and JetStream API requests with a reply timeout.
+//! account keys; they expire, live in memory only, and come with the time
+//! the caller should reconnect with new ones), and JetStream API requests
+//! with a reply timeout.
 //!
 //! It exists so that the pipeline, the site buffers and the account pushes
 //! share one way of reaching the hub.
@@ -17,21 +19,28 @@ use crate::settings::IngestSettings;
 /// Reply timeout of JetStream API requests to a site's leaf (through the hub).
 pub(crate) const LEAF_API_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A connection to the hub as a user minted for it, and when to replace it
+/// with one of a new user (before the user expires and the hub drops it).
+pub(crate) struct HubConnection {
+    pub(crate) client: async_nats::Client,
+    pub(crate) renew_at: tokio::time::Instant,
+}
+
 /// Connects to the hub as the tenant's ingest user.
 pub(crate) async fn connect(
     store: &Store,
     pki: &Pki,
     settings: &IngestSettings,
     tenant: &Tenant,
-) -> Result<async_nats::Client, IngestError> {
+) -> Result<HubConnection, IngestError> {
+    let lifetime = settings.hub.service_users;
+    let name = format!("serviceradar-ingest-{}", tenant.slug);
     let creds = pki
-        .user_creds(store, tenant, &format!("ingest-{}", tenant.slug))
+        .user_creds(store, tenant, &name, lifetime.expires_at())
         .await
         .map_err(upstream("minting the tenant's ingest user"))?;
-    let file = format!("ingest-{}.creds", tenant.id);
-    let name = format!("serviceradar-ingest-{}", tenant.slug);
     let as_whom = "connecting to the hub as the tenant's ingest user";
-    connect_as(settings, &file, creds.as_str(), &name, as_whom).await
+    connect_as(settings, creds.as_str(), &name, as_whom).await
 }
 
 /// Connects to the hub as a user of the system account.
@@ -39,30 +48,32 @@ pub(crate) async fn system_client(
     store: &Store,
     pki: &Pki,
     settings: &IngestSettings,
-) -> Result<async_nats::Client, IngestError> {
+) -> Result<HubConnection, IngestError> {
+    let lifetime = settings.hub.service_users;
+    let name = "serviceradar-core-accounts";
     let creds = pki
-        .system_user_creds(store, "serviceradar-core")
+        .system_user_creds(store, name, lifetime.expires_at())
         .await
         .map_err(upstream("minting a system account user"))?;
-    let (file, name) = ("system.creds", "serviceradar-core-accounts");
     let as_whom = "connecting to the hub as a system account user";
-    connect_as(settings, file, creds.as_str(), name, as_whom).await
+    connect_as(settings, creds.as_str(), name, as_whom).await
 }
 
-/// Connects to the hub with `creds` (written to `file` in the creds
-/// directory), named `name` on the hub; `as_whom` is the error's context.
+/// Connects to the hub with `creds` (just minted), named `name` on the hub;
+/// `as_whom` is the error's context.
 async fn connect_as(
     settings: &IngestSettings,
-    file: &str,
     creds: &str,
     name: &str,
     as_whom: &'static str,
-) -> Result<async_nats::Client, IngestError> {
-    settings
+) -> Result<HubConnection, IngestError> {
+    let renew_at = tokio::time::Instant::from_std(settings.hub.service_users.renew_at());
+    let client = settings
         .hub
-        .connect(file, creds, name)
+        .connect(creds, name)
         .await
-        .map_err(upstream(as_whom))
+        .map_err(upstream(as_whom))?;
+    Ok(HubConnection { client, renew_at })
 }
 
 /// Sends a JetStream API request (`body` as JSON) and parses the JSON reply,

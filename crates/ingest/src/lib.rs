@@ -16,7 +16,10 @@
 //!   message); publishing a message that does not decode to
 //!   `deadletter.{tenant}` with the reason in the `SR-Reason` header (and its
 //!   subject and stream sequence); writing the good records in one
-//!   transaction, idempotent on the stream sequence. Their commits overlap;
+//!   transaction, idempotent on the stream sequence. When the database
+//!   refuses a record's data, the batch is split until the refused records
+//!   are alone; they are dead-lettered with the database's reason and the
+//!   rest is written (one record never stops a tenant). Their commits overlap;
 //! * the **acknowledger** (the pipeline task): the consumer uses `AckAll`
 //!   (acknowledging a message acknowledges every earlier one), so it
 //!   acknowledges the last message of the highest batch that committed
@@ -34,14 +37,19 @@
 //! A supervisor pushes every tenant's account JWT to the hub (as a user of
 //! the system account, `$SYS.REQ.CLAIMS.UPDATE`: a new tenant needs no hub
 //! restart), starts one pipeline per tenant and looks for new tenants every
-//! [`TENANT_REFRESH`]; a pipeline that fails reconnects with backoff.
+//! [`TENANT_REFRESH`]; a pipeline that fails reconnects with backoff (the
+//! delay starts over once it worked again). Each pipeline's state, lag and
+//! last error are kept in an [`IngestStatus`], which the API, the metrics
+//! and readiness read.
 //!
 //! Modules, one concern each: `settings` ([`IngestSettings`] and defaults),
 //! `supervisor` (tenants, account pushes, retries), `pipeline` (one tenant's
 //! tasks wired together), `hub` (connections, JetStream API requests),
 //! `consumer` (the `INGEST` stream and its durable consumer, recovery),
 //! `fetch` (the fetcher, the delivery-gap check), `write` (the writers),
-//! `deadletter` (poison with its `SR-Reason`), `error` ([`IngestError`]), `ack` (the commit watermark and
+//! `deadletter` (poison with its `SR-Reason`), `status` (each tenant's
+//! pipeline: state, lag, last error, for the API, metrics and readiness),
+//! `error` ([`IngestError`]), `ack` (the commit watermark and
 //! the acknowledger) and `buffers` (the sites' `EDGE_BUFFER` streams and the
 //! `INGEST` stream's sources).
 
@@ -54,6 +62,7 @@ mod fetch;
 mod hub;
 mod pipeline;
 mod settings;
+mod status;
 mod supervisor;
 mod write;
 
@@ -65,5 +74,6 @@ pub use fetch::next_batch;
 pub use settings::{
     DEFAULT_BATCH_SIZE, DEFAULT_RETENTION, DEFAULT_WRITERS, IngestSettings, TENANT_REFRESH,
 };
+pub use status::{IngestStatus, PipelineState, PipelineStatus};
 pub use supervisor::spawn;
 pub use write::BatchOutcome;

@@ -22,30 +22,79 @@ use crate::buffers::sync_site_buffers;
 use crate::consumer::{open_stream_and_consumer, recover_unacknowledged};
 use crate::error::{IngestError, report};
 use crate::fetch::{FetchedBatch, fetch_loop};
-use crate::hub::connect;
+use crate::hub::{HubConnection, connect};
 use crate::settings::{IngestSettings, QUEUED_BATCHES};
+use crate::status::IngestStatus;
 use crate::write::{WrittenBatch, write_loop};
 
 /// How long a stopping pipeline waits for its batches in flight.
 const DRAIN: Duration = Duration::from_secs(5);
 
+/// How long after a leaf's admission its buffer is first looked at.
+const JOIN_SETTLE: Duration = Duration::from_millis(200);
+
+/// The waits between the further looks after a leaf joined (then back to
+/// the periodic `site_sync_interval`).
+const JOIN_SYNCS: [Duration; 4] = [
+    Duration::from_millis(300),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
+
+/// Resolves when a leaf of `tenant` was admitted (also when some admissions
+/// were missed, to be safe), or never when nobody announces.
+async fn next_admission(
+    admissions: &mut Option<
+        tokio::sync::broadcast::Receiver<serviceradar_hub::leaf_auth::LeafAdmitted>,
+    >,
+    tenant: &Tenant,
+) {
+    let Some(receiver) = admissions.as_mut() else {
+        return std::future::pending().await;
+    };
+    loop {
+        match receiver.recv().await {
+            Ok(admitted) if admitted.tenant_id == tenant.id => return,
+            Ok(_) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                *admissions = None;
+                return std::future::pending().await;
+            }
+        }
+    }
+}
+
 /// The fetcher and a writer, as their errors name them.
 const FETCHER: &str = "the ingest fetcher";
 const WRITER: &str = "an ingest writer";
 
+/// How a pipeline ended without failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// `stop` flipped.
+    Stopped,
+    /// Its NATS user is due for renewal: start a new pipeline now (a new
+    /// user, a new connection), no backoff.
+    Renew,
+}
+
 /// Connects, ensures the stream and consumer, recovers what an earlier
 /// pipeline left unacknowledged, then runs the fetcher, the writers and the
-/// acknowledgements until `stop` flips (`Ok`, after the batches in flight are
-/// written and acknowledged) or something fails (`Err`, the caller retries;
-/// nothing past the last contiguous commit was acknowledged).
+/// acknowledgements until `stop` flips or its NATS user is due for renewal
+/// (`Ok`, after the batches in flight are written and acknowledged) or
+/// something fails (`Err`, the caller retries; nothing past the last
+/// contiguous commit was acknowledged).
 pub(crate) async fn pipeline(
     store: &Store,
     pki: &Pki,
     settings: &IngestSettings,
     tenant: &Tenant,
+    status: &IngestStatus,
     stop: &mut watch::Receiver<bool>,
-) -> Result<(), IngestError> {
-    let client = connect(store, pki, settings, tenant).await?;
+) -> Result<Ended, IngestError> {
+    let HubConnection { client, renew_at } = connect(store, pki, settings, tenant).await?;
     let (stream, consumer) =
         open_stream_and_consumer(&client, tenant.slug.as_str(), settings).await?;
     let (consumer, delivered) = recover_unacknowledged(&stream, consumer, settings).await?;
@@ -62,16 +111,29 @@ pub(crate) async fn pipeline(
     {
         let (store, client, tenant) = (store.clone(), client.clone(), tenant.clone());
         let interval = settings.site_sync_interval;
+        let mut admissions = settings.leaf_admissions.as_ref().map(|a| a.subscribe());
         aux.spawn(
             async move {
                 let mut restarted = HashMap::new();
+                // Syncs still due soon because a leaf of this tenant joined.
+                let mut soon: std::collections::VecDeque<Duration> = Default::default();
                 loop {
                     if let Err(e) =
                         sync_site_buffers(&store, &client, &tenant, &mut restarted).await
                     {
                         tracing::warn!(error = report(&e), "syncing site buffers failed");
                     }
-                    tokio::time::sleep(interval).await;
+                    let wait = soon.pop_front().unwrap_or(interval);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        () = next_admission(&mut admissions, &tenant) => {
+                            // The leaf's connection completes just after its
+                            // admission: look at once, then again a few
+                            // times while it settles.
+                            soon = JOIN_SYNCS.iter().copied().collect();
+                            tokio::time::sleep(JOIN_SETTLE).await;
+                        }
+                    }
                 }
             }
             .instrument(span.clone()),
@@ -84,21 +146,28 @@ pub(crate) async fn pipeline(
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<WrittenBatch>();
     let mut fetcher = tokio::task::JoinSet::new();
     fetcher.spawn(
-        fetch_loop(consumer, settings.clone(), batch_tx, delivered).instrument(span.clone()),
+        fetch_loop(
+            consumer,
+            settings.clone(),
+            batch_tx,
+            delivered,
+            (status.clone(), tenant.id),
+        )
+        .instrument(span.clone()),
     );
     let mut writer_tasks = tokio::task::JoinSet::new();
     for writer in 0..writers {
         let (store, client, tenant) = (store.clone(), client.clone(), tenant.clone());
         let (batches, done) = (batch_rx.clone(), done_tx.clone());
         writer_tasks.spawn(
-            write_loop(store, client, tenant, batches, done)
+            write_loop(store, client, tenant, status.clone(), batches, done)
                 .instrument(tracing::debug_span!(parent: &span, "writer", writer)),
         );
     }
     drop(done_tx);
 
     let mut watermark = AckWatermark::default();
-    loop {
+    let ended = loop {
         tokio::select! {
             written = done_rx.recv() => match written {
                 Some(written) => acknowledge(&mut watermark, written).await?,
@@ -112,9 +181,10 @@ pub(crate) async fn pipeline(
                 joined.map_err(|e| IngestError::TaskPanicked(WRITER, e))??;
                 return Err(IngestError::TaskStopped(WRITER));
             }
-            _ = stop.changed() => break,
+            _ = stop.changed() => break Ended::Stopped,
+            _ = tokio::time::sleep_until(renew_at) => break Ended::Renew,
         }
-    }
+    };
 
     // Stop: no new fetches; write and acknowledge what is in flight.
     fetcher.shutdown().await;
@@ -130,13 +200,13 @@ pub(crate) async fn pipeline(
     })
     .await;
     match drained {
-        Ok(result) => result,
+        Ok(result) => result.map(|()| ended),
         Err(_) => {
             tracing::warn!(
                 waiting = watermark.waiting(),
                 "stopping with batches in flight; they are redelivered on restart"
             );
-            Ok(())
+            Ok(ended)
         }
     }
 }

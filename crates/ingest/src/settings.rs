@@ -5,8 +5,6 @@
 //! It exists so that the binary builds one value (from its flags) and every
 //! part of the pipeline reads the same numbers.
 
-use std::path::PathBuf;
-
 use serviceradar_hub::client::HubEndpoint;
 use std::time::Duration;
 
@@ -22,7 +20,8 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Where the hub is and how the pipeline batches.
 #[derive(Debug, Clone)]
 pub struct IngestSettings {
-    /// The hub and where the pipeline's minted credentials go (0600 files).
+    /// The hub, and the lifetime of the users the pipelines mint for
+    /// themselves (renewed before they expire; held in memory only).
     pub hub: HubEndpoint,
     /// Messages per batch (one database transaction each).
     pub batch_size: usize,
@@ -41,13 +40,17 @@ pub struct IngestSettings {
     pub site_sync_interval: Duration,
     /// How often the supervisor looks for new tenants (and pushes accounts).
     pub tenant_refresh: Duration,
+    /// Leaves admitted by the leaf authorization service (when it runs in
+    /// this process): a joining site's buffer is set up within seconds, not
+    /// at the next `site_sync_interval`.
+    pub leaf_admissions: Option<serviceradar_hub::leaf_auth::Admissions>,
 }
 
 impl IngestSettings {
     /// Defaults: batches of [`DEFAULT_BATCH_SIZE`] written by
     /// [`DEFAULT_WRITERS`] writers, 1 s batch timeout, 7 days of retention.
-    pub fn new(hub_url: impl Into<String>, creds_dir: impl Into<PathBuf>) -> Self {
-        Self::for_hub(HubEndpoint::new(hub_url, creds_dir))
+    pub fn new(hub_url: impl Into<String>) -> Self {
+        Self::for_hub(HubEndpoint::new(hub_url))
     }
 
     /// Defaults (as [`IngestSettings::new`]) for the hub `hub`.
@@ -61,6 +64,7 @@ impl IngestSettings {
             ack_wait: Duration::from_secs(30),
             site_sync_interval: TENANT_REFRESH,
             tenant_refresh: TENANT_REFRESH,
+            leaf_admissions: None,
         }
     }
 }

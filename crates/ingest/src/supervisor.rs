@@ -18,27 +18,37 @@ use tracing::Instrument;
 
 use crate::error::{BoxError, IngestError, report};
 use crate::hub::{LEAF_API_TIMEOUT, system_client};
-use crate::pipeline::pipeline;
+use crate::pipeline::{Ended, pipeline};
 use crate::settings::IngestSettings;
+use crate::status::IngestStatus;
+
+/// How long stopping waits for all pipelines together.
+const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Shortest wait before retrying a failed pipeline.
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
 
 /// Longest wait between reconnection attempts (short: catching up after a
 /// hub outage should not wait long).
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Starts the supervisor: one pipeline per tenant until `stop` flips.
+/// Starts the supervisor: one pipeline per tenant until `stop` flips, each
+/// reporting into `status`.
 pub fn spawn(
     store: Store,
     pki: Arc<Pki>,
     settings: IngestSettings,
+    status: IngestStatus,
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(supervise(store, pki, Arc::new(settings), stop))
+    tokio::spawn(supervise(store, pki, Arc::new(settings), status, stop))
 }
 
 async fn supervise(
     store: Store,
     pki: Arc<Pki>,
     settings: Arc<IngestSettings>,
+    status: IngestStatus,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
@@ -69,6 +79,7 @@ async fn supervise(
                         pki.clone(),
                         settings.clone(),
                         tenant,
+                        status.clone(),
                         stop.clone(),
                     )
                     .instrument(span);
@@ -85,44 +96,67 @@ async fn supervise(
             break;
         }
     }
+    // The pipelines drain at once (each bounded by its own drain time);
+    // waiting for each in turn against one deadline waits for all together.
+    let deadline = tokio::time::Instant::now() + STOP_DEADLINE;
     for (_, task) in running {
-        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        let _ = tokio::time::timeout_at(deadline, task).await;
     }
 }
 
-/// One tenant's pipeline, reconnecting with backoff until `stop` flips.
+/// One tenant's pipeline, reconnecting with backoff until `stop` flips. The
+/// delay grows with the failures in a row and starts over once the pipeline
+/// worked again (see [`IngestStatus`]).
 async fn run_tenant(
     store: Store,
     pki: Arc<Pki>,
     settings: Arc<IngestSettings>,
     tenant: Tenant,
+    status: IngestStatus,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut backoff = Duration::from_millis(250);
     loop {
         if *stop.borrow() {
             return;
         }
-        match pipeline(&store, &pki, &settings, &tenant, &mut stop).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(error = report(&e), retry_in = ?backoff, "ingest pipeline failed");
-                metrics::counter!("serviceradar_ingest_errors_total").increment(1);
+        status.starting(tenant.id, tenant.slug.as_str());
+        let backoff = match pipeline(&store, &pki, &settings, &tenant, &status, &mut stop).await {
+            Ok(Ended::Stopped) => return,
+            Ok(Ended::Renew) => {
+                tracing::info!("renewing the tenant's ingest user");
+                continue;
             }
-        }
+            Err(e) => {
+                // The status (which tenants see) says what failed; the log
+                // also says why, with every cause (hosts, database errors).
+                let failures = status.failed(tenant.id, e.to_string());
+                let backoff = retry_delay(failures);
+                tracing::warn!(error = report(&e), failures, retry_in = ?backoff, "ingest pipeline failed");
+                metrics::counter!("serviceradar_ingest_errors_total", "tenant" => tenant.slug.to_string())
+                    .increment(1);
+                backoff
+            }
+        };
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = stop.changed() => {}
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// The wait before the next attempt after `failures` failures in a row:
+/// doubling from [`MIN_BACKOFF`] up to [`MAX_BACKOFF`].
+fn retry_delay(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    (MIN_BACKOFF * 2u32.pow(doublings)).min(MAX_BACKOFF)
 }
 
 /// Pushes tenant account JWTs to the hub's account resolver as a user of the
 /// system account (`$SYS.REQ.CLAIMS.UPDATE`), once per JWT.
 #[derive(Default)]
 struct AccountPusher {
-    client: Option<async_nats::Client>,
+    /// The system user's connection, while its user is not due for renewal.
+    client: Option<crate::hub::HubConnection>,
     /// Tenant id -> the account JWT the hub has.
     pushed: HashMap<String, String>,
 }
@@ -144,13 +178,15 @@ impl AccountPusher {
             if self.pushed.get(&key) == Some(&jwt) {
                 continue;
             }
-            let client = match &self.client {
-                Some(client) => client.clone(),
-                None => {
-                    let client = system_client(store, pki, settings).await?;
-                    self.client = Some(client.clone());
-                    client
-                }
+            let due = self
+                .client
+                .as_ref()
+                .is_none_or(|c| c.renew_at <= tokio::time::Instant::now());
+            if due {
+                self.client = Some(system_client(store, pki, settings).await?);
+            }
+            let Some(client) = self.client.as_ref().map(|c| c.client.clone()) else {
+                continue;
             };
             serviceradar_hub::client::push_account_jwt(&client, &jwt, LEAF_API_TIMEOUT)
                 .await

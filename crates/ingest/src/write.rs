@@ -17,6 +17,7 @@ use serviceradar_store::Store;
 use crate::deadletter::dead_letter;
 use crate::error::{IngestError, wrap};
 use crate::fetch::{Fetched, FetchedBatch};
+use crate::status::IngestStatus;
 
 /// Counts of one processed batch.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +46,7 @@ pub(crate) async fn write_loop(
     store: Store,
     client: async_nats::Client,
     tenant: Tenant,
+    status: IngestStatus,
     batches: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<FetchedBatch>>>,
     done: tokio::sync::mpsc::UnboundedSender<WrittenBatch>,
 ) -> Result<(), IngestError> {
@@ -55,6 +57,7 @@ pub(crate) async fn write_loop(
         };
         let started = std::time::Instant::now();
         let outcome = write_batch(&store, &client, &tenant, &messages).await?;
+        status.wrote(tenant.id, outcome.inserted, outcome.dead_lettered as u64);
         tracing::debug!(
             number,
             written = outcome.inserted,
@@ -78,7 +81,9 @@ pub(crate) async fn write_loop(
 }
 
 /// Decodes a batch, dead-letters the poison and writes the good records in
-/// one transaction (no acknowledgement: see [`AckWatermark`]).
+/// one transaction (no acknowledgement: see [`AckWatermark`]). Records the
+/// database refuses are split out of the batch and dead-lettered with the
+/// database's reason; the rest is written.
 ///
 /// [`AckWatermark`]: crate::ack::AckWatermark
 async fn write_batch(
@@ -88,6 +93,8 @@ async fn write_batch(
     batch: &[Fetched],
 ) -> Result<BatchOutcome, IngestError> {
     let mut records = Vec::with_capacity(batch.len());
+    // Where each record came from in `batch`.
+    let mut origin = Vec::with_capacity(batch.len());
     let mut dead_lettered = 0;
     for fetched in batch {
         let message = &fetched.message;
@@ -101,7 +108,10 @@ async fn write_batch(
             },
         );
         match decoded {
-            Ok(record) => records.push(record),
+            Ok(record) => {
+                records.push(record);
+                origin.push(fetched);
+            }
             Err(reason) => {
                 dead_letter(client, tenant, fetched, &reason).await?;
                 dead_lettered += 1;
@@ -111,11 +121,18 @@ async fn write_batch(
     let inserted = if records.is_empty() {
         0
     } else {
-        store
+        let written = store
             .scoped(TenantScope::for_system_task(tenant.id))
-            .insert_telemetry(&records)
+            .insert_telemetry_isolating(&records)
             .await
-            .map_err(|e| IngestError::Store("writing the batch", e))?
+            .map_err(|e| IngestError::Store("writing the batch", e))?;
+        for (index, reason) in &written.refused {
+            if let Some(fetched) = origin.get(*index) {
+                dead_letter(client, tenant, fetched, reason).await?;
+                dead_lettered += 1;
+            }
+        }
+        written.inserted
     };
     if dead_lettered > 0 {
         client

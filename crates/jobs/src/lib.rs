@@ -5,6 +5,8 @@
 //! schedules retries with backoff). Several loops per process and several
 //! processes are safe: claiming is atomic in the store.
 
+pub mod retention;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;

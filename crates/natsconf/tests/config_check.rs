@@ -351,3 +351,37 @@ fn quoted_strings_reach_nats_server_unchanged() {
     .unwrap_or_else(|| panic!("no /varz; log:\n{}", server.log()));
     assert_eq!(name, hostile);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24),
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Issue 11 (property fuzzing): any valid input — slugs of any valid
+    /// shape and length, listeners, hub hosts and ports, limits — renders,
+    /// and `nats-server -t` accepts what it renders.
+    #[test]
+    fn every_accepted_leaf_input_passes_nats_server_t(
+        tenant in "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?",
+        site in "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?",
+        port in 1024u16..65535,
+        ipv6 in proptest::bool::ANY,
+        monitoring in proptest::option::of(1024u16..65535),
+        hub_host in "[a-z]([a-z0-9-]{0,19}[a-z0-9])?(\\.[a-z]([a-z0-9-]{0,19}[a-z0-9])?){0,3}",
+        hub_port in 1u16..65535,
+        scheme in proptest::sample::select(vec!["tls", "nats"]),
+        memory in proptest::option::of(1u64..(1 << 40)),
+    ) {
+        let f = files();
+        let mut input = leaf_input(&f, &site);
+        input.tenant_slug = tenant;
+        input.client_listen = if ipv6 { format!("[::]:{port}") } else { format!("0.0.0.0:{port}") };
+        input.monitoring_listen = monitoring.map(|p| format!("127.0.0.1:{p}"));
+        input.hub_url = format!("{scheme}://{hub_host}:{hub_port}");
+        input.max_memory_store = memory;
+        let text = render_leaf_config(&input);
+        proptest::prop_assert!(text.is_ok(), "{:?}", text);
+        check(f.dir.path(), "leaf-prop.conf", &text.unwrap());
+    }
+}

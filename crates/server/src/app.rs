@@ -35,7 +35,7 @@ use serviceradar_health::{Health, HealthSettings};
 use serviceradar_hub::embedded::{EmbeddedHub, EmbeddedHubSettings};
 use serviceradar_hub::leaf_auth::LeafAuthSettings;
 use serviceradar_identity::{MasterKeySource, Pki};
-use serviceradar_ingest::IngestSettings;
+use serviceradar_ingest::{IngestSettings, IngestStatus};
 use serviceradar_jobs::Jobs;
 use serviceradar_provisioning::ProvisioningSettings;
 use serviceradar_provisioning::bootstrap::{BootstrapOutcome, BootstrapSettings, bootstrap};
@@ -79,6 +79,17 @@ pub struct Settings {
     pub provision_leaves: bool,
     /// The ingestion pipeline (hub JetStream -> database); `None` disables it.
     pub ingest: Option<IngestSettings>,
+    /// How long a tenant's ingestion may fail before `/readyz` says not
+    /// ready (default [`INGEST_STALL_UNREADY`]).
+    pub ingest_stall_unready: Duration,
+    /// How long stopping may take: requests, open streams and workers are
+    /// drained in parallel for at most this long, then aborted.
+    pub shutdown_grace: Duration,
+    /// How long rows are kept.
+    pub retention: serviceradar_store::RetentionPolicy,
+    /// How often a retention sweep is enqueued; `None` (the default of
+    /// [`Settings::new`]; `serve` sweeps hourly) disables it.
+    pub retention_sweep: Option<Duration>,
     /// The hub's leaf authorization callout service; `None` disables it (then
     /// no leaf can join the hub: run it wherever leaves connect).
     pub leaf_auth: Option<LeafAuthSettings>,
@@ -111,6 +122,10 @@ impl Settings {
             health: HealthSettings::default(),
             provision_leaves: false,
             ingest: None,
+            ingest_stall_unready: INGEST_STALL_UNREADY,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            retention: serviceradar_store::RetentionPolicy::default(),
+            retention_sweep: None,
             leaf_auth: None,
             embedded_hub: None,
             gateway_listen: None,
@@ -131,6 +146,7 @@ pub struct Application {
     health: Health,
     gateway: Option<Gateway>,
     hub: Option<EmbeddedHub>,
+    ingest_status: IngestStatus,
     /// What bootstrapping did (the first admin's password, once).
     pub bootstrap: BootstrapOutcome,
 }
@@ -197,6 +213,9 @@ impl Application {
                 settings.webhooks.clone(),
             );
         }
+        if !jobs.has(serviceradar_jobs::retention::RETENTION_SWEEP) {
+            serviceradar_jobs::retention::register(&mut jobs, store.clone(), settings.retention);
+        }
         let jobs = Arc::new(jobs);
         let health = Health::new(store.clone(), Arc::new(settings.health.clone()));
         let gateway = match settings.gateway_listen {
@@ -217,6 +236,7 @@ impl Application {
             }
             None => None,
         };
+        let ingest_status = IngestStatus::new();
         let control = Control::new(
             store.clone(),
             pki.clone(),
@@ -226,12 +246,20 @@ impl Application {
                 sessions: settings.sessions.clone(),
                 throttle: settings.throttle.clone(),
                 webhooks: settings.webhooks.clone(),
+                ingest_status: ingest_status.clone(),
             },
         );
         Ok(Self {
             listener,
             metrics_listener,
-            router: router(control),
+            router: router(
+                control,
+                Readiness {
+                    ingest: ingest_status.clone(),
+                    stall: settings.ingest_stall_unready,
+                },
+            ),
+            ingest_status,
             store,
             jobs,
             settings,
@@ -279,6 +307,11 @@ impl Application {
         &self.health
     }
 
+    /// Each tenant's ingestion pipeline: state, lag, last error.
+    pub fn ingest_status(&self) -> &IngestStatus {
+        &self.ingest_status
+    }
+
     /// The platform PKI (tests mint NATS users and read CAs through it).
     pub fn pki(&self) -> &Arc<Pki> {
         &self.pki
@@ -290,123 +323,255 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        // The embedded hub stops last, after ingestion has drained.
+        // The embedded hub stops last, after everything else has drained.
         let (hub_stop_tx, hub_stop_rx) = watch::channel(false);
         let hub = self.hub.map(|hub| hub.supervise(hub_stop_rx));
-        let mut workers = self.jobs.spawn_workers(
-            self.store.clone(),
-            self.settings.job_workers,
-            stop_rx.clone(),
-        );
-        if let Some(ingest) = &self.settings.ingest {
-            workers.push(serviceradar_ingest::spawn(
+        // Every background task, named for the log if it does not drain.
+        let mut tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)> = self
+            .jobs
+            .spawn_workers(
                 self.store.clone(),
-                self.pki.clone(),
-                ingest.clone(),
+                self.settings.job_workers,
                 stop_rx.clone(),
+            )
+            .into_iter()
+            .map(|worker| ("a job worker", worker))
+            .collect();
+        // Leaves the callout admits are announced to ingestion, which sets up
+        // their buffers at once.
+        let admissions = serviceradar_hub::leaf_auth::Admissions::default();
+        if let Some(ingest) = &self.settings.ingest {
+            let mut ingest = ingest.clone();
+            ingest.leaf_admissions = Some(admissions.clone());
+            tasks.push((
+                "the ingest supervisor",
+                serviceradar_ingest::spawn(
+                    self.store.clone(),
+                    self.pki.clone(),
+                    ingest,
+                    self.ingest_status.clone(),
+                    stop_rx.clone(),
+                ),
             ));
         }
         if let Some(leaf_auth) = &self.settings.leaf_auth {
-            workers.push(serviceradar_hub::leaf_auth::spawn(
-                self.store.clone(),
-                self.pki.clone(),
-                leaf_auth.clone(),
-                stop_rx.clone(),
+            let hub_endpoint = leaf_auth.hub.clone();
+            let mut leaf_auth = leaf_auth.clone();
+            leaf_auth.admissions = admissions.clone();
+            tasks.push((
+                "the leaf authorization service",
+                serviceradar_hub::leaf_auth::spawn(
+                    self.store.clone(),
+                    self.pki.clone(),
+                    leaf_auth,
+                    stop_rx.clone(),
+                ),
             ));
             // Leaf status from the hub's own connect/disconnect advisories.
             let (links, mut received) = tokio::sync::mpsc::unbounded_channel();
-            workers.push(serviceradar_hub::leaf_events::spawn(
-                self.store.clone(),
-                self.pki.clone(),
-                leaf_auth.hub.clone(),
-                links,
-                stop_rx.clone(),
+            tasks.push((
+                "the leaf connection follower",
+                serviceradar_hub::leaf_events::spawn(
+                    self.store.clone(),
+                    self.pki.clone(),
+                    hub_endpoint,
+                    links,
+                    stop_rx.clone(),
+                ),
             ));
             let health = self.health.clone();
-            workers.push(tokio::spawn(async move {
-                while let Some(link) = received.recv().await {
-                    if let Err(e) = health
-                        .site_leaf_link(link.tenant_id, link.site_id, link.up)
-                        .await
-                    {
-                        tracing::warn!(error = %e, site_id = %link.site_id,
-                            up = link.up, "recording a leaf link change from the hub failed");
+            tasks.push((
+                "the leaf status recorder",
+                tokio::spawn(async move {
+                    while let Some(link) = received.recv().await {
+                        if let Err(e) = health
+                            .site_leaf_link(link.tenant_id, link.site_id, link.up)
+                            .await
+                        {
+                            tracing::warn!(error = %e, site_id = %link.site_id,
+                                up = link.up, "recording a leaf link change from the hub failed");
+                        }
                     }
-                }
-            }));
+                }),
+            ));
         }
         if self.settings.provision_leaves && self.settings.job_workers > 0 {
-            workers.push(tokio::spawn(renewal_sweeper(
-                self.store.clone(),
-                stop_rx.clone(),
-            )));
+            tasks.push((
+                "the renewal sweeper",
+                tokio::spawn(renewal_sweeper(self.store.clone(), stop_rx.clone())),
+            ));
         }
-        let sweeper = self
-            .health
-            .spawn_sweeper(self.settings.health.sweep_interval, stop_rx.clone());
-        workers.push(self.health.spawn_relay(stop_rx.clone()));
-        let gateway = self.gateway.map(|gateway| {
+        if let Some(interval) = self.settings.retention_sweep {
+            tasks.push((
+                "the retention sweeper",
+                tokio::spawn(retention_sweeper(
+                    self.store.clone(),
+                    interval,
+                    stop_rx.clone(),
+                )),
+            ));
+        }
+        tasks.push((
+            "the health sweeper",
+            self.health
+                .spawn_sweeper(self.settings.health.sweep_interval, stop_rx.clone()),
+        ));
+        tasks.push(("the health relay", self.health.spawn_relay(stop_rx.clone())));
+        if let Some(gateway) = self.gateway {
             let mut stop = stop_rx.clone();
-            tokio::spawn(gateway.serve(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            }))
-        });
+            tasks.push((
+                "the agent gateway",
+                tokio::spawn(async move {
+                    let served = gateway
+                        .serve(async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        })
+                        .await;
+                    if let Err(e) = served {
+                        tracing::error!(error = %e, "agent gateway failed");
+                    }
+                }),
+            ));
+        }
         if let Some(listener) = self.metrics_listener {
             let mut stop = stop_rx.clone();
             let metrics = Router::new()
                 .route("/metrics", get(metrics_page))
                 .with_state(crate::telemetry::metrics_handle());
-            workers.push(tokio::spawn(async move {
-                let served = axum::serve(listener, metrics)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "the metrics listener failed");
-                }
-            }));
+            tasks.push((
+                "the metrics listener",
+                tokio::spawn(async move {
+                    let served = axum::serve(listener, metrics)
+                        .with_graceful_shutdown(async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        })
+                        .await;
+                    if let Err(e) = served {
+                        tracing::error!(error = %e, "the metrics listener failed");
+                    }
+                }),
+            ));
         }
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await?;
+        let mut http = {
+            let mut stop = stop_rx.clone();
+            tokio::spawn(
+                axum::serve(
+                    self.listener,
+                    self.router
+                        .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .into_future(),
+            )
+        };
+        // Serve until told to stop, unless the HTTP server fails first.
+        let failed = tokio::select! {
+            () = shutdown => None,
+            served = &mut http => Some(served),
+        };
+        let grace = self.settings.shutdown_grace;
+        tracing::info!(grace = ?grace, "stopping: draining requests, streams and workers");
         let _ = stop_tx.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(10), sweeper).await;
-        if let Some(gateway) = gateway {
-            match tokio::time::timeout(Duration::from_secs(30), gateway).await {
-                Ok(Ok(Err(e))) => tracing::error!(error = %e, "agent gateway failed"),
-                Ok(_) => {}
-                Err(_) => tracing::warn!("agent gateway did not drain in time"),
-            }
+        if failed.is_none() {
+            tasks.push((
+                "the HTTP server",
+                tokio::spawn(async move {
+                    match http.await {
+                        Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server failed"),
+                        Err(e) if e.is_panic() => tracing::error!("the HTTP server panicked"),
+                        _ => {}
+                    }
+                }),
+            ));
         }
-        for worker in workers {
-            let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
-        }
+        drain(tasks, grace).await;
         let _ = hub_stop_tx.send(true);
-        if let Some(hub) = hub {
-            let _ = tokio::time::timeout(Duration::from_secs(30), hub).await;
+        if let Some(hub) = hub
+            && tokio::time::timeout(Duration::from_secs(30), hub)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the embedded hub did not stop in time");
         }
-        self.store.close().await;
-        Ok(())
+        if tokio::time::timeout(Duration::from_secs(5), self.store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the database pool did not close in time");
+        }
+        match failed {
+            Some(Ok(Err(e))) => Err(anyhow::Error::new(e).context("the HTTP server failed")),
+            Some(Err(e)) => Err(anyhow::Error::new(e).context("the HTTP server task")),
+            _ => Ok(()),
+        }
     }
 }
 
-/// Runs the certificate renewal sweep now and then every
-/// [`serviceradar_provisioning::RENEWAL_SWEEP_INTERVAL`] until `stop` flips.
-async fn renewal_sweeper(store: Store, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(serviceradar_provisioning::RENEWAL_SWEEP_INTERVAL);
+/// Waits for every task at once, at most `grace`; tasks still running then
+/// are named in the log and aborted (their work is redelivered or retried:
+/// jobs by their lease, ingestion by the stream).
+async fn drain(tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>, grace: Duration) {
+    let started = Instant::now();
+    // They all run already: waiting for each in turn against one deadline
+    // waits for all of them at once.
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut running = Vec::new();
+    for (name, mut task) in tasks {
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            running.push((name, task));
+        }
+    }
+    for (name, task) in &running {
+        tracing::warn!(
+            task = name,
+            "did not stop within the shutdown grace period; aborted"
+        );
+        task.abort();
+    }
+    tracing::info!(
+        took_ms = started.elapsed().as_millis() as u64,
+        aborted = running.len(),
+        "stopped"
+    );
+}
+
+/// Runs `tick` now and then every `interval` until `stop` flips.
+async fn every<F, Fut>(interval: Duration, mut stop: watch::Receiver<bool>, mut tick: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ticks = tokio::time::interval(interval);
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = ticks.tick() => {}
             _ = stop.changed() => return,
         }
         if *stop.borrow() {
             return;
         }
+        tick().await;
+    }
+}
+
+/// Enqueues a retention sweep now and then every `interval` until `stop`
+/// flips (one at a time across replicas: the job's dedupe key).
+async fn retention_sweeper(store: Store, interval: Duration, stop: watch::Receiver<bool>) {
+    every(interval, stop, || async {
+        if let Err(e) = serviceradar_jobs::retention::enqueue(&store).await {
+            tracing::warn!(error = %e, "enqueueing the retention sweep failed");
+        }
+    })
+    .await;
+}
+
+/// Runs the certificate renewal sweep now and then every
+/// [`serviceradar_provisioning::RENEWAL_SWEEP_INTERVAL`] until `stop` flips.
+async fn renewal_sweeper(store: Store, stop: watch::Receiver<bool>) {
+    let interval = serviceradar_provisioning::RENEWAL_SWEEP_INTERVAL;
+    every(interval, stop, || async {
         let span = tracing::info_span!("job", kind = "renewal_sweep");
         match serviceradar_provisioning::enqueue_renewals(
             &store,
@@ -419,16 +584,17 @@ async fn renewal_sweeper(store: Store, mut stop: watch::Receiver<bool>) {
             Ok(n) => tracing::info!(enqueued = n, "certificate renewal sweep"),
             Err(e) => tracing::warn!(error = %e, "certificate renewal sweep failed"),
         }
-    }
+    })
+    .await;
 }
 
-fn router(control: Control) -> Router {
+fn router(control: Control, readiness: Readiness) -> Router {
     let (api, _openapi) = serviceradar_api::router();
     let request_id = HeaderName::from_static("x-request-id");
     let ops = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(control.store().clone());
+        .with_state((control.store().clone(), readiness));
     Router::new()
         .nest("/api/v1", api.with_state(control))
         .merge(ops)
@@ -491,15 +657,47 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Readiness: the database answers.
-async fn readyz(State(store): State<Store>) -> Response {
-    match store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
-        }
+/// How long stopping may take by default (under the 30 s most service
+/// managers wait before killing).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// How long a tenant's ingestion may fail before the server reports itself
+/// not ready (short failures, such as a hub restart, are retried quietly).
+pub const INGEST_STALL_UNREADY: Duration = Duration::from_secs(60);
+
+/// What readiness looks at besides the database.
+#[derive(Clone)]
+struct Readiness {
+    ingest: IngestStatus,
+    stall: Duration,
+}
+
+/// Readiness: the database answers, and no tenant's ingestion has been
+/// failing for [`Settings::ingest_stall_unready`] or longer. The answer names no
+/// tenant (this port is public): `GET /api/v1/ingest` tells each tenant its
+/// own state, and the per-tenant metrics tell the operator.
+async fn readyz(State((store, readiness)): State<(Store, Readiness)>) -> Response {
+    if let Err(e) = store.ping().await {
+        tracing::warn!(error = %e, "readiness check failed");
+        return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response();
     }
+    let stalled = readiness.ingest.stalled(readiness.stall);
+    if !stalled.is_empty() {
+        for pipeline in &stalled {
+            tracing::warn!(tenant = %pipeline.tenant, error = ?pipeline.last_error.as_ref().map(|(_, e)| e),
+                "readiness: ingestion failing for {:?}", pipeline.failing_for().unwrap_or_default());
+        }
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "ingestion failing for {} tenant(s) for over {} s",
+                stalled.len(),
+                readiness.stall.as_secs_f64()
+            ),
+        )
+            .into_response();
+    }
+    (StatusCode::OK, "ready").into_response()
 }
 
 async fn metrics_page(State(metrics): State<PrometheusHandle>) -> Response {

@@ -230,13 +230,68 @@ pub struct ServeConfig {
     #[arg(long, env = "SERVICERADAR_JOB_WORKERS", default_value_t = 2)]
     pub job_workers: usize,
 
+    /// Seconds stopping may take: requests, agent streams and workers are
+    /// drained in parallel for at most this long, then aborted (jobs and
+    /// ingested batches are retried, nothing is lost).
+    #[arg(long, env = "SERVICERADAR_SHUTDOWN_GRACE_SECS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub shutdown_grace_secs: u64,
+
     /// Agent gateway and site health.
     #[command(flatten)]
     pub gateway: GatewayConfig,
 
+    /// How long data is kept.
+    #[command(flatten)]
+    pub retention: RetentionConfig,
+
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "SERVICERADAR_LOG_FORMAT", default_value = "pretty")]
     pub log_format: String,
+}
+
+/// How long rows are kept before the retention sweep deletes them.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Retention")]
+pub struct RetentionConfig {
+    /// Days of telemetry (events, metrics, logs, by event time) a tenant
+    /// keeps unless it has its own setting (`admin set-retention`).
+    #[arg(long, env = "SERVICERADAR_TELEMETRY_RETENTION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub telemetry_retention_days: u32,
+    /// Days finished (done or failed) jobs are kept.
+    #[arg(long, env = "SERVICERADAR_JOB_RETENTION_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub job_retention_days: u32,
+    /// Days webhook delivery attempts are kept.
+    #[arg(long, env = "SERVICERADAR_WEBHOOK_DELIVERY_RETENTION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub webhook_delivery_retention_days: u32,
+    /// Days gateway audit rows and resolved alerts are kept.
+    #[arg(long, env = "SERVICERADAR_AUDIT_RETENTION_DAYS", default_value_t = 90,
+          value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub audit_retention_days: u32,
+    /// Seconds between retention sweeps (0 disables them).
+    #[arg(
+        long,
+        env = "SERVICERADAR_RETENTION_SWEEP_SECS",
+        default_value_t = 3600
+    )]
+    pub retention_sweep_secs: u64,
+}
+
+impl RetentionConfig {
+    /// The policy these options describe.
+    pub fn policy(&self) -> serviceradar_store::RetentionPolicy {
+        let days = |n: u32| std::time::Duration::from_secs(u64::from(n) * 24 * 3600);
+        serviceradar_store::RetentionPolicy {
+            telemetry_days: self.telemetry_retention_days,
+            finished_jobs: days(self.job_retention_days),
+            webhook_deliveries: days(self.webhook_delivery_retention_days),
+            gateway_audit: days(self.audit_retention_days),
+            resolved_alerts: days(self.audit_retention_days),
+        }
+    }
 }
 
 /// Options of the ingestion pipeline (hub JetStream -> database).
@@ -279,24 +334,18 @@ pub struct IngestConfig {
 impl IngestConfig {
     /// The hub connection ingestion and the leaf authorization callout share,
     /// or `None` when no hub URL is set.
-    pub fn hub(&self, data_dir: &std::path::Path) -> Option<serviceradar_hub::client::HubEndpoint> {
+    pub fn hub(&self) -> Option<serviceradar_hub::client::HubEndpoint> {
         if self.ingest_nats_url.is_empty() {
             return None;
         }
-        let mut hub = serviceradar_hub::client::HubEndpoint::new(
-            &self.ingest_nats_url,
-            data_dir.join("ingest-creds"),
-        );
+        let mut hub = serviceradar_hub::client::HubEndpoint::new(&self.ingest_nats_url);
         hub.ca_file = self.ingest_nats_ca.clone();
         Some(hub)
     }
 
     /// The pipeline settings, or `None` when no hub URL is set.
-    pub fn settings(
-        &self,
-        data_dir: &std::path::Path,
-    ) -> Option<serviceradar_ingest::IngestSettings> {
-        let mut settings = serviceradar_ingest::IngestSettings::for_hub(self.hub(data_dir)?);
+    pub fn settings(&self) -> Option<serviceradar_ingest::IngestSettings> {
+        let mut settings = serviceradar_ingest::IngestSettings::for_hub(self.hub()?);
         settings.batch_size = self.ingest_batch_size as usize;
         settings.writers = self.ingest_writers as usize;
         settings.batch_timeout = std::time::Duration::from_millis(self.ingest_batch_timeout_ms);
@@ -433,11 +482,8 @@ impl IngestConfig {
     /// The leaf authorization callout service, on the same hub connection as
     /// ingestion (`--ingest-nats-url`), or `None` when no hub URL is set. Leaves
     /// can only join the hub while some `serviceradar-core` runs it.
-    pub fn leaf_auth_settings(
-        &self,
-        data_dir: &std::path::Path,
-    ) -> Option<serviceradar_hub::leaf_auth::LeafAuthSettings> {
-        self.hub(data_dir)
+    pub fn leaf_auth_settings(&self) -> Option<serviceradar_hub::leaf_auth::LeafAuthSettings> {
+        self.hub()
             .map(serviceradar_hub::leaf_auth::LeafAuthSettings::for_hub)
     }
 }
@@ -579,9 +625,13 @@ impl ServeConfig {
         // With the embedded hub, ingestion and the callout use its client URL.
         let mut ingest = self.ingest.clone();
         ingest.ingest_nats_url = self.hub_client_url();
-        settings.ingest = ingest.settings(data_dir);
-        settings.leaf_auth = ingest.leaf_auth_settings(data_dir);
+        settings.ingest = ingest.settings();
+        settings.leaf_auth = ingest.leaf_auth_settings();
         settings.embedded_hub = self.embedded_hub();
+        settings.shutdown_grace = Duration::from_secs(self.shutdown_grace_secs);
+        settings.retention = self.retention.policy();
+        settings.retention_sweep = (self.retention.retention_sweep_secs > 0)
+            .then(|| Duration::from_secs(self.retention.retention_sweep_secs));
         settings.gateway_listen = self.gateway.gateway_listen;
         settings.gateway = serviceradar_gateway::GatewaySettings {
             hosts: self.gateway.gateway_hosts.clone(),

@@ -73,6 +73,27 @@ enum AdminCommand {
         #[command(flatten)]
         db: DatabaseConfig,
     },
+    /// Set how many days of telemetry a tenant keeps (older events, metrics
+    /// and logs are deleted by the retention sweep).
+    ///
+    /// Examples:
+    ///   serviceradar-core admin set-retention --tenant acme --telemetry-days 90
+    ///   serviceradar-core admin set-retention --tenant acme --server-default
+    #[command(verbatim_doc_comment)]
+    SetRetention {
+        #[command(flatten)]
+        db: DatabaseConfig,
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// Days of telemetry to keep (1-36500).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36_500),
+              required_unless_present = "server_default", conflicts_with = "server_default")]
+        telemetry_days: Option<u32>,
+        /// Use the server's --telemetry-retention-days instead.
+        #[arg(long)]
+        server_default: bool,
+    },
     /// Mint an API token for an existing user (prints the secret once).
     CreateToken {
         #[command(flatten)]
@@ -124,6 +145,23 @@ enum AdminCommand {
         #[arg(long)]
         resolver_dir: Option<String>,
     },
+}
+
+/// Earlier versions wrote the services' NATS credentials, which never
+/// expired, to `DATA_DIR/ingest-creds`; they are minted with an expiry and
+/// held in memory now, so the old files are only a liability: removed.
+fn remove_stale_service_creds(data_dir: &std::path::Path) {
+    let stale = data_dir.join("ingest-creds");
+    if stale.exists() {
+        match std::fs::remove_dir_all(&stale) {
+            Ok(()) => {
+                tracing::info!(path = %stale.display(), "removed service credentials an earlier version wrote to disk")
+            }
+            Err(e) => {
+                tracing::warn!(path = %stale.display(), error = %e, "could not remove service credentials an earlier version wrote to disk; delete them")
+            }
+        }
+    }
 }
 
 async fn open(db: &DatabaseConfig) -> anyhow::Result<Store> {
@@ -228,6 +266,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     std::fs::create_dir_all(&config.db.data_dir)
         .with_context(|| format!("creating data dir {}", config.db.data_dir.display()))?;
+    remove_stale_service_creds(&config.db.data_dir);
     let settings = config.settings();
     let app = Application::build(settings).await?;
     let base = config
@@ -376,6 +415,25 @@ async fn run_admin(command: AdminCommand, init: bool) -> anyhow::Result<()> {
             let store = open_existing(&db, None, init).await?;
             for tenant in store.list_tenants().await? {
                 println!("{}\t{}\t{}", tenant.id, tenant.slug, tenant.name);
+            }
+        }
+        AdminCommand::SetRetention {
+            db,
+            tenant,
+            telemetry_days,
+            server_default: _,
+        } => {
+            let store = open_existing(&db, None, init).await?;
+            let found = store
+                .tenant_by_slug(&tenant)
+                .await
+                .with_context(|| format!("no tenant {tenant:?}"))?;
+            store
+                .set_telemetry_retention(found.id, telemetry_days)
+                .await?;
+            match telemetry_days {
+                Some(days) => println!("tenant {tenant} keeps {days} days of telemetry"),
+                None => println!("tenant {tenant} keeps the server's default days of telemetry"),
             }
         }
         AdminCommand::CreateToken {

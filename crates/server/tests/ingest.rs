@@ -47,20 +47,16 @@ fn settings(dir: &Path, database_url: &str, hub_client: u16) -> Settings {
     settings.bootstrap.tenant = "acme".into();
     settings.master_key = MasterKeySource::DevFile(dir.join("master.key"));
     settings.job_workers = 0;
-    let mut ingest = IngestSettings::new(
-        format!("nats://127.0.0.1:{hub_client}"),
-        dir.join("ingest-creds"),
-    );
+    let mut ingest = IngestSettings::new(format!("nats://127.0.0.1:{hub_client}"));
     ingest.batch_size = 200;
     ingest.batch_timeout = Duration::from_millis(200);
     ingest.ack_wait = Duration::from_secs(2);
     ingest.tenant_refresh = Duration::from_millis(300);
     settings.ingest = Some(ingest);
     // Leaves join the hub through the leaf authorization callout.
-    settings.leaf_auth = Some(LeafAuthSettings::new(
-        format!("nats://127.0.0.1:{hub_client}"),
-        dir.join("ingest-creds"),
-    ));
+    settings.leaf_auth = Some(LeafAuthSettings::new(format!(
+        "nats://127.0.0.1:{hub_client}"
+    )));
     settings
 }
 
@@ -93,7 +89,12 @@ async fn tenant_client(
     hub_client: u16,
 ) -> async_nats::Client {
     let creds = pki
-        .user_creds(store, tenant, &format!("collector-{}", tenant.slug))
+        .user_creds(
+            store,
+            tenant,
+            &format!("collector-{}", tenant.slug),
+            serviceradar_identity::ServiceUserLifetime::default().expires_at(),
+        )
         .await
         .unwrap();
     let path = dir.join(format!("{}-{}.creds", tenant.slug, uuid::Uuid::new_v4()));
@@ -198,40 +199,11 @@ async fn ingest_end_to_end(postgres: bool) {
     } else {
         format!("sqlite://{}", dir.join("core.db").display())
     };
-    let ports = support::HubPorts::free();
-    let hub_client = ports.client;
-
     // The control plane (acme is bootstrapped), a second tenant, then the hub
     // with both accounts, then the pipelines.
-    support::init();
-    let app = Application::build(settings(dir, &database_url, hub_client))
-        .await
-        .expect("build app");
-    let (store, pki) = (app.store().clone(), app.pki().clone());
-    serviceradar_provisioning::tenants::create_tenant(
-        &store,
-        &pki,
-        serviceradar_provisioning::tenants::NewTenant {
-            slug: "beta",
-            name: None,
-            owner_email: "owner@beta.example.com",
-            owner_password: Some(PASSWORD),
-        },
-    )
-    .await
-    .unwrap();
-    let acme = store.tenant_by_slug("acme").await.unwrap();
-    let beta = store.tenant_by_slug("beta").await.unwrap();
-    let (hub, _) = support::start_hub(dir, &store, &pki, ports).await;
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let running = Running {
-        base,
-        shutdown: tx,
-        task: tokio::spawn(app.run_until_stopped(async move {
-            let _ = rx.await;
-        })),
-    };
+    let (store, pki, running, hub, ports, acme, beta) =
+        two_tenants(dir, &database_url, |_| {}).await;
+    let hub_client = ports.client;
 
     // Dead letters are visible to the tenant, with the reason.
     let acme_nc = tenant_client(dir, &store, &pki, &acme, hub_client).await;
@@ -346,10 +318,15 @@ async fn ingest_end_to_end(postgres: bool) {
     let gamma_creds = dir.join("gamma.creds");
     std::fs::write(
         &gamma_creds,
-        pki.user_creds(&store, &gamma, "collector-gamma")
-            .await
-            .unwrap()
-            .as_str(),
+        pki.user_creds(
+            &store,
+            &gamma,
+            "collector-gamma",
+            serviceradar_identity::ServiceUserLifetime::default().expires_at(),
+        )
+        .await
+        .unwrap()
+        .as_str(),
     )
     .unwrap();
     let deadline = Instant::now() + WAIT;
@@ -380,7 +357,15 @@ async fn ingest_end_to_end(postgres: bool) {
 
     // Revocation without a restart: once the re-signed account reaches the
     // hub, a revoked user's creds no longer connect; others are unaffected.
-    let victim = pki.user_creds(&store, &acme, "victim").await.unwrap();
+    let victim = pki
+        .user_creds(
+            &store,
+            &acme,
+            "victim",
+            serviceradar_identity::ServiceUserLifetime::default().expires_at(),
+        )
+        .await
+        .unwrap();
     let victim_path = dir.join("victim.creds");
     std::fs::write(&victim_path, victim.as_str()).unwrap();
     let connect_victim = || async {
@@ -854,4 +839,432 @@ async fn site_data_survives_a_hub_outage() {
     running.stop().await;
     drop(leaf_server);
     drop(hub);
+}
+
+/// A read token for `email` of `tenant`.
+async fn read_token(store: &Store, tenant: &str, email: &str) -> String {
+    serviceradar_control::tokens::create_token_for(
+        store,
+        tenant,
+        email,
+        "t",
+        &[serviceradar_domain::policy::Scope::Read],
+        1,
+    )
+    .await
+    .unwrap()
+}
+
+/// The control plane with acme (bootstrapped) and beta, and the hub.
+async fn two_tenants(
+    dir: &Path,
+    database_url: &str,
+    configure: impl FnOnce(&mut Settings),
+) -> (
+    Store,
+    Arc<Pki>,
+    Running,
+    NatsServer,
+    support::HubPorts,
+    Tenant,
+    Tenant,
+) {
+    let ports = support::HubPorts::free();
+    let mut settings = settings(dir, database_url, ports.client);
+    configure(&mut settings);
+    support::init();
+    let app = Application::build(settings).await.expect("build app");
+    let (store, pki) = (app.store().clone(), app.pki().clone());
+    serviceradar_provisioning::tenants::create_tenant(
+        &store,
+        &pki,
+        serviceradar_provisioning::tenants::NewTenant {
+            slug: "beta",
+            name: None,
+            owner_email: "owner@beta.example.com",
+            owner_password: Some(PASSWORD),
+        },
+    )
+    .await
+    .unwrap();
+    let acme = store.tenant_by_slug("acme").await.unwrap();
+    let beta = store.tenant_by_slug("beta").await.unwrap();
+    let (hub, _) = support::start_hub(dir, &store, &pki, ports).await;
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let running = Running {
+        base,
+        shutdown: tx,
+        task: tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        })),
+    };
+    (store, pki, running, hub, ports, acme, beta)
+}
+
+/// Issue 11, finding 9: one event with `\u0000` in its message stopped its
+/// tenant's ingestion for good, and the broken connections it left in the
+/// shared pool stalled another tenant. Now: acme publishes poison (NUL in
+/// every text field) mixed into good events while beta publishes; every good
+/// event of both arrives exactly once, each poison message is dead-lettered
+/// with a reason naming the NUL, neither pipeline fails even once, and
+/// readiness stays green.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenants_poison_never_stops_or_slows_another() {
+    const GOOD: usize = 3000;
+    const POISON: usize = 30;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let database_url = serviceradar_testkit::postgres().create_database();
+    let (store, pki, running, _hub, ports, acme, beta) =
+        two_tenants(dir, &database_url, |_| {}).await;
+    let acme_nc = tenant_client(dir, &store, &pki, &acme, ports.client).await;
+    let beta_nc = tenant_client(dir, &store, &pki, &beta, ports.client).await;
+    let mut dead = acme_nc
+        .subscribe(ingest::deadletter_subject("acme"))
+        .await
+        .unwrap();
+    acme_nc.flush().await.unwrap();
+
+    // beta publishes while acme's poison is in flight.
+    let beta_publisher = {
+        let beta_nc = beta_nc.clone();
+        tokio::spawn(async move { publish_good(&beta_nc, "beta", 0, GOOD).await })
+    };
+    publish_good(&acme_nc, "acme", 0, GOOD / 2).await;
+    let acme_js = async_nats::jetstream::new(acme_nc.clone());
+    let poison = [
+        ("events.acme.nyc", r#"{"message":"a\u0000b"}"#),
+        (
+            "logs.acme.syslog",
+            r#"{"message":"x","level":"in\u0000fo"}"#,
+        ),
+        ("metrics.acme.nyc", r#"{"name":"cpu\u0000","value":1}"#),
+    ];
+    for i in 0..POISON {
+        let (subject, payload) = poison[i % poison.len()];
+        acme_js
+            .publish(subject, payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    publish_good(&acme_nc, "acme", GOOD / 2, GOOD / 2).await;
+    beta_publisher.await.unwrap();
+
+    wait_rows(&store, &beta, GOOD as i64).await;
+    wait_rows(&store, &acme, GOOD as i64).await;
+    for _ in 0..POISON {
+        let letter = tokio::time::timeout(WAIT, dead.next())
+            .await
+            .expect("a dead letter for each poison message")
+            .unwrap();
+        let reason = letter
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("SR-Reason"))
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        assert!(reason.contains("NUL"), "{reason}");
+    }
+
+    // Both pipelines ran without a single failure, as the API reports it.
+    for (tenant, email, written) in [
+        ("acme", "admin@example.com", GOOD),
+        ("beta", "owner@beta.example.com", GOOD),
+    ] {
+        let token = read_token(&store, tenant, email).await;
+        let (status, body) = api_get(&running.base, &token, "/api/v1/ingest").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["state"], "running", "{tenant}: {body}");
+        assert_eq!(body["consecutive_failures"], 0, "{tenant}: {body}");
+        assert!(body.get("last_error").is_none(), "{tenant}: {body}");
+        assert_eq!(body["written"], written as u64, "{tenant}: {body}");
+        let dead_lettered = if tenant == "acme" { POISON } else { 0 };
+        assert_eq!(
+            body["dead_lettered"], dead_lettered as u64,
+            "{tenant}: {body}"
+        );
+    }
+    let ready = reqwest::get(format!("{}/readyz", running.base))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    running.stop().await;
+}
+
+/// Issue 11, finding 9: a stalled pipeline was invisible (`/readyz` said
+/// `ready` throughout). With the hub gone, each tenant's pipeline shows as
+/// `failing` in the API (what failed, since when, failures in a row),
+/// readiness turns 503 once it has failed for the configured time, and both
+/// recover — the failure count back at 0 — when the hub returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_pipeline_shows_in_the_api_and_in_readiness() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let database_url = format!("sqlite://{}", dir.join("core.db").display());
+    let (store, pki, running, mut hub, ports, acme, _beta) =
+        two_tenants(dir, &database_url, |settings| {
+            settings.ingest_stall_unready = Duration::from_secs(2);
+        })
+        .await;
+    let token = read_token(&store, "acme", "admin@example.com").await;
+    let acme_nc = tenant_client(dir, &store, &pki, &acme, ports.client).await;
+    publish_good(&acme_nc, "acme", 0, 30).await;
+    wait_rows(&store, &acme, 30).await;
+    let ingest_state = || async {
+        let (status, body) = api_get(&running.base, &token, "/api/v1/ingest").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    };
+    let readyz = || async {
+        reqwest::get(format!("{}/readyz", running.base))
+            .await
+            .unwrap()
+            .status()
+    };
+    let body = ingest_state().await;
+    assert_eq!(body["state"], "running", "{body}");
+    assert_eq!(body["lag"], 0, "{body}");
+    assert_eq!(readyz().await, StatusCode::OK);
+
+    hub.kill();
+    let deadline = Instant::now() + WAIT;
+    let failing = loop {
+        let body = ingest_state().await;
+        if body["state"] == "failing" {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "never failing: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        failing["consecutive_failures"].as_u64().unwrap() >= 1,
+        "{failing}"
+    );
+    assert!(failing["since"].as_i64().unwrap() > 0, "{failing}");
+    let message = failing["last_error"]["message"].as_str().unwrap();
+    assert!(!message.is_empty(), "{failing}");
+    assert!(
+        !message.contains("127.0.0.1"),
+        "no internal addresses: {failing}"
+    );
+    let deadline = Instant::now() + WAIT;
+    while readyz().await != StatusCode::SERVICE_UNAVAILABLE {
+        assert!(Instant::now() < deadline, "readiness stayed green");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let text = reqwest::get(format!("{}/readyz", running.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("ingestion failing"), "{text}");
+    assert!(!text.contains("acme"), "readiness names no tenant: {text}");
+
+    // The hub comes back on the same ports: running again, count reset.
+    let (_hub, _) = support::start_hub(dir, &store, &pki, ports).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let body = ingest_state().await;
+        if body["state"] == "running" {
+            assert_eq!(body["consecutive_failures"], 0, "{body}");
+            assert!(body["last_error"]["message"].is_string(), "kept: {body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(readyz().await, StatusCode::OK);
+    publish_good(&acme_nc, "acme", 30, 30).await;
+    wait_rows(&store, &acme, 60).await;
+    running.stop().await;
+}
+
+/// Issue 11, finding 10: the services' own NATS users (ingestion, account
+/// pushes, leaf authorization) never expired and were written to disk on
+/// every reconnect. With a 3-second lifetime, the hub itself would drop them
+/// within the test: ingestion keeps running across several renewals without
+/// a single failure, each service says it renewed, and no credentials file
+/// is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_users_expire_and_are_renewed_before_they_do() {
+    use serviceradar_identity::ServiceUserLifetime;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = dir.join("core");
+    std::fs::create_dir_all(&data).unwrap();
+    let database_url = format!("sqlite://{}", data.join("core.db").display());
+    let lifetime = ServiceUserLifetime(Duration::from_secs(3));
+    let (store, pki, running, _hub, ports, acme, _beta) =
+        two_tenants(dir, &database_url, |settings| {
+            settings.master_key = MasterKeySource::DevFile(data.join("master.key"));
+            if let Some(ingest) = settings.ingest.as_mut() {
+                ingest.hub.service_users = lifetime;
+            }
+            if let Some(leaf_auth) = settings.leaf_auth.as_mut() {
+                leaf_auth.hub.service_users = lifetime;
+            }
+        })
+        .await;
+    let token = read_token(&store, "acme", "admin@example.com").await;
+    let acme_nc = tenant_client(dir, &store, &pki, &acme, ports.client).await;
+    // Ten seconds of publishing: past three expiries of each user.
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_secs(10) {
+        publish_good(&acme_nc, "acme", sent, 20).await;
+        sent += 20;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    wait_rows(&store, &acme, sent as i64).await;
+    let (_, body) = api_get(&running.base, &token, "/api/v1/ingest").await;
+    assert_eq!(body["state"], "running", "{body}");
+    assert!(
+        body.get("last_error").is_none(),
+        "ingestion failed across the renewals: {body}"
+    );
+    let logs = support::captured_logs();
+    assert!(logs.contains("renewing the tenant's ingest user"), "{logs}");
+    assert!(
+        logs.contains("leaf authorization service renewed its NATS user"),
+        "{logs}"
+    );
+    // Nothing but the database and the master key in the data directory.
+    let mut files: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with("core.db"))
+        .collect();
+    files.sort();
+    assert_eq!(files, ["master.key"]);
+    running.stop().await;
+}
+
+/// Issue 11, finding 13: messages published at a site before its buffer
+/// existed were lost without an error (the buffer was set up 26-28 s after
+/// the leaf joined, at the next periodic sync). Now the callout's admission
+/// of the leaf triggers the setup: with the periodic sync left at its 30-s
+/// default, the buffer exists within seconds of the leaf joining. A collector
+/// that publishes with JetStream acknowledgements from the first second —
+/// with the hub unreachable at first — gets an error, never a silent loss,
+/// until the buffer exists; every message the leaf acknowledged is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sites_buffer_exists_seconds_after_its_leaf_joins_and_nothing_is_lost_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ports = support::HubPorts::free();
+    let leaf_port = free_port();
+    let mut settings = settings(
+        dir,
+        &format!("sqlite://{}", dir.join("core.db").display()),
+        ports.client,
+    );
+    settings.provisioning.hub_leafnode_url = format!("tls://127.0.0.1:{}", ports.leaf);
+    settings.provisioning.leaf_monitoring_listen = Some(format!("127.0.0.1:{}", free_port()));
+    if let Some(ingest) = settings.ingest.as_mut() {
+        // The default: only an admission makes it faster.
+        ingest.site_sync_interval = ingest::TENANT_REFRESH;
+        ingest.tenant_refresh = Duration::from_millis(300);
+    }
+    support::init();
+    let app = Application::build(settings.clone()).await.unwrap();
+    let (store, pki) = (app.store().clone(), app.pki().clone());
+    let acme = store.tenant_by_slug("acme").await.unwrap();
+    let installed =
+        support::install_site(dir, &store, &pki, &settings, &acme, "plant", leaf_port).await;
+    let root = installed.root;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let running = Running {
+        base: String::new(),
+        shutdown: tx,
+        task: tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        })),
+    };
+
+    // The leaf starts while the hub is unreachable; a collector publishes
+    // from its first second, retrying each message until the leaf
+    // acknowledges it.
+    let leaf_server = NatsServer::start_file(
+        installed.config.parent().expect("config in a directory"),
+        "leaf",
+        &installed.config,
+        leaf_port,
+    )
+    .unwrap();
+    let collector = support::collector(dir, &store, &pki, &acme, &root, leaf_port)
+        .await
+        .expect("collector connects to the leaf");
+    let local_js = async_nats::jetstream::new(collector.clone());
+    const N: usize = 200;
+    let publisher = tokio::spawn(async move {
+        let (mut refused, mut acked) = (0usize, 0usize);
+        while acked < N {
+            let payload = format!(r#"{{"message":"early {acked}"}}"#);
+            let result = async {
+                local_js
+                    .publish("edge.acme.plant.events.early", payload.into())
+                    .await?
+                    .await
+                    .map_err(async_nats::Error::from)
+            }
+            .await;
+            match result {
+                Ok(_) => acked += 1,
+                Err(_) => {
+                    refused += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        (acked, refused)
+    });
+
+    // The hub comes up a few seconds later; the leaf joins.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (hub, _) = support::start_hub(dir, &store, &pki, ports).await;
+    let hub_up = Instant::now();
+    let deadline = Instant::now() + WAIT;
+    while serviceradar_testkit::leafz(ports.monitor).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the leaf never joined\n{}",
+            hub.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let joined = Instant::now();
+    let probe_js = async_nats::jetstream::new(collector.clone());
+    while probe_js.get_stream("EDGE_BUFFER").await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the site buffer was never created\nleaf:\n{}",
+            leaf_server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let buffer_after_join = joined.elapsed();
+    println!(
+        "leaf joined {:.2}s after the hub came up; buffer ready {:.2}s after the join",
+        (joined - hub_up).as_secs_f64(),
+        buffer_after_join.as_secs_f64()
+    );
+    assert!(
+        buffer_after_join < Duration::from_secs(5),
+        "the buffer took {buffer_after_join:?} after the leaf joined"
+    );
+    let (acked, refused) = tokio::time::timeout(WAIT, publisher)
+        .await
+        .expect("the collector got every message acknowledged")
+        .unwrap();
+    println!("sent {acked} acknowledged, {refused} refused while there was no buffer");
+    assert!(
+        refused > 0,
+        "the first publishes had no buffer and were refused"
+    );
+    wait_rows(&store, &acme, acked as i64).await;
+    running.stop().await;
 }

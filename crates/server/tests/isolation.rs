@@ -29,7 +29,15 @@ async fn hub_user(
     tenant: &Tenant,
     port: u16,
 ) -> async_nats::Client {
-    let creds = pki.user_creds(store, tenant, "subscriber").await.unwrap();
+    let creds = pki
+        .user_creds(
+            store,
+            tenant,
+            "subscriber",
+            serviceradar_identity::ServiceUserLifetime::default().expires_at(),
+        )
+        .await
+        .unwrap();
     let path = dir.join(format!("{}-hub.creds", tenant.slug));
     std::fs::write(&path, creds.as_str()).unwrap();
     async_nats::ConnectOptions::with_credentials_file(path)
@@ -126,7 +134,7 @@ async fn tenants_are_isolated_on_the_hub_and_across_leaves() {
     let (beta_root, beta_conf) = (beta_site.root, beta_site.config);
 
     let (_hub, _) = start_hub(dir, &store, &pki, ports).await;
-    let _leaf_auth = start_leaf_auth(dir, &store, &pki, ports.client).await;
+    let _leaf_auth = start_leaf_auth(&store, &pki, ports.client).await;
     let _acme_leaf =
         NatsServer::start_file(acme_conf.parent().unwrap(), "leaf", &acme_conf, acme_port).unwrap();
     let _beta_leaf =
@@ -353,7 +361,7 @@ async fn leaves_are_admitted_only_with_their_own_certificate() {
     );
 
     let (hub, _) = start_hub(dir, &store, &pki, ports).await;
-    let _leaf_auth = start_leaf_auth(dir, &store, &pki, ports.client).await;
+    let _leaf_auth = start_leaf_auth(&store, &pki, ports.client).await;
 
     let root_ca = dir
         .join("hub")
@@ -428,7 +436,15 @@ async fn leaves_are_admitted_only_with_their_own_certificate() {
     // Acme's certificate with creds of a plain user of acme's account: such
     // users may connect as clients only, so nats-server refuses the leafnode
     // before any callout.
-    let user_creds = pki.user_creds(&store, acme, "collector-ish").await.unwrap();
+    let user_creds = pki
+        .user_creds(
+            &store,
+            acme,
+            "collector-ish",
+            serviceradar_identity::ServiceUserLifetime::default().expires_at(),
+        )
+        .await
+        .unwrap();
     let user_path = dir.join("acme-user.creds");
     std::fs::write(&user_path, user_creds.as_str()).unwrap();
     let error = "authentication error";

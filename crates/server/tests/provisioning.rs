@@ -423,7 +423,7 @@ async fn site_bundle_end_to_end(postgres: bool) {
     // The hub, rendered by the admin command's code, with free ports.
     let (hub, files) = support::start_hub(dir, &app.store, &app.pki, ports).await;
     check_nats_config(&files.config_path).expect("nats-hub.conf passes nats-server -t");
-    let _leaf_auth = support::start_leaf_auth(dir, &app.store, &app.pki, hub_client).await;
+    let _leaf_auth = support::start_leaf_auth(&app.store, &app.pki, hub_client).await;
 
     // The leaf, from the installed config.
     let leaf_server =
@@ -494,7 +494,12 @@ async fn site_bundle_end_to_end(postgres: bool) {
     // A subscriber on the hub in acme's account, minted by the control plane.
     let ingest_creds = app
         .pki
-        .user_creds(&app.store, &acme, "test-ingest")
+        .user_creds(
+            &app.store,
+            &acme,
+            "test-ingest",
+            serviceradar_identity::ServiceUserLifetime::default().expires_at(),
+        )
         .await
         .unwrap();
     let creds_path = dir.join("ingest.creds");

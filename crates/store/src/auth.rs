@@ -146,15 +146,6 @@ impl Store {
         Ok(())
     }
 
-    /// Removes expired sessions; returns how many.
-    pub async fn purge_expired_sessions(&self) -> Result<u64, StoreError> {
-        Ok(sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
-    }
-
     /// A token by id, with its secret hash and owner's role. Revocation and
     /// expiry are checked by the caller (so it can say which).
     pub async fn token_record(&self, id: ApiTokenId) -> Result<TokenRecord, StoreError> {

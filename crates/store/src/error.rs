@@ -44,6 +44,37 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the database refused the data itself — a value it cannot hold
+    /// or a row breaking a check — so that writing the same rows again fails
+    /// the same way, whatever the retry. PostgreSQL: SQLSTATE classes `22`
+    /// (data exception, e.g. an invalid byte sequence) and `54` (program
+    /// limit exceeded), and `23` integrity violations other than a duplicate
+    /// key; either database: not-null and check violations.
+    ///
+    /// Callers writing a batch split it on such an error until the refused
+    /// rows are alone (see `serviceradar-ingest`); any other error (a lost
+    /// connection, a duplicate key) says nothing about the rows.
+    pub fn is_refused_data(&self) -> bool {
+        let StoreError::Database(sqlx::Error::Database(db)) = self else {
+            return false;
+        };
+        if matches!(
+            db.kind(),
+            sqlx::error::ErrorKind::NotNullViolation | sqlx::error::ErrorKind::CheckViolation
+        ) {
+            return true;
+        }
+        if db.is_unique_violation() {
+            return false;
+        }
+        let Some(code) = db.code() else {
+            return false;
+        };
+        // SQLite's codes are numbers; only PostgreSQL's SQLSTATEs are classed.
+        code.len() == 5
+            && (code.starts_with("22") || code.starts_with("23") || code.starts_with("54"))
+    }
+
     pub(crate) fn corrupt(table: &'static str, detail: impl ToString) -> Self {
         StoreError::Corrupt {
             table,

@@ -86,6 +86,46 @@ impl Scoped<'_> {
         Ok(inserted)
     }
 
+    /// Writes `records` like [`Scoped::insert_telemetry`], except that rows
+    /// the database refuses (see [`StoreError::is_refused_data`]) do not fail
+    /// the others: a refused batch is split in halves, each written in its
+    /// own transaction, until every refused row is alone; those are returned
+    /// (index into `records`, the database's reason) and everything else is
+    /// written. Any other error fails the call, as before; rows committed by
+    /// then are skipped when the caller retries (writes are idempotent).
+    ///
+    /// It exists so that one record the database cannot hold — a value no
+    /// decoding rule foresaw — is dead-lettered with a reason instead of
+    /// failing its batch on every retry and stopping the tenant's ingestion.
+    pub async fn insert_telemetry_isolating(
+        &self,
+        records: &[TelemetryRecord<'_>],
+    ) -> Result<Isolated, StoreError> {
+        let mut written = Isolated::default();
+        // Ranges still to write, the next one last (depth-first, in order).
+        let mut pending = Vec::with_capacity(8);
+        pending.push(0..records.len());
+        while let Some(range) = pending.pop() {
+            if range.is_empty() {
+                continue;
+            }
+            match self.insert_telemetry(&records[range.clone()]).await {
+                Ok(inserted) => written.inserted += inserted,
+                Err(e) if e.is_refused_data() => {
+                    if range.len() == 1 {
+                        written.refused.push((range.start, refusal(&e)));
+                    } else {
+                        let middle = range.start + range.len() / 2;
+                        pending.push(middle..range.end);
+                        pending.push(range.start..middle);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(written)
+    }
+
     /// PostgreSQL: `COPY` each kind straight into its table, in one
     /// transaction. A batch that was (partly) written before, i.e. a
     /// redelivery after a crash between commit and acknowledgement, fails that
@@ -240,6 +280,27 @@ impl Scoped<'_> {
     }
 }
 
+/// What [`Scoped::insert_telemetry_isolating`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Isolated {
+    /// Rows newly written.
+    pub inserted: u64,
+    /// Records the database refused: index into the batch, and why (the
+    /// database's own words, without its source location).
+    pub refused: Vec<(usize, String)>,
+}
+
+/// The reason a refused row is reported with: the database's message (and
+/// detail), not the text of the wrapping errors.
+fn refusal(error: &StoreError) -> String {
+    match error {
+        StoreError::Database(sqlx::Error::Database(db)) => {
+            format!("the database refused the record: {}", db.message())
+        }
+        other => format!("the database refused the record: {other}"),
+    }
+}
+
 fn columns(kind: TelemetryKind) -> (&'static str, &'static str) {
     match kind {
         TelemetryKind::Event => ("severity", "message"),
@@ -277,12 +338,49 @@ enum CopyPath {
 
 /// Writes every kind's buffer in one transaction along `path`; returns the
 /// rows written.
+///
+/// A connection on which this fails, or whose write is abandoned (the task
+/// cancelled), is closed, never returned to the pool: a `COPY` or
+/// transaction cut short can leave the session in a state the next borrower
+/// trips over (`there is already a transaction in progress`, `unexpected
+/// message type 0x51 during COPY`), which once made one tenant's poison fail
+/// every tenant's writes.
 async fn copy_batch(
     pg: &sqlx::PgPool,
     buffers: &[(TelemetryKind, Vec<u8>)],
     path: CopyPath,
 ) -> Result<u64, sqlx::Error> {
-    let mut tx = pg.begin().await?;
+    let mut conn = CloseUnlessDone {
+        conn: pg.acquire().await?,
+        done: false,
+    };
+    let written = copy_batch_on(&mut conn.conn, buffers, path).await?;
+    conn.done = true;
+    Ok(written)
+}
+
+/// A pooled connection that goes back to the pool only when `done` was set;
+/// dropped any other way (an error, a cancelled task) it is closed.
+struct CloseUnlessDone {
+    conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    done: bool,
+}
+
+impl Drop for CloseUnlessDone {
+    fn drop(&mut self) {
+        if !self.done {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+/// [`copy_batch`] on one connection.
+async fn copy_batch_on(
+    conn: &mut sqlx::PgConnection,
+    buffers: &[(TelemetryKind, Vec<u8>)],
+    path: CopyPath,
+) -> Result<u64, sqlx::Error> {
+    let mut tx = sqlx::Connection::begin(conn).await?;
     let mut inserted = 0;
     for (kind, rows) in buffers {
         let table = table(*kind);

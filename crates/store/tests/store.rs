@@ -1382,8 +1382,15 @@ async fn tokens_and_sessions(store: Store) {
         .await
         .unwrap();
     assert_err!(store.session("dead-hash").await, StoreError::NotFound);
-    assert_eq!(store.purge_expired_sessions().await.unwrap(), 1);
-    assert_eq!(store.purge_expired_sessions().await.unwrap(), 0);
+    let sweep = || async {
+        store
+            .sweep_retention(&serviceradar_store::RetentionPolicy::default(), now_ms())
+            .await
+            .unwrap()
+            .sessions
+    };
+    assert_eq!(sweep().await, 1);
+    assert_eq!(sweep().await, 0);
     store.session("live-hash").await.unwrap();
 
     store.delete_session("live-hash").await.unwrap();
@@ -1989,3 +1996,287 @@ async fn leaf_sessions(store: Store) {
     assert_eq!(sa.leaf_session_keys(other_site).await.unwrap(), ["UOTHER"]);
 }
 both_backends!(leaf_sessions: sqlite_leaf_sessions, postgres_leaf_sessions);
+
+/// Issue 11, finding 9: a batch PostgreSQL refused mid-`COPY` returned its
+/// broken connection to the pool, and the next writer on it — any tenant's —
+/// failed with `there is already a transaction in progress` or `unexpected
+/// message type 0x51 during COPY`. The refusal is classed as the data's
+/// fault (so a caller splits the batch), and every later write on the same
+/// small pool succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_the_database_refuses_is_isolated_and_never_breaks_the_pool() {
+    use serviceradar_domain::telemetry::{RecordMeta, TelemetryKind, TelemetryRecord};
+    use std::borrow::Cow;
+    let url = tokio::task::spawn_blocking(|| serviceradar_testkit::postgres().create_database())
+        .await
+        .expect("create a test database");
+    // Two connections: every write below reuses one the refused writes used.
+    let store = Store::connect(&url, 2).await.expect("connect to postgres");
+    store.migrate().await.expect("migrate postgres");
+    let (_, scope) = tenant(&store, "acme").await;
+    let scoped = store.scoped(scope);
+    // Built directly: decoding refuses a NUL (see the domain's rule); the
+    // store must still survive a row PostgreSQL refuses.
+    let refused = |seq: i64| TelemetryRecord::Event {
+        meta: RecordMeta {
+            stream_seq: seq,
+            subject: Cow::Borrowed("events.acme.nyc"),
+            source: Cow::Borrowed("nyc"),
+            time_ms: seq,
+            body: Cow::Borrowed("{}"),
+        },
+        severity: Cow::Borrowed("info"),
+        message: Cow::Borrowed("a\0b"),
+    };
+    const ROWS: i64 = 20_000;
+    let mut next_seq = 1;
+    for round in 0..6 {
+        // The refused row first, then enough rows that PostgreSQL answers
+        // while the client is still sending the `COPY` data.
+        let mut batch = vec![refused(next_seq)];
+        batch.extend((1..=ROWS).map(|i| record("events", next_seq + i, i)));
+        next_seq += ROWS + 1;
+        let err = scoped
+            .insert_telemetry(&batch)
+            .await
+            .expect_err("PostgreSQL refuses a NUL");
+        assert!(err.is_refused_data(), "round {round}: {err}");
+        // The same rows without the refused one are written, on the same pool.
+        batch.remove(0);
+        assert_eq!(
+            scoped
+                .insert_telemetry(&batch)
+                .await
+                .expect("later writes succeed"),
+            ROWS as u64,
+            "round {round}"
+        );
+    }
+    // A write abandoned mid-`COPY` (its task cancelled, e.g. at shutdown)
+    // leaves no broken connection behind either.
+    for round in 0..6 {
+        let batch: Vec<_> = (0..ROWS)
+            .map(|i| record("events", next_seq + i, i))
+            .collect();
+        next_seq += ROWS;
+        let abandoned = tokio::time::timeout(
+            std::time::Duration::from_millis(2 + round * 3),
+            scoped.insert_telemetry(&batch),
+        )
+        .await;
+        let good = vec![record("events", next_seq, 0)];
+        next_seq += 1;
+        let written = scoped.insert_telemetry(&good).await;
+        assert!(
+            matches!(written, Ok(1)),
+            "round {round}: after an abandoned write ({}): {written:?}",
+            if abandoned.is_ok() {
+                "finished"
+            } else {
+                "cancelled"
+            }
+        );
+    }
+    // A redelivered batch (duplicate keys) is not the data's fault.
+    let again: Vec<_> = (2..=11).map(|seq| record("events", seq, 0)).collect();
+    assert_eq!(scoped.insert_telemetry(&again).await.unwrap(), 0);
+
+    // Isolating: a batch of 1,000 with three refused rows writes the other
+    // 997 and names the three, with the database's reason.
+    let first = next_seq;
+    let batch: Vec<_> = (0..1000)
+        .map(|i| {
+            if [0, 517, 999].contains(&i) {
+                refused(first + i)
+            } else {
+                record("events", first + i, i)
+            }
+        })
+        .collect();
+    let before = scoped.count_telemetry(TelemetryKind::Event).await.unwrap();
+    let written = scoped.insert_telemetry_isolating(&batch).await.unwrap();
+    assert_eq!(written.inserted, 997);
+    let refused_at: Vec<usize> = written.refused.iter().map(|(i, _)| *i).collect();
+    assert_eq!(refused_at, [0, 517, 999]);
+    for (_, reason) in &written.refused {
+        assert!(reason.contains("0x00"), "{reason}");
+        assert!(!reason.contains("line "), "no source location: {reason}");
+    }
+    assert_eq!(
+        scoped.count_telemetry(TelemetryKind::Event).await.unwrap(),
+        before + 997
+    );
+    // Written again (a redelivery): nothing twice, the same three refused.
+    let again = scoped.insert_telemetry_isolating(&batch).await.unwrap();
+    assert_eq!(again.inserted, 0);
+    assert_eq!(again.refused.len(), 3);
+    store.close().await;
+}
+
+// ---------------------------------------------------------------------------
+// Retention
+// ---------------------------------------------------------------------------
+
+both_backends!(retention: sqlite_retention, postgres_retention);
+
+/// Issue 11, finding 12: nothing was ever deleted. One sweep deletes
+/// expired sessions, telemetry past each tenant's retention (its own, else
+/// the default), finished jobs, webhook deliveries, gateway audit rows and
+/// resolved alerts past their age; everything younger, and unfinished jobs,
+/// stay. (The sweep's clock is moved forward instead of aging the rows.)
+async fn retention(store: Store) {
+    use serviceradar_domain::telemetry::TelemetryKind;
+    use serviceradar_store::RetentionPolicy;
+    const DAY: i64 = 24 * 3600 * 1000;
+    let now = now_ms();
+    let policy = RetentionPolicy::default();
+    let (acme, acme_scope) = tenant(&store, "acme").await;
+    let (beta, beta_scope) = tenant(&store, "beta").await;
+    // beta keeps 2 days of telemetry; acme the default 30.
+    store
+        .set_telemetry_retention(beta.id, Some(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.telemetry_retention_of(beta.id).await.unwrap(),
+        Some(2)
+    );
+    assert_eq!(store.telemetry_retention_of(acme.id).await.unwrap(), None);
+    assert_err!(
+        store.set_telemetry_retention(beta.id, Some(0)).await,
+        StoreError::InvalidState(_)
+    );
+    // Event times (`ts`): 40 days, 3 days and 1 hour ago.
+    let ages = [40 * DAY, 3 * DAY, DAY / 24];
+    for (scope, slug_text) in [(acme_scope, "acme"), (beta_scope, "beta")] {
+        let records: Vec<_> = ages
+            .iter()
+            .enumerate()
+            .map(|(i, age)| {
+                let mut r = record("events", i as i64 + 1, now - age);
+                if slug_text == "beta" {
+                    r = retag(r, "beta");
+                }
+                r
+            })
+            .collect();
+        assert_eq!(
+            store
+                .scoped(scope)
+                .insert_telemetry(&records)
+                .await
+                .unwrap(),
+            3
+        );
+    }
+
+    let alice = store
+        .scoped(acme_scope)
+        .create_user(&new_user("alice@acme.example.com", Role::Owner))
+        .await
+        .unwrap();
+    store
+        .create_session("expired", &alice, "c", now - 1)
+        .await
+        .unwrap();
+    store
+        .create_session("live", &alice, "c", now + DAY)
+        .await
+        .unwrap();
+
+    let swept = store.sweep_retention(&policy, now).await.unwrap();
+    assert_eq!(swept.sessions, 1);
+    // acme: the 40-day-old event; beta (2 days): the 40- and 3-day-old ones.
+    assert_eq!(swept.telemetry, 3);
+    let count = |scope| {
+        let store = store.clone();
+        async move {
+            store
+                .scoped(scope)
+                .count_telemetry(TelemetryKind::Event)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count(acme_scope).await, 2);
+    assert_eq!(count(beta_scope).await, 1);
+    store.session("live").await.unwrap();
+    // Nothing more to delete right away.
+    assert_eq!(
+        store.sweep_retention(&policy, now).await.unwrap().total(),
+        0
+    );
+
+    // Jobs: a finished one goes after 7 days, a queued one never.
+    let done = store
+        .enqueue_job(&NewJob::new("retention-test", json!({})), None)
+        .await
+        .unwrap()
+        .unwrap();
+    let job = store.claim_job("w", 60_000).await.unwrap().unwrap();
+    assert_eq!(job.id, done);
+    assert!(store.complete_job(done, "w").await.unwrap());
+    store
+        .enqueue_job(&NewJob::new("retention-test", json!({})), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .sweep_retention(&policy, now + 6 * DAY)
+            .await
+            .unwrap()
+            .jobs,
+        0
+    );
+    assert_eq!(
+        store
+            .sweep_retention(&policy, now + 8 * DAY)
+            .await
+            .unwrap()
+            .jobs,
+        1
+    );
+    assert!(
+        store.claim_job("w", 60_000).await.unwrap().is_some(),
+        "queued job kept"
+    );
+
+    // Gateway audit rows: 90 days.
+    store
+        .audit_gateway(Some(acme.id), None, "cn", "Push", "test")
+        .await
+        .unwrap();
+    let at = |days: i64| now + days * DAY;
+    assert_eq!(
+        store
+            .sweep_retention(&policy, at(89))
+            .await
+            .unwrap()
+            .gateway_audit,
+        0
+    );
+    let swept = store.sweep_retention(&policy, at(91)).await.unwrap();
+    assert_eq!(swept.gateway_audit, 1);
+}
+
+/// `record` of another tenant (subject and source follow).
+fn retag(
+    r: serviceradar_domain::telemetry::TelemetryRecord<'static>,
+    tenant: &str,
+) -> serviceradar_domain::telemetry::TelemetryRecord<'static> {
+    use serviceradar_domain::telemetry::{IncomingMessage, decode};
+    let meta = r.meta();
+    let payload = format!(r#"{{"message":"m","ts":{}}}"#, meta.time_ms);
+    decode(
+        tenant,
+        IncomingMessage {
+            subject: &format!("events.{tenant}.nyc"),
+            payload: payload.as_bytes(),
+            stream_seq: meta.stream_seq,
+            stored_at_ms: 0,
+        },
+    )
+    .unwrap()
+    .into_owned()
+}

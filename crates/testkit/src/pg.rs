@@ -22,6 +22,8 @@ pub struct PgCluster {
     port: u16,
     bin_dir: PathBuf,
     run_as_postgres: bool,
+    /// The cluster's directory (data, socket, log, the restart flag).
+    dir: PathBuf,
 }
 
 /// The PostgreSQL cluster shared by all tests of this process, started on first use.
@@ -74,9 +76,19 @@ impl PgCluster {
         }
         // The watchdog: start postgres, then poll for the parent test process; when
         // it is gone (or postgres died) stop postgres and remove the directory.
+        // While the `restart` flag file exists (see `PgCluster::restart`), a
+        // postgres that stopped is started again once the flag is removed.
         let script = format!(
-            "{postgres} -D {data} -p {port} {settings} >{dir}/postgres.log 2>&1 & pg=$!; \
-             while [ -d /proc/{parent} ] && kill -0 $pg 2>/dev/null; do sleep 0.5; done; \
+            "start() {{ {postgres} -D {data} -p {port} {settings} >>{dir}/postgres.log 2>&1 & pg=$!; }}; \
+             start; \
+             while [ -d /proc/{parent} ]; do \
+               if ! kill -0 $pg 2>/dev/null; then \
+                 [ -f {dir}/restart ] || break; \
+                 while [ -f {dir}/restart ] && [ -d /proc/{parent} ]; do sleep 0.1; done; \
+                 start; \
+               fi; \
+               sleep 0.2; \
+             done; \
              kill -INT $pg 2>/dev/null; wait $pg; rm -rf {dir}",
             postgres = bin_dir.join("postgres").display(),
             data = data.display(),
@@ -103,7 +115,33 @@ impl PgCluster {
             port,
             bin_dir,
             run_as_postgres,
+            dir,
         })
+    }
+
+    /// Stops the cluster (fast shutdown: open connections are cut), keeps it
+    /// down for `down`, starts it again and waits until it accepts
+    /// connections. For fault tests: use a private cluster
+    /// ([`PgCluster::start`]), not the shared one.
+    pub fn restart(&self, down: Duration) -> Result<(), HarnessError> {
+        let flag = self.dir.join("restart");
+        std::fs::write(&flag, b"")?;
+        let pid_file = self.dir.join("data").join("postmaster.pid");
+        let pid = std::fs::read_to_string(&pid_file)?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        run("kill", Command::new("kill").args(["-INT", &pid]))?;
+        let stopped = std::time::Instant::now();
+        while pid_file.exists() && stopped.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(down.saturating_sub(stopped.elapsed()));
+        std::fs::remove_file(&flag)?;
+        wait_for_port(self.port, "postgres", Duration::from_secs(30))?;
+        wait_until_accepting(&self.bin_dir, self.port)
     }
 
     /// The port the cluster listens on (127.0.0.1).

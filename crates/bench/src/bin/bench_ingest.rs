@@ -121,10 +121,7 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
     pki.ensure_tenant_identity(&store, &tenant).await?;
     let (hub, files, hub_dir) = start_hub(&store, &pki, dir, &ports).await?;
     let client = tenant_client(dir, &store, &pki, &tenant, ports.hub_client).await?;
-    let mut settings = IngestSettings::new(
-        format!("nats://127.0.0.1:{}", ports.hub_client),
-        dir.join("creds"),
-    );
+    let mut settings = IngestSettings::new(format!("nats://127.0.0.1:{}", ports.hub_client));
     settings.batch_size = args.batch;
     settings.writers = args.writers;
     settings.batch_timeout = Duration::from_millis(100);
@@ -154,7 +151,13 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
     // The pipeline.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let started = Instant::now();
-    let task = ingest::spawn(store.clone(), pki.clone(), settings.clone(), stop_rx);
+    let task = ingest::spawn(
+        store.clone(),
+        pki.clone(),
+        settings.clone(),
+        ingest::IngestStatus::new(),
+        stop_rx,
+    );
     wait_acknowledged(&client, last_seq, Duration::from_secs(600)).await?;
     let pipeline_secs = started.elapsed().as_secs_f64();
     wait_rows(&store, &tenant, args.messages as i64, WAIT).await?;
@@ -234,24 +237,27 @@ async fn catch_up(
     let collector = collector_client(dir, store, pki, tenant, &root, leaf_port).await?;
     let local_js = async_nats::jetstream::new(collector.clone());
 
-    let mut settings = IngestSettings::new(
-        format!("nats://127.0.0.1:{}", ports.hub_client),
-        dir.join("creds"),
-    );
+    let mut settings = IngestSettings::new(format!("nats://127.0.0.1:{}", ports.hub_client));
     settings.batch_size = args.batch;
     settings.writers = args.writers;
     settings.batch_timeout = Duration::from_millis(100);
     settings.site_sync_interval = Duration::from_millis(500);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let task = ingest::spawn(store.clone(), pki.clone(), settings, stop_rx.clone());
+    let task = ingest::spawn(
+        store.clone(),
+        pki.clone(),
+        settings,
+        ingest::IngestStatus::new(),
+        stop_rx.clone(),
+    );
     // Leaves join the hub through the leaf authorization callout.
     let _leaf_auth = serviceradar_hub::leaf_auth::spawn(
         store.clone(),
         pki.clone(),
-        serviceradar_hub::leaf_auth::LeafAuthSettings::new(
-            format!("nats://127.0.0.1:{}", ports.hub_client),
-            dir.join("creds"),
-        ),
+        serviceradar_hub::leaf_auth::LeafAuthSettings::new(format!(
+            "nats://127.0.0.1:{}",
+            ports.hub_client
+        )),
         stop_rx,
     );
     let deadline = Instant::now() + WAIT;
@@ -546,7 +552,14 @@ async fn tenant_client(
     tenant: &Tenant,
     port: u16,
 ) -> anyhow::Result<async_nats::Client> {
-    let creds = pki.user_creds(store, tenant, "bench").await?;
+    let creds = pki
+        .user_creds(
+            store,
+            tenant,
+            "bench",
+            serviceradar_identity::ServiceUserLifetime::default().expires_at(),
+        )
+        .await?;
     let path = dir.join("bench.creds");
     write_secret_file(&path, creds.as_str().as_bytes())?;
     Ok(async_nats::ConnectOptions::with_credentials_file(path)

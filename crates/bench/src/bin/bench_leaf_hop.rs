@@ -108,10 +108,10 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let _leaf_auth = serviceradar_hub::leaf_auth::start(
         store.clone(),
         pki.clone(),
-        serviceradar_hub::leaf_auth::LeafAuthSettings::new(
-            format!("nats://127.0.0.1:{}", ports.hub_client),
-            dir.join("leaf-auth"),
-        ),
+        serviceradar_hub::leaf_auth::LeafAuthSettings::new(format!(
+            "nats://127.0.0.1:{}",
+            ports.hub_client
+        )),
     )
     .await?;
     let leaf_server = NatsServer::start_file(&prefix, "leaf", &leaf_conf, leaf_client)
@@ -132,7 +132,14 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         let path = dir.join(format!("{name}.creds"));
         let name = name.to_owned();
         async move {
-            let creds = pki.user_creds(&store, &tenant, &name).await?;
+            let creds = pki
+                .user_creds(
+                    &store,
+                    &tenant,
+                    &name,
+                    serviceradar_identity::ServiceUserLifetime::default().expires_at(),
+                )
+                .await?;
             write_secret_file(&path, creds.as_str().as_bytes())?;
             anyhow::Ok(path)
         }

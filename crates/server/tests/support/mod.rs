@@ -514,7 +514,6 @@ pub async fn start_hub(
 /// The hub's leaf authorization callout service for the hub whose client
 /// port is `hub_client`, connected and subscribed.
 pub async fn start_leaf_auth(
-    dir: &std::path::Path,
     store: &Store,
     pki: &Arc<serviceradar_identity::Pki>,
     hub_client: u16,
@@ -522,10 +521,9 @@ pub async fn start_leaf_auth(
     serviceradar_hub::leaf_auth::start(
         store.clone(),
         pki.clone(),
-        serviceradar_hub::leaf_auth::LeafAuthSettings::new(
-            format!("nats://127.0.0.1:{hub_client}"),
-            dir.join("leaf-auth"),
-        ),
+        serviceradar_hub::leaf_auth::LeafAuthSettings::new(format!(
+            "nats://127.0.0.1:{hub_client}"
+        )),
     )
     .await
     .expect("the leaf authorization service starts")

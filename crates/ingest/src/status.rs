@@ -1,0 +1,266 @@
+//! Each tenant's pipeline as an operator or the tenant sees it: running or
+//! failing, since when, with which error, how far behind, how much written
+//! and dead-lettered ([`IngestStatus`], one [`PipelineStatus`] per tenant).
+//!
+//! It exists so that a stalled pipeline is visible — in the API, in the
+//! metrics and in readiness — instead of only in the log: a tenant whose
+//! ingestion stopped once went unnoticed for minutes while `/readyz` said
+//! `ready`. The supervisor and the writers report into it; everything else
+//! only reads.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serviceradar_domain::ids::TenantId;
+
+/// What a pipeline is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipelineState {
+    /// Connecting, or waiting for its first batch.
+    Starting,
+    /// Its last attempt worked.
+    Running,
+    /// Its last attempt failed; it is retrying with backoff.
+    Failing,
+}
+
+impl PipelineState {
+    /// The state as the API and the metrics name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PipelineState::Starting => "starting",
+            PipelineState::Running => "running",
+            PipelineState::Failing => "failing",
+        }
+    }
+}
+
+/// One tenant's pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineStatus {
+    /// The tenant's slug (metric label, log context).
+    pub tenant: String,
+    /// What it is doing.
+    pub state: PipelineState,
+    /// When it entered `state` (Unix ms).
+    pub since_ms: i64,
+    /// Failed attempts since the last success (the retry delay grows with
+    /// it and starts over after a success).
+    pub consecutive_failures: u32,
+    /// The last failure and when (Unix ms); kept after recovery, so a
+    /// flapping pipeline can be diagnosed. It says what failed (`writing
+    /// the batch`, `fetching a batch`), not the causes, which name internal
+    /// hosts and are logged instead: tenants read this.
+    pub last_error: Option<(i64, String)>,
+    /// Messages waiting in the tenant's stream behind the last batch fetched.
+    pub lag: Option<u64>,
+    /// When a batch was last written (Unix ms).
+    pub last_batch_ms: Option<i64>,
+    /// Rows written since this process started.
+    pub written: u64,
+    /// Messages dead-lettered since this process started.
+    pub dead_lettered: u64,
+    /// Monotonic twin of `since_ms`, for "failing for how long".
+    since: Instant,
+}
+
+impl PipelineStatus {
+    fn new(tenant: &str) -> Self {
+        Self {
+            tenant: tenant.to_owned(),
+            state: PipelineState::Starting,
+            since_ms: now_ms(),
+            consecutive_failures: 0,
+            last_error: None,
+            lag: None,
+            last_batch_ms: None,
+            written: 0,
+            dead_lettered: 0,
+            since: Instant::now(),
+        }
+    }
+
+    /// How long it has been failing, if it is.
+    pub fn failing_for(&self) -> Option<Duration> {
+        (self.state == PipelineState::Failing).then(|| self.since.elapsed())
+    }
+
+    /// It works: running, and the retry delay starts over.
+    fn succeeded(&mut self) {
+        self.enter(PipelineState::Running);
+        self.consecutive_failures = 0;
+    }
+
+    fn enter(&mut self, state: PipelineState) {
+        if self.state != state {
+            self.state = state;
+            self.since_ms = now_ms();
+            self.since = Instant::now();
+        }
+    }
+}
+
+/// Every tenant's pipeline status. Cheap to clone (shared).
+#[derive(Debug, Clone, Default)]
+pub struct IngestStatus {
+    tenants: Arc<Mutex<HashMap<TenantId, PipelineStatus>>>,
+}
+
+impl IngestStatus {
+    /// An empty status (no pipeline started yet).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `tenant`'s pipeline, if one was started.
+    pub fn tenant(&self, tenant: TenantId) -> Option<PipelineStatus> {
+        self.lock().get(&tenant).cloned()
+    }
+
+    /// Every pipeline, in no particular order.
+    pub fn all(&self) -> Vec<PipelineStatus> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Pipelines that have been failing for at least `at_least`.
+    pub fn stalled(&self, at_least: Duration) -> Vec<PipelineStatus> {
+        let mut stalled: Vec<_> = self
+            .lock()
+            .values()
+            .filter(|p| p.failing_for().is_some_and(|d| d >= at_least))
+            .cloned()
+            .collect();
+        stalled.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        stalled
+    }
+
+    /// A pipeline for `tenant` is starting (again).
+    pub(crate) fn starting(&self, tenant: TenantId, slug: &str) {
+        let mut tenants = self.lock();
+        let status = tenants
+            .entry(tenant)
+            .or_insert_with(|| PipelineStatus::new(slug));
+        if status.state != PipelineState::Failing {
+            status.enter(PipelineState::Starting);
+        }
+        publish(status);
+    }
+
+    /// `tenant`'s last fetched batch had `lag` messages behind it.
+    pub(crate) fn lag(&self, tenant: TenantId, lag: u64) {
+        self.update(tenant, |status| status.lag = Some(lag));
+    }
+
+    /// `tenant`'s fetch came back empty: caught up, nothing to write.
+    pub(crate) fn idle(&self, tenant: TenantId) {
+        self.update(tenant, |status| {
+            status.lag = Some(0);
+            status.succeeded();
+        });
+    }
+
+    /// `tenant`'s pipeline wrote a batch: `written` new rows,
+    /// `dead_lettered` messages dead-lettered.
+    pub(crate) fn wrote(&self, tenant: TenantId, written: u64, dead_lettered: u64) {
+        self.update(tenant, |status| {
+            status.last_batch_ms = Some(now_ms());
+            status.written += written;
+            status.dead_lettered += dead_lettered;
+            status.succeeded();
+        });
+    }
+
+    fn update(&self, tenant: TenantId, change: impl FnOnce(&mut PipelineStatus)) {
+        let mut tenants = self.lock();
+        if let Some(status) = tenants.get_mut(&tenant) {
+            change(status);
+            publish(status);
+        }
+    }
+
+    /// `tenant`'s pipeline failed with `error`; returns the failures in a
+    /// row (the caller's retry delay grows with it).
+    pub(crate) fn failed(&self, tenant: TenantId, error: String) -> u32 {
+        let mut tenants = self.lock();
+        let Some(status) = tenants.get_mut(&tenant) else {
+            return 1;
+        };
+        status.enter(PipelineState::Failing);
+        status.consecutive_failures = status.consecutive_failures.saturating_add(1);
+        status.last_error = Some((now_ms(), error));
+        publish(status);
+        status.consecutive_failures
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<TenantId, PipelineStatus>> {
+        // A panic while holding the lock leaves plain data behind: use it.
+        self.tenants.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The status as metrics, labelled with the tenant's slug.
+fn publish(status: &PipelineStatus) {
+    let tenant = status.tenant.clone();
+    metrics::gauge!("serviceradar_ingest_failing", "tenant" => tenant.clone()).set(
+        if status.state == PipelineState::Failing {
+            1.0
+        } else {
+            0.0
+        },
+    );
+    metrics::gauge!("serviceradar_ingest_consecutive_failures", "tenant" => tenant.clone())
+        .set(f64::from(status.consecutive_failures));
+    if let Some(lag) = status.lag {
+        metrics::gauge!("serviceradar_ingest_lag_messages", "tenant" => tenant.clone())
+            .set(lag as f64);
+    }
+    if let Some(at) = status.last_batch_ms {
+        metrics::gauge!("serviceradar_ingest_last_batch_timestamp_seconds", "tenant" => tenant)
+            .set(at as f64 / 1000.0);
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_success_resets_the_failure_count_and_failing_time_is_measured() {
+        let status = IngestStatus::new();
+        let tenant = TenantId::new();
+        status.starting(tenant, "acme");
+        assert_eq!(status.failed(tenant, "hub down".into()), 1);
+        assert_eq!(status.failed(tenant, "hub down".into()), 2);
+        let failing = status.tenant(tenant).unwrap();
+        assert_eq!(failing.state, PipelineState::Failing);
+        assert!(failing.failing_for().is_some());
+        assert_eq!(status.stalled(Duration::ZERO).len(), 1);
+        assert!(status.stalled(Duration::from_secs(3600)).is_empty());
+        // Restarting does not hide that it is failing.
+        status.starting(tenant, "acme");
+        assert_eq!(status.tenant(tenant).unwrap().state, PipelineState::Failing);
+        status.lag(tenant, 5);
+        assert_eq!(status.tenant(tenant).unwrap().state, PipelineState::Failing);
+        status.wrote(tenant, 10, 1);
+        let running = status.tenant(tenant).unwrap();
+        assert_eq!(running.state, PipelineState::Running);
+        assert_eq!(running.consecutive_failures, 0);
+        assert_eq!((running.written, running.dead_lettered), (10, 1));
+        assert_eq!(running.lag, Some(5));
+        assert_eq!(
+            running.last_error.map(|(_, e)| e).as_deref(),
+            Some("hub down")
+        );
+        assert!(status.stalled(Duration::ZERO).is_empty());
+        // The next failure starts the delay over.
+        assert_eq!(status.failed(tenant, "again".into()), 1);
+    }
+}
