@@ -45,7 +45,9 @@ pub struct Cli {
     /// Most results buffered while the gateway is unreachable (oldest dropped first).
     #[arg(long, env = "SERVICERADAR_AGENT_BUFFER")]
     pub buffer: Option<usize>,
-    /// Run the checks once, print them as JSON lines and exit.
+    /// Run the local checks (`--check`, `[[checks]]`) once, print them as
+    /// JSON lines and exit. Does not contact the gateway, so it changes no
+    /// state (the site does not become `active`).
     #[arg(long)]
     pub once: bool,
     /// Log filter (`info`, `debug`, `serviceradar_agent=debug`, ...).

@@ -1,8 +1,10 @@
 //! `serviceradar-agent`: the edge agent.
 //!
 //! Dials out to the agent gateway (gRPC over mTLS, no listening port), runs
-//! checkers on schedule and pushes their status. `--once` runs the checks one
-//! time, prints them as JSON lines and exits (1 if a check did not pass).
+//! checkers on schedule and pushes their status. `--once` runs the local
+//! checks one time without contacting the gateway, prints them as JSON lines
+//! and exits (1 if a check did not pass). Logs carry colour codes only when
+//! stderr is a terminal.
 
 #![forbid(unsafe_code)]
 
@@ -20,6 +22,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let settings = match Settings::load(&cli) {

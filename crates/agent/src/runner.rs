@@ -135,33 +135,22 @@ fn hello_request(settings: &Settings) -> HelloRequest {
     }
 }
 
-/// Runs every check once, prints JSON lines; with a gateway configured also
-/// registers, runs the gateway's checks and pushes the results. `Ok(true)`
-/// when every check passed.
+/// Runs the local checks once and prints them as JSON lines. It never
+/// contacts the gateway: every gateway call counts as agent contact (the
+/// site becomes `active`) and results would be recorded, so a "check and
+/// print" run would change state. `Ok(true)` when every check passed.
 pub async fn run_once(settings: &Settings) -> anyhow::Result<bool> {
+    anyhow::ensure!(
+        !settings.local_checks.is_empty(),
+        "--once runs only local checks and does not contact the gateway (so it changes no state); \
+         give one with --check kind=target or [[checks]] in the config"
+    );
     let checker = Checker::new()?;
-    let mut transport = None;
-    let mut config = None;
-    if let Some(target) = &settings.gateway {
-        let mut t = GrpcTransport::connect(target).await?;
-        let hello = t.hello(hello_request(settings)).await?;
-        config = hello.config;
-        transport = Some(t);
-    }
-    let mut results = Vec::new();
-    for s in schedule(config.as_ref(), &settings.local_checks) {
+    let mut all_ok = true;
+    for s in schedule(None, &settings.local_checks) {
         let r = checker.run(&s.spec).await;
         println!("{}", result_json(&r));
-        results.push(r);
-    }
-    let all_ok = results.iter().all(|r| r.status == OK);
-    if let Some(mut t) = transport {
-        t.push_status(PushStatusRequest {
-            claim: Some(settings.claim.clone()),
-            results,
-            dropped: 0,
-        })
-        .await?;
+        all_ok &= r.status == OK;
     }
     Ok(all_ok)
 }

@@ -228,20 +228,29 @@ impl Health {
 
     /// The leaf checker's verdict.
     pub async fn leaf_link(&self, id: &AgentIdentity, up: bool) -> Result<(), StoreError> {
-        let scoped = self
-            .store
-            .scoped(TenantScope::for_system_task(id.tenant_id));
-        if let Some(change) = scoped.set_leaf_link(id.site_id, up).await? {
-            tracing::info!(from = %change.from, to = %change.to, "leaf status changed");
+        self.site_leaf_link(id.tenant_id, id.site_id, up).await
+    }
+
+    /// Whether a site's leaf is linked to the hub, from any source: the
+    /// agent's leaf checker, or the hub's own connect/disconnect advisories.
+    pub async fn site_leaf_link(
+        &self,
+        tenant_id: TenantId,
+        site_id: EdgeSiteId,
+        up: bool,
+    ) -> Result<(), StoreError> {
+        let scoped = self.store.scoped(TenantScope::for_system_task(tenant_id));
+        if let Some(change) = scoped.set_leaf_link(site_id, up).await? {
+            tracing::info!(from = %change.from, to = %change.to, %site_id, "leaf status changed");
             self.publish(HealthEvent::Leaf {
-                tenant_id: id.tenant_id,
-                site_id: id.site_id,
+                tenant_id,
+                site_id,
                 status: change.to,
             });
         }
         if up {
             for alert in scoped
-                .resolve_alerts(id.site_id, ALERT_LEAF_DISCONNECTED)
+                .resolve_alerts(site_id, ALERT_LEAF_DISCONNECTED)
                 .await?
             {
                 self.alert_resolved(alert).await;

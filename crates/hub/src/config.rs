@@ -26,6 +26,14 @@ pub mod names {
     pub const ROOT_CA: &str = "root-ca.pem";
 }
 
+/// Default client port of the hub. Not 4222: that is a site leaf's default
+/// client port, and a hub and a leaf may share a machine.
+pub const DEFAULT_CLIENT_PORT: u16 = 4322;
+/// Default leafnode port of the hub (what sites dial).
+pub const DEFAULT_LEAFNODE_PORT: u16 = 7422;
+/// Default monitoring port of the hub. Not 8222: that is a site leaf's.
+pub const DEFAULT_MONITORING_PORT: u16 = 8322;
+
 /// Listeners, hosts and directories of the hub.
 #[derive(Debug, Clone)]
 pub struct HubOptions {
@@ -50,9 +58,9 @@ impl Default for HubOptions {
         Self {
             server_name: "sr-hub".into(),
             hosts: vec!["localhost".into(), "127.0.0.1".into()],
-            client_listen: "0.0.0.0:4222".into(),
-            leafnode_listen: "0.0.0.0:7422".into(),
-            monitoring_listen: Some("127.0.0.1:8222".into()),
+            client_listen: format!("0.0.0.0:{DEFAULT_CLIENT_PORT}"),
+            leafnode_listen: format!("0.0.0.0:{DEFAULT_LEAFNODE_PORT}"),
+            monitoring_listen: Some(format!("127.0.0.1:{DEFAULT_MONITORING_PORT}")),
             jetstream_store_dir: None,
             resolver_dir: None,
         }

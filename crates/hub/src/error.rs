@@ -118,6 +118,41 @@ pub enum HubError {
         /// The hub's reply.
         reply: String,
     },
+    /// The `nats-server` binary of the embedded hub was not found.
+    NatsServerMissing {
+        /// The path or name looked for.
+        binary: PathBuf,
+    },
+    /// The embedded hub's `nats-server` could not be started.
+    HubSpawn {
+        /// The binary.
+        binary: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Another process listens on a port of the embedded hub.
+    HubPortInUse {
+        /// Which listener (`client`, `leafnode`, `monitoring`).
+        listener: &'static str,
+        /// The address dialled.
+        addr: String,
+    },
+    /// The embedded hub exited while starting.
+    HubExited {
+        /// Its exit status.
+        status: String,
+        /// The end of its log (one line).
+        log: String,
+    },
+    /// The embedded hub did not accept client connections in time.
+    HubNotReady {
+        /// The client address dialled.
+        addr: String,
+        /// How long it was given.
+        timeout: std::time::Duration,
+        /// The end of its log (one line).
+        log: String,
+    },
 }
 
 impl fmt::Display for HubError {
@@ -146,6 +181,30 @@ impl fmt::Display for HubError {
             Self::PushRefused { account, reply } => {
                 write!(f, "the hub refused the account JWT of {account}: {reply}")
             }
+            Self::NatsServerMissing { binary } => {
+                let name = binary.display();
+                if binary.components().count() > 1 {
+                    write!(f, "nats-server not found at {name}: ")?;
+                } else {
+                    write!(f, "`{name}` not found on PATH: ")?;
+                }
+                f.write_str(crate::embedded::INSTALL_HINT)
+            }
+            Self::HubSpawn { binary, .. } => write!(f, "starting {}", binary.display()),
+            Self::HubPortInUse { listener, addr } => write!(
+                f,
+                "the embedded hub's {listener} port {addr} is already in use (another hub or leaf?); choose another with --hub-{listener}-listen"
+            ),
+            Self::HubExited { status, log } => {
+                write!(
+                    f,
+                    "the embedded hub exited while starting ({status}): {log}"
+                )
+            }
+            Self::HubNotReady { addr, timeout, log } => write!(
+                f,
+                "the embedded hub did not accept connections on {addr} within {timeout:?}: {log}"
+            ),
         }?;
         if f.alternate() {
             write_causes(self.source(), f)?;

@@ -32,6 +32,7 @@ use serviceradar_control::{Control, ControlSettings};
 use serviceradar_gateway::{Gateway, GatewaySettings};
 use serviceradar_health::webhooks::WebhookSettings;
 use serviceradar_health::{Health, HealthSettings};
+use serviceradar_hub::embedded::{EmbeddedHub, EmbeddedHubSettings};
 use serviceradar_hub::leaf_auth::LeafAuthSettings;
 use serviceradar_identity::{MasterKeySource, Pki};
 use serviceradar_ingest::{IngestSettings, IngestStatus};
@@ -92,6 +93,9 @@ pub struct Settings {
     /// The hub's leaf authorization callout service; `None` disables it (then
     /// no leaf can join the hub: run it wherever leaves connect).
     pub leaf_auth: Option<LeafAuthSettings>,
+    /// The hub `nats-server` this process runs and supervises itself (no
+    /// external hub); `None` runs none.
+    pub embedded_hub: Option<EmbeddedHubSettings>,
     /// Agent gateway (gRPC, mTLS) listen address; `None` disables it.
     pub gateway_listen: Option<SocketAddr>,
     /// The gateway's certificate names and agent intervals (its leaf
@@ -123,6 +127,7 @@ impl Settings {
             retention: serviceradar_store::RetentionPolicy::default(),
             retention_sweep: None,
             leaf_auth: None,
+            embedded_hub: None,
             gateway_listen: None,
             gateway: GatewaySettings::default(),
         }
@@ -140,6 +145,7 @@ pub struct Application {
     pki: Arc<Pki>,
     health: Health,
     gateway: Option<Gateway>,
+    hub: Option<EmbeddedHub>,
     ingest_status: IngestStatus,
     /// What bootstrapping did (the first admin's password, once).
     pub bootstrap: BootstrapOutcome,
@@ -179,6 +185,14 @@ impl Application {
                 TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("binding the metrics listener {addr}"))?,
+            ),
+            None => None,
+        };
+        let hub = match &settings.embedded_hub {
+            Some(hub) => Some(
+                EmbeddedHub::start(store.clone(), pki.clone(), hub.clone())
+                    .await
+                    .context("starting the embedded hub (or name an external one with --ingest-nats-url)")?,
             ),
             None => None,
         };
@@ -252,6 +266,7 @@ impl Application {
             pki,
             health,
             gateway,
+            hub,
             bootstrap,
         })
     }
@@ -282,6 +297,11 @@ impl Application {
             .map(|a| a.port())
     }
 
+    /// The embedded hub's settings, when this process runs one.
+    pub fn embedded_hub(&self) -> Option<&EmbeddedHubSettings> {
+        self.hub.as_ref().map(EmbeddedHub::settings)
+    }
+
     /// Site/leaf health and its live status changes.
     pub fn health(&self) -> &Health {
         &self.health
@@ -303,6 +323,9 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
+        // The embedded hub stops last, after everything else has drained.
+        let (hub_stop_tx, hub_stop_rx) = watch::channel(false);
+        let hub = self.hub.map(|hub| hub.supervise(hub_stop_rx));
         // Every background task, named for the log if it does not drain.
         let mut tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)> = self
             .jobs
@@ -332,6 +355,7 @@ impl Application {
             ));
         }
         if let Some(leaf_auth) = &self.settings.leaf_auth {
+            let hub_endpoint = leaf_auth.hub.clone();
             let mut leaf_auth = leaf_auth.clone();
             leaf_auth.admissions = admissions.clone();
             tasks.push((
@@ -342,6 +366,33 @@ impl Application {
                     leaf_auth,
                     stop_rx.clone(),
                 ),
+            ));
+            // Leaf status from the hub's own connect/disconnect advisories.
+            let (links, mut received) = tokio::sync::mpsc::unbounded_channel();
+            tasks.push((
+                "the leaf connection follower",
+                serviceradar_hub::leaf_events::spawn(
+                    self.store.clone(),
+                    self.pki.clone(),
+                    hub_endpoint,
+                    links,
+                    stop_rx.clone(),
+                ),
+            ));
+            let health = self.health.clone();
+            tasks.push((
+                "the leaf status recorder",
+                tokio::spawn(async move {
+                    while let Some(link) = received.recv().await {
+                        if let Err(e) = health
+                            .site_leaf_link(link.tenant_id, link.site_id, link.up)
+                            .await
+                        {
+                            tracing::warn!(error = %e, site_id = %link.site_id,
+                                up = link.up, "recording a leaf link change from the hub failed");
+                        }
+                    }
+                }),
             ));
         }
         if self.settings.provision_leaves && self.settings.job_workers > 0 {
@@ -436,6 +487,14 @@ impl Application {
             ));
         }
         drain(tasks, grace).await;
+        let _ = hub_stop_tx.send(true);
+        if let Some(hub) = hub
+            && tokio::time::timeout(Duration::from_secs(30), hub)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the embedded hub did not stop in time");
+        }
         if tokio::time::timeout(Duration::from_secs(5), self.store.close())
             .await
             .is_err()

@@ -3,7 +3,8 @@
 //! Every option is a command-line flag with a `SERVICERADAR_*` environment
 //! variable beside it (clap reads both), so one definition gives `--help`,
 //! env support and defaults. Defaults are the embedded, zero-setup mode:
-//! SQLite in `./data`, listening on loopback.
+//! SQLite in the data dir, listening on loopback, and a hub `nats-server`
+//! run by `serve` itself (unless `--ingest-nats-url` names an external hub).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,8 +21,11 @@ pub struct DatabaseConfig {
     #[arg(long, env = "SERVICERADAR_DATABASE_URL")]
     pub database_url: Option<String>,
 
-    /// Directory for local state (SQLite file, generated dev keys).
-    #[arg(long, env = "SERVICERADAR_DATA_DIR", default_value = "./data")]
+    /// Directory for local state (SQLite file, generated dev master key, the
+    /// embedded hub). `serve` and `admin` find it the same way: this flag,
+    /// else SERVICERADAR_DATA_DIR, else `$XDG_DATA_HOME/serviceradar`, else
+    /// `~/.local/share/serviceradar` (never the current directory).
+    #[arg(long, env = "SERVICERADAR_DATA_DIR", default_value_os_t = default_data_dir())]
     pub data_dir: PathBuf,
 
     /// Maximum database connections in the pool.
@@ -33,7 +37,35 @@ pub struct DatabaseConfig {
     pub database_max_connections: u32,
 }
 
+/// The data dir when neither `--data-dir` nor `SERVICERADAR_DATA_DIR` is
+/// given: `$XDG_DATA_HOME/serviceradar`, else `$HOME/.local/share/serviceradar`,
+/// else `/var/lib/serviceradar` (a service account without a home). Never the
+/// current directory, so commands run from anywhere find the same state.
+pub fn default_data_dir() -> PathBuf {
+    let from_env = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(xdg) = from_env("XDG_DATA_HOME") {
+        return xdg.join("serviceradar");
+    }
+    if let Some(home) = from_env("HOME") {
+        return home.join(".local/share/serviceradar");
+    }
+    PathBuf::from("/var/lib/serviceradar")
+}
+
 impl DatabaseConfig {
+    /// The SQLite file of the database URL, or `None` for another backend.
+    pub fn sqlite_file(&self) -> Option<PathBuf> {
+        let url = self.url();
+        let rest = url.strip_prefix("sqlite:")?;
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        let path = path.split('?').next().unwrap_or_default();
+        Some(PathBuf::from(path)).filter(|p| !p.as_os_str().is_empty() && path != ":memory:")
+    }
+
     /// The effective database URL.
     pub fn url(&self) -> String {
         self.database_url.clone().unwrap_or_else(|| {
@@ -84,6 +116,17 @@ impl PkiConfig {
                 MasterKeySource::Text(zeroize::Zeroizing::new(text.expose().to_owned()))
             }
             (None, None) => MasterKeySource::DevFile(data_dir.join("master.key")),
+        }
+    }
+}
+
+impl PkiConfig {
+    /// The generated development master key file this config would use
+    /// (no `--master-key-file` and no `SERVICERADAR_MASTER_KEY`).
+    pub fn dev_key_file(&self, data_dir: &std::path::Path) -> Option<PathBuf> {
+        match self.source(data_dir) {
+            serviceradar_identity::MasterKeySource::DevFile(path) => Some(path),
+            _ => None,
         }
     }
 }
@@ -139,21 +182,22 @@ pub struct ServeConfig {
     #[arg(long, env = "SERVICERADAR_PUBLIC_URL")]
     pub public_url: Option<String>,
 
-    /// Hub leafnode URL that provisioned leaves dial (`tls://host:7422`).
-    #[arg(
-        long,
-        env = "SERVICERADAR_HUB_LEAFNODE_URL",
-        default_value = "tls://127.0.0.1:7422"
-    )]
-    pub hub_leafnode_url: String,
+    /// Hub leafnode URL that provisioned leaves dial (`tls://host:7422`):
+    /// what every site bundle is built with, so use a name or address the
+    /// sites can reach. Default: the embedded hub's leafnode port on
+    /// 127.0.0.1 (sites on this machine only), or `tls://127.0.0.1:7422`
+    /// with an external hub.
+    #[arg(long, env = "SERVICERADAR_HUB_LEAFNODE_URL")]
+    pub hub_leafnode_url: Option<String>,
 
-    /// SaaS NATS URL collectors use when not bound to an edge site.
-    #[arg(
-        long,
-        env = "SERVICERADAR_SAAS_NATS_URL",
-        default_value = "tls://127.0.0.1:4222"
-    )]
-    pub saas_nats_url: String,
+    /// SaaS NATS URL collectors use when not bound to an edge site. Default:
+    /// the hub's client URL (the embedded hub's, or `--ingest-nats-url`).
+    #[arg(long, env = "SERVICERADAR_SAAS_NATS_URL")]
+    pub saas_nats_url: Option<String>,
+
+    /// The embedded hub (run when `--ingest-nats-url` is empty).
+    #[command(flatten)]
+    pub hub: EmbeddedHubConfig,
 
     /// Session lifetime in hours.
     #[arg(long, env = "SERVICERADAR_SESSION_HOURS", default_value_t = 12)]
@@ -253,10 +297,11 @@ impl RetentionConfig {
 /// Options of the ingestion pipeline (hub JetStream -> database).
 #[derive(Debug, Clone, clap::Args)]
 pub struct IngestConfig {
-    /// Client URL of the hub `nats-server` (`nats://host:4222` or `tls://...`):
-    /// serviceradar-core ingests from it (as a user of each tenant's account)
-    /// and answers its leaf authorization callout. Empty disables both, and
-    /// then no leaf can join the hub.
+    /// Client URL of an external hub `nats-server` (`nats://host:4322` or
+    /// `tls://...`): serviceradar-core ingests from it (as a user of each
+    /// tenant's account) and answers its leaf authorization callout. Empty
+    /// (the default): `serve` runs and supervises an embedded hub itself
+    /// (see the `--hub-*` flags) and uses that.
     #[arg(long, env = "SERVICERADAR_INGEST_NATS_URL", default_value = "")]
     pub ingest_nats_url: String,
     /// CA file to verify a `tls://` hub with.
@@ -307,6 +352,69 @@ impl IngestConfig {
         settings.retention = std::time::Duration::from_secs(self.ingest_retention_hours * 3600);
         Some(settings)
     }
+}
+
+/// The hub `serve` runs itself when no external hub is given
+/// (`--ingest-nats-url` empty): a `nats-server` child process under
+/// `<data dir>/hub`, from the same config as `admin hub-config`. Its default
+/// ports do not clash with a site leaf's (4222 client, 8222 monitoring).
+#[derive(Debug, Clone, Args)]
+pub struct EmbeddedHubConfig {
+    /// The embedded hub's `nats-server` binary: a path, or a name looked up on PATH.
+    #[arg(long, env = "SERVICERADAR_NATS_SERVER", default_value = "nats-server")]
+    pub nats_server: PathBuf,
+
+    /// Embedded hub: client listener (the control plane connects here; no
+    /// TLS, so keep it on loopback or a private network).
+    #[arg(
+        long,
+        env = "SERVICERADAR_HUB_CLIENT_LISTEN",
+        default_value = "127.0.0.1:4322"
+    )]
+    pub hub_client_listen: String,
+
+    /// Embedded hub: leafnode listener (mutual TLS; sites dial it).
+    #[arg(
+        long,
+        env = "SERVICERADAR_HUB_LEAFNODE_LISTEN",
+        default_value = "0.0.0.0:7422"
+    )]
+    pub hub_leafnode_listen: String,
+
+    /// Embedded hub: monitoring listener (no authentication; empty disables it).
+    #[arg(
+        long,
+        env = "SERVICERADAR_HUB_MONITORING_LISTEN",
+        default_value = "127.0.0.1:8322"
+    )]
+    pub hub_monitoring_listen: String,
+
+    /// Embedded hub: further DNS names / IPs sites dial (SANs of its
+    /// certificate, beside localhost, 127.0.0.1 and the host of
+    /// `--hub-leafnode-url`); repeat or comma-separate.
+    #[arg(
+        long = "hub-host",
+        env = "SERVICERADAR_HUB_HOSTS",
+        value_delimiter = ','
+    )]
+    pub hub_hosts: Vec<String>,
+}
+
+/// The host of a URL (`tls://host:port` -> `host`), without brackets.
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    Some(host.to_owned()).filter(|h| !h.is_empty())
+}
+
+/// The port of a `host:port` listener.
+fn listen_port(listen: &str) -> Option<u16> {
+    listen.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
 }
 
 /// The agent gateway (gRPC over mTLS) and site health.
@@ -420,6 +528,59 @@ impl ServeConfig {
             .unwrap_or_else(|| format!("http://{}", self.listen))
     }
 
+    /// Whether `serve` runs its own hub (no `--ingest-nats-url`).
+    pub fn runs_embedded_hub(&self) -> bool {
+        self.ingest.ingest_nats_url.is_empty()
+    }
+
+    /// The hub leafnode URL sites dial: `--hub-leafnode-url`, else the
+    /// embedded hub's leafnode port on 127.0.0.1, else `tls://127.0.0.1:7422`.
+    pub fn effective_hub_leafnode_url(&self) -> String {
+        if let Some(url) = &self.hub_leafnode_url {
+            return url.clone();
+        }
+        let port = if self.runs_embedded_hub() {
+            listen_port(&self.hub.hub_leafnode_listen)
+                .unwrap_or(serviceradar_hub::config::DEFAULT_LEAFNODE_PORT)
+        } else {
+            serviceradar_hub::config::DEFAULT_LEAFNODE_PORT
+        };
+        format!("tls://127.0.0.1:{port}")
+    }
+
+    /// The embedded hub's settings, or `None` with an external hub.
+    pub fn embedded_hub(&self) -> Option<serviceradar_hub::embedded::EmbeddedHubSettings> {
+        if !self.runs_embedded_hub() {
+            return None;
+        }
+        let mut hub =
+            serviceradar_hub::embedded::EmbeddedHubSettings::new(self.db.data_dir.join("hub"));
+        hub.nats_server = self.hub.nats_server.clone();
+        hub.options.client_listen = self.hub.hub_client_listen.clone();
+        hub.options.leafnode_listen = self.hub.hub_leafnode_listen.clone();
+        hub.options.monitoring_listen =
+            Some(self.hub.hub_monitoring_listen.clone()).filter(|m| !m.is_empty());
+        let hosts = &mut hub.options.hosts;
+        for host in url_host(&self.effective_hub_leafnode_url())
+            .into_iter()
+            .chain(self.hub.hub_hosts.iter().map(|h| h.trim().to_owned()))
+        {
+            if !host.is_empty() && !hosts.contains(&host) {
+                hosts.push(host);
+            }
+        }
+        Some(hub)
+    }
+
+    /// The hub's client URL the control plane uses: `--ingest-nats-url`, or
+    /// the embedded hub's.
+    pub fn hub_client_url(&self) -> String {
+        match self.embedded_hub() {
+            Some(hub) => hub.client_url(),
+            None => self.ingest.ingest_nats_url.clone(),
+        }
+    }
+
     /// The server's settings: every service's settings from these flags.
     pub fn settings(&self) -> crate::app::Settings {
         use std::time::Duration;
@@ -440,8 +601,11 @@ impl ServeConfig {
             admin_password: self.admin_password.clone(),
         };
         settings.provisioning = serviceradar_provisioning::ProvisioningSettings {
-            hub_leafnode_url: self.hub_leafnode_url.clone(),
-            saas_nats_url: self.saas_nats_url.clone(),
+            hub_leafnode_url: self.effective_hub_leafnode_url(),
+            saas_nats_url: self
+                .saas_nats_url
+                .clone()
+                .unwrap_or_else(|| self.hub_client_url()),
             gateway_url: self.gateway.gateway_url.clone(),
             leaf_monitoring_listen: Some(self.leaf_monitoring_listen.clone())
                 .filter(|l| !l.is_empty()),
@@ -458,8 +622,12 @@ impl ServeConfig {
             sweep_interval: Duration::from_secs(self.gateway.health_sweep_interval_secs.max(1)),
         };
         settings.provision_leaves = true;
-        settings.ingest = self.ingest.settings();
-        settings.leaf_auth = self.ingest.leaf_auth_settings();
+        // With the embedded hub, ingestion and the callout use its client URL.
+        let mut ingest = self.ingest.clone();
+        ingest.ingest_nats_url = self.hub_client_url();
+        settings.ingest = ingest.settings();
+        settings.leaf_auth = ingest.leaf_auth_settings();
+        settings.embedded_hub = self.embedded_hub();
         settings.shutdown_grace = Duration::from_secs(self.shutdown_grace_secs);
         settings.retention = self.retention.policy();
         settings.retention_sweep = (self.retention.retention_sweep_secs > 0)
@@ -518,5 +686,85 @@ mod tests {
             "--secure-cookies",
             "false"
         ]));
+    }
+
+    fn serve(args: &[&str]) -> ServeConfig {
+        let mut all = vec!["serviceradar-core"];
+        all.extend_from_slice(args);
+        Cli::parse_from(all).serve
+    }
+
+    /// Issue 12: with no hub flags everything points at the embedded hub.
+    #[test]
+    fn without_hub_flags_everything_uses_the_embedded_hub() {
+        let config = serve(&["--data-dir", "/srv/sr"]);
+        let settings = config.settings();
+        let hub = settings.embedded_hub.expect("an embedded hub");
+        assert_eq!(hub.dir, PathBuf::from("/srv/sr/hub"));
+        assert_eq!(hub.options.client_listen, "127.0.0.1:4322");
+        assert_eq!(hub.options.leafnode_listen, "0.0.0.0:7422");
+        assert_eq!(
+            hub.options.monitoring_listen.as_deref(),
+            Some("127.0.0.1:8322")
+        );
+        assert_eq!(
+            settings.provisioning.hub_leafnode_url,
+            "tls://127.0.0.1:7422"
+        );
+        assert_eq!(settings.provisioning.saas_nats_url, "nats://127.0.0.1:4322");
+        let ingest = settings.ingest.expect("ingestion on");
+        assert_eq!(ingest.hub.url, "nats://127.0.0.1:4322");
+        assert_eq!(
+            settings.leaf_auth.expect("callout on").hub.url,
+            "nats://127.0.0.1:4322"
+        );
+    }
+
+    /// Sites dial the host of `--hub-leafnode-url`: the embedded hub's
+    /// certificate must name it, or their TLS check fails.
+    #[test]
+    fn the_sites_hub_host_is_in_the_embedded_hub_certificate() {
+        let config = serve(&[
+            "--hub-leafnode-url",
+            "tls://hub.example.com:7422",
+            "--hub-host",
+            "10.0.0.5,hub.internal",
+            "--hub-leafnode-listen",
+            "0.0.0.0:7500",
+        ]);
+        let hub = config.embedded_hub().expect("embedded");
+        assert_eq!(
+            hub.options.hosts,
+            [
+                "localhost",
+                "127.0.0.1",
+                "hub.example.com",
+                "10.0.0.5",
+                "hub.internal"
+            ]
+        );
+        // Without the URL, sites dial the embedded hub's leafnode port.
+        let config = serve(&["--hub-leafnode-listen", "0.0.0.0:7500"]);
+        assert_eq!(config.effective_hub_leafnode_url(), "tls://127.0.0.1:7500");
+    }
+
+    /// Pointing at an external hub stays one flag, and then no hub is started.
+    #[test]
+    fn an_external_hub_url_starts_no_embedded_hub() {
+        let config = serve(&["--ingest-nats-url", "nats://hub.internal:4322"]);
+        let settings = config.settings();
+        assert!(settings.embedded_hub.is_none());
+        assert_eq!(
+            settings.ingest.expect("ingestion").hub.url,
+            "nats://hub.internal:4322"
+        );
+        assert_eq!(
+            settings.provisioning.saas_nats_url,
+            "nats://hub.internal:4322"
+        );
+        assert_eq!(
+            settings.provisioning.hub_leafnode_url,
+            "tls://127.0.0.1:7422"
+        );
     }
 }

@@ -15,6 +15,10 @@ use serviceradar_store::Store;
 #[derive(Parser)]
 #[command(name = "serviceradar-core", version, about, long_about = None)]
 struct Cli {
+    /// On failure, print the error's full detail (with a backtrace when
+    /// RUST_BACKTRACE is set) instead of one line.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,9 +30,20 @@ enum Command {
     Serve(Box<ServeConfig>),
     /// Apply database migrations and exit (serve also does this on start).
     Migrate(DatabaseConfig),
-    /// Operator commands on the database: tenants and tokens.
+    /// Operator commands on an existing installation (the data dir `serve`
+    /// uses): tenants, tokens, the hub config.
+    Admin(Box<AdminArgs>),
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Create the database, master key and root CA when they do not exist.
+    /// Without it an admin command refuses to start from nothing, so a wrong
+    /// data dir is an error instead of a new, empty installation.
+    #[arg(long, global = true)]
+    init: bool,
     #[command(subcommand)]
-    Admin(Box<AdminCommand>),
+    command: AdminCommand,
 }
 
 #[derive(Subcommand)]
@@ -113,14 +128,15 @@ enum AdminCommand {
         /// DNS name or IP leaves dial; repeat for several (SANs of the hub certificate).
         #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
         hosts: Vec<String>,
-        /// Client listener.
-        #[arg(long, default_value = "0.0.0.0:4222")]
+        /// Client listener (not 4222, a site leaf's default client port).
+        #[arg(long, default_value = "0.0.0.0:4322")]
         client_listen: String,
         /// Leafnode listener (what `SERVICERADAR_HUB_LEAFNODE_URL` points at).
         #[arg(long, default_value = "0.0.0.0:7422")]
         leafnode_listen: String,
-        /// Monitoring listener (empty disables it; unauthenticated, keep it local).
-        #[arg(long, default_value = "127.0.0.1:8222")]
+        /// Monitoring listener (empty disables it; unauthenticated, keep it
+        /// local; not 8222, a site leaf's default monitoring port).
+        #[arg(long, default_value = "127.0.0.1:8322")]
         monitoring_listen: String,
         /// JetStream store directory (default OUT/jetstream).
         #[arg(long)]
@@ -158,10 +174,82 @@ async fn open(db: &DatabaseConfig) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Opens the database of an existing installation for an admin command:
+/// refuses (unless `init`) when the SQLite file, the generated master key
+/// (when `pki` uses one) or a set-up database is missing, instead of
+/// creating a new installation wherever the command happens to run.
+async fn open_existing(
+    db: &DatabaseConfig,
+    pki: Option<&PkiConfig>,
+    init: bool,
+) -> anyhow::Result<Store> {
+    if init {
+        return open(db).await;
+    }
+    let refuse = |what: String| {
+        anyhow::anyhow!(
+            "{what}; point --data-dir (or SERVICERADAR_DATA_DIR) at the data dir `serve` uses, or pass --init to create a new installation"
+        )
+    };
+    if let Some(file) = db.sqlite_file()
+        && !file.exists()
+    {
+        return Err(refuse(format!(
+            "no database at {} (data dir {})",
+            file.display(),
+            db.data_dir.display()
+        )));
+    }
+    if let Some(key) = pki.and_then(|p| p.dev_key_file(&db.data_dir))
+        && !key.exists()
+    {
+        return Err(refuse(format!("no master key at {}", key.display())));
+    }
+    let store = Store::connect(&db.url(), db.database_max_connections)
+        .await
+        .context("connecting to the database")?;
+    // `serve` creates the first tenant; a database without any was never set up.
+    if !store.list_tenants().await.is_ok_and(|t| !t.is_empty()) {
+        store.close().await;
+        return Err(refuse(format!(
+            "the database {} has no tenants (`serve` never set it up)",
+            redact(&db.url())
+        )));
+    }
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
+}
+
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let verbose = cli.verbose;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line (the cause chain) unless -v: no backtrace even with
+            // RUST_BACKTRACE=1.
+            if verbose {
+                eprintln!("error: {e:?}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(config) => serve(*config).await,
         Command::Migrate(db) => {
             telemetry::init_tracing(false, std::io::stderr);
@@ -169,12 +257,13 @@ async fn main() -> anyhow::Result<()> {
             println!("migrations applied to {}", redact(&db.url()));
             Ok(())
         }
-        Command::Admin(command) => run_admin(*command).await,
+        Command::Admin(args) => run_admin(args.command, args.init).await,
     }
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     telemetry::init_tracing(config.log_format == "json", std::io::stderr);
+    let shutdown = shutdown_signal()?;
     std::fs::create_dir_all(&config.db.data_dir)
         .with_context(|| format!("creating data dir {}", config.db.data_dir.display()))?;
     remove_stale_service_creds(&config.db.data_dir);
@@ -182,11 +271,31 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let app = Application::build(settings).await?;
     let base = config
         .public_url
+        .clone()
         .unwrap_or_else(|| format!("http://{}:{}", config.listen.ip(), app.port()));
     println!(
-        "serviceradar-core listening on {base}  (database: {})",
-        redact(&config.db.url())
+        "serviceradar-core listening on {base}  (API: {base}/api/v1, reference {base}/api/v1/openapi.json)"
     );
+    println!("  data dir:  {}", config.db.data_dir.display());
+    println!("  database:  {}", redact(&config.db.url()));
+    let sites_dial = config.effective_hub_leafnode_url();
+    match app.embedded_hub() {
+        Some(hub) => {
+            let monitoring = hub
+                .options
+                .monitoring_listen
+                .as_deref()
+                .map_or_else(|| "off".to_owned(), |m| format!("http://{m}"));
+            println!(
+                "  hub:       embedded nats-server (config and log in {})\n             clients {}  leafnodes {}  monitoring {monitoring}",
+                hub.dir.display(),
+                hub.client_url(),
+                hub.options.leafnode_listen,
+            );
+        }
+        None => println!("  hub:       external, clients {}", config.hub_client_url()),
+    }
+    println!("  sites dial the hub at {sites_dial} (--hub-leafnode-url)");
     if let Some(port) = app.metrics_port() {
         let ip = config
             .metrics_listen
@@ -206,15 +315,29 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
                 password.expose()
             );
         }
-        println!(
-            "\nNext: sign in and create an edge site, e.g.\n  curl -c jar -X POST {base}/api/v1/auth/login -H 'content-type: application/json' \\\n    -d '{{\"tenant\":\"{}\",\"email\":\"{}\",\"password\":\"...\"}}'\n  API reference: {base}/api/v1/openapi.json\n",
-            admin.tenant, admin.email
-        );
     }
-    app.run_until_stopped(shutdown_signal()).await
+    // The next step, on every start: a token and a first site.
+    let (tenant, email) = app.bootstrap.created.as_ref().map_or_else(
+        || (config.bootstrap_tenant.clone(), config.admin_email.clone()),
+        |a| (a.tenant.to_string(), a.email.to_string()),
+    );
+    let data_dir = if config.db.data_dir == serviceradar_server::config::default_data_dir() {
+        String::new()
+    } else {
+        format!(" --data-dir {}", config.db.data_dir.display())
+    };
+    println!(
+        "\nNext: a token, then a site (its bundle's leaf dials {sites_dial}):\n  \
+         TOKEN=$(serviceradar-core admin create-token{data_dir} --tenant {tenant} --email {email} --scope read,write,admin)\n  \
+         curl -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' -X POST {base}/api/v1/edge-sites \\\n    \
+         -d '{{\"name\":\"Demo\",\"slug\":\"demo\",\"nats_leaf_url\":\"nats://127.0.0.1:4222\"}}'\n  \
+         then download {base}/api/v1/edge-sites/<id>/bundle and run its setup.sh (README: \"First run on one machine\").\n  \
+         Sign-in for people: POST {base}/api/v1/auth/login; API reference: {base}/api/v1/openapi.json\n"
+    );
+    app.run_until_stopped(shutdown).await
 }
 
-async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
+async fn run_admin(command: AdminCommand, init: bool) -> anyhow::Result<()> {
     telemetry::init_tracing(false, std::io::stderr);
     match command {
         AdminCommand::CreateTenant {
@@ -225,7 +348,7 @@ async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
             owner_password,
             pki,
         } => {
-            let store = open(&db).await?;
+            let store = open_existing(&db, Some(&pki), init).await?;
             let keyring = pki.source(&db.data_dir).load()?;
             let pki = serviceradar_identity::Pki::new(keyring, &pki.trust_domain);
             let created = serviceradar_provisioning::tenants::create_tenant(
@@ -266,7 +389,7 @@ async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
             jetstream_dir,
             resolver_dir,
         } => {
-            let store = open(&db).await?;
+            let store = open_existing(&db, Some(&pki), init).await?;
             let keyring = pki.source(&db.data_dir).load()?;
             let pki = serviceradar_identity::Pki::new(keyring, &pki.trust_domain);
             let opts = serviceradar_hub::config::HubOptions {
@@ -289,7 +412,7 @@ async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
             );
         }
         AdminCommand::ListTenants { db } => {
-            let store = open(&db).await?;
+            let store = open_existing(&db, None, init).await?;
             for tenant in store.list_tenants().await? {
                 println!("{}\t{}\t{}", tenant.id, tenant.slug, tenant.name);
             }
@@ -300,7 +423,7 @@ async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
             telemetry_days,
             server_default: _,
         } => {
-            let store = open(&db).await?;
+            let store = open_existing(&db, None, init).await?;
             let found = store
                 .tenant_by_slug(&tenant)
                 .await
@@ -325,7 +448,7 @@ async fn run_admin(command: AdminCommand) -> anyhow::Result<()> {
                 .iter()
                 .map(|s| s.parse::<Scope>().map_err(anyhow::Error::msg))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let store = open(&db).await?;
+            let store = open_existing(&db, None, init).await?;
             let token = serviceradar_control::tokens::create_token_for(
                 &store, &tenant, &email, &name, &scopes, days,
             )
@@ -349,24 +472,28 @@ fn redact(url: &str) -> String {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Installs the SIGINT/SIGTERM handlers now (so a signal during start-up,
+/// while the embedded hub is being started, is kept and still leads to an
+/// orderly stop that stops the hub) and resolves on the first signal.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
-    tracing::info!("shutdown signal received; draining");
+        tracing::info!("shutdown signal received; draining");
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown signal received; draining");
+    })
 }

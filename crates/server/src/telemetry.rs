@@ -12,7 +12,9 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// Installs the global tracing subscriber writing to `writer`
-/// (`RUST_LOG` overrides the default `info` filter).
+/// (`RUST_LOG` overrides the default `info` filter). Text logs carry colour
+/// codes only when stderr is a terminal (not when redirected to a file or
+/// a journal).
 pub fn init_tracing<W>(json: bool, writer: W)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
@@ -22,6 +24,7 @@ where
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let result = if json {
         builder

@@ -84,9 +84,11 @@ fn admin_set_retention_sets_a_tenants_telemetry_days() {
                 + &String::from_utf8_lossy(&output.stderr),
         )
     };
+    // A new installation: `--init` (admin commands never create one silently).
     let (ok, out) = run(&[
         "admin",
         "create-tenant",
+        "--init",
         "--slug",
         "acme",
         "--owner-email",

@@ -190,9 +190,22 @@ pub(super) fn render(b: &SiteBundle) -> String {
              ## Edge agent\n\
              \n\
              `setup.sh` also installs the edge agent's certificate to\n\
-             `{certs}/agent.pem` and its key to `{certs}/agent-key.pem` (0600,\n\
-             root). Point `serviceradar-agent` at these files.\n",
+             `{certs}/agent.pem`, its key to `{certs}/agent-key.pem` (0600,\n\
+             root) and its configuration to `{config_dir}/agent.toml`.\n\
+             \n\
+             The `serviceradar-agent` binary is not in this bundle. Build it from the\n\
+             ServiceRadar Edge source (`cargo build --release -p serviceradar-agent`,\n\
+             then copy `target/release/serviceradar-agent` to this machine, e.g. to\n\
+             `/usr/local/bin`) or take it from your platform operator's release, then:\n\
+             \n\
+             ```sh\n\
+             serviceradar-agent --config {config_dir}/agent.toml\n\
+             ```\n\
+             \n\
+             `serviceradar-agent --once --check tcp=127.0.0.1:4222` runs local checks and\n\
+             prints them without contacting the gateway (it changes no state).\n",
             certs = p.certs_dir,
+            config_dir = p.config_dir,
         ));
     }
     out
