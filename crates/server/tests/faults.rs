@@ -1,7 +1,9 @@
 //! The fault suite (issue 11): faults injected while a site publishes under
 //! load, on loopback, bounded, stopping by itself. Each test asserts that
 //! every message the site's leaf acknowledged is stored exactly once (sent
-//! = stored, no duplicates) and prints the counts and the recovery time.
+//! = stored, no duplicates), that the site's leaf goes `disconnected` while
+//! its link is down and is `connected` again afterwards, and prints the
+//! counts and the recovery time.
 //!
 //! * the WAN between leaf and hub is cut (a TCP proxy the test controls
 //!   drops every connection and refuses new ones), then restored;
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use serviceradar_domain::TenantScope;
 use serviceradar_domain::resources::Tenant;
+use serviceradar_domain::state::LeafStatus;
 use serviceradar_domain::telemetry::TelemetryKind;
 use serviceradar_hub::leaf_auth::LeafAuthSettings;
 use serviceradar_identity::MasterKeySource;
@@ -195,6 +198,19 @@ fn publisher(
     })
 }
 
+/// Waits up to 60 s for `condition`.
+async fn wait_for<F, Fut>(condition: F, what: &str)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// What a fault does to the running platform.
 enum Fault {
     /// Cut the leaf's WAN link.
@@ -248,11 +264,32 @@ async fn under_load(fault: Fault) {
     let load = publisher(js.clone(), "edge.acme.plant.events.load", stop.clone());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut hub = Some(hub);
+    let site = installed.site.id;
+    let leaf_state = || async {
+        store
+            .scoped(TenantScope::for_system_task(acme.id))
+            .leaf_for_site(site)
+            .await
+            .map(|leaf| leaf.status)
+            .ok()
+    };
+    let connected = Some(LeafStatus::Connected);
+    wait_for(
+        || async { leaf_state().await == connected },
+        "the leaf connected",
+    )
+    .await;
     let fault_started = Instant::now();
     let name = match fault {
         Fault::Wan => {
             wan.cut();
-            tokio::time::sleep(outage()).await;
+            // The hub sees the leaf go: the site's leaf is disconnected.
+            wait_for(
+                || async { leaf_state().await == Some(LeafStatus::Disconnected) },
+                "the leaf disconnected during the WAN cut",
+            )
+            .await;
+            tokio::time::sleep(outage().saturating_sub(fault_started.elapsed())).await;
             wan.restore();
             "WAN cut"
         }
@@ -269,7 +306,12 @@ async fn under_load(fault: Fault) {
         }
         Fault::LeafRestart => {
             leaf.kill();
-            tokio::time::sleep(outage()).await;
+            wait_for(
+                || async { leaf_state().await == Some(LeafStatus::Disconnected) },
+                "the leaf disconnected while it was down",
+            )
+            .await;
+            tokio::time::sleep(outage().saturating_sub(fault_started.elapsed())).await;
             leaf = start_leaf();
             "leaf restart"
         }
@@ -288,6 +330,13 @@ async fn under_load(fault: Fault) {
         caught_up.as_secs_f64()
     ));
     assert_eq!(got, sent as i64, "{name}: sent = stored, no duplicates");
+    // And the site's leaf is connected again (after a hub restart, once the
+    // hub's leaf list is reconciled: at most 30 s).
+    wait_for(
+        || async { leaf_state().await == connected },
+        "the leaf connected again",
+    )
+    .await;
     drop(hub);
     let _ = tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), running).await;
