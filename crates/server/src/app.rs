@@ -80,7 +80,7 @@ pub struct Settings {
     /// The ingestion pipeline (hub JetStream -> database); `None` disables it.
     pub ingest: Option<IngestSettings>,
     /// How long a tenant's ingestion may fail before `/readyz` says not
-    /// ready (default [`INGEST_STALL_UNREADY`]).
+    /// ready (default [`INGEST_STALL_UNREADY`]; zero: never).
     pub ingest_stall_unready: Duration,
     /// How long stopping may take: requests, open streams and workers are
     /// drained in parallel for at most this long, then aborted.
@@ -681,7 +681,12 @@ async fn readyz(State((store, readiness)): State<(Store, Readiness)>) -> Respons
         tracing::warn!(error = %e, "readiness check failed");
         return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response();
     }
-    let stalled = readiness.ingest.stalled(readiness.stall);
+    // Zero: ingestion never affects readiness.
+    let stalled = if readiness.stall.is_zero() {
+        Vec::new()
+    } else {
+        readiness.ingest.stalled(readiness.stall)
+    };
     if !stalled.is_empty() {
         for pipeline in &stalled {
             tracing::warn!(tenant = %pipeline.tenant, error = ?pipeline.last_error.as_ref().map(|(_, e)| e),

@@ -237,6 +237,16 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub shutdown_grace_secs: u64,
 
+    /// Seconds a tenant's ingestion may fail before `/readyz` answers 503
+    /// (0: ingestion never affects readiness, e.g. when several replicas
+    /// should stay in rotation through a hub outage).
+    #[arg(
+        long,
+        env = "SERVICERADAR_INGEST_UNREADY_AFTER_SECS",
+        default_value_t = 60
+    )]
+    pub ingest_unready_after_secs: u64,
+
     /// Agent gateway and site health.
     #[command(flatten)]
     pub gateway: GatewayConfig,
@@ -629,6 +639,7 @@ impl ServeConfig {
         settings.leaf_auth = ingest.leaf_auth_settings();
         settings.embedded_hub = self.embedded_hub();
         settings.shutdown_grace = Duration::from_secs(self.shutdown_grace_secs);
+        settings.ingest_stall_unready = Duration::from_secs(self.ingest_unready_after_secs);
         settings.retention = self.retention.policy();
         settings.retention_sweep = (self.retention.retention_sweep_secs > 0)
             .then(|| Duration::from_secs(self.retention.retention_sweep_secs));
@@ -663,6 +674,38 @@ mod tests {
             .settings()
             .sessions
             .secure_cookies
+    }
+
+    #[test]
+    fn operations_flags_reach_the_settings() {
+        use std::time::Duration;
+        let settings = |args: &[&str]| {
+            let mut all = vec!["serviceradar-core"];
+            all.extend_from_slice(args);
+            Cli::parse_from(all).serve.settings()
+        };
+        let defaults = settings(&[]);
+        assert_eq!(defaults.ingest_stall_unready, Duration::from_secs(60));
+        assert_eq!(defaults.shutdown_grace, Duration::from_secs(20));
+        assert_eq!(defaults.retention_sweep, Some(Duration::from_secs(3600)));
+        assert_eq!(defaults.retention.telemetry_days, 30);
+        let set = settings(&[
+            "--ingest-unready-after-secs",
+            "0",
+            "--shutdown-grace-secs",
+            "5",
+            "--retention-sweep-secs",
+            "0",
+            "--telemetry-retention-days",
+            "7",
+        ]);
+        assert!(
+            set.ingest_stall_unready.is_zero(),
+            "0 keeps ingestion out of readiness"
+        );
+        assert_eq!(set.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(set.retention_sweep, None);
+        assert_eq!(set.retention.telemetry_days, 7);
     }
 
     /// Issue 11 finding 7: `--public-url https://...` did not make cookies
