@@ -4,8 +4,8 @@
 //! * Agent contact (any gateway call) stamps `last_seen_at` and moves the
 //!   site to `active`; the leaf checker's verdict moves the leaf
 //!   `connected`/`disconnected`. Recovery resolves the matching alerts.
-//! * [`Health::sweep`] (run every `health_sweep_interval` by
-//!   [`Health::spawn_sweeper`]) moves sites without contact for
+//! * [`Health::sweep`] (run every `health_sweep_interval` by the server)
+//!   moves sites without contact for
 //!   `agent_offline_after` to `offline` and raises alerts for sites offline,
 //!   or leaves disconnected, longer than `alert_after`. Both steps are
 //!   conditional statements (and a partial unique index on open alerts), so
@@ -308,31 +308,6 @@ impl Health {
             }
         }
         Ok(())
-    }
-
-    /// Runs [`Self::sweep`] every `interval` until `stop` flips to true.
-    pub fn spawn_sweeper(
-        &self,
-        interval: Duration,
-        mut stop: watch::Receiver<bool>,
-    ) -> tokio::task::JoinHandle<()> {
-        let health = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stop.changed() => {}
-                }
-                if *stop.borrow() {
-                    return;
-                }
-                if let Err(e) = health.sweep().await {
-                    tracing::warn!(error = %e, "health sweep failed");
-                }
-            }
-        })
     }
 }
 

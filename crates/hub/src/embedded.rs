@@ -332,7 +332,8 @@ impl EmbeddedHub {
                         _ = stop.wait_for(|s| *s) => None,
                     },
                     None => {
-                        // The last restart failed: wait, then try again.
+                        // Not running (it exited, or the last restart
+                        // failed): wait, then start it again.
                         tokio::select! {
                             _ = tokio::time::sleep(backoff) => {}
                             _ = stop.wait_for(|s| *s) => return,
@@ -359,15 +360,6 @@ impl EmbeddedHub {
                     restart_in = ?backoff,
                     "the embedded hub exited; restarting it"
                 );
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-                backoff = (backoff * 2).min(self.settings.max_backoff);
-                if let Err(e) = self.launch().await {
-                    tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff,
-                        "restarting the embedded hub failed");
-                }
             }
         };
         tokio::spawn(tracing::Instrument::instrument(task, span))

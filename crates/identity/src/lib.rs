@@ -356,12 +356,12 @@ impl Default for ServiceUserLifetime {
 impl ServiceUserLifetime {
     /// The expiry (Unix seconds) of a user minted now.
     pub fn expires_at(self) -> i64 {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let secs = i64::try_from(self.0.as_secs().max(1)).unwrap_or(i64::MAX);
         // Rounded up, so that a short lifetime still ends after the renewal.
-        i64::try_from(now + self.0.as_secs().max(1) + 1).unwrap_or(i64::MAX)
+        time::OffsetDateTime::now_utc()
+            .unix_timestamp()
+            .saturating_add(secs)
+            .saturating_add(1)
     }
 
     /// When a service that minted its user now should renew it: after three

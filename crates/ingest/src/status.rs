@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serviceradar_domain::ids::TenantId;
+use serviceradar_store::now_ms;
 
 /// What a pipeline is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,11 +119,6 @@ impl IngestStatus {
         self.lock().get(&tenant).cloned()
     }
 
-    /// Every pipeline, in no particular order.
-    pub fn all(&self) -> Vec<PipelineStatus> {
-        self.lock().values().cloned().collect()
-    }
-
     /// Pipelines that have been failing for at least `at_least`.
     pub fn stalled(&self, at_least: Duration) -> Vec<PipelineStatus> {
         let mut stalled: Vec<_> = self
@@ -219,13 +215,6 @@ fn publish(status: &PipelineStatus) {
         metrics::gauge!("serviceradar_ingest_last_batch_timestamp_seconds", "tenant" => tenant)
             .set(at as f64 / 1000.0);
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -178,15 +178,15 @@ impl AccountPusher {
             if self.pushed.get(&key) == Some(&jwt) {
                 continue;
             }
-            let due = self
-                .client
-                .as_ref()
-                .is_none_or(|c| c.renew_at <= tokio::time::Instant::now());
-            if due {
-                self.client = Some(system_client(store, pki, settings).await?);
-            }
-            let Some(client) = self.client.as_ref().map(|c| c.client.clone()) else {
-                continue;
+            // A connection whose user is due for renewal is replaced.
+            let client = match &self.client {
+                Some(open) if open.renew_at > tokio::time::Instant::now() => open.client.clone(),
+                _ => {
+                    let open = system_client(store, pki, settings).await?;
+                    let client = open.client.clone();
+                    self.client = Some(open);
+                    client
+                }
             };
             serviceradar_hub::client::push_account_jwt(&client, &jwt, LEAF_API_TIMEOUT)
                 .await

@@ -149,8 +149,8 @@ impl Worker {
                 tracing::warn!(error = %message, "job attempt failed");
             }
             // The outcome is recorded even if the database is briefly gone
-            // (a restart): retried until it is back or the lease runs out,
-            // so the job is not left `running` until its lease expires.
+            // (a restart): retried for up to `RECORD_FOR`, so the job does
+            // not wait for its lease to expire and run again.
             let started = std::time::Instant::now();
             let mut wait = Duration::from_millis(250);
             let outcome = loop {

@@ -413,20 +413,19 @@ impl Application {
         }
         tasks.push((
             "the health sweeper",
-            self.health
-                .spawn_sweeper(self.settings.health.sweep_interval, stop_rx.clone()),
+            tokio::spawn(health_sweeper(
+                self.health.clone(),
+                self.settings.health.sweep_interval,
+                stop_rx.clone(),
+            )),
         ));
         tasks.push(("the health relay", self.health.spawn_relay(stop_rx.clone())));
         if let Some(gateway) = self.gateway {
-            let mut stop = stop_rx.clone();
+            let stop = stop_rx.clone();
             tasks.push((
                 "the agent gateway",
                 tokio::spawn(async move {
-                    let served = gateway
-                        .serve(async move {
-                            let _ = stop.wait_for(|s| *s).await;
-                        })
-                        .await;
+                    let served = gateway.serve(stopped(stop)).await;
                     if let Err(e) = served {
                         tracing::error!(error = %e, "agent gateway failed");
                     }
@@ -434,7 +433,7 @@ impl Application {
             ));
         }
         if let Some(listener) = self.metrics_listener {
-            let mut stop = stop_rx.clone();
+            let stop = stop_rx.clone();
             let metrics = Router::new()
                 .route("/metrics", get(metrics_page))
                 .with_state(crate::telemetry::metrics_handle());
@@ -442,9 +441,7 @@ impl Application {
                 "the metrics listener",
                 tokio::spawn(async move {
                     let served = axum::serve(listener, metrics)
-                        .with_graceful_shutdown(async move {
-                            let _ = stop.wait_for(|s| *s).await;
-                        })
+                        .with_graceful_shutdown(stopped(stop))
                         .await;
                     if let Err(e) = served {
                         tracing::error!(error = %e, "the metrics listener failed");
@@ -452,20 +449,15 @@ impl Application {
                 }),
             ));
         }
-        let mut http = {
-            let mut stop = stop_rx.clone();
-            tokio::spawn(
-                axum::serve(
-                    self.listener,
-                    self.router
-                        .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-                )
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .into_future(),
+        let mut http = tokio::spawn(
+            axum::serve(
+                self.listener,
+                self.router
+                    .into_make_service_with_connect_info::<std::net::SocketAddr>(),
             )
-        };
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+        );
         // Serve until told to stop, unless the HTTP server fails first.
         let failed = tokio::select! {
             () = shutdown => None,
@@ -537,6 +529,12 @@ async fn drain(tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>, grace: D
     );
 }
 
+/// Resolves once `stop` flips to true (or its sender is gone): the
+/// graceful-shutdown signal of the servers.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 /// Runs `tick` now and then every `interval` until `stop` flips.
 async fn every<F, Fut>(interval: Duration, mut stop: watch::Receiver<bool>, mut tick: F)
 where
@@ -544,6 +542,9 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let mut ticks = tokio::time::interval(interval);
+    // A tick that took longer than the interval delays the next one rather
+    // than firing the missed ones back to back.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
@@ -554,6 +555,17 @@ where
         }
         tick().await;
     }
+}
+
+/// Runs the health sweep ([`Health::sweep`]: offline sites, alerts) now and
+/// then every `interval` until `stop` flips.
+async fn health_sweeper(health: Health, interval: Duration, stop: watch::Receiver<bool>) {
+    every(interval, stop, || async {
+        if let Err(e) = health.sweep().await {
+            tracing::warn!(error = %e, "health sweep failed");
+        }
+    })
+    .await;
 }
 
 /// Enqueues a retention sweep now and then every `interval` until `stop`
