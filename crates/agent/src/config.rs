@@ -14,7 +14,11 @@ use serviceradar_proto::v1::{CheckSpec, IdentityClaim};
 #[command(
     name = "serviceradar-agent",
     version,
-    about = "ServiceRadar edge agent"
+    about = "ServiceRadar edge agent",
+    after_help = "Examples:\n  serviceradar-agent --config /etc/serviceradar/nats/agent.toml\n  serviceradar-agent --once --check tcp=127.0.0.1:4222\n\n\
+Exit status: 0 stopped by a signal (or --once: every check passed); 1 --once: a check did not pass;\n\
+2 bad configuration or runtime failure; 3 the platform refused this agent for good\n\
+(its site was deleted or it was revoked) - not retried, and systemd does not restart it."
 )]
 pub struct Cli {
     /// Config file (TOML), e.g. `/etc/serviceradar/nats/agent.toml`.

@@ -6,7 +6,8 @@
 //! The site goes `active` and the leaf `connected`; killing the leaf makes it
 //! `disconnected` (restarting it, `connected` again); stopping the agent makes
 //! the site `offline` after the timeout and raises an alert that reaches a
-//! local webhook receiver; restarting the agent resolves it (webhook again).
+//! local webhook receiver; restarting the agent resolves it (webhook again);
+//! deleting the site makes the agent stop with status 3.
 //! Live status events are observed on the in-process broadcast.
 
 mod support;
@@ -310,12 +311,12 @@ async fn agent_drives_site_and_leaf_health_and_disconnect_alerts() {
         alerts
             .items
             .iter()
-            .any(|a| a.kind == ALERT_SITE_OFFLINE && a.status.as_str() == "pending"),
+            .any(|a| a.kind == ALERT_SITE_OFFLINE && a.status.as_str() == "open"),
         "{alerts:?}"
     );
 
     // Restore the agent: active again, the alert resolves itself.
-    let _agent = start_agent(&agent_conf);
+    let mut agent = start_agent(&agent_conf);
     wait_until("site active again", || async {
         site_status().await == SiteStatus::Active
     })
@@ -355,4 +356,13 @@ async fn agent_drives_site_and_leaf_health_and_disconnect_alerts() {
             "{expected} not in {seen:?}"
         );
     }
+
+    // Deleting the site retires its agent: a final NOT_FOUND, and the agent
+    // stops with status 3 instead of retrying "try again later" forever.
+    scoped.delete_site(site.id).await.expect("delete site");
+    let status = tokio::time::timeout(WAIT, agent.wait())
+        .await
+        .expect("the agent of a deleted site stops by itself")
+        .expect("wait");
+    assert_eq!(status.code(), Some(3), "{status:?}");
 }

@@ -191,17 +191,23 @@ pub(super) fn render(b: &SiteBundle) -> String {
              \n\
              `setup.sh` also installs the edge agent's certificate to\n\
              `{certs}/agent.pem`, its key to `{certs}/agent-key.pem` (0600,\n\
-             root) and its configuration to `{config_dir}/agent.toml`.\n\
+             root) and its configuration to `{config_dir}/agent.toml` (with the\n\
+             certificate paths rewritten to where they were installed).\n\
              \n\
-             The `serviceradar-agent` binary is not in this bundle. Build it from the\n\
-             ServiceRadar Edge source (`cargo build --release -p serviceradar-agent`,\n\
-             then copy `target/release/serviceradar-agent` to this machine, e.g. to\n\
-             `/usr/local/bin`) or take it from your platform operator's release, then:\n\
+             The agent itself is the `serviceradar-agent` binary. Put it **beside\n\
+             `setup.sh`** (it is then installed to `/usr/local/bin`, or below `--prefix`)\n\
+             or on `PATH` before running `setup.sh`, which then also installs\n\
+             `serviceradar-agent.service` and starts it with the leaf. Get the binary\n\
+             from your platform operator's release, or build it from the ServiceRadar\n\
+             Edge source (`cargo build --release -p serviceradar-agent`, then copy\n\
+             `target/release/serviceradar-agent`). To run it by hand:\n\
              \n\
              ```sh\n\
              serviceradar-agent --config {config_dir}/agent.toml\n\
              ```\n\
              \n\
+             The agent exits with status 3, and systemd does not restart it, when the\n\
+             platform no longer accepts it (the site was deleted or the agent revoked).\n\
              `serviceradar-agent --once --check tcp=127.0.0.1:4222` runs local checks and\n\
              prints them without contacting the gateway (it changes no state).\n",
             certs = p.certs_dir,
