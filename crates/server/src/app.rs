@@ -147,6 +147,7 @@ pub struct Application {
     gateway: Option<Gateway>,
     hub: Option<EmbeddedHub>,
     ingest_status: IngestStatus,
+    dead_letters: serviceradar_ingest::DeadLetters,
     /// What bootstrapping did (the first admin's password, once).
     pub bootstrap: BootstrapOutcome,
 }
@@ -237,6 +238,7 @@ impl Application {
             None => None,
         };
         let ingest_status = IngestStatus::new();
+        let dead_letters = serviceradar_ingest::DeadLetters::new();
         let control = Control::new(
             store.clone(),
             pki.clone(),
@@ -247,6 +249,7 @@ impl Application {
                 throttle: settings.throttle.clone(),
                 webhooks: settings.webhooks.clone(),
                 ingest_status: ingest_status.clone(),
+                dead_letters: dead_letters.clone(),
             },
         );
         Ok(Self {
@@ -260,6 +263,7 @@ impl Application {
                 },
             ),
             ingest_status,
+            dead_letters,
             store,
             jobs,
             settings,
@@ -343,6 +347,7 @@ impl Application {
         if let Some(ingest) = &self.settings.ingest {
             let mut ingest = ingest.clone();
             ingest.leaf_admissions = Some(admissions.clone());
+            ingest.dead_letters = self.dead_letters.clone();
             tasks.push((
                 "the ingest supervisor",
                 serviceradar_ingest::spawn(

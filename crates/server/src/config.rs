@@ -339,6 +339,11 @@ pub struct IngestConfig {
     #[arg(long, env = "SERVICERADAR_INGEST_RETENTION_HOURS", default_value_t = 168,
           value_parser = clap::value_parser!(u64).range(1..=87_600))]
     pub ingest_retention_hours: u64,
+    /// How long each tenant's dead letters (messages ingestion refused, with
+    /// why; `GET /api/v1/dead-letters`) are kept on the hub, in days.
+    #[arg(long, env = "SERVICERADAR_DEAD_LETTER_RETENTION_DAYS", default_value_t = 14,
+          value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub dead_letter_retention_days: u64,
 }
 
 impl IngestConfig {
@@ -360,6 +365,8 @@ impl IngestConfig {
         settings.writers = self.ingest_writers as usize;
         settings.batch_timeout = std::time::Duration::from_millis(self.ingest_batch_timeout_ms);
         settings.retention = std::time::Duration::from_secs(self.ingest_retention_hours * 3600);
+        settings.dead_letter_retention =
+            std::time::Duration::from_secs(self.dead_letter_retention_days * 24 * 3600);
         Some(settings)
     }
 }
