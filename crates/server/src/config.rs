@@ -437,9 +437,15 @@ fn listen_port(listen: &str) -> Option<u16> {
 /// The agent gateway (gRPC over mTLS) and site health.
 #[derive(Debug, Clone, Args)]
 pub struct GatewayConfig {
-    /// Listen address of the agent gateway (e.g. `0.0.0.0:50051`); unset disables it.
-    #[arg(long, env = "SERVICERADAR_GATEWAY_LISTEN")]
-    pub gateway_listen: Option<SocketAddr>,
+    /// Listen address of the agent gateway (gRPC over mutual TLS; agents
+    /// dial it). `0.0.0.0:50051` for agents on other machines; empty
+    /// disables it (sites then never become `active`).
+    #[arg(
+        long,
+        env = "SERVICERADAR_GATEWAY_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub gateway_listen: OptionalAddr,
 
     /// Host names / IPs agents use to reach the gateway (its certificate's SANs).
     #[arg(
@@ -650,7 +656,7 @@ impl ServeConfig {
         settings.retention = self.retention.policy();
         settings.retention_sweep = (self.retention.retention_sweep_secs > 0)
             .then(|| Duration::from_secs(self.retention.retention_sweep_secs));
-        settings.gateway_listen = self.gateway.gateway_listen;
+        settings.gateway_listen = self.gateway.gateway_listen.0;
         settings.gateway = serviceradar_gateway::GatewaySettings {
             hosts: self.gateway.gateway_hosts.clone(),
             agent_config_poll_secs: self.gateway.agent_config_poll_secs,
