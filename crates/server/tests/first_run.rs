@@ -239,6 +239,17 @@ fn serve_without_hub_flags_runs_and_supervises_its_own_hub() {
     let logs = serve.stderr();
     assert!(logs.contains("embedded hub running"), "{logs}");
     assert!(!logs.contains('\x1b'), "colour codes in redirected logs");
+    // Every line about the lost hub says which connection and which hub
+    // (the NATS client's own default was a bare `event: client error`).
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("hub connection lost") && l.contains("connection=")),
+        "{logs}"
+    );
+    assert!(
+        !logs.lines().any(|l| l.contains("event: ")),
+        "context-free NATS client lines:\n{logs}"
+    );
 
     // Stopping serve stops the hub.
     serve.stop();
