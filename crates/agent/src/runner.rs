@@ -216,6 +216,13 @@ where
     F: for<'a> Fn(&'a GatewayTarget) -> ConnectFuture<'a, T>,
 {
     let checker = Checker::new()?;
+    if let Some(setup) = settings.edge_buffer.clone() {
+        tokio::spawn(async move {
+            if let Err(e) = crate::buffer::ensure_edge_buffer(&setup).await {
+                tracing::error!(error = %format!("{e:#}"), "cannot create the site's buffer stream");
+            }
+        });
+    }
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     let mut buffer = Buffer::new(settings.buffer);
     let mut config: Option<AgentConfig> = None;

@@ -305,13 +305,15 @@ rewrite_paths() {
 	done <"$1"
 }
 
-# render_agent_config: agent.toml with its bundle-relative certificate paths
-# ("certs/...") replaced by the installed certificates directory.
+# render_agent_config: agent.toml with its bundle-relative paths ("certs/...",
+# "streams/...") replaced by the directories they were installed into.
 render_agent_config() {
 	local line
 	while IFS= read -r line || [ -n "$line" ]; do
-		if [[ "$line" =~ ^(cert|key|ca)\ =\ \"certs/(.*)$ ]]; then
+		if [[ "$line" =~ ^(cert|key|ca|leaf_ca)\ =\ \"certs/(.*)$ ]]; then
 			line="${BASH_REMATCH[1]} = \"$CERTS_DIR/${BASH_REMATCH[2]}"
+		elif [[ "$line" =~ ^(edge_buffer)\ =\ \"streams/(.*)$ ]]; then
+			line="${BASH_REMATCH[1]} = \"$STREAMS_DIR/${BASH_REMATCH[2]}"
 		fi
 		printf '%s\n' "$line"
 	done <"$SRC_DIR/agent.toml"

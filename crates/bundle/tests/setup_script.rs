@@ -373,7 +373,9 @@ fn site_with_agent_config() -> SiteBundle {
     if let Some(agent) = input.pki.agent.as_mut() {
         agent.config_toml = Some(
             "gateway_url = \"https://127.0.0.1:50052\"\ncert = \"certs/agent.pem\"\n\
-             key = \"certs/agent-key.pem\"\nca = \"certs/root-ca.pem\"\n"
+             key = \"certs/agent-key.pem\"\nca = \"certs/root-ca.pem\"\n\
+             leaf_url = \"tls://127.0.0.1:4222\"\nleaf_ca = \"certs/ca-chain.pem\"\n\
+             edge_buffer = \"streams/edge-buffer.json\"\n"
                 .into(),
         );
     }
@@ -409,6 +411,12 @@ fn the_agent_beside_setup_sh_is_installed_with_its_paths_under_the_prefix() {
         "ca = \"{p}/etc/serviceradar/nats/certs/root-ca.pem\""
     )));
     assert!(config.contains("gateway_url = \"https://127.0.0.1:50052\""));
+    assert!(config.contains(&format!(
+        "leaf_ca = \"{p}/etc/serviceradar/nats/certs/ca-chain.pem\""
+    )));
+    assert!(config.contains(&format!(
+        "edge_buffer = \"{p}/etc/serviceradar/nats/streams/edge-buffer.json\""
+    )));
     let unit =
         std::fs::read_to_string(prefix.join("etc/systemd/system/serviceradar-agent.service"))
             .expect("agent unit");

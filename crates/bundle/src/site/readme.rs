@@ -177,8 +177,11 @@ pub(super) fn render(b: &SiteBundle) -> String {
              ## JetStream buffer stream\n\
              \n\
              `streams/edge-buffer.json` (installed to `{config_dir}/streams/`) defines the\n\
-             stream in which this leaf buffers collector data. With the `nats` CLI and the\n\
-             leaf's client certificate it can be created or checked by hand:\n\
+             stream in which this leaf buffers collector data. The edge agent creates it on\n\
+             the leaf as soon as the leaf runs (collectors can publish from the first second,\n\
+             hub or no hub); the control plane also creates it through the hub when the leaf\n\
+             joins without it. Without the agent, create it with the `nats` CLI and a\n\
+             client certificate of the tenant CA:\n\
              `nats --server {leaf_url} stream add --config {config_dir}/streams/edge-buffer.json`.\n",
             config_dir = p.config_dir,
             leaf_url = b.nats_leaf_url,
