@@ -11,7 +11,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serviceradar_domain::TenantScope;
@@ -21,19 +20,9 @@ use serviceradar_hub::config::{HubOptions, write_hub_config};
 use serviceradar_hub::leaf_auth::LeafAuthSettings;
 use serviceradar_identity::MasterKeySource;
 use serviceradar_ingest::IngestSettings;
-use serviceradar_provisioning::{build_site_bundle, provision_leaf};
+use serviceradar_provisioning::provision_leaf;
 use serviceradar_store::NewSite;
 use serviceradar_testkit::{NatsServer, free_port};
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_publishing_from_the_first_second_loses_nothing_while_no_hub_is_reachable() {
@@ -83,31 +72,8 @@ async fn a_collector_publishing_from_the_first_second_loses_nothing_while_no_hub
     )
     .await
     .expect("provision");
-    let bundle = build_site_bundle(
-        &core.store,
-        &core.pki,
-        &settings.provisioning,
-        TenantScope::for_system_task(tenant.id),
-        site.id,
-    )
-    .await
-    .expect("bundle");
-    let unpack = dir.join("bundle");
-    std::fs::create_dir_all(&unpack).expect("mkdir");
-    std::fs::write(unpack.join("b.tar.gz"), &bundle.bytes).expect("write");
-    run(Command::new("tar")
-        .arg("xzf")
-        .arg("b.tar.gz")
-        .current_dir(&unpack));
-    let root = unpack.join(bundle.file_name.trim_end_matches(".tar.gz"));
+    let conf_dir = support::install_bundle(&core, &tenant, &site, &dir).await;
     let prefix = dir.join("edge");
-    run(Command::new("bash")
-        .arg("setup.sh")
-        .arg("--prefix")
-        .arg(&prefix)
-        .arg("--no-start")
-        .current_dir(&root));
-    let conf_dir = prefix.join("etc/serviceradar/nats");
     let certs = conf_dir.join("certs");
 
     // No hub anywhere: the leaf's link and ingestion both fail for now.

@@ -13,7 +13,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serviceradar_domain::TenantScope;
@@ -22,24 +21,13 @@ use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
 use serviceradar_health::HealthEvent;
 use serviceradar_hub::config::{HubOptions, write_hub_config};
 use serviceradar_identity::MasterKeySource;
-use serviceradar_provisioning::{build_site_bundle, provision_leaf};
+use serviceradar_provisioning::provision_leaf;
 use serviceradar_store::NewSite;
 use serviceradar_store::health::{ALERT_LEAF_DISCONNECTED, ALERT_SITE_OFFLINE};
 use serviceradar_testkit::{NatsServer, check_nats_config, free_port, wait_for_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(40);
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
-    text
-}
 
 /// Webhook events (`event`, alert kind) as they arrive.
 async fn webhook_receiver() -> (u16, tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
@@ -195,31 +183,8 @@ async fn agent_drives_site_and_leaf_health_and_disconnect_alerts() {
         .expect("webhook");
 
     // The bundle, installed with its own setup.sh below a prefix.
-    let bundle = build_site_bundle(
-        &core.store,
-        &core.pki,
-        &settings.provisioning,
-        TenantScope::for_system_task(tenant.id),
-        site.id,
-    )
-    .await
-    .expect("bundle");
-    let unpack = dir.join("bundle");
-    std::fs::create_dir_all(&unpack).expect("mkdir");
-    std::fs::write(unpack.join("b.tar.gz"), &bundle.bytes).expect("write");
-    run(Command::new("tar")
-        .arg("xzf")
-        .arg("b.tar.gz")
-        .current_dir(&unpack));
-    let root = unpack.join(bundle.file_name.trim_end_matches(".tar.gz"));
+    let conf_dir = support::install_bundle(&core, &tenant, &site, &dir).await;
     let prefix = dir.join("edge");
-    run(Command::new("bash")
-        .arg("setup.sh")
-        .arg("--prefix")
-        .arg(&prefix)
-        .arg("--no-start")
-        .current_dir(&root));
-    let conf_dir = prefix.join("etc/serviceradar/nats");
     let installed = conf_dir.join("nats-leaf.conf");
     let agent_conf = conf_dir.join("agent.toml");
     assert!(agent_conf.is_file(), "setup.sh installed agent.toml");

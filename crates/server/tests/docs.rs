@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use serviceradar_testkit::nats_server_binary;
+mod support;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -70,40 +70,10 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The real `nats-server` (a pyenv shim resolved to the binary it runs).
-fn real_nats_server() -> PathBuf {
-    let found = nats_server_binary().expect("nats-server installed");
-    let head = std::fs::read(&found).unwrap_or_default();
-    if head.starts_with(b"#!") {
-        let out = Command::new("pyenv")
-            .args(["which", "nats-server"])
-            .output()
-            .expect("pyenv");
-        return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    }
-    found
-}
-
-/// The binaries under test, with `serviceradar-agent` built when this
-/// package's tests run alone.
+/// The directory of the binaries under test (`serviceradar-agent` included).
 fn binaries() -> PathBuf {
-    let core = PathBuf::from(env!("CARGO_BIN_EXE_serviceradar-core"));
-    let dir = core.parent().expect("bin dir").to_path_buf();
-    if !dir.join("serviceradar-agent").is_file() {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-p",
-                "serviceradar-agent",
-                "--bin",
-                "serviceradar-agent",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo build");
-        assert!(status.success());
-    }
-    dir
+    let agent = support::agent_beside_core();
+    agent.parent().expect("bin dir").to_path_buf()
 }
 
 /// `cargo build` is a no-op in the pages' shells (the suite built them).
@@ -160,7 +130,8 @@ fn run_page(relative: &str) -> (usize, usize) {
     std::os::unix::fs::symlink(binaries(), dir.join("target/release")).expect("symlink");
     let nats_dir = dir.join(".nats-bin");
     std::fs::create_dir_all(&nats_dir).expect("mkdir");
-    std::os::unix::fs::symlink(real_nats_server(), nats_dir.join("nats-server")).expect("symlink");
+    std::os::unix::fs::symlink(support::real_nats_server(), nats_dir.join("nats-server"))
+        .expect("symlink");
 
     let mut script = format!("{PRELUDE}{CARGO_NOOP}\n");
     if text.contains("<!-- doc-test: platform -->") {

@@ -17,8 +17,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+mod support;
 use serviceradar_testkit::{
-    NatsServer, check_nats_config, free_port, http_get, leafz, nats_server_binary, wait_for_port,
+    NatsServer, check_nats_config, free_port, http_get, leafz, wait_for_port,
 };
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -43,24 +45,13 @@ fn run(cmd: &mut Command) -> String {
     text
 }
 
-/// The real `nats-server` executable (a version manager's shim on `PATH`
-/// resolved to the binary it runs).
-fn real_nats_server() -> PathBuf {
-    let found = nats_server_binary().expect("nats-server installed");
-    let head = std::fs::read(&found).unwrap_or_default();
-    if head.starts_with(b"#!") {
-        let which = run(Command::new("pyenv").args(["which", "nats-server"]));
-        return PathBuf::from(which.trim());
-    }
-    found
-}
-
 /// A `PATH` holding nothing but `nats-server`.
 fn path_with_only_nats_server(dir: &Path) -> PathBuf {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).expect("mkdir bin");
     let _ = std::fs::remove_file(bin.join("nats-server"));
-    std::os::unix::fs::symlink(real_nats_server(), bin.join("nats-server")).expect("symlink");
+    std::os::unix::fs::symlink(support::real_nats_server(), bin.join("nats-server"))
+        .expect("symlink");
     bin
 }
 
@@ -683,26 +674,6 @@ fn admin_from_another_directory_does_not_create_a_new_database() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("\tx\t"));
 }
 
-/// `serviceradar-agent` beside the `serviceradar-core` under test (built
-/// here when this package's tests run alone).
-fn agent_beside_core() -> PathBuf {
-    let core = PathBuf::from(env!("CARGO_BIN_EXE_serviceradar-core"));
-    let agent = core.with_file_name("serviceradar-agent");
-    if !agent.is_file() {
-        run(Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-p",
-                "serviceradar-agent",
-                "--bin",
-                "serviceradar-agent",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR")));
-    }
-    assert!(agent.is_file(), "no {}", agent.display());
-    agent
-}
-
 /// Issue 12: a guided first site. The README's first command's code path
 /// (`serve`, no flags, clean data dir, only `nats-server` on PATH besides
 /// the base system), then `quickstart`: through the API the demo site's
@@ -712,7 +683,7 @@ fn agent_beside_core() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quickstart_brings_a_demo_site_to_connected_and_active() {
     let _ports = DEFAULT_PORTS.lock().await;
-    let _agent = agent_beside_core();
+    let _agent = support::agent_beside_core();
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let mut serve = Serve::start(dir);
