@@ -904,9 +904,20 @@ async fn a_replica_process_sigkilled_mid_provisioning_leaves_no_site_unprovision
         serviceradar_testkit::wait_for_port(api, name, Duration::from_secs(60)).unwrap();
         (child, api)
     };
-    let (mut a, a_api) = replica("a");
-    let (mut b, _) = replica("b");
-    let b_pid = b.id();
+    // However the test ends, no replica outlives it.
+    struct Replicas(Vec<std::process::Child>);
+    impl Drop for Replicas {
+        fn drop(&mut self) {
+            for child in &mut self.0 {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+    let (a, a_api) = replica("a");
+    let (b, _) = replica("b");
+    let (a_pid, b_pid) = (a.id(), b.id());
+    let mut replicas = Replicas(vec![a, b]);
 
     let store = Store::connect(&database_url, 2).await.unwrap();
     let token = serviceradar_control::tokens::create_token_for(
@@ -962,6 +973,7 @@ async fn a_replica_process_sigkilled_mid_provisioning_leaves_no_site_unprovision
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
+    let b = &mut replicas.0[1];
     b.kill().unwrap(); // SIGKILL
     b.wait().unwrap();
     let killed = Instant::now();
@@ -996,8 +1008,8 @@ async fn a_replica_process_sigkilled_mid_provisioning_leaves_no_site_unprovision
     ));
     assert_eq!(failed, 0);
     let _ = std::process::Command::new("kill")
-        .args(["-TERM", &a.id().to_string()])
+        .args(["-TERM", &a_pid.to_string()])
         .status();
-    let _ = a.wait();
+    let _ = replicas.0[0].wait();
     store.close().await;
 }
