@@ -70,6 +70,15 @@ pub struct Regenerated {
     pub drift: ConfigDrift,
 }
 
+/// A page of sites with their leaf servers, and the filter's total.
+#[derive(Debug)]
+pub struct SiteOverview {
+    /// The page: each site with its leaf server (absent only in a race with a delete).
+    pub sites: Page<(EdgeSite, Option<NatsLeafServer>)>,
+    /// How many sites match the filter.
+    pub total: i64,
+}
+
 impl Control {
     /// A page of the tenant's sites.
     pub async fn list_sites(
@@ -84,6 +93,53 @@ impl Control {
                 name_contains: query.name.clone().filter(|n| !n.is_empty()),
             })?;
         Ok(scoped.list_sites(&filter, &page).await?)
+    }
+
+    /// A page of the tenant's sites, each with its leaf server (one query
+    /// for the page's leaves), and how many sites match the filter in all:
+    /// what the web UI's site list shows.
+    pub async fn site_overview(
+        &self,
+        actor: &Actor,
+        query: &SiteQuery,
+        page: &PageParams,
+    ) -> Result<SiteOverview, ControlError> {
+        let (scoped, page, filter) =
+            self.listing(actor, Action::ReadSites, page, |errors| SiteFilter {
+                status: parse_filter("status", query.status.as_deref(), errors),
+                name_contains: query.name.clone().filter(|n| !n.is_empty()),
+            })?;
+        let sites = scoped.list_sites(&filter, &page).await?;
+        let total = scoped.count_sites(&filter).await?;
+        let ids: Vec<EdgeSiteId> = sites.items.iter().map(|s| s.id).collect();
+        let mut leaves = scoped.leaves_for_sites(&ids).await?;
+        let sites = sites.map(|site| {
+            let leaf = leaves
+                .iter()
+                .position(|l| l.edge_site_id == site.id)
+                .map(|i| leaves.swap_remove(i));
+            (site, leaf)
+        });
+        Ok(SiteOverview { sites, total })
+    }
+
+    /// Whether `raw` is a valid slug no site of the tenant uses yet
+    /// (`Ok(Err(reason))` when it is not), for checking as a user types.
+    pub async fn check_site_slug(
+        &self,
+        actor: &Actor,
+        raw: &str,
+    ) -> Result<Result<Slug, String>, ControlError> {
+        let scoped = self.scoped(actor, Action::ReadSites)?;
+        let slug = match Slug::parse(raw) {
+            Ok(slug) => slug,
+            Err(e) => return Ok(Err(e.message)),
+        };
+        match scoped.site_by_slug(slug.as_str()).await {
+            Ok(_) => Ok(Err("another site of this tenant already uses this slug".into())),
+            Err(serviceradar_store::StoreError::NotFound) => Ok(Ok(slug)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Creates a site, its pending leaf server and (when provisioning runs

@@ -254,6 +254,7 @@ impl Application {
             metrics_listener,
             router: router(
                 control,
+                health.clone(),
                 Readiness {
                     ingest: ingest_status.clone(),
                     stall: settings.ingest_stall_unready,
@@ -600,8 +601,13 @@ async fn renewal_sweeper(store: Store, stop: watch::Receiver<bool>) {
     .await;
 }
 
-fn router(control: Control, readiness: Readiness) -> Router {
+fn router(control: Control, health: Health, readiness: Readiness) -> Router {
     let (api, _openapi) = serviceradar_api::router();
+    // The web UI (`/`, `/sign-in`, `/admin/...`, `/assets/...`) beside the API.
+    let web = serviceradar_web::router(serviceradar_web::WebState {
+        control: control.clone(),
+        health,
+    });
     let request_id = HeaderName::from_static("x-request-id");
     let ops = Router::new()
         .route("/healthz", get(healthz))
@@ -610,6 +616,7 @@ fn router(control: Control, readiness: Readiness) -> Router {
     Router::new()
         .nest("/api/v1", api.with_state(control))
         .merge(ops)
+        .merge(web)
         .layer(middleware::from_fn(record_http_metrics))
         .layer(
             TraceLayer::new_for_http()

@@ -260,6 +260,42 @@ impl Scoped<'_> {
         q.page("s", page).fetch(&self.store.pool, decode_site).await
     }
 
+    /// How many sites match `filter` (the whole list, not a page).
+    pub async fn count_sites(&self, filter: &SiteFilter) -> Result<i64, StoreError> {
+        let mut q = ListQuery::new(
+            "SELECT COUNT(*) AS n FROM edge_sites s",
+            "s",
+            self.tenant(),
+        );
+        if let Some(status) = filter.status {
+            q.eq("s.status", Arg::Text(status.as_str().into()));
+        }
+        if let Some(name) = &filter.name_contains {
+            q.contains("s.name", name);
+        }
+        q.count(&self.store.pool).await
+    }
+
+    /// The site with this slug, if the tenant has one.
+    pub async fn site_by_slug(&self, slug: &str) -> Result<EdgeSite, StoreError> {
+        ListQuery::new(SITE_SELECT, "s", self.tenant())
+            .fetch_one("s", "s.slug", slug.to_string(), &self.store.pool, decode_site)
+            .await
+    }
+
+    /// The leaf servers of `sites` (one query, for a page of sites).
+    pub async fn leaves_for_sites(
+        &self,
+        sites: &[EdgeSiteId],
+    ) -> Result<Vec<NatsLeafServer>, StoreError> {
+        let mut q = ListQuery::new(LEAF_SELECT, "l", self.tenant());
+        q.in_list(
+            "l.edge_site_id",
+            sites.iter().map(ToString::to_string).collect(),
+        );
+        q.fetch_all(&self.store.pool, decode_leaf).await
+    }
+
     /// Applies `update` to a site.
     pub async fn update_site(
         &self,
