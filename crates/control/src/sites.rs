@@ -136,7 +136,9 @@ impl Control {
             Err(e) => return Ok(Err(e.message)),
         };
         match scoped.site_by_slug(slug.as_str()).await {
-            Ok(_) => Ok(Err("another site of this tenant already uses this slug".into())),
+            Ok(_) => Ok(Err(
+                "another site of this tenant already uses this slug".into()
+            )),
             Err(serviceradar_store::StoreError::NotFound) => Ok(Ok(slug)),
             Err(e) => Err(e.into()),
         }

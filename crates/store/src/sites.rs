@@ -262,11 +262,7 @@ impl Scoped<'_> {
 
     /// How many sites match `filter` (the whole list, not a page).
     pub async fn count_sites(&self, filter: &SiteFilter) -> Result<i64, StoreError> {
-        let mut q = ListQuery::new(
-            "SELECT COUNT(*) AS n FROM edge_sites s",
-            "s",
-            self.tenant(),
-        );
+        let mut q = ListQuery::new("SELECT COUNT(*) AS n FROM edge_sites s", "s", self.tenant());
         if let Some(status) = filter.status {
             q.eq("s.status", Arg::Text(status.as_str().into()));
         }
@@ -279,7 +275,13 @@ impl Scoped<'_> {
     /// The site with this slug, if the tenant has one.
     pub async fn site_by_slug(&self, slug: &str) -> Result<EdgeSite, StoreError> {
         ListQuery::new(SITE_SELECT, "s", self.tenant())
-            .fetch_one("s", "s.slug", slug.to_string(), &self.store.pool, decode_site)
+            .fetch_one(
+                "s",
+                "s.slug",
+                slug.to_string(),
+                &self.store.pool,
+                decode_site,
+            )
             .await
     }
 

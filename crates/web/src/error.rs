@@ -57,7 +57,8 @@ impl IntoResponse for WebError {
                 } else {
                     "/sign-in"
                 };
-                let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+                let clear =
+                    format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
                 let mut response = Redirect::to(to).into_response();
                 if expired && let Ok(value) = clear.parse() {
                     response.headers_mut().insert(header::SET_COOKIE, value);

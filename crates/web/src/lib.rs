@@ -63,12 +63,18 @@ pub fn router(state: WebState) -> Router {
         .route("/admin/edge-sites/slug-check", get(wizard::slug_check))
         .route("/admin/edge-sites/{id}", get(sites::detail))
         .route("/admin/edge-sites/{id}/state", get(live::site_state_json))
-        .route("/admin/edge-sites/{id}/setup/method", get(wizard::method_step))
+        .route(
+            "/admin/edge-sites/{id}/setup/method",
+            get(wizard::method_step),
+        )
         .route(
             "/admin/edge-sites/{id}/setup/download",
             get(wizard::download_step),
         )
-        .route("/admin/edge-sites/{id}/setup/verify", get(wizard::verify_step))
+        .route(
+            "/admin/edge-sites/{id}/setup/verify",
+            get(wizard::verify_step),
+        )
         .route("/admin/edge-sites/{id}/bundle", get(sites::bundle))
         .route(
             "/admin/edge-sites/{id}/regenerate",
@@ -88,11 +94,17 @@ pub fn router(state: WebState) -> Router {
         )
         .route("/admin/collectors/{id}/bundle", post(collectors::bundle))
         .route("/admin/collectors/{id}/revoke", post(collectors::revoke))
-        .route("/admin/webhooks", get(admin::webhooks).post(admin::create_webhook))
+        .route(
+            "/admin/webhooks",
+            get(admin::webhooks).post(admin::create_webhook),
+        )
         .route("/admin/webhooks/{id}/delete", post(admin::delete_webhook))
         .route("/admin/users", get(admin::users).post(admin::create_user))
         .route("/admin/users/{id}/delete", post(admin::delete_user))
-        .route("/admin/tokens", get(admin::tokens).post(admin::create_token))
+        .route(
+            "/admin/tokens",
+            get(admin::tokens).post(admin::create_token),
+        )
         .route("/admin/tokens/{id}/revoke", post(admin::revoke_token))
         .layer(axum::middleware::from_fn(security::headers))
         .with_state(state)

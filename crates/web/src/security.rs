@@ -88,7 +88,10 @@ mod tests {
             ("origin", "http://127.0.0.1:8080"),
             ("host", "127.0.0.1:8080")
         ])));
-        assert!(!cross_origin(&headers(&[("sec-fetch-site", "same-origin")])));
+        assert!(!cross_origin(&headers(&[(
+            "sec-fetch-site",
+            "same-origin"
+        )])));
         assert!(cross_origin(&headers(&[("sec-fetch-site", "cross-site")])));
         assert!(cross_origin(&headers(&[
             ("origin", "https://evil.example"),

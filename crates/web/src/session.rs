@@ -92,8 +92,9 @@ impl<T: DeserializeOwned> FromRequest<WebState> for Posted<T> {
             .await
             .map_err(session_error)?;
         record(&auth);
-        let form = serde_urlencoded::from_bytes(&bytes)
-            .map_err(|e| WebError::Control(ControlError::BadRequest(format!("invalid form: {e}"))))?;
+        let form = serde_urlencoded::from_bytes(&bytes).map_err(|e| {
+            WebError::Control(ControlError::BadRequest(format!("invalid form: {e}")))
+        })?;
         Ok(Posted { auth, form })
     }
 }

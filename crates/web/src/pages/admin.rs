@@ -171,7 +171,11 @@ struct UsersPage {
     secret: String,
 }
 
-async fn users_page(state: &WebState, viewer: &Viewer, secret: String) -> Result<Response, WebError> {
+async fn users_page(
+    state: &WebState,
+    viewer: &Viewer,
+    secret: String,
+) -> Result<Response, WebError> {
     let actor = &viewer.auth.actor;
     let users = state.control.list_users(actor, &first(200)).await?;
     let now = now_ms();
@@ -335,12 +339,13 @@ pub async fn create_token(
     posted: Posted<TokenForm>,
 ) -> Result<Response, WebError> {
     let form = posted.form;
-    let days = match form.expires_in_days.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(raw) => Some(raw.parse::<u32>().map_err(|_| {
-            WebError::bad_request("the lifetime must be a number of days (1–365)")
-        })?),
-    };
+    let days =
+        match form.expires_in_days.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(raw) => Some(raw.parse::<u32>().map_err(|_| {
+                WebError::bad_request("the lifetime must be a number of days (1–365)")
+            })?),
+        };
     let created = state
         .control
         .create_token(

@@ -99,7 +99,10 @@ pub async fn list(
         title: "Alerts".into(),
         live: "/admin/events".into(),
         alerts: rows,
-        statuses: AlertStatus::ALL.iter().map(|s| s.as_str().to_string()).collect(),
+        statuses: AlertStatus::ALL
+            .iter()
+            .map(|s| s.as_str().to_string())
+            .collect(),
         status,
         next,
         return_to: "/admin/alerts".into(),

@@ -34,7 +34,10 @@ pub fn local_path(return_to: Option<&str>, fallback: &str) -> String {
 mod tests {
     #[test]
     fn only_local_paths_are_followed() {
-        assert_eq!(super::local_path(Some("/admin/alerts"), "/x"), "/admin/alerts");
+        assert_eq!(
+            super::local_path(Some("/admin/alerts"), "/x"),
+            "/admin/alerts"
+        );
         assert_eq!(super::local_path(Some("https://evil.example"), "/x"), "/x");
         assert_eq!(super::local_path(Some("//evil.example"), "/x"), "/x");
         assert_eq!(super::local_path(None, "/x"), "/x");

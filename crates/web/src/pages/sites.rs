@@ -13,8 +13,8 @@ use serviceradar_control::{ControlError, PageParams};
 use serviceradar_domain::EdgeSiteId;
 use serviceradar_domain::resources::{EdgeSite, NatsLeafServer};
 use serviceradar_domain::state::{AlertStatus, LeafStatus, SiteStatus};
-use serviceradar_store::now_ms;
 use serviceradar_store::health::Alert;
+use serviceradar_store::now_ms;
 
 use super::render;
 use crate::session::{Posted, Viewer};
@@ -145,12 +145,12 @@ pub async fn list(
         live: "/admin/events".into(),
         rows,
         total: overview.total,
-        statuses: SiteStatus::ALL.iter().map(|s| s.as_str().to_string()).collect(),
+        statuses: SiteStatus::ALL
+            .iter()
+            .map(|s| s.as_str().to_string())
+            .collect(),
         filtered: !status.is_empty() || !name.is_empty(),
-        first: q
-            .cursor
-            .as_ref()
-            .map(|_| list_url(&status, &name, None)),
+        first: q.cursor.as_ref().map(|_| list_url(&status, &name, None)),
         next: overview
             .sites
             .next_cursor
@@ -459,7 +459,10 @@ pub async fn regenerate(
     if posted.form.confirm.as_deref() != Some("yes") {
         return Err(WebError::bad_request("confirm the regeneration first"));
     }
-    state.control.regenerate_config(&posted.auth.actor, id).await?;
+    state
+        .control
+        .regenerate_config(&posted.auth.actor, id)
+        .await?;
     Ok(Redirect::to(&format!("/admin/edge-sites/{id}/setup/download")).into_response())
 }
 
