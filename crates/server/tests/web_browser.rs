@@ -95,8 +95,14 @@ impl Serve {
             .args(["--data-dir", &data_dir.display().to_string()])
             .args(["--database-url", &database_url])
             .args(["--hub-client-listen", &format!("127.0.0.1:{}", free_port())])
-            .args(["--hub-leafnode-listen", &format!("127.0.0.1:{}", free_port())])
-            .args(["--hub-monitoring-listen", &format!("127.0.0.1:{}", free_port())])
+            .args([
+                "--hub-leafnode-listen",
+                &format!("127.0.0.1:{}", free_port()),
+            ])
+            .args([
+                "--hub-monitoring-listen",
+                &format!("127.0.0.1:{}", free_port()),
+            ])
             .args([
                 "--leaf-monitoring-listen",
                 &format!("127.0.0.1:{leaf_monitoring}"),
@@ -249,7 +255,11 @@ impl Ui {
             .await
             .expect("axe.run");
         let found: Vec<String> = serde_json::from_value(found).expect("violations");
-        assert!(found.is_empty(), "accessibility violations on {page}:\n{}", found.join("\n"));
+        assert!(
+            found.is_empty(),
+            "accessibility violations on {page}:\n{}",
+            found.join("\n")
+        );
     }
 }
 
@@ -260,7 +270,11 @@ async fn sign_in(ui: &Ui, tenant: &str, email: &str, password: &str) {
     ui.fill("#password", password).await;
     ui.click("button[type=submit]").await;
     ui.find("#content h1").await;
-    assert!(ui.url().await.ends_with("/admin/edge-sites"), "{}", ui.url().await);
+    assert!(
+        ui.url().await.ends_with("/admin/edge-sites"),
+        "{}",
+        ui.url().await
+    );
 }
 
 async fn sign_out(ui: &Ui) {
@@ -386,7 +400,11 @@ async fn scenarios(ui: &Ui, serve: &Serve, dir: &Path, downloads: &Path) -> Resu
 
         // --- step 2: commands per method ----------------------------------
         ui.find("ol.steps li[aria-current=step]").await;
-        assert!(ui.url().await.contains("/setup/method"), "{}", ui.url().await);
+        assert!(
+            ui.url().await.contains("/setup/method"),
+            "{}",
+            ui.url().await
+        );
         assert!(ui.text("section.card").await.contains("sudo ./setup.sh"));
         ui.click("ul.tabs li:nth-child(2) a").await;
         ui.wait_until(
@@ -446,11 +464,17 @@ async fn scenarios(ui: &Ui, serve: &Serve, dir: &Path, downloads: &Path) -> Resu
         ui.accessible("site list").await;
         ui.shots_at_both_widths("07-list").await;
         leaf.kill();
-        ui.wait_until("the list badge 'disconnected' live", &badge_is("disconnected"))
-            .await;
+        ui.wait_until(
+            "the list badge 'disconnected' live",
+            &badge_is("disconnected"),
+        )
+        .await;
         leaf = start_leaf(&installed, leaf_port)?;
-        ui.wait_until("the list badge 'connected' again live", &badge_is("connected"))
-            .await;
+        ui.wait_until(
+            "the list badge 'connected' again live",
+            &badge_is("connected"),
+        )
+        .await;
 
         // --- detail page ------------------------------------------------------
         ui.go(&format!("/admin/edge-sites/{site_id}")).await;
@@ -511,10 +535,18 @@ async fn scenarios(ui: &Ui, serve: &Serve, dir: &Path, downloads: &Path) -> Resu
         sign_out(ui).await;
         sign_in(ui, "default", &viewer, PASSWORD).await;
         ui.find("#sites").await;
-        assert!(!ui.has("#create-site").await, "viewer sees Create edge site");
+        assert!(
+            !ui.has("#create-site").await,
+            "viewer sees Create edge site"
+        );
         ui.go(&format!("/admin/edge-sites/{site_id}")).await;
         ui.find("#leaf-h").await;
-        for control in ["#detail-download", "#regenerate", "#delete-site", "form[action$='/local-url']"] {
+        for control in [
+            "#detail-download",
+            "#regenerate",
+            "#delete-site",
+            "form[action$='/local-url']",
+        ] {
             assert!(!ui.has(control).await, "viewer sees {control}");
         }
         ui.shot("11-viewer-detail").await;
@@ -528,7 +560,10 @@ async fn scenarios(ui: &Ui, serve: &Serve, dir: &Path, downloads: &Path) -> Resu
             .get_named_cookie("sr_session")
             .await
             .map_err(|e| format!("session cookie: {e}"))?;
-        assert!(cookie.http_only().unwrap_or(false), "the session cookie is HttpOnly");
+        assert!(
+            cookie.http_only().unwrap_or(false),
+            "the session cookie is HttpOnly"
+        );
         let store = serviceradar_store::Store::connect(&serve.database_url, 1)
             .await
             .map_err(|e| format!("store: {e}"))?;
@@ -559,7 +594,9 @@ async fn wait_for_download(downloads: &Path) -> Result<PathBuf, String> {
             .map(|e| e.path())
             .find(|p| p.to_string_lossy().ends_with(".tar.gz"));
         if let Some(path) = done
-            && std::fs::metadata(&path).map(|m| m.len() > 0).unwrap_or(false)
+            && std::fs::metadata(&path)
+                .map(|m| m.len() > 0)
+                .unwrap_or(false)
         {
             return Ok(path);
         }
