@@ -198,6 +198,18 @@ impl Control {
         Ok((scoped.site(id).await?, scoped.leaf_for_site(id).await?))
     }
 
+    /// The hub's last refusal of the site's leaf (by the leaf authorization
+    /// callout) since the leaf was last admitted, if any.
+    pub async fn site_leaf_refusal(
+        &self,
+        actor: &Actor,
+        id: EdgeSiteId,
+    ) -> Result<Option<serviceradar_store::LeafRefusal>, ControlError> {
+        let scoped = self.scoped(actor, Action::ReadSites)?;
+        scoped.site(id).await?;
+        Ok(scoped.leaf_refusal(id).await?)
+    }
+
     /// Changes a site's name or leaf URL.
     pub async fn update_site(
         &self,

@@ -612,4 +612,56 @@ async fn wizard_creates_a_site_and_checks_slugs(db: Db) {
     let list = browser.get("/admin/edge-sites").await;
     assert!(list.body.contains("Boston Lab"));
     assert!(list.body.contains("2 sites"));
+
+    // A refusal the leaf authorization callout recorded for the site is
+    // what step 4, the site page and the live snapshot show while waiting.
+    let site_id = step2
+        .split("/admin/edge-sites/")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .expect("site id")
+        .to_string();
+    let verify = format!("/admin/edge-sites/{site_id}/setup/verify");
+    assert!(!browser.get(&verify).await.body.contains("The hub refused"));
+    let tenant = app.store.tenant_by_slug("acme").await.expect("tenant");
+    app.store
+        .scoped(TenantScope::for_system_task(tenant.id))
+        .record_leaf_refusal(
+            site_id.parse().expect("site"),
+            "certificate: issued for another site",
+            serviceradar_store::now_ms(),
+        )
+        .await
+        .expect("record refusal");
+    let page = browser.get(&verify).await;
+    assert!(
+        page.body
+            .contains("The hub refused this site&#x27;s leaf just now")
+            || page
+                .body
+                .contains("The hub refused this site&#39;s leaf just now"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("certificate: issued for another site"));
+    let detail = browser.get(&format!("/admin/edge-sites/{site_id}")).await;
+    assert!(detail.body.contains("certificate: issued for another site"));
+    let state = browser
+        .get(&format!("/admin/edge-sites/{site_id}/state"))
+        .await;
+    assert!(
+        state.body.contains("issued for another site"),
+        "{}",
+        state.body
+    );
+    // Another tenant's refusals are not this tenant's business.
+    let other = app.tenant("other").await;
+    let theirs = id(&app.create_site(&other, "Paris", "paris").await);
+    assert!(
+        !browser
+            .get(&format!("/admin/edge-sites/{theirs}/setup/verify"))
+            .await
+            .status
+            .is_success()
+    );
 }

@@ -50,6 +50,10 @@
       el.textContent = s.last_error || "";
       el.hidden = !s.last_error;
     });
+    document.querySelectorAll('[data-state="refusal"]').forEach(function (el) {
+      el.textContent = s.refusal || "";
+      el.hidden = !s.refusal;
+    });
     document.querySelectorAll('[data-state="agent"]').forEach(function (el) {
       el.textContent = s.agent_seen ? "the agent reported " + relative(s.agent_last_seen) : "no contact from the agent yet";
     });

@@ -126,15 +126,35 @@ pub struct SiteState {
     agent_last_seen: Option<i64>,
     /// Why provisioning last failed.
     last_error: Option<String>,
+    /// The hub's last refusal of the leaf, in words, while not connected.
+    pub(crate) refusal: Option<String>,
 }
 
-async fn site_state(
+/// "The hub refused this site's leaf 3 min ago (exact time): reason".
+pub fn refusal_text(refusal: &serviceradar_store::LeafRefusal, now_ms: i64) -> String {
+    let when = crate::view::When::at(refusal.refused_at, now_ms);
+    format!(
+        "The hub refused this site's leaf {} ({}): {}",
+        when.relative, when.exact, refusal.reason
+    )
+}
+
+pub(crate) async fn site_state(
     control: &Control,
     auth: &Authenticated,
     id: EdgeSiteId,
 ) -> Result<SiteState, WebError> {
     let (site, leaf) = control.site(&auth.actor, id).await?;
+    let refusal = if leaf.status == LeafStatus::Connected {
+        None
+    } else {
+        control
+            .site_leaf_refusal(&auth.actor, id)
+            .await?
+            .map(|r| refusal_text(&r, serviceradar_store::now_ms()))
+    };
     Ok(SiteState {
+        refusal,
         site_status: site.status.to_string(),
         site_tone: Badge::of(site.status.as_str()).tone,
         leaf_status: leaf.status.to_string(),

@@ -231,6 +231,7 @@ struct DetailPage {
     collectors: Vec<CollectorRow>,
     alerts: Vec<AlertRow>,
     return_to: String,
+    refusal: String,
 }
 
 /// The certificate expiry banner: a warning under 30 days, an error under 7
@@ -317,7 +318,12 @@ pub async fn detail(
         .collect();
     alerts.reverse();
     alerts.truncate(10);
+    let refusal = match control.site_leaf_refusal(actor, id).await? {
+        Some(r) if leaf.status != LeafStatus::Connected => crate::live::refusal_text(&r, now),
+        _ => String::new(),
+    };
     let page = DetailPage {
+        refusal,
         chrome: Chrome::new(&viewer, "sites"),
         title: site.name.to_string(),
         live: format!("/admin/events?site={id}"),

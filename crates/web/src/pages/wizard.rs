@@ -317,6 +317,7 @@ struct VerifyPage {
     agent_seen: bool,
     hub_url: String,
     last_error: String,
+    refusal: String,
 }
 
 /// `GET /admin/edge-sites/{id}/setup/verify`: step 4.
@@ -327,7 +328,9 @@ pub async fn verify_step(
 ) -> Result<Response, WebError> {
     let id = site_id(&id)?;
     let (site, leaf) = state.control.site(&viewer.auth.actor, id).await?;
+    let live = crate::live::site_state(&state.control, &viewer.auth, id).await?;
     render(&VerifyPage {
+        refusal: live.refusal.unwrap_or_default(),
         chrome: Chrome::new(&viewer, "sites"),
         title: format!("Verify {}", site.name),
         live: format!("/admin/events?site={id}"),
