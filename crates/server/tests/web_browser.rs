@@ -7,7 +7,8 @@
 //! order in one test — sign in; the four wizard steps (slug suggested and
 //! checked live, commands per method); the bundle download arriving while
 //! the page waited live for provisioning; step 4 and the site list turning
-//! "connected" live as the leaf joins the hub (and "disconnected" and back
+//! "connected" live as the leaf joins the hub (after a leaf with another
+//! site's certificate was refused and step 4 showed the hub's reason) (and "disconnected" and back
 //! when it is stopped and restarted); filter and search; a viewer seeing no
 //! admin controls; an ended session sending the open page to sign-in. Every
 //! page passes axe-core with no "serious" or "critical" violations; PNG
@@ -442,11 +443,39 @@ async fn scenarios(ui: &Ui, serve: &Serve, dir: &Path, downloads: &Path) -> Resu
         ui.accessible("wizard step 4").await;
         ui.shot("05-wizard-verify-waiting").await;
         let installed = install_bundle(&bundle, dir)?;
+        // A refused leaf first: this site's credentials with another site's
+        // certificate. The callout refuses it and step 4 says why, live.
+        let decoy = decoy_site_certs(&serve.base, dir).await?;
+        let certs = installed
+            .parent()
+            .ok_or("no config directory")?
+            .join("certs");
+        let mut originals = Vec::new();
+        for file in ["leaf-client.pem", "leaf-client-key.pem"] {
+            originals.push((
+                file,
+                std::fs::read(certs.join(file)).map_err(|e| e.to_string())?,
+            ));
+            std::fs::copy(decoy.join(file), certs.join(file)).map_err(|e| e.to_string())?;
+        }
+        let mut refused = start_leaf(&installed, leaf_port)?;
+        ui.wait_until(
+            "step 4 to show the hub's refusal",
+            "const r = document.getElementById('refusal'); \
+             return !!r && !r.hidden && r.textContent.includes('The hub refused this site');",
+        )
+        .await;
+        ui.shot("05b-wizard-verify-refused").await;
+        refused.kill();
+        for (file, bytes) in originals {
+            std::fs::write(certs.join(file), bytes).map_err(|e| e.to_string())?;
+        }
         let mut leaf = start_leaf(&installed, leaf_port)?;
         ui.wait_until(
             "step 4 to show the leaf connected",
             "return document.getElementById('verify-leaf').textContent.trim() === 'connected' && \
-             !document.getElementById('leaf-connected').hidden;",
+             !document.getElementById('leaf-connected').hidden && \
+             document.getElementById('refusal').hidden;",
         )
         .await;
         ui.shot("06-wizard-verify-connected").await;
@@ -654,9 +683,8 @@ fn start_leaf(config: &Path, port: u16) -> Result<NatsServer, String> {
     NatsServer::start_file(&dir, "leaf", config, port).map_err(|e| format!("the leaf: {e}"))
 }
 
-/// A viewer with the owner's password, created through the API with an
-/// owner session.
-async fn create_viewer(base: &str) -> Result<String, String> {
+/// An owner session of the API: client, cookie header, CSRF token.
+async fn api_session(base: &str) -> Result<(reqwest::Client, String, String), String> {
     let http = reqwest::Client::new();
     let login = http
         .post(format!("{base}/api/v1/auth/login"))
@@ -674,7 +702,74 @@ async fn create_viewer(base: &str) -> Result<String, String> {
         .ok_or("no session cookie")?
         .to_string();
     let body: Value = login.json().await.map_err(|e| e.to_string())?;
-    let csrf = body["csrf_token"].as_str().ok_or("no csrf token")?;
+    let csrf = body["csrf_token"]
+        .as_str()
+        .ok_or("no csrf token")?
+        .to_string();
+    Ok((http, cookie, csrf))
+}
+
+/// Creates a second site through the API, waits for its bundle and returns
+/// the directory of its unpacked certificates.
+async fn decoy_site_certs(base: &str, dir: &Path) -> Result<PathBuf, String> {
+    let (http, cookie, csrf) = api_session(base).await?;
+    let site: Value = http
+        .post(format!("{base}/api/v1/edge-sites"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"name": "Decoy", "slug": "decoy", "nats_leaf_url": "nats://127.0.0.1:4999"}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    let id = site["id"].as_str().ok_or("no decoy id")?;
+    let deadline = Instant::now() + WAIT;
+    let bytes = loop {
+        let reply = http
+            .get(format!("{base}/api/v1/edge-sites/{id}/bundle"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if reply.status().is_success() {
+            break reply.bytes().await.map_err(|e| e.to_string())?;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the decoy bundle never came: {}", reply.status()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let archive = dir.join("decoy.tar.gz");
+    std::fs::write(&archive, &bytes).map_err(|e| e.to_string())?;
+    let unpack = dir.join("decoy");
+    std::fs::create_dir_all(&unpack).map_err(|e| e.to_string())?;
+    let ok = Command::new("tar")
+        .arg("xzf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&unpack)
+        .status()
+        .map_err(|e| e.to_string())?
+        .success();
+    if !ok {
+        return Err("tar failed on the decoy bundle".into());
+    }
+    let root = std::fs::read_dir(&unpack)
+        .map_err(|e| e.to_string())?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .ok_or("an empty decoy bundle")?;
+    Ok(root.join("certs"))
+}
+
+/// A viewer with the owner's password, created through the API with an
+/// owner session.
+async fn create_viewer(base: &str) -> Result<String, String> {
+    let (http, cookie, csrf) = api_session(base).await?;
+    let csrf = csrf.as_str();
     let email = "viewer@example.com".to_string();
     let created = http
         .post(format!("{base}/api/v1/users"))
