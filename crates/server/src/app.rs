@@ -147,6 +147,9 @@ pub struct Application {
     gateway: Option<Gateway>,
     hub: Option<EmbeddedHub>,
     ingest_status: IngestStatus,
+    /// Flips to true when stopping starts (made at build time so the web
+    /// UI's live streams, which the router holds, end with it).
+    stop: (watch::Sender<bool>, watch::Receiver<bool>),
     /// What bootstrapping did (the first admin's password, once).
     pub bootstrap: BootstrapOutcome,
 }
@@ -249,18 +252,21 @@ impl Application {
                 ingest_status: ingest_status.clone(),
             },
         );
+        let stop = watch::channel(false);
         Ok(Self {
             listener,
             metrics_listener,
             router: router(
                 control,
                 health.clone(),
+                stop.1.clone(),
                 Readiness {
                     ingest: ingest_status.clone(),
                     stall: settings.ingest_stall_unready,
                 },
             ),
             ingest_status,
+            stop,
             store,
             jobs,
             settings,
@@ -323,7 +329,7 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = self.stop;
         // The embedded hub stops last, after everything else has drained.
         let (hub_stop_tx, hub_stop_rx) = watch::channel(false);
         let hub = self.hub.map(|hub| hub.supervise(hub_stop_rx));
@@ -601,12 +607,18 @@ async fn renewal_sweeper(store: Store, stop: watch::Receiver<bool>) {
     .await;
 }
 
-fn router(control: Control, health: Health, readiness: Readiness) -> Router {
+fn router(
+    control: Control,
+    health: Health,
+    stop: watch::Receiver<bool>,
+    readiness: Readiness,
+) -> Router {
     let (api, _openapi) = serviceradar_api::router();
     // The web UI (`/`, `/sign-in`, `/admin/...`, `/assets/...`) beside the API.
     let web = serviceradar_web::router(serviceradar_web::WebState {
         control: control.clone(),
         health,
+        stop,
     });
     let request_id = HeaderName::from_static("x-request-id");
     let ops = Router::new()

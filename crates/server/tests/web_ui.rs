@@ -528,6 +528,17 @@ async fn live_stream_carries_only_the_viewers_tenant(db: Db) {
     // Without a session there is no stream.
     let anonymous = Browser::new(&app.base).get("/admin/events").await;
     assert!(anonymous.status.is_redirection());
+    // Open streams end when the server stops, instead of holding up its
+    // graceful shutdown for the whole grace period (20 s).
+    let mut open_stream = open("/admin/events".into()).await;
+    let started = std::time::Instant::now();
+    drop(web);
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = open_stream.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the live stream outlived the server's stop");
+    assert!(started.elapsed() < Duration::from_secs(10));
 }
 
 async fn wizard_creates_a_site_and_checks_slugs(db: Db) {

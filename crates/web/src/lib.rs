@@ -40,6 +40,9 @@ pub struct WebState {
     /// Site and leaf status changes and alerts, this replica's and (on
     /// PostgreSQL) every other replica's.
     pub health: Health,
+    /// Flips to true when the server stops: live streams end then, so they
+    /// do not hold up the graceful shutdown.
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Where the UI starts (`/` redirects here).

@@ -184,6 +184,13 @@ pub struct EventsQuery {
     site: Option<String>,
 }
 
+/// What woke a stream up.
+enum Woke {
+    Stop,
+    Event(Result<HealthEvent, broadcast::error::RecvError>),
+    Tick,
+}
+
 struct Follow {
     control: Control,
     auth: Authenticated,
@@ -193,6 +200,7 @@ struct Follow {
     tick: tokio::time::Interval,
     last: Option<SiteState>,
     done: bool,
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Follow {
@@ -215,23 +223,32 @@ impl Follow {
             return None;
         }
         loop {
-            tokio::select! {
-                received = self.events.recv() => match received {
-                    Ok(event) if visible_to(&event, self.auth.actor.tenant_id, self.site) => {
-                        if self.site.is_some()
-                            && let Some(snapshot) = self.snapshot().await
-                        {
-                            return Some(snapshot);
-                        }
-                        if let Some(event) = event_of(&event) {
-                            return Some(event);
-                        }
+            let woke = tokio::select! {
+                _ = self.stop.wait_for(|stopping| *stopping) => Woke::Stop,
+                received = self.events.recv() => Woke::Event(received),
+                _ = self.tick.tick() => Woke::Tick,
+            };
+            match woke {
+                Woke::Stop => return None,
+                Woke::Event(Ok(event))
+                    if visible_to(&event, self.auth.actor.tenant_id, self.site) =>
+                {
+                    if self.site.is_some()
+                        && let Some(snapshot) = self.snapshot().await
+                    {
+                        return Some(snapshot);
                     }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
-                _ = self.tick.tick() => {
-                    if session_with_csrf(self.control.store(), &self.cookie).await.is_err() {
+                    if let Some(event) = event_of(&event) {
+                        return Some(event);
+                    }
+                }
+                Woke::Event(Ok(_) | Err(broadcast::error::RecvError::Lagged(_))) => {}
+                Woke::Event(Err(broadcast::error::RecvError::Closed)) => return None,
+                Woke::Tick => {
+                    if session_with_csrf(self.control.store(), &self.cookie)
+                        .await
+                        .is_err()
+                    {
                         self.done = true;
                         return Some(Event::default().event("expired").data("{}"));
                     }
@@ -272,6 +289,7 @@ pub async fn events(
         tick,
         last: None,
         done: false,
+        stop: state.stop.clone(),
     };
     let stream = futures::stream::unfold(follow, |mut follow| async move {
         let event = follow.next().await?;
