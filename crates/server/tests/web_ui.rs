@@ -24,6 +24,48 @@ both_backends!(
     wizard_creates_a_site_and_checks_slugs
 );
 
+/// A change made on one replica reaches a browser's live stream on
+/// another (PostgreSQL NOTIFY relay), for the right tenant only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_stream_carries_changes_made_on_another_replica() {
+    let url = serviceradar_testkit::postgres().create_database();
+    let a = web_support::spawn_on(&url, tempfile::tempdir().expect("dir"), |_| {}).await;
+    let b = web_support::spawn_on(&url, tempfile::tempdir().expect("dir"), |_| {}).await;
+    let acme = a.app.tenant("acme").await;
+    let site = id(&a.app.create_site(&acme, "NYC Office", "nyc-office").await);
+    let tenant = a.app.store.tenant_by_slug("acme").await.expect("tenant").id;
+    tokio::time::timeout(Duration::from_secs(10), a.health.relay_listening())
+        .await
+        .expect("replica A's relay listens");
+    let mut browser = Browser::new(&a.app.base);
+    browser
+        .sign_in("acme", &owner_email("acme"), support::OWNER_PASSWORD)
+        .await;
+    let stream = browser
+        .http
+        .get(format!("{}/admin/events", a.app.base))
+        .header(
+            "cookie",
+            format!("sr_session={}", browser.cookie.clone().expect("cookie")),
+        )
+        .send()
+        .await
+        .expect("stream");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.health
+        .agent_seen(&AgentIdentity {
+            tenant_id: tenant,
+            site_id: site.parse().expect("site"),
+            agent_id: uuid::Uuid::now_v7(),
+            common_name: "agent".into(),
+        })
+        .await
+        .expect("change on replica B");
+    let events = read_events(stream, &site).await;
+    assert!(events.contains("event: site"), "{events}");
+    assert!(events.contains(&site), "{events}");
+}
+
 fn id(v: &Value) -> String {
     v["id"].as_str().expect("id").to_string()
 }

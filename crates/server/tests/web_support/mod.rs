@@ -26,6 +26,17 @@ pub async fn spawn(db: Db, configure: impl FnOnce(&mut Settings)) -> WebApp {
         Db::Sqlite => format!("sqlite://{}", dir.path().join("test.db").display()),
         Db::Postgres => serviceradar_testkit::postgres().create_database(),
     };
+    spawn_on(&url, dir, configure).await
+}
+
+/// Starts an app on the database `url` (a second replica of another app).
+pub async fn spawn_on(
+    url: &str,
+    dir: tempfile::TempDir,
+    configure: impl FnOnce(&mut Settings),
+) -> WebApp {
+    support::init();
+    let url = url.to_string();
     let mut settings = Settings::new(url);
     settings.bootstrap.admin_password = Some(OWNER_PASSWORD.into());
     settings.job_workers = 0;
