@@ -73,8 +73,9 @@ pub struct Regenerated {
 /// A page of sites with their leaf servers, and the filter's total.
 #[derive(Debug)]
 pub struct SiteOverview {
-    /// The page: each site with its leaf server (absent only in a race with a delete).
-    pub sites: Page<(EdgeSite, Option<NatsLeafServer>)>,
+    /// The page: each site with its leaf server's status (absent only in a
+    /// race with a delete).
+    pub sites: Page<(EdgeSite, Option<serviceradar_domain::state::LeafStatus>)>,
     /// How many sites match the filter.
     pub total: i64,
 }
@@ -95,8 +96,8 @@ impl Control {
         Ok(scoped.list_sites(&filter, &page).await?)
     }
 
-    /// A page of the tenant's sites, each with its leaf server (one query
-    /// for the page's leaves), and how many sites match the filter in all:
+    /// A page of the tenant's sites, each with its leaf server's status (one
+    /// query), and how many sites match the filter in all:
     /// what the web UI's site list shows.
     pub async fn site_overview(
         &self,
@@ -109,17 +110,8 @@ impl Control {
                 status: parse_filter("status", query.status.as_deref(), errors),
                 name_contains: query.name.clone().filter(|n| !n.is_empty()),
             })?;
-        let sites = scoped.list_sites(&filter, &page).await?;
+        let sites = scoped.list_sites_with_leaf_status(&filter, &page).await?;
         let total = scoped.count_sites(&filter).await?;
-        let ids: Vec<EdgeSiteId> = sites.items.iter().map(|s| s.id).collect();
-        let mut leaves = scoped.leaves_for_sites(&ids).await?;
-        let sites = sites.map(|site| {
-            let leaf = leaves
-                .iter()
-                .position(|l| l.edge_site_id == site.id)
-                .map(|i| leaves.swap_remove(i));
-            (site, leaf)
-        });
         Ok(SiteOverview { sites, total })
     }
 

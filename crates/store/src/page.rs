@@ -146,40 +146,11 @@ impl ListQuery {
         self
     }
 
-    /// Adds `AND <column> IN ($n, ...)`; an empty list matches nothing.
-    pub(crate) fn in_list(&mut self, column: &'static str, values: Vec<String>) -> &mut Self {
-        if values.is_empty() {
-            self.sql.push_str(" AND 1 = 0");
-            return self;
-        }
-        self.sql.push_str(" AND ");
-        self.sql.push_str(column);
-        self.sql.push_str(" IN (");
-        for (i, value) in values.into_iter().enumerate() {
-            if i > 0 {
-                self.sql.push_str(", ");
-            }
-            self.push_arg(Arg::Text(value));
-        }
-        self.sql.push(')');
-        self
-    }
-
     /// Runs the query (a `SELECT COUNT(*) ...` without a page) and returns
     /// its single integer.
     pub(crate) async fn count(&self, pool: &sqlx::AnyPool) -> Result<i64, StoreError> {
         let row = self.query().fetch_one(pool).await?;
         Ok(row.try_get(0)?)
-    }
-
-    /// Runs the query without a page, decoding every row.
-    pub(crate) async fn fetch_all<T>(
-        &self,
-        pool: &sqlx::AnyPool,
-        decode: impl Fn(&AnyRow) -> Result<T, StoreError>,
-    ) -> Result<Vec<T>, StoreError> {
-        let rows = self.query().fetch_all(pool).await?;
-        rows.iter().map(decode).collect()
     }
 
     /// Adds a case-insensitive substring match on `column`.

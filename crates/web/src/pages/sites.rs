@@ -134,7 +134,7 @@ pub async fn list(
             name: site.name.to_string(),
             slug: site.slug.to_string(),
             status: Badge::of(site.status.as_str()),
-            leaf: Badge::of(leaf.as_ref().map_or("unknown", |l| l.status.as_str())),
+            leaf: Badge::of(leaf.as_ref().map_or("unknown", |l| l.as_str())),
             last_seen: When::maybe(site.last_seen_at, now),
             created: When::at(site.created_at, now),
         })
