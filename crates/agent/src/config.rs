@@ -14,7 +14,11 @@ use serviceradar_proto::v1::{CheckSpec, IdentityClaim};
 #[command(
     name = "serviceradar-agent",
     version,
-    about = "ServiceRadar edge agent"
+    about = "ServiceRadar edge agent",
+    after_help = "Examples:\n  serviceradar-agent --config /etc/serviceradar/nats/agent.toml\n  serviceradar-agent --once --check tcp=127.0.0.1:4222\n\n\
+Exit status: 0 stopped by a signal (or --once: every check passed); 1 --once: a check did not pass;\n\
+2 bad configuration or runtime failure; 3 the platform refused this agent for good\n\
+(its site was deleted or it was revoked) - not retried, and systemd does not restart it."
 )]
 pub struct Cli {
     /// Config file (TOML), e.g. `/etc/serviceradar/nats/agent.toml`.
@@ -67,6 +71,12 @@ struct FileConfig {
     site_id: Option<String>,
     agent_id: Option<String>,
     buffer: Option<usize>,
+    /// The local leaf's client URL, for creating the site's buffer stream.
+    leaf_url: Option<String>,
+    /// CA of the leaf's server certificate.
+    leaf_ca: Option<PathBuf>,
+    /// The buffer stream's definition (the bundle's `streams/edge-buffer.json`).
+    edge_buffer: Option<PathBuf>,
     #[serde(default)]
     checks: Vec<FileCheck>,
 }
@@ -107,6 +117,9 @@ pub struct Settings {
     pub local_checks: Vec<CheckSpec>,
     /// Result buffer bound.
     pub buffer: usize,
+    /// The site's buffer stream to create on the local leaf (when the
+    /// config names the leaf, its CA and the stream definition).
+    pub edge_buffer: Option<crate::buffer::BufferSetup>,
 }
 
 /// Default check interval (seconds).
@@ -194,7 +207,20 @@ impl Settings {
                 })
             }
         };
+        let edge_buffer = match (file.leaf_url, file.leaf_ca, file.edge_buffer, &gateway) {
+            (Some(leaf_url), Some(ca), Some(stream), Some(gw)) => {
+                Some(crate::buffer::BufferSetup {
+                    leaf_url,
+                    ca: resolve(base, ca),
+                    cert: gw.cert.clone(),
+                    key: gw.key.clone(),
+                    stream_json: resolve(base, stream),
+                })
+            }
+            _ => None,
+        };
         Ok(Self {
+            edge_buffer,
             gateway,
             claim: IdentityClaim {
                 tenant_id: file.tenant_id.unwrap_or_default(),

@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod buffer;
 pub mod checks;
 pub mod config;
 pub mod runner;

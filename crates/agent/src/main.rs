@@ -3,7 +3,9 @@
 //! Dials out to the agent gateway (gRPC over mTLS, no listening port), runs
 //! checkers on schedule and pushes their status. `--once` runs the local
 //! checks one time without contacting the gateway, prints them as JSON lines
-//! and exits (1 if a check did not pass). Logs carry colour codes only when
+//! and exits (1 if a check did not pass). Exit status 2 is a configuration or
+//! runtime failure, 3 a final refusal by the platform (site deleted, agent
+//! revoked; see `runner::Retired`). Logs carry colour codes only when
 //! stderr is a terminal.
 
 #![forbid(unsafe_code)]
@@ -59,6 +61,10 @@ fn main() -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
+        Err(e) if e.downcast_ref::<runner::Retired>().is_some() => {
+            eprintln!("serviceradar-agent: {e:#}; stopping (exit status 3: not restarted)");
+            ExitCode::from(3)
+        }
         Err(e) => {
             eprintln!("serviceradar-agent: {e:#}");
             ExitCode::from(2)

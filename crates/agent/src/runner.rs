@@ -6,6 +6,12 @@
 //! config when its interval passed. A failed call drops the connection and
 //! goes back to connecting; checks keep running meanwhile and the buffer
 //! keeps the newest `buffer` results (older ones are dropped and counted).
+//!
+//! Two answers are final and end the loop with [`Retired`] instead of a
+//! retry: `NOT_FOUND` (the agent's site was deleted) and `PERMISSION_DENIED`
+//! (the agent was revoked, or its certificate names another site). Retrying
+//! could not change either; the binary exits with status 3, which the
+//! bundle's systemd unit does not restart.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -18,6 +24,21 @@ use tokio::time::Instant;
 use crate::checks::{Checker, OK};
 use crate::config::{GatewayTarget, Settings};
 use crate::transport::{GrpcTransport, Transport};
+
+/// The platform refused this agent for good (see the module docs); `.0` is
+/// the gateway's message.
+#[derive(Debug, thiserror::Error)]
+#[error("the platform no longer accepts this agent: {0}")]
+pub struct Retired(pub String);
+
+/// Whether `status` is a final refusal ([`Retired`]).
+fn retired(status: &tonic::Status) -> Option<Retired> {
+    matches!(
+        status.code(),
+        tonic::Code::NotFound | tonic::Code::PermissionDenied
+    )
+    .then(|| Retired(status.message().to_owned()))
+}
 
 /// Capabilities announced in `Hello`.
 pub const CAPABILITIES: [&str; 5] = ["nats_leaf", "tcp", "http", "dns", "icmp"];
@@ -195,6 +216,13 @@ where
     F: for<'a> Fn(&'a GatewayTarget) -> ConnectFuture<'a, T>,
 {
     let checker = Checker::new()?;
+    if let Some(setup) = settings.edge_buffer.clone() {
+        tokio::spawn(async move {
+            if let Err(e) = crate::buffer::ensure_edge_buffer(&setup).await {
+                tracing::error!(error = %format!("{e:#}"), "cannot create the site's buffer stream");
+            }
+        });
+    }
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     let mut buffer = Buffer::new(settings.buffer);
     let mut config: Option<AgentConfig> = None;
@@ -225,6 +253,9 @@ where
                         transport = Some(t);
                     }
                     Err(status) => {
+                        if let Some(retired) = retired(&status) {
+                            return Err(retired.into());
+                        }
                         let delay = backoff.next_delay();
                         tracing::warn!(code = ?status.code(), message = status.message(),
                             retry_in = ?delay, "gateway refused hello");
@@ -293,6 +324,9 @@ where
             }
         }
         if let Some(status) = failed {
+            if let Some(retired) = retired(&status) {
+                return Err(retired.into());
+            }
             let delay = backoff.next_delay();
             tracing::warn!(code = ?status.code(), message = status.message(), buffered = buffer.len(),
                 retry_in = ?delay, "gateway call failed; reconnecting");

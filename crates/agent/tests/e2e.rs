@@ -6,13 +6,13 @@
 //! The site goes `active` and the leaf `connected`; killing the leaf makes it
 //! `disconnected` (restarting it, `connected` again); stopping the agent makes
 //! the site `offline` after the timeout and raises an alert that reaches a
-//! local webhook receiver; restarting the agent resolves it (webhook again).
+//! local webhook receiver; restarting the agent resolves it (webhook again);
+//! deleting the site makes the agent stop with status 3.
 //! Live status events are observed on the in-process broadcast.
 
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serviceradar_domain::TenantScope;
@@ -21,24 +21,13 @@ use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
 use serviceradar_health::HealthEvent;
 use serviceradar_hub::config::{HubOptions, write_hub_config};
 use serviceradar_identity::MasterKeySource;
-use serviceradar_provisioning::{build_site_bundle, provision_leaf};
+use serviceradar_provisioning::provision_leaf;
 use serviceradar_store::NewSite;
 use serviceradar_store::health::{ALERT_LEAF_DISCONNECTED, ALERT_SITE_OFFLINE};
 use serviceradar_testkit::{NatsServer, check_nats_config, free_port, wait_for_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(40);
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
-    text
-}
 
 /// Webhook events (`event`, alert kind) as they arrive.
 async fn webhook_receiver() -> (u16, tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
@@ -194,31 +183,8 @@ async fn agent_drives_site_and_leaf_health_and_disconnect_alerts() {
         .expect("webhook");
 
     // The bundle, installed with its own setup.sh below a prefix.
-    let bundle = build_site_bundle(
-        &core.store,
-        &core.pki,
-        &settings.provisioning,
-        TenantScope::for_system_task(tenant.id),
-        site.id,
-    )
-    .await
-    .expect("bundle");
-    let unpack = dir.join("bundle");
-    std::fs::create_dir_all(&unpack).expect("mkdir");
-    std::fs::write(unpack.join("b.tar.gz"), &bundle.bytes).expect("write");
-    run(Command::new("tar")
-        .arg("xzf")
-        .arg("b.tar.gz")
-        .current_dir(&unpack));
-    let root = unpack.join(bundle.file_name.trim_end_matches(".tar.gz"));
+    let conf_dir = support::install_bundle(&core, &tenant, &site, &dir).await;
     let prefix = dir.join("edge");
-    run(Command::new("bash")
-        .arg("setup.sh")
-        .arg("--prefix")
-        .arg(&prefix)
-        .arg("--no-start")
-        .current_dir(&root));
-    let conf_dir = prefix.join("etc/serviceradar/nats");
     let installed = conf_dir.join("nats-leaf.conf");
     let agent_conf = conf_dir.join("agent.toml");
     assert!(agent_conf.is_file(), "setup.sh installed agent.toml");
@@ -310,12 +276,12 @@ async fn agent_drives_site_and_leaf_health_and_disconnect_alerts() {
         alerts
             .items
             .iter()
-            .any(|a| a.kind == ALERT_SITE_OFFLINE && a.status.as_str() == "pending"),
+            .any(|a| a.kind == ALERT_SITE_OFFLINE && a.status.as_str() == "open"),
         "{alerts:?}"
     );
 
     // Restore the agent: active again, the alert resolves itself.
-    let _agent = start_agent(&agent_conf);
+    let mut agent = start_agent(&agent_conf);
     wait_until("site active again", || async {
         site_status().await == SiteStatus::Active
     })
@@ -355,4 +321,13 @@ async fn agent_drives_site_and_leaf_health_and_disconnect_alerts() {
             "{expected} not in {seen:?}"
         );
     }
+
+    // Deleting the site retires its agent: a final NOT_FOUND, and the agent
+    // stops with status 3 instead of retrying "try again later" forever.
+    scoped.delete_site(site.id).await.expect("delete site");
+    let status = tokio::time::timeout(WAIT, agent.wait())
+        .await
+        .expect("the agent of a deleted site stops by itself")
+        .expect("wait");
+    assert_eq!(status.code(), Some(3), "{status:?}");
 }

@@ -3,7 +3,7 @@
 //!
 //! Alerts are raised by the health sweeper (site offline / leaf disconnected
 //! longer than the rule allows) and resolved automatically on recovery; people
-//! list and acknowledge them here (`pending -> acknowledged -> resolved`).
+//! list and acknowledge them here (`open -> acknowledged -> resolved`).
 //! Webhooks receive `alert.raised` / `alert.resolved` as signed JSON; the
 //! secret is shown once, at creation.
 
@@ -111,7 +111,7 @@ pub struct AlertResponse {
     pub edge_site_id: String,
     /// `site_offline` or `leaf_disconnected`.
     pub kind: String,
-    /// `pending`, `acknowledged` or `resolved`.
+    /// `open`, `acknowledged` or `resolved`.
     pub status: String,
     /// What happened.
     pub message: String,
@@ -171,7 +171,7 @@ pub async fn get_alert(
     ))
 }
 
-/// Acknowledge an alert (`pending -> acknowledged`).
+/// Acknowledge an alert (`open -> acknowledged`).
 #[utoipa::path(post, path = "/alerts/{id}/acknowledge", tag = "alerts",
     params(("id" = String, Path, description = "Alert id")),
     responses((status = 200, body = AlertResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]

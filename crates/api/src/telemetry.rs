@@ -1,9 +1,10 @@
-//! Ingested telemetry (`/api/v1/events`, `/api/v1/metrics`, `/api/v1/logs`)
-//! and the tenant's ingestion pipeline (`/api/v1/ingest`).
+//! Ingested telemetry (`/api/v1/events`, `/api/v1/metrics`, `/api/v1/logs`),
+//! the tenant's ingestion pipeline (`/api/v1/ingest`) and the messages it
+//! refused (`/api/v1/dead-letters`).
 
 use axum::extract::State;
 use serde::Serialize;
-use serviceradar_control::telemetry::TelemetryQuery;
+use serviceradar_control::telemetry::{DeadLetterQuery, TelemetryQuery};
 use serviceradar_control::{Control, PageParams};
 use serviceradar_domain::telemetry::TelemetryKind;
 use serviceradar_http::{ApiError, ApiJson, ApiQuery, Caller, ErrorBody, ListResponse};
@@ -18,6 +19,59 @@ pub(super) fn router() -> OpenApiRouter<Control> {
         .routes(routes!(list_metrics))
         .routes(routes!(list_logs))
         .routes(routes!(ingest_status))
+        .routes(routes!(list_dead_letters))
+}
+
+/// A message the ingestion pipeline refused, kept with why.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterResponse {
+    /// Its sequence in the tenant's dead-letter stream.
+    pub seq: u64,
+    /// When it was refused (Unix ms).
+    pub dead_lettered_at: i64,
+    /// Why: what the decoder or the database said about it.
+    pub reason: String,
+    /// The subject it was published on.
+    pub subject: String,
+    /// Its sequence in the tenant's ingest stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingest_seq: Option<u64>,
+    /// Its size as published, in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_bytes: Option<u64>,
+    /// The payload as text (only its first KiB when it was over the size
+    /// limit; invalid UTF-8 replaced).
+    pub payload: String,
+}
+
+/// The tenant's dead letters, newest first: messages that did not decode or
+/// that the database refused, with the reason. Kept for 14 days by default
+/// (`--dead-letter-retention-days`). `503` while this server runs no
+/// ingestion pipeline for the tenant.
+#[utoipa::path(get, path = "/dead-letters", tag = "telemetry", params(DeadLetterQuery),
+    responses((status = 200, body = ListResponse<DeadLetterResponse>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn list_dead_letters(
+    State(control): State<Control>,
+    Caller(auth): Caller,
+    ApiQuery(query): ApiQuery<DeadLetterQuery>,
+) -> Result<ApiJson<ListResponse<DeadLetterResponse>>, ApiError> {
+    let (items, next_cursor) = control.list_dead_letters(&auth.actor, &query).await?;
+    Ok(ApiJson(ListResponse {
+        items: items
+            .into_iter()
+            .map(|d| DeadLetterResponse {
+                seq: d.seq,
+                dead_lettered_at: d.dead_lettered_at_ms,
+                reason: d.reason,
+                subject: d.subject,
+                ingest_seq: d.ingest_seq,
+                payload_bytes: d.payload_bytes,
+                payload: d.payload,
+            })
+            .collect(),
+        next_cursor,
+    }))
 }
 
 /// The tenant's ingestion pipeline: is its data arriving?

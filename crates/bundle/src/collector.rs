@@ -349,7 +349,8 @@ fn publishing(b: &CollectorBundle) -> String {
          \n\
          Other members are kept as part of the record. Text fields may not contain\n\
          the NUL character (U+0000). A message that breaks these rules is not\n\
-         stored: it goes to your tenant's dead letters with the reason.\n\
+         stored: it goes to your tenant's dead letters with the reason, listed by\n\
+         `GET /api/v1/dead-letters` (kept 14 days by default).\n\
          \n\
          Example:\n\
          \n\

@@ -365,3 +365,102 @@ fn installed_unit_passes_systemd_analyze_verify() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("serviceradar-nats-leaf"), "{stderr}");
 }
+
+/// A site bundle whose agent carries its `agent.toml` (as provisioning
+/// ships it: certificate paths relative to the bundle).
+fn site_with_agent_config() -> SiteBundle {
+    let mut input = site("NYC Office");
+    if let Some(agent) = input.pki.agent.as_mut() {
+        agent.config_toml = Some(
+            "gateway_url = \"https://127.0.0.1:50052\"\ncert = \"certs/agent.pem\"\n\
+             key = \"certs/agent-key.pem\"\nca = \"certs/root-ca.pem\"\n\
+             leaf_url = \"tls://127.0.0.1:4222\"\nleaf_ca = \"certs/ca-chain.pem\"\n\
+             edge_buffer = \"streams/edge-buffer.json\"\n"
+                .into(),
+        );
+    }
+    input
+}
+
+#[test]
+fn the_agent_beside_setup_sh_is_installed_with_its_paths_under_the_prefix() {
+    let input = site_with_agent_config();
+    let (dir, root) = unpacked(&input);
+    // Any executable stands in for the agent binary: setup.sh only copies it.
+    let fake_agent = root.join("serviceradar-agent");
+    std::fs::write(&fake_agent, "#!/bin/sh\nexit 0\n").expect("write");
+    let mut perms = std::fs::metadata(&fake_agent).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&fake_agent, perms).expect("chmod");
+    let prefix = dir.path().join("root");
+    let p = prefix.to_str().expect("utf8 path").to_owned();
+
+    let (ok, stdout, stderr) = setup(&root, &["--prefix", &p]);
+    assert!(ok, "setup failed: {stdout}\n{stderr}");
+    let bin = prefix.join("usr/local/bin/serviceradar-agent");
+    assert_eq!(mode_of(&bin), 0o755);
+    let config = std::fs::read_to_string(prefix.join("etc/serviceradar/nats/agent.toml"))
+        .expect("agent.toml");
+    assert!(
+        config.contains(&format!(
+            "cert = \"{p}/etc/serviceradar/nats/certs/agent.pem\""
+        )),
+        "{config}"
+    );
+    assert!(config.contains(&format!(
+        "ca = \"{p}/etc/serviceradar/nats/certs/root-ca.pem\""
+    )));
+    assert!(config.contains("gateway_url = \"https://127.0.0.1:50052\""));
+    assert!(config.contains(&format!(
+        "leaf_ca = \"{p}/etc/serviceradar/nats/certs/ca-chain.pem\""
+    )));
+    assert!(config.contains(&format!(
+        "edge_buffer = \"{p}/etc/serviceradar/nats/streams/edge-buffer.json\""
+    )));
+    let unit =
+        std::fs::read_to_string(prefix.join("etc/systemd/system/serviceradar-agent.service"))
+            .expect("agent unit");
+    assert!(
+        unit.contains(&format!(
+            "ExecStart={} --config {p}/etc/serviceradar/nats/agent.toml\n",
+            bin.display()
+        )),
+        "{unit}"
+    );
+    assert!(
+        stdout.contains("start the agent in the foreground:"),
+        "{stdout}"
+    );
+
+    // Again: nothing changes.
+    let (ok, stdout, _) = setup(&root, &["--prefix", &p]);
+    assert!(ok);
+    assert!(stdout.contains("Done: 0 change(s)"), "{stdout}");
+}
+
+#[test]
+fn without_the_agent_binary_setup_installs_its_files_and_says_how_to_get_it() {
+    let input = site_with_agent_config();
+    let (dir, root) = unpacked(&input);
+    let prefix = dir.path().join("root");
+    let p = prefix.to_str().expect("utf8 path").to_owned();
+    // A PATH without serviceradar-agent (but with the tools setup.sh uses).
+    let out = run(Command::new("bash")
+        .arg(root.join("setup.sh"))
+        .args(["--prefix", &p])
+        .env("PATH", "/usr/bin:/bin")
+        .current_dir(&root)
+        .stdin(Stdio::null()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("serviceradar-agent is neither beside setup.sh nor on PATH"),
+        "{stderr}"
+    );
+    assert!(prefix.join("etc/serviceradar/nats/agent.toml").is_file());
+    assert!(
+        !prefix
+            .join("etc/systemd/system/serviceradar-agent.service")
+            .exists()
+    );
+}

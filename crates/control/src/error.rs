@@ -40,6 +40,10 @@ pub enum ControlError {
     /// The object's state forbids it, or it already exists.
     #[error("{0}")]
     Conflict(String),
+    /// A part this request needs is not running here right now (the caller
+    /// may retry, or ask another replica).
+    #[error("{0}")]
+    Unavailable(String),
     /// Something failed that the caller cannot fix. `code` is stable,
     /// `detail` goes to the log only.
     #[error("internal error ({code})")]

@@ -57,6 +57,9 @@ pub struct ControlSettings {
     /// supervisor that reports into it (what [`telemetry`]'s
     /// `ingest_status` shows a tenant).
     pub ingest_status: serviceradar_ingest::IngestStatus,
+    /// Reads the tenants' dead letters back from the hub (shared with the
+    /// ingest pipelines, which register their connections in it).
+    pub dead_letters: serviceradar_ingest::DeadLetters,
 }
 
 /// The use-cases, over the services they need. Cheap to clone.

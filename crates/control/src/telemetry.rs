@@ -1,11 +1,12 @@
 //! Ingested telemetry: events, metrics and logs of the tenant, by event time,
-//! and the state of the tenant's ingestion pipeline.
+//! the state of the tenant's ingestion pipeline, and the messages it
+//! refused (dead letters).
 
 use serde::Deserialize;
 use serviceradar_domain::telemetry::TelemetryKind;
 use serviceradar_domain::validate::FieldError;
 use serviceradar_domain::{Action, Actor};
-use serviceradar_ingest::PipelineStatus;
+use serviceradar_ingest::{DeadLetter, DeadLetterReadError, PipelineStatus};
 use serviceradar_store::{Page, StoredRecord, TimeRange};
 
 use crate::{Control, ControlError, PageParams};
@@ -21,7 +22,70 @@ pub struct TelemetryQuery {
     pub to: Option<i64>,
 }
 
+/// Page of a dead-letter list: newest first, `before` a sequence from the
+/// previous page's `next_cursor`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+pub struct DeadLetterQuery {
+    /// Dead letters per page, 1–200 (default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
 impl Control {
+    /// A page of the tenant's dead letters (messages the pipeline refused,
+    /// with why), newest first, and the next page's cursor. `Unavailable`
+    /// when this process runs no pipeline for the tenant.
+    pub async fn list_dead_letters(
+        &self,
+        actor: &Actor,
+        query: &DeadLetterQuery,
+    ) -> Result<(Vec<DeadLetter>, Option<String>), ControlError> {
+        actor.authorize(Action::ReadData)?;
+        let mut errors = serviceradar_domain::validate::FieldErrors::default();
+        let limit = match query.limit {
+            None => 50,
+            Some(n) if (1..=200).contains(&n) => n,
+            Some(_) => {
+                errors
+                    .0
+                    .push(FieldError::new("limit", "must be between 1 and 200"));
+                50
+            }
+        };
+        let before = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
+            None => None,
+            Some(text) => match text.parse::<u64>() {
+                Ok(seq) if seq > 0 => Some(seq),
+                _ => {
+                    errors.0.push(FieldError::new(
+                        "cursor",
+                        "is not a cursor returned by this API",
+                    ));
+                    None
+                }
+            },
+        };
+        if !errors.0.is_empty() {
+            return Err(ControlError::Invalid(errors));
+        }
+        match self
+            .settings()
+            .dead_letters
+            .list(actor.tenant_id, before, limit as usize)
+            .await
+        {
+            Ok((items, next)) => Ok((items, next.map(|seq| seq.to_string()))),
+            Err(DeadLetterReadError::NotRunning) => Err(ControlError::Unavailable(
+                "ingestion is not running for this tenant on this server yet; try again shortly"
+                    .into(),
+            )),
+            Err(e) => Err(ControlError::internal("dead_letters", e)),
+        }
+    }
+
     /// The caller's tenant's ingestion pipeline (state, since when, lag,
     /// last error), or `None` when this process runs no pipeline for it
     /// (ingestion disabled, or not started yet).

@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod duration;
 pub mod ids;
 pub mod net;
 pub mod policy;

@@ -9,7 +9,7 @@
 //! NatsLeafServer  pending --provisioned--> provisioned --connected--> connected <--> disconnected
 //! Package         created --> downloaded --> installed;  any live state --> revoked;
 //!                 created | downloaded --> expired
-//! Alert           pending --> acknowledged --> resolved;  pending --> resolved
+//! Alert           open --> acknowledged --> resolved;  open --> resolved
 //! ```
 
 use std::fmt;
@@ -195,8 +195,8 @@ impl PackageStatus {
 status_enum!(
     /// Status of an alert.
     AlertStatus, "alert" {
-        /// Raised, nobody has looked at it.
-        Pending => "pending",
+        /// Raised and nobody has acknowledged it yet (the condition holds).
+        Open => "open",
         /// A person acknowledged it.
         Acknowledged => "acknowledged",
         /// The condition cleared (automatically or by hand).
@@ -218,8 +218,8 @@ impl AlertStatus {
     pub fn apply(self, event: AlertEvent) -> Result<Self, IllegalTransition> {
         use AlertStatus::*;
         match (self, event) {
-            (Pending, AlertEvent::Acknowledge) => Ok(Acknowledged),
-            (Pending | Acknowledged, AlertEvent::Resolve) => Ok(Resolved),
+            (Open, AlertEvent::Acknowledge) => Ok(Acknowledged),
+            (Open | Acknowledged, AlertEvent::Resolve) => Ok(Resolved),
             (Acknowledged | Resolved, AlertEvent::Acknowledge) => Err(self.illegal("acknowledge")),
             (Resolved, AlertEvent::Resolve) => Err(self.illegal("resolve")),
         }
@@ -306,8 +306,8 @@ mod tests {
     fn alert_transitions() {
         use AlertEvent::*;
         use AlertStatus::*;
-        assert_eq!(Pending.apply(Acknowledge), Ok(Acknowledged));
-        assert_eq!(Pending.apply(Resolve), Ok(Resolved));
+        assert_eq!(Open.apply(Acknowledge), Ok(Acknowledged));
+        assert_eq!(Open.apply(Resolve), Ok(Resolved));
         assert_eq!(Acknowledged.apply(Resolve), Ok(Resolved));
         assert!(Acknowledged.apply(Acknowledge).is_err());
         assert!(Resolved.apply(Acknowledge).is_err());

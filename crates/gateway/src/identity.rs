@@ -59,18 +59,19 @@ impl IdentityResolver {
         let scoped = store.scoped(TenantScope::for_system_task(tenant_id));
         let agent = match scoped.agent(peer.id).await {
             Ok(agent) => agent,
-            Err(StoreError::NotFound) => {
-                return Err(Status::permission_denied("unknown agent"));
-            }
+            // A certificate of this tenant's CA naming an agent that does
+            // not exist: the agent's site was deleted (agents go with it).
+            Err(StoreError::NotFound) => return Err(crate::service::agent_gone(&peer.common_name)),
             Err(e) => return Err(crate::service::internal_status("agent lookup", &e)),
         };
         if agent.revoked_at.is_some() {
             return Err(Status::permission_denied("the agent was revoked"));
         }
-        let site = scoped
-            .site(agent.edge_site_id)
-            .await
-            .map_err(|e| crate::service::internal_status("site lookup", &e))?;
+        let site = match scoped.site(agent.edge_site_id).await {
+            Ok(site) => site,
+            Err(StoreError::NotFound) => return Err(crate::service::agent_gone(&peer.common_name)),
+            Err(e) => return Err(crate::service::internal_status("site lookup", &e)),
+        };
         let tenant = store
             .tenant(tenant_id)
             .await

@@ -15,7 +15,7 @@ use serviceradar_proto::v1::{
     IdentityClaim, PushResultsResponse, PushStatusRequest, PushStatusResponse, ResultsChunk,
 };
 use serviceradar_proto::{MAX_CHUNK_BYTES, MAX_UPLOAD_BYTES};
-use serviceradar_store::Store;
+use serviceradar_store::{Store, StoreError};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
@@ -119,10 +119,12 @@ impl GatewayService {
     }
 
     async fn seen(&self, id: &AgentIdentity) -> Result<(), Status> {
-        self.health
-            .agent_seen(id)
-            .await
-            .map_err(|e| crate::service::internal_status("recording agent contact", &e))
+        match self.health.agent_seen(id).await {
+            Ok(()) => Ok(()),
+            // Deleted between the identity lookup (cached) and now.
+            Err(StoreError::NotFound) => Err(agent_gone(&id.common_name)),
+            Err(e) => Err(internal_status("recording agent contact", &e)),
+        }
     }
 
     /// The config of `id`'s agent: the site's leaf checker (pointing at the
@@ -160,6 +162,17 @@ impl GatewayService {
 fn span(rpc: &'static str, id: &AgentIdentity) -> tracing::Span {
     tracing::info_span!("gateway", rpc, tenant_id = %id.tenant_id, site_id = %id.site_id,
         agent_id = %id.agent_id)
+}
+
+/// The answer to an agent whose site was deleted: `NOT_FOUND`, which the
+/// agent takes as final (it stops instead of retrying). Logged at `info`:
+/// it is the expected end of a deleted site's agent, not a server fault.
+pub fn agent_gone(common_name: &str) -> Status {
+    tracing::info!(peer = %common_name, "refused an agent whose site was deleted");
+    Status::not_found(
+        "this agent's edge site was deleted: stop the agent and uninstall it \
+         (it is not retried)",
+    )
 }
 
 /// An internal failure as agents see it: `UNAVAILABLE` with a reference to

@@ -285,15 +285,7 @@ impl Health {
             .due_alerts(now - offline_after - alert_after, now - alert_after)
             .await?
         {
-            let minutes = (now - due.since) / 60_000;
-            let message = match due.kind {
-                ALERT_SITE_OFFLINE => {
-                    format!("no agent contact from the site for {minutes} min")
-                }
-                _ => format!(
-                    "the site's NATS leaf has been disconnected from the hub for {minutes} min"
-                ),
-            };
+            let message = alert_message(due.kind, now - due.since);
             let scoped = self
                 .store
                 .scoped(TenantScope::for_system_task(due.tenant_id));
@@ -313,4 +305,30 @@ impl Health {
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The text of an alert of `kind` whose condition has held for `held_ms`.
+fn alert_message(kind: &str, held_ms: i64) -> String {
+    let held = serviceradar_domain::duration::human(held_ms);
+    match kind {
+        ALERT_SITE_OFFLINE => format!("no agent contact from the site for {held}"),
+        _ => format!("the site's NATS leaf has been disconnected from the hub for {held}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alert_text_never_says_zero_minutes() {
+        assert_eq!(
+            alert_message(ALERT_LEAF_DISCONNECTED, 50_000),
+            "the site's NATS leaf has been disconnected from the hub for 50 s"
+        );
+        assert_eq!(
+            alert_message(ALERT_SITE_OFFLINE, 3 * 60_000 + 20_000),
+            "no agent contact from the site for 3 min 20 s"
+        );
+    }
 }

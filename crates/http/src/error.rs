@@ -183,6 +183,11 @@ impl From<ControlError> for ApiError {
                     Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0));
                 err
             }
+            ControlError::Unavailable(msg) => {
+                let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg);
+                err.retry_after = Some(5);
+                err
+            }
             ControlError::Internal { code, detail } => ApiError::internal(code, detail),
         }
     }

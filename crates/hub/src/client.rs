@@ -52,7 +52,8 @@ impl HubEndpoint {
                 source,
             })?
             .name(name)
-            .connection_timeout(CONNECT_TIMEOUT);
+            .connection_timeout(CONNECT_TIMEOUT)
+            .event_callback(log_event(name, hub_url));
         if let Some(ca) = ca_file {
             options = options
                 .require_tls(true)
@@ -66,6 +67,35 @@ impl HubEndpoint {
                 name: name.to_owned(),
                 source,
             })
+    }
+}
+
+/// Logs a hub connection's events with which connection and which hub they
+/// are about (the client's own default said only `event: client error: nats:
+/// IO error`): losing the connection is a warning, getting it back news.
+fn log_event(
+    name: &str,
+    hub_url: &str,
+) -> impl Fn(async_nats::Event) -> std::future::Ready<()> + Send + Sync + 'static {
+    let (name, hub) = (name.to_owned(), hub_url.to_owned());
+    move |event| {
+        use async_nats::Event;
+        match &event {
+            Event::Connected => tracing::info!(connection = %name, %hub, "hub connection up"),
+            Event::Disconnected => {
+                tracing::warn!(connection = %name, %hub, "hub connection lost; reconnecting")
+            }
+            Event::ClientError(e) => {
+                tracing::warn!(connection = %name, %hub, error = %e, "hub connection error")
+            }
+            Event::ServerError(e) => {
+                tracing::warn!(connection = %name, %hub, error = %e, "the hub reported an error")
+            }
+            other => {
+                tracing::info!(connection = %name, %hub, event = %other, "hub connection event")
+            }
+        }
+        std::future::ready(())
     }
 }
 

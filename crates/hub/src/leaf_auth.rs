@@ -280,9 +280,14 @@ fn check_certificate(
     let peer = PeerIdentity::from_der_with_issuer(&leaf, &issuer, trust_domain)
         .map_err(|e| Refusal::Certificate(e.to_string()))?;
     if peer.kind != IdentityKind::Leaf {
+        let kind = peer.kind.to_string();
         return Err(Refusal::Certificate(format!(
-            "a {} certificate is not a leaf certificate",
-            peer.kind
+            "{} {kind} certificate is not a leaf certificate",
+            if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                "an"
+            } else {
+                "a"
+            }
         )));
     }
     if peer.tenant_id != claims.tenant || peer.id != claims.site {

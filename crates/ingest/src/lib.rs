@@ -14,8 +14,9 @@
 //!   database connection: decoding each message
 //!   ([`serviceradar_domain::telemetry::decode`], borrowing from the
 //!   message); publishing a message that does not decode to
-//!   `deadletter.{tenant}` with the reason in the `SR-Reason` header (and its
-//!   subject and stream sequence); writing the good records in one
+//!   `deadletter.{tenant}`, stored in the tenant's `DEAD_LETTERS` stream,
+//!   with the reason in the `SR-Reason` header (and its subject and stream
+//!   sequence; [`DeadLetters`] reads them back for the API); writing the good records in one
 //!   transaction, idempotent on the stream sequence. When the database
 //!   refuses a record's data, the batch is split until the refused records
 //!   are alone; they are dead-lettered with the database's reason and the
@@ -68,11 +69,14 @@ mod write;
 
 pub use buffers::sync_site_buffers;
 pub use consumer::{CONSUMER, STREAM, open_consumer, stream_config};
-pub use deadletter::deadletter_subject;
+pub use deadletter::{
+    DeadLetter, DeadLetterReadError, DeadLetters, STREAM as DEAD_LETTER_STREAM, deadletter_subject,
+};
 pub use error::{BoxError, IngestError};
 pub use fetch::next_batch;
 pub use settings::{
-    DEFAULT_BATCH_SIZE, DEFAULT_RETENTION, DEFAULT_WRITERS, IngestSettings, TENANT_REFRESH,
+    DEFAULT_BATCH_SIZE, DEFAULT_DEAD_LETTER_RETENTION, DEFAULT_RETENTION, DEFAULT_WRITERS,
+    IngestSettings, TENANT_REFRESH,
 };
 pub use status::{IngestStatus, PipelineState, PipelineStatus};
 pub use supervisor::spawn;

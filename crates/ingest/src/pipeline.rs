@@ -98,6 +98,13 @@ pub(crate) async fn pipeline(
     let (stream, consumer) =
         open_stream_and_consumer(&client, tenant.slug.as_str(), settings).await?;
     let (consumer, delivered) = recover_unacknowledged(&stream, consumer, settings).await?;
+    crate::deadletter::open_stream(
+        &client,
+        tenant.slug.as_str(),
+        settings.dead_letter_retention,
+    )
+    .await?;
+    settings.dead_letters.register(tenant.id, client.clone());
     tracing::info!(
         hub = %settings.hub.url,
         batch_size = settings.batch_size,

@@ -44,6 +44,11 @@ pub struct IngestSettings {
     /// this process): a joining site's buffer is set up within seconds, not
     /// at the next `site_sync_interval`.
     pub leaf_admissions: Option<serviceradar_hub::leaf_auth::Admissions>,
+    /// How long each tenant's `DEAD_LETTERS` stream keeps a dead letter.
+    pub dead_letter_retention: Duration,
+    /// Where the pipelines register their hub connections so the API can
+    /// read the dead letters back (shared with `ControlSettings`).
+    pub dead_letters: crate::DeadLetters,
 }
 
 impl IngestSettings {
@@ -65,9 +70,14 @@ impl IngestSettings {
             site_sync_interval: TENANT_REFRESH,
             tenant_refresh: TENANT_REFRESH,
             leaf_admissions: None,
+            dead_letter_retention: DEFAULT_DEAD_LETTER_RETENTION,
+            dead_letters: crate::DeadLetters::new(),
         }
     }
 }
+
+/// How long dead letters are kept by default: 14 days.
+pub const DEFAULT_DEAD_LETTER_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// How many fetched batches wait for a free writer (the fetcher is then
 /// already pulling the next one: fetching overlaps writing).

@@ -15,7 +15,7 @@ use serviceradar_domain::telemetry::{IncomingMessage, decode};
 use serviceradar_store::Store;
 
 use crate::deadletter::dead_letter;
-use crate::error::{IngestError, wrap};
+use crate::error::IngestError;
 use crate::fetch::{Fetched, FetchedBatch};
 use crate::status::IngestStatus;
 
@@ -134,12 +134,6 @@ async fn write_batch(
         }
         written.inserted
     };
-    if dead_lettered > 0 {
-        client
-            .flush()
-            .await
-            .map_err(wrap(IngestError::DeadLetter, "flushing dead letters"))?;
-    }
     Ok(BatchOutcome {
         fetched: batch.len(),
         inserted,

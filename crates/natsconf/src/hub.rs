@@ -262,6 +262,10 @@ pub fn render_hub_config(input: &HubConfigInput) -> Result<String, ConfigError> 
     w.open("leafnodes");
     w.string("host", &leafnode.host().to_bare());
     w.int("port", leafnode.port());
+    // Leaves dial the URL in their bundle only: advertising this server's
+    // other interface addresses made leaves try them and log TLS errors
+    // (the hub certificate does not name them).
+    w.bool("no_advertise", true);
     input.leafnode_tls.write(&mut w, true);
     w.close();
     w.blank();

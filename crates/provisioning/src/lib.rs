@@ -436,13 +436,14 @@ fn first_pem_block(chain: &str) -> Option<&str> {
 }
 
 /// The `agent.toml` shipped in the site bundle. Paths are relative to the
-/// file's directory (the bundle installs it beside `nats-leaf.conf`, with the
-/// certificates in `certs/`).
+/// bundle (certificates in `certs/`, the buffer stream in `streams/`);
+/// `setup.sh` rewrites them to where it installed those files.
 pub fn agent_config_toml(
     settings: &ProvisioningSettings,
     tenant: &Tenant,
     site: &EdgeSite,
     agent_id: uuid::Uuid,
+    leaf_port: u16,
 ) -> String {
     // A JSON string literal is a valid TOML basic string.
     let q = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
@@ -454,6 +455,10 @@ pub fn agent_config_toml(
          cert = \"certs/agent.pem\"\n\
          key = \"certs/agent-key.pem\"\n\
          ca = \"certs/root-ca.pem\"\n\
+         # The site's buffer stream, created on the local leaf as soon as it runs.\n\
+         leaf_url = \"tls://127.0.0.1:{leaf_port}\"\n\
+         leaf_ca = \"certs/ca-chain.pem\"\n\
+         edge_buffer = \"streams/edge-buffer.json\"\n\
          tenant_id = \"{tenant_id}\"\n\
          site_id = \"{site_id}\"\n\
          agent_id = \"{agent_id}\"\n",
@@ -528,7 +533,13 @@ pub async fn build_site_bundle(
                 // The chain up to the tenant CA: the gateway trusts only the root.
                 cert_pem: format!("{}{tenant_ca}\n", agent.cert_pem),
                 key_pem: SecretText::new(key.as_str()),
-                config_toml: Some(agent_config_toml(settings, &tenant, &site, agent.id)),
+                config_toml: Some(agent_config_toml(
+                    settings,
+                    &tenant,
+                    &site,
+                    agent.id,
+                    leaf.local_listen.port(),
+                )),
             })
         }
         None => None,

@@ -150,6 +150,7 @@ pub struct Application {
     /// Flips to true when stopping starts (made at build time so the web
     /// UI's live streams, which the router holds, end with it).
     stop: (watch::Sender<bool>, watch::Receiver<bool>),
+    dead_letters: serviceradar_ingest::DeadLetters,
     /// What bootstrapping did (the first admin's password, once).
     pub bootstrap: BootstrapOutcome,
 }
@@ -240,6 +241,7 @@ impl Application {
             None => None,
         };
         let ingest_status = IngestStatus::new();
+        let dead_letters = serviceradar_ingest::DeadLetters::new();
         let control = Control::new(
             store.clone(),
             pki.clone(),
@@ -250,6 +252,7 @@ impl Application {
                 throttle: settings.throttle.clone(),
                 webhooks: settings.webhooks.clone(),
                 ingest_status: ingest_status.clone(),
+                dead_letters: dead_letters.clone(),
             },
         );
         let stop = watch::channel(false);
@@ -267,6 +270,7 @@ impl Application {
             ),
             ingest_status,
             stop,
+            dead_letters,
             store,
             jobs,
             settings,
@@ -350,6 +354,7 @@ impl Application {
         if let Some(ingest) = &self.settings.ingest {
             let mut ingest = ingest.clone();
             ingest.leaf_admissions = Some(admissions.clone());
+            ingest.dead_letters = self.dead_letters.clone();
             tasks.push((
                 "the ingest supervisor",
                 serviceradar_ingest::spawn(

@@ -339,6 +339,11 @@ pub struct IngestConfig {
     #[arg(long, env = "SERVICERADAR_INGEST_RETENTION_HOURS", default_value_t = 168,
           value_parser = clap::value_parser!(u64).range(1..=87_600))]
     pub ingest_retention_hours: u64,
+    /// How long each tenant's dead letters (messages ingestion refused, with
+    /// why; `GET /api/v1/dead-letters`) are kept on the hub, in days.
+    #[arg(long, env = "SERVICERADAR_DEAD_LETTER_RETENTION_DAYS", default_value_t = 14,
+          value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub dead_letter_retention_days: u64,
 }
 
 impl IngestConfig {
@@ -360,6 +365,8 @@ impl IngestConfig {
         settings.writers = self.ingest_writers as usize;
         settings.batch_timeout = std::time::Duration::from_millis(self.ingest_batch_timeout_ms);
         settings.retention = std::time::Duration::from_secs(self.ingest_retention_hours * 3600);
+        settings.dead_letter_retention =
+            std::time::Duration::from_secs(self.dead_letter_retention_days * 24 * 3600);
         Some(settings)
     }
 }
@@ -430,9 +437,15 @@ fn listen_port(listen: &str) -> Option<u16> {
 /// The agent gateway (gRPC over mTLS) and site health.
 #[derive(Debug, Clone, Args)]
 pub struct GatewayConfig {
-    /// Listen address of the agent gateway (e.g. `0.0.0.0:50051`); unset disables it.
-    #[arg(long, env = "SERVICERADAR_GATEWAY_LISTEN")]
-    pub gateway_listen: Option<SocketAddr>,
+    /// Listen address of the agent gateway (gRPC over mutual TLS; agents
+    /// dial it). `0.0.0.0:50051` for agents on other machines; empty
+    /// disables it (sites then never become `active`).
+    #[arg(
+        long,
+        env = "SERVICERADAR_GATEWAY_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub gateway_listen: OptionalAddr,
 
     /// Host names / IPs agents use to reach the gateway (its certificate's SANs).
     #[arg(
@@ -643,7 +656,7 @@ impl ServeConfig {
         settings.retention = self.retention.policy();
         settings.retention_sweep = (self.retention.retention_sweep_secs > 0)
             .then(|| Duration::from_secs(self.retention.retention_sweep_secs));
-        settings.gateway_listen = self.gateway.gateway_listen;
+        settings.gateway_listen = self.gateway.gateway_listen.0;
         settings.gateway = serviceradar_gateway::GatewaySettings {
             hosts: self.gateway.gateway_hosts.clone(),
             agent_config_poll_secs: self.gateway.agent_config_poll_secs,

@@ -10,9 +10,12 @@
 //! * [`app`] — wiring the services together, the HTTP router, running until
 //!   shutdown.
 //! * [`telemetry`] — tracing and Prometheus metrics.
+//! * [`quickstart`] — the demo site on this machine, end to end, through the
+//!   running server's API.
 
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod config;
+pub mod quickstart;
 pub mod telemetry;

@@ -33,6 +33,61 @@ enum Command {
     /// Operator commands on an existing installation (the data dir `serve`
     /// uses): tenants, tokens, the hub config.
     Admin(Box<AdminArgs>),
+    /// A demo site on this machine, end to end: creates the site `demo`
+    /// through the running server's API, installs its bundle with setup.sh
+    /// under the data dir (no root), starts its leaf and agent in the
+    /// background and waits until the site is connected.
+    ///
+    /// Run it while `serviceradar-core serve` runs (same data dir).
+    ///
+    /// Examples:
+    ///   serviceradar-core quickstart
+    ///   serviceradar-core quickstart --api http://127.0.0.1:9090 --leaf-port 4223
+    ///   serviceradar-core quickstart --stop
+    #[command(verbatim_doc_comment)]
+    Quickstart(Box<QuickstartArgs>),
+}
+
+#[derive(clap::Args)]
+struct QuickstartArgs {
+    #[command(flatten)]
+    db: DatabaseConfig,
+    /// The running server's base URL.
+    #[arg(
+        long,
+        env = "SERVICERADAR_API_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    api: String,
+    /// Tenant of the demo site (serve's bootstrap tenant).
+    #[arg(long, env = "SERVICERADAR_BOOTSTRAP_TENANT", default_value = "default")]
+    tenant: String,
+    /// Owner the API token is minted for (serve's bootstrap owner).
+    #[arg(
+        long,
+        env = "SERVICERADAR_ADMIN_EMAIL",
+        default_value = "admin@example.com"
+    )]
+    email: String,
+    /// Slug of the demo site (created once, reused afterwards).
+    #[arg(long, default_value = "demo")]
+    slug: String,
+    /// Client port of the demo site's leaf (used when the site is created).
+    #[arg(long, default_value_t = 4222)]
+    leaf_port: u16,
+    /// Where the demo site is installed, with its logs and pid files
+    /// (default: <data dir>/quickstart).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+    /// The leaf's nats-server binary: a path, or a name looked up on PATH.
+    #[arg(long, env = "SERVICERADAR_NATS_SERVER", default_value = "nats-server")]
+    nats_server: std::path::PathBuf,
+    /// Seconds to wait for provisioning, and again for the connection.
+    #[arg(long, default_value_t = 60)]
+    timeout_secs: u64,
+    /// Stop the demo site's leaf and agent, and exit.
+    #[arg(long)]
+    stop: bool,
 }
 
 #[derive(clap::Args)]
@@ -258,7 +313,38 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin(args) => run_admin(args.command, args.init).await,
+        Command::Quickstart(args) => quickstart(*args).await,
     }
+}
+
+async fn quickstart(args: QuickstartArgs) -> anyhow::Result<()> {
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| args.db.data_dir.join("quickstart"));
+    if args.stop {
+        let stopped = serviceradar_server::quickstart::stop_processes(&dir);
+        println!(
+            "stopped {stopped} quickstart process(es) ({})",
+            dir.display()
+        );
+        return Ok(());
+    }
+    let store = open_existing(&args.db, None, false).await?;
+    let options = serviceradar_server::quickstart::QuickstartOptions {
+        api: args.api,
+        dir,
+        tenant: args.tenant,
+        email: args.email,
+        slug: args.slug,
+        leaf_port: args.leaf_port,
+        nats_server: args.nats_server,
+        timeout: std::time::Duration::from_secs(args.timeout_secs.max(1)),
+    };
+    let result =
+        serviceradar_server::quickstart::run(&store, &options, &mut std::io::stdout()).await;
+    store.close().await;
+    result
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
@@ -296,6 +382,13 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         None => println!("  hub:       external, clients {}", config.hub_client_url()),
     }
     println!("  sites dial the hub at {sites_dial} (--hub-leafnode-url)");
+    match config.gateway.gateway_listen.0 {
+        Some(listen) => println!(
+            "  gateway:   agents dial {} (listening on {listen}, --gateway-listen)",
+            config.gateway.gateway_url
+        ),
+        None => println!("  gateway:   off (--gateway-listen): sites never become active"),
+    }
     if let Some(port) = app.metrics_port() {
         let ip = config
             .metrics_listen
@@ -326,8 +419,15 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     } else {
         format!(" --data-dir {}", config.db.data_dir.display())
     };
+    let api_flag = if base == "http://127.0.0.1:8080" {
+        String::new()
+    } else {
+        format!(" --api {base}")
+    };
     println!(
-        "\nNext: a token, then a site (its bundle's leaf dials {sites_dial}):\n  \
+        "\nNext: see a site connect on this machine (a demo leaf and agent, no root):\n  \
+         serviceradar-core quickstart{data_dir}{api_flag}\n\
+         Or by hand: a token, then a site (its bundle's leaf dials {sites_dial}):\n  \
          TOKEN=$(serviceradar-core admin create-token{data_dir} --tenant {tenant} --email {email} --scope read,write,admin)\n  \
          curl -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' -X POST {base}/api/v1/edge-sites \\\n    \
          -d '{{\"name\":\"Demo\",\"slug\":\"demo\",\"nats_leaf_url\":\"nats://127.0.0.1:4222\"}}'\n  \

@@ -12,7 +12,9 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// Installs the global tracing subscriber writing to `writer`
-/// (`RUST_LOG` overrides the default `info` filter). Text logs carry colour
+/// (`RUST_LOG` overrides the default `info` filter; the NATS client's own
+/// `event: ...` lines are left out, the hub client logs them with context).
+/// Text logs carry colour
 /// codes only when stderr is a terminal (not when redirected to a file or
 /// a journal).
 pub fn init_tracing<W>(json: bool, writer: W)
@@ -20,7 +22,7 @@ where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info,async_nats=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)

@@ -1,5 +1,5 @@
 //! Alerts and webhooks through the API, on SQLite and PostgreSQL: listing and
-//! the `pending -> acknowledged -> resolved` lifecycle, roles, tenant
+//! the `open -> acknowledged -> resolved` lifecycle, roles, tenant
 //! isolation, webhook validation, secrets shown once, and signed delivery
 //! with a retry to a real local HTTP receiver.
 
@@ -62,7 +62,7 @@ async fn alert_lifecycle_roles_and_isolation(db: Db) {
     let site = app.create_site(&acme, "NYC Office", "nyc-office").await;
     let alert_id = raise(&app, "acme", &id(&site)).await;
 
-    let list = app.get(&viewer, "/api/v1/alerts?status=pending").await;
+    let list = app.get(&viewer, "/api/v1/alerts?status=open").await;
     assert_eq!(list.status, StatusCode::OK, "{}", list.text);
     assert_eq!(list.body["items"].as_array().expect("items").len(), 1);
     assert_eq!(list.body["items"][0]["kind"], "site_offline");

@@ -856,3 +856,148 @@ async fn a_gateway_restart_with_a_thousand_agents_connected_brings_every_agent_b
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
 }
+
+/// Issue 11's fault list, literally: `serviceradar-core` SIGKILLed mid-job
+/// with two replicas running. Two real `serve` processes share one
+/// PostgreSQL; sites are created through replica A's API while both
+/// replicas provision them; replica B is killed with SIGKILL while it holds
+/// jobs. Every site ends provisioned (B's jobs are reclaimed once their
+/// 30-s lease expires), no job is stuck or failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_process_sigkilled_mid_provisioning_leaves_no_site_unprovisioned() {
+    use futures::StreamExt;
+    const SITES: usize = 300;
+    let database_url = serviceradar_testkit::postgres().create_database();
+    let database = database_url.rsplit('/').next().unwrap().to_owned();
+    // The one number a `SELECT count(*)` prints (psql's table output).
+    let psql = |sql: &str| -> String {
+        let out = serviceradar_testkit::postgres()
+            .psql(&database, sql)
+            .unwrap();
+        out.lines()
+            .map(str::trim)
+            .find(|l| l.parse::<i64>().is_ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let key = dir.join("master.keys");
+    std::fs::write(&key, format!("k1:{}\n", "ab".repeat(32))).unwrap();
+    // No hub: provisioning does not need one (ingestion just retries).
+    let no_hub = free_port();
+    let replica = |name: &str| {
+        let api = free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_serviceradar-core"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{api}")])
+            .args(["--metrics-listen", "", "--gateway-listen", ""])
+            .args(["--ingest-nats-url", &format!("nats://127.0.0.1:{no_hub}")])
+            .args(["--job-workers", "4"])
+            .env("SERVICERADAR_DATABASE_URL", &database_url)
+            .env("SERVICERADAR_MASTER_KEY_FILE", &key)
+            .env("SERVICERADAR_DATA_DIR", dir.join(name))
+            .env("SERVICERADAR_ADMIN_PASSWORD", "fault suite password")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
+            .spawn()
+            .unwrap();
+        serviceradar_testkit::wait_for_port(api, name, Duration::from_secs(60)).unwrap();
+        (child, api)
+    };
+    let (mut a, a_api) = replica("a");
+    let (mut b, _) = replica("b");
+    let b_pid = b.id();
+
+    let store = Store::connect(&database_url, 2).await.unwrap();
+    let token = serviceradar_control::tokens::create_token_for(
+        &store,
+        "default",
+        "admin@example.com",
+        "faults",
+        &[
+            serviceradar_domain::policy::Scope::Read,
+            serviceradar_domain::policy::Scope::Write,
+        ],
+        1,
+    )
+    .await
+    .unwrap();
+    support::init();
+    let http = reqwest::Client::new();
+    let creating = futures::stream::iter(0..SITES)
+        .map(move |i| {
+            let (http, token) = (http.clone(), token.clone());
+            async move {
+                http.post(format!("http://127.0.0.1:{a_api}/api/v1/edge-sites"))
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({
+                        "name": format!("Site {i}"),
+                        "nats_leaf_url": format!("nats://10.0.{}.{}:4222", i / 250, i % 250 + 1),
+                    }))
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false)
+            }
+        })
+        .buffer_unordered(16)
+        .filter(|ok| std::future::ready(*ok))
+        .count();
+    let creating = tokio::spawn(creating);
+
+    // Kill B (SIGKILL) while sites are being created and it holds jobs.
+    let held_by_b = format!(
+        "SELECT count(*) FROM jobs WHERE status = 'running' AND locked_by LIKE '%-{b_pid}-%'"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let held = loop {
+        let held: i64 = psql(&held_by_b).parse().unwrap_or(0);
+        if held > 0 {
+            break held;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica B never held a job: {}",
+            std::fs::read_to_string(dir.join("b.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    b.kill().unwrap(); // SIGKILL
+    b.wait().unwrap();
+    let killed = Instant::now();
+    assert_eq!(creating.await.unwrap(), SITES, "every site created");
+
+    // A finishes everything, B's orphaned jobs after their lease expires.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let pending: i64 = psql("SELECT count(*) FROM nats_leaf_servers WHERE status = 'pending'")
+            .parse()
+            .unwrap();
+        let open: i64 = psql("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')")
+            .parse()
+            .unwrap();
+        if pending == 0 && open == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after SIGKILL: {pending} leaves pending, {open} jobs open\n{}",
+            std::fs::read_to_string(dir.join("a.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let failed: i64 = psql("SELECT count(*) FROM jobs WHERE status = 'failed'")
+        .parse()
+        .unwrap();
+    serviceradar_testkit::report(&format!(
+        "fault: a serve process SIGKILLed holding {held} provisioning job(s), {SITES} sites: \
+         all provisioned {:.1} s later by the other replica (lease 30 s), failed jobs {failed}",
+        killed.elapsed().as_secs_f64()
+    ));
+    assert_eq!(failed, 0);
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &a.id().to_string()])
+        .status();
+    let _ = a.wait();
+    store.close().await;
+}

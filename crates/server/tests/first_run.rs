@@ -17,8 +17,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+mod support;
 use serviceradar_testkit::{
-    NatsServer, check_nats_config, free_port, http_get, leafz, nats_server_binary, wait_for_port,
+    NatsServer, check_nats_config, free_port, http_get, leafz, wait_for_port,
 };
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -43,24 +45,13 @@ fn run(cmd: &mut Command) -> String {
     text
 }
 
-/// The real `nats-server` executable (a version manager's shim on `PATH`
-/// resolved to the binary it runs).
-fn real_nats_server() -> PathBuf {
-    let found = nats_server_binary().expect("nats-server installed");
-    let head = std::fs::read(&found).unwrap_or_default();
-    if head.starts_with(b"#!") {
-        let which = run(Command::new("pyenv").args(["which", "nats-server"]));
-        return PathBuf::from(which.trim());
-    }
-    found
-}
-
 /// A `PATH` holding nothing but `nats-server`.
 fn path_with_only_nats_server(dir: &Path) -> PathBuf {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).expect("mkdir bin");
     let _ = std::fs::remove_file(bin.join("nats-server"));
-    std::os::unix::fs::symlink(real_nats_server(), bin.join("nats-server")).expect("symlink");
+    std::os::unix::fs::symlink(support::real_nats_server(), bin.join("nats-server"))
+        .expect("symlink");
     bin
 }
 
@@ -239,6 +230,17 @@ fn serve_without_hub_flags_runs_and_supervises_its_own_hub() {
     let logs = serve.stderr();
     assert!(logs.contains("embedded hub running"), "{logs}");
     assert!(!logs.contains('\x1b'), "colour codes in redirected logs");
+    // Every line about the lost hub says which connection and which hub
+    // (the NATS client's own default was a bare `event: client error`).
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("hub connection lost") && l.contains("connection=")),
+        "{logs}"
+    );
+    assert!(
+        !logs.lines().any(|l| l.contains("event: ")),
+        "context-free NATS client lines:\n{logs}"
+    );
 
     // Stopping serve stops the hub.
     serve.stop();
@@ -670,4 +672,125 @@ fn admin_from_another_directory_does_not_create_a_new_database() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("\tx\t"));
+}
+
+/// Issue 12: a guided first site. The README's first command's code path
+/// (`serve`, no flags, clean data dir, only `nats-server` on PATH besides
+/// the base system), then `quickstart`: through the API the demo site's
+/// leaf is `connected` and the site `active`, with the real bundle, setup.sh,
+/// callout, leaf and agent. Run again it reuses the site; `--stop` stops the
+/// leaf and agent and the hub sees the leaf go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_brings_a_demo_site_to_connected_and_active() {
+    let _ports = DEFAULT_PORTS.lock().await;
+    let _agent = support::agent_beside_core();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mut serve = Serve::start(dir);
+    let path = format!("{}:/usr/bin:/bin", serve.bin.display());
+    let quickstart = |extra: &[&str]| {
+        let started = Instant::now();
+        let out = run(Command::new(env!("CARGO_BIN_EXE_serviceradar-core"))
+            .arg("quickstart")
+            .args(["--api", &serve.base])
+            .args(extra)
+            .env_clear()
+            .env("PATH", &path)
+            .env("HOME", dir)
+            .current_dir(dir));
+        (out, started.elapsed())
+    };
+    // However the test ends, the demo's leaf and agent (own process group,
+    // outliving the quickstart) are stopped.
+    struct StopDemo(PathBuf);
+    impl Drop for StopDemo {
+        fn drop(&mut self) {
+            serviceradar_server::quickstart::stop_processes(&self.0);
+        }
+    }
+    let _stop = StopDemo(serve.data_dir.join("quickstart"));
+    let (out, took) = quickstart(&[]);
+    assert!(
+        out.contains("[5/5] demo site connected: leaf connected, site active"),
+        "{out}"
+    );
+    serviceradar_testkit::report(&format!(
+        "first run: quickstart to demo site connected and active: {:.1} s",
+        took.as_secs_f64()
+    ));
+    let token = owner_token(&serve, dir);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sites: Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/edge-sites", serve.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let items = sites["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{sites}");
+    let site: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/edge-sites/{}",
+            serve.base,
+            items[0]["id"].as_str().expect("id")
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(site["status"], "active", "{site}");
+    assert_eq!(site["leaf_server"]["status"], "connected", "{site}");
+    let quickstart_dir = serve.data_dir.join("quickstart");
+    assert!(
+        quickstart_dir
+            .join("root/usr/local/bin/serviceradar-agent")
+            .is_file()
+    );
+
+    // Again: the same site, restarted processes, connected again.
+    let (out, _) = quickstart(&[]);
+    assert!(out.contains("site demo: exists"), "{out}");
+    assert!(out.contains("[5/5] demo site connected"), "{out}");
+
+    // --stop: both processes end, and the hub sees the leaf leave.
+    let (out, _) = quickstart(&["--stop"]);
+    assert!(out.contains("stopped 2 quickstart process(es)"), "{out}");
+    wait_until("the hub sees the demo leaf leave", || {
+        !leafz(HUB_MONITOR)
+            .iter()
+            .any(|(name, _)| name == "leaf-default-demo")
+    });
+    serve.stop();
+}
+
+/// Without `serve`, quickstart says what to do in one line.
+#[test]
+fn quickstart_without_serve_says_to_start_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_serviceradar-core"))
+        .args([
+            "quickstart",
+            "--api",
+            &format!("http://127.0.0.1:{}", free_port()),
+        ])
+        .env("HOME", tmp.path())
+        .env_remove("SERVICERADAR_DATA_DIR")
+        .env_remove("XDG_DATA_HOME")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // No data dir yet: the admin-style refusal comes first.
+    assert!(
+        stderr.contains("no database at")
+            || stderr.contains("start `serviceradar-core serve` first"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }

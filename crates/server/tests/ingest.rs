@@ -907,8 +907,9 @@ async fn two_tenants(
 /// shared pool stalled another tenant. Now: acme publishes poison (NUL in
 /// every text field) mixed into good events while beta publishes; every good
 /// event of both arrives exactly once, each poison message is dead-lettered
-/// with a reason naming the NUL, neither pipeline fails even once, and
-/// readiness stays green.
+/// with a reason naming the NUL (kept in acme's dead-letter stream and listed
+/// by `GET /api/v1/dead-letters`, which beta cannot see), neither pipeline
+/// fails even once, and readiness stays green.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_tenants_poison_never_stops_or_slows_another() {
     const GOOD: usize = 3000;
@@ -968,6 +969,63 @@ async fn one_tenants_poison_never_stops_or_slows_another() {
             .unwrap_or_default();
         assert!(reason.contains("NUL"), "{reason}");
     }
+
+    // The dead letters are kept in acme's DEAD_LETTERS stream on the hub and
+    // listed through the API with their reasons, newest first, a page at a
+    // time; beta sees none of them.
+    let kept = acme_js
+        .get_stream(ingest::DEAD_LETTER_STREAM)
+        .await
+        .expect("the dead-letter stream exists")
+        .cached_info()
+        .state
+        .messages;
+    assert_eq!(kept, POISON as u64);
+    let token = read_token(&store, "acme", "admin@example.com").await;
+    let (status, first) = api_get(&running.base, &token, "/api/v1/dead-letters?limit=20").await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let items = first["items"].as_array().unwrap();
+    assert_eq!(items.len(), 20, "{first}");
+    assert!(
+        items
+            .iter()
+            .all(|d| d["reason"].as_str().unwrap().contains("NUL"))
+    );
+    assert!(
+        items
+            .iter()
+            .all(|d| d["subject"].as_str().unwrap().contains(".acme."))
+    );
+    let seqs: Vec<u64> = items.iter().map(|d| d["seq"].as_u64().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {seqs:?}"
+    );
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a second page")
+        .to_owned();
+    let (_, second) = api_get(
+        &running.base,
+        &token,
+        &format!("/api/v1/dead-letters?limit=20&cursor={cursor}"),
+    )
+    .await;
+    assert_eq!(
+        second["items"].as_array().unwrap().len(),
+        POISON - 20,
+        "{second}"
+    );
+    assert!(
+        second.get("next_cursor").is_none_or(|c| c.is_null()),
+        "{second}"
+    );
+    let (status, bad) = api_get(&running.base, &token, "/api/v1/dead-letters?cursor=x").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    let beta_token = read_token(&store, "beta", "owner@beta.example.com").await;
+    let (status, none) = api_get(&running.base, &beta_token, "/api/v1/dead-letters").await;
+    assert_eq!(status, StatusCode::OK, "{none}");
+    assert_eq!(none["items"].as_array().unwrap().len(), 0, "{none}");
 
     // Both pipelines ran without a single failure, as the API reports it.
     for (tenant, email, written) in [

@@ -468,7 +468,7 @@ impl Scoped<'_> {
         .bind(self.tenant())
         .bind(site.to_string())
         .bind(kind)
-        .bind(AlertStatus::Pending.as_str())
+        .bind(AlertStatus::Open.as_str())
         .bind(message)
         .bind(now)
         .execute(&self.store.pool)

@@ -2280,3 +2280,72 @@ fn retag(
     .unwrap()
     .into_owned()
 }
+
+/// Issue 11, finding 9, the fix itself: a PostgreSQL connection whose
+/// `COPY` the database refused is closed, never returned to the pool (where
+/// the next writer, any tenant's, would inherit its state). With one
+/// connection in the pool, the database's count of this database's
+/// connections drops by one after the refused write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_whose_write_was_refused_is_closed_not_reused() {
+    use serviceradar_domain::telemetry::{RecordMeta, TelemetryRecord};
+    use std::borrow::Cow;
+    let url = tokio::task::spawn_blocking(|| serviceradar_testkit::postgres().create_database())
+        .await
+        .expect("create a test database");
+    let database = url.rsplit('/').next().expect("name").to_owned();
+    let connections = move || {
+        let out = serviceradar_testkit::postgres()
+            .psql(
+                &database,
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .expect("psql");
+        out.lines()
+            .find_map(|l| l.trim().parse::<i64>().ok())
+            .expect("a count")
+    };
+    let store = Store::connect(&url, 1).await.expect("connect to postgres");
+    store.migrate().await.expect("migrate postgres");
+    let (_, scope) = tenant(&store, "acme").await;
+    let scoped = store.scoped(scope);
+    // A good write: the COPY connection is open and back in its pool.
+    scoped
+        .insert_telemetry(&[record("events", 1, 0)])
+        .await
+        .expect("a good write");
+    let before = connections();
+    let refused = TelemetryRecord::Event {
+        meta: RecordMeta {
+            stream_seq: 2,
+            subject: Cow::Borrowed("events.acme.nyc"),
+            source: Cow::Borrowed("nyc"),
+            time_ms: 2,
+            body: Cow::Borrowed("{}"),
+        },
+        severity: Cow::Borrowed("info"),
+        message: Cow::Borrowed("a\0b"),
+    };
+    scoped
+        .insert_telemetry(&[refused])
+        .await
+        .expect_err("PostgreSQL refuses a NUL");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let now = connections();
+        if now == before - 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refused write's connection is still open: {now} connections, {before} before"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // And the next write opens a fresh one.
+    scoped
+        .insert_telemetry(&[record("events", 3, 0)])
+        .await
+        .expect("a later write");
+}

@@ -175,3 +175,48 @@ impl Core {
         }
     }
 }
+
+/// The site's bundle, built by the real code and installed with its own
+/// `setup.sh --prefix <dir>/edge --no-start`; returns the installed config
+/// directory (`nats-leaf.conf`, `agent.toml`, `certs/`).
+pub async fn install_bundle(
+    core: &Core,
+    tenant: &Tenant,
+    site: &EdgeSite,
+    dir: &std::path::Path,
+) -> PathBuf {
+    let bundle = serviceradar_provisioning::build_site_bundle(
+        &core.store,
+        &core.pki,
+        &core.settings.provisioning,
+        TenantScope::for_system_task(tenant.id),
+        site.id,
+    )
+    .await
+    .expect("bundle");
+    let unpack = dir.join("bundle");
+    std::fs::create_dir_all(&unpack).expect("mkdir");
+    std::fs::write(unpack.join("b.tar.gz"), &bundle.bytes).expect("write");
+    let run = |cmd: &mut std::process::Command| {
+        let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(std::process::Command::new("tar")
+        .arg("xzf")
+        .arg("b.tar.gz")
+        .current_dir(&unpack));
+    let root = unpack.join(bundle.file_name.trim_end_matches(".tar.gz"));
+    let prefix = dir.join("edge");
+    run(std::process::Command::new("bash")
+        .arg("setup.sh")
+        .arg("--prefix")
+        .arg(&prefix)
+        .arg("--no-start")
+        .current_dir(&root));
+    prefix.join("etc/serviceradar/nats")
+}

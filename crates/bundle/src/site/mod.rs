@@ -71,6 +71,14 @@ pub mod names {
     pub const EDGE_BUFFER_STREAM: &str = "edge-buffer.json";
     /// The systemd unit.
     pub const UNIT: &str = "serviceradar-nats-leaf.service";
+    /// The edge agent's configuration (paths in it are relative to the
+    /// bundle; `setup.sh` rewrites them to the installed certificates).
+    pub const AGENT_CONFIG: &str = "agent.toml";
+    /// The edge agent's systemd unit (in bundles that carry an agent).
+    pub const AGENT_UNIT: &str = "serviceradar-agent.service";
+    /// The edge agent's binary, which `setup.sh` installs when it is beside
+    /// the script (or uses when it is on `PATH`).
+    pub const AGENT_BIN: &str = "serviceradar-agent";
     /// The system user the unit runs as (created by `setup.sh` when missing).
     pub const SERVICE_USER: &str = "serviceradar-nats";
 }
@@ -389,6 +397,16 @@ fn installed_files(bundle: &SiteBundle) -> Result<Vec<(Installed, String)>, Bund
     Ok(files)
 }
 
+/// Whether the bundle carries an edge agent with its configuration (then
+/// `setup.sh` installs and starts the agent too).
+pub(crate) fn has_agent_config(bundle: &SiteBundle) -> bool {
+    bundle
+        .pki
+        .agent
+        .as_ref()
+        .is_some_and(|a| a.config_toml.is_some())
+}
+
 /// Every file directly in the config or certs directory that `conf` mentions
 /// must be one the bundle installs there (`nats-leaf.conf` itself included).
 fn check_config_references(
@@ -457,6 +475,9 @@ pub fn site_bundle(bundle: &SiteBundle) -> Result<Vec<u8>, BundleError> {
     archive.add_file("setup.sh", render::setup_sh(bundle, &installs)?, 0o755)?;
     archive.add_file("run-foreground.sh", render::run_foreground(bundle)?, 0o755)?;
     archive.add_file(names::UNIT, render::systemd_unit(bundle), 0o644)?;
+    if has_agent_config(bundle) {
+        archive.add_file(names::AGENT_UNIT, render::agent_unit(bundle), 0o644)?;
+    }
     archive.add_file("docker-compose.yml", render::docker_compose(bundle), 0o644)?;
     archive.add_file("README.md", readme::render(bundle), 0o644)?;
     archive.finish()

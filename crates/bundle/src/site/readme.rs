@@ -177,8 +177,11 @@ pub(super) fn render(b: &SiteBundle) -> String {
              ## JetStream buffer stream\n\
              \n\
              `streams/edge-buffer.json` (installed to `{config_dir}/streams/`) defines the\n\
-             stream in which this leaf buffers collector data. With the `nats` CLI and the\n\
-             leaf's client certificate it can be created or checked by hand:\n\
+             stream in which this leaf buffers collector data. The edge agent creates it on\n\
+             the leaf as soon as the leaf runs (collectors can publish from the first second,\n\
+             hub or no hub); the control plane also creates it through the hub when the leaf\n\
+             joins without it. Without the agent, create it with the `nats` CLI and a\n\
+             client certificate of the tenant CA:\n\
              `nats --server {leaf_url} stream add --config {config_dir}/streams/edge-buffer.json`.\n",
             config_dir = p.config_dir,
             leaf_url = b.nats_leaf_url,
@@ -191,17 +194,23 @@ pub(super) fn render(b: &SiteBundle) -> String {
              \n\
              `setup.sh` also installs the edge agent's certificate to\n\
              `{certs}/agent.pem`, its key to `{certs}/agent-key.pem` (0600,\n\
-             root) and its configuration to `{config_dir}/agent.toml`.\n\
+             root) and its configuration to `{config_dir}/agent.toml` (with the\n\
+             certificate paths rewritten to where they were installed).\n\
              \n\
-             The `serviceradar-agent` binary is not in this bundle. Build it from the\n\
-             ServiceRadar Edge source (`cargo build --release -p serviceradar-agent`,\n\
-             then copy `target/release/serviceradar-agent` to this machine, e.g. to\n\
-             `/usr/local/bin`) or take it from your platform operator's release, then:\n\
+             The agent itself is the `serviceradar-agent` binary. Put it **beside\n\
+             `setup.sh`** (it is then installed to `/usr/local/bin`, or below `--prefix`)\n\
+             or on `PATH` before running `setup.sh`, which then also installs\n\
+             `serviceradar-agent.service` and starts it with the leaf. Get the binary\n\
+             from your platform operator's release, or build it from the ServiceRadar\n\
+             Edge source (`cargo build --release -p serviceradar-agent`, then copy\n\
+             `target/release/serviceradar-agent`). To run it by hand:\n\
              \n\
              ```sh\n\
              serviceradar-agent --config {config_dir}/agent.toml\n\
              ```\n\
              \n\
+             The agent exits with status 3, and systemd does not restart it, when the\n\
+             platform no longer accepts it (the site was deleted or the agent revoked).\n\
              `serviceradar-agent --once --check tcp=127.0.0.1:4222` runs local checks and\n\
              prints them without contacting the gateway (it changes no state).\n",
             certs = p.certs_dir,

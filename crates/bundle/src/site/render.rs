@@ -23,7 +23,8 @@ pub(super) fn setup_sh(bundle: &SiteBundle, files: &[Installed]) -> Result<Strin
     let mut vars = String::from(
         "# ---- generated for this site: every value is a single-quoted literal ----\n",
     );
-    let scalars: [(&str, String); 13] = [
+    let flag = |on: bool| if on { "1" } else { "0" }.to_owned();
+    let scalars: [(&str, String); 16] = [
         ("SR_TENANT_SLUG", bundle.tenant_slug.clone()),
         ("SR_SITE_SLUG", bundle.site_slug.clone()),
         ("SR_SITE_NAME", bundle.site_name.clone()),
@@ -38,13 +39,11 @@ pub(super) fn setup_sh(bundle: &SiteBundle, files: &[Installed]) -> Result<Strin
         ("SR_UNIT_NAME", names::UNIT.to_owned()),
         (
             "SR_HAS_STREAMS",
-            if bundle.edge_buffer_stream_json.is_some() {
-                "1"
-            } else {
-                "0"
-            }
-            .to_owned(),
+            flag(bundle.edge_buffer_stream_json.is_some()),
         ),
+        ("SR_HAS_AGENT", flag(super::has_agent_config(bundle))),
+        ("SR_AGENT_UNIT_NAME", names::AGENT_UNIT.to_owned()),
+        ("SR_AGENT_BIN_NAME", names::AGENT_BIN.to_owned()),
     ];
     for (name, value) in &scalars {
         if *name == "SR_SITE_NAME" {
@@ -130,6 +129,43 @@ pub(super) fn systemd_unit(bundle: &SiteBundle) -> String {
     )
 }
 
+/// Renders the systemd unit `serviceradar-agent.service`. `setup.sh` puts
+/// the agent binary's absolute path into `ExecStart`. Exit status 3 is the
+/// agent's "the platform no longer accepts me" (site deleted, agent
+/// revoked): systemd does not restart it then.
+pub(super) fn agent_unit(bundle: &SiteBundle) -> String {
+    let p = &bundle.paths;
+    format!(
+        "# ServiceRadar Edge agent (tenant {tenant}, site {site}).\n\
+         # Installed by setup.sh. The agent dials out to the platform's gateway\n\
+         # (gRPC over mTLS) and reports the site's health; it listens on no port.\n\
+         [Unit]\n\
+         Description=ServiceRadar Edge agent (site {site})\n\
+         After=network-online.target {leaf_unit}\n\
+         Wants=network-online.target\n\
+         \n\
+         [Service]\n\
+         Type=simple\n\
+         ExecStart={bin} --config {config_dir}/{config}\n\
+         Restart=on-failure\n\
+         RestartSec=5s\n\
+         RestartPreventExitStatus=3\n\
+         NoNewPrivileges=true\n\
+         PrivateTmp=true\n\
+         ProtectSystem=strict\n\
+         ProtectHome=read-only\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n",
+        tenant = bundle.tenant_slug,
+        site = bundle.site_slug,
+        leaf_unit = names::UNIT,
+        bin = names::AGENT_BIN,
+        config_dir = p.config_dir,
+        config = names::AGENT_CONFIG,
+    )
+}
+
 /// Renders `docker-compose.yml` (official `nats:2.10-alpine` image).
 pub(super) fn docker_compose(bundle: &SiteBundle) -> String {
     let p = &bundle.paths;
@@ -196,6 +232,15 @@ mod tests {
         assert!(u.contains("ExecStart=nats-server -c /etc/serviceradar/nats/nats-leaf.conf\n"));
         assert!(u.contains("Restart=on-failure\n"));
         assert!(u.contains("User=serviceradar-nats\n"));
+    }
+
+    #[test]
+    fn agent_unit_is_not_restarted_after_the_platform_retired_the_agent() {
+        let u = agent_unit(&sample());
+        assert!(
+            u.contains("ExecStart=serviceradar-agent --config /etc/serviceradar/nats/agent.toml\n")
+        );
+        assert!(u.contains("RestartPreventExitStatus=3\n"));
     }
 
     #[test]

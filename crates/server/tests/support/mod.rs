@@ -535,3 +535,41 @@ pub async fn start_leaf_auth(
     .await
     .expect("the leaf authorization service starts")
 }
+
+/// The real `nats-server` executable (a version manager's shim on `PATH`
+/// resolved to the binary it runs), for tests that give a process a `PATH`
+/// of their own.
+pub fn real_nats_server() -> std::path::PathBuf {
+    let found = serviceradar_testkit::nats_server_binary().expect("nats-server installed");
+    let head = std::fs::read(&found).unwrap_or_default();
+    if head.starts_with(b"#!") {
+        let out = std::process::Command::new("pyenv")
+            .args(["which", "nats-server"])
+            .output()
+            .expect("pyenv");
+        return std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    }
+    found
+}
+
+/// `serviceradar-agent` beside the `serviceradar-core` under test (built
+/// here when this package's tests run alone, so the workspace did not).
+pub fn agent_beside_core() -> std::path::PathBuf {
+    let core = std::path::PathBuf::from(env!("CARGO_BIN_EXE_serviceradar-core"));
+    let agent = core.with_file_name("serviceradar-agent");
+    if !agent.is_file() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "-p",
+                "serviceradar-agent",
+                "--bin",
+                "serviceradar-agent",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building serviceradar-agent");
+    }
+    agent
+}
