@@ -217,6 +217,22 @@ pub async fn authenticate_session(
     cookie: &str,
     csrf: Option<&str>,
 ) -> Result<Authenticated, AuthError> {
+    let (auth, token) = session_with_csrf(store, cookie).await?;
+    if let Some(sent) = csrf
+        && !bool::from(sent.as_bytes().ct_eq(token.expose().as_bytes()))
+    {
+        return Err(AuthError::CsrfMismatch);
+    }
+    Ok(auth)
+}
+
+/// Authenticates a session cookie for a safe request and returns the
+/// session's CSRF token with it, for a server-rendered page to embed in its
+/// forms (the web UI); writes go through [`authenticate_session`].
+pub async fn session_with_csrf(
+    store: &Store,
+    cookie: &str,
+) -> Result<(Authenticated, Secret), AuthError> {
     let session = match store.session(&sha256_hex(cookie)).await {
         Ok(session) => session,
         Err(StoreError::NotFound) => {
@@ -226,12 +242,7 @@ pub async fn authenticate_session(
         }
         Err(e) => return Err(e.into()),
     };
-    if let Some(sent) = csrf
-        && !bool::from(sent.as_bytes().ct_eq(session.csrf_token.as_bytes()))
-    {
-        return Err(AuthError::CsrfMismatch);
-    }
-    Ok(Authenticated {
+    let auth = Authenticated {
         actor: Actor {
             tenant_id: session.tenant_id,
             user_id: session.user_id,
@@ -239,7 +250,8 @@ pub async fn authenticate_session(
             scopes: ScopeSet::ALL,
         },
         credential: Credential::Session,
-    })
+    };
+    Ok((auth, Secret::new(session.csrf_token)))
 }
 
 /// Current Unix time in milliseconds (the store's clock, so stored and

@@ -70,6 +70,16 @@ pub struct Regenerated {
     pub drift: ConfigDrift,
 }
 
+/// A page of sites with their leaf servers, and the filter's total.
+#[derive(Debug)]
+pub struct SiteOverview {
+    /// The page: each site with its leaf server's status (absent only in a
+    /// race with a delete).
+    pub sites: Page<(EdgeSite, Option<serviceradar_domain::state::LeafStatus>)>,
+    /// How many sites match the filter.
+    pub total: i64,
+}
+
 impl Control {
     /// A page of the tenant's sites.
     pub async fn list_sites(
@@ -84,6 +94,46 @@ impl Control {
                 name_contains: query.name.clone().filter(|n| !n.is_empty()),
             })?;
         Ok(scoped.list_sites(&filter, &page).await?)
+    }
+
+    /// A page of the tenant's sites, each with its leaf server's status (one
+    /// query), and how many sites match the filter in all:
+    /// what the web UI's site list shows.
+    pub async fn site_overview(
+        &self,
+        actor: &Actor,
+        query: &SiteQuery,
+        page: &PageParams,
+    ) -> Result<SiteOverview, ControlError> {
+        let (scoped, page, filter) =
+            self.listing(actor, Action::ReadSites, page, |errors| SiteFilter {
+                status: parse_filter("status", query.status.as_deref(), errors),
+                name_contains: query.name.clone().filter(|n| !n.is_empty()),
+            })?;
+        let sites = scoped.list_sites_with_leaf_status(&filter, &page).await?;
+        let total = scoped.count_sites(&filter).await?;
+        Ok(SiteOverview { sites, total })
+    }
+
+    /// Whether `raw` is a valid slug no site of the tenant uses yet
+    /// (`Ok(Err(reason))` when it is not), for checking as a user types.
+    pub async fn check_site_slug(
+        &self,
+        actor: &Actor,
+        raw: &str,
+    ) -> Result<Result<Slug, String>, ControlError> {
+        let scoped = self.scoped(actor, Action::ReadSites)?;
+        let slug = match Slug::parse(raw) {
+            Ok(slug) => slug,
+            Err(e) => return Ok(Err(e.message)),
+        };
+        match scoped.site_by_slug(slug.as_str()).await {
+            Ok(_) => Ok(Err(
+                "another site of this tenant already uses this slug".into()
+            )),
+            Err(serviceradar_store::StoreError::NotFound) => Ok(Ok(slug)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Creates a site, its pending leaf server and (when provisioning runs
@@ -138,6 +188,18 @@ impl Control {
     ) -> Result<(EdgeSite, NatsLeafServer), ControlError> {
         let scoped = self.scoped(actor, Action::ReadSites)?;
         Ok((scoped.site(id).await?, scoped.leaf_for_site(id).await?))
+    }
+
+    /// The hub's last refusal of the site's leaf (by the leaf authorization
+    /// callout) since the leaf was last admitted, if any.
+    pub async fn site_leaf_refusal(
+        &self,
+        actor: &Actor,
+        id: EdgeSiteId,
+    ) -> Result<Option<serviceradar_store::LeafRefusal>, ControlError> {
+        let scoped = self.scoped(actor, Action::ReadSites)?;
+        scoped.site(id).await?;
+        Ok(scoped.leaf_refusal(id).await?)
     }
 
     /// Changes a site's name or leaf URL.

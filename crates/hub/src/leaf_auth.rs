@@ -232,6 +232,32 @@ fn check_creds(request: &AuthorizationRequest, leaf_account: &str) -> Result<Lea
     })
 }
 
+/// The tenant and site a request's user JWT names, if the leaf account
+/// issued it (its signature on the nonce is not required: this only decides
+/// where a refusal is recorded).
+fn claimed_site(
+    request: &AuthorizationRequest,
+    leaf_account: &str,
+) -> Option<(TenantId, EdgeSiteId)> {
+    let claims = decode_claims(&request.user_jwt).ok()?;
+    if claims["iss"].as_str() != Some(leaf_account) {
+        return None;
+    }
+    let tag = |prefix: &str| {
+        claims["nats"]["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str()?.strip_prefix(prefix))
+            .next()
+            .and_then(|id| Uuid::parse_str(id).ok())
+    };
+    Some((
+        TenantId(tag(LEAF_TENANT_TAG)?),
+        EdgeSiteId(tag(LEAF_SITE_TAG)?),
+    ))
+}
+
 /// Checks the certificate chain (step 3, without the store): the first
 /// verified chain's end-entity certificate is a leaf certificate of
 /// `trust_domain` issued by the next certificate, naming `claims`' tenant and
@@ -378,6 +404,10 @@ impl LeafAuthorizer {
         // Checked again after recording: a site deleted in between either
         // sees this session when it revokes, or is seen missing here.
         scoped.site(site_id).await.map_err(site_lookup)?;
+        // What the UI shows while waiting is about a leaf that now joined.
+        if let Err(e) = scoped.forget_leaf_refusal(site_id).await {
+            tracing::debug!(error = %e, "forgetting the site's last leaf refusal failed");
+        }
         if let Some(admissions) = &self.admissions {
             admissions.announce(LeafAdmitted { tenant_id, site_id });
         }
@@ -386,6 +416,29 @@ impl LeafAuthorizer {
             site_id,
             user_jwt,
         })
+    }
+
+    /// Records `refusal` as the last refusal of the site the request's
+    /// credentials name, when they are the platform's own leaf credentials
+    /// (issued by the leaf account, tagged with tenant and site), so the
+    /// tenant's setup page can say why its leaf cannot join. Forged or
+    /// foreign credentials name no site anyone should be told about, and a
+    /// refusal because this service was unavailable is not the leaf's fault.
+    async fn note_refusal(&self, request: &AuthorizationRequest, refusal: &Refusal) {
+        if matches!(refusal, Refusal::Unavailable) {
+            return;
+        }
+        let Some((tenant, site)) = claimed_site(request, &self.account.public_key()) else {
+            return;
+        };
+        let now_ms = serviceradar_identity::to_ms(time::OffsetDateTime::now_utc());
+        let scoped = self.store.scoped(TenantScope::for_system_task(tenant));
+        if let Err(e) = scoped
+            .record_leaf_refusal(site, &refusal.to_string(), now_ms)
+            .await
+        {
+            tracing::debug!(error = %e, "recording the leaf refusal failed");
+        }
     }
 
     /// The signed response to a raw request payload, or `None` when the
@@ -419,6 +472,7 @@ impl LeafAuthorizer {
                 }
                 Err(refusal) => {
                     tracing::warn!(reason = %refusal, "leaf refused");
+                    self.note_refusal(&request, refusal).await;
                     metrics::counter!("serviceradar_leaf_auth_total", "outcome" => refusal.outcome())
                         .increment(1);
                     authorization_response(&self.account, &request, Err(&refusal.to_string()))

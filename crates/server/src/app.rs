@@ -147,6 +147,9 @@ pub struct Application {
     gateway: Option<Gateway>,
     hub: Option<EmbeddedHub>,
     ingest_status: IngestStatus,
+    /// Flips to true when stopping starts (made at build time so the web
+    /// UI's live streams, which the router holds, end with it).
+    stop: (watch::Sender<bool>, watch::Receiver<bool>),
     dead_letters: serviceradar_ingest::DeadLetters,
     /// What bootstrapping did (the first admin's password, once).
     pub bootstrap: BootstrapOutcome,
@@ -252,17 +255,21 @@ impl Application {
                 dead_letters: dead_letters.clone(),
             },
         );
+        let stop = watch::channel(false);
         Ok(Self {
             listener,
             metrics_listener,
             router: router(
                 control,
+                health.clone(),
+                stop.1.clone(),
                 Readiness {
                     ingest: ingest_status.clone(),
                     stall: settings.ingest_stall_unready,
                 },
             ),
             ingest_status,
+            stop,
             dead_letters,
             store,
             jobs,
@@ -326,7 +333,7 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = self.stop;
         // The embedded hub stops last, after everything else has drained.
         let (hub_stop_tx, hub_stop_rx) = watch::channel(false);
         let hub = self.hub.map(|hub| hub.supervise(hub_stop_rx));
@@ -605,8 +612,19 @@ async fn renewal_sweeper(store: Store, stop: watch::Receiver<bool>) {
     .await;
 }
 
-fn router(control: Control, readiness: Readiness) -> Router {
+fn router(
+    control: Control,
+    health: Health,
+    stop: watch::Receiver<bool>,
+    readiness: Readiness,
+) -> Router {
     let (api, _openapi) = serviceradar_api::router();
+    // The web UI (`/`, `/sign-in`, `/admin/...`, `/assets/...`) beside the API.
+    let web = serviceradar_web::router(serviceradar_web::WebState {
+        control: control.clone(),
+        health,
+        stop,
+    });
     let request_id = HeaderName::from_static("x-request-id");
     let ops = Router::new()
         .route("/healthz", get(healthz))
@@ -615,6 +633,7 @@ fn router(control: Control, readiness: Readiness) -> Router {
     Router::new()
         .nest("/api/v1", api.with_state(control))
         .merge(ops)
+        .merge(web)
         .layer(middleware::from_fn(record_http_metrics))
         .layer(
             TraceLayer::new_for_http()

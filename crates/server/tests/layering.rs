@@ -32,6 +32,7 @@ const LAYERS: &[(&str, u8, &str)] = &[
     ("serviceradar-control", 6, "use-cases"),
     ("serviceradar-http", 7, "edges"),
     ("serviceradar-api", 8, "edges"),
+    ("serviceradar-web", 8, "edges"),
     ("serviceradar-server", 9, "binaries"),
     ("serviceradar-agent", 9, "binaries"),
     ("serviceradar-bench", 10, "tools"),

@@ -73,3 +73,65 @@ impl Scoped<'_> {
         Ok(())
     }
 }
+
+/// The leaf authorization callout's last refusal of a site's leaf
+/// (migration `0011_leaf_refusals.sql`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafRefusal {
+    /// Why the leaf was refused, in the callout's words.
+    pub reason: String,
+    /// When (Unix ms).
+    pub refused_at: i64,
+}
+
+impl Scoped<'_> {
+    /// Records that the callout refused `site`'s leaf (replacing the last one).
+    pub async fn record_leaf_refusal(
+        &self,
+        site: EdgeSiteId,
+        reason: &str,
+        refused_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO leaf_refusals (tenant_id, site_id, reason, refused_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, site_id) \
+             DO UPDATE SET reason = excluded.reason, refused_at = excluded.refused_at",
+        )
+        .bind(self.tenant())
+        .bind(site.to_string())
+        .bind(reason)
+        .bind(refused_at_ms)
+        .execute(&self.store.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The last refusal of `site`'s leaf since it was last admitted.
+    pub async fn leaf_refusal(&self, site: EdgeSiteId) -> Result<Option<LeafRefusal>, StoreError> {
+        let row = sqlx::query(
+            "SELECT reason, refused_at FROM leaf_refusals WHERE tenant_id = $1 AND site_id = $2",
+        )
+        .bind(self.tenant())
+        .bind(site.to_string())
+        .fetch_optional(&self.store.pool)
+        .await?;
+        row.map(|row| {
+            let r = Cols::of(&row, "leaf_refusals");
+            Ok(LeafRefusal {
+                reason: r.get("reason")?,
+                refused_at: r.get("refused_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Forgets `site`'s last refusal (its leaf was admitted).
+    pub async fn forget_leaf_refusal(&self, site: EdgeSiteId) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM leaf_refusals WHERE tenant_id = $1 AND site_id = $2")
+            .bind(self.tenant())
+            .bind(site.to_string())
+            .execute(&self.store.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -35,6 +35,7 @@ mod users;
 pub use auth::{LoginRecord, SessionRecord, TokenRecord};
 pub use db::{Backend, Store, now_ms};
 pub use error::StoreError;
+pub use leaf_sessions::LeafRefusal;
 pub use packages::{NewPackage, PackageFilter, PackageWithSite, SiteSummary};
 pub use page::{Cursor, Page, PageRequest};
 pub use pki::{PlatformSecret, TenantCaRecord, TenantNatsAccount};

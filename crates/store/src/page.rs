@@ -146,6 +146,13 @@ impl ListQuery {
         self
     }
 
+    /// Runs the query (a `SELECT COUNT(*) ...` without a page) and returns
+    /// its single integer.
+    pub(crate) async fn count(&self, pool: &sqlx::AnyPool) -> Result<i64, StoreError> {
+        let row = self.query().fetch_one(pool).await?;
+        Ok(row.try_get(0)?)
+    }
+
     /// Adds a case-insensitive substring match on `column`.
     pub(crate) fn contains(&mut self, column: &'static str, needle: &str) -> &mut Self {
         let escaped: String = needle

@@ -89,6 +89,10 @@ impl std::fmt::Debug for LeafProvisioning {
 
 const SITE_SELECT: &str = "SELECT s.id, s.tenant_id, s.name, s.slug, s.status, s.nats_leaf_url, \
                            s.last_seen_at, s.created_at, s.updated_at FROM edge_sites s";
+const SITE_WITH_LEAF_SELECT: &str = "SELECT s.id, s.tenant_id, s.name, s.slug, s.status, \
+     s.nats_leaf_url, s.last_seen_at, s.created_at, s.updated_at, l.status AS leaf_status \
+     FROM edge_sites s LEFT JOIN nats_leaf_servers l \
+     ON l.edge_site_id = s.id AND l.tenant_id = s.tenant_id";
 const LEAF_SELECT: &str = "SELECT l.id, l.tenant_id, l.edge_site_id, l.status, l.upstream_url, \
                            l.local_listen, l.leaf_cert_pem, l.ca_chain_pem, l.cert_expires_at, \
                            l.config_checksum, l.last_error, l.created_at, l.updated_at \
@@ -258,6 +262,59 @@ impl Scoped<'_> {
             q.contains("s.name", name);
         }
         q.page("s", page).fetch(&self.store.pool, decode_site).await
+    }
+
+    /// How many sites match `filter` (the whole list, not a page).
+    pub async fn count_sites(&self, filter: &SiteFilter) -> Result<i64, StoreError> {
+        let mut q = ListQuery::new("SELECT COUNT(*) AS n FROM edge_sites s", "s", self.tenant());
+        if let Some(status) = filter.status {
+            q.eq("s.status", Arg::Text(status.as_str().into()));
+        }
+        if let Some(name) = &filter.name_contains {
+            q.contains("s.name", name);
+        }
+        q.count(&self.store.pool).await
+    }
+
+    /// The site with this slug, if the tenant has one.
+    pub async fn site_by_slug(&self, slug: &str) -> Result<EdgeSite, StoreError> {
+        ListQuery::new(SITE_SELECT, "s", self.tenant())
+            .fetch_one(
+                "s",
+                "s.slug",
+                slug.to_string(),
+                &self.store.pool,
+                decode_site,
+            )
+            .await
+    }
+
+    /// A page of sites, each with its leaf server's status, in one query
+    /// (the web UI's site list).
+    pub async fn list_sites_with_leaf_status(
+        &self,
+        filter: &SiteFilter,
+        page: &PageRequest,
+    ) -> Result<Page<(EdgeSite, Option<LeafStatus>)>, StoreError> {
+        let mut q = ListQuery::new(SITE_WITH_LEAF_SELECT, "s", self.tenant());
+        if let Some(status) = filter.status {
+            q.eq("s.status", Arg::Text(status.as_str().into()));
+        }
+        if let Some(name) = &filter.name_contains {
+            q.contains("s.name", name);
+        }
+        q.page("s", page)
+            .fetch(&self.store.pool, |row| {
+                let leaf: Option<String> = Cols::of(row, "nats_leaf_servers").get("leaf_status")?;
+                let leaf = leaf
+                    .map(|text| {
+                        text.parse::<LeafStatus>()
+                            .map_err(|e| StoreError::corrupt("nats_leaf_servers", e))
+                    })
+                    .transpose()?;
+                Ok((decode_site(row)?, leaf))
+            })
+            .await
     }
 
     /// Applies `update` to a site.

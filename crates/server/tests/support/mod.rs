@@ -97,25 +97,32 @@ pub async fn spawn_app_with(db: Db, configure: impl FnOnce(&mut Settings)) -> Te
     settings.job_workers = 0;
     configure(&mut settings);
     let app = Application::build(settings).await.expect("build app");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let metrics_base = format!(
-        "http://127.0.0.1:{}",
-        app.metrics_port().expect("metrics listener")
-    );
-    let store = app.store().clone();
-    let pki = app.pki().clone();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async move {
-        let _ = rx.await;
-    }));
-    TestApp {
-        base,
-        metrics_base,
-        store,
-        pki,
-        http: reqwest::Client::new(),
-        shutdown: Some(tx),
-        _dir: dir,
+    TestApp::from_application(app, dir)
+}
+
+impl TestApp {
+    /// Runs a built application until the returned value is dropped.
+    pub fn from_application(app: Application, dir: tempfile::TempDir) -> TestApp {
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let metrics_base = format!(
+            "http://127.0.0.1:{}",
+            app.metrics_port().expect("metrics listener")
+        );
+        let store = app.store().clone();
+        let pki = app.pki().clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        TestApp {
+            base,
+            metrics_base,
+            store,
+            pki,
+            http: reqwest::Client::new(),
+            shutdown: Some(tx),
+            _dir: dir,
+        }
     }
 }
 

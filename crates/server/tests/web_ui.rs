@@ -1,0 +1,741 @@
+//! The web UI from the server's side (no browser): security headers on
+//! every page, sign-in required, CSRF on every mutating route, another
+//! tenant's ids answered 404, a viewer shown no admin controls and refused,
+//! and the live stream of one tenant never carrying another's events.
+//! Runs on SQLite and PostgreSQL.
+
+mod support;
+mod web_support;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use serviceradar_domain::{AgentIdentity, TenantScope};
+use serviceradar_store::health::ALERT_SITE_OFFLINE;
+use support::Db;
+use web_support::{Browser, Page, owner_email, spawn, user_with_password};
+
+both_backends!(
+    pages_carry_security_headers_and_need_a_session,
+    writes_need_the_csrf_token_and_other_tenants_ids_are_404,
+    viewer_sees_no_admin_controls_and_is_refused,
+    live_stream_carries_only_the_viewers_tenant,
+    wizard_creates_a_site_and_checks_slugs
+);
+
+/// A change made on one replica reaches a browser's live stream on
+/// another (PostgreSQL NOTIFY relay), for the right tenant only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_stream_carries_changes_made_on_another_replica() {
+    let url = serviceradar_testkit::postgres().create_database();
+    let a = web_support::spawn_on(&url, tempfile::tempdir().expect("dir"), |_| {}).await;
+    let b = web_support::spawn_on(&url, tempfile::tempdir().expect("dir"), |_| {}).await;
+    let acme = a.app.tenant("acme").await;
+    let site = id(&a.app.create_site(&acme, "NYC Office", "nyc-office").await);
+    let tenant = a.app.store.tenant_by_slug("acme").await.expect("tenant").id;
+    tokio::time::timeout(Duration::from_secs(10), a.health.relay_listening())
+        .await
+        .expect("replica A's relay listens");
+    let mut browser = Browser::new(&a.app.base);
+    browser
+        .sign_in("acme", &owner_email("acme"), support::OWNER_PASSWORD)
+        .await;
+    let stream = browser
+        .http
+        .get(format!("{}/admin/events", a.app.base))
+        .header(
+            "cookie",
+            format!("sr_session={}", browser.cookie.clone().expect("cookie")),
+        )
+        .send()
+        .await
+        .expect("stream");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.health
+        .agent_seen(&AgentIdentity {
+            tenant_id: tenant,
+            site_id: site.parse().expect("site"),
+            agent_id: uuid::Uuid::now_v7(),
+            common_name: "agent".into(),
+        })
+        .await
+        .expect("change on replica B");
+    let events = read_events(stream, &site).await;
+    assert!(events.contains("event: site"), "{events}");
+    assert!(events.contains(&site), "{events}");
+}
+
+fn id(v: &Value) -> String {
+    v["id"].as_str().expect("id").to_string()
+}
+
+fn assert_security_headers(page: &Page, path: &str) {
+    let h = |name: &str| {
+        page.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("{path}: no {name} header"))
+            .to_string()
+    };
+    let csp = h("content-security-policy");
+    assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+    assert!(csp.contains("script-src 'self'"), "{path}: {csp}");
+    assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+    assert!(!csp.contains("unsafe-eval"), "{path}: {csp}");
+    assert_eq!(h("x-content-type-options"), "nosniff", "{path}");
+    assert!(!h("referrer-policy").is_empty(), "{path}");
+}
+
+async fn alert_for(app: &support::TestApp, tenant: &str, site: &str) -> String {
+    let t = app.store.tenant_by_slug(tenant).await.expect("tenant");
+    app.store
+        .scoped(TenantScope::for_system_task(t.id))
+        .raise_alert(
+            site.parse().expect("site"),
+            ALERT_SITE_OFFLINE,
+            "no agent contact",
+        )
+        .await
+        .expect("raise")
+        .expect("new alert")
+        .id
+        .to_string()
+}
+
+async fn pages_carry_security_headers_and_need_a_session(db: Db) {
+    let web = spawn(db, |_| {}).await;
+    let app = &web.app;
+    let owner = app.tenant("acme").await;
+    let site = app.create_site(&owner, "NYC Office", "nyc-office").await;
+    let site_id = id(&site);
+    let anonymous = Browser::new(&app.base);
+    // No session: every page sends the browser to sign-in.
+    for path in ["/", "/admin/edge-sites", "/admin/alerts", "/admin/users"] {
+        let page = anonymous.get(path).await;
+        assert!(page.status.is_redirection(), "{path}: {}", page.status);
+        assert_security_headers(&page, path);
+    }
+    assert_eq!(
+        anonymous.get("/admin/edge-sites").await.location(),
+        "/sign-in"
+    );
+    let sign_in = anonymous.get("/sign-in").await;
+    assert_eq!(sign_in.status, StatusCode::OK);
+    assert_security_headers(&sign_in, "/sign-in");
+    // A wrong password stays on the form with a message.
+    let wrong = anonymous
+        .post(
+            "/sign-in",
+            &[
+                ("tenant", "acme"),
+                ("email", &owner_email("acme")),
+                ("password", "wrong password"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.body.contains("wrong tenant, e-mail or password"));
+
+    let mut browser = Browser::new(&app.base);
+    browser
+        .sign_in("acme", &owner_email("acme"), support::OWNER_PASSWORD)
+        .await;
+    let pages = [
+        "/admin/edge-sites".to_string(),
+        "/admin/edge-sites?status=pending&name=nyc".into(),
+        "/admin/edge-sites/new".into(),
+        format!("/admin/edge-sites/{site_id}"),
+        format!("/admin/edge-sites/{site_id}/setup/method?m=docker"),
+        format!("/admin/edge-sites/{site_id}/setup/method?m=kubernetes"),
+        format!("/admin/edge-sites/{site_id}/setup/download"),
+        format!("/admin/edge-sites/{site_id}/setup/verify"),
+        format!("/admin/edge-sites/{site_id}/regenerate"),
+        format!("/admin/edge-sites/{site_id}/delete"),
+        "/admin/alerts".into(),
+        "/admin/collectors".into(),
+        "/admin/webhooks".into(),
+        "/admin/users".into(),
+        "/admin/tokens".into(),
+    ];
+    for path in &pages {
+        let page = browser.get(path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
+        assert_security_headers(&page, path);
+        assert!(
+            !page.body.contains("<script>") && !page.body.contains(" style=\""),
+            "{path}: inline script or style"
+        );
+    }
+    for asset in ["/assets/app.css", "/assets/app.js"] {
+        let page = browser.get(asset).await;
+        assert_eq!(page.status, StatusCode::OK, "{asset}");
+        assert_security_headers(&page, asset);
+    }
+    // The site list shows the site with a word for each status.
+    let list = browser.get("/admin/edge-sites").await;
+    assert!(list.body.contains("NYC Office"));
+    assert!(list.body.contains("1 site"));
+    assert!(
+        list.body
+            .contains(&format!("data-leaf-status=\"{site_id}\">pending"))
+    );
+    // Search and filter.
+    let none = browser.get("/admin/edge-sites?name=boston").await;
+    assert!(
+        none.body.contains("No site matches this filter"),
+        "{}",
+        none.body
+    );
+    let offline = browser.get("/admin/edge-sites?status=offline").await;
+    assert!(!offline.body.contains("NYC Office"));
+    // A site of nobody is a 404 page, not an error.
+    let missing = browser
+        .get(&format!("/admin/edge-sites/{}", uuid::Uuid::now_v7()))
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_security_headers(&missing, "404");
+    // Signing out ends the session: the old cookie goes back to sign-in
+    // with the expiry message.
+    let out = browser.submit("/sign-out", &[]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    let after = browser.get("/admin/edge-sites").await;
+    assert_eq!(after.location(), "/sign-in?expired=1");
+    let message = anonymous.get("/sign-in?expired=1").await;
+    assert!(message.body.contains("Your session has expired"));
+}
+
+async fn writes_need_the_csrf_token_and_other_tenants_ids_are_404(db: Db) {
+    let web = spawn(db, |_| {}).await;
+    let app = &web.app;
+    let acme = app.tenant("acme").await;
+    app.tenant("other").await;
+    let site = id(&app.create_site(&acme, "NYC Office", "nyc-office").await);
+    let alert = alert_for(app, "acme", &site).await;
+    let package = app
+        .post(
+            &acme,
+            "/api/v1/collector-packages",
+            serde_json::json!({"collector_type": "syslog", "edge_site_id": site}),
+        )
+        .await;
+    assert_eq!(package.status, StatusCode::CREATED, "{}", package.text);
+    let package = id(&package.body);
+    let webhook = app
+        .post(
+            &acme,
+            "/api/v1/webhooks",
+            serde_json::json!({"url": "https://hooks.example.com/x"}),
+        )
+        .await;
+    let webhook = id(&webhook.body);
+    let user = app
+        .post(
+            &acme,
+            "/api/v1/users",
+            serde_json::json!({"email": "someone@acme.example.com", "role": "viewer"}),
+        )
+        .await;
+    let user = id(&user.body["user"]);
+    let token = app
+        .post(&acme, "/api/v1/tokens", serde_json::json!({"name": "ci"}))
+        .await;
+    let token = token.body["token"]["id"]
+        .as_str()
+        .or(token.body["id"].as_str())
+        .expect("token id")
+        .to_string();
+
+    let mut mine = Browser::new(&app.base);
+    mine.sign_in("acme", &owner_email("acme"), support::OWNER_PASSWORD)
+        .await;
+    let mut theirs = Browser::new(&app.base);
+    theirs
+        .sign_in("other", &owner_email("other"), support::OWNER_PASSWORD)
+        .await;
+
+    // Every mutating route and a valid form for it.
+    let with_ids: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (
+            format!("/admin/edge-sites/{site}/regenerate"),
+            vec![("confirm", "yes")],
+        ),
+        (
+            format!("/admin/edge-sites/{site}/local-url"),
+            vec![("nats_leaf_url", "nats://10.0.1.51:4222")],
+        ),
+        (format!("/admin/alerts/{alert}/acknowledge"), vec![]),
+        (format!("/admin/alerts/{alert}/resolve"), vec![]),
+        (format!("/admin/collectors/{package}/bundle"), vec![]),
+        (format!("/admin/collectors/{package}/revoke"), vec![]),
+        (format!("/admin/webhooks/{webhook}/delete"), vec![]),
+        (format!("/admin/users/{user}/delete"), vec![]),
+        (format!("/admin/tokens/{token}/revoke"), vec![]),
+        (
+            format!("/admin/edge-sites/{site}/delete"),
+            vec![("confirm", "nyc-office")],
+        ),
+    ];
+    let without_ids: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (
+            "/admin/edge-sites/new".into(),
+            vec![
+                ("name", "Boston"),
+                ("slug", "boston"),
+                ("nats_leaf_url", "nats://10.0.2.1:4222"),
+            ],
+        ),
+        (
+            "/admin/collectors".into(),
+            vec![("collector_type", "syslog")],
+        ),
+        (
+            "/admin/webhooks".into(),
+            vec![("url", "https://hooks.example.com/y")],
+        ),
+        (
+            "/admin/users".into(),
+            vec![("email", "new@acme.example.com"), ("role", "viewer")],
+        ),
+        ("/admin/tokens".into(), vec![("name", "t2")]),
+        ("/sign-out".into(), vec![]),
+    ];
+    for (path, fields) in with_ids.iter().chain(&without_ids) {
+        let missing = mine.post(path, fields, None).await;
+        assert_eq!(
+            missing.status,
+            StatusCode::FORBIDDEN,
+            "{path} without a CSRF token"
+        );
+        let wrong = mine.post(path, fields, Some("not-the-token")).await;
+        assert_eq!(
+            wrong.status,
+            StatusCode::FORBIDDEN,
+            "{path} with a wrong CSRF token"
+        );
+        let other_session = mine.post(path, fields, Some(&theirs.csrf)).await;
+        assert_eq!(
+            other_session.status,
+            StatusCode::FORBIDDEN,
+            "{path} with another session's token"
+        );
+        // A cross-origin form post is refused before anything else.
+        let cross = mine.send_cross_origin(path, fields).await;
+        assert_eq!(cross.status, StatusCode::FORBIDDEN, "{path} cross-origin");
+    }
+    // Fetch writes send the token in X-CSRF-Token instead of the form.
+    let by_header = |token: String| {
+        let http = mine.http.clone();
+        let url = format!("{}/admin/alerts/{alert}/acknowledge", app.base);
+        let cookie = format!("sr_session={}", mine.cookie.clone().expect("cookie"));
+        async move {
+            http.post(url)
+                .header("cookie", cookie)
+                .header("x-csrf-token", token)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("return_to=%2Fadmin%2Falerts")
+                .send()
+                .await
+                .expect("fetch write")
+                .status()
+        }
+    };
+    assert_eq!(by_header("wrong".into()).await, StatusCode::FORBIDDEN);
+    // Another tenant's ids are 404 (with that tenant's own valid token).
+    for (path, fields) in &with_ids {
+        let page = theirs.submit(path, fields).await;
+        assert_eq!(
+            page.status,
+            StatusCode::NOT_FOUND,
+            "{path} from another tenant"
+        );
+    }
+    for path in [
+        format!("/admin/edge-sites/{site}"),
+        format!("/admin/edge-sites/{site}/bundle"),
+        format!("/admin/edge-sites/{site}/setup/verify"),
+        format!("/admin/edge-sites/{site}/state"),
+        format!("/admin/events?site={site}"),
+    ] {
+        let page = theirs.get(&path).await;
+        assert_eq!(
+            page.status,
+            StatusCode::NOT_FOUND,
+            "{path} from another tenant"
+        );
+    }
+    // Nothing of acme's changed.
+    let still = app.get(&acme, &format!("/api/v1/edge-sites/{site}")).await;
+    assert_eq!(still.status, StatusCode::OK);
+    assert_eq!(still.body["nats_leaf_url"], "nats://10.0.1.50:4222");
+    // With the right token the writes work: change the URL, acknowledge,
+    // and delete only with the slug typed.
+    let changed = mine.submit(&with_ids[1].0, &with_ids[1].1).await;
+    assert_eq!(changed.status, StatusCode::SEE_OTHER, "{}", changed.body);
+    let acked = mine
+        .submit(
+            &format!("/admin/alerts/{alert}/acknowledge"),
+            &[("return_to", "/admin/alerts")],
+        )
+        .await;
+    assert_eq!(acked.status, StatusCode::SEE_OTHER, "{}", acked.body);
+    assert_eq!(acked.location(), "/admin/alerts");
+    let alert_now = app.get(&acme, &format!("/api/v1/alerts/{alert}")).await;
+    assert_eq!(alert_now.body["status"], "acknowledged");
+    // The same through the header (acknowledging twice is refused as an
+    // illegal transition, not as a CSRF failure).
+    assert_ne!(by_header(mine.csrf.clone()).await, StatusCode::FORBIDDEN);
+    let mistyped = mine
+        .submit(
+            &format!("/admin/edge-sites/{site}/delete"),
+            &[("confirm", "nyc")],
+        )
+        .await;
+    assert_eq!(mistyped.status, StatusCode::BAD_REQUEST);
+    let deleted = mine
+        .submit(
+            &format!("/admin/edge-sites/{site}/delete"),
+            &[("confirm", "nyc-office")],
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER, "{}", deleted.body);
+    let gone = app.get(&acme, &format!("/api/v1/edge-sites/{site}")).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    // A created token is shown once, on the page that created it.
+    let created = mine.submit("/admin/tokens", &[("name", "deploy")]).await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    assert!(created.body.contains("shown-secret"));
+    assert!(created.body.contains("srt_"));
+    let later = mine.get("/admin/tokens").await;
+    assert!(!later.body.contains("srt_"));
+}
+
+async fn viewer_sees_no_admin_controls_and_is_refused(db: Db) {
+    let web = spawn(db, |_| {}).await;
+    let app = &web.app;
+    let owner = app.tenant("acme").await;
+    let site = id(&app.create_site(&owner, "NYC Office", "nyc-office").await);
+    alert_for(app, "acme", &site).await;
+    let email = user_with_password(app, &owner, "viewer").await;
+    let mut viewer = Browser::new(&app.base);
+    viewer
+        .sign_in("acme", &email, support::OWNER_PASSWORD)
+        .await;
+
+    let list = viewer.get("/admin/edge-sites").await;
+    assert!(list.body.contains("NYC Office"));
+    assert!(
+        !list.body.contains("Create edge site"),
+        "viewer sees the create control"
+    );
+    let detail = viewer.get(&format!("/admin/edge-sites/{site}")).await;
+    assert_eq!(detail.status, StatusCode::OK);
+    for control in [
+        "Download bundle",
+        "Regenerate config",
+        "Delete this site",
+        "Danger zone",
+        "Acknowledge",
+        "Change local NATS URL",
+    ] {
+        assert!(!detail.body.contains(control), "viewer sees {control:?}");
+    }
+    let download = viewer
+        .get(&format!("/admin/edge-sites/{site}/setup/download"))
+        .await;
+    assert!(
+        download
+            .body
+            .contains("Your role cannot download site bundles")
+    );
+    assert!(!download.body.contains("id=\"download\""));
+    let collectors = viewer.get("/admin/collectors").await;
+    assert!(!collectors.body.contains("Create collector package"));
+    let users = viewer.get("/admin/users").await;
+    assert!(!users.body.contains("Create user"));
+    assert!(!users.body.contains(">Webhooks<"));
+
+    // The server refuses regardless of what the page showed.
+    for (path, fields) in [
+        (
+            "/admin/edge-sites/new".to_string(),
+            vec![("name", "B"), ("nats_leaf_url", "nats://10.0.0.2:4222")],
+        ),
+        (
+            format!("/admin/edge-sites/{site}/regenerate"),
+            vec![("confirm", "yes")],
+        ),
+        (
+            format!("/admin/edge-sites/{site}/delete"),
+            vec![("confirm", "nyc-office")],
+        ),
+        (
+            "/admin/collectors".into(),
+            vec![("collector_type", "syslog")],
+        ),
+        (
+            "/admin/users".into(),
+            vec![("email", "x@acme.example.com"), ("role", "viewer")],
+        ),
+    ] {
+        let page = viewer.submit(&path, &fields).await;
+        assert_eq!(
+            page.status,
+            StatusCode::FORBIDDEN,
+            "viewer {path}: {}",
+            page.body
+        );
+    }
+    for path in [
+        format!("/admin/edge-sites/{site}/bundle"),
+        "/admin/edge-sites/new".to_string(),
+        format!("/admin/edge-sites/{site}/regenerate"),
+        format!("/admin/edge-sites/{site}/delete"),
+        "/admin/webhooks".into(),
+    ] {
+        let page = viewer.get(&path).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "viewer GET {path}");
+    }
+    let still = app.get(&owner, &format!("/api/v1/edge-sites/{site}")).await;
+    assert_eq!(still.status, StatusCode::OK);
+}
+
+/// Reads server-sent events from `response` until `until` is seen or 10 s pass.
+async fn read_events(mut response: reqwest::Response, until: &str) -> String {
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !seen.contains(until) {
+        match tokio::time::timeout_at(deadline, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            _ => break,
+        }
+    }
+    seen
+}
+
+async fn live_stream_carries_only_the_viewers_tenant(db: Db) {
+    let web = spawn(db, |_| {}).await;
+    let app = &web.app;
+    let acme = app.tenant("acme").await;
+    let other = app.tenant("other").await;
+    let mine = id(&app.create_site(&acme, "NYC Office", "nyc-office").await);
+    let theirs = id(&app.create_site(&other, "Paris", "paris").await);
+    let tenant = |slug: &'static str| async move {
+        app.store.tenant_by_slug(slug).await.expect("tenant").id
+    };
+    let (acme_id, other_id) = (tenant("acme").await, tenant("other").await);
+
+    let mut browser = Browser::new(&app.base);
+    browser
+        .sign_in("acme", &owner_email("acme"), support::OWNER_PASSWORD)
+        .await;
+    let cookie = format!("sr_session={}", browser.cookie.clone().expect("cookie"));
+    let open = |path: String| {
+        let cookie = cookie.clone();
+        let http = browser.http.clone();
+        let base = app.base.clone();
+        async move {
+            let response = http
+                .get(format!("{base}{path}"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .expect("stream");
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(
+                response.headers()["content-type"].to_str().expect("type"),
+                "text/event-stream"
+            );
+            response
+        }
+    };
+    let list = open("/admin/events".into()).await;
+    let detail = open(format!("/admin/events?site={mine}")).await;
+    // Let both streams subscribe before anything happens.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = |tenant_id, site_id: &str| AgentIdentity {
+        tenant_id,
+        site_id: site_id.parse().expect("site"),
+        agent_id: uuid::Uuid::now_v7(),
+        common_name: "agent".into(),
+    };
+    // The other tenant's site changes first, then ours.
+    web.health
+        .agent_seen(&seen(other_id, &theirs))
+        .await
+        .expect("other tenant's change");
+    web.health
+        .agent_seen(&seen(acme_id, &mine))
+        .await
+        .expect("our change");
+    let list_events = read_events(list, &mine).await;
+    assert!(list_events.contains("event: site"), "{list_events}");
+    assert!(list_events.contains(&mine), "{list_events}");
+    assert!(
+        !list_events.contains(&theirs),
+        "tenant B's event on tenant A's stream: {list_events}"
+    );
+    let detail_events = read_events(detail, "\"site_status\":\"active\"").await;
+    assert!(detail_events.contains("event: state"), "{detail_events}");
+    assert!(
+        detail_events.contains("\"site_status\":\"active\""),
+        "{detail_events}"
+    );
+    assert!(!detail_events.contains(&theirs), "{detail_events}");
+    // The JSON snapshot says the same.
+    let state = browser
+        .get(&format!("/admin/edge-sites/{mine}/state"))
+        .await;
+    assert!(state.body.contains("\"agent_seen\":true"), "{}", state.body);
+    // Without a session there is no stream.
+    let anonymous = Browser::new(&app.base).get("/admin/events").await;
+    assert!(anonymous.status.is_redirection());
+    // Open streams end when the server stops, instead of holding up its
+    // graceful shutdown for the whole grace period (20 s).
+    let mut open_stream = open("/admin/events".into()).await;
+    let started = std::time::Instant::now();
+    drop(web);
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = open_stream.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the live stream outlived the server's stop");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+async fn wizard_creates_a_site_and_checks_slugs(db: Db) {
+    let web = spawn(db, |_| {}).await;
+    let app = &web.app;
+    let acme = app.tenant("acme").await;
+    app.create_site(&acme, "NYC Office", "nyc-office").await;
+    let mut browser = Browser::new(&app.base);
+    browser
+        .sign_in("acme", &owner_email("acme"), support::OWNER_PASSWORD)
+        .await;
+    let taken = browser
+        .get("/admin/edge-sites/slug-check?slug=nyc-office")
+        .await;
+    assert!(taken.body.contains("\"available\":false"), "{}", taken.body);
+    let bad = browser
+        .get("/admin/edge-sites/slug-check?slug=Not%20A%20Slug")
+        .await;
+    assert!(bad.body.contains("\"available\":false"), "{}", bad.body);
+    let free = browser
+        .get("/admin/edge-sites/slug-check?slug=boston")
+        .await;
+    assert!(free.body.contains("\"available\":true"), "{}", free.body);
+    // Field errors re-render step 1 with the values kept.
+    let invalid = browser
+        .submit(
+            "/admin/edge-sites/new",
+            &[
+                ("name", "Boston"),
+                ("slug", "boston"),
+                ("nats_leaf_url", "http://nope"),
+            ],
+        )
+        .await;
+    assert_eq!(invalid.status, StatusCode::BAD_REQUEST);
+    assert!(invalid.body.contains("nats_leaf_url"));
+    assert!(invalid.body.contains("value=\"Boston\""));
+    let duplicate = browser
+        .submit(
+            "/admin/edge-sites/new",
+            &[
+                ("name", "NYC again"),
+                ("slug", "nyc-office"),
+                ("nats_leaf_url", "nats://10.0.0.9:4222"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        duplicate.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        duplicate.body
+    );
+    let created = browser
+        .submit(
+            "/admin/edge-sites/new",
+            &[
+                ("name", "Boston Lab"),
+                ("slug", ""),
+                ("nats_leaf_url", "nats://10.0.0.9:4222"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    let step2 = created.location().to_string();
+    assert!(step2.ends_with("/setup/method?m=systemd"), "{step2}");
+    let method = browser.get(&step2).await;
+    assert!(method.body.contains("sudo ./setup.sh"));
+    assert!(
+        method
+            .body
+            .contains("serviceradar-site-acme-boston-lab.tar.gz")
+    );
+    let docker = browser.get(&step2.replace("m=systemd", "m=docker")).await;
+    assert!(docker.body.contains("docker compose up -d"));
+    // Not provisioned here (no job workers): the download waits.
+    let download = browser
+        .get(&step2.replace("method?m=systemd", "download"))
+        .await;
+    assert!(download.body.contains("aria-disabled=\"true\""));
+    assert!(download.body.contains("Waiting for the platform"));
+    let list = browser.get("/admin/edge-sites").await;
+    assert!(list.body.contains("Boston Lab"));
+    assert!(list.body.contains("2 sites"));
+
+    // A refusal the leaf authorization callout recorded for the site is
+    // what step 4, the site page and the live snapshot show while waiting.
+    let site_id = step2
+        .split("/admin/edge-sites/")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .expect("site id")
+        .to_string();
+    let verify = format!("/admin/edge-sites/{site_id}/setup/verify");
+    assert!(!browser.get(&verify).await.body.contains("The hub refused"));
+    let tenant = app.store.tenant_by_slug("acme").await.expect("tenant");
+    app.store
+        .scoped(TenantScope::for_system_task(tenant.id))
+        .record_leaf_refusal(
+            site_id.parse().expect("site"),
+            "certificate: issued for another site",
+            serviceradar_store::now_ms(),
+        )
+        .await
+        .expect("record refusal");
+    let page = browser.get(&verify).await;
+    assert!(
+        page.body
+            .contains("The hub refused this site&#x27;s leaf just now")
+            || page
+                .body
+                .contains("The hub refused this site&#39;s leaf just now"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("certificate: issued for another site"));
+    let detail = browser.get(&format!("/admin/edge-sites/{site_id}")).await;
+    assert!(detail.body.contains("certificate: issued for another site"));
+    let state = browser
+        .get(&format!("/admin/edge-sites/{site_id}/state"))
+        .await;
+    assert!(
+        state.body.contains("issued for another site"),
+        "{}",
+        state.body
+    );
+    // Another tenant's refusals are not this tenant's business.
+    let other = app.tenant("other").await;
+    let theirs = id(&app.create_site(&other, "Paris", "paris").await);
+    assert!(
+        !browser
+            .get(&format!("/admin/edge-sites/{theirs}/setup/verify"))
+            .await
+            .status
+            .is_success()
+    );
+}

@@ -1,0 +1,558 @@
+//! The edge sites list (filter, search, keyset pages, count, live badges)
+//! and a site's detail page with its confirmations (regenerate, delete).
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use serviceradar_control::alerts::AlertQuery;
+use serviceradar_control::packages::PackageQuery;
+use serviceradar_control::sites::{SiteQuery, UpdateSite};
+use serviceradar_control::{ControlError, PageParams};
+use serviceradar_domain::EdgeSiteId;
+use serviceradar_domain::resources::{EdgeSite, NatsLeafServer};
+use serviceradar_domain::state::{AlertStatus, LeafStatus, SiteStatus};
+use serviceradar_store::health::Alert;
+use serviceradar_store::now_ms;
+
+use super::render;
+use crate::session::{Posted, Viewer};
+use crate::view::{Badge, Chrome, When};
+use crate::{WebError, WebState};
+
+/// A site as pages show it.
+pub struct SiteView {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub nats_leaf_url: String,
+    pub created: When,
+    pub last_seen: Option<When>,
+}
+
+impl SiteView {
+    pub fn of(site: &EdgeSite, now: i64) -> Self {
+        Self {
+            id: site.id.to_string(),
+            name: site.name.to_string(),
+            slug: site.slug.to_string(),
+            nats_leaf_url: site.nats_leaf_url.to_string(),
+            created: When::at(site.created_at, now),
+            last_seen: When::maybe(site.last_seen_at, now),
+        }
+    }
+}
+
+/// A site id from the path (malformed: 404, like another tenant's).
+pub fn site_id(raw: &str) -> Result<EdgeSiteId, WebError> {
+    raw.parse().map_err(|_| WebError::not_found())
+}
+
+pub struct SiteRow {
+    id: String,
+    name: String,
+    slug: String,
+    status: Badge,
+    leaf: Badge,
+    last_seen: Option<When>,
+    created: When,
+}
+
+#[derive(Template)]
+#[template(path = "sites.html")]
+struct SitesPage {
+    chrome: Chrome,
+    title: String,
+    live: String,
+    rows: Vec<SiteRow>,
+    total: i64,
+    statuses: Vec<String>,
+    status: String,
+    q: String,
+    filtered: bool,
+    first: Option<String>,
+    next: Option<String>,
+}
+
+/// Query of the list.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    name: Option<String>,
+    cursor: Option<String>,
+}
+
+fn list_url(status: &str, name: &str, cursor: Option<&str>) -> String {
+    let mut pairs = Vec::new();
+    if !status.is_empty() {
+        pairs.push(("status", status));
+    }
+    if !name.is_empty() {
+        pairs.push(("name", name));
+    }
+    if let Some(c) = cursor {
+        pairs.push(("cursor", c));
+    }
+    let query = serde_urlencoded::to_string(pairs).unwrap_or_default();
+    if query.is_empty() {
+        "/admin/edge-sites".into()
+    } else {
+        format!("/admin/edge-sites?{query}")
+    }
+}
+
+/// `GET /admin/edge-sites`.
+pub async fn list(
+    State(state): State<WebState>,
+    viewer: Viewer,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, WebError> {
+    let status = q.status.clone().unwrap_or_default();
+    let name = q.name.clone().unwrap_or_default().trim().to_string();
+    let overview = state
+        .control
+        .site_overview(
+            &viewer.auth.actor,
+            &SiteQuery {
+                status: Some(status.clone()),
+                name: Some(name.clone()),
+            },
+            &PageParams {
+                limit: Some(50),
+                cursor: q.cursor.clone(),
+            },
+        )
+        .await?;
+    let now = now_ms();
+    let rows = overview
+        .sites
+        .items
+        .iter()
+        .map(|(site, leaf)| SiteRow {
+            id: site.id.to_string(),
+            name: site.name.to_string(),
+            slug: site.slug.to_string(),
+            status: Badge::of(site.status.as_str()),
+            leaf: Badge::of(leaf.as_ref().map_or("unknown", |l| l.as_str())),
+            last_seen: When::maybe(site.last_seen_at, now),
+            created: When::at(site.created_at, now),
+        })
+        .collect();
+    let page = SitesPage {
+        chrome: Chrome::new(&viewer, "sites"),
+        title: "Edge sites".into(),
+        live: "/admin/events".into(),
+        rows,
+        total: overview.total,
+        statuses: SiteStatus::ALL
+            .iter()
+            .map(|s| s.as_str().to_string())
+            .collect(),
+        filtered: !status.is_empty() || !name.is_empty(),
+        first: q.cursor.as_ref().map(|_| list_url(&status, &name, None)),
+        next: overview
+            .sites
+            .next_cursor
+            .as_deref()
+            .map(|c| list_url(&status, &name, Some(c))),
+        status,
+        q: name,
+    };
+    render(&page)
+}
+
+pub struct LeafView {
+    upstream_url: String,
+    local_listen: String,
+    updated: When,
+    cert_expires: Option<When>,
+    checksum: String,
+    last_error: String,
+}
+
+pub struct AgentView {
+    last_seen: Option<When>,
+    version: String,
+    hostname: String,
+    cert_expires: When,
+    revoked: bool,
+}
+
+pub struct CollectorRow {
+    name: String,
+    kind: String,
+    badge: Badge,
+    created: When,
+}
+
+/// An alert row (shared with the alerts page).
+pub struct AlertRow {
+    pub id: String,
+    pub kind: String,
+    pub message: String,
+    pub site_id: String,
+    pub site_name: String,
+    pub badge: Badge,
+    pub created: When,
+    pub can_ack: bool,
+    pub can_resolve: bool,
+}
+
+impl AlertRow {
+    pub fn of(alert: &Alert, site_name: String, now: i64) -> Self {
+        let unresolved = alert.status != AlertStatus::Resolved;
+        Self {
+            id: alert.id.to_string(),
+            kind: alert.kind.clone(),
+            message: alert.message.clone(),
+            site_id: alert.edge_site_id.to_string(),
+            site_name,
+            badge: Badge::alert(alert.status),
+            created: When::at(alert.created_at, now),
+            can_ack: unresolved && alert.status != AlertStatus::Acknowledged,
+            can_resolve: unresolved,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "site_detail.html")]
+struct DetailPage {
+    chrome: Chrome,
+    title: String,
+    live: String,
+    site: SiteView,
+    site_badge: Badge,
+    leaf_badge: Badge,
+    leaf: LeafView,
+    cert_banner: Option<(&'static str, String)>,
+    agent: Option<AgentView>,
+    collectors: Vec<CollectorRow>,
+    alerts: Vec<AlertRow>,
+    return_to: String,
+    refusal: String,
+}
+
+/// The certificate expiry banner: a warning under 30 days, an error under 7
+/// days or once expired.
+pub fn cert_banner(leaf: &NatsLeafServer, now: i64) -> Option<(&'static str, String)> {
+    let expires = leaf.cert_expires_at?;
+    let days = (expires - now) / 86_400_000;
+    let when = When::at(expires, now);
+    if expires <= now {
+        Some((
+            "bad",
+            format!(
+                "The leaf's certificate expired on {}: the hub refuses the leaf. Regenerate the config and install the new bundle.",
+                when.exact
+            ),
+        ))
+    } else if days < 7 {
+        Some((
+            "bad",
+            format!(
+                "The leaf's certificate expires {} ({}). Regenerate the config and install the new bundle now.",
+                when.relative, when.exact
+            ),
+        ))
+    } else if days < 30 {
+        Some((
+            "warn",
+            format!(
+                "The leaf's certificate expires {} ({}); it is renewed automatically, install the new bundle once it is.",
+                when.relative, when.exact
+            ),
+        ))
+    } else {
+        None
+    }
+}
+
+/// `GET /admin/edge-sites/{id}`.
+pub async fn detail(
+    State(state): State<WebState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    let id = site_id(&id)?;
+    let actor = &viewer.auth.actor;
+    let control = &state.control;
+    let (site, leaf) = control.site(actor, id).await?;
+    let agent = match control.site_agent(actor, id).await {
+        Ok(agent) => Some(agent),
+        Err(ControlError::NotFound) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let packages = control
+        .list_packages(
+            actor,
+            &PackageQuery {
+                edge_site_id: Some(id.to_string()),
+                ..PackageQuery::default()
+            },
+            &PageParams {
+                limit: Some(50),
+                cursor: None,
+            },
+        )
+        .await?;
+    // Alerts are listed oldest first without a site filter; the newest
+    // page's matches for this site.
+    let alerts = control
+        .list_alerts(
+            actor,
+            &AlertQuery { status: None },
+            &PageParams {
+                limit: Some(200),
+                cursor: None,
+            },
+        )
+        .await?;
+    let now = now_ms();
+    let mut alerts: Vec<AlertRow> = alerts
+        .items
+        .iter()
+        .filter(|a| a.edge_site_id == id)
+        .map(|a| AlertRow::of(a, String::new(), now))
+        .collect();
+    alerts.reverse();
+    alerts.truncate(10);
+    let refusal = match control.site_leaf_refusal(actor, id).await? {
+        Some(r) if leaf.status != LeafStatus::Connected => crate::live::refusal_text(&r, now),
+        _ => String::new(),
+    };
+    let page = DetailPage {
+        refusal,
+        chrome: Chrome::new(&viewer, "sites"),
+        title: site.name.to_string(),
+        live: format!("/admin/events?site={id}"),
+        site_badge: Badge::of(site.status.as_str()),
+        leaf_badge: Badge::of(leaf.status.as_str()),
+        cert_banner: cert_banner(&leaf, now),
+        leaf: LeafView {
+            upstream_url: leaf.upstream_url.clone(),
+            local_listen: leaf.local_listen.to_string(),
+            updated: When::at(leaf.updated_at, now),
+            cert_expires: When::maybe(leaf.cert_expires_at, now),
+            checksum: leaf.config_checksum.clone().unwrap_or_default(),
+            last_error: leaf.last_error.clone().unwrap_or_default(),
+        },
+        agent: agent.map(|a| AgentView {
+            last_seen: When::maybe(a.last_seen_at, now),
+            version: a.agent_version.unwrap_or_else(|| "unknown".into()),
+            hostname: a.hostname.unwrap_or_else(|| "unknown".into()),
+            cert_expires: When::at(a.cert_expires_at, now),
+            revoked: a.revoked_at.is_some(),
+        }),
+        collectors: packages
+            .items
+            .iter()
+            .map(|p| CollectorRow {
+                name: p.package.name.to_string(),
+                kind: p.package.collector_type.to_string(),
+                badge: Badge::of(p.package.status.as_str()),
+                created: When::at(p.package.created_at, now),
+            })
+            .collect(),
+        alerts,
+        return_to: format!("/admin/edge-sites/{id}"),
+        site: SiteView::of(&site, now),
+    };
+    render(&page)
+}
+
+/// `GET /admin/edge-sites/{id}/bundle`: the site bundle download.
+pub async fn bundle(
+    State(state): State<WebState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    let built = state
+        .control
+        .site_bundle(&viewer.auth.actor, site_id(&id)?)
+        .await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/gzip".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{}\"", built.file_name),
+            ),
+        ],
+        built.bytes,
+    )
+        .into_response())
+}
+
+#[derive(Template)]
+#[template(path = "confirm.html")]
+struct ConfirmPage {
+    chrome: Chrome,
+    title: String,
+    live: String,
+    site_id: String,
+    site_name: String,
+    heading: String,
+    paragraphs: Vec<String>,
+    drift: Vec<String>,
+    action: String,
+    typed: String,
+    checkbox: String,
+    button: String,
+    button_class: &'static str,
+}
+
+/// `GET /admin/edge-sites/{id}/regenerate`: the confirmation, with the drift.
+pub async fn regenerate_page(
+    State(state): State<WebState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    let id = site_id(&id)?;
+    let actor = &viewer.auth.actor;
+    actor
+        .authorize(serviceradar_domain::Action::WriteSites)
+        .map_err(ControlError::from)?;
+    let (site, leaf) = state.control.site(actor, id).await?;
+    let drift = state.control.config_drift(actor, id).await?;
+    let mut lines = Vec::new();
+    if drift.drifted {
+        lines.push(format!(
+            "The stored config (checksum {}) differs from the config as it renders now ({}): settings changed since it was issued.",
+            drift.stored_checksum.as_deref().unwrap_or("none"),
+            drift.expected_checksum
+        ));
+    }
+    let page = ConfirmPage {
+        chrome: Chrome::new(&viewer, "sites"),
+        title: format!("Regenerate {}", site.name),
+        live: String::new(),
+        site_id: id.to_string(),
+        site_name: site.name.to_string(),
+        heading: format!("Regenerate the config of {}?", site.name),
+        paragraphs: vec![
+            "New certificates and credentials are issued and the leaf's config is rendered again. The leaf keeps working with its current bundle until that expires; install the new bundle to use the new config.".into(),
+            format!(
+                "Current leaf status: {}. {}",
+                leaf.status,
+                if drift.drifted { "" } else { "The stored config matches what renders now (no drift)." }
+            ),
+        ],
+        drift: lines,
+        action: format!("/admin/edge-sites/{id}/regenerate"),
+        typed: String::new(),
+        checkbox: "I will install the new bundle at the site".into(),
+        button: "Regenerate config".into(),
+        button_class: "primary",
+    };
+    render(&page)
+}
+
+/// A confirmation form.
+#[derive(Debug, Deserialize)]
+pub struct Confirm {
+    confirm: Option<String>,
+}
+
+/// `POST /admin/edge-sites/{id}/regenerate`.
+pub async fn regenerate(
+    State(state): State<WebState>,
+    Path(id): Path<String>,
+    posted: Posted<Confirm>,
+) -> Result<Response, WebError> {
+    let id = site_id(&id)?;
+    if posted.form.confirm.as_deref() != Some("yes") {
+        return Err(WebError::bad_request("confirm the regeneration first"));
+    }
+    state
+        .control
+        .regenerate_config(&posted.auth.actor, id)
+        .await?;
+    Ok(Redirect::to(&format!("/admin/edge-sites/{id}/setup/download")).into_response())
+}
+
+/// The local URL form.
+#[derive(Debug, Deserialize)]
+pub struct UrlForm {
+    nats_leaf_url: String,
+}
+
+/// `POST /admin/edge-sites/{id}/local-url`.
+pub async fn update_url(
+    State(state): State<WebState>,
+    Path(id): Path<String>,
+    posted: Posted<UrlForm>,
+) -> Result<Response, WebError> {
+    let id = site_id(&id)?;
+    state
+        .control
+        .update_site(
+            &posted.auth.actor,
+            id,
+            &UpdateSite {
+                name: None,
+                nats_leaf_url: Some(posted.form.nats_leaf_url.trim().to_string()),
+            },
+        )
+        .await?;
+    Ok(Redirect::to(&format!("/admin/edge-sites/{id}")).into_response())
+}
+
+/// `GET /admin/edge-sites/{id}/delete`: the typed confirmation.
+pub async fn delete_page(
+    State(state): State<WebState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    let id = site_id(&id)?;
+    let actor = &viewer.auth.actor;
+    actor
+        .authorize(serviceradar_domain::Action::DeleteSites)
+        .map_err(ControlError::from)?;
+    let (site, _) = state.control.site(actor, id).await?;
+    let page = ConfirmPage {
+        chrome: Chrome::new(&viewer, "sites"),
+        title: format!("Delete {}", site.name),
+        live: String::new(),
+        site_id: id.to_string(),
+        site_name: site.name.to_string(),
+        heading: format!("Delete {}?", site.name),
+        paragraphs: vec![
+            "The site and its leaf server are deleted and the leaf's NATS sessions are revoked on the hub: the leaf disconnects and cannot join again. Collector packages bound to the site fall back to the direct SaaS connection. This cannot be undone.".into(),
+        ],
+        drift: Vec::new(),
+        action: format!("/admin/edge-sites/{id}/delete"),
+        typed: site.slug.to_string(),
+        checkbox: String::new(),
+        button: "Delete this site".into(),
+        button_class: "danger",
+    };
+    render(&page)
+}
+
+/// `POST /admin/edge-sites/{id}/delete`: only with the slug typed.
+pub async fn delete(
+    State(state): State<WebState>,
+    Path(id): Path<String>,
+    posted: Posted<Confirm>,
+) -> Result<Response, WebError> {
+    let id = site_id(&id)?;
+    let actor = &posted.auth.actor;
+    actor
+        .authorize(serviceradar_domain::Action::DeleteSites)
+        .map_err(ControlError::from)?;
+    let (site, _) = state.control.site(actor, id).await?;
+    if posted.form.confirm.as_deref().map(str::trim) != Some(site.slug.as_str()) {
+        return Err(WebError::bad_request(
+            "type the site's slug to confirm the deletion",
+        ));
+    }
+    state.control.delete_site(actor, id).await?;
+    Ok(Redirect::to("/admin/edge-sites").into_response())
+}
+
+/// A status word and its tone for live events.
+pub fn leaf_tone(status: LeafStatus) -> &'static str {
+    Badge::of(status.as_str()).tone
+}
