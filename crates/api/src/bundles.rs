@@ -4,11 +4,13 @@
 //! drift check.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
 use serviceradar_control::Control;
 use serviceradar_control::sites::Regenerated;
-use serviceradar_http::{ApiError, ApiJson, Authenticated, Caller, Credential, ErrorBody, path_id};
+use serviceradar_http::{
+    ApiError, ApiJson, Authenticated, Caller, Credential, ErrorBody, gzip_download, path_id,
+};
 use serviceradar_provisioning::ConfigDrift;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -19,27 +21,6 @@ pub(super) fn router() -> OpenApiRouter<Control> {
         .routes(routes!(regenerate_config))
         .routes(routes!(get_config_drift))
         .routes(routes!(download_collector_bundle, mint_collector_bundle))
-}
-
-fn gzip_download(file_name: &str, bytes: Vec<u8>, extra: &[(&'static str, String)]) -> Response {
-    let mut response = (
-        [
-            (header::CONTENT_TYPE, "application/gzip".to_owned()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{file_name}\""),
-            ),
-            (header::CACHE_CONTROL, "no-store".to_owned()),
-        ],
-        bytes,
-    )
-        .into_response();
-    for (name, value) in extra {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            response.headers_mut().insert(*name, value);
-        }
-    }
-    response
 }
 
 /// Download the site bundle (tar.gz: `nats-leaf.conf`, certificates, keys,

@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serviceradar_control::PageParams;
 use serviceradar_control::alerts::AlertQuery;
-use serviceradar_control::sites::SiteQuery;
 use serviceradar_domain::state::{AlertEvent, AlertStatus};
 use serviceradar_store::now_ms;
 
@@ -61,22 +60,8 @@ pub async fn list(
         )
         .await?;
     // Site names for the page's alerts (first 200 sites of the tenant).
-    let sites = state
-        .control
-        .list_sites(
-            actor,
-            &SiteQuery::default(),
-            &PageParams {
-                limit: Some(200),
-                cursor: None,
-            },
-        )
-        .await?;
-    let names: HashMap<_, _> = sites
-        .items
-        .iter()
-        .map(|s| (s.id, s.name.to_string()))
-        .collect();
+    let sites = super::first_sites(&state.control, actor).await?;
+    let names: HashMap<_, _> = sites.iter().map(|s| (s.id, s.name.to_string())).collect();
     let now = now_ms();
     let rows = alerts
         .items

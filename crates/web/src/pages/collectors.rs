@@ -4,12 +4,10 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serviceradar_control::PageParams;
 use serviceradar_control::packages::{CreatePackage, PackageQuery};
-use serviceradar_control::sites::SiteQuery;
 use serviceradar_domain::PackageId;
 use serviceradar_domain::resources::CollectorType;
 use serviceradar_store::now_ms;
@@ -70,17 +68,7 @@ pub async fn list(
             },
         )
         .await?;
-    let sites = state
-        .control
-        .list_sites(
-            actor,
-            &SiteQuery::default(),
-            &PageParams {
-                limit: Some(200),
-                cursor: None,
-            },
-        )
-        .await?;
+    let sites = super::first_sites(&state.control, actor).await?;
     let now = now_ms();
     render(&CollectorsPage {
         chrome: Chrome::new(&viewer, "collectors"),
@@ -108,7 +96,6 @@ pub async fn list(
             })
             .collect(),
         sites: sites
-            .items
             .iter()
             .map(|s| (s.id.to_string(), s.name.to_string()))
             .collect(),
@@ -160,17 +147,11 @@ pub async fn bundle(
         .control
         .collector_bundle(&posted.auth.actor, package_id(&id)?)
         .await?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/gzip".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{}\"", built.file_name),
-            ),
-        ],
+    Ok(serviceradar_http::gzip_download(
+        &built.file_name,
         built.bytes,
-    )
-        .into_response())
+        &[],
+    ))
 }
 
 /// `POST /admin/collectors/{id}/revoke`.

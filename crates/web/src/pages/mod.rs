@@ -19,6 +19,25 @@ pub fn render(page: &impl Template) -> Result<Response, WebError> {
     Ok(Html(page.render()?).into_response())
 }
 
+/// The tenant's first 200 sites: what the pages that name sites (alerts) or
+/// offer them in a selector (collectors) list.
+pub async fn first_sites(
+    control: &serviceradar_control::Control,
+    actor: &serviceradar_domain::Actor,
+) -> Result<Vec<serviceradar_domain::resources::EdgeSite>, WebError> {
+    let page = control
+        .list_sites(
+            actor,
+            &serviceradar_control::sites::SiteQuery::default(),
+            &serviceradar_control::PageParams {
+                limit: Some(200),
+                cursor: None,
+            },
+        )
+        .await?;
+    Ok(page.items)
+}
+
 /// `return_to` if it is a path of the UI, else `fallback` (never an
 /// address elsewhere: no open redirects).
 pub fn local_path(return_to: Option<&str>, fallback: &str) -> String {

@@ -3,7 +3,6 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serviceradar_control::alerts::AlertQuery;
@@ -372,17 +371,11 @@ pub async fn bundle(
         .control
         .site_bundle(&viewer.auth.actor, site_id(&id)?)
         .await?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/gzip".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{}\"", built.file_name),
-            ),
-        ],
+    Ok(serviceradar_http::gzip_download(
+        &built.file_name,
         built.bytes,
-    )
-        .into_response())
+        &[],
+    ))
 }
 
 #[derive(Template)]
