@@ -18,16 +18,7 @@ pub struct PageParams {
 impl PageParams {
     /// Validates into a store page request, collecting field errors.
     pub fn parse(&self, errors: &mut FieldErrors) -> PageRequest {
-        let limit = match self.limit {
-            None => PageRequest::DEFAULT_LIMIT,
-            Some(n) if (1..=PageRequest::MAX_LIMIT).contains(&n) => n,
-            Some(_) => {
-                errors
-                    .0
-                    .push(FieldError::new("limit", "must be between 1 and 200"));
-                PageRequest::DEFAULT_LIMIT
-            }
-        };
+        let limit = parse_limit(self.limit, errors);
         let after = match self.cursor.as_deref() {
             None | Some("") => None,
             Some(text) => {
@@ -42,6 +33,21 @@ impl PageParams {
             }
         };
         PageRequest { limit, after }
+    }
+}
+
+/// A list's page size: 1–200, default 50 (the rule every list shares,
+/// whatever its cursor is).
+pub fn parse_limit(limit: Option<u32>, errors: &mut FieldErrors) -> u32 {
+    match limit {
+        None => PageRequest::DEFAULT_LIMIT,
+        Some(n) if (1..=PageRequest::MAX_LIMIT).contains(&n) => n,
+        Some(_) => {
+            errors
+                .0
+                .push(FieldError::new("limit", "must be between 1 and 200"));
+            PageRequest::DEFAULT_LIMIT
+        }
     }
 }
 

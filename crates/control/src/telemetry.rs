@@ -45,16 +45,7 @@ impl Control {
     ) -> Result<(Vec<DeadLetter>, Option<String>), ControlError> {
         actor.authorize(Action::ReadData)?;
         let mut errors = serviceradar_domain::validate::FieldErrors::default();
-        let limit = match query.limit {
-            None => 50,
-            Some(n) if (1..=200).contains(&n) => n,
-            Some(_) => {
-                errors
-                    .0
-                    .push(FieldError::new("limit", "must be between 1 and 200"));
-                50
-            }
-        };
+        let limit = crate::params::parse_limit(query.limit, &mut errors);
         let before = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
             None => None,
             Some(text) => match text.parse::<u64>() {
