@@ -15,13 +15,10 @@ use std::time::{Duration, Instant};
 
 use serviceradar_domain::TenantScope;
 use serviceradar_domain::telemetry::TelemetryKind;
-use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
 use serviceradar_hub::config::{HubOptions, write_hub_config};
 use serviceradar_hub::leaf_auth::LeafAuthSettings;
 use serviceradar_identity::MasterKeySource;
 use serviceradar_ingest::IngestSettings;
-use serviceradar_provisioning::provision_leaf;
-use serviceradar_store::NewSite;
 use serviceradar_testkit::{NatsServer, free_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,30 +45,9 @@ async fn a_collector_publishing_from_the_first_second_loses_nothing_while_no_hub
     let core = support::spawn(tmp, settings.clone()).await;
     let tenant = core.tenant("default").await;
     let scoped = core.store.scoped(TenantScope::for_system_task(tenant.id));
-    let (site, leaf) = scoped
-        .create_site(
-            &NewSite {
-                name: DisplayName::parse("Plant").expect("name"),
-                slug: Slug::parse("plant").expect("slug"),
-                nats_leaf_url: NatsUrl::parse(&format!("nats://127.0.0.1:{leaf_port}"))
-                    .expect("url"),
-                upstream_url: settings.provisioning.hub_leafnode_url.clone(),
-                local_listen: ListenAddr::parse(&format!("127.0.0.1:{leaf_port}")).expect("listen"),
-            },
-            None,
-        )
-        .await
-        .expect("site");
-    provision_leaf(
-        &core.store,
-        &core.pki,
-        &settings.provisioning,
-        &tenant,
-        &site,
-        &leaf,
-    )
-    .await
-    .expect("provision");
+    let site = core
+        .provisioned_site(&tenant, "Plant", "plant", leaf_port)
+        .await;
     let conf_dir = support::install_bundle(&core, &tenant, &site, &dir).await;
     let prefix = dir.join("edge");
     let certs = conf_dir.join("certs");

@@ -17,12 +17,9 @@ use std::time::{Duration, Instant};
 
 use serviceradar_domain::TenantScope;
 use serviceradar_domain::state::{LeafStatus, SiteStatus};
-use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
 use serviceradar_health::HealthEvent;
 use serviceradar_hub::config::{HubOptions, write_hub_config};
 use serviceradar_identity::MasterKeySource;
-use serviceradar_provisioning::provision_leaf;
-use serviceradar_store::NewSite;
 use serviceradar_store::health::{ALERT_LEAF_DISCONNECTED, ALERT_SITE_OFFLINE};
 use serviceradar_testkit::{NatsServer, check_nats_config, free_port, wait_for_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -144,30 +141,9 @@ async fn agent_drives_site_and_leaf_health_and_disconnect_alerts() {
     // A site, provisioned (leaf + agent certificates), and a webhook.
     let tenant = core.tenant("default").await;
     let scoped = core.store.scoped(TenantScope::for_system_task(tenant.id));
-    let (site, leaf) = scoped
-        .create_site(
-            &NewSite {
-                name: DisplayName::parse("NYC").expect("name"),
-                slug: Slug::parse("nyc").expect("slug"),
-                nats_leaf_url: NatsUrl::parse(&format!("nats://127.0.0.1:{leaf_port}"))
-                    .expect("url"),
-                upstream_url: settings.provisioning.hub_leafnode_url.clone(),
-                local_listen: ListenAddr::parse(&format!("127.0.0.1:{leaf_port}")).expect("listen"),
-            },
-            None,
-        )
-        .await
-        .expect("site");
-    provision_leaf(
-        &core.store,
-        &core.pki,
-        &settings.provisioning,
-        &tenant,
-        &site,
-        &leaf,
-    )
-    .await
-    .expect("provision");
+    let site = core
+        .provisioned_site(&tenant, "NYC", "nyc", leaf_port)
+        .await;
     let (hook_port, mut hooks) = webhook_receiver().await;
     let hook_id = uuid::Uuid::now_v7();
     scoped

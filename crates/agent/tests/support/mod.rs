@@ -108,18 +108,26 @@ impl Core {
         }
     }
 
-    /// Creates and provisions a site; writes the agent's cert chain, key and
-    /// the root CA to a temp dir.
-    pub async fn site(&self, tenant: &Tenant, slug: &str) -> SiteAgent {
+    /// Creates a site whose leaf listens on `127.0.0.1:<leaf_port>` and
+    /// provisions it (leaf and agent certificates) with the real code.
+    pub async fn provisioned_site(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        slug: &str,
+        leaf_port: u16,
+    ) -> EdgeSite {
         let scoped = self.store.scoped(TenantScope::for_system_task(tenant.id));
         let (site, leaf) = scoped
             .create_site(
                 &NewSite {
-                    name: DisplayName::parse(slug).expect("name"),
+                    name: DisplayName::parse(name).expect("name"),
                     slug: Slug::parse(slug).expect("slug"),
-                    nats_leaf_url: NatsUrl::parse("nats://127.0.0.1:4222").expect("url"),
+                    nats_leaf_url: NatsUrl::parse(&format!("nats://127.0.0.1:{leaf_port}"))
+                        .expect("url"),
                     upstream_url: self.settings.provisioning.hub_leafnode_url.clone(),
-                    local_listen: ListenAddr::parse("127.0.0.1:4222").expect("listen"),
+                    local_listen: ListenAddr::parse(&format!("127.0.0.1:{leaf_port}"))
+                        .expect("listen"),
                 },
                 None,
             )
@@ -135,6 +143,14 @@ impl Core {
         )
         .await
         .expect("provision");
+        site
+    }
+
+    /// Creates and provisions a site; writes the agent's cert chain, key and
+    /// the root CA to a temp dir.
+    pub async fn site(&self, tenant: &Tenant, slug: &str) -> SiteAgent {
+        let scoped = self.store.scoped(TenantScope::for_system_task(tenant.id));
+        let site = self.provisioned_site(tenant, slug, slug, 4222).await;
         let agent = scoped
             .agent_for_site(site.id)
             .await
