@@ -178,6 +178,24 @@ impl Ui {
             .unwrap_or_default()
     }
 
+    /// Waits until the browser's address contains `part`: after a click
+    /// that navigates, an element present on both pages says nothing about
+    /// which page is showing.
+    async fn wait_for_url(&self, part: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let url = self.url().await;
+            if url.contains(part) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for an address with {part}; at {url}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn text(&self, css: &str) -> String {
         self.find(css).await.text().await.expect("text")
     }
@@ -270,12 +288,8 @@ async fn sign_in(ui: &Ui, tenant: &str, email: &str, password: &str) {
     ui.fill("#email", email).await;
     ui.fill("#password", password).await;
     ui.click("button[type=submit]").await;
+    ui.wait_for_url("/admin/edge-sites").await;
     ui.find("#content h1").await;
-    assert!(
-        ui.url().await.ends_with("/admin/edge-sites"),
-        "{}",
-        ui.url().await
-    );
 }
 
 async fn sign_out(ui: &Ui) {
@@ -400,12 +414,8 @@ async fn scenarios(ui: &Ui, serve: &Serve, dir: &Path, downloads: &Path) -> Resu
         ui.click("#create").await;
 
         // --- step 2: commands per method ----------------------------------
+        ui.wait_for_url("/setup/method").await;
         ui.find("ol.steps li[aria-current=step]").await;
-        assert!(
-            ui.url().await.contains("/setup/method"),
-            "{}",
-            ui.url().await
-        );
         assert!(ui.text("section.card").await.contains("sudo ./setup.sh"));
         ui.click("ul.tabs li:nth-child(2) a").await;
         ui.wait_until(
