@@ -1,10 +1,13 @@
 //! Connecting, migrating, and the clock every repository stamps rows with.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
+use tokio::sync::watch;
 
+use crate::auth_cache::{AUTH_CHANNEL, AuthCache, Invalidation, POSTGRES_MAX_AGE, SQLITE_MAX_AGE};
 use crate::error::StoreError;
 
 /// Which database is behind the pool.
@@ -20,9 +23,13 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: AnyPool,
-    /// A native pool on PostgreSQL, for what `Any` cannot do (`COPY`).
+    /// A native pool on PostgreSQL, for what `Any` cannot do (`COPY`) and
+    /// the hot reads where `Any`'s per-row conversion costs (lists,
+    /// credential lookups).
     pub(crate) pg: Option<sqlx::PgPool>,
     backend: Backend,
+    /// Credential lookups of this replica (see `auth_cache`).
+    pub(crate) auth_cache: Arc<AuthCache>,
 }
 
 impl std::fmt::Debug for Store {
@@ -57,8 +64,14 @@ impl Store {
             }
             _ => url.to_string(),
         };
+        // No ping on checkout: sqlx already pings every connection when it
+        // is returned (and closes it if that fails), so a checkout ping
+        // costs a round trip per query for nothing but a connection that
+        // died while idle (a database restart), which fails its next query
+        // once and is then replaced.
         let mut options = AnyPoolOptions::new()
             .max_connections(max_connections)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10));
         if backend == Backend::Sqlite {
             options = options.after_connect(|conn, _meta| {
@@ -78,14 +91,28 @@ impl Store {
         let pg = match backend {
             Backend::Postgres => Some(
                 sqlx::postgres::PgPoolOptions::new()
-                    // Bulk loads: a few concurrent ingest writers per tenant.
-                    .max_connections(max_connections.clamp(1, 8))
+                    // Bulk loads (ingest writers) and the hot reads that skip
+                    // `Any` (credential lookups, site lists): as many as the
+                    // `Any` pool, opened only when needed.
+                    .max_connections(max_connections.max(1))
+                    .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_lazy(&url)?,
             ),
             Backend::Sqlite => None,
         };
-        Ok(Self { pool, pg, backend })
+        // SQLite: one process, invalidated in process, live at once.
+        // PostgreSQL: live only while `spawn_auth_invalidation` listens.
+        let auth_cache = Arc::new(match backend {
+            Backend::Sqlite => AuthCache::new(true, SQLITE_MAX_AGE),
+            Backend::Postgres => AuthCache::new(false, POSTGRES_MAX_AGE),
+        });
+        Ok(Self {
+            pool,
+            pg,
+            backend,
+            auth_cache,
+        })
     }
 
     /// Applies pending migrations for this backend.
@@ -133,6 +160,96 @@ impl Store {
         let mut listener = sqlx::postgres::PgListener::connect_with(pg).await?;
         listener.listen(channel).await?;
         Ok(Some(listener))
+    }
+
+    /// Keeps this replica's credential cache in step with every other
+    /// replica's writes (PostgreSQL): listens on the `sr_auth` channel,
+    /// drops what each notification names, and serves cached credentials
+    /// only while listening. Until this runs, PostgreSQL lookups are not
+    /// cached. Returns at once on SQLite (in-process invalidation).
+    pub fn spawn_auth_invalidation(
+        &self,
+        mut stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            if store.backend == Backend::Sqlite {
+                return;
+            }
+            loop {
+                match store.listen(AUTH_CHANNEL).await {
+                    Ok(Some(listener)) => {
+                        store.auth_cache.set_live(true);
+                        let stopped = store.follow_auth_changes(listener, &mut stop).await;
+                        store.auth_cache.set_live(false);
+                        if stopped {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "listening for credential changes failed");
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    }
+
+    /// Whether this replica serves credentials from its cache: on SQLite
+    /// always, on PostgreSQL while its invalidation listener listens.
+    pub fn credential_cache_live(&self) -> bool {
+        self.auth_cache.is_live()
+    }
+
+    /// Applies notifications until `stop` (true) or a listener error (false).
+    async fn follow_auth_changes(
+        &self,
+        mut listener: sqlx::postgres::PgListener,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return true,
+                received = listener.try_recv() => match received {
+                    Ok(Some(notification)) => {
+                        self.auth_cache.invalidate(&Invalidation::parse(notification.payload()));
+                    }
+                    // The connection was lost and re-established (listening
+                    // again): what was sent in between is unknown.
+                    Ok(None) => self.auth_cache.invalidate(&Invalidation::All),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the credential change listener failed; reconnecting");
+                        return false;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Announces a credential change inside the transaction that makes it
+    /// (PostgreSQL delivers it on commit, to every replica); nothing on SQLite.
+    pub(crate) async fn notify_auth_in(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        what: &Invalidation,
+    ) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(AUTH_CHANNEL)
+                .bind(what.payload())
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Drops a credential from this replica's cache (after the write committed).
+    pub(crate) fn forget_auth(&self, what: &Invalidation) {
+        self.auth_cache.invalidate(what);
     }
 
     /// Closes the pool, waiting for connections to be returned.

@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 mod auth;
+mod auth_cache;
 mod db;
 mod error;
 pub mod health;
