@@ -30,7 +30,6 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 #[path = "bin/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
 mod common;
 
 use common::{FIGURE_PREFIX, Figure};

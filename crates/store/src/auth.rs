@@ -141,13 +141,12 @@ impl Store {
                 })
             }};
         }
-        let session = match &self.pg {
+        let session = match &self.hot {
             // The native driver on PostgreSQL: no `Any` row conversion.
-            Some(pg) => {
-                let row = sqlx::query(SQL)
-                    .bind(token_hash)
-                    .bind(now_ms())
-                    .fetch_optional(pg)
+            Some(hot) => {
+                let now = now_ms();
+                let row = hot
+                    .fetch_optional(|| sqlx::query(SQL).bind(token_hash).bind(now))
                     .await?;
                 row::found(row, |row| decode_session!(row))?
             }
@@ -194,12 +193,11 @@ impl Store {
              FROM api_tokens t JOIN users u ON u.id = t.user_id AND u.tenant_id = t.tenant_id \
              WHERE t.id = $1"
         );
-        let record = match &self.pg {
+        let record = match &self.hot {
             // The native driver on PostgreSQL: no `Any` row conversion.
-            Some(pg) => {
-                let row = sqlx::query(SQL)
-                    .bind(id.to_string())
-                    .fetch_optional(pg)
+            Some(hot) => {
+                let row = hot
+                    .fetch_optional(|| sqlx::query(SQL).bind(id.to_string()))
                     .await?;
                 row::found(row, |row| {
                     Ok(TokenRecord {

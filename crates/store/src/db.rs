@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::auth_cache::{AUTH_CHANNEL, AuthCache, Invalidation, POSTGRES_MAX_AGE, SQLITE_MAX_AGE};
 use crate::error::StoreError;
+use crate::hot::HotPool;
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,10 +24,12 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: AnyPool,
-    /// A native pool on PostgreSQL, for what `Any` cannot do (`COPY`) and
-    /// the hot reads where `Any`'s per-row conversion costs (lists,
-    /// credential lookups).
+    /// A native pool on PostgreSQL, for what `Any` cannot do (`COPY`,
+    /// `LISTEN`).
     pub(crate) pg: Option<sqlx::PgPool>,
+    /// Native PostgreSQL connections for the hot reads (site lists,
+    /// credential lookups): no `Any` row conversion, no ping on return.
+    pub(crate) hot: Option<Arc<HotPool>>,
     backend: Backend,
     /// Credential lookups of this replica (see `auth_cache`).
     pub(crate) auth_cache: Arc<AuthCache>,
@@ -64,14 +67,13 @@ impl Store {
             }
             _ => url.to_string(),
         };
-        // No ping on checkout: sqlx already pings every connection when it
-        // is returned (and closes it if that fails), so a checkout ping
-        // costs a round trip per query for nothing but a connection that
-        // died while idle (a database restart), which fails its next query
-        // once and is then replaced.
+        // sqlx pings a connection on checkout (and on return): a round trip
+        // per query, kept here because without it a connection that died
+        // while idle (a database restart) fails the next query it is given.
+        // The hot reads, where those round trips cost, run on `hot` instead,
+        // which retries such a read once on a new connection.
         let mut options = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(10));
         if backend == Backend::Sqlite {
             options = options.after_connect(|conn, _meta| {
@@ -91,14 +93,20 @@ impl Store {
         let pg = match backend {
             Backend::Postgres => Some(
                 sqlx::postgres::PgPoolOptions::new()
-                    // Bulk loads (ingest writers) and the hot reads that skip
-                    // `Any` (credential lookups, site lists): as many as the
-                    // `Any` pool, opened only when needed.
-                    .max_connections(max_connections.max(1))
-                    .test_before_acquire(false)
+                    // Bulk loads: a few concurrent ingest writers per tenant.
+                    .max_connections(max_connections.clamp(1, 8))
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_lazy(&url)?,
             ),
+            Backend::Sqlite => None,
+        };
+        // As many hot-read connections as the main pool allows, opened on
+        // demand (so at most `2 * max_connections + 8` in all).
+        let hot = match backend {
+            Backend::Postgres => Some(Arc::new(HotPool::new(
+                url.parse::<sqlx::postgres::PgConnectOptions>()?,
+                max_connections,
+            ))),
             Backend::Sqlite => None,
         };
         // SQLite: one process, invalidated in process, live at once.
@@ -110,6 +118,7 @@ impl Store {
         Ok(Self {
             pool,
             pg,
+            hot,
             backend,
             auth_cache,
         })
@@ -257,6 +266,9 @@ impl Store {
         self.pool.close().await;
         if let Some(pg) = &self.pg {
             pg.close().await;
+        }
+        if let Some(hot) = &self.hot {
+            hot.close().await;
         }
     }
 }

@@ -20,6 +20,7 @@ mod auth_cache;
 mod db;
 mod error;
 pub mod health;
+mod hot;
 pub mod jobs;
 mod leaf_sessions;
 mod packages;

@@ -13,6 +13,7 @@ use sqlx::query::Query;
 use sqlx::{Any, AssertSqlSafe, Postgres, Row};
 
 use crate::error::StoreError;
+use crate::hot::HotPool;
 
 /// Where a page starts: just after the row with this `(created_at, id)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,20 +217,20 @@ impl ListQuery {
     }
 
     /// [`ListQuery::count`] on the native PostgreSQL pool.
-    pub(crate) async fn count_pg(&self, pool: &sqlx::PgPool) -> Result<i64, StoreError> {
-        let row = self.pg_query().fetch_one(pool).await?;
+    pub(crate) async fn count_pg(&self, pool: &HotPool) -> Result<i64, StoreError> {
+        let row = pool.fetch_one(|| self.pg_query()).await?;
         Ok(row.try_get(0)?)
     }
 
-    /// [`ListQuery::fetch`] on the native PostgreSQL pool: the rows are
-    /// decoded straight from PostgreSQL's wire format, without `Any`'s copy
-    /// of every value into an `AnyRow` (the hot list reads).
+    /// [`ListQuery::fetch`] on the hot-read PostgreSQL connections: the rows
+    /// are decoded straight from PostgreSQL's wire format, without `Any`'s
+    /// copy of every value into an `AnyRow` (the hot list reads).
     pub(crate) async fn fetch_pg<T>(
         &self,
-        pool: &sqlx::PgPool,
+        pool: &HotPool,
         decode: impl Fn(&PgRow) -> Result<T, StoreError>,
     ) -> Result<Page<T>, StoreError> {
-        let mut rows = self.pg_query().fetch_all(pool).await?;
+        let mut rows = pool.fetch_all(|| self.pg_query()).await?;
         let more = rows.len() > self.limit as usize;
         rows.truncate(self.limit as usize);
         let next_cursor = match (more, rows.last()) {

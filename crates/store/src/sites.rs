@@ -275,7 +275,7 @@ impl Scoped<'_> {
             .await
     }
 
-    /// Runs a page query on the native PostgreSQL pool when there is one
+    /// Runs a page query on the hot-read PostgreSQL connections when there are
     /// (no `Any` row conversion), else through `Any`.
     async fn fetch_sites<T>(
         &self,
@@ -283,7 +283,7 @@ impl Scoped<'_> {
         any: impl Fn(&AnyRow) -> Result<T, StoreError>,
         pg: impl Fn(&PgRow) -> Result<T, StoreError>,
     ) -> Result<Page<T>, StoreError> {
-        match &self.store.pg {
+        match &self.store.hot {
             Some(pool) => q.fetch_pg(pool, pg).await,
             None => q.fetch(&self.store.pool, any).await,
         }
@@ -315,7 +315,7 @@ impl Scoped<'_> {
         if let Some(name) = &filter.name_contains {
             q.contains("s.name", name);
         }
-        match &self.store.pg {
+        match &self.store.hot {
             Some(pool) => q.count_pg(pool).await,
             None => q.count(&self.store.pool).await,
         }
