@@ -17,6 +17,7 @@
 
 mod auth;
 mod db;
+mod enrollment;
 mod error;
 pub mod health;
 pub mod jobs;
@@ -34,6 +35,7 @@ mod users;
 
 pub use auth::{LoginRecord, SessionRecord, TokenRecord};
 pub use db::{Backend, Store, now_ms};
+pub use enrollment::{EnrollmentEvent, EnrollmentTokenRecord, NewEnrollmentToken, Redemption};
 pub use error::StoreError;
 pub use leaf_sessions::LeafRefusal;
 pub use packages::{NewPackage, PackageFilter, PackageWithSite, SiteSummary};
