@@ -70,7 +70,7 @@ pub async fn create_enrollment_token(
         ApiJson(CreatedEnrollmentToken {
             token: created.token,
             secret: created.secret,
-            command: Secret::new(created.command),
+            command: created.command,
         }),
     ))
 }

@@ -187,8 +187,8 @@ pub struct CreatedEnrollmentToken {
     pub token: EnrollmentTokenView,
     /// The token text.
     pub secret: Secret,
-    /// The command to run at the edge.
-    pub command: String,
+    /// The command to run at the edge (it holds the token).
+    pub command: Secret,
 }
 
 /// One event of a token's history.
@@ -327,7 +327,7 @@ impl Control {
         Ok(CreatedEnrollmentToken {
             token: EnrollmentTokenView::of(record, now_ms()),
             secret: Secret::new(text),
-            command,
+            command: Secret::new(command),
         })
     }
 

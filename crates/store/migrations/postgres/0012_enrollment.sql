@@ -4,7 +4,7 @@
 -- same host re-running `site init` resumes instead of using the token
 -- again, and another host is refused as a conflict.
 CREATE TABLE enrollment_tokens (
-    id            TEXT PRIMARY KEY,
+    id            TEXT PRIMARY KEY NOT NULL,
     tenant_id     TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
     edge_site_id  TEXT NOT NULL REFERENCES edge_sites(id) ON DELETE CASCADE,
     scope         TEXT NOT NULL,
@@ -33,7 +33,7 @@ CREATE TABLE enrollment_redemptions (
 -- revoked. `actor` is a user id, or NULL for the edge; `remote_addr` is
 -- where a redemption came from.
 CREATE TABLE enrollment_events (
-    id           TEXT PRIMARY KEY,
+    id           TEXT PRIMARY KEY NOT NULL,
     tenant_id    TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
     token_id     TEXT NOT NULL REFERENCES enrollment_tokens(id) ON DELETE CASCADE,
     kind         TEXT NOT NULL,
