@@ -206,40 +206,46 @@ impl Scoped<'_> {
     ) -> Result<Redemption, StoreError> {
         let now = now_ms();
         let mut tx = self.store.pool.begin().await?;
-        let seen = sqlx::query(
-            "SELECT token_id FROM enrollment_redemptions WHERE tenant_id = $1 AND token_id = $2 \
-             AND host_fingerprint = $3",
+        // The first statement writes, so SQLite takes its write lock at once
+        // (a read first would have to upgrade, and two redemptions upgrading
+        // at once fail with "database is locked").
+        let counted = sqlx::query(
+            "UPDATE enrollment_tokens SET uses = uses + 1 WHERE tenant_id = $1 AND id = $2 \
+             AND uses < max_uses AND revoked_at IS NULL AND expires_at > $3 \
+             AND NOT EXISTS (SELECT 1 FROM enrollment_redemptions r \
+             WHERE r.token_id = $2 AND r.host_fingerprint = $4)",
         )
         .bind(self.tenant())
         .bind(id.to_string())
+        .bind(now)
         .bind(host)
-        .fetch_optional(&mut *tx)
+        .execute(&mut *tx)
         .await?;
-        let outcome = if seen.is_some() {
-            Redemption::Resumed
-        } else {
-            let done = sqlx::query(
-                "UPDATE enrollment_tokens SET uses = uses + 1 WHERE tenant_id = $1 AND id = $2 \
-                 AND uses < max_uses AND revoked_at IS NULL AND expires_at > $3",
+        let outcome = if counted.rows_affected() == 1 {
+            sqlx::query(
+                "INSERT INTO enrollment_redemptions (token_id, tenant_id, host_fingerprint, \
+                 hostname, redeemed_at) VALUES ($1, $2, $3, $4, $5)",
             )
-            .bind(self.tenant())
             .bind(id.to_string())
+            .bind(self.tenant())
+            .bind(host)
+            .bind(hostname)
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            if done.rows_affected() == 1 {
-                sqlx::query(
-                    "INSERT INTO enrollment_redemptions (token_id, tenant_id, host_fingerprint, \
-                     hostname, redeemed_at) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(id.to_string())
-                .bind(self.tenant())
-                .bind(host)
-                .bind(hostname)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                Redemption::Redeemed
+            Redemption::Redeemed
+        } else {
+            let seen = sqlx::query(
+                "SELECT token_id FROM enrollment_redemptions WHERE tenant_id = $1 \
+                 AND token_id = $2 AND host_fingerprint = $3",
+            )
+            .bind(self.tenant())
+            .bind(id.to_string())
+            .bind(host)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if seen.is_some() {
+                Redemption::Resumed
             } else {
                 Redemption::Spent
             }
