@@ -156,9 +156,10 @@ pub async fn init(args: &InitArgs, json: bool) -> Outcome {
         enrolled_at: now_ms(),
         resumed: enrolled.resumed,
     };
-    let text = serde_json::to_string_pretty(&identity).or_fail(|| "encoding identity".into())?;
-    write_public(&layout.identity(), &format!("{text}\n"))?;
+    identity.save(&layout)?;
     if json {
+        let text =
+            serde_json::to_string_pretty(&identity).or_fail(|| "encoding identity".into())?;
         println!("{text}");
     } else {
         println!(

@@ -120,6 +120,12 @@ impl Identity {
         })?;
         serde_json::from_str(&text).or_fail(|| format!("reading {}", path.display()))
     }
+
+    /// Writes the identity (atomically).
+    pub fn save(&self, layout: &Layout) -> Outcome {
+        let text = serde_json::to_string_pretty(self).or_fail(|| "encoding identity".into())?;
+        write_public(&layout.identity(), &format!("{text}\n"))
+    }
 }
 
 /// Writes `bytes` to `path` atomically with `mode` (creating parents).

@@ -33,6 +33,11 @@ pub struct SetupArgs {
     /// How long to wait for the hub link, in seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// Where the leaf's monitoring endpoint listens (`host:port`), instead of
+    /// what the control plane set (usually 127.0.0.1:8222): for a second
+    /// leaf on one machine. Remembered in identity.json.
+    #[arg(long)]
+    pub monitoring_listen: Option<String>,
 }
 
 /// Arguments of `agent setup`.
@@ -110,8 +115,14 @@ fn leaf_config(identity: &Identity, layout: &Layout) -> Outcome<String> {
 /// Runs `nats setup`.
 pub async fn setup(args: &SetupArgs, json: bool) -> Outcome {
     let layout = Layout::new(&absolute(&args.dir.state_dir)?);
-    let identity = Identity::load(&layout)?;
+    let mut identity = Identity::load(&layout)?;
+    if let Some(listen) = &args.monitoring_listen {
+        identity.monitoring_listen = Some(listen.clone());
+    }
     let conf = leaf_config(&identity, &layout)?;
+    if args.monitoring_listen.is_some() {
+        identity.save(&layout)?;
+    }
     write_public(&layout.leaf_conf(), &conf)?;
     std::fs::create_dir_all(layout.jetstream_dir())
         .or_fail(|| format!("creating {}", layout.jetstream_dir().display()))?;
