@@ -43,6 +43,125 @@ pub struct InitArgs {
     pub host_id: Option<String>,
 }
 
+/// Arguments of `collector add`.
+#[derive(Debug, Args)]
+pub struct CollectorArgs {
+    /// The collector type: flowgger, trapd, otel, netflow or syslog.
+    pub collector_type: String,
+    /// An enrollment token of scope `collector:<type>`.
+    #[arg(long, env = "SERVICERADAR_ENROLL_TOKEN", hide_env_values = true)]
+    pub token: String,
+    #[command(flatten)]
+    pub dir: StateDir,
+    /// This host's identity (default: the SHA-256 of /etc/machine-id).
+    #[arg(long, env = "SERVICERADAR_HOST_ID", hide_env_values = true)]
+    pub host_id: Option<String>,
+}
+
+/// Runs `collector add`.
+pub async fn collector_add(args: &CollectorArgs, json: bool) -> Outcome {
+    let kind = args.collector_type.trim().to_lowercase();
+    if !["flowgger", "trapd", "otel", "netflow", "syslog"].contains(&kind.as_str()) {
+        return Err(Failure::new(
+            USAGE,
+            format!(
+                "unknown collector type {kind:?}: expected flowgger, trapd, otel, netflow or syslog"
+            ),
+        ));
+    }
+    let claims = serviceradar_pki::token::read(&args.token)
+        .map_err(|e| Failure::new(USAGE, format!("{e}; copy the token again in full")))?;
+    let scope = format!("collector:{kind}");
+    if claims.scope != scope {
+        return Err(Failure::new(
+            USAGE,
+            format!(
+                "this token is for {:?}, not {scope:?}: ask for a token with --scope {scope}",
+                claims.scope
+            ),
+        ));
+    }
+    let root = if args.dir.state_dir.is_absolute() {
+        args.dir.state_dir.clone()
+    } else {
+        std::env::current_dir()
+            .or_fail(|| "reading the current directory".into())?
+            .join(&args.dir.state_dir)
+    };
+    let dir = root.join("collectors").join(&kind);
+    let (key, csr) =
+        new_key_and_request("collector").or_fail(|| "generating the collector key".into())?;
+    let user = NKey::generate(KeyKind::User);
+    let request = RedeemRequest {
+        token: args.token.trim().to_string(),
+        scope: Some(scope),
+        host_fingerprint: host_fingerprint(args.host_id.as_deref()),
+        hostname: hostname(),
+        leaf_client_csr: None,
+        leaf_server_csr: None,
+        nats_user_public_key: Some(user.public_key()),
+        agent_csr: None,
+        collector_csr: Some(csr),
+    };
+    progress(json, &format!("Redeeming the token at {}…", claims.url));
+    let enrolled = redeem(&claims.url, &request, json).await?;
+    let pin = pem_sha256(&enrolled.root_ca_pem)?;
+    if pin != claims.ca_sha256 {
+        return Err(Failure::new(
+            REFUSED,
+            format!(
+                "the control plane at {} sent a root CA that does not match the token's pin; nothing was written",
+                claims.url
+            ),
+        ));
+    }
+    let collector = enrolled
+        .collector
+        .as_ref()
+        .ok_or_else(|| Failure::failed("the control plane sent no collector identity"))?;
+    let cert = dir.join("certs").join("collector.pem");
+    let key_file = dir.join("certs").join("collector-key.pem");
+    let ca = dir.join("certs").join("ca.pem");
+    let creds_path = dir.join("creds").join("collector.creds");
+    write_private(&key_file, &key)?;
+    write_public(&cert, &collector.cert_pem)?;
+    write_public(
+        &ca,
+        &format!("{}{}", enrolled.tenant_ca_pem, enrolled.root_ca_pem),
+    )?;
+    let seed = user
+        .seed()
+        .or_fail(|| "exporting the NATS user seed".into())?;
+    let creds = creds_file(&collector.user_jwt, &seed).or_fail(|| "writing the creds".into())?;
+    write_private(&creds_path, creds.as_str())?;
+    let config = serde_json::json!({
+        "collector_type": collector.collector_type,
+        "package_id": collector.package_id,
+        "tenant": enrolled.tenant_slug,
+        "subject_prefix": collector.subject_prefix,
+        "nats": {
+            "url": collector.nats_url,
+            "target": "edge_site",
+            "edge_site_slug": enrolled.site_slug,
+            "edge_site_name": enrolled.site_name,
+            "creds_file": creds_path,
+            "tls": {"cert_file": cert, "key_file": key_file, "ca_file": ca},
+        },
+    });
+    let text = serde_json::to_string_pretty(&config).or_fail(|| "encoding the config".into())?;
+    write_public(&dir.join("collector.json"), &format!("{text}\n"))?;
+    if json {
+        println!("{text}");
+    } else {
+        println!(
+            "Collector {kind} enrolled at site {:?} (package {}): publish to {} under {}.>",
+            enrolled.site_name, collector.package_id, collector.nats_url, collector.subject_prefix
+        );
+        println!("  config: {}", dir.join("collector.json").display());
+    }
+    Ok(())
+}
+
 /// A stable fingerprint of this host: SHA-256 of the given id, else of
 /// `/etc/machine-id` (or D-Bus's copy), else of the host name.
 fn host_fingerprint(given: Option<&str>) -> String {
@@ -107,6 +226,7 @@ pub async fn init(args: &InitArgs, json: bool) -> Outcome {
         leaf_server_csr: None,
         nats_user_public_key: None,
         agent_csr: Some(agent_csr),
+        collector_csr: None,
     };
     if site {
         let (client_key, client_csr) =

@@ -61,6 +61,9 @@ enum Command {
     /// The site's edge agent on this box.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Collectors at this site, on this box.
+    #[command(subcommand)]
+    Collector(CollectorCommand),
     /// Identity, certificates, leaf and agent of this box, on one screen.
     Status(StateDir),
     /// Save the control plane URL and an API token for the operator commands.
@@ -87,6 +90,18 @@ never sent. Running it again on the same box (a reinstall) resumes the same\n\
 identity; another box presenting a used token is refused."
     )]
     Init(edge::InitArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum CollectorCommand {
+    /// Enroll a collector with a `collector:<type>` token and write its config.
+    #[command(
+        after_help = "Example:\n  serviceradar-cli collector add syslog --token 'sr1.…'\n\n\
+Writes <state-dir>/collectors/<type>/: collector.json (the site leaf's URL, the\n\
+subject prefix, the file paths), certs/ (key generated here, 0600) and\n\
+creds/collector.creds (0600). Point the collector's configuration at them."
+    )]
+    Add(edge::CollectorArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,6 +155,9 @@ fn main() -> ExitCode {
             Command::Site(SiteCommand::Init(args)) => edge::init(&args, json).await,
             Command::Nats(NatsCommand::Setup(args)) => leaf::setup(&args, json).await,
             Command::Agent(AgentCommand::Setup(args)) => leaf::agent_setup(&args, json).await,
+            Command::Collector(CollectorCommand::Add(args)) => {
+                edge::collector_add(&args, json).await
+            }
             Command::Status(dir) => status::show(&dir, json).await,
             Command::Login(args) => api::login(&args, json).await,
             Command::Sites(command) => api::sites(command, json).await,

@@ -443,6 +443,105 @@ async fn one_token_joins_a_site_with_keys_that_never_leave_the_box() {
         "{until}"
     );
 
+    // A collector at the site: its own token, its key generated here; what
+    // it publishes to the site's leaf with the written config lands in the
+    // database.
+    let collector_token = ok_json(
+        &[
+            "tokens",
+            "create",
+            "--site",
+            &site_id,
+            "--scope",
+            "collector:syslog",
+            "--json",
+        ],
+        &env,
+    )["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, _, stderr) = run(
+        &[
+            "collector",
+            "add",
+            "trapd",
+            "--token",
+            &collector_token,
+            "--state-dir",
+            &state_s,
+        ],
+        &[],
+    );
+    assert_eq!(code, 2, "a token for another collector type: {stderr}");
+    let config = ok_json(
+        &[
+            "collector",
+            "add",
+            "syslog",
+            "--token",
+            &collector_token,
+            "--state-dir",
+            &state_s,
+            "--host-id",
+            "host-a",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(
+        config["nats"]["url"],
+        format!("nats://127.0.0.1:{leaf_port}")
+    );
+    let prefix = config["subject_prefix"].as_str().unwrap().to_string();
+    assert_eq!(prefix, "edge.default.edge-lab.logs");
+    let tls = &config["nats"]["tls"];
+    assert_eq!(mode(Path::new(tls["key_file"].as_str().unwrap())), 0o600);
+    let collector = async_nats::ConnectOptions::new()
+        .require_tls(true)
+        .add_root_certificates(PathBuf::from(tls["ca_file"].as_str().unwrap()))
+        .add_client_certificate(
+            PathBuf::from(tls["cert_file"].as_str().unwrap()),
+            PathBuf::from(tls["key_file"].as_str().unwrap()),
+        )
+        .connect(config["nats"]["url"].as_str().unwrap())
+        .await
+        .expect("the collector connects to the site's leaf");
+    let js = async_nats::jetstream::new(collector);
+    js.publish(
+        format!("{prefix}.syslog"),
+        r#"{"message":"hello from an enrolled collector"}"#.into(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("the site's buffer acknowledges");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let logs = get(&serve.base, &api_token, "/logs?limit=200").await;
+        if logs
+            .to_string()
+            .contains("hello from an enrolled collector")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the message never reached the database: {logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let package = get(
+        &serve.base,
+        &api_token,
+        &format!(
+            "/collector-packages/{}",
+            config["package_id"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(package["status"], "installed", "{package}");
+
     // The token is spent and its history says by whom.
     let shown = ok_json(
         &[

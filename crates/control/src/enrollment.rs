@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serviceradar_domain::enrollment::{
-    DEFAULT_TTL, Enrolled, EnrolledAgent, EnrolledLeaf, EnrollmentScope, EnrollmentStatus,
-    RedeemRequest, check_ttl, check_uses,
+    DEFAULT_TTL, Enrolled, EnrolledAgent, EnrolledCollector, EnrolledLeaf, EnrollmentScope,
+    EnrollmentStatus, RedeemRequest, check_ttl, check_uses,
 };
+use serviceradar_domain::state::PackageEvent;
 use serviceradar_domain::validate::{FieldError, FieldErrors};
 use serviceradar_domain::{Action, Actor, EdgeSiteId, Secret, TenantId, TenantScope};
 use serviceradar_natsconf::{BufferStreamInput, buffer_stream_config};
@@ -431,13 +432,7 @@ impl Control {
             .map_err(|e| ControlError::internal("enrollment_scope", e))?;
         let wanted_text = input.scope.as_deref().unwrap_or("site");
         let wanted = match wanted_text.parse::<EnrollmentScope>() {
-            Ok(wanted @ (EnrollmentScope::Site | EnrollmentScope::Agent)) => wanted,
-            Ok(EnrollmentScope::Collector(_)) => {
-                return Err(ControlError::field(
-                    "scope",
-                    "collector packages are not enrolled here yet; download the collector package",
-                ));
-            }
+            Ok(wanted) => wanted,
             Err(m) => return Err(ControlError::field("scope", m)),
         };
         if !granted.allows(&wanted) {
@@ -469,6 +464,7 @@ impl Control {
             ("leaf_client_csr", &input.leaf_client_csr),
             ("leaf_server_csr", &input.leaf_server_csr),
             ("agent_csr", &input.agent_csr),
+            ("collector_csr", &input.collector_csr),
             ("nats_user_public_key", &input.nats_user_public_key),
         ] {
             if value
@@ -497,28 +493,40 @@ impl Control {
                         .map_err(|e| FieldError::new(field, e.to_string())),
                 ),
             };
-        let agent_csr = csr("agent_csr", &input.agent_csr, &mut errors);
+        let user_key = |errors: &mut FieldErrors| match input.nats_user_public_key.as_deref() {
+            Some(key) if is_nats_user_key(key) => Some(key.to_owned()),
+            Some(_) => {
+                errors.0.push(FieldError::new(
+                    "nats_user_public_key",
+                    "must be a NATS user public key (U + 55 base32 characters)",
+                ));
+                None
+            }
+            None => {
+                errors.0.push(FieldError::new(
+                    "nats_user_public_key",
+                    "is required for this scope",
+                ));
+                None
+            }
+        };
+        let collector = match wanted {
+            EnrollmentScope::Collector(kind) => Some((
+                kind,
+                csr("collector_csr", &input.collector_csr, &mut errors),
+                user_key(&mut errors),
+            )),
+            _ => None,
+        };
+        let agent_csr = if collector.is_none() {
+            csr("agent_csr", &input.agent_csr, &mut errors)
+        } else {
+            None
+        };
         let leaf = if wanted == EnrollmentScope::Site {
             let client = csr("leaf_client_csr", &input.leaf_client_csr, &mut errors);
             let server = csr("leaf_server_csr", &input.leaf_server_csr, &mut errors);
-            let user = match input.nats_user_public_key.as_deref() {
-                Some(key) if is_nats_user_key(key) => Some(key.to_owned()),
-                Some(_) => {
-                    errors.0.push(FieldError::new(
-                        "nats_user_public_key",
-                        "must be a NATS user public key (U + 55 base32 characters)",
-                    ));
-                    None
-                }
-                None => {
-                    errors.0.push(FieldError::new(
-                        "nats_user_public_key",
-                        "is required for this scope",
-                    ));
-                    None
-                }
-            };
-            Some((client, server, user))
+            Some((client, server, user_key(&mut errors)))
         } else {
             None
         };
@@ -581,10 +589,60 @@ impl Control {
         };
         let tenant_ca_pem = ca.cert_pem().to_owned();
         let with_ca = |cert: &str| format!("{cert}{tenant_ca_pem}");
-        let agent_request = agent_csr.ok_or_else(|| ControlError::internal("enrollment", "csr"))?;
-        let agent_cert = issue(RequestProfile::Agent { agent_id: agent.id }, &agent_request)?;
-        let mut expires = agent_cert.not_after;
         let provisioning = &self.settings().provisioning;
+        let mut expires = ::time::OffsetDateTime::now_utc() + opts.validity;
+        let agent_part = match &agent_csr {
+            Some(request) => {
+                let cert = issue(RequestProfile::Agent { agent_id: agent.id }, request)?;
+                expires = expires.min(cert.not_after);
+                Some(EnrolledAgent {
+                    agent_id: agent.id.to_string(),
+                    cert_pem: with_ca(&cert.cert_pem),
+                    gateway_url: provisioning.gateway_url.clone(),
+                })
+            }
+            None => None,
+        };
+        let collector_part = match collector {
+            Some((kind, Some(request), Some(user))) => {
+                let package = self
+                    .enrolled_package(&scoped, &site, kind, hostname)
+                    .await?;
+                let cert = issue(
+                    RequestProfile::Collector {
+                        package_id: package.as_uuid(),
+                    },
+                    &request,
+                )?;
+                expires = expires.min(cert.not_after);
+                let user_jwt = self
+                    .pki()
+                    .collector_user_jwt(
+                        self.store(),
+                        &tenant,
+                        &format!("collector-{package}"),
+                        &user,
+                    )
+                    .await
+                    .map_err(|e| ControlError::internal("enrollment_jwt", format!("{e:#}")))?;
+                scoped.add_package_user_key(package, &user).await?;
+                Some(EnrolledCollector {
+                    package_id: package.to_string(),
+                    collector_type: kind.to_string(),
+                    cert_pem: with_ca(&cert.cert_pem),
+                    user_jwt,
+                    nats_url: site.nats_leaf_url.to_string(),
+                    subject_prefix: format!(
+                        "edge.{}.{}.{}",
+                        tenant.slug,
+                        site.slug,
+                        kind.subject_family()
+                    ),
+                })
+            }
+            Some(_) => return Err(ControlError::internal("enrollment", "collector fields")),
+            None => None,
+        };
         let leaf = match leaf {
             Some((Some(client), Some(server), Some(user))) => {
                 let hosts = [match site.nats_leaf_url.host() {
@@ -637,12 +695,60 @@ impl Control {
             tenant_ca_pem: tenant_ca_pem.clone(),
             expires_at: serviceradar_identity::to_ms(expires),
             leaf,
-            agent: Some(EnrolledAgent {
-                agent_id: agent.id.to_string(),
-                cert_pem: with_ca(&agent_cert.cert_pem),
-                gateway_url: provisioning.gateway_url.clone(),
-            }),
+            agent: agent_part,
+            collector: collector_part,
         })
+    }
+
+    /// The package of a collector enrolled on `hostname`: found again when
+    /// the same host enrolls the same type again (no duplicate), else
+    /// created; moved to `installed` (the box that redeems is the one that
+    /// installs).
+    async fn enrolled_package(
+        &self,
+        scoped: &serviceradar_store::Scoped<'_>,
+        site: &serviceradar_domain::resources::EdgeSite,
+        kind: serviceradar_domain::resources::CollectorType,
+        hostname: &str,
+    ) -> Result<serviceradar_domain::PackageId, ControlError> {
+        let short: String = hostname.chars().take(40).collect();
+        let name = serviceradar_domain::validate::DisplayName::parse(&format!("{kind} on {short}"))
+            .map_err(|e| ControlError::field("hostname", e.message))?;
+        let existing = scoped
+            .list_packages(
+                &serviceradar_store::PackageFilter {
+                    status: None,
+                    collector_type: Some(kind),
+                    edge_site_id: Some(site.id),
+                    name_contains: Some(name.to_string()),
+                },
+                &serviceradar_store::PageRequest::first(),
+            )
+            .await?
+            .items
+            .into_iter()
+            .find(|p| p.package.name == name);
+        let package = match existing {
+            Some(found) => found,
+            None => {
+                scoped
+                    .create_package(&serviceradar_store::NewPackage {
+                        name,
+                        collector_type: kind,
+                        edge_site_id: Some(site.id),
+                    })
+                    .await?
+            }
+        };
+        let id = package.package.id;
+        let mut status = package.package.status;
+        for event in [PackageEvent::Download, PackageEvent::Install] {
+            if let Ok(next) = status.apply(event) {
+                scoped.transition_package(id, event).await?;
+                status = next;
+            }
+        }
+        Ok(id)
     }
 }
 

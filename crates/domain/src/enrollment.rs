@@ -152,8 +152,11 @@ pub struct RedeemRequest {
     pub leaf_server_csr: Option<String>,
     /// The leaf's NATS user public key (`U...`, scope `site`).
     pub nats_user_public_key: Option<String>,
-    /// CSR (PEM) for the agent's certificate.
+    /// CSR (PEM) for the agent's certificate (scopes `site`, `agent`).
     pub agent_csr: Option<String>,
+    /// CSR (PEM) for a collector's certificate (scope `collector:<type>`).
+    #[serde(default)]
+    pub collector_csr: Option<String>,
 }
 
 impl std::fmt::Debug for RedeemRequest {
@@ -193,6 +196,28 @@ pub struct Enrolled {
     pub leaf: Option<EnrolledLeaf>,
     /// The agent's part.
     pub agent: Option<EnrolledAgent>,
+    /// The collector's part (scope `collector:<type>`).
+    #[serde(default)]
+    pub collector: Option<EnrolledCollector>,
+}
+
+/// A collector enrolled at the site: its package, certificate, user JWT and
+/// where to publish.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EnrolledCollector {
+    /// The collector package (one per collector type and host).
+    pub package_id: String,
+    /// `flowgger`, `trapd`, `otel`, `netflow` or `syslog`.
+    pub collector_type: String,
+    /// Its certificate, followed by the tenant CA.
+    pub cert_pem: String,
+    /// The NATS user JWT for the public key that was sent.
+    pub user_jwt: String,
+    /// The site's leaf, where it publishes.
+    pub nats_url: String,
+    /// What it publishes under (`edge.{tenant}.{site}.{family}`).
+    pub subject_prefix: String,
 }
 
 /// The leaf's certificates, user JWT and settings.

@@ -746,18 +746,29 @@ impl Pki {
         name: &str,
     ) -> Result<CredsFile, IdentityError> {
         let (account, _) = self.tenant_account(store, tenant).await?;
-        let slug = tenant.slug.as_str();
         let user = NKey::generate(KeyKind::User);
+        let slug = tenant.slug.as_str();
         creds_for(&account, &user, name, |claims| {
-            claims.publish.allow = ["events", "metrics", "logs", "edge"]
-                .iter()
-                .map(|family| format!("{family}.{slug}.>"))
-                .collect();
-            claims.subscribe.allow = vec!["_INBOX.>".into()];
-            claims.allowed_connection_types = vec![CONNECTION_STANDARD.into()];
-            claims.payload = COLLECTOR_MAX_PAYLOAD;
-            claims.subs = COLLECTOR_MAX_SUBS;
+            collector_limits(claims, slug)
         })
+    }
+
+    /// The JWT of a collector user whose key was generated at the edge (only
+    /// `user_public_key` is here): the same permissions and limits as
+    /// [`Pki::collector_creds`].
+    pub async fn collector_user_jwt(
+        &self,
+        store: &Store,
+        tenant: &Tenant,
+        name: &str,
+        user_public_key: &str,
+    ) -> Result<String, IdentityError> {
+        let (account, _) = self.tenant_account(store, tenant).await?;
+        let mut claims = UserClaims::new(user_public_key, name);
+        collector_limits(&mut claims, tenant.slug.as_str());
+        claims
+            .sign(&account)
+            .map_err(nats_error_of("signing the collector user JWT of", name))
     }
 
     /// The NATS account every leaf authenticates in, and the key of the
@@ -989,6 +1000,19 @@ impl Pki {
 
 /// The `.creds` file of `user` called `name`: its JWT (adjusted by
 /// `restrict`) signed by `signer` (an account key), and its seed.
+/// What a collector may do: publish the tenant's telemetry and JetStream
+/// acks, nothing else, with payload and subscription caps.
+fn collector_limits(claims: &mut UserClaims, slug: &str) {
+    claims.publish.allow = ["events", "metrics", "logs", "edge"]
+        .iter()
+        .map(|family| format!("{family}.{slug}.>"))
+        .collect();
+    claims.subscribe.allow = vec!["_INBOX.>".into()];
+    claims.allowed_connection_types = vec![CONNECTION_STANDARD.into()];
+    claims.payload = COLLECTOR_MAX_PAYLOAD;
+    claims.subs = COLLECTOR_MAX_SUBS;
+}
+
 fn creds_for(
     signer: &NKey,
     user: &NKey,

@@ -297,6 +297,11 @@ pub enum RequestProfile<'a> {
         /// The agent's id (its SPIFFE id).
         agent_id: Uuid,
     },
+    /// A collector package.
+    Collector {
+        /// The package's id (its SPIFFE id).
+        package_id: Uuid,
+    },
 }
 
 /// Issues a certificate for the public key of `request`, which proved it
@@ -314,6 +319,7 @@ pub fn issue_for_request(
         RequestProfile::LeafClient => leaf_client_spec(ca, tenant, site, opts)?,
         RequestProfile::LeafServer { hosts } => leaf_server_spec(ca, tenant, site, hosts, opts)?,
         RequestProfile::Agent { agent_id } => agent_spec(ca, tenant, site, agent_id, opts)?,
+        RequestProfile::Collector { package_id } => collector_spec(ca, tenant, package_id, opts)?,
     };
     let params = params_for(ca, spec, opts.validity)?;
     let cert = ca.sign_public_key(&params, request.public_key())?;
@@ -327,9 +333,19 @@ pub fn issue_collector(
     package_id: Uuid,
     opts: &IssueOptions,
 ) -> Result<IssuedCertificate, IssueError> {
+    let spec = collector_spec(ca, tenant, package_id, opts)?;
+    issue(ca, spec, opts.validity)
+}
+
+fn collector_spec(
+    ca: &CertificateAuthority,
+    tenant: TenantRef<'_>,
+    package_id: Uuid,
+    opts: &IssueOptions,
+) -> Result<Spec, IssueError> {
     check_tenant_ca(ca, tenant, opts)?;
     let package = package_id.hyphenated().to_string();
-    let spec = Spec {
+    Ok(Spec {
         common_name: common_name(IdentityKind::Collector, &package, tenant.slug),
         sans: vec![spiffe_san(
             opts,
@@ -338,8 +354,7 @@ pub fn issue_collector(
             package_id,
         )?],
         ekus: vec![ExtendedKeyUsagePurpose::ClientAuth],
-    };
-    issue(ca, spec, opts.validity)
+    })
 }
 
 /// Server certificate of a platform service (`service` is a slug such as

@@ -200,6 +200,7 @@ async fn run(args: &Args, name: &'static str, url: &str) -> anyhow::Result<Figur
                 .public_key(),
             ),
             agent_csr: Some(csr("agent")?),
+            collector_csr: None,
         });
     }
     let started = Instant::now();
