@@ -6,6 +6,7 @@
 
 pub mod alerts;
 pub mod bundles;
+pub mod enrollment;
 pub mod packages;
 pub mod session;
 pub mod sites;
@@ -51,6 +52,7 @@ pub fn router() -> (Router<Control>, utoipa::openapi::OpenApi) {
         .merge(alerts::router())
         .merge(packages::router())
         .merge(bundles::router())
+        .merge(enrollment::router())
         .merge(users::router())
         .merge(tokens::router())
         .merge(session::router())

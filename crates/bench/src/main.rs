@@ -109,6 +109,11 @@ fn plan(quick: bool) -> Vec<Run> {
                 ],
             ),
             run(
+                "enrollment",
+                "bench-enroll",
+                &["--sites", "30", "--backend", "postgres"],
+            ),
+            run(
                 "web UI 2k sites",
                 "bench-web",
                 &["--sites", "2000", "--seconds", "2"],
@@ -146,6 +151,17 @@ fn plan(quick: bool) -> Vec<Run> {
                 &["--sites", "1000000", "--tenants", "1000", "--seed", "copy"],
             ),
             run("provisioning", "bench-provision", &[]),
+            run(
+                "provisioning, 100k existing sites",
+                "bench-provision",
+                &["--backend", "postgres", "--existing", "100000"],
+            ),
+            run(
+                "provisioning, 1M existing sites",
+                "bench-provision",
+                &["--backend", "postgres", "--existing", "1000000"],
+            ),
+            run("enrollment", "bench-enroll", &["--sites", "300"]),
             run("web UI", "bench-web", &[]),
             run("ingestion", "bench-ingest", &["--messages", "100000"]),
             run("leaf hop", "bench-leaf-hop", &[]),

@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod agent_config;
 pub mod archive;
 pub mod collector;
 mod error;
@@ -30,6 +31,7 @@ pub mod shell;
 pub mod site;
 pub mod validate;
 
+pub use agent_config::{AgentConfigInput, agent_config_toml};
 pub use collector::{CollectorBundle, CollectorType, EdgeSiteRef, NatsTarget, collector_bundle};
 pub use error::BundleError;
 pub use secret::SecretText;

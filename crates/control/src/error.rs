@@ -44,6 +44,9 @@ pub enum ControlError {
     /// may retry, or ask another replica).
     #[error("{0}")]
     Unavailable(String),
+    /// An enrollment token was refused (each reason has its own code).
+    #[error(transparent)]
+    TokenRefused(crate::enrollment::TokenRefusal),
     /// Something failed that the caller cannot fix. `code` is stable,
     /// `detail` goes to the log only.
     #[error("internal error ({code})")]

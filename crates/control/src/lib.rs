@@ -18,6 +18,7 @@
 //! * [`error`] — [`ControlError`], with a stable code per kind.
 
 pub mod alerts;
+pub mod enrollment;
 pub mod error;
 pub mod packages;
 pub mod params;
@@ -60,6 +61,8 @@ pub struct ControlSettings {
     /// Reads the tenants' dead letters back from the hub (shared with the
     /// ingest pipelines, which register their connections in it).
     pub dead_letters: serviceradar_ingest::DeadLetters,
+    /// Enrollment tokens: the URL they carry, certificate lifetime.
+    pub enrollment: enrollment::EnrollmentSettings,
 }
 
 /// The use-cases, over the services they need. Cheap to clone.

@@ -23,6 +23,7 @@
 
 pub mod agent;
 pub mod duration;
+pub mod enrollment;
 pub mod ids;
 pub mod net;
 pub mod policy;

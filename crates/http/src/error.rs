@@ -188,6 +188,17 @@ impl From<ControlError> for ApiError {
                 err.retry_after = Some(5);
                 err
             }
+            ControlError::TokenRefused(why) => {
+                use serviceradar_control::enrollment::TokenRefusal as R;
+                let status = match why {
+                    R::Malformed | R::BadSignature | R::Unknown | R::Expired | R::Revoked => {
+                        StatusCode::UNAUTHORIZED
+                    }
+                    R::WrongScope { .. } => StatusCode::FORBIDDEN,
+                    R::UsedUp | R::HostConflict => StatusCode::CONFLICT,
+                };
+                ApiError::new(status, why.code(), why.to_string())
+            }
             ControlError::Internal { code, detail } => ApiError::internal(code, detail),
         }
     }

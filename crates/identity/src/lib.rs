@@ -46,6 +46,7 @@ const NATS_OPERATOR: &str = "nats_operator";
 const NATS_SYSTEM_ACCOUNT: &str = "nats_system_account";
 const NATS_LEAF_AUTH_ACCOUNT: &str = "nats_leaf_auth_account";
 const NATS_LEAF_AUTH_SERVICE: &str = "nats_leaf_auth_service";
+const ENROLLMENT_SIGNING_KEY: &str = "enrollment_signing_key";
 
 /// Name of the NATS account every leaf authenticates in (see [`Pki::leaf_auth`]).
 pub const LEAF_AUTH_ACCOUNT_NAME: &str = "LEAVES";
@@ -127,6 +128,8 @@ pub enum IdentityError {
     /// The tenant's account JWT changed under every attempt to store a
     /// revocation (concurrent writers); nothing was stored.
     RevocationContended,
+    /// The enrollment token signing key could not be generated or loaded.
+    EnrollmentKey(#[source] serviceradar_pki::token::TokenError),
     /// One step of creating a tenant's identity failed.
     TenantIdentity {
         /// The step (`"creating the tenant CA"`, `"creating the tenant NATS account"`).
@@ -156,6 +159,7 @@ impl fmt::Display for IdentityError {
                 f.write_str("the tenant's account JWT kept changing; revocation not stored")
             }
             Self::TenantIdentity { step, .. } => f.write_str(step),
+            Self::EnrollmentKey(_) => f.write_str("the enrollment token signing key"),
         }?;
         if f.alternate() {
             let mut cause = self.source();
@@ -187,6 +191,24 @@ fn nats_error_of<'a>(
     move |source| IdentityError::Nats {
         what: format!("{what} {name}"),
         source,
+    }
+}
+
+/// The enrollment token signing key: its PKCS#8 document (secret) and its
+/// public key.
+pub struct EnrollmentKey {
+    /// PKCS#8 of the Ed25519 key.
+    pub pkcs8: Zeroizing<Vec<u8>>,
+    /// The 32-byte public key.
+    pub public: Vec<u8>,
+}
+
+impl fmt::Debug for EnrollmentKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnrollmentKey")
+            .field("public", &hex::encode(&self.public))
+            .field("pkcs8", &"...")
+            .finish()
     }
 }
 
@@ -724,18 +746,29 @@ impl Pki {
         name: &str,
     ) -> Result<CredsFile, IdentityError> {
         let (account, _) = self.tenant_account(store, tenant).await?;
-        let slug = tenant.slug.as_str();
         let user = NKey::generate(KeyKind::User);
+        let slug = tenant.slug.as_str();
         creds_for(&account, &user, name, |claims| {
-            claims.publish.allow = ["events", "metrics", "logs", "edge"]
-                .iter()
-                .map(|family| format!("{family}.{slug}.>"))
-                .collect();
-            claims.subscribe.allow = vec!["_INBOX.>".into()];
-            claims.allowed_connection_types = vec![CONNECTION_STANDARD.into()];
-            claims.payload = COLLECTOR_MAX_PAYLOAD;
-            claims.subs = COLLECTOR_MAX_SUBS;
+            collector_limits(claims, slug)
         })
+    }
+
+    /// The JWT of a collector user whose key was generated at the edge (only
+    /// `user_public_key` is here): the same permissions and limits as
+    /// [`Pki::collector_creds`].
+    pub async fn collector_user_jwt(
+        &self,
+        store: &Store,
+        tenant: &Tenant,
+        name: &str,
+        user_public_key: &str,
+    ) -> Result<String, IdentityError> {
+        let (account, _) = self.tenant_account(store, tenant).await?;
+        let mut claims = UserClaims::new(user_public_key, name);
+        collector_limits(&mut claims, tenant.slug.as_str());
+        claims
+            .sign(&account)
+            .map_err(nats_error_of("signing the collector user JWT of", name))
     }
 
     /// The NATS account every leaf authenticates in, and the key of the
@@ -815,6 +848,48 @@ impl Pki {
                 format!("{LEAF_TENANT_TAG}{}", tenant.id),
                 format!("{LEAF_SITE_TAG}{site}"),
             ];
+        })
+    }
+
+    /// The JWT of a leaf user whose key was generated at the edge (only its
+    /// public key `user_public_key` is here): the same claims as
+    /// [`Pki::leaf_creds`], without a seed. The edge writes the creds file.
+    pub async fn leaf_user_jwt(
+        &self,
+        store: &Store,
+        tenant: &Tenant,
+        site: EdgeSiteId,
+        name: &str,
+        user_public_key: &str,
+    ) -> Result<String, IdentityError> {
+        let (account, _) = self.leaf_auth(store).await?;
+        let mut claims = UserClaims::new(user_public_key, name);
+        claims.allowed_connection_types = vec![CONNECTION_LEAFNODE.into()];
+        claims.tags = vec![
+            format!("{LEAF_TENANT_TAG}{}", tenant.id),
+            format!("{LEAF_SITE_TAG}{site}"),
+        ];
+        claims
+            .sign(&account)
+            .map_err(nats_error_of("signing the enrolled leaf user JWT of", name))
+    }
+
+    /// The control plane's enrollment token signing key (Ed25519, created
+    /// on first need, sealed like every platform secret).
+    pub async fn enrollment_key(&self, store: &Store) -> Result<EnrollmentKey, IdentityError> {
+        let (public, secret) = self
+            .platform_secret(store, ENROLLMENT_SIGNING_KEY, || {
+                let pkcs8 = serviceradar_pki::token::new_signing_key()
+                    .map_err(IdentityError::EnrollmentKey)?;
+                let public = serviceradar_pki::token::public_key(&pkcs8)
+                    .map_err(IdentityError::EnrollmentKey)?;
+                Ok((hex::encode(public), Zeroizing::new(hex::encode(&*pkcs8))))
+            })
+            .await?;
+        let corrupt = || IdentityError::EnrollmentKey(serviceradar_pki::token::TokenError::Key);
+        Ok(EnrollmentKey {
+            pkcs8: Zeroizing::new(hex::decode(secret.as_str()).map_err(|_| corrupt())?),
+            public: hex::decode(public).map_err(|_| corrupt())?,
         })
     }
 
@@ -925,6 +1000,19 @@ impl Pki {
 
 /// The `.creds` file of `user` called `name`: its JWT (adjusted by
 /// `restrict`) signed by `signer` (an account key), and its seed.
+/// What a collector may do: publish the tenant's telemetry and JetStream
+/// acks, nothing else, with payload and subscription caps.
+fn collector_limits(claims: &mut UserClaims, slug: &str) {
+    claims.publish.allow = ["events", "metrics", "logs", "edge"]
+        .iter()
+        .map(|family| format!("{family}.{slug}.>"))
+        .collect();
+    claims.subscribe.allow = vec!["_INBOX.>".into()];
+    claims.allowed_connection_types = vec![CONNECTION_STANDARD.into()];
+    claims.payload = COLLECTOR_MAX_PAYLOAD;
+    claims.subs = COLLECTOR_MAX_SUBS;
+}
+
 fn creds_for(
     signer: &NKey,
     user: &NKey,

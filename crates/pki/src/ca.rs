@@ -283,6 +283,17 @@ impl CertificateAuthority {
         params.signed_by(subject_key, &issuer)
     }
 
+    /// Signs `params` for a public key the platform does not hold (from a
+    /// verified certificate signing request).
+    pub(crate) fn sign_public_key(
+        &self,
+        params: &CertificateParams,
+        subject_key: &impl rcgen::PublicKeyData,
+    ) -> Result<Certificate, rcgen::Error> {
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, self.key.key_pair())?;
+        params.signed_by(subject_key, &issuer)
+    }
+
     /// `(notBefore, notAfter)` for a certificate of `validity` issued now,
     /// nested inside this CA's validity.
     pub(crate) fn validity_window(

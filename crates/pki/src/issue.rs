@@ -40,6 +40,7 @@ use crate::identity::{IdentityKind, SpiffeId};
 use crate::inspect::{CertificateError, parse_der, serial_hex};
 use crate::keys::SecretKeyPair;
 use crate::names::{Host, NameError, check_slug, check_trust_domain, parse_host};
+use crate::request::CertificateRequest;
 use crate::seal::Keyring;
 
 /// Default SPIFFE trust domain.
@@ -88,6 +89,10 @@ pub enum IssueError {
     /// Key or certificate generation failed.
     #[error("certificate generation failed")]
     Generate(#[from] rcgen::Error),
+    /// A certificate signing request is unreadable, or its signature does
+    /// not verify (the requester does not hold the key).
+    #[error("the certificate signing request is invalid: {0}")]
+    Request(&'static str),
 }
 
 /// The tenant a certificate is for.
@@ -173,10 +178,20 @@ pub fn issue_leaf_client(
     site: SiteRef<'_>,
     opts: &IssueOptions,
 ) -> Result<IssuedCertificate, IssueError> {
+    let spec = leaf_client_spec(ca, tenant, site, opts)?;
+    issue(ca, spec, opts.validity)
+}
+
+fn leaf_client_spec(
+    ca: &CertificateAuthority,
+    tenant: TenantRef<'_>,
+    site: SiteRef<'_>,
+    opts: &IssueOptions,
+) -> Result<Spec, IssueError> {
     check_tenant_ca(ca, tenant, opts)?;
     check_slug("site", site.slug)?;
     let cn = common_name(IdentityKind::Leaf, site.slug, tenant.slug);
-    let spec = Spec {
+    Ok(Spec {
         sans: vec![
             spiffe_san(opts, tenant, IdentityKind::Leaf, site.id)?,
             SanType::DnsName(Ia5String::try_from(cn.as_str())?),
@@ -186,8 +201,7 @@ pub fn issue_leaf_client(
             ExtendedKeyUsagePurpose::ClientAuth,
             ExtendedKeyUsagePurpose::ServerAuth,
         ],
-    };
-    issue(ca, spec, opts.validity)
+    })
 }
 
 /// Server certificate of a site's NATS leaf server, presented to local
@@ -204,6 +218,21 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
 {
+    let spec = leaf_server_spec(ca, tenant, site, hosts, opts)?;
+    issue(ca, spec, opts.validity)
+}
+
+fn leaf_server_spec<I, S>(
+    ca: &CertificateAuthority,
+    tenant: TenantRef<'_>,
+    site: SiteRef<'_>,
+    hosts: I,
+    opts: &IssueOptions,
+) -> Result<Spec, IssueError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
     check_tenant_ca(ca, tenant, opts)?;
     check_slug("site", site.slug)?;
     let mut parsed = parse_hosts(hosts)?;
@@ -211,15 +240,14 @@ where
     parsed.push(Host::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)));
     let mut sans = vec![spiffe_san(opts, tenant, IdentityKind::LeafServer, site.id)?];
     sans.extend(host_sans(parsed)?);
-    let spec = Spec {
+    Ok(Spec {
         common_name: common_name(IdentityKind::LeafServer, site.slug, tenant.slug),
         sans,
         ekus: vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ],
-    };
-    issue(ca, spec, opts.validity)
+    })
 }
 
 /// Client certificate of an edge agent.
@@ -230,14 +258,72 @@ pub fn issue_agent(
     agent_id: Uuid,
     opts: &IssueOptions,
 ) -> Result<IssuedCertificate, IssueError> {
+    let spec = agent_spec(ca, tenant, site, agent_id, opts)?;
+    issue(ca, spec, opts.validity)
+}
+
+fn agent_spec(
+    ca: &CertificateAuthority,
+    tenant: TenantRef<'_>,
+    site: SiteRef<'_>,
+    agent_id: Uuid,
+    opts: &IssueOptions,
+) -> Result<Spec, IssueError> {
     check_tenant_ca(ca, tenant, opts)?;
     check_slug("site", site.slug)?;
-    let spec = Spec {
+    Ok(Spec {
         common_name: common_name(IdentityKind::Agent, site.slug, tenant.slug),
         sans: vec![spiffe_san(opts, tenant, IdentityKind::Agent, agent_id)?],
         ekus: vec![ExtendedKeyUsagePurpose::ClientAuth],
+    })
+}
+
+/// Which certificate to issue for a [`CertificateRequest`]: the same
+/// identities as [`issue_leaf_client`], [`issue_leaf_server`] and
+/// [`issue_agent`]. The request's own subject and extensions are ignored;
+/// only its public key is used.
+#[derive(Debug, Clone, Copy)]
+pub enum RequestProfile<'a> {
+    /// A leaf's client certificate (its hub link).
+    LeafClient,
+    /// A leaf's server certificate for these hosts (plus `localhost` and
+    /// `127.0.0.1`).
+    LeafServer {
+        /// IP literals or DNS names the leaf is reached at.
+        hosts: &'a [String],
+    },
+    /// The site's edge agent.
+    Agent {
+        /// The agent's id (its SPIFFE id).
+        agent_id: Uuid,
+    },
+    /// A collector package.
+    Collector {
+        /// The package's id (its SPIFFE id).
+        package_id: Uuid,
+    },
+}
+
+/// Issues a certificate for the public key of `request`, which proved it
+/// holds the private key (the request's signature was verified when it was
+/// parsed). The platform never sees the key.
+pub fn issue_for_request(
+    ca: &CertificateAuthority,
+    tenant: TenantRef<'_>,
+    site: SiteRef<'_>,
+    profile: RequestProfile<'_>,
+    request: &CertificateRequest,
+    opts: &IssueOptions,
+) -> Result<SignedCertificate, IssueError> {
+    let spec = match profile {
+        RequestProfile::LeafClient => leaf_client_spec(ca, tenant, site, opts)?,
+        RequestProfile::LeafServer { hosts } => leaf_server_spec(ca, tenant, site, hosts, opts)?,
+        RequestProfile::Agent { agent_id } => agent_spec(ca, tenant, site, agent_id, opts)?,
+        RequestProfile::Collector { package_id } => collector_spec(ca, tenant, package_id, opts)?,
     };
-    issue(ca, spec, opts.validity)
+    let params = params_for(ca, spec, opts.validity)?;
+    let cert = ca.sign_public_key(&params, request.public_key())?;
+    signed(ca, &cert)
 }
 
 /// Client certificate of a collector package.
@@ -247,9 +333,19 @@ pub fn issue_collector(
     package_id: Uuid,
     opts: &IssueOptions,
 ) -> Result<IssuedCertificate, IssueError> {
+    let spec = collector_spec(ca, tenant, package_id, opts)?;
+    issue(ca, spec, opts.validity)
+}
+
+fn collector_spec(
+    ca: &CertificateAuthority,
+    tenant: TenantRef<'_>,
+    package_id: Uuid,
+    opts: &IssueOptions,
+) -> Result<Spec, IssueError> {
     check_tenant_ca(ca, tenant, opts)?;
     let package = package_id.hyphenated().to_string();
-    let spec = Spec {
+    Ok(Spec {
         common_name: common_name(IdentityKind::Collector, &package, tenant.slug),
         sans: vec![spiffe_san(
             opts,
@@ -258,8 +354,7 @@ pub fn issue_collector(
             package_id,
         )?],
         ekus: vec![ExtendedKeyUsagePurpose::ClientAuth],
-    };
-    issue(ca, spec, opts.validity)
+    })
 }
 
 /// Server certificate of a platform service (`service` is a slug such as
@@ -306,6 +401,54 @@ fn issue(
     spec: Spec,
     validity: Duration,
 ) -> Result<IssuedCertificate, IssueError> {
+    let params = params_for(ca, spec, validity)?;
+    let key = SecretKeyPair::generate()?;
+    let cert = ca.sign(&params, key.key_pair())?;
+    let signed = signed(ca, &cert)?;
+    Ok(IssuedCertificate {
+        cert_pem: signed.cert_pem,
+        key_pem: key.key_pem(),
+        chain_pem: signed.chain_pem,
+        serial_hex: signed.serial_hex,
+        not_before: signed.not_before,
+        not_after: signed.not_after,
+    })
+}
+
+/// A certificate issued for a key the platform does not hold.
+#[derive(Debug, Clone)]
+pub struct SignedCertificate {
+    /// The certificate (PEM).
+    pub cert_pem: String,
+    /// The issuing CA's certificate followed by the certificates above it.
+    pub chain_pem: String,
+    /// Serial number, lowercase hex.
+    pub serial_hex: String,
+    /// Start of validity.
+    pub not_before: OffsetDateTime,
+    /// End of validity.
+    pub not_after: OffsetDateTime,
+}
+
+fn signed(
+    ca: &CertificateAuthority,
+    cert: &rcgen::Certificate,
+) -> Result<SignedCertificate, IssueError> {
+    let parsed = parse_der(cert.der())?;
+    Ok(SignedCertificate {
+        cert_pem: cert.pem(),
+        chain_pem: ca.chain_pem(),
+        serial_hex: serial_hex(&parsed),
+        not_before: parsed.validity().not_before.to_datetime(),
+        not_after: parsed.validity().not_after.to_datetime(),
+    })
+}
+
+fn params_for(
+    ca: &CertificateAuthority,
+    spec: Spec,
+    validity: Duration,
+) -> Result<CertificateParams, IssueError> {
     let (not_before, not_after) = ca.validity_window(validity)?;
     let mut distinguished_name = DistinguishedName::new();
     distinguished_name.push(DnType::CommonName, spec.common_name);
@@ -319,18 +462,7 @@ fn issue(
     params.not_after = not_after;
     params.serial_number = Some(random_serial());
     params.use_authority_key_identifier_extension = true;
-
-    let key = SecretKeyPair::generate()?;
-    let cert = ca.sign(&params, key.key_pair())?;
-    let parsed = parse_der(cert.der())?;
-    Ok(IssuedCertificate {
-        cert_pem: cert.pem(),
-        key_pem: key.key_pem(),
-        chain_pem: ca.chain_pem(),
-        serial_hex: serial_hex(&parsed),
-        not_before: parsed.validity().not_before.to_datetime(),
-        not_after: parsed.validity().not_after.to_datetime(),
-    })
+    Ok(params)
 }
 
 /// The CA must be the intermediate of exactly this tenant and trust domain.

@@ -15,6 +15,9 @@
 //! * [`seal`] — private keys at rest, sealed with XChaCha20-Poly1305 under a
 //!   rotatable master key and bound to their row with associated data.
 //! * [`inspect`] — small helpers to track certificates (expiry, fingerprint).
+//! * [`request`] — certificate signing requests: keys generated at the edge,
+//!   certificates issued for them without the platform seeing the key.
+//! * [`token`] — enrollment tokens signed by the control plane (Ed25519).
 //! * [`names`] — validation of the slugs, hosts and trust domains that end up
 //!   inside certificates.
 //!
@@ -30,7 +33,9 @@ pub mod inspect;
 pub mod issue;
 mod keys;
 pub mod names;
+pub mod request;
 pub mod seal;
+pub mod token;
 
 pub use ca::{CaError, CaKind, CertificateAuthority};
 pub use identity::{
@@ -39,9 +44,10 @@ pub use identity::{
 };
 pub use inspect::{CertificateError, cert_not_after, fingerprint_sha256};
 pub use issue::{
-    DEFAULT_TRUST_DOMAIN, DEFAULT_VALIDITY, IssueError, IssueOptions, IssuedCertificate, SiteRef,
-    TenantRef, issue_agent, issue_collector, issue_leaf_client, issue_leaf_server,
-    issue_platform_server,
+    DEFAULT_TRUST_DOMAIN, DEFAULT_VALIDITY, IssueError, IssueOptions, IssuedCertificate,
+    RequestProfile, SignedCertificate, SiteRef, TenantRef, issue_agent, issue_collector,
+    issue_for_request, issue_leaf_client, issue_leaf_server, issue_platform_server,
 };
 pub use names::NameError;
+pub use request::{CertificateRequest, new_key_and_request};
 pub use seal::{Keyring, MasterKey, SealError};

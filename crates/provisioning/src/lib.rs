@@ -445,29 +445,20 @@ pub fn agent_config_toml(
     agent_id: uuid::Uuid,
     leaf_port: u16,
 ) -> String {
-    // A JSON string literal is a valid TOML basic string.
-    let q = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
-    format!(
-        "# serviceradar-agent configuration for edge site {site_name}\n\
-         # (tenant {tenant_slug}). Identity comes from the certificate; the ids\n\
-         # below are claims the gateway checks against it.\n\
-         gateway_url = {gateway}\n\
-         cert = \"certs/agent.pem\"\n\
-         key = \"certs/agent-key.pem\"\n\
-         ca = \"certs/root-ca.pem\"\n\
-         # The site's buffer stream, created on the local leaf as soon as it runs.\n\
-         leaf_url = \"tls://127.0.0.1:{leaf_port}\"\n\
-         leaf_ca = \"certs/ca-chain.pem\"\n\
-         edge_buffer = \"streams/edge-buffer.json\"\n\
-         tenant_id = \"{tenant_id}\"\n\
-         site_id = \"{site_id}\"\n\
-         agent_id = \"{agent_id}\"\n",
-        site_name = site.slug,
-        tenant_slug = tenant.slug,
-        gateway = q(&settings.gateway_url),
-        tenant_id = tenant.id,
-        site_id = site.id,
-    )
+    serviceradar_bundle::agent_config_toml(&serviceradar_bundle::AgentConfigInput {
+        site_slug: site.slug.as_str(),
+        tenant_slug: tenant.slug.as_str(),
+        gateway_url: &settings.gateway_url,
+        cert: "certs/agent.pem",
+        key: "certs/agent-key.pem",
+        ca: "certs/root-ca.pem",
+        leaf_url: &format!("tls://127.0.0.1:{leaf_port}"),
+        leaf_ca: "certs/ca-chain.pem",
+        edge_buffer: "streams/edge-buffer.json",
+        tenant_id: &tenant.id.to_string(),
+        site_id: &site.id.to_string(),
+        agent_id: &agent_id.to_string(),
+    })
 }
 
 /// Builds the site bundle of `site_id` from stored material (keys and

@@ -101,6 +101,11 @@ pub struct Settings {
     /// The gateway's certificate names and agent intervals (its leaf
     /// monitoring listener is taken from [`Settings::provisioning`]).
     pub gateway: GatewaySettings,
+    /// The URL edge boxes reach this control plane at, written into
+    /// enrollment tokens; `None`: `http://` plus the bound listen address.
+    pub public_url: Option<String>,
+    /// Lifetime of certificates issued through enrollment tokens.
+    pub enrollment_cert_validity: std::time::Duration,
 }
 
 impl Settings {
@@ -130,6 +135,8 @@ impl Settings {
             embedded_hub: None,
             gateway_listen: None,
             gateway: GatewaySettings::default(),
+            public_url: None,
+            enrollment_cert_validity: serviceradar_control::enrollment::DEFAULT_CERT_VALIDITY,
         }
     }
 }
@@ -253,6 +260,13 @@ impl Application {
                 webhooks: settings.webhooks.clone(),
                 ingest_status: ingest_status.clone(),
                 dead_letters: dead_letters.clone(),
+                enrollment: serviceradar_control::enrollment::EnrollmentSettings {
+                    public_url: match &settings.public_url {
+                        Some(url) => url.trim_end_matches('/').to_string(),
+                        None => format!("http://{}", listener.local_addr()?),
+                    },
+                    cert_validity: settings.enrollment_cert_validity,
+                },
             },
         );
         let stop = watch::channel(false);

@@ -178,9 +178,15 @@ pub struct ServeConfig {
     )]
     pub webhook_allow_cidrs: Vec<serviceradar_domain::net::IpRange>,
 
-    /// Public base URL of the control plane (shown to users; used for cookies).
+    /// Public base URL of the control plane (shown to users; used for
+    /// cookies; written into enrollment tokens, so edge boxes must reach it).
     #[arg(long, env = "SERVICERADAR_PUBLIC_URL")]
     pub public_url: Option<String>,
+
+    /// Lifetime of certificates issued through enrollment tokens, in days.
+    #[arg(long, env = "SERVICERADAR_ENROLLMENT_CERT_DAYS", default_value_t = 7,
+        value_parser = clap::value_parser!(u64).range(1..=365))]
+    pub enrollment_cert_days: u64,
 
     /// Hub leafnode URL that provisioned leaves dial (`tls://host:7422`):
     /// what every site bundle is built with, so use a name or address the
@@ -612,6 +618,8 @@ impl ServeConfig {
         settings.database_max_connections = self.db.database_max_connections;
         settings.listen = self.listen;
         settings.metrics_listen = self.metrics_listen.0;
+        settings.public_url = self.public_url.clone();
+        settings.enrollment_cert_validity = Duration::from_secs(self.enrollment_cert_days * 86_400);
         settings.webhooks = serviceradar_health::webhooks::WebhookSettings {
             allow_internal: self.webhook_allow_cidrs.clone(),
         };

@@ -286,6 +286,7 @@ const PAGES: &[&str] = &[
     "docs/README.md",
     "docs/getting-started.md",
     "docs/deploying-a-site.md",
+    "docs/enrollment.md",
     "docs/nats-architecture.md",
     "docs/certificates.md",
     "docs/regeneration-and-drift.md",
@@ -322,6 +323,7 @@ page!(readme_first_run, "README.md");
 page!(docs_index, "docs/README.md");
 page!(getting_started, "docs/getting-started.md");
 page!(deploying_a_site, "docs/deploying-a-site.md");
+page!(enrollment, "docs/enrollment.md");
 page!(nats_architecture, "docs/nats-architecture.md");
 page!(certificates, "docs/certificates.md");
 page!(regeneration_and_drift, "docs/regeneration-and-drift.md");

@@ -35,6 +35,7 @@ const LAYERS: &[(&str, u8, &str)] = &[
     ("serviceradar-web", 8, "edges"),
     ("serviceradar-server", 9, "binaries"),
     ("serviceradar-agent", 9, "binaries"),
+    ("serviceradar-cli", 9, "binaries"),
     ("serviceradar-bench", 10, "tools"),
     ("serviceradar-testkit", 11, "dev"),
 ];

@@ -189,4 +189,36 @@ fn secrets_never_appear_in_debug_output() {
     ]);
     assert_hidden("ServeConfig", format!("{:?}", cli.serve));
     assert_hidden("Settings", format!("{:?}", cli.serve.settings()));
+    // Enrollment: the token in a redemption request, a created token, the
+    // signing key.
+    let request: serviceradar_domain::enrollment::RedeemRequest =
+        serde_json::from_value(serde_json::json!({
+            "token": SECRET, "host_fingerprint": "00", "hostname": "h"
+        }))
+        .expect("request");
+    assert_hidden("RedeemRequest", format!("{request:?}"));
+    let created = serviceradar_control::enrollment::CreatedEnrollmentToken {
+        token: serviceradar_control::enrollment::EnrollmentTokenView {
+            id: String::new(),
+            site_id: String::new(),
+            scope: "site".into(),
+            status: "issued",
+            uses: 0,
+            max_uses: 1,
+            created_by: None,
+            created_at: 0,
+            expires_at: 0,
+            revoked_at: None,
+        },
+        secret: serviceradar_domain::Secret::new(SECRET.to_string()),
+        command: serviceradar_domain::Secret::new(format!("site init --token '{SECRET}'")),
+    };
+    assert_hidden("CreatedEnrollmentToken", format!("{created:?}"));
+    let key = serviceradar_identity::EnrollmentKey {
+        pkcs8: zeroize::Zeroizing::new(SECRET.as_bytes().to_vec()),
+        public: vec![1, 2, 3],
+    };
+    assert_hidden("EnrollmentKey", format!("{key:?}"));
+    let bytes = format!("{:?}", SECRET.as_bytes());
+    assert!(!format!("{key:?}").contains(&bytes[1..20]));
 }

@@ -89,6 +89,20 @@ fn needs() -> BTreeMap<(&'static str, &'static str), Need> {
         (("POST", "/webhooks"), A(ManageWebhooks)),
         (("DELETE", "/webhooks/{id}"), A(ManageWebhooks)),
         (("GET", "/webhooks/{id}/deliveries"), A(ManageWebhooks)),
+        // An enrollment token grants what the site bundle holds.
+        (
+            ("POST", "/edge-sites/{id}/enrollment-tokens"),
+            A(DownloadBundle),
+        ),
+        (("GET", "/enrollment-tokens"), A(ReadSites)),
+        (("GET", "/enrollment-tokens/{id}"), A(ReadSites)),
+        (
+            ("POST", "/enrollment-tokens/{id}/revoke"),
+            A(DownloadBundle),
+        ),
+        // The token is the credential: its refusals have their own tests
+        // (crates/cli/tests/enroll.rs).
+        (("POST", "/enroll"), Need::Public),
     ])
 }
 
@@ -182,6 +196,19 @@ async fn fixtures(app: &TestApp, owner: &Caller, tenant: &str) -> Fixtures {
         )
         .await;
     assert_eq!(hook.status, StatusCode::CREATED, "{}", hook.text);
+    let enrollment = app
+        .post(
+            owner,
+            &format!("/api/v1/edge-sites/{site_id}/enrollment-tokens"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        enrollment.status,
+        StatusCode::CREATED,
+        "{}",
+        enrollment.text
+    );
     let t = app.store.tenant_by_slug(tenant).await.unwrap();
     let alert = app
         .store
@@ -204,6 +231,10 @@ async fn fixtures(app: &TestApp, owner: &Caller, tenant: &str) -> Fixtures {
                 .or(user.body["id"].as_str())
                 .unwrap()
                 .to_owned(),
+        ),
+        (
+            "enrollment-tokens",
+            enrollment.body["token"]["id"].as_str().unwrap().to_owned(),
         ),
         (
             "tokens",

@@ -21,8 +21,81 @@ both_backends!(
     writes_need_the_csrf_token_and_other_tenants_ids_are_404,
     viewer_sees_no_admin_controls_and_is_refused,
     live_stream_carries_only_the_viewers_tenant,
-    wizard_creates_a_site_and_checks_slugs
+    wizard_creates_a_site_and_checks_slugs,
+    enrollment_tokens_are_shown_once_listed_and_revoked_on_the_site_page
 );
+
+/// Issue 14 in the UI: the site page creates an enrollment token, shows it
+/// once with the command to run, lists it (never its text) and revokes it.
+async fn enrollment_tokens_are_shown_once_listed_and_revoked_on_the_site_page(db: Db) {
+    let web = spawn(db, |_| {}).await;
+    let app = &web.app;
+    let acme = app.tenant("acme").await;
+    let site = id(&app.create_site(&acme, "NYC Office", "nyc-office").await);
+    let mut browser = Browser::new(&app.base);
+    browser
+        .sign_in("acme", &owner_email("acme"), support::OWNER_PASSWORD)
+        .await;
+    let page = format!("/admin/edge-sites/{site}");
+    assert!(
+        browser
+            .get(&page)
+            .await
+            .body
+            .contains("No enrollment token yet")
+    );
+    let bad = browser
+        .submit(
+            &format!("{page}/enrollment-tokens"),
+            &[("scope", "site"), ("expires_in", "5m"), ("uses", "1")],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    assert!(
+        bad.body.contains("between 10 minutes and 90 days"),
+        "{}",
+        bad.body
+    );
+    let created = browser
+        .submit(
+            &format!("{page}/enrollment-tokens"),
+            &[("scope", "site"), ("expires_in", "2h"), ("uses", "2")],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    let token = created
+        .body
+        .split("id=\"enrollment-token\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the token is shown")
+        .to_string();
+    assert!(token.starts_with("sr1."), "{token}");
+    assert!(created.body.contains("serviceradar-cli site init --token"));
+    // Listed from now on, without its text.
+    let again = browser.get(&page).await;
+    assert!(!again.body.contains(&token), "the token is shown only once");
+    assert!(again.body.contains("0/2"), "{}", again.body);
+    assert!(again.body.contains(">issued<"));
+    let token_id = again
+        .body
+        .split("/admin/enrollment-tokens/")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("a revoke form")
+        .to_string();
+    let revoked = browser
+        .submit(&format!("/admin/enrollment-tokens/{token_id}/revoke"), &[])
+        .await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER);
+    assert_eq!(revoked.location(), page);
+    let after = browser.get(&page).await;
+    assert!(after.body.contains(">revoked<"), "{}", after.body);
+    assert!(
+        !after.body.contains("/admin/enrollment-tokens/"),
+        "no revoke button on a revoked token"
+    );
+}
 
 /// A change made on one replica reaches a browser's live stream on
 /// another (PostgreSQL NOTIFY relay), for the right tenant only.
@@ -246,6 +319,23 @@ async fn writes_need_the_csrf_token_and_other_tenants_ids_are_404(db: Db) {
         .or(token.body["id"].as_str())
         .expect("token id")
         .to_string();
+    let enrollment = app
+        .post(
+            &acme,
+            &format!("/api/v1/edge-sites/{site}/enrollment-tokens"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(
+        enrollment.status,
+        StatusCode::CREATED,
+        "{}",
+        enrollment.text
+    );
+    let enrollment = enrollment.body["token"]["id"]
+        .as_str()
+        .expect("enrollment token id")
+        .to_string();
 
     let mut mine = Browser::new(&app.base);
     mine.sign_in("acme", &owner_email("acme"), support::OWNER_PASSWORD)
@@ -272,6 +362,14 @@ async fn writes_need_the_csrf_token_and_other_tenants_ids_are_404(db: Db) {
         (format!("/admin/webhooks/{webhook}/delete"), vec![]),
         (format!("/admin/users/{user}/delete"), vec![]),
         (format!("/admin/tokens/{token}/revoke"), vec![]),
+        (
+            format!("/admin/edge-sites/{site}/enrollment-tokens"),
+            vec![("scope", "site"), ("expires_in", "1h"), ("uses", "1")],
+        ),
+        (
+            format!("/admin/enrollment-tokens/{enrollment}/revoke"),
+            vec![],
+        ),
         (
             format!("/admin/edge-sites/{site}/delete"),
             vec![("confirm", "nyc-office")],
@@ -438,6 +536,7 @@ async fn viewer_sees_no_admin_controls_and_is_refused(db: Db) {
         "Danger zone",
         "Acknowledge",
         "Change local NATS URL",
+        "Create enrollment token",
     ] {
         assert!(!detail.body.contains(control), "viewer sees {control:?}");
     }
@@ -477,6 +576,10 @@ async fn viewer_sees_no_admin_controls_and_is_refused(db: Db) {
         (
             "/admin/users".into(),
             vec![("email", "x@acme.example.com"), ("role", "viewer")],
+        ),
+        (
+            format!("/admin/edge-sites/{site}/enrollment-tokens"),
+            vec![("scope", "site")],
         ),
     ] {
         let page = viewer.submit(&path, &fields).await;

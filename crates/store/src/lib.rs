@@ -18,6 +18,7 @@
 mod auth;
 mod auth_cache;
 mod db;
+mod enrollment;
 mod error;
 pub mod health;
 mod hot;
@@ -36,6 +37,7 @@ mod users;
 
 pub use auth::{LoginRecord, SessionRecord, TokenRecord};
 pub use db::{Backend, Store, now_ms};
+pub use enrollment::{EnrollmentEvent, EnrollmentTokenRecord, NewEnrollmentToken, Redemption};
 pub use error::StoreError;
 pub use leaf_sessions::LeafRefusal;
 pub use packages::{NewPackage, PackageFilter, PackageWithSite, SiteSummary};

@@ -85,6 +85,14 @@ pub fn router(state: WebState) -> Router {
         )
         .route("/admin/edge-sites/{id}/local-url", post(sites::update_url))
         .route(
+            "/admin/edge-sites/{id}/enrollment-tokens",
+            post(sites::create_enrollment_token),
+        )
+        .route(
+            "/admin/enrollment-tokens/{id}/revoke",
+            post(sites::revoke_enrollment_token),
+        )
+        .route(
             "/admin/edge-sites/{id}/delete",
             get(sites::delete_page).post(sites::delete),
         )

@@ -231,6 +231,21 @@ struct DetailPage {
     alerts: Vec<AlertRow>,
     return_to: String,
     refusal: String,
+    /// The site's enrollment tokens, newest first.
+    enrollment: Vec<EnrollmentRow>,
+    /// A token just created: its text and the command, shown once.
+    shown: Option<(String, String)>,
+}
+
+/// One enrollment token on the site page.
+struct EnrollmentRow {
+    id: String,
+    scope: String,
+    badge: Badge,
+    uses: String,
+    expires: When,
+    created: When,
+    issued: bool,
 }
 
 /// The certificate expiry banner: a warning under 30 days, an error under 7
@@ -274,7 +289,74 @@ pub async fn detail(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
+    detail_page(&state, &viewer, site_id(&id)?, None).await
+}
+
+/// The enrollment token form on the site page.
+#[derive(Debug, Deserialize)]
+pub struct EnrollmentForm {
+    scope: Option<String>,
+    expires_in: Option<String>,
+    uses: Option<String>,
+}
+
+/// `POST /admin/edge-sites/{id}/enrollment-tokens`: creates a token and
+/// shows it once on the site page.
+pub async fn create_enrollment_token(
+    State(state): State<WebState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    posted: Posted<EnrollmentForm>,
+) -> Result<Response, WebError> {
     let id = site_id(&id)?;
+    let form = posted.form;
+    let blank = |v: Option<String>| v.map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let uses = match blank(form.uses) {
+        None => None,
+        Some(raw) => Some(
+            raw.parse::<u32>()
+                .map_err(|_| WebError::bad_request("uses must be a whole number (1–100)"))?,
+        ),
+    };
+    let created = state
+        .control
+        .create_enrollment_token(
+            &posted.auth.actor,
+            id,
+            &serviceradar_control::enrollment::CreateEnrollmentToken {
+                scope: blank(form.scope),
+                expires_in: blank(form.expires_in),
+                uses,
+            },
+        )
+        .await?;
+    let shown = (
+        created.secret.expose().to_string(),
+        created.command.expose().to_string(),
+    );
+    detail_page(&state, &viewer, id, Some(shown)).await
+}
+
+/// `POST /admin/enrollment-tokens/{id}/revoke`: back to its site's page.
+pub async fn revoke_enrollment_token(
+    State(state): State<WebState>,
+    Path(id): Path<String>,
+    posted: Posted<crate::session::NoFields>,
+) -> Result<Response, WebError> {
+    let id = id.parse().map_err(|_| WebError::not_found())?;
+    let token = state
+        .control
+        .revoke_enrollment_token(&posted.auth.actor, id)
+        .await?;
+    Ok(Redirect::to(&format!("/admin/edge-sites/{}", token.site_id)).into_response())
+}
+
+async fn detail_page(
+    state: &WebState,
+    viewer: &Viewer,
+    id: EdgeSiteId,
+    shown: Option<(String, String)>,
+) -> Result<Response, WebError> {
     let actor = &viewer.auth.actor;
     let control = &state.control;
     let (site, leaf) = control.site(actor, id).await?;
@@ -321,9 +403,37 @@ pub async fn detail(
         Some(r) if leaf.status != LeafStatus::Connected => crate::live::refusal_text(&r, now),
         _ => String::new(),
     };
+    let mut enrollment: Vec<EnrollmentRow> = control
+        .list_enrollment_tokens(
+            actor,
+            &serviceradar_control::enrollment::EnrollmentTokenQuery {
+                site_id: Some(id.to_string()),
+            },
+            &PageParams {
+                limit: Some(200),
+                cursor: None,
+            },
+        )
+        .await?
+        .items
+        .into_iter()
+        .map(|t| EnrollmentRow {
+            issued: t.status == "issued",
+            badge: Badge::of(t.status),
+            uses: format!("{}/{}", t.uses, t.max_uses),
+            expires: When::at(t.expires_at, now),
+            created: When::at(t.created_at, now),
+            scope: t.scope,
+            id: t.id,
+        })
+        .collect();
+    enrollment.reverse();
+    enrollment.truncate(20);
     let page = DetailPage {
         refusal,
-        chrome: Chrome::new(&viewer, "sites"),
+        enrollment,
+        shown,
+        chrome: Chrome::new(viewer, "sites"),
         title: site.name.to_string(),
         live: format!("/admin/events?site={id}"),
         site_badge: Badge::of(site.status.as_str()),

@@ -1,0 +1,497 @@
+//! The operator's commands against the JSON API (`login`, `sites`,
+//! `tokens`, `bundle`), with the URL and API token kept in a config file
+//! (0600) by `login`. Each command is one or two requests; errors print the
+//! API's own message.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::exit::{Context, Failure, Outcome, REFUSED, UNREACHABLE, USAGE};
+use crate::files::write_private;
+
+/// Arguments of `login`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  serviceradar-cli login --url http://127.0.0.1:8080 --token srt_…\n\n\
+Create the token in the web UI (Tokens) or with POST /api/v1/tokens."
+)]
+pub struct LoginArgs {
+    /// The control plane's base URL.
+    #[arg(long)]
+    pub url: String,
+    /// An API token (`srt_…`).
+    #[arg(long, env = "SERVICERADAR_API_TOKEN", hide_env_values = true)]
+    pub token: String,
+    #[command(flatten)]
+    pub config: ConfigFile,
+}
+
+/// Where `login` keeps the URL and token.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigFile {
+    /// Config file (default: $XDG_CONFIG_HOME/serviceradar/cli.json, else ~/.config/serviceradar/cli.json).
+    #[arg(long = "config", env = "SERVICERADAR_CLI_CONFIG")]
+    pub path: Option<PathBuf>,
+}
+
+/// `sites …`
+#[derive(Debug, Subcommand)]
+pub enum SitesCommand {
+    /// List edge sites.
+    List {
+        #[command(flatten)]
+        config: ConfigFile,
+    },
+    /// Create an edge site.
+    #[command(
+        after_help = "Example:\n  serviceradar-cli sites create --name 'Edge Lab' --slug edge-lab"
+    )]
+    Create {
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Slug (default: from the name).
+        #[arg(long)]
+        slug: Option<String>,
+        /// The URL collectors at the site use to reach its leaf.
+        #[arg(long, default_value = "nats://localhost:4222")]
+        nats_leaf_url: String,
+        #[command(flatten)]
+        config: ConfigFile,
+    },
+    /// Show one site.
+    Show {
+        /// Site id.
+        id: String,
+        #[command(flatten)]
+        config: ConfigFile,
+    },
+    /// Delete a site (its leaf and agent are cut off).
+    Delete {
+        /// Site id.
+        id: String,
+        #[command(flatten)]
+        config: ConfigFile,
+    },
+}
+
+/// `tokens …` (enrollment tokens)
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create an enrollment token for a site (shown once).
+    #[command(
+        after_help = "Example:\n  serviceradar-cli tokens create --site 0190… --expires-in 2h"
+    )]
+    Create {
+        /// Site id.
+        #[arg(long)]
+        site: String,
+        /// `site` (leaf + agent), `agent` or `collector:<type>`.
+        #[arg(long, default_value = "site")]
+        scope: String,
+        /// Lifetime: 10m to 90d.
+        #[arg(long, default_value = "24h")]
+        expires_in: String,
+        /// How many hosts may redeem it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        #[command(flatten)]
+        config: ConfigFile,
+    },
+    /// List enrollment tokens and their status.
+    List {
+        /// Only this site's.
+        #[arg(long)]
+        site: Option<String>,
+        #[command(flatten)]
+        config: ConfigFile,
+    },
+    /// One token with its history (created, redeemed, refused, conflicts, revoked).
+    Show {
+        /// Token id.
+        id: String,
+        #[command(flatten)]
+        config: ConfigFile,
+    },
+    /// Revoke a token.
+    Revoke {
+        /// Token id.
+        id: String,
+        #[command(flatten)]
+        config: ConfigFile,
+    },
+}
+
+/// `bundle …`
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Download a site bundle (holds the site's private keys).
+    Download {
+        /// Site id.
+        site: String,
+        /// Output file (default: the server's file name, in the current directory).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigFile,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    url: String,
+    token: String,
+}
+
+fn config_path(config: &ConfigFile) -> Outcome<PathBuf> {
+    if let Some(path) = &config.path {
+        return Ok(path.clone());
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .ok_or_else(|| Failure::new(USAGE, "no HOME: pass --config FILE"))?;
+    Ok(base.join("serviceradar").join("cli.json"))
+}
+
+/// A client for the saved control plane.
+struct Api {
+    url: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(url: &str, token: &str) -> Outcome<Self> {
+        Ok(Self {
+            url: url.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(60))
+                .build()
+                .or_fail(|| "building the HTTP client".into())?,
+        })
+    }
+
+    fn load(config: &ConfigFile) -> Outcome<Self> {
+        let path = config_path(config)?;
+        let text = std::fs::read_to_string(&path).map_err(|_| {
+            Failure::new(
+                USAGE,
+                format!("not logged in ({} missing): run `serviceradar-cli login --url URL --token srt_…`", path.display()),
+            )
+        })?;
+        let saved: Saved =
+            serde_json::from_str(&text).or_fail(|| format!("reading {}", path.display()))?;
+        Self::new(&saved.url, &saved.token)
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Outcome<reqwest::Response> {
+        let mut request = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Failure::new(UNREACHABLE, format!("cannot reach {} ({e})", self.url)))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let message = error_message(response).await;
+        Err(Failure::new(
+            match status.as_u16() {
+                400 | 422 => USAGE,
+                401 | 403 | 404 | 409 => REFUSED,
+                _ => crate::exit::FAILED,
+            },
+            message,
+        ))
+    }
+
+    async fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Outcome<Value> {
+        self.call(method, path, body)
+            .await?
+            .json()
+            .await
+            .or_fail(|| "reading the answer".into())
+    }
+}
+
+/// The API's error message (`{"error": {"message", "fields"}}`), or the status.
+pub async fn error_message(response: reqwest::Response) -> String {
+    let status = response.status();
+    match response.json::<Value>().await {
+        Ok(body) => {
+            let mut message = body["error"]["message"]
+                .as_str()
+                .map_or_else(|| status.to_string(), str::to_owned);
+            if let Some(fields) = body["error"]["fields"].as_array() {
+                for field in fields {
+                    message.push_str(&format!(
+                        "\n  {}: {}",
+                        field["field"].as_str().unwrap_or("?"),
+                        field["message"].as_str().unwrap_or("?")
+                    ));
+                }
+            }
+            message
+        }
+        Err(_) => status.to_string(),
+    }
+}
+
+fn print(json: bool, value: &Value, human: impl FnOnce(&Value)) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
+    } else {
+        human(value);
+    }
+}
+
+/// `login`: checks the token with `GET /me`, then saves URL and token.
+pub async fn login(args: &LoginArgs, json: bool) -> Outcome {
+    let api = Api::new(&args.url, &args.token)?;
+    let me = api.json(reqwest::Method::GET, "/me", None).await?;
+    let path = config_path(&args.config)?;
+    let saved = serde_json::to_string_pretty(&Saved {
+        url: api.url.clone(),
+        token: args.token.clone(),
+    })
+    .or_fail(|| "encoding the config".into())?;
+    write_private(&path, &saved)?;
+    print(json, &me, |me| {
+        println!(
+            "Logged in to {} as {} ({} in tenant {}); saved to {}.",
+            api.url,
+            me["user_id"].as_str().unwrap_or("?"),
+            me["role"].as_str().unwrap_or("?"),
+            me["tenant_slug"].as_str().unwrap_or("?"),
+            path.display()
+        );
+    });
+    Ok(())
+}
+
+/// `sites …`
+pub async fn sites(command: SitesCommand, json: bool) -> Outcome {
+    use reqwest::Method;
+    match command {
+        SitesCommand::List { config } => {
+            let api = Api::load(&config)?;
+            let page = api.json(Method::GET, "/edge-sites?limit=200", None).await?;
+            print(json, &page, |page| {
+                println!("{:<38} {:<24} {:<10} NAME", "ID", "SLUG", "STATUS");
+                for site in page["items"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<38} {:<24} {:<10} {}",
+                        site["id"].as_str().unwrap_or(""),
+                        site["slug"].as_str().unwrap_or(""),
+                        site["status"].as_str().unwrap_or(""),
+                        site["name"].as_str().unwrap_or("")
+                    );
+                }
+            });
+        }
+        SitesCommand::Create {
+            name,
+            slug,
+            nats_leaf_url,
+            config,
+        } => {
+            let api = Api::load(&config)?;
+            let mut body = json!({"name": name, "nats_leaf_url": nats_leaf_url});
+            if let Some(slug) = slug {
+                body["slug"] = Value::String(slug);
+            }
+            let site = api.json(Method::POST, "/edge-sites", Some(body)).await?;
+            print(json, &site, |site| {
+                let id = site["id"].as_str().unwrap_or("?");
+                println!(
+                    "Created site {} ({id}).",
+                    site["slug"].as_str().unwrap_or("?")
+                );
+                println!("Next: serviceradar-cli tokens create --site {id}");
+            });
+        }
+        SitesCommand::Show { id, config } => {
+            let api = Api::load(&config)?;
+            let site = api
+                .json(Method::GET, &format!("/edge-sites/{id}"), None)
+                .await?;
+            print(json, &site, |site| {
+                println!("{}", serde_json::to_string_pretty(site).unwrap_or_default())
+            });
+        }
+        SitesCommand::Delete { id, config } => {
+            let api = Api::load(&config)?;
+            api.call(Method::DELETE, &format!("/edge-sites/{id}"), None)
+                .await?;
+            print(json, &json!({"deleted": id}), |_| {
+                println!("Deleted site {id}; its leaf and agent are cut off.")
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `tokens …`
+pub async fn tokens(command: TokensCommand, json: bool) -> Outcome {
+    use reqwest::Method;
+    match command {
+        TokensCommand::Create {
+            site,
+            scope,
+            expires_in,
+            uses,
+            config,
+        } => {
+            let api = Api::load(&config)?;
+            let created = api
+                .json(
+                    Method::POST,
+                    &format!("/edge-sites/{site}/enrollment-tokens"),
+                    Some(json!({"scope": scope, "expires_in": expires_in, "uses": uses})),
+                )
+                .await?;
+            print(json, &created, |created| {
+                println!(
+                    "Enrollment token {} ({}, {} use(s), expires {}). Shown once:\n",
+                    created["token"]["id"].as_str().unwrap_or("?"),
+                    created["token"]["scope"].as_str().unwrap_or("?"),
+                    created["token"]["max_uses"],
+                    crate::status::when(created["token"]["expires_at"].as_i64().unwrap_or(0)),
+                );
+                println!("  {}\n", created["secret"].as_str().unwrap_or("?"));
+                println!(
+                    "On the edge box, run:\n  {}",
+                    created["command"].as_str().unwrap_or("?")
+                );
+            });
+        }
+        TokensCommand::List { site, config } => {
+            let api = Api::load(&config)?;
+            let path = match site {
+                Some(site) => format!("/enrollment-tokens?limit=200&site_id={site}"),
+                None => "/enrollment-tokens?limit=200".into(),
+            };
+            let page = api.json(Method::GET, &path, None).await?;
+            print(json, &page, |page| {
+                println!(
+                    "{:<38} {:<18} {:<9} {:<5} EXPIRES",
+                    "ID", "SCOPE", "STATUS", "USES"
+                );
+                for t in page["items"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<38} {:<18} {:<9} {:<5} {}",
+                        t["id"].as_str().unwrap_or(""),
+                        t["scope"].as_str().unwrap_or(""),
+                        t["status"].as_str().unwrap_or(""),
+                        format!("{}/{}", t["uses"], t["max_uses"]),
+                        crate::status::when(t["expires_at"].as_i64().unwrap_or(0))
+                    );
+                }
+            });
+        }
+        TokensCommand::Show { id, config } => {
+            let api = Api::load(&config)?;
+            let detail = api
+                .json(Method::GET, &format!("/enrollment-tokens/{id}"), None)
+                .await?;
+            print(json, &detail, |d| {
+                println!(
+                    "Token {} for site {}: {} ({}/{} uses), expires {}",
+                    d["token"]["id"].as_str().unwrap_or("?"),
+                    d["token"]["site_id"].as_str().unwrap_or("?"),
+                    d["token"]["status"].as_str().unwrap_or("?"),
+                    d["token"]["uses"],
+                    d["token"]["max_uses"],
+                    crate::status::when(d["token"]["expires_at"].as_i64().unwrap_or(0))
+                );
+                for e in d["events"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {}  {:<9} {}{}",
+                        crate::status::when(e["at"].as_i64().unwrap_or(0)),
+                        e["kind"].as_str().unwrap_or(""),
+                        e["detail"].as_str().unwrap_or(""),
+                        e["remote_addr"]
+                            .as_str()
+                            .map(|a| format!(" from {a}"))
+                            .unwrap_or_default()
+                    );
+                }
+            });
+        }
+        TokensCommand::Revoke { id, config } => {
+            let api = Api::load(&config)?;
+            let token = api
+                .json(
+                    Method::POST,
+                    &format!("/enrollment-tokens/{id}/revoke"),
+                    None,
+                )
+                .await?;
+            print(json, &token, |_| println!("Revoked enrollment token {id}."));
+        }
+    }
+    Ok(())
+}
+
+/// `bundle download`
+pub async fn bundle(command: BundleCommand, json: bool) -> Outcome {
+    let BundleCommand::Download {
+        site,
+        output,
+        config,
+    } = command;
+    let api = Api::load(&config)?;
+    let response = api
+        .call(
+            reqwest::Method::GET,
+            &format!("/edge-sites/{site}/bundle"),
+            None,
+        )
+        .await?;
+    let name = response
+        .headers()
+        .get(reqwest::header::CONTENT_DISPOSITION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split("filename=").nth(1))
+        .map(|n| n.trim_matches('"').to_string())
+        .filter(|n| !n.contains('/') && !n.is_empty())
+        .unwrap_or_else(|| format!("serviceradar-site-{site}.tar.gz"));
+    let bytes = response
+        .bytes()
+        .await
+        .or_fail(|| "downloading the bundle".into())?;
+    let path = output.unwrap_or_else(|| PathBuf::from(&name));
+    crate::files::write_atomic(&path, &bytes, 0o600)?;
+    print(json, &json!({"file": path, "bytes": bytes.len()}), |_| {
+        println!(
+            "Saved {} ({} bytes; it holds the site's private keys: keep it safe).",
+            path.display(),
+            bytes.len()
+        );
+    });
+    Ok(())
+}
