@@ -446,6 +446,10 @@ impl Application {
             )),
         ));
         tasks.push(("the health relay", self.health.spawn_relay(stop_rx.clone())));
+        tasks.push((
+            "the credential cache's invalidation listener",
+            self.store.spawn_auth_invalidation(stop_rx.clone()),
+        ));
         if let Some(gateway) = self.gateway {
             let stop = stop_rx.clone();
             tasks.push((

@@ -6,6 +6,7 @@ use serviceradar_domain::policy::Role;
 use serviceradar_domain::resources::{ApiToken, User};
 use serviceradar_domain::{ApiTokenId, TenantId, UserId};
 
+use crate::auth_cache::Invalidation;
 use crate::db::{Store, now_ms};
 use crate::error::StoreError;
 use crate::row::{self, Cols};
@@ -57,6 +58,7 @@ impl std::fmt::Debug for SessionRecord {
 }
 
 /// An API token with its secret hash and its user's current role.
+#[derive(Clone)]
 pub struct TokenRecord {
     /// Token metadata.
     pub token: ApiToken,
@@ -114,58 +116,113 @@ impl Store {
         Ok(())
     }
 
-    /// The unexpired session with this cookie hash.
+    /// The unexpired session with this cookie hash (from this replica's
+    /// credential cache when it was read recently).
     pub async fn session(&self, token_hash: &str) -> Result<SessionRecord, StoreError> {
-        let row = sqlx::query(
-            "SELECT s.tenant_id, s.user_id, s.csrf_token, s.expires_at, u.role \
+        if let Some(session) = self.auth_cache.session(token_hash) {
+            if session.expires_at > now_ms() {
+                return Ok(session);
+            }
+            return Err(StoreError::NotFound);
+        }
+        let generation = self.auth_cache.generation();
+        const SQL: &str = "SELECT s.tenant_id, s.user_id, s.csrf_token, s.expires_at, u.role \
              FROM sessions s JOIN users u ON u.id = s.user_id AND u.tenant_id = s.tenant_id \
-             WHERE s.token_hash = $1 AND s.expires_at > $2",
-        )
-        .bind(token_hash)
-        .bind(now_ms())
-        .fetch_optional(&self.pool)
-        .await?;
-        row::found(row, |row| {
-            let r = Cols::of(row, "sessions");
-            Ok(SessionRecord {
-                tenant_id: r.parse("tenant_id")?,
-                user_id: r.parse("user_id")?,
-                role: r.parse("role")?,
-                csrf_token: r.get("csrf_token")?,
-                expires_at: r.get("expires_at")?,
-            })
-        })
+             WHERE s.token_hash = $1 AND s.expires_at > $2";
+        macro_rules! decode_session {
+            ($row:expr) => {{
+                let r = Cols::of($row, "sessions");
+                Ok(SessionRecord {
+                    tenant_id: r.parse("tenant_id")?,
+                    user_id: r.parse("user_id")?,
+                    role: r.parse("role")?,
+                    csrf_token: r.get("csrf_token")?,
+                    expires_at: r.get("expires_at")?,
+                })
+            }};
+        }
+        let session = match &self.hot {
+            // The native driver on PostgreSQL: no `Any` row conversion.
+            Some(hot) => {
+                let now = now_ms();
+                let row = hot
+                    .fetch_optional(|| sqlx::query(SQL).bind(token_hash).bind(now))
+                    .await?;
+                row::found(row, |row| decode_session!(row))?
+            }
+            None => {
+                let row = sqlx::query(SQL)
+                    .bind(token_hash)
+                    .bind(now_ms())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row::found(row, |row| decode_session!(row))?
+            }
+        };
+        self.auth_cache
+            .put_session(generation, token_hash, &session);
+        Ok(session)
     }
 
     /// Ends a session.
     pub async fn delete_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        let what = Invalidation::Session(token_hash.to_string());
+        let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
             .bind(token_hash)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        self.notify_auth_in(&mut tx, &what).await?;
+        tx.commit().await?;
+        self.forget_auth(&what);
         Ok(())
     }
 
-    /// A token by id, with its secret hash and owner's role. Revocation and
+    /// A token by id, with its secret hash and owner's role (from this
+    /// replica's credential cache when it was read recently). Revocation and
     /// expiry are checked by the caller (so it can say which).
     pub async fn token_record(&self, id: ApiTokenId) -> Result<TokenRecord, StoreError> {
-        let row = sqlx::query(concat!(
+        if let Some(record) = self.auth_cache.token(id) {
+            return Ok(record);
+        }
+        let generation = self.auth_cache.generation();
+        const SQL: &str = concat!(
             "SELECT ",
             token_columns!(),
             ", t.secret_hash, u.role \
              FROM api_tokens t JOIN users u ON u.id = t.user_id AND u.tenant_id = t.tenant_id \
              WHERE t.id = $1"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
-        row::found(row, |row| {
-            Ok(TokenRecord {
-                token: tokens::decode(row)?,
-                secret_hash: Cols::of(row, "api_tokens").get("secret_hash")?,
-                role: Cols::of(row, "users").parse("role")?,
-            })
-        })
+        );
+        let record = match &self.hot {
+            // The native driver on PostgreSQL: no `Any` row conversion.
+            Some(hot) => {
+                let row = hot
+                    .fetch_optional(|| sqlx::query(SQL).bind(id.to_string()))
+                    .await?;
+                row::found(row, |row| {
+                    Ok(TokenRecord {
+                        token: tokens::decode_pg(row)?,
+                        secret_hash: Cols::of(row, "api_tokens").get("secret_hash")?,
+                        role: Cols::of(row, "users").parse("role")?,
+                    })
+                })?
+            }
+            None => {
+                let row = sqlx::query(SQL)
+                    .bind(id.to_string())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row::found(row, |row| {
+                    Ok(TokenRecord {
+                        token: tokens::decode(row)?,
+                        secret_hash: Cols::of(row, "api_tokens").get("secret_hash")?,
+                        role: Cols::of(row, "users").parse("role")?,
+                    })
+                })?
+            }
+        };
+        self.auth_cache.put_token(generation, id, &record);
+        Ok(record)
     }
 
     /// Records a token use, at most once a minute per token (keeps the hot
@@ -184,6 +241,7 @@ impl Store {
             .bind(id.to_string())
             .execute(&self.pool)
             .await?;
+        self.auth_cache.touched(id, now);
         Ok(())
     }
 }

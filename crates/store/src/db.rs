@@ -1,11 +1,15 @@
 //! Connecting, migrating, and the clock every repository stamps rows with.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
+use tokio::sync::watch;
 
+use crate::auth_cache::{AUTH_CHANNEL, AuthCache, Invalidation, POSTGRES_MAX_AGE, SQLITE_MAX_AGE};
 use crate::error::StoreError;
+use crate::hot::HotPool;
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,9 +24,15 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: AnyPool,
-    /// A native pool on PostgreSQL, for what `Any` cannot do (`COPY`).
+    /// A native pool on PostgreSQL, for what `Any` cannot do (`COPY`,
+    /// `LISTEN`).
     pub(crate) pg: Option<sqlx::PgPool>,
+    /// Native PostgreSQL connections for the hot reads (site lists,
+    /// credential lookups): no `Any` row conversion, no ping on return.
+    pub(crate) hot: Option<Arc<HotPool>>,
     backend: Backend,
+    /// Credential lookups of this replica (see `auth_cache`).
+    pub(crate) auth_cache: Arc<AuthCache>,
 }
 
 impl std::fmt::Debug for Store {
@@ -57,6 +67,11 @@ impl Store {
             }
             _ => url.to_string(),
         };
+        // sqlx pings a connection on checkout (and on return): a round trip
+        // per query, kept here because without it a connection that died
+        // while idle (a database restart) fails the next query it is given.
+        // The hot reads, where those round trips cost, run on `hot` instead,
+        // which retries such a read once on a new connection.
         let mut options = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10));
@@ -85,7 +100,28 @@ impl Store {
             ),
             Backend::Sqlite => None,
         };
-        Ok(Self { pool, pg, backend })
+        // As many hot-read connections as the main pool allows, opened on
+        // demand (so at most `2 * max_connections + 8` in all).
+        let hot = match backend {
+            Backend::Postgres => Some(Arc::new(HotPool::new(
+                url.parse::<sqlx::postgres::PgConnectOptions>()?,
+                max_connections,
+            ))),
+            Backend::Sqlite => None,
+        };
+        // SQLite: one process, invalidated in process, live at once.
+        // PostgreSQL: live only while `spawn_auth_invalidation` listens.
+        let auth_cache = Arc::new(match backend {
+            Backend::Sqlite => AuthCache::new(true, SQLITE_MAX_AGE),
+            Backend::Postgres => AuthCache::new(false, POSTGRES_MAX_AGE),
+        });
+        Ok(Self {
+            pool,
+            pg,
+            hot,
+            backend,
+            auth_cache,
+        })
     }
 
     /// Applies pending migrations for this backend.
@@ -135,11 +171,104 @@ impl Store {
         Ok(Some(listener))
     }
 
+    /// Keeps this replica's credential cache in step with every other
+    /// replica's writes (PostgreSQL): listens on the `sr_auth` channel,
+    /// drops what each notification names, and serves cached credentials
+    /// only while listening. Until this runs, PostgreSQL lookups are not
+    /// cached. Returns at once on SQLite (in-process invalidation).
+    pub fn spawn_auth_invalidation(
+        &self,
+        mut stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            if store.backend == Backend::Sqlite {
+                return;
+            }
+            loop {
+                match store.listen(AUTH_CHANNEL).await {
+                    Ok(Some(listener)) => {
+                        store.auth_cache.set_live(true);
+                        let stopped = store.follow_auth_changes(listener, &mut stop).await;
+                        store.auth_cache.set_live(false);
+                        if stopped {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "listening for credential changes failed");
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    }
+
+    /// Whether this replica serves credentials from its cache: on SQLite
+    /// always, on PostgreSQL while its invalidation listener listens.
+    pub fn credential_cache_live(&self) -> bool {
+        self.auth_cache.is_live()
+    }
+
+    /// Applies notifications until `stop` (true) or a listener error (false).
+    async fn follow_auth_changes(
+        &self,
+        mut listener: sqlx::postgres::PgListener,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return true,
+                received = listener.try_recv() => match received {
+                    Ok(Some(notification)) => {
+                        self.auth_cache.invalidate(&Invalidation::parse(notification.payload()));
+                    }
+                    // The connection was lost and re-established (listening
+                    // again): what was sent in between is unknown.
+                    Ok(None) => self.auth_cache.invalidate(&Invalidation::All),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the credential change listener failed; reconnecting");
+                        return false;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Announces a credential change inside the transaction that makes it
+    /// (PostgreSQL delivers it on commit, to every replica); nothing on SQLite.
+    pub(crate) async fn notify_auth_in(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        what: &Invalidation,
+    ) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(AUTH_CHANNEL)
+                .bind(what.payload())
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Drops a credential from this replica's cache (after the write committed).
+    pub(crate) fn forget_auth(&self, what: &Invalidation) {
+        self.auth_cache.invalidate(what);
+    }
+
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
         if let Some(pg) = &self.pg {
             pg.close().await;
+        }
+        if let Some(hot) = &self.hot {
+            hot.close().await;
         }
     }
 }

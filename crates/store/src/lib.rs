@@ -16,10 +16,12 @@
 #![warn(missing_docs)]
 
 mod auth;
+mod auth_cache;
 mod db;
 mod enrollment;
 mod error;
 pub mod health;
+mod hot;
 pub mod jobs;
 mod leaf_sessions;
 mod packages;

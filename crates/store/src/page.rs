@@ -8,10 +8,12 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
-use sqlx::{Any, AssertSqlSafe, Row};
+use sqlx::{Any, AssertSqlSafe, Postgres, Row};
 
 use crate::error::StoreError;
+use crate::hot::HotPool;
 
 /// Where a page starts: just after the row with this `(created_at, id)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,6 +202,49 @@ impl ListQuery {
             };
         }
         query
+    }
+
+    /// The same statement for sqlx's native PostgreSQL driver.
+    fn pg_query(&self) -> Query<'_, Postgres, PgArguments> {
+        let mut query = sqlx::query(AssertSqlSafe(self.sql.clone()));
+        for arg in &self.args {
+            query = match arg {
+                Arg::Text(s) => query.bind(s.clone()),
+                Arg::Int(i) => query.bind(*i),
+            };
+        }
+        query
+    }
+
+    /// [`ListQuery::count`] on the native PostgreSQL pool.
+    pub(crate) async fn count_pg(&self, pool: &HotPool) -> Result<i64, StoreError> {
+        let row = pool.fetch_one(|| self.pg_query()).await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// [`ListQuery::fetch`] on the hot-read PostgreSQL connections: the rows
+    /// are decoded straight from PostgreSQL's wire format, without `Any`'s
+    /// copy of every value into an `AnyRow` (the hot list reads).
+    pub(crate) async fn fetch_pg<T>(
+        &self,
+        pool: &HotPool,
+        decode: impl Fn(&PgRow) -> Result<T, StoreError>,
+    ) -> Result<Page<T>, StoreError> {
+        let mut rows = pool.fetch_all(|| self.pg_query()).await?;
+        let more = rows.len() > self.limit as usize;
+        rows.truncate(self.limit as usize);
+        let next_cursor = match (more, rows.last()) {
+            (true, Some(last)) => Some(
+                Cursor {
+                    created_at: last.try_get("created_at")?,
+                    id: last.try_get("id")?,
+                }
+                .encode(),
+            ),
+            _ => None,
+        };
+        let items = rows.iter().map(decode).collect::<Result<_, _>>()?;
+        Ok(Page { items, next_cursor })
     }
 
     /// Fetches the single row matching `column = value` in the tenant, or

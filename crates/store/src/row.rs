@@ -16,20 +16,25 @@ use std::str::FromStr;
 
 use serde::de::DeserializeOwned;
 use sqlx::any::{AnyQueryResult, AnyRow};
-use sqlx::{Any, Decode, Row, Type};
+use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::error::StoreError;
 
-/// The columns of one row of `table`, read by name.
+/// The columns of one row of `table`, read by name. `R` is the row type:
+/// sqlx's `Any` row by default, or a native PostgreSQL row on the hot read
+/// paths that skip `Any`'s per-row conversion (the same decoders serve both).
 #[derive(Clone, Copy)]
-pub(crate) struct Cols<'r> {
-    row: &'r AnyRow,
+pub(crate) struct Cols<'r, R: Row = AnyRow> {
+    row: &'r R,
     table: &'static str,
 }
 
-impl<'r> Cols<'r> {
+impl<'r, R: Row> Cols<'r, R>
+where
+    for<'c> &'c str: ColumnIndex<R>,
+{
     /// Reads `row`, a row of `table` (the table names decoding errors).
-    pub(crate) fn of(row: &'r AnyRow, table: &'static str) -> Self {
+    pub(crate) fn of(row: &'r R, table: &'static str) -> Self {
         Self { row, table }
     }
 
@@ -37,7 +42,7 @@ impl<'r> Cols<'r> {
     /// `Option` for nullable columns.
     pub(crate) fn get<T>(&self, col: &str) -> Result<T, StoreError>
     where
-        T: Decode<'r, Any> + Type<Any>,
+        T: Decode<'r, R::Database> + Type<R::Database>,
     {
         Ok(self.row.try_get(col)?)
     }
@@ -46,7 +51,7 @@ impl<'r> Cols<'r> {
     /// material of a provisioned leaf).
     pub(crate) fn required<T>(&self, col: &str) -> Result<T, StoreError>
     where
-        Option<T>: Decode<'r, Any> + Type<Any>,
+        Option<T>: Decode<'r, R::Database> + Type<R::Database>,
     {
         self.get::<Option<T>>(col)?
             .ok_or_else(|| StoreError::corrupt(self.table, format!("{col} missing")))
@@ -57,7 +62,10 @@ impl<'r> Cols<'r> {
         &self,
         col: &str,
         parse: impl FnOnce(&str) -> Result<T, E>,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, StoreError>
+    where
+        String: Decode<'r, R::Database> + Type<R::Database>,
+    {
         let text: String = self.get(col)?;
         parse(&text).map_err(|e| self.corrupt(col, e))
     }
@@ -66,6 +74,7 @@ impl<'r> Cols<'r> {
     pub(crate) fn parse<T: FromStr>(&self, col: &str) -> Result<T, StoreError>
     where
         T::Err: Display,
+        String: Decode<'r, R::Database> + Type<R::Database>,
     {
         self.valid(col, str::parse)
     }
@@ -74,6 +83,7 @@ impl<'r> Cols<'r> {
     pub(crate) fn parse_opt<T: FromStr>(&self, col: &str) -> Result<Option<T>, StoreError>
     where
         T::Err: Display,
+        Option<String>: Decode<'r, R::Database> + Type<R::Database>,
     {
         self.get::<Option<String>>(col)?
             .map(|text| text.parse().map_err(|e| self.corrupt(col, e)))
@@ -81,7 +91,10 @@ impl<'r> Cols<'r> {
     }
 
     /// A text column holding a JSON document.
-    pub(crate) fn json<T: DeserializeOwned>(&self, col: &str) -> Result<T, StoreError> {
+    pub(crate) fn json<T: DeserializeOwned>(&self, col: &str) -> Result<T, StoreError>
+    where
+        String: Decode<'r, R::Database> + Type<R::Database>,
+    {
         self.valid(col, |text| serde_json::from_str(text))
     }
 
@@ -91,9 +104,9 @@ impl<'r> Cols<'r> {
 }
 
 /// The single row a lookup found, decoded, or [`StoreError::NotFound`].
-pub(crate) fn found<T>(
-    row: Option<AnyRow>,
-    decode: impl FnOnce(&AnyRow) -> Result<T, StoreError>,
+pub(crate) fn found<T, R>(
+    row: Option<R>,
+    decode: impl FnOnce(&R) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     row.as_ref().ok_or(StoreError::NotFound).and_then(decode)
 }

@@ -9,6 +9,7 @@ use serviceradar_domain::state::{LeafEvent, LeafStatus, SiteStatus};
 use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
 use serviceradar_domain::{EdgeSiteId, LeafServerId, TenantId};
 use sqlx::any::AnyRow;
+use sqlx::postgres::PgRow;
 
 use crate::db::now_ms;
 use crate::error::{StoreError, on_unique};
@@ -98,20 +99,46 @@ const LEAF_SELECT: &str = "SELECT l.id, l.tenant_id, l.edge_site_id, l.status, l
                            l.config_checksum, l.last_error, l.created_at, l.updated_at \
                            FROM nats_leaf_servers l";
 
-fn decode_site(row: &AnyRow) -> Result<EdgeSite, StoreError> {
-    let r = Cols::of(row, "edge_sites");
-    Ok(EdgeSite {
-        id: r.parse("id")?,
-        tenant_id: r.parse("tenant_id")?,
-        name: r.valid("name", DisplayName::parse)?,
-        slug: r.valid("slug", Slug::parse)?,
-        status: r.parse("status")?,
-        nats_leaf_url: r.valid("nats_leaf_url", NatsUrl::parse)?,
-        last_seen_at: r.get("last_seen_at")?,
-        created_at: r.get("created_at")?,
-        updated_at: r.get("updated_at")?,
-    })
+/// One decoder for both row types: `Any` rows and native PostgreSQL rows
+/// (the hot list reads).
+macro_rules! site_decoder {
+    ($name:ident, $row:ty) => {
+        fn $name(row: &$row) -> Result<EdgeSite, StoreError> {
+            let r = Cols::of(row, "edge_sites");
+            Ok(EdgeSite {
+                id: r.parse("id")?,
+                tenant_id: r.parse("tenant_id")?,
+                name: r.valid("name", DisplayName::parse)?,
+                slug: r.valid("slug", Slug::parse)?,
+                status: r.parse("status")?,
+                nats_leaf_url: r.valid("nats_leaf_url", NatsUrl::parse)?,
+                last_seen_at: r.get("last_seen_at")?,
+                created_at: r.get("created_at")?,
+                updated_at: r.get("updated_at")?,
+            })
+        }
+    };
 }
+site_decoder!(decode_site, AnyRow);
+site_decoder!(decode_site_pg, PgRow);
+
+/// A site with its leaf's status (the web UI's list), from either row type.
+macro_rules! site_with_leaf_decoder {
+    ($name:ident, $row:ty, $site:ident) => {
+        fn $name(row: &$row) -> Result<(EdgeSite, Option<LeafStatus>), StoreError> {
+            let leaf: Option<String> = Cols::of(row, "nats_leaf_servers").get("leaf_status")?;
+            let leaf = leaf
+                .map(|text| {
+                    text.parse::<LeafStatus>()
+                        .map_err(|e| StoreError::corrupt("nats_leaf_servers", e))
+                })
+                .transpose()?;
+            Ok(($site(row)?, leaf))
+        }
+    };
+}
+site_with_leaf_decoder!(decode_site_with_leaf, AnyRow, decode_site);
+site_with_leaf_decoder!(decode_site_with_leaf_pg, PgRow, decode_site_pg);
 
 fn decode_leaf(row: &AnyRow) -> Result<NatsLeafServer, StoreError> {
     let r = Cols::of(row, "nats_leaf_servers");
@@ -248,6 +275,20 @@ impl Scoped<'_> {
             .await
     }
 
+    /// Runs a page query on the hot-read PostgreSQL connections when there are
+    /// (no `Any` row conversion), else through `Any`.
+    async fn fetch_sites<T>(
+        &self,
+        q: &ListQuery,
+        any: impl Fn(&AnyRow) -> Result<T, StoreError>,
+        pg: impl Fn(&PgRow) -> Result<T, StoreError>,
+    ) -> Result<Page<T>, StoreError> {
+        match &self.store.hot {
+            Some(pool) => q.fetch_pg(pool, pg).await,
+            None => q.fetch(&self.store.pool, any).await,
+        }
+    }
+
     /// A page of sites.
     pub async fn list_sites(
         &self,
@@ -261,7 +302,8 @@ impl Scoped<'_> {
         if let Some(name) = &filter.name_contains {
             q.contains("s.name", name);
         }
-        q.page("s", page).fetch(&self.store.pool, decode_site).await
+        q.page("s", page);
+        self.fetch_sites(&q, decode_site, decode_site_pg).await
     }
 
     /// How many sites match `filter` (the whole list, not a page).
@@ -273,7 +315,10 @@ impl Scoped<'_> {
         if let Some(name) = &filter.name_contains {
             q.contains("s.name", name);
         }
-        q.count(&self.store.pool).await
+        match &self.store.hot {
+            Some(pool) => q.count_pg(pool).await,
+            None => q.count(&self.store.pool).await,
+        }
     }
 
     /// The site with this slug, if the tenant has one.
@@ -303,17 +348,8 @@ impl Scoped<'_> {
         if let Some(name) = &filter.name_contains {
             q.contains("s.name", name);
         }
-        q.page("s", page)
-            .fetch(&self.store.pool, |row| {
-                let leaf: Option<String> = Cols::of(row, "nats_leaf_servers").get("leaf_status")?;
-                let leaf = leaf
-                    .map(|text| {
-                        text.parse::<LeafStatus>()
-                            .map_err(|e| StoreError::corrupt("nats_leaf_servers", e))
-                    })
-                    .transpose()?;
-                Ok((decode_site(row)?, leaf))
-            })
+        q.page("s", page);
+        self.fetch_sites(&q, decode_site_with_leaf, decode_site_with_leaf_pg)
             .await
     }
 

@@ -6,6 +6,7 @@ use serviceradar_domain::{ApiTokenId, UserId};
 use sqlx::any::AnyRow;
 
 use crate::Scoped;
+use crate::auth_cache::Invalidation;
 use crate::db::now_ms;
 use crate::error::StoreError;
 use crate::page::{Arg, ListQuery, Page, PageRequest};
@@ -38,20 +39,28 @@ macro_rules! token_columns {
 }
 pub(crate) use token_columns;
 
-pub(crate) fn decode(row: &AnyRow) -> Result<ApiToken, StoreError> {
-    let r = Cols::of(row, "api_tokens");
-    Ok(ApiToken {
-        id: r.parse("id")?,
-        tenant_id: r.parse("tenant_id")?,
-        user_id: r.parse("user_id")?,
-        name: r.get("name")?,
-        scopes: r.valid("scopes", ScopeSet::parse_text)?,
-        created_at: r.get("created_at")?,
-        expires_at: r.get("expires_at")?,
-        revoked_at: r.get("revoked_at")?,
-        last_used_at: r.get("last_used_at")?,
-    })
+/// One decoder for both row types (`Any`, and native PostgreSQL rows for
+/// the credential lookup on the hot path).
+macro_rules! token_decoder {
+    ($name:ident, $row:ty) => {
+        pub(crate) fn $name(row: &$row) -> Result<ApiToken, StoreError> {
+            let r = Cols::of(row, "api_tokens");
+            Ok(ApiToken {
+                id: r.parse("id")?,
+                tenant_id: r.parse("tenant_id")?,
+                user_id: r.parse("user_id")?,
+                name: r.get("name")?,
+                scopes: r.valid("scopes", ScopeSet::parse_text)?,
+                created_at: r.get("created_at")?,
+                expires_at: r.get("expires_at")?,
+                revoked_at: r.get("revoked_at")?,
+                last_used_at: r.get("last_used_at")?,
+            })
+        }
+    };
 }
+token_decoder!(decode, AnyRow);
+token_decoder!(decode_pg, sqlx::postgres::PgRow);
 
 const SELECT: &str = concat!("SELECT ", token_columns!(), " FROM api_tokens t");
 
@@ -110,14 +119,19 @@ impl Scoped<'_> {
 
     /// Revokes a token (idempotent: revoking twice keeps the first time).
     pub async fn revoke_token(&self, id: ApiTokenId) -> Result<ApiToken, StoreError> {
+        let what = Invalidation::Token(id);
+        let mut tx = self.store.pool.begin().await?;
         sqlx::query(
             "UPDATE api_tokens SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL",
         )
         .bind(now_ms())
         .bind(self.tenant())
         .bind(id.to_string())
-        .execute(&self.store.pool)
+        .execute(&mut *tx)
         .await?;
+        self.store.notify_auth_in(&mut tx, &what).await?;
+        tx.commit().await?;
+        self.store.forget_auth(&what);
         self.token(id).await
     }
 }

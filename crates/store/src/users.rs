@@ -9,6 +9,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Transaction};
 
 use crate::Scoped;
+use crate::auth_cache::Invalidation;
 use crate::db::{Backend, now_ms};
 use crate::error::{StoreError, on_unique};
 use crate::page::{ListQuery, Page, PageRequest};
@@ -100,7 +101,10 @@ impl Scoped<'_> {
         if done.rows_affected() == 0 {
             return Err(last_owner());
         }
+        let what = Invalidation::User(id);
+        self.store.notify_auth_in(&mut tx, &what).await?;
         tx.commit().await?;
+        self.store.forget_auth(&what);
         Ok(user)
     }
 
@@ -126,7 +130,10 @@ impl Scoped<'_> {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
+        let what = Invalidation::User(id);
+        self.store.notify_auth_in(&mut tx, &what).await?;
         tx.commit().await?;
+        self.store.forget_auth(&what);
         Ok(())
     }
 
@@ -149,7 +156,10 @@ impl Scoped<'_> {
             self.user_in(&mut *tx, id).await?;
             return Err(last_owner());
         }
+        let what = Invalidation::User(id);
+        self.store.notify_auth_in(&mut tx, &what).await?;
         tx.commit().await?;
+        self.store.forget_auth(&what);
         Ok(())
     }
 

@@ -115,6 +115,15 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!("({} sites, {} in flight)", args.sites, args.concurrency);
+    for r in &results {
+        common::Figure::plain(
+            format!("enrollment redemptions ({})", r.name),
+            r.redeem_per_sec,
+            "redemptions/s",
+        )
+        .against("provision_leaf/s", r.provision_per_sec)
+        .emit();
+    }
     Ok(())
 }
 

@@ -54,6 +54,8 @@ use serviceradar_store::health::AgentCert;
 use serviceradar_testkit::PgCluster;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server};
 
+mod common;
+
 #[derive(Parser, Debug)]
 #[command(name = "bench-gateway", about)]
 struct Args {
@@ -398,7 +400,25 @@ async fn scale(agents: usize, interval_ms: u64, duration_secs: u64) -> anyhow::R
             r.load_rss_mib
         );
     }
-    if let [(_, echo, ..), (_, gw, ..)] = &rows[..] {
+    if let [(_, echo, ..), (_, gw, _, peak, _)] = &rows[..] {
+        common::Figure::plain(
+            format!("gateway, {agents} agents: p99 push"),
+            gw.p99_ms,
+            "ms",
+        )
+        .against("tonic echo p99", echo.p99_ms)
+        .target("< 50 ms", gw.p99_ms < 50.0)
+        .emit();
+        common::Figure::plain(
+            format!("gateway, {agents} agents: held"),
+            gw.held as f64,
+            "agents",
+        )
+        .target(format!("= {agents}"), gw.held == gw.agents)
+        .emit();
+        common::Figure::plain("gateway server RSS peak", *peak, "MiB")
+            .target("< 1024 MiB", *peak < 1024.0)
+            .emit();
         println!(
             "\ngateway/echo: pushes/s {:.0}%, p99 {:.1}x, storm {:.1}x",
             100.0 * gw.pushes_per_sec / echo.pushes_per_sec.max(1e-9),

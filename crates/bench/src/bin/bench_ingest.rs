@@ -187,6 +187,21 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
     println!("| `psql \\copy` of the same rows (database ceiling) | {db_rate:.0} rows/s |");
     println!("| ingestion pipeline, hub stream -> PostgreSQL | {pipeline_rate:.0} msgs/s |");
     let mut passed = ratio >= TARGET_RATIO;
+    common::Figure::plain("ingestion pipeline, one tenant", pipeline_rate, "msgs/s")
+        .against("lower of NATS and \\copy", ceiling)
+        .target(
+            format!(">= {:.0}% of the lower ceiling", TARGET_RATIO * 100.0),
+            ratio >= TARGET_RATIO,
+        )
+        .emit();
+    if let Some(secs) = catch_up {
+        common::Figure::plain("ingestion catch-up after an outage", secs, "s")
+            .target(
+                format!("< {TARGET_CATCH_UP_S:.0} s"),
+                secs < TARGET_CATCH_UP_S,
+            )
+            .emit();
+    }
     println!(
         "\ntarget: pipeline >= {:.0}% of the lower ceiling: {} ({:.0}%)",
         TARGET_RATIO * 100.0,

@@ -232,6 +232,9 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         p99s[0] / p99s[1],
         args.payload
     );
+    common::Figure::plain("message via the site leaf: p99", p99s[0], "µs")
+        .against("straight to the hub p99", p99s[1])
+        .emit();
     drop(leaf_server);
     drop(hub);
     Ok(())

@@ -195,6 +195,16 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
             let ratio = m.rate / json.rate.max(f64::MIN_POSITIVE);
             let pass = m.p99 < TARGET_P99_MS && ratio >= TARGET_RATIO;
             ok &= pass;
+            common::Figure::plain(format!("{name}: req/s"), m.rate, "req/s")
+                .against("JSON list req/s", json.rate)
+                .target(
+                    format!(">= {:.0}% of JSON", TARGET_RATIO * 100.0),
+                    ratio >= TARGET_RATIO,
+                )
+                .emit();
+            common::Figure::plain(format!("{name}: p99"), m.p99, "ms")
+                .target(format!("< {TARGET_P99_MS} ms"), m.p99 < TARGET_P99_MS)
+                .emit();
             format!(
                 "p99 < {TARGET_P99_MS} ms, rate {:.0}% of JSON (>= {:.0}%): {}",
                 ratio * 100.0,

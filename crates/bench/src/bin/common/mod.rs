@@ -204,6 +204,73 @@ pub fn parse<T>(r: Result<T, FieldError>) -> anyhow::Result<T> {
     r.map_err(|e| anyhow::anyhow!("{}", e.message))
 }
 
+/// One figure for the summary table of `serviceradar-bench all`: printed on
+/// stdout as one line, `@figure ` and a JSON object, which the runner
+/// collects from every benchmark it starts (see `src/main.rs`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Figure {
+    /// What was measured, e.g. `list API (token) 100k sites: rps`.
+    pub figure: String,
+    /// The measured value.
+    pub value: f64,
+    /// Its unit (`rps`, `ms`, `µs`, `sites/s`, `%`...).
+    pub unit: String,
+    /// What it is compared with, from the same run (e.g. `pgbench`), if any.
+    pub baseline_name: Option<String>,
+    /// The baseline's value.
+    pub baseline: Option<f64>,
+    /// The target, as text (e.g. `>= 50% of pgbench`).
+    pub target: String,
+    /// Whether the target was met; `None` where there is no target.
+    pub pass: Option<bool>,
+}
+
+impl Figure {
+    /// A figure without a baseline.
+    pub fn plain(figure: impl Into<String>, value: f64, unit: &str) -> Self {
+        Self {
+            figure: figure.into(),
+            value,
+            unit: unit.into(),
+            baseline_name: None,
+            baseline: None,
+            target: String::new(),
+            pass: None,
+        }
+    }
+
+    /// Compared with `baseline` (named `name`) from the same run.
+    pub fn against(mut self, name: &str, baseline: f64) -> Self {
+        self.baseline_name = Some(name.into());
+        self.baseline = Some(baseline);
+        self
+    }
+
+    /// With a target and whether it was met.
+    pub fn target(mut self, target: impl Into<String>, pass: bool) -> Self {
+        self.target = target.into();
+        self.pass = Some(pass);
+        self
+    }
+
+    /// `value / baseline`, when there is a baseline.
+    pub fn ratio(&self) -> Option<f64> {
+        self.baseline.filter(|b| *b != 0.0).map(|b| self.value / b)
+    }
+
+    /// Prints the `@figure` line.
+    pub fn emit(&self) {
+        use std::io::Write as _;
+        if let Ok(json) = serde_json::to_string(self) {
+            println!("{FIGURE_PREFIX}{json}");
+            let _ = std::io::stdout().flush();
+        }
+    }
+}
+
+/// The prefix of a [`Figure`] line.
+pub const FIGURE_PREFIX: &str = "@figure ";
+
 /// `PASS` or `MISS`.
 pub fn verdict(ok: bool) -> &'static str {
     if ok { "PASS" } else { "MISS" }
