@@ -109,14 +109,14 @@ fn plan(quick: bool) -> Vec<Run> {
                 ],
             ),
             run(
-                "enrollment",
-                "bench-enroll",
-                &["--sites", "30", "--backend", "postgres"],
-            ),
-            run(
                 "web UI 2k sites",
                 "bench-web",
                 &["--sites", "2000", "--seconds", "2"],
+            ),
+            run(
+                "enrollment",
+                "bench-enroll",
+                &["--sites", "40", "--backend", "postgres"],
             ),
             run("ingestion", "bench-ingest", &["--messages", "5000"]),
             run(
@@ -161,8 +161,8 @@ fn plan(quick: bool) -> Vec<Run> {
                 "bench-provision",
                 &["--backend", "postgres", "--existing", "1000000"],
             ),
-            run("enrollment", "bench-enroll", &["--sites", "300"]),
             run("web UI", "bench-web", &[]),
+            run("enrollment", "bench-enroll", &["--sites", "300"]),
             run("ingestion", "bench-ingest", &["--messages", "100000"]),
             run("leaf hop", "bench-leaf-hop", &[]),
             run("gateway scale", "bench-gateway", &["scale"]),

@@ -117,9 +117,9 @@ fn main() -> anyhow::Result<()> {
     println!("({} sites, {} in flight)", args.sites, args.concurrency);
     for r in &results {
         common::Figure::plain(
-            format!("{} enrollment redemptions", r.name),
+            format!("enrollment redemptions ({})", r.name),
             r.redeem_per_sec,
-            "/s",
+            "redemptions/s",
         )
         .against("provision_leaf/s", r.provision_per_sec)
         .emit();
