@@ -231,10 +231,15 @@ fn report_linked(identity: &Identity, json: bool, layout: &Layout) {
                 "client_listen": identity.client_listen})
         );
     } else {
+        let port = identity
+            .client_listen
+            .as_deref()
+            .and_then(|l| l.rsplit_once(':'))
+            .map_or("4222", |(_, p)| p);
         println!(
-            "Leaf connected to the hub at {}; collectors at this site connect to tls://{}.",
+            "Leaf connected to the hub at {}; collectors at this site connect to port {port} of \
+             this box over TLS (`serviceradar-cli collector add` sets one up).",
             identity.hub_url.as_deref().unwrap_or("?"),
-            identity.client_listen.as_deref().unwrap_or("?")
         );
         println!(
             "Next: serviceradar-cli agent setup{}",

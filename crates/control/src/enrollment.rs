@@ -32,6 +32,10 @@ use crate::error::finish;
 use crate::params::parse_id_filter;
 use crate::{Control, ControlError, PageParams};
 
+/// How long a redemption waits for its site's provisioning job before
+/// answering "try again".
+const PROVISIONING_WAIT: Duration = Duration::from_secs(10);
+
 /// Lifetime of certificates issued through enrollment, by default.
 pub const DEFAULT_CERT_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -534,10 +538,20 @@ impl Control {
         // The site must be provisioned (its agent id exists) before a use is counted.
         let site = scoped.site(site_id).await?;
         let leaf_row = scoped.leaf_for_site(site_id).await?;
-        let Some(agent) = scoped.agent_for_site(site_id).await? else {
-            return Err(ControlError::Unavailable(
-                "the site is still being provisioned; try again in a few seconds".into(),
-            ));
+        // A box enrolled right after its site was created finds the
+        // provisioning job running: wait for it a little before answering
+        // 503 (which the CLI retries).
+        let deadline = std::time::Instant::now() + PROVISIONING_WAIT;
+        let agent = loop {
+            if let Some(agent) = scoped.agent_for_site(site_id).await? {
+                break agent;
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(ControlError::Unavailable(
+                    "the site is still being provisioned; try again in a few seconds".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         };
         match scoped
             .redeem_enrollment_token(claims.jti, fingerprint, hostname, remote.as_deref())
