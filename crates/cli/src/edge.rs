@@ -81,14 +81,9 @@ pub async fn collector_add(args: &CollectorArgs, json: bool) -> Outcome {
             ),
         ));
     }
-    let root = if args.dir.state_dir.is_absolute() {
-        args.dir.state_dir.clone()
-    } else {
-        std::env::current_dir()
-            .or_fail(|| "reading the current directory".into())?
-            .join(&args.dir.state_dir)
-    };
-    let dir = root.join("collectors").join(&kind);
+    let dir = crate::files::absolute(&args.dir.state_dir)?
+        .join("collectors")
+        .join(&kind);
     let (key, csr) =
         new_key_and_request("collector").or_fail(|| "generating the collector key".into())?;
     let user = NKey::generate(KeyKind::User);

@@ -128,6 +128,18 @@ impl Identity {
     }
 }
 
+/// `path` made absolute against the current directory (rendered configs
+/// and units need absolute paths).
+pub fn absolute(path: &Path) -> Outcome<PathBuf> {
+    if path.is_absolute() {
+        Ok(path.to_path_buf())
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(path))
+            .or_fail(|| "reading the current directory".into())
+    }
+}
+
 /// Writes `bytes` to `path` atomically with `mode` (creating parents).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Outcome {
     let dir = path

@@ -17,7 +17,7 @@ use tokio::process::{Child, Command};
 use crate::StateDir;
 use crate::edge::{progress, state_dir_flag};
 use crate::exit::{Context, Failure, Outcome, UNREACHABLE, USAGE};
-use crate::files::{Identity, Layout, write_public};
+use crate::files::{Identity, Layout, absolute, write_public};
 
 /// Arguments of `nats setup`.
 #[derive(Debug, Args)]
@@ -210,16 +210,6 @@ pub async fn setup(args: &SetupArgs, json: bool) -> Outcome {
         }
         report_linked(&identity, json, &layout);
         Ok(())
-    }
-}
-
-fn absolute(path: &Path) -> Outcome<PathBuf> {
-    if path.is_absolute() {
-        Ok(path.to_path_buf())
-    } else {
-        std::env::current_dir()
-            .map(|cwd| cwd.join(path))
-            .or_fail(|| "reading the current directory".into())
     }
 }
 

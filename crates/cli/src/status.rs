@@ -54,14 +54,7 @@ fn running(needle: &Path) -> Option<u32> {
 
 /// Runs `status`.
 pub async fn show(dir: &StateDir, json_out: bool) -> Outcome {
-    let root = if dir.state_dir.is_absolute() {
-        dir.state_dir.clone()
-    } else {
-        std::env::current_dir()
-            .map(|d| d.join(&dir.state_dir))
-            .unwrap_or(dir.state_dir.clone())
-    };
-    let layout = Layout::new(&root);
+    let layout = Layout::new(&crate::files::absolute(&dir.state_dir)?);
     let identity = Identity::load(&layout)?;
     let now = now_ms();
     let mut certificates = Vec::new();

@@ -553,11 +553,12 @@ impl Control {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
-        match scoped
+        let resumed = match scoped
             .redeem_enrollment_token(claims.jti, fingerprint, hostname, remote.as_deref())
             .await?
         {
-            Redemption::Redeemed | Redemption::Resumed => {}
+            Redemption::Redeemed => false,
+            Redemption::Resumed => true,
             Redemption::Spent => {
                 let why = if record.max_uses == 1 {
                     TokenRefusal::HostConflict
@@ -567,12 +568,7 @@ impl Control {
                 tracing::warn!(code = why.code(), hostname, "enrollment refused");
                 return Err(refused(why));
             }
-        }
-        let resumed = scoped
-            .enrollment_events(claims.jti)
-            .await?
-            .last()
-            .is_some_and(|e| e.kind == "resumed");
+        };
         let tenant = self.store().tenant(tenant_id).await?;
         let ca = self
             .pki()
@@ -659,10 +655,9 @@ impl Control {
         };
         let leaf = match leaf {
             Some((Some(client), Some(server), Some(user))) => {
-                let hosts = [match site.nats_leaf_url.host() {
-                    serviceradar_domain::validate::Host::Ip(ip) => ip.to_string(),
-                    serviceradar_domain::validate::Host::Dns(name) => name.clone(),
-                }];
+                let hosts = [serviceradar_provisioning::host_name(
+                    site.nats_leaf_url.host(),
+                )];
                 let client = issue(RequestProfile::LeafClient, &client)?;
                 let server = issue(RequestProfile::LeafServer { hosts: &hosts }, &server)?;
                 expires = expires.min(client.not_after).min(server.not_after);

@@ -38,7 +38,7 @@ use rand::RngCore as _;
 use rcgen::string::Ia5String;
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    KeyUsagePurpose, SanType, SerialNumber,
 };
 use uuid::Uuid;
 use x509_parser::certificate::X509Certificate;
@@ -273,19 +273,9 @@ impl CertificateAuthority {
         self.not_after
     }
 
-    /// Signs `params` for `subject_key` with this CA.
+    /// Signs `params` for `subject_key`: a key pair generated here, or the
+    /// public key of a verified certificate signing request.
     pub(crate) fn sign(
-        &self,
-        params: &CertificateParams,
-        subject_key: &KeyPair,
-    ) -> Result<Certificate, rcgen::Error> {
-        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, self.key.key_pair())?;
-        params.signed_by(subject_key, &issuer)
-    }
-
-    /// Signs `params` for a public key the platform does not hold (from a
-    /// verified certificate signing request).
-    pub(crate) fn sign_public_key(
         &self,
         params: &CertificateParams,
         subject_key: &impl rcgen::PublicKeyData,

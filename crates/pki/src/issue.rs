@@ -322,7 +322,7 @@ pub fn issue_for_request(
         RequestProfile::Collector { package_id } => collector_spec(ca, tenant, package_id, opts)?,
     };
     let params = params_for(ca, spec, opts.validity)?;
-    let cert = ca.sign_public_key(&params, request.public_key())?;
+    let cert = ca.sign(&params, request.public_key())?;
     signed(ca, &cert)
 }
 

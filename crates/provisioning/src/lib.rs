@@ -214,7 +214,9 @@ pub fn config_drift(
     })
 }
 
-fn host_name(host: &Host) -> String {
+/// A host as a certificate names it: an IP literal without brackets, or a
+/// DNS name.
+pub fn host_name(host: &Host) -> String {
     match host {
         Host::Ip(ip) => ip.to_string(),
         Host::Dns(name) => name.clone(),
