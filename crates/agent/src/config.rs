@@ -54,6 +54,11 @@ pub struct Cli {
     /// state (the site does not become `active`).
     #[arg(long)]
     pub once: bool,
+    /// Renew the enrolled certificates now (new keys, CSRs to the gateway,
+    /// files replaced, leaf reloaded), print the new expiry and exit. The
+    /// running agent renews by itself at about 2/3 of their lifetime.
+    #[arg(long, conflicts_with = "once")]
+    pub renew_now: bool,
     /// Log filter (`info`, `debug`, `serviceradar_agent=debug`, ...).
     #[arg(long, env = "SERVICERADAR_AGENT_LOG", default_value = "info")]
     pub log: String,
@@ -77,6 +82,8 @@ struct FileConfig {
     leaf_ca: Option<PathBuf>,
     /// The buffer stream's definition (the bundle's `streams/edge-buffer.json`).
     edge_buffer: Option<PathBuf>,
+    /// Renewal of enrolled certificates (written by `serviceradar-cli agent setup`).
+    renewal: Option<FileRenewal>,
     #[serde(default)]
     checks: Vec<FileCheck>,
 }
@@ -89,6 +96,18 @@ struct FileCheck {
     target: String,
     interval_secs: Option<u32>,
     timeout_ms: Option<u32>,
+}
+
+/// `[renewal]`: present when the box was enrolled with a token.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRenewal {
+    host_fingerprint: String,
+    leaf_client_cert: Option<PathBuf>,
+    leaf_client_key: Option<PathBuf>,
+    leaf_server_cert: Option<PathBuf>,
+    leaf_server_key: Option<PathBuf>,
+    leaf_pid_file: Option<PathBuf>,
 }
 
 /// Where the gateway is and how to authenticate to it.
@@ -120,6 +139,8 @@ pub struct Settings {
     /// The site's buffer stream to create on the local leaf (when the
     /// config names the leaf, its CA and the stream definition).
     pub edge_buffer: Option<crate::buffer::BufferSetup>,
+    /// Certificate renewal, when the box was enrolled with a token.
+    pub renewal: Option<crate::renew::RenewalSetup>,
 }
 
 /// Default check interval (seconds).
@@ -219,7 +240,53 @@ impl Settings {
             }
             _ => None,
         };
+        let renewal = match (file.renewal, &gateway) {
+            (Some(r), Some(gw)) => {
+                let given = [
+                    &r.leaf_client_cert,
+                    &r.leaf_client_key,
+                    &r.leaf_server_cert,
+                    &r.leaf_server_key,
+                ]
+                .iter()
+                .filter(|f| f.is_some())
+                .count();
+                anyhow::ensure!(
+                    given == 0 || given == 4,
+                    "[renewal] needs all four leaf files (leaf_client_cert, leaf_client_key, \
+                     leaf_server_cert, leaf_server_key) or none"
+                );
+                let pair = |cert: Option<PathBuf>, key: Option<PathBuf>| match (cert, key) {
+                    (Some(cert), Some(key)) => Some(crate::renew::KeyPairFiles {
+                        cert: resolve(base, cert),
+                        key: resolve(base, key),
+                    }),
+                    _ => None,
+                };
+                let client = pair(r.leaf_client_cert, r.leaf_client_key);
+                let server = pair(r.leaf_server_cert, r.leaf_server_key);
+                let leaf = match (client, server) {
+                    (Some(client), Some(server)) => Some(crate::renew::LeafFiles {
+                        client,
+                        server,
+                        pid_file: r.leaf_pid_file.map(|p| resolve(base, p)),
+                    }),
+                    _ => None,
+                };
+                Some(crate::renew::RenewalSetup {
+                    host_fingerprint: r.host_fingerprint,
+                    agent: crate::renew::KeyPairFiles {
+                        cert: gw.cert.clone(),
+                        key: gw.key.clone(),
+                    },
+                    leaf,
+                })
+            }
+            (Some(_), None) => anyhow::bail!("[renewal] needs a gateway URL"),
+            (None, _) => None,
+        };
         Ok(Self {
+            renewal,
             edge_buffer,
             gateway,
             claim: IdentityClaim {
@@ -272,5 +339,49 @@ mod tests {
         assert_eq!(s.local_checks.len(), 1);
         std::fs::write(&path, "unknown = 1\n").expect("write");
         assert!(Settings::load(&cli).is_err(), "unknown keys are rejected");
+    }
+
+    #[test]
+    fn renewal_is_configured_by_its_table_with_all_leaf_files_or_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.toml");
+        let cli = Cli::parse_from([
+            "serviceradar-agent",
+            "--config",
+            path.to_str().expect("utf8"),
+        ]);
+        let base = "gateway_url = \"https://gw:50051\"\ncert = \"certs/agent.pem\"\n\
+                    key = \"certs/agent-key.pem\"\nca = \"certs/root-ca.pem\"\n";
+        std::fs::write(&path, base).expect("write");
+        assert!(
+            Settings::load(&cli).expect("loads").renewal.is_none(),
+            "a bundle's config"
+        );
+        std::fs::write(
+            &path,
+            format!(
+                "{base}[renewal]\nhost_fingerprint = \"ab\"\nleaf_client_cert = \"certs/c.pem\"\n\
+                 leaf_client_key = \"certs/c-key.pem\"\nleaf_server_cert = \"certs/s.pem\"\n\
+                 leaf_server_key = \"certs/s-key.pem\"\nleaf_pid_file = \"/run/leaf.pid\"\n"
+            ),
+        )
+        .expect("write");
+        let renewal = Settings::load(&cli)
+            .expect("loads")
+            .renewal
+            .expect("renewal");
+        assert_eq!(renewal.agent.cert, dir.path().join("certs/agent.pem"));
+        let leaf = renewal.leaf.expect("leaf files");
+        assert_eq!(leaf.client.key, dir.path().join("certs/c-key.pem"));
+        assert_eq!(leaf.pid_file, Some(PathBuf::from("/run/leaf.pid")));
+        std::fs::write(
+            &path,
+            format!("{base}[renewal]\nhost_fingerprint = \"ab\"\nleaf_client_cert = \"c.pem\"\n"),
+        )
+        .expect("write");
+        assert!(
+            Settings::load(&cli).is_err(),
+            "half of the leaf files is refused"
+        );
     }
 }

@@ -8,12 +8,14 @@
 //!   A gateway-initiated mode would be a second implementation.
 //! * [`runner`] — the loop: connect with backoff and jitter, `Hello`, run
 //!   checks on schedule, buffer results (bounded) while the gateway is
-//!   unreachable, push, poll config.
+//!   unreachable, push, poll config, renew enrolled certificates.
+//! * [`renew`] — certificate renewal of a box enrolled with a token.
 
 #![forbid(unsafe_code)]
 
 pub mod buffer;
 pub mod checks;
 pub mod config;
+pub mod renew;
 pub mod runner;
 pub mod transport;

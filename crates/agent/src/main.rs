@@ -48,6 +48,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         if cli.once {
             runner::run_once(&settings).await
+        } else if cli.renew_now {
+            runner::renew_now(&settings).await.map(|()| true)
         } else {
             tokio::select! {
                 r = runner::run(&settings) => r.map(|()| true),

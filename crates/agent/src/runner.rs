@@ -7,6 +7,9 @@
 //! goes back to connecting; checks keep running meanwhile and the buffer
 //! keeps the newest `buffer` results (older ones are dropped and counted).
 //!
+//! A box enrolled with a token also renews its certificates when due
+//! ([`crate::renew`]) and then reconnects with the new one.
+//!
 //! Two answers are final and end the loop with [`Retired`] instead of a
 //! retry: `NOT_FOUND` (the agent's site was deleted) and `PERMISSION_DENIED`
 //! (the agent was revoked, or its certificate names another site). Retrying
@@ -194,6 +197,27 @@ pub fn result_json(r: &CheckResult) -> String {
     v.to_string()
 }
 
+/// `--renew-now`: one renewal, its outcome printed.
+pub async fn renew_now(settings: &Settings) -> anyhow::Result<()> {
+    let setup = settings.renewal.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "this agent's config has no [renewal] section: only boxes enrolled with \
+             `serviceradar-cli site init` renew their certificates"
+        )
+    })?;
+    let target = settings
+        .gateway
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no gateway URL configured"))?;
+    let mut t = GrpcTransport::connect(target).await?;
+    let expires = crate::renew::renew(&mut t, setup, &settings.claim).await?;
+    println!(
+        "Certificates renewed; valid until {}.",
+        crate::renew::utc(expires)
+    );
+    Ok(())
+}
+
 /// Runs until the process is stopped.
 pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     let target = settings.gateway.clone().ok_or_else(|| {
@@ -231,6 +255,7 @@ where
     let mut next_connect = Instant::now();
     let mut next_push = Instant::now();
     let mut next_poll = Instant::now();
+    let mut next_renewal = settings.renewal.as_ref().and_then(renewal_due);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -279,6 +304,31 @@ where
         let Some(t) = transport.as_mut() else {
             continue;
         };
+        // Renew enrolled certificates when due, then reconnect with the new one.
+        if let Some(setup) = &settings.renewal
+            && next_renewal.is_some_and(|due| now >= due)
+        {
+            match crate::renew::renew(t, setup, &settings.claim).await {
+                Ok(expires) => {
+                    tracing::info!(valid_until = %crate::renew::utc(expires),
+                        "certificates renewed; reconnecting with the new one");
+                    next_renewal = renewal_due(setup);
+                    transport = None;
+                    next_connect = now;
+                    continue;
+                }
+                Err(e) => {
+                    if let crate::renew::RenewError::Refused(status) = &e
+                        && let Some(retired) = retired(status)
+                    {
+                        return Err(retired.into());
+                    }
+                    let retry = crate::renew::retry_after(&setup.agent.cert);
+                    tracing::error!(error = %e, retry_in = ?retry, "certificate renewal failed");
+                    next_renewal = Some(now + retry);
+                }
+            }
+        }
         let mut failed = None;
         // Push.
         if now >= next_push && !buffer.is_empty() {
@@ -332,6 +382,23 @@ where
                 retry_in = ?delay, "gateway call failed; reconnecting");
             transport = None;
             next_connect = now + delay;
+        }
+    }
+}
+
+/// When the enrolled certificates are due for renewal, as a loop instant.
+fn renewal_due(setup: &crate::renew::RenewalSetup) -> Option<Instant> {
+    match crate::renew::due(&setup.agent.cert) {
+        Ok(due) => {
+            let wait = due
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            tracing::info!(in_secs = wait.as_secs(), "certificate renewal scheduled");
+            Some(Instant::now() + wait)
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "cannot schedule certificate renewal");
+            None
         }
     }
 }

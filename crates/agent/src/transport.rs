@@ -9,7 +9,7 @@ use anyhow::Context;
 use serviceradar_proto::v1::agent_gateway_client::AgentGatewayClient;
 use serviceradar_proto::v1::{
     GetConfigRequest, GetConfigResponse, HelloRequest, HelloResponse, PushResultsResponse,
-    PushStatusRequest, PushStatusResponse, ResultsChunk,
+    PushStatusRequest, PushStatusResponse, RenewRequest, RenewResponse, ResultsChunk,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -37,6 +37,11 @@ pub trait Transport: Send {
         &mut self,
         chunks: Vec<ResultsChunk>,
     ) -> impl Future<Output = Result<PushResultsResponse, tonic::Status>> + Send;
+    /// Certificate renewal (CSRs in, certificates out).
+    fn renew(
+        &mut self,
+        req: RenewRequest,
+    ) -> impl Future<Output = Result<RenewResponse, tonic::Status>> + Send;
 }
 
 /// Dials out to the gateway over gRPC with the agent's client certificate.
@@ -115,6 +120,10 @@ impl Transport for GrpcTransport {
             .push_results(tokio_stream_iter(chunks))
             .await?
             .into_inner())
+    }
+
+    async fn renew(&mut self, req: RenewRequest) -> Result<RenewResponse, tonic::Status> {
+        Ok(self.client.renew_certificates(req).await?.into_inner())
     }
 }
 

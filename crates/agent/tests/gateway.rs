@@ -554,3 +554,49 @@ async fn agent_status_api_and_revocation() {
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     assert!(err.message().contains("revoked"), "{err:?}");
 }
+
+/// `RenewCertificates` is for boxes enrolled with a token: an agent
+/// installed from a site bundle is refused (its certificates come with the
+/// next bundle), the refusal is written on the agent row for the site page,
+/// and a request that is not a CSR is refused as bad input.
+#[tokio::test]
+async fn a_bundle_installed_agent_cannot_renew_and_the_site_says_why() {
+    use serviceradar_proto::v1::RenewRequest;
+    let core = core().await;
+    let tenant = core.tenant("default").await;
+    let agent = core.site(&tenant, "bundle-site").await;
+    let mut t = dial(&core, &agent).await;
+    let (_, csr) = serviceradar_pki::new_key_and_request("agent").expect("csr");
+    let refused = t
+        .renew(RenewRequest {
+            claim: None,
+            host_fingerprint: "ab".repeat(32),
+            agent_csr: csr.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a bundle agent does not renew through the gateway");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("site bundle"), "{refused:?}");
+    let scoped = core.store.scoped(TenantScope::for_system_task(tenant.id));
+    let stored = scoped.agent(agent.agent_id).await.expect("agent");
+    assert!(
+        stored
+            .renewal_refusal
+            .as_deref()
+            .is_some_and(|r| r.contains("site bundle")),
+        "{stored:?}"
+    );
+    assert!(stored.renewal_refused_at.is_some());
+    assert!(stored.renewed_at.is_none() && stored.edge_cert_expires_at.is_none());
+    let bad = t
+        .renew(RenewRequest {
+            agent_csr:
+                "-----BEGIN CERTIFICATE REQUEST-----\nnot one\n-----END CERTIFICATE REQUEST-----\n"
+                    .into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("not a CSR");
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+}

@@ -54,6 +54,15 @@ pub struct AgentResponse {
     pub cert_expires_at: i64,
     /// When the agent was revoked (Unix ms).
     pub revoked_at: Option<i64>,
+    /// For a box enrolled with a token: when the certificates it holds now
+    /// expire (Unix ms; its agent renews them at about 2/3 of their lifetime).
+    pub edge_cert_expires_at: Option<i64>,
+    /// Last successful renewal (Unix ms).
+    pub renewed_at: Option<i64>,
+    /// Last refused renewal (Unix ms); cleared by a successful one.
+    pub renewal_refused_at: Option<i64>,
+    /// Why that renewal was refused.
+    pub renewal_refusal: Option<String>,
 }
 
 impl From<serviceradar_store::health::AgentRecord> for AgentResponse {
@@ -68,6 +77,10 @@ impl From<serviceradar_store::health::AgentRecord> for AgentResponse {
             cert_serial: a.cert_serial,
             cert_expires_at: a.cert_expires_at,
             revoked_at: a.revoked_at,
+            edge_cert_expires_at: a.edge_cert_expires_at,
+            renewed_at: a.renewed_at,
+            renewal_refused_at: a.renewal_refused_at,
+            renewal_refusal: a.renewal_refusal,
         }
     }
 }

@@ -29,6 +29,33 @@ pub struct AgentConfigInput<'a> {
     pub site_id: &'a str,
     /// Agent id.
     pub agent_id: &'a str,
+    /// Certificate renewal (a box enrolled with a token); `None` for a
+    /// bundle, whose certificates come with the next bundle.
+    pub renewal: Option<AgentRenewal<'a>>,
+}
+
+/// The `[renewal]` table: who this host is and which leaf files to replace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRenewal<'a> {
+    /// SHA-256 (hex) of the host's machine id, as sent at enrollment.
+    pub host_fingerprint: &'a str,
+    /// The leaf's certificate files and pid file, when the box runs the leaf.
+    pub leaf: Option<LeafRenewalFiles<'a>>,
+}
+
+/// The leaf files renewal replaces, and the pid to signal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafRenewalFiles<'a> {
+    /// Client certificate (hub link).
+    pub client_cert: &'a str,
+    /// Its key.
+    pub client_key: &'a str,
+    /// Server certificate (local collectors).
+    pub server_cert: &'a str,
+    /// Its key.
+    pub server_key: &'a str,
+    /// nats-server's pid file.
+    pub pid_file: &'a str,
 }
 
 /// Renders `agent.toml`. Every value is a TOML basic string (JSON string
@@ -36,7 +63,7 @@ pub struct AgentConfigInput<'a> {
 pub fn agent_config_toml(input: &AgentConfigInput<'_>) -> String {
     let q = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
     let comment = |s: &str| s.replace(['\n', '\r'], " ");
-    format!(
+    let mut text = format!(
         "# serviceradar-agent configuration for edge site {site}\n\
          # (tenant {tenant}). Identity comes from the certificate; the ids\n\
          # below are claims the gateway checks against it.\n\
@@ -63,5 +90,70 @@ pub fn agent_config_toml(input: &AgentConfigInput<'_>) -> String {
         tenant_id = q(input.tenant_id),
         site_id = q(input.site_id),
         agent_id = q(input.agent_id),
-    )
+    );
+    if let Some(renewal) = &input.renewal {
+        text.push_str(&format!(
+            "\n# Certificate renewal: the agent renews this box's certificates at about\n\
+             # 2/3 of their lifetime (new keys made here, only CSRs sent).\n\
+             [renewal]\n\
+             host_fingerprint = {}\n",
+            q(renewal.host_fingerprint)
+        ));
+        if let Some(leaf) = &renewal.leaf {
+            text.push_str(&format!(
+                "leaf_client_cert = {}\nleaf_client_key = {}\nleaf_server_cert = {}\n\
+                 leaf_server_key = {}\nleaf_pid_file = {}\n",
+                q(leaf.client_cert),
+                q(leaf.client_key),
+                q(leaf.server_cert),
+                q(leaf.server_key),
+                q(leaf.pid_file),
+            ));
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input<'a>(renewal: Option<AgentRenewal<'a>>) -> AgentConfigInput<'a> {
+        AgentConfigInput {
+            site_slug: "lab",
+            tenant_slug: "acme",
+            gateway_url: "https://gw:50051",
+            cert: "/s/agent.pem",
+            key: "/s/agent-key.pem",
+            ca: "/s/root-ca.pem",
+            leaf_url: "tls://127.0.0.1:4222",
+            leaf_ca: "/s/ca-chain.pem",
+            edge_buffer: "/s/edge-buffer.json",
+            tenant_id: "t",
+            site_id: "s",
+            agent_id: "a",
+            renewal,
+        }
+    }
+
+    #[test]
+    fn a_bundle_has_no_renewal_table_and_an_enrolled_box_has_one_no_input_can_escape() {
+        assert!(!agent_config_toml(&input(None)).contains("[renewal]"));
+        let hostile = "x\"\nevil = \"1";
+        let text = agent_config_toml(&input(Some(AgentRenewal {
+            host_fingerprint: hostile,
+            leaf: Some(LeafRenewalFiles {
+                client_cert: "/s/leaf-client.pem",
+                client_key: "/s/leaf-client-key.pem",
+                server_cert: "/s/leaf-server.pem",
+                server_key: "/s/leaf-server-key.pem",
+                pid_file: "/s/nats-leaf.pid",
+            }),
+        })));
+        let parsed: toml::Table = text.parse().expect("valid TOML");
+        let renewal = parsed["renewal"].as_table().expect("[renewal]");
+        assert_eq!(renewal["host_fingerprint"].as_str(), Some(hostile));
+        assert_eq!(renewal["leaf_pid_file"].as_str(), Some("/s/nats-leaf.pid"));
+        assert!(!renewal.contains_key("evil") && !parsed.contains_key("evil"));
+    }
 }

@@ -31,7 +31,7 @@ pub mod shell;
 pub mod site;
 pub mod validate;
 
-pub use agent_config::{AgentConfigInput, agent_config_toml};
+pub use agent_config::{AgentConfigInput, AgentRenewal, LeafRenewalFiles, agent_config_toml};
 pub use collector::{CollectorBundle, CollectorType, EdgeSiteRef, NatsTarget, collector_bundle};
 pub use error::BundleError;
 pub use secret::SecretText;

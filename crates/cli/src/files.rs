@@ -44,6 +44,11 @@ impl Layout {
     pub fn leaf_conf(&self) -> PathBuf {
         self.nats_dir().join("nats-leaf.conf")
     }
+    /// `nats/nats-leaf.pid`: written by nats-server; the agent signals it to
+    /// reload renewed certificates.
+    pub fn leaf_pid(&self) -> PathBuf {
+        self.nats_dir().join("nats-leaf.pid")
+    }
     /// `nats/leaf.creds`.
     pub fn creds(&self) -> PathBuf {
         self.nats_dir().join("leaf.creds")

@@ -104,6 +104,7 @@ fn leaf_config(identity: &Identity, layout: &Layout) -> Outcome<String> {
     );
     input.jetstream_store_dir = text(&layout.jetstream_dir());
     input.credentials_file = text(&layout.creds());
+    input.pid_file = Some(text(&layout.leaf_pid()));
     render_leaf_config(&input).map_err(|e| {
         Failure::failed(format!(
             "rendering nats-leaf.conf: {e} (the state dir's path must be absolute and of \
@@ -185,7 +186,7 @@ pub async fn setup(args: &SetupArgs, json: bool) -> Outcome {
             Ok(()) => {}
             Err(why) => {
                 let _ = child.kill().await;
-                return Err(diagnosis_failure(&identity, &layout, &log, &why));
+                return Err(diagnosis_failure(&identity, &layout, &log, &why).await);
             }
         }
         report_linked(&identity, json, &layout);
@@ -206,7 +207,8 @@ pub async fn setup(args: &SetupArgs, json: bool) -> Outcome {
                 &layout,
                 Path::new("journalctl -u serviceradar-nats-leaf"),
                 &why,
-            ));
+            )
+            .await);
         }
         report_linked(&identity, json, &layout);
         Ok(())
@@ -326,8 +328,31 @@ async fn stop(child: &mut Child) -> Outcome {
     Ok(())
 }
 
-fn diagnosis_failure(identity: &Identity, layout: &Layout, log: &Path, why: &str) -> Failure {
-    let finding = diagnose(identity, layout, log);
+async fn diagnosis_failure(identity: &Identity, layout: &Layout, log: &Path, why: &str) -> Failure {
+    let mut finding = diagnose(identity, layout, log);
+    // DNS, TCP and TLS pass: the control plane may know why the hub
+    // refused the leaf (its authorization callout records the reason).
+    if matches!(finding.layer, "authorization" | "unknown") {
+        match crate::gateway::leaf_refusal(identity, layout).await {
+            Ok(Some((reason, at))) => {
+                finding = Finding {
+                    layer: "authorization",
+                    problem: format!(
+                        "the hub refused this leaf ({}): {reason}",
+                        crate::status::when(at)
+                    ),
+                    fix: authorization_fix(&reason).into(),
+                };
+            }
+            Ok(None) => {}
+            Err(why) => {
+                finding.problem = format!(
+                    "{} (the control plane's record of the refusal could not be read: {why})",
+                    finding.problem
+                );
+            }
+        }
+    }
     Failure::new(
         UNREACHABLE,
         format!(
@@ -338,6 +363,19 @@ fn diagnosis_failure(identity: &Identity, layout: &Layout, log: &Path, why: &str
             log.display()
         ),
     )
+}
+
+/// The fix for a refusal by the hub's leaf authorization, by its reason.
+fn authorization_fix(reason: &str) -> &'static str {
+    if reason.contains("tenant or site does not match") {
+        "the leaf's certificate belongs to another site: run `serviceradar-cli site init --force` with this site's token so certificate and credentials match"
+    } else if reason.contains("not issued by the tenant's CA") {
+        "the leaf's certificate is from another tenant or platform: enroll again with a token of this site"
+    } else if reason.contains("unknown or deleted") {
+        "the site was deleted: ask your operator for a new site and token"
+    } else {
+        "ask your operator for a new token, then `serviceradar-cli site init --force --token …`"
+    }
 }
 
 /// The first layer that failed, and the fix in one sentence.
@@ -578,6 +616,15 @@ pub async fn agent_setup(args: &AgentSetupArgs, json: bool) -> Outcome {
         .as_deref()
         .and_then(|l| l.rsplit_once(':'))
         .map_or("4222", |(_, p)| p);
+    let (leaf_client_cert, leaf_client_key) = (
+        text(&layout.cert("leaf-client.pem")),
+        text(&layout.cert("leaf-client-key.pem")),
+    );
+    let (leaf_server_cert, leaf_server_key) = (
+        text(&layout.cert("leaf-server.pem")),
+        text(&layout.cert("leaf-server-key.pem")),
+    );
+    let leaf_pid = text(&layout.leaf_pid());
     let toml = serviceradar_bundle::agent_config_toml(&serviceradar_bundle::AgentConfigInput {
         site_slug: &identity.site_slug,
         tenant_slug: &identity.tenant_slug,
@@ -591,6 +638,19 @@ pub async fn agent_setup(args: &AgentSetupArgs, json: bool) -> Outcome {
         tenant_id: &identity.tenant_id,
         site_id: &identity.site_id,
         agent_id,
+        renewal: Some(serviceradar_bundle::AgentRenewal {
+            host_fingerprint: &identity.host_fingerprint,
+            leaf: identity
+                .hub_url
+                .is_some()
+                .then(|| serviceradar_bundle::LeafRenewalFiles {
+                    client_cert: &leaf_client_cert,
+                    client_key: &leaf_client_key,
+                    server_cert: &leaf_server_cert,
+                    server_key: &leaf_server_key,
+                    pid_file: &leaf_pid,
+                }),
+        }),
     });
     write_public(&layout.agent_toml(), &toml)?;
     let agent = match &args.agent {

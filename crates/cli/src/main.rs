@@ -12,6 +12,7 @@ mod api;
 mod edge;
 mod exit;
 mod files;
+mod gateway;
 mod leaf;
 mod status;
 

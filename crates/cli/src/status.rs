@@ -27,15 +27,19 @@ pub fn when(ms: i64) -> String {
     )
 }
 
+/// When the certificate file was written and when it expires (Unix ms).
 fn cert_expiry(path: &Path) -> Option<(i64, i64)> {
-    let pem = std::fs::read(path).ok()?;
-    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).ok()?;
-    let cert = pem.parse_x509().ok()?;
-    let v = cert.validity();
-    Some((
-        v.not_before.timestamp() * 1000,
-        v.not_after.timestamp() * 1000,
-    ))
+    let pem = std::fs::read_to_string(path).ok()?;
+    let until = serviceradar_pki::chain_not_after(&pem)
+        .ok()?
+        .unix_timestamp()
+        * 1000;
+    let written = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(until, |d| i64::try_from(d.as_millis()).unwrap_or(until));
+    Some((written.min(until), until))
 }
 
 /// The pid of a running process whose command line mentions `needle`.
@@ -52,6 +56,24 @@ fn running(needle: &Path) -> Option<u32> {
         })
 }
 
+/// Whether the agent renews the certificates (its config has `[renewal]`)
+/// and when the next one is due.
+fn renewal(layout: &Layout, certificates: &[Value]) -> Value {
+    let automatic = std::fs::read_to_string(layout.agent_toml())
+        .is_ok_and(|t| t.lines().any(|l| l.trim() == "[renewal]"));
+    let next = certificates
+        .iter()
+        .filter_map(|c| c["renew_at"].as_i64())
+        .min();
+    if automatic {
+        json!({"automatic": true, "by": "serviceradar-agent", "next_at": next,
+               "note": "the agent renews at about 2/3 of the lifetime; `serviceradar-agent --config agent.toml --renew-now` renews at once"})
+    } else {
+        json!({"automatic": false, "next_at": next,
+               "note": "run `serviceradar-cli agent setup`: the agent renews the certificates"})
+    }
+}
+
 /// Runs `status`.
 pub async fn show(dir: &StateDir, json_out: bool) -> Outcome {
     let layout = Layout::new(&crate::files::absolute(&dir.state_dir)?);
@@ -59,9 +81,10 @@ pub async fn show(dir: &StateDir, json_out: bool) -> Outcome {
     let now = now_ms();
     let mut certificates = Vec::new();
     for name in ["leaf-client.pem", "leaf-server.pem", "agent.pem"] {
-        if let Some((from, until)) = cert_expiry(&layout.cert(name)) {
-            // Renew at two thirds of the lifetime.
-            let renew_at = from + (until - from) * 2 / 3;
+        if let Some((written, until)) = cert_expiry(&layout.cert(name)) {
+            // The agent renews at about two thirds of the lifetime, counted
+            // from when the certificate was written.
+            let renew_at = written + (until - written) * 2 / 3;
             certificates.push(json!({
                 "name": name, "not_after": until, "expired": until <= now,
                 "renew_due": now >= renew_at, "renew_at": renew_at,
@@ -99,10 +122,7 @@ pub async fn show(dir: &StateDir, json_out: bool) -> Outcome {
                  "hub_url": identity.hub_url, "client_listen": identity.client_listen},
         "agent": {"state": if agent_pid.is_some() { "running" } else { "not running" },
                   "pid": agent_pid, "gateway_url": identity.gateway_url},
-        "renewal": {
-            "automatic": false,
-            "note": "re-run `serviceradar-cli site init --force --token …` with a new token before the certificates expire",
-        },
+        "renewal": renewal(&layout, &certificates),
     });
     if json_out {
         println!(
@@ -143,6 +163,17 @@ pub async fn show(dir: &StateDir, json_out: bool) -> Outcome {
             .map(|h| format!("  (hub {h})"))
             .unwrap_or_default()
     );
+    if let Some(next) = status["renewal"]["next_at"].as_i64() {
+        println!(
+            "Renewal   {} around {}",
+            if status["renewal"]["automatic"] == json!(true) {
+                "automatic (serviceradar-agent),"
+            } else {
+                "NOT automatic (run `agent setup`); due"
+            },
+            when(next)
+        );
+    }
     println!(
         "Agent     {}{}",
         status["agent"]["state"].as_str().unwrap_or(""),

@@ -23,8 +23,8 @@ use serviceradar_pki::{
     CertificateRequest, IssueOptions, RequestProfile, SiteRef, TenantRef, issue_for_request,
 };
 use serviceradar_store::{
-    EnrollmentEvent, EnrollmentTokenRecord, NewEnrollmentToken, Page, Redemption, StoreError,
-    now_ms,
+    EnrollmentEvent, EnrollmentTokenRecord, NewEnrollmentToken, Page, Redemption, RenewalOutcome,
+    StoreError, now_ms,
 };
 use sha2::{Digest, Sha256};
 
@@ -229,20 +229,9 @@ fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.trim().as_bytes()))
 }
 
-/// Parses `10m`, `24h`, `7d` into a duration.
+/// Parses `10m`, `24h`, `7d` into a token lifetime within its bounds.
 fn parse_ttl(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = text.split_at(text.len().saturating_sub(1));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| "must be a number followed by m, h or d (e.g. 30m, 24h, 7d)".to_string())?;
-    let secs = match unit {
-        "m" => n.saturating_mul(60),
-        "h" => n.saturating_mul(3600),
-        "d" => n.saturating_mul(86_400),
-        _ => return Err("must be a number followed by m, h or d (e.g. 30m, 24h, 7d)".into()),
-    };
-    check_ttl(Duration::from_secs(secs))
+    check_ttl(serviceradar_domain::duration::parse(text)?)
 }
 
 fn is_nats_user_key(key: &str) -> bool {
@@ -605,6 +594,14 @@ impl Control {
             Some(request) => {
                 let cert = issue(RequestProfile::Agent { agent_id: agent.id }, request)?;
                 expires = expires.min(cert.not_after);
+                scoped
+                    .record_agent_renewal(
+                        agent.id,
+                        RenewalOutcome::Enrolled {
+                            expires_at: serviceradar_identity::to_ms(cert.not_after),
+                        },
+                    )
+                    .await?;
                 Some(EnrolledAgent {
                     agent_id: agent.id.to_string(),
                     cert_pem: with_ca(&cert.cert_pem),
@@ -655,9 +652,7 @@ impl Control {
         };
         let leaf = match leaf {
             Some((Some(client), Some(server), Some(user))) => {
-                let hosts = [serviceradar_provisioning::host_name(
-                    site.nats_leaf_url.host(),
-                )];
+                let hosts = [site.nats_leaf_url.host().to_bare()];
                 let client = issue(RequestProfile::LeafClient, &client)?;
                 let server = issue(RequestProfile::LeafServer { hosts: &hosts }, &server)?;
                 expires = expires.min(client.not_after).min(server.not_after);

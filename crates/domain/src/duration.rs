@@ -1,5 +1,5 @@
 //! Durations as people read them in alert texts and CLI output ("45 s",
-//! "3 min", "2 h 5 min", "3 d 4 h").
+//! "3 min", "2 h 5 min", "3 d 4 h"), and as they type them (`30m`, `7d`).
 //!
 //! It exists because a whole-minutes count said "disconnected for 0 min"
 //! about a link that had been down for 50 seconds.
@@ -20,9 +20,35 @@ pub fn human(ms: i64) -> String {
     }
 }
 
+/// Parses a lifetime as people type it: a whole number followed by `m`,
+/// `h` or `d` (`30m`, `24h`, `7d`). Bounds are the caller's.
+pub fn parse(text: &str) -> Result<std::time::Duration, String> {
+    const FORMAT: &str = "must be a number followed by m, h or d (e.g. 30m, 24h, 7d)";
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: u64 = number.parse().map_err(|_| FORMAT.to_string())?;
+    let secs = match unit {
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(FORMAT.into()),
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::human;
+    use super::{human, parse};
+
+    #[test]
+    fn lifetimes_parse_in_minutes_hours_and_days() {
+        assert_eq!(parse("2m").unwrap().as_secs(), 120);
+        assert_eq!(parse(" 24h ").unwrap().as_secs(), 86_400);
+        assert_eq!(parse("7d").unwrap().as_secs(), 604_800);
+        for bad in ["", "7", "d", "7w", "-1d", "1.5h"] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn a_duration_under_a_minute_is_never_zero_minutes() {

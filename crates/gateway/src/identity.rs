@@ -29,7 +29,8 @@ pub struct IdentityResolver {
 }
 
 impl IdentityResolver {
-    /// The identity of the peer whose chain (end-entity first) is `certs`.
+    /// The identity of the peer whose chain (end-entity first) is `certs`;
+    /// a revoked agent is refused.
     pub async fn resolve(
         &self,
         store: &Store,
@@ -47,46 +48,10 @@ impl IdentityResolver {
         {
             return Ok(id);
         }
-        let issuer = certs.get(1).ok_or_else(|| {
-            Status::unauthenticated("the client must present its tenant CA after its certificate")
-        })?;
-        let peer = PeerIdentity::from_der_with_issuer(leaf.as_ref(), issuer.as_ref(), trust_domain)
-            .map_err(|e| Status::unauthenticated(format!("client certificate rejected: {e}")))?;
-        if peer.kind != IdentityKind::Agent {
-            return Err(Status::permission_denied("not an agent certificate"));
+        let (id, revoked_at) = lookup(store, trust_domain, Some(certs)).await?;
+        if revoked_at.is_some() {
+            return Err(revoked());
         }
-        let tenant_id = TenantId(peer.tenant_id);
-        let scoped = store.scoped(TenantScope::for_system_task(tenant_id));
-        let agent = match scoped.agent(peer.id).await {
-            Ok(agent) => agent,
-            // A certificate of this tenant's CA naming an agent that does
-            // not exist: the agent's site was deleted (agents go with it).
-            Err(StoreError::NotFound) => return Err(crate::service::agent_gone(&peer.common_name)),
-            Err(e) => return Err(crate::service::internal_status("agent lookup", &e)),
-        };
-        if agent.revoked_at.is_some() {
-            return Err(Status::permission_denied("the agent was revoked"));
-        }
-        let site = match scoped.site(agent.edge_site_id).await {
-            Ok(site) => site,
-            Err(StoreError::NotFound) => return Err(crate::service::agent_gone(&peer.common_name)),
-            Err(e) => return Err(crate::service::internal_status("site lookup", &e)),
-        };
-        let tenant = store
-            .tenant(tenant_id)
-            .await
-            .map_err(|e| crate::service::internal_status("tenant lookup", &e))?;
-        if site.slug.as_str() != peer.scope || tenant.slug.as_str() != peer.tenant_slug {
-            return Err(Status::permission_denied(
-                "the certificate's common name does not match the agent's site",
-            ));
-        }
-        let id = AgentIdentity {
-            tenant_id,
-            site_id: agent.edge_site_id,
-            agent_id: agent.id,
-            common_name: peer.common_name,
-        };
         let mut cache = self.cache.lock().expect("cache lock");
         if cache.len() >= CACHE_MAX {
             cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
@@ -94,4 +59,62 @@ impl IdentityResolver {
         cache.insert(key, (id.clone(), Instant::now()));
         Ok(id)
     }
+}
+
+/// The answer to a revoked agent.
+pub fn revoked() -> Status {
+    Status::permission_denied("the agent was revoked")
+}
+
+/// The identity of the peer and when its agent was revoked, read from the
+/// store now (no cache): renewal must see a revocation at once.
+pub async fn lookup(
+    store: &Store,
+    trust_domain: &str,
+    certs: Option<&[tonic::transport::CertificateDer<'static>]>,
+) -> Result<(AgentIdentity, Option<i64>), Status> {
+    let certs = certs.ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+    let issuer = certs.get(1).ok_or_else(|| {
+        Status::unauthenticated("the client must present its tenant CA after its certificate")
+    })?;
+    let peer = PeerIdentity::from_der_with_issuer(leaf.as_ref(), issuer.as_ref(), trust_domain)
+        .map_err(|e| Status::unauthenticated(format!("client certificate rejected: {e}")))?;
+    if peer.kind != IdentityKind::Agent {
+        return Err(Status::permission_denied("not an agent certificate"));
+    }
+    let tenant_id = TenantId(peer.tenant_id);
+    let scoped = store.scoped(TenantScope::for_system_task(tenant_id));
+    let agent = match scoped.agent(peer.id).await {
+        Ok(agent) => agent,
+        // A certificate of this tenant's CA naming an agent that does
+        // not exist: the agent's site was deleted (agents go with it).
+        Err(StoreError::NotFound) => return Err(crate::service::agent_gone(&peer.common_name)),
+        Err(e) => return Err(crate::service::internal_status("agent lookup", &e)),
+    };
+    let site = match scoped.site(agent.edge_site_id).await {
+        Ok(site) => site,
+        Err(StoreError::NotFound) => return Err(crate::service::agent_gone(&peer.common_name)),
+        Err(e) => return Err(crate::service::internal_status("site lookup", &e)),
+    };
+    let tenant = store
+        .tenant(tenant_id)
+        .await
+        .map_err(|e| crate::service::internal_status("tenant lookup", &e))?;
+    if site.slug.as_str() != peer.scope || tenant.slug.as_str() != peer.tenant_slug {
+        return Err(Status::permission_denied(
+            "the certificate's common name does not match the agent's site",
+        ));
+    }
+    Ok((
+        AgentIdentity {
+            tenant_id,
+            site_id: agent.edge_site_id,
+            agent_id: agent.id,
+            common_name: peer.common_name,
+        },
+        agent.revoked_at,
+    ))
 }

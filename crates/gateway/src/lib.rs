@@ -14,7 +14,8 @@
 //!   audited (`gateway_audit` table, `serviceradar_gateway_denied_total`).
 //! * **Service** ([`service`]): `Hello`, `GetConfig`, `PushStatus`,
 //!   `PushResults`; agent contact and leaf checker results feed
-//!   `serviceradar_health`.
+//!   `serviceradar_health`; `RenewCertificates` ([`renewal`]) renews the
+//!   certificates of a box enrolled with a token.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use serviceradar_health::Health;
 use serviceradar_identity::Pki;
 
 pub mod identity;
+mod renewal;
 pub mod service;
 
 /// Why the gateway could not start or stopped serving.
@@ -69,6 +71,9 @@ pub struct GatewaySettings {
     /// The leaf monitoring listener of provisioned leaves (the agent's leaf
     /// check dials its port on loopback); `None` gives agents no leaf check.
     pub leaf_monitoring_listen: Option<String>,
+    /// Lifetime of certificates issued by `RenewCertificates` (the same as
+    /// enrollment's).
+    pub edge_cert_validity: Duration,
 }
 
 impl Default for GatewaySettings {
@@ -78,6 +83,7 @@ impl Default for GatewaySettings {
             agent_config_poll_secs: serviceradar_proto::DEFAULT_CONFIG_POLL_SECS,
             agent_push_interval_secs: 30,
             leaf_monitoring_listen: Some("127.0.0.1:8222".into()),
+            edge_cert_validity: Duration::from_secs(7 * 86_400),
         }
     }
 }

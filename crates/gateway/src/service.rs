@@ -12,7 +12,8 @@ use prost::Message;
 use serviceradar_proto::v1::agent_gateway_server::AgentGateway;
 use serviceradar_proto::v1::{
     AgentConfig, CheckSpec, GetConfigRequest, GetConfigResponse, HelloRequest, HelloResponse,
-    IdentityClaim, PushResultsResponse, PushStatusRequest, PushStatusResponse, ResultsChunk,
+    IdentityClaim, LeafRefusalRequest, LeafRefusalResponse, PushResultsResponse, PushStatusRequest,
+    PushStatusResponse, RenewRequest, RenewResponse, ResultsChunk,
 };
 use serviceradar_proto::{MAX_CHUNK_BYTES, MAX_UPLOAD_BYTES};
 use serviceradar_store::{Store, StoreError};
@@ -66,6 +67,18 @@ impl GatewayService {
         }
     }
 
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn pki(&self) -> &Pki {
+        &self.pki
+    }
+
+    pub(crate) fn settings(&self) -> &GatewaySettings {
+        &self.settings
+    }
+
     async fn caller<T>(&self, request: &Request<T>) -> Result<AgentIdentity, Status> {
         let certs = request.peer_certs();
         self.resolver
@@ -78,7 +91,7 @@ impl GatewayService {
     }
 
     /// Rejects (and audits) a claim that disagrees with the certificate.
-    async fn check_claim(
+    pub(crate) async fn check_claim(
         &self,
         rpc: &str,
         id: &AgentIdentity,
@@ -194,6 +207,43 @@ fn valid_upload_id(id: &str) -> bool {
 
 #[tonic::async_trait]
 impl AgentGateway for GatewayService {
+    async fn renew_certificates(
+        &self,
+        request: Request<RenewRequest>,
+    ) -> Result<Response<RenewResponse>, Status> {
+        self.renew(request).await
+    }
+
+    async fn leaf_refusal(
+        &self,
+        request: Request<LeafRefusalRequest>,
+    ) -> Result<Response<LeafRefusalResponse>, Status> {
+        let id = self.caller(&request).await?;
+        async {
+            let req = request.into_inner();
+            self.check_claim("LeafRefusal", &id, req.claim.as_ref())
+                .await?;
+            let refusal = self
+                .store
+                .scoped(serviceradar_domain::TenantScope::for_system_task(
+                    id.tenant_id,
+                ))
+                .leaf_refusal(id.site_id)
+                .await
+                .map_err(|e| internal_status("reading the leaf's refusal", &e))?;
+            Ok(Response::new(match refusal {
+                Some(r) => LeafRefusalResponse {
+                    refused: true,
+                    reason: r.reason,
+                    refused_at_ms: r.refused_at,
+                },
+                None => LeafRefusalResponse::default(),
+            }))
+        }
+        .instrument(span("LeafRefusal", &id))
+        .await
+    }
+
     async fn hello(
         &self,
         request: Request<HelloRequest>,

@@ -151,6 +151,7 @@ fn leaf_variations_pass_nats_server_t() {
     v.monitoring_listen = Some("0.0.0.0:18222".into());
     v.jetstream_domain = Some("custom_domain-1".into());
     v.hub_url = "tls://[::1]:7422".into();
+    v.pid_file = Some(format!("{}/leaf.pid", dir.display()));
     check(
         dir,
         "leaf-public-monitoring.conf",

@@ -28,6 +28,10 @@ pub enum CertificateError {
     /// The DER is not a valid X.509 certificate (or has trailing bytes).
     #[error("invalid X.509 certificate")]
     Der,
+    /// The certificate is not for the given private key (or the key does
+    /// not parse).
+    #[error("the certificate is not for this private key")]
+    KeyMismatch,
 }
 
 /// Decodes every `CERTIFICATE` block of a PEM bundle to DER, in order.
@@ -99,6 +103,28 @@ pub fn fingerprint_sha256(pem: &str) -> Result<String, CertificateError> {
     Ok(fingerprint_sha256_der(&der))
 }
 
+/// The end of validity of the first certificate of a chain (a certificate
+/// file followed by its issuer, as edge boxes keep them).
+pub fn chain_not_after(chain_pem: &str) -> Result<::time::OffsetDateTime, CertificateError> {
+    let ders = pem_chain_to_der(chain_pem)?;
+    let der = ders.first().ok_or(CertificateError::Empty)?;
+    Ok(parse_der(der)?.validity().not_after.to_datetime())
+}
+
+/// Checks that the first certificate of `chain_pem` is for the private key
+/// `key_pem` (PKCS#8 PEM): a renewed certificate must fit the key it was
+/// requested with before it replaces anything.
+pub fn check_key_matches(chain_pem: &str, key_pem: &str) -> Result<(), CertificateError> {
+    let ders = pem_chain_to_der(chain_pem)?;
+    let der = ders.first().ok_or(CertificateError::Empty)?;
+    let cert = parse_der(der)?;
+    let key = rcgen::KeyPair::from_pem(key_pem).map_err(|_| CertificateError::KeyMismatch)?;
+    if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        return Err(CertificateError::KeyMismatch);
+    }
+    Ok(())
+}
+
 /// SHA-256 over DER bytes, lowercase hex.
 pub fn fingerprint_sha256_der(der: &[u8]) -> String {
     hex::encode(Sha256::digest(der))
@@ -134,6 +160,26 @@ mod tests {
         assert_eq!(fp, fingerprint_sha256_der(&pem_to_der(&pem).expect("der")));
         let der = pem_to_der(&pem).expect("der");
         assert_eq!(der_to_pem(&der), pem.replace("\r\n", "\n"));
+    }
+
+    #[test]
+    fn a_certificate_is_checked_against_the_key_it_was_requested_with() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let other = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec!["example.com".to_owned()]).expect("params");
+        let cert = params.self_signed(&key).expect("sign").pem();
+        // A chain (certificate, then its issuer) is read by its first certificate.
+        let chain = format!("{cert}{}", self_signed_pem());
+        assert_eq!(check_key_matches(&chain, &key.serialize_pem()), Ok(()));
+        assert_eq!(
+            check_key_matches(&chain, &other.serialize_pem()),
+            Err(CertificateError::KeyMismatch)
+        );
+        assert_eq!(
+            check_key_matches(&chain, "not a key"),
+            Err(CertificateError::KeyMismatch)
+        );
+        assert_eq!(chain_not_after(&chain), cert_not_after(&cert));
     }
 
     #[test]

@@ -42,7 +42,9 @@ pub use identity::{
     IdentityError, IdentityKind, ParsedCommonName, PeerIdentity, SpiffeId, TenantSpiffeId,
     parse_common_name,
 };
-pub use inspect::{CertificateError, cert_not_after, fingerprint_sha256};
+pub use inspect::{
+    CertificateError, cert_not_after, chain_not_after, check_key_matches, fingerprint_sha256,
+};
 pub use issue::{
     DEFAULT_TRUST_DOMAIN, DEFAULT_VALIDITY, IssueError, IssueOptions, IssuedCertificate,
     RequestProfile, SignedCertificate, SiteRef, TenantRef, issue_agent, issue_collector,

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serviceradar_bundle::{AgentPki, InstallPaths, SecretText, SiteBundle, SitePki};
 use serviceradar_domain::resources::{EdgeSite, NatsLeafServer, Tenant};
-use serviceradar_domain::validate::Host;
 use serviceradar_domain::{EdgeSiteId, LeafServerId, TenantId, TenantScope};
 use serviceradar_natsconf::{
     BufferStreamInput, LeafConfigInput, buffer_stream_config, config_checksum, render_leaf_config,
@@ -214,15 +213,6 @@ pub fn config_drift(
     })
 }
 
-/// A host as a certificate names it: an IP literal without brackets, or a
-/// DNS name.
-pub fn host_name(host: &Host) -> String {
-    match host {
-        Host::Ip(ip) => ip.to_string(),
-        Host::Dns(name) => name.clone(),
-    }
-}
-
 /// Issues, mints, renders and stores everything a leaf needs.
 pub async fn provision_leaf(
     store: &Store,
@@ -254,7 +244,7 @@ pub async fn provision_leaf(
         &ca,
         tenant_ref,
         site_ref,
-        [host_name(site.nats_leaf_url.host())],
+        [site.nats_leaf_url.host().to_bare()],
         &opts,
     )
     .map_err(ProvisioningError::certificate(
@@ -460,6 +450,7 @@ pub fn agent_config_toml(
         tenant_id: &tenant.id.to_string(),
         site_id: &site.id.to_string(),
         agent_id: &agent_id.to_string(),
+        renewal: None,
     })
 }
 

@@ -234,6 +234,7 @@ impl Application {
                 let mut gateway = settings.gateway.clone();
                 gateway.leaf_monitoring_listen =
                     settings.provisioning.leaf_monitoring_listen.clone();
+                gateway.edge_cert_validity = settings.enrollment_cert_validity;
                 Some(
                     Gateway::bind(
                         addr,

@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 use serviceradar_domain::Secret;
@@ -183,10 +184,12 @@ pub struct ServeConfig {
     #[arg(long, env = "SERVICERADAR_PUBLIC_URL")]
     pub public_url: Option<String>,
 
-    /// Lifetime of certificates issued through enrollment tokens, in days.
-    #[arg(long, env = "SERVICERADAR_ENROLLMENT_CERT_DAYS", default_value_t = 7,
-        value_parser = clap::value_parser!(u64).range(1..=365))]
-    pub enrollment_cert_days: u64,
+    /// Lifetime of certificates issued to enrolled boxes (`serviceradar-cli
+    /// site init`) and of each renewal: `30m`, `12h`, `7d` (1 minute to 365
+    /// days). Their agent renews them at about 2/3 of it.
+    #[arg(long, env = "SERVICERADAR_ENROLLMENT_CERT_LIFETIME", default_value = "7d",
+        value_parser = parse_cert_lifetime)]
+    pub enrollment_cert_lifetime: Duration,
 
     /// Hub leafnode URL that provisioned leaves dial (`tls://host:7422`):
     /// what every site bundle is built with, so use a name or address the
@@ -612,14 +615,13 @@ impl ServeConfig {
 
     /// The server's settings: every service's settings from these flags.
     pub fn settings(&self) -> crate::app::Settings {
-        use std::time::Duration;
         let data_dir = &self.db.data_dir;
         let mut settings = crate::app::Settings::new(self.db.url());
         settings.database_max_connections = self.db.database_max_connections;
         settings.listen = self.listen;
         settings.metrics_listen = self.metrics_listen.0;
         settings.public_url = self.public_url.clone();
-        settings.enrollment_cert_validity = Duration::from_secs(self.enrollment_cert_days * 86_400);
+        settings.enrollment_cert_validity = self.enrollment_cert_lifetime;
         settings.webhooks = serviceradar_health::webhooks::WebhookSettings {
             allow_internal: self.webhook_allow_cidrs.clone(),
         };
@@ -670,9 +672,19 @@ impl ServeConfig {
             agent_config_poll_secs: self.gateway.agent_config_poll_secs,
             agent_push_interval_secs: self.gateway.agent_push_interval_secs,
             leaf_monitoring_listen: settings.provisioning.leaf_monitoring_listen.clone(),
+            edge_cert_validity: settings.enrollment_cert_validity,
         };
         settings
     }
+}
+
+/// `--enrollment-cert-lifetime`: a lifetime from 1 minute to 365 days.
+fn parse_cert_lifetime(text: &str) -> Result<Duration, String> {
+    let lifetime = serviceradar_domain::duration::parse(text)?;
+    if !(60..=365 * 86_400).contains(&lifetime.as_secs()) {
+        return Err("must be from 1m to 365d".into());
+    }
+    Ok(lifetime)
 }
 
 #[cfg(test)]

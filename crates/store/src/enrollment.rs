@@ -320,7 +320,7 @@ impl Scoped<'_> {
     }
 }
 
-async fn insert_event(
+pub(crate) async fn insert_event(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     tenant: &str,
     token: uuid::Uuid,

@@ -57,6 +57,15 @@ pub struct AgentRecord {
     pub revoked_at: Option<i64>,
     /// Created (Unix ms).
     pub created_at: i64,
+    /// Expiry of the newest certificate issued to the edge through
+    /// enrollment or renewal (Unix ms); `None` for a bundle-installed agent.
+    pub edge_cert_expires_at: Option<i64>,
+    /// Last successful renewal (Unix ms).
+    pub renewed_at: Option<i64>,
+    /// Last refused renewal (Unix ms), cleared by a successful one.
+    pub renewal_refused_at: Option<i64>,
+    /// Why that renewal was refused.
+    pub renewal_refusal: Option<String>,
 }
 
 /// A newly issued agent certificate (key sealed by the caller).
@@ -168,7 +177,8 @@ pub struct DueAlert {
 
 const AGENT_SELECT: &str = "SELECT a.id, a.tenant_id, a.edge_site_id, a.cert_pem, a.cert_serial, \
     a.cert_expires_at, a.agent_version, a.capabilities, a.hostname, a.last_seen_at, a.revoked_at, \
-    a.created_at FROM agents a";
+    a.created_at, a.edge_cert_expires_at, a.renewed_at, a.renewal_refused_at, a.renewal_refusal \
+    FROM agents a";
 const ALERT_SELECT: &str = "SELECT a.id, a.tenant_id, a.edge_site_id, a.kind, a.status, a.message, \
     a.acknowledged_by, a.acknowledged_at, a.resolved_at, a.created_at, a.updated_at FROM alerts a";
 const WEBHOOK_SELECT: &str = "SELECT w.id, w.tenant_id, w.url, w.created_at FROM webhooks w";
@@ -190,6 +200,10 @@ fn decode_agent(row: &AnyRow) -> Result<AgentRecord, StoreError> {
         last_seen_at: r.get("last_seen_at")?,
         revoked_at: r.get("revoked_at")?,
         created_at: r.get("created_at")?,
+        edge_cert_expires_at: r.get("edge_cert_expires_at")?,
+        renewed_at: r.get("renewed_at")?,
+        renewal_refused_at: r.get("renewal_refused_at")?,
+        renewal_refusal: r.get("renewal_refusal")?,
     })
 }
 

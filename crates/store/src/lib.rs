@@ -27,6 +27,7 @@ mod leaf_sessions;
 mod packages;
 pub mod page;
 mod pki;
+mod renewal;
 pub mod retention;
 mod row;
 mod sites;
@@ -43,6 +44,7 @@ pub use leaf_sessions::LeafRefusal;
 pub use packages::{NewPackage, PackageFilter, PackageWithSite, SiteSummary};
 pub use page::{Cursor, Page, PageRequest};
 pub use pki::{PlatformSecret, TenantCaRecord, TenantNatsAccount};
+pub use renewal::{EnrolledHost, RenewalOutcome};
 pub use retention::{RetentionPolicy, Swept};
 pub use sites::{ExpiringLeaf, LeafFilter, LeafProvisioning, NewSite, SiteFilter, SiteUpdate};
 /// A PostgreSQL LISTEN connection ([`Store::listen`]).

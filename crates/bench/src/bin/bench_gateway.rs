@@ -191,6 +191,18 @@ struct Echo;
 
 #[tonic::async_trait]
 impl AgentGateway for Echo {
+    async fn renew_certificates(
+        &self,
+        _: tonic::Request<serviceradar_proto::v1::RenewRequest>,
+    ) -> Result<tonic::Response<serviceradar_proto::v1::RenewResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not measured"))
+    }
+    async fn leaf_refusal(
+        &self,
+        _: tonic::Request<serviceradar_proto::v1::LeafRefusalRequest>,
+    ) -> Result<tonic::Response<serviceradar_proto::v1::LeafRefusalResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not measured"))
+    }
     async fn hello(
         &self,
         _: tonic::Request<HelloRequest>,

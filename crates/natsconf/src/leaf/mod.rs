@@ -92,6 +92,9 @@ pub struct LeafConfigInput {
     /// Client certificate chain of the leaf (tenant CA) for the hub link, and the
     /// CA the hub's server certificate must chain to (the platform root).
     pub remote_tls: TlsFiles,
+    /// Where nats-server writes its pid (`pid_file`), so the edge agent can
+    /// tell it to reload renewed certificates; `None` writes none.
+    pub pid_file: Option<String>,
 }
 
 impl LeafConfigInput {
@@ -121,6 +124,7 @@ impl LeafConfigInput {
                 &format!("{certs}/leaf-client-key.pem"),
                 &format!("{certs}/root-ca.pem"),
             ),
+            pid_file: None,
         }
     }
 
@@ -170,6 +174,9 @@ pub fn render_leaf_config(input: &LeafConfigInput) -> Result<String, ConfigError
     let hub_url = hub_url("hub url", &input.hub_url)?;
     validate_path("credentials file", &input.credentials_file)?;
     input.remote_tls.validate("remote tls path")?;
+    if let Some(pid_file) = &input.pid_file {
+        validate_path("pid file", pid_file)?;
+    }
     if input.max_file_store == 0 {
         return Err(ConfigError::invalid(
             "max file store",
@@ -195,6 +202,10 @@ pub fn render_leaf_config(input: &LeafConfigInput) -> Result<String, ConfigError
     ));
     w.blank();
     w.string("server_name", &server_name);
+    if let Some(pid_file) = &input.pid_file {
+        w.comment("The edge agent signals this pid to reload renewed certificates.");
+        w.string("pid_file", pid_file);
+    }
     w.blank();
     w.comment(
         "Local clients (collectors at this site). Only clients presenting a certificate\n\
@@ -303,7 +314,7 @@ mod tests {
     #[test]
     fn bad_inputs_are_rejected() {
         type Mutation = fn(&mut LeafConfigInput);
-        let cases: [(&str, Mutation); 9] = [
+        let cases: [(&str, Mutation); 10] = [
             ("tenant", |i| i.tenant_slug = "Acme".into()),
             ("site", |i| i.site_slug = "a\"b".into()),
             ("name", |i| i.server_name = Some("a b".into())),
@@ -313,6 +324,7 @@ mod tests {
             ("cert", |i| i.client_tls.cert_file = "/x\n}".into()),
             ("domain", |i| i.jetstream_domain = Some("a.b".into())),
             ("store", |i| i.max_file_store = 0),
+            ("pid", |i| i.pid_file = Some("/x/\"}".into())),
         ];
         for (what, mutate) in cases {
             let mut i = input();

@@ -175,6 +175,11 @@ pub struct AgentView {
     version: String,
     hostname: String,
     cert_expires: When,
+    /// Set for a box enrolled with a token: its own certificates' expiry.
+    edge_cert_expires: Option<When>,
+    renewed: Option<When>,
+    /// The last refused renewal: when and why.
+    renewal_refused: Option<(When, String)>,
     revoked: bool,
 }
 
@@ -452,6 +457,11 @@ async fn detail_page(
             version: a.agent_version.unwrap_or_else(|| "unknown".into()),
             hostname: a.hostname.unwrap_or_else(|| "unknown".into()),
             cert_expires: When::at(a.cert_expires_at, now),
+            edge_cert_expires: When::maybe(a.edge_cert_expires_at, now),
+            renewed: When::maybe(a.renewed_at, now),
+            renewal_refused: a
+                .renewal_refused_at
+                .map(|at| (When::at(at, now), a.renewal_refusal.unwrap_or_default())),
             revoked: a.revoked_at.is_some(),
         }),
         collectors: packages
