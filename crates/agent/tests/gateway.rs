@@ -122,6 +122,13 @@ async fn valid_agent_registers_pushes_and_polls_config() {
         let leaf = scoped.leaf_for_site(agent.site.id).await.expect("leaf");
         assert_eq!(leaf.status, expected);
     }
+    // The latest result of each check is kept for the site page.
+    let checks = scoped.agent_checks(agent.agent_id).await.expect("checks");
+    assert_eq!(checks.len(), 1, "{checks:?}");
+    assert_eq!(
+        (checks[0].name.as_str(), checks[0].status.as_str()),
+        ("nats-leaf", "ok")
+    );
 }
 
 #[tokio::test]

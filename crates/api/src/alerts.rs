@@ -63,6 +63,48 @@ pub struct AgentResponse {
     pub renewal_refused_at: Option<i64>,
     /// Why that renewal was refused.
     pub renewal_refusal: Option<String>,
+    /// The latest result of each check the agent runs, by name (not in the
+    /// answer to a revocation).
+    pub checks: Vec<AgentCheckResponse>,
+}
+
+/// The latest result of one of the agent's checks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentCheckResponse {
+    /// Check name.
+    pub name: String,
+    /// `nats_leaf`, `tcp`, `http`, `dns` or `icmp`.
+    pub kind: String,
+    /// What it checks.
+    pub target: String,
+    /// `ok`, `fail` or `unsupported`.
+    pub status: String,
+    /// What the check said.
+    pub message: String,
+    /// How long it took (µs).
+    pub response_time_us: i64,
+    /// When the agent observed it (Unix ms).
+    pub observed_at: i64,
+}
+
+impl From<serviceradar_control::alerts::SiteAgent> for AgentResponse {
+    fn from(s: serviceradar_control::alerts::SiteAgent) -> Self {
+        let mut response = Self::from(s.agent);
+        response.checks = s
+            .checks
+            .into_iter()
+            .map(|c| AgentCheckResponse {
+                name: c.name,
+                kind: c.kind,
+                target: c.target,
+                status: c.status,
+                message: c.message,
+                response_time_us: c.response_time_us,
+                observed_at: c.observed_at,
+            })
+            .collect();
+        response
+    }
 }
 
 impl From<serviceradar_store::health::AgentRecord> for AgentResponse {
@@ -81,6 +123,7 @@ impl From<serviceradar_store::health::AgentRecord> for AgentResponse {
             renewed_at: a.renewed_at,
             renewal_refused_at: a.renewal_refused_at,
             renewal_refusal: a.renewal_refusal,
+            checks: Vec::new(),
         }
     }
 }

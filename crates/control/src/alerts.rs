@@ -41,6 +41,15 @@ pub struct CreatedWebhook {
     pub secret: Secret,
 }
 
+/// A site's edge agent and the latest result of each of its checks.
+#[derive(Debug, Clone)]
+pub struct SiteAgent {
+    /// The agent.
+    pub agent: AgentRecord,
+    /// Its checks' latest results, by name.
+    pub checks: Vec<serviceradar_store::AgentCheck>,
+}
+
 impl Control {
     /// Whether the platform may call `url`'s host as written: a name of the
     /// local machine or an address outside the public ones (unless the
@@ -150,12 +159,14 @@ impl Control {
         &self,
         actor: &Actor,
         site: EdgeSiteId,
-    ) -> Result<AgentRecord, ControlError> {
+    ) -> Result<SiteAgent, ControlError> {
         let scoped = self.scoped(actor, Action::ReadSites)?;
-        scoped
+        let agent = scoped
             .agent_for_site(site)
             .await?
-            .ok_or(ControlError::NotFound)
+            .ok_or(ControlError::NotFound)?;
+        let checks = scoped.agent_checks(agent.id).await?;
+        Ok(SiteAgent { agent, checks })
     }
 
     /// Revokes the site's edge agent: the gateway refuses its certificate.

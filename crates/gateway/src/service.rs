@@ -337,6 +337,27 @@ impl AgentGateway for GatewayService {
                     .await
                     .map_err(|e| internal_status("recording the leaf link", &e))?;
             }
+            let clip = |s: &str, n: usize| s.chars().take(n).collect::<String>();
+            let checks: Vec<_> = req
+                .results
+                .iter()
+                .map(|r| serviceradar_store::AgentCheck {
+                    name: clip(&r.name, 128),
+                    kind: clip(&r.kind, 16),
+                    target: clip(&r.target, 256),
+                    status: clip(&r.status, 16),
+                    message: clip(&r.message, 512),
+                    response_time_us: i64::try_from(r.response_time_us).unwrap_or(i64::MAX),
+                    observed_at: r.observed_at_ms,
+                })
+                .collect();
+            self.store
+                .scoped(serviceradar_domain::TenantScope::for_system_task(
+                    id.tenant_id,
+                ))
+                .record_agent_checks(id.agent_id, &checks)
+                .await
+                .map_err(|e| internal_status("recording check results", &e))?;
             metrics::counter!("serviceradar_gateway_results_total")
                 .increment(req.results.len() as u64);
             if req.dropped > 0 {

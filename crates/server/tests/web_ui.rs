@@ -831,6 +831,56 @@ async fn wizard_creates_a_site_and_checks_slugs(db: Db) {
         "{}",
         state.body
     );
+    // The agent card: its latest check results and why a renewal was refused.
+    let scoped = app.store.scoped(TenantScope::for_system_task(tenant.id));
+    let agent = scoped
+        .store_agent_cert(
+            site_id.parse().expect("site"),
+            &serviceradar_store::health::AgentCert {
+                agent_id: uuid::Uuid::now_v7(),
+                cert_pem: "cert".into(),
+                key_sealed: vec![7; 8],
+                cert_serial: "01".into(),
+                cert_expires_at: serviceradar_store::now_ms() + 86_400_000,
+            },
+        )
+        .await
+        .expect("agent");
+    scoped
+        .record_agent_checks(
+            agent.id,
+            &[serviceradar_store::AgentCheck {
+                name: "dns:hub.example.com".into(),
+                kind: "dns".into(),
+                target: "hub.example.com".into(),
+                status: "fail".into(),
+                message: "no such host <b>".into(),
+                response_time_us: 900,
+                observed_at: serviceradar_store::now_ms(),
+            }],
+        )
+        .await
+        .expect("checks");
+    scoped
+        .record_agent_renewal(
+            agent.id,
+            serviceradar_store::RenewalOutcome::Refused("the agent was revoked at 2026-11-29"),
+        )
+        .await
+        .expect("refusal");
+    let detail = browser.get(&format!("/admin/edge-sites/{site_id}")).await;
+    assert!(
+        detail.body.contains("dns:hub.example.com"),
+        "{}",
+        detail.body
+    );
+    assert!(
+        detail.body.contains("no such host &#60;b&#62;"),
+        "escaped: {}",
+        detail.body
+    );
+    assert!(detail.body.contains("Renewal refused"));
+    assert!(detail.body.contains("the agent was revoked at 2026-11-29"));
     // Another tenant's refusals are not this tenant's business.
     let other = app.tenant("other").await;
     let theirs = id(&app.create_site(&other, "Paris", "paris").await);

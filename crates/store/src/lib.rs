@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod agent_checks;
 mod auth;
 mod auth_cache;
 mod db;
@@ -36,6 +37,7 @@ mod tenants;
 mod tokens;
 mod users;
 
+pub use agent_checks::{AgentCheck, MAX_CHECKS_PER_AGENT};
 pub use auth::{LoginRecord, SessionRecord, TokenRecord};
 pub use db::{Backend, Store, now_ms};
 pub use enrollment::{EnrollmentEvent, EnrollmentTokenRecord, NewEnrollmentToken, Redemption};

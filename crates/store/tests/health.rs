@@ -278,3 +278,112 @@ async fn health_sweeps_and_alerts_on_both_backends() {
         store.close().await;
     }
 }
+
+/// The agent card's check results: the newest result per check name wins
+/// (a buffered older result pushed later does not move it back), an agent
+/// keeps at most `MAX_CHECKS_PER_AGENT` names, and another tenant sees none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_latest_check_results_are_kept_per_name_on_both_backends() {
+    use serviceradar_store::{AgentCheck, MAX_CHECKS_PER_AGENT};
+    for (store, _dir) in stores().await {
+        let a = store
+            .create_tenant(
+                &Slug::parse("acme").expect("s"),
+                &DisplayName::parse("A").expect("n"),
+            )
+            .await
+            .expect("tenant");
+        let b = store
+            .create_tenant(
+                &Slug::parse("other").expect("s"),
+                &DisplayName::parse("B").expect("n"),
+            )
+            .await
+            .expect("tenant");
+        let sa = TenantScope::for_system_task(a.id);
+        let site_a = site(&store, sa, "nyc").await;
+        let agent = uuid::Uuid::now_v7();
+        let scoped = store.scoped(sa);
+        scoped
+            .store_agent_cert(
+                site_a,
+                &AgentCert {
+                    agent_id: agent,
+                    cert_pem: "cert".into(),
+                    key_sealed: vec![7; 8],
+                    cert_serial: "01".into(),
+                    cert_expires_at: now_ms() + 1_000,
+                },
+            )
+            .await
+            .expect("agent");
+        let check = |name: &str, status: &str, at: i64| AgentCheck {
+            name: name.into(),
+            kind: "tcp".into(),
+            target: "127.0.0.1:22".into(),
+            status: status.into(),
+            message: format!("{status} at {at}"),
+            response_time_us: 10,
+            observed_at: at,
+        };
+        scoped
+            .record_agent_checks(
+                agent,
+                &[
+                    check("ssh", "ok", 10),
+                    check("ssh", "fail", 20),
+                    check("dns", "ok", 5),
+                ],
+            )
+            .await
+            .expect("record");
+        // An older result pushed later (from the agent's buffer) loses.
+        scoped
+            .record_agent_checks(agent, &[check("ssh", "ok", 15)])
+            .await
+            .expect("record");
+        let checks = scoped.agent_checks(agent).await.expect("checks");
+        assert_eq!(
+            checks
+                .iter()
+                .map(|c| (c.name.as_str(), c.status.as_str(), c.observed_at))
+                .collect::<Vec<_>>(),
+            vec![("dns", "ok", 5), ("ssh", "fail", 20)]
+        );
+        // Bounded: more names than the cap keep the first ones only.
+        let many: Vec<_> = (0..MAX_CHECKS_PER_AGENT + 20)
+            .map(|i| check(&format!("c{i:03}"), "ok", 30))
+            .collect();
+        scoped
+            .record_agent_checks(agent, &many)
+            .await
+            .expect("many");
+        assert_eq!(
+            scoped.agent_checks(agent).await.expect("checks").len(),
+            MAX_CHECKS_PER_AGENT
+        );
+        // Still updated in place once full.
+        scoped
+            .record_agent_checks(agent, &[check("ssh", "ok", 40)])
+            .await
+            .expect("record");
+        assert!(
+            scoped
+                .agent_checks(agent)
+                .await
+                .expect("checks")
+                .iter()
+                .any(|c| c.name == "ssh" && c.observed_at == 40)
+        );
+        assert!(
+            store
+                .scoped(TenantScope::for_system_task(b.id))
+                .agent_checks(agent)
+                .await
+                .expect("checks")
+                .is_empty(),
+            "another tenant sees none"
+        );
+        store.close().await;
+    }
+}

@@ -142,9 +142,9 @@ impl Badge {
     /// The badge of a status word (site, leaf, alert or package status).
     pub fn of(word: &str) -> Self {
         let tone = match word {
-            "active" | "connected" | "resolved" | "installed" => "good",
+            "active" | "connected" | "resolved" | "installed" | "ok" => "good",
             "provisioned" | "acknowledged" | "downloaded" | "created" => "warn",
-            "offline" | "disconnected" | "revoked" | "expired" => "bad",
+            "offline" | "disconnected" | "revoked" | "expired" | "fail" => "bad",
             _ => "idle",
         };
         Self {

@@ -181,6 +181,17 @@ pub struct AgentView {
     /// The last refused renewal: when and why.
     renewal_refused: Option<(When, String)>,
     revoked: bool,
+    /// The latest result of each check.
+    checks: Vec<CheckRow>,
+}
+
+/// One check's latest result on the agent card.
+pub struct CheckRow {
+    name: String,
+    target: String,
+    badge: Badge,
+    message: String,
+    observed: When,
 }
 
 pub struct CollectorRow {
@@ -452,18 +463,30 @@ async fn detail_page(
             checksum: leaf.config_checksum.clone().unwrap_or_default(),
             last_error: leaf.last_error.clone().unwrap_or_default(),
         },
-        agent: agent.map(|a| AgentView {
-            last_seen: When::maybe(a.last_seen_at, now),
-            version: a.agent_version.unwrap_or_else(|| "unknown".into()),
-            hostname: a.hostname.unwrap_or_else(|| "unknown".into()),
-            cert_expires: When::at(a.cert_expires_at, now),
-            edge_cert_expires: When::maybe(a.edge_cert_expires_at, now),
-            renewed: When::maybe(a.renewed_at, now),
-            renewal_refused: a
-                .renewal_refused_at
-                .map(|at| (When::at(at, now), a.renewal_refusal.unwrap_or_default())),
-            revoked: a.revoked_at.is_some(),
-        }),
+        agent: agent.map(
+            |serviceradar_control::alerts::SiteAgent { agent: a, checks }| AgentView {
+                checks: checks
+                    .into_iter()
+                    .map(|c| CheckRow {
+                        badge: Badge::of(&c.status),
+                        observed: When::at(c.observed_at, now),
+                        name: c.name,
+                        target: c.target,
+                        message: c.message,
+                    })
+                    .collect(),
+                last_seen: When::maybe(a.last_seen_at, now),
+                version: a.agent_version.unwrap_or_else(|| "unknown".into()),
+                hostname: a.hostname.unwrap_or_else(|| "unknown".into()),
+                cert_expires: When::at(a.cert_expires_at, now),
+                edge_cert_expires: When::maybe(a.edge_cert_expires_at, now),
+                renewed: When::maybe(a.renewed_at, now),
+                renewal_refused: a
+                    .renewal_refused_at
+                    .map(|at| (When::at(at, now), a.renewal_refusal.unwrap_or_default())),
+                revoked: a.revoked_at.is_some(),
+            },
+        ),
         collectors: packages
             .items
             .iter()
