@@ -7,9 +7,12 @@
 use serviceradar_domain::EdgeSiteId;
 use sqlx::any::AnyRow;
 
+use serviceradar_domain::state::{PackageEvent, PackageStatus};
+
 use crate::Scoped;
 use crate::db::now_ms;
 use crate::error::StoreError;
+use crate::onboarding;
 use crate::page::{Arg, ListQuery, Page, PageRequest};
 use crate::row::{self, Cols};
 
@@ -55,6 +58,9 @@ pub struct NewEnrollmentToken {
     pub created_by: String,
     /// Expiry (Unix ms).
     pub expires_at: i64,
+    /// Whether the token carries a site's onboarding material (site and
+    /// agent scopes): an onboarding package is created with it.
+    pub onboarding_package: bool,
 }
 
 /// One event of a token's history.
@@ -143,6 +149,18 @@ impl Scoped<'_> {
             Some(&format!("scope {}, {} use(s)", new.scope, new.max_uses)),
         )
         .await?;
+        if new.onboarding_package {
+            onboarding::insert_package(
+                &mut tx,
+                &self.tenant(),
+                new.edge_site_id,
+                Some(new.id),
+                onboarding::SOURCE_TOKEN,
+                PackageStatus::Created,
+                Some(new.expires_at),
+            )
+            .await?;
+        }
         tx.commit().await?;
         self.enrollment_token(new.id).await
     }
@@ -190,6 +208,8 @@ impl Scoped<'_> {
         .await?;
         if done.rows_affected() == 1 {
             insert_event(&mut tx, &self.tenant(), id, "revoked", Some(by), None, None).await?;
+            onboarding::move_token_package(&mut tx, &self.tenant(), id, PackageEvent::Revoke)
+                .await?;
         }
         tx.commit().await?;
         self.enrollment_token(id).await
@@ -258,16 +278,24 @@ impl Scoped<'_> {
                 format!("host {hostname} ({host}) presented a token already redeemed elsewhere"),
             ),
         };
-        insert_event(
+        insert_event_fields(
             &mut tx,
             &self.tenant(),
             id,
-            kind,
-            None,
-            remote_addr,
-            Some(&detail),
+            EventFields {
+                kind,
+                remote_addr,
+                detail: Some(&detail),
+                hostname: Some(hostname),
+                ..EventFields::default()
+            },
         )
         .await?;
+        if outcome != Redemption::Spent {
+            // The site's material was fetched: its onboarding package is downloaded.
+            onboarding::move_token_package(&mut tx, &self.tenant(), id, PackageEvent::Download)
+                .await?;
+        }
         tx.commit().await?;
         Ok(outcome)
     }
@@ -320,6 +348,16 @@ impl Scoped<'_> {
     }
 }
 
+/// What one history event records.
+#[derive(Debug, Default)]
+pub(crate) struct EventFields<'a> {
+    pub(crate) kind: &'a str,
+    pub(crate) actor: Option<&'a str>,
+    pub(crate) remote_addr: Option<&'a str>,
+    pub(crate) detail: Option<&'a str>,
+    pub(crate) hostname: Option<&'a str>,
+}
+
 async fn insert_event(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     tenant: &str,
@@ -329,17 +367,40 @@ async fn insert_event(
     remote_addr: Option<&str>,
     detail: Option<&str>,
 ) -> Result<(), StoreError> {
+    insert_event_fields(
+        tx,
+        tenant,
+        token,
+        EventFields {
+            kind,
+            actor,
+            remote_addr,
+            detail,
+            hostname: None,
+        },
+    )
+    .await
+}
+
+/// Appends one event to a token's history (inside the caller's transaction).
+pub(crate) async fn insert_event_fields(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tenant: &str,
+    token: uuid::Uuid,
+    event: EventFields<'_>,
+) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO enrollment_events (id, tenant_id, token_id, kind, actor, remote_addr, detail, at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO enrollment_events (id, tenant_id, token_id, kind, actor, remote_addr, detail, \
+         hostname, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(uuid::Uuid::now_v7().to_string())
     .bind(tenant)
     .bind(token.to_string())
-    .bind(kind)
-    .bind(actor)
-    .bind(remote_addr)
-    .bind(detail)
+    .bind(event.kind)
+    .bind(event.actor)
+    .bind(event.remote_addr)
+    .bind(event.detail)
+    .bind(event.hostname)
     .bind(now_ms())
     .execute(&mut **tx)
     .await?;
