@@ -319,6 +319,7 @@ impl Control {
                 max_uses: uses,
                 created_by: actor.user_id.to_string(),
                 expires_at: claims.exp * 1000,
+                onboarding_package: !matches!(scope, EnrollmentScope::Collector(_)),
             })
             .await?;
         tracing::info!(site_id = %site, token_id = %claims.jti, scope = %claims.scope,
