@@ -144,7 +144,7 @@ impl Badge {
         let tone = match word {
             "active" | "connected" | "resolved" | "installed" => "good",
             "provisioned" | "acknowledged" | "downloaded" | "created" => "warn",
-            "offline" | "disconnected" | "revoked" | "expired" => "bad",
+            "offline" | "disconnected" | "revoked" | "expired" | "open" => "bad",
             _ => "idle",
         };
         Self {
