@@ -20,7 +20,8 @@ pub(super) fn router() -> OpenApiRouter<Control> {
 
 /// A site's onboarding packages: created with each site/agent enrollment
 /// token or site-bundle download, downloaded when the material is fetched,
-/// installed when the site's agent reports, expired or revoked with the token.
+/// installed when the site's agent reports; expired or revoked with the
+/// token if nobody fetched it (revoking does not cut off a box that joined).
 #[utoipa::path(get, path = "/edge-sites/{id}/onboarding-packages", tag = "enrollment",
     params(("id" = String, Path, description = "Site id"), OnboardingPackageQuery, PageParams),
     responses((status = 200, body = ListResponse<OnboardingPackageView>),

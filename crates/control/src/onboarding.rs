@@ -3,8 +3,10 @@
 //! Onboarding packages (the material a site/agent enrollment token or a
 //! site-bundle download hands out) have the package lifecycle: created with
 //! the token, downloaded when it is redeemed, installed when the site's agent
-//! first reports, expired when the token expires unredeemed, revoked with
-//! the token. Listing them first expires the tenant's lapsed ones.
+//! first reports, expired when the token expires unredeemed, revoked when
+//! the token is revoked unredeemed (revoking a token does not cut off a box
+//! that joined, so a fetched package keeps its state). Listing them first
+//! expires the tenant's lapsed ones.
 //!
 //! A conflict is a `conflict` event of an enrollment token: another host
 //! presenting a spent single-use token, or a renewal from another machine.

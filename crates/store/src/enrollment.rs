@@ -208,8 +208,16 @@ impl Scoped<'_> {
         .await?;
         if done.rows_affected() == 1 {
             insert_event(&mut tx, &self.tenant(), id, "revoked", Some(by), None, None).await?;
-            onboarding::move_token_package(&mut tx, &self.tenant(), id, PackageEvent::Revoke)
-                .await?;
+            // Only material nobody fetched is revoked with the token: a box
+            // that joined keeps working (revoke its agent for that).
+            onboarding::move_token_package(
+                &mut tx,
+                &self.tenant(),
+                id,
+                &[PackageStatus::Created],
+                PackageEvent::Revoke,
+            )
+            .await?;
         }
         tx.commit().await?;
         self.enrollment_token(id).await
@@ -293,8 +301,14 @@ impl Scoped<'_> {
         .await?;
         if outcome != Redemption::Spent {
             // The site's material was fetched: its onboarding package is downloaded.
-            onboarding::move_token_package(&mut tx, &self.tenant(), id, PackageEvent::Download)
-                .await?;
+            onboarding::move_token_package(
+                &mut tx,
+                &self.tenant(),
+                id,
+                PackageStatus::ALL,
+                PackageEvent::Download,
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(outcome)

@@ -3,7 +3,9 @@
 //! An onboarding package is a site's onboarding material with the package
 //! lifecycle of [`PackageStatus`]: one per site/agent enrollment token
 //! (source `token`: created with the token, `downloaded` when it is redeemed,
-//! `expired` when it expires unredeemed, `revoked` with it) and one per
+//! `expired` when it expires unredeemed, `revoked` when the token is revoked
+//! before anyone fetched the material: revoking a token does not cut off a
+//! box that already joined, so a fetched package keeps its state) and one per
 //! classic site-bundle download (source `bundle`, created `downloaded`).
 //! Either becomes `installed` when the site's agent first says `Hello`.
 //! Every status written is one [`PackageStatus::apply`] accepted, with a
@@ -169,14 +171,15 @@ pub(crate) async fn insert_package(
     Ok(id)
 }
 
-/// Moves the package of `token` (if it has one) by `event`, inside the
-/// caller's transaction. A move the state machine refuses changes nothing
-/// (a resumed redemption of an installed package stays installed; revoking
-/// the token of an expired package keeps it expired). Returns the new status.
+/// Moves the package of `token` (if it has one) by `event` when it is in
+/// one of `from`, inside the caller's transaction. A move the state machine
+/// refuses changes nothing (a resumed redemption of an installed package
+/// stays installed). Returns the new status.
 pub(crate) async fn move_token_package(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     tenant: &str,
     token: uuid::Uuid,
+    from: &[PackageStatus],
     event: PackageEvent,
 ) -> Result<Option<PackageStatus>, StoreError> {
     let row = sqlx::query(
@@ -188,6 +191,9 @@ pub(crate) async fn move_token_package(
     .await?;
     let Some(row) = row else { return Ok(None) };
     let current: PackageStatus = Cols::of(&row, "onboarding_packages").parse("status")?;
+    if !from.contains(&current) {
+        return Ok(None);
+    }
     let Ok(next) = current.apply(event) else {
         return Ok(None);
     };

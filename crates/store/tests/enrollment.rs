@@ -240,6 +240,18 @@ async fn onboarding_packages_follow_their_token_and_the_agents_hello() {
         scoped.create_enrollment_token(&c).await.unwrap();
         scoped.revoke_enrollment_token(c.id, "u").await.unwrap();
         assert_eq!(status_of(c.id).await, Some(PackageStatus::Revoked));
+        // Revoking a token whose material was fetched does not cut off the
+        // box that joined: its package keeps its state.
+        scoped.revoke_enrollment_token(a.id, "u").await.unwrap();
+        assert_eq!(status_of(a.id).await, Some(PackageStatus::Installed));
+        let e = token(site, "agent", now_ms() + 60_000);
+        scoped.create_enrollment_token(&e).await.unwrap();
+        scoped
+            .redeem_enrollment_token(e.id, "eeee", "edge-5", None)
+            .await
+            .unwrap();
+        scoped.revoke_enrollment_token(e.id, "u").await.unwrap();
+        assert_eq!(status_of(e.id).await, Some(PackageStatus::Downloaded));
 
         // Collector tokens have collector packages, not onboarding ones.
         let d = token(site, "collector:syslog", now_ms() + 60_000);
@@ -253,7 +265,8 @@ async fn onboarding_packages_follow_their_token_and_the_agents_hello() {
             (bundle.source.as_str(), bundle.status, bundle.token_id),
             ("bundle", PackageStatus::Downloaded, None)
         );
-        assert_eq!(scoped.install_onboarding_packages(site).await.unwrap(), 1);
+        // (with e's, downloaded above)
+        assert_eq!(scoped.install_onboarding_packages(site).await.unwrap(), 2);
         assert_eq!(
             scoped.onboarding_package(bundle.id).await.unwrap().status,
             PackageStatus::Installed

@@ -5,7 +5,8 @@
 -- token (source 'token', created with it, expiring with it) and one per
 -- classic site-bundle download (source 'bundle', created downloaded). It
 -- moves to downloaded when its token is redeemed, to installed when the
--- site's agent first says Hello, to revoked with its token.
+-- site's agent first says Hello, to revoked when its token is revoked
+-- before the material was fetched.
 CREATE TABLE onboarding_packages (
     id             TEXT PRIMARY KEY NOT NULL,
     tenant_id      TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
@@ -28,8 +29,8 @@ CREATE INDEX onboarding_packages_status ON onboarding_packages (tenant_id, edge_
 INSERT INTO onboarding_packages (id, tenant_id, edge_site_id, token_id, source, status,
     created_at, updated_at, expires_at, downloaded_at, installed_at)
 SELECT id, tenant_id, edge_site_id, id, 'token',
-       CASE WHEN revoked_at IS NOT NULL THEN 'revoked'
-            WHEN uses > 0 THEN 'downloaded'
+       CASE WHEN uses > 0 THEN 'downloaded'
+            WHEN revoked_at IS NOT NULL THEN 'revoked'
             ELSE 'created' END,
        created_at, created_at, expires_at, NULL, NULL
 FROM enrollment_tokens
