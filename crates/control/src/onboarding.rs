@@ -5,8 +5,8 @@
 //! the token, downloaded when it is redeemed, installed when the site's agent
 //! first reports, expired when the token expires unredeemed, revoked when
 //! the token is revoked unredeemed (revoking a token does not cut off a box
-//! that joined, so a fetched package keeps its state). Listing them first
-//! expires the tenant's lapsed ones.
+//! that joined, so a fetched package keeps its state). Listing a site's
+//! packages first expires its lapsed ones.
 //!
 //! A conflict is a `conflict` event of an enrollment token: another host
 //! presenting a spent single-use token, or a renewal from another machine.
@@ -184,7 +184,7 @@ pub struct ResolvedConflict {
 
 impl Control {
     /// A page of a site's onboarding packages (404 for another tenant's
-    /// site). Lapsed unredeemed ones are expired first.
+    /// site). The site's lapsed unredeemed ones are expired first.
     pub async fn list_onboarding_packages(
         &self,
         actor: &Actor,
@@ -196,7 +196,7 @@ impl Control {
             parse_filter("status", query.status.as_deref(), errors)
         })?;
         scoped.site(site).await?;
-        let expired = scoped.expire_onboarding_packages(now_ms()).await?;
+        let expired = scoped.expire_onboarding_packages(site, now_ms()).await?;
         if expired > 0 {
             tracing::info!(tenant_id = %actor.tenant_id, site_id = %site, expired,
                 "onboarding packages expired");

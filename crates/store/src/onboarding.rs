@@ -278,18 +278,24 @@ impl Scoped<'_> {
             .await
     }
 
-    /// Expires the tenant's packages still `created` whose token expired
+    /// Expires the site's packages still `created` whose token expired
     /// before `now`. Returns how many.
-    pub async fn expire_onboarding_packages(&self, now: i64) -> Result<u64, StoreError> {
+    pub async fn expire_onboarding_packages(
+        &self,
+        site: EdgeSiteId,
+        now: i64,
+    ) -> Result<u64, StoreError> {
         let from = PackageStatus::Created;
         let to = from.apply(PackageEvent::Expire)?;
         let done = sqlx::query(
             "UPDATE onboarding_packages SET status = $1, updated_at = $2 \
-             WHERE tenant_id = $3 AND status = $4 AND expires_at IS NOT NULL AND expires_at <= $2",
+             WHERE tenant_id = $3 AND edge_site_id = $4 AND status = $5 \
+             AND expires_at IS NOT NULL AND expires_at <= $2",
         )
         .bind(to.as_str())
         .bind(now)
         .bind(self.tenant())
+        .bind(site.to_string())
         .bind(from.as_str())
         .execute(&self.store.pool)
         .await?;

@@ -219,12 +219,15 @@ async fn onboarding_packages_follow_their_token_and_the_agents_hello() {
         let b = token(site, "agent", now_ms() + 60_000);
         scoped.create_enrollment_token(&b).await.unwrap();
         assert_eq!(
-            scoped.expire_onboarding_packages(now_ms()).await.unwrap(),
+            scoped
+                .expire_onboarding_packages(site, now_ms())
+                .await
+                .unwrap(),
             0
         );
         assert_eq!(
             scoped
-                .expire_onboarding_packages(now_ms() + 120_000)
+                .expire_onboarding_packages(site, now_ms() + 120_000)
                 .await
                 .unwrap(),
             1
