@@ -200,7 +200,8 @@ pub struct CreatedEnrollmentToken {
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrollmentEventView {
-    /// `created`, `redeemed`, `resumed`, `refused`, `conflict`, `revoked`.
+    /// `created`, `redeemed`, `resumed`, `refused`, `conflict`, `resolved`
+    /// (a conflict an operator resolved), `revoked`.
     pub kind: String,
     /// The user who acted (none for the edge).
     pub actor: Option<String>,

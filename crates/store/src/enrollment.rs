@@ -2,12 +2,13 @@
 //! SHA-256 of a token is stored. Redeeming is one transaction: the use is
 //! counted with a compare-and-set (`uses < max_uses`, not revoked, not
 //! expired) and the host recorded, so two hosts racing for a single-use token
-//! cannot both win.
+//! cannot both win. A site/agent token's onboarding package
+//! ([`crate::onboarding`]) is created, downloaded and revoked in the same
+//! transactions as the token's own changes.
 
 use serviceradar_domain::EdgeSiteId;
-use sqlx::any::AnyRow;
-
 use serviceradar_domain::state::{PackageEvent, PackageStatus};
+use sqlx::any::AnyRow;
 
 use crate::Scoped;
 use crate::db::now_ms;
@@ -66,7 +67,8 @@ pub struct NewEnrollmentToken {
 /// One event of a token's history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnrollmentEvent {
-    /// `created`, `redeemed`, `resumed`, `refused`, `conflict`, `revoked`.
+    /// `created`, `redeemed`, `resumed`, `refused`, `conflict`, `resolved`
+    /// (a conflict an operator resolved), `revoked`.
     pub kind: String,
     /// The user who acted; `None` for the edge.
     pub actor: Option<String>,
