@@ -3,7 +3,8 @@
 //! when `POST /enroll` redeems it, a second host on the spent single-use
 //! token is refused and shows up as an open conflict, which an operator
 //! (not a viewer) resolves once; revoked and expired tokens' packages; a
-//! site-bundle download is a package too; another tenant gets 404.
+//! site-bundle download is a package too, revoked with the site's agent;
+//! another tenant gets 404.
 
 mod support;
 
@@ -299,4 +300,21 @@ async fn packages_follow_tokens_and_bundles(db: Db) {
         )
         .await;
     assert_eq!(theirs.status, StatusCode::NOT_FOUND, "{}", theirs.text);
+
+    // Revoking the site's agent revokes what was fetched (the bundle's
+    // package); expired and revoked ones stay so.
+    let r = app
+        .post(
+            &owner,
+            &format!("/api/v1/edge-sites/{site}/agent/revoke"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let after = packages(&app, &owner, &site).await;
+    let statuses: Vec<&str> = after
+        .iter()
+        .map(|p| p["status"].as_str().expect("status"))
+        .collect();
+    assert_eq!(statuses, ["revoked", "expired", "revoked"], "{after:?}");
 }

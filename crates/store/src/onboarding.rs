@@ -7,7 +7,8 @@
 //! before anyone fetched the material: revoking a token does not cut off a
 //! box that already joined, so a fetched package keeps its state) and one per
 //! classic site-bundle download (source `bundle`, created `downloaded`).
-//! Either becomes `installed` when the site's agent first says `Hello`.
+//! Either becomes `installed` when the site's agent first says `Hello`, and
+//! fetched ones are `revoked` when the site's agent is revoked.
 //! Every status written is one [`PackageStatus::apply`] accepted, with a
 //! compare-and-set on the old status.
 //!
@@ -320,6 +321,33 @@ impl Scoped<'_> {
         .execute(&self.store.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    /// The site's agent was revoked: the material its boxes fetched
+    /// (`downloaded` and `installed` packages) no longer works, so those
+    /// packages are revoked. Returns how many.
+    pub async fn revoke_fetched_onboarding_packages(
+        &self,
+        site: EdgeSiteId,
+    ) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let mut moved = 0;
+        for from in [PackageStatus::Downloaded, PackageStatus::Installed] {
+            let to = from.apply(PackageEvent::Revoke)?;
+            let done = sqlx::query(
+                "UPDATE onboarding_packages SET status = $1, updated_at = $2 \
+                 WHERE tenant_id = $3 AND edge_site_id = $4 AND status = $5",
+            )
+            .bind(to.as_str())
+            .bind(now)
+            .bind(self.tenant())
+            .bind(site.to_string())
+            .bind(from.as_str())
+            .execute(&self.store.pool)
+            .await?;
+            moved += done.rows_affected();
+        }
+        Ok(moved)
     }
 
     /// One conflict of this tenant.

@@ -274,6 +274,22 @@ async fn onboarding_packages_follow_their_token_and_the_agents_hello() {
             scoped.onboarding_package(bundle.id).await.unwrap().status,
             PackageStatus::Installed
         );
+        // Revoking the site's agent revokes what its boxes fetched (e's
+        // and the bundle's packages are installed now, a's too); the
+        // expired and revoked ones stay as they are.
+        assert_eq!(
+            scoped
+                .revoke_fetched_onboarding_packages(site)
+                .await
+                .unwrap(),
+            3
+        );
+        assert_eq!(status_of(a.id).await, Some(PackageStatus::Revoked));
+        assert_eq!(status_of(b.id).await, Some(PackageStatus::Expired));
+        assert_eq!(
+            scoped.onboarding_package(bundle.id).await.unwrap().status,
+            PackageStatus::Revoked
+        );
         let only_revoked = scoped
             .list_onboarding_packages(
                 &OnboardingFilter {
@@ -285,7 +301,7 @@ async fn onboarding_packages_follow_their_token_and_the_agents_hello() {
             .await
             .unwrap()
             .items;
-        assert_eq!(only_revoked.len(), 1, "{:?}", store.backend());
+        assert_eq!(only_revoked.len(), 4, "{:?}", store.backend());
 
         // Another tenant sees none of it.
         let (other, _) = tenant_with_site(&store, "other").await;
