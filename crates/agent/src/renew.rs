@@ -116,6 +116,9 @@ pub async fn renew<T: Transport>(
     let request = RenewRequest {
         claim: Some(claim.clone()),
         host_fingerprint: setup.host_fingerprint.clone(),
+        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default(),
         agent_csr,
         leaf_client_csr: leaf_keys
             .as_ref()

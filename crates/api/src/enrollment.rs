@@ -46,7 +46,7 @@ pub struct CreatedEnrollmentToken {
 pub struct EnrollmentTokenDetail {
     /// The token's state.
     pub token: EnrollmentTokenView,
-    /// Created, redeemed, resumed, refused, conflict, revoked: oldest first.
+    /// Created, redeemed, resumed, refused, conflict, resolved, revoked: oldest first.
     pub events: Vec<EnrollmentEventView>,
 }
 

@@ -7,6 +7,7 @@
 pub mod alerts;
 pub mod bundles;
 pub mod enrollment;
+pub mod onboarding;
 pub mod packages;
 pub mod session;
 pub mod sites;
@@ -53,6 +54,7 @@ pub fn router() -> (Router<Control>, utoipa::openapi::OpenApi) {
         .merge(packages::router())
         .merge(bundles::router())
         .merge(enrollment::router())
+        .merge(onboarding::router())
         .merge(users::router())
         .merge(tokens::router())
         .merge(session::router())

@@ -427,6 +427,21 @@ async fn one_token_joins_a_site_with_keys_that_never_leave_the_box() {
         "active",
     )
     .await;
+    // The agent's Hello installed the token's onboarding package.
+    let onboarding = get(
+        &serve.base,
+        &api_token,
+        &format!("/edge-sites/{site_id}/onboarding-packages"),
+    )
+    .await;
+    let installed: Vec<_> = onboarding["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["source"] == "token")
+        .map(|p| p["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(installed, ["installed"], "{onboarding}");
 
     let status = ok_json(&["status", "--state-dir", &state_s, "--json"], &[]);
     assert_eq!(status["leaf"]["state"], "connected", "{status}");
@@ -808,6 +823,59 @@ async fn refused_tokens_each_get_their_own_error_and_change_nothing() {
         .map(|e| e["kind"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(kinds, ["created", "revoked", "refused"]);
+
+    // Conflicts to resolve (as docs/enrollment.md shows them): the second
+    // host on the single-use token and the third on the two-use one above,
+    // and a second box running `site init` with a spent token.
+    let agent_token = token_of(&create(&["--scope", "agent"]));
+    for (host, want) in [("box-a", 0), ("box-b", 3)] {
+        let state = dir.join(host).display().to_string();
+        let (code, _, stderr) = run(
+            &[
+                "site",
+                "init",
+                "--token",
+                &agent_token,
+                "--scope",
+                "agent",
+                "--state-dir",
+                &state,
+                "--host-id",
+                host,
+            ],
+            &[],
+        );
+        assert_eq!(code, want, "{host}: {stderr}");
+    }
+    let open = get(
+        &serve.base,
+        &api_token,
+        &format!("/enrollment-conflicts?site_id={site_id}&state=open"),
+    )
+    .await;
+    let conflicts = open["items"].as_array().unwrap();
+    assert_eq!(conflicts.len(), 3, "{open}");
+    assert!(conflicts.iter().all(|c| c["state"] == "open"));
+    let id = conflicts[2]["id"].as_str().unwrap();
+    let resolved: Value = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/enrollment-conflicts/{id}/resolve",
+            serve.base
+        ))
+        .bearer_auth(&api_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(resolved["conflict"]["state"], "resolved", "{resolved}");
+    assert!(
+        resolved["next_steps"]
+            .as_str()
+            .unwrap()
+            .contains("site init")
+    );
 
     // Another tenant's operator cannot make a token for this site.
     serve.admin(&[

@@ -177,7 +177,11 @@ impl Control {
     ) -> Result<AgentRecord, ControlError> {
         let scoped = self.scoped(actor, Action::DeleteSites)?;
         let agent = scoped.revoke_agent(site).await?;
-        tracing::warn!(site_id = %site, agent_id = %agent.id, "edge agent revoked");
+        // What its boxes fetched no longer works: their onboarding packages
+        // are revoked with it.
+        let packages = scoped.revoke_fetched_onboarding_packages(site).await?;
+        tracing::warn!(site_id = %site, agent_id = %agent.id, revoked_packages = packages,
+            "edge agent revoked");
         Ok(agent)
     }
 }

@@ -200,7 +200,8 @@ pub struct CreatedEnrollmentToken {
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrollmentEventView {
-    /// `created`, `redeemed`, `resumed`, `refused`, `conflict`, `revoked`.
+    /// `created`, `redeemed`, `resumed`, `refused`, `conflict`, `resolved`
+    /// (a conflict an operator resolved), `revoked`.
     pub kind: String,
     /// The user who acted (none for the edge).
     pub actor: Option<String>,
@@ -308,6 +309,7 @@ impl Control {
                 max_uses: uses,
                 created_by: actor.user_id.to_string(),
                 expires_at: claims.exp * 1000,
+                onboarding_package: !matches!(scope, EnrollmentScope::Collector(_)),
             })
             .await?;
         tracing::info!(site_id = %site, token_id = %claims.jti, scope = %claims.scope,

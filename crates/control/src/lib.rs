@@ -12,6 +12,9 @@
 //!   job, delete with NATS revocation), config regeneration and drift, the
 //!   site bundle.
 //! * [`packages`] — collector packages, their bundles and revocation.
+//! * [`enrollment`] — enrollment tokens and their redemption;
+//!   [`onboarding`] — a site's onboarding packages and the enrollment
+//!   conflicts to resolve.
 //! * [`users`], [`tokens`], [`sessions`] — people and their credentials.
 //! * [`alerts`] — alerts, webhooks and site agents.
 //! * [`telemetry`] — ingested events, metrics and logs.
@@ -20,6 +23,7 @@
 pub mod alerts;
 pub mod enrollment;
 pub mod error;
+pub mod onboarding;
 pub mod packages;
 pub mod params;
 pub mod sessions;

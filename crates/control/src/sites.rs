@@ -331,6 +331,12 @@ impl Control {
             pending @ SiteBundleError::Pending(_) => ControlError::Conflict(pending.to_string()),
             SiteBundleError::Internal(e) => ControlError::internal("site_bundle", format!("{e:#}")),
         })?;
+        // The download is the site's onboarding material: an onboarding
+        // package, installed when the site's agent says Hello.
+        self.store()
+            .scoped(actor.scope())
+            .record_bundle_onboarding_package(id)
+            .await?;
         tracing::info!(site_id = %id, checksum = %built.config_checksum, "site bundle downloaded");
         metrics::counter!("serviceradar_site_bundles_downloaded_total").increment(1);
         Ok(built)

@@ -92,8 +92,15 @@ impl GatewayService {
                     "renewal refused: host fingerprint {} is not the enrolled host's (a cloned machine?)",
                     fingerprint.get(..16).unwrap_or(&fingerprint)
                 );
+                let hostname = req.hostname.chars().take(253).collect::<String>();
                 if let Err(e) = scoped
-                    .record_enrollment_event(newest.token_id, "conflict", remote.as_deref(), &detail)
+                    .record_enrollment_event(
+                        newest.token_id,
+                        "conflict",
+                        remote.as_deref(),
+                        Some(hostname.as_str()).filter(|h| !h.is_empty()),
+                        &detail,
+                    )
                     .await
                 {
                     tracing::warn!(error = %e, "recording a renewal conflict failed");
@@ -118,7 +125,13 @@ impl GatewayService {
                 utc(renewed.expires_at_ms)
             );
             if let Err(e) = scoped
-                .record_enrollment_event(host.token_id, "renewed", remote.as_deref(), &detail)
+                .record_enrollment_event(
+                    host.token_id,
+                    "renewed",
+                    remote.as_deref(),
+                    host.hostname.as_deref(),
+                    &detail,
+                )
                 .await
             {
                 tracing::warn!(error = %e, "recording a renewal event failed");

@@ -272,6 +272,14 @@ impl AgentGateway for GatewayService {
                 )
                 .await
                 .map_err(|e| crate::service::internal_status("recording hello", &e))?;
+            // The site's agent reports: its downloaded onboarding packages are installed.
+            self.store
+                .scoped(serviceradar_domain::TenantScope::for_system_task(
+                    id.tenant_id,
+                ))
+                .install_onboarding_packages(id.site_id)
+                .await
+                .map_err(|e| crate::service::internal_status("installing onboarding", &e))?;
             self.seen(&id).await?;
             tracing::info!(version = %req.agent_version, "agent registered");
             Ok(Response::new(HelloResponse {

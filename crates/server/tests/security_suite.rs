@@ -103,6 +103,15 @@ fn needs() -> BTreeMap<(&'static str, &'static str), Need> {
         // The token is the credential: its refusals have their own tests
         // (crates/cli/tests/enroll.rs).
         (("POST", "/enroll"), Need::Public),
+        (
+            ("GET", "/edge-sites/{id}/onboarding-packages"),
+            A(ReadPackages),
+        ),
+        (("GET", "/enrollment-conflicts"), A(ReadSites)),
+        (
+            ("POST", "/enrollment-conflicts/{id}/resolve"),
+            A(WriteSites),
+        ),
     ])
 }
 
@@ -210,6 +219,29 @@ async fn fixtures(app: &TestApp, owner: &Caller, tenant: &str) -> Fixtures {
         enrollment.text
     );
     let t = app.store.tenant_by_slug(tenant).await.unwrap();
+    // A conflict: the token redeemed by one host, then presented by another
+    // (straight through the store: the suite's sites are not provisioned).
+    let enrollment_id: uuid::Uuid = enrollment.body["token"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let scoped = app.store.scoped(TenantScope::for_system_task(t.id));
+    for host in ["aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb"] {
+        scoped
+            .redeem_enrollment_token(enrollment_id, host, host, None)
+            .await
+            .unwrap();
+    }
+    let conflict = scoped
+        .list_enrollment_conflicts(
+            &serviceradar_store::ConflictFilter::default(),
+            &serviceradar_store::PageRequest::first(),
+        )
+        .await
+        .unwrap()
+        .items
+        .remove(0);
     let alert = app
         .store
         .scoped(TenantScope::for_system_task(t.id))
@@ -253,6 +285,7 @@ async fn fixtures(app: &TestApp, owner: &Caller, tenant: &str) -> Fixtures {
                 .to_owned(),
         ),
         ("alerts", alert.id.to_string()),
+        ("enrollment-conflicts", conflict.id.to_string()),
     ]);
     Fixtures { ids }
 }

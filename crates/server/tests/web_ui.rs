@@ -1,7 +1,8 @@
 //! The web UI from the server's side (no browser): security headers on
 //! every page, sign-in required, CSRF on every mutating route, another
 //! tenant's ids answered 404, a viewer shown no admin controls and refused,
-//! and the live stream of one tenant never carrying another's events.
+//! the live stream of one tenant never carrying another's events, and the
+//! site page's enrollment conflicts (listed, resolved once by an operator).
 //! Runs on SQLite and PostgreSQL.
 
 mod support;
@@ -22,8 +23,94 @@ both_backends!(
     viewer_sees_no_admin_controls_and_is_refused,
     live_stream_carries_only_the_viewers_tenant,
     wizard_creates_a_site_and_checks_slugs,
-    enrollment_tokens_are_shown_once_listed_and_revoked_on_the_site_page
+    enrollment_tokens_are_shown_once_listed_and_revoked_on_the_site_page,
+    conflicts_are_listed_and_resolved_on_the_site_page
 );
+
+/// An open enrollment conflict of `site`: a single-use token redeemed by
+/// one host, then presented by another (through the store: the tests'
+/// sites are not provisioned). `site` is tenant acme's. Returns the
+/// conflict's id.
+async fn conflict_for(app: &support::TestApp, who: &support::Caller, site: &str) -> String {
+    let token = app
+        .post(
+            who,
+            &format!("/api/v1/edge-sites/{site}/enrollment-tokens"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(token.status, StatusCode::CREATED, "{}", token.text);
+    let token: uuid::Uuid = token.body["token"]["id"]
+        .as_str()
+        .expect("token id")
+        .parse()
+        .expect("uuid");
+    let site: serviceradar_domain::EdgeSiteId = site.parse().expect("site id");
+    let tenant = app.store.tenant_by_slug("acme").await.expect("tenant");
+    let scoped = app.store.scoped(TenantScope::for_system_task(tenant.id));
+    for (host, name) in [
+        ("aaaaaaaaaaaaaaaa", "edge-1"),
+        ("bbbbbbbbbbbbbbbb", "clone-2"),
+    ] {
+        scoped
+            .redeem_enrollment_token(token, host, name, Some("192.0.2.7"))
+            .await
+            .expect("redeem");
+    }
+    scoped
+        .list_enrollment_conflicts(
+            &serviceradar_store::ConflictFilter {
+                edge_site_id: Some(site),
+                open: Some(true),
+            },
+            &serviceradar_store::PageRequest::first(),
+        )
+        .await
+        .expect("conflicts")
+        .items
+        .pop()
+        .expect("a conflict")
+        .id
+        .to_string()
+}
+
+/// Issue 14 in the UI: a second host on a spent token shows on the site
+/// page as a conflict to resolve, with the token's onboarding package; an
+/// operator resolves it once and is told what to do next.
+async fn conflicts_are_listed_and_resolved_on_the_site_page(db: Db) {
+    let web = spawn(db, |_| {}).await;
+    let app = &web.app;
+    let acme = app.tenant("acme").await;
+    let site = id(&app.create_site(&acme, "NYC Office", "nyc-office").await);
+    let mut browser = Browser::new(&app.base);
+    browser
+        .sign_in("acme", &owner_email("acme"), support::OWNER_PASSWORD)
+        .await;
+    let page = format!("/admin/edge-sites/{site}");
+    let before = browser.get(&page).await;
+    assert!(before.body.contains("Conflicts to resolve"));
+    assert!(before.body.contains("No conflict."));
+    assert!(before.body.contains("No onboarding package yet."));
+    let conflict = conflict_for(app, &acme, &site).await;
+    let listed = browser.get(&page).await;
+    assert!(listed.body.contains("clone-2"), "{}", listed.body);
+    assert!(listed.body.contains("192.0.2.7"));
+    assert!(listed.body.contains(">open<"));
+    assert!(listed.body.contains(">downloaded<"), "the token's package");
+    let resolve = format!("/admin/enrollment-conflicts/{conflict}/resolve");
+    assert!(listed.body.contains(&resolve), "a resolve form");
+    let done = browser.submit(&resolve, &[]).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert!(done.body.contains("Conflict resolved."));
+    assert!(done.body.contains("create a new enrollment token"));
+    assert!(done.body.contains(">resolved<"));
+    assert!(
+        !done.body.contains(&resolve),
+        "no resolve form once resolved"
+    );
+    let again = browser.submit(&resolve, &[]).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+}
 
 /// Issue 14 in the UI: the site page creates an enrollment token, shows it
 /// once with the command to run, lists it (never its text) and revokes it.
@@ -336,6 +423,7 @@ async fn writes_need_the_csrf_token_and_other_tenants_ids_are_404(db: Db) {
         .as_str()
         .expect("enrollment token id")
         .to_string();
+    let conflict = conflict_for(app, &acme, &site).await;
 
     let mut mine = Browser::new(&app.base);
     mine.sign_in("acme", &owner_email("acme"), support::OWNER_PASSWORD)
@@ -368,6 +456,10 @@ async fn writes_need_the_csrf_token_and_other_tenants_ids_are_404(db: Db) {
         ),
         (
             format!("/admin/enrollment-tokens/{enrollment}/revoke"),
+            vec![],
+        ),
+        (
+            format!("/admin/enrollment-conflicts/{conflict}/resolve"),
             vec![],
         ),
         (
@@ -515,6 +607,7 @@ async fn viewer_sees_no_admin_controls_and_is_refused(db: Db) {
     let owner = app.tenant("acme").await;
     let site = id(&app.create_site(&owner, "NYC Office", "nyc-office").await);
     alert_for(app, "acme", &site).await;
+    let conflict = conflict_for(app, &owner, &site).await;
     let email = user_with_password(app, &owner, "viewer").await;
     let mut viewer = Browser::new(&app.base);
     viewer
@@ -537,9 +630,12 @@ async fn viewer_sees_no_admin_controls_and_is_refused(db: Db) {
         "Acknowledge",
         "Change local NATS URL",
         "Create enrollment token",
+        "/admin/enrollment-conflicts/",
     ] {
         assert!(!detail.body.contains(control), "viewer sees {control:?}");
     }
+    // The conflict itself is listed for a viewer, without its resolve button.
+    assert!(detail.body.contains("clone-2"), "viewer sees the conflict");
     let download = viewer
         .get(&format!("/admin/edge-sites/{site}/setup/download"))
         .await;
@@ -580,6 +676,10 @@ async fn viewer_sees_no_admin_controls_and_is_refused(db: Db) {
         (
             format!("/admin/edge-sites/{site}/enrollment-tokens"),
             vec![("scope", "site")],
+        ),
+        (
+            format!("/admin/enrollment-conflicts/{conflict}/resolve"),
+            vec![],
         ),
     ] {
         let page = viewer.submit(&path, &fields).await;

@@ -2,14 +2,18 @@
 //! SHA-256 of a token is stored. Redeeming is one transaction: the use is
 //! counted with a compare-and-set (`uses < max_uses`, not revoked, not
 //! expired) and the host recorded, so two hosts racing for a single-use token
-//! cannot both win.
+//! cannot both win. A site/agent token's onboarding package
+//! ([`crate::onboarding`]) is created, downloaded and revoked in the same
+//! transactions as the token's own changes.
 
 use serviceradar_domain::EdgeSiteId;
+use serviceradar_domain::state::{PackageEvent, PackageStatus};
 use sqlx::any::AnyRow;
 
 use crate::Scoped;
 use crate::db::now_ms;
 use crate::error::StoreError;
+use crate::onboarding;
 use crate::page::{Arg, ListQuery, Page, PageRequest};
 use crate::row::{self, Cols};
 
@@ -55,12 +59,16 @@ pub struct NewEnrollmentToken {
     pub created_by: String,
     /// Expiry (Unix ms).
     pub expires_at: i64,
+    /// Whether the token carries a site's onboarding material (site and
+    /// agent scopes): an onboarding package is created with it.
+    pub onboarding_package: bool,
 }
 
 /// One event of a token's history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnrollmentEvent {
-    /// `created`, `redeemed`, `resumed`, `refused`, `conflict`, `revoked`.
+    /// `created`, `redeemed`, `resumed`, `refused`, `conflict`, `resolved`
+    /// (a conflict an operator resolved), `revoked`.
     pub kind: String,
     /// The user who acted; `None` for the edge.
     pub actor: Option<String>,
@@ -143,6 +151,18 @@ impl Scoped<'_> {
             Some(&format!("scope {}, {} use(s)", new.scope, new.max_uses)),
         )
         .await?;
+        if new.onboarding_package {
+            onboarding::insert_package(
+                &mut tx,
+                &self.tenant(),
+                new.edge_site_id,
+                Some(new.id),
+                onboarding::SOURCE_TOKEN,
+                PackageStatus::Created,
+                Some(new.expires_at),
+            )
+            .await?;
+        }
         tx.commit().await?;
         self.enrollment_token(new.id).await
     }
@@ -190,6 +210,16 @@ impl Scoped<'_> {
         .await?;
         if done.rows_affected() == 1 {
             insert_event(&mut tx, &self.tenant(), id, "revoked", Some(by), None, None).await?;
+            // Only material nobody fetched is revoked with the token: a box
+            // that joined keeps working (revoke its agent for that).
+            onboarding::move_token_package(
+                &mut tx,
+                &self.tenant(),
+                id,
+                &[PackageStatus::Created],
+                PackageEvent::Revoke,
+            )
+            .await?;
         }
         tx.commit().await?;
         self.enrollment_token(id).await
@@ -258,16 +288,30 @@ impl Scoped<'_> {
                 format!("host {hostname} ({host}) presented a token already redeemed elsewhere"),
             ),
         };
-        insert_event(
+        insert_event_fields(
             &mut tx,
             &self.tenant(),
             id,
-            kind,
-            None,
-            remote_addr,
-            Some(&detail),
+            EventFields {
+                kind,
+                remote_addr,
+                detail: Some(&detail),
+                hostname: Some(hostname),
+                ..EventFields::default()
+            },
         )
         .await?;
+        if outcome != Redemption::Spent {
+            // The site's material was fetched: its onboarding package is downloaded.
+            onboarding::move_token_package(
+                &mut tx,
+                &self.tenant(),
+                id,
+                PackageStatus::ALL,
+                PackageEvent::Download,
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(outcome)
     }
@@ -320,7 +364,17 @@ impl Scoped<'_> {
     }
 }
 
-pub(crate) async fn insert_event(
+/// What one history event records.
+#[derive(Debug, Default)]
+pub(crate) struct EventFields<'a> {
+    pub(crate) kind: &'a str,
+    pub(crate) actor: Option<&'a str>,
+    pub(crate) remote_addr: Option<&'a str>,
+    pub(crate) detail: Option<&'a str>,
+    pub(crate) hostname: Option<&'a str>,
+}
+
+async fn insert_event(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     tenant: &str,
     token: uuid::Uuid,
@@ -329,17 +383,40 @@ pub(crate) async fn insert_event(
     remote_addr: Option<&str>,
     detail: Option<&str>,
 ) -> Result<(), StoreError> {
+    insert_event_fields(
+        tx,
+        tenant,
+        token,
+        EventFields {
+            kind,
+            actor,
+            remote_addr,
+            detail,
+            hostname: None,
+        },
+    )
+    .await
+}
+
+/// Appends one event to a token's history (inside the caller's transaction).
+pub(crate) async fn insert_event_fields(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tenant: &str,
+    token: uuid::Uuid,
+    event: EventFields<'_>,
+) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO enrollment_events (id, tenant_id, token_id, kind, actor, remote_addr, detail, at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO enrollment_events (id, tenant_id, token_id, kind, actor, remote_addr, detail, \
+         hostname, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(uuid::Uuid::now_v7().to_string())
     .bind(tenant)
     .bind(token.to_string())
-    .bind(kind)
-    .bind(actor)
-    .bind(remote_addr)
-    .bind(detail)
+    .bind(event.kind)
+    .bind(event.actor)
+    .bind(event.remote_addr)
+    .bind(event.detail)
+    .bind(event.hostname)
     .bind(now_ms())
     .execute(&mut **tx)
     .await?;

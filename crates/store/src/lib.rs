@@ -25,6 +25,7 @@ pub mod health;
 mod hot;
 pub mod jobs;
 mod leaf_sessions;
+mod onboarding;
 mod packages;
 pub mod page;
 mod pki;
@@ -43,6 +44,10 @@ pub use db::{Backend, Store, now_ms};
 pub use enrollment::{EnrollmentEvent, EnrollmentTokenRecord, NewEnrollmentToken, Redemption};
 pub use error::StoreError;
 pub use leaf_sessions::LeafRefusal;
+pub use onboarding::{
+    ConflictFilter, EnrollmentConflict, OnboardingFilter, OnboardingPackage, SOURCE_BUNDLE,
+    SOURCE_TOKEN,
+};
 pub use packages::{NewPackage, PackageFilter, PackageWithSite, SiteSummary};
 pub use page::{Cursor, Page, PageRequest};
 pub use pki::{PlatformSecret, TenantCaRecord, TenantNatsAccount};

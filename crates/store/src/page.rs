@@ -148,6 +148,15 @@ impl ListQuery {
         self
     }
 
+    /// Adds `AND <column> IS NULL` (or `IS NOT NULL`).
+    pub(crate) fn null(&mut self, column: &'static str, is_null: bool) -> &mut Self {
+        self.sql.push_str(" AND ");
+        self.sql.push_str(column);
+        self.sql
+            .push_str(if is_null { " IS NULL" } else { " IS NOT NULL" });
+        self
+    }
+
     /// Runs the query (a `SELECT COUNT(*) ...` without a page) and returns
     /// its single integer.
     pub(crate) async fn count(&self, pool: &sqlx::AnyPool) -> Result<i64, StoreError> {

@@ -66,23 +66,27 @@ impl Scoped<'_> {
     }
 
     /// Adds an event to a token's history (`renewed`, `conflict`, ...), from
-    /// the edge (no user).
+    /// the edge (no user); `hostname` is the host it concerns.
     pub async fn record_enrollment_event(
         &self,
         token: Uuid,
         kind: &str,
         remote_addr: Option<&str>,
+        hostname: Option<&str>,
         detail: &str,
     ) -> Result<(), StoreError> {
         let mut tx = self.store.pool.begin().await?;
-        crate::enrollment::insert_event(
+        crate::enrollment::insert_event_fields(
             &mut tx,
             &self.tenant(),
             token,
-            kind,
-            None,
-            remote_addr,
-            Some(detail),
+            crate::enrollment::EventFields {
+                kind,
+                remote_addr,
+                detail: Some(detail),
+                hostname,
+                actor: None,
+            },
         )
         .await?;
         tx.commit().await?;

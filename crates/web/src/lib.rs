@@ -93,6 +93,10 @@ pub fn router(state: WebState) -> Router {
             post(sites::revoke_enrollment_token),
         )
         .route(
+            "/admin/enrollment-conflicts/{id}/resolve",
+            post(sites::resolve_enrollment_conflict),
+        )
+        .route(
             "/admin/edge-sites/{id}/delete",
             get(sites::delete_page).post(sites::delete),
         )

@@ -144,7 +144,7 @@ impl Badge {
         let tone = match word {
             "active" | "connected" | "resolved" | "installed" | "ok" => "good",
             "provisioned" | "acknowledged" | "downloaded" | "created" => "warn",
-            "offline" | "disconnected" | "revoked" | "expired" | "fail" => "bad",
+            "offline" | "disconnected" | "revoked" | "expired" | "fail" | "open" => "bad",
             _ => "idle",
         };
         Self {

@@ -1,11 +1,13 @@
 //! The edge sites list (filter, search, keyset pages, count, live badges)
-//! and a site's detail page with its confirmations (regenerate, delete).
+//! and a site's detail page with its confirmations (regenerate, delete),
+//! enrollment tokens, onboarding packages and conflicts to resolve.
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serviceradar_control::alerts::AlertQuery;
+use serviceradar_control::onboarding::{ConflictQuery, OnboardingPackageQuery};
 use serviceradar_control::packages::PackageQuery;
 use serviceradar_control::sites::{SiteQuery, UpdateSite};
 use serviceradar_control::{ControlError, PageParams};
@@ -251,6 +253,32 @@ struct DetailPage {
     enrollment: Vec<EnrollmentRow>,
     /// A token just created: its text and the command, shown once.
     shown: Option<(String, String)>,
+    /// The site's onboarding packages, newest first.
+    onboarding: Vec<OnboardingRow>,
+    /// The site's enrollment conflicts, newest first.
+    conflicts: Vec<ConflictRow>,
+    /// A conflict just resolved: what to do next.
+    resolved: Option<String>,
+}
+
+/// One onboarding package on the site page.
+struct OnboardingRow {
+    source: String,
+    badge: Badge,
+    created: When,
+    changed: When,
+}
+
+/// One enrollment conflict on the site page.
+struct ConflictRow {
+    id: String,
+    hostname: String,
+    remote_addr: String,
+    detail: String,
+    at: When,
+    badge: Badge,
+    open: bool,
+    resolved: Option<When>,
 }
 
 /// One enrollment token on the site page.
@@ -305,7 +333,7 @@ pub async fn detail(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
-    detail_page(&state, &viewer, site_id(&id)?, None).await
+    detail_page(&state, &viewer, site_id(&id)?, Flash::default()).await
 }
 
 /// The enrollment token form on the site page.
@@ -350,7 +378,16 @@ pub async fn create_enrollment_token(
         created.secret.expose().to_string(),
         created.command.expose().to_string(),
     );
-    detail_page(&state, &viewer, id, Some(shown)).await
+    detail_page(
+        &state,
+        &viewer,
+        id,
+        Flash {
+            shown: Some(shown),
+            resolved: None,
+        },
+    )
+    .await
 }
 
 /// `POST /admin/enrollment-tokens/{id}/revoke`: back to its site's page.
@@ -367,12 +404,48 @@ pub async fn revoke_enrollment_token(
     Ok(Redirect::to(&format!("/admin/edge-sites/{}", token.site_id)).into_response())
 }
 
+/// `POST /admin/enrollment-conflicts/{id}/resolve`: resolves it and shows
+/// its site's page with what to do next.
+pub async fn resolve_enrollment_conflict(
+    State(state): State<WebState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    posted: Posted<crate::session::NoFields>,
+) -> Result<Response, WebError> {
+    let id = id.parse().map_err(|_| WebError::not_found())?;
+    let done = state
+        .control
+        .resolve_enrollment_conflict(&posted.auth.actor, id)
+        .await?;
+    let site = site_id(&done.conflict.site_id)?;
+    detail_page(
+        &state,
+        &viewer,
+        site,
+        Flash {
+            shown: None,
+            resolved: Some(done.next_steps.to_string()),
+        },
+    )
+    .await
+}
+
+/// What the site page shows once, after a write.
+#[derive(Default)]
+struct Flash {
+    /// A token just created: its text and the command.
+    shown: Option<(String, String)>,
+    /// A conflict just resolved: what to do next.
+    resolved: Option<String>,
+}
+
 async fn detail_page(
     state: &WebState,
     viewer: &Viewer,
     id: EdgeSiteId,
-    shown: Option<(String, String)>,
+    flash: Flash,
 ) -> Result<Response, WebError> {
+    let Flash { shown, resolved } = flash;
     let actor = &viewer.auth.actor;
     let control = &state.control;
     let (site, leaf) = control.site(actor, id).await?;
@@ -445,10 +518,66 @@ async fn detail_page(
         .collect();
     enrollment.reverse();
     enrollment.truncate(20);
+    let mut onboarding: Vec<OnboardingRow> = control
+        .list_onboarding_packages(
+            actor,
+            id,
+            &OnboardingPackageQuery::default(),
+            &PageParams {
+                limit: Some(200),
+                cursor: None,
+            },
+        )
+        .await?
+        .items
+        .into_iter()
+        .map(|p| OnboardingRow {
+            source: match &p.token_id {
+                Some(token) => format!("token {token}"),
+                None => "site bundle download".into(),
+            },
+            badge: Badge::of(p.status),
+            created: When::at(p.created_at, now),
+            changed: When::at(p.updated_at, now),
+        })
+        .collect();
+    onboarding.reverse();
+    onboarding.truncate(20);
+    let mut conflicts: Vec<ConflictRow> = control
+        .list_enrollment_conflicts(
+            actor,
+            &ConflictQuery {
+                site_id: Some(id.to_string()),
+                state: None,
+            },
+            &PageParams {
+                limit: Some(200),
+                cursor: None,
+            },
+        )
+        .await?
+        .items
+        .into_iter()
+        .map(|c| ConflictRow {
+            open: c.resolved_at.is_none(),
+            badge: Badge::of(c.state),
+            hostname: c.hostname.unwrap_or_else(|| "unknown".into()),
+            remote_addr: c.remote_addr.unwrap_or_default(),
+            detail: c.detail.unwrap_or_default(),
+            at: When::at(c.at, now),
+            resolved: c.resolved_at.map(|at| When::at(at, now)),
+            id: c.id,
+        })
+        .collect();
+    conflicts.reverse();
+    conflicts.truncate(20);
     let page = DetailPage {
         refusal,
         enrollment,
         shown,
+        onboarding,
+        conflicts,
+        resolved,
         chrome: Chrome::new(viewer, "sites"),
         title: site.name.to_string(),
         live: format!("/admin/events?site={id}"),
