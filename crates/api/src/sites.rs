@@ -16,6 +16,7 @@ pub(super) fn router() -> OpenApiRouter<Control> {
         .routes(routes!(list_sites, create_site))
         .routes(routes!(get_site, update_site, delete_site))
         .routes(routes!(get_site_leaf_server))
+        .routes(routes!(get_site_hub_link))
         .routes(routes!(list_leaf_servers))
         .routes(routes!(get_leaf_server))
 }
@@ -193,6 +194,66 @@ pub async fn get_site_leaf_server(
 ) -> Result<ApiJson<LeafServerResponse>, ApiError> {
     let leaf = control.site_leaf_server(&auth.actor, path_id(&id)?).await?;
     Ok(ApiJson(leaf.into()))
+}
+
+/// The hub's own view of the site's leaf link.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HubLinkResponse {
+    /// Whether the hub could be asked (the control plane follows a hub and
+    /// it answered); when false, `connections` says nothing.
+    pub available: bool,
+    /// The leaf's connections, one per hub server holding one; empty when
+    /// the hub holds none.
+    pub connections: Vec<HubConnectionResponse>,
+}
+
+/// One leaf connection as a hub server holds it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HubConnectionResponse {
+    /// The hub server's name.
+    pub hub_server: String,
+    /// The leaf's address as the hub sees it (`ip:port`).
+    pub remote: String,
+    /// Round-trip time the hub measured (e.g. `1.2ms`).
+    pub rtt: String,
+    /// Messages from the leaf.
+    pub in_msgs: u64,
+    /// Messages to the leaf.
+    pub out_msgs: u64,
+    /// Bytes from the leaf.
+    pub in_bytes: u64,
+    /// Bytes to the leaf.
+    pub out_bytes: u64,
+}
+
+/// The hub's own view of the site's leaf link: which hub server holds it,
+/// the leaf's remote address, RTT, messages and bytes each way (every hub
+/// server's answer to `$SYS.REQ.SERVER.PING.LEAFZ`).
+#[utoipa::path(get, path = "/edge-sites/{id}/leaf-server/hub-link", tag = "edge-sites",
+    params(("id" = String, Path, description = "Site id")),
+    responses((status = 200, body = HubLinkResponse), (status = 404, body = ErrorBody)))]
+pub async fn get_site_hub_link(
+    State(control): State<Control>,
+    Caller(auth): Caller,
+    Path(id): Path<String>,
+) -> Result<ApiJson<HubLinkResponse>, ApiError> {
+    let link = control.site_hub_link(&auth.actor, path_id(&id)?).await?;
+    Ok(ApiJson(HubLinkResponse {
+        available: link.available,
+        connections: link
+            .connections
+            .into_iter()
+            .map(|c| HubConnectionResponse {
+                hub_server: c.hub_server,
+                remote: c.remote,
+                rtt: c.rtt,
+                in_msgs: c.in_msgs,
+                out_msgs: c.out_msgs,
+                in_bytes: c.in_bytes,
+                out_bytes: c.out_bytes,
+            })
+            .collect(),
+    }))
 }
 
 /// List leaf servers.

@@ -404,6 +404,27 @@ async fn one_token_joins_a_site_with_keys_that_never_leave_the_box() {
             .unwrap()
             .contains(&state_s)
     );
+    // The hub's own view of the link (LEAFZ through the system account).
+    let hub_link = get(
+        &serve.base,
+        &api_token,
+        &format!("/edge-sites/{site_id}/leaf-server/hub-link"),
+    )
+    .await;
+    assert_eq!(hub_link["available"], true, "{hub_link}");
+    let connection = &hub_link["connections"][0];
+    assert!(
+        connection["remote"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("127.0.0.1:")),
+        "{hub_link}"
+    );
+    assert!(
+        connection["hub_server"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
+    assert!(connection["in_msgs"].is_u64() && connection["out_bytes"].is_u64());
 
     // The agent: first contact makes the site active.
     let mut agent = Running::start(

@@ -67,6 +67,9 @@ pub struct ControlSettings {
     pub dead_letters: serviceradar_ingest::DeadLetters,
     /// Enrollment tokens: the URL they carry, certificate lifetime.
     pub enrollment: enrollment::EnrollmentSettings,
+    /// The hub's own view of leaf links (shared with the leaf connection
+    /// follower, which registers its connection in it).
+    pub hub_view: serviceradar_hub::leaf_view::HubView,
 }
 
 /// The use-cases, over the services they need. Cheap to clone.

@@ -11,6 +11,17 @@ use serviceradar_provisioning::{BuiltSiteBundle, ConfigDrift, SiteBundleError};
 use serviceradar_store::{LeafFilter, NewSite, Page, SiteFilter, SiteUpdate};
 
 use crate::error::finish;
+
+/// The hub's own view of a site's leaf link.
+#[derive(Debug, Clone, Serialize)]
+pub struct HubLink {
+    /// Whether the hub could be asked (this control plane follows a hub
+    /// and it answered).
+    pub available: bool,
+    /// The leaf's connections, one per hub server holding one (empty: the
+    /// hub holds none).
+    pub connections: Vec<serviceradar_hub::leaf_view::LeafLinkView>,
+}
 use crate::params::parse_filter;
 use crate::{Control, ControlError, PageParams};
 
@@ -188,6 +199,45 @@ impl Control {
     ) -> Result<(EdgeSite, NatsLeafServer), ControlError> {
         let scoped = self.scoped(actor, Action::ReadSites)?;
         Ok((scoped.site(id).await?, scoped.leaf_for_site(id).await?))
+    }
+
+    /// The hub's own view of the site's leaf link: the connections the hub
+    /// servers hold for it (remote address, RTT, messages and bytes), asked
+    /// through the system account. `available` is false when this control
+    /// plane follows no hub or the hub did not answer.
+    pub async fn site_hub_link(
+        &self,
+        actor: &Actor,
+        id: EdgeSiteId,
+    ) -> Result<HubLink, ControlError> {
+        let scoped = self.scoped(actor, Action::ReadSites)?;
+        let site = scoped.site(id).await?;
+        let tenant = self.store().tenant(site.tenant_id).await?;
+        let unavailable = HubLink {
+            available: false,
+            connections: Vec::new(),
+        };
+        let Some(account) = scoped.nats_account().await? else {
+            return Ok(unavailable);
+        };
+        let name = format!("leaf-{}-{}", tenant.slug, site.slug);
+        match self
+            .settings()
+            .hub_view
+            .leaf_links(&account.account_public_key, &name)
+            .await
+        {
+            Ok(Some(connections)) => Ok(HubLink {
+                available: true,
+                connections,
+            }),
+            Ok(None) => Ok(unavailable),
+            Err(e) => {
+                tracing::warn!(site_id = %id, error = %format!("{e:#}"),
+                    "asking the hub for a leaf's link failed");
+                Ok(unavailable)
+            }
+        }
     }
 
     /// The hub's last refusal of the site's leaf (by the leaf authorization

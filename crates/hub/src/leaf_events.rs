@@ -132,19 +132,21 @@ impl Connections {
 }
 
 /// Follows the hub's leaf connections until `stop` turns true, reconnecting
-/// with backoff, and sends each change to `links`.
+/// with backoff, and sends each change to `links`; each session's
+/// connection is registered in `view` (the hub's view of a leaf's link).
 pub fn spawn(
     store: Store,
     pki: Arc<Pki>,
     hub: HubEndpoint,
     links: mpsc::UnboundedSender<LeafLink>,
+    view: crate::leaf_view::HubView,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let span = tracing::info_span!("leaf_events", hub = %hub.url);
     let task = async move {
         let mut backoff = Duration::from_millis(250);
         loop {
-            match follow(&store, &pki, &hub, &links, &mut stop, &mut backoff).await {
+            match follow(&store, &pki, &hub, &links, &view, &mut stop, &mut backoff).await {
                 Ok(Ended::Stopped) => return,
                 Ok(Ended::Renew) => {
                     tracing::info!("renewing the NATS user that follows leaf connections");
@@ -181,6 +183,7 @@ async fn follow(
     pki: &Pki,
     hub: &HubEndpoint,
     links: &mpsc::UnboundedSender<LeafLink>,
+    view: &crate::leaf_view::HubView,
     stop: &mut watch::Receiver<bool>,
     backoff: &mut Duration,
 ) -> Result<Ended, HubError> {
@@ -211,6 +214,7 @@ async fn follow(
         .await
         .map_err(nats("flushing the advisory subscriptions"))?;
     *backoff = Duration::from_millis(250);
+    view.register(client.clone());
     tracing::info!("following the hub's leaf connections");
     let mut connections = Connections::default();
     let mut accounts: HashMap<Uuid, String> = HashMap::new();

@@ -20,5 +20,6 @@ pub mod embedded;
 mod error;
 pub mod leaf_auth;
 pub mod leaf_events;
+pub mod leaf_view;
 
 pub use error::HubError;

@@ -158,6 +158,7 @@ pub struct Application {
     /// UI's live streams, which the router holds, end with it).
     stop: (watch::Sender<bool>, watch::Receiver<bool>),
     dead_letters: serviceradar_ingest::DeadLetters,
+    hub_view: serviceradar_hub::leaf_view::HubView,
     /// What bootstrapping did (the first admin's password, once).
     pub bootstrap: BootstrapOutcome,
 }
@@ -250,6 +251,7 @@ impl Application {
         };
         let ingest_status = IngestStatus::new();
         let dead_letters = serviceradar_ingest::DeadLetters::new();
+        let hub_view = serviceradar_hub::leaf_view::HubView::new();
         let control = Control::new(
             store.clone(),
             pki.clone(),
@@ -261,6 +263,7 @@ impl Application {
                 webhooks: settings.webhooks.clone(),
                 ingest_status: ingest_status.clone(),
                 dead_letters: dead_letters.clone(),
+                hub_view: hub_view.clone(),
                 enrollment: serviceradar_control::enrollment::EnrollmentSettings {
                     public_url: match &settings.public_url {
                         Some(url) => url.trim_end_matches('/').to_string(),
@@ -286,6 +289,7 @@ impl Application {
             ingest_status,
             stop,
             dead_letters,
+            hub_view,
             store,
             jobs,
             settings,
@@ -403,6 +407,7 @@ impl Application {
                     self.pki.clone(),
                     hub_endpoint,
                     links,
+                    self.hub_view.clone(),
                     stop_rx.clone(),
                 ),
             ));

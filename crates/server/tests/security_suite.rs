@@ -51,6 +51,10 @@ fn needs() -> BTreeMap<(&'static str, &'static str), Need> {
             A(WriteSites),
         ),
         (("GET", "/edge-sites/{id}/leaf-server"), A(ReadSites)),
+        (
+            ("GET", "/edge-sites/{id}/leaf-server/hub-link"),
+            A(ReadSites),
+        ),
         (("GET", "/edge-sites/{id}/agent"), A(ReadSites)),
         (("POST", "/edge-sites/{id}/agent/revoke"), A(DeleteSites)),
         (("GET", "/leaf-servers"), A(ReadSites)),

@@ -980,6 +980,13 @@ async fn wizard_creates_a_site_and_checks_slugs(db: Db) {
         detail.body
     );
     assert!(detail.body.contains("Renewal refused"));
+    // No hub is followed here: the leaf card says the hub's view is missing.
+    assert!(detail.body.contains("Hub&#39;s view") || detail.body.contains("Hub's view"));
+    assert!(
+        detail.body.contains("could not ask the hub"),
+        "{}",
+        detail.body
+    );
     assert!(detail.body.contains("the agent was revoked at 2026-11-29"));
     // Another tenant's refusals are not this tenant's business.
     let other = app.tenant("other").await;

@@ -249,6 +249,8 @@ struct DetailPage {
     alerts: Vec<AlertRow>,
     return_to: String,
     refusal: String,
+    /// The hub's own view of the leaf link.
+    hub: serviceradar_control::sites::HubLink,
     /// The site's enrollment tokens, newest first.
     enrollment: Vec<EnrollmentRow>,
     /// A token just created: its text and the command, shown once.
@@ -492,6 +494,7 @@ async fn detail_page(
         Some(r) if leaf.status != LeafStatus::Connected => crate::live::refusal_text(&r, now),
         _ => String::new(),
     };
+    let hub = control.site_hub_link(actor, id).await?;
     let mut enrollment: Vec<EnrollmentRow> = control
         .list_enrollment_tokens(
             actor,
@@ -573,6 +576,7 @@ async fn detail_page(
     conflicts.truncate(20);
     let page = DetailPage {
         refusal,
+        hub,
         enrollment,
         shown,
         onboarding,
