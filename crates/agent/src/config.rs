@@ -84,6 +84,8 @@ struct FileConfig {
     edge_buffer: Option<PathBuf>,
     /// Renewal of enrolled certificates (written by `serviceradar-cli agent setup`).
     renewal: Option<FileRenewal>,
+    /// Where to write the last gateway contact and renewal (JSON).
+    status_file: Option<PathBuf>,
     #[serde(default)]
     checks: Vec<FileCheck>,
 }
@@ -141,6 +143,8 @@ pub struct Settings {
     pub edge_buffer: Option<crate::buffer::BufferSetup>,
     /// Certificate renewal, when the box was enrolled with a token.
     pub renewal: Option<crate::renew::RenewalSetup>,
+    /// Where to write the last gateway contact and renewal.
+    pub status_file: Option<PathBuf>,
 }
 
 /// Default check interval (seconds).
@@ -286,6 +290,7 @@ impl Settings {
             (None, _) => None,
         };
         Ok(Self {
+            status_file: file.status_file.map(|p| resolve(base, p)),
             renewal,
             edge_buffer,
             gateway,

@@ -10,6 +10,7 @@
 //!   checks on schedule, buffer results (bounded) while the gateway is
 //!   unreachable, push, poll config, renew enrolled certificates.
 //! * [`renew`] — certificate renewal of a box enrolled with a token.
+//! * [`status_file`] — last gateway contact and renewal, for the box's CLI.
 
 #![forbid(unsafe_code)]
 
@@ -18,4 +19,5 @@ pub mod checks;
 pub mod config;
 pub mod renew;
 pub mod runner;
+pub mod status_file;
 pub mod transport;

@@ -256,6 +256,10 @@ where
     let mut next_push = Instant::now();
     let mut next_poll = Instant::now();
     let mut next_renewal = settings.renewal.as_ref().and_then(renewal_due);
+    let mut status = settings
+        .status_file
+        .as_deref()
+        .map(crate::status_file::StatusFile::new);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -268,6 +272,9 @@ where
                     Ok(hello) => {
                         tracing::info!(site_id = %hello.site_id, agent_id = %hello.agent_id,
                             "registered with the gateway");
+                        if let Some(s) = status.as_mut() {
+                            s.contact();
+                        }
                         backoff.reset();
                         if hello.config != config {
                             config = hello.config;
@@ -312,6 +319,9 @@ where
                 Ok(expires) => {
                     tracing::info!(valid_until = %crate::renew::utc(expires),
                         "certificates renewed; reconnecting with the new one");
+                    if let Some(s) = status.as_mut() {
+                        s.renewal(Ok(()));
+                    }
                     next_renewal = renewal_due(setup);
                     transport = None;
                     next_connect = now;
@@ -325,6 +335,9 @@ where
                     }
                     let retry = crate::renew::retry_after(&setup.agent.cert);
                     tracing::error!(error = %e, retry_in = ?retry, "certificate renewal failed");
+                    if let Some(s) = status.as_mut() {
+                        s.renewal(Err(e.to_string()));
+                    }
                     next_renewal = Some(now + retry);
                 }
             }
@@ -343,6 +356,9 @@ where
                 .await
             {
                 Ok(_) => {
+                    if let Some(s) = status.as_mut() {
+                        s.contact();
+                    }
                     buffer.acknowledge(n);
                     next_push = now + push_interval(config.as_ref());
                 }
@@ -363,6 +379,9 @@ where
                 .await
             {
                 Ok(reply) => {
+                    if let Some(s) = status.as_mut() {
+                        s.contact();
+                    }
                     if reply.changed && reply.config.is_some() {
                         tracing::info!(version = %reply.version, "config changed");
                         config = reply.config;

@@ -39,6 +39,9 @@ pub struct AgentConfigInput<'a> {
 pub struct AgentRenewal<'a> {
     /// SHA-256 (hex) of the host's machine id, as sent at enrollment.
     pub host_fingerprint: &'a str,
+    /// Where the agent writes its last gateway contact and renewal (read by
+    /// `serviceradar-cli status`).
+    pub status_file: &'a str,
     /// The leaf's certificate files and pid file, when the box runs the leaf.
     pub leaf: Option<LeafRenewalFiles<'a>>,
 }
@@ -92,6 +95,12 @@ pub fn agent_config_toml(input: &AgentConfigInput<'_>) -> String {
         agent_id = q(input.agent_id),
     );
     if let Some(renewal) = &input.renewal {
+        // A top-level key: before the table below.
+        text.push_str(&format!(
+            "# Last gateway contact and renewal, for `serviceradar-cli status`.\n\
+             status_file = {}\n",
+            q(renewal.status_file)
+        ));
         text.push_str(&format!(
             "\n# Certificate renewal: the agent renews this box's certificates at about\n\
              # 2/3 of their lifetime (new keys made here, only CSRs sent).\n\
@@ -142,6 +151,7 @@ mod tests {
         let hostile = "x\"\nevil = \"1";
         let text = agent_config_toml(&input(Some(AgentRenewal {
             host_fingerprint: hostile,
+            status_file: "/s/agent-status.json",
             leaf: Some(LeafRenewalFiles {
                 client_cert: "/s/leaf-client.pem",
                 client_key: "/s/leaf-client-key.pem",
@@ -155,5 +165,6 @@ mod tests {
         assert_eq!(renewal["host_fingerprint"].as_str(), Some(hostile));
         assert_eq!(renewal["leaf_pid_file"].as_str(), Some("/s/nats-leaf.pid"));
         assert!(!renewal.contains_key("evil") && !parsed.contains_key("evil"));
+        assert_eq!(parsed["status_file"].as_str(), Some("/s/agent-status.json"));
     }
 }

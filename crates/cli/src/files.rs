@@ -65,6 +65,10 @@ impl Layout {
     pub fn agent_toml(&self) -> PathBuf {
         self.root.join("agent.toml")
     }
+    /// `agent-status.json`: the agent's last gateway contact and renewal.
+    pub fn agent_status(&self) -> PathBuf {
+        self.root.join("agent-status.json")
+    }
     /// Where `--foreground` runs keep their logs (`log/`).
     pub fn log(&self, name: &str) -> PathBuf {
         self.root.join("log").join(name)

@@ -625,6 +625,7 @@ pub async fn agent_setup(args: &AgentSetupArgs, json: bool) -> Outcome {
         text(&layout.cert("leaf-server-key.pem")),
     );
     let leaf_pid = text(&layout.leaf_pid());
+    let status_file = text(&layout.agent_status());
     let toml = serviceradar_bundle::agent_config_toml(&serviceradar_bundle::AgentConfigInput {
         site_slug: &identity.site_slug,
         tenant_slug: &identity.tenant_slug,
@@ -640,6 +641,7 @@ pub async fn agent_setup(args: &AgentSetupArgs, json: bool) -> Outcome {
         agent_id,
         renewal: Some(serviceradar_bundle::AgentRenewal {
             host_fingerprint: &identity.host_fingerprint,
+            status_file: &status_file,
             leaf: identity
                 .hub_url
                 .is_some()

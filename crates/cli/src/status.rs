@@ -115,13 +115,21 @@ pub async fn show(dir: &StateDir, json_out: bool) -> Outcome {
         (None, _) => "none (agent-only enrollment)",
     };
     let agent_pid = running(&layout.agent_toml());
+    // What the agent wrote about itself (last gateway contact, renewal).
+    let agent_status: Value = std::fs::read_to_string(layout.agent_status())
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
     let status = json!({
         "identity": identity,
         "certificates": certificates,
         "leaf": {"state": leaf_state, "pid": leaf_pid, "hub_link": hub_link,
                  "hub_url": identity.hub_url, "client_listen": identity.client_listen},
         "agent": {"state": if agent_pid.is_some() { "running" } else { "not running" },
-                  "pid": agent_pid, "gateway_url": identity.gateway_url},
+                  "pid": agent_pid, "gateway_url": identity.gateway_url,
+                  "last_contact": agent_status["last_contact_ms"],
+                  "last_renewal": agent_status["last_renewal_ms"],
+                  "renewal_error": agent_status["renewal_error"]},
         "renewal": renewal(&layout, &certificates),
     });
     if json_out {
@@ -175,13 +183,23 @@ pub async fn show(dir: &StateDir, json_out: bool) -> Outcome {
         );
     }
     println!(
-        "Agent     {}{}",
+        "Agent     {}{}{}",
         status["agent"]["state"].as_str().unwrap_or(""),
+        status["agent"]["last_contact"]
+            .as_i64()
+            .map(|at| format!(
+                ", last contact with the gateway {} ago",
+                serviceradar_domain::duration::human(now - at)
+            ))
+            .unwrap_or_default(),
         identity
             .gateway_url
             .as_deref()
             .map(|g| format!("  (gateway {g})"))
             .unwrap_or_default()
     );
+    if let Some(error) = status["agent"]["renewal_error"].as_str() {
+        println!("          last renewal FAILED: {error}");
+    }
     Ok(())
 }

@@ -468,6 +468,12 @@ async fn one_token_joins_a_site_with_keys_that_never_leave_the_box() {
     assert_eq!(status["leaf"]["state"], "connected", "{status}");
     assert_eq!(status["leaf"]["hub_link"], true);
     assert_eq!(status["agent"]["state"], "running", "{status}");
+    assert!(
+        status["agent"]["last_contact"]
+            .as_i64()
+            .is_some_and(|at| (now_ms() - at).abs() < 120_000),
+        "the agent's last contact with the gateway: {status}"
+    );
     assert_eq!(status["identity"]["site_slug"], "edge-lab");
     let certs = status["certificates"].as_array().unwrap();
     assert_eq!(certs.len(), 3);
@@ -1405,6 +1411,9 @@ async fn enrolled_certificates_renew_twice_without_losing_a_message() {
     )
     .await;
     assert!(agent_view["renewed_at"].is_i64(), "{agent_view}");
+    let status = ok_json(&["status", "--state-dir", &state_s, "--json"], &[]);
+    assert!(status["agent"]["last_renewal"].is_i64(), "{status}");
+    assert!(status["agent"]["renewal_error"].is_null(), "{status}");
     assert!(
         agent_view["edge_cert_expires_at"].as_i64().unwrap() > init["expires_at"].as_i64().unwrap(),
         "{agent_view}"

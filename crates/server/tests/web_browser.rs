@@ -569,6 +569,112 @@ async fn scenarios(ui: &Ui, serve: &Serve, dir: &Path, downloads: &Path) -> Resu
         .await;
         ui.shot("10-filtered").await;
 
+        // --- keyboard only: Tab reaches the wizard's fields in order, each
+        // with a visible focus ring, and Enter submits the step ----------------
+        ui.go("/admin/edge-sites/new").await;
+        ui.find("#name").await;
+        let tab = fantoccini::key::Key::Tab.to_string();
+        let mut reached = Vec::new();
+        for _ in 0..40 {
+            ui.client
+                .active_element()
+                .await
+                .map_err(|e| format!("active element: {e}"))?
+                .send_keys(&tab)
+                .await
+                .map_err(|e| format!("Tab: {e}"))?;
+            let focus = ui
+                .eval(
+                    "const e = document.activeElement; const s = getComputedStyle(e); \
+                     return [e.id || e.tagName, s.outlineStyle !== 'none' && s.outlineWidth !== '0px'];",
+                )
+                .await;
+            let id = focus[0].as_str().unwrap_or_default().to_string();
+            if ["name", "slug", "nats_leaf_url"].contains(&id.as_str()) {
+                if focus[1] != Value::Bool(true) {
+                    return Err(format!("no visible focus on #{id}"));
+                }
+                reached.push(id.clone());
+            }
+            if id == "nats_leaf_url" {
+                break;
+            }
+        }
+        if reached != ["name", "slug", "nats_leaf_url"] {
+            return Err(format!("Tab order through the wizard's fields: {reached:?}"));
+        }
+        // Type and submit with the keyboard alone: back to the name field.
+        ui.eval("document.getElementById('name').focus(); return true;")
+            .await;
+        let active = ui
+            .client
+            .active_element()
+            .await
+            .map_err(|e| format!("active element: {e}"))?;
+        active
+            .send_keys("Keyboard Lab")
+            .await
+            .map_err(|e| format!("typing: {e}"))?;
+        ui.wait_until(
+            "the slug suggestion for the typed name",
+            "return document.getElementById('slug').value === 'keyboard-lab' && \
+             document.getElementById('slug-status').textContent.includes('available');",
+        )
+        .await;
+        ui.fill("#nats_leaf_url", &format!("nats://127.0.0.1:{}", free_port()))
+            .await;
+        ui.find("#nats_leaf_url")
+            .await
+            .send_keys(&fantoccini::key::Key::Enter.to_string())
+            .await
+            .map_err(|e| format!("Enter: {e}"))?;
+        ui.wait_for_url("/setup/method").await;
+
+        // --- more sites than a page: 50 per page, the next page has the rest --
+        let (http, cookie, csrf) = api_session(&serve.base).await?;
+        for i in 0..52 {
+            let created = http
+                .post(format!("{}/api/v1/edge-sites", serve.base))
+                .header("cookie", &cookie)
+                .header("x-csrf-token", &csrf)
+                .json(&json!({"name": format!("Branch {i:02}"), "nats_leaf_url": "nats://10.9.0.1:4222"}))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if !created.status().is_success() {
+                return Err(format!("creating site {i}: {}", created.status()));
+            }
+        }
+        ui.go("/admin/edge-sites").await;
+        ui.find("#sites").await;
+        let first_page = ui
+            .eval("return document.querySelectorAll('#sites tbody tr').length;")
+            .await;
+        if first_page != json!(50) {
+            return Err(format!("first page rows: {first_page}"));
+        }
+        let seen_first: Value = ui
+            .eval("return [...document.querySelectorAll('#sites tbody tr')].map(r => r.textContent);")
+            .await;
+        ui.click("#next-page").await;
+        ui.wait_for_url("cursor=").await;
+        ui.find("#sites").await;
+        let rest: Vec<String> = serde_json::from_value(
+            ui.eval("return [...document.querySelectorAll('#sites tbody tr')].map(r => r.textContent);")
+                .await,
+        )
+        .map_err(|e| e.to_string())?;
+        let seen_first: Vec<String> = serde_json::from_value(seen_first).map_err(|e| e.to_string())?;
+        // 52 + Edge Lab + Decoy + Keyboard Lab = 55 sites: 5 on the second page.
+        if rest.len() != 5 || rest.iter().any(|r| seen_first.contains(r)) {
+            return Err(format!("second page: {} rows, overlapping the first: {rest:?}", rest.len()));
+        }
+        if ui.has("#next-page").await {
+            return Err("a next page after the last".into());
+        }
+        ui.accessible("second page of sites").await;
+        ui.shot("10b-second-page").await;
+
         // --- a viewer sees no admin controls ----------------------------------
         let viewer = create_viewer(&serve.base).await?;
         sign_out(ui).await;
