@@ -601,7 +601,9 @@ async fn scenarios(ui: &Ui, serve: &Serve, dir: &Path, downloads: &Path) -> Resu
             }
         }
         if reached != ["name", "slug", "nats_leaf_url"] {
-            return Err(format!("Tab order through the wizard's fields: {reached:?}"));
+            return Err(format!(
+                "Tab order through the wizard's fields: {reached:?}"
+            ));
         }
         // Type and submit with the keyboard alone: back to the name field.
         ui.eval("document.getElementById('name').focus(); return true;")
@@ -621,8 +623,11 @@ async fn scenarios(ui: &Ui, serve: &Serve, dir: &Path, downloads: &Path) -> Resu
              document.getElementById('slug-status').textContent.includes('available');",
         )
         .await;
-        ui.fill("#nats_leaf_url", &format!("nats://127.0.0.1:{}", free_port()))
-            .await;
+        ui.fill(
+            "#nats_leaf_url",
+            &format!("nats://127.0.0.1:{}", free_port()),
+        )
+        .await;
         ui.find("#nats_leaf_url")
             .await
             .send_keys(&fantoccini::key::Key::Enter.to_string())
@@ -654,20 +659,28 @@ async fn scenarios(ui: &Ui, serve: &Serve, dir: &Path, downloads: &Path) -> Resu
             return Err(format!("first page rows: {first_page}"));
         }
         let seen_first: Value = ui
-            .eval("return [...document.querySelectorAll('#sites tbody tr')].map(r => r.textContent);")
+            .eval(
+                "return [...document.querySelectorAll('#sites tbody tr')].map(r => r.textContent);",
+            )
             .await;
         ui.click("#next-page").await;
         ui.wait_for_url("cursor=").await;
         ui.find("#sites").await;
         let rest: Vec<String> = serde_json::from_value(
-            ui.eval("return [...document.querySelectorAll('#sites tbody tr')].map(r => r.textContent);")
-                .await,
+            ui.eval(
+                "return [...document.querySelectorAll('#sites tbody tr')].map(r => r.textContent);",
+            )
+            .await,
         )
         .map_err(|e| e.to_string())?;
-        let seen_first: Vec<String> = serde_json::from_value(seen_first).map_err(|e| e.to_string())?;
+        let seen_first: Vec<String> =
+            serde_json::from_value(seen_first).map_err(|e| e.to_string())?;
         // 52 + Edge Lab + Decoy + Keyboard Lab = 55 sites: 5 on the second page.
         if rest.len() != 5 || rest.iter().any(|r| seen_first.contains(r)) {
-            return Err(format!("second page: {} rows, overlapping the first: {rest:?}", rest.len()));
+            return Err(format!(
+                "second page: {} rows, overlapping the first: {rest:?}",
+                rest.len()
+            ));
         }
         if ui.has("#next-page").await {
             return Err("a next page after the last".into());
