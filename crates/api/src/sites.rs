@@ -84,6 +84,9 @@ pub struct LeafServerResponse {
     pub config_checksum: Option<String>,
     /// Why the last provisioning attempt failed.
     pub last_error: Option<String>,
+    /// When the link to the hub last went up or down (Unix ms): `connected`
+    /// or `disconnected` since then.
+    pub link_changed_at: Option<i64>,
     /// Creation time (Unix ms).
     pub created_at: i64,
     /// Last change (Unix ms).
@@ -103,6 +106,7 @@ impl From<NatsLeafServer> for LeafServerResponse {
             cert_expires_at: l.cert_expires_at,
             config_checksum: l.config_checksum,
             last_error: l.last_error,
+            link_changed_at: l.link_changed_at,
             created_at: l.created_at,
             updated_at: l.updated_at,
         }

@@ -404,6 +404,16 @@ async fn one_token_joins_a_site_with_keys_that_never_leave_the_box() {
             .unwrap()
             .contains(&state_s)
     );
+    let leaf_view = get(
+        &serve.base,
+        &api_token,
+        &format!("/edge-sites/{site_id}/leaf-server"),
+    )
+    .await;
+    assert!(
+        leaf_view["link_changed_at"].is_i64(),
+        "connected since: {leaf_view}"
+    );
     // The hub's own view of the link (LEAFZ through the system account).
     let hub_link = get(
         &serve.base,

@@ -118,6 +118,9 @@ pub struct NatsLeafServer {
     pub config_checksum: Option<String>,
     /// Why the last provisioning attempt failed, if it did.
     pub last_error: Option<String>,
+    /// When the link to the hub last went up or down (`connected` since, or
+    /// `disconnected` since); `None` before the first change.
+    pub link_changed_at: Option<Millis>,
     /// Creation time.
     pub created_at: Millis,
     /// Last change.

@@ -96,8 +96,8 @@ const SITE_WITH_LEAF_SELECT: &str = "SELECT s.id, s.tenant_id, s.name, s.slug, s
      ON l.edge_site_id = s.id AND l.tenant_id = s.tenant_id";
 const LEAF_SELECT: &str = "SELECT l.id, l.tenant_id, l.edge_site_id, l.status, l.upstream_url, \
                            l.local_listen, l.leaf_cert_pem, l.ca_chain_pem, l.cert_expires_at, \
-                           l.config_checksum, l.last_error, l.created_at, l.updated_at \
-                           FROM nats_leaf_servers l";
+                           l.config_checksum, l.last_error, l.created_at, l.updated_at, \
+                           l.link_changed_at FROM nats_leaf_servers l";
 
 /// One decoder for both row types: `Any` rows and native PostgreSQL rows
 /// (the hot list reads).
@@ -154,6 +154,7 @@ fn decode_leaf(row: &AnyRow) -> Result<NatsLeafServer, StoreError> {
         cert_expires_at: r.get("cert_expires_at")?,
         config_checksum: r.get("config_checksum")?,
         last_error: r.get("last_error")?,
+        link_changed_at: r.get("link_changed_at")?,
         created_at: r.get("created_at")?,
         updated_at: r.get("updated_at")?,
     })
@@ -221,6 +222,7 @@ impl Scoped<'_> {
             cert_expires_at: None,
             config_checksum: None,
             last_error: None,
+            link_changed_at: None,
             created_at: now,
             updated_at: now,
         };

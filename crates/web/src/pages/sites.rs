@@ -164,6 +164,8 @@ pub async fn list(
 }
 
 pub struct LeafView {
+    /// `connected since` / `disconnected since`, when the link changed.
+    link_since: Option<When>,
     upstream_url: String,
     local_listen: String,
     updated: When,
@@ -589,6 +591,7 @@ async fn detail_page(
         leaf_badge: Badge::of(leaf.status.as_str()),
         cert_banner: cert_banner(&leaf, now),
         leaf: LeafView {
+            link_since: When::maybe(leaf.link_changed_at, now),
             upstream_url: leaf.upstream_url.clone(),
             local_listen: leaf.local_listen.to_string(),
             updated: When::at(leaf.updated_at, now),
