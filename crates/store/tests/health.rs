@@ -31,6 +31,25 @@ async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
     out
 }
 
+/// Tenants `acme` and `other`.
+async fn two_tenants(
+    store: &Store,
+) -> (
+    serviceradar_domain::resources::Tenant,
+    serviceradar_domain::resources::Tenant,
+) {
+    let tenant = |slug: &'static str, name: &'static str| async move {
+        store
+            .create_tenant(
+                &Slug::parse(slug).expect("s"),
+                &DisplayName::parse(name).expect("n"),
+            )
+            .await
+            .expect("tenant")
+    };
+    (tenant("acme", "A").await, tenant("other", "B").await)
+}
+
 async fn site(store: &Store, scope: TenantScope, slug: &str) -> EdgeSiteId {
     let scoped = store.scoped(scope);
     let (site, leaf) = scoped
@@ -68,20 +87,7 @@ async fn site(store: &Store, scope: TenantScope, slug: &str) -> EdgeSiteId {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_sweeps_and_alerts_on_both_backends() {
     for (store, _dir) in stores().await {
-        let a = store
-            .create_tenant(
-                &Slug::parse("acme").expect("s"),
-                &DisplayName::parse("A").expect("n"),
-            )
-            .await
-            .expect("tenant");
-        let b = store
-            .create_tenant(
-                &Slug::parse("other").expect("s"),
-                &DisplayName::parse("B").expect("n"),
-            )
-            .await
-            .expect("tenant");
+        let (a, b) = two_tenants(&store).await;
         let (sa, sb) = (
             TenantScope::for_system_task(a.id),
             TenantScope::for_system_task(b.id),
@@ -286,20 +292,7 @@ async fn health_sweeps_and_alerts_on_both_backends() {
 async fn an_agents_latest_check_results_are_kept_per_name_on_both_backends() {
     use serviceradar_store::{AgentCheck, MAX_CHECKS_PER_AGENT};
     for (store, _dir) in stores().await {
-        let a = store
-            .create_tenant(
-                &Slug::parse("acme").expect("s"),
-                &DisplayName::parse("A").expect("n"),
-            )
-            .await
-            .expect("tenant");
-        let b = store
-            .create_tenant(
-                &Slug::parse("other").expect("s"),
-                &DisplayName::parse("B").expect("n"),
-            )
-            .await
-            .expect("tenant");
+        let (a, b) = two_tenants(&store).await;
         let sa = TenantScope::for_system_task(a.id);
         let site_a = site(&store, sa, "nyc").await;
         let agent = uuid::Uuid::now_v7();
