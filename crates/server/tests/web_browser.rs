@@ -86,6 +86,7 @@ impl Serve {
     fn start(dir: &Path) -> Self {
         let api = free_port();
         let leaf_monitoring = free_port();
+        let gateway = free_port();
         let data_dir = dir.join("data");
         let database_url = format!("sqlite://{}", data_dir.join("serviceradar.db").display());
         std::fs::create_dir_all(&data_dir).expect("data dir");
@@ -108,6 +109,10 @@ impl Serve {
                 "--leaf-monitoring-listen",
                 &format!("127.0.0.1:{leaf_monitoring}"),
             ])
+            // Its own gateway port: the default (50051) would clash with
+            // any other serve on this machine, another test run's included.
+            .args(["--gateway-listen", &format!("127.0.0.1:{gateway}")])
+            .args(["--gateway-url", &format!("https://localhost:{gateway}")])
             .env("SERVICERADAR_ADMIN_PASSWORD", PASSWORD)
             .env("HOME", dir)
             .stdin(Stdio::null())
@@ -132,6 +137,16 @@ impl Serve {
 }
 
 /// Where screenshots go.
+/// A child process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn shots_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("web-ui-screenshots");
     std::fs::create_dir_all(&dir).expect("screenshot dir");
@@ -489,6 +504,40 @@ async fn scenarios(ui: &Ui, serve: &Serve, dir: &Path, downloads: &Path) -> Resu
         )
         .await;
         ui.shot("06-wizard-verify-connected").await;
+        // The agent's half of step 4: the bundle's agent (its agent.toml's
+        // paths are relative to the unpacked bundle) reports to the gateway,
+        // and the page turns to success by itself.
+        let agent_binary = PathBuf::from(env!("CARGO_BIN_EXE_serviceradar-core"))
+            .with_file_name("serviceradar-agent");
+        if !agent_binary.is_file() {
+            return Err(format!(
+                "{} is missing: build it (cargo build -p serviceradar-agent)",
+                agent_binary.display()
+            ));
+        }
+        let unpacked = std::fs::read_dir(dir.join("bundle"))
+            .map_err(|e| e.to_string())?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.join("agent.toml").is_file())
+            .ok_or("no agent.toml in the bundle")?;
+        let _agent = Killed(
+            Command::new(&agent_binary)
+                .arg("--config")
+                .arg(unpacked.join("agent.toml"))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join("agent.err")).map_err(|e| e.to_string())?)
+                .spawn()
+                .map_err(|e| format!("starting the agent: {e}"))?,
+        );
+        ui.wait_until(
+            "step 4's success once the agent reported",
+            "return !document.getElementById('verify-success').hidden && \
+             document.querySelector('[data-state=agent]').textContent.includes('reported');",
+        )
+        .await;
+        ui.accessible("wizard step 4, success").await;
+        ui.shot("06b-wizard-verify-success").await;
 
         // --- the list badge follows the hub live ----------------------------
         ui.go("/admin/edge-sites").await;
