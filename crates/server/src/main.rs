@@ -434,7 +434,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
          then download {base}/api/v1/edge-sites/<id>/bundle and run its setup.sh (README: \"First run on one machine\").\n\
          A real edge box joins with one token, its keys made on the box (docs/enrollment.md):\n  \
          serviceradar-cli login --url {base} --token $TOKEN; serviceradar-cli tokens create --site <id>\n  \
-         then on the box: serviceradar-cli site init --token sr1...; nats setup; agent setup\n  \
+         then on the box: serviceradar-cli site init --token sr1...; nats setup; agent setup\n\
          Sign-in for people: {base}/ (web UI) or POST {base}/api/v1/auth/login; API reference: {base}/api/v1/openapi.json\n"
     );
     app.run_until_stopped(shutdown).await
