@@ -214,7 +214,7 @@ async fn follow(
         .await
         .map_err(nats("flushing the advisory subscriptions"))?;
     *backoff = Duration::from_millis(250);
-    view.register(client.clone());
+    let _registered = view.register(client.clone());
     tracing::info!("following the hub's leaf connections");
     let mut connections = Connections::default();
     let mut accounts: HashMap<Uuid, String> = HashMap::new();

@@ -58,11 +58,14 @@ impl HubView {
         Self::default()
     }
 
-    /// The follower's current system-account connection.
-    pub(crate) fn register(&self, client: async_nats::Client) {
+    /// The follower's current system-account connection, held until the
+    /// returned guard is dropped (the session's end), so the view never
+    /// keeps a connection open after its follower stopped.
+    pub(crate) fn register(&self, client: async_nats::Client) -> Registration {
         if let Ok(mut slot) = self.client.lock() {
             *slot = Some(client);
         }
+        Registration(self.clone())
     }
 
     /// The connections of the leaf named `server_name` in `account`, from
@@ -97,6 +100,17 @@ impl HubView {
         }
         links.sort_by(|a, b| a.hub_server.cmp(&b.hub_server));
         Ok(Some(links))
+    }
+}
+
+/// Clears the view's connection when the session that registered it ends.
+pub(crate) struct Registration(HubView);
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut slot) = self.0.client.lock() {
+            *slot = None;
+        }
     }
 }
 
