@@ -114,6 +114,11 @@ fn plan(quick: bool) -> Vec<Run> {
                 &["--sites", "2000", "--seconds", "2"],
             ),
             run(
+                "web UI live fan-out",
+                "bench-sse",
+                &["--clients", "200", "--sites", "20", "--rounds", "4"],
+            ),
+            run(
                 "enrollment",
                 "bench-enroll",
                 &["--sites", "40", "--backend", "postgres"],
@@ -162,6 +167,7 @@ fn plan(quick: bool) -> Vec<Run> {
                 &["--backend", "postgres", "--existing", "1000000"],
             ),
             run("web UI", "bench-web", &[]),
+            run("web UI live fan-out", "bench-sse", &[]),
             run("enrollment", "bench-enroll", &["--sites", "300"]),
             run("ingestion", "bench-ingest", &["--messages", "100000"]),
             run("leaf hop", "bench-leaf-hop", &[]),

@@ -87,9 +87,14 @@ pub struct SiteOverview {
     /// The page: each site with its leaf server's status (absent only in a
     /// race with a delete).
     pub sites: Page<(EdgeSite, Option<serviceradar_domain::state::LeafStatus>)>,
-    /// How many sites match the filter.
+    /// How many sites match the filter, at most [`SITE_COUNT_CAP`].
     pub total: i64,
+    /// More than [`SITE_COUNT_CAP`] sites match (`total` is the cap).
+    pub more: bool,
 }
+
+/// The site list counts at most this many matching sites ("1,000+").
+pub const SITE_COUNT_CAP: u32 = 1_000;
 
 impl Control {
     /// A page of the tenant's sites.
@@ -122,8 +127,24 @@ impl Control {
                 name_contains: query.name.clone().filter(|n| !n.is_empty()),
             })?;
         let sites = scoped.list_sites_with_leaf_status(&filter, &page).await?;
-        let total = scoped.count_sites(&filter).await?;
-        Ok(SiteOverview { sites, total })
+        // A first page without a next one is the whole list: no count needed.
+        if page.after.is_none() && sites.next_cursor.is_none() {
+            let total = i64::try_from(sites.items.len()).unwrap_or(i64::MAX);
+            return Ok(SiteOverview {
+                sites,
+                total,
+                more: false,
+            });
+        }
+        let counted = scoped
+            .count_sites_up_to(&filter, SITE_COUNT_CAP + 1)
+            .await?;
+        let cap = i64::from(SITE_COUNT_CAP);
+        Ok(SiteOverview {
+            sites,
+            total: counted.min(cap),
+            more: counted > cap,
+        })
     }
 
     /// Whether `raw` is a valid slug no site of the tenant uses yet

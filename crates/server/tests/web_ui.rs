@@ -24,7 +24,8 @@ both_backends!(
     live_stream_carries_only_the_viewers_tenant,
     wizard_creates_a_site_and_checks_slugs,
     enrollment_tokens_are_shown_once_listed_and_revoked_on_the_site_page,
-    conflicts_are_listed_and_resolved_on_the_site_page
+    conflicts_are_listed_and_resolved_on_the_site_page,
+    the_site_count_stops_at_a_thousand
 );
 
 /// An open enrollment conflict of `site`: a single-use token redeemed by
@@ -805,6 +806,53 @@ async fn live_stream_carries_only_the_viewers_tenant(db: Db) {
     .await;
     assert!(ended.is_ok(), "the live stream outlived the server's stop");
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// The list counts at most 1,000 matching sites ("1,000+"); under the cap
+/// (a first page that is the whole list, or more than a page) it is exact.
+async fn the_site_count_stops_at_a_thousand(db: Db) {
+    use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
+    let web = spawn(db, |_| {}).await;
+    let app = &web.app;
+    app.tenant("acme").await;
+    let tenant = app.store.tenant_by_slug("acme").await.unwrap();
+    let scoped = app.store.scoped(TenantScope::for_system_task(tenant.id));
+    for i in 0..1_001 {
+        scoped
+            .create_site(
+                &serviceradar_store::NewSite {
+                    name: DisplayName::parse(&format!("Site {i:04}")).unwrap(),
+                    slug: Slug::parse(&format!("site-{i:04}")).unwrap(),
+                    nats_leaf_url: NatsUrl::parse("nats://10.0.0.1:4222").unwrap(),
+                    upstream_url: "tls://hub:7422".into(),
+                    local_listen: ListenAddr::parse("0.0.0.0:4222").unwrap(),
+                },
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let mut browser = Browser::new(&app.base);
+    browser
+        .sign_in("acme", &owner_email("acme"), support::OWNER_PASSWORD)
+        .await;
+    let count = |body: &str| {
+        body.split("id=\"site-count\" class=\"muted\">")
+            .nth(1)
+            .and_then(|r| r.split('<').next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let all = browser.get("/admin/edge-sites").await;
+    assert_eq!(count(&all.body), "1,000+ sites", "{}", all.body);
+    let hundred = browser.get("/admin/edge-sites?name=site%2001").await;
+    assert_eq!(count(&hundred.body), "100 sites match the filter");
+    let ten = browser.get("/admin/edge-sites?name=site%20000").await;
+    assert_eq!(count(&ten.body), "10 sites match the filter");
+    let one = browser.get("/admin/edge-sites?name=site%201000").await;
+    assert_eq!(count(&one.body), "1 site matches the filter");
+    let none = browser.get("/admin/edge-sites?status=active").await;
+    assert_eq!(count(&none.body), "0 sites match the filter");
 }
 
 async fn wizard_creates_a_site_and_checks_slugs(db: Db) {

@@ -164,6 +164,14 @@ impl ListQuery {
         Ok(row.try_get(0)?)
     }
 
+    /// Turns a `SELECT 1 FROM ...` query (without a page) into a count of at
+    /// most `cap` of its rows: the database stops after `cap` matches
+    /// instead of counting the whole filter.
+    pub(crate) fn count_up_to(&mut self, cap: u32) -> &mut Self {
+        self.sql = format!("SELECT COUNT(*) AS n FROM ({} LIMIT {cap}) c", self.sql);
+        self
+    }
+
     /// Adds a case-insensitive substring match on `column`.
     pub(crate) fn contains(&mut self, column: &'static str, needle: &str) -> &mut Self {
         let escaped: String = needle

@@ -91,9 +91,10 @@ impl std::fmt::Debug for LeafProvisioning {
 const SITE_SELECT: &str = "SELECT s.id, s.tenant_id, s.name, s.slug, s.status, s.nats_leaf_url, \
                            s.last_seen_at, s.created_at, s.updated_at FROM edge_sites s";
 const SITE_WITH_LEAF_SELECT: &str = "SELECT s.id, s.tenant_id, s.name, s.slug, s.status, \
-     s.nats_leaf_url, s.last_seen_at, s.created_at, s.updated_at, l.status AS leaf_status \
-     FROM edge_sites s LEFT JOIN nats_leaf_servers l \
-     ON l.edge_site_id = s.id AND l.tenant_id = s.tenant_id";
+     s.nats_leaf_url, s.last_seen_at, s.created_at, s.updated_at, \
+     (SELECT l.status FROM nats_leaf_servers l \
+      WHERE l.edge_site_id = s.id AND l.tenant_id = s.tenant_id) AS leaf_status \
+     FROM edge_sites s";
 const LEAF_SELECT: &str = "SELECT l.id, l.tenant_id, l.edge_site_id, l.status, l.upstream_url, \
                            l.local_listen, l.leaf_cert_pem, l.ca_chain_pem, l.cert_expires_at, \
                            l.config_checksum, l.last_error, l.created_at, l.updated_at, \
@@ -317,6 +318,28 @@ impl Scoped<'_> {
         if let Some(name) = &filter.name_contains {
             q.contains("s.name", name);
         }
+        match &self.store.hot {
+            Some(pool) => q.count_pg(pool).await,
+            None => q.count(&self.store.pool).await,
+        }
+    }
+
+    /// How many sites match `filter`, counting at most `cap` (so a page
+    /// view over a large tenant does not count every site): a result equal
+    /// to `cap` means "`cap` or more".
+    pub async fn count_sites_up_to(
+        &self,
+        filter: &SiteFilter,
+        cap: u32,
+    ) -> Result<i64, StoreError> {
+        let mut q = ListQuery::new("SELECT 1 FROM edge_sites s", "s", self.tenant());
+        if let Some(status) = filter.status {
+            q.eq("s.status", Arg::Text(status.as_str().into()));
+        }
+        if let Some(name) = &filter.name_contains {
+            q.contains("s.name", name);
+        }
+        q.count_up_to(cap);
         match &self.store.hot {
             Some(pool) => q.count_pg(pool).await,
             None => q.count(&self.store.pool).await,

@@ -747,6 +747,18 @@ async fn pagination(store: Store) {
     assert_eq!(exact.items.len(), 120);
     assert_eq!(exact.next_cursor, None);
 
+    // A capped count stops at the cap; under it, it is the count.
+    let everything = SiteFilter::default();
+    assert_eq!(s.count_sites(&everything).await.unwrap(), 120);
+    assert_eq!(s.count_sites_up_to(&everything, 101).await.unwrap(), 101);
+    assert_eq!(s.count_sites_up_to(&everything, 1_000).await.unwrap(), 120);
+    let named = SiteFilter {
+        name_contains: Some("SITE 01".into()),
+        ..SiteFilter::default()
+    };
+    assert_eq!(s.count_sites_up_to(&named, 5).await.unwrap(), 5);
+    assert_eq!(s.count_sites_up_to(&named, 1_000).await.unwrap(), 10);
+
     // Status filter.
     let all = PageRequest {
         limit: 200,

@@ -13,7 +13,9 @@
 //! 3. signs its owner in (a session, as the browser has) and mints a
 //!    read-scoped API token;
 //! 4. runs each of four requests closed-loop for `--seconds` with
-//!    `--concurrency` keep-alive clients (after a warm-up), recording every
+//!    `--concurrency` keep-alive clients (after a warm-up), each UI case
+//!    alternating with its JSON reference in one-second slices (so a
+//!    change in the machine's load hits both alike), recording every
 //!    request's time as the client sees it on loopback (the server's time
 //!    plus the loopback round trip and the client's parsing);
 //! 5. prints a Markdown table: requests/s, median and p99, and the UI/JSON
@@ -164,20 +166,50 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
             false,
         ),
     ];
+    // Each UI case and its JSON reference are measured in alternating
+    // one-second slices, so a change in the machine's load (other jobs)
+    // hits both alike and the ratio stays a same-moment comparison.
     let mut rows = Vec::new();
-    for (name, path, ui) in cases {
-        let auth = if ui {
-            ("cookie".to_string(), format!("sr_session={cookie}"))
-        } else {
-            ("authorization".to_string(), format!("Bearer {token}"))
-        };
-        check(&base, path, &auth).await?;
-        let measured = measure(&base, path, &auth, args).await?;
-        println!(
-            "{name}: {:.0} req/s, median {:.2} ms, p99 {:.2} ms ({} requests)",
-            measured.rate, measured.p50, measured.p99, measured.count
-        );
-        rows.push((name, measured));
+    for pair in cases.chunks(2) {
+        let mut targets = Vec::new();
+        for (name, path, ui) in pair {
+            let auth = if *ui {
+                ("cookie".to_string(), format!("sr_session={cookie}"))
+            } else {
+                ("authorization".to_string(), format!("Bearer {token}"))
+            };
+            check(&base, path, &auth).await?;
+            run_for(
+                &base,
+                path,
+                &auth,
+                args,
+                Duration::from_secs(args.seconds.div_ceil(3)),
+            )
+            .await?;
+            targets.push((*name, *path, auth, Vec::new(), 0.0_f64));
+        }
+        for _ in 0..args.seconds {
+            for (_, path, auth, times, wall) in &mut targets {
+                let started = Instant::now();
+                times.extend(run_for(&base, path, auth, args, Duration::from_secs(1)).await?);
+                *wall += started.elapsed().as_secs_f64();
+            }
+        }
+        for (name, _, _, mut times, wall) in targets {
+            times.sort_by(f64::total_cmp);
+            let measured = Measured {
+                rate: times.len() as f64 / wall,
+                p50: common::percentile(&times, 0.50),
+                p99: common::percentile(&times, 0.99),
+                count: times.len(),
+            };
+            println!(
+                "{name}: {:.0} req/s, median {:.2} ms, p99 {:.2} ms ({} requests)",
+                measured.rate, measured.p50, measured.p99, measured.count
+            );
+            rows.push((name, measured));
+        }
     }
     let _ = stop_tx.send(());
     let _ = server.await;
@@ -293,54 +325,43 @@ struct Measured {
     count: usize,
 }
 
-async fn measure(
+/// Runs `path` closed-loop with `--concurrency` keep-alive clients for
+/// `duration`; every request's time in ms.
+async fn run_for(
     base: &str,
     path: &str,
     auth: &(String, String),
     args: &Args,
-) -> anyhow::Result<Measured> {
+    duration: Duration,
+) -> anyhow::Result<Vec<f64>> {
     let url = format!("{base}{path}");
-    let run = |duration: Duration| {
-        let mut clients = Vec::new();
-        for _ in 0..args.concurrency {
-            let url = url.clone();
-            let auth = auth.clone();
-            clients.push(tokio::spawn(async move {
-                let http = reqwest::Client::new();
-                let mut times = Vec::new();
-                let end = Instant::now() + duration;
-                while Instant::now() < end {
-                    let start = Instant::now();
-                    let reply = http
-                        .get(&url)
-                        .header(auth.0.as_str(), auth.1.as_str())
-                        .send()
-                        .await?;
-                    if !reply.status().is_success() {
-                        bail!("{url} answered {}", reply.status());
-                    }
-                    reply.bytes().await?;
-                    times.push(start.elapsed().as_secs_f64() * 1000.0);
+    let mut clients = Vec::new();
+    for _ in 0..args.concurrency {
+        let url = url.clone();
+        let auth = auth.clone();
+        clients.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut times = Vec::new();
+            let end = Instant::now() + duration;
+            while Instant::now() < end {
+                let start = Instant::now();
+                let reply = http
+                    .get(&url)
+                    .header(auth.0.as_str(), auth.1.as_str())
+                    .send()
+                    .await?;
+                if !reply.status().is_success() {
+                    bail!("{url} answered {}", reply.status());
                 }
-                Ok::<Vec<f64>, anyhow::Error>(times)
-            }));
-        }
-        clients
-    };
-    for client in run(Duration::from_secs(args.seconds.div_ceil(3))) {
-        client.await??;
+                reply.bytes().await?;
+                times.push(start.elapsed().as_secs_f64() * 1000.0);
+            }
+            Ok::<Vec<f64>, anyhow::Error>(times)
+        }));
     }
-    let started = Instant::now();
     let mut times = Vec::new();
-    for client in run(Duration::from_secs(args.seconds)) {
+    for client in clients {
         times.extend(client.await??);
     }
-    let wall = started.elapsed().as_secs_f64();
-    times.sort_by(f64::total_cmp);
-    Ok(Measured {
-        rate: times.len() as f64 / wall,
-        p50: common::percentile(&times, 0.50),
-        p99: common::percentile(&times, 0.99),
-        count: times.len(),
-    })
+    Ok(times)
 }

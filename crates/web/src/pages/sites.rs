@@ -67,7 +67,11 @@ struct SitesPage {
     title: String,
     live: String,
     rows: Vec<SiteRow>,
+    /// Matching sites (at most the count's cap: then `more`).
     total: i64,
+    /// `total` as shown: "1,000".
+    shown: String,
+    more: bool,
     statuses: Vec<String>,
     status: String,
     q: String,
@@ -146,6 +150,8 @@ pub async fn list(
         live: "/admin/events".into(),
         rows,
         total: overview.total,
+        shown: thousands(overview.total),
+        more: overview.more,
         statuses: SiteStatus::ALL
             .iter()
             .map(|s| s.as_str().to_string())
@@ -161,6 +167,19 @@ pub async fn list(
         q: name,
     };
     render(&page)
+}
+
+/// `12345` as "12,345".
+fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
 }
 
 pub struct LeafView {
@@ -827,4 +846,17 @@ pub async fn delete(
 /// A status word and its tone for live events.
 pub fn leaf_tone(status: LeafStatus) -> &'static str {
     Badge::of(status.as_str()).tone
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn counts_are_grouped_by_thousands() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
 }
