@@ -39,13 +39,32 @@ async fn agent_buffers_while_the_gateway_is_down_then_reconnects() {
         ),
     )
     .expect("config");
-    let _agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_serviceradar-agent"))
+    let mut agent_process = tokio::process::Command::new(env!("CARGO_BIN_EXE_serviceradar-agent"))
         .arg("--config")
         .arg(&config)
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("agent");
+    // Wait until the agent runs and has failed to reach the gateway (a fixed
+    // sleep raced a slow start on a loaded machine: the agent then met the
+    // gateway already up and had nothing buffered), then long enough for its
+    // 1-s checks to overflow the buffer of 3.
+    let stderr = agent_process.stderr.take().expect("agent stderr");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
+    let started = Instant::now();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the agent logs within a minute")
+            .expect("agent stderr")
+            .expect("the agent is running");
+        if line.contains("gateway unreachable") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "agent: {line}");
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     tokio::time::sleep(Duration::from_secs(6)).await;
     let scoped = core.store.scoped(TenantScope::for_system_task(tenant.id));
     assert_eq!(
