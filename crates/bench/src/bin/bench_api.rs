@@ -186,10 +186,7 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
     let port = app.port();
     let store = app.store().clone();
     let app_pki = app.pki().clone();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async move {
-        let _ = stop_rx.await;
-    }));
+    let server = common::Served::start(app);
     say(format!(
         "server listening on 127.0.0.1:{port} (pool {}, job workers off, logs {:?})",
         args.pool, args.log
@@ -347,8 +344,7 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
     )
     .await?;
 
-    let _ = stop_tx.send(());
-    server.await??;
+    server.stop().await?;
 
     let mut passed = true;
     let mut report = String::new();

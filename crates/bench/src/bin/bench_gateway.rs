@@ -244,10 +244,7 @@ async fn scale(agents: usize, interval_ms: u64, duration_secs: u64) -> anyhow::R
     let store = app.store().clone();
     let pki = app.pki().clone();
     let gateway_port = app.gateway_port().context("gateway")?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async move {
-        let _ = stop_rx.await;
-    }));
+    let server = common::Served::start(app);
 
     // N sites, each with its own agent certificate.
     eprintln!("seeding {agents} sites and agent certificates");
@@ -384,8 +381,7 @@ async fn scale(agents: usize, interval_ms: u64, duration_secs: u64) -> anyhow::R
     }
     let _ = echo_stop_tx.send(());
     let _ = echo.await;
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    let _ = server.stop().await;
 
     println!(
         "\n{agents} agents, push every {interval_ms} ms for {duration_secs} s, 2 cores shared by server, load process and PostgreSQL\n"
@@ -627,10 +623,7 @@ async fn agent_footprint(agent_bin: &Path, warmup: u64, measure: u64) -> anyhow:
     let store = app.store().clone();
     let pki = app.pki().clone();
     let port = app.gateway_port().context("gateway")?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async move {
-        let _ = stop_rx.await;
-    }));
+    let server = common::Served::start(app);
     let tenant = store.tenant_by_slug("default").await?;
     let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
     let (site, leaf) = scoped
@@ -697,8 +690,7 @@ async fn agent_footprint(agent_bin: &Path, warmup: u64, measure: u64) -> anyhow:
     let rss_now = proc_status_kib(pid, "VmRSS:");
     let seen = scoped.site(site.id).await?.status;
     let _ = agent.kill().await;
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    let _ = server.stop().await;
     println!(
         "\n| agent (release) | RSS now (MiB) | RSS peak (MiB) | CPU (% of one core) | site status |"
     );

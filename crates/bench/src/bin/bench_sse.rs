@@ -109,29 +109,14 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
     let store = app.store().clone();
     let pki = app.pki().clone();
     let health = app.health().clone();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async move {
-        let _ = stop_rx.await;
-    }));
+    let server = common::Served::start(app);
     // The second replica: its own pool and its own health service.
     let other_store = Store::connect(&url, 4)
         .await
         .context("the second replica's pool")?;
     let other = Health::new(other_store, std::sync::Arc::new(HealthSettings::default()));
 
-    serviceradar_provisioning::tenants::create_tenant(
-        &store,
-        &pki,
-        serviceradar_provisioning::tenants::NewTenant {
-            slug: TENANT,
-            name: None,
-            owner_email: EMAIL,
-            owner_password: Some(PASSWORD),
-        },
-    )
-    .await
-    .context("creating the tenant")?;
-    let tenant = store.tenant_by_slug(TENANT).await?;
+    let tenant = common::owner_tenant(&store, &pki, TENANT, EMAIL, PASSWORD).await?;
     let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
     let mut sites = Vec::new();
     for i in 0..args.sites {
@@ -220,11 +205,10 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
         missing[path] += lost;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let _ = stop_tx.send(());
     for stream in streams {
         stream.abort();
     }
-    let _ = server.await;
+    let _ = server.stop().await;
 
     for times in &mut by_path {
         times.sort_by(f64::total_cmp);

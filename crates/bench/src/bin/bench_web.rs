@@ -96,23 +96,9 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
     let base = format!("http://127.0.0.1:{}", app.port());
     let store = app.store().clone();
     let pki = app.pki().clone();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async move {
-        let _ = stop_rx.await;
-    }));
+    let server = common::Served::start(app);
 
-    serviceradar_provisioning::tenants::create_tenant(
-        &store,
-        &pki,
-        serviceradar_provisioning::tenants::NewTenant {
-            slug: TENANT,
-            name: None,
-            owner_email: EMAIL,
-            owner_password: Some(PASSWORD),
-        },
-    )
-    .await
-    .context("creating the tenant")?;
+    common::owner_tenant(&store, &pki, TENANT, EMAIL, PASSWORD).await?;
     let started = Instant::now();
     seed(&store, args.sites).await?;
     // As after a real bulk load: fresh statistics for the planner (like
@@ -211,8 +197,7 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
             rows.push((name, measured));
         }
     }
-    let _ = stop_tx.send(());
-    let _ = server.await;
+    let _ = server.stop().await;
 
     let mut ok = true;
     println!(

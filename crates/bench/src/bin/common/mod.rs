@@ -16,9 +16,57 @@ use serviceradar_hub::config::{HubFiles, HubOptions, write_hub_config};
 use serviceradar_identity::{Pki, write_secret_file};
 use serviceradar_pki::{TenantRef, issue_collector};
 use serviceradar_provisioning::{build_site_bundle, provision_leaf};
-use serviceradar_server::app::Settings;
+use serviceradar_server::app::{Application, Settings};
 use serviceradar_store::{NewSite, Store};
 use serviceradar_testkit::{NatsServer, free_port, wait_for_port};
+
+/// The application serving in the background until [`Served::stop`] (take
+/// what you need from it — port, store, PKI — before [`Served::start`]).
+pub struct Served {
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Served {
+    /// Serves `app` on a background task.
+    pub fn start(app: Application) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        Self { stop, server }
+    }
+
+    /// Stops the application and waits for it; its outcome.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.server.await.context("the server task")?
+    }
+}
+
+/// Creates tenant `slug` with its owner `email` / `password`, as
+/// `admin create-tenant` does.
+pub async fn owner_tenant(
+    store: &Store,
+    pki: &Pki,
+    slug: &str,
+    email: &str,
+    password: &str,
+) -> anyhow::Result<Tenant> {
+    serviceradar_provisioning::tenants::create_tenant(
+        store,
+        pki,
+        serviceradar_provisioning::tenants::NewTenant {
+            slug,
+            name: None,
+            owner_email: email,
+            owner_password: Some(password),
+        },
+    )
+    .await
+    .context("creating the tenant")?;
+    Ok(store.tenant_by_slug(slug).await?)
+}
 
 /// Loopback ports of the hub `nats-server`.
 pub struct HubPorts {
