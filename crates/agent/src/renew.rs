@@ -68,15 +68,18 @@ pub fn due(cert: &Path) -> anyhow::Result<SystemTime> {
         std::fs::read_to_string(cert).with_context(|| format!("reading {}", cert.display()))?;
     let not_after = serviceradar_pki::chain_not_after(&pem)
         .with_context(|| format!("reading the expiry of {}", cert.display()))?;
-    let not_after = SystemTime::UNIX_EPOCH
-        + Duration::from_secs(u64::try_from(not_after.unix_timestamp()).unwrap_or(0));
-    let written = std::fs::metadata(cert)
+    let not_after_ms = not_after.unix_timestamp() * 1000;
+    let written_ms = std::fs::metadata(cert)
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| SystemTime::now())
-        .min(not_after);
-    let span = not_after.duration_since(written).unwrap_or_default();
-    let jitter = (span / 15).mul_f64(rand::random::<f64>());
-    Ok(written + span * 2 / 3 - jitter)
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .min(not_after_ms);
+    let span = u64::try_from(not_after_ms - written_ms).unwrap_or(0);
+    let jitter = Duration::from_millis(span / 15).mul_f64(rand::random::<f64>());
+    let point =
+        u64::try_from(serviceradar_pki::renewal_point(written_ms, not_after_ms)).unwrap_or(0);
+    Ok(SystemTime::UNIX_EPOCH + Duration::from_millis(point) - jitter)
 }
 
 /// When to try again after a failed renewal: a tenth of the time left on

@@ -84,7 +84,7 @@ pub async fn show(dir: &StateDir, json_out: bool) -> Outcome {
         if let Some((written, until)) = cert_expiry(&layout.cert(name)) {
             // The agent renews at about two thirds of the lifetime, counted
             // from when the certificate was written.
-            let renew_at = written + (until - written) * 2 / 3;
+            let renew_at = serviceradar_pki::renewal_point(written, until);
             certificates.push(json!({
                 "name": name, "not_after": until, "expired": until <= now,
                 "renew_due": now >= renew_at, "renew_at": renew_at,

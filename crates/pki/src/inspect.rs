@@ -111,6 +111,16 @@ pub fn chain_not_after(chain_pem: &str) -> Result<::time::OffsetDateTime, Certif
     Ok(parse_der(der)?.validity().not_after.to_datetime())
 }
 
+/// When a certificate written (received) at `written_ms` and expiring at
+/// `not_after_ms` (Unix ms) is due for renewal: two thirds of the way. The
+/// edge agent renews then (less some jitter); `serviceradar-cli status`
+/// shows it. Counted from when it was written, not from `notBefore`, which
+/// the CA backdates for clock skew.
+pub fn renewal_point(written_ms: i64, not_after_ms: i64) -> i64 {
+    let written = written_ms.min(not_after_ms);
+    written + (not_after_ms - written) * 2 / 3
+}
+
 /// Checks that the first certificate of `chain_pem` is for the private key
 /// `key_pem` (PKCS#8 PEM): a renewed certificate must fit the key it was
 /// requested with before it replaces anything.
@@ -180,6 +190,14 @@ mod tests {
             Err(CertificateError::KeyMismatch)
         );
         assert_eq!(chain_not_after(&chain), cert_not_after(&cert));
+    }
+
+    #[test]
+    fn renewal_is_due_two_thirds_of_the_way_from_when_it_was_written() {
+        assert_eq!(renewal_point(0, 90_000), 60_000);
+        assert_eq!(renewal_point(30_000, 120_000), 90_000);
+        // Written after its expiry (a clock jump): due at once.
+        assert_eq!(renewal_point(200_000, 120_000), 120_000);
     }
 
     #[test]
