@@ -87,6 +87,9 @@ pub struct LeafServerResponse {
     /// When the link to the hub last went up or down (Unix ms): `connected`
     /// or `disconnected` since then.
     pub link_changed_at: Option<i64>,
+    /// When provisioning last issued the certificate and config (Unix ms):
+    /// the first run, a regenerate or a renewal; `null` while pending.
+    pub provisioned_at: Option<i64>,
     /// Creation time (Unix ms).
     pub created_at: i64,
     /// Last change (Unix ms).
@@ -107,6 +110,7 @@ impl From<NatsLeafServer> for LeafServerResponse {
             config_checksum: l.config_checksum,
             last_error: l.last_error,
             link_changed_at: l.link_changed_at,
+            provisioned_at: l.provisioned_at,
             created_at: l.created_at,
             updated_at: l.updated_at,
         }

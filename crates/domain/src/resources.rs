@@ -121,6 +121,10 @@ pub struct NatsLeafServer {
     /// When the link to the hub last went up or down (`connected` since, or
     /// `disconnected` since); `None` before the first change.
     pub link_changed_at: Option<Millis>,
+    /// When provisioning last issued this leaf's certificate and config (the
+    /// first run, a regenerate or a renewal); `None` while pending, and for
+    /// leaves provisioned before the time was recorded.
+    pub provisioned_at: Option<Millis>,
     /// Creation time.
     pub created_at: Millis,
     /// Last change.

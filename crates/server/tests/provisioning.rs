@@ -362,6 +362,7 @@ async fn site_bundle_end_to_end(postgres: bool) {
     let site_id = app.create_site(&owner, "nyc", leaf_port).await;
     let leaf = app.wait_provisioned(&owner, &site_id).await;
     assert!(leaf["cert_expires_at"].as_i64().unwrap() > 0, "{leaf}");
+    assert!(leaf["provisioned_at"].as_i64().unwrap() > 0, "{leaf}");
     assert!(
         leaf["config_checksum"]
             .as_str()
@@ -856,6 +857,10 @@ async fn expiring_leaf_certificates_are_renewed() {
     assert_eq!(renewed["status"], "provisioned");
     assert_eq!(renewed["config_checksum"], first["config_checksum"]);
     assert!(renewed["cert_expires_at"].as_i64() >= first["cert_expires_at"].as_i64());
+    assert!(
+        renewed["provisioned_at"].as_i64() > first["provisioned_at"].as_i64(),
+        "a renewal is a provisioning run: {renewed}"
+    );
     // Same identity: CN and SPIFFE id unchanged, a new serial.
     let text = |leaf: &Value| {
         let path = tmp.path().join("cert.pem");

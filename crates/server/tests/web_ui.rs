@@ -1036,6 +1036,42 @@ async fn wizard_creates_a_site_and_checks_slugs(db: Db) {
         detail.body
     );
     assert!(detail.body.contains("the agent was revoked at 2026-11-29"));
+    // The leaf card says when provisioning ran: not yet, then its time.
+    assert!(
+        detail
+            .body
+            .contains(r#"<dd id="provisioned-at">not yet</dd>"#),
+        "{}",
+        detail.body
+    );
+    let leaf = scoped
+        .leaf_for_site(site_id.parse().expect("site"))
+        .await
+        .expect("leaf");
+    scoped
+        .store_leaf_provisioning(
+            leaf.id,
+            &serviceradar_store::LeafProvisioning {
+                leaf_cert_pem: "cert".into(),
+                leaf_key_sealed: vec![1; 8],
+                server_cert_pem: "cert".into(),
+                server_key_sealed: vec![2; 8],
+                ca_chain_pem: "chain".into(),
+                creds_sealed: vec![3; 8],
+                cert_expires_at: serviceradar_store::now_ms() + 86_400_000,
+                config_checksum: "sha256:00".into(),
+            },
+        )
+        .await
+        .expect("provisioning");
+    let detail = browser.get(&format!("/admin/edge-sites/{site_id}")).await;
+    assert!(
+        detail
+            .body
+            .contains(r#"<dd id="provisioned-at"><time datetime="#),
+        "{}",
+        detail.body
+    );
     // Another tenant's refusals are not this tenant's business.
     let other = app.tenant("other").await;
     let theirs = id(&app.create_site(&other, "Paris", "paris").await);

@@ -98,7 +98,7 @@ const SITE_WITH_LEAF_SELECT: &str = "SELECT s.id, s.tenant_id, s.name, s.slug, s
 const LEAF_SELECT: &str = "SELECT l.id, l.tenant_id, l.edge_site_id, l.status, l.upstream_url, \
                            l.local_listen, l.leaf_cert_pem, l.ca_chain_pem, l.cert_expires_at, \
                            l.config_checksum, l.last_error, l.created_at, l.updated_at, \
-                           l.link_changed_at FROM nats_leaf_servers l";
+                           l.link_changed_at, l.provisioned_at FROM nats_leaf_servers l";
 
 /// One decoder for both row types: `Any` rows and native PostgreSQL rows
 /// (the hot list reads).
@@ -156,6 +156,7 @@ fn decode_leaf(row: &AnyRow) -> Result<NatsLeafServer, StoreError> {
         config_checksum: r.get("config_checksum")?,
         last_error: r.get("last_error")?,
         link_changed_at: r.get("link_changed_at")?,
+        provisioned_at: r.get("provisioned_at")?,
         created_at: r.get("created_at")?,
         updated_at: r.get("updated_at")?,
     })
@@ -224,6 +225,7 @@ impl Scoped<'_> {
             config_checksum: None,
             last_error: None,
             link_changed_at: None,
+            provisioned_at: None,
             created_at: now,
             updated_at: now,
         };
@@ -457,8 +459,8 @@ impl Scoped<'_> {
         sqlx::query(
             "UPDATE nats_leaf_servers SET status = $1, leaf_cert_pem = $2, leaf_key_sealed = $3, \
              server_cert_pem = $4, server_key_sealed = $5, ca_chain_pem = $6, creds_sealed = $7, \
-             cert_expires_at = $8, config_checksum = $9, last_error = NULL, updated_at = $10 \
-             WHERE tenant_id = $11 AND id = $12",
+             cert_expires_at = $8, config_checksum = $9, last_error = NULL, updated_at = $10, \
+             provisioned_at = $10 WHERE tenant_id = $11 AND id = $12",
         )
         .bind(status.as_str())
         .bind(result.leaf_cert_pem.as_str())

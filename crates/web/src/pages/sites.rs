@@ -185,6 +185,11 @@ fn thousands(n: i64) -> String {
 pub struct LeafView {
     /// `connected since` / `disconnected since`, when the link changed.
     link_since: Option<When>,
+    /// When provisioning last issued the certificate and config.
+    provisioned: Option<When>,
+    /// Whether the leaf has a certificate (provisioned before the time was
+    /// recorded when `provisioned` is `None`).
+    issued: bool,
     upstream_url: String,
     local_listen: String,
     updated: When,
@@ -611,6 +616,8 @@ async fn detail_page(
         cert_banner: cert_banner(&leaf, now),
         leaf: LeafView {
             link_since: When::maybe(leaf.link_changed_at, now),
+            provisioned: When::maybe(leaf.provisioned_at, now),
+            issued: leaf.leaf_cert_pem.is_some(),
             upstream_url: leaf.upstream_url.clone(),
             local_listen: leaf.local_listen.to_string(),
             updated: When::at(leaf.updated_at, now),
