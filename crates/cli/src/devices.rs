@@ -150,9 +150,9 @@ pub async fn devices(command: DevicesCommand, json: bool) -> Outcome {
                         d["id"].as_str().unwrap_or(""),
                         d["name"].as_str().unwrap_or(""),
                         d["status"].as_str().unwrap_or(""),
-                        d["max_payload"],
-                        d["max_subscriptions"],
-                        d["data_rate"],
+                        d["max_payload"].as_i64().unwrap_or(0),
+                        d["max_subscriptions"].as_i64().unwrap_or(0),
+                        d["data_rate"].as_i64().unwrap_or(0),
                         d["cert_not_after"]
                             .as_i64()
                             .map_or_else(|| "-".into(), crate::status::when)
