@@ -16,6 +16,9 @@
 //!   `PushResults`; agent contact and leaf checker results feed
 //!   `serviceradar_health`; `RenewCertificates` ([`renewal`]) renews the
 //!   certificates of a box enrolled with a token.
+//! * **Devices** ([`devices`]): `DeviceEnrollment.SimpleReenroll` on the same
+//!   port renews a registered device's certificate over its own mTLS
+//!   identity (EST `simplereenroll` shape).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +26,7 @@ use std::time::Duration;
 
 use serviceradar_pki::issue_platform_server;
 use serviceradar_proto::v1::agent_gateway_server::AgentGatewayServer;
+use serviceradar_proto::v1::device_enrollment_server::DeviceEnrollmentServer;
 use serviceradar_store::Store;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -31,6 +35,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use serviceradar_health::Health;
 use serviceradar_identity::Pki;
 
+pub mod devices;
 pub mod identity;
 mod renewal;
 pub mod service;
@@ -71,8 +76,8 @@ pub struct GatewaySettings {
     /// The leaf monitoring listener of provisioned leaves (the agent's leaf
     /// check dials its port on loopback); `None` gives agents no leaf check.
     pub leaf_monitoring_listen: Option<String>,
-    /// Lifetime of certificates issued by `RenewCertificates` (the same as
-    /// enrollment's).
+    /// Lifetime of certificates issued by `RenewCertificates` and
+    /// `SimpleReenroll` (the same as enrollment's).
     pub edge_cert_validity: Duration,
 }
 
@@ -147,6 +152,7 @@ pub struct Gateway {
     listener: TcpListener,
     tls: GatewayTls,
     service: service::GatewayService,
+    devices: devices::DeviceEnrollmentService,
 }
 
 impl Gateway {
@@ -163,6 +169,11 @@ impl Gateway {
         Ok(Self {
             listener,
             tls,
+            devices: devices::DeviceEnrollmentService::new(
+                store.clone(),
+                pki.clone(),
+                settings.clone(),
+            ),
             service: service::GatewayService::new(store, pki, settings, health),
         })
     }
@@ -185,6 +196,7 @@ impl Gateway {
                 AgentGatewayServer::new(self.service)
                     .max_decoding_message_size(serviceradar_proto::MAX_CHUNK_BYTES + 64 * 1024),
             )
+            .add_service(DeviceEnrollmentServer::new(self.devices))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await
             .map_err(GatewayError::Serve)
