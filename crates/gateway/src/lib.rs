@@ -16,6 +16,8 @@
 //!   `PushResults`; agent contact and leaf checker results feed
 //!   `serviceradar_health`; `RenewCertificates` ([`renewal`]) renews the
 //!   certificates of a box enrolled with a token.
+//! * **Connections** ([`connections`]): open agent connections per replica,
+//!   `serviceradar_gateway_connections`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,12 +27,14 @@ use serviceradar_pki::issue_platform_server;
 use serviceradar_proto::v1::agent_gateway_server::AgentGatewayServer;
 use serviceradar_store::Store;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use serviceradar_health::Health;
 use serviceradar_identity::Pki;
 
+pub mod connections;
 pub mod identity;
 mod renewal;
 pub mod service;
@@ -177,6 +181,10 @@ impl Gateway {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), GatewayError> {
+        connections::describe();
+        // Every accepted connection is counted while it is open.
+        let incoming = TcpListenerStream::new(self.listener)
+            .map(|accepted| accepted.map(connections::Counted::new));
         Server::builder()
             .tls_config(self.tls.server_config())?
             .http2_keepalive_interval(Some(Duration::from_secs(60)))
@@ -185,7 +193,7 @@ impl Gateway {
                 AgentGatewayServer::new(self.service)
                     .max_decoding_message_size(serviceradar_proto::MAX_CHUNK_BYTES + 64 * 1024),
             )
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await
             .map_err(GatewayError::Serve)
     }

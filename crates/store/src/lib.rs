@@ -21,6 +21,7 @@ mod auth_cache;
 mod db;
 mod enrollment;
 mod error;
+pub mod fleet;
 pub mod health;
 mod hot;
 pub mod jobs;
