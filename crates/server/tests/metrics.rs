@@ -332,6 +332,25 @@ async fn metrics_after_real_traffic_name_every_monitored_family() {
         Some(0.0)
     );
 
+    // Every metric the shipped alert rules use is exported (a histogram
+    // through its `_bucket` series).
+    let rules = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/prometheus/alerts.yml"),
+    )
+    .expect("read deploy/prometheus/alerts.yml");
+    let used: std::collections::BTreeSet<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|t| t.starts_with("serviceradar_") || t.starts_with("http_request"))
+        .collect();
+    assert!(used.len() >= 8, "{used:?}");
+    for name in used {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))),
+            "the alert rules use {name}, which /metrics does not export:\n{text}"
+        );
+    }
+
     // The agent's connection closes: the gauge goes back down.
     drop(agent);
     scrape_until(metrics_port, "the gateway connection closed", |text| {
