@@ -59,69 +59,66 @@ fn helpers() -> std::collections::HashMap<String, Vec<String>> {
     helpers
 }
 
+/// Whether `line` is nothing but template actions (`{{- if ... }}`,
+/// `{{- end }}`, `{{- include ... | nindent N }}`).
+fn action_only(line: &str) -> bool {
+    let trimmed = line.trim();
+    trimmed.starts_with("{{") && trimmed.ends_with("}}") && !trimmed.contains(':')
+}
+
+/// `line` with each inline action replaced by `TEMPLATED`.
+fn without_actions(line: &str) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find("}}")
+            .unwrap_or_else(|| panic!("an action without its end in {line:?}"));
+        out.push_str("TEMPLATED");
+        rest = &rest[start + end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A template without its actions: an action-only line that includes a
-/// helper with `nindent N` becomes the helper's skeleton indented by N,
-/// other action-only lines are dropped, inline actions become `TEMPLATED`.
+/// helper with `nindent N` becomes the helper's skeleton indented by N
+/// (helpers include no helpers), other action-only lines are dropped,
+/// inline actions become `TEMPLATED`.
 fn skeleton(template: &str) -> String {
     let helpers = helpers();
     let mut out = String::new();
     for line in template.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with("{{") && trimmed.ends_with("}}") && !trimmed.contains(':') {
-            if let Some(rest) = trimmed.split("include \"").nth(1) {
-                let name = rest.split('"').next().unwrap_or_default();
-                let indent: usize = trimmed
-                    .split("nindent ")
-                    .nth(1)
-                    .and_then(|n| n.split_whitespace().next())
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-                if let Some(body) = helpers.get(name).filter(|_| indent > 0) {
-                    for helper_line in skeleton_lines(&body.join("\n")).lines() {
-                        out.push_str(&" ".repeat(indent));
-                        out.push_str(helper_line);
-                        out.push('\n');
-                    }
-                }
-            }
+        if !action_only(line) {
+            out.push_str(&without_actions(line));
+            out.push('\n');
             continue;
         }
-        let mut rest = line;
-        while let Some(start) = rest.find("{{") {
-            out.push_str(&rest[..start]);
-            match rest[start..].find("}}") {
-                Some(end) => {
-                    out.push_str("TEMPLATED");
-                    rest = &rest[start + end + 2..];
-                }
-                None => panic!("an action without its end in {line:?}"),
+        let trimmed = line.trim();
+        let Some(name) = trimmed
+            .split("include \"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+        else {
+            continue;
+        };
+        let indent: usize = trimmed
+            .split("nindent ")
+            .nth(1)
+            .and_then(|n| n.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if let Some(body) = helpers.get(name).filter(|_| indent > 0) {
+            for helper_line in body
+                .iter()
+                .filter(|l| !l.trim().is_empty() && !action_only(l))
+            {
+                out.push_str(&" ".repeat(indent));
+                out.push_str(&without_actions(helper_line));
+                out.push('\n');
             }
         }
-        out.push_str(rest);
-        out.push('\n');
-    }
-    out
-}
-
-/// A helper's body without its actions (helpers include no helpers).
-fn skeleton_lines(body: &str) -> String {
-    let mut out = String::new();
-    for line in body.lines() {
-        let trimmed = line.trim();
-        if trimmed.is_empty()
-            || (trimmed.starts_with("{{") && trimmed.ends_with("}}") && !trimmed.contains(':'))
-        {
-            continue;
-        }
-        let mut rest = line;
-        while let Some(start) = rest.find("{{") {
-            out.push_str(&rest[..start]);
-            let end = rest[start..].find("}}").expect("an action's end");
-            out.push_str("TEMPLATED");
-            rest = &rest[start + end + 2..];
-        }
-        out.push_str(rest);
-        out.push('\n');
     }
     out
 }
