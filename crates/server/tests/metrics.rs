@@ -4,7 +4,9 @@
 //! and provisions a site, ingests telemetry (one message poison) and holds
 //! an agent connection; the metrics listener then shows every family the
 //! monitoring guide (`docs/monitoring.md`) and the shipped alert rules
-//! (`deploy/prometheus/`) name, with the values the traffic implies.
+//! (`deploy/prometheus/`) name, with the values the traffic implies. A real
+//! site leaf (from its bundle) then joins the hub and is killed: the leaf
+//! gauges follow.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -34,7 +36,11 @@ fn settings(dir: &Path) -> (Settings, u16) {
     let mut hub = EmbeddedHubSettings::new(dir.join("hub"));
     hub.nats_server = serviceradar_testkit::nats_server_binary().expect("nats-server");
     hub.options.client_listen = format!("127.0.0.1:{hub_client}");
-    hub.options.leafnode_listen = format!("127.0.0.1:{}", free_port());
+    let hub_leafnodes = free_port();
+    hub.options.leafnode_listen = format!("127.0.0.1:{hub_leafnodes}");
+    settings.provisioning.hub_leafnode_url = format!("tls://127.0.0.1:{hub_leafnodes}");
+    // Leaf configs serve monitoring on loopback (a free port here).
+    settings.provisioning.leaf_monitoring_listen = Some(format!("127.0.0.1:{}", free_port()));
     hub.options.monitoring_listen = Some(format!("127.0.0.1:{}", free_port()));
     let client_url = hub.client_url();
     settings.embedded_hub = Some(hub);
@@ -90,7 +96,9 @@ async fn metrics_after_real_traffic_name_every_monitored_family() {
     let dir = tmp.path();
     support::init();
     let (settings, hub_client) = settings(dir);
-    let app = Application::build(settings).await.expect("build app");
+    let app = Application::build(settings.clone())
+        .await
+        .expect("build app");
     let store = app.store().clone();
     let pki = app.pki().clone();
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -350,6 +358,49 @@ async fn metrics_after_real_traffic_name_every_monitored_family() {
             "the alert rules use {name}, which /metrics does not export:\n{text}"
         );
     }
+
+    // A real leaf from a site bundle joins the hub through the callout: the
+    // hub's view and the leaf status gauges follow it, and its loss.
+    let leaf_port = free_port();
+    let installed =
+        support::install_site(dir, &store, &pki, &settings, &tenant, "plant", leaf_port).await;
+    let leaf_conf = std::fs::read_to_string(&installed.config).expect("leaf config");
+    assert!(
+        leaf_conf.contains("http: \"127.0.0.1:"),
+        "the leaf config serves monitoring on loopback:\n{leaf_conf}"
+    );
+    let leaf = serviceradar_testkit::NatsServer::start_file(
+        installed.config.parent().expect("config dir"),
+        "leaf",
+        &installed.config,
+        leaf_port,
+    )
+    .expect("start the site leaf");
+    scrape_until(metrics_port, "the leaf connected", |text| {
+        sample(text, "serviceradar_hub_leaves_connected", &[]) == Some(1.0)
+            && sample(
+                text,
+                "serviceradar_leaves",
+                &[r#"tenant="acme""#, r#"status="connected""#],
+            ) == Some(1.0)
+            && sample(
+                text,
+                "serviceradar_leaf_auth_total",
+                &[r#"outcome="admitted""#],
+            )
+            .is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    drop(leaf);
+    scrape_until(metrics_port, "the leaf disconnected", |text| {
+        sample(text, "serviceradar_hub_leaves_connected", &[]) == Some(0.0)
+            && sample(
+                text,
+                "serviceradar_leaves",
+                &[r#"tenant="acme""#, r#"status="disconnected""#],
+            ) == Some(1.0)
+    })
+    .await;
 
     // The agent's connection closes: the gauge goes back down.
     drop(agent);
