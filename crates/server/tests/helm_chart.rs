@@ -276,6 +276,20 @@ fn check_objects(objects: &[Yaml]) {
             .any(|p| str_of(&p["name"]) == "leafnodes")
     );
     assert!(!list(&hub["spec"]["volumeClaimTemplates"]).is_empty());
+    let policy = find(objects, "NetworkPolicy", "-hub");
+    let ingress = list(&policy["spec"]["ingress"]);
+    let client_rule = ingress
+        .iter()
+        .find(|rule| {
+            list(&rule["ports"])
+                .iter()
+                .any(|p| str_of(&p["port"]) == "client")
+        })
+        .expect("a rule for the hub's client port");
+    assert!(
+        !list(&client_rule["from"]).is_empty(),
+        "the hub's client port is open to every pod"
+    );
     let leafnodes = find(objects, "Service", "-hub-leafnodes");
     assert_eq!(
         str_of(&list(&leafnodes["spec"]["ports"])[0]["targetPort"]),
