@@ -180,6 +180,7 @@ fn check_objects(objects: &[Yaml]) {
     assert_eq!(str_of(&core["apiVersion"]), "apps/v1");
     let pod = &core["spec"]["template"]["spec"];
     let container = &list(&pod["containers"])[0];
+    assert_eq!(str_of(&list(&container["command"])[0]), "serviceradar-core");
     assert_eq!(
         list(&container["args"])
             .iter()
@@ -263,6 +264,7 @@ fn check_objects(objects: &[Yaml]) {
     let init = &list(&hub_pod["initContainers"])[0];
     let args: Vec<&str> = list(&init["args"]).iter().map(str_of).collect();
     assert_eq!(&args[..2], ["admin", "hub-config"]);
+    assert_eq!(str_of(&list(&init["command"])[0]), "serviceradar-core");
     assert!(
         list(&init["env"])
             .iter()
