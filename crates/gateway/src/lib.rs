@@ -19,6 +19,8 @@
 //! * **Devices** ([`devices`]): `DeviceEnrollment.SimpleReenroll` on the same
 //!   port renews a registered device's certificate over its own mTLS
 //!   identity (EST `simplereenroll` shape).
+//! * **Connections** ([`connections`]): open agent connections per replica,
+//!   `serviceradar_gateway_connections`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,12 +31,14 @@ use serviceradar_proto::v1::agent_gateway_server::AgentGatewayServer;
 use serviceradar_proto::v1::device_enrollment_server::DeviceEnrollmentServer;
 use serviceradar_store::Store;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use serviceradar_health::Health;
 use serviceradar_identity::Pki;
 
+pub mod connections;
 pub mod devices;
 pub mod identity;
 mod renewal;
@@ -188,6 +192,10 @@ impl Gateway {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), GatewayError> {
+        connections::describe();
+        // Every accepted connection is counted while it is open.
+        let incoming = TcpListenerStream::new(self.listener)
+            .map(|accepted| accepted.map(connections::Counted::new));
         Server::builder()
             .tls_config(self.tls.server_config())?
             .http2_keepalive_interval(Some(Duration::from_secs(60)))
@@ -197,7 +205,7 @@ impl Gateway {
                     .max_decoding_message_size(serviceradar_proto::MAX_CHUNK_BYTES + 64 * 1024),
             )
             .add_service(DeviceEnrollmentServer::new(self.devices))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await
             .map_err(GatewayError::Serve)
     }

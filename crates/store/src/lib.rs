@@ -22,6 +22,7 @@ mod db;
 mod devices;
 mod enrollment;
 mod error;
+pub mod fleet;
 pub mod health;
 mod hot;
 pub mod jobs;
