@@ -16,6 +16,9 @@
 //!   `PushResults`; agent contact and leaf checker results feed
 //!   `serviceradar_health`; `RenewCertificates` ([`renewal`]) renews the
 //!   certificates of a box enrolled with a token.
+//! * **Control stream** (`ControlStream`, [`links`]): config pushes and
+//!   commands to connected agents, across replicas through PostgreSQL
+//!   `NOTIFY`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +34,9 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use serviceradar_health::Health;
 use serviceradar_identity::Pki;
 
+mod control;
 pub mod identity;
+pub mod links;
 mod renewal;
 pub mod service;
 
@@ -158,12 +163,26 @@ impl Gateway {
         settings: Arc<GatewaySettings>,
         health: Health,
     ) -> Result<Self, GatewayError> {
+        let links = links::AgentLinks::new(store.clone(), links::LinkSettings::default());
+        Self::bind_with_links(addr, store, pki, settings, health, links).await
+    }
+
+    /// Binds `addr` with the replica's shared [`links::AgentLinks`] (the
+    /// same registry the use-cases issue commands through).
+    pub async fn bind_with_links(
+        addr: SocketAddr,
+        store: Store,
+        pki: Arc<Pki>,
+        settings: Arc<GatewaySettings>,
+        health: Health,
+        links: links::AgentLinks,
+    ) -> Result<Self, GatewayError> {
         let tls = GatewayTls::issue(&store, &pki, &settings.hosts).await?;
         let listener = listen(addr).map_err(|source| GatewayError::Bind { addr, source })?;
         Ok(Self {
             listener,
             tls,
-            service: service::GatewayService::new(store, pki, settings, health),
+            service: service::GatewayService::new(store, pki, settings, health, links),
         })
     }
 
@@ -182,8 +201,9 @@ impl Gateway {
             .http2_keepalive_interval(Some(Duration::from_secs(60)))
             .timeout(Duration::from_secs(60))
             .add_service(
-                AgentGatewayServer::new(self.service)
-                    .max_decoding_message_size(serviceradar_proto::MAX_CHUNK_BYTES + 64 * 1024),
+                AgentGatewayServer::new(self.service).max_decoding_message_size(
+                    serviceradar_proto::MAX_COMMAND_RESULT_BYTES + 64 * 1024,
+                ),
             )
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
             .await
