@@ -293,6 +293,7 @@ const PAGES: &[&str] = &[
     "docs/monitoring.md",
     "docs/troubleshooting.md",
     "docs/api.md",
+    "docs/agents.md",
     "docs/telemetry.md",
 ];
 
@@ -328,6 +329,7 @@ page!(nats_architecture, "docs/nats-architecture.md");
 page!(certificates, "docs/certificates.md");
 page!(regeneration_and_drift, "docs/regeneration-and-drift.md");
 page!(monitoring, "docs/monitoring.md");
+page!(agents, "docs/agents.md");
 page!(troubleshooting, "docs/troubleshooting.md");
 page!(api, "docs/api.md");
 page!(telemetry, "docs/telemetry.md");
