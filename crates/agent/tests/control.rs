@@ -578,4 +578,16 @@ async fn a_command_issued_on_one_replica_reaches_an_agent_on_another() {
         "{:?}",
         started.elapsed()
     );
+    // B refuses the agent's other calls at once too, although its identity
+    // cache still holds the agent.
+    let mut t = serviceradar_agent::transport::GrpcTransport::connect(&b.target(&agent))
+        .await
+        .expect("connect");
+    let err = serviceradar_agent::transport::Transport::hello(
+        &mut t,
+        serviceradar_proto::v1::HelloRequest::default(),
+    )
+    .await
+    .expect_err("revoked");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
 }

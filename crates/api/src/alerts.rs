@@ -153,8 +153,9 @@ pub async fn get_site_agent(
     ))
 }
 
-/// Revoke the site's edge agent: the gateway refuses its certificate (within
-/// a minute, the gateway's identity cache lifetime). Admins only.
+/// Revoke the site's edge agent: the gateways refuse its certificate and
+/// close its control stream at once (a replica that missed the relayed
+/// revocation: within its identity cache lifetime, a minute). Admins only.
 #[utoipa::path(post, path = "/edge-sites/{id}/agent/revoke", tag = "edge-sites",
     params(("id" = String, Path, description = "Site id")),
     responses((status = 200, body = AgentResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]

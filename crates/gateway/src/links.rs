@@ -13,6 +13,9 @@
 //!   when nobody claimed it within [`LinkSettings::offline_after`]: exactly
 //!   one of the two wins, so a command is never both delivered and reported
 //!   offline.
+//! * **Revocations** are relayed the same way: every replica closes the
+//!   agent's stream and refuses its calls at once (before its identity
+//!   cache, which keeps identities up to 60 s, would notice).
 //! * **SQLite** has one process: local delivery only.
 
 use std::collections::HashMap;
@@ -65,6 +68,9 @@ struct Inner {
     settings: LinkSettings,
     replica: Uuid,
     local: Mutex<HashMap<Uuid, Link>>,
+    /// Agents revoked while this replica ran (any replica's revocation):
+    /// refused at once, before the identity cache would notice.
+    revoked: Mutex<std::collections::HashSet<Uuid>>,
     next_generation: std::sync::atomic::AtomicU64,
     listening: watch::Sender<bool>,
 }
@@ -116,6 +122,7 @@ impl AgentLinks {
                 settings,
                 replica: Uuid::new_v4(),
                 local: Mutex::new(HashMap::new()),
+                revoked: Mutex::new(std::collections::HashSet::new()),
                 next_generation: std::sync::atomic::AtomicU64::new(1),
                 listening: watch::channel(false).0,
             }),
@@ -149,6 +156,26 @@ impl AgentLinks {
             .is_some_and(|l| l.generation == generation)
         {
             local.remove(&agent);
+        }
+    }
+
+    /// Whether `agent` was revoked while this replica ran.
+    pub fn is_revoked(&self, agent: Uuid) -> bool {
+        self.inner
+            .revoked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&agent)
+    }
+
+    fn mark_revoked(&self, agent: Uuid) {
+        self.inner
+            .revoked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(agent);
+        if let Some(tx) = self.sender(agent) {
+            let _ = tx.try_send(LinkEvent::Revoked);
         }
     }
 
@@ -255,9 +282,7 @@ impl AgentLinks {
 
     /// The agent was revoked: its stream (on any replica) is closed.
     pub async fn revoked(&self, tenant: TenantId, agent: Uuid) {
-        if let Some(tx) = self.sender(agent) {
-            let _ = tx.try_send(LinkEvent::Revoked);
-        }
+        self.mark_revoked(agent);
         self.notify(&Relayed::Revoked {
             replica: self.inner.replica,
             tenant,
@@ -345,9 +370,7 @@ impl AgentLinks {
                 }
             }
             Relayed::Revoked { replica, agent, .. } if replica != self.inner.replica => {
-                if let Some(tx) = self.sender(agent) {
-                    let _ = tx.try_send(LinkEvent::Revoked);
-                }
+                self.mark_revoked(agent);
             }
             _ => {}
         }

@@ -85,13 +85,19 @@ impl GatewayService {
 
     async fn caller<T>(&self, request: &Request<T>) -> Result<AgentIdentity, Status> {
         let certs = request.peer_certs();
-        self.resolver
+        let id = self
+            .resolver
             .resolve(
                 &self.store,
                 self.pki.trust_domain(),
                 certs.as_ref().map(|c| c.as_slice()),
             )
-            .await
+            .await?;
+        // A revocation relayed by any replica wins over the cache.
+        if self.links.is_revoked(id.agent_id) {
+            return Err(super::identity::revoked());
+        }
+        Ok(id)
     }
 
     /// Rejects (and audits) a claim that disagrees with the certificate.
