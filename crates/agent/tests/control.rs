@@ -591,3 +591,96 @@ async fn a_command_issued_on_one_replica_reaches_an_agent_on_another() {
     .expect_err("revoked");
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
 }
+
+/// `serviceradar-cli` beside the agent binary (`cargo test --workspace`
+/// builds it; alone: `cargo build -p serviceradar-cli` first).
+fn cli() -> std::path::PathBuf {
+    let path = std::path::PathBuf::from(env!("CARGO_BIN_EXE_serviceradar-agent"))
+        .with_file_name("serviceradar-cli");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it first (cargo build -p serviceradar-cli)",
+        path.display()
+    );
+    path
+}
+
+async fn run_cli(config: &std::path::Path, args: &[&str]) -> (Option<i32>, Value, String) {
+    let out = tokio::process::Command::new(cli())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .arg("--json")
+        .output()
+        .await
+        .expect("cli");
+    (
+        out.status.code(),
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_issues_commands_and_changes_checks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = support::settings(&dir);
+    settings.provisioning.leaf_monitoring_listen = None;
+    let core = support::spawn(dir, settings).await;
+    let tenant = core.tenant("default").await;
+    let agent = core.site(&tenant, "nyc").await;
+    let site = agent.site.id.to_string();
+    let api = Api::new(&core, "default", "admin@example.com").await;
+    let config = agent.files.path().join("cli.json");
+    let url = format!("http://127.0.0.1:{}", core.http_port);
+    let (code, _, err) = run_cli(&config, &["login", "--url", &url, "--token", &api.token]).await;
+    assert_eq!(code, Some(0), "{err}");
+
+    // Not connected: refused at once (exit 3) with the API's reason.
+    let (code, _, err) = run_cli(&config, &["agent", "command", &site, "run_checks"]).await;
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("not connected"), "{err}");
+
+    let _child = start_agent(&agent, core.gateway_port);
+    let v0 = acked_version(&api, &site, None, Duration::from_secs(30)).await;
+    let (code, done, err) =
+        run_cli(&config, &["agent", "command", &site, "collect_diagnostics"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert!(done["result"]["clock"]["unix_ms"].is_i64(), "{done}");
+
+    let (code, added, err) = run_cli(
+        &config,
+        &[
+            "agent",
+            "checks",
+            "add",
+            &site,
+            "--name",
+            "resolver",
+            "--kind",
+            "dns",
+            "--target",
+            "localhost",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(added["interval_secs"], 30, "{added}");
+    acked_version(&api, &site, Some(&v0), Duration::from_secs(1)).await;
+    let (code, _, err) = run_cli(
+        &config,
+        &[
+            "agent", "checks", "add", &site, "--name", "bad", "--kind", "dns", "--target", "a b",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("target"), "{err}");
+    let (code, list, err) = run_cli(&config, &["agent", "checks", "list", &site]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(list["items"][0]["name"], "resolver", "{list}");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+    let (code, _, err) = run_cli(&config, &["agent", "checks", "remove", &site, "resolver"]).await;
+    assert_eq!(code, Some(0), "{err}");
+}
