@@ -196,6 +196,13 @@ impl Gateway {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), GatewayError> {
+        // Control streams never end by themselves: close them when stopping,
+        // so the graceful shutdown does not wait for them.
+        let links = self.service.links.clone();
+        let shutdown = async move {
+            shutdown.await;
+            links.close_all();
+        };
         Server::builder()
             .tls_config(self.tls.server_config())?
             .http2_keepalive_interval(Some(Duration::from_secs(60)))

@@ -159,6 +159,12 @@ impl AgentLinks {
         }
     }
 
+    /// Ends every stream of this replica (shutdown): each agent sees its
+    /// stream end and reconnects, to another replica if there is one.
+    pub fn close_all(&self) {
+        self.local().clear();
+    }
+
     /// Whether `agent` was revoked while this replica ran.
     pub fn is_revoked(&self, agent: Uuid) -> bool {
         self.inner
