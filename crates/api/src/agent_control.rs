@@ -119,7 +119,7 @@ pub async fn get_command(
     Path((id, cid)): Path<(String, String)>,
 ) -> Result<ApiJson<CommandResponse>, ApiError> {
     let command = control
-        .agent_command(&auth.actor, path_id(&id)?, path_id(&cid)?)
+        .agent_command(&auth.actor, path_id(&id)?, &cid)
         .await?;
     Ok(ApiJson(command.into()))
 }

@@ -96,14 +96,12 @@ impl Control {
         input: &IssueCommand,
     ) -> Result<AgentCommand, ControlError> {
         let scoped = self.scoped(actor, Action::WriteSites)?;
+        // Another tenant's site is 404 whatever the body says.
+        let agent = Self::live_agent(&scoped, site).await?;
         let mut errors = FieldErrors::default();
         let kind = errors.check("kind", CommandKind::parse(&input.kind));
         let ttl = errors.check("ttl_secs", CommandTtl::parse(input.ttl_secs));
-        errors.into_result()?;
-        let (Some(kind), Some(ttl)) = (kind, ttl) else {
-            return Err(ControlError::NotFound);
-        };
-        let agent = Self::live_agent(&scoped, site).await?;
+        let (kind, ttl) = crate::error::finish(errors, kind.zip(ttl))?;
         let command = scoped
             .insert_agent_command(site, agent.id, kind, ttl.secs(), &actor.user_id.to_string())
             .await?;
@@ -141,14 +139,16 @@ impl Control {
         Ok(scoped.list_agent_commands(site, &page).await?)
     }
 
-    /// One command of the site.
+    /// One command of the site (`id` as the path gave it: authorized
+    /// before it is parsed, so a caller without the right gets 403, not 404).
     pub async fn agent_command(
         &self,
         actor: &Actor,
         site: EdgeSiteId,
-        id: uuid::Uuid,
+        id: &str,
     ) -> Result<AgentCommand, ControlError> {
         let scoped = self.scoped(actor, Action::ReadSites)?;
+        let id: uuid::Uuid = id.parse().map_err(|_| ControlError::NotFound)?;
         let command = scoped.agent_command(id).await?;
         if command.edge_site_id != site {
             return Err(ControlError::NotFound);
@@ -181,8 +181,8 @@ impl Control {
         input: &CheckInput,
     ) -> Result<CheckConfig, ControlError> {
         let scoped = self.scoped(actor, Action::WriteSites)?;
-        let check = input.parse(&input.name)?;
         let agent = Self::live_agent(&scoped, site).await?;
+        let check = input.parse(&input.name)?;
         scoped.add_agent_check_config(agent.id, &check).await?;
         self.config_changed(actor, agent.id).await;
         Ok(check)
@@ -197,8 +197,8 @@ impl Control {
         input: &CheckInput,
     ) -> Result<CheckConfig, ControlError> {
         let scoped = self.scoped(actor, Action::WriteSites)?;
-        let check = input.parse(name)?;
         let agent = Self::live_agent(&scoped, site).await?;
+        let check = input.parse(name)?;
         scoped.update_agent_check_config(agent.id, &check).await?;
         self.config_changed(actor, agent.id).await;
         Ok(check)

@@ -57,6 +57,22 @@ fn needs() -> BTreeMap<(&'static str, &'static str), Need> {
         ),
         (("GET", "/edge-sites/{id}/agent"), A(ReadSites)),
         (("POST", "/edge-sites/{id}/agent/revoke"), A(DeleteSites)),
+        (("GET", "/edge-sites/{id}/agent/commands"), A(ReadSites)),
+        (("POST", "/edge-sites/{id}/agent/commands"), A(WriteSites)),
+        (
+            ("GET", "/edge-sites/{id}/agent/commands/{cid}"),
+            A(ReadSites),
+        ),
+        (("GET", "/edge-sites/{id}/agent/checks"), A(ReadSites)),
+        (("POST", "/edge-sites/{id}/agent/checks"), A(WriteSites)),
+        (
+            ("PUT", "/edge-sites/{id}/agent/checks/{name}"),
+            A(WriteSites),
+        ),
+        (
+            ("DELETE", "/edge-sites/{id}/agent/checks/{name}"),
+            A(WriteSites),
+        ),
         (("GET", "/leaf-servers"), A(ReadSites)),
         (("GET", "/leaf-servers/{id}"), A(ReadSites)),
         (("GET", "/collector-packages"), A(ReadPackages)),
@@ -141,6 +157,13 @@ fn body(method: &str, path: &str, site: &str) -> Option<Value> {
         // manage its tokens has `admin`.
         ("POST", "/tokens") => json!({"name": "suite", "scopes": ["admin"], "expires_in_days": 1}),
         ("POST", "/webhooks") => json!({"url": "https://hooks.example.com/suite"}),
+        ("POST", "/edge-sites/{id}/agent/commands") => json!({"kind": "run_checks"}),
+        ("POST", "/edge-sites/{id}/agent/checks") => {
+            json!({"name": "suite", "kind": "dns", "target": "example.com"})
+        }
+        ("PUT", "/edge-sites/{id}/agent/checks/{name}") => {
+            json!({"kind": "dns", "target": "example.com"})
+        }
         ("POST", _) => json!({}),
         _ => return None,
     })
