@@ -13,6 +13,8 @@ use crate::logtail::LogTail;
 /// Largest leaf document kept (bytes of JSON); bigger ones are replaced by
 /// a note so the whole result stays under the gateway's 1 MiB.
 const MAX_DOCUMENT: usize = 256 * 1024;
+/// Longest wait for one leaf document.
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Collects the bundle. `checks` are the agent's current checks (the first
 /// `nats_leaf` one names the leaf's monitoring URL).
@@ -35,12 +37,17 @@ pub async fn collect(checker: &Checker, checks: &[CheckSpec], config_version: &s
             let mut leaf = serde_json::Map::new();
             leaf.insert("monitoring_url".into(), json!(base));
             for (key, path) in [("varz", "/varz"), ("leafz", "/leafz"), ("jsz", "/jsz")] {
-                let doc = match checker.get_json(base, path).await {
-                    Ok(v) if v.to_string().len() <= MAX_DOCUMENT => v,
-                    Ok(_) => {
+                let fetched =
+                    tokio::time::timeout(FETCH_TIMEOUT, checker.get_json(base, path)).await;
+                let doc = match fetched {
+                    Ok(Ok(v)) if v.to_string().len() <= MAX_DOCUMENT => v,
+                    Ok(Ok(_)) => {
                         json!({ "error": format!("larger than {MAX_DOCUMENT} bytes; omitted") })
                     }
-                    Err(e) => json!({ "error": e }),
+                    Ok(Err(e)) => json!({ "error": e }),
+                    Err(_) => {
+                        json!({ "error": format!("{path}: no answer within {FETCH_TIMEOUT:?}") })
+                    }
                 };
                 leaf.insert(key.into(), doc);
             }
