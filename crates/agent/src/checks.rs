@@ -75,7 +75,8 @@ impl Checker {
         (status, message, None)
     }
 
-    async fn get_json(&self, base: &str, path: &str) -> Result<Value, String> {
+    /// GETs `base` + `path` and parses the JSON answer (the error says which path failed).
+    pub async fn get_json(&self, base: &str, path: &str) -> Result<Value, String> {
         let url = format!("{}{path}", base.trim_end_matches('/'));
         let response = self
             .http

@@ -8,8 +8,11 @@
 //!   A gateway-initiated mode would be a second implementation.
 //! * [`runner`] — the loop: connect with backoff and jitter, `Hello`, run
 //!   checks on schedule, buffer results (bounded) while the gateway is
-//!   unreachable, push, poll config, renew enrolled certificates.
+//!   unreachable, push, poll config, renew enrolled certificates; hold the
+//!   control stream (config pushes, commands) open.
 //! * [`renew`] — certificate renewal of a box enrolled with a token.
+//! * [`diagnostics`] — the `collect_diagnostics` command's bundle;
+//!   [`logtail`] — the recent log lines it includes.
 //! * [`status_file`] — last gateway contact and renewal, for the box's CLI.
 
 #![forbid(unsafe_code)]
@@ -17,6 +20,8 @@
 pub mod buffer;
 pub mod checks;
 pub mod config;
+pub mod diagnostics;
+pub mod logtail;
 pub mod renew;
 pub mod runner;
 pub mod status_file;

@@ -7,6 +7,14 @@
 //! goes back to connecting; checks keep running meanwhile and the buffer
 //! keeps the newest `buffer` results (older ones are dropped and counted).
 //!
+//! After `Hello` the agent opens the control stream and keeps it open
+//! (a broken stream reconnects like a failed call, with backoff): the
+//! gateway pushes config changes on it (applied at once and acknowledged
+//! with the version) and commands (`run_checks`, `reload_config`,
+//! `renew_certificates`, `collect_diagnostics`), each answered with ack and
+//! result. Against a gateway without one (`UNIMPLEMENTED`) the agent only
+//! polls.
+//!
 //! A box enrolled with a token also renews its certificates when due
 //! ([`crate::renew`]) and then reconnects with the new one.
 //!
@@ -19,9 +27,13 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use serviceradar_proto::v1::agent_message::Body as AgentBody;
+use serviceradar_proto::v1::control_message::Body as ControlBody;
 use serviceradar_proto::v1::{
-    AgentConfig, CheckResult, CheckSpec, GetConfigRequest, HelloRequest, PushStatusRequest,
+    AgentConfig, AgentMessage, CheckResult, CheckSpec, Command, CommandUpdate, ConfigAck,
+    ControlMessage, GetConfigRequest, HelloRequest, PushStatusRequest,
 };
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::checks::{Checker, OK};
@@ -262,9 +274,55 @@ where
         .map(crate::status_file::StatusFile::new);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut control: Option<ControlLink> = None;
+    let mut stream_supported = true;
     loop {
-        tick.tick().await;
+        let pushed = tokio::select! {
+            _ = tick.tick() => None,
+            message = next_control(&mut control) => Some(message),
+        };
         let now = Instant::now();
+        if let Some(message) = pushed {
+            let outcome = match (message, transport.as_mut(), control.as_ref()) {
+                (Ok(Some(message)), Some(t), Some(link)) => {
+                    let mut state = LoopState {
+                        settings,
+                        checker: &checker,
+                        config: &mut config,
+                        checks: &mut checks,
+                        buffer: &mut buffer,
+                        next_push: &mut next_push,
+                        next_renewal: &mut next_renewal,
+                    };
+                    on_control(&mut state, t, link, message).await
+                }
+                (Ok(Some(_)), _, _) => Ok(Flow::Continue),
+                (Ok(None), _, _) => Err(tonic::Status::unavailable(
+                    "the gateway closed the control stream",
+                )),
+                (Err(status), _, _) => Err(status),
+            };
+            match outcome {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Reconnect) => {
+                    control = None;
+                    transport = None;
+                    next_connect = now + Duration::from_secs(1);
+                }
+                Err(status) => {
+                    if let Some(retired) = retired(&status) {
+                        return Err(retired.into());
+                    }
+                    let delay = backoff.next_delay();
+                    tracing::warn!(code = ?status.code(), message = status.message(),
+                        retry_in = ?delay, "control stream ended; reconnecting");
+                    control = None;
+                    transport = None;
+                    next_connect = now + delay;
+                }
+            }
+            continue;
+        }
         // Connect and register.
         if transport.is_none() && now >= next_connect {
             match connect(target).await {
@@ -282,6 +340,24 @@ where
                         }
                         next_poll = now + poll_interval(config.as_ref());
                         next_push = now;
+                        if stream_supported {
+                            match open_control(&mut t, settings).await {
+                                Ok(link) => control = Some(link),
+                                Err(status) if status.code() == tonic::Code::Unimplemented => {
+                                    tracing::info!(
+                                        "the gateway has no control stream; polling the config"
+                                    );
+                                    stream_supported = false;
+                                }
+                                Err(status) => {
+                                    if let Some(retired) = retired(&status) {
+                                        return Err(retired.into());
+                                    }
+                                    tracing::warn!(code = ?status.code(), message = status.message(),
+                                        "opening the control stream failed; polling until the next reconnect");
+                                }
+                            }
+                        }
                         transport = Some(t);
                     }
                     Err(status) => {
@@ -324,6 +400,7 @@ where
                     }
                     next_renewal = renewal_due(setup);
                     transport = None;
+                    control = None;
                     next_connect = now;
                     continue;
                 }
@@ -400,9 +477,212 @@ where
             tracing::warn!(code = ?status.code(), message = status.message(), buffered = buffer.len(),
                 retry_in = ?delay, "gateway call failed; reconnecting");
             transport = None;
+            control = None;
             next_connect = now + delay;
         }
     }
+}
+
+/// The agent's half of an open control stream.
+struct ControlLink {
+    out: mpsc::Sender<AgentMessage>,
+    inbound: tonic::Streaming<ControlMessage>,
+}
+
+/// What the loop does after a control message.
+enum Flow {
+    Continue,
+    /// Certificates were renewed: reconnect with them.
+    Reconnect,
+}
+
+/// The loop's state a control message may change.
+struct LoopState<'a> {
+    settings: &'a Settings,
+    checker: &'a Checker,
+    config: &'a mut Option<AgentConfig>,
+    checks: &'a mut Vec<Scheduled>,
+    buffer: &'a mut Buffer,
+    next_push: &'a mut Instant,
+    next_renewal: &'a mut Option<Instant>,
+}
+
+async fn open_control<T: Transport>(
+    t: &mut T,
+    settings: &Settings,
+) -> Result<ControlLink, tonic::Status> {
+    let (out, rx) = mpsc::channel(32);
+    // The first message carries the claim (the gateway waits for it).
+    let _ = out.try_send(AgentMessage {
+        claim: Some(settings.claim.clone()),
+        body: None,
+    });
+    let inbound = t.control_stream(rx).await?;
+    tracing::info!("control stream open");
+    Ok(ControlLink { out, inbound })
+}
+
+/// The next message of the open stream; never resolves without one.
+async fn next_control(
+    control: &mut Option<ControlLink>,
+) -> Result<Option<ControlMessage>, tonic::Status> {
+    match control {
+        Some(link) => link.inbound.message().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn send(link: &ControlLink, body: AgentBody) {
+    if link
+        .out
+        .try_send(AgentMessage {
+            claim: None,
+            body: Some(body),
+        })
+        .is_err()
+    {
+        tracing::warn!("control stream congested; an update was dropped");
+    }
+}
+
+fn update(
+    link: &ControlLink,
+    command: &Command,
+    phase: &str,
+    ok: bool,
+    message: &str,
+    result: String,
+) {
+    send(
+        link,
+        AgentBody::Update(CommandUpdate {
+            command_id: command.id.clone(),
+            phase: phase.to_owned(),
+            ok,
+            message: message.to_owned(),
+            result_json: result,
+        }),
+    );
+}
+
+fn apply_config(state: &mut LoopState<'_>, link: &ControlLink, new: AgentConfig) {
+    let version = new.version.clone();
+    if state.config.as_ref() != Some(&new) {
+        tracing::info!(%version, "config pushed");
+        *state.config = Some(new);
+        *state.checks = schedule(state.config.as_ref(), &state.settings.local_checks);
+    }
+    send(link, AgentBody::ConfigAck(ConfigAck { version }));
+}
+
+async fn on_control<T: Transport>(
+    state: &mut LoopState<'_>,
+    t: &mut T,
+    link: &ControlLink,
+    message: ControlMessage,
+) -> Result<Flow, tonic::Status> {
+    let command = match message.body {
+        Some(ControlBody::Config(config)) => {
+            apply_config(state, link, config);
+            return Ok(Flow::Continue);
+        }
+        Some(ControlBody::Command(command)) => command,
+        None => return Ok(Flow::Continue),
+    };
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(i64::MAX);
+    if command.expires_at_ms < now_ms {
+        update(
+            link,
+            &command,
+            "result",
+            false,
+            "expired before it started",
+            String::new(),
+        );
+        return Ok(Flow::Continue);
+    }
+    tracing::info!(command_id = %command.id, kind = %command.kind, "command received");
+    update(link, &command, "ack", true, "", String::new());
+    let mut flow = Flow::Continue;
+    let (ok, message, result) = match command.kind.as_str() {
+        "run_checks" => {
+            let mut results = Vec::new();
+            for c in state.checks.iter_mut() {
+                let r = state.checker.run(&c.spec).await;
+                c.due = Instant::now() + Duration::from_secs(u64::from(c.spec.interval_secs.max(1)));
+                results.push(serde_json::from_str::<serde_json::Value>(&result_json(&r)).unwrap_or_default());
+                state.buffer.push(r);
+            }
+            *state.next_push = Instant::now();
+            let n = results.len();
+            (true, format!("{n} check(s) ran"), serde_json::json!({ "results": results }))
+        }
+        "reload_config" => {
+            let reply = t
+                .get_config(GetConfigRequest {
+                    claim: Some(state.settings.claim.clone()),
+                    current_version: String::new(),
+                })
+                .await?;
+            if let Some(config) = reply.config {
+                apply_config(state, link, config);
+            }
+            (true, "config reloaded".to_owned(), serde_json::json!({ "version": reply.version }))
+        }
+        "renew_certificates" => match &state.settings.renewal {
+            None => (
+                false,
+                "this box was not enrolled with a token: its certificates come with the site bundle".to_owned(),
+                serde_json::Value::Null,
+            ),
+            Some(setup) => match crate::renew::renew(t, setup, &state.settings.claim).await {
+                Ok(expires) => {
+                    *state.next_renewal = renewal_due(setup);
+                    flow = Flow::Reconnect;
+                    (
+                        true,
+                        "certificates renewed; reconnecting with them".to_owned(),
+                        serde_json::json!({ "valid_until": crate::renew::utc(expires) }),
+                    )
+                }
+                Err(e) => (false, e.to_string(), serde_json::Value::Null),
+            },
+        },
+        "collect_diagnostics" => {
+            update(link, &command, "progress", true, "collecting", String::new());
+            let specs: Vec<CheckSpec> = state.checks.iter().map(|c| c.spec.clone()).collect();
+            let version = state.config.as_ref().map(|c| c.version.clone()).unwrap_or_default();
+            let bundle = crate::diagnostics::collect(state.checker, &specs, &version).await;
+            (true, "diagnostics collected".to_owned(), bundle)
+        }
+        other => (false, format!("unknown command kind {other:?}"), serde_json::Value::Null),
+    };
+    let result = if result.is_null() {
+        String::new()
+    } else {
+        result.to_string()
+    };
+    let result = if result.len() > serviceradar_proto::MAX_COMMAND_RESULT_BYTES {
+        update(
+            link,
+            &command,
+            "result",
+            false,
+            "the result is larger than 1 MiB",
+            String::new(),
+        );
+        return Ok(flow);
+    } else {
+        result
+    };
+    update(link, &command, "result", ok, &message, result);
+    Ok(flow)
 }
 
 /// When the enrolled certificates are due for renewal, as a loop instant.

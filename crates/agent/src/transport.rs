@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use serviceradar_proto::v1::agent_gateway_client::AgentGatewayClient;
 use serviceradar_proto::v1::{
-    GetConfigRequest, GetConfigResponse, HelloRequest, HelloResponse, PushResultsResponse,
-    PushStatusRequest, PushStatusResponse, RenewRequest, RenewResponse, ResultsChunk,
+    AgentMessage, ControlMessage, GetConfigRequest, GetConfigResponse, HelloRequest, HelloResponse,
+    PushResultsResponse, PushStatusRequest, PushStatusResponse, RenewRequest, RenewResponse,
+    ResultsChunk,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -42,6 +43,17 @@ pub trait Transport: Send {
         &mut self,
         req: RenewRequest,
     ) -> impl Future<Output = Result<RenewResponse, tonic::Status>> + Send;
+    /// Opens the control stream: `outbound` carries the agent's messages
+    /// (the first one with the identity claim), the answer the gateway's.
+    /// A transport without one answers `UNIMPLEMENTED` and the agent keeps
+    /// polling its config.
+    fn control_stream(
+        &mut self,
+        outbound: tokio::sync::mpsc::Receiver<AgentMessage>,
+    ) -> impl Future<Output = Result<tonic::Streaming<ControlMessage>, tonic::Status>> + Send {
+        let _ = outbound;
+        async { Err(tonic::Status::unimplemented("no control stream")) }
+    }
 }
 
 /// Dials out to the gateway over gRPC with the agent's client certificate.
@@ -124,6 +136,29 @@ impl Transport for GrpcTransport {
 
     async fn renew(&mut self, req: RenewRequest) -> Result<RenewResponse, tonic::Status> {
         Ok(self.client.renew_certificates(req).await?.into_inner())
+    }
+
+    async fn control_stream(
+        &mut self,
+        outbound: tokio::sync::mpsc::Receiver<AgentMessage>,
+    ) -> Result<tonic::Streaming<ControlMessage>, tonic::Status> {
+        // A stream, unlike the unary calls, has no overall deadline.
+        let mut request = tonic::Request::new(ReceiverStream(outbound));
+        request.set_timeout(Duration::from_secs(365 * 86_400));
+        Ok(self.client.control_stream(request).await?.into_inner())
+    }
+}
+
+/// The agent's half of the control stream, over a channel.
+struct ReceiverStream(tokio::sync::mpsc::Receiver<AgentMessage>);
+
+impl futures_core::Stream for ReceiverStream {
+    type Item = AgentMessage;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
     }
 }
 

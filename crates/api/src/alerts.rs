@@ -66,6 +66,11 @@ pub struct AgentResponse {
     /// The latest result of each check the agent runs, by name (not in the
     /// answer to a revocation).
     pub checks: Vec<AgentCheckResponse>,
+    /// The config version the agent acknowledged running (over its control
+    /// stream); compare with `GET .../agent/checks`' `config_version`.
+    pub config_version: Option<String>,
+    /// When it acknowledged it (Unix ms).
+    pub config_acked_at: Option<i64>,
 }
 
 /// The latest result of one of the agent's checks.
@@ -90,6 +95,10 @@ pub struct AgentCheckResponse {
 impl From<serviceradar_control::alerts::SiteAgent> for AgentResponse {
     fn from(s: serviceradar_control::alerts::SiteAgent) -> Self {
         let mut response = Self::from(s.agent);
+        if let Some((version, at)) = s.config_ack {
+            response.config_version = Some(version);
+            response.config_acked_at = Some(at);
+        }
         response.checks = s
             .checks
             .into_iter()
@@ -124,6 +133,8 @@ impl From<serviceradar_store::health::AgentRecord> for AgentResponse {
             renewal_refused_at: a.renewal_refused_at,
             renewal_refusal: a.renewal_refusal,
             checks: Vec::new(),
+            config_version: None,
+            config_acked_at: None,
         }
     }
 }
@@ -142,8 +153,9 @@ pub async fn get_site_agent(
     ))
 }
 
-/// Revoke the site's edge agent: the gateway refuses its certificate (within
-/// a minute, the gateway's identity cache lifetime). Admins only.
+/// Revoke the site's edge agent: the gateways refuse its certificate and
+/// close its control stream at once (a replica that missed the relayed
+/// revocation: within its identity cache lifetime, a minute). Admins only.
 #[utoipa::path(post, path = "/edge-sites/{id}/agent/revoke", tag = "edge-sites",
     params(("id" = String, Path, description = "Site id")),
     responses((status = 200, body = AgentResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]

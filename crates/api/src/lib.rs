@@ -4,6 +4,7 @@
 //! Handlers are thin: extract, call one `serviceradar_control` use-case (which
 //! parses and authorizes), map the result to a response type.
 
+pub mod agent_control;
 pub mod alerts;
 pub mod bundles;
 pub mod devices;
@@ -52,6 +53,7 @@ pub fn router() -> (Router<Control>, utoipa::openapi::OpenApi) {
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(sites::router())
         .merge(alerts::router())
+        .merge(agent_control::router())
         .merge(packages::router())
         .merge(devices::router())
         .merge(bundles::router())

@@ -1,5 +1,5 @@
 //! The operator's commands against the JSON API (`login`, `sites`,
-//! `tokens`, `bundle`), with the URL and API token kept in a config file
+//! `tokens`, `bundle`, `agent command`, `agent checks`), with the URL and API token kept in a config file
 //! (0600) by `login`. Each command is one or two requests; errors print the
 //! API's own message.
 
@@ -492,6 +492,212 @@ pub async fn bundle(command: BundleCommand, json: bool) -> Outcome {
             path.display(),
             bytes.len()
         );
+    });
+    Ok(())
+}
+
+/// `agent command <site> <kind>`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  serviceradar-cli agent command 0190… collect_diagnostics\n  \
+serviceradar-cli agent command 0190… run_checks --no-wait\n\n\
+Kinds: run_checks, reload_config, renew_certificates, collect_diagnostics.\n\
+Refused at once (exit 3, agent_offline) when the site's agent has no open control\n\
+stream; otherwise waits for the agent's result (up to the TTL) and prints it."
+)]
+pub struct AgentCommandArgs {
+    /// Site id.
+    pub site: String,
+    /// What the agent should do.
+    pub kind: String,
+    /// Seconds the agent has to finish (1-3600).
+    #[arg(long, default_value_t = 60)]
+    pub ttl_secs: i64,
+    /// Print the command as issued instead of waiting for its result.
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub config: ConfigFile,
+}
+
+/// `agent checks …`
+#[derive(Debug, Subcommand)]
+pub enum ChecksCommand {
+    /// The checks configured for the site's agent and the config version it runs.
+    List {
+        /// Site id.
+        site: String,
+        #[command(flatten)]
+        config: ConfigFile,
+    },
+    /// Add a check (pushed to the agent at once).
+    #[command(
+        after_help = "Example:\n  serviceradar-cli agent checks add 0190… --name db --kind tcp --target 10.0.0.5:5432"
+    )]
+    Add {
+        /// Site id.
+        site: String,
+        /// Name, unique per agent.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        check: CheckArgs,
+        #[command(flatten)]
+        config: ConfigFile,
+    },
+    /// Change a check (pushed to the agent at once).
+    Change {
+        /// Site id.
+        site: String,
+        /// The check's name.
+        name: String,
+        #[command(flatten)]
+        check: CheckArgs,
+        #[command(flatten)]
+        config: ConfigFile,
+    },
+    /// Remove a check (pushed to the agent at once).
+    Remove {
+        /// Site id.
+        site: String,
+        /// The check's name.
+        name: String,
+        #[command(flatten)]
+        config: ConfigFile,
+    },
+}
+
+/// A check's fields (validated by the API).
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// nats_leaf, tcp, http, dns or icmp.
+    #[arg(long)]
+    pub kind: String,
+    /// host:port (tcp), URL (http, nats_leaf), name (dns), host (icmp).
+    #[arg(long)]
+    pub target: String,
+    /// Seconds between runs (5-86400).
+    #[arg(long)]
+    pub interval_secs: Option<i64>,
+    /// Milliseconds one run may take (100-60000, less than the interval).
+    #[arg(long)]
+    pub timeout_ms: Option<i64>,
+}
+
+impl CheckArgs {
+    fn body(&self, name: Option<&str>) -> Value {
+        let mut body = json!({ "kind": self.kind, "target": self.target });
+        if let Some(name) = name {
+            body["name"] = json!(name);
+        }
+        if let Some(i) = self.interval_secs {
+            body["interval_secs"] = json!(i);
+        }
+        if let Some(t) = self.timeout_ms {
+            body["timeout_ms"] = json!(t);
+        }
+        body
+    }
+}
+
+/// `agent command`: issue, then wait for the result.
+pub async fn agent_command(args: AgentCommandArgs, json: bool) -> Outcome {
+    use reqwest::Method;
+    let api = Api::load(&args.config)?;
+    let base = format!("/edge-sites/{}/agent/commands", args.site);
+    let mut command = api
+        .json(
+            Method::POST,
+            &base,
+            Some(json!({ "kind": args.kind, "ttl_secs": args.ttl_secs })),
+        )
+        .await?;
+    if !args.no_wait {
+        let id = command["id"].as_str().unwrap_or_default().to_owned();
+        let deadline = std::time::Instant::now()
+            + std::time::Duration::from_secs(u64::try_from(args.ttl_secs).unwrap_or(60) + 2);
+        while !matches!(
+            command["status"].as_str(),
+            Some("succeeded" | "failed" | "expired" | "offline")
+        ) && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            command = api.json(Method::GET, &format!("{base}/{id}"), None).await?;
+        }
+    }
+    print(json, &command, |c| {
+        println!(
+            "Command {} ({}): {}{}",
+            c["id"].as_str().unwrap_or("?"),
+            c["kind"].as_str().unwrap_or("?"),
+            c["status"].as_str().unwrap_or("?"),
+            c["message"]
+                .as_str()
+                .map(|m| format!(" - {m}"))
+                .unwrap_or_default()
+        );
+        if !c["result"].is_null() {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&c["result"]).unwrap_or_default()
+            );
+        }
+    });
+    match command["status"].as_str() {
+        Some("failed" | "expired") => Err(Failure::new(
+            crate::exit::FAILED,
+            format!(
+                "the command {}",
+                command["status"].as_str().unwrap_or("failed")
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `agent checks …`
+pub async fn agent_checks(command: ChecksCommand, json: bool) -> Outcome {
+    use reqwest::Method;
+    let path = |site: &str| format!("/edge-sites/{site}/agent/checks");
+    let value = match command {
+        ChecksCommand::List { site, config } => {
+            Api::load(&config)?
+                .json(Method::GET, &path(&site), None)
+                .await?
+        }
+        ChecksCommand::Add {
+            site,
+            name,
+            check,
+            config,
+        } => {
+            Api::load(&config)?
+                .json(Method::POST, &path(&site), Some(check.body(Some(&name))))
+                .await?
+        }
+        ChecksCommand::Change {
+            site,
+            name,
+            check,
+            config,
+        } => {
+            Api::load(&config)?
+                .json(
+                    Method::PUT,
+                    &format!("{}/{name}", path(&site)),
+                    Some(check.body(None)),
+                )
+                .await?
+        }
+        ChecksCommand::Remove { site, name, config } => {
+            Api::load(&config)?
+                .call(Method::DELETE, &format!("{}/{name}", path(&site)), None)
+                .await?;
+            json!({ "removed": name })
+        }
+    };
+    print(json, &value, |v| {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default())
     });
     Ok(())
 }

@@ -128,6 +128,11 @@ enum AgentCommand {
     #[command(after_help = "Examples:\n  sudo serviceradar-cli agent setup\n  \
 serviceradar-cli agent setup --state-dir ./edge --foreground")]
     Setup(leaf::AgentSetupArgs),
+    /// Send a command to a site's agent over its control stream (operator).
+    Command(api::AgentCommandArgs),
+    /// The checks a site's agent runs (operator).
+    #[command(subcommand)]
+    Checks(api::ChecksCommand),
 }
 
 /// Where this box's identity and configs live.
@@ -161,6 +166,8 @@ fn main() -> ExitCode {
             Command::Site(SiteCommand::Init(args)) => edge::init(&args, json).await,
             Command::Nats(NatsCommand::Setup(args)) => leaf::setup(&args, json).await,
             Command::Agent(AgentCommand::Setup(args)) => leaf::agent_setup(&args, json).await,
+            Command::Agent(AgentCommand::Command(args)) => api::agent_command(args, json).await,
+            Command::Agent(AgentCommand::Checks(command)) => api::agent_checks(command, json).await,
             Command::Collector(CollectorCommand::Add(args)) => {
                 edge::collector_add(&args, json).await
             }

@@ -48,6 +48,9 @@ pub struct SiteAgent {
     pub agent: AgentRecord,
     /// Its checks' latest results, by name.
     pub checks: Vec<serviceradar_store::AgentCheck>,
+    /// The config version it acknowledged over its control stream, and
+    /// when (Unix ms).
+    pub config_ack: Option<(String, i64)>,
 }
 
 impl Control {
@@ -166,7 +169,12 @@ impl Control {
             .await?
             .ok_or(ControlError::NotFound)?;
         let checks = scoped.agent_checks(agent.id).await?;
-        Ok(SiteAgent { agent, checks })
+        let config_ack = scoped.agent_config_ack(agent.id).await?;
+        Ok(SiteAgent {
+            agent,
+            checks,
+            config_ack,
+        })
     }
 
     /// Revokes the site's edge agent: the gateway refuses its certificate.
@@ -180,6 +188,10 @@ impl Control {
         // What its boxes fetched no longer works: their onboarding packages
         // are revoked with it.
         let packages = scoped.revoke_fetched_onboarding_packages(site).await?;
+        // Its open control stream, on whichever replica, is closed.
+        if let Some(links) = &self.settings().agent_links {
+            links.revoked(actor.scope().tenant_id(), agent.id).await;
+        }
         tracing::warn!(site_id = %site, agent_id = %agent.id, revoked_packages = packages,
             "edge agent revoked");
         Ok(agent)

@@ -40,6 +40,10 @@ pub enum ControlError {
     /// The object's state forbids it, or it already exists.
     #[error("{0}")]
     Conflict(String),
+    /// The site's agent has no open control stream on any replica: the
+    /// command (this id) was stored as `offline` and not sent.
+    #[error("the site's agent is not connected (command {0} recorded as offline)")]
+    AgentOffline(uuid::Uuid),
     /// A part this request needs is not running here right now (the caller
     /// may retry, or ask another replica).
     #[error("{0}")]

@@ -18,9 +18,11 @@
 //!   conflicts to resolve.
 //! * [`users`], [`tokens`], [`sessions`] — people and their credentials.
 //! * [`alerts`] — alerts, webhooks and site agents.
+//! * [`agent_control`] — commands to a site's agent and its configured checks.
 //! * [`telemetry`] — ingested events, metrics and logs.
 //! * [`error`] — [`ControlError`], with a stable code per kind.
 
+pub mod agent_control;
 pub mod alerts;
 pub mod devices;
 pub mod enrollment;
@@ -72,6 +74,10 @@ pub struct ControlSettings {
     /// The hub's own view of leaf links (shared with the leaf connection
     /// follower, which registers its connection in it).
     pub hub_view: serviceradar_hub::leaf_view::HubView,
+    /// The replica's agent control streams (shared with its gateway):
+    /// commands and config pushes go through it. `None` without a gateway
+    /// (commands are then `offline`).
+    pub agent_links: Option<serviceradar_gateway::links::AgentLinks>,
 }
 
 /// The use-cases, over the services they need. Cheap to clone.

@@ -21,6 +21,9 @@
 //!   identity (EST `simplereenroll` shape).
 //! * **Connections** ([`connections`]): open agent connections per replica,
 //!   `serviceradar_gateway_connections`.
+//! * **Control stream** (`ControlStream`, [`links`]): config pushes and
+//!   commands to connected agents, across replicas through PostgreSQL
+//!   `NOTIFY`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,8 +42,10 @@ use serviceradar_health::Health;
 use serviceradar_identity::Pki;
 
 pub mod connections;
+mod control;
 pub mod devices;
 pub mod identity;
+pub mod links;
 mod renewal;
 pub mod service;
 
@@ -168,6 +173,20 @@ impl Gateway {
         settings: Arc<GatewaySettings>,
         health: Health,
     ) -> Result<Self, GatewayError> {
+        let links = links::AgentLinks::new(store.clone(), links::LinkSettings::default());
+        Self::bind_with_links(addr, store, pki, settings, health, links).await
+    }
+
+    /// Binds `addr` with the replica's shared [`links::AgentLinks`] (the
+    /// same registry the use-cases issue commands through).
+    pub async fn bind_with_links(
+        addr: SocketAddr,
+        store: Store,
+        pki: Arc<Pki>,
+        settings: Arc<GatewaySettings>,
+        health: Health,
+        links: links::AgentLinks,
+    ) -> Result<Self, GatewayError> {
         let tls = GatewayTls::issue(&store, &pki, &settings.hosts).await?;
         let listener = listen(addr).map_err(|source| GatewayError::Bind { addr, source })?;
         Ok(Self {
@@ -178,7 +197,7 @@ impl Gateway {
                 pki.clone(),
                 settings.clone(),
             ),
-            service: service::GatewayService::new(store, pki, settings, health),
+            service: service::GatewayService::new(store, pki, settings, health, links),
         })
     }
 
@@ -196,13 +215,21 @@ impl Gateway {
         // Every accepted connection is counted while it is open.
         let incoming = TcpListenerStream::new(self.listener)
             .map(|accepted| accepted.map(connections::Counted::new));
+        // Control streams never end by themselves: close them when stopping,
+        // so the graceful shutdown does not wait for them.
+        let links = self.service.links.clone();
+        let shutdown = async move {
+            shutdown.await;
+            links.close_all();
+        };
         Server::builder()
             .tls_config(self.tls.server_config())?
             .http2_keepalive_interval(Some(Duration::from_secs(60)))
             .timeout(Duration::from_secs(60))
             .add_service(
-                AgentGatewayServer::new(self.service)
-                    .max_decoding_message_size(serviceradar_proto::MAX_CHUNK_BYTES + 64 * 1024),
+                AgentGatewayServer::new(self.service).max_decoding_message_size(
+                    serviceradar_proto::MAX_COMMAND_RESULT_BYTES + 64 * 1024,
+                ),
             )
             .add_service(DeviceEnrollmentServer::new(self.devices))
             .serve_with_incoming_shutdown(incoming, shutdown)

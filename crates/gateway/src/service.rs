@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use super::identity::{AgentIdentity, IdentityResolver};
 use crate::GatewaySettings;
+use crate::links::AgentLinks;
 use serviceradar_health::Health;
 use serviceradar_identity::Pki;
 
@@ -41,11 +42,12 @@ struct Upload {
 
 /// The gateway service.
 pub struct GatewayService {
-    store: Store,
-    pki: Arc<Pki>,
-    settings: Arc<GatewaySettings>,
-    health: Health,
+    pub(crate) store: Store,
+    pub(crate) pki: Arc<Pki>,
+    pub(crate) settings: Arc<GatewaySettings>,
+    pub(crate) health: Health,
     resolver: IdentityResolver,
+    pub(crate) links: AgentLinks,
     uploads: Mutex<HashMap<(uuid::Uuid, String), Upload>>,
 }
 
@@ -56,12 +58,14 @@ impl GatewayService {
         pki: Arc<Pki>,
         settings: Arc<GatewaySettings>,
         health: Health,
+        links: AgentLinks,
     ) -> Self {
         Self {
             store,
             pki,
             settings,
             health,
+            links,
             resolver: IdentityResolver::default(),
             uploads: Mutex::new(HashMap::new()),
         }
@@ -81,13 +85,19 @@ impl GatewayService {
 
     async fn caller<T>(&self, request: &Request<T>) -> Result<AgentIdentity, Status> {
         let certs = request.peer_certs();
-        self.resolver
+        let id = self
+            .resolver
             .resolve(
                 &self.store,
                 self.pki.trust_domain(),
                 certs.as_ref().map(|c| c.as_slice()),
             )
-            .await
+            .await?;
+        // A revocation relayed by any replica wins over the cache.
+        if self.links.is_revoked(id.agent_id) {
+            return Err(super::identity::revoked());
+        }
+        Ok(id)
     }
 
     /// Rejects (and audits) a claim that disagrees with the certificate.
@@ -131,7 +141,7 @@ impl GatewayService {
         )))
     }
 
-    async fn seen(&self, id: &AgentIdentity) -> Result<(), Status> {
+    pub(crate) async fn seen(&self, id: &AgentIdentity) -> Result<(), Status> {
         match self.health.agent_seen(id).await {
             Ok(()) => Ok(()),
             // Deleted between the identity lookup (cached) and now.
@@ -140,39 +150,63 @@ impl GatewayService {
         }
     }
 
-    /// The config of `id`'s agent: the site's leaf checker (pointing at the
-    /// leaf's local monitoring port) plus intervals. Its version is a digest
-    /// of the content, so an unchanged config has an unchanged version.
-    pub fn config_for(&self, _id: &AgentIdentity) -> AgentConfig {
-        let monitoring = self
-            .settings
-            .leaf_monitoring_listen
-            .as_deref()
-            .and_then(|l| l.rsplit_once(':'))
-            .map(|(_, port)| format!("http://127.0.0.1:{port}"));
-        let checks = monitoring
-            .map(|target| CheckSpec {
-                name: "nats-leaf".into(),
-                kind: "nats_leaf".into(),
-                target,
-                interval_secs: self.settings.agent_push_interval_secs,
-                timeout_ms: 5_000,
-            })
-            .into_iter()
-            .collect();
-        let mut config = AgentConfig {
-            version: String::new(),
-            config_poll_interval_secs: self.settings.agent_config_poll_secs,
-            push_interval_secs: self.settings.agent_push_interval_secs,
-            checks,
-        };
-        let digest = Sha256::digest(config.encode_to_vec());
-        config.version = hex::encode(&digest[..12]);
-        config
+    /// The config of `id`'s agent ([`agent_config`]).
+    pub async fn config_for(&self, id: &AgentIdentity) -> Result<AgentConfig, Status> {
+        agent_config(&self.store, &self.settings, id)
+            .await
+            .map_err(|e| internal_status("reading the agent's checks", &e))
     }
 }
 
-fn span(rpc: &'static str, id: &AgentIdentity) -> tracing::Span {
+/// The config of `id`'s agent: the site's leaf checker (pointing at the
+/// leaf's local monitoring port), the checks configured for the agent
+/// (`agent_check_configs`) and intervals. Its version is a digest of the
+/// content, so an unchanged config has an unchanged version.
+pub async fn agent_config(
+    store: &Store,
+    settings: &GatewaySettings,
+    id: &AgentIdentity,
+) -> Result<AgentConfig, StoreError> {
+    let monitoring = settings
+        .leaf_monitoring_listen
+        .as_deref()
+        .and_then(|l| l.rsplit_once(':'))
+        .map(|(_, port)| format!("http://127.0.0.1:{port}"));
+    let configured = store
+        .scoped(serviceradar_domain::TenantScope::for_system_task(
+            id.tenant_id,
+        ))
+        .agent_check_configs(id.agent_id)
+        .await?;
+    let checks = monitoring
+        .map(|target| CheckSpec {
+            name: serviceradar_domain::agent_control::CheckConfig::RESERVED_NAME.into(),
+            kind: "nats_leaf".into(),
+            target,
+            interval_secs: settings.agent_push_interval_secs,
+            timeout_ms: 5_000,
+        })
+        .into_iter()
+        .chain(configured.into_iter().map(|c| CheckSpec {
+            name: c.name,
+            kind: c.kind.as_str().to_owned(),
+            target: c.target,
+            interval_secs: c.interval_secs,
+            timeout_ms: c.timeout_ms,
+        }))
+        .collect();
+    let mut config = AgentConfig {
+        version: String::new(),
+        config_poll_interval_secs: settings.agent_config_poll_secs,
+        push_interval_secs: settings.agent_push_interval_secs,
+        checks,
+    };
+    let digest = Sha256::digest(config.encode_to_vec());
+    config.version = hex::encode(&digest[..12]);
+    Ok(config)
+}
+
+pub(crate) fn span(rpc: &'static str, id: &AgentIdentity) -> tracing::Span {
     tracing::info_span!("gateway", rpc, tenant_id = %id.tenant_id, site_id = %id.site_id,
         agent_id = %id.agent_id)
 }
@@ -207,6 +241,15 @@ fn valid_upload_id(id: &str) -> bool {
 
 #[tonic::async_trait]
 impl AgentGateway for GatewayService {
+    type ControlStreamStream = crate::control::ControlStreamOut;
+
+    async fn control_stream(
+        &self,
+        request: Request<Streaming<serviceradar_proto::v1::AgentMessage>>,
+    ) -> Result<Response<Self::ControlStreamStream>, Status> {
+        self.open_control_stream(request).await
+    }
+
     async fn renew_certificates(
         &self,
         request: Request<RenewRequest>,
@@ -286,7 +329,7 @@ impl AgentGateway for GatewayService {
                 tenant_id: id.tenant_id.to_string(),
                 site_id: id.site_id.to_string(),
                 agent_id: id.agent_id.to_string(),
-                config: Some(self.config_for(&id)),
+                config: Some(self.config_for(&id).await?),
             }))
         }
         .instrument(span("Hello", &id))
@@ -303,7 +346,7 @@ impl AgentGateway for GatewayService {
             self.check_claim("GetConfig", &id, req.claim.as_ref())
                 .await?;
             self.seen(&id).await?;
-            let config = self.config_for(&id);
+            let config = self.config_for(&id).await?;
             let changed = config.version != req.current_version;
             Ok(Response::new(GetConfigResponse {
                 changed,

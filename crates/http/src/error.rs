@@ -172,6 +172,9 @@ impl From<ControlError> for ApiError {
             ControlError::Forbidden(msg) => ApiError::forbidden(msg),
             ControlError::NotFound => ApiError::not_found(),
             ControlError::Conflict(msg) => ApiError::conflict(msg),
+            offline @ ControlError::AgentOffline(_) => {
+                ApiError::new(StatusCode::CONFLICT, "agent_offline", offline.to_string())
+            }
             throttled @ ControlError::Throttled { retry_after } => {
                 let mut err = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,

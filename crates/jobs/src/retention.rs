@@ -40,6 +40,7 @@ impl JobHandler for RetentionSweep {
                 ("webhook_deliveries", swept.webhook_deliveries),
                 ("gateway_audit", swept.gateway_audit),
                 ("alerts", swept.alerts),
+                ("agent_commands", swept.agent_commands),
             ] {
                 metrics::counter!("serviceradar_retention_deleted_rows_total", "table" => table)
                     .increment(n);
@@ -52,6 +53,7 @@ impl JobHandler for RetentionSweep {
                     webhook_deliveries = swept.webhook_deliveries,
                     gateway_audit = swept.gateway_audit,
                     alerts = swept.alerts,
+                    agent_commands = swept.agent_commands,
                     "retention sweep deleted old rows"
                 );
             }

@@ -22,3 +22,5 @@ pub const MAX_CHUNK_BYTES: usize = 256 * 1024;
 pub const MAX_UPLOAD_BYTES: u64 = 16 * 1024 * 1024;
 /// Default config poll interval (seconds).
 pub const DEFAULT_CONFIG_POLL_SECS: u32 = 30;
+/// Most bytes in one `CommandUpdate.result_json`.
+pub const MAX_COMMAND_RESULT_BYTES: usize = 1024 * 1024;

@@ -29,6 +29,7 @@ use tower_http::trace::TraceLayer;
 use serviceradar_auth::SessionSettings;
 use serviceradar_control::throttle::ThrottleSettings;
 use serviceradar_control::{Control, ControlSettings};
+use serviceradar_gateway::links::{AgentLinks, LinkSettings};
 use serviceradar_gateway::{Gateway, GatewaySettings};
 use serviceradar_health::webhooks::WebhookSettings;
 use serviceradar_health::{Health, HealthSettings};
@@ -101,6 +102,9 @@ pub struct Settings {
     /// The gateway's certificate names and agent intervals (its leaf
     /// monitoring listener is taken from [`Settings::provisioning`]).
     pub gateway: GatewaySettings,
+    /// How long a command waits for another replica to claim it before it
+    /// is `offline`.
+    pub agent_links: LinkSettings,
     /// The URL edge boxes reach this control plane at, written into
     /// enrollment tokens; `None`: `http://` plus the bound listen address.
     pub public_url: Option<String>,
@@ -139,6 +143,7 @@ impl Settings {
             embedded_hub: None,
             gateway_listen: None,
             gateway: GatewaySettings::default(),
+            agent_links: LinkSettings::default(),
             public_url: None,
             enrollment_cert_validity: serviceradar_control::enrollment::DEFAULT_CERT_VALIDITY,
             fleet_metrics_interval: Some(FLEET_METRICS_INTERVAL),
@@ -157,6 +162,7 @@ pub struct Application {
     pki: Arc<Pki>,
     health: Health,
     gateway: Option<Gateway>,
+    agent_links: AgentLinks,
     hub: Option<EmbeddedHub>,
     ingest_status: IngestStatus,
     /// Flips to true when stopping starts (made at build time so the web
@@ -235,6 +241,10 @@ impl Application {
         }
         let jobs = Arc::new(jobs);
         let health = Health::new(store.clone(), Arc::new(settings.health.clone()));
+        // The replica's agent control streams: its gateway registers them,
+        // the use-cases send commands and config pushes through them (and,
+        // on PostgreSQL, to other replicas' streams).
+        let agent_links = AgentLinks::new(store.clone(), settings.agent_links);
         let gateway = match settings.gateway_listen {
             Some(addr) => {
                 let mut gateway = settings.gateway.clone();
@@ -242,12 +252,13 @@ impl Application {
                     settings.provisioning.leaf_monitoring_listen.clone();
                 gateway.edge_cert_validity = settings.enrollment_cert_validity;
                 Some(
-                    Gateway::bind(
+                    Gateway::bind_with_links(
                         addr,
                         store.clone(),
                         pki.clone(),
                         Arc::new(gateway),
                         health.clone(),
+                        agent_links.clone(),
                     )
                     .await?,
                 )
@@ -269,6 +280,7 @@ impl Application {
                 ingest_status: ingest_status.clone(),
                 dead_letters: dead_letters.clone(),
                 hub_view: hub_view.clone(),
+                agent_links: Some(agent_links.clone()),
                 enrollment: serviceradar_control::enrollment::EnrollmentSettings {
                     public_url: match &settings.public_url {
                         Some(url) => url.trim_end_matches('/').to_string(),
@@ -301,6 +313,7 @@ impl Application {
             pki,
             health,
             gateway,
+            agent_links,
             hub,
             bootstrap,
         })
@@ -335,6 +348,11 @@ impl Application {
     /// The embedded hub's settings, when this process runs one.
     pub fn embedded_hub(&self) -> Option<&EmbeddedHubSettings> {
         self.hub.as_ref().map(EmbeddedHub::settings)
+    }
+
+    /// The replica's agent control streams (commands, config pushes).
+    pub fn agent_links(&self) -> &AgentLinks {
+        &self.agent_links
     }
 
     /// Site/leaf health and its live status changes.
@@ -457,6 +475,10 @@ impl Application {
             )),
         ));
         tasks.push(("the health relay", self.health.spawn_relay(stop_rx.clone())));
+        tasks.push((
+            "the agent link relay",
+            self.agent_links.spawn_relay(stop_rx.clone()),
+        ));
         tasks.push((
             "the credential cache's invalidation listener",
             self.store.spawn_auth_invalidation(stop_rx.clone()),

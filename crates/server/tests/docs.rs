@@ -293,6 +293,7 @@ const PAGES: &[&str] = &[
     "docs/monitoring.md",
     "docs/troubleshooting.md",
     "docs/api.md",
+    "docs/agents.md",
     "docs/telemetry.md",
     "docs/kubernetes.md",
 ];
@@ -330,6 +331,7 @@ page!(certificates, "docs/certificates.md");
 page!(regeneration_and_drift, "docs/regeneration-and-drift.md");
 page!(monitoring, "docs/monitoring.md");
 page!(kubernetes, "docs/kubernetes.md");
+page!(agents, "docs/agents.md");
 page!(troubleshooting, "docs/troubleshooting.md");
 page!(api, "docs/api.md");
 page!(telemetry, "docs/telemetry.md");

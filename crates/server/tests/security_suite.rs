@@ -57,6 +57,22 @@ fn needs() -> BTreeMap<(&'static str, &'static str), Need> {
         ),
         (("GET", "/edge-sites/{id}/agent"), A(ReadSites)),
         (("POST", "/edge-sites/{id}/agent/revoke"), A(DeleteSites)),
+        (("GET", "/edge-sites/{id}/agent/commands"), A(ReadSites)),
+        (("POST", "/edge-sites/{id}/agent/commands"), A(WriteSites)),
+        (
+            ("GET", "/edge-sites/{id}/agent/commands/{cid}"),
+            A(ReadSites),
+        ),
+        (("GET", "/edge-sites/{id}/agent/checks"), A(ReadSites)),
+        (("POST", "/edge-sites/{id}/agent/checks"), A(WriteSites)),
+        (
+            ("PUT", "/edge-sites/{id}/agent/checks/{name}"),
+            A(WriteSites),
+        ),
+        (
+            ("DELETE", "/edge-sites/{id}/agent/checks/{name}"),
+            A(WriteSites),
+        ),
         (("GET", "/leaf-servers"), A(ReadSites)),
         (("GET", "/leaf-servers/{id}"), A(ReadSites)),
         (("GET", "/collector-packages"), A(ReadPackages)),
@@ -161,6 +177,13 @@ fn body(method: &str, path: &str, site: &str) -> Option<Value> {
         ("POST", "/edge-sites/{id}/devices/{device_id}/certificate") => {
             let (_key, csr) = serviceradar_pki::new_key_and_request("suite").unwrap();
             json!({ "csr": csr })
+        }
+        ("POST", "/edge-sites/{id}/agent/commands") => json!({"kind": "run_checks"}),
+        ("POST", "/edge-sites/{id}/agent/checks") => {
+            json!({"name": "suite", "kind": "dns", "target": "example.com"})
+        }
+        ("PUT", "/edge-sites/{id}/agent/checks/{name}") => {
+            json!({"kind": "dns", "target": "example.com"})
         }
         ("POST", _) => json!({}),
         _ => return None,

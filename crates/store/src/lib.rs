@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 mod agent_checks;
+pub mod agent_control;
 mod auth;
 mod auth_cache;
 mod db;
@@ -41,6 +42,7 @@ mod tokens;
 mod users;
 
 pub use agent_checks::{AgentCheck, MAX_CHECKS_PER_AGENT};
+pub use agent_control::AgentCommand;
 pub use auth::{LoginRecord, SessionRecord, TokenRecord};
 pub use db::{Backend, Store, now_ms};
 pub use devices::Device;

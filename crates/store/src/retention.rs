@@ -30,7 +30,7 @@ pub struct RetentionPolicy {
     pub finished_jobs: Duration,
     /// How long webhook delivery attempts are kept.
     pub webhook_deliveries: Duration,
-    /// How long gateway audit rows are kept.
+    /// How long gateway audit rows and agent commands are kept.
     pub gateway_audit: Duration,
     /// How long resolved alerts are kept.
     pub resolved_alerts: Duration,
@@ -68,6 +68,8 @@ pub struct Swept {
     pub gateway_audit: u64,
     /// Resolved alerts.
     pub alerts: u64,
+    /// Agent commands (the command history, kept like the gateway audit).
+    pub agent_commands: u64,
 }
 
 impl Swept {
@@ -79,6 +81,7 @@ impl Swept {
             + self.webhook_deliveries
             + self.gateway_audit
             + self.alerts
+            + self.agent_commands
     }
 }
 
@@ -133,6 +136,14 @@ impl Store {
                     "id",
                     "status = 'resolved' AND resolved_at < $1",
                     &[Arg::Int(before(policy.resolved_alerts))],
+                )
+                .await?,
+            agent_commands: self
+                .delete_chunked(
+                    "agent_commands",
+                    "id",
+                    "created_at < $1",
+                    &[Arg::Int(before(policy.gateway_audit))],
                 )
                 .await?,
             telemetry: 0,

@@ -380,3 +380,174 @@ async fn an_agents_latest_check_results_are_kept_per_name_on_both_backends() {
         store.close().await;
     }
 }
+
+/// Agent commands (migration 0017) on both backends: status changes are
+/// compare-and-set (a command claimed `sent` cannot also become `offline`,
+/// a final one never moves), another tenant sees nothing, a command past
+/// its TTL reads `expired`, configured checks refuse duplicates, the
+/// acknowledged config version is kept, and retention removes old commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_commands_and_checks_on_both_backends() {
+    use serviceradar_domain::agent_control::{CheckConfig, CheckKind, CommandKind, CommandStatus};
+    for (store, _dir) in stores().await {
+        let (a, b) = two_tenants(&store).await;
+        let (sa, sb) = (
+            TenantScope::for_system_task(a.id),
+            TenantScope::for_system_task(b.id),
+        );
+        let site_a = site(&store, sa, "nyc").await;
+        let agent = uuid::Uuid::now_v7();
+        let scoped = store.scoped(sa);
+        scoped
+            .store_agent_cert(
+                site_a,
+                &AgentCert {
+                    agent_id: agent,
+                    cert_pem: "cert".into(),
+                    key_sealed: vec![7; 8],
+                    cert_serial: "01".into(),
+                    cert_expires_at: now_ms() + 1_000,
+                },
+            )
+            .await
+            .expect("agent");
+        let c = scoped
+            .insert_agent_command(site_a, agent, CommandKind::RunChecks, 60, "user")
+            .await
+            .expect("insert");
+        assert_eq!(c.status, CommandStatus::Pending);
+        // Claimed by a replica: the issuer's "offline" loses.
+        assert!(
+            scoped
+                .set_agent_command_status(c.id, CommandStatus::Sent, None, None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !scoped
+                .set_agent_command_status(c.id, CommandStatus::Offline, None, None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            scoped
+                .set_agent_command_status(c.id, CommandStatus::Acked, None, None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            scoped
+                .set_agent_command_status(
+                    c.id,
+                    CommandStatus::Succeeded,
+                    Some("done"),
+                    Some("{\"n\":1}")
+                )
+                .await
+                .unwrap()
+        );
+        assert!(
+            !scoped
+                .set_agent_command_status(c.id, CommandStatus::Failed, None, None)
+                .await
+                .unwrap()
+        );
+        let done = scoped.agent_command(c.id).await.unwrap();
+        assert_eq!(
+            (done.status, done.result.as_deref()),
+            (CommandStatus::Succeeded, Some("{\"n\":1}"))
+        );
+        // Another tenant: not found, cannot move it.
+        let other = store.scoped(sb);
+        assert!(matches!(
+            other.agent_command(c.id).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(
+            !other
+                .set_agent_command_status(c.id, CommandStatus::Failed, None, None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            other
+                .list_agent_commands(site_a, &PageRequest::first())
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+        // Past its TTL: expired when read.
+        let late = scoped
+            .insert_agent_command(site_a, agent, CommandKind::CollectDiagnostics, 1, "user")
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+        let page = scoped
+            .list_agent_commands(site_a, &PageRequest::first())
+            .await
+            .unwrap();
+        let statuses: Vec<_> = page.items.iter().map(|c| c.status).collect();
+        assert_eq!(statuses, [CommandStatus::Succeeded, CommandStatus::Expired]);
+        assert_eq!(page.items[1].id, late.id);
+        // Checks: unique names, NotFound on a missing one, other tenants see none.
+        let check = CheckConfig {
+            name: "db".into(),
+            kind: CheckKind::Tcp,
+            target: "10.0.0.5:5432".into(),
+            interval_secs: 30,
+            timeout_ms: 1_000,
+        };
+        scoped.add_agent_check_config(agent, &check).await.unwrap();
+        assert!(matches!(
+            scoped.add_agent_check_config(agent, &check).await,
+            Err(StoreError::Conflict(_))
+        ));
+        let missing = CheckConfig {
+            name: "nope".into(),
+            ..check.clone()
+        };
+        assert!(matches!(
+            scoped.update_agent_check_config(agent, &missing).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(other.agent_check_configs(agent).await.unwrap().is_empty());
+        assert!(matches!(
+            other.delete_agent_check_config(agent, "db").await,
+            Err(StoreError::NotFound)
+        ));
+        assert_eq!(scoped.agent_check_configs(agent).await.unwrap(), [check]);
+        // The acknowledged version: the latest wins.
+        scoped.ack_agent_config(agent, "v1").await.unwrap();
+        scoped.ack_agent_config(agent, "v2").await.unwrap();
+        assert_eq!(
+            scoped
+                .agent_config_ack(agent)
+                .await
+                .unwrap()
+                .map(|(v, _)| v)
+                .as_deref(),
+            Some("v2")
+        );
+        assert!(other.agent_config_ack(agent).await.unwrap().is_none());
+        // Retention: kept like the gateway audit (90 days).
+        let policy = serviceradar_store::RetentionPolicy::default();
+        let day = 86_400_000;
+        assert_eq!(
+            store
+                .sweep_retention(&policy, now_ms() + 89 * day)
+                .await
+                .unwrap()
+                .agent_commands,
+            0
+        );
+        assert_eq!(
+            store
+                .sweep_retention(&policy, now_ms() + 91 * day)
+                .await
+                .unwrap()
+                .agent_commands,
+            2
+        );
+    }
+}

@@ -26,6 +26,7 @@ pub struct Core {
     pub metrics_port: u16,
     pub gateway_port: u16,
     pub health: Health,
+    pub agent_links: serviceradar_gateway::links::AgentLinks,
     pub dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -56,6 +57,7 @@ pub async fn spawn(dir: tempfile::TempDir, settings: Settings) -> Core {
     let metrics_port = app.metrics_port().expect("metrics listener");
     let gateway_port = app.gateway_port().expect("gateway enabled");
     let health = app.health().clone();
+    let agent_links = app.agent_links().clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async move {
         let _ = rx.await;
@@ -68,6 +70,7 @@ pub async fn spawn(dir: tempfile::TempDir, settings: Settings) -> Core {
         metrics_port,
         gateway_port,
         health,
+        agent_links,
         dir,
         shutdown: Some(tx),
     }

@@ -191,6 +191,19 @@ struct Echo;
 
 #[tonic::async_trait]
 impl AgentGateway for Echo {
+    type ControlStreamStream = std::pin::Pin<
+        Box<
+            dyn futures::Stream<
+                    Item = Result<serviceradar_proto::v1::ControlMessage, tonic::Status>,
+                > + Send,
+        >,
+    >;
+    async fn control_stream(
+        &self,
+        _: tonic::Request<tonic::Streaming<serviceradar_proto::v1::AgentMessage>>,
+    ) -> Result<tonic::Response<Self::ControlStreamStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not measured"))
+    }
     async fn renew_certificates(
         &self,
         _: tonic::Request<serviceradar_proto::v1::RenewRequest>,

@@ -626,7 +626,9 @@ async fn detail_page(
             last_error: leaf.last_error.clone().unwrap_or_default(),
         },
         agent: agent.map(
-            |serviceradar_control::alerts::SiteAgent { agent: a, checks }| AgentView {
+            |serviceradar_control::alerts::SiteAgent {
+                 agent: a, checks, ..
+             }| AgentView {
                 checks: checks
                     .into_iter()
                     .map(|c| CheckRow {

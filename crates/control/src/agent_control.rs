@@ -1,0 +1,226 @@
+//! Talking to a site's edge agent: commands (issued, delivered over the
+//! agent's control stream by whichever replica holds it, kept per site with
+//! their status and result) and the checks configured for the agent (every
+//! change is pushed to the agent at once).
+//!
+//! A command for an agent with no open control stream on any replica is
+//! stored as `offline` and refused with `409 agent_offline` at once
+//! ([`ControlError::AgentOffline`]); the history keeps it.
+
+use serde::Deserialize;
+use serviceradar_domain::agent_control::{
+    CheckConfig, CommandKind, CommandStatus, CommandTtl, RawCheck,
+};
+use serviceradar_domain::validate::FieldErrors;
+use serviceradar_domain::{Action, Actor, EdgeSiteId};
+use serviceradar_store::health::AgentRecord;
+use serviceradar_store::{AgentCommand, Page, Scoped};
+
+use crate::{Control, ControlError, PageParams};
+
+/// A command to issue.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct IssueCommand {
+    /// `run_checks`, `reload_config`, `renew_certificates` or `collect_diagnostics`.
+    pub kind: String,
+    /// Seconds the agent has to finish it (1-3600, default 60).
+    pub ttl_secs: Option<i64>,
+}
+
+/// A check to add or change.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CheckInput {
+    /// Unique per agent (`[a-z0-9._-]`, 1-64); ignored on change (the path names it).
+    #[serde(default)]
+    pub name: String,
+    /// `nats_leaf`, `tcp`, `http`, `dns` or `icmp`.
+    pub kind: String,
+    /// `host:port` (tcp), URL (http, nats_leaf), name (dns), host (icmp).
+    pub target: String,
+    /// Seconds between runs (5-86400, default 30).
+    pub interval_secs: Option<i64>,
+    /// Milliseconds one run may take (100-60000 and less than the interval; default 5000).
+    pub timeout_ms: Option<i64>,
+}
+
+impl CheckInput {
+    fn parse(&self, name: &str) -> Result<CheckConfig, FieldErrors> {
+        CheckConfig::parse(&RawCheck {
+            name,
+            kind: &self.kind,
+            target: &self.target,
+            interval_secs: self.interval_secs,
+            timeout_ms: self.timeout_ms,
+        })
+    }
+}
+
+/// The checks configured for an agent and the config version it runs.
+#[derive(Debug, Clone)]
+pub struct AgentChecks {
+    /// Configured checks, by name.
+    pub checks: Vec<CheckConfig>,
+    /// The config version the agent acknowledged last, and when (Unix ms).
+    pub acked: Option<(String, i64)>,
+}
+
+impl Control {
+    async fn live_agent(
+        scoped: &Scoped<'_>,
+        site: EdgeSiteId,
+    ) -> Result<AgentRecord, ControlError> {
+        let agent = scoped
+            .agent_for_site(site)
+            .await?
+            .ok_or(ControlError::NotFound)?;
+        if agent.revoked_at.is_some() {
+            return Err(ControlError::Conflict(
+                "the site's agent was revoked".to_owned(),
+            ));
+        }
+        Ok(agent)
+    }
+
+    /// Issues a command to the site's agent and hands it to the replica
+    /// holding the agent's control stream. An agent with no stream fails
+    /// fast: the command is stored `offline` and
+    /// [`ControlError::AgentOffline`] returned.
+    pub async fn issue_agent_command(
+        &self,
+        actor: &Actor,
+        site: EdgeSiteId,
+        input: &IssueCommand,
+    ) -> Result<AgentCommand, ControlError> {
+        let scoped = self.scoped(actor, Action::WriteSites)?;
+        // Another tenant's site is 404 whatever the body says.
+        let agent = Self::live_agent(&scoped, site).await?;
+        let mut errors = FieldErrors::default();
+        let kind = errors.check("kind", CommandKind::parse(&input.kind));
+        let ttl = errors.check("ttl_secs", CommandTtl::parse(input.ttl_secs));
+        let (kind, ttl) = crate::error::finish(errors, kind.zip(ttl))?;
+        let command = scoped
+            .insert_agent_command(site, agent.id, kind, ttl.secs(), &actor.user_id.to_string())
+            .await?;
+        let status = match &self.settings().agent_links {
+            Some(links) => links.deliver(actor.scope().tenant_id(), &command).await?,
+            None => {
+                scoped
+                    .set_agent_command_status(
+                        command.id,
+                        CommandStatus::Offline,
+                        Some("this replica runs no agent gateway"),
+                        None,
+                    )
+                    .await?;
+                CommandStatus::Offline
+            }
+        };
+        tracing::info!(site_id = %site, agent_id = %agent.id, command_id = %command.id,
+            kind = kind.as_str(), status = status.as_str(), "agent command issued");
+        if status == CommandStatus::Offline {
+            return Err(ControlError::AgentOffline(command.id));
+        }
+        Ok(scoped.agent_command(command.id).await?)
+    }
+
+    /// The site's command history, oldest first.
+    pub async fn list_agent_commands(
+        &self,
+        actor: &Actor,
+        site: EdgeSiteId,
+        page: &PageParams,
+    ) -> Result<Page<AgentCommand>, ControlError> {
+        let (scoped, page, ()) = self.listing(actor, Action::ReadSites, page, |_| ())?;
+        scoped.site(site).await?;
+        Ok(scoped.list_agent_commands(site, &page).await?)
+    }
+
+    /// One command of the site (`id` as the path gave it: authorized
+    /// before it is parsed, so a caller without the right gets 403, not 404).
+    pub async fn agent_command(
+        &self,
+        actor: &Actor,
+        site: EdgeSiteId,
+        id: &str,
+    ) -> Result<AgentCommand, ControlError> {
+        let scoped = self.scoped(actor, Action::ReadSites)?;
+        let id: uuid::Uuid = id.parse().map_err(|_| ControlError::NotFound)?;
+        let command = scoped.agent_command(id).await?;
+        if command.edge_site_id != site {
+            return Err(ControlError::NotFound);
+        }
+        Ok(command)
+    }
+
+    /// The checks configured for the site's agent.
+    pub async fn agent_checks(
+        &self,
+        actor: &Actor,
+        site: EdgeSiteId,
+    ) -> Result<AgentChecks, ControlError> {
+        let scoped = self.scoped(actor, Action::ReadSites)?;
+        let agent = scoped
+            .agent_for_site(site)
+            .await?
+            .ok_or(ControlError::NotFound)?;
+        Ok(AgentChecks {
+            checks: scoped.agent_check_configs(agent.id).await?,
+            acked: scoped.agent_config_ack(agent.id).await?,
+        })
+    }
+
+    /// Adds a check to the site's agent (pushed to it at once).
+    pub async fn add_agent_check(
+        &self,
+        actor: &Actor,
+        site: EdgeSiteId,
+        input: &CheckInput,
+    ) -> Result<CheckConfig, ControlError> {
+        let scoped = self.scoped(actor, Action::WriteSites)?;
+        let agent = Self::live_agent(&scoped, site).await?;
+        let check = input.parse(&input.name)?;
+        scoped.add_agent_check_config(agent.id, &check).await?;
+        self.config_changed(actor, agent.id).await;
+        Ok(check)
+    }
+
+    /// Changes the check `name` of the site's agent (pushed to it at once).
+    pub async fn change_agent_check(
+        &self,
+        actor: &Actor,
+        site: EdgeSiteId,
+        name: &str,
+        input: &CheckInput,
+    ) -> Result<CheckConfig, ControlError> {
+        let scoped = self.scoped(actor, Action::WriteSites)?;
+        let agent = Self::live_agent(&scoped, site).await?;
+        let check = input.parse(name)?;
+        scoped.update_agent_check_config(agent.id, &check).await?;
+        self.config_changed(actor, agent.id).await;
+        Ok(check)
+    }
+
+    /// Removes the check `name` of the site's agent (pushed to it at once).
+    pub async fn remove_agent_check(
+        &self,
+        actor: &Actor,
+        site: EdgeSiteId,
+        name: &str,
+    ) -> Result<(), ControlError> {
+        let scoped = self.scoped(actor, Action::WriteSites)?;
+        let agent = Self::live_agent(&scoped, site).await?;
+        scoped.delete_agent_check_config(agent.id, name).await?;
+        self.config_changed(actor, agent.id).await;
+        Ok(())
+    }
+
+    async fn config_changed(&self, actor: &Actor, agent: uuid::Uuid) {
+        if let Some(links) = &self.settings().agent_links {
+            links.config_changed(actor.scope().tenant_id(), agent).await;
+        }
+    }
+}

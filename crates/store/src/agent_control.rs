@@ -1,0 +1,362 @@
+//! What the control stream needs kept: the commands issued to an edge agent
+//! (status moved by compare-and-set, so two replicas never both deliver or
+//! both give up on one), the checks configured for an agent, and the config
+//! version the agent last acknowledged (migration 0017).
+
+use serviceradar_domain::EdgeSiteId;
+use serviceradar_domain::agent_control::{CheckConfig, CheckKind, CommandKind, CommandStatus};
+use sqlx::any::AnyRow;
+use uuid::Uuid;
+
+use crate::Scoped;
+use crate::db::now_ms;
+use crate::error::{StoreError, on_unique};
+use crate::page::{Arg, ListQuery, Page, PageRequest};
+use crate::row::{self, Cols};
+
+/// Most checks configured per agent.
+pub const MAX_CONFIGURED_CHECKS: i64 = 100;
+
+/// A stored command.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AgentCommand {
+    /// Id.
+    pub id: Uuid,
+    /// Site of the agent.
+    pub edge_site_id: EdgeSiteId,
+    /// The agent.
+    pub agent_id: Uuid,
+    /// What to do.
+    pub kind: CommandKind,
+    /// Where it is.
+    pub status: CommandStatus,
+    /// Who issued it (user id).
+    pub issued_by: String,
+    /// Time to live (s).
+    pub ttl_secs: i64,
+    /// After this (Unix ms) it expires unless finished.
+    pub expires_at: i64,
+    /// The agent's last note (progress, or why it failed).
+    pub message: Option<String>,
+    /// The agent's result document (JSON text).
+    pub result: Option<String>,
+    /// Issued (Unix ms).
+    pub created_at: i64,
+    /// Last status change (Unix ms).
+    pub updated_at: i64,
+}
+
+const COMMAND_SELECT: &str = "SELECT c.id, c.edge_site_id, c.agent_id, c.kind, c.status, \
+    c.issued_by, c.ttl_secs, c.expires_at, c.message, c.result, c.created_at, c.updated_at \
+    FROM agent_commands c";
+
+fn decode_command(row: &AnyRow) -> Result<AgentCommand, StoreError> {
+    let r = Cols::of(row, "agent_commands");
+    Ok(AgentCommand {
+        id: r.parse("id")?,
+        edge_site_id: r.parse("edge_site_id")?,
+        agent_id: r.parse("agent_id")?,
+        kind: r.valid("kind", CommandKind::parse)?,
+        status: r.valid("status", |s| {
+            CommandStatus::parse(s).ok_or("unknown command status")
+        })?,
+        issued_by: r.get("issued_by")?,
+        ttl_secs: r.get("ttl_secs")?,
+        expires_at: r.get("expires_at")?,
+        message: r.get("message")?,
+        result: r.get("result")?,
+        created_at: r.get("created_at")?,
+        updated_at: r.get("updated_at")?,
+    })
+}
+
+fn decode_check(row: &AnyRow) -> Result<CheckConfig, StoreError> {
+    let r = Cols::of(row, "agent_check_configs");
+    let int = |col: &str| -> Result<u32, StoreError> {
+        let v: i64 = r.get(col)?;
+        u32::try_from(v).map_err(|e| StoreError::corrupt("agent_check_configs", e))
+    };
+    Ok(CheckConfig {
+        name: r.get("name")?,
+        kind: r.valid("kind", CheckKind::parse)?,
+        target: r.get("target")?,
+        interval_secs: int("interval_secs")?,
+        timeout_ms: int("timeout_ms")?,
+    })
+}
+
+/// Final statuses as SQL text (static, from the domain's list).
+const OPEN_STATUSES: [CommandStatus; 3] = [
+    CommandStatus::Pending,
+    CommandStatus::Sent,
+    CommandStatus::Acked,
+];
+
+impl Scoped<'_> {
+    /// Stores a new, `pending` command for the site's agent.
+    pub async fn insert_agent_command(
+        &self,
+        site: EdgeSiteId,
+        agent: Uuid,
+        kind: CommandKind,
+        ttl_secs: u32,
+        issued_by: &str,
+    ) -> Result<AgentCommand, StoreError> {
+        let id = Uuid::now_v7();
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO agent_commands (id, tenant_id, edge_site_id, agent_id, kind, status, \
+             issued_by, ttl_secs, expires_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+        )
+        .bind(id.to_string())
+        .bind(self.tenant())
+        .bind(site.to_string())
+        .bind(agent.to_string())
+        .bind(kind.as_str())
+        .bind(CommandStatus::Pending.as_str())
+        .bind(issued_by)
+        .bind(i64::from(ttl_secs))
+        .bind(now + i64::from(ttl_secs) * 1000)
+        .bind(now)
+        .execute(&self.store.pool)
+        .await?;
+        self.agent_command(id).await
+    }
+
+    /// One command of this tenant (expired first if its time is up).
+    pub async fn agent_command(&self, id: Uuid) -> Result<AgentCommand, StoreError> {
+        let command = ListQuery::new(COMMAND_SELECT, "c", self.tenant())
+            .fetch_one(
+                "c",
+                "c.id",
+                id.to_string(),
+                &self.store.pool,
+                decode_command,
+            )
+            .await?;
+        if !command.status.is_final() && command.expires_at < now_ms() {
+            self.set_agent_command_status(id, CommandStatus::Expired, None, None)
+                .await?;
+            return ListQuery::new(COMMAND_SELECT, "c", self.tenant())
+                .fetch_one(
+                    "c",
+                    "c.id",
+                    id.to_string(),
+                    &self.store.pool,
+                    decode_command,
+                )
+                .await;
+        }
+        Ok(command)
+    }
+
+    /// The site's command history, oldest first (keyset pages); commands
+    /// whose time ran out are marked `expired` first.
+    pub async fn list_agent_commands(
+        &self,
+        site: EdgeSiteId,
+        page: &PageRequest,
+    ) -> Result<Page<AgentCommand>, StoreError> {
+        sqlx::query(
+            "UPDATE agent_commands SET status = $1, updated_at = $2 \
+             WHERE tenant_id = $3 AND edge_site_id = $4 AND expires_at < $2 \
+             AND status IN ($5, $6, $7)",
+        )
+        .bind(CommandStatus::Expired.as_str())
+        .bind(now_ms())
+        .bind(self.tenant())
+        .bind(site.to_string())
+        .bind(OPEN_STATUSES[0].as_str())
+        .bind(OPEN_STATUSES[1].as_str())
+        .bind(OPEN_STATUSES[2].as_str())
+        .execute(&self.store.pool)
+        .await?;
+        let mut q = ListQuery::new(COMMAND_SELECT, "c", self.tenant());
+        q.eq("c.edge_site_id", Arg::Text(site.to_string()));
+        q.page("c", page)
+            .fetch(&self.store.pool, decode_command)
+            .await
+    }
+
+    /// Moves a command to `next` if its status allows it
+    /// ([`CommandStatus::allowed_from`]); `false` when it did not (another
+    /// replica or update got there first, or it is final). `message` and
+    /// `result` replace the stored ones when given.
+    pub async fn set_agent_command_status(
+        &self,
+        id: Uuid,
+        next: CommandStatus,
+        message: Option<&str>,
+        result: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let from = CommandStatus::allowed_from(next);
+        let mut moved = false;
+        // One compare-and-set per allowed old status (at most three).
+        for old in from {
+            let done = sqlx::query(
+                "UPDATE agent_commands SET status = $1, updated_at = $2, \
+                 message = COALESCE($3, message), result = COALESCE($4, result) \
+                 WHERE tenant_id = $5 AND id = $6 AND status = $7",
+            )
+            .bind(next.as_str())
+            .bind(now_ms())
+            .bind(message)
+            .bind(result)
+            .bind(self.tenant())
+            .bind(id.to_string())
+            .bind(old.as_str())
+            .execute(&self.store.pool)
+            .await?;
+            if done.rows_affected() > 0 {
+                moved = true;
+                break;
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Records a progress note on a command that is still open.
+    pub async fn note_agent_command(&self, id: Uuid, message: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE agent_commands SET message = $1, updated_at = $2 \
+             WHERE tenant_id = $3 AND id = $4 AND status IN ($5, $6, $7)",
+        )
+        .bind(message)
+        .bind(now_ms())
+        .bind(self.tenant())
+        .bind(id.to_string())
+        .bind(OPEN_STATUSES[0].as_str())
+        .bind(OPEN_STATUSES[1].as_str())
+        .bind(OPEN_STATUSES[2].as_str())
+        .execute(&self.store.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The checks configured for an agent, by name.
+    pub async fn agent_check_configs(&self, agent: Uuid) -> Result<Vec<CheckConfig>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, kind, target, interval_secs, timeout_ms FROM agent_check_configs \
+             WHERE tenant_id = $1 AND agent_id = $2 ORDER BY name",
+        )
+        .bind(self.tenant())
+        .bind(agent.to_string())
+        .fetch_all(&self.store.pool)
+        .await?;
+        row::all(&rows, decode_check)
+    }
+
+    /// Adds a check (`Conflict` if the name is taken or the agent has
+    /// [`MAX_CONFIGURED_CHECKS`]).
+    pub async fn add_agent_check_config(
+        &self,
+        agent: Uuid,
+        check: &CheckConfig,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.store.pool.begin().await?;
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM agent_check_configs WHERE tenant_id = $1 AND agent_id = $2",
+        )
+        .bind(self.tenant())
+        .bind(agent.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+        if count >= MAX_CONFIGURED_CHECKS {
+            return Err(StoreError::Conflict(format!(
+                "an agent runs at most {MAX_CONFIGURED_CHECKS} configured checks"
+            )));
+        }
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO agent_check_configs (tenant_id, agent_id, name, kind, target, \
+             interval_secs, timeout_ms, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        )
+        .bind(self.tenant())
+        .bind(agent.to_string())
+        .bind(&check.name)
+        .bind(check.kind.as_str())
+        .bind(&check.target)
+        .bind(i64::from(check.interval_secs))
+        .bind(i64::from(check.timeout_ms))
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(on_unique("a check with this name exists"))?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces the check named `check.name` (`NotFound` if there is none).
+    pub async fn update_agent_check_config(
+        &self,
+        agent: Uuid,
+        check: &CheckConfig,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE agent_check_configs SET kind = $1, target = $2, interval_secs = $3, \
+             timeout_ms = $4, updated_at = $5 WHERE tenant_id = $6 AND agent_id = $7 AND name = $8",
+        )
+        .bind(check.kind.as_str())
+        .bind(&check.target)
+        .bind(i64::from(check.interval_secs))
+        .bind(i64::from(check.timeout_ms))
+        .bind(now_ms())
+        .bind(self.tenant())
+        .bind(agent.to_string())
+        .bind(&check.name)
+        .execute(&self.store.pool)
+        .await?;
+        row::affected(&done)
+    }
+
+    /// Removes a check (`NotFound` if there is none).
+    pub async fn delete_agent_check_config(
+        &self,
+        agent: Uuid,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM agent_check_configs WHERE tenant_id = $1 AND agent_id = $2 AND name = $3",
+        )
+        .bind(self.tenant())
+        .bind(agent.to_string())
+        .bind(name)
+        .execute(&self.store.pool)
+        .await?;
+        row::affected(&done)
+    }
+
+    /// Records the config version the agent acknowledged running.
+    pub async fn ack_agent_config(&self, agent: Uuid, version: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO agent_config_acks (tenant_id, agent_id, version, acked_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, agent_id) \
+             DO UPDATE SET version = excluded.version, acked_at = excluded.acked_at",
+        )
+        .bind(self.tenant())
+        .bind(agent.to_string())
+        .bind(version)
+        .bind(now_ms())
+        .execute(&self.store.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The config version the agent last acknowledged and when (Unix ms).
+    pub async fn agent_config_ack(&self, agent: Uuid) -> Result<Option<(String, i64)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT version, acked_at FROM agent_config_acks WHERE tenant_id = $1 AND agent_id = $2",
+        )
+        .bind(self.tenant())
+        .bind(agent.to_string())
+        .fetch_optional(&self.store.pool)
+        .await?;
+        row.map(|row| {
+            let r = Cols::of(&row, "agent_config_acks");
+            Ok((r.get("version")?, r.get("acked_at")?))
+        })
+        .transpose()
+    }
+}
