@@ -90,10 +90,15 @@ impl std::fmt::Debug for LeafProvisioning {
 
 const SITE_SELECT: &str = "SELECT s.id, s.tenant_id, s.name, s.slug, s.status, s.nats_leaf_url, \
                            s.last_seen_at, s.created_at, s.updated_at FROM edge_sites s";
-const SITE_WITH_LEAF_SELECT: &str = "SELECT s.id, s.tenant_id, s.name, s.slug, s.status, \
+/// Sites with their leaf's status (a correlated subquery: PostgreSQL runs it
+/// for the page's rows only, after the sort and limit; `UNIQUE
+/// (edge_site_id)` makes it one row) and the capped count of the `matching`
+/// CTE that [`ListQuery::with_count_up_to`] puts in front.
+const SITE_WITH_LEAF_COUNTED_SELECT: &str = "SELECT s.id, s.tenant_id, s.name, s.slug, s.status, \
      s.nats_leaf_url, s.last_seen_at, s.created_at, s.updated_at, \
      (SELECT l.status FROM nats_leaf_servers l \
-      WHERE l.edge_site_id = s.id AND l.tenant_id = s.tenant_id) AS leaf_status \
+      WHERE l.edge_site_id = s.id AND l.tenant_id = s.tenant_id) AS leaf_status, \
+     (SELECT COUNT(*) FROM matching) AS matching \
      FROM edge_sites s";
 const LEAF_SELECT: &str = "SELECT l.id, l.tenant_id, l.edge_site_id, l.status, l.upstream_url, \
                            l.local_listen, l.leaf_cert_pem, l.ca_chain_pem, l.cert_expires_at, \
@@ -140,6 +145,41 @@ macro_rules! site_with_leaf_decoder {
 }
 site_with_leaf_decoder!(decode_site_with_leaf, AnyRow, decode_site);
 site_with_leaf_decoder!(decode_site_with_leaf_pg, PgRow, decode_site_pg);
+
+/// A site with its leaf's status and the capped count of matching sites.
+macro_rules! site_overview_decoder {
+    ($name:ident, $row:ty, $with_leaf:ident) => {
+        fn $name(row: &$row) -> Result<((EdgeSite, Option<LeafStatus>), i64), StoreError> {
+            let matching: i64 = Cols::of(row, "edge_sites").get("matching")?;
+            Ok(($with_leaf(row)?, matching))
+        }
+    };
+}
+site_overview_decoder!(decode_site_overview, AnyRow, decode_site_with_leaf);
+site_overview_decoder!(decode_site_overview_pg, PgRow, decode_site_with_leaf_pg);
+
+/// A tenant-scoped query on `edge_sites s` with `filter` applied: the one
+/// place a [`SiteFilter`] becomes SQL.
+fn filtered(select: &'static str, tenant: String, filter: &SiteFilter) -> ListQuery {
+    let mut q = ListQuery::new(select, "s", tenant);
+    if let Some(status) = filter.status {
+        q.eq("s.status", Arg::Text(status.as_str().into()));
+    }
+    if let Some(name) = &filter.name_contains {
+        q.contains("s.name", name);
+    }
+    q
+}
+
+/// A page of the web UI's site list ([`Scoped::list_sites_with_leaf_status`]).
+#[derive(Debug)]
+pub struct SiteOverviewPage {
+    /// The sites, each with its leaf server's status.
+    pub sites: Page<(EdgeSite, Option<LeafStatus>)>,
+    /// How many sites match the filter, up to the cap; `None` for an empty
+    /// page.
+    pub matching: Option<i64>,
+}
 
 fn decode_leaf(row: &AnyRow) -> Result<NatsLeafServer, StoreError> {
     let r = Cols::of(row, "nats_leaf_servers");
@@ -300,26 +340,18 @@ impl Scoped<'_> {
         filter: &SiteFilter,
         page: &PageRequest,
     ) -> Result<Page<EdgeSite>, StoreError> {
-        let mut q = ListQuery::new(SITE_SELECT, "s", self.tenant());
-        if let Some(status) = filter.status {
-            q.eq("s.status", Arg::Text(status.as_str().into()));
-        }
-        if let Some(name) = &filter.name_contains {
-            q.contains("s.name", name);
-        }
+        let mut q = filtered(SITE_SELECT, self.tenant(), filter);
         q.page("s", page);
         self.fetch_sites(&q, decode_site, decode_site_pg).await
     }
 
     /// How many sites match `filter` (the whole list, not a page).
     pub async fn count_sites(&self, filter: &SiteFilter) -> Result<i64, StoreError> {
-        let mut q = ListQuery::new("SELECT COUNT(*) AS n FROM edge_sites s", "s", self.tenant());
-        if let Some(status) = filter.status {
-            q.eq("s.status", Arg::Text(status.as_str().into()));
-        }
-        if let Some(name) = &filter.name_contains {
-            q.contains("s.name", name);
-        }
+        let q = filtered(
+            "SELECT COUNT(*) AS n FROM edge_sites s",
+            self.tenant(),
+            filter,
+        );
         match &self.store.hot {
             Some(pool) => q.count_pg(pool).await,
             None => q.count(&self.store.pool).await,
@@ -334,13 +366,7 @@ impl Scoped<'_> {
         filter: &SiteFilter,
         cap: u32,
     ) -> Result<i64, StoreError> {
-        let mut q = ListQuery::new("SELECT 1 FROM edge_sites s", "s", self.tenant());
-        if let Some(status) = filter.status {
-            q.eq("s.status", Arg::Text(status.as_str().into()));
-        }
-        if let Some(name) = &filter.name_contains {
-            q.contains("s.name", name);
-        }
+        let mut q = filtered("SELECT 1 FROM edge_sites s", self.tenant(), filter);
         q.count_up_to(cap);
         match &self.store.hot {
             Some(pool) => q.count_pg(pool).await,
@@ -361,23 +387,32 @@ impl Scoped<'_> {
             .await
     }
 
-    /// A page of sites, each with its leaf server's status, in one query
-    /// (the web UI's site list).
+    /// A page of sites, each with its leaf server's status, and how many
+    /// sites match `filter` counted up to `count_cap` (see
+    /// [`Scoped::count_sites_up_to`]), in one statement: the web UI's site
+    /// list. The count rides on every row, so it is `None` when the page is
+    /// empty (count with [`Scoped::count_sites_up_to`] if it matters then).
     pub async fn list_sites_with_leaf_status(
         &self,
         filter: &SiteFilter,
         page: &PageRequest,
-    ) -> Result<Page<(EdgeSite, Option<LeafStatus>)>, StoreError> {
-        let mut q = ListQuery::new(SITE_WITH_LEAF_SELECT, "s", self.tenant());
-        if let Some(status) = filter.status {
-            q.eq("s.status", Arg::Text(status.as_str().into()));
-        }
-        if let Some(name) = &filter.name_contains {
-            q.contains("s.name", name);
-        }
+        count_cap: u32,
+    ) -> Result<SiteOverviewPage, StoreError> {
+        let mut q = filtered(SITE_WITH_LEAF_COUNTED_SELECT, self.tenant(), filter);
+        q.with_count_up_to(
+            "matching",
+            &filtered("SELECT 1 FROM edge_sites s", self.tenant(), filter),
+            count_cap,
+        );
         q.page("s", page);
-        self.fetch_sites(&q, decode_site_with_leaf, decode_site_with_leaf_pg)
-            .await
+        let rows = self
+            .fetch_sites(&q, decode_site_overview, decode_site_overview_pg)
+            .await?;
+        let matching = rows.items.first().map(|(_, n)| *n);
+        Ok(SiteOverviewPage {
+            sites: rows.map(|(site, _)| site),
+            matching,
+        })
     }
 
     /// Applies `update` to a site.

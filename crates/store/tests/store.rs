@@ -758,6 +758,50 @@ async fn pagination(store: Store) {
     };
     assert_eq!(s.count_sites_up_to(&named, 5).await.unwrap(), 5);
     assert_eq!(s.count_sites_up_to(&named, 1_000).await.unwrap(), 10);
+    // The web UI's page carries the same capped count in its one statement,
+    // with the filter's values bound once for both.
+    let first = PageRequest {
+        limit: 50,
+        after: None,
+    };
+    let overview = s
+        .list_sites_with_leaf_status(&everything, &first, 101)
+        .await
+        .unwrap();
+    assert_eq!(overview.sites.items.len(), 50);
+    assert!(overview.sites.items.iter().all(|(_, leaf)| leaf.is_some()));
+    assert_eq!(overview.matching, Some(101));
+    let cursor = overview.sites.next_cursor.expect("a second page");
+    let overview = s
+        .list_sites_with_leaf_status(&named, &first, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(overview.sites.items.len(), 10);
+    assert_eq!(overview.matching, Some(10));
+    let second = PageRequest {
+        limit: 50,
+        after: Some(Cursor::decode(&cursor).expect("a valid cursor")),
+    };
+    let next = s
+        .list_sites_with_leaf_status(&everything, &second, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(next.sites.items.len(), 50, "the second page");
+    assert_eq!(
+        next.matching,
+        Some(120),
+        "the count is the filter's, not the page's"
+    );
+    let nothing = SiteFilter {
+        name_contains: Some("no such site".into()),
+        ..SiteFilter::default()
+    };
+    let empty = s
+        .list_sites_with_leaf_status(&nothing, &first, 1_000)
+        .await
+        .unwrap();
+    assert!(empty.sites.items.is_empty());
+    assert_eq!(empty.matching, None, "an empty page carries no count");
 
     // Status filter.
     let all = PageRequest {
