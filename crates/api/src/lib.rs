@@ -6,6 +6,7 @@
 
 pub mod alerts;
 pub mod bundles;
+pub mod devices;
 pub mod enrollment;
 pub mod onboarding;
 pub mod packages;
@@ -52,6 +53,7 @@ pub fn router() -> (Router<Control>, utoipa::openapi::OpenApi) {
         .merge(sites::router())
         .merge(alerts::router())
         .merge(packages::router())
+        .merge(devices::router())
         .merge(bundles::router())
         .merge(enrollment::router())
         .merge(onboarding::router())

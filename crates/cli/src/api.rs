@@ -158,7 +158,7 @@ fn config_path(config: &ConfigFile) -> Outcome<PathBuf> {
 }
 
 /// A client for the saved control plane.
-struct Api {
+pub(crate) struct Api {
     url: String,
     token: String,
     http: reqwest::Client,
@@ -176,7 +176,7 @@ impl Api {
         })
     }
 
-    fn load(config: &ConfigFile) -> Outcome<Self> {
+    pub(crate) fn load(config: &ConfigFile) -> Outcome<Self> {
         let path = config_path(config)?;
         let text = std::fs::read_to_string(&path).map_err(|_| {
             Failure::new(
@@ -221,7 +221,7 @@ impl Api {
         ))
     }
 
-    async fn json(
+    pub(crate) async fn json(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -258,7 +258,7 @@ pub async fn error_message(response: reqwest::Response) -> String {
     }
 }
 
-fn print(json: bool, value: &Value, human: impl FnOnce(&Value)) {
+pub(crate) fn print(json: bool, value: &Value, human: impl FnOnce(&Value)) {
     if json {
         println!(
             "{}",

@@ -6,9 +6,10 @@
 //! signing requests and the public key, and writes what comes back under the
 //! state dir; `nats setup` and `agent setup` start the leaf and the agent;
 //! `status` shows it all on one screen. Operators use `login`, `sites`,
-//! `tokens` and `bundle` against the JSON API with an API token.
+//! `tokens`, `bundle` and `devices` against the JSON API with an API token.
 
 mod api;
+mod devices;
 mod edge;
 mod exit;
 mod files;
@@ -37,7 +38,8 @@ serviceradar-cli status\n\n\
 As an operator:\n  \
 serviceradar-cli login --url https://sr.example.com --token srt_…\n  \
 serviceradar-cli sites create --name 'Edge Lab' --slug edge-lab\n  \
-serviceradar-cli tokens create --site <site-id>\n\n\
+serviceradar-cli tokens create --site <site-id>\n  \
+serviceradar-cli devices register --site <site-id> --name sensor-1\n\n\
 Exit status: 0 done; 1 failed (the message says why); 2 bad command line or input;\n\
 3 refused by the control plane (token expired, revoked, used, wrong scope;\n\
 permission); 4 could not reach it, or the leaf/agent did not come up in time;\n\
@@ -78,6 +80,9 @@ enum Command {
     /// Site bundles (operator).
     #[command(subcommand)]
     Bundle(api::BundleCommand),
+    /// Devices registered at a site, and their certificates (operator).
+    #[command(subcommand)]
+    Devices(devices::DevicesCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,6 +169,7 @@ fn main() -> ExitCode {
             Command::Sites(command) => api::sites(command, json).await,
             Command::Tokens(command) => api::tokens(command, json).await,
             Command::Bundle(command) => api::bundle(command, json).await,
+            Command::Devices(command) => devices::devices(command, json).await,
         }
     });
     match result {

@@ -12,6 +12,7 @@
 //!   job, delete with NATS revocation), config regeneration and drift, the
 //!   site bundle.
 //! * [`packages`] — collector packages, their bundles and revocation.
+//! * [`devices`] — devices registered at sites, revocation, certificates from CSRs.
 //! * [`enrollment`] — enrollment tokens and their redemption;
 //!   [`onboarding`] — a site's onboarding packages and the enrollment
 //!   conflicts to resolve.
@@ -21,6 +22,7 @@
 //! * [`error`] — [`ControlError`], with a stable code per kind.
 
 pub mod alerts;
+pub mod devices;
 pub mod enrollment;
 pub mod error;
 pub mod onboarding;

@@ -92,6 +92,11 @@ id_type!(
     /// Identifies a browser session.
     SessionId
 );
+id_type!(
+    /// Identifies a device registered at an edge site (its certificate's
+    /// SPIFFE id and common name carry it).
+    DeviceId
+);
 
 #[cfg(test)]
 mod tests {

@@ -17,11 +17,13 @@
 //! * [`net`] — which addresses the platform may connect to for a tenant (SSRF rule).
 //! * [`secret`] — [`secret::Secret`], text that never prints.
 //! * [`agent`] — [`agent::AgentIdentity`], an edge agent as verified from its certificate.
+//! * [`device`] — a device's name and NATS limits, as registered at a site.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod device;
 pub mod duration;
 pub mod enrollment;
 pub mod ids;

@@ -197,11 +197,15 @@ pub enum Action {
     WriteAlerts,
     /// Create, list and delete alert webhooks (they send data out of the platform).
     ManageWebhooks,
+    /// List and read the devices registered at edge sites.
+    ReadDevices,
+    /// Register and revoke devices, and issue their certificates.
+    WriteDevices,
 }
 
 impl Action {
     /// Every action (for exhaustive tests).
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 15] = [
         Action::ReadSites,
         Action::WriteSites,
         Action::DeleteSites,
@@ -215,6 +219,8 @@ impl Action {
         Action::ReadData,
         Action::WriteAlerts,
         Action::ManageWebhooks,
+        Action::ReadDevices,
+        Action::WriteDevices,
     ];
 
     /// The lowest role allowed to do this.
@@ -223,10 +229,12 @@ impl Action {
             Action::ReadSites
             | Action::ReadPackages
             | Action::ReadData
+            | Action::ReadDevices
             | Action::ManageOwnTokens => Role::Viewer,
             Action::WriteSites
             | Action::DownloadBundle
             | Action::WritePackages
+            | Action::WriteDevices
             | Action::WriteAlerts => Role::Operator,
             Action::DeleteSites
             | Action::ReadUsers
@@ -239,10 +247,13 @@ impl Action {
     /// The token scope this action needs.
     pub fn required_scope(&self) -> Scope {
         match self {
-            Action::ReadSites | Action::ReadPackages | Action::ReadData => Scope::Read,
+            Action::ReadSites | Action::ReadPackages | Action::ReadData | Action::ReadDevices => {
+                Scope::Read
+            }
             Action::WriteSites
             | Action::DownloadBundle
             | Action::WritePackages
+            | Action::WriteDevices
             | Action::WriteAlerts => Scope::Write,
             Action::DeleteSites
             | Action::ReadUsers
@@ -355,6 +366,8 @@ mod tests {
             (ReadData, [true, true, true, true]),
             (WriteAlerts, [false, true, true, true]),
             (ManageWebhooks, [false, false, true, true]),
+            (ReadDevices, [true, true, true, true]),
+            (WriteDevices, [false, true, true, true]),
         ];
         assert_eq!(
             table.len(),
@@ -376,7 +389,7 @@ mod tests {
     /// {read, write}, {read, write, admin}: `Y` allowed, `-` denied.
     #[test]
     fn token_scopes_restrict_every_action() {
-        let table: [(Action, [&str; 4]); 13] = [
+        let table: [(Action, [&str; 4]); 15] = [
             (Action::ReadSites, ["-YYY", "-YYY", "-YYY", "-YYY"]),
             (Action::WriteSites, ["----", "--YY", "--YY", "--YY"]),
             (Action::DeleteSites, ["----", "----", "---Y", "---Y"]),
@@ -390,6 +403,8 @@ mod tests {
             (Action::ReadData, ["-YYY", "-YYY", "-YYY", "-YYY"]),
             (Action::WriteAlerts, ["----", "--YY", "--YY", "--YY"]),
             (Action::ManageWebhooks, ["----", "----", "---Y", "---Y"]),
+            (Action::ReadDevices, ["-YYY", "-YYY", "-YYY", "-YYY"]),
+            (Action::WriteDevices, ["----", "--YY", "--YY", "--YY"]),
         ];
         let sets = [
             ScopeSet::default(),

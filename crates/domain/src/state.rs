@@ -226,9 +226,45 @@ impl AlertStatus {
     }
 }
 
+status_enum!(
+    /// Status of a device registered at an edge site (issue 16).
+    DeviceStatus, "device" {
+        /// May get certificates and connect.
+        Active => "active",
+        /// Revoked by an operator: no certificate, no renewal, no connection.
+        Revoked => "revoked",
+    }
+);
+
+/// Events that move a [`DeviceStatus`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceEvent {
+    /// An operator revoked the device.
+    Revoke,
+}
+
+impl DeviceStatus {
+    /// The status after `event`.
+    pub fn apply(self, event: DeviceEvent) -> Result<Self, IllegalTransition> {
+        match (self, event) {
+            (DeviceStatus::Active, DeviceEvent::Revoke) => Ok(DeviceStatus::Revoked),
+            (DeviceStatus::Revoked, DeviceEvent::Revoke) => Err(self.illegal("revoke")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_transitions() {
+        assert_eq!(
+            DeviceStatus::Active.apply(DeviceEvent::Revoke),
+            Ok(DeviceStatus::Revoked)
+        );
+        assert!(DeviceStatus::Revoked.apply(DeviceEvent::Revoke).is_err());
+    }
 
     #[test]
     fn edge_site_transitions() {

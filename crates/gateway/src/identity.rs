@@ -66,13 +66,13 @@ pub fn revoked() -> Status {
     Status::permission_denied("the agent was revoked")
 }
 
-/// The identity of the peer and when its agent was revoked, read from the
-/// store now (no cache): renewal must see a revocation at once.
-pub async fn lookup(
-    store: &Store,
+/// The identity in a client's verified chain (end-entity first, then its
+/// tenant CA): any kind, checked against the issuing tenant CA of the same
+/// tenant and trust domain. TLS already verified the chain to the root.
+pub fn verified_peer(
     trust_domain: &str,
     certs: Option<&[tonic::transport::CertificateDer<'static>]>,
-) -> Result<(AgentIdentity, Option<i64>), Status> {
+) -> Result<PeerIdentity, Status> {
     let certs = certs.ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
     let leaf = certs
         .first()
@@ -80,8 +80,18 @@ pub async fn lookup(
     let issuer = certs.get(1).ok_or_else(|| {
         Status::unauthenticated("the client must present its tenant CA after its certificate")
     })?;
-    let peer = PeerIdentity::from_der_with_issuer(leaf.as_ref(), issuer.as_ref(), trust_domain)
-        .map_err(|e| Status::unauthenticated(format!("client certificate rejected: {e}")))?;
+    PeerIdentity::from_der_with_issuer(leaf.as_ref(), issuer.as_ref(), trust_domain)
+        .map_err(|e| Status::unauthenticated(format!("client certificate rejected: {e}")))
+}
+
+/// The identity of the peer and when its agent was revoked, read from the
+/// store now (no cache): renewal must see a revocation at once.
+pub async fn lookup(
+    store: &Store,
+    trust_domain: &str,
+    certs: Option<&[tonic::transport::CertificateDer<'static>]>,
+) -> Result<(AgentIdentity, Option<i64>), Status> {
+    let peer = verified_peer(trust_domain, certs)?;
     if peer.kind != IdentityKind::Agent {
         return Err(Status::permission_denied("not an agent certificate"));
     }

@@ -16,6 +16,11 @@
 //!   `PushResults`; agent contact and leaf checker results feed
 //!   `serviceradar_health`; `RenewCertificates` ([`renewal`]) renews the
 //!   certificates of a box enrolled with a token.
+//! * **Devices** ([`devices`]): `DeviceEnrollment.SimpleReenroll` on the same
+//!   port renews a registered device's certificate over its own mTLS
+//!   identity (EST `simplereenroll` shape).
+//! * **Connections** ([`connections`]): open agent connections per replica,
+//!   `serviceradar_gateway_connections`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,14 +28,18 @@ use std::time::Duration;
 
 use serviceradar_pki::issue_platform_server;
 use serviceradar_proto::v1::agent_gateway_server::AgentGatewayServer;
+use serviceradar_proto::v1::device_enrollment_server::DeviceEnrollmentServer;
 use serviceradar_store::Store;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use serviceradar_health::Health;
 use serviceradar_identity::Pki;
 
+pub mod connections;
+pub mod devices;
 pub mod identity;
 mod renewal;
 pub mod service;
@@ -71,8 +80,8 @@ pub struct GatewaySettings {
     /// The leaf monitoring listener of provisioned leaves (the agent's leaf
     /// check dials its port on loopback); `None` gives agents no leaf check.
     pub leaf_monitoring_listen: Option<String>,
-    /// Lifetime of certificates issued by `RenewCertificates` (the same as
-    /// enrollment's).
+    /// Lifetime of certificates issued by `RenewCertificates` and
+    /// `SimpleReenroll` (the same as enrollment's).
     pub edge_cert_validity: Duration,
 }
 
@@ -147,6 +156,7 @@ pub struct Gateway {
     listener: TcpListener,
     tls: GatewayTls,
     service: service::GatewayService,
+    devices: devices::DeviceEnrollmentService,
 }
 
 impl Gateway {
@@ -163,6 +173,11 @@ impl Gateway {
         Ok(Self {
             listener,
             tls,
+            devices: devices::DeviceEnrollmentService::new(
+                store.clone(),
+                pki.clone(),
+                settings.clone(),
+            ),
             service: service::GatewayService::new(store, pki, settings, health),
         })
     }
@@ -177,6 +192,10 @@ impl Gateway {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), GatewayError> {
+        connections::describe();
+        // Every accepted connection is counted while it is open.
+        let incoming = TcpListenerStream::new(self.listener)
+            .map(|accepted| accepted.map(connections::Counted::new));
         Server::builder()
             .tls_config(self.tls.server_config())?
             .http2_keepalive_interval(Some(Duration::from_secs(60)))
@@ -185,7 +204,8 @@ impl Gateway {
                 AgentGatewayServer::new(self.service)
                     .max_decoding_message_size(serviceradar_proto::MAX_CHUNK_BYTES + 64 * 1024),
             )
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .add_service(DeviceEnrollmentServer::new(self.devices))
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await
             .map_err(GatewayError::Serve)
     }

@@ -24,6 +24,9 @@
 //! a leaf the store has `connected` that no server holds goes down, one it has
 //! `provisioned`/`disconnected` that a server holds goes up. Leafz names a leaf
 //! by its server name, `leaf-{tenant slug}-{site slug}` in its tenant's account.
+//!
+//! The number of sites with a live leaf connection is the gauge
+//! [`LEAVES_CONNECTED`], updated on every advisory and reconciliation.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -46,6 +49,10 @@ use crate::error::{identity, nats};
 pub const CONNECT_SUBJECT: &str = "$SYS.ACCOUNT.*.CONNECT";
 /// See [`CONNECT_SUBJECT`].
 pub const DISCONNECT_SUBJECT: &str = "$SYS.ACCOUNT.*.DISCONNECT";
+
+/// The gauge of sites whose leaf the hub holds a connection of, as this
+/// replica sees it (every replica follows the same hub: they agree).
+pub const LEAVES_CONNECTED: &str = "serviceradar_hub_leaves_connected";
 
 /// How often the leaf statuses are reconciled with the hub's leaf list.
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(30);
@@ -128,6 +135,11 @@ impl Connections {
             self.by_site.remove(&key);
         }
         up
+    }
+
+    /// Sets [`LEAVES_CONNECTED`] to the sites with a live leaf connection.
+    fn publish(&self) {
+        metrics::gauge!(LEAVES_CONNECTED).set(self.by_site.len() as f64);
     }
 }
 
@@ -229,6 +241,7 @@ async fn follow(
         };
         let Some(message) = message else {
             connections = reconcile_with_hub(store, &client, links).await?;
+            connections.publish();
             continue;
         };
         let message = message.ok_or(HubError::SubscriptionClosed {
@@ -246,6 +259,7 @@ async fn follow(
             continue;
         }
         let up = connections.record(&advisory);
+        connections.publish();
         let _ = links.send(LeafLink {
             tenant_id: TenantId(advisory.tenant),
             site_id: EdgeSiteId(advisory.site),

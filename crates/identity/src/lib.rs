@@ -17,6 +17,9 @@
 //! older keys still accepted for opening, for rotation) or
 //! `SERVICERADAR_MASTER_KEY`; the embedded default generates a development key
 //! in the data directory on first start and says so in the log.
+//!
+//! [`devices`]: certificates for devices registered at edge sites, for keys
+//! the devices hold (CSRs), shared by operator issue and device renewal.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -35,6 +38,10 @@ use serviceradar_pki::{
 };
 use serviceradar_store::{Store, StoreError};
 use zeroize::Zeroizing;
+
+pub mod devices;
+
+pub use devices::DeviceCertificate;
 
 /// Name of the NATS operator.
 pub const OPERATOR_NAME: &str = "serviceradar";
@@ -130,6 +137,16 @@ pub enum IdentityError {
     RevocationContended,
     /// The enrollment token signing key could not be generated or loaded.
     EnrollmentKey(#[source] serviceradar_pki::token::TokenError),
+    /// Issuing an end-entity certificate failed.
+    Issue {
+        /// What was being issued.
+        what: &'static str,
+        /// The cause.
+        source: serviceradar_pki::IssueError,
+    },
+    /// The device is revoked (or was revoked while its certificate was
+    /// being issued): no certificate.
+    DeviceRevoked,
     /// One step of creating a tenant's identity failed.
     TenantIdentity {
         /// The step (`"creating the tenant CA"`, `"creating the tenant NATS account"`).
@@ -159,6 +176,8 @@ impl fmt::Display for IdentityError {
                 f.write_str("the tenant's account JWT kept changing; revocation not stored")
             }
             Self::TenantIdentity { step, .. } => f.write_str(step),
+            Self::Issue { what, .. } => f.write_str(what),
+            Self::DeviceRevoked => f.write_str("the device is revoked"),
             Self::EnrollmentKey(_) => f.write_str("the enrollment token signing key"),
         }?;
         if f.alternate() {

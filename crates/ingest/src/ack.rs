@@ -11,18 +11,22 @@ use crate::error::IngestError;
 use crate::write::WrittenBatch;
 
 /// Records a written batch and acknowledges up to the contiguous commit
-/// watermark; counts it in the metrics.
+/// watermark; counts it in the metrics, labelled with the tenant's slug
+/// (`tenant`): the ingest rate and dead letters per tenant.
 pub(crate) async fn acknowledge(
     watermark: &mut AckWatermark<jetstream::Message>,
     written: WrittenBatch,
+    tenant: &str,
 ) -> Result<(), IngestError> {
     let outcome = written.outcome;
-    metrics::counter!("serviceradar_ingest_messages_total").increment(outcome.fetched as u64);
-    metrics::counter!("serviceradar_ingest_rows_total").increment(outcome.inserted);
-    if outcome.dead_lettered > 0 {
-        metrics::counter!("serviceradar_ingest_dead_letters_total")
-            .increment(outcome.dead_lettered as u64);
-    }
+    metrics::counter!("serviceradar_ingest_messages_total", "tenant" => tenant.to_owned())
+        .increment(outcome.fetched as u64);
+    metrics::counter!("serviceradar_ingest_rows_total", "tenant" => tenant.to_owned())
+        .increment(outcome.inserted);
+    // Always touched, so the series exists (at 0) before the first poison
+    // message and `increase()` sees the first one.
+    metrics::counter!("serviceradar_ingest_dead_letters_total", "tenant" => tenant.to_owned())
+        .increment(outcome.dead_lettered as u64);
     if let Some(last) = watermark.commit(written.number, written.last) {
         last.ack().await.map_err(IngestError::Ack)?;
     }

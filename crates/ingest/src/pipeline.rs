@@ -177,7 +177,7 @@ pub(crate) async fn pipeline(
     let ended = loop {
         tokio::select! {
             written = done_rx.recv() => match written {
-                Some(written) => acknowledge(&mut watermark, written).await?,
+                Some(written) => acknowledge(&mut watermark, written, tenant.slug.as_str()).await?,
                 None => return Err(IngestError::TaskStopped("every ingest writer")),
             },
             Some(joined) = fetcher.join_next() => {
@@ -198,7 +198,7 @@ pub(crate) async fn pipeline(
     aux.shutdown().await;
     let drained = tokio::time::timeout(DRAIN, async {
         while let Some(written) = done_rx.recv().await {
-            acknowledge(&mut watermark, written).await?;
+            acknowledge(&mut watermark, written, tenant.slug.as_str()).await?;
         }
         while let Some(joined) = writer_tasks.join_next().await {
             joined.map_err(|e| IngestError::TaskPanicked(WRITER, e))??;

@@ -47,6 +47,13 @@ impl Jobs {
         self.handlers.contains_key(kind)
     }
 
+    /// The kinds with a registered handler, sorted.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        let mut kinds: Vec<_> = self.handlers.keys().copied().collect();
+        kinds.sort_unstable();
+        kinds
+    }
+
     /// The job to enqueue with a new site, if a provisioning handler exists.
     pub fn provisioning_job_for_new_site(&self) -> Option<NewJob> {
         self.handlers

@@ -91,11 +91,20 @@ pub enum IdentityKind {
     Agent,
     /// A collector package (flowgger, trapd, ...); id = package id.
     Collector,
+    /// A device registered at a site (issue 16); id = device id. Its common
+    /// name's first label also carries the id: `device-{id}.{site}.{tenant}.serviceradar`.
+    Device,
 }
 
 impl IdentityKind {
     /// All kinds.
-    pub const ALL: [Self; 4] = [Self::Leaf, Self::LeafServer, Self::Agent, Self::Collector];
+    pub const ALL: [Self; 5] = [
+        Self::Leaf,
+        Self::LeafServer,
+        Self::Agent,
+        Self::Collector,
+        Self::Device,
+    ];
 
     /// The SPIFFE path segment (`leaf`, `leaf-server`, `agent`, `collector`).
     pub fn spiffe_segment(self) -> &'static str {
@@ -104,16 +113,20 @@ impl IdentityKind {
             Self::LeafServer => "leaf-server",
             Self::Agent => "agent",
             Self::Collector => "collector",
+            Self::Device => "device",
         }
     }
 
-    /// The first label of the common name (`leaf`, `nats`, `agent`, `collector`).
+    /// The first label of the common name (`leaf`, `nats`, `agent`,
+    /// `collector`); a device's first label is `device-{id}` (see
+    /// [`device_common_name_label`]).
     pub fn cn_prefix(self) -> &'static str {
         match self {
             Self::Leaf => "leaf",
             Self::LeafServer => "nats",
             Self::Agent => "agent",
             Self::Collector => "collector",
+            Self::Device => "device",
         }
     }
 
@@ -316,11 +329,20 @@ fn parse_canonical_uuid(s: &str) -> Result<Uuid, IdentityError> {
     Ok(uuid)
 }
 
+/// The first label of a device's common name: `device-{id}` (the seed's
+/// `device-<id>` CN style; a hyphenated UUID keeps it one DNS label).
+pub fn device_common_name_label(device_id: Uuid) -> String {
+    format!("device-{}", device_id.hyphenated())
+}
+
 /// The parts of a common name `{kind}.{scope}.{tenant_slug}.serviceradar`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedCommonName<'a> {
-    /// From the first label (`nats` means [`IdentityKind::LeafServer`]).
+    /// From the first label (`nats` means [`IdentityKind::LeafServer`],
+    /// `device-{id}` [`IdentityKind::Device`]).
     pub kind: IdentityKind,
+    /// The device id of a `device-{id}` first label.
+    pub device_id: Option<Uuid>,
     /// Site slug (leaf, leaf server, agent) or package id (collector).
     pub scope: &'a str,
     /// Tenant slug.
@@ -341,13 +363,27 @@ pub fn parse_common_name(cn: &str) -> Result<ParsedCommonName<'_>, IdentityError
             "must end with .serviceradar",
         ));
     }
-    let kind = IdentityKind::from_cn_prefix(kind)
-        .ok_or(IdentityError::InvalidCommonName("unknown kind"))?;
+    let (kind, device_id) = match kind.strip_prefix("device-") {
+        Some(id) => (
+            IdentityKind::Device,
+            Some(
+                parse_canonical_uuid(id)
+                    .map_err(|_| IdentityError::InvalidCommonName("invalid device id"))?,
+            ),
+        ),
+        None => (
+            IdentityKind::from_cn_prefix(kind)
+                .filter(|k| *k != IdentityKind::Device)
+                .ok_or(IdentityError::InvalidCommonName("unknown kind"))?,
+            None,
+        ),
+    };
     check_slug("scope", scope).map_err(|_| IdentityError::InvalidCommonName("invalid scope"))?;
     check_slug("tenant", tenant_slug)
         .map_err(|_| IdentityError::InvalidCommonName("invalid tenant slug"))?;
     Ok(ParsedCommonName {
         kind,
+        device_id,
         scope,
         tenant_slug,
     })
@@ -478,6 +514,9 @@ fn check_consistent(spiffe: &SpiffeId, cn: &ParsedCommonName<'_>) -> Result<(), 
     {
         return Err(IdentityError::CommonNameMismatch);
     }
+    if spiffe.kind() == IdentityKind::Device && cn.device_id != Some(spiffe.id()) {
+        return Err(IdentityError::CommonNameMismatch);
+    }
     Ok(())
 }
 
@@ -562,6 +601,7 @@ mod tests {
             parsed,
             ParsedCommonName {
                 kind: IdentityKind::Agent,
+                device_id: None,
                 scope: "nyc-office",
                 tenant_slug: "acme"
             }
@@ -578,8 +618,16 @@ mod tests {
                 .scope,
             S
         );
+        let device_cn = format!("device-{S}.lab.t.serviceradar");
+        let device = parse_common_name(&device_cn).expect("valid");
+        assert_eq!(device.kind, IdentityKind::Device);
+        assert_eq!(device.device_id.map(|d| d.to_string()), Some(S.to_owned()));
+        assert_eq!(device.scope, "lab");
         for bad in [
             "",
+            "device.lab.t.serviceradar",
+            "device-.lab.t.serviceradar",
+            "device-not-a-uuid.lab.t.serviceradar",
             "agent.site.tenant",
             "agent.site.tenant.serviceradar.",
             "agent.site.tenant.serviceradar.evil.com",
@@ -617,7 +665,7 @@ mod tests {
         }
 
         #[test]
-        fn spiffe_format_parse_roundtrip(t in any::<u128>(), i in any::<u128>(), k in 0usize..4) {
+        fn spiffe_format_parse_roundtrip(t in any::<u128>(), i in any::<u128>(), k in 0usize..5) {
             let id = SpiffeId::new("serviceradar.io", Uuid::from_u128(t), IdentityKind::ALL[k], Uuid::from_u128(i))
                 .expect("valid trust domain");
             prop_assert_eq!(SpiffeId::parse(&id.to_string()).expect("parses"), id);

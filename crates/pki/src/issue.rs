@@ -302,6 +302,13 @@ pub enum RequestProfile<'a> {
         /// The package's id (its SPIFFE id).
         package_id: Uuid,
     },
+    /// A device registered at the site (client certificate for the site
+    /// leaf's device port): SPIFFE `.../device/{id}`, CN
+    /// `device-{id}.{site}.{tenant}.serviceradar`.
+    Device {
+        /// The device's id.
+        device_id: Uuid,
+    },
 }
 
 /// Issues a certificate for the public key of `request`, which proved it
@@ -320,10 +327,32 @@ pub fn issue_for_request(
         RequestProfile::LeafServer { hosts } => leaf_server_spec(ca, tenant, site, hosts, opts)?,
         RequestProfile::Agent { agent_id } => agent_spec(ca, tenant, site, agent_id, opts)?,
         RequestProfile::Collector { package_id } => collector_spec(ca, tenant, package_id, opts)?,
+        RequestProfile::Device { device_id } => device_spec(ca, tenant, site, device_id, opts)?,
     };
     let params = params_for(ca, spec, opts.validity)?;
     let cert = ca.sign(&params, request.public_key())?;
     signed(ca, &cert)
+}
+
+fn device_spec(
+    ca: &CertificateAuthority,
+    tenant: TenantRef<'_>,
+    site: SiteRef<'_>,
+    device_id: Uuid,
+    opts: &IssueOptions,
+) -> Result<Spec, IssueError> {
+    check_tenant_ca(ca, tenant, opts)?;
+    check_slug("site", site.slug)?;
+    Ok(Spec {
+        common_name: format!(
+            "{}.{}.{}.serviceradar",
+            crate::identity::device_common_name_label(device_id),
+            site.slug,
+            tenant.slug
+        ),
+        sans: vec![spiffe_san(opts, tenant, IdentityKind::Device, device_id)?],
+        ekus: vec![ExtendedKeyUsagePurpose::ClientAuth],
+    })
 }
 
 /// Client certificate of a collector package.

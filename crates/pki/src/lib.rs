@@ -40,7 +40,7 @@ pub mod token;
 pub use ca::{CaError, CaKind, CertificateAuthority};
 pub use identity::{
     IdentityError, IdentityKind, ParsedCommonName, PeerIdentity, SpiffeId, TenantSpiffeId,
-    parse_common_name,
+    device_common_name_label, parse_common_name,
 };
 pub use inspect::{
     CertificateError, cert_not_after, chain_not_after, check_key_matches, fingerprint_sha256,

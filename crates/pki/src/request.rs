@@ -117,6 +117,51 @@ mod tests {
     }
 
     #[test]
+    fn a_device_certificate_names_the_device_in_its_spiffe_id_and_common_name() {
+        let root = CertificateAuthority::generate_root("root", ::time::Duration::days(30)).unwrap();
+        let tenant_id = Uuid::now_v7();
+        let ca = CertificateAuthority::generate_tenant_intermediate(
+            &root,
+            tenant_id,
+            "acme",
+            "serviceradar.io",
+            ::time::Duration::days(20),
+        )
+        .unwrap();
+        let (_key, pem) = new_key_and_request("anything").unwrap();
+        let request = CertificateRequest::from_pem(&pem).unwrap();
+        let device = Uuid::now_v7();
+        let cert = issue_for_request(
+            &ca,
+            TenantRef {
+                id: tenant_id,
+                slug: "acme",
+            },
+            SiteRef {
+                id: Uuid::now_v7(),
+                slug: "lab",
+            },
+            RequestProfile::Device { device_id: device },
+            &request,
+            &IssueOptions::default(),
+        )
+        .unwrap();
+        let der = pem_to_der(&cert.cert_pem).unwrap();
+        let ca_der = pem_to_der(ca.cert_pem()).unwrap();
+        let peer = PeerIdentity::from_der_with_issuer(&der, &ca_der, "serviceradar.io").unwrap();
+        assert_eq!((peer.kind, peer.id), (IdentityKind::Device, device));
+        assert_eq!(
+            peer.spiffe_id.to_string(),
+            format!("spiffe://serviceradar.io/tenant/{tenant_id}/device/{device}")
+        );
+        assert_eq!(
+            peer.common_name,
+            format!("device-{device}.lab.acme.serviceradar")
+        );
+        assert_eq!(peer.scope, "lab");
+    }
+
+    #[test]
     fn a_request_whose_signature_does_not_verify_is_refused() {
         let (_, pem) = new_key_and_request("x").unwrap();
         let mut der = pem_to_der_request(&pem);

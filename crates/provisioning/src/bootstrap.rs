@@ -47,7 +47,8 @@ pub struct BootstrapAdmin {
     pub generated_password: Option<Secret>,
 }
 
-/// Creates the first tenant and owner if there are no tenants yet.
+/// Creates the first tenant and owner if there are no tenants yet (when
+/// several replicas race to do it, one does and the others go on).
 pub async fn bootstrap(
     store: &Store,
     pki: &Pki,
@@ -56,7 +57,7 @@ pub async fn bootstrap(
     if store.count_tenants().await? > 0 {
         return Ok(BootstrapOutcome::default());
     }
-    let created = create_tenant(
+    let created = match create_tenant(
         store,
         pki,
         NewTenant {
@@ -66,7 +67,20 @@ pub async fn bootstrap(
             owner_password: settings.admin_password.as_ref().map(Secret::expose),
         },
     )
-    .await?;
+    .await
+    {
+        Ok(created) => created,
+        // Several replicas started together on an empty database: another
+        // one created the first tenant a moment ago, which is all this
+        // step is for.
+        Err(TenantError::Store(serviceradar_store::StoreError::Conflict(_)))
+            if store.count_tenants().await? > 0 =>
+        {
+            tracing::info!("another replica bootstrapped the first tenant");
+            return Ok(BootstrapOutcome::default());
+        }
+        Err(e) => return Err(e),
+    };
     tracing::info!(tenant_id = %created.tenant.id, "bootstrapped the first tenant and owner");
     Ok(BootstrapOutcome {
         created: Some(BootstrapAdmin {

@@ -106,6 +106,10 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// Lifetime of certificates issued through enrollment tokens.
     pub enrollment_cert_validity: std::time::Duration,
+    /// How often the gauges read from the database (sites, leaves, jobs,
+    /// certificate expiries: [`crate::fleet_metrics`]) are refreshed;
+    /// `None` disables them (they are off without a metrics listener too).
+    pub fleet_metrics_interval: Option<Duration>,
 }
 
 impl Settings {
@@ -137,6 +141,7 @@ impl Settings {
             gateway: GatewaySettings::default(),
             public_url: None,
             enrollment_cert_validity: serviceradar_control::enrollment::DEFAULT_CERT_VALIDITY,
+            fleet_metrics_interval: Some(FLEET_METRICS_INTERVAL),
         }
     }
 }
@@ -468,6 +473,20 @@ impl Application {
                 }),
             ));
         }
+        if let Some(interval) = self.settings.fleet_metrics_interval
+            && self.metrics_listener.is_some()
+        {
+            tasks.push((
+                "the fleet metrics",
+                tokio::spawn(fleet_metrics(
+                    self.store.clone(),
+                    self.pki.clone(),
+                    crate::fleet_metrics::Published::with_job_kinds(&self.jobs.kinds()),
+                    interval,
+                    stop_rx.clone(),
+                )),
+            ));
+        }
         if let Some(listener) = self.metrics_listener {
             let stop = stop_rx.clone();
             let metrics = Router::new()
@@ -615,6 +634,25 @@ async fn retention_sweeper(store: Store, interval: Duration, stop: watch::Receiv
     .await;
 }
 
+/// Publishes the gauges read from the database ([`crate::fleet_metrics`])
+/// now and then every `interval` until `stop` flips.
+async fn fleet_metrics(
+    store: Store,
+    pki: Arc<Pki>,
+    published: crate::fleet_metrics::Published,
+    interval: Duration,
+    stop: watch::Receiver<bool>,
+) {
+    let published = tokio::sync::Mutex::new(published);
+    every(interval, stop, || async {
+        let mut published = published.lock().await;
+        if let Err(e) = crate::fleet_metrics::publish(&store, &pki, &mut published).await {
+            tracing::warn!(error = format!("{e:#}"), "reading the fleet metrics failed");
+        }
+    })
+    .await;
+}
+
 /// Runs the certificate renewal sweep now and then every
 /// [`serviceradar_provisioning::RENEWAL_SWEEP_INTERVAL`] until `stop` flips.
 async fn renewal_sweeper(store: Store, stop: watch::Receiver<bool>) {
@@ -720,6 +758,9 @@ async fn healthz() -> &'static str {
 /// How long stopping may take by default (under the 30 s most service
 /// managers wait before killing).
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// How often the gauges read from the database are refreshed by default.
+pub const FLEET_METRICS_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How long a tenant's ingestion may fail before the server reports itself
 /// not ready (short failures, such as a hub restart, are retried quietly).

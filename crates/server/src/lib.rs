@@ -17,5 +17,6 @@
 
 pub mod app;
 pub mod config;
+pub mod fleet_metrics;
 pub mod quickstart;
 pub mod telemetry;

@@ -3,7 +3,8 @@
 //! Logs go to stderr as human-readable text or JSON lines. Every HTTP request
 //! runs in an `http_request` span carrying `request_id`, `method`, `route`
 //! and, once authenticated, `tenant_id` and `user_id`. Prometheus metrics are
-//! recorded through the `metrics` facade and rendered at `/metrics`.
+//! recorded through the `metrics` facade and rendered at `/metrics` (the
+//! families and their labels are listed in `docs/monitoring.md`).
 
 use std::sync::OnceLock;
 
@@ -41,12 +42,32 @@ where
     let _ = result;
 }
 
+/// The buckets of `http_request_duration_seconds` (seconds): from a cached
+/// page to the 30-s request timeout.
+pub const HTTP_DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
 /// The process-wide Prometheus recorder (installed on first call).
+///
+/// API latency is a real histogram (`http_request_duration_seconds_bucket`
+/// by `method` and `route`, the matched route pattern, so the label is
+/// bounded), which Prometheus can aggregate across replicas; without
+/// buckets the exporter would render a summary, whose quantiles cannot be.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let builder = PrometheusBuilder::new();
+            let builder = match builder.set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full("http_request_duration_seconds".into()),
+                HTTP_DURATION_BUCKETS,
+            ) {
+                Ok(builder) => builder,
+                // Only an empty bucket list is refused; ours is not.
+                Err(_) => PrometheusBuilder::new(),
+            };
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder is installed; then our handle
             // renders an empty page, which the /metrics test would catch.

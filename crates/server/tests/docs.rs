@@ -294,6 +294,7 @@ const PAGES: &[&str] = &[
     "docs/troubleshooting.md",
     "docs/api.md",
     "docs/telemetry.md",
+    "docs/kubernetes.md",
 ];
 
 #[test]
@@ -328,6 +329,7 @@ page!(nats_architecture, "docs/nats-architecture.md");
 page!(certificates, "docs/certificates.md");
 page!(regeneration_and_drift, "docs/regeneration-and-drift.md");
 page!(monitoring, "docs/monitoring.md");
+page!(kubernetes, "docs/kubernetes.md");
 page!(troubleshooting, "docs/troubleshooting.md");
 page!(api, "docs/api.md");
 page!(telemetry, "docs/telemetry.md");

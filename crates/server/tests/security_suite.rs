@@ -116,6 +116,20 @@ fn needs() -> BTreeMap<(&'static str, &'static str), Need> {
             ("POST", "/enrollment-conflicts/{id}/resolve"),
             A(WriteSites),
         ),
+        (("GET", "/edge-sites/{id}/devices"), A(ReadDevices)),
+        (("POST", "/edge-sites/{id}/devices"), A(WriteDevices)),
+        (
+            ("GET", "/edge-sites/{id}/devices/{device_id}"),
+            A(ReadDevices),
+        ),
+        (
+            ("POST", "/edge-sites/{id}/devices/{device_id}/revoke"),
+            A(WriteDevices),
+        ),
+        (
+            ("POST", "/edge-sites/{id}/devices/{device_id}/certificate"),
+            A(WriteDevices),
+        ),
     ])
 }
 
@@ -141,6 +155,13 @@ fn body(method: &str, path: &str, site: &str) -> Option<Value> {
         // manage its tokens has `admin`.
         ("POST", "/tokens") => json!({"name": "suite", "scopes": ["admin"], "expires_in_days": 1}),
         ("POST", "/webhooks") => json!({"url": "https://hooks.example.com/suite"}),
+        ("POST", "/edge-sites/{id}/devices") => {
+            json!({"name": format!("d{}", uuid::Uuid::new_v4().simple())})
+        }
+        ("POST", "/edge-sites/{id}/devices/{device_id}/certificate") => {
+            let (_key, csr) = serviceradar_pki::new_key_and_request("suite").unwrap();
+            json!({ "csr": csr })
+        }
         ("POST", _) => json!({}),
         _ => return None,
     })
@@ -162,6 +183,11 @@ struct Fixtures {
 }
 
 impl Fixtures {
+    /// `path` with its `{device_id}` (the fixture site's device) filled in.
+    fn with_device(&self, path: &str) -> String {
+        path.replace("{device_id}", &self.ids["device"])
+    }
+
     /// The id for `path`'s `{id}` (by its first segment).
     fn id_for(&self, path: &str) -> Option<&str> {
         let resource = path.trim_start_matches('/').split('/').next()?;
@@ -253,7 +279,16 @@ async fn fixtures(app: &TestApp, owner: &Caller, tenant: &str) -> Fixtures {
         .await
         .unwrap()
         .unwrap();
+    let device = app
+        .post(
+            owner,
+            &format!("/api/v1/edge-sites/{site_id}/devices"),
+            json!({"name": "fixture"}),
+        )
+        .await;
+    assert_eq!(device.status, StatusCode::CREATED, "{}", device.text);
     let ids = BTreeMap::from([
+        ("device", device.body["id"].as_str().unwrap().to_owned()),
         ("edge-sites", site_id),
         ("leaf-servers", leaf.body["id"].as_str().unwrap().to_owned()),
         (
@@ -521,7 +556,7 @@ async fn suite(db: Db) {
                 Some(id) => id.to_owned(),
                 None => String::new(),
             };
-            let url = format!("/api/v1{}", path.replace("{id}", &id));
+            let url = format!("/api/v1{}", own.with_device(path).replace("{id}", &id));
             let reply = app
                 .call(&w.caller, m.clone(), &url, request_body.clone())
                 .await;
@@ -556,7 +591,10 @@ async fn suite(db: Db) {
                 && path.contains("{id}")
                 && let Some(their_id) = theirs.id_for(path)
             {
-                let url = format!("/api/v1{}", path.replace("{id}", their_id));
+                let url = format!(
+                    "/api/v1{}",
+                    theirs.with_device(path).replace("{id}", their_id)
+                );
                 let reply = app
                     .call(&w.caller, m.clone(), &url, request_body.clone())
                     .await;

@@ -70,7 +70,7 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             JobStatus::Queued => "queued",
             JobStatus::Running => "running",

@@ -11,6 +11,7 @@
 //!   [`PgCluster::create_database`] gives each test its own empty database.
 //! * [`NatsServer`] — a `nats-server` child process from a config text, killed on drop.
 //! * [`http_get`], [`leafz`] — read a server's monitoring endpoint.
+//! * [`binary_on_path`] — a tool a test runs (`promtool`, ...), or the install hint.
 
 #![forbid(unsafe_code)]
 
@@ -53,6 +54,22 @@ pub enum HarnessError {
     /// Filesystem error while preparing a server.
     #[error("io error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// The executable `name` found on `PATH`, or [`HarnessError::MissingBinary`]
+/// with `hint` (how to install it): tests that need a tool fail with the
+/// install step rather than skip.
+pub fn binary_on_path(name: &str, hint: &str) -> Result<std::path::PathBuf, HarnessError> {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(name))
+                .find(|candidate| candidate.is_file())
+        })
+        .ok_or_else(|| HarnessError::MissingBinary {
+            binary: name.into(),
+            hint: hint.into(),
+        })
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
