@@ -112,9 +112,9 @@ impl Control {
         Ok(scoped.list_sites(&filter, &page).await?)
     }
 
-    /// A page of the tenant's sites, each with its leaf server's status (one
-    /// query), and how many sites match the filter in all:
-    /// what the web UI's site list shows.
+    /// A page of the tenant's sites, each with its leaf server's status, and
+    /// how many sites match the filter (up to a thousand, "1,000+" beyond),
+    /// in one statement: what the web UI's site list shows.
     pub async fn site_overview(
         &self,
         actor: &Actor,
@@ -126,22 +126,24 @@ impl Control {
                 status: parse_filter("status", query.status.as_deref(), errors),
                 name_contains: query.name.clone().filter(|n| !n.is_empty()),
             })?;
-        let sites = scoped.list_sites_with_leaf_status(&filter, &page).await?;
-        // A first page without a next one is the whole list: no count needed.
-        if page.after.is_none() && sites.next_cursor.is_none() {
-            let total = i64::try_from(sites.items.len()).unwrap_or(i64::MAX);
-            return Ok(SiteOverview {
-                sites,
-                total,
-                more: false,
-            });
-        }
-        let counted = scoped
-            .count_sites_up_to(&filter, SITE_COUNT_CAP + 1)
+        // The page and the count in one statement; the count rides on the
+        // rows, so an empty page (past the end, or nothing matches) counts
+        // on its own when it is not the first.
+        let overview = scoped
+            .list_sites_with_leaf_status(&filter, &page, SITE_COUNT_CAP + 1)
             .await?;
+        let counted = match overview.matching {
+            Some(n) => n,
+            None if page.after.is_none() => 0,
+            None => {
+                scoped
+                    .count_sites_up_to(&filter, SITE_COUNT_CAP + 1)
+                    .await?
+            }
+        };
         let cap = i64::from(SITE_COUNT_CAP);
         Ok(SiteOverview {
-            sites,
+            sites: overview.sites,
             total: counted.min(cap),
             more: counted > cap,
         })

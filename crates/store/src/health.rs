@@ -447,6 +447,7 @@ impl Scoped<'_> {
             return Ok(None);
         }
         let now = now_ms();
+        let mut tx = self.store.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE nats_leaf_servers SET status = $1, link_changed_at = $2, updated_at = $2 \
              WHERE tenant_id = $3 AND id = $4 AND status = $5",
@@ -456,8 +457,12 @@ impl Scoped<'_> {
         .bind(self.tenant())
         .bind(leaf.id.to_string())
         .bind(leaf.status.as_str())
-        .execute(&self.store.pool)
+        .execute(&mut *tx)
         .await?;
+        if done.rows_affected() > 0 {
+            self.mirror_leaf_status(&mut tx, site, next).await?;
+        }
+        tx.commit().await?;
         Ok((done.rows_affected() > 0).then_some(Change {
             from: leaf.status,
             to: next,

@@ -58,7 +58,9 @@ pub use page::{Cursor, Page, PageRequest};
 pub use pki::{PlatformSecret, TenantCaRecord, TenantNatsAccount};
 pub use renewal::{EnrolledHost, RenewalOutcome};
 pub use retention::{RetentionPolicy, Swept};
-pub use sites::{ExpiringLeaf, LeafFilter, LeafProvisioning, NewSite, SiteFilter, SiteUpdate};
+pub use sites::{
+    ExpiringLeaf, LeafFilter, LeafProvisioning, NewSite, SiteFilter, SiteOverviewPage, SiteUpdate,
+};
 /// A PostgreSQL LISTEN connection ([`Store::listen`]).
 pub use sqlx::postgres::PgListener as NotificationListener;
 pub use telemetry::{Isolated, StoredRecord, TimeRange};

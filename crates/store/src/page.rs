@@ -91,7 +91,7 @@ impl<T> Page<T> {
 }
 
 /// A bound value for [`ListQuery`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Arg {
     Text(String),
     Int(i64),
@@ -169,6 +169,27 @@ impl ListQuery {
     /// instead of counting the whole filter.
     pub(crate) fn count_up_to(&mut self, cap: u32) -> &mut Self {
         self.sql = format!("SELECT COUNT(*) AS n FROM ({} LIMIT {cap}) c", self.sql);
+        self
+    }
+
+    /// Puts `WITH <name> AS (<filter> LIMIT <cap>)` in front of the query,
+    /// so its select list can count the filter's matches up to `cap`
+    /// (`(SELECT COUNT(*) FROM <name>)`) in the same statement as the page:
+    /// one round trip instead of two. `filter` must have been built with the
+    /// same conditions in the same order as this query so far: its
+    /// placeholders (`$1`..`$k`) then name the same values as this query's
+    /// first `k` arguments, which both backends allow a statement to reuse.
+    pub(crate) fn with_count_up_to(
+        &mut self,
+        name: &'static str,
+        filter: &ListQuery,
+        cap: u32,
+    ) -> &mut Self {
+        debug_assert!(
+            self.args.starts_with(&filter.args),
+            "the count's filter must be this query's prefix"
+        );
+        self.sql = format!("WITH {name} AS ({} LIMIT {cap}) {}", filter.sql, self.sql);
         self
     }
 

@@ -90,11 +90,18 @@ impl std::fmt::Debug for LeafProvisioning {
 
 const SITE_SELECT: &str = "SELECT s.id, s.tenant_id, s.name, s.slug, s.status, s.nats_leaf_url, \
                            s.last_seen_at, s.created_at, s.updated_at FROM edge_sites s";
-const SITE_WITH_LEAF_SELECT: &str = "SELECT s.id, s.tenant_id, s.name, s.slug, s.status, \
-     s.nats_leaf_url, s.last_seen_at, s.created_at, s.updated_at, \
-     (SELECT l.status FROM nats_leaf_servers l \
-      WHERE l.edge_site_id = s.id AND l.tenant_id = s.tenant_id) AS leaf_status \
-     FROM edge_sites s";
+/// The web UI's site list: sites with their leaf's status (kept on the site
+/// row, [`Scoped::mirror_leaf_status`]) and how many sites match. Unfiltered,
+/// the count is the tenant's `site_count` (kept by site creation and
+/// deletion; `$1` is the tenant, bound first by [`ListQuery::new`]);
+/// filtered, it counts the `matching` CTE that
+/// [`ListQuery::with_count_up_to`] puts in front. One statement either way.
+const SITE_OVERVIEW_ALL_SELECT: &str = "SELECT s.id, s.tenant_id, s.name, s.slug, s.status, \
+     s.nats_leaf_url, s.last_seen_at, s.created_at, s.updated_at, s.leaf_status, \
+     (SELECT t.site_count FROM tenants t WHERE t.id = $1) AS matching FROM edge_sites s";
+const SITE_OVERVIEW_FILTERED_SELECT: &str = "SELECT s.id, s.tenant_id, s.name, s.slug, s.status, \
+     s.nats_leaf_url, s.last_seen_at, s.created_at, s.updated_at, s.leaf_status, \
+     (SELECT COUNT(*) FROM matching) AS matching FROM edge_sites s";
 const LEAF_SELECT: &str = "SELECT l.id, l.tenant_id, l.edge_site_id, l.status, l.upstream_url, \
                            l.local_listen, l.leaf_cert_pem, l.ca_chain_pem, l.cert_expires_at, \
                            l.config_checksum, l.last_error, l.created_at, l.updated_at, \
@@ -127,11 +134,11 @@ site_decoder!(decode_site_pg, PgRow);
 macro_rules! site_with_leaf_decoder {
     ($name:ident, $row:ty, $site:ident) => {
         fn $name(row: &$row) -> Result<(EdgeSite, Option<LeafStatus>), StoreError> {
-            let leaf: Option<String> = Cols::of(row, "nats_leaf_servers").get("leaf_status")?;
+            let leaf: Option<String> = Cols::of(row, "edge_sites").get("leaf_status")?;
             let leaf = leaf
                 .map(|text| {
                     text.parse::<LeafStatus>()
-                        .map_err(|e| StoreError::corrupt("nats_leaf_servers", e))
+                        .map_err(|e| StoreError::corrupt("edge_sites", e))
                 })
                 .transpose()?;
             Ok(($site(row)?, leaf))
@@ -140,6 +147,41 @@ macro_rules! site_with_leaf_decoder {
 }
 site_with_leaf_decoder!(decode_site_with_leaf, AnyRow, decode_site);
 site_with_leaf_decoder!(decode_site_with_leaf_pg, PgRow, decode_site_pg);
+
+/// A site with its leaf's status and the capped count of matching sites.
+macro_rules! site_overview_decoder {
+    ($name:ident, $row:ty, $with_leaf:ident) => {
+        fn $name(row: &$row) -> Result<((EdgeSite, Option<LeafStatus>), i64), StoreError> {
+            let matching: i64 = Cols::of(row, "edge_sites").get("matching")?;
+            Ok(($with_leaf(row)?, matching))
+        }
+    };
+}
+site_overview_decoder!(decode_site_overview, AnyRow, decode_site_with_leaf);
+site_overview_decoder!(decode_site_overview_pg, PgRow, decode_site_with_leaf_pg);
+
+/// A tenant-scoped query on `edge_sites s` with `filter` applied: the one
+/// place a [`SiteFilter`] becomes SQL.
+fn filtered(select: &'static str, tenant: String, filter: &SiteFilter) -> ListQuery {
+    let mut q = ListQuery::new(select, "s", tenant);
+    if let Some(status) = filter.status {
+        q.eq("s.status", Arg::Text(status.as_str().into()));
+    }
+    if let Some(name) = &filter.name_contains {
+        q.contains("s.name", name);
+    }
+    q
+}
+
+/// A page of the web UI's site list ([`Scoped::list_sites_with_leaf_status`]).
+#[derive(Debug)]
+pub struct SiteOverviewPage {
+    /// The sites, each with its leaf server's status.
+    pub sites: Page<(EdgeSite, Option<LeafStatus>)>,
+    /// How many sites match the filter, up to the cap; `None` for an empty
+    /// page.
+    pub matching: Option<i64>,
+}
 
 fn decode_leaf(row: &AnyRow) -> Result<NatsLeafServer, StoreError> {
     let r = Cols::of(row, "nats_leaf_servers");
@@ -231,8 +273,8 @@ impl Scoped<'_> {
         };
         let mut tx = self.store.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO edge_sites (id, tenant_id, name, slug, status, nats_leaf_url, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+            "INSERT INTO edge_sites (id, tenant_id, name, slug, status, nats_leaf_url, leaf_status, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
         )
         .bind(site.id.to_string())
         .bind(self.tenant())
@@ -240,10 +282,15 @@ impl Scoped<'_> {
         .bind(site.slug.as_str())
         .bind(site.status.as_str())
         .bind(site.nats_leaf_url.to_string())
+        .bind(leaf.status.as_str())
         .bind(now)
         .execute(&mut *tx)
         .await
         .map_err(on_unique("an edge site with this slug already exists"))?;
+        sqlx::query("UPDATE tenants SET site_count = site_count + 1 WHERE id = $1")
+            .bind(self.tenant())
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "INSERT INTO nats_leaf_servers (id, tenant_id, edge_site_id, status, upstream_url, local_listen, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
@@ -300,26 +347,18 @@ impl Scoped<'_> {
         filter: &SiteFilter,
         page: &PageRequest,
     ) -> Result<Page<EdgeSite>, StoreError> {
-        let mut q = ListQuery::new(SITE_SELECT, "s", self.tenant());
-        if let Some(status) = filter.status {
-            q.eq("s.status", Arg::Text(status.as_str().into()));
-        }
-        if let Some(name) = &filter.name_contains {
-            q.contains("s.name", name);
-        }
+        let mut q = filtered(SITE_SELECT, self.tenant(), filter);
         q.page("s", page);
         self.fetch_sites(&q, decode_site, decode_site_pg).await
     }
 
     /// How many sites match `filter` (the whole list, not a page).
     pub async fn count_sites(&self, filter: &SiteFilter) -> Result<i64, StoreError> {
-        let mut q = ListQuery::new("SELECT COUNT(*) AS n FROM edge_sites s", "s", self.tenant());
-        if let Some(status) = filter.status {
-            q.eq("s.status", Arg::Text(status.as_str().into()));
-        }
-        if let Some(name) = &filter.name_contains {
-            q.contains("s.name", name);
-        }
+        let q = filtered(
+            "SELECT COUNT(*) AS n FROM edge_sites s",
+            self.tenant(),
+            filter,
+        );
         match &self.store.hot {
             Some(pool) => q.count_pg(pool).await,
             None => q.count(&self.store.pool).await,
@@ -334,13 +373,7 @@ impl Scoped<'_> {
         filter: &SiteFilter,
         cap: u32,
     ) -> Result<i64, StoreError> {
-        let mut q = ListQuery::new("SELECT 1 FROM edge_sites s", "s", self.tenant());
-        if let Some(status) = filter.status {
-            q.eq("s.status", Arg::Text(status.as_str().into()));
-        }
-        if let Some(name) = &filter.name_contains {
-            q.contains("s.name", name);
-        }
+        let mut q = filtered("SELECT 1 FROM edge_sites s", self.tenant(), filter);
         q.count_up_to(cap);
         match &self.store.hot {
             Some(pool) => q.count_pg(pool).await,
@@ -361,23 +394,38 @@ impl Scoped<'_> {
             .await
     }
 
-    /// A page of sites, each with its leaf server's status, in one query
-    /// (the web UI's site list).
+    /// A page of sites, each with its leaf server's status, and how many
+    /// sites match `filter` (filtered: counted up to `count_cap`, see
+    /// [`Scoped::count_sites_up_to`]; unfiltered: the tenant's exact site
+    /// count), in one statement: the web UI's site list. The count rides on
+    /// every row, so it is `None` when the page is empty (count with
+    /// [`Scoped::count_sites_up_to`] if it matters then).
     pub async fn list_sites_with_leaf_status(
         &self,
         filter: &SiteFilter,
         page: &PageRequest,
-    ) -> Result<Page<(EdgeSite, Option<LeafStatus>)>, StoreError> {
-        let mut q = ListQuery::new(SITE_WITH_LEAF_SELECT, "s", self.tenant());
-        if let Some(status) = filter.status {
-            q.eq("s.status", Arg::Text(status.as_str().into()));
-        }
-        if let Some(name) = &filter.name_contains {
-            q.contains("s.name", name);
-        }
+        count_cap: u32,
+    ) -> Result<SiteOverviewPage, StoreError> {
+        let mut q = if filter.status.is_none() && filter.name_contains.is_none() {
+            filtered(SITE_OVERVIEW_ALL_SELECT, self.tenant(), filter)
+        } else {
+            let mut q = filtered(SITE_OVERVIEW_FILTERED_SELECT, self.tenant(), filter);
+            q.with_count_up_to(
+                "matching",
+                &filtered("SELECT 1 FROM edge_sites s", self.tenant(), filter),
+                count_cap,
+            );
+            q
+        };
         q.page("s", page);
-        self.fetch_sites(&q, decode_site_with_leaf, decode_site_with_leaf_pg)
-            .await
+        let rows = self
+            .fetch_sites(&q, decode_site_overview, decode_site_overview_pg)
+            .await?;
+        let matching = rows.items.first().map(|(_, n)| *n);
+        Ok(SiteOverviewPage {
+            sites: rows.map(|(site, _)| site),
+            matching,
+        })
     }
 
     /// Applies `update` to a site.
@@ -411,7 +459,19 @@ impl Scoped<'_> {
     /// Deletes a site and its leaf server; packages bound to it fall back to
     /// direct SaaS connection (`edge_site_id` becomes null).
     pub async fn delete_site(&self, id: EdgeSiteId) -> Result<(), StoreError> {
-        self.delete_by_id("edge_sites", id.to_string()).await
+        let mut tx = self.store.pool.begin().await?;
+        let done = sqlx::query("DELETE FROM edge_sites WHERE tenant_id = $1 AND id = $2")
+            .bind(self.tenant())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        row::affected(&done)?;
+        sqlx::query("UPDATE tenants SET site_count = site_count - 1 WHERE id = $1")
+            .bind(self.tenant())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The leaf server of a site.
@@ -456,6 +516,7 @@ impl Scoped<'_> {
     ) -> Result<NatsLeafServer, StoreError> {
         let leaf = self.leaf_server(id).await?;
         let status = leaf.status.apply(LeafEvent::Provisioned)?;
+        let mut tx = self.store.pool.begin().await?;
         sqlx::query(
             "UPDATE nats_leaf_servers SET status = $1, leaf_cert_pem = $2, leaf_key_sealed = $3, \
              server_cert_pem = $4, server_key_sealed = $5, ca_chain_pem = $6, creds_sealed = $7, \
@@ -474,9 +535,30 @@ impl Scoped<'_> {
         .bind(now_ms())
         .bind(self.tenant())
         .bind(id.to_string())
-        .execute(&self.store.pool)
+        .execute(&mut *tx)
         .await?;
+        self.mirror_leaf_status(&mut tx, leaf.edge_site_id, status)
+            .await?;
+        tx.commit().await?;
         self.leaf_server(id).await
+    }
+
+    /// Copies a leaf's new status onto its site row (`edge_sites.leaf_status`,
+    /// what the web UI's site list reads), in the transaction that changed
+    /// it: every write of `nats_leaf_servers.status` calls this.
+    pub(crate) async fn mirror_leaf_status(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        site: EdgeSiteId,
+        status: LeafStatus,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE edge_sites SET leaf_status = $1 WHERE tenant_id = $2 AND id = $3")
+            .bind(status.as_str())
+            .bind(self.tenant())
+            .bind(site.to_string())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 
     /// Records why provisioning failed, visible on the site. `NotFound` if the

@@ -16,7 +16,8 @@ use serviceradar_domain::{
 use serviceradar_store::jobs::{JobStatus, NewJob};
 use serviceradar_store::{
     Backend, Cursor, LeafFilter, LeafProvisioning, NewPackage, NewSite, NewToken, NewUser,
-    PackageFilter, PageRequest, SiteFilter, SiteSummary, SiteUpdate, Store, StoreError,
+    PackageFilter, PageRequest, SiteFilter, SiteOverviewPage, SiteSummary, SiteUpdate, Store,
+    StoreError,
 };
 use tempfile::TempDir;
 
@@ -758,6 +759,66 @@ async fn pagination(store: Store) {
     };
     assert_eq!(s.count_sites_up_to(&named, 5).await.unwrap(), 5);
     assert_eq!(s.count_sites_up_to(&named, 1_000).await.unwrap(), 10);
+    // The web UI's page carries the count in its one statement: unfiltered,
+    // the tenant's exact site count; filtered, capped like the count above,
+    // with the filter's values bound once for both.
+    let first = PageRequest {
+        limit: 50,
+        after: None,
+    };
+    let overview = s
+        .list_sites_with_leaf_status(&everything, &first, 101)
+        .await
+        .unwrap();
+    assert_eq!(overview.sites.items.len(), 50);
+    assert!(
+        overview
+            .sites
+            .items
+            .iter()
+            .all(|(_, leaf)| *leaf == Some(LeafStatus::Pending))
+    );
+    assert_eq!(overview.matching, Some(120));
+    let pending = SiteFilter {
+        status: Some(SiteStatus::Pending),
+        ..SiteFilter::default()
+    };
+    let capped = s
+        .list_sites_with_leaf_status(&pending, &first, 101)
+        .await
+        .unwrap();
+    assert_eq!(capped.matching, Some(101));
+    let cursor = overview.sites.next_cursor.expect("a second page");
+    let overview = s
+        .list_sites_with_leaf_status(&named, &first, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(overview.sites.items.len(), 10);
+    assert_eq!(overview.matching, Some(10));
+    let second = PageRequest {
+        limit: 50,
+        after: Some(Cursor::decode(&cursor).expect("a valid cursor")),
+    };
+    let next = s
+        .list_sites_with_leaf_status(&everything, &second, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(next.sites.items.len(), 50, "the second page");
+    assert_eq!(
+        next.matching,
+        Some(120),
+        "the count is the filter's, not the page's"
+    );
+    let nothing = SiteFilter {
+        name_contains: Some("no such site".into()),
+        ..SiteFilter::default()
+    };
+    let empty = s
+        .list_sites_with_leaf_status(&nothing, &first, 1_000)
+        .await
+        .unwrap();
+    assert!(empty.sites.items.is_empty());
+    assert_eq!(empty.matching, None, "an empty page carries no count");
 
     // Status filter.
     let all = PageRequest {
@@ -890,6 +951,65 @@ async fn pagination(store: Store) {
         .unwrap();
     assert_eq!(rest.items.len(), 5);
     assert_eq!(rest.next_cursor, None);
+
+    // The leaf's status on the list follows every change of the leaf, and
+    // the site count follows deletions (a second tenant's sites apart).
+    let (_t2, scope2) = tenant(&store, "paging-other").await;
+    store
+        .scoped(scope2)
+        .create_site(&new_site("Elsewhere", "elsewhere"), None)
+        .await
+        .unwrap();
+    let site = created[0];
+    let leaf = s.leaf_for_site(site).await.unwrap();
+    s.store_leaf_provisioning(
+        leaf.id,
+        &LeafProvisioning {
+            leaf_cert_pem: "cert".into(),
+            leaf_key_sealed: vec![1; 8],
+            server_cert_pem: "cert".into(),
+            server_key_sealed: vec![2; 8],
+            ca_chain_pem: "chain".into(),
+            creds_sealed: vec![3; 8],
+            cert_expires_at: 1,
+            config_checksum: "sha256:00".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let listed = |page: SiteOverviewPage| {
+        page.sites
+            .items
+            .into_iter()
+            .find(|(s, _)| s.id == site)
+            .and_then(|(_, leaf)| leaf)
+    };
+    let now = s
+        .list_sites_with_leaf_status(&everything, &first, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(listed(now), Some(LeafStatus::Provisioned));
+    s.set_leaf_link(site, true).await.unwrap();
+    let now = s
+        .list_sites_with_leaf_status(&everything, &first, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(listed(now), Some(LeafStatus::Connected));
+    let before = s.count_sites(&everything).await.unwrap();
+    s.delete_site(created[1]).await.unwrap();
+    assert!(matches!(
+        s.delete_site(created[1]).await,
+        Err(StoreError::NotFound)
+    ));
+    let now = s
+        .list_sites_with_leaf_status(&everything, &first, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        now.matching,
+        Some(before - 1),
+        "one deleted, the other tenant's not counted"
+    );
 }
 both_backends!(pagination: sqlite_pagination, postgres_pagination);
 

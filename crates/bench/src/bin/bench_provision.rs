@@ -321,6 +321,7 @@ async fn load_existing(args: &Args, url: &str, tenants: &[Tenant]) -> anyhow::Re
             &format!("\\copy {target} FROM '{path}' WITH (FORMAT csv, QUOTE '\"')"),
         )?;
     }
+    psql(url, common::AFTER_SITE_COPY)?;
     for table in ["edge_sites", "nats_leaf_servers", "jobs"] {
         psql(url, &format!("VACUUM (ANALYZE) {table}"))?;
     }

@@ -319,6 +319,13 @@ impl Figure {
 /// The prefix of a [`Figure`] line.
 pub const FIGURE_PREFIX: &str = "@figure ";
 
+/// After a `\copy` of sites and leaves (which bypasses the store): what the
+/// store keeps beside them, the leaf status on each site row and each
+/// tenant's site count (migration 0021), set as the store would have.
+pub const AFTER_SITE_COPY: &str = "UPDATE edge_sites s SET leaf_status = l.status \
+     FROM nats_leaf_servers l WHERE l.edge_site_id = s.id; \
+     UPDATE tenants t SET site_count = (SELECT COUNT(*) FROM edge_sites s WHERE s.tenant_id = t.id)";
+
 /// `PASS` or `MISS`.
 pub fn verdict(ok: bool) -> &'static str {
     if ok { "PASS" } else { "MISS" }
