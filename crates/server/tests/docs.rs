@@ -294,6 +294,7 @@ const PAGES: &[&str] = &[
     "docs/troubleshooting.md",
     "docs/api.md",
     "docs/agents.md",
+    "docs/devices.md",
     "docs/telemetry.md",
     "docs/kubernetes.md",
 ];
@@ -332,6 +333,7 @@ page!(regeneration_and_drift, "docs/regeneration-and-drift.md");
 page!(monitoring, "docs/monitoring.md");
 page!(kubernetes, "docs/kubernetes.md");
 page!(agents, "docs/agents.md");
+page!(devices, "docs/devices.md");
 page!(troubleshooting, "docs/troubleshooting.md");
 page!(api, "docs/api.md");
 page!(telemetry, "docs/telemetry.md");
