@@ -71,8 +71,8 @@ mod tests {
     use base64::engine::general_purpose::STANDARD;
     use uuid::Uuid;
 
-    #[test]
-    fn a_certificate_for_a_request_carries_the_platform_identity_and_the_requesters_key() {
+    /// Tenant `acme`'s intermediate CA under a fresh root, and its id.
+    fn acme_ca() -> (CertificateAuthority, Uuid) {
         let root = CertificateAuthority::generate_root("root", ::time::Duration::days(30)).unwrap();
         let tenant_id = Uuid::now_v7();
         let ca = CertificateAuthority::generate_tenant_intermediate(
@@ -83,6 +83,12 @@ mod tests {
             ::time::Duration::days(20),
         )
         .unwrap();
+        (ca, tenant_id)
+    }
+
+    #[test]
+    fn a_certificate_for_a_request_carries_the_platform_identity_and_the_requesters_key() {
+        let (ca, tenant_id) = acme_ca();
         let (key, pem) = new_key_and_request("whatever-the-edge-asks").unwrap();
         let request = CertificateRequest::from_pem(&pem).unwrap();
         let site = Uuid::now_v7();
@@ -118,16 +124,7 @@ mod tests {
 
     #[test]
     fn a_device_certificate_names_the_device_in_its_spiffe_id_and_common_name() {
-        let root = CertificateAuthority::generate_root("root", ::time::Duration::days(30)).unwrap();
-        let tenant_id = Uuid::now_v7();
-        let ca = CertificateAuthority::generate_tenant_intermediate(
-            &root,
-            tenant_id,
-            "acme",
-            "serviceradar.io",
-            ::time::Duration::days(20),
-        )
-        .unwrap();
+        let (ca, tenant_id) = acme_ca();
         let (_key, pem) = new_key_and_request("anything").unwrap();
         let request = CertificateRequest::from_pem(&pem).unwrap();
         let device = Uuid::now_v7();

@@ -88,20 +88,32 @@ impl std::fmt::Debug for LeafProvisioning {
     }
 }
 
-const SITE_SELECT: &str = "SELECT s.id, s.tenant_id, s.name, s.slug, s.status, s.nats_leaf_url, \
-                           s.last_seen_at, s.created_at, s.updated_at FROM edge_sites s";
+/// The columns every site decoder reads ([`decode_site`]).
+macro_rules! site_columns {
+    () => {
+        "s.id, s.tenant_id, s.name, s.slug, s.status, s.nats_leaf_url, s.last_seen_at, \
+         s.created_at, s.updated_at"
+    };
+}
+
+const SITE_SELECT: &str = concat!("SELECT ", site_columns!(), " FROM edge_sites s");
 /// The web UI's site list: sites with their leaf's status (kept on the site
 /// row, [`Scoped::mirror_leaf_status`]) and how many sites match. Unfiltered,
 /// the count is the tenant's `site_count` (kept by site creation and
 /// deletion; `$1` is the tenant, bound first by [`ListQuery::new`]);
 /// filtered, it counts the `matching` CTE that
 /// [`ListQuery::with_count_up_to`] puts in front. One statement either way.
-const SITE_OVERVIEW_ALL_SELECT: &str = "SELECT s.id, s.tenant_id, s.name, s.slug, s.status, \
-     s.nats_leaf_url, s.last_seen_at, s.created_at, s.updated_at, s.leaf_status, \
-     (SELECT t.site_count FROM tenants t WHERE t.id = $1) AS matching FROM edge_sites s";
-const SITE_OVERVIEW_FILTERED_SELECT: &str = "SELECT s.id, s.tenant_id, s.name, s.slug, s.status, \
-     s.nats_leaf_url, s.last_seen_at, s.created_at, s.updated_at, s.leaf_status, \
-     (SELECT COUNT(*) FROM matching) AS matching FROM edge_sites s";
+const SITE_OVERVIEW_ALL_SELECT: &str = concat!(
+    "SELECT ",
+    site_columns!(),
+    ", s.leaf_status, (SELECT t.site_count FROM tenants t WHERE t.id = $1) AS matching \
+     FROM edge_sites s"
+);
+const SITE_OVERVIEW_FILTERED_SELECT: &str = concat!(
+    "SELECT ",
+    site_columns!(),
+    ", s.leaf_status, (SELECT COUNT(*) FROM matching) AS matching FROM edge_sites s"
+);
 const LEAF_SELECT: &str = "SELECT l.id, l.tenant_id, l.edge_site_id, l.status, l.upstream_url, \
                            l.local_listen, l.leaf_cert_pem, l.ca_chain_pem, l.cert_expires_at, \
                            l.config_checksum, l.last_error, l.created_at, l.updated_at, \
