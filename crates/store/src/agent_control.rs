@@ -190,30 +190,30 @@ impl Scoped<'_> {
         message: Option<&str>,
         result: Option<&str>,
     ) -> Result<bool, StoreError> {
+        // One compare-and-set over the allowed old statuses (at most three;
+        // fewer are padded with the first, which changes nothing).
         let from = CommandStatus::allowed_from(next);
-        let mut moved = false;
-        // One compare-and-set per allowed old status (at most three).
-        for old in from {
-            let done = sqlx::query(
-                "UPDATE agent_commands SET status = $1, updated_at = $2, \
-                 message = COALESCE($3, message), result = COALESCE($4, result) \
-                 WHERE tenant_id = $5 AND id = $6 AND status = $7",
-            )
-            .bind(next.as_str())
-            .bind(now_ms())
-            .bind(message)
-            .bind(result)
-            .bind(self.tenant())
-            .bind(id.to_string())
-            .bind(old.as_str())
-            .execute(&self.store.pool)
-            .await?;
-            if done.rows_affected() > 0 {
-                moved = true;
-                break;
-            }
-        }
-        Ok(moved)
+        let Some(first) = from.first() else {
+            return Ok(false);
+        };
+        let old = |i: usize| from.get(i).unwrap_or(first).as_str();
+        let done = sqlx::query(
+            "UPDATE agent_commands SET status = $1, updated_at = $2, \
+             message = COALESCE($3, message), result = COALESCE($4, result) \
+             WHERE tenant_id = $5 AND id = $6 AND status IN ($7, $8, $9)",
+        )
+        .bind(next.as_str())
+        .bind(now_ms())
+        .bind(message)
+        .bind(result)
+        .bind(self.tenant())
+        .bind(id.to_string())
+        .bind(old(0))
+        .bind(old(1))
+        .bind(old(2))
+        .execute(&self.store.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// Records a progress note on a command that is still open.
