@@ -135,7 +135,9 @@ pub fn refusal_text(refusal: &serviceradar_store::LeafRefusal, now_ms: i64) -> S
     let when = crate::view::When::at(refusal.refused_at, now_ms);
     format!(
         "The hub refused this site's leaf {} ({}): {}",
-        when.relative, when.exact, refusal.reason
+        when.relative(),
+        when.exact(),
+        refusal.reason
     )
 }
 

@@ -50,10 +50,9 @@ pub fn site_id(raw: &str) -> Result<EdgeSiteId, WebError> {
     raw.parse().map_err(|_| WebError::not_found())
 }
 
-pub struct SiteRow {
-    id: String,
-    name: String,
-    slug: String,
+/// A row of the list: the site as loaded (rendered straight from it).
+pub struct SiteRow<'a> {
+    site: &'a EdgeSite,
     status: Badge,
     leaf: Badge,
     last_seen: Option<When>,
@@ -62,11 +61,11 @@ pub struct SiteRow {
 
 #[derive(Template)]
 #[template(path = "sites.html")]
-struct SitesPage {
+struct SitesPage<'a> {
     chrome: Chrome,
     title: String,
     live: String,
-    rows: Vec<SiteRow>,
+    rows: Vec<SiteRow<'a>>,
     /// Matching sites (at most the count's cap: then `more`).
     total: i64,
     /// `total` as shown: "1,000".
@@ -135,9 +134,7 @@ pub async fn list(
         .items
         .iter()
         .map(|(site, leaf)| SiteRow {
-            id: site.id.to_string(),
-            name: site.name.to_string(),
-            slug: site.slug.to_string(),
+            site,
             status: Badge::of(site.status.as_str()),
             leaf: Badge::of(leaf.as_ref().map_or("unknown", |l| l.as_str())),
             last_seen: When::maybe(site.last_seen_at, now),
@@ -331,7 +328,7 @@ pub fn cert_banner(leaf: &NatsLeafServer, now: i64) -> Option<(&'static str, Str
             "bad",
             format!(
                 "The leaf's certificate expired on {}: the hub refuses the leaf. Regenerate the config and install the new bundle.",
-                when.exact
+                when.exact()
             ),
         ))
     } else if days < 7 {
@@ -339,7 +336,8 @@ pub fn cert_banner(leaf: &NatsLeafServer, now: i64) -> Option<(&'static str, Str
             "bad",
             format!(
                 "The leaf's certificate expires {} ({}). Regenerate the config and install the new bundle now.",
-                when.relative, when.exact
+                when.relative(),
+                when.exact()
             ),
         ))
     } else if days < 30 {
@@ -347,7 +345,8 @@ pub fn cert_banner(leaf: &NatsLeafServer, now: i64) -> Option<(&'static str, Str
             "warn",
             format!(
                 "The leaf's certificate expires {} ({}); it is renewed automatically, install the new bundle once it is.",
-                when.relative, when.exact
+                when.relative(),
+                when.exact()
             ),
         ))
     } else {
