@@ -139,6 +139,19 @@ impl Control {
         Ok(scoped.list_agent_commands(site, &page).await?)
     }
 
+    /// The site's newest commands, newest first (at most `limit`, up to
+    /// 200): what the site page shows.
+    pub async fn recent_agent_commands(
+        &self,
+        actor: &Actor,
+        site: EdgeSiteId,
+        limit: u32,
+    ) -> Result<Vec<AgentCommand>, ControlError> {
+        let scoped = self.scoped(actor, Action::ReadSites)?;
+        scoped.site(site).await?;
+        Ok(scoped.recent_agent_commands(site, limit).await?)
+    }
+
     /// One command of the site (`id` as the path gave it: authorized
     /// before it is parsed, so a caller without the right gets 403, not 404).
     pub async fn agent_command(

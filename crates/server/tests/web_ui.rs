@@ -25,7 +25,8 @@ both_backends!(
     wizard_creates_a_site_and_checks_slugs,
     enrollment_tokens_are_shown_once_listed_and_revoked_on_the_site_page,
     conflicts_are_listed_and_resolved_on_the_site_page,
-    the_site_count_stops_at_a_thousand
+    the_site_count_stops_at_a_thousand,
+    site_page_shows_the_agents_commands_and_the_sites_devices
 );
 
 /// An open enrollment conflict of `site`: a single-use token redeemed by
@@ -111,6 +112,100 @@ async fn conflicts_are_listed_and_resolved_on_the_site_page(db: Db) {
     );
     let again = browser.submit(&resolve, &[]).await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+}
+
+/// The site page shows what issues 16 and 18 built: the agent's newest
+/// commands (newest first, with the agent's message, escaped) and the
+/// site's registered devices, and nothing of another site's.
+async fn site_page_shows_the_agents_commands_and_the_sites_devices(db: Db) {
+    use serviceradar_domain::agent_control::{CommandKind, CommandStatus};
+    let web = spawn(db, |_| {}).await;
+    let app = &web.app;
+    let acme = app.tenant("acme").await;
+    let site = id(&app.create_site(&acme, "NYC Office", "nyc-office").await);
+    let other = id(&app.create_site(&acme, "Lab", "lab").await);
+    let mut browser = Browser::new(&app.base);
+    browser
+        .sign_in("acme", &owner_email("acme"), support::OWNER_PASSWORD)
+        .await;
+    let page = format!("/admin/edge-sites/{site}");
+    let empty = browser.get(&page).await;
+    assert!(empty.body.contains("No device registered at this site"));
+
+    let tenant = app.store.tenant_by_slug("acme").await.expect("tenant");
+    let scoped = app.store.scoped(TenantScope::for_system_task(tenant.id));
+    let agent = scoped
+        .store_agent_cert(
+            site.parse().expect("site"),
+            &serviceradar_store::health::AgentCert {
+                agent_id: uuid::Uuid::now_v7(),
+                cert_pem: "cert".into(),
+                key_sealed: vec![7; 8],
+                cert_serial: "01".into(),
+                cert_expires_at: serviceradar_store::now_ms() + 86_400_000,
+            },
+        )
+        .await
+        .expect("agent");
+    let old = scoped
+        .insert_agent_command(
+            site.parse().expect("site"),
+            agent.id,
+            CommandKind::RunChecks,
+            60,
+            "test",
+        )
+        .await
+        .expect("command");
+    scoped
+        .set_agent_command_status(
+            old.id,
+            CommandStatus::Failed,
+            Some("leaf unreachable <script>"),
+            None,
+        )
+        .await
+        .expect("status");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    scoped
+        .insert_agent_command(
+            site.parse().expect("site"),
+            agent.id,
+            CommandKind::CollectDiagnostics,
+            60,
+            "test",
+        )
+        .await
+        .expect("command");
+    for (site_id, name) in [(&site, "sensor-1"), (&other, "elsewhere-1")] {
+        let reply = app
+            .post(
+                &acme,
+                &format!("/api/v1/edge-sites/{site_id}/devices"),
+                serde_json::json!({ "name": name }),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    }
+
+    let shown = browser.get(&page).await;
+    let body = &shown.body;
+    let newest = body
+        .find("<code>collect_diagnostics</code>")
+        .expect("newest command");
+    let oldest = body.find("<code>run_checks</code>").expect("older command");
+    assert!(newest < oldest, "newest first: {body}");
+    assert!(body.contains(">failed<"), "{body}");
+    assert!(
+        body.contains("leaf unreachable &#60;script&#62;"),
+        "escaped: {body}"
+    );
+    assert!(body.contains("sensor-1"), "{body}");
+    assert!(body.contains("none issued"), "no certificate yet: {body}");
+    assert!(
+        !body.contains("elsewhere-1"),
+        "another site's device: {body}"
+    );
 }
 
 /// Issue 14 in the UI: the site page creates an enrollment token, shows it

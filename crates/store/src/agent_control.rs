@@ -158,6 +158,38 @@ impl Scoped<'_> {
         site: EdgeSiteId,
         page: &PageRequest,
     ) -> Result<Page<AgentCommand>, StoreError> {
+        self.expire_stale_commands(site).await?;
+        let mut q = ListQuery::new(COMMAND_SELECT, "c", self.tenant());
+        q.eq("c.edge_site_id", Arg::Text(site.to_string()));
+        q.page("c", page)
+            .fetch(&self.store.pool, decode_command)
+            .await
+    }
+
+    /// The site's newest `limit` commands (at most 200), newest first: the
+    /// site page's history (the API pages through all of them oldest first).
+    pub async fn recent_agent_commands(
+        &self,
+        site: EdgeSiteId,
+        limit: u32,
+    ) -> Result<Vec<AgentCommand>, StoreError> {
+        self.expire_stale_commands(site).await?;
+        // COMMAND_SELECT's columns, newest first.
+        const SQL: &str = "SELECT c.id, c.edge_site_id, c.agent_id, c.kind, c.status, \
+             c.issued_by, c.ttl_secs, c.expires_at, c.message, c.result, c.created_at, \
+             c.updated_at FROM agent_commands c WHERE c.tenant_id = $1 AND c.edge_site_id = $2 \
+             ORDER BY c.created_at DESC, c.id DESC LIMIT $3";
+        let rows = sqlx::query(SQL)
+            .bind(self.tenant())
+            .bind(site.to_string())
+            .bind(i64::from(limit.min(200)))
+            .fetch_all(&self.store.pool)
+            .await?;
+        rows.iter().map(decode_command).collect()
+    }
+
+    /// Marks the site's unfinished commands past their TTL `expired`.
+    async fn expire_stale_commands(&self, site: EdgeSiteId) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE agent_commands SET status = $1, updated_at = $2 \
              WHERE tenant_id = $3 AND edge_site_id = $4 AND expires_at < $2 \
@@ -172,11 +204,7 @@ impl Scoped<'_> {
         .bind(OPEN_STATUSES[2].as_str())
         .execute(&self.store.pool)
         .await?;
-        let mut q = ListQuery::new(COMMAND_SELECT, "c", self.tenant());
-        q.eq("c.edge_site_id", Arg::Text(site.to_string()));
-        q.page("c", page)
-            .fetch(&self.store.pool, decode_command)
-            .await
+        Ok(())
     }
 
     /// Moves a command to `next` if its status allows it

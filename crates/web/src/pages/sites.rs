@@ -219,6 +219,23 @@ pub struct CheckRow {
     observed: When,
 }
 
+/// One command of the agent's recent history on the site page.
+pub struct CommandRow {
+    kind: &'static str,
+    badge: Badge,
+    message: String,
+    issued: When,
+    changed: When,
+}
+
+/// One registered device on the site page.
+pub struct DeviceRow {
+    name: String,
+    badge: Badge,
+    cert_expires: Option<When>,
+    registered: When,
+}
+
 pub struct CollectorRow {
     name: String,
     kind: String,
@@ -269,6 +286,11 @@ struct DetailPage {
     cert_banner: Option<(&'static str, String)>,
     agent: Option<AgentView>,
     collectors: Vec<CollectorRow>,
+    /// The agent's newest commands, newest first.
+    commands: Vec<CommandRow>,
+    /// The site's first devices; `more_devices` when there are others.
+    devices: Vec<DeviceRow>,
+    more_devices: bool,
     alerts: Vec<AlertRow>,
     return_to: String,
     refusal: String,
@@ -515,6 +537,43 @@ async fn detail_page(
         .collect();
     alerts.reverse();
     alerts.truncate(10);
+    let commands = match &agent {
+        Some(_) => control
+            .recent_agent_commands(actor, id, 10)
+            .await?
+            .into_iter()
+            .map(|c| CommandRow {
+                kind: c.kind.as_str(),
+                badge: Badge::of(c.status.as_str()),
+                message: c.message.unwrap_or_default(),
+                issued: When::at(c.created_at, now),
+                changed: When::at(c.updated_at, now),
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let devices = control
+        .list_devices(
+            actor,
+            id,
+            &serviceradar_control::devices::DeviceQuery::default(),
+            &PageParams {
+                limit: Some(50),
+                cursor: None,
+            },
+        )
+        .await?;
+    let more_devices = devices.next_cursor.is_some();
+    let devices: Vec<DeviceRow> = devices
+        .items
+        .into_iter()
+        .map(|d| DeviceRow {
+            badge: Badge::of(d.status.as_str()),
+            cert_expires: When::maybe(d.cert_not_after, now),
+            registered: When::at(d.created_at, now),
+            name: d.name.to_string(),
+        })
+        .collect();
     let refusal = match control.site_leaf_refusal(actor, id).await? {
         Some(r) if leaf.status != LeafStatus::Connected => crate::live::refusal_text(&r, now),
         _ => String::new(),
@@ -600,6 +659,9 @@ async fn detail_page(
     conflicts.reverse();
     conflicts.truncate(20);
     let page = DetailPage {
+        commands,
+        devices,
+        more_devices,
         refusal,
         hub,
         enrollment,
