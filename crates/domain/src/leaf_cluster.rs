@@ -212,6 +212,17 @@ pub fn kubernetes_name(site: &Slug) -> String {
     name.trim_end_matches('-').to_owned()
 }
 
+/// The site leaf's name of a leaf server's `server_name`: a cluster node's
+/// name (`leaf-{tenant}-{site}.n{i}`) without its node suffix; any other
+/// name as it is. A `.` cannot occur in a slug, so the suffix is never part
+/// of a site's name.
+pub fn site_leaf_name(server_name: &str) -> &str {
+    match server_name.rsplit_once(".n") {
+        Some((base, node)) if !node.is_empty() && node.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => server_name,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +293,14 @@ mod tests {
                 "{list:?} {port:?} accepted"
             );
         }
+    }
+
+    #[test]
+    fn node_names_map_to_their_site() {
+        assert_eq!(site_leaf_name("leaf-acme-plant.n2"), "leaf-acme-plant");
+        assert_eq!(site_leaf_name("leaf-acme-plant-n2"), "leaf-acme-plant-n2");
+        assert_eq!(site_leaf_name("leaf-acme-plant"), "leaf-acme-plant");
+        assert_eq!(site_leaf_name("leaf-acme-plant.nx"), "leaf-acme-plant.nx");
     }
 
     #[test]
