@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serviceradar_control::Control;
-use serviceradar_control::sites::Regenerated;
+use serviceradar_control::sites::{LeafLayout, Regenerated};
 use serviceradar_http::{
     ApiError, ApiJson, Authenticated, Caller, Credential, ErrorBody, gzip_download, path_id,
 };
@@ -49,18 +49,28 @@ pub async fn download_site_bundle(
 }
 
 /// Re-issue certificates and credentials and re-render the leaf config (queues
-/// the provisioning job again; at most one is pending per leaf).
+/// the provisioning job again; at most one is pending per leaf). An optional
+/// JSON body changes the leaf's layout first (`{"leaf_nodes": 3}`: a 3-node
+/// cluster; `{"leaf_nodes": 1}`: one server).
 #[utoipa::path(post, path = "/edge-sites/{id}/regenerate-config", tag = "edge-sites",
     params(("id" = String, Path, description = "Site id")),
-    responses((status = 202, body = Regenerated), (status = 403, body = ErrorBody),
-              (status = 404, body = ErrorBody)))]
+    request_body(content = Option<LeafLayout>, content_type = "application/json"),
+    responses((status = 202, body = Regenerated), (status = 400, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn regenerate_config(
     State(control): State<Control>,
     Caller(auth): Caller,
     Path(id): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<(StatusCode, ApiJson<Regenerated>), ApiError> {
+    let layout: LeafLayout = if body.iter().all(u8::is_ascii_whitespace) {
+        LeafLayout::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
+    };
     let done = control
-        .regenerate_config(&auth.actor, path_id(&id)?)
+        .regenerate_config_with(&auth.actor, path_id(&id)?, &layout)
         .await?;
     Ok((StatusCode::ACCEPTED, ApiJson(done)))
 }

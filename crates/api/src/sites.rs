@@ -90,6 +90,11 @@ pub struct LeafServerResponse {
     /// When provisioning last issued the certificate and config (Unix ms):
     /// the first run, a regenerate or a renewal; `null` while pending.
     pub provisioned_at: Option<i64>,
+    /// 1 (one leaf server) or 3 (a leaf cluster).
+    pub leaf_nodes: u8,
+    /// A cluster's node URLs (where collectors reach each node); empty for
+    /// one server.
+    pub leaf_node_urls: Vec<String>,
     /// Creation time (Unix ms).
     pub created_at: i64,
     /// Last change (Unix ms).
@@ -104,6 +109,12 @@ impl From<NatsLeafServer> for LeafServerResponse {
             status: l.status.to_string(),
             upstream_url: l.upstream_url,
             local_listen: l.local_listen.to_string(),
+            leaf_nodes: if l.cluster.is_some() { 3 } else { 1 },
+            leaf_node_urls: l
+                .cluster
+                .as_ref()
+                .map(|c| c.nodes().iter().map(|u| u.to_string()).collect())
+                .unwrap_or_default(),
             leaf_cert_pem: l.leaf_cert_pem,
             ca_chain_pem: l.ca_chain_pem,
             cert_expires_at: l.cert_expires_at,

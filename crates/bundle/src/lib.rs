@@ -35,4 +35,6 @@ pub use agent_config::{AgentConfigInput, AgentRenewal, LeafRenewalFiles, agent_c
 pub use collector::{CollectorBundle, CollectorType, EdgeSiteRef, NatsTarget, collector_bundle};
 pub use error::BundleError;
 pub use secret::SecretText;
-pub use site::{AgentPki, InstallPaths, SiteBundle, SitePki, site_bundle};
+pub use site::{
+    AgentPki, ClusterNode, InstallPaths, SiteBundle, SiteCluster, SitePki, site_bundle,
+};

@@ -12,7 +12,7 @@ umask 022
 
 usage() {
 	cat <<'USAGE'
-Usage: setup.sh [--prefix DIR] [--dry-run] [--no-start] [--help]
+Usage: setup.sh [--node N] [--prefix DIR] [--dry-run] [--no-start] [--help]
 
 Installs this edge site's NATS leaf: nats-leaf.conf, certificates, NATS
 credentials, the JetStream store directory and the systemd unit
@@ -25,6 +25,11 @@ and the unit serviceradar-agent.service, enabled and started like the leaf.
 Without the binary the agent's files are installed and a warning says how
 to get it.
 
+  --node N      For a site whose leaf is a 3-node cluster (required there):
+                install node N (0, 1 or 2) on this machine - its own
+                nats-leaf.conf and server certificate from nodes/node-N/.
+                Run it once on each of the three machines, or three times
+                with three --prefix directories for a lab on one machine.
   --prefix DIR  Install below DIR instead of / (DIR: absolute path of the
                 characters A-Z a-z 0-9 . _ / -). Needs no root, creates no
                 user and never touches systemd. Paths inside nats-leaf.conf,
@@ -48,6 +53,7 @@ report() { printf '%-10s %s\n' "$1" "$2"; }
 
 PREFIX=""
 PREFIX_GIVEN=0
+NODE=""
 DRY_RUN=0
 NO_START=0
 while [ "$#" -gt 0 ]; do
@@ -61,6 +67,15 @@ while [ "$#" -gt 0 ]; do
 	--prefix=*)
 		PREFIX="${1#--prefix=}"
 		PREFIX_GIVEN=1
+		shift
+		;;
+	--node)
+		[ "$#" -ge 2 ] || die "--node needs a node number"
+		NODE="$2"
+		shift 2
+		;;
+	--node=*)
+		NODE="${1#--node=}"
 		shift
 		;;
 	--dry-run)
@@ -97,6 +112,22 @@ if [ "$PREFIX_GIVEN" -eq 1 ]; then
 	[ -n "$PREFIX" ] || die "--prefix / is the default: run without --prefix to install into /"
 fi
 
+# --- which node -------------------------------------------------------------
+CONF_SRC="nats-leaf.conf"
+FILES=("${SR_FILES[@]}")
+if [ "$SR_CLUSTER_NODES" -gt 1 ]; then
+	[ -n "$NODE" ] || die "this site's leaf is a cluster of $SR_CLUSTER_NODES nodes: pass --node N (0 to $((SR_CLUSTER_NODES - 1))) for the node this machine runs"
+	if ! [[ "$NODE" =~ ^[0-9]$ ]] || [ "$NODE" -ge "$SR_CLUSTER_NODES" ]; then
+		die "--node must be a number from 0 to $((SR_CLUSTER_NODES - 1))"
+	fi
+	CONF_SRC="nodes/node-$NODE/nats-leaf.conf"
+	for i in "${!FILES[@]}"; do
+		FILES[i]="${FILES[i]//@NODE@/$NODE}"
+	done
+elif [ -n "$NODE" ]; then
+	die "--node is for sites whose leaf is a cluster; this site runs one leaf server"
+fi
+
 if [ "$PREFIX_GIVEN" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
 	die "installing into / needs root: run it with sudo, or pass --prefix DIR for an unprivileged install below DIR"
 fi
@@ -124,6 +155,7 @@ say "${DRY}ServiceRadar Edge NATS leaf setup"
 say "  tenant:    $SR_TENANT_SLUG"
 say "  site:      $SR_SITE_NAME ($SR_SITE_SLUG, id $SR_SITE_ID)"
 say "  clients:   $SR_NATS_LEAF_URL (local port $SR_CLIENT_PORT)"
+[ -z "$NODE" ] || say "  node:      $NODE of a $SR_CLUSTER_NODES-node leaf cluster"
 if [ "$PREFIX_GIVEN" -eq 1 ]; then
 	say "  install:   below $PREFIX (no systemd, no service user)"
 else
@@ -134,7 +166,7 @@ say ""
 # --- the bundle must be complete ------------------------------------------
 BUNDLE_UNITS=("$SR_UNIT_NAME")
 [ "$SR_HAS_AGENT" -eq 0 ] || BUNDLE_UNITS+=("$SR_AGENT_UNIT_NAME")
-for rel in nats-leaf.conf "${BUNDLE_UNITS[@]}" "${SR_FILES[@]%%|*}"; do
+for rel in "$CONF_SRC" "${BUNDLE_UNITS[@]}" "${FILES[@]%%|*}"; do
 	[ -f "$SRC_DIR/$rel" ] || die "bundle file $rel is missing next to setup.sh: run setup.sh from the unpacked bundle directory"
 done
 
@@ -352,8 +384,8 @@ fi
 ensure_dir "$JETSTREAM_DIR" 0750 "$SVC_OWNER"
 
 # --- files ------------------------------------------------------------------
-install_from "$CONF_FILE" 0644 "$ROOT_OWNER" rewrite_paths "$SRC_DIR/nats-leaf.conf"
-for entry in "${SR_FILES[@]}"; do
+install_from "$CONF_FILE" 0644 "$ROOT_OWNER" rewrite_paths "$SRC_DIR/$CONF_SRC"
+for entry in "${FILES[@]}"; do
 	IFS='|' read -r rel kind mode who <<<"$entry"
 	case "$kind" in
 	config) dir="$CONFIG_DIR" ;;

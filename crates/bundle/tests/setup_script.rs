@@ -60,7 +60,11 @@ fn help_and_unknown_options() {
     let (_dir, root) = unpacked(&site("NYC Office"));
     let (ok, stdout, _) = setup(&root, &["--help"]);
     assert!(ok);
-    assert!(stdout.contains("Usage: setup.sh [--prefix DIR] [--dry-run] [--no-start] [--help]"));
+    assert!(
+        stdout.contains(
+            "Usage: setup.sh [--node N] [--prefix DIR] [--dry-run] [--no-start] [--help]"
+        )
+    );
     let (ok, _, stderr) = setup(&root, &["--bogus"]);
     assert!(!ok);
     assert!(stderr.contains("unknown option: --bogus"));

@@ -3,8 +3,11 @@
 //! sessions), regenerate the config, check drift, build the site bundle.
 
 use serde::{Deserialize, Serialize};
+use serviceradar_domain::leaf_cluster::{LeafCluster, LeafNodes};
 use serviceradar_domain::resources::{EdgeSite, NatsLeafServer};
-use serviceradar_domain::validate::{DisplayName, FieldErrors, ListenAddr, NatsUrl, Slug};
+use serviceradar_domain::validate::{
+    DisplayName, FieldError, FieldErrors, ListenAddr, NatsUrl, Slug,
+};
 use serviceradar_domain::{Action, Actor, EdgeSiteId, LeafServerId};
 use serviceradar_identity::{aad, creds_user_key};
 use serviceradar_provisioning::{BuiltSiteBundle, ConfigDrift, SiteBundleError};
@@ -38,6 +41,72 @@ pub struct CreateSite {
     pub nats_leaf_url: String,
     /// Leaf client listen address (default `0.0.0.0:<port of nats_leaf_url>`).
     pub local_listen: Option<String>,
+    /// How many `nats-server`s run the site's leaf: 1 (default) or 3 (a
+    /// cluster: routes over mutual TLS, each node linked to the hub, the
+    /// buffer replicated on all three).
+    pub leaf_nodes: Option<i64>,
+    /// With `leaf_nodes: 3`: where collectors reach each node
+    /// (`tls://host:port`, 3 distinct URLs). Default: the pod names of the
+    /// bundle's StatefulSet, `tls://sr-leaf-{slug}-{i}.sr-leaf-{slug}:<port>`.
+    pub leaf_node_urls: Option<Vec<String>>,
+    /// With `leaf_nodes: 3`: the route port (default 6222).
+    pub leaf_cluster_port: Option<i64>,
+}
+
+/// A leaf's layout, as `POST .../regenerate-config` may change it (an
+/// absent body keeps the layout).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LeafLayout {
+    /// 1 or 3; absent keeps the current layout.
+    pub leaf_nodes: Option<i64>,
+    /// As in [`CreateSite::leaf_node_urls`].
+    pub leaf_node_urls: Option<Vec<String>>,
+    /// As in [`CreateSite::leaf_cluster_port`].
+    pub leaf_cluster_port: Option<i64>,
+}
+
+/// Parses a requested leaf layout into `errors`: `Some(None)` for one
+/// server, `Some(Some(cluster))` for a cluster, `None` when invalid.
+fn parse_layout(
+    errors: &mut FieldErrors,
+    nodes: Option<i64>,
+    urls: Option<&[String]>,
+    port: Option<i64>,
+    slug: Option<&Slug>,
+    site_url: Option<&NatsUrl>,
+) -> Option<Option<LeafCluster>> {
+    let nodes = errors.check("leaf_nodes", LeafNodes::parse(nodes.unwrap_or(1)))?;
+    match nodes {
+        LeafNodes::One => {
+            if urls.is_some() || port.is_some() {
+                errors.0.push(FieldError::new(
+                    "leaf_nodes",
+                    "leaf_node_urls and leaf_cluster_port need leaf_nodes: 3",
+                ));
+                return None;
+            }
+            Some(None)
+        }
+        LeafNodes::Three => match urls {
+            Some(urls) => errors
+                .check("leaf_node_urls", LeafCluster::parse(urls, port))
+                .map(Some),
+            None => {
+                let (slug, url) = (slug?, site_url?);
+                let default = LeafCluster::default_for(
+                    slug,
+                    url.scheme() == serviceradar_domain::validate::NatsScheme::Tls,
+                    url.port(),
+                );
+                let urls: Vec<String> = default.nodes().iter().map(|u| u.to_string()).collect();
+                errors
+                    .check("leaf_cluster_port", LeafCluster::parse(&urls, port))
+                    .map(Some)
+            }
+        },
+    }
 }
 
 /// Changes to an edge site.
@@ -194,11 +263,20 @@ impl Control {
             ),
             (None, None) => None,
         };
-        let (name, slug, nats_leaf_url, local_listen) = finish(
+        let layout = parse_layout(
+            &mut errors,
+            input.leaf_nodes,
+            input.leaf_node_urls.as_deref(),
+            input.leaf_cluster_port,
+            slug.as_ref(),
+            url.as_ref(),
+        );
+        let (name, slug, nats_leaf_url, local_listen, cluster) = finish(
             errors,
             name.zip(slug)
                 .zip(url.zip(listen))
-                .map(|((n, s), (u, l))| (n, s, u, l)),
+                .zip(layout)
+                .map(|(((n, s), (u, l)), c)| (n, s, u, l, c)),
         )?;
         let new = NewSite {
             name,
@@ -208,8 +286,11 @@ impl Control {
             local_listen,
         };
         let job = self.inner.jobs.provisioning_job_for_new_site();
-        let (site, leaf) = scoped.create_site(&new, job).await?;
-        tracing::info!(site_id = %site.id, slug = %site.slug, "edge site created");
+        let (site, leaf) = scoped
+            .create_site_with_cluster(&new, cluster.as_ref(), job)
+            .await?;
+        tracing::info!(site_id = %site.id, slug = %site.slug,
+            leaf_nodes = cluster.as_ref().map_or(1, |c| c.nodes().len()), "edge site created");
         metrics::counter!("serviceradar_edge_sites_created_total").increment(1);
         Ok((site, leaf))
     }
@@ -450,7 +531,43 @@ impl Control {
         actor: &Actor,
         id: EdgeSiteId,
     ) -> Result<Regenerated, ControlError> {
+        self.regenerate_config_with(actor, id, &LeafLayout::default())
+            .await
+    }
+
+    /// [`Control::regenerate_config`], first changing the leaf's layout
+    /// when `layout` names one (`leaf_nodes`: 1 or 3).
+    pub async fn regenerate_config_with(
+        &self,
+        actor: &Actor,
+        id: EdgeSiteId,
+        layout: &LeafLayout,
+    ) -> Result<Regenerated, ControlError> {
         let scoped = self.scoped(actor, Action::WriteSites)?;
+        if layout.leaf_nodes.is_some()
+            || layout.leaf_node_urls.is_some()
+            || layout.leaf_cluster_port.is_some()
+        {
+            let site = scoped.site(id).await?;
+            let leaf = scoped.leaf_for_site(id).await?;
+            let mut errors = FieldErrors::default();
+            let nodes = layout
+                .leaf_nodes
+                .or(Some(if leaf.cluster.is_some() { 3 } else { 1 }));
+            let cluster = parse_layout(
+                &mut errors,
+                nodes,
+                layout.leaf_node_urls.as_deref(),
+                layout.leaf_cluster_port,
+                Some(&site.slug),
+                Some(&site.nats_leaf_url),
+            );
+            let cluster = finish(errors, cluster)?;
+            scoped.set_leaf_cluster(leaf.id, cluster.as_ref()).await?;
+            tracing::info!(site_id = %id,
+                leaf_nodes = cluster.as_ref().map_or(1, |c| c.nodes().len()),
+                "leaf layout changed");
+        }
         let (drift, leaf) = self.drift(&scoped, id).await?;
         let job = serviceradar_provisioning::provisioning_job(&leaf);
         let enqueued = self

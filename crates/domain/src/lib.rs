@@ -19,6 +19,7 @@
 //! * [`agent`] — [`agent::AgentIdentity`], an edge agent as verified from its certificate.
 //! * [`agent_control`] — commands for an agent and the checks configured for it.
 //! * [`device`] — a device's name and NATS limits, as registered at a site.
+//! * [`leaf_cluster`] — a site's leaf as one server or a 3-node cluster.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -29,6 +30,7 @@ pub mod device;
 pub mod duration;
 pub mod enrollment;
 pub mod ids;
+pub mod leaf_cluster;
 pub mod net;
 pub mod policy;
 pub mod resources;

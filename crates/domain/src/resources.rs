@@ -125,6 +125,8 @@ pub struct NatsLeafServer {
     /// first run, a regenerate or a renewal); `None` while pending, and for
     /// leaves provisioned before the time was recorded.
     pub provisioned_at: Option<Millis>,
+    /// The layout of a 3-node leaf cluster; `None` for one leaf server.
+    pub cluster: Option<crate::leaf_cluster::LeafCluster>,
     /// Creation time.
     pub created_at: Millis,
     /// Last change.

@@ -23,7 +23,8 @@
 //! hub's leaf list (`$SYS.REQ.SERVER.PING.LEAFZ`, every server's answer):
 //! a leaf the store has `connected` that no server holds goes down, one it has
 //! `provisioned`/`disconnected` that a server holds goes up. Leafz names a leaf
-//! by its server name, `leaf-{tenant slug}-{site slug}` in its tenant's account.
+//! by its server name, `leaf-{tenant slug}-{site slug}` in its tenant's account
+//! (a cluster node's, `...{site slug}.n{i}`, counts for its site).
 //!
 //! The number of sites with a live leaf connection is the gauge
 //! [`LEAVES_CONNECTED`], updated on every advisory and reconciliation.
@@ -296,6 +297,8 @@ async fn leafz(
             ) else {
                 continue;
             };
+            // The nodes of a leaf cluster count for their site.
+            let name = serviceradar_domain::leaf_cluster::site_leaf_name(name);
             leaves
                 .entry((account.to_owned(), name.to_owned()))
                 .or_default()

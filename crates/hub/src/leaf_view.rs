@@ -125,7 +125,13 @@ fn matching(answer: &serde_json::Value, account: &str, server_name: &str) -> Vec
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|l| l["account"] == account && l["name"] == server_name)
+        .filter(|l| {
+            l["account"] == account
+                && l["name"]
+                    .as_str()
+                    .map(serviceradar_domain::leaf_cluster::site_leaf_name)
+                    == Some(server_name)
+        })
         .map(|l| LeafLinkView {
             hub_server: hub_server.clone(),
             remote: format!(

@@ -43,7 +43,14 @@ pub async fn sync_site_buffers(
             .list_sites(&serviceradar_store::SiteFilter::default(), &page)
             .await
             .map_err(|e| IngestError::Store("listing the tenant's sites", e))?;
-        sites.extend(got.items.into_iter().map(|s| s.slug.to_string()));
+        for site in got.items {
+            // A 3-node leaf cluster keeps its buffer in 3 replicas.
+            let replicas = match scoped.leaf_for_site(site.id).await {
+                Ok(leaf) if leaf.cluster.is_some() => 3,
+                _ => 1,
+            };
+            sites.push((site.slug.to_string(), replicas));
+        }
         match got
             .next_cursor
             .and_then(|c| serviceradar_store::Cursor::decode(&c))
@@ -55,7 +62,7 @@ pub async fn sync_site_buffers(
     let tenant_slug = tenant.slug.as_str();
     let mut sources = Vec::with_capacity(sites.len());
     let mut reachable = Vec::new();
-    for site in &sites {
+    for (site, replicas) in &sites {
         let config_failed = |source| IngestError::BufferConfig {
             site: site.clone(),
             source,
@@ -65,8 +72,10 @@ pub async fn sync_site_buffers(
             .as_str()
             .ok_or_else(|| IngestError::BufferSourceWithoutApi { site: site.clone() })?
             .to_owned();
-        let buffer = buffer_stream_config(&BufferStreamInput::new(tenant_slug, site))
-            .map_err(config_failed)?;
+        let buffer = buffer_stream_config(
+            &BufferStreamInput::new(tenant_slug, site).with_replicas(*replicas),
+        )
+        .map_err(config_failed)?;
         match js_request(
             client,
             &format!("{api}.STREAM.INFO.EDGE_BUFFER"),

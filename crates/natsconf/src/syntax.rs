@@ -334,6 +334,13 @@ impl ConfWriter {
         self.depth += 1;
     }
 
+    /// A quoted string as an element of the list opened last.
+    pub(crate) fn list_string(&mut self, value: &str) {
+        self.indent();
+        self.out.push_str(&quote(value));
+        self.out.push('\n');
+    }
+
     pub(crate) fn open_anon(&mut self) {
         self.indent();
         self.out.push_str("{\n");

@@ -25,13 +25,14 @@ use serde::Deserialize;
 use serviceradar_bundle::{AgentPki, InstallPaths, SecretText, SiteBundle, SitePki};
 use serviceradar_domain::resources::{EdgeSite, NatsLeafServer, Tenant};
 use serviceradar_domain::{EdgeSiteId, LeafServerId, TenantId, TenantScope};
+use serviceradar_natsconf::leaf::LeafClusterInput;
 use serviceradar_natsconf::{
     BufferStreamInput, LeafConfigInput, buffer_stream_config, config_checksum, render_leaf_config,
 };
 use serviceradar_pki::{SiteRef, TenantRef, issue_agent, issue_leaf_client, issue_leaf_server};
 use serviceradar_store::health::AgentCert;
 use serviceradar_store::jobs::{Job, NewJob};
-use serviceradar_store::{LeafProvisioning, Store, StoreError};
+use serviceradar_store::{LeafProvisioning, NodeCert, Store, StoreError};
 
 pub mod bootstrap;
 pub mod error;
@@ -53,6 +54,9 @@ pub struct ProvisioningSettings {
     pub gateway_url: String,
     /// Monitoring listener rendered into every `nats-leaf.conf` (`None` disables it).
     pub leaf_monitoring_listen: Option<String>,
+    /// The leafnode URLs of a hub cluster's other nodes: every leaf's remote
+    /// lists them after its own hub URL (empty for one hub server).
+    pub extra_hub_leafnode_urls: Vec<String>,
 }
 
 impl Default for ProvisioningSettings {
@@ -62,6 +66,7 @@ impl Default for ProvisioningSettings {
             saas_nats_url: "tls://127.0.0.1:4222".into(),
             gateway_url: "https://localhost:50051".into(),
             leaf_monitoring_listen: Some("127.0.0.1:8222".into()),
+            extra_hub_leafnode_urls: Vec::new(),
         }
     }
 }
@@ -169,18 +174,100 @@ pub fn leaf_config_input(
         LeafConfigInput::new(tenant.slug.as_str(), site.slug.as_str(), &leaf.upstream_url);
     input.client_listen = leaf.local_listen.to_string();
     input.monitoring_listen = settings.leaf_monitoring_listen.clone();
+    input.extra_hub_urls = settings
+        .extra_hub_leafnode_urls
+        .iter()
+        .filter(|u| **u != leaf.upstream_url)
+        .cloned()
+        .collect();
     input
 }
 
-/// Renders a site's `nats-leaf.conf`.
+/// The config inputs of a site's leaf: one, or one per node of a 3-node
+/// cluster. Every node's config references the same install paths (its own
+/// server certificate is installed as `leaf-server.pem` where it runs);
+/// nodes sharing a host get consecutive route and monitoring ports.
+pub fn leaf_config_inputs(
+    settings: &ProvisioningSettings,
+    tenant: &Tenant,
+    site: &EdgeSite,
+    leaf: &NatsLeafServer,
+) -> Vec<LeafConfigInput> {
+    let single = leaf_config_input(settings, tenant, site, leaf);
+    let Some(cluster) = &leaf.cluster else {
+        return vec![single];
+    };
+    let listen_host = leaf.local_listen.host().to_string();
+    let routes: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .enumerate()
+        .map(|(i, node)| format!("nats://{}:{}", node.host(), cluster.route_port(i)))
+        .collect();
+    cluster
+        .nodes()
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let mut input = single.clone();
+            input.client_listen = format!("{listen_host}:{}", node.port());
+            input.monitoring_listen = settings.leaf_monitoring_listen.as_deref().map(|m| {
+                match m
+                    .rsplit_once(':')
+                    .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+                {
+                    Some((host, port)) => {
+                        format!(
+                            "{host}:{}",
+                            port.saturating_add(cluster.same_host_offset(i))
+                        )
+                    }
+                    None => m.to_owned(),
+                }
+            });
+            input.cluster = Some(LeafClusterInput {
+                node: i,
+                listen: format!("{listen_host}:{}", cluster.route_port(i)),
+                routes: routes.clone(),
+                tls: single.client_tls.clone(),
+            });
+            input
+        })
+        .collect()
+}
+
+/// Renders a site's `nats-leaf.conf`: one text, or one per cluster node.
+pub fn render_site_configs(
+    settings: &ProvisioningSettings,
+    tenant: &Tenant,
+    site: &EdgeSite,
+    leaf: &NatsLeafServer,
+) -> Result<Vec<String>, ProvisioningError> {
+    leaf_config_inputs(settings, tenant, site, leaf)
+        .iter()
+        .map(|input| {
+            render_leaf_config(input).map_err(ProvisioningError::render("rendering nats-leaf.conf"))
+        })
+        .collect()
+}
+
+/// The checksum of a site's leaf config(s): of the one config, or of a
+/// cluster's configs in node order.
+pub fn site_config_checksum(configs: &[String]) -> String {
+    config_checksum(&configs.concat())
+}
+
+/// Renders a site's `nats-leaf.conf` (of a cluster: node 0's).
 pub fn render_site_config(
     settings: &ProvisioningSettings,
     tenant: &Tenant,
     site: &EdgeSite,
     leaf: &NatsLeafServer,
 ) -> Result<String, ProvisioningError> {
-    render_leaf_config(&leaf_config_input(settings, tenant, site, leaf))
-        .map_err(ProvisioningError::render("rendering nats-leaf.conf"))
+    render_site_configs(settings, tenant, site, leaf)?
+        .into_iter()
+        .next()
+        .ok_or(ProvisioningError::Corrupt("no leaf config rendered"))
 }
 
 /// Stored vs. expected config checksum of a leaf.
@@ -202,7 +289,7 @@ pub fn config_drift(
     site: &EdgeSite,
     leaf: &NatsLeafServer,
 ) -> Result<ConfigDrift, ProvisioningError> {
-    let expected = config_checksum(&render_site_config(settings, tenant, site, leaf)?);
+    let expected = site_config_checksum(&render_site_configs(settings, tenant, site, leaf)?);
     Ok(ConfigDrift {
         drifted: leaf
             .config_checksum
@@ -223,7 +310,7 @@ pub async fn provision_leaf(
     leaf: &NatsLeafServer,
 ) -> Result<NatsLeafServer, ProvisioningError> {
     let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
-    let conf = render_site_config(settings, tenant, site, leaf)?;
+    let confs = render_site_configs(settings, tenant, site, leaf)?;
     let ca = pki
         .tenant_ca(store, tenant)
         .await
@@ -250,6 +337,32 @@ pub async fn provision_leaf(
     .map_err(ProvisioningError::certificate(
         "issuing the leaf server certificate",
     ))?;
+    // Each cluster node: its own server certificate, naming its own host
+    // (and the site's URL host, which may front all three).
+    let mut node_certs = Vec::new();
+    let mut not_after = client.not_after.min(server.not_after);
+    if let Some(cluster) = &leaf.cluster {
+        for (i, node) in cluster.nodes().iter().enumerate() {
+            let cert = issue_leaf_server(
+                &ca,
+                tenant_ref,
+                site_ref,
+                [node.host().to_bare(), site.nats_leaf_url.host().to_bare()],
+                &opts,
+            )
+            .map_err(ProvisioningError::certificate(
+                "issuing a cluster node's server certificate",
+            ))?;
+            not_after = not_after.min(cert.not_after);
+            node_certs.push(NodeCert {
+                cert_pem: cert.cert_pem.clone(),
+                key_sealed: pki.seal(
+                    &cert.key_pem,
+                    &aad::leaf(tenant.id, leaf.id, &format!("node-{i}-key")),
+                ),
+            });
+        }
+    }
     // Re-provisioning keeps the leaf's NATS user key (revoking it on deletion
     // then covers every generation of its creds).
     let previous = match scoped.leaf_provisioning(leaf.id).await? {
@@ -287,8 +400,9 @@ pub async fn provision_leaf(
         ),
         ca_chain_pem: client.chain_pem.clone(),
         creds_sealed: pki.seal(creds.as_str(), &aad::leaf(tenant.id, leaf.id, "creds")),
-        cert_expires_at: to_ms(client.not_after.min(server.not_after)),
-        config_checksum: config_checksum(&conf),
+        cert_expires_at: to_ms(not_after),
+        config_checksum: site_config_checksum(&confs),
+        node_certs,
     };
     // The site's edge agent: keep its id across renewals.
     let agent_id = match scoped.agent_for_site(site.id).await? {
@@ -470,8 +584,8 @@ pub async fn build_site_bundle(
     let Some(material) = scoped.leaf_provisioning(leaf.id).await? else {
         return Err(SiteBundleError::Pending(leaf.last_error.clone()));
     };
-    let conf = render_site_config(settings, &tenant, &site, &leaf)?;
-    let checksum = config_checksum(&conf);
+    let confs = render_site_configs(settings, &tenant, &site, &leaf)?;
+    let checksum = site_config_checksum(&confs);
     let drifted = checksum != material.config_checksum;
     if drifted {
         tracing::warn!(site_id = %site.id, stored = %material.config_checksum, current = %checksum,
@@ -534,17 +648,60 @@ pub async fn build_site_bundle(
         .and_then(|l| l.rsplit_once(':'))
         .and_then(|(_, p)| p.parse().ok())
         .unwrap_or(DEFAULT_MONITORING_PORT);
-    let stream = buffer_stream_config(&BufferStreamInput::new(
-        tenant.slug.as_str(),
-        site.slug.as_str(),
-    ))
+    let stream = buffer_stream_config(
+        &BufferStreamInput::new(tenant.slug.as_str(), site.slug.as_str())
+            .with_replicas(if leaf.cluster.is_some() { 3 } else { 1 }),
+    )
     .map_err(ProvisioningError::render("rendering the buffer stream"))?;
+    let cluster = match &leaf.cluster {
+        None => None,
+        Some(layout) => {
+            if material.node_certs.len() != layout.nodes().len() {
+                // Provisioned as one server; the cluster's job has not run yet.
+                return Err(SiteBundleError::Pending(leaf.last_error.clone()));
+            }
+            let inputs = leaf_config_inputs(settings, &tenant, &site, &leaf);
+            let mut nodes = Vec::with_capacity(layout.nodes().len());
+            for (i, ((url, cert), conf)) in layout
+                .nodes()
+                .iter()
+                .zip(&material.node_certs)
+                .zip(&confs)
+                .enumerate()
+            {
+                let key = open(
+                    &cert.key_sealed,
+                    &format!("node-{i}-key"),
+                    "opening a cluster node's sealed key",
+                )?;
+                let monitoring_port = inputs[i]
+                    .monitoring_listen
+                    .as_deref()
+                    .and_then(|l| l.rsplit_once(':'))
+                    .and_then(|(_, p)| p.parse().ok())
+                    .unwrap_or(DEFAULT_MONITORING_PORT);
+                nodes.push(serviceradar_bundle::ClusterNode {
+                    leaf_conf: conf.clone(),
+                    server_cert_pem: format!("{}{tenant_ca}\n", cert.cert_pem),
+                    server_key_pem: SecretText::new(key.as_str()),
+                    url: url.to_string(),
+                    client_port: url.port(),
+                    route_port: layout.route_port(i),
+                    monitoring_port,
+                });
+            }
+            Some(serviceradar_bundle::SiteCluster {
+                nodes,
+                kubernetes_name: serviceradar_domain::leaf_cluster::kubernetes_name(&site.slug),
+            })
+        }
+    };
     let bundle = SiteBundle {
         tenant_slug: tenant.slug.to_string(),
         site_slug: site.slug.to_string(),
         site_name: site.name.to_string(),
         site_id: site.id.as_uuid(),
-        leaf_conf: conf,
+        leaf_conf: confs.first().cloned().unwrap_or_default(),
         paths: InstallPaths::default(),
         pki: SitePki {
             leaf_client_cert_pem: format!("{}{tenant_ca}\n", material.leaf_cert_pem),
@@ -564,6 +721,7 @@ pub async fn build_site_bundle(
             serde_json::to_string_pretty(&stream)
                 .map_err(ProvisioningError::render("encoding the buffer stream"))?,
         ),
+        cluster,
     };
     let bytes = serviceradar_bundle::site_bundle(&bundle).map_err(ProvisioningError::from)?;
     Ok(BuiltSiteBundle {

@@ -642,6 +642,7 @@ impl ServeConfig {
             gateway_url: self.gateway.gateway_url.clone(),
             leaf_monitoring_listen: Some(self.leaf_monitoring_listen.clone())
                 .filter(|l| !l.is_empty()),
+            extra_hub_leafnode_urls: Vec::new(),
         };
         settings.sessions = serviceradar_auth::SessionSettings {
             session_hours: self.session_hours,

@@ -297,6 +297,7 @@ const PAGES: &[&str] = &[
     "docs/devices.md",
     "docs/telemetry.md",
     "docs/kubernetes.md",
+    "docs/high-availability.md",
 ];
 
 #[test]
@@ -332,6 +333,7 @@ page!(certificates, "docs/certificates.md");
 page!(regeneration_and_drift, "docs/regeneration-and-drift.md");
 page!(monitoring, "docs/monitoring.md");
 page!(kubernetes, "docs/kubernetes.md");
+page!(high_availability, "docs/high-availability.md");
 page!(agents, "docs/agents.md");
 page!(devices, "docs/devices.md");
 page!(troubleshooting, "docs/troubleshooting.md");

@@ -1155,6 +1155,7 @@ async fn wizard_creates_a_site_and_checks_slugs(db: Db) {
                 creds_sealed: vec![3; 8],
                 cert_expires_at: serviceradar_store::now_ms() + 86_400_000,
                 config_checksum: "sha256:00".into(),
+                node_certs: Vec::new(),
             },
         )
         .await

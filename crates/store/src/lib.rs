@@ -59,7 +59,8 @@ pub use pki::{PlatformSecret, TenantCaRecord, TenantNatsAccount};
 pub use renewal::{EnrolledHost, RenewalOutcome};
 pub use retention::{RetentionPolicy, Swept};
 pub use sites::{
-    ExpiringLeaf, LeafFilter, LeafProvisioning, NewSite, SiteFilter, SiteOverviewPage, SiteUpdate,
+    ExpiringLeaf, LeafFilter, LeafProvisioning, NewSite, NodeCert, SiteFilter, SiteOverviewPage,
+    SiteUpdate,
 };
 /// A PostgreSQL LISTEN connection ([`Store::listen`]).
 pub use sqlx::postgres::PgListener as NotificationListener;

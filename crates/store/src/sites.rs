@@ -4,6 +4,7 @@
 //! the provisioning job, when the caller passes one), so there is never a site
 //! without a leaf record or a leaf without its job.
 
+use serviceradar_domain::leaf_cluster::LeafCluster;
 use serviceradar_domain::resources::{EdgeSite, NatsLeafServer};
 use serviceradar_domain::state::{LeafEvent, LeafStatus, SiteStatus};
 use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
@@ -76,8 +77,26 @@ pub struct LeafProvisioning {
     pub creds_sealed: Vec<u8>,
     /// Expiry of the leaf certificate (Unix ms).
     pub cert_expires_at: i64,
-    /// Checksum of the rendered config.
+    /// Checksum of the rendered config (of a cluster: of all its nodes'
+    /// configs, in node order).
     pub config_checksum: String,
+    /// A cluster's per-node server certificates, in node order (empty for
+    /// one leaf server).
+    pub node_certs: Vec<NodeCert>,
+}
+
+/// One cluster node's server certificate and sealed key.
+#[derive(Clone)]
+pub struct NodeCert {
+    /// Certificate PEM.
+    pub cert_pem: String,
+    /// Sealed key.
+    pub key_sealed: Vec<u8>,
+}
+
+fn cluster_text(cluster: &LeafCluster) -> Result<String, StoreError> {
+    serde_json::to_string(cluster)
+        .map_err(|e| StoreError::corrupt("nats_leaf_servers", format!("encoding a cluster: {e}")))
 }
 
 impl std::fmt::Debug for LeafProvisioning {
@@ -117,7 +136,7 @@ const SITE_OVERVIEW_FILTERED_SELECT: &str = concat!(
 const LEAF_SELECT: &str = "SELECT l.id, l.tenant_id, l.edge_site_id, l.status, l.upstream_url, \
                            l.local_listen, l.leaf_cert_pem, l.ca_chain_pem, l.cert_expires_at, \
                            l.config_checksum, l.last_error, l.created_at, l.updated_at, \
-                           l.link_changed_at, l.provisioned_at FROM nats_leaf_servers l";
+                           l.link_changed_at, l.provisioned_at, l.cluster FROM nats_leaf_servers l";
 
 /// One decoder for both row types: `Any` rows and native PostgreSQL rows
 /// (the hot list reads).
@@ -211,6 +230,14 @@ fn decode_leaf(row: &AnyRow) -> Result<NatsLeafServer, StoreError> {
         last_error: r.get("last_error")?,
         link_changed_at: r.get("link_changed_at")?,
         provisioned_at: r.get("provisioned_at")?,
+        cluster: match r.get::<Option<String>>("cluster")? {
+            None => None,
+            Some(text) => {
+                Some(serde_json::from_str(&text).map_err(|e| {
+                    StoreError::corrupt("nats_leaf_servers", format!("cluster: {e}"))
+                })?)
+            }
+        },
         created_at: r.get("created_at")?,
         updated_at: r.get("updated_at")?,
     })
@@ -232,6 +259,7 @@ fn decode_provisioning(row: &AnyRow) -> Result<Option<LeafProvisioning>, StoreEr
         creds_sealed: r.required("creds_sealed")?,
         cert_expires_at: r.required("cert_expires_at")?,
         config_checksum: r.required("config_checksum")?,
+        node_certs: Vec::new(),
     }))
 }
 
@@ -254,6 +282,18 @@ impl Scoped<'_> {
         new: &NewSite,
         job: Option<NewJob>,
     ) -> Result<(EdgeSite, NatsLeafServer), StoreError> {
+        self.create_site_with_cluster(new, None, job).await
+    }
+
+    /// [`Scoped::create_site`] for a site whose leaf is a cluster of
+    /// `cluster`'s layout (`None`: one leaf server), in the same transaction.
+    pub async fn create_site_with_cluster(
+        &self,
+        new: &NewSite,
+        cluster: Option<&LeafCluster>,
+        job: Option<NewJob>,
+    ) -> Result<(EdgeSite, NatsLeafServer), StoreError> {
+        let cluster_json = cluster.map(cluster_text).transpose()?;
         let now = now_ms();
         let site = EdgeSite {
             id: EdgeSiteId::new(),
@@ -280,6 +320,7 @@ impl Scoped<'_> {
             last_error: None,
             link_changed_at: None,
             provisioned_at: None,
+            cluster: cluster.cloned(),
             created_at: now,
             updated_at: now,
         };
@@ -304,8 +345,8 @@ impl Scoped<'_> {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO nats_leaf_servers (id, tenant_id, edge_site_id, status, upstream_url, local_listen, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+            "INSERT INTO nats_leaf_servers (id, tenant_id, edge_site_id, status, upstream_url, local_listen, created_at, updated_at, cluster) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
         )
         .bind(leaf.id.to_string())
         .bind(self.tenant())
@@ -314,6 +355,7 @@ impl Scoped<'_> {
         .bind(leaf.upstream_url.as_str())
         .bind(leaf.local_listen.to_string())
         .bind(now)
+        .bind(cluster_json)
         .execute(&mut *tx)
         .await?;
         if let Some(mut job) = job {
@@ -549,10 +591,48 @@ impl Scoped<'_> {
         .bind(id.to_string())
         .execute(&mut *tx)
         .await?;
+        sqlx::query("DELETE FROM leaf_node_certs WHERE tenant_id = $1 AND leaf_server_id = $2")
+            .bind(self.tenant())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        for (node, cert) in result.node_certs.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO leaf_node_certs (leaf_server_id, tenant_id, node, cert_pem, key_sealed) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(id.to_string())
+            .bind(self.tenant())
+            .bind(i64::try_from(node).unwrap_or(i64::MAX))
+            .bind(cert.cert_pem.as_str())
+            .bind(cert.key_sealed.clone())
+            .execute(&mut *tx)
+            .await?;
+        }
         self.mirror_leaf_status(&mut tx, leaf.edge_site_id, status)
             .await?;
         tx.commit().await?;
         self.leaf_server(id).await
+    }
+
+    /// Changes a leaf's layout (one server or a cluster); the next
+    /// provisioning run issues and renders for it. `NotFound` if the leaf
+    /// is not in this tenant.
+    pub async fn set_leaf_cluster(
+        &self,
+        id: LeafServerId,
+        cluster: Option<&LeafCluster>,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE nats_leaf_servers SET cluster = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4",
+        )
+        .bind(cluster.map(cluster_text).transpose()?)
+        .bind(now_ms())
+        .bind(self.tenant())
+        .bind(id.to_string())
+        .execute(&self.store.pool)
+        .await?;
+        row::affected(&done)
     }
 
     /// Copies a leaf's new status onto its site row (`edge_sites.leaf_status`,
@@ -603,7 +683,25 @@ impl Scoped<'_> {
         .bind(id.to_string())
         .fetch_optional(&self.store.pool)
         .await?;
-        row::found(row, decode_provisioning)
+        let Some(mut material) = row::found(row, decode_provisioning)? else {
+            return Ok(None);
+        };
+        let nodes = sqlx::query(
+            "SELECT node, cert_pem, key_sealed FROM leaf_node_certs \
+             WHERE tenant_id = $1 AND leaf_server_id = $2 ORDER BY node",
+        )
+        .bind(self.tenant())
+        .bind(id.to_string())
+        .fetch_all(&self.store.pool)
+        .await?;
+        for row in &nodes {
+            let r = Cols::of(row, "leaf_node_certs");
+            material.node_certs.push(NodeCert {
+                cert_pem: r.get("cert_pem")?,
+                key_sealed: r.get("key_sealed")?,
+            });
+        }
+        Ok(Some(material))
     }
 }
 

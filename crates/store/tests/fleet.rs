@@ -58,6 +58,7 @@ async fn site(store: &Store, scope: TenantScope, slug: &str, expires_at: Option<
                     creds_sealed: vec![3],
                     cert_expires_at,
                     config_checksum: "sha256:x".into(),
+                    node_certs: Vec::new(),
                 },
             )
             .await

@@ -77,6 +77,7 @@ async fn site(store: &Store, scope: TenantScope, slug: &str) -> EdgeSiteId {
                 creds_sealed: vec![3],
                 cert_expires_at: now_ms() + 1_000_000,
                 config_checksum: "sha256:x".into(),
+                node_certs: Vec::new(),
             },
         )
         .await

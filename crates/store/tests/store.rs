@@ -152,6 +152,7 @@ fn provisioning(tag: &str) -> LeafProvisioning {
         creds_sealed: vec![42; 64],
         cert_expires_at: now_ms() + 86_400_000,
         config_checksum: format!("sha256:{tag}"),
+        node_certs: Vec::new(),
     }
 }
 
@@ -973,6 +974,7 @@ async fn pagination(store: Store) {
             creds_sealed: vec![3; 8],
             cert_expires_at: 1,
             config_checksum: "sha256:00".into(),
+            node_certs: Vec::new(),
         },
     )
     .await

@@ -23,9 +23,18 @@
 //! | `agent.toml` (optional, with the agent certificate) | 0644 |
 //! | `creds/leaf.creds` | 0600 |
 //! | `streams/edge-buffer.json` (optional) | 0644 |
+//!
+//! A 3-node leaf cluster ([`SiteCluster`]) ships no top-level
+//! `nats-leaf.conf` or `certs/leaf-server*.pem`; instead, per node,
+//! `nodes/node-{i}/nats-leaf.conf`, `leaf-server.pem`, `leaf-server-key.pem`
+//! (0600) and `docker-compose.yml`, plus `kustomization.yaml` and
+//! `kubernetes/leaf-cluster.yaml`; `setup.sh --node N` installs node N.
 
+mod cluster;
 mod readme;
 mod render;
+
+pub use cluster::{ClusterNode, SiteCluster};
 
 use std::collections::BTreeSet;
 
@@ -219,6 +228,10 @@ pub struct SiteBundle {
     /// Optional JetStream buffer stream definition (JSON), shipped as
     /// `streams/edge-buffer.json`.
     pub edge_buffer_stream_json: Option<String>,
+    /// The nodes of a 3-node leaf cluster; `None` for one leaf server (then
+    /// `leaf_conf` and the `pki` server certificate are the leaf's; with a
+    /// cluster they are not shipped).
+    pub cluster: Option<SiteCluster>,
 }
 
 impl SiteBundle {
@@ -275,6 +288,9 @@ impl SiteBundle {
             return Err(BundleError::InvalidPorts(
                 "client and monitoring ports must differ",
             ));
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
         }
         if let Some(json) = &self.edge_buffer_stream_json {
             validate::file_text("edge_buffer_stream_json", json)?;
@@ -338,6 +354,16 @@ fn installed_files(bundle: &SiteBundle) -> Result<Vec<(Installed, String)>, Bund
         field: "ca_chain_pem",
         reason: "no complete CERTIFICATE block",
     })?;
+    // A cluster node's own server certificate: `setup.sh --node N` puts
+    // `NODE_MARK` = N (the archive holds one file per node instead).
+    let (server_cert, server_key) = if bundle.cluster.is_some() {
+        (
+            "nodes/node-@NODE@/leaf-server.pem",
+            "nodes/node-@NODE@/leaf-server-key.pem",
+        )
+    } else {
+        ("certs/leaf-server.pem", "certs/leaf-server-key.pem")
+    };
     let mut files = vec![
         (
             Installed::new("certs/leaf-client.pem", "certs", 0o644, "root"),
@@ -348,11 +374,11 @@ fn installed_files(bundle: &SiteBundle) -> Result<Vec<(Installed, String)>, Bund
             pki.leaf_client_key_pem.expose().to_owned(),
         ),
         (
-            Installed::new("certs/leaf-server.pem", "certs", 0o644, "root"),
+            Installed::new(server_cert, "certs", 0o644, "root"),
             pki.leaf_server_cert_pem.clone(),
         ),
         (
-            Installed::new("certs/leaf-server-key.pem", "certs", 0o600, "service"),
+            Installed::new(server_key, "certs", 0o600, "service"),
             pki.leaf_server_key_pem.expose().to_owned(),
         ),
         (
@@ -456,15 +482,57 @@ fn check_config_references(
 pub fn site_bundle(bundle: &SiteBundle) -> Result<Vec<u8>, BundleError> {
     bundle.validate()?;
     let files = installed_files(bundle)?;
-    check_config_references(&bundle.leaf_conf, &bundle.paths, &files)?;
-
     let mut archive = ArchiveBuilder::new(&bundle.root_dir())?;
-    archive.add_file(
-        names::CONFIG_FILE,
-        validate::with_newline(&bundle.leaf_conf),
-        0o644,
-    )?;
+    match &bundle.cluster {
+        None => {
+            check_config_references(&bundle.leaf_conf, &bundle.paths, &files)?;
+            archive.add_file(
+                names::CONFIG_FILE,
+                validate::with_newline(&bundle.leaf_conf),
+                0o644,
+            )?;
+        }
+        Some(cluster) => {
+            for (i, node) in cluster.nodes.iter().enumerate() {
+                check_config_references(&node.leaf_conf, &bundle.paths, &files)?;
+                let node_files = [
+                    (names::CONFIG_FILE, node.leaf_conf.as_str(), 0o644),
+                    (
+                        names::LEAF_SERVER_CERT,
+                        node.server_cert_pem.as_str(),
+                        0o644,
+                    ),
+                    (names::LEAF_SERVER_KEY, node.server_key_pem.expose(), 0o600),
+                ];
+                for (name, contents, mode) in node_files {
+                    archive.add_file(
+                        &cluster::node_path(i, name),
+                        validate::with_newline(contents),
+                        mode,
+                    )?;
+                }
+                archive.add_file(
+                    &cluster::node_path(i, "docker-compose.yml"),
+                    cluster::docker_compose(bundle, i, node),
+                    0o644,
+                )?;
+            }
+            archive.add_file(
+                "kustomization.yaml",
+                cluster::kustomization(bundle, cluster),
+                0o644,
+            )?;
+            archive.add_file(
+                "kubernetes/leaf-cluster.yaml",
+                cluster::kubernetes(bundle, cluster),
+                0o644,
+            )?;
+        }
+    }
     for (file, contents) in &files {
+        if file.bundle_path.contains("@NODE@") {
+            continue; // one per node, added above
+        }
         archive.add_file(
             file.bundle_path,
             validate::with_newline(contents),
@@ -478,7 +546,9 @@ pub fn site_bundle(bundle: &SiteBundle) -> Result<Vec<u8>, BundleError> {
     if has_agent_config(bundle) {
         archive.add_file(names::AGENT_UNIT, render::agent_unit(bundle), 0o644)?;
     }
-    archive.add_file("docker-compose.yml", render::docker_compose(bundle), 0o644)?;
+    if bundle.cluster.is_none() {
+        archive.add_file("docker-compose.yml", render::docker_compose(bundle), 0o644)?;
+    }
     archive.add_file("README.md", readme::render(bundle), 0o644)?;
     archive.finish()
 }
@@ -521,6 +591,7 @@ pub(crate) mod tests {
             client_port: 4222,
             monitoring_port: 8222,
             edge_buffer_stream_json: None,
+            cluster: None,
         }
     }
 

@@ -217,6 +217,41 @@ pub(super) fn render(b: &SiteBundle) -> String {
             config_dir = p.config_dir,
         ));
     }
+    if let Some(cluster) = &b.cluster {
+        out.push_str(
+            "\n\
+             ## This site is a 3-node leaf cluster\n\
+             \n\
+             The leaf runs on three machines (or pods). Each node has its own\n\
+             `nats-leaf.conf` and server certificate under `nodes/node-N/`, routes to\n\
+             the two others over mutual TLS, and its own link to the hub; the\n\
+             JetStream buffer keeps 3 replicas, so the site stays linked and keeps\n\
+             its data while any two nodes run. The options above take `--node N`:\n\
+             \n\
+             | node | collectors reach it at | routes | monitoring |\n\
+             | --- | --- | --- | --- |\n",
+        );
+        for (i, n) in cluster.nodes.iter().enumerate() {
+            out.push_str(&format!(
+                "| {i} | `{}` | port {} | `127.0.0.1:{}` |\n",
+                n.url, n.route_port, n.monitoring_port
+            ));
+        }
+        out.push_str(&format!(
+            "\n\
+             * systemd: on node N's machine, `sudo ./setup.sh --node N`.\n\
+             * docker compose: on node N's machine,\n\
+             \x20 `docker compose -f nodes/node-N/docker-compose.yml up -d`.\n\
+             * Kubernetes: `kubectl apply -n NAMESPACE -k .` (a StatefulSet\n\
+             \x20 `{name}` of 3 pods on different nodes, a volume per pod for\n\
+             \x20 JetStream, the headless service `{name}` whose pod names the node\n\
+             \x20 certificates carry, and the client service `{name}-client`).\n\
+             \n\
+             Give collectors all three node URLs; `curl -s http://127.0.0.1:PORT/routez`\n\
+             on a node lists its routes to the two others.\n",
+            name = cluster.kubernetes_name,
+        ));
+    }
     out
 }
 

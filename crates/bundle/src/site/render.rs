@@ -24,7 +24,7 @@ pub(super) fn setup_sh(bundle: &SiteBundle, files: &[Installed]) -> Result<Strin
         "# ---- generated for this site: every value is a single-quoted literal ----\n",
     );
     let flag = |on: bool| if on { "1" } else { "0" }.to_owned();
-    let scalars: [(&str, String); 16] = [
+    let scalars: [(&str, String); 17] = [
         ("SR_TENANT_SLUG", bundle.tenant_slug.clone()),
         ("SR_SITE_SLUG", bundle.site_slug.clone()),
         ("SR_SITE_NAME", bundle.site_name.clone()),
@@ -44,6 +44,14 @@ pub(super) fn setup_sh(bundle: &SiteBundle, files: &[Installed]) -> Result<Strin
         ("SR_HAS_AGENT", flag(super::has_agent_config(bundle))),
         ("SR_AGENT_UNIT_NAME", names::AGENT_UNIT.to_owned()),
         ("SR_AGENT_BIN_NAME", names::AGENT_BIN.to_owned()),
+        (
+            "SR_CLUSTER_NODES",
+            bundle
+                .cluster
+                .as_ref()
+                .map_or(1, |c| c.nodes.len())
+                .to_string(),
+        ),
     ];
     for (name, value) in &scalars {
         if *name == "SR_SITE_NAME" {

@@ -154,6 +154,7 @@ pub fn site_with(pki: SitePki, site_name: &str) -> SiteBundle {
             "{\n  \"name\": \"EDGE_BUFFER\",\n  \"subjects\": [\"edge.nyc-office.>\"],\n  \"max_age\": 604800000000000\n}\n"
                 .into(),
         ),
+        cluster: None,
     }
 }
 

@@ -36,6 +36,9 @@ pub struct BufferStreamInput {
     /// Cap of the stream's size in bytes; `None` is bounded only by the leaf's
     /// `max_file_store`.
     pub max_bytes: Option<u64>,
+    /// Copies of the stream: 1 on a single leaf server, 3 on a 3-node leaf
+    /// cluster (each node holds one, so the buffer survives losing a node).
+    pub replicas: u8,
 }
 
 impl BufferStreamInput {
@@ -46,7 +49,14 @@ impl BufferStreamInput {
             site_slug: site_slug.to_owned(),
             retention: DEFAULT_BUFFER_RETENTION,
             max_bytes: None,
+            replicas: 1,
         }
+    }
+
+    /// The same with `replicas` copies.
+    pub fn with_replicas(mut self, replicas: u8) -> Self {
+        self.replicas = replicas;
+        self
     }
 }
 
@@ -89,6 +99,13 @@ pub fn buffer_stream_config(input: &BufferStreamInput) -> Result<serde_json::Val
         Some(n) => i64::try_from(n)
             .map_err(|_| ConfigError::invalid("max bytes", &n.to_string(), "too large"))?,
     };
+    if !matches!(input.replicas, 1 | 3) {
+        return Err(ConfigError::invalid(
+            "replicas",
+            &input.replicas.to_string(),
+            "must be 1 (one leaf server) or 3 (a leaf cluster)",
+        ));
+    }
     Ok(json!({
         "name": BUFFER_STREAM_NAME,
         "description": format!(
@@ -104,7 +121,7 @@ pub fn buffer_stream_config(input: &BufferStreamInput) -> Result<serde_json::Val
         "max_msgs": -1,
         "max_msg_size": -1,
         "max_consumers": -1,
-        "num_replicas": 1,
+        "num_replicas": input.replicas,
         "duplicate_window": duplicate_window,
     }))
 }
@@ -161,6 +178,14 @@ mod tests {
         input = BufferStreamInput::new("acme", "nyc");
         input.max_bytes = Some(0);
         assert!(buffer_stream_config(&input).is_err());
+        input = BufferStreamInput::new("acme", "nyc").with_replicas(2);
+        assert!(buffer_stream_config(&input).is_err());
+    }
+
+    #[test]
+    fn a_cluster_buffer_has_three_replicas() {
+        let input = BufferStreamInput::new("acme", "nyc").with_replicas(3);
+        assert_eq!(buffer_stream_config(&input).unwrap()["num_replicas"], 3);
     }
 
     #[test]

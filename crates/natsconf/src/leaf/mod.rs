@@ -33,6 +33,16 @@
 //! **Monitoring on localhost by default.** The HTTP monitoring port has no
 //! authentication; it is bound to `127.0.0.1:8222` unless the input says otherwise.
 //!
+//! **A 3-node cluster is three configs** ([`LeafClusterInput`]): each node
+//! has its own `server_name` (`leaf-{tenant}-{site}.n{i}`: a `.` cannot occur
+//! in a slug, so the hub side tells a node of site `a` from a site named
+//! `a-n1`), its own server certificate, a `cluster` block whose routes name
+//! every node over mutual TLS (the node certificates, issued by the tenant
+//! CA, serve as both ends of a route), and its own leafnode remote to the hub,
+//! so the site stays linked while any node lives. All nodes share the site's
+//! JetStream domain: they form one JetStream cluster, in which the buffer
+//! stream is replicated on three servers.
+//!
 //! **Everything rendered is validated and quoted** (see [`crate::syntax`]).
 
 mod buffer;
@@ -45,8 +55,8 @@ pub use buffer::{
 use serviceradar_domain::validate::Host;
 
 use crate::syntax::{
-    ConfWriter, ConfigError, JetStreamDomain, hub_url, listen_addr, validate_path,
-    validate_server_name, validate_slug,
+    ConfWriter, ConfigError, JetStreamDomain, hub_url, hub_url as hub_url_rule, listen_addr,
+    validate_path, validate_server_name, validate_slug,
 };
 use crate::tls::TlsFiles;
 
@@ -87,6 +97,9 @@ pub struct LeafConfigInput {
     pub max_memory_store: Option<u64>,
     /// The hub's leafnode URL, `tls://host:7422`.
     pub hub_url: String,
+    /// The leafnode URLs of the hub cluster's other nodes: the remote lists
+    /// them all (`urls`) and nats-server dials another when one fails.
+    pub extra_hub_urls: Vec<String>,
     /// Path of the leaf user's `.creds` file (tenant account).
     pub credentials_file: String,
     /// Client certificate chain of the leaf (tenant CA) for the hub link, and the
@@ -95,6 +108,24 @@ pub struct LeafConfigInput {
     /// Where nats-server writes its pid (`pid_file`), so the edge agent can
     /// tell it to reload renewed certificates; `None` writes none.
     pub pid_file: Option<String>,
+    /// The node's place in a leaf cluster; `None` for a single leaf server.
+    pub cluster: Option<LeafClusterInput>,
+}
+
+/// One node's view of its leaf cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafClusterInput {
+    /// This node's index (0-based); its server name is
+    /// `{effective_server_name}.n{node}`.
+    pub node: usize,
+    /// The route listener, `host:port`.
+    pub listen: String,
+    /// Every node's route URL (`tls://host:port`), this node's included
+    /// (nats-server ignores a route to itself).
+    pub routes: Vec<String>,
+    /// The node's certificate and key, and the tenant CA the other nodes'
+    /// certificates must chain to (verified: mutual TLS).
+    pub tls: TlsFiles,
 }
 
 impl LeafConfigInput {
@@ -118,6 +149,7 @@ impl LeafConfigInput {
             max_file_store: DEFAULT_MAX_FILE_STORE,
             max_memory_store: None,
             hub_url: hub_url.to_owned(),
+            extra_hub_urls: Vec::new(),
             credentials_file: format!("{DEFAULT_NATS_DIR}/leaf.creds"),
             remote_tls: TlsFiles::new(
                 &format!("{certs}/leaf-client.pem"),
@@ -125,14 +157,21 @@ impl LeafConfigInput {
                 &format!("{certs}/root-ca.pem"),
             ),
             pid_file: None,
+            cluster: None,
         }
     }
 
-    /// The server name this input renders.
+    /// The server name this input renders: a cluster node's carries its
+    /// index (`.n{i}`), since the servers of a cluster need distinct names.
     pub fn effective_server_name(&self) -> String {
-        self.server_name
+        let base = self
+            .server_name
             .clone()
-            .unwrap_or_else(|| format!("leaf-{}-{}", self.tenant_slug, self.site_slug))
+            .unwrap_or_else(|| format!("leaf-{}-{}", self.tenant_slug, self.site_slug));
+        match &self.cluster {
+            Some(cluster) => format!("{base}.n{}", cluster.node),
+            None => base,
+        }
     }
 
     /// The JetStream domain this input renders.
@@ -172,11 +211,20 @@ pub fn render_leaf_config(input: &LeafConfigInput) -> Result<String, ConfigError
     validate_path("jetstream store dir", &input.jetstream_store_dir)?;
     let domain = input.effective_domain()?;
     let hub_url = hub_url("hub url", &input.hub_url)?;
+    let extra_hub_urls = input
+        .extra_hub_urls
+        .iter()
+        .map(|u| hub_url_rule("hub url", u))
+        .collect::<Result<Vec<_>, _>>()?;
     validate_path("credentials file", &input.credentials_file)?;
     input.remote_tls.validate("remote tls path")?;
     if let Some(pid_file) = &input.pid_file {
         validate_path("pid file", pid_file)?;
     }
+    let cluster = match &input.cluster {
+        Some(cluster) => Some(validate_cluster(cluster, &client, monitoring.as_ref())?),
+        None => None,
+    };
     if input.max_file_store == 0 {
         return Err(ConfigError::invalid(
             "max file store",
@@ -228,6 +276,9 @@ pub fn render_leaf_config(input: &LeafConfigInput) -> Result<String, ConfigError
         w.string("http", &monitoring.to_string());
         w.blank();
     }
+    if let Some((cluster_input, listen, routes)) = &cluster {
+        write_cluster(&mut w, &domain, cluster_input, listen, routes);
+    }
     w.comment(&format!(
         "JetStream buffers collector data while the hub is unreachable. The domain is\n\
          unique to this site: the hub addresses this leaf's JetStream as\n\
@@ -254,13 +305,92 @@ pub fn render_leaf_config(input: &LeafConfigInput) -> Result<String, ConfigError
     w.open("leafnodes");
     w.open_list("remotes");
     w.open_anon();
-    w.string("url", &hub_url.to_string());
+    if extra_hub_urls.is_empty() {
+        w.string("url", &hub_url.to_string());
+    } else {
+        w.open_list("urls");
+        w.list_string(&hub_url.to_string());
+        for url in &extra_hub_urls {
+            w.list_string(&url.to_string());
+        }
+        w.close_list();
+    }
     w.string("credentials", &input.credentials_file);
     input.remote_tls.write(&mut w, false);
     w.close();
     w.close_list();
     w.close();
     Ok(w.finish())
+}
+
+/// The route URLs of a cluster after validation.
+type CheckedCluster<'a> = (
+    &'a LeafClusterInput,
+    serviceradar_domain::validate::ListenAddr,
+    Vec<serviceradar_domain::validate::NatsUrl>,
+);
+
+fn validate_cluster<'a>(
+    cluster: &'a LeafClusterInput,
+    client: &serviceradar_domain::validate::ListenAddr,
+    monitoring: Option<&serviceradar_domain::validate::ListenAddr>,
+) -> Result<CheckedCluster<'a>, ConfigError> {
+    let listen = listen_addr("cluster listen", &cluster.listen)?;
+    cluster.tls.validate("cluster tls path")?;
+    if cluster.routes.len() < 2 {
+        return Err(ConfigError::Inconsistent(
+            "a leaf cluster needs routes to at least two nodes".into(),
+        ));
+    }
+    if cluster.node >= cluster.routes.len() {
+        return Err(ConfigError::Inconsistent(
+            "the node index is not one of the cluster's routes".into(),
+        ));
+    }
+    let routes = cluster
+        .routes
+        .iter()
+        .map(|r| hub_url("cluster route", r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let clash = |other: &serviceradar_domain::validate::ListenAddr| {
+        other.port() == listen.port()
+            && (other.host() == listen.host()
+                || is_unspecified(other.host())
+                || is_unspecified(listen.host()))
+    };
+    if clash(client) || monitoring.is_some_and(clash) {
+        return Err(ConfigError::Inconsistent(
+            "the cluster listener shares a port with the client or monitoring listener".into(),
+        ));
+    }
+    Ok((cluster, listen, routes))
+}
+
+fn write_cluster(
+    w: &mut ConfWriter,
+    domain: &JetStreamDomain,
+    cluster: &LeafClusterInput,
+    listen: &serviceradar_domain::validate::ListenAddr,
+    routes: &[serviceradar_domain::validate::NatsUrl],
+) {
+    w.comment(&format!(
+        "Node {} of this site's 3-node leaf cluster. Routes to every node use mutual\n\
+         TLS: each node presents its own certificate (issued by the tenant CA) and\n\
+         accepts only peers whose certificate chains to the same CA. JetStream runs\n\
+         clustered over these routes, so the buffer stream keeps 3 replicas.",
+        cluster.node
+    ));
+    w.open("cluster");
+    w.string("name", domain.as_str());
+    w.string("listen", &listen.to_string());
+    cluster.tls.write(w, true);
+    w.open_list("routes");
+    for route in routes {
+        w.list_string(&route.to_string());
+    }
+    w.close_list();
+    w.close();
+    w.blank();
 }
 
 #[cfg(test)]

@@ -79,6 +79,9 @@ pub async fn create(
         slug: (!slug.is_empty()).then(|| slug.to_string()),
         nats_leaf_url: form.nats_leaf_url.trim().to_string(),
         local_listen: None,
+        leaf_nodes: None,
+        leaf_node_urls: None,
+        leaf_cluster_port: None,
     };
     match state.control.create_site(&posted.auth.actor, &input).await {
         Ok((site, _)) => Ok(Redirect::to(&format!(

@@ -1,0 +1,164 @@
+//! A site's 3-node leaf cluster as rendered by this crate, against the real
+//! `nats-server`: each node's config passes `nats-server -t`, the three nodes
+//! form their routes over mutual TLS (seen through `/routez`), JetStream
+//! runs clustered under the site's domain, and a server whose certificate
+//! comes from another tenant's CA cannot join the routes.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Ca, Identities, http_json, poll, subdir, user_creds, write, write_pair};
+use serviceradar_natsconf::leaf::LeafClusterInput;
+use serviceradar_natsconf::{LeafConfigInput, TlsFiles, render_leaf_config};
+use serviceradar_testkit::{NatsServer, check_nats_config, free_port};
+
+struct Node {
+    client: u16,
+    route: u16,
+    monitor: u16,
+}
+
+fn node_input(
+    dir: &Path,
+    tenant: &Ca,
+    tenant_ca: &str,
+    root_ca: &str,
+    creds: &str,
+    nodes: &[Node],
+    i: usize,
+) -> LeafConfigInput {
+    let mut input =
+        LeafConfigInput::new("acme", "plant", &format!("tls://127.0.0.1:{}", free_port()));
+    let server = write_pair(
+        dir,
+        &format!("node-{i}"),
+        &tenant.issue(&format!("nats-{i}.plant.acme.serviceradar"), &["127.0.0.1"]),
+    );
+    let client = write_pair(
+        dir,
+        &format!("client-{i}"),
+        &tenant.issue("leaf.plant.acme.serviceradar", &[]),
+    );
+    input.client_listen = format!("127.0.0.1:{}", nodes[i].client);
+    input.monitoring_listen = Some(format!("127.0.0.1:{}", nodes[i].monitor));
+    input.client_tls = TlsFiles::new(&server.0, &server.1, tenant_ca);
+    input.remote_tls = TlsFiles::new(&client.0, &client.1, root_ca);
+    input.credentials_file = creds.to_owned();
+    input.jetstream_store_dir = subdir(dir, &format!("js-{i}"));
+    input.cluster = Some(LeafClusterInput {
+        node: i,
+        listen: format!("127.0.0.1:{}", nodes[i].route),
+        routes: nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.route))
+            .collect(),
+        tls: TlsFiles::new(&server.0, &server.1, tenant_ca),
+    });
+    input
+}
+
+fn start(dir: &Path, i: usize, text: &str, monitor: u16) -> NatsServer {
+    let path = dir.join(format!("node-{i}.conf"));
+    std::fs::write(&path, text).unwrap();
+    if let Err(err) = check_nats_config(&path) {
+        panic!("nats-server -t rejected node {i}: {err}\n{text}");
+    }
+    NatsServer::start_file(dir, &format!("node-{i}"), &path, monitor).expect("node starts")
+}
+
+/// How many other servers this node holds routes to (nats-server pools
+/// several connections per peer: counted by the peer's server id).
+fn routes(monitor: u16) -> Option<usize> {
+    let routez = http_json(monitor, "/routez")?;
+    let peers: std::collections::BTreeSet<&str> = routez["routes"]
+        .as_array()?
+        .iter()
+        .filter_map(|r| r["remote_id"].as_str())
+        .collect();
+    Some(peers.len())
+}
+
+#[test]
+fn three_nodes_form_their_routes_over_mutual_tls_and_a_foreign_node_cannot_join() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let root = Ca::root("test root");
+    let tenant = root.intermediate("tenant acme");
+    let ids = Identities::new();
+    let tenant_ca = write(dir, "tenant-ca.pem", &tenant.cert_pem);
+    let root_ca = write(dir, "root-ca.pem", &root.cert_pem);
+    let creds = user_creds(dir, &ids.tenant, "leaf").1;
+    let nodes: Vec<Node> = (0..3)
+        .map(|_| Node {
+            client: free_port(),
+            route: free_port(),
+            monitor: free_port(),
+        })
+        .collect();
+    let inputs: Vec<LeafConfigInput> = (0..3)
+        .map(|i| node_input(dir, &tenant, &tenant_ca, &root_ca, &creds, &nodes, i))
+        .collect();
+    let texts: Vec<String> = inputs
+        .iter()
+        .map(|i| render_leaf_config(i).unwrap())
+        .collect();
+    assert!(texts[1].contains("server_name: \"leaf-acme-plant.n1\"\n"));
+    assert!(texts[1].contains("cluster {\n  name: \"sr-acme-plant\"\n"));
+    assert!(texts[1].contains("verify: true"));
+
+    // The first two nodes: a route between them, and a JetStream cluster.
+    let _a = start(dir, 0, &texts[0], nodes[0].monitor);
+    let mut b = start(dir, 1, &texts[1], nodes[1].monitor);
+    let two = poll(Duration::from_secs(20), || {
+        (routes(nodes[0].monitor)? >= 1 && routes(nodes[1].monitor)? >= 1).then_some(())
+    });
+    assert!(two.is_some(), "no route between nodes 0 and 1\n{}", b.log());
+
+    // A server with the same config shape but a certificate from another
+    // tenant's CA is refused by TLS on both sides: no route to it.
+    let other = root.intermediate("tenant other");
+    let intruder_dir = tmp.path().join("intruder");
+    std::fs::create_dir_all(&intruder_dir).unwrap();
+    let mut intruder = node_input(
+        &intruder_dir,
+        &other,
+        &tenant_ca,
+        &root_ca,
+        &creds,
+        &nodes,
+        2,
+    );
+    intruder.jetstream_store_dir = subdir(&intruder_dir, "js");
+    let mut bad = start(
+        &intruder_dir,
+        2,
+        &render_leaf_config(&intruder).unwrap(),
+        nodes[2].monitor,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(routes(nodes[2].monitor), Some(0), "{}", bad.log());
+    assert_eq!(routes(nodes[0].monitor), Some(1));
+    assert_eq!(routes(nodes[1].monitor), Some(1));
+    bad.kill();
+
+    // The genuine third node joins: every node routes to the two others.
+    let _c = start(dir, 2, &texts[2], nodes[2].monitor);
+    let all = poll(Duration::from_secs(30), || {
+        nodes
+            .iter()
+            .all(|n| routes(n.monitor) == Some(2))
+            .then_some(())
+    });
+    assert!(all.is_some(), "routes did not form\n{}", b.log());
+    // JetStream is clustered under the site's domain, with a meta leader.
+    let leader = poll(Duration::from_secs(30), || {
+        let jsz = http_json(nodes[0].monitor, "/jsz")?;
+        (!jsz["meta_cluster"]["leader"].as_str()?.is_empty()).then_some(jsz)
+    });
+    let jsz = leader.expect("a JetStream meta leader");
+    assert_eq!(jsz["config"]["domain"], "sr-acme-plant");
+    assert_eq!(jsz["meta_cluster"]["cluster_size"], 3);
+    b.kill();
+}

@@ -1,0 +1,423 @@
+//! A site whose leaf is a 3-node cluster (issue 17), end to end on
+//! loopback: the site is created with a cluster layout, provisioned by the
+//! product's job code, its bundle built and each node installed with
+//! `setup.sh --node N --prefix`; three real `nats-server`s run the nodes
+//! against a real hub, with `serviceradar-core` answering the leaf
+//! authorization callout and ingesting into the database.
+//!
+//! Asserted: the routes form (every node's `/routez` names the two others),
+//! every node holds its own hub link (`/leafz`), the site's buffer is
+//! replicated on three servers; then one node is SIGKILLed while a
+//! collector publishes at 500 msg/s through all three node URLs: the site
+//! stays linked throughout, every acknowledged message is stored exactly
+//! once, and the node, started again, rejoins its routes and its hub link.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serviceradar_domain::TenantScope;
+use serviceradar_domain::leaf_cluster::LeafCluster;
+use serviceradar_domain::resources::Tenant;
+use serviceradar_domain::state::LeafStatus;
+use serviceradar_domain::telemetry::TelemetryKind;
+use serviceradar_hub::leaf_auth::LeafAuthSettings;
+use serviceradar_identity::MasterKeySource;
+use serviceradar_ingest::IngestSettings;
+use serviceradar_server::app::{Application, Settings};
+use serviceradar_store::Store;
+use serviceradar_testkit::{NatsServer, free_port, http_get};
+
+mod support;
+
+/// `n` consecutive free loopback ports (nodes on one host get consecutive
+/// route and monitoring ports).
+fn consecutive_ports(n: u16) -> u16 {
+    loop {
+        let base = free_port();
+        if base > u16::MAX - n {
+            continue;
+        }
+        let free = (1..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if free {
+            return base;
+        }
+    }
+}
+
+fn settings(dir: &std::path::Path, hub_client: u16, monitor_base: u16) -> Settings {
+    let mut settings = Settings::new(format!("sqlite://{}", dir.join("core.db").display()));
+    settings.bootstrap.admin_password = Some("leaf cluster password".into());
+    settings.bootstrap.tenant = "acme".into();
+    settings.master_key = MasterKeySource::DevFile(dir.join("master.key"));
+    settings.job_workers = 0;
+    let mut ingest = IngestSettings::new(format!("nats://127.0.0.1:{hub_client}"));
+    ingest.batch_size = 500;
+    ingest.batch_timeout = Duration::from_millis(200);
+    ingest.tenant_refresh = Duration::from_millis(300);
+    settings.ingest = Some(ingest);
+    settings.leaf_auth = Some(LeafAuthSettings::new(format!(
+        "nats://127.0.0.1:{hub_client}"
+    )));
+    settings.provisioning.leaf_monitoring_listen = Some(format!("127.0.0.1:{monitor_base}"));
+    settings
+}
+
+async fn stored(store: &Store, tenant: &Tenant) -> i64 {
+    let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
+    let mut total = 0;
+    for kind in TelemetryKind::ALL {
+        total += scoped.count_telemetry(kind).await.unwrap();
+    }
+    total
+}
+
+/// Other servers a node holds routes to (by server id: nats-server pools
+/// several connections per peer).
+fn route_peers(monitor: u16) -> usize {
+    let Some(text) = http_get(monitor, "/routez") else {
+        return 0;
+    };
+    let routez: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    routez["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["remote_id"].as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
+/// Whether a node holds its leafnode connection to the hub.
+fn hub_linked(monitor: u16) -> bool {
+    http_get(monitor, "/leafz")
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v["leafnodes"].as_u64().unwrap_or(0) >= 1)
+}
+
+async fn wait_for<F, Fut>(condition: F, what: &str, context: &dyn Fn() -> String)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !condition().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Publishes at `rate` messages per second with JetStream acknowledgements
+/// until `stop`, retrying (same `Nats-Msg-Id`) what is not acknowledged;
+/// returns how many were acknowledged.
+fn publisher(
+    js: async_nats::jetstream::Context,
+    subject: &'static str,
+    rate: u64,
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut n = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            tick.tick().await;
+            let payload = format!(r#"{{"message":"cluster {n}"}}"#);
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("cluster-{n}").as_str());
+            let result = tokio::time::timeout(Duration::from_secs(5), async {
+                js.publish_with_headers(subject, headers, payload.into())
+                    .await?
+                    .await
+                    .map_err(async_nats::Error::from)
+            })
+            .await;
+            if let Ok(Ok(_)) = result {
+                n += 1;
+                acked.store(n, Ordering::SeqCst);
+            }
+        }
+        n
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_leaf_cluster_survives_a_sigkilled_node_under_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ports = support::HubPorts::free();
+    let monitor_base = consecutive_ports(3);
+    let route_base = consecutive_ports(3);
+    let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let settings = {
+        let mut s = settings(dir, ports.client, monitor_base);
+        s.provisioning.hub_leafnode_url = format!("tls://127.0.0.1:{}", ports.leaf);
+        s
+    };
+    support::init();
+    let app = Application::build(settings.clone()).await.unwrap();
+    let (store, pki) = (app.store().clone(), app.pki().clone());
+    let acme = store.tenant_by_slug("acme").await.unwrap();
+
+    // The site, as the API creates it with leaf_nodes: 3.
+    let urls: Vec<String> = clients
+        .iter()
+        .map(|p| format!("tls://127.0.0.1:{p}"))
+        .collect();
+    let cluster = LeafCluster::parse(&urls, Some(i64::from(route_base))).unwrap();
+    let scoped = store.scoped(TenantScope::for_system_task(acme.id));
+    let (site, leaf) = {
+        use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
+        scoped
+            .create_site_with_cluster(
+                &serviceradar_store::NewSite {
+                    name: DisplayName::parse("Plant").unwrap(),
+                    slug: Slug::parse("plant").unwrap(),
+                    nats_leaf_url: NatsUrl::parse(&urls[0]).unwrap(),
+                    upstream_url: settings.provisioning.hub_leafnode_url.clone(),
+                    local_listen: ListenAddr::parse(&format!("127.0.0.1:{}", clients[0])).unwrap(),
+                },
+                Some(&cluster),
+                None,
+            )
+            .await
+            .unwrap()
+    };
+    serviceradar_provisioning::provision_leaf(
+        &store,
+        &pki,
+        &settings.provisioning,
+        &acme,
+        &site,
+        &leaf,
+    )
+    .await
+    .unwrap();
+    let bundle = serviceradar_provisioning::build_site_bundle(
+        &store,
+        &pki,
+        &settings.provisioning,
+        TenantScope::for_system_task(acme.id),
+        site.id,
+    )
+    .await
+    .map_err(|e| e.to_string())
+    .unwrap();
+    std::fs::write(dir.join(&bundle.file_name), &bundle.bytes).unwrap();
+    let tar = std::process::Command::new("tar")
+        .arg("xzf")
+        .arg(dir.join(&bundle.file_name))
+        .arg("-C")
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let root = dir.join(bundle.file_name.trim_end_matches(".tar.gz"));
+    let mut configs = Vec::new();
+    for node in 0..3 {
+        let prefix = dir.join(format!("node-{node}"));
+        let out = std::process::Command::new("bash")
+            .arg("setup.sh")
+            .args(["--node", &node.to_string(), "--no-start", "--prefix"])
+            .arg(&prefix)
+            .current_dir(&root)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "setup.sh --node {node}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        configs.push(prefix.join("etc/serviceradar/nats/nats-leaf.conf"));
+    }
+
+    let (hub, _files) = support::start_hub(dir, &store, &pki, ports).await;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    let start_node = |node: usize| {
+        NatsServer::start_file(
+            configs[node].parent().unwrap(),
+            &format!("node-{node}"),
+            &configs[node],
+            clients[node],
+        )
+        .unwrap()
+    };
+    let mut nodes: Vec<NatsServer> = (0..3).map(start_node).collect();
+    let monitor = |node: usize| monitor_base + node as u16;
+    let log_paths: Vec<std::path::PathBuf> = (0..3)
+        .map(|i| configs[i].parent().unwrap().join(format!("node-{i}.log")))
+        .collect();
+    let logs = || {
+        let mut text = String::new();
+        for (i, path) in log_paths.iter().enumerate() {
+            let log = std::fs::read_to_string(path).unwrap_or_default();
+            text.push_str(&format!("--- node {i}\n{log}\n"));
+        }
+        text
+    };
+
+    // Routes form among the three, and each node has its own hub link.
+    wait_for(
+        || async { (0..3).all(|n| route_peers(monitor(n)) == 2) },
+        "every node routing to the two others",
+        &logs,
+    )
+    .await;
+    wait_for(
+        || async { (0..3).all(|n| hub_linked(monitor(n))) },
+        "every node's hub link",
+        &logs,
+    )
+    .await;
+    let hub_leafz: serde_json::Value =
+        serde_json::from_str(&http_get(ports.monitor, "/leafz").unwrap()).unwrap();
+    assert_eq!(hub_leafz["leafnodes"], 3, "the hub holds three links");
+
+    // A collector with the three node URLs; the buffer stream has 3 replicas.
+    let ca = pki.tenant_ca(&store, &acme).await.unwrap();
+    let cert = serviceradar_pki::issue_collector(
+        &ca,
+        serviceradar_pki::TenantRef {
+            id: acme.id.as_uuid(),
+            slug: acme.slug.as_str(),
+        },
+        uuid::Uuid::now_v7(),
+        &pki.issue_options(),
+    )
+    .unwrap();
+    let (cert_path, key_path) = (dir.join("collector.pem"), dir.join("collector-key.pem"));
+    std::fs::write(&cert_path, cert.full_chain_pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pem.as_bytes()).unwrap();
+    let addrs: Vec<async_nats::ServerAddr> = urls.iter().map(|u| u.parse().unwrap()).collect();
+    let collector = async_nats::ConnectOptions::new()
+        .require_tls(true)
+        .add_root_certificates(root.join("certs/ca-chain.pem"))
+        .add_client_certificate(cert_path, key_path)
+        .connection_timeout(Duration::from_secs(5))
+        .retry_on_initial_connect()
+        .connect(addrs)
+        .await
+        .expect("collector connects to the cluster");
+    let js = async_nats::jetstream::new(collector.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let replicas = loop {
+        if let Ok(mut stream) = js.get_stream("EDGE_BUFFER").await
+            && let Ok(info) = stream.info().await
+        {
+            break info.config.num_replicas;
+        }
+        assert!(Instant::now() < deadline, "no buffer\n{}", logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        replicas, 3,
+        "the site's buffer is replicated on three nodes"
+    );
+
+    let leaf_state = || async {
+        store
+            .scoped(TenantScope::for_system_task(acme.id))
+            .leaf_for_site(site.id)
+            .await
+            .map(|leaf| leaf.status)
+            .ok()
+    };
+    wait_for(
+        || async { leaf_state().await == Some(LeafStatus::Connected) },
+        "the site connected",
+        &logs,
+    )
+    .await;
+
+    // Load at 500 msg/s, then SIGKILL the node the collector is on.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let load = publisher(
+        js.clone(),
+        "edge.acme.plant.events.load",
+        500,
+        stop.clone(),
+        acked.clone(),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let port = collector.server_info().port;
+    let victim = clients.iter().position(|p| *p == port).unwrap_or(0);
+    let before = acked.load(Ordering::SeqCst);
+    nodes[victim].kill();
+    let killed = Instant::now();
+    // The site stays linked while the node is down, and the load continues.
+    while killed.elapsed() < Duration::from_secs(8) {
+        assert_eq!(
+            leaf_state().await,
+            Some(LeafStatus::Connected),
+            "the site went down with one node\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let during = acked.load(Ordering::SeqCst) - before;
+    assert!(
+        during > 1000,
+        "only {during} messages acknowledged in the 8 s after the kill\n{}",
+        logs()
+    );
+    for n in (0..3).filter(|n| *n != victim) {
+        assert!(hub_linked(monitor(n)), "node {n} lost its hub link");
+    }
+
+    // The node comes back: it rejoins the routes and links to the hub again.
+    nodes[victim] = start_node(victim);
+    wait_for(
+        || async { (0..3).all(|n| route_peers(monitor(n)) == 2) },
+        "the restarted node rejoining the routes",
+        &logs,
+    )
+    .await;
+    wait_for(
+        || async { hub_linked(monitor(victim)) },
+        "the restarted node's hub link",
+        &logs,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::SeqCst);
+    let sent = load.await.unwrap();
+
+    // Every acknowledged message is stored once.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = stored(&store, &acme).await;
+        assert!(
+            got <= sent as i64,
+            "{got} stored of {sent} sent: duplicates"
+        );
+        if got == sent as i64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {got} of {sent} stored\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = stored(&store, &acme).await;
+    serviceradar_testkit::report(&format!(
+        "leaf cluster: node {victim} SIGKILLed under 500 msg/s: sent {sent}, stored {got}, \
+         {during} acknowledged in the 8 s after the kill"
+    ));
+    assert_eq!(got, sent as i64, "sent = stored, no duplicates");
+
+    drop(hub);
+    let _ = tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), running).await;
+}
