@@ -22,63 +22,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use serviceradar_domain::Scope;
-use support::{Core, SiteAgent};
+use support::{Api, SiteAgent};
 
 const PASSWORD: &str = "control stream test password";
-
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Api {
-    async fn new(core: &Core, tenant: &str, email: &str) -> Self {
-        let token = serviceradar_control::tokens::create_token_for(
-            &core.store,
-            tenant,
-            email,
-            "t",
-            &Scope::ALL,
-            1,
-        )
-        .await
-        .expect("token");
-        Self {
-            http: reqwest::Client::new(),
-            base: format!("http://127.0.0.1:{}/api/v1", core.http_port),
-            token,
-        }
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let reply = req.send().await.expect("request");
-        let status = reply.status();
-        let text = reply.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.call(reqwest::Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call(reqwest::Method::POST, path, Some(body)).await
-    }
-}
 
 /// Starts the agent binary against `gateway_port`; its log lines go to the
 /// test's output.

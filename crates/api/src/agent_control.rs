@@ -1,6 +1,7 @@
 //! A site's edge agent, driven: commands (`/edge-sites/{id}/agent/commands`)
 //! delivered over the agent's control stream, and the agent's configured
-//! checks (`/edge-sites/{id}/agent/checks`), pushed to it on every change.
+//! checks (`/edge-sites/{id}/agent/checks`), pushed to it on every change,
+//! and the results it uploaded (`/edge-sites/{id}/agent/results`).
 //!
 //! A command for an agent without an open control stream answers `409` with
 //! code `agent_offline` at once; the history keeps it with status `offline`.
@@ -9,10 +10,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 use serviceradar_control::agent_control::{CheckInput, IssueCommand};
+use serviceradar_control::telemetry::TelemetryQuery;
 use serviceradar_control::{Control, PageParams};
 use serviceradar_domain::agent_control::CheckConfig;
 use serviceradar_http::{ApiError, ApiJson, ApiQuery, Caller, ErrorBody, ListResponse, path_id};
-use serviceradar_store::AgentCommand;
+use serviceradar_store::{AgentCommand, StoredUpload};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -23,6 +25,107 @@ pub(super) fn router() -> OpenApiRouter<Control> {
         .routes(routes!(get_command))
         .routes(routes!(list_checks, add_check))
         .routes(routes!(change_check, remove_check))
+        .routes(routes!(list_results))
+        .routes(routes!(get_result))
+}
+
+/// A results upload of a site's agent (`PushResults`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResultUploadResponse {
+    /// Id (for `GET .../agent/results/{rid}`).
+    pub id: String,
+    /// Site.
+    pub edge_site_id: String,
+    /// Agent.
+    pub agent_id: String,
+    /// The agent's id for the upload.
+    pub upload_id: String,
+    /// As the agent declared it.
+    pub content_type: String,
+    /// Chunks stored.
+    pub chunks: u64,
+    /// Bytes stored.
+    pub bytes: u64,
+    /// Whether the last chunk arrived.
+    pub complete: bool,
+    /// When the last chunk arrived (Unix ms).
+    pub completed_at: Option<i64>,
+    /// First chunk (Unix ms).
+    pub created_at: i64,
+}
+
+impl From<StoredUpload> for ResultUploadResponse {
+    fn from(u: StoredUpload) -> Self {
+        Self {
+            id: u.id.to_string(),
+            edge_site_id: u.edge_site_id.to_string(),
+            agent_id: u.agent_id.to_string(),
+            upload_id: u.upload_id,
+            content_type: u.content_type,
+            chunks: u.chunks,
+            bytes: u.bytes,
+            complete: u.completed_at.is_some(),
+            completed_at: u.completed_at,
+            created_at: u.created_at,
+        }
+    }
+}
+
+/// The results the site's agent uploaded, created within `from`..`to`
+/// (Unix ms), oldest first.
+#[utoipa::path(get, path = "/edge-sites/{id}/agent/results", tag = "edge-sites",
+    params(("id" = String, Path, description = "Site id"), TelemetryQuery, PageParams),
+    responses((status = 200, body = ListResponse<ResultUploadResponse>), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn list_results(
+    State(control): State<Control>,
+    Caller(auth): Caller,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<TelemetryQuery>,
+    ApiQuery(page): ApiQuery<PageParams>,
+) -> Result<ApiJson<ListResponse<ResultUploadResponse>>, ApiError> {
+    let page = control
+        .list_agent_results(&auth.actor, path_id(&id)?, &query, &page)
+        .await?;
+    Ok(ApiJson(ListResponse::from_page(page, Into::into)))
+}
+
+/// One upload's content, as bytes (`application/octet-stream`, as an
+/// attachment: the agent's declared type is in `X-Upload-Content-Type`).
+#[utoipa::path(get, path = "/edge-sites/{id}/agent/results/{rid}", tag = "edge-sites",
+    params(("id" = String, Path, description = "Site id"), ("rid" = String, Path, description = "Upload id")),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, body = ErrorBody)))]
+pub async fn get_result(
+    State(control): State<Control>,
+    Caller(auth): Caller,
+    Path((id, rid)): Path<(String, String)>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    let (upload, bytes) = control
+        .agent_result(&auth.actor, path_id(&id)?, &rid)
+        .await?;
+    let declared = header::HeaderValue::from_str(&upload.content_type)
+        .unwrap_or(header::HeaderValue::from_static("application/octet-stream"));
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/octet-stream"),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                header::HeaderValue::from_static("attachment"),
+            ),
+            (
+                header::HeaderName::from_static("x-upload-content-type"),
+                declared,
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 /// A command to a site's agent.

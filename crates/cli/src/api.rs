@@ -520,6 +520,55 @@ pub struct AgentCommandArgs {
     pub config: ConfigFile,
 }
 
+/// `agent results`: the results uploads of a site's agent.
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  serviceradar-cli agent results 0190… --from 1767225600000")]
+pub struct AgentResultsArgs {
+    /// Site id.
+    pub site: String,
+    /// Only uploads created at or after this time (Unix ms).
+    #[arg(long)]
+    pub from: Option<i64>,
+    /// Only uploads created before this time (Unix ms).
+    #[arg(long)]
+    pub to: Option<i64>,
+    #[command(flatten)]
+    pub config: ConfigFile,
+}
+
+/// `agent results`: one line per upload (the range is checked by the API).
+pub async fn agent_results(args: AgentResultsArgs, json: bool) -> Outcome {
+    let query = [("from", args.from), ("to", args.to)]
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+        .collect::<Vec<_>>()
+        .join("&");
+    let value = Api::load(&args.config)?
+        .json(
+            reqwest::Method::GET,
+            &format!("/edge-sites/{}/agent/results?{query}", args.site),
+            None,
+        )
+        .await?;
+    print(json, &value, |v| {
+        for u in v["items"].as_array().into_iter().flatten() {
+            println!(
+                "{}  {}  {} bytes  {}  {}",
+                u["id"].as_str().unwrap_or("?"),
+                u["upload_id"].as_str().unwrap_or("?"),
+                u["bytes"],
+                u["content_type"].as_str().unwrap_or("?"),
+                if u["complete"] == true {
+                    "complete"
+                } else {
+                    "incomplete"
+                }
+            );
+        }
+    });
+    Ok(())
+}
+
 /// `agent checks …`
 #[derive(Debug, Subcommand)]
 pub enum ChecksCommand {

@@ -133,6 +133,8 @@ serviceradar-cli agent setup --state-dir ./edge --foreground")]
     /// The checks a site's agent runs (operator).
     #[command(subcommand)]
     Checks(api::ChecksCommand),
+    /// The results a site's agent uploaded, in a time range.
+    Results(api::AgentResultsArgs),
 }
 
 /// Where this box's identity and configs live.
@@ -168,6 +170,7 @@ fn main() -> ExitCode {
             Command::Agent(AgentCommand::Setup(args)) => leaf::agent_setup(&args, json).await,
             Command::Agent(AgentCommand::Command(args)) => api::agent_command(args, json).await,
             Command::Agent(AgentCommand::Checks(command)) => api::agent_checks(command, json).await,
+            Command::Agent(AgentCommand::Results(args)) => api::agent_results(args, json).await,
             Command::Collector(CollectorCommand::Add(args)) => {
                 edge::collector_add(&args, json).await
             }

@@ -14,7 +14,7 @@ use serviceradar_domain::agent_control::{
 use serviceradar_domain::validate::FieldErrors;
 use serviceradar_domain::{Action, Actor, EdgeSiteId};
 use serviceradar_store::health::AgentRecord;
-use serviceradar_store::{AgentCommand, Page, Scoped};
+use serviceradar_store::{AgentCommand, Page, Scoped, StoredUpload};
 
 use crate::{Control, ControlError, PageParams};
 
@@ -167,6 +167,34 @@ impl Control {
             return Err(ControlError::NotFound);
         }
         Ok(command)
+    }
+
+    /// The results uploads of the site's agent (`PushResults`), created
+    /// within the query's time range, oldest first.
+    pub async fn list_agent_results(
+        &self,
+        actor: &Actor,
+        site: EdgeSiteId,
+        query: &crate::telemetry::TelemetryQuery,
+        page: &PageParams,
+    ) -> Result<Page<StoredUpload>, ControlError> {
+        let (scoped, page, range) =
+            self.listing(actor, Action::ReadData, page, |errors| query.range(errors))?;
+        scoped.site(site).await?;
+        Ok(scoped.agent_uploads(site, range, &page).await?)
+    }
+
+    /// One results upload of the site with its content (`id` as the path
+    /// gave it).
+    pub async fn agent_result(
+        &self,
+        actor: &Actor,
+        site: EdgeSiteId,
+        id: &str,
+    ) -> Result<(StoredUpload, Vec<u8>), ControlError> {
+        let scoped = self.scoped(actor, Action::ReadData)?;
+        let id: uuid::Uuid = id.parse().map_err(|_| ControlError::NotFound)?;
+        Ok(scoped.agent_upload(site, id).await?)
     }
 
     /// The checks configured for the site's agent.

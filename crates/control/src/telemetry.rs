@@ -34,6 +34,34 @@ pub struct DeadLetterQuery {
     pub cursor: Option<String>,
 }
 
+impl TelemetryQuery {
+    /// The range, checked once for every list that takes one: times are
+    /// Unix milliseconds and `to` is later than `from`.
+    pub(crate) fn range(
+        &self,
+        errors: &mut serviceradar_domain::validate::FieldErrors,
+    ) -> TimeRange {
+        for (field, value) in [("from", self.from), ("to", self.to)] {
+            if value.is_some_and(|v| v < 0) {
+                errors
+                    .0
+                    .push(FieldError::new(field, "must be Unix milliseconds (>= 0)"));
+            }
+        }
+        if let (Some(from), Some(to)) = (self.from, self.to)
+            && from >= to
+        {
+            errors
+                .0
+                .push(FieldError::new("to", "must be later than from"));
+        }
+        TimeRange {
+            from: self.from,
+            to: self.to,
+        }
+    }
+}
+
 impl Control {
     /// A page of the tenant's dead letters (messages the pipeline refused,
     /// with why), newest first, and the next page's cursor. `Unavailable`
@@ -93,26 +121,8 @@ impl Control {
         query: &TelemetryQuery,
         page: &PageParams,
     ) -> Result<Page<StoredRecord>, ControlError> {
-        let (scoped, page, ()) = self.listing(actor, Action::ReadData, page, |errors| {
-            for (field, value) in [("from", query.from), ("to", query.to)] {
-                if value.is_some_and(|v| v < 0) {
-                    errors
-                        .0
-                        .push(FieldError::new(field, "must be Unix milliseconds (>= 0)"));
-                }
-            }
-            if let (Some(from), Some(to)) = (query.from, query.to)
-                && from >= to
-            {
-                errors
-                    .0
-                    .push(FieldError::new("to", "must be later than from"));
-            }
-        })?;
-        let range = TimeRange {
-            from: query.from,
-            to: query.to,
-        };
+        let (scoped, page, range) =
+            self.listing(actor, Action::ReadData, page, |errors| query.range(errors))?;
         Ok(scoped.list_telemetry(kind, range, &page).await?)
     }
 }

@@ -5,10 +5,16 @@
 //! updates (ack / progress / result, stored with a compare-and-set on the
 //! command's status).
 //!
+//! The same session serves both protocols: ours (`serviceradar.agent.v1`)
+//! and ServiceRadar's (`monitoring`, [`crate::monitoring`]); a [`Dialect`]
+//! only translates messages, so every rule (claim check, acknowledgements,
+//! the command status compare-and-set, result limits) exists once.
+//!
 //! The caller is resolved from its certificate *without* the identity cache,
 //! so a revoked agent cannot open a stream; a revocation closes an open one
 //! with `PERMISSION_DENIED` (through [`crate::links::AgentLinks::revoked`]).
 
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +24,10 @@ use serviceradar_domain::agent_control::CommandStatus;
 use serviceradar_proto::MAX_COMMAND_RESULT_BYTES;
 use serviceradar_proto::v1::agent_message::Body as AgentBody;
 use serviceradar_proto::v1::control_message::Body as ControlBody;
-use serviceradar_proto::v1::{AgentMessage, Command, CommandUpdate, ControlMessage};
-use serviceradar_store::Store;
+use serviceradar_proto::v1::{
+    AgentConfig, AgentMessage, Command, CommandUpdate, ControlMessage, IdentityClaim,
+};
+use serviceradar_store::{AgentCommand, Store};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
@@ -30,17 +38,90 @@ use crate::links::LinkEvent;
 use crate::service::{GatewayService, agent_config, internal_status, span};
 
 /// The gateway's half of a control stream.
-pub type ControlStreamOut =
-    Pin<Box<dyn futures_core::Stream<Item = Result<ControlMessage, Status>> + Send + 'static>>;
+pub type OutStream<T> =
+    Pin<Box<dyn futures_core::Stream<Item = Result<T, Status>> + Send + 'static>>;
+/// The gateway's half of our own protocol's control stream.
+pub type ControlStreamOut = OutStream<ControlMessage>;
+
+/// What an agent says on its control stream, whichever protocol it speaks.
+pub(crate) enum Inbound {
+    /// The config version it now runs.
+    ConfigAck(String),
+    /// Ack, progress or result of a command.
+    Update(CommandUpdate),
+}
+
+/// A control stream protocol: how its messages translate to and from the
+/// session's.
+pub(crate) trait Dialect: Send + Sync + 'static {
+    /// Agent -> gateway.
+    type In: Send + 'static;
+    /// Gateway -> agent.
+    type Out: Send + 'static;
+    /// The first message: the identity it claims and what else it says.
+    fn first(message: Self::In) -> Result<(IdentityClaim, Option<Inbound>), Status>;
+    /// A later message: the agent id it claims (if any) and what it says.
+    fn next(message: Self::In) -> (Option<String>, Option<Inbound>);
+    /// The agent's config (`changed_at`: when its checks last changed, Unix ms).
+    fn config(config: AgentConfig, changed_at: i64) -> Self::Out;
+    /// A command, already marked `sent`.
+    fn command(command: &AgentCommand) -> Self::Out;
+}
+
+/// Our own protocol (`serviceradar.agent.v1.AgentGateway/ControlStream`).
+pub(crate) struct Native;
+
+impl Dialect for Native {
+    type In = AgentMessage;
+    type Out = ControlMessage;
+
+    fn first(message: AgentMessage) -> Result<(IdentityClaim, Option<Inbound>), Status> {
+        let (claim, body) = Self::next_parts(message);
+        Ok((claim.unwrap_or_default(), body))
+    }
+
+    fn next(message: AgentMessage) -> (Option<String>, Option<Inbound>) {
+        let (claim, body) = Self::next_parts(message);
+        (claim.map(|c| c.agent_id), body)
+    }
+
+    fn config(config: AgentConfig, _changed_at: i64) -> ControlMessage {
+        ControlMessage {
+            body: Some(ControlBody::Config(config)),
+        }
+    }
+
+    fn command(c: &AgentCommand) -> ControlMessage {
+        ControlMessage {
+            body: Some(ControlBody::Command(Command {
+                id: c.id.to_string(),
+                kind: c.kind.as_str().to_owned(),
+                expires_at_ms: c.expires_at,
+            })),
+        }
+    }
+}
+
+impl Native {
+    fn next_parts(message: AgentMessage) -> (Option<IdentityClaim>, Option<Inbound>) {
+        let body = message.body.map(|b| match b {
+            AgentBody::ConfigAck(ack) => Inbound::ConfigAck(ack.version),
+            AgentBody::Update(update) => Inbound::Update(update),
+        });
+        (message.claim, body)
+    }
+}
 
 /// How long the gateway waits for the agent's first message.
 const FIRST_MESSAGE: Duration = Duration::from_secs(10);
 
 impl GatewayService {
-    pub(crate) async fn open_control_stream(
+    /// Opens a control stream of dialect `D` (`rpc` names it in logs and audits).
+    pub(crate) async fn open_control_stream<D: Dialect>(
         &self,
-        request: Request<Streaming<AgentMessage>>,
-    ) -> Result<Response<ControlStreamOut>, Status> {
+        rpc: &'static str,
+        request: Request<Streaming<D::In>>,
+    ) -> Result<Response<OutStream<D::Out>>, Status> {
         let certs = request.peer_certs();
         let (id, revoked_at) = lookup(
             &self.store,
@@ -51,29 +132,29 @@ impl GatewayService {
         if revoked_at.is_some() {
             return Err(revoked());
         }
-        let span = span("ControlStream", &id);
+        let span = span(rpc, &id);
         async {
             let mut inbound = request.into_inner();
             let first = tokio::time::timeout(FIRST_MESSAGE, inbound.message())
                 .await
                 .map_err(|_| Status::deadline_exceeded("send a first message with the claim"))??
                 .ok_or_else(|| Status::cancelled("the stream ended before its first message"))?;
-            self.check_claim("ControlStream", &id, first.claim.as_ref())
-                .await?;
+            let (claim, body) = D::first(first)?;
+            self.check_claim(rpc, &id, Some(&claim)).await?;
             self.seen(&id).await?;
             let (generation, events) = self.links.attach(id.agent_id);
             let (out, out_rx) = mpsc::channel(16);
             let config = self.config_for(&id).await?;
-            let _ = out.try_send(Ok(ControlMessage {
-                body: Some(ControlBody::Config(config)),
-            }));
-            let stream = Session {
+            let changed_at = self.config_changed_at(&id).await?;
+            let _ = out.try_send(Ok(D::config(config, changed_at)));
+            let stream = Session::<D> {
                 store: self.store.clone(),
                 settings: self.settings.clone(),
                 id: id.clone(),
                 out,
+                dialect: PhantomData,
             };
-            if let Some(body) = first.body {
+            if let Some(body) = body {
                 stream.handle(body).await;
             }
             let links = self.links.clone();
@@ -86,7 +167,7 @@ impl GatewayService {
                 }
                 .instrument(tracing::Span::current()),
             );
-            let out: ControlStreamOut =
+            let out: OutStream<D::Out> =
                 Box::pin(tokio_stream::wrappers::ReceiverStream::new(out_rx));
             Ok(Response::new(out))
         }
@@ -96,42 +177,42 @@ impl GatewayService {
 }
 
 /// One open stream.
-struct Session {
+struct Session<D: Dialect> {
     store: Store,
     settings: Arc<GatewaySettings>,
     id: AgentIdentity,
-    out: mpsc::Sender<Result<ControlMessage, Status>>,
+    out: mpsc::Sender<Result<D::Out, Status>>,
+    dialect: PhantomData<D>,
 }
 
-impl Session {
-    async fn run(
-        &self,
-        mut inbound: Streaming<AgentMessage>,
-        mut events: mpsc::Receiver<LinkEvent>,
-    ) {
+impl<D: Dialect> Session<D> {
+    async fn run(&self, mut inbound: Streaming<D::In>, mut events: mpsc::Receiver<LinkEvent>) {
         loop {
             tokio::select! {
                 event = events.recv() => match event {
                     // Replaced by a newer stream of the same agent.
                     None => return,
                     Some(LinkEvent::Command(c)) => {
-                        let message = ControlMessage {
-                            body: Some(ControlBody::Command(Command {
-                                id: c.id.to_string(),
-                                kind: c.kind.as_str().to_owned(),
-                                expires_at_ms: c.expires_at,
-                            })),
-                        };
+                        let message = D::command(&c);
                         tracing::info!(command_id = %c.id, kind = c.kind.as_str(), "command sent");
                         if self.out.send(Ok(message)).await.is_err() {
                             return;
                         }
                     }
                     Some(LinkEvent::ConfigChanged) => {
-                        match agent_config(&self.store, &self.settings, &self.id).await {
-                            Ok(config) => {
+                        let read = async {
+                            let config = agent_config(&self.store, &self.settings, &self.id).await?;
+                            let changed_at = self
+                                .store
+                                .scoped(TenantScope::for_system_task(self.id.tenant_id))
+                                .agent_config_changed_at(self.id.agent_id)
+                                .await?;
+                            Ok::<_, serviceradar_store::StoreError>((config, changed_at))
+                        };
+                        match read.await {
+                            Ok((config, changed_at)) => {
                                 tracing::info!(version = %config.version, "config pushed");
-                                let message = ControlMessage { body: Some(ControlBody::Config(config)) };
+                                let message = D::config(config, changed_at);
                                 if self.out.send(Ok(message)).await.is_err() {
                                     return;
                                 }
@@ -150,14 +231,15 @@ impl Session {
                 },
                 message = inbound.message() => match message {
                     Ok(Some(m)) => {
-                        if let Some(claim) = &m.claim
-                            && (!claim.agent_id.is_empty() && !claim.agent_id.eq_ignore_ascii_case(&self.id.agent_id.to_string()))
+                        let (claimed, body) = D::next(m);
+                        if let Some(claimed) = claimed
+                            && (!claimed.is_empty() && !claimed.eq_ignore_ascii_case(&self.id.agent_id.to_string()))
                         {
                             let _ = self.out.send(Err(Status::permission_denied(
                                 "agent_id does not match the client certificate"))).await;
                             return;
                         }
-                        if let Some(body) = m.body {
+                        if let Some(body) = body {
                             self.handle(body).await;
                         }
                     }
@@ -168,20 +250,20 @@ impl Session {
         }
     }
 
-    async fn handle(&self, body: AgentBody) {
+    async fn handle(&self, body: Inbound) {
         let scoped = self
             .store
             .scoped(TenantScope::for_system_task(self.id.tenant_id));
         match body {
-            AgentBody::ConfigAck(ack) => {
-                let version: String = ack.version.chars().take(64).collect();
+            Inbound::ConfigAck(version) => {
+                let version: String = version.chars().take(64).collect();
                 if let Err(e) = scoped.ack_agent_config(self.id.agent_id, &version).await {
                     tracing::error!(error = %e, "recording a config acknowledgement failed");
                 } else {
                     tracing::info!(%version, "agent runs config");
                 }
             }
-            AgentBody::Update(update) => {
+            Inbound::Update(update) => {
                 if let Err(e) = self.update(update).await {
                     tracing::error!(error = %e, "recording a command update failed");
                 }

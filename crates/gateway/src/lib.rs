@@ -24,12 +24,16 @@
 //! * **Control stream** (`ControlStream`, [`links`]): config pushes and
 //!   commands to connected agents, across replicas through PostgreSQL
 //!   `NOTIFY`.
+//! * **ServiceRadar agents** ([`monitoring`]): ServiceRadar's
+//!   `monitoring.AgentGatewayService` on the same port, translated onto the
+//!   same service.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serviceradar_pki::issue_platform_server;
+use serviceradar_proto::monitoring::agent_gateway_service_server::AgentGatewayServiceServer;
 use serviceradar_proto::v1::agent_gateway_server::AgentGatewayServer;
 use serviceradar_proto::v1::device_enrollment_server::DeviceEnrollmentServer;
 use serviceradar_store::Store;
@@ -46,6 +50,7 @@ mod control;
 pub mod devices;
 pub mod identity;
 pub mod links;
+pub mod monitoring;
 mod renewal;
 pub mod service;
 
@@ -113,18 +118,72 @@ pub struct GatewayTls {
 }
 
 impl GatewayTls {
-    /// Issues a fresh gateway server certificate from the platform root for `hosts`.
+    /// The gateway's server certificate for `hosts`: the stored one
+    /// (migration 0024, shared by every replica and kept across restarts)
+    /// while it names the same hosts, chains to the current root and has
+    /// more than a third of its lifetime left; otherwise a new one from the
+    /// platform root, stored in place of the old (compare-and-set, so
+    /// replicas starting together issue once).
     pub async fn issue(store: &Store, pki: &Pki, hosts: &[String]) -> Result<Self, GatewayError> {
         let root = pki
             .root_ca(store)
             .await
             .map_err(|e| GatewayError::RootCa(e.into()))?;
+        let client_root_pem = root.cert_pem().to_owned();
+        let names = hosts.join(",");
+        let aad = serviceradar_identity::aad::platform(GATEWAY_CERT);
+        let stored = store
+            .server_certificate(GATEWAY_CERT)
+            .await
+            .map_err(|e| GatewayError::Certificate(e.into()))?;
+        let now = serviceradar_store::now_ms();
+        let usable = |r: &serviceradar_store::ServerCertRecord| {
+            let fresh = r.not_after - now > (r.not_after - r.created_at) / 3;
+            let same = r.hosts == names && r.cert_pem.contains(client_root_pem.trim());
+            (fresh && same)
+                .then(|| pki.open(&r.key_sealed, &aad).ok())
+                .flatten()
+        };
+        if let Some(record) = &stored
+            && let Some(key_pem) = usable(record)
+        {
+            tracing::info!(
+                not_after_ms = record.not_after,
+                "gateway certificate reused"
+            );
+            return Ok(Self {
+                cert_chain_pem: record.cert_pem.clone(),
+                key_pem,
+                client_root_pem,
+            });
+        }
         let server = issue_platform_server(&root, "gateway", hosts, &pki.issue_options())
             .map_err(|e| GatewayError::Certificate(e.into()))?;
+        let record = serviceradar_store::ServerCertRecord {
+            hosts: names,
+            cert_pem: server.full_chain_pem(),
+            key_sealed: pki.seal(&server.key_pem, &aad),
+            not_after: i64::try_from(server.not_after.unix_timestamp_nanos() / 1_000_000)
+                .unwrap_or(i64::MAX),
+            created_at: now,
+        };
+        let kept = store
+            .put_server_certificate(GATEWAY_CERT, &record, stored.map(|r| r.created_at))
+            .await
+            .map_err(|e| GatewayError::Certificate(e.into()))?;
+        tracing::info!(not_after_ms = kept.not_after, "gateway certificate issued");
+        // Another replica may have stored its own at the same time: use the
+        // stored one, so every replica presents the same certificate.
+        let key_pem = if kept.created_at == record.created_at && kept.cert_pem == record.cert_pem {
+            server.key_pem.clone()
+        } else {
+            pki.open(&kept.key_sealed, &aad)
+                .map_err(|e| GatewayError::Certificate(e.into()))?
+        };
         Ok(Self {
-            cert_chain_pem: server.full_chain_pem(),
-            key_pem: server.key_pem.clone(),
-            client_root_pem: root.cert_pem().to_owned(),
+            cert_chain_pem: kept.cert_pem,
+            key_pem,
+            client_root_pem,
         })
     }
 
@@ -139,6 +198,9 @@ impl GatewayTls {
             .timeout(Duration::from_secs(10))
     }
 }
+
+/// The stored certificate's name (and its key's sealing context).
+const GATEWAY_CERT: &str = "gateway";
 
 /// Listen backlog: a reconnect storm of thousands of agents must not
 /// overflow the accept queue (the kernel caps it at `net.core.somaxconn`).
@@ -218,6 +280,7 @@ impl Gateway {
         // Control streams never end by themselves: close them when stopping,
         // so the graceful shutdown does not wait for them.
         let links = self.service.links.clone();
+        let service = Arc::new(self.service);
         let shutdown = async move {
             shutdown.await;
             links.close_all();
@@ -227,9 +290,15 @@ impl Gateway {
             .http2_keepalive_interval(Some(Duration::from_secs(60)))
             .timeout(Duration::from_secs(60))
             .add_service(
-                AgentGatewayServer::new(self.service).max_decoding_message_size(
+                AgentGatewayServer::from_arc(service.clone()).max_decoding_message_size(
                     serviceradar_proto::MAX_COMMAND_RESULT_BYTES + 64 * 1024,
                 ),
+            )
+            .add_service(
+                AgentGatewayServiceServer::new(monitoring::Monitoring::new(service))
+                    .max_decoding_message_size(
+                        serviceradar_proto::MAX_COMMAND_RESULT_BYTES + 64 * 1024,
+                    ),
             )
             .add_service(DeviceEnrollmentServer::new(self.devices))
             .serve_with_incoming_shutdown(incoming, shutdown)

@@ -4,9 +4,7 @@
 //! ([`super::identity`]), then checks the request's identity claims against
 //! it. Contact of any kind counts as agent activity ([`Health::agent_seen`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use prost::Message;
 use serviceradar_proto::v1::agent_gateway_server::AgentGateway;
@@ -16,7 +14,7 @@ use serviceradar_proto::v1::{
     PushStatusResponse, RenewRequest, RenewResponse, ResultsChunk,
 };
 use serviceradar_proto::{MAX_CHUNK_BYTES, MAX_UPLOAD_BYTES};
-use serviceradar_store::{Store, StoreError};
+use serviceradar_store::{ChunkIn, ChunkOutcome, Store, StoreError};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
@@ -29,16 +27,7 @@ use serviceradar_identity::Pki;
 
 /// Most check results in one `PushStatus`.
 pub const MAX_RESULTS_PER_PUSH: usize = 1_000;
-const UPLOAD_IDLE: Duration = Duration::from_secs(600);
-const MAX_OPEN_UPLOADS_PER_AGENT: usize = 8;
-
-/// State of one (possibly interrupted) `PushResults` upload.
-struct Upload {
-    next_index: u64,
-    bytes: u64,
-    digest: Sha256,
-    touched: Instant,
-}
+const MAX_OPEN_UPLOADS_PER_AGENT: i64 = 8;
 
 /// The gateway service.
 pub struct GatewayService {
@@ -48,7 +37,6 @@ pub struct GatewayService {
     pub(crate) health: Health,
     resolver: IdentityResolver,
     pub(crate) links: AgentLinks,
-    uploads: Mutex<HashMap<(uuid::Uuid, String), Upload>>,
 }
 
 impl GatewayService {
@@ -67,7 +55,6 @@ impl GatewayService {
             health,
             links,
             resolver: IdentityResolver::default(),
-            uploads: Mutex::new(HashMap::new()),
         }
     }
 
@@ -83,7 +70,7 @@ impl GatewayService {
         &self.settings
     }
 
-    async fn caller<T>(&self, request: &Request<T>) -> Result<AgentIdentity, Status> {
+    pub(crate) async fn caller<T>(&self, request: &Request<T>) -> Result<AgentIdentity, Status> {
         let certs = request.peer_certs();
         let id = self
             .resolver
@@ -148,6 +135,117 @@ impl GatewayService {
             Err(StoreError::NotFound) => Err(agent_gone(&id.common_name)),
             Err(e) => Err(internal_status("recording agent contact", &e)),
         }
+    }
+
+    /// Registers an agent's announcement (`Hello` of either protocol):
+    /// version, capabilities and host name (clipped), the site's downloaded
+    /// onboarding packages become installed, and the contact counts.
+    pub(crate) async fn register(
+        &self,
+        id: &AgentIdentity,
+        version: &str,
+        capabilities: &[String],
+        hostname: &str,
+    ) -> Result<(), Status> {
+        let clip = |s: &str, n: usize| s.chars().take(n).collect::<String>();
+        let capabilities = capabilities
+            .iter()
+            .take(32)
+            .map(|c| clip(c, 32))
+            .collect::<Vec<_>>()
+            .join(",");
+        let scoped = self
+            .store
+            .scoped(serviceradar_domain::TenantScope::for_system_task(
+                id.tenant_id,
+            ));
+        scoped
+            .record_agent_hello(
+                id.agent_id,
+                &clip(version, 64),
+                &capabilities,
+                &clip(hostname, 255),
+            )
+            .await
+            .map_err(|e| internal_status("recording hello", &e))?;
+        // The site's agent reports: its downloaded onboarding packages are installed.
+        scoped
+            .install_onboarding_packages(id.site_id)
+            .await
+            .map_err(|e| internal_status("installing onboarding", &e))?;
+        self.seen(id).await
+    }
+
+    /// Records a batch of check results (`PushStatus` of either protocol):
+    /// at most [`MAX_RESULTS_PER_PUSH`], the newest leaf verdict moves the
+    /// leaf's link, the latest result of each check is kept. Returns how
+    /// many were accepted.
+    pub(crate) async fn record_status(
+        &self,
+        id: &AgentIdentity,
+        results: &[serviceradar_proto::v1::CheckResult],
+        dropped: u64,
+    ) -> Result<u32, Status> {
+        if results.len() > MAX_RESULTS_PER_PUSH {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_RESULTS_PER_PUSH} results per push"
+            )));
+        }
+        self.seen(id).await?;
+        // The newest leaf verdict wins.
+        let leaf = results
+            .iter()
+            .filter(|r| r.kind == "nats_leaf")
+            .max_by_key(|r| r.observed_at_ms)
+            .map(|r| {
+                r.status == "ok" && r.leaf.as_ref().is_some_and(|l| l.up && l.remote_connected)
+            });
+        if let Some(up) = leaf {
+            self.health
+                .leaf_link(id, up)
+                .await
+                .map_err(|e| internal_status("recording the leaf link", &e))?;
+        }
+        let clip = |s: &str, n: usize| s.chars().take(n).collect::<String>();
+        let checks: Vec<_> = results
+            .iter()
+            .map(|r| serviceradar_store::AgentCheck {
+                name: clip(&r.name, 128),
+                kind: clip(&r.kind, 16),
+                target: clip(&r.target, 256),
+                status: clip(&r.status, 16),
+                message: clip(&r.message, 512),
+                response_time_us: i64::try_from(r.response_time_us).unwrap_or(i64::MAX),
+                observed_at: r.observed_at_ms,
+            })
+            .collect();
+        self.store
+            .scoped(serviceradar_domain::TenantScope::for_system_task(
+                id.tenant_id,
+            ))
+            .record_agent_checks(id.agent_id, &checks)
+            .await
+            .map_err(|e| internal_status("recording check results", &e))?;
+        metrics::counter!("serviceradar_gateway_results_total").increment(results.len() as u64);
+        if dropped > 0 {
+            metrics::counter!("serviceradar_gateway_dropped_results_total").increment(dropped);
+            tracing::warn!(
+                dropped = dropped,
+                "agent dropped buffered results while offline"
+            );
+        }
+        Ok(u32::try_from(results.len()).unwrap_or(u32::MAX))
+    }
+
+    /// When the agent's configured checks last changed (Unix ms).
+    pub(crate) async fn config_changed_at(&self, id: &AgentIdentity) -> Result<i64, Status> {
+        self.store
+            .scoped(serviceradar_domain::TenantScope::for_system_task(
+                id.tenant_id,
+            ))
+            .agent_config_changed_at(id.agent_id)
+            .await
+            .map_err(|e| internal_status("reading the agent's config time", &e))
     }
 
     /// The config of `id`'s agent ([`agent_config`]).
@@ -247,7 +345,8 @@ impl AgentGateway for GatewayService {
         &self,
         request: Request<Streaming<serviceradar_proto::v1::AgentMessage>>,
     ) -> Result<Response<Self::ControlStreamStream>, Status> {
-        self.open_control_stream(request).await
+        self.open_control_stream::<crate::control::Native>("ControlStream", request)
+            .await
     }
 
     async fn renew_certificates(
@@ -295,35 +394,8 @@ impl AgentGateway for GatewayService {
         async {
             let req = request.into_inner();
             self.check_claim("Hello", &id, req.claim.as_ref()).await?;
-            let clip = |s: &str, n: usize| s.chars().take(n).collect::<String>();
-            let capabilities = req
-                .capabilities
-                .iter()
-                .take(32)
-                .map(|c| clip(c, 32))
-                .collect::<Vec<_>>()
-                .join(",");
-            self.store
-                .scoped(serviceradar_domain::TenantScope::for_system_task(
-                    id.tenant_id,
-                ))
-                .record_agent_hello(
-                    id.agent_id,
-                    &clip(&req.agent_version, 64),
-                    &capabilities,
-                    &clip(&req.hostname, 255),
-                )
-                .await
-                .map_err(|e| crate::service::internal_status("recording hello", &e))?;
-            // The site's agent reports: its downloaded onboarding packages are installed.
-            self.store
-                .scoped(serviceradar_domain::TenantScope::for_system_task(
-                    id.tenant_id,
-                ))
-                .install_onboarding_packages(id.site_id)
-                .await
-                .map_err(|e| crate::service::internal_status("installing onboarding", &e))?;
-            self.seen(&id).await?;
+            self.register(&id, &req.agent_version, &req.capabilities, &req.hostname)
+                .await?;
             tracing::info!(version = %req.agent_version, "agent registered");
             Ok(Response::new(HelloResponse {
                 tenant_id: id.tenant_id.to_string(),
@@ -367,61 +439,8 @@ impl AgentGateway for GatewayService {
             let req = request.into_inner();
             self.check_claim("PushStatus", &id, req.claim.as_ref())
                 .await?;
-            if req.results.len() > MAX_RESULTS_PER_PUSH {
-                return Err(Status::invalid_argument(format!(
-                    "at most {MAX_RESULTS_PER_PUSH} results per push"
-                )));
-            }
-            self.seen(&id).await?;
-            // The newest leaf verdict wins.
-            let leaf = req
-                .results
-                .iter()
-                .filter(|r| r.kind == "nats_leaf")
-                .max_by_key(|r| r.observed_at_ms)
-                .map(|r| {
-                    r.status == "ok" && r.leaf.as_ref().is_some_and(|l| l.up && l.remote_connected)
-                });
-            if let Some(up) = leaf {
-                self.health
-                    .leaf_link(&id, up)
-                    .await
-                    .map_err(|e| internal_status("recording the leaf link", &e))?;
-            }
-            let clip = |s: &str, n: usize| s.chars().take(n).collect::<String>();
-            let checks: Vec<_> = req
-                .results
-                .iter()
-                .map(|r| serviceradar_store::AgentCheck {
-                    name: clip(&r.name, 128),
-                    kind: clip(&r.kind, 16),
-                    target: clip(&r.target, 256),
-                    status: clip(&r.status, 16),
-                    message: clip(&r.message, 512),
-                    response_time_us: i64::try_from(r.response_time_us).unwrap_or(i64::MAX),
-                    observed_at: r.observed_at_ms,
-                })
-                .collect();
-            self.store
-                .scoped(serviceradar_domain::TenantScope::for_system_task(
-                    id.tenant_id,
-                ))
-                .record_agent_checks(id.agent_id, &checks)
-                .await
-                .map_err(|e| internal_status("recording check results", &e))?;
-            metrics::counter!("serviceradar_gateway_results_total")
-                .increment(req.results.len() as u64);
-            if req.dropped > 0 {
-                metrics::counter!("serviceradar_gateway_dropped_results_total")
-                    .increment(req.dropped);
-                tracing::warn!(
-                    dropped = req.dropped,
-                    "agent dropped buffered results while offline"
-                );
-            }
-            Ok(Response::new(PushStatusResponse {
-                accepted: u32::try_from(req.results.len()).unwrap_or(u32::MAX),
-            }))
+            let accepted = self.record_status(&id, &req.results, req.dropped).await?;
+            Ok(Response::new(PushStatusResponse { accepted }))
         }
         .instrument(span("PushStatus", &id))
         .await
@@ -448,7 +467,7 @@ impl AgentGateway for GatewayService {
                         "a chunk holds at most {MAX_CHUNK_BYTES} bytes"
                     )));
                 }
-                let response = self.accept_chunk(&id, chunk)?;
+                let response = self.accept_chunk(&id, chunk).await?;
                 last_response = Some(response);
             }
             self.seen(&id).await?;
@@ -462,65 +481,63 @@ impl AgentGateway for GatewayService {
 }
 
 impl GatewayService {
-    fn accept_chunk(
+    /// Stores one chunk durably ([`serviceradar_store::agent_results`]):
+    /// resumable across restarts and replicas, each chunk stored once.
+    async fn accept_chunk(
         &self,
         id: &AgentIdentity,
         chunk: ResultsChunk,
     ) -> Result<PushResultsResponse, Status> {
-        let mut uploads = self.uploads.lock().expect("uploads lock");
-        uploads.retain(|_, u| u.touched.elapsed() < UPLOAD_IDLE);
-        let key = (id.agent_id, chunk.upload_id.clone());
-        if !uploads.contains_key(&key) {
-            let open = uploads.keys().filter(|(a, _)| *a == id.agent_id).count();
-            if open >= MAX_OPEN_UPLOADS_PER_AGENT {
-                return Err(Status::resource_exhausted("too many unfinished uploads"));
-            }
-            uploads.insert(
-                key.clone(),
-                Upload {
-                    next_index: 0,
-                    bytes: 0,
-                    digest: Sha256::new(),
-                    touched: Instant::now(),
+        let content_type: String = chunk.content_type.chars().take(128).collect();
+        let outcome = self
+            .store
+            .scoped(serviceradar_domain::TenantScope::for_system_task(
+                id.tenant_id,
+            ))
+            .store_upload_chunk(
+                id.site_id,
+                id.agent_id,
+                ChunkIn {
+                    upload_id: &chunk.upload_id,
+                    content_type: &content_type,
+                    index: chunk.chunk_index,
+                    data: &chunk.data,
+                    last: chunk.last,
                 },
-            );
-        }
-        let upload = uploads.get_mut(&key).expect("inserted above");
-        upload.touched = Instant::now();
-        if chunk.chunk_index < upload.next_index {
-            // Already received (a resumed upload re-sent it): acknowledge, skip.
-        } else if chunk.chunk_index > upload.next_index {
-            return Err(Status::failed_precondition(format!(
-                "expected chunk {} of upload {}",
-                upload.next_index, chunk.upload_id
-            )));
-        } else {
-            let bytes = upload.bytes + chunk.data.len() as u64;
-            if bytes > MAX_UPLOAD_BYTES {
-                uploads.remove(&key);
-                return Err(Status::resource_exhausted(format!(
-                    "an upload holds at most {MAX_UPLOAD_BYTES} bytes"
-                )));
+                MAX_UPLOAD_BYTES,
+                MAX_OPEN_UPLOADS_PER_AGENT,
+            )
+            .await
+            .map_err(|e| internal_status("storing a results chunk", &e))?;
+        match outcome {
+            ChunkOutcome::Accepted {
+                next_chunk,
+                bytes,
+                complete,
+            } => {
+                if complete && chunk.last && chunk.chunk_index + 1 == next_chunk {
+                    tracing::info!(upload_id = %chunk.upload_id, bytes, %content_type,
+                        "results upload complete");
+                    metrics::counter!("serviceradar_gateway_upload_bytes_total").increment(bytes);
+                }
+                Ok(PushResultsResponse {
+                    upload_id: chunk.upload_id,
+                    next_chunk_index: next_chunk,
+                    total_bytes: bytes,
+                    complete,
+                })
             }
-            upload.bytes = bytes;
-            upload.digest.update(&chunk.data);
-            upload.next_index += 1;
+            ChunkOutcome::Gap { expected } => Err(Status::failed_precondition(format!(
+                "expected chunk {expected} of upload {}",
+                chunk.upload_id
+            ))),
+            ChunkOutcome::TooLarge => Err(Status::resource_exhausted(format!(
+                "an upload holds at most {MAX_UPLOAD_BYTES} bytes"
+            ))),
+            ChunkOutcome::TooManyOpen => {
+                Err(Status::resource_exhausted("too many unfinished uploads"))
+            }
         }
-        let mut response = PushResultsResponse {
-            upload_id: chunk.upload_id.clone(),
-            next_chunk_index: upload.next_index,
-            total_bytes: upload.bytes,
-            complete: false,
-        };
-        if chunk.last && chunk.chunk_index + 1 == upload.next_index {
-            let done = uploads.remove(&key).expect("present");
-            response.complete = true;
-            tracing::info!(upload_id = %chunk.upload_id, bytes = done.bytes,
-                sha256 = %hex::encode(done.digest.finalize()), content_type = %chunk.content_type,
-                "results upload complete");
-            metrics::counter!("serviceradar_gateway_upload_bytes_total").increment(done.bytes);
-        }
-        Ok(response)
     }
 }
 

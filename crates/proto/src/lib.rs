@@ -2,6 +2,9 @@
 //! and the tonic/prost code generated from it at build time (with protox, so
 //! no `protoc` is needed).
 //!
+//! `proto/monitoring.proto` is ServiceRadar's `monitoring.AgentGatewayService`
+//! (for ServiceRadar's own agents), written from its published interface.
+//!
 //! The `.proto` file is the contract: other languages generate their clients
 //! from it (the test suite calls `Hello` from Python `grpcio`).
 
@@ -13,8 +16,18 @@ pub mod v1 {
     tonic::include_proto!("serviceradar.agent.v1");
 }
 
+/// `monitoring`: ServiceRadar's `AgentGatewayService` (`proto/monitoring.proto`),
+/// which the gateway serves beside its own service so that ServiceRadar's
+/// agents can connect.
+pub mod monitoring {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("monitoring");
+}
+
 /// The `.proto` source, for tools that want to ship or inspect it.
 pub const GATEWAY_PROTO: &str = include_str!("../proto/serviceradar/agent/v1/gateway.proto");
+/// The ServiceRadar-compatible `.proto` source.
+pub const MONITORING_PROTO: &str = include_str!("../proto/monitoring.proto");
 
 /// Most bytes in one `ResultsChunk.data`.
 pub const MAX_CHUNK_BYTES: usize = 256 * 1024;

@@ -312,8 +312,40 @@ impl Scoped<'_> {
         .execute(&mut *tx)
         .await
         .map_err(on_unique("a check with this name exists"))?;
+        self.config_changed(&mut tx, agent, now).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Stamps the agent's `config_changed_at` in the transaction that
+    /// changes its checks.
+    async fn config_changed(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        agent: Uuid,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE agents SET config_changed_at = $1 WHERE tenant_id = $2 AND id = $3")
+            .bind(now)
+            .bind(self.tenant())
+            .bind(agent.to_string())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// When the agent's configured checks last changed (Unix ms; its
+    /// creation when they never did).
+    pub async fn agent_config_changed_at(&self, agent: Uuid) -> Result<i64, StoreError> {
+        let at: Option<i64> = sqlx::query_scalar(
+            "SELECT COALESCE(config_changed_at, created_at) FROM agents \
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(self.tenant())
+        .bind(agent.to_string())
+        .fetch_optional(&self.store.pool)
+        .await?;
+        at.ok_or(StoreError::NotFound)
     }
 
     /// Replaces the check named `check.name` (`NotFound` if there is none).
@@ -322,6 +354,8 @@ impl Scoped<'_> {
         agent: Uuid,
         check: &CheckConfig,
     ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.store.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE agent_check_configs SET kind = $1, target = $2, interval_secs = $3, \
              timeout_ms = $4, updated_at = $5 WHERE tenant_id = $6 AND agent_id = $7 AND name = $8",
@@ -330,13 +364,16 @@ impl Scoped<'_> {
         .bind(&check.target)
         .bind(i64::from(check.interval_secs))
         .bind(i64::from(check.timeout_ms))
-        .bind(now_ms())
+        .bind(now)
         .bind(self.tenant())
         .bind(agent.to_string())
         .bind(&check.name)
-        .execute(&self.store.pool)
+        .execute(&mut *tx)
         .await?;
-        row::affected(&done)
+        row::affected(&done)?;
+        self.config_changed(&mut tx, agent, now).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Removes a check (`NotFound` if there is none).
@@ -345,15 +382,19 @@ impl Scoped<'_> {
         agent: Uuid,
         name: &str,
     ) -> Result<(), StoreError> {
+        let mut tx = self.store.pool.begin().await?;
         let done = sqlx::query(
             "DELETE FROM agent_check_configs WHERE tenant_id = $1 AND agent_id = $2 AND name = $3",
         )
         .bind(self.tenant())
         .bind(agent.to_string())
         .bind(name)
-        .execute(&self.store.pool)
+        .execute(&mut *tx)
         .await?;
-        row::affected(&done)
+        row::affected(&done)?;
+        self.config_changed(&mut tx, agent, now_ms()).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Records the config version the agent acknowledged running.

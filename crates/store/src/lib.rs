@@ -17,6 +17,7 @@
 
 mod agent_checks;
 pub mod agent_control;
+pub mod agent_results;
 mod auth;
 mod auth_cache;
 mod db;
@@ -43,6 +44,7 @@ mod users;
 
 pub use agent_checks::{AgentCheck, MAX_CHECKS_PER_AGENT};
 pub use agent_control::AgentCommand;
+pub use agent_results::{ChunkIn, ChunkOutcome, StoredUpload};
 pub use auth::{LoginRecord, SessionRecord, TokenRecord};
 pub use db::{Backend, Store, now_ms};
 pub use devices::Device;
@@ -55,7 +57,7 @@ pub use onboarding::{
 };
 pub use packages::{NewPackage, PackageFilter, PackageWithSite, SiteSummary};
 pub use page::{Cursor, Page, PageRequest};
-pub use pki::{PlatformSecret, TenantCaRecord, TenantNatsAccount};
+pub use pki::{PlatformSecret, ServerCertRecord, TenantCaRecord, TenantNatsAccount};
 pub use renewal::{EnrolledHost, RenewalOutcome};
 pub use retention::{RetentionPolicy, Swept};
 pub use sites::{

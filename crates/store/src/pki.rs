@@ -295,3 +295,91 @@ pub(crate) async fn insert_nats_account<'e>(
     .await?;
     Ok(())
 }
+
+/// A server certificate of the platform kept across restarts (the gateway's,
+/// migration 0024): re-issued only near its expiry or when its names change.
+#[derive(Clone)]
+pub struct ServerCertRecord {
+    /// The host names it was issued for, comma-separated as given.
+    pub hosts: String,
+    /// Certificate chain (PEM).
+    pub cert_pem: String,
+    /// Sealed private key.
+    pub key_sealed: Vec<u8>,
+    /// Expiry (Unix ms).
+    pub not_after: i64,
+    /// Issue time (Unix ms).
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for ServerCertRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerCertRecord")
+            .field("hosts", &self.hosts)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// The stored server certificate called `name`.
+    pub async fn server_certificate(
+        &self,
+        name: &str,
+    ) -> Result<Option<ServerCertRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT hosts, cert_pem, key_sealed, not_after, created_at \
+             FROM gateway_certificates WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            let r = Cols::of(&row, "gateway_certificates");
+            Ok(ServerCertRecord {
+                hosts: r.get("hosts")?,
+                cert_pem: r.get("cert_pem")?,
+                key_sealed: r.get("key_sealed")?,
+                not_after: r.get("not_after")?,
+                created_at: r.get("created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Stores `record` as `name`: a first one unless one exists
+    /// (`replacing: None`), or in place of the one issued at `replacing`
+    /// (compare-and-set, so concurrent replicas replace it once). Returns
+    /// the row stored afterwards (this one or the winner's).
+    pub async fn put_server_certificate(
+        &self,
+        name: &str,
+        record: &ServerCertRecord,
+        replacing: Option<i64>,
+    ) -> Result<ServerCertRecord, StoreError> {
+        let query = match replacing {
+            None => sqlx::query(
+                "INSERT INTO gateway_certificates (hosts, cert_pem, key_sealed, not_after, \
+                 created_at, name) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
+            ),
+            Some(_) => sqlx::query(
+                "UPDATE gateway_certificates SET hosts = $1, cert_pem = $2, key_sealed = $3, \
+                 not_after = $4, created_at = $5 WHERE name = $6 AND created_at = $7",
+            ),
+        };
+        let query = query
+            .bind(&record.hosts)
+            .bind(&record.cert_pem)
+            .bind(record.key_sealed.clone())
+            .bind(record.not_after)
+            .bind(record.created_at)
+            .bind(name);
+        match replacing {
+            None => query.execute(&self.pool).await?,
+            Some(old) => query.bind(old).execute(&self.pool).await?,
+        };
+        self.server_certificate(name)
+            .await?
+            .ok_or_else(|| StoreError::corrupt("gateway_certificates", "row vanished after insert"))
+    }
+}

@@ -70,6 +70,8 @@ pub struct Swept {
     pub alerts: u64,
     /// Agent commands (the command history, kept like the gateway audit).
     pub agent_commands: u64,
+    /// Agents' results uploads (kept like the tenant's telemetry).
+    pub results: u64,
 }
 
 impl Swept {
@@ -82,6 +84,7 @@ impl Swept {
             + self.gateway_audit
             + self.alerts
             + self.agent_commands
+            + self.results
     }
 }
 
@@ -147,6 +150,7 @@ impl Store {
                 )
                 .await?,
             telemetry: 0,
+            results: 0,
         };
         for (tenant, days) in self.telemetry_retention(policy.telemetry_days).await? {
             let cutoff = before(DAY * days);
@@ -160,6 +164,15 @@ impl Store {
                     )
                     .await?;
             }
+            // Results uploads (their chunks go with them).
+            swept.results += self
+                .delete_chunked(
+                    "agent_uploads",
+                    "id",
+                    "tenant_id = $1 AND created_at < $2",
+                    &[Arg::Text(tenant.clone()), Arg::Int(cutoff)],
+                )
+                .await?;
         }
         Ok(swept)
     }

@@ -239,3 +239,64 @@ pub async fn install_bundle(
         .current_dir(&root));
     prefix.join("etc/serviceradar/nats")
 }
+
+/// The JSON API with a token of `email` (all scopes) in `tenant`.
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    pub token: String,
+}
+
+impl Api {
+    pub async fn new(core: &Core, tenant: &str, email: &str) -> Self {
+        let token = serviceradar_control::tokens::create_token_for(
+            &core.store,
+            tenant,
+            email,
+            "t",
+            &serviceradar_domain::Scope::ALL,
+            1,
+        )
+        .await
+        .expect("token");
+        Self {
+            http: reqwest::Client::new(),
+            base: format!("http://127.0.0.1:{}/api/v1", core.http_port),
+            token,
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let reply = req.send().await.expect("request");
+        let status = reply.status();
+        let text = reply.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    pub async fn get(&self, path: &str) -> (reqwest::StatusCode, serde_json::Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+}
