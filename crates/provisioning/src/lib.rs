@@ -53,6 +53,10 @@ pub struct ProvisioningSettings {
     pub gateway_url: String,
     /// Monitoring listener rendered into every `nats-leaf.conf` (`None` disables it).
     pub leaf_monitoring_listen: Option<String>,
+    /// Render `nats-leaf.conf` with device authorization (the auth callout
+    /// served at the edge by `serviceradar-agent`, whose keys the edge
+    /// generates into the included `device-auth.conf`). Off by default.
+    pub leaf_device_auth: bool,
 }
 
 impl Default for ProvisioningSettings {
@@ -62,6 +66,7 @@ impl Default for ProvisioningSettings {
             saas_nats_url: "tls://127.0.0.1:4222".into(),
             gateway_url: "https://localhost:50051".into(),
             leaf_monitoring_listen: Some("127.0.0.1:8222".into()),
+            leaf_device_auth: false,
         }
     }
 }
@@ -169,6 +174,7 @@ pub fn leaf_config_input(
         LeafConfigInput::new(tenant.slug.as_str(), site.slug.as_str(), &leaf.upstream_url);
     input.client_listen = leaf.local_listen.to_string();
     input.monitoring_listen = settings.leaf_monitoring_listen.clone();
+    input.device_auth = settings.leaf_device_auth;
     input
 }
 
