@@ -13,6 +13,8 @@
 //! * [`renew`] — certificate renewal of a box enrolled with a token.
 //! * [`diagnostics`] — the `collect_diagnostics` command's bundle;
 //!   [`logtail`] — the recent log lines it includes.
+//! * [`device_auth`] — the auth callout beside the site leaf: devices get
+//!   their own subjects and limits from the site's copy of the registry.
 //! * [`status_file`] — last gateway contact and renewal, for the box's CLI.
 
 #![forbid(unsafe_code)]
@@ -20,6 +22,7 @@
 pub mod buffer;
 pub mod checks;
 pub mod config;
+pub mod device_auth;
 pub mod diagnostics;
 pub mod logtail;
 pub mod renew;

@@ -73,6 +73,7 @@ impl Control {
         );
         let (name, limits) = finish(errors, name.zip(limits))?;
         let device = scoped.create_device(site, &name, limits).await?;
+        self.settings().device_changes.announce(actor.tenant_id);
         tracing::info!(tenant_id = %actor.tenant_id, site_id = %site, device_id = %device.id,
             "device registered");
         Ok(device)
@@ -119,6 +120,7 @@ impl Control {
             return Err(ControlError::NotFound);
         }
         let device = scoped.revoke_device(id).await?;
+        self.settings().device_changes.announce(actor.tenant_id);
         tracing::info!(tenant_id = %actor.tenant_id, site_id = %site, device_id = %id,
             "device revoked");
         Ok(device)
@@ -155,6 +157,7 @@ impl Control {
                 }
                 other => ControlError::internal("device_certificate", format!("{other:#}")),
             })?;
+        self.settings().device_changes.announce(actor.tenant_id);
         tracing::info!(tenant_id = %actor.tenant_id, site_id = %site, device_id = %id,
             serial = %cert.serial_hex, not_after = cert.not_after_ms, "device certificate issued");
         Ok(cert)

@@ -69,6 +69,9 @@ pub struct ControlSettings {
     /// Reads the tenants' dead letters back from the hub (shared with the
     /// ingest pipelines, which register their connections in it).
     pub dead_letters: serviceradar_ingest::DeadLetters,
+    /// Where device changes are announced, so this replica's ingest
+    /// pipeline syncs the device registry's copy on the hub at once.
+    pub device_changes: serviceradar_ingest::DeviceChanges,
     /// Enrollment tokens: the URL they carry, certificate lifetime.
     pub enrollment: enrollment::EnrollmentSettings,
     /// The hub's own view of leaf links (shared with the leaf connection

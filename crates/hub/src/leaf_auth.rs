@@ -700,6 +700,7 @@ mod tests {
             user_nkey: NKey::generate(KeyKind::User).public_key(),
             client_kind: kind.into(),
             client_host: "127.0.0.1".into(),
+            client_id: 1,
             nonce: nonce.into(),
             user_jwt: user_jwt.into(),
             signed_nonce: sig.into(),

@@ -74,6 +74,10 @@ pub enum IngestError {
     /// says which.
     #[error("{0}")]
     DeadLetter(&'static str, #[source] BoxError),
+    /// Syncing the device registry's bucket on the hub failed; `.0` says at
+    /// what.
+    #[error("{0}")]
+    Registry(&'static str, #[source] BoxError),
     /// Acknowledging the committed batches failed.
     #[error("acknowledging up to a batch")]
     Ack(#[source] BoxError),

@@ -58,6 +58,7 @@ mod ack;
 mod buffers;
 mod consumer;
 mod deadletter;
+mod devices;
 mod error;
 mod fetch;
 mod hub;
@@ -72,6 +73,7 @@ pub use consumer::{CONSUMER, STREAM, open_consumer, stream_config};
 pub use deadletter::{
     DeadLetter, DeadLetterReadError, DeadLetters, STREAM as DEAD_LETTER_STREAM, deadletter_subject,
 };
+pub use devices::{DeviceChanges, registry_entry, sync_device_registry};
 pub use error::{BoxError, IngestError};
 pub use fetch::next_batch;
 pub use settings::{

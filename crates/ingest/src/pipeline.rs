@@ -147,6 +147,41 @@ pub(crate) async fn pipeline(
         );
     }
 
+    // Keep the device registry's copy on the hub in sync, at once when a
+    // device of this tenant changes here, else with the sites.
+    {
+        let (store, client, tenant) = (store.clone(), client.clone(), tenant.clone());
+        let interval = settings.site_sync_interval;
+        let mut changes = settings.device_changes.subscribe();
+        aux.spawn(
+            async move {
+                loop {
+                    if let Err(e) =
+                        crate::devices::sync_device_registry(&store, &client, &tenant).await
+                    {
+                        tracing::warn!(error = report(&e), "syncing the device registry failed");
+                    }
+                    let next = tokio::time::sleep(interval);
+                    tokio::pin!(next);
+                    loop {
+                        tokio::select! {
+                            _ = &mut next => break,
+                            changed = changes.recv() => match changed {
+                                Ok(t) if t != tenant.id => {}
+                                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                    (&mut next).await;
+                                    break;
+                                }
+                                _ => break,
+                            }
+                        }
+                    }
+                }
+            }
+            .instrument(span.clone()),
+        );
+    }
+
     let writers = settings.writers.max(1);
     let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<FetchedBatch>(QUEUED_BATCHES);
     let batch_rx = Arc::new(tokio::sync::Mutex::new(batch_rx));

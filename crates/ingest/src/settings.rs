@@ -49,6 +49,10 @@ pub struct IngestSettings {
     /// Where the pipelines register their hub connections so the API can
     /// read the dead letters back (shared with `ControlSettings`).
     pub dead_letters: crate::DeadLetters,
+    /// Where the control plane announces device changes, so the tenant's
+    /// pipeline syncs the device registry on the hub at once (shared with
+    /// `ControlSettings`).
+    pub device_changes: crate::DeviceChanges,
 }
 
 impl IngestSettings {
@@ -72,6 +76,7 @@ impl IngestSettings {
             leaf_admissions: None,
             dead_letter_retention: DEFAULT_DEAD_LETTER_RETENTION,
             dead_letters: crate::DeadLetters::new(),
+            device_changes: crate::DeviceChanges::default(),
         }
     }
 }

@@ -315,6 +315,22 @@ impl ConfWriter {
         self.out.push_str(&format!("{key}: {}\n", value.into()));
     }
 
+    /// `include "file"`: the file's text is read in place by nats-server
+    /// (a relative path is relative to the including file).
+    pub(crate) fn include(&mut self, file: &str) {
+        self.indent();
+        self.out.push_str("include ");
+        self.out.push_str(&quote(file));
+        self.out.push('\n');
+    }
+
+    /// A quoted string as an element of a list.
+    pub(crate) fn line_string(&mut self, value: &str) {
+        self.indent();
+        self.out.push_str(&quote(value));
+        self.out.push('\n');
+    }
+
     pub(crate) fn bool(&mut self, key: &'static str, value: bool) {
         self.indent();
         self.out.push_str(&format!("{key}: {value}\n"));

@@ -57,6 +57,10 @@ pub struct ProvisioningSettings {
     /// The leafnode URLs of a hub cluster's other nodes: every leaf's remote
     /// lists them after its own hub URL (empty for one hub server).
     pub extra_hub_leafnode_urls: Vec<String>,
+    /// Render `nats-leaf.conf` with device authorization (the auth callout
+    /// served at the edge by `serviceradar-agent`, whose keys the edge
+    /// generates into the included `device-auth.conf`). Off by default.
+    pub leaf_device_auth: bool,
 }
 
 impl Default for ProvisioningSettings {
@@ -67,6 +71,7 @@ impl Default for ProvisioningSettings {
             gateway_url: "https://localhost:50051".into(),
             leaf_monitoring_listen: Some("127.0.0.1:8222".into()),
             extra_hub_leafnode_urls: Vec::new(),
+            leaf_device_auth: false,
         }
     }
 }
@@ -180,6 +185,7 @@ pub fn leaf_config_input(
         .filter(|u| **u != leaf.upstream_url)
         .cloned()
         .collect();
+    input.device_auth = settings.leaf_device_auth;
     input
 }
 

@@ -169,6 +169,7 @@ pub struct Application {
     /// UI's live streams, which the router holds, end with it).
     stop: (watch::Sender<bool>, watch::Receiver<bool>),
     dead_letters: serviceradar_ingest::DeadLetters,
+    device_changes: serviceradar_ingest::DeviceChanges,
     hub_view: serviceradar_hub::leaf_view::HubView,
     /// What bootstrapping did (the first admin's password, once).
     pub bootstrap: BootstrapOutcome,
@@ -267,6 +268,7 @@ impl Application {
         };
         let ingest_status = IngestStatus::new();
         let dead_letters = serviceradar_ingest::DeadLetters::new();
+        let device_changes = serviceradar_ingest::DeviceChanges::default();
         let hub_view = serviceradar_hub::leaf_view::HubView::new();
         let control = Control::new(
             store.clone(),
@@ -279,6 +281,7 @@ impl Application {
                 webhooks: settings.webhooks.clone(),
                 ingest_status: ingest_status.clone(),
                 dead_letters: dead_letters.clone(),
+                device_changes: device_changes.clone(),
                 hub_view: hub_view.clone(),
                 agent_links: Some(agent_links.clone()),
                 enrollment: serviceradar_control::enrollment::EnrollmentSettings {
@@ -306,6 +309,7 @@ impl Application {
             ingest_status,
             stop,
             dead_letters,
+            device_changes,
             hub_view,
             store,
             jobs,
@@ -397,6 +401,7 @@ impl Application {
             let mut ingest = ingest.clone();
             ingest.leaf_admissions = Some(admissions.clone());
             ingest.dead_letters = self.dead_letters.clone();
+            ingest.device_changes = self.device_changes.clone();
             tasks.push((
                 "the ingest supervisor",
                 serviceradar_ingest::spawn(

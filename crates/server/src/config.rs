@@ -155,6 +155,13 @@ pub struct ServeConfig {
     )]
     pub leaf_monitoring_listen: String,
 
+    /// Render each leaf's config with device authorization: every client of
+    /// the leaf is decided by the auth callout `serviceradar-agent` serves
+    /// beside it (`device-auth.conf`, generated at the edge with
+    /// `serviceradar-agent device-auth init`, must exist before the leaf starts).
+    #[arg(long, env = "SERVICERADAR_LEAF_DEVICE_AUTH")]
+    pub leaf_device_auth: bool,
+
     /// Address for the HTTP API and UI.
     #[arg(long, env = "SERVICERADAR_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -643,6 +650,7 @@ impl ServeConfig {
             leaf_monitoring_listen: Some(self.leaf_monitoring_listen.clone())
                 .filter(|l| !l.is_empty()),
             extra_hub_leafnode_urls: Vec::new(),
+            leaf_device_auth: self.leaf_device_auth,
         };
         settings.sessions = serviceradar_auth::SessionSettings {
             session_hours: self.session_hours,

@@ -6,6 +6,7 @@ use serviceradar_domain::device::{DeviceLimits, DeviceName};
 use serviceradar_domain::state::{DeviceEvent, DeviceStatus};
 use serviceradar_domain::validate::Slug;
 use serviceradar_domain::{DeviceId, EdgeSiteId, TenantId};
+use sqlx::AssertSqlSafe;
 use sqlx::any::AnyRow;
 
 use crate::Scoped;
@@ -127,6 +128,19 @@ impl Scoped<'_> {
             q.eq("d.status", Arg::Text(status.as_str().into()));
         }
         q.page("d", page).fetch(&self.store.pool, decode).await
+    }
+
+    /// Every device of this tenant, of every site and status, oldest first:
+    /// what the device registry's copy on the hub is synced from (background
+    /// work; fine for thousands of devices per tenant).
+    pub async fn all_devices(&self) -> Result<Vec<Device>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "{SELECT} WHERE d.tenant_id = $1 ORDER BY d.created_at, d.id"
+        )))
+        .bind(self.tenant())
+        .fetch_all(&self.store.pool)
+        .await?;
+        rows.iter().map(decode).collect()
     }
 
     /// Revokes a device (compare-and-set on its status).

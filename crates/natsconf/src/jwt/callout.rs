@@ -66,6 +66,8 @@ struct ClientInfo {
     #[serde(default)]
     host: String,
     #[serde(default)]
+    id: u64,
+    #[serde(default)]
     kind: String,
     #[serde(default)]
     nonce: String,
@@ -96,6 +98,9 @@ pub struct AuthorizationRequest {
     pub client_kind: String,
     /// Remote address of the connection.
     pub client_host: String,
+    /// The server's id of the connection (`cid`), which its monitoring and
+    /// `$SYS.REQ.SERVER.{id}.KICK` name it by.
+    pub client_id: u64,
     /// The nonce the server sent the connection.
     pub nonce: String,
     /// The user JWT the connection presented.
@@ -140,6 +145,7 @@ impl AuthorizationRequest {
             user_nkey: nats.user_nkey,
             client_kind: nats.client_info.kind,
             client_host: nats.client_info.host,
+            client_id: nats.client_info.id,
             nonce: nats.client_info.nonce,
             user_jwt: nats.connect_opts.jwt,
             signed_nonce: nats.connect_opts.sig,
@@ -218,7 +224,7 @@ mod tests {
         let nats = serde_json::json!({
             "server_id": {"name": "hub", "host": "127.0.0.1", "id": server.public_key()},
             "user_nkey": user_nkey,
-            "client_info": {"host": "10.0.0.7", "kind": "Leafnode", "nonce": "abc"},
+            "client_info": {"host": "10.0.0.7", "id": 42, "kind": "Leafnode", "nonce": "abc"},
             "connect_opts": {"jwt": "eyJ...", "sig": "c2ln", "name": "leaf-1", "protocol": 1},
             "client_tls": {"version": "1.3", "verified_chains": [["A", "B"]]},
             "type": "authorization_request",
@@ -251,6 +257,7 @@ mod tests {
         assert_eq!(request.user_nkey, user.public_key());
         assert_eq!(request.client_kind, "Leafnode");
         assert_eq!(request.client_host, "10.0.0.7");
+        assert_eq!(request.client_id, 42);
         assert_eq!(request.nonce, "abc");
         assert_eq!(request.client_name, "leaf-1");
         let tls = request.tls.unwrap();

@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use super::{JwtError, KeyKind, NKey, NO_LIMIT, check_public_key, encode};
+use super::{JwtError, KeyKind, NKey, NO_LIMIT, check_public_key, encode_for};
 use crate::syntax::validate_subject;
 
 /// `allowed_connection_types` value of plain NATS client connections.
@@ -70,6 +70,9 @@ pub struct UserClaims {
     pub expires: Option<i64>,
     /// Fixed issue time (unix time) for reproducible output; `None` means now.
     pub issued_at: Option<i64>,
+    /// The JWT's `aud`: for users an auth callout issues to a server in
+    /// config mode (no operator), the account the user is placed in.
+    pub audience: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -108,6 +111,7 @@ impl UserClaims {
             tags: Vec::new(),
             expires: None,
             issued_at: None,
+            audience: None,
         }
     }
 
@@ -145,9 +149,10 @@ impl UserClaims {
             kind: "user",
             version: 2,
         };
-        encode(
+        encode_for(
             account,
             &self.user,
+            self.audience.as_deref(),
             &self.name,
             self.issued_at,
             self.expires,

@@ -46,10 +46,17 @@
 //! **Everything rendered is validated and quoted** (see [`crate::syntax`]).
 
 mod buffer;
+mod device_auth;
 
 pub use buffer::{
     BUFFER_STREAM_NAME, BufferStreamInput, DEFAULT_BUFFER_RETENTION, buffer_stream_config,
     buffer_stream_source, buffer_subject_prefix,
+};
+pub use device_auth::{
+    DEVICE_ACCOUNT, DEVICE_AUTH_INCLUDE, DEVICE_REGISTRY_BUCKET, DEVICE_SYSTEM_ACCOUNT,
+    DeviceAuthKeys, DeviceRegistryEntry, DeviceUserLimits, collector_user_claims,
+    device_publish_subjects, device_registry_key, device_subscribe_subjects, device_user_claims,
+    kick_request, render_device_auth_conf,
 };
 
 use serviceradar_domain::validate::Host;
@@ -110,6 +117,10 @@ pub struct LeafConfigInput {
     pub pid_file: Option<String>,
     /// The node's place in a leaf cluster; `None` for a single leaf server.
     pub cluster: Option<LeafClusterInput>,
+    /// Hand every client connection to the edge's device authorization
+    /// service (auth callout, see [`device_auth`](self::device_auth)):
+    /// renders `include "device-auth.conf"`, which the edge writes.
+    pub device_auth: bool,
 }
 
 /// One node's view of its leaf cluster.
@@ -158,6 +169,7 @@ impl LeafConfigInput {
             ),
             pid_file: None,
             cluster: None,
+            device_auth: false,
         }
     }
 
@@ -255,6 +267,16 @@ pub fn render_leaf_config(input: &LeafConfigInput) -> Result<String, ConfigError
         w.string("pid_file", pid_file);
     }
     w.blank();
+    if input.device_auth {
+        w.comment(
+            "Device authorization: every client connection (collectors and devices) is\n\
+             decided by the authorization service beside this leaf (auth callout). Its keys\n\
+             were generated at the edge and are declared in the included file; without the\n\
+             service no client gets in.",
+        );
+        w.include(DEVICE_AUTH_INCLUDE);
+        w.blank();
+    }
     w.comment(
         "Local clients (collectors at this site). Only clients presenting a certificate\n\
          issued by the tenant CA are accepted (verify: true). They all share this leaf's\n\
