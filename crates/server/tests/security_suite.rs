@@ -63,6 +63,8 @@ fn needs() -> BTreeMap<(&'static str, &'static str), Need> {
             ("GET", "/edge-sites/{id}/agent/commands/{cid}"),
             A(ReadSites),
         ),
+        (("GET", "/edge-sites/{id}/agent/results"), A(ReadData)),
+        (("GET", "/edge-sites/{id}/agent/results/{rid}"), A(ReadData)),
         (("GET", "/edge-sites/{id}/agent/checks"), A(ReadSites)),
         (("POST", "/edge-sites/{id}/agent/checks"), A(WriteSites)),
         (
