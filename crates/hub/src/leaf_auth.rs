@@ -267,16 +267,13 @@ fn check_certificate(
     trust_domain: &str,
     claims: &LeafClaims,
 ) -> Result<(PeerIdentity, Vec<u8>), Refusal> {
-    let chain = request
-        .tls
-        .as_ref()
-        .and_then(|tls| tls.verified_chains.first())
-        .filter(|chain| chain.len() >= 2)
+    let (leaf, issuer) = request
+        .verified_leaf_and_issuer()
         .ok_or(Refusal::NoCertificate)?;
     let der = |pem: &str| {
         serviceradar_pki::inspect::pem_to_der(pem).map_err(|e| Refusal::Certificate(e.to_string()))
     };
-    let (leaf, issuer) = (der(&chain[0])?, der(&chain[1])?);
+    let (leaf, issuer) = (der(leaf)?, der(issuer)?);
     let peer = PeerIdentity::from_der_with_issuer(&leaf, &issuer, trust_domain)
         .map_err(|e| Refusal::Certificate(e.to_string()))?;
     if peer.kind != IdentityKind::Leaf {

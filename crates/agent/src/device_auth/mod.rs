@@ -250,17 +250,14 @@ impl Authorizer {
 
     /// Decides one request (steps 1 to 4 of the module docs).
     pub fn decide(&self, request: &AuthorizationRequest) -> Result<Admitted, Refusal> {
-        let chain = request
-            .tls
-            .as_ref()
-            .and_then(|tls| tls.verified_chains.first())
-            .filter(|chain| chain.len() >= 2)
+        let (leaf, issuer) = request
+            .verified_leaf_and_issuer()
             .ok_or(Refusal::NoCertificate)?;
         let der = |pem: &str| {
             serviceradar_pki::inspect::pem_to_der(pem)
                 .map_err(|e| Refusal::Certificate(e.to_string()))
         };
-        let (leaf, issuer) = (der(&chain[0])?, der(&chain[1])?);
+        let (leaf, issuer) = (der(leaf)?, der(issuer)?);
         if issuer != self.tenant_ca_der {
             return Err(Refusal::ForeignIssuer);
         }

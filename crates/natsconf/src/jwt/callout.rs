@@ -114,6 +114,16 @@ pub struct AuthorizationRequest {
 }
 
 impl AuthorizationRequest {
+    /// The client's certificate and the certificate that issued it (PEM),
+    /// from the first chain nats-server verified; `None` when it verified
+    /// no chain of at least two certificates.
+    pub fn verified_leaf_and_issuer(&self) -> Option<(&str, &str)> {
+        match self.tls.as_ref()?.verified_chains.first()?.as_slice() {
+            [leaf, issuer, ..] => Some((leaf, issuer)),
+            _ => None,
+        }
+    }
+
     /// Decodes a request token: its signature must verify against its issuer,
     /// a server key, and it must be an unexpired `authorization_request`.
     pub fn decode(token: &str) -> Result<Self, JwtError> {
