@@ -396,27 +396,10 @@ async fn chunked_uploads_resume_and_are_capped() {
 
 #[tokio::test]
 async fn python_grpcio_client_calls_hello_with_an_agent_certificate() {
-    let probe = std::process::Command::new("python3")
-        .args(["-c", "import grpc, grpc_tools"])
-        .status()
-        .expect("python3");
-    assert!(
-        probe.success(),
-        "python grpcio missing: pip install grpcio grpcio-tools (scripts/test does)"
-    );
     let core = core().await;
     let tenant = core.tenant("default").await;
     let agent = core.site(&tenant, "nyc-office").await;
-    let out = tempfile::tempdir().expect("tempdir");
-    let proto_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto/proto");
-    let gen_status = std::process::Command::new("python3")
-        .args(["-m", "grpc_tools.protoc", "-I", proto_root])
-        .arg(format!("--python_out={}", out.path().display()))
-        .arg(format!("--grpc_python_out={}", out.path().display()))
-        .arg("serviceradar/agent/v1/gateway.proto")
-        .status()
-        .expect("protoc");
-    assert!(gen_status.success());
+    let out = support::python_stubs("serviceradar/agent/v1/gateway.proto");
     let script = r#"
 import sys, grpc
 from serviceradar.agent.v1 import gateway_pb2 as pb, gateway_pb2_grpc as rpc

@@ -25,14 +25,6 @@ use tokio::io::AsyncBufReadExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_serviceradar_protocol_client_reports_and_is_managed() {
-    let probe = std::process::Command::new("python3")
-        .args(["-c", "import grpc, grpc_tools"])
-        .status()
-        .expect("python3");
-    assert!(
-        probe.success(),
-        "python grpcio missing: pip install grpcio grpcio-tools (scripts/test does)"
-    );
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = support::settings(&dir);
     let core = support::spawn(dir, settings).await;
@@ -42,16 +34,7 @@ async fn a_serviceradar_protocol_client_reports_and_is_managed() {
     let site = agent.site.id.to_string();
     let api = Api::new(&core, "default", "admin@example.com").await;
 
-    let out = tempfile::tempdir().expect("tempdir");
-    let proto_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto/proto");
-    let generated = std::process::Command::new("python3")
-        .args(["-m", "grpc_tools.protoc", "-I", proto_root])
-        .arg(format!("--python_out={}", out.path().display()))
-        .arg(format!("--grpc_python_out={}", out.path().display()))
-        .arg("monitoring.proto")
-        .status()
-        .expect("protoc");
-    assert!(generated.success());
+    let out = support::python_stubs("monitoring.proto");
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/py/serviceradar_agent.py"

@@ -26,9 +26,7 @@ use serviceradar_domain::TenantScope;
 use serviceradar_domain::resources::Tenant;
 use serviceradar_domain::state::LeafStatus;
 use serviceradar_domain::telemetry::TelemetryKind;
-use serviceradar_hub::leaf_auth::LeafAuthSettings;
 use serviceradar_identity::MasterKeySource;
-use serviceradar_ingest::IngestSettings;
 use serviceradar_server::app::{Application, Settings};
 use serviceradar_store::Store;
 use serviceradar_testkit::{NatsServer, free_port};
@@ -108,19 +106,12 @@ impl Wan {
 }
 
 fn settings(dir: &std::path::Path, hub_client: u16) -> Settings {
-    let mut settings = Settings::new(format!("sqlite://{}", dir.join("core.db").display()));
-    settings.bootstrap.admin_password = Some("fault suite password".into());
-    settings.bootstrap.tenant = "acme".into();
-    settings.master_key = MasterKeySource::DevFile(dir.join("master.key"));
-    settings.job_workers = 0;
-    let mut ingest = IngestSettings::new(format!("nats://127.0.0.1:{hub_client}"));
-    ingest.batch_size = 500;
-    ingest.batch_timeout = Duration::from_millis(200);
-    ingest.tenant_refresh = Duration::from_millis(300);
-    settings.ingest = Some(ingest);
-    settings.leaf_auth = Some(LeafAuthSettings::new(format!(
-        "nats://127.0.0.1:{hub_client}"
-    )));
+    let database_url = format!("sqlite://{}", dir.join("core.db").display());
+    let mut settings =
+        support::hub_platform_settings(dir, &database_url, hub_client, "fault suite password");
+    if let Some(ingest) = settings.ingest.as_mut() {
+        ingest.batch_size = 500;
+    }
     settings.provisioning.leaf_monitoring_listen = Some(format!("127.0.0.1:{}", free_port()));
     settings
 }

@@ -16,9 +16,8 @@ use serde_json::Value;
 use serviceradar_domain::TenantScope;
 use serviceradar_domain::resources::Tenant;
 use serviceradar_domain::telemetry::{IncomingMessage, TelemetryKind, decode};
-use serviceradar_hub::leaf_auth::LeafAuthSettings;
 use serviceradar_identity::{MasterKeySource, Pki};
-use serviceradar_ingest::{self as ingest, IngestSettings};
+use serviceradar_ingest as ingest;
 use serviceradar_server::app::{Application, Settings};
 use serviceradar_store::Store;
 use serviceradar_testkit::{NatsServer, free_port};
@@ -42,21 +41,11 @@ impl Running {
 }
 
 fn settings(dir: &Path, database_url: &str, hub_client: u16) -> Settings {
-    let mut settings = Settings::new(database_url);
-    settings.bootstrap.admin_password = Some(PASSWORD.into());
-    settings.bootstrap.tenant = "acme".into();
-    settings.master_key = MasterKeySource::DevFile(dir.join("master.key"));
-    settings.job_workers = 0;
-    let mut ingest = IngestSettings::new(format!("nats://127.0.0.1:{hub_client}"));
-    ingest.batch_size = 200;
-    ingest.batch_timeout = Duration::from_millis(200);
-    ingest.ack_wait = Duration::from_secs(2);
-    ingest.tenant_refresh = Duration::from_millis(300);
-    settings.ingest = Some(ingest);
-    // Leaves join the hub through the leaf authorization callout.
-    settings.leaf_auth = Some(LeafAuthSettings::new(format!(
-        "nats://127.0.0.1:{hub_client}"
-    )));
+    let mut settings = support::hub_platform_settings(dir, database_url, hub_client, PASSWORD);
+    if let Some(ingest) = settings.ingest.as_mut() {
+        ingest.batch_size = 200;
+        ingest.ack_wait = Duration::from_secs(2);
+    }
     settings
 }
 

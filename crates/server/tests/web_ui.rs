@@ -114,6 +114,27 @@ async fn conflicts_are_listed_and_resolved_on_the_site_page(db: Db) {
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
 }
 
+/// An agent at `site` with a certificate valid for a day (through the
+/// store: the tests' sites are not provisioned).
+async fn agent_at(
+    scoped: &serviceradar_store::Scoped<'_>,
+    site: &str,
+) -> serviceradar_store::health::AgentRecord {
+    scoped
+        .store_agent_cert(
+            site.parse().expect("site"),
+            &serviceradar_store::health::AgentCert {
+                agent_id: uuid::Uuid::now_v7(),
+                cert_pem: "cert".into(),
+                key_sealed: vec![7; 8],
+                cert_serial: "01".into(),
+                cert_expires_at: serviceradar_store::now_ms() + 86_400_000,
+            },
+        )
+        .await
+        .expect("agent")
+}
+
 /// The site page shows what issues 16 and 18 built: the agent's newest
 /// commands (newest first, with the agent's message, escaped) and the
 /// site's registered devices, and nothing of another site's.
@@ -134,19 +155,7 @@ async fn site_page_shows_the_agents_commands_and_the_sites_devices(db: Db) {
 
     let tenant = app.store.tenant_by_slug("acme").await.expect("tenant");
     let scoped = app.store.scoped(TenantScope::for_system_task(tenant.id));
-    let agent = scoped
-        .store_agent_cert(
-            site.parse().expect("site"),
-            &serviceradar_store::health::AgentCert {
-                agent_id: uuid::Uuid::now_v7(),
-                cert_pem: "cert".into(),
-                key_sealed: vec![7; 8],
-                cert_serial: "01".into(),
-                cert_expires_at: serviceradar_store::now_ms() + 86_400_000,
-            },
-        )
-        .await
-        .expect("agent");
+    let agent = agent_at(&scoped, &site).await;
     let old = scoped
         .insert_agent_command(
             site.parse().expect("site"),
@@ -1076,19 +1085,7 @@ async fn wizard_creates_a_site_and_checks_slugs(db: Db) {
     );
     // The agent card: its latest check results and why a renewal was refused.
     let scoped = app.store.scoped(TenantScope::for_system_task(tenant.id));
-    let agent = scoped
-        .store_agent_cert(
-            site_id.parse().expect("site"),
-            &serviceradar_store::health::AgentCert {
-                agent_id: uuid::Uuid::now_v7(),
-                cert_pem: "cert".into(),
-                key_sealed: vec![7; 8],
-                cert_serial: "01".into(),
-                cert_expires_at: serviceradar_store::now_ms() + 86_400_000,
-            },
-        )
-        .await
-        .expect("agent");
+    let agent = agent_at(&scoped, &site_id).await;
     scoped
         .record_agent_checks(
             agent.id,

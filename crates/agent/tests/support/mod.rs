@@ -300,3 +300,28 @@ impl Api {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 }
+
+/// Python gRPC stubs of `proto` (a path under `crates/proto/proto`),
+/// generated with grpcio-tools into a new temporary directory; fails with
+/// how to install grpcio when Python lacks it.
+pub fn python_stubs(proto: &str) -> tempfile::TempDir {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import grpc, grpc_tools"])
+        .status()
+        .expect("python3");
+    assert!(
+        probe.success(),
+        "python grpcio missing: pip install grpcio grpcio-tools (scripts/test does)"
+    );
+    let out = tempfile::tempdir().expect("tempdir");
+    let proto_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto/proto");
+    let generated = std::process::Command::new("python3")
+        .args(["-m", "grpc_tools.protoc", "-I", proto_root])
+        .arg(format!("--python_out={}", out.path().display()))
+        .arg(format!("--grpc_python_out={}", out.path().display()))
+        .arg(proto)
+        .status()
+        .expect("protoc");
+    assert!(generated.success(), "grpc_tools.protoc {proto}");
+    out
+}

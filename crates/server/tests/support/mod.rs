@@ -573,3 +573,31 @@ pub fn agent_beside_core() -> std::path::PathBuf {
     }
     agent
 }
+
+/// Settings of a platform on `database_url` that ingests from the hub at
+/// `hub_client` and answers its leaf authorization callout: tenant `acme`
+/// with `password`, a dev master key in `dir`, no job workers, batches
+/// flushed every 200 ms, tenants re-read every 300 ms. Callers set what
+/// their test varies (batch size, ack wait, leaf monitoring).
+pub fn hub_platform_settings(
+    dir: &std::path::Path,
+    database_url: &str,
+    hub_client: u16,
+    password: &str,
+) -> Settings {
+    let mut settings = Settings::new(database_url);
+    settings.bootstrap.admin_password = Some(password.into());
+    settings.bootstrap.tenant = "acme".into();
+    settings.master_key = serviceradar_identity::MasterKeySource::DevFile(dir.join("master.key"));
+    settings.job_workers = 0;
+    let mut ingest =
+        serviceradar_ingest::IngestSettings::new(format!("nats://127.0.0.1:{hub_client}"));
+    ingest.batch_timeout = std::time::Duration::from_millis(200);
+    ingest.tenant_refresh = std::time::Duration::from_millis(300);
+    settings.ingest = Some(ingest);
+    // Leaves join the hub through the leaf authorization callout.
+    settings.leaf_auth = Some(serviceradar_hub::leaf_auth::LeafAuthSettings::new(format!(
+        "nats://127.0.0.1:{hub_client}"
+    )));
+    settings
+}
