@@ -18,14 +18,12 @@ use serviceradar_agent::runner;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(serviceradar_agent::logtail::LogTail::global().writer())
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    serviceradar_runtime::telemetry::init_tracing_with(
+        serviceradar_runtime::telemetry::EnvFilter::try_new(&cli.log)
+            .unwrap_or_else(|_| serviceradar_runtime::telemetry::EnvFilter::new("info")),
+        false,
+        serviceradar_agent::logtail::LogTail::global().writer(),
+    );
     let _ = rustls::crypto::ring::default_provider().install_default();
     let settings = match Settings::load(&cli) {
         Ok(settings) => settings,

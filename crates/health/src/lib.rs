@@ -30,6 +30,7 @@ use tokio::sync::{broadcast, watch};
 
 use serviceradar_domain::AgentIdentity;
 
+pub mod fleet_metrics;
 pub mod webhooks;
 
 /// Health timing: when a quiet site is offline, and when an alert is raised.
@@ -263,6 +264,17 @@ impl Health {
         tracing::info!(alert_id = %alert.id, kind = %alert.kind, "alert resolved");
         crate::webhooks::notify(&self.store, &alert, crate::webhooks::EVENT_RESOLVED).await;
         self.publish(HealthEvent::AlertResolved(alert));
+    }
+
+    /// Runs [`Health::sweep`] now and then every `interval` until `stop`
+    /// flips (a failed sweep is logged; the next one retries).
+    pub async fn sweep_every(self, interval: Duration, stop: watch::Receiver<bool>) {
+        serviceradar_runtime::tasks::every(interval, stop, || async {
+            if let Err(e) = self.sweep().await {
+                tracing::warn!(error = %e, "health sweep failed");
+            }
+        })
+        .await;
     }
 
     /// One sweep: offline timeouts, then the alert rule.

@@ -67,6 +67,21 @@ pub fn register(jobs: &mut Jobs, store: Store, policy: RetentionPolicy) {
     jobs.register(RETENTION_SWEEP, Arc::new(RetentionSweep { store, policy }));
 }
 
+/// Enqueues a retention sweep now and then every `interval` until `stop`
+/// flips (one at a time across replicas: the job's dedupe key).
+pub async fn enqueue_every(
+    store: Store,
+    interval: std::time::Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    serviceradar_runtime::tasks::every(interval, stop, || async {
+        if let Err(e) = enqueue(&store).await {
+            tracing::warn!(error = %e, "enqueueing the retention sweep failed");
+        }
+    })
+    .await;
+}
+
 /// Enqueues a sweep unless one is already waiting or running; `true` when
 /// this call enqueued it.
 pub async fn enqueue(store: &Store) -> Result<bool, StoreError> {

@@ -42,6 +42,7 @@ pub use error::ProvisioningError;
 
 use serviceradar_identity::{Pki, aad, to_ms};
 use serviceradar_jobs::{JobHandler, JobResult, Jobs, PROVISION_LEAF};
+use tracing::Instrument;
 
 /// What provisioning writes into every leaf config and bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +166,23 @@ pub async fn enqueue_renewals(store: &Store, policy: RenewalPolicy) -> Result<us
         }
     }
     Ok(enqueued)
+}
+
+/// Runs the renewal sweep ([`enqueue_renewals`] with the default policy) now
+/// and then every [`RENEWAL_SWEEP_INTERVAL`] until `stop` flips.
+pub async fn renew_every_interval(store: Store, stop: tokio::sync::watch::Receiver<bool>) {
+    serviceradar_runtime::tasks::every(RENEWAL_SWEEP_INTERVAL, stop, || async {
+        let span = tracing::info_span!("job", kind = "renewal_sweep");
+        match enqueue_renewals(&store, RenewalPolicy::default())
+            .instrument(span)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(enqueued = n, "certificate renewal sweep"),
+            Err(e) => tracing::warn!(error = %e, "certificate renewal sweep failed"),
+        }
+    })
+    .await;
 }
 
 /// The leaf config input of a site: default install paths, the leaf's

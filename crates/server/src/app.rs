@@ -7,24 +7,16 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use metrics_exporter_prometheus::PrometheusHandle;
+use serviceradar_health::fleet_metrics;
+use serviceradar_http::ops::Readiness;
+use serviceradar_runtime::tasks::{NamedTask, drain, stopped};
+use serviceradar_runtime::telemetry;
 use serviceradar_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 
 use serviceradar_auth::SessionSettings;
 use serviceradar_control::throttle::ThrottleSettings;
@@ -40,7 +32,6 @@ use serviceradar_ingest::{IngestSettings, IngestStatus};
 use serviceradar_jobs::Jobs;
 use serviceradar_provisioning::ProvisioningSettings;
 use serviceradar_provisioning::bootstrap::{BootstrapOutcome, BootstrapSettings, bootstrap};
-use tracing::Instrument;
 
 /// Runtime settings of the server (what `serve` flags turn into): the
 /// process's own, and each service's settings.
@@ -111,7 +102,7 @@ pub struct Settings {
     /// Lifetime of certificates issued through enrollment tokens.
     pub enrollment_cert_validity: std::time::Duration,
     /// How often the gauges read from the database (sites, leaves, jobs,
-    /// certificate expiries: [`crate::fleet_metrics`]) are refreshed;
+    /// certificate expiries: [`serviceradar_health::fleet_metrics`]) are refreshed;
     /// `None` disables them (they are off without a metrics listener too).
     pub fleet_metrics_interval: Option<Duration>,
 }
@@ -384,7 +375,7 @@ impl Application {
         let (hub_stop_tx, hub_stop_rx) = watch::channel(false);
         let hub = self.hub.map(|hub| hub.supervise(hub_stop_rx));
         // Every background task, named for the log if it does not drain.
-        let mut tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)> = self
+        let mut tasks: Vec<NamedTask> = self
             .jobs
             .spawn_workers(
                 self.store.clone(),
@@ -458,13 +449,16 @@ impl Application {
         if self.settings.provision_leaves && self.settings.job_workers > 0 {
             tasks.push((
                 "the renewal sweeper",
-                tokio::spawn(renewal_sweeper(self.store.clone(), stop_rx.clone())),
+                tokio::spawn(serviceradar_provisioning::renew_every_interval(
+                    self.store.clone(),
+                    stop_rx.clone(),
+                )),
             ));
         }
         if let Some(interval) = self.settings.retention_sweep {
             tasks.push((
                 "the retention sweeper",
-                tokio::spawn(retention_sweeper(
+                tokio::spawn(serviceradar_jobs::retention::enqueue_every(
                     self.store.clone(),
                     interval,
                     stop_rx.clone(),
@@ -473,11 +467,11 @@ impl Application {
         }
         tasks.push((
             "the health sweeper",
-            tokio::spawn(health_sweeper(
-                self.health.clone(),
-                self.settings.health.sweep_interval,
-                stop_rx.clone(),
-            )),
+            tokio::spawn(
+                self.health
+                    .clone()
+                    .sweep_every(self.settings.health.sweep_interval, stop_rx.clone()),
+            ),
         ));
         tasks.push(("the health relay", self.health.spawn_relay(stop_rx.clone())));
         tasks.push((
@@ -505,10 +499,10 @@ impl Application {
         {
             tasks.push((
                 "the fleet metrics",
-                tokio::spawn(fleet_metrics(
+                tokio::spawn(fleet_metrics::publish_every(
                     self.store.clone(),
                     self.pki.clone(),
-                    crate::fleet_metrics::Published::with_job_kinds(&self.jobs.kinds()),
+                    fleet_metrics::Published::with_job_kinds(&self.jobs.kinds()),
                     interval,
                     stop_rx.clone(),
                 )),
@@ -516,9 +510,7 @@ impl Application {
         }
         if let Some(listener) = self.metrics_listener {
             let stop = stop_rx.clone();
-            let metrics = Router::new()
-                .route("/metrics", get(metrics_page))
-                .with_state(crate::telemetry::metrics_handle());
+            let metrics = serviceradar_http::ops::metrics(telemetry::metrics_handle());
             tasks.push((
                 "the metrics listener",
                 tokio::spawn(async move {
@@ -583,124 +575,9 @@ impl Application {
     }
 }
 
-/// Waits for every task at once, at most `grace`; tasks still running then
-/// are named in the log and aborted (their work is redelivered or retried:
-/// jobs by their lease, ingestion by the stream).
-async fn drain(tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>, grace: Duration) {
-    let started = Instant::now();
-    // They all run already: waiting for each in turn against one deadline
-    // waits for all of them at once.
-    let deadline = tokio::time::Instant::now() + grace;
-    let mut running = Vec::new();
-    for (name, mut task) in tasks {
-        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
-            running.push((name, task));
-        }
-    }
-    for (name, task) in &running {
-        tracing::warn!(
-            task = name,
-            "did not stop within the shutdown grace period; aborted"
-        );
-        task.abort();
-    }
-    tracing::info!(
-        took_ms = started.elapsed().as_millis() as u64,
-        aborted = running.len(),
-        "stopped"
-    );
-}
-
-/// Resolves once `stop` flips to true (or its sender is gone): the
-/// graceful-shutdown signal of the servers.
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
-/// Runs `tick` now and then every `interval` until `stop` flips.
-async fn every<F, Fut>(interval: Duration, mut stop: watch::Receiver<bool>, mut tick: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut ticks = tokio::time::interval(interval);
-    // A tick that took longer than the interval delays the next one rather
-    // than firing the missed ones back to back.
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
-        }
-        tick().await;
-    }
-}
-
-/// Runs the health sweep ([`Health::sweep`]: offline sites, alerts) now and
-/// then every `interval` until `stop` flips.
-async fn health_sweeper(health: Health, interval: Duration, stop: watch::Receiver<bool>) {
-    every(interval, stop, || async {
-        if let Err(e) = health.sweep().await {
-            tracing::warn!(error = %e, "health sweep failed");
-        }
-    })
-    .await;
-}
-
-/// Enqueues a retention sweep now and then every `interval` until `stop`
-/// flips (one at a time across replicas: the job's dedupe key).
-async fn retention_sweeper(store: Store, interval: Duration, stop: watch::Receiver<bool>) {
-    every(interval, stop, || async {
-        if let Err(e) = serviceradar_jobs::retention::enqueue(&store).await {
-            tracing::warn!(error = %e, "enqueueing the retention sweep failed");
-        }
-    })
-    .await;
-}
-
-/// Publishes the gauges read from the database ([`crate::fleet_metrics`])
-/// now and then every `interval` until `stop` flips.
-async fn fleet_metrics(
-    store: Store,
-    pki: Arc<Pki>,
-    published: crate::fleet_metrics::Published,
-    interval: Duration,
-    stop: watch::Receiver<bool>,
-) {
-    let published = tokio::sync::Mutex::new(published);
-    every(interval, stop, || async {
-        let mut published = published.lock().await;
-        if let Err(e) = crate::fleet_metrics::publish(&store, &pki, &mut published).await {
-            tracing::warn!(error = format!("{e:#}"), "reading the fleet metrics failed");
-        }
-    })
-    .await;
-}
-
-/// Runs the certificate renewal sweep now and then every
-/// [`serviceradar_provisioning::RENEWAL_SWEEP_INTERVAL`] until `stop` flips.
-async fn renewal_sweeper(store: Store, stop: watch::Receiver<bool>) {
-    let interval = serviceradar_provisioning::RENEWAL_SWEEP_INTERVAL;
-    every(interval, stop, || async {
-        let span = tracing::info_span!("job", kind = "renewal_sweep");
-        match serviceradar_provisioning::enqueue_renewals(
-            &store,
-            serviceradar_provisioning::RenewalPolicy::default(),
-        )
-        .instrument(span)
-        .await
-        {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(enqueued = n, "certificate renewal sweep"),
-            Err(e) => tracing::warn!(error = %e, "certificate renewal sweep failed"),
-        }
-    })
-    .await;
-}
-
+/// The public port's routes: the JSON API under `/api/v1`, the probes, and
+/// the web UI (`/`, `/sign-in`, `/admin/...`, `/assets/...`), inside the
+/// shared layers.
 fn router(
     control: Control,
     health: Health,
@@ -708,78 +585,18 @@ fn router(
     readiness: Readiness,
 ) -> Router {
     let (api, _openapi) = serviceradar_api::router();
-    // The web UI (`/`, `/sign-in`, `/admin/...`, `/assets/...`) beside the API.
     let web = serviceradar_web::router(serviceradar_web::WebState {
         control: control.clone(),
         health,
         stop,
     });
-    let request_id = HeaderName::from_static("x-request-id");
-    let ops = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state((control.store().clone(), readiness));
-    Router::new()
-        .nest("/api/v1", api.with_state(control))
-        .merge(ops)
-        .merge(web)
-        .layer(middleware::from_fn(record_http_metrics))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|req: &Request| {
-                    let route = req
-                        .extensions()
-                        .get::<MatchedPath>()
-                        .map(|p| p.as_str().to_string())
-                        .unwrap_or_else(|| req.uri().path().to_string());
-                    let request_id = req
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    tracing::info_span!("http_request", method = %req.method(), route = %route,
-                        request_id = %request_id, tenant_id = tracing::field::Empty,
-                        user_id = tracing::field::Empty)
-                })
-                .on_request(())
-                .on_response(
-                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
-                ),
-        )
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            header::AUTHORIZATION,
-            header::COOKIE,
-        ]))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .layer(RequestBodyLimitLayer::new(1024 * 1024))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
-        ))
-        .layer(CatchPanicLayer::new())
-}
-
-async fn record_http_metrics(req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = req.method().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
-        .record(start.elapsed().as_secs_f64());
-    response
-}
-
-/// Liveness: the process serves HTTP.
-async fn healthz() -> &'static str {
-    "ok"
+    let probes = serviceradar_http::ops::probes(control.store().clone(), readiness);
+    serviceradar_http::stack::layered(
+        Router::new()
+            .nest("/api/v1", api.with_state(control))
+            .merge(probes)
+            .merge(web),
+    )
 }
 
 /// How long stopping may take by default (under the 30 s most service
@@ -792,51 +609,3 @@ pub const FLEET_METRICS_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a tenant's ingestion may fail before the server reports itself
 /// not ready (short failures, such as a hub restart, are retried quietly).
 pub const INGEST_STALL_UNREADY: Duration = Duration::from_secs(60);
-
-/// What readiness looks at besides the database.
-#[derive(Clone)]
-struct Readiness {
-    ingest: IngestStatus,
-    stall: Duration,
-}
-
-/// Readiness: the database answers, and no tenant's ingestion has been
-/// failing for [`Settings::ingest_stall_unready`] or longer. The answer names no
-/// tenant (this port is public): `GET /api/v1/ingest` tells each tenant its
-/// own state, and the per-tenant metrics tell the operator.
-async fn readyz(State((store, readiness)): State<(Store, Readiness)>) -> Response {
-    if let Err(e) = store.ping().await {
-        tracing::warn!(error = %e, "readiness check failed");
-        return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response();
-    }
-    // Zero: ingestion never affects readiness.
-    let stalled = if readiness.stall.is_zero() {
-        Vec::new()
-    } else {
-        readiness.ingest.stalled(readiness.stall)
-    };
-    if !stalled.is_empty() {
-        for pipeline in &stalled {
-            tracing::warn!(tenant = %pipeline.tenant, error = ?pipeline.last_error.as_ref().map(|(_, e)| e),
-                "readiness: ingestion failing for {:?}", pipeline.failing_for().unwrap_or_default());
-        }
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "ingestion failing for {} tenant(s) for over {} s",
-                stalled.len(),
-                readiness.stall.as_secs_f64()
-            ),
-        )
-            .into_response();
-    }
-    (StatusCode::OK, "ready").into_response()
-}
-
-async fn metrics_page(State(metrics): State<PrometheusHandle>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics.render(),
-    )
-        .into_response()
-}

@@ -323,7 +323,7 @@ async fn quickstart(args: QuickstartArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| args.db.data_dir.join("quickstart"));
     if args.stop {
-        let stopped = serviceradar_server::quickstart::stop_processes(&dir);
+        let stopped = serviceradar_quickstart::stop_processes(&dir);
         println!(
             "stopped {stopped} quickstart process(es) ({})",
             dir.display()
@@ -331,7 +331,7 @@ async fn quickstart(args: QuickstartArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let store = open_existing(&args.db, None, false).await?;
-    let options = serviceradar_server::quickstart::QuickstartOptions {
+    let options = serviceradar_quickstart::QuickstartOptions {
         api: args.api,
         dir,
         tenant: args.tenant,
@@ -341,8 +341,7 @@ async fn quickstart(args: QuickstartArgs) -> anyhow::Result<()> {
         nats_server: args.nats_server,
         timeout: std::time::Duration::from_secs(args.timeout_secs.max(1)),
     };
-    let result =
-        serviceradar_server::quickstart::run(&store, &options, &mut std::io::stdout()).await;
+    let result = serviceradar_quickstart::run(&store, &options, &mut std::io::stdout()).await;
     store.close().await;
     result
 }

@@ -705,7 +705,7 @@ async fn quickstart_brings_a_demo_site_to_connected_and_active() {
     struct StopDemo(PathBuf);
     impl Drop for StopDemo {
         fn drop(&mut self) {
-            serviceradar_server::quickstart::stop_processes(&self.0);
+            serviceradar_quickstart::stop_processes(&self.0);
         }
     }
     let _stop = StopDemo(serve.data_dir.join("quickstart"));

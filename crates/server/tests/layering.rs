@@ -16,6 +16,7 @@ use std::process::Command;
 /// Every workspace crate and its layer; a dependency must be on a lower layer.
 const LAYERS: &[(&str, u8, &str)] = &[
     ("serviceradar-domain", 0, "pure"),
+    ("serviceradar-runtime", 1, "runtime"),
     ("serviceradar-proto", 1, "pure"),
     ("serviceradar-pki", 1, "pure"),
     ("serviceradar-natsconf", 1, "pure"),
@@ -33,6 +34,7 @@ const LAYERS: &[(&str, u8, &str)] = &[
     ("serviceradar-http", 7, "edges"),
     ("serviceradar-api", 8, "edges"),
     ("serviceradar-web", 8, "edges"),
+    ("serviceradar-quickstart", 8, "tools"),
     ("serviceradar-server", 9, "binaries"),
     ("serviceradar-agent", 9, "binaries"),
     ("serviceradar-cli", 9, "binaries"),

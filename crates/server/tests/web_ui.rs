@@ -25,7 +25,7 @@ both_backends!(
     wizard_creates_a_site_and_checks_slugs,
     enrollment_tokens_are_shown_once_listed_and_revoked_on_the_site_page,
     conflicts_are_listed_and_resolved_on_the_site_page,
-    the_site_count_stops_at_a_thousand,
+    the_filtered_site_count_stops_at_two_hundred,
     site_page_shows_the_agents_commands_and_the_sites_devices
 );
 
@@ -912,9 +912,11 @@ async fn live_stream_carries_only_the_viewers_tenant(db: Db) {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
-/// The list counts at most 1,000 matching sites ("1,000+"); under the cap
-/// (a first page that is the whole list, or more than a page) it is exact.
-async fn the_site_count_stops_at_a_thousand(db: Db) {
+/// Unfiltered, the list shows the tenant's exact site count at any size; a
+/// filtered list counts at most 200 matching sites ("200+"), and under the
+/// cap (a first page that is the whole list, or more than a page) it is
+/// exact.
+async fn the_filtered_site_count_stops_at_two_hundred(db: Db) {
     use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
     let web = spawn(db, |_| {}).await;
     let app = &web.app;
@@ -948,7 +950,9 @@ async fn the_site_count_stops_at_a_thousand(db: Db) {
             .to_string()
     };
     let all = browser.get("/admin/edge-sites").await;
-    assert_eq!(count(&all.body), "1,000+ sites", "{}", all.body);
+    assert_eq!(count(&all.body), "1,001 sites", "{}", all.body);
+    let capped = browser.get("/admin/edge-sites?name=site").await;
+    assert_eq!(count(&capped.body), "200+ sites match the filter");
     let hundred = browser.get("/admin/edge-sites?name=site%2001").await;
     assert_eq!(count(&hundred.body), "100 sites match the filter");
     let ten = browser.get("/admin/edge-sites?name=site%20000").await;

@@ -46,9 +46,15 @@ pub struct AgentCommand {
     pub updated_at: i64,
 }
 
-const COMMAND_SELECT: &str = "SELECT c.id, c.edge_site_id, c.agent_id, c.kind, c.status, \
-    c.issued_by, c.ttl_secs, c.expires_at, c.message, c.result, c.created_at, c.updated_at \
-    FROM agent_commands c";
+/// The columns [`decode_command`] reads, for every query of commands.
+macro_rules! command_columns {
+    () => {
+        "c.id, c.edge_site_id, c.agent_id, c.kind, c.status, c.issued_by, c.ttl_secs, \
+         c.expires_at, c.message, c.result, c.created_at, c.updated_at"
+    };
+}
+
+const COMMAND_SELECT: &str = concat!("SELECT ", command_columns!(), " FROM agent_commands c");
 
 fn decode_command(row: &AnyRow) -> Result<AgentCommand, StoreError> {
     let r = Cols::of(row, "agent_commands");
@@ -174,11 +180,13 @@ impl Scoped<'_> {
         limit: u32,
     ) -> Result<Vec<AgentCommand>, StoreError> {
         self.expire_stale_commands(site).await?;
-        // COMMAND_SELECT's columns, newest first.
-        const SQL: &str = "SELECT c.id, c.edge_site_id, c.agent_id, c.kind, c.status, \
-             c.issued_by, c.ttl_secs, c.expires_at, c.message, c.result, c.created_at, \
-             c.updated_at FROM agent_commands c WHERE c.tenant_id = $1 AND c.edge_site_id = $2 \
-             ORDER BY c.created_at DESC, c.id DESC LIMIT $3";
+        // Newest first.
+        const SQL: &str = concat!(
+            "SELECT ",
+            command_columns!(),
+            " FROM agent_commands c WHERE c.tenant_id = $1 AND c.edge_site_id = $2 \
+             ORDER BY c.created_at DESC, c.id DESC LIMIT $3"
+        );
         let rows = sqlx::query(SQL)
             .bind(self.tenant())
             .bind(site.to_string())

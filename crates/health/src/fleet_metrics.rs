@@ -2,9 +2,8 @@
 //! queue, and certificate expiries.
 //!
 //! It exists because these numbers are the platform's, not one replica's:
-//! every replica reads them from the store every
-//! [`Settings::fleet_metrics_interval`](crate::app::Settings) (30 s by
-//! default) and publishes the same values, so any replica's `/metrics`
+//! every replica reads them from the store every interval (30 s by default
+//! in `serviceradar-core`) and publishes the same values, so any replica's `/metrics`
 //! answers (alert rules aggregate with `max`). Labels are bounded: the
 //! tenant's slug and a status, job kind or certificate kind, never a site
 //! (which site is the web UI's and the API's to say).
@@ -19,8 +18,9 @@
 use std::collections::HashSet;
 
 use serviceradar_domain::state::{LeafStatus, SiteStatus};
-use serviceradar_identity::Pki;
-use serviceradar_store::Store;
+use serviceradar_identity::{IdentityError, Pki};
+use serviceradar_store::{Store, StoreError};
+use tokio::sync::watch;
 
 /// Sites per tenant and status.
 pub const SITES: &str = "serviceradar_sites";
@@ -58,17 +58,57 @@ impl Published {
     }
 }
 
+/// Why one reading of the gauges failed (the gauges keep their values).
+#[derive(Debug, thiserror::Error)]
+pub enum FleetMetricsError {
+    /// The counts query failed.
+    #[error("reading the fleet counts: {0}")]
+    Counts(#[source] StoreError),
+    /// Listing the tenants failed.
+    #[error("listing tenants: {0}")]
+    Tenants(#[source] StoreError),
+    /// The root CA could not be read.
+    #[error("reading the root CA: {0}")]
+    RootCa(#[source] IdentityError),
+}
+
+/// Publishes the gauges now and then every `interval` until `stop` flips
+/// (a failed reading is logged; the next one retries).
+pub async fn publish_every(
+    store: Store,
+    pki: std::sync::Arc<Pki>,
+    published: Published,
+    interval: std::time::Duration,
+    stop: watch::Receiver<bool>,
+) {
+    let published = tokio::sync::Mutex::new(published);
+    serviceradar_runtime::tasks::every(interval, stop, || async {
+        let mut published = published.lock().await;
+        if let Err(e) = publish(&store, &pki, &mut published).await {
+            tracing::warn!(error = %e, "reading the fleet metrics failed");
+        }
+    })
+    .await;
+}
+
 /// Reads the counts once and publishes them (on failure the gauges keep
 /// their values; the caller logs it).
-pub async fn publish(store: &Store, pki: &Pki, published: &mut Published) -> anyhow::Result<()> {
-    use anyhow::Context;
+pub async fn publish(
+    store: &Store,
+    pki: &Pki,
+    published: &mut Published,
+) -> Result<(), FleetMetricsError> {
     let counts = store
         .fleet_counts()
         .await
-        .context("reading the fleet counts")?;
+        .map_err(FleetMetricsError::Counts)?;
     // Every tenant gets every status, at 0 when it has none, so an alert on
     // `status="offline"` sees the series before the first offline site.
-    for tenant in store.list_tenants().await.context("listing tenants")? {
+    for tenant in store
+        .list_tenants()
+        .await
+        .map_err(FleetMetricsError::Tenants)?
+    {
         let tenant = tenant.slug.to_string();
         for status in SiteStatus::ALL {
             metrics::gauge!(SITES, "tenant" => tenant.clone(), "status" => status.as_str())
@@ -101,7 +141,10 @@ pub async fn publish(store: &Store, pki: &Pki, published: &mut Published) -> any
         metrics::gauge!(CERT_EXPIRY, "kind" => expiry.kind.as_str(), "tenant" => expiry.tenant)
             .set(expiry.not_after_ms as f64 / 1000.0);
     }
-    let root = pki.root_ca(store).await.context("reading the root CA")?;
+    let root = pki
+        .root_ca(store)
+        .await
+        .map_err(FleetMetricsError::RootCa)?;
     metrics::gauge!(CERT_EXPIRY, "kind" => "root_ca").set(root.not_after().unix_timestamp() as f64);
     Ok(())
 }

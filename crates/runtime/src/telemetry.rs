@@ -1,29 +1,43 @@
-//! Tracing and metrics.
+//! Tracing and metrics set-up, one way for every binary.
 //!
-//! Logs go to stderr as human-readable text or JSON lines. Every HTTP request
-//! runs in an `http_request` span carrying `request_id`, `method`, `route`
-//! and, once authenticated, `tenant_id` and `user_id`. Prometheus metrics are
-//! recorded through the `metrics` facade and rendered at `/metrics` (the
-//! families and their labels are listed in `docs/monitoring.md`).
+//! Logs go to a writer (stderr, or the agent's log tail) as human-readable
+//! text or JSON lines, with colour codes only on a terminal. In
+//! `serviceradar-core` every HTTP request runs in an `http_request` span
+//! carrying `request_id`, `method`, `route` and, once authenticated,
+//! `tenant_id` and `user_id`. Prometheus metrics are recorded through the
+//! `metrics` facade and rendered at `/metrics` (the families and their labels
+//! are listed in `docs/monitoring.md`).
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
+pub use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-/// Installs the global tracing subscriber writing to `writer`
-/// (`RUST_LOG` overrides the default `info` filter; the NATS client's own
-/// `event: ...` lines are left out, the hub client logs them with context).
-/// Text logs carry colour
-/// codes only when stderr is a terminal (not when redirected to a file or
-/// a journal).
+/// The control plane's default log filter (`RUST_LOG` overrides it): the
+/// NATS client's own `event: ...` lines are left out, the hub client logs
+/// them with context.
+pub const DEFAULT_FILTER: &str = "info,sqlx=warn,tower_http=info,async_nats=warn";
+
+/// Installs the global tracing subscriber writing to `writer` with
+/// `RUST_LOG`, or [`DEFAULT_FILTER`] when it is unset or invalid.
 pub fn init_tracing<W>(json: bool, writer: W)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info,async_nats=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    init_tracing_with(filter, json, writer);
+}
+
+/// Installs the global tracing subscriber with `filter`, writing to `writer`.
+/// Text logs carry colour codes only when stderr is a terminal (not when
+/// redirected to a file or a journal). A second call (tests start several
+/// apps) keeps the first subscriber.
+pub fn init_tracing_with<W>(filter: EnvFilter, json: bool, writer: W)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -38,7 +52,6 @@ where
     } else {
         builder.try_init()
     };
-    // A second init (tests start several apps) keeps the first subscriber.
     let _ = result;
 }
 

@@ -16,6 +16,10 @@
 //! Nothing here is a shortcut the real flow does not take: the leaf joins the
 //! hub through the leaf authorization callout, the agent reaches the gateway
 //! with the certificate from the bundle.
+//!
+//! A crate of its own so the binary stays its composition root: it is a tool
+//! the binary runs, and its errors are reports for the person at the
+//! terminal (hence `anyhow`, like the binaries).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
