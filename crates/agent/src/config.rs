@@ -62,7 +62,11 @@ pub struct Cli {
     /// Gateway-initiated mode: listen here (`host:port`) with mTLS for the
     /// platform gateway's polls instead of dialing out (needs --cert, --key
     /// and --ca; no gateway URL).
-    #[arg(long, env = "SERVICERADAR_AGENT_LISTEN", conflicts_with = "gateway_url")]
+    #[arg(
+        long,
+        env = "SERVICERADAR_AGENT_LISTEN",
+        conflicts_with = "gateway_url"
+    )]
     pub listen: Option<std::net::SocketAddr>,
     /// Log filter (`info`, `debug`, `serviceradar_agent=debug`, ...).
     #[arg(long, env = "SERVICERADAR_AGENT_LOG", default_value = "info")]

@@ -221,9 +221,11 @@ impl AgentPoll for PollService {
             .as_ref()
             .map(|c| c.version.clone())
             .unwrap_or_default();
-        let mut pending = self.0.pending.lock().map_err(|_| {
-            tonic::Status::internal("the result buffer is unavailable")
-        })?;
+        let mut pending = self
+            .0
+            .pending
+            .lock()
+            .map_err(|_| tonic::Status::internal("the result buffer is unavailable"))?;
         pending.ack(req.ack_seq);
         let max = usize::try_from(req.max_results)
             .unwrap_or(usize::MAX)
@@ -400,6 +402,9 @@ mod tests {
         assert_eq!(names, [(2, "b".into()), (3, "c".into()), (4, "d".into())]);
         p.ack(3);
         assert_eq!(p.items.len(), 1);
-        assert_eq!(p.dropped, 0, "reported, then cleared by the acknowledgement");
+        assert_eq!(
+            p.dropped, 0,
+            "reported, then cleared by the acknowledgement"
+        );
     }
 }

@@ -57,8 +57,14 @@ async fn start_listening_agent(agent: &SiteAgent, port: u16, extra: &str) -> tok
         }
     });
     let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(Instant::now() < deadline, "the agent did not listen on {port}");
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not listen on {port}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     child
@@ -149,7 +155,11 @@ async fn the_gateway_polls_a_listening_agent_and_alerts_while_it_is_unreachable(
         .map(|f| f["field"].as_str().unwrap_or_default().to_owned())
         .collect();
     assert_eq!(fields, ["endpoint", "poll_interval_secs"], "{body}");
-    for bad in [json!({ "endpoint": "host" }), json!({ "endpoint": "$(reboot):1" }), json!({})] {
+    for bad in [
+        json!({ "endpoint": "host" }),
+        json!({ "endpoint": "$(reboot):1" }),
+        json!({}),
+    ] {
         let (status, body) = api
             .call(reqwest::Method::PUT, &endpoint_path, Some(bad.clone()))
             .await;
@@ -185,7 +195,9 @@ async fn the_gateway_polls_a_listening_agent_and_alerts_while_it_is_unreachable(
     // The agent listens; the operator sets its endpoint; the gateway polls.
     let port = free_port();
     let http_port = core.http_port;
-    let checks = format!("[[checks]]\nname = \"api\"\nkind = \"tcp\"\ntarget = \"127.0.0.1:{http_port}\"\ninterval_secs = 1\n");
+    let checks = format!(
+        "[[checks]]\nname = \"api\"\nkind = \"tcp\"\ntarget = \"127.0.0.1:{http_port}\"\ninterval_secs = 1\n"
+    );
     let mut running = start_listening_agent(&agent, port, &checks).await;
     let (status, body) = api
         .call(
@@ -198,20 +210,34 @@ async fn the_gateway_polls_a_listening_agent_and_alerts_while_it_is_unreachable(
     assert_eq!(body["mode"], "gateway_initiated");
     assert_eq!(body["reachability"], "unknown");
     let started = Instant::now();
-    until(&api, &endpoint_path, "reachable", |b| b["reachability"] == "reachable").await;
-    eprintln!("first poll after {:?}", started.elapsed());
-    let polled = until(&api, &format!("/edge-sites/{site}/agent"), "the agent's checks", |b| {
-        b["checks"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["name"] == "api" && c["status"] == "ok"))
+    until(&api, &endpoint_path, "reachable", |b| {
+        b["reachability"] == "reachable"
     })
     .await;
-    assert!(polled["hostname"].as_str().is_some_and(|h| !h.is_empty()), "{polled}");
+    eprintln!("first poll after {:?}", started.elapsed());
+    let polled = until(
+        &api,
+        &format!("/edge-sites/{site}/agent"),
+        "the agent's checks",
+        |b| {
+            b["checks"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["name"] == "api" && c["status"] == "ok"))
+        },
+    )
+    .await;
+    assert!(
+        polled["hostname"].as_str().is_some_and(|h| !h.is_empty()),
+        "{polled}"
+    );
     assert_eq!(polled["agent_version"], env!("CARGO_PKG_VERSION"));
     let (_, configured) = api.get(&format!("/edge-sites/{site}/agent/checks")).await;
     assert!(configured["config_version"].is_string(), "{configured}");
     let (_, site_body) = api.get(&format!("/edge-sites/{site}")).await;
-    assert_eq!(site_body["status"], "active", "polls count as agent contact: {site_body}");
+    assert_eq!(
+        site_body["status"], "active",
+        "polls count as agent contact: {site_body}"
+    );
 
     // A configured check reaches the agent with the next poll.
     let (status, body) = api
@@ -221,23 +247,33 @@ async fn the_gateway_polls_a_listening_agent_and_alerts_while_it_is_unreachable(
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    until(&api, &format!("/edge-sites/{site}/agent"), "the configured check's result", |b| {
-        b["checks"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["name"] == "loopback" && c["status"] == "ok"))
-    })
+    until(
+        &api,
+        &format!("/edge-sites/{site}/agent"),
+        "the configured check's result",
+        |b| {
+            b["checks"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["name"] == "loopback" && c["status"] == "ok")
+            })
+        },
+    )
     .await;
 
     // Stopped: unreachable after the timeout, alert raised (webhook).
     running.kill().await.expect("kill");
     let _ = running.wait().await;
-    let down = until(&api, &endpoint_path, "unreachable", |b| b["reachability"] == "unreachable").await;
+    let down = until(&api, &endpoint_path, "unreachable", |b| {
+        b["reachability"] == "unreachable"
+    })
+    .await;
     assert!(down["failures"].as_i64().is_some_and(|f| f >= 1), "{down}");
     assert!(down["last_error"].is_string(), "{down}");
     let alerts = until(&api, "/alerts?status=open", "the unreachable alert", |b| {
-        b["items"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|a| a["kind"] == "agent_unreachable" && a["edge_site_id"] == site.as_str()))
+        b["items"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|a| a["kind"] == "agent_unreachable" && a["edge_site_id"] == site.as_str())
+        })
     })
     .await;
     eprintln!("alerts: {alerts}");
@@ -245,11 +281,15 @@ async fn the_gateway_polls_a_listening_agent_and_alerts_while_it_is_unreachable(
 
     // Restarted: reachable again, alert resolved (webhook).
     let _running = start_listening_agent(&agent, port, &checks).await;
-    until(&api, &endpoint_path, "reachable again", |b| b["reachability"] == "reachable").await;
+    until(&api, &endpoint_path, "reachable again", |b| {
+        b["reachability"] == "reachable"
+    })
+    .await;
     until(&api, "/alerts?status=resolved", "the alert resolved", |b| {
-        b["items"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|a| a["kind"] == "agent_unreachable" && a["edge_site_id"] == site.as_str()))
+        b["items"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|a| a["kind"] == "agent_unreachable" && a["edge_site_id"] == site.as_str())
+        })
     })
     .await;
     webhook(&mut hooks, "alert.resolved", "agent_unreachable").await;
@@ -290,7 +330,9 @@ async fn the_gateway_refuses_an_endpoint_answering_with_another_agents_certifica
     })
     .await;
     assert!(
-        refused["last_error"].as_str().is_some_and(|e| e.contains("TLS")),
+        refused["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("TLS")),
         "{refused}"
     );
     assert_ne!(refused["reachability"], "reachable");
@@ -363,9 +405,11 @@ async fn agent_accepts(port: u16, client: Option<(&str, &str)>) -> Result<(), St
                 .into_iter()
                 .map(rustls::pki_types::CertificateDer::from)
                 .collect();
-            let key = rustls::pki_types::pem::PemObject::from_pem_slice(key.as_bytes())
-                .expect("key");
-            builder.with_client_auth_cert(chain, key).expect("client cert")
+            let key =
+                rustls::pki_types::pem::PemObject::from_pem_slice(key.as_bytes()).expect("key");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client cert")
         }
         None => builder.with_no_client_auth(),
     };
@@ -418,12 +462,18 @@ async fn a_listening_agent_accepts_only_the_platform_gateways_certificate() {
     )
     .await
     .expect("gateway certificate");
-    agent_accepts(port, Some((gateway.cert_chain_pem.as_str(), gateway.key_pem.as_str())))
-        .await
-        .expect("the gateway's certificate is accepted");
+    agent_accepts(
+        port,
+        Some((gateway.cert_chain_pem.as_str(), gateway.key_pem.as_str())),
+    )
+    .await
+    .expect("the gateway's certificate is accepted");
 
     // Another tenant's agent, and another site's agent of this tenant.
-    for (who, other) in [("another tenant's agent", &foreign), ("another site's agent", &neighbour)] {
+    for (who, other) in [
+        ("another tenant's agent", &foreign),
+        ("another site's agent", &neighbour),
+    ] {
         let refused = agent_accepts(port, Some((&read(other.cert()), &read(other.key())))).await;
         assert!(refused.is_err(), "{who} was accepted");
         eprintln!("{who}: {refused:?}");
@@ -471,7 +521,10 @@ async fn a_listening_agent_accepts_only_the_platform_gateways_certificate() {
     // No certificate at all.
     assert!(agent_accepts(port, None).await.is_err());
     // Still serving the gateway afterwards.
-    agent_accepts(port, Some((gateway.cert_chain_pem.as_str(), gateway.key_pem.as_str())))
-        .await
-        .expect("the gateway's certificate is still accepted");
+    agent_accepts(
+        port,
+        Some((gateway.cert_chain_pem.as_str(), gateway.key_pem.as_str())),
+    )
+    .await
+    .expect("the gateway's certificate is still accepted");
 }

@@ -159,7 +159,9 @@ mod tests {
     #[test]
     fn endpoints_are_host_and_port_and_name_a_host() {
         assert_eq!(
-            AgentEndpoint::parse("10.0.0.5:50061").expect("ok").to_string(),
+            AgentEndpoint::parse("10.0.0.5:50061")
+                .expect("ok")
+                .to_string(),
             "10.0.0.5:50061"
         );
         assert_eq!(
@@ -202,7 +204,11 @@ mod tests {
         assert_eq!(retry_delay_ms(1_000, 60_000, 3, 0.0), 2_000);
         assert_eq!(retry_delay_ms(1_000, 60_000, 30, 0.0), 30_000);
         assert!(retry_delay_ms(1_000, 60_000, 30, 0.999) < 60_000);
-        for r in [Reachability::Unknown, Reachability::Reachable, Reachability::Unreachable] {
+        for r in [
+            Reachability::Unknown,
+            Reachability::Reachable,
+            Reachability::Unreachable,
+        ] {
             assert_eq!(Reachability::from_stored(r.as_str()), Some(r));
         }
     }

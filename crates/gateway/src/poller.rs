@@ -193,7 +193,10 @@ pub(crate) struct Poller {
 
 impl Poller {
     /// A poller presenting the gateway's certificate `tls`.
-    pub(crate) fn new(service: Arc<GatewayService>, tls: &GatewayTls) -> Result<Self, GatewayError> {
+    pub(crate) fn new(
+        service: Arc<GatewayService>,
+        tls: &GatewayTls,
+    ) -> Result<Self, GatewayError> {
         let cert_err = |e: &dyn std::fmt::Display| GatewayError::Certificate(e.to_string().into());
         let ders = |pem: &str| -> Result<Vec<CertificateDer<'static>>, GatewayError> {
             Ok(serviceradar_pki::inspect::pem_chain_to_der(pem)
@@ -282,8 +285,11 @@ impl Poller {
             agent_id: poll.agent_id,
             common_name: String::new(),
         };
-        let outcome = match tokio::time::timeout(self.settings.timeout, self.exchange(&poll, &mut id))
-            .await
+        let outcome = match tokio::time::timeout(
+            self.settings.timeout,
+            self.exchange(&poll, &mut id),
+        )
+        .await
         {
             Ok(outcome) => outcome,
             Err(_) => Err(Failure::Agent("timed out".into())),
@@ -369,7 +375,8 @@ impl Poller {
 
     /// Connects, polls, records the answer and acknowledges the results.
     async fn exchange(&self, poll: &AgentPoll, id: &mut AgentIdentity) -> Result<(), Failure> {
-        let platform = |what: &str, e: &dyn std::fmt::Display| Failure::Platform(format!("{what}: {e}"));
+        let platform =
+            |what: &str, e: &dyn std::fmt::Display| Failure::Platform(format!("{what}: {e}"));
         let config = self
             .service
             .config_for(id)
@@ -400,7 +407,12 @@ impl Poller {
             .into_inner();
         if poll.reachability != Reachability::Reachable {
             self.service
-                .register(id, &answer.agent_version, &answer.capabilities, &answer.hostname)
+                .register(
+                    id,
+                    &answer.agent_version,
+                    &answer.capabilities,
+                    &answer.hostname,
+                )
                 .await
                 .map_err(|s| platform("registering the agent", &s.message()))?;
         }

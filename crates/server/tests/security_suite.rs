@@ -77,10 +77,7 @@ fn needs() -> BTreeMap<(&'static str, &'static str), Need> {
         ),
         (("GET", "/edge-sites/{id}/agent/endpoint"), A(ReadSites)),
         (("PUT", "/edge-sites/{id}/agent/endpoint"), A(WriteSites)),
-        (
-            ("DELETE", "/edge-sites/{id}/agent/endpoint"),
-            A(WriteSites),
-        ),
+        (("DELETE", "/edge-sites/{id}/agent/endpoint"), A(WriteSites)),
         (("GET", "/leaf-servers"), A(ReadSites)),
         (("GET", "/leaf-servers/{id}"), A(ReadSites)),
         (("GET", "/collector-packages"), A(ReadPackages)),

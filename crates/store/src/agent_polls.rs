@@ -134,11 +134,12 @@ impl Scoped<'_> {
     /// Puts the site's agent back to dial-out; `Ok(false)` if it was not
     /// polled.
     pub async fn remove_agent_poll(&self, site: EdgeSiteId) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM agent_polls WHERE tenant_id = $1 AND edge_site_id = $2")
-            .bind(self.tenant())
-            .bind(site.to_string())
-            .execute(&self.store.pool)
-            .await?;
+        let done =
+            sqlx::query("DELETE FROM agent_polls WHERE tenant_id = $1 AND edge_site_id = $2")
+                .bind(self.tenant())
+                .bind(site.to_string())
+                .execute(&self.store.pool)
+                .await?;
         Ok(done.rows_affected() > 0)
     }
 }

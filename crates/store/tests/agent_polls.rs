@@ -32,7 +32,11 @@ async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
 }
 
 /// A site with an agent; returns both ids.
-async fn site_with_agent(store: &Store, scope: TenantScope, slug: &str) -> (EdgeSiteId, uuid::Uuid) {
+async fn site_with_agent(
+    store: &Store,
+    scope: TenantScope,
+    slug: &str,
+) -> (EdgeSiteId, uuid::Uuid) {
     let scoped = store.scoped(scope);
     let (site, _leaf) = scoped
         .create_site(
@@ -97,8 +101,16 @@ async fn one_replica_polls_an_agent_at_a_time_and_outcomes_follow_the_lease() {
         }
         // Another tenant neither sees nor removes it.
         let scoped_other = store.scoped(TenantScope::for_system_task(other.id));
-        assert_eq!(scoped_other.agent_poll(agents[0].0).await.expect("read"), None);
-        assert!(!scoped_other.remove_agent_poll(agents[0].0).await.expect("rm"));
+        assert_eq!(
+            scoped_other.agent_poll(agents[0].0).await.expect("read"),
+            None
+        );
+        assert!(
+            !scoped_other
+                .remove_agent_poll(agents[0].0)
+                .await
+                .expect("rm")
+        );
         assert!(
             scoped_other
                 .set_agent_poll(agents[0].0, &endpoint, PollInterval::DEFAULT)
@@ -118,7 +130,10 @@ async fn one_replica_polls_an_agent_at_a_time_and_outcomes_follow_the_lease() {
         claimed.sort();
         let mut expected: Vec<_> = agents.iter().map(|(_, agent)| *agent).collect();
         expected.sort();
-        assert_eq!(claimed, expected, "{backend:?}: each agent claimed exactly once");
+        assert_eq!(
+            claimed, expected,
+            "{backend:?}: each agent claimed exactly once"
+        );
         // Held leases are not claimed again, even when due.
         assert!(
             store
@@ -127,7 +142,11 @@ async fn one_replica_polls_an_agent_at_a_time_and_outcomes_follow_the_lease() {
                 .expect("claim")
                 .is_empty()
         );
-        let (owner, mine) = if a.is_empty() { ("replica-b", &b) } else { ("replica-a", &a) };
+        let (owner, mine) = if a.is_empty() {
+            ("replica-b", &b)
+        } else {
+            ("replica-a", &a)
+        };
         let first = mine[0].agent_id;
         // Only the holder records an outcome.
         assert!(
@@ -168,7 +187,11 @@ async fn one_replica_polls_an_agent_at_a_time_and_outcomes_follow_the_lease() {
             (Reachability::Unknown, Reachability::Unreachable, 2)
         );
         let site_first = agents.iter().find(|(_, a)| *a == first).expect("site").0;
-        let row = scoped.agent_poll(site_first).await.expect("read").expect("row");
+        let row = scoped
+            .agent_poll(site_first)
+            .await
+            .expect("read")
+            .expect("row");
         assert_eq!(row.last_error.as_deref(), Some("timed out"));
         assert_eq!(row.failing_since, Some(now));
 
@@ -183,7 +206,12 @@ async fn one_replica_polls_an_agent_at_a_time_and_outcomes_follow_the_lease() {
             .expect("ok")
             .expect("held");
         assert_eq!(
-            (ok.reachability, ok.failures, ok.failing_since, ok.last_error),
+            (
+                ok.reachability,
+                ok.failures,
+                ok.failing_since,
+                ok.last_error
+            ),
             (Reachability::Reachable, 0, None, None)
         );
 

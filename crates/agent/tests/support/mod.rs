@@ -338,7 +338,9 @@ pub async fn webhook_receiver() -> (u16, tokio::sync::mpsc::UnboundedReceiver<(S
             let mut buf = Vec::new();
             let mut chunk = [0u8; 8192];
             loop {
-                let n = tokio::io::AsyncReadExt::read(&mut conn, &mut chunk).await.unwrap_or(0);
+                let n = tokio::io::AsyncReadExt::read(&mut conn, &mut chunk)
+                    .await
+                    .unwrap_or(0);
                 if n == 0 {
                     break;
                 }
@@ -367,8 +369,9 @@ pub async fn webhook_receiver() -> (u16, tokio::sync::mpsc::UnboundedReceiver<(S
             }
             let _ = tokio::io::AsyncWriteExt::write_all(
                 &mut conn,
-                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                .await;
+                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            )
+            .await;
         }
     });
     (port, rx)
