@@ -59,6 +59,15 @@ pub struct Cli {
     /// running agent renews by itself at about 2/3 of their lifetime.
     #[arg(long, conflicts_with = "once")]
     pub renew_now: bool,
+    /// Gateway-initiated mode: listen here (`host:port`) with mTLS for the
+    /// platform gateway's polls instead of dialing out (needs --cert, --key
+    /// and --ca; no gateway URL).
+    #[arg(
+        long,
+        env = "SERVICERADAR_AGENT_LISTEN",
+        conflicts_with = "gateway_url"
+    )]
+    pub listen: Option<std::net::SocketAddr>,
     /// Log filter (`info`, `debug`, `serviceradar_agent=debug`, ...).
     #[arg(long, env = "SERVICERADAR_AGENT_LOG", default_value = "info")]
     pub log: String,
@@ -68,6 +77,8 @@ pub struct Cli {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     gateway_url: Option<String>,
+    /// Gateway-initiated mode: where to listen for the gateway's polls.
+    listen: Option<String>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     ca: Option<PathBuf>,
@@ -145,6 +156,8 @@ pub struct Settings {
     pub renewal: Option<crate::renew::RenewalSetup>,
     /// Where to write the last gateway contact and renewal.
     pub status_file: Option<PathBuf>,
+    /// Gateway-initiated mode: listen for the gateway instead of dialing it.
+    pub listen: Option<crate::listen::ListenTarget>,
 }
 
 /// Default check interval (seconds).
@@ -215,22 +228,48 @@ impl Settings {
         for raw in &cli.checks {
             local_checks.push(parse_check_flag(raw)?);
         }
+        let path = |flag: &Option<PathBuf>, file: Option<PathBuf>| {
+            flag.clone().or_else(|| file.map(|p| resolve(base, p)))
+        };
+        let (cert, key, ca) = (
+            path(&cli.cert, file.cert),
+            path(&cli.key, file.key),
+            path(&cli.ca, file.ca),
+        );
+        let listen = match (cli.listen, file.listen) {
+            (Some(addr), _) => Some(addr),
+            (None, Some(raw)) => Some(
+                raw.parse::<std::net::SocketAddr>()
+                    .with_context(|| format!("listen = {raw:?} must be ip:port"))?,
+            ),
+            (None, None) => None,
+        };
         let url = cli.gateway_url.clone().or(file.gateway_url);
+        let need = |p: &Option<PathBuf>, what: &str, with: &str| {
+            p.clone()
+                .with_context(|| format!("--{what} is required with {with}"))
+        };
+        let listen = match (listen, &url) {
+            (Some(_), Some(_)) => anyhow::bail!(
+                "listen (gateway-initiated mode) and gateway_url (dial-out) exclude each other"
+            ),
+            (Some(addr), None) => Some(crate::listen::ListenTarget {
+                addr,
+                cert: need(&cert, "cert", "listen")?,
+                key: need(&key, "key", "listen")?,
+                ca: need(&ca, "ca", "listen")?,
+            }),
+            (None, _) => None,
+        };
         let gateway = match url {
             None => None,
-            Some(url) => {
-                let need = |flag: Option<PathBuf>, file: Option<PathBuf>, what: &str| {
-                    flag.or_else(|| file.map(|p| resolve(base, p)))
-                        .with_context(|| format!("--{what} is required with a gateway URL"))
-                };
-                Some(GatewayTarget {
-                    url,
-                    cert: need(cli.cert.clone(), file.cert, "cert")?,
-                    key: need(cli.key.clone(), file.key, "key")?,
-                    ca: need(cli.ca.clone(), file.ca, "ca")?,
-                    tls_name: cli.tls_name.clone().or(file.tls_name),
-                })
-            }
+            Some(url) => Some(GatewayTarget {
+                url,
+                cert: need(&cert, "cert", "a gateway URL")?,
+                key: need(&key, "key", "a gateway URL")?,
+                ca: need(&ca, "ca", "a gateway URL")?,
+                tls_name: cli.tls_name.clone().or(file.tls_name),
+            }),
         };
         let edge_buffer = match (file.leaf_url, file.leaf_ca, file.edge_buffer, &gateway) {
             (Some(leaf_url), Some(ca), Some(stream), Some(gw)) => {
@@ -290,6 +329,7 @@ impl Settings {
             (None, _) => None,
         };
         Ok(Self {
+            listen,
             status_file: file.status_file.map(|p| resolve(base, p)),
             renewal,
             edge_buffer,
@@ -344,6 +384,34 @@ mod tests {
         assert_eq!(s.local_checks.len(), 1);
         std::fs::write(&path, "unknown = 1\n").expect("write");
         assert!(Settings::load(&cli).is_err(), "unknown keys are rejected");
+    }
+
+    #[test]
+    fn listen_mode_needs_the_certificates_and_no_gateway_url() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.toml");
+        let cli = Cli::parse_from([
+            "serviceradar-agent",
+            "--config",
+            path.to_str().expect("utf8"),
+        ]);
+        let files = "cert = \"agent.pem\"\nkey = \"agent-key.pem\"\nca = \"root-ca.pem\"\n";
+        std::fs::write(&path, format!("listen = \"0.0.0.0:50061\"\n{files}")).expect("write");
+        let s = Settings::load(&cli).expect("loads");
+        let listen = s.listen.expect("listen mode");
+        assert_eq!(listen.addr.port(), 50061);
+        assert_eq!(listen.ca, dir.path().join("root-ca.pem"));
+        assert!(s.gateway.is_none(), "no dial-out");
+        std::fs::write(&path, "listen = \"0.0.0.0:50061\"\n").expect("write");
+        assert!(Settings::load(&cli).is_err(), "certificates are required");
+        std::fs::write(
+            &path,
+            format!("listen = \"0.0.0.0:50061\"\ngateway_url = \"https://gw:1\"\n{files}"),
+        )
+        .expect("write");
+        assert!(Settings::load(&cli).is_err(), "one mode at a time");
+        std::fs::write(&path, format!("listen = \"host:50061x\"\n{files}")).expect("write");
+        assert!(Settings::load(&cli).is_err(), "not an address");
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //!   checks on schedule, buffer results (bounded) while the gateway is
 //!   unreachable, push, poll config, renew enrolled certificates; hold the
 //!   control stream (config pushes, commands) open.
+//! * [`listen`] — gateway-initiated mode (seed 004): the agent listens with
+//!   mTLS, accepts only the platform gateway's certificate and is polled.
 //! * [`renew`] — certificate renewal of a box enrolled with a token.
 //! * [`diagnostics`] — the `collect_diagnostics` command's bundle;
 //!   [`logtail`] — the recent log lines it includes.
@@ -24,6 +26,7 @@ pub mod checks;
 pub mod config;
 pub mod device_auth;
 pub mod diagnostics;
+pub mod listen;
 pub mod logtail;
 pub mod renew;
 pub mod runner;

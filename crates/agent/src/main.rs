@@ -1,7 +1,8 @@
 //! `serviceradar-agent`: the edge agent.
 //!
 //! Dials out to the agent gateway (gRPC over mTLS, no listening port), runs
-//! checkers on schedule and pushes their status. `--once` runs the local
+//! checkers on schedule and pushes their status; or, with `listen`
+//! (gateway-initiated mode), listens for the platform gateway's polls. `--once` runs the local
 //! checks one time without contacting the gateway, prints them as JSON lines
 //! and exits (1 if a check did not pass). Exit status 2 is a configuration or
 //! runtime failure, 3 a final refusal by the platform (site deleted, agent
@@ -49,8 +50,14 @@ fn main() -> ExitCode {
         } else if cli.renew_now {
             runner::renew_now(&settings).await.map(|()| true)
         } else {
+            let run = async {
+                match &settings.listen {
+                    Some(target) => serviceradar_agent::listen::run(&settings, target).await,
+                    None => runner::run(&settings).await,
+                }
+            };
             tokio::select! {
-                r = runner::run(&settings) => r.map(|()| true),
+                r = run => r.map(|()| true),
                 _ = shutdown_signal() => {
                     tracing::info!("stopping");
                     Ok(true)

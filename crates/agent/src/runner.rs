@@ -140,12 +140,12 @@ impl Buffer {
     }
 }
 
-struct Scheduled {
-    spec: CheckSpec,
-    due: Instant,
+pub(crate) struct Scheduled {
+    pub(crate) spec: CheckSpec,
+    pub(crate) due: Instant,
 }
 
-fn schedule(config: Option<&AgentConfig>, local: &[CheckSpec]) -> Vec<Scheduled> {
+pub(crate) fn schedule(config: Option<&AgentConfig>, local: &[CheckSpec]) -> Vec<Scheduled> {
     let now = Instant::now();
     config
         .map(|c| c.checks.clone())
@@ -156,7 +156,7 @@ fn schedule(config: Option<&AgentConfig>, local: &[CheckSpec]) -> Vec<Scheduled>
         .collect()
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_default()

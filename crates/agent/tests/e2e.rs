@@ -22,56 +22,8 @@ use serviceradar_hub::config::{HubOptions, write_hub_config};
 use serviceradar_identity::MasterKeySource;
 use serviceradar_store::health::{ALERT_LEAF_DISCONNECTED, ALERT_SITE_OFFLINE};
 use serviceradar_testkit::{NatsServer, check_nats_config, free_port, wait_for_port};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(40);
-
-/// Webhook events (`event`, alert kind) as they arrive.
-async fn webhook_receiver() -> (u16, tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 8192];
-            loop {
-                let n = conn.read(&mut chunk).await.unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                    continue;
-                };
-                let head = String::from_utf8_lossy(&buf[..pos]).to_lowercase();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                if buf.len() >= pos + 4 + length {
-                    let body: serde_json::Value =
-                        serde_json::from_slice(&buf[pos + 4..pos + 4 + length]).unwrap_or_default();
-                    let _ = tx.send((
-                        body["event"].as_str().unwrap_or_default().to_string(),
-                        body["alert"]["kind"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
-                    ));
-                    break;
-                }
-            }
-            let _ = conn
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                .await;
-        }
-    });
-    (port, rx)
-}
 
 fn start_agent(config: &Path) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_serviceradar-agent"))
@@ -144,7 +96,7 @@ async fn agent_drives_site_and_leaf_health_and_disconnect_alerts() {
     let site = core
         .provisioned_site(&tenant, "NYC", "nyc", leaf_port)
         .await;
-    let (hook_port, mut hooks) = webhook_receiver().await;
+    let (hook_port, mut hooks) = support::webhook_receiver().await;
     let hook_id = uuid::Uuid::now_v7();
     scoped
         .create_webhook(

@@ -5,6 +5,7 @@
 //! parses and authorizes), map the result to a response type.
 
 pub mod agent_control;
+pub mod agent_poll;
 pub mod alerts;
 pub mod bundles;
 pub mod devices;
@@ -54,6 +55,7 @@ pub fn router() -> (Router<Control>, utoipa::openapi::OpenApi) {
         .merge(sites::router())
         .merge(alerts::router())
         .merge(agent_control::router())
+        .merge(agent_poll::router())
         .merge(packages::router())
         .merge(devices::router())
         .merge(bundles::router())

@@ -23,6 +23,7 @@
 //! * [`error`] — [`ControlError`], with a stable code per kind.
 
 pub mod agent_control;
+pub mod agent_poll;
 pub mod alerts;
 pub mod devices;
 pub mod enrollment;

@@ -26,6 +26,7 @@
 
 pub mod agent;
 pub mod agent_control;
+pub mod agent_poll;
 pub mod device;
 pub mod duration;
 pub mod enrollment;

@@ -27,6 +27,9 @@
 //! * **ServiceRadar agents** ([`monitoring`]): ServiceRadar's
 //!   `monitoring.AgentGatewayService` on the same port, translated onto the
 //!   same service.
+//! * **Gateway-initiated mode** ([`poller`], seed 004): agents that listen
+//!   instead of dialing out are polled on a schedule, one replica per agent
+//!   at a time (a lease row), with backoff and an unreachable alert.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,6 +54,7 @@ pub mod devices;
 pub mod identity;
 pub mod links;
 pub mod monitoring;
+pub mod poller;
 mod renewal;
 pub mod service;
 
@@ -93,6 +97,8 @@ pub struct GatewaySettings {
     /// Lifetime of certificates issued by `RenewCertificates` and
     /// `SimpleReenroll` (the same as enrollment's).
     pub edge_cert_validity: Duration,
+    /// Polling of agents in gateway-initiated mode.
+    pub poll: poller::PollerSettings,
 }
 
 impl Default for GatewaySettings {
@@ -103,6 +109,7 @@ impl Default for GatewaySettings {
             agent_push_interval_secs: 30,
             leaf_monitoring_listen: Some("127.0.0.1:8222".into()),
             edge_cert_validity: Duration::from_secs(7 * 86_400),
+            poll: poller::PollerSettings::default(),
         }
     }
 }
@@ -281,9 +288,16 @@ impl Gateway {
         // so the graceful shutdown does not wait for them.
         let links = self.service.links.clone();
         let service = Arc::new(self.service);
+        // Agents in gateway-initiated mode are polled while the gateway serves.
+        let (stop_polls, polls_stopped) = tokio::sync::watch::channel(false);
+        if service.settings().poll.enabled {
+            let poller = Arc::new(poller::Poller::new(service.clone(), &self.tls)?);
+            tokio::spawn(poller.run(polls_stopped));
+        }
         let shutdown = async move {
             shutdown.await;
             links.close_all();
+            let _ = stop_polls.send(true);
         };
         Server::builder()
             .tls_config(self.tls.server_config())?

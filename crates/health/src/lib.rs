@@ -24,7 +24,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serviceradar_domain::state::{LeafStatus, SiteStatus};
 use serviceradar_domain::{EdgeSiteId, TenantId, TenantScope};
-use serviceradar_store::health::{ALERT_LEAF_DISCONNECTED, ALERT_SITE_OFFLINE, Alert};
+use serviceradar_store::health::{
+    ALERT_AGENT_UNREACHABLE, ALERT_LEAF_DISCONNECTED, ALERT_SITE_OFFLINE, Alert,
+};
 use serviceradar_store::{Store, StoreError, now_ms};
 use tokio::sync::{broadcast, watch};
 
@@ -256,6 +258,45 @@ impl Health {
             {
                 self.alert_resolved(alert).await;
             }
+        }
+        Ok(())
+    }
+
+    /// The gateway cannot reach the site's agent (gateway-initiated mode):
+    /// raises `agent_unreachable` once (the open-alert index keeps one per
+    /// site), with webhooks and live events like the sweeper's alerts.
+    pub async fn agent_unreachable(
+        &self,
+        tenant_id: TenantId,
+        site_id: EdgeSiteId,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let scoped = self.store.scoped(TenantScope::for_system_task(tenant_id));
+        if let Some(alert) = scoped
+            .raise_alert(site_id, ALERT_AGENT_UNREACHABLE, message)
+            .await?
+        {
+            tracing::warn!(%tenant_id, %site_id, alert_id = %alert.id,
+                kind = ALERT_AGENT_UNREACHABLE, "alert raised");
+            crate::webhooks::notify(&self.store, &alert, crate::webhooks::EVENT_RAISED).await;
+            self.publish(HealthEvent::AlertRaised(alert));
+        }
+        Ok(())
+    }
+
+    /// The gateway reaches the site's agent again: resolves its
+    /// `agent_unreachable` alert, if one is open.
+    pub async fn agent_reachable(
+        &self,
+        tenant_id: TenantId,
+        site_id: EdgeSiteId,
+    ) -> Result<(), StoreError> {
+        let scoped = self.store.scoped(TenantScope::for_system_task(tenant_id));
+        for alert in scoped
+            .resolve_alerts(site_id, ALERT_AGENT_UNREACHABLE)
+            .await?
+        {
+            self.alert_resolved(alert).await;
         }
         Ok(())
     }

@@ -75,6 +75,9 @@ fn needs() -> BTreeMap<(&'static str, &'static str), Need> {
             ("DELETE", "/edge-sites/{id}/agent/checks/{name}"),
             A(WriteSites),
         ),
+        (("GET", "/edge-sites/{id}/agent/endpoint"), A(ReadSites)),
+        (("PUT", "/edge-sites/{id}/agent/endpoint"), A(WriteSites)),
+        (("DELETE", "/edge-sites/{id}/agent/endpoint"), A(WriteSites)),
         (("GET", "/leaf-servers"), A(ReadSites)),
         (("GET", "/leaf-servers/{id}"), A(ReadSites)),
         (("GET", "/collector-packages"), A(ReadPackages)),
@@ -186,6 +189,9 @@ fn body(method: &str, path: &str, site: &str) -> Option<Value> {
         }
         ("PUT", "/edge-sites/{id}/agent/checks/{name}") => {
             json!({"kind": "dns", "target": "example.com"})
+        }
+        ("PUT", "/edge-sites/{id}/agent/endpoint") => {
+            json!({"endpoint": "agent.example.com:50061"})
         }
         ("POST", _) => json!({}),
         _ => return None,

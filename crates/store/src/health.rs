@@ -29,6 +29,9 @@ use crate::row::{self, Cols};
 pub const ALERT_SITE_OFFLINE: &str = "site_offline";
 /// Alert kind: the site's leaf lost its hub link for longer than the rule allows.
 pub const ALERT_LEAF_DISCONNECTED: &str = "leaf_disconnected";
+/// Alert kind: the gateway could not reach a site's agent in gateway-initiated
+/// mode (seed 004) for longer than its unreachable timeout.
+pub const ALERT_AGENT_UNREACHABLE: &str = "agent_unreachable";
 
 /// A stored edge agent (no key material).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -17,6 +17,7 @@
 
 mod agent_checks;
 pub mod agent_control;
+pub mod agent_polls;
 pub mod agent_results;
 mod auth;
 mod auth_cache;

@@ -325,3 +325,54 @@ pub fn python_stubs(proto: &str) -> tempfile::TempDir {
     assert!(generated.success(), "grpc_tools.protoc {proto}");
     out
 }
+
+/// Webhook events (`event`, alert kind) as they arrive.
+pub async fn webhook_receiver() -> (u16, tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            loop {
+                let n = tokio::io::AsyncReadExt::read(&mut conn, &mut chunk)
+                    .await
+                    .unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&buf[..pos]).to_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if buf.len() >= pos + 4 + length {
+                    let body: serde_json::Value =
+                        serde_json::from_slice(&buf[pos + 4..pos + 4 + length]).unwrap_or_default();
+                    let _ = tx.send((
+                        body["event"].as_str().unwrap_or_default().to_string(),
+                        body["alert"]["kind"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    ));
+                    break;
+                }
+            }
+            let _ = tokio::io::AsyncWriteExt::write_all(
+                &mut conn,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            )
+            .await;
+        }
+    });
+    (port, rx)
+}

@@ -1,0 +1,410 @@
+//! Gateway-initiated mode (seed 004): the agent listens with mTLS and the
+//! platform's gateway polls it; the agent never dials out.
+//!
+//! * **Who may call**: only the platform gateway. The client certificate
+//!   must be signed by the platform root itself (intermediates the client
+//!   sends are ignored, so no tenant CA's certificate passes: not another
+//!   agent's, of this tenant or another) and be the gateway's
+//!   (CN [`GATEWAY_COMMON_NAME`], which only the gateway's certificate
+//!   carries; the hub's, also root-signed, is `hub.platform.serviceradar`).
+//!   Anything else fails the TLS handshake before a request is read.
+//! * **What it serves**: `AgentPoll.Poll` (`gateway.proto`): the gateway
+//!   sends the agent's config (applied when its version differs), the
+//!   sequence number up to which it stored results, and takes the next
+//!   buffered results.
+//! * **Checks** run on their schedule meanwhile into a bounded buffer
+//!   (oldest dropped and counted), as in dial-out mode.
+//!
+//! The agent presents its own agent certificate (followed by its tenant CA)
+//! as its server certificate; the gateway checks it is the agent it meant
+//! to reach. Certificate renewal, the control stream and uploads need the
+//! dial-out mode.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use rustls::DistinguishedName;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use serviceradar_proto::v1::agent_poll_server::{AgentPoll, AgentPollServer};
+use serviceradar_proto::v1::{AgentConfig, CheckResult, PollRequest, PollResponse};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::checks::Checker;
+use crate::config::Settings;
+
+/// The common name of the platform gateway's certificate (issued by the
+/// platform root for the `gateway` service).
+pub const GATEWAY_COMMON_NAME: &str = "gateway.platform.serviceradar";
+
+/// Most results returned by one poll.
+pub const MAX_RESULTS_PER_POLL: usize = 1_000;
+
+/// Where the agent listens and with which identity.
+#[derive(Debug, Clone)]
+pub struct ListenTarget {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// The agent's certificate chain (its certificate, then its tenant CA).
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// The platform root CA (the gateway's certificate is signed by it).
+    pub ca: PathBuf,
+}
+
+/// Accepts only the platform gateway's client certificate.
+#[derive(Debug)]
+struct GatewayOnly {
+    root: Arc<dyn ClientCertVerifier>,
+}
+
+fn refused() -> rustls::Error {
+    rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)
+}
+
+/// The subject CN of a certificate, if it has one.
+fn common_name(der: &[u8]) -> Option<String> {
+    let cert = serviceradar_pki::inspect::parse_der(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}
+
+impl ClientCertVerifier for GatewayOnly {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.root.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        // Signed by the platform root itself: whatever intermediates the
+        // client sent are not used, so a tenant CA's certificate fails here.
+        self.root.verify_client_cert(end_entity, &[], now)?;
+        if common_name(end_entity).as_deref() != Some(GATEWAY_COMMON_NAME) {
+            tracing::warn!("refused a client certificate that is not the platform gateway's");
+            return Err(refused());
+        }
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.root.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.root.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.root.supported_verify_schemes()
+    }
+}
+
+/// The TLS settings of the listener: the agent's certificate, the gateway
+/// only as client.
+pub fn server_config(target: &ListenTarget) -> anyhow::Result<rustls::ServerConfig> {
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let pem_ders = |pem: &str| -> anyhow::Result<Vec<CertificateDer<'static>>> {
+        Ok(serviceradar_pki::inspect::pem_chain_to_der(pem)
+            .context("parsing a certificate")?
+            .into_iter()
+            .map(CertificateDer::from)
+            .collect())
+    };
+    let chain = pem_ders(&read(&target.cert)?)?;
+    let key_pem = zeroize::Zeroizing::new(read(&target.key)?);
+    let key: PrivateKeyDer<'static> =
+        rustls::pki_types::pem::PemObject::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| anyhow::anyhow!("parsing {}: {e}", target.key.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for root in pem_ders(&read(&target.ca)?)? {
+        roots.add(root).context("the platform root CA")?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let root = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .context("client verifier")?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_client_cert_verifier(Arc::new(GatewayOnly { root }))
+        .with_single_cert(chain, key)
+        .context("the agent's certificate and key")?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// Results waiting for the gateway, numbered.
+#[derive(Debug)]
+struct Pending {
+    items: VecDeque<(u64, CheckResult)>,
+    next_seq: u64,
+    bound: usize,
+    dropped: u64,
+}
+
+impl Pending {
+    fn push(&mut self, result: CheckResult) {
+        if self.items.len() >= self.bound {
+            self.items.pop_front();
+            self.dropped += 1;
+        }
+        self.next_seq += 1;
+        self.items.push_back((self.next_seq, result));
+    }
+
+    fn ack(&mut self, seq: u64) {
+        let before = self.items.len();
+        while self.items.front().is_some_and(|(s, _)| *s <= seq) {
+            self.items.pop_front();
+        }
+        if self.items.len() < before {
+            self.dropped = 0;
+        }
+    }
+}
+
+/// The state shared by the poll handler and the check loop.
+struct Shared {
+    pending: Mutex<Pending>,
+    config: watch::Sender<Option<AgentConfig>>,
+    hostname: String,
+}
+
+struct PollService(Arc<Shared>);
+
+#[tonic::async_trait]
+impl AgentPoll for PollService {
+    async fn poll(
+        &self,
+        request: tonic::Request<PollRequest>,
+    ) -> Result<tonic::Response<PollResponse>, tonic::Status> {
+        let req = request.into_inner();
+        if let Some(config) = req.config {
+            self.0.config.send_if_modified(|current| {
+                let changed = current.as_ref().map(|c| &c.version) != Some(&config.version);
+                if changed {
+                    tracing::info!(version = %config.version, checks = config.checks.len(),
+                        "config from the gateway applied");
+                    *current = Some(config);
+                }
+                changed
+            });
+        }
+        let config_version = self
+            .0
+            .config
+            .borrow()
+            .as_ref()
+            .map(|c| c.version.clone())
+            .unwrap_or_default();
+        let mut pending = self
+            .0
+            .pending
+            .lock()
+            .map_err(|_| tonic::Status::internal("the result buffer is unavailable"))?;
+        pending.ack(req.ack_seq);
+        let max = usize::try_from(req.max_results)
+            .unwrap_or(usize::MAX)
+            .min(MAX_RESULTS_PER_POLL);
+        let results: Vec<_> = pending.items.iter().take(max).collect();
+        let last_seq = results.last().map_or(req.ack_seq, |(s, _)| *s);
+        let results = results.into_iter().map(|(_, r)| r.clone()).collect();
+        Ok(tonic::Response::new(PollResponse {
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            hostname: self.0.hostname.clone(),
+            capabilities: crate::runner::CAPABILITIES
+                .iter()
+                .map(|c| (*c).to_owned())
+                .collect(),
+            config_version,
+            results,
+            last_seq,
+            dropped: pending.dropped,
+        }))
+    }
+}
+
+/// Accepts connections and completes their TLS handshakes concurrently
+/// (a slow or refused handshake holds up no other); yields the accepted.
+fn accept_loop(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> tokio::sync::mpsc::Receiver<
+    Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let accepted = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = accepted.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(%peer, error = %e, "TLS handshake refused");
+                    }
+                    Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
+                }
+            });
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Runs the listening agent until the process is stopped.
+pub async fn run(settings: &Settings, target: &ListenTarget) -> anyhow::Result<()> {
+    let tls = server_config(target)?;
+    let listener = tokio::net::TcpListener::bind(target.addr)
+        .await
+        .with_context(|| format!("listening on {}", target.addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "listening for the platform gateway (gateway-initiated mode)");
+    let shared = Arc::new(Shared {
+        pending: Mutex::new(Pending {
+            items: VecDeque::new(),
+            next_seq: 0,
+            bound: settings.buffer.max(1),
+            dropped: 0,
+        }),
+        config: watch::channel(None).0,
+        hostname: crate::runner::hostname(),
+    });
+    let incoming = accept_loop(listener, tokio_rustls::TlsAcceptor::from(Arc::new(tls)));
+    let server = tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(30))
+        .add_service(AgentPollServer::new(PollService(shared.clone())))
+        .serve_with_incoming(tokio_stream_receiver(incoming));
+    tokio::select! {
+        served = server => served.context("serving the gateway's polls"),
+        () = check_loop(settings, &shared) => Ok(()),
+    }
+}
+
+/// Runs the configured (gateway's and local) checks on schedule into the
+/// shared buffer; reschedules when the gateway delivers a new config.
+async fn check_loop(settings: &Settings, shared: &Shared) {
+    let checker = match Checker::new() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "cannot start the checkers");
+            return std::future::pending().await;
+        }
+    };
+    let mut config = shared.config.subscribe();
+    let mut checks = crate::runner::schedule(None, &settings.local_checks);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            changed = config.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let current = config.borrow_and_update().clone();
+                checks = crate::runner::schedule(current.as_ref(), &settings.local_checks);
+            }
+        }
+        let now = Instant::now();
+        for c in checks.iter_mut().filter(|c| c.due <= now) {
+            c.due = now + Duration::from_secs(u64::from(c.spec.interval_secs.max(1)));
+            let result = checker.run(&c.spec).await;
+            tracing::debug!(check = %c.spec.name, status = %result.status, "check ran");
+            if let Ok(mut pending) = shared.pending.lock() {
+                pending.push(result);
+            }
+        }
+    }
+}
+
+/// The accepted connections as the stream tonic serves.
+fn tokio_stream_receiver<T>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_core::Stream<Item = T> {
+    Receiver(rx)
+}
+
+struct Receiver<T>(tokio::sync::mpsc::Receiver<T>);
+
+impl<T> futures_core::Stream for Receiver<T> {
+    type Item = T;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(name: &str) -> CheckResult {
+        CheckResult {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn acknowledged_results_are_dropped_and_the_rest_kept_in_order() {
+        let mut p = Pending {
+            items: VecDeque::new(),
+            next_seq: 0,
+            bound: 3,
+            dropped: 0,
+        };
+        for n in ["a", "b", "c", "d"] {
+            p.push(result(n));
+        }
+        assert_eq!(p.dropped, 1, "the oldest was dropped");
+        p.ack(1);
+        assert_eq!(p.dropped, 1, "nothing acknowledged yet (1 was dropped)");
+        let names: Vec<_> = p.items.iter().map(|(s, r)| (*s, r.name.clone())).collect();
+        assert_eq!(names, [(2, "b".into()), (3, "c".into()), (4, "d".into())]);
+        p.ack(3);
+        assert_eq!(p.items.len(), 1);
+        assert_eq!(
+            p.dropped, 0,
+            "reported, then cleared by the acknowledgement"
+        );
+    }
+}

@@ -1,0 +1,492 @@
+//! Gateway-initiated mode (seed 004): the gateway polls the agents that
+//! listen instead of dialing out.
+//!
+//! Every replica runs one poller beside its gateway. Each tick it claims
+//! the agents due for a poll with a lease (`store::agent_polls`: a
+//! compare-and-set on the row's lease, so one replica polls an agent at a
+//! time; a dead replica's lease runs out), then for each:
+//!
+//! 1. dials the endpoint an operator set (never one the agent sent) over
+//!    TLS, presenting the gateway's own certificate (CN
+//!    `gateway.platform.serviceradar`, signed by the platform root: what
+//!    the agent accepts) and accepting only the agent it means to reach
+//!    (its SPIFFE id: kind `agent`, this tenant, this agent id, issued by
+//!    the tenant CA that chains to the platform root);
+//! 2. calls `AgentPoll.Poll` with the agent's current config; records the
+//!    answer like a dial-out agent's calls (`register`, `record_status`:
+//!    site health, leaf link, latest check results) and the config version
+//!    it runs; acknowledges the results it stored;
+//! 3. on failure retries with exponential backoff (capped, with jitter);
+//!    once failures have lasted `unreachable_after` the agent is
+//!    `unreachable` and an `agent_unreachable` alert is raised through
+//!    [`Health`] (webhooks, live events); the next successful poll resolves
+//!    it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
+use serviceradar_domain::agent_poll::{AgentEndpoint, Reachability, retry_delay_ms};
+use serviceradar_domain::validate::Host;
+use serviceradar_domain::{AgentIdentity, TenantScope};
+use serviceradar_pki::{IdentityKind, PeerIdentity};
+use serviceradar_proto::v1::PollRequest;
+use serviceradar_proto::v1::agent_poll_client::AgentPollClient;
+use serviceradar_store::agent_polls::AgentPoll;
+use serviceradar_store::now_ms;
+use tokio::sync::{Semaphore, watch};
+use tracing::Instrument;
+
+use crate::service::GatewayService;
+use crate::{GatewayError, GatewayTls};
+
+/// When and how the gateway polls agents in gateway-initiated mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollerSettings {
+    /// Whether this replica polls at all.
+    pub enabled: bool,
+    /// How often it looks for agents due for a poll.
+    pub tick: Duration,
+    /// How long a claimed agent is this replica's (longer than a poll).
+    pub lease: Duration,
+    /// Connect, handshake and both calls of one poll.
+    pub timeout: Duration,
+    /// Failing this long makes an agent unreachable (and raises the alert).
+    pub unreachable_after: Duration,
+    /// First retry delay after a failure (doubling per failure).
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    pub retry_cap: Duration,
+    /// Most polls in flight on this replica.
+    pub concurrency: usize,
+}
+
+impl Default for PollerSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tick: Duration::from_secs(1),
+            lease: Duration::from_secs(60),
+            timeout: Duration::from_secs(15),
+            unreachable_after: Duration::from_secs(90),
+            retry_base: Duration::from_secs(2),
+            retry_cap: Duration::from_secs(60),
+            concurrency: 64,
+        }
+    }
+}
+
+/// Accepts only the agent the gateway means to reach.
+#[derive(Debug)]
+struct ExpectedAgent {
+    chain: Arc<dyn ClientCertVerifier>,
+    trust_domain: String,
+    tenant_id: uuid::Uuid,
+    agent_id: uuid::Uuid,
+    /// The verified certificate's common name, for the records.
+    common_name: Mutex<Option<String>>,
+}
+
+fn refused() -> rustls::Error {
+    rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)
+}
+
+impl ServerCertVerifier for ExpectedAgent {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        // An agent certificate is a client certificate (clientAuth only,
+        // no host names): verify its chain as one, to the platform root.
+        self.chain
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let issuer = intermediates.first().ok_or_else(refused)?;
+        let peer = PeerIdentity::from_der_with_issuer(
+            end_entity.as_ref(),
+            issuer.as_ref(),
+            &self.trust_domain,
+        )
+        .map_err(|_| refused())?;
+        if peer.kind != IdentityKind::Agent
+            || peer.tenant_id != self.tenant_id
+            || peer.id != self.agent_id
+        {
+            return Err(refused());
+        }
+        if let Ok(mut cn) = self.common_name.lock() {
+            *cn = Some(peer.common_name);
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.chain.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.chain.supported_verify_schemes()
+    }
+}
+
+/// Why a poll failed, in words safe to store and show (no detail of the
+/// network beyond the kind of failure).
+#[derive(Debug)]
+enum Failure {
+    /// The agent (or the network) did not answer as an agent should.
+    Agent(String),
+    /// The platform could not record the poll: not the agent's fault.
+    Platform(String),
+}
+
+fn describe_connect(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+                std::io::ErrorKind::InvalidData => {
+                    "TLS handshake failed (certificate not accepted)".into()
+                }
+                std::io::ErrorKind::TimedOut => "connection timed out".into(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof => {
+                    "connection closed during the TLS handshake (certificate not accepted)".into()
+                }
+                kind => format!("connection failed ({kind})"),
+            };
+        }
+        cause = e.source();
+    }
+    "connection failed".into()
+}
+
+/// The poller of one replica.
+pub(crate) struct Poller {
+    service: Arc<GatewayService>,
+    settings: PollerSettings,
+    owner: String,
+    chain: Arc<dyn ClientCertVerifier>,
+    client_chain: Vec<CertificateDer<'static>>,
+    client_key: PrivateKeyDer<'static>,
+    slots: Arc<Semaphore>,
+}
+
+impl Poller {
+    /// A poller presenting the gateway's certificate `tls`.
+    pub(crate) fn new(
+        service: Arc<GatewayService>,
+        tls: &GatewayTls,
+    ) -> Result<Self, GatewayError> {
+        let cert_err = |e: &dyn std::fmt::Display| GatewayError::Certificate(e.to_string().into());
+        let ders = |pem: &str| -> Result<Vec<CertificateDer<'static>>, GatewayError> {
+            Ok(serviceradar_pki::inspect::pem_chain_to_der(pem)
+                .map_err(|e| cert_err(&e))?
+                .into_iter()
+                .map(CertificateDer::from)
+                .collect())
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for root in ders(&tls.client_root_pem)? {
+            roots.add(root).map_err(|e| cert_err(&e))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| cert_err(&e))?;
+        let client_key: PrivateKeyDer<'static> =
+            rustls::pki_types::pem::PemObject::from_pem_slice(tls.key_pem.as_bytes())
+                .map_err(|e| cert_err(&e))?;
+        let settings = service.settings().poll.clone();
+        Ok(Self {
+            slots: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            settings,
+            owner: format!("gateway-{}", uuid::Uuid::new_v4()),
+            chain,
+            client_chain: ders(&tls.cert_chain_pem)?,
+            client_key,
+            service,
+        })
+    }
+
+    /// Polls until `stop` changes.
+    pub(crate) async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.settings.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let free = self.slots.available_permits();
+            if free == 0 {
+                continue;
+            }
+            let now = now_ms();
+            let claimed = match self
+                .service
+                .store()
+                .claim_agent_polls(
+                    &self.owner,
+                    now,
+                    now + ms(self.settings.lease),
+                    i64::try_from(free).unwrap_or(i64::MAX),
+                )
+                .await
+            {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::error!(error = %e, "claiming agents to poll failed");
+                    continue;
+                }
+            };
+            for poll in claimed {
+                let Ok(slot) = self.slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let me = self.clone();
+                let span = tracing::info_span!("agent_poll", tenant_id = %poll.tenant_id,
+                    site_id = %poll.edge_site_id, agent_id = %poll.agent_id,
+                    endpoint = %poll.endpoint);
+                tokio::spawn(
+                    async move {
+                        me.poll_one(poll).await;
+                        drop(slot);
+                    }
+                    .instrument(span),
+                );
+            }
+        }
+    }
+
+    async fn poll_one(&self, poll: AgentPoll) {
+        let mut id = AgentIdentity {
+            tenant_id: poll.tenant_id,
+            site_id: poll.edge_site_id,
+            agent_id: poll.agent_id,
+            common_name: String::new(),
+        };
+        let outcome = match tokio::time::timeout(
+            self.settings.timeout,
+            self.exchange(&poll, &mut id),
+        )
+        .await
+        {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Failure::Agent("timed out".into())),
+        };
+        let store = self.service.store();
+        let now = now_ms();
+        match outcome {
+            Ok(()) => {
+                let next = now + poll.interval_secs.max(1) * 1_000;
+                match store
+                    .agent_poll_succeeded(poll.agent_id, &self.owner, now, next)
+                    .await
+                {
+                    Ok(Some(_)) if poll.reachability != Reachability::Reachable => {
+                        tracing::info!("agent reachable");
+                        if let Err(e) = self
+                            .service
+                            .health
+                            .agent_reachable(poll.tenant_id, poll.edge_site_id)
+                            .await
+                        {
+                            tracing::error!(error = %e, "resolving the unreachable alert failed");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "recording a poll failed"),
+                }
+            }
+            Err(Failure::Platform(what)) => {
+                // Not the agent's fault: the lease runs out and the next
+                // claim retries; nothing counts against the agent.
+                tracing::error!(error = %what, "recording the agent's answer failed");
+            }
+            Err(Failure::Agent(reason)) => {
+                let failures = u32::try_from(poll.failures + 1).unwrap_or(u32::MAX);
+                let delay = retry_delay_ms(
+                    ms(self.settings.retry_base) as u64,
+                    ms(self.settings.retry_cap) as u64,
+                    failures,
+                    rand::random::<f64>(),
+                );
+                let recorded = store
+                    .agent_poll_failed(
+                        poll.agent_id,
+                        &self.owner,
+                        now,
+                        now + i64::try_from(delay).unwrap_or(i64::MAX / 2),
+                        &reason,
+                        ms(self.settings.unreachable_after),
+                    )
+                    .await;
+                match recorded {
+                    Ok(Some(f)) => {
+                        tracing::warn!(%reason, failures = f.failures, retry_in_ms = delay,
+                            "polling the agent failed");
+                        if f.after == Reachability::Unreachable
+                            && f.before != Reachability::Unreachable
+                        {
+                            let held = now - poll.failing_since.unwrap_or(now);
+                            let message = format!(
+                                "the gateway cannot reach the site's agent at {} ({reason}; {} \
+                                 failed polls over {})",
+                                poll.endpoint,
+                                f.failures,
+                                serviceradar_domain::duration::human(held)
+                            );
+                            if let Err(e) = self
+                                .service
+                                .health
+                                .agent_unreachable(poll.tenant_id, poll.edge_site_id, &message)
+                                .await
+                            {
+                                tracing::error!(error = %e, "raising the unreachable alert failed");
+                            }
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(error = %e, "recording a failed poll failed"),
+                }
+            }
+        }
+    }
+
+    /// Connects, polls, records the answer and acknowledges the results.
+    async fn exchange(&self, poll: &AgentPoll, id: &mut AgentIdentity) -> Result<(), Failure> {
+        let platform =
+            |what: &str, e: &dyn std::fmt::Display| Failure::Platform(format!("{what}: {e}"));
+        let config = self
+            .service
+            .config_for(id)
+            .await
+            .map_err(|s| platform("the agent's config", &s.message()))?;
+        let expected = Arc::new(ExpectedAgent {
+            chain: self.chain.clone(),
+            trust_domain: self.service.pki().trust_domain().to_owned(),
+            tenant_id: poll.tenant_id.0,
+            agent_id: poll.agent_id,
+            common_name: Mutex::new(None),
+        });
+        let mut client = self.connect(&poll.endpoint, expected.clone()).await?;
+        id.common_name = expected
+            .common_name
+            .lock()
+            .ok()
+            .and_then(|cn| cn.clone())
+            .unwrap_or_default();
+        let answer = client
+            .poll(PollRequest {
+                config: Some(config),
+                ack_seq: 0,
+                max_results: crate::service::MAX_RESULTS_PER_PUSH as u32,
+            })
+            .await
+            .map_err(|s| Failure::Agent(format!("the agent answered {:?}", s.code())))?
+            .into_inner();
+        if poll.reachability != Reachability::Reachable {
+            self.service
+                .register(
+                    id,
+                    &answer.agent_version,
+                    &answer.capabilities,
+                    &answer.hostname,
+                )
+                .await
+                .map_err(|s| platform("registering the agent", &s.message()))?;
+        }
+        self.service
+            .record_status(id, &answer.results, answer.dropped)
+            .await
+            .map_err(|s| platform("recording results", &s.message()))?;
+        if !answer.config_version.is_empty() {
+            self.service
+                .store()
+                .scoped(TenantScope::for_system_task(id.tenant_id))
+                .ack_agent_config(id.agent_id, &answer.config_version)
+                .await
+                .map_err(|e| platform("recording the config version", &e))?;
+        }
+        if !answer.results.is_empty() {
+            client
+                .poll(PollRequest {
+                    config: None,
+                    ack_seq: answer.last_seq,
+                    max_results: 0,
+                })
+                .await
+                .map_err(|s| Failure::Agent(format!("the agent answered {:?}", s.code())))?;
+        }
+        tracing::debug!(results = answer.results.len(), "agent polled");
+        Ok(())
+    }
+
+    async fn connect(
+        &self,
+        endpoint: &str,
+        expected: Arc<ExpectedAgent>,
+    ) -> Result<AgentPollClient<tonic::transport::Channel>, Failure> {
+        let parsed = AgentEndpoint::parse(endpoint)
+            .map_err(|e| Failure::Platform(format!("stored endpoint: {e}")))?;
+        let server_name = match parsed.host() {
+            Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
+            Host::Dns(name) => ServerName::try_from(name.clone())
+                .map_err(|e| Failure::Platform(format!("stored endpoint: {e}")))?,
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Failure::Platform(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(expected)
+            .with_client_auth_cert(self.client_chain.clone(), self.client_key.clone_key())
+            .map_err(|e| Failure::Platform(e.to_string()))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let addr = parsed.to_string();
+        let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+            let tls = tls.clone();
+            let addr = addr.clone();
+            let server_name = server_name.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(&addr).await?;
+                tcp.set_nodelay(true)?;
+                let stream = tls.connect(server_name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        });
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{parsed}"))
+            .map_err(|e| Failure::Platform(format!("stored endpoint: {e}")))?
+            .connect_timeout(self.settings.timeout)
+            .timeout(self.settings.timeout)
+            .connect_with_connector(connector)
+            .await
+            .map_err(|e| Failure::Agent(describe_connect(&e)))?;
+        Ok(AgentPollClient::new(channel))
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

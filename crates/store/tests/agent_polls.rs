@@ -1,0 +1,240 @@
+//! Gateway-initiated mode's bookkeeping (migration 0025) on both backends:
+//! one replica polls an agent at a time (concurrent claims from two owners
+//! never share an agent, a held lease is not claimed again, an expired one
+//! is), outcomes are recorded only under the lease, failures become
+//! `unreachable` once they lasted the timeout, success clears them,
+//! revoked agents are not polled, and the endpoint stays in its tenant.
+
+use serviceradar_domain::agent_poll::{AgentEndpoint, PollInterval, Reachability};
+use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
+use serviceradar_domain::{EdgeSiteId, TenantScope};
+use serviceradar_store::health::AgentCert;
+use serviceradar_store::{Backend, NewSite, Store, now_ms};
+
+async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = Store::connect(
+        &format!("sqlite://{}", dir.path().join("s.db").display()),
+        8,
+    )
+    .await
+    .expect("sqlite");
+    let url = tokio::task::spawn_blocking(|| serviceradar_testkit::postgres().create_database())
+        .await
+        .expect("pg database");
+    let pg = Store::connect(&url, 12).await.expect("postgres");
+    assert_eq!(pg.backend(), Backend::Postgres);
+    let out = vec![(sqlite, Some(dir)), (pg, None)];
+    for (s, _) in &out {
+        s.migrate().await.expect("migrate");
+    }
+    out
+}
+
+/// A site with an agent; returns both ids.
+async fn site_with_agent(
+    store: &Store,
+    scope: TenantScope,
+    slug: &str,
+) -> (EdgeSiteId, uuid::Uuid) {
+    let scoped = store.scoped(scope);
+    let (site, _leaf) = scoped
+        .create_site(
+            &NewSite {
+                name: DisplayName::parse(slug).expect("name"),
+                slug: Slug::parse(slug).expect("slug"),
+                nats_leaf_url: NatsUrl::parse("nats://10.0.0.1:4222").expect("url"),
+                upstream_url: "tls://hub:7422".into(),
+                local_listen: ListenAddr::parse("0.0.0.0:4222").expect("listen"),
+            },
+            None,
+        )
+        .await
+        .expect("site");
+    let agent = uuid::Uuid::now_v7();
+    scoped
+        .store_agent_cert(
+            site.id,
+            &AgentCert {
+                agent_id: agent,
+                cert_pem: "cert".into(),
+                key_sealed: vec![7; 8],
+                cert_serial: "01".into(),
+                cert_expires_at: now_ms() + 1_000_000,
+            },
+        )
+        .await
+        .expect("agent");
+    (site.id, agent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_polls_an_agent_at_a_time_and_outcomes_follow_the_lease() {
+    for (store, _dir) in stores().await {
+        let backend = store.backend();
+        let tenant = store
+            .create_tenant(
+                &Slug::parse("acme").expect("s"),
+                &DisplayName::parse("A").expect("n"),
+            )
+            .await
+            .expect("tenant");
+        let other = store
+            .create_tenant(
+                &Slug::parse("other").expect("s"),
+                &DisplayName::parse("B").expect("n"),
+            )
+            .await
+            .expect("tenant");
+        let scope = TenantScope::for_system_task(tenant.id);
+        let scoped = store.scoped(scope);
+        let endpoint = AgentEndpoint::parse("127.0.0.1:50061").expect("endpoint");
+        let mut agents = Vec::new();
+        for i in 0..8 {
+            let (site, agent) = site_with_agent(&store, scope, &format!("s{i}")).await;
+            let poll = scoped
+                .set_agent_poll(site, &endpoint, PollInterval::DEFAULT)
+                .await
+                .expect("set");
+            assert_eq!(poll.reachability, Reachability::Unknown);
+            agents.push((site, agent));
+        }
+        // Another tenant neither sees nor removes it.
+        let scoped_other = store.scoped(TenantScope::for_system_task(other.id));
+        assert_eq!(
+            scoped_other.agent_poll(agents[0].0).await.expect("read"),
+            None
+        );
+        assert!(
+            !scoped_other
+                .remove_agent_poll(agents[0].0)
+                .await
+                .expect("rm")
+        );
+        assert!(
+            scoped_other
+                .set_agent_poll(agents[0].0, &endpoint, PollInterval::DEFAULT)
+                .await
+                .is_err(),
+            "{backend:?}: another tenant's site"
+        );
+
+        // Two replicas claim at once: every agent once, never by both.
+        let now = now_ms();
+        let (a, b) = tokio::join!(
+            store.claim_agent_polls("replica-a", now, now + 60_000, 100),
+            store.claim_agent_polls("replica-b", now, now + 60_000, 100),
+        );
+        let (a, b) = (a.expect("claim a"), b.expect("claim b"));
+        let mut claimed: Vec<_> = a.iter().chain(b.iter()).map(|p| p.agent_id).collect();
+        claimed.sort();
+        let mut expected: Vec<_> = agents.iter().map(|(_, agent)| *agent).collect();
+        expected.sort();
+        assert_eq!(
+            claimed, expected,
+            "{backend:?}: each agent claimed exactly once"
+        );
+        // Held leases are not claimed again, even when due.
+        assert!(
+            store
+                .claim_agent_polls("replica-c", now + 1, now + 60_000, 100)
+                .await
+                .expect("claim")
+                .is_empty()
+        );
+        let (owner, mine) = if a.is_empty() {
+            ("replica-b", &b)
+        } else {
+            ("replica-a", &a)
+        };
+        let first = mine[0].agent_id;
+        // Only the holder records an outcome.
+        assert!(
+            store
+                .agent_poll_succeeded(first, "replica-x", now, now + 30_000)
+                .await
+                .expect("cas")
+                .is_none(),
+            "{backend:?}: a stranger's outcome is ignored"
+        );
+
+        // Failures: unreachable once they lasted the timeout (2 s here).
+        let f1 = store
+            .agent_poll_failed(first, owner, now, now, "connection refused", 2_000)
+            .await
+            .expect("fail")
+            .expect("held");
+        assert_eq!(
+            (f1.before, f1.after, f1.failures),
+            (Reachability::Unknown, Reachability::Unknown, 1)
+        );
+        let again = store
+            .claim_agent_polls(owner, now + 2_500, now + 60_000, 100)
+            .await
+            .expect("claim");
+        assert_eq!(
+            again.iter().map(|p| p.agent_id).collect::<Vec<_>>(),
+            [first],
+            "{backend:?}: a released, due agent is claimed again"
+        );
+        let f2 = store
+            .agent_poll_failed(first, owner, now + 2_500, now + 3_000, "timed out", 2_000)
+            .await
+            .expect("fail")
+            .expect("held");
+        assert_eq!(
+            (f2.before, f2.after, f2.failures),
+            (Reachability::Unknown, Reachability::Unreachable, 2)
+        );
+        let site_first = agents.iter().find(|(_, a)| *a == first).expect("site").0;
+        let row = scoped
+            .agent_poll(site_first)
+            .await
+            .expect("read")
+            .expect("row");
+        assert_eq!(row.last_error.as_deref(), Some("timed out"));
+        assert_eq!(row.failing_since, Some(now));
+
+        // Success clears them.
+        store
+            .claim_agent_polls(owner, now + 3_000, now + 60_000, 100)
+            .await
+            .expect("claim");
+        let ok = store
+            .agent_poll_succeeded(first, owner, now + 3_100, now + 33_100)
+            .await
+            .expect("ok")
+            .expect("held");
+        assert_eq!(
+            (
+                ok.reachability,
+                ok.failures,
+                ok.failing_since,
+                ok.last_error
+            ),
+            (Reachability::Reachable, 0, None, None)
+        );
+
+        // An expired lease (a dead replica) is claimed by another.
+        let expired = store
+            .claim_agent_polls("replica-c", now + 61_000, now + 121_000, 100)
+            .await
+            .expect("claim");
+        assert!(
+            expired.len() >= 7,
+            "{backend:?}: the dead replica's agents are taken over ({})",
+            expired.len()
+        );
+
+        // A revoked agent is not polled; removing the endpoint ends polling.
+        let (revoked_site, _) = agents[1];
+        scoped.revoke_agent(revoked_site).await.expect("revoke");
+        let later = store
+            .claim_agent_polls("replica-d", now + 200_000, now + 260_000, 100)
+            .await
+            .expect("claim");
+        assert!(!later.iter().any(|p| p.edge_site_id == revoked_site));
+        assert!(scoped.remove_agent_poll(agents[2].0).await.expect("rm"));
+        assert_eq!(scoped.agent_poll(agents[2].0).await.expect("read"), None);
+    }
+}
