@@ -332,7 +332,7 @@ async fn the_gateway_refuses_an_endpoint_answering_with_another_agents_certifica
     assert!(
         refused["last_error"]
             .as_str()
-            .is_some_and(|e| e.contains("TLS")),
+            .is_some_and(|e| e == serviceradar_gateway::poller::UNANSWERED),
         "{refused}"
     );
     assert_ne!(refused["reachability"], "reachable");

@@ -159,7 +159,22 @@ enum Failure {
     Platform(String),
 }
 
+/// What a tenant is told of any failure to reach its agent. One message
+/// for refused, timed out and certificate not accepted alike: the endpoint
+/// is the tenant's to set, and telling those apart would let a tenant map
+/// which addresses and ports answer on the platform's network. The kind goes
+/// to the gateway's log ([`describe_connect`]) for the operator.
+pub const UNANSWERED: &str = "no answer from the agent (connection failed, timed out, or its \
+     certificate was not accepted; the platform's log has the detail)";
+
+/// Logs the kind of a connection failure for the operator and answers the
+/// tenant's [`UNANSWERED`].
 fn describe_connect(error: &(dyn std::error::Error + 'static)) -> String {
+    tracing::info!(failure = %connect_kind(error), "polling the agent failed");
+    UNANSWERED.into()
+}
+
+fn connect_kind(error: &(dyn std::error::Error + 'static)) -> String {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = cause {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
@@ -292,7 +307,10 @@ impl Poller {
         .await
         {
             Ok(outcome) => outcome,
-            Err(_) => Err(Failure::Agent("timed out".into())),
+            Err(_) => {
+                tracing::info!(failure = "timed out", "polling the agent failed");
+                Err(Failure::Agent(UNANSWERED.into()))
+            }
         };
         let store = self.service.store();
         let now = now_ms();
