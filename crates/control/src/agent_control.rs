@@ -66,6 +66,10 @@ pub struct AgentChecks {
     pub checks: Vec<CheckConfig>,
     /// The config version the agent acknowledged last, and when (Unix ms).
     pub acked: Option<(String, i64)>,
+    /// When the configured checks last changed (Unix ms; the agent's
+    /// creation when they never did): an acknowledgement older than this
+    /// is of an earlier config.
+    pub changed_at: i64,
 }
 
 impl Control {
@@ -211,6 +215,7 @@ impl Control {
         Ok(AgentChecks {
             checks: scoped.agent_check_configs(agent.id).await?,
             acked: scoped.agent_config_ack(agent.id).await?,
+            changed_at: scoped.agent_config_changed_at(agent.id).await?,
         })
     }
 

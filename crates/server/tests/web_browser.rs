@@ -15,6 +15,13 @@
 //! screenshots (list and detail at 1280 and 390 px) land in
 //! `$CARGO_TARGET_TMPDIR/web-ui-screenshots`.
 //!
+//! A second test (`agent_checks_and_commands_in_a_real_browser`, waiting
+//! for the first's browser to close) drives the site page's agent sections
+//! with the agent from a site's bundle: a command while it does not run
+//! fails clearly, a refused check shows its message next to the field, an
+//! added check is acknowledged by the agent, and a command sent from the
+//! form turns "succeeded" in the history without a reload.
+//!
 //! Needs `chromium` and `chromium-driver` (Debian) and `npm ci` in
 //! `test-tools/` (axe-core); `scripts/test` installs both. Without Chromium
 //! the test says so loudly and passes, so a developer machine without a
@@ -312,8 +319,13 @@ async fn sign_out(ui: &Ui) {
     ui.find("#tenant").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn web_ui_in_a_real_browser() {
+/// One browser at a time in this binary (2-core machines): each test holds
+/// this while its Chromium runs.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// chromedriver and a headless Chromium session downloading into
+/// `downloads`; `None` (after saying so loudly) when Chromium is missing.
+async fn open_browser(dir: &Path, downloads: &Path, base: &str) -> Option<(Driver, Ui)> {
     let (Some(chromium), Some(chromedriver)) = (which("chromium"), which("chromedriver")) else {
         eprintln!(
             "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
@@ -322,7 +334,7 @@ async fn web_ui_in_a_real_browser() {
              !! scripts/test, which does; CI always runs this test.\n\
              !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
         );
-        return;
+        return None;
     };
     let axe_path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../test-tools/node_modules/axe-core/axe.min.js");
@@ -332,13 +344,6 @@ async fn web_ui_in_a_real_browser() {
             axe_path.display()
         )
     });
-    support::init();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path();
-    let downloads = dir.join("downloads");
-    std::fs::create_dir_all(&downloads).expect("downloads dir");
-
-    let serve = Serve::start(dir);
     let driver_port = free_port();
     let driver = Driver {
         child: Command::new(&chromedriver)
@@ -379,13 +384,15 @@ async fn web_ui_in_a_real_browser() {
         .expect("a WebDriver session");
     let ui = Ui {
         client,
-        base: serve.base.clone(),
+        base: base.to_string(),
         axe,
         shots: shots_dir(),
     };
-    let outcome = scenarios(&ui, &serve, dir, &downloads).await;
-    let _ = ui.client.clone().close().await;
-    drop(driver);
+    Some((driver, ui))
+}
+
+/// Panics with `outcome`'s message and the tail of serve's log.
+fn report(outcome: Result<(), String>, serve: &Serve) {
     if let Err(message) = outcome {
         panic!(
             "{message}\nserve stderr (tail):\n{}",
@@ -398,6 +405,25 @@ async fn web_ui_in_a_real_browser() {
                 .join("\n")
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_ui_in_a_real_browser() {
+    let _one = ONE_BROWSER.lock().await;
+    support::init();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let downloads = dir.join("downloads");
+    std::fs::create_dir_all(&downloads).expect("downloads dir");
+
+    let serve = Serve::start(dir);
+    let Some((driver, ui)) = open_browser(dir, &downloads, &serve.base).await else {
+        return;
+    };
+    let outcome = scenarios(&ui, &serve, dir, &downloads).await;
+    let _ = ui.client.clone().close().await;
+    drop(driver);
+    report(outcome, &serve);
 }
 
 async fn scenarios(ui: &Ui, serve: &Serve, dir: &Path, downloads: &Path) -> Result<(), String> {
@@ -789,6 +815,225 @@ async fn scenarios(ui: &Ui, serve: &Serve, dir: &Path, downloads: &Path) -> Resu
         Ok::<(), String>(())
     };
     run.await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_checks_and_commands_in_a_real_browser() {
+    let _one = ONE_BROWSER.lock().await;
+    support::init();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let downloads = dir.join("downloads");
+    std::fs::create_dir_all(&downloads).expect("downloads dir");
+    let serve = Serve::start(dir);
+    let Some((driver, ui)) = open_browser(dir, &downloads, &serve.base).await else {
+        return;
+    };
+    let outcome = agent_scenarios(&ui, &serve, dir).await;
+    let _ = ui.client.clone().close().await;
+    drop(driver);
+    report(outcome, &serve);
+}
+
+/// The site page's agent sections with a real agent: a command to the
+/// agent before it runs fails clearly (offline); a check is refused with
+/// its message next to the field, then added; the agent started from the
+/// site's bundle acknowledges the config with that check; a command sent
+/// from the form shows in the history and turns "succeeded" without a
+/// reload. axe on each state, screenshots at 1280 and 390 px.
+async fn agent_scenarios(ui: &Ui, serve: &Serve, dir: &Path) -> Result<(), String> {
+    let (http, cookie, csrf) = api_session(&serve.base).await?;
+    let site: Value = http
+        .post(format!("{}/api/v1/edge-sites", serve.base))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"name": "Checks Lab", "slug": "checks-lab",
+                      "nats_leaf_url": format!("nats://127.0.0.1:{}", free_port())}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    let site_id = site["id"].as_str().ok_or("no site id")?.to_string();
+    // The bundle (and with it the agent's certificate) once provisioned.
+    let deadline = Instant::now() + WAIT;
+    let bytes = loop {
+        let reply = http
+            .get(format!("{}/api/v1/edge-sites/{site_id}/bundle", serve.base))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if reply.status().is_success() {
+            break reply.bytes().await.map_err(|e| e.to_string())?;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the bundle never came: {}", reply.status()));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let archive = dir.join("checks-lab.tar.gz");
+    std::fs::write(&archive, &bytes).map_err(|e| e.to_string())?;
+    let unpack = dir.join("checks-lab");
+    std::fs::create_dir_all(&unpack).map_err(|e| e.to_string())?;
+    let ok = Command::new("tar")
+        .arg("xzf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&unpack)
+        .status()
+        .map_err(|e| e.to_string())?
+        .success();
+    if !ok {
+        return Err("tar failed on the bundle".into());
+    }
+    let bundle = std::fs::read_dir(&unpack)
+        .map_err(|e| e.to_string())?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.join("agent.toml").is_file())
+        .ok_or("no agent.toml in the bundle")?;
+
+    sign_in(ui, "default", "admin@example.com", PASSWORD).await;
+    let page = format!("/admin/edge-sites/{site_id}");
+    ui.go(&page).await;
+    ui.find("#checks-h").await;
+    ui.find("#no-checks").await;
+
+    // --- a command while the agent does not run: a clear failure ----------
+    ui.eval("document.getElementById('command-kind').value = 'run_checks'; return true;")
+        .await;
+    ui.click("#send-command-button").await;
+    ui.find("#command-failed").await;
+    let failed = ui.text("#command-failed").await;
+    if !failed.contains("Run checks now failed: the site's agent is not connected") {
+        return Err(format!("the offline failure says: {failed}"));
+    }
+    ui.wait_until(
+        "the offline command in the history",
+        "const b = document.querySelector('#agent-commands tbody tr .badge'); \
+         return !!b && b.textContent.trim() === 'offline';",
+    )
+    .await;
+    ui.accessible("site page, command refused (agent offline)")
+        .await;
+    ui.shot("20-command-offline").await;
+
+    // --- a refused check: the message next to the field, values kept -------
+    ui.go(&page).await;
+    ui.fill("#check-name", "hub-dns").await;
+    ui.eval("document.getElementById('check-kind').value = 'tcp'; return true;")
+        .await;
+    ui.fill("#check-target", "localhost").await;
+    ui.fill("#check-interval_secs", "10").await;
+    ui.fill("#check-timeout_ms", "2000").await;
+    ui.click("#add-check-button").await;
+    ui.find("#check-target-error").await;
+    let message = ui.text("#check-target-error").await;
+    if !message.contains("must be host:port") {
+        return Err(format!("the target's message: {message}"));
+    }
+    let described = ui
+        .eval(
+            "const t = document.getElementById('check-target'); \
+             return t.getAttribute('aria-invalid') === 'true' && \
+                    t.getAttribute('aria-describedby').includes('check-target-error') && \
+                    document.getElementById('check-name').value === 'hub-dns';",
+        )
+        .await;
+    if described != Value::Bool(true) {
+        return Err("the refused field is not marked and described, or a value was lost".into());
+    }
+    ui.accessible("site page, check refused").await;
+    ui.shot("21-check-refused").await;
+
+    // --- the same check as DNS: added and listed ---------------------------
+    ui.eval("document.getElementById('check-kind').value = 'dns'; return true;")
+        .await;
+    ui.fill("#check-target", "localhost").await;
+    ui.click("#add-check-button").await;
+    ui.wait_for_url("#checks-h").await;
+    ui.find("tr[data-check='hub-dns']").await;
+    let row = ui.text("tr[data-check='hub-dns']").await;
+    if !(row.contains("dns") && row.contains("localhost") && row.contains("10 s")) {
+        return Err(format!("the listed check: {row}"));
+    }
+
+    // --- the agent from the bundle acknowledges the config ----------------
+    let agent_binary =
+        PathBuf::from(env!("CARGO_BIN_EXE_serviceradar-core")).with_file_name("serviceradar-agent");
+    if !agent_binary.is_file() {
+        return Err(format!(
+            "{} is missing: build it (cargo build -p serviceradar-agent)",
+            agent_binary.display()
+        ));
+    }
+    let _agent = Killed(
+        Command::new(&agent_binary)
+            .arg("--config")
+            .arg(bundle.join("agent.toml"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("agent.err")).map_err(|e| e.to_string())?)
+            .spawn()
+            .map_err(|e| format!("starting the agent: {e}"))?,
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        ui.go(&page).await;
+        let said = ui.text("#config-version").await;
+        if said.contains("runs config version") && said.contains("the current checks") {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the agent never acknowledged the config: {said}\nagent stderr:\n{}",
+                std::fs::read_to_string(dir.join("agent.err")).unwrap_or_default()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // --- a command from the form: in the history, succeeded live -----------
+    ui.eval("document.getElementById('command-kind').value = 'run_checks'; return true;")
+        .await;
+    ui.click("#send-command-button").await;
+    ui.wait_for_url("#commands-h").await;
+    if ui.has("#command-failed").await {
+        return Err(format!(
+            "the command to the running agent failed: {}",
+            ui.text("#command-failed").await
+        ));
+    }
+    ui.wait_until(
+        "the newest command to turn succeeded without a reload",
+        "const r = document.querySelector('#agent-commands tbody tr'); \
+         return !!r && r.textContent.includes('run_checks') && \
+                r.querySelector('.badge').textContent.trim() === 'succeeded';",
+    )
+    .await;
+    let rows = ui
+        .eval("return document.querySelectorAll('#agent-commands tbody tr').length;")
+        .await;
+    if rows != json!(2) {
+        return Err(format!("history rows: {rows}"));
+    }
+    ui.accessible("site page with checks and commands").await;
+    ui.shots_at_both_widths("22-agent-checks-and-commands")
+        .await;
+
+    // --- the change form --------------------------------------------------
+    ui.go(&format!("{page}/checks/hub-dns")).await;
+    ui.find("#change-check").await;
+    ui.accessible("change a check").await;
+    ui.fill("#check-interval_secs", "20").await;
+    ui.click("#change-check-button").await;
+    ui.wait_for_url("#checks-h").await;
+    let row = ui.text("tr[data-check='hub-dns']").await;
+    if !row.contains("20 s") {
+        return Err(format!("the changed check: {row}"));
+    }
+    Ok(())
 }
 
 /// Waits for the browser's download of a site bundle to finish.

@@ -2,7 +2,10 @@
 //! every page, sign-in required, CSRF on every mutating route, another
 //! tenant's ids answered 404, a viewer shown no admin controls and refused,
 //! the live stream of one tenant never carrying another's events, and the
-//! site page's enrollment conflicts (listed, resolved once by an operator).
+//! site page's enrollment conflicts (listed, resolved once by an operator),
+//! the agent's configured checks and commands on the site page (each form:
+//! CSRF, another tenant's site 404, a viewer 403, bad input 4xx with the
+//! message and nothing written), and the wizard's 3-node cluster option.
 //! Runs on SQLite and PostgreSQL.
 
 mod support;
@@ -26,7 +29,11 @@ both_backends!(
     enrollment_tokens_are_shown_once_listed_and_revoked_on_the_site_page,
     conflicts_are_listed_and_resolved_on_the_site_page,
     the_filtered_site_count_stops_at_two_hundred,
-    site_page_shows_the_agents_commands_and_the_sites_devices
+    site_page_shows_the_agents_commands_and_the_sites_devices,
+    agent_checks_are_added_changed_and_removed_on_the_site_page,
+    check_forms_refuse_csrf_failures_other_tenants_viewers_and_bad_input,
+    commands_are_sent_from_the_site_page_and_an_offline_agent_is_told,
+    wizard_offers_a_three_node_leaf_cluster
 );
 
 /// An open enrollment conflict of `site`: a single-use token redeemed by
@@ -1179,4 +1186,641 @@ async fn wizard_creates_a_site_and_checks_slugs(db: Db) {
             .status
             .is_success()
     );
+}
+
+/// The command history of `site` as the JSON API lists it.
+async fn api_commands(app: &support::TestApp, who: &support::Caller, site: &str) -> Vec<Value> {
+    app.get(who, &format!("/api/v1/edge-sites/{site}/agent/commands"))
+        .await
+        .body["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// How many sites the JSON API lists (first page).
+async fn api_site_count(app: &support::TestApp, who: &support::Caller) -> usize {
+    app.get(who, "/api/v1/edge-sites").await.body["items"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+/// The configured checks of `site`'s agent as the JSON API lists them.
+async fn api_checks(app: &support::TestApp, who: &support::Caller, site: &str) -> Vec<Value> {
+    let reply = app
+        .get(who, &format!("/api/v1/edge-sites/{site}/agent/checks"))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    reply.body["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// The site page lists the agent's configured checks with the config
+/// version it acknowledged, and adds, changes and removes them through the
+/// same use-cases as the API; a refused form comes back with each message
+/// next to its field and the values kept.
+async fn agent_checks_are_added_changed_and_removed_on_the_site_page(db: Db) {
+    let web = spawn(db, |_| {}).await;
+    let app = &web.app;
+    let acme = app.tenant("acme").await;
+    let site = id(&app.create_site(&acme, "NYC Office", "nyc-office").await);
+    let tenant = app.store.tenant_by_slug("acme").await.expect("tenant");
+    let scoped = app.store.scoped(TenantScope::for_system_task(tenant.id));
+    let agent = agent_at(&scoped, &site).await;
+    let mut browser = Browser::new(&app.base);
+    browser
+        .sign_in("acme", &owner_email("acme"), support::OWNER_PASSWORD)
+        .await;
+    let page = format!("/admin/edge-sites/{site}");
+    let empty = browser.get(&page).await;
+    assert!(empty.body.contains("Configured checks"), "{}", empty.body);
+    assert!(empty.body.contains("No check configured yet."));
+    assert!(empty.body.contains("has not acknowledged a config yet"));
+    assert!(empty.body.contains("id=\"add-check\""));
+
+    // Bad input: every message next to its field, the values kept, nothing written.
+    let add = format!("{page}/checks");
+    let bad = browser
+        .submit(
+            &add,
+            &[
+                ("name", "web"),
+                ("kind", "tcp"),
+                ("target", "no-port-here"),
+                ("interval_secs", "10"),
+                ("timeout_ms", "20000"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    assert!(
+        bad.body.contains("id=\"check-target-error\""),
+        "{}",
+        bad.body
+    );
+    assert!(bad.body.contains("must be host:port"), "{}", bad.body);
+    assert!(bad.body.contains("id=\"check-timeout_ms-error\""));
+    assert!(bad.body.contains("must be shorter than the interval"));
+    assert!(bad.body.contains("value=\"no-port-here\""), "kept");
+    assert!(bad.body.contains("aria-invalid=\"true\""));
+    let not_a_number = browser
+        .submit(
+            &add,
+            &[
+                ("name", "web"),
+                ("kind", "tcp"),
+                ("target", "10.0.0.5:443"),
+                ("interval_secs", "ten"),
+            ],
+        )
+        .await;
+    assert_eq!(not_a_number.status, StatusCode::BAD_REQUEST);
+    assert!(
+        not_a_number
+            .body
+            .contains("must be a whole number of seconds"),
+        "{}",
+        not_a_number.body
+    );
+    let bad_kind = browser
+        .submit(&add, &[("name", "web"), ("kind", "smtp"), ("target", "x")])
+        .await;
+    assert_eq!(bad_kind.status, StatusCode::BAD_REQUEST);
+    assert!(bad_kind.body.contains("must be one of nats_leaf, tcp"));
+    assert!(
+        api_checks(app, &acme, &site).await.is_empty(),
+        "nothing written"
+    );
+
+    // A good one is added and listed.
+    let added = browser
+        .submit(
+            &add,
+            &[
+                ("name", "web"),
+                ("kind", "tcp"),
+                ("target", "10.0.0.5:443"),
+                ("interval_secs", "10"),
+                ("timeout_ms", "2000"),
+            ],
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    assert_eq!(added.location(), format!("{page}#checks-h"));
+    let listed = browser.get(&page).await;
+    assert!(
+        listed.body.contains("data-check=\"web\""),
+        "{}",
+        listed.body
+    );
+    assert!(listed.body.contains("<code>10.0.0.5:443</code>"));
+    assert!(listed.body.contains("10 s") && listed.body.contains("2000 ms"));
+    let checks = api_checks(app, &acme, &site).await;
+    assert_eq!(checks.len(), 1);
+    assert_eq!(checks[0]["target"], "10.0.0.5:443");
+    // The same name again: a conflict, said on the form.
+    let twice = browser
+        .submit(
+            &add,
+            &[("name", "web"), ("kind", "dns"), ("target", "example.com")],
+        )
+        .await;
+    assert_eq!(twice.status, StatusCode::CONFLICT, "{}", twice.body);
+    assert!(twice.body.contains("a check with this name exists"));
+
+    // The agent acknowledges the config: the page names the version.
+    scoped
+        .ack_agent_config(agent.id, "cfg-7f3a")
+        .await
+        .expect("ack");
+    let acked = browser.get(&page).await;
+    assert!(
+        acked.body.contains("config version <code>cfg-7f3a</code>"),
+        "{}",
+        acked.body
+    );
+    assert!(acked.body.contains("the current checks"));
+
+    // Change: the form shows the stored values; a bad change is refused
+    // with the message and changes nothing; a good one is saved.
+    let edit = format!("{page}/checks/web");
+    let form = browser.get(&edit).await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.body);
+    assert!(form.body.contains("value=\"10.0.0.5:443\""));
+    assert!(form.body.contains("<option value=\"tcp\" selected>"));
+    let bad_change = browser
+        .submit(&edit, &[("kind", "http"), ("target", "ftp://example.com/")])
+        .await;
+    assert_eq!(bad_change.status, StatusCode::BAD_REQUEST);
+    assert!(
+        bad_change
+            .body
+            .contains("must be an http:// or https:// URL"),
+        "{}",
+        bad_change.body
+    );
+    assert_eq!(api_checks(app, &acme, &site).await[0]["kind"], "tcp");
+    let changed = browser
+        .submit(
+            &edit,
+            &[
+                ("kind", "http"),
+                ("target", "https://intranet.example.com/health"),
+                ("interval_secs", "60"),
+            ],
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::SEE_OTHER, "{}", changed.body);
+    let checks = api_checks(app, &acme, &site).await;
+    assert_eq!(checks[0]["kind"], "http");
+    assert_eq!(checks[0]["interval_secs"], 60);
+    // The acknowledgement is now of an earlier config.
+    let stale = browser.get(&page).await;
+    assert!(
+        stale.body.contains("has not acknowledged that yet"),
+        "{}",
+        stale.body
+    );
+    assert_eq!(
+        browser.get(&format!("{page}/checks/nope")).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Remove.
+    let removed = browser.submit(&format!("{edit}/delete"), &[]).await;
+    assert_eq!(removed.status, StatusCode::SEE_OTHER, "{}", removed.body);
+    assert!(api_checks(app, &acme, &site).await.is_empty());
+    assert!(
+        browser
+            .get(&page)
+            .await
+            .body
+            .contains("No check configured yet.")
+    );
+    let again = browser.submit(&format!("{edit}/delete"), &[]).await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+}
+
+/// Every new form of the site page (add, change, remove a check; send a
+/// command): refused without the session's CSRF token (403), on another
+/// tenant's site (404, with that tenant's own valid token), for a viewer
+/// (403, who also sees none of the controls), and nothing is written.
+async fn check_forms_refuse_csrf_failures_other_tenants_viewers_and_bad_input(db: Db) {
+    let web = spawn(db, |_| {}).await;
+    let app = &web.app;
+    let acme = app.tenant("acme").await;
+    app.tenant("other").await;
+    let site = id(&app.create_site(&acme, "NYC Office", "nyc-office").await);
+    let tenant = app.store.tenant_by_slug("acme").await.expect("tenant");
+    let scoped = app.store.scoped(TenantScope::for_system_task(tenant.id));
+    agent_at(&scoped, &site).await;
+    let created = app
+        .post(
+            &acme,
+            &format!("/api/v1/edge-sites/{site}/agent/checks"),
+            serde_json::json!({"name": "db", "kind": "tcp", "target": "10.0.0.7:5432"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+
+    let mut mine = Browser::new(&app.base);
+    mine.sign_in("acme", &owner_email("acme"), support::OWNER_PASSWORD)
+        .await;
+    let mut theirs = Browser::new(&app.base);
+    theirs
+        .sign_in("other", &owner_email("other"), support::OWNER_PASSWORD)
+        .await;
+    let viewer_email = user_with_password(app, &acme, "viewer").await;
+    let mut viewer = Browser::new(&app.base);
+    viewer
+        .sign_in("acme", &viewer_email, support::OWNER_PASSWORD)
+        .await;
+
+    let page = format!("/admin/edge-sites/{site}");
+    let check_fields = [("name", "web"), ("kind", "tcp"), ("target", "10.0.0.5:443")];
+    let forms: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (format!("{page}/checks"), check_fields.to_vec()),
+        (
+            format!("{page}/checks/db"),
+            vec![("kind", "tcp"), ("target", "10.0.0.8:5432")],
+        ),
+        (format!("{page}/checks/db/delete"), vec![]),
+        (format!("{page}/commands"), vec![("kind", "run_checks")]),
+    ];
+    for (path, fields) in &forms {
+        for csrf in [None, Some("not-the-token"), Some(theirs.csrf.as_str())] {
+            let refused = mine.post(path, fields, csrf).await;
+            assert_eq!(
+                refused.status,
+                StatusCode::FORBIDDEN,
+                "{path} with CSRF token {csrf:?}"
+            );
+        }
+        let cross = mine.send_cross_origin(path, fields).await;
+        assert_eq!(cross.status, StatusCode::FORBIDDEN, "{path} cross-origin");
+        let other = theirs.submit(path, fields).await;
+        assert_eq!(
+            other.status,
+            StatusCode::NOT_FOUND,
+            "{path} from another tenant: {}",
+            other.body
+        );
+        let denied = viewer.submit(path, fields).await;
+        assert_eq!(
+            denied.status,
+            StatusCode::FORBIDDEN,
+            "{path} as a viewer: {}",
+            denied.body
+        );
+    }
+    // Bad input from another tenant or a viewer is still 404 / 403, not a
+    // 400 that would say the form was looked at.
+    let bad_number = [
+        ("name", "web"),
+        ("kind", "tcp"),
+        ("target", "x"),
+        ("interval_secs", "x"),
+    ];
+    assert_eq!(
+        theirs
+            .submit(&format!("{page}/checks"), &bad_number)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        viewer
+            .submit(&format!("{page}/checks"), &bad_number)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        viewer.get(&format!("{page}/checks/db")).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        theirs.get(&format!("{page}/checks/db")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // Nothing was written: the one check as created, no command.
+    let checks = api_checks(app, &acme, &site).await;
+    assert_eq!(checks.len(), 1);
+    assert_eq!(checks[0]["target"], "10.0.0.7:5432");
+    let commands = app
+        .get(&acme, &format!("/api/v1/edge-sites/{site}/agent/commands"))
+        .await;
+    assert_eq!(
+        commands.body["items"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        commands.text
+    );
+    // The viewer sees the list and the history, and no control.
+    let seen = viewer.get(&page).await;
+    assert!(seen.body.contains("data-check=\"db\""), "{}", seen.body);
+    assert!(seen.body.contains("Recent commands"));
+    let change_link = format!("href=\"{page}/checks/db\"");
+    for control in [
+        "id=\"add-check\"",
+        "/checks/db/delete",
+        change_link.as_str(),
+        "id=\"send-command\"",
+    ] {
+        assert!(!seen.body.contains(control), "viewer sees {control}");
+    }
+    // The owner does see them.
+    let owned = mine.get(&page).await;
+    for control in [
+        "id=\"add-check\"",
+        "/checks/db/delete",
+        change_link.as_str(),
+        "id=\"send-command\"",
+    ] {
+        assert!(owned.body.contains(control), "owner misses {control}");
+    }
+}
+
+/// The site page sends a command through the same use-case as the API; to
+/// an agent with no open control stream (none here: nothing runs one) it
+/// is recorded offline and the page says so clearly, in the history too;
+/// a kind nobody knows is a 400 naming the field, with nothing written.
+async fn commands_are_sent_from_the_site_page_and_an_offline_agent_is_told(db: Db) {
+    let web = spawn(db, |_| {}).await;
+    let app = &web.app;
+    let acme = app.tenant("acme").await;
+    let site = id(&app.create_site(&acme, "NYC Office", "nyc-office").await);
+    let mut browser = Browser::new(&app.base);
+    browser
+        .sign_in("acme", &owner_email("acme"), support::OWNER_PASSWORD)
+        .await;
+    let page = format!("/admin/edge-sites/{site}");
+    // No agent yet: no command form, and a command is 404.
+    let before = browser.get(&page).await;
+    assert!(!before.body.contains("id=\"send-command\""));
+    let no_agent = browser
+        .submit(&format!("{page}/commands"), &[("kind", "run_checks")])
+        .await;
+    assert_eq!(no_agent.status, StatusCode::NOT_FOUND);
+
+    let tenant = app.store.tenant_by_slug("acme").await.expect("tenant");
+    let scoped = app.store.scoped(TenantScope::for_system_task(tenant.id));
+    agent_at(&scoped, &site).await;
+    let shown = browser.get(&page).await;
+    assert!(shown.body.contains("id=\"send-command\""), "{}", shown.body);
+    for kind in [
+        "run_checks",
+        "reload_config",
+        "renew_certificates",
+        "collect_diagnostics",
+    ] {
+        assert!(shown.body.contains(&format!("<option value=\"{kind}\">")));
+    }
+    assert!(shown.body.contains("No command sent yet."));
+
+    let unknown = browser
+        .submit(&format!("{page}/commands"), &[("kind", "reboot")])
+        .await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST, "{}", unknown.body);
+    assert!(
+        unknown.body.contains("must be one of run_checks"),
+        "{}",
+        unknown.body
+    );
+    assert!(
+        api_commands(app, &acme, &site).await.is_empty(),
+        "nothing written"
+    );
+
+    let offline = browser
+        .submit(
+            &format!("{page}/commands"),
+            &[("kind", "collect_diagnostics")],
+        )
+        .await;
+    assert_eq!(offline.status, StatusCode::CONFLICT, "{}", offline.body);
+    assert!(
+        offline.body.contains("id=\"command-failed\""),
+        "{}",
+        offline.body
+    );
+    assert!(
+        offline
+            .body
+            .contains("Collect diagnostics failed: the site&#39;s agent is not connected")
+            || offline
+                .body
+                .contains("Collect diagnostics failed: the site&#x27;s agent is not connected"),
+        "{}",
+        offline.body
+    );
+    assert!(offline.body.contains("<code>collect_diagnostics</code>"));
+    assert!(offline.body.contains(">offline<"), "in the history");
+    let stored = api_commands(app, &acme, &site).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["status"], "offline");
+    // The live snapshot carries the history for the page's script.
+    let state = browser.get(&format!("{page}/state")).await;
+    assert!(state.body.contains("\"commands\":[{"), "{}", state.body);
+    assert!(
+        state.body.contains("\"status\":\"offline\""),
+        "{}",
+        state.body
+    );
+    assert!(state.body.contains("\"tone\":\"bad\""));
+}
+
+/// Step 1 offers one leaf server or a 3-node cluster (node URLs and route
+/// port optional); step 2 then shows each node's `setup.sh --node N` (and
+/// its compose file, the StatefulSet); the layout's rules are the API's,
+/// and a refused layout creates nothing.
+async fn wizard_offers_a_three_node_leaf_cluster(db: Db) {
+    let web = spawn(db, |_| {}).await;
+    let app = &web.app;
+    let acme = app.tenant("acme").await;
+    let mut browser = Browser::new(&app.base);
+    browser
+        .sign_in("acme", &owner_email("acme"), support::OWNER_PASSWORD)
+        .await;
+    let step1 = browser.get("/admin/edge-sites/new").await;
+    assert!(step1.body.contains("id=\"leaf_nodes_3\""), "{}", step1.body);
+    assert!(step1.body.contains("name=\"leaf_node_url_2\""));
+    let urls = [
+        ("leaf_node_url_0", "tls://10.0.2.10:4222"),
+        ("leaf_node_url_1", "tls://10.0.2.11:4222"),
+        ("leaf_node_url_2", "tls://10.0.2.12:4222"),
+    ];
+    let base = [
+        ("name", "Plant"),
+        ("slug", "plant"),
+        ("nats_leaf_url", "tls://10.0.2.10:4222"),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut all: Vec<(&str, &str)> = base.to_vec();
+        all.extend_from_slice(extra);
+        all
+    };
+    // Refused layouts: a count other than 1 or 3, two URLs, a bad port.
+    for (fields, says) in [
+        (
+            with(&[("leaf_nodes", "2")]),
+            "must be 1 (one leaf server) or 3 (a leaf cluster)",
+        ),
+        (
+            with(&[("leaf_nodes", "3"), urls[0], urls[1]]),
+            "exactly 3 nodes",
+        ),
+        (
+            with(&[
+                ("leaf_nodes", "3"),
+                urls[0],
+                urls[1],
+                urls[2],
+                ("leaf_cluster_port", "http"),
+            ]),
+            "must be a port number",
+        ),
+        (
+            with(&[
+                ("leaf_nodes", "3"),
+                urls[0],
+                urls[1],
+                urls[2],
+                ("leaf_cluster_port", "70000"),
+            ]),
+            "must be a port number",
+        ),
+    ] {
+        let refused = browser.submit("/admin/edge-sites/new", &fields).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::BAD_REQUEST,
+            "{fields:?}: {}",
+            refused.body
+        );
+        assert!(refused.body.contains(says), "{fields:?}: {}", refused.body);
+        assert!(refused.body.contains("value=\"Plant\""), "values kept");
+    }
+    // The cluster's fields are kept when a cluster was refused.
+    let kept = browser
+        .submit(
+            "/admin/edge-sites/new",
+            &with(&[("leaf_nodes", "3"), urls[0], urls[1]]),
+        )
+        .await;
+    assert!(kept.body.contains("value=\"tls://10.0.2.11:4222\""));
+    assert!(
+        kept.body
+            .contains("id=\"leaf_nodes_3\" name=\"leaf_nodes\" value=\"3\" checked")
+    );
+    assert_eq!(api_site_count(app, &acme).await, 0, "nothing created");
+    // A viewer may not, whatever the layout says.
+    let viewer_email = user_with_password(app, &acme, "viewer").await;
+    let mut viewer = Browser::new(&app.base);
+    viewer
+        .sign_in("acme", &viewer_email, support::OWNER_PASSWORD)
+        .await;
+    let denied = viewer
+        .submit(
+            "/admin/edge-sites/new",
+            &with(&[("leaf_nodes", "3"), ("leaf_cluster_port", "x")]),
+        )
+        .await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+
+    let created = browser
+        .submit(
+            "/admin/edge-sites/new",
+            &with(&[("leaf_nodes", "3"), urls[0], urls[1], urls[2]]),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    let step2 = created.location().to_string();
+    let site = step2
+        .split("/admin/edge-sites/")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .expect("site id")
+        .to_string();
+    let leaf = app
+        .get(&acme, &format!("/api/v1/edge-sites/{site}/leaf-server"))
+        .await;
+    assert_eq!(leaf.body["leaf_nodes"], 3, "{}", leaf.text);
+    let systemd = browser.get(&step2).await;
+    for i in 0..3 {
+        assert!(
+            systemd
+                .body
+                .contains(&format!("sudo ./setup.sh --node {i}")),
+            "{}",
+            systemd.body
+        );
+        assert!(systemd.body.contains(&format!("tls://10.0.2.1{i}:4222")));
+    }
+    assert!(systemd.body.contains("id=\"cluster-nodes\""));
+    assert!(systemd.body.contains("<td>6222</td>"));
+    assert!(systemd.body.contains("serviceradar-site-acme-plant.tar.gz"));
+    let docker = browser.get(&step2.replace("m=systemd", "m=docker")).await;
+    assert!(
+        docker
+            .body
+            .contains("docker compose -f nodes/node-1/docker-compose.yml up -d")
+    );
+    let kubernetes = browser
+        .get(&step2.replace("m=systemd", "m=kubernetes"))
+        .await;
+    assert!(
+        kubernetes
+            .body
+            .contains("kubectl apply -n serviceradar-edge -k serviceradar-site-acme-plant"),
+        "{}",
+        kubernetes.body
+    );
+    assert!(kubernetes.body.contains("statefulset/sr-leaf-plant"));
+    let manual = browser.get(&step2.replace("m=systemd", "m=manual")).await;
+    assert!(manual.body.contains("./setup.sh --node 2 --prefix"));
+
+    // A cluster without URLs: the StatefulSet's pod names.
+    let pods = browser
+        .submit(
+            "/admin/edge-sites/new",
+            &[
+                ("name", "Kube"),
+                ("slug", "kube"),
+                ("nats_leaf_url", "tls://10.0.3.1:4222"),
+                ("leaf_nodes", "3"),
+                ("leaf_node_url_0", ""),
+                ("leaf_node_url_1", ""),
+                ("leaf_node_url_2", ""),
+                ("leaf_cluster_port", ""),
+            ],
+        )
+        .await;
+    assert_eq!(pods.status, StatusCode::SEE_OTHER, "{}", pods.body);
+    let step2 = browser.get(pods.location()).await;
+    assert!(
+        step2
+            .body
+            .contains("tls://sr-leaf-kube-0.sr-leaf-kube:4222"),
+        "{}",
+        step2.body
+    );
+    // One server: what was typed in the hidden cluster fields is ignored.
+    let single = browser
+        .submit(
+            "/admin/edge-sites/new",
+            &[
+                ("name", "Shop"),
+                ("slug", "shop"),
+                ("nats_leaf_url", "nats://10.0.4.1:4222"),
+                ("leaf_nodes", "1"),
+                ("leaf_node_url_0", "tls://10.0.4.1:4222"),
+                ("leaf_cluster_port", "6222"),
+            ],
+        )
+        .await;
+    assert_eq!(single.status, StatusCode::SEE_OTHER, "{}", single.body);
+    let step2 = browser.get(single.location()).await;
+    assert!(step2.body.contains("sudo ./setup.sh"));
+    assert!(!step2.body.contains("--node"), "{}", step2.body);
+    assert!(!step2.body.contains("id=\"cluster-nodes\""));
 }

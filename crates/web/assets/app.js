@@ -1,7 +1,8 @@
 // ServiceRadar Edge web UI: the project's own small script. Pages work
 // without it; it adds live updates (Server-Sent Events), slug suggestions
-// with a live uniqueness check, fresh relative times and typed
-// confirmations. No third-party code.
+// with a live uniqueness check, fresh relative times, typed confirmations,
+// the agent's command history following its status, and the wizard's
+// cluster fields shown only for a cluster. No third-party code.
 (function () {
   "use strict";
 
@@ -74,6 +75,74 @@
     }
     var leafOk = document.getElementById("leaf-connected");
     if (leafOk) { leafOk.hidden = !s.leaf_connected; }
+    if (s.commands) { drawCommands(s.commands); }
+  }
+
+  function timeCell(ms) {
+    var td = document.createElement("td");
+    var t = document.createElement("time");
+    var iso = new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
+    t.setAttribute("datetime", iso);
+    t.setAttribute("title", iso.replace("T", " ").replace("Z", " UTC"));
+    t.setAttribute("data-rel", "");
+    t.textContent = relative(ms);
+    td.appendChild(t);
+    return td;
+  }
+
+  // The site page's command history, redrawn from the live snapshot (text
+  // only: nothing the agent reported is ever parsed as markup).
+  function drawCommands(commands) {
+    var table = document.getElementById("agent-commands");
+    if (!table) { return; }
+    var body = table.querySelector("tbody");
+    var before = {};
+    body.querySelectorAll("tr[data-command]").forEach(function (tr) {
+      var badge = tr.querySelector(".badge");
+      before[tr.getAttribute("data-command")] = badge ? badge.textContent : "";
+    });
+    var rows = document.createDocumentFragment();
+    var changed = [];
+    commands.forEach(function (c) {
+      var tr = document.createElement("tr");
+      tr.setAttribute("data-command", c.id);
+      var kind = document.createElement("td");
+      var code = document.createElement("code");
+      code.textContent = c.kind;
+      kind.appendChild(code);
+      var status = document.createElement("td");
+      var badge = document.createElement("span");
+      setBadge(badge, c.status, c.tone);
+      status.appendChild(badge);
+      var message = document.createElement("td");
+      message.textContent = c.message;
+      tr.appendChild(kind);
+      tr.appendChild(status);
+      tr.appendChild(message);
+      tr.appendChild(timeCell(c.issued));
+      tr.appendChild(timeCell(c.changed));
+      rows.appendChild(tr);
+      if (before[c.id] !== undefined && before[c.id] !== c.status) { changed.push(c.kind + " " + c.status); }
+    });
+    body.replaceChildren(rows);
+    var wrap = document.getElementById("commands-wrap");
+    if (wrap) { wrap.hidden = commands.length === 0; }
+    var empty = document.getElementById("no-commands");
+    if (empty) { empty.hidden = commands.length > 0; }
+    if (changed.length) { announce("Command " + changed.join(", ") + "."); }
+  }
+
+  function clusterFields() {
+    // Step 1 of the wizard: the cluster's fields only while a cluster is chosen.
+    var fields = document.getElementById("cluster-fields");
+    if (!fields) { return; }
+    var radios = document.querySelectorAll('input[name="leaf_nodes"]');
+    function update() {
+      var three = document.querySelector('input[name="leaf_nodes"][value="3"]');
+      fields.hidden = !(three && three.checked);
+    }
+    radios.forEach(function (r) { r.addEventListener("change", update); });
+    update();
   }
 
   function live() {
@@ -169,6 +238,7 @@
     slugHelper();
     typedConfirm();
     fetchForms();
+    clusterFields();
     refreshTimes();
     setInterval(refreshTimes, 30000);
   });

@@ -50,7 +50,7 @@ pub const HOME: &str = "/admin/edge-sites";
 
 /// The UI's routes, with the security headers on every response.
 pub fn router(state: WebState) -> Router {
-    use pages::{admin, alerts, auth, collectors, sites, wizard};
+    use pages::{admin, agent, alerts, auth, collectors, sites, wizard};
     Router::new()
         .route("/", get(|| async { Redirect::to(HOME) }))
         .route("/admin", get(|| async { Redirect::to(HOME) }))
@@ -84,6 +84,16 @@ pub fn router(state: WebState) -> Router {
             get(sites::regenerate_page).post(sites::regenerate),
         )
         .route("/admin/edge-sites/{id}/local-url", post(sites::update_url))
+        .route("/admin/edge-sites/{id}/checks", post(agent::add_check))
+        .route(
+            "/admin/edge-sites/{id}/checks/{name}",
+            get(agent::edit_check).post(agent::change_check),
+        )
+        .route(
+            "/admin/edge-sites/{id}/checks/{name}/delete",
+            post(agent::remove_check),
+        )
+        .route("/admin/edge-sites/{id}/commands", post(agent::send_command))
         .route(
             "/admin/edge-sites/{id}/enrollment-tokens",
             post(sites::create_enrollment_token),

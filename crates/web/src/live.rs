@@ -7,8 +7,9 @@
 //! ([`visible_to`]); a site stream only that site's. Event names: `site`
 //! and `leaf` (a status changed), `alert` (raised or resolved), `state` (a
 //! site stream's snapshot: leaf provisioned, connected, agent seen, last
-//! error; sent at once, on every change of the site, and when a periodic
-//! re-read finds a change nobody announced, such as provisioning finishing),
+//! error, the agent's newest commands with their status; sent at once, on
+//! every change of the site, and when a periodic re-read finds a change
+//! nobody announced, such as provisioning finishing or a command's result),
 //! and `expired` (the session ended: the script goes to sign-in).
 
 use std::convert::Infallible;
@@ -128,6 +129,22 @@ pub struct SiteState {
     last_error: Option<String>,
     /// The hub's last refusal of the leaf, in words, while not connected.
     pub(crate) refusal: Option<String>,
+    /// The agent's newest commands, newest first (the site page's history
+    /// follows their status).
+    commands: Vec<CommandState>,
+}
+
+/// One command of the site page's history, as the script redraws it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct CommandState {
+    id: String,
+    kind: &'static str,
+    status: &'static str,
+    tone: &'static str,
+    message: String,
+    /// Issued and last changed (Unix ms).
+    issued: i64,
+    changed: i64,
 }
 
 /// "The hub refused this site's leaf 3 min ago (exact time): reason".
@@ -155,8 +172,23 @@ pub(crate) async fn site_state(
             .await?
             .map(|r| refusal_text(&r, serviceradar_store::now_ms()))
     };
+    let commands = control
+        .recent_agent_commands(&auth.actor, id, 10)
+        .await?
+        .into_iter()
+        .map(|c| CommandState {
+            id: c.id.to_string(),
+            kind: c.kind.as_str(),
+            status: c.status.as_str(),
+            tone: Badge::of(c.status.as_str()).tone,
+            message: c.message.unwrap_or_default(),
+            issued: c.created_at,
+            changed: c.updated_at,
+        })
+        .collect();
     Ok(SiteState {
         refusal,
+        commands,
         site_status: site.status.to_string(),
         site_tone: Badge::of(site.status.as_str()).tone,
         leaf_status: leaf.status.to_string(),

@@ -3,6 +3,7 @@
 //! redirect.
 
 pub mod admin;
+pub mod agent;
 pub mod alerts;
 pub mod auth;
 pub mod collectors;

@@ -1,6 +1,7 @@
 //! The edge sites list (filter, search, keyset pages, count, live badges)
 //! and a site's detail page with its confirmations (regenerate, delete),
-//! enrollment tokens, onboarding packages and conflicts to resolve.
+//! enrollment tokens, onboarding packages and conflicts to resolve, and
+//! the agent's configured checks and commands (their forms: [`super::agent`]).
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -221,6 +222,7 @@ pub struct CheckRow {
 
 /// One command of the agent's recent history on the site page.
 pub struct CommandRow {
+    id: String,
     kind: &'static str,
     badge: Badge,
     message: String,
@@ -288,6 +290,15 @@ struct DetailPage {
     collectors: Vec<CollectorRow>,
     /// The agent's newest commands, newest first.
     commands: Vec<CommandRow>,
+    /// The checks configured for the agent (when there is one).
+    configured: Option<super::agent::ChecksView>,
+    /// The add-a-check form: empty, or as refused with its messages.
+    form: super::agent::CheckForm,
+    /// The check kinds and commands the forms offer.
+    kinds: Vec<(&'static str, &'static str)>,
+    command_kinds: Vec<(&'static str, &'static str)>,
+    /// A command just refused because the agent is offline, in words.
+    command_failed: Option<String>,
     /// The site's first devices; `more_devices` when there are others.
     devices: Vec<DeviceRow>,
     more_devices: bool,
@@ -433,7 +444,7 @@ pub async fn create_enrollment_token(
         id,
         Flash {
             shown: Some(shown),
-            resolved: None,
+            ..Flash::default()
         },
     )
     .await
@@ -472,8 +483,8 @@ pub async fn resolve_enrollment_conflict(
         &viewer,
         site,
         Flash {
-            shown: None,
             resolved: Some(done.next_steps.to_string()),
+            ..Flash::default()
         },
     )
     .await
@@ -481,20 +492,30 @@ pub async fn resolve_enrollment_conflict(
 
 /// What the site page shows once, after a write.
 #[derive(Default)]
-struct Flash {
+pub(crate) struct Flash {
     /// A token just created: its text and the command.
-    shown: Option<(String, String)>,
+    pub(crate) shown: Option<(String, String)>,
     /// A conflict just resolved: what to do next.
-    resolved: Option<String>,
+    pub(crate) resolved: Option<String>,
+    /// The add-a-check form as refused, with its messages.
+    pub(crate) check_form: Option<super::agent::CheckForm>,
+    /// A command that could not be sent, in words.
+    pub(crate) command_failed: Option<String>,
 }
 
-async fn detail_page(
+/// The site page (with what `flash` shows once).
+pub(crate) async fn detail_page(
     state: &WebState,
     viewer: &Viewer,
     id: EdgeSiteId,
     flash: Flash,
 ) -> Result<Response, WebError> {
-    let Flash { shown, resolved } = flash;
+    let Flash {
+        shown,
+        resolved,
+        check_form,
+        command_failed,
+    } = flash;
     let actor = &viewer.auth.actor;
     let control = &state.control;
     let (site, leaf) = control.site(actor, id).await?;
@@ -543,6 +564,7 @@ async fn detail_page(
             .await?
             .into_iter()
             .map(|c| CommandRow {
+                id: c.id.to_string(),
                 kind: c.kind.as_str(),
                 badge: Badge::of(c.status.as_str()),
                 message: c.message.unwrap_or_default(),
@@ -551,6 +573,13 @@ async fn detail_page(
             })
             .collect(),
         None => Vec::new(),
+    };
+    let configured = match &agent {
+        Some(_) => Some(super::agent::ChecksView::of(
+            control.agent_checks(actor, id).await?,
+            now,
+        )),
+        None => None,
     };
     let devices = control
         .list_devices(
@@ -660,6 +689,11 @@ async fn detail_page(
     conflicts.truncate(20);
     let page = DetailPage {
         commands,
+        configured,
+        form: check_form.unwrap_or_default(),
+        kinds: super::agent::CHECK_KINDS.to_vec(),
+        command_kinds: super::agent::COMMANDS.to_vec(),
+        command_failed,
         devices,
         more_devices,
         refusal,
