@@ -476,7 +476,7 @@ fn without_the_agent_binary_setup_installs_its_files_and_says_how_to_get_it() {
 /// `serviceradar-agent device-auth init` before `nats-server -t`.
 #[test]
 fn a_device_auth_site_needs_the_agent_and_setup_makes_its_keys_with_it() {
-    let mut input = common::site_with(common::pki(true), "Plant");
+    let mut input = site_with_agent_config();
     input.leaf_conf = input
         .leaf_conf
         .replacen("\n", "\ninclude \"device-auth.conf\"\n", 1);
