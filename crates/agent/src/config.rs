@@ -71,6 +71,31 @@ pub struct Cli {
     /// Log filter (`info`, `debug`, `serviceradar_agent=debug`, ...).
     #[arg(long, env = "SERVICERADAR_AGENT_LOG", default_value = "info")]
     pub log: String,
+    /// A one-off task instead of running the agent.
+    #[command(subcommand)]
+    pub command: Option<AgentCommand>,
+}
+
+/// One-off tasks of `serviceradar-agent`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AgentCommand {
+    /// Device authorization at the site leaf (the auth callout this agent
+    /// serves when the installed `nats-leaf.conf` includes `device-auth.conf`).
+    #[command(subcommand)]
+    DeviceAuth(DeviceAuthCommand),
+}
+
+/// `serviceradar-agent device-auth ...`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum DeviceAuthCommand {
+    /// Generate the callout's keys here (once; kept on later runs) into
+    /// `device-auth.seeds` (0600) and write `device-auth.conf`, which the
+    /// leaf's config includes. `setup.sh` runs it before `nats-server -t`.
+    Init {
+        /// Directory of `nats-leaf.conf` (default `/etc/serviceradar/nats`).
+        #[arg(long, default_value = "/etc/serviceradar/nats")]
+        nats_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,6 +110,8 @@ struct FileConfig {
     tls_name: Option<String>,
     tenant_id: Option<String>,
     site_id: Option<String>,
+    /// The site's slug (device certificates name it).
+    site_slug: Option<String>,
     agent_id: Option<String>,
     buffer: Option<usize>,
     /// The local leaf's client URL, for creating the site's buffer stream.
@@ -158,7 +185,69 @@ pub struct Settings {
     pub status_file: Option<PathBuf>,
     /// Gateway-initiated mode: listen for the gateway instead of dialing it.
     pub listen: Option<crate::listen::ListenTarget>,
+    /// The device authorization service to run beside the leaf: on when
+    /// the `nats-leaf.conf` installed beside the config file includes
+    /// `device-auth.conf` (see [`device_auth_settings`]).
+    pub device_auth: Option<crate::device_auth::DeviceAuthSettings>,
 }
+
+/// Whether the leaf config `conf` hands client connections to the device
+/// authorization service (it includes `device-auth.conf`).
+pub fn leaf_uses_device_auth(conf: &str) -> bool {
+    let include = format!(
+        "include \"{}\"",
+        serviceradar_natsconf::leaf::DEVICE_AUTH_INCLUDE
+    );
+    conf.lines().any(|line| line.trim() == include)
+}
+
+/// The device authorization settings of an agent whose config file is in
+/// `config_dir`: `None` unless `config_dir/nats-leaf.conf` includes
+/// `device-auth.conf`; then the leaf URL, its CA (whose first block is the
+/// tenant CA), the agent's certificate and the site's ids must be known.
+fn device_auth_settings(
+    config_dir: &Path,
+    leaf_url: Option<&str>,
+    leaf_ca: Option<&Path>,
+    gateway: Option<&GatewayTarget>,
+    ids: (Option<&str>, Option<&str>, Option<&str>),
+) -> anyhow::Result<Option<crate::device_auth::DeviceAuthSettings>> {
+    let conf_path = config_dir.join(LEAF_CONFIG_FILE);
+    let Ok(conf) = std::fs::read_to_string(&conf_path) else {
+        return Ok(None);
+    };
+    if !leaf_uses_device_auth(&conf) {
+        return Ok(None);
+    }
+    let missing = |what: &str| {
+        anyhow::anyhow!(
+            "{} hands every client to device authorization, but the agent config lacks {what}: \
+             reinstall the site bundle",
+            conf_path.display()
+        )
+    };
+    let (tenant, site, slug) = ids;
+    let parse = |v: Option<&str>, what: &str| {
+        v.ok_or_else(|| missing(what))?
+            .parse::<uuid::Uuid>()
+            .with_context(|| format!("{what} is not a UUID"))
+    };
+    let gateway = gateway.ok_or_else(|| missing("gateway_url, cert and key"))?;
+    let mut settings = crate::device_auth::DeviceAuthSettings::new(
+        leaf_url.ok_or_else(|| missing("leaf_url"))?,
+        config_dir,
+        parse(tenant, "tenant_id")?,
+        parse(site, "site_id")?,
+        slug.ok_or_else(|| missing("site_slug"))?,
+    );
+    settings.client_cert = gateway.cert.clone();
+    settings.client_key = gateway.key.clone();
+    settings.tenant_ca = leaf_ca.ok_or_else(|| missing("leaf_ca"))?.to_path_buf();
+    Ok(Some(settings))
+}
+
+/// The leaf's config file name, beside `agent.toml`.
+const LEAF_CONFIG_FILE: &str = "nats-leaf.conf";
 
 /// Default check interval (seconds).
 pub const DEFAULT_INTERVAL_SECS: u32 = 30;
@@ -271,6 +360,23 @@ impl Settings {
                 tls_name: cli.tls_name.clone().or(file.tls_name),
             }),
         };
+        let device_auth = match base {
+            Some(dir) => device_auth_settings(
+                dir,
+                file.leaf_url.as_deref(),
+                file.leaf_ca
+                    .clone()
+                    .map(|p| resolve(Some(dir), p))
+                    .as_deref(),
+                gateway.as_ref(),
+                (
+                    file.tenant_id.as_deref(),
+                    file.site_id.as_deref(),
+                    file.site_slug.as_deref(),
+                ),
+            )?,
+            None => None,
+        };
         let edge_buffer = match (file.leaf_url, file.leaf_ca, file.edge_buffer, &gateway) {
             (Some(leaf_url), Some(ca), Some(stream), Some(gw)) => {
                 Some(crate::buffer::BufferSetup {
@@ -330,6 +436,7 @@ impl Settings {
         };
         Ok(Self {
             listen,
+            device_auth,
             status_file: file.status_file.map(|p| resolve(base, p)),
             renewal,
             edge_buffer,

@@ -14,7 +14,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use serviceradar_agent::config::{Cli, Settings};
+use serviceradar_agent::config::{AgentCommand, Cli, DeviceAuthCommand, Settings};
 use serviceradar_agent::runner;
 
 fn main() -> ExitCode {
@@ -26,6 +26,22 @@ fn main() -> ExitCode {
         serviceradar_agent::logtail::LogTail::global().writer(),
     );
     let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Some(AgentCommand::DeviceAuth(DeviceAuthCommand::Init { nats_dir })) = &cli.command {
+        return match serviceradar_agent::device_auth::keys::init(nats_dir) {
+            Ok(keys) => {
+                println!(
+                    "device authorization keys ready in {} (callout issuer {})",
+                    nats_dir.display(),
+                    keys.public().issuer
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("serviceradar-agent: device-auth init: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let settings = match Settings::load(&cli) {
         Ok(settings) => settings,
         Err(e) => {

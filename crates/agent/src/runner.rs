@@ -252,6 +252,9 @@ where
     F: for<'a> Fn(&'a GatewayTarget) -> ConnectFuture<'a, T>,
 {
     let checker = Checker::new()?;
+    if let Some(auth) = settings.device_auth.clone() {
+        tokio::spawn(crate::device_auth::serve(auth));
+    }
     if let Some(setup) = settings.edge_buffer.clone() {
         tokio::spawn(async move {
             if let Err(e) = crate::buffer::ensure_edge_buffer(&setup).await {

@@ -130,6 +130,11 @@ fn plan(quick: bool) -> Vec<Run> {
                 &["--messages", "500", "--warmup", "50"],
             ),
             run(
+                "device connects",
+                "bench-device-auth",
+                &["--connects", "200", "--warmup", "20", "--seconds", "2"],
+            ),
+            run(
                 "gateway scale",
                 "bench-gateway",
                 &[
@@ -171,6 +176,7 @@ fn plan(quick: bool) -> Vec<Run> {
             run("enrollment", "bench-enroll", &["--sites", "300"]),
             run("ingestion", "bench-ingest", &["--messages", "100000"]),
             run("leaf hop", "bench-leaf-hop", &[]),
+            run("device connects", "bench-device-auth", &[]),
             run("gateway scale", "bench-gateway", &["scale"]),
         ]
     }

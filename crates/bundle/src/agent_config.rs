@@ -80,6 +80,7 @@ pub fn agent_config_toml(input: &AgentConfigInput<'_>) -> String {
          edge_buffer = {edge_buffer}\n\
          tenant_id = {tenant_id}\n\
          site_id = {site_id}\n\
+         site_slug = {site_slug}\n\
          agent_id = {agent_id}\n",
         site = comment(input.site_slug),
         tenant = comment(input.tenant_slug),
@@ -92,6 +93,7 @@ pub fn agent_config_toml(input: &AgentConfigInput<'_>) -> String {
         edge_buffer = q(input.edge_buffer),
         tenant_id = q(input.tenant_id),
         site_id = q(input.site_id),
+        site_slug = q(input.site_slug),
         agent_id = q(input.agent_id),
     );
     if let Some(renewal) = &input.renewal {

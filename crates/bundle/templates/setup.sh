@@ -23,7 +23,10 @@ too: the serviceradar-agent binary found beside setup.sh (copied to
 /usr/local/bin) or on PATH, agent.toml with the installed certificate paths,
 and the unit serviceradar-agent.service, enabled and started like the leaf.
 Without the binary the agent's files are installed and a warning says how
-to get it.
+to get it. A site whose nats-leaf.conf includes device-auth.conf (device
+authorization) needs the binary: setup.sh refuses to install without it,
+and with it runs `serviceradar-agent device-auth init` to make the
+authorization service's keys on this machine.
 
   --node N      For a site whose leaf is a 3-node cluster (required there):
                 install node N (0, 1 or 2) on this machine - its own
@@ -204,6 +207,25 @@ if [ "$SR_HAS_AGENT" -eq 1 ]; then
 	fi
 	if [ -z "$AGENT_BIN" ]; then
 		warn "$SR_AGENT_BIN_NAME is neither beside setup.sh nor on PATH: the agent's files are installed but the agent is not (see README.md, section Edge agent)"
+	fi
+fi
+
+# --- device authorization -----------------------------------------------------
+# A leaf config that includes device-auth.conf hands every client connection
+# (devices, collectors) to the device authorization service (NATS auth
+# callout) that serviceradar-agent runs beside the leaf. The agent makes the
+# service's keys on this machine (below); without the agent the leaf admits
+# no client at all, so it is required here.
+DEVICE_AUTH=0
+if grep -qE '^[[:space:]]*include "device-auth.conf"[[:space:]]*$' "$SRC_DIR/$CONF_SRC"; then
+	DEVICE_AUTH=1
+	[ "$SR_HAS_AGENT" -eq 1 ] || die "this site's leaf uses device authorization, which needs the edge agent, but the bundle carries no agent.toml: download the bundle again"
+	if [ -z "$AGENT_BIN" ]; then
+		if [ "$DRY_RUN" -eq 1 ]; then
+			warn "device authorization needs $SR_AGENT_BIN_NAME beside setup.sh or on PATH"
+		else
+			die "this site's leaf uses device authorization, served by $SR_AGENT_BIN_NAME, which is neither beside setup.sh nor on PATH: put the binary beside setup.sh and rerun (see README.md)"
+		fi
 	fi
 fi
 
@@ -417,6 +439,19 @@ fi
 install_from "$UNIT_FILE" 0644 "$ROOT_OWNER" render_unit
 if [ -n "$AGENT_BIN" ]; then
 	install_from "$AGENT_UNIT_FILE" 0644 "$ROOT_OWNER" render_agent_unit
+fi
+
+# --- device authorization keys --------------------------------------------------
+# Generated here once (kept on later runs) into device-auth.seeds (0600, read
+# by the agent only) and device-auth.conf (public keys, included by the leaf).
+if [ "$DEVICE_AUTH" -eq 1 ]; then
+	if [ "$DRY_RUN" -eq 1 ]; then
+		say "[dry-run] would run: $SR_AGENT_BIN_NAME device-auth init --nats-dir $CONFIG_DIR"
+	else
+		"$AGENT_BIN" device-auth init --nats-dir "$CONFIG_DIR" >/dev/null ||
+			die "$SR_AGENT_BIN_NAME device-auth init failed (output above)"
+		report ready "$CONFIG_DIR/device-auth.conf (device authorization keys made here)"
+	fi
 fi
 
 # --- check the installed configuration ------------------------------------------

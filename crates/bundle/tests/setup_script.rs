@@ -468,3 +468,60 @@ fn without_the_agent_binary_setup_installs_its_files_and_says_how_to_get_it() {
             .exists()
     );
 }
+
+/// A leaf config with device authorization cannot be installed without the
+/// agent that serves it (the leaf would admit nobody, or, worse, someone
+/// would "fix" it by removing the include): `setup.sh` refuses before
+/// changing anything, and with the agent beside it, makes the keys with
+/// `serviceradar-agent device-auth init` before `nats-server -t`.
+#[test]
+fn a_device_auth_site_needs_the_agent_and_setup_makes_its_keys_with_it() {
+    let mut input = site_with_agent_config();
+    input.leaf_conf = input
+        .leaf_conf
+        .replacen("\n", "\ninclude \"device-auth.conf\"\n", 1);
+    let (dir, root) = unpacked(&input);
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("readme");
+    assert!(readme.contains("## Device authorization"), "{readme}");
+    let prefix = dir.path().join("root");
+    let p = prefix.to_str().expect("utf8 path").to_owned();
+    let (ok, _, stderr) = setup(&root, &["--prefix", &p]);
+    assert!(!ok, "installed without the agent");
+    assert!(
+        stderr.contains("uses device authorization") && stderr.contains("serviceradar-agent"),
+        "{stderr}"
+    );
+    assert!(
+        !prefix.exists(),
+        "nothing is installed when the agent is missing"
+    );
+
+    // A stand-in agent records how setup.sh calls it and writes the include.
+    let calls = dir.path().join("calls");
+    std::fs::write(
+        root.join("serviceradar-agent"),
+        format!(
+            "#!/usr/bin/env bash\necho \"$*\" >>'{}'\n\
+             [ \"$1 $2\" = \"device-auth init\" ] && echo '# keys' >\"$4/device-auth.conf\"\nexit 0\n",
+            calls.display()
+        ),
+    )
+    .expect("write");
+    std::fs::set_permissions(
+        root.join("serviceradar-agent"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let (ok, stdout, stderr) = setup(&root, &["--prefix", &p]);
+    assert!(ok, "{stdout}{stderr}");
+    let conf_dir = prefix.join("etc/serviceradar/nats");
+    assert_eq!(
+        std::fs::read_to_string(&calls).expect("the agent was called"),
+        format!("device-auth init --nats-dir {}\n", conf_dir.display())
+    );
+    assert!(conf_dir.join("device-auth.conf").is_file());
+    assert!(
+        stdout.contains("device authorization keys made here"),
+        "{stdout}"
+    );
+}

@@ -276,10 +276,16 @@ impl Authorizer {
         .min(peer.not_after)
         .unix_timestamp();
         match peer.kind {
-            IdentityKind::Collector => {
+            IdentityKind::Collector | IdentityKind::Agent => {
+                // This site's own agent (it creates the buffer stream on
+                // the leaf) has the rights of a collector; another site's
+                // agent has no business here.
+                if peer.kind == IdentityKind::Agent && peer.scope != self.settings.site_slug {
+                    return Err(Refusal::Kind("another site's agent".to_owned()));
+                }
                 let jwt = collector_user_claims(
                     &request.user_nkey,
-                    &format!("collector-{}", peer.id),
+                    &format!("{}-{}", peer.kind, peer.id),
                     expires,
                 )
                 .sign(&self.issuer)
@@ -409,6 +415,28 @@ async fn connect(
         .connect(settings.leaf_url.as_str())
         .await
         .map_err(nats("connecting to the leaf"))
+}
+
+/// Runs the service for as long as the agent runs: started when the agent
+/// starts (the leaf's config includes `device-auth.conf`), restarted 5 s
+/// after a failure to start. Until it answers, the leaf admits no client:
+/// the leaf fails closed.
+pub async fn serve(settings: DeviceAuthSettings) {
+    loop {
+        match start(settings.clone()).await {
+            Ok(service) => {
+                // Runs until the agent stops (dropping the service stops it).
+                let _service = service;
+                std::future::pending::<()>().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %report(&e), tenant_id = %settings.tenant_id,
+                    site_id = %settings.site_id,
+                    "the device authorization service did not start; the leaf admits no client until it does (retry in 5 s)");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
 }
 
 /// Starts the service: loads the keys from `settings.nats_dir` (written by

@@ -230,6 +230,14 @@ pub async fn install_bundle(
         .arg("b.tar.gz")
         .current_dir(&unpack));
     let root = unpack.join(bundle.file_name.trim_end_matches(".tar.gz"));
+    if core.settings.provisioning.leaf_device_auth {
+        // setup.sh makes the device authorization keys with the agent.
+        std::fs::copy(
+            env!("CARGO_BIN_EXE_serviceradar-agent"),
+            root.join("serviceradar-agent"),
+        )
+        .expect("agent beside setup.sh");
+    }
     let prefix = dir.join("edge");
     run(std::process::Command::new("bash")
         .arg("setup.sh")

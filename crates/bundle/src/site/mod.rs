@@ -433,6 +433,20 @@ pub(crate) fn has_agent_config(bundle: &SiteBundle) -> bool {
         .is_some_and(|a| a.config_toml.is_some())
 }
 
+/// Whether the site's leaf config includes the device authorization
+/// callout (`include "device-auth.conf"`, see `serviceradar-natsconf`'s
+/// `leaf::device_auth`): `setup.sh` then makes its keys with the agent.
+pub(crate) fn uses_device_auth(bundle: &SiteBundle) -> bool {
+    let includes = |conf: &str| {
+        conf.lines()
+            .any(|line| line.trim() == "include \"device-auth.conf\"")
+    };
+    match &bundle.cluster {
+        None => includes(&bundle.leaf_conf),
+        Some(cluster) => cluster.nodes.iter().any(|n| includes(&n.leaf_conf)),
+    }
+}
+
 /// Every file directly in the config or certs directory that `conf` mentions
 /// must be one the bundle installs there (`nats-leaf.conf` itself included).
 fn check_config_references(

@@ -217,6 +217,25 @@ pub(super) fn render(b: &SiteBundle) -> String {
             config_dir = p.config_dir,
         ));
     }
+    if super::uses_device_auth(b) {
+        out.push_str(&format!(
+            "\n\
+             ## Device authorization\n\
+             \n\
+             This leaf hands every client connection (devices and collectors) to the\n\
+             device authorization service that `serviceradar-agent` runs beside it\n\
+             (NATS auth callout). `setup.sh` makes the service's keys on this machine\n\
+             with the agent binary (`serviceradar-agent device-auth init --nats-dir\n\
+             {config_dir}`: `device-auth.seeds`, 0600, and `device-auth.conf`, which\n\
+             `nats-leaf.conf` includes), so the agent binary is required here. The\n\
+             agent starts the service by itself because the installed `nats-leaf.conf`\n\
+             includes `device-auth.conf`. Until it runs, the leaf admits no client at\n\
+             all: it fails closed. A device gets in only with its own certificate and\n\
+             only while it is registered at this site and not revoked; it may publish\n\
+             only `device.<id>.metrics.>` and `device.<id>.status`.\n",
+            config_dir = p.config_dir,
+        ));
+    }
     if let Some(cluster) = &b.cluster {
         out.push_str(
             "\n\

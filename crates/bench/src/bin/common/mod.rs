@@ -140,6 +140,23 @@ pub async fn install_site(
     slug: &str,
     leaf_port: u16,
 ) -> anyhow::Result<InstalledSite> {
+    install_site_with_agent(dir, store, pki, settings, tenant, slug, leaf_port, None).await
+}
+
+/// [`install_site`] with the `serviceradar-agent` binary `agent` put beside
+/// `setup.sh` first (as the README says), which installs it below the
+/// prefix (`usr/local/bin`); a site with device authorization needs it.
+#[allow(clippy::too_many_arguments)]
+pub async fn install_site_with_agent(
+    dir: &Path,
+    store: &Store,
+    pki: &Pki,
+    settings: &Settings,
+    tenant: &Tenant,
+    slug: &str,
+    leaf_port: u16,
+    agent: Option<&Path>,
+) -> anyhow::Result<InstalledSite> {
     let (site, leaf) = store
         .scoped(TenantScope::for_system_task(tenant.id))
         .create_site(
@@ -175,6 +192,10 @@ pub async fn install_site(
     let root = dir.join(bundle.file_name.trim_end_matches(".tar.gz"));
     if !root.is_dir() {
         bail!("bundle root {} missing", root.display());
+    }
+    if let Some(agent) = agent {
+        std::fs::copy(agent, root.join("serviceradar-agent"))
+            .with_context(|| format!("copying {} beside setup.sh", agent.display()))?;
     }
     let prefix = dir.join(format!("edge-{slug}"));
     run_cmd(
