@@ -594,6 +594,7 @@ mod tests {
             site_name: "a\nb".into(),
             site_slug: "nyc".into(),
             nats_leaf_url: "nats://x:1".into(),
+            other_node_urls: Vec::new(),
         };
         assert!(collector_bundle(&b).is_err());
         b.target = NatsTarget::Saas {
