@@ -5,6 +5,8 @@
 //! NATS leaf (low latency, buffered through WAN outages); otherwise straight to
 //! the SaaS NATS (seed 001, 4.1). [`NatsTarget`] makes that choice explicit and
 //! the bundle's `collector.json` and `README.md` say which URL is used and why.
+//! A site whose leaf is a 3-node cluster gives the collector every node's URL
+//! (`nats.urls`), so it can publish through any node that lives.
 //!
 //! Layout (under `serviceradar-collector-{tenant}-{type}/`):
 //!
@@ -36,6 +38,8 @@ pub enum NatsTarget {
         site_slug: String,
         /// The leaf's URL as seen from collectors (`nats://10.0.1.50:4222`).
         nats_leaf_url: String,
+        /// A leaf cluster's other nodes' URLs (empty for one leaf server).
+        other_node_urls: Vec<String>,
     },
     /// No edge site: publish straight to the ServiceRadar SaaS NATS.
     Saas {
@@ -53,6 +57,9 @@ pub struct EdgeSiteRef<'a> {
     pub slug: &'a str,
     /// The site's `nats_leaf_url`.
     pub nats_leaf_url: &'a str,
+    /// Every node's URL when the site's leaf is a cluster (the first is
+    /// `nats_leaf_url`'s node); empty for one leaf server.
+    pub node_urls: &'a [String],
 }
 
 impl NatsTarget {
@@ -64,6 +71,12 @@ impl NatsTarget {
                 site_name: site.name.to_owned(),
                 site_slug: site.slug.to_owned(),
                 nats_leaf_url: site.nats_leaf_url.to_owned(),
+                other_node_urls: site
+                    .node_urls
+                    .iter()
+                    .filter(|u| u.as_str() != site.nats_leaf_url)
+                    .cloned()
+                    .collect(),
             },
             None => Self::Saas {
                 url: saas_url.to_owned(),
@@ -79,15 +92,32 @@ impl NatsTarget {
         }
     }
 
+    /// Every URL the collector may connect to: [`NatsTarget::url`] first,
+    /// then a leaf cluster's other nodes.
+    pub fn urls(&self) -> Vec<&str> {
+        let mut urls = vec![self.url()];
+        if let Self::EdgeSite {
+            other_node_urls, ..
+        } = self
+        {
+            urls.extend(other_node_urls.iter().map(String::as_str));
+        }
+        urls
+    }
+
     fn validate(&self) -> Result<(), BundleError> {
         match self {
             Self::EdgeSite {
                 site_name,
                 site_slug,
                 nats_leaf_url,
+                other_node_urls,
             } => {
                 validate::display_text("site_name", site_name)?;
                 validate::slug("site_slug", site_slug)?;
+                for url in other_node_urls {
+                    validate::nats_url("node url", url)?;
+                }
                 validate::nats_url("nats_leaf_url", nats_leaf_url)
             }
             Self::Saas { url } => validate::nats_url("saas_url", url),
@@ -161,6 +191,9 @@ struct ConfigFile<'a> {
 #[derive(Serialize)]
 struct NatsSection<'a> {
     url: &'a str,
+    /// Every URL the collector may use (`url` first; a leaf cluster's other
+    /// nodes after it).
+    urls: Vec<&'a str>,
     /// `edge_site` or `saas`.
     target: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -216,6 +249,7 @@ fn config_json(b: &CollectorBundle) -> Result<String, BundleError> {
         subject_prefix: b.subject_prefix(),
         nats: NatsSection {
             url: b.target.url(),
+            urls: b.target.urls(),
             target,
             edge_site_slug: slug,
             edge_site_name: name,
@@ -235,19 +269,33 @@ fn config_json(b: &CollectorBundle) -> Result<String, BundleError> {
 fn readme(b: &CollectorBundle) -> String {
     let kind = b.collector_type.as_str();
     let dir = b.collector_type.install_dir();
-    let url = b.target.url();
+    let urls = b.target.urls();
+    let url = urls.join("`, `");
     let subject = b.subject_prefix();
     let why = match &b.target {
         NatsTarget::EdgeSite {
             site_name,
             site_slug,
-            nats_leaf_url,
-        } => format!(
-            "This collector connects to the local NATS leaf of edge site {site_name} \
-             (`{site_slug}`) at `{nats_leaf_url}` - data is buffered there during WAN \
-             outages and forwarded to ServiceRadar when the link is back. The collector \
-             host must reach `{nats_leaf_url}`; it needs no internet access itself.\n"
-        ),
+            other_node_urls,
+            ..
+        } => {
+            let cluster = if other_node_urls.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " The site's leaf is a {}-node cluster: give the collector every \
+                     URL above (NATS clients take a server list) and it publishes \
+                     through any node that is up.",
+                    urls.len()
+                )
+            };
+            format!(
+                "This collector connects to the local NATS leaf of edge site {site_name} \
+                 (`{site_slug}`) at `{url}` - data is buffered there during WAN \
+                 outages and forwarded to ServiceRadar when the link is back. The collector \
+                 host must reach `{url}`; it needs no internet access itself.{cluster}\n"
+            )
+        }
         NatsTarget::Saas { url } => format!(
             "This collector connects directly to the ServiceRadar SaaS NATS at `{url}` \
              (its package is not assigned to an edge site). The collector host needs \
@@ -425,6 +473,7 @@ mod tests {
             name: "NYC",
             slug: "nyc",
             nats_leaf_url: "nats://10.0.1.50:4222",
+            node_urls: &[],
         };
         assert_eq!(
             NatsTarget::for_package(Some(site), "tls://saas:4222").url(),
@@ -454,6 +503,7 @@ mod tests {
             site_name: "NYC \"Office\"".into(),
             site_slug: "nyc".into(),
             nats_leaf_url: "nats://10.0.1.50:4222".into(),
+            other_node_urls: Vec::new(),
         });
         let json: serde_json::Value =
             serde_json::from_str(&config_json(&b).expect("json")).expect("parse");
@@ -469,6 +519,54 @@ mod tests {
             "connects to the local NATS leaf of edge site NYC \"Office\" (`nyc`) at `nats://10.0.1.50:4222`"
         ));
         assert!(r.contains("buffered there during WAN outages"));
+    }
+
+    #[test]
+    fn a_leaf_cluster_site_gives_the_collector_every_node_url() {
+        let nodes: Vec<String> = (0..3).map(|i| format!("tls://10.0.1.5{i}:4222")).collect();
+        let b = sample(NatsTarget::for_package(
+            Some(EdgeSiteRef {
+                name: "NYC",
+                slug: "nyc",
+                nats_leaf_url: "tls://10.0.1.50:4222",
+                node_urls: &nodes,
+            }),
+            "tls://saas:4222",
+        ));
+        let json: serde_json::Value =
+            serde_json::from_str(&config_json(&b).expect("json")).expect("parse");
+        assert_eq!(json["nats"]["url"], "tls://10.0.1.50:4222");
+        assert_eq!(json["nats"]["urls"], serde_json::json!(nodes));
+        let r = readme(&b);
+        for url in &nodes {
+            assert!(r.contains(url.as_str()), "README names {url}");
+        }
+        assert!(r.contains("3-node cluster"));
+        // One leaf server: one URL, no cluster sentence.
+        let one = sample(NatsTarget::for_package(
+            Some(EdgeSiteRef {
+                name: "NYC",
+                slug: "nyc",
+                nats_leaf_url: "tls://10.0.1.50:4222",
+                node_urls: &[],
+            }),
+            "tls://saas:4222",
+        ));
+        let json: serde_json::Value =
+            serde_json::from_str(&config_json(&one).expect("json")).expect("parse");
+        assert_eq!(
+            json["nats"]["urls"],
+            serde_json::json!(["tls://10.0.1.50:4222"])
+        );
+        assert!(!readme(&one).contains("cluster"));
+        // A node URL is checked like the site's own.
+        let bad = sample(NatsTarget::EdgeSite {
+            site_name: "NYC".into(),
+            site_slug: "nyc".into(),
+            nats_leaf_url: "tls://10.0.1.50:4222".into(),
+            other_node_urls: vec!["tls://x:1\"\ninclude /etc/passwd".into()],
+        });
+        assert!(collector_bundle(&bad).is_err());
     }
 
     #[test]
@@ -496,6 +594,7 @@ mod tests {
             site_name: "a\nb".into(),
             site_slug: "nyc".into(),
             nats_leaf_url: "nats://x:1".into(),
+            other_node_urls: Vec::new(),
         };
         assert!(collector_bundle(&b).is_err());
         b.target = NatsTarget::Saas {

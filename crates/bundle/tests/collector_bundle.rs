@@ -31,6 +31,7 @@ fn edge() -> NatsTarget {
             name: "NYC Office",
             slug: "nyc-office",
             nats_leaf_url: "nats://10.0.1.50:4222",
+            node_urls: &[],
         }),
         "tls://nats.serviceradar.cloud:4222",
     )

@@ -155,6 +155,7 @@ fn invalid_slugs_are_rejected() {
                 site_name: "NYC".into(),
                 site_slug: bad.clone(),
                 nats_leaf_url: "nats://10.0.1.50:4222".into(),
+                other_node_urls: Vec::new(),
             },
             creds: common::CREDS.into(),
             client_cert_pem: input.pki.leaf_client_cert_pem.clone(),

@@ -221,6 +221,16 @@ impl Control {
             .edge_site
             .as_ref()
             .map(|s| s.nats_leaf_url.to_string());
+        // A site whose leaf is a cluster: the collector gets every node's URL.
+        let node_urls: Vec<String> = match &package.edge_site {
+            Some(site) => scoped
+                .leaf_for_site(site.id)
+                .await?
+                .cluster
+                .map(|c| c.nodes().iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
         let target = NatsTarget::for_package(
             package
                 .edge_site
@@ -230,6 +240,7 @@ impl Control {
                     name: s.name.as_str(),
                     slug: s.slug.as_str(),
                     nats_leaf_url: url,
+                    node_urls: &node_urls,
                 }),
             &self.settings().provisioning.saas_nats_url,
         );

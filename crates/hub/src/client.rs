@@ -8,6 +8,10 @@
 //! [`ServiceUserLifetime`]), held in memory only — never written to disk —,
 //! the hub URL, and a CA when the hub speaks TLS. Each service reconnects
 //! with a new user before its current one expires.
+//!
+//! A hub cluster is reached the same way with every node's URL: the client
+//! is given them all, connects to one, and when that node dies reconnects
+//! to another (async-nats tries the list in turn), so the services go on.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,7 +28,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// live. Ingestion and the leaf authorization service share one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubEndpoint {
-    /// Client URL of the hub (`nats://host:4222` or `tls://...`).
+    /// Client URL of the hub (`nats://host:4222` or `tls://...`); for a hub
+    /// cluster every node's, comma-separated (see [`HubEndpoint::urls`]).
     pub url: String,
     /// CA file for a `tls://` hub URL.
     pub ca_file: Option<PathBuf>,
@@ -40,6 +45,21 @@ impl HubEndpoint {
             ca_file: None,
             service_users: ServiceUserLifetime::default(),
         }
+    }
+
+    /// The hub's client URLs: `url` split at commas, blanks dropped.
+    pub fn urls(&self) -> Vec<&str> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
+    /// How many servers the hub has (the URLs given): a hub of three or more
+    /// is a cluster whose streams can keep three replicas.
+    pub fn servers(&self) -> usize {
+        self.urls().len()
     }
 
     /// Connects as the user of `creds` (the text of a `.creds` file, kept in
@@ -59,8 +79,10 @@ impl HubEndpoint {
                 .require_tls(true)
                 .add_root_certificates(ca.to_path_buf());
         }
+        // Every node's URL: the client connects to one (in random order)
+        // and, when it dies, to another.
         options
-            .connect(hub_url)
+            .connect(self.urls())
             .await
             .map_err(|source| HubError::Connect {
                 url: hub_url.to_owned(),
@@ -151,6 +173,19 @@ fn account_label(jwt: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hub_cluster_is_every_url_of_a_comma_list() {
+        let one = HubEndpoint::new("nats://127.0.0.1:4322");
+        assert_eq!(one.urls(), ["nats://127.0.0.1:4322"]);
+        assert_eq!(one.servers(), 1);
+        let three = HubEndpoint::new("tls://a:4322, tls://b:4322,,tls://c:4322 ");
+        assert_eq!(
+            three.urls(),
+            ["tls://a:4322", "tls://b:4322", "tls://c:4322"]
+        );
+        assert_eq!(three.servers(), 3);
+    }
     use serviceradar_natsconf::jwt::{AccountClaims, KeyKind, NKey, Operator};
 
     #[test]

@@ -63,6 +63,11 @@ pub enum HubError {
     },
     /// `nats-hub.conf` could not be rendered.
     RenderConfig(#[source] ConfigError),
+    /// A hub cluster's options are not usable (fewer than three nodes, ...).
+    Cluster(String),
+    /// A hub node's certificate could not be read back to pin it (a bug: it
+    /// was issued by this process).
+    PinCertificate(#[source] serviceradar_pki::CertificateError),
     /// Minted credentials could not be read back (a bug: they are built
     /// by this process).
     Creds {
@@ -165,6 +170,8 @@ impl fmt::Display for HubError {
             }
             Self::IssueCertificate(_) => f.write_str("issuing the hub server certificate"),
             Self::RenderConfig(_) => f.write_str("rendering nats-hub.conf"),
+            Self::Cluster(why) => write!(f, "hub cluster: {why}"),
+            Self::PinCertificate(_) => f.write_str("pinning a hub node's certificate"),
             Self::Creds { name, .. } => write!(f, "reading the minted credentials of {name}"),
             Self::Connect { url, name, .. } => {
                 write!(f, "connecting to the hub at {url} as {name}")

@@ -66,10 +66,32 @@ pub(crate) async fn open_stream_and_consumer(
     let stream = match js.get_stream(STREAM).await {
         Ok(stream) => stream,
         Err(_) => js
-            .create_stream(stream_config(tenant_slug, settings.retention))
+            .create_stream(stream::Config {
+                num_replicas: settings.stream_replicas.max(1),
+                ..stream_config(tenant_slug, settings.retention)
+            })
             .await
             .map_err(wrap(IngestError::Consumer, "creating the ingest stream"))?,
     };
+    // A stream created on one hub server gains replicas when the hub became
+    // a cluster (nats-server copies it to the new peers).
+    let mut stream = stream;
+    let have = stream.cached_info().config.clone();
+    if have.num_replicas < settings.stream_replicas {
+        tracing::info!(
+            from = have.num_replicas,
+            to = settings.stream_replicas,
+            "replicating the ingest stream"
+        );
+        stream = js
+            .update_stream(stream::Config {
+                num_replicas: settings.stream_replicas,
+                ..have
+            })
+            .await
+            .map(|_| stream)
+            .map_err(wrap(IngestError::Consumer, "replicating the ingest stream"))?;
+    }
     let wanted = consumer_config(settings);
     let consumer: consumer::PullConsumer = stream
         .get_or_create_consumer(CONSUMER, wanted.clone())

@@ -54,15 +54,22 @@ pub(crate) async fn open_stream(
     client: &async_nats::Client,
     tenant_slug: &str,
     retention: Duration,
+    replicas: usize,
 ) -> Result<(), IngestError> {
     let js = jetstream::new(client.clone());
-    let wanted = stream_config(tenant_slug, retention);
+    let wanted = stream::Config {
+        num_replicas: replicas.max(1),
+        ..stream_config(tenant_slug, retention)
+    };
     let stream = js.get_or_create_stream(wanted.clone()).await.map_err(wrap(
         IngestError::Consumer,
         "creating the dead-letter stream",
     ))?;
     let have = &stream.cached_info().config;
-    if have.max_age != wanted.max_age || have.max_bytes != wanted.max_bytes {
+    if have.max_age != wanted.max_age
+        || have.max_bytes != wanted.max_bytes
+        || have.num_replicas < wanted.num_replicas
+    {
         js.update_stream(wanted).await.map_err(wrap(
             IngestError::Consumer,
             "updating the dead-letter stream",

@@ -74,6 +74,7 @@ pub async fn sync_device_registry(
     store: &Store,
     client: &async_nats::Client,
     tenant: &Tenant,
+    replicas: usize,
 ) -> Result<usize, IngestError> {
     let devices = store
         .scoped(TenantScope::for_system_task(tenant.id))
@@ -90,6 +91,7 @@ pub async fn sync_device_registry(
                     .to_owned(),
                 history: 1,
                 storage: async_nats::jetstream::stream::StorageType::File,
+                num_replicas: replicas.max(1),
                 ..Default::default()
             })
             .await

@@ -102,6 +102,7 @@ pub(crate) async fn pipeline(
         &client,
         tenant.slug.as_str(),
         settings.dead_letter_retention,
+        settings.stream_replicas,
     )
     .await?;
     settings.dead_letters.register(tenant.id, client.clone());
@@ -152,12 +153,14 @@ pub(crate) async fn pipeline(
     {
         let (store, client, tenant) = (store.clone(), client.clone(), tenant.clone());
         let interval = settings.site_sync_interval;
+        let replicas = settings.stream_replicas;
         let mut changes = settings.device_changes.subscribe();
         aux.spawn(
             async move {
                 loop {
                     if let Err(e) =
-                        crate::devices::sync_device_registry(&store, &client, &tenant).await
+                        crate::devices::sync_device_registry(&store, &client, &tenant, replicas)
+                            .await
                     {
                         tracing::warn!(error = report(&e), "syncing the device registry failed");
                     }

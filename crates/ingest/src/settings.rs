@@ -32,6 +32,10 @@ pub struct IngestSettings {
     pub batch_timeout: Duration,
     /// How long the hub's ingest streams keep messages.
     pub retention: Duration,
+    /// Replicas of the tenants' streams on the hub (`INGEST`, `DEAD_LETTERS`,
+    /// the device registry): 1 for one hub server, 3 for a hub cluster (the
+    /// default of [`IngestSettings::for_hub`] when the hub has 3 or more URLs).
+    pub stream_replicas: usize,
     /// How long the hub waits for an acknowledgement before redelivering
     /// (a pipeline that died mid-batch is redelivered after this).
     pub ack_wait: Duration,
@@ -64,7 +68,9 @@ impl IngestSettings {
 
     /// Defaults (as [`IngestSettings::new`]) for the hub `hub`.
     pub fn for_hub(hub: HubEndpoint) -> Self {
+        let stream_replicas = if hub.servers() >= 3 { 3 } else { 1 };
         Self {
+            stream_replicas,
             hub,
             batch_size: DEFAULT_BATCH_SIZE,
             writers: DEFAULT_WRITERS,

@@ -33,13 +33,24 @@
 //! JetStreams stay separate from the hub's and each is addressable by domain.
 //!
 //! **Monitoring on localhost by default** (it has no authentication).
+//!
+//! **A hub cluster is one config per node** ([`HubClusterInput`]): each node
+//! has its own server name and certificate, a `cluster` block whose routes
+//! name every node, and the same operator, accounts and resolver. Routes use
+//! mutual TLS with the node certificates, verified against the platform root
+//! *and pinned* (`pinned_certs`: the SHA-256 of each node's public key): leaf
+//! certificates chain to the same root, and without the pins a leaf's client
+//! certificate would pass the route listener's handshake. JetStream runs
+//! clustered over the routes (streams may then have 3 replicas), and the full
+//! resolver sends every account JWT pushed to one node to the others.
 
 use std::collections::BTreeSet;
 
 use crate::jwt::{KeyKind, check_public_key, claim_type, decode_claims};
 use crate::leaf::{is_loopback, is_unspecified};
 use crate::syntax::{
-    ConfWriter, ConfigError, JetStreamDomain, listen_addr, validate_path, validate_server_name,
+    ConfWriter, ConfigError, JetStreamDomain, hub_url, listen_addr, validate_path,
+    validate_server_name,
 };
 use crate::tls::TlsFiles;
 
@@ -81,6 +92,31 @@ pub struct HubConfigInput {
     pub resolver_dir: String,
     /// Account JWTs to preload: the system account's and the tenants'.
     pub account_jwts: Vec<String>,
+    /// How often the full resolver compares its account directory with the
+    /// other nodes' ([`RESOLVER_INTERVAL`] by default; only a cluster has others).
+    pub resolver_interval: String,
+    /// This server's place in a hub cluster; `None` for one hub server.
+    pub cluster: Option<HubClusterInput>,
+}
+
+/// One node's view of its hub cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubClusterInput {
+    /// The cluster's name (the same on every node).
+    pub name: String,
+    /// This node's index (0-based) among `routes`.
+    pub node: usize,
+    /// The route listener, `host:port`.
+    pub listen: String,
+    /// Every node's route URL (`nats://host:port`), this node's included
+    /// (nats-server ignores a route to itself).
+    pub routes: Vec<String>,
+    /// The node's certificate and key, and the platform root the other nodes'
+    /// certificates must chain to.
+    pub tls: TlsFiles,
+    /// SHA-256 (hex) of each node's certificate public key: the only
+    /// certificates the route listener and the routes it dials accept.
+    pub pinned_certs: Vec<String>,
 }
 
 impl HubConfigInput {
@@ -108,6 +144,8 @@ impl HubConfigInput {
             system_account: system_account.to_owned(),
             resolver_dir: "/var/lib/serviceradar/nats/accounts".to_owned(),
             account_jwts,
+            resolver_interval: RESOLVER_INTERVAL.to_owned(),
+            cluster: None,
         }
     }
 }
@@ -199,9 +237,18 @@ pub fn render_hub_config(input: &HubConfigInput) -> Result<String, ConfigError> 
     input.leafnode_tls.validate("leafnode tls path")?;
     validate_path("resolver dir", &input.resolver_dir)?;
     let preloads = check_accounts(input)?;
+    check_interval(&input.resolver_interval)?;
+    let cluster = input
+        .cluster
+        .as_ref()
+        .map(|c| check_cluster(c).map(|(listen, routes)| (c, listen, routes)))
+        .transpose()?;
     let mut ports = vec![("client", &client), ("leafnode", &leafnode)];
     if let Some(m) = &monitoring {
         ports.push(("monitoring", m));
+    }
+    if let Some((_, listen, _)) = &cluster {
+        ports.push(("cluster", listen));
     }
     for (i, (a_name, a)) in ports.iter().enumerate() {
         for (b_name, b) in &ports[i + 1..] {
@@ -269,6 +316,9 @@ pub fn render_hub_config(input: &HubConfigInput) -> Result<String, ConfigError> 
     input.leafnode_tls.write(&mut w, true);
     w.close();
     w.blank();
+    if let Some((cluster, listen, routes)) = &cluster {
+        write_cluster(&mut w, cluster, listen, routes);
+    }
     w.comment("Trusted operator and the system account.");
     w.string("operator", &input.operator_jwt);
     w.string("system_account", &input.system_account);
@@ -283,7 +333,7 @@ pub fn render_hub_config(input: &HubConfigInput) -> Result<String, ConfigError> 
     w.string("type", "full");
     w.string("dir", &input.resolver_dir);
     w.bool("allow_delete", true);
-    w.string("interval", RESOLVER_INTERVAL);
+    w.string("interval", &input.resolver_interval);
     w.close();
     w.blank();
     w.open("resolver_preload");
@@ -293,6 +343,107 @@ pub fn render_hub_config(input: &HubConfigInput) -> Result<String, ConfigError> 
     }
     w.close();
     Ok(w.finish())
+}
+
+/// `interval` of the resolver: a Go duration of whole seconds or minutes
+/// (`30s`, `2m`), at least one second.
+fn check_interval(interval: &str) -> Result<(), ConfigError> {
+    let number = interval
+        .strip_suffix('s')
+        .or_else(|| interval.strip_suffix('m'))
+        .filter(|n| !n.is_empty() && n.len() <= 6 && n.bytes().all(|b| b.is_ascii_digit()));
+    match number.map(str::parse::<u32>) {
+        Some(Ok(n)) if n > 0 => Ok(()),
+        _ => Err(ConfigError::invalid(
+            "resolver interval",
+            interval,
+            "must be whole seconds or minutes, like 30s or 2m",
+        )),
+    }
+}
+
+type CheckedRoutes = (
+    serviceradar_domain::validate::ListenAddr,
+    Vec<serviceradar_domain::validate::NatsUrl>,
+);
+
+fn check_cluster(cluster: &HubClusterInput) -> Result<CheckedRoutes, ConfigError> {
+    validate_server_name("cluster name", &cluster.name)?;
+    let listen = listen_addr("cluster listen", &cluster.listen)?;
+    cluster.tls.validate("cluster tls path")?;
+    if cluster.routes.len() < 3 {
+        return Err(ConfigError::Inconsistent(
+            "a hub cluster needs at least three nodes (JetStream keeps a quorum)".into(),
+        ));
+    }
+    if cluster.node >= cluster.routes.len() {
+        return Err(ConfigError::Inconsistent(
+            "the node index is not one of the cluster's routes".into(),
+        ));
+    }
+    let routes = cluster
+        .routes
+        .iter()
+        .map(|r| hub_url("cluster route", r))
+        .collect::<Result<Vec<_>, _>>()?;
+    if cluster.pinned_certs.len() != cluster.routes.len() {
+        return Err(ConfigError::Inconsistent(
+            "a hub cluster pins one certificate per node".into(),
+        ));
+    }
+    for pin in &cluster.pinned_certs {
+        let hex = pin.len() == 64 && pin.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !hex {
+            return Err(ConfigError::invalid(
+                "pinned certificate",
+                pin,
+                "must be a SHA-256 in lowercase hex",
+            ));
+        }
+    }
+    Ok((listen, routes))
+}
+
+fn write_cluster(
+    w: &mut ConfWriter,
+    cluster: &HubClusterInput,
+    listen: &serviceradar_domain::validate::ListenAddr,
+    routes: &[serviceradar_domain::validate::NatsUrl],
+) {
+    w.comment(&format!(
+        "Node {} of a {}-node hub cluster. Routes use mutual TLS: each node presents\n\
+         its own certificate (issued by the platform root) and accepts only the\n\
+         nodes' certificates (pinned: leaf certificates chain to the same root).\n\
+         JetStream runs clustered over these routes; the full resolver shares\n\
+         account JWTs among the nodes.",
+        cluster.node,
+        cluster.routes.len()
+    ));
+    w.open("cluster");
+    w.string("name", &cluster.name);
+    w.string("listen", &listen.to_string());
+    // Routes dial the configured URLs only (no gossiped addresses, which the
+    // node certificates may not name).
+    w.bool("no_advertise", true);
+    w.open("tls");
+    w.string("cert_file", &cluster.tls.cert_file);
+    w.string("key_file", &cluster.tls.key_file);
+    w.string("ca_file", &cluster.tls.ca_file);
+    w.bool("verify", true);
+    w.int("timeout", crate::tls::TLS_TIMEOUT_SECS);
+    w.open_list("pinned_certs");
+    for pin in &cluster.pinned_certs {
+        w.list_string(pin);
+    }
+    w.close_list();
+    w.close();
+    w.open_list("routes");
+    for route in routes {
+        w.list_string(&route.to_string());
+    }
+    w.close_list();
+    w.close();
+    w.blank();
 }
 
 #[cfg(test)]
@@ -393,6 +544,89 @@ mod tests {
         let mut i = input(&f);
         i.account_jwts[1].push('x');
         assert!(render_hub_config(&i).is_err());
+    }
+
+    fn cluster(node: usize) -> HubClusterInput {
+        HubClusterInput {
+            name: "sr-hub".into(),
+            node,
+            listen: format!("0.0.0.0:{}", 6222),
+            routes: (0..3)
+                .map(|i| format!("nats://hub-{i}.example:6222"))
+                .collect(),
+            tls: TlsFiles::new("/c/hub.pem", "/c/hub-key.pem", "/c/root.pem"),
+            pinned_certs: (0..3).map(|i| format!("{i}").repeat(64)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_cluster_node_routes_to_every_node_with_pinned_certificates() {
+        let f = fixture();
+        let mut i = input(&f);
+        i.server_name = "sr-hub-1".into();
+        i.cluster = Some(cluster(1));
+        let text = render_hub_config(&i).unwrap();
+        assert!(text.contains("cluster {"));
+        assert!(text.contains("name: \"sr-hub\""));
+        assert!(text.contains("listen: \"0.0.0.0:6222\""));
+        for n in 0..3 {
+            assert!(text.contains(&format!("\"nats://hub-{n}.example:6222\"")));
+            assert!(text.contains(&format!("\"{}\"", format!("{n}").repeat(64))));
+        }
+        assert!(text.contains("pinned_certs"));
+        let verifying = text.lines().filter(|l| l.trim() == "verify: true").count();
+        assert_eq!(verifying, 2, "routes and leafnodes verify their peers");
+        // The one-server config has no cluster.
+        assert!(!render_hub_config(&input(&f)).unwrap().contains("cluster {"));
+    }
+
+    #[test]
+    fn a_cluster_must_have_three_nodes_pins_for_each_and_its_own_port() {
+        let f = fixture();
+        let mut i = input(&f);
+        let mut c = cluster(0);
+        c.routes.truncate(2);
+        c.pinned_certs.truncate(2);
+        i.cluster = Some(c);
+        assert!(render_hub_config(&i).is_err(), "two nodes");
+        let mut c = cluster(0);
+        c.pinned_certs.pop();
+        i.cluster = Some(c);
+        assert!(render_hub_config(&i).is_err(), "a node without a pin");
+        let mut c = cluster(0);
+        c.pinned_certs[0] = "\"\ninclude /etc/passwd".into();
+        i.cluster = Some(c);
+        assert!(render_hub_config(&i).is_err(), "a pin that is no hash");
+        let mut c = cluster(3);
+        c.node = 3;
+        i.cluster = Some(c);
+        assert!(render_hub_config(&i).is_err(), "a node index out of range");
+        let mut c = cluster(0);
+        c.listen = "0.0.0.0:7422".into();
+        i.cluster = Some(c);
+        assert!(render_hub_config(&i).is_err(), "route port = leafnode port");
+        let mut c = cluster(0);
+        c.routes[2] = "nats://hub-2.example".into();
+        i.cluster = Some(c);
+        assert!(render_hub_config(&i).is_err(), "a route without a port");
+    }
+
+    #[test]
+    fn the_resolver_interval_is_checked() {
+        let f = fixture();
+        let mut i = input(&f);
+        for good in ["30s", "2m", "1s"] {
+            i.resolver_interval = good.into();
+            assert!(
+                render_hub_config(&i)
+                    .unwrap()
+                    .contains(&format!("interval: \"{good}\""))
+            );
+        }
+        for bad in ["", "0s", "2h", "m", "1.5s", "2m\"\n"] {
+            i.resolver_interval = bad.into();
+            assert!(render_hub_config(&i).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub mod syntax;
 pub mod tls;
 
 pub use checksum::{checksum_matches, config_checksum};
-pub use hub::{HubConfigInput, render_hub_config};
+pub use hub::{HubClusterInput, HubConfigInput, render_hub_config};
 pub use leaf::{
     BufferStreamInput, LeafConfigInput, buffer_stream_config, buffer_stream_source,
     render_leaf_config,

@@ -103,6 +103,15 @@ pub fn fingerprint_sha256(pem: &str) -> Result<String, CertificateError> {
     Ok(fingerprint_sha256_der(&der))
 }
 
+/// SHA-256 over the certificate's SubjectPublicKeyInfo, lowercase hex: the
+/// pin nats-server's `pinned_certs` compares a peer's certificate with (a
+/// hub cluster's route listener admits only its nodes' certificates).
+pub fn spki_sha256(pem: &str) -> Result<String, CertificateError> {
+    let der = pem_to_der(pem)?;
+    let cert = parse_der(&der)?;
+    Ok(fingerprint_sha256_der(cert.public_key().raw))
+}
+
 /// The end of validity of the first certificate of a chain (a certificate
 /// file followed by its issuer, as edge boxes keep them).
 pub fn chain_not_after(chain_pem: &str) -> Result<::time::OffsetDateTime, CertificateError> {
@@ -170,6 +179,26 @@ mod tests {
         assert_eq!(fp, fingerprint_sha256_der(&pem_to_der(&pem).expect("der")));
         let der = pem_to_der(&pem).expect("der");
         assert_eq!(der_to_pem(&der), pem.replace("\r\n", "\n"));
+    }
+
+    #[test]
+    fn the_spki_pin_is_the_hash_of_the_public_key_not_of_the_certificate() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec!["a.example".to_owned()]).expect("params");
+        let first = params.self_signed(&key).expect("sign").pem();
+        let params = rcgen::CertificateParams::new(vec!["b.example".to_owned()]).expect("params");
+        let second = params.self_signed(&key).expect("sign").pem();
+        let pin = spki_sha256(&first).expect("pin");
+        assert_eq!(
+            pin,
+            fingerprint_sha256_der(&rcgen::PublicKeyData::subject_public_key_info(&key))
+        );
+        assert_eq!(
+            pin,
+            spki_sha256(&second).expect("pin"),
+            "same key, same pin"
+        );
+        assert_ne!(pin, fingerprint_sha256(&first).expect("fp"));
     }
 
     #[test]

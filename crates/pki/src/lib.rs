@@ -44,7 +44,7 @@ pub use identity::{
 };
 pub use inspect::{
     CertificateError, cert_not_after, chain_not_after, check_key_matches, fingerprint_sha256,
-    renewal_point,
+    renewal_point, spki_sha256,
 };
 pub use issue::{
     DEFAULT_TRUST_DOMAIN, DEFAULT_VALIDITY, IssueError, IssueOptions, IssuedCertificate,

@@ -202,9 +202,12 @@ pub struct ServeConfig {
     /// what every site bundle is built with, so use a name or address the
     /// sites can reach. Default: the embedded hub's leafnode port on
     /// 127.0.0.1 (sites on this machine only), or `tls://127.0.0.1:7422`
-    /// with an external hub.
-    #[arg(long, env = "SERVICERADAR_HUB_LEAFNODE_URL")]
-    pub hub_leafnode_url: Option<String>,
+    /// with an external hub. For a hub cluster give every node's leafnode
+    /// URL (repeat or comma-separate): leaves list them all in their remote
+    /// and dial another when one fails.
+    #[arg(long, env = "SERVICERADAR_HUB_LEAFNODE_URL", value_delimiter = ',',
+          action = clap::ArgAction::Append)]
+    pub hub_leafnode_url: Vec<String>,
 
     /// SaaS NATS URL collectors use when not bound to an edge site. Default:
     /// the hub's client URL (the embedded hub's, or `--ingest-nats-url`).
@@ -325,11 +328,19 @@ impl RetentionConfig {
 pub struct IngestConfig {
     /// Client URL of an external hub `nats-server` (`nats://host:4322` or
     /// `tls://...`): serviceradar-core ingests from it (as a user of each
-    /// tenant's account) and answers its leaf authorization callout. Empty
-    /// (the default): `serve` runs and supervises an embedded hub itself
-    /// (see the `--hub-*` flags) and uses that.
-    #[arg(long, env = "SERVICERADAR_INGEST_NATS_URL", default_value = "")]
-    pub ingest_nats_url: String,
+    /// tenant's account) and answers its leaf authorization callout. For a
+    /// hub cluster give every node's URL (repeat or comma-separate): the
+    /// connections move to another node when one dies. Empty (the default):
+    /// `serve` runs and supervises an embedded hub itself (see the `--hub-*`
+    /// flags) and uses that.
+    #[arg(long, env = "SERVICERADAR_INGEST_NATS_URL", value_delimiter = ',',
+          action = clap::ArgAction::Append)]
+    pub ingest_nats_url: Vec<String>,
+    /// Replicas of the tenants' streams on the hub (1 to 5). Default: 3 when
+    /// `--ingest-nats-url` names three or more hub servers, else 1.
+    #[arg(long, env = "SERVICERADAR_INGEST_STREAM_REPLICAS",
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub ingest_stream_replicas: Option<u8>,
     /// CA file to verify a `tls://` hub with.
     #[arg(long, env = "SERVICERADAR_INGEST_NATS_CA")]
     pub ingest_nats_ca: Option<std::path::PathBuf>,
@@ -366,17 +377,30 @@ impl IngestConfig {
     /// The hub connection ingestion and the leaf authorization callout share,
     /// or `None` when no hub URL is set.
     pub fn hub(&self) -> Option<serviceradar_hub::client::HubEndpoint> {
-        if self.ingest_nats_url.is_empty() {
+        let urls = self.hub_urls();
+        if urls.is_empty() {
             return None;
         }
-        let mut hub = serviceradar_hub::client::HubEndpoint::new(&self.ingest_nats_url);
+        let mut hub = serviceradar_hub::client::HubEndpoint::new(urls.join(","));
         hub.ca_file = self.ingest_nats_ca.clone();
         Some(hub)
+    }
+
+    /// The hub's client URLs given (blanks dropped).
+    pub fn hub_urls(&self) -> Vec<String> {
+        self.ingest_nats_url
+            .iter()
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect()
     }
 
     /// The pipeline settings, or `None` when no hub URL is set.
     pub fn settings(&self) -> Option<serviceradar_ingest::IngestSettings> {
         let mut settings = serviceradar_ingest::IngestSettings::for_hub(self.hub()?);
+        if let Some(replicas) = self.ingest_stream_replicas {
+            settings.stream_replicas = usize::from(replicas);
+        }
         settings.batch_size = self.ingest_batch_size as usize;
         settings.writers = self.ingest_writers as usize;
         settings.batch_timeout = std::time::Duration::from_millis(self.ingest_batch_timeout_ms);
@@ -569,13 +593,13 @@ impl ServeConfig {
 
     /// Whether `serve` runs its own hub (no `--ingest-nats-url`).
     pub fn runs_embedded_hub(&self) -> bool {
-        self.ingest.ingest_nats_url.is_empty()
+        self.ingest.hub_urls().is_empty()
     }
 
     /// The hub leafnode URL sites dial: `--hub-leafnode-url`, else the
     /// embedded hub's leafnode port on 127.0.0.1, else `tls://127.0.0.1:7422`.
     pub fn effective_hub_leafnode_url(&self) -> String {
-        if let Some(url) = &self.hub_leafnode_url {
+        if let Some(url) = self.hub_leafnode_urls().first() {
             return url.clone();
         }
         let port = if self.runs_embedded_hub() {
@@ -585,6 +609,15 @@ impl ServeConfig {
             serviceradar_hub::config::DEFAULT_LEAFNODE_PORT
         };
         format!("tls://127.0.0.1:{port}")
+    }
+
+    /// `--hub-leafnode-url`'s URLs (blanks dropped).
+    fn hub_leafnode_urls(&self) -> Vec<String> {
+        self.hub_leafnode_url
+            .iter()
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect()
     }
 
     /// The embedded hub's settings, or `None` with an external hub.
@@ -616,7 +649,7 @@ impl ServeConfig {
     pub fn hub_client_url(&self) -> String {
         match self.embedded_hub() {
             Some(hub) => hub.client_url(),
-            None => self.ingest.ingest_nats_url.clone(),
+            None => self.ingest.hub_urls().join(","),
         }
     }
 
@@ -642,14 +675,15 @@ impl ServeConfig {
         };
         settings.provisioning = serviceradar_provisioning::ProvisioningSettings {
             hub_leafnode_url: self.effective_hub_leafnode_url(),
-            saas_nats_url: self
-                .saas_nats_url
-                .clone()
-                .unwrap_or_else(|| self.hub_client_url()),
+            saas_nats_url: self.saas_nats_url.clone().unwrap_or_else(|| {
+                // One URL: collectors take a single SaaS URL.
+                let url = self.hub_client_url();
+                url.split(',').next().unwrap_or_default().to_owned()
+            }),
             gateway_url: self.gateway.gateway_url.clone(),
             leaf_monitoring_listen: Some(self.leaf_monitoring_listen.clone())
                 .filter(|l| !l.is_empty()),
-            extra_hub_leafnode_urls: Vec::new(),
+            extra_hub_leafnode_urls: self.hub_leafnode_urls().into_iter().skip(1).collect(),
             leaf_device_auth: self.leaf_device_auth,
         };
         settings.sessions = serviceradar_auth::SessionSettings {
@@ -666,7 +700,7 @@ impl ServeConfig {
         settings.provision_leaves = true;
         // With the embedded hub, ingestion and the callout use its client URL.
         let mut ingest = self.ingest.clone();
-        ingest.ingest_nats_url = self.hub_client_url();
+        ingest.ingest_nats_url = vec![self.hub_client_url()];
         settings.ingest = ingest.settings();
         settings.leaf_auth = ingest.leaf_auth_settings();
         settings.embedded_hub = self.embedded_hub();
@@ -832,6 +866,53 @@ mod tests {
         // Without the URL, sites dial the embedded hub's leafnode port.
         let config = serve(&["--hub-leafnode-listen", "0.0.0.0:7500"]);
         assert_eq!(config.effective_hub_leafnode_url(), "tls://127.0.0.1:7500");
+    }
+
+    /// A hub cluster: every node's client URL (flag repeated or a comma
+    /// list) reaches ingestion and the callout, whose streams then keep 3
+    /// replicas; every node's leafnode URL reaches the leaves' remote.
+    #[test]
+    fn a_hub_cluster_is_every_node_url_for_services_and_leaves() {
+        let config = serve(&[
+            "--ingest-nats-url",
+            "nats://hub-0:4322",
+            "--ingest-nats-url",
+            "nats://hub-1:4322,nats://hub-2:4322",
+            "--hub-leafnode-url",
+            "tls://hub-0:7422,tls://hub-1:7422,tls://hub-2:7422",
+        ]);
+        let settings = config.settings();
+        assert!(settings.embedded_hub.is_none());
+        let ingest = settings.ingest.expect("ingestion");
+        assert_eq!(
+            ingest.hub.urls(),
+            [
+                "nats://hub-0:4322",
+                "nats://hub-1:4322",
+                "nats://hub-2:4322"
+            ]
+        );
+        assert_eq!(ingest.stream_replicas, 3);
+        assert_eq!(settings.leaf_auth.expect("callout").hub.servers(), 3);
+        assert_eq!(settings.provisioning.hub_leafnode_url, "tls://hub-0:7422");
+        assert_eq!(
+            settings.provisioning.extra_hub_leafnode_urls,
+            ["tls://hub-1:7422", "tls://hub-2:7422"]
+        );
+        assert_eq!(settings.provisioning.saas_nats_url, "nats://hub-0:4322");
+        // One URL keeps one replica unless asked.
+        let one = serve(&["--ingest-nats-url", "nats://hub:4322"]).settings();
+        assert_eq!(one.ingest.expect("ingestion").stream_replicas, 1);
+        let asked = serve(&[
+            "--ingest-nats-url",
+            "nats://hub:4322",
+            "--ingest-stream-replicas",
+            "3",
+        ]);
+        assert_eq!(
+            asked.settings().ingest.expect("ingestion").stream_replicas,
+            3
+        );
     }
 
     /// Pointing at an external hub stays one flag, and then no hub is started.

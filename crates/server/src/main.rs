@@ -199,6 +199,19 @@ enum AdminCommand {
         /// Account resolver directory (default OUT/accounts).
         #[arg(long)]
         resolver_dir: Option<String>,
+        /// Render a hub cluster instead of one server: a node's DNS name or
+        /// IP, repeated once per node (3 or more), in node order. Writes
+        /// OUT/node-{i}/ per node; nodes on one host get consecutive ports.
+        #[arg(long = "cluster-node", value_delimiter = ',')]
+        cluster_nodes: Vec<String>,
+        /// A hub cluster's route port (mutual TLS between the nodes; not
+        /// 6222, a site leaf cluster's).
+        #[arg(long, default_value_t = serviceradar_hub::config::DEFAULT_CLUSTER_PORT)]
+        cluster_port: u16,
+        /// How often a hub cluster's nodes compare their account directories
+        /// (`30s`, `2m`); pushes reach every live node at once regardless.
+        #[arg(long, default_value = "2m")]
+        resolver_interval: String,
     },
 }
 
@@ -490,6 +503,9 @@ async fn run_admin(command: AdminCommand, init: bool) -> anyhow::Result<()> {
             monitoring_listen,
             jetstream_dir,
             resolver_dir,
+            cluster_nodes,
+            cluster_port,
+            resolver_interval,
         } => {
             let store = open_existing(&db, Some(&pki), init).await?;
             let keyring = pki.source(&db.data_dir).load()?;
@@ -503,6 +519,27 @@ async fn run_admin(command: AdminCommand, init: bool) -> anyhow::Result<()> {
                 jetstream_store_dir: jetstream_dir,
                 resolver_dir,
             };
+            if !cluster_nodes.is_empty() {
+                let cluster = serviceradar_hub::config::HubClusterOptions {
+                    route_port: cluster_port,
+                    resolver_interval,
+                    ..serviceradar_hub::config::HubClusterOptions::new(cluster_nodes)
+                };
+                let nodes = serviceradar_hub::config::write_hub_cluster_config(
+                    &store, &pki, &opts, &cluster, &out,
+                )
+                .await?;
+                for (i, files) in nodes.iter().enumerate() {
+                    println!(
+                        "node {i}: wrote {} ({}, {} tenant accounts)\nrun: nats-server -c {}",
+                        files.config_path.display(),
+                        files.config_checksum,
+                        files.tenant_accounts,
+                        files.config_path.display()
+                    );
+                }
+                return Ok(());
+            }
             let files =
                 serviceradar_hub::config::write_hub_config(&store, &pki, &opts, &out).await?;
             println!(

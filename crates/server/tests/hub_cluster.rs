@@ -1,0 +1,588 @@
+//! A 3-node hub cluster (issue 17), end to end on loopback: the nodes'
+//! configs written by `admin hub-config --cluster-node ...`'s code, three
+//! real `nats-server`s routing to each other over mutual TLS, a site's leaf
+//! from its bundle with every hub node in its remote, and the platform
+//! (ingestion, the leaf authorization callout, leaf events) given every
+//! node's client URL.
+//!
+//! Asserted: each node's config passes `nats-server -t`; the routes form; the
+//! tenant's `INGEST` stream has 3 replicas; SIGKILLing the hub node the leaf
+//! is linked to while a collector publishes at 500 msg/s makes the leaf
+//! relink to another node into its tenant's account (the callout admitted it
+//! again) and every acknowledged message is stored exactly once. A site
+//! deleted while one node is down stays revoked on all three once that node
+//! is back: its leaf links to no node, and the returned node's account
+//! directory holds the revocation.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serviceradar_domain::TenantScope;
+use serviceradar_domain::resources::Tenant;
+use serviceradar_domain::telemetry::TelemetryKind;
+use serviceradar_hub::client::HubEndpoint;
+use serviceradar_hub::config::{HubClusterOptions, HubOptions, write_hub_cluster_config};
+use serviceradar_server::app::{Application, Settings};
+use serviceradar_store::Store;
+use serviceradar_testkit::{NatsServer, free_port, http_get, leafz};
+
+mod support;
+
+const NODES: usize = 3;
+
+/// `n` consecutive free loopback ports (nodes on one host get consecutive
+/// ports for every listener).
+fn consecutive_ports(n: u16) -> u16 {
+    loop {
+        let base = free_port();
+        if base > u16::MAX - n {
+            continue;
+        }
+        let free = (1..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if free {
+            return base;
+        }
+    }
+}
+
+/// The loopback ports of a hub cluster: node `i` listens on `base + i`.
+#[derive(Clone, Copy)]
+struct ClusterPorts {
+    client: u16,
+    leaf: u16,
+    monitor: u16,
+    route: u16,
+}
+
+impl ClusterPorts {
+    fn free() -> Self {
+        Self {
+            client: consecutive_ports(NODES as u16),
+            leaf: consecutive_ports(NODES as u16),
+            monitor: consecutive_ports(NODES as u16),
+            route: consecutive_ports(NODES as u16),
+        }
+    }
+    fn client(&self, i: usize) -> u16 {
+        self.client + i as u16
+    }
+    fn leaf(&self, i: usize) -> u16 {
+        self.leaf + i as u16
+    }
+    fn monitor(&self, i: usize) -> u16 {
+        self.monitor + i as u16
+    }
+    fn client_urls(&self) -> String {
+        (0..NODES)
+            .map(|i| format!("nats://127.0.0.1:{}", self.client(i)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// A platform whose services get every hub node's client URL, and whose
+/// leaves get every node's leafnode URL.
+fn settings(dir: &Path, ports: ClusterPorts) -> Settings {
+    let database_url = format!("sqlite://{}", dir.join("core.db").display());
+    let mut settings =
+        support::hub_platform_settings(dir, &database_url, ports.client(0), "hub cluster password");
+    let hub = HubEndpoint::new(ports.client_urls());
+    if let Some(ingest) = settings.ingest.as_mut() {
+        ingest.hub = hub.clone();
+        ingest.stream_replicas = 3;
+        ingest.batch_size = 500;
+    }
+    if let Some(leaf_auth) = settings.leaf_auth.as_mut() {
+        leaf_auth.hub = hub;
+    }
+    settings.provisioning.hub_leafnode_url = format!("tls://127.0.0.1:{}", ports.leaf(0));
+    // Not the default 8222: other tests' leaves may run at the same time.
+    settings.provisioning.leaf_monitoring_listen = Some(format!("127.0.0.1:{}", free_port()));
+    settings.provisioning.extra_hub_leafnode_urls = (1..NODES)
+        .map(|i| format!("tls://127.0.0.1:{}", ports.leaf(i)))
+        .collect();
+    settings
+}
+
+/// The three hub nodes, started from the configs the admin command's code
+/// wrote (each first checked with `nats-server -t`).
+struct Hub {
+    configs: Vec<PathBuf>,
+    nodes: Vec<Option<NatsServer>>,
+    ports: ClusterPorts,
+}
+
+impl Hub {
+    async fn write(
+        dir: &Path,
+        store: &Store,
+        pki: &serviceradar_identity::Pki,
+        ports: ClusterPorts,
+    ) -> Self {
+        let opts = HubOptions {
+            client_listen: format!("127.0.0.1:{}", ports.client),
+            leafnode_listen: format!("127.0.0.1:{}", ports.leaf),
+            monitoring_listen: Some(format!("127.0.0.1:{}", ports.monitor)),
+            ..HubOptions::default()
+        };
+        let cluster = HubClusterOptions {
+            route_port: ports.route,
+            // The test waits for the returned node to catch up; 2 minutes
+            // (the default) would only make it slower.
+            resolver_interval: "5s".into(),
+            ..HubClusterOptions::new(vec!["127.0.0.1".into(); NODES])
+        };
+        let files = write_hub_cluster_config(store, pki, &opts, &cluster, &dir.join("hub"))
+            .await
+            .expect("hub cluster config");
+        let configs: Vec<PathBuf> = files.into_iter().map(|f| f.config_path).collect();
+        for config in &configs {
+            serviceradar_testkit::check_nats_config(config).expect("nats-server -t");
+        }
+        Self {
+            configs,
+            nodes: (0..NODES).map(|_| None).collect(),
+            ports,
+        }
+    }
+
+    fn start(&mut self, i: usize) {
+        let dir = self.configs[i].parent().unwrap();
+        self.nodes[i] = Some(
+            NatsServer::start_file(
+                dir,
+                &format!("hub-{i}"),
+                &self.configs[i],
+                self.ports.client(i),
+            )
+            .expect("hub node starts"),
+        );
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut node) = self.nodes[i].take() {
+            node.kill();
+        }
+    }
+
+    fn accounts_dir(&self, i: usize) -> PathBuf {
+        self.configs[i].parent().unwrap().join("accounts")
+    }
+
+    fn logs(&self) -> String {
+        let mut text = String::new();
+        for (i, config) in self.configs.iter().enumerate() {
+            let log =
+                std::fs::read_to_string(config.parent().unwrap().join(format!("hub-{i}.log")))
+                    .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            text.push_str(&format!("--- hub node {i}\n"));
+            for line in tail.into_iter().rev() {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text
+    }
+
+    /// Other nodes node `i` holds routes to (by server id).
+    fn route_peers(&self, i: usize) -> usize {
+        let Some(text) = http_get(self.ports.monitor(i), "/routez") else {
+            return 0;
+        };
+        let routez: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        routez["routes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["remote_id"].as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    }
+
+    /// The nodes (index, account) holding a leaf connection.
+    fn leaf_links(&self) -> Vec<(usize, String)> {
+        (0..NODES)
+            .filter(|i| self.nodes[*i].is_some())
+            .flat_map(|i| {
+                leafz(self.ports.monitor(i))
+                    .into_iter()
+                    .map(move |(_, account)| (i, account))
+            })
+            .collect()
+    }
+}
+
+async fn wait_for<F, Fut>(condition: F, what: &str, limit: Duration, context: &dyn Fn() -> String)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !condition().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn stored(store: &Store, tenant: &Tenant) -> i64 {
+    let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
+    let mut total = 0;
+    for kind in TelemetryKind::ALL {
+        total += scoped.count_telemetry(kind).await.unwrap();
+    }
+    total
+}
+
+/// Publishes at `rate` messages per second with JetStream acknowledgements
+/// until `stop`, retrying (same `Nats-Msg-Id`) what is not acknowledged;
+/// returns how many were acknowledged.
+fn publisher(
+    js: async_nats::jetstream::Context,
+    subject: &'static str,
+    rate: u64,
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut n = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            tick.tick().await;
+            let payload = format!(r#"{{"message":"hub cluster {n}"}}"#);
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("hub-cluster-{n}").as_str());
+            let result = tokio::time::timeout(Duration::from_secs(5), async {
+                js.publish_with_headers(subject, headers, payload.into())
+                    .await?
+                    .await
+                    .map_err(async_nats::Error::from)
+            })
+            .await;
+            if let Ok(Ok(_)) = result {
+                n += 1;
+                acked.store(n, Ordering::SeqCst);
+            }
+        }
+        n
+    })
+}
+
+/// The tenant account's public key (what `/leafz` shows a leaf admitted into).
+async fn tenant_account(
+    store: &Store,
+    pki: &serviceradar_identity::Pki,
+    tenant: &Tenant,
+) -> String {
+    pki.tenant_account(store, tenant)
+        .await
+        .expect("tenant account")
+        .0
+        .public_key()
+}
+
+/// The replicas of the `INGEST` stream a hub node reports (`/jsz`), if it
+/// holds it.
+fn ingest_replicas(monitor: u16) -> Option<u64> {
+    let text = http_get(monitor, "/jsz?accounts=true&streams=true&config=true")?;
+    let jsz: serde_json::Value = serde_json::from_str(&text).ok()?;
+    jsz["account_details"]
+        .as_array()?
+        .iter()
+        .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
+        .find(|s| s["name"] == "INGEST")
+        .and_then(|s| s["config"]["num_replicas"].as_u64())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaf_relinks_to_another_hub_node_when_its_node_is_killed_under_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ports = ClusterPorts::free();
+    let settings = settings(dir, ports);
+    support::init();
+    let app = Application::build(settings.clone()).await.unwrap();
+    let (store, pki) = (app.store().clone(), app.pki().clone());
+    let acme = store.tenant_by_slug("acme").await.unwrap();
+    let account = tenant_account(&store, &pki, &acme).await;
+    let leaf_port = free_port();
+    let site = support::install_site(dir, &store, &pki, &settings, &acme, "plant", leaf_port).await;
+    let leaf_conf = std::fs::read_to_string(&site.config).unwrap();
+    for i in 0..NODES {
+        assert!(
+            leaf_conf.contains(&format!("tls://127.0.0.1:{}", ports.leaf(i))),
+            "the leaf's remote lists hub node {i}:\n{leaf_conf}"
+        );
+    }
+
+    let mut hub = Hub::write(dir, &store, &pki, ports).await;
+    for i in 0..NODES {
+        hub.start(i);
+    }
+    let logs = || hub.logs();
+    wait_for(
+        || async { (0..NODES).all(|i| hub.route_peers(i) == NODES - 1) },
+        "every hub node routing to the two others",
+        Duration::from_secs(60),
+        &logs,
+    )
+    .await;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    let leaf = NatsServer::start_file(
+        site.config.parent().unwrap(),
+        "leaf",
+        &site.config,
+        leaf_port,
+    )
+    .unwrap();
+    let all_logs = || format!("{}--- leaf\n{}", hub.logs(), leaf.log());
+    wait_for(
+        || async { hub.leaf_links().iter().any(|(_, a)| *a == account) },
+        "the leaf admitted into its tenant's account on a hub node",
+        Duration::from_secs(90),
+        &all_logs,
+    )
+    .await;
+
+    // The tenant's ingest stream is replicated on the three nodes.
+    wait_for(
+        || async { (0..NODES).all(|i| ingest_replicas(ports.monitor(i)) == Some(3)) },
+        "the INGEST stream with 3 replicas on every node",
+        Duration::from_secs(90),
+        &all_logs,
+    )
+    .await;
+    let linked_at = hub.leaf_links()[0].0;
+
+    let collector = support::collector(dir, &store, &pki, &acme, &site.root, leaf_port)
+        .await
+        .expect("collector connects to the leaf");
+    let js = async_nats::jetstream::new(collector.clone());
+
+    // Load at 500 msg/s, then SIGKILL the hub node the leaf is linked to.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let load = publisher(
+        js.clone(),
+        "edge.acme.plant.events.load",
+        500,
+        stop.clone(),
+        acked.clone(),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    hub.kill(linked_at);
+    let killed = Instant::now();
+    let all_logs = || format!("{}--- leaf\n{}", hub.logs(), leaf.log());
+    wait_for(
+        || async {
+            hub.leaf_links()
+                .iter()
+                .any(|(node, a)| *node != linked_at && *a == account)
+        },
+        "the leaf relinked to another hub node",
+        Duration::from_secs(90),
+        &all_logs,
+    )
+    .await;
+    let relinked = killed.elapsed();
+    let before = acked.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, Ordering::SeqCst);
+    let sent = load.await.unwrap();
+    assert!(sent > before, "the load went on after the relink");
+
+    // Every acknowledged message is stored once.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let got = stored(&store, &acme).await;
+        assert!(
+            got <= sent as i64,
+            "{got} stored of {sent} sent: duplicates"
+        );
+        if got == sent as i64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {got} of {sent} stored\n{}",
+            all_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let caught_up = killed.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = stored(&store, &acme).await;
+    serviceradar_testkit::report(&format!(
+        "hub cluster: node {linked_at} SIGKILLed under 500 msg/s: leaf relinked after {:.1} s, \
+         sent {sent}, stored {got}, all stored {:.1} s after the kill",
+        relinked.as_secs_f64(),
+        caught_up.as_secs_f64()
+    ));
+    assert_eq!(got, sent as i64, "sent = stored, no duplicates");
+
+    drop(leaf);
+    let _ = tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_revoked_while_a_hub_node_is_down_stays_revoked_on_all_three() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ports = ClusterPorts::free();
+    let settings = settings(dir, ports);
+    support::init();
+    let app = Application::build(settings.clone()).await.unwrap();
+    let (store, pki) = (app.store().clone(), app.pki().clone());
+    let acme = store.tenant_by_slug("acme").await.unwrap();
+    let account = tenant_account(&store, &pki, &acme).await;
+    let leaf_port = free_port();
+    let site = support::install_site(dir, &store, &pki, &settings, &acme, "plant", leaf_port).await;
+
+    let mut hub = Hub::write(dir, &store, &pki, ports).await;
+    for i in 0..NODES {
+        hub.start(i);
+    }
+    wait_for(
+        || async { (0..NODES).all(|i| hub.route_peers(i) == NODES - 1) },
+        "every hub node routing to the two others",
+        Duration::from_secs(60),
+        &|| hub.logs(),
+    )
+    .await;
+    let api_base = format!("http://127.0.0.1:{}", app.port());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    let leaf_dir = site.config.parent().unwrap().to_path_buf();
+    let mut leaf = NatsServer::start_file(&leaf_dir, "leaf", &site.config, leaf_port).unwrap();
+    wait_for(
+        || async { hub.leaf_links().iter().any(|(_, a)| *a == account) },
+        "the leaf admitted into its tenant's account",
+        Duration::from_secs(90),
+        &|| format!("{}--- leaf\n{}", hub.logs(), leaf.log()),
+    )
+    .await;
+    let session_keys = store
+        .scoped(TenantScope::for_system_task(acme.id))
+        .leaf_session_keys(site.site.id)
+        .await
+        .unwrap();
+    assert!(
+        !session_keys.is_empty(),
+        "the callout recorded the leaf's session"
+    );
+
+    // A node other than the leaf's goes down; the site is deleted meanwhile.
+    let linked_at = hub.leaf_links()[0].0;
+    let down = (linked_at + 1) % NODES;
+    hub.kill(down);
+    let token = serviceradar_control::tokens::create_token_for(
+        &store,
+        "acme",
+        "admin@example.com",
+        "revoker",
+        &[
+            serviceradar_domain::policy::Scope::Read,
+            serviceradar_domain::policy::Scope::Write,
+            serviceradar_domain::policy::Scope::Admin,
+        ],
+        1,
+    )
+    .await
+    .unwrap();
+    let deleted = reqwest::Client::new()
+        .delete(format!("{api_base}/api/v1/edge-sites/{}", site.site.id))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), reqwest::StatusCode::NO_CONTENT);
+    let revoked_at = Instant::now();
+    wait_for(
+        || async { !hub.leaf_links().iter().any(|(_, a)| *a == account) },
+        "the deleted site's leaf dropped by the live nodes",
+        Duration::from_secs(60),
+        &|| format!("{}--- leaf\n{}", hub.logs(), leaf.log()),
+    )
+    .await;
+    leaf.kill();
+
+    // The node returns: its account directory catches up with the revocation.
+    hub.start(down);
+    wait_for(
+        || async { (0..NODES).all(|i| hub.route_peers(i) == NODES - 1) },
+        "the returned node routing to the two others",
+        Duration::from_secs(60),
+        &|| hub.logs(),
+    )
+    .await;
+    let jwt_file = hub.accounts_dir(down).join(format!("{account}.jwt"));
+    let revoked_on_disk = || {
+        let jwt = std::fs::read_to_string(&jwt_file).unwrap_or_default();
+        let claims = serviceradar_natsconf::jwt::decode_claims(jwt.trim()).unwrap_or_default();
+        session_keys
+            .iter()
+            .all(|key| claims["nats"]["revocations"].get(key).is_some())
+    };
+    wait_for(
+        || async { revoked_on_disk() },
+        "the returned node's copy of the tenant account holding the revocation",
+        Duration::from_secs(90),
+        &|| hub.logs(),
+    )
+    .await;
+    let synced = revoked_at.elapsed();
+
+    // The revoked leaf links to no node: tried against each node alone.
+    let conf = std::fs::read_to_string(&site.config).unwrap();
+    for node in 0..NODES {
+        let mut only = conf.clone();
+        for other in (0..NODES).filter(|o| *o != node) {
+            only = only.replace(
+                &format!("tls://127.0.0.1:{}", ports.leaf(other)),
+                &format!("tls://127.0.0.1:{}", ports.leaf(node)),
+            );
+        }
+        let path = leaf_dir.join(format!("only-node-{node}.conf"));
+        std::fs::write(&path, &only).unwrap();
+        let attempt =
+            NatsServer::start_file(&leaf_dir, &format!("leaf-to-{node}"), &path, leaf_port)
+                .unwrap();
+        let tried = Instant::now();
+        while tried.elapsed() < Duration::from_secs(8) {
+            assert!(
+                !hub.leaf_links().iter().any(|(_, a)| *a == account),
+                "the revoked site's leaf linked to hub node {node}\n{}--- leaf\n{}",
+                hub.logs(),
+                attempt.log()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(
+            hub.leaf_links().is_empty(),
+            "no leaf at all on the hub\n{}",
+            hub.logs()
+        );
+        drop(attempt);
+    }
+    serviceradar_testkit::report(&format!(
+        "hub cluster: a site deleted while node {down} was down; the returned node held the \
+         revocation {:.1} s after the delete; its leaf was refused by all {NODES} nodes",
+        synced.as_secs_f64()
+    ));
+
+    let _ = tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), running).await;
+}
