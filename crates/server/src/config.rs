@@ -682,6 +682,7 @@ impl ServeConfig {
             agent_push_interval_secs: self.gateway.agent_push_interval_secs,
             leaf_monitoring_listen: settings.provisioning.leaf_monitoring_listen.clone(),
             edge_cert_validity: settings.enrollment_cert_validity,
+            ..Default::default()
         };
         settings
     }
