@@ -204,7 +204,9 @@ async fn state_changes_are_stored_and_alerted_in_order(settings: Settings) {
         "leaf connected",
         "resolved leaf_disconnected",
         "site offline",
+        "raised site_offline",
         "site active",
+        "resolved site_offline",
     ];
     // (The first contact may have moved the new site to active first.)
     let first = seen

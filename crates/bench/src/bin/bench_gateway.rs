@@ -794,9 +794,11 @@ async fn hold(identities: &Path, ca: &Path, port: u16) -> anyhow::Result<()> {
     eprintln!("hold: {held}/{agents} control streams open");
     println!("{}", serde_json::to_string(&report)?);
     // Until the parent closes stdin.
-    let mut stdin = tokio::io::stdin();
-    let mut sink = Vec::new();
-    let _ = tokio::io::AsyncReadExt::read_to_end(&mut stdin, &mut sink).await;
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink)
+    })
+    .await;
     Ok(())
 }
 
