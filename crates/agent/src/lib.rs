@@ -17,6 +17,8 @@
 //!   [`logtail`] — the recent log lines it includes.
 //! * [`device_auth`] — the auth callout beside the site leaf: devices get
 //!   their own subjects and limits from the site's copy of the registry.
+//! * [`uploads`] — command outputs uploaded with `PushResults`, chunked and
+//!   resumable.
 //! * [`status_file`] — last gateway contact and renewal, for the box's CLI.
 
 #![forbid(unsafe_code)]
@@ -32,3 +34,4 @@ pub mod renew;
 pub mod runner;
 pub mod status_file;
 pub mod transport;
+pub mod uploads;

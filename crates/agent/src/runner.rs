@@ -15,6 +15,10 @@
 //! result. Against a gateway without one (`UNIMPLEMENTED`) the agent only
 //! polls.
 //!
+//! The outputs of `run_checks` and `collect_diagnostics` are also uploaded
+//! with `PushResults` ([`crate::uploads`]) after the next status push; the
+//! command's result names the upload.
+//!
 //! A box enrolled with a token also renews its certificates when due
 //! ([`crate::renew`]) and then reconnects with the new one.
 //!
@@ -39,6 +43,7 @@ use tokio::time::Instant;
 use crate::checks::{Checker, OK};
 use crate::config::{GatewayTarget, Settings};
 use crate::transport::{GrpcTransport, Transport};
+use crate::uploads::{CHECK_RESULTS, DIAGNOSTICS, Upload, Uploads, refused_for_good};
 
 /// The platform refused this agent for good (see the module docs); `.0` is
 /// the gateway's message.
@@ -264,6 +269,7 @@ where
     }
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     let mut buffer = Buffer::new(settings.buffer);
+    let mut uploads = Uploads::default();
     let mut config: Option<AgentConfig> = None;
     let mut checks = schedule(None, &settings.local_checks);
     let mut transport: Option<T> = None;
@@ -294,6 +300,7 @@ where
                         config: &mut config,
                         checks: &mut checks,
                         buffer: &mut buffer,
+                        uploads: &mut uploads,
                         next_push: &mut next_push,
                         next_renewal: &mut next_renewal,
                     };
@@ -445,6 +452,29 @@ where
                 Err(status) => failed = Some(status),
             }
         }
+        // Upload command outputs (resumed with the same id after a failure).
+        while failed.is_none()
+            && let Some(upload) = uploads.front()
+        {
+            let bytes = upload.data.len();
+            match t.push_results(upload.chunks(&settings.claim)).await {
+                Ok(reply) => {
+                    if reply.complete {
+                        tracing::info!(upload_id = %reply.upload_id, bytes, "results uploaded");
+                    } else {
+                        tracing::warn!(upload_id = %reply.upload_id, next = reply.next_chunk_index,
+                            "the gateway did not complete the upload; dropped");
+                    }
+                    uploads.pop();
+                }
+                Err(status) if refused_for_good(&status) => {
+                    tracing::warn!(code = ?status.code(), message = status.message(),
+                        "the gateway refused an upload; dropped");
+                    uploads.pop();
+                }
+                Err(status) => failed = Some(status),
+            }
+        }
         // Poll config.
         if failed.is_none() && now >= next_poll {
             let current = config
@@ -506,6 +536,7 @@ struct LoopState<'a> {
     config: &'a mut Option<AgentConfig>,
     checks: &'a mut Vec<Scheduled>,
     buffer: &'a mut Buffer,
+    uploads: &'a mut Uploads,
     next_push: &'a mut Instant,
     next_renewal: &'a mut Option<Instant>,
 }
@@ -666,6 +697,32 @@ async fn on_control<T: Transport>(
         }
         other => (false, format!("unknown command kind {other:?}"), serde_json::Value::Null),
     };
+    // Detailed outputs are also uploaded; the result names the upload.
+    let upload = match command.kind.as_str() {
+        "run_checks" if ok => Some(("checks", CHECK_RESULTS)),
+        "collect_diagnostics" if ok => Some(("diagnostics", DIAGNOSTICS)),
+        _ => None,
+    };
+    let mut result = result;
+    if let Some((prefix, content_type)) = upload {
+        let upload = Upload::for_command(
+            prefix,
+            &command.id,
+            content_type,
+            result.to_string().into_bytes(),
+        );
+        let id = upload.id.clone();
+        let bytes = upload.data.len();
+        if state.uploads.push(upload) {
+            if bytes > serviceradar_proto::MAX_COMMAND_RESULT_BYTES {
+                // Too large for the command's history: the upload has it.
+                result = serde_json::json!({ "upload_id": id, "bytes": bytes,
+                    "note": "larger than the 1 MiB a command result holds; see the upload" });
+            } else if let Some(object) = result.as_object_mut() {
+                object.insert("upload_id".into(), serde_json::Value::String(id));
+            }
+        }
+    }
     let result = if result.is_null() {
         String::new()
     } else {

@@ -630,3 +630,106 @@ async fn the_cli_issues_commands_and_changes_checks() {
     let (code, _, err) = run_cli(&config, &["agent", "checks", "remove", &site, "resolver"]).await;
     assert_eq!(code, Some(0), "{err}");
 }
+
+/// Polls the site's uploaded results until one named `upload_id` is complete.
+async fn uploaded(api: &Api, site: &str, upload_id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = api
+            .get(&format!(
+                "/edge-sites/{site}/agent/results?from=0&to={}",
+                now_ms() + 60_000
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if let Some(item) = body["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|i| i["upload_id"] == upload_id))
+            && item["complete"] == true
+        {
+            return item.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "upload {upload_id} not listed: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_agent_uploads_command_outputs_listed_through_the_api() {
+    let nats_dir = tempfile::tempdir().expect("tempdir");
+    let (_nats, monitor) = monitored_nats(nats_dir.path());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = support::settings(&dir);
+    settings.gateway.agent_push_interval_secs = 1;
+    settings.provisioning.leaf_monitoring_listen = Some(format!("127.0.0.1:{monitor}"));
+    let core = support::spawn(dir, settings).await;
+    let tenant = core.tenant("default").await;
+    let agent = core.site(&tenant, "nyc").await;
+    let site = agent.site.id.to_string();
+    let api = Api::new(&core, "default", "admin@example.com").await;
+    let mut child = start_agent(&agent, core.gateway_port);
+    acked_version(&api, &site, None, Duration::from_secs(30)).await;
+
+    // Diagnostics: the command's result names the upload the agent made of
+    // the whole bundle; the API lists it and serves its bytes.
+    let (status, issued) = api
+        .post(
+            &format!("/edge-sites/{site}/agent/commands"),
+            json!({ "kind": "collect_diagnostics", "ttl_secs": 30 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{issued}");
+    let command = issued["id"].as_str().expect("id").to_owned();
+    let done = finished(&api, &site, &command).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let upload_id = done["result"]["upload_id"]
+        .as_str()
+        .expect("the result names its upload")
+        .to_owned();
+    assert_eq!(upload_id, format!("diagnostics-{command}"));
+    let item = uploaded(&api, &site, &upload_id).await;
+    assert_eq!(
+        item["content_type"], "application/vnd.serviceradar.diagnostics+json",
+        "{item}"
+    );
+    assert_eq!(item["agent_id"], agent.agent_id.to_string(), "{item}");
+    let content = reqwest::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{}/api/v1/edge-sites/{site}/agent/results/{}",
+            core.http_port,
+            item["id"].as_str().expect("id")
+        ))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .expect("content");
+    assert_eq!(content.status(), StatusCode::OK);
+    let bytes = content.bytes().await.expect("bytes");
+    assert_eq!(item["bytes"].as_u64(), Some(bytes.len() as u64), "{item}");
+    let bundle: Value = serde_json::from_slice(&bytes).expect("the upload is the JSON bundle");
+    assert_eq!(bundle["clock"], done["result"]["clock"], "{bundle}");
+    assert_eq!(
+        bundle["leaf"]["varz"]["server_name"], "ctl-test-leaf",
+        "{bundle}"
+    );
+
+    // run_checks: its detailed results are uploaded too.
+    let (_, issued) = api
+        .post(
+            &format!("/edge-sites/{site}/agent/commands"),
+            json!({ "kind": "run_checks" }),
+        )
+        .await;
+    let command = issued["id"].as_str().expect("id").to_owned();
+    let done = finished(&api, &site, &command).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let item = uploaded(&api, &site, &format!("checks-{command}")).await;
+    assert_eq!(
+        item["content_type"], "application/vnd.serviceradar.check-results+json",
+        "{item}"
+    );
+    let _ = child.kill().await;
+}

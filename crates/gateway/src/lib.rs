@@ -24,6 +24,9 @@
 //! * **Control stream** (`ControlStream`, [`links`]): config pushes and
 //!   commands to connected agents, across replicas through PostgreSQL
 //!   `NOTIFY`.
+//! * **Status write-behind** ([`status`]): steady status reports are
+//!   coalesced per replica and written in batches; changes are written in
+//!   the agent's call, in order; the buffer is flushed on shutdown.
 //! * **ServiceRadar agents** ([`monitoring`]): ServiceRadar's
 //!   `monitoring.AgentGatewayService` on the same port, translated onto the
 //!   same service.
@@ -57,6 +60,7 @@ pub mod monitoring;
 pub mod poller;
 mod renewal;
 pub mod service;
+pub mod status;
 
 /// Why the gateway could not start or stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +103,9 @@ pub struct GatewaySettings {
     pub edge_cert_validity: Duration,
     /// Polling of agents in gateway-initiated mode.
     pub poll: poller::PollerSettings,
+    /// How often steady status reports are written in batches
+    /// ([`status`]: write-behind); `None` writes every push in its call.
+    pub status_flush_every: Option<Duration>,
 }
 
 impl Default for GatewaySettings {
@@ -110,6 +117,7 @@ impl Default for GatewaySettings {
             leaf_monitoring_listen: Some("127.0.0.1:8222".into()),
             edge_cert_validity: Duration::from_secs(7 * 86_400),
             poll: poller::PollerSettings::default(),
+            status_flush_every: Some(Duration::from_millis(200)),
         }
     }
 }
@@ -294,12 +302,13 @@ impl Gateway {
             let poller = Arc::new(poller::Poller::new(service.clone(), &self.tls)?);
             tokio::spawn(poller.run(polls_stopped));
         }
+        let status = service.status.clone();
         let shutdown = async move {
             shutdown.await;
             links.close_all();
             let _ = stop_polls.send(true);
         };
-        Server::builder()
+        let served = Server::builder()
             .tls_config(self.tls.server_config())?
             .http2_keepalive_interval(Some(Duration::from_secs(60)))
             .timeout(Duration::from_secs(60))
@@ -317,6 +326,11 @@ impl Gateway {
             .add_service(DeviceEnrollmentServer::new(self.devices))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
-            .map_err(GatewayError::Serve)
+            .map_err(GatewayError::Serve);
+        // What agents reported before the stop is written, not lost.
+        if let Some(status) = status {
+            status.close().await;
+        }
+        served
     }
 }

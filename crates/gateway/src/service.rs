@@ -22,6 +22,7 @@ use tracing::Instrument;
 use super::identity::{AgentIdentity, IdentityResolver};
 use crate::GatewaySettings;
 use crate::links::AgentLinks;
+use crate::status::{StatusWriter, WriteError, write_through};
 use serviceradar_health::Health;
 use serviceradar_identity::Pki;
 
@@ -37,6 +38,9 @@ pub struct GatewayService {
     pub(crate) health: Health,
     resolver: IdentityResolver,
     pub(crate) links: AgentLinks,
+    /// The write-behind buffer ([`crate::status`]); `None`: every push is
+    /// written in its call.
+    pub(crate) status: Option<StatusWriter>,
 }
 
 impl GatewayService {
@@ -48,6 +52,12 @@ impl GatewayService {
         health: Health,
         links: AgentLinks,
     ) -> Self {
+        // Write-behind needs a runtime for its flusher (the gateway is
+        // always bound inside one).
+        let status = settings
+            .status_flush_every
+            .filter(|_| tokio::runtime::Handle::try_current().is_ok())
+            .map(|every| StatusWriter::start(store.clone(), health.clone(), every));
         Self {
             store,
             pki,
@@ -55,7 +65,13 @@ impl GatewayService {
             health,
             links,
             resolver: IdentityResolver::default(),
+            status,
         }
+    }
+
+    /// The write-behind buffer of agent status, when enabled.
+    pub fn status_writer(&self) -> Option<&StatusWriter> {
+        self.status.as_ref()
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -129,12 +145,18 @@ impl GatewayService {
     }
 
     pub(crate) async fn seen(&self, id: &AgentIdentity) -> Result<(), Status> {
-        match self.health.agent_seen(id).await {
-            Ok(()) => Ok(()),
-            // Deleted between the identity lookup (cached) and now.
-            Err(StoreError::NotFound) => Err(agent_gone(&id.common_name)),
-            Err(e) => Err(internal_status("recording agent contact", &e)),
-        }
+        let written = match &self.status {
+            Some(writer) => writer.contact(id).await,
+            None => self
+                .health
+                .agent_seen(id)
+                .await
+                .map_err(|source| WriteError {
+                    what: "recording agent contact",
+                    source,
+                }),
+        };
+        written.map_err(|e| write_status(id, e))
     }
 
     /// Registers an agent's announcement (`Hello` of either protocol):
@@ -191,7 +213,6 @@ impl GatewayService {
                 "at most {MAX_RESULTS_PER_PUSH} results per push"
             )));
         }
-        self.seen(id).await?;
         // The newest leaf verdict wins.
         let leaf = results
             .iter()
@@ -200,12 +221,6 @@ impl GatewayService {
             .map(|r| {
                 r.status == "ok" && r.leaf.as_ref().is_some_and(|l| l.up && l.remote_connected)
             });
-        if let Some(up) = leaf {
-            self.health
-                .leaf_link(id, up)
-                .await
-                .map_err(|e| internal_status("recording the leaf link", &e))?;
-        }
         let clip = |s: &str, n: usize| s.chars().take(n).collect::<String>();
         let checks: Vec<_> = results
             .iter()
@@ -219,13 +234,11 @@ impl GatewayService {
                 observed_at: r.observed_at_ms,
             })
             .collect();
-        self.store
-            .scoped(serviceradar_domain::TenantScope::for_system_task(
-                id.tenant_id,
-            ))
-            .record_agent_checks(id.agent_id, &checks)
-            .await
-            .map_err(|e| internal_status("recording check results", &e))?;
+        let written = match &self.status {
+            Some(writer) => writer.record(id, leaf, checks).await,
+            None => write_through(&self.store, &self.health, id, leaf, &checks).await,
+        };
+        written.map_err(|e| write_status(id, e))?;
         metrics::counter!("serviceradar_gateway_results_total").increment(results.len() as u64);
         if dropped > 0 {
             metrics::counter!("serviceradar_gateway_dropped_results_total").increment(dropped);
@@ -318,6 +331,16 @@ pub fn agent_gone(common_name: &str) -> Status {
         "this agent's edge site was deleted: stop the agent and uninstall it \
          (it is not retried)",
     )
+}
+
+/// A failed status write as the agent sees it: its site was deleted
+/// (between the cached identity lookup and the write), or an internal
+/// failure.
+fn write_status(id: &AgentIdentity, e: WriteError) -> Status {
+    match e.source {
+        StoreError::NotFound if e.what == "recording agent contact" => agent_gone(&id.common_name),
+        source => internal_status(e.what, &source),
+    }
 }
 
 /// An internal failure as agents see it: `UNAVAILABLE` with a reference to
