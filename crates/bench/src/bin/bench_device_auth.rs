@@ -215,7 +215,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         .connect(format!("nats://127.0.0.1:{}", ports.hub_client))
         .await
         .context("a tenant user connects to the hub")?;
-    let synced = serviceradar_ingest::sync_device_registry(&store, &hub_client, &tenant).await?;
+    let synced = serviceradar_ingest::sync_device_registry(&store, &hub_client, &tenant, 1).await?;
     say(format!(
         "{synced} devices registered and in the hub's registry"
     ));

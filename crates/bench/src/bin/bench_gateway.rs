@@ -637,7 +637,7 @@ async fn config_ack(agents: usize, parallel: usize) -> anyhow::Result<()> {
     let started_ms = serviceradar_store::now_ms();
     let sem = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
     let mut tasks = Vec::new();
-    for (site, agent) in seeded.sites.iter().copied() {
+    for &(site, agent) in &seeded.sites {
         let (client, token, sem, issued_at) = (
             client.clone(),
             token.clone(),
@@ -687,16 +687,17 @@ async fn config_ack(agents: usize, parallel: usize) -> anyhow::Result<()> {
     };
     drop(child.stdin.take());
     let _ = child.kill().await;
-    let issued_at = issued_at.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-    let mut latency: Vec<f64> = rows
-        .lines()
-        .filter_map(|r| {
-            let mut f = r.split('\t');
-            let agent = f.next()?;
-            let acked: i64 = f.nth(1)?.parse().ok()?;
-            Some((acked - issued_at.get(agent)?) as f64 / 1000.0)
-        })
-        .collect();
+    let mut latency: Vec<f64> = {
+        let issued_at = issued_at.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        rows.lines()
+            .filter_map(|r| {
+                let mut f = r.split('\t');
+                let agent = f.next()?;
+                let acked: i64 = f.nth(1)?.parse().ok()?;
+                Some((acked - issued_at.get(agent)?) as f64 / 1000.0)
+            })
+            .collect()
+    };
     latency.sort_by(f64::total_cmp);
     let acked = latency.len();
     let p = |q: f64| common::percentile(&latency, q);
