@@ -152,12 +152,17 @@ fn three_nodes_form_their_routes_over_mutual_tls_and_a_foreign_node_cannot_join(
             .then_some(())
     });
     assert!(all.is_some(), "routes did not form\n{}", b.log());
-    // JetStream is clustered under the site's domain, with a meta leader.
+    // JetStream is clustered under the site's domain, with a meta leader
+    // that knows all three peers (a leader can be elected by two before the
+    // third has joined: waiting for the size, not asserting it at once,
+    // keeps this from failing under load).
     let leader = poll(Duration::from_secs(30), || {
         let jsz = http_json(nodes[0].monitor, "/jsz")?;
-        (!jsz["meta_cluster"]["leader"].as_str()?.is_empty()).then_some(jsz)
+        (!jsz["meta_cluster"]["leader"].as_str()?.is_empty()
+            && jsz["meta_cluster"]["cluster_size"] == 3)
+            .then_some(jsz)
     });
-    let jsz = leader.expect("a JetStream meta leader");
+    let jsz = leader.expect("a JetStream meta leader of a 3-peer cluster");
     assert_eq!(jsz["config"]["domain"], "sr-acme-plant");
     assert_eq!(jsz["meta_cluster"]["cluster_size"], 3);
     b.kill();
