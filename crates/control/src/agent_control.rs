@@ -73,7 +73,9 @@ pub struct AgentChecks {
 }
 
 impl Control {
-    async fn live_agent(
+    /// The site's agent, unless it is missing (`NotFound`) or revoked
+    /// (`Conflict`): what every change to an agent starts from.
+    pub(crate) async fn live_agent(
         scoped: &Scoped<'_>,
         site: EdgeSiteId,
     ) -> Result<AgentRecord, ControlError> {

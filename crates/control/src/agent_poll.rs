@@ -32,15 +32,7 @@ impl Control {
         input: &EndpointInput,
     ) -> Result<AgentPoll, ControlError> {
         let scoped = self.scoped(actor, Action::WriteSites)?;
-        let agent = scoped
-            .agent_for_site(site)
-            .await?
-            .ok_or(ControlError::NotFound)?;
-        if agent.revoked_at.is_some() {
-            return Err(ControlError::Conflict(
-                "the site's agent was revoked".to_owned(),
-            ));
-        }
+        Self::live_agent(&scoped, site).await?;
         // Out of u32's range is out of the interval's range too (0 is refused).
         let interval = input
             .poll_interval_secs
