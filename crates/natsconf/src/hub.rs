@@ -49,7 +49,7 @@ use std::collections::BTreeSet;
 use crate::jwt::{KeyKind, check_public_key, claim_type, decode_claims};
 use crate::leaf::{is_loopback, is_unspecified};
 use crate::syntax::{
-    ConfWriter, ConfigError, JetStreamDomain, hub_url, listen_addr, validate_path,
+    ConfWriter, ConfigError, JetStreamDomain, cluster_routes, listen_addr, validate_path,
     validate_server_name,
 };
 use crate::tls::TlsFiles;
@@ -369,23 +369,14 @@ type CheckedRoutes = (
 
 fn check_cluster(cluster: &HubClusterInput) -> Result<CheckedRoutes, ConfigError> {
     validate_server_name("cluster name", &cluster.name)?;
-    let listen = listen_addr("cluster listen", &cluster.listen)?;
-    cluster.tls.validate("cluster tls path")?;
-    if cluster.routes.len() < 3 {
-        return Err(ConfigError::Inconsistent(
-            "a hub cluster needs at least three nodes (JetStream keeps a quorum)".into(),
-        ));
-    }
-    if cluster.node >= cluster.routes.len() {
-        return Err(ConfigError::Inconsistent(
-            "the node index is not one of the cluster's routes".into(),
-        ));
-    }
-    let routes = cluster
-        .routes
-        .iter()
-        .map(|r| hub_url("cluster route", r))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (listen, routes) = cluster_routes(
+        &cluster.listen,
+        &cluster.tls,
+        &cluster.routes,
+        cluster.node,
+        3,
+        "a hub cluster needs at least three nodes (JetStream keeps a quorum)",
+    )?;
     if cluster.pinned_certs.len() != cluster.routes.len() {
         return Err(ConfigError::Inconsistent(
             "a hub cluster pins one certificate per node".into(),

@@ -174,6 +174,35 @@ pub(crate) fn listen_addr(field: &'static str, value: &str) -> Result<ListenAddr
     rule::listen_addr(value).map_err(|reason| ConfigError::invalid(field, value, reason))
 }
 
+/// The checks every `cluster { }` block shares, a hub's or a site leaf's:
+/// its listen address and TLS paths, at least `min_nodes` routes (else
+/// `too_few`), this node one of them, and every route a NATS URL with its
+/// port. Returns the parsed listen address and routes.
+pub(crate) fn cluster_routes(
+    listen: &str,
+    tls: &crate::tls::TlsFiles,
+    routes: &[String],
+    node: usize,
+    min_nodes: usize,
+    too_few: &'static str,
+) -> Result<(ListenAddr, Vec<NatsUrl>), ConfigError> {
+    let listen = listen_addr("cluster listen", listen)?;
+    tls.validate("cluster tls path")?;
+    if routes.len() < min_nodes {
+        return Err(ConfigError::Inconsistent(too_few.into()));
+    }
+    if node >= routes.len() {
+        return Err(ConfigError::Inconsistent(
+            "the node index is not one of the cluster's routes".into(),
+        ));
+    }
+    let routes = routes
+        .iter()
+        .map(|r| hub_url("cluster route", r))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((listen, routes))
+}
+
 /// The hub URL of a leaf's remote: the domain's NATS URL rule ([`rule::nats_url`]:
 /// `tls://` or `nats://`, a DNS name or IP literal, no user info, path, query or
 /// fragment), and, for the rendered config, an explicit port: the hub's leafnode

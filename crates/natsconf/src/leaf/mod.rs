@@ -62,8 +62,8 @@ pub use device_auth::{
 use serviceradar_domain::validate::Host;
 
 use crate::syntax::{
-    ConfWriter, ConfigError, JetStreamDomain, hub_url, hub_url as hub_url_rule, listen_addr,
-    validate_path, validate_server_name, validate_slug,
+    ConfWriter, ConfigError, JetStreamDomain, cluster_routes, hub_url, hub_url as hub_url_rule,
+    listen_addr, validate_path, validate_server_name, validate_slug,
 };
 use crate::tls::TlsFiles;
 
@@ -357,23 +357,14 @@ fn validate_cluster<'a>(
     client: &serviceradar_domain::validate::ListenAddr,
     monitoring: Option<&serviceradar_domain::validate::ListenAddr>,
 ) -> Result<CheckedCluster<'a>, ConfigError> {
-    let listen = listen_addr("cluster listen", &cluster.listen)?;
-    cluster.tls.validate("cluster tls path")?;
-    if cluster.routes.len() < 2 {
-        return Err(ConfigError::Inconsistent(
-            "a leaf cluster needs routes to at least two nodes".into(),
-        ));
-    }
-    if cluster.node >= cluster.routes.len() {
-        return Err(ConfigError::Inconsistent(
-            "the node index is not one of the cluster's routes".into(),
-        ));
-    }
-    let routes = cluster
-        .routes
-        .iter()
-        .map(|r| hub_url("cluster route", r))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (listen, routes) = cluster_routes(
+        &cluster.listen,
+        &cluster.tls,
+        &cluster.routes,
+        cluster.node,
+        2,
+        "a leaf cluster needs routes to at least two nodes",
+    )?;
     let clash = |other: &serviceradar_domain::validate::ListenAddr| {
         other.port() == listen.port()
             && (other.host() == listen.host()
