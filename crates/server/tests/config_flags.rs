@@ -1,0 +1,207 @@
+//! `serve`'s flags reach the settings they name: the configuration
+//! surface of `serviceradar-core` (`config.rs`), parsed as the binary parses
+//! it, without starting anything.
+
+use clap::Parser;
+
+use std::path::PathBuf;
+
+use serviceradar_server::config::*;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    serve: ServeConfig,
+}
+
+fn secure(args: &[&str]) -> bool {
+    let mut all = vec!["serviceradar-core"];
+    all.extend_from_slice(args);
+    Cli::parse_from(all)
+        .serve
+        .settings()
+        .sessions
+        .secure_cookies
+}
+
+#[test]
+fn operations_flags_reach_the_settings() {
+    use std::time::Duration;
+    let settings = |args: &[&str]| {
+        let mut all = vec!["serviceradar-core"];
+        all.extend_from_slice(args);
+        Cli::parse_from(all).serve.settings()
+    };
+    let defaults = settings(&[]);
+    assert_eq!(defaults.ingest_stall_unready, Duration::from_secs(60));
+    assert_eq!(defaults.shutdown_grace, Duration::from_secs(20));
+    assert_eq!(defaults.retention_sweep, Some(Duration::from_secs(3600)));
+    assert_eq!(defaults.retention.telemetry_days, 30);
+    let set = settings(&[
+        "--ingest-unready-after-secs",
+        "0",
+        "--shutdown-grace-secs",
+        "5",
+        "--retention-sweep-secs",
+        "0",
+        "--telemetry-retention-days",
+        "7",
+    ]);
+    assert!(
+        set.ingest_stall_unready.is_zero(),
+        "0 keeps ingestion out of readiness"
+    );
+    assert_eq!(set.shutdown_grace, Duration::from_secs(5));
+    assert_eq!(set.retention_sweep, None);
+    assert_eq!(set.retention.telemetry_days, 7);
+}
+
+/// Issue 11 finding 7: `--public-url https://...` did not make cookies
+/// `Secure`. Secure is the default unless the URL is plain http on loopback.
+#[test]
+fn an_https_public_url_makes_session_cookies_secure() {
+    assert!(secure(&["--public-url", "https://edge.example.com"]));
+    assert!(secure(&["--public-url", "http://edge.example.com:8080"]));
+    assert!(secure(&["--listen", "0.0.0.0:8080"]));
+    assert!(
+        !secure(&[]),
+        "the default http://127.0.0.1:8080 is plain http on loopback"
+    );
+    assert!(!secure(&["--public-url", "http://localhost:8080/"]));
+    assert!(!secure(&["--public-url", "http://[::1]:8080"]));
+    // Explicit choices win.
+    assert!(secure(&["--secure-cookies"]));
+    assert!(!secure(&[
+        "--public-url",
+        "https://x.example.com",
+        "--secure-cookies",
+        "false"
+    ]));
+}
+
+fn serve(args: &[&str]) -> ServeConfig {
+    let mut all = vec!["serviceradar-core"];
+    all.extend_from_slice(args);
+    Cli::parse_from(all).serve
+}
+
+/// Issue 12: with no hub flags everything points at the embedded hub.
+#[test]
+fn without_hub_flags_everything_uses_the_embedded_hub() {
+    let config = serve(&["--data-dir", "/srv/sr"]);
+    let settings = config.settings();
+    let hub = settings.embedded_hub.expect("an embedded hub");
+    assert_eq!(hub.dir, PathBuf::from("/srv/sr/hub"));
+    assert_eq!(hub.options.client_listen, "127.0.0.1:4322");
+    assert_eq!(hub.options.leafnode_listen, "0.0.0.0:7422");
+    assert_eq!(
+        hub.options.monitoring_listen.as_deref(),
+        Some("127.0.0.1:8322")
+    );
+    assert_eq!(
+        settings.provisioning.hub_leafnode_url,
+        "tls://127.0.0.1:7422"
+    );
+    assert_eq!(settings.provisioning.saas_nats_url, "nats://127.0.0.1:4322");
+    let ingest = settings.ingest.expect("ingestion on");
+    assert_eq!(ingest.hub.url, "nats://127.0.0.1:4322");
+    assert_eq!(
+        settings.leaf_auth.expect("callout on").hub.url,
+        "nats://127.0.0.1:4322"
+    );
+}
+
+/// Sites dial the host of `--hub-leafnode-url`: the embedded hub's
+/// certificate must name it, or their TLS check fails.
+#[test]
+fn the_sites_hub_host_is_in_the_embedded_hub_certificate() {
+    let config = serve(&[
+        "--hub-leafnode-url",
+        "tls://hub.example.com:7422",
+        "--hub-host",
+        "10.0.0.5,hub.internal",
+        "--hub-leafnode-listen",
+        "0.0.0.0:7500",
+    ]);
+    let hub = config.embedded_hub().expect("embedded");
+    assert_eq!(
+        hub.options.hosts,
+        [
+            "localhost",
+            "127.0.0.1",
+            "hub.example.com",
+            "10.0.0.5",
+            "hub.internal"
+        ]
+    );
+    // Without the URL, sites dial the embedded hub's leafnode port.
+    let config = serve(&["--hub-leafnode-listen", "0.0.0.0:7500"]);
+    assert_eq!(config.effective_hub_leafnode_url(), "tls://127.0.0.1:7500");
+}
+
+/// A hub cluster: every node's client URL (flag repeated or a comma
+/// list) reaches ingestion and the callout, whose streams then keep 3
+/// replicas; every node's leafnode URL reaches the leaves' remote.
+#[test]
+fn a_hub_cluster_is_every_node_url_for_services_and_leaves() {
+    let config = serve(&[
+        "--ingest-nats-url",
+        "nats://hub-0:4322",
+        "--ingest-nats-url",
+        "nats://hub-1:4322,nats://hub-2:4322",
+        "--hub-leafnode-url",
+        "tls://hub-0:7422,tls://hub-1:7422,tls://hub-2:7422",
+    ]);
+    let settings = config.settings();
+    assert!(settings.embedded_hub.is_none());
+    let ingest = settings.ingest.expect("ingestion");
+    assert_eq!(
+        ingest.hub.urls(),
+        [
+            "nats://hub-0:4322",
+            "nats://hub-1:4322",
+            "nats://hub-2:4322"
+        ]
+    );
+    assert_eq!(ingest.stream_replicas, 3);
+    assert_eq!(settings.leaf_auth.expect("callout").hub.servers(), 3);
+    assert_eq!(settings.provisioning.hub_leafnode_url, "tls://hub-0:7422");
+    assert_eq!(
+        settings.provisioning.extra_hub_leafnode_urls,
+        ["tls://hub-1:7422", "tls://hub-2:7422"]
+    );
+    assert_eq!(settings.provisioning.saas_nats_url, "nats://hub-0:4322");
+    // One URL keeps one replica unless asked.
+    let one = serve(&["--ingest-nats-url", "nats://hub:4322"]).settings();
+    assert_eq!(one.ingest.expect("ingestion").stream_replicas, 1);
+    let asked = serve(&[
+        "--ingest-nats-url",
+        "nats://hub:4322",
+        "--ingest-stream-replicas",
+        "3",
+    ]);
+    assert_eq!(
+        asked.settings().ingest.expect("ingestion").stream_replicas,
+        3
+    );
+}
+
+/// Pointing at an external hub stays one flag, and then no hub is started.
+#[test]
+fn an_external_hub_url_starts_no_embedded_hub() {
+    let config = serve(&["--ingest-nats-url", "nats://hub.internal:4322"]);
+    let settings = config.settings();
+    assert!(settings.embedded_hub.is_none());
+    assert_eq!(
+        settings.ingest.expect("ingestion").hub.url,
+        "nats://hub.internal:4322"
+    );
+    assert_eq!(
+        settings.provisioning.saas_nats_url,
+        "nats://hub.internal:4322"
+    );
+    assert_eq!(
+        settings.provisioning.hub_leafnode_url,
+        "tls://127.0.0.1:7422"
+    );
+}
