@@ -529,11 +529,21 @@ impl Control {
         let site = scoped.site(id).await?;
         let leaf = scoped.leaf_for_site(id).await?;
         let tenant = self.store().tenant(site.tenant_id).await?;
+        // A cluster's routes pin its node certificates (public, stored).
+        let pins = match &leaf.cluster {
+            Some(_) => match scoped.leaf_provisioning(leaf.id).await? {
+                Some(material) => serviceradar_provisioning::node_pins(&material.node_certs)
+                    .map_err(|e| ControlError::internal("config_render", format!("{e:#}")))?,
+                None => Vec::new(),
+            },
+            None => Vec::new(),
+        };
         let drift = serviceradar_provisioning::config_drift(
             &self.settings().provisioning,
             &tenant,
             &site,
             &leaf,
+            &pins,
         )
         .map_err(|e| ControlError::internal("config_render", format!("{e:#}")))?;
         Ok((drift, leaf))

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serviceradar_natsconf::{
     HubClusterInput, HubConfigInput, TlsFiles, config_checksum, render_hub_config,
 };
-use serviceradar_pki::issue_platform_server;
+use serviceradar_pki::{issue_platform_server, issue_platform_server_for_key};
 use serviceradar_store::Store;
 
 use serviceradar_identity::{Pki, write_secret_file};
@@ -56,6 +56,9 @@ pub struct HubClusterOptions {
     pub nodes: Vec<String>,
     /// Route listener port.
     pub route_port: u16,
+    /// The host the route listeners bind (`0.0.0.0` by default; an
+    /// embedded cluster on one machine binds loopback).
+    pub route_listen_host: String,
     /// How often the nodes' account resolvers compare their directories.
     pub resolver_interval: String,
 }
@@ -67,6 +70,7 @@ impl HubClusterOptions {
             name: "sr-hub".into(),
             nodes,
             route_port: DEFAULT_CLUSTER_PORT,
+            route_listen_host: "0.0.0.0".into(),
             resolver_interval: serviceradar_natsconf::hub::RESOLVER_INTERVAL.into(),
         }
     }
@@ -144,14 +148,18 @@ pub async fn write_hub_config(
 /// as SANs). Listeners are `opts`' with the node's port offset (see
 /// [`HubClusterOptions::port_offset`]); the server names are
 /// `{opts.server_name}-{i}`; the JetStream and resolver directories default
-/// to each node's own. Render all nodes together: the routes pin every
-/// node's certificate, so a node rendered alone would not be admitted.
+/// to each node's own. The routes pin every node's key, which the platform
+/// keeps per cluster name and node ([`Pki::hub_node_key`]): every render
+/// (on any machine, at any time) pins the same keys, so nodes rendered
+/// apart still admit each other. `only_node` writes that node's directory
+/// alone (a Kubernetes pod renders its own).
 pub async fn write_hub_cluster_config(
     store: &Store,
     pki: &Pki,
     opts: &HubOptions,
     cluster: &HubClusterOptions,
     out: &Path,
+    only_node: Option<usize>,
 ) -> Result<Vec<HubFiles>, HubError> {
     if cluster.nodes.len() < 3 {
         return Err(HubError::Cluster(format!(
@@ -159,15 +167,28 @@ pub async fn write_hub_cluster_config(
             cluster.nodes.len()
         )));
     }
+    if only_node.is_some_and(|n| n >= cluster.nodes.len()) {
+        return Err(HubError::Cluster(format!(
+            "node {} asked for, the cluster has {} (counted from 0)",
+            only_node.unwrap_or_default(),
+            cluster.nodes.len()
+        )));
+    }
     let shared = Shared::load(store, pki).await?;
     let out = prepare_dir(out)?;
     let mut certs = Vec::with_capacity(cluster.nodes.len());
     let mut pins = Vec::with_capacity(cluster.nodes.len());
-    for node in &cluster.nodes {
+    for (i, node) in cluster.nodes.iter().enumerate() {
         let mut hosts = vec![node.clone()];
         hosts.extend(opts.hosts.iter().filter(|h| *h != node).cloned());
-        let cert = issue_platform_server(&shared.root, "hub", &hosts, &pki.issue_options())
-            .map_err(HubError::IssueCertificate)?;
+        // The node's kept key: its pin is the same in every render.
+        let key = pki
+            .hub_node_key(store, &cluster.name, i)
+            .await
+            .map_err(identity("loading a hub cluster node's key"))?;
+        let cert =
+            issue_platform_server_for_key(&shared.root, "hub", &hosts, &pki.issue_options(), &key)
+                .map_err(HubError::IssueCertificate)?;
         pins.push(serviceradar_pki::spki_sha256(&cert.cert_pem).map_err(HubError::PinCertificate)?);
         certs.push(cert);
     }
@@ -179,6 +200,9 @@ pub async fn write_hub_cluster_config(
         .collect();
     let mut written = Vec::with_capacity(cluster.nodes.len());
     for (i, cert) in certs.iter().enumerate() {
+        if only_node.is_some_and(|n| n != i) {
+            continue;
+        }
         let offset = cluster.port_offset(i);
         let shift = |listen: &str| shift_port(listen, offset);
         let node_opts = HubOptions {
@@ -191,7 +215,10 @@ pub async fn write_hub_cluster_config(
             resolver_dir: opts.resolver_dir.clone(),
         };
         let dir = prepare_dir(&out.join(format!("node-{i}")))?;
-        let route_listen = shift(&format!("0.0.0.0:{}", cluster.route_port))?;
+        let route_listen = shift(&format!(
+            "{}:{}",
+            cluster.route_listen_host, cluster.route_port
+        ))?;
         let cluster_input = |tls: TlsFiles| HubClusterInput {
             name: cluster.name.clone(),
             node: i,
@@ -222,7 +249,7 @@ fn url_host(host: &str) -> String {
 }
 
 /// `host:port` with the port moved up by `offset`.
-fn shift_port(listen: &str, offset: u16) -> Result<String, HubError> {
+pub(crate) fn shift_port(listen: &str, offset: u16) -> Result<String, HubError> {
     let bad = || HubError::Cluster(format!("{listen:?} is not host:port"));
     let (host, port) = listen.rsplit_once(':').ok_or_else(bad)?;
     let port: u16 = port.parse().map_err(|_| bad())?;

@@ -544,6 +544,32 @@ impl Pki {
         Ok((row.public_text, secret))
     }
 
+    /// The private key (PEM) of node `node` of the hub cluster `cluster`,
+    /// created on first use and kept (sealed) from then on: every render of
+    /// the cluster's configs issues the node a new certificate for the same
+    /// key, so the routes' pins of the nodes' keys stay the same whoever
+    /// renders them (each Kubernetes pod renders the whole cluster for
+    /// itself) and whenever (re-rendering to renew certificates).
+    pub async fn hub_node_key(
+        &self,
+        store: &Store,
+        cluster: &str,
+        node: usize,
+    ) -> Result<Zeroizing<String>, IdentityError> {
+        let name = format!("hub_cluster_node_key:{cluster}:{node}");
+        let (_, key) = self
+            .platform_secret(store, &name, || {
+                let key =
+                    serviceradar_pki::new_server_key().map_err(|source| IdentityError::Issue {
+                        what: "generating a hub cluster node's key",
+                        source,
+                    })?;
+                Ok((String::new(), key))
+            })
+            .await?;
+        Ok(key)
+    }
+
     /// The platform root CA (created on first use).
     pub async fn root_ca(&self, store: &Store) -> Result<CertificateAuthority, IdentityError> {
         let (cert, key) = self

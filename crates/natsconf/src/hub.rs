@@ -369,30 +369,15 @@ type CheckedRoutes = (
 
 fn check_cluster(cluster: &HubClusterInput) -> Result<CheckedRoutes, ConfigError> {
     validate_server_name("cluster name", &cluster.name)?;
-    let (listen, routes) = cluster_routes(
+    cluster_routes(
         &cluster.listen,
         &cluster.tls,
         &cluster.routes,
+        &cluster.pinned_certs,
         cluster.node,
         3,
         "a hub cluster needs at least three nodes (JetStream keeps a quorum)",
-    )?;
-    if cluster.pinned_certs.len() != cluster.routes.len() {
-        return Err(ConfigError::Inconsistent(
-            "a hub cluster pins one certificate per node".into(),
-        ));
-    }
-    for pin in &cluster.pinned_certs {
-        let hex = pin.len() == 64 && pin.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        if !hex {
-            return Err(ConfigError::invalid(
-                "pinned certificate",
-                pin,
-                "must be a SHA-256 in lowercase hex",
-            ));
-        }
-    }
-    Ok((listen, routes))
+    )
 }
 
 fn write_cluster(
@@ -416,18 +401,7 @@ fn write_cluster(
     // Routes dial the configured URLs only (no gossiped addresses, which the
     // node certificates may not name).
     w.bool("no_advertise", true);
-    w.open("tls");
-    w.string("cert_file", &cluster.tls.cert_file);
-    w.string("key_file", &cluster.tls.key_file);
-    w.string("ca_file", &cluster.tls.ca_file);
-    w.bool("verify", true);
-    w.int("timeout", crate::tls::TLS_TIMEOUT_SECS);
-    w.open_list("pinned_certs");
-    for pin in &cluster.pinned_certs {
-        w.list_string(pin);
-    }
-    w.close_list();
-    w.close();
+    cluster.tls.write_pinned(w, &cluster.pinned_certs);
     w.open_list("routes");
     for route in routes {
         w.list_string(&route.to_string());

@@ -176,12 +176,17 @@ pub(crate) fn listen_addr(field: &'static str, value: &str) -> Result<ListenAddr
 
 /// The checks every `cluster { }` block shares, a hub's or a site leaf's:
 /// its listen address and TLS paths, at least `min_nodes` routes (else
-/// `too_few`), this node one of them, and every route a NATS URL with its
-/// port. Returns the parsed listen address and routes.
+/// `too_few`), this node one of them, every route a NATS URL with its
+/// port, and one pinned certificate per node (SHA-256 of its public key,
+/// lowercase hex): the nodes' certificates chain to a CA that also issues
+/// other certificates (the tenant CA for a site's leaf, the platform root
+/// for the hub), so a route peer is admitted by its pinned key, not by its
+/// chain alone. Returns the parsed listen address and routes.
 pub(crate) fn cluster_routes(
     listen: &str,
     tls: &crate::tls::TlsFiles,
     routes: &[String],
+    pinned_certs: &[String],
     node: usize,
     min_nodes: usize,
     too_few: &'static str,
@@ -200,6 +205,21 @@ pub(crate) fn cluster_routes(
         .iter()
         .map(|r| hub_url("cluster route", r))
         .collect::<Result<Vec<_>, _>>()?;
+    if pinned_certs.len() != routes.len() {
+        return Err(ConfigError::Inconsistent(
+            "a cluster pins one certificate per node".into(),
+        ));
+    }
+    for pin in pinned_certs {
+        let hex = pin.len() == 64 && pin.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !hex {
+            return Err(ConfigError::invalid(
+                "pinned certificate",
+                pin,
+                "must be a SHA-256 in lowercase hex",
+            ));
+        }
+    }
     Ok((listen, routes))
 }
 

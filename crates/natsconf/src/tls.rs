@@ -39,6 +39,25 @@ impl TlsFiles {
         Ok(())
     }
 
+    /// Writes a cluster's `tls { ... }`: mutual TLS (`verify`) whose peer must
+    /// also present one of `pinned_certs` (nats-server checks the SHA-256 of
+    /// the peer certificate's public key, on the routes it accepts and on
+    /// those it dials).
+    pub(crate) fn write_pinned(&self, w: &mut ConfWriter, pinned_certs: &[String]) {
+        w.open("tls");
+        w.string("cert_file", &self.cert_file);
+        w.string("key_file", &self.key_file);
+        w.string("ca_file", &self.ca_file);
+        w.bool("verify", true);
+        w.int("timeout", TLS_TIMEOUT_SECS);
+        w.open_list("pinned_certs");
+        for pin in pinned_certs {
+            w.list_string(pin);
+        }
+        w.close_list();
+        w.close();
+    }
+
     /// Writes `tls { ... }`; `verify` asks for (and checks) a peer certificate.
     pub(crate) fn write(&self, w: &mut ConfWriter, verify: bool) {
         w.open("tls");

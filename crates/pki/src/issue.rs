@@ -418,6 +418,57 @@ where
     issue(ca, spec, opts.validity)
 }
 
+/// [`issue_platform_server`] for a key the platform keeps (`key_pem`, from
+/// [`new_server_key`]) instead of a new one: certificates issued again for
+/// the same key keep its public key, so a pin of it (a hub cluster's routes
+/// pin each node's) survives re-issuing.
+pub fn issue_platform_server_for_key<I, S>(
+    ca: &CertificateAuthority,
+    service: &str,
+    hosts: I,
+    opts: &IssueOptions,
+    key_pem: &str,
+) -> Result<IssuedCertificate, IssueError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    if ca.kind() != &CaKind::Platform {
+        return Err(IssueError::NotPlatformCa);
+    }
+    check_slug("service", service)?;
+    let parsed = parse_hosts(hosts)?;
+    if parsed.is_empty() {
+        return Err(IssueError::NoHosts);
+    }
+    let spec = Spec {
+        common_name: format!("{service}.platform.serviceradar"),
+        sans: host_sans(parsed)?,
+        ekus: vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+    };
+    let params = params_for(ca, spec, opts.validity)?;
+    let key = SecretKeyPair::from_pem(key_pem)?;
+    let cert = ca.sign(&params, key.key_pair())?;
+    let signed = signed(ca, &cert)?;
+    Ok(IssuedCertificate {
+        cert_pem: signed.cert_pem,
+        key_pem: key.key_pem(),
+        chain_pem: signed.chain_pem,
+        serial_hex: signed.serial_hex,
+        not_before: signed.not_before,
+        not_after: signed.not_after,
+    })
+}
+
+/// A new private key (PEM) of the kind every issued certificate has, for
+/// [`issue_platform_server_for_key`].
+pub fn new_server_key() -> Result<Zeroizing<String>, IssueError> {
+    Ok(SecretKeyPair::generate()?.key_pem())
+}
+
 /// What differs between the kinds of end-entity certificates.
 struct Spec {
     common_name: String,

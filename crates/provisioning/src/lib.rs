@@ -14,8 +14,17 @@
 //! job issues new certificates with the same identity.
 //!
 //! The rendered config is a pure function of stored, non-secret data (slugs,
-//! upstream URL, listen address, monitoring listener), so the bundle renders
-//! it again and [`config_drift`] compares it with the stored checksum.
+//! upstream URL, listen address, monitoring listener, and for a 3-node
+//! cluster the pins of its node certificates), so the bundle renders it
+//! again and [`config_drift`] compares it with the stored checksum.
+//!
+//! A cluster's routes pin its node certificates (their public keys' SHA-256,
+//! see [`node_pins`]): the tenant CA that issues them also issues every
+//! collector's, agent's and other site's certificate, so chaining to it must
+//! not be enough to join a site's routes. The pins change whenever the
+//! provisioning job runs again (new keys), so every node of the site gets
+//! the new bundle; a node still on the old one has no routes to the updated
+//! ones until it does (one node at a time keeps two of three routing).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -207,15 +216,31 @@ pub fn leaf_config_input(
     input
 }
 
+/// The route pins of a cluster's node certificates, in node order: the
+/// SHA-256 of each certificate's public key, as nats-server's
+/// `pinned_certs` compares them.
+pub fn node_pins(node_certs: &[NodeCert]) -> Result<Vec<String>, ProvisioningError> {
+    node_certs
+        .iter()
+        .map(|cert| {
+            serviceradar_pki::spki_sha256(&cert.cert_pem)
+                .map_err(|_| ProvisioningError::Corrupt("a cluster node's certificate"))
+        })
+        .collect()
+}
+
 /// The config inputs of a site's leaf: one, or one per node of a 3-node
 /// cluster. Every node's config references the same install paths (its own
 /// server certificate is installed as `leaf-server.pem` where it runs);
-/// nodes sharing a host get consecutive route and monitoring ports.
+/// nodes sharing a host get consecutive route and monitoring ports. A
+/// cluster's routes admit only the certificates `node_pins` names (one per
+/// node, [`node_pins`]); without them the configs do not render.
 pub fn leaf_config_inputs(
     settings: &ProvisioningSettings,
     tenant: &Tenant,
     site: &EdgeSite,
     leaf: &NatsLeafServer,
+    node_pins: &[String],
 ) -> Vec<LeafConfigInput> {
     let single = leaf_config_input(settings, tenant, site, leaf);
     let Some(cluster) = &leaf.cluster else {
@@ -254,20 +279,23 @@ pub fn leaf_config_inputs(
                 listen: format!("{listen_host}:{}", cluster.route_port(i)),
                 routes: routes.clone(),
                 tls: single.client_tls.clone(),
+                pinned_certs: node_pins.to_vec(),
             });
             input
         })
         .collect()
 }
 
-/// Renders a site's `nats-leaf.conf`: one text, or one per cluster node.
+/// Renders a site's `nats-leaf.conf`: one text, or one per cluster node
+/// (whose routes pin `node_pins`, see [`leaf_config_inputs`]).
 pub fn render_site_configs(
     settings: &ProvisioningSettings,
     tenant: &Tenant,
     site: &EdgeSite,
     leaf: &NatsLeafServer,
+    node_pins: &[String],
 ) -> Result<Vec<String>, ProvisioningError> {
-    leaf_config_inputs(settings, tenant, site, leaf)
+    leaf_config_inputs(settings, tenant, site, leaf, node_pins)
         .iter()
         .map(|input| {
             render_leaf_config(input).map_err(ProvisioningError::render("rendering nats-leaf.conf"))
@@ -287,8 +315,9 @@ pub fn render_site_config(
     tenant: &Tenant,
     site: &EdgeSite,
     leaf: &NatsLeafServer,
+    node_pins: &[String],
 ) -> Result<String, ProvisioningError> {
-    render_site_configs(settings, tenant, site, leaf)?
+    render_site_configs(settings, tenant, site, leaf, node_pins)?
         .into_iter()
         .next()
         .ok_or(ProvisioningError::Corrupt("no leaf config rendered"))
@@ -300,27 +329,46 @@ pub fn render_site_config(
 pub struct ConfigDrift {
     /// Checksum stored by the last provisioning run (`None` while pending).
     pub stored_checksum: Option<String>,
-    /// Checksum of the config as it renders now.
-    pub expected_checksum: String,
+    /// Checksum of the config as it renders now; `None` for a cluster whose
+    /// node certificates are not issued yet (its layout changed and the
+    /// provisioning job has not run since: the routes pin those
+    /// certificates, so the config cannot render before it does).
+    pub expected_checksum: Option<String>,
     /// True when a provisioned leaf's stored checksum differs from the expected one.
     pub drifted: bool,
 }
 
-/// Compares the stored checksum of `leaf` with the config as it renders now.
+/// Compares the stored checksum of `leaf` with the config as it renders now
+/// (`node_pins`: of the cluster's stored node certificates, [`node_pins`]).
 pub fn config_drift(
     settings: &ProvisioningSettings,
     tenant: &Tenant,
     site: &EdgeSite,
     leaf: &NatsLeafServer,
+    node_pins: &[String],
 ) -> Result<ConfigDrift, ProvisioningError> {
-    let expected = site_config_checksum(&render_site_configs(settings, tenant, site, leaf)?);
+    if leaf
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.nodes().len() != node_pins.len())
+    {
+        // The layout changed since the node certificates were issued.
+        return Ok(ConfigDrift {
+            drifted: leaf.config_checksum.is_some(),
+            stored_checksum: leaf.config_checksum.clone(),
+            expected_checksum: None,
+        });
+    }
+    let expected = site_config_checksum(&render_site_configs(
+        settings, tenant, site, leaf, node_pins,
+    )?);
     Ok(ConfigDrift {
         drifted: leaf
             .config_checksum
             .as_ref()
             .is_some_and(|stored| *stored != expected),
         stored_checksum: leaf.config_checksum.clone(),
-        expected_checksum: expected,
+        expected_checksum: Some(expected),
     })
 }
 
@@ -334,7 +382,6 @@ pub async fn provision_leaf(
     leaf: &NatsLeafServer,
 ) -> Result<NatsLeafServer, ProvisioningError> {
     let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
-    let confs = render_site_configs(settings, tenant, site, leaf)?;
     let ca = pki
         .tenant_ca(store, tenant)
         .await
@@ -387,6 +434,8 @@ pub async fn provision_leaf(
             });
         }
     }
+    // A cluster's routes pin the node certificates just issued.
+    let confs = render_site_configs(settings, tenant, site, leaf, &node_pins(&node_certs)?)?;
     // Re-provisioning keeps the leaf's NATS user key (revoking it on deletion
     // then covers every generation of its creds).
     let previous = match scoped.leaf_provisioning(leaf.id).await? {
@@ -608,7 +657,16 @@ pub async fn build_site_bundle(
     let Some(material) = scoped.leaf_provisioning(leaf.id).await? else {
         return Err(SiteBundleError::Pending(leaf.last_error.clone()));
     };
-    let confs = render_site_configs(settings, &tenant, &site, &leaf)?;
+    if leaf
+        .cluster
+        .as_ref()
+        .is_some_and(|layout| material.node_certs.len() != layout.nodes().len())
+    {
+        // Provisioned as one server; the cluster's job has not run yet.
+        return Err(SiteBundleError::Pending(leaf.last_error.clone()));
+    }
+    let pins = node_pins(&material.node_certs)?;
+    let confs = render_site_configs(settings, &tenant, &site, &leaf, &pins)?;
     let checksum = site_config_checksum(&confs);
     let drifted = checksum != material.config_checksum;
     if drifted {
@@ -680,11 +738,7 @@ pub async fn build_site_bundle(
     let cluster = match &leaf.cluster {
         None => None,
         Some(layout) => {
-            if material.node_certs.len() != layout.nodes().len() {
-                // Provisioned as one server; the cluster's job has not run yet.
-                return Err(SiteBundleError::Pending(leaf.last_error.clone()));
-            }
-            let inputs = leaf_config_inputs(settings, &tenant, &site, &leaf);
+            let inputs = leaf_config_inputs(settings, &tenant, &site, &leaf, &pins);
             let mut nodes = Vec::with_capacity(layout.nodes().len());
             for (i, ((url, cert), conf)) in layout
                 .nodes()

@@ -455,6 +455,22 @@ pub struct EmbeddedHubConfig {
         value_delimiter = ','
     )]
     pub hub_hosts: Vec<String>,
+
+    /// Embedded hub: how many `nats-server`s, 1 or 3 (up to 7): 3 run a
+    /// hub cluster on this machine to try the HA path (node N on every hub
+    /// port above plus N, in `<data dir>/hub/node-N`).
+    #[arg(long, env = "SERVICERADAR_EMBEDDED_HUB_NODES", default_value_t = 1,
+        value_parser = clap::value_parser!(u8).range(1..=7))]
+    pub embedded_hub_nodes: u8,
+
+    /// Embedded hub cluster: node 0's route listener (node N: port plus N;
+    /// mutual TLS, pinned to the nodes' certificates).
+    #[arg(
+        long,
+        env = "SERVICERADAR_HUB_CLUSTER_LISTEN",
+        default_value = "127.0.0.1:6322"
+    )]
+    pub hub_cluster_listen: String,
 }
 
 /// The host of a URL (`tls://host:port` -> `host`), without brackets.
@@ -632,6 +648,8 @@ impl ServeConfig {
         hub.options.leafnode_listen = self.hub.hub_leafnode_listen.clone();
         hub.options.monitoring_listen =
             Some(self.hub.hub_monitoring_listen.clone()).filter(|m| !m.is_empty());
+        hub.nodes = usize::from(self.hub.embedded_hub_nodes);
+        hub.cluster_listen = self.hub.hub_cluster_listen.clone();
         let hosts = &mut hub.options.hosts;
         for host in url_host(&self.effective_hub_leafnode_url())
             .into_iter()
@@ -683,7 +701,13 @@ impl ServeConfig {
             gateway_url: self.gateway.gateway_url.clone(),
             leaf_monitoring_listen: Some(self.leaf_monitoring_listen.clone())
                 .filter(|l| !l.is_empty()),
-            extra_hub_leafnode_urls: self.hub_leafnode_urls().into_iter().skip(1).collect(),
+            extra_hub_leafnode_urls: match self.embedded_hub() {
+                // An embedded cluster's other nodes: the same host, next ports.
+                Some(hub) if self.hub_leafnode_urls().len() <= 1 => {
+                    hub.extra_leafnode_urls(&self.effective_hub_leafnode_url())
+                }
+                _ => self.hub_leafnode_urls().into_iter().skip(1).collect(),
+            },
             leaf_device_auth: self.leaf_device_auth,
         };
         settings.sessions = serviceradar_auth::SessionSettings {

@@ -212,6 +212,10 @@ enum AdminCommand {
         /// (`30s`, `2m`); pushes reach every live node at once regardless.
         #[arg(long, default_value = "2m")]
         resolver_interval: String,
+        /// Of a hub cluster, write node N's directory only (a Kubernetes
+        /// pod renders its own; the pins are the same in every render).
+        #[arg(long)]
+        only_node: Option<usize>,
     },
 }
 
@@ -506,6 +510,7 @@ async fn run_admin(command: AdminCommand, init: bool) -> anyhow::Result<()> {
             cluster_nodes,
             cluster_port,
             resolver_interval,
+            only_node,
         } => {
             let store = open_existing(&db, Some(&pki), init).await?;
             let keyring = pki.source(&db.data_dir).load()?;
@@ -526,10 +531,12 @@ async fn run_admin(command: AdminCommand, init: bool) -> anyhow::Result<()> {
                     ..serviceradar_hub::config::HubClusterOptions::new(cluster_nodes)
                 };
                 let nodes = serviceradar_hub::config::write_hub_cluster_config(
-                    &store, &pki, &opts, &cluster, &out,
+                    &store, &pki, &opts, &cluster, &out, only_node,
                 )
                 .await?;
-                for (i, files) in nodes.iter().enumerate() {
+                let numbers: Vec<usize> =
+                    only_node.map_or_else(|| (0..nodes.len()).collect(), |n| vec![n]);
+                for (i, files) in numbers.into_iter().zip(&nodes) {
                     println!(
                         "node {i}: wrote {} ({}, {} tenant accounts)\nrun: nats-server -c {}",
                         files.config_path.display(),

@@ -3,7 +3,9 @@
 //! liveness on `/healthz` and readiness on `/readyz`, the database URL and
 //! the master key from Secrets, anti-affinity, a PodDisruptionBudget,
 //! resource requests, a ServiceMonitor for `/metrics`, and the hub
-//! `nats-server` whose config `serviceradar-core admin hub-config` writes.
+//! `nats-server`s (a 3-node cluster by default) whose configs
+//! `serviceradar-core admin hub-config --cluster-node ... --only-node N`
+//! writes in each pod, routing over a port only hub pods reach.
 //! Every `SERVICERADAR_*` variable and every flag the chart passes is one
 //! the real binary accepts (read from its `--help`).
 //!
@@ -297,6 +299,69 @@ fn check_objects(objects: &[Yaml]) {
         str_of(&list(&leafnodes["spec"]["ports"])[0]["targetPort"]),
         "leafnodes"
     );
+
+    // The hub as a cluster (the default 3 nodes): each pod renders the
+    // cluster (one --cluster-node per node) and writes its own node; the
+    // nodes route over a port only hub pods reach, spread over machines,
+    // one down at a time.
+    for flag in ["--cluster-node", "--cluster-port", "--only-node"] {
+        assert!(
+            args.contains(&flag),
+            "the hub's config writer gets {flag}: {args:?}"
+        );
+    }
+    assert!(
+        args.windows(2)
+            .any(|w| w[0] == "--only-node" && w[1] == "$(HUB_NODE)"),
+        "each pod writes its own node: {args:?}"
+    );
+    for container in [init, nats] {
+        assert!(
+            list(&container["env"])
+                .iter()
+                .any(|e| str_of(&e["name"]) == "HUB_NODE"
+                    && str_of(&e["valueFrom"]["fieldRef"]["fieldPath"]).contains("pod-index")),
+            "HUB_NODE from the pod's index"
+        );
+    }
+    assert!(
+        list(&init["volumeMounts"])
+            .iter()
+            .any(|m| str_of(&m["mountPath"]) == "/data"),
+        "the config writer creates the JetStream and resolver dirs on the volume"
+    );
+    assert!(
+        list(&nats["ports"])
+            .iter()
+            .any(|p| str_of(&p["name"]) == "routes")
+    );
+    assert_eq!(str_of(&hub["spec"]["podManagementPolicy"]), "Parallel");
+    assert!(
+        !hub_pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            .is_badvalue(),
+        "hub nodes on distinct machines"
+    );
+    let routes_rule = ingress
+        .iter()
+        .find(|rule| {
+            list(&rule["ports"])
+                .iter()
+                .any(|p| str_of(&p["port"]) == "routes")
+        })
+        .expect("a rule for the hub's route port");
+    assert!(
+        list(&routes_rule["from"]).iter().any(|f| str_of(
+            &f["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+        ) == "hub"),
+        "only hub pods reach the route port"
+    );
+    let headless = find(objects, "Service", "-hub-headless");
+    assert_eq!(
+        headless["spec"]["publishNotReadyAddresses"].as_bool(),
+        Some(true)
+    );
+    let hub_pdb = find(objects, "PodDisruptionBudget", "-hub");
+    assert!(!hub_pdb["spec"]["maxUnavailable"].is_badvalue());
 }
 
 #[test]

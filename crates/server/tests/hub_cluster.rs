@@ -1,5 +1,6 @@
 //! A 3-node hub cluster (issue 17), end to end on loopback: the nodes'
-//! configs written by `admin hub-config --cluster-node ...`'s code, three
+//! configs written by the real `serviceradar-core admin hub-config
+//! --cluster-node ...` binary (on the platform's database and key), three
 //! real `nats-server`s routing to each other over mutual TLS, a site's leaf
 //! from its bundle with every hub node in its remote, and the platform
 //! (ingestion, the leaf authorization callout, leaf events) given every
@@ -12,7 +13,9 @@
 //! again) and every acknowledged message is stored exactly once. A site
 //! deleted while one node is down stays revoked on all three once that node
 //! is back: its leaf links to no node, and the returned node's account
-//! directory holds the revocation.
+//! directory holds the revocation. A server presenting another certificate
+//! of the platform root (a site leaf's, another hub's) on the route port is
+//! refused by every node for its pin while the three keep their routes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,7 +26,6 @@ use serviceradar_domain::TenantScope;
 use serviceradar_domain::resources::Tenant;
 use serviceradar_domain::telemetry::TelemetryKind;
 use serviceradar_hub::client::HubEndpoint;
-use serviceradar_hub::config::{HubClusterOptions, HubOptions, write_hub_cluster_config};
 use serviceradar_server::app::{Application, Settings};
 use serviceradar_store::Store;
 use serviceradar_testkit::{NatsServer, free_port, http_get, leafz};
@@ -84,10 +86,17 @@ impl ClusterPorts {
 
 /// A platform whose services get every hub node's client URL, and whose
 /// leaves get every node's leafnode URL.
+fn database_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("core.db").display())
+}
+
 fn settings(dir: &Path, ports: ClusterPorts) -> Settings {
-    let database_url = format!("sqlite://{}", dir.join("core.db").display());
-    let mut settings =
-        support::hub_platform_settings(dir, &database_url, ports.client(0), "hub cluster password");
+    let mut settings = support::hub_platform_settings(
+        dir,
+        &database_url(dir),
+        ports.client(0),
+        "hub cluster password",
+    );
     let hub = HubEndpoint::new(ports.client_urls());
     if let Some(ingest) = settings.ingest.as_mut() {
         ingest.hub = hub.clone();
@@ -115,29 +124,57 @@ struct Hub {
 }
 
 impl Hub {
-    async fn write(
-        dir: &Path,
-        store: &Store,
-        pki: &serviceradar_identity::Pki,
-        ports: ClusterPorts,
-    ) -> Self {
-        let opts = HubOptions {
-            client_listen: format!("127.0.0.1:{}", ports.client),
-            leafnode_listen: format!("127.0.0.1:{}", ports.leaf),
-            monitoring_listen: Some(format!("127.0.0.1:{}", ports.monitor)),
-            ..HubOptions::default()
-        };
-        let cluster = HubClusterOptions {
-            route_port: ports.route,
-            // The test waits for the returned node to catch up; 2 minutes
-            // (the default) would only make it slower.
-            resolver_interval: "5s".into(),
-            ..HubClusterOptions::new(vec!["127.0.0.1".into(); NODES])
-        };
-        let files = write_hub_cluster_config(store, pki, &opts, &cluster, &dir.join("hub"))
+    /// Runs `serviceradar-core admin hub-config --cluster-node 127.0.0.1`
+    /// (three times) on the platform's database and dev master key in `dir`
+    /// (see [`settings`]).
+    async fn write(dir: &Path, ports: ClusterPorts) -> Self {
+        let out = dir.join("hub");
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_serviceradar-core"));
+        cmd.args(["admin", "hub-config", "--data-dir"])
+            .arg(dir)
+            .arg("--database-url")
+            .arg(database_url(dir))
+            .arg("--out")
+            .arg(&out)
+            .args([
+                "--client-listen",
+                &format!("127.0.0.1:{}", ports.client),
+                "--leafnode-listen",
+                &format!("127.0.0.1:{}", ports.leaf),
+                "--monitoring-listen",
+                &format!("127.0.0.1:{}", ports.monitor),
+                "--cluster-port",
+                &ports.route.to_string(),
+                // The test waits for a returned node to catch up; 2 minutes
+                // (the default) would only make it slower.
+                "--resolver-interval",
+                "5s",
+            ])
+            .env_remove("SERVICERADAR_DATABASE_URL")
+            .env_remove("SERVICERADAR_MASTER_KEY")
+            .env_remove("SERVICERADAR_MASTER_KEY_FILE");
+        for _ in 0..NODES {
+            cmd.args(["--cluster-node", "127.0.0.1"]);
+        }
+        let output = tokio::task::spawn_blocking(move || cmd.output())
             .await
-            .expect("hub cluster config");
-        let configs: Vec<PathBuf> = files.into_iter().map(|f| f.config_path).collect();
+            .unwrap()
+            .expect("run serviceradar-core admin hub-config");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "admin hub-config --cluster-node: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let configs: Vec<PathBuf> = (0..NODES)
+            .map(|i| out.join(format!("node-{i}")).join("nats-hub.conf"))
+            .collect();
+        for (i, config) in configs.iter().enumerate() {
+            assert!(
+                stdout.contains(&format!("node {i}: wrote {}", config.display())),
+                "{stdout}"
+            );
+        }
         for config in &configs {
             serviceradar_testkit::check_nats_config(config).expect("nats-server -t");
         }
@@ -165,6 +202,24 @@ impl Hub {
         if let Some(mut node) = self.nodes[i].take() {
             node.kill();
         }
+    }
+
+    /// Node `i`'s log so far.
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(
+            self.configs[i]
+                .parent()
+                .unwrap()
+                .join(format!("hub-{i}.log")),
+        )
+        .unwrap_or_default()
+    }
+
+    /// The route URLs of the three nodes.
+    fn routes(&self) -> Vec<String> {
+        (0..NODES)
+            .map(|i| format!("nats://127.0.0.1:{}", self.ports.route + i as u16))
+            .collect()
     }
 
     fn accounts_dir(&self, i: usize) -> PathBuf {
@@ -322,7 +377,7 @@ async fn a_leaf_relinks_to_another_hub_node_when_its_node_is_killed_under_load()
         );
     }
 
-    let mut hub = Hub::write(dir, &store, &pki, ports).await;
+    let mut hub = Hub::write(dir, ports).await;
     for i in 0..NODES {
         hub.start(i);
     }
@@ -449,7 +504,7 @@ async fn a_site_revoked_while_a_hub_node_is_down_stays_revoked_on_all_three() {
     let leaf_port = free_port();
     let site = support::install_site(dir, &store, &pki, &settings, &acme, "plant", leaf_port).await;
 
-    let mut hub = Hub::write(dir, &store, &pki, ports).await;
+    let mut hub = Hub::write(dir, ports).await;
     for i in 0..NODES {
         hub.start(i);
     }
@@ -585,4 +640,408 @@ async fn a_site_revoked_while_a_hub_node_is_down_stays_revoked_on_all_three() {
 
     let _ = tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), running).await;
+}
+
+/// The hole this keeps closed: the hub nodes' route certificates chain to
+/// the platform root, which also issues every site leaf's client
+/// certificate and any other hub's server certificate. Verified against the
+/// root alone, any of them would pass the route handshake and join the hub
+/// cluster (every tenant's traffic and the account directory). Each
+/// intruder is a real `nats-server` dialing the three nodes' route ports
+/// with such a certificate: every node refuses it for its pin, and the
+/// nodes keep their routes to each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_certificate_of_the_platform_root_cannot_join_the_hub_cluster_routes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ports = ClusterPorts::free();
+    let settings = settings(dir, ports);
+    support::init();
+    let app = Application::build(settings.clone()).await.unwrap();
+    let (store, pki) = (app.store().clone(), app.pki().clone());
+    let acme = store.tenant_by_slug("acme").await.unwrap();
+    // A site's leaf client certificate (tenant CA under the platform root).
+    let site =
+        support::install_site(dir, &store, &pki, &settings, &acme, "plant", free_port()).await;
+    let leaf_cert = (
+        site.root.join("certs/leaf-client.pem"),
+        site.root.join("certs/leaf-client-key.pem"),
+    );
+    // Another hub's server certificate, from the same root.
+    let single = dir.join("single-hub");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_serviceradar-core"))
+        .args(["admin", "hub-config", "--data-dir"])
+        .arg(dir)
+        .arg("--database-url")
+        .arg(database_url(dir))
+        .arg("--out")
+        .arg(&single)
+        .env_remove("SERVICERADAR_DATABASE_URL")
+        .env_remove("SERVICERADAR_MASTER_KEY")
+        .env_remove("SERVICERADAR_MASTER_KEY_FILE")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let hub_cert = (
+        single.join("hub-server.pem"),
+        single.join("hub-server-key.pem"),
+    );
+
+    let mut hub = Hub::write(dir, ports).await;
+    for i in 0..NODES {
+        hub.start(i);
+    }
+    wait_for(
+        || async { (0..NODES).all(|i| hub.route_peers(i) == NODES - 1) },
+        "every hub node routing to the two others",
+        Duration::from_secs(60),
+        &|| hub.logs(),
+    )
+    .await;
+    assert!(
+        (0..NODES).all(|i| !hub.log(i).contains("not pinned")),
+        "the nodes' own certificates are pinned\n{}",
+        hub.logs()
+    );
+    let root_ca = hub.configs[0].parent().unwrap().join("root-ca.pem");
+    let routes = hub
+        .routes()
+        .iter()
+        .map(|r| format!("    \"{r}\"\n"))
+        .collect::<String>();
+    for (n, (who, (cert, key))) in [("a site leaf's", leaf_cert), ("another hub's", hub_cert)]
+        .into_iter()
+        .enumerate()
+    {
+        let intruder_dir = dir.join(format!("intruder-{n}"));
+        std::fs::create_dir_all(&intruder_dir).unwrap();
+        let (client, monitor, route) = (free_port(), free_port(), free_port());
+        let config = format!(
+            "server_name: \"intruder-{n}\"\nhost: \"127.0.0.1\"\nport: {client}\n\
+             http: \"127.0.0.1:{monitor}\"\n\
+             cluster {{\n  name: \"sr-hub\"\n  listen: \"127.0.0.1:{route}\"\n  no_advertise: true\n\
+             \x20 tls {{\n    cert_file: \"{}\"\n    key_file: \"{}\"\n    ca_file: \"{}\"\n\
+             \x20   verify: true\n    timeout: 2\n  }}\n  routes = [\n{routes}  ]\n}}\n",
+            cert.display(),
+            key.display(),
+            root_ca.display()
+        );
+        let before: Vec<usize> = (0..NODES)
+            .map(|i| hub.log(i).matches("certificate not pinned").count())
+            .collect();
+        let intruder = NatsServer::start(&intruder_dir, "intruder", &config, monitor)
+            .expect("the intruder starts");
+        // Every node refuses it for its pin: the attempt reached the route
+        // listener and the handshake failed on the pin, not on the chain.
+        wait_for(
+            || async {
+                (0..NODES).all(|i| hub.log(i).matches("certificate not pinned").count() > before[i])
+            },
+            &format!("{who} certificate refused by every node for its pin"),
+            Duration::from_secs(60),
+            &|| format!("{}--- intruder\n{}", hub.logs(), intruder.log()),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let intruder_routes = http_get(monitor, "/routez")
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|r| r["num_routes"].as_u64());
+        assert_eq!(intruder_routes, Some(0), "{who}\n{}", intruder.log());
+        for i in 0..NODES {
+            assert_eq!(
+                hub.route_peers(i),
+                NODES - 1,
+                "{who}: node {i} routes to its two peers only\n{}",
+                hub.logs()
+            );
+        }
+        drop(intruder);
+    }
+    drop(app);
+}
+
+/// Other servers the server monitored on `monitor` holds routes to.
+fn route_peers_at(monitor: u16) -> usize {
+    http_get(monitor, "/routez")
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .map(|routez| {
+            routez["routes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["remote_id"].as_str().map(str::to_owned))
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+        })
+        .unwrap_or(0)
+}
+
+/// `serviceradar-core serve --embedded-hub-nodes 3`, the binary on free
+/// ports: it runs a 3-node hub cluster itself (routes formed, the tenant's
+/// `INGEST` stream on 3 replicas, so the platform was given every node),
+/// a site created through the API gets a bundle whose leaf lists the three
+/// nodes and links into its tenant's account; when the node it is linked to
+/// is SIGKILLed, the leaf relinks to another node and `serve` restarts the
+/// killed node, which routes to the two others again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_a_three_node_embedded_hub_that_a_site_links_to_and_survives_a_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ports = ClusterPorts::free();
+    let api = free_port();
+    let data = dir.join("data");
+    let log_path = dir.join("serve.log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_serviceradar-core"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{api}")])
+        .args(["--metrics-listen", "", "--gateway-listen", ""])
+        .args(["--embedded-hub-nodes", "3"])
+        .args([
+            "--hub-client-listen",
+            &format!("127.0.0.1:{}", ports.client),
+        ])
+        .args([
+            "--hub-leafnode-listen",
+            &format!("127.0.0.1:{}", ports.leaf),
+        ])
+        .args([
+            "--hub-monitoring-listen",
+            &format!("127.0.0.1:{}", ports.monitor),
+        ])
+        .args([
+            "--hub-cluster-listen",
+            &format!("127.0.0.1:{}", ports.route),
+        ])
+        .args([
+            "--leaf-monitoring-listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .env("SERVICERADAR_DATA_DIR", &data)
+        .env("SERVICERADAR_ADMIN_PASSWORD", "embedded cluster password")
+        .env_remove("SERVICERADAR_DATABASE_URL")
+        .env_remove("SERVICERADAR_INGEST_NATS_URL")
+        .env_remove("SERVICERADAR_HUB_LEAFNODE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    struct Serve(std::process::Child);
+    impl Drop for Serve {
+        fn drop(&mut self) {
+            // SIGTERM: serve stops its hub nodes, then exits.
+            let _ = std::process::Command::new("kill")
+                .arg(self.0.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _serve = Serve(child);
+    let node_log = |i: usize| {
+        std::fs::read_to_string(data.join(format!("hub/node-{i}/nats-server.log")))
+            .unwrap_or_default()
+    };
+    let logs = || {
+        let mut text = format!(
+            "--- serve\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
+        for i in 0..NODES {
+            let log = node_log(i);
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            text.push_str(&format!("--- hub node {i}\n"));
+            for line in tail.into_iter().rev() {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text
+    };
+    let ready = || async {
+        reqwest::get(format!("http://127.0.0.1:{api}/readyz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    };
+    wait_for(ready, "serve ready", Duration::from_secs(120), &logs).await;
+    wait_for(
+        || async { (0..NODES).all(|i| route_peers_at(ports.monitor(i)) == NODES - 1) },
+        "every embedded hub node routing to the two others",
+        Duration::from_secs(60),
+        &logs,
+    )
+    .await;
+    for i in 0..NODES {
+        let conf =
+            std::fs::read_to_string(data.join(format!("hub/node-{i}/nats-hub.conf"))).unwrap();
+        assert!(conf.contains("pinned_certs = ["), "node {i}:\n{conf}");
+    }
+    wait_for(
+        || async { (0..NODES).all(|i| ingest_replicas(ports.monitor(i)) == Some(3)) },
+        "the tenant's INGEST stream with 3 replicas on every node",
+        Duration::from_secs(90),
+        &logs,
+    )
+    .await;
+
+    // A site, through the API, and its bundle.
+    let store = Store::connect(
+        &format!("sqlite://{}", data.join("serviceradar.db").display()),
+        2,
+    )
+    .await
+    .unwrap();
+    let token = serviceradar_control::tokens::create_token_for(
+        &store,
+        "default",
+        "admin@example.com",
+        "embedded cluster",
+        &[
+            serviceradar_domain::policy::Scope::Read,
+            serviceradar_domain::policy::Scope::Write,
+        ],
+        1,
+    )
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{api}/api/v1");
+    let leaf_port = free_port();
+    let created: serde_json::Value = http
+        .post(format!("{base}/edge-sites"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({
+            "name": "Plant",
+            "slug": "plant",
+            "nats_leaf_url": format!("tls://127.0.0.1:{leaf_port}"),
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let site_id = created["id"].as_str().expect("a site id").to_owned();
+    let provisioned = || async {
+        let leaf: serde_json::Value = match http
+            .get(format!("{base}/edge-sites/{site_id}/leaf-server"))
+            .bearer_auth(&token)
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => return false,
+        };
+        leaf["status"] == "provisioned"
+    };
+    wait_for(
+        provisioned,
+        "the site provisioned",
+        Duration::from_secs(60),
+        &logs,
+    )
+    .await;
+    let bundle = http
+        .get(format!("{base}/edge-sites/{site_id}/bundle"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let tarball = dir.join("site.tar.gz");
+    std::fs::write(&tarball, &bundle).unwrap();
+    let unpacked = dir.join("bundle");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    let tar = std::process::Command::new("tar")
+        .arg("xzf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&unpacked)
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let root = std::fs::read_dir(&unpacked)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let prefix = dir.join("edge");
+    let setup = std::process::Command::new("bash")
+        .arg("setup.sh")
+        .arg("--prefix")
+        .arg(&prefix)
+        .arg("--no-start")
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(setup.status.success(), "setup.sh: {setup:?}");
+    let config = prefix.join("etc/serviceradar/nats/nats-leaf.conf");
+    let leaf_conf = std::fs::read_to_string(&config).unwrap();
+    for i in 0..NODES {
+        assert!(
+            leaf_conf.contains(&format!("tls://127.0.0.1:{}", ports.leaf(i))),
+            "the leaf's remote lists embedded hub node {i}:\n{leaf_conf}"
+        );
+    }
+    let leaf =
+        NatsServer::start_file(config.parent().unwrap(), "leaf", &config, leaf_port).unwrap();
+    let linked = || {
+        (0..NODES)
+            .filter(|i| !leafz(ports.monitor(*i)).is_empty())
+            .collect::<Vec<_>>()
+    };
+    let all_logs = || format!("{}--- leaf\n{}", logs(), leaf.log());
+    wait_for(
+        || async { !linked().is_empty() },
+        "the site's leaf linked to an embedded hub node",
+        Duration::from_secs(90),
+        &all_logs,
+    )
+    .await;
+
+    // SIGKILL the node the leaf is linked to: the leaf relinks, serve
+    // restarts the node, and it routes to the two others again.
+    let node = linked()[0];
+    let pid =
+        std::fs::read_to_string(data.join(format!("hub/node-{node}/nats-server.pid"))).unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let at = Instant::now();
+    wait_for(
+        || async { linked().iter().any(|i| *i != node) },
+        "the leaf relinked to another embedded hub node",
+        Duration::from_secs(90),
+        &all_logs,
+    )
+    .await;
+    let relinked = at.elapsed();
+    wait_for(
+        || async {
+            std::fs::read_to_string(data.join(format!("hub/node-{node}/nats-server.pid")))
+                .is_ok_and(|p| p.trim() != pid.trim())
+                && (0..NODES).all(|i| route_peers_at(ports.monitor(i)) == NODES - 1)
+        },
+        "serve restarted the killed node and it routes to the two others",
+        Duration::from_secs(90),
+        &all_logs,
+    )
+    .await;
+    serviceradar_testkit::report(&format!(
+        "embedded hub cluster: node {node} SIGKILLed; leaf relinked after {:.1} s, node back \
+         in the cluster after {:.1} s",
+        relinked.as_secs_f64(),
+        at.elapsed().as_secs_f64()
+    ));
+    drop(leaf);
 }

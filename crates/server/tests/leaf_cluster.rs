@@ -223,7 +223,21 @@ async fn a_three_node_leaf_cluster_survives_a_sigkilled_node_under_load() {
             "setup.sh --node {node}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        configs.push(prefix.join("etc/serviceradar/nats/nats-leaf.conf"));
+        let config = prefix.join("etc/serviceradar/nats/nats-leaf.conf");
+        // The routes admit the three node certificates only (pinned), which
+        // the routes forming below proves are the right three.
+        let text = std::fs::read_to_string(&config).unwrap();
+        let pins = text
+            .split("pinned_certs = [")
+            .nth(1)
+            .and_then(|rest| rest.split(']').next())
+            .map(|list| list.matches('"').count() / 2);
+        assert_eq!(
+            pins,
+            Some(3),
+            "node {node}'s routes pin 3 certificates:\n{text}"
+        );
+        configs.push(config);
     }
 
     let (hub, _files) = support::start_hub(dir, &store, &pki, ports).await;

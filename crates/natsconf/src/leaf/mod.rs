@@ -38,7 +38,10 @@
 //! in a slug, so the hub side tells a node of site `a` from a site named
 //! `a-n1`), its own server certificate, a `cluster` block whose routes name
 //! every node over mutual TLS (the node certificates, issued by the tenant
-//! CA, serve as both ends of a route), and its own leafnode remote to the hub,
+//! CA, serve as both ends of a route, and are *pinned*: the tenant CA also
+//! issues every collector's, agent's and other site's certificate, and a
+//! route peer is admitted only with one of the three nodes' public keys),
+//! and its own leafnode remote to the hub,
 //! so the site stays linked while any node lives. All nodes share the site's
 //! JetStream domain: they form one JetStream cluster, in which the buffer
 //! stream is replicated on three servers.
@@ -137,6 +140,12 @@ pub struct LeafClusterInput {
     /// The node's certificate and key, and the tenant CA the other nodes'
     /// certificates must chain to (verified: mutual TLS).
     pub tls: TlsFiles,
+    /// SHA-256 (lowercase hex) of each node's certificate public key, one
+    /// per route: the only certificates the route listener and the routes
+    /// it dials accept. The tenant CA also issues the certificates of the
+    /// tenant's collectors, agents and other sites' leaves; without the pins
+    /// any of them would pass the route handshake.
+    pub pinned_certs: Vec<String>,
 }
 
 impl LeafConfigInput {
@@ -361,6 +370,7 @@ fn validate_cluster<'a>(
         &cluster.listen,
         &cluster.tls,
         &cluster.routes,
+        &cluster.pinned_certs,
         cluster.node,
         2,
         "a leaf cluster needs routes to at least two nodes",
@@ -389,14 +399,15 @@ fn write_cluster(
     w.comment(&format!(
         "Node {} of this site's 3-node leaf cluster. Routes to every node use mutual\n\
          TLS: each node presents its own certificate (issued by the tenant CA) and\n\
-         accepts only peers whose certificate chains to the same CA. JetStream runs\n\
+         accepts only the nodes' certificates (pinned: the tenant's collectors, agents\n\
+         and other sites' leaves hold certificates of the same CA). JetStream runs\n\
          clustered over these routes, so the buffer stream keeps 3 replicas.",
         cluster.node
     ));
     w.open("cluster");
     w.string("name", domain.as_str());
     w.string("listen", &listen.to_string());
-    cluster.tls.write(w, true);
+    cluster.tls.write_pinned(w, &cluster.pinned_certs);
     w.open_list("routes");
     for route in routes {
         w.list_string(&route.to_string());
@@ -452,6 +463,44 @@ mod tests {
             render_leaf_config(&i),
             Err(ConfigError::Inconsistent(_))
         ));
+    }
+
+    fn clustered(node: usize) -> LeafConfigInput {
+        let mut i = input();
+        i.cluster = Some(LeafClusterInput {
+            node,
+            listen: "0.0.0.0:6222".into(),
+            routes: (0..3).map(|n| format!("nats://10.0.2.1{n}:6222")).collect(),
+            tls: i.client_tls.clone(),
+            pinned_certs: (0..3).map(|n| format!("{n}").repeat(64)).collect(),
+        });
+        i
+    }
+
+    #[test]
+    fn a_leaf_cluster_route_accepts_only_the_pinned_node_certificates() {
+        let text = render_leaf_config(&clustered(1)).unwrap();
+        let cluster = &text[text.find("cluster {").unwrap()..];
+        let cluster = &cluster[..cluster.find("\n}\n").unwrap()];
+        assert!(cluster.contains("verify: true"), "{cluster}");
+        assert!(cluster.contains("pinned_certs = ["), "{cluster}");
+        for n in 0..3 {
+            assert!(cluster.contains(&format!("\"{}\"", format!("{n}").repeat(64))));
+        }
+        // Without a pin per node (or with something that is no pin), nothing
+        // renders: a route listener trusting the whole tenant CA is the hole.
+        let mut i = clustered(0);
+        i.cluster.as_mut().unwrap().pinned_certs.clear();
+        assert!(render_leaf_config(&i).is_err(), "no pins");
+        let mut i = clustered(0);
+        i.cluster.as_mut().unwrap().pinned_certs.pop();
+        assert!(render_leaf_config(&i).is_err(), "a node without a pin");
+        let mut i = clustered(0);
+        i.cluster.as_mut().unwrap().pinned_certs[2] = "\"]\ninclude /etc/passwd".into();
+        assert!(render_leaf_config(&i).is_err(), "a pin that is no hash");
+        let mut i = clustered(0);
+        i.cluster.as_mut().unwrap().pinned_certs[1] = "AB".repeat(32);
+        assert!(render_leaf_config(&i).is_err(), "upper case");
     }
 
     #[test]

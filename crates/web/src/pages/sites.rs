@@ -816,7 +816,7 @@ pub async fn regenerate_page(
         lines.push(format!(
             "The stored config (checksum {}) differs from the config as it renders now ({}): settings changed since it was issued.",
             drift.stored_checksum.as_deref().unwrap_or("none"),
-            drift.expected_checksum
+            drift.expected_checksum.as_deref().unwrap_or("not rendered until the new layout's certificates are issued")
         ));
     }
     let page = ConfirmPage {

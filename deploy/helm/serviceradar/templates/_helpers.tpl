@@ -45,9 +45,23 @@ app.kubernetes.io/component: hub
 {{ .Values.core.image.repository }}:{{ .Values.core.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
-{{/* The hub's client URL serviceradar-core connects to. */}}
+{{/* The DNS name of hub node N (the StatefulSet's pod N). */}}
+{{- define "serviceradar.hubNodeHost" -}}
+{{ include "serviceradar.fullname" .root }}-hub-{{ .node }}.{{ include "serviceradar.fullname" .root }}-hub-headless.{{ .root.Release.Namespace }}.svc
+{{- end -}}
+
+{{/* The hub's client URL(s) serviceradar-core connects to: the Service of
+one node, or every node of a cluster (streams then get 3 replicas). */}}
 {{- define "serviceradar.hubClientUrl" -}}
+{{- if gt (int .Values.hub.replicas) 1 -}}
+{{- $urls := list -}}
+{{- range $i := until (int .Values.hub.replicas) -}}
+{{- $urls = append $urls (printf "nats://%s:%d" (include "serviceradar.hubNodeHost" (dict "root" $ "node" $i)) (int $.Values.hub.clientPort)) -}}
+{{- end -}}
+{{- join "," $urls -}}
+{{- else -}}
 nats://{{ include "serviceradar.fullname" . }}-hub:{{ .Values.hub.clientPort }}
+{{- end -}}
 {{- end -}}
 
 {{/* Database and master key: the environment serve and admin share. */}}
