@@ -377,13 +377,24 @@ impl Settings {
             )?,
             None => None,
         };
-        let edge_buffer = match (file.leaf_url, file.leaf_ca, file.edge_buffer, &gateway) {
-            (Some(leaf_url), Some(ca), Some(stream), Some(gw)) => {
+        // The agent's identity files, in either mode (the buffer stream is
+        // created on the local leaf with them).
+        let identity_files = gateway
+            .as_ref()
+            .map(|gw| (gw.cert.clone(), gw.key.clone()))
+            .or_else(|| listen.as_ref().map(|l| (l.cert.clone(), l.key.clone())));
+        let edge_buffer = match (
+            file.leaf_url,
+            file.leaf_ca,
+            file.edge_buffer,
+            identity_files,
+        ) {
+            (Some(leaf_url), Some(ca), Some(stream), Some((cert, key))) => {
                 Some(crate::buffer::BufferSetup {
                     leaf_url,
                     ca: resolve(base, ca),
-                    cert: gw.cert.clone(),
-                    key: gw.key.clone(),
+                    cert,
+                    key,
                     stream_json: resolve(base, stream),
                 })
             }

@@ -192,6 +192,9 @@ struct Shared {
     pending: Mutex<Pending>,
     config: watch::Sender<Option<AgentConfig>>,
     hostname: String,
+    /// Whether the gateway polled since the agent started (the first poll
+    /// is logged: `serviceradar-cli agent setup` waits for that line).
+    polled: std::sync::atomic::AtomicBool,
 }
 
 struct PollService(Arc<Shared>);
@@ -203,6 +206,13 @@ impl AgentPoll for PollService {
         request: tonic::Request<PollRequest>,
     ) -> Result<tonic::Response<PollResponse>, tonic::Status> {
         let req = request.into_inner();
+        if !self
+            .0
+            .polled
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::info!("polled by the platform gateway (first contact since start)");
+        }
         if let Some(config) = req.config {
             self.0.config.send_if_modified(|current| {
                 let changed = current.as_ref().map(|c| &c.version) != Some(&config.version);
@@ -292,6 +302,13 @@ fn accept_loop(
 /// Runs the listening agent until the process is stopped.
 pub async fn run(settings: &Settings, target: &ListenTarget) -> anyhow::Result<()> {
     let tls = server_config(target)?;
+    if let Some(setup) = settings.edge_buffer.clone() {
+        tokio::spawn(async move {
+            if let Err(e) = crate::buffer::ensure_edge_buffer(&setup).await {
+                tracing::error!(error = %format!("{e:#}"), "cannot create the site's buffer stream");
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(target.addr)
         .await
         .with_context(|| format!("listening on {}", target.addr))?;
@@ -305,6 +322,7 @@ pub async fn run(settings: &Settings, target: &ListenTarget) -> anyhow::Result<(
         }),
         config: watch::channel(None).0,
         hostname: crate::runner::hostname(),
+        polled: std::sync::atomic::AtomicBool::new(false),
     });
     let incoming = accept_loop(listener, tokio_rustls::TlsAcceptor::from(Arc::new(tls)));
     let server = tonic::transport::Server::builder()

@@ -14,7 +14,11 @@
 //! * revoking the agent closes its open stream (the agent exits with 3);
 //! * on PostgreSQL, a command issued on replica A reaches the agent
 //!   connected to replica B's gateway and its result comes back; revoking on
-//!   A closes the stream on B.
+//!   A closes the stream on B;
+//! * one call (`POST /agent-checks/apply`) changes the checks of every agent
+//!   of the tenant (agents on both replicas acknowledge), or of listed
+//!   sites only; another tenant's agent and sites are untouched; bad input
+//!   names each bad element and writes nothing.
 
 mod support;
 
@@ -732,4 +736,139 @@ async fn the_real_agent_uploads_command_outputs_listed_through_the_api() {
         "{item}"
     );
     let _ = child.kill().await;
+}
+
+/// The names of the checks configured for the site's agent.
+async fn configured(api: &Api, site: &str) -> Vec<String> {
+    let (status, body) = api.get(&format!("/edge-sites/{site}/agent/checks")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_call_changes_the_checks_of_every_agent_of_the_tenant_on_every_replica() {
+    let url = serviceradar_testkit::postgres().create_database();
+    let keys = tempfile::tempdir().expect("tempdir");
+    let replica = |dir: &tempfile::TempDir| {
+        let mut s = support::settings(dir);
+        s.database_url = url.clone();
+        s.master_key =
+            serviceradar_identity::MasterKeySource::DevFile(keys.path().join("master.key"));
+        s.bootstrap.admin_password = Some(PASSWORD.into());
+        s.provisioning.leaf_monitoring_listen = None;
+        s
+    };
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (settings_a, settings_b) = (replica(&dir_a), replica(&dir_b));
+    let a = support::spawn(dir_a, settings_a).await;
+    let b = support::spawn(dir_b, settings_b).await;
+    for core in [&a, &b] {
+        tokio::time::timeout(Duration::from_secs(10), core.agent_links.relay_listening())
+            .await
+            .expect("the replica's link relay listens");
+    }
+    let tenant = a.tenant("default").await;
+    let first = a.site(&tenant, "fleet-one").await;
+    let second = a.site(&tenant, "fleet-two").await;
+    let other_tenant = a.tenant("other").await;
+    let foreign = a.site(&other_tenant, "foreign").await;
+    let api = Api::new(&a, "default", "admin@example.com").await;
+    let sites = [first.site.id.to_string(), second.site.id.to_string()];
+    // One agent on each replica, and another tenant's agent on A.
+    let _one = start_agent(&first, a.gateway_port);
+    let _two = start_agent(&second, b.gateway_port);
+    let _foreign = start_agent(&foreign, a.gateway_port);
+    let mut versions = Vec::new();
+    for site in &sites {
+        versions.push(acked_version(&api, site, None, Duration::from_secs(30)).await);
+    }
+
+    // Bad input: every bad element named, nothing written.
+    for (bad, want) in [
+        (json!({}), vec!["set"]),
+        (
+            json!({ "set": [{ "name": "x", "kind": "tcp", "target": "no-port" }] }),
+            vec!["set[0].target"],
+        ),
+        (
+            json!({ "set": [{ "name": "dup", "kind": "dns", "target": "example.com" },
+                            { "name": "dup", "kind": "dns", "target": "example.org" }],
+                    "remove": ["dup", "Bad Name"] }),
+            vec!["set[1].name", "remove[0]", "remove[1]"],
+        ),
+        (
+            json!({ "set": [{ "name": "x", "kind": "dns", "target": "example.com" }],
+                    "site_ids": ["not-an-id"] }),
+            vec!["site_ids[0]"],
+        ),
+        // Another tenant's site is no site of this tenant.
+        (
+            json!({ "set": [{ "name": "x", "kind": "dns", "target": "example.com" }],
+                    "site_ids": [sites[0], foreign.site.id.to_string()] }),
+            vec!["site_ids"],
+        ),
+    ] {
+        let (status, body) = api.post("/agent-checks/apply", bad.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        let fields: Vec<&str> = body["error"]["fields"]
+            .as_array()
+            .expect("fields")
+            .iter()
+            .filter_map(|f| f["field"].as_str())
+            .collect();
+        assert_eq!(fields, want, "{bad}: {body}");
+    }
+    for site in &sites {
+        assert!(configured(&api, site).await.is_empty(), "nothing written");
+    }
+
+    // One call: a check on every agent of the tenant, acknowledged by
+    // each, on either replica.
+    let started = Instant::now();
+    let (status, body) = api
+        .post(
+            "/agent-checks/apply",
+            json!({ "set": [{ "name": "resolver", "kind": "dns", "target": "localhost",
+                              "interval_secs": 5 }] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["agents"], 2, "{body}");
+    for (site, before) in sites.iter().zip(&versions) {
+        acked_version(&api, site, Some(before), Duration::from_secs(10)).await;
+        assert_eq!(configured(&api, site).await, ["resolver"]);
+    }
+    eprintln!("both agents acknowledged after {:?}", started.elapsed());
+    // The other tenant's agent is untouched.
+    let outsider = a
+        .store
+        .scoped(serviceradar_domain::TenantScope::for_system_task(
+            other_tenant.id,
+        ))
+        .agent_check_configs(foreign.agent_id)
+        .await
+        .expect("foreign checks");
+    assert!(outsider.is_empty(), "{outsider:?}");
+
+    // Listed sites only: the check removed from the first agent alone.
+    let v1 = acked_version(&api, &sites[0], None, Duration::from_secs(5)).await;
+    let (status, body) = api
+        .post(
+            "/agent-checks/apply",
+            json!({ "remove": ["resolver"], "site_ids": [sites[0]] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["agents"], 1, "{body}");
+    acked_version(&api, &sites[0], Some(&v1), Duration::from_secs(10)).await;
+    assert!(configured(&api, &sites[0]).await.is_empty());
+    assert_eq!(configured(&api, &sites[1]).await, ["resolver"]);
 }

@@ -1,11 +1,17 @@
 //! Gateway-initiated mode (seed 004) with real processes: a real
-//! `serviceradar-core` (SQLite) whose gateway polls the real
-//! `serviceradar-agent` binary listening with mTLS on a loopback port.
+//! `serviceradar-core` whose gateway polls the real `serviceradar-agent`
+//! binary listening with mTLS on a loopback port.
 //!
-//! * the endpoint is set through the JSON API (bad input is a precise `400`
-//!   and writes nothing; another tenant gets `404`); the gateway polls the
-//!   agent, its check results, host name and config version show in the
-//!   API;
+//! * the endpoint is registered at enrollment only: an enrollment token
+//!   created with `agent_endpoint` (bad input is a precise `400` and writes
+//!   nothing; another tenant gets `404`; there is no request that sets an
+//!   endpoint by itself), redeemed with the agent's CSR, stores it with the
+//!   agent; the gateway polls the agent, its check results, host name and
+//!   config version show in the API;
+//! * the address rule: without the operator's `--agent-endpoint-allow-cidr`
+//!   a tenant cannot register 10.x, 169.254.x, 127.x (or `localhost`): each
+//!   is a `400` naming the kind of address and the flag; a token made while
+//!   the range was allowed is refused at redemption once it no longer is;
 //! * stopping the agent makes it `unreachable` after the timeout and raises
 //!   `agent_unreachable` (alerts API and a webhook); restarting it makes it
 //!   `reachable` and resolves the alert (webhook again);
@@ -14,11 +20,15 @@
 //!   tenant, the hub's (root-signed, another name), a "gateway"
 //!   certificate from a foreign root, none at all;
 //! * the gateway refuses an endpoint that answers with another agent's
-//!   certificate (nothing is recorded for the site).
+//!   certificate (nothing is recorded for the site);
+//! * two replicas on one PostgreSQL: one polls the agent at a time (never
+//!   two connections at once); when one stops the other polls; a lease held
+//!   by a replica that died is taken over once it runs out.
 
 mod support;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -110,12 +120,78 @@ fn poller_for_tests() -> PollerSettings {
         unreachable_after: Duration::from_secs(2),
         retry_base: Duration::from_millis(200),
         retry_cap: Duration::from_secs(1),
+        rules: loopback_allowed(),
         ..PollerSettings::default()
     }
 }
 
+/// What the tests' operator allows: agents on this machine.
+fn loopback_allowed() -> serviceradar_domain::agent_poll::PollRules {
+    serviceradar_domain::agent_poll::PollRules {
+        allow_internal: vec!["127.0.0.0/8".parse().expect("range")],
+        ..Default::default()
+    }
+}
+
+/// `POST .../enrollment-tokens` for `site` with `body`.
+async fn create_token(api: &Api, site: &str, body: Value) -> (StatusCode, Value) {
+    api.post(&format!("/edge-sites/{site}/enrollment-tokens"), body)
+        .await
+}
+
+/// The field names of a `400`.
+fn fields(body: &Value) -> Vec<String> {
+    body["error"]["fields"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no fields: {body}"))
+        .iter()
+        .map(|f| f["field"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Redeems `token` as the box of `agent` would (`site init --scope agent`:
+/// a key made here, only its CSR sent) through the public `/enroll`, and
+/// writes the enrolled certificate over `agent`'s files. Returns the
+/// status and answer.
+async fn redeem(api: &Api, agent: &SiteAgent, token: &str) -> (StatusCode, Value) {
+    let (key, csr) = serviceradar_pki::new_key_and_request("agent").expect("csr");
+    let (status, enrolled) = api
+        .post(
+            "/enroll",
+            json!({ "token": token, "scope": "agent", "hostname": "listening-box",
+                "host_fingerprint": "ab".repeat(16), "agent_csr": csr }),
+        )
+        .await;
+    if status == StatusCode::OK {
+        let files = agent.files.path();
+        let cert = enrolled["agent"]["cert_pem"].as_str().expect("cert");
+        std::fs::write(files.join("agent.pem"), cert).expect("write");
+        std::fs::write(files.join("agent-key.pem"), key.as_bytes()).expect("write");
+        let root = enrolled["root_ca_pem"].as_str().expect("root");
+        std::fs::write(files.join("root-ca.pem"), root).expect("write");
+    }
+    (status, enrolled)
+}
+
+/// Enrolls `agent` in gateway-initiated mode at `endpoint`: a token made
+/// for it, redeemed; returns the token's view.
+async fn enroll_listening(api: &Api, agent: &SiteAgent, endpoint: &str, interval: i64) -> Value {
+    let site = agent.site.id.to_string();
+    let (status, created) = create_token(
+        api,
+        &site,
+        json!({ "scope": "agent", "agent_endpoint": endpoint, "poll_interval_secs": interval }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (status, enrolled) = redeem(api, agent, created["secret"].as_str().expect("secret")).await;
+    assert_eq!(status, StatusCode::OK, "{enrolled}");
+    assert_eq!(enrolled["agent"]["endpoint"], endpoint, "{enrolled}");
+    created["token"].clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_gateway_polls_a_listening_agent_and_alerts_while_it_is_unreachable() {
+async fn the_gateway_polls_an_agent_registered_at_enrollment_and_alerts_while_it_is_unreachable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = support::settings(&dir);
     settings.gateway.poll = poller_for_tests();
@@ -139,35 +215,52 @@ async fn the_gateway_polls_a_listening_agent_and_alerts_while_it_is_unreachable(
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["mode"], "dial_out", "the default: {body}");
 
-    // Bad input: every field named, nothing written.
+    // No request sets an endpoint by itself: it comes from enrollment.
     let (status, body) = api
         .call(
             reqwest::Method::PUT,
             &endpoint_path,
-            Some(json!({ "endpoint": "0.0.0.0:50061", "poll_interval_secs": 1 })),
+            Some(json!({ "endpoint": "127.0.0.1:50061" })),
         )
         .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+
+    // Bad input on the token: every field named, nothing written.
+    let (status, body) = create_token(
+        &api,
+        &site,
+        json!({ "scope": "agent", "agent_endpoint": "0.0.0.0:50061", "poll_interval_secs": 1 }),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let fields: Vec<_> = body["error"]["fields"]
-        .as_array()
-        .expect("fields")
-        .iter()
-        .map(|f| f["field"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    assert_eq!(fields, ["endpoint", "poll_interval_secs"], "{body}");
-    for bad in [
-        json!({ "endpoint": "host" }),
-        json!({ "endpoint": "$(reboot):1" }),
-        json!({}),
+    assert_eq!(
+        fields(&body),
+        ["agent_endpoint", "poll_interval_secs"],
+        "{body}"
+    );
+    for (bad, field) in [
+        (json!({ "agent_endpoint": "host" }), "agent_endpoint"),
+        (json!({ "agent_endpoint": "$(reboot):1" }), "agent_endpoint"),
+        (json!({ "poll_interval_secs": 30 }), "poll_interval_secs"),
+        (
+            json!({ "scope": "collector:syslog", "agent_endpoint": "127.0.0.1:1" }),
+            "agent_endpoint",
+        ),
+        // Loopback is allowed here; a private range is not.
+        (
+            json!({ "agent_endpoint": "10.0.0.5:50061" }),
+            "agent_endpoint",
+        ),
     ] {
-        let (status, body) = api
-            .call(reqwest::Method::PUT, &endpoint_path, Some(bad.clone()))
-            .await;
+        let (status, body) = create_token(&api, &site, bad.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(fields(&body), [field], "{bad}: {body}");
     }
+    let (_, tokens) = api.get(&format!("/enrollment-tokens?site_id={site}")).await;
+    assert_eq!(tokens["items"], json!([]), "nothing written: {tokens}");
     assert_eq!(api.get(&endpoint_path).await.1["mode"], "dial_out");
 
-    // Another tenant's operator cannot see or change it.
+    // Another tenant's operator cannot see it or enroll into it.
     serviceradar_provisioning::tenants::create_tenant(
         &core.store,
         &core.pki,
@@ -183,38 +276,35 @@ async fn the_gateway_polls_a_listening_agent_and_alerts_while_it_is_unreachable(
     let outsider = Api::new(&core, "other", "owner@other.example.com").await;
     let (status, _) = outsider.get(&endpoint_path).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) =
+        create_token(&outsider, &site, json!({ "agent_endpoint": "127.0.0.1:1" })).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = outsider
-        .call(
-            reqwest::Method::PUT,
-            &endpoint_path,
-            Some(json!({ "endpoint": "127.0.0.1:1" })),
-        )
+        .call(reqwest::Method::DELETE, &endpoint_path, None)
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    // The agent listens; the operator sets its endpoint; the gateway polls.
+    // The box enrolls with a token made for gateway-initiated mode; its
+    // agent listens; the gateway polls it.
     let port = free_port();
+    let endpoint = format!("127.0.0.1:{port}");
+    let token = enroll_listening(&api, &agent, &endpoint, 5).await;
+    assert_eq!(token["agent_mode"], "gateway_initiated", "{token}");
+    let registered = api.get(&endpoint_path).await.1;
+    assert_eq!(registered["mode"], "gateway_initiated", "{registered}");
+    assert_eq!(registered["endpoint"], endpoint.as_str());
+    assert_eq!(registered["poll_interval_secs"], 5);
     let http_port = core.http_port;
     let checks = format!(
         "[[checks]]\nname = \"api\"\nkind = \"tcp\"\ntarget = \"127.0.0.1:{http_port}\"\ninterval_secs = 1\n"
     );
     let mut running = start_listening_agent(&agent, port, &checks).await;
-    let (status, body) = api
-        .call(
-            reqwest::Method::PUT,
-            &endpoint_path,
-            Some(json!({ "endpoint": format!("127.0.0.1:{port}"), "poll_interval_secs": 5 })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["mode"], "gateway_initiated");
-    assert_eq!(body["reachability"], "unknown");
     let started = Instant::now();
     until(&api, &endpoint_path, "reachable", |b| {
         b["reachability"] == "reachable"
     })
     .await;
-    eprintln!("first poll after {:?}", started.elapsed());
+    eprintln!("first successful poll after {:?}", started.elapsed());
     let polled = until(
         &api,
         &format!("/edge-sites/{site}/agent"),
@@ -302,6 +392,103 @@ async fn the_gateway_polls_a_listening_agent_and_alerts_while_it_is_unreachable(
     assert_eq!(api.get(&endpoint_path).await.1["mode"], "dial_out");
 }
 
+/// The refusal message of the token's `agent_endpoint`.
+async fn refusal(api: &Api, site: &str, endpoint: &str) -> String {
+    let (status, body) = create_token(api, site, json!({ "agent_endpoint": endpoint })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{endpoint}: {body}");
+    assert_eq!(fields(&body), ["agent_endpoint"], "{endpoint}: {body}");
+    body["error"]["fields"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_operators_flag_a_tenant_cannot_register_an_internal_endpoint() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = serviceradar_identity::MasterKeySource::DevFile(keys.path().join("master.key"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    // The operator first allows loopback (a token is made for 127.0.0.1) ...
+    let mut allowing = support::settings(&dir);
+    allowing.database_url = url.clone();
+    allowing.master_key = key.clone();
+    allowing.gateway.poll = poller_for_tests();
+    let allowing_dir = tempfile::tempdir().expect("tempdir");
+    let before = support::spawn(allowing_dir, allowing).await;
+    let tenant = before.tenant("default").await;
+    let agent = before.site(&tenant, "strict").await;
+    let site = agent.site.id.to_string();
+    let api = Api::new(&before, "default", "admin@example.com").await;
+    let (status, made) = create_token(
+        &api,
+        &site,
+        json!({ "scope": "agent", "agent_endpoint": "127.0.0.1:50061" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    drop(before);
+
+    // ... then runs without the flag (the default).
+    let mut strict = support::settings(&dir);
+    strict.database_url = url;
+    strict.master_key = key;
+    strict.gateway.poll = PollerSettings {
+        rules: Default::default(),
+        ..poller_for_tests()
+    };
+    let core = support::spawn(dir, strict).await;
+    let api = Api::new(&core, "default", "admin@example.com").await;
+    for (endpoint, kind) in [
+        ("10.0.0.5:50061", "private (RFC 1918)"),
+        ("10.255.1.1:443", "private (RFC 1918)"),
+        ("172.16.0.10:50061", "private (RFC 1918)"),
+        ("192.168.1.20:50061", "private (RFC 1918)"),
+        ("169.254.169.254:80", "link-local"),
+        ("127.0.0.1:50061", "loopback"),
+        ("127.8.9.10:22", "loopback"),
+        ("localhost:50061", "loopback"),
+        ("[::1]:50061", "loopback"),
+        ("[::ffff:127.0.0.1]:50061", "loopback"),
+        ("[fd00::5]:50061", "unique local"),
+        ("100.64.0.1:50061", "carrier-grade NAT"),
+    ] {
+        let message = refusal(&api, &site, endpoint).await;
+        assert!(
+            message.contains(kind) && message.contains("--agent-endpoint-allow-cidr"),
+            "{endpoint}: {message}"
+        );
+    }
+    let (_, tokens) = api.get(&format!("/enrollment-tokens?site_id={site}")).await;
+    assert_eq!(
+        tokens["items"].as_array().map(Vec::len),
+        Some(1),
+        "only the token made while loopback was allowed: {tokens}"
+    );
+    // A public endpoint is fine.
+    let (status, body) = create_token(
+        &api,
+        &site,
+        json!({ "scope": "agent", "agent_endpoint": "agent.example.com:50061" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // The token made for 127.0.0.1 while it was allowed is refused at
+    // redemption now: no use counted, the agent still dials out.
+    let (status, refused) = redeem(&api, &agent, made["secret"].as_str().expect("secret")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(fields(&refused), ["agent_endpoint"], "{refused}");
+    let (_, token) = api
+        .get(&format!(
+            "/enrollment-tokens/{}",
+            made["token"]["id"].as_str().expect("id")
+        ))
+        .await;
+    assert_eq!(token["token"]["uses"], 0, "{token}");
+    let (_, mode) = api.get(&format!("/edge-sites/{site}/agent/endpoint")).await;
+    assert_eq!(mode["mode"], "dial_out", "{mode}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_refuses_an_endpoint_answering_with_another_agents_certificate() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -312,19 +499,13 @@ async fn the_gateway_refuses_an_endpoint_answering_with_another_agents_certifica
     let target = core.site(&tenant, "target").await;
     let impostor = core.site(&tenant, "impostor").await;
     let api = Api::new(&core, "default", "admin@example.com").await;
-    // The impostor site's agent listens where the target's endpoint points.
+    // The impostor site's agent listens where the target's registered
+    // endpoint points.
     let port = free_port();
     let _impostor = start_listening_agent(&impostor, port, "").await;
     let site = target.site.id.to_string();
     let endpoint_path = format!("/edge-sites/{site}/agent/endpoint");
-    let (status, body) = api
-        .call(
-            reqwest::Method::PUT,
-            &endpoint_path,
-            Some(json!({ "endpoint": format!("127.0.0.1:{port}") })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    enroll_listening(&api, &target, &format!("127.0.0.1:{port}"), 5).await;
     let refused = until(&api, &endpoint_path, "the impostor refused", |b| {
         b["failures"].as_i64().is_some_and(|f| f >= 2)
     })
@@ -339,6 +520,203 @@ async fn the_gateway_refuses_an_endpoint_answering_with_another_agents_certifica
     let (_, agent) = api.get(&format!("/edge-sites/{site}/agent")).await;
     assert!(agent["hostname"].is_null(), "nothing recorded: {agent}");
     assert_eq!(agent["checks"].as_array().map(Vec::len), Some(0), "{agent}");
+}
+
+/// A TCP relay in front of the listening agent that counts connections:
+/// every poll is one connection, so two at once would be two polls at once.
+struct Relay {
+    port: u16,
+    total: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
+    most_open: Arc<AtomicUsize>,
+}
+
+impl Relay {
+    /// Relays to `127.0.0.1:target`, holding each connection's first bytes
+    /// back `delay` (so polls last long enough to overlap if they could).
+    async fn start(target: u16, delay: Duration) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (total, open, most_open) = (Arc::default(), Arc::default(), Arc::default());
+        let counters = (
+            Arc::clone(&total),
+            Arc::clone(&open),
+            Arc::clone(&most_open),
+        );
+        tokio::spawn(async move {
+            let (total, open, most_open): (Arc<AtomicUsize>, Arc<AtomicUsize>, Arc<AtomicUsize>) =
+                counters;
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                total.fetch_add(1, Ordering::SeqCst);
+                let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                most_open.fetch_max(now, Ordering::SeqCst);
+                let open = open.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    if let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Self {
+            port,
+            total,
+            open,
+            most_open,
+        }
+    }
+}
+
+/// The agent's last successful poll (Unix ms) as the API shows it.
+async fn last_polled(api: &Api, site: &str) -> i64 {
+    let (_, body) = api.get(&format!("/edge-sites/{site}/agent/endpoint")).await;
+    body["last_polled_at"].as_i64().unwrap_or(0)
+}
+
+/// Waits until the agent was polled successfully `n` more times.
+async fn polled_again(api: &Api, site: &str, n: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    let mut last = last_polled(api, site).await;
+    let mut seen = 0;
+    while seen < n {
+        assert!(
+            Instant::now() < deadline,
+            "polled {seen} of {n} times within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = last_polled(api, site).await;
+        if now > last {
+            seen += 1;
+            last = now;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_poll_an_agent_one_at_a_time_and_the_survivor_takes_over() {
+    let url = tokio::task::spawn_blocking(|| serviceradar_testkit::postgres().create_database())
+        .await
+        .expect("database");
+    // Replicas share the database and the master key.
+    let keys = tempfile::tempdir().expect("tempdir");
+    let replica = |dir: &tempfile::TempDir| {
+        let mut s = support::settings(dir);
+        s.database_url = url.clone();
+        s.master_key =
+            serviceradar_identity::MasterKeySource::DevFile(keys.path().join("master.key"));
+        s.provisioning.leaf_monitoring_listen = None;
+        s.gateway.poll = PollerSettings {
+            tick: Duration::from_millis(100),
+            lease: Duration::from_secs(5),
+            rules: serviceradar_domain::agent_poll::PollRules {
+                min_interval_secs: 1,
+                ..loopback_allowed()
+            },
+            ..poller_for_tests()
+        };
+        s
+    };
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (settings_a, settings_b) = (replica(&dir_a), replica(&dir_b));
+    let a = support::spawn(dir_a, settings_a).await;
+    let b = support::spawn(dir_b, settings_b).await;
+    let owner = |core: &support::Core| format!("gateway-{}", core.agent_links.replica());
+    let (owner_a, owner_b) = (owner(&a), owner(&b));
+    assert_ne!(owner_a, owner_b);
+    let store = b.store.clone();
+    let tenant = a.tenant("default").await;
+    let agent = a.site(&tenant, "replicated").await;
+    let site = agent.site.id.to_string();
+    let api_a = Api::new(&a, "default", "admin@example.com").await;
+    let api_b = Api::new(&b, "default", "admin@example.com").await;
+
+    // The agent listens behind a relay that counts its connections.
+    let agent_port = free_port();
+    let _running = start_listening_agent(&agent, agent_port, "").await;
+    let relay = Relay::start(agent_port, Duration::from_millis(300)).await;
+    enroll_listening(&api_a, &agent, &format!("127.0.0.1:{}", relay.port), 1).await;
+
+    // Both replicas poll; who holds the lease is sampled meanwhile.
+    let mut owners = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < deadline {
+        if let Some((who, _)) = store.agent_poll_lease(agent.agent_id).await.expect("lease") {
+            owners.insert(who);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "leases held by {owners:?}; {} polls, at most {} at once",
+        relay.total.load(Ordering::SeqCst),
+        relay.most_open.load(Ordering::SeqCst)
+    );
+    assert!(
+        owners.iter().all(|o| *o == owner_a || *o == owner_b),
+        "{owners:?}"
+    );
+    assert!(relay.total.load(Ordering::SeqCst) >= 3, "polled repeatedly");
+    assert_eq!(
+        relay.most_open.load(Ordering::SeqCst),
+        1,
+        "never two polls of the agent at once"
+    );
+    let (_, state) = api_b
+        .get(&format!("/edge-sites/{site}/agent/endpoint"))
+        .await;
+    assert_eq!(state["reachability"], "reachable", "{state}");
+
+    // Replica A stops: B polls the agent from then on.
+    drop(api_a);
+    drop(a);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let polls_before = relay.total.load(Ordering::SeqCst);
+    polled_again(&api_b, &site, 3, Duration::from_secs(15)).await;
+    assert!(relay.total.load(Ordering::SeqCst) >= polls_before + 3);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Some((who, _)) = store.agent_poll_lease(agent.agent_id).await.expect("lease") {
+            assert_eq!(who, owner_b, "only the surviving replica polls");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A replica that claimed the agent and died holds its lease until it
+    // runs out; then the survivor takes the agent over.
+    let held_until = loop {
+        let now = serviceradar_store::now_ms();
+        let claimed = store
+            .claim_agent_polls("gateway-dead", now, now + 3_000, 100)
+            .await
+            .expect("claim");
+        if claimed.iter().any(|p| p.agent_id == agent.agent_id) {
+            break now + 3_000;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let open_at_claim = relay.total.load(Ordering::SeqCst);
+    let last_at_claim = last_polled(&api_b, &site).await;
+    // (a poll B had in flight may still finish; none starts meanwhile)
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert!(
+        relay.total.load(Ordering::SeqCst) <= open_at_claim,
+        "no poll while the dead replica's lease holds"
+    );
+    polled_again(&api_b, &site, 1, Duration::from_secs(10)).await;
+    let taken_over = last_polled(&api_b, &site).await;
+    assert!(
+        taken_over >= held_until && taken_over > last_at_claim,
+        "polled again after the lease ran out ({taken_over} vs {held_until})"
+    );
+    assert!(relay.open.load(Ordering::SeqCst) <= 1);
 }
 
 /// Accepts any server certificate (the test looks only at whether the

@@ -1,7 +1,9 @@
 //! A site's edge agent, driven: commands (`/edge-sites/{id}/agent/commands`)
 //! delivered over the agent's control stream, and the agent's configured
 //! checks (`/edge-sites/{id}/agent/checks`), pushed to it on every change,
-//! and the results it uploaded (`/edge-sites/{id}/agent/results`).
+//! and the results it uploaded (`/edge-sites/{id}/agent/results`); a change
+//! to the checks of many agents at once (`/agent-checks/apply`: every site
+//! of the tenant, or listed sites).
 //!
 //! A command for an agent without an open control stream answers `409` with
 //! code `agent_offline` at once; the history keeps it with status `offline`.
@@ -9,7 +11,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
-use serviceradar_control::agent_control::{CheckInput, IssueCommand};
+use serviceradar_control::agent_control::{ApplyChecks, CheckInput, IssueCommand};
 use serviceradar_control::telemetry::TelemetryQuery;
 use serviceradar_control::{Control, PageParams};
 use serviceradar_domain::agent_control::CheckConfig;
@@ -27,6 +29,7 @@ pub(super) fn router() -> OpenApiRouter<Control> {
         .routes(routes!(change_check, remove_check))
         .routes(routes!(list_results))
         .routes(routes!(get_result))
+        .routes(routes!(apply_checks))
 }
 
 /// A results upload of a site's agent (`PushResults`).
@@ -331,4 +334,37 @@ pub async fn remove_check(
         .remove_agent_check(&auth.actor, path_id(&id)?, &name)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// What a change to many agents' checks did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppliedChecksResponse {
+    /// Agents changed (each pushed its new config at once).
+    pub agents: usize,
+    /// Checks set on each (added, or replacing the one of the same name).
+    pub set: Vec<CheckResponse>,
+    /// Names removed from each that had them.
+    pub removed: Vec<String>,
+}
+
+/// Change the checks of many agents at once (operators): every site of the
+/// tenant with an unrevoked agent, or the listed `site_ids`. One
+/// transaction (all or nothing); every changed agent is pushed its config
+/// over its control stream at once and acknowledges its new version
+/// (`GET /edge-sites/{id}/agent/checks`).
+#[utoipa::path(post, path = "/agent-checks/apply", tag = "edge-sites",
+    request_body = ApplyChecks,
+    responses((status = 200, body = AppliedChecksResponse), (status = 400, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub async fn apply_checks(
+    State(control): State<Control>,
+    Caller(auth): Caller,
+    ApiJson(body): ApiJson<ApplyChecks>,
+) -> Result<ApiJson<AppliedChecksResponse>, ApiError> {
+    let applied = control.apply_agent_checks(&auth.actor, &body).await?;
+    Ok(ApiJson(AppliedChecksResponse {
+        agents: applied.agents,
+        set: applied.set.into_iter().map(Into::into).collect(),
+        removed: applied.removed,
+    }))
 }

@@ -1,13 +1,14 @@
 //! Gateway-initiated mode of a site's agent (seed 004):
-//! `/api/v1/edge-sites/{id}/agent/endpoint`. Setting the endpoint puts the
-//! agent in that mode (the gateway polls it); deleting it puts the agent
-//! back to dial-out. Thin handlers over `control::agent_poll`.
+//! `/api/v1/edge-sites/{id}/agent/endpoint`: how the platform reaches the
+//! agent and how its polling goes; deleting it puts the agent back to
+//! dial-out. The endpoint is registered at enrollment only (a token created
+//! with `agent_endpoint`), never set here. Thin handlers over
+//! `control::agent_poll`.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 use serviceradar_control::Control;
-use serviceradar_control::agent_poll::EndpointInput;
 use serviceradar_http::{ApiError, ApiJson, Caller, ErrorBody, path_id};
 use serviceradar_store::agent_polls::AgentPoll;
 use utoipa::ToSchema;
@@ -15,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub(super) fn router() -> OpenApiRouter<Control> {
-    OpenApiRouter::new().routes(routes!(get_endpoint, set_endpoint, remove_endpoint))
+    OpenApiRouter::new().routes(routes!(get_endpoint, remove_endpoint))
 }
 
 /// How the platform reaches the site's agent.
@@ -79,24 +80,6 @@ pub async fn get_endpoint(
 ) -> Result<ApiJson<EndpointResponse>, ApiError> {
     let poll = control.agent_endpoint(&auth.actor, path_id(&id)?).await?;
     Ok(ApiJson(poll.into()))
-}
-
-/// Put the site's agent in gateway-initiated mode (operators): the gateway
-/// polls it at `endpoint` from now on. The agent must run with `listen`.
-#[utoipa::path(put, path = "/edge-sites/{id}/agent/endpoint", tag = "edge-sites",
-    params(("id" = String, Path, description = "Site id")), request_body = EndpointInput,
-    responses((status = 200, body = EndpointResponse), (status = 400, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn set_endpoint(
-    State(control): State<Control>,
-    Caller(auth): Caller,
-    Path(id): Path<String>,
-    ApiJson(body): ApiJson<EndpointInput>,
-) -> Result<ApiJson<EndpointResponse>, ApiError> {
-    let poll = control
-        .set_agent_endpoint(&auth.actor, path_id(&id)?, &body)
-        .await?;
-    Ok(ApiJson(Some(poll).into()))
 }
 
 /// Put the site's agent back to dial-out (operators): the gateway stops

@@ -9,8 +9,11 @@ pub struct AgentConfigInput<'a> {
     pub site_slug: &'a str,
     /// The tenant's slug (comment only).
     pub tenant_slug: &'a str,
-    /// The agent gateway URL.
+    /// The agent gateway URL (dial-out mode).
     pub gateway_url: &'a str,
+    /// Gateway-initiated mode: the agent listens here (`ip:port`) for the
+    /// platform gateway's polls instead of dialling `gateway_url`.
+    pub listen: Option<&'a str>,
     /// Agent certificate (followed by the tenant CA).
     pub cert: &'a str,
     /// Agent key.
@@ -70,7 +73,7 @@ pub fn agent_config_toml(input: &AgentConfigInput<'_>) -> String {
         "# serviceradar-agent configuration for edge site {site}\n\
          # (tenant {tenant}). Identity comes from the certificate; the ids\n\
          # below are claims the gateway checks against it.\n\
-         gateway_url = {gateway}\n\
+         {mode}\n\
          cert = {cert}\n\
          key = {key}\n\
          ca = {ca}\n\
@@ -84,7 +87,14 @@ pub fn agent_config_toml(input: &AgentConfigInput<'_>) -> String {
          agent_id = {agent_id}\n",
         site = comment(input.site_slug),
         tenant = comment(input.tenant_slug),
-        gateway = q(input.gateway_url),
+        mode = match input.listen {
+            Some(listen) => format!(
+                "# Gateway-initiated mode: the platform's gateway polls this agent here;\n\
+                 # the agent dials nothing.\nlisten = {}",
+                q(listen)
+            ),
+            None => format!("gateway_url = {}", q(input.gateway_url)),
+        },
         cert = q(input.cert),
         key = q(input.key),
         ca = q(input.ca),
@@ -134,6 +144,7 @@ mod tests {
             site_slug: "lab",
             tenant_slug: "acme",
             gateway_url: "https://gw:50051",
+            listen: None,
             cert: "/s/agent.pem",
             key: "/s/agent-key.pem",
             ca: "/s/root-ca.pem",
@@ -168,5 +179,16 @@ mod tests {
         assert_eq!(renewal["leaf_pid_file"].as_str(), Some("/s/nats-leaf.pid"));
         assert!(!renewal.contains_key("evil") && !parsed.contains_key("evil"));
         assert_eq!(parsed["status_file"].as_str(), Some("/s/agent-status.json"));
+    }
+
+    #[test]
+    fn a_listening_agent_has_a_listen_address_and_no_gateway_url() {
+        let text = agent_config_toml(&AgentConfigInput {
+            listen: Some("0.0.0.0:50061"),
+            ..input(None)
+        });
+        let parsed: toml::Table = text.parse().expect("valid TOML");
+        assert_eq!(parsed["listen"].as_str(), Some("0.0.0.0:50061"));
+        assert!(!parsed.contains_key("gateway_url"), "{text}");
     }
 }

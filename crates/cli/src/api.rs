@@ -98,6 +98,15 @@ pub enum TokensCommand {
         /// How many hosts may redeem it.
         #[arg(long, default_value_t = 1)]
         uses: u32,
+        /// Gateway-initiated mode: `host:port` where the platform's gateway
+        /// reaches the agent this token enrolls (the agent then listens
+        /// there and dials nothing). A public address unless the operator
+        /// allows the range. Omitted: the agent dials out.
+        #[arg(long)]
+        agent_endpoint: Option<String>,
+        /// Seconds between the gateway's polls (with --agent-endpoint).
+        #[arg(long, requires = "agent_endpoint")]
+        poll_interval_secs: Option<i64>,
         #[command(flatten)]
         config: ConfigFile,
     },
@@ -364,14 +373,23 @@ pub async fn tokens(command: TokensCommand, json: bool) -> Outcome {
             scope,
             expires_in,
             uses,
+            agent_endpoint,
+            poll_interval_secs,
             config,
         } => {
             let api = Api::load(&config)?;
+            let mut body = json!({"scope": scope, "expires_in": expires_in, "uses": uses});
+            if let Some(endpoint) = agent_endpoint {
+                body["agent_endpoint"] = json!(endpoint);
+            }
+            if let Some(secs) = poll_interval_secs {
+                body["poll_interval_secs"] = json!(secs);
+            }
             let created = api
                 .json(
                     Method::POST,
                     &format!("/edge-sites/{site}/enrollment-tokens"),
-                    Some(json!({"scope": scope, "expires_in": expires_in, "uses": uses})),
+                    Some(body),
                 )
                 .await?;
             print(json, &created, |created| {
@@ -383,6 +401,13 @@ pub async fn tokens(command: TokensCommand, json: bool) -> Outcome {
                     crate::status::when(created["token"]["expires_at"].as_i64().unwrap_or(0)),
                 );
                 println!("  {}\n", created["secret"].as_str().unwrap_or("?"));
+                if let Some(endpoint) = created["token"]["agent_endpoint"].as_str() {
+                    println!(
+                        "Gateway-initiated: the platform's gateway will poll the agent at {endpoint} \
+                         every {} s (its agent listens; allow TCP from the platform's gateways to it).\n",
+                        created["token"]["poll_interval_secs"]
+                    );
+                }
                 println!(
                     "On the edge box, run:\n  {}",
                     created["command"].as_str().unwrap_or("?")

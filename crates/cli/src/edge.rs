@@ -260,6 +260,7 @@ pub async fn init(args: &InitArgs, json: bool) -> Outcome {
         scope: enrolled.scope.clone(),
         agent_id: enrolled.agent.as_ref().map(|a| a.agent_id.clone()),
         gateway_url: enrolled.agent.as_ref().map(|a| a.gateway_url.clone()),
+        agent_endpoint: enrolled.agent.as_ref().and_then(|a| a.endpoint.clone()),
         hub_url: enrolled.leaf.as_ref().map(|l| l.hub_url.clone()),
         client_listen: enrolled.leaf.as_ref().map(|l| l.client_listen.clone()),
         monitoring_listen: enrolled

@@ -96,6 +96,10 @@ pub struct Identity {
     pub agent_id: Option<String>,
     /// The agent gateway URL.
     pub gateway_url: Option<String>,
+    /// Gateway-initiated mode: where the platform's gateway reaches this
+    /// box's agent (registered with the token); the agent listens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_endpoint: Option<String>,
     /// The hub's leafnode URL.
     pub hub_url: Option<String>,
     /// The leaf's client listener.

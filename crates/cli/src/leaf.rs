@@ -54,6 +54,12 @@ pub struct AgentSetupArgs {
     /// How long to wait for the agent's first contact, in seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// Gateway-initiated mode (a box enrolled with a token made with
+    /// `--agent-endpoint`): the address the agent listens on for the
+    /// gateway's polls. Default: all interfaces, on the registered
+    /// endpoint's port.
+    #[arg(long)]
+    pub listen: Option<String>,
 }
 
 const LEAF_UNIT: &str = "serviceradar-nats-leaf.service";
@@ -611,6 +617,38 @@ pub async fn agent_setup(args: &AgentSetupArgs, json: bool) -> Outcome {
             "this box has no agent identity; run `site init` with a site or agent token",
         ));
     };
+    // Gateway-initiated mode, registered with the token: the agent listens
+    // (on the registered endpoint's port unless told otherwise) and dials
+    // nothing, so it renews nothing either.
+    let listen = match (&identity.agent_endpoint, &args.listen) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(Failure::new(
+                USAGE,
+                "--listen is for an agent enrolled in gateway-initiated mode (a token created with \
+                 --agent-endpoint); this box's agent dials the gateway",
+            ));
+        }
+        (Some(_), Some(listen)) => Some(listen.clone()),
+        (Some(endpoint), None) => {
+            let port = endpoint
+                .rsplit_once(':')
+                .map(|(_, p)| p)
+                .filter(|p| p.parse::<u16>().is_ok())
+                .ok_or_else(|| {
+                    Failure::failed(format!("the registered endpoint {endpoint:?} has no port"))
+                })?;
+            Some(format!("0.0.0.0:{port}"))
+        }
+    };
+    if let Some(listen) = &listen
+        && listen.parse::<std::net::SocketAddr>().is_err()
+    {
+        return Err(Failure::new(
+            USAGE,
+            format!("--listen {listen:?} must be ip:port"),
+        ));
+    }
     let port = identity
         .client_listen
         .as_deref()
@@ -630,6 +668,7 @@ pub async fn agent_setup(args: &AgentSetupArgs, json: bool) -> Outcome {
         site_slug: &identity.site_slug,
         tenant_slug: &identity.tenant_slug,
         gateway_url: gateway,
+        listen: listen.as_deref(),
         cert: &text(&layout.cert("agent.pem")),
         key: &text(&layout.cert("agent-key.pem")),
         ca: &text(&layout.cert("root-ca.pem")),
@@ -639,20 +678,22 @@ pub async fn agent_setup(args: &AgentSetupArgs, json: bool) -> Outcome {
         tenant_id: &identity.tenant_id,
         site_id: &identity.site_id,
         agent_id,
-        renewal: Some(serviceradar_bundle::AgentRenewal {
-            host_fingerprint: &identity.host_fingerprint,
-            status_file: &status_file,
-            leaf: identity
-                .hub_url
-                .is_some()
-                .then(|| serviceradar_bundle::LeafRenewalFiles {
-                    client_cert: &leaf_client_cert,
-                    client_key: &leaf_client_key,
-                    server_cert: &leaf_server_cert,
-                    server_key: &leaf_server_key,
-                    pid_file: &leaf_pid,
-                }),
-        }),
+        renewal: listen
+            .is_none()
+            .then_some(serviceradar_bundle::AgentRenewal {
+                host_fingerprint: &identity.host_fingerprint,
+                status_file: &status_file,
+                leaf: identity
+                    .hub_url
+                    .is_some()
+                    .then(|| serviceradar_bundle::LeafRenewalFiles {
+                        client_cert: &leaf_client_cert,
+                        client_key: &leaf_client_key,
+                        server_cert: &leaf_server_cert,
+                        server_key: &leaf_server_key,
+                        pid_file: &leaf_pid,
+                    }),
+            }),
     });
     write_public(&layout.agent_toml(), &toml)?;
     let agent = match &args.agent {
@@ -666,6 +707,20 @@ pub async fn agent_setup(args: &AgentSetupArgs, json: bool) -> Outcome {
     .ok_or_else(|| Failure::failed(
         "serviceradar-agent not found: put it beside serviceradar-cli or on PATH, or pass --agent /path/to/serviceradar-agent"))?;
     let timeout = Duration::from_secs(args.timeout);
+    // What the agent's log says at its first contact, with whom, and what to
+    // fix when it never comes.
+    let (marker, peer, fix) = match &listen {
+        Some(listen) => (
+            "polled by the platform gateway",
+            format!("the platform gateway (listening on {listen})"),
+            "allow TCP from the platform's gateways to this port (the registered endpoint must reach it)",
+        ),
+        None => (
+            "registered with the gateway",
+            gateway.clone(),
+            "allow outbound TCP to the gateway, and check that the site still exists",
+        ),
+    };
     if args.foreground || !has_systemd() {
         let mut child = Command::new(&agent)
             .arg("--config")
@@ -678,7 +733,7 @@ pub async fn agent_setup(args: &AgentSetupArgs, json: bool) -> Outcome {
         progress(
             json,
             &format!(
-                "Started serviceradar-agent (pid {}); waiting for its first contact with {gateway}…",
+                "Started serviceradar-agent (pid {}); waiting for its first contact with {peer}…",
                 child.id().unwrap_or(0)
             ),
         );
@@ -692,7 +747,7 @@ pub async fn agent_setup(args: &AgentSetupArgs, json: bool) -> Outcome {
         loop {
             match tokio::time::timeout_at(deadline, lines.next_line()).await {
                 Ok(Ok(Some(line))) => {
-                    if line.contains("registered with the gateway") {
+                    if line.contains(marker) {
                         break;
                     }
                     last = line;
@@ -708,8 +763,8 @@ pub async fn agent_setup(args: &AgentSetupArgs, json: bool) -> Outcome {
                     return Err(Failure::new(
                         UNREACHABLE,
                         format!(
-                            "no first contact with the gateway at {gateway} after {} s; the agent's last line: {last}\n  \
-                         fix: allow outbound TCP to the gateway, and check that the site still exists",
+                            "no first contact with {peer} after {} s; the agent's last line: {last}\n  \
+                         fix: {fix}",
                             timeout.as_secs()
                         ),
                     ));
@@ -719,8 +774,11 @@ pub async fn agent_setup(args: &AgentSetupArgs, json: bool) -> Outcome {
         if json {
             println!(
                 "{}",
-                serde_json::json!({"agent": "registered", "agent_id": agent_id, "gateway_url": gateway})
+                serde_json::json!({"agent": "registered", "agent_id": agent_id, "gateway_url": gateway,
+                    "listen": listen, "agent_endpoint": identity.agent_endpoint})
             );
+        } else if listen.is_some() {
+            println!("Agent {agent_id} was polled by {peer}; the site reports as active.");
         } else {
             println!(
                 "Agent {agent_id} registered with the gateway at {gateway}; the site reports as active."
@@ -744,10 +802,8 @@ pub async fn agent_setup(args: &AgentSetupArgs, json: bool) -> Outcome {
             let out = std::process::Command::new("journalctl")
                 .args(["-u", AGENT_UNIT, "-n", "200", "--no-pager", "-o", "cat"])
                 .output();
-            if out.is_ok_and(|o| {
-                String::from_utf8_lossy(&o.stdout).contains("registered with the gateway")
-            }) {
-                println!("Agent {agent_id} registered with the gateway at {gateway}.");
+            if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(marker)) {
+                println!("Agent {agent_id}: first contact with {peer}.");
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -755,7 +811,7 @@ pub async fn agent_setup(args: &AgentSetupArgs, json: bool) -> Outcome {
         Err(Failure::new(
             UNREACHABLE,
             format!(
-                "no first contact with the gateway after {} s: see `journalctl -u {AGENT_UNIT}`",
+                "no first contact with {peer} after {} s: see `journalctl -u {AGENT_UNIT}`",
                 timeout.as_secs()
             ),
         ))

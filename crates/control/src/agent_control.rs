@@ -3,6 +3,10 @@
 //! their status and result) and the checks configured for the agent (every
 //! change is pushed to the agent at once).
 //!
+//! One call also changes the checks of many agents at once
+//! ([`Control::apply_agent_checks`]: every agent of the tenant, or those of
+//! listed sites), pushed to each over its stream.
+//!
 //! A command for an agent with no open control stream on any replica is
 //! stored as `offline` and refused with `409 agent_offline` at once
 //! ([`ControlError::AgentOffline`]); the history keeps it.
@@ -57,6 +61,40 @@ impl CheckInput {
             timeout_ms: self.timeout_ms,
         })
     }
+}
+
+/// Most checks set, or names removed, by one tenant-wide change; most sites
+/// one may name (more: apply it to every site).
+pub const MAX_APPLY_CHECKS: usize = 100;
+/// Most sites one tenant-wide change may name.
+pub const MAX_APPLY_SITES: usize = 1_000;
+
+/// A change to the checks of many agents at once.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ApplyChecks {
+    /// The sites whose agents change (at most 1,000); omitted: every site
+    /// of the tenant with an unrevoked agent.
+    pub site_ids: Option<Vec<String>>,
+    /// Checks added to each agent, or replacing its check of the same name
+    /// (at most 100; `name` required).
+    #[serde(default)]
+    pub set: Vec<CheckInput>,
+    /// Names of checks removed from each agent that has them (at most 100).
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// What a tenant-wide change did.
+#[derive(Debug, Clone)]
+pub struct AppliedChecks {
+    /// The agents changed (each is pushed its new config).
+    pub agents: usize,
+    /// Checks set on each.
+    pub set: Vec<CheckConfig>,
+    /// Names removed from each.
+    pub removed: Vec<String>,
 }
 
 /// The checks configured for an agent and the config version it runs.
@@ -264,6 +302,114 @@ impl Control {
         scoped.delete_agent_check_config(agent.id, name).await?;
         self.config_changed(actor, agent.id).await;
         Ok(())
+    }
+
+    /// Changes the checks of many agents of the tenant at once (every
+    /// unrevoked agent, or those of `site_ids`), in one transaction: each
+    /// check of `set` is added or replaces the agent's check of that name,
+    /// each name of `remove` is removed; every changed agent is pushed its
+    /// config over its control stream (on any replica) at once. Field
+    /// errors name the element (`set[2].target`, `site_ids[0]`); nothing is
+    /// written unless all of it is valid.
+    pub async fn apply_agent_checks(
+        &self,
+        actor: &Actor,
+        input: &ApplyChecks,
+    ) -> Result<AppliedChecks, ControlError> {
+        use serviceradar_domain::validate::FieldError;
+        let scoped = self.scoped(actor, Action::WriteSites)?;
+        let mut errors = FieldErrors::default();
+        if input.set.is_empty() && input.remove.is_empty() {
+            errors.0.push(FieldError::new(
+                "set",
+                "give checks to set or names to remove",
+            ));
+        }
+        for (field, n) in [("set", input.set.len()), ("remove", input.remove.len())] {
+            if n > MAX_APPLY_CHECKS {
+                errors.0.push(FieldError::new(
+                    field,
+                    format!("at most {MAX_APPLY_CHECKS} in one change"),
+                ));
+            }
+        }
+        let mut set = Vec::new();
+        for (i, check) in input.set.iter().enumerate().take(MAX_APPLY_CHECKS) {
+            match check.parse(&check.name) {
+                Ok(parsed) => {
+                    if set.iter().any(|c: &CheckConfig| c.name == parsed.name) {
+                        errors.0.push(FieldError::new(
+                            format!("set[{i}].name"),
+                            "is set twice in this change",
+                        ));
+                    }
+                    set.push(parsed);
+                }
+                Err(e) => errors.0.extend(e.0.into_iter().map(|mut f| {
+                    f.field = format!("set[{i}].{}", f.field);
+                    f
+                })),
+            }
+        }
+        let mut removed = Vec::new();
+        for (i, name) in input.remove.iter().enumerate().take(MAX_APPLY_CHECKS) {
+            match CheckConfig::parse_name(name) {
+                Ok(name) if set.iter().any(|c| c.name == name) => errors.0.push(FieldError::new(
+                    format!("remove[{i}]"),
+                    "is also set in this change",
+                )),
+                Ok(name) => removed.push(name),
+                Err(e) => errors
+                    .0
+                    .push(FieldError::new(format!("remove[{i}]"), e.message)),
+            }
+        }
+        let sites = match &input.site_ids {
+            None => None,
+            Some(ids) if ids.is_empty() || ids.len() > MAX_APPLY_SITES => {
+                errors.0.push(FieldError::new(
+                    "site_ids",
+                    format!("name 1 to {MAX_APPLY_SITES} sites, or leave it out for every site"),
+                ));
+                None
+            }
+            Some(ids) => {
+                let mut sites = Vec::new();
+                for (i, id) in ids.iter().enumerate() {
+                    match id.parse::<EdgeSiteId>() {
+                        Ok(site) if !sites.contains(&site) => sites.push(site),
+                        Ok(_) => {}
+                        Err(_) => errors.0.push(FieldError::new(
+                            format!("site_ids[{i}]"),
+                            "is not a site id",
+                        )),
+                    }
+                }
+                Some(sites)
+            }
+        };
+        errors.into_result()?;
+        let changed = scoped
+            .apply_agent_check_set(sites.as_deref(), &set, &removed)
+            .await?;
+        let agents: Vec<uuid::Uuid> = changed.iter().map(|(agent, _)| *agent).collect();
+        if let Some(links) = &self.settings().agent_links {
+            links
+                .configs_changed(actor.scope().tenant_id(), &agents)
+                .await;
+        }
+        tracing::info!(
+            agents = agents.len(),
+            set = set.len(),
+            removed = removed.len(),
+            whole_tenant = sites.is_none(),
+            "checks applied to many agents"
+        );
+        Ok(AppliedChecks {
+            agents: agents.len(),
+            set,
+            removed,
+        })
     }
 
     async fn config_changed(&self, actor: &Actor, agent: uuid::Uuid) {

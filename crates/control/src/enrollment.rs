@@ -6,10 +6,20 @@
 //!
 //! Creating a token grants what downloading the site bundle grants (the
 //! site's identities), so it needs [`Action::DownloadBundle`].
+//!
+//! A token of scope `site` or `agent` also registers how the platform
+//! reaches the agent it enrolls (seed 004, "the platform knows agent
+//! endpoint from onboarding registration"): created with an
+//! `agent_endpoint`, redeeming it puts the site's agent in gateway-initiated
+//! mode at that endpoint (the gateway polls it; the box's agent listens);
+//! without one, the agent dials out. The endpoint passes the operator's
+//! address rule (`domain::agent_poll::PollRules`) when the token is created and again when it
+//! is redeemed.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use serviceradar_domain::agent_poll::PollTarget;
 use serviceradar_domain::enrollment::{
     DEFAULT_TTL, Enrolled, EnrolledAgent, EnrolledCollector, EnrolledLeaf, EnrollmentScope,
     EnrollmentStatus, RedeemRequest, check_ttl, check_uses,
@@ -124,6 +134,14 @@ pub struct CreateEnrollmentToken {
     pub expires_in: Option<String>,
     /// How many hosts may redeem it, 1–100 (default 1).
     pub uses: Option<u32>,
+    /// Gateway-initiated mode (scopes `site` and `agent`): `host:port` where
+    /// the platform's gateway reaches the agent this token enrolls (IPv6 in
+    /// brackets). A public address, unless the operator allows the range
+    /// (`serve --agent-endpoint-allow-cidr`). Omitted: the agent dials out.
+    pub agent_endpoint: Option<String>,
+    /// Seconds between polls with `agent_endpoint` (within the operator's
+    /// bounds, 5–3600 by default; default 30).
+    pub poll_interval_secs: Option<i64>,
 }
 
 /// Filters for listing tokens.
@@ -159,6 +177,13 @@ pub struct EnrollmentTokenView {
     pub expires_at: i64,
     /// Revocation (Unix ms).
     pub revoked_at: Option<i64>,
+    /// `dial_out`, or `gateway_initiated` (the agent it enrolls is polled at
+    /// `agent_endpoint`).
+    pub agent_mode: &'static str,
+    /// Where the gateway reaches the agent (gateway-initiated mode).
+    pub agent_endpoint: Option<String>,
+    /// Seconds between polls (gateway-initiated mode).
+    pub poll_interval_secs: Option<i64>,
 }
 
 impl EnrollmentTokenView {
@@ -181,6 +206,13 @@ impl EnrollmentTokenView {
             created_at: record.created_at,
             expires_at: record.expires_at,
             revoked_at: record.revoked_at,
+            agent_mode: if record.agent_endpoint.is_some() {
+                "gateway_initiated"
+            } else {
+                "dial_out"
+            },
+            agent_endpoint: record.agent_endpoint,
+            poll_interval_secs: record.poll_interval_secs,
         }
     }
 }
@@ -274,6 +306,32 @@ impl Control {
             "uses",
             check_uses(input.uses.unwrap_or(1)).map_err(|m| FieldError::new("uses", m)),
         );
+        let agent_poll = match (input.agent_endpoint.as_deref(), input.poll_interval_secs) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                errors.0.push(FieldError::new(
+                    "poll_interval_secs",
+                    "is for gateway-initiated mode: give agent_endpoint too",
+                ));
+                None
+            }
+            (Some(_), _) if matches!(scope, Some(EnrollmentScope::Collector(_))) => {
+                errors.0.push(FieldError::new(
+                    "agent_endpoint",
+                    "is for tokens that enroll an agent (scope site or agent)",
+                ));
+                None
+            }
+            (Some(endpoint), interval) => {
+                match PollTarget::parse("agent_endpoint", endpoint, interval, self.poll_rules()) {
+                    Ok(target) => Some(target),
+                    Err(e) => {
+                        errors.0.extend(e.0);
+                        None
+                    }
+                }
+            }
+        };
         let (scope, (ttl, uses)) = finish(errors, scope.zip(ttl.zip(uses)))?;
         // 404 for another tenant's site, before anything is signed.
         scoped.site(site).await?;
@@ -310,9 +368,13 @@ impl Control {
                 created_by: actor.user_id.to_string(),
                 expires_at: claims.exp * 1000,
                 onboarding_package: !matches!(scope, EnrollmentScope::Collector(_)),
+                agent_poll: agent_poll
+                    .as_ref()
+                    .map(|t| (t.endpoint.to_string(), i64::from(t.interval.secs()))),
             })
             .await?;
         tracing::info!(site_id = %site, token_id = %claims.jti, scope = %claims.scope,
+            agent_endpoint = ?agent_poll.as_ref().map(|t| t.endpoint.to_string()),
             "enrollment token created");
         let command = match scope {
             EnrollmentScope::Collector(kind) => {
@@ -525,6 +587,32 @@ impl Control {
         } else {
             None
         };
+        // Gateway-initiated mode: the endpoint registered with the token,
+        // checked again under the operator's current rule before a use is
+        // counted (the rule may have narrowed since the token was made).
+        let agent_poll = match (&record.agent_endpoint, agent_csr.is_some()) {
+            (Some(endpoint), true) => {
+                match PollTarget::parse(
+                    "agent_endpoint",
+                    endpoint,
+                    record.poll_interval_secs,
+                    self.poll_rules(),
+                ) {
+                    Ok(target) => Some(target),
+                    Err(e) => {
+                        for mut error in e.0 {
+                            error.message = format!(
+                                "the token's {} is no longer allowed: {}; ask for a new token",
+                                error.field, error.message
+                            );
+                            errors.0.push(error);
+                        }
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         errors.into_result()?;
         // The site must be provisioned (its agent id exists) before a use is counted.
         let site = scoped.site(site_id).await?;
@@ -604,10 +692,28 @@ impl Control {
                         },
                     )
                     .await?;
+                // The registration decides how the platform reaches the
+                // agent: polled at the token's endpoint, or dialling out.
+                match &agent_poll {
+                    Some(target) => {
+                        scoped
+                            .set_agent_poll(site_id, &target.endpoint, target.interval)
+                            .await?;
+                        tracing::info!(endpoint = %target.endpoint,
+                            "agent registered in gateway-initiated mode");
+                    }
+                    None => {
+                        if scoped.remove_agent_poll(site_id).await? {
+                            tracing::info!("agent registered in dial-out mode (was polled)");
+                        }
+                    }
+                }
                 Some(EnrolledAgent {
                     agent_id: agent.id.to_string(),
                     cert_pem: with_ca(&cert.cert_pem),
                     gateway_url: provisioning.gateway_url.clone(),
+                    endpoint: agent_poll.as_ref().map(|t| t.endpoint.to_string()),
+                    poll_interval_secs: agent_poll.as_ref().map(|t| t.interval.secs()),
                 })
             }
             None => None,

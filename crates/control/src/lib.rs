@@ -82,6 +82,9 @@ pub struct ControlSettings {
     /// commands and config pushes go through it. `None` without a gateway
     /// (commands are then `offline`).
     pub agent_links: Option<serviceradar_gateway::links::AgentLinks>,
+    /// Gateway-initiated mode: which agent endpoints the platform may dial
+    /// and the poll interval bounds (the gateway's poller applies the same).
+    pub agent_polls: serviceradar_domain::agent_poll::PollRules,
 }
 
 /// The use-cases, over the services they need. Cheap to clone.
@@ -120,6 +123,11 @@ impl Control {
     /// The settings.
     pub fn settings(&self) -> &ControlSettings {
         &self.inner.settings
+    }
+
+    /// The operator's rules for agent endpoints and poll intervals.
+    fn poll_rules(&self) -> &serviceradar_domain::agent_poll::PollRules {
+        &self.inner.settings.agent_polls
     }
 
     fn pki(&self) -> &Pki {

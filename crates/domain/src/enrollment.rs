@@ -249,8 +249,16 @@ pub struct EnrolledAgent {
     pub agent_id: String,
     /// Its certificate, followed by the tenant CA.
     pub cert_pem: String,
-    /// The agent gateway URL.
+    /// The agent gateway URL (dial-out mode).
     pub gateway_url: String,
+    /// Gateway-initiated mode: where the platform's gateway reaches this
+    /// agent (`host:port`, registered with the token). The agent then
+    /// listens on that port for the gateway's polls and dials nothing.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Seconds between the gateway's polls (gateway-initiated mode).
+    #[serde(default)]
+    pub poll_interval_secs: Option<u32>,
 }
 
 #[cfg(test)]

@@ -59,6 +59,57 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || first == 0x0064 && ip.segments()[1] == 0xff9b) // NAT64 (wraps IPv4)
 }
 
+/// What kind of non-public address `ip` is, in a few words for a refusal
+/// (`"loopback"`, `"private (RFC 1918)"`, ...); `None` for a public one.
+pub fn internal_kind(ip: IpAddr) -> Option<&'static str> {
+    if is_public(ip) {
+        return None;
+    }
+    let v4 = match ip {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().or_else(|| ipv4_compatible(v6)),
+    };
+    Some(match (v4, ip) {
+        (Some(v4), _) => {
+            let [a, b, ..] = v4.octets();
+            if v4.is_loopback() {
+                "loopback"
+            } else if v4.is_unspecified() || a == 0 {
+                "unspecified (this network)"
+            } else if v4.is_private() {
+                "private (RFC 1918)"
+            } else if v4.is_link_local() {
+                "link-local (cloud metadata lives here)"
+            } else if a == 100 && (64..128).contains(&b) {
+                "carrier-grade NAT (100.64.0.0/10)"
+            } else if v4.is_multicast() || v4.is_broadcast() {
+                "multicast or broadcast"
+            } else if v4.is_documentation() {
+                "documentation"
+            } else {
+                "reserved"
+            }
+        }
+        (None, IpAddr::V6(v6)) => {
+            let first = v6.segments()[0];
+            if v6.is_loopback() {
+                "loopback"
+            } else if v6.is_unspecified() {
+                "unspecified"
+            } else if (first & 0xfe00) == 0xfc00 {
+                "unique local (fc00::/7)"
+            } else if (first & 0xffc0) == 0xfe80 || (first & 0xffc0) == 0xfec0 {
+                "link-local"
+            } else if v6.is_multicast() {
+                "multicast"
+            } else {
+                "reserved"
+            }
+        }
+        (None, IpAddr::V4(_)) => "reserved",
+    })
+}
+
 /// An address range in CIDR notation (`10.0.0.0/8`, `fd00::/8`), or one
 /// address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +213,24 @@ mod tests {
             let ip: IpAddr = public.parse().unwrap();
             assert!(is_public(ip), "{public}");
         }
+    }
+
+    #[test]
+    fn internal_addresses_say_what_they_are() {
+        let kind = |s: &str| internal_kind(s.parse().unwrap());
+        assert_eq!(kind("127.0.0.1"), Some("loopback"));
+        assert_eq!(kind("::1"), Some("loopback"));
+        assert_eq!(kind("::ffff:10.1.2.3"), Some("private (RFC 1918)"));
+        assert_eq!(
+            kind("169.254.169.254"),
+            Some("link-local (cloud metadata lives here)")
+        );
+        assert_eq!(
+            kind("100.64.0.1"),
+            Some("carrier-grade NAT (100.64.0.0/10)")
+        );
+        assert_eq!(kind("fd00::1"), Some("unique local (fc00::/7)"));
+        assert_eq!(kind("8.8.8.8"), None);
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub enum GatewayError {
         #[source]
         source: std::io::Error,
     },
+    /// The settings contradict themselves.
+    #[error("agent gateway settings: {0}")]
+    Settings(String),
     /// The gRPC server failed (TLS setup or serving).
     #[error("serving the agent gateway: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -264,6 +267,7 @@ impl Gateway {
         health: Health,
         links: links::AgentLinks,
     ) -> Result<Self, GatewayError> {
+        settings.poll.check().map_err(GatewayError::Settings)?;
         let tls = GatewayTls::issue(&store, &pki, &settings.hosts).await?;
         let listener = listen(addr).map_err(|source| GatewayError::Bind { addr, source })?;
         Ok(Self {
@@ -298,10 +302,13 @@ impl Gateway {
         let service = Arc::new(self.service);
         // Agents in gateway-initiated mode are polled while the gateway serves.
         let (stop_polls, polls_stopped) = tokio::sync::watch::channel(false);
-        if service.settings().poll.enabled {
+        let poller = if service.settings().poll.enabled {
             let poller = Arc::new(poller::Poller::new(service.clone(), &self.tls)?);
-            tokio::spawn(poller.run(polls_stopped));
-        }
+            Some(tokio::spawn(poller.run(polls_stopped)))
+        } else {
+            None
+        };
+        let poll_timeout = service.settings().poll.timeout;
         let status = service.status.clone();
         let shutdown = async move {
             shutdown.await;
@@ -327,6 +334,11 @@ impl Gateway {
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
             .map_err(GatewayError::Serve);
+        // Polls in flight finish and the leases still held are released
+        // (another replica takes those agents over at once).
+        if let Some(poller) = poller {
+            let _ = tokio::time::timeout(poll_timeout + Duration::from_secs(1), poller).await;
+        }
         // What agents reported before the stop is written, not lost.
         if let Some(status) = status {
             status.close().await;

@@ -103,12 +103,22 @@ enum Relayed {
         tenant: TenantId,
         agent: Uuid,
     },
+    /// Many agents' checks changed at once (one notification per chunk).
+    Configs {
+        replica: Uuid,
+        tenant: TenantId,
+        agents: Vec<Uuid>,
+    },
     Revoked {
         replica: Uuid,
         tenant: TenantId,
         agent: Uuid,
     },
 }
+
+/// Agents named in one relayed notification of a many-agent config change
+/// (about 7,000 bytes of JSON, under PostgreSQL's 8000-byte payload).
+pub const CONFIGS_PER_NOTIFY: usize = 170;
 
 /// Events queued per stream before the sender gives up on it.
 const LINK_QUEUE: usize = 64;
@@ -127,6 +137,12 @@ impl AgentLinks {
                 listening: watch::channel(false).0,
             }),
         }
+    }
+
+    /// This replica's id (in relayed events, and its poller's lease owner
+    /// `gateway-{id}`).
+    pub fn replica(&self) -> Uuid {
+        self.inner.replica
     }
 
     fn local(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Link>> {
@@ -286,6 +302,32 @@ impl AgentLinks {
         .await;
     }
 
+    /// Many agents' checks changed at once: each of their streams (on any
+    /// replica) pushes its new config. Other replicas are told in
+    /// notifications of [`CONFIGS_PER_NOTIFY`] agents (PostgreSQL caps a
+    /// payload at 8000 bytes).
+    pub async fn configs_changed(&self, tenant: TenantId, agents: &[Uuid]) {
+        {
+            let local = self.local();
+            for agent in agents {
+                if let Some(link) = local.get(agent) {
+                    let _ = link.tx.try_send(LinkEvent::ConfigChanged);
+                }
+            }
+        }
+        if self.inner.store.backend() == Backend::Sqlite {
+            return;
+        }
+        for chunk in agents.chunks(CONFIGS_PER_NOTIFY) {
+            self.notify(&Relayed::Configs {
+                replica: self.inner.replica,
+                tenant,
+                agents: chunk.to_vec(),
+            })
+            .await;
+        }
+    }
+
     /// The agent was revoked: its stream (on any replica) is closed.
     pub async fn revoked(&self, tenant: TenantId, agent: Uuid) {
         self.mark_revoked(agent);
@@ -373,6 +415,16 @@ impl AgentLinks {
             Relayed::Config { replica, agent, .. } if replica != self.inner.replica => {
                 if let Some(tx) = self.sender(agent) {
                     let _ = tx.try_send(LinkEvent::ConfigChanged);
+                }
+            }
+            Relayed::Configs {
+                replica, agents, ..
+            } if replica != self.inner.replica => {
+                let local = self.local();
+                for agent in agents {
+                    if let Some(link) = local.get(&agent) {
+                        let _ = link.tx.try_send(LinkEvent::ConfigChanged);
+                    }
                 }
             }
             Relayed::Revoked { replica, agent, .. } if replica != self.inner.replica => {

@@ -6,8 +6,11 @@
 //! compare-and-set on the row's lease, so one replica polls an agent at a
 //! time; a dead replica's lease runs out), then for each:
 //!
-//! 1. dials the endpoint an operator set (never one the agent sent) over
-//!    TLS, presenting the gateway's own certificate (CN
+//! 1. dials the endpoint registered at the agent's enrollment (never one
+//!    the agent sent), only at an address the operator's rule allows
+//!    ([`PollRules`]: public, or in an allowed range; a name is resolved
+//!    and every address it resolves to checked, then the checked address
+//!    is dialled, so no DNS rebinding), over TLS, presenting the gateway's own certificate (CN
 //!    `gateway.platform.serviceradar`, signed by the platform root: what
 //!    the agent accepts) and accepting only the agent it means to reach
 //!    (its SPIFFE id: kind `agent`, this tenant, this agent id, issued by
@@ -29,7 +32,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
-use serviceradar_domain::agent_poll::{AgentEndpoint, Reachability, retry_delay_ms};
+use serviceradar_domain::agent_poll::{AgentEndpoint, PollRules, Reachability, retry_delay_ms};
 use serviceradar_domain::validate::Host;
 use serviceradar_domain::{AgentIdentity, TenantScope};
 use serviceradar_pki::{IdentityKind, PeerIdentity};
@@ -62,6 +65,9 @@ pub struct PollerSettings {
     pub retry_cap: Duration,
     /// Most polls in flight on this replica.
     pub concurrency: usize,
+    /// Which endpoints may be dialled (and the interval bounds enrollment
+    /// applies).
+    pub rules: PollRules,
 }
 
 impl Default for PollerSettings {
@@ -75,6 +81,90 @@ impl Default for PollerSettings {
             retry_base: Duration::from_secs(2),
             retry_cap: Duration::from_secs(60),
             concurrency: 64,
+            rules: PollRules::default(),
+        }
+    }
+}
+
+impl PollerSettings {
+    /// Checks the settings against each other (`serve` refuses to start
+    /// otherwise).
+    pub fn check(&self) -> Result<(), String> {
+        self.rules.check()?;
+        if self.retry_base.is_zero() || self.retry_base > self.retry_cap {
+            return Err(
+                "the first poll retry must be longer than 0 and no longer than the longest".into(),
+            );
+        }
+        if self.timeout.is_zero() || self.unreachable_after.is_zero() {
+            return Err(
+                "the poll timeout and the unreachable timeout must be longer than 0".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The poller's `serve` flags (gateway-initiated mode, seed 004).
+#[cfg(feature = "cli")]
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Gateway-initiated mode (the gateway polls listening agents)")]
+pub struct PollerArgs {
+    /// Internal address ranges agent endpoints may be in, e.g.
+    /// `10.0.0.0/8`, `127.0.0.0/8` for agents on this machine; repeat or
+    /// comma-separate. Public addresses are always allowed; loopback,
+    /// private, link-local and similar ranges only when listed here
+    /// (enrollment tokens naming others are refused, and the gateway never
+    /// dials them).
+    #[arg(
+        long = "agent-endpoint-allow-cidr",
+        env = "SERVICERADAR_AGENT_ENDPOINT_ALLOW_CIDRS",
+        value_delimiter = ','
+    )]
+    pub allow_cidrs: Vec<serviceradar_domain::net::IpRange>,
+    /// Shortest poll interval an enrollment token may ask for (seconds).
+    #[arg(long = "agent-poll-min-interval-secs", env = "SERVICERADAR_AGENT_POLL_MIN_INTERVAL_SECS",
+        default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub min_interval_secs: u32,
+    /// Longest poll interval an enrollment token may ask for (seconds).
+    #[arg(long = "agent-poll-max-interval-secs", env = "SERVICERADAR_AGENT_POLL_MAX_INTERVAL_SECS",
+        default_value_t = 3_600, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub max_interval_secs: u32,
+    /// Seconds one poll may take (connect, TLS handshake and the calls).
+    #[arg(long = "agent-poll-timeout-secs", env = "SERVICERADAR_AGENT_POLL_TIMEOUT_SECS",
+        default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub timeout_secs: u64,
+    /// Seconds of failed polls after which an agent is `unreachable` and an
+    /// `agent_unreachable` alert is raised.
+    #[arg(long = "agent-unreachable-after-secs", env = "SERVICERADAR_AGENT_UNREACHABLE_AFTER_SECS",
+        default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub unreachable_after_secs: u64,
+    /// First retry after a failed poll (milliseconds); it doubles with each
+    /// failure (with jitter) up to the longest.
+    #[arg(long = "agent-poll-retry-base-ms", env = "SERVICERADAR_AGENT_POLL_RETRY_BASE_MS",
+        default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub retry_base_ms: u64,
+    /// Longest retry delay after failed polls (seconds).
+    #[arg(long = "agent-poll-retry-max-secs", env = "SERVICERADAR_AGENT_POLL_RETRY_MAX_SECS",
+        default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub retry_max_secs: u64,
+}
+
+#[cfg(feature = "cli")]
+impl PollerArgs {
+    /// The poller's settings (checked when the gateway starts).
+    pub fn settings(&self) -> PollerSettings {
+        PollerSettings {
+            timeout: Duration::from_secs(self.timeout_secs),
+            unreachable_after: Duration::from_secs(self.unreachable_after_secs),
+            retry_base: Duration::from_millis(self.retry_base_ms),
+            retry_cap: Duration::from_secs(self.retry_max_secs),
+            rules: PollRules {
+                allow_internal: self.allow_cidrs.clone(),
+                min_interval_secs: self.min_interval_secs,
+                max_interval_secs: self.max_interval_secs,
+            },
+            ..PollerSettings::default()
         }
     }
 }
@@ -235,7 +325,7 @@ impl Poller {
         Ok(Self {
             slots: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             settings,
-            owner: format!("gateway-{}", uuid::Uuid::new_v4()),
+            owner: format!("gateway-{}", service.links.replica()),
             chain,
             client_chain: ders(&tls.cert_chain_pem)?,
             client_key,
@@ -250,7 +340,21 @@ impl Poller {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = stop.changed() => return,
+                _ = stop.changed() => {
+                    // Stopping: polls in flight finish (each releases its
+                    // lease as it records its outcome); whatever lease is
+                    // still held after that is released, so another replica
+                    // polls those agents at their next due time instead of
+                    // after the lease ran out.
+                    let all = u32::try_from(self.settings.concurrency.max(1)).unwrap_or(u32::MAX);
+                    let _ = tokio::time::timeout(self.settings.timeout, self.slots.acquire_many(all)).await;
+                    match self.service.store().release_agent_polls(&self.owner).await {
+                        Ok(n) if n > 0 => tracing::info!(released = n, "agent poll leases released"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "releasing agent poll leases failed"),
+                    }
+                    return;
+                }
             }
             let free = self.slots.available_permits();
             if free == 0 {
@@ -482,13 +586,12 @@ impl Poller {
             .map_err(|e| Failure::Platform(e.to_string()))?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         let tls = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let addr = parsed.to_string();
+        let addr = self.dial_address(&parsed).await?;
         let connector = tower::service_fn(move |_: tonic::transport::Uri| {
             let tls = tls.clone();
-            let addr = addr.clone();
             let server_name = server_name.clone();
             async move {
-                let tcp = tokio::net::TcpStream::connect(&addr).await?;
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
                 tcp.set_nodelay(true)?;
                 let stream = tls.connect(server_name, tcp).await?;
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
@@ -502,6 +605,37 @@ impl Poller {
             .await
             .map_err(|e| Failure::Agent(describe_connect(&e)))?;
         Ok(AgentPollClient::new(channel))
+    }
+}
+
+impl Poller {
+    /// The address to dial for `endpoint`: its address, or the first its
+    /// name resolves to, once the operator's rule allows every one of them
+    /// (checked at each poll: the rule may have narrowed, a name may
+    /// resolve elsewhere now). A refusal is told to the tenant as any
+    /// other failure to reach the agent ([`UNANSWERED`]); the log says why.
+    async fn dial_address(
+        &self,
+        endpoint: &AgentEndpoint,
+    ) -> Result<std::net::SocketAddr, Failure> {
+        let resolved: Vec<std::net::SocketAddr> = match endpoint.host() {
+            Host::Ip(ip) => vec![std::net::SocketAddr::new(*ip, endpoint.port())],
+            Host::Dns(name) => {
+                match tokio::net::lookup_host((name.as_str(), endpoint.port())).await {
+                    Ok(found) => found.collect(),
+                    Err(e) => {
+                        tracing::info!(failure = %format!("resolving {name}: {e}"),
+                        "polling the agent failed");
+                        return Err(Failure::Agent(UNANSWERED.into()));
+                    }
+                }
+            }
+        };
+        self.settings.rules.pick(&resolved).ok_or_else(|| {
+            tracing::warn!(failure = "the endpoint is (or resolves to) an address the operator does not allow",
+                resolved = ?resolved, "polling the agent failed");
+            Failure::Agent(UNANSWERED.into())
+        })
     }
 }
 

@@ -628,6 +628,7 @@ pub fn agent_config_toml(
         site_slug: site.slug.as_str(),
         tenant_slug: tenant.slug.as_str(),
         gateway_url: &settings.gateway_url,
+        listen: None,
         cert: "certs/agent.pem",
         key: "certs/agent-key.pem",
         ca: "certs/root-ca.pem",

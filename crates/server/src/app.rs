@@ -275,6 +275,7 @@ impl Application {
                 device_changes: device_changes.clone(),
                 hub_view: hub_view.clone(),
                 agent_links: Some(agent_links.clone()),
+                agent_polls: settings.gateway.poll.rules.clone(),
                 enrollment: serviceradar_control::enrollment::EnrollmentSettings {
                     public_url: match &settings.public_url {
                         Some(url) => url.trim_end_matches('/').to_string(),

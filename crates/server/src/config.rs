@@ -555,6 +555,11 @@ pub struct GatewayConfig {
         default_value_t = 30
     )]
     pub agent_push_interval_secs: u32,
+
+    /// Gateway-initiated mode: the endpoint rule, poll interval bounds,
+    /// timeouts and backoff.
+    #[command(flatten)]
+    pub poll: serviceradar_gateway::poller::PollerArgs,
 }
 
 impl IngestConfig {
@@ -740,6 +745,7 @@ impl ServeConfig {
             agent_push_interval_secs: self.gateway.agent_push_interval_secs,
             leaf_monitoring_listen: settings.provisioning.leaf_monitoring_listen.clone(),
             edge_cert_validity: settings.enrollment_cert_validity,
+            poll: self.gateway.poll.settings(),
             ..Default::default()
         };
         settings

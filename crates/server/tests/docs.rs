@@ -14,7 +14,9 @@
 //!   `bash -n`, and the reason is required;
 //! * `<!-- doc-test: platform -->` on a page starts `serve` and
 //!   `quickstart` first and exports `API`, `TOKEN` (read, write, admin),
-//!   `SITE` (the demo site's id) and `PASSWORD` (the owner's).
+//!   `SITE` (the demo site's id) and `PASSWORD` (the owner's);
+//!   `<!-- doc-test: platform serve-flags="..." -->` starts `serve` with
+//!   those flags (the page says so, as a reader must start it).
 //!
 //! The README's first-run block runs the same way. Pages use the default
 //! ports, so they run one at a time.
@@ -107,7 +109,7 @@ __background() {
 const PLATFORM: &str = r#"
 export PASSWORD='doc test owner password'
 cat >"$__DOC_DIR/__bg_platform.sh" <<'EOF'
-SERVICERADAR_ADMIN_PASSWORD="$PASSWORD" exec serviceradar-core serve
+SERVICERADAR_ADMIN_PASSWORD="$PASSWORD" exec serviceradar-core serve __SERVE_FLAGS__
 EOF
 __background platform 'listening on'
 serviceradar-core quickstart >"$__DOC_DIR/quickstart.log"
@@ -134,8 +136,18 @@ fn run_page(relative: &str) -> (usize, usize) {
         .expect("symlink");
 
     let mut script = format!("{PRELUDE}{CARGO_NOOP}\n");
-    if text.contains("<!-- doc-test: platform -->") {
-        script.push_str(PLATFORM);
+    if let Some(marker) = text
+        .lines()
+        .find(|l| l.starts_with("<!-- doc-test: platform") && l.ends_with("-->"))
+    {
+        let flags = attr(marker, "serve-flags").unwrap_or_default();
+        assert!(
+            flags
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || " -./:,=".contains(c)),
+            "{relative}: serve-flags {flags:?}"
+        );
+        script.push_str(&PLATFORM.replace("__SERVE_FLAGS__", &flags));
     }
     let (mut run, mut skipped) = (0, 0);
     for (n, block) in blocks(&text).into_iter().enumerate() {

@@ -245,6 +245,7 @@ async fn packages_follow_tokens_and_bundles(db: Db) {
             created_by: "test".into(),
             expires_at: serviceradar_store::now_ms() - 1_000,
             onboarding_package: true,
+            agent_poll: None,
         })
         .await
         .expect("token");

@@ -75,9 +75,11 @@ fn needs() -> BTreeMap<(&'static str, &'static str), Need> {
             ("DELETE", "/edge-sites/{id}/agent/checks/{name}"),
             A(WriteSites),
         ),
+        // The endpoint is registered at enrollment only (no PUT).
         (("GET", "/edge-sites/{id}/agent/endpoint"), A(ReadSites)),
-        (("PUT", "/edge-sites/{id}/agent/endpoint"), A(WriteSites)),
         (("DELETE", "/edge-sites/{id}/agent/endpoint"), A(WriteSites)),
+        // Every agent of the caller's tenant (or listed sites of it).
+        (("POST", "/agent-checks/apply"), A(WriteSites)),
         (("GET", "/leaf-servers"), A(ReadSites)),
         (("GET", "/leaf-servers/{id}"), A(ReadSites)),
         (("GET", "/collector-packages"), A(ReadPackages)),
@@ -190,8 +192,8 @@ fn body(method: &str, path: &str, site: &str) -> Option<Value> {
         ("PUT", "/edge-sites/{id}/agent/checks/{name}") => {
             json!({"kind": "dns", "target": "example.com"})
         }
-        ("PUT", "/edge-sites/{id}/agent/endpoint") => {
-            json!({"endpoint": "agent.example.com:50061"})
+        ("POST", "/agent-checks/apply") => {
+            json!({"set": [{"name": "suite", "kind": "dns", "target": "example.com"}]})
         }
         ("POST", _) => json!({}),
         _ => return None,

@@ -405,6 +405,146 @@ impl Scoped<'_> {
         Ok(())
     }
 
+    /// Applies a check set to many agents of the tenant at once, in one
+    /// transaction: every unrevoked agent (`sites: None`), or those of the
+    /// listed sites. Each check of `set` is added to each agent or replaces
+    /// its check of the same name; each name in `remove` is removed where
+    /// it exists; every selected agent's `config_changed_at` is stamped.
+    /// `Conflict` (and nothing written) when an agent would run more than
+    /// [`MAX_CONFIGURED_CHECKS`]. Returns the selected agents with their
+    /// sites.
+    pub async fn apply_agent_check_set(
+        &self,
+        sites: Option<&[EdgeSiteId]>,
+        set: &[CheckConfig],
+        remove: &[String],
+    ) -> Result<Vec<(Uuid, EdgeSiteId)>, StoreError> {
+        // `tenant_id = $1 AND revoked_at IS NULL [AND edge_site_id IN (...)]`
+        // with the site placeholders numbered from `first`.
+        let selection = |first: usize| {
+            let mut sql = String::from("tenant_id = $1 AND revoked_at IS NULL");
+            if let Some(sites) = sites {
+                let marks: Vec<String> = (0..sites.len())
+                    .map(|i| format!("${}", first + i))
+                    .collect();
+                sql.push_str(&format!(" AND edge_site_id IN ({})", marks.join(", ")));
+            }
+            sql
+        };
+        let bind_sites =
+            |mut q: sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>| {
+                for site in sites.unwrap_or_default() {
+                    q = q.bind(site.to_string());
+                }
+                q
+            };
+        if sites.is_some_and(<[EdgeSiteId]>::is_empty) {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let mut tx = self.store.pool.begin().await?;
+        let sql = format!(
+            "SELECT id, edge_site_id FROM agents WHERE {} ORDER BY id",
+            selection(2)
+        );
+        let rows = bind_sites(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(self.tenant()))
+            .fetch_all(&mut *tx)
+            .await?;
+        let selected = row::all(&rows, |row| {
+            let r = Cols::of(row, "agents");
+            Ok((
+                r.parse::<Uuid>("id")?,
+                r.parse::<EdgeSiteId>("edge_site_id")?,
+            ))
+        })?;
+        if let Some(sites) = sites {
+            let found: std::collections::HashSet<EdgeSiteId> =
+                selected.iter().map(|(_, site)| *site).collect();
+            let missing: Vec<String> = sites
+                .iter()
+                .filter(|s| !found.contains(s))
+                .take(5)
+                .map(ToString::to_string)
+                .collect();
+            if !missing.is_empty() {
+                return Err(StoreError::BadReference {
+                    field: "site_ids",
+                    message: format!(
+                        "no site of this tenant with an unrevoked agent: {}",
+                        missing.join(", ")
+                    ),
+                });
+            }
+        }
+        if selected.is_empty() {
+            return Ok(selected);
+        }
+        for check in set {
+            let sql = format!(
+                "INSERT INTO agent_check_configs (tenant_id, agent_id, name, kind, target, \
+                 interval_secs, timeout_ms, created_at, updated_at) \
+                 SELECT $1, id, $2, $3, $4, $5, $6, $7, $7 FROM agents WHERE {} \
+                 ON CONFLICT (tenant_id, agent_id, name) DO UPDATE SET kind = excluded.kind, \
+                 target = excluded.target, interval_secs = excluded.interval_secs, \
+                 timeout_ms = excluded.timeout_ms, updated_at = excluded.updated_at",
+                selection(8)
+            );
+            bind_sites(
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(self.tenant())
+                    .bind(check.name.clone())
+                    .bind(check.kind.as_str())
+                    .bind(check.target.clone())
+                    .bind(i64::from(check.interval_secs))
+                    .bind(i64::from(check.timeout_ms))
+                    .bind(now),
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        for name in remove {
+            let sql = format!(
+                "DELETE FROM agent_check_configs WHERE tenant_id = $1 AND name = $2 \
+                 AND agent_id IN (SELECT id FROM agents WHERE {})",
+                selection(3)
+            );
+            bind_sites(
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(self.tenant())
+                    .bind(name.clone()),
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        let over: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT agent_id FROM agent_check_configs WHERE tenant_id = $1 \
+             GROUP BY agent_id HAVING COUNT(*) > $2) over_limit",
+        )
+        .bind(self.tenant())
+        .bind(MAX_CONFIGURED_CHECKS)
+        .fetch_one(&mut *tx)
+        .await?;
+        if over > 0 {
+            return Err(StoreError::Conflict(format!(
+                "{over} agent(s) would run more than {MAX_CONFIGURED_CHECKS} configured checks; \
+                 nothing was changed"
+            )));
+        }
+        let sql = format!(
+            "UPDATE agents SET config_changed_at = $2 WHERE {}",
+            selection(3)
+        );
+        bind_sites(
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(self.tenant())
+                .bind(now),
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(selected)
+    }
+
     /// Records the config version the agent acknowledged running.
     pub async fn ack_agent_config(&self, agent: Uuid, version: &str) -> Result<(), StoreError> {
         sqlx::query(

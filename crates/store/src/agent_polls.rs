@@ -2,7 +2,8 @@
 //! polls instead of waiting for them to dial out, and the state of their
 //! polling.
 //!
-//! People set and remove a site's agent endpoint (tenant-scoped, below);
+//! Redeeming an enrollment token made for this mode sets a site's agent
+//! endpoint, people remove it (tenant-scoped, below);
 //! every replica's poller claims due agents with a lease (a compare-and-set
 //! on `lease_until`, so one replica polls an agent at a time and a dead
 //! replica's lease runs out) and records each outcome under its lease.
@@ -182,6 +183,35 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         row::all(&rows, decode)
+    }
+
+    /// Who holds the lease on `agent`'s polling, and until when (Unix ms):
+    /// the replica polling it now (`gateway-{replica id}`); `None` when no
+    /// replica does.
+    pub async fn agent_poll_lease(&self, agent: Uuid) -> Result<Option<(String, i64)>, StoreError> {
+        let row =
+            sqlx::query("SELECT lease_owner, lease_until FROM agent_polls WHERE agent_id = $1")
+                .bind(agent.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(row) = row else { return Ok(None) };
+        let r = Cols::of(&row, "agent_polls");
+        let owner: Option<String> = r.get("lease_owner")?;
+        let until: i64 = r.get("lease_until")?;
+        Ok(owner.map(|o| (o, until)))
+    }
+
+    /// Releases every lease `owner` holds (a replica stopping): the agents
+    /// it was polling are claimed by another replica at their next due
+    /// time instead of after the lease ran out. Returns how many.
+    pub async fn release_agent_polls(&self, owner: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE agent_polls SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = $1",
+        )
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Records a successful poll under `owner`'s lease: reachable, failures

@@ -40,6 +40,11 @@ pub struct EnrollmentTokenRecord {
     pub expires_at: i64,
     /// Revocation (Unix ms).
     pub revoked_at: Option<i64>,
+    /// Gateway-initiated mode: where the platform's gateway reaches the
+    /// agent this token enrolls (stored with the agent on redemption).
+    pub agent_endpoint: Option<String>,
+    /// Its poll interval (s), with `agent_endpoint`.
+    pub poll_interval_secs: Option<i64>,
 }
 
 /// A token to store.
@@ -62,6 +67,9 @@ pub struct NewEnrollmentToken {
     /// Whether the token carries a site's onboarding material (site and
     /// agent scopes): an onboarding package is created with it.
     pub onboarding_package: bool,
+    /// Gateway-initiated mode: the agent's endpoint and poll interval (s),
+    /// parsed by `domain::agent_poll::PollTarget`; `None`: dial-out.
+    pub agent_poll: Option<(String, i64)>,
 }
 
 /// One event of a token's history.
@@ -93,7 +101,8 @@ pub enum Redemption {
 }
 
 const SELECT: &str = "SELECT e.id, e.tenant_id, e.edge_site_id, e.scope, e.token_hash, e.max_uses, \
-     e.uses, e.created_by, e.created_at, e.expires_at, e.revoked_at FROM enrollment_tokens e";
+     e.uses, e.created_by, e.created_at, e.expires_at, e.revoked_at, e.agent_endpoint, \
+     e.poll_interval_secs FROM enrollment_tokens e";
 
 fn decode(row: &AnyRow) -> Result<EnrollmentTokenRecord, StoreError> {
     let r = Cols::of(row, "enrollment_tokens");
@@ -112,6 +121,8 @@ fn decode(row: &AnyRow) -> Result<EnrollmentTokenRecord, StoreError> {
         created_at: r.get("created_at")?,
         expires_at: r.get("expires_at")?,
         revoked_at: r.get("revoked_at")?,
+        agent_endpoint: r.get("agent_endpoint")?,
+        poll_interval_secs: r.get("poll_interval_secs")?,
     })
 }
 
@@ -127,8 +138,8 @@ impl Scoped<'_> {
         let mut tx = self.store.pool.begin().await?;
         sqlx::query(
             "INSERT INTO enrollment_tokens (id, tenant_id, edge_site_id, scope, token_hash, \
-             max_uses, uses, created_by, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9)",
+             max_uses, uses, created_by, created_at, expires_at, agent_endpoint, \
+             poll_interval_secs) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9, $10, $11)",
         )
         .bind(new.id.to_string())
         .bind(self.tenant())
@@ -139,8 +150,16 @@ impl Scoped<'_> {
         .bind(new.created_by.as_str())
         .bind(now)
         .bind(new.expires_at)
+        .bind(new.agent_poll.as_ref().map(|(e, _)| e.clone()))
+        .bind(new.agent_poll.as_ref().map(|(_, i)| *i))
         .execute(&mut *tx)
         .await?;
+        let mode = match &new.agent_poll {
+            Some((endpoint, secs)) => {
+                format!(", gateway-initiated: the gateway polls {endpoint} every {secs} s")
+            }
+            None => String::new(),
+        };
         insert_event(
             &mut tx,
             &self.tenant(),
@@ -148,7 +167,10 @@ impl Scoped<'_> {
             "created",
             Some(&new.created_by),
             None,
-            Some(&format!("scope {}, {} use(s)", new.scope, new.max_uses)),
+            Some(&format!(
+                "scope {}, {} use(s){mode}",
+                new.scope, new.max_uses
+            )),
         )
         .await?;
         if new.onboarding_package {

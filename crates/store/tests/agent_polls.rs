@@ -238,3 +238,182 @@ async fn one_replica_polls_an_agent_at_a_time_and_outcomes_follow_the_lease() {
         assert_eq!(scoped.agent_poll(agents[2].0).await.expect("read"), None);
     }
 }
+
+fn dns_check(name: &str) -> serviceradar_domain::agent_control::CheckConfig {
+    serviceradar_domain::agent_control::CheckConfig {
+        name: name.into(),
+        kind: serviceradar_domain::agent_control::CheckKind::Dns,
+        target: "example.com".into(),
+        interval_secs: 30,
+        timeout_ms: 1_000,
+    }
+}
+
+fn names(checks: &[serviceradar_domain::agent_control::CheckConfig]) -> Vec<&str> {
+    checks.iter().map(|c| c.name.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_set_applies_to_the_tenants_selected_agents_all_or_nothing() {
+    for (store, _dir) in stores().await {
+        let backend = store.backend();
+        let mut tenants = Vec::new();
+        for slug in ["acme", "other"] {
+            let tenant = store
+                .create_tenant(
+                    &Slug::parse(slug).expect("s"),
+                    &DisplayName::parse(slug).expect("n"),
+                )
+                .await
+                .expect("tenant");
+            tenants.push(TenantScope::for_system_task(tenant.id));
+        }
+        let (acme, other) = (tenants[0], tenants[1]);
+        let one = site_with_agent(&store, acme, "one").await;
+        let two = site_with_agent(&store, acme, "two").await;
+        let gone = site_with_agent(&store, acme, "gone").await;
+        let foreign = site_with_agent(&store, other, "foreign").await;
+        let scoped = store.scoped(acme);
+        scoped.revoke_agent(gone.0).await.expect("revoke");
+
+        // Every unrevoked agent of the tenant, in one call.
+        let changed = scoped
+            .apply_agent_check_set(None, &[dns_check("a"), dns_check("b")], &[])
+            .await
+            .expect("apply");
+        let mut agents: Vec<_> = changed.iter().map(|(a, _)| *a).collect();
+        agents.sort();
+        let mut want = vec![one.1, two.1];
+        want.sort();
+        assert_eq!(agents, want, "{backend:?}");
+        for agent in [one.1, two.1] {
+            let checks = scoped.agent_check_configs(agent).await.expect("checks");
+            assert_eq!(names(&checks), ["a", "b"], "{backend:?}");
+        }
+        assert!(
+            scoped
+                .agent_check_configs(gone.1)
+                .await
+                .expect("c")
+                .is_empty()
+        );
+        let theirs = store.scoped(other);
+        assert!(
+            theirs
+                .agent_check_configs(foreign.1)
+                .await
+                .expect("c")
+                .is_empty()
+        );
+
+        // Listed sites: replaced by name and removed on that agent only.
+        let mut changed_b = dns_check("b");
+        changed_b.target = "example.org".into();
+        scoped
+            .apply_agent_check_set(Some(&[one.0]), &[changed_b], &["a".to_owned()])
+            .await
+            .expect("apply");
+        let first = scoped.agent_check_configs(one.1).await.expect("checks");
+        assert_eq!(names(&first), ["b"]);
+        assert_eq!(first[0].target, "example.org");
+        assert_eq!(
+            names(&scoped.agent_check_configs(two.1).await.expect("checks")),
+            ["a", "b"]
+        );
+
+        // Another tenant's site (or a revoked agent's) is refused whole.
+        for sites in [vec![one.0, foreign.0], vec![gone.0]] {
+            let refused = scoped
+                .apply_agent_check_set(Some(&sites), &[dns_check("c")], &[])
+                .await;
+            assert!(
+                matches!(
+                    refused,
+                    Err(serviceradar_store::StoreError::BadReference {
+                        field: "site_ids",
+                        ..
+                    })
+                ),
+                "{backend:?}: {refused:?}"
+            );
+        }
+        // Over the per-agent cap: nothing written anywhere.
+        let many: Vec<_> = (0..100).map(|i| dns_check(&format!("c{i}"))).collect();
+        let refused = scoped.apply_agent_check_set(None, &many, &[]).await;
+        assert!(
+            matches!(refused, Err(serviceradar_store::StoreError::Conflict(_))),
+            "{backend:?}: {refused:?}"
+        );
+        assert_eq!(
+            names(&scoped.agent_check_configs(two.1).await.expect("checks")),
+            ["a", "b"],
+            "{backend:?}: rolled back"
+        );
+        assert!(
+            scoped
+                .agent_check_configs(gone.1)
+                .await
+                .expect("c")
+                .is_empty()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_replica_releases_its_leases_at_once() {
+    for (store, _dir) in stores().await {
+        let tenant = store
+            .create_tenant(
+                &Slug::parse("acme").expect("s"),
+                &DisplayName::parse("A").expect("n"),
+            )
+            .await
+            .expect("tenant");
+        let scope = TenantScope::for_system_task(tenant.id);
+        let (site, agent) = site_with_agent(&store, scope, "leased").await;
+        let endpoint = AgentEndpoint::parse("127.0.0.1:50061").expect("endpoint");
+        store
+            .scoped(scope)
+            .set_agent_poll(site, &endpoint, PollInterval::DEFAULT)
+            .await
+            .expect("set");
+        let now = now_ms();
+        let claimed = store
+            .claim_agent_polls("gateway-a", now, now + 60_000, 10)
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(
+            store.agent_poll_lease(agent).await.expect("lease"),
+            Some(("gateway-a".to_owned(), now + 60_000))
+        );
+        assert!(
+            store
+                .claim_agent_polls("gateway-b", now, now + 60_000, 10)
+                .await
+                .expect("claim")
+                .is_empty(),
+            "held"
+        );
+        assert_eq!(
+            store
+                .release_agent_polls("gateway-b")
+                .await
+                .expect("release"),
+            0
+        );
+        assert_eq!(
+            store
+                .release_agent_polls("gateway-a")
+                .await
+                .expect("release"),
+            1
+        );
+        assert_eq!(store.agent_poll_lease(agent).await.expect("lease"), None);
+        let taken = store
+            .claim_agent_polls("gateway-b", now, now + 60_000, 10)
+            .await
+            .expect("claim");
+        assert_eq!(taken.len(), 1, "the other replica claims it at once");
+    }
+}

@@ -68,6 +68,7 @@ async fn concurrent_redemptions_count_once_each_and_never_fail_with_database_loc
                 created_by: "u".into(),
                 expires_at: now_ms() + 60_000,
                 onboarding_package: true,
+                agent_poll: None,
             })
             .await
             .unwrap();
@@ -150,6 +151,7 @@ fn token(site: EdgeSiteId, scope: &str, expires_at: i64) -> NewEnrollmentToken {
         created_by: "u".into(),
         expires_at,
         onboarding_package: !scope.starts_with("collector:"),
+        agent_poll: None,
     }
 }
 

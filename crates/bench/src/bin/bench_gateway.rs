@@ -102,9 +102,6 @@ enum Cmd {
         /// Simulated agents.
         #[arg(long, default_value_t = 10_000)]
         agents: usize,
-        /// API calls in flight while changing the checks.
-        #[arg(long, default_value_t = 32)]
-        parallel: usize,
     },
     /// Hold process (started by `config-ack`): every agent holds a control
     /// stream and acknowledges each config; runs until stdin closes.
@@ -179,7 +176,7 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
                 Ok(())
             }
-            Cmd::ConfigAck { agents, parallel } => config_ack(agents, parallel).await,
+            Cmd::ConfigAck { agents } => config_ack(agents).await,
             Cmd::Hold {
                 identities,
                 ca,
@@ -287,8 +284,6 @@ struct Seeded {
     server: common::Served,
     ids_path: PathBuf,
     ca_path: PathBuf,
-    /// (site, agent) in identity-file order.
-    sites: Vec<(serviceradar_domain::EdgeSiteId, uuid::Uuid)>,
 }
 
 async fn seed(dir: &Path, agents: usize) -> anyhow::Result<Seeded> {
@@ -319,7 +314,6 @@ async fn seed(dir: &Path, agents: usize) -> anyhow::Result<Seeded> {
     std::fs::write(&ca_path, root.cert_pem())?;
     let mut out = std::io::BufWriter::new(std::fs::File::create(&ids_path)?);
     let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
-    let mut sites = Vec::with_capacity(agents);
     for i in 0..agents {
         let slug = format!("site-{i}");
         let (site, _) = scoped
@@ -368,7 +362,6 @@ async fn seed(dir: &Path, agents: usize) -> anyhow::Result<Seeded> {
             },
         )?;
         out.write_all(b"\n")?;
-        sites.push((site.id, agent_id));
     }
     out.flush()?;
     drop(out);
@@ -384,7 +377,6 @@ async fn seed(dir: &Path, agents: usize) -> anyhow::Result<Seeded> {
         server,
         ids_path,
         ca_path,
-        sites,
     })
 }
 
@@ -559,9 +551,10 @@ async fn scale(agents: usize, interval_ms: u64, duration_secs: u64) -> anyhow::R
     Ok(())
 }
 
-/// Every agent holds a control stream; a config change through the API to
-/// all of them; 99% acknowledged within N s.
-async fn config_ack(agents: usize, parallel: usize) -> anyhow::Result<()> {
+/// Every agent holds a control stream; one config change through the API
+/// to all of them (`POST /api/v1/agent-checks/apply`); 99% acknowledged
+/// within N s.
+async fn config_ack(agents: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let seeded = seed(dir.path(), agents).await?;
     let me = std::process::id();
@@ -619,8 +612,9 @@ async fn config_ack(agents: usize, parallel: usize) -> anyhow::Result<()> {
     let rss_held = proc_status_kib(me, "VmRSS:");
     let per_agent_kib = (rss_held - rss_before) / held.held.max(1) as f64;
 
-    // The change: one check added to every agent of the tenant, through
-    // the API (`POST .../agent/checks`, which pushes it on the stream).
+    // The change: one check added to every agent of the tenant, in one
+    // call (`POST /api/v1/agent-checks/apply`, which pushes each agent its
+    // config on its stream).
     let token = serviceradar_control::tokens::create_token_for(
         &seeded.store,
         "default",
@@ -632,46 +626,24 @@ async fn config_ack(agents: usize, parallel: usize) -> anyhow::Result<()> {
     .await
     .context("minting the API token")?;
     let client = reqwest::Client::new();
-    let issued_at: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>> = Arc::default();
     let started = Instant::now();
     let started_ms = serviceradar_store::now_ms();
-    let sem = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
-    let mut tasks = Vec::new();
-    for &(site, agent) in &seeded.sites {
-        let (client, token, sem, issued_at) = (
-            client.clone(),
-            token.clone(),
-            sem.clone(),
-            issued_at.clone(),
-        );
-        let url = format!(
-            "http://127.0.0.1:{}/api/v1/edge-sites/{site}/agent/checks",
+    let reply = client
+        .post(format!(
+            "http://127.0.0.1:{}/api/v1/agent-checks/apply",
             seeded.http_port
-        );
-        tasks.push(tokio::spawn(async move {
-            let _permit = sem.acquire().await?;
-            let at = serviceradar_store::now_ms();
-            let r = client
-                .post(url)
-                .bearer_auth(token)
-                .json(&serde_json::json!({ "name": "bench", "kind": "tcp",
-                    "target": "127.0.0.1:9", "interval_secs": 30, "timeout_ms": 1000 }))
-                .send()
-                .await?;
-            anyhow::ensure!(r.status() == 201, "add check: {}", r.status());
-            issued_at
-                .lock()
-                .map_err(|_| anyhow::anyhow!("poisoned"))?
-                .insert(agent.to_string(), at);
-            anyhow::Ok(())
-        }));
-    }
-    let mut api_errors = 0;
-    for t in tasks {
-        if !matches!(t.await, Ok(Ok(()))) {
-            api_errors += 1;
-        }
-    }
+        ))
+        .bearer_auth(token)
+        .json(
+            &serde_json::json!({ "set": [{ "name": "bench", "kind": "tcp",
+            "target": "127.0.0.1:9", "interval_secs": 30, "timeout_ms": 1000 }] }),
+        )
+        .send()
+        .await?;
+    let api_status = reply.status();
+    let applied: serde_json::Value = reply.json().await.unwrap_or_default();
+    let api_errors = usize::from(api_status != 200);
+    eprintln!("apply: {api_status} {applied}");
     let issue_secs = started.elapsed().as_secs_f64();
     let want = (held.held as f64 * 0.99).ceil() as usize;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -687,25 +659,21 @@ async fn config_ack(agents: usize, parallel: usize) -> anyhow::Result<()> {
     };
     drop(child.stdin.take());
     let _ = child.kill().await;
-    let mut latency: Vec<f64> = {
-        let issued_at = issued_at.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-        rows.lines()
-            .filter_map(|r| {
-                let mut f = r.split('\t');
-                let agent = f.next()?;
-                let acked: i64 = f.nth(1)?.parse().ok()?;
-                Some((acked - issued_at.get(agent)?) as f64 / 1000.0)
-            })
-            .collect()
-    };
+    let mut latency: Vec<f64> = rows
+        .lines()
+        .filter_map(|r| {
+            let acked: i64 = r.split('\t').nth(2)?.parse().ok()?;
+            Some((acked - started_ms) as f64 / 1000.0)
+        })
+        .collect();
     latency.sort_by(f64::total_cmp);
     let acked = latency.len();
     let p = |q: f64| common::percentile(&latency, q);
     println!(
-        "\n{agents} agents holding a control stream; one check added to each through the API ({parallel} calls in flight); 2 cores shared by server, hold process and PostgreSQL\n"
+        "\n{agents} agents holding a control stream; one check added to every agent of the tenant with one API call (POST /api/v1/agent-checks/apply); 2 cores shared by server, hold process and PostgreSQL\n"
     );
     println!(
-        "| agents held | API calls (s) | API errors | acked | 99% acked after (s) | per agent: p50 / p99 / max change→ack (s) | gateway RSS per agent (KiB) |"
+        "| agents held | API call (s) | API errors | acked | 99% acked after (s) | per agent: p50 / p99 / max call→ack (s) | gateway RSS per agent (KiB) |"
     );
     println!("|---|---|---|---|---|---|---|");
     println!(

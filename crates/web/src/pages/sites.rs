@@ -431,6 +431,10 @@ pub async fn create_enrollment_token(
                 scope: blank(form.scope),
                 expires_in: blank(form.expires_in),
                 uses,
+                // The page makes dial-out tokens; gateway-initiated mode
+                // is registered with the API or the CLI.
+                agent_endpoint: None,
+                poll_interval_secs: None,
             },
         )
         .await?;
