@@ -101,8 +101,8 @@ impl RecordMeta<'_> {
     /// The site of a record buffered at an edge site (its source's first
     /// token), `None` for data published at the hub.
     pub fn edge_site(&self) -> Option<&str> {
-        self.subject
-            .starts_with("edge.")
+        let (first, _) = self.subject.split_once('.')?;
+        (first == EDGE_PREFIX)
             .then(|| self.source.split('.').next())
             .flatten()
     }

@@ -465,13 +465,7 @@ async fn copy_in(
 /// no intermediate strings.
 fn copy_row(out: &mut Vec<u8>, record: &TelemetryRecord<'_>, tenant: &str, received_at: i64) {
     let meta = record.meta();
-    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    out.extend_from_slice(
-        uuid::Uuid::now_v7()
-            .hyphenated()
-            .encode_lower(&mut id)
-            .as_bytes(),
-    );
+    copy_uuid(out, uuid::Uuid::now_v7());
     out.push(b'\t');
     copy_text(out, tenant);
     copy_int(out, meta.stream_seq);
@@ -501,12 +495,15 @@ fn copy_row(out: &mut Vec<u8>, record: &TelemetryRecord<'_>, tenant: &str, recei
     match meta.device_id {
         // `\N`: NULL in `COPY` text format.
         None => out.extend_from_slice(b"\\N"),
-        Some(device) => {
-            let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
-            out.extend_from_slice(device.hyphenated().encode_lower(&mut id).as_bytes());
-        }
+        Some(device) => copy_uuid(out, device),
     }
     out.push(b'\n');
+}
+
+/// A UUID in its hyphenated lowercase form (no allocation).
+fn copy_uuid(out: &mut Vec<u8>, id: uuid::Uuid) {
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    out.extend_from_slice(id.hyphenated().encode_lower(&mut text).as_bytes());
 }
 
 /// A text field and its trailing tab, escaped for `COPY` text format. Runs
