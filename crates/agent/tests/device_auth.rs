@@ -172,7 +172,20 @@ async fn devices_are_confined_at_the_leaf_and_revocation_outlives_a_wan_outage()
     ));
     let core = support::spawn(tmp, settings).await;
 
-    // Two tenants; acme has the site under test and another one.
+    // Two tenants; acme (with an owner, for the API) has the site under
+    // test and another one.
+    serviceradar_provisioning::tenants::create_tenant(
+        &core.store,
+        &core.pki,
+        serviceradar_provisioning::tenants::NewTenant {
+            slug: "acme",
+            name: None,
+            owner_email: "owner@acme.example.com",
+            owner_password: Some("a long enough password for acme"),
+        },
+    )
+    .await
+    .expect("tenant acme");
     let acme = core.tenant("acme").await;
     let beta = core.tenant("beta").await;
     let plant = core
@@ -305,44 +318,75 @@ async fn devices_are_confined_at_the_leaf_and_revocation_outlives_a_wan_outage()
     })
     .await;
 
-    // A collector (certificate from the tenant CA) keeps its rights.
+    // A collector (certificate from the tenant CA) keeps its rights, except
+    // publishing device data.
     let collector = support_collector(&core, &acme, &certs, leaf_port, &ca).await;
-    let mut watch_all = collector.subscribe("device.>").await.expect("subscribe");
+    let mut watch_all = collector.subscribe("edge.>").await.expect("subscribe");
     collector.flush().await.expect("flush");
 
-    // A registered device publishes within its subjects only.
+    // The site's buffer exists once ingestion made it through the hub: the
+    // first message a device publishes with an acknowledgement is its
+    // status, retried until the leaf's buffer takes it (the same message
+    // id, so a retry never stores it twice).
     let device_a = connect(leaf_port, &ca, &a_files, "device-a")
         .await
         .expect("a registered device connects");
+    let mapped =
+        |device: &Device, rest: &str| format!("edge.acme.plant.device.{}.{rest}", device.id);
+    let status = format!("device.{}.status", a.id);
+    wait_until("the site's buffer takes a device's message", WAIT, || {
+        let js = async_nats::jetstream::new(device_a.clone());
+        let status = status.clone();
+        async move { acked(&js, &status, "status-a", b"online".to_vec()).await }
+    })
+    .await;
+    assert_eq!(
+        receives(&mut watch_all, Duration::from_secs(5)).await,
+        Some(mapped(&a, "status")),
+        "the leaf maps a device's status into its site's buffer"
+    );
+    // (Attempts made before the buffer existed reached the collector too.)
+    while let Some(subject) = receives(&mut watch_all, Duration::from_millis(300)).await {
+        assert_eq!(subject, mapped(&a, "status"));
+    }
+
+    // A registered device publishes within its subjects only.
     let own = format!("device.{}.metrics.cpu", a.id);
     device_a
-        .publish(own.clone(), "1".into())
+        .publish(own.clone(), metric("cpu", 100.0, None).into())
         .await
         .expect("publish");
     device_a.flush().await.expect("flush");
     assert_eq!(
         receives(&mut watch_all, Duration::from_secs(5)).await,
-        Some(own.clone())
+        Some(mapped(&a, "metrics.cpu"))
     );
-    let status = format!("device.{}.status", a.id);
-    device_a
-        .publish(status.clone(), "ok".into())
-        .await
-        .expect("publish");
-    device_a.flush().await.expect("flush");
-    assert_eq!(
-        receives(&mut watch_all, Duration::from_secs(5)).await,
-        Some(status)
-    );
-    // Another device's subject, and subjects outside the device space.
+    // Another device's subject (as devices name it and as the leaf maps
+    // it), another site's, and subjects outside the device space.
     for foreign in [
         format!("device.{}.metrics.cpu", b.id),
+        format!("device.{}.status", b.id),
+        mapped(&b, "metrics.cpu"),
+        format!("edge.acme.lab.device.{}.metrics.cpu", a.id),
         format!("device.{}.cmd", a.id),
         "edge.acme.plant.events.x".to_owned(),
     ] {
-        let _ = device_a.publish(foreign, "x".into()).await;
+        let _ = device_a
+            .publish(foreign, metric("cpu", -1.0, None).into())
+            .await;
     }
     let _ = device_a.flush().await;
+    // Nor can a collector publish device data.
+    for forged in [
+        format!("device.{}.metrics.cpu", a.id),
+        mapped(&a, "metrics.cpu"),
+    ] {
+        collector
+            .publish(forged, metric("cpu", -2.0, None).into())
+            .await
+            .expect("publish");
+    }
+    collector.flush().await.expect("flush");
     assert_eq!(
         receives(&mut watch_all, Duration::from_millis(800)).await,
         None,
@@ -373,7 +417,67 @@ async fn devices_are_confined_at_the_leaf_and_revocation_outlives_a_wan_outage()
         receives(&mut stolen, Duration::from_millis(500)).await,
         None
     );
-    // The collector's own view got both commands.
+
+    // Acknowledged metrics of a (whose payload names b: ignored) and b.
+    let js_a = async_nats::jetstream::new(device_a.clone());
+    for i in 0..5 {
+        assert!(
+            acked(
+                &js_a,
+                &own,
+                &format!("a-{i}"),
+                metric("cpu", f64::from(i), Some(b.id)).into_bytes()
+            )
+            .await,
+            "metric {i} of a"
+        );
+    }
+    {
+        let device_b = connect(leaf_port, &ca, &b_files, "device-b")
+            .await
+            .expect("b connects");
+        let js_b = async_nats::jetstream::new(device_b.clone());
+        for i in 0..3 {
+            assert!(
+                acked(
+                    &js_b,
+                    &format!("device.{}.metrics.temp", b.id),
+                    &format!("b-{i}"),
+                    metric("temp", f64::from(20 + i), None).into_bytes()
+                )
+                .await,
+                "metric {i} of b"
+            );
+        }
+    }
+    wait_until("a's and b's data is stored", WAIT, || async {
+        stored(&core, &acme, &a, Kind::Metric).await.len() == 6
+            && stored(&core, &acme, &b, Kind::Metric).await.len() == 3
+    })
+    .await;
+
+    // Reconnects leave no session behind: the service forgets a device's
+    // connection when the leaf reports it closed.
+    for i in 0..20 {
+        let again = connect(leaf_port, &ca, &b_files, &format!("device-b-{i}"))
+            .await
+            .expect("b reconnects");
+        again.flush().await.expect("flush");
+        drop(again);
+    }
+    wait_until(
+        "the closed connections are forgotten",
+        Duration::from_secs(10),
+        || async { service.sessions().len() == 1 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        service.sessions().len(),
+        1,
+        "only device a's open connection is kept"
+    );
+    // The collector's own view got the commands and the data.
     while receives(&mut watch_all, Duration::from_millis(300))
         .await
         .is_some()
@@ -431,14 +535,28 @@ async fn devices_are_confined_at_the_leaf_and_revocation_outlives_a_wan_outage()
         .expect("a registered device connects while the hub is down");
     let c_subject = format!("device.{}.metrics.cpu", c.id);
     device_c
-        .publish(c_subject.clone(), "2".into())
+        .publish(c_subject.clone(), metric("cpu", 100.0, None).into())
         .await
         .expect("publish");
     device_c.flush().await.expect("flush");
     assert_eq!(
         receives(&mut watch_all, Duration::from_secs(5)).await,
-        Some(c_subject)
+        Some(mapped(&c, "metrics.cpu"))
     );
+    // The leaf's buffer acknowledges while the hub is away.
+    let js_c = async_nats::jetstream::new(device_c.clone());
+    for i in 0..5 {
+        assert!(
+            acked(
+                &js_c,
+                &c_subject,
+                &format!("c-{i}"),
+                metric("cpu", f64::from(i), None).into_bytes()
+            )
+            .await,
+            "metric {i} of c, hub down"
+        );
+    }
     scoped.revoke_device(a.id).await.expect("revoke a");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
@@ -472,9 +590,131 @@ async fn devices_are_confined_at_the_leaf_and_revocation_outlives_a_wan_outage()
         connection_names(leaf_monitor).contains(&"device-c".to_owned()),
         "other devices stay connected"
     );
+
+    // Everything buffered at the site reaches the platform once, each
+    // record with its own device, of its tenant and site.
+    wait_until("c's buffered data is stored", WAIT, || async {
+        stored(&core, &acme, &c, Kind::Metric).await.len() == 6
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let values = |records: &[StoredRecord]| {
+        let mut v: Vec<i64> = records.iter().map(|r| r.value as i64).collect();
+        v.sort_unstable();
+        v
+    };
+    for (device, kind, expected) in [
+        (&a, Kind::Metric, vec![0, 1, 2, 3, 4, 100]),
+        (&b, Kind::Metric, vec![20, 21, 22]),
+        (&c, Kind::Metric, vec![0, 1, 2, 3, 4, 100]),
+    ] {
+        let records = stored(&core, &acme, device, kind).await;
+        assert_eq!(values(&records), expected, "{}", device.id);
+        for r in &records {
+            assert_eq!(r.device_id.as_deref(), Some(device.id.to_string().as_str()));
+            assert!(
+                r.source.starts_with(&format!("plant.device.{}", device.id)),
+                "{}",
+                r.source
+            );
+        }
+    }
+    let statuses = stored(&core, &acme, &a, Kind::Event).await;
+    assert_eq!(statuses.len(), 1);
+    assert_eq!(statuses[0].message, "online");
+    // Nothing of a device is stored under another tenant.
+    let beta_metrics = core
+        .store
+        .scoped(TenantScope::for_system_task(beta.id))
+        .list_telemetry(Kind::Metric, TimeRange::default(), &PageRequest::first())
+        .await
+        .expect("list");
+    assert!(beta_metrics.items.is_empty());
+    // Through the API: per device and per site, with a time range.
+    let api = support::Api::new(&core, "acme", "owner@acme.example.com").await;
+    let (code, page) = api
+        .get(&format!("/metrics?device_id={}&limit=200", c.id))
+        .await;
+    assert!(code.is_success(), "{code} {page}");
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(6), "{page}");
+    assert_eq!(page["items"][0]["device_id"], c.id.to_string());
+    let (_, page) = api
+        .get(&format!("/metrics?site_id={}&limit=200", plant.id))
+        .await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(15), "{page}");
+    let (_, page) = api
+        .get(&format!("/metrics?site_id={}&limit=200", lab.id))
+        .await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(0), "{page}");
+    let (_, page) = api
+        .get(&format!("/events?device_id={}&from=0&to=1", a.id))
+        .await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(0), "{page}");
+    let (code, _) = api.get("/metrics?device_id=not-a-uuid").await;
+    assert_eq!(code, reqwest::StatusCode::BAD_REQUEST);
+
     drop(device_a);
     service.stop().await;
     drop(leaf);
+}
+
+use serviceradar_domain::telemetry::TelemetryKind as Kind;
+use serviceradar_store::{PageRequest, StoredRecord, TelemetryFilter, TimeRange};
+
+/// A metric payload; `claims` puts a device id in it (which must not count).
+fn metric(name: &str, value: f64, claims: Option<serviceradar_domain::DeviceId>) -> String {
+    let mut body = serde_json::json!({ "name": name, "value": value });
+    if let Some(other) = claims {
+        body["device_id"] = other.to_string().into();
+    }
+    body.to_string()
+}
+
+/// Publishes with an acknowledgement (a JetStream publish, de-duplicated
+/// by `id`); whether the site's buffer acknowledged it.
+async fn acked(
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+    id: &str,
+    payload: Vec<u8>,
+) -> bool {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id);
+    match js
+        .publish_with_headers(subject.to_owned(), headers, payload.into())
+        .await
+    {
+        Ok(ack) => tokio::time::timeout(Duration::from_secs(3), ack)
+            .await
+            .is_ok_and(|a| a.is_ok()),
+        Err(_) => false,
+    }
+}
+
+/// `device`'s stored records of `kind`.
+async fn stored(
+    core: &support::Core,
+    tenant: &Tenant,
+    device: &Device,
+    kind: Kind,
+) -> Vec<StoredRecord> {
+    let filter = TelemetryFilter {
+        device_id: Some(device.id.to_string()),
+        ..TelemetryFilter::default()
+    };
+    core.store
+        .scoped(TenantScope::for_system_task(tenant.id))
+        .list_telemetry_filtered(
+            kind,
+            &filter,
+            &PageRequest {
+                limit: 200,
+                after: None,
+            },
+        )
+        .await
+        .map(|p| p.items)
+        .unwrap_or_default()
 }
 
 /// A collector connection at the site (certificate from the tenant CA).

@@ -173,6 +173,10 @@ pub struct TelemetryResponse {
     /// Metrics: value.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
+    /// The device that published it (from the subject its site's leaf let
+    /// it publish on), if a device did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
     /// The payload as published (a JSON object).
     #[schema(value_type = Object)]
     pub body: serde_json::Value,
@@ -208,6 +212,7 @@ fn response(kind: TelemetryKind, r: StoredRecord) -> TelemetryResponse {
         message,
         name,
         value,
+        device_id: r.device_id,
         body,
     }
 }

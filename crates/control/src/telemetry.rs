@@ -7,11 +7,12 @@ use serviceradar_domain::telemetry::TelemetryKind;
 use serviceradar_domain::validate::FieldError;
 use serviceradar_domain::{Action, Actor};
 use serviceradar_ingest::{DeadLetter, DeadLetterReadError, PipelineStatus};
-use serviceradar_store::{Page, StoredRecord, TimeRange};
+use serviceradar_store::{Page, StoredRecord, TelemetryFilter, TimeRange};
 
 use crate::{Control, ControlError, PageParams};
 
-/// Time range of a telemetry list.
+/// Time range of a telemetry list, and which device's (or site's devices')
+/// records.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 #[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
@@ -20,6 +21,11 @@ pub struct TelemetryQuery {
     pub from: Option<i64>,
     /// Only records before this time (Unix ms).
     pub to: Option<i64>,
+    /// Only the records this device published (its metrics; its status, as
+    /// events).
+    pub device_id: Option<uuid::Uuid>,
+    /// Only the records published by the devices of this edge site.
+    pub site_id: Option<uuid::Uuid>,
 }
 
 /// Page of a dead-letter list: newest first, `before` a sequence from the
@@ -123,6 +129,11 @@ impl Control {
     ) -> Result<Page<StoredRecord>, ControlError> {
         let (scoped, page, range) =
             self.listing(actor, Action::ReadData, page, |errors| query.range(errors))?;
-        Ok(scoped.list_telemetry(kind, range, &page).await?)
+        let filter = TelemetryFilter {
+            range,
+            device_id: query.device_id.map(|d| d.to_string()),
+            device_site_id: query.site_id.map(|s| s.to_string()),
+        };
+        Ok(scoped.list_telemetry_filtered(kind, &filter, &page).await?)
     }
 }

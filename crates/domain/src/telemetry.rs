@@ -6,7 +6,13 @@
 //! `events`, `metrics`, `logs` (seed 003) when published at the hub, and
 //! `edge.{tenant_slug}.{site_slug}.{kind}[.more]` when published at a site's
 //! leaf (the leaf's buffer stream captures `edge.{tenant}.{site}.>`; the hub
-//! sources it, subjects unchanged). The tenant of a record is the one
+//! sources it, subjects unchanged). A device's data is buffered the same
+//! way: the site's leaf maps a device's `device.{id}.metrics[.more]` and
+//! `device.{id}.status` to `edge.{tenant_slug}.{site_slug}.device.{id}.…`;
+//! its metrics are metrics, its status an event (the payload an event
+//! object, or plain text: the status), both with the device id, which comes
+//! from the subject (the leaf lets a device publish under its own id only)
+//! and never from the payload. The tenant of a record is the one
 //! whose NATS account the message arrived in; the subject's tenant token must
 //! agree with it, and nothing in the payload can change it. Payloads are JSON
 //! objects:
@@ -85,13 +91,25 @@ pub struct RecordMeta<'a> {
     pub source: Cow<'a, str>,
     /// Event time (ms): the payload's `ts`, else when the stream stored it.
     pub time_ms: i64,
-    /// The payload as received (a JSON object).
+    /// The payload as received (a JSON object; a device status may be text).
     pub body: Cow<'a, str>,
+    /// The device that published it (from the subject), if a device did.
+    pub device_id: Option<uuid::Uuid>,
 }
 
 impl RecordMeta<'_> {
+    /// The site of a record buffered at an edge site (its source's first
+    /// token), `None` for data published at the hub.
+    pub fn edge_site(&self) -> Option<&str> {
+        let (first, _) = self.subject.split_once('.')?;
+        (first == EDGE_PREFIX)
+            .then(|| self.source.split('.').next())
+            .flatten()
+    }
+
     fn into_owned(self) -> RecordMeta<'static> {
         RecordMeta {
+            device_id: self.device_id,
             stream_seq: self.stream_seq,
             subject: Cow::Owned(self.subject.into_owned()),
             source: Cow::Owned(self.source.into_owned()),
@@ -228,13 +246,42 @@ pub fn decode<'a>(
         return Err(Rejection::Oversized(msg.payload.len()));
     }
     let wrong = || Rejection::WrongSubject(truncate(msg.subject, 256));
-    let (kind, source) = parse_subject(tenant_slug, msg.subject).ok_or_else(wrong)?;
+    let Parsed {
+        kind,
+        source,
+        device,
+    } = parse_subject(tenant_slug, msg.subject).ok_or_else(wrong)?;
     if source.len() > MAX_SOURCE {
         return Err(wrong());
     }
     let body = std::str::from_utf8(msg.payload).map_err(|e| {
         Rejection::InvalidJson(format!("invalid UTF-8 at byte {}", e.valid_up_to()))
     })?;
+    let device_id = match device {
+        Some(DeviceSubject::Status(id)) if !body.trim_start().starts_with('{') => {
+            // A plain-text status (`online`): the message itself.
+            if body.trim().is_empty() {
+                return Err(Rejection::BadField {
+                    field: "status",
+                    problem: "is empty",
+                });
+            }
+            return Ok(TelemetryRecord::Event {
+                severity: Cow::Borrowed("info"),
+                message: storable(Cow::Borrowed(body.trim()), "status")?,
+                meta: RecordMeta {
+                    stream_seq: msg.stream_seq,
+                    subject: Cow::Borrowed(msg.subject),
+                    source,
+                    time_ms: msg.stored_at_ms,
+                    body: Cow::Borrowed(body),
+                    device_id: Some(id),
+                },
+            });
+        }
+        Some(DeviceSubject::Status(id) | DeviceSubject::Metrics(id)) => Some(id),
+        None => None,
+    };
     let fields = match serde_json::from_str::<Payload<'a>>(body) {
         Ok(Payload(Some(fields))) => fields,
         Ok(Payload(None)) => return Err(Rejection::InvalidJson("not an object".into())),
@@ -253,6 +300,7 @@ pub fn decode<'a>(
         source,
         time_ms,
         body: Cow::Borrowed(body),
+        device_id,
     };
     Ok(match kind {
         TelemetryKind::Event => TelemetryRecord::Event {
@@ -292,11 +340,31 @@ pub fn decode<'a>(
     })
 }
 
+/// What a subject says: the kind, the source, and the device it came from.
+struct Parsed<'a> {
+    kind: TelemetryKind,
+    source: Cow<'a, str>,
+    device: Option<DeviceSubject>,
+}
+
+/// A device's subject at its site: its metrics or its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeviceSubject {
+    Metrics(uuid::Uuid),
+    Status(uuid::Uuid),
+}
+
+/// The token after the site in a device's subjects.
+const DEVICE_TOKEN: &str = "device";
+
 /// `{kind}.{tenant}.{source...}` (published at the hub), or
 /// `edge.{tenant}.{site}.{kind}[.rest...]` (buffered at a site's leaf and
 /// sourced into the hub); the source is then `{site}[.rest]`. A hub source is
-/// a slice of the subject; an edge source with more tokens is built.
-fn parse_subject<'a>(tenant_slug: &str, subject: &'a str) -> Option<(TelemetryKind, Cow<'a, str>)> {
+/// a slice of the subject; an edge source with more tokens is built. A
+/// device's `edge.{tenant}.{site}.device.{id}.metrics[.rest]` is a metric and
+/// `edge.{tenant}.{site}.device.{id}.status` an event, both of source
+/// `{site}.device.{id}[.rest]` (a slice of the subject).
+fn parse_subject<'a>(tenant_slug: &str, subject: &'a str) -> Option<Parsed<'a>> {
     let (first, after_first) = subject.split_once('.')?;
     let (tenant, rest) = after_first.split_once('.')?;
     // A subject is stored too: it obeys the same no-NUL rule as the text
@@ -310,14 +378,45 @@ fn parse_subject<'a>(tenant_slug: &str, subject: &'a str) -> Option<(TelemetryKi
             Some((kind, more)) => (kind, Some(more)),
             None => (after_site, None),
         };
+        if kind == DEVICE_TOKEN {
+            let mut tokens = more?.splitn(3, '.');
+            let token = tokens.next()?;
+            let id = uuid::Uuid::parse_str(token).ok()?;
+            // The id exactly as the leaf lets a device spell it.
+            if token != id.to_string() {
+                return None;
+            }
+            let (kind, device, tail) = match (tokens.next()?, tokens.next()) {
+                ("metrics", tail) => (TelemetryKind::Metric, DeviceSubject::Metrics(id), tail),
+                ("status", None) => (TelemetryKind::Event, DeviceSubject::Status(id), None),
+                _ => return None,
+            };
+            let source = match tail {
+                None => format!("{site}.{DEVICE_TOKEN}.{id}"),
+                Some(tail) => format!("{site}.{DEVICE_TOKEN}.{id}.{tail}"),
+            };
+            return Some(Parsed {
+                kind,
+                source: Cow::Owned(source),
+                device: Some(device),
+            });
+        }
         let kind = TelemetryKind::from_prefix(kind)?;
         let source = match more {
             None => Cow::Borrowed(site),
             Some(more) => Cow::Owned(format!("{site}.{more}")),
         };
-        return Some((kind, source));
+        return Some(Parsed {
+            kind,
+            source,
+            device: None,
+        });
     }
-    Some((TelemetryKind::from_prefix(first)?, Cow::Borrowed(rest)))
+    Some(Parsed {
+        kind: TelemetryKind::from_prefix(first)?,
+        source: Cow::Borrowed(rest),
+        device: None,
+    })
 }
 
 fn text_field<'a>(field: Option<Field<'a>>, name: &'static str) -> Result<Cow<'a, str>, Rejection> {
@@ -581,6 +680,85 @@ mod tests {
             stream_seq: 7,
             stored_at_ms: 1_000,
         }
+    }
+
+    #[test]
+    fn device_data_carries_the_device_of_its_subject_never_of_its_payload() {
+        let id = uuid::Uuid::new_v4();
+        let other = uuid::Uuid::new_v4();
+        let subject = format!("edge.acme.plant.device.{id}.metrics.cpu");
+        let payload = format!(r#"{{"name":"cpu","value":3,"device_id":"{other}"}}"#);
+        let metric = decode("acme", msg(&subject, payload.as_bytes())).unwrap();
+        assert_eq!(metric.kind(), TelemetryKind::Metric);
+        assert_eq!(metric.meta().device_id, Some(id));
+        assert_eq!(metric.meta().source, format!("plant.device.{id}.cpu"));
+        assert_eq!(metric.meta().edge_site(), Some("plant"));
+        let bare = format!("edge.acme.plant.device.{id}.metrics");
+        let metric = decode("acme", msg(&bare, br#"{"name":"x","value":1}"#)).unwrap();
+        assert_eq!(metric.meta().source, format!("plant.device.{id}"));
+
+        // Status: plain text (the seed's `online`) or an event object.
+        let status = format!("edge.acme.plant.device.{id}.status");
+        match decode("acme", msg(&status, b"online\n")).unwrap() {
+            TelemetryRecord::Event {
+                meta,
+                severity,
+                message,
+            } => {
+                assert_eq!(message, "online");
+                assert_eq!(severity, "info");
+                assert_eq!(meta.device_id, Some(id));
+                assert_eq!(meta.time_ms, 1_000);
+            }
+            other => panic!("{other:?}"),
+        }
+        let event = decode(
+            "acme",
+            msg(
+                &status,
+                br#"{"message":"battery low","severity":"warning","ts":9}"#,
+            ),
+        )
+        .unwrap();
+        assert_eq!(event.kind(), TelemetryKind::Event);
+        assert_eq!(event.meta().device_id, Some(id));
+        assert!(decode("acme", msg(&status, b"  ")).is_err());
+
+        // Not a device's subject: refused.
+        for subject in [
+            format!("edge.acme.plant.device.{id}.cmd"),
+            format!("edge.acme.plant.device.{id}.status.more"),
+            format!("edge.acme.plant.device.{}.metrics.cpu", id.simple()),
+            format!(
+                "edge.acme.plant.device.{}.metrics.cpu",
+                id.to_string().to_uppercase()
+            ),
+            "edge.acme.plant.device.not-a-uuid.metrics.cpu".to_owned(),
+            format!("edge.acme.plant.device.{id}"),
+            format!("edge.other.plant.device.{id}.metrics.cpu"),
+        ] {
+            assert!(
+                matches!(
+                    decode("acme", msg(&subject, br#"{"name":"x","value":1}"#)),
+                    Err(Rejection::WrongSubject(_))
+                ),
+                "{subject}"
+            );
+        }
+        // Collector data has no device.
+        let collected = decode(
+            "acme",
+            msg("edge.acme.plant.metrics.x", br#"{"name":"x","value":1}"#),
+        )
+        .unwrap();
+        assert_eq!(collected.meta().device_id, None);
+        assert_eq!(collected.meta().edge_site(), Some("plant"));
+        let hub = decode(
+            "acme",
+            msg("metrics.acme.plant", br#"{"name":"x","value":1}"#),
+        )
+        .unwrap();
+        assert_eq!(hub.meta().edge_site(), None);
     }
 
     #[test]

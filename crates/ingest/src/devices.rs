@@ -10,7 +10,8 @@
 //! every site reconciliation and at once when this replica registers,
 //! revokes or certifies a device ([`DeviceChanges`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use serviceradar_domain::resources::Tenant;
@@ -137,4 +138,45 @@ pub async fn sync_device_registry(
         );
     }
     Ok(changed)
+}
+
+/// The site slug of each of a tenant's devices, for the writers: a
+/// device's data must come from the site it is registered at. Loaded from
+/// the database, and again when a batch names a device it does not know
+/// there (once per batch at most). Cheap to clone (shared by the writers).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DeviceSites(Arc<tokio::sync::RwLock<HashMap<uuid::Uuid, String>>>);
+
+impl DeviceSites {
+    /// Why `device`'s data that arrived from `site` is not its data, if it
+    /// is not: the device is not registered (at that site) in the tenant.
+    /// `reloaded` says whether this batch already reloaded the map.
+    pub(crate) async fn refusal(
+        &self,
+        store: &Store,
+        tenant: &Tenant,
+        device: uuid::Uuid,
+        site: &str,
+        reloaded: &mut bool,
+    ) -> Result<Option<String>, IngestError> {
+        let registered_at = |sites: &HashMap<uuid::Uuid, String>| sites.get(&device).cloned();
+        let mut at = registered_at(&*self.0.read().await);
+        if at.as_deref() != Some(site) && !*reloaded {
+            let fresh = store
+                .scoped(TenantScope::for_system_task(tenant.id))
+                .device_site_slugs()
+                .await
+                .map_err(|e| IngestError::Store("listing the tenant's devices", e))?;
+            at = registered_at(&fresh);
+            *self.0.write().await = fresh;
+            *reloaded = true;
+        }
+        Ok(match at {
+            Some(at) if at == site => None,
+            Some(_) => Some(format!(
+                "device {device} is registered at another site than {site}"
+            )),
+            None => Some(format!("device {device} is not registered in this tenant")),
+        })
+    }
 }

@@ -201,12 +201,21 @@ pub(crate) async fn pipeline(
         .instrument(span.clone()),
     );
     let mut writer_tasks = tokio::task::JoinSet::new();
+    let device_sites = crate::devices::DeviceSites::default();
     for writer in 0..writers {
         let (store, client, tenant) = (store.clone(), client.clone(), tenant.clone());
         let (batches, done) = (batch_rx.clone(), done_tx.clone());
         writer_tasks.spawn(
-            write_loop(store, client, tenant, status.clone(), batches, done)
-                .instrument(tracing::debug_span!(parent: &span, "writer", writer)),
+            write_loop(
+                store,
+                client,
+                tenant,
+                status.clone(),
+                device_sites.clone(),
+                batches,
+                done,
+            )
+            .instrument(tracing::debug_span!(parent: &span, "writer", writer)),
         );
     }
     drop(done_tx);

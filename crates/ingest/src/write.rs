@@ -15,6 +15,7 @@ use serviceradar_domain::telemetry::{IncomingMessage, decode};
 use serviceradar_store::Store;
 
 use crate::deadletter::dead_letter;
+use crate::devices::DeviceSites;
 use crate::error::IngestError;
 use crate::fetch::{Fetched, FetchedBatch};
 use crate::status::IngestStatus;
@@ -47,6 +48,7 @@ pub(crate) async fn write_loop(
     client: async_nats::Client,
     tenant: Tenant,
     status: IngestStatus,
+    devices: DeviceSites,
     batches: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<FetchedBatch>>>,
     done: tokio::sync::mpsc::UnboundedSender<WrittenBatch>,
 ) -> Result<(), IngestError> {
@@ -56,7 +58,7 @@ pub(crate) async fn write_loop(
             return Ok(());
         };
         let started = std::time::Instant::now();
-        let outcome = write_batch(&store, &client, &tenant, &messages).await?;
+        let outcome = write_batch(&store, &client, &tenant, &devices, &messages).await?;
         status.wrote(tenant.id, outcome.inserted, outcome.dead_lettered as u64);
         tracing::debug!(
             number,
@@ -83,15 +85,19 @@ pub(crate) async fn write_loop(
 /// Decodes a batch, dead-letters the poison and writes the good records in
 /// one transaction (no acknowledgement: see [`AckWatermark`]). Records the
 /// database refuses are split out of the batch and dead-lettered with the
-/// database's reason; the rest is written.
+/// database's reason; the rest is written. A device's record whose device
+/// is not registered at the site it came from (the site token of its
+/// subject, which only that site's buffer captures) is dead-lettered too.
 ///
 /// [`AckWatermark`]: crate::ack::AckWatermark
 async fn write_batch(
     store: &Store,
     client: &async_nats::Client,
     tenant: &Tenant,
+    devices: &DeviceSites,
     batch: &[Fetched],
 ) -> Result<BatchOutcome, IngestError> {
+    let mut reloaded = false;
     let mut records = Vec::with_capacity(batch.len());
     // Where each record came from in `batch`.
     let mut origin = Vec::with_capacity(batch.len());
@@ -107,6 +113,22 @@ async fn write_batch(
                 stored_at_ms: fetched.stored_at_ms,
             },
         );
+        let refused = match &decoded {
+            Ok(record) => match (record.meta().device_id, record.meta().edge_site()) {
+                (Some(device), Some(site)) => {
+                    devices
+                        .refusal(store, tenant, device, site, &mut reloaded)
+                        .await?
+                }
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        if let Some(reason) = refused {
+            dead_letter(client, tenant, fetched, &reason).await?;
+            dead_lettered += 1;
+            continue;
+        }
         match decoded {
             Ok(record) => {
                 records.push(record);

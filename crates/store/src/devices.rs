@@ -143,6 +143,30 @@ impl Scoped<'_> {
         rows.iter().map(decode).collect()
     }
 
+    /// The site slug of every device of this tenant (revoked ones too: data
+    /// a device buffered before its revocation is still its data), for
+    /// ingestion to check that a device's data came from its own site.
+    pub async fn device_site_slugs(
+        &self,
+    ) -> Result<std::collections::HashMap<uuid::Uuid, String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.id, s.slug FROM devices d JOIN edge_sites s ON s.id = d.edge_site_id \
+             WHERE d.tenant_id = $1",
+        )
+        .bind(self.tenant())
+        .fetch_all(&self.store.pool)
+        .await?;
+        let mut sites = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let r = crate::row::Cols::of(row, "devices");
+            let id: String = r.get("id")?;
+            if let Ok(id) = uuid::Uuid::parse_str(&id) {
+                sites.insert(id, r.get("slug")?);
+            }
+        }
+        Ok(sites)
+    }
+
     /// Revokes a device (compare-and-set on its status).
     pub async fn revoke_device(&self, id: DeviceId) -> Result<Device, StoreError> {
         let current = self.device(id).await?;

@@ -69,7 +69,7 @@ pub use sites::{
 };
 /// A PostgreSQL LISTEN connection ([`Store::listen`]).
 pub use sqlx::postgres::PgListener as NotificationListener;
-pub use telemetry::{Isolated, StoredRecord, TimeRange};
+pub use telemetry::{Isolated, StoredRecord, TelemetryFilter, TimeRange};
 pub use tenants::NewTenantRecord;
 pub use tokens::NewToken;
 pub use users::NewUser;

@@ -148,6 +148,23 @@ impl ListQuery {
         self
     }
 
+    /// Adds `AND <column> IN (<select>$n)`; `select` is one of this crate's
+    /// literals, ending where its one value goes.
+    pub(crate) fn in_select(
+        &mut self,
+        column: &'static str,
+        select: &'static str,
+        value: Arg,
+    ) -> &mut Self {
+        self.sql.push_str(" AND ");
+        self.sql.push_str(column);
+        self.sql.push_str(" IN (");
+        self.sql.push_str(select);
+        self.push_arg(value);
+        self.sql.push(')');
+        self
+    }
+
     /// Adds `AND <column> IS NULL` (or `IS NOT NULL`).
     pub(crate) fn null(&mut self, column: &'static str, is_null: bool) -> &mut Self {
         self.sql.push_str(" AND ");

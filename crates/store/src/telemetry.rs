@@ -17,7 +17,7 @@ use crate::error::StoreError;
 use crate::page::{Arg, ListQuery, Page, PageRequest};
 use crate::row::Cols;
 
-/// Rows per `INSERT` statement (10 bound values each, well under SQLite's limit).
+/// Rows per `INSERT` statement (11 bound values each, well under SQLite's limit).
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// A stored record, as listed by the API.
@@ -43,6 +43,20 @@ pub struct StoredRecord {
     pub value: f64,
     /// The payload as received.
     pub body: String,
+    /// The device that published it, if a device did.
+    pub device_id: Option<String>,
+}
+
+/// Which records a list shows: a time range, and optionally one device's
+/// or the devices of one site.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TelemetryFilter {
+    /// Time range.
+    pub range: TimeRange,
+    /// Only this device's records.
+    pub device_id: Option<String>,
+    /// Only records of devices registered at this site.
+    pub device_site_id: Option<String>,
 }
 
 /// Time range of a list (`from <= time < to`, both optional, ms).
@@ -181,27 +195,22 @@ impl Scoped<'_> {
         let (label_col, text_col) = columns(kind);
         let mut sql = format!(
             "INSERT INTO {} (id, tenant_id, stream_seq, subject, source, {label_col}, {text_col}, \
-             body, created_at, received_at) VALUES ",
+             body, created_at, received_at, device_id) VALUES ",
             table(kind)
         );
         for i in 0..chunk.len() {
             if i > 0 {
                 sql.push_str(", ");
             }
-            let b = i * 10;
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7,
-                b + 8,
-                b + 9,
-                b + 10
-            ));
+            let b = i * 11;
+            sql.push('(');
+            for n in 1..=11 {
+                if n > 1 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", b + n));
+            }
+            sql.push(')');
         }
         sql.push_str(" ON CONFLICT (tenant_id, stream_seq) DO NOTHING");
         let tenant = self.tenant();
@@ -228,7 +237,8 @@ impl Scoped<'_> {
             query = query
                 .bind(meta.body.as_ref())
                 .bind(meta.time_ms)
-                .bind(received_at);
+                .bind(received_at)
+                .bind(meta.device_id.map(|d| d.to_string()));
         }
         Ok(query.execute(&mut **tx).await?.rows_affected())
     }
@@ -240,26 +250,53 @@ impl Scoped<'_> {
         range: TimeRange,
         page: &PageRequest,
     ) -> Result<Page<StoredRecord>, StoreError> {
+        let filter = TelemetryFilter {
+            range,
+            ..TelemetryFilter::default()
+        };
+        self.list_telemetry_filtered(kind, &filter, page).await
+    }
+
+    /// A page of `kind` records in event-time order that `filter` selects.
+    pub async fn list_telemetry_filtered(
+        &self,
+        kind: TelemetryKind,
+        filter: &TelemetryFilter,
+        page: &PageRequest,
+    ) -> Result<Page<StoredRecord>, StoreError> {
         let select = match kind {
             TelemetryKind::Event => {
                 "SELECT t.id, t.stream_seq, t.subject, t.source, t.severity AS label, \
-                 t.message, CAST(0 AS DOUBLE PRECISION) AS value, t.body, t.created_at, t.received_at FROM events t"
+                 t.message, CAST(0 AS DOUBLE PRECISION) AS value, t.body, t.created_at, t.received_at, \
+                 t.device_id FROM events t"
             }
             TelemetryKind::Metric => {
                 "SELECT t.id, t.stream_seq, t.subject, t.source, t.name AS label, \
-                 CAST('' AS TEXT) AS message, t.value, t.body, t.created_at, t.received_at FROM metrics t"
+                 CAST('' AS TEXT) AS message, t.value, t.body, t.created_at, t.received_at, \
+                 t.device_id FROM metrics t"
             }
             TelemetryKind::Log => {
                 "SELECT t.id, t.stream_seq, t.subject, t.source, t.level AS label, \
-                 t.message, CAST(0 AS DOUBLE PRECISION) AS value, t.body, t.created_at, t.received_at FROM logs t"
+                 t.message, CAST(0 AS DOUBLE PRECISION) AS value, t.body, t.created_at, t.received_at, \
+                 t.device_id FROM logs t"
             }
         };
         let mut q = ListQuery::new(select, "t", self.tenant());
-        if let Some(from) = range.from {
+        if let Some(from) = filter.range.from {
             q.cmp("t.created_at", ">=", Arg::Int(from));
         }
-        if let Some(to) = range.to {
+        if let Some(to) = filter.range.to {
             q.cmp("t.created_at", "<", Arg::Int(to));
+        }
+        if let Some(device) = &filter.device_id {
+            q.eq("t.device_id", Arg::Text(device.clone()));
+        }
+        if let Some(site) = &filter.device_site_id {
+            q.in_select(
+                "t.device_id",
+                "SELECT d.id FROM devices d WHERE d.edge_site_id = ",
+                Arg::Text(site.clone()),
+            );
         }
         q.page("t", page)
             .fetch(&self.store.pool, decode(table(kind)))
@@ -322,7 +359,7 @@ fn copy_columns(kind: TelemetryKind) -> String {
     let (label_col, text_col) = columns(kind);
     format!(
         "id, tenant_id, stream_seq, subject, source, {label_col}, {text_col}, body, created_at, \
-         received_at"
+         received_at, device_id"
     )
 }
 
@@ -428,13 +465,7 @@ async fn copy_in(
 /// no intermediate strings.
 fn copy_row(out: &mut Vec<u8>, record: &TelemetryRecord<'_>, tenant: &str, received_at: i64) {
     let meta = record.meta();
-    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    out.extend_from_slice(
-        uuid::Uuid::now_v7()
-            .hyphenated()
-            .encode_lower(&mut id)
-            .as_bytes(),
-    );
+    copy_uuid(out, uuid::Uuid::now_v7());
     out.push(b'\t');
     copy_text(out, tenant);
     copy_int(out, meta.stream_seq);
@@ -460,9 +491,19 @@ fn copy_row(out: &mut Vec<u8>, record: &TelemetryRecord<'_>, tenant: &str, recei
     }
     copy_text(out, &meta.body);
     copy_int(out, meta.time_ms);
-    let mut digits = itoa_buf();
-    out.extend_from_slice(format_int(&mut digits, received_at));
+    copy_int(out, received_at);
+    match meta.device_id {
+        // `\N`: NULL in `COPY` text format.
+        None => out.extend_from_slice(b"\\N"),
+        Some(device) => copy_uuid(out, device),
+    }
     out.push(b'\n');
+}
+
+/// A UUID in its hyphenated lowercase form (no allocation).
+fn copy_uuid(out: &mut Vec<u8>, id: uuid::Uuid) {
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    out.extend_from_slice(id.hyphenated().encode_lower(&mut text).as_bytes());
 }
 
 /// A text field and its trailing tab, escaped for `COPY` text format. Runs
@@ -533,6 +574,7 @@ fn decode(table: &'static str) -> impl Fn(&AnyRow) -> Result<StoredRecord, Store
             message: r.get("message")?,
             value: r.get("value")?,
             body: r.get("body")?,
+            device_id: r.get("device_id")?,
         })
     }
 }
@@ -567,10 +609,10 @@ mod tests {
         let mut out = Vec::new();
         copy_row(&mut out, &record, "tenant-1", 99);
         let row = String::from_utf8(out).unwrap();
-        assert!(row.ends_with("\t99\n"), "{row:?}");
+        assert!(row.ends_with("\t99\t\\N\n"), "{row:?}");
         assert_eq!(row.matches('\n').count(), 1);
         let fields: Vec<&str> = row.trim_end_matches('\n').split('\t').collect();
-        assert_eq!(fields.len(), 10, "{row:?}");
+        assert_eq!(fields.len(), 11, "{row:?}");
         assert!(uuid::Uuid::parse_str(fields[0]).is_ok());
         assert_eq!(
             &fields[1..6],
@@ -583,6 +625,6 @@ mod tests {
             "{}",
             fields[7]
         );
-        assert_eq!(fields[8..], ["5", "99"]);
+        assert_eq!(fields[8..], ["5", "99", r"\N"]);
     }
 }

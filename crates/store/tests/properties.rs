@@ -83,6 +83,7 @@ fn record(g: &Generated, tenant: &str, seq: i64) -> TelemetryRecord<'static> {
         source: Cow::Owned(g.subject_tail.clone()),
         time_ms: g.time_ms,
         body: Cow::Owned(g.body.clone()),
+        device_id: device_of(seq),
     };
     match g.kind {
         TelemetryKind::Event => TelemetryRecord::Event {
@@ -101,6 +102,12 @@ fn record(g: &Generated, tenant: &str, seq: i64) -> TelemetryRecord<'static> {
             value: g.value,
         },
     }
+}
+
+/// Every other record is a device's (NULL and ids both round-trip).
+fn device_of(seq: i64) -> Option<uuid::Uuid> {
+    (seq % 2 == 0)
+        .then(|| uuid::Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0000 + seq as u128))
 }
 
 /// Writes `batch` for a fresh tenant, reads every row back and compares.
@@ -141,6 +148,10 @@ async fn round_trip(store: &Store, case: u64, batch: &[Generated]) -> Result<(),
             prop_assert_eq!(&row.label, &g.label);
             prop_assert_eq!(row.time_ms, g.time_ms);
             prop_assert_eq!(&row.source, &g.subject_tail);
+            prop_assert_eq!(
+                row.device_id,
+                device_of(row.stream_seq).map(|d| d.to_string())
+            );
             match kind {
                 // Zero may come back with either sign; anything else bit for bit.
                 TelemetryKind::Metric if g.value == 0.0 => prop_assert_eq!(row.value, 0.0),

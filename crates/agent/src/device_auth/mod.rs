@@ -37,7 +37,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serviceradar_natsconf::jwt::{AUTH_CALLOUT_SUBJECT, AuthorizationRequest, JwtError, NKey};
-use serviceradar_natsconf::leaf::{DeviceUserLimits, collector_user_claims, device_user_claims};
+use serviceradar_natsconf::leaf::{
+    DeviceUserLimits, collector_user_claims, device_data_prefix, device_user_claims,
+};
 use serviceradar_pki::{IdentityKind, PeerIdentity};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -49,6 +51,32 @@ use registry::{Registry, Sessions};
 /// ends with the certificate); then the client reconnects and is checked
 /// again.
 pub const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Authorization requests answered at once at most: each is decided and
+/// signed on the blocking pool (certificate parsing and two signatures),
+/// so the leaf's callout is answered on every core, not one at a time.
+pub const MAX_ANSWERS_IN_FLIGHT: usize = 64;
+
+/// nats-server's event for every closed client connection, in each account.
+const DISCONNECT_EVENTS: &str = "$SYS.ACCOUNT.*.DISCONNECT";
+
+/// The part of a disconnect event the service reads: which connection of
+/// which server closed.
+#[derive(Debug, serde::Deserialize)]
+struct DisconnectEvent {
+    server: EventServer,
+    client: EventClient,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct EventServer {
+    id: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct EventClient {
+    id: u64,
+}
 
 /// What can stop the service from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -313,7 +341,11 @@ impl Authorizer {
                     max_subscriptions: entry.max_subscriptions,
                     data: entry.data_rate,
                 };
-                let jwt = device_user_claims(&request.user_nkey, peer.id, limits, expires)
+                // The subjects the leaf maps this device's data to
+                // (`nats-leaf.conf`'s mappings, from the same slugs).
+                let prefix = device_data_prefix(&peer.tenant_slug, &self.settings.site_slug)
+                    .map_err(|e| Refusal::Certificate(e.to_string()))?;
+                let jwt = device_user_claims(&request.user_nkey, peer.id, &prefix, limits, expires)
                     .sign(&self.issuer)
                     .map_err(internal)?;
                 Ok(Admitted {
@@ -385,12 +417,18 @@ fn internal(e: JwtError) -> Refusal {
 pub struct DeviceAuthService {
     tasks: JoinSet<()>,
     registry: Registry,
+    sessions: Sessions,
 }
 
 impl DeviceAuthService {
     /// The local registry copy (tests look at it).
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The device connections the service knows open (tests look at it).
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
     /// Stops every task.
@@ -457,7 +495,7 @@ pub async fn start(settings: DeviceAuthSettings) -> Result<DeviceAuthService, De
             settings.clone(),
             keys.issuer,
             registry.clone(),
-            sessions,
+            sessions.clone(),
         )?);
         let mut requests = client
             .subscribe(AUTH_CALLOUT_SUBJECT)
@@ -467,21 +505,71 @@ pub async fn start(settings: DeviceAuthSettings) -> Result<DeviceAuthService, De
             .flush()
             .await
             .map_err(nats("flushing the subscription"))?;
+        let mut gone = system
+            .subscribe(DISCONNECT_EVENTS)
+            .await
+            .map_err(nats("subscribing to disconnect events"))?;
+        system
+            .flush()
+            .await
+            .map_err(nats("flushing the subscription"))?;
         let mut tasks = JoinSet::new();
         let span = tracing::Span::current();
         {
             let client = client.clone();
+            let limit = Arc::new(tokio::sync::Semaphore::new(MAX_ANSWERS_IN_FLIGHT));
+            let answer_span = span.clone();
             tasks.spawn(
                 async move {
                     while let Some(message) = requests.next().await {
                         let Some(reply) = message.reply else { continue };
-                        if let Some(response) = authorizer.respond(&message.payload)
-                            && let Err(e) = client.publish(reply, response.into()).await
-                        {
-                            tracing::warn!(error = %e, "sending an authorization response failed");
-                        }
+                        let Ok(permit) = limit.clone().acquire_owned().await else {
+                            break;
+                        };
+                        let (authorizer, client, span) =
+                            (authorizer.clone(), client.clone(), answer_span.clone());
+                        tokio::spawn(async move {
+                            let _permit = permit;
+                            let payload = message.payload;
+                            let in_span = span.clone();
+                            let response = tokio::task::spawn_blocking(move || {
+                                in_span.in_scope(|| authorizer.respond(&payload))
+                            })
+                            .await
+                            .ok()
+                            .flatten();
+                            if let Some(response) = response
+                                && let Err(e) = client.publish(reply, response.into()).await
+                            {
+                                tracing::warn!(parent: &span, error = %e,
+                                    "sending an authorization response failed");
+                            }
+                        });
                     }
                     tracing::warn!("the subscription to authorization requests ended");
+                }
+                .instrument(span.clone()),
+            );
+        }
+        {
+            let sessions = sessions.clone();
+            // A session ends with its user's expiry at the latest.
+            let longest = settings.session_lifetime + Duration::from_secs(60);
+            tasks.spawn(
+                async move {
+                    let mut prune = tokio::time::interval(Duration::from_secs(60));
+                    loop {
+                        tokio::select! {
+                            event = gone.next() => {
+                                let Some(event) = event else { break };
+                                if let Ok(event) = serde_json::from_slice::<DisconnectEvent>(&event.payload) {
+                                    sessions.forget(&event.server.id, event.client.id);
+                                }
+                            }
+                            _ = prune.tick() => sessions.prune(longest),
+                        }
+                    }
+                    tracing::warn!("the subscription to disconnect events ended");
                 }
                 .instrument(span.clone()),
             );
@@ -495,7 +583,11 @@ pub async fn start(settings: DeviceAuthSettings) -> Result<DeviceAuthService, De
             );
         }
         tracing::info!("device authorization service ready");
-        Ok(DeviceAuthService { tasks, registry })
+        Ok(DeviceAuthService {
+            tasks,
+            registry,
+            sessions,
+        })
     }
     .instrument(span)
     .await

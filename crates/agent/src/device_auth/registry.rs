@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
 use futures::StreamExt;
@@ -31,25 +31,60 @@ pub const SYNCED_KEY: &str = "synced";
 /// A connection: the id of the server holding it and its client id there.
 type Connection = (String, u64);
 
-/// Open device connections: device -> its connections.
+/// Open device connections: each admitted connection -> its device and
+/// when it was admitted. An entry is removed when nats-server reports the
+/// connection closed ([`Sessions::forget`], from the leaf's disconnect
+/// events), when its device is kicked, or, should an event be lost (the
+/// service's system connection was down), once it is older than the
+/// longest session ([`Sessions::prune`]): the map holds the open
+/// connections, not every connection ever admitted.
 #[derive(Debug, Clone, Default)]
-pub struct Sessions(Arc<Mutex<HashMap<Uuid, Vec<Connection>>>>);
+pub struct Sessions(Arc<Mutex<HashMap<Connection, (Uuid, Instant)>>>);
 
 impl Sessions {
     pub(crate) fn record(&self, device: Uuid, server: &str, cid: u64) {
         if let Ok(mut map) = self.0.lock() {
-            map.entry(device)
-                .or_default()
-                .push((server.to_owned(), cid));
+            map.insert((server.to_owned(), cid), (device, Instant::now()));
         }
     }
 
+    /// Connection `cid` of `server` closed.
+    pub(crate) fn forget(&self, server: &str, cid: u64) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(&(server.to_owned(), cid));
+        }
+    }
+
+    /// Drops entries admitted more than `age` ago (their session has ended).
+    pub(crate) fn prune(&self, age: Duration) {
+        if let Ok(mut map) = self.0.lock() {
+            map.retain(|_, (_, at)| at.elapsed() <= age);
+        }
+    }
+
+    /// How many device connections are open.
+    pub fn len(&self) -> usize {
+        self.0.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Whether no device connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn take(&self, device: Uuid) -> Vec<Connection> {
-        self.0
-            .lock()
-            .ok()
-            .and_then(|mut map| map.remove(&device))
-            .unwrap_or_default()
+        let Ok(mut map) = self.0.lock() else {
+            return Vec::new();
+        };
+        let connections: Vec<Connection> = map
+            .iter()
+            .filter(|(_, (d, _))| *d == device)
+            .map(|(c, _)| c.clone())
+            .collect();
+        for c in &connections {
+            map.remove(c);
+        }
+        connections
     }
 }
 

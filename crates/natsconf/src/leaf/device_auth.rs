@@ -148,11 +148,53 @@ impl DeviceRegistryEntry {
     }
 }
 
-/// Subjects a device may publish to: its metrics, its status, replies.
-pub fn device_publish_subjects(device_id: Uuid) -> Vec<String> {
+/// Where the leaf maps a device's data: `edge.{tenant}.{site}.device`, inside
+/// the site's buffer (`edge.{tenant}.{site}.>`), so the data is buffered like
+/// a collector's, and with the site in its subject, so no other site's
+/// buffer can capture it.
+pub fn device_data_prefix(tenant_slug: &str, site_slug: &str) -> Result<String, ConfigError> {
+    Ok(format!(
+        "{}.{DEVICE_TOKEN}",
+        super::buffer::buffer_subject_prefix(tenant_slug, site_slug)?
+    ))
+}
+
+/// The token after the site in a device's buffered subjects.
+pub const DEVICE_TOKEN: &str = "device";
+
+/// The leaf's subject mappings (`from`, `to`): a device publishes
+/// `device.<id>.metrics.>` and `device.<id>.status` (the seed's subjects);
+/// the leaf rewrites them into its buffer, under
+/// [`device_data_prefix`]`.<id>`, before anything else sees them (nats-server
+/// maps a client's subject while parsing, before the permission check and
+/// routing). Unmapped, a device's subject would be the same at every site of
+/// the tenant, and every site's buffer capturing it would store it.
+pub fn device_subject_mappings(
+    tenant_slug: &str,
+    site_slug: &str,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let prefix = device_data_prefix(tenant_slug, site_slug)?;
+    Ok(vec![
+        (
+            "device.*.metrics.>".to_owned(),
+            format!("{prefix}.{{{{wildcard(1)}}}}.metrics.>"),
+        ),
+        (
+            "device.*.status".to_owned(),
+            format!("{prefix}.{{{{wildcard(1)}}}}.status"),
+        ),
+    ])
+}
+
+/// Subjects a device may publish to: its metrics, its status (as the device
+/// names them and as the leaf maps them under `data_prefix`, the subject the
+/// permission is checked on), replies.
+pub fn device_publish_subjects(device_id: Uuid, data_prefix: &str) -> Vec<String> {
     vec![
         format!("device.{device_id}.metrics.>"),
         format!("device.{device_id}.status"),
+        format!("{data_prefix}.{device_id}.metrics.>"),
+        format!("{data_prefix}.{device_id}.status"),
         "_INBOX.>".to_owned(),
     ]
 }
@@ -174,17 +216,19 @@ pub struct DeviceUserLimits {
 }
 
 /// The user claims of `device_id`'s connection (key `user_nkey`, chosen by
-/// the server): its own subjects only, its limits, plain client connections,
+/// the server): its own subjects only (`data_prefix`: see
+/// [`device_publish_subjects`]), its limits, plain client connections,
 /// placed in [`DEVICE_ACCOUNT`], expiring at `expires` (unix time).
 pub fn device_user_claims(
     user_nkey: &str,
     device_id: Uuid,
+    data_prefix: &str,
     limits: DeviceUserLimits,
     expires: i64,
 ) -> UserClaims {
     let mut claims = UserClaims::new(user_nkey, &format!("device-{device_id}"));
     claims.publish = Permission {
-        allow: device_publish_subjects(device_id),
+        allow: device_publish_subjects(device_id, data_prefix),
         deny: Vec::new(),
     };
     claims.subscribe = Permission {
@@ -207,14 +251,28 @@ pub fn device_user_claims(
 
 /// The user claims of a collector's connection: the rights every verified
 /// client of the leaf had before the callout (the whole global account),
-/// placed in [`DEVICE_ACCOUNT`].
+/// except publishing device data (a device's data comes from the device
+/// alone; commands to devices, `device.<id>.cmd`, stay allowed), placed in
+/// [`DEVICE_ACCOUNT`].
 pub fn collector_user_claims(user_nkey: &str, name: &str, expires: i64) -> UserClaims {
     let mut claims = UserClaims::new(user_nkey, name);
+    claims.publish = Permission {
+        allow: Vec::new(),
+        deny: COLLECTOR_DENIED_PUBLISH
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+    };
     claims.allowed_connection_types = vec![crate::jwt::CONNECTION_STANDARD.to_owned()];
     claims.expires = Some(expires);
     claims.audience = Some(DEVICE_ACCOUNT.to_owned());
     claims
 }
+
+/// What a collector may not publish: device data, as a device names it and
+/// as the leaf maps it (the check sees the mapped subject).
+const COLLECTOR_DENIED_PUBLISH: [&str; 3] =
+    ["device.*.metrics.>", "device.*.status", "edge.*.*.device.>"];
 
 /// The body of `$SYS.REQ.SERVER.{server_id}.KICK` closing connection `cid`.
 pub fn kick_request(cid: u64) -> Value {
@@ -245,6 +303,36 @@ mod tests {
     }
 
     #[test]
+    fn device_data_is_mapped_into_the_site_buffer_and_denied_to_collectors() {
+        let maps = device_subject_mappings("acme", "nyc").unwrap();
+        assert_eq!(
+            maps,
+            vec![
+                (
+                    "device.*.metrics.>".to_owned(),
+                    "edge.acme.nyc.device.{{wildcard(1)}}.metrics.>".to_owned()
+                ),
+                (
+                    "device.*.status".to_owned(),
+                    "edge.acme.nyc.device.{{wildcard(1)}}.status".to_owned()
+                ),
+            ]
+        );
+        assert!(device_subject_mappings("acme", "n.>").is_err());
+        let issuer = NKey::generate(KeyKind::Account);
+        let user = NKey::generate(KeyKind::User).public_key();
+        let jwt = collector_user_claims(&user, "collector-x", 4_000_000_000)
+            .sign(&issuer)
+            .unwrap();
+        let c = decode_claims(&jwt).unwrap();
+        assert_eq!(
+            c["nats"]["pub"]["deny"],
+            serde_json::json!(["device.*.metrics.>", "device.*.status", "edge.*.*.device.>"])
+        );
+        assert!(c["nats"]["pub"].get("allow").is_none());
+    }
+
+    #[test]
     fn keys_of_the_wrong_kind_or_text_are_refused() {
         let mut k = keys();
         k.issuer = k.service_user.clone();
@@ -267,7 +355,7 @@ mod tests {
             max_subscriptions: 5,
             data: 4096,
         };
-        let jwt = device_user_claims(&user, id, limits, 4_000_000_000)
+        let jwt = device_user_claims(&user, id, "edge.acme.nyc.device", limits, 4_000_000_000)
             .sign(&issuer)
             .unwrap();
         let c = decode_claims(&jwt).unwrap();
@@ -281,6 +369,8 @@ mod tests {
             serde_json::json!([
                 format!("device.{id}.metrics.>"),
                 format!("device.{id}.status"),
+                format!("edge.acme.nyc.device.{id}.metrics.>"),
+                format!("edge.acme.nyc.device.{id}.status"),
                 "_INBOX.>"
             ])
         );

@@ -57,9 +57,9 @@ pub use buffer::{
 };
 pub use device_auth::{
     DEVICE_ACCOUNT, DEVICE_AUTH_INCLUDE, DEVICE_REGISTRY_BUCKET, DEVICE_SYSTEM_ACCOUNT,
-    DeviceAuthKeys, DeviceRegistryEntry, DeviceUserLimits, collector_user_claims,
-    device_publish_subjects, device_registry_key, device_subscribe_subjects, device_user_claims,
-    kick_request, render_device_auth_conf,
+    DEVICE_TOKEN, DeviceAuthKeys, DeviceRegistryEntry, DeviceUserLimits, collector_user_claims,
+    device_data_prefix, device_publish_subjects, device_registry_key, device_subject_mappings,
+    device_subscribe_subjects, device_user_claims, kick_request, render_device_auth_conf,
 };
 
 use serviceradar_domain::validate::Host;
@@ -285,6 +285,17 @@ pub fn render_leaf_config(input: &LeafConfigInput) -> Result<String, ConfigError
         );
         w.include(DEVICE_AUTH_INCLUDE);
         w.blank();
+        w.comment(
+            "A device publishes device.<id>.metrics.> and device.<id>.status; the leaf maps\n\
+             them into this site's buffer (edge.<tenant>.<site>.device.<id>...), so they are\n\
+             kept through WAN outages and carry the site, and no other site stores them.",
+        );
+        w.open("mappings");
+        for (from, to) in device_subject_mappings(&input.tenant_slug, &input.site_slug)? {
+            w.raw_key_string(&crate::syntax::quote(&from), &to);
+        }
+        w.close();
+        w.blank();
     }
     w.comment(
         "Local clients (collectors at this site). Only clients presenting a certificate\n\
@@ -423,6 +434,28 @@ mod tests {
 
     fn input() -> LeafConfigInput {
         LeafConfigInput::new("acme", "nyc-office", "tls://hub.example.com:7422")
+    }
+
+    #[test]
+    fn device_auth_maps_device_data_into_the_site_buffer() {
+        let plain = render_leaf_config(&input()).unwrap();
+        assert!(!plain.contains("mappings"), "{plain}");
+        let mut with = input();
+        with.device_auth = true;
+        let text = render_leaf_config(&with).unwrap();
+        assert!(text.contains("include \"device-auth.conf\""), "{text}");
+        assert!(
+            text.contains(
+                "  \"device.*.metrics.>\": \"edge.acme.nyc-office.device.{{wildcard(1)}}.metrics.>\"\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  \"device.*.status\": \"edge.acme.nyc-office.device.{{wildcard(1)}}.status\"\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
