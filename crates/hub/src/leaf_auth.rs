@@ -372,7 +372,17 @@ impl LeafAuthorizer {
         if ca_der != issuer_der {
             return Err(Refusal::ForeignIssuer);
         }
-        scoped.site(site_id).await.map_err(site_lookup)?;
+        let site = scoped.site(site_id).await.map_err(site_lookup)?;
+        // What this site's leaf may exchange with the hub: its own site's
+        // subjects and buffer, never the tenant's other sites or the hub's
+        // JetStream API (a compromised edge box affects its own site only).
+        let link = serviceradar_natsconf::leaf::site_link_permissions(
+            tenant.slug.as_str(),
+            site.slug.as_str(),
+            site_id.0,
+            serviceradar_natsconf::hub::DEFAULT_HUB_DOMAIN,
+        )
+        .map_err(unavailable("the site's link permissions"))?;
 
         let now = time::OffsetDateTime::now_utc();
         let expires = (now + self.session_lifetime).min(peer.not_after);
@@ -383,6 +393,7 @@ impl LeafAuthorizer {
                 &tenant,
                 &request.user_nkey,
                 &claims.name,
+                &link,
                 expires.unix_timestamp(),
             )
             .await

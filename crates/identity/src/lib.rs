@@ -940,17 +940,22 @@ impl Pki {
 
     /// The user JWT that admits one leaf connection into `tenant`'s account:
     /// subject `user_key` (the key nats-server chose for the connection),
-    /// leafnode connections only, expiring at `expires` (unix seconds).
+    /// leafnode connections only, confined to `link` (what one site's leaf
+    /// may exchange with the hub: `natsconf::leaf::site_link_permissions`),
+    /// expiring at `expires` (unix seconds).
     pub async fn leaf_session_jwt(
         &self,
         store: &Store,
         tenant: &Tenant,
         user_key: &str,
         name: &str,
+        link: &serviceradar_natsconf::leaf::LinkPermissions,
         expires: i64,
     ) -> Result<String, IdentityError> {
         let (account, _) = self.tenant_account(store, tenant).await?;
         let mut claims = UserClaims::new(user_key, name);
+        claims.publish = link.publish.clone();
+        claims.subscribe = link.subscribe.clone();
         claims.allowed_connection_types = vec![CONNECTION_LEAFNODE.into()];
         claims.expires = Some(expires);
         claims

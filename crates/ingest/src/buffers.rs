@@ -109,12 +109,20 @@ pub async fn sync_site_buffers(
         .get("config")
         .cloned()
         .ok_or(IngestError::StreamInfoWithoutConfig)?;
+    // A source is its API prefix and delivery prefix: a source from before
+    // sites had their own delivery prefix is replaced (the leaf's link may
+    // publish only to its site's prefix).
     let names = |v: &serde_json::Value| {
         let mut apis: Vec<String> = v
             .as_array()
             .map(|a| {
                 a.iter()
-                    .filter_map(|s| s["external"]["api"].as_str().map(str::to_owned))
+                    .filter_map(|s| {
+                        let external = &s["external"];
+                        let api = external["api"].as_str()?;
+                        let deliver = external["deliver"].as_str().unwrap_or_default();
+                        Some(format!("{api} {deliver}"))
+                    })
                     .collect()
             })
             .unwrap_or_default();

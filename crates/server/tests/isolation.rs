@@ -484,3 +484,153 @@ async fn leaves_are_admitted_only_with_their_own_certificate() {
             .all(|(n, a)| n != "genuine-plant" || *a != beta_account)
     );
 }
+
+/// Within one tenant, a site's leaf reaches only its own site: the hub
+/// admits it with permissions (`natsconf::leaf::site_link_permissions`), so
+/// a compromised edge box (here: a client of the leaf, which may do anything
+/// the leaf's own account allows) cannot call the hub's JetStream API (delete
+/// the tenant's streams or read them), publish into another site's subjects,
+/// or receive the hub's replies and other sites' traffic. Its own traffic
+/// still flows both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_leaf_cannot_reach_other_sites_or_the_hubs_jetstream_api() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ports = HubPorts::free();
+    let Platform {
+        store,
+        pki,
+        settings,
+        tenants,
+    } = platform(dir, ports).await;
+    let acme = &tenants[0];
+    let (plant_port, lab_port) = (free_port(), free_port());
+    // Each site installed in its own directory (one box each).
+    let (plant_dir, lab_dir) = (dir.join("plant"), dir.join("lab"));
+    std::fs::create_dir_all(&plant_dir).unwrap();
+    std::fs::create_dir_all(&lab_dir).unwrap();
+    let plant = install_site(
+        &plant_dir, &store, &pki, &settings, acme, "plant", plant_port,
+    )
+    .await;
+    let lab = install_site(&lab_dir, &store, &pki, &settings, acme, "lab", lab_port).await;
+    let (_hub, _) = start_hub(dir, &store, &pki, ports).await;
+    let _leaf_auth = start_leaf_auth(&store, &pki, ports.client).await;
+    let plant_conf = plant.config.clone();
+    let lab_conf = lab.config.clone();
+    let _plant_leaf = NatsServer::start_file(
+        plant_conf.parent().unwrap(),
+        "leaf",
+        &plant_conf,
+        plant_port,
+    )
+    .unwrap();
+    let _lab_leaf =
+        NatsServer::start_file(lab_conf.parent().unwrap(), "leaf", &lab_conf, lab_port).unwrap();
+    let at_plant = collector(dir, &store, &pki, acme, &plant.root, plant_port)
+        .await
+        .expect("a collector connects to the plant's leaf");
+    let at_lab = collector(dir, &store, &pki, acme, &lab.root, lab_port)
+        .await
+        .expect("a collector connects to the lab's leaf");
+    let hub = hub_user(dir, &store, &pki, acme, ports.client).await;
+
+    // Both links are up, and a site's own traffic flows both ways.
+    let mut hub_events = hub.subscribe("events.acme.>").await.unwrap();
+    hub.flush().await.unwrap();
+    flows(&at_plant, "events.acme.plant", &mut hub_events).await;
+    flows(&at_lab, "events.acme.lab", &mut hub_events).await;
+    let mut hub_plant_edge = hub.subscribe("edge.acme.plant.>").await.unwrap();
+    hub.flush().await.unwrap();
+    flows(&at_plant, "edge.acme.plant.events.x", &mut hub_plant_edge).await;
+    let mut plant_commands = at_plant
+        .subscribe("edge.acme.plant.device.>")
+        .await
+        .unwrap();
+    at_plant.flush().await.unwrap();
+    flows(&hub, "edge.acme.plant.device.d1.cmd", &mut plant_commands).await;
+
+    // The hub's JetStream API is out of the leaf's reach: a stream of the
+    // tenant's account survives the site's delete request, which gets no
+    // answer.
+    let created = hub
+        .request(
+            "$JS.API.STREAM.CREATE.PROBE",
+            serde_json::to_vec(&serde_json::json!({
+                "name": "PROBE", "subjects": ["events.acme.probe.>"], "storage": "memory"
+            }))
+            .unwrap()
+            .into(),
+        )
+        .await
+        .unwrap();
+    let created: serde_json::Value = serde_json::from_slice(&created.payload).unwrap();
+    assert!(created.get("error").is_none(), "{created}");
+    for subject in [
+        "$JS.hub.API.STREAM.DELETE.PROBE",
+        "$JS.hub.API.STREAM.PURGE.PROBE",
+        "$JS.hub.API.STREAM.INFO.PROBE",
+        "$JS.hub.API.CONSUMER.CREATE.PROBE",
+        "$JS.hub.API.INFO",
+    ] {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(2),
+            at_plant.request(subject, "{}".into()),
+        )
+        .await;
+        assert!(
+            !matches!(answer, Ok(Ok(_))),
+            "the site's leaf reached the hub's JetStream API: {subject}"
+        );
+    }
+    let info = hub
+        .request("$JS.API.STREAM.INFO.PROBE", "{}".into())
+        .await
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.payload).unwrap();
+    assert!(info.get("error").is_none(), "PROBE is gone: {info}");
+
+    // Another site's subjects, and the hub's replies and telemetry, never
+    // reach or leave the plant's leaf.
+    let mut lab_edge = at_lab.subscribe("edge.acme.lab.>").await.unwrap();
+    at_lab.flush().await.unwrap();
+    let mut plant_inbox = at_plant.subscribe("_INBOX.>").await.unwrap();
+    let mut plant_telemetry = at_plant.subscribe("events.acme.>").await.unwrap();
+    at_plant.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    at_plant
+        .publish("edge.acme.lab.events.spoofed", "from the plant".into())
+        .await
+        .unwrap();
+    at_plant.flush().await.unwrap();
+    silent(&mut lab_edge, "the plant published into the lab's subjects").await;
+    // (Subscribed after the spoofing attempt, which the plant's leaf itself
+    // delivers to its local subscribers.)
+    let mut plant_other_site = at_plant.subscribe("edge.acme.lab.>").await.unwrap();
+    at_plant.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    hub.publish("_INBOX.someone.else", "a reply".into())
+        .await
+        .unwrap();
+    hub.publish("events.acme.lab", "the lab's telemetry".into())
+        .await
+        .unwrap();
+    hub.flush().await.unwrap();
+    at_lab
+        .publish("edge.acme.lab.events.x", "the lab's own".into())
+        .await
+        .unwrap();
+    at_lab.flush().await.unwrap();
+    silent(&mut plant_inbox, "the plant received the hub's replies").await;
+    silent(
+        &mut plant_telemetry,
+        "the plant received the tenant's telemetry",
+    )
+    .await;
+    silent(
+        &mut plant_other_site,
+        "the plant received the lab's traffic",
+    )
+    .await;
+}

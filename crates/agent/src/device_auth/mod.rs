@@ -448,6 +448,11 @@ async fn connect(
         .add_root_certificates(settings.tenant_ca.clone())
         .add_client_certificate(settings.client_cert.clone(), settings.client_key.clone())
         .name(name)
+        // The hub answers the registry's reads only under this site's own
+        // inbox prefix (the leaf's link permissions).
+        .custom_inbox_prefix(serviceradar_natsconf::leaf::site_inbox_prefix(
+            settings.site_id,
+        ))
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connect(settings.leaf_url.as_str())

@@ -131,14 +131,18 @@ pub fn buffer_stream_config(input: &BufferStreamInput) -> Result<serde_json::Val
 ///
 /// The prefix is spelled out as `external.api` rather than given as a `domain`
 /// field, which nats-server 2.15's strict JetStream API rejects in sources.
+/// The leaf delivers to the site's own `external.deliver` prefix
+/// ([`super::buffer_deliver_prefix`]), the only delivery subjects its link
+/// may publish ([`super::site_link_permissions`]).
 pub fn buffer_stream_source(
     tenant_slug: &str,
     site_slug: &str,
 ) -> Result<serde_json::Value, ConfigError> {
     let domain = JetStreamDomain::for_site(tenant_slug, site_slug)?;
+    let deliver = super::link::buffer_deliver_prefix(tenant_slug, site_slug)?;
     Ok(json!({
         "name": BUFFER_STREAM_NAME,
-        "external": { "api": format!("$JS.{domain}.API"), "deliver": "" },
+        "external": { "api": format!("$JS.{domain}.API"), "deliver": deliver },
     }))
 }
 

@@ -50,6 +50,7 @@
 
 mod buffer;
 mod device_auth;
+mod link;
 
 pub use buffer::{
     BUFFER_STREAM_NAME, BufferStreamInput, DEFAULT_BUFFER_RETENTION, buffer_stream_config,
@@ -61,6 +62,7 @@ pub use device_auth::{
     device_data_prefix, device_publish_subjects, device_registry_key, device_subject_mappings,
     device_subscribe_subjects, device_user_claims, kick_request, render_device_auth_conf,
 };
+pub use link::{LinkPermissions, buffer_deliver_prefix, site_inbox_prefix, site_link_permissions};
 
 use serviceradar_domain::validate::Host;
 
