@@ -21,6 +21,8 @@
 //! the binary runs, and its errors are reports for the person at the
 //! terminal (hence `anyhow`, like the binaries).
 
+pub mod report;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

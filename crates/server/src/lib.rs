@@ -5,7 +5,7 @@
 //! ([`app::Application`]). Nothing here holds a rule of the product: the
 //! services are their own crates (see ARCHITECTURE.md), and so are the
 //! process plumbing (`serviceradar-runtime`), the HTTP layers and probes
-//! (`serviceradar-http`) and the `quickstart` tool (`serviceradar-quickstart`).
+//! (`serviceradar-http`) and the `quickstart` tool with the start-up report (`serviceradar-quickstart`).
 //!
 //! * [`config`] — typed configuration from flags and `SERVICERADAR_*` env;
 //!   the only place that reads them, and builds every service's settings.

@@ -4,14 +4,15 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serviceradar_domain::policy::Scope;
+use serviceradar_quickstart::report::redact_url;
 use serviceradar_server::app::Application;
 use serviceradar_server::config::{DatabaseConfig, PkiConfig, ServeConfig};
 use serviceradar_server::telemetry;
 use serviceradar_store::Store;
 
-/// ServiceRadar Edge control plane: HTTP API, job workers and (later) the
-/// agent gateway. Every flag can also be set with the SERVICERADAR_* variable
-/// shown in its help.
+/// ServiceRadar Edge control plane: HTTP API and web UI, job workers, the
+/// agent gateway, ingestion and the embedded hub. Every flag can also be set
+/// with the SERVICERADAR_* variable shown in its help.
 #[derive(Parser)]
 #[command(name = "serviceradar-core", version, about, long_about = None)]
 struct Cli {
@@ -285,7 +286,7 @@ async fn open_existing(
         store.close().await;
         return Err(refuse(format!(
             "the database {} has no tenants (`serve` never set it up)",
-            redact(&db.url())
+            redact_url(&db.url())
         )));
     }
     store.migrate().await.context("applying migrations")?;
@@ -326,7 +327,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Migrate(db) => {
             telemetry::init_tracing(false, std::io::stderr);
             open(&db).await?;
-            println!("migrations applied to {}", redact(&db.url()));
+            println!("migrations applied to {}", redact_url(&db.url()));
             Ok(())
         }
         Command::Admin(args) => run_admin(args.command, args.init).await,
@@ -375,84 +376,49 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{}:{}", config.listen.ip(), app.port()));
-    println!(
-        "serviceradar-core listening on {base}  (API: {base}/api/v1, reference {base}/api/v1/openapi.json)"
-    );
-    println!("  data dir:  {}", config.db.data_dir.display());
-    println!("  database:  {}", redact(&config.db.url()));
+    use serviceradar_quickstart::report::{FirstOwner, HubReport, ServeReport};
     let sites_dial = config.effective_hub_leafnode_url();
-    match app.embedded_hub() {
-        Some(hub) => {
-            let monitoring = hub
-                .options
-                .monitoring_listen
-                .as_deref()
-                .map_or_else(|| "off".to_owned(), |m| format!("http://{m}"));
-            println!(
-                "  hub:       embedded nats-server (config and log in {})\n             clients {}  leafnodes {}  monitoring {monitoring}",
-                hub.dir.display(),
-                hub.client_url(),
-                hub.options.leafnode_listen,
-            );
-        }
-        None => println!("  hub:       external, clients {}", config.hub_client_url()),
-    }
-    println!("  sites dial the hub at {sites_dial} (--hub-leafnode-url)");
-    match config.gateway.gateway_listen.0 {
-        Some(listen) => println!(
-            "  gateway:   agents dial {} (listening on {listen}, --gateway-listen)",
-            config.gateway.gateway_url
-        ),
-        None => println!("  gateway:   off (--gateway-listen): sites never become active"),
-    }
-    if let Some(port) = app.metrics_port() {
-        let ip = config
-            .metrics_listen
-            .0
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default();
-        println!("Prometheus metrics: http://{ip}:{port}/metrics");
-    }
-    if let Some(admin) = &app.bootstrap.created {
-        println!(
-            "\nFirst start: created tenant '{}' with owner {}",
-            admin.tenant, admin.email
-        );
-        if let Some(password) = &admin.generated_password {
-            println!(
-                "  owner password (shown once, store it now): {}",
-                password.expose()
-            );
-        }
-    }
-    // The next step, on every start: a token and a first site.
-    let (tenant, email) = app.bootstrap.created.as_ref().map_or_else(
+    let database = redact_url(&config.db.url());
+    let hub = match app.embedded_hub() {
+        Some(hub) => HubReport::Embedded {
+            dir: &hub.dir,
+            client: hub.client_url(),
+            leafnode: &hub.options.leafnode_listen,
+            monitoring: hub.options.monitoring_listen.as_deref(),
+        },
+        None => HubReport::External(config.hub_client_url()),
+    };
+    let metrics = app.metrics_port().map(|port| {
+        let ip = config.metrics_listen.0.map(|a| a.ip().to_string());
+        format!("http://{}:{port}/metrics", ip.unwrap_or_default())
+    });
+    let created = app.bootstrap.created.as_ref();
+    let (tenant, email) = created.map_or_else(
         || (config.bootstrap_tenant.clone(), config.admin_email.clone()),
         |a| (a.tenant.to_string(), a.email.to_string()),
     );
-    let data_dir = if config.db.data_dir == serviceradar_server::config::default_data_dir() {
-        String::new()
-    } else {
-        format!(" --data-dir {}", config.db.data_dir.display())
+    let report = ServeReport {
+        base: &base,
+        data_dir: &config.db.data_dir,
+        data_dir_is_default: config.db.data_dir == serviceradar_server::config::default_data_dir(),
+        database: &database,
+        hub,
+        sites_dial: &sites_dial,
+        gateway: config
+            .gateway
+            .gateway_listen
+            .0
+            .map(|listen| (config.gateway.gateway_url.as_str(), listen)),
+        metrics,
+        first_owner: created.map(|a| FirstOwner {
+            tenant: a.tenant.as_str(),
+            email: a.email.as_str(),
+            password: a.generated_password.as_ref().map(|p| p.expose()),
+        }),
+        tenant: &tenant,
+        email: &email,
     };
-    let api_flag = if base == "http://127.0.0.1:8080" {
-        String::new()
-    } else {
-        format!(" --api {base}")
-    };
-    println!(
-        "\nNext: see a site connect on this machine (a demo leaf and agent, no root):\n  \
-         serviceradar-core quickstart{data_dir}{api_flag}\n\
-         Or by hand: a token, then a site (its bundle's leaf dials {sites_dial}):\n  \
-         TOKEN=$(serviceradar-core admin create-token{data_dir} --tenant {tenant} --email {email} --scope read,write,admin)\n  \
-         curl -H \"Authorization: Bearer $TOKEN\" -H 'content-type: application/json' -X POST {base}/api/v1/edge-sites \\\n    \
-         -d '{{\"name\":\"Demo\",\"slug\":\"demo\",\"nats_leaf_url\":\"nats://127.0.0.1:4222\"}}'\n  \
-         then download {base}/api/v1/edge-sites/<id>/bundle and run its setup.sh (README: \"First run on one machine\").\n\
-         A real edge box joins with one token, its keys made on the box (docs/enrollment.md):\n  \
-         serviceradar-cli login --url {base} --token $TOKEN; serviceradar-cli tokens create --site <id>\n  \
-         then on the box: serviceradar-cli site init --token sr1...; nats setup; agent setup\n\
-         Sign-in for people: {base}/ (web UI) or POST {base}/api/v1/auth/login; API reference: {base}/api/v1/openapi.json\n"
-    );
+    print!("{report}");
     app.run_until_stopped(shutdown).await
 }
 
@@ -604,18 +570,6 @@ async fn run_admin(command: AdminCommand, init: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Hides a password in a database URL for printing.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_string(),
-    }
 }
 
 /// Installs the SIGINT/SIGTERM handlers now (so a signal during start-up,
