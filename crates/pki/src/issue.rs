@@ -7,7 +7,7 @@
 //! | function | CN | SPIFFE id (URI SAN) | other SANs | EKU |
 //! |---|---|---|---|---|
 //! | [`issue_leaf_client`] | `leaf.{site}.{tenant}.serviceradar` | `…/tenant/{t}/leaf/{site_id}` | DNS = CN | clientAuth, serverAuth |
-//! | [`issue_leaf_server`] | `nats.{site}.{tenant}.serviceradar` | `…/tenant/{t}/leaf-server/{site_id}` | hosts, `localhost`, `127.0.0.1` | serverAuth, clientAuth |
+//! | [`issue_leaf_server`] (and [`issue_leaf_server_for_key`]) | `nats.{site}.{tenant}.serviceradar` | `…/tenant/{t}/leaf-server/{site_id}` | hosts, `localhost`, `127.0.0.1` | serverAuth, clientAuth |
 //! | [`issue_agent`] | `agent.{site}.{tenant}.serviceradar` | `…/tenant/{t}/agent/{agent_id}` | — | clientAuth |
 //! | [`issue_collector`] | `collector.{package_id}.{tenant}.serviceradar` | `…/tenant/{t}/collector/{package_id}` | — | clientAuth |
 //! | [`issue_platform_server`] | `{service}.platform.serviceradar` | — | hosts | serverAuth, clientAuth |
@@ -22,6 +22,8 @@
 //! has a new key, serial and validity but the same CN and SPIFFE id, so
 //! everything that authorizes by identity keeps working. Keep the old one
 //! valid until the new one is deployed; retire it by serial/fingerprint.
+//! Where a peer pins the public key (the routes of a leaf or hub cluster),
+//! the `_for_key` variants issue the new certificate for the kept key.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -220,6 +222,26 @@ where
 {
     let spec = leaf_server_spec(ca, tenant, site, hosts, opts)?;
     issue(ca, spec, opts.validity)
+}
+
+/// [`issue_leaf_server`] for a key the platform keeps (`key_pem`, from
+/// [`new_server_key`] or a previous certificate's key) instead of a new one:
+/// a certificate issued again for the same key keeps its public key, so a
+/// pin of it (a leaf cluster's routes pin each node's) survives renewal.
+pub fn issue_leaf_server_for_key<I, S>(
+    ca: &CertificateAuthority,
+    tenant: TenantRef<'_>,
+    site: SiteRef<'_>,
+    hosts: I,
+    opts: &IssueOptions,
+    key_pem: &str,
+) -> Result<IssuedCertificate, IssueError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let spec = leaf_server_spec(ca, tenant, site, hosts, opts)?;
+    issue_with_key(ca, spec, opts.validity, SecretKeyPair::from_pem(key_pem)?)
 }
 
 fn leaf_server_spec<I, S>(
@@ -449,18 +471,7 @@ where
             ExtendedKeyUsagePurpose::ClientAuth,
         ],
     };
-    let params = params_for(ca, spec, opts.validity)?;
-    let key = SecretKeyPair::from_pem(key_pem)?;
-    let cert = ca.sign(&params, key.key_pair())?;
-    let signed = signed(ca, &cert)?;
-    Ok(IssuedCertificate {
-        cert_pem: signed.cert_pem,
-        key_pem: key.key_pem(),
-        chain_pem: signed.chain_pem,
-        serial_hex: signed.serial_hex,
-        not_before: signed.not_before,
-        not_after: signed.not_after,
-    })
+    issue_with_key(ca, spec, opts.validity, SecretKeyPair::from_pem(key_pem)?)
 }
 
 /// A new private key (PEM) of the kind every issued certificate has, for
@@ -481,8 +492,16 @@ fn issue(
     spec: Spec,
     validity: Duration,
 ) -> Result<IssuedCertificate, IssueError> {
+    issue_with_key(ca, spec, validity, SecretKeyPair::generate()?)
+}
+
+fn issue_with_key(
+    ca: &CertificateAuthority,
+    spec: Spec,
+    validity: Duration,
+    key: SecretKeyPair,
+) -> Result<IssuedCertificate, IssueError> {
     let params = params_for(ca, spec, validity)?;
-    let key = SecretKeyPair::generate()?;
     let cert = ca.sign(&params, key.key_pair())?;
     let signed = signed(ca, &cert)?;
     Ok(IssuedCertificate {
@@ -777,6 +796,48 @@ mod tests {
         )
         .expect("issue");
         assert_eq!(super::tests::sans(&local.cert_pem).len(), 3);
+    }
+
+    #[test]
+    fn a_leaf_server_certificate_issued_again_for_its_key_keeps_the_pin() {
+        let f = Fixture::new();
+        let first = issue_leaf_server(
+            &f.ca,
+            f.tenant(),
+            f.site(),
+            ["10.0.0.5"],
+            &IssueOptions::default(),
+        )
+        .expect("issue");
+        let again = issue_leaf_server_for_key(
+            &f.ca,
+            f.tenant(),
+            f.site(),
+            ["10.0.0.6"],
+            &IssueOptions::default(),
+            &first.key_pem,
+        )
+        .expect("issue for the key");
+        assert_ne!(first.serial_hex, again.serial_hex, "a new certificate");
+        assert_ne!(first.cert_pem, again.cert_pem);
+        assert_eq!(
+            crate::spki_sha256(&first.cert_pem).expect("pin"),
+            crate::spki_sha256(&again.cert_pem).expect("pin"),
+            "the same public key"
+        );
+        assert_eq!(sans(&again.cert_pem)[1], "ip:[10, 0, 0, 6]");
+        assert!(crate::check_key_matches(&again.cert_pem, &first.key_pem).is_ok());
+        assert!(matches!(
+            issue_leaf_server_for_key(
+                &f.ca,
+                f.tenant(),
+                f.site(),
+                ["10.0.0.6"],
+                &IssueOptions::default(),
+                "not a key",
+            ),
+            Err(IssueError::Generate(_))
+        ));
     }
 
     #[test]

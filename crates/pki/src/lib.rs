@@ -49,8 +49,8 @@ pub use inspect::{
 pub use issue::{
     DEFAULT_TRUST_DOMAIN, DEFAULT_VALIDITY, IssueError, IssueOptions, IssuedCertificate,
     RequestProfile, SignedCertificate, SiteRef, TenantRef, issue_agent, issue_collector,
-    issue_for_request, issue_leaf_client, issue_leaf_server, issue_platform_server,
-    issue_platform_server_for_key, new_server_key,
+    issue_for_request, issue_leaf_client, issue_leaf_server, issue_leaf_server_for_key,
+    issue_platform_server, issue_platform_server_for_key, new_server_key,
 };
 pub use names::NameError;
 pub use request::{CertificateRequest, new_key_and_request};

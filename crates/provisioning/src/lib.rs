@@ -21,10 +21,12 @@
 //! A cluster's routes pin its node certificates (their public keys' SHA-256,
 //! see [`node_pins`]): the tenant CA that issues them also issues every
 //! collector's, agent's and other site's certificate, so chaining to it must
-//! not be enough to join a site's routes. The pins change whenever the
-//! provisioning job runs again (new keys), so every node of the site gets
-//! the new bundle; a node still on the old one has no routes to the updated
-//! ones until it does (one node at a time keeps two of three routing).
+//! not be enough to join a site's routes. Each node keeps its key when the
+//! job runs again (renewal, regeneration): its new certificate is issued for
+//! the kept key (sealed with the node's certificate), so the pins do not
+//! change and a node updated to the new bundle still routes with nodes on
+//! the old one. A node added to the layout gets a new key; nodes dropped
+//! from it lose theirs.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,7 +40,10 @@ use serviceradar_natsconf::leaf::LeafClusterInput;
 use serviceradar_natsconf::{
     BufferStreamInput, LeafConfigInput, buffer_stream_config, config_checksum, render_leaf_config,
 };
-use serviceradar_pki::{SiteRef, TenantRef, issue_agent, issue_leaf_client, issue_leaf_server};
+use serviceradar_pki::{
+    SiteRef, TenantRef, issue_agent, issue_leaf_client, issue_leaf_server,
+    issue_leaf_server_for_key,
+};
 use serviceradar_store::health::AgentCert;
 use serviceradar_store::jobs::{Job, NewJob};
 use serviceradar_store::{LeafProvisioning, NodeCert, Store, StoreError};
@@ -408,29 +413,37 @@ pub async fn provision_leaf(
     .map_err(ProvisioningError::certificate(
         "issuing the leaf server certificate",
     ))?;
+    let previous = scoped.leaf_provisioning(leaf.id).await?;
     // Each cluster node: its own server certificate, naming its own host
     // (and the site's URL host, which may front all three).
     let mut node_certs = Vec::new();
     let mut not_after = client.not_after.min(server.not_after);
     if let Some(cluster) = &leaf.cluster {
         for (i, node) in cluster.nodes().iter().enumerate() {
-            let cert = issue_leaf_server(
-                &ca,
-                tenant_ref,
-                site_ref,
-                [node.host().to_bare(), site.nats_leaf_url.host().to_bare()],
-                &opts,
-            )
+            let node_aad = aad::leaf(tenant.id, leaf.id, &format!("node-{i}-key"));
+            let hosts = [node.host().to_bare(), site.nats_leaf_url.host().to_bare()];
+            // Node i keeps its key across renewals and regenerations: the
+            // routes pin the nodes' public keys, so configs rendered before
+            // and after pin the same three and a rolling update stays routed.
+            let kept = match previous.as_ref().and_then(|m| m.node_certs.get(i)) {
+                Some(cert) => Some(pki.open(&cert.key_sealed, &node_aad).map_err(
+                    ProvisioningError::identity("opening a cluster node's previous key"),
+                )?),
+                None => None,
+            };
+            let cert = match &kept {
+                Some(key) => {
+                    issue_leaf_server_for_key(&ca, tenant_ref, site_ref, hosts, &opts, key.as_str())
+                }
+                None => issue_leaf_server(&ca, tenant_ref, site_ref, hosts, &opts),
+            }
             .map_err(ProvisioningError::certificate(
                 "issuing a cluster node's server certificate",
             ))?;
             not_after = not_after.min(cert.not_after);
             node_certs.push(NodeCert {
                 cert_pem: cert.cert_pem.clone(),
-                key_sealed: pki.seal(
-                    &cert.key_pem,
-                    &aad::leaf(tenant.id, leaf.id, &format!("node-{i}-key")),
-                ),
+                key_sealed: pki.seal(&cert.key_pem, &node_aad),
             });
         }
     }
@@ -438,7 +451,7 @@ pub async fn provision_leaf(
     let confs = render_site_configs(settings, tenant, site, leaf, &node_pins(&node_certs)?)?;
     // Re-provisioning keeps the leaf's NATS user key (revoking it on deletion
     // then covers every generation of its creds).
-    let previous = match scoped.leaf_provisioning(leaf.id).await? {
+    let previous = match previous {
         Some(material) => Some(
             pki.open(
                 &material.creds_sealed,

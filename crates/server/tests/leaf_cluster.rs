@@ -437,3 +437,226 @@ async fn a_three_node_leaf_cluster_survives_a_sigkilled_node_under_load() {
     let _ = tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), running).await;
 }
+
+/// Unpacks `bundle` under `dir/unpack` and installs node `node` with
+/// `setup.sh --node N --no-start --prefix dir/node-N` (over a previous
+/// install, as an operator updating that node does). Returns the node's
+/// installed config and its server certificate.
+fn install_node(
+    dir: &std::path::Path,
+    unpack: &str,
+    bundle: &serviceradar_provisioning::BuiltSiteBundle,
+    node: usize,
+) -> (std::path::PathBuf, String) {
+    let into = dir.join(unpack);
+    std::fs::create_dir_all(&into).unwrap();
+    let archive = into.join(&bundle.file_name);
+    std::fs::write(&archive, &bundle.bytes).unwrap();
+    let tar = std::process::Command::new("tar")
+        .arg("xzf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&into)
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let root = into.join(bundle.file_name.trim_end_matches(".tar.gz"));
+    let prefix = dir.join(format!("node-{node}"));
+    let out = std::process::Command::new("bash")
+        .arg("setup.sh")
+        .args(["--node", &node.to_string(), "--no-start", "--prefix"])
+        .arg(&prefix)
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "setup.sh --node {node}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = prefix.join("etc/serviceradar/nats/nats-leaf.conf");
+    // The node's certificate (the file has the tenant CA after it).
+    let chain =
+        std::fs::read_to_string(root.join(format!("nodes/node-{node}/leaf-server.pem"))).unwrap();
+    const END: &str = "-----END CERTIFICATE-----";
+    let cert = format!("{}{END}\n", chain.split(END).next().unwrap());
+    (config, cert)
+}
+
+/// The `pinned_certs` of a rendered node config.
+fn pins_of(config: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(config).unwrap();
+    text.split("pinned_certs = [")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .unwrap_or_default()
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Issue 17's rolling update: a renewal (or regeneration) re-issues every
+/// node's certificate; nodes are then updated one at a time, so for a while
+/// one node runs the new bundle beside two on the old one. The routes pin
+/// the nodes' public keys, so the nodes keep their keys across renewals and
+/// the old configs still admit the updated node (and it them): the cluster
+/// does not split.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_keeps_a_rolling_leaf_cluster_routed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ports = support::HubPorts::free();
+    let monitor_base = consecutive_ports(3);
+    let route_base = consecutive_ports(3);
+    let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let settings = {
+        let mut s = settings(dir, ports.client, monitor_base);
+        s.provisioning.hub_leafnode_url = format!("tls://127.0.0.1:{}", ports.leaf);
+        s
+    };
+    support::init();
+    let app = Application::build(settings.clone()).await.unwrap();
+    let (store, pki) = (app.store().clone(), app.pki().clone());
+    let acme = store.tenant_by_slug("acme").await.unwrap();
+    let urls: Vec<String> = clients
+        .iter()
+        .map(|p| format!("tls://127.0.0.1:{p}"))
+        .collect();
+    let cluster = LeafCluster::parse(&urls, Some(i64::from(route_base))).unwrap();
+    let scoped = store.scoped(TenantScope::for_system_task(acme.id));
+    let (site, leaf) = {
+        use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
+        scoped
+            .create_site_with_cluster(
+                &serviceradar_store::NewSite {
+                    name: DisplayName::parse("Plant").unwrap(),
+                    slug: Slug::parse("plant").unwrap(),
+                    nats_leaf_url: NatsUrl::parse(&urls[0]).unwrap(),
+                    upstream_url: settings.provisioning.hub_leafnode_url.clone(),
+                    local_listen: ListenAddr::parse(&format!("127.0.0.1:{}", clients[0])).unwrap(),
+                },
+                Some(&cluster),
+                None,
+            )
+            .await
+            .unwrap()
+    };
+    // The provisioning job's work (renewal and regenerate-config run the
+    // same), then the site bundle as the API serves it.
+    let provision_and_bundle = || async {
+        let leaf = scoped.leaf_server(leaf.id).await.unwrap();
+        serviceradar_provisioning::provision_leaf(
+            &store,
+            &pki,
+            &settings.provisioning,
+            &acme,
+            &site,
+            &leaf,
+        )
+        .await
+        .unwrap();
+        serviceradar_provisioning::build_site_bundle(
+            &store,
+            &pki,
+            &settings.provisioning,
+            TenantScope::for_system_task(acme.id),
+            site.id,
+        )
+        .await
+        .map_err(|e| e.to_string())
+        .unwrap()
+    };
+    let first = provision_and_bundle().await;
+    let installed: Vec<(std::path::PathBuf, String)> = (0..3)
+        .map(|node| install_node(dir, "first", &first, node))
+        .collect();
+    let configs: Vec<std::path::PathBuf> = installed.iter().map(|(c, _)| c.clone()).collect();
+    let old_pins = pins_of(&configs[0]);
+    assert_eq!(old_pins.len(), 3, "the routes pin the three nodes");
+
+    let start_node = |node: usize| {
+        NatsServer::start_file(
+            configs[node].parent().unwrap(),
+            &format!("node-{node}"),
+            &configs[node],
+            clients[node],
+        )
+        .unwrap()
+    };
+    let mut nodes: Vec<NatsServer> = (0..3).map(start_node).collect();
+    let monitor = |node: usize| monitor_base + node as u16;
+    let logs = || {
+        let mut text = String::new();
+        for (i, config) in configs.iter().enumerate() {
+            let log =
+                std::fs::read_to_string(config.parent().unwrap().join(format!("node-{i}.log")))
+                    .unwrap_or_default();
+            text.push_str(&format!("--- node {i}\n{log}\n"));
+        }
+        text
+    };
+    wait_for(
+        || async { (0..3).all(|n| route_peers(monitor(n)) == 2) },
+        "every node routing to the two others",
+        &logs,
+    )
+    .await;
+
+    // Renewal: new certificates for every node (new serials).
+    let renewed = provision_and_bundle().await;
+    let updated = 1;
+    nodes[updated].kill();
+    let (config, new_cert) = install_node(dir, "renewed", &renewed, updated);
+    assert_eq!(config, configs[updated]);
+
+    // Node 1 restarts on the renewed bundle; nodes 0 and 2 still run the
+    // old one (old certificates, old configs). The routes re-form among all
+    // three, which the real nats-servers only allow if each side's
+    // `pinned_certs` admits the other's certificate: the old pins the new
+    // certificate of a kept key, the new pins the old certificates.
+    nodes[updated] = start_node(updated);
+    wait_for(
+        || async { (0..3).all(|n| route_peers(monitor(n)) == 2) },
+        "the renewed node routing with the two on the old bundle",
+        &logs,
+    )
+    .await;
+    assert_ne!(
+        serviceradar_pki::fingerprint_sha256(&new_cert).unwrap(),
+        serviceradar_pki::fingerprint_sha256(&installed[updated].1).unwrap(),
+        "node {updated} got a new certificate"
+    );
+    assert_eq!(
+        serviceradar_pki::spki_sha256(&new_cert).unwrap(),
+        serviceradar_pki::spki_sha256(&installed[updated].1).unwrap(),
+        "for the key it had"
+    );
+    assert_eq!(pins_of(&config), old_pins, "so the pins did not change");
+    assert_eq!(
+        renewed.config_checksum, first.config_checksum,
+        "and the configs render the same"
+    );
+    for (n, pin) in old_pins.iter().enumerate() {
+        assert!(
+            installed
+                .iter()
+                .any(|(_, cert)| serviceradar_pki::spki_sha256(cert).unwrap() == *pin),
+            "pin {n} is one of the nodes' keys"
+        );
+    }
+    let routez: serde_json::Value =
+        serde_json::from_str(&http_get(monitor(0), "/routez").unwrap()).unwrap();
+    let names: std::collections::BTreeSet<&str> = routez["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["remote_name"].as_str())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.ends_with(".n1")) && names.iter().any(|n| n.ends_with(".n2")),
+        "node 0 routes to nodes 1 and 2: {names:?}"
+    );
+    drop(nodes);
+}
