@@ -90,6 +90,55 @@ async fn platform(dir: &Path, ports: HubPorts) -> Platform {
     }
 }
 
+/// A running hub with the leaf authorization service, and a leaf per
+/// `(tenant, site slug)`, each installed from its own bundle in a directory
+/// of its own (one box each) and started.
+struct Linked {
+    _hub: NatsServer,
+    _leaf_auth: serviceradar_hub::leaf_auth::LeafAuthService,
+    /// Per site, in the order asked: its bundle root and leaf port.
+    sites: Vec<(std::path::PathBuf, u16)>,
+    _leaves: Vec<NatsServer>,
+}
+
+async fn link_sites(
+    dir: &Path,
+    platform: &Platform,
+    ports: HubPorts,
+    sites: &[(&Tenant, &str)],
+) -> Linked {
+    let Platform {
+        store,
+        pki,
+        settings,
+        ..
+    } = platform;
+    let mut installed = Vec::new();
+    for (tenant, slug) in sites {
+        let port = free_port();
+        let site_dir = dir.join(format!("{}-{slug}", tenant.slug));
+        std::fs::create_dir_all(&site_dir).unwrap();
+        let site = install_site(&site_dir, store, pki, settings, tenant, slug, port).await;
+        installed.push((site, port));
+    }
+    let (hub, _) = start_hub(dir, store, pki, ports).await;
+    let leaf_auth = start_leaf_auth(store, pki, ports.client).await;
+    let mut leaves = Vec::new();
+    for (site, port) in &installed {
+        let conf = &site.config;
+        leaves.push(NatsServer::start_file(conf.parent().unwrap(), "leaf", conf, *port).unwrap());
+    }
+    Linked {
+        _hub: hub,
+        _leaf_auth: leaf_auth,
+        sites: installed
+            .into_iter()
+            .map(|(site, port)| (site.root, port))
+            .collect(),
+        _leaves: leaves,
+    }
+}
+
 /// Publishes on `subject` from `from` until `sub` receives it (interest
 /// crosses leafnode links asynchronously); panics after [`WAIT`].
 async fn flows(from: &async_nats::Client, subject: &str, sub: &mut async_nats::Subscriber) {
@@ -120,25 +169,11 @@ async fn tenants_are_isolated_on_the_hub_and_across_leaves() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let ports = HubPorts::free();
-    let Platform {
-        store,
-        pki,
-        settings,
-        tenants,
-    } = platform(dir, ports).await;
-    let (acme, beta) = (&tenants[0], &tenants[1]);
-    let (acme_port, beta_port) = (free_port(), free_port());
-    let acme_site = install_site(dir, &store, &pki, &settings, acme, "plant", acme_port).await;
-    let beta_site = install_site(dir, &store, &pki, &settings, beta, "lab", beta_port).await;
-    let (acme_root, acme_conf) = (acme_site.root, acme_site.config);
-    let (beta_root, beta_conf) = (beta_site.root, beta_site.config);
-
-    let (_hub, _) = start_hub(dir, &store, &pki, ports).await;
-    let _leaf_auth = start_leaf_auth(&store, &pki, ports.client).await;
-    let _acme_leaf =
-        NatsServer::start_file(acme_conf.parent().unwrap(), "leaf", &acme_conf, acme_port).unwrap();
-    let _beta_leaf =
-        NatsServer::start_file(beta_conf.parent().unwrap(), "leaf", &beta_conf, beta_port).unwrap();
+    let platform = platform(dir, ports).await;
+    let (acme, beta) = (&platform.tenants[0], &platform.tenants[1]);
+    let linked = link_sites(dir, &platform, ports, &[(acme, "plant"), (beta, "lab")]).await;
+    let [(acme_root, acme_port), (beta_root, beta_port)] = [0, 1].map(|i| linked.sites[i].clone());
+    let (store, pki) = (&platform.store, &platform.pki);
 
     let acme_site = collector(dir, &store, &pki, acme, &acme_root, acme_port)
         .await
@@ -498,40 +533,15 @@ async fn a_site_leaf_cannot_reach_other_sites_or_the_hubs_jetstream_api() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let ports = HubPorts::free();
-    let Platform {
-        store,
-        pki,
-        settings,
-        tenants,
-    } = platform(dir, ports).await;
-    let acme = &tenants[0];
-    let (plant_port, lab_port) = (free_port(), free_port());
-    // Each site installed in its own directory (one box each).
-    let (plant_dir, lab_dir) = (dir.join("plant"), dir.join("lab"));
-    std::fs::create_dir_all(&plant_dir).unwrap();
-    std::fs::create_dir_all(&lab_dir).unwrap();
-    let plant = install_site(
-        &plant_dir, &store, &pki, &settings, acme, "plant", plant_port,
-    )
-    .await;
-    let lab = install_site(&lab_dir, &store, &pki, &settings, acme, "lab", lab_port).await;
-    let (_hub, _) = start_hub(dir, &store, &pki, ports).await;
-    let _leaf_auth = start_leaf_auth(&store, &pki, ports.client).await;
-    let plant_conf = plant.config.clone();
-    let lab_conf = lab.config.clone();
-    let _plant_leaf = NatsServer::start_file(
-        plant_conf.parent().unwrap(),
-        "leaf",
-        &plant_conf,
-        plant_port,
-    )
-    .unwrap();
-    let _lab_leaf =
-        NatsServer::start_file(lab_conf.parent().unwrap(), "leaf", &lab_conf, lab_port).unwrap();
-    let at_plant = collector(dir, &store, &pki, acme, &plant.root, plant_port)
+    let platform = platform(dir, ports).await;
+    let acme = &platform.tenants[0];
+    let linked = link_sites(dir, &platform, ports, &[(acme, "plant"), (acme, "lab")]).await;
+    let [(plant_root, plant_port), (lab_root, lab_port)] = [0, 1].map(|i| linked.sites[i].clone());
+    let (store, pki) = (&platform.store, &platform.pki);
+    let at_plant = collector(dir, store, pki, acme, &plant_root, plant_port)
         .await
         .expect("a collector connects to the plant's leaf");
-    let at_lab = collector(dir, &store, &pki, acme, &lab.root, lab_port)
+    let at_lab = collector(dir, store, pki, acme, &lab_root, lab_port)
         .await
         .expect("a collector connects to the lab's leaf");
     let hub = hub_user(dir, &store, &pki, acme, ports.client).await;
