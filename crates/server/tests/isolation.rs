@@ -175,14 +175,14 @@ async fn tenants_are_isolated_on_the_hub_and_across_leaves() {
     let [(acme_root, acme_port), (beta_root, beta_port)] = [0, 1].map(|i| linked.sites[i].clone());
     let (store, pki) = (&platform.store, &platform.pki);
 
-    let acme_site = collector(dir, &store, &pki, acme, &acme_root, acme_port)
+    let acme_site = collector(dir, store, pki, acme, &acme_root, acme_port)
         .await
         .expect("acme collector connects to acme's leaf");
-    let beta_site = collector(dir, &store, &pki, beta, &beta_root, beta_port)
+    let beta_site = collector(dir, store, pki, beta, &beta_root, beta_port)
         .await
         .expect("beta collector connects to beta's leaf");
-    let acme_hub = hub_user(dir, &store, &pki, acme, ports.client).await;
-    let beta_hub = hub_user(dir, &store, &pki, beta, ports.client).await;
+    let acme_hub = hub_user(dir, store, pki, acme, ports.client).await;
+    let beta_hub = hub_user(dir, store, pki, beta, ports.client).await;
 
     // Everything beta can see, on the hub and at its site.
     let mut beta_hub_all = beta_hub.subscribe(">").await.unwrap();
@@ -256,7 +256,7 @@ async fn tenants_are_isolated_on_the_hub_and_across_leaves() {
 
     // A collector of beta cannot even connect to acme's leaf (tenant CA).
     assert!(
-        collector(dir, &store, &pki, beta, &acme_root, acme_port)
+        collector(dir, store, pki, beta, &acme_root, acme_port)
             .await
             .is_err(),
         "beta's collector certificate was accepted by acme's leaf"
@@ -544,7 +544,7 @@ async fn a_site_leaf_cannot_reach_other_sites_or_the_hubs_jetstream_api() {
     let at_lab = collector(dir, store, pki, acme, &lab_root, lab_port)
         .await
         .expect("a collector connects to the lab's leaf");
-    let hub = hub_user(dir, &store, &pki, acme, ports.client).await;
+    let hub = hub_user(dir, store, pki, acme, ports.client).await;
 
     // Both links are up, and a site's own traffic flows both ways.
     let mut hub_events = hub.subscribe("events.acme.>").await.unwrap();
