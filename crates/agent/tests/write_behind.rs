@@ -7,7 +7,11 @@
 //!   before the push answers (or, for the sweeper's move, within a flush)
 //!   and alerted in the order the agent sent it; steady pushes are
 //!   coalesced and their contact and results still land;
-//! * stopping the gateway writes what it buffered.
+//! * stopping the gateway writes what it buffered;
+//! * config acknowledgements are written behind too (and the configs a
+//!   change pushes read in batches): each one is what the API shows within
+//!   a flush, the pushed config is the polled one, and stopping the
+//!   gateway writes the acknowledgements it buffered.
 
 mod support;
 
@@ -17,7 +21,12 @@ use serviceradar_agent::transport::{GrpcTransport, Transport};
 use serviceradar_domain::TenantScope;
 use serviceradar_domain::state::{LeafStatus, SiteStatus};
 use serviceradar_health::HealthEvent;
-use serviceradar_proto::v1::{CheckResult, HelloRequest, LeafHealth, PushStatusRequest};
+use serviceradar_proto::v1::agent_message::Body as AgentBody;
+use serviceradar_proto::v1::control_message::Body as ControlBody;
+use serviceradar_proto::v1::{
+    AgentConfig, AgentMessage, CheckResult, ConfigAck, ControlMessage, GetConfigRequest,
+    HelloRequest, LeafHealth, PushStatusRequest,
+};
 use serviceradar_server::app::Settings;
 use serviceradar_store::health::ALERT_LEAF_DISCONNECTED;
 use serviceradar_store::{PageRequest, now_ms};
@@ -323,4 +332,208 @@ async fn stopping_the_gateway_flushes_buffered_status() {
         .last_seen_at
         .expect("seen");
     assert!(seen_after > seen_before, "{seen_after} > {seen_before}");
+}
+
+/// A control stream as the agent opens it; returns what it sends and what
+/// the gateway sends.
+async fn open_stream(
+    t: &mut GrpcTransport,
+) -> (
+    tokio::sync::mpsc::Sender<AgentMessage>,
+    tonic::Streaming<ControlMessage>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tx.send(AgentMessage {
+        claim: Some(Default::default()),
+        body: None,
+    })
+    .await
+    .expect("first message");
+    let inbound = t.control_stream(rx).await.expect("control stream");
+    (tx, inbound)
+}
+
+/// The next config the gateway pushes on a stream.
+async fn next_config(inbound: &mut tonic::Streaming<ControlMessage>) -> AgentConfig {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+            .await
+            .expect("a config within 10 s")
+            .expect("stream")
+            .expect("open");
+        if let Some(ControlBody::Config(config)) = message.body {
+            return config;
+        }
+    }
+}
+
+async fn ack(tx: &tokio::sync::mpsc::Sender<AgentMessage>, version: &str) {
+    tx.send(AgentMessage {
+        claim: None,
+        body: Some(AgentBody::ConfigAck(ConfigAck {
+            version: version.into(),
+        })),
+    })
+    .await
+    .expect("ack");
+}
+
+/// `GET /edge-sites/{site}/agent/checks`' acknowledged version.
+async fn api_version(api: &support::Api, site: &str) -> Option<String> {
+    let (status, body) = api.get(&format!("/edge-sites/{site}/agent/checks")).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    body["config_version"].as_str().map(str::to_owned)
+}
+
+/// Issue 18: config acknowledgements are written behind in batches and
+/// their configs read in batches; every acknowledgement still lands and is
+/// what the API shows, and a config pushed to many agents at once is the
+/// config each would poll.
+async fn config_acks_written_behind_are_visible_through_the_api(settings: Settings) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let core = support::spawn(dir, write_behind(settings)).await;
+    let tenant = core.tenant("default").await;
+    let api = support::Api::new(&core, "default", "admin@example.com").await;
+    let mut agents = Vec::new();
+    for i in 0..5 {
+        let agent = core.site(&tenant, &format!("fleet-{i}")).await;
+        let mut t = GrpcTransport::connect(&core.target(&agent))
+            .await
+            .expect("connect");
+        let (tx, mut inbound) = open_stream(&mut t).await;
+        let first = next_config(&mut inbound).await;
+        ack(&tx, &first.version).await;
+        agents.push((agent, t, tx, inbound, first.version));
+    }
+    let visible = |site: String, version: String| {
+        let api = &api;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                let shown = api_version(api, &site).await;
+                if shown.as_deref() == Some(version.as_str()) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{site}: the API shows {shown:?}, not the acknowledged {version}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    for (agent, _, _, _, version) in &agents {
+        visible(agent.site.id.to_string(), version.clone()).await;
+    }
+
+    // One change to every agent: each stream is pushed its new config (read
+    // in a batch), which is the config the agent would poll; each
+    // acknowledgement is visible through the API within a flush or two.
+    let (status, body) = api
+        .post(
+            "/agent-checks/apply",
+            serde_json::json!({ "set": [{ "name": "resolver", "kind": "dns",
+                "target": "localhost", "interval_secs": 5 }] }),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    assert_eq!(body["agents"], 5, "{body}");
+    for (agent, t, tx, inbound, before) in &mut agents {
+        let pushed = next_config(inbound).await;
+        assert_ne!(&pushed.version, before);
+        assert!(pushed.checks.iter().any(|c| c.name == "resolver"));
+        let polled = t
+            .get_config(GetConfigRequest::default())
+            .await
+            .expect("get config");
+        assert_eq!(
+            polled.config.as_ref(),
+            Some(&pushed),
+            "the pushed config is the polled one"
+        );
+        ack(tx, &pushed.version).await;
+        visible(agent.site.id.to_string(), pushed.version.clone()).await;
+    }
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", core.metrics_port))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let flushed: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("serviceradar_gateway_config_acks_flushed_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(flushed >= 10.0, "flushed {flushed}\n{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_acks_written_behind_are_visible_through_the_api_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    config_acks_written_behind_are_visible_through_the_api(support::settings(&dir)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_acks_written_behind_are_visible_through_the_api_postgres() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = support::settings(&dir);
+    settings.database_url = serviceradar_testkit::postgres().create_database();
+    config_acks_written_behind_are_visible_through_the_api(settings).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_gateway_writes_pending_config_acks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = support::settings(&dir);
+    let core = support::spawn(dir, settings.clone()).await;
+    let tenant = core.tenant("default").await;
+    let agent = core.site(&tenant, "nyc").await;
+    let api = support::Api::new(&core, "default", "admin@example.com").await;
+    let site = agent.site.id.to_string();
+
+    // A second gateway on the same store that flushes only when it stops.
+    let port = serviceradar_testkit::free_port();
+    let gateway = serviceradar_gateway::Gateway::bind(
+        format!("127.0.0.1:{port}").parse().expect("addr"),
+        core.store.clone(),
+        core.pki.clone(),
+        std::sync::Arc::new(serviceradar_gateway::GatewaySettings {
+            status_flush_every: Some(Duration::from_secs(3600)),
+            ..settings.gateway.clone()
+        }),
+        core.health.clone(),
+    )
+    .await
+    .expect("gateway");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(gateway.serve(async move {
+        let _ = stopped.await;
+    }));
+    let mut target = core.target(&agent);
+    target.url = format!("https://localhost:{port}");
+    let mut t = GrpcTransport::connect(&target).await.expect("connect");
+    let (tx, mut inbound) = open_stream(&mut t).await;
+    let config = next_config(&mut inbound).await;
+    ack(&tx, &config.version).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        api_version(&api, &site).await,
+        None,
+        "the acknowledgement waits in the buffer"
+    );
+
+    stop.send(()).expect("stop");
+    tokio::time::timeout(Duration::from_secs(20), served)
+        .await
+        .expect("gateway stopped")
+        .expect("task")
+        .expect("served");
+    assert_eq!(
+        api_version(&api, &site).await,
+        Some(config.version),
+        "written when the gateway stopped"
+    );
+    drop((tx, inbound, t));
 }

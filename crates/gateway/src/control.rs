@@ -1,7 +1,9 @@
 //! `ControlStream`: the long-lived bidirectional stream an agent opens after
 //! `Hello`. The gateway sends the agent's config when the stream opens and
-//! on every change, and the commands people issue ([`crate::links`]); the
-//! agent answers with `ConfigAck` (stored, shown by the API) and command
+//! on every change (read in batches with other streams', [`crate::configs`]),
+//! and the commands people issue ([`crate::links`]); the agent answers with
+//! `ConfigAck` (stored, written behind in batches by [`crate::acks`], shown
+//! by the API) and command
 //! updates (ack / progress / result, stored with a compare-and-set on the
 //! command's status).
 //!
@@ -16,7 +18,6 @@
 
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serviceradar_domain::TenantScope;
@@ -32,10 +33,11 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::GatewaySettings;
+use crate::acks::AckWriter;
+use crate::configs::ConfigReader;
 use crate::identity::{AgentIdentity, lookup, revoked};
 use crate::links::LinkEvent;
-use crate::service::{GatewayService, agent_config, internal_status, span};
+use crate::service::{GatewayService, internal_status, span};
 
 /// The gateway's half of a control stream.
 pub type OutStream<T> =
@@ -144,12 +146,16 @@ impl GatewayService {
             self.seen(&id).await?;
             let (generation, events) = self.links.attach(id.agent_id);
             let (out, out_rx) = mpsc::channel(16);
-            let config = self.config_for(&id).await?;
-            let changed_at = self.config_changed_at(&id).await?;
+            let (config, changed_at) = self
+                .configs
+                .read(&id)
+                .await
+                .map_err(|e| internal_status("reading the agent's config", &e))?;
             let _ = out.try_send(Ok(D::config(config, changed_at)));
             let stream = Session::<D> {
                 store: self.store.clone(),
-                settings: self.settings.clone(),
+                configs: self.configs.clone(),
+                acks: self.acks.clone(),
                 id: id.clone(),
                 out,
                 dialect: PhantomData,
@@ -179,7 +185,8 @@ impl GatewayService {
 /// One open stream.
 struct Session<D: Dialect> {
     store: Store,
-    settings: Arc<GatewaySettings>,
+    configs: ConfigReader,
+    acks: Option<AckWriter>,
     id: AgentIdentity,
     out: mpsc::Sender<Result<D::Out, Status>>,
     dialect: PhantomData<D>,
@@ -200,16 +207,9 @@ impl<D: Dialect> Session<D> {
                         }
                     }
                     Some(LinkEvent::ConfigChanged) => {
-                        let read = async {
-                            let config = agent_config(&self.store, &self.settings, &self.id).await?;
-                            let changed_at = self
-                                .store
-                                .scoped(TenantScope::for_system_task(self.id.tenant_id))
-                                .agent_config_changed_at(self.id.agent_id)
-                                .await?;
-                            Ok::<_, serviceradar_store::StoreError>((config, changed_at))
-                        };
-                        match read.await {
+                        // Read together with every other stream's that
+                        // changed at the same time (`crate::configs`).
+                        match self.configs.read(&self.id).await {
                             Ok((config, changed_at)) => {
                                 tracing::info!(version = %config.version, "config pushed");
                                 let message = D::config(config, changed_at);
@@ -257,7 +257,11 @@ impl<D: Dialect> Session<D> {
         match body {
             Inbound::ConfigAck(version) => {
                 let version: String = version.chars().take(64).collect();
-                if let Err(e) = scoped.ack_agent_config(self.id.agent_id, &version).await {
+                if let Some(acks) = &self.acks {
+                    // Stored with the next flush (`crate::acks`).
+                    tracing::debug!(%version, "agent runs config");
+                    acks.record(self.id.tenant_id, self.id.agent_id, version);
+                } else if let Err(e) = scoped.ack_agent_config(self.id.agent_id, &version).await {
                     tracing::error!(error = %e, "recording a config acknowledgement failed");
                 } else {
                     tracing::info!(%version, "agent runs config");

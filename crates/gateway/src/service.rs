@@ -21,6 +21,8 @@ use tracing::Instrument;
 
 use super::identity::{AgentIdentity, IdentityResolver};
 use crate::GatewaySettings;
+use crate::acks::AckWriter;
+use crate::configs::ConfigReader;
 use crate::links::AgentLinks;
 use crate::status::{StatusWriter, WriteError, write_through};
 use serviceradar_health::Health;
@@ -41,6 +43,11 @@ pub struct GatewayService {
     /// The write-behind buffer ([`crate::status`]); `None`: every push is
     /// written in its call.
     pub(crate) status: Option<StatusWriter>,
+    /// The write-behind buffer of config acknowledgements ([`crate::acks`]);
+    /// `None` (with `status`): each is written when it arrives.
+    pub(crate) acks: Option<AckWriter>,
+    /// Control streams' config reads, batched ([`crate::configs`]).
+    pub(crate) configs: ConfigReader,
 }
 
 impl GatewayService {
@@ -54,11 +61,15 @@ impl GatewayService {
     ) -> Self {
         // Write-behind needs a runtime for its flusher (the gateway is
         // always bound inside one).
-        let status = settings
+        let every = settings
             .status_flush_every
-            .filter(|_| tokio::runtime::Handle::try_current().is_ok())
-            .map(|every| StatusWriter::start(store.clone(), health.clone(), every));
+            .filter(|_| tokio::runtime::Handle::try_current().is_ok());
+        let status = every.map(|every| StatusWriter::start(store.clone(), health.clone(), every));
+        let acks = every.map(|every| AckWriter::start(store.clone(), every));
+        let configs = ConfigReader::new(store.clone(), settings.clone());
         Self {
+            acks,
+            configs,
             store,
             pki,
             settings,
@@ -72,6 +83,11 @@ impl GatewayService {
     /// The write-behind buffer of agent status, when enabled.
     pub fn status_writer(&self) -> Option<&StatusWriter> {
         self.status.as_ref()
+    }
+
+    /// The write-behind buffer of config acknowledgements, when enabled.
+    pub fn ack_writer(&self) -> Option<&AckWriter> {
+        self.acks.as_ref()
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -278,17 +294,25 @@ pub async fn agent_config(
     settings: &GatewaySettings,
     id: &AgentIdentity,
 ) -> Result<AgentConfig, StoreError> {
-    let monitoring = settings
-        .leaf_monitoring_listen
-        .as_deref()
-        .and_then(|l| l.rsplit_once(':'))
-        .map(|(_, port)| format!("http://127.0.0.1:{port}"));
     let configured = store
         .scoped(serviceradar_domain::TenantScope::for_system_task(
             id.tenant_id,
         ))
         .agent_check_configs(id.agent_id)
         .await?;
+    Ok(config_of(settings, configured))
+}
+
+/// An agent's config from its configured checks (as [`agent_config`]).
+pub(crate) fn config_of(
+    settings: &GatewaySettings,
+    configured: Vec<serviceradar_domain::agent_control::CheckConfig>,
+) -> AgentConfig {
+    let monitoring = settings
+        .leaf_monitoring_listen
+        .as_deref()
+        .and_then(|l| l.rsplit_once(':'))
+        .map(|(_, port)| format!("http://127.0.0.1:{port}"));
     let checks = monitoring
         .map(|target| CheckSpec {
             name: serviceradar_domain::agent_control::CheckConfig::RESERVED_NAME.into(),
@@ -314,7 +338,7 @@ pub async fn agent_config(
     };
     let digest = Sha256::digest(config.encode_to_vec());
     config.version = hex::encode(&digest[..12]);
-    Ok(config)
+    config
 }
 
 pub(crate) fn span(rpc: &'static str, id: &AgentIdentity) -> tracing::Span {

@@ -1,10 +1,16 @@
 //! What the control stream needs kept: the commands issued to an edge agent
 //! (status moved by compare-and-set, so two replicas never both deliver or
 //! both give up on one), the checks configured for an agent, and the config
-//! version the agent last acknowledged (migration 0017).
+//! version the agent last acknowledged (migration 0017). Config pushes to
+//! many agents read their configs in batches ([`Scoped::agent_configs`]) and
+//! acknowledgements are written in batches
+//! ([`crate::Store::record_config_acks`]),
+//! for the gateway's fan-out of a change to every agent of a tenant.
 
-use serviceradar_domain::EdgeSiteId;
+use std::collections::HashMap;
+
 use serviceradar_domain::agent_control::{CheckConfig, CheckKind, CommandKind, CommandStatus};
+use serviceradar_domain::{EdgeSiteId, TenantId};
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
@@ -89,6 +95,76 @@ fn decode_check(row: &AnyRow) -> Result<CheckConfig, StoreError> {
         interval_secs: int("interval_secs")?,
         timeout_ms: int("timeout_ms")?,
     })
+}
+
+/// Agents per statement of [`Scoped::agent_configs`] (with the tenant,
+/// well under SQLite's 999 bound parameters).
+pub const AGENTS_PER_READ: usize = 500;
+
+/// One agent's stored config, as [`Scoped::agent_configs`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfigRows {
+    /// When its checks last changed (Unix ms; its creation when they never did).
+    pub changed_at: i64,
+    /// Its configured checks, by name.
+    pub checks: Vec<CheckConfig>,
+}
+
+/// A config version an agent acknowledged, waiting in a gateway's
+/// write-behind buffer ([`crate::Store::record_config_acks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigAck {
+    /// Tenant.
+    pub tenant_id: TenantId,
+    /// The agent.
+    pub agent_id: Uuid,
+    /// The version it runs (at most 64 characters).
+    pub version: String,
+    /// When the gateway received the acknowledgement (Unix ms).
+    pub acked_at: i64,
+}
+
+/// Acknowledgements per statement of [`Store::record_config_acks`] (4
+/// parameters each, well under SQLite's 999).
+const ACKS_PER_STATEMENT: usize = 200;
+
+impl crate::db::Store {
+    /// Stores many agents' config acknowledgements (of any tenants) with
+    /// one statement per [`ACKS_PER_STATEMENT`]: the gateway's write-behind
+    /// of `ConfigAck`. Each row is matched on its tenant as well as its
+    /// agent; an agent deleted meanwhile is skipped; an acknowledgement
+    /// never replaces a newer one (timestamps only move forward).
+    pub async fn record_config_acks(&self, acks: &[ConfigAck]) -> Result<(), StoreError> {
+        for chunk in acks.chunks(ACKS_PER_STATEMENT) {
+            let rows = (0..chunk.len())
+                .map(|r| {
+                    let n = r * 4;
+                    format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4)
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            // Only placeholders are formatted in.
+            let sql = format!(
+                "INSERT INTO agent_config_acks (tenant_id, agent_id, version, acked_at) \
+                 SELECT v.column1, v.column2, v.column3, v.column4 FROM (VALUES {rows}) AS v \
+                 WHERE EXISTS (SELECT 1 FROM agents a \
+                 WHERE a.tenant_id = v.column1 AND a.id = v.column2) \
+                 ON CONFLICT (tenant_id, agent_id) DO UPDATE SET version = excluded.version, \
+                 acked_at = excluded.acked_at \
+                 WHERE agent_config_acks.acked_at <= excluded.acked_at"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for ack in chunk {
+                q = q
+                    .bind(ack.tenant_id.to_string())
+                    .bind(ack.agent_id.to_string())
+                    .bind(ack.version.clone())
+                    .bind(ack.acked_at);
+            }
+            q.execute(&self.pool).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Final statuses as SQL text (static, from the domain's list).
@@ -281,6 +357,59 @@ impl Scoped<'_> {
         .fetch_all(&self.store.pool)
         .await?;
         row::all(&rows, decode_check)
+    }
+
+    /// What a config push needs of many agents at once: each agent's
+    /// configured checks (by name, as [`Scoped::agent_check_configs`]) and
+    /// when they last changed (as [`Scoped::agent_config_changed_at`]). Two
+    /// statements per [`AGENTS_PER_READ`] agents instead of two per agent;
+    /// an agent that is not this tenant's is missing from the map.
+    pub async fn agent_configs(
+        &self,
+        agents: &[Uuid],
+    ) -> Result<HashMap<Uuid, AgentConfigRows>, StoreError> {
+        let mut found: HashMap<Uuid, AgentConfigRows> = HashMap::with_capacity(agents.len());
+        for chunk in agents.chunks(AGENTS_PER_READ) {
+            let marks = (0..chunk.len())
+                .map(|i| format!("${}", i + 2))
+                .collect::<Vec<_>>()
+                .join(", ");
+            // Only placeholders are formatted in.
+            let sql = format!(
+                "SELECT id, COALESCE(config_changed_at, created_at) AS changed_at FROM agents \
+                 WHERE tenant_id = $1 AND id IN ({marks})"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(self.tenant());
+            for agent in chunk {
+                q = q.bind(agent.to_string());
+            }
+            for row in q.fetch_all(&self.store.pool).await? {
+                let r = Cols::of(&row, "agents");
+                found.insert(
+                    r.parse("id")?,
+                    AgentConfigRows {
+                        changed_at: r.get("changed_at")?,
+                        checks: Vec::new(),
+                    },
+                );
+            }
+            let sql = format!(
+                "SELECT agent_id, name, kind, target, interval_secs, timeout_ms \
+                 FROM agent_check_configs WHERE tenant_id = $1 AND agent_id IN ({marks}) \
+                 ORDER BY agent_id, name"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(self.tenant());
+            for agent in chunk {
+                q = q.bind(agent.to_string());
+            }
+            for row in q.fetch_all(&self.store.pool).await? {
+                let agent: Uuid = Cols::of(&row, "agent_check_configs").parse("agent_id")?;
+                if let Some(rows) = found.get_mut(&agent) {
+                    rows.checks.push(decode_check(&row)?);
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Adds a check (`Conflict` if the name is taken or the agent has

@@ -45,7 +45,7 @@ mod tokens;
 mod users;
 
 pub use agent_checks::{AgentCheck, MAX_CHECKS_PER_AGENT};
-pub use agent_control::AgentCommand;
+pub use agent_control::{AgentCommand, AgentConfigRows, ConfigAck};
 pub use agent_results::{ChunkIn, ChunkOutcome, StoredUpload};
 pub use auth::{LoginRecord, SessionRecord, TokenRecord};
 pub use contacts::{CheckUpdate, Contact};

@@ -552,3 +552,138 @@ async fn agent_commands_and_checks_on_both_backends() {
         );
     }
 }
+
+/// The gateway's batched config reads and written-behind config
+/// acknowledgements (issue 18) on both backends: many agents' configs read
+/// at once are each agent's own (over several statements' worth of ids,
+/// another tenant's agent and unknown ids left out); acknowledgements of
+/// several tenants land in one call, one of an unknown agent or under the
+/// wrong tenant is skipped without failing the rest, and an older one
+/// never replaces a newer one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_configs_read_and_acks_written_in_batches_on_both_backends() {
+    use serviceradar_domain::agent_control::{CheckConfig, CheckKind};
+    use serviceradar_store::ConfigAck;
+    for (store, _dir) in stores().await {
+        let (a, b) = two_tenants(&store).await;
+        let (sa, sb) = (
+            TenantScope::for_system_task(a.id),
+            TenantScope::for_system_task(b.id),
+        );
+        let mut agents = Vec::new();
+        for (scope, slug) in [(sa, "nyc"), (sa, "sfo"), (sa, "lon"), (sb, "ber")] {
+            let site = site(&store, scope, slug).await;
+            let agent = uuid::Uuid::now_v7();
+            store
+                .scoped(scope)
+                .store_agent_cert(
+                    site,
+                    &AgentCert {
+                        agent_id: agent,
+                        cert_pem: "cert".into(),
+                        key_sealed: vec![7; 8],
+                        cert_serial: "01".into(),
+                        cert_expires_at: now_ms() + 1_000,
+                    },
+                )
+                .await
+                .expect("agent");
+            agents.push(agent);
+        }
+        let (scoped, other) = (store.scoped(sa), store.scoped(sb));
+        let check = |name: &str| CheckConfig {
+            name: name.into(),
+            kind: CheckKind::Tcp,
+            target: "10.0.0.5:5432".into(),
+            interval_secs: 30,
+            timeout_ms: 1_000,
+        };
+        for name in ["web", "db"] {
+            scoped
+                .add_agent_check_config(agents[0], &check(name))
+                .await
+                .unwrap();
+        }
+        scoped
+            .add_agent_check_config(agents[2], &check("dns"))
+            .await
+            .unwrap();
+        other
+            .add_agent_check_config(agents[3], &check("theirs"))
+            .await
+            .unwrap();
+
+        let mut wanted: Vec<uuid::Uuid> = (0..1_200).map(|_| uuid::Uuid::now_v7()).collect();
+        wanted.insert(3, agents[0]);
+        wanted.insert(700, agents[1]);
+        wanted.push(agents[2]);
+        wanted.push(agents[3]);
+        let read = scoped.agent_configs(&wanted).await.unwrap();
+        assert_eq!(read.len(), 3, "this tenant's three agents, nothing else");
+        for agent in &agents[..3] {
+            assert_eq!(
+                read[agent].checks,
+                scoped.agent_check_configs(*agent).await.unwrap(),
+                "the same checks in the same order as one agent's read"
+            );
+            assert_eq!(
+                read[agent].changed_at,
+                scoped.agent_config_changed_at(*agent).await.unwrap()
+            );
+        }
+        assert_eq!(
+            read[&agents[0]]
+                .checks
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>(),
+            ["db", "web"]
+        );
+        assert!(!read.contains_key(&agents[3]), "another tenant's agent");
+
+        // Acknowledgements of both tenants and strays, over two statements.
+        let ack = |tenant: &serviceradar_domain::resources::Tenant,
+                   agent: uuid::Uuid,
+                   version: &str,
+                   at: i64| ConfigAck {
+            tenant_id: tenant.id,
+            agent_id: agent,
+            version: version.into(),
+            acked_at: at,
+        };
+        let mut acks: Vec<ConfigAck> = (0..240)
+            .map(|_| ack(&a, uuid::Uuid::now_v7(), "stray", 1_000))
+            .collect();
+        acks.push(ack(&a, agents[0], "v1", 1_000));
+        acks.push(ack(&b, agents[3], "theirs-v1", 1_000));
+        acks.push(ack(&b, agents[1], "wrong tenant", 1_000));
+        store.record_config_acks(&acks).await.unwrap();
+        assert_eq!(
+            scoped.agent_config_ack(agents[0]).await.unwrap(),
+            Some(("v1".into(), 1_000))
+        );
+        assert_eq!(
+            other.agent_config_ack(agents[3]).await.unwrap(),
+            Some(("theirs-v1".into(), 1_000))
+        );
+        assert_eq!(scoped.agent_config_ack(agents[1]).await.unwrap(), None);
+        // Older: ignored; newer: kept.
+        store
+            .record_config_acks(&[ack(&a, agents[0], "older", 500)])
+            .await
+            .unwrap();
+        assert_eq!(
+            scoped.agent_config_ack(agents[0]).await.unwrap(),
+            Some(("v1".into(), 1_000))
+        );
+        store
+            .record_config_acks(&[ack(&a, agents[0], "v2", 2_000)])
+            .await
+            .unwrap();
+        assert_eq!(
+            scoped.agent_config_ack(agents[0]).await.unwrap(),
+            Some(("v2".into(), 2_000))
+        );
+        store.record_config_acks(&[]).await.unwrap();
+    }
+}

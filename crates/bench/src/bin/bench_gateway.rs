@@ -102,6 +102,11 @@ enum Cmd {
         /// Simulated agents.
         #[arg(long, default_value_t = 10_000)]
         agents: usize,
+        /// Run the gateway as before issue 18's batching (each stream reads
+        /// its config and writes its acknowledgement on its own), to compare
+        /// with in the same sitting.
+        #[arg(long)]
+        one_by_one: bool,
     },
     /// Hold process (started by `config-ack`): every agent holds a control
     /// stream and acknowledges each config; runs until stdin closes.
@@ -176,7 +181,7 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
                 Ok(())
             }
-            Cmd::ConfigAck { agents } => config_ack(agents).await,
+            Cmd::ConfigAck { agents, one_by_one } => config_ack(agents, one_by_one).await,
             Cmd::Hold {
                 identities,
                 ca,
@@ -286,12 +291,17 @@ struct Seeded {
     ca_path: PathBuf,
 }
 
-async fn seed(dir: &Path, agents: usize) -> anyhow::Result<Seeded> {
+async fn seed(
+    dir: &Path,
+    agents: usize,
+    gateway: impl FnOnce(&mut serviceradar_gateway::GatewaySettings),
+) -> anyhow::Result<Seeded> {
     eprintln!("starting PostgreSQL");
     let cluster = PgCluster::start(false).context("starting PostgreSQL")?;
     let url = cluster.create_database();
     let database = url.rsplit('/').next().unwrap_or_default().to_owned();
     let mut settings = Settings::new(url);
+    gateway(&mut settings.gateway);
     settings.gateway_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     settings.job_workers = 0;
     settings.database_max_connections = 32;
@@ -392,7 +402,7 @@ async fn scale(agents: usize, interval_ms: u64, duration_secs: u64) -> anyhow::R
         ids_path,
         ca_path,
         ..
-    } = seed(dir.path(), agents).await?;
+    } = seed(dir.path(), agents, |_| {}).await?;
     // The same gateway writing every push in its call (the code before
     // write-behind), on its own port over the same store.
     let through = serviceradar_gateway::Gateway::bind(
@@ -554,9 +564,15 @@ async fn scale(agents: usize, interval_ms: u64, duration_secs: u64) -> anyhow::R
 /// Every agent holds a control stream; one config change through the API
 /// to all of them (`POST /api/v1/agent-checks/apply`); 99% acknowledged
 /// within N s.
-async fn config_ack(agents: usize) -> anyhow::Result<()> {
+async fn config_ack(agents: usize, one_by_one: bool) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let seeded = seed(dir.path(), agents).await?;
+    let seeded = seed(dir.path(), agents, |gateway| {
+        if one_by_one {
+            gateway.status_flush_every = None;
+            gateway.batch_config_reads = false;
+        }
+    })
+    .await?;
     let me = std::process::id();
     // Let the seeding's garbage settle before the baseline.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -670,7 +686,12 @@ async fn config_ack(agents: usize) -> anyhow::Result<()> {
     let acked = latency.len();
     let p = |q: f64| common::percentile(&latency, q);
     println!(
-        "\n{agents} agents holding a control stream; one check added to every agent of the tenant with one API call (POST /api/v1/agent-checks/apply); 2 cores shared by server, hold process and PostgreSQL\n"
+        "\n{agents} agents holding a control stream; one check added to every agent of the tenant with one API call (POST /api/v1/agent-checks/apply); gateway {}; 2 cores shared by server, hold process and PostgreSQL\n",
+        if one_by_one {
+            "one by one (each stream reads its config and writes its ack: before)"
+        } else {
+            "batched (config reads batched, acks written behind: after)"
+        }
     );
     println!(
         "| agents held | API call (s) | API errors | acked | 99% acked after (s) | per agent: p50 / p99 / max call→ack (s) | gateway RSS per agent (KiB) |"
