@@ -244,10 +244,21 @@ impl DeadLetters {
     ) -> Result<(Vec<DeadLetter>, Option<u64>), DeadLetterReadError> {
         let (client, _in_use) = self.connection(tenant).await?;
         let js = jetstream::new(client);
-        let stream = js
-            .get_stream(STREAM)
-            .await
-            .map_err(|e| DeadLetterReadError::Hub(e.to_string()))?;
+        let stream = match js.get_stream(STREAM).await {
+            Ok(stream) => stream,
+            // Platform mode creates a tenant's stream with its first dead
+            // letter: none yet.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    jetstream::context::GetStreamErrorKind::JetStream(j)
+                        if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+                ) =>
+            {
+                return Ok((Vec::new(), None));
+            }
+            Err(e) => return Err(DeadLetterReadError::Hub(e.to_string())),
+        };
         let state = stream.cached_info().state.clone();
         if state.messages == 0 {
             return Ok((Vec::new(), None));

@@ -14,8 +14,9 @@
 //!
 //! Beside the pipeline: a setup pass (every tenant refresh) pushes the
 //! tenants' account JWTs with their exports and the platform account's
-//! JWT with its imports, creates each new tenant's `INGEST` and
-//! `DEAD_LETTERS` streams and its source consumer (whose
+//! JWT with its imports, creates each new tenant's `INGEST` stream (its
+//! `DEAD_LETTERS` stream comes with its first dead letter) and its source
+//! consumer (whose
 //! `max_ack_pending` caps the tenant's messages in flight into the
 //! platform stream), and keeps the platform stream's sources equal to the
 //! tenants; a chores task keeps the sites' buffers and the device registry
@@ -320,9 +321,8 @@ impl Setup {
 /// or failed is restarted.
 const STALLED_SOURCE: Duration = Duration::from_secs(5);
 
-/// Creates, through a connection to `tenant`'s account, its `INGEST` and
-/// `DEAD_LETTERS` streams and the durable consumer the platform stream
-/// sources it with.
+/// Creates, through a connection to `tenant`'s account, its `INGEST`
+/// stream and the durable consumer the platform stream sources it with.
 async fn set_up_tenant(
     pool: &TenantClients,
     tenant: &Tenant,
@@ -331,13 +331,9 @@ async fn set_up_tenant(
     let conn = pool.client(tenant).await?;
     let slug = tenant.slug.as_str();
     ensure_stream(&conn.client, slug, settings).await?;
-    crate::deadletter::open_stream(
-        &conn.client,
-        slug,
-        settings.dead_letter_retention,
-        settings.stream_replicas,
-    )
-    .await?;
+    // The tenant's DEAD_LETTERS stream is created with its first dead letter
+    // (see `Writer::dead_letter`): each reserves `deadletter::MAX_BYTES` of
+    // the hub's storage, which 1,000 tenants' streams would exhaust.
     let name = names::source_consumer(slug)
         .map_err(|e| IngestError::Upstream("naming the source consumer", e.into()))?;
     let request = names::source_consumer_request(slug, settings.tenant_in_flight)
@@ -511,6 +507,8 @@ async fn pipeline(
     let mut writer_tasks = tokio::task::JoinSet::new();
     for writer in 0..writers {
         let writer_state = Writer {
+            dead_letter_retention: settings.dead_letter_retention,
+            stream_replicas: settings.stream_replicas,
             store: store.clone(),
             pool: pool.clone(),
             status: status.clone(),
@@ -571,6 +569,8 @@ type Devices = Arc<std::sync::Mutex<HashMap<TenantId, DeviceSites>>>;
 
 /// What a platform writer works with.
 struct Writer {
+    dead_letter_retention: Duration,
+    stream_replicas: usize,
     store: Store,
     pool: TenantClients,
     status: IngestStatus,
@@ -799,6 +799,13 @@ impl Writer {
         reason: &(dyn std::fmt::Display + Sync),
     ) -> Result<(), IngestError> {
         let conn = self.pool.client(&origin.tenant).await?;
+        crate::deadletter::open_stream(
+            &conn.client,
+            origin.tenant.slug.as_str(),
+            self.dead_letter_retention,
+            self.stream_replicas,
+        )
+        .await?;
         dead_letter_parts(
             &conn.client,
             &origin.tenant,
