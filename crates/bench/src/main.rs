@@ -125,6 +125,11 @@ fn plan(quick: bool) -> Vec<Run> {
             ),
             run("ingestion", "bench-ingest", &["--messages", "5000"]),
             run(
+                "ingestion across tenants",
+                "bench-ingest-tenants",
+                &["--quick"],
+            ),
+            run(
                 "leaf hop",
                 "bench-leaf-hop",
                 &["--messages", "500", "--warmup", "50"],
@@ -175,6 +180,7 @@ fn plan(quick: bool) -> Vec<Run> {
             run("web UI live fan-out", "bench-sse", &[]),
             run("enrollment", "bench-enroll", &["--sites", "300"]),
             run("ingestion", "bench-ingest", &["--messages", "100000"]),
+            run("ingestion across tenants", "bench-ingest-tenants", &[]),
             run("leaf hop", "bench-leaf-hop", &[]),
             run("device connects", "bench-device-auth", &[]),
             run("gateway scale", "bench-gateway", &["scale"]),

@@ -53,6 +53,7 @@ const NATS_OPERATOR: &str = "nats_operator";
 const NATS_SYSTEM_ACCOUNT: &str = "nats_system_account";
 const NATS_LEAF_AUTH_ACCOUNT: &str = "nats_leaf_auth_account";
 const NATS_LEAF_AUTH_SERVICE: &str = "nats_leaf_auth_service";
+const NATS_PLATFORM_INGEST_ACCOUNT: &str = "nats_platform_ingest_account";
 const ENROLLMENT_SIGNING_KEY: &str = "enrollment_signing_key";
 
 /// Name of the NATS account every leaf authenticates in (see [`Pki::leaf_auth`]).
@@ -147,6 +148,8 @@ pub enum IdentityError {
     /// The device is revoked (or was revoked while its certificate was
     /// being issued): no certificate.
     DeviceRevoked,
+    /// A tenant's platform ingest exports or imports could not be rendered.
+    PlatformIngest(#[source] serviceradar_natsconf::ConfigError),
     /// One step of creating a tenant's identity failed.
     TenantIdentity {
         /// The step (`"creating the tenant CA"`, `"creating the tenant NATS account"`).
@@ -176,6 +179,7 @@ impl fmt::Display for IdentityError {
                 f.write_str("the tenant's account JWT kept changing; revocation not stored")
             }
             Self::TenantIdentity { step, .. } => f.write_str(step),
+            Self::PlatformIngest(_) => f.write_str("the tenant's platform ingest subjects"),
             Self::Issue { what, .. } => f.write_str(what),
             Self::DeviceRevoked => f.write_str("the device is revoked"),
             Self::EnrollmentKey(_) => f.write_str("the enrollment token signing key"),
@@ -1027,6 +1031,92 @@ impl Pki {
             claims.allowed_connection_types = vec![CONNECTION_STANDARD.into()];
             claims.expires = Some(expires);
         })
+    }
+
+    /// The platform ingest account's key (created on first use): the account
+    /// whose one stream sources every tenant's `INGEST` stream (see
+    /// [`serviceradar_natsconf::platform`]).
+    pub async fn platform_ingest_account(&self, store: &Store) -> Result<NKey, IdentityError> {
+        self.platform_nkey(store, NATS_PLATFORM_INGEST_ACCOUNT, KeyKind::Account)
+            .await
+    }
+
+    /// The platform ingest account's JWT, importing from each of `tenants`
+    /// (slug, account public key) what its source needs; JetStream on.
+    pub async fn platform_ingest_account_jwt(
+        &self,
+        store: &Store,
+        tenants: &[(String, String)],
+    ) -> Result<String, IdentityError> {
+        let (operator, _) = self.operator(store).await?;
+        let account = self.platform_ingest_account(store).await?;
+        let mut claims = AccountClaims::tenant(
+            &account.public_key(),
+            serviceradar_natsconf::platform::PLATFORM_ACCOUNT_NAME,
+        );
+        for (slug, key) in tenants {
+            claims.imports.extend(
+                serviceradar_natsconf::platform::platform_imports(slug, key)
+                    .map_err(IdentityError::PlatformIngest)?,
+            );
+        }
+        operator
+            .sign_account(&claims)
+            .map_err(nats_error("signing the platform ingest account JWT"))
+    }
+
+    /// A new user of the platform ingest account called `name`, valid until
+    /// `expires` (Unix seconds), as a `.creds` file (plain client
+    /// connections only).
+    pub async fn platform_ingest_user_creds(
+        &self,
+        store: &Store,
+        name: &str,
+        expires: i64,
+    ) -> Result<CredsFile, IdentityError> {
+        let account = self.platform_ingest_account(store).await?;
+        creds_for(&account, &NKey::generate(KeyKind::User), name, |claims| {
+            claims.allowed_connection_types = vec![CONNECTION_STANDARD.into()];
+            claims.expires = Some(expires);
+        })
+    }
+
+    /// `tenant`'s account JWT as the hub needs it for platform ingestion:
+    /// the stored JWT's claims (its revocations), issued now (and after the
+    /// stored JWT), plus the exports the platform
+    /// stream's source of this tenant needs
+    /// ([`serviceradar_natsconf::platform::tenant_exports`]). Also the
+    /// account's public key.
+    pub async fn tenant_account_jwt_for_platform_ingest(
+        &self,
+        store: &Store,
+        tenant: &Tenant,
+    ) -> Result<(String, String), IdentityError> {
+        let (account, stored) = self.tenant_account(store, tenant).await?;
+        let (operator, _) = self.operator(store).await?;
+        let current = serviceradar_natsconf::jwt::decode_claims(&stored)
+            .map_err(nats_error("reading the tenant account JWT"))?;
+        let mut claims = AccountClaims::tenant(&account.public_key(), tenant.slug.as_str());
+        if let Some(existing) = current["nats"]["revocations"].as_object() {
+            for (key, at) in existing {
+                claims
+                    .revoke_user(key, at.as_i64().unwrap_or(0))
+                    .map_err(nats_error_of("keeping the revocation of", key))?;
+            }
+        }
+        // Now, and after the stored JWT's: the hub keeps the newer of two
+        // JWTs of an account (silently ignoring an older one), and its
+        // config preloads the stored one, which must not replace this one.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        claims.issued_at = Some(current["iat"].as_i64().map_or(now, |iat| now.max(iat + 1)));
+        claims.exports = serviceradar_natsconf::platform::tenant_exports(tenant.slug.as_str())
+            .map_err(IdentityError::PlatformIngest)?;
+        let jwt = operator
+            .sign_account(&claims)
+            .map_err(nats_error("signing the tenant account JWT"))?;
+        Ok((account.public_key(), jwt))
     }
 
     /// A new NATS user of `tenant`'s account called `name`, valid until

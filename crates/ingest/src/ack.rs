@@ -27,7 +27,18 @@ pub(crate) async fn acknowledge(
     // message and `increase()` sees the first one.
     metrics::counter!("serviceradar_ingest_dead_letters_total", "tenant" => tenant.to_owned())
         .increment(outcome.dead_lettered as u64);
-    if let Some(last) = watermark.commit(written.number, written.last) {
+    acknowledge_batch(watermark, written.number, written.last).await
+}
+
+/// Records that batch `number` (whose last message is `last`) committed and
+/// acknowledges up to the contiguous commit watermark (no metrics: platform
+/// ingestion counts per tenant in its writers).
+pub(crate) async fn acknowledge_batch(
+    watermark: &mut AckWatermark<jetstream::Message>,
+    number: u64,
+    last: jetstream::Message,
+) -> Result<(), IngestError> {
+    if let Some(last) = watermark.commit(number, last) {
         last.ack().await.map_err(IngestError::Ack)?;
     }
     Ok(())

@@ -62,6 +62,19 @@ pub(crate) async fn open_stream_and_consumer(
     tenant_slug: &str,
     settings: &IngestSettings,
 ) -> Result<(stream::Stream, consumer::PullConsumer), IngestError> {
+    let stream = ensure_stream(client, tenant_slug, settings).await?;
+    let consumer = ensure_consumer(&stream, settings).await?;
+    Ok((stream, consumer))
+}
+
+/// Makes sure the tenant's ingest stream exists (with the replicas
+/// `settings` asks for) on the hub `client` is connected to (as a user of
+/// the tenant's account).
+pub(crate) async fn ensure_stream(
+    client: &async_nats::Client,
+    tenant_slug: &str,
+    settings: &IngestSettings,
+) -> Result<stream::Stream, IngestError> {
     let js = jetstream::new(client.clone());
     let stream = match js.get_stream(STREAM).await {
         Ok(stream) => stream,
@@ -92,6 +105,16 @@ pub(crate) async fn open_stream_and_consumer(
             .map(|_| stream)
             .map_err(wrap(IngestError::Consumer, "replicating the ingest stream"))?;
     }
+    Ok(stream)
+}
+
+/// Makes sure the pipeline's durable pull consumer exists on `stream`; an
+/// existing one whose acknowledgement settings differ from `settings`
+/// (batch size, writers, ack wait) is updated.
+pub(crate) async fn ensure_consumer(
+    stream: &stream::Stream,
+    settings: &IngestSettings,
+) -> Result<consumer::PullConsumer, IngestError> {
     let wanted = consumer_config(settings);
     let consumer: consumer::PullConsumer = stream
         .get_or_create_consumer(CONSUMER, wanted.clone())
@@ -104,13 +127,12 @@ pub(crate) async fn open_stream_and_consumer(
             deliver_policy: have.deliver_policy,
             ..wanted
         };
-        let consumer = stream
+        return stream
             .update_consumer(updated)
             .await
-            .map_err(wrap(IngestError::Consumer, "updating the ingest consumer"))?;
-        return Ok((stream, consumer));
+            .map_err(wrap(IngestError::Consumer, "updating the ingest consumer"));
     }
-    Ok((stream, consumer))
+    Ok(consumer)
 }
 
 /// Makes the consumer deliver again, at once, everything after its ack floor

@@ -89,31 +89,49 @@ pub(crate) async fn dead_letter(
     reason: &(dyn std::fmt::Display + Sync),
 ) -> Result<(), IngestError> {
     let message = &fetched.message;
-    let stream_seq = fetched.stream_seq;
-    tracing::info!(stream_seq, subject = %message.subject, %reason, "dead-lettered a message");
+    dead_letter_parts(
+        client,
+        tenant,
+        message.subject.as_str(),
+        &message.payload,
+        fetched.stream_seq,
+        reason,
+    )
+    .await
+}
+
+/// [`dead_letter`] of a message given by its parts: the subject it was
+/// published on, its payload and its sequence in the tenant's `INGEST`
+/// stream (platform ingestion reads them from the platform stream's copy).
+pub(crate) async fn dead_letter_parts(
+    client: &async_nats::Client,
+    tenant: &Tenant,
+    subject: &str,
+    payload: &[u8],
+    stream_seq: i64,
+    reason: &(dyn std::fmt::Display + Sync),
+) -> Result<(), IngestError> {
+    tracing::info!(stream_seq, subject = %subject, %reason, "dead-lettered a message");
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("SR-Reason", reason.to_string().as_str());
-    headers.insert("SR-Subject", message.subject.as_str());
+    headers.insert("SR-Subject", subject);
     headers.insert("SR-Stream-Seq", stream_seq.to_string().as_str());
-    headers.insert(
-        "SR-Payload-Bytes",
-        message.payload.len().to_string().as_str(),
-    );
+    headers.insert("SR-Payload-Bytes", payload.len().to_string().as_str());
     // Redelivered poison (a pipeline died before acknowledging) is stored once.
     headers.insert(
         "Nats-Msg-Id",
         format!("{}:{stream_seq}", tenant.slug.as_str()).as_str(),
     );
-    let keep = if message.payload.len() > serviceradar_domain::telemetry::MAX_PAYLOAD {
+    let keep = if payload.len() > serviceradar_domain::telemetry::MAX_PAYLOAD {
         KEPT_OF_OVERSIZED
     } else {
-        message.payload.len()
+        payload.len()
     };
     jetstream::new(client.clone())
         .publish_with_headers(
             deadletter_subject(tenant.slug.as_str()),
             headers,
-            message.payload.slice(..keep),
+            payload[..keep].to_vec().into(),
         )
         .await
         .map_err(wrap(IngestError::DeadLetter, "publishing a dead letter"))?
@@ -160,6 +178,8 @@ pub enum DeadLetterReadError {
 #[derive(Clone, Default)]
 pub struct DeadLetters {
     clients: Arc<Mutex<HashMap<TenantId, async_nats::Client>>>,
+    /// Platform mode: tenant connections opened on demand.
+    pool: Arc<Mutex<Option<crate::pool::TenantClients>>>,
 }
 
 impl std::fmt::Debug for DeadLetters {
@@ -180,8 +200,38 @@ impl DeadLetters {
         }
     }
 
+    /// Platform mode: read through `pool`'s tenant connections.
+    pub(crate) fn use_pool(&self, pool: crate::pool::TenantClients) {
+        if let Ok(mut current) = self.pool.lock() {
+            *current = Some(pool);
+        }
+    }
+
     fn client(&self, tenant: TenantId) -> Option<async_nats::Client> {
         self.clients.lock().ok()?.get(&tenant).cloned()
+    }
+
+    /// A registered pipeline's connection, or one from the platform pool
+    /// (held while reading).
+    async fn connection(
+        &self,
+        tenant: TenantId,
+    ) -> Result<(async_nats::Client, Option<crate::pool::InUse>), DeadLetterReadError> {
+        if let Some(client) = self.client(tenant) {
+            return Ok((client, None));
+        }
+        let pool = self
+            .pool
+            .lock()
+            .ok()
+            .and_then(|p| p.clone())
+            .ok_or(DeadLetterReadError::NotRunning)?;
+        let known = pool.tenant(tenant).ok_or(DeadLetterReadError::NotRunning)?;
+        let in_use = pool
+            .client(&known)
+            .await
+            .map_err(|e| DeadLetterReadError::Hub(e.to_string()))?;
+        Ok((in_use.client.clone(), Some(in_use)))
     }
 
     /// Up to `limit` of the tenant's dead letters, newest first, older than
@@ -192,12 +242,23 @@ impl DeadLetters {
         before: Option<u64>,
         limit: usize,
     ) -> Result<(Vec<DeadLetter>, Option<u64>), DeadLetterReadError> {
-        let client = self.client(tenant).ok_or(DeadLetterReadError::NotRunning)?;
+        let (client, _in_use) = self.connection(tenant).await?;
         let js = jetstream::new(client);
-        let stream = js
-            .get_stream(STREAM)
-            .await
-            .map_err(|e| DeadLetterReadError::Hub(e.to_string()))?;
+        let stream = match js.get_stream(STREAM).await {
+            Ok(stream) => stream,
+            // Platform mode creates a tenant's stream with its first dead
+            // letter: none yet.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    jetstream::context::GetStreamErrorKind::JetStream(j)
+                        if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+                ) =>
+            {
+                return Ok((Vec::new(), None));
+            }
+            Err(e) => return Err(DeadLetterReadError::Hub(e.to_string())),
+        };
         let state = stream.cached_info().state.clone();
         if state.messages == 0 {
             return Ok((Vec::new(), None));

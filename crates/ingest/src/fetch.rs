@@ -14,7 +14,6 @@ use futures::StreamExt;
 
 use crate::error::IngestError;
 use crate::settings::IngestSettings;
-use crate::status::IngestStatus;
 
 /// How much longer than the batch timeout a fetch may take before the
 /// pipeline gives up on it and reconnects.
@@ -55,6 +54,15 @@ pub(crate) struct Fetched {
     pub(crate) stored_at_ms: i64,
 }
 
+/// What the fetcher reports after each fetch (into the pipeline's status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// The fetch came back empty: caught up.
+    Idle,
+    /// Messages still waiting in the stream behind the fetched batch.
+    Lag(u64),
+}
+
 /// A fetched batch, numbered in fetch order.
 pub(crate) struct FetchedBatch {
     pub(crate) number: u64,
@@ -76,7 +84,7 @@ pub(crate) async fn fetch_loop(
     settings: IngestSettings,
     batches: tokio::sync::mpsc::Sender<FetchedBatch>,
     mut delivered: u64,
-    (status, tenant): (IngestStatus, serviceradar_domain::ids::TenantId),
+    report: impl Fn(Progress),
 ) -> Result<(), IngestError> {
     // A fetch whose request was lost (the hub restarted under it) would
     // wait forever: bound it and start over.
@@ -91,7 +99,7 @@ pub(crate) async fn fetch_loop(
             .await
             .map_err(|_| IngestError::FetchTimeout { limit })??;
         if messages.is_empty() {
-            status.idle(tenant);
+            report(Progress::Idle);
             continue;
         }
         let mut batch = Vec::with_capacity(messages.len());
@@ -115,7 +123,7 @@ pub(crate) async fn fetch_loop(
                 stored_at_ms,
             });
         }
-        status.lag(tenant, lag);
+        report(Progress::Lag(lag));
         tracing::debug!(
             number,
             fetched = batch.len(),

@@ -43,6 +43,23 @@ pub(crate) async fn connect(
     connect_as(settings, creds.as_str(), &name, as_whom).await
 }
 
+/// Connects to the hub as a user of the platform ingest account (`name`:
+/// what the connection is for, as the hub shows it).
+pub(crate) async fn platform_client(
+    store: &Store,
+    pki: &Pki,
+    settings: &IngestSettings,
+    name: &str,
+) -> Result<HubConnection, IngestError> {
+    let lifetime = settings.hub.service_users;
+    let creds = pki
+        .platform_ingest_user_creds(store, name, lifetime.expires_at())
+        .await
+        .map_err(upstream("minting a platform ingest user"))?;
+    let as_whom = "connecting to the hub as a platform ingest user";
+    connect_as(settings, creds.as_str(), name, as_whom).await
+}
+
 /// Connects to the hub as a user of the system account.
 pub(crate) async fn system_client(
     store: &Store,

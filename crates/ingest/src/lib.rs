@@ -43,6 +43,13 @@
 //! last error are kept in an [`IngestStatus`], which the API, the metrics
 //! and readiness read.
 //!
+//! That is the default, per-tenant mode. In platform mode
+//! ([`IngestMode::Platform`], `platform`) one platform account's stream
+//! sources every tenant's `INGEST` stream, and one pipeline over one hub
+//! connection writes every tenant's rows, the tenant of each taken from the
+//! stream source it arrived through; a few pooled tenant connections
+//! (`pool`) do the per-tenant work that needs the tenant's account.
+//!
 //! Modules, one concern each: `settings` ([`IngestSettings`] and defaults),
 //! `supervisor` (tenants, account pushes, retries), `pipeline` (one tenant's
 //! tasks wired together), `hub` (connections, JetStream API requests),
@@ -63,6 +70,8 @@ mod error;
 mod fetch;
 mod hub;
 mod pipeline;
+mod platform;
+mod pool;
 mod settings;
 mod status;
 mod supervisor;
@@ -77,7 +86,8 @@ pub use devices::{DeviceChanges, registry_entry, sync_device_registry};
 pub use error::{BoxError, IngestError};
 pub use fetch::next_batch;
 pub use settings::{
-    DEFAULT_BATCH_SIZE, DEFAULT_DEAD_LETTER_RETENTION, DEFAULT_RETENTION, DEFAULT_WRITERS,
+    DEFAULT_BATCH_SIZE, DEFAULT_DEAD_LETTER_RETENTION, DEFAULT_RETENTION,
+    DEFAULT_TENANT_CONNECTIONS, DEFAULT_TENANT_IN_FLIGHT, DEFAULT_WRITERS, IngestMode,
     IngestSettings, TENANT_REFRESH,
 };
 pub use status::{IngestStatus, PipelineState, PipelineStatus};

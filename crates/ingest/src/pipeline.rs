@@ -21,21 +21,21 @@ use crate::ack::{AckWatermark, acknowledge};
 use crate::buffers::sync_site_buffers;
 use crate::consumer::{open_stream_and_consumer, recover_unacknowledged};
 use crate::error::{IngestError, report};
-use crate::fetch::{FetchedBatch, fetch_loop};
+use crate::fetch::{FetchedBatch, Progress, fetch_loop};
 use crate::hub::{HubConnection, connect};
 use crate::settings::{IngestSettings, QUEUED_BATCHES};
 use crate::status::IngestStatus;
 use crate::write::{WrittenBatch, write_loop};
 
 /// How long a stopping pipeline waits for its batches in flight.
-const DRAIN: Duration = Duration::from_secs(5);
+pub(crate) const DRAIN: Duration = Duration::from_secs(5);
 
 /// How long after a leaf's admission its buffer is first looked at.
-const JOIN_SETTLE: Duration = Duration::from_millis(200);
+pub(crate) const JOIN_SETTLE: Duration = Duration::from_millis(200);
 
 /// The waits between the further looks after a leaf joined (then back to
 /// the periodic `site_sync_interval`).
-const JOIN_SYNCS: [Duration; 4] = [
+pub(crate) const JOIN_SYNCS: [Duration; 4] = [
     Duration::from_millis(300),
     Duration::from_secs(1),
     Duration::from_secs(2),
@@ -67,8 +67,8 @@ async fn next_admission(
 }
 
 /// The fetcher and a writer, as their errors name them.
-const FETCHER: &str = "the ingest fetcher";
-const WRITER: &str = "an ingest writer";
+pub(crate) const FETCHER: &str = "the ingest fetcher";
+pub(crate) const WRITER: &str = "an ingest writer";
 
 /// How a pipeline ended without failing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,13 +191,13 @@ pub(crate) async fn pipeline(
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<WrittenBatch>();
     let mut fetcher = tokio::task::JoinSet::new();
     fetcher.spawn(
-        fetch_loop(
-            consumer,
-            settings.clone(),
-            batch_tx,
-            delivered,
-            (status.clone(), tenant.id),
-        )
+        fetch_loop(consumer, settings.clone(), batch_tx, delivered, {
+            let (status, tenant) = (status.clone(), tenant.id);
+            move |progress| match progress {
+                Progress::Idle => status.idle(tenant),
+                Progress::Lag(lag) => status.lag(tenant, lag),
+            }
+        })
         .instrument(span.clone()),
     );
     let mut writer_tasks = tokio::task::JoinSet::new();

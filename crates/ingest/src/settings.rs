@@ -17,6 +17,26 @@ pub const DEFAULT_WRITERS: usize = 3;
 /// Default stream retention on the hub.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// How `serviceradar-core` reads the tenants' telemetry from the hub.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IngestMode {
+    /// One pipeline per tenant, each with its own hub connection as a user
+    /// of the tenant's account, its own durable consumer and writers.
+    #[default]
+    Tenant,
+    /// One platform account whose stream sources every tenant's `INGEST`
+    /// stream: one hub connection, one consumer and one pipeline for all
+    /// tenants (see `platform`), plus a few short-lived tenant connections
+    /// for setup, site buffers, the device registry and dead letters.
+    Platform,
+}
+
+/// Default cap of a tenant's messages in flight between its `INGEST` stream
+/// and the platform stream (platform mode).
+pub const DEFAULT_TENANT_IN_FLIGHT: usize = 2000;
+/// Default number of tenant connections platform mode keeps open at once.
+pub const DEFAULT_TENANT_CONNECTIONS: usize = 4;
+
 /// Where the hub is and how the pipeline batches.
 #[derive(Debug, Clone)]
 pub struct IngestSettings {
@@ -32,6 +52,14 @@ pub struct IngestSettings {
     pub batch_timeout: Duration,
     /// How long the hub's ingest streams keep messages.
     pub retention: Duration,
+    /// Per-tenant pipelines, or one platform pipeline for all tenants.
+    pub mode: IngestMode,
+    /// Platform mode: most messages of one tenant in flight from its stream
+    /// into the platform stream (its source consumer's `max_ack_pending`).
+    pub tenant_in_flight: usize,
+    /// Platform mode: most tenant connections kept open at once (for
+    /// setup, site buffers, the device registry and dead letters).
+    pub tenant_connections: usize,
     /// Replicas of the tenants' streams on the hub (`INGEST`, `DEAD_LETTERS`,
     /// the device registry): 1 for one hub server, 3 for a hub cluster (the
     /// default of [`IngestSettings::for_hub`] when the hub has 3 or more URLs).
@@ -76,6 +104,9 @@ impl IngestSettings {
             writers: DEFAULT_WRITERS,
             batch_timeout: Duration::from_secs(1),
             retention: DEFAULT_RETENTION,
+            mode: IngestMode::Tenant,
+            tenant_in_flight: DEFAULT_TENANT_IN_FLIGHT,
+            tenant_connections: DEFAULT_TENANT_CONNECTIONS,
             ack_wait: Duration::from_secs(30),
             site_sync_interval: TENANT_REFRESH,
             tenant_refresh: TENANT_REFRESH,

@@ -189,6 +189,28 @@ impl IngestStatus {
         status.consecutive_failures
     }
 
+    /// Platform mode: the one pipeline fetched (`Some(lag)`: with that many
+    /// messages of all tenants behind; `None`: caught up): every tenant's
+    /// ingestion is running, and its lag is the shared stream's.
+    pub(crate) fn progress_all(&self, lag: Option<u64>) {
+        let mut tenants = self.lock();
+        for status in tenants.values_mut() {
+            status.lag = Some(lag.unwrap_or(0));
+            status.succeeded();
+            publish(status);
+        }
+    }
+
+    /// Platform mode: the one pipeline failed with `error`, so every
+    /// tenant's ingestion did; returns the most failures in a row.
+    pub(crate) fn failed_all(&self, error: &str) -> u32 {
+        let ids: Vec<TenantId> = self.lock().keys().copied().collect();
+        ids.into_iter()
+            .map(|id| self.failed(id, error.to_owned()))
+            .max()
+            .unwrap_or(1)
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<TenantId, PipelineStatus>> {
         // A panic while holding the lock leaves plain data behind: use it.
         self.tenants.lock().unwrap_or_else(|e| e.into_inner())

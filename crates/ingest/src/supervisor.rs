@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serviceradar_domain::TenantId;
 use serviceradar_domain::resources::Tenant;
 use serviceradar_identity::Pki;
 use serviceradar_store::Store;
@@ -23,7 +24,10 @@ use crate::settings::IngestSettings;
 use crate::status::IngestStatus;
 
 /// How long stopping waits for all pipelines together.
-const STOP_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long the platform account's push waits after tenants' exports changed.
+const EXPORTS_SETTLE: Duration = Duration::from_millis(200);
 
 /// Shortest wait before retrying a failed pipeline.
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
@@ -32,8 +36,9 @@ const MIN_BACKOFF: Duration = Duration::from_millis(250);
 /// hub outage should not wait long).
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Starts the supervisor: one pipeline per tenant until `stop` flips, each
-/// reporting into `status`.
+/// Starts the supervisor: one pipeline per tenant (or, in platform mode,
+/// one pipeline for every tenant) until `stop` flips, reporting into
+/// `status` per tenant.
 pub fn spawn(
     store: Store,
     pki: Arc<Pki>,
@@ -41,7 +46,15 @@ pub fn spawn(
     status: IngestStatus,
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(supervise(store, pki, Arc::new(settings), status, stop))
+    let settings = Arc::new(settings);
+    match settings.mode {
+        crate::settings::IngestMode::Tenant => {
+            tokio::spawn(supervise(store, pki, settings, status, stop))
+        }
+        crate::settings::IngestMode::Platform => tokio::spawn(crate::platform::supervise(
+            store, pki, settings, status, stop,
+        )),
+    }
 }
 
 async fn supervise(
@@ -63,7 +76,7 @@ async fn supervise(
                         error = report(&e),
                         "pushing tenant accounts to the hub failed"
                     );
-                    accounts.client = None;
+                    accounts.reset();
                 }
                 for tenant in tenants {
                     if !accounts.pushed.contains_key(&tenant.id.to_string()) {
@@ -146,53 +159,144 @@ async fn run_tenant(
 
 /// The wait before the next attempt after `failures` failures in a row:
 /// doubling from [`MIN_BACKOFF`] up to [`MAX_BACKOFF`].
-fn retry_delay(failures: u32) -> Duration {
+pub(crate) fn retry_delay(failures: u32) -> Duration {
     let doublings = failures.saturating_sub(1).min(16);
     (MIN_BACKOFF * 2u32.pow(doublings)).min(MAX_BACKOFF)
 }
 
 /// Pushes tenant account JWTs to the hub's account resolver as a user of the
-/// system account (`$SYS.REQ.CLAIMS.UPDATE`), once per JWT.
+/// system account (`$SYS.REQ.CLAIMS.UPDATE`), once per JWT. In platform
+/// mode each tenant's JWT carries the exports the platform stream sources
+/// it through, and the platform ingest account's JWT (importing from every
+/// tenant pushed) follows whenever the tenants change.
 #[derive(Default)]
-struct AccountPusher {
+pub(crate) struct AccountPusher {
     /// The system user's connection, while its user is not due for renewal.
     client: Option<crate::hub::HubConnection>,
-    /// Tenant id -> the account JWT the hub has.
-    pushed: HashMap<String, String>,
+    /// Tenant id -> the stored account JWT the hub has (in platform mode,
+    /// re-signed with the exports).
+    pub(crate) pushed: HashMap<String, String>,
+    /// Platform mode (see above).
+    pub(crate) platform: bool,
+    /// Platform mode: tenant id -> (slug, account public key) pushed.
+    accounts: std::collections::BTreeMap<String, (String, String)>,
+    /// Platform mode: the tenants the platform account JWT the hub has
+    /// imports from.
+    platform_pushed: Option<Vec<(String, String)>>,
 }
 
 impl AccountPusher {
-    async fn push_all(
+    /// A pusher for platform mode.
+    pub(crate) fn for_platform() -> Self {
+        Self {
+            platform: true,
+            ..Self::default()
+        }
+    }
+
+    /// Platform mode: push the platform account's JWT, and those of
+    /// `tenants`, again at the next [`AccountPusher::push_all`], even if
+    /// nothing changed.
+    pub(crate) fn forget_platform(&mut self, tenants: &[TenantId]) {
+        self.platform_pushed = None;
+        for tenant in tenants {
+            self.pushed.remove(&tenant.to_string());
+        }
+    }
+
+    /// Forgets the system connection (after a failure).
+    pub(crate) fn reset(&mut self) {
+        self.client = None;
+    }
+
+    async fn system(
+        &mut self,
+        store: &Store,
+        pki: &Pki,
+        settings: &IngestSettings,
+    ) -> Result<async_nats::Client, IngestError> {
+        // A connection whose user is due for renewal is replaced.
+        Ok(match &self.client {
+            Some(open) if open.renew_at > tokio::time::Instant::now() => open.client.clone(),
+            _ => {
+                let open = system_client(store, pki, settings).await?;
+                let client = open.client.clone();
+                self.client = Some(open);
+                client
+            }
+        })
+    }
+
+    pub(crate) async fn push_all(
         &mut self,
         store: &Store,
         pki: &Pki,
         settings: &IngestSettings,
         tenants: &[Tenant],
     ) -> Result<(), IngestError> {
+        let mut pushed_any = false;
         for tenant in tenants {
-            let (_, jwt) = pki
+            // What the hub should have: the stored JWT (in platform mode, it
+            // is re-signed with the exports when it changed).
+            let stored = pki
                 .tenant_account(store, tenant)
                 .await
-                .map_err(account_failed(tenant, "reading its JWT"))?;
+                .map_err(account_failed(tenant, "reading its JWT"))?
+                .1;
             let key = tenant.id.to_string();
-            if self.pushed.get(&key) == Some(&jwt) {
+            if self.pushed.get(&key) == Some(&stored) {
                 continue;
             }
-            // A connection whose user is due for renewal is replaced.
-            let client = match &self.client {
-                Some(open) if open.renew_at > tokio::time::Instant::now() => open.client.clone(),
-                _ => {
-                    let open = system_client(store, pki, settings).await?;
-                    let client = open.client.clone();
-                    self.client = Some(open);
-                    client
-                }
+            let jwt = if self.platform {
+                let (account, jwt) = pki
+                    .tenant_account_jwt_for_platform_ingest(store, tenant)
+                    .await
+                    .map_err(account_failed(tenant, "signing it with its exports"))?;
+                self.accounts
+                    .insert(key.clone(), (tenant.slug.to_string(), account));
+                jwt
+            } else {
+                stored.clone()
             };
+            let client = self.system(store, pki, settings).await?;
             serviceradar_hub::client::push_account_jwt(&client, &jwt, LEAF_API_TIMEOUT)
                 .await
                 .map_err(account_failed(tenant, "pushing it to the hub"))?;
             tracing::info!(tenant_id = %tenant.id, tenant = %tenant.slug, "tenant account pushed to the hub");
-            self.pushed.insert(key, jwt);
+            self.pushed.insert(key, stored);
+            pushed_any = true;
+        }
+        if self.platform {
+            let listed: std::collections::HashSet<String> =
+                tenants.iter().map(|t| t.id.to_string()).collect();
+            self.accounts.retain(|id, _| listed.contains(id));
+            let imports: Vec<(String, String)> = self.accounts.values().cloned().collect();
+            if self.platform_pushed.as_ref() != Some(&imports) {
+                if pushed_any {
+                    // Let the hub apply the tenants' new exports before the
+                    // platform account's imports of them are resolved (a
+                    // race the platform setup also repairs, slower).
+                    tokio::time::sleep(EXPORTS_SETTLE).await;
+                }
+                let jwt = pki
+                    .platform_ingest_account_jwt(store, &imports)
+                    .await
+                    .map_err(crate::error::upstream(
+                        "signing the platform ingest account JWT",
+                    ))?;
+                let client = self.system(store, pki, settings).await?;
+                serviceradar_hub::client::push_account_jwt(&client, &jwt, LEAF_API_TIMEOUT)
+                    .await
+                    .map_err(crate::error::upstream(
+                        "pushing the platform ingest account JWT to the hub",
+                    ))?;
+                tracing::info!(
+                    tenants = imports.len(),
+                    jwt_bytes = jwt.len(),
+                    "platform ingest account pushed to the hub"
+                );
+                self.platform_pushed = Some(imports);
+            }
         }
         Ok(())
     }

@@ -10,6 +10,8 @@
 //! * [`leaf`]: `nats-leaf.conf` for one site, and the JetStream stream the leaf
 //!   keeps for store-and-forward;
 //! * [`hub`]: `nats-hub.conf` in operator mode with a full account resolver;
+//! * [`platform`]: the exports, imports, consumer and stream source through
+//!   which one platform account's stream sources every tenant's telemetry;
 //! * [`checksum`]: `sha256:<hex>` of a rendered config, for drift detection.
 //!
 //! Every value rendered into a config is validated and quoted (see [`syntax`]): a
@@ -23,6 +25,7 @@ pub mod checksum;
 pub mod hub;
 pub mod jwt;
 pub mod leaf;
+pub mod platform;
 pub mod syntax;
 pub mod tls;
 

@@ -371,6 +371,36 @@ pub struct IngestConfig {
     #[arg(long, env = "SERVICERADAR_DEAD_LETTER_RETENTION_DAYS", default_value_t = 14,
           value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub dead_letter_retention_days: u64,
+    /// How ingestion reads the tenants' telemetry from the hub: `tenant`
+    /// (one hub connection, durable consumer and pipeline per tenant) or
+    /// `platform` (one platform account whose stream sources every tenant's
+    /// `INGEST` stream: one hub connection, one consumer and one pipeline
+    /// with `--ingest-writers` writers for all tenants, plus at most
+    /// `--ingest-tenant-connections` short-lived tenant connections).
+    #[arg(long, env = "SERVICERADAR_INGEST_MODE", value_enum, default_value_t = IngestModeArg::Tenant)]
+    pub ingest_mode: IngestModeArg,
+    /// Platform mode: most tenant connections open at once (stream setup,
+    /// site buffers, the device registry, dead letters).
+    #[arg(long, env = "SERVICERADAR_INGEST_TENANT_CONNECTIONS",
+          default_value_t = serviceradar_ingest::DEFAULT_TENANT_CONNECTIONS as u32,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub ingest_tenant_connections: u32,
+    /// Platform mode: most messages of one tenant in flight from its stream
+    /// into the platform stream, so one tenant's backlog cannot flood the
+    /// sourcing.
+    #[arg(long, env = "SERVICERADAR_INGEST_TENANT_IN_FLIGHT",
+          default_value_t = serviceradar_ingest::DEFAULT_TENANT_IN_FLIGHT as u32,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub ingest_tenant_in_flight: u32,
+}
+
+/// `--ingest-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IngestModeArg {
+    /// One pipeline per tenant.
+    Tenant,
+    /// One platform pipeline for every tenant.
+    Platform,
 }
 
 impl IngestConfig {
@@ -407,6 +437,12 @@ impl IngestConfig {
         settings.retention = std::time::Duration::from_secs(self.ingest_retention_hours * 3600);
         settings.dead_letter_retention =
             std::time::Duration::from_secs(self.dead_letter_retention_days * 24 * 3600);
+        settings.mode = match self.ingest_mode {
+            IngestModeArg::Tenant => serviceradar_ingest::IngestMode::Tenant,
+            IngestModeArg::Platform => serviceradar_ingest::IngestMode::Platform,
+        };
+        settings.tenant_connections = self.ingest_tenant_connections as usize;
+        settings.tenant_in_flight = self.ingest_tenant_in_flight as usize;
         Some(settings)
     }
 }

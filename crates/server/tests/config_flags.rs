@@ -205,3 +205,41 @@ fn an_external_hub_url_starts_no_embedded_hub() {
         "tls://127.0.0.1:7422"
     );
 }
+
+/// Issue 15: `--ingest-mode platform` and its bounds reach ingestion; the
+/// default stays one pipeline per tenant; an unknown mode is refused.
+#[test]
+fn the_ingest_mode_reaches_ingestion() {
+    let settings = |args: &[&str]| {
+        let mut all = vec!["serviceradar-core"];
+        all.extend_from_slice(args);
+        Cli::parse_from(all).serve.settings()
+    };
+    let defaults = settings(&[]).ingest.expect("ingestion on");
+    assert_eq!(defaults.mode, serviceradar_ingest::IngestMode::Tenant);
+    assert_eq!(
+        defaults.tenant_connections,
+        serviceradar_ingest::DEFAULT_TENANT_CONNECTIONS
+    );
+    let platform = settings(&[
+        "--ingest-mode",
+        "platform",
+        "--ingest-tenant-connections",
+        "8",
+        "--ingest-tenant-in-flight",
+        "500",
+    ])
+    .ingest
+    .expect("ingestion on");
+    assert_eq!(platform.mode, serviceradar_ingest::IngestMode::Platform);
+    assert_eq!(platform.tenant_connections, 8);
+    assert_eq!(platform.tenant_in_flight, 500);
+    assert!(
+        Cli::try_parse_from(["serviceradar-core", "--ingest-mode", "shared"]).is_err(),
+        "an unknown mode is refused"
+    );
+    assert!(
+        Cli::try_parse_from(["serviceradar-core", "--ingest-tenant-connections", "0"]).is_err(),
+        "at least one tenant connection"
+    );
+}

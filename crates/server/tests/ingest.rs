@@ -1331,3 +1331,348 @@ async fn a_sites_buffer_exists_seconds_after_its_leaf_joins_and_nothing_is_lost_
     wait_rows(&store, &acme, acked as i64).await;
     running.stop().await;
 }
+
+/// A collector of `tenant` (publish only its own telemetry, replies on
+/// `_INBOX.>`), and the errors the hub sends it (permission violations).
+async fn collector_client(
+    dir: &Path,
+    store: &Store,
+    pki: &Pki,
+    tenant: &Tenant,
+    hub_client: u16,
+) -> (
+    async_nats::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let creds = pki
+        .collector_creds(store, tenant, &format!("collector-{}", tenant.slug))
+        .await
+        .unwrap();
+    let path = dir.join(format!(
+        "{}-collector-{}.creds",
+        tenant.slug,
+        uuid::Uuid::new_v4()
+    ));
+    std::fs::write(&path, creds.as_str()).unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let client = async_nats::ConnectOptions::with_credentials_file(&path)
+        .await
+        .unwrap()
+        .event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    let _ = tx.send(e.to_string());
+                }
+            }
+        })
+        .connect(format!("nats://127.0.0.1:{hub_client}"))
+        .await
+        .expect("the collector connects to the hub");
+    (client, rx)
+}
+
+/// Waits for the hub to refuse `what` with a permission violation.
+async fn permission_error(errors: &mut tokio::sync::mpsc::UnboundedReceiver<String>, what: &str) {
+    let error = tokio::time::timeout(Duration::from_secs(5), errors.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: the hub sent no error"))
+        .unwrap();
+    assert!(
+        error.to_lowercase().contains("permissions violation"),
+        "{what}: {error}"
+    );
+}
+
+/// The hub's client connections whose name starts with `prefix`.
+async fn hub_connections(monitor: u16, prefix: &str) -> usize {
+    let connz: Value = reqwest::get(format!("http://127.0.0.1:{monitor}/connz?limit=1024"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    connz["connections"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter(|c| c["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// [`wait_rows`], and on a timeout the hub's JetStream state and the
+/// captured ingest log (what a stuck source or pipeline says).
+async fn wait_rows_explained(store: &Store, tenant: &Tenant, expected: i64, monitor: u16) {
+    let waited = tokio::spawn({
+        let (store, tenant) = (store.clone(), tenant.clone());
+        async move { wait_rows(&store, &tenant, expected).await }
+    })
+    .await;
+    if let Err(e) = waited {
+        let jsz = reqwest::get(format!(
+            "http://127.0.0.1:{monitor}/jsz?accounts=true&streams=true&consumers=true&config=true"
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+        let mut accounts = String::new();
+        let accountz: Value = reqwest::get(format!("http://127.0.0.1:{monitor}/accountz"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for account in accountz["accounts"].as_array().into_iter().flatten() {
+            let one = reqwest::get(format!(
+                "http://127.0.0.1:{monitor}/accountz?acc={}",
+                account.as_str().unwrap_or_default()
+            ))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+            accounts.push_str(&one);
+            accounts.push('\n');
+        }
+        let logs: String = support::captured_logs()
+            .lines()
+            .filter(|l| l.contains("ingest") || l.contains("platform"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        panic!("{e}\n--- jsz ---\n{jsz}\n--- accountz ---\n{accounts}\n--- ingest log ---\n{logs}");
+    }
+}
+
+fn platform_mode(settings: &mut Settings) {
+    if let Some(ingest) = settings.ingest.as_mut() {
+        ingest.mode = ingest::IngestMode::Platform;
+    }
+}
+
+/// Issue 15, platform mode (`serve --ingest-mode platform`): one platform
+/// account's stream sources every tenant's `INGEST` stream and one pipeline
+/// over one hub connection writes every tenant's rows. acme and beta
+/// publish at once, acme with poison among its events, and `serve` is
+/// stopped and started again while acme publishes: every good row lands in
+/// its own tenant exactly once (nothing lost, nothing twice), acme's poison
+/// is dead-lettered into acme's stream with its reason and listed by the API
+/// for acme only, beta never fails, and the hub holds one platform pipeline
+/// connection, not one per tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_mode_writes_every_tenant_exactly_once_through_one_connection() {
+    const GOOD: usize = 2000;
+    const POISON: usize = 9;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let database_url = serviceradar_testkit::postgres().create_database();
+    let (store, pki, running, _hub, ports, acme, beta) =
+        two_tenants(dir, &database_url, platform_mode).await;
+    let acme_nc = tenant_client(dir, &store, &pki, &acme, ports.client).await;
+    let beta_nc = tenant_client(dir, &store, &pki, &beta, ports.client).await;
+
+    let beta_publisher = {
+        let beta_nc = beta_nc.clone();
+        tokio::spawn(async move { publish_good(&beta_nc, "beta", 0, GOOD).await })
+    };
+    publish_good(&acme_nc, "acme", 0, GOOD / 2).await;
+    let acme_js = async_nats::jetstream::new(acme_nc.clone());
+    let poison = [
+        ("events.acme.nyc", r#"{"message":"a\u0000b"}"#),
+        (
+            "logs.acme.syslog",
+            r#"{"message":"x","level":"in\u0000fo"}"#,
+        ),
+        ("metrics.acme.nyc", r#"{"name":"cpu\u0000","value":1}"#),
+    ];
+    for i in 0..POISON {
+        let (subject, payload) = poison[i % poison.len()];
+        acme_js
+            .publish(subject, payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    beta_publisher.await.unwrap();
+    wait_rows_explained(&store, &beta, GOOD as i64, ports.monitor).await;
+
+    // One platform pipeline connection for both tenants.
+    assert_eq!(
+        hub_connections(ports.monitor, "serviceradar-ingest-platform").await,
+        1
+    );
+
+    // Restart mid-stream: `serve` stops while acme's second half is being
+    // published, and a new one takes over.
+    let acme_publisher = {
+        let acme_nc = acme_nc.clone();
+        tokio::spawn(async move { publish_good(&acme_nc, "acme", GOOD / 2, GOOD / 2).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    running.stop().await;
+    acme_publisher.await.unwrap();
+    let mut again = settings(dir, &database_url, ports.client);
+    platform_mode(&mut again);
+    let (store, _, running) = start(again).await;
+    wait_rows_explained(&store, &acme, GOOD as i64, ports.monitor).await;
+    wait_rows_explained(&store, &beta, GOOD as i64, ports.monitor).await;
+
+    // Every row is its own tenant's.
+    for (tenant, slug) in [(&acme, "acme"), (&beta, "beta")] {
+        let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
+        for kind in TelemetryKind::ALL {
+            let page = scoped
+                .list_telemetry(
+                    kind,
+                    serviceradar_store::TimeRange::default(),
+                    &serviceradar_store::PageRequest {
+                        limit: serviceradar_store::PageRequest::MAX_LIMIT,
+                        after: None,
+                    },
+                )
+                .await
+                .unwrap();
+            assert!(
+                page.items
+                    .iter()
+                    .all(|r| r.subject.split('.').nth(1) == Some(slug)),
+                "{slug} holds another tenant's rows"
+            );
+        }
+    }
+
+    // acme's poison, in acme's dead-letter stream and its API only.
+    let kept = acme_js
+        .get_stream(ingest::DEAD_LETTER_STREAM)
+        .await
+        .expect("the dead-letter stream exists")
+        .cached_info()
+        .state
+        .messages;
+    assert_eq!(kept, POISON as u64);
+    let token = read_token(&store, "acme", "admin@example.com").await;
+    let (status, listed) = api_get(&running.base, &token, "/api/v1/dead-letters?limit=50").await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), POISON, "{listed}");
+    assert!(
+        items
+            .iter()
+            .all(|d| d["reason"].as_str().unwrap().contains("NUL")
+                && d["subject"].as_str().unwrap().contains(".acme.")),
+        "{listed}"
+    );
+    let beta_token = read_token(&store, "beta", "owner@beta.example.com").await;
+    let (status, none) = api_get(&running.base, &beta_token, "/api/v1/dead-letters").await;
+    assert_eq!(status, StatusCode::OK, "{none}");
+    assert_eq!(none["items"].as_array().unwrap().len(), 0, "{none}");
+    let (status, body) = api_get(&running.base, &beta_token, "/api/v1/ingest").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "running", "{body}");
+    assert_eq!(body["dead_lettered"], 0, "{body}");
+    running.stop().await;
+}
+
+/// Issue 15, platform mode's security boundaries, enforced by nats-server:
+/// acme's credentials cannot read beta's `INGEST` stream, the platform
+/// stream or what the platform sources from beta, and cannot publish into
+/// beta's subjects or the platform stream (the hub's permission error);
+/// what acme does publish lands in acme's rows only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_mode_keeps_tenants_out_of_each_other_and_the_platform_stream() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let database_url = serviceradar_testkit::postgres().create_database();
+    let (store, pki, running, _hub, ports, acme, beta) =
+        two_tenants(dir, &database_url, platform_mode).await;
+    let acme_nc = tenant_client(dir, &store, &pki, &acme, ports.client).await;
+    let beta_nc = tenant_client(dir, &store, &pki, &beta, ports.client).await;
+    publish_good(&beta_nc, "beta", 0, 30).await;
+    publish_good(&acme_nc, "acme", 0, 30).await;
+    wait_rows_explained(&store, &beta, 30, ports.monitor).await;
+    wait_rows_explained(&store, &acme, 30, ports.monitor).await;
+
+    // A user of acme's account sees only acme's streams: its INGEST holds
+    // acme's 30 messages, and neither the platform stream nor anything
+    // imported from beta exists for it.
+    let acme_js = async_nats::jetstream::new(acme_nc.clone());
+    let mut own = acme_js.get_stream(ingest::STREAM).await.unwrap();
+    let info = own.info().await.unwrap();
+    assert_eq!(info.state.messages, 30);
+    assert!(
+        info.config.subjects.iter().all(|s| s.contains(".acme.")),
+        "{:?}",
+        info.config.subjects
+    );
+    assert!(
+        acme_js
+            .get_stream(serviceradar_natsconf::platform::PLATFORM_STREAM)
+            .await
+            .is_err(),
+        "acme reached the platform stream"
+    );
+    let beta_api = format!(
+        "{}.CONSUMER.RESET.INGEST.sr-platform-beta",
+        serviceradar_natsconf::platform::api_prefix("beta").unwrap()
+    );
+    assert!(
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            acme_nc.request(beta_api, "{}".into())
+        )
+        .await
+        .map_or(true, |r| r.is_err()),
+        "acme reached beta's source consumer"
+    );
+    // Nothing of beta's (its deliveries to the platform, its subjects)
+    // reaches acme, while beta publishes.
+    let mut deliveries = acme_nc.subscribe("sr-platform.beta.>").await.unwrap();
+    let mut platform = acme_nc.subscribe("t.>").await.unwrap();
+    let mut beta_subjects = acme_nc.subscribe("events.beta.>").await.unwrap();
+    acme_nc.flush().await.unwrap();
+    publish_good(&beta_nc, "beta", 30, 30).await;
+    for (sub, what) in [
+        (&mut deliveries, "beta's deliveries"),
+        (&mut platform, "the platform subjects"),
+        (&mut beta_subjects, "beta's subjects"),
+    ] {
+        if let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(700), sub.next()).await {
+            panic!("acme received {what}: {}", msg.subject);
+        }
+    }
+    wait_rows_explained(&store, &beta, 60, ports.monitor).await;
+
+    // acme's collector may not publish beta's telemetry, the platform's
+    // subjects or JetStream API requests, nor subscribe to its own
+    // deliveries to the platform: the hub refuses each.
+    let (collector, mut errors) = collector_client(dir, &store, &pki, &acme, ports.client).await;
+    for subject in [
+        "events.beta.nyc".to_owned(),
+        format!("t.{}.events.beta.nyc", beta.id),
+        format!(
+            "$JS.API.STREAM.INFO.{}",
+            serviceradar_natsconf::platform::PLATFORM_STREAM
+        ),
+        "sr-platform.acme.deliver".to_owned(),
+    ] {
+        collector
+            .publish(subject.clone(), r#"{"message":"x"}"#.into())
+            .await
+            .unwrap();
+        collector.flush().await.unwrap();
+        permission_error(&mut errors, &format!("publishing to {subject}")).await;
+    }
+    let _sub = collector.subscribe("sr-platform.acme.>").await.unwrap();
+    collector.flush().await.unwrap();
+    permission_error(&mut errors, "subscribing to acme's deliveries").await;
+    // Nothing of that reached any tenant's rows.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(total_rows(&store, &acme).await, 30);
+    assert_eq!(total_rows(&store, &beta).await, 60);
+    running.stop().await;
+}

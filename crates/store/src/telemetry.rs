@@ -115,29 +115,10 @@ impl Scoped<'_> {
         &self,
         records: &[TelemetryRecord<'_>],
     ) -> Result<Isolated, StoreError> {
-        let mut written = Isolated::default();
-        // Ranges still to write, the next one last (depth-first, in order).
-        let mut pending = Vec::with_capacity(8);
-        pending.push(0..records.len());
-        while let Some(range) = pending.pop() {
-            if range.is_empty() {
-                continue;
-            }
-            match self.insert_telemetry(&records[range.clone()]).await {
-                Ok(inserted) => written.inserted += inserted,
-                Err(e) if e.is_refused_data() => {
-                    if range.len() == 1 {
-                        written.refused.push((range.start, refusal(&e)));
-                    } else {
-                        let middle = range.start + range.len() / 2;
-                        pending.push(middle..range.end);
-                        pending.push(range.start..middle);
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(written)
+        isolate(records.len(), |range| {
+            self.insert_telemetry(&records[range])
+        })
+        .await
     }
 
     /// PostgreSQL: `COPY` each kind straight into its table, in one
@@ -152,37 +133,13 @@ impl Scoped<'_> {
         pg: &sqlx::PgPool,
         records: &[TelemetryRecord<'_>],
     ) -> Result<u64, StoreError> {
-        let received_at = now_ms();
         let tenant = self.tenant();
-        let mut buffers: Vec<(TelemetryKind, Vec<u8>)> = Vec::with_capacity(1);
-        for kind in TelemetryKind::ALL {
-            let mut rows = Vec::new();
-            for record in records.iter().filter(|r| r.kind() == kind) {
-                if rows.is_empty() {
-                    rows.reserve(records.len() * COPY_ROW_ESTIMATE);
-                }
-                copy_row(&mut rows, record, &tenant, received_at);
-            }
-            if !rows.is_empty() {
-                buffers.push((kind, rows));
-            }
-        }
-        if buffers.is_empty() {
-            return Ok(0);
-        }
-        match copy_batch(pg, &buffers, CopyPath::Direct).await {
-            Ok(inserted) => Ok(inserted),
-            Err(sqlx::Error::Database(e))
-                if e.is_unique_violation() || e.code().as_deref() == Some(DEADLOCK_DETECTED) =>
-            {
-                tracing::debug!(
-                    error = %e,
-                    "batch overlaps rows already written; writing it with ON CONFLICT DO NOTHING"
-                );
-                Ok(copy_batch(pg, &buffers, CopyPath::Staged).await?)
-            }
-            Err(e) => Err(e.into()),
-        }
+        copy_records(
+            pg,
+            records.iter().map(|r| (tenant.as_str(), r)),
+            records.len(),
+        )
+        .await
     }
 
     async fn insert_chunk(
@@ -325,6 +282,139 @@ pub struct Isolated {
     /// Records the database refused: index into the batch, and why (the
     /// database's own words, without its source location).
     pub refused: Vec<(usize, String)>,
+}
+
+/// `COPY`s `records` (each with its tenant id), `len` of them, in one
+/// transaction; a batch overlapping rows already written is written again
+/// through the staging tables with `ON CONFLICT DO NOTHING`.
+async fn copy_records<'r, 'a: 'r>(
+    pg: &sqlx::PgPool,
+    records: impl Iterator<Item = (&'r str, &'r TelemetryRecord<'a>)> + Clone,
+    len: usize,
+) -> Result<u64, StoreError> {
+    let received_at = now_ms();
+    let mut buffers: Vec<(TelemetryKind, Vec<u8>)> = Vec::with_capacity(1);
+    for kind in TelemetryKind::ALL {
+        let mut rows = Vec::new();
+        for (tenant, record) in records.clone().filter(|(_, r)| r.kind() == kind) {
+            if rows.is_empty() {
+                rows.reserve(len * COPY_ROW_ESTIMATE);
+            }
+            copy_row(&mut rows, record, tenant, received_at);
+        }
+        if !rows.is_empty() {
+            buffers.push((kind, rows));
+        }
+    }
+    if buffers.is_empty() {
+        return Ok(0);
+    }
+    match copy_batch(pg, &buffers, CopyPath::Direct).await {
+        Ok(inserted) => Ok(inserted),
+        Err(sqlx::Error::Database(e))
+            if e.is_unique_violation() || e.code().as_deref() == Some(DEADLOCK_DETECTED) =>
+        {
+            tracing::debug!(
+                error = %e,
+                "batch overlaps rows already written; writing it with ON CONFLICT DO NOTHING"
+            );
+            Ok(copy_batch(pg, &buffers, CopyPath::Staged).await?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes a batch through `write` (given a range of it); when the database
+/// refuses a record's data the range is split in halves, each written on
+/// its own, until every refused record is alone. See
+/// [`Scoped::insert_telemetry_isolating`].
+async fn isolate<F, Fut>(len: usize, mut write: F) -> Result<Isolated, StoreError>
+where
+    F: FnMut(std::ops::Range<usize>) -> Fut,
+    Fut: std::future::Future<Output = Result<u64, StoreError>>,
+{
+    let mut written = Isolated::default();
+    // Ranges still to write, the next one last (depth-first, in order).
+    let mut pending = Vec::with_capacity(8);
+    pending.push(0..len);
+    while let Some(range) = pending.pop() {
+        if range.is_empty() {
+            continue;
+        }
+        match write(range.clone()).await {
+            Ok(inserted) => written.inserted += inserted,
+            Err(e) if e.is_refused_data() => {
+                if range.len() == 1 {
+                    written.refused.push((range.start, refusal(&e)));
+                } else {
+                    let middle = range.start + range.len() / 2;
+                    pending.push(middle..range.end);
+                    pending.push(range.start..middle);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
+impl crate::Store {
+    /// Writes records of several tenants (each with its tenant id), as
+    /// [`Scoped::insert_telemetry_isolating`] does for one: idempotent on
+    /// `(tenant_id, stream_seq)`, refused records split out and returned.
+    /// Platform ingestion reads every tenant's telemetry from one stream;
+    /// each record's tenant comes from the stream's source it arrived
+    /// through, which the caller checked. On PostgreSQL one `COPY` per
+    /// table carries every tenant's rows; on SQLite one transaction.
+    pub async fn insert_telemetry_of_tenants(
+        &self,
+        records: &[(serviceradar_domain::TenantId, TelemetryRecord<'_>)],
+    ) -> Result<Isolated, StoreError> {
+        isolate(records.len(), |range| self.insert_mixed(&records[range])).await
+    }
+
+    async fn insert_mixed(
+        &self,
+        records: &[(serviceradar_domain::TenantId, TelemetryRecord<'_>)],
+    ) -> Result<u64, StoreError> {
+        if let Some(pg) = &self.pg {
+            // Each tenant's id as text once, not once per row.
+            let mut ids: std::collections::HashMap<serviceradar_domain::TenantId, String> =
+                std::collections::HashMap::new();
+            for (tenant, _) in records {
+                ids.entry(*tenant).or_insert_with(|| tenant.to_string());
+            }
+            let rows = records
+                .iter()
+                .map(|(t, r)| (ids.get(t).map_or("", String::as_str), r));
+            return copy_records(pg, rows, records.len()).await;
+        }
+        let mut tx = self.pool.begin().await?;
+        let received_at = now_ms();
+        let mut inserted = 0;
+        let mut seen: Vec<serviceradar_domain::TenantId> = Vec::new();
+        for (tenant, _) in records {
+            if seen.contains(tenant) {
+                continue;
+            }
+            seen.push(*tenant);
+            let scoped = self.scoped(serviceradar_domain::TenantScope::for_system_task(*tenant));
+            for kind in TelemetryKind::ALL {
+                let of_kind: Vec<&TelemetryRecord<'_>> = records
+                    .iter()
+                    .filter(|(t, r)| t == tenant && r.kind() == kind)
+                    .map(|(_, r)| r)
+                    .collect();
+                for chunk in of_kind.chunks(ROWS_PER_STATEMENT) {
+                    inserted += scoped
+                        .insert_chunk(&mut tx, kind, chunk, received_at)
+                        .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
 }
 
 /// The reason a refused row is reported with: the database's message (and

@@ -2090,6 +2090,57 @@ async fn telemetry(store: Store) {
     }
 }
 
+/// Issue 15, platform ingestion: one batch holding several tenants' records
+/// writes each record into its own tenant, is idempotent per tenant on the
+/// stream sequence (a redelivery writes only the new rows; the same
+/// sequence in two tenants is two rows), and a record the database refuses
+/// is reported alone while the rest is written.
+async fn telemetry_of_tenants(store: Store) {
+    use serviceradar_domain::telemetry::TelemetryKind;
+    let (a, sa) = tenant(&store, "acme").await;
+    let (b, sb) = tenant(&store, "beta").await;
+    let mixed: Vec<_> = (1..=300)
+        .map(|seq| {
+            let kind = ["events", "metrics", "logs"][(seq % 3) as usize];
+            let tenant = if seq % 2 == 0 { a.id } else { b.id };
+            (tenant, record(kind, seq, 1_000 + seq))
+        })
+        .collect();
+    let written = store.insert_telemetry_of_tenants(&mixed).await.unwrap();
+    assert_eq!(written.inserted, 300);
+    assert!(written.refused.is_empty());
+    let count = |scope| {
+        let store = &store;
+        async move {
+            let mut n = 0;
+            for kind in TelemetryKind::ALL {
+                n += store.scoped(scope).count_telemetry(kind).await.unwrap();
+            }
+            n
+        }
+    };
+    assert_eq!(count(sa).await, 150);
+    assert_eq!(count(sb).await, 150);
+    // A redelivery overlapping the first: only the new rows; the same
+    // sequences in the other tenant are that tenant's own rows.
+    let again: Vec<_> = (251..=400)
+        .map(|seq| {
+            let kind = ["events", "metrics", "logs"][(seq % 3) as usize];
+            let tenant = if seq % 2 == 0 { a.id } else { b.id };
+            (tenant, record(kind, seq, 1_000 + seq))
+        })
+        .chain((1..=10).map(|seq| {
+            let seq = seq * 6 + 3; // odd, and an event (seq % 3 == 0): beta's in the first batch
+            (a.id, record("events", seq, 7))
+        }))
+        .collect();
+    let written = store.insert_telemetry_of_tenants(&again).await.unwrap();
+    assert_eq!(written.inserted, 110);
+    assert_eq!(count(sa).await, 150 + 50 + 10);
+    assert_eq!(count(sb).await, 150 + 50);
+}
+both_backends!(telemetry_of_tenants: sqlite_telemetry_of_tenants, postgres_telemetry_of_tenants);
+
 /// Leaf hub sessions: recorded per site and tenant, pruned by age, forgotten
 /// on request; another tenant sees none of them.
 async fn leaf_sessions(store: Store) {

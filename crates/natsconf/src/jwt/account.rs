@@ -105,6 +105,47 @@ pub struct ExternalAuthorization {
     pub allowed_accounts: Vec<String>,
 }
 
+/// Whether an export or import carries a service (request/reply) or a stream
+/// (messages flowing one way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportKind {
+    /// Requests into the exporting account, replies back.
+    Service,
+    /// Messages published in the exporting account, delivered to importers.
+    Stream,
+}
+
+/// Subjects an account offers to other accounts. Only accounts whose JWT
+/// imports it (and we sign every account JWT) receive anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Export {
+    /// A label.
+    pub name: String,
+    /// The exported subject (wildcards allowed).
+    pub subject: String,
+    /// Service or stream.
+    #[serde(rename = "type")]
+    pub kind: ExportKind,
+}
+
+/// Subjects an account takes from another account's export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Import {
+    /// A label.
+    pub name: String,
+    /// The exporting account's public key.
+    pub account: String,
+    /// The subject as the exporting account names it.
+    pub subject: String,
+    /// The subject in this account, when it differs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_subject: Option<String>,
+    /// Service or stream.
+    #[serde(rename = "type")]
+    pub kind: ExportKind,
+}
+
 /// `allowed_accounts` value meaning "any account".
 pub const ANY_ACCOUNT: &str = "*";
 
@@ -151,6 +192,10 @@ pub struct AccountClaims {
     pub revocations: BTreeMap<String, i64>,
     /// External authorization (auth callout), if any.
     pub external_authorization: Option<ExternalAuthorization>,
+    /// Subjects offered to other accounts.
+    pub exports: Vec<Export>,
+    /// Subjects taken from other accounts' exports.
+    pub imports: Vec<Import>,
     /// Expiry (unix time), if any.
     pub expires: Option<i64>,
     /// Fixed issue time (unix time) for reproducible output; `None` means now.
@@ -164,6 +209,10 @@ struct AccountNats<'a> {
     revocations: &'a BTreeMap<String, i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     authorization: Option<&'a ExternalAuthorization>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    exports: &'a [Export],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    imports: &'a [Import],
     #[serde(rename = "type")]
     kind: &'static str,
     version: u8,
@@ -190,6 +239,8 @@ impl AccountClaims {
             jetstream: Some(JetStreamLimits::unlimited()),
             revocations: BTreeMap::new(),
             external_authorization: None,
+            exports: Vec::new(),
+            imports: Vec::new(),
             expires: None,
             issued_at: None,
         }
@@ -239,6 +290,9 @@ impl AccountClaims {
         if let Some(auth) = &self.external_authorization {
             auth.validate()?;
         }
+        for import in &self.imports {
+            check_public_key("imported account", &import.account, KeyKind::Account)?;
+        }
         let nats = AccountNats {
             limits: Limits {
                 account: &self.limits,
@@ -246,6 +300,8 @@ impl AccountClaims {
             },
             revocations: &self.revocations,
             authorization: self.external_authorization.as_ref(),
+            exports: &self.exports,
+            imports: &self.imports,
             kind: "account",
             version: 2,
         };
@@ -287,6 +343,44 @@ mod tests {
         assert_eq!(limits["streams"], -1);
         assert_eq!(limits["consumer"], -1);
         assert!(decoded["nats"].get("revocations").is_none());
+    }
+
+    #[test]
+    fn exports_and_imports_are_written_and_checked() {
+        let op = NKey::generate(KeyKind::Operator);
+        let acct = NKey::generate(KeyKind::Account);
+        let other = NKey::generate(KeyKind::Account);
+        let mut claims = AccountClaims::tenant(&acct.public_key(), "acme");
+        claims.exports.push(Export {
+            name: "deliver".into(),
+            subject: "sr.deliver.acme.>".into(),
+            kind: ExportKind::Stream,
+        });
+        claims.imports.push(Import {
+            name: "api".into(),
+            account: other.public_key(),
+            subject: "$JS.API.CONSUMER.RESET.INGEST.c".into(),
+            local_subject: Some("$JS.x.API.CONSUMER.RESET.INGEST.c".into()),
+            kind: ExportKind::Service,
+        });
+        let decoded = decode_claims(&claims.sign(&op).unwrap()).unwrap();
+        assert_eq!(decoded["nats"]["exports"][0]["type"], "stream");
+        assert_eq!(
+            decoded["nats"]["exports"][0]["subject"],
+            "sr.deliver.acme.>"
+        );
+        assert_eq!(decoded["nats"]["imports"][0]["type"], "service");
+        assert_eq!(decoded["nats"]["imports"][0]["account"], other.public_key());
+        assert_eq!(
+            decoded["nats"]["imports"][0]["local_subject"],
+            "$JS.x.API.CONSUMER.RESET.INGEST.c"
+        );
+        claims.imports[0].account = "not a key".into();
+        assert!(claims.sign(&op).is_err(), "an import names an account key");
+        let plain = AccountClaims::tenant(&acct.public_key(), "acme");
+        let decoded = decode_claims(&plain.sign(&op).unwrap()).unwrap();
+        assert!(decoded["nats"].get("exports").is_none());
+        assert!(decoded["nats"].get("imports").is_none());
     }
 
     #[test]

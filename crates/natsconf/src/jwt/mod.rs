@@ -30,7 +30,8 @@ mod operator;
 mod user;
 
 pub use account::{
-    ANY_ACCOUNT, AccountClaims, AccountLimits, ExternalAuthorization, JetStreamLimits,
+    ANY_ACCOUNT, AccountClaims, AccountLimits, Export, ExportKind, ExternalAuthorization, Import,
+    JetStreamLimits,
 };
 pub use callout::{
     AUTH_CALLOUT_SUBJECT, AuthorizationRequest, ClientTls, authorization_response,

@@ -1,0 +1,597 @@
+//! `bench-ingest-tenants`: ingestion across many tenants (issue 15).
+//!
+//! Platform mode (`serve --ingest-mode platform`: one platform stream
+//! sourcing every tenant's `INGEST` stream, one hub connection, one
+//! consumer, one pipeline) at 1, 100 and 1,000 tenants, against the
+//! per-tenant pipeline with one tenant (the single-tenant figure), in the
+//! same run: hub connections held by `serviceradar-core` (the hub's
+//! `/connz`, connections named `serviceradar-*`), database connections
+//! (`pg_stat_activity`), the process's peak resident memory, and msgs/s.
+//!
+//! 1. A private, durable PostgreSQL cluster and a hub `nats-server`
+//!    (operator mode, the config `admin hub-config` writes) on loopback.
+//! 2. **Single tenant**: tenant `t0000`, the per-tenant pipeline; `--messages`
+//!    200-byte events are published into its `INGEST` stream, then the
+//!    pipeline drains them (timed from its first acknowledgement to its
+//!    last, on its consumer's ack floor).
+//! 3. **Each tier** (tenants created up to the tier's count): platform mode
+//!    starts and sets every tenant up (streams, source consumer, the platform
+//!    stream's sources), is stopped, `--messages` events are published spread
+//!    over the tier's tenants (the hub sources them into the platform
+//!    stream meanwhile; the bench waits until it holds them all), then
+//!    platform mode starts again and drains them: timed from the platform
+//!    consumer's first acknowledgement to its last. Connections and memory
+//!    are sampled during the drain.
+//!
+//! ```text
+//! cargo run --release -p serviceradar-bench --bin bench-ingest-tenants
+//! cargo run --release -p serviceradar-bench --bin bench-ingest-tenants -- --quick
+//! ```
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use serviceradar_domain::resources::Tenant;
+use serviceradar_domain::validate::{DisplayName, Slug};
+use serviceradar_identity::{MasterKeySource, Pki, write_secret_file};
+use serviceradar_ingest::{self as ingest, IngestMode, IngestSettings};
+use serviceradar_natsconf::platform::PLATFORM_STREAM;
+use serviceradar_server::telemetry;
+use serviceradar_store::Store;
+use serviceradar_testkit::PgCluster;
+
+mod common;
+
+use common::{HubPorts, parse, start_hub, verdict};
+
+/// Aggregate throughput target: at least this share of the single-tenant figure.
+const TARGET_RATIO: f64 = 0.80;
+/// Memory target: peak resident memory below 1 GiB.
+const TARGET_RSS_BYTES: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// Ingestion across many tenants (see BENCHMARKS.md).
+#[derive(Parser, Debug)]
+#[command(name = "bench-ingest-tenants", about, long_about = None)]
+struct Args {
+    /// Messages per phase (spread over the tier's tenants).
+    #[arg(long, default_value_t = 100_000)]
+    messages: usize,
+    /// Tenant counts of the tiers, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 100, 1000])]
+    tenants: Vec<usize>,
+    /// A smoke run: 10,000 messages, tiers of 1 and 10 tenants.
+    #[arg(long)]
+    quick: bool,
+    /// Exit 1 when a target is missed.
+    #[arg(long)]
+    fail_on_miss: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if args.quick {
+        args.messages = 10_000;
+        args.tenants = vec![1, 10];
+    }
+    if args.messages == 0 || args.tenants.contains(&0) {
+        bail!("--messages and every tier must be at least 1");
+    }
+    if std::env::var_os("BENCH_INGEST_LOGS").is_some() {
+        telemetry::init_tracing(false, std::io::stderr);
+    } else {
+        telemetry::init_tracing(false, std::io::sink);
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    say(serviceradar_testkit::machine_summary());
+    let cluster = PgCluster::start(true).context("starting PostgreSQL")?;
+    let url = cluster.create_database();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let passed = runtime.block_on(run(&args, &url))?;
+    if args.fail_on_miss && !passed {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// What one phase measured.
+struct Measured {
+    rate: f64,
+    hub_connections: usize,
+    db_connections: i64,
+    peak_rss: u64,
+}
+
+async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    let ports = HubPorts::free();
+    let store = Store::connect(url, 16).await?;
+    store.migrate().await?;
+    let pki = Arc::new(Pki::new(
+        MasterKeySource::Ephemeral.load()?,
+        serviceradar_pki::DEFAULT_TRUST_DOMAIN,
+    ));
+    let mut tenants = vec![];
+    add_tenants(&store, &pki, &mut tenants, 1).await?;
+    let (_hub, _, _) = start_hub(&store, &pki, dir, &ports).await?;
+    let mut settings = IngestSettings::new(format!("nats://127.0.0.1:{}", ports.hub_client));
+    settings.batch_timeout = Duration::from_millis(100);
+    settings.tenant_refresh = Duration::from_millis(500);
+
+    // The single-tenant figure: the per-tenant pipeline, one tenant.
+    let first = tenants[0].clone();
+    let client = tenant_client(dir, &store, &pki, &first, ports.hub_client).await?;
+    let mut tenant_mode = settings.clone();
+    tenant_mode.mode = IngestMode::Tenant;
+    ingest::open_consumer(&client, first.slug.as_str(), &tenant_mode).await?;
+    let last = publish(&client, first.slug.as_str(), args.messages).await?;
+    drop(client);
+    let baseline = {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let task = ingest::spawn(
+            store.clone(),
+            pki.clone(),
+            tenant_mode,
+            ingest::IngestStatus::new(),
+            stop_rx,
+        );
+        let watcher = tenant_client(dir, &store, &pki, &first, ports.hub_client).await?;
+        let js = async_nats::jetstream::new(watcher);
+        let stream = js.get_stream(ingest::STREAM).await?;
+        let measured = drain(
+            url,
+            ports.hub_monitor,
+            || async {
+                Ok(stream
+                    .consumer_info(ingest::CONSUMER)
+                    .await
+                    .map(|i| i.ack_floor.stream_sequence)
+                    .unwrap_or(0))
+            },
+            0,
+            last,
+        )
+        .await?;
+        let _ = stop_tx.send(true);
+        let _ = task.await;
+        measured
+    };
+    report("per-tenant pipeline, 1 tenant", &baseline);
+    let mut rows = args.messages as i64;
+
+    let mut platform_js: Option<async_nats::jetstream::Context> = None;
+    let mut settings = settings;
+    settings.mode = IngestMode::Platform;
+    let mut passed = true;
+    let mut sourced: u64 = 0;
+    for &tier in &args.tenants {
+        add_tenants(&store, &pki, &mut tenants, tier).await?;
+        // Set every tenant up, and let the platform stream catch up with
+        // what is already in the tenants' streams (the single-tenant phase's
+        // messages: written again, nothing twice).
+        let started = Instant::now();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let task = ingest::spawn(
+            store.clone(),
+            pki.clone(),
+            settings.clone(),
+            ingest::IngestStatus::new(),
+            stop_rx,
+        );
+        if platform_js.is_none() {
+            // The platform account exists once platform mode pushed it.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                match platform_client(dir, &store, &pki, ports.hub_client).await {
+                    Ok(client) => {
+                        platform_js = Some(async_nats::jetstream::new(client));
+                        break;
+                    }
+                    Err(e) if Instant::now() > deadline => return Err(e),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        }
+        let platform_js = platform_js.clone().context("a platform client")?;
+        let floor = wait_platform(&platform_js, tier, sourced, Duration::from_secs(900)).await?;
+        say(format!(
+            "{tier} tenants set up and caught up in {:.1}s",
+            started.elapsed().as_secs_f64()
+        ));
+        let _ = stop_tx.send(true);
+        let _ = task.await;
+
+        // Publish the tier's messages, spread over its tenants.
+        let published = Instant::now();
+        let per = args.messages.div_ceil(tier);
+        let mut total = 0;
+        for chunk in tenants[..tier].chunks(50) {
+            let mut publishers = tokio::task::JoinSet::new();
+            for tenant in chunk {
+                let n = per.min(args.messages - total);
+                total += n;
+                if n == 0 {
+                    continue;
+                }
+                let client = tenant_client(dir, &store, &pki, tenant, ports.hub_client).await?;
+                let slug = tenant.slug.to_string();
+                publishers.spawn(async move { publish(&client, &slug, n).await });
+            }
+            while let Some(done) = publishers.join_next().await {
+                done??;
+            }
+        }
+        let expected = floor + total as u64;
+        let last = wait_sourced(&platform_js, expected, Duration::from_secs(900)).await?;
+        sourced = last;
+        say(format!(
+            "{total} messages published over {tier} tenants and sourced into the platform stream in {:.1}s",
+            published.elapsed().as_secs_f64()
+        ));
+
+        // The drain.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let task = ingest::spawn(
+            store.clone(),
+            pki.clone(),
+            settings.clone(),
+            ingest::IngestStatus::new(),
+            stop_rx,
+        );
+        let stream = platform_js.get_stream(PLATFORM_STREAM).await?;
+        let measured = drain(
+            url,
+            ports.hub_monitor,
+            || async {
+                Ok(stream
+                    .consumer_info(ingest::CONSUMER)
+                    .await
+                    .map(|i| i.ack_floor.stream_sequence)
+                    .unwrap_or(0))
+            },
+            floor,
+            last,
+        )
+        .await?;
+        let _ = stop_tx.send(true);
+        let _ = task.await;
+        rows += total as i64;
+        report(&format!("platform mode, {tier} tenants"), &measured);
+        let ratio = measured.rate / baseline.rate;
+        let fast = ratio >= TARGET_RATIO;
+        let small = (measured.peak_rss as f64) < TARGET_RSS_BYTES;
+        passed &= fast && small;
+        common::Figure::plain(
+            format!("ingestion, platform mode, {tier} tenants"),
+            measured.rate,
+            "msgs/s",
+        )
+        .against("per-tenant pipeline, 1 tenant", baseline.rate)
+        .target(
+            format!(">= {:.0}% of one tenant", TARGET_RATIO * 100.0),
+            fast,
+        )
+        .emit();
+        common::Figure::plain(
+            format!("ingestion, platform mode, {tier} tenants: peak RSS"),
+            measured.peak_rss as f64 / 1024.0 / 1024.0,
+            "MiB",
+        )
+        .target("< 1024 MiB", small)
+        .emit();
+        common::Figure::plain(
+            format!("ingestion, platform mode, {tier} tenants: hub connections"),
+            measured.hub_connections as f64,
+            "connections",
+        )
+        .emit();
+        common::Figure::plain(
+            format!("ingestion, platform mode, {tier} tenants: database connections"),
+            measured.db_connections as f64,
+            "connections",
+        )
+        .emit();
+        println!(
+            "target: {tier} tenants >= {:.0}% of one tenant: {} ({:.0}%); RSS < 1 GiB: {}",
+            TARGET_RATIO * 100.0,
+            verdict(fast),
+            ratio * 100.0,
+            verdict(small)
+        );
+    }
+    let total = psql_number(
+        url,
+        "SELECT (SELECT COUNT(*) FROM events) + (SELECT COUNT(*) FROM metrics) \
+         + (SELECT COUNT(*) FROM logs)",
+    )?;
+    if total != rows {
+        bail!("{total} rows in the database, {rows} published");
+    }
+    say(format!("{total} rows, each written once"));
+    Ok(passed)
+}
+
+/// Creates tenants `t0000`... until there are `n`.
+async fn add_tenants(
+    store: &Store,
+    pki: &Pki,
+    tenants: &mut Vec<Tenant>,
+    n: usize,
+) -> anyhow::Result<()> {
+    while tenants.len() < n {
+        let slug = format!("t{:04}", tenants.len());
+        let tenant = store
+            .create_tenant(
+                &parse(Slug::parse(&slug))?,
+                &parse(DisplayName::parse(&slug))?,
+            )
+            .await?;
+        pki.ensure_tenant_identity(store, &tenant).await?;
+        tenants.push(tenant);
+    }
+    Ok(())
+}
+
+/// Waits until the platform stream sources `tenants` tenants and its
+/// consumer has acknowledged everything it holds (at least `at_least`
+/// messages); returns its last sequence.
+async fn wait_platform(
+    js: &async_nats::jetstream::Context,
+    tenants: usize,
+    at_least: u64,
+    timeout: Duration,
+) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(mut stream) = js.get_stream(PLATFORM_STREAM).await
+            && let Ok(info) = stream.info().await
+        {
+            let sources = info.sources.len();
+            let last = info.state.last_sequence;
+            let lagging: u64 = info.sources.iter().map(|s| s.lag).sum();
+            let floor = stream
+                .consumer_info(ingest::CONSUMER)
+                .await
+                .map(|i| i.ack_floor.stream_sequence)
+                .unwrap_or(0);
+            if sources == tenants && lagging == 0 && last >= at_least && floor == last {
+                return Ok(last);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the platform stream never caught up with {tenants} tenants");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the platform stream holds `expected` messages; returns its
+/// last sequence.
+async fn wait_sourced(
+    js: &async_nats::jetstream::Context,
+    expected: u64,
+    timeout: Duration,
+) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + timeout;
+    let mut stream = js.get_stream(PLATFORM_STREAM).await?;
+    loop {
+        let info = stream.info().await?;
+        if info.state.last_sequence >= expected {
+            return Ok(info.state.last_sequence);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the platform stream holds {} of {expected}",
+                info.state.last_sequence
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Times a drain: from the first acknowledgement past `floor` to the ack
+/// floor reaching `last` (polled every 5 ms from nats-server, which costs
+/// the database nothing), sampling connections and memory meanwhile.
+async fn drain<F, Fut>(
+    url: &str,
+    hub_monitor: u16,
+    ack_floor: F,
+    floor: u64,
+    last: u64,
+) -> anyhow::Result<Measured>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<u64>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    let mut first: Option<(Instant, u64)> = None;
+    let mut hub_connections = 0;
+    let mut db_connections = 0;
+    let mut peak_rss = 0;
+    let mut sampled = Instant::now() - Duration::from_secs(1);
+    loop {
+        let now_floor = ack_floor().await?;
+        if first.is_none() && now_floor > floor {
+            first = Some((Instant::now(), now_floor));
+        }
+        if sampled.elapsed() > Duration::from_millis(500) {
+            sampled = Instant::now();
+            hub_connections = hub_connections.max(core_connections(hub_monitor).await?);
+            db_connections = db_connections.max(database_connections(url)?);
+            peak_rss = peak_rss.max(rss_bytes());
+        }
+        if now_floor >= last {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the pipeline acknowledged up to {now_floor} of {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    peak_rss = peak_rss.max(rss_bytes());
+    let (started, at) = first.context("nothing was acknowledged")?;
+    let secs = started.elapsed().as_secs_f64().max(1e-3);
+    Ok(Measured {
+        rate: (last - at) as f64 / secs,
+        hub_connections,
+        db_connections,
+        peak_rss,
+    })
+}
+
+/// The hub's client connections named `serviceradar-*` (this process's).
+async fn core_connections(monitor: u16) -> anyhow::Result<usize> {
+    let connz: serde_json::Value =
+        reqwest::get(format!("http://127.0.0.1:{monitor}/connz?limit=100000"))
+            .await?
+            .json()
+            .await?;
+    Ok(connz["connections"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter(|c| {
+                    c["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("serviceradar-"))
+                })
+                .count()
+        })
+        .unwrap_or(0))
+}
+
+/// Connections to this database, other than the one asking.
+fn database_connections(url: &str) -> anyhow::Result<i64> {
+    Ok(psql_number(
+        url,
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()",
+    )? - 1)
+}
+
+/// This process's resident memory (bytes), from `/proc/self/status`.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A number `sql` answers, asked with `psql`.
+fn psql_number(url: &str, sql: &str) -> anyhow::Result<i64> {
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-At", "-d", url, "-c", sql])
+        .output()
+        .context("running psql")?;
+    if !out.status.success() {
+        bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+}
+
+fn report(what: &str, m: &Measured) {
+    say(format!(
+        "{what}: {:.0} msgs/s; hub connections {}; database connections {}; peak RSS {:.0} MiB",
+        m.rate,
+        m.hub_connections,
+        m.db_connections,
+        m.peak_rss as f64 / 1024.0 / 1024.0
+    ));
+}
+
+/// A 200-byte JSON event.
+fn event(i: usize) -> String {
+    let head =
+        format!(r#"{{"message":"interface eth0 down","severity":"warning","seq":{i},"pad":""#);
+    let pad = 200usize.saturating_sub(head.len() + 2);
+    format!("{head}{}\"}}", "x".repeat(pad))
+}
+
+/// Publishes `n` events of tenant `slug` (JetStream-acknowledged); returns
+/// the stream sequence of the last one.
+async fn publish(client: &async_nats::Client, slug: &str, n: usize) -> anyhow::Result<u64> {
+    let js = async_nats::jetstream::new(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Platform mode's setup creates the stream: wait for it.
+    while js.get_stream(ingest::STREAM).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("{slug}'s INGEST stream never appeared");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let subject = format!("events.{slug}.bench");
+    let mut acks = Vec::with_capacity(1000);
+    let mut last = 0;
+    for i in 0..n {
+        acks.push(js.publish(subject.clone(), event(i).into()).await?);
+        if acks.len() == 1000 {
+            for ack in acks.drain(..) {
+                last = ack.await?.sequence;
+            }
+        }
+    }
+    for ack in acks {
+        last = ack.await?.sequence;
+    }
+    Ok(last)
+}
+
+async fn tenant_client(
+    dir: &Path,
+    store: &Store,
+    pki: &Pki,
+    tenant: &Tenant,
+    port: u16,
+) -> anyhow::Result<async_nats::Client> {
+    let creds = pki
+        .user_creds(
+            store,
+            tenant,
+            "bench",
+            serviceradar_identity::ServiceUserLifetime::default().expires_at(),
+        )
+        .await?;
+    let path = dir.join(format!("bench-{}.creds", tenant.slug));
+    write_secret_file(&path, creds.as_str().as_bytes())?;
+    Ok(async_nats::ConnectOptions::with_credentials_file(path)
+        .await?
+        .connect(format!("nats://127.0.0.1:{port}"))
+        .await?)
+}
+
+/// A client of the platform ingest account, to watch its stream.
+async fn platform_client(
+    dir: &Path,
+    store: &Store,
+    pki: &Pki,
+    port: u16,
+) -> anyhow::Result<async_nats::Client> {
+    let creds = pki
+        .platform_ingest_user_creds(
+            store,
+            "bench-watcher",
+            serviceradar_identity::ServiceUserLifetime::default().expires_at(),
+        )
+        .await?;
+    let path = dir.join("bench-platform.creds");
+    write_secret_file(&path, creds.as_str().as_bytes())?;
+    Ok(async_nats::ConnectOptions::with_credentials_file(path)
+        .await?
+        .connect(format!("nats://127.0.0.1:{port}"))
+        .await?)
+}
+
+fn say(line: impl AsRef<str>) {
+    use std::io::Write as _;
+    println!("[bench-ingest-tenants] {}", line.as_ref());
+    let _ = std::io::stdout().flush();
+}
