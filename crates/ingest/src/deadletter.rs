@@ -78,6 +78,46 @@ pub(crate) async fn open_stream(
     Ok(())
 }
 
+/// A tenant's dead-letter stream as a pipeline sees it: created (or its
+/// retention updated) with the tenant's first dead letter, not when the
+/// pipeline starts. Each stream reserves [`MAX_BYTES`] of the hub's
+/// JetStream storage, so creating one per tenant up front stopped the hub
+/// from taking new streams at about a hundred tenants; most tenants never
+/// have a dead letter. Clones share the state (one per pipeline, cloned into
+/// its writers).
+#[derive(Debug, Clone)]
+pub(crate) struct DeadLetterStream {
+    retention: Duration,
+    replicas: usize,
+    opened: std::sync::Arc<tokio::sync::OnceCell<()>>,
+}
+
+impl DeadLetterStream {
+    pub(crate) fn new(retention: Duration, replicas: usize) -> Self {
+        Self {
+            retention,
+            replicas,
+            opened: std::sync::Arc::default(),
+        }
+    }
+
+    /// [`dead_letter`], opening the stream first if this pipeline has not.
+    pub(crate) async fn send(
+        &self,
+        client: &async_nats::Client,
+        tenant: &Tenant,
+        fetched: &Fetched,
+        reason: &(dyn std::fmt::Display + Sync),
+    ) -> Result<(), IngestError> {
+        self.opened
+            .get_or_try_init(|| {
+                open_stream(client, tenant.slug.as_str(), self.retention, self.replicas)
+            })
+            .await?;
+        dead_letter(client, tenant, fetched, reason).await
+    }
+}
+
 /// Publishes a message that did not decode (or the database refused) into
 /// the tenant's dead-letter stream, with the reason, subject and stream
 /// sequence in headers, and waits until the hub stored it (the message is

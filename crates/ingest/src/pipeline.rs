@@ -98,13 +98,11 @@ pub(crate) async fn pipeline(
     let (stream, consumer) =
         open_stream_and_consumer(&client, tenant.slug.as_str(), settings).await?;
     let (consumer, delivered) = recover_unacknowledged(&stream, consumer, settings).await?;
-    crate::deadletter::open_stream(
-        &client,
-        tenant.slug.as_str(),
+    // Created with the tenant's first dead letter (each reserves hub storage).
+    let dead_letters = crate::deadletter::DeadLetterStream::new(
         settings.dead_letter_retention,
         settings.stream_replicas,
-    )
-    .await?;
+    );
     settings.dead_letters.register(tenant.id, client.clone());
     tracing::info!(
         hub = %settings.hub.url,
@@ -202,20 +200,19 @@ pub(crate) async fn pipeline(
     );
     let mut writer_tasks = tokio::task::JoinSet::new();
     let device_sites = crate::devices::DeviceSites::default();
+    let shared = crate::write::TenantWriter {
+        store: store.clone(),
+        client: client.clone(),
+        tenant: tenant.clone(),
+        status: status.clone(),
+        devices: device_sites,
+        dead_letters,
+    };
     for writer in 0..writers {
-        let (store, client, tenant) = (store.clone(), client.clone(), tenant.clone());
         let (batches, done) = (batch_rx.clone(), done_tx.clone());
         writer_tasks.spawn(
-            write_loop(
-                store,
-                client,
-                tenant,
-                status.clone(),
-                device_sites.clone(),
-                batches,
-                done,
-            )
-            .instrument(tracing::debug_span!(parent: &span, "writer", writer)),
+            write_loop(shared.clone(), batches, done)
+                .instrument(tracing::debug_span!(parent: &span, "writer", writer)),
         );
     }
     drop(done_tx);

@@ -14,7 +14,7 @@ use serviceradar_domain::resources::Tenant;
 use serviceradar_domain::telemetry::{IncomingMessage, decode};
 use serviceradar_store::Store;
 
-use crate::deadletter::dead_letter;
+use crate::deadletter::DeadLetterStream;
 use crate::devices::DeviceSites;
 use crate::error::IngestError;
 use crate::fetch::{Fetched, FetchedBatch};
@@ -39,26 +39,42 @@ pub(crate) struct WrittenBatch {
     pub(crate) outcome: BatchOutcome,
 }
 
+/// What every writer of one tenant's pipeline shares.
+#[derive(Clone)]
+pub(crate) struct TenantWriter {
+    pub(crate) store: Store,
+    pub(crate) client: async_nats::Client,
+    pub(crate) tenant: Tenant,
+    pub(crate) status: IngestStatus,
+    pub(crate) devices: DeviceSites,
+    pub(crate) dead_letters: DeadLetterStream,
+}
+
 /// A writer: takes the next fetched batch, writes it in its own transaction
 /// (its own database connection), and reports it written. Several writers
 /// overlap their commits' WAL flushes and use more than one core of the
 /// database.
 pub(crate) async fn write_loop(
-    store: Store,
-    client: async_nats::Client,
-    tenant: Tenant,
-    status: IngestStatus,
-    devices: DeviceSites,
+    writer: TenantWriter,
     batches: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<FetchedBatch>>>,
     done: tokio::sync::mpsc::UnboundedSender<WrittenBatch>,
 ) -> Result<(), IngestError> {
+    let TenantWriter {
+        store,
+        client,
+        tenant,
+        status,
+        devices,
+        dead_letters,
+    } = writer;
     loop {
         let next = batches.lock().await.recv().await;
         let Some(FetchedBatch { number, messages }) = next else {
             return Ok(());
         };
         let started = std::time::Instant::now();
-        let outcome = write_batch(&store, &client, &tenant, &devices, &messages).await?;
+        let outcome =
+            write_batch(&store, &client, &tenant, &devices, &dead_letters, &messages).await?;
         status.wrote(tenant.id, outcome.inserted, outcome.dead_lettered as u64);
         tracing::debug!(
             number,
@@ -95,6 +111,7 @@ async fn write_batch(
     client: &async_nats::Client,
     tenant: &Tenant,
     devices: &DeviceSites,
+    dead_letters: &DeadLetterStream,
     batch: &[Fetched],
 ) -> Result<BatchOutcome, IngestError> {
     let mut reloaded = false;
@@ -125,7 +142,7 @@ async fn write_batch(
             Err(_) => None,
         };
         if let Some(reason) = refused {
-            dead_letter(client, tenant, fetched, &reason).await?;
+            dead_letters.send(client, tenant, fetched, &reason).await?;
             dead_lettered += 1;
             continue;
         }
@@ -135,7 +152,7 @@ async fn write_batch(
                 origin.push(fetched);
             }
             Err(reason) => {
-                dead_letter(client, tenant, fetched, &reason).await?;
+                dead_letters.send(client, tenant, fetched, &reason).await?;
                 dead_lettered += 1;
             }
         }
@@ -150,7 +167,7 @@ async fn write_batch(
             .map_err(|e| IngestError::Store("writing the batch", e))?;
         for (index, reason) in &written.refused {
             if let Some(fetched) = origin.get(*index) {
-                dead_letter(client, tenant, fetched, reason).await?;
+                dead_letters.send(client, tenant, fetched, reason).await?;
                 dead_lettered += 1;
             }
         }

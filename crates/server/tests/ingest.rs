@@ -1676,3 +1676,31 @@ async fn platform_mode_keeps_tenants_out_of_each_other_and_the_platform_stream()
     assert_eq!(total_rows(&store, &beta).await, 60);
     running.stop().await;
 }
+
+/// Each tenant's `DEAD_LETTERS` stream reserves 256 MiB of the hub's
+/// JetStream storage; created for every tenant when its pipeline started,
+/// the hub refused new streams at about a hundred tenants. It is created
+/// with the tenant's first dead letter: a tenant whose data is all good has
+/// none, its ingestion runs, and its dead-letter list is empty, not an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_without_dead_letters_reserves_no_hub_storage_for_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let database_url = format!("sqlite://{}", dir.join("core.db").display());
+    let (store, pki, running, _hub, ports, _acme, beta) =
+        two_tenants(dir, &database_url, |_| {}).await;
+    let beta_nc = tenant_client(dir, &store, &pki, &beta, ports.client).await;
+    publish_good(&beta_nc, "beta", 0, 50).await;
+    wait_rows(&store, &beta, 50).await;
+
+    let info = beta_nc
+        .request("$JS.API.STREAM.INFO.DEAD_LETTERS", "".into())
+        .await
+        .unwrap();
+    let info: Value = serde_json::from_slice(&info.payload).unwrap();
+    assert_eq!(info["error"]["err_code"], 10059, "{info}");
+    let token = read_token(&store, "beta", "owner@beta.example.com").await;
+    let (status, body) = api_get(&running.base, &token, "/api/v1/dead-letters").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["items"].as_array().unwrap().len(), 0, "{body}");
+}
