@@ -101,6 +101,21 @@ impl DeadLetterStream {
         }
     }
 
+    /// Opens the tenant's stream ([`open_stream`]) unless these clones
+    /// already did.
+    pub(crate) async fn open(
+        &self,
+        client: &async_nats::Client,
+        tenant: &Tenant,
+    ) -> Result<(), IngestError> {
+        self.opened
+            .get_or_try_init(|| {
+                open_stream(client, tenant.slug.as_str(), self.retention, self.replicas)
+            })
+            .await?;
+        Ok(())
+    }
+
     /// [`dead_letter`], opening the stream first if this pipeline has not.
     pub(crate) async fn send(
         &self,
@@ -109,11 +124,7 @@ impl DeadLetterStream {
         fetched: &Fetched,
         reason: &(dyn std::fmt::Display + Sync),
     ) -> Result<(), IngestError> {
-        self.opened
-            .get_or_try_init(|| {
-                open_stream(client, tenant.slug.as_str(), self.retention, self.replicas)
-            })
-            .await?;
+        self.open(client, tenant).await?;
         dead_letter(client, tenant, fetched, reason).await
     }
 }

@@ -42,7 +42,7 @@ use tracing::Instrument;
 use crate::ack::{AckWatermark, acknowledge_batch};
 use crate::buffers::sync_site_buffers;
 use crate::consumer::{ensure_consumer, ensure_stream, recover_unacknowledged};
-use crate::deadletter::dead_letter_parts;
+use crate::deadletter::{DeadLetterStream, dead_letter_parts};
 use crate::devices::DeviceSites;
 use crate::error::{IngestError, report, wrap};
 use crate::fetch::{Fetched, FetchedBatch, Progress, fetch_loop};
@@ -504,11 +504,13 @@ async fn pipeline(
         );
     }
     let devices: Devices = Arc::default();
+    let dead_letter_streams: DeadLetterStreams = Arc::default();
     let mut writer_tasks = tokio::task::JoinSet::new();
     for writer in 0..writers {
         let writer_state = Writer {
             dead_letter_retention: settings.dead_letter_retention,
             stream_replicas: settings.stream_replicas,
+            dead_letter_streams: dead_letter_streams.clone(),
             store: store.clone(),
             pool: pool.clone(),
             status: status.clone(),
@@ -566,11 +568,15 @@ async fn pipeline(
 
 /// Each tenant's registered devices and their sites (loaded on demand).
 type Devices = Arc<std::sync::Mutex<HashMap<TenantId, DeviceSites>>>;
+/// Each tenant's dead-letter stream, shared by the writers: opened with the
+/// tenant's first dead letter, once.
+type DeadLetterStreams = Arc<std::sync::Mutex<HashMap<TenantId, DeadLetterStream>>>;
 
 /// What a platform writer works with.
 struct Writer {
     dead_letter_retention: Duration,
     stream_replicas: usize,
+    dead_letter_streams: DeadLetterStreams,
     store: Store,
     pool: TenantClients,
     status: IngestStatus,
@@ -799,13 +805,18 @@ impl Writer {
         reason: &(dyn std::fmt::Display + Sync),
     ) -> Result<(), IngestError> {
         let conn = self.pool.client(&origin.tenant).await?;
-        crate::deadletter::open_stream(
-            &conn.client,
-            origin.tenant.slug.as_str(),
-            self.dead_letter_retention,
-            self.stream_replicas,
-        )
-        .await?;
+        let stream = {
+            let mut all = self
+                .dead_letter_streams
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            all.entry(origin.tenant.id)
+                .or_insert_with(|| {
+                    DeadLetterStream::new(self.dead_letter_retention, self.stream_replicas)
+                })
+                .clone()
+        };
+        stream.open(&conn.client, &origin.tenant).await?;
         dead_letter_parts(
             &conn.client,
             &origin.tenant,
