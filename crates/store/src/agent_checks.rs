@@ -64,7 +64,7 @@ impl Scoped<'_> {
         if newest.is_empty() {
             return Ok(());
         }
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         let kept: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM agent_checks WHERE tenant_id = $1 AND agent_id = $2",
         )

@@ -419,7 +419,7 @@ impl Scoped<'_> {
         agent: Uuid,
         check: &CheckConfig,
     ) -> Result<(), StoreError> {
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         let count: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM agent_check_configs WHERE tenant_id = $1 AND agent_id = $2",
         )
@@ -492,7 +492,7 @@ impl Scoped<'_> {
         check: &CheckConfig,
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         let done = sqlx::query(
             "UPDATE agent_check_configs SET kind = $1, target = $2, interval_secs = $3, \
              timeout_ms = $4, updated_at = $5 WHERE tenant_id = $6 AND agent_id = $7 AND name = $8",
@@ -519,7 +519,7 @@ impl Scoped<'_> {
         agent: Uuid,
         name: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         let done = sqlx::query(
             "DELETE FROM agent_check_configs WHERE tenant_id = $1 AND agent_id = $2 AND name = $3",
         )
@@ -571,7 +571,7 @@ impl Scoped<'_> {
             return Ok(Vec::new());
         }
         let now = now_ms();
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         let sql = format!(
             "SELECT id, edge_site_id FROM agents WHERE {} ORDER BY id",
             selection(2)

@@ -253,7 +253,7 @@ impl Store {
         error: &str,
         unreachable_after_ms: i64,
     ) -> Result<Option<PollFailure>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let before: Option<String> = sqlx::query_scalar(
             "SELECT reachability FROM agent_polls WHERE agent_id = $1 AND lease_owner = $2",
         )

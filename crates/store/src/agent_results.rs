@@ -124,7 +124,7 @@ impl Scoped<'_> {
         max_open: i64,
     ) -> Result<ChunkOutcome, StoreError> {
         let now = now_ms();
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         let existing = sqlx::query(
             "SELECT id, next_chunk, bytes, completed_at FROM agent_uploads \
              WHERE tenant_id = $1 AND agent_id = $2 AND upload_id = $3",

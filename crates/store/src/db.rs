@@ -133,6 +133,21 @@ impl Store {
         Ok(())
     }
 
+    /// Begins a transaction that may write. On SQLite it takes the write lock
+    /// at `BEGIN` (`BEGIN IMMEDIATE`), waiting out the busy timeout for it: a
+    /// deferred transaction that reads and then writes fails at once with
+    /// "database is locked" when another connection wrote in between (WAL
+    /// mode answers that upgrade with `SQLITE_BUSY[_SNAPSHOT]` without
+    /// waiting). Every transaction of this crate begins here.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// Which database this is.
     pub fn backend(&self) -> Backend {
         self.backend

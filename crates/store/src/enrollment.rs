@@ -135,7 +135,7 @@ impl Scoped<'_> {
         // The site must be this tenant's.
         self.site(new.edge_site_id).await?;
         let now = now_ms();
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         sqlx::query(
             "INSERT INTO enrollment_tokens (id, tenant_id, edge_site_id, scope, token_hash, \
              max_uses, uses, created_by, created_at, expires_at, agent_endpoint, \
@@ -219,7 +219,7 @@ impl Scoped<'_> {
         id: uuid::Uuid,
         by: &str,
     ) -> Result<EnrollmentTokenRecord, StoreError> {
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         let done = sqlx::query(
             "UPDATE enrollment_tokens SET revoked_at = $1, revoked_by = $2 \
              WHERE tenant_id = $3 AND id = $4 AND revoked_at IS NULL",
@@ -257,7 +257,7 @@ impl Scoped<'_> {
         remote_addr: Option<&str>,
     ) -> Result<Redemption, StoreError> {
         let now = now_ms();
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         // The first statement writes, so SQLite takes its write lock at once
         // (a read first would have to upgrade, and two redemptions upgrading
         // at once fail with "database is locked").
@@ -345,7 +345,7 @@ impl Scoped<'_> {
         remote_addr: Option<&str>,
         why: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         insert_event(
             &mut tx,
             &self.tenant(),

@@ -450,7 +450,7 @@ impl Scoped<'_> {
             return Ok(None);
         }
         let now = now_ms();
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         let done = sqlx::query(
             "UPDATE nats_leaf_servers SET status = $1, link_changed_at = $2, updated_at = $2 \
              WHERE tenant_id = $3 AND id = $4 AND status = $5",

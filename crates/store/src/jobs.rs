@@ -176,7 +176,7 @@ impl Store {
         job: &NewJob,
         tenant: Option<TenantId>,
     ) -> Result<Option<JobId>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let id = insert_job(&mut tx, job, tenant).await?;
         tx.commit().await?;
         Ok(id)

@@ -24,7 +24,7 @@ impl Scoped<'_> {
         issued_at_ms: i64,
         prune_before_ms: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         sqlx::query(
             "DELETE FROM leaf_hub_sessions \
              WHERE tenant_id = $1 AND site_id = $2 AND created_at < $3",

@@ -230,7 +230,7 @@ impl Scoped<'_> {
         site: EdgeSiteId,
     ) -> Result<OnboardingPackage, StoreError> {
         let status = PackageStatus::Created.apply(PackageEvent::Download)?;
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         let id = insert_package(
             &mut tx,
             &self.tenant(),
@@ -394,7 +394,7 @@ impl Scoped<'_> {
     ) -> Result<EnrollmentConflict, StoreError> {
         let conflict = self.enrollment_conflict(id).await?;
         let now = now_ms();
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         let done = sqlx::query(
             "UPDATE enrollment_events SET resolved_at = $1, resolved_by = $2 \
              WHERE tenant_id = $3 AND id = $4 AND kind = 'conflict' AND resolved_at IS NULL",

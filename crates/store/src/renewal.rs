@@ -75,7 +75,7 @@ impl Scoped<'_> {
         hostname: Option<&str>,
         detail: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         crate::enrollment::insert_event_fields(
             &mut tx,
             &self.tenant(),

@@ -324,7 +324,7 @@ impl Scoped<'_> {
             created_at: now,
             updated_at: now,
         };
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         sqlx::query(
             "INSERT INTO edge_sites (id, tenant_id, name, slug, status, nats_leaf_url, leaf_status, \
              created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
@@ -513,7 +513,7 @@ impl Scoped<'_> {
     /// Deletes a site and its leaf server; packages bound to it fall back to
     /// direct SaaS connection (`edge_site_id` becomes null).
     pub async fn delete_site(&self, id: EdgeSiteId) -> Result<(), StoreError> {
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         let done = sqlx::query("DELETE FROM edge_sites WHERE tenant_id = $1 AND id = $2")
             .bind(self.tenant())
             .bind(id.to_string())
@@ -570,7 +570,7 @@ impl Scoped<'_> {
     ) -> Result<NatsLeafServer, StoreError> {
         let leaf = self.leaf_server(id).await?;
         let status = leaf.status.apply(LeafEvent::Provisioned)?;
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         sqlx::query(
             "UPDATE nats_leaf_servers SET status = $1, leaf_cert_pem = $2, leaf_key_sealed = $3, \
              server_cert_pem = $4, server_key_sealed = $5, ca_chain_pem = $6, creds_sealed = $7, \

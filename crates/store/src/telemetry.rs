@@ -86,7 +86,7 @@ impl Scoped<'_> {
         if let Some(pg) = &self.store.pg {
             return self.insert_telemetry_copy(pg, records).await;
         }
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         let received_at = now_ms();
         let mut inserted = 0;
         for kind in TelemetryKind::ALL {
@@ -389,7 +389,7 @@ impl crate::Store {
                 .map(|(t, r)| (ids.get(t).map_or("", String::as_str), r));
             return copy_records(pg, rows, records.len()).await;
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let received_at = now_ms();
         let mut inserted = 0;
         let mut seen: Vec<serviceradar_domain::TenantId> = Vec::new();

@@ -76,7 +76,7 @@ impl Store {
             created_at: now,
         };
         let id = tenant.id.to_string();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         insert_tenant(&mut *tx, &tenant).await?;
         crate::pki::insert_tenant_ca(
             &mut *tx,

@@ -120,7 +120,7 @@ impl Scoped<'_> {
     /// Revokes a token (idempotent: revoking twice keeps the first time).
     pub async fn revoke_token(&self, id: ApiTokenId) -> Result<ApiToken, StoreError> {
         let what = Invalidation::Token(id);
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         sqlx::query(
             "UPDATE api_tokens SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL",
         )

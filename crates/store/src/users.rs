@@ -88,7 +88,7 @@ impl Scoped<'_> {
              AND (role <> 'owner' OR EXISTS (SELECT 1 FROM users o \
                   WHERE o.tenant_id = $3 AND o.role = 'owner' AND o.id <> $4))"
         };
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         self.lock_owners(&mut tx).await?;
         let done = sqlx::query(sql)
             .bind(role.as_str())
@@ -114,7 +114,7 @@ impl Scoped<'_> {
         id: UserId,
         password_hash: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         let done = sqlx::query(
             "UPDATE users SET password_hash = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4",
         )
@@ -140,7 +140,7 @@ impl Scoped<'_> {
     /// Deletes a user (their tokens and sessions go with them), refusing to
     /// delete the tenant's last owner.
     pub async fn delete_user(&self, id: UserId) -> Result<(), StoreError> {
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         self.lock_owners(&mut tx).await?;
         let done = sqlx::query(
             "DELETE FROM users WHERE tenant_id = $1 AND id = $2 \
