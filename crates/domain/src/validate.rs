@@ -587,9 +587,13 @@ pub mod rule {
     /// A listen address: `host:port`, IPv6 in brackets, the port 1–65535 in
     /// digits.
     pub fn listen_addr(raw: &str) -> Result<ListenAddr, Reason> {
+        const BARE: Reason = "must be host:port, e.g. 0.0.0.0:4222";
+        if !raw.contains(':') {
+            return Err(BARE);
+        }
         match host_and_port(raw)? {
             (host, Some(port)) => Ok(ListenAddr { host, port }),
-            (_, None) => Err("must be host:port, e.g. 0.0.0.0:4222"),
+            (_, None) => Err(BARE),
         }
     }
 
@@ -654,7 +658,7 @@ pub mod rule {
     }
 
     /// `host[:port]`, IPv6 in brackets.
-    fn host_and_port(raw: &str) -> Result<(Host, Option<u16>), Reason> {
+    pub(crate) fn host_and_port(raw: &str) -> Result<(Host, Option<u16>), Reason> {
         let (host, port) = if raw.starts_with('[') {
             let Some(end) = raw.find(']') else {
                 return Err("an IPv6 address needs its closing ']'");
@@ -758,10 +762,107 @@ impl WebhookUrl {
     }
 }
 
+/// Where people and edge boxes reach one of the platform's services: the
+/// control plane's `--public-url` (written into enrollment tokens) and the
+/// agent gateway's `--gateway-url` (written into bundles). `http`/`https`,
+/// a host ([`rule::host`]), an optional port; no credentials, path, query or
+/// fragment, since paths are appended to it. Held as `scheme://host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct BaseUrl(String);
+string_newtype!(BaseUrl);
+
+impl BaseUrl {
+    /// Parses a base URL (a trailing `/` is dropped).
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let err = |m: &str| FieldError::new("url", m);
+        let raw = raw.trim();
+        let Some((scheme, rest)) = raw.split_once("://") else {
+            return Err(err("must be a URL like https://edge.example.com"));
+        };
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme != "http" && scheme != "https" {
+            return Err(err("must be http:// or https://"));
+        }
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains(['/', '?', '#']) {
+            return Err(err(
+                "must not have a path, query or fragment (the service answers at the root)",
+            ));
+        }
+        if rest.contains('@') {
+            return Err(err("must not contain credentials"));
+        }
+        if rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(err("must not contain whitespace or control characters"));
+        }
+        let (host, port) = rule::host_and_port(rest).map_err(err)?;
+        Ok(Self(match port {
+            Some(port) => format!("{scheme}://{host}:{port}"),
+            None => format!("{scheme}://{host}"),
+        }))
+    }
+
+    /// Whether this is `https://`.
+    pub fn is_https(&self) -> bool {
+        self.0.starts_with("https://")
+    }
+
+    /// Whether this is plain `http://` to a loopback host (`localhost`,
+    /// `127.0.0.0/8`, `::1`): the one case where a browser sends a cookie
+    /// without TLS that the platform accepts by default.
+    pub fn is_plain_http_to_loopback(&self) -> bool {
+        let Some(authority) = self.0.strip_prefix("http://") else {
+            return false;
+        };
+        match rule::host_and_port(authority) {
+            Ok((Host::Dns(name), _)) => name == "localhost",
+            Ok((Host::Ip(ip), _)) => ip.is_loopback(),
+            Err(_) => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn base_urls_are_validated_and_know_plain_loopback() {
+        let ok = |raw: &str| BaseUrl::parse(raw).expect(raw);
+        assert_eq!(
+            ok("https://Edge.Example.com/").as_str(),
+            "https://edge.example.com"
+        );
+        assert_eq!(
+            ok("HTTP://127.0.0.1:8080").as_str(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(ok("http://[::1]:8080").as_str(), "http://[::1]:8080");
+        assert!(ok("http://localhost:8080").is_plain_http_to_loopback());
+        assert!(ok("http://127.0.0.2").is_plain_http_to_loopback());
+        assert!(ok("http://[::1]:9").is_plain_http_to_loopback());
+        assert!(!ok("https://localhost").is_plain_http_to_loopback());
+        assert!(!ok("http://edge.example.com:8080").is_plain_http_to_loopback());
+        assert!(!ok("http://10.0.0.1").is_plain_http_to_loopback());
+        assert!(ok("https://hub.example.com:50051").is_https());
+        for bad in [
+            "",
+            "edge.example.com",
+            "ftp://edge.example.com",
+            "https://",
+            "https://edge.example.com/ui",
+            "https://edge.example.com?x=1",
+            "https://user:pw@edge.example.com",
+            "https://bad host",
+            "https://edge.example.com:0",
+            "https://edge.example.com:99999",
+            "https://::1:8080",
+        ] {
+            assert!(BaseUrl::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 
     #[test]
     fn webhook_urls_are_validated() {

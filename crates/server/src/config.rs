@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::Args;
 use serviceradar_domain::Secret;
+use serviceradar_domain::validate::{BaseUrl, Host, ListenAddr, NatsUrl};
 
 /// Options shared by every subcommand that touches the database.
 #[derive(Debug, Clone, Args)]
@@ -151,7 +152,8 @@ pub struct ServeConfig {
     #[arg(
         long,
         env = "SERVICERADAR_LEAF_MONITORING_LISTEN",
-        default_value = "127.0.0.1:8222"
+        default_value = "127.0.0.1:8222",
+        value_parser = listen_or_empty
     )]
     pub leaf_monitoring_listen: String,
 
@@ -188,8 +190,8 @@ pub struct ServeConfig {
 
     /// Public base URL of the control plane (shown to users; used for
     /// cookies; written into enrollment tokens, so edge boxes must reach it).
-    #[arg(long, env = "SERVICERADAR_PUBLIC_URL")]
-    pub public_url: Option<String>,
+    #[arg(long, env = "SERVICERADAR_PUBLIC_URL", value_parser = base_url)]
+    pub public_url: Option<BaseUrl>,
 
     /// Lifetime of certificates issued to enrolled boxes (`serviceradar-cli
     /// site init`) and of each renewal: `30m`, `12h`, `7d` (1 minute to 365
@@ -206,12 +208,12 @@ pub struct ServeConfig {
     /// URL (repeat or comma-separate): leaves list them all in their remote
     /// and dial another when one fails.
     #[arg(long, env = "SERVICERADAR_HUB_LEAFNODE_URL", value_delimiter = ',',
-          action = clap::ArgAction::Append)]
+          action = clap::ArgAction::Append, value_parser = nats_endpoint_or_empty)]
     pub hub_leafnode_url: Vec<String>,
 
     /// SaaS NATS URL collectors use when not bound to an edge site. Default:
     /// the hub's client URL (the embedded hub's, or `--ingest-nats-url`).
-    #[arg(long, env = "SERVICERADAR_SAAS_NATS_URL")]
+    #[arg(long, env = "SERVICERADAR_SAAS_NATS_URL", value_parser = nats_endpoint)]
     pub saas_nats_url: Option<String>,
 
     /// The embedded hub (run when `--ingest-nats-url` is empty).
@@ -275,8 +277,8 @@ pub struct ServeConfig {
     pub retention: RetentionConfig,
 
     /// Log format: `pretty` or `json`.
-    #[arg(long, env = "SERVICERADAR_LOG_FORMAT", default_value = "pretty")]
-    pub log_format: String,
+    #[arg(long, env = "SERVICERADAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
 }
 
 /// How long rows are kept before the retention sweep deletes them.
@@ -334,7 +336,7 @@ pub struct IngestConfig {
     /// `serve` runs and supervises an embedded hub itself (see the `--hub-*`
     /// flags) and uses that.
     #[arg(long, env = "SERVICERADAR_INGEST_NATS_URL", value_delimiter = ',',
-          action = clap::ArgAction::Append)]
+          action = clap::ArgAction::Append, value_parser = nats_endpoint_or_empty)]
     pub ingest_nats_url: Vec<String>,
     /// Replicas of the tenants' streams on the hub (1 to 5). Default: 3 when
     /// `--ingest-nats-url` names three or more hub servers, else 1.
@@ -462,7 +464,8 @@ pub struct EmbeddedHubConfig {
     #[arg(
         long,
         env = "SERVICERADAR_HUB_CLIENT_LISTEN",
-        default_value = "127.0.0.1:4322"
+        default_value = "127.0.0.1:4322",
+        value_parser = listen
     )]
     pub hub_client_listen: String,
 
@@ -470,7 +473,8 @@ pub struct EmbeddedHubConfig {
     #[arg(
         long,
         env = "SERVICERADAR_HUB_LEAFNODE_LISTEN",
-        default_value = "0.0.0.0:7422"
+        default_value = "0.0.0.0:7422",
+        value_parser = listen
     )]
     pub hub_leafnode_listen: String,
 
@@ -478,7 +482,8 @@ pub struct EmbeddedHubConfig {
     #[arg(
         long,
         env = "SERVICERADAR_HUB_MONITORING_LISTEN",
-        default_value = "127.0.0.1:8322"
+        default_value = "127.0.0.1:8322",
+        value_parser = listen_or_empty
     )]
     pub hub_monitoring_listen: String,
 
@@ -488,7 +493,8 @@ pub struct EmbeddedHubConfig {
     #[arg(
         long = "hub-host",
         env = "SERVICERADAR_HUB_HOSTS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = host_or_empty
     )]
     pub hub_hosts: Vec<String>,
 
@@ -504,26 +510,22 @@ pub struct EmbeddedHubConfig {
     #[arg(
         long,
         env = "SERVICERADAR_HUB_CLUSTER_LISTEN",
-        default_value = "127.0.0.1:6322"
+        default_value = "127.0.0.1:6322",
+        value_parser = listen
     )]
     pub hub_cluster_listen: String,
 }
 
-/// The host of a URL (`tls://host:port` -> `host`), without brackets.
+/// The host of a validated NATS URL, without brackets.
 fn url_host(url: &str) -> Option<String> {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next()?,
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    Some(host.to_owned()).filter(|h| !h.is_empty())
+    NatsUrl::parse_endpoint(url)
+        .ok()
+        .map(|url| url.host().to_bare())
 }
 
-/// The port of a `host:port` listener.
+/// The port of a validated `host:port` listener.
 fn listen_port(listen: &str) -> Option<u16> {
-    listen.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
+    ListenAddr::parse(listen).ok().map(|addr| addr.port())
 }
 
 /// The agent gateway (gRPC over mTLS) and site health.
@@ -544,7 +546,8 @@ pub struct GatewayConfig {
         long,
         env = "SERVICERADAR_GATEWAY_HOSTS",
         value_delimiter = ',',
-        default_value = "localhost,127.0.0.1"
+        default_value = "localhost,127.0.0.1",
+        value_parser = host_or_empty
     )]
     pub gateway_hosts: Vec<String>,
 
@@ -552,7 +555,8 @@ pub struct GatewayConfig {
     #[arg(
         long,
         env = "SERVICERADAR_GATEWAY_URL",
-        default_value = "https://localhost:50051"
+        default_value = "https://localhost:50051",
+        value_parser = gateway_url
     )]
     pub gateway_url: String,
 
@@ -623,31 +627,69 @@ impl std::str::FromStr for OptionalAddr {
     }
 }
 
-/// Whether `url` is `http://` to a loopback host (the only case where a
-/// browser sends a cookie without TLS that we accept by default).
-fn plain_http_on_loopback(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return false;
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (no colour codes when not on a terminal).
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+// The flags' parsers: each value is checked by its domain rule when the
+// command line is read, so a typo stops `serve` before it writes anything.
+// Repeatable lists accept blanks (an empty environment variable) and drop
+// them later.
+
+fn nats_endpoint(text: &str) -> Result<String, String> {
+    NatsUrl::parse_endpoint(text.trim())
+        .map(|_| text.trim().to_owned())
+        .map_err(|e| e.message)
+}
+
+fn nats_endpoint_or_empty(text: &str) -> Result<String, String> {
+    match text.trim() {
+        "" => Ok(String::new()),
+        url => nats_endpoint(url),
+    }
+}
+
+fn listen(text: &str) -> Result<String, String> {
+    ListenAddr::parse(text.trim())
+        .map(|addr| addr.to_string())
+        .map_err(|e| e.message)
+}
+
+fn listen_or_empty(text: &str) -> Result<String, String> {
+    match text.trim() {
+        "" => Ok(String::new()),
+        addr => listen(addr),
+    }
+}
+
+fn host_or_empty(text: &str) -> Result<String, String> {
+    match text.trim() {
+        "" => Ok(String::new()),
+        host => Host::parse(host)
+            .map(|h| h.to_bare())
+            .map_err(|e| e.message),
+    }
+}
+
+fn base_url(text: &str) -> Result<BaseUrl, String> {
+    BaseUrl::parse(text).map_err(|e| e.message)
+}
+
+/// The gateway speaks gRPC over mutual TLS: only `https://` reaches it.
+fn gateway_url(text: &str) -> Result<String, String> {
+    let url = base_url(text)?;
+    if !url.is_https() {
+        return Err("must be https:// (agents reach the gateway over mutual TLS)".into());
+    }
+    Ok(url.to_string())
 }
 
 impl ServeConfig {
-    /// The public base URL: `--public-url`, or `http://` plus the listen address.
-    pub fn public_base_url(&self) -> String {
-        self.public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen))
-    }
-
     /// Whether `serve` runs its own hub (no `--ingest-nats-url`).
     pub fn runs_embedded_hub(&self) -> bool {
         self.ingest.hub_urls().is_empty()
@@ -719,7 +761,7 @@ impl ServeConfig {
         settings.database_max_connections = self.db.database_max_connections;
         settings.listen = self.listen;
         settings.metrics_listen = self.metrics_listen.0;
-        settings.public_url = self.public_url.clone();
+        settings.public_url = self.public_url.as_ref().map(BaseUrl::to_string);
         settings.enrollment_cert_validity = self.enrollment_cert_lifetime;
         settings.webhooks = serviceradar_health::webhooks::WebhookSettings {
             allow_internal: self.webhook_allow_cidrs.clone(),
@@ -755,7 +797,10 @@ impl ServeConfig {
             session_hours: self.session_hours,
             secure_cookies: self
                 .secure_cookies
-                .unwrap_or_else(|| !plain_http_on_loopback(&self.public_base_url())),
+                .unwrap_or_else(|| match &self.public_url {
+                    Some(url) => !url.is_plain_http_to_loopback(),
+                    None => !self.listen.ip().is_loopback(),
+                }),
         };
         settings.health = serviceradar_health::HealthSettings {
             agent_offline_after: Duration::from_secs(self.gateway.agent_offline_after_secs),

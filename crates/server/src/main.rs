@@ -365,17 +365,20 @@ async fn quickstart(args: QuickstartArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    telemetry::init_tracing(config.log_format == "json", std::io::stderr);
+    telemetry::init_tracing(
+        config.log_format == serviceradar_server::config::LogFormat::Json,
+        std::io::stderr,
+    );
     let shutdown = shutdown_signal()?;
     std::fs::create_dir_all(&config.db.data_dir)
         .with_context(|| format!("creating data dir {}", config.db.data_dir.display()))?;
     remove_stale_service_creds(&config.db.data_dir);
     let settings = config.settings();
     let app = Application::build(settings).await?;
-    let base = config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}:{}", config.listen.ip(), app.port()));
+    let base = config.public_url.as_ref().map_or_else(
+        || format!("http://{}:{}", config.listen.ip(), app.port()),
+        ToString::to_string,
+    );
     use serviceradar_quickstart::report::{FirstOwner, HubReport, ServeReport};
     let sites_dial = config.effective_hub_leafnode_url();
     let database = redact_url(&config.db.url());

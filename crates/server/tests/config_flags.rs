@@ -243,3 +243,92 @@ fn the_ingest_mode_reaches_ingestion() {
         "at least one tenant connection"
     );
 }
+
+/// A typo in a URL, host or listener flag is refused when the command line
+/// is read, naming the flag and the rule, instead of surfacing deep in
+/// start-up (after the bootstrap tenant was written) or in every bundle.
+#[test]
+fn bad_urls_hosts_and_listeners_are_refused_at_the_flags() {
+    let refused = |args: &[&str], says: &str| {
+        let mut all = vec!["serviceradar-core"];
+        all.extend_from_slice(args);
+        let error = match Cli::try_parse_from(all) {
+            Ok(_) => panic!("{args:?} was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            error.contains(args[0]) && error.contains(says),
+            "{args:?}: {error}"
+        );
+    };
+    refused(&["--hub-leafnode-url", "tls://bad host:7422"], "whitespace");
+    refused(&["--hub-leafnode-url", "http://hub:7422"], "scheme");
+    refused(&["--ingest-nats-url", "nats://hub:99999"], "port");
+    refused(&["--saas-nats-url", "hub.example.com"], "URL like");
+    refused(&["--public-url", "not a url"], "URL like");
+    refused(&["--public-url", "https://edge.example.com/ui"], "path");
+    refused(
+        &["--gateway-url", "http://hub.example.com:50051"],
+        "https://",
+    );
+    refused(&["--gateway-hosts", "hub_example"], "DNS name");
+    refused(&["--hub-host", "a b"], "DNS name");
+    refused(&["--hub-leafnode-listen", "7422"], "host:port");
+    refused(&["--leaf-monitoring-listen", "localhost"], "host:port");
+    refused(&["--log-format", "xml"], "pretty");
+    // Blanks (an empty environment variable) still mean "none".
+    let config = serve(&[
+        "--ingest-nats-url",
+        "",
+        "--leaf-monitoring-listen",
+        "",
+        "--hub-monitoring-listen",
+        "",
+    ]);
+    assert!(config.runs_embedded_hub());
+    let settings = config.settings();
+    assert_eq!(settings.provisioning.leaf_monitoring_listen, None);
+    assert_eq!(
+        settings
+            .embedded_hub
+            .expect("embedded")
+            .options
+            .monitoring_listen,
+        None
+    );
+    // Good values are kept in their canonical form.
+    let settings = serve(&[
+        "--public-url",
+        "HTTPS://Edge.Example.com/",
+        "--gateway-url",
+        "https://hub.example.com:50051/",
+    ])
+    .settings();
+    assert_eq!(
+        settings.public_url.as_deref(),
+        Some("https://edge.example.com")
+    );
+    assert_eq!(
+        settings.provisioning.gateway_url,
+        "https://hub.example.com:50051"
+    );
+}
+
+/// The same through the binary: exit status 2 and nothing written, not
+/// even the data dir.
+#[test]
+fn serve_with_a_bad_flag_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_serviceradar-core"))
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .args(["--hub-leafnode-url", "tls://bad host:7422"])
+        .env_remove("SERVICERADAR_HUB_LEAFNODE_URL")
+        .output()
+        .expect("running serviceradar-core");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--hub-leafnode-url"), "{stderr}");
+    assert!(!data.exists(), "the data dir was created");
+}
