@@ -62,7 +62,19 @@ macro_rules! command_columns {
 
 const COMMAND_SELECT: &str = concat!("SELECT ", command_columns!(), " FROM agent_commands c");
 
+/// Decodes a command as it stands now: one still open past its TTL reads
+/// as `expired`. Nothing writes that down; no transition but to `expired`
+/// can move it any more ([`Scoped::set_agent_command_status`]), so reads
+/// never write and a late result cannot revive it.
 fn decode_command(row: &AnyRow) -> Result<AgentCommand, StoreError> {
+    let mut command = decode_command_row(row)?;
+    if !command.status.is_final() && command.expires_at < now_ms() {
+        command.status = CommandStatus::Expired;
+    }
+    Ok(command)
+}
+
+fn decode_command_row(row: &AnyRow) -> Result<AgentCommand, StoreError> {
     let r = Cols::of(row, "agent_commands");
     Ok(AgentCommand {
         id: r.parse("id")?,
@@ -206,9 +218,9 @@ impl Scoped<'_> {
         self.agent_command(id).await
     }
 
-    /// One command of this tenant (expired first if its time is up).
+    /// One command of this tenant (`expired` once its time is up).
     pub async fn agent_command(&self, id: Uuid) -> Result<AgentCommand, StoreError> {
-        let command = ListQuery::new(COMMAND_SELECT, "c", self.tenant())
+        ListQuery::new(COMMAND_SELECT, "c", self.tenant())
             .fetch_one(
                 "c",
                 "c.id",
@@ -216,31 +228,16 @@ impl Scoped<'_> {
                 &self.store.pool,
                 decode_command,
             )
-            .await?;
-        if !command.status.is_final() && command.expires_at < now_ms() {
-            self.set_agent_command_status(id, CommandStatus::Expired, None, None)
-                .await?;
-            return ListQuery::new(COMMAND_SELECT, "c", self.tenant())
-                .fetch_one(
-                    "c",
-                    "c.id",
-                    id.to_string(),
-                    &self.store.pool,
-                    decode_command,
-                )
-                .await;
-        }
-        Ok(command)
+            .await
     }
 
     /// The site's command history, oldest first (keyset pages); commands
-    /// whose time ran out are marked `expired` first.
+    /// whose time ran out read as `expired`.
     pub async fn list_agent_commands(
         &self,
         site: EdgeSiteId,
         page: &PageRequest,
     ) -> Result<Page<AgentCommand>, StoreError> {
-        self.expire_stale_commands(site).await?;
         let mut q = ListQuery::new(COMMAND_SELECT, "c", self.tenant());
         q.eq("c.edge_site_id", Arg::Text(site.to_string()));
         q.page("c", page)
@@ -255,7 +252,6 @@ impl Scoped<'_> {
         site: EdgeSiteId,
         limit: u32,
     ) -> Result<Vec<AgentCommand>, StoreError> {
-        self.expire_stale_commands(site).await?;
         // Newest first.
         const SQL: &str = concat!(
             "SELECT ",
@@ -272,29 +268,11 @@ impl Scoped<'_> {
         rows.iter().map(decode_command).collect()
     }
 
-    /// Marks the site's unfinished commands past their TTL `expired`.
-    async fn expire_stale_commands(&self, site: EdgeSiteId) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE agent_commands SET status = $1, updated_at = $2 \
-             WHERE tenant_id = $3 AND edge_site_id = $4 AND expires_at < $2 \
-             AND status IN ($5, $6, $7)",
-        )
-        .bind(CommandStatus::Expired.as_str())
-        .bind(now_ms())
-        .bind(self.tenant())
-        .bind(site.to_string())
-        .bind(OPEN_STATUSES[0].as_str())
-        .bind(OPEN_STATUSES[1].as_str())
-        .bind(OPEN_STATUSES[2].as_str())
-        .execute(&self.store.pool)
-        .await?;
-        Ok(())
-    }
-
     /// Moves a command to `next` if its status allows it
     /// ([`CommandStatus::allowed_from`]); `false` when it did not (another
     /// replica or update got there first, or it is final). `message` and
-    /// `result` replace the stored ones when given.
+    /// `result` replace the stored ones when given. A command past its TTL
+    /// only moves to `expired`.
     pub async fn set_agent_command_status(
         &self,
         id: Uuid,
@@ -312,7 +290,8 @@ impl Scoped<'_> {
         let done = sqlx::query(
             "UPDATE agent_commands SET status = $1, updated_at = $2, \
              message = COALESCE($3, message), result = COALESCE($4, result) \
-             WHERE tenant_id = $5 AND id = $6 AND status IN ($7, $8, $9)",
+             WHERE tenant_id = $5 AND id = $6 AND status IN ($7, $8, $9) \
+             AND (expires_at >= $2 OR $1 = $10)",
         )
         .bind(next.as_str())
         .bind(now_ms())
@@ -323,6 +302,7 @@ impl Scoped<'_> {
         .bind(old(0))
         .bind(old(1))
         .bind(old(2))
+        .bind(CommandStatus::Expired.as_str())
         .execute(&self.store.pool)
         .await?;
         Ok(done.rows_affected() > 0)
@@ -332,7 +312,8 @@ impl Scoped<'_> {
     pub async fn note_agent_command(&self, id: Uuid, message: &str) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE agent_commands SET message = $1, updated_at = $2 \
-             WHERE tenant_id = $3 AND id = $4 AND status IN ($5, $6, $7)",
+             WHERE tenant_id = $3 AND id = $4 AND status IN ($5, $6, $7) \
+             AND expires_at >= $2",
         )
         .bind(message)
         .bind(now_ms())

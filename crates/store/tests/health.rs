@@ -491,6 +491,24 @@ async fn agent_commands_and_checks_on_both_backends() {
         let statuses: Vec<_> = page.items.iter().map(|c| c.status).collect();
         assert_eq!(statuses, [CommandStatus::Succeeded, CommandStatus::Expired]);
         assert_eq!(page.items[1].id, late.id);
+        // A late result cannot revive it, and reading it wrote nothing
+        // (the row's stored status is still open until a transition).
+        assert!(
+            !scoped
+                .set_agent_command_status(late.id, CommandStatus::Succeeded, Some("late"), None)
+                .await
+                .unwrap(),
+            "a result after the TTL was accepted"
+        );
+        let read = scoped.agent_command(late.id).await.unwrap();
+        assert_eq!((read.status, read.message), (CommandStatus::Expired, None));
+        assert!(
+            scoped
+                .set_agent_command_status(late.id, CommandStatus::Expired, None, None)
+                .await
+                .unwrap(),
+            "expiring it is still allowed"
+        );
         // Checks: unique names, NotFound on a missing one, other tenants see none.
         let check = CheckConfig {
             name: "db".into(),
