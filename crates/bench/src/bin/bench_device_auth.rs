@@ -36,7 +36,6 @@ use serviceradar_domain::TenantScope;
 use serviceradar_domain::device::{DeviceLimits, DeviceName};
 use serviceradar_identity::write_secret_file;
 use serviceradar_server::app::Settings;
-use serviceradar_server::telemetry;
 use serviceradar_store::Store;
 use serviceradar_testkit::{NatsServer, free_port};
 
@@ -44,7 +43,7 @@ mod common;
 
 use common::{
     HubPorts, ephemeral_pki, install_site_with_agent, multi_thread_runtime, parse, percentile, say,
-    start_hub, tenant_with_identity,
+    start_bench, start_hub, tenant_with_identity,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -78,9 +77,7 @@ fn main() -> anyhow::Result<()> {
     if args.connects == 0 || args.devices == 0 || args.concurrency == 0 || args.seconds == 0 {
         bail!("--connects, --devices, --concurrency and --seconds must be at least 1");
     }
-    telemetry::init_tracing(false, std::io::sink);
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    say(serviceradar_testkit::machine_summary());
+    start_bench(None);
     let runtime = multi_thread_runtime()?;
     runtime.block_on(run(&args))
 }

@@ -45,8 +45,8 @@ use serviceradar_testkit::{NatsServer, PgCluster, free_port};
 mod common;
 
 use common::{
-    HubPorts, collector_client, ephemeral_pki, event, init_tracing_if, install_site, psql,
-    publish_events, run_to_verdict, say, start_hub, tenant_client, tenant_with_identity, verdict,
+    HubPorts, collector_client, ephemeral_pki, event, install_site, psql, publish_events,
+    run_to_verdict, say, start_bench, start_hub, tenant_client, tenant_with_identity, verdict,
 };
 
 const TARGET_RATIO: f64 = 0.60;
@@ -79,9 +79,7 @@ fn main() -> anyhow::Result<()> {
     if args.messages == 0 || args.batch == 0 || args.writers == 0 {
         bail!("--messages, --batch and --writers must be at least 1");
     }
-    init_tracing_if("BENCH_INGEST_LOGS");
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    say(serviceradar_testkit::machine_summary());
+    start_bench(Some("BENCH_INGEST_LOGS"));
     let cluster = PgCluster::start(true).context("starting PostgreSQL")?;
     let url = cluster.create_database();
     say(format!(

@@ -44,8 +44,8 @@ use serviceradar_testkit::PgCluster;
 mod common;
 
 use common::{
-    HubPorts, connect_with_creds, ephemeral_pki, init_tracing_if, parse, publish_events,
-    run_to_verdict, say, start_hub, tenant_client, verdict,
+    HubPorts, connect_with_creds, ephemeral_pki, parse, publish_events, run_to_verdict, say,
+    start_bench, start_hub, tenant_client, verdict,
 };
 
 /// Aggregate throughput target: at least this share of the single-tenant figure.
@@ -80,9 +80,7 @@ fn main() -> anyhow::Result<()> {
     if args.messages == 0 || args.tenants.contains(&0) {
         bail!("--messages and every tier must be at least 1");
     }
-    init_tracing_if("BENCH_INGEST_LOGS");
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    say(serviceradar_testkit::machine_summary());
+    start_bench(Some("BENCH_INGEST_LOGS"));
     let cluster = PgCluster::start(true).context("starting PostgreSQL")?;
     let url = cluster.create_database();
     run_to_verdict(args.fail_on_miss, run(&args, &url))

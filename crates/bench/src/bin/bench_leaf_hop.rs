@@ -26,7 +26,6 @@ use clap::Parser;
 use futures::StreamExt;
 use serviceradar_identity::write_secret_file;
 use serviceradar_server::app::Settings;
-use serviceradar_server::telemetry;
 use serviceradar_store::Store;
 use serviceradar_testkit::{NatsServer, free_port};
 
@@ -34,7 +33,7 @@ mod common;
 
 use common::{
     HubPorts, collector_client, ephemeral_pki, install_site, multi_thread_runtime, percentile, say,
-    start_hub, tenant_with_identity,
+    start_bench, start_hub, tenant_with_identity,
 };
 
 const SUBJECT: &str = "events.acme.bench";
@@ -60,9 +59,7 @@ fn main() -> anyhow::Result<()> {
     if args.messages == 0 || args.payload < 32 {
         bail!("--messages must be at least 1 and --payload at least 32");
     }
-    telemetry::init_tracing(false, std::io::sink);
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    say(serviceradar_testkit::machine_summary());
+    start_bench(None);
     let runtime = multi_thread_runtime()?;
     runtime.block_on(run(&args))
 }

@@ -396,15 +396,18 @@ pub fn run_to_verdict(
     Ok(())
 }
 
-/// Logs to stderr when the environment variable `var` is set, else nowhere
-/// (a benchmark's output is its figures).
-pub fn init_tracing_if(var: &str) {
+/// What a benchmark does first: logs to stderr when the environment
+/// variable `log_var` names is set (else nowhere: a benchmark's output is
+/// its figures), the ring crypto provider, and the machine summary line.
+pub fn start_bench(log_var: Option<&str>) {
     use serviceradar_server::telemetry::init_tracing;
-    if std::env::var_os(var).is_some() {
+    if log_var.is_some_and(|var| std::env::var_os(var).is_some()) {
         init_tracing(false, std::io::stderr);
     } else {
         init_tracing(false, std::io::sink);
     }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    say(serviceradar_testkit::machine_summary());
 }
 
 /// The databases a benchmark runs on (`--backend`).
