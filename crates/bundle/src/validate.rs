@@ -191,26 +191,18 @@ pub(crate) fn with_newline(text: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The rule is the domain's ([`rule::slug`], whose tests hold the
+    /// verdicts); here the refusal is the bundle's, naming field and value.
     #[test]
     fn slugs() {
-        for ok in ["a", "nyc-office", "factory-3", "0", &"a".repeat(63)] {
+        for ok in ["a", "nyc-office", &"a".repeat(63)] {
             assert!(slug("s", ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "-a",
-            "a-",
-            "A",
-            "a_b",
-            "a.b",
-            "a b",
-            "a'b",
-            "$(x)",
-            "a/b",
-            "..",
-            &"a".repeat(64),
-        ] {
-            assert!(slug("s", bad).is_err(), "{bad}");
+        for bad in ["", "A", "a'b", "$(x)", "a/b", "..", &"a".repeat(64)] {
+            assert!(
+                matches!(slug("site", bad), Err(BundleError::InvalidSlug { field: "site", value }) if value == bad),
+                "{bad}"
+            );
         }
     }
 
@@ -235,36 +227,28 @@ mod tests {
         }
     }
 
+    /// The rule is the domain's ([`rule::nats_endpoint`], whose tests hold
+    /// the verdicts), with `ws://` and `wss://` allowed; here the refusal is
+    /// the bundle's, with the domain's reason.
     #[test]
     fn nats_urls() {
         for ok in [
-            "nats://10.0.1.50:4222",
             "tls://nats.serviceradar.cloud:7422",
-            "nats://leaf.local",
             "wss://hub.example.com:443",
             "nats://[::1]:4222",
-            "nats://[fd00::5]",
         ] {
             assert!(nats_url("u", ok).is_ok(), "{ok}");
         }
         for bad in [
-            "",
-            "10.0.1.50:4222",
             "http://x:1",
-            "nats://",
-            "nats://x:0",
-            "nats://x:65536",
-            "nats://x:",
             "nats://user:pw@x:4222",
-            "nats://x:4222/path",
-            "nats://x y:4222",
             "nats://$(touch /tmp/p):4222",
             "nats://x';rm -rf /;':1",
-            "nats://[::1",
-            "nats://[::1]x",
-            "nats://-x:1",
         ] {
-            assert!(nats_url("u", bad).is_err(), "{bad}");
+            assert!(
+                matches!(nats_url("hub_url", bad), Err(BundleError::InvalidUrl { field: "hub_url", value, .. }) if value == bad),
+                "{bad}"
+            );
         }
     }
 

@@ -98,18 +98,7 @@ pub async fn collector_add(args: &CollectorArgs, json: bool) -> Outcome {
         agent_csr: None,
         collector_csr: Some(csr),
     };
-    progress(json, &format!("Redeeming the token at {}…", claims.url));
-    let enrolled = redeem(&claims.url, &request, json).await?;
-    let pin = pem_sha256(&enrolled.root_ca_pem)?;
-    if pin != claims.ca_sha256 {
-        return Err(Failure::new(
-            REFUSED,
-            format!(
-                "the control plane at {} sent a root CA that does not match the token's pin; nothing was written",
-                claims.url
-            ),
-        ));
-    }
+    let enrolled = redeem_pinned(&claims, &request, json).await?;
     let collector = enrolled
         .collector
         .as_ref()
@@ -234,21 +223,7 @@ pub async fn init(args: &InitArgs, json: bool) -> Outcome {
         request.nats_user_public_key = Some(user.public_key());
         leaf_keys = Some((client_key, server_key, user));
     }
-    progress(json, &format!("Redeeming the token at {}…", claims.url));
-    let enrolled = redeem(&claims.url, &request, json).await?;
-    // The trust anchor must be the one the token was issued with.
-    let pin = pem_sha256(&enrolled.root_ca_pem)?;
-    if pin != claims.ca_sha256 {
-        return Err(Failure::new(
-            REFUSED,
-            format!(
-                "the control plane at {} sent a root CA (sha256 {pin}) that does not match the \
-                 token's pin ({}); nothing was written. Check that the URL reaches your control \
-                 plane and not something in between.",
-                claims.url, claims.ca_sha256
-            ),
-        ));
-    }
+    let enrolled = redeem_pinned(&claims, &request, json).await?;
     write_material(&layout, &enrolled, agent_key.as_str(), leaf_keys.as_ref())?;
     let identity = Identity {
         control_url: claims.url.clone(),
@@ -346,6 +321,31 @@ fn write_material(
         write_public(&layout.edge_buffer(), &format!("{stream}\n"))?;
     }
     Ok(())
+}
+
+/// Redeems the token at the control plane its claims name and checks that
+/// the root CA it sent is the one the token pins (else nothing is written).
+async fn redeem_pinned(
+    claims: &serviceradar_pki::token::EnrollmentClaims,
+    request: &RedeemRequest,
+    json: bool,
+) -> Outcome<Enrolled> {
+    progress(json, &format!("Redeeming the token at {}…", claims.url));
+    let enrolled = redeem(&claims.url, request, json).await?;
+    // The trust anchor must be the one the token was issued with.
+    let pin = pem_sha256(&enrolled.root_ca_pem)?;
+    if pin != claims.ca_sha256 {
+        return Err(Failure::new(
+            REFUSED,
+            format!(
+                "the control plane at {} sent a root CA (sha256 {pin}) that does not match the \
+                 token's pin ({}); nothing was written. Check that the URL reaches your control \
+                 plane and not something in between.",
+                claims.url, claims.ca_sha256
+            ),
+        ));
+    }
+    Ok(enrolled)
 }
 
 async fn redeem(url: &str, request: &RedeemRequest, json: bool) -> Outcome<Enrolled> {

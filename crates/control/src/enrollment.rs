@@ -659,14 +659,8 @@ impl Control {
             .root_ca(self.store())
             .await
             .map_err(|e| ControlError::internal("root_ca", format!("{e:#}")))?;
-        let tenant_ref = TenantRef {
-            id: tenant.id.as_uuid(),
-            slug: tenant.slug.as_str(),
-        };
-        let site_ref = SiteRef {
-            id: site.id.as_uuid(),
-            slug: site.slug.as_str(),
-        };
+        let tenant_ref = TenantRef::of(&tenant);
+        let site_ref = SiteRef::of(&site);
         let opts = IssueOptions {
             validity: ::time::Duration::try_from(self.settings().enrollment.cert_validity)
                 .unwrap_or(::time::Duration::days(7)),

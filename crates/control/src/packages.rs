@@ -198,10 +198,7 @@ impl Control {
             .map_err(internal("tenant_ca"))?;
         let cert = issue_collector(
             &ca,
-            TenantRef {
-                id: tenant.id.as_uuid(),
-                slug: tenant.slug.as_str(),
-            },
+            TenantRef::of(&tenant),
             id.as_uuid(),
             &pki.issue_options(),
         )

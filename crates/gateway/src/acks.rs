@@ -18,20 +18,18 @@
 //! config when it opens).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serviceradar_domain::TenantId;
 use serviceradar_store::{ConfigAck, Store, StoreError, now_ms};
-use tokio::sync::watch;
 use uuid::Uuid;
+
+use crate::write_behind::{Buffer, WriteBehind};
 
 struct Inner {
     store: Store,
     pending: Mutex<HashMap<(TenantId, Uuid), ConfigAck>>,
-    /// One flush at a time.
-    flushing: tokio::sync::Mutex<()>,
-    stop: watch::Sender<bool>,
 }
 
 impl Inner {
@@ -52,13 +50,55 @@ impl Inner {
         }
         metrics::gauge!("serviceradar_gateway_config_acks_pending").set(pending.len() as f64);
     }
+
+    async fn write(&self) -> Result<usize, StoreError> {
+        let batch: Vec<ConfigAck> = {
+            let mut pending = self.pending();
+            let taken = std::mem::take(&mut *pending);
+            metrics::gauge!("serviceradar_gateway_config_acks_pending").set(0.0);
+            taken.into_values().collect()
+        };
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        match self.store.record_config_acks(&batch).await {
+            Ok(()) => {
+                metrics::counter!("serviceradar_gateway_config_acks_flushed_total")
+                    .increment(batch.len() as u64);
+                tracing::debug!(acks = batch.len(), "config acknowledgements flushed");
+                Ok(batch.len())
+            }
+            Err(e) => {
+                metrics::counter!("serviceradar_gateway_config_ack_flush_failures_total")
+                    .increment(1);
+                for ack in batch {
+                    self.keep(ack);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Buffer for Inner {
+    type Event = std::convert::Infallible;
+
+    async fn flush(&self) -> usize {
+        match self.write().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "flushing config acknowledgements failed; kept for the next flush");
+                0
+            }
+        }
+    }
 }
 
 /// The replica's write-behind buffer of config acknowledgements. Cheap to
 /// clone.
 #[derive(Clone)]
 pub struct AckWriter {
-    inner: Arc<Inner>,
+    inner: Arc<WriteBehind<Inner>>,
 }
 
 impl std::fmt::Debug for AckWriter {
@@ -71,18 +111,13 @@ impl AckWriter {
     /// A writer flushing every `every` on a task of the current runtime,
     /// until [`AckWriter::close`] or the last clone is dropped.
     pub fn start(store: Store, every: Duration) -> Self {
-        let inner = Arc::new(Inner {
+        let inner = Inner {
             store,
             pending: Mutex::new(HashMap::new()),
-            flushing: tokio::sync::Mutex::new(()),
-            stop: watch::channel(false).0,
-        });
-        tokio::spawn(flusher(
-            Arc::downgrade(&inner),
-            inner.stop.subscribe(),
-            every,
-        ));
-        Self { inner }
+        };
+        Self {
+            inner: WriteBehind::start(inner, every, None),
+        }
     }
 
     /// The agent acknowledged running `version` (now).
@@ -98,63 +133,12 @@ impl AckWriter {
     /// Writes what is buffered now; returns how many acknowledgements it
     /// held (0 when the write failed and they were put back).
     pub async fn flush(&self) -> usize {
-        match flush(&self.inner).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(error = %e, "flushing config acknowledgements failed; kept for the next flush");
-                0
-            }
-        }
+        self.inner.flush().await
     }
 
     /// Stops the flusher and writes what is buffered.
     pub async fn close(&self) {
-        self.inner.stop.send_replace(true);
-        let n = self.flush().await;
+        let n = self.inner.close().await;
         tracing::info!(acks = n, "config acknowledgements flushed on shutdown");
-    }
-}
-
-async fn flusher(inner: Weak<Inner>, mut stop: watch::Receiver<bool>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let Some(inner) = inner.upgrade() else { return };
-                if let Err(e) = flush(&inner).await {
-                    tracing::warn!(error = %e, "flushing config acknowledgements failed; kept for the next flush");
-                }
-            }
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-async fn flush(inner: &Inner) -> Result<usize, StoreError> {
-    let _one = inner.flushing.lock().await;
-    let batch: Vec<ConfigAck> = {
-        let mut pending = inner.pending();
-        let taken = std::mem::take(&mut *pending);
-        metrics::gauge!("serviceradar_gateway_config_acks_pending").set(0.0);
-        taken.into_values().collect()
-    };
-    if batch.is_empty() {
-        return Ok(0);
-    }
-    match inner.store.record_config_acks(&batch).await {
-        Ok(()) => {
-            metrics::counter!("serviceradar_gateway_config_acks_flushed_total")
-                .increment(batch.len() as u64);
-            tracing::debug!(acks = batch.len(), "config acknowledgements flushed");
-            Ok(batch.len())
-        }
-        Err(e) => {
-            metrics::counter!("serviceradar_gateway_config_ack_flush_failures_total").increment(1);
-            for ack in batch {
-                inner.keep(ack);
-            }
-            Err(e)
-        }
     }
 }

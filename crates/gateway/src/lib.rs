@@ -67,6 +67,7 @@ pub mod poller;
 mod renewal;
 pub mod service;
 pub mod status;
+mod write_behind;
 
 /// Why the gateway could not start or stopped serving.
 #[derive(Debug, thiserror::Error)]

@@ -171,14 +171,8 @@ impl GatewayService {
                 .unwrap_or(::time::Duration::days(7)),
             ..self.pki().issue_options()
         };
-        let tenant_ref = TenantRef {
-            id: tenant.id.as_uuid(),
-            slug: tenant.slug.as_str(),
-        };
-        let site_ref = SiteRef {
-            id: site.id.as_uuid(),
-            slug: site.slug.as_str(),
-        };
+        let tenant_ref = TenantRef::of(&tenant);
+        let site_ref = SiteRef::of(&site);
         let issue = |profile, request: &CertificateRequest| {
             issue_for_request(&ca, tenant_ref, site_ref, profile, request, &opts)
                 .map_err(|e| internal_status("issuing a renewed certificate", &e))

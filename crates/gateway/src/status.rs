@@ -36,7 +36,7 @@
 //! * [`StatusWriter::close`] (the gateway stopping) writes what is buffered.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serviceradar_domain::{AgentIdentity, EdgeSiteId, TenantScope};
@@ -44,9 +44,11 @@ use serviceradar_health::{Health, HealthEvent};
 use serviceradar_store::{
     AgentCheck, CheckUpdate, Contact, MAX_CHECKS_PER_AGENT, Store, StoreError, now_ms,
 };
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 use tracing::Instrument;
 use uuid::Uuid;
+
+use crate::write_behind::{Buffer, WriteBehind};
 
 /// Agents whose steady reports may wait in the buffer at once; beyond it a
 /// push is written through.
@@ -226,9 +228,6 @@ struct Inner {
     store: Store,
     health: Health,
     state: Mutex<State>,
-    /// One flush at a time.
-    flushing: tokio::sync::Mutex<()>,
-    stop: watch::Sender<bool>,
 }
 
 impl Inner {
@@ -260,7 +259,7 @@ async fn stored_state(
 /// The replica's write-behind buffer of agent status. Cheap to clone.
 #[derive(Clone)]
 pub struct StatusWriter {
-    inner: Arc<Inner>,
+    inner: Arc<WriteBehind<Inner>>,
 }
 
 impl std::fmt::Debug for StatusWriter {
@@ -274,20 +273,14 @@ impl StatusWriter {
     /// until [`StatusWriter::close`] or the last clone is dropped.
     pub fn start(store: Store, health: Health, every: Duration) -> Self {
         let events = health.subscribe();
-        let inner = Arc::new(Inner {
+        let inner = Inner {
             store,
             health,
             state: Mutex::new(State::default()),
-            flushing: tokio::sync::Mutex::new(()),
-            stop: watch::channel(false).0,
-        });
-        tokio::spawn(flusher(
-            Arc::downgrade(&inner),
-            inner.stop.subscribe(),
-            events,
-            every,
-        ));
-        Self { inner }
+        };
+        Self {
+            inner: WriteBehind::start(inner, every, Some(events)),
+        }
     }
 
     /// A push: `leaf` is its newest leaf verdict, `checks` its results.
@@ -351,56 +344,46 @@ impl StatusWriter {
 
     /// Writes what is buffered now; returns how many agents it held.
     pub async fn flush(&self) -> usize {
-        flush(&self.inner).await
+        self.inner.flush().await
     }
 
     /// Stops the flusher and writes what is buffered.
     pub async fn close(&self) {
-        self.inner.stop.send_replace(true);
-        let n = self.flush().await;
+        let n = self.inner.close().await;
         tracing::info!(agents = n, "status buffer flushed on shutdown");
     }
 }
 
-async fn flusher(
-    inner: Weak<Inner>,
-    mut stop: watch::Receiver<bool>,
-    mut events: broadcast::Receiver<HealthEvent>,
-    every: Duration,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let Some(inner) = inner.upgrade() else { return };
-                flush(&inner).await;
+impl Buffer for Inner {
+    type Event = HealthEvent;
+
+    fn flush(&self) -> impl std::future::Future<Output = usize> + Send {
+        flush(self)
+    }
+
+    /// A status changed by anyone else: forget what is known of its site,
+    /// so the agent's next push is written through.
+    fn on_event(&self, event: Result<HealthEvent, broadcast::error::RecvError>) -> bool {
+        let mut state = self.state();
+        match event {
+            Ok(HealthEvent::Site { site_id, .. } | HealthEvent::Leaf { site_id, .. }) => {
+                state.forget_site(site_id);
             }
-            event = events.recv() => {
-                let Some(inner) = inner.upgrade() else { return };
-                let mut state = inner.state();
-                match event {
-                    Ok(HealthEvent::Site { site_id, .. } | HealthEvent::Leaf { site_id, .. }) => {
-                        state.forget_site(site_id);
-                    }
-                    Ok(HealthEvent::AlertRaised(a) | HealthEvent::AlertResolved(a)) => {
-                        state.forget_site(a.edge_site_id);
-                    }
-                    // Missed events: trust nothing known.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        state.known.clear();
-                        state.by_site.clear();
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
+            Ok(HealthEvent::AlertRaised(a) | HealthEvent::AlertResolved(a)) => {
+                state.forget_site(a.edge_site_id);
             }
-            _ = stop.changed() => return,
+            // Missed events: trust nothing known.
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                state.known.clear();
+                state.by_site.clear();
+            }
+            Err(broadcast::error::RecvError::Closed) => return false,
         }
+        true
     }
 }
 
 async fn flush(inner: &Inner) -> usize {
-    let _one = inner.flushing.lock().await;
     let batch: Vec<Pending> = {
         let mut state = inner.state();
         let pending = std::mem::take(&mut state.pending);

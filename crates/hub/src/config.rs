@@ -20,7 +20,7 @@ use serviceradar_store::Store;
 use serviceradar_identity::{Pki, write_secret_file};
 
 use crate::HubError;
-use crate::error::{identity, store as store_error};
+use crate::error::{identity, io_error, store as store_error};
 
 /// File names written by [`write_hub_config`].
 pub mod names {
@@ -310,15 +310,6 @@ impl Shared {
             accounts,
             tenant_accounts,
         })
-    }
-}
-
-fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> HubError {
-    let path = path.to_owned();
-    move |source| HubError::Io {
-        action,
-        path,
-        source,
     }
 }
 

@@ -46,6 +46,7 @@ use crate::config::{
     DEFAULT_CLIENT_PORT, DEFAULT_CLUSTER_PORT, DEFAULT_LEAFNODE_PORT, DEFAULT_MONITORING_PORT,
     HubClusterOptions, HubOptions, shift_port, write_hub_cluster_config, write_hub_config,
 };
+use crate::error::io_error;
 
 /// File the hub's process id is written to (by `nats-server -P`), in the hub
 /// dir (a cluster node's: in its `node-{i}` directory).
@@ -270,15 +271,6 @@ pub fn find_nats_server(binary: &Path) -> Result<PathBuf, HubError> {
                 .find(|candidate| candidate.is_file())
         })
         .ok_or_else(missing)
-}
-
-fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> HubError {
-    let path = path.to_owned();
-    move |source| HubError::Io {
-        action,
-        path,
-        source,
-    }
 }
 
 /// One running (or restarting) server of the hub.

@@ -265,6 +265,19 @@ where
     }
 }
 
+/// A [`HubError::Io`] of `action` on `path`, for `map_err`.
+pub(crate) fn io_error(
+    action: &'static str,
+    path: &std::path::Path,
+) -> impl FnOnce(std::io::Error) -> HubError {
+    let path = path.to_owned();
+    move |source| HubError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -212,15 +212,7 @@ fn check_creds(request: &AuthorizationRequest, leaf_account: &str) -> Result<Lea
     if !verify_signed_nonce(user, &request.nonce, &request.signed_nonce) {
         return Err(Refusal::Credentials("the nonce signature does not verify"));
     }
-    let tag = |prefix: &str| {
-        claims["nats"]["tags"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|t| t.as_str()?.strip_prefix(prefix))
-            .next()
-            .and_then(|id| Uuid::parse_str(id).ok())
-    };
+    let tag = |prefix: &str| uuid_tag(&claims, prefix);
     let (Some(tenant), Some(site)) = (tag(LEAF_TENANT_TAG), tag(LEAF_SITE_TAG)) else {
         return Err(Refusal::Credentials("no tenant and site tags"));
     };
@@ -230,6 +222,18 @@ fn check_creds(request: &AuthorizationRequest, leaf_account: &str) -> Result<Lea
         tenant,
         site,
     })
+}
+
+/// The id in the first of a user JWT's tags (`claims`) that starts with
+/// `prefix` (the leaf's tenant or site tag), if it is a UUID.
+fn uuid_tag(claims: &serde_json::Value, prefix: &str) -> Option<Uuid> {
+    claims["nats"]["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str()?.strip_prefix(prefix))
+        .next()
+        .and_then(|id| Uuid::parse_str(id).ok())
 }
 
 /// The tenant and site a request's user JWT names, if the leaf account
@@ -243,15 +247,7 @@ fn claimed_site(
     if claims["iss"].as_str() != Some(leaf_account) {
         return None;
     }
-    let tag = |prefix: &str| {
-        claims["nats"]["tags"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|t| t.as_str()?.strip_prefix(prefix))
-            .next()
-            .and_then(|id| Uuid::parse_str(id).ok())
-    };
+    let tag = |prefix: &str| uuid_tag(&claims, prefix);
     Some((
         TenantId(tag(LEAF_TENANT_TAG)?),
         EdgeSiteId(tag(LEAF_SITE_TAG)?),

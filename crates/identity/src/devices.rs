@@ -55,10 +55,7 @@ impl Pki {
         };
         let cert = issue_for_request(
             &ca,
-            TenantRef {
-                id: tenant.id.as_uuid(),
-                slug: tenant.slug.as_str(),
-            },
+            TenantRef::of(&tenant),
             SiteRef {
                 id: device.edge_site_id.as_uuid(),
                 slug: device.site_slug.as_str(),

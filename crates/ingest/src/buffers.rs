@@ -144,28 +144,15 @@ pub async fn sync_site_buffers(
     // before the leaf reconnects, and the next one can be a minute away).
     // Removing and re-adding it restarts it at once; the hub resumes it after
     // the last message it already holds from that source, so nothing repeats.
-    let stalled: Vec<String> = info["sources"]
-        .as_array()
-        .map(|all| {
-            all.iter()
-                .filter(|s| {
-                    // -1: never active since the hub (re)started.
-                    s["active"]
-                        .as_i64()
-                        .is_some_and(|ns| !(0..=STALLED_SOURCE_NS).contains(&ns))
-                        || s.get("error").is_some_and(|e| !e.is_null())
-                })
-                .filter_map(|s| s["external"]["api"].as_str().map(str::to_owned))
-                .filter(|api| reachable.contains(api))
-                // Give a restarted source time to start before judging it again.
-                .filter(|api| {
-                    restarted
-                        .get(api)
-                        .is_none_or(|at| at.elapsed().as_nanos() > STALLED_SOURCE_NS as u128)
-                })
-                .collect()
+    let stalled: Vec<String> = stalled_sources(&info, STALLED_SOURCE_NS)
+        .filter(|api| reachable.contains(api))
+        // Give a restarted source time to start before judging it again.
+        .filter(|api| {
+            restarted
+                .get(api)
+                .is_none_or(|at| at.elapsed().as_nanos() > STALLED_SOURCE_NS as u128)
         })
-        .unwrap_or_default();
+        .collect();
     if !stalled.is_empty() {
         let all = config["sources"].clone();
         config["sources"] = serde_json::Value::Array(
@@ -206,4 +193,26 @@ async fn update_ingest_stream(
         }),
         None => Ok(()),
     }
+}
+
+/// The API prefixes (`external.api`) of the sources in a stream's `info`
+/// that failed or have been silent for more than `limit_ns` nanoseconds
+/// (`active` is -1 when never active since the hub (re)started). A source
+/// gets a heartbeat every second, so a silent one is stuck in nats-server's
+/// retry backoff.
+pub(crate) fn stalled_sources(
+    info: &serde_json::Value,
+    limit_ns: i64,
+) -> impl Iterator<Item = String> + '_ {
+    info["sources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(move |s| {
+            s["active"]
+                .as_i64()
+                .is_some_and(|ns| !(0..=limit_ns).contains(&ns))
+                || s.get("error").is_some_and(|e| !e.is_null())
+        })
+        .filter_map(|s| s["external"]["api"].as_str().map(str::to_owned))
 }

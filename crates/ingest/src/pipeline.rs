@@ -8,16 +8,18 @@
 //! acknowledged).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::{self, consumer::PullConsumer};
 use serviceradar_domain::resources::Tenant;
 use serviceradar_identity::Pki;
 use serviceradar_store::Store;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::ack::{AckWatermark, acknowledge};
+use crate::ack::{AckWatermark, acknowledge_batch, count_written};
 use crate::buffers::sync_site_buffers;
 use crate::consumer::{open_stream_and_consumer, recover_unacknowledged};
 use crate::error::{IngestError, report};
@@ -28,7 +30,7 @@ use crate::status::IngestStatus;
 use crate::write::{WrittenBatch, write_loop};
 
 /// How long a stopping pipeline waits for its batches in flight.
-pub(crate) const DRAIN: Duration = Duration::from_secs(5);
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// How long after a leaf's admission its buffer is first looked at.
 pub(crate) const JOIN_SETTLE: Duration = Duration::from_millis(200);
@@ -67,8 +69,8 @@ async fn next_admission(
 }
 
 /// The fetcher and a writer, as their errors name them.
-pub(crate) const FETCHER: &str = "the ingest fetcher";
-pub(crate) const WRITER: &str = "an ingest writer";
+const FETCHER: &str = "the ingest fetcher";
+const WRITER: &str = "an ingest writer";
 
 /// How a pipeline ended without failing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,36 +185,94 @@ pub(crate) async fn pipeline(
         );
     }
 
-    let writers = settings.writers.max(1);
-    let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<FetchedBatch>(QUEUED_BATCHES);
-    let batch_rx = Arc::new(tokio::sync::Mutex::new(batch_rx));
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<WrittenBatch>();
-    let mut fetcher = tokio::task::JoinSet::new();
-    fetcher.spawn(
-        fetch_loop(consumer, settings.clone(), batch_tx, delivered, {
-            let (status, tenant) = (status.clone(), tenant.id);
-            move |progress| match progress {
-                Progress::Idle => status.idle(tenant),
-                Progress::Lag(lag) => status.lag(tenant, lag),
-            }
-        })
-        .instrument(span.clone()),
-    );
-    let mut writer_tasks = tokio::task::JoinSet::new();
-    let device_sites = crate::devices::DeviceSites::default();
-    let shared = crate::write::TenantWriter {
+    let writer = crate::write::TenantWriter {
         store: store.clone(),
         client: client.clone(),
         tenant: tenant.clone(),
         status: status.clone(),
-        devices: device_sites,
+        devices: crate::devices::DeviceSites::default(),
         dead_letters,
     };
-    for writer in 0..writers {
-        let (batches, done) = (batch_rx.clone(), done_tx.clone());
+    let (status, tenant_id) = (status.clone(), tenant.id);
+    let slug = tenant.slug.as_str();
+    run_batches(
+        settings,
+        (consumer, delivered),
+        move |progress| match progress {
+            Progress::Idle => status.idle(tenant_id),
+            Progress::Lag(lag) => status.lag(tenant_id, lag),
+        },
+        |batches, done| write_loop(writer.clone(), batches, done),
+        |written: WrittenBatch| {
+            let outcome = written.outcome;
+            count_written(
+                slug,
+                outcome.fetched as u64,
+                outcome.inserted,
+                outcome.dead_lettered as u64,
+            );
+            (written.number, written.last)
+        },
+        Ending {
+            stop,
+            renew_at,
+            aux,
+        },
+    )
+    .await
+}
+
+/// The queue of fetched batches the writers take from.
+pub(crate) type Batches = Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<FetchedBatch>>>;
+
+/// How a running pipeline ends: `stop` flips or its NATS user is due for
+/// renewal at `renew_at`; `aux` holds its background tasks, stopped with
+/// the fetcher.
+pub(crate) struct Ending<'a> {
+    pub(crate) stop: &'a mut watch::Receiver<bool>,
+    pub(crate) renew_at: tokio::time::Instant,
+    pub(crate) aux: tokio::task::JoinSet<()>,
+}
+
+/// The part both pipelines (per tenant and platform) share once their
+/// consumer is open and recovered: the fetcher, `settings.writers` writers
+/// (each the future `writer` makes from the batch queue and the channel its
+/// written batches go to) and the acknowledgements up to the contiguous
+/// commit watermark (`settle` counts a written batch and names its number
+/// and last message), until the pipeline ends (`Ok`, after the batches in
+/// flight are written and acknowledged, for at most [`DRAIN`]) or a task
+/// fails (`Err`, nothing past the last contiguous commit acknowledged).
+pub(crate) async fn run_batches<D, W>(
+    settings: &IngestSettings,
+    (consumer, delivered): (PullConsumer, u64),
+    progress: impl Fn(Progress) + Send + 'static,
+    mut writer: impl FnMut(Batches, tokio::sync::mpsc::UnboundedSender<D>) -> W,
+    mut settle: impl FnMut(D) -> (u64, jetstream::Message),
+    ending: Ending<'_>,
+) -> Result<Ended, IngestError>
+where
+    D: Send + 'static,
+    W: Future<Output = Result<(), IngestError>> + Send + 'static,
+{
+    let Ending {
+        stop,
+        renew_at,
+        mut aux,
+    } = ending;
+    let span = tracing::Span::current();
+    let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<FetchedBatch>(QUEUED_BATCHES);
+    let batch_rx: Batches = Arc::new(tokio::sync::Mutex::new(batch_rx));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<D>();
+    let mut fetcher = tokio::task::JoinSet::new();
+    fetcher.spawn(
+        fetch_loop(consumer, settings.clone(), batch_tx, delivered, progress)
+            .instrument(span.clone()),
+    );
+    let mut writer_tasks = tokio::task::JoinSet::new();
+    for n in 0..settings.writers.max(1) {
         writer_tasks.spawn(
-            write_loop(shared.clone(), batches, done)
-                .instrument(tracing::debug_span!(parent: &span, "writer", writer)),
+            writer(batch_rx.clone(), done_tx.clone())
+                .instrument(tracing::debug_span!(parent: &span, "writer", writer = n)),
         );
     }
     drop(done_tx);
@@ -221,7 +281,10 @@ pub(crate) async fn pipeline(
     let ended = loop {
         tokio::select! {
             written = done_rx.recv() => match written {
-                Some(written) => acknowledge(&mut watermark, written, tenant.slug.as_str()).await?,
+                Some(written) => {
+                    let (number, last) = settle(written);
+                    acknowledge_batch(&mut watermark, number, last).await?;
+                }
                 None => return Err(IngestError::TaskStopped("every ingest writer")),
             },
             Some(joined) = fetcher.join_next() => {
@@ -242,7 +305,8 @@ pub(crate) async fn pipeline(
     aux.shutdown().await;
     let drained = tokio::time::timeout(DRAIN, async {
         while let Some(written) = done_rx.recv().await {
-            acknowledge(&mut watermark, written, tenant.slug.as_str()).await?;
+            let (number, last) = settle(written);
+            acknowledge_batch(&mut watermark, number, last).await?;
         }
         while let Some(joined) = writer_tasks.join_next().await {
             joined.map_err(|e| IngestError::TaskPanicked(WRITER, e))??;

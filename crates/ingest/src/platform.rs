@@ -39,19 +39,19 @@ use serviceradar_store::Store;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::ack::{AckWatermark, acknowledge_batch};
-use crate::buffers::sync_site_buffers;
+use crate::ack::count_written;
+use crate::buffers::{stalled_sources, sync_site_buffers};
 use crate::consumer::{ensure_consumer, ensure_stream, recover_unacknowledged};
 use crate::deadletter::{DeadLetterStream, dead_letter_parts};
 use crate::devices::DeviceSites;
 use crate::error::{IngestError, report, wrap};
-use crate::fetch::{Fetched, FetchedBatch, Progress, fetch_loop};
+use crate::fetch::{Fetched, FetchedBatch, Progress};
 use crate::hub::{HubConnection, js_request, platform_client};
-use crate::pipeline::{DRAIN, Ended, FETCHER, JOIN_SETTLE, JOIN_SYNCS, WRITER};
+use crate::pipeline::{Batches, Ended, Ending, JOIN_SETTLE, JOIN_SYNCS, run_batches};
 use crate::pool::TenantClients;
-use crate::settings::{IngestSettings, QUEUED_BATCHES};
+use crate::settings::IngestSettings;
 use crate::status::IngestStatus;
-use crate::supervisor::{AccountPusher, STOP_DEADLINE, retry_delay};
+use crate::supervisor::{AccountPusher, STOP_DEADLINE, restart_until_stopped, retry_delay};
 
 /// The platform supervisor: setup passes, the pipeline (restarted with
 /// backoff) and the chores, until `stop` flips.
@@ -260,20 +260,7 @@ impl Setup {
         )
         .await?;
         let limit = i64::try_from(STALLED_SOURCE.as_nanos()).unwrap_or(i64::MAX);
-        let stalled: HashSet<String> = info["sources"]
-            .as_array()
-            .map(|all| {
-                all.iter()
-                    .filter(|s| {
-                        s["active"]
-                            .as_i64()
-                            .is_some_and(|ns| !(0..=limit).contains(&ns))
-                            || s.get("error").is_some_and(|e| !e.is_null())
-                    })
-                    .filter_map(|s| s["external"]["api"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let stalled: HashSet<String> = stalled_sources(&info, limit).collect();
         let now = std::time::Instant::now();
         let due: Vec<TenantId> = self
             .ready
@@ -425,32 +412,23 @@ async fn run_pipeline(
         _ = stream_ready.wait_for(|ready| *ready) => {}
         _ = stop.changed() => return,
     }
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        let backoff = match pipeline(&store, &pki, &settings, &pool, &status, &mut stop).await {
-            Ok(Ended::Stopped) => return,
-            Ok(Ended::Renew) => {
-                tracing::info!("renewing the platform ingest user");
-                continue;
+    let (store, pki, settings, pool, status) = (&store, &pki, &settings, &pool, &status);
+    restart_until_stopped(
+        &mut stop,
+        |mut stop| async move { pipeline(store, pki, settings, pool, status, &mut stop).await },
+        || tracing::info!("renewing the platform ingest user"),
+        |e| {
+            let failures = status.failed_all(&e.to_string());
+            let backoff = retry_delay(failures);
+            tracing::warn!(error = report(e), failures, retry_in = ?backoff, "platform ingest pipeline failed");
+            for tenant in pool.tenants() {
+                metrics::counter!("serviceradar_ingest_errors_total", "tenant" => tenant.slug.to_string())
+                    .increment(1);
             }
-            Err(e) => {
-                let failures = status.failed_all(&e.to_string());
-                let backoff = retry_delay(failures);
-                tracing::warn!(error = report(&e), failures, retry_in = ?backoff, "platform ingest pipeline failed");
-                for tenant in pool.tenants() {
-                    metrics::counter!("serviceradar_ingest_errors_total", "tenant" => tenant.slug.to_string())
-                        .increment(1);
-                }
-                backoff
-            }
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop.changed() => {}
-        }
-    }
+            backoff
+        },
+    )
+    .await;
 }
 
 /// Connects as the platform ingest user, opens the durable consumer on the
@@ -473,97 +451,43 @@ async fn pipeline(
         .await
         .map_err(wrap(IngestError::Consumer, "opening the platform stream"))?;
     let consumer = ensure_consumer(&stream, settings).await?;
-    let (consumer, delivered) = recover_unacknowledged(&stream, consumer, settings).await?;
+    let recovered = recover_unacknowledged(&stream, consumer, settings).await?;
     tracing::info!(
         hub = %settings.hub.url,
         batch_size = settings.batch_size,
         writers = settings.writers,
         "platform ingest pipeline running"
     );
-    let span = tracing::Span::current();
-    let writers = settings.writers.max(1);
-    let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<FetchedBatch>(QUEUED_BATCHES);
-    let batch_rx = Arc::new(tokio::sync::Mutex::new(batch_rx));
-    let (done_tx, mut done_rx) =
-        tokio::sync::mpsc::unbounded_channel::<(u64, jetstream::Message)>();
-    let mut fetcher = tokio::task::JoinSet::new();
-    {
-        let status = status.clone();
-        fetcher.spawn(
-            fetch_loop(
-                consumer,
-                settings.clone(),
-                batch_tx,
-                delivered,
-                move |progress| match progress {
-                    Progress::Idle => status.progress_all(None),
-                    Progress::Lag(lag) => status.progress_all(Some(lag)),
-                },
-            )
-            .instrument(span.clone()),
-        );
-    }
     let devices: Devices = Arc::default();
     let dead_letter_streams: DeadLetterStreams = Arc::default();
-    let mut writer_tasks = tokio::task::JoinSet::new();
-    for writer in 0..writers {
-        let writer_state = Writer {
-            dead_letter_retention: settings.dead_letter_retention,
-            stream_replicas: settings.stream_replicas,
-            dead_letter_streams: dead_letter_streams.clone(),
-            store: store.clone(),
-            pool: pool.clone(),
-            status: status.clone(),
-            devices: devices.clone(),
-        };
-        let (batches, done) = (batch_rx.clone(), done_tx.clone());
-        writer_tasks.spawn(
-            write_loop(writer_state, batches, done)
-                .instrument(tracing::debug_span!(parent: &span, "writer", writer)),
-        );
-    }
-    drop(done_tx);
-
-    let mut watermark = AckWatermark::default();
-    let ended = loop {
-        tokio::select! {
-            written = done_rx.recv() => match written {
-                Some((number, last)) => acknowledge_batch(&mut watermark, number, last).await?,
-                None => return Err(IngestError::TaskStopped("every ingest writer")),
-            },
-            Some(joined) = fetcher.join_next() => {
-                joined.map_err(|e| IngestError::TaskPanicked(FETCHER, e))??;
-                return Err(IngestError::TaskStopped(FETCHER));
-            }
-            Some(joined) = writer_tasks.join_next() => {
-                joined.map_err(|e| IngestError::TaskPanicked(WRITER, e))??;
-                return Err(IngestError::TaskStopped(WRITER));
-            }
-            _ = stop.changed() => break Ended::Stopped,
-            _ = tokio::time::sleep_until(renew_at) => break Ended::Renew,
-        }
-    };
-    fetcher.shutdown().await;
-    let drained = tokio::time::timeout(DRAIN, async {
-        while let Some((number, last)) = done_rx.recv().await {
-            acknowledge_batch(&mut watermark, number, last).await?;
-        }
-        while let Some(joined) = writer_tasks.join_next().await {
-            joined.map_err(|e| IngestError::TaskPanicked(WRITER, e))??;
-        }
-        Ok::<(), IngestError>(())
-    })
-    .await;
-    match drained {
-        Ok(result) => result.map(|()| ended),
-        Err(_) => {
-            tracing::warn!(
-                waiting = watermark.waiting(),
-                "stopping with batches in flight; they are redelivered on restart"
-            );
-            Ok(ended)
-        }
-    }
+    let status_all = status.clone();
+    run_batches(
+        settings,
+        recovered,
+        move |progress| match progress {
+            Progress::Idle => status_all.progress_all(None),
+            Progress::Lag(lag) => status_all.progress_all(Some(lag)),
+        },
+        |batches, done| {
+            let writer = Writer {
+                dead_letter_retention: settings.dead_letter_retention,
+                stream_replicas: settings.stream_replicas,
+                dead_letter_streams: dead_letter_streams.clone(),
+                store: store.clone(),
+                pool: pool.clone(),
+                status: status.clone(),
+                devices: devices.clone(),
+            };
+            write_loop(writer, batches, done)
+        },
+        |written| written,
+        Ending {
+            stop,
+            renew_at,
+            aux: tokio::task::JoinSet::new(),
+        },
+    )
+    .await
 }
 
 /// Each tenant's registered devices and their sites (loaded on demand).
@@ -587,7 +511,7 @@ struct Writer {
 /// reports the batch committed (number, last message) to the acknowledger.
 async fn write_loop(
     writer: Writer,
-    batches: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<FetchedBatch>>>,
+    batches: Batches,
     done: tokio::sync::mpsc::UnboundedSender<(u64, jetstream::Message)>,
 ) -> Result<(), IngestError> {
     loop {
@@ -603,13 +527,12 @@ async fn write_loop(
             writer
                 .status
                 .wrote(tenant.id, count.inserted, count.dead_lettered);
-            let slug = tenant.slug.to_string();
-            metrics::counter!("serviceradar_ingest_messages_total", "tenant" => slug.clone())
-                .increment(count.fetched);
-            metrics::counter!("serviceradar_ingest_rows_total", "tenant" => slug.clone())
-                .increment(count.inserted);
-            metrics::counter!("serviceradar_ingest_dead_letters_total", "tenant" => slug)
-                .increment(count.dead_lettered);
+            count_written(
+                tenant.slug.as_str(),
+                count.fetched,
+                count.inserted,
+                count.dead_lettered,
+            );
         }
         tracing::debug!(
             number,

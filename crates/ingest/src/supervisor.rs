@@ -128,27 +128,52 @@ async fn run_tenant(
     status: IngestStatus,
     mut stop: watch::Receiver<bool>,
 ) {
+    let (store, pki, settings, tenant, status) = (&store, &pki, &settings, &tenant, &status);
+    restart_until_stopped(
+        &mut stop,
+        |mut stop| async move {
+            status.starting(tenant.id, tenant.slug.as_str());
+            pipeline(store, pki, settings, tenant, status, &mut stop).await
+        },
+        || tracing::info!("renewing the tenant's ingest user"),
+        |e| {
+            // The status (which tenants see) says what failed; the log
+            // also says why, with every cause (hosts, database errors).
+            let failures = status.failed(tenant.id, e.to_string());
+            let backoff = retry_delay(failures);
+            tracing::warn!(error = report(e), failures, retry_in = ?backoff, "ingest pipeline failed");
+            metrics::counter!("serviceradar_ingest_errors_total", "tenant" => tenant.slug.to_string())
+                .increment(1);
+            backoff
+        },
+    )
+    .await;
+}
+
+/// Runs `pipeline` (given its own receiver of `stop`) until `stop` flips
+/// (or it ends because `stop` flipped): again at once when its NATS user is
+/// due for renewal (after `renewing`), again after the wait `failed` returns
+/// (it records and logs the failure) when it fails. Both the per-tenant and
+/// the platform pipeline restart so.
+pub(crate) async fn restart_until_stopped<F>(
+    stop: &mut watch::Receiver<bool>,
+    mut pipeline: impl FnMut(watch::Receiver<bool>) -> F,
+    mut renewing: impl FnMut(),
+    mut failed: impl FnMut(&IngestError) -> Duration,
+) where
+    F: std::future::Future<Output = Result<Ended, IngestError>>,
+{
     loop {
         if *stop.borrow() {
             return;
         }
-        status.starting(tenant.id, tenant.slug.as_str());
-        let backoff = match pipeline(&store, &pki, &settings, &tenant, &status, &mut stop).await {
+        let backoff = match pipeline(stop.clone()).await {
             Ok(Ended::Stopped) => return,
             Ok(Ended::Renew) => {
-                tracing::info!("renewing the tenant's ingest user");
+                renewing();
                 continue;
             }
-            Err(e) => {
-                // The status (which tenants see) says what failed; the log
-                // also says why, with every cause (hosts, database errors).
-                let failures = status.failed(tenant.id, e.to_string());
-                let backoff = retry_delay(failures);
-                tracing::warn!(error = report(&e), failures, retry_in = ?backoff, "ingest pipeline failed");
-                metrics::counter!("serviceradar_ingest_errors_total", "tenant" => tenant.slug.to_string())
-                    .increment(1);
-                backoff
-            }
+            Err(e) => failed(&e),
         };
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}

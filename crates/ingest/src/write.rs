@@ -6,8 +6,6 @@
 //! WAL flushes overlap) while acknowledging stays with the acknowledger: a
 //! writer never acknowledges.
 
-use std::sync::Arc;
-
 use async_nats::jetstream;
 use serviceradar_domain::TenantScope;
 use serviceradar_domain::resources::Tenant;
@@ -56,7 +54,7 @@ pub(crate) struct TenantWriter {
 /// database.
 pub(crate) async fn write_loop(
     writer: TenantWriter,
-    batches: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<FetchedBatch>>>,
+    batches: crate::pipeline::Batches,
     done: tokio::sync::mpsc::UnboundedSender<WrittenBatch>,
 ) -> Result<(), IngestError> {
     let TenantWriter {

@@ -432,7 +432,7 @@ impl ConfWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serviceradar_domain::validate::{Host, NatsScheme};
+    use serviceradar_domain::validate::Host;
 
     #[test]
     fn quote_escapes_everything_special() {
@@ -445,22 +445,22 @@ mod tests {
         assert_eq!(quote("${X}"), "\"${X}\"");
     }
 
+    /// The rule is the domain's (`rule::slug`, whose tests hold the
+    /// verdicts); here the refusal is a config error naming the field.
     #[test]
     fn slugs() {
         validate_slug("s", "nyc-office-2").unwrap();
-        for bad in [
-            "",
-            "-a",
-            "a-",
-            "A",
-            "a_b",
-            "a.b",
-            "a b",
-            "a\"",
-            "${x}",
-            &"a".repeat(64),
-        ] {
-            assert!(validate_slug("s", bad).is_err(), "{bad:?} accepted");
+        for bad in ["", "A", "a\"", "${x}", &"a".repeat(64)] {
+            assert!(
+                matches!(
+                    validate_slug("tenant", bad),
+                    Err(ConfigError::Invalid {
+                        field: "tenant",
+                        ..
+                    })
+                ),
+                "{bad:?} accepted"
+            );
         }
     }
 
@@ -530,29 +530,26 @@ mod tests {
         }
     }
 
+    /// The URL rule is the domain's (`NatsUrl`, whose tests hold the
+    /// verdicts); the hub URL also needs an explicit port, and a refusal is
+    /// a config error naming the field.
     #[test]
     fn urls() {
         let parse = |v| hub_url("url", v);
-        let url = parse("tls://hub.example.com:7422").unwrap();
-        assert_eq!(url.scheme(), NatsScheme::Tls);
-        assert_eq!(url.to_string(), "tls://hub.example.com:7422");
         assert_eq!(
             parse("nats://[::1]:7422/").unwrap().to_string(),
             "nats://[::1]:7422"
         );
         for bad in [
-            "hub:7422",
-            "https://hub:7422",
             "tls://hub",
-            "tls://user:pw@hub:7422",
-            "tls://hub:7422/path",
-            "tls://hub:7422?x=1",
-            "tls://hub:7422\"",
+            "https://hub:7422",
             "tls://hub:7422\ninclude /etc/passwd",
             "tls://${HUB}:7422",
-            "tls://hub}:7422",
         ] {
-            assert!(parse(bad).is_err(), "{bad:?} accepted");
+            assert!(
+                matches!(parse(bad), Err(ConfigError::Invalid { field: "url", .. })),
+                "{bad:?} accepted"
+            );
         }
     }
 

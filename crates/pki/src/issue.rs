@@ -34,6 +34,7 @@ use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
     SanType,
 };
+use serviceradar_domain::resources::{EdgeSite, Tenant};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -106,6 +107,16 @@ pub struct TenantRef<'a> {
     pub slug: &'a str,
 }
 
+impl<'a> TenantRef<'a> {
+    /// The tenant's id and slug.
+    pub fn of(tenant: &'a Tenant) -> Self {
+        Self {
+            id: tenant.id.as_uuid(),
+            slug: tenant.slug.as_str(),
+        }
+    }
+}
+
 /// The edge site a certificate is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SiteRef<'a> {
@@ -113,6 +124,16 @@ pub struct SiteRef<'a> {
     pub id: Uuid,
     /// Site slug (goes into the CN).
     pub slug: &'a str,
+}
+
+impl<'a> SiteRef<'a> {
+    /// The site's id and slug.
+    pub fn of(site: &'a EdgeSite) -> Self {
+        Self {
+            id: site.id.as_uuid(),
+            slug: site.slug.as_str(),
+        }
+    }
 }
 
 /// Trust domain and validity of an issued certificate.
@@ -421,22 +442,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
 {
-    if ca.kind() != &CaKind::Platform {
-        return Err(IssueError::NotPlatformCa);
-    }
-    check_slug("service", service)?;
-    let parsed = parse_hosts(hosts)?;
-    if parsed.is_empty() {
-        return Err(IssueError::NoHosts);
-    }
-    let spec = Spec {
-        common_name: format!("{service}.platform.serviceradar"),
-        sans: host_sans(parsed)?,
-        ekus: vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ],
-    };
+    let spec = platform_server_spec(ca, service, hosts)?;
     issue(ca, spec, opts.validity)
 }
 
@@ -455,6 +461,19 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
 {
+    let spec = platform_server_spec(ca, service, hosts)?;
+    issue_with_key(ca, spec, opts.validity, SecretKeyPair::from_pem(key_pem)?)
+}
+
+fn platform_server_spec<I, S>(
+    ca: &CertificateAuthority,
+    service: &str,
+    hosts: I,
+) -> Result<Spec, IssueError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
     if ca.kind() != &CaKind::Platform {
         return Err(IssueError::NotPlatformCa);
     }
@@ -463,15 +482,14 @@ where
     if parsed.is_empty() {
         return Err(IssueError::NoHosts);
     }
-    let spec = Spec {
+    Ok(Spec {
         common_name: format!("{service}.platform.serviceradar"),
         sans: host_sans(parsed)?,
         ekus: vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ],
-    };
-    issue_with_key(ca, spec, opts.validity, SecretKeyPair::from_pem(key_pem)?)
+    })
 }
 
 /// A new private key (PEM) of the kind every issued certificate has, for

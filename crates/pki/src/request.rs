@@ -86,27 +86,38 @@ mod tests {
         (ca, tenant_id)
     }
 
+    /// Issues `profile` for `request` at tenant `acme`'s site `lab`.
+    fn issue_at_lab(
+        ca: &CertificateAuthority,
+        tenant_id: Uuid,
+        site_id: Uuid,
+        profile: RequestProfile<'_>,
+        request: &CertificateRequest,
+    ) -> crate::issue::SignedCertificate {
+        issue_for_request(
+            ca,
+            TenantRef {
+                id: tenant_id,
+                slug: "acme",
+            },
+            SiteRef {
+                id: site_id,
+                slug: "lab",
+            },
+            profile,
+            request,
+            &IssueOptions::default(),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn a_certificate_for_a_request_carries_the_platform_identity_and_the_requesters_key() {
         let (ca, tenant_id) = acme_ca();
         let (key, pem) = new_key_and_request("whatever-the-edge-asks").unwrap();
         let request = CertificateRequest::from_pem(&pem).unwrap();
         let site = Uuid::now_v7();
-        let cert = issue_for_request(
-            &ca,
-            TenantRef {
-                id: tenant_id,
-                slug: "acme",
-            },
-            SiteRef {
-                id: site,
-                slug: "lab",
-            },
-            RequestProfile::LeafClient,
-            &request,
-            &IssueOptions::default(),
-        )
-        .unwrap();
+        let cert = issue_at_lab(&ca, tenant_id, site, RequestProfile::LeafClient, &request);
         let peer = PeerIdentity::from_der(&pem_to_der(&cert.cert_pem).unwrap(), "serviceradar.io")
             .unwrap();
         assert_eq!(peer.kind, IdentityKind::Leaf);
@@ -128,21 +139,13 @@ mod tests {
         let (_key, pem) = new_key_and_request("anything").unwrap();
         let request = CertificateRequest::from_pem(&pem).unwrap();
         let device = Uuid::now_v7();
-        let cert = issue_for_request(
+        let cert = issue_at_lab(
             &ca,
-            TenantRef {
-                id: tenant_id,
-                slug: "acme",
-            },
-            SiteRef {
-                id: Uuid::now_v7(),
-                slug: "lab",
-            },
+            tenant_id,
+            Uuid::now_v7(),
             RequestProfile::Device { device_id: device },
             &request,
-            &IssueOptions::default(),
-        )
-        .unwrap();
+        );
         let der = pem_to_der(&cert.cert_pem).unwrap();
         let ca_der = pem_to_der(ca.cert_pem()).unwrap();
         let peer = PeerIdentity::from_der_with_issuer(&der, &ca_der, "serviceradar.io").unwrap();

@@ -391,14 +391,8 @@ pub async fn provision_leaf(
         .tenant_ca(store, tenant)
         .await
         .map_err(ProvisioningError::identity("loading the tenant CA"))?;
-    let tenant_ref = TenantRef {
-        id: tenant.id.as_uuid(),
-        slug: tenant.slug.as_str(),
-    };
-    let site_ref = SiteRef {
-        id: site.id.as_uuid(),
-        slug: site.slug.as_str(),
-    };
+    let tenant_ref = TenantRef::of(tenant);
+    let site_ref = SiteRef::of(site);
     let opts = pki.issue_options();
     let client = issue_leaf_client(&ca, tenant_ref, site_ref, &opts).map_err(
         ProvisioningError::certificate("issuing the leaf client certificate"),

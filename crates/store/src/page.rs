@@ -285,21 +285,8 @@ impl ListQuery {
         pool: &HotPool,
         decode: impl Fn(&PgRow) -> Result<T, StoreError>,
     ) -> Result<Page<T>, StoreError> {
-        let mut rows = pool.fetch_all(|| self.pg_query()).await?;
-        let more = rows.len() > self.limit as usize;
-        rows.truncate(self.limit as usize);
-        let next_cursor = match (more, rows.last()) {
-            (true, Some(last)) => Some(
-                Cursor {
-                    created_at: last.try_get("created_at")?,
-                    id: last.try_get("id")?,
-                }
-                .encode(),
-            ),
-            _ => None,
-        };
-        let items = rows.iter().map(decode).collect::<Result<_, _>>()?;
-        Ok(Page { items, next_cursor })
+        let rows = pool.fetch_all(|| self.pg_query()).await?;
+        page_of(rows, self.limit, decode)
     }
 
     /// Fetches the single row matching `column = value` in the tenant, or
@@ -328,22 +315,39 @@ impl ListQuery {
         pool: &sqlx::AnyPool,
         decode: impl Fn(&AnyRow) -> Result<T, StoreError>,
     ) -> Result<Page<T>, StoreError> {
-        let mut rows = self.query().fetch_all(pool).await?;
-        let more = rows.len() > self.limit as usize;
-        rows.truncate(self.limit as usize);
-        let next_cursor = match (more, rows.last()) {
-            (true, Some(last)) => Some(
-                Cursor {
-                    created_at: last.try_get("created_at")?,
-                    id: last.try_get("id")?,
-                }
-                .encode(),
-            ),
-            _ => None,
-        };
-        let items = rows.iter().map(decode).collect::<Result<_, _>>()?;
-        Ok(Page { items, next_cursor })
+        let rows = self.query().fetch_all(pool).await?;
+        page_of(rows, self.limit, decode)
     }
+}
+
+/// The page of `rows` (fetched with one row beyond `limit`, which says
+/// whether more follow) decoded with `decode`, with the cursor after its
+/// last row; for any-dialect and native PostgreSQL rows alike.
+fn page_of<R, T>(
+    mut rows: Vec<R>,
+    limit: u32,
+    decode: impl Fn(&R) -> Result<T, StoreError>,
+) -> Result<Page<T>, StoreError>
+where
+    R: Row,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+{
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next_cursor = match (more, rows.last()) {
+        (true, Some(last)) => Some(
+            Cursor {
+                created_at: last.try_get("created_at")?,
+                id: last.try_get("id")?,
+            }
+            .encode(),
+        ),
+        _ => None,
+    };
+    let items = rows.iter().map(decode).collect::<Result<_, _>>()?;
+    Ok(Page { items, next_cursor })
 }
 
 #[cfg(test)]

@@ -50,6 +50,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod common;
 
+use common::{run_to_verdict, say};
+
 /// Password of every seeded tenant owner (the benchmark never signs in).
 const OWNER_PASSWORD: &str = "bench-owner-password-1";
 /// Targets from the issue.
@@ -161,14 +163,7 @@ fn main() -> anyhow::Result<()> {
             (Some(cluster), url)
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let passed = runtime.block_on(run(&args, &url))?;
-    if args.fail_on_miss && !passed {
-        std::process::exit(1);
-    }
-    Ok(())
+    run_to_verdict(args.fail_on_miss, run(&args, &url))
 }
 
 async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
@@ -533,13 +528,9 @@ async fn pgbench(
         cmd.arg("-D").arg(format!("{name}={value}"));
     }
     cmd.arg(url);
-    let before = CpuTicks::now(database);
-    let started = Instant::now();
-    let out = cmd
-        .output()
+    let (out, cpu) = output_and_cpu(&mut cmd, database)
         .await
         .with_context(|| format!("running {} (Debian's postgresql-client)", args.pgbench))?;
-    let cpu = CpuTicks::now(database).cores_since(&before, started.elapsed());
     let _ = std::fs::remove_file(&script);
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
@@ -873,13 +864,9 @@ async fn wrk(
         cmd.arg("-H").arg(header);
     }
     cmd.arg(url);
-    let before = CpuTicks::now(database);
-    let started = Instant::now();
-    let out = cmd
-        .output()
+    let (out, cpu) = output_and_cpu(&mut cmd, database)
         .await
         .with_context(|| format!("running {} (is wrk installed?)", args.wrk))?;
-    let cpu = CpuTicks::now(database).cores_since(&before, started.elapsed());
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         bail!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
@@ -1071,6 +1058,21 @@ fn wait_until_accepting(url: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Runs `cmd` to its end; its output and the CPU the server and
+/// `database` used meanwhile.
+async fn output_and_cpu(
+    cmd: &mut tokio::process::Command,
+    database: &str,
+) -> std::io::Result<(std::process::Output, CpuUse)> {
+    let before = CpuTicks::now(database);
+    let started = Instant::now();
+    let out = cmd.output().await?;
+    Ok((
+        out,
+        CpuTicks::now(database).cores_since(&before, started.elapsed()),
+    ))
+}
+
 /// CPU clock ticks (USER_HZ, 100 on Linux) from /proc: this process (the
 /// server, plus the negligible bench driver), its waited-for children (wrk),
 /// and the PostgreSQL backends serving `database`.
@@ -1125,11 +1127,6 @@ fn proc_stat(path: &Path) -> Option<(u64, u64, u64, u64)> {
     let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
     let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
     Some((field(14)?, field(15)?, field(16)?, field(17)?))
-}
-
-fn say(line: impl AsRef<str>) {
-    println!("[bench-api] {}", line.as_ref());
-    let _ = std::io::stdout().flush();
 }
 
 #[cfg(test)]

@@ -25,7 +25,6 @@
 //! cargo run --release -p serviceradar-bench --bin bench-device-auth
 //! ```
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,16 +34,17 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use serviceradar_domain::TenantScope;
 use serviceradar_domain::device::{DeviceLimits, DeviceName};
-use serviceradar_domain::validate::{DisplayName, Slug};
-use serviceradar_identity::{MasterKeySource, Pki, write_secret_file};
+use serviceradar_identity::write_secret_file;
 use serviceradar_server::app::Settings;
-use serviceradar_server::telemetry;
 use serviceradar_store::Store;
 use serviceradar_testkit::{NatsServer, free_port};
 
 mod common;
 
-use common::{HubPorts, install_site_with_agent, parse, percentile, start_hub};
+use common::{
+    HubPorts, ephemeral_pki, install_site_with_agent, multi_thread_runtime, parse, percentile, say,
+    start_bench, start_hub, tenant_with_identity,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -77,12 +77,8 @@ fn main() -> anyhow::Result<()> {
     if args.connects == 0 || args.devices == 0 || args.concurrency == 0 || args.seconds == 0 {
         bail!("--connects, --devices, --concurrency and --seconds must be at least 1");
     }
-    telemetry::init_tracing(false, std::io::sink);
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    say(serviceradar_testkit::machine_summary());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    start_bench(None);
+    let runtime = multi_thread_runtime()?;
     runtime.block_on(run(&args))
 }
 
@@ -126,23 +122,14 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let url = format!("sqlite://{}", dir.join("core.db").display());
     let store = Store::connect(&url, 4).await?;
     store.migrate().await?;
-    let pki = Arc::new(Pki::new(
-        MasterKeySource::Ephemeral.load()?,
-        serviceradar_pki::DEFAULT_TRUST_DOMAIN,
-    ));
+    let pki = ephemeral_pki()?;
     let mut settings = Settings::new(&url);
     settings.provisioning.hub_leafnode_url = format!("tls://127.0.0.1:{}", ports.hub_leaf);
     settings.provisioning.leaf_monitoring_listen = Some(format!("127.0.0.1:{}", free_port()));
     settings.provisioning.leaf_device_auth = true;
     // No gateway in this run: the agent keeps retrying it, which is fine.
     settings.provisioning.gateway_url = format!("https://127.0.0.1:{}", free_port());
-    let tenant = store
-        .create_tenant(
-            &parse(Slug::parse("acme"))?,
-            &parse(DisplayName::parse("Acme"))?,
-        )
-        .await?;
-    pki.ensure_tenant_identity(&store, &tenant).await?;
+    let tenant = tenant_with_identity(&store, &pki, "acme", "Acme").await?;
     let installed = install_site_with_agent(
         dir,
         &store,
@@ -164,15 +151,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
 
     // The hub; leaves join it through the leaf authorization callout.
     let (hub, _files, _) = start_hub(&store, &pki, dir, &ports).await?;
-    let _leaf_auth = serviceradar_hub::leaf_auth::start(
-        store.clone(),
-        pki.clone(),
-        serviceradar_hub::leaf_auth::LeafAuthSettings::new(format!(
-            "nats://127.0.0.1:{}",
-            ports.hub_client
-        )),
-    )
-    .await?;
+    let _leaf_auth = common::start_leaf_auth(&store, &pki, ports.hub_client).await?;
 
     // Devices, certified for their own CSRs; the registry on the hub.
     let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
@@ -428,11 +407,6 @@ async fn rate(
     // Let the closed connections go before the next leaf is measured.
     tokio::time::sleep(Duration::from_secs(1)).await;
     (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed))
-}
-
-fn say(line: impl AsRef<str>) {
-    println!("[bench-device-auth] {}", line.as_ref());
-    let _ = std::io::stdout().flush();
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use futures::StreamExt;
 use serviceradar_control::enrollment::CreateEnrollmentToken;
 use serviceradar_control::{Control, ControlSettings};
@@ -25,15 +25,16 @@ use serviceradar_domain::enrollment::RedeemRequest;
 use serviceradar_domain::policy::{Role, ScopeSet};
 use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
 use serviceradar_domain::{Actor, TenantScope, UserId};
-use serviceradar_identity::{MasterKeySource, Pki};
 use serviceradar_jobs::Jobs;
 use serviceradar_provisioning::{ProvisioningSettings, provision_leaf};
 use serviceradar_store::{NewSite, Store};
-use serviceradar_testkit::PgCluster;
 
 mod common;
 
-use common::{parse, percentile};
+use common::{
+    Backends, ephemeral_pki, multi_thread_runtime, on_backends, parse, percentile,
+    tenant_with_identity,
+};
 
 /// Enrollment redemption benchmark (see BENCHMARKS.md).
 #[derive(Parser, Debug)]
@@ -53,13 +54,6 @@ struct Args {
     database_url: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Backends {
-    Both,
-    Sqlite,
-    Postgres,
-}
-
 struct Figures {
     name: &'static str,
     provision_per_sec: f64,
@@ -76,28 +70,14 @@ fn main() -> anyhow::Result<()> {
     );
     serviceradar_server::telemetry::init_tracing(false, std::io::sink);
     println!("{}", serviceradar_testkit::machine_summary());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = multi_thread_runtime()?;
     let tmp = tempfile::tempdir()?;
-    let mut results = Vec::new();
-    if args.backend != Backends::Postgres {
-        let url = format!("sqlite://{}", tmp.path().join("bench.db").display());
-        results.push(runtime.block_on(run(&args, "SQLite", &url))?);
-    }
-    let mut _cluster = None;
-    if args.backend != Backends::Sqlite {
-        let url = match &args.database_url {
-            Some(url) => url.clone(),
-            None => {
-                let cluster = PgCluster::start(true).context("starting PostgreSQL")?;
-                let url = cluster.create_database();
-                _cluster = Some(cluster);
-                url
-            }
-        };
-        results.push(runtime.block_on(run(&args, "PostgreSQL", &url))?);
-    }
+    let results = on_backends(
+        args.backend,
+        args.database_url.as_deref(),
+        tmp.path(),
+        |name, url| runtime.block_on(run(&args, name, url)),
+    )?;
     println!();
     println!(
         "| backend | redemptions/s | baseline: provision_leaf/s | ratio | redemption p50 | p99 |"
@@ -131,17 +111,8 @@ async fn run(args: &Args, name: &'static str, url: &str) -> anyhow::Result<Figur
     println!("== {name}");
     let store = Store::connect(url, 16).await.context("connecting")?;
     store.migrate().await?;
-    let pki = Arc::new(Pki::new(
-        MasterKeySource::Ephemeral.load()?,
-        serviceradar_pki::DEFAULT_TRUST_DOMAIN,
-    ));
-    let tenant = store
-        .create_tenant(
-            &parse(Slug::parse("bench"))?,
-            &parse(DisplayName::parse("Bench"))?,
-        )
-        .await?;
-    pki.ensure_tenant_identity(&store, &tenant).await?;
+    let pki = ephemeral_pki()?;
+    let tenant = tenant_with_identity(&store, &pki, "bench", "Bench").await?;
     let provisioning = ProvisioningSettings::default();
     let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
     let listen = parse(ListenAddr::parse("0.0.0.0:4222"))?;

@@ -56,6 +56,8 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server}
 
 mod common;
 
+use common::multi_thread_runtime;
+
 #[derive(Parser, Debug)]
 #[command(name = "bench-gateway", about)]
 struct Args {
@@ -160,9 +162,7 @@ struct LoadReport {
 fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = multi_thread_runtime()?;
     runtime.block_on(async {
         match args.command {
             Cmd::Scale {
@@ -341,14 +341,8 @@ async fn seed(
         let agent_id = uuid::Uuid::now_v7();
         let cert = issue_agent(
             &ca,
-            TenantRef {
-                id: tenant.id.as_uuid(),
-                slug: tenant.slug.as_str(),
-            },
-            SiteRef {
-                id: site.id.as_uuid(),
-                slug: site.slug.as_str(),
-            },
+            TenantRef::of(&tenant),
+            SiteRef::of(&site),
             agent_id,
             &pki.issue_options(),
         )?;

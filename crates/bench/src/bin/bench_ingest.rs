@@ -35,18 +35,19 @@ use futures::StreamExt;
 use serviceradar_domain::TenantScope;
 use serviceradar_domain::resources::Tenant;
 use serviceradar_domain::telemetry::TelemetryKind;
-use serviceradar_domain::validate::{DisplayName, Slug};
 use serviceradar_hub::config::HubFiles;
-use serviceradar_identity::{MasterKeySource, Pki, write_secret_file};
+use serviceradar_identity::Pki;
 use serviceradar_ingest::{self as ingest, IngestSettings};
 use serviceradar_server::app::Settings;
-use serviceradar_server::telemetry;
 use serviceradar_store::Store;
 use serviceradar_testkit::{NatsServer, PgCluster, free_port};
 
 mod common;
 
-use common::{HubPorts, collector_client, install_site, parse, start_hub, verdict};
+use common::{
+    HubPorts, collector_client, ephemeral_pki, event, install_site, psql, publish_events,
+    run_to_verdict, say, start_bench, start_hub, tenant_client, tenant_with_identity, verdict,
+};
 
 const TARGET_RATIO: f64 = 0.60;
 const TARGET_CATCH_UP_S: f64 = 10.0;
@@ -78,13 +79,7 @@ fn main() -> anyhow::Result<()> {
     if args.messages == 0 || args.batch == 0 || args.writers == 0 {
         bail!("--messages, --batch and --writers must be at least 1");
     }
-    if std::env::var_os("BENCH_INGEST_LOGS").is_some() {
-        telemetry::init_tracing(false, std::io::stderr);
-    } else {
-        telemetry::init_tracing(false, std::io::sink);
-    }
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    say(serviceradar_testkit::machine_summary());
+    start_bench(Some("BENCH_INGEST_LOGS"));
     let cluster = PgCluster::start(true).context("starting PostgreSQL")?;
     let url = cluster.create_database();
     say(format!(
@@ -92,14 +87,7 @@ fn main() -> anyhow::Result<()> {
         cluster.port(),
         nats_version()
     ));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let passed = runtime.block_on(run(&args, &url))?;
-    if args.fail_on_miss && !passed {
-        std::process::exit(1);
-    }
-    Ok(())
+    run_to_verdict(args.fail_on_miss, run(&args, &url))
 }
 
 async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
@@ -108,17 +96,8 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
     let ports = HubPorts::free();
     let store = Store::connect(url, 16).await?;
     store.migrate().await?;
-    let pki = Arc::new(Pki::new(
-        MasterKeySource::Ephemeral.load()?,
-        serviceradar_pki::DEFAULT_TRUST_DOMAIN,
-    ));
-    let tenant = store
-        .create_tenant(
-            &parse(Slug::parse("acme"))?,
-            &parse(DisplayName::parse("Acme"))?,
-        )
-        .await?;
-    pki.ensure_tenant_identity(&store, &tenant).await?;
+    let pki = ephemeral_pki()?;
+    let tenant = tenant_with_identity(&store, &pki, "acme", "Acme").await?;
     let (hub, files, hub_dir) = start_hub(&store, &pki, dir, &ports).await?;
     let client = tenant_client(dir, &store, &pki, &tenant, ports.hub_client).await?;
     let mut settings = IngestSettings::new(format!("nats://127.0.0.1:{}", ports.hub_client));
@@ -129,7 +108,8 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
 
     // Fill the stream.
     let started = Instant::now();
-    let last_seq = publish_events(&client, args.messages).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let last_seq = publish_events(&js, "events.acme.bench", args.messages).await?;
     say(format!(
         "published {} events into INGEST in {:.1}s",
         args.messages,
@@ -375,33 +355,6 @@ async fn catch_up(
     Ok(secs)
 }
 
-/// A 200-byte JSON event.
-fn event(i: usize) -> String {
-    let head =
-        format!(r#"{{"message":"interface eth0 down","severity":"warning","seq":{i},"pad":""#);
-    let pad = 200usize.saturating_sub(head.len() + 2);
-    format!("{head}{}\"}}", "x".repeat(pad))
-}
-
-/// Publishes `n` events; returns the stream sequence of the last one.
-async fn publish_events(client: &async_nats::Client, n: usize) -> anyhow::Result<u64> {
-    let js = async_nats::jetstream::new(client.clone());
-    let mut acks = Vec::with_capacity(1000);
-    let mut last = 0;
-    for i in 0..n {
-        acks.push(js.publish("events.acme.bench", event(i).into()).await?);
-        if acks.len() == 1000 {
-            for ack in acks.drain(..) {
-                last = ack.await?.sequence;
-            }
-        }
-    }
-    for ack in acks {
-        last = ack.await?.sequence;
-    }
-    Ok(last)
-}
-
 /// Waits until the pipeline's durable consumer has acknowledged stream
 /// sequence `last_seq`. The pipeline acknowledges a batch only after its
 /// commit, so this is when every row is committed. Asking nats-server costs
@@ -518,17 +471,6 @@ async fn copy_ceiling(
     Ok(rate)
 }
 
-fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
-    let out = Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
-        .output()
-        .context("running psql")?;
-    if !out.status.success() {
-        bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
 async fn total_rows(store: &Store, tenant: &Tenant) -> anyhow::Result<i64> {
     let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
     let mut total = 0;
@@ -560,53 +502,10 @@ async fn wait_rows(
     }
 }
 
-async fn tenant_client(
-    dir: &Path,
-    store: &Store,
-    pki: &Pki,
-    tenant: &Tenant,
-    port: u16,
-) -> anyhow::Result<async_nats::Client> {
-    let creds = pki
-        .user_creds(
-            store,
-            tenant,
-            "bench",
-            serviceradar_identity::ServiceUserLifetime::default().expires_at(),
-        )
-        .await?;
-    let path = dir.join("bench.creds");
-    write_secret_file(&path, creds.as_str().as_bytes())?;
-    Ok(async_nats::ConnectOptions::with_credentials_file(path)
-        .await?
-        .connect(format!("nats://127.0.0.1:{port}"))
-        .await?)
-}
-
 fn nats_version() -> String {
     Command::new("nats-server")
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
-}
-
-fn say(line: impl AsRef<str>) {
-    println!("[bench-ingest] {}", line.as_ref());
-    let _ = std::io::stdout().flush();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_are_200_bytes_of_json() {
-        for i in [0, 7, 99_999] {
-            let e = event(i);
-            assert_eq!(e.len(), 200);
-            let v: serde_json::Value = serde_json::from_str(&e).unwrap();
-            assert_eq!(v["seq"], i);
-        }
-    }
 }

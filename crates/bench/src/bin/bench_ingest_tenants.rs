@@ -29,23 +29,24 @@
 //! ```
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use serviceradar_domain::resources::Tenant;
 use serviceradar_domain::validate::{DisplayName, Slug};
-use serviceradar_identity::{MasterKeySource, Pki, write_secret_file};
+use serviceradar_identity::Pki;
 use serviceradar_ingest::{self as ingest, IngestMode, IngestSettings};
 use serviceradar_natsconf::platform::PLATFORM_STREAM;
-use serviceradar_server::telemetry;
 use serviceradar_store::Store;
 use serviceradar_testkit::PgCluster;
 
 mod common;
 
-use common::{HubPorts, parse, start_hub, verdict};
+use common::{
+    HubPorts, connect_with_creds, ephemeral_pki, parse, publish_events, run_to_verdict, say,
+    start_bench, start_hub, tenant_client, verdict,
+};
 
 /// Aggregate throughput target: at least this share of the single-tenant figure.
 const TARGET_RATIO: f64 = 0.80;
@@ -79,23 +80,10 @@ fn main() -> anyhow::Result<()> {
     if args.messages == 0 || args.tenants.contains(&0) {
         bail!("--messages and every tier must be at least 1");
     }
-    if std::env::var_os("BENCH_INGEST_LOGS").is_some() {
-        telemetry::init_tracing(false, std::io::stderr);
-    } else {
-        telemetry::init_tracing(false, std::io::sink);
-    }
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    say(serviceradar_testkit::machine_summary());
+    start_bench(Some("BENCH_INGEST_LOGS"));
     let cluster = PgCluster::start(true).context("starting PostgreSQL")?;
     let url = cluster.create_database();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let passed = runtime.block_on(run(&args, &url))?;
-    if args.fail_on_miss && !passed {
-        std::process::exit(1);
-    }
-    Ok(())
+    run_to_verdict(args.fail_on_miss, run(&args, &url))
 }
 
 /// What one phase measured.
@@ -112,10 +100,7 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
     let ports = HubPorts::free();
     let store = Store::connect(url, 16).await?;
     store.migrate().await?;
-    let pki = Arc::new(Pki::new(
-        MasterKeySource::Ephemeral.load()?,
-        serviceradar_pki::DEFAULT_TRUST_DOMAIN,
-    ));
+    let pki = ephemeral_pki()?;
     let mut tenants = vec![];
     add_tenants(&store, &pki, &mut tenants, 1).await?;
     let (_hub, _, _) = start_hub(&store, &pki, dir, &ports).await?;
@@ -146,13 +131,7 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
         let measured = drain(
             url,
             ports.hub_monitor,
-            || async {
-                Ok(stream
-                    .consumer_info(ingest::CONSUMER)
-                    .await
-                    .map(|i| i.ack_floor.stream_sequence)
-                    .unwrap_or(0))
-            },
+            || consumer_ack_floor(&stream),
             0,
             last,
         )
@@ -247,13 +226,7 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
         let measured = drain(
             url,
             ports.hub_monitor,
-            || async {
-                Ok(stream
-                    .consumer_info(ingest::CONSUMER)
-                    .await
-                    .map(|i| i.ack_floor.stream_sequence)
-                    .unwrap_or(0))
-            },
+            || consumer_ack_floor(&stream),
             floor,
             last,
         )
@@ -394,6 +367,16 @@ async fn wait_sourced(
     }
 }
 
+/// The stream sequence the ingest consumer on `stream` acknowledged
+/// through (0 while it cannot be read).
+async fn consumer_ack_floor(stream: &async_nats::jetstream::stream::Stream) -> anyhow::Result<u64> {
+    Ok(stream
+        .consumer_info(ingest::CONSUMER)
+        .await
+        .map(|i| i.ack_floor.stream_sequence)
+        .unwrap_or(0))
+}
+
 /// Times a drain: from the first acknowledgement past `floor` to the ack
 /// floor reaching `last` (polled every 5 ms from nats-server, which costs
 /// the database nothing), sampling connections and memory meanwhile.
@@ -508,14 +491,6 @@ fn report(what: &str, m: &Measured) {
     ));
 }
 
-/// A 200-byte JSON event.
-fn event(i: usize) -> String {
-    let head =
-        format!(r#"{{"message":"interface eth0 down","severity":"warning","seq":{i},"pad":""#);
-    let pad = 200usize.saturating_sub(head.len() + 2);
-    format!("{head}{}\"}}", "x".repeat(pad))
-}
-
 /// Publishes `n` events of tenant `slug` (JetStream-acknowledged); returns
 /// the stream sequence of the last one.
 async fn publish(client: &async_nats::Client, slug: &str, n: usize) -> anyhow::Result<u64> {
@@ -528,44 +503,7 @@ async fn publish(client: &async_nats::Client, slug: &str, n: usize) -> anyhow::R
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let subject = format!("events.{slug}.bench");
-    let mut acks = Vec::with_capacity(1000);
-    let mut last = 0;
-    for i in 0..n {
-        acks.push(js.publish(subject.clone(), event(i).into()).await?);
-        if acks.len() == 1000 {
-            for ack in acks.drain(..) {
-                last = ack.await?.sequence;
-            }
-        }
-    }
-    for ack in acks {
-        last = ack.await?.sequence;
-    }
-    Ok(last)
-}
-
-async fn tenant_client(
-    dir: &Path,
-    store: &Store,
-    pki: &Pki,
-    tenant: &Tenant,
-    port: u16,
-) -> anyhow::Result<async_nats::Client> {
-    let creds = pki
-        .user_creds(
-            store,
-            tenant,
-            "bench",
-            serviceradar_identity::ServiceUserLifetime::default().expires_at(),
-        )
-        .await?;
-    let path = dir.join(format!("bench-{}.creds", tenant.slug));
-    write_secret_file(&path, creds.as_str().as_bytes())?;
-    Ok(async_nats::ConnectOptions::with_credentials_file(path)
-        .await?
-        .connect(format!("nats://127.0.0.1:{port}"))
-        .await?)
+    publish_events(&js, &format!("events.{slug}.bench"), n).await
 }
 
 /// A client of the platform ingest account, to watch its stream.
@@ -582,16 +520,5 @@ async fn platform_client(
             serviceradar_identity::ServiceUserLifetime::default().expires_at(),
         )
         .await?;
-    let path = dir.join("bench-platform.creds");
-    write_secret_file(&path, creds.as_str().as_bytes())?;
-    Ok(async_nats::ConnectOptions::with_credentials_file(path)
-        .await?
-        .connect(format!("nats://127.0.0.1:{port}"))
-        .await?)
-}
-
-fn say(line: impl AsRef<str>) {
-    use std::io::Write as _;
-    println!("[bench-ingest-tenants] {}", line.as_ref());
-    let _ = std::io::stdout().flush();
+    connect_with_creds(&dir.join("bench-platform.creds"), creds.as_str(), port).await
 }

@@ -19,23 +19,22 @@
 //! cargo run --release -p serviceradar-server --bin bench-leaf-hop -- --messages 5000
 //! ```
 
-use std::io::Write as _;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use futures::StreamExt;
-use serviceradar_domain::validate::{DisplayName, Slug};
-use serviceradar_identity::{MasterKeySource, Pki, write_secret_file};
+use serviceradar_identity::write_secret_file;
 use serviceradar_server::app::Settings;
-use serviceradar_server::telemetry;
 use serviceradar_store::Store;
 use serviceradar_testkit::{NatsServer, free_port};
 
 mod common;
 
-use common::{HubPorts, collector_client, install_site, parse, percentile, start_hub};
+use common::{
+    HubPorts, collector_client, ephemeral_pki, install_site, multi_thread_runtime, percentile, say,
+    start_bench, start_hub, tenant_with_identity,
+};
 
 const SUBJECT: &str = "events.acme.bench";
 const WAIT: Duration = Duration::from_secs(30);
@@ -60,12 +59,8 @@ fn main() -> anyhow::Result<()> {
     if args.messages == 0 || args.payload < 32 {
         bail!("--messages must be at least 1 and --payload at least 32");
     }
-    telemetry::init_tracing(false, std::io::sink);
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    say(serviceradar_testkit::machine_summary());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    start_bench(None);
+    let runtime = multi_thread_runtime()?;
     runtime.block_on(run(&args))
 }
 
@@ -79,20 +74,11 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let url = format!("sqlite://{}", dir.join("core.db").display());
     let store = Store::connect(&url, 4).await?;
     store.migrate().await?;
-    let pki = Arc::new(Pki::new(
-        MasterKeySource::Ephemeral.load()?,
-        serviceradar_pki::DEFAULT_TRUST_DOMAIN,
-    ));
+    let pki = ephemeral_pki()?;
     let mut settings = Settings::new(&url);
     settings.provisioning.hub_leafnode_url = format!("tls://127.0.0.1:{}", ports.hub_leaf);
     settings.provisioning.leaf_monitoring_listen = Some(format!("127.0.0.1:{}", free_port()));
-    let tenant = store
-        .create_tenant(
-            &parse(Slug::parse("acme"))?,
-            &parse(DisplayName::parse("Acme"))?,
-        )
-        .await?;
-    pki.ensure_tenant_identity(&store, &tenant).await?;
+    let tenant = tenant_with_identity(&store, &pki, "acme", "Acme").await?;
     // The site: provisioned, bundled, installed with setup.sh --prefix.
     let installed =
         install_site(dir, &store, &pki, &settings, &tenant, "bench", leaf_client).await?;
@@ -105,15 +91,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     // The hub.
     let (hub, files, _) = start_hub(&store, &pki, dir, &ports).await?;
     // Leaves join the hub through the leaf authorization callout.
-    let _leaf_auth = serviceradar_hub::leaf_auth::start(
-        store.clone(),
-        pki.clone(),
-        serviceradar_hub::leaf_auth::LeafAuthSettings::new(format!(
-            "nats://127.0.0.1:{}",
-            ports.hub_client
-        )),
-    )
-    .await?;
+    let _leaf_auth = common::start_leaf_auth(&store, &pki, ports.hub_client).await?;
     let leaf_server = NatsServer::start_file(&prefix, "leaf", &leaf_conf, leaf_client)
         .context("starting the leaf nats-server")?;
     wait_for_leaf(ports.hub_monitor)
@@ -260,11 +238,6 @@ fn wait_for_leaf(monitor_port: u16) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn say(line: impl AsRef<str>) {
-    println!("[bench-leaf-hop] {}", line.as_ref());
-    let _ = std::io::stdout().flush();
 }
 
 #[cfg(test)]

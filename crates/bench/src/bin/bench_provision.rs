@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use futures::StreamExt;
 use serviceradar_domain::resources::Tenant;
 use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
@@ -48,11 +48,10 @@ use serviceradar_server::app::Settings;
 use serviceradar_server::telemetry;
 use serviceradar_store::jobs::JobStatus;
 use serviceradar_store::{NewSite, Store};
-use serviceradar_testkit::PgCluster;
 
 mod common;
 
-use common::{parse, percentile, verdict};
+use common::{Backends, multi_thread_runtime, on_backends, parse, percentile, psql, say, verdict};
 
 /// Targets from the issue.
 const TARGET_SITES_PER_SEC_PG: f64 = 200.0;
@@ -99,13 +98,6 @@ struct Args {
     existing: usize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Backends {
-    Both,
-    Sqlite,
-    Postgres,
-}
-
 /// Figures of one backend.
 struct BackendResult {
     name: &'static str,
@@ -129,34 +121,15 @@ fn main() -> anyhow::Result<()> {
     }
     telemetry::init_tracing(false, std::io::sink);
     say(serviceradar_testkit::machine_summary());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = multi_thread_runtime()?;
     let tmp = tempfile::tempdir()?;
 
-    let mut results = Vec::new();
-    if args.backend != Backends::Postgres {
-        let url = format!("sqlite://{}", tmp.path().join("bench.db").display());
-        results.push(runtime.block_on(run_backend(&args, "SQLite", &url))?);
-    }
-    // The cluster's watchdog stops it when this process exits.
-    let mut _cluster = None;
-    if args.backend != Backends::Sqlite {
-        let url = match &args.database_url {
-            Some(url) => url.clone(),
-            None => {
-                let cluster = PgCluster::start(true).context("starting PostgreSQL")?;
-                say(format!(
-                    "started a durable PostgreSQL cluster on 127.0.0.1:{}",
-                    cluster.port()
-                ));
-                let url = cluster.create_database();
-                _cluster = Some(cluster);
-                url
-            }
-        };
-        results.push(runtime.block_on(run_backend(&args, "PostgreSQL", &url))?);
-    }
+    let results = on_backends(
+        args.backend,
+        args.database_url.as_deref(),
+        tmp.path(),
+        |name, url| runtime.block_on(run_backend(&args, name, url)),
+    )?;
     let certs = runtime.block_on(compare_issuance(&args, tmp.path()))?;
     let passed = report(&args, &results, &certs);
     if args.fail_on_miss && !passed {
@@ -333,20 +306,6 @@ async fn load_existing(args: &Args, url: &str, tenants: &[Tenant]) -> anyhow::Re
     Ok(())
 }
 
-fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
-    let out = std::process::Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
-        .output()
-        .context("running psql (Debian's postgresql-client)")?;
-    if !out.status.success() {
-        bail!(
-            "psql failed on {sql:.100}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
-
 async fn create_tenants(args: &Args, store: &Store, pki: &Pki) -> anyhow::Result<Vec<Tenant>> {
     let mut tenants = Vec::with_capacity(args.tenants);
     for i in 0..args.tenants {
@@ -436,10 +395,7 @@ async fn compare_issuance(args: &Args, dir: &Path) -> anyhow::Result<IssuanceRes
         let slug = format!("site-{i:06}");
         issue_leaf_client(
             &ca,
-            TenantRef {
-                id: tenant.id.as_uuid(),
-                slug: tenant.slug.as_str(),
-            },
+            TenantRef::of(&tenant),
             SiteRef {
                 id: uuid::Uuid::now_v7(),
                 slug: &slug,
@@ -638,11 +594,6 @@ fn report(args: &Args, results: &[BackendResult], certs: &IssuanceResult) -> boo
         .emit();
     println!("{out}");
     passed
-}
-
-fn say(line: impl AsRef<str>) {
-    println!("[bench-provision] {}", line.as_ref());
-    let _ = std::io::stdout().flush();
 }
 
 #[cfg(test)]

@@ -36,6 +36,8 @@
 
 mod common;
 
+use common::multi_thread_runtime;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -44,7 +46,7 @@ use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
 use serviceradar_domain::{AgentIdentity, EdgeSiteId, TenantScope};
 use serviceradar_health::{Health, HealthSettings};
 use serviceradar_server::app::{Application, Settings};
-use serviceradar_store::{NewSite, Store, now_ms};
+use serviceradar_store::{NewSite, Store};
 use tokio::sync::mpsc;
 
 const PASSWORD: &str = "bench-owner-password-1";
@@ -77,10 +79,7 @@ fn main() -> anyhow::Result<()> {
         bail!("--clients and --rounds must be positive, --sites at least --rounds");
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let runtime = multi_thread_runtime()?;
     let ok = runtime.block_on(run(&args))?;
     if !ok {
         eprintln!("bench-sse: the target was missed (see the table)");
@@ -95,10 +94,7 @@ struct Delivery {
 }
 
 async fn run(args: &Args) -> anyhow::Result<bool> {
-    let url = match &args.database_url {
-        Some(url) => url.clone(),
-        None => serviceradar_testkit::postgres().create_database(),
-    };
+    let url = common::database_url_or_fresh(args.database_url.as_deref());
     let mut settings = Settings::new(&url);
     settings.job_workers = 0;
     settings.metrics_listen = None;
@@ -142,17 +138,7 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
         .context("the owner")?;
     let mut cookies = Vec::new();
     for _ in 0..args.clients {
-        let cookie = serviceradar_auth::random_token(32);
-        store
-            .create_session(
-                &serviceradar_auth::sha256_hex(&cookie),
-                &login.user,
-                &serviceradar_auth::random_token(24),
-                now_ms() + 3_600_000,
-            )
-            .await
-            .context("a session")?;
-        cookies.push(cookie);
+        cookies.push(common::session_cookie(&store, &login.user).await?);
     }
     tokio::time::timeout(Duration::from_secs(10), health.relay_listening())
         .await

@@ -28,6 +28,8 @@
 
 mod common;
 
+use common::multi_thread_runtime;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,7 +39,7 @@ use serviceradar_domain::TenantScope;
 use serviceradar_domain::policy::Scope;
 use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
 use serviceradar_server::app::{Application, Settings};
-use serviceradar_store::{NewSite, Store, now_ms};
+use serviceradar_store::{NewSite, Store};
 
 const PASSWORD: &str = "bench-owner-password-1";
 const TENANT: &str = "bench";
@@ -70,10 +72,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let runtime = multi_thread_runtime()?;
     let ok = runtime.block_on(run(&args))?;
     if !ok {
         eprintln!("bench-web: a target was missed (see the table)");
@@ -82,10 +81,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: &Args) -> anyhow::Result<bool> {
-    let url = match &args.database_url {
-        Some(url) => url.clone(),
-        None => serviceradar_testkit::postgres().create_database(),
-    };
+    let url = common::database_url_or_fresh(args.database_url.as_deref());
     let mut settings = Settings::new(&url);
     settings.job_workers = 0;
     settings.metrics_listen = None;
@@ -117,16 +113,7 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
         .login_record(TENANT, EMAIL)
         .await
         .context("the owner")?;
-    let cookie = serviceradar_auth::random_token(32);
-    store
-        .create_session(
-            &serviceradar_auth::sha256_hex(&cookie),
-            &login.user,
-            &serviceradar_auth::random_token(24),
-            now_ms() + 3_600_000,
-        )
-        .await
-        .context("a session")?;
+    let cookie = common::session_cookie(&store, &login.user).await?;
     let token = serviceradar_control::tokens::create_token_for(
         &store,
         TENANT,

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -227,10 +228,7 @@ pub async fn collector_client(
     let ca = pki.tenant_ca(store, tenant).await?;
     let cert = issue_collector(
         &ca,
-        TenantRef {
-            id: tenant.id.as_uuid(),
-            slug: tenant.slug.as_str(),
-        },
+        TenantRef::of(tenant),
         uuid::Uuid::now_v7(),
         &pki.issue_options(),
     )?;
@@ -352,9 +350,259 @@ pub fn verdict(ok: bool) -> &'static str {
     if ok { "PASS" } else { "MISS" }
 }
 
+/// A key store with an ephemeral master key (nothing outlives the run).
+pub fn ephemeral_pki() -> anyhow::Result<Arc<Pki>> {
+    Ok(Arc::new(Pki::new(
+        serviceradar_identity::MasterKeySource::Ephemeral.load()?,
+        serviceradar_pki::DEFAULT_TRUST_DOMAIN,
+    )))
+}
+
+/// A new tenant `slug` named `name`, with its CA and NATS account.
+pub async fn tenant_with_identity(
+    store: &Store,
+    pki: &Pki,
+    slug: &str,
+    name: &str,
+) -> anyhow::Result<Tenant> {
+    let tenant = store
+        .create_tenant(
+            &parse(Slug::parse(slug))?,
+            &parse(DisplayName::parse(name))?,
+        )
+        .await?;
+    pki.ensure_tenant_identity(store, &tenant).await?;
+    Ok(tenant)
+}
+
+/// The multi-threaded runtime a benchmark runs on.
+pub fn multi_thread_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+/// Runs the benchmark `run` on a multi-threaded runtime; exits with status
+/// 1 when it missed its target and `fail_on_miss` is set.
+pub fn run_to_verdict(
+    fail_on_miss: bool,
+    run: impl std::future::Future<Output = anyhow::Result<bool>>,
+) -> anyhow::Result<()> {
+    let passed = multi_thread_runtime()?.block_on(run)?;
+    if fail_on_miss && !passed {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// What a benchmark does first: logs to stderr when the environment
+/// variable `log_var` names is set (else nowhere: a benchmark's output is
+/// its figures), the ring crypto provider, and the machine summary line.
+pub fn start_bench(log_var: Option<&str>) {
+    use serviceradar_server::telemetry::init_tracing;
+    if log_var.is_some_and(|var| std::env::var_os(var).is_some()) {
+        init_tracing(false, std::io::stderr);
+    } else {
+        init_tracing(false, std::io::sink);
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    say(serviceradar_testkit::machine_summary());
+}
+
+/// The databases a benchmark runs on (`--backend`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backends {
+    Both,
+    Sqlite,
+    Postgres,
+}
+
+/// Runs `run` (a backend's name and database URL) on SQLite (a file in
+/// `dir`), then on PostgreSQL (`database_url`, else a fresh database on a
+/// durable private cluster, stopped when this returns), as `backend` says;
+/// their results in that order.
+pub fn on_backends<T>(
+    backend: Backends,
+    database_url: Option<&str>,
+    dir: &Path,
+    mut run: impl FnMut(&'static str, &str) -> anyhow::Result<T>,
+) -> anyhow::Result<Vec<T>> {
+    let mut results = Vec::new();
+    if backend != Backends::Postgres {
+        let url = format!("sqlite://{}", dir.join("bench.db").display());
+        results.push(run("SQLite", &url)?);
+    }
+    if backend != Backends::Sqlite {
+        let (_cluster, url) = match database_url {
+            Some(url) => (None, url.to_owned()),
+            None => {
+                let cluster =
+                    serviceradar_testkit::PgCluster::start(true).context("starting PostgreSQL")?;
+                say(format!(
+                    "started a durable PostgreSQL cluster on 127.0.0.1:{}",
+                    cluster.port()
+                ));
+                let url = cluster.create_database();
+                (Some(cluster), url)
+            }
+        };
+        results.push(run("PostgreSQL", &url)?);
+    }
+    Ok(results)
+}
+
+/// `--database-url`, else a fresh database on the test kit's private
+/// PostgreSQL cluster.
+pub fn database_url_or_fresh(database_url: Option<&str>) -> String {
+    match database_url {
+        Some(url) => url.to_owned(),
+        None => serviceradar_testkit::postgres().create_database(),
+    }
+}
+
+/// A new browser session of `user` (an hour long); its cookie value.
+pub async fn session_cookie(
+    store: &Store,
+    user: &serviceradar_domain::resources::User,
+) -> anyhow::Result<String> {
+    let cookie = serviceradar_auth::random_token(32);
+    store
+        .create_session(
+            &serviceradar_auth::sha256_hex(&cookie),
+            user,
+            &serviceradar_auth::random_token(24),
+            serviceradar_store::now_ms() + 3_600_000,
+        )
+        .await
+        .context("a session")?;
+    Ok(cookie)
+}
+
+/// The leaf authorization callout on the hub at 127.0.0.1:`hub_client`:
+/// leaves join the hub through it.
+pub async fn start_leaf_auth(
+    store: &Store,
+    pki: &Arc<Pki>,
+    hub_client: u16,
+) -> anyhow::Result<serviceradar_hub::leaf_auth::LeafAuthService> {
+    Ok(serviceradar_hub::leaf_auth::start(
+        store.clone(),
+        pki.clone(),
+        serviceradar_hub::leaf_auth::LeafAuthSettings::new(format!(
+            "nats://127.0.0.1:{hub_client}"
+        )),
+    )
+    .await?)
+}
+
+/// Prints `line` prefixed with the binary's name (`[bench-ingest] ...`) and
+/// flushes, so progress shows at once when stdout is a pipe.
+pub fn say(line: impl AsRef<str>) {
+    use std::io::Write as _;
+    println!("[{}] {}", env!("CARGO_BIN_NAME"), line.as_ref());
+    let _ = std::io::stdout().flush();
+}
+
+/// An event of 200 bytes of JSON with sequence number `i`.
+pub fn event(i: usize) -> String {
+    let head =
+        format!(r#"{{"message":"interface eth0 down","severity":"warning","seq":{i},"pad":""#);
+    let pad = 200usize.saturating_sub(head.len() + 2);
+    format!("{head}{}\"}}", "x".repeat(pad))
+}
+
+/// Publishes `n` events ([`event`]) on `subject`, JetStream-acknowledged (up
+/// to 1,000 in flight); returns the stream sequence of the last one.
+pub async fn publish_events(
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+    n: usize,
+) -> anyhow::Result<u64> {
+    let mut acks = Vec::with_capacity(1000);
+    let mut last = 0;
+    for i in 0..n {
+        acks.push(js.publish(subject.to_owned(), event(i).into()).await?);
+        if acks.len() == 1000 {
+            for ack in acks.drain(..) {
+                last = ack.await?.sequence;
+            }
+        }
+    }
+    for ack in acks {
+        last = ack.await?.sequence;
+    }
+    Ok(last)
+}
+
+/// A client of `tenant`'s account on the hub at 127.0.0.1:`port`, as a
+/// service user `bench`.
+pub async fn tenant_client(
+    dir: &Path,
+    store: &Store,
+    pki: &Pki,
+    tenant: &Tenant,
+    port: u16,
+) -> anyhow::Result<async_nats::Client> {
+    let creds = pki
+        .user_creds(
+            store,
+            tenant,
+            "bench",
+            serviceradar_identity::ServiceUserLifetime::default().expires_at(),
+        )
+        .await?;
+    connect_with_creds(
+        &dir.join(format!("bench-{}.creds", tenant.slug)),
+        creds.as_str(),
+        port,
+    )
+    .await
+}
+
+/// Writes `creds` to `path` (owner-only) and connects with them to the hub
+/// at 127.0.0.1:`port`.
+pub async fn connect_with_creds(
+    path: &Path,
+    creds: &str,
+    port: u16,
+) -> anyhow::Result<async_nats::Client> {
+    write_secret_file(path, creds.as_bytes())?;
+    Ok(async_nats::ConnectOptions::with_credentials_file(path)
+        .await?
+        .connect(format!("nats://127.0.0.1:{port}"))
+        .await?)
+}
+
+/// Runs `sql` on the database at `url` with `psql`, stopping at the first
+/// error (which becomes the error).
+pub fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
+    let out = Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+        .output()
+        .context("running psql (Debian's postgresql-client)")?;
+    if !out.status.success() {
+        bail!(
+            "psql failed on {sql:.100}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_are_200_bytes_of_json() {
+        for i in [0, 7, 99_999] {
+            let e = event(i);
+            assert_eq!(e.len(), 200);
+            let v: serde_json::Value = serde_json::from_str(&e).unwrap();
+            assert_eq!(v["seq"], i);
+        }
+    }
 
     #[test]
     fn nearest_rank_percentiles() {
