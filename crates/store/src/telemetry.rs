@@ -87,16 +87,31 @@ impl Scoped<'_> {
             return self.insert_telemetry_copy(pg, records).await;
         }
         let mut tx = self.store.begin_write().await?;
-        let received_at = now_ms();
+        let all: Vec<&TelemetryRecord<'_>> = records.iter().collect();
+        let inserted = self.insert_in(&mut tx, &all, now_ms()).await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// Writes this tenant's `records` in `tx`, each kind in statements of up
+    /// to [`ROWS_PER_STATEMENT`] rows; how many rows were new.
+    async fn insert_in(
+        &self,
+        tx: &mut Transaction<'static, sqlx::Any>,
+        records: &[&TelemetryRecord<'_>],
+        received_at: i64,
+    ) -> Result<u64, StoreError> {
         let mut inserted = 0;
         for kind in TelemetryKind::ALL {
-            let of_kind: Vec<&TelemetryRecord<'_>> =
-                records.iter().filter(|r| r.kind() == kind).collect();
+            let of_kind: Vec<&TelemetryRecord<'_>> = records
+                .iter()
+                .copied()
+                .filter(|r| r.kind() == kind)
+                .collect();
             for chunk in of_kind.chunks(ROWS_PER_STATEMENT) {
-                inserted += self.insert_chunk(&mut tx, kind, chunk, received_at).await?;
+                inserted += self.insert_chunk(tx, kind, chunk, received_at).await?;
             }
         }
-        tx.commit().await?;
         Ok(inserted)
     }
 
@@ -389,28 +404,21 @@ impl crate::Store {
                 .map(|(t, r)| (ids.get(t).map_or("", String::as_str), r));
             return copy_records(pg, rows, records.len()).await;
         }
+        let mut by_tenant: std::collections::BTreeMap<
+            serviceradar_domain::TenantId,
+            Vec<&TelemetryRecord<'_>>,
+        > = std::collections::BTreeMap::new();
+        for (tenant, record) in records {
+            by_tenant.entry(*tenant).or_default().push(record);
+        }
         let mut tx = self.begin_write().await?;
         let received_at = now_ms();
         let mut inserted = 0;
-        let mut seen: Vec<serviceradar_domain::TenantId> = Vec::new();
-        for (tenant, _) in records {
-            if seen.contains(tenant) {
-                continue;
-            }
-            seen.push(*tenant);
-            let scoped = self.scoped(serviceradar_domain::TenantScope::for_system_task(*tenant));
-            for kind in TelemetryKind::ALL {
-                let of_kind: Vec<&TelemetryRecord<'_>> = records
-                    .iter()
-                    .filter(|(t, r)| t == tenant && r.kind() == kind)
-                    .map(|(_, r)| r)
-                    .collect();
-                for chunk in of_kind.chunks(ROWS_PER_STATEMENT) {
-                    inserted += scoped
-                        .insert_chunk(&mut tx, kind, chunk, received_at)
-                        .await?;
-                }
-            }
+        for (tenant, records) in &by_tenant {
+            inserted += self
+                .scoped(serviceradar_domain::TenantScope::for_system_task(*tenant))
+                .insert_in(&mut tx, records, received_at)
+                .await?;
         }
         tx.commit().await?;
         Ok(inserted)
