@@ -14,7 +14,7 @@ use serviceradar_store::Store;
 
 use crate::consumer::STREAM;
 use crate::error::IngestError;
-use crate::hub::js_request;
+use crate::hub::{js_request, stream_info};
 
 /// A source silent this long (ns) while its leaf answers is restarted.
 const STALLED_SOURCE_NS: i64 = 5_000_000_000;
@@ -99,12 +99,7 @@ pub async fn sync_site_buffers(
         }
         sources.push(source);
     }
-    let info = js_request(
-        client,
-        &format!("$JS.API.STREAM.INFO.{STREAM}"),
-        &serde_json::json!({}),
-    )
-    .await?;
+    let info = stream_info(client, STREAM).await?;
     let mut config = info
         .get("config")
         .cloned()

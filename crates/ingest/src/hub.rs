@@ -112,6 +112,20 @@ pub(crate) async fn js_request(
     serde_json::from_slice(&reply.payload).map_err(request_failed(subject, "decoding the reply"))
 }
 
+/// `STREAM.INFO` of `stream` in the connection's account: the stream's
+/// info, or the API's error reply (a JSON object with `error`).
+pub(crate) async fn stream_info(
+    client: &async_nats::Client,
+    stream: &str,
+) -> Result<serde_json::Value, IngestError> {
+    js_request(
+        client,
+        &format!("$JS.API.STREAM.INFO.{stream}"),
+        &serde_json::json!({}),
+    )
+    .await
+}
+
 /// A `map_err` adapter: [`IngestError::Request`] for `subject` at `step`.
 fn request_failed<E: Into<BoxError>>(
     subject: &str,

@@ -32,7 +32,7 @@ use async_nats::jetstream;
 use futures::StreamExt;
 use serviceradar_domain::TenantId;
 use serviceradar_domain::resources::Tenant;
-use serviceradar_domain::telemetry::{IncomingMessage, TelemetryRecord, decode};
+use serviceradar_domain::telemetry::{IncomingMessage, TelemetryRecord};
 use serviceradar_identity::Pki;
 use serviceradar_natsconf::platform as names;
 use serviceradar_store::Store;
@@ -46,12 +46,13 @@ use crate::deadletter::{DeadLetterStream, dead_letter_parts};
 use crate::devices::DeviceSites;
 use crate::error::{IngestError, report, wrap};
 use crate::fetch::{Fetched, FetchedBatch, Progress};
-use crate::hub::{HubConnection, js_request, platform_client};
+use crate::hub::{HubConnection, js_request, platform_client, stream_info};
 use crate::pipeline::{Batches, Ended, Ending, JOIN_SETTLE, JOIN_SYNCS, run_batches};
 use crate::pool::TenantClients;
 use crate::settings::IngestSettings;
 use crate::status::IngestStatus;
 use crate::supervisor::{AccountPusher, STOP_DEADLINE, restart_until_stopped, retry_delay};
+use crate::write::decode_admitted;
 
 /// The platform supervisor: setup passes, the pipeline (restarted with
 /// backoff) and the chores, until `stop` flips.
@@ -252,13 +253,7 @@ impl Setup {
         tenants: &[Tenant],
         client: &async_nats::Client,
     ) -> Result<(), IngestError> {
-        let stream = names::PLATFORM_STREAM;
-        let info = js_request(
-            client,
-            &format!("$JS.API.STREAM.INFO.{stream}"),
-            &serde_json::json!({}),
-        )
-        .await?;
+        let info = stream_info(client, names::PLATFORM_STREAM).await?;
         let limit = i64::try_from(STALLED_SOURCE.as_nanos()).unwrap_or(i64::MAX);
         let stalled: HashSet<String> = stalled_sources(&info, limit).collect();
         let now = std::time::Instant::now();
@@ -351,12 +346,7 @@ async fn set_up_tenant(
 
 /// Whether the platform stream exists.
 async fn platform_stream_exists(client: &async_nats::Client) -> Result<bool, IngestError> {
-    let info = js_request(
-        client,
-        &format!("$JS.API.STREAM.INFO.{}", names::PLATFORM_STREAM),
-        &serde_json::json!({}),
-    )
-    .await?;
+    let info = stream_info(client, names::PLATFORM_STREAM).await?;
     Ok(info.get("error").is_none())
 }
 
@@ -370,12 +360,7 @@ async fn sync_platform_stream(
     let stream = names::PLATFORM_STREAM;
     let config =
         names::platform_stream_config(sources, settings.retention, settings.stream_replicas);
-    let info = js_request(
-        client,
-        &format!("$JS.API.STREAM.INFO.{stream}"),
-        &serde_json::json!({}),
-    )
-    .await?;
+    let info = stream_info(client, stream).await?;
     let (action, subject) = if info.get("error").is_some() {
         (
             "creating the platform stream",
@@ -578,7 +563,8 @@ impl Writer {
         let mut counts: BTreeMap<TenantId, (Arc<Tenant>, Counts)> = BTreeMap::new();
         let mut records: Vec<(TenantId, TelemetryRecord<'_>)> = Vec::with_capacity(batch.len());
         let mut origins: Vec<Origin<'_>> = Vec::with_capacity(batch.len());
-        let mut reloaded: HashSet<TenantId> = HashSet::new();
+        // Each tenant's device registry, and whether this batch reloaded it.
+        let mut registries: HashMap<TenantId, (DeviceSites, bool)> = HashMap::new();
         // Each tenant of the batch looked up once.
         let mut known: HashMap<&str, Option<Arc<Tenant>>> = HashMap::new();
         for fetched in batch {
@@ -589,42 +575,28 @@ impl Writer {
                 .entry(origin.tenant.id)
                 .or_insert_with(|| (origin.tenant.clone(), Counts::default()));
             entry.1.fetched += 1;
-            let decoded = decode(
-                origin.tenant.slug.as_str(),
+            let (sites, reloaded) = registries
+                .entry(origin.tenant.id)
+                .or_insert_with(|| (self.device_sites(origin.tenant.id), false));
+            let admitted = decode_admitted(
+                &self.store,
+                &origin.tenant,
+                sites,
                 IncomingMessage {
                     subject: origin.subject,
                     payload: &fetched.message.payload,
                     stream_seq: origin.seq,
                     stored_at_ms: fetched.stored_at_ms,
                 },
-            );
-            let refused = match &decoded {
-                Ok(record) => match (record.meta().device_id, record.meta().edge_site()) {
-                    (Some(device), Some(site)) => {
-                        let sites = self.device_sites(origin.tenant.id);
-                        let mut again = reloaded.contains(&origin.tenant.id);
-                        let refusal = sites
-                            .refusal(&self.store, &origin.tenant, device, site, &mut again)
-                            .await?;
-                        if again {
-                            reloaded.insert(origin.tenant.id);
-                        }
-                        refusal
-                    }
-                    _ => None,
-                },
-                Err(_) => None,
-            };
-            match (decoded, refused) {
-                (Ok(_), Some(reason)) => {
-                    self.dead_letter(&origin, &reason).await?;
-                    entry.1.dead_lettered += 1;
-                }
-                (Ok(record), None) => {
+                reloaded,
+            )
+            .await?;
+            match admitted {
+                Ok(record) => {
                     records.push((origin.tenant.id, record));
                     origins.push(origin);
                 }
-                (Err(reason), _) => {
+                Err(reason) => {
                     self.dead_letter(&origin, &reason).await?;
                     entry.1.dead_lettered += 1;
                 }

@@ -9,7 +9,7 @@
 use async_nats::jetstream;
 use serviceradar_domain::TenantScope;
 use serviceradar_domain::resources::Tenant;
-use serviceradar_domain::telemetry::{IncomingMessage, decode};
+use serviceradar_domain::telemetry::{IncomingMessage, TelemetryRecord, decode};
 use serviceradar_store::Store;
 
 use crate::deadletter::DeadLetterStream;
@@ -96,6 +96,31 @@ pub(crate) async fn write_loop(
     }
 }
 
+/// Decodes one message as `tenant`'s telemetry and checks a device's record
+/// against the tenant's registry ([`DeviceSites::refusal`]): the record, or
+/// why it belongs in the tenant's dead letters. Both ingest modes' writers
+/// admit records here.
+pub(crate) async fn decode_admitted<'m>(
+    store: &Store,
+    tenant: &Tenant,
+    devices: &DeviceSites,
+    message: IncomingMessage<'m>,
+    reloaded: &mut bool,
+) -> Result<Result<TelemetryRecord<'m>, String>, IngestError> {
+    let record = match decode(tenant.slug.as_str(), message) {
+        Ok(record) => record,
+        Err(rejection) => return Ok(Err(rejection.to_string())),
+    };
+    if let (Some(device), Some(site)) = (record.meta().device_id, record.meta().edge_site())
+        && let Some(reason) = devices
+            .refusal(store, tenant, device, site, reloaded)
+            .await?
+    {
+        return Ok(Err(reason));
+    }
+    Ok(Ok(record))
+}
+
 /// Decodes a batch, dead-letters the poison and writes the good records in
 /// one transaction (no acknowledgement: see [`AckWatermark`]). Records the
 /// database refuses are split out of the batch and dead-lettered with the
@@ -119,32 +144,20 @@ async fn write_batch(
     let mut dead_lettered = 0;
     for fetched in batch {
         let message = &fetched.message;
-        let decoded = decode(
-            tenant.slug.as_str(),
+        let admitted = decode_admitted(
+            store,
+            tenant,
+            devices,
             IncomingMessage {
                 subject: message.subject.as_str(),
                 payload: &message.payload,
                 stream_seq: fetched.stream_seq,
                 stored_at_ms: fetched.stored_at_ms,
             },
-        );
-        let refused = match &decoded {
-            Ok(record) => match (record.meta().device_id, record.meta().edge_site()) {
-                (Some(device), Some(site)) => {
-                    devices
-                        .refusal(store, tenant, device, site, &mut reloaded)
-                        .await?
-                }
-                _ => None,
-            },
-            Err(_) => None,
-        };
-        if let Some(reason) = refused {
-            dead_letters.send(client, tenant, fetched, &reason).await?;
-            dead_lettered += 1;
-            continue;
-        }
-        match decoded {
+            &mut reloaded,
+        )
+        .await?;
+        match admitted {
             Ok(record) => {
                 records.push(record);
                 origin.push(fetched);
