@@ -5,11 +5,10 @@
 //! `unreachable` once they lasted the timeout, success clears them,
 //! revoked agents are not polled, and the endpoint stays in its tenant.
 
+use serviceradar_domain::TenantScope;
 use serviceradar_domain::agent_poll::{AgentEndpoint, PollInterval, Reachability};
-use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
-use serviceradar_domain::{EdgeSiteId, TenantScope};
-use serviceradar_store::health::AgentCert;
-use serviceradar_store::{Backend, NewSite, Store, now_ms};
+use serviceradar_domain::validate::{DisplayName, Slug};
+use serviceradar_store::{Backend, Store, now_ms};
 
 async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -31,42 +30,8 @@ async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
     out
 }
 
-/// A site with an agent; returns both ids.
-async fn site_with_agent(
-    store: &Store,
-    scope: TenantScope,
-    slug: &str,
-) -> (EdgeSiteId, uuid::Uuid) {
-    let scoped = store.scoped(scope);
-    let (site, _leaf) = scoped
-        .create_site(
-            &NewSite {
-                name: DisplayName::parse(slug).expect("name"),
-                slug: Slug::parse(slug).expect("slug"),
-                nats_leaf_url: NatsUrl::parse("nats://10.0.0.1:4222").expect("url"),
-                upstream_url: "tls://hub:7422".into(),
-                local_listen: ListenAddr::parse("0.0.0.0:4222").expect("listen"),
-            },
-            None,
-        )
-        .await
-        .expect("site");
-    let agent = uuid::Uuid::now_v7();
-    scoped
-        .store_agent_cert(
-            site.id,
-            &AgentCert {
-                agent_id: agent,
-                cert_pem: "cert".into(),
-                key_sealed: vec![7; 8],
-                cert_serial: "01".into(),
-                cert_expires_at: now_ms() + 1_000_000,
-            },
-        )
-        .await
-        .expect("agent");
-    (site.id, agent)
-}
+mod support;
+use support::site_with_agent;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_polls_an_agent_at_a_time_and_outcomes_follow_the_lease() {

@@ -6,47 +6,12 @@
 //! (Found as an agent's results upload refused with "internal error" while
 //! the gateway's write-behind committed beside it.)
 
-use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
-use serviceradar_domain::{EdgeSiteId, TenantScope};
-use serviceradar_store::health::AgentCert;
-use serviceradar_store::{ChunkIn, ChunkOutcome, NewSite, Store, now_ms};
+use serviceradar_domain::TenantScope;
+use serviceradar_domain::validate::{DisplayName, Slug};
+use serviceradar_store::{ChunkIn, ChunkOutcome, Store};
 
-/// A site with an agent; returns both ids.
-async fn site_with_agent(
-    store: &Store,
-    scope: TenantScope,
-    slug: &str,
-) -> (EdgeSiteId, uuid::Uuid) {
-    let scoped = store.scoped(scope);
-    let (site, _leaf) = scoped
-        .create_site(
-            &NewSite {
-                name: DisplayName::parse(slug).expect("name"),
-                slug: Slug::parse(slug).expect("slug"),
-                nats_leaf_url: NatsUrl::parse("nats://10.0.0.1:4222").expect("url"),
-                upstream_url: "tls://hub:7422".into(),
-                local_listen: ListenAddr::parse("0.0.0.0:4222").expect("listen"),
-            },
-            None,
-        )
-        .await
-        .expect("site");
-    let agent = uuid::Uuid::now_v7();
-    scoped
-        .store_agent_cert(
-            site.id,
-            &AgentCert {
-                agent_id: agent,
-                cert_pem: "cert".into(),
-                key_sealed: vec![7; 8],
-                cert_serial: "01".into(),
-                cert_expires_at: now_ms() + 1_000_000,
-            },
-        )
-        .await
-        .expect("agent");
-    (site.id, agent)
-}
+mod support;
+use support::site_with_agent;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_uploads_never_fail_with_database_locked_on_sqlite() {

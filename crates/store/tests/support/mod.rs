@@ -1,0 +1,43 @@
+//! Set-up shared by the store's integration tests.
+
+use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
+use serviceradar_domain::{EdgeSiteId, TenantScope};
+use serviceradar_store::health::AgentCert;
+use serviceradar_store::{NewSite, Store, now_ms};
+
+/// A site with an agent; returns both ids.
+pub async fn site_with_agent(
+    store: &Store,
+    scope: TenantScope,
+    slug: &str,
+) -> (EdgeSiteId, uuid::Uuid) {
+    let scoped = store.scoped(scope);
+    let (site, _leaf) = scoped
+        .create_site(
+            &NewSite {
+                name: DisplayName::parse(slug).expect("name"),
+                slug: Slug::parse(slug).expect("slug"),
+                nats_leaf_url: NatsUrl::parse("nats://10.0.0.1:4222").expect("url"),
+                upstream_url: "tls://hub:7422".into(),
+                local_listen: ListenAddr::parse("0.0.0.0:4222").expect("listen"),
+            },
+            None,
+        )
+        .await
+        .expect("site");
+    let agent = uuid::Uuid::now_v7();
+    scoped
+        .store_agent_cert(
+            site.id,
+            &AgentCert {
+                agent_id: agent,
+                cert_pem: "cert".into(),
+                key_sealed: vec![7; 8],
+                cert_serial: "01".into(),
+                cert_expires_at: now_ms() + 1_000_000,
+            },
+        )
+        .await
+        .expect("agent");
+    (site.id, agent)
+}
