@@ -72,9 +72,11 @@ fn main() -> ExitCode {
                     None => runner::run(&settings).await,
                 }
             };
+            let stop = serviceradar_runtime::shutdown::signal()
+                .map_err(|e| anyhow::Error::new(e).context("installing the signal handlers"))?;
             tokio::select! {
                 r = run => r.map(|()| true),
-                _ = shutdown_signal() => {
+                () = stop => {
                     tracing::info!("stopping");
                     Ok(true)
                 }
@@ -93,25 +95,4 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

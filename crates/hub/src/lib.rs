@@ -1,6 +1,7 @@
 //! The hub side of the platform: everything `serviceradar-core` does with the
 //! hub `nats-server`.
 //!
+//! * `cli` (feature `cli`) — `admin hub-config`'s flags and what it does.
 //! * [`client`] — connecting to the hub with minted creds, pushing account JWTs.
 //! * [`config`] — the hub's `nats-hub.conf` and server certificate
 //!   (`serviceradar-core admin hub-config`).
@@ -14,6 +15,8 @@
 //! Failures are [`HubError`]s; a leaf the callout refuses is a
 //! [`leaf_auth::Refusal`].
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod embedded;

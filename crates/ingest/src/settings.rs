@@ -19,6 +19,7 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How `serviceradar-core` reads the tenants' telemetry from the hub.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum IngestMode {
     /// One pipeline per tenant, each with its own hub connection as a user
     /// of the tenant's account, its own durable consumer and writers.

@@ -379,8 +379,8 @@ pub struct IngestConfig {
     /// `INGEST` stream: one hub connection, one consumer and one pipeline
     /// with `--ingest-writers` writers for all tenants, plus at most
     /// `--ingest-tenant-connections` short-lived tenant connections).
-    #[arg(long, env = "SERVICERADAR_INGEST_MODE", value_enum, default_value_t = IngestModeArg::Tenant)]
-    pub ingest_mode: IngestModeArg,
+    #[arg(long, env = "SERVICERADAR_INGEST_MODE", value_enum, default_value_t = serviceradar_ingest::IngestMode::Tenant)]
+    pub ingest_mode: serviceradar_ingest::IngestMode,
     /// Platform mode: most tenant connections open at once (stream setup,
     /// site buffers, the device registry, dead letters).
     #[arg(long, env = "SERVICERADAR_INGEST_TENANT_CONNECTIONS",
@@ -394,15 +394,6 @@ pub struct IngestConfig {
           default_value_t = serviceradar_ingest::DEFAULT_TENANT_IN_FLIGHT as u32,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub ingest_tenant_in_flight: u32,
-}
-
-/// `--ingest-mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum IngestModeArg {
-    /// One pipeline per tenant.
-    Tenant,
-    /// One platform pipeline for every tenant.
-    Platform,
 }
 
 impl IngestConfig {
@@ -439,10 +430,7 @@ impl IngestConfig {
         settings.retention = std::time::Duration::from_secs(self.ingest_retention_hours * 3600);
         settings.dead_letter_retention =
             std::time::Duration::from_secs(self.dead_letter_retention_days * 24 * 3600);
-        settings.mode = match self.ingest_mode {
-            IngestModeArg::Tenant => serviceradar_ingest::IngestMode::Tenant,
-            IngestModeArg::Platform => serviceradar_ingest::IngestMode::Platform,
-        };
+        settings.mode = self.ingest_mode;
         settings.tenant_connections = self.ingest_tenant_connections as usize;
         settings.tenant_in_flight = self.ingest_tenant_in_flight as usize;
         Some(settings)
@@ -820,12 +808,12 @@ impl ServeConfig {
         settings.retention_sweep = (self.retention.retention_sweep_secs > 0)
             .then(|| Duration::from_secs(self.retention.retention_sweep_secs));
         settings.gateway_listen = self.gateway.gateway_listen.0;
+        // Its leaf monitoring listener and certificate lifetime are taken
+        // from `provisioning` and `enrollment_cert_validity` when it starts.
         settings.gateway = serviceradar_gateway::GatewaySettings {
             hosts: self.gateway.gateway_hosts.clone(),
             agent_config_poll_secs: self.gateway.agent_config_poll_secs,
             agent_push_interval_secs: self.gateway.agent_push_interval_secs,
-            leaf_monitoring_listen: settings.provisioning.leaf_monitoring_listen.clone(),
-            edge_cert_validity: settings.enrollment_cert_validity,
             poll: self.gateway.poll.settings(),
             ..Default::default()
         };

@@ -178,45 +178,8 @@ enum AdminCommand {
         db: DatabaseConfig,
         #[command(flatten)]
         pki: PkiConfig,
-        /// Output directory (created if missing).
-        #[arg(long)]
-        out: std::path::PathBuf,
-        /// DNS name or IP leaves dial; repeat for several (SANs of the hub certificate).
-        #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
-        hosts: Vec<String>,
-        /// Client listener (not 4222, a site leaf's default client port).
-        #[arg(long, default_value = "0.0.0.0:4322")]
-        client_listen: String,
-        /// Leafnode listener (what `SERVICERADAR_HUB_LEAFNODE_URL` points at).
-        #[arg(long, default_value = "0.0.0.0:7422")]
-        leafnode_listen: String,
-        /// Monitoring listener (empty disables it; unauthenticated, keep it
-        /// local; not 8222, a site leaf's default monitoring port).
-        #[arg(long, default_value = "127.0.0.1:8322")]
-        monitoring_listen: String,
-        /// JetStream store directory (default OUT/jetstream).
-        #[arg(long)]
-        jetstream_dir: Option<String>,
-        /// Account resolver directory (default OUT/accounts).
-        #[arg(long)]
-        resolver_dir: Option<String>,
-        /// Render a hub cluster instead of one server: a node's DNS name or
-        /// IP, repeated once per node (3 or more), in node order. Writes
-        /// OUT/node-{i}/ per node; nodes on one host get consecutive ports.
-        #[arg(long = "cluster-node", value_delimiter = ',')]
-        cluster_nodes: Vec<String>,
-        /// A hub cluster's route port (mutual TLS between the nodes; not
-        /// 6222, a site leaf cluster's).
-        #[arg(long, default_value_t = serviceradar_hub::config::DEFAULT_CLUSTER_PORT)]
-        cluster_port: u16,
-        /// How often a hub cluster's nodes compare their account directories
-        /// (`30s`, `2m`); pushes reach every live node at once regardless.
-        #[arg(long, default_value = "2m")]
-        resolver_interval: String,
-        /// Of a hub cluster, write node N's directory only (a Kubernetes
-        /// pod renders its own; the pins are the same in every render).
-        #[arg(long)]
-        only_node: Option<usize>,
+        #[command(flatten)]
+        hub: serviceradar_hub::cli::HubConfigArgs,
     },
 }
 
@@ -291,6 +254,21 @@ async fn open_existing(
     }
     store.migrate().await.context("applying migrations")?;
     Ok(store)
+}
+
+/// [`open_existing`] with the installation's platform PKI (its master key
+/// loaded).
+async fn open_with_pki(
+    db: &DatabaseConfig,
+    pki: &PkiConfig,
+    init: bool,
+) -> anyhow::Result<(Store, serviceradar_identity::Pki)> {
+    let store = open_existing(db, Some(pki), init).await?;
+    let keyring = pki.source(&db.data_dir).load()?;
+    Ok((
+        store,
+        serviceradar_identity::Pki::new(keyring, &pki.trust_domain),
+    ))
 }
 
 fn main() -> std::process::ExitCode {
@@ -369,7 +347,8 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         config.log_format == serviceradar_server::config::LogFormat::Json,
         std::io::stderr,
     );
-    let shutdown = shutdown_signal()?;
+    let shutdown =
+        serviceradar_runtime::shutdown::signal().context("installing the signal handlers")?;
     std::fs::create_dir_all(&config.db.data_dir)
         .with_context(|| format!("creating data dir {}", config.db.data_dir.display()))?;
     remove_stale_service_creds(&config.db.data_dir);
@@ -436,9 +415,7 @@ async fn run_admin(command: AdminCommand, init: bool) -> anyhow::Result<()> {
             owner_password,
             pki,
         } => {
-            let store = open_existing(&db, Some(&pki), init).await?;
-            let keyring = pki.source(&db.data_dir).load()?;
-            let pki = serviceradar_identity::Pki::new(keyring, &pki.trust_domain);
+            let (store, pki) = open_with_pki(&db, &pki, init).await?;
             let created = serviceradar_provisioning::tenants::create_tenant(
                 &store,
                 &pki,
@@ -466,65 +443,9 @@ async fn run_admin(command: AdminCommand, init: bool) -> anyhow::Result<()> {
                 println!("owner password (shown once): {}", password.expose());
             }
         }
-        AdminCommand::HubConfig {
-            db,
-            pki,
-            out,
-            hosts,
-            client_listen,
-            leafnode_listen,
-            monitoring_listen,
-            jetstream_dir,
-            resolver_dir,
-            cluster_nodes,
-            cluster_port,
-            resolver_interval,
-            only_node,
-        } => {
-            let store = open_existing(&db, Some(&pki), init).await?;
-            let keyring = pki.source(&db.data_dir).load()?;
-            let pki = serviceradar_identity::Pki::new(keyring, &pki.trust_domain);
-            let opts = serviceradar_hub::config::HubOptions {
-                server_name: "sr-hub".into(),
-                hosts,
-                client_listen,
-                leafnode_listen,
-                monitoring_listen: Some(monitoring_listen).filter(|m| !m.is_empty()),
-                jetstream_store_dir: jetstream_dir,
-                resolver_dir,
-            };
-            if !cluster_nodes.is_empty() {
-                let cluster = serviceradar_hub::config::HubClusterOptions {
-                    route_port: cluster_port,
-                    resolver_interval,
-                    ..serviceradar_hub::config::HubClusterOptions::new(cluster_nodes)
-                };
-                let nodes = serviceradar_hub::config::write_hub_cluster_config(
-                    &store, &pki, &opts, &cluster, &out, only_node,
-                )
-                .await?;
-                let numbers: Vec<usize> =
-                    only_node.map_or_else(|| (0..nodes.len()).collect(), |n| vec![n]);
-                for (i, files) in numbers.into_iter().zip(&nodes) {
-                    println!(
-                        "node {i}: wrote {} ({}, {} tenant accounts)\nrun: nats-server -c {}",
-                        files.config_path.display(),
-                        files.config_checksum,
-                        files.tenant_accounts,
-                        files.config_path.display()
-                    );
-                }
-                return Ok(());
-            }
-            let files =
-                serviceradar_hub::config::write_hub_config(&store, &pki, &opts, &out).await?;
-            println!(
-                "wrote {} ({}, {} tenant accounts) with hub-server.pem, hub-server-key.pem and root-ca.pem\nrun: nats-server -c {}",
-                files.config_path.display(),
-                files.config_checksum,
-                files.tenant_accounts,
-                files.config_path.display()
-            );
+        AdminCommand::HubConfig { db, pki, hub } => {
+            let (store, pki) = open_with_pki(&db, &pki, init).await?;
+            print!("{}", hub.write(&store, &pki).await?);
         }
         AdminCommand::ListTenants { db } => {
             let store = open_existing(&db, None, init).await?;
@@ -573,30 +494,4 @@ async fn run_admin(command: AdminCommand, init: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Installs the SIGINT/SIGTERM handlers now (so a signal during start-up,
-/// while the embedded hub is being started, is kept and still leads to an
-/// orderly stop that stops the hub) and resolves on the first signal.
-#[cfg(unix)]
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => {},
-            _ = terminate.recv() => {},
-        }
-        tracing::info!("shutdown signal received; draining");
-    })
-}
-
-#[cfg(not(unix))]
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutdown signal received; draining");
-    })
 }
