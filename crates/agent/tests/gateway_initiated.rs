@@ -359,6 +359,17 @@ async fn the_gateway_polls_an_agent_registered_at_enrollment_and_alerts_while_it
     .await;
     assert!(down["failures"].as_i64().is_some_and(|f| f >= 1), "{down}");
     assert!(down["last_error"].is_string(), "{down}");
+    // The site page shows the same (the agent card's gateway-initiated block).
+    let page = format!("/admin/edge-sites/{site}");
+    let (status, html) = support::web_page(&core, "default", "admin@example.com", &page).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("id=\"agent-polled\""), "{html}");
+    assert!(
+        html.contains(&format!("<code>127.0.0.1:{port}</code>")),
+        "{html}"
+    );
+    assert!(html.contains(">unreachable</span>"), "{html}");
+    assert!(html.contains("Last failure"), "{html}");
     let alerts = until(&api, "/alerts?status=open", "the unreachable alert", |b| {
         b["items"].as_array().is_some_and(|a| {
             a.iter()
@@ -384,12 +395,17 @@ async fn the_gateway_polls_an_agent_registered_at_enrollment_and_alerts_while_it
     .await;
     webhook(&mut hooks, "alert.resolved", "agent_unreachable").await;
 
+    let (_, html) = support::web_page(&core, "default", "admin@example.com", &page).await;
+    assert!(html.contains(">reachable</span>"), "{html}");
+
     // Back to dial-out: no more polls.
     let (status, _) = api
         .call(reqwest::Method::DELETE, &endpoint_path, None)
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(api.get(&endpoint_path).await.1["mode"], "dial_out");
+    let (_, html) = support::web_page(&core, "default", "admin@example.com", &page).await;
+    assert!(!html.contains("agent-polled"), "a dial-out agent: {html}");
 }
 
 /// The refusal message of the token's `agent_endpoint`.

@@ -220,11 +220,11 @@ impl Badge {
     /// The badge of a status word (site, leaf, alert or package status).
     pub fn of(word: &str) -> Self {
         let tone = match word {
-            "active" | "connected" | "resolved" | "installed" | "ok" | "succeeded" => "good",
+            "active" | "connected" | "resolved" | "installed" | "ok" | "succeeded"
+            | "reachable" => "good",
             "provisioned" | "acknowledged" | "downloaded" | "created" => "warn",
-            "offline" | "disconnected" | "revoked" | "expired" | "fail" | "failed" | "open" => {
-                "bad"
-            }
+            "offline" | "disconnected" | "revoked" | "expired" | "fail" | "failed" | "open"
+            | "unreachable" => "bad",
             _ => "idle",
         };
         Self {

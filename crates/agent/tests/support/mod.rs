@@ -249,6 +249,35 @@ pub async fn install_bundle(
 }
 
 /// The JSON API with a token of `email` (all scopes) in `tenant`.
+/// A web UI page as `email` of `tenant` sees it, signed in (a session made
+/// in the store the way signing in makes one): its status and HTML.
+pub async fn web_page(
+    core: &Core,
+    tenant: &str,
+    email: &str,
+    path: &str,
+) -> (reqwest::StatusCode, String) {
+    let login = core.store.login_record(tenant, email).await.expect("user");
+    let cookie = serviceradar_auth::random_token(32);
+    core.store
+        .create_session(
+            &serviceradar_auth::sha256_hex(&cookie),
+            &login.user,
+            &serviceradar_auth::random_token(24),
+            serviceradar_store::now_ms() + 3_600_000,
+        )
+        .await
+        .expect("session");
+    let reply = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}{path}", core.http_port))
+        .header("cookie", format!("sr_session={cookie}"))
+        .send()
+        .await
+        .expect("page");
+    let status = reply.status();
+    (status, reply.text().await.expect("body"))
+}
+
 pub struct Api {
     http: reqwest::Client,
     base: String,

@@ -209,6 +209,36 @@ pub struct AgentView {
     revoked: bool,
     /// The latest result of each check.
     checks: Vec<CheckRow>,
+    /// Set in gateway-initiated mode: how the gateway's polls of it go.
+    polled: Option<PolledView>,
+}
+
+/// A listening agent (gateway-initiated mode) as its site page shows it:
+/// where the gateway reaches it and how its polls go.
+pub struct PolledView {
+    endpoint: String,
+    interval_secs: i64,
+    reachability: Badge,
+    failures: i64,
+    failing_since: Option<When>,
+    last_success: Option<When>,
+    last_error: String,
+    next_poll: When,
+}
+
+impl PolledView {
+    fn of(poll: &serviceradar_store::agent_polls::AgentPoll, now: i64) -> Self {
+        Self {
+            endpoint: poll.endpoint.clone(),
+            interval_secs: poll.interval_secs,
+            reachability: Badge::of(poll.reachability.as_str()),
+            failures: poll.failures,
+            failing_since: When::maybe(poll.failing_since, now),
+            last_success: When::maybe(poll.last_success_at, now),
+            last_error: poll.last_error.clone().unwrap_or_default(),
+            next_poll: When::at(poll.next_poll_at, now),
+        }
+    }
 }
 
 /// One check's latest result on the agent card.
@@ -578,6 +608,13 @@ pub(crate) async fn detail_page(
             .collect(),
         None => Vec::new(),
     };
+    let polled = match &agent {
+        Some(_) => control
+            .agent_endpoint(actor, id)
+            .await?
+            .map(|p| PolledView::of(&p, now)),
+        None => None,
+    };
     let configured = match &agent {
         Some(_) => Some(super::agent::ChecksView::of(
             control.agent_checks(actor, id).await?,
@@ -748,6 +785,7 @@ pub(crate) async fn detail_page(
                     .renewal_refused_at
                     .map(|at| (When::at(at, now), a.renewal_refusal.unwrap_or_default())),
                 revoked: a.revoked_at.is_some(),
+                polled,
             },
         ),
         collectors: packages
