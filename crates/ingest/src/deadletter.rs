@@ -258,6 +258,19 @@ impl DeadLetters {
         }
     }
 
+    /// Lets go of every connection it holds, when the process stops: after
+    /// the pipelines have drained and before the embedded hub stops, so no
+    /// connection outlives its pipeline only to retry a hub that is going
+    /// away (and log each attempt).
+    pub fn release(&self) {
+        if let Ok(mut clients) = self.clients.lock() {
+            clients.clear();
+        }
+        if let Ok(mut pool) = self.pool.lock() {
+            *pool = None;
+        }
+    }
+
     fn client(&self, tenant: TenantId) -> Option<async_nats::Client> {
         self.clients.lock().ok()?.get(&tenant).cloned()
     }

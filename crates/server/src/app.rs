@@ -554,6 +554,7 @@ impl Application {
             ));
         }
         drain(tasks, grace).await;
+        self.dead_letters.release();
         let _ = hub_stop_tx.send(true);
         if let Some(hub) = hub
             && tokio::time::timeout(Duration::from_secs(30), hub)

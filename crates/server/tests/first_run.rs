@@ -245,6 +245,18 @@ fn serve_without_hub_flags_runs_and_supervises_its_own_hub() {
     // Stopping serve stops the hub.
     serve.stop();
     assert!(!pid_alive(second), "the hub outlived serve");
+    // ...after every hub connection of the control plane closed: none
+    // retries the stopping hub (a tenant's ingest connection, held for
+    // reading its dead letters, used to log "hub connection error" twice).
+    let logs = serve.stderr();
+    let stopping = logs
+        .split("shutdown signal received")
+        .nth(1)
+        .expect("the stop is logged");
+    assert!(
+        !stopping.contains("hub connection error") && !stopping.contains("hub connection lost"),
+        "a connection outlived the stop:\n{stopping}"
+    );
     assert!(
         !port_open(HUB_CLIENT),
         "the hub's client port is still open"
