@@ -4,10 +4,12 @@
 //! counted apart.
 
 use serviceradar_domain::TenantScope;
-use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
+use serviceradar_domain::validate::{DisplayName, Slug};
 use serviceradar_store::fleet::{CertKind, TenantStatusCount};
 use serviceradar_store::jobs::NewJob;
-use serviceradar_store::{LeafProvisioning, NewSite, Store, now_ms};
+use serviceradar_store::{LeafProvisioning, Store, now_ms};
+
+mod support;
 
 async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -32,19 +34,7 @@ async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
 /// `expires_at` when given.
 async fn site(store: &Store, scope: TenantScope, slug: &str, expires_at: Option<i64>) {
     let scoped = store.scoped(scope);
-    let (_, leaf) = scoped
-        .create_site(
-            &NewSite {
-                name: DisplayName::parse(slug).expect("name"),
-                slug: Slug::parse(slug).expect("slug"),
-                nats_leaf_url: NatsUrl::parse("nats://10.0.0.1:4222").expect("url"),
-                upstream_url: "tls://hub:7422".into(),
-                local_listen: ListenAddr::parse("0.0.0.0:4222").expect("listen"),
-            },
-            None,
-        )
-        .await
-        .expect("site");
+    let (_, leaf) = support::new_site(&scoped, slug).await;
     if let Some(cert_expires_at) = expires_at {
         scoped
             .store_leaf_provisioning(

@@ -4,12 +4,12 @@
 //! (site, kind), recovery resolves, and everything stays in its tenant.
 
 use serviceradar_domain::state::{AlertEvent, AlertStatus, LeafStatus, SiteStatus};
-use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
+use serviceradar_domain::validate::{DisplayName, Slug};
 use serviceradar_domain::{EdgeSiteId, TenantScope};
 use serviceradar_store::health::{ALERT_LEAF_DISCONNECTED, ALERT_SITE_OFFLINE, AgentCert};
-use serviceradar_store::{
-    Backend, LeafProvisioning, NewSite, PageRequest, Store, StoreError, now_ms,
-};
+use serviceradar_store::{Backend, LeafProvisioning, PageRequest, Store, StoreError, now_ms};
+
+mod support;
 
 async fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -52,19 +52,7 @@ async fn two_tenants(
 
 async fn site(store: &Store, scope: TenantScope, slug: &str) -> EdgeSiteId {
     let scoped = store.scoped(scope);
-    let (site, leaf) = scoped
-        .create_site(
-            &NewSite {
-                name: DisplayName::parse(slug).expect("name"),
-                slug: Slug::parse(slug).expect("slug"),
-                nats_leaf_url: NatsUrl::parse("nats://10.0.0.1:4222").expect("url"),
-                upstream_url: "tls://hub:7422".into(),
-                local_listen: ListenAddr::parse("0.0.0.0:4222").expect("listen"),
-            },
-            None,
-        )
-        .await
-        .expect("site");
+    let (site, leaf) = support::new_site(&scoped, slug).await;
     scoped
         .store_leaf_provisioning(
             leaf.id,

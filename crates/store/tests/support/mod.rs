@@ -1,18 +1,16 @@
 //! Set-up shared by the store's integration tests.
 
+#![allow(dead_code)]
+
+use serviceradar_domain::resources::{EdgeSite, NatsLeafServer};
 use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
 use serviceradar_domain::{EdgeSiteId, TenantScope};
 use serviceradar_store::health::AgentCert;
-use serviceradar_store::{NewSite, Store, now_ms};
+use serviceradar_store::{NewSite, Scoped, Store, now_ms};
 
-/// A site with an agent; returns both ids.
-pub async fn site_with_agent(
-    store: &Store,
-    scope: TenantScope,
-    slug: &str,
-) -> (EdgeSiteId, uuid::Uuid) {
-    let scoped = store.scoped(scope);
-    let (site, _leaf) = scoped
+/// A new site named and slugged `slug`, with its pending leaf server.
+pub async fn new_site(scoped: &Scoped<'_>, slug: &str) -> (EdgeSite, NatsLeafServer) {
+    scoped
         .create_site(
             &NewSite {
                 name: DisplayName::parse(slug).expect("name"),
@@ -24,7 +22,17 @@ pub async fn site_with_agent(
             None,
         )
         .await
-        .expect("site");
+        .expect("site")
+}
+
+/// A site with an agent; returns both ids.
+pub async fn site_with_agent(
+    store: &Store,
+    scope: TenantScope,
+    slug: &str,
+) -> (EdgeSiteId, uuid::Uuid) {
+    let scoped = store.scoped(scope);
+    let (site, _leaf) = new_site(&scoped, slug).await;
     let agent = uuid::Uuid::now_v7();
     scoped
         .store_agent_cert(
