@@ -387,7 +387,7 @@ impl Settings {
             file.leaf_url,
             file.leaf_ca,
             file.edge_buffer,
-            identity_files,
+            identity_files.clone(),
         ) {
             (Some(leaf_url), Some(ca), Some(stream), Some((cert, key))) => {
                 Some(crate::buffer::BufferSetup {
@@ -400,8 +400,8 @@ impl Settings {
             }
             _ => None,
         };
-        let renewal = match (file.renewal, &gateway) {
-            (Some(r), Some(gw)) => {
+        let renewal = match (file.renewal, identity_files) {
+            (Some(r), Some((cert, key))) => {
                 let given = [
                     &r.leaf_client_cert,
                     &r.leaf_client_key,
@@ -435,14 +435,15 @@ impl Settings {
                 };
                 Some(crate::renew::RenewalSetup {
                     host_fingerprint: r.host_fingerprint,
-                    agent: crate::renew::KeyPairFiles {
-                        cert: gw.cert.clone(),
-                        key: gw.key.clone(),
-                    },
+                    agent: crate::renew::KeyPairFiles { cert, key },
                     leaf,
                 })
             }
-            (Some(_), None) => anyhow::bail!("[renewal] needs a gateway URL"),
+            (Some(_), None) => {
+                anyhow::bail!(
+                    "[renewal] needs a gateway URL (dial-out) or listen (gateway-initiated)"
+                )
+            }
             (None, _) => None,
         };
         Ok(Self {
@@ -574,5 +575,22 @@ mod tests {
             Settings::load(&cli).is_err(),
             "half of the leaf files is refused"
         );
+        // Gateway-initiated mode renews too (through the polls), the
+        // listener's certificate.
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:50061\"\ncert = \"certs/agent.pem\"\n\
+             key = \"certs/agent-key.pem\"\nca = \"certs/root-ca.pem\"\n\
+             [renewal]\nhost_fingerprint = \"ab\"\n",
+        )
+        .expect("write");
+        let renewal = Settings::load(&cli)
+            .expect("loads")
+            .renewal
+            .expect("renewal in listen mode");
+        assert_eq!(renewal.agent.key, dir.path().join("certs/agent-key.pem"));
+        std::fs::write(&path, "[renewal]\nhost_fingerprint = \"ab\"\n").expect("write");
+        let refused = Settings::load(&cli).expect_err("no identity to renew");
+        assert!(refused.to_string().contains("[renewal] needs"), "{refused}");
     }
 }

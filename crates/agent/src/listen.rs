@@ -17,8 +17,18 @@
 //!
 //! The agent presents its own agent certificate (followed by its tenant CA)
 //! as its server certificate; the gateway checks it is the agent it meant
-//! to reach. Certificate renewal, the control stream and uploads need the
-//! dial-out mode.
+//! to reach.
+//!
+//! **Renewal** (a box enrolled with a token, `[renewal]` in its config)
+//! rides on the polls, since this agent dials nothing: once its certificate
+//! is due (about 2/3 of its lifetime, [`crate::renew::due`]) the agent makes
+//! new keys and puts their CSRs in every poll answer until the gateway
+//! answers in its next call of the same poll; the new files are checked and
+//! written as in dial-out mode (and the local leaf reloaded), and the
+//! listener serves its next TLS handshake with the new certificate
+//! ([`CurrentCert`]), so no restart and no poll is lost. A refusal keeps the
+//! old files and asks again later ([`crate::renew::retry_after`]). The
+//! control stream and uploads need the dial-out mode.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -30,10 +40,13 @@ use anyhow::Context;
 use rustls::DistinguishedName;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use serviceradar_proto::v1::agent_poll_server::{AgentPoll, AgentPollServer};
-use serviceradar_proto::v1::{AgentConfig, CheckResult, PollRequest, PollResponse};
+use serviceradar_proto::v1::{
+    AgentConfig, CheckResult, IdentityClaim, PollRequest, PollResponse, RenewRequest, RenewResponse,
+};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -121,24 +134,67 @@ impl ClientCertVerifier for GatewayOnly {
     }
 }
 
-/// The TLS settings of the listener: the agent's certificate, the gateway
-/// only as client.
-pub fn server_config(target: &ListenTarget) -> anyhow::Result<rustls::ServerConfig> {
-    let read = |p: &std::path::Path| {
-        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
-    };
-    let pem_ders = |pem: &str| -> anyhow::Result<Vec<CertificateDer<'static>>> {
-        Ok(serviceradar_pki::inspect::pem_chain_to_der(pem)
-            .context("parsing a certificate")?
-            .into_iter()
-            .map(CertificateDer::from)
-            .collect())
-    };
-    let chain = pem_ders(&read(&target.cert)?)?;
-    let key_pem = zeroize::Zeroizing::new(read(&target.key)?);
-    let key: PrivateKeyDer<'static> =
-        rustls::pki_types::pem::PemObject::from_pem_slice(key_pem.as_bytes())
-            .map_err(|e| anyhow::anyhow!("parsing {}: {e}", target.key.display()))?;
+/// The certificate the listener serves: read from the agent's files at
+/// start and again after a renewal replaced them; each TLS handshake takes
+/// the current one.
+#[derive(Debug)]
+pub struct CurrentCert {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    current: std::sync::RwLock<Arc<CertifiedKey>>,
+}
+
+impl CurrentCert {
+    fn load(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        provider: &rustls::crypto::CryptoProvider,
+    ) -> anyhow::Result<CertifiedKey> {
+        let chain = pem_ders(&read(cert)?)?;
+        let key_pem = zeroize::Zeroizing::new(read(key)?);
+        let key_der: PrivateKeyDer<'static> =
+            rustls::pki_types::pem::PemObject::from_pem_slice(key_pem.as_bytes())
+                .map_err(|e| anyhow::anyhow!("parsing {}: {e}", key.display()))?;
+        CertifiedKey::from_der(chain, key_der, provider)
+            .with_context(|| format!("{} and {}", cert.display(), key.display()))
+    }
+
+    /// Reads the files again; the next handshakes serve what they hold now.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let loaded = Arc::new(Self::load(&self.cert, &self.key, &self.provider)?);
+        let mut current = self
+            .current
+            .write()
+            .map_err(|_| anyhow::anyhow!("the listener's certificate is unavailable"))?;
+        *current = loaded;
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for CurrentCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().map(|c| c.clone())
+    }
+}
+
+fn read(p: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+}
+
+fn pem_ders(pem: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    Ok(serviceradar_pki::inspect::pem_chain_to_der(pem)
+        .context("parsing a certificate")?
+        .into_iter()
+        .map(CertificateDer::from)
+        .collect())
+}
+
+/// The TLS settings of the listener: the agent's certificate (swappable:
+/// the returned [`CurrentCert`]), the gateway only as client.
+pub fn server_config(
+    target: &ListenTarget,
+) -> anyhow::Result<(rustls::ServerConfig, Arc<CurrentCert>)> {
     let mut roots = rustls::RootCertStore::empty();
     for root in pem_ders(&read(&target.ca)?)? {
         roots.add(root).context("the platform root CA")?;
@@ -147,14 +203,137 @@ pub fn server_config(target: &ListenTarget) -> anyhow::Result<rustls::ServerConf
     let root = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .context("client verifier")?;
+    let certified = CurrentCert::load(&target.cert, &target.key, &provider)
+        .context("the agent's certificate and key")?;
+    let current = Arc::new(CurrentCert {
+        cert: target.cert.clone(),
+        key: target.key.clone(),
+        current: std::sync::RwLock::new(Arc::new(certified)),
+        provider: provider.clone(),
+    });
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS versions")?
         .with_client_cert_verifier(Arc::new(GatewayOnly { root }))
-        .with_single_cert(chain, key)
-        .context("the agent's certificate and key")?;
+        .with_cert_resolver(current.clone());
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(config)
+    Ok((config, current))
+}
+
+/// Renewal through the polls (module doc).
+struct PollRenewal {
+    setup: crate::renew::RenewalSetup,
+    claim: IdentityClaim,
+    listener: Arc<CurrentCert>,
+    state: Mutex<RenewState>,
+}
+
+struct RenewState {
+    /// When to ask next (when nothing is asked).
+    due: std::time::SystemTime,
+    /// The keys whose CSRs the gateway was asked to sign.
+    asked: Option<crate::renew::Prepared>,
+}
+
+impl PollRenewal {
+    fn new(
+        setup: crate::renew::RenewalSetup,
+        claim: IdentityClaim,
+        listener: Arc<CurrentCert>,
+    ) -> Self {
+        let due = Self::next_due(&setup);
+        Self {
+            setup,
+            claim,
+            listener,
+            state: Mutex::new(RenewState { due, asked: None }),
+        }
+    }
+
+    /// When the current certificate is due (logged), or a retry's delay
+    /// from now if it cannot be read.
+    fn next_due(setup: &crate::renew::RenewalSetup) -> std::time::SystemTime {
+        let now = std::time::SystemTime::now();
+        match crate::renew::due(&setup.agent.cert) {
+            Ok(due) => {
+                let wait = due.duration_since(now).unwrap_or_default();
+                tracing::info!(
+                    in_secs = wait.as_secs(),
+                    "certificate renewal scheduled (asked at a gateway poll once due)"
+                );
+                due
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot schedule certificate renewal");
+                now + crate::renew::retry_after(&setup.agent.cert)
+            }
+        }
+    }
+
+    /// The gateway's answer (in `request`) to what the last poll answer
+    /// asked: applied, or the refusal logged; `None` when it carries none.
+    fn answered(
+        &self,
+        renewed: Option<&RenewResponse>,
+        refused: &str,
+    ) -> Option<Result<(), String>> {
+        if renewed.is_none() && refused.is_empty() {
+            return None;
+        }
+        let mut state = self.state.lock().ok()?;
+        let Some(prepared) = state.asked.take() else {
+            tracing::warn!("the gateway answered a renewal this agent did not ask for: ignored");
+            return None;
+        };
+        let outcome = match renewed {
+            Some(response) => crate::renew::apply(&self.setup, prepared, response)
+                .map_err(|e| e.to_string())
+                .and_then(|expires| {
+                    self.listener
+                        .reload()
+                        .map(|()| expires)
+                        .map_err(|e| format!("serving the renewed certificate: {e:#}"))
+                }),
+            None => Err(format!("the gateway refused the renewal: {refused}")),
+        };
+        match &outcome {
+            Ok(expires) => {
+                tracing::info!(valid_until = %crate::renew::utc(*expires),
+                    "certificates renewed; the listener serves the new one");
+                state.due = Self::next_due(&self.setup);
+            }
+            Err(e) => {
+                let retry = crate::renew::retry_after(&self.setup.agent.cert);
+                tracing::error!(error = %e, retry_in = ?retry, "certificate renewal failed");
+                state.due = std::time::SystemTime::now() + retry;
+            }
+        }
+        Some(outcome.map(|_| ()))
+    }
+
+    /// The request for this poll's answer: the one asked and not yet
+    /// answered, or a new one once the certificate is due.
+    fn request(&self) -> Option<RenewRequest> {
+        let mut state = self.state.lock().ok()?;
+        if state.asked.is_none() {
+            if std::time::SystemTime::now() < state.due {
+                return None;
+            }
+            match crate::renew::prepare(&self.setup, &self.claim) {
+                Ok(prepared) => {
+                    tracing::info!("certificates due: asking the gateway to renew them");
+                    state.asked = Some(prepared);
+                }
+                Err(e) => {
+                    let retry = crate::renew::retry_after(&self.setup.agent.cert);
+                    tracing::error!(error = %e, retry_in = ?retry, "certificate renewal failed");
+                    state.due = std::time::SystemTime::now() + retry;
+                    return None;
+                }
+            }
+        }
+        state.asked.as_ref().map(|p| p.request.clone())
+    }
 }
 
 /// Results waiting for the gateway, numbered.
@@ -195,6 +374,10 @@ struct Shared {
     /// Whether the gateway polled since the agent started (the first poll
     /// is logged: `serviceradar-cli agent setup` waits for that line).
     polled: std::sync::atomic::AtomicBool,
+    /// Certificate renewal, when the box was enrolled with a token.
+    renewal: Option<PollRenewal>,
+    /// Last contact and renewal, for `serviceradar-cli status`.
+    status: Option<Mutex<crate::status_file::StatusFile>>,
 }
 
 struct PollService(Arc<Shared>);
@@ -212,6 +395,19 @@ impl AgentPoll for PollService {
             .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
             tracing::info!("polled by the platform gateway (first contact since start)");
+        }
+        let renewed = self
+            .0
+            .renewal
+            .as_ref()
+            .and_then(|r| r.answered(req.renewed.as_ref(), &req.renewal_refused));
+        if let Some(status) = &self.0.status
+            && let Ok(mut status) = status.lock()
+        {
+            status.contact();
+            if let Some(outcome) = renewed {
+                status.renewal(outcome);
+            }
         }
         if let Some(config) = req.config {
             self.0.config.send_if_modified(|current| {
@@ -254,6 +450,7 @@ impl AgentPoll for PollService {
             results,
             last_seq,
             dropped: pending.dropped,
+            renewal: self.0.renewal.as_ref().and_then(PollRenewal::request),
         }))
     }
 }
@@ -301,7 +498,7 @@ fn accept_loop(
 
 /// Runs the listening agent until the process is stopped.
 pub async fn run(settings: &Settings, target: &ListenTarget) -> anyhow::Result<()> {
-    let tls = server_config(target)?;
+    let (tls, listener_cert) = server_config(target)?;
     if let Some(setup) = settings.edge_buffer.clone() {
         tokio::spawn(async move {
             if let Err(e) = crate::buffer::ensure_edge_buffer(&setup).await {
@@ -323,6 +520,14 @@ pub async fn run(settings: &Settings, target: &ListenTarget) -> anyhow::Result<(
         config: watch::channel(None).0,
         hostname: crate::runner::hostname(),
         polled: std::sync::atomic::AtomicBool::new(false),
+        renewal: settings
+            .renewal
+            .clone()
+            .map(|setup| PollRenewal::new(setup, settings.claim.clone(), listener_cert)),
+        status: settings
+            .status_file
+            .as_deref()
+            .map(|p| Mutex::new(crate::status_file::StatusFile::new(p))),
     });
     let incoming = accept_loop(listener, tokio_rustls::TlsAcceptor::from(Arc::new(tls)));
     let server = tonic::transport::Server::builder()

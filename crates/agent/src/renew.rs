@@ -4,7 +4,8 @@
 //! renews them over its own mTLS identity at about 2/3 of their lifetime,
 //! with jitter so that boxes enrolled together do not renew together:
 //! 1. new keys are generated here and only CSRs are sent
-//!    (`RenewCertificates`);
+//!    (`RenewCertificates` in dial-out mode; in gateway-initiated mode the
+//!    CSRs go in the answer to the gateway's poll, [`crate::listen`]);
 //! 2. the certificates that come back are checked (they parse, they are
 //!    valid now, each matches the key it was requested for);
 //! 3. every new file is written to a temp file beside its target first and
@@ -13,7 +14,8 @@
 //! 4. the local leaf is told to reload (`SIGHUP` to the pid in its pid file),
 //!    so its next connection to the hub uses the new client certificate
 //!    while the current one stays up;
-//! 5. the agent reconnects to the gateway with its new certificate.
+//! 5. the agent reconnects to the gateway with its new certificate (a
+//!    listening agent serves its next TLS handshake with it).
 //!
 //! The lifetime is measured from when the current certificate was written
 //! (its file's modification time), not from its `notBefore`, which the CA
@@ -104,15 +106,20 @@ pub fn utc(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-/// One renewal: new keys, CSRs to the gateway, files replaced, leaf told to
-/// reload. Returns when the earliest new certificate expires (Unix ms).
-pub async fn renew<T: Transport>(
-    transport: &mut T,
-    setup: &RenewalSetup,
-    claim: &IdentityClaim,
-) -> Result<i64, RenewError> {
+/// New keys made on this box and the request carrying their CSRs, kept
+/// until the gateway answers (a listening agent repeats the same request at
+/// every poll until it does). No `Debug`: it holds private keys.
+pub struct Prepared {
+    /// What goes to the gateway (CSRs only).
+    pub request: RenewRequest,
+    agent_key: zeroize::Zeroizing<String>,
+    leaf_keys: Option<(zeroize::Zeroizing<String>, zeroize::Zeroizing<String>)>,
+}
+
+/// Step 1: new keys and their CSRs for the certificates of `setup`.
+pub fn prepare(setup: &RenewalSetup, claim: &IdentityClaim) -> Result<Prepared, RenewError> {
     let (agent_key, agent_csr) = new_request("agent")?;
-    let leaf_keys = match &setup.leaf {
+    let leaf = match &setup.leaf {
         Some(_) => Some((new_request("leaf")?, new_request("leaf-server")?)),
         None => None,
     };
@@ -123,21 +130,36 @@ pub async fn renew<T: Transport>(
             .map(|h| h.trim().to_owned())
             .unwrap_or_default(),
         agent_csr,
-        leaf_client_csr: leaf_keys
+        leaf_client_csr: leaf
             .as_ref()
             .map(|((_, c), _)| c.clone())
             .unwrap_or_default(),
-        leaf_server_csr: leaf_keys
+        leaf_server_csr: leaf
             .as_ref()
             .map(|(_, (_, c))| c.clone())
             .unwrap_or_default(),
     };
-    let response = transport
-        .renew(request)
-        .await
-        .map_err(RenewError::Refused)?;
-    let mut files = vec![(&setup.agent, agent_key, response.agent_cert_pem.clone())];
-    if let (Some(leaf), Some(((client_key, _), (server_key, _)))) = (&setup.leaf, leaf_keys) {
+    Ok(Prepared {
+        request,
+        agent_key,
+        leaf_keys: leaf.map(|((client, _), (server, _))| (client, server)),
+    })
+}
+
+/// Steps 2–4 with the gateway's answer: the certificates checked, the
+/// files replaced, the leaf told to reload. Returns when the earliest new
+/// certificate expires (Unix ms).
+pub fn apply(
+    setup: &RenewalSetup,
+    prepared: Prepared,
+    response: &RenewResponse,
+) -> Result<i64, RenewError> {
+    let mut files = vec![(
+        &setup.agent,
+        prepared.agent_key,
+        response.agent_cert_pem.clone(),
+    )];
+    if let (Some(leaf), Some((client_key, server_key))) = (&setup.leaf, prepared.leaf_keys) {
         files.push((
             &leaf.client,
             client_key,
@@ -149,12 +171,27 @@ pub async fn renew<T: Transport>(
             response.leaf_server_cert_pem.clone(),
         ));
     }
-    check(&response, &files)?;
+    check(response, &files)?;
     replace(&files).map_err(RenewError::Local)?;
     if let Some(leaf) = &setup.leaf {
         reload_leaf(leaf).map_err(RenewError::Local)?;
     }
     Ok(response.expires_at_ms)
+}
+
+/// One renewal over `RenewCertificates` (dial-out mode): [`prepare`], the
+/// call, [`apply`].
+pub async fn renew<T: Transport>(
+    transport: &mut T,
+    setup: &RenewalSetup,
+    claim: &IdentityClaim,
+) -> Result<i64, RenewError> {
+    let prepared = prepare(setup, claim)?;
+    let response = transport
+        .renew(prepared.request.clone())
+        .await
+        .map_err(RenewError::Refused)?;
+    apply(setup, prepared, &response)
 }
 
 /// Why a renewal did not happen.

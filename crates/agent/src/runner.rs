@@ -222,6 +222,18 @@ pub async fn renew_now(settings: &Settings) -> anyhow::Result<()> {
              `serviceradar-cli site init` renew their certificates"
         )
     })?;
+    if settings.listen.is_some() {
+        let due = crate::renew::due(&setup.agent.cert)?;
+        anyhow::bail!(
+            "this agent listens (gateway-initiated mode) and dials nothing: it renews through the \
+             gateway's polls, from about {} (2/3 of the certificate's lifetime); the site's agent \
+             view shows the last renewal or why one was refused",
+            crate::renew::utc(
+                due.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            )
+        );
+    }
     let target = settings
         .gateway
         .as_ref()

@@ -21,6 +21,10 @@
 //!   certificate from a foreign root, none at all;
 //! * the gateway refuses an endpoint that answers with another agent's
 //!   certificate (nothing is recorded for the site);
+//! * renewal through the polls (the agent dials nothing): a clone's
+//!   request is refused and replaces nothing; the enrolled host's renews
+//!   with keys made on the box, and the gateway keeps polling it past the
+//!   first certificate's expiry (the listener serves the new one);
 //! * two replicas on one PostgreSQL: one polls the agent at a time (never
 //!   two connections at once); when one stops the other polls; a lease held
 //!   by a replica that died is taken over once it runs out.
@@ -82,14 +86,28 @@ async fn start_listening_agent(agent: &SiteAgent, port: u16, extra: &str) -> tok
 
 /// Waits until `GET path` satisfies `ok`; returns the body.
 async fn until(api: &Api, path: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + WAIT;
+    until_within(api, path, what, WAIT, ok).await
+}
+
+/// [`until`] with its own deadline.
+async fn until_within(
+    api: &Api,
+    path: &str,
+    what: &str,
+    within: Duration,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
     loop {
         let (status, body) = api.get(path).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
         if ok(&body) {
             return body;
         }
-        assert!(Instant::now() < deadline, "{what} within {WAIT:?}: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {within:?}: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -921,4 +939,104 @@ async fn a_listening_agent_accepts_only_the_platform_gateways_certificate() {
     )
     .await
     .expect("the gateway's certificate is still accepted");
+}
+
+/// Renewal in gateway-initiated mode, where the agent dials nothing: with
+/// 40-second certificates a listening agent enrolled with a token puts CSRs
+/// for new keys in its poll answers once due, and the gateway answers in the
+/// same poll after the checks of `RenewCertificates`. A clone (another host
+/// fingerprint) is refused: nothing is replaced, the site's agent view says
+/// why, and polls go on. The enrolled host's agent writes the new files
+/// (its own new key), records it in its status file, and serves the new
+/// certificate without a restart: the gateway, which checks the validity of
+/// the certificate it is served, keeps polling it past the first one's
+/// expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listening_agent_renews_through_the_polls_and_is_polled_past_its_first_certificates_expiry()
+ {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut settings = support::settings(&dir);
+    settings.gateway.poll = poller_for_tests();
+    settings.enrollment_cert_validity = Duration::from_secs(40);
+    let core = support::spawn(dir, settings).await;
+    let tenant = core.tenant("default").await;
+    let agent = core.site(&tenant, "renewing").await;
+    let site = agent.site.id.to_string();
+    let api = Api::new(&core, "default", "admin@example.com").await;
+    let port = free_port();
+    enroll_listening(&api, &agent, &format!("127.0.0.1:{port}"), 5).await;
+    let files = agent.files.path();
+    let first_cert = read(files.join("agent.pem"));
+    let first_key = read(files.join("agent-key.pem"));
+    let first_expiry = serviceradar_pki::chain_not_after(&first_cert)
+        .expect("expiry")
+        .unix_timestamp()
+        * 1000;
+    let agent_path = format!("/edge-sites/{site}/agent");
+    let renewal = |fingerprint: &str| {
+        format!("status_file = \"status.json\"\n[renewal]\nhost_fingerprint = \"{fingerprint}\"\n")
+    };
+
+    // A clone: due after about 2/3 of 40 s, asked, refused; nothing replaced.
+    let mut clone = start_listening_agent(&agent, port, &renewal(&"cd".repeat(16))).await;
+    let within = Duration::from_secs(60);
+    let refused = until_within(
+        &api,
+        &agent_path,
+        "the clone's renewal refused",
+        within,
+        |b| {
+            b["renewal_refusal"]
+                .as_str()
+                .is_some_and(|r| r.contains("cloned machine"))
+        },
+    )
+    .await;
+    assert!(refused["renewed_at"].is_null(), "{refused}");
+    assert_eq!(
+        read(files.join("agent.pem")),
+        first_cert,
+        "nothing replaced"
+    );
+    assert_eq!(read(files.join("agent-key.pem")), first_key);
+    polled_again(&api, &site, 1, WAIT).await;
+    clone.kill().await.expect("kill");
+    let _ = clone.wait().await;
+
+    // The enrolled host: renewed at its next poll (it is past due).
+    let started = Instant::now();
+    let _running = start_listening_agent(&agent, port, &renewal(&"ab".repeat(16))).await;
+    let renewed = until(&api, &agent_path, "the renewal", |b| {
+        b["renewed_at"].is_i64()
+    })
+    .await;
+    eprintln!("renewed {:?} after the restart", started.elapsed());
+    assert!(renewed["renewal_refusal"].is_null(), "{renewed}");
+    let deadline = Instant::now() + WAIT;
+    let key = loop {
+        let (cert, key) = (
+            read(files.join("agent.pem")),
+            read(files.join("agent-key.pem")),
+        );
+        if cert != first_cert && serviceradar_pki::check_key_matches(&cert, &key).is_ok() {
+            break key;
+        }
+        assert!(Instant::now() < deadline, "the new files written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_ne!(key, first_key, "a new key, made on the box");
+    let status: Value = serde_json::from_str(&read(files.join("status.json"))).expect("status");
+    assert!(status["last_renewal_ms"].is_i64(), "{status}");
+    assert!(status["renewal_error"].is_null(), "{status}");
+
+    // Past the first certificate's expiry, polls still succeed: the
+    // listener serves the renewed certificate.
+    let wait = Duration::from_millis(
+        u64::try_from(first_expiry - serviceradar_store::now_ms()).unwrap_or(0) + 500,
+    );
+    tokio::time::sleep(wait).await;
+    polled_again(&api, &site, 1, WAIT).await;
+    assert!(last_polled(&api, &site).await > first_expiry);
+    let (_, endpoint) = api.get(&format!("/edge-sites/{site}/agent/endpoint")).await;
+    assert_eq!(endpoint["reachability"], "reachable", "{endpoint}");
 }

@@ -619,7 +619,7 @@ pub async fn agent_setup(args: &AgentSetupArgs, json: bool) -> Outcome {
     };
     // Gateway-initiated mode, registered with the token: the agent listens
     // (on the registered endpoint's port unless told otherwise) and dials
-    // nothing, so it renews nothing either.
+    // nothing; it renews its certificates through the gateway's polls.
     let listen = match (&identity.agent_endpoint, &args.listen) {
         (None, None) => None,
         (None, Some(_)) => {
@@ -678,22 +678,20 @@ pub async fn agent_setup(args: &AgentSetupArgs, json: bool) -> Outcome {
         tenant_id: &identity.tenant_id,
         site_id: &identity.site_id,
         agent_id,
-        renewal: listen
-            .is_none()
-            .then_some(serviceradar_bundle::AgentRenewal {
-                host_fingerprint: &identity.host_fingerprint,
-                status_file: &status_file,
-                leaf: identity
-                    .hub_url
-                    .is_some()
-                    .then(|| serviceradar_bundle::LeafRenewalFiles {
-                        client_cert: &leaf_client_cert,
-                        client_key: &leaf_client_key,
-                        server_cert: &leaf_server_cert,
-                        server_key: &leaf_server_key,
-                        pid_file: &leaf_pid,
-                    }),
-            }),
+        renewal: Some(serviceradar_bundle::AgentRenewal {
+            host_fingerprint: &identity.host_fingerprint,
+            status_file: &status_file,
+            leaf: identity
+                .hub_url
+                .is_some()
+                .then(|| serviceradar_bundle::LeafRenewalFiles {
+                    client_cert: &leaf_client_cert,
+                    client_key: &leaf_client_key,
+                    server_cert: &leaf_server_cert,
+                    server_key: &leaf_server_key,
+                    pid_file: &leaf_pid,
+                }),
+        }),
     });
     write_public(&layout.agent_toml(), &toml)?;
     let agent = match &args.agent {

@@ -59,13 +59,17 @@ fn running(needle: &Path) -> Option<u32> {
 /// Whether the agent renews the certificates (its config has `[renewal]`)
 /// and when the next one is due.
 fn renewal(layout: &Layout, certificates: &[Value]) -> Value {
-    let automatic = std::fs::read_to_string(layout.agent_toml())
-        .is_ok_and(|t| t.lines().any(|l| l.trim() == "[renewal]"));
+    let toml = std::fs::read_to_string(layout.agent_toml()).unwrap_or_default();
+    let automatic = toml.lines().any(|l| l.trim() == "[renewal]");
+    let listens = toml.lines().any(|l| l.trim_start().starts_with("listen ="));
     let next = certificates
         .iter()
         .filter_map(|c| c["renew_at"].as_i64())
         .min();
-    if automatic {
+    if automatic && listens {
+        json!({"automatic": true, "by": "serviceradar-agent", "next_at": next,
+               "note": "the agent renews at about 2/3 of the lifetime, at a poll of the platform's gateway (gateway-initiated mode)"})
+    } else if automatic {
         json!({"automatic": true, "by": "serviceradar-agent", "next_at": next,
                "note": "the agent renews at about 2/3 of the lifetime; `serviceradar-agent --config agent.toml --renew-now` renews at once"})
     } else {

@@ -18,7 +18,9 @@
 //! 2. calls `AgentPoll.Poll` with the agent's current config; records the
 //!    answer like a dial-out agent's calls (`register`, `record_status`:
 //!    site health, leaf link, latest check results) and the config version
-//!    it runs; acknowledges the results it stored;
+//!    it runs; acknowledges the results it stored; when the agent asked to
+//!    renew its certificates in its answer, answers with the new ones (or
+//!    why not) in the acknowledging call (`renewal.rs` has the checks);
 //! 3. on failure retries with exponential backoff (capped, with jitter);
 //!    once failures have lasted `unreachable_after` the agent is
 //!    `unreachable` and an `agent_unreachable` alert is raised through
@@ -36,8 +38,8 @@ use serviceradar_domain::agent_poll::{AgentEndpoint, PollRules, Reachability, re
 use serviceradar_domain::validate::Host;
 use serviceradar_domain::{AgentIdentity, TenantScope};
 use serviceradar_pki::{IdentityKind, PeerIdentity};
-use serviceradar_proto::v1::PollRequest;
 use serviceradar_proto::v1::agent_poll_client::AgentPollClient;
+use serviceradar_proto::v1::{PollRequest, RenewRequest, RenewResponse};
 use serviceradar_store::agent_polls::AgentPoll;
 use serviceradar_store::now_ms;
 use tokio::sync::{Semaphore, watch};
@@ -523,6 +525,7 @@ impl Poller {
                 config: Some(config),
                 ack_seq: 0,
                 max_results: crate::service::MAX_RESULTS_PER_PUSH as u32,
+                ..PollRequest::default()
             })
             .await
             .map_err(|s| Failure::Agent(format!("the agent answered {:?}", s.code())))?
@@ -550,18 +553,54 @@ impl Poller {
                 .await
                 .map_err(|e| platform("recording the config version", &e))?;
         }
-        if !answer.results.is_empty() {
+        let (renewed, renewal_refused) = match &answer.renewal {
+            None => (None, String::new()),
+            Some(request) => match self.renew(id, poll, request).await {
+                Ok(renewed) => (Some(renewed), String::new()),
+                Err(refused) => (None, refused.message().to_owned()),
+            },
+        };
+        if !answer.results.is_empty() || answer.renewal.is_some() {
             client
                 .poll(PollRequest {
                     config: None,
                     ack_seq: answer.last_seq,
                     max_results: 0,
+                    renewed,
+                    renewal_refused,
                 })
                 .await
                 .map_err(|s| Failure::Agent(format!("the agent answered {:?}", s.code())))?;
         }
         tracing::debug!(results = answer.results.len(), "agent polled");
         Ok(())
+    }
+
+    /// The agent asked to renew its certificates in its poll answer: the
+    /// same checks and issuance as `RenewCertificates`, for the identity
+    /// verified when it was dialled, its revocation read now. If the answer
+    /// does not reach the agent, it asks again with the same requests at
+    /// the next poll.
+    async fn renew(
+        &self,
+        id: &AgentIdentity,
+        poll: &AgentPoll,
+        request: &RenewRequest,
+    ) -> Result<RenewResponse, tonic::Status> {
+        let revoked_at = self
+            .service
+            .store()
+            .scoped(TenantScope::for_system_task(id.tenant_id))
+            .agent(id.agent_id)
+            .await
+            .map_err(|e| crate::service::internal_status("agent lookup", &e))?
+            .revoked_at;
+        let remote = AgentEndpoint::parse(&poll.endpoint)
+            .ok()
+            .map(|e| e.host().to_bare());
+        self.service
+            .renew_for("Poll", id, revoked_at, remote.as_deref(), request)
+            .await
     }
 
     async fn connect(

@@ -13,6 +13,10 @@
 //!   site — another one is a cloned machine: refused and recorded as a
 //!   `conflict` in the token's history.
 //!
+//! A listening agent (gateway-initiated mode) asks in its poll answer
+//! instead; the poller calls [`GatewayService::renew_for`] with the identity
+//! it verified when it dialled the agent, so both modes pass the same checks.
+//!
 //! Every outcome is written on the agent row (the site page shows when it
 //! last renewed, or why a renewal was refused) and, for an enrolled host,
 //! in its token's history.
@@ -45,103 +49,128 @@ impl GatewayService {
         let remote = request.remote_addr().map(|a| a.ip().to_string());
         let span = tracing::info_span!("gateway", rpc = "RenewCertificates",
             tenant_id = %id.tenant_id, site_id = %id.site_id, agent_id = %id.agent_id);
-        async {
-            let scoped = self
-                .store()
-                .scoped(TenantScope::for_system_task(id.tenant_id));
-            if let Some(at) = revoked_at {
-                let why = format!(
-                    "the agent was revoked at {}; enroll the box again with a new token",
-                    utc(at)
-                );
-                refuse(&scoped, &id, &why).await;
-                return Err(revoked());
-            }
-            let req = request.into_inner();
-            self.check_claim("RenewCertificates", &id, req.claim.as_ref())
-                .await?;
-            let csr = |field: &str, pem: &str| {
-                CertificateRequest::from_pem(pem)
-                    .map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
-            };
-            let agent_csr = csr("agent_csr", &req.agent_csr)?;
-            let leaf_csrs = match (req.leaf_client_csr.as_str(), req.leaf_server_csr.as_str()) {
-                ("", "") => None,
-                (client, server) => Some((
-                    csr("leaf_client_csr", client)?,
-                    csr("leaf_server_csr", server)?,
-                )),
-            };
-            let fingerprint = req.host_fingerprint.trim().to_ascii_lowercase();
-            let hosts = scoped
-                .enrolled_hosts(id.site_id)
-                .await
-                .map_err(|e| internal_status("reading the enrolled hosts", &e))?;
-            let Some(newest) = hosts.first() else {
-                let why = "this agent was installed from a site bundle, not enrolled with a \
-                           token: renew by downloading the bundle again, or enroll the box with \
-                           `serviceradar-cli site init`";
-                refuse(&scoped, &id, why).await;
-                return Err(Status::failed_precondition(why));
-            };
-            let Some(host) = hosts.iter().find(|h| h.host_fingerprint == fingerprint) else {
-                let why = "renewal from a host that did not enroll this site (a cloned \
-                           machine?): refused; give the clone its own machine id and enroll \
-                           it with a new token";
-                let detail = format!(
-                    "renewal refused: host fingerprint {} is not the enrolled host's (a cloned machine?)",
-                    fingerprint.get(..16).unwrap_or(&fingerprint)
-                );
-                let hostname = req.hostname.chars().take(253).collect::<String>();
-                if let Err(e) = scoped
-                    .record_enrollment_event(
-                        newest.token_id,
-                        "conflict",
-                        remote.as_deref(),
-                        Some(hostname.as_str()).filter(|h| !h.is_empty()),
-                        &detail,
-                    )
-                    .await
-                {
-                    tracing::warn!(error = %e, "recording a renewal conflict failed");
-                }
-                refuse(&scoped, &id, why).await;
-                tracing::warn!(fingerprint = %detail, "renewal from another host refused");
-                return Err(Status::failed_precondition(why));
-            };
-            let renewed = self.issue(&scoped, &id, &agent_csr, leaf_csrs.as_ref()).await?;
-            scoped
-                .record_agent_renewal(
-                    id.agent_id,
-                    RenewalOutcome::Renewed {
-                        expires_at: renewed.expires_at_ms,
-                    },
-                )
-                .await
-                .map_err(|e| internal_status("recording the renewal", &e))?;
-            let detail = format!(
-                "certificates renewed for host {} until {}",
-                host.hostname.as_deref().unwrap_or("?"),
-                utc(renewed.expires_at_ms)
+        self.renew_for(
+            "RenewCertificates",
+            &id,
+            revoked_at,
+            remote.as_deref(),
+            &request.into_inner(),
+        )
+        .instrument(span)
+        .await
+        .map(Response::new)
+    }
+
+    /// Renews the certificates of the agent `id` (taken from its verified
+    /// certificate by the caller, revoked at `revoked_at` as read now) for
+    /// `req`, with every check of the module doc. Used by
+    /// `RenewCertificates` and by the poller (gateway-initiated mode, where
+    /// the agent asks in its poll answer). `remote` is the agent's address,
+    /// for the token's history.
+    pub(crate) async fn renew_for(
+        &self,
+        rpc: &str,
+        id: &AgentIdentity,
+        revoked_at: Option<i64>,
+        remote: Option<&str>,
+        req: &RenewRequest,
+    ) -> Result<RenewResponse, Status> {
+        let scoped = self
+            .store()
+            .scoped(TenantScope::for_system_task(id.tenant_id));
+        if let Some(at) = revoked_at {
+            let why = format!(
+                "the agent was revoked at {}; enroll the box again with a new token",
+                utc(at)
             );
+            refuse(&scoped, id, &why).await;
+            return Err(revoked());
+        }
+        self.check_claim(rpc, id, req.claim.as_ref()).await?;
+        let csr = |field: &str, pem: &str| {
+            CertificateRequest::from_pem(pem)
+                .map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+        };
+        let agent_csr = csr("agent_csr", &req.agent_csr)?;
+        let leaf_csrs = match (req.leaf_client_csr.as_str(), req.leaf_server_csr.as_str()) {
+            ("", "") => None,
+            (client, server) => Some((
+                csr("leaf_client_csr", client)?,
+                csr("leaf_server_csr", server)?,
+            )),
+        };
+        let fingerprint = req.host_fingerprint.trim().to_ascii_lowercase();
+        let hosts = scoped
+            .enrolled_hosts(id.site_id)
+            .await
+            .map_err(|e| internal_status("reading the enrolled hosts", &e))?;
+        let Some(newest) = hosts.first() else {
+            let why = "this agent was installed from a site bundle, not enrolled with a \
+                       token: renew by downloading the bundle again, or enroll the box with \
+                       `serviceradar-cli site init`";
+            refuse(&scoped, id, why).await;
+            return Err(Status::failed_precondition(why));
+        };
+        let Some(host) = hosts.iter().find(|h| h.host_fingerprint == fingerprint) else {
+            let why = "renewal from a host that did not enroll this site (a cloned \
+                       machine?): refused; give the clone its own machine id and enroll \
+                       it with a new token";
+            let detail = format!(
+                "renewal refused: host fingerprint {} is not the enrolled host's (a cloned machine?)",
+                fingerprint.get(..16).unwrap_or(&fingerprint)
+            );
+            let hostname = req.hostname.chars().take(253).collect::<String>();
             if let Err(e) = scoped
                 .record_enrollment_event(
-                    host.token_id,
-                    "renewed",
-                    remote.as_deref(),
-                    host.hostname.as_deref(),
+                    newest.token_id,
+                    "conflict",
+                    remote,
+                    Some(hostname.as_str()).filter(|h| !h.is_empty()),
                     &detail,
                 )
                 .await
             {
-                tracing::warn!(error = %e, "recording a renewal event failed");
+                tracing::warn!(error = %e, "recording a renewal conflict failed");
             }
-            tracing::info!(expires_at = renewed.expires_at_ms, leaf = leaf_csrs.is_some(),
-                "certificates renewed");
-            Ok(Response::new(renewed))
+            refuse(&scoped, id, why).await;
+            tracing::warn!(fingerprint = %detail, "renewal from another host refused");
+            return Err(Status::failed_precondition(why));
+        };
+        let renewed = self
+            .issue(&scoped, id, &agent_csr, leaf_csrs.as_ref())
+            .await?;
+        scoped
+            .record_agent_renewal(
+                id.agent_id,
+                RenewalOutcome::Renewed {
+                    expires_at: renewed.expires_at_ms,
+                },
+            )
+            .await
+            .map_err(|e| internal_status("recording the renewal", &e))?;
+        let detail = format!(
+            "certificates renewed for host {} until {}",
+            host.hostname.as_deref().unwrap_or("?"),
+            utc(renewed.expires_at_ms)
+        );
+        if let Err(e) = scoped
+            .record_enrollment_event(
+                host.token_id,
+                "renewed",
+                remote,
+                host.hostname.as_deref(),
+                &detail,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "recording a renewal event failed");
         }
-        .instrument(span)
-        .await
+        tracing::info!(
+            expires_at = renewed.expires_at_ms,
+            leaf = leaf_csrs.is_some(),
+            "certificates renewed"
+        );
+        Ok(renewed)
     }
 
     /// Issues the new certificates for `id` from the tenant CA.
