@@ -27,8 +27,16 @@
 //! written as in dial-out mode (and the local leaf reloaded), and the
 //! listener serves its next TLS handshake with the new certificate
 //! ([`CurrentCert`]), so no restart and no poll is lost. A refusal keeps the
-//! old files and asks again later ([`crate::renew::retry_after`]). The
-//! control stream and uploads need the dial-out mode.
+//! old files and asks again later ([`crate::renew::retry_after`]).
+//!
+//! **Commands** ride on the polls as well: the gateway hands over the
+//! agent's pending commands in a poll; the agent acknowledges them in that
+//! answer and runs them (`run_checks`, `collect_diagnostics`,
+//! `renew_certificates`, which makes the renewal due now, and
+//! `reload_config`, a no-op here since every poll carries the config); their
+//! progress and results go back with the next answers (`Shared::updates`).
+//! Result uploads (`PushResults`) need the dial-out mode: a result over
+//! 1 MiB is replaced by a note saying so.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -45,7 +53,8 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use serviceradar_proto::v1::agent_poll_server::{AgentPoll, AgentPollServer};
 use serviceradar_proto::v1::{
-    AgentConfig, CheckResult, IdentityClaim, PollRequest, PollResponse, RenewRequest, RenewResponse,
+    AgentConfig, CheckResult, CheckSpec, Command, CommandUpdate, IdentityClaim, PollRequest,
+    PollResponse, RenewRequest, RenewResponse,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -59,6 +68,9 @@ pub const GATEWAY_COMMON_NAME: &str = "gateway.platform.serviceradar";
 
 /// Most results returned by one poll.
 pub const MAX_RESULTS_PER_POLL: usize = 1_000;
+
+/// Most command updates kept for the next answers (oldest dropped).
+const MAX_UPDATES: usize = 256;
 
 /// Where the agent listens and with which identity.
 #[derive(Debug, Clone)]
@@ -311,6 +323,14 @@ impl PollRenewal {
         Some(outcome.map(|_| ()))
     }
 
+    /// Makes the renewal due now (`renew_certificates`): asked in the next
+    /// poll's answer, unless a request is already out.
+    fn due_now(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.due = std::time::SystemTime::now();
+        }
+    }
+
     /// The request for this poll's answer: the one asked and not yet
     /// answered, or a new one once the certificate is due.
     fn request(&self) -> Option<RenewRequest> {
@@ -378,6 +398,150 @@ struct Shared {
     renewal: Option<PollRenewal>,
     /// Last contact and renewal, for `serviceradar-cli status`.
     status: Option<Mutex<crate::status_file::StatusFile>>,
+    /// Runs the checks of `run_checks` and `collect_diagnostics`.
+    checker: Checker,
+    /// The checks in this agent's config file (beside the gateway's).
+    local_checks: Vec<CheckSpec>,
+    /// Command acks, progress and results not yet returned to the gateway.
+    updates: Mutex<VecDeque<CommandUpdate>>,
+}
+
+impl Shared {
+    /// Queues a command update for the next poll answer.
+    fn update(&self, command: &Command, phase: &str, ok: bool, message: &str, result: String) {
+        let Ok(mut updates) = self.updates.lock() else {
+            return;
+        };
+        if updates.len() >= MAX_UPDATES {
+            updates.pop_front();
+            tracing::warn!("too many command updates waiting for a poll; the oldest was dropped");
+        }
+        updates.push_back(CommandUpdate {
+            command_id: command.id.clone(),
+            phase: phase.to_owned(),
+            ok,
+            message: message.to_owned(),
+            result_json: result,
+        });
+    }
+
+    /// The checks the agent runs now (the gateway's config and its own)
+    /// and the config version.
+    fn checks(&self) -> (Vec<CheckSpec>, String) {
+        let config = self.config.borrow();
+        let specs = crate::runner::schedule(config.as_ref(), &self.local_checks)
+            .into_iter()
+            .map(|c| c.spec)
+            .collect();
+        let version = config
+            .as_ref()
+            .map(|c| c.version.clone())
+            .unwrap_or_default();
+        (specs, version)
+    }
+}
+
+/// Starts a command handed over with a poll: acknowledged in this poll's
+/// answer, run in the background, its result returned with a later answer.
+fn start_command(shared: &Arc<Shared>, command: Command) {
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(i64::MAX);
+    if command.expires_at_ms < now_ms {
+        shared.update(
+            &command,
+            "result",
+            false,
+            "expired before it started",
+            String::new(),
+        );
+        return;
+    }
+    tracing::info!(command_id = %command.id, kind = %command.kind, "command received with a poll");
+    shared.update(&command, "ack", true, "", String::new());
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let (ok, message, result) = run_command(&shared, &command).await;
+        let mut result = if result.is_null() {
+            String::new()
+        } else {
+            result.to_string()
+        };
+        if result.len() > serviceradar_proto::MAX_COMMAND_RESULT_BYTES {
+            result = serde_json::json!({ "bytes": result.len(),
+                "note": "larger than the 1 MiB a command result holds; result uploads need the \
+                         agent in dial-out mode" })
+            .to_string();
+        }
+        tracing::info!(command_id = %command.id, ok, "command finished; its result goes with the next poll");
+        shared.update(&command, "result", ok, &message, result);
+    });
+}
+
+/// Runs one command: (succeeded, message, result document).
+async fn run_command(shared: &Shared, command: &Command) -> (bool, String, serde_json::Value) {
+    match command.kind.as_str() {
+        "run_checks" => {
+            let (specs, _) = shared.checks();
+            let mut results = Vec::with_capacity(specs.len());
+            for spec in &specs {
+                let r = shared.checker.run(spec).await;
+                results.push(
+                    serde_json::from_str::<serde_json::Value>(&crate::runner::result_json(&r))
+                        .unwrap_or_default(),
+                );
+                if let Ok(mut pending) = shared.pending.lock() {
+                    pending.push(r);
+                }
+            }
+            let n = results.len();
+            (
+                true,
+                format!("{n} check(s) ran"),
+                serde_json::json!({ "results": results }),
+            )
+        }
+        "reload_config" => {
+            let (_, version) = shared.checks();
+            (
+                true,
+                "every poll brings the config in gateway-initiated mode: nothing to reload".to_owned(),
+                serde_json::json!({ "version": version }),
+            )
+        }
+        "renew_certificates" => match &shared.renewal {
+            None => (
+                false,
+                "this box was not enrolled with a token: its certificates come with the site bundle"
+                    .to_owned(),
+                serde_json::Value::Null,
+            ),
+            Some(renewal) => {
+                renewal.due_now();
+                (
+                    true,
+                    "renewal due now: the agent asks the gateway in its answer to the next poll"
+                        .to_owned(),
+                    serde_json::Value::Null,
+                )
+            }
+        },
+        "collect_diagnostics" => {
+            shared.update(command, "progress", true, "collecting", String::new());
+            let (specs, version) = shared.checks();
+            let bundle = crate::diagnostics::collect(&shared.checker, &specs, &version).await;
+            (true, "diagnostics collected".to_owned(), bundle)
+        }
+        other => (
+            false,
+            format!("unknown command kind {other:?}"),
+            serde_json::Value::Null,
+        ),
+    }
 }
 
 struct PollService(Arc<Shared>);
@@ -395,6 +559,9 @@ impl AgentPoll for PollService {
             .swap(true, std::sync::atomic::Ordering::Relaxed)
         {
             tracing::info!("polled by the platform gateway (first contact since start)");
+        }
+        for command in req.commands {
+            start_command(&self.0, command);
         }
         let renewed = self
             .0
@@ -451,6 +618,12 @@ impl AgentPoll for PollService {
             last_seq,
             dropped: pending.dropped,
             renewal: self.0.renewal.as_ref().and_then(PollRenewal::request),
+            updates: self
+                .0
+                .updates
+                .lock()
+                .map(|mut u| u.drain(..).collect())
+                .unwrap_or_default(),
         }))
     }
 }
@@ -528,6 +701,9 @@ pub async fn run(settings: &Settings, target: &ListenTarget) -> anyhow::Result<(
             .status_file
             .as_deref()
             .map(|p| Mutex::new(crate::status_file::StatusFile::new(p))),
+        checker: Checker::new().context("starting the checkers")?,
+        local_checks: settings.local_checks.clone(),
+        updates: Mutex::new(VecDeque::new()),
     });
     let incoming = accept_loop(listener, tokio_rustls::TlsAcceptor::from(Arc::new(tls)));
     let server = tonic::transport::Server::builder()

@@ -12,6 +12,10 @@
 //!   a tenant cannot register 10.x, 169.254.x, 127.x (or `localhost`): each
 //!   is a `400` naming the kind of address and the flag; a token made while
 //!   the range was allowed is refused at redemption once it no longer is;
+//! * commands ride on the polls: handed over at the next poll, results
+//!   back with a later one (`run_checks`, `collect_diagnostics`; a
+//!   renewal on an agent without enrollment fails with the reason); one
+//!   issued while the agent is down expires unsent;
 //! * stopping the agent makes it `unreachable` after the timeout and raises
 //!   `agent_unreachable` (alerts API and a webhook); restarting it makes it
 //!   `reachable` and resolves the alert (webhook again);
@@ -368,6 +372,76 @@ async fn the_gateway_polls_an_agent_registered_at_enrollment_and_alerts_while_it
     )
     .await;
 
+    // Commands ride on the polls: the next poll hands them over (the agent
+    // has no stream, yet nothing is "offline"), a later one brings the
+    // result back.
+    let commands = format!("/edge-sites/{site}/agent/commands");
+    let issue = |kind: &'static str, ttl: u32| {
+        let api = &api;
+        let commands = commands.clone();
+        async move {
+            let (status, issued) = api
+                .post(&commands, json!({ "kind": kind, "ttl_secs": ttl }))
+                .await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{issued}");
+            assert_eq!(issued["status"], "pending", "{issued}");
+            assert!(
+                issued["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("next poll")),
+                "{issued}"
+            );
+            issued["id"].as_str().expect("id").to_owned()
+        }
+    };
+    let started = Instant::now();
+    let run = issue("run_checks", 60).await;
+    let diagnostics = issue("collect_diagnostics", 60).await;
+    let done = until_within(
+        &api,
+        &format!("{commands}/{run}"),
+        "run_checks' result",
+        WAIT,
+        |b| b["status"] == "succeeded",
+    )
+    .await;
+    assert!(
+        done["result"]["results"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["name"] == "api" && r["status"] == "ok")),
+        "{done}"
+    );
+    let done = until_within(
+        &api,
+        &format!("{commands}/{diagnostics}"),
+        "the diagnostics",
+        WAIT,
+        |b| b["status"] == "succeeded",
+    )
+    .await;
+    let clock = done["result"]["clock"]["unix_ms"].as_i64().expect("clock");
+    assert!(
+        (clock - serviceradar_store::now_ms()).abs() < 60_000,
+        "{done}"
+    );
+    eprintln!("two commands through the polls in {:?}", started.elapsed());
+    // Without `[renewal]` in its config the agent has nothing to renew.
+    let renew = issue("renew_certificates", 60).await;
+    let done = until_within(
+        &api,
+        &format!("{commands}/{renew}"),
+        "renewal's answer",
+        WAIT,
+        |b| b["status"] == "failed",
+    )
+    .await;
+    assert!(
+        done["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not enrolled with a token")),
+        "{done}"
+    );
+
     // Stopped: unreachable after the timeout, alert raised (webhook).
     running.kill().await.expect("kill");
     let _ = running.wait().await;
@@ -397,6 +471,14 @@ async fn the_gateway_polls_an_agent_registered_at_enrollment_and_alerts_while_it
     .await;
     eprintln!("alerts: {alerts}");
     webhook(&mut hooks, "alert.raised", "agent_unreachable").await;
+
+    // A command for the stopped agent waits, then expires: never sent.
+    let lost = issue("run_checks", 1).await;
+    let done = until(&api, &format!("{commands}/{lost}"), "expiry", |b| {
+        b["status"] == "expired"
+    })
+    .await;
+    assert!(done["result"].is_null(), "{done}");
 
     // Restarted: reachable again, alert resolved (webhook).
     let _running = start_listening_agent(&agent, port, &checks).await;

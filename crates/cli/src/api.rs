@@ -528,7 +528,10 @@ pub async fn bundle(command: BundleCommand, json: bool) -> Outcome {
 serviceradar-cli agent command 0190… run_checks --no-wait\n\n\
 Kinds: run_checks, reload_config, renew_certificates, collect_diagnostics.\n\
 Refused at once (exit 3, agent_offline) when the site's agent has no open control\n\
-stream; otherwise waits for the agent's result (up to the TTL) and prints it."
+stream; otherwise waits for the agent's result (up to the TTL) and prints it.\n\
+A listening agent (gateway-initiated mode) gets the command at the gateway's next\n\
+poll and returns the result with the one after: give a TTL longer than two poll\n\
+intervals."
 )]
 pub struct AgentCommandArgs {
     /// Site id.

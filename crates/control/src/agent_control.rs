@@ -9,7 +9,9 @@
 //!
 //! A command for an agent with no open control stream on any replica is
 //! stored as `offline` and refused with `409 agent_offline` at once
-//! ([`ControlError::AgentOffline`]); the history keeps it.
+//! ([`ControlError::AgentOffline`]); the history keeps it. A listening
+//! agent (gateway-initiated mode) has no stream: its commands wait as
+//! `pending` and the gateway hands them over at its next poll.
 
 use serde::Deserialize;
 use serviceradar_domain::agent_control::{
@@ -132,7 +134,9 @@ impl Control {
     /// Issues a command to the site's agent and hands it to the replica
     /// holding the agent's control stream. An agent with no stream fails
     /// fast: the command is stored `offline` and
-    /// [`ControlError::AgentOffline`] returned.
+    /// [`ControlError::AgentOffline`] returned. A listening agent's
+    /// (gateway-initiated mode) stays `pending` until the gateway polls it
+    /// (`gateway::poller`) or its time to live runs out.
     pub async fn issue_agent_command(
         &self,
         actor: &Actor,
@@ -149,6 +153,19 @@ impl Control {
         let command = scoped
             .insert_agent_command(site, agent.id, kind, ttl.secs(), &actor.user_id.to_string())
             .await?;
+        // A listening agent (gateway-initiated mode) has no stream: its
+        // command waits `pending` for the gateway's next poll of it.
+        if let Some(poll) = scoped.agent_poll(site).await? {
+            let note = format!(
+                "waiting for the gateway's next poll of the agent (gateway-initiated mode, every \
+                 {} s); its result comes with the poll after it",
+                poll.interval_secs
+            );
+            scoped.note_agent_command(command.id, &note).await?;
+            tracing::info!(site_id = %site, agent_id = %agent.id, command_id = %command.id,
+                kind = kind.as_str(), "agent command queued for the next poll");
+            return Ok(scoped.agent_command(command.id).await?);
+        }
         let status = match &self.settings().agent_links {
             Some(links) => links.deliver(actor.scope().tenant_id(), &command).await?,
             None => {

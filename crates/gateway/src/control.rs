@@ -268,79 +268,76 @@ impl<D: Dialect> Session<D> {
                 }
             }
             Inbound::Update(update) => {
-                if let Err(e) = self.update(update).await {
+                if let Err(e) = record_update(&self.store, &self.id, update).await {
                     tracing::error!(error = %e, "recording a command update failed");
                 }
             }
         }
     }
+}
 
-    async fn update(&self, update: CommandUpdate) -> Result<(), serviceradar_store::StoreError> {
-        let scoped = self
-            .store
-            .scoped(TenantScope::for_system_task(self.id.tenant_id));
-        let Ok(command_id) = update.command_id.parse::<uuid::Uuid>() else {
-            tracing::warn!("command update with a malformed id ignored");
+/// Records an agent's ack, progress or result of one of its commands,
+/// from its control stream or (gateway-initiated mode) its poll answer.
+/// An update for a command of another agent or tenant is ignored.
+pub(crate) async fn record_update(
+    store: &Store,
+    id: &AgentIdentity,
+    update: CommandUpdate,
+) -> Result<(), serviceradar_store::StoreError> {
+    let scoped = store.scoped(TenantScope::for_system_task(id.tenant_id));
+    let Ok(command_id) = update.command_id.parse::<uuid::Uuid>() else {
+        tracing::warn!("command update with a malformed id ignored");
+        return Ok(());
+    };
+    // Another tenant's command is NotFound; another agent's is ignored.
+    let command = match scoped.agent_command(command_id).await {
+        Ok(c) if c.agent_id == id.agent_id => c,
+        Ok(_) | Err(serviceradar_store::StoreError::NotFound) => {
+            tracing::warn!(%command_id, "update for a command of another agent ignored");
             return Ok(());
-        };
-        // Another tenant's command is NotFound; another agent's is ignored.
-        let command = match scoped.agent_command(command_id).await {
-            Ok(c) if c.agent_id == self.id.agent_id => c,
-            Ok(_) | Err(serviceradar_store::StoreError::NotFound) => {
-                tracing::warn!(%command_id, "update for a command of another agent ignored");
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
-        let message: String = update.message.chars().take(1024).collect();
-        let message = (!message.is_empty()).then_some(message);
-        match update.phase.as_str() {
-            "ack" => {
-                scoped
-                    .set_agent_command_status(
-                        command.id,
-                        CommandStatus::Acked,
-                        message.as_deref(),
-                        None,
-                    )
-                    .await?;
-            }
-            "progress" => {
-                if let Some(m) = &message {
-                    scoped.note_agent_command(command.id, m).await?;
-                }
-            }
-            "result" => {
-                let valid = update.result_json.len() <= MAX_COMMAND_RESULT_BYTES
-                    && (update.result_json.is_empty()
-                        || serde_json::from_str::<serde_json::Value>(&update.result_json).is_ok());
-                let (status, message, result) = if !valid {
-                    (
-                        CommandStatus::Failed,
-                        Some(
-                            "the agent's result was not a JSON document of at most 1 MiB"
-                                .to_owned(),
-                        ),
-                        None,
-                    )
-                } else if update.ok {
-                    (CommandStatus::Succeeded, message, Some(update.result_json))
-                } else {
-                    (CommandStatus::Failed, message, Some(update.result_json))
-                };
-                let result = result.filter(|r| !r.is_empty());
-                let moved = scoped
-                    .set_agent_command_status(
-                        command.id,
-                        status,
-                        message.as_deref(),
-                        result.as_deref(),
-                    )
-                    .await?;
-                tracing::info!(%command_id, status = status.as_str(), recorded = moved, "command finished");
-            }
-            other => tracing::warn!(phase = %other, "command update with an unknown phase ignored"),
         }
-        Ok(())
+        Err(e) => return Err(e),
+    };
+    let message: String = update.message.chars().take(1024).collect();
+    let message = (!message.is_empty()).then_some(message);
+    match update.phase.as_str() {
+        "ack" => {
+            scoped
+                .set_agent_command_status(
+                    command.id,
+                    CommandStatus::Acked,
+                    message.as_deref(),
+                    None,
+                )
+                .await?;
+        }
+        "progress" => {
+            if let Some(m) = &message {
+                scoped.note_agent_command(command.id, m).await?;
+            }
+        }
+        "result" => {
+            let valid = update.result_json.len() <= MAX_COMMAND_RESULT_BYTES
+                && (update.result_json.is_empty()
+                    || serde_json::from_str::<serde_json::Value>(&update.result_json).is_ok());
+            let (status, message, result) = if !valid {
+                (
+                    CommandStatus::Failed,
+                    Some("the agent's result was not a JSON document of at most 1 MiB".to_owned()),
+                    None,
+                )
+            } else if update.ok {
+                (CommandStatus::Succeeded, message, Some(update.result_json))
+            } else {
+                (CommandStatus::Failed, message, Some(update.result_json))
+            };
+            let result = result.filter(|r| !r.is_empty());
+            let moved = scoped
+                .set_agent_command_status(command.id, status, message.as_deref(), result.as_deref())
+                .await?;
+            tracing::info!(%command_id, status = status.as_str(), recorded = moved, "command finished");
+        }
+        other => tracing::warn!(phase = %other, "command update with an unknown phase ignored"),
     }
+    Ok(())
 }

@@ -21,6 +21,9 @@
 //!    it runs; acknowledges the results it stored; when the agent asked to
 //!    renew its certificates in its answer, answers with the new ones (or
 //!    why not) in the acknowledging call (`renewal.rs` has the checks);
+//!    hands over the agent's pending commands (each moved to `sent` by one
+//!    replica only) and records the acks, progress and results the agent
+//!    returns in its answers (`control::record_update`, as from a stream);
 //! 3. on failure retries with exponential backoff (capped, with jitter);
 //!    once failures have lasted `unreachable_after` the agent is
 //!    `unreachable` and an `agent_unreachable` alert is raised through
@@ -34,12 +37,13 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
+use serviceradar_domain::agent_control::CommandStatus;
 use serviceradar_domain::agent_poll::{AgentEndpoint, PollRules, Reachability, retry_delay_ms};
 use serviceradar_domain::validate::Host;
 use serviceradar_domain::{AgentIdentity, TenantScope};
 use serviceradar_pki::{IdentityKind, PeerIdentity};
 use serviceradar_proto::v1::agent_poll_client::AgentPollClient;
-use serviceradar_proto::v1::{PollRequest, RenewRequest, RenewResponse};
+use serviceradar_proto::v1::{Command, CommandUpdate, PollRequest, RenewRequest, RenewResponse};
 use serviceradar_store::agent_polls::AgentPoll;
 use serviceradar_store::now_ms;
 use tokio::sync::{Semaphore, watch};
@@ -170,6 +174,12 @@ impl PollerArgs {
         }
     }
 }
+
+/// Most commands handed over with one poll (the rest wait for the next).
+const COMMANDS_PER_POLL: u32 = 16;
+
+/// Most command updates read from one answer.
+const MAX_UPDATES_PER_ANSWER: usize = 256;
 
 /// Accepts only the agent the gateway means to reach.
 #[derive(Debug)]
@@ -520,16 +530,21 @@ impl Poller {
             .ok()
             .and_then(|cn| cn.clone())
             .unwrap_or_default();
+        // Taken only once the agent answered TLS as itself: a command is
+        // handed over to that agent or not at all.
+        let commands = self.take_commands(id).await?;
         let answer = client
             .poll(PollRequest {
                 config: Some(config),
                 ack_seq: 0,
                 max_results: crate::service::MAX_RESULTS_PER_PUSH as u32,
+                commands,
                 ..PollRequest::default()
             })
             .await
             .map_err(|s| Failure::Agent(format!("the agent answered {:?}", s.code())))?
             .into_inner();
+        self.record_updates(id, answer.updates.clone()).await;
         if poll.reachability != Reachability::Reachable {
             self.service
                 .register(
@@ -561,19 +576,61 @@ impl Poller {
             },
         };
         if !answer.results.is_empty() || answer.renewal.is_some() {
-            client
+            let acked = client
                 .poll(PollRequest {
                     config: None,
                     ack_seq: answer.last_seq,
                     max_results: 0,
                     renewed,
                     renewal_refused,
+                    commands: Vec::new(),
                 })
                 .await
-                .map_err(|s| Failure::Agent(format!("the agent answered {:?}", s.code())))?;
+                .map_err(|s| Failure::Agent(format!("the agent answered {:?}", s.code())))?
+                .into_inner();
+            self.record_updates(id, acked.updates).await;
         }
         tracing::debug!(results = answer.results.len(), "agent polled");
         Ok(())
+    }
+
+    /// The agent's pending commands, each moved to `sent` (a command
+    /// another replica took meanwhile is left out).
+    async fn take_commands(&self, id: &AgentIdentity) -> Result<Vec<Command>, Failure> {
+        let scoped = self
+            .service
+            .store()
+            .scoped(TenantScope::for_system_task(id.tenant_id));
+        let pending = scoped
+            .pending_agent_commands(id.agent_id, COMMANDS_PER_POLL)
+            .await
+            .map_err(|e| Failure::Platform(format!("reading the agent's commands: {e}")))?;
+        let mut commands = Vec::with_capacity(pending.len());
+        for c in pending {
+            let taken = scoped
+                .set_agent_command_status(c.id, CommandStatus::Sent, None, None)
+                .await
+                .map_err(|e| Failure::Platform(format!("handing a command over: {e}")))?;
+            if taken {
+                tracing::info!(command_id = %c.id, kind = c.kind.as_str(), "command sent with the poll");
+                commands.push(Command {
+                    id: c.id.to_string(),
+                    kind: c.kind.as_str().to_owned(),
+                    expires_at_ms: c.expires_at,
+                });
+            }
+        }
+        Ok(commands)
+    }
+
+    /// Records the command updates of a poll answer (as from a control
+    /// stream); a failure is logged, the poll still counts.
+    async fn record_updates(&self, id: &AgentIdentity, updates: Vec<CommandUpdate>) {
+        for update in updates.into_iter().take(MAX_UPDATES_PER_ANSWER) {
+            if let Err(e) = crate::control::record_update(self.service.store(), id, update).await {
+                tracing::error!(error = %e, "recording a command update failed");
+            }
+        }
     }
 
     /// The agent asked to renew its certificates in its poll answer: the

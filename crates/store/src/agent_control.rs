@@ -308,6 +308,32 @@ impl Scoped<'_> {
         Ok(done.rows_affected() > 0)
     }
 
+    /// The agent's `pending` commands still within their time to live,
+    /// oldest first (at most `limit`): what the gateway hands a listening
+    /// agent at its next poll. Each is then moved to `sent` with
+    /// [`Self::set_agent_command_status`], which only one poller wins.
+    pub async fn pending_agent_commands(
+        &self,
+        agent: Uuid,
+        limit: u32,
+    ) -> Result<Vec<AgentCommand>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            command_columns!(),
+            " FROM agent_commands c WHERE c.tenant_id = $1 AND c.agent_id = $2 \
+             AND c.status = 'pending' AND c.expires_at >= $3 \
+             ORDER BY c.created_at, c.id LIMIT $4"
+        );
+        let rows = sqlx::query(SQL)
+            .bind(self.tenant())
+            .bind(agent.to_string())
+            .bind(now_ms())
+            .bind(i64::from(limit))
+            .fetch_all(&self.store.pool)
+            .await?;
+        rows.iter().map(decode_command).collect()
+    }
+
     /// Records a progress note on a command that is still open.
     pub async fn note_agent_command(&self, id: Uuid, message: &str) -> Result<(), StoreError> {
         sqlx::query(
