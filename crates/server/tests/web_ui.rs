@@ -255,6 +255,45 @@ async fn enrollment_tokens_are_shown_once_listed_and_revoked_on_the_site_page(db
         "{}",
         bad.body
     );
+    // Gateway-initiated mode from the form: the same rule as the API (an
+    // internal address needs the operator's flag), nothing written.
+    let polled_form = |endpoint: &'static str, interval: &'static str| {
+        [
+            ("scope", "agent"),
+            ("expires_in", "2h"),
+            ("uses", "1"),
+            ("agent_endpoint", endpoint),
+            ("poll_interval_secs", interval),
+        ]
+    };
+    let bad = browser
+        .submit(
+            &format!("{page}/enrollment-tokens"),
+            &polled_form("10.0.0.5:50061", "30"),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    assert!(
+        bad.body.contains("--agent-endpoint-allow-cidr"),
+        "{}",
+        bad.body
+    );
+    let bad = browser
+        .submit(
+            &format!("{page}/enrollment-tokens"),
+            &polled_form("8.8.8.8:50061", "soon"),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    assert!(bad.body.contains("whole number of seconds"), "{}", bad.body);
+    assert!(
+        browser
+            .get(&page)
+            .await
+            .body
+            .contains("No enrollment token yet"),
+        "nothing written"
+    );
     let created = browser
         .submit(
             &format!("{page}/enrollment-tokens"),
@@ -293,6 +332,22 @@ async fn enrollment_tokens_are_shown_once_listed_and_revoked_on_the_site_page(db
     assert!(
         !after.body.contains("/admin/enrollment-tokens/"),
         "no revoke button on a revoked token"
+    );
+    assert!(after.body.contains("<td>dials out</td>"), "{}", after.body);
+    // A token for gateway-initiated mode, listed with its endpoint.
+    let created = browser
+        .submit(
+            &format!("{page}/enrollment-tokens"),
+            &polled_form("8.8.8.8:50061", "30"),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    assert!(
+        created
+            .body
+            .contains("<td>polled at 8.8.8.8:50061 every 30 s</td>"),
+        "{}",
+        created.body
     );
 }
 

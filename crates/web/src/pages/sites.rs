@@ -373,6 +373,8 @@ struct ConflictRow {
 struct EnrollmentRow {
     id: String,
     scope: String,
+    /// How the agent it enrolls talks to the platform.
+    mode: String,
     badge: Badge,
     uses: String,
     expires: When,
@@ -432,6 +434,10 @@ pub struct EnrollmentForm {
     scope: Option<String>,
     expires_in: Option<String>,
     uses: Option<String>,
+    /// Gateway-initiated mode: where the gateway reaches the agent.
+    agent_endpoint: Option<String>,
+    /// Gateway-initiated mode: seconds between polls.
+    poll_interval_secs: Option<String>,
 }
 
 /// `POST /admin/edge-sites/{id}/enrollment-tokens`: creates a token and
@@ -452,6 +458,14 @@ pub async fn create_enrollment_token(
                 .map_err(|_| WebError::bad_request("uses must be a whole number (1–100)"))?,
         ),
     };
+    let poll_interval_secs = match blank(form.poll_interval_secs) {
+        None => None,
+        Some(raw) => Some(raw.parse::<i64>().map_err(|_| {
+            WebError::bad_request("the poll interval must be a whole number of seconds")
+        })?),
+    };
+    // The endpoint and interval are checked by `Control` (the operator's
+    // address rule and interval bounds), as for the API.
     let created = state
         .control
         .create_enrollment_token(
@@ -461,10 +475,8 @@ pub async fn create_enrollment_token(
                 scope: blank(form.scope),
                 expires_in: blank(form.expires_in),
                 uses,
-                // The page makes dial-out tokens; gateway-initiated mode
-                // is registered with the API or the CLI.
-                agent_endpoint: None,
-                poll_interval_secs: None,
+                agent_endpoint: blank(form.agent_endpoint),
+                poll_interval_secs,
             },
         )
         .await?;
@@ -669,6 +681,11 @@ pub(crate) async fn detail_page(
             uses: format!("{}/{}", t.uses, t.max_uses),
             expires: When::at(t.expires_at, now),
             created: When::at(t.created_at, now),
+            mode: match (&t.agent_endpoint, t.poll_interval_secs) {
+                (Some(endpoint), Some(secs)) => format!("polled at {endpoint} every {secs} s"),
+                (Some(endpoint), None) => format!("polled at {endpoint}"),
+                _ => "dials out".to_owned(),
+            },
             scope: t.scope,
             id: t.id,
         })
