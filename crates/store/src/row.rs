@@ -57,24 +57,26 @@ where
             .ok_or_else(|| StoreError::corrupt(self.table, format!("{col} missing")))
     }
 
-    /// A text column through a validating constructor (`Slug::parse`, ...).
+    /// A text column through a validating constructor (`Slug::parse`, ...),
+    /// read in place from the row (no copy of the text before the
+    /// constructor makes its own).
     pub(crate) fn valid<T, E: Display>(
         &self,
         col: &str,
         parse: impl FnOnce(&str) -> Result<T, E>,
     ) -> Result<T, StoreError>
     where
-        String: Decode<'r, R::Database> + Type<R::Database>,
+        &'r str: Decode<'r, R::Database> + Type<R::Database>,
     {
-        let text: String = self.get(col)?;
-        parse(&text).map_err(|e| self.corrupt(col, e))
+        let text: &'r str = self.get(col)?;
+        parse(text).map_err(|e| self.corrupt(col, e))
     }
 
     /// A text column parsed with [`FromStr`]: typed ids, state enums, roles.
     pub(crate) fn parse<T: FromStr>(&self, col: &str) -> Result<T, StoreError>
     where
         T::Err: Display,
-        String: Decode<'r, R::Database> + Type<R::Database>,
+        &'r str: Decode<'r, R::Database> + Type<R::Database>,
     {
         self.valid(col, str::parse)
     }
@@ -93,7 +95,7 @@ where
     /// A text column holding a JSON document.
     pub(crate) fn json<T: DeserializeOwned>(&self, col: &str) -> Result<T, StoreError>
     where
-        String: Decode<'r, R::Database> + Type<R::Database>,
+        &'r str: Decode<'r, R::Database> + Type<R::Database>,
     {
         self.valid(col, |text| serde_json::from_str(text))
     }

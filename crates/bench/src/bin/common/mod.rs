@@ -4,6 +4,11 @@
 
 #![allow(dead_code)]
 
+/// The allocator `serviceradar-core` runs with (its `main.rs`), so that what
+/// these binaries measure in process is what the server does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
