@@ -12,8 +12,9 @@
 //!   a tenant cannot register 10.x, 169.254.x, 127.x (or `localhost`): each
 //!   is a `400` naming the kind of address and the flag; a token made while
 //!   the range was allowed is refused at redemption once it no longer is;
-//! * commands ride on the polls: handed over at the next poll, results
-//!   back with a later one (`run_checks`, `collect_diagnostics`; a
+//! * commands ride on the polls: issuing one brings the agent's next poll
+//!   forward, the result comes with a poll a second later (`run_checks`,
+//!   `collect_diagnostics`; a
 //!   renewal on an agent without enrollment fails with the reason); one
 //!   issued while the agent is down expires unsent;
 //! * stopping the agent makes it `unreachable` after the timeout and raises
@@ -424,7 +425,13 @@ async fn the_gateway_polls_an_agent_registered_at_enrollment_and_alerts_while_it
         (clock - serviceradar_store::now_ms()).abs() < 60_000,
         "{done}"
     );
-    eprintln!("two commands through the polls in {:?}", started.elapsed());
+    let took = started.elapsed();
+    eprintln!("two commands through the polls in {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "issuing brings the poll forward and the result is fetched a second later, \
+         not a whole 5-s interval later: {took:?}"
+    );
     // Without `[renewal]` in its config the agent has nothing to renew.
     let renew = issue("renew_certificates", 60).await;
     let done = until_within(

@@ -529,9 +529,9 @@ serviceradar-cli agent command 0190… run_checks --no-wait\n\n\
 Kinds: run_checks, reload_config, renew_certificates, collect_diagnostics.\n\
 Refused at once (exit 3, agent_offline) when the site's agent has no open control\n\
 stream; otherwise waits for the agent's result (up to the TTL) and prints it.\n\
-A listening agent (gateway-initiated mode) gets the command at the gateway's next\n\
-poll and returns the result with the one after: give a TTL longer than two poll\n\
-intervals."
+A listening agent (gateway-initiated mode) gets the command at a poll brought\n\
+forward to now and returns the result with a poll a second later (while the agent\n\
+does not answer, the command waits for the gateway's next retry)."
 )]
 pub struct AgentCommandArgs {
     /// Site id.

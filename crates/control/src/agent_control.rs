@@ -156,11 +156,19 @@ impl Control {
         // A listening agent (gateway-initiated mode) has no stream: its
         // command waits `pending` for the gateway's next poll of it.
         if let Some(poll) = scoped.agent_poll(site).await? {
-            let note = format!(
-                "waiting for the gateway's next poll of the agent (gateway-initiated mode, every \
-                 {} s); its result comes with the poll after it",
-                poll.interval_secs
-            );
+            let sooner = scoped.poll_agent_now(site).await?;
+            let note = if sooner {
+                "waiting for the gateway's next poll of the agent (gateway-initiated mode), \
+                 brought forward to now; its result comes with a poll a second later"
+                    .to_owned()
+            } else {
+                format!(
+                    "waiting for the gateway's next poll of the agent (gateway-initiated mode, \
+                     every {} s, or its retry while it does not answer); its result comes with \
+                     a poll a second later",
+                    poll.interval_secs
+                )
+            };
             scoped.note_agent_command(command.id, &note).await?;
             tracing::info!(site_id = %site, agent_id = %agent.id, command_id = %command.id,
                 kind = kind.as_str(), "agent command queued for the next poll");

@@ -22,8 +22,10 @@
 //!    renew its certificates in its answer, answers with the new ones (or
 //!    why not) in the acknowledging call (`renewal.rs` has the checks);
 //!    hands over the agent's pending commands (each moved to `sent` by one
-//!    replica only) and records the acks, progress and results the agent
-//!    returns in its answers (`control::record_update`, as from a stream);
+//!    replica only; issuing one brings the agent's next poll forward) and
+//!    records the acks, progress and results the agent returns in its
+//!    answers (`control::record_update`, as from a stream), polling again a
+//!    second later while a command runs;
 //! 3. on failure retries with exponential backoff (capped, with jitter);
 //!    once failures have lasted `unreachable_after` the agent is
 //!    `unreachable` and an `agent_unreachable` alert is raised through
@@ -180,6 +182,15 @@ const COMMANDS_PER_POLL: u32 = 16;
 
 /// Most command updates read from one answer.
 const MAX_UPDATES_PER_ANSWER: usize = 256;
+
+/// After handing over commands (or hearing of one still running), the next
+/// poll comes this soon (ms), not a whole interval later.
+const COMMAND_FOLLOW_UP_MS: i64 = 1_000;
+
+/// Whether `updates` tell of a command still running (an ack or progress).
+fn running(updates: &[CommandUpdate]) -> bool {
+    updates.iter().any(|u| u.phase != "result")
+}
 
 /// Accepts only the agent the gateway means to reach.
 #[derive(Debug)]
@@ -431,8 +442,16 @@ impl Poller {
         let store = self.service.store();
         let now = now_ms();
         match outcome {
-            Ok(()) => {
-                let next = now + poll.interval_secs.max(1) * 1_000;
+            Ok(busy) => {
+                // Commands handed over or still reporting: poll again soon
+                // for their results instead of a whole interval later.
+                let interval = poll.interval_secs.max(1) * 1_000;
+                let next = now
+                    + if busy {
+                        interval.min(COMMAND_FOLLOW_UP_MS)
+                    } else {
+                        interval
+                    };
                 match store
                     .agent_poll_succeeded(poll.agent_id, &self.owner, now, next)
                     .await
@@ -508,7 +527,9 @@ impl Poller {
     }
 
     /// Connects, polls, records the answer and acknowledges the results.
-    async fn exchange(&self, poll: &AgentPoll, id: &mut AgentIdentity) -> Result<(), Failure> {
+    /// `Ok(true)` when commands were handed over or reported on (their
+    /// results come with a later poll).
+    async fn exchange(&self, poll: &AgentPoll, id: &mut AgentIdentity) -> Result<bool, Failure> {
         let platform =
             |what: &str, e: &dyn std::fmt::Display| Failure::Platform(format!("{what}: {e}"));
         let config = self
@@ -533,6 +554,7 @@ impl Poller {
         // Taken only once the agent answered TLS as itself: a command is
         // handed over to that agent or not at all.
         let commands = self.take_commands(id).await?;
+        let mut busy = !commands.is_empty();
         let answer = client
             .poll(PollRequest {
                 config: Some(config),
@@ -544,6 +566,7 @@ impl Poller {
             .await
             .map_err(|s| Failure::Agent(format!("the agent answered {:?}", s.code())))?
             .into_inner();
+        busy |= running(&answer.updates);
         self.record_updates(id, answer.updates.clone()).await;
         if poll.reachability != Reachability::Reachable {
             self.service
@@ -588,10 +611,11 @@ impl Poller {
                 .await
                 .map_err(|s| Failure::Agent(format!("the agent answered {:?}", s.code())))?
                 .into_inner();
+            busy |= running(&acked.updates);
             self.record_updates(id, acked.updates).await;
         }
         tracing::debug!(results = answer.results.len(), "agent polled");
-        Ok(())
+        Ok(busy)
     }
 
     /// The agent's pending commands, each moved to `sent` (a command

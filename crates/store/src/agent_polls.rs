@@ -132,6 +132,23 @@ impl Scoped<'_> {
         row.as_ref().map(decode).transpose()
     }
 
+    /// Pulls the next poll of the site's agent forward to now (a command is
+    /// waiting for it), unless it is already due or the agent is failing
+    /// (its retries keep their backoff). `Ok(false)` when nothing moved.
+    pub async fn poll_agent_now(&self, site: EdgeSiteId) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE agent_polls SET next_poll_at = $1 \
+             WHERE tenant_id = $2 AND edge_site_id = $3 AND next_poll_at > $1 AND failures = 0",
+        )
+        .bind(now)
+        .bind(self.tenant())
+        .bind(site.to_string())
+        .execute(&self.store.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Puts the site's agent back to dial-out; `Ok(false)` if it was not
     /// polled.
     pub async fn remove_agent_poll(&self, site: EdgeSiteId) -> Result<bool, StoreError> {
