@@ -53,7 +53,7 @@ impl Checker {
             target: spec.target.clone(),
             status: status.to_owned(),
             message,
-            observed_at_ms: now_ms(),
+            observed_at_ms: crate::now_ms(),
             response_time_us: u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
             leaf,
         }
@@ -295,11 +295,4 @@ fn checksum(data: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !u16::try_from(sum).unwrap_or(0)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

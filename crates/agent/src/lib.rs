@@ -35,3 +35,12 @@ pub mod runner;
 pub mod status_file;
 pub mod transport;
 pub mod uploads;
+
+/// Now, in Unix milliseconds (0 before the epoch): the clock of results,
+/// command expiries and the status file.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

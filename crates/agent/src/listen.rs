@@ -444,14 +444,7 @@ impl Shared {
 /// Starts a command handed over with a poll: acknowledged in this poll's
 /// answer, run in the background, its result returned with a later answer.
 fn start_command(shared: &Arc<Shared>, command: Command) {
-    let now_ms = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(i64::MAX);
-    if command.expires_at_ms < now_ms {
+    if command.expires_at_ms < crate::now_ms() {
         shared.update(
             &command,
             "result",

@@ -635,14 +635,7 @@ async fn on_control<T: Transport>(
         Some(ControlBody::Command(command)) => command,
         None => return Ok(Flow::Continue),
     };
-    let now_ms = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(i64::MAX);
-    if command.expires_at_ms < now_ms {
+    if command.expires_at_ms < crate::now_ms() {
         update(
             link,
             &command,

@@ -43,7 +43,7 @@ impl StatusFile {
 
     /// A successful gateway call now.
     pub fn contact(&mut self) {
-        let now = now_ms();
+        let now = crate::now_ms();
         self.status.last_contact_ms = Some(now);
         if now - self.written_contact_ms >= CONTACT_EVERY_MS {
             self.write();
@@ -54,7 +54,7 @@ impl StatusFile {
     pub fn renewal(&mut self, outcome: Result<(), String>) {
         match outcome {
             Ok(()) => {
-                self.status.last_renewal_ms = Some(now_ms());
+                self.status.last_renewal_ms = Some(crate::now_ms());
                 self.status.renewal_error = None;
             }
             Err(e) => self.status.renewal_error = Some(e),
@@ -74,13 +74,6 @@ impl StatusFile {
                 "writing the agent status file failed"),
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
