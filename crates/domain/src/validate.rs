@@ -303,9 +303,50 @@ impl fmt::Display for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
-            Host::Ip(ip) => write!(f, "{ip}"),
+            Host::Ip(IpAddr::V4(ip)) => f.write_str(dotted_quad(ip).as_str()),
             Host::Dns(name) => f.write_str(name),
         }
+    }
+}
+
+/// An IPv4 address in dotted-quad text, written without the formatting
+/// machinery: the edge-site list writes one per site (`Ipv4Addr`'s own
+/// `Display` goes through `fmt` four times and took ~100 ns).
+fn dotted_quad(ip: &std::net::Ipv4Addr) -> DottedQuad {
+    let mut out = DottedQuad {
+        bytes: [0; 15],
+        len: 0,
+    };
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        if octet >= 100 {
+            out.push(b'0' + octet / 100);
+        }
+        if octet >= 10 {
+            out.push(b'0' + octet / 10 % 10);
+        }
+        out.push(b'0' + octet % 10);
+    }
+    out
+}
+
+/// The text [`dotted_quad`] wrote (at most `255.255.255.255`).
+struct DottedQuad {
+    bytes: [u8; 15],
+    len: usize,
+}
+
+impl DottedQuad {
+    fn push(&mut self, b: u8) {
+        self.bytes[self.len] = b;
+        self.len += 1;
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII digits and dots were written.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
     }
 }
 
@@ -396,7 +437,9 @@ impl NatsUrl {
 
 impl fmt::Display for NatsUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}:{}", self.scheme.as_str(), self.host, self.port)
+        f.write_str(self.scheme.as_str())?;
+        f.write_str("://")?;
+        write!(f, "{}:{}", self.host, self.port)
     }
 }
 
@@ -489,15 +532,25 @@ pub mod rule {
     /// override/isolate characters ([`is_bidi_control`]). Returns the trimmed
     /// text. [`display_name`] adds the length bound of names.
     pub fn display_text(raw: &str) -> Result<&str, Reason> {
+        const CONTROL: Reason = "must not contain control characters or line breaks";
         let trimmed = raw.trim();
         if trimmed.is_empty() {
             return Err("must not be empty");
+        }
+        // ASCII text holds none of the separators, marks and bidirectional
+        // characters below: only its control characters need a look (the
+        // common case, a byte at a time instead of decoding characters).
+        if trimmed.is_ascii() {
+            return match trimmed.bytes().any(|b| b.is_ascii_control()) {
+                true => Err(CONTROL),
+                false => Ok(trimmed),
+            };
         }
         if trimmed
             .chars()
             .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}'))
         {
-            return Err("must not contain control characters or line breaks");
+            return Err(CONTROL);
         }
         if trimmed.chars().any(is_bidi_control) {
             return Err(
@@ -511,7 +564,8 @@ pub mod rule {
     /// [`DisplayName::MAX_LEN`] (100) characters after trimming.
     pub fn display_name(raw: &str) -> Result<&str, Reason> {
         let trimmed = display_text(raw)?;
-        if trimmed.chars().count() > DisplayName::MAX_LEN {
+        // No more characters than bytes: only a long name needs counting.
+        if trimmed.len() > DisplayName::MAX_LEN && trimmed.chars().count() > DisplayName::MAX_LEN {
             return Err("must be at most 100 characters");
         }
         Ok(trimmed)
@@ -615,7 +669,15 @@ pub mod rule {
         if raw.len() > NatsUrl::MAX_LEN {
             return Err("must be at most 300 characters");
         }
-        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        // For ASCII, a byte test says the same as the character test (U+000B,
+        // whitespace to `char` but not to `u8`, is a control character).
+        let spaced = match raw.is_ascii() {
+            true => raw
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control()),
+            false => raw.chars().any(|c| c.is_whitespace() || c.is_control()),
+        };
+        if spaced {
             return Err("must not contain whitespace or control characters");
         }
         let Some((scheme, rest)) = raw.split_once("://") else {
@@ -827,6 +889,29 @@ impl BaseUrl {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The byte-wise checks for ASCII text must refuse exactly what the
+    /// character rules refuse, for every ASCII character.
+    #[test]
+    fn the_ascii_fast_paths_refuse_exactly_what_the_character_rules_refuse() {
+        const SPACED: rule::Reason = "must not contain whitespace or control characters";
+        for b in 0u8..=127 {
+            let c = char::from(b);
+            let name = format!("a{c}b");
+            assert_eq!(
+                rule::display_text(&name).is_err(),
+                c.is_control(),
+                "{b:#04x}"
+            );
+            let url = format!("nats://h{c}x:4222");
+            let refused = rule::nats_url(&url).err() == Some(SPACED);
+            assert_eq!(refused, c.is_whitespace() || c.is_control(), "{b:#04x}");
+        }
+        let long = "x".repeat(DisplayName::MAX_LEN + 1);
+        assert!(rule::display_name(&long).is_err());
+        let wide = "é".repeat(DisplayName::MAX_LEN);
+        assert_eq!(rule::display_name(&wide), Ok(wide.as_str()));
+    }
 
     #[test]
     fn base_urls_are_validated_and_know_plain_loopback() {

@@ -17,4 +17,4 @@ pub mod stack;
 pub use auth::{Authenticated, Caller, Credential, session_cookie};
 pub use download::gzip_download;
 pub use error::{ApiError, ErrorBody};
-pub use extract::{ApiJson, ApiQuery, ListResponse, path_id};
+pub use extract::{ApiJson, ApiQuery, ListResponse, json_body, path_id};

@@ -36,8 +36,7 @@ pub fn layered(router: Router) -> Router {
                     let route = req
                         .extensions()
                         .get::<MatchedPath>()
-                        .map(|p| p.as_str().to_string())
-                        .unwrap_or_else(|| req.uri().path().to_string());
+                        .map_or_else(|| req.uri().path(), |p| p.as_str());
                     let request_id = req
                         .headers()
                         .get("x-request-id")
