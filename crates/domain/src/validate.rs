@@ -437,9 +437,7 @@ impl NatsUrl {
 
 impl fmt::Display for NatsUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.scheme.as_str())?;
-        f.write_str("://")?;
-        write!(f, "{}:{}", self.host, self.port)
+        write!(f, "{}://{}:{}", self.scheme.as_str(), self.host, self.port)
     }
 }
 
@@ -541,10 +539,10 @@ pub mod rule {
         // characters below: only its control characters need a look (the
         // common case, a byte at a time instead of decoding characters).
         if trimmed.is_ascii() {
-            return match trimmed.bytes().any(|b| b.is_ascii_control()) {
-                true => Err(CONTROL),
-                false => Ok(trimmed),
-            };
+            if trimmed.bytes().any(|b| b.is_ascii_control()) {
+                return Err(CONTROL);
+            }
+            return Ok(trimmed);
         }
         if trimmed
             .chars()
@@ -671,11 +669,11 @@ pub mod rule {
         }
         // For ASCII, a byte test says the same as the character test (U+000B,
         // whitespace to `char` but not to `u8`, is a control character).
-        let spaced = match raw.is_ascii() {
-            true => raw
-                .bytes()
-                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control()),
-            false => raw.chars().any(|c| c.is_whitespace() || c.is_control()),
+        let spaced = if raw.is_ascii() {
+            raw.bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        } else {
+            raw.chars().any(|c| c.is_whitespace() || c.is_control())
         };
         if spaced {
             return Err("must not contain whitespace or control characters");
@@ -911,6 +909,21 @@ mod tests {
         assert!(rule::display_name(&long).is_err());
         let wide = "é".repeat(DisplayName::MAX_LEN);
         assert_eq!(rule::display_name(&wide), Ok(wide.as_str()));
+    }
+
+    /// IPv4 hosts are written without `Ipv4Addr`'s `Display`; the text
+    /// must be the same, at every digit count of an octet.
+    #[test]
+    fn ipv4_hosts_are_written_as_std_writes_them() {
+        for octets in [
+            [0, 9, 10, 99],
+            [100, 199, 200, 255],
+            [127, 0, 0, 1],
+            [255; 4],
+        ] {
+            let ip = std::net::Ipv4Addr::from(octets);
+            assert_eq!(Host::Ip(IpAddr::V4(ip)).to_string(), ip.to_string());
+        }
     }
 
     #[test]
