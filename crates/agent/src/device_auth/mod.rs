@@ -9,8 +9,9 @@
 //! 1. takes the certificate chain nats-server verified against the tenant
 //!    CA, checks that its issuer is *this* tenant's CA (the file the leaf
 //!    trusts) and that the end-entity certificate names this tenant
-//!    ([`serviceradar_pki::PeerIdentity::from_der_with_issuer`]) and is
-//!    unexpired;
+//!    ([`serviceradar_pki::PeerIdentity::from_der_with_issuer`]; the
+//!    verdict is remembered per chain, so a device that reconnects is not
+//!    parsed again) and is unexpired;
 //! 2. admits a collector certificate with the rights every verified client
 //!    had before (the leaf's global account);
 //! 3. admits a device certificate only if the local copy of the device
@@ -32,7 +33,6 @@ pub mod keys;
 pub mod registry;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -51,11 +51,6 @@ use registry::{Registry, Sessions};
 /// ends with the certificate); then the client reconnects and is checked
 /// again.
 pub const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(3600);
-
-/// Authorization requests answered at once at most: each is decided and
-/// signed on the blocking pool (certificate parsing and two signatures),
-/// so the leaf's callout is answered on every core, not one at a time.
-pub const MAX_ANSWERS_IN_FLIGHT: usize = 64;
 
 /// nats-server's event for every closed client connection, in each account.
 const DISCONNECT_EVENTS: &str = "$SYS.ACCOUNT.*.DISCONNECT";
@@ -231,6 +226,64 @@ pub struct Authorizer {
     tenant_ca_der: Vec<u8>,
     registry: Registry,
     sessions: Sessions,
+    verified: VerifiedChains,
+}
+
+/// Certificate chains this service has already parsed and verified, by
+/// their PEM as nats-server sent them: a device that connects again (every
+/// device of a site at once after a WAN outage or a leaf restart) is not
+/// parsed and checked against the tenant CA again. Only the chain's
+/// verdict is kept: the registry (revocation), the tenant, the site and
+/// the expiry are checked on every request. Bounded: emptied when full.
+struct VerifiedChains<T = PeerIdentity> {
+    by_chain: std::sync::Mutex<std::collections::HashMap<ChainKey, T>>,
+}
+
+impl<T> Default for VerifiedChains<T> {
+    fn default() -> Self {
+        Self {
+            by_chain: std::sync::Mutex::default(),
+        }
+    }
+}
+
+/// See [`chain_key`].
+type ChainKey = [u8; 32];
+
+/// The key of a chain: SHA-256 of the leaf's and the issuer's PEM.
+fn chain_key(leaf_pem: &str, issuer_pem: &str) -> ChainKey {
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    // The leaf's length first, so no two different pairs hash the same bytes.
+    digest.update(&(leaf_pem.len() as u64).to_be_bytes());
+    digest.update(leaf_pem.as_bytes());
+    digest.update(issuer_pem.as_bytes());
+    let mut key = [0; 32];
+    key.copy_from_slice(digest.finish().as_ref());
+    key
+}
+
+impl<T: Clone> VerifiedChains<T> {
+    /// Chains kept at most (a few hundred bytes each).
+    const CAPACITY: usize = 4096;
+
+    fn get(&self, key: &ChainKey) -> Option<T> {
+        self.lock().get(key).cloned()
+    }
+
+    fn insert(&self, key: ChainKey, value: T) {
+        let mut map = self.lock();
+        if map.len() >= Self::CAPACITY {
+            map.clear();
+        }
+        map.insert(key, value);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<ChainKey, T>> {
+        // Nothing panics while holding it; a poisoned map is still whole.
+        self.by_chain
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -273,7 +326,30 @@ impl Authorizer {
             tenant_ca_der,
             registry,
             sessions,
+            verified: VerifiedChains::default(),
         })
+    }
+
+    /// The identity of a chain nats-server verified, once it is known to be
+    /// issued by this tenant's CA (checked here too, not only trusted from
+    /// the leaf); remembered for the chain's next connect.
+    fn peer_identity(&self, leaf_pem: &str, issuer_pem: &str) -> Result<PeerIdentity, Refusal> {
+        let key = chain_key(leaf_pem, issuer_pem);
+        if let Some(peer) = self.verified.get(&key) {
+            return Ok(peer);
+        }
+        let der = |pem: &str| {
+            serviceradar_pki::inspect::pem_to_der(pem)
+                .map_err(|e| Refusal::Certificate(e.to_string()))
+        };
+        let (leaf, issuer) = (der(leaf_pem)?, der(issuer_pem)?);
+        if issuer != self.tenant_ca_der {
+            return Err(Refusal::ForeignIssuer);
+        }
+        let peer = PeerIdentity::from_der_with_issuer(&leaf, &issuer, &self.settings.trust_domain)
+            .map_err(|e| Refusal::Certificate(e.to_string()))?;
+        self.verified.insert(key, peer.clone());
+        Ok(peer)
     }
 
     /// Decides one request (steps 1 to 4 of the module docs).
@@ -281,16 +357,7 @@ impl Authorizer {
         let (leaf, issuer) = request
             .verified_leaf_and_issuer()
             .ok_or(Refusal::NoCertificate)?;
-        let der = |pem: &str| {
-            serviceradar_pki::inspect::pem_to_der(pem)
-                .map_err(|e| Refusal::Certificate(e.to_string()))
-        };
-        let (leaf, issuer) = (der(leaf)?, der(issuer)?);
-        if issuer != self.tenant_ca_der {
-            return Err(Refusal::ForeignIssuer);
-        }
-        let peer = PeerIdentity::from_der_with_issuer(&leaf, &issuer, &self.settings.trust_domain)
-            .map_err(|e| Refusal::Certificate(e.to_string()))?;
+        let peer = self.peer_identity(leaf, issuer)?;
         if peer.tenant_id != self.settings.tenant_id {
             return Err(Refusal::OtherTenant);
         }
@@ -496,12 +563,12 @@ pub async fn start(settings: DeviceAuthSettings) -> Result<DeviceAuthService, De
         let sessions = Sessions::default();
         let registry =
             Registry::open(&client, settings.site_id, sessions.clone(), system.clone()).await?;
-        let authorizer = Arc::new(Authorizer::new(
+        let authorizer = Authorizer::new(
             settings.clone(),
             keys.issuer,
             registry.clone(),
             sessions.clone(),
-        )?);
+        )?;
         let mut requests = client
             .subscribe(AUTH_CALLOUT_SUBJECT)
             .await
@@ -522,34 +589,23 @@ pub async fn start(settings: DeviceAuthSettings) -> Result<DeviceAuthService, De
         let span = tracing::Span::current();
         {
             let client = client.clone();
-            let limit = Arc::new(tokio::sync::Semaphore::new(MAX_ANSWERS_IN_FLIGHT));
-            let answer_span = span.clone();
             tasks.spawn(
                 async move {
+                    // Each request is decided and signed right here, on the
+                    // agent's one runtime thread: about 0.1 ms of CPU
+                    // (certificate parsing, one verification, two
+                    // signatures). Handing it to other threads cost more
+                    // than the work in thread wake-ups, and the leaf and
+                    // its clients need the other cores (BENCHMARKS.md,
+                    // issue 16).
                     while let Some(message) = requests.next().await {
                         let Some(reply) = message.reply else { continue };
-                        let Ok(permit) = limit.clone().acquire_owned().await else {
-                            break;
+                        let Some(response) = authorizer.respond(&message.payload) else {
+                            continue;
                         };
-                        let (authorizer, client, span) =
-                            (authorizer.clone(), client.clone(), answer_span.clone());
-                        tokio::spawn(async move {
-                            let _permit = permit;
-                            let payload = message.payload;
-                            let in_span = span.clone();
-                            let response = tokio::task::spawn_blocking(move || {
-                                in_span.in_scope(|| authorizer.respond(&payload))
-                            })
-                            .await
-                            .ok()
-                            .flatten();
-                            if let Some(response) = response
-                                && let Err(e) = client.publish(reply, response.into()).await
-                            {
-                                tracing::warn!(parent: &span, error = %e,
-                                    "sending an authorization response failed");
-                            }
-                        });
+                        if let Err(e) = client.publish(reply, response.into()).await {
+                            tracing::warn!(error = %e, "sending an authorization response failed");
+                        }
                     }
                     tracing::warn!("the subscription to authorization requests ended");
                 }
@@ -596,4 +652,34 @@ pub async fn start(settings: DeviceAuthSettings) -> Result<DeviceAuthService, De
     }
     .instrument(span)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Chains = VerifiedChains<u32>;
+
+    #[test]
+    fn a_chain_is_remembered_only_for_the_same_leaf_and_issuer() {
+        let chains = Chains::default();
+        let key = chain_key("LEAF", "CA");
+        chains.insert(key, 1);
+        assert_eq!(chains.get(&key), Some(1));
+        // Another issuer, or the same bytes split differently, is another chain.
+        assert_eq!(chains.get(&chain_key("LEAF", "CA2")), None);
+        assert_eq!(chains.get(&chain_key("LEAFC", "A")), None);
+        assert_eq!(chains.get(&chain_key("LEA", "FCA")), None);
+    }
+
+    #[test]
+    fn the_verified_chains_never_outgrow_their_capacity() {
+        let chains = Chains::default();
+        for n in 0..Chains::CAPACITY + 10 {
+            chains.insert(chain_key(&n.to_string(), "CA"), 1);
+            assert!(chains.lock().len() <= Chains::CAPACITY);
+        }
+        let last = chain_key(&(Chains::CAPACITY + 9).to_string(), "CA");
+        assert_eq!(chains.get(&last), Some(1));
+    }
 }
