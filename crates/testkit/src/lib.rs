@@ -15,9 +15,11 @@
 
 #![forbid(unsafe_code)]
 
+mod kubernetes;
 mod nats;
 mod pg;
 
+pub use kubernetes::{KUBERNETES_VALIDATE_HINT, validate_kubernetes_objects};
 pub use nats::{NatsServer, check_nats_config, nats_server_binary};
 pub use pg::{PgCluster, postgres};
 
