@@ -534,18 +534,16 @@ fn helm_template(helm: &Path, sets: &[&str], extra: &[&str]) -> Result<String, S
     }
 }
 
-/// Validates rendered objects against the Kubernetes schemas of the oldest
-/// supported release and a current one; only the Prometheus operator's
+/// Validates rendered objects against the Kubernetes schemas
+/// (`testkit::KUBERNETES_VERSIONS`); only the Prometheus operator's
 /// `ServiceMonitor` has no schema there.
 fn validate_schemas(rendered: &str, what: &str) {
-    for version in ["1.28.0", "1.37.0"] {
-        let unknown = serviceradar_testkit::validate_kubernetes_objects(rendered, version)
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert!(
-            unknown.iter().all(|kind| kind == "ServiceMonitor"),
-            "{what}: kinds without a schema: {unknown:?}"
-        );
-    }
+    let unknown = serviceradar_testkit::validate_kubernetes_objects(rendered)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        unknown.iter().all(|kind| kind == "ServiceMonitor"),
+        "{what}: kinds without a schema: {unknown:?}"
+    );
 }
 
 #[test]
@@ -611,5 +609,6 @@ fn helm_refuses_kubernetes_older_than_the_pod_index_label() {
     let refused = helm_template(&helm, &[], &["--kube-version", "1.27.0"])
         .expect_err("Kubernetes 1.27 has no pod-index label");
     assert!(refused.contains("kubeVersion"), "{refused}");
-    helm_template(&helm, &[], &["--kube-version", "1.28.0"]).expect("1.28 is supported");
+    let oldest = serviceradar_testkit::KUBERNETES_VERSIONS[0];
+    helm_template(&helm, &[], &["--kube-version", oldest]).expect("the oldest supported release");
 }

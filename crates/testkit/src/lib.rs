@@ -19,7 +19,7 @@ mod kubernetes;
 mod nats;
 mod pg;
 
-pub use kubernetes::{KUBERNETES_VALIDATE_HINT, validate_kubernetes_objects};
+pub use kubernetes::{KUBERNETES_VALIDATE_HINT, KUBERNETES_VERSIONS, validate_kubernetes_objects};
 pub use nats::{NatsServer, check_nats_config, nats_server_binary};
 pub use pg::{PgCluster, postgres};
 
