@@ -1031,7 +1031,7 @@ async fn a_listening_agent_accepts_only_the_platform_gateways_certificate() {
 }
 
 /// Renewal in gateway-initiated mode, where the agent dials nothing: with
-/// 40-second certificates a listening agent enrolled with a token puts CSRs
+/// 45-second certificates a listening agent enrolled with a token puts CSRs
 /// for new keys in its poll answers once due, and the gateway answers in the
 /// same poll after the checks of `RenewCertificates`. A clone (another host
 /// fingerprint) is refused: nothing is replaced, the site's agent view says
@@ -1046,14 +1046,23 @@ async fn a_listening_agent_renews_through_the_polls_and_is_polled_past_its_first
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = support::settings(&dir);
     settings.gateway.poll = poller_for_tests();
-    settings.enrollment_cert_validity = Duration::from_secs(40);
+    // The time budget: the clone is due at 2/3 of the validity (30 s),
+    // refused at its next poll, polled once more, then replaced by the
+    // enrolled host, which must be polled (and renewed) before the first
+    // certificate expires (45 s) -- after that the gateway refuses the
+    // expired certificate and only a new enrollment helps. Polls every
+    // second keep that path to about 33 s, with 12 s to spare on a loaded
+    // CI machine (at 5 s polls and 40 s certificates the worst case
+    // overran the expiry, and CI once did).
+    settings.gateway.poll.rules.min_interval_secs = 1;
+    settings.enrollment_cert_validity = Duration::from_secs(45);
     let core = support::spawn(dir, settings).await;
     let tenant = core.tenant("default").await;
     let agent = core.site(&tenant, "renewing").await;
     let site = agent.site.id.to_string();
     let api = Api::new(&core, "default", "admin@example.com").await;
     let port = free_port();
-    enroll_listening(&api, &agent, &format!("127.0.0.1:{port}"), 5).await;
+    enroll_listening(&api, &agent, &format!("127.0.0.1:{port}"), 1).await;
     let files = agent.files.path();
     let first_cert = read(files.join("agent.pem"));
     let first_key = read(files.join("agent-key.pem"));
@@ -1066,7 +1075,7 @@ async fn a_listening_agent_renews_through_the_polls_and_is_polled_past_its_first
         format!("status_file = \"status.json\"\n[renewal]\nhost_fingerprint = \"{fingerprint}\"\n")
     };
 
-    // A clone: due after about 2/3 of 40 s, asked, refused; nothing replaced.
+    // A clone: due after about 2/3 of 45 s, asked, refused; nothing replaced.
     let mut clone = start_listening_agent(&agent, port, &renewal(&"cd".repeat(16))).await;
     let within = Duration::from_secs(60);
     let refused = until_within(
