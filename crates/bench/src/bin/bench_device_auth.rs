@@ -20,6 +20,15 @@
 //! difference of the p99s) and connects per second (`--concurrency`
 //! connectors for `--seconds` per leaf, one leaf after the other).
 //!
+//! The connecting devices (`--client`): by default each device is a
+//! minimal NATS client holding its TLS configuration in memory, as a
+//! device's long-running process does (TCP, `INFO`, TLS 1.3 with its
+//! certificate, `CONNECT` + `PING`, wait for `PONG`). `--client async-nats`
+//! connects with `async_nats::connect` instead, which reads and parses the
+//! CA, certificate and key files on tokio's blocking pool on every connect:
+//! that load generator spends about a quarter of the two cores on each
+//! connect, which the leaves under test then do not get.
+//!
 //! ```text
 //! cargo build --release -p serviceradar-agent
 //! cargo run --release -p serviceradar-bench --bin bench-device-auth
@@ -31,13 +40,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use serviceradar_domain::TenantScope;
 use serviceradar_domain::device::{DeviceLimits, DeviceName};
 use serviceradar_identity::write_secret_file;
 use serviceradar_server::app::Settings;
 use serviceradar_store::Store;
 use serviceradar_testkit::{NatsServer, free_port};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 mod common;
 
@@ -70,6 +80,18 @@ struct Args {
     /// The `serviceradar-agent` binary (default: beside this one).
     #[arg(long)]
     agent: Option<PathBuf>,
+    /// How devices connect (see the module docs).
+    #[arg(long, value_enum, default_value_t = Client::Minimal)]
+    client: Client,
+}
+
+/// The connecting device's client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Client {
+    /// The NATS handshake over TLS, with a TLS configuration built once.
+    Minimal,
+    /// `async_nats::connect`, which loads its TLS files on every connect.
+    AsyncNats,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -82,11 +104,43 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(&args))
 }
 
-/// A device's certificate chain and key on disk.
+/// A device's certificate chain and key on disk, and the TLS client
+/// configuration made of them (with the tenant CA as the only root).
 #[derive(Clone)]
 struct DeviceFiles {
     cert: PathBuf,
     key: PathBuf,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl DeviceFiles {
+    fn new(ca: &Path, cert: PathBuf, key: PathBuf) -> anyhow::Result<Self> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for root in CertificateDer::pem_file_iter(ca)? {
+            roots.add(root?)?;
+        }
+        let chain = CertificateDer::pem_file_iter(&cert)?.collect::<Result<Vec<_>, _>>()?;
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(&key)?)?;
+        Ok(Self {
+            cert,
+            key,
+            tls: Arc::new(tls),
+        })
+    }
+}
+
+/// An open, admitted connection; closed when dropped.
+#[allow(dead_code)] // held only to be dropped
+enum Connection {
+    Minimal(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+    AsyncNats(async_nats::Client),
 }
 
 /// The agent process; killed when dropped.
@@ -157,7 +211,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let scoped = store.scoped(TenantScope::for_system_task(tenant.id));
     let certs = dir.join("devices");
     std::fs::create_dir_all(&certs)?;
-    let mut devices = Vec::with_capacity(args.devices);
+    let mut device_files = Vec::with_capacity(args.devices);
     for i in 0..args.devices {
         let device = scoped
             .create_device(
@@ -171,14 +225,19 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         let cert = pki
             .issue_device_certificate(&store, &device, &request, Duration::from_secs(86_400))
             .await?;
-        let files = DeviceFiles {
-            cert: certs.join(format!("{i}.pem")),
-            key: certs.join(format!("{i}-key.pem")),
-        };
-        std::fs::write(&files.cert, &cert.certificate_pem)?;
-        write_secret_file(&files.key, key.as_bytes())?;
-        devices.push(files);
+        let (cert_file, key_file) = (
+            certs.join(format!("{i}.pem")),
+            certs.join(format!("{i}-key.pem")),
+        );
+        std::fs::write(&cert_file, &cert.certificate_pem)?;
+        write_secret_file(&key_file, key.as_bytes())?;
+        device_files.push((cert_file, key_file));
     }
+    let devices = device_files
+        .into_iter()
+        .map(|(cert, key)| DeviceFiles::new(&ca, cert, key))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .context("the devices' TLS configurations")?;
     let registry_creds = dir.join("registry.creds");
     let creds = pki
         .user_creds(
@@ -230,7 +289,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     );
     let deadline = Instant::now() + WAIT;
     loop {
-        match connect(leaf_port, &ca, &devices[0]).await {
+        match connect(args.client, leaf_port, &ca, &devices[0]).await {
             Ok(_) => break,
             Err(e) if Instant::now() > deadline => bail!(
                 "no device was admitted through the callout ({e}); agent log:\n{}\nleaf log:\n{}\nhub log:\n{}",
@@ -241,7 +300,10 @@ async fn run(args: &Args) -> anyhow::Result<()> {
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     }
-    if connect(static_port, &ca, &devices[0]).await.is_err() {
+    if connect(args.client, static_port, &ca, &devices[0])
+        .await
+        .is_err()
+    {
         bail!("the static twin refused a device:\n{}", static_leaf.log());
     }
     say("the callout admits the site's devices; measuring");
@@ -253,7 +315,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         let files = &devices[i % devices.len()];
         for (n, (_, port)) in sides.iter().enumerate() {
             let started = Instant::now();
-            let client = connect(*port, &ca, files)
+            let client = connect(args.client, *port, &ca, files)
                 .await
                 .with_context(|| format!("connect {i} to the {} leaf", sides[n].0))?;
             let elapsed = started.elapsed();
@@ -272,7 +334,15 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     // Rate: concurrent connectors, one leaf after the other.
     let mut rates = [0.0; 2];
     for (n, (_, port)) in sides.iter().enumerate() {
-        let (count, failed) = rate(*port, &ca, &devices, args.concurrency, args.seconds).await;
+        let (count, failed) = rate(
+            args.client,
+            *port,
+            &ca,
+            &devices,
+            args.concurrency,
+            args.seconds,
+        )
+        .await;
         if failed > 0 {
             say(format!(
                 "{failed} connects to the {} leaf failed",
@@ -352,23 +422,74 @@ fn static_twin(conf: &str, port: u16, static_port: u16) -> anyhow::Result<String
     Ok(out)
 }
 
+/// Connects as `files`' device to the leaf on `port`; returns once the
+/// leaf has admitted it (`PONG` to the first `PING`).
 async fn connect(
+    client: Client,
     port: u16,
     ca: &Path,
     files: &DeviceFiles,
-) -> Result<async_nats::Client, async_nats::ConnectError> {
-    async_nats::ConnectOptions::new()
-        .require_tls(true)
-        .add_root_certificates(ca.to_path_buf())
-        .add_client_certificate(files.cert.clone(), files.key.clone())
-        .connection_timeout(Duration::from_secs(5))
-        .connect(format!("tls://127.0.0.1:{port}"))
-        .await
+) -> anyhow::Result<Connection> {
+    match client {
+        Client::AsyncNats => Ok(Connection::AsyncNats(
+            async_nats::ConnectOptions::new()
+                .require_tls(true)
+                .add_root_certificates(ca.to_path_buf())
+                .add_client_certificate(files.cert.clone(), files.key.clone())
+                .connection_timeout(Duration::from_secs(5))
+                .connect(format!("tls://127.0.0.1:{port}"))
+                .await?,
+        )),
+        Client::Minimal => tokio::time::timeout(Duration::from_secs(5), minimal(port, files))
+            .await
+            .context("connect timed out")?
+            .map(|tls| Connection::Minimal(Box::new(tls))),
+    }
+}
+
+/// The client side of a NATS connect over TLS, as every client library
+/// does it: the server's `INFO` in the clear, the TLS handshake, then
+/// `CONNECT` and `PING`; the server answers `PONG` once the connection is
+/// authorized (here: once the callout admitted it) or `-ERR`.
+async fn minimal(
+    port: u16,
+    files: &DeviceFiles,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    const CONNECT: &[u8] = b"CONNECT {\"verbose\":false,\"pedantic\":false,\"tls_required\":true,\
+        \"lang\":\"rust\",\"version\":\"bench\",\"protocol\":1,\"headers\":true,\
+        \"no_responders\":true}\r\nPING\r\n";
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    tcp.set_nodelay(true)?;
+    let mut plain = tokio::io::BufReader::new(tcp);
+    let mut line = String::new();
+    plain.read_line(&mut line).await?;
+    if !line.starts_with("INFO ") {
+        bail!("expected INFO, got {line:?}");
+    }
+    let name = rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+    let mut tls = tokio_rustls::TlsConnector::from(files.tls.clone())
+        .connect(name, plain.into_inner())
+        .await?;
+    tls.write_all(CONNECT).await?;
+    let mut reader = tokio::io::BufReader::new(tls);
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).await? == 0 {
+            bail!("the leaf closed the connection");
+        }
+        if line.starts_with("PONG") {
+            return Ok(reader.into_inner());
+        }
+        if line.starts_with("-ERR") {
+            bail!("refused: {}", line.trim_end());
+        }
+    }
 }
 
 /// Connects (and drops) as fast as `concurrency` connectors can for
 /// `seconds`; returns the connects made and failed.
 async fn rate(
+    client: Client,
     port: u16,
     ca: &Path,
     devices: &[DeviceFiles],
@@ -386,7 +507,7 @@ async fn rate(
         tasks.push(tokio::spawn(async move {
             let mut i = t;
             while Instant::now() < deadline {
-                match connect(port, &ca, &devices[i % devices.len()]).await {
+                match connect(client, port, &ca, &devices[i % devices.len()]).await {
                     Ok(client) => {
                         if Instant::now() <= deadline {
                             done.fetch_add(1, Ordering::Relaxed);
@@ -425,5 +546,72 @@ mod tests {
         assert!(twin.contains("store_dir: \"/x/js-static\""));
         assert!(twin.contains("domain: \"sr-a-b-static\""));
         assert!(static_twin(conf, 9999, 5222).is_err());
+    }
+
+    /// The minimal client counts a connect only when the server admits it:
+    /// against a real `nats-server` with mutual TLS it gets `PONG` when the
+    /// connection is authorized, and an error (never a success) when the
+    /// server refuses it after the handshake, or when the server's
+    /// certificate is not one the device trusts.
+    #[tokio::test]
+    async fn the_minimal_client_succeeds_only_when_the_server_admits_the_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        let issuer = |cn: &str| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+            let cert = params.self_signed(&key).unwrap();
+            (rcgen::Issuer::new(params, key), cert)
+        };
+        let (ca, ca_cert) = issuer("bench test CA");
+        let (_, stranger_cert) = issuer("another CA");
+        let leaf = |sans: Vec<String>, name: &str| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(sans)
+                .unwrap()
+                .signed_by(&key, &ca)
+                .unwrap();
+            std::fs::write(path(&format!("{name}.pem")), cert.pem()).unwrap();
+            std::fs::write(path(&format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+        };
+        leaf(vec!["127.0.0.1".into()], "server");
+        leaf(Vec::new(), "device");
+        std::fs::write(path("ca.pem"), ca_cert.pem()).unwrap();
+        std::fs::write(path("stranger.pem"), stranger_cert.pem()).unwrap();
+        let device = |ca: &str| {
+            DeviceFiles::new(&path(ca), path("device.pem"), path("device-key.pem")).unwrap()
+        };
+        let server = |name: &str, extra: &str| {
+            let port = free_port();
+            let conf = format!(
+                "host: \"127.0.0.1\"\nport: {port}\ntls {{\n  cert_file: \"server.pem\"\n  \
+                 key_file: \"server-key.pem\"\n  ca_file: \"ca.pem\"\n  verify: true\n}}\n{extra}"
+            );
+            (
+                NatsServer::start(dir.path(), name, &conf, port).unwrap(),
+                port,
+            )
+        };
+
+        let (_open, port) = server("open", "");
+        let ok = connect(Client::Minimal, port, &path("ca.pem"), &device("ca.pem")).await;
+        assert!(ok.is_ok(), "{:?}", ok.err());
+        let untrusted = connect(
+            Client::Minimal,
+            port,
+            &path("ca.pem"),
+            &device("stranger.pem"),
+        )
+        .await;
+        assert!(untrusted.is_err(), "a server the device does not trust");
+
+        let (_closed, port) = server("closed", "authorization { token: \"s3cret\" }\n");
+        let refused = connect(Client::Minimal, port, &path("ca.pem"), &device("ca.pem")).await;
+        let error = refused.err().expect("refused").to_string();
+        assert!(error.contains("Authorization Violation"), "{error}");
     }
 }
