@@ -23,7 +23,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
 
-use super::{JwtError, KeyKind, NKey, check_public_key, claim_type, decode_claims, encode_for};
+use super::{JwtError, KeyKind, NKey, Signed, check_public_key, encode_for};
 
 /// Subject the server sends authorization requests to, in the account.
 pub const AUTH_CALLOUT_SUBJECT: &str = "$SYS.REQ.USER.AUTH";
@@ -42,8 +42,22 @@ pub struct ClientTls {
     pub certs: Vec<String>,
 }
 
+/// The request's claims, read once, straight into these types.
+#[derive(Deserialize)]
+struct RequestClaims {
+    #[serde(default)]
+    iss: String,
+    #[serde(default)]
+    sub: String,
+    #[serde(default)]
+    exp: Option<i64>,
+    nats: RequestNats,
+}
+
 #[derive(Deserialize)]
 struct RequestNats {
+    #[serde(default, rename = "type")]
+    kind: String,
     server_id: ServerId,
     user_nkey: String,
     #[serde(default)]
@@ -127,16 +141,17 @@ impl AuthorizationRequest {
     /// Decodes a request token: its signature must verify against its issuer,
     /// a server key, and it must be an unexpired `authorization_request`.
     pub fn decode(token: &str) -> Result<Self, JwtError> {
-        let claims = decode_claims(token)?;
-        if claim_type(&claims) != Some("authorization_request") {
+        let signed = Signed::split(token)?;
+        let claims: RequestClaims = serde_json::from_slice(&signed.claims)?;
+        check_public_key("request issuer", &claims.iss, KeyKind::Server)?;
+        signed.verify(&claims.iss)?;
+        if claims.nats.kind != "authorization_request" {
             return Err(JwtError::InvalidClaim {
                 field: "type",
                 reason: "not an authorization request".into(),
             });
         }
-        let issuer = claims["iss"].as_str().unwrap_or_default();
-        check_public_key("request issuer", issuer, KeyKind::Server)?;
-        if let Some(exp) = claims["exp"].as_i64()
+        if let Some(exp) = claims.exp
             && exp < super::now()
         {
             return Err(JwtError::InvalidClaim {
@@ -144,8 +159,7 @@ impl AuthorizationRequest {
                 reason: "the authorization request has expired".into(),
             });
         }
-        let account = claims["sub"].as_str().unwrap_or_default().to_owned();
-        let nats: RequestNats = serde_json::from_value(claims["nats"].clone())?;
+        let (account, nats) = (claims.sub, claims.nats);
         check_public_key("server id", &nats.server_id.id, KeyKind::Server)?;
         check_public_key("user_nkey", &nats.user_nkey, KeyKind::User)?;
         Ok(Self {
@@ -228,7 +242,7 @@ pub fn verify_signed_nonce(user: &str, nonce: &str, signed_nonce: &str) -> bool 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jwt::encode;
+    use crate::jwt::{decode_claims, encode};
 
     fn request_token(server: &NKey, account: &str, user_nkey: &str) -> String {
         let nats = serde_json::json!({

@@ -170,42 +170,67 @@ pub(crate) fn encode_for<T: Serialize>(
 /// This checks that the token is *self-consistent*, not that its issuer is trusted:
 /// callers compare `iss` with the key they expect (nats-server does the same).
 pub fn decode_claims(jwt: &str) -> Result<serde_json::Value, JwtError> {
-    let mut parts = jwt.split('.');
-    let (Some(header), Some(claims), Some(signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(JwtError::Malformed("expected three dot-separated parts"));
-    };
-    let header_json: serde_json::Value = serde_json::from_slice(
-        &URL_SAFE_NO_PAD
-            .decode(header)
-            .map_err(|_| JwtError::Malformed("header is not base64url"))?,
-    )?;
-    let typ = header_json.get("typ").and_then(|v| v.as_str());
-    let alg = header_json.get("alg").and_then(|v| v.as_str());
-    if !typ.is_some_and(|t| t.eq_ignore_ascii_case("JWT"))
-        || !alg.is_some_and(|a| a.eq_ignore_ascii_case("ed25519-nkey"))
-    {
-        return Err(JwtError::UnsupportedHeader);
-    }
-    let claims_json: serde_json::Value = serde_json::from_slice(
-        &URL_SAFE_NO_PAD
-            .decode(claims)
-            .map_err(|_| JwtError::Malformed("claims are not base64url"))?,
-    )?;
-    let issuer = claims_json
+    let token = Signed::split(jwt)?;
+    let claims: serde_json::Value = serde_json::from_slice(&token.claims)?;
+    let issuer = claims
         .get("iss")
         .and_then(|v| v.as_str())
         .ok_or(JwtError::Malformed("no iss claim"))?;
-    let signature = URL_SAFE_NO_PAD
-        .decode(signature)
-        .map_err(|_| JwtError::Malformed("signature is not base64url"))?;
-    let issuer_key = nkeys::KeyPair::from_public_key(issuer)?;
-    let signed = &jwt[..header.len() + 1 + claims.len()];
-    issuer_key
-        .verify(signed.as_bytes(), &signature)
-        .map_err(|_| JwtError::BadSignature)?;
-    Ok(claims_json)
+    token.verify(issuer)?;
+    Ok(claims)
+}
+
+/// A JWT split into its checked header, its decoded claims (JSON, not yet
+/// parsed, so a caller can read them into its own type once) and its
+/// signature; [`Signed::verify`] checks the signature against an issuer.
+pub(crate) struct Signed<'a> {
+    /// The claims' JSON.
+    pub(crate) claims: Vec<u8>,
+    /// `header.claims`, what the signature covers.
+    signed: &'a str,
+    signature: &'a str,
+}
+
+impl<'a> Signed<'a> {
+    /// Splits `jwt`; its header must announce an ed25519-nkey JWT.
+    pub(crate) fn split(jwt: &'a str) -> Result<Self, JwtError> {
+        let mut parts = jwt.split('.');
+        let (Some(header), Some(claims), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(JwtError::Malformed("expected three dot-separated parts"));
+        };
+        let header_json: serde_json::Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(header)
+                .map_err(|_| JwtError::Malformed("header is not base64url"))?,
+        )?;
+        let typ = header_json.get("typ").and_then(|v| v.as_str());
+        let alg = header_json.get("alg").and_then(|v| v.as_str());
+        if !typ.is_some_and(|t| t.eq_ignore_ascii_case("JWT"))
+            || !alg.is_some_and(|a| a.eq_ignore_ascii_case("ed25519-nkey"))
+        {
+            return Err(JwtError::UnsupportedHeader);
+        }
+        let claims_json = URL_SAFE_NO_PAD
+            .decode(claims)
+            .map_err(|_| JwtError::Malformed("claims are not base64url"))?;
+        Ok(Self {
+            claims: claims_json,
+            signed: &jwt[..header.len() + 1 + claims.len()],
+            signature,
+        })
+    }
+
+    /// Whether the signature is `issuer`'s (a public nkey) over the token.
+    pub(crate) fn verify(&self, issuer: &str) -> Result<(), JwtError> {
+        let signature = URL_SAFE_NO_PAD
+            .decode(self.signature)
+            .map_err(|_| JwtError::Malformed("signature is not base64url"))?;
+        nkeys::KeyPair::from_public_key(issuer)?
+            .verify(self.signed.as_bytes(), &signature)
+            .map_err(|_| JwtError::BadSignature)
+    }
 }
 
 /// The `nats.type` of decoded claims (`operator`, `account`, `user`, ...).
@@ -214,13 +239,20 @@ pub fn claim_type(claims: &serde_json::Value) -> Option<&str> {
 }
 
 /// Checks that `key` is a valid public nkey of `kind`.
+///
+/// Like nats-server (Go's `nkeys.FromPublicKey`), this checks the encoding,
+/// checksum and prefix, not that the 32 bytes are a point of the curve:
+/// decompressing one costs about as much as a signature, and a key that is
+/// not a point fails where it is used, when a signature is verified with it.
 pub(crate) fn check_public_key(
     field: &'static str,
     key: &str,
     kind: KeyKind,
 ) -> Result<(), JwtError> {
-    match nkeys::KeyPair::from_public_key(key) {
-        Ok(pair) if KeyKind::from_nkeys(&pair.key_pair_type()) == Some(kind) => Ok(()),
+    match nkeys::from_public_key(key) {
+        Ok((prefix, _)) if KeyKind::from_nkeys(&nkeys::KeyPairType::from(prefix)) == Some(kind) => {
+            Ok(())
+        }
         _ => Err(JwtError::InvalidPublicKey {
             field,
             expected: kind.as_str(),
@@ -231,6 +263,48 @@ pub(crate) fn check_public_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_keys_are_checked_for_their_kind_encoding_and_checksum() {
+        let user = NKey::generate(KeyKind::User).public_key();
+        assert!(check_public_key("k", &user, KeyKind::User).is_ok());
+        assert!(check_public_key("k", &user, KeyKind::Server).is_err());
+        // One character changed: the CRC no longer matches.
+        let mut altered = user.clone().into_bytes();
+        altered[10] = if altered[10] == b'A' { b'B' } else { b'A' };
+        let altered = String::from_utf8(altered).unwrap();
+        assert!(check_public_key("k", &altered, KeyKind::User).is_err());
+        assert!(check_public_key("k", &user[..user.len() - 1], KeyKind::User).is_err());
+        assert!(check_public_key("k", "", KeyKind::User).is_err());
+        // A seed is not a public key.
+        let seed = NKey::generate(KeyKind::User).seed().unwrap().to_string();
+        assert!(check_public_key("k", &seed, KeyKind::User).is_err());
+    }
+
+    #[test]
+    fn a_tampered_token_does_not_verify() {
+        let account = NKey::generate(KeyKind::Account);
+        let token = encode(
+            &account,
+            &account.public_key(),
+            "a",
+            None,
+            None,
+            &serde_json::json!({"type": "account", "version": 2}),
+        )
+        .unwrap();
+        assert!(decode_claims(&token).is_ok());
+        let other = NKey::generate(KeyKind::Account);
+        let signed = Signed::split(&token).unwrap();
+        assert!(signed.verify(&account.public_key()).is_ok());
+        assert!(matches!(
+            signed.verify(&other.public_key()),
+            Err(JwtError::BadSignature)
+        ));
+        let (head, sig) = token.rsplit_once('.').unwrap();
+        let forged = format!("{head}x.{sig}");
+        assert!(decode_claims(&forged).is_err());
+    }
 
     #[test]
     fn encode_then_decode_roundtrip() {
