@@ -592,9 +592,9 @@ pub async fn start(settings: DeviceAuthSettings) -> Result<DeviceAuthService, De
             tasks.spawn(
                 async move {
                     // Each request is decided and signed right here, on the
-                    // agent's one runtime thread: about 0.1 ms of CPU
-                    // (certificate parsing, one verification, two
-                    // signatures). Handing it to other threads cost more
+                    // agent's one runtime thread: about 0.2 ms of CPU (one
+                    // verification, two signatures; a chain seen before is
+                    // not parsed again). Handing it to other threads cost more
                     // than the work in thread wake-ups, and the leaf and
                     // its clients need the other cores (BENCHMARKS.md,
                     // issue 16).
