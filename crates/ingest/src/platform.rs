@@ -637,8 +637,10 @@ impl Writer {
 
     /// The tenant, original subject and tenant stream sequence of a message
     /// of the platform stream, or `None` (logged) if it has none: a subject
-    /// without the platform's tenant token, or a tenant that no longer
-    /// exists (deleted with its data; its messages are skipped).
+    /// without the platform's tenant token, or a tenant this database does
+    /// not hold (its messages are skipped: the telemetry tables have no
+    /// foreign key to `tenants`, so this check is what keeps every row's
+    /// tenant a real one).
     fn origin<'m>(
         &self,
         fetched: &'m Fetched,

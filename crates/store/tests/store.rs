@@ -2090,6 +2090,143 @@ async fn telemetry(store: Store) {
     }
 }
 
+both_backends!(device_telemetry: sqlite_device_telemetry, postgres_device_telemetry);
+
+/// A record `device` published at `site` (`metrics` or `status`).
+fn device_record(
+    site: &str,
+    device: &str,
+    kind: &str,
+    seq: i64,
+) -> serviceradar_domain::telemetry::TelemetryRecord<'static> {
+    use serviceradar_domain::telemetry::{IncomingMessage, decode};
+    decode(
+        "acme",
+        IncomingMessage {
+            subject: &format!("edge.acme.{site}.device.{device}.{kind}"),
+            payload: format!(r#"{{"name":"temp","value":{seq},"ts":{}}}"#, 1_000 + seq).as_bytes(),
+            stream_seq: seq,
+            stored_at_ms: 0,
+        },
+    )
+    .unwrap()
+    .into_owned()
+}
+
+/// Lists by device and by site find exactly the devices' rows among the
+/// collectors' (whose `device_id` is NULL and, since migration 0031, are
+/// not in the device indexes at all).
+async fn device_telemetry(store: Store) {
+    use serviceradar_domain::device::{DeviceLimits, DeviceName};
+    use serviceradar_domain::telemetry::TelemetryKind;
+    use serviceradar_store::TelemetryFilter;
+    let f = fixture(&store, "acme").await;
+    let s = store.scoped(f.scope);
+    let (other_site, _) = s
+        .create_site(&new_site("Other Site", "other"), None)
+        .await
+        .unwrap();
+    let name = |n: &str| DeviceName::parse(n).unwrap();
+    let a = s
+        .create_device(f.site.id, &name("a"), DeviceLimits::DEFAULT)
+        .await
+        .unwrap();
+    let b = s
+        .create_device(other_site.id, &name("b"), DeviceLimits::DEFAULT)
+        .await
+        .unwrap();
+    // Collectors' metrics, then device a's and device b's, interleaved.
+    let mut batch: Vec<_> = (1..=300).map(|seq| record("metrics", seq, seq)).collect();
+    for seq in 301..=340 {
+        let (site, device) = if seq % 2 == 0 {
+            ("main", a.id.to_string())
+        } else {
+            ("other", b.id.to_string())
+        };
+        batch.push(device_record(site, &device, "metrics", seq));
+    }
+    assert_eq!(s.insert_telemetry(&batch).await.unwrap(), 340);
+
+    let list = |filter: TelemetryFilter| {
+        let s = &s;
+        async move {
+            let page = PageRequest {
+                limit: 500,
+                after: None,
+            };
+            s.list_telemetry_filtered(TelemetryKind::Metric, &filter, &page)
+                .await
+                .unwrap()
+                .items
+        }
+    };
+    let of_a = list(TelemetryFilter {
+        device_id: Some(a.id.to_string()),
+        ..TelemetryFilter::default()
+    })
+    .await;
+    assert_eq!(of_a.len(), 20);
+    assert!(
+        of_a.iter()
+            .all(|r| r.device_id.as_deref() == Some(a.id.to_string().as_str()))
+    );
+    let at_other = list(TelemetryFilter {
+        device_site_id: Some(other_site.id.to_string()),
+        ..TelemetryFilter::default()
+    })
+    .await;
+    assert_eq!(at_other.len(), 20);
+    assert!(
+        at_other
+            .iter()
+            .all(|r| r.device_id.as_deref() == Some(b.id.to_string().as_str()))
+    );
+    assert_eq!(s.count_telemetry(TelemetryKind::Metric).await.unwrap(), 340);
+}
+
+/// Migration 0031: PostgreSQL reads a device's telemetry through the
+/// partial device index, also in a generic plan (the store's statements are
+/// prepared): `device_id = $2` proves `device_id IS NOT NULL`, so leaving
+/// collectors' rows out of the index costs that list nothing. (A site's
+/// devices' list joins `devices`; which index its plan takes depends on the
+/// data, so `device_telemetry` checks its rows, not its plan.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_device_lists_read_the_partial_device_index() {
+    let url = tokio::task::spawn_blocking(|| serviceradar_testkit::postgres().create_database())
+        .await
+        .expect("create a test database");
+    let store = Store::connect(&url, 2).await.expect("connect to postgres");
+    store.migrate().await.expect("migrate postgres");
+    let pool = sqlx::postgres::PgPool::connect(&url).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    for setting in [
+        "SET plan_cache_mode = force_generic_plan",
+        "SET enable_seqscan = off",
+    ] {
+        sqlx::query(setting).execute(&mut *conn).await.unwrap();
+    }
+    for table in ["events", "metrics", "logs"] {
+        let sql = format!(
+            "EXPLAIN SELECT t.id FROM {table} t WHERE t.tenant_id = $1 AND t.device_id = $2 \
+             ORDER BY t.created_at DESC, t.id DESC LIMIT 51"
+        );
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+            .bind("t")
+            .bind("x")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains(&format!("{table}_tenant_device_time")),
+            "{sql}\n{plan}"
+        );
+    }
+    drop(conn);
+    pool.close().await;
+    store.close().await;
+}
+
 /// Issue 15, platform ingestion: one batch holding several tenants' records
 /// writes each record into its own tenant, is idempotent per tenant on the
 /// stream sequence (a redelivery writes only the new rows; the same
