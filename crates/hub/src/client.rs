@@ -156,6 +156,30 @@ pub async fn push_account_jwt(
     Ok(())
 }
 
+/// The account JWT the hub's account resolver holds for `account` (its
+/// public key), or `None` if it holds none:
+/// `$SYS.REQ.ACCOUNT.<key>.CLAIMS.LOOKUP` (`system` must be a system-account
+/// user), which a full resolver answers with the JWT, or with an empty
+/// message for an account it does not know.
+pub async fn account_jwt_on_hub(
+    system: &async_nats::Client,
+    account: &str,
+    timeout: Duration,
+) -> Result<Option<String>, HubError> {
+    let subject = format!("$SYS.REQ.ACCOUNT.{account}.CLAIMS.LOOKUP");
+    let reply = tokio::time::timeout(timeout, system.request(subject, Default::default()))
+        .await
+        .map_err(|_| HubError::LookupTimeout {
+            account: account.to_owned(),
+        })?
+        .map_err(|source| HubError::Lookup {
+            account: account.to_owned(),
+            source,
+        })?;
+    let jwt = String::from_utf8_lossy(&reply.payload).trim().to_owned();
+    Ok((!jwt.is_empty()).then_some(jwt))
+}
+
 /// The account an account JWT is about, for errors: its name and public
 /// key, as far as the JWT can be read.
 fn account_label(jwt: &str) -> String {

@@ -109,6 +109,18 @@ pub enum HubError {
         /// The cause.
         source: async_nats::RequestError,
     },
+    /// The hub did not answer a look-up of the account JWT it holds in time.
+    LookupTimeout {
+        /// The account's public key.
+        account: String,
+    },
+    /// Asking the hub for the account JWT it holds failed.
+    Lookup {
+        /// The account's public key.
+        account: String,
+        /// The cause.
+        source: async_nats::RequestError,
+    },
     /// The hub's answer to an account push is not JSON.
     PushReply {
         /// The account.
@@ -182,6 +194,12 @@ impl fmt::Display for HubError {
                 write!(f, "no reply to the push of the account {account}")
             }
             Self::Push { account, .. } => write!(f, "pushing the account JWT of {account}"),
+            Self::LookupTimeout { account } => {
+                write!(f, "no reply to the look-up of the account {account}")
+            }
+            Self::Lookup { account, .. } => {
+                write!(f, "looking up the account JWT the hub holds for {account}")
+            }
             Self::PushReply { account, .. } => {
                 write!(f, "reading the hub's reply to the push of {account}")
             }

@@ -208,6 +208,13 @@ pub(crate) struct AccountPusher {
     /// Platform mode: the tenants the platform account JWT the hub has
     /// imports from.
     platform_pushed: Option<Vec<(String, String)>>,
+    /// Whether a pass has completed. Until then, a JWT this pusher has not
+    /// pushed yet is first looked up on the hub and not pushed again when
+    /// the hub holds the same claims: a restarted `serviceradar-core` does
+    /// not make the hub decode, verify, save and apply every tenant's
+    /// account again (with 1,000 tenants, a fifth of a 2-core machine for
+    /// seconds, while the backlog waits).
+    looked_up: bool,
 }
 
 impl AccountPusher {
@@ -284,6 +291,11 @@ impl AccountPusher {
                 stored.clone()
             };
             let client = self.system(store, pki, settings).await?;
+            if self.hub_holds(&client, &jwt, Some(&stored)).await {
+                tracing::debug!(tenant_id = %tenant.id, tenant = %tenant.slug, "the hub holds this tenant's account already");
+                self.pushed.insert(key, stored);
+                continue;
+            }
             serviceradar_hub::client::push_account_jwt(&client, &jwt, LEAF_API_TIMEOUT)
                 .await
                 .map_err(account_failed(tenant, "pushing it to the hub"))?;
@@ -310,22 +322,82 @@ impl AccountPusher {
                         "signing the platform ingest account JWT",
                     ))?;
                 let client = self.system(store, pki, settings).await?;
-                serviceradar_hub::client::push_account_jwt(&client, &jwt, LEAF_API_TIMEOUT)
-                    .await
-                    .map_err(crate::error::upstream(
-                        "pushing the platform ingest account JWT to the hub",
-                    ))?;
-                tracing::info!(
-                    tenants = imports.len(),
-                    jwt_bytes = jwt.len(),
-                    "platform ingest account pushed to the hub"
-                );
+                if self.hub_holds(&client, &jwt, None).await {
+                    tracing::debug!("the hub holds the platform ingest account already");
+                } else {
+                    serviceradar_hub::client::push_account_jwt(&client, &jwt, LEAF_API_TIMEOUT)
+                        .await
+                        .map_err(crate::error::upstream(
+                            "pushing the platform ingest account JWT to the hub",
+                        ))?;
+                    tracing::info!(
+                        tenants = imports.len(),
+                        jwt_bytes = jwt.len(),
+                        "platform ingest account pushed to the hub"
+                    );
+                }
                 self.platform_pushed = Some(imports);
             }
         }
+        self.looked_up = true;
         Ok(())
     }
+
+    /// Before the first pass has completed: whether the hub's resolver
+    /// already holds `jwt`'s claims, issued no earlier than `stored` (the
+    /// database's JWT of the account, which the hub's config preloads).
+    /// Anything else, a failed or unanswered look-up included, means push;
+    /// an unanswered one also ends the look-ups, so a hub that does not
+    /// answer them costs one timeout, not one per tenant.
+    async fn hub_holds(
+        &mut self,
+        client: &async_nats::Client,
+        jwt: &str,
+        stored: Option<&str>,
+    ) -> bool {
+        use serviceradar_natsconf::jwt::{decode_claims, same_decoded_claims_but_issue_time};
+        if self.looked_up {
+            return false;
+        }
+        let Ok(ours) = decode_claims(jwt) else {
+            return false;
+        };
+        let Some(account) = ours["sub"].as_str() else {
+            return false;
+        };
+        let on_hub =
+            match serviceradar_hub::client::account_jwt_on_hub(client, account, LOOKUP_TIMEOUT)
+                .await
+            {
+                Ok(Some(on_hub)) => on_hub,
+                Ok(None) => return false,
+                Err(e) => {
+                    tracing::debug!(error = %e, "looking up an account on the hub failed: pushing");
+                    if matches!(e, serviceradar_hub::HubError::LookupTimeout { .. }) {
+                        self.looked_up = true;
+                    }
+                    return false;
+                }
+            };
+        let Ok(held) = decode_claims(&on_hub) else {
+            return false;
+        };
+        let not_older = match stored {
+            None => true,
+            Some(stored) => match (
+                held["iat"].as_i64(),
+                decode_claims(stored).ok().and_then(|c| c["iat"].as_i64()),
+            ) {
+                (Some(held), Some(stored)) => held >= stored,
+                _ => false,
+            },
+        };
+        not_older && same_decoded_claims_but_issue_time(&held, &ours)
+    }
 }
+
+/// The longest wait for the hub's answer to an account look-up.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A `map_err` adapter: [`IngestError::Account`] for `tenant` at `step`.
 fn account_failed<E: Into<BoxError>>(

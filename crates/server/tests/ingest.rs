@@ -1508,7 +1508,26 @@ async fn platform_mode_writes_every_tenant_exactly_once_through_one_connection()
     );
 
     // Restart mid-stream: `serve` stops while acme's second half is being
-    // published, and a new one takes over.
+    // published, and a new one takes over. The hub's resolver already holds
+    // both tenants' accounts (with their exports): the new `serve` finds
+    // them there and does not push them again.
+    let mut accounts = Vec::new();
+    for tenant in [&acme, &beta] {
+        let key = pki
+            .tenant_account(&store, tenant)
+            .await
+            .unwrap()
+            .0
+            .public_key();
+        accounts.push(dir.join("hub").join("accounts").join(format!("{key}.jwt")));
+    }
+    let on_hub = |files: &[std::path::PathBuf]| -> Vec<String> {
+        files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{}: {e}", f.display())))
+            .collect()
+    };
+    let before_restart = on_hub(&accounts);
     let acme_publisher = {
         let acme_nc = acme_nc.clone();
         tokio::spawn(async move { publish_good(&acme_nc, "acme", GOOD / 2, GOOD / 2).await })
@@ -1521,6 +1540,11 @@ async fn platform_mode_writes_every_tenant_exactly_once_through_one_connection()
     let (store, _, running) = start(again).await;
     wait_rows_explained(&store, &acme, GOOD as i64, ports.monitor).await;
     wait_rows_explained(&store, &beta, GOOD as i64, ports.monitor).await;
+    assert_eq!(
+        on_hub(&accounts),
+        before_restart,
+        "the restarted serve pushed an account the hub already held"
+    );
 
     // Every row is its own tenant's.
     for (tenant, slug) in [(&acme, "acme"), (&beta, "beta")] {

@@ -139,6 +139,34 @@ mod tests {
     }
 
     #[test]
+    fn equal_account_claims_issued_apart_are_the_same_but_not_other_claims() {
+        use crate::jwt::{AccountClaims, decode_claims, same_claims_but_issue_time};
+        let op = Operator::generate("serviceradar").unwrap();
+        let account = NKey::generate(KeyKind::Account).public_key();
+        let mut claims = AccountClaims::tenant(&account, "acme");
+        claims.issued_at = Some(1_000);
+        let first = op.sign_account(&claims).unwrap();
+        claims.issued_at = Some(2_000);
+        let later = op.sign_account(&claims).unwrap();
+        assert_ne!(first, later);
+        assert_eq!(decode_claims(&later).unwrap()["iat"], 2_000);
+        assert!(same_claims_but_issue_time(&first, &later).unwrap());
+        // A revocation is a different claim.
+        claims
+            .revoke_user(&NKey::generate(KeyKind::User).public_key(), 5)
+            .unwrap();
+        let revoked = op.sign_account(&claims).unwrap();
+        assert!(!same_claims_but_issue_time(&later, &revoked).unwrap());
+        // The same claims signed by another operator are not the same JWT.
+        let other = Operator::generate("serviceradar").unwrap();
+        let foreign = other.sign_account(&claims).unwrap();
+        assert!(!same_claims_but_issue_time(&revoked, &foreign).unwrap());
+        // A tampered JWT is an error, never "the same".
+        let (head, sig) = later.rsplit_once('.').unwrap();
+        assert!(same_claims_but_issue_time(&first, &format!("{head}x.{sig}")).is_err());
+    }
+
+    #[test]
     fn rejects_wrong_keys() {
         assert!(Operator::from_key("x", NKey::generate(KeyKind::Account)).is_err());
         assert!(Operator::generate("").is_err());
