@@ -110,7 +110,7 @@ fn contents_are_the_inputs() {
     assert!(unit.contains("ExecStart=nats-server -c /etc/serviceradar/nats/nats-leaf.conf\n"));
     assert!(unit.contains("Restart=on-failure"));
     let compose = text("docker-compose.yml");
-    assert!(compose.contains("nats:2.10-alpine"));
+    assert!(compose.contains("image: nats:2.15-alpine\n"));
     assert!(compose.contains("/etc/serviceradar/nats/nats-leaf.conf:ro"));
     let fg = text("run-foreground.sh");
     assert!(fg.contains("exec nats-server -c \"$conf\""));

@@ -100,7 +100,7 @@ pub(super) fn docker_compose(bundle: &SiteBundle, node: usize, n: &ClusterNode) 
          # monitoring on 127.0.0.1:{mon}. Each node keeps its own link to the hub.\n\
          services:\n\
          \x20 nats-leaf:\n\
-         \x20   image: nats:2.10-alpine\n\
+         \x20   image: {nats_image}\n\
          \x20   container_name: serviceradar-nats-leaf-{site}-{node}\n\
          \x20   command: [\"-c\", \"{conf}\"]\n\
          \x20   network_mode: host\n\
@@ -117,6 +117,7 @@ pub(super) fn docker_compose(bundle: &SiteBundle, node: usize, n: &ClusterNode) 
          \x20   name: serviceradar-nats-leaf-{tenant}-{site}-{node}-jetstream\n",
         tenant = bundle.tenant_slug,
         site = bundle.site_slug,
+        nats_image = super::NATS_IMAGE,
         url = n.url,
         client = n.client_port,
         route = n.route_port,
@@ -282,7 +283,7 @@ pub(super) fn kubernetes(bundle: &SiteBundle, cluster: &SiteCluster) -> String {
          \x20     terminationGracePeriodSeconds: 60\n\
          \x20     initContainers:\n\
          \x20       - name: node-files\n\
-         \x20         image: nats:2.10-alpine\n\
+         \x20         image: {nats_image}\n\
          \x20         command:\n\
          \x20           - sh\n\
          \x20           - -ec\n\
@@ -300,7 +301,7 @@ pub(super) fn kubernetes(bundle: &SiteBundle, cluster: &SiteCluster) -> String {
          \x20             mountPath: {config_dir}\n\
          \x20     containers:\n\
          \x20       - name: nats-leaf\n\
-         \x20         image: nats:2.10-alpine\n\
+         \x20         image: {nats_image}\n\
          \x20         args: [\"-c\", \"{conf}\"]\n\
          \x20         ports:\n\
          \x20           - name: client\n\
@@ -353,6 +354,7 @@ pub(super) fn kubernetes(bundle: &SiteBundle, cluster: &SiteCluster) -> String {
          \x20     app.kubernetes.io/name: {name}\n",
         tenant = bundle.tenant_slug,
         site = bundle.site_slug,
+        nats_image = super::NATS_IMAGE,
         client = n0.client_port,
         route = n0.route_port,
         mon = n0.monitoring_port,

@@ -44,6 +44,12 @@ use crate::archive::ArchiveBuilder;
 use crate::validate::{self, PemKind};
 use crate::{BundleError, SecretText};
 
+/// The `nats-server` image the bundle's Docker Compose and Kubernetes
+/// variants run: the official image of the release line the project tests
+/// its leaves with (nats-server 2.15; the leaf's device authorization
+/// callout needs 2.10 or later).
+pub const NATS_IMAGE: &str = "nats:2.15-alpine";
+
 /// File names inside the bundle and on the edge box.
 ///
 /// The config renderer must reference the certificates and credentials by these

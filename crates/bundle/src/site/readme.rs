@@ -121,7 +121,7 @@ pub(super) fn render(b: &SiteBundle) -> String {
          docker compose logs -f\n\
          ```\n\
          \n\
-         The official `nats:2.10-alpine` image runs with host networking (so the\n\
+         The official `{nats_image}` image runs with host networking (so the\n\
          leaf listens exactly as in option 1: no `ports:` mapping is needed), with\n\
          `nats-leaf.conf`, `certs/` and `creds/leaf.creds` of this directory mounted\n\
          read-only where the config expects them, and JetStream data in a named volume.\n\
@@ -170,6 +170,7 @@ pub(super) fn render(b: &SiteBundle) -> String {
         creds = p.creds_file(),
         js = p.jetstream_dir,
         leaf_url = b.nats_leaf_url,
+        nats_image = super::NATS_IMAGE,
     ));
     if b.edge_buffer_stream_json.is_some() {
         out.push_str(&format!(

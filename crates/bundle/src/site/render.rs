@@ -174,7 +174,7 @@ pub(super) fn agent_unit(bundle: &SiteBundle) -> String {
     )
 }
 
-/// Renders `docker-compose.yml` (official `nats:2.10-alpine` image).
+/// Renders `docker-compose.yml` (the official image, [`super::NATS_IMAGE`]).
 pub(super) fn docker_compose(bundle: &SiteBundle) -> String {
     let p = &bundle.paths;
     format!(
@@ -188,7 +188,7 @@ pub(super) fn docker_compose(bundle: &SiteBundle) -> String {
          # named volume.\n\
          services:\n\
          \x20 nats-leaf:\n\
-         \x20   image: nats:2.10-alpine\n\
+         \x20   image: {nats_image}\n\
          \x20   container_name: serviceradar-nats-leaf-{site}\n\
          \x20   command: [\"-c\", \"{conf}\"]\n\
          \x20   network_mode: host\n\
@@ -203,6 +203,7 @@ pub(super) fn docker_compose(bundle: &SiteBundle) -> String {
          \x20   name: serviceradar-nats-leaf-{tenant}-{site}-jetstream\n",
         tenant = bundle.tenant_slug,
         site = bundle.site_slug,
+        nats_image = super::NATS_IMAGE,
         client = bundle.client_port,
         mon = bundle.monitoring_port,
         conf = p.config_file(),
@@ -254,7 +255,7 @@ mod tests {
     #[test]
     fn compose_mounts_read_only_and_keeps_jetstream_in_a_volume() {
         let c = docker_compose(&sample());
-        assert!(c.contains("image: nats:2.10-alpine"));
+        assert!(c.contains(&format!("image: {}\n", super::super::NATS_IMAGE)));
         assert!(c.contains("\"./certs:/etc/serviceradar/nats/certs:ro\""));
         assert!(c.contains("\"jetstream:/var/lib/serviceradar/nats/jetstream\""));
     }
