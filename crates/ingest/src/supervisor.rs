@@ -355,7 +355,7 @@ impl AccountPusher {
         jwt: &str,
         stored: Option<&str>,
     ) -> bool {
-        use serviceradar_natsconf::jwt::{decode_claims, same_decoded_claims_but_issue_time};
+        use serviceradar_natsconf::jwt::{decode_claims, same_claims_but_issue_time};
         if self.looked_up {
             return false;
         }
@@ -392,7 +392,7 @@ impl AccountPusher {
                 _ => false,
             },
         };
-        not_older && same_decoded_claims_but_issue_time(&held, &ours)
+        not_older && same_claims_but_issue_time(&held, &ours)
     }
 }
 

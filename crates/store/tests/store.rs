@@ -69,10 +69,21 @@ async fn sqlite_store() -> (Store, TempDir) {
 }
 
 async fn postgres_store() -> Store {
-    let url = tokio::task::spawn_blocking(|| serviceradar_testkit::postgres().create_database())
+    postgres_store_at(&postgres_database().await, 12).await
+}
+
+/// A fresh database on the test kit's PostgreSQL cluster (its URL).
+async fn postgres_database() -> String {
+    tokio::task::spawn_blocking(|| serviceradar_testkit::postgres().create_database())
         .await
-        .expect("create a test database");
-    let store = Store::connect(&url, 12).await.expect("connect to postgres");
+        .expect("create a test database")
+}
+
+/// A migrated store on the PostgreSQL database at `url`.
+async fn postgres_store_at(url: &str, connections: u32) -> Store {
+    let store = Store::connect(url, connections)
+        .await
+        .expect("connect to postgres");
     assert_eq!(store.backend(), Backend::Postgres);
     store.migrate().await.expect("migrate postgres");
     store
@@ -1954,15 +1965,24 @@ fn record(
     seq: i64,
     ts: i64,
 ) -> serviceradar_domain::telemetry::TelemetryRecord<'static> {
-    use serviceradar_domain::telemetry::{IncomingMessage, decode};
     let payload = match kind {
         "metrics" => format!(r#"{{"name":"cpu","value":{seq}.5,"ts":{ts}}}"#),
         _ => format!(r#"{{"message":"m{seq}","ts":{ts}}}"#),
     };
+    decoded(&format!("{kind}.acme.nyc"), &payload, seq)
+}
+
+/// Tenant acme's message on `subject`, decoded as ingestion decodes it.
+fn decoded(
+    subject: &str,
+    payload: &str,
+    seq: i64,
+) -> serviceradar_domain::telemetry::TelemetryRecord<'static> {
+    use serviceradar_domain::telemetry::{IncomingMessage, decode};
     decode(
         "acme",
         IncomingMessage {
-            subject: &format!("{kind}.acme.nyc"),
+            subject,
             payload: payload.as_bytes(),
             stream_seq: seq,
             stored_at_ms: 0,
@@ -2092,27 +2112,6 @@ async fn telemetry(store: Store) {
 
 both_backends!(device_telemetry: sqlite_device_telemetry, postgres_device_telemetry);
 
-/// A record `device` published at `site` (`metrics` or `status`).
-fn device_record(
-    site: &str,
-    device: &str,
-    kind: &str,
-    seq: i64,
-) -> serviceradar_domain::telemetry::TelemetryRecord<'static> {
-    use serviceradar_domain::telemetry::{IncomingMessage, decode};
-    decode(
-        "acme",
-        IncomingMessage {
-            subject: &format!("edge.acme.{site}.device.{device}.{kind}"),
-            payload: format!(r#"{{"name":"temp","value":{seq},"ts":{}}}"#, 1_000 + seq).as_bytes(),
-            stream_seq: seq,
-            stored_at_ms: 0,
-        },
-    )
-    .unwrap()
-    .into_owned()
-}
-
 /// Lists by device and by site find exactly the devices' rows among the
 /// collectors' (whose `device_id` is NULL and, since migration 0031, are
 /// not in the device indexes at all).
@@ -2143,18 +2142,18 @@ async fn device_telemetry(store: Store) {
         } else {
             ("other", b.id.to_string())
         };
-        batch.push(device_record(site, &device, "metrics", seq));
+        batch.push(decoded(
+            &format!("edge.acme.{site}.device.{device}.metrics"),
+            &format!(r#"{{"name":"temp","value":{seq},"ts":{}}}"#, 1_000 + seq),
+            seq,
+        ));
     }
     assert_eq!(s.insert_telemetry(&batch).await.unwrap(), 340);
 
     let list = |filter: TelemetryFilter| {
         let s = &s;
         async move {
-            let page = PageRequest {
-                limit: 500,
-                after: None,
-            };
-            s.list_telemetry_filtered(TelemetryKind::Metric, &filter, &page)
+            s.list_telemetry_filtered(TelemetryKind::Metric, &filter, &PageRequest::first())
                 .await
                 .unwrap()
                 .items
@@ -2192,11 +2191,8 @@ async fn device_telemetry(store: Store) {
 /// data, so `device_telemetry` checks its rows, not its plan.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_device_lists_read_the_partial_device_index() {
-    let url = tokio::task::spawn_blocking(|| serviceradar_testkit::postgres().create_database())
-        .await
-        .expect("create a test database");
-    let store = Store::connect(&url, 2).await.expect("connect to postgres");
-    store.migrate().await.expect("migrate postgres");
+    let url = postgres_database().await;
+    let store = postgres_store_at(&url, 2).await;
     let pool = sqlx::postgres::PgPool::connect(&url).await.unwrap();
     let mut conn = pool.acquire().await.unwrap();
     for setting in [

@@ -180,29 +180,24 @@ pub fn decode_claims(jwt: &str) -> Result<serde_json::Value, JwtError> {
     Ok(claims)
 }
 
-/// Whether two JWTs make the same claims but for when they were issued:
-/// each signature checked, and the claims equal once `iat` and `jti` (a
-/// hash of the claims, so of `iat` too) are left out. An account JWT the
-/// hub already holds can then be kept rather than replaced by an equal one
-/// issued later (which the hub would decode, verify, save and apply again).
-pub fn same_claims_but_issue_time(a: &str, b: &str) -> Result<bool, JwtError> {
-    Ok(same_decoded_claims_but_issue_time(
-        &decode_claims(a)?,
-        &decode_claims(b)?,
-    ))
-}
-
-/// [`same_claims_but_issue_time`] of claims already decoded (and checked)
-/// with [`decode_claims`].
-pub fn same_decoded_claims_but_issue_time(a: &serde_json::Value, b: &serde_json::Value) -> bool {
-    fn fields(claims: &serde_json::Value) -> Option<Vec<(&String, &serde_json::Value)>> {
-        claims.as_object().map(|map| {
-            map.iter()
-                .filter(|(name, _)| !matches!(name.as_str(), "iat" | "jti"))
-                .collect()
-        })
+/// Whether two JWTs' claims (each decoded and checked with
+/// [`decode_claims`]) are the same but for when they were issued: equal
+/// once `iat` and `jti` (a hash of the claims, so of `iat` too) are left
+/// out. An account JWT the hub already holds can then be kept rather than
+/// replaced by an equal one issued later (which the hub would decode,
+/// verify, save and apply again).
+pub fn same_claims_but_issue_time(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    fn without_issue_time(
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> impl Iterator<Item = (&String, &serde_json::Value)> {
+        claims
+            .iter()
+            .filter(|(name, _)| !matches!(name.as_str(), "iat" | "jti"))
     }
-    fields(a).is_some() && fields(a) == fields(b)
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => without_issue_time(a).eq(without_issue_time(b)),
+        _ => false,
+    }
 }
 
 /// A JWT split into its checked header, its decoded claims (JSON, not yet
