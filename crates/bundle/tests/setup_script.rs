@@ -6,13 +6,14 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{have, is_root, mode_of, run, site, unpack};
 use serviceradar_bundle::{SiteBundle, site_bundle};
+use serviceradar_testkit::free_port;
 
 fn unpacked(input: &SiteBundle) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -263,14 +264,6 @@ fn rejects_unsafe_prefixes() {
     let (ok, _, _) = setup(&root, &["--prefix"]);
     assert!(!ok);
     assert!(!marker.exists());
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 fn http_get(port: u16, path: &str) -> Option<String> {

@@ -28,26 +28,11 @@ use serviceradar_domain::telemetry::TelemetryKind;
 use serviceradar_hub::client::HubEndpoint;
 use serviceradar_server::app::{Application, Settings};
 use serviceradar_store::Store;
-use serviceradar_testkit::{NatsServer, free_port, http_get, leafz};
+use serviceradar_testkit::{NatsServer, consecutive_free_ports, free_port, http_get, leafz};
 
 mod support;
 
 const NODES: usize = 3;
-
-/// `n` consecutive free loopback ports (nodes on one host get consecutive
-/// ports for every listener).
-fn consecutive_ports(n: u16) -> u16 {
-    loop {
-        let base = free_port();
-        if base > u16::MAX - n {
-            continue;
-        }
-        let free = (1..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if free {
-            return base;
-        }
-    }
-}
 
 /// The loopback ports of a hub cluster: node `i` listens on `base + i`.
 #[derive(Clone, Copy)]
@@ -61,10 +46,10 @@ struct ClusterPorts {
 impl ClusterPorts {
     fn free() -> Self {
         Self {
-            client: consecutive_ports(NODES as u16),
-            leaf: consecutive_ports(NODES as u16),
-            monitor: consecutive_ports(NODES as u16),
-            route: consecutive_ports(NODES as u16),
+            client: consecutive_free_ports(NODES as u16),
+            leaf: consecutive_free_ports(NODES as u16),
+            monitor: consecutive_free_ports(NODES as u16),
+            route: consecutive_free_ports(NODES as u16),
         }
     }
     fn client(&self, i: usize) -> u16 {

@@ -23,24 +23,9 @@ use serviceradar_domain::state::LeafStatus;
 use serviceradar_domain::telemetry::TelemetryKind;
 use serviceradar_server::app::{Application, Settings};
 use serviceradar_store::Store;
-use serviceradar_testkit::{NatsServer, free_port, http_get};
+use serviceradar_testkit::{NatsServer, consecutive_free_ports, free_port, http_get};
 
 mod support;
-
-/// `n` consecutive free loopback ports (nodes on one host get consecutive
-/// route and monitoring ports).
-fn consecutive_ports(n: u16) -> u16 {
-    loop {
-        let base = free_port();
-        if base > u16::MAX - n {
-            continue;
-        }
-        let free = (1..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if free {
-            return base;
-        }
-    }
-}
 
 fn settings(dir: &std::path::Path, hub_client: u16, monitor_base: u16) -> Settings {
     let database_url = format!("sqlite://{}", dir.join("core.db").display());
@@ -141,8 +126,8 @@ async fn a_three_node_leaf_cluster_survives_a_sigkilled_node_under_load() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let ports = support::HubPorts::free();
-    let monitor_base = consecutive_ports(3);
-    let route_base = consecutive_ports(3);
+    let monitor_base = consecutive_free_ports(3);
+    let route_base = consecutive_free_ports(3);
     let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let settings = {
         let mut s = settings(dir, ports.client, monitor_base);
@@ -508,8 +493,8 @@ async fn renewal_keeps_a_rolling_leaf_cluster_routed() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let ports = support::HubPorts::free();
-    let monitor_base = consecutive_ports(3);
-    let route_base = consecutive_ports(3);
+    let monitor_base = consecutive_free_ports(3);
+    let route_base = consecutive_free_ports(3);
     let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let settings = {
         let mut s = settings(dir, ports.client, monitor_base);

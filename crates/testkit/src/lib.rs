@@ -76,24 +76,79 @@ pub fn binary_on_path(name: &str, hint: &str) -> Result<std::path::PathBuf, Harn
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 ///
-/// Never returns the same port twice in one process: the kernel may hand the
-/// same ephemeral port to two consecutive binds once the first is closed, and
-/// a test asking for two ports must get two.
+/// Ports come from below the kernel's ephemeral range: a port asked of the
+/// kernel (`bind` to port 0) is one it also hands to outgoing connections, so
+/// between this call and the server binding it, any client socket on the
+/// machine (the test's own connections to PostgreSQL or a hub) could take it
+/// (seen in CI: a leaf's monitoring port "address already in use"). Below the
+/// range only listeners compete, and a port bound by one is skipped here.
+///
+/// Never returns the same port twice in one process, and processes start at
+/// different places in the range.
 pub fn free_port() -> u16 {
+    consecutive_free_ports(1)
+}
+
+/// The first of `n` consecutive TCP ports on 127.0.0.1, all free a moment ago
+/// (nodes of a cluster on one host listen on `base + i`); none of them is
+/// handed out again by this process. See [`free_port`].
+pub fn consecutive_free_ports(n: u16) -> u16 {
     static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let listener =
-            TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port on loopback");
-        let port = listener
-            .local_addr()
-            .expect("ephemeral listener has a local address")
-            .port();
+    let n = n.max(1);
+    let (low, high) = listener_port_range();
+    let span = u32::from(high - low) + 1;
+    let start = start_offset(span);
+    for step in 0..span {
+        let offset = (start + step) % span;
+        let Ok(base) = u16::try_from(u32::from(low) + offset) else {
+            continue;
+        };
+        if u32::from(base) + u32::from(n) - 1 > u32::from(high) {
+            continue;
+        }
+        let ports: Vec<u16> = (base..base + n).collect();
         let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-        if !handed_out.contains(&port) {
-            handed_out.push(port);
-            return port;
+        if ports.iter().any(|port| handed_out.contains(port)) {
+            continue;
+        }
+        // Bound all at once, so a port is checked while its neighbours are held.
+        let bound: Result<Vec<TcpListener>, _> = ports
+            .iter()
+            .map(|port| TcpListener::bind(("127.0.0.1", *port)))
+            .collect();
+        if bound.is_ok() {
+            handed_out.extend(&ports);
+            return base;
         }
     }
+    panic!("no {n} consecutive free ports on 127.0.0.1 between {low} and {high}")
+}
+
+/// The ports tests listen on: from 10000 up to just below the ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`; 32768 when unreadable, Linux's
+/// default), or 10000-29999 if that range starts too low to leave room.
+fn listener_port_range() -> (u16, u16) {
+    const LOW: u16 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low > LOW + 1_000 {
+        (LOW, ephemeral_low - 1)
+    } else {
+        (LOW, 29_999)
+    }
+}
+
+/// Where a search starts in a range of `span` ports: the pid and the clock,
+/// so test binaries run one after another (or side by side) do not walk the
+/// same ports.
+fn start_offset(span: u32) -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    std::process::id().wrapping_mul(7_919).wrapping_add(nanos) % span
 }
 
 /// Prints a suite's figure line (counts of the fault, security and property
@@ -193,4 +248,32 @@ pub fn leafz(monitor_port: u16) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a port the kernel picked for `bind(0)` is one it also gives
+    /// outgoing connections, so a test's server could find it taken.
+    #[test]
+    fn test_ports_never_come_from_the_ephemeral_range_clients_use() {
+        let (low, high) = listener_port_range();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let port = free_port();
+            assert!((low..=high).contains(&port), "{port} outside {low}-{high}");
+            assert!(seen.insert(port), "{port} handed out twice");
+        }
+        let base = consecutive_free_ports(3);
+        for port in base..base + 3 {
+            assert!(seen.insert(port), "{port} handed out twice");
+            TcpListener::bind(("127.0.0.1", port)).expect("a handed-out port is free");
+        }
+        let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|t| t.split_whitespace().next()?.parse().ok())
+            .unwrap_or(u16::MAX);
+        assert!(high < ephemeral_low || ephemeral_low <= 11_000);
+    }
 }
