@@ -16,13 +16,15 @@
 //! tenants' account JWTs with their exports and the platform account's
 //! JWT with its imports, creates each new tenant's `INGEST` stream (its
 //! `DEAD_LETTERS` stream comes with its first dead letter) and its source
-//! consumer (whose
-//! `max_ack_pending` caps the tenant's messages in flight into the
-//! platform stream), and keeps the platform stream's sources equal to the
-//! tenants; a chores task keeps the sites' buffers and the device registry
-//! in sync. Those need the tenant's own account, through a few pooled
-//! tenant connections ([`TenantClients`]), as do dead letters, which stay in
-//! each tenant's `DEAD_LETTERS` stream.
+//! consumer (whose `max_ack_pending` caps the tenant's messages in flight
+//! into the platform stream), and keeps the platform stream's sources equal
+//! to the tenants. After a restart, the tenants the platform stream already
+//! sources, set up with the same settings (named in the stream's metadata),
+//! are not set up again. A chores task keeps the sites' buffers and the
+//! device registry in sync, in a sweep paced over its interval. Those need
+//! the tenant's own account, through a few pooled tenant connections
+//! ([`TenantClients`]), as do dead letters, which stay in each tenant's
+//! `DEAD_LETTERS` stream.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -173,9 +175,14 @@ impl Setup {
             }
         };
         // A platform stream left by an earlier process: the pipeline can start
-        // at once, before this pass has looked at every tenant.
-        if self.sources.is_none() && platform_stream_exists(&client).await? {
-            stream_ready.send_replace(true);
+        // at once, before this pass has looked at every tenant, and the
+        // tenants that process set up need not be set up again.
+        if self.sources.is_none() {
+            let info = stream_info(&client, names::PLATFORM_STREAM).await?;
+            if info.get("error").is_none() {
+                stream_ready.send_replace(true);
+                self.trust_earlier_setup(&info, &tenants, settings);
+            }
         }
         let listed: HashSet<TenantId> = tenants.iter().map(|t| t.id).collect();
         self.ready.retain(|id, _| listed.contains(id));
@@ -235,6 +242,56 @@ impl Setup {
         }
         stream_ready.send_replace(true);
         Ok(())
+    }
+
+    /// On the first pass after a start, with the platform stream an earlier
+    /// process left (`info`): the tenants it sourced, set up with the settings
+    /// this process has (the stream's [`names::TENANT_SETUP_METADATA`]), whose
+    /// sources are not stalled, are taken as set up. Declaring them again
+    /// means a connection to each tenant's account and two API requests, for
+    /// 1,000 tenants while the backlog drains. A tenant that changed, or whose
+    /// source is stalled, is set up as a new one; when every configured source
+    /// is a listed tenant's, the stream is not updated either.
+    fn trust_earlier_setup(
+        &mut self,
+        info: &serde_json::Value,
+        tenants: &[Tenant],
+        settings: &IngestSettings,
+    ) {
+        let config = &info["config"];
+        if config["metadata"][names::TENANT_SETUP_METADATA].as_str()
+            != Some(settings.tenant_setup().as_str())
+        {
+            return;
+        }
+        let configured = config["sources"].as_array().map_or(&[][..], Vec::as_slice);
+        let limit = i64::try_from(STALLED_SOURCE.as_nanos()).unwrap_or(i64::MAX);
+        let stalled: HashSet<String> = stalled_sources(info, limit).collect();
+        let now = std::time::Instant::now();
+        let mut sourced = Vec::new();
+        for tenant in tenants {
+            let (slug, id) = (tenant.slug.as_str(), tenant.id.to_string());
+            if !configured
+                .iter()
+                .any(|source| names::is_platform_source_of(source, slug, &id))
+            {
+                continue;
+            }
+            sourced.push(tenant.id);
+            if names::api_prefix(slug).is_ok_and(|api| !stalled.contains(&api)) {
+                self.ready.insert(tenant.id, slug.to_owned());
+                self.restarted.insert(tenant.id, now);
+            }
+        }
+        tracing::info!(
+            trusted = self.ready.len(),
+            sourced = sourced.len(),
+            "tenants set up by an earlier process"
+        );
+        if sourced.len() == configured.len() {
+            sourced.sort();
+            self.sources = Some(sourced);
+        }
     }
 
     /// Restarts the platform stream's sources that are stuck: nats-server
@@ -344,12 +401,6 @@ async fn set_up_tenant(
     Ok(())
 }
 
-/// Whether the platform stream exists.
-async fn platform_stream_exists(client: &async_nats::Client) -> Result<bool, IngestError> {
-    let info = stream_info(client, names::PLATFORM_STREAM).await?;
-    Ok(info.get("error").is_none())
-}
-
 /// Creates the platform stream with `sources`, or gives the existing one
 /// exactly those sources.
 async fn sync_platform_stream(
@@ -358,8 +409,12 @@ async fn sync_platform_stream(
     settings: &IngestSettings,
 ) -> Result<(), IngestError> {
     let stream = names::PLATFORM_STREAM;
-    let config =
-        names::platform_stream_config(sources, settings.retention, settings.stream_replicas);
+    let config = names::platform_stream_config(
+        sources,
+        settings.retention,
+        settings.stream_replicas,
+        &settings.tenant_setup(),
+    );
     let info = stream_info(client, stream).await?;
     let (action, subject) = if info.get("error").is_some() {
         (
@@ -747,16 +802,20 @@ async fn chores(
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {
                 let tenants = pool.tenants();
-                futures::stream::iter(tenants)
-                    .for_each_concurrent(concurrency, |tenant| {
+                let pace = sweep_pace(settings.site_sync_interval, tenants.len());
+                let started = tokio::time::Instant::now();
+                futures::stream::iter(tenants.into_iter().zip(0u32..))
+                    .for_each_concurrent(concurrency, |(tenant, i)| {
                         let (store, pool, restarted, settings) =
                             (store.clone(), pool.clone(), restarted.clone(), settings.clone());
                         async move {
+                            tokio::time::sleep_until(started + pace * i).await;
                             sync_tenant(&store, &pool, &settings, &tenant, &restarted, true).await;
                         }
                     })
                     .await;
-                next = tokio::time::Instant::now() + settings.site_sync_interval;
+                let earliest = tokio::time::Instant::now() + settings.site_sync_interval / 2;
+                next = (started + settings.site_sync_interval).max(earliest);
             }
             admitted = recv_admission(&mut admissions) => {
                 if let Some(tenant) = admitted.and_then(|id| pool.tenant(id)) {
@@ -799,6 +858,20 @@ async fn chores(
         }
     }
 }
+
+/// How far apart the chores' sweep starts its tenants: at most
+/// [`SWEEP_TENANTS_PER_SECOND`], and the whole sweep within half of
+/// `interval`. A sweep is a repair (a joining leaf and a changed device are
+/// synced at once), and 1,000 tenants synced at once, each through its own
+/// connection, compete with a restarted pipeline draining its backlog.
+fn sweep_pace(interval: Duration, tenants: usize) -> Duration {
+    let per_tenant = Duration::from_secs(1) / SWEEP_TENANTS_PER_SECOND;
+    let within = interval / 2 / u32::try_from(tenants.max(1)).unwrap_or(u32::MAX);
+    per_tenant.min(within)
+}
+
+/// The chores' sweep rate when the interval leaves room for it.
+const SWEEP_TENANTS_PER_SECOND: u32 = 50;
 
 /// The tenant of the next admitted leaf (`None` when some were missed or
 /// nobody announces).
@@ -855,5 +928,116 @@ async fn sync_tenant(
         .await
     {
         tracing::warn!(tenant = %tenant.slug, error = report(&e), "syncing the device registry failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_of_many_tenants_is_spread_and_still_ends_within_its_interval() {
+        let interval = Duration::from_secs(30);
+        assert_eq!(sweep_pace(interval, 1), Duration::from_millis(20));
+        assert_eq!(sweep_pace(interval, 100), Duration::from_millis(20));
+        let pace = sweep_pace(interval, 10_000);
+        assert!(pace * 10_000 <= interval / 2, "{pace:?}");
+        assert_eq!(sweep_pace(interval, 0), Duration::from_millis(20));
+        let tests = sweep_pace(Duration::from_millis(500), 2);
+        assert!(tests * 2 <= Duration::from_millis(250), "{tests:?}");
+    }
+
+    fn tenant(slug: &str) -> Tenant {
+        use serviceradar_domain::validate::{DisplayName, Slug};
+        Tenant {
+            id: TenantId::new(),
+            slug: Slug::parse(slug).unwrap(),
+            name: DisplayName::parse(slug).unwrap(),
+            created_at: 0,
+        }
+    }
+
+    fn setup() -> Setup {
+        Setup {
+            accounts: AccountPusher::for_platform(),
+            ready: HashMap::new(),
+            client: None,
+            sources: None,
+            restarted: HashMap::new(),
+        }
+    }
+
+    /// The platform stream's info as the hub reports it: `sourced` tenants
+    /// configured, those in `stalled` failing, the set-up `metadata`.
+    fn info(sourced: &[&Tenant], stalled: &[&Tenant], metadata: &str) -> serde_json::Value {
+        let sources: Vec<_> = sourced
+            .iter()
+            .map(|t| names::platform_source(t.slug.as_str(), &t.id.to_string()).unwrap())
+            .collect();
+        let state: Vec<_> = sourced
+            .iter()
+            .map(|t| {
+                let failing = stalled.iter().any(|s| s.id == t.id);
+                serde_json::json!({
+                    "name": "INGEST",
+                    "external": { "api": names::api_prefix(t.slug.as_str()).unwrap() },
+                    "active": if failing { -1 } else { 200_000_000 },
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "config": {
+                "name": names::PLATFORM_STREAM,
+                "sources": sources,
+                "metadata": { names::TENANT_SETUP_METADATA: metadata, "_nats.ver": "2.15.1" },
+            },
+            "sources": state,
+        })
+    }
+
+    #[test]
+    fn a_restart_trusts_only_flowing_sources_set_up_with_the_same_settings() {
+        let settings = IngestSettings::new("nats://127.0.0.1:4222");
+        let (a, b, c) = (tenant("acme"), tenant("beta"), tenant("gamma"));
+        let tenants = [a.clone(), b.clone(), c.clone()];
+
+        // acme flows, beta's source is stalled, gamma is new.
+        let mut s = setup();
+        s.trust_earlier_setup(
+            &info(&[&a, &b], &[&b], &settings.tenant_setup()),
+            &tenants,
+            &settings,
+        );
+        assert_eq!(s.ready.keys().collect::<Vec<_>>(), [&a.id]);
+        let mut both = vec![a.id, b.id];
+        both.sort();
+        assert_eq!(s.sources, Some(both), "the stream already sources both");
+
+        // Other settings (the in-flight cap): nothing is trusted.
+        let mut changed = settings.clone();
+        changed.tenant_in_flight += 1;
+        let mut s = setup();
+        s.trust_earlier_setup(
+            &info(&[&a, &b], &[], &settings.tenant_setup()),
+            &tenants,
+            &changed,
+        );
+        assert!(s.ready.is_empty() && s.sources.is_none());
+
+        // No metadata (a stream an older version created): nothing either.
+        let mut s = setup();
+        s.trust_earlier_setup(&info(&[&a], &[], ""), &tenants, &settings);
+        assert!(s.ready.is_empty() && s.sources.is_none());
+
+        // A source of a tenant no longer listed: trusted tenants stay, but the
+        // stream must be updated, so its sources are not taken as current.
+        let mut s = setup();
+        s.trust_earlier_setup(
+            &info(&[&a, &b], &[], &settings.tenant_setup()),
+            &tenants[..1],
+            &settings,
+        );
+        assert_eq!(s.ready.keys().collect::<Vec<_>>(), [&a.id]);
+        assert!(s.sources.is_none());
     }
 }

@@ -119,6 +119,22 @@ impl IngestSettings {
     }
 }
 
+impl IngestSettings {
+    /// What platform mode's set-up of a tenant depends on (its `INGEST`
+    /// stream's retention and replicas, its source consumer's in-flight cap),
+    /// kept in the platform stream's metadata: a restarted process whose
+    /// settings say the same trusts the tenants an earlier one set up.
+    /// `v1` names what the set-up does; change it when that changes.
+    pub(crate) fn tenant_setup(&self) -> String {
+        format!(
+            "v1 retention={}s replicas={} in-flight={}",
+            self.retention.as_secs(),
+            self.stream_replicas.max(1),
+            self.tenant_in_flight.max(1)
+        )
+    }
+}
+
 /// How long dead letters are kept by default: 14 days.
 pub const DEFAULT_DEAD_LETTER_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
 

@@ -34,6 +34,11 @@ pub const PLATFORM_SUBJECT_PREFIX: &str = "t";
 /// Name of each tenant's stream the platform sources (the tenant's `INGEST`).
 pub const TENANT_STREAM: &str = "INGEST";
 
+/// The platform stream's metadata key naming the settings its tenants'
+/// `INGEST` streams and source consumers were set up with (see
+/// [`platform_stream_config`]).
+pub const TENANT_SETUP_METADATA: &str = "serviceradar.tenant-setup";
+
 /// The durable consumer on the tenant's `INGEST` stream that feeds the
 /// platform stream: `sr-platform-{tenant}`.
 pub fn source_consumer(tenant_slug: &str) -> Result<String, ConfigError> {
@@ -216,10 +221,14 @@ pub fn origin_sequence(stream_source_header: &str) -> Option<u64> {
 /// The platform stream's configuration (JSON, the body of
 /// `$JS.API.STREAM.CREATE|UPDATE.PLATFORM_INGEST`): no subjects of its own
 /// (nobody publishes into it: it only sources), file storage, `sources`.
+/// `tenant_setup` (kept in the stream's metadata under
+/// [`TENANT_SETUP_METADATA`]) names the settings the sourced tenants were set
+/// up with, so a restarted process can tell whether they need it again.
 pub fn platform_stream_config(
     sources: Vec<serde_json::Value>,
     max_age: std::time::Duration,
     replicas: usize,
+    tenant_setup: &str,
 ) -> serde_json::Value {
     json!({
         "name": PLATFORM_STREAM,
@@ -230,7 +239,29 @@ pub fn platform_stream_config(
         "discard": "old",
         "max_age": i64::try_from(max_age.as_nanos()).unwrap_or(i64::MAX),
         "num_replicas": replicas.max(1),
+        "metadata": { TENANT_SETUP_METADATA: tenant_setup },
     })
+}
+
+/// Whether `source` (one of the platform stream's configured sources, as
+/// the hub reports them) is the one [`platform_source`] renders for this
+/// tenant: its `INGEST` stream through the tenant's API prefix, its
+/// subjects put under this tenant id.
+pub fn is_platform_source_of(
+    source: &serde_json::Value,
+    tenant_slug: &str,
+    tenant_id: &str,
+) -> bool {
+    let (Ok(api), Ok(consumer)) = (api_prefix(tenant_slug), source_consumer(tenant_slug)) else {
+        return false;
+    };
+    let dest = format!("{PLATFORM_SUBJECT_PREFIX}.{tenant_id}.>");
+    let transforms = source["subject_transforms"].as_array();
+    source["name"] == TENANT_STREAM
+        && source["external"]["api"] == api.as_str()
+        && source["consumer"]["name"] == consumer.as_str()
+        && transforms
+            .is_some_and(|t| t.len() == 1 && t[0]["src"] == ">" && t[0]["dest"] == dest.as_str())
 }
 
 #[cfg(test)]
@@ -269,6 +300,13 @@ mod tests {
         assert_eq!(source["subject_transforms"][0]["dest"], format!("t.{id}.>"));
         assert!(platform_source("acme", "t.x").is_err());
         assert!(platform_source("acme", "*").is_err());
+        assert!(is_platform_source_of(&source, "acme", id));
+        let other = "0190a0b1-0000-7000-8000-00000000ffff";
+        assert!(!is_platform_source_of(&source, "acme", other));
+        assert!(!is_platform_source_of(&source, "globex", id));
+        let mut wider = source.clone();
+        wider["subject_transforms"][0]["src"] = "events.>".into();
+        assert!(!is_platform_source_of(&wider, "acme", id));
         let subject = format!("t.{id}.events.acme.nyc");
         assert_eq!(
             split_platform_subject(&subject),

@@ -1528,6 +1528,13 @@ async fn platform_mode_writes_every_tenant_exactly_once_through_one_connection()
             .collect()
     };
     let before_restart = on_hub(&accounts);
+    // Nor does it declare again the tenants' streams and source consumers an
+    // earlier serve set up with the same settings (the hub audits every
+    // JetStream API request of an account on this subject). Regression: at
+    // 1,000 tenants that was 1,000 connections and 2,000 requests competing
+    // with the backlog's drain.
+    let mut audit = acme_nc.subscribe("$JS.EVENT.ADVISORY.API").await.unwrap();
+    acme_nc.flush().await.unwrap();
     let acme_publisher = {
         let acme_nc = acme_nc.clone();
         tokio::spawn(async move { publish_good(&acme_nc, "acme", GOOD / 2, GOOD / 2).await })
@@ -1544,6 +1551,24 @@ async fn platform_mode_writes_every_tenant_exactly_once_through_one_connection()
         on_hub(&accounts),
         before_restart,
         "the restarted serve pushed an account the hub already held"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut redeclared = Vec::new();
+    while let Ok(Some(advisory)) =
+        tokio::time::timeout(Duration::from_millis(200), audit.next()).await
+    {
+        let advisory: Value = serde_json::from_slice(&advisory.payload).unwrap();
+        let subject = advisory["subject"].as_str().unwrap_or_default().to_owned();
+        // Requests the hub makes itself (the platform stream's sourcing) name
+        // no client.
+        let client = &advisory["client"]["name"];
+        if client.is_string() && (subject.ends_with(".INGEST") || subject.contains(".INGEST.")) {
+            redeclared.push(format!("{subject} from {}", advisory["client"]["name"]));
+        }
+    }
+    assert!(
+        redeclared.is_empty(),
+        "the restarted serve set acme up again: {redeclared:?}"
     );
 
     // Every row is its own tenant's.
