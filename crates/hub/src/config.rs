@@ -288,7 +288,10 @@ impl Shared {
         let tenant_jwts = store
             .all_tenant_account_jwts()
             .await
-            .map_err(store_error("reading the tenant account JWTs"))?;
+            .map_err(store_error("reading the tenant account JWTs"))?
+            .into_iter()
+            .map(|(_, jwt)| jwt)
+            .collect::<Vec<_>>();
         let mut accounts = vec![
             pki.system_account_jwt(store)
                 .await

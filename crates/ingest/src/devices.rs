@@ -116,12 +116,19 @@ pub async fn sync_device_registry(
         }
         wanted.insert(key);
     }
-    let mut keys = kv.keys().await.map_err(nats("listing registry keys"))?;
+    // Listing the keys costs the hub an ordered consumer, on every sweep of
+    // every tenant. When nothing was written and the bucket held exactly one
+    // message per wanted key when opened (each of them read back above), it
+    // holds no other key: skip it.
+    let held = kv.status().await.map(|status| status.values()).ok();
     let mut stale = Vec::new();
-    while let Some(key) = keys.next().await {
-        let key = key.map_err(nats("listing registry keys"))?;
-        if !wanted.contains(&key) {
-            stale.push(key);
+    if changed > 0 || held != u64::try_from(wanted.len()).ok() {
+        let mut keys = kv.keys().await.map_err(nats("listing registry keys"))?;
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(nats("listing registry keys"))?;
+            if !wanted.contains(&key) {
+                stale.push(key);
+            }
         }
     }
     for key in stale {

@@ -267,14 +267,27 @@ impl AccountPusher {
         tenants: &[Tenant],
     ) -> Result<(), IngestError> {
         let mut pushed_any = false;
+        // Every tenant's stored JWT in one statement (not one statement, an
+        // unsealed seed and a key derivation per tenant on every pass).
+        let mut stored_jwts: HashMap<TenantId, String> = store
+            .all_tenant_account_jwts()
+            .await
+            .map_err(|e| IngestError::Store("reading the tenant account JWTs", e))?
+            .into_iter()
+            .collect();
         for tenant in tenants {
             // What the hub should have: the stored JWT (in platform mode, it
-            // is re-signed with the exports when it changed).
-            let stored = pki
-                .tenant_account(store, tenant)
-                .await
-                .map_err(account_failed(tenant, "reading its JWT"))?
-                .1;
+            // is re-signed with the exports when it changed). A tenant
+            // without an account yet gets one here.
+            let stored = match stored_jwts.remove(&tenant.id) {
+                Some(jwt) => jwt,
+                None => {
+                    pki.tenant_account(store, tenant)
+                        .await
+                        .map_err(account_failed(tenant, "reading its JWT"))?
+                        .1
+                }
+            };
             let key = tenant.id.to_string();
             if self.pushed.get(&key) == Some(&stored) {
                 continue;

@@ -1753,3 +1753,70 @@ async fn a_tenant_without_dead_letters_reserves_no_hub_storage_for_them() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["items"].as_array().unwrap().len(), 0, "{body}");
 }
+
+/// The device registry on the hub holds exactly the database's devices: a
+/// key the database does not have (left by an older process, or put by hand)
+/// goes at the next sync even when no device changed, and so do the keys of
+/// devices deleted with their site. Regression for the sync, which skips
+/// listing the keys when nothing changed and the bucket's count agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_registry_drops_keys_the_database_does_not_have_even_when_nothing_changed() {
+    use serviceradar_domain::device::{DeviceLimits, DeviceName};
+    use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
+    use serviceradar_natsconf::leaf::DEVICE_REGISTRY_BUCKET;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let database_url = format!("sqlite://{}", dir.join("core.db").display());
+    let (store, pki, _running, _hub, ports, _acme, beta) =
+        two_tenants(dir, &database_url, |_| {}).await;
+    let scoped = store.scoped(TenantScope::for_system_task(beta.id));
+    let (site, _) = scoped
+        .create_site(
+            &serviceradar_store::NewSite {
+                name: DisplayName::parse("Plant").unwrap(),
+                slug: Slug::parse("plant").unwrap(),
+                nats_leaf_url: NatsUrl::parse("tls://127.0.0.1:4222").unwrap(),
+                upstream_url: "tls://127.0.0.1:7422".into(),
+                local_listen: ListenAddr::parse("127.0.0.1:4222").unwrap(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    for name in ["sensor-a", "sensor-b"] {
+        scoped
+            .create_device(
+                site.id,
+                &DeviceName::parse(name).unwrap(),
+                DeviceLimits::DEFAULT,
+            )
+            .await
+            .unwrap();
+    }
+    let beta_nc = tenant_client(dir, &store, &pki, &beta, ports.client).await;
+    let sync = || ingest::sync_device_registry(&store, &beta_nc, &beta, 1);
+    sync().await.unwrap();
+    let kv = async_nats::jetstream::new(beta_nc.clone())
+        .get_key_value(DEVICE_REGISTRY_BUCKET)
+        .await
+        .unwrap();
+    let keys = || async {
+        let mut keys: Vec<String> = kv.keys().await.unwrap().map(|k| k.unwrap()).collect().await;
+        keys.sort();
+        keys
+    };
+    let registered = keys().await;
+    assert_eq!(registered.len(), 2, "{registered:?}");
+    assert_eq!(sync().await.unwrap(), 0, "nothing changed");
+
+    kv.put("stray", "{}".into()).await.unwrap();
+    assert_eq!(sync().await.unwrap(), 1, "the stray key is removed");
+    assert_eq!(keys().await, registered);
+    assert_eq!(sync().await.unwrap(), 0);
+
+    scoped.delete_site(site.id).await.unwrap();
+    assert_eq!(sync().await.unwrap(), 2, "the deleted devices' keys go");
+    assert!(keys().await.is_empty());
+    assert_eq!(sync().await.unwrap(), 0);
+}

@@ -6,6 +6,7 @@
 //! `ON CONFLICT DO NOTHING` and returns the row that is stored afterwards, so
 //! two replicas racing to create the same CA both end up using the winner's.
 
+use serviceradar_domain::TenantId;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor};
 
@@ -143,16 +144,19 @@ impl Store {
             .ok_or_else(|| StoreError::corrupt("platform_secrets", "row vanished after insert"))
     }
 
-    /// The account JWTs of every tenant that has a NATS account (for the hub's
-    /// preloaded resolver), oldest first.
-    pub async fn all_tenant_account_jwts(&self) -> Result<Vec<String>, StoreError> {
+    /// The account JWT of every tenant that has a NATS account, with its
+    /// tenant, oldest first, in one statement: for the hub's preloaded
+    /// resolver, and for the account pusher, which compares every tenant's
+    /// with what it pushed on each pass.
+    pub async fn all_tenant_account_jwts(&self) -> Result<Vec<(TenantId, String)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT account_jwt FROM tenant_nats_accounts ORDER BY created_at, tenant_id",
+            "SELECT tenant_id, account_jwt FROM tenant_nats_accounts ORDER BY created_at, tenant_id",
         )
         .fetch_all(&self.pool)
         .await?;
         row::all(&rows, |row| {
-            Cols::of(row, "tenant_nats_accounts").get("account_jwt")
+            let r = Cols::of(row, "tenant_nats_accounts");
+            Ok((r.parse("tenant_id")?, r.get("account_jwt")?))
         })
     }
 }
