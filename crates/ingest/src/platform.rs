@@ -265,20 +265,29 @@ impl Setup {
             return;
         }
         let configured = config["sources"].as_array().map_or(&[][..], Vec::as_slice);
+        // Each configured source by its API prefix (a tenant's own), so each
+        // tenant is one look-up, not a scan of 1,000 sources.
+        let by_api: HashMap<&str, &serde_json::Value> = configured
+            .iter()
+            .filter_map(|source| Some((source["external"]["api"].as_str()?, source)))
+            .collect();
         let limit = i64::try_from(STALLED_SOURCE.as_nanos()).unwrap_or(i64::MAX);
         let stalled: HashSet<String> = stalled_sources(info, limit).collect();
         let now = std::time::Instant::now();
         let mut sourced = Vec::new();
         for tenant in tenants {
-            let (slug, id) = (tenant.slug.as_str(), tenant.id.to_string());
-            if !configured
-                .iter()
-                .any(|source| names::is_platform_source_of(source, slug, &id))
-            {
+            let slug = tenant.slug.as_str();
+            let Ok(api) = names::api_prefix(slug) else {
+                continue;
+            };
+            let Some(source) = by_api.get(api.as_str()) else {
+                continue;
+            };
+            if !names::is_platform_source_of(source, slug, &tenant.id.to_string()) {
                 continue;
             }
             sourced.push(tenant.id);
-            if names::api_prefix(slug).is_ok_and(|api| !stalled.contains(&api)) {
+            if !stalled.contains(&api) {
                 self.ready.insert(tenant.id, slug.to_owned());
                 self.restarted.insert(tenant.id, now);
             }

@@ -117,9 +117,7 @@ impl IngestSettings {
             device_changes: crate::DeviceChanges::default(),
         }
     }
-}
 
-impl IngestSettings {
     /// What platform mode's set-up of a tenant depends on (its `INGEST`
     /// stream's retention and replicas, its source consumer's in-flight cap),
     /// kept in the platform stream's metadata: a restarted process whose

@@ -395,12 +395,18 @@ impl AccountPusher {
         let Ok(held) = decode_claims(&on_hub) else {
             return false;
         };
+        // The stored JWT's issue time; in tenant mode it is the JWT itself,
+        // already decoded and checked.
+        let stored_iat = |stored: &str| {
+            if stored == jwt {
+                ours["iat"].as_i64()
+            } else {
+                decode_claims(stored).ok().and_then(|c| c["iat"].as_i64())
+            }
+        };
         let not_older = match stored {
             None => true,
-            Some(stored) => match (
-                held["iat"].as_i64(),
-                decode_claims(stored).ok().and_then(|c| c["iat"].as_i64()),
-            ) {
+            Some(stored) => match (held["iat"].as_i64(), stored_iat(stored)) {
                 (Some(held), Some(stored)) => held >= stored,
                 _ => false,
             },
