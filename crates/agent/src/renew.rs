@@ -293,13 +293,16 @@ fn reload_leaf(leaf: &LeafFiles) -> anyhow::Result<()> {
         "{} does not hold a pid",
         pid_file.display()
     );
-    let status = std::process::Command::new("kill")
-        .args(["-s", "HUP", pid])
-        .status()
-        .context("running kill")?;
-    anyhow::ensure!(
-        status.success(),
-        "telling the leaf (pid {pid}) to reload failed: is it running?"
-    );
-    Ok(())
+    let signalled = pid
+        .parse::<i32>()
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .map(|pid| rustix::process::kill_process(pid, rustix::process::Signal::HUP));
+    match signalled {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => {
+            anyhow::bail!("telling the leaf (pid {pid}) to reload failed: {e} (is it running?)")
+        }
+        None => anyhow::bail!("{} does not hold a pid", pid_file.display()),
+    }
 }

@@ -321,9 +321,12 @@ async fn wait_for_stop(child: &mut Child, what: &str) -> Outcome {
 async fn stop(child: &mut Child) -> Outcome {
     if let Some(pid) = child.id() {
         // SIGTERM first, so the leaf shuts down cleanly.
-        let _ = std::process::Command::new("kill")
-            .arg(pid.to_string())
-            .status();
+        if let Some(pid) = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
         if tokio::time::timeout(Duration::from_secs(10), child.wait())
             .await
             .is_err()

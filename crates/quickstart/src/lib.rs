@@ -278,13 +278,15 @@ pub fn stop_processes(dir: &Path) -> usize {
         // Only a process still running our command line is ours to stop.
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let ours = String::from_utf8_lossy(&cmdline).contains(&*dir.to_string_lossy());
-        if ours
-            && Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()
-                .is_ok_and(|s| s.success())
-        {
+        // A signal from here, not a `kill` binary: slim container images
+        // have none.
+        let signalled = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .is_some_and(|pid| {
+                rustix::process::kill_process(pid, rustix::process::Signal::TERM).is_ok()
+            });
+        if ours && signalled {
             stopped += 1;
             let deadline = Instant::now() + Duration::from_secs(10);
             while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {

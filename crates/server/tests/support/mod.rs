@@ -555,23 +555,24 @@ pub fn real_nats_server() -> std::path::PathBuf {
 /// `serviceradar-agent` beside the `serviceradar-core` under test (built
 /// here when this package's tests run alone, so the workspace did not).
 pub fn agent_beside_core() -> std::path::PathBuf {
+    workspace_binary("serviceradar-agent", "serviceradar-agent")
+}
+
+/// Binary `bin` of workspace package `package`, beside the
+/// `serviceradar-core` under test (built here when it is not there: this
+/// package's tests ran alone, so the workspace's binaries were not built).
+pub fn workspace_binary(package: &str, bin: &str) -> std::path::PathBuf {
     let core = std::path::PathBuf::from(env!("CARGO_BIN_EXE_serviceradar-core"));
-    let agent = core.with_file_name("serviceradar-agent");
-    if !agent.is_file() {
+    let path = core.with_file_name(bin);
+    if !path.is_file() {
         let status = std::process::Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-p",
-                "serviceradar-agent",
-                "--bin",
-                "serviceradar-agent",
-            ])
+            .args(["build", "-p", package, "--bin", bin])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("cargo build");
-        assert!(status.success(), "building serviceradar-agent");
+        assert!(status.success(), "building {bin}");
     }
-    agent
+    path
 }
 
 /// Settings of a platform on `database_url` that ingests from the hub at
