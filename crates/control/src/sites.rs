@@ -54,7 +54,7 @@ pub struct CreateSite {
 }
 
 /// A leaf's layout, as `POST .../regenerate-config` may change it (an
-/// absent body keeps the layout).
+/// absent body keeps the layout), and whether its cluster nodes get new keys.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -65,6 +65,22 @@ pub struct LeafLayout {
     pub leaf_node_urls: Option<Vec<String>>,
     /// As in [`CreateSite::leaf_cluster_port`].
     pub leaf_cluster_port: Option<i64>,
+    /// `true`: a 3-node leaf's nodes get new keys (for a key that may have
+    /// leaked). Every node's certificate and pins change, so every node
+    /// needs the new bundle; updated one at a time, two nodes keep the
+    /// site's buffer quorum. Absent or `false`: the nodes keep their keys
+    /// (renewals and regenerations do), and a rolling update stays routed.
+    pub rotate_node_keys: Option<bool>,
+}
+
+/// `rotate_node_keys` on a leaf that is one server: it has no node keys.
+fn rotate_needs_a_cluster() -> ControlError {
+    let mut errors = FieldErrors::default();
+    errors.0.push(FieldError::new(
+        "rotate_node_keys",
+        "only a 3-node leaf has node keys (leaf_nodes: 3)",
+    ));
+    ControlError::Invalid(errors)
 }
 
 /// Parses a requested leaf layout into `errors`: `Some(None)` for one
@@ -569,6 +585,7 @@ impl Control {
         layout: &LeafLayout,
     ) -> Result<Regenerated, ControlError> {
         let scoped = self.scoped(actor, Action::WriteSites)?;
+        let rotate = layout.rotate_node_keys == Some(true);
         if layout.leaf_nodes.is_some()
             || layout.leaf_node_urls.is_some()
             || layout.leaf_cluster_port.is_some()
@@ -588,10 +605,21 @@ impl Control {
                 Some(&site.nats_leaf_url),
             );
             let cluster = finish(errors, cluster)?;
+            if rotate && cluster.is_none() {
+                return Err(rotate_needs_a_cluster());
+            }
             scoped.set_leaf_cluster(leaf.id, cluster.as_ref()).await?;
             tracing::info!(site_id = %id,
                 leaf_nodes = cluster.as_ref().map_or(1, |c| c.nodes().len()),
                 "leaf layout changed");
+        }
+        if rotate {
+            let leaf = scoped.leaf_for_site(id).await?;
+            if leaf.cluster.is_none() {
+                return Err(rotate_needs_a_cluster());
+            }
+            let forgotten = scoped.forget_leaf_node_keys(leaf.id).await?;
+            tracing::warn!(site_id = %id, forgotten, "leaf cluster node keys rotated: every node needs the new bundle");
         }
         let (drift, leaf) = self.drift(&scoped, id).await?;
         let job = serviceradar_provisioning::provisioning_job(&leaf);

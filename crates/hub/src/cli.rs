@@ -57,6 +57,14 @@ pub struct HubConfigArgs {
     /// pod renders its own; the pins are the same in every render).
     #[arg(long)]
     pub only_node: Option<usize>,
+    /// Of a hub cluster, give node N a new key before rendering (repeat or
+    /// comma-separate; N counted from 0): for a node key that may have
+    /// leaked. Its certificate and every node's pin of it change, so
+    /// install the new config on every node, one node at a time (the two
+    /// others keep their routes and the quorum while one restarts). Run it
+    /// once: later renders, `--only-node` ones too, use the new key.
+    #[arg(long = "rotate-node-key", value_delimiter = ',')]
+    pub rotate_node_keys: Vec<usize>,
 }
 
 impl HubConfigArgs {
@@ -77,6 +85,11 @@ impl HubConfigArgs {
             resolver_dir: self.resolver_dir.clone(),
         };
         let mut report = String::new();
+        if self.cluster_nodes.is_empty() && !self.rotate_node_keys.is_empty() {
+            return Err(HubError::Cluster(
+                "--rotate-node-key is for a hub cluster: give its nodes with --cluster-node".into(),
+            ));
+        }
         if self.cluster_nodes.is_empty() {
             let written = write_hub_config(store, pki, &opts, &self.out).await?;
             let _ = writeln!(
@@ -95,6 +108,7 @@ impl HubConfigArgs {
         let cluster = HubClusterOptions {
             route_port: self.cluster_port,
             resolver_interval: self.resolver_interval.clone(),
+            rotate_node_keys: self.rotate_node_keys.clone(),
             ..HubClusterOptions::new(self.cluster_nodes.clone())
         };
         let nodes =
@@ -111,6 +125,13 @@ impl HubConfigArgs {
                 written.config_checksum,
                 written.tenant_accounts,
                 written.config_path.display()
+            );
+        }
+        for node in &self.rotate_node_keys {
+            let _ = writeln!(
+                report,
+                "node {node}: new key; every node's config pins it now: install the new config \
+                 on every node, one node at a time"
             );
         }
         Ok(report)

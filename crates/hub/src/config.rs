@@ -61,6 +61,9 @@ pub struct HubClusterOptions {
     pub route_listen_host: String,
     /// How often the nodes' account resolvers compare their directories.
     pub resolver_interval: String,
+    /// Nodes given a new key before this render (a key that may have
+    /// leaked, [`Pki::rotate_hub_node_key`]); empty keeps every kept key.
+    pub rotate_node_keys: Vec<usize>,
 }
 
 impl HubClusterOptions {
@@ -72,6 +75,7 @@ impl HubClusterOptions {
             route_port: DEFAULT_CLUSTER_PORT,
             route_listen_host: "0.0.0.0".into(),
             resolver_interval: serviceradar_natsconf::hub::RESOLVER_INTERVAL.into(),
+            rotate_node_keys: Vec::new(),
         }
     }
 
@@ -152,7 +156,9 @@ pub async fn write_hub_config(
 /// keeps per cluster name and node ([`Pki::hub_node_key`]): every render
 /// (on any machine, at any time) pins the same keys, so nodes rendered
 /// apart still admit each other. `only_node` writes that node's directory
-/// alone (a Kubernetes pod renders its own).
+/// alone (a Kubernetes pod renders its own). `cluster.rotate_node_keys`
+/// first replaces those nodes' kept keys: their certificates and every
+/// node's pins of them change, so every node needs the new config.
 pub async fn write_hub_cluster_config(
     store: &Store,
     pki: &Pki,
@@ -167,14 +173,22 @@ pub async fn write_hub_cluster_config(
             cluster.nodes.len()
         )));
     }
-    if only_node.is_some_and(|n| n >= cluster.nodes.len()) {
+    if let Some(n) = only_node
+        .into_iter()
+        .chain(cluster.rotate_node_keys.iter().copied())
+        .find(|n| *n >= cluster.nodes.len())
+    {
         return Err(HubError::Cluster(format!(
-            "node {} asked for, the cluster has {} (counted from 0)",
-            only_node.unwrap_or_default(),
+            "node {n} asked for, the cluster has {} (counted from 0)",
             cluster.nodes.len()
         )));
     }
     let shared = Shared::load(store, pki).await?;
+    for &node in &cluster.rotate_node_keys {
+        pki.rotate_hub_node_key(store, &cluster.name, node)
+            .await
+            .map_err(identity("rotating a hub cluster node's key"))?;
+    }
     let out = prepare_dir(out)?;
     let mut certs = Vec::with_capacity(cluster.nodes.len());
     let mut pins = Vec::with_capacity(cluster.nodes.len());

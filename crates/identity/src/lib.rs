@@ -560,18 +560,30 @@ impl Pki {
         cluster: &str,
         node: usize,
     ) -> Result<Zeroizing<String>, IdentityError> {
-        let name = format!("hub_cluster_node_key:{cluster}:{node}");
+        let name = hub_node_key_name(cluster, node);
         let (_, key) = self
-            .platform_secret(store, &name, || {
-                let key =
-                    serviceradar_pki::new_server_key().map_err(|source| IdentityError::Issue {
-                        what: "generating a hub cluster node's key",
-                        source,
-                    })?;
-                Ok((String::new(), key))
-            })
+            .platform_secret(store, &name, || Ok((String::new(), new_hub_node_key()?)))
             .await?;
         Ok(key)
+    }
+
+    /// Gives node `node` of the hub cluster `cluster` a new key, replacing
+    /// the kept one (a key that may have leaked): renders from now on issue
+    /// the node's certificate for the new key and pin it, so the old key no
+    /// longer joins the routes once every node runs a config rendered after.
+    pub async fn rotate_hub_node_key(
+        &self,
+        store: &Store,
+        cluster: &str,
+        node: usize,
+    ) -> Result<(), IdentityError> {
+        let name = hub_node_key_name(cluster, node);
+        let key = new_hub_node_key()?;
+        store
+            .replace_platform_secret(&name, "", &self.seal(&key, &aad::platform(&name)))
+            .await?;
+        tracing::warn!(cluster, node, "hub cluster node key rotated");
+        Ok(())
     }
 
     /// The platform root CA (created on first use).
@@ -1187,6 +1199,19 @@ pub fn creds_user_key(creds: &str) -> Option<String> {
     serviceradar_natsconf::jwt::decode_claims(jwt).ok()?["sub"]
         .as_str()
         .map(str::to_owned)
+}
+
+/// The platform secret holding node `node`'s key of hub cluster `cluster`.
+fn hub_node_key_name(cluster: &str, node: usize) -> String {
+    format!("hub_cluster_node_key:{cluster}:{node}")
+}
+
+/// A fresh hub cluster node key (PEM).
+fn new_hub_node_key() -> Result<Zeroizing<String>, IdentityError> {
+    serviceradar_pki::new_server_key().map_err(|source| IdentityError::Issue {
+        what: "generating a hub cluster node's key",
+        source,
+    })
 }
 
 #[cfg(test)]

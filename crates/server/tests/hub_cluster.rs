@@ -113,6 +113,11 @@ impl Hub {
     /// (three times) on the platform's database and dev master key in `dir`
     /// (see [`settings`]).
     async fn write(dir: &Path, ports: ClusterPorts) -> Self {
+        Self::write_with(dir, ports, &[]).await.0
+    }
+
+    /// [`Hub::write`] with `extra` arguments; also returns what it printed.
+    async fn write_with(dir: &Path, ports: ClusterPorts, extra: &[&str]) -> (Self, String) {
         let out = dir.join("hub");
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_serviceradar-core"));
         cmd.args(["admin", "hub-config", "--data-dir"])
@@ -141,6 +146,7 @@ impl Hub {
         for _ in 0..NODES {
             cmd.args(["--cluster-node", "127.0.0.1"]);
         }
+        cmd.args(extra);
         let output = tokio::task::spawn_blocking(move || cmd.output())
             .await
             .unwrap()
@@ -163,11 +169,12 @@ impl Hub {
         for config in &configs {
             serviceradar_testkit::check_nats_config(config).expect("nats-server -t");
         }
-        Self {
+        let hub = Self {
             configs,
             nodes: (0..NODES).map(|_| None).collect(),
             ports,
-        }
+        };
+        (hub, stdout.into_owned())
     }
 
     fn start(&mut self, i: usize) {
@@ -688,60 +695,176 @@ async fn another_certificate_of_the_platform_root_cannot_join_the_hub_cluster_ro
         "the nodes' own certificates are pinned\n{}",
         hub.logs()
     );
+    for (n, (who, (cert, key))) in [("a site leaf's", leaf_cert), ("another hub's", hub_cert)]
+        .into_iter()
+        .enumerate()
+    {
+        refused_by_every_node(&hub, &dir.join(format!("intruder-{n}")), who, &cert, &key).await;
+    }
+    drop(app);
+}
+
+/// A real `nats-server` dialing the hub's route ports with `cert` and
+/// `key` (chained to the platform root) is refused by every node for its
+/// pin (the handshake reached the route listener and failed on the pin, not
+/// on the chain), and the nodes keep their routes to each other.
+async fn refused_by_every_node(hub: &Hub, dir: &Path, who: &str, cert: &Path, key: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
     let root_ca = hub.configs[0].parent().unwrap().join("root-ca.pem");
     let routes = hub
         .routes()
         .iter()
         .map(|r| format!("    \"{r}\"\n"))
         .collect::<String>();
-    for (n, (who, (cert, key))) in [("a site leaf's", leaf_cert), ("another hub's", hub_cert)]
+    let (client, monitor, route) = (free_port(), free_port(), free_port());
+    let config = format!(
+        "server_name: \"intruder\"\nhost: \"127.0.0.1\"\nport: {client}\n\
+         http: \"127.0.0.1:{monitor}\"\n\
+         cluster {{\n  name: \"sr-hub\"\n  listen: \"127.0.0.1:{route}\"\n  no_advertise: true\n\
+         \x20 tls {{\n    cert_file: \"{}\"\n    key_file: \"{}\"\n    ca_file: \"{}\"\n\
+         \x20   verify: true\n    timeout: 2\n  }}\n  routes = [\n{routes}  ]\n}}\n",
+        cert.display(),
+        key.display(),
+        root_ca.display()
+    );
+    let before: Vec<usize> = (0..NODES)
+        .map(|i| hub.log(i).matches("certificate not pinned").count())
+        .collect();
+    let intruder =
+        NatsServer::start(dir, "intruder", &config, monitor).expect("the intruder starts");
+    wait_for(
+        || async {
+            (0..NODES).all(|i| hub.log(i).matches("certificate not pinned").count() > before[i])
+        },
+        &format!("{who} certificate refused by every node for its pin"),
+        Duration::from_secs(60),
+        &|| format!("{}--- intruder\n{}", hub.logs(), intruder.log()),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let intruder_routes = http_get(monitor, "/routez")
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|r| r["num_routes"].as_u64());
+    assert_eq!(intruder_routes, Some(0), "{who}\n{}", intruder.log());
+    for i in 0..NODES {
+        assert_eq!(
+            hub.route_peers(i),
+            NODES - 1,
+            "{who}: node {i} routes to its two peers only\n{}",
+            hub.logs()
+        );
+    }
+}
+
+/// The `pinned_certs` of a rendered config.
+fn pins_of(config: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(config).unwrap();
+    text.split("pinned_certs = [")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .unwrap_or_default()
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A hub node's key that may have leaked is rotated with `admin hub-config
+/// --rotate-node-key N`: node N's pin changes in every node's config (the
+/// others' stay), the nodes are updated one at a time and two of them keep
+/// routing together at every step (the quorum), and once all three run the
+/// new configs the three route again while the old key, presented by a
+/// real `nats-server` on the route port, is refused by every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_hub_node_key_is_refused_once_every_node_runs_the_new_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ports = ClusterPorts::free();
+    let settings = settings(dir, ports);
+    support::init();
+    let app = Application::build(settings.clone()).await.unwrap();
+    let mut hub = Hub::write(dir, ports).await;
+    for i in 0..NODES {
+        hub.start(i);
+    }
+    wait_for(
+        || async { (0..NODES).all(|i| hub.route_peers(i) == NODES - 1) },
+        "every hub node routing to the two others",
+        Duration::from_secs(60),
+        &|| hub.logs(),
+    )
+    .await;
+    // What the rotated node had: its certificate and key.
+    const ROTATED: usize = 2;
+    let old_dir = dir.join("old-node");
+    std::fs::create_dir_all(&old_dir).unwrap();
+    let node_dir = hub.configs[ROTATED].parent().unwrap().to_owned();
+    for file in ["hub-server.pem", "hub-server-key.pem"] {
+        std::fs::copy(node_dir.join(file), old_dir.join(file)).unwrap();
+    }
+    let old_pins = pins_of(&hub.configs[0]);
+
+    let (rotated, stdout) =
+        Hub::write_with(dir, ports, &["--rotate-node-key", &ROTATED.to_string()]).await;
+    assert!(
+        stdout.contains(&format!("node {ROTATED}: new key")),
+        "{stdout}"
+    );
+    let new_pins = pins_of(&rotated.configs[0]);
+    for i in 0..NODES {
+        assert_eq!(
+            pins_of(&rotated.configs[i]),
+            new_pins,
+            "node {i} pins the same keys"
+        );
+        if i == ROTATED {
+            assert_ne!(new_pins[i], old_pins[i], "node {i}'s pin changed");
+        } else {
+            assert_eq!(new_pins[i], old_pins[i], "node {i}'s pin is kept");
+        }
+    }
+    // Rendering again (as each Kubernetes pod does) keeps the new key.
+    let (_, _) = Hub::write_with(dir, ports, &[]).await;
+    assert_eq!(
+        pins_of(&rotated.configs[1]),
+        new_pins,
+        "later renders pin the new key"
+    );
+
+    // One node at a time: 0 (new pins, same key), 2 (the new key), 1.
+    for (step, (node, pair)) in [(0, (0, 1)), (ROTATED, (0, ROTATED)), (1, (0, 1))]
         .into_iter()
         .enumerate()
     {
-        let intruder_dir = dir.join(format!("intruder-{n}"));
-        std::fs::create_dir_all(&intruder_dir).unwrap();
-        let (client, monitor, route) = (free_port(), free_port(), free_port());
-        let config = format!(
-            "server_name: \"intruder-{n}\"\nhost: \"127.0.0.1\"\nport: {client}\n\
-             http: \"127.0.0.1:{monitor}\"\n\
-             cluster {{\n  name: \"sr-hub\"\n  listen: \"127.0.0.1:{route}\"\n  no_advertise: true\n\
-             \x20 tls {{\n    cert_file: \"{}\"\n    key_file: \"{}\"\n    ca_file: \"{}\"\n\
-             \x20   verify: true\n    timeout: 2\n  }}\n  routes = [\n{routes}  ]\n}}\n",
-            cert.display(),
-            key.display(),
-            root_ca.display()
-        );
-        let before: Vec<usize> = (0..NODES)
-            .map(|i| hub.log(i).matches("certificate not pinned").count())
-            .collect();
-        let intruder = NatsServer::start(&intruder_dir, "intruder", &config, monitor)
-            .expect("the intruder starts");
-        // Every node refuses it for its pin: the attempt reached the route
-        // listener and the handshake failed on the pin, not on the chain.
+        hub.kill(node);
+        hub.start(node);
         wait_for(
-            || async {
-                (0..NODES).all(|i| hub.log(i).matches("certificate not pinned").count() > before[i])
-            },
-            &format!("{who} certificate refused by every node for its pin"),
+            || async { hub.route_peers(pair.0) >= 1 && hub.route_peers(pair.1) >= 1 },
+            &format!(
+                "step {step}: nodes {} and {} routing after node {node} restarted",
+                pair.0, pair.1
+            ),
             Duration::from_secs(60),
-            &|| format!("{}--- intruder\n{}", hub.logs(), intruder.log()),
+            &|| hub.logs(),
         )
         .await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let intruder_routes = http_get(monitor, "/routez")
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|r| r["num_routes"].as_u64());
-        assert_eq!(intruder_routes, Some(0), "{who}\n{}", intruder.log());
-        for i in 0..NODES {
-            assert_eq!(
-                hub.route_peers(i),
-                NODES - 1,
-                "{who}: node {i} routes to its two peers only\n{}",
-                hub.logs()
-            );
-        }
-        drop(intruder);
     }
+    wait_for(
+        || async { (0..NODES).all(|i| hub.route_peers(i) == NODES - 1) },
+        "the three routing again on the new configs",
+        Duration::from_secs(60),
+        &|| hub.logs(),
+    )
+    .await;
+    refused_by_every_node(
+        &hub,
+        &dir.join("intruder-old-key"),
+        "the rotated node's old",
+        &old_dir.join("hub-server.pem"),
+        &old_dir.join("hub-server-key.pem"),
+    )
+    .await;
     drop(app);
 }
 
@@ -1029,4 +1152,48 @@ async fn serve_runs_a_three_node_embedded_hub_that_a_site_links_to_and_survives_
         at.elapsed().as_secs_f64()
     ));
     drop(leaf);
+}
+
+/// `--rotate-node-key` with a node the cluster does not have, or without a
+/// cluster, is refused with what is wrong, before any key is made or
+/// replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_node_key_refuses_a_node_the_cluster_does_not_have() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let settings = settings(dir, ClusterPorts::free());
+    support::init();
+    let app = Application::build(settings).await.unwrap();
+    let run = |extra: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_serviceradar-core"))
+            .args(["admin", "hub-config", "--data-dir"])
+            .arg(dir)
+            .arg("--database-url")
+            .arg(database_url(dir))
+            .arg("--out")
+            .arg(dir.join("hub"))
+            .args(extra)
+            .env_remove("SERVICERADAR_DATABASE_URL")
+            .env_remove("SERVICERADAR_MASTER_KEY")
+            .env_remove("SERVICERADAR_MASTER_KEY_FILE")
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{extra:?} was accepted");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let nodes = ["--cluster-node", "127.0.0.1,127.0.0.1,127.0.0.1"];
+    let err = run(&[&nodes[..], &["--rotate-node-key", "3"]].concat());
+    assert!(err.contains("node 3 asked for, the cluster has 3"), "{err}");
+    let err = run(&["--rotate-node-key", "0"]);
+    assert!(
+        err.contains("--rotate-node-key is for a hub cluster"),
+        "{err}"
+    );
+    for node in 0..NODES {
+        let name = format!("hub_cluster_node_key:sr-hub:{node}");
+        assert!(
+            app.store().platform_secret(&name).await.unwrap().is_none(),
+            "no key was made for node {node}"
+        );
+    }
 }

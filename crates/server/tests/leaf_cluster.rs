@@ -488,71 +488,140 @@ fn pins_of(config: &std::path::Path) -> Vec<String> {
 /// the nodes' public keys, so the nodes keep their keys across renewals and
 /// the old configs still admit the updated node (and it them): the cluster
 /// does not split.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn renewal_keeps_a_rolling_leaf_cluster_routed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let ports = support::HubPorts::free();
-    let monitor_base = consecutive_free_ports(3);
-    let route_base = consecutive_free_ports(3);
-    let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let settings = {
-        let mut s = settings(dir, ports.client, monitor_base);
-        s.provisioning.hub_leafnode_url = format!("tls://127.0.0.1:{}", ports.leaf);
-        s
-    };
-    support::init();
-    let app = Application::build(settings.clone()).await.unwrap();
-    let (store, pki) = (app.store().clone(), app.pki().clone());
-    let acme = store.tenant_by_slug("acme").await.unwrap();
-    let urls: Vec<String> = clients
-        .iter()
-        .map(|p| format!("tls://127.0.0.1:{p}"))
-        .collect();
-    let cluster = LeafCluster::parse(&urls, Some(i64::from(route_base))).unwrap();
-    let scoped = store.scoped(TenantScope::for_system_task(acme.id));
-    let (site, leaf) = {
-        use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
-        scoped
-            .create_site_with_cluster(
-                &serviceradar_store::NewSite {
-                    name: DisplayName::parse("Plant").unwrap(),
-                    slug: Slug::parse("plant").unwrap(),
-                    nats_leaf_url: NatsUrl::parse(&urls[0]).unwrap(),
-                    upstream_url: settings.provisioning.hub_leafnode_url.clone(),
-                    local_listen: ListenAddr::parse(&format!("127.0.0.1:{}", clients[0])).unwrap(),
-                },
-                Some(&cluster),
-                None,
-            )
-            .await
-            .unwrap()
-    };
-    // The provisioning job's work (renewal and regenerate-config run the
-    // same), then the site bundle as the API serves it.
-    let provision_and_bundle = || async {
-        let leaf = scoped.leaf_server(leaf.id).await.unwrap();
+/// A 3-node site on loopback for the rolling-update tests: the platform
+/// (built, not serving: the tests run the provisioning job's work
+/// themselves), the site as the API creates it with `leaf_nodes: 3`, and
+/// its nodes' ports.
+struct RollingSite {
+    settings: Settings,
+    store: Store,
+    pki: Arc<serviceradar_identity::Pki>,
+    acme: Tenant,
+    site: serviceradar_domain::resources::EdgeSite,
+    leaf: serviceradar_domain::resources::NatsLeafServer,
+    clients: Vec<u16>,
+    monitor_base: u16,
+}
+
+impl RollingSite {
+    async fn new(dir: &std::path::Path) -> (Application, Self) {
+        let ports = support::HubPorts::free();
+        let monitor_base = consecutive_free_ports(3);
+        let route_base = consecutive_free_ports(3);
+        let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let settings = {
+            let mut s = settings(dir, ports.client, monitor_base);
+            s.provisioning.hub_leafnode_url = format!("tls://127.0.0.1:{}", ports.leaf);
+            s
+        };
+        support::init();
+        let app = Application::build(settings.clone()).await.unwrap();
+        let (store, pki) = (app.store().clone(), app.pki().clone());
+        let acme = store.tenant_by_slug("acme").await.unwrap();
+        let urls: Vec<String> = clients
+            .iter()
+            .map(|p| format!("tls://127.0.0.1:{p}"))
+            .collect();
+        let cluster = LeafCluster::parse(&urls, Some(i64::from(route_base))).unwrap();
+        let scoped = store.scoped(TenantScope::for_system_task(acme.id));
+        let (site, leaf) = {
+            use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
+            scoped
+                .create_site_with_cluster(
+                    &serviceradar_store::NewSite {
+                        name: DisplayName::parse("Plant").unwrap(),
+                        slug: Slug::parse("plant").unwrap(),
+                        nats_leaf_url: NatsUrl::parse(&urls[0]).unwrap(),
+                        upstream_url: settings.provisioning.hub_leafnode_url.clone(),
+                        local_listen: ListenAddr::parse(&format!("127.0.0.1:{}", clients[0]))
+                            .unwrap(),
+                    },
+                    Some(&cluster),
+                    None,
+                )
+                .await
+                .unwrap()
+        };
+        let rolling = Self {
+            settings,
+            store,
+            pki,
+            acme,
+            site,
+            leaf,
+            clients,
+            monitor_base,
+        };
+        (app, rolling)
+    }
+
+    /// The provisioning job's work (renewal and regenerate-config run the
+    /// same), then the site bundle as the API serves it.
+    async fn provision_and_bundle(&self) -> serviceradar_provisioning::BuiltSiteBundle {
+        let scoped = self
+            .store
+            .scoped(TenantScope::for_system_task(self.acme.id));
+        let leaf = scoped.leaf_server(self.leaf.id).await.unwrap();
         serviceradar_provisioning::provision_leaf(
-            &store,
-            &pki,
-            &settings.provisioning,
-            &acme,
-            &site,
+            &self.store,
+            &self.pki,
+            &self.settings.provisioning,
+            &self.acme,
+            &self.site,
             &leaf,
         )
         .await
         .unwrap();
         serviceradar_provisioning::build_site_bundle(
-            &store,
-            &pki,
-            &settings.provisioning,
-            TenantScope::for_system_task(acme.id),
-            site.id,
+            &self.store,
+            &self.pki,
+            &self.settings.provisioning,
+            TenantScope::for_system_task(self.acme.id),
+            self.site.id,
         )
         .await
         .map_err(|e| e.to_string())
         .unwrap()
-    };
+    }
+
+    fn start_node(&self, configs: &[std::path::PathBuf], node: usize) -> NatsServer {
+        NatsServer::start_file(
+            configs[node].parent().unwrap(),
+            &format!("node-{node}"),
+            &configs[node],
+            self.clients[node],
+        )
+        .unwrap()
+    }
+
+    fn monitor(&self, node: usize) -> u16 {
+        self.monitor_base + node as u16
+    }
+}
+
+/// The logs of the nodes installed at `configs`.
+fn node_logs(configs: &[std::path::PathBuf]) -> String {
+    let mut text = String::new();
+    for (i, config) in configs.iter().enumerate() {
+        let log = std::fs::read_to_string(config.parent().unwrap().join(format!("node-{i}.log")))
+            .unwrap_or_default();
+        text.push_str(&format!("--- node {i}\n{log}\n"));
+    }
+    text
+}
+
+/// Issue 17's rolling update: a renewal (or regeneration) re-issues every
+/// node's certificate; nodes are then updated one at a time, so for a while
+/// one node runs the new bundle beside two on the old one. The routes pin
+/// the nodes' public keys, so the nodes keep their keys across renewals and
+/// the old configs still admit the updated node (and it them): the cluster
+/// does not split.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_keeps_a_rolling_leaf_cluster_routed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (_app, rolling) = RollingSite::new(dir).await;
+    let provision_and_bundle = || rolling.provision_and_bundle();
     let first = provision_and_bundle().await;
     let installed: Vec<(std::path::PathBuf, String)> = (0..3)
         .map(|node| install_node(dir, "first", &first, node))
@@ -561,27 +630,10 @@ async fn renewal_keeps_a_rolling_leaf_cluster_routed() {
     let old_pins = pins_of(&configs[0]);
     assert_eq!(old_pins.len(), 3, "the routes pin the three nodes");
 
-    let start_node = |node: usize| {
-        NatsServer::start_file(
-            configs[node].parent().unwrap(),
-            &format!("node-{node}"),
-            &configs[node],
-            clients[node],
-        )
-        .unwrap()
-    };
+    let start_node = |node: usize| rolling.start_node(&configs, node);
     let mut nodes: Vec<NatsServer> = (0..3).map(start_node).collect();
-    let monitor = |node: usize| monitor_base + node as u16;
-    let logs = || {
-        let mut text = String::new();
-        for (i, config) in configs.iter().enumerate() {
-            let log =
-                std::fs::read_to_string(config.parent().unwrap().join(format!("node-{i}.log")))
-                    .unwrap_or_default();
-            text.push_str(&format!("--- node {i}\n{log}\n"));
-        }
-        text
-    };
+    let monitor = |node: usize| rolling.monitor(node);
+    let logs = || node_logs(&configs);
     wait_for(
         || async { (0..3).all(|n| route_peers(monitor(n)) == 2) },
         "every node routing to the two others",
@@ -643,5 +695,152 @@ async fn renewal_keeps_a_rolling_leaf_cluster_routed() {
         names.iter().any(|n| n.ends_with(".n1")) && names.iter().any(|n| n.ends_with(".n2")),
         "node 0 routes to nodes 1 and 2: {names:?}"
     );
+    drop(nodes);
+}
+
+/// A site's node key that may have leaked is rotated through the API
+/// (`POST .../regenerate-config` with `rotate_node_keys: true`): every
+/// node's certificate is issued for a new key and every pin changes. The
+/// nodes are updated one at a time; the first updated one is shut out by
+/// the two still on the old bundle (and shuts them out), the second joins
+/// it, and two nodes route together at every step; once all three run the
+/// new bundle they route again, and no node's old key is admitted. The
+/// option is refused on a one-server site, naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_node_keys_shut_out_the_old_keys_while_the_nodes_update_one_at_a_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (app, rolling) = RollingSite::new(dir).await;
+    let first = rolling.provision_and_bundle().await;
+    let installed: Vec<(std::path::PathBuf, String)> = (0..3)
+        .map(|node| install_node(dir, "first", &first, node))
+        .collect();
+    let configs: Vec<std::path::PathBuf> = installed.iter().map(|(c, _)| c.clone()).collect();
+    let old_pins = pins_of(&configs[0]);
+    let mut nodes: Vec<NatsServer> = (0..3).map(|n| rolling.start_node(&configs, n)).collect();
+    let peers = |node: usize| route_peers(rolling.monitor(node));
+    let logs = || node_logs(&configs);
+    wait_for(
+        || async { (0..3).all(|n| peers(n) == 2) },
+        "every node routing to the two others",
+        &logs,
+    )
+    .await;
+
+    // The API, as an operator calls it.
+    let api = support::TestApp::from_application(app, tempfile::tempdir().unwrap());
+    let owner = api
+        .token_for(
+            "acme",
+            "admin@example.com",
+            &serviceradar_domain::policy::Scope::ALL,
+        )
+        .await;
+    let one_server = api.create_site(&owner, "Depot", "depot").await;
+    let path = |id: &str| format!("/api/v1/edge-sites/{id}/regenerate-config");
+    let refused = api
+        .post(
+            &owner,
+            &path(one_server["id"].as_str().unwrap()),
+            serde_json::json!({"rotate_node_keys": true}),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        reqwest::StatusCode::BAD_REQUEST,
+        "{}",
+        refused.text
+    );
+    assert!(
+        refused.text.contains("rotate_node_keys"),
+        "{}",
+        refused.text
+    );
+    let rotated = api
+        .post(
+            &owner,
+            &path(&rolling.site.id.to_string()),
+            serde_json::json!({"rotate_node_keys": true}),
+        )
+        .await;
+    assert_eq!(
+        rotated.status,
+        reqwest::StatusCode::ACCEPTED,
+        "{}",
+        rotated.text
+    );
+    // The job's work (no job workers in this platform), then the bundle.
+    let new = rolling.provision_and_bundle().await;
+    assert_ne!(
+        new.config_checksum, first.config_checksum,
+        "the configs changed"
+    );
+
+    // One node at a time: 1, then 0, then 2.
+    let mut updated: Vec<(std::path::PathBuf, String)> = Vec::new();
+    for (step, node) in [1, 0, 2].into_iter().enumerate() {
+        nodes[node].kill();
+        let (config, cert) = install_node(dir, "rotated", &new, node);
+        assert_eq!(config, configs[node]);
+        nodes[node] = rolling.start_node(&configs, node);
+        match step {
+            // Node 1 alone on the new bundle: nodes 0 and 2 keep their route
+            // (and the buffer's quorum); node 1 routes to neither.
+            0 => {
+                let log_of = |n: usize| {
+                    std::fs::read_to_string(
+                        configs[n].parent().unwrap().join(format!("node-{n}.log")),
+                    )
+                    .unwrap_or_default()
+                };
+                wait_for(
+                    || async {
+                        log_of(1).contains("not pinned")
+                            && (log_of(0).contains("not pinned")
+                                || log_of(2).contains("not pinned"))
+                    },
+                    "the new and the old keys refusing each other for their pins",
+                    &logs,
+                )
+                .await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                assert_eq!(
+                    peers(1),
+                    0,
+                    "node 1 on the new keys routes to no old node\n{}",
+                    logs()
+                );
+                assert_eq!(peers(0), 1, "nodes 0 and 2 keep their route\n{}", logs());
+                assert_eq!(peers(2), 1, "nodes 0 and 2 keep their route\n{}", logs());
+            }
+            // Node 0 joins node 1 on the new keys; node 2 is alone.
+            1 => {
+                wait_for(
+                    || async { peers(0) == 1 && peers(1) == 1 },
+                    "nodes 0 and 1 routing on the new keys",
+                    &logs,
+                )
+                .await;
+            }
+            _ => {
+                wait_for(
+                    || async { (0..3).all(|n| peers(n) == 2) },
+                    "the three routing again on the new bundle",
+                    &logs,
+                )
+                .await;
+            }
+        }
+        updated.push((config, cert));
+    }
+    let new_pins = pins_of(&configs[0]);
+    for node in 0..3 {
+        assert_ne!(new_pins[node], old_pins[node], "node {node}'s pin changed");
+        let old_key = serviceradar_pki::spki_sha256(&installed[node].1).unwrap();
+        assert!(
+            !new_pins.contains(&old_key),
+            "node {node}'s old key is not pinned"
+        );
+    }
     drop(nodes);
 }

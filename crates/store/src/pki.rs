@@ -144,6 +144,31 @@ impl Store {
             .ok_or_else(|| StoreError::corrupt("platform_secrets", "row vanished after insert"))
     }
 
+    /// Replaces the platform secret called `name` (or stores it when there
+    /// is none): a rotated key. Whoever reads it next gets this one.
+    pub async fn replace_platform_secret(
+        &self,
+        name: &str,
+        public_text: &str,
+        secret_sealed: &[u8],
+    ) -> Result<PlatformSecret, StoreError> {
+        sqlx::query(
+            "INSERT INTO platform_secrets (name, public_text, secret_sealed, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET \
+             public_text = excluded.public_text, secret_sealed = excluded.secret_sealed, \
+             created_at = excluded.created_at",
+        )
+        .bind(name)
+        .bind(public_text)
+        .bind(secret_sealed.to_vec())
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        self.platform_secret(name)
+            .await?
+            .ok_or_else(|| StoreError::corrupt("platform_secrets", "row vanished after upsert"))
+    }
+
     /// The account JWT of every tenant that has a NATS account, with its
     /// tenant, oldest first, in one statement: for the hub's preloaded
     /// resolver, and for the account pusher, which compares every tenant's

@@ -615,6 +615,20 @@ impl Scoped<'_> {
         self.leaf_server(id).await
     }
 
+    /// Drops the kept keys (and certificates) of a clustered leaf's nodes,
+    /// so the next provisioning run issues every node a new key: a key that
+    /// may have leaked. Until that run the leaf's bundle waits, as after a
+    /// layout change. Returns how many nodes had one.
+    pub async fn forget_leaf_node_keys(&self, id: LeafServerId) -> Result<u64, StoreError> {
+        let done =
+            sqlx::query("DELETE FROM leaf_node_certs WHERE tenant_id = $1 AND leaf_server_id = $2")
+                .bind(self.tenant())
+                .bind(id.to_string())
+                .execute(&self.store.pool)
+                .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Changes a leaf's layout (one server or a cluster); the next
     /// provisioning run issues and renders for it. `NotFound` if the leaf
     /// is not in this tenant.

@@ -2669,3 +2669,40 @@ async fn a_connection_whose_write_was_refused_is_closed_not_reused() {
         .await
         .expect("a later write");
 }
+
+// ---------------------------------------------------------------------------
+// Platform secrets: kept, then replaced on rotation
+// ---------------------------------------------------------------------------
+
+async fn platform_secret_rotation(store: Store) {
+    let name = "hub_cluster_node_key:sr-hub:2";
+    let first = store
+        .insert_platform_secret(name, "", b"first sealed key")
+        .await
+        .unwrap();
+    // A second insert keeps the first (every render reads the same key).
+    let again = store
+        .insert_platform_secret(name, "", b"another key")
+        .await
+        .unwrap();
+    assert_eq!(again.secret_sealed, first.secret_sealed);
+    // A rotation replaces it; whoever reads next gets the new one.
+    let rotated = store
+        .replace_platform_secret(name, "", b"rotated sealed key")
+        .await
+        .unwrap();
+    assert_eq!(rotated.secret_sealed, b"rotated sealed key".to_vec());
+    let read = store.platform_secret(name).await.unwrap().unwrap();
+    assert_eq!(read.secret_sealed, b"rotated sealed key".to_vec());
+    // Replacing a secret that does not exist yet stores it.
+    let fresh = store
+        .replace_platform_secret("hub_cluster_node_key:sr-hub:3", "", b"new")
+        .await
+        .unwrap();
+    assert_eq!(fresh.secret_sealed, b"new".to_vec());
+}
+
+both_backends!(
+    platform_secret_rotation: sqlite_platform_secret_rotation,
+    postgres_platform_secret_rotation
+);
