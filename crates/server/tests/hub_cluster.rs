@@ -177,6 +177,28 @@ impl Hub {
         (hub, stdout.into_owned())
     }
 
+    /// [`Hub::write`], then the three nodes started and routing to each other.
+    async fn running(dir: &Path, ports: ClusterPorts) -> Self {
+        let mut hub = Self::write(dir, ports).await;
+        for i in 0..NODES {
+            hub.start(i);
+        }
+        hub.wait_all_routed("every hub node routing to the two others")
+            .await;
+        hub
+    }
+
+    /// Waits (60 s at most) for every node to route to every other.
+    async fn wait_all_routed(&self, what: &str) {
+        wait_for(
+            || async { (0..NODES).all(|i| self.route_peers(i) == NODES - 1) },
+            what,
+            Duration::from_secs(60),
+            &|| self.logs(),
+        )
+        .await;
+    }
+
     fn start(&mut self, i: usize) {
         let dir = self.configs[i].parent().unwrap();
         self.nodes[i] = Some(
@@ -496,17 +518,7 @@ async fn a_site_revoked_while_a_hub_node_is_down_stays_revoked_on_all_three() {
     let leaf_port = free_port();
     let site = support::install_site(dir, &store, &pki, &settings, &acme, "plant", leaf_port).await;
 
-    let mut hub = Hub::write(dir, ports).await;
-    for i in 0..NODES {
-        hub.start(i);
-    }
-    wait_for(
-        || async { (0..NODES).all(|i| hub.route_peers(i) == NODES - 1) },
-        "every hub node routing to the two others",
-        Duration::from_secs(60),
-        &|| hub.logs(),
-    )
-    .await;
+    let mut hub = Hub::running(dir, ports).await;
     let api_base = format!("http://127.0.0.1:{}", app.port());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(app.run_until_stopped(async move {
@@ -679,17 +691,7 @@ async fn another_certificate_of_the_platform_root_cannot_join_the_hub_cluster_ro
         single.join("hub-server-key.pem"),
     );
 
-    let mut hub = Hub::write(dir, ports).await;
-    for i in 0..NODES {
-        hub.start(i);
-    }
-    wait_for(
-        || async { (0..NODES).all(|i| hub.route_peers(i) == NODES - 1) },
-        "every hub node routing to the two others",
-        Duration::from_secs(60),
-        &|| hub.logs(),
-    )
-    .await;
+    let hub = Hub::running(dir, ports).await;
     assert!(
         (0..NODES).all(|i| !hub.log(i).contains("not pinned")),
         "the nodes' own certificates are pinned\n{}",
@@ -756,20 +758,6 @@ async fn refused_by_every_node(hub: &Hub, dir: &Path, who: &str, cert: &Path, ke
     }
 }
 
-/// The `pinned_certs` of a rendered config.
-fn pins_of(config: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(config).unwrap();
-    text.split("pinned_certs = [")
-        .nth(1)
-        .and_then(|rest| rest.split(']').next())
-        .unwrap_or_default()
-        .split('"')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_owned)
-        .collect()
-}
-
 /// A hub node's key that may have leaked is rotated with `admin hub-config
 /// --rotate-node-key N`: node N's pin changes in every node's config (the
 /// others' stay), the nodes are updated one at a time and two of them keep
@@ -784,17 +772,7 @@ async fn a_rotated_hub_node_key_is_refused_once_every_node_runs_the_new_config()
     let settings = settings(dir, ports);
     support::init();
     let app = Application::build(settings.clone()).await.unwrap();
-    let mut hub = Hub::write(dir, ports).await;
-    for i in 0..NODES {
-        hub.start(i);
-    }
-    wait_for(
-        || async { (0..NODES).all(|i| hub.route_peers(i) == NODES - 1) },
-        "every hub node routing to the two others",
-        Duration::from_secs(60),
-        &|| hub.logs(),
-    )
-    .await;
+    let mut hub = Hub::running(dir, ports).await;
     // What the rotated node had: its certificate and key.
     const ROTATED: usize = 2;
     let old_dir = dir.join("old-node");
@@ -803,7 +781,7 @@ async fn a_rotated_hub_node_key_is_refused_once_every_node_runs_the_new_config()
     for file in ["hub-server.pem", "hub-server-key.pem"] {
         std::fs::copy(node_dir.join(file), old_dir.join(file)).unwrap();
     }
-    let old_pins = pins_of(&hub.configs[0]);
+    let old_pins = support::pins_of(&hub.configs[0]);
 
     let (rotated, stdout) =
         Hub::write_with(dir, ports, &["--rotate-node-key", &ROTATED.to_string()]).await;
@@ -811,10 +789,10 @@ async fn a_rotated_hub_node_key_is_refused_once_every_node_runs_the_new_config()
         stdout.contains(&format!("node {ROTATED}: new key")),
         "{stdout}"
     );
-    let new_pins = pins_of(&rotated.configs[0]);
+    let new_pins = support::pins_of(&rotated.configs[0]);
     for i in 0..NODES {
         assert_eq!(
-            pins_of(&rotated.configs[i]),
+            support::pins_of(&rotated.configs[i]),
             new_pins,
             "node {i} pins the same keys"
         );
@@ -827,7 +805,7 @@ async fn a_rotated_hub_node_key_is_refused_once_every_node_runs_the_new_config()
     // Rendering again (as each Kubernetes pod does) keeps the new key.
     let (_, _) = Hub::write_with(dir, ports, &[]).await;
     assert_eq!(
-        pins_of(&rotated.configs[1]),
+        support::pins_of(&rotated.configs[1]),
         new_pins,
         "later renders pin the new key"
     );
@@ -850,13 +828,8 @@ async fn a_rotated_hub_node_key_is_refused_once_every_node_runs_the_new_config()
         )
         .await;
     }
-    wait_for(
-        || async { (0..NODES).all(|i| hub.route_peers(i) == NODES - 1) },
-        "the three routing again on the new configs",
-        Duration::from_secs(60),
-        &|| hub.logs(),
-    )
-    .await;
+    hub.wait_all_routed("the three routing again on the new configs")
+        .await;
     refused_by_every_node(
         &hub,
         &dir.join("intruder-old-key"),

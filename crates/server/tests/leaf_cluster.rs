@@ -125,102 +125,28 @@ fn publisher(
 async fn a_three_node_leaf_cluster_survives_a_sigkilled_node_under_load() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let ports = support::HubPorts::free();
-    let monitor_base = consecutive_free_ports(3);
-    let route_base = consecutive_free_ports(3);
-    let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let settings = {
-        let mut s = settings(dir, ports.client, monitor_base);
-        s.provisioning.hub_leafnode_url = format!("tls://127.0.0.1:{}", ports.leaf);
-        s
-    };
-    support::init();
-    let app = Application::build(settings.clone()).await.unwrap();
-    let (store, pki) = (app.store().clone(), app.pki().clone());
-    let acme = store.tenant_by_slug("acme").await.unwrap();
-
     // The site, as the API creates it with leaf_nodes: 3.
+    let (app, rolling) = RollingSite::new(dir).await;
+    let (store, pki) = (rolling.store.clone(), rolling.pki.clone());
+    let (acme, site, ports) = (rolling.acme.clone(), rolling.site.clone(), rolling.ports);
+    let clients = rolling.clients.clone();
     let urls: Vec<String> = clients
         .iter()
         .map(|p| format!("tls://127.0.0.1:{p}"))
         .collect();
-    let cluster = LeafCluster::parse(&urls, Some(i64::from(route_base))).unwrap();
-    let scoped = store.scoped(TenantScope::for_system_task(acme.id));
-    let (site, leaf) = {
-        use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
-        scoped
-            .create_site_with_cluster(
-                &serviceradar_store::NewSite {
-                    name: DisplayName::parse("Plant").unwrap(),
-                    slug: Slug::parse("plant").unwrap(),
-                    nats_leaf_url: NatsUrl::parse(&urls[0]).unwrap(),
-                    upstream_url: settings.provisioning.hub_leafnode_url.clone(),
-                    local_listen: ListenAddr::parse(&format!("127.0.0.1:{}", clients[0])).unwrap(),
-                },
-                Some(&cluster),
-                None,
-            )
-            .await
-            .unwrap()
-    };
-    serviceradar_provisioning::provision_leaf(
-        &store,
-        &pki,
-        &settings.provisioning,
-        &acme,
-        &site,
-        &leaf,
-    )
-    .await
-    .unwrap();
-    let bundle = serviceradar_provisioning::build_site_bundle(
-        &store,
-        &pki,
-        &settings.provisioning,
-        TenantScope::for_system_task(acme.id),
-        site.id,
-    )
-    .await
-    .map_err(|e| e.to_string())
-    .unwrap();
-    std::fs::write(dir.join(&bundle.file_name), &bundle.bytes).unwrap();
-    let tar = std::process::Command::new("tar")
-        .arg("xzf")
-        .arg(dir.join(&bundle.file_name))
-        .arg("-C")
-        .arg(dir)
-        .status()
-        .unwrap();
-    assert!(tar.success());
-    let root = dir.join(bundle.file_name.trim_end_matches(".tar.gz"));
+    let bundle = rolling.provision_and_bundle().await;
+    let root = dir
+        .join("bundle")
+        .join(bundle.file_name.trim_end_matches(".tar.gz"));
     let mut configs = Vec::new();
     for node in 0..3 {
-        let prefix = dir.join(format!("node-{node}"));
-        let out = std::process::Command::new("bash")
-            .arg("setup.sh")
-            .args(["--node", &node.to_string(), "--no-start", "--prefix"])
-            .arg(&prefix)
-            .current_dir(&root)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "setup.sh --node {node}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let config = prefix.join("etc/serviceradar/nats/nats-leaf.conf");
+        let (config, _) = install_node(dir, "bundle", &bundle, node);
         // The routes admit the three node certificates only (pinned), which
         // the routes forming below proves are the right three.
-        let text = std::fs::read_to_string(&config).unwrap();
-        let pins = text
-            .split("pinned_certs = [")
-            .nth(1)
-            .and_then(|rest| rest.split(']').next())
-            .map(|list| list.matches('"').count() / 2);
         assert_eq!(
-            pins,
-            Some(3),
-            "node {node}'s routes pin 3 certificates:\n{text}"
+            support::pins_of(&config).len(),
+            3,
+            "node {node}'s routes pin 3 certificates"
         );
         configs.push(config);
     }
@@ -230,28 +156,10 @@ async fn a_three_node_leaf_cluster_survives_a_sigkilled_node_under_load() {
     let running = tokio::spawn(app.run_until_stopped(async move {
         let _ = rx.await;
     }));
-    let start_node = |node: usize| {
-        NatsServer::start_file(
-            configs[node].parent().unwrap(),
-            &format!("node-{node}"),
-            &configs[node],
-            clients[node],
-        )
-        .unwrap()
-    };
+    let start_node = |node: usize| rolling.start_node(&configs, node);
     let mut nodes: Vec<NatsServer> = (0..3).map(start_node).collect();
-    let monitor = |node: usize| monitor_base + node as u16;
-    let log_paths: Vec<std::path::PathBuf> = (0..3)
-        .map(|i| configs[i].parent().unwrap().join(format!("node-{i}.log")))
-        .collect();
-    let logs = || {
-        let mut text = String::new();
-        for (i, path) in log_paths.iter().enumerate() {
-            let log = std::fs::read_to_string(path).unwrap_or_default();
-            text.push_str(&format!("--- node {i}\n{log}\n"));
-        }
-        text
-    };
+    let monitor = |node: usize| rolling.monitor(node);
+    let logs = || node_logs(&configs);
 
     // Routes form among the three, and each node has its own hub link.
     wait_for(
@@ -468,20 +376,6 @@ fn install_node(
     (config, cert)
 }
 
-/// The `pinned_certs` of a rendered node config.
-fn pins_of(config: &std::path::Path) -> Vec<String> {
-    let text = std::fs::read_to_string(config).unwrap();
-    text.split("pinned_certs = [")
-        .nth(1)
-        .and_then(|rest| rest.split(']').next())
-        .unwrap_or_default()
-        .split('"')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Issue 17's rolling update: a renewal (or regeneration) re-issues every
 /// node's certificate; nodes are then updated one at a time, so for a while
 /// one node runs the new bundle beside two on the old one. The routes pin
@@ -493,6 +387,7 @@ fn pins_of(config: &std::path::Path) -> Vec<String> {
 /// themselves), the site as the API creates it with `leaf_nodes: 3`, and
 /// its nodes' ports.
 struct RollingSite {
+    ports: support::HubPorts,
     settings: Settings,
     store: Store,
     pki: Arc<serviceradar_identity::Pki>,
@@ -543,6 +438,7 @@ impl RollingSite {
                 .unwrap()
         };
         let rolling = Self {
+            ports,
             settings,
             store,
             pki,
@@ -627,7 +523,7 @@ async fn renewal_keeps_a_rolling_leaf_cluster_routed() {
         .map(|node| install_node(dir, "first", &first, node))
         .collect();
     let configs: Vec<std::path::PathBuf> = installed.iter().map(|(c, _)| c.clone()).collect();
-    let old_pins = pins_of(&configs[0]);
+    let old_pins = support::pins_of(&configs[0]);
     assert_eq!(old_pins.len(), 3, "the routes pin the three nodes");
 
     let start_node = |node: usize| rolling.start_node(&configs, node);
@@ -670,7 +566,11 @@ async fn renewal_keeps_a_rolling_leaf_cluster_routed() {
         serviceradar_pki::spki_sha256(&installed[updated].1).unwrap(),
         "for the key it had"
     );
-    assert_eq!(pins_of(&config), old_pins, "so the pins did not change");
+    assert_eq!(
+        support::pins_of(&config),
+        old_pins,
+        "so the pins did not change"
+    );
     assert_eq!(
         renewed.config_checksum, first.config_checksum,
         "and the configs render the same"
@@ -716,7 +616,7 @@ async fn rotated_node_keys_shut_out_the_old_keys_while_the_nodes_update_one_at_a
         .map(|node| install_node(dir, "first", &first, node))
         .collect();
     let configs: Vec<std::path::PathBuf> = installed.iter().map(|(c, _)| c.clone()).collect();
-    let old_pins = pins_of(&configs[0]);
+    let old_pins = support::pins_of(&configs[0]);
     let mut nodes: Vec<NatsServer> = (0..3).map(|n| rolling.start_node(&configs, n)).collect();
     let peers = |node: usize| route_peers(rolling.monitor(node));
     let logs = || node_logs(&configs);
@@ -833,7 +733,7 @@ async fn rotated_node_keys_shut_out_the_old_keys_while_the_nodes_update_one_at_a
         }
         updated.push((config, cert));
     }
-    let new_pins = pins_of(&configs[0]);
+    let new_pins = support::pins_of(&configs[0]);
     for node in 0..3 {
         assert_ne!(new_pins[node], old_pins[node], "node {node}'s pin changed");
         let old_key = serviceradar_pki::spki_sha256(&installed[node].1).unwrap();

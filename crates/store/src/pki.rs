@@ -129,19 +129,8 @@ impl Store {
         public_text: &str,
         secret_sealed: &[u8],
     ) -> Result<PlatformSecret, StoreError> {
-        sqlx::query(
-            "INSERT INTO platform_secrets (name, public_text, secret_sealed, created_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(name)
-        .bind(public_text)
-        .bind(secret_sealed.to_vec())
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        self.platform_secret(name)
-            .await?
-            .ok_or_else(|| StoreError::corrupt("platform_secrets", "row vanished after insert"))
+        self.put_platform_secret(name, public_text, secret_sealed, "DO NOTHING")
+            .await
     }
 
     /// Replaces the platform secret called `name` (or stores it when there
@@ -152,12 +141,30 @@ impl Store {
         public_text: &str,
         secret_sealed: &[u8],
     ) -> Result<PlatformSecret, StoreError> {
-        sqlx::query(
-            "INSERT INTO platform_secrets (name, public_text, secret_sealed, created_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET \
-             public_text = excluded.public_text, secret_sealed = excluded.secret_sealed, \
-             created_at = excluded.created_at",
+        self.put_platform_secret(
+            name,
+            public_text,
+            secret_sealed,
+            "DO UPDATE SET public_text = excluded.public_text, \
+             secret_sealed = excluded.secret_sealed, created_at = excluded.created_at",
         )
+        .await
+    }
+
+    /// Inserts a platform secret, `on_conflict` deciding what an existing
+    /// one with the name becomes; returns the stored row.
+    async fn put_platform_secret(
+        &self,
+        name: &str,
+        public_text: &str,
+        secret_sealed: &[u8],
+        on_conflict: &'static str,
+    ) -> Result<PlatformSecret, StoreError> {
+        // `on_conflict` is one of the two literals above, never input.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO platform_secrets (name, public_text, secret_sealed, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (name) {on_conflict}"
+        )))
         .bind(name)
         .bind(public_text)
         .bind(secret_sealed.to_vec())
@@ -166,7 +173,7 @@ impl Store {
         .await?;
         self.platform_secret(name)
             .await?
-            .ok_or_else(|| StoreError::corrupt("platform_secrets", "row vanished after upsert"))
+            .ok_or_else(|| StoreError::corrupt("platform_secrets", "row vanished after insert"))
     }
 
     /// The account JWT of every tenant that has a NATS account, with its

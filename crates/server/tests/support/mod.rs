@@ -602,3 +602,18 @@ pub fn hub_platform_settings(
     )));
     settings
 }
+
+/// The `pinned_certs` of a rendered `nats-server` config (a hub or a site
+/// leaf cluster node's): the SHA-256 of each node key the routes admit.
+pub fn pins_of(config: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(config).expect("config");
+    text.split("pinned_certs = [")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .unwrap_or_default()
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
+}
