@@ -1878,4 +1878,44 @@ async fn wizard_offers_a_three_node_leaf_cluster(db: Db) {
     assert!(step2.body.contains("sudo ./setup.sh"));
     assert!(!step2.body.contains("--node"), "{}", step2.body);
     assert!(!step2.body.contains("id=\"cluster-nodes\""));
+
+    // Regenerating a clustered site offers new node keys; a one-server
+    // site's confirmation does not, and the server refuses the option for it.
+    let confirm = browser
+        .get(&format!("/admin/edge-sites/{site}/regenerate"))
+        .await;
+    assert!(confirm.body.contains("id=\"option\""), "{}", confirm.body);
+    assert!(confirm.body.contains("new keys"), "{}", confirm.body);
+    let rotated = browser
+        .submit(
+            &format!("/admin/edge-sites/{site}/regenerate"),
+            &[("confirm", "yes"), ("option", "yes")],
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::SEE_OTHER, "{}", rotated.body);
+    assert!(
+        support::captured_logs()
+            .lines()
+            .any(|l| l.contains("leaf cluster node keys rotated") && l.contains(&site)),
+        "the rotation reached the control layer"
+    );
+    let shop = single
+        .location()
+        .split("/admin/edge-sites/")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .expect("site id")
+        .to_string();
+    let confirm = browser
+        .get(&format!("/admin/edge-sites/{shop}/regenerate"))
+        .await;
+    assert!(!confirm.body.contains("id=\"option\""), "{}", confirm.body);
+    let refused = browser
+        .submit(
+            &format!("/admin/edge-sites/{shop}/regenerate"),
+            &[("confirm", "yes"), ("option", "yes")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(refused.body.contains("3-node leaf"), "{}", refused.body);
 }

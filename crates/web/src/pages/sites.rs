@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serviceradar_control::alerts::AlertQuery;
 use serviceradar_control::onboarding::{ConflictQuery, OnboardingPackageQuery};
 use serviceradar_control::packages::PackageQuery;
-use serviceradar_control::sites::{SiteQuery, UpdateSite};
+use serviceradar_control::sites::{LeafLayout, SiteQuery, UpdateSite};
 use serviceradar_control::{ControlError, PageParams};
 use serviceradar_domain::EdgeSiteId;
 use serviceradar_domain::resources::{EdgeSite, NatsLeafServer};
@@ -853,6 +853,9 @@ struct ConfirmPage {
     action: String,
     typed: String,
     checkbox: String,
+    /// A further checkbox (`name="option"`, value `yes`) and its label;
+    /// empty: none.
+    option: String,
     button: String,
     button_class: &'static str,
 }
@@ -897,6 +900,14 @@ pub async fn regenerate_page(
         action: format!("/admin/edge-sites/{id}/regenerate"),
         typed: String::new(),
         checkbox: "I will install the new bundle at the site".into(),
+        option: if leaf.cluster.is_some() {
+            "Also give the three nodes new keys (if a node's key may have leaked). Then install \
+             the new bundle on every node, one at a time: the first updated node and the two \
+             still on the old bundle refuse each other's routes until the second is updated."
+                .into()
+        } else {
+            String::new()
+        },
         button: "Regenerate config".into(),
         button_class: "primary",
     };
@@ -909,19 +920,31 @@ pub struct Confirm {
     confirm: Option<String>,
 }
 
+/// The regeneration's confirmation form, with its option.
+#[derive(Debug, Deserialize)]
+pub struct RegenerateForm {
+    confirm: Option<String>,
+    /// `yes`: a clustered leaf's nodes get new keys.
+    option: Option<String>,
+}
+
 /// `POST /admin/edge-sites/{id}/regenerate`.
 pub async fn regenerate(
     State(state): State<WebState>,
     Path(id): Path<String>,
-    posted: Posted<Confirm>,
+    posted: Posted<RegenerateForm>,
 ) -> Result<Response, WebError> {
     let id = site_id(&id)?;
     if posted.form.confirm.as_deref() != Some("yes") {
         return Err(WebError::bad_request("confirm the regeneration first"));
     }
+    let layout = LeafLayout {
+        rotate_node_keys: Some(posted.form.option.as_deref() == Some("yes")),
+        ..Default::default()
+    };
     state
         .control
-        .regenerate_config(&posted.auth.actor, id)
+        .regenerate_config_with(&posted.auth.actor, id, &layout)
         .await?;
     Ok(Redirect::to(&format!("/admin/edge-sites/{id}/setup/download")).into_response())
 }
@@ -979,6 +1002,7 @@ pub async fn delete_page(
         action: format!("/admin/edge-sites/{id}/delete"),
         typed: site.slug.to_string(),
         checkbox: String::new(),
+        option: String::new(),
         button: "Delete this site".into(),
         button_class: "danger",
     };
