@@ -586,40 +586,44 @@ impl Control {
     ) -> Result<Regenerated, ControlError> {
         let scoped = self.scoped(actor, Action::WriteSites)?;
         let rotate = layout.rotate_node_keys == Some(true);
-        if layout.leaf_nodes.is_some()
+        let relayout = layout.leaf_nodes.is_some()
             || layout.leaf_node_urls.is_some()
-            || layout.leaf_cluster_port.is_some()
-        {
-            let site = scoped.site(id).await?;
+            || layout.leaf_cluster_port.is_some();
+        if relayout || rotate {
             let leaf = scoped.leaf_for_site(id).await?;
-            let mut errors = FieldErrors::default();
-            let nodes = layout
-                .leaf_nodes
-                .or(Some(if leaf.cluster.is_some() { 3 } else { 1 }));
-            let cluster = parse_layout(
-                &mut errors,
-                nodes,
-                layout.leaf_node_urls.as_deref(),
-                layout.leaf_cluster_port,
-                Some(&site.slug),
-                Some(&site.nats_leaf_url),
-            );
-            let cluster = finish(errors, cluster)?;
+            // The layout the leaf has once this request is done.
+            let cluster = if relayout {
+                let site = scoped.site(id).await?;
+                let mut errors = FieldErrors::default();
+                let nodes = layout
+                    .leaf_nodes
+                    .or(Some(if leaf.cluster.is_some() { 3 } else { 1 }));
+                let cluster = parse_layout(
+                    &mut errors,
+                    nodes,
+                    layout.leaf_node_urls.as_deref(),
+                    layout.leaf_cluster_port,
+                    Some(&site.slug),
+                    Some(&site.nats_leaf_url),
+                );
+                finish(errors, cluster)?
+            } else {
+                leaf.cluster.clone()
+            };
+            // Checked before anything is written.
             if rotate && cluster.is_none() {
                 return Err(rotate_needs_a_cluster());
             }
-            scoped.set_leaf_cluster(leaf.id, cluster.as_ref()).await?;
-            tracing::info!(site_id = %id,
-                leaf_nodes = cluster.as_ref().map_or(1, |c| c.nodes().len()),
-                "leaf layout changed");
-        }
-        if rotate {
-            let leaf = scoped.leaf_for_site(id).await?;
-            if leaf.cluster.is_none() {
-                return Err(rotate_needs_a_cluster());
+            if relayout {
+                scoped.set_leaf_cluster(leaf.id, cluster.as_ref()).await?;
+                tracing::info!(site_id = %id,
+                    leaf_nodes = cluster.as_ref().map_or(1, |c| c.nodes().len()),
+                    "leaf layout changed");
             }
-            let forgotten = scoped.forget_leaf_node_keys(leaf.id).await?;
-            tracing::warn!(site_id = %id, forgotten, "leaf cluster node keys rotated: every node needs the new bundle");
+            if rotate {
+                let forgotten = scoped.forget_leaf_node_keys(leaf.id).await?;
+                tracing::warn!(site_id = %id, forgotten, "leaf cluster node keys rotated: every node needs the new bundle");
+            }
         }
         let (drift, leaf) = self.drift(&scoped, id).await?;
         let job = serviceradar_provisioning::provisioning_job(&leaf);

@@ -391,18 +391,7 @@ async fn a_leaf_relinks_to_another_hub_node_when_its_node_is_killed_under_load()
         );
     }
 
-    let mut hub = Hub::write(dir, ports).await;
-    for i in 0..NODES {
-        hub.start(i);
-    }
-    let logs = || hub.logs();
-    wait_for(
-        || async { (0..NODES).all(|i| hub.route_peers(i) == NODES - 1) },
-        "every hub node routing to the two others",
-        Duration::from_secs(60),
-        &logs,
-    )
-    .await;
+    let mut hub = Hub::running(dir, ports).await;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(app.run_until_stopped(async move {
         let _ = rx.await;
@@ -580,13 +569,8 @@ async fn a_site_revoked_while_a_hub_node_is_down_stays_revoked_on_all_three() {
 
     // The node returns: its account directory catches up with the revocation.
     hub.start(down);
-    wait_for(
-        || async { (0..NODES).all(|i| hub.route_peers(i) == NODES - 1) },
-        "the returned node routing to the two others",
-        Duration::from_secs(60),
-        &|| hub.logs(),
-    )
-    .await;
+    hub.wait_all_routed("the returned node routing to the two others")
+        .await;
     let jwt_file = hub.accounts_dir(down).join(format!("{account}.jwt"));
     let revoked_on_disk = || {
         let jwt = std::fs::read_to_string(&jwt_file).unwrap_or_default();

@@ -498,12 +498,16 @@ impl RollingSite {
 /// The logs of the nodes installed at `configs`.
 fn node_logs(configs: &[std::path::PathBuf]) -> String {
     let mut text = String::new();
-    for (i, config) in configs.iter().enumerate() {
-        let log = std::fs::read_to_string(config.parent().unwrap().join(format!("node-{i}.log")))
-            .unwrap_or_default();
-        text.push_str(&format!("--- node {i}\n{log}\n"));
+    for i in 0..configs.len() {
+        text.push_str(&format!("--- node {i}\n{}\n", node_log(configs, i)));
     }
     text
+}
+
+/// The log of node `i` installed at `configs[i]`.
+fn node_log(configs: &[std::path::PathBuf], i: usize) -> String {
+    std::fs::read_to_string(configs[i].parent().unwrap().join(format!("node-{i}.log")))
+        .unwrap_or_default()
 }
 
 /// Issue 17's rolling update: a renewal (or regeneration) re-issues every
@@ -677,22 +681,16 @@ async fn rotated_node_keys_shut_out_the_old_keys_while_the_nodes_update_one_at_a
     );
 
     // One node at a time: 1, then 0, then 2.
-    let mut updated: Vec<(std::path::PathBuf, String)> = Vec::new();
     for (step, node) in [1, 0, 2].into_iter().enumerate() {
         nodes[node].kill();
-        let (config, cert) = install_node(dir, "rotated", &new, node);
+        let (config, _) = install_node(dir, "rotated", &new, node);
         assert_eq!(config, configs[node]);
         nodes[node] = rolling.start_node(&configs, node);
         match step {
             // Node 1 alone on the new bundle: nodes 0 and 2 keep their route
             // (and the buffer's quorum); node 1 routes to neither.
             0 => {
-                let log_of = |n: usize| {
-                    std::fs::read_to_string(
-                        configs[n].parent().unwrap().join(format!("node-{n}.log")),
-                    )
-                    .unwrap_or_default()
-                };
+                let log_of = |n: usize| node_log(&configs, n);
                 wait_for(
                     || async {
                         log_of(1).contains("not pinned")
@@ -731,7 +729,6 @@ async fn rotated_node_keys_shut_out_the_old_keys_while_the_nodes_update_one_at_a
                 .await;
             }
         }
-        updated.push((config, cert));
     }
     let new_pins = support::pins_of(&configs[0]);
     for node in 0..3 {

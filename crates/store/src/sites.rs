@@ -591,11 +591,7 @@ impl Scoped<'_> {
         .bind(id.to_string())
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM leaf_node_certs WHERE tenant_id = $1 AND leaf_server_id = $2")
-            .bind(self.tenant())
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
+        self.delete_node_certs(&mut *tx, id).await?;
         for (node, cert) in result.node_certs.iter().enumerate() {
             sqlx::query(
                 "INSERT INTO leaf_node_certs (leaf_server_id, tenant_id, node, cert_pem, key_sealed) \
@@ -620,11 +616,21 @@ impl Scoped<'_> {
     /// may have leaked. Until that run the leaf's bundle waits, as after a
     /// layout change. Returns how many nodes had one.
     pub async fn forget_leaf_node_keys(&self, id: LeafServerId) -> Result<u64, StoreError> {
+        self.delete_node_certs(&self.store.pool, id).await
+    }
+
+    /// Deletes a leaf's node certificates and keys through `executor` (the
+    /// pool, or a provisioning result's transaction); returns how many.
+    async fn delete_node_certs<'e>(
+        &self,
+        executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+        id: LeafServerId,
+    ) -> Result<u64, StoreError> {
         let done =
             sqlx::query("DELETE FROM leaf_node_certs WHERE tenant_id = $1 AND leaf_server_id = $2")
                 .bind(self.tenant())
                 .bind(id.to_string())
-                .execute(&self.store.pool)
+                .execute(executor)
                 .await?;
         Ok(done.rows_affected())
     }
