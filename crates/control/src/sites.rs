@@ -11,7 +11,7 @@ use serviceradar_domain::validate::{
 use serviceradar_domain::{Action, Actor, EdgeSiteId, LeafServerId};
 use serviceradar_identity::{aad, creds_user_key};
 use serviceradar_provisioning::{BuiltSiteBundle, ConfigDrift, SiteBundleError};
-use serviceradar_store::{LeafFilter, NewSite, Page, SiteFilter, SiteUpdate};
+use serviceradar_store::{LeafChange, LeafFilter, NewSite, Page, SiteFilter, SiteUpdate};
 
 use crate::error::finish;
 
@@ -589,7 +589,8 @@ impl Control {
         let relayout = layout.leaf_nodes.is_some()
             || layout.leaf_node_urls.is_some()
             || layout.leaf_cluster_port.is_some();
-        if relayout || rotate {
+        // Queued with the change when there is one; otherwise below.
+        let enqueued = if relayout || rotate {
             let leaf = scoped.leaf_for_site(id).await?;
             // The layout the leaf has once this request is done.
             let cluster = if relayout {
@@ -614,24 +615,42 @@ impl Control {
             if rotate && cluster.is_none() {
                 return Err(rotate_needs_a_cluster());
             }
+            // The change and the job that issues for it, in one transaction.
+            let changed = scoped
+                .change_leaf_and_enqueue(
+                    leaf.id,
+                    &LeafChange {
+                        cluster: relayout.then_some(cluster.as_ref()),
+                        forget_node_keys: rotate,
+                    },
+                    &serviceradar_provisioning::provisioning_job(&leaf),
+                )
+                .await?;
             if relayout {
-                scoped.set_leaf_cluster(leaf.id, cluster.as_ref()).await?;
                 tracing::info!(site_id = %id,
                     leaf_nodes = cluster.as_ref().map_or(1, |c| c.nodes().len()),
                     "leaf layout changed");
             }
             if rotate {
-                let forgotten = scoped.forget_leaf_node_keys(leaf.id).await?;
-                tracing::warn!(site_id = %id, forgotten, "leaf cluster node keys rotated: every node needs the new bundle");
+                tracing::warn!(site_id = %id, forgotten = changed.forgotten,
+                    "leaf cluster node keys rotated: every node needs the new bundle");
             }
-        }
+            Some(changed.job.is_some())
+        } else {
+            None
+        };
         let (drift, leaf) = self.drift(&scoped, id).await?;
-        let job = serviceradar_provisioning::provisioning_job(&leaf);
-        let enqueued = self
-            .store()
-            .enqueue_job(&job, Some(leaf.tenant_id))
-            .await?
-            .is_some();
+        let enqueued = match enqueued {
+            Some(enqueued) => enqueued,
+            None => self
+                .store()
+                .enqueue_job(
+                    &serviceradar_provisioning::provisioning_job(&leaf),
+                    Some(leaf.tenant_id),
+                )
+                .await?
+                .is_some(),
+        };
         tracing::info!(site_id = %id, enqueued, drifted = drift.drifted, "leaf config regeneration requested");
         Ok(Regenerated { enqueued, drift })
     }

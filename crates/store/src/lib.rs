@@ -64,8 +64,8 @@ pub use pki::{PlatformSecret, ServerCertRecord, TenantCaRecord, TenantNatsAccoun
 pub use renewal::{EnrolledHost, RenewalOutcome};
 pub use retention::{RetentionPolicy, Swept};
 pub use sites::{
-    ExpiringLeaf, LeafFilter, LeafProvisioning, NewSite, NodeCert, SiteFilter, SiteOverviewPage,
-    SiteUpdate,
+    ExpiringLeaf, LeafChange, LeafChanged, LeafFilter, LeafProvisioning, NewSite, NodeCert,
+    SiteFilter, SiteOverviewPage, SiteUpdate,
 };
 /// A PostgreSQL LISTEN connection ([`Store::listen`]).
 pub use sqlx::postgres::PgListener as NotificationListener;

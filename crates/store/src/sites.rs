@@ -8,13 +8,13 @@ use serviceradar_domain::leaf_cluster::LeafCluster;
 use serviceradar_domain::resources::{EdgeSite, NatsLeafServer};
 use serviceradar_domain::state::{LeafEvent, LeafStatus, SiteStatus};
 use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
-use serviceradar_domain::{EdgeSiteId, LeafServerId, TenantId};
+use serviceradar_domain::{EdgeSiteId, JobId, LeafServerId, TenantId};
 use sqlx::any::AnyRow;
 use sqlx::postgres::PgRow;
 
 use crate::db::now_ms;
 use crate::error::{StoreError, on_unique};
-use crate::jobs::NewJob;
+use crate::jobs::{NewJob, insert_job};
 use crate::page::{Arg, ListQuery, Page, PageRequest};
 use crate::row::{self, Cols};
 use crate::{Scoped, Store};
@@ -83,6 +83,25 @@ pub struct LeafProvisioning {
     /// A cluster's per-node server certificates, in node order (empty for
     /// one leaf server).
     pub node_certs: Vec<NodeCert>,
+}
+
+/// What [`Scoped::change_leaf_and_enqueue`] changes about a leaf.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LeafChange<'a> {
+    /// A new layout: `Some(None)` one server, `Some(Some(..))` a cluster;
+    /// `None` keeps the layout.
+    pub cluster: Option<Option<&'a LeafCluster>>,
+    /// Drop the cluster nodes' kept keys, so the job issues new ones.
+    pub forget_node_keys: bool,
+}
+
+/// What [`Scoped::change_leaf_and_enqueue`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeafChanged {
+    /// How many nodes' keys were dropped.
+    pub forgotten: u64,
+    /// The queued job; `None` when an unfinished one already held its key.
+    pub job: Option<JobId>,
 }
 
 /// One cluster node's server certificate and sealed key.
@@ -611,12 +630,43 @@ impl Scoped<'_> {
         self.leaf_server(id).await
     }
 
-    /// Drops the kept keys (and certificates) of a clustered leaf's nodes,
-    /// so the next provisioning run issues every node a new key: a key that
-    /// may have leaked. Until that run the leaf's bundle waits, as after a
-    /// layout change. Returns how many nodes had one.
-    pub async fn forget_leaf_node_keys(&self, id: LeafServerId) -> Result<u64, StoreError> {
-        self.delete_node_certs(&self.store.pool, id).await
+    /// Changes a leaf before its provisioning job re-issues for it (a new
+    /// layout, and/or new node keys) and queues that job, in one
+    /// transaction: the change and its job land together or not at all, so
+    /// a changed leaf never waits without a job for its new bundle. `job`
+    /// is `None` in the result when an unfinished job for the leaf already
+    /// holds its dedupe key (that job issues for the change). `NotFound` if
+    /// the leaf is not in this tenant.
+    pub async fn change_leaf_and_enqueue(
+        &self,
+        id: LeafServerId,
+        change: &LeafChange<'_>,
+        job: &NewJob,
+    ) -> Result<LeafChanged, StoreError> {
+        let mut tx = self.store.begin_write().await?;
+        if let Some(cluster) = change.cluster {
+            let done = sqlx::query(
+                "UPDATE nats_leaf_servers SET cluster = $1, updated_at = $2 \
+                 WHERE tenant_id = $3 AND id = $4",
+            )
+            .bind(cluster.map(cluster_text).transpose()?)
+            .bind(now_ms())
+            .bind(self.tenant())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+            row::affected(&done)?;
+        }
+        // Dropped keys (and certificates): the job issues every node a new
+        // key, for a key that may have leaked.
+        let forgotten = if change.forget_node_keys {
+            self.delete_node_certs(&mut *tx, id).await?
+        } else {
+            0
+        };
+        let job = insert_job(&mut tx, job, Some(self.scope.tenant_id())).await?;
+        tx.commit().await?;
+        Ok(LeafChanged { forgotten, job })
     }
 
     /// Deletes a leaf's node certificates and keys through `executor` (the
@@ -633,26 +683,6 @@ impl Scoped<'_> {
                 .execute(executor)
                 .await?;
         Ok(done.rows_affected())
-    }
-
-    /// Changes a leaf's layout (one server or a cluster); the next
-    /// provisioning run issues and renders for it. `NotFound` if the leaf
-    /// is not in this tenant.
-    pub async fn set_leaf_cluster(
-        &self,
-        id: LeafServerId,
-        cluster: Option<&LeafCluster>,
-    ) -> Result<(), StoreError> {
-        let done = sqlx::query(
-            "UPDATE nats_leaf_servers SET cluster = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4",
-        )
-        .bind(cluster.map(cluster_text).transpose()?)
-        .bind(now_ms())
-        .bind(self.tenant())
-        .bind(id.to_string())
-        .execute(&self.store.pool)
-        .await?;
-        row::affected(&done)
     }
 
     /// Copies a leaf's new status onto its site row (`edge_sites.leaf_status`,

@@ -15,9 +15,9 @@ use serviceradar_domain::{
 };
 use serviceradar_store::jobs::{JobStatus, NewJob};
 use serviceradar_store::{
-    Backend, Cursor, LeafFilter, LeafProvisioning, NewPackage, NewSite, NewToken, NewUser,
-    PackageFilter, PageRequest, SiteFilter, SiteOverviewPage, SiteSummary, SiteUpdate, Store,
-    StoreError,
+    Backend, Cursor, LeafChange, LeafFilter, LeafProvisioning, NewPackage, NewSite, NewToken,
+    NewUser, NodeCert, PackageFilter, PageRequest, SiteFilter, SiteOverviewPage, SiteSummary,
+    SiteUpdate, Store, StoreError,
 };
 use tempfile::TempDir;
 
@@ -704,6 +704,122 @@ async fn sites(store: Store) {
         .unwrap();
 }
 both_backends!(sites: sqlite_sites, postgres_sites);
+
+/// A leaf's layout change and node-key rotation land with the provisioning
+/// job that issues for them, or not at all: when the job cannot be queued,
+/// the leaf keeps its layout and its nodes keep their keys (before, the
+/// change was written first and a failed enqueue left the leaf changed with
+/// no job to issue its new bundle until the next renewal sweep).
+async fn a_leaf_change_is_not_kept_without_its_provisioning_job(store: Store, url: &str) {
+    let (_, scope) = tenant(&store, "rotating").await;
+    let scoped = store.scoped(scope);
+    let urls: Vec<String> = (1..=3)
+        .map(|n| format!("nats://10.0.1.5{n}:4222"))
+        .collect();
+    let cluster = serviceradar_domain::leaf_cluster::LeafCluster::parse(&urls, None).unwrap();
+    let (_, leaf) = scoped
+        .create_site_with_cluster(&new_site("Rolling", "rolling"), Some(&cluster), None)
+        .await
+        .unwrap();
+    let mut material = provisioning("nodes");
+    material.node_certs = (0..3)
+        .map(|n| NodeCert {
+            cert_pem: format!("node {n} cert"),
+            key_sealed: vec![n; 8],
+        })
+        .collect();
+    scoped
+        .store_leaf_provisioning(leaf.id, &material)
+        .await
+        .unwrap();
+    let job = NewJob::new("provision_leaf", json!({"leaf": leaf.id.to_string()}))
+        .dedupe(format!("provision_leaf:{}", leaf.id));
+    let change = LeafChange {
+        cluster: Some(None),
+        forget_node_keys: true,
+    };
+
+    // The job queue refuses the insert (its table is away).
+    use sqlx::Connection as _;
+    let mut raw = sqlx::AnyConnection::connect(url).await.unwrap();
+    sqlx::query("ALTER TABLE jobs RENAME TO jobs_away")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    assert!(
+        scoped
+            .change_leaf_and_enqueue(leaf.id, &change, &job)
+            .await
+            .is_err()
+    );
+    sqlx::query("ALTER TABLE jobs_away RENAME TO jobs")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        scoped.leaf_server(leaf.id).await.unwrap().cluster,
+        Some(cluster.clone()),
+        "the layout was changed without its job"
+    );
+    let kept = scoped.leaf_provisioning(leaf.id).await.unwrap().unwrap();
+    assert_eq!(kept.node_certs.len(), 3, "node keys dropped without a job");
+
+    // With the queue back: the change and one job, together.
+    let done = scoped
+        .change_leaf_and_enqueue(leaf.id, &change, &job)
+        .await
+        .unwrap();
+    assert_eq!(done.forgotten, 3);
+    assert!(done.job.is_some());
+    assert_eq!(scoped.leaf_server(leaf.id).await.unwrap().cluster, None);
+    let material = scoped.leaf_provisioning(leaf.id).await.unwrap().unwrap();
+    assert!(material.node_certs.is_empty());
+    // An unfinished job already holds the leaf's key: the change is kept
+    // and that job issues for it.
+    let again = scoped
+        .change_leaf_and_enqueue(
+            leaf.id,
+            &LeafChange {
+                cluster: Some(Some(&cluster)),
+                forget_node_keys: false,
+            },
+            &job,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.job, None);
+    assert_eq!(
+        scoped.leaf_server(leaf.id).await.unwrap().cluster,
+        Some(cluster)
+    );
+    // Another tenant cannot change this tenant's leaf.
+    let (_, other) = tenant(&store, "other-tenant").await;
+    assert_err!(
+        store
+            .scoped(other)
+            .change_leaf_and_enqueue(leaf.id, &change, &job)
+            .await,
+        StoreError::NotFound
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_leaf_change_is_not_kept_without_its_provisioning_job() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = Store::connect(&url, 8).await.unwrap();
+    store.migrate().await.unwrap();
+    a_leaf_change_is_not_kept_without_its_provisioning_job(store.clone(), &url).await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_leaf_change_is_not_kept_without_its_provisioning_job() {
+    let url = postgres_database().await;
+    let store = postgres_store_at(&url, 4).await;
+    a_leaf_change_is_not_kept_without_its_provisioning_job(store.clone(), &url).await;
+    store.close().await;
+}
 
 // ---------------------------------------------------------------------------
 // 5. Pagination and filters
