@@ -46,7 +46,7 @@ use serviceradar_pki::{
 };
 use serviceradar_store::health::AgentCert;
 use serviceradar_store::jobs::{Job, NewJob};
-use serviceradar_store::{LeafProvisioning, NodeCert, Store, StoreError};
+use serviceradar_store::{LeafProvisioning, NodeCert, ProvisionedFrom, Store, StoreError};
 
 pub mod bootstrap;
 pub mod error;
@@ -408,6 +408,9 @@ pub async fn provision_leaf(
         "issuing the leaf server certificate",
     ))?;
     let previous = scoped.leaf_provisioning(leaf.id).await?;
+    // Stored below only while the leaf still has this layout and these
+    // node keys (a change during this run: retried on the leaf as it is).
+    let from = ProvisionedFrom::of(leaf, previous.as_ref());
     // Each cluster node: its own server certificate, naming its own host
     // (and the site's URL host, which may front all three).
     let mut node_certs = Vec::new();
@@ -504,7 +507,9 @@ pub async fn provision_leaf(
             },
         )
         .await?;
-    let stored = scoped.store_leaf_provisioning(leaf.id, &result).await?;
+    let stored = scoped
+        .store_leaf_provisioning(leaf.id, &result, &from)
+        .await?;
     tracing::info!(leaf_id = %leaf.id, site_id = %site.id, serial = %client.serial_hex,
         checksum = %result.config_checksum, "leaf server provisioned");
     Ok(stored)
@@ -565,6 +570,14 @@ impl ProvisionLeaf {
         .await
         {
             Ok(_) => Ok(()),
+            // The leaf's layout or node keys changed while this run issued
+            // (its result was not stored): retried on the leaf as it is now,
+            // without an error on the site.
+            Err(ProvisioningError::Store(StoreError::Conflict(why))) => {
+                tracing::info!(job_id = %job.id, leaf_id = %leaf.id, why = %why,
+                    "provisioning again: the leaf changed during the run");
+                Err(format!("provisioning again: {why}"))
+            }
             Err(e) => {
                 // The cause (paths, SQL, key ids) is for the operator's log;
                 // the tenant sees a stable code and the job to quote.

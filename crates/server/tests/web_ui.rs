@@ -1220,6 +1220,7 @@ async fn wizard_creates_a_site_and_checks_slugs(db: Db) {
                 config_checksum: "sha256:00".into(),
                 node_certs: Vec::new(),
             },
+            &serviceradar_store::ProvisionedFrom::default(),
         )
         .await
         .expect("provisioning");

@@ -65,7 +65,7 @@ pub use renewal::{EnrolledHost, RenewalOutcome};
 pub use retention::{RetentionPolicy, Swept};
 pub use sites::{
     ExpiringLeaf, LeafChange, LeafChanged, LeafFilter, LeafProvisioning, NewSite, NodeCert,
-    SiteFilter, SiteOverviewPage, SiteUpdate,
+    ProvisionedFrom, SiteFilter, SiteOverviewPage, SiteUpdate,
 };
 /// A PostgreSQL LISTEN connection ([`Store::listen`]).
 pub use sqlx::postgres::PgListener as NotificationListener;

@@ -12,7 +12,7 @@ use serviceradar_domain::{EdgeSiteId, JobId, LeafServerId, TenantId};
 use sqlx::any::AnyRow;
 use sqlx::postgres::PgRow;
 
-use crate::db::now_ms;
+use crate::db::{Backend, now_ms};
 use crate::error::{StoreError, on_unique};
 use crate::jobs::{NewJob, insert_job};
 use crate::page::{Arg, ListQuery, Page, PageRequest};
@@ -85,6 +85,40 @@ pub struct LeafProvisioning {
     pub node_certs: Vec<NodeCert>,
 }
 
+/// What a provisioning run issued from: the leaf's layout and the node keys
+/// it kept (sealed, in node order). [`Scoped::store_leaf_provisioning`]
+/// stores the run's result only while the leaf still has exactly these, so
+/// a layout change or node-key rotation made during the run is never
+/// overwritten by a result issued for the old one.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ProvisionedFrom {
+    /// The layout the configs were rendered for.
+    pub cluster: Option<LeafCluster>,
+    /// The sealed node keys the run kept.
+    pub node_keys: Vec<Vec<u8>>,
+}
+
+impl ProvisionedFrom {
+    /// What a run that read `leaf` and its `previous` material issues from.
+    pub fn of(leaf: &NatsLeafServer, previous: Option<&LeafProvisioning>) -> Self {
+        Self {
+            cluster: leaf.cluster.clone(),
+            node_keys: previous.map_or_else(Vec::new, |m| {
+                m.node_certs.iter().map(|c| c.key_sealed.clone()).collect()
+            }),
+        }
+    }
+}
+
+impl std::fmt::Debug for ProvisionedFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProvisionedFrom")
+            .field("cluster", &self.cluster)
+            .field("node_keys", &self.node_keys.len())
+            .finish()
+    }
+}
+
 /// What [`Scoped::change_leaf_and_enqueue`] changes about a leaf.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LeafChange<'a> {
@@ -111,6 +145,15 @@ pub struct NodeCert {
     pub cert_pem: String,
     /// Sealed key.
     pub key_sealed: Vec<u8>,
+}
+
+/// The stored `cluster` column as a layout (`None`: one leaf server).
+fn cluster_of(text: Option<String>) -> Result<Option<LeafCluster>, StoreError> {
+    text.map(|text| {
+        serde_json::from_str(&text)
+            .map_err(|e| StoreError::corrupt("nats_leaf_servers", format!("cluster: {e}")))
+    })
+    .transpose()
 }
 
 fn cluster_text(cluster: &LeafCluster) -> Result<String, StoreError> {
@@ -249,14 +292,7 @@ fn decode_leaf(row: &AnyRow) -> Result<NatsLeafServer, StoreError> {
         last_error: r.get("last_error")?,
         link_changed_at: r.get("link_changed_at")?,
         provisioned_at: r.get("provisioned_at")?,
-        cluster: match r.get::<Option<String>>("cluster")? {
-            None => None,
-            Some(text) => {
-                Some(serde_json::from_str(&text).map_err(|e| {
-                    StoreError::corrupt("nats_leaf_servers", format!("cluster: {e}"))
-                })?)
-            }
-        },
+        cluster: cluster_of(r.get("cluster")?)?,
         created_at: r.get("created_at")?,
         updated_at: r.get("updated_at")?,
     })
@@ -581,15 +617,53 @@ impl Scoped<'_> {
     }
 
     /// Stores a provisioning result and moves the leaf to `provisioned`
-    /// (a re-provisioned live leaf keeps its status), in one statement.
+    /// (a re-provisioned live leaf keeps its status), in one transaction,
+    /// while the leaf still has the layout and node keys the result was
+    /// issued `from`: otherwise (a layout change or node-key rotation
+    /// committed during the run) nothing is written and the result is
+    /// `Conflict`, and the run is retried on the leaf as it is now.
     pub async fn store_leaf_provisioning(
         &self,
         id: LeafServerId,
         result: &LeafProvisioning,
+        from: &ProvisionedFrom,
     ) -> Result<NatsLeafServer, StoreError> {
         let leaf = self.leaf_server(id).await?;
         let status = leaf.status.apply(LeafEvent::Provisioned)?;
         let mut tx = self.store.begin_write().await?;
+        // The leaf's row is locked until the commit ([`Scoped::change_leaf_and_enqueue`]
+        // locks it first too; SQLite's write transactions are serial).
+        let lock = match self.store.backend() {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        };
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT cluster FROM nats_leaf_servers WHERE tenant_id = $1 AND id = $2{lock}"
+        )))
+        .bind(self.tenant())
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let cluster = cluster_of(Cols::of(&row, "nats_leaf_servers").get("cluster")?)?;
+        let mut node_keys: Vec<Vec<u8>> = Vec::new();
+        for row in sqlx::query(
+            "SELECT key_sealed FROM leaf_node_certs \
+             WHERE tenant_id = $1 AND leaf_server_id = $2 ORDER BY node",
+        )
+        .bind(self.tenant())
+        .bind(id.to_string())
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let key: Vec<u8> = Cols::of(&row, "leaf_node_certs").get("key_sealed")?;
+            node_keys.push(key);
+        }
+        if cluster != from.cluster || node_keys != from.node_keys {
+            return Err(StoreError::Conflict(
+                "the leaf's layout or node keys changed while it was provisioned".into(),
+            ));
+        }
         sqlx::query(
             "UPDATE nats_leaf_servers SET status = $1, leaf_cert_pem = $2, leaf_key_sealed = $3, \
              server_cert_pem = $4, server_key_sealed = $5, ca_chain_pem = $6, creds_sealed = $7, \
@@ -644,19 +718,25 @@ impl Scoped<'_> {
         job: &NewJob,
     ) -> Result<LeafChanged, StoreError> {
         let mut tx = self.store.begin_write().await?;
-        if let Some(cluster) = change.cluster {
-            let done = sqlx::query(
+        // The leaf's row first, always: it serializes this change with a
+        // provisioning run storing its result (see
+        // [`Scoped::store_leaf_provisioning`]).
+        let done = match change.cluster {
+            Some(cluster) => sqlx::query(
                 "UPDATE nats_leaf_servers SET cluster = $1, updated_at = $2 \
                  WHERE tenant_id = $3 AND id = $4",
             )
-            .bind(cluster.map(cluster_text).transpose()?)
-            .bind(now_ms())
-            .bind(self.tenant())
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-            row::affected(&done)?;
+            .bind(cluster.map(cluster_text).transpose()?),
+            None => sqlx::query(
+                "UPDATE nats_leaf_servers SET updated_at = $1 WHERE tenant_id = $2 AND id = $3",
+            ),
         }
+        .bind(now_ms())
+        .bind(self.tenant())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        row::affected(&done)?;
         // Dropped keys (and certificates): the job issues every node a new
         // key, for a key that may have leaked.
         let forgotten = if change.forget_node_keys {

@@ -50,6 +50,7 @@ async fn site(store: &Store, scope: TenantScope, slug: &str, expires_at: Option<
                     config_checksum: "sha256:x".into(),
                     node_certs: Vec::new(),
                 },
+                &serviceradar_store::ProvisionedFrom::default(),
             )
             .await
             .expect("provisioned");

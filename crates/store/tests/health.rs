@@ -67,6 +67,7 @@ async fn site(store: &Store, scope: TenantScope, slug: &str) -> EdgeSiteId {
                 config_checksum: "sha256:x".into(),
                 node_certs: Vec::new(),
             },
+            &serviceradar_store::ProvisionedFrom::default(),
         )
         .await
         .expect("provisioned");

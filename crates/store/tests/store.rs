@@ -16,8 +16,8 @@ use serviceradar_domain::{
 use serviceradar_store::jobs::{JobStatus, NewJob};
 use serviceradar_store::{
     Backend, Cursor, LeafChange, LeafFilter, LeafProvisioning, NewPackage, NewSite, NewToken,
-    NewUser, NodeCert, PackageFilter, PageRequest, SiteFilter, SiteOverviewPage, SiteSummary,
-    SiteUpdate, Store, StoreError,
+    NewUser, NodeCert, PackageFilter, PageRequest, ProvisionedFrom, SiteFilter, SiteOverviewPage,
+    SiteSummary, SiteUpdate, Store, StoreError,
 };
 use tempfile::TempDir;
 
@@ -441,8 +441,12 @@ async fn tenant_isolation(store: Store) {
     );
     assert_err!(sa.delete_site(b.site.id).await, StoreError::NotFound);
     assert_err!(
-        sa.store_leaf_provisioning(b.leaf.id, &provisioning("evil"))
-            .await,
+        sa.store_leaf_provisioning(
+            b.leaf.id,
+            &provisioning("evil"),
+            &ProvisionedFrom::default()
+        )
+        .await,
         StoreError::NotFound
     );
     assert_err!(
@@ -637,7 +641,7 @@ async fn sites(store: Store) {
     assert!(sa.leaf_provisioning(leaf.id).await.unwrap().is_none());
     let material = provisioning("one");
     let provisioned = sa
-        .store_leaf_provisioning(leaf.id, &material)
+        .store_leaf_provisioning(leaf.id, &material, &ProvisionedFrom::default())
         .await
         .unwrap();
     assert_eq!(provisioned.status, LeafStatus::Provisioned);
@@ -662,7 +666,7 @@ async fn sites(store: Store) {
         StoreError::NotFound
     );
     let again = sa
-        .store_leaf_provisioning(leaf.id, &provisioning("two"))
+        .store_leaf_provisioning(leaf.id, &provisioning("two"), &ProvisionedFrom::default())
         .await
         .unwrap();
     assert_eq!(again.status, LeafStatus::Provisioned);
@@ -728,8 +732,12 @@ async fn a_leaf_change_is_not_kept_without_its_provisioning_job(store: Store, ur
             key_sealed: vec![n; 8],
         })
         .collect();
+    let first_run = ProvisionedFrom {
+        cluster: Some(cluster.clone()),
+        node_keys: Vec::new(),
+    };
     scoped
-        .store_leaf_provisioning(leaf.id, &material)
+        .store_leaf_provisioning(leaf.id, &material, &first_run)
         .await
         .unwrap();
     let job = NewJob::new("provision_leaf", json!({"leaf": leaf.id.to_string()}))
@@ -820,6 +828,116 @@ async fn postgres_a_leaf_change_is_not_kept_without_its_provisioning_job() {
     a_leaf_change_is_not_kept_without_its_provisioning_job(store.clone(), &url).await;
     store.close().await;
 }
+
+/// A provisioning run that read the leaf before a node-key rotation (or a
+/// layout change) committed does not store its result: it would put the
+/// old, possibly leaked, node keys back (or render the old layout) while
+/// the rotation's own job was refused as a duplicate of the running one.
+/// Its result is refused (`Conflict`, nothing written) and the run is
+/// retried on the leaf as it is now.
+async fn a_provisioning_run_does_not_undo_a_rotation_made_while_it_ran(store: Store) {
+    let (_, scope) = tenant(&store, "racing").await;
+    let scoped = store.scoped(scope);
+    let urls: Vec<String> = (1..=3)
+        .map(|n| format!("nats://10.0.2.5{n}:4222"))
+        .collect();
+    let cluster = serviceradar_domain::leaf_cluster::LeafCluster::parse(&urls, None).unwrap();
+    let (_, leaf) = scoped
+        .create_site_with_cluster(&new_site("Racing", "racing"), Some(&cluster), None)
+        .await
+        .unwrap();
+    let with_nodes = |tag: &str| {
+        let mut material = provisioning(tag);
+        material.node_certs = (0..3u8)
+            .map(|n| NodeCert {
+                cert_pem: format!("{tag} node {n} cert"),
+                key_sealed: format!("{tag} key {n}").into_bytes(),
+            })
+            .collect();
+        material
+    };
+    let first = ProvisionedFrom {
+        cluster: Some(cluster.clone()),
+        node_keys: Vec::new(),
+    };
+    scoped
+        .store_leaf_provisioning(leaf.id, &with_nodes("old"), &first)
+        .await
+        .unwrap();
+
+    // A run reads the leaf and the keys it keeps...
+    let leaf = scoped.leaf_server(leaf.id).await.unwrap();
+    let previous = scoped.leaf_provisioning(leaf.id).await.unwrap();
+    let stale = ProvisionedFrom::of(&leaf, previous.as_ref());
+    assert_eq!(stale.node_keys.len(), 3);
+    // ...a rotation commits (its job deduplicated by the running one)...
+    let job = NewJob::new("provision_leaf", json!({"leaf": leaf.id.to_string()}))
+        .dedupe(format!("provision_leaf:{}", leaf.id));
+    store.enqueue_job(&job, None).await.unwrap();
+    let rotated = scoped
+        .change_leaf_and_enqueue(
+            leaf.id,
+            &LeafChange {
+                cluster: None,
+                forget_node_keys: true,
+            },
+            &job,
+        )
+        .await
+        .unwrap();
+    assert_eq!((rotated.forgotten, rotated.job), (3, None));
+    // ...and the run's result, issued on the old keys, is refused.
+    assert_err!(
+        scoped
+            .store_leaf_provisioning(leaf.id, &with_nodes("stale"), &stale)
+            .await,
+        StoreError::Conflict(_)
+    );
+    let material = scoped.leaf_provisioning(leaf.id).await.unwrap().unwrap();
+    assert!(
+        material.node_certs.is_empty(),
+        "the old node keys are back after a rotation"
+    );
+    assert_eq!(material.config_checksum, "sha256:old");
+
+    // The retry reads the leaf as it is now and stores new keys.
+    let leaf = scoped.leaf_server(leaf.id).await.unwrap();
+    let previous = scoped.leaf_provisioning(leaf.id).await.unwrap();
+    let fresh = ProvisionedFrom::of(&leaf, previous.as_ref());
+    assert!(fresh.node_keys.is_empty());
+    scoped
+        .store_leaf_provisioning(leaf.id, &with_nodes("new"), &fresh)
+        .await
+        .unwrap();
+    let material = scoped.leaf_provisioning(leaf.id).await.unwrap().unwrap();
+    assert_eq!(material.node_certs[0].key_sealed, b"new key 0".to_vec());
+
+    // A layout change made during a run is refused the same way.
+    let leaf = scoped.leaf_server(leaf.id).await.unwrap();
+    let previous = scoped.leaf_provisioning(leaf.id).await.unwrap();
+    let stale = ProvisionedFrom::of(&leaf, previous.as_ref());
+    scoped
+        .change_leaf_and_enqueue(
+            leaf.id,
+            &LeafChange {
+                cluster: Some(None),
+                forget_node_keys: false,
+            },
+            &job,
+        )
+        .await
+        .unwrap();
+    assert_err!(
+        scoped
+            .store_leaf_provisioning(leaf.id, &with_nodes("three"), &stale)
+            .await,
+        StoreError::Conflict(_)
+    );
+}
+both_backends!(
+    a_provisioning_run_does_not_undo_a_rotation_made_while_it_ran: sqlite_a_provisioning_run_does_not_undo_a_rotation_made_while_it_ran,
+    postgres_a_provisioning_run_does_not_undo_a_rotation_made_while_it_ran
+);
 
 // ---------------------------------------------------------------------------
 // 5. Pagination and filters
@@ -1103,6 +1221,7 @@ async fn pagination(store: Store) {
             config_checksum: "sha256:00".into(),
             node_certs: Vec::new(),
         },
+        &ProvisionedFrom::default(),
     )
     .await
     .unwrap();
@@ -2023,14 +2142,14 @@ async fn expiring_leaves(store: Store) {
     // acme's expires in a day, beta's in 20 days.
     store
         .scoped(a.scope)
-        .store_leaf_provisioning(a.leaf.id, &provisioning("a"))
+        .store_leaf_provisioning(a.leaf.id, &provisioning("a"), &ProvisionedFrom::default())
         .await
         .unwrap();
     let mut later = provisioning("b");
     later.cert_expires_at = now_ms() + 20 * 86_400_000;
     store
         .scoped(b.scope)
-        .store_leaf_provisioning(b.leaf.id, &later)
+        .store_leaf_provisioning(b.leaf.id, &later, &ProvisionedFrom::default())
         .await
         .unwrap();
     let in_a_minute = now_ms() + 60_000;
