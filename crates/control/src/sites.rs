@@ -642,9 +642,11 @@ impl Control {
         let (drift, leaf) = self.drift(&scoped, id).await?;
         let enqueued = match enqueued {
             Some(enqueued) => enqueued,
+            // A run in flight may have read the site before a change made
+            // just now (its URL, say): then this one follows it.
             None => self
                 .store()
-                .enqueue_job(
+                .enqueue_job_after_change(
                     &serviceradar_provisioning::provisioning_job(&leaf),
                     Some(leaf.tenant_id),
                 )

@@ -13,6 +13,11 @@
 //!
 //! `dedupe_key` keeps at most one *unfinished* job per key (e.g. one
 //! provisioning job per leaf); the key is released when the job finishes.
+//! A job enqueued because something it depends on changed
+//! ([`Store::enqueue_job_after_change`]) must still run when the job holding
+//! its key is already running (that run may have read the state before the
+//! change): it is queued as that run's one follow-up
+//! (`<key>:after:<running job id>`).
 
 use serviceradar_domain::{JobId, TenantId};
 use sqlx::any::AnyRow;
@@ -163,6 +168,35 @@ pub(crate) async fn insert_job(
     Ok((done.rows_affected() == 1).then_some(id))
 }
 
+/// [`insert_job`], or, when a running job holds the key, the running job's
+/// one follow-up (see [`Store::enqueue_job_after_change`]). `None` when an
+/// unfinished job that has not started yet (it will read the change) or a
+/// follow-up already holds the key.
+pub(crate) async fn insert_job_after_change(
+    tx: &mut Transaction<'_, Any>,
+    job: &NewJob,
+    tenant: Option<TenantId>,
+) -> Result<Option<JobId>, StoreError> {
+    if let Some(id) = insert_job(tx, job, tenant).await? {
+        return Ok(Some(id));
+    }
+    let Some(key) = &job.dedupe_key else {
+        return Ok(None);
+    };
+    let holder = sqlx::query("SELECT id FROM jobs WHERE dedupe_key = $1 AND status = 'running'")
+        .bind(key.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    match holder {
+        Some(row) => {
+            let running: String = Cols::of(&row, "jobs").get("id")?;
+            let follow_up = job.clone().dedupe(format!("{key}:after:{running}"));
+            insert_job(tx, &follow_up, tenant).await
+        }
+        None => Ok(None),
+    }
+}
+
 /// Delay before retry number `attempt` (1-based): 1 s, 2 s, 4 s, ... capped at 10 min.
 pub fn backoff_ms(attempt: i64) -> i64 {
     let exp = attempt.clamp(1, 20) - 1;
@@ -178,6 +212,21 @@ impl Store {
     ) -> Result<Option<JobId>, StoreError> {
         let mut tx = self.begin_write().await?;
         let id = insert_job(&mut tx, job, tenant).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Enqueues a job that must run because something it depends on just
+    /// changed: like [`Store::enqueue_job`], but when a *running* job holds
+    /// the dedupe key (it may have read the state before the change), the
+    /// job is queued as that run's follow-up instead of being dropped.
+    pub async fn enqueue_job_after_change(
+        &self,
+        job: &NewJob,
+        tenant: Option<TenantId>,
+    ) -> Result<Option<JobId>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let id = insert_job_after_change(&mut tx, job, tenant).await?;
         tx.commit().await?;
         Ok(id)
     }

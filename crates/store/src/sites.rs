@@ -14,7 +14,7 @@ use sqlx::postgres::PgRow;
 
 use crate::db::{Backend, now_ms};
 use crate::error::{StoreError, on_unique};
-use crate::jobs::{NewJob, insert_job};
+use crate::jobs::{NewJob, insert_job_after_change};
 use crate::page::{Arg, ListQuery, Page, PageRequest};
 use crate::row::{self, Cols};
 use crate::{Scoped, Store};
@@ -707,10 +707,12 @@ impl Scoped<'_> {
     /// Changes a leaf before its provisioning job re-issues for it (a new
     /// layout, and/or new node keys) and queues that job, in one
     /// transaction: the change and its job land together or not at all, so
-    /// a changed leaf never waits without a job for its new bundle. `job`
-    /// is `None` in the result when an unfinished job for the leaf already
-    /// holds its dedupe key (that job issues for the change). `NotFound` if
-    /// the leaf is not in this tenant.
+    /// a changed leaf never waits without a job for its new bundle. When the
+    /// leaf's job is running (it may have read the leaf before the change),
+    /// the job is queued as its follow-up ([`Store::enqueue_job_after_change`]);
+    /// `job` is `None` in the result when one that has not started yet
+    /// already holds the key (it reads the change). `NotFound` if the leaf
+    /// is not in this tenant.
     pub async fn change_leaf_and_enqueue(
         &self,
         id: LeafServerId,
@@ -744,7 +746,7 @@ impl Scoped<'_> {
         } else {
             0
         };
-        let job = insert_job(&mut tx, job, Some(self.scope.tenant_id())).await?;
+        let job = insert_job_after_change(&mut tx, job, Some(self.scope.tenant_id())).await?;
         tx.commit().await?;
         Ok(LeafChanged { forgotten, job })
     }

@@ -912,6 +912,43 @@ async fn a_provisioning_run_does_not_undo_a_rotation_made_while_it_ran(store: St
     let material = scoped.leaf_provisioning(leaf.id).await.unwrap().unwrap();
     assert_eq!(material.node_certs[0].key_sealed, b"new key 0".to_vec());
 
+    // A change while the leaf's job *runs* (that run may have read the
+    // leaf before it) queues one follow-up behind it; another change before
+    // the follow-up starts adds nothing.
+    let running = store.claim_job("w1", 30_000).await.unwrap().unwrap();
+    assert_eq!(running.kind, "provision_leaf");
+    assert_eq!(store.count_jobs(JobStatus::Queued).await.unwrap(), 0);
+    let change_keys = LeafChange {
+        cluster: None,
+        forget_node_keys: true,
+    };
+    let follow_up = scoped
+        .change_leaf_and_enqueue(leaf.id, &change_keys, &job)
+        .await
+        .unwrap()
+        .job
+        .expect("a follow-up of the running job");
+    assert_ne!(follow_up, running.id);
+    assert_eq!(
+        store.job(follow_up).await.unwrap().status,
+        JobStatus::Queued
+    );
+    let again = scoped
+        .change_leaf_and_enqueue(leaf.id, &change_keys, &job)
+        .await
+        .unwrap();
+    assert_eq!(again.job, None);
+    assert_eq!(store.count_jobs(JobStatus::Queued).await.unwrap(), 1);
+    // Once the run is done, a change queues an ordinary job again.
+    assert!(store.complete_job(running.id, "w1").await.unwrap());
+    assert!(
+        store
+            .enqueue_job_after_change(&job, None)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
     // A layout change made during a run is refused the same way.
     let leaf = scoped.leaf_server(leaf.id).await.unwrap();
     let previous = scoped.leaf_provisioning(leaf.id).await.unwrap();
