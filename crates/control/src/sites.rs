@@ -160,7 +160,9 @@ pub struct LeafQuery {
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Regenerated {
-    /// True if a new provisioning job was queued (false: one is already pending).
+    /// True if a provisioning job was queued for this request (also when
+    /// one is running: this one follows it); false when one that has not
+    /// started yet is already queued (it issues for this request too).
     pub enqueued: bool,
     /// Drift of the current config before regeneration.
     pub drift: ConfigDrift,
