@@ -134,7 +134,8 @@ pub struct LeafChange<'a> {
 pub struct LeafChanged {
     /// How many nodes' keys were dropped.
     pub forgotten: u64,
-    /// The queued job; `None` when an unfinished one already held its key.
+    /// The queued job (a running job's follow-up when one was running);
+    /// `None` when a job that has not started yet already held its key.
     pub job: Option<JobId>,
 }
 
