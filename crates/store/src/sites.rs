@@ -629,37 +629,34 @@ impl Scoped<'_> {
         result: &LeafProvisioning,
         from: &ProvisionedFrom,
     ) -> Result<NatsLeafServer, StoreError> {
-        let leaf = self.leaf_server(id).await?;
-        let status = leaf.status.apply(LeafEvent::Provisioned)?;
         let mut tx = self.store.begin_write().await?;
-        // The leaf's row is locked until the commit ([`Scoped::change_leaf_and_enqueue`]
-        // locks it first too; SQLite's write transactions are serial).
+        // The leaf's row is read and locked until the commit
+        // ([`Scoped::change_leaf_and_enqueue`] locks it first too; SQLite's
+        // write transactions are serial).
         let lock = match self.store.backend() {
             Backend::Postgres => " FOR UPDATE",
             Backend::Sqlite => "",
         };
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT cluster FROM nats_leaf_servers WHERE tenant_id = $1 AND id = $2{lock}"
+            "SELECT status, edge_site_id, cluster FROM nats_leaf_servers \
+             WHERE tenant_id = $1 AND id = $2{lock}"
         )))
         .bind(self.tenant())
         .bind(id.to_string())
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound)?;
-        let cluster = cluster_of(Cols::of(&row, "nats_leaf_servers").get("cluster")?)?;
-        let mut node_keys: Vec<Vec<u8>> = Vec::new();
-        for row in sqlx::query(
-            "SELECT key_sealed FROM leaf_node_certs \
-             WHERE tenant_id = $1 AND leaf_server_id = $2 ORDER BY node",
-        )
-        .bind(self.tenant())
-        .bind(id.to_string())
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            let key: Vec<u8> = Cols::of(&row, "leaf_node_certs").get("key_sealed")?;
-            node_keys.push(key);
-        }
+        let r = Cols::of(&row, "nats_leaf_servers");
+        let current: LeafStatus = r.parse("status")?;
+        let site: EdgeSiteId = r.parse("edge_site_id")?;
+        let status = current.apply(LeafEvent::Provisioned)?;
+        let cluster = cluster_of(r.get("cluster")?)?;
+        let node_keys: Vec<Vec<u8>> = self
+            .node_certs(&mut *tx, id)
+            .await?
+            .into_iter()
+            .map(|cert| cert.key_sealed)
+            .collect();
         if cluster != from.cluster || node_keys != from.node_keys {
             return Err(StoreError::Conflict(
                 "the leaf's layout or node keys changed while it was provisioned".into(),
@@ -699,8 +696,7 @@ impl Scoped<'_> {
             .execute(&mut *tx)
             .await?;
         }
-        self.mirror_leaf_status(&mut tx, leaf.edge_site_id, status)
-            .await?;
+        self.mirror_leaf_status(&mut tx, site, status).await?;
         tx.commit().await?;
         self.leaf_server(id).await
     }
@@ -750,6 +746,32 @@ impl Scoped<'_> {
         let job = insert_job_after_change(&mut tx, job, Some(self.scope.tenant_id())).await?;
         tx.commit().await?;
         Ok(LeafChanged { forgotten, job })
+    }
+
+    /// A leaf's node certificates and sealed keys, in node order, through
+    /// `executor` (the pool, or a transaction that checks them).
+    async fn node_certs<'e>(
+        &self,
+        executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+        id: LeafServerId,
+    ) -> Result<Vec<NodeCert>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT cert_pem, key_sealed FROM leaf_node_certs \
+             WHERE tenant_id = $1 AND leaf_server_id = $2 ORDER BY node",
+        )
+        .bind(self.tenant())
+        .bind(id.to_string())
+        .fetch_all(executor)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let r = Cols::of(row, "leaf_node_certs");
+                Ok(NodeCert {
+                    cert_pem: r.get("cert_pem")?,
+                    key_sealed: r.get("key_sealed")?,
+                })
+            })
+            .collect()
     }
 
     /// Deletes a leaf's node certificates and keys through `executor` (the
@@ -819,21 +841,7 @@ impl Scoped<'_> {
         let Some(mut material) = row::found(row, decode_provisioning)? else {
             return Ok(None);
         };
-        let nodes = sqlx::query(
-            "SELECT node, cert_pem, key_sealed FROM leaf_node_certs \
-             WHERE tenant_id = $1 AND leaf_server_id = $2 ORDER BY node",
-        )
-        .bind(self.tenant())
-        .bind(id.to_string())
-        .fetch_all(&self.store.pool)
-        .await?;
-        for row in &nodes {
-            let r = Cols::of(row, "leaf_node_certs");
-            material.node_certs.push(NodeCert {
-                cert_pem: r.get("cert_pem")?,
-                key_sealed: r.get("key_sealed")?,
-            });
-        }
+        material.node_certs = self.node_certs(&self.store.pool, id).await?;
         Ok(Some(material))
     }
 }

@@ -167,6 +167,39 @@ fn provisioning(tag: &str) -> LeafProvisioning {
     }
 }
 
+/// A site of `scoped` named after `slug_text` whose leaf is a 3-node
+/// cluster on `10.0.{net}.51`-`53`.
+async fn clustered_leaf(
+    scoped: &serviceradar_store::Scoped<'_>,
+    slug_text: &str,
+    net: u8,
+) -> (
+    serviceradar_domain::leaf_cluster::LeafCluster,
+    serviceradar_domain::resources::NatsLeafServer,
+) {
+    let urls: Vec<String> = (1..=3)
+        .map(|n| format!("nats://10.0.{net}.5{n}:4222"))
+        .collect();
+    let cluster = serviceradar_domain::leaf_cluster::LeafCluster::parse(&urls, None).unwrap();
+    let (_, leaf) = scoped
+        .create_site_with_cluster(&new_site(slug_text, slug_text), Some(&cluster), None)
+        .await
+        .unwrap();
+    (cluster, leaf)
+}
+
+/// [`provisioning`] with three node certificates whose keys name `tag`.
+fn with_node_certs(tag: &str) -> LeafProvisioning {
+    let mut material = provisioning(tag);
+    material.node_certs = (0..3)
+        .map(|n| NodeCert {
+            cert_pem: format!("{tag} node {n} cert"),
+            key_sealed: format!("{tag} key {n}").into_bytes(),
+        })
+        .collect();
+    material
+}
+
 async fn tenant(store: &Store, slug_text: &str) -> (Tenant, TenantScope) {
     let tenant = store
         .create_tenant(&slug(slug_text), &display(&format!("Tenant {slug_text}")))
@@ -717,27 +750,13 @@ both_backends!(sites: sqlite_sites, postgres_sites);
 async fn a_leaf_change_is_not_kept_without_its_provisioning_job(store: Store, url: &str) {
     let (_, scope) = tenant(&store, "rotating").await;
     let scoped = store.scoped(scope);
-    let urls: Vec<String> = (1..=3)
-        .map(|n| format!("nats://10.0.1.5{n}:4222"))
-        .collect();
-    let cluster = serviceradar_domain::leaf_cluster::LeafCluster::parse(&urls, None).unwrap();
-    let (_, leaf) = scoped
-        .create_site_with_cluster(&new_site("Rolling", "rolling"), Some(&cluster), None)
-        .await
-        .unwrap();
-    let mut material = provisioning("nodes");
-    material.node_certs = (0..3)
-        .map(|n| NodeCert {
-            cert_pem: format!("node {n} cert"),
-            key_sealed: vec![n; 8],
-        })
-        .collect();
-    let first_run = ProvisionedFrom {
-        cluster: Some(cluster.clone()),
-        node_keys: Vec::new(),
-    };
+    let (cluster, leaf) = clustered_leaf(&scoped, "rolling", 1).await;
     scoped
-        .store_leaf_provisioning(leaf.id, &material, &first_run)
+        .store_leaf_provisioning(
+            leaf.id,
+            &with_node_certs("nodes"),
+            &ProvisionedFrom::of(&leaf, None),
+        )
         .await
         .unwrap();
     let job = NewJob::new("provision_leaf", json!({"leaf": leaf.id.to_string()}))
@@ -838,30 +857,13 @@ async fn postgres_a_leaf_change_is_not_kept_without_its_provisioning_job() {
 async fn a_provisioning_run_does_not_undo_a_rotation_made_while_it_ran(store: Store) {
     let (_, scope) = tenant(&store, "racing").await;
     let scoped = store.scoped(scope);
-    let urls: Vec<String> = (1..=3)
-        .map(|n| format!("nats://10.0.2.5{n}:4222"))
-        .collect();
-    let cluster = serviceradar_domain::leaf_cluster::LeafCluster::parse(&urls, None).unwrap();
-    let (_, leaf) = scoped
-        .create_site_with_cluster(&new_site("Racing", "racing"), Some(&cluster), None)
-        .await
-        .unwrap();
-    let with_nodes = |tag: &str| {
-        let mut material = provisioning(tag);
-        material.node_certs = (0..3u8)
-            .map(|n| NodeCert {
-                cert_pem: format!("{tag} node {n} cert"),
-                key_sealed: format!("{tag} key {n}").into_bytes(),
-            })
-            .collect();
-        material
-    };
-    let first = ProvisionedFrom {
-        cluster: Some(cluster.clone()),
-        node_keys: Vec::new(),
-    };
+    let (_, leaf) = clustered_leaf(&scoped, "racing", 2).await;
     scoped
-        .store_leaf_provisioning(leaf.id, &with_nodes("old"), &first)
+        .store_leaf_provisioning(
+            leaf.id,
+            &with_node_certs("old"),
+            &ProvisionedFrom::of(&leaf, None),
+        )
         .await
         .unwrap();
 
@@ -889,7 +891,7 @@ async fn a_provisioning_run_does_not_undo_a_rotation_made_while_it_ran(store: St
     // ...and the run's result, issued on the old keys, is refused.
     assert_err!(
         scoped
-            .store_leaf_provisioning(leaf.id, &with_nodes("stale"), &stale)
+            .store_leaf_provisioning(leaf.id, &with_node_certs("stale"), &stale)
             .await,
         StoreError::Conflict(_)
     );
@@ -906,7 +908,7 @@ async fn a_provisioning_run_does_not_undo_a_rotation_made_while_it_ran(store: St
     let fresh = ProvisionedFrom::of(&leaf, previous.as_ref());
     assert!(fresh.node_keys.is_empty());
     scoped
-        .store_leaf_provisioning(leaf.id, &with_nodes("new"), &fresh)
+        .store_leaf_provisioning(leaf.id, &with_node_certs("new"), &fresh)
         .await
         .unwrap();
     let material = scoped.leaf_provisioning(leaf.id).await.unwrap().unwrap();
@@ -966,7 +968,7 @@ async fn a_provisioning_run_does_not_undo_a_rotation_made_while_it_ran(store: St
         .unwrap();
     assert_err!(
         scoped
-            .store_leaf_provisioning(leaf.id, &with_nodes("three"), &stale)
+            .store_leaf_provisioning(leaf.id, &with_node_certs("three"), &stale)
             .await,
         StoreError::Conflict(_)
     );
