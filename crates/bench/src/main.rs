@@ -90,6 +90,8 @@ fn plan(quick: bool) -> Vec<Run> {
                     "2s",
                     "--warmup",
                     "1s",
+                    "--rounds",
+                    "1",
                 ],
             ),
             run(
