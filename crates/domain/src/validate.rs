@@ -332,7 +332,27 @@ fn dotted_quad(ip: &std::net::Ipv4Addr) -> DottedQuad {
     out
 }
 
-/// The text [`dotted_quad`] wrote (at most `255.255.255.255`).
+/// A port in decimal, written without the formatting machinery (see
+/// [`dotted_quad`]).
+fn decimal(n: u16) -> DottedQuad {
+    let mut out = DottedQuad {
+        bytes: [0; 15],
+        len: 0,
+    };
+    let mut divisor = 10_000;
+    while divisor > 1 && n < divisor {
+        divisor /= 10;
+    }
+    while divisor > 0 {
+        // A single decimal digit: the cast cannot truncate.
+        out.push(b'0' + (n / divisor % 10) as u8);
+        divisor /= 10;
+    }
+    out
+}
+
+/// The text [`dotted_quad`] or [`decimal`] wrote (at most
+/// `255.255.255.255`).
 struct DottedQuad {
     bytes: [u8; 15],
     len: usize,
@@ -436,8 +456,14 @@ impl NatsUrl {
 }
 
 impl fmt::Display for NatsUrl {
+    /// `scheme://host:port`, written piece by piece rather than through
+    /// `write!`'s arguments: the edge-site list writes one per site.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}:{}", self.scheme.as_str(), self.host, self.port)
+        f.write_str(self.scheme.as_str())?;
+        f.write_str("://")?;
+        fmt::Display::fmt(&self.host, f)?;
+        f.write_str(":")?;
+        f.write_str(decimal(self.port).as_str())
     }
 }
 
@@ -664,6 +690,66 @@ pub mod rule {
     }
 
     fn url(raw: &str, websocket: bool) -> Result<NatsUrl, Reason> {
+        match canonical_url(raw, websocket) {
+            Some(url) => Ok(url),
+            None => url_in_full(raw, websocket),
+        }
+    }
+
+    /// The same rule as [`url_in_full`] for the text [`NatsUrl`]'s `Display`
+    /// writes (`scheme://host:port`, lowercase, an IPv4 or DNS host), read
+    /// in one pass: every site row the store reads back is in this form, and
+    /// the full rule's searches and IP-literal attempts were 15% of the
+    /// edge-site list's work (BENCHMARKS.md, issue 15). `None` for anything
+    /// else, which then goes through the full rule: this path only ever
+    /// accepts, never refuses, and what it accepts the full rule accepts as
+    /// the same value (the test
+    /// `the_canonical_url_path_accepts_only_what_the_full_rule_accepts_alike`).
+    pub(super) fn canonical_url(raw: &str, websocket: bool) -> Option<NatsUrl> {
+        if raw.len() > NatsUrl::MAX_LEN {
+            return None;
+        }
+        let (scheme, rest) = [
+            NatsScheme::Tls,
+            NatsScheme::Nats,
+            NatsScheme::Wss,
+            NatsScheme::Ws,
+        ]
+        .into_iter()
+        .filter(|s| websocket || matches!(s, NatsScheme::Nats | NatsScheme::Tls))
+        .find_map(|s| {
+            raw.strip_prefix(s.as_str())
+                .and_then(|rest| rest.strip_prefix("://"))
+                .map(|rest| (s, rest))
+        })?;
+        let (host, port) = rest.rsplit_once(':')?;
+        if port.is_empty()
+            || port.len() > 5
+            || !port.bytes().all(|b| b.is_ascii_digit())
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        {
+            return None;
+        }
+        let port = port
+            .parse::<u32>()
+            .ok()
+            .and_then(|p| u16::try_from(p).ok())?;
+        if port == 0 {
+            return None;
+        }
+        let host = if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            Host::Ip(IpAddr::V4(host.parse().ok()?))
+        } else {
+            dns_name(host).ok()?;
+            Host::Dns(host.to_owned())
+        };
+        Some(NatsUrl { scheme, host, port })
+    }
+
+    /// The NATS URL rule, for any text (see [`nats_url`]).
+    pub(super) fn url_in_full(raw: &str, websocket: bool) -> Result<NatsUrl, Reason> {
         if raw.len() > NatsUrl::MAX_LEN {
             return Err("must be at most 300 characters");
         }
@@ -911,6 +997,98 @@ mod tests {
         assert_eq!(rule::display_name(&wide), Ok(wide.as_str()));
     }
 
+    /// The one-pass path for stored URLs must never accept what the full
+    /// rule refuses, nor read anything differently: for every input it
+    /// accepts, the full rule gives the same URL. It must also take every
+    /// URL the full rule writes back (else it saves nothing).
+    #[test]
+    fn the_canonical_url_path_accepts_only_what_the_full_rule_accepts_alike() {
+        let (label63, label64) = ("a".repeat(63), "a".repeat(64));
+        let too_long = format!("{}.b", "a".repeat(250));
+        let hosts: Vec<&str> = vec![
+            "10.0.1.50",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.1.1.1",
+            "01.2.3.4",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..2.3",
+            "nats.example.com",
+            "a",
+            "a-b.c",
+            "-a.com",
+            "a-.com",
+            "a..b",
+            ".a",
+            "a.",
+            "example.123",
+            "123",
+            "x1.y2",
+            "UPPER.example.com",
+            &label63,
+            &label64,
+            &too_long,
+            "[::1]",
+            "::1",
+            "h_x",
+            "h@x",
+            "",
+        ];
+        let ports = [
+            "4222", "1", "65535", "65536", "0", "04222", "", "123456", "42a",
+        ];
+        let mut inputs = Vec::new();
+        for scheme in ["nats", "tls", "ws", "wss", "NATS", "Tls", "http", ""] {
+            for &host in &hosts {
+                for port in ports {
+                    inputs.push(format!("{scheme}://{host}:{port}"));
+                }
+                inputs.push(format!("{scheme}://{host}"));
+                inputs.push(format!("{scheme}://{host}:4222/"));
+                inputs.push(format!("{scheme}://u@{host}:4222"));
+                inputs.push(format!("{scheme}:/{host}:4222"));
+            }
+        }
+        inputs.push(format!("tls://{}:4222", "a".repeat(300)));
+        let mut taken = 0;
+        for raw in &inputs {
+            for websocket in [false, true] {
+                let full = rule::url_in_full(raw, websocket);
+                if let Some(fast) = rule::canonical_url(raw, websocket) {
+                    taken += 1;
+                    assert_eq!(Ok(&fast), full.as_ref(), "{raw} (websocket {websocket})");
+                }
+                // Whatever the full rule accepts, written back, is taken
+                // by the one-pass path as the same value (IPv6 hosts, rare
+                // for sites, always take the full rule).
+                if let Ok(url) = full
+                    && !matches!(url.host(), Host::Ip(IpAddr::V6(_)))
+                {
+                    let text = url.to_string();
+                    assert_eq!(
+                        rule::canonical_url(&text, websocket).as_ref(),
+                        Some(&url),
+                        "{text} (from {raw})"
+                    );
+                }
+            }
+        }
+        assert!(taken > 100, "only {taken} inputs took the one-pass path");
+    }
+
+    proptest! {
+        #[test]
+        fn the_canonical_url_path_agrees_with_the_full_rule_on_any_text(
+            raw in "(nats|tls|ws|wss|NATS)://[a-z0-9.:@/\\[\\]-]{0,40}",
+            websocket in any::<bool>(),
+        ) {
+            if let Some(fast) = rule::canonical_url(&raw, websocket) {
+                prop_assert_eq!(Ok(fast), rule::url_in_full(&raw, websocket));
+            }
+        }
+    }
+
     /// IPv4 hosts are written without `Ipv4Addr`'s `Display`; the text
     /// must be the same, at every digit count of an octet.
     #[test]
@@ -923,6 +1101,24 @@ mod tests {
         ] {
             let ip = std::net::Ipv4Addr::from(octets);
             assert_eq!(Host::Ip(IpAddr::V4(ip)).to_string(), ip.to_string());
+        }
+    }
+
+    /// URLs are written piece by piece; the text must be what `write!`
+    /// wrote, at every digit count of a port.
+    #[test]
+    fn nats_urls_are_written_as_format_writes_them() {
+        for port in [1, 9, 10, 99, 100, 999, 1000, 4222, 9999, 10000, 65535] {
+            for raw in [
+                format!("tls://10.0.1.50:{port}"),
+                format!("nats://nats.example.com:{port}"),
+                format!("nats://[2001:db8::1]:{port}"),
+            ] {
+                let url = NatsUrl::parse(&raw).expect(&raw);
+                let expected = format!("{}://{}:{}", url.scheme().as_str(), url.host(), url.port());
+                assert_eq!(url.to_string(), expected);
+                assert_eq!(url.to_string(), raw);
+            }
         }
     }
 
