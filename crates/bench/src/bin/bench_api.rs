@@ -19,10 +19,10 @@
 //!    page's count), at the same concurrency and duration, right before
 //!    `wrk` on the endpoint, `--rounds` times (the round with the median
 //!    ratio is reported, with every round's ratio beside it). It prints a
-//!    Markdown table with requests/s, the ratio to pgbench, median and p99 latency and server CPU per request,
-//!    and PASS/FAIL against the targets (>= 50% of pgbench, <= 150 µs server
-//!    CPU per request, p99 < 20 ms), plus `@figure` lines for
-//!    `serviceradar-bench all`;
+//!    Markdown table with requests/s, the ratio to pgbench, median and p99
+//!    latency and server CPU per request, and PASS/FAIL against the targets
+//!    (>= 50% of pgbench, <= 150 µs server CPU per request, p99 < 20 ms),
+//!    plus `@figure` lines for `serviceradar-bench all`;
 //! 5. prints `EXPLAIN (ANALYZE, BUFFERS)` of the list query for the record.
 //!
 //! `wrk`, PostgreSQL and the server share the machine: on a small box the
