@@ -709,36 +709,19 @@ pub mod rule {
         if raw.len() > NatsUrl::MAX_LEN {
             return None;
         }
-        let (scheme, rest) = [
-            NatsScheme::Tls,
-            NatsScheme::Nats,
-            NatsScheme::Wss,
-            NatsScheme::Ws,
-        ]
-        .into_iter()
-        .filter(|s| websocket || matches!(s, NatsScheme::Nats | NatsScheme::Tls))
-        .find_map(|s| {
+        let (scheme, rest) = schemes(websocket).find_map(|s| {
             raw.strip_prefix(s.as_str())
                 .and_then(|rest| rest.strip_prefix("://"))
                 .map(|rest| (s, rest))
         })?;
         let (host, port) = rest.rsplit_once(':')?;
-        if port.is_empty()
-            || port.len() > 5
-            || !port.bytes().all(|b| b.is_ascii_digit())
-            || !host
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        if !host
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         {
             return None;
         }
-        let port = port
-            .parse::<u32>()
-            .ok()
-            .and_then(|p| u16::try_from(p).ok())?;
-        if port == 0 {
-            return None;
-        }
+        let port = port_number(port).ok()?;
         let host = if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
             Host::Ip(IpAddr::V4(host.parse().ok()?))
         } else {
@@ -746,6 +729,19 @@ pub mod rule {
             Host::Dns(host.to_owned())
         };
         Some(NatsUrl { scheme, host, port })
+    }
+
+    /// The schemes a NATS URL may have: `nats` and `tls`, and for an
+    /// endpoint (`websocket`) also `ws` and `wss`.
+    fn schemes(websocket: bool) -> impl Iterator<Item = NatsScheme> {
+        [
+            NatsScheme::Nats,
+            NatsScheme::Tls,
+            NatsScheme::Ws,
+            NatsScheme::Wss,
+        ]
+        .into_iter()
+        .filter(move |s| websocket || matches!(s, NatsScheme::Nats | NatsScheme::Tls))
     }
 
     /// The NATS URL rule, for any text (see [`nats_url`]).
@@ -771,20 +767,13 @@ pub mod rule {
                 "must be a URL like nats://10.0.1.50:4222 or tls://nats.example.com:4222"
             });
         };
-        let scheme = [
-            NatsScheme::Nats,
-            NatsScheme::Tls,
-            NatsScheme::Ws,
-            NatsScheme::Wss,
-        ]
-        .into_iter()
-        .filter(|s| websocket || matches!(s, NatsScheme::Nats | NatsScheme::Tls))
-        .find(|s| s.as_str().eq_ignore_ascii_case(scheme))
-        .ok_or(if websocket {
-            "scheme must be nats://, tls://, ws:// or wss://"
-        } else {
-            "scheme must be nats:// or tls://"
-        })?;
+        let scheme = schemes(websocket)
+            .find(|s| s.as_str().eq_ignore_ascii_case(scheme))
+            .ok_or(if websocket {
+                "scheme must be nats://, tls://, ws:// or wss://"
+            } else {
+                "scheme must be nats:// or tls://"
+            })?;
         let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
         if authority.contains('@') {
             return Err("must not contain credentials");
