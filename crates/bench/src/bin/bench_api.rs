@@ -326,18 +326,19 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
                 Some(&case.header),
             )
             .await?;
+            let measured = Round { ceiling, served };
             say(format!(
                 "{} (round {round}/{}): {:.0} rps (pgbench {:.0} tps, {:.1}%), p99 {:.2} ms, \
                  server CPU {:.0} µs/request",
                 case.name,
                 args.rounds,
-                served.rps,
-                ceiling.tps,
-                served.rps / ceiling.tps * 100.0,
-                served.p99_ms,
-                served.cpu.server / served.rps * 1e6
+                measured.served.rps,
+                measured.ceiling.tps,
+                measured.ratio() * 100.0,
+                measured.served.p99_ms,
+                measured.served.cpu.server / measured.served.rps * 1e6
             ));
-            rounds.push(Round { ceiling, served });
+            rounds.push(measured);
         }
         measured.push((case, Rounds::of(rounds)));
     }
@@ -401,8 +402,9 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
         health.errors
     )?;
     for (case, rounds) in &measured {
-        let Round { ceiling, served: r } = rounds.median();
-        let ratio = r.rps / ceiling.tps;
+        let median = rounds.median();
+        let Round { ceiling, served: r } = median;
+        let ratio = median.ratio();
         let cpu_us = r.cpu.server / r.rps * 1e6;
         writeln!(
             report,
