@@ -20,8 +20,9 @@ use serviceradar_agent::runner;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     serviceradar_runtime::telemetry::init_tracing_with(
-        serviceradar_runtime::telemetry::EnvFilter::try_new(&cli.log)
-            .unwrap_or_else(|_| serviceradar_runtime::telemetry::EnvFilter::new("info")),
+        serviceradar_runtime::telemetry::LogFilter::parse(&cli.log).unwrap_or_else(|_| {
+            serviceradar_runtime::telemetry::LogFilter::level(tracing::Level::INFO)
+        }),
         false,
         serviceradar_agent::logtail::LogTail::global().writer(),
     );

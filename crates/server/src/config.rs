@@ -276,7 +276,8 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub retention: RetentionConfig,
 
-    /// Log format: `pretty` or `json`.
+    /// Log format: `pretty` or `json`. Which lines are written follows
+    /// `RUST_LOG` (default `info,sqlx=warn,tower_http=info,async_nats=warn`).
     #[arg(long, env = "SERVICERADAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
 }
