@@ -77,9 +77,9 @@ fn decode_command(row: &AnyRow) -> Result<AgentCommand, StoreError> {
 fn decode_command_row(row: &AnyRow) -> Result<AgentCommand, StoreError> {
     let r = Cols::of(row, "agent_commands");
     Ok(AgentCommand {
-        id: r.parse("id")?,
-        edge_site_id: r.parse("edge_site_id")?,
-        agent_id: r.parse("agent_id")?,
+        id: r.id("id")?,
+        edge_site_id: r.id("edge_site_id")?,
+        agent_id: r.id("agent_id")?,
         kind: r.valid("kind", CommandKind::parse)?,
         status: r.valid("status", |s| {
             CommandStatus::parse(s).ok_or("unknown command status")
@@ -393,7 +393,7 @@ impl Scoped<'_> {
             for row in q.fetch_all(&self.store.pool).await? {
                 let r = Cols::of(&row, "agents");
                 found.insert(
-                    r.parse("id")?,
+                    r.id("id")?,
                     AgentConfigRows {
                         changed_at: r.get("changed_at")?,
                         checks: Vec::new(),
@@ -410,7 +410,7 @@ impl Scoped<'_> {
                 q = q.bind(agent.to_string());
             }
             for row in q.fetch_all(&self.store.pool).await? {
-                let agent: Uuid = Cols::of(&row, "agent_check_configs").parse("agent_id")?;
+                let agent: Uuid = Cols::of(&row, "agent_check_configs").id("agent_id")?;
                 if let Some(rows) = found.get_mut(&agent) {
                     rows.checks.push(decode_check(&row)?);
                 }

@@ -59,9 +59,9 @@ const RETURNING: &str = " RETURNING agent_id, tenant_id, edge_site_id, endpoint,
 fn decode(row: &AnyRow) -> Result<AgentPoll, StoreError> {
     let r = Cols::of(row, "agent_polls");
     Ok(AgentPoll {
-        agent_id: r.parse("agent_id")?,
-        tenant_id: r.parse("tenant_id")?,
-        edge_site_id: r.parse("edge_site_id")?,
+        agent_id: r.id("agent_id")?,
+        tenant_id: r.id("tenant_id")?,
+        edge_site_id: r.id("edge_site_id")?,
         endpoint: r.get("endpoint")?,
         interval_secs: r.get("interval_secs")?,
         reachability: r.valid("reachability", |s| {

@@ -95,9 +95,9 @@ fn decode_upload(row: &AnyRow) -> Result<StoredUpload, StoreError> {
         u64::try_from(v).map_err(|e| StoreError::corrupt("agent_uploads", e))
     };
     Ok(StoredUpload {
-        id: r.parse("id")?,
-        edge_site_id: r.parse("edge_site_id")?,
-        agent_id: r.parse("agent_id")?,
+        id: r.id("id")?,
+        edge_site_id: r.id("edge_site_id")?,
+        agent_id: r.id("agent_id")?,
         upload_id: r.get("upload_id")?,
         content_type: r.get("content_type")?,
         chunks: count("next_chunk")?,
@@ -137,7 +137,7 @@ impl Scoped<'_> {
         let (id, next, bytes, completed) = match existing {
             Some(row) => {
                 let r = Cols::of(&row, "agent_uploads");
-                let id: Uuid = r.parse("id")?;
+                let id: Uuid = r.id("id")?;
                 let next: i64 = r.get("next_chunk")?;
                 let bytes: i64 = r.get("bytes")?;
                 let completed: Option<i64> = r.get("completed_at")?;

@@ -133,8 +133,8 @@ impl Store {
             ($row:expr) => {{
                 let r = Cols::of($row, "sessions");
                 Ok(SessionRecord {
-                    tenant_id: r.parse("tenant_id")?,
-                    user_id: r.parse("user_id")?,
+                    tenant_id: r.id("tenant_id")?,
+                    user_id: r.id("user_id")?,
                     role: r.parse("role")?,
                     csrf_token: r.get("csrf_token")?,
                     expires_at: r.get("expires_at")?,

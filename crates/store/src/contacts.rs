@@ -109,7 +109,7 @@ impl Store {
             }
             let stamped = q.fetch_all(&self.pool).await?;
             let stamped: Vec<EdgeSiteId> =
-                row::all(&stamped, |r| Cols::of(r, "edge_sites").parse("id"))?;
+                row::all(&stamped, |r| Cols::of(r, "edge_sites").id("id"))?;
             // A site stamped later by a newer write is active too: only a
             // site whose status is not `active` takes the state path.
             let missed: Vec<&Contact> = chunk

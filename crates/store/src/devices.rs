@@ -53,9 +53,9 @@ const SELECT: &str = "SELECT d.id, d.tenant_id, d.edge_site_id, s.slug AS site_s
 fn decode(row: &AnyRow) -> Result<Device, StoreError> {
     let r = Cols::of(row, "devices");
     Ok(Device {
-        id: r.parse("id")?,
-        tenant_id: r.parse("tenant_id")?,
-        edge_site_id: r.parse("edge_site_id")?,
+        id: r.id("id")?,
+        tenant_id: r.id("tenant_id")?,
+        edge_site_id: r.id("edge_site_id")?,
         site_slug: r.valid("site_slug", Slug::parse)?,
         name: r.valid("name", DeviceName::parse)?,
         status: r.parse("status")?,

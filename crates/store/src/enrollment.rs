@@ -111,8 +111,8 @@ fn decode(row: &AnyRow) -> Result<EnrollmentTokenRecord, StoreError> {
             .map_err(|_| StoreError::corrupt("enrollment_tokens", format!("{col} out of range")))
     };
     Ok(EnrollmentTokenRecord {
-        id: r.parse("id")?,
-        edge_site_id: r.parse("edge_site_id")?,
+        id: r.id("id")?,
+        edge_site_id: r.id("edge_site_id")?,
         scope: r.get("scope")?,
         token_hash: r.get("token_hash")?,
         max_uses: count("max_uses")?,

@@ -191,9 +191,9 @@ const DELIVERY_SELECT: &str = "SELECT d.id, d.webhook_id, d.alert_id, d.event, d
 fn decode_agent(row: &AnyRow) -> Result<AgentRecord, StoreError> {
     let r = Cols::of(row, "agents");
     Ok(AgentRecord {
-        id: r.parse("id")?,
-        tenant_id: r.parse("tenant_id")?,
-        edge_site_id: r.parse("edge_site_id")?,
+        id: r.id("id")?,
+        tenant_id: r.id("tenant_id")?,
+        edge_site_id: r.id("edge_site_id")?,
         cert_pem: r.get("cert_pem")?,
         cert_serial: r.get("cert_serial")?,
         cert_expires_at: r.get("cert_expires_at")?,
@@ -213,9 +213,9 @@ fn decode_agent(row: &AnyRow) -> Result<AgentRecord, StoreError> {
 fn decode_alert(row: &AnyRow) -> Result<Alert, StoreError> {
     let r = Cols::of(row, "alerts");
     Ok(Alert {
-        id: r.parse("id")?,
-        tenant_id: r.parse("tenant_id")?,
-        edge_site_id: r.parse("edge_site_id")?,
+        id: r.id("id")?,
+        tenant_id: r.id("tenant_id")?,
+        edge_site_id: r.id("edge_site_id")?,
         kind: r.get("kind")?,
         status: r.parse("status")?,
         message: r.get("message")?,
@@ -230,8 +230,8 @@ fn decode_alert(row: &AnyRow) -> Result<Alert, StoreError> {
 fn decode_webhook(row: &AnyRow) -> Result<Webhook, StoreError> {
     let r = Cols::of(row, "webhooks");
     Ok(Webhook {
-        id: r.parse("id")?,
-        tenant_id: r.parse("tenant_id")?,
+        id: r.id("id")?,
+        tenant_id: r.id("tenant_id")?,
         url: r.get("url")?,
         created_at: r.get("created_at")?,
     })
@@ -240,9 +240,9 @@ fn decode_webhook(row: &AnyRow) -> Result<Webhook, StoreError> {
 fn decode_delivery(row: &AnyRow) -> Result<WebhookDelivery, StoreError> {
     let r = Cols::of(row, "webhook_deliveries");
     Ok(WebhookDelivery {
-        id: r.parse("id")?,
-        webhook_id: r.parse("webhook_id")?,
-        alert_id: r.parse("alert_id")?,
+        id: r.id("id")?,
+        webhook_id: r.id("webhook_id")?,
+        alert_id: r.id("alert_id")?,
         event: r.get("event")?,
         attempt: r.get("attempt")?,
         status_code: r.get("status_code")?,
@@ -260,8 +260,8 @@ fn decode_due(
     move |row| {
         let r = Cols::of(row, table);
         Ok(DueAlert {
-            tenant_id: r.parse("tenant_id")?,
-            edge_site_id: r.parse("edge_site_id")?,
+            tenant_id: r.id("tenant_id")?,
+            edge_site_id: r.id("edge_site_id")?,
             kind,
             since: r.get("since")?,
         })
@@ -577,7 +577,7 @@ impl Scoped<'_> {
         .bind(AlertStatus::Resolved.as_str())
         .fetch_all(&self.store.pool)
         .await?;
-        let ids: Vec<Uuid> = row::all(&rows, |row| Cols::of(row, "alerts").parse("id"))?;
+        let ids: Vec<Uuid> = row::all(&rows, |row| Cols::of(row, "alerts").id("id"))?;
         let mut resolved = Vec::new();
         for id in ids {
             match self.transition_alert(id, AlertEvent::Resolve, None).await {
@@ -650,7 +650,7 @@ impl Scoped<'_> {
             .bind(self.tenant())
             .fetch_all(&self.store.pool)
             .await?;
-        row::all(&rows, |row| Cols::of(row, "webhooks").parse("id"))
+        row::all(&rows, |row| Cols::of(row, "webhooks").id("id"))
     }
 
     /// Deletes a webhook.
@@ -723,7 +723,7 @@ impl Store {
         .await?;
         row::all(&rows, |row| {
             let r = Cols::of(row, "edge_sites");
-            Ok((r.parse("tenant_id")?, r.parse("id")?))
+            Ok((r.id("tenant_id")?, r.id("id")?))
         })
     }
 

@@ -131,7 +131,7 @@ macro_rules! job_columns {
 fn decode(row: &AnyRow) -> Result<Job, StoreError> {
     let r = Cols::of(row, "jobs");
     Ok(Job {
-        id: r.parse("id")?,
+        id: r.id("id")?,
         tenant_id: r.parse_opt("tenant_id")?,
         kind: r.get("kind")?,
         payload: r.json("payload")?,

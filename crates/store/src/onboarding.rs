@@ -105,8 +105,8 @@ const SELECT_PACKAGE: &str = "SELECT o.id, o.tenant_id, o.edge_site_id, o.token_
 fn decode_package(row: &AnyRow) -> Result<OnboardingPackage, StoreError> {
     let r = Cols::of(row, "onboarding_packages");
     Ok(OnboardingPackage {
-        id: r.parse("id")?,
-        edge_site_id: r.parse("edge_site_id")?,
+        id: r.id("id")?,
+        edge_site_id: r.id("edge_site_id")?,
         token_id: r.parse_opt("token_id")?,
         source: r.get("source")?,
         status: r.parse("status")?,
@@ -128,9 +128,9 @@ const SELECT_CONFLICT: &str = "SELECT c.* FROM (SELECT ev.id, ev.tenant_id, ev.t
 fn decode_conflict(row: &AnyRow) -> Result<EnrollmentConflict, StoreError> {
     let r = Cols::of(row, "enrollment_events");
     Ok(EnrollmentConflict {
-        id: r.parse("id")?,
-        token_id: r.parse("token_id")?,
-        edge_site_id: r.parse("edge_site_id")?,
+        id: r.id("id")?,
+        token_id: r.id("token_id")?,
+        edge_site_id: r.id("edge_site_id")?,
         hostname: r.get("hostname")?,
         remote_addr: r.get("remote_addr")?,
         detail: r.get("detail")?,

@@ -80,8 +80,8 @@ fn decode(row: &AnyRow) -> Result<PackageWithSite, StoreError> {
     };
     Ok(PackageWithSite {
         package: CollectorPackage {
-            id: r.parse("id")?,
-            tenant_id: r.parse("tenant_id")?,
+            id: r.id("id")?,
+            tenant_id: r.id("tenant_id")?,
             name: r.valid("name", DisplayName::parse)?,
             collector_type: r.parse("collector_type")?,
             edge_site_id,

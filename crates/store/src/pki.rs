@@ -188,7 +188,7 @@ impl Store {
         .await?;
         row::all(&rows, |row| {
             let r = Cols::of(row, "tenant_nats_accounts");
-            Ok((r.parse("tenant_id")?, r.get("account_jwt")?))
+            Ok((r.id("tenant_id")?, r.get("account_jwt")?))
         })
     }
 }

@@ -57,7 +57,7 @@ impl Scoped<'_> {
         row::all(&rows, |row| {
             let r = Cols::of(row, "enrollment_redemptions");
             Ok(EnrolledHost {
-                token_id: r.parse("token_id")?,
+                token_id: r.id("token_id")?,
                 host_fingerprint: r.get("host_fingerprint")?,
                 hostname: r.get("hostname")?,
                 redeemed_at: r.get("redeemed_at")?,

@@ -208,8 +208,8 @@ macro_rules! site_decoder {
         fn $name(row: &$row) -> Result<EdgeSite, StoreError> {
             let r = Cols::of(row, "edge_sites");
             Ok(EdgeSite {
-                id: r.parse("id")?,
-                tenant_id: r.parse("tenant_id")?,
+                id: r.id("id")?,
+                tenant_id: r.id("tenant_id")?,
                 name: r.valid("name", DisplayName::parse)?,
                 slug: r.valid("slug", Slug::parse)?,
                 status: r.parse("status")?,
@@ -280,9 +280,9 @@ pub struct SiteOverviewPage {
 fn decode_leaf(row: &AnyRow) -> Result<NatsLeafServer, StoreError> {
     let r = Cols::of(row, "nats_leaf_servers");
     Ok(NatsLeafServer {
-        id: r.parse("id")?,
-        tenant_id: r.parse("tenant_id")?,
-        edge_site_id: r.parse("edge_site_id")?,
+        id: r.id("id")?,
+        tenant_id: r.id("tenant_id")?,
+        edge_site_id: r.id("edge_site_id")?,
         status: r.parse("status")?,
         upstream_url: r.get("upstream_url")?,
         local_listen: r.valid("local_listen", ListenAddr::parse)?,
@@ -322,9 +322,9 @@ fn decode_provisioning(row: &AnyRow) -> Result<Option<LeafProvisioning>, StoreEr
 fn decode_expiring(row: &AnyRow) -> Result<ExpiringLeaf, StoreError> {
     let r = Cols::of(row, "nats_leaf_servers");
     Ok(ExpiringLeaf {
-        tenant_id: r.parse("tenant_id")?,
-        edge_site_id: r.parse("edge_site_id")?,
-        leaf_id: r.parse("id")?,
+        tenant_id: r.id("tenant_id")?,
+        edge_site_id: r.id("edge_site_id")?,
+        leaf_id: r.id("id")?,
         cert_expires_at: r.get("cert_expires_at")?,
     })
 }
@@ -648,7 +648,7 @@ impl Scoped<'_> {
         .ok_or(StoreError::NotFound)?;
         let r = Cols::of(&row, "nats_leaf_servers");
         let current: LeafStatus = r.parse("status")?;
-        let site: EdgeSiteId = r.parse("edge_site_id")?;
+        let site: EdgeSiteId = r.id("edge_site_id")?;
         let status = current.apply(LeafEvent::Provisioned)?;
         let cluster = cluster_of(r.get("cluster")?)?;
         let node_keys: Vec<Vec<u8>> = self

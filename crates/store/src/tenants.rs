@@ -21,7 +21,7 @@ macro_rules! select {
 fn decode(row: &AnyRow) -> Result<Tenant, StoreError> {
     let r = Cols::of(row, "tenants");
     Ok(Tenant {
-        id: r.parse("id")?,
+        id: r.id("id")?,
         slug: r.valid("slug", Slug::parse)?,
         name: r.valid("name", DisplayName::parse)?,
         created_at: r.get("created_at")?,

@@ -46,9 +46,9 @@ macro_rules! token_decoder {
         pub(crate) fn $name(row: &$row) -> Result<ApiToken, StoreError> {
             let r = Cols::of(row, "api_tokens");
             Ok(ApiToken {
-                id: r.parse("id")?,
-                tenant_id: r.parse("tenant_id")?,
-                user_id: r.parse("user_id")?,
+                id: r.id("id")?,
+                tenant_id: r.id("tenant_id")?,
+                user_id: r.id("user_id")?,
                 name: r.get("name")?,
                 scopes: r.valid("scopes", ScopeSet::parse_text)?,
                 created_at: r.get("created_at")?,

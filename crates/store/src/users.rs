@@ -38,8 +38,8 @@ pub(crate) use user_columns;
 pub(crate) fn decode(row: &AnyRow) -> Result<User, StoreError> {
     let r = Cols::of(row, "users");
     Ok(User {
-        id: r.parse("id")?,
-        tenant_id: r.parse("tenant_id")?,
+        id: r.id("id")?,
+        tenant_id: r.id("tenant_id")?,
         email: r.valid("email", Email::parse)?,
         role: r.parse("role")?,
         created_at: r.get("created_at")?,
