@@ -9,21 +9,6 @@ use async_nats::jetstream;
 
 use crate::error::IngestError;
 
-/// Counts a tenant's written messages in the metrics, labelled with the
-/// tenant's slug: the ingest rate and dead letters per tenant. Both
-/// pipelines count here (the per-tenant one per batch, platform ingestion
-/// per tenant of a batch).
-pub(crate) fn count_written(tenant: &str, fetched: u64, inserted: u64, dead_lettered: u64) {
-    metrics::counter!("serviceradar_ingest_messages_total", "tenant" => tenant.to_owned())
-        .increment(fetched);
-    metrics::counter!("serviceradar_ingest_rows_total", "tenant" => tenant.to_owned())
-        .increment(inserted);
-    // Always touched, so the series exists (at 0) before the first poison
-    // message and `increase()` sees the first one.
-    metrics::counter!("serviceradar_ingest_dead_letters_total", "tenant" => tenant.to_owned())
-        .increment(dead_lettered);
-}
-
 /// Records that batch `number` (whose last message is `last`) committed and
 /// acknowledges up to the contiguous commit watermark.
 pub(crate) async fn acknowledge_batch(

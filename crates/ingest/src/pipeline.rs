@@ -19,7 +19,7 @@ use serviceradar_store::Store;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::ack::{AckWatermark, acknowledge_batch, count_written};
+use crate::ack::{AckWatermark, acknowledge_batch};
 use crate::buffers::sync_site_buffers;
 use crate::consumer::{open_stream_and_consumer, recover_unacknowledged};
 use crate::error::{IngestError, report};
@@ -193,7 +193,7 @@ pub(crate) async fn pipeline(
         devices: crate::devices::DeviceSites::default(),
         dead_letters,
     };
-    let (status, tenant_id) = (status.clone(), tenant.id);
+    let (status, counts, tenant_id) = (status.clone(), status.clone(), tenant.id);
     let slug = tenant.slug.as_str();
     run_batches(
         settings,
@@ -205,7 +205,8 @@ pub(crate) async fn pipeline(
         |batches, done| write_loop(writer.clone(), batches, done),
         |written: WrittenBatch| {
             let outcome = written.outcome;
-            count_written(
+            counts.counted(
+                tenant_id,
                 slug,
                 outcome.fetched as u64,
                 outcome.inserted,

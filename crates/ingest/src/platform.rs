@@ -41,7 +41,6 @@ use serviceradar_store::Store;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::ack::count_written;
 use crate::buffers::{stalled_sources, sync_site_buffers};
 use crate::consumer::{ensure_consumer, ensure_stream, recover_unacknowledged};
 use crate::deadletter::{DeadLetterStream, dead_letter_parts};
@@ -576,7 +575,8 @@ async fn write_loop(
             writer
                 .status
                 .wrote(tenant.id, count.inserted, count.dead_lettered);
-            count_written(
+            writer.status.counted(
+                tenant.id,
                 tenant.slug.as_str(),
                 count.fetched,
                 count.inserted,

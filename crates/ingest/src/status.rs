@@ -105,7 +105,96 @@ impl PipelineStatus {
 /// Every tenant's pipeline status. Cheap to clone (shared).
 #[derive(Debug, Clone, Default)]
 pub struct IngestStatus {
-    tenants: Arc<Mutex<HashMap<TenantId, PipelineStatus>>>,
+    tenants: Arc<Mutex<HashMap<TenantId, Entry>>>,
+}
+
+/// A tenant's status and the handles of its metrics.
+#[derive(Debug)]
+struct Entry {
+    status: PipelineStatus,
+    metrics: TenantMetrics,
+}
+
+/// A tenant's ingestion metrics, labelled with its slug. Each series is
+/// registered the first time it is written (as the `metrics!` macros did on
+/// every write) and then set or counted through its handle, with no label
+/// built and no registry lookup: in platform mode one batch holds hundreds
+/// of tenants' records and every fetch updates every tenant's status, which
+/// made thousands of lookups per batch.
+#[derive(Debug, Default)]
+struct TenantMetrics {
+    failing: Option<metrics::Gauge>,
+    consecutive_failures: Option<metrics::Gauge>,
+    lag: Option<metrics::Gauge>,
+    last_batch: Option<metrics::Gauge>,
+    counted: Option<Counted>,
+}
+
+/// The written-message counters ([`IngestStatus::counted`]).
+#[derive(Debug)]
+struct Counted {
+    messages: metrics::Counter,
+    rows: metrics::Counter,
+    dead_letters: metrics::Counter,
+}
+
+impl Counted {
+    fn register(tenant: &str) -> Self {
+        Self {
+            messages: metrics::counter!("serviceradar_ingest_messages_total", "tenant" => tenant.to_owned()),
+            rows: metrics::counter!("serviceradar_ingest_rows_total", "tenant" => tenant.to_owned()),
+            dead_letters: metrics::counter!("serviceradar_ingest_dead_letters_total", "tenant" => tenant.to_owned()),
+        }
+    }
+
+    fn add(&self, fetched: u64, inserted: u64, dead_lettered: u64) {
+        self.messages.increment(fetched);
+        self.rows.increment(inserted);
+        // Always touched, so the series exists (at 0) before the first
+        // poison message and `increase()` sees the first one.
+        self.dead_letters.increment(dead_lettered);
+    }
+}
+
+impl Entry {
+    fn new(slug: &str) -> Self {
+        Self {
+            status: PipelineStatus::new(slug),
+            metrics: TenantMetrics::default(),
+        }
+    }
+
+    /// The status as metrics.
+    fn publish(&mut self) {
+        let (status, metrics) = (&self.status, &mut self.metrics);
+        let tenant = &status.tenant;
+        let gauge = |slot: &mut Option<metrics::Gauge>, name: &'static str| {
+            slot.get_or_insert_with(|| metrics::gauge!(name, "tenant" => tenant.clone()))
+                .clone()
+        };
+        gauge(&mut metrics.failing, "serviceradar_ingest_failing").set(
+            if status.state == PipelineState::Failing {
+                1.0
+            } else {
+                0.0
+            },
+        );
+        gauge(
+            &mut metrics.consecutive_failures,
+            "serviceradar_ingest_consecutive_failures",
+        )
+        .set(f64::from(status.consecutive_failures));
+        if let Some(lag) = status.lag {
+            gauge(&mut metrics.lag, "serviceradar_ingest_lag_messages").set(lag as f64);
+        }
+        if let Some(at) = status.last_batch_ms {
+            gauge(
+                &mut metrics.last_batch,
+                "serviceradar_ingest_last_batch_timestamp_seconds",
+            )
+            .set(at as f64 / 1000.0);
+        }
+    }
 }
 
 impl IngestStatus {
@@ -116,7 +205,7 @@ impl IngestStatus {
 
     /// `tenant`'s pipeline, if one was started.
     pub fn tenant(&self, tenant: TenantId) -> Option<PipelineStatus> {
-        self.lock().get(&tenant).cloned()
+        self.lock().get(&tenant).map(|entry| entry.status.clone())
     }
 
     /// Pipelines that have been failing for at least `at_least`.
@@ -124,6 +213,7 @@ impl IngestStatus {
         let mut stalled: Vec<_> = self
             .lock()
             .values()
+            .map(|entry| &entry.status)
             .filter(|p| p.failing_for().is_some_and(|d| d >= at_least))
             .cloned()
             .collect();
@@ -134,13 +224,11 @@ impl IngestStatus {
     /// A pipeline for `tenant` is starting (again).
     pub(crate) fn starting(&self, tenant: TenantId, slug: &str) {
         let mut tenants = self.lock();
-        let status = tenants
-            .entry(tenant)
-            .or_insert_with(|| PipelineStatus::new(slug));
-        if status.state != PipelineState::Failing {
-            status.enter(PipelineState::Starting);
+        let entry = tenants.entry(tenant).or_insert_with(|| Entry::new(slug));
+        if entry.status.state != PipelineState::Failing {
+            entry.status.enter(PipelineState::Starting);
         }
-        publish(status);
+        entry.publish();
     }
 
     /// `tenant`'s last fetched batch had `lag` messages behind it.
@@ -167,11 +255,35 @@ impl IngestStatus {
         });
     }
 
+    /// Counts `tenant`'s written messages in the metrics (labelled with
+    /// its slug): the ingest rate and dead letters per tenant. Both
+    /// pipelines count here (the per-tenant one per batch, platform
+    /// ingestion per tenant of a batch).
+    pub(crate) fn counted(
+        &self,
+        tenant: TenantId,
+        slug: &str,
+        fetched: u64,
+        inserted: u64,
+        dead_lettered: u64,
+    ) {
+        let mut tenants = self.lock();
+        match tenants.get_mut(&tenant) {
+            Some(entry) => entry
+                .metrics
+                .counted
+                .get_or_insert_with(|| Counted::register(slug))
+                .add(fetched, inserted, dead_lettered),
+            // Not started here (no status to keep): counted all the same.
+            None => Counted::register(slug).add(fetched, inserted, dead_lettered),
+        }
+    }
+
     fn update(&self, tenant: TenantId, change: impl FnOnce(&mut PipelineStatus)) {
         let mut tenants = self.lock();
-        if let Some(status) = tenants.get_mut(&tenant) {
-            change(status);
-            publish(status);
+        if let Some(entry) = tenants.get_mut(&tenant) {
+            change(&mut entry.status);
+            entry.publish();
         }
     }
 
@@ -179,14 +291,16 @@ impl IngestStatus {
     /// row (the caller's retry delay grows with it).
     pub(crate) fn failed(&self, tenant: TenantId, error: String) -> u32 {
         let mut tenants = self.lock();
-        let Some(status) = tenants.get_mut(&tenant) else {
+        let Some(entry) = tenants.get_mut(&tenant) else {
             return 1;
         };
+        let status = &mut entry.status;
         status.enter(PipelineState::Failing);
         status.consecutive_failures = status.consecutive_failures.saturating_add(1);
         status.last_error = Some((now_ms(), error));
-        publish(status);
-        status.consecutive_failures
+        let failures = status.consecutive_failures;
+        entry.publish();
+        failures
     }
 
     /// Platform mode: the one pipeline fetched (`Some(lag)`: with that many
@@ -194,10 +308,10 @@ impl IngestStatus {
     /// ingestion is running, and its lag is the shared stream's.
     pub(crate) fn progress_all(&self, lag: Option<u64>) {
         let mut tenants = self.lock();
-        for status in tenants.values_mut() {
-            status.lag = Some(lag.unwrap_or(0));
-            status.succeeded();
-            publish(status);
+        for entry in tenants.values_mut() {
+            entry.status.lag = Some(lag.unwrap_or(0));
+            entry.status.succeeded();
+            entry.publish();
         }
     }
 
@@ -211,31 +325,9 @@ impl IngestStatus {
             .unwrap_or(1)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<TenantId, PipelineStatus>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<TenantId, Entry>> {
         // A panic while holding the lock leaves plain data behind: use it.
         self.tenants.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// The status as metrics, labelled with the tenant's slug.
-fn publish(status: &PipelineStatus) {
-    let tenant = status.tenant.clone();
-    metrics::gauge!("serviceradar_ingest_failing", "tenant" => tenant.clone()).set(
-        if status.state == PipelineState::Failing {
-            1.0
-        } else {
-            0.0
-        },
-    );
-    metrics::gauge!("serviceradar_ingest_consecutive_failures", "tenant" => tenant.clone())
-        .set(f64::from(status.consecutive_failures));
-    if let Some(lag) = status.lag {
-        metrics::gauge!("serviceradar_ingest_lag_messages", "tenant" => tenant.clone())
-            .set(lag as f64);
-    }
-    if let Some(at) = status.last_batch_ms {
-        metrics::gauge!("serviceradar_ingest_last_batch_timestamp_seconds", "tenant" => tenant)
-            .set(at as f64 / 1000.0);
     }
 }
 
@@ -273,5 +365,77 @@ mod tests {
         assert!(status.stalled(Duration::ZERO).is_empty());
         // The next failure starts the delay over.
         assert_eq!(status.failed(tenant, "again".into()), 1);
+    }
+
+    /// The value of `series` in a rendered Prometheus page.
+    fn value(page: &str, series: &str) -> Option<f64> {
+        page.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    #[test]
+    fn each_update_reaches_the_tenant_series_through_their_handles() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let page = recorder.handle();
+        let status = IngestStatus::new();
+        let (acme, other) = (TenantId::new(), TenantId::new());
+        metrics::with_local_recorder(&recorder, || {
+            status.starting(acme, "acme");
+            // No lag or batch yet: those series do not exist yet.
+            let started = page.render();
+            assert_eq!(
+                value(&started, r#"serviceradar_ingest_failing{tenant="acme"}"#),
+                Some(0.0)
+            );
+            assert!(!started.contains("serviceradar_ingest_lag_messages"));
+            assert!(!started.contains("serviceradar_ingest_last_batch_timestamp_seconds"));
+
+            status.failed(acme, "hub down".into());
+            status.failed(acme, "hub down".into());
+            let failing = page.render();
+            assert_eq!(
+                value(&failing, r#"serviceradar_ingest_failing{tenant="acme"}"#),
+                Some(1.0)
+            );
+            assert_eq!(
+                value(
+                    &failing,
+                    r#"serviceradar_ingest_consecutive_failures{tenant="acme"}"#
+                ),
+                Some(2.0)
+            );
+
+            status.lag(acme, 5);
+            status.wrote(acme, 10, 1);
+            status.counted(acme, "acme", 11, 10, 1);
+            status.progress_all(Some(7));
+            status.counted(acme, "acme", 4, 4, 0);
+            // A tenant this status never started is counted all the same.
+            status.counted(other, "other", 3, 3, 0);
+        });
+        let page = page.render();
+        for (series, expected) in [
+            (r#"serviceradar_ingest_failing{tenant="acme"}"#, 0.0),
+            (
+                r#"serviceradar_ingest_consecutive_failures{tenant="acme"}"#,
+                0.0,
+            ),
+            (r#"serviceradar_ingest_lag_messages{tenant="acme"}"#, 7.0),
+            (r#"serviceradar_ingest_messages_total{tenant="acme"}"#, 15.0),
+            (r#"serviceradar_ingest_rows_total{tenant="acme"}"#, 14.0),
+            (
+                r#"serviceradar_ingest_dead_letters_total{tenant="acme"}"#,
+                1.0,
+            ),
+            (r#"serviceradar_ingest_rows_total{tenant="other"}"#, 3.0),
+        ] {
+            assert_eq!(value(&page, series), Some(expected), "{series}\n{page}");
+        }
+        let last_batch = value(
+            &page,
+            r#"serviceradar_ingest_last_batch_timestamp_seconds{tenant="acme"}"#,
+        )
+        .expect("last batch time");
+        assert!(last_batch > 1.7e9, "{last_batch}");
     }
 }

@@ -196,11 +196,16 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
         let metrics_listener = match settings.metrics_listen {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
                     .await
-                    .with_context(|| format!("binding the metrics listener {addr}"))?,
-            ),
+                    .with_context(|| format!("binding the metrics listener {addr}"))?;
+                // The recorder is in place before any service starts: the
+                // ingest status registers each tenant's series once and
+                // keeps the handles.
+                telemetry::metrics_handle();
+                Some(listener)
+            }
             None => None,
         };
         let hub = match &settings.embedded_hub {
