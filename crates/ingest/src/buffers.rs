@@ -100,10 +100,10 @@ pub async fn sync_site_buffers(
         sources.push(source);
     }
     let info = stream_info(client, STREAM).await?;
-    let mut config = info
-        .get("config")
-        .cloned()
-        .ok_or(IngestError::StreamInfoWithoutConfig)?;
+    let Some(mut config) = ingest_stream_config(&info)? else {
+        tracing::debug!("no INGEST stream yet: its set-up creates it, the next sweep sources it");
+        return Ok(());
+    };
     // A source is its API prefix and delivery prefix: a source from before
     // sites had their own delivery prefix is replaced (the leaf's link may
     // publish only to its site's prefix).
@@ -173,6 +173,30 @@ pub async fn sync_site_buffers(
     Ok(())
 }
 
+/// JetStream's error code for a stream that does not exist.
+const STREAM_NOT_FOUND: u64 = 10059;
+
+/// The config in a `STREAM.INFO` reply for the tenant's `INGEST` stream:
+/// `None` while the stream does not exist yet (platform mode's chores can
+/// sweep a tenant before its set-up created the stream; the next sweep
+/// finds it), and the hub's own error for any other refusal, so the log
+/// says why.
+fn ingest_stream_config(
+    info: &serde_json::Value,
+) -> Result<Option<serde_json::Value>, IngestError> {
+    if let Some(config) = info.get("config") {
+        return Ok(Some(config.clone()));
+    }
+    match info.get("error") {
+        Some(error) if error["err_code"].as_u64() == Some(STREAM_NOT_FOUND) => Ok(None),
+        Some(error) => Err(IngestError::Refused {
+            action: "reading the INGEST stream's info",
+            error: error.to_string(),
+        }),
+        None => Err(IngestError::StreamInfoWithoutConfig),
+    }
+}
+
 /// Updates the tenant's `INGEST` stream to `config`; a refusal is an error
 /// (`action` names the update).
 async fn update_ingest_stream(
@@ -210,4 +234,42 @@ pub(crate) fn stalled_sources(
                 || s.get("error").is_some_and(|e| !e.is_null())
         })
         .filter_map(|s| s["external"]["api"].as_str().map(str::to_owned))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_ingest_stream_is_skipped_not_reported_as_a_config_less_reply() {
+        let missing = serde_json::json!({
+            "type": "io.nats.jetstream.api.v1.stream_info_response",
+            "error": {"code": 404, "err_code": 10059, "description": "stream not found"}
+        });
+        assert!(matches!(ingest_stream_config(&missing), Ok(None)));
+    }
+
+    #[test]
+    fn other_refusals_carry_the_hubs_own_error() {
+        let busy = serde_json::json!({
+            "error": {"code": 503, "err_code": 10039, "description": "jetstream not enabled for account"}
+        });
+        let e = ingest_stream_config(&busy).expect_err("a refusal");
+        assert!(
+            e.to_string().contains("jetstream not enabled for account"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_stream_info_gives_its_config() {
+        let info = serde_json::json!({"config": {"name": "INGEST", "sources": []}});
+        let config = ingest_stream_config(&info).expect("ok").expect("a config");
+        assert_eq!(config["name"], "INGEST");
+        let neither = serde_json::json!({"state": {}});
+        assert!(matches!(
+            ingest_stream_config(&neither),
+            Err(IngestError::StreamInfoWithoutConfig)
+        ));
+    }
 }

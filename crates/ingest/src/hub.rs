@@ -100,15 +100,24 @@ pub(crate) async fn js_request(
     subject: &str,
     body: &serde_json::Value,
 ) -> Result<serde_json::Value, IngestError> {
+    js_request_within(client, subject, body, LEAF_API_TIMEOUT).await
+}
+
+/// [`js_request`], waiting at most `timeout` for the reply: for requests
+/// whose work grows with the platform, such as giving the platform stream a
+/// source per tenant.
+pub(crate) async fn js_request_within(
+    client: &async_nats::Client,
+    subject: &str,
+    body: &serde_json::Value,
+    timeout: Duration,
+) -> Result<serde_json::Value, IngestError> {
     let payload =
         serde_json::to_vec(body).map_err(request_failed(subject, "encoding the request"))?;
-    let reply = tokio::time::timeout(
-        LEAF_API_TIMEOUT,
-        client.request(subject.to_owned(), payload.into()),
-    )
-    .await
-    .map_err(request_failed(subject, "no reply"))?
-    .map_err(request_failed(subject, "request failed"))?;
+    let reply = tokio::time::timeout(timeout, client.request(subject.to_owned(), payload.into()))
+        .await
+        .map_err(request_failed(subject, "no reply"))?
+        .map_err(request_failed(subject, "request failed"))?;
     serde_json::from_slice(&reply.payload).map_err(request_failed(subject, "decoding the reply"))
 }
 

@@ -47,7 +47,7 @@ use crate::deadletter::{DeadLetterStream, dead_letter_parts};
 use crate::devices::DeviceSites;
 use crate::error::{IngestError, report, wrap};
 use crate::fetch::{Fetched, FetchedBatch, Progress};
-use crate::hub::{HubConnection, js_request, platform_client, stream_info};
+use crate::hub::{HubConnection, js_request, js_request_within, platform_client, stream_info};
 use crate::pipeline::{Batches, Ended, Ending, JOIN_SETTLE, JOIN_SYNCS, run_batches};
 use crate::pool::TenantClients;
 use crate::settings::IngestSettings;
@@ -409,6 +409,13 @@ async fn set_up_tenant(
     Ok(())
 }
 
+/// How long the hub may take to create or update the platform stream. Its
+/// work grows with the sources: giving the stream 1,000 tenants' sources took
+/// nats-server more than the leaf API's 2 s in each of 8 benchmark runs on a
+/// 2-core machine, so every first start at that size logged its set-up as
+/// failed and did it again.
+const PLATFORM_STREAM_API_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Creates the platform stream with `sources`, or gives the existing one
 /// exactly those sources.
 async fn sync_platform_stream(
@@ -435,7 +442,7 @@ async fn sync_platform_stream(
             format!("$JS.API.STREAM.UPDATE.{stream}"),
         )
     };
-    let reply = js_request(client, &subject, &config).await?;
+    let reply = js_request_within(client, &subject, &config, PLATFORM_STREAM_API_TIMEOUT).await?;
     match reply.get("error") {
         Some(error) => Err(IngestError::Refused {
             action,

@@ -167,12 +167,8 @@ impl Entry {
     /// The status as metrics.
     fn publish(&mut self) {
         let (status, metrics) = (&self.status, &mut self.metrics);
-        let tenant = &status.tenant;
-        let gauge = |slot: &mut Option<metrics::Gauge>, name: &'static str| {
-            slot.get_or_insert_with(|| metrics::gauge!(name, "tenant" => tenant.clone()))
-                .clone()
-        };
-        gauge(&mut metrics.failing, "serviceradar_ingest_failing").set(
+        let tenant = status.tenant.as_str();
+        gauge(&mut metrics.failing, "serviceradar_ingest_failing", tenant).set(
             if status.state == PipelineState::Failing {
                 1.0
             } else {
@@ -182,19 +178,30 @@ impl Entry {
         gauge(
             &mut metrics.consecutive_failures,
             "serviceradar_ingest_consecutive_failures",
+            tenant,
         )
         .set(f64::from(status.consecutive_failures));
         if let Some(lag) = status.lag {
-            gauge(&mut metrics.lag, "serviceradar_ingest_lag_messages").set(lag as f64);
+            gauge(&mut metrics.lag, "serviceradar_ingest_lag_messages", tenant).set(lag as f64);
         }
         if let Some(at) = status.last_batch_ms {
             gauge(
                 &mut metrics.last_batch,
                 "serviceradar_ingest_last_batch_timestamp_seconds",
+                tenant,
             )
             .set(at as f64 / 1000.0);
         }
     }
+}
+
+/// The gauge in `slot`, registered as `name{tenant}` the first time.
+fn gauge<'a>(
+    slot: &'a mut Option<metrics::Gauge>,
+    name: &'static str,
+    tenant: &str,
+) -> &'a metrics::Gauge {
+    slot.get_or_insert_with(|| metrics::gauge!(name, "tenant" => tenant.to_owned()))
 }
 
 impl IngestStatus {
