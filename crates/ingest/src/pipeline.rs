@@ -193,19 +193,19 @@ pub(crate) async fn pipeline(
         devices: crate::devices::DeviceSites::default(),
         dead_letters,
     };
-    let (status, counts, tenant_id) = (status.clone(), status.clone(), tenant.id);
+    let (progress_status, tenant_id) = (status.clone(), tenant.id);
     let slug = tenant.slug.as_str();
     run_batches(
         settings,
         (consumer, delivered),
         move |progress| match progress {
-            Progress::Idle => status.idle(tenant_id),
-            Progress::Lag(lag) => status.lag(tenant_id, lag),
+            Progress::Idle => progress_status.idle(tenant_id),
+            Progress::Lag(lag) => progress_status.lag(tenant_id, lag),
         },
         |batches, done| write_loop(writer.clone(), batches, done),
         |written: WrittenBatch| {
             let outcome = written.outcome;
-            counts.counted(
+            status.counted(
                 tenant_id,
                 slug,
                 outcome.fetched as u64,
