@@ -806,3 +806,41 @@ fn named_unique_constraints_are_found_in_create_table() {
         )]
     );
 }
+
+/// The telemetry tables' `id` and `tenant_id` compare as bytes on PostgreSQL
+/// (migration 0033: the ingest path's index inserts skip strcoll), and
+/// `device_id`, which the device filter compares with `devices.id`, keeps the
+/// database's default (two columns of different collations cannot be
+/// compared).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_ids_compare_as_bytes_on_postgres() {
+    let pool = migrated_postgres().await;
+    let rows = pg_rows(
+        &pool,
+        "SELECT c.relname || '.' || a.attname AS col, \
+                COALESCE(co.collname, '') AS collation \
+         FROM pg_attribute a \
+         JOIN pg_class c ON c.oid = a.attrelid \
+         LEFT JOIN pg_collation co ON co.oid = a.attcollation \
+         WHERE c.relname IN ('events', 'metrics', 'logs') \
+           AND a.attname IN ('id', 'tenant_id', 'device_id') \
+           AND c.relnamespace = current_schema()::regnamespace \
+         ORDER BY 1",
+    )
+    .await;
+    let found: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r.get("col"), r.get("collation")))
+        .collect();
+    let want: Vec<(String, String)> = ["events", "logs", "metrics"]
+        .iter()
+        .flat_map(|t| {
+            [
+                (format!("{t}.device_id"), "default".to_string()),
+                (format!("{t}.id"), "C".to_string()),
+                (format!("{t}.tenant_id"), "C".to_string()),
+            ]
+        })
+        .collect();
+    assert_eq!(found, want);
+}
