@@ -19,6 +19,15 @@ use crate::settings::IngestSettings;
 /// Reply timeout of JetStream API requests to a site's leaf (through the hub).
 pub(crate) const LEAF_API_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long the hub may take over the platform's requests whose work grows
+/// with the tenants: the platform stream's create or update (a source per
+/// tenant) and the push of the platform ingest account's JWT (an import per
+/// tenant). At 1,000 tenants on a 2-core machine each took nats-server over
+/// [`LEAF_API_TIMEOUT`] in benchmark runs (the stream update in 8 of 8 runs,
+/// about 4 s; the JWT push in 2 of 7 in session 27), so the first start at
+/// that size logged its set-up as failed and did it again.
+pub(crate) const PLATFORM_API_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A connection to the hub as a user minted for it, and when to replace it
 /// with one of a new user (before the user expires and the hub drops it).
 pub(crate) struct HubConnection {

@@ -47,7 +47,10 @@ use crate::deadletter::{DeadLetterStream, dead_letter_parts};
 use crate::devices::DeviceSites;
 use crate::error::{IngestError, report, wrap};
 use crate::fetch::{Fetched, FetchedBatch, Progress};
-use crate::hub::{HubConnection, js_request, js_request_within, platform_client, stream_info};
+use crate::hub::{
+    HubConnection, PLATFORM_API_TIMEOUT, js_request, js_request_within, platform_client,
+    stream_info,
+};
 use crate::pipeline::{Batches, Ended, Ending, JOIN_SETTLE, JOIN_SYNCS, run_batches};
 use crate::pool::TenantClients;
 use crate::settings::IngestSettings;
@@ -90,6 +93,7 @@ pub(crate) async fn supervise(
         client: None,
         sources: None,
         restarted: HashMap::new(),
+        listed: 0,
     };
     loop {
         match setup
@@ -105,7 +109,7 @@ pub(crate) async fn supervise(
             }
         }
         // Until every tenant is set up, look again soon.
-        let wait = if setup.ready.len() < pool.tenants().len() {
+        let wait = if setup.ready.len() < setup.listed {
             Duration::from_secs(1).min(settings.tenant_refresh)
         } else {
             settings.tenant_refresh
@@ -137,6 +141,8 @@ struct Setup {
     sources: Option<Vec<TenantId>>,
     /// When each tenant's source was last added or restarted.
     restarted: HashMap<TenantId, std::time::Instant>,
+    /// How many tenants the last listing had.
+    listed: usize,
 }
 
 impl Setup {
@@ -153,7 +159,7 @@ impl Setup {
             .list_tenants()
             .await
             .map_err(|e| IngestError::Store("listing tenants", e))?;
-        pool.set_tenants(&tenants);
+        self.listed = tenants.len();
         for tenant in &tenants {
             if status.tenant(tenant.id).is_none() {
                 status.starting(tenant.id, tenant.slug.as_str());
@@ -163,6 +169,11 @@ impl Setup {
         self.accounts
             .push_all(store, pki, settings, &tenants)
             .await?;
+        // Only now do the chores see the new tenants: connecting as a tenant
+        // whose account the hub does not hold yet is refused (at 1,000
+        // tenants the pushes take seconds, and the chores' sweep reached
+        // tenants before theirs in every benchmark run).
+        pool.set_tenants(&tenants);
         let client = match &self.client {
             Some(open) if open.renew_at > tokio::time::Instant::now() => open.client.clone(),
             _ => {
@@ -216,6 +227,10 @@ impl Setup {
         let mut ids: Vec<TenantId> = self.ready.keys().copied().collect();
         ids.sort();
         if self.sources.as_ref() != Some(&ids) {
+            // Every source in one update: each update of the stream costs the
+            // hub about as much as the sources it ends with, not the ones it
+            // adds (steps of 100 new sources took ~4 s each at 1,000 tenants,
+            // BENCHMARKS.md, issue 15, session 27).
             let sources = self
                 .ready
                 .iter()
@@ -409,13 +424,6 @@ async fn set_up_tenant(
     Ok(())
 }
 
-/// How long the hub may take to create or update the platform stream. Its
-/// work grows with the sources: giving the stream 1,000 tenants' sources took
-/// nats-server more than the leaf API's 2 s in each of 8 benchmark runs on a
-/// 2-core machine, so every first start at that size logged its set-up as
-/// failed and did it again.
-const PLATFORM_STREAM_API_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Creates the platform stream with `sources`, or gives the existing one
 /// exactly those sources.
 async fn sync_platform_stream(
@@ -442,7 +450,7 @@ async fn sync_platform_stream(
             format!("$JS.API.STREAM.UPDATE.{stream}"),
         )
     };
-    let reply = js_request_within(client, &subject, &config, PLATFORM_STREAM_API_TIMEOUT).await?;
+    let reply = js_request_within(client, &subject, &config, PLATFORM_API_TIMEOUT).await?;
     match reply.get("error") {
         Some(error) => Err(IngestError::Refused {
             action,
@@ -980,6 +988,7 @@ mod tests {
             client: None,
             sources: None,
             restarted: HashMap::new(),
+            listed: 0,
         }
     }
 

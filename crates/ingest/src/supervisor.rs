@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::error::{BoxError, IngestError, report};
-use crate::hub::{LEAF_API_TIMEOUT, system_client};
+use crate::hub::{LEAF_API_TIMEOUT, PLATFORM_API_TIMEOUT, system_client};
 use crate::pipeline::{Ended, pipeline};
 use crate::settings::IngestSettings;
 use crate::status::IngestStatus;
@@ -338,7 +338,7 @@ impl AccountPusher {
                 if self.hub_holds(&client, &jwt, None).await {
                     tracing::debug!("the hub holds the platform ingest account already");
                 } else {
-                    serviceradar_hub::client::push_account_jwt(&client, &jwt, LEAF_API_TIMEOUT)
+                    serviceradar_hub::client::push_account_jwt(&client, &jwt, PLATFORM_API_TIMEOUT)
                         .await
                         .map_err(crate::error::upstream(
                             "pushing the platform ingest account JWT to the hub",
