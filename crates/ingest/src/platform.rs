@@ -93,7 +93,7 @@ pub(crate) async fn supervise(
         client: None,
         sources: None,
         restarted: HashMap::new(),
-        listed: 0,
+        tenant_count: 0,
     };
     loop {
         match setup
@@ -109,7 +109,7 @@ pub(crate) async fn supervise(
             }
         }
         // Until every tenant is set up, look again soon.
-        let wait = if setup.ready.len() < setup.listed {
+        let wait = if setup.ready.len() < setup.tenant_count {
             Duration::from_secs(1).min(settings.tenant_refresh)
         } else {
             settings.tenant_refresh
@@ -142,7 +142,7 @@ struct Setup {
     /// When each tenant's source was last added or restarted.
     restarted: HashMap<TenantId, std::time::Instant>,
     /// How many tenants the last listing had.
-    listed: usize,
+    tenant_count: usize,
 }
 
 impl Setup {
@@ -159,7 +159,7 @@ impl Setup {
             .list_tenants()
             .await
             .map_err(|e| IngestError::Store("listing tenants", e))?;
-        self.listed = tenants.len();
+        self.tenant_count = tenants.len();
         for tenant in &tenants {
             if status.tenant(tenant.id).is_none() {
                 status.starting(tenant.id, tenant.slug.as_str());
@@ -988,7 +988,7 @@ mod tests {
             client: None,
             sources: None,
             restarted: HashMap::new(),
-            listed: 0,
+            tenant_count: 0,
         }
     }
 
