@@ -304,7 +304,7 @@ impl Shared {
             .await
             .map_err(store_error("reading the tenant account JWTs"))?
             .into_iter()
-            .map(|(_, jwt)| jwt)
+            .map(|account| account.jwt)
             .collect::<Vec<_>>();
         let mut accounts = vec![
             pki.system_account_jwt(store)

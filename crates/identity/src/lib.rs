@@ -131,6 +131,9 @@ pub enum IdentityError {
     },
     /// The stored tenant account seed does not belong to the stored public key.
     AccountKeyMismatch,
+    /// The stored tenant account JWT names another account than the stored
+    /// public key.
+    AccountJwtMismatch,
     /// The tenant has no NATS account (yet) to revoke users in.
     NoTenantAccount,
     /// The tenant's account JWT changed under every attempt to store a
@@ -173,6 +176,9 @@ impl fmt::Display for IdentityError {
             Self::Nats { what, .. } => f.write_str(what),
             Self::AccountKeyMismatch => {
                 f.write_str("the tenant account seed does not match its public key")
+            }
+            Self::AccountJwtMismatch => {
+                f.write_str("the tenant's stored account JWT is another account's")
             }
             Self::NoTenantAccount => f.write_str("the tenant has no NATS account"),
             Self::RevocationContended => {
@@ -1093,42 +1099,17 @@ impl Pki {
         })
     }
 
-    /// `tenant`'s account JWT as the hub needs it for platform ingestion:
-    /// the stored JWT's claims (its revocations), issued now (and after the
-    /// stored JWT), plus the exports the platform
-    /// stream's source of this tenant needs
-    /// ([`serviceradar_natsconf::platform::tenant_exports`]). Also the
-    /// account's public key.
-    pub async fn tenant_account_jwt_for_platform_ingest(
+    /// What signs tenants' account JWTs for platform ingestion
+    /// ([`PlatformExportSigner::tenant_account_jwt`]): the operator, loaded
+    /// once for a set-up pass that may sign every tenant's (at 1,000
+    /// tenants, loading it per tenant was 2,000 reads of sealed keys, their
+    /// unsealing and key derivations on every restart).
+    pub async fn platform_export_signer(
         &self,
         store: &Store,
-        tenant: &Tenant,
-    ) -> Result<(String, String), IdentityError> {
-        let (account, stored) = self.tenant_account(store, tenant).await?;
+    ) -> Result<PlatformExportSigner, IdentityError> {
         let (operator, _) = self.operator(store).await?;
-        let current = serviceradar_natsconf::jwt::decode_claims(&stored)
-            .map_err(nats_error("reading the tenant account JWT"))?;
-        let mut claims = AccountClaims::tenant(&account.public_key(), tenant.slug.as_str());
-        if let Some(existing) = current["nats"]["revocations"].as_object() {
-            for (key, at) in existing {
-                claims
-                    .revoke_user(key, at.as_i64().unwrap_or(0))
-                    .map_err(nats_error_of("keeping the revocation of", key))?;
-            }
-        }
-        // Now, and after the stored JWT's: the hub keeps the newer of two
-        // JWTs of an account (silently ignoring an older one), and its
-        // config preloads the stored one, which must not replace this one.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        claims.issued_at = Some(current["iat"].as_i64().map_or(now, |iat| now.max(iat + 1)));
-        claims.exports = serviceradar_natsconf::platform::tenant_exports(tenant.slug.as_str())
-            .map_err(IdentityError::PlatformIngest)?;
-        let jwt = operator
-            .sign_account(&claims)
-            .map_err(nats_error("signing the tenant account JWT"))?;
-        Ok((account.public_key(), jwt))
+        Ok(PlatformExportSigner { operator })
     }
 
     /// A new NATS user of `tenant`'s account called `name`, valid until
@@ -1189,6 +1170,59 @@ fn creds_seed(creds: &str) -> Option<Zeroizing<String>> {
     let seed = lines.next()?.trim();
     seed.starts_with("SU")
         .then(|| Zeroizing::new(seed.to_owned()))
+}
+
+/// Signs tenants' account JWTs with the exports platform ingestion needs
+/// ([`Pki::platform_export_signer`]). Pure: no store, no sealed key.
+pub struct PlatformExportSigner {
+    operator: Operator,
+}
+
+impl fmt::Debug for PlatformExportSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PlatformExportSigner")
+            .finish_non_exhaustive()
+    }
+}
+
+impl PlatformExportSigner {
+    /// `tenant`'s account JWT as the hub needs it for platform ingestion,
+    /// from the account's public key and its stored JWT (both as
+    /// [`Pki::tenant_account`] keeps them): the stored JWT's revocations,
+    /// issued now (and after the stored JWT: the hub keeps the newer of two
+    /// JWTs of an account, and its config preloads the stored one, which
+    /// must not replace this one), plus the exports the platform stream's
+    /// source of this tenant needs
+    /// ([`serviceradar_natsconf::platform::tenant_exports`]).
+    pub fn tenant_account_jwt(
+        &self,
+        tenant: &Tenant,
+        account_public_key: &str,
+        stored: &str,
+    ) -> Result<String, IdentityError> {
+        let current = serviceradar_natsconf::jwt::decode_claims(stored)
+            .map_err(nats_error("reading the tenant account JWT"))?;
+        if current["sub"].as_str() != Some(account_public_key) {
+            return Err(IdentityError::AccountJwtMismatch);
+        }
+        let mut claims = AccountClaims::tenant(account_public_key, tenant.slug.as_str());
+        if let Some(existing) = current["nats"]["revocations"].as_object() {
+            for (key, at) in existing {
+                claims
+                    .revoke_user(key, at.as_i64().unwrap_or(0))
+                    .map_err(nats_error_of("keeping the revocation of", key))?;
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        claims.issued_at = Some(current["iat"].as_i64().map_or(now, |iat| now.max(iat + 1)));
+        claims.exports = serviceradar_natsconf::platform::tenant_exports(tenant.slug.as_str())
+            .map_err(IdentityError::PlatformIngest)?;
+        self.operator
+            .sign_account(&claims)
+            .map_err(nats_error("signing the tenant account JWT"))
+    }
 }
 
 /// The user public key (`U...`) of a `.creds` file (the JWT's subject).
@@ -1258,6 +1292,65 @@ mod tests {
         ));
         let (_, secret) = key.split_once(':').unwrap();
         assert!(!format!("{e:#} {e:?}").contains(secret));
+    }
+
+    #[tokio::test]
+    async fn platform_exports_are_signed_from_the_stored_account_and_refuse_another_accounts_jwt() {
+        use serviceradar_domain::validate::{DisplayName, Slug};
+        use serviceradar_natsconf::jwt::decode_claims;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("store.db").display());
+        let store = Store::connect(&url, 1).await.unwrap();
+        store.migrate().await.unwrap();
+        let pki = Pki::new(
+            MasterKeySource::Ephemeral.load().unwrap(),
+            "serviceradar.io",
+        );
+        let tenant = |slug: &str| {
+            let store = store.clone();
+            let slug = Slug::parse(slug).unwrap();
+            async move {
+                store
+                    .create_tenant(&slug, &DisplayName::parse("A tenant").unwrap())
+                    .await
+                    .unwrap()
+            }
+        };
+        let (acme, other) = (tenant("acme").await, tenant("other").await);
+        let (key, _) = pki.tenant_account(&store, &acme).await.unwrap();
+        let revoked = NKey::generate(KeyKind::User).public_key();
+        pki.revoke_users(&store, &acme, std::slice::from_ref(&revoked))
+            .await
+            .unwrap();
+        let (_, stored) = pki.tenant_account(&store, &acme).await.unwrap();
+
+        let signer = pki.platform_export_signer(&store).await.unwrap();
+        let jwt = signer
+            .tenant_account_jwt(&acme, &key.public_key(), &stored)
+            .unwrap();
+        let (claims, was) = (
+            decode_claims(&jwt).unwrap(),
+            decode_claims(&stored).unwrap(),
+        );
+        assert_eq!(claims["sub"].as_str(), Some(key.public_key().as_str()));
+        assert_eq!(claims["iss"], was["iss"], "signed by the operator");
+        assert!(
+            claims["iat"].as_i64() > was["iat"].as_i64(),
+            "newer than the stored JWT"
+        );
+        assert!(claims["nats"]["revocations"][&revoked].is_i64(), "{claims}");
+        assert_eq!(
+            claims["nats"]["exports"].as_array().map(Vec::len),
+            Some(3),
+            "{claims}"
+        );
+
+        // Another account's stored JWT is not signed under this key.
+        let (_, others) = pki.tenant_account(&store, &other).await.unwrap();
+        assert!(matches!(
+            signer.tenant_account_jwt(&acme, &key.public_key(), &others),
+            Err(IdentityError::AccountJwtMismatch)
+        ));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serviceradar_domain::TenantId;
 use serviceradar_domain::resources::Tenant;
-use serviceradar_identity::Pki;
+use serviceradar_identity::{Pki, PlatformExportSigner};
 use serviceradar_store::Store;
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -267,25 +267,30 @@ impl AccountPusher {
         tenants: &[Tenant],
     ) -> Result<(), IngestError> {
         let mut pushed_any = false;
-        // Every tenant's stored JWT in one statement (not one statement, an
-        // unsealed seed and a key derivation per tenant on every pass).
-        let mut stored_jwts: HashMap<TenantId, String> = store
+        // Every tenant's stored account (key and JWT) in one statement (not
+        // one statement, an unsealed seed and a key derivation per tenant on
+        // every pass).
+        let mut stored_accounts: HashMap<TenantId, (String, String)> = store
             .all_tenant_account_jwts()
             .await
             .map_err(|e| IngestError::Store("reading the tenant account JWTs", e))?
             .into_iter()
+            .map(|account| (account.tenant_id, (account.account_public_key, account.jwt)))
             .collect();
+        // Platform mode: the operator, loaded once a tenant needs signing.
+        let mut signer: Option<PlatformExportSigner> = None;
         for tenant in tenants {
             // What the hub should have: the stored JWT (in platform mode, it
             // is re-signed with the exports when it changed). A tenant
             // without an account yet gets one here.
-            let stored = match stored_jwts.remove(&tenant.id) {
-                Some(jwt) => jwt,
+            let (account_key, stored) = match stored_accounts.remove(&tenant.id) {
+                Some(account) => account,
                 None => {
-                    pki.tenant_account(store, tenant)
+                    let (key, jwt) = pki
+                        .tenant_account(store, tenant)
                         .await
-                        .map_err(account_failed(tenant, "reading its JWT"))?
-                        .1
+                        .map_err(account_failed(tenant, "reading its JWT"))?;
+                    (key.public_key(), jwt)
                 }
             };
             let key = tenant.id.to_string();
@@ -293,12 +298,19 @@ impl AccountPusher {
                 continue;
             }
             let jwt = if self.platform {
-                let (account, jwt) = pki
-                    .tenant_account_jwt_for_platform_ingest(store, tenant)
-                    .await
+                let signer = match &mut signer {
+                    Some(signer) => signer,
+                    None => signer.insert(
+                        pki.platform_export_signer(store)
+                            .await
+                            .map_err(account_failed(tenant, "loading the operator to sign it"))?,
+                    ),
+                };
+                let jwt = signer
+                    .tenant_account_jwt(tenant, &account_key, &stored)
                     .map_err(account_failed(tenant, "signing it with its exports"))?;
                 self.accounts
-                    .insert(key.clone(), (tenant.slug.to_string(), account));
+                    .insert(key.clone(), (tenant.slug.to_string(), account_key));
                 jwt
             } else {
                 stored.clone()

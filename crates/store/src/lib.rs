@@ -60,7 +60,9 @@ pub use onboarding::{
 };
 pub use packages::{NewPackage, PackageFilter, PackageWithSite, SiteSummary};
 pub use page::{Cursor, Page, PageRequest};
-pub use pki::{PlatformSecret, ServerCertRecord, TenantCaRecord, TenantNatsAccount};
+pub use pki::{
+    PlatformSecret, ServerCertRecord, TenantAccountJwt, TenantCaRecord, TenantNatsAccount,
+};
 pub use renewal::{EnrolledHost, RenewalOutcome};
 pub use retention::{RetentionPolicy, Swept};
 pub use sites::{

@@ -79,6 +79,18 @@ impl std::fmt::Debug for TenantNatsAccount {
     }
 }
 
+/// A tenant's NATS account as the hub knows it: no seed
+/// ([`Store::all_tenant_account_jwts`]).
+#[derive(Debug, Clone)]
+pub struct TenantAccountJwt {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// Account public nkey (`A...`).
+    pub account_public_key: String,
+    /// Account JWT signed by the operator.
+    pub jwt: String,
+}
+
 fn decode_secret(row: &AnyRow) -> Result<PlatformSecret, StoreError> {
     let r = Cols::of(row, "platform_secrets");
     Ok(PlatformSecret {
@@ -176,19 +188,25 @@ impl Store {
             .ok_or_else(|| StoreError::corrupt("platform_secrets", "row vanished after insert"))
     }
 
-    /// The account JWT of every tenant that has a NATS account, with its
-    /// tenant, oldest first, in one statement: for the hub's preloaded
+    /// The account (public key and JWT) of every tenant that has a NATS
+    /// account, oldest first, in one statement: for the hub's preloaded
     /// resolver, and for the account pusher, which compares every tenant's
-    /// with what it pushed on each pass.
-    pub async fn all_tenant_account_jwts(&self) -> Result<Vec<(TenantId, String)>, StoreError> {
+    /// with what it pushed on each pass (and re-signs it with platform
+    /// ingestion's exports without reading the sealed seed).
+    pub async fn all_tenant_account_jwts(&self) -> Result<Vec<TenantAccountJwt>, StoreError> {
         let rows = sqlx::query(
-            "SELECT tenant_id, account_jwt FROM tenant_nats_accounts ORDER BY created_at, tenant_id",
+            "SELECT tenant_id, account_public_key, account_jwt FROM tenant_nats_accounts \
+             ORDER BY created_at, tenant_id",
         )
         .fetch_all(&self.pool)
         .await?;
         row::all(&rows, |row| {
             let r = Cols::of(row, "tenant_nats_accounts");
-            Ok((r.id("tenant_id")?, r.get("account_jwt")?))
+            Ok(TenantAccountJwt {
+                tenant_id: r.id("tenant_id")?,
+                account_public_key: r.get("account_public_key")?,
+                jwt: r.get("account_jwt")?,
+            })
         })
     }
 }
