@@ -273,8 +273,7 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<Round> {
             last,
         )
         .await?;
-        let _ = stop_tx.send(true);
-        let _ = task.await;
+        stop_ingest(&settings, stop_tx, task).await;
         measured
     };
     report("per-tenant pipeline, 1 tenant", &baseline);
@@ -326,8 +325,7 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<Round> {
             "{tier} tenants set up and caught up in {:.1}s",
             started.elapsed().as_secs_f64()
         ));
-        let _ = stop_tx.send(true);
-        let _ = task.await;
+        stop_ingest(&settings, stop_tx, task).await;
         if !args.keep_rows {
             db.empty_telemetry().await?;
             rows = 0;
@@ -379,8 +377,7 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<Round> {
             last,
         )
         .await?;
-        let _ = stop_tx.send(true);
-        let _ = task.await;
+        stop_ingest(&settings, stop_tx, task).await;
         rows += total as i64;
         db.check_rows(rows).await?;
         report(&format!("platform mode, {tier} tenants"), &measured);
@@ -395,6 +392,22 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<Round> {
         baseline,
         tiers: measured_tiers,
     })
+}
+
+/// Stops an ingest service the way `serve` does at shutdown: the signal,
+/// the wait, then the dead-letter registry lets go of the tenant connections
+/// it still holds. Without that last step, every stopped phase left its
+/// pool (platform mode) or its tenant's connection (tenant mode) open and
+/// counted in the next phase's hub connections, retrying a finished round's
+/// hub for the rest of the run.
+async fn stop_ingest(
+    settings: &IngestSettings,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+) {
+    let _ = stop.send(true);
+    let _ = task.await;
+    settings.dead_letters.release();
 }
 
 /// Creates tenants `t0000`... until there are `n`.
