@@ -78,8 +78,8 @@ struct Args {
     tenants: Vec<usize>,
     /// Whole runs (the baseline, then every tier) in fresh databases and
     /// hubs; each tier's verdict is its median round's ratio, shown with
-    /// every round's. One run's ratio moves by 20 points or more between
-    /// runs on a shared 2-core VM (BENCHMARKS.md, sessions 23-28).
+    /// every round's (one run's ratio can move by 20 points on a shared
+    /// machine).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// A smoke run: one round of 10,000 messages, tiers of 1 and 10 tenants.
@@ -94,11 +94,9 @@ struct Args {
     #[arg(long)]
     keep_rows: bool,
     /// How often, in milliseconds, the ingest supervisor looks at the
-    /// tenants again (its set-up pass), by default as often as `serve` does
-    /// (`TENANT_REFRESH`, 30 s). Until session 28 the benchmark passed every
-    /// 500 ms, 60 times production's rate: at 1,000 tenants each pass reads
-    /// every tenant and account JWT and the platform stream's state, and a
-    /// dozen of them ran inside each timed drain.
+    /// tenants again (its set-up pass); by default as often as `serve` does
+    /// (`TENANT_REFRESH`, 30 s), so the drains pay for the passes
+    /// production pays for.
     #[arg(long, default_value_t = TENANT_REFRESH_MS)]
     tenant_refresh_ms: u64,
 }
