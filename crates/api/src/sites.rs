@@ -1,14 +1,12 @@
 //! Edge sites and their NATS leaf servers (`/api/v1/edge-sites`, `/api/v1/leaf-servers`).
 
-use std::io::Write as _;
-
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Serialize;
 use serviceradar_control::sites::{CreateSite, LeafQuery, SiteQuery, UpdateSite};
-use serviceradar_control::{Control, PageParams};
-use serviceradar_domain::resources::{EdgeSite, NatsLeafServer};
+use serviceradar_control::{Control, ControlError, PageParams};
+use serviceradar_domain::resources::{EdgeSite, EdgeSiteRef, NatsLeafServer};
 use serviceradar_http::{
     ApiError, ApiJson, ApiQuery, Caller, ErrorBody, ListResponse, json_body, path_id,
 };
@@ -148,25 +146,25 @@ pub async fn list_sites(
     ApiQuery(query): ApiQuery<SiteQuery>,
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<Response, ApiError> {
-    let page = control.list_sites(&auth.actor, &query, &page).await?;
-    Ok(json_body(site_list_json(
-        &page.items,
-        page.next_cursor.as_deref(),
-    )))
+    let rows = control.list_site_rows(&auth.actor, &query, &page).await?;
+    let sites = rows.sites().map_err(ControlError::from)?;
+    Ok(json_body(site_list_json(&sites, rows.next_cursor())))
 }
 
 /// About the bytes one site takes in the list (to size the buffer once).
 const SITE_JSON_SIZE: usize = 256;
 
 /// The JSON of `ListResponse<SiteResponse>` for a page of sites, written
-/// straight from the store's values: the edge-site list is the API's
-/// hottest read (BENCHMARKS.md, issue 15), and building a `SiteResponse`
-/// per site copied every field into a `String` before serde escaped each
-/// one again. Here only the name, free text, goes through serde_json's
-/// escaping; ids, slugs, states and NATS URLs are validated to hold no
-/// character JSON escapes. A test holds the output to `SiteResponse`'s, byte
-/// for byte, so the OpenAPI schema stays the truth.
-fn site_list_json(sites: &[EdgeSite], next_cursor: Option<&str>) -> Vec<u8> {
+/// straight from the rows the store read: the edge-site list is the API's
+/// hottest read (BENCHMARKS.md, issue 15). Building a `SiteResponse` per
+/// site copied every field into a `String` before serde escaped each one
+/// again, and an `EdgeSite` per row copied the text and parsed the URL only
+/// to write it back. Here only the name, free text, goes through
+/// serde_json's escaping; slugs, states and URLs are held by their rules
+/// (`EdgeSiteRef::check`) to characters JSON never escapes. A test holds
+/// the output to `SiteResponse`'s, byte for byte, so the OpenAPI schema
+/// stays the truth.
+fn site_list_json(sites: &[EdgeSiteRef<'_>], next_cursor: Option<&str>) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + sites.len() * SITE_JSON_SIZE);
     out.extend_from_slice(b"{\"items\":[");
     for (i, site) in sites.iter().enumerate() {
@@ -182,34 +180,33 @@ fn site_list_json(sites: &[EdgeSite], next_cursor: Option<&str>) -> Vec<u8> {
 }
 
 /// One site as `SiteResponse` (without a leaf server) serializes it.
-fn write_site(out: &mut Vec<u8>, site: &EdgeSite) {
+fn write_site(out: &mut Vec<u8>, site: &EdgeSiteRef<'_>) {
     let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
     out.extend_from_slice(b"{\"id\":\"");
     out.extend_from_slice(
-        site.id
+        site.id()
             .as_uuid()
             .hyphenated()
             .encode_lower(&mut id)
             .as_bytes(),
     );
     out.extend_from_slice(b"\",\"name\":");
-    write_json_str_opt(out, Some(site.name.as_str()));
+    write_json_str_opt(out, Some(site.name()));
     out.extend_from_slice(b",\"slug\":\"");
-    out.extend_from_slice(site.slug.as_str().as_bytes());
+    out.extend_from_slice(site.slug().as_bytes());
     out.extend_from_slice(b"\",\"status\":\"");
-    out.extend_from_slice(site.status.as_str().as_bytes());
+    out.extend_from_slice(site.status().as_str().as_bytes());
     out.extend_from_slice(b"\",\"nats_leaf_url\":\"");
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{}", site.nats_leaf_url);
+    out.extend_from_slice(site.nats_leaf_url().as_bytes());
     out.extend_from_slice(b"\",\"last_seen_at\":");
-    match site.last_seen_at {
+    match site.last_seen_at() {
         Some(ms) => out.extend_from_slice(itoa::Buffer::new().format(ms).as_bytes()),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"created_at\":");
-    out.extend_from_slice(itoa::Buffer::new().format(site.created_at).as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(site.created_at()).as_bytes());
     out.extend_from_slice(b",\"updated_at\":");
-    out.extend_from_slice(itoa::Buffer::new().format(site.updated_at).as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(site.updated_at()).as_bytes());
     out.push(b'}');
 }
 
@@ -379,6 +376,7 @@ pub async fn get_leaf_server(
 mod tests {
     use super::*;
     use serviceradar_domain::ids::{EdgeSiteId, TenantId};
+    use serviceradar_domain::resources::ListedSite;
     use serviceradar_domain::state::SiteStatus;
     use serviceradar_domain::validate::{DisplayName, NatsUrl, Slug};
 
@@ -393,6 +391,38 @@ mod tests {
             last_seen_at,
             created_at: 1_700_000_000_123,
             updated_at: 1_700_000_000_456,
+        }
+    }
+
+    /// `site` as the store lists it, its URL stored as `url`.
+    fn listed<'a>(site: &'a EdgeSite, url: &'a str) -> EdgeSiteRef<'a> {
+        EdgeSiteRef::check(ListedSite {
+            id: site.id,
+            name: site.name.as_str(),
+            slug: site.slug.as_str(),
+            status: site.status,
+            nats_leaf_url: url,
+            last_seen_at: site.last_seen_at,
+            created_at: site.created_at,
+            updated_at: site.updated_at,
+        })
+        .unwrap()
+    }
+
+    /// A URL stored in another form than `NatsUrl` writes (by hand, or by
+    /// an older release) is listed as `NatsUrl` writes it, as before.
+    #[test]
+    fn a_url_stored_in_another_form_is_listed_as_written() {
+        let s = site("n", "nats://10.0.0.5:4222", SiteStatus::Active, None);
+        for stored in [
+            "NATS://10.0.0.5:04222",
+            "nats://10.0.0.5:4222/",
+            "nats://10.0.0.5",
+        ] {
+            let mut fast = Vec::new();
+            write_site(&mut fast, &listed(&s, stored));
+            let schema = serde_json::to_vec(&SiteResponse::from(s.clone())).unwrap();
+            assert_eq!(fast, schema, "{stored}");
         }
     }
 
@@ -421,9 +451,15 @@ mod tests {
                 Some(0),
             ),
         ];
-        for s in &sites {
+        let urls: Vec<String> = sites.iter().map(|s| s.nats_leaf_url.to_string()).collect();
+        let refs: Vec<EdgeSiteRef<'_>> = sites
+            .iter()
+            .zip(&urls)
+            .map(|(s, url)| listed(s, url))
+            .collect();
+        for (s, r) in sites.iter().zip(&refs) {
             let mut fast = Vec::new();
-            write_site(&mut fast, s);
+            write_site(&mut fast, r);
             let schema = serde_json::to_vec(&SiteResponse::from(s.clone())).unwrap();
             assert_eq!(
                 String::from_utf8(fast).unwrap(),
@@ -431,8 +467,12 @@ mod tests {
             );
         }
         for cursor in [Some("eyJjIjoxfQ"), None] {
-            for page in [&sites[..], &sites[..1], &[]] {
-                let fast = site_list_json(page, cursor);
+            for (page, refs) in [
+                (&sites[..], &refs[..]),
+                (&sites[..1], &refs[..1]),
+                (&[], &[]),
+            ] {
+                let fast = site_list_json(refs, cursor);
                 let schema = serde_json::to_vec(&ListResponse {
                     items: page.iter().cloned().map(SiteResponse::from).collect(),
                     next_cursor: cursor.map(str::to_string),

@@ -11,7 +11,7 @@ use serviceradar_domain::validate::{
 use serviceradar_domain::{Action, Actor, EdgeSiteId, LeafServerId};
 use serviceradar_identity::{aad, creds_user_key};
 use serviceradar_provisioning::{BuiltSiteBundle, ConfigDrift, SiteBundleError};
-use serviceradar_store::{LeafChange, LeafFilter, NewSite, Page, SiteFilter, SiteUpdate};
+use serviceradar_store::{LeafChange, LeafFilter, NewSite, Page, SiteFilter, SiteRows, SiteUpdate};
 
 use crate::error::finish;
 
@@ -147,6 +147,16 @@ pub struct SiteQuery {
     pub name: Option<String>,
 }
 
+impl SiteQuery {
+    /// The store's filter, each refused value recorded in `errors`.
+    fn filter(&self, errors: &mut FieldErrors) -> SiteFilter {
+        SiteFilter {
+            status: parse_filter("status", self.status.as_deref(), errors),
+            name_contains: self.name.clone().filter(|n| !n.is_empty()),
+        }
+    }
+}
+
 /// Filters for listing leaf servers.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
@@ -198,12 +208,25 @@ impl Control {
         query: &SiteQuery,
         page: &PageParams,
     ) -> Result<Page<EdgeSite>, ControlError> {
-        let (scoped, page, filter) =
-            self.listing(actor, Action::ReadSites, page, |errors| SiteFilter {
-                status: parse_filter("status", query.status.as_deref(), errors),
-                name_contains: query.name.clone().filter(|n| !n.is_empty()),
-            })?;
+        let (scoped, page, filter) = self.listing(actor, Action::ReadSites, page, |errors| {
+            query.filter(errors)
+        })?;
         Ok(scoped.list_sites(&filter, &page).await?)
+    }
+
+    /// [`Control::list_sites`]'s page as the rows read, for a reader that
+    /// only shows the sites (the list API): [`SiteRows::sites`] borrows
+    /// their text instead of copying it.
+    pub async fn list_site_rows(
+        &self,
+        actor: &Actor,
+        query: &SiteQuery,
+        page: &PageParams,
+    ) -> Result<SiteRows, ControlError> {
+        let (scoped, page, filter) = self.listing(actor, Action::ReadSites, page, |errors| {
+            query.filter(errors)
+        })?;
+        Ok(scoped.list_site_rows(&filter, &page).await?)
     }
 
     /// A page of the tenant's sites, each with its leaf server's status, and
@@ -216,11 +239,9 @@ impl Control {
         query: &SiteQuery,
         page: &PageParams,
     ) -> Result<SiteOverview, ControlError> {
-        let (scoped, page, filter) =
-            self.listing(actor, Action::ReadSites, page, |errors| SiteFilter {
-                status: parse_filter("status", query.status.as_deref(), errors),
-                name_contains: query.name.clone().filter(|n| !n.is_empty()),
-            })?;
+        let (scoped, page, filter) = self.listing(actor, Action::ReadSites, page, |errors| {
+            query.filter(errors)
+        })?;
         // The page and the count in one statement; the count rides on the
         // rows, so an empty page (past the end, or nothing matches) counts
         // on its own when it is not the first.

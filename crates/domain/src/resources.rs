@@ -92,6 +92,103 @@ pub struct EdgeSite {
     pub updated_at: Millis,
 }
 
+/// An edge site as the list shows it, its text borrowed from where it was
+/// read (a page of database rows) instead of copied into an [`EdgeSite`]'s
+/// values. The edge-site list is the API's hottest read (BENCHMARKS.md,
+/// issue 15), and building an `EdgeSite` per row (a `String` per text, the
+/// URL parsed into parts and written back out) was a fifth of a list
+/// request's instructions.
+///
+/// Made only by [`EdgeSiteRef::check`], which holds each text to the rule of
+/// its `EdgeSite` field, so a value means what it does there: the name as
+/// [`DisplayName::parse`] keeps it, a [`Slug`]'s `[a-z0-9-]`, and the URL as
+/// [`NatsUrl`] writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeSiteRef<'a> {
+    site: ListedSite<'a>,
+    nats_leaf_url: std::borrow::Cow<'a, str>,
+}
+
+/// One listed site's values as read, its text not yet checked: what
+/// [`EdgeSiteRef::check`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedSite<'a> {
+    /// Id.
+    pub id: EdgeSiteId,
+    /// Display name, as stored.
+    pub name: &'a str,
+    /// Slug, as stored.
+    pub slug: &'a str,
+    /// Health status.
+    pub status: SiteStatus,
+    /// The leaf URL, as stored.
+    pub nats_leaf_url: &'a str,
+    /// Last agent contact.
+    pub last_seen_at: Option<Millis>,
+    /// Creation time.
+    pub created_at: Millis,
+    /// Last change.
+    pub updated_at: Millis,
+}
+
+impl<'a> EdgeSiteRef<'a> {
+    /// Checks `site`'s text with the rules of [`EdgeSite`]'s fields
+    /// ([`rule::display_name`](crate::validate::rule::display_name),
+    /// [`rule::slug`](crate::validate::rule::slug), [`NatsUrl::written_text`]),
+    /// copying nothing when it passes as stored (a URL stored in another
+    /// form than `NatsUrl` writes is written anew).
+    pub fn check(site: ListedSite<'a>) -> Result<Self, crate::validate::FieldError> {
+        use crate::validate::{FieldError, rule};
+        let name = rule::display_name(site.name).map_err(|m| FieldError::new("name", m))?;
+        rule::slug(site.slug).map_err(|m| FieldError::new("slug", m))?;
+        let nats_leaf_url = NatsUrl::written_text(site.nats_leaf_url)?;
+        Ok(Self {
+            site: ListedSite { name, ..site },
+            nats_leaf_url,
+        })
+    }
+
+    /// Id.
+    pub fn id(&self) -> EdgeSiteId {
+        self.site.id
+    }
+
+    /// Display name (a valid [`DisplayName`]'s text).
+    pub fn name(&self) -> &str {
+        self.site.name
+    }
+
+    /// Slug (a valid [`Slug`]'s text: `[a-z0-9-]`).
+    pub fn slug(&self) -> &str {
+        self.site.slug
+    }
+
+    /// Health status.
+    pub fn status(&self) -> SiteStatus {
+        self.site.status
+    }
+
+    /// The leaf URL, as [`NatsUrl`]'s `Display` writes it.
+    pub fn nats_leaf_url(&self) -> &str {
+        &self.nats_leaf_url
+    }
+
+    /// Last agent contact.
+    pub fn last_seen_at(&self) -> Option<Millis> {
+        self.site.last_seen_at
+    }
+
+    /// Creation time.
+    pub fn created_at(&self) -> Millis {
+        self.site.created_at
+    }
+
+    /// Last change.
+    pub fn updated_at(&self) -> Millis {
+        self.site.updated_at
+    }
+}
+
 /// The NATS leaf server of an edge site. Private key material is held sealed
 /// in the store and is not part of this type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

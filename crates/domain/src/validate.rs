@@ -24,6 +24,7 @@
 //! functions (their errors carry the rule's static reason), and keep only
 //! their own escaping and quoting on top as defence in depth.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -439,6 +440,18 @@ impl NatsUrl {
         rule::nats_endpoint(raw).map_err(|m| FieldError::new("url", m))
     }
 
+    /// The text [`NatsUrl::parse`] makes of `raw`, as `Display` writes it,
+    /// for reads that only show a URL (the edge-site list): `raw` itself,
+    /// borrowed, when it already is that text (a stored URL always is;
+    /// checked in one pass), else parsed by the full rule and written.
+    pub fn written_text(raw: &str) -> Result<Cow<'_, str>, FieldError> {
+        if rule::is_written_url(raw) {
+            Ok(Cow::Borrowed(raw))
+        } else {
+            Self::parse(raw).map(|url| Cow::Owned(url.to_string()))
+        }
+    }
+
     /// The scheme.
     pub fn scheme(&self) -> NatsScheme {
         self.scheme
@@ -706,6 +719,33 @@ pub mod rule {
     /// the same value (the test
     /// `the_canonical_url_path_accepts_only_what_the_full_rule_accepts_alike`).
     pub(super) fn canonical_url(raw: &str, websocket: bool) -> Option<NatsUrl> {
+        let (scheme, host, port) = canonical_parts(raw, websocket)?;
+        let host = match host {
+            CanonicalHost::V4(ip) => Host::Ip(IpAddr::V4(ip)),
+            CanonicalHost::Dns(name) => Host::Dns(name.to_owned()),
+        };
+        Some(NatsUrl { scheme, host, port })
+    }
+
+    /// Whether `raw` is exactly the text [`NatsUrl`]'s `Display` writes for
+    /// a URL [`nats_url`] accepts (the one-pass path of [`canonical_url`],
+    /// building nothing): a site's stored URL always is.
+    pub(super) fn is_written_url(raw: &str) -> bool {
+        canonical_parts(raw, false).is_some()
+    }
+
+    /// A host as the one-pass path reads it: an IPv4 literal or a DNS name
+    /// (borrowed from the text).
+    enum CanonicalHost<'a> {
+        V4(std::net::Ipv4Addr),
+        Dns(&'a str),
+    }
+
+    /// The pieces of a URL in the form `Display` writes, or `None`. A port
+    /// with a leading zero is left to the full rule: it reads it as the
+    /// same number, which `Display` writes without the zero, and what this
+    /// path accepts must be exactly what `Display` writes.
+    fn canonical_parts(raw: &str, websocket: bool) -> Option<(NatsScheme, CanonicalHost<'_>, u16)> {
         if raw.len() > NatsUrl::MAX_LEN {
             return None;
         }
@@ -721,14 +761,17 @@ pub mod rule {
         {
             return None;
         }
+        if port.starts_with('0') {
+            return None;
+        }
         let port = port_number(port).ok()?;
         let host = if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-            Host::Ip(IpAddr::V4(host.parse().ok()?))
+            CanonicalHost::V4(host.parse().ok()?)
         } else {
             dns_name(host).ok()?;
-            Host::Dns(host.to_owned())
+            CanonicalHost::Dns(host)
         };
-        Some(NatsUrl { scheme, host, port })
+        Some((scheme, host, port))
     }
 
     /// The schemes a NATS URL may have: `nats` and `tls`, and for an
@@ -1047,6 +1090,22 @@ mod tests {
                 if let Some(fast) = rule::canonical_url(raw, websocket) {
                     taken += 1;
                     assert_eq!(Ok(&fast), full.as_ref(), "{raw} (websocket {websocket})");
+                    // ... and is the text `Display` writes, so a list may
+                    // show the stored text as it is (`NatsUrl::written_text`).
+                    assert_eq!(&fast.to_string(), raw, "{raw} is not as written");
+                }
+                if !websocket {
+                    assert_eq!(
+                        rule::is_written_url(raw),
+                        rule::canonical_url(raw, false).is_some(),
+                        "{raw}"
+                    );
+                    // The list's text is the full rule's value, written.
+                    assert_eq!(
+                        NatsUrl::written_text(raw).ok().map(|t| t.into_owned()),
+                        full.as_ref().ok().map(ToString::to_string),
+                        "{raw}"
+                    );
                 }
                 // Whatever the full rule accepts, written back, is taken
                 // by the one-pass path as the same value (IPv6 hosts, rare
@@ -1073,6 +1132,7 @@ mod tests {
             websocket in any::<bool>(),
         ) {
             if let Some(fast) = rule::canonical_url(&raw, websocket) {
+                prop_assert_eq!(&fast.to_string(), &raw);
                 prop_assert_eq!(Ok(fast), rule::url_in_full(&raw, websocket));
             }
         }

@@ -67,7 +67,7 @@ pub use renewal::{EnrolledHost, RenewalOutcome};
 pub use retention::{RetentionPolicy, Swept};
 pub use sites::{
     ExpiringLeaf, LeafChange, LeafChanged, LeafFilter, LeafProvisioning, NewSite, NodeCert,
-    ProvisionedFrom, SiteFilter, SiteOverviewPage, SiteUpdate,
+    ProvisionedFrom, SiteFilter, SiteOverviewPage, SiteRows, SiteUpdate,
 };
 /// A PostgreSQL LISTEN connection ([`Store::listen`]).
 pub use sqlx::postgres::PgListener as NotificationListener;

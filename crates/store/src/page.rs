@@ -289,6 +289,20 @@ impl ListQuery {
         page_of(rows, self.limit, decode)
     }
 
+    /// [`ListQuery::fetch_pg`] without decoding: the page's rows, for a
+    /// reader that borrows from them.
+    pub(crate) async fn fetch_rows_pg(&self, pool: &HotPool) -> Result<Page<PgRow>, StoreError> {
+        page_rows(pool.fetch_all(|| self.pg_query()).await?, self.limit)
+    }
+
+    /// [`ListQuery::fetch`] without decoding: the page's rows.
+    pub(crate) async fn fetch_rows(
+        &self,
+        pool: &sqlx::AnyPool,
+    ) -> Result<Page<AnyRow>, StoreError> {
+        page_rows(self.query().fetch_all(pool).await?, self.limit)
+    }
+
     /// Fetches the single row matching `column = value` in the tenant, or
     /// [`StoreError::NotFound`] (also for rows of other tenants).
     pub(crate) async fn fetch_one<T>(
@@ -324,10 +338,27 @@ impl ListQuery {
 /// whether more follow) decoded with `decode`, with the cursor after its
 /// last row; for any-dialect and native PostgreSQL rows alike.
 fn page_of<R, T>(
-    mut rows: Vec<R>,
+    rows: Vec<R>,
     limit: u32,
     decode: impl Fn(&R) -> Result<T, StoreError>,
 ) -> Result<Page<T>, StoreError>
+where
+    R: Row,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+{
+    let rows = page_rows(rows, limit)?;
+    let items = rows.items.iter().map(decode).collect::<Result<_, _>>()?;
+    Ok(Page {
+        items,
+        next_cursor: rows.next_cursor,
+    })
+}
+
+/// `rows` (fetched with one row beyond `limit`) cut to the page, with the
+/// cursor after its last row: a page of rows still to decode.
+fn page_rows<R>(mut rows: Vec<R>, limit: u32) -> Result<Page<R>, StoreError>
 where
     R: Row,
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
@@ -346,8 +377,10 @@ where
         ),
         _ => None,
     };
-    let items = rows.iter().map(decode).collect::<Result<_, _>>()?;
-    Ok(Page { items, next_cursor })
+    Ok(Page {
+        items: rows,
+        next_cursor,
+    })
 }
 
 #[cfg(test)]

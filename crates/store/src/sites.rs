@@ -5,7 +5,7 @@
 //! without a leaf record or a leaf without its job.
 
 use serviceradar_domain::leaf_cluster::LeafCluster;
-use serviceradar_domain::resources::{EdgeSite, NatsLeafServer};
+use serviceradar_domain::resources::{EdgeSite, EdgeSiteRef, ListedSite, NatsLeafServer};
 use serviceradar_domain::state::{LeafEvent, LeafStatus, SiteStatus};
 use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
 use serviceradar_domain::{EdgeSiteId, JobId, LeafServerId, TenantId};
@@ -223,6 +223,79 @@ macro_rules! site_decoder {
 }
 site_decoder!(decode_site, AnyRow);
 site_decoder!(decode_site_pg, PgRow);
+
+/// One decoder of a listed site's borrowed view for both row types; each
+/// text is checked by [`EdgeSiteRef::check`], which copies nothing.
+macro_rules! site_ref_decoder {
+    ($name:ident, $row:ty) => {
+        fn $name(row: &$row) -> Result<EdgeSiteRef<'_>, StoreError> {
+            let r = Cols::of(row, "edge_sites");
+            let id = r.id("id")?;
+            // The list shows no tenant: the query is already the caller's.
+            r.skip("tenant_id")?;
+            let listed = ListedSite {
+                id,
+                name: r.get("name")?,
+                slug: r.get("slug")?,
+                status: r.parse("status")?,
+                nats_leaf_url: r.get("nats_leaf_url")?,
+                last_seen_at: r.get("last_seen_at")?,
+                created_at: r.get("created_at")?,
+                updated_at: r.get("updated_at")?,
+            };
+            EdgeSiteRef::check(listed).map_err(|e| {
+                StoreError::corrupt("edge_sites", format!("{}: {}", e.field, e.message))
+            })
+        }
+    };
+}
+site_ref_decoder!(decode_site_ref, AnyRow);
+site_ref_decoder!(decode_site_ref_pg, PgRow);
+
+/// A page of sites kept as the rows the database sent, for a reader that
+/// only shows them: [`SiteRows::sites`] reads each row as an
+/// [`EdgeSiteRef`] borrowing its text, where [`Scoped::list_sites`] copies
+/// every value into an [`EdgeSite`]. The edge-site list API reads this way
+/// (BENCHMARKS.md, issue 15).
+pub struct SiteRows {
+    rows: Rows,
+    next_cursor: Option<String>,
+}
+
+/// The rows of a [`SiteRows`], of whichever driver read them.
+enum Rows {
+    Pg(Vec<PgRow>),
+    Any(Vec<AnyRow>),
+}
+
+impl SiteRows {
+    /// The page's sites, each checked as [`EdgeSiteRef::check`] does; a row
+    /// whose text breaks its rule is [`StoreError::Corrupt`].
+    pub fn sites(&self) -> Result<Vec<EdgeSiteRef<'_>>, StoreError> {
+        match &self.rows {
+            Rows::Pg(rows) => rows.iter().map(decode_site_ref_pg).collect(),
+            Rows::Any(rows) => rows.iter().map(decode_site_ref).collect(),
+        }
+    }
+
+    /// The cursor of the next page, `None` on the last one.
+    pub fn next_cursor(&self) -> Option<&str> {
+        self.next_cursor.as_deref()
+    }
+}
+
+impl std::fmt::Debug for SiteRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rows = match &self.rows {
+            Rows::Pg(rows) => rows.len(),
+            Rows::Any(rows) => rows.len(),
+        };
+        f.debug_struct("SiteRows")
+            .field("rows", &rows)
+            .field("next_cursor", &self.next_cursor)
+            .finish()
+    }
+}
 
 /// A site with its leaf's status (the web UI's list), from either row type.
 macro_rules! site_with_leaf_decoder {
@@ -460,6 +533,28 @@ impl Scoped<'_> {
         let mut q = filtered(SITE_SELECT, self.tenant(), filter);
         q.page("s", page);
         self.fetch_sites(&q, decode_site, decode_site_pg).await
+    }
+
+    /// [`Scoped::list_sites`]'s page as rows read in place
+    /// ([`SiteRows::sites`]): the same query, sites and cursor.
+    pub async fn list_site_rows(
+        &self,
+        filter: &SiteFilter,
+        page: &PageRequest,
+    ) -> Result<SiteRows, StoreError> {
+        let mut q = filtered(SITE_SELECT, self.tenant(), filter);
+        q.page("s", page);
+        let (rows, next_cursor) = match &self.store.hot {
+            Some(pool) => {
+                let page = q.fetch_rows_pg(pool).await?;
+                (Rows::Pg(page.items), page.next_cursor)
+            }
+            None => {
+                let page = q.fetch_rows(&self.store.pool).await?;
+                (Rows::Any(page.items), page.next_cursor)
+            }
+        };
+        Ok(SiteRows { rows, next_cursor })
     }
 
     /// How many sites match `filter` (the whole list, not a page).

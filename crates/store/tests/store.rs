@@ -1300,6 +1300,134 @@ async fn pagination(store: Store) {
 }
 both_backends!(pagination: sqlite_pagination, postgres_pagination);
 
+/// The list API reads its page as rows borrowed in place
+/// (`list_site_rows`): the same sites, in the same order, with the same
+/// cursors and filters as `list_sites`, each value as the typed site has it
+/// (IPv4, DNS and IPv6 URLs; the last is written anew), and never another
+/// tenant's.
+async fn site_rows_list_what_list_sites_lists(store: Store) {
+    let (_t, scope) = tenant(&store, "rows").await;
+    let (_o, other) = tenant(&store, "rows-other").await;
+    store
+        .scoped(other)
+        .create_site(&new_site("Site other", "other"), None)
+        .await
+        .unwrap();
+    let s = store.scoped(scope);
+    for i in 0..7 {
+        let mut site = new_site(&format!("  Site {i} \"quoted\"  "), &format!("site-{i}"));
+        site.nats_leaf_url = nats_url(match i % 3 {
+            0 => "nats://10.0.1.50:4222",
+            1 => "TLS://Leaf.Example.com:4443",
+            _ => "nats://[2001:db8::1]:4222",
+        });
+        s.create_site(&site, None).await.unwrap();
+    }
+    // One site seen (active, with a last contact).
+    let third = s
+        .list_sites(&SiteFilter::default(), &PageRequest::first())
+        .await
+        .unwrap()
+        .items[2]
+        .id;
+    s.agent_seen(uuid::Uuid::now_v7(), third).await.unwrap();
+
+    let filters = [
+        SiteFilter::default(),
+        SiteFilter {
+            status: Some(SiteStatus::Active),
+            name_contains: None,
+        },
+        SiteFilter {
+            status: None,
+            name_contains: Some("site 1".into()),
+        },
+    ];
+    for filter in &filters {
+        let mut after = None;
+        let mut pages = 0;
+        loop {
+            let page = PageRequest { limit: 3, after };
+            let typed = s.list_sites(filter, &page).await.unwrap();
+            let rows = s.list_site_rows(filter, &page).await.unwrap();
+            let listed = rows.sites().unwrap();
+            assert_eq!(listed.len(), typed.items.len(), "{filter:?}");
+            for (r, e) in listed.iter().zip(&typed.items) {
+                assert_eq!(r.id(), e.id);
+                assert_eq!(r.name(), e.name.as_str());
+                assert_eq!(r.slug(), e.slug.as_str());
+                assert_eq!(r.status(), e.status);
+                assert_eq!(r.nats_leaf_url(), e.nats_leaf_url.to_string());
+                assert_eq!(r.last_seen_at(), e.last_seen_at);
+                assert_eq!(r.created_at(), e.created_at);
+                assert_eq!(r.updated_at(), e.updated_at);
+            }
+            assert_eq!(rows.next_cursor(), typed.next_cursor.as_deref());
+            pages += 1;
+            match typed.next_cursor {
+                Some(cursor) => after = Some(Cursor::decode(&cursor).unwrap()),
+                None => break,
+            }
+            assert!(pages < 10, "pagination does not terminate");
+        }
+    }
+}
+both_backends!(
+    site_rows_list_what_list_sites_lists: sqlite_site_rows_list_what_list_sites_lists,
+    postgres_site_rows_list_what_list_sites_lists
+);
+
+/// A stored value that breaks its rule (here a slug with a quote, which the
+/// list writes into JSON unescaped because the rule allows none) fails the
+/// read as corrupt rather than reaching a response.
+async fn a_stored_slug_that_breaks_its_rule_is_not_listed(store: Store, url: &str) {
+    use sqlx::Connection as _;
+    let (_t, scope) = tenant(&store, "corrupt").await;
+    let s = store.scoped(scope);
+    let (site, _) = s
+        .create_site(&new_site("Fine", "fine"), None)
+        .await
+        .unwrap();
+    let filter = SiteFilter::default();
+    let page = PageRequest::first();
+    assert_eq!(
+        s.list_site_rows(&filter, &page)
+            .await
+            .unwrap()
+            .sites()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let mut raw = sqlx::AnyConnection::connect(url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE edge_sites SET slug = 'x\",\"admin\":true,\"y' WHERE id = '{}'",
+        site.id
+    )))
+    .execute(&mut raw)
+    .await
+    .unwrap();
+    let rows = s.list_site_rows(&filter, &page).await.unwrap();
+    assert_err!(rows.sites(), StoreError::Corrupt { .. });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_stored_slug_that_breaks_its_rule_is_not_listed() {
+    let (store, dir) = sqlite_store().await;
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    a_stored_slug_that_breaks_its_rule_is_not_listed(store.clone(), &url).await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_stored_slug_that_breaks_its_rule_is_not_listed() {
+    let url = postgres_database().await;
+    let store = postgres_store_at(&url, 4).await;
+    a_stored_slug_that_breaks_its_rule_is_not_listed(store.clone(), &url).await;
+    store.close().await;
+}
+
 // ---------------------------------------------------------------------------
 // 6. Packages
 // ---------------------------------------------------------------------------
