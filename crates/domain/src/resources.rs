@@ -96,7 +96,7 @@ pub struct EdgeSite {
 /// read (a page of database rows) instead of copied into an [`EdgeSite`]'s
 /// values. The edge-site list is the API's hottest read (BENCHMARKS.md,
 /// issue 15), and building an `EdgeSite` per row (a `String` per text, the
-/// URL parsed into parts and written back out) was a fifth of a list
+/// URL parsed into parts and written back out) cost about a sixth of a list
 /// request's instructions.
 ///
 /// Made only by [`EdgeSiteRef::check`], which holds each text to the rule of
