@@ -285,8 +285,7 @@ impl ListQuery {
         pool: &HotPool,
         decode: impl Fn(&PgRow) -> Result<T, StoreError>,
     ) -> Result<Page<T>, StoreError> {
-        let rows = pool.fetch_all(|| self.pg_query()).await?;
-        page_of(rows, self.limit, decode)
+        decoded(self.fetch_rows_pg(pool).await?, decode)
     }
 
     /// [`ListQuery::fetch_pg`] without decoding: the page's rows, for a
@@ -329,26 +328,16 @@ impl ListQuery {
         pool: &sqlx::AnyPool,
         decode: impl Fn(&AnyRow) -> Result<T, StoreError>,
     ) -> Result<Page<T>, StoreError> {
-        let rows = self.query().fetch_all(pool).await?;
-        page_of(rows, self.limit, decode)
+        decoded(self.fetch_rows(pool).await?, decode)
     }
 }
 
-/// The page of `rows` (fetched with one row beyond `limit`, which says
-/// whether more follow) decoded with `decode`, with the cursor after its
-/// last row; for any-dialect and native PostgreSQL rows alike.
-fn page_of<R, T>(
-    rows: Vec<R>,
-    limit: u32,
+/// A page of rows decoded with `decode`, keeping its cursor; for
+/// any-dialect and native PostgreSQL rows alike.
+fn decoded<R, T>(
+    rows: Page<R>,
     decode: impl Fn(&R) -> Result<T, StoreError>,
-) -> Result<Page<T>, StoreError>
-where
-    R: Row,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'c> &'c str: sqlx::ColumnIndex<R>,
-{
-    let rows = page_rows(rows, limit)?;
+) -> Result<Page<T>, StoreError> {
     let items = rows.items.iter().map(decode).collect::<Result<_, _>>()?;
     Ok(Page {
         items,

@@ -243,9 +243,7 @@ macro_rules! site_ref_decoder {
                 created_at: r.get("created_at")?,
                 updated_at: r.get("updated_at")?,
             };
-            EdgeSiteRef::check(listed).map_err(|e| {
-                StoreError::corrupt("edge_sites", format!("{}: {}", e.field, e.message))
-            })
+            EdgeSiteRef::check(listed).map_err(|e| StoreError::corrupt("edge_sites", e))
         }
     };
 }
@@ -530,9 +528,16 @@ impl Scoped<'_> {
         filter: &SiteFilter,
         page: &PageRequest,
     ) -> Result<Page<EdgeSite>, StoreError> {
+        self.fetch_sites(&self.site_page(filter, page), decode_site, decode_site_pg)
+            .await
+    }
+
+    /// The query of a page of sites: [`Scoped::list_sites`]'s and
+    /// [`Scoped::list_site_rows`]'s, so both list the same sites.
+    fn site_page(&self, filter: &SiteFilter, page: &PageRequest) -> ListQuery {
         let mut q = filtered(SITE_SELECT, self.tenant(), filter);
         q.page("s", page);
-        self.fetch_sites(&q, decode_site, decode_site_pg).await
+        q
     }
 
     /// [`Scoped::list_sites`]'s page as rows read in place
@@ -542,8 +547,7 @@ impl Scoped<'_> {
         filter: &SiteFilter,
         page: &PageRequest,
     ) -> Result<SiteRows, StoreError> {
-        let mut q = filtered(SITE_SELECT, self.tenant(), filter);
-        q.page("s", page);
+        let q = self.site_page(filter, page);
         let (rows, next_cursor) = match &self.store.hot {
             Some(pool) => {
                 let page = q.fetch_rows_pg(pool).await?;
