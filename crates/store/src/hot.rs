@@ -14,7 +14,14 @@
 //!
 //! Each connection keeps sqlx's cache of prepared statements, so a read is
 //! one `Bind`/`Execute`/`Sync` exchange.
+//!
+//! A read's first poll runs while no tracing span is current
+//! ([`without_span_capture`]): sqlx re-enters the span current when it makes
+//! a statement's row streams around every row it yields, which a list read
+//! pays for fifty times over, for a span that is current around the read
+//! anyway.
 
+use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -58,7 +65,7 @@ impl HotPool {
         let _permit = self.permit().await?;
         let idle = self.idle().pop();
         if let Some(mut conn) = idle {
-            match make().fetch_all(&mut conn).await {
+            match without_span_capture(make().fetch_all(&mut conn)).await {
                 Ok(rows) => {
                     self.idle().push(conn);
                     return Ok(rows);
@@ -70,7 +77,7 @@ impl HotPool {
             }
         }
         let mut conn = PgConnection::connect_with(&self.options).await?;
-        let rows = make().fetch_all(&mut conn).await?;
+        let rows = without_span_capture(make().fetch_all(&mut conn)).await?;
         self.idle().push(conn);
         Ok(rows)
     }
@@ -83,7 +90,7 @@ impl HotPool {
         let _permit = self.permit().await?;
         let idle = self.idle().pop();
         if let Some(mut conn) = idle {
-            match make().fetch_optional(&mut conn).await {
+            match without_span_capture(make().fetch_optional(&mut conn)).await {
                 Ok(row) => {
                     self.idle().push(conn);
                     return Ok(row);
@@ -93,7 +100,7 @@ impl HotPool {
             }
         }
         let mut conn = PgConnection::connect_with(&self.options).await?;
-        let row = make().fetch_optional(&mut conn).await?;
+        let row = without_span_capture(make().fetch_optional(&mut conn)).await?;
         self.idle().push(conn);
         Ok(row)
     }
@@ -124,6 +131,34 @@ impl HotPool {
             let _ = conn.close().await;
         }
     }
+}
+
+/// Runs `read`, a sqlx read, with no tracing span current during its first
+/// poll.
+///
+/// sqlx wraps the row streams of a statement in the span current when it
+/// makes them (`Instrument::in_current_span`) and enters and exits that
+/// span around every row they yield: two streams, so four calls into the
+/// subscriber per row, about 500 instructions, or a sixteenth of a 50-row
+/// list request. It makes both streams in the read's first poll when the
+/// statement is prepared already (a first read on a connection prepares
+/// it, and pays the calls once). Made while no span is current, they hold
+/// none, and yield their rows without those calls. The logs keep what they
+/// had: sqlx sends no event in that first poll (it logs a statement when
+/// the statement finishes), and every later poll runs inside the request's
+/// instrumented future, whose span is current then, so a slow statement's
+/// warning still carries the request's tenant and site.
+async fn without_span_capture<F: Future>(read: F) -> F::Output {
+    let mut read = std::pin::pin!(read);
+    let mut first = true;
+    std::future::poll_fn(move |cx| {
+        if std::mem::take(&mut first) {
+            tracing::dispatcher::with_default(&tracing::Dispatch::none(), || read.as_mut().poll(cx))
+        } else {
+            read.as_mut().poll(cx)
+        }
+    })
+    .await
 }
 
 /// Whether `e` says the connection itself is gone (closed, reset, or

@@ -1428,6 +1428,64 @@ async fn postgres_a_stored_slug_that_breaks_its_rule_is_not_listed() {
     store.close().await;
 }
 
+/// Counts span entries.
+struct CountEnters(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountEnters {
+    fn on_enter(&self, _: &tracing::span::Id, _: tracing_subscriber::layer::Context<'_, S>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A page of 50 sites is read without entering the caller's span once or
+/// more per row: sqlx re-enters the span current when it makes a
+/// statement's row streams around every row, and the hot reads make them
+/// while none is current (`hot.rs`). A regression costs a list request
+/// about 6% more instructions and no test would otherwise see it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_site_page_read_does_not_reenter_the_callers_span_per_row() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tracing::Instrument as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let store = postgres_store().await;
+    let (_t, scope) = tenant(&store, "spans").await;
+    let s = store.scoped(scope);
+    for i in 0..50 {
+        s.create_site(&new_site(&format!("Site {i}"), &format!("site-{i}")), None)
+            .await
+            .unwrap();
+    }
+    let enters = Arc::new(AtomicUsize::new(0));
+    // This runtime runs everything on this thread, so the thread's default
+    // subscriber sees every poll.
+    let _default = tracing::subscriber::set_default(
+        tracing_subscriber::registry().with(CountEnters(enters.clone())),
+    );
+    let page = PageRequest {
+        limit: 50,
+        after: None,
+    };
+    // The first read on a new connection prepares the statement, in a
+    // poll of its own; the second is the steady state.
+    for read in ["first", "second"] {
+        enters.store(0, Ordering::Relaxed);
+        let rows = s
+            .list_site_rows(&SiteFilter::default(), &page)
+            .instrument(tracing::info_span!("request", read))
+            .await
+            .unwrap();
+        assert_eq!(rows.sites().unwrap().len(), 50, "{read} read");
+    }
+    let entered = enters.load(Ordering::Relaxed);
+    assert!(
+        entered < 10,
+        "the steady-state read of 50 rows entered a span {entered} times"
+    );
+    store.close().await;
+}
+
 // ---------------------------------------------------------------------------
 // 6. Packages
 // ---------------------------------------------------------------------------

@@ -232,6 +232,16 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
         body.len()
     ));
 
+    // The reads the server makes on its own during the load (the fleet
+    // gauges every 30 s, the alert sweep every 15 s), timed alone: what
+    // they cost at this size is taken from the API while they run.
+    let background = background_reads(&store).await?;
+    say(format!(
+        "the server's periodic reads at this size, alone (median of 3): fleet gauges {:.1} ms, \
+         alert sweep {:.1} ms",
+        background.fleet_ms, background.sweep_ms
+    ));
+
     // Unloaded service time: sequential requests on fresh connections.
     let unloaded = sequential_median(port, &list_path, &token, 200).await?;
     say(format!(
@@ -454,6 +464,24 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
         report,
         "unloaded list median (sequential, new connection each): {unloaded:.2} ms"
     )?;
+    writeln!(
+        report,
+        "the server's periodic reads, alone: fleet gauges {:.1} ms (every 30 s), alert sweep \
+         {:.1} ms (every 15 s)",
+        background.fleet_ms, background.sweep_ms
+    )?;
+    common::Figure::plain(
+        format!("fleet gauges read, {scale}"),
+        background.fleet_ms,
+        "ms",
+    )
+    .emit();
+    common::Figure::plain(
+        format!("alert sweep read, {scale}"),
+        background.sweep_ms,
+        "ms",
+    )
+    .emit();
     writeln!(
         report,
         "\nCPU during each run, in cores of {} (server process, its PostgreSQL backends, load \
@@ -727,6 +755,9 @@ async fn seed(
     ));
     psql(url, &[], "VACUUM (ANALYZE) edge_sites").await?;
     psql(url, &[], "VACUUM (ANALYZE) nats_leaf_servers").await?;
+    // The load wrote gigabytes of WAL; without this the checkpoint it
+    // started is still writing them out while the rounds are measured.
+    psql(url, &[], "CHECKPOINT").await?;
     let count = psql(url, &["-At"], "SELECT count(*) FROM edge_sites").await?;
     say(format!(
         "vacuumed and analyzed; edge_sites holds {}",
@@ -894,6 +925,41 @@ async fn seed_store(args: &Args, store: &Store, tenants: &[TenantId]) -> anyhow:
         }
     }
     Ok(())
+}
+
+/// How long the server's periodic reads take at the seeded size.
+struct BackgroundReads {
+    /// [`Store::fleet_counts`], behind the fleet gauges.
+    fleet_ms: f64,
+    /// [`Store::due_alerts`], the health monitor's alert sweep.
+    sweep_ms: f64,
+}
+
+/// Times each periodic read three times, with nothing else running, and
+/// keeps the medians.
+async fn background_reads(store: &Store) -> anyhow::Result<BackgroundReads> {
+    let mut fleet = Vec::new();
+    let mut sweep = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        store.fleet_counts().await.context("fleet counts")?;
+        fleet.push(started.elapsed().as_secs_f64() * 1e3);
+        let cutoff = now_ms() - 300_000;
+        let started = Instant::now();
+        store
+            .due_alerts(cutoff, cutoff)
+            .await
+            .context("alert sweep")?;
+        sweep.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok(BackgroundReads {
+        fleet_ms: median(fleet),
+        sweep_ms: median(sweep),
+    })
 }
 
 /// Figures parsed from wrk's output.
