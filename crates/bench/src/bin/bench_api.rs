@@ -954,7 +954,7 @@ async fn background_reads(store: &Store) -> anyhow::Result<BackgroundReads> {
     }
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+        common::percentile(&v, 0.5)
     };
     Ok(BackgroundReads {
         fleet_ms: median(fleet),
