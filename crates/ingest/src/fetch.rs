@@ -46,6 +46,13 @@ pub async fn next_batch(
     Ok(batch)
 }
 
+/// The longest a fetch may take: its `batch_timeout`, plus a grace for the
+/// hub's reply. A fetch whose request was lost (the hub restarted under it)
+/// would wait forever, so it is bounded and the pipeline starts over.
+pub(crate) fn fetch_limit(settings: &IngestSettings) -> Duration {
+    settings.batch_timeout + FETCH_GRACE
+}
+
 /// A message with the JetStream metadata the writers need (parsed once, by
 /// the fetcher).
 pub(crate) struct Fetched {
@@ -79,20 +86,34 @@ pub(crate) struct FetchedBatch {
 /// connection while the client reconnected) ends the pipeline, because
 /// acknowledging anything after it would acknowledge the lost messages too;
 /// the next pipeline redelivers from the ack floor.
+///
+/// It stops when `finish` turns true, but only between fetches (see
+/// [`fetch_limit`] for how long a fetch may take): a fetch abandoned halfway
+/// leaves its request open on the hub until the hub hears that nobody reads
+/// its replies any more. The hub hands that request the next message in the
+/// meantime, and the next pipeline, which read the consumer's state a moment
+/// earlier, sees its first delivery skip a sequence. Under CPU load that
+/// failed a user renewal in each of 5 runs of the renewal test (session 31).
 pub(crate) async fn fetch_loop(
     consumer: consumer::PullConsumer,
     settings: IngestSettings,
     batches: tokio::sync::mpsc::Sender<FetchedBatch>,
     mut delivered: u64,
+    mut finish: tokio::sync::watch::Receiver<bool>,
     report: impl Fn(Progress),
 ) -> Result<(), IngestError> {
-    // A fetch whose request was lost (the hub restarted under it) would
-    // wait forever: bound it and start over.
-    let limit = settings.batch_timeout + FETCH_GRACE;
+    let limit = fetch_limit(&settings);
     let mut number = 0;
     loop {
-        let Ok(slot) = batches.reserve().await else {
-            return Ok(());
+        // A place in the writers' queue, unless asked to finish first (a
+        // dropped sender asks too).
+        let slot = tokio::select! {
+            biased;
+            _ = finish.wait_for(|finish| *finish) => return Ok(()),
+            slot = batches.reserve() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return Ok(()),
+            },
         };
         let started = std::time::Instant::now();
         let messages = tokio::time::timeout(limit, next_batch(&consumer, &settings))

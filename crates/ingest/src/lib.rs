@@ -31,7 +31,9 @@
 //! the database writes nothing twice. A pipeline that starts while an earlier
 //! one left deliveries unacknowledged first resets the consumer to its ack
 //! floor (otherwise its first acknowledgement would cover them), and a gap in
-//! the delivery sequence ends the pipeline for the same reason. The tenant of
+//! the delivery sequence ends the pipeline for the same reason. A pipeline
+//! that ends (stop, renewal of its NATS user) lets its fetch finish instead of
+//! abandoning it on the hub, where it could take the next delivery. The tenant of
 //! every row is the tenant whose account the consumer is connected to; the
 //! subject's tenant token must agree, and nothing in a payload can change it.
 //!

@@ -23,7 +23,7 @@ use crate::ack::{AckWatermark, acknowledge_batch};
 use crate::buffers::sync_site_buffers;
 use crate::consumer::{open_stream_and_consumer, recover_unacknowledged};
 use crate::error::{IngestError, report};
-use crate::fetch::{FetchedBatch, Progress, fetch_loop};
+use crate::fetch::{FetchedBatch, Progress, fetch_limit, fetch_loop};
 use crate::hub::{HubConnection, connect};
 use crate::settings::{IngestSettings, QUEUED_BATCHES};
 use crate::status::IngestStatus;
@@ -264,10 +264,18 @@ where
     let (batch_tx, batch_rx) = tokio::sync::mpsc::channel::<FetchedBatch>(QUEUED_BATCHES);
     let batch_rx: Batches = Arc::new(tokio::sync::Mutex::new(batch_rx));
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<D>();
+    let (finish, finishing) = watch::channel(false);
     let mut fetcher = tokio::task::JoinSet::new();
     fetcher.spawn(
-        fetch_loop(consumer, settings.clone(), batch_tx, delivered, progress)
-            .instrument(span.clone()),
+        fetch_loop(
+            consumer,
+            settings.clone(),
+            batch_tx,
+            delivered,
+            finishing,
+            progress,
+        )
+        .instrument(span.clone()),
     );
     let mut writer_tasks = tokio::task::JoinSet::new();
     for n in 0..settings.writers.max(1) {
@@ -301,10 +309,12 @@ where
         }
     };
 
-    // Stop: no new fetches; write and acknowledge what is in flight.
-    fetcher.shutdown().await;
+    // Stop: the fetcher finishes the fetch it is in (never abandoned: see
+    // `fetch_loop`) and fetches no more; write and acknowledge what is in
+    // flight. The writers end when the fetcher has and the queue is empty.
+    let _ = finish.send(true);
     aux.shutdown().await;
-    let drained = tokio::time::timeout(DRAIN, async {
+    let drained = tokio::time::timeout(fetch_limit(settings) + DRAIN, async {
         while let Some(written) = done_rx.recv().await {
             let (number, last) = settle(written);
             acknowledge_batch(&mut watermark, number, last).await?;
@@ -315,14 +325,156 @@ where
         Ok::<(), IngestError>(())
     })
     .await;
-    match drained {
-        Ok(result) => result.map(|()| ended),
+    let finished = match drained {
+        Ok(result) => result,
         Err(_) => {
             tracing::warn!(
                 waiting = watermark.waiting(),
                 "stopping with batches in flight; they are redelivered on restart"
             );
-            Ok(ended)
+            Ok(())
         }
+    };
+    fetcher.abort_all();
+    // A fetch that failed while finishing (a gap, no reply) fails this
+    // pipeline: the next one then starts from the ack floor.
+    while let Some(joined) = fetcher.join_next().await {
+        match joined {
+            Ok(result) => result?,
+            Err(e) if e.is_panic() => return Err(IngestError::TaskPanicked(FETCHER, e)),
+            Err(_) => {} // aborted: the drain gave up above
+        }
+    }
+    finished.map(|()| ended)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consumer::{open_stream_and_consumer, recover_unacknowledged};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A plain JetStream hub on a free loopback port (no accounts: what is
+    /// tested here is the consumer, not the hub's authorization).
+    fn jetstream_hub(dir: &std::path::Path) -> (serviceradar_testkit::NatsServer, u16) {
+        let port = serviceradar_testkit::free_port();
+        let config = format!(
+            "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\" }}\n",
+            dir.join("js").display()
+        );
+        let server = serviceradar_testkit::NatsServer::start(dir, "hub", &config, port)
+            .expect("nats-server with JetStream");
+        (server, port)
+    }
+
+    /// A TCP proxy to `upstream` that holds what its clients send while
+    /// `held` is true (what the upstream sends passes): a client whose
+    /// writes are slow to reach the hub, as a loaded machine's are.
+    async fn holding_proxy(upstream: u16, held: watch::Receiver<bool>) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let outbound = tokio::net::TcpStream::connect(("127.0.0.1", upstream))
+                    .await
+                    .unwrap();
+                let (mut from_client, mut to_client) = inbound.into_split();
+                let (mut from_hub, mut to_hub) = outbound.into_split();
+                let mut held = held.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 64 * 1024];
+                    while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                        let _ = held.wait_for(|held| !*held).await;
+                        if to_hub.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut from_hub, &mut to_client).await;
+                });
+            }
+        });
+        port
+    }
+
+    /// Session 31's CI failure: a pipeline renewing its NATS user abandoned
+    /// the fetch it was in. Its client then tells the hub it no longer reads
+    /// the replies, but under load that takes a while to arrive, and the
+    /// hub handed the abandoned fetch the next message. Nobody read it, so
+    /// the next pipeline saw its first delivery skip a sequence and failed
+    /// with "deliveries went missing". A pipeline that ends must leave no
+    /// fetch on the hub, however slow its client's writes: a message
+    /// published just after it ended stays undelivered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_ended_pipeline_leaves_no_fetch_on_the_hub_to_take_the_next_delivery() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_hub, hub_port) = jetstream_hub(tmp.path());
+        let (hold, held) = watch::channel(false);
+        let proxy = holding_proxy(hub_port, held).await;
+        let url = format!("nats://127.0.0.1:{proxy}");
+        let client = async_nats::connect(&url).await.unwrap();
+        let observer = async_nats::connect(format!("nats://127.0.0.1:{hub_port}"))
+            .await
+            .unwrap();
+        let mut settings = IngestSettings::new(&url);
+        settings.batch_timeout = Duration::from_secs(1);
+        let (stream, consumer) = open_stream_and_consumer(&client, "acme", &settings)
+            .await
+            .unwrap();
+        let (consumer, delivered) = recover_unacknowledged(&stream, consumer, &settings)
+            .await
+            .unwrap();
+        let (_stop_tx, mut stop) = watch::channel(false);
+        // The pipeline's first fetch (of the empty stream) reaches the hub;
+        // then its writes are held, and renewal comes during that fetch.
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = hold.send(true);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let _ = hold.send(false);
+        });
+        let ended = run_batches(
+            &settings,
+            (consumer, delivered),
+            |_| {},
+            |batches: Batches, done: tokio::sync::mpsc::UnboundedSender<FetchedBatch>| async move {
+                while let Some(batch) = batches.lock().await.recv().await {
+                    let _ = done.send(batch);
+                }
+                Ok(())
+            },
+            |batch: FetchedBatch| {
+                let last = batch.messages.last().expect("a batch is never empty");
+                (batch.number, last.message.clone())
+            },
+            Ending {
+                stop: &mut stop,
+                renew_at: tokio::time::Instant::now() + Duration::from_millis(400),
+                aux: tokio::task::JoinSet::new(),
+            },
+        )
+        .await
+        .unwrap();
+        assert!(matches!(ended, Ended::Renew));
+
+        // The pipeline's client is still connected, as it stays until the
+        // next pipeline replaces it.
+        let js = jetstream::new(observer);
+        js.publish("events.acme.plant", "after the renewal".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let stream = js.get_stream(crate::STREAM).await.unwrap();
+        let mut consumer: PullConsumer = stream.get_consumer(crate::CONSUMER).await.unwrap();
+        let info = consumer.info().await.unwrap();
+        assert_eq!(
+            (info.delivered.consumer_sequence, info.num_ack_pending),
+            (delivered, 0),
+            "the message went to a fetch nobody reads"
+        );
+        drop(client);
     }
 }

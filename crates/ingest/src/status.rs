@@ -228,14 +228,17 @@ impl IngestStatus {
         stalled
     }
 
-    /// A pipeline for `tenant` is starting (again).
+    /// A pipeline for `tenant` is starting (again). A new tenant's is
+    /// `starting` until its first fetch; a failing one stays failing until
+    /// it works, and a running one stays running while it renews its NATS
+    /// user (a routine reconnect, not a restart an operator should see, nor
+    /// a reason to reset `since`).
     pub(crate) fn starting(&self, tenant: TenantId, slug: &str) {
         let mut tenants = self.lock();
-        let entry = tenants.entry(tenant).or_insert_with(|| Entry::new(slug));
-        if entry.status.state != PipelineState::Failing {
-            entry.status.enter(PipelineState::Starting);
-        }
-        entry.publish();
+        tenants
+            .entry(tenant)
+            .or_insert_with(|| Entry::new(slug))
+            .publish();
     }
 
     /// `tenant`'s last fetched batch had `lag` messages behind it.
@@ -370,6 +373,12 @@ mod tests {
             Some("hub down")
         );
         assert!(status.stalled(Duration::ZERO).is_empty());
+        // Renewing the NATS user restarts the pipeline: still running, since
+        // the same moment.
+        status.starting(tenant, "acme");
+        let renewed = status.tenant(tenant).unwrap();
+        assert_eq!(renewed.state, PipelineState::Running);
+        assert_eq!(renewed.since_ms, running.since_ms);
         // The next failure starts the delay over.
         assert_eq!(status.failed(tenant, "again".into()), 1);
     }
