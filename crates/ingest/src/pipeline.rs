@@ -29,7 +29,8 @@ use crate::settings::{IngestSettings, QUEUED_BATCHES};
 use crate::status::IngestStatus;
 use crate::write::{WrittenBatch, write_loop};
 
-/// How long a stopping pipeline waits for its batches in flight.
+/// How long a stopping pipeline waits for its batches in flight (after its
+/// last fetch finished).
 const DRAIN: Duration = Duration::from_secs(5);
 
 /// How long after a leaf's admission its buffer is first looked at.
@@ -240,9 +241,10 @@ pub(crate) struct Ending<'a> {
 /// (each the future `writer` makes from the batch queue and the channel its
 /// written batches go to) and the acknowledgements up to the contiguous
 /// commit watermark (`settle` counts a written batch and names its number
-/// and last message), until the pipeline ends (`Ok`, after the batches in
-/// flight are written and acknowledged, for at most [`DRAIN`]) or a task
-/// fails (`Err`, nothing past the last contiguous commit acknowledged).
+/// and last message), until the pipeline ends (`Ok`, after the fetch in
+/// progress finished and the batches in flight are written and
+/// acknowledged, for at most [`fetch_limit`] + [`DRAIN`]) or a task fails
+/// (`Err`, nothing past the last contiguous commit acknowledged).
 pub(crate) async fn run_batches<D, W>(
     settings: &IngestSettings,
     (consumer, delivered): (PullConsumer, u64),
