@@ -11,7 +11,12 @@
 
 use crate::error::StoreError;
 use crate::row::{self, Cols};
-use crate::{Store, jobs::JobStatus};
+use crate::{Backend, Store, jobs::JobStatus};
+
+/// `fleet_status_counts.kind` of a site's row.
+const SITE: &str = "site";
+/// `fleet_status_counts.kind` of a leaf server's row.
+const LEAF: &str = "leaf";
 
 /// How many rows of a tenant are in one status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,24 +99,35 @@ fn decode_status_count(r: &sqlx::any::AnyRow) -> Result<TenantStatusCount, Store
 impl Store {
     /// Counts sites, leaves and jobs, and finds each tenant's soonest
     /// certificate expiries: a few grouped queries, for the metrics.
+    ///
+    /// Sites and leaves per status are not counted here but kept as their
+    /// rows change (migration 0035): triggers append each change to
+    /// `fleet_status_deltas`, and this call first folds those into
+    /// `fleet_status_counts` ([`Store::fold_status_deltas`]), then reads the
+    /// totals, a few rows per tenant whatever the fleet's size.
     pub async fn fleet_counts(&self) -> Result<FleetCounts, StoreError> {
-        // Counted per tenant id from the (tenant_id, status) indexes alone,
-        // and only then named: grouping by the joined slug made PostgreSQL
-        // read every row of the table.
-        let sites = sqlx::query(
-            "SELECT t.slug AS tenant, c.status AS status, c.n AS n \
-             FROM (SELECT tenant_id, status, COUNT(*) AS n FROM edge_sites \
-             GROUP BY tenant_id, status) c JOIN tenants t ON t.id = c.tenant_id",
+        self.fold_status_deltas().await?;
+        let totals = sqlx::query(
+            "SELECT t.slug AS tenant, c.kind AS kind, c.status AS status, c.n AS n \
+             FROM fleet_status_counts c JOIN tenants t ON t.id = c.tenant_id \
+             WHERE c.n <> 0 ORDER BY t.slug, c.kind, c.status",
         )
         .fetch_all(&self.pool)
         .await?;
-        let leaves = sqlx::query(
-            "SELECT t.slug AS tenant, c.status AS status, c.n AS n \
-             FROM (SELECT tenant_id, status, COUNT(*) AS n FROM nats_leaf_servers \
-             GROUP BY tenant_id, status) c JOIN tenants t ON t.id = c.tenant_id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let (mut sites, mut leaves) = (Vec::new(), Vec::new());
+        for r in &totals {
+            let kind: String = Cols::of(r, "fleet").get("kind")?;
+            match kind.as_str() {
+                SITE => sites.push(decode_status_count(r)?),
+                LEAF => leaves.push(decode_status_count(r)?),
+                _ => {
+                    return Err(StoreError::corrupt(
+                        "fleet_status_counts",
+                        format!("kind {kind:?}"),
+                    ));
+                }
+            }
+        }
         let jobs = sqlx::query(
             "SELECT kind, status, COUNT(*) AS n FROM jobs \
              WHERE status IN ($1, $2, $3) GROUP BY kind, status",
@@ -158,8 +174,8 @@ impl Store {
             }
         }
         Ok(FleetCounts {
-            sites: row::all(&sites, decode_status_count)?,
-            leaves: row::all(&leaves, decode_status_count)?,
+            sites,
+            leaves,
             jobs: row::all(&jobs, |r| {
                 let r = Cols::of(r, "fleet");
                 Ok(JobCount {
@@ -170,5 +186,53 @@ impl Store {
             })?,
             cert_expiries,
         })
+    }
+
+    /// Moves the status changes the triggers of migration 0035 appended to
+    /// `fleet_status_deltas` into the totals of `fleet_status_counts`, in one
+    /// transaction: each change is added exactly once, even when several
+    /// replicas fold at the same moment.
+    ///
+    /// On PostgreSQL the deltas are deleted and added in one statement, so a
+    /// change committed meanwhile is either moved whole or left for the next
+    /// fold; folds take turns on a lock of the totals that readers do not
+    /// wait for (two folds deleting the same deltas in different orders
+    /// could deadlock). On SQLite the write transaction holds every other
+    /// writer off while it adds and deletes.
+    pub async fn fold_status_deltas(&self) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        match self.backend() {
+            Backend::Postgres => {
+                sqlx::query("LOCK TABLE fleet_status_counts IN SHARE ROW EXCLUSIVE MODE")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "WITH moved AS (DELETE FROM fleet_status_deltas \
+                     RETURNING tenant_id, kind, status, delta) \
+                     INSERT INTO fleet_status_counts (tenant_id, kind, status, n) \
+                     SELECT tenant_id, kind, status, SUM(delta)::BIGINT FROM moved \
+                     GROUP BY tenant_id, kind, status \
+                     ON CONFLICT (tenant_id, kind, status) \
+                     DO UPDATE SET n = fleet_status_counts.n + EXCLUDED.n",
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+            Backend::Sqlite => {
+                sqlx::query(
+                    "INSERT INTO fleet_status_counts (tenant_id, kind, status, n) \
+                     SELECT tenant_id, kind, status, SUM(delta) FROM fleet_status_deltas \
+                     WHERE true GROUP BY tenant_id, kind, status \
+                     ON CONFLICT (tenant_id, kind, status) DO UPDATE SET n = n + excluded.n",
+                )
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM fleet_status_deltas")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }

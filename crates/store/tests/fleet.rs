@@ -117,3 +117,235 @@ async fn fleet_counts_group_by_tenant_on_both_backends() {
         assert_eq!(leaf_expiries[0].not_after_ms, soon, "the soonest one");
     }
 }
+
+/// The sites and leaves per status of `tenant`, as the gauges read them.
+async fn statuses(store: &Store, tenant: &str) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
+    let counts = store.fleet_counts().await.expect("fleet counts");
+    let of = |rows: Vec<TenantStatusCount>| {
+        rows.into_iter()
+            .filter(|r| r.tenant == tenant)
+            .map(|r| (r.status, r.count))
+            .collect::<Vec<_>>()
+    };
+    (of(counts.sites), of(counts.leaves))
+}
+
+fn pairs(list: &[(&str, i64)]) -> Vec<(String, i64)> {
+    list.iter().map(|(s, n)| (s.to_string(), *n)).collect()
+}
+
+/// The counts are kept by triggers (migration 0035), not counted on read:
+/// every write path that moves a status moves the counts, on both backends,
+/// including the cascade that removes a deleted site's leaf, a bulk sweep,
+/// and an update that leaves the status alone (which must count nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counts_follow_every_status_change_on_both_backends() {
+    for (store, _dir) in stores().await {
+        let acme = store
+            .create_tenant(
+                &Slug::parse("acme").expect("slug"),
+                &DisplayName::parse("acme").expect("name"),
+            )
+            .await
+            .expect("tenant");
+        let scope = TenantScope::for_system_task(acme.id);
+        let scoped = store.scoped(scope);
+        let (nyc, _) = support::site_with_agent(&store, scope, "nyc").await;
+        let (sfo, sfo_agent) = support::site_with_agent(&store, scope, "sfo").await;
+        let (_lon, _) = support::new_site(&scoped, "lon").await;
+        assert_eq!(
+            statuses(&store, "acme").await,
+            (pairs(&[("pending", 3)]), pairs(&[("pending", 3)]))
+        );
+
+        // An agent's first contact: pending -> active. A second contact
+        // only stamps last_seen_at.
+        for _ in 0..2 {
+            scoped.agent_seen(sfo_agent, sfo).await.expect("seen");
+        }
+        assert_eq!(
+            statuses(&store, "acme").await.0,
+            pairs(&[("active", 1), ("pending", 2)])
+        );
+
+        // The offline sweep, one statement over every tenant.
+        let moved = store
+            .sweep_offline_sites(now_ms() + 60_000)
+            .await
+            .expect("sweep");
+        assert_eq!(moved.len(), 1);
+        assert_eq!(
+            statuses(&store, "acme").await.0,
+            pairs(&[("offline", 1), ("pending", 2)])
+        );
+
+        // Leaves: provisioned, then connected by the leaf checker.
+        site(&store, scope, "ams", Some(now_ms() + 86_400_000)).await;
+        let sfo_leaf = scoped.leaf_for_site(sfo).await.expect("leaf");
+        scoped
+            .store_leaf_provisioning(
+                sfo_leaf.id,
+                &LeafProvisioning {
+                    leaf_cert_pem: "c".into(),
+                    leaf_key_sealed: vec![1],
+                    server_cert_pem: "s".into(),
+                    server_key_sealed: vec![2],
+                    ca_chain_pem: "ca".into(),
+                    creds_sealed: vec![3],
+                    cert_expires_at: now_ms() + 86_400_000,
+                    config_checksum: "sha256:x".into(),
+                    node_certs: Vec::new(),
+                },
+                &serviceradar_store::ProvisionedFrom::default(),
+            )
+            .await
+            .expect("provisioned");
+        scoped.set_leaf_link(sfo, true).await.expect("link up");
+        assert_eq!(
+            statuses(&store, "acme").await,
+            (
+                pairs(&[("offline", 1), ("pending", 3)]),
+                pairs(&[("connected", 1), ("pending", 2), ("provisioned", 1)])
+            )
+        );
+
+        // Deleting a site removes its leaf by the foreign key's cascade.
+        scoped.delete_site(sfo).await.expect("delete");
+        scoped.delete_site(nyc).await.expect("delete");
+        assert_eq!(
+            statuses(&store, "acme").await,
+            (
+                pairs(&[("pending", 2)]),
+                pairs(&[("pending", 1), ("provisioned", 1)])
+            )
+        );
+    }
+}
+
+/// Sites that existed before migration 0035 are counted by its backfill,
+/// and later changes add to that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sites_made_before_the_counts_existed_are_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite_url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let pg_url = tokio::task::spawn_blocking(|| serviceradar_testkit::postgres().create_database())
+        .await
+        .expect("pg database");
+    for url in [sqlite_url, pg_url] {
+        let store = Store::connect(&url, 4).await.expect("connect");
+        let mut before = match store.backend() {
+            serviceradar_store::Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            serviceradar_store::Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        };
+        before.migrations = before
+            .migrations
+            .iter()
+            .filter(|m| m.version < 35)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&url).await.expect("pool");
+        before.run(&pool).await.expect("migrations before 0035");
+        pool.close().await;
+
+        let acme = store
+            .create_tenant(
+                &Slug::parse("acme").expect("slug"),
+                &DisplayName::parse("acme").expect("name"),
+            )
+            .await
+            .expect("tenant");
+        let scope = TenantScope::for_system_task(acme.id);
+        site(&store, scope, "nyc", Some(now_ms() + 86_400_000)).await;
+        site(&store, scope, "sfo", None).await;
+
+        store.migrate().await.expect("migration 0035");
+        assert_eq!(
+            statuses(&store, "acme").await,
+            (
+                pairs(&[("pending", 2)]),
+                pairs(&[("pending", 1), ("provisioned", 1)])
+            ),
+            "{:?}",
+            store.backend()
+        );
+        site(&store, scope, "lon", None).await;
+        assert_eq!(
+            statuses(&store, "acme").await,
+            (
+                pairs(&[("pending", 3)]),
+                pairs(&[("pending", 2), ("provisioned", 1)])
+            )
+        );
+        store.close().await;
+    }
+}
+
+/// Two replicas folding the deltas while sites are being created and moved
+/// count each change once: no change is lost between a fold's read and its
+/// delete, none is added twice, and two folds at once do not deadlock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_folding_at_once_count_each_change_once() {
+    let url = tokio::task::spawn_blocking(|| serviceradar_testkit::postgres().create_database())
+        .await
+        .expect("pg database");
+    let a = Store::connect(&url, 8).await.expect("replica a");
+    a.migrate().await.expect("migrate");
+    let b = Store::connect(&url, 8).await.expect("replica b");
+    let acme = a
+        .create_tenant(
+            &Slug::parse("acme").expect("slug"),
+            &DisplayName::parse("acme").expect("name"),
+        )
+        .await
+        .expect("tenant");
+    let scope = TenantScope::for_system_task(acme.id);
+
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let folders: Vec<_> = [a.clone(), b.clone(), a.clone(), b.clone()]
+        .into_iter()
+        .map(|store| {
+            let done = done.clone();
+            tokio::spawn(async move {
+                let mut folds = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    store.fleet_counts().await.expect("fold while writing");
+                    folds += 1;
+                }
+                folds
+            })
+        })
+        .collect();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = if w % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                let scoped = store.scoped(scope);
+                for i in 0..15 {
+                    let (site, agent) =
+                        support::site_with_agent(&store, scope, &format!("s{w}-{i}")).await;
+                    if i % 3 == 0 {
+                        scoped.agent_seen(agent, site).await.expect("seen");
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("writer");
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut folds = 0;
+    for f in folders {
+        folds += f.await.expect("folder");
+    }
+    assert!(folds >= 4, "the folds ran while the sites were written");
+    assert_eq!(
+        statuses(&b, "acme").await,
+        (
+            pairs(&[("active", 20), ("pending", 40)]),
+            pairs(&[("pending", 60)])
+        )
+    );
+}

@@ -26,12 +26,20 @@
 //!   SQLite keeps the name only in the `CREATE TABLE` text, which the test
 //!   reads; an unnamed one never matches, so name every constraint;
 //! * every foreign key: columns, referenced table and columns, `ON DELETE`
-//!   and `ON UPDATE` actions.
+//!   and `ON UPDATE` actions;
+//! * every trigger, by name: its table, when it fires (`BEFORE`/`AFTER`) and
+//!   on which events (`INSERT`, `DELETE`, `UPDATE OF` which columns), read
+//!   from its `CREATE TRIGGER` text (`sqlite_master.sql`,
+//!   `pg_get_triggerdef`). What a trigger does (its `WHEN` and its body, a
+//!   PL/pgSQL function on PostgreSQL) and whether it runs per row or per
+//!   statement are not compared: the dialects share no spelling for them,
+//!   and SQLite has only row triggers. The tests of what the triggers keep
+//!   (`tests/fleet.rs`) run on both backends instead.
 //!
 //! Column order is not compared (every query names its columns). What the
-//! test cannot compare yet, it refuses: a `CHECK` or exclusion constraint, a
-//! view or a trigger in either database fails it, so whoever adds the first
-//! one extends the comparison.
+//! test cannot compare yet, it refuses: a `CHECK` or exclusion constraint or
+//! a view in either database fails it, so whoever adds the first one extends
+//! the comparison.
 //!
 //! **The test fails if someone adds a column (or a table, index, key or
 //! foreign key) to only one dialect**, or changes one dialect's type family,
@@ -116,11 +124,23 @@ struct Table {
     foreign_keys: BTreeSet<ForeignKey>,
 }
 
+/// What a trigger's `CREATE TRIGGER` header says, in either dialect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Trigger {
+    table: String,
+    /// `before`, `after` or `instead of`.
+    timing: String,
+    /// Sorted: `delete`, `insert`, `truncate`, `update`, or `update of a, b`
+    /// (columns as written).
+    events: Vec<String>,
+}
+
 #[derive(Debug, Default)]
 struct Schema {
     tables: BTreeMap<String, Table>,
-    /// Objects the comparison does not cover (CHECK constraints, views,
-    /// triggers); must stay empty.
+    triggers: BTreeMap<String, Trigger>,
+    /// Objects the comparison does not cover (CHECK constraints, views);
+    /// must stay empty.
     unsupported: Vec<String>,
 }
 
@@ -271,6 +291,89 @@ fn sqlite_index_predicate(sql: &str) -> Option<String> {
     Some(normalise_expr(&sql[at + " WHERE ".len()..]))
 }
 
+/// The name and header of a `CREATE TRIGGER` statement, as SQLite keeps it
+/// or `pg_get_triggerdef` writes it: `CREATE [OR REPLACE] TRIGGER [IF NOT
+/// EXISTS] name {BEFORE|AFTER|INSTEAD OF} event [OR event ...] ON
+/// [schema.]table ...`, each event `INSERT`, `DELETE`, `TRUNCATE` or `UPDATE
+/// [OF column, ...]`. `None` when it is not of that form.
+fn trigger_header(sql: &str) -> Option<(String, Trigger)> {
+    let tokens = sql_tokens(sql);
+    let lower: Vec<String> = tokens.iter().map(|t| t.to_ascii_lowercase()).collect();
+    let mut at = lower.iter().position(|t| t == "trigger")? + 1;
+    if lower[at..].starts_with(&["if".into(), "not".into(), "exists".into()]) {
+        at += 3;
+    }
+    let name = tokens.get(at)?.clone();
+    at += 1;
+    let timing = match lower.get(at)?.as_str() {
+        "instead" if lower.get(at + 1)? == "of" => {
+            at += 2;
+            "instead of".to_string()
+        }
+        t @ ("before" | "after") => {
+            at += 1;
+            t.to_string()
+        }
+        _ => return None,
+    };
+    let mut events = Vec::new();
+    loop {
+        let event = lower.get(at)?.clone();
+        at += 1;
+        match event.as_str() {
+            "insert" | "delete" | "truncate" => events.push(event),
+            "update" if lower.get(at).is_some_and(|t| t == "of") => {
+                let mut columns = Vec::new();
+                at += 1;
+                while let Some(column) = lower.get(at) {
+                    if column == "on" || column == "or" {
+                        break;
+                    }
+                    if column != "," {
+                        columns.push(column.clone());
+                    }
+                    at += 1;
+                }
+                events.push(format!("update of {}", columns.join(", ")));
+            }
+            "update" => events.push(event),
+            _ => return None,
+        }
+        match lower.get(at)?.as_str() {
+            "or" => at += 1,
+            "on" => break,
+            _ => return None,
+        }
+    }
+    // `ON table` or `ON schema . table`.
+    let mut table = tokens.get(at + 1)?.clone();
+    if tokens.get(at + 2).is_some_and(|t| t == ".") {
+        table = tokens.get(at + 3)?.clone();
+    }
+    events.sort();
+    Some((
+        name,
+        Trigger {
+            table,
+            timing,
+            events,
+        },
+    ))
+}
+
+/// Records the trigger `sql` creates in `schema`, or an unsupported entry
+/// when its header cannot be read.
+fn add_trigger(schema: &mut Schema, dialect: &str, name: &str, sql: &str) {
+    match trigger_header(sql) {
+        Some((parsed, trigger)) if parsed == name => {
+            schema.triggers.insert(parsed, trigger);
+        }
+        _ => schema.unsupported.push(format!(
+            "{dialect} trigger {name}: header not understood: {sql}"
+        )),
+    }
+}
+
 /// The rows of a catalogue query about `object` (a table or index name).
 async fn sqlite_rows(pool: &SqlitePool, sql: &'static str, object: &str) -> Vec<SqliteRow> {
     sqlx::query(sql)
@@ -300,6 +403,7 @@ async fn sqlite_schema(pool: &SqlitePool) -> Schema {
             "index" => {
                 index_sql.insert(name, sql);
             }
+            "trigger" => add_trigger(&mut schema, "sqlite", &name, &sql),
             other => schema
                 .unsupported
                 .push(format!("sqlite {other} {name} (not compared)")),
@@ -587,7 +691,7 @@ async fn postgres_schema(pool: &PgPool) -> Schema {
 
     let triggers = pg_rows(
         pool,
-        "SELECT tg.tgname::text AS name FROM pg_trigger tg \
+        "SELECT tg.tgname::text AS name, pg_get_triggerdef(tg.oid) AS sql FROM pg_trigger tg \
          JOIN pg_class c ON c.oid = tg.tgrelid \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = current_schema() AND NOT tg.tgisinternal",
@@ -595,9 +699,8 @@ async fn postgres_schema(pool: &PgPool) -> Schema {
     .await;
     for t in &triggers {
         let name: String = t.get("name");
-        schema
-            .unsupported
-            .push(format!("postgres trigger {name} (not compared)"));
+        let sql: String = t.get("sql");
+        add_trigger(&mut schema, "postgres", &name, &sql);
     }
     schema
 }
@@ -692,6 +795,11 @@ fn differences(
             &mut diffs,
         );
     }
+    for (name, s, p) in pair_up("trigger ", &sqlite.triggers, &postgres.triggers, &mut diffs) {
+        if s != p {
+            diffs.push(format!("trigger {name}: sqlite {s:?}, postgres {p:?}"));
+        }
+    }
     (diffs, known_seen)
 }
 
@@ -730,6 +838,14 @@ async fn sqlite_and_postgres_migrations_build_the_same_schema() {
     // The catalogues were really read (guards against a query that silently
     // finds nothing on both sides).
     assert!(sqlite.tables.len() >= 20, "{:?}", sqlite.tables.keys());
+    for schema in [&sqlite, &postgres] {
+        assert_eq!(
+            schema.triggers["nats_leaf_servers_count_delete"].events,
+            ["delete"],
+            "{:?}",
+            schema.triggers
+        );
+    }
     let tenants = &postgres.tables["tenants"];
     assert_eq!(tenants.primary_key, ["id"]);
     assert!(tenants.columns.len() >= 4);
@@ -791,6 +907,73 @@ fn expressions_are_compared_without_dialect_spelling() {
     assert_ne!(
         normalise_expr("status = 'Queued'"),
         normalise_expr("status = 'queued'")
+    );
+}
+
+#[test]
+fn trigger_headers_read_alike_in_both_dialects() {
+    let sqlite = "CREATE TRIGGER edge_sites_count_update AFTER UPDATE OF tenant_id, status \
+                  ON edge_sites\n    WHEN OLD.status IS NOT NEW.status\nBEGIN\n  \
+                  INSERT INTO d VALUES (1); -- ON other\nEND";
+    let postgres = "CREATE TRIGGER edge_sites_count_update AFTER UPDATE OF tenant_id, status \
+                    ON public.edge_sites FOR EACH ROW WHEN ((old.status IS DISTINCT FROM \
+                    new.status)) EXECUTE FUNCTION fleet_status_row_moved('site')";
+    let (name, trigger) = trigger_header(sqlite).expect("sqlite header");
+    assert_eq!(name, "edge_sites_count_update");
+    assert_eq!(
+        trigger,
+        Trigger {
+            table: "edge_sites".into(),
+            timing: "after".into(),
+            events: vec!["update of tenant_id, status".into()],
+        }
+    );
+    assert_eq!(trigger_header(postgres), Some((name, trigger)));
+
+    let (_, both) = trigger_header(
+        "CREATE TRIGGER IF NOT EXISTS t BEFORE INSERT OR DELETE ON x FOR EACH STATEMENT \
+         EXECUTE FUNCTION f()",
+    )
+    .expect("two events");
+    assert_eq!(
+        (both.timing.as_str(), both.events),
+        ("before", vec!["delete".to_string(), "insert".to_string()])
+    );
+    assert_ne!(
+        trigger_header("CREATE TRIGGER t AFTER UPDATE OF status ON x BEGIN END"),
+        trigger_header("CREATE TRIGGER t AFTER UPDATE ON x BEGIN END"),
+        "a column list is part of what is compared"
+    );
+    assert_eq!(trigger_header("CREATE TRIGGER t AFTER nonsense ON x"), None);
+}
+
+/// Shows the comparison catches a trigger on one dialect only, and one that
+/// fires on other events than its twin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_on_one_dialect_or_other_events_is_reported() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let sqlite = migrated_sqlite(&dir).await;
+    sqlx::raw_sql(
+        "CREATE TRIGGER only_here AFTER INSERT ON tenants BEGIN SELECT 1; END; \
+         DROP TRIGGER edge_sites_count_update; \
+         CREATE TRIGGER edge_sites_count_update AFTER UPDATE ON edge_sites \
+         BEGIN SELECT 1; END;",
+    )
+    .execute(&sqlite)
+    .await
+    .expect("change the triggers on sqlite only");
+    let sqlite = sqlite_schema(&sqlite).await;
+    let postgres = postgres_schema(&migrated_postgres().await).await;
+
+    let (diffs, _) = differences(&sqlite, &postgres, SQLITE_NULLABLE_PRIMARY_KEYS);
+    assert_eq!(
+        diffs,
+        [
+            "trigger only_here: only in sqlite",
+            "trigger edge_sites_count_update: sqlite Trigger { table: \"edge_sites\", \
+             timing: \"after\", events: [\"update\"] }, postgres Trigger { table: \
+             \"edge_sites\", timing: \"after\", events: [\"update of tenant_id, status\"] }",
+        ]
     );
 }
 
