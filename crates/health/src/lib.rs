@@ -318,7 +318,8 @@ impl Health {
         .await;
     }
 
-    /// One sweep: offline timeouts, then the alert rule.
+    /// One sweep: offline timeouts, the alert rule, then the fleet status
+    /// totals' fold ([`Store::fold_status_deltas`]).
     pub async fn sweep(&self) -> Result<(), StoreError> {
         let now = now_ms();
         let offline_after = ms(self.settings.agent_offline_after);
@@ -352,6 +353,11 @@ impl Health {
                 self.publish(HealthEvent::AlertRaised(alert));
             }
         }
+        // The fleet gauges' totals of sites and leaves per status (kept by
+        // triggers, migration 0035): this pass's changes and every other
+        // writer's since the last pass are folded in, so the changes not
+        // folded yet stay a pass's worth whether or not the gauges run.
+        self.store.fold_status_deltas().await?;
         Ok(())
     }
 }

@@ -102,15 +102,21 @@ impl Store {
     ///
     /// Sites and leaves per status are not counted here but kept as their
     /// rows change (migration 0035): triggers append each change to
-    /// `fleet_status_deltas`, and this call first folds those into
-    /// `fleet_status_counts` ([`Store::fold_status_deltas`]), then reads the
-    /// totals, a few rows per tenant whatever the fleet's size.
+    /// `fleet_status_deltas`, [`Store::fold_status_deltas`] (the health
+    /// sweeper's chore) moves them into the totals of
+    /// `fleet_status_counts`, and this read adds the totals and the deltas
+    /// not folded yet, in one statement (one snapshot, so a fold committing
+    /// meanwhile is seen whole or not at all): a few rows per tenant
+    /// whatever the fleet's size. Nothing is written here.
     pub async fn fleet_counts(&self) -> Result<FleetCounts, StoreError> {
-        self.fold_status_deltas().await?;
         let totals = sqlx::query(
-            "SELECT t.slug AS tenant, c.kind AS kind, c.status AS status, c.n AS n \
-             FROM fleet_status_counts c JOIN tenants t ON t.id = c.tenant_id \
-             WHERE c.n <> 0 ORDER BY t.slug, c.kind, c.status",
+            "SELECT t.slug AS tenant, c.kind AS kind, c.status AS status, \
+             CAST(SUM(c.n) AS BIGINT) AS n \
+             FROM (SELECT tenant_id, kind, status, n FROM fleet_status_counts \
+                   UNION ALL SELECT tenant_id, kind, status, delta FROM fleet_status_deltas) c \
+             JOIN tenants t ON t.id = c.tenant_id \
+             GROUP BY t.slug, c.kind, c.status HAVING SUM(c.n) <> 0 \
+             ORDER BY t.slug, c.kind, c.status",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -191,22 +197,24 @@ impl Store {
     /// Moves the status changes the triggers of migration 0035 appended to
     /// `fleet_status_deltas` into the totals of `fleet_status_counts`, in one
     /// transaction: each change is added exactly once, even when several
-    /// replicas fold at the same moment.
+    /// replicas fold at the same moment. Returns how many totals changed.
     ///
+    /// The health sweeper calls this on every pass, so the deltas stay a
+    /// few seconds' worth whether or not anything reads the counts.
     /// On PostgreSQL the deltas are deleted and added in one statement, so a
     /// change committed meanwhile is either moved whole or left for the next
     /// fold; folds take turns on a lock of the totals that readers do not
     /// wait for (two folds deleting the same deltas in different orders
     /// could deadlock). On SQLite the write transaction holds every other
     /// writer off while it adds and deletes.
-    pub async fn fold_status_deltas(&self) -> Result<(), StoreError> {
+    pub async fn fold_status_deltas(&self) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
-        match self.backend() {
+        let changed = match self.backend() {
             Backend::Postgres => {
                 sqlx::query("LOCK TABLE fleet_status_counts IN SHARE ROW EXCLUSIVE MODE")
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query(
+                let done = sqlx::query(
                     "WITH moved AS (DELETE FROM fleet_status_deltas \
                      RETURNING tenant_id, kind, status, delta) \
                      INSERT INTO fleet_status_counts (tenant_id, kind, status, n) \
@@ -217,9 +225,10 @@ impl Store {
                 )
                 .execute(&mut *tx)
                 .await?;
+                done.rows_affected()
             }
             Backend::Sqlite => {
-                sqlx::query(
+                let done = sqlx::query(
                     "INSERT INTO fleet_status_counts (tenant_id, kind, status, n) \
                      SELECT tenant_id, kind, status, SUM(delta) FROM fleet_status_deltas \
                      WHERE true GROUP BY tenant_id, kind, status \
@@ -230,9 +239,10 @@ impl Store {
                 sqlx::query("DELETE FROM fleet_status_deltas")
                     .execute(&mut *tx)
                     .await?;
+                done.rows_affected()
             }
-        }
+        };
         tx.commit().await?;
-        Ok(())
+        Ok(changed)
     }
 }

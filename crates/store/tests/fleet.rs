@@ -118,16 +118,26 @@ async fn fleet_counts_group_by_tenant_on_both_backends() {
     }
 }
 
-/// The sites and leaves per status of `tenant`, as the gauges read them.
+/// The sites and leaves per status of `tenant`, as the gauges read them:
+/// read before and after folding the changes into the totals, which must
+/// not change what is read.
 async fn statuses(store: &Store, tenant: &str) -> (Vec<(String, i64)>, Vec<(String, i64)>) {
-    let counts = store.fleet_counts().await.expect("fleet counts");
     let of = |rows: Vec<TenantStatusCount>| {
         rows.into_iter()
             .filter(|r| r.tenant == tenant)
             .map(|r| (r.status, r.count))
             .collect::<Vec<_>>()
     };
-    (of(counts.sites), of(counts.leaves))
+    let unfolded = store.fleet_counts().await.expect("fleet counts");
+    store.fold_status_deltas().await.expect("fold");
+    let folded = store.fleet_counts().await.expect("fleet counts");
+    assert_eq!(unfolded, folded, "the fold changed what is read");
+    assert_eq!(
+        store.fold_status_deltas().await.expect("fold"),
+        0,
+        "all folded"
+    );
+    (of(folded.sites), of(folded.leaves))
 }
 
 fn pairs(list: &[(&str, i64)]) -> Vec<(String, i64)> {
@@ -310,7 +320,11 @@ async fn two_replicas_folding_at_once_count_each_change_once() {
             tokio::spawn(async move {
                 let mut folds = 0;
                 while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                    store.fleet_counts().await.expect("fold while writing");
+                    store
+                        .fold_status_deltas()
+                        .await
+                        .expect("fold while writing");
+                    store.fleet_counts().await.expect("read while writing");
                     folds += 1;
                 }
                 folds
