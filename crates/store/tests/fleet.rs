@@ -1,13 +1,15 @@
 //! The counts behind the fleet gauges (`Store::fleet_counts`) on both
 //! backends: sites and leaves per tenant and status, queued jobs per kind,
 //! and each tenant's soonest leaf certificate expiry, with every tenant
-//! counted apart.
+//! counted apart. Sites and leaves per status are kept by triggers and
+//! folded into totals (migration 0035): the tests below follow every write
+//! path through them, the migration's backfill, and two replicas folding
+//! at once.
 
 use serviceradar_domain::TenantScope;
-use serviceradar_domain::validate::{DisplayName, Slug};
 use serviceradar_store::fleet::{CertKind, TenantStatusCount};
 use serviceradar_store::jobs::NewJob;
-use serviceradar_store::{LeafProvisioning, Store, now_ms};
+use serviceradar_store::{Store, now_ms};
 
 mod support;
 
@@ -36,24 +38,7 @@ async fn site(store: &Store, scope: TenantScope, slug: &str, expires_at: Option<
     let scoped = store.scoped(scope);
     let (_, leaf) = support::new_site(&scoped, slug).await;
     if let Some(cert_expires_at) = expires_at {
-        scoped
-            .store_leaf_provisioning(
-                leaf.id,
-                &LeafProvisioning {
-                    leaf_cert_pem: "c".into(),
-                    leaf_key_sealed: vec![1],
-                    server_cert_pem: "s".into(),
-                    server_key_sealed: vec![2],
-                    ca_chain_pem: "ca".into(),
-                    creds_sealed: vec![3],
-                    cert_expires_at,
-                    config_checksum: "sha256:x".into(),
-                    node_certs: Vec::new(),
-                },
-                &serviceradar_store::ProvisionedFrom::default(),
-            )
-            .await
-            .expect("provisioned");
+        support::provision_leaf(&scoped, leaf.id, cert_expires_at).await;
     }
 }
 
@@ -66,19 +51,10 @@ fn count(rows: &[TenantStatusCount], tenant: &str, status: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_counts_group_by_tenant_on_both_backends() {
     for (store, _dir) in stores().await {
-        let tenant = |slug: &'static str| {
-            let store = store.clone();
-            async move {
-                store
-                    .create_tenant(
-                        &Slug::parse(slug).expect("slug"),
-                        &DisplayName::parse(slug).expect("name"),
-                    )
-                    .await
-                    .expect("tenant")
-            }
-        };
-        let (acme, beta) = (tenant("acme").await, tenant("beta").await);
+        let (acme, beta) = (
+            support::tenant(&store, "acme").await,
+            support::tenant(&store, "beta").await,
+        );
         let soon = now_ms() + 86_400_000;
         let later = now_ms() + 30 * 86_400_000;
         let (sa, sb) = (
@@ -151,13 +127,7 @@ fn pairs(list: &[(&str, i64)]) -> Vec<(String, i64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_counts_follow_every_status_change_on_both_backends() {
     for (store, _dir) in stores().await {
-        let acme = store
-            .create_tenant(
-                &Slug::parse("acme").expect("slug"),
-                &DisplayName::parse("acme").expect("name"),
-            )
-            .await
-            .expect("tenant");
+        let acme = support::tenant(&store, "acme").await;
         let scope = TenantScope::for_system_task(acme.id);
         let scoped = store.scoped(scope);
         let (nyc, _) = support::site_with_agent(&store, scope, "nyc").await;
@@ -192,24 +162,7 @@ async fn the_counts_follow_every_status_change_on_both_backends() {
         // Leaves: provisioned, then connected by the leaf checker.
         site(&store, scope, "ams", Some(now_ms() + 86_400_000)).await;
         let sfo_leaf = scoped.leaf_for_site(sfo).await.expect("leaf");
-        scoped
-            .store_leaf_provisioning(
-                sfo_leaf.id,
-                &LeafProvisioning {
-                    leaf_cert_pem: "c".into(),
-                    leaf_key_sealed: vec![1],
-                    server_cert_pem: "s".into(),
-                    server_key_sealed: vec![2],
-                    ca_chain_pem: "ca".into(),
-                    creds_sealed: vec![3],
-                    cert_expires_at: now_ms() + 86_400_000,
-                    config_checksum: "sha256:x".into(),
-                    node_certs: Vec::new(),
-                },
-                &serviceradar_store::ProvisionedFrom::default(),
-            )
-            .await
-            .expect("provisioned");
+        support::provision_leaf(&scoped, sfo_leaf.id, now_ms() + 86_400_000).await;
         scoped.set_leaf_link(sfo, true).await.expect("link up");
         assert_eq!(
             statuses(&store, "acme").await,
@@ -259,13 +212,7 @@ async fn sites_made_before_the_counts_existed_are_counted() {
         before.run(&pool).await.expect("migrations before 0035");
         pool.close().await;
 
-        let acme = store
-            .create_tenant(
-                &Slug::parse("acme").expect("slug"),
-                &DisplayName::parse("acme").expect("name"),
-            )
-            .await
-            .expect("tenant");
+        let acme = support::tenant(&store, "acme").await;
         let scope = TenantScope::for_system_task(acme.id);
         site(&store, scope, "nyc", Some(now_ms() + 86_400_000)).await;
         site(&store, scope, "sfo", None).await;
@@ -303,13 +250,7 @@ async fn two_replicas_folding_at_once_count_each_change_once() {
     let a = Store::connect(&url, 8).await.expect("replica a");
     a.migrate().await.expect("migrate");
     let b = Store::connect(&url, 8).await.expect("replica b");
-    let acme = a
-        .create_tenant(
-            &Slug::parse("acme").expect("slug"),
-            &DisplayName::parse("acme").expect("name"),
-        )
-        .await
-        .expect("tenant");
+    let acme = support::tenant(&a, "acme").await;
     let scope = TenantScope::for_system_task(acme.id);
 
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

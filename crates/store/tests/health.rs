@@ -7,7 +7,7 @@ use serviceradar_domain::state::{AlertEvent, AlertStatus, LeafStatus, SiteStatus
 use serviceradar_domain::validate::{DisplayName, Slug};
 use serviceradar_domain::{EdgeSiteId, TenantScope};
 use serviceradar_store::health::{ALERT_LEAF_DISCONNECTED, ALERT_SITE_OFFLINE, AgentCert};
-use serviceradar_store::{Backend, LeafProvisioning, PageRequest, Store, StoreError, now_ms};
+use serviceradar_store::{Backend, PageRequest, Store, StoreError, now_ms};
 
 mod support;
 
@@ -53,24 +53,7 @@ async fn two_tenants(
 async fn site(store: &Store, scope: TenantScope, slug: &str) -> EdgeSiteId {
     let scoped = store.scoped(scope);
     let (site, leaf) = support::new_site(&scoped, slug).await;
-    scoped
-        .store_leaf_provisioning(
-            leaf.id,
-            &LeafProvisioning {
-                leaf_cert_pem: "c".into(),
-                leaf_key_sealed: vec![1],
-                server_cert_pem: "s".into(),
-                server_key_sealed: vec![2],
-                ca_chain_pem: "ca".into(),
-                creds_sealed: vec![3],
-                cert_expires_at: now_ms() + 1_000_000,
-                config_checksum: "sha256:x".into(),
-                node_certs: Vec::new(),
-            },
-            &serviceradar_store::ProvisionedFrom::default(),
-        )
-        .await
-        .expect("provisioned");
+    support::provision_leaf(&scoped, leaf.id, now_ms() + 1_000_000).await;
     site.id
 }
 

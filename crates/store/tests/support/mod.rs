@@ -2,11 +2,45 @@
 
 #![allow(dead_code)]
 
-use serviceradar_domain::resources::{EdgeSite, NatsLeafServer};
+use serviceradar_domain::resources::{EdgeSite, NatsLeafServer, Tenant};
 use serviceradar_domain::validate::{DisplayName, ListenAddr, NatsUrl, Slug};
-use serviceradar_domain::{EdgeSiteId, TenantScope};
+use serviceradar_domain::{EdgeSiteId, LeafServerId, TenantScope};
 use serviceradar_store::health::AgentCert;
-use serviceradar_store::{NewSite, Scoped, Store, now_ms};
+use serviceradar_store::{LeafProvisioning, NewSite, ProvisionedFrom, Scoped, Store, now_ms};
+
+/// A new tenant named and slugged `slug`.
+pub async fn tenant(store: &Store, slug: &str) -> Tenant {
+    store
+        .create_tenant(
+            &Slug::parse(slug).expect("slug"),
+            &DisplayName::parse(slug).expect("name"),
+        )
+        .await
+        .expect("tenant")
+}
+
+/// Stores placeholder provisioning material for `leaf` (status
+/// `provisioned`), its certificates expiring at `cert_expires_at`.
+pub async fn provision_leaf(scoped: &Scoped<'_>, leaf: LeafServerId, cert_expires_at: i64) {
+    scoped
+        .store_leaf_provisioning(
+            leaf,
+            &LeafProvisioning {
+                leaf_cert_pem: "c".into(),
+                leaf_key_sealed: vec![1],
+                server_cert_pem: "s".into(),
+                server_key_sealed: vec![2],
+                ca_chain_pem: "ca".into(),
+                creds_sealed: vec![3],
+                cert_expires_at,
+                config_checksum: "sha256:x".into(),
+                node_certs: Vec::new(),
+            },
+            &ProvisionedFrom::default(),
+        )
+        .await
+        .expect("provisioned");
+}
 
 /// A new site named and slugged `slug`, with its pending leaf server.
 pub async fn new_site(scoped: &Scoped<'_>, slug: &str) -> (EdgeSite, NatsLeafServer) {
