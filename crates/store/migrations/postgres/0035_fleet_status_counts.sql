@@ -7,8 +7,10 @@
 --
 -- Writers only append to fleet_status_deltas, from triggers, so every write
 -- path (the store's statements, COPY, a foreign key's cascade) is counted
--- and no two writers wait on a shared counter row. Store::fleet_counts folds
--- the deltas into fleet_status_counts and reads that: a few rows per tenant.
+-- and no two writers wait on a shared counter row. Store::fold_status_deltas
+-- (the health sweeper, every pass) folds the deltas into fleet_status_counts;
+-- Store::fleet_counts reads the totals plus the deltas not folded yet: a few
+-- rows per tenant.
 -- Neither table is keyed by a foreign key: a tenant's rows are joined to
 -- tenants when read, and a cascade that removes a tenant must not be refused
 -- by the counts it updates.

@@ -6,9 +6,10 @@
 --
 -- Writers only append to fleet_status_deltas, from triggers, so every write
 -- path (the store's statements, a foreign key's cascade) is counted.
--- Store::fleet_counts folds the deltas into fleet_status_counts and reads
--- that. SQLite triggers run per row; a status change is counted only when
--- the status (or tenant) really changed.
+-- Store::fold_status_deltas (the health sweeper, every pass) folds the
+-- deltas into fleet_status_counts; Store::fleet_counts reads the totals plus
+-- the deltas not folded yet. SQLite triggers run per row; a status change is
+-- counted only when the status (or tenant) really changed.
 
 CREATE TABLE fleet_status_counts (
     tenant_id TEXT NOT NULL,
