@@ -755,23 +755,80 @@ pub mod rule {
                 .map(|rest| (s, rest))
         })?;
         let (host, port) = rest.rsplit_once(':')?;
-        if !host
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        {
-            return None;
+        Some((scheme, canonical_host(host)?, canonical_port(port)?))
+    }
+
+    /// A host as `Display` writes it, its bytes read once: only `[a-z0-9.-]`;
+    /// digits and dots alone are an IPv4 literal as `Ipv4Addr` writes it,
+    /// anything else a name that passes [`dns_name`].
+    fn canonical_host(host: &str) -> Option<CanonicalHost<'_>> {
+        let mut numeric = true;
+        for &b in host.as_bytes() {
+            match b {
+                b'0'..=b'9' | b'.' => {}
+                b'a'..=b'z' | b'-' => numeric = false,
+                _ => return None,
+            }
         }
-        if port.starts_with('0') {
-            return None;
-        }
-        let port = port_number(port).ok()?;
-        let host = if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-            CanonicalHost::V4(host.parse().ok()?)
+        if numeric {
+            ipv4_as_written(host).map(CanonicalHost::V4)
         } else {
             dns_name(host).ok()?;
-            CanonicalHost::Dns(host)
-        };
-        Some((scheme, host, port))
+            Some(CanonicalHost::Dns(host))
+        }
+    }
+
+    /// Four dot-separated decimal octets of at most 255, none with a leading
+    /// zero: what `Ipv4Addr`'s parser accepts and its `Display` writes, for
+    /// text already known to hold only digits and dots.
+    fn ipv4_as_written(text: &str) -> Option<std::net::Ipv4Addr> {
+        let mut octets = [0u8; 4];
+        let mut at = 0;
+        let mut value: u16 = 0;
+        let mut digits = 0;
+        for &b in text.as_bytes() {
+            if b == b'.' {
+                if digits == 0 || at == 3 {
+                    return None;
+                }
+                octets[at] = u8::try_from(value).ok()?;
+                at += 1;
+                value = 0;
+                digits = 0;
+            } else {
+                if digits > 0 && value == 0 {
+                    return None;
+                }
+                value = value * 10 + u16::from(b - b'0');
+                digits += 1;
+                if value > 255 {
+                    return None;
+                }
+            }
+        }
+        if digits == 0 || at != 3 {
+            return None;
+        }
+        octets[3] = u8::try_from(value).ok()?;
+        Some(std::net::Ipv4Addr::from(octets))
+    }
+
+    /// A port as `Display` writes it: 1 to 65535 in decimal, no leading
+    /// zero ([`port_number`]'s rule for that form).
+    fn canonical_port(text: &str) -> Option<u16> {
+        let bytes = text.as_bytes();
+        if bytes.is_empty() || bytes.len() > 5 || bytes[0] == b'0' {
+            return None;
+        }
+        let mut value: u32 = 0;
+        for &b in bytes {
+            let digit = b.wrapping_sub(b'0');
+            if digit > 9 {
+                return None;
+            }
+            value = value * 10 + u32::from(digit);
+        }
+        u16::try_from(value).ok()
     }
 
     /// The schemes a NATS URL may have: `nats` and `tls`, and for an
@@ -1135,6 +1192,25 @@ mod tests {
                 prop_assert_eq!(&fast.to_string(), &raw);
                 prop_assert_eq!(Ok(fast), rule::url_in_full(&raw, websocket));
             }
+        }
+
+        /// The one-pass path reads an IPv4 host itself (one pass over the
+        /// host, not `Ipv4Addr`'s parser): it takes exactly the hosts
+        /// `Ipv4Addr` takes, as the same address, and refuses the rest
+        /// (leading zeros, octets over 255, too few or many octets).
+        #[test]
+        fn the_canonical_url_path_reads_ipv4_hosts_as_std_does(
+            octets in prop::collection::vec(
+                "|0|[1-9]|[1-9][0-9]|1[0-9]{2}|2[0-5][0-9]|0[0-9]{1,2}|[3-9][0-9]{2}|[0-9]{4}",
+                3..=5,
+            ),
+            port in 1u16..,
+        ) {
+            let host = octets.join(".");
+            let raw = format!("tls://{host}:{port}");
+            let std = host.parse::<std::net::Ipv4Addr>().ok();
+            let fast = rule::canonical_url(&raw, false).map(|url| url.host().clone());
+            prop_assert_eq!(fast, std.map(|ip| Host::Ip(IpAddr::V4(ip))));
         }
     }
 

@@ -146,6 +146,26 @@ async fn metrics_after_real_traffic_name_every_monitored_family() {
         .await
         .expect("list sites");
     assert_eq!(listed.status(), StatusCode::OK);
+    // A body over the limit: answered 413 inside the shared layers, so it
+    // keeps its request id and is counted like any other answer (the limit
+    // once sat outside the metrics layer and such answers were not counted).
+    let oversized = http
+        .post(format!("{base}/api/v1/edge-sites"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .header("x-request-id", "oversized-1")
+        .body(vec![b' '; serviceradar_http::stack::BODY_LIMIT + 1])
+        .send()
+        .await
+        .expect("oversized create");
+    assert_eq!(oversized.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        oversized
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("oversized-1")
+    );
 
     // Telemetry through the hub: good messages and one poison message.
     let tenant = store
@@ -248,8 +268,8 @@ async fn metrics_after_real_traffic_name_every_monitored_family() {
                 r#"method="POST""#,
                 r#"le="+Inf""#
             ],
-        ) == Some(1.0),
-        "{text}"
+        ) == Some(2.0),
+        "the create and the oversized create: {text}"
     );
     assert!(
         sample(
@@ -257,6 +277,18 @@ async fn metrics_after_real_traffic_name_every_monitored_family() {
             "http_requests_total",
             &[r#"route="/api/v1/edge-sites""#, r#"status="201""#],
         ) == Some(1.0)
+    );
+    assert!(
+        sample(
+            &text,
+            "http_requests_total",
+            &[
+                r#"route="/api/v1/edge-sites""#,
+                r#"method="POST""#,
+                r#"status="413""#
+            ],
+        ) == Some(1.0),
+        "the 413 is not counted: {text}"
     );
     // The job queue: depth per kind and status, and finished attempts.
     assert!(text.contains("# TYPE serviceradar_jobs gauge"), "{text}");
