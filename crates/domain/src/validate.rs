@@ -813,22 +813,13 @@ pub mod rule {
         Some(std::net::Ipv4Addr::from(octets))
     }
 
-    /// A port as `Display` writes it: 1 to 65535 in decimal, no leading
-    /// zero ([`port_number`]'s rule for that form).
+    /// A port as `Display` writes it: [`port_number`]'s rule, without a
+    /// leading zero.
     fn canonical_port(text: &str) -> Option<u16> {
-        let bytes = text.as_bytes();
-        if bytes.is_empty() || bytes.len() > 5 || bytes[0] == b'0' {
+        if text.starts_with('0') {
             return None;
         }
-        let mut value: u32 = 0;
-        for &b in bytes {
-            let digit = b.wrapping_sub(b'0');
-            if digit > 9 {
-                return None;
-            }
-            value = value * 10 + u32::from(digit);
-        }
-        u16::try_from(value).ok()
+        port_number(text).ok()
     }
 
     /// The schemes a NATS URL may have: `nats` and `tls`, and for an
