@@ -1774,8 +1774,18 @@ async fn the_device_registry_drops_keys_the_database_does_not_have_even_when_not
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let database_url = format!("sqlite://{}", dir.join("core.db").display());
-    let (store, pki, _running, _hub, ports, _acme, beta) =
-        two_tenants(dir, &database_url, |_| {}).await;
+    // The counts below are this test's syncs alone: the running app syncs
+    // the registry too, in its sweep of every tenant (the first, at start,
+    // finds no tenant set up yet; the next comes after the interval). At the
+    // default 30 s a slow run reached the next sweep, which removed the
+    // stray key before this test's sync could count it. Store-level device
+    // changes announce nothing, so no other sync runs.
+    let (store, pki, _running, _hub, ports, _acme, beta) = two_tenants(dir, &database_url, |s| {
+        if let Some(ingest) = s.ingest.as_mut() {
+            ingest.site_sync_interval = Duration::from_secs(3600);
+        }
+    })
+    .await;
     let scoped = store.scoped(TenantScope::for_system_task(beta.id));
     let (site, _) = scoped
         .create_site(
