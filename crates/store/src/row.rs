@@ -121,13 +121,6 @@ where
         Ok(self.row.read(self.position(col)?)?)
     }
 
-    /// Passes over `col`, a column the decoder does not need, so the next
-    /// one read is still found at the position after it.
-    pub(crate) fn skip(&self, col: &str) -> Result<(), StoreError> {
-        self.position(col)?;
-        Ok(())
-    }
-
     /// Where `col` is in the row: right after the column read last when the
     /// name matches there, else looked up by name.
     fn position(&self, col: &str) -> Result<usize, sqlx::Error> {

@@ -179,6 +179,13 @@ macro_rules! site_columns {
 }
 
 const SITE_SELECT: &str = concat!("SELECT ", site_columns!(), " FROM edge_sites s");
+/// The columns a listed site shows ([`decode_site_ref`]): every column of
+/// [`site_columns`] but the tenant, which the query's own condition fixes.
+/// A page of 50 sites is about a fifth smaller without it (36 bytes a row
+/// of the 190 it takes), small enough that PostgreSQL sends it in one write
+/// of its 8 KiB output buffer when names are short.
+const SITE_LISTED_SELECT: &str = "SELECT s.id, s.name, s.slug, s.status, s.nats_leaf_url, \
+                                  s.last_seen_at, s.created_at, s.updated_at FROM edge_sites s";
 /// The web UI's site list: sites with their leaf's status (kept on the site
 /// row, [`Scoped::mirror_leaf_status`]) and how many sites match. Unfiltered,
 /// the count is the tenant's `site_count` (kept by site creation and
@@ -231,8 +238,6 @@ macro_rules! site_ref_decoder {
         fn $name(row: &$row) -> Result<EdgeSiteRef<'_>, StoreError> {
             let r = Cols::of(row, "edge_sites");
             let id = r.id("id")?;
-            // The list shows no tenant: the query is already the caller's.
-            r.skip("tenant_id")?;
             let listed = ListedSite {
                 id,
                 name: r.get("name")?,
@@ -528,26 +533,37 @@ impl Scoped<'_> {
         filter: &SiteFilter,
         page: &PageRequest,
     ) -> Result<Page<EdgeSite>, StoreError> {
-        self.fetch_sites(&self.site_page(filter, page), decode_site, decode_site_pg)
-            .await
+        self.fetch_sites(
+            &self.site_page(SITE_SELECT, filter, page),
+            decode_site,
+            decode_site_pg,
+        )
+        .await
     }
 
-    /// The query of a page of sites: [`Scoped::list_sites`]'s and
-    /// [`Scoped::list_site_rows`]'s, so both list the same sites.
-    fn site_page(&self, filter: &SiteFilter, page: &PageRequest) -> ListQuery {
-        let mut q = filtered(SITE_SELECT, self.tenant(), filter);
+    /// The query of a page of sites selecting `select`'s columns:
+    /// [`Scoped::list_sites`]'s and [`Scoped::list_site_rows`]'s, so both
+    /// list the same sites.
+    fn site_page(
+        &self,
+        select: &'static str,
+        filter: &SiteFilter,
+        page: &PageRequest,
+    ) -> ListQuery {
+        let mut q = filtered(select, self.tenant(), filter);
         q.page("s", page);
         q
     }
 
     /// [`Scoped::list_sites`]'s page as rows read in place
-    /// ([`SiteRows::sites`]): the same query, sites and cursor.
+    /// ([`SiteRows::sites`]): the same query, sites and cursor, without the
+    /// tenant's column ([`SITE_LISTED_SELECT`]).
     pub async fn list_site_rows(
         &self,
         filter: &SiteFilter,
         page: &PageRequest,
     ) -> Result<SiteRows, StoreError> {
-        let q = self.site_page(filter, page);
+        let q = self.site_page(SITE_LISTED_SELECT, filter, page);
         let (rows, next_cursor) = match &self.store.hot {
             Some(pool) => {
                 let page = q.fetch_rows_pg(pool).await?;

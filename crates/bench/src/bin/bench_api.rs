@@ -357,7 +357,7 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
         url,
         &[],
         &format!(
-            "EXPLAIN (ANALYZE, BUFFERS) SELECT s.id, s.tenant_id, s.name, s.slug, s.status, \
+            "EXPLAIN (ANALYZE, BUFFERS) SELECT s.id, s.name, s.slug, s.status, \
              s.nats_leaf_url, s.last_seen_at, s.created_at, s.updated_at FROM edge_sites s \
              WHERE s.tenant_id = '{}' ORDER BY s.created_at, s.id LIMIT {}",
             tenants[chosen],
@@ -578,7 +578,7 @@ const TOKEN_SQL: &str = "SELECT t.id, t.tenant_id, t.user_id, t.name, t.scopes, 
 const SESSION_SQL: &str = "SELECT s.tenant_id, s.user_id, s.csrf_token, s.expires_at, u.role \
      FROM sessions s JOIN users u ON u.id = s.user_id AND u.tenant_id = s.tenant_id \
      WHERE s.token_hash = :sess AND s.expires_at > 0";
-const PAGE_SQL: &str = "SELECT s.id, s.tenant_id, s.name, s.slug, s.status, s.nats_leaf_url, \
+const PAGE_SQL: &str = "SELECT s.id, s.name, s.slug, s.status, s.nats_leaf_url, \
      s.last_seen_at, s.created_at, s.updated_at FROM edge_sites s WHERE s.tenant_id = :tid \
      ORDER BY s.created_at, s.id LIMIT 51";
 /// The web UI's unfiltered page: sites with the leaf status kept on their
