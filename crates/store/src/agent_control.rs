@@ -136,13 +136,13 @@ pub struct ConfigAck {
     pub acked_at: i64,
 }
 
-/// Acknowledgements per statement of [`Store::record_config_acks`] (4
+/// Acknowledgements per statement of [`crate::Store::record_config_acks`] (4
 /// parameters each, well under SQLite's 999).
 const ACKS_PER_STATEMENT: usize = 200;
 
 impl crate::db::Store {
     /// Stores many agents' config acknowledgements (of any tenants) with
-    /// one statement per [`ACKS_PER_STATEMENT`]: the gateway's write-behind
+    /// one statement per `ACKS_PER_STATEMENT` of them: the gateway's write-behind
     /// of `ConfigAck`. Each row is matched on its tenant as well as its
     /// agent; an agent deleted meanwhile is skipped; an acknowledgement
     /// never replaces a newer one (timestamps only move forward).

@@ -180,10 +180,9 @@ macro_rules! site_columns {
 
 const SITE_SELECT: &str = concat!("SELECT ", site_columns!(), " FROM edge_sites s");
 /// The columns a listed site shows ([`decode_site_ref`]): every column of
-/// [`site_columns`] but the tenant, which the query's own condition fixes.
-/// A page of 50 sites is about a fifth smaller without it (36 bytes a row
-/// of the 190 it takes), small enough that PostgreSQL sends it in one write
-/// of its 8 KiB output buffer when names are short.
+/// `site_columns!` but the tenant, which the query's own condition fixes.
+/// A page is about a fifth fewer bytes from the database without it (36 of
+/// the 190 bytes a row takes with the benchmark's names; BENCHMARKS.md).
 const SITE_LISTED_SELECT: &str = "SELECT s.id, s.name, s.slug, s.status, s.nats_leaf_url, \
                                   s.last_seen_at, s.created_at, s.updated_at FROM edge_sites s";
 /// The web UI's site list: sites with their leaf's status (kept on the site
@@ -557,7 +556,7 @@ impl Scoped<'_> {
 
     /// [`Scoped::list_sites`]'s page as rows read in place
     /// ([`SiteRows::sites`]): the same query, sites and cursor, without the
-    /// tenant's column ([`SITE_LISTED_SELECT`]).
+    /// tenant's column (`SITE_LISTED_SELECT`).
     pub async fn list_site_rows(
         &self,
         filter: &SiteFilter,
