@@ -357,11 +357,8 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<bool> {
         url,
         &[],
         &format!(
-            "EXPLAIN (ANALYZE, BUFFERS) SELECT s.id, s.name, s.slug, s.status, \
-             s.nats_leaf_url, s.last_seen_at, s.created_at, s.updated_at FROM edge_sites s \
-             WHERE s.tenant_id = '{}' ORDER BY s.created_at, s.id LIMIT {}",
-            tenants[chosen],
-            PAGE + 1
+            "EXPLAIN (ANALYZE, BUFFERS) {}",
+            PAGE_SQL.replace(":tid", &format!("'{}'", tenants[chosen]))
         ),
     )
     .await?;
