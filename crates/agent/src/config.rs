@@ -187,7 +187,7 @@ pub struct Settings {
     pub listen: Option<crate::listen::ListenTarget>,
     /// The device authorization service to run beside the leaf: on when
     /// the `nats-leaf.conf` installed beside the config file includes
-    /// `device-auth.conf` (see [`device_auth_settings`]).
+    /// `device-auth.conf` (see `device_auth_settings`).
     pub device_auth: Option<crate::device_auth::DeviceAuthSettings>,
 }
 

@@ -4,7 +4,7 @@
 //! session (all scopes of their role) or an API token (the token's scopes,
 //! never more than its creator's role). [`Actor::authorize`] answers for an
 //! [`Action`]; HTTP handlers call it and nothing else. Tenant isolation is not
-//! decided here but by [`TenantScope`](crate::TenantScope): an actor can only
+//! decided here but by [`crate::TenantScope`]: an actor can only
 //! ever name objects inside its own tenant.
 //!
 //! | role     | read | write (sites, packages, bundles) | delete sites | users & others' tokens |

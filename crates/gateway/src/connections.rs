@@ -5,7 +5,7 @@
 //! HTTP/2 connection that each agent keeps open: the number of open
 //! connections on a replica is the number of agents connected to it, which
 //! no RPC counter shows. Each accepted TCP connection is wrapped in a
-//! [`Counted`] stream that adds one to the gauge and takes it away when the
+//! `Counted` stream that adds one to the gauge and takes it away when the
 //! connection is dropped (closed by either side, or refused by TLS).
 
 use std::pin::Pin;

@@ -14,7 +14,7 @@
 //!   audited (`gateway_audit` table, `serviceradar_gateway_denied_total`).
 //! * **Service** ([`service`]): `Hello`, `GetConfig`, `PushStatus`,
 //!   `PushResults`; agent contact and leaf checker results feed
-//!   `serviceradar_health`; `RenewCertificates` ([`renewal`]) renews the
+//!   `serviceradar_health`; `RenewCertificates` (module `renewal`) renews the
 //!   certificates of a box enrolled with a token.
 //! * **Devices** ([`devices`]): `DeviceEnrollment.SimpleReenroll` on the same
 //!   port renews a registered device's certificate over its own mTLS

@@ -8,7 +8,7 @@
 //! its certificate the same way, claims are checked (and refusals audited)
 //! by the same function, `Hello` registers, `PushStatus`/`StreamStatus`
 //! record through the same path as our `PushStatus`, `ControlStream` is the
-//! same session with another [`Dialect`]. Only the message shapes differ:
+//! same session with another `Dialect`. Only the message shapes differ:
 //!
 //! * `agent_id` is required (`INVALID_ARGUMENT` when empty, as ServiceRadar
 //!   answers) and must be the certificate's agent id (`PERMISSION_DENIED`,

@@ -29,7 +29,7 @@
 //! 3. on failure retries with exponential backoff (capped, with jitter);
 //!    once failures have lasted `unreachable_after` the agent is
 //!    `unreachable` and an `agent_unreachable` alert is raised through
-//!    [`Health`] (webhooks, live events); the next successful poll resolves
+//!    [`Health`](serviceradar_health::Health) (webhooks, live events); the next successful poll resolves
 //!    it.
 
 use std::sync::{Arc, Mutex};
@@ -276,7 +276,7 @@ enum Failure {
 /// for refused, timed out and certificate not accepted alike: the endpoint
 /// is the tenant's to set, and telling those apart would let a tenant map
 /// which addresses and ports answer on the platform's network. The kind goes
-/// to the gateway's log ([`describe_connect`]) for the operator.
+/// to the gateway's log (`describe_connect`) for the operator.
 pub const UNANSWERED: &str = "no answer from the agent (connection failed, timed out, or its \
      certificate was not accepted; the platform's log has the detail)";
 

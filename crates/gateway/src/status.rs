@@ -6,7 +6,7 @@
 //! pushes a second (BENCHMARKS.md). Most pushes change nothing: the site is
 //! still `active`, the leaf still linked, each check still `ok`; only
 //! `last_seen_at` and the checks' latest observations move. So the replica
-//! remembers, per agent, the state it last *wrote* ([`Known`]) and:
+//! remembers, per agent, the state it last *wrote* (`Known`) and:
 //!
 //! * a push that matches it is **steady**: its contact and check results go
 //!   into a bounded in-memory buffer (newest contact and newest result per

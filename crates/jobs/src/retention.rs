@@ -1,7 +1,7 @@
 //! The retention sweep as a job: one `retention_sweep` job at a time (a
 //! dedupe key), enqueued every interval by whichever replica gets there
 //! first and run by one worker, which applies the
-//! [`RetentionPolicy`](serviceradar_store::RetentionPolicy).
+//! [`serviceradar_store::RetentionPolicy`].
 //!
 //! It exists so that with several control-plane replicas the tables are
 //! swept once per interval, not once per replica, and a sweep that fails is

@@ -84,7 +84,7 @@ struct QuickstartArgs {
     #[arg(long, default_value_t = 4222)]
     leaf_port: u16,
     /// Where the demo site is installed, with its logs and pid files
-    /// (default: <data dir>/quickstart).
+    /// (default: quickstart/ in the data dir).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
     /// The leaf's nats-server binary: a path, or a name looked up on PATH.

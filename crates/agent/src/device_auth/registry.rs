@@ -4,7 +4,7 @@
 //! and must not answer from nothing. The copy is a KV bucket in the leaf's
 //! own JetStream ([`LOCAL_BUCKET`], key = device id, plus the marker
 //! [`SYNCED_KEY`] once a full copy was taken), held in memory for the
-//! callout. [`Registry::replicate`] keeps it equal to this site's keys of
+//! callout. `Registry::replicate` keeps it equal to this site's keys of
 //! the tenant's `SR_DEVICES` bucket on the hub (reached through the
 //! leafnode link in the hub's JetStream domain): a live watch plus a full
 //! re-read every few seconds, so a change made while the link was down
@@ -33,10 +33,10 @@ type Connection = (String, u64);
 
 /// Open device connections: each admitted connection -> its device and
 /// when it was admitted. An entry is removed when nats-server reports the
-/// connection closed ([`Sessions::forget`], from the leaf's disconnect
+/// connection closed (`Sessions::forget`, from the leaf's disconnect
 /// events), when its device is kicked, or, should an event be lost (the
 /// service's system connection was down), once it is older than the
-/// longest session ([`Sessions::prune`]): the map holds the open
+/// longest session (`Sessions::prune`): the map holds the open
 /// connections, not every connection ever admitted.
 #[derive(Debug, Clone, Default)]
 pub struct Sessions(Arc<Mutex<HashMap<Connection, (Uuid, Instant)>>>);

@@ -1253,7 +1253,7 @@ impl CpuTicks {
     }
 }
 
-/// utime, stime, cutime, cstime of a /proc/<pid>/stat file.
+/// utime, stime, cutime, cstime of a `/proc/<pid>/stat` file.
 fn proc_stat(path: &Path) -> Option<(u64, u64, u64, u64)> {
     let text = std::fs::read_to_string(path).ok()?;
     let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();

@@ -123,7 +123,7 @@ pub struct LeafConfigInput {
     /// The node's place in a leaf cluster; `None` for a single leaf server.
     pub cluster: Option<LeafClusterInput>,
     /// Hand every client connection to the edge's device authorization
-    /// service (auth callout, see [`device_auth`](self::device_auth)):
+    /// service (auth callout, see `device_auth`):
     /// renders `include "device-auth.conf"`, which the edge writes.
     pub device_auth: bool,
 }
