@@ -32,6 +32,7 @@
 //! cargo run --release -p serviceradar-bench --bin bench-api -- --sites 100000 --tenants 100
 //! ```
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
@@ -1207,11 +1208,11 @@ async fn output_and_cpu(
 
 /// CPU clock ticks (USER_HZ, 100 on Linux) from /proc: this process (the
 /// server, plus the negligible bench driver), its waited-for children (wrk),
-/// and the PostgreSQL backends serving `database`.
+/// and each PostgreSQL backend serving `database`, by pid.
 struct CpuTicks {
     own: u64,
     children: u64,
-    postgres: u64,
+    postgres: HashMap<u32, u64>,
 }
 
 impl CpuTicks {
@@ -1219,18 +1220,22 @@ impl CpuTicks {
 
     fn now(database: &str) -> Self {
         let own = proc_stat(Path::new("/proc/self/stat")).unwrap_or_default();
-        let mut postgres = 0;
+        let mut postgres = HashMap::new();
         if !database.is_empty() {
             for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
                 let dir = entry.path();
+                let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                    continue;
+                };
                 let Ok(cmdline) = std::fs::read(dir.join("cmdline")) else {
                     continue;
                 };
                 let title = String::from_utf8_lossy(&cmdline);
                 if title.starts_with("postgres: ")
                     && title.split_whitespace().any(|word| word == database)
+                    && let Some(t) = proc_stat(&dir.join("stat"))
                 {
-                    postgres += proc_stat(&dir.join("stat")).map_or(0, |t| t.0 + t.1);
+                    postgres.insert(pid, t.0 + t.1);
                 }
             }
         }
@@ -1241,14 +1246,23 @@ impl CpuTicks {
         }
     }
 
+    /// The cores each part used between `before` and now. PostgreSQL's are
+    /// summed per backend: a backend that started meanwhile counts whole,
+    /// and one that exited (pgbench's, just after the run before this one)
+    /// drops out of both sides instead of taking its ticks off the sum.
     fn cores_since(&self, before: &Self, wall: std::time::Duration) -> CpuUse {
-        let cores = |after: u64, before: u64| {
-            after.saturating_sub(before) as f64 / Self::HZ / wall.as_secs_f64()
-        };
+        let cores = |ticks: u64| ticks as f64 / Self::HZ / wall.as_secs_f64();
+        let postgres = self
+            .postgres
+            .iter()
+            .map(|(pid, after)| {
+                after.saturating_sub(before.postgres.get(pid).copied().unwrap_or(0))
+            })
+            .sum();
         CpuUse {
-            server: cores(self.own, before.own),
-            postgres: cores(self.postgres, before.postgres),
-            wrk: cores(self.children, before.children),
+            server: cores(self.own.saturating_sub(before.own)),
+            postgres: cores(postgres),
+            wrk: cores(self.children.saturating_sub(before.children)),
         }
     }
 }
@@ -1281,6 +1295,23 @@ mod tests {
 Requests/sec:  37824.12
 Transfer/sec:      4.58MB
 ";
+
+    /// The 100k run of session 35 showed 0.00 PostgreSQL cores for a page
+    /// served at 5,224 requests/s: pgbench's backends, busy until just
+    /// before the run, were in the first reading and gone from the second.
+    #[test]
+    fn a_backend_that_exits_during_a_run_does_not_zero_postgres_cores() {
+        let ticks = |pairs: &[(u32, u64)]| CpuTicks {
+            own: 0,
+            children: 0,
+            postgres: pairs.iter().copied().collect(),
+        };
+        // pgbench's backend 7 (5,000 ticks) exits; backend 8 serves the run.
+        let before = ticks(&[(7, 5_000), (8, 100)]);
+        let after = ticks(&[(8, 180), (9, 20)]);
+        let used = after.cores_since(&before, std::time::Duration::from_secs(1));
+        assert!((used.postgres - 1.0).abs() < 1e-9, "{}", used.postgres);
+    }
 
     fn round(rps: f64, tps: f64, errors: u64) -> Round {
         Round {
