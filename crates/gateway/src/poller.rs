@@ -29,8 +29,8 @@
 //! 3. on failure retries with exponential backoff (capped, with jitter);
 //!    once failures have lasted `unreachable_after` the agent is
 //!    `unreachable` and an `agent_unreachable` alert is raised through
-//!    [`Health`](serviceradar_health::Health) (webhooks, live events); the next successful poll resolves
-//!    it.
+//!    [`Health`](serviceradar_health::Health) (webhooks, live events); the
+//!    next successful poll resolves it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
